@@ -1,0 +1,175 @@
+"""Body-model speed: forward and forward+backward per batch size, and the smplx yard-stick.
+
+Prints one table per device: median milliseconds per call for the stick-insect and
+mouse models from ../shared (or the embedded demo model when ../shared is absent),
+with vertices (full skinning) and without (joints and keypoints only).
+
+The bar (issue 2): at batch 64 on one CPU thread, ``SMILModel`` forward with vertices
+is at least 2x faster than ``smplx.lbs`` on the same model and inputs. smplx has no
+notion of an empty pose-blendshape basis, so it gets the zero basis a model without
+pose blendshapes implies, exactly as its own loader would build it.
+
+Usage::
+
+    python benchmarks/body_model.py                 # CPU, one thread
+    python benchmarks/body_model.py --device cuda   # adds batch 4096
+    python benchmarks/body_model.py --threads 2 --batch-sizes 1 64
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from smilfit.body_models import SMILModel  # noqa: E402
+from smilfit.body_models.demo_model import demo_model_data  # noqa: E402
+from smilfit.body_models.io import load_model_data  # noqa: E402
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+MODEL_FILES = {'stick': 'SMILy_STICK.pkl', 'mouse': 'SMILy_Mouse_static_joints.pkl'}
+
+
+def time_call(fn: Callable[[], object], device: torch.device, min_time: float = 0.3,
+              min_reps: int = 5, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in milliseconds (synchronising CUDA)."""
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 200:
+            break
+    return 1e3 * statistics.median(times)
+
+
+def make_inputs(model: SMILModel, batch: int, requires_grad: bool,
+                seed: int = 0) -> Dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    J, K = model.num_joints, model.num_betas
+    inputs = dict(global_orient=0.3 * torch.randn(batch, 3, generator=g),
+                  body_pose=0.3 * torch.randn(batch, J - 1, 3, generator=g),
+                  betas=torch.randn(batch, K, generator=g),
+                  transl=torch.randn(batch, 3, generator=g))
+    return {k: v.to(model.device, model.dtype).requires_grad_(requires_grad)
+            for k, v in inputs.items()}
+
+
+def bench_model(model: SMILModel, batch: int, device: torch.device) -> Dict[str, float]:
+    """Forward / forward+backward times with and without vertices."""
+    result = {}
+    for with_vertices in (True, False):
+        tag = 'verts' if with_vertices else 'joints'
+        inputs = make_inputs(model, batch, requires_grad=False)
+        with torch.no_grad():
+            result[f'fwd {tag}'] = time_call(
+                lambda: model(**inputs, return_vertices=with_vertices), device)
+        grad_inputs = make_inputs(model, batch, requires_grad=True)
+
+        def step():
+            out = model(**grad_inputs, return_vertices=with_vertices)
+            loss = out.joints.square().sum()
+            if with_vertices:
+                loss = loss + out.vertices.square().sum()
+            loss.backward()
+        result[f'fwd+bwd {tag}'] = time_call(step, device)
+    return result
+
+
+def smplx_ratio(model: SMILModel, batch: int = 64) -> str:
+    """Forward time of smplx.lbs vs SMILModel on the same model and inputs (CPU)."""
+    try:
+        from smplx.lbs import lbs
+    except ImportError:
+        return 'smplx not installed (pip install -e .[dev])'
+    device = torch.device('cpu')
+    data = model.data
+    V, J = data.num_vertices, data.num_joints
+    f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    P = 9 * (J - 1)
+    posedirs = (f32(data.posedirs).reshape(V * 3, P).T if data.posedirs.shape[2]
+                else torch.zeros(P, V * 3))
+    inputs = make_inputs(model, batch, requires_grad=False, seed=1)
+    pose = torch.cat([inputs['global_orient'], inputs['body_pose'].flatten(1)], 1)
+    args = (inputs['betas'], pose, f32(data.v_template), f32(data.shapedirs), posedirs,
+            f32(data.J_regressor), torch.as_tensor(data.parents), f32(data.weights))
+    with torch.no_grad():
+        ours = model(global_orient=inputs['global_orient'], body_pose=inputs['body_pose'],
+                     betas=inputs['betas'])
+        theirs, _ = lbs(*args)
+        err = (ours.vertices - theirs).abs().max().item()
+        t_ours = time_call(lambda: model(global_orient=inputs['global_orient'],
+                                         body_pose=inputs['body_pose'],
+                                         betas=inputs['betas']), device, min_time=1.0)
+        t_smplx = time_call(lambda: lbs(*args), device, min_time=1.0)
+    return (f'smplx.lbs {t_smplx:.2f} ms vs SMILModel {t_ours:.2f} ms at batch {batch}: '
+            f'{t_smplx / t_ours:.2f}x faster (max |vertex difference| {err:.1e})')
+
+
+def load_models() -> Dict[str, SMILModel]:
+    models = {}
+    for name, file in MODEL_FILES.items():
+        path = SHARED_MODELS / file
+        if path.exists():
+            models[name] = SMILModel(data=load_model_data(path))
+    if not models:
+        print('../shared/models not found: benchmarking the embedded demo model only')
+        models['demo'] = SMILModel(data=demo_model_data())
+    return models
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', choices=['cpu', 'cuda', 'all'], default='all',
+                        help="'all' = CPU, plus CUDA when available (default)")
+    parser.add_argument('--threads', type=int, default=1, help='CPU threads (default 1)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=None,
+                        help='default: 1 16 64 256 (and 4096 on a GPU)')
+    parser.add_argument('--no-smplx', action='store_true', help='skip the smplx comparison')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = ['cpu'] if args.device == 'cpu' else ['cuda'] if args.device == 'cuda' else (
+        ['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
+    if 'cuda' in devices and not torch.cuda.is_available():
+        parser.error('--device cuda but CUDA is not available')
+    models = load_models()
+    columns = ['fwd verts', 'fwd+bwd verts', 'fwd joints', 'fwd+bwd joints']
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        sizes = args.batch_sizes or ([1, 16, 64, 256] + ([4096] if dev_name == 'cuda' else []))
+        label = (torch.cuda.get_device_name(device) if dev_name == 'cuda'
+                 else f'CPU, {torch.get_num_threads()} thread(s)')
+        print(f'\n## {label}: median ms per call (float32)\n')
+        print('| model | V | J | batch | ' + ' | '.join(columns) + ' |')
+        print('|---|---|---|---|' + '---|' * len(columns))
+        for name, model in models.items():
+            model = model.to(device)
+            for batch in sizes:
+                r = bench_model(model, batch, device)
+                cells = ' | '.join(f'{r[c]:.3f}' for c in columns)
+                print(f'| {name} | {model.num_vertices} | {model.num_joints} | {batch} | '
+                      f'{cells} |', flush=True)
+            models[name] = model.cpu()
+    if not args.no_smplx:
+        print(f'\n## smplx comparison (CPU, {torch.get_num_threads()} thread(s), '
+              'forward with vertices)\n')
+        for name, model in models.items():
+            print(f'- {name}: {smplx_ratio(model)}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""Linear blend skinning as short, typed, pure functions (no assumptions about the skeleton).
+
+Shapes: B batch, V vertices, J joints, K shape coefficients, P pose-blendshape basis
+size (9 * (J - 1) or 0), R readout rows (regressed joints and vertex keypoints).
+
+The kinematic chain is evaluated one tree *level* at a time (all joints of one depth
+in one batched matmul), not one joint at a time. Per-joint anisotropic scale and
+bone translation follow SMILify's conventions (see :func:`local_transforms`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+# --------------------------------------------------------------------- topology
+@dataclass(frozen=True)
+class KinematicLevels:
+    """A kinematic tree split into depth levels, precomputed once per model.
+
+    Attributes:
+        root: index of the root joint.
+        joints: per level >= 1, the (n_l,) joint indices at that depth.
+        parent_pos: per level >= 1, for each of its joints, the position of its
+            parent inside the previous level's joint list.
+        order: (J,) all joints in level order (root first).
+        inverse_order: (J,) position of each joint in ``order``.
+        non_root: (J - 1,) joint indices except the root, ascending (the order of
+            ``body_pose`` and of the pose-blendshape feature).
+    """
+
+    root: int
+    joints: Tuple[torch.Tensor, ...]
+    parent_pos: Tuple[torch.Tensor, ...]
+    order: torch.Tensor
+    inverse_order: torch.Tensor
+    non_root: torch.Tensor
+
+    @staticmethod
+    def from_parents(parents: np.ndarray) -> 'KinematicLevels':
+        """Build levels from a validated (J,) parent array (root has parent -1)."""
+        parents = np.asarray(parents, dtype=np.int64)
+        J = parents.shape[0]
+        root = int(np.flatnonzero(parents < 0)[0])
+        levels: List[np.ndarray] = [np.array([root])]
+        seen = 1
+        while seen < J:
+            children = np.flatnonzero(np.isin(parents, levels[-1]))
+            if children.size == 0:
+                raise ValueError('parents do not form a tree reachable from the root')
+            levels.append(children)
+            seen += children.size
+        joints, parent_pos = [], []
+        for prev, cur in zip(levels[:-1], levels[1:]):
+            position = {int(j): i for i, j in enumerate(prev)}
+            joints.append(torch.as_tensor(cur))
+            parent_pos.append(torch.as_tensor([position[int(parents[j])] for j in cur]))
+        order = np.concatenate(levels)
+        inverse = np.empty(J, dtype=np.int64)
+        inverse[order] = np.arange(J)
+        return KinematicLevels(
+            root=root, joints=tuple(joints), parent_pos=tuple(parent_pos),
+            order=torch.as_tensor(order), inverse_order=torch.as_tensor(inverse),
+            non_root=torch.as_tensor(np.delete(np.arange(J), root)))
+
+    def to(self, device: torch.device) -> 'KinematicLevels':
+        move = lambda ts: tuple(t.to(device) for t in ts)  # noqa: E731
+        return KinematicLevels(self.root, move(self.joints), move(self.parent_pos),
+                               self.order.to(device), self.inverse_order.to(device),
+                               self.non_root.to(device))
+
+
+# ------------------------------------------------------------------ shape terms
+def pose_feature(rot_mats: torch.Tensor, non_root: torch.Tensor) -> torch.Tensor:
+    """(B, J, 3, 3) local rotations -> (B, 9 * (J - 1)) SMPL pose feature ``R - I``."""
+    R = rot_mats[:, non_root]
+    eye = torch.eye(3, dtype=R.dtype, device=R.device)
+    return (R - eye).flatten(1)
+
+
+def pca_joint_scale_trans(weights_scale: Optional[torch.Tensor],
+                          weights_trans: Optional[torch.Tensor],
+                          scaledirs: Optional[torch.Tensor],
+                          transdirs: Optional[torch.Tensor],
+                          trans_factor: float,
+                          min_scale: float = 1e-4,
+                          ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """PCA drivers of per-joint scale and bone translation (SMILify's convention).
+
+    ``scale = clamp(1 + sum_k w_k scaledirs[k], min_scale)`` and
+    ``translation = trans_factor * sum_k w_k transdirs[k]``.
+
+    Args:
+        weights_scale: (B, K') or ``None``.
+        weights_trans: (B, K') or ``None``.
+        scaledirs, transdirs: (K', J, 3) directions.
+
+    Returns:
+        ``(log_scale, bone_trans)``, each (B, J, 3) or ``None``.
+    """
+    log_scale = bone_trans = None
+    if weights_scale is not None:
+        scale = 1.0 + torch.einsum('bk,kjc->bjc', weights_scale, scaledirs)
+        log_scale = scale.clamp_min(min_scale).log()
+    if weights_trans is not None:
+        bone_trans = trans_factor * torch.einsum('bk,kjc->bjc', weights_trans, transdirs)
+    return log_scale, bone_trans
+
+
+# ------------------------------------------------------------- kinematic chain
+def local_transforms(rot_mats: torch.Tensor, rest_joints: torch.Tensor,
+                     parents: torch.Tensor, root: int,
+                     log_scale: Optional[torch.Tensor] = None,
+                     bone_trans: Optional[torch.Tensor] = None,
+                     propagate_scaling: bool = False,
+                     reference_compat: bool = False) -> torch.Tensor:
+    """Per-joint transforms relative to the parent, as (B, J, 4, 4).
+
+    For joint ``j`` with parent ``p`` and ``S = diag(exp(log_scale))``:
+    ``L_j = [R'_j | (J_j - J_p) + d_j]`` with ``R'_j = S_p^-1 R_j S_j`` (the scale of
+    ``j`` stays local to ``j``'s segment) or ``R'_j = R_j S_j`` when
+    ``propagate_scaling`` (scales compound down the chain). The root gets
+    ``[R_0 S_0 | J_0]``; global rotation therefore pivots about the root joint.
+
+    ``reference_compat`` reproduces SMILify exactly, defects included: the root's
+    own scale is never applied (yet its inverse still shrinks its children when not
+    propagating) and ``d_j`` has its y component negated.
+
+    Args:
+        rot_mats: (B, J, 3, 3) local joint rotations.
+        rest_joints: (B, J, 3) or (J, 3) rest-pose joint locations.
+        parents: (J,) long tensor of parent indices (root entry ignored).
+        root: the root joint index.
+        log_scale: (B, J, 3) per-joint, per-axis log scale, or ``None``.
+        bone_trans: (B, J, 3) per-joint offset added to the bone vector, or ``None``.
+    """
+    B, J = rot_mats.shape[:2]
+    dtype, device = rot_mats.dtype, rot_mats.device
+    if rest_joints.dim() == 2:
+        rest_joints = rest_joints.expand(B, J, 3)
+    safe_parents = parents.clamp_min(0)
+    offsets = rest_joints - rest_joints[:, safe_parents]
+    offsets = torch.cat([offsets[:, :root], rest_joints[:, root:root + 1],
+                         offsets[:, root + 1:]], dim=1)
+    if bone_trans is not None:
+        if reference_compat:
+            bone_trans = bone_trans * torch.tensor([1.0, -1.0, 1.0], dtype=dtype,
+                                                   device=device)
+        root_mask = torch.ones(J, 1, dtype=dtype, device=device)
+        root_mask[root] = 0.0
+        offsets = offsets + bone_trans * root_mask
+    R = rot_mats
+    if log_scale is not None:
+        scale = log_scale.exp()
+        own = scale
+        if reference_compat:  # the reference never applies the root's own scale
+            own = torch.cat([scale[:, :root], torch.ones_like(scale[:, :1]),
+                             scale[:, root + 1:]], dim=1)
+        # R S_j scales the columns of R; S_p^-1 R scales its rows.
+        R = R * own[:, :, None, :]
+        if not propagate_scaling:
+            inv_parent = (-log_scale).exp()[:, safe_parents]
+            inv_parent = torch.cat([inv_parent[:, :root], torch.ones_like(inv_parent[:, :1]),
+                                    inv_parent[:, root + 1:]], dim=1)
+            R = inv_parent[:, :, :, None] * R
+    top = torch.cat([R, offsets[..., None]], dim=-1)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=dtype, device=device).expand(B, J, 1, 4)
+    return torch.cat([top, bottom], dim=-2)
+
+
+def chain_transforms(local: torch.Tensor, levels: KinematicLevels) -> torch.Tensor:
+    """Compose (B, J, 4, 4) parent-relative transforms into world transforms, level by level."""
+    current = local[:, levels.root:levels.root + 1]
+    per_level = [current]
+    for joints, parent_pos in zip(levels.joints, levels.parent_pos):
+        current = current[:, parent_pos] @ local[:, joints]
+        per_level.append(current)
+    return torch.cat(per_level, dim=1)[:, levels.inverse_order]
+
+
+def skinning_transforms(world: torch.Tensor, rest_joints: torch.Tensor) -> torch.Tensor:
+    """World joint transforms -> (B, J, 3, 4) affine maps of rest-pose points.
+
+    ``A_j x = R(G_j) (x - J_j) + t(G_j)``: how much the bone moved, not where it is.
+    """
+    if rest_joints.dim() == 2:
+        rest_joints = rest_joints.expand(world.shape[0], -1, -1)
+    rot = world[..., :3, :3]
+    t = world[..., :3, 3] - (rot @ rest_joints[..., None]).squeeze(-1)
+    return torch.cat([rot, t[..., None]], dim=-1)
+
+
+# ------------------------------------------------------------------- skinning
+def rest_vertices_vb(v_template: torch.Tensor, shapedirs: torch.Tensor,
+                     betas: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    """Shaped rest vertices in vertex-major layout (V, 3, B).
+
+    Vertex-major layout lets :func:`skin_vertices_vb` read each vertex's B samples
+    contiguously; the blendshapes are one fused ``addmm``.
+
+    Args:
+        v_template: (V, 3); shapedirs: (V, 3, K'); betas: (B, K') or ``None``.
+        batch: B (used when there are no betas).
+    """
+    V = v_template.shape[0]
+    flat = v_template.reshape(V * 3, 1)
+    if betas is not None and betas.shape[1]:
+        return torch.addmm(flat, shapedirs.reshape(V * 3, -1), betas.T).view(V, 3, -1)
+    return flat.expand(V * 3, batch).view(V, 3, batch)
+
+
+def skin_vertices_vb(rest: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor,
+                     chunk_size: int = 1024) -> torch.Tensor:
+    """Linear blend skinning: (V, 3, B) rest vertices -> (B, V, 3) posed vertices.
+
+    Blends the (B, J, 3, 4) maps per vertex with one GEMM, ``(V, J) @ (J, B*12)``,
+    then applies them with three fused multiply-adds. Vertices are processed in
+    chunks so the (chunk, B, 12) blended maps stay in cache: on CPU this step is
+    memory-bound, and whole-mesh temporaries are several times slower.
+
+    Args:
+        rest: (V, 3, B) vertices, e.g. from :func:`rest_vertices_vb`.
+        weights: (V, J) skinning weights.
+        transforms: (B, J, 3, 4) skinning maps (see :func:`skinning_transforms`).
+        chunk_size: vertices per chunk.
+
+    Returns:
+        (B, V, 3) vertices (a permuted view of a vertex-major tensor).
+    """
+    B, J = transforms.shape[:2]
+    # Columns layout (J, B, 4, 3): blended[..., k, :] is column k of the 3x4 map.
+    columns = transforms.permute(1, 0, 3, 2).reshape(J, B * 12)
+    out = []
+    for start in range(0, rest.shape[0], chunk_size):
+        x = rest[start:start + chunk_size]
+        blended = (weights[start:start + chunk_size] @ columns).view(-1, B, 4, 3)
+        v = torch.addcmul(blended[:, :, 3], blended[:, :, 0], x[:, 0, :, None])
+        v = v.addcmul_(blended[:, :, 1], x[:, 1, :, None])
+        out.append(v.addcmul_(blended[:, :, 2], x[:, 2, :, None]))
+    return torch.cat(out).permute(1, 0, 2)
+
+
+def skin_points(points: torch.Tensor, weights: torch.Tensor,
+                transforms: torch.Tensor) -> torch.Tensor:
+    """Skin (B, N, 3) points with (N, J) weights and (B, J, 3, 4) maps -> (B, N, 3)."""
+    return skin_vertices_vb(points.permute(1, 2, 0), weights, transforms)
+
+
+def readout_posed(transforms: torch.Tensor, moment: torch.Tensor, moment_shape: torch.Tensor,
+                  mass: torch.Tensor, betas: Optional[torch.Tensor] = None,
+                  moment_pose: Optional[torch.Tensor] = None,
+                  pose_feat: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Linear readouts of skinned vertices without skinning them.
+
+    A readout row ``r`` (a joint-regressor row or a keypoint's vertex weights) of the
+    skinned mesh is ``sum_i r_i sum_j w_ij A_j [v_i; 1] = sum_j A_j [m_j; c_j]`` with
+    the *moment* ``m_j = sum_i r_i w_ij v_i`` (linear in the shape and pose
+    blendshape coefficients) and the *mass* ``c_j = sum_i r_i w_ij``: cost O(R J),
+    independent of the vertex count.
+
+    Args:
+        transforms: (B, J, 3, 4) skinning maps.
+        moment: (R, J, 3) moment of the template; moment_shape: (R, J, 3, K').
+        mass: (R, J).
+        betas: (B, K') or ``None``.
+        moment_pose: (R, J, 3, P) and pose_feat: (B, P), or ``None``.
+
+    Returns:
+        (B, R, 3) read-out points.
+    """
+    rot, t = transforms[..., :3], transforms[..., 3]
+    out = torch.einsum('bjcd,rjd->brc', rot, moment) + torch.einsum('rj,bjc->brc', mass, t)
+    # Contract the rotations with the (small) direction moments before the
+    # coefficients, so no (B, R, J, 3) moment tensor is materialised.
+    if betas is not None and betas.shape[1]:
+        out = out + torch.einsum('bjcd,rjdk,bk->brc', rot, moment_shape, betas)
+    if pose_feat is not None:
+        out = out + torch.einsum('bjcd,rjdp,bp->brc', rot, moment_pose, pose_feat)
+    return out

@@ -1,0 +1,416 @@
+"""SMILModel: one linear-blend-skinning body model for SMIL, SMAL and SMPL-format files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from smilfit.registry import BODY_MODELS
+from .lbs import (KinematicLevels, chain_transforms, local_transforms,
+                  pca_joint_scale_trans, pose_feature, readout_posed, rest_vertices_vb,
+                  skin_vertices_vb, skinning_transforms)
+from .model_data import BodyModelData, validate_keypoint
+from .rotations import to_rotation_matrix
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class BodyModelOutput:
+    """What :class:`SMILModel` returns (all in model units, translation included).
+
+    Attributes:
+        joints: (B, J, 3) the model's joints: regressed from the posed mesh when the
+            model has a joint regressor, else the kinematic joints.
+        joints_kin: (B, J, 3) kinematic (forward-kinematics) joint positions.
+        keypoints: (B, Kp, 3) user-defined keypoints (``SMILModel.keypoint_names``
+            order), or ``None`` when not requested / none defined.
+        vertices: (B, V, 3) posed vertices, or ``None`` when not requested.
+        v_shaped: (B, V, 3) shaped rest-pose vertices, or ``None`` with ``vertices``.
+        rot_mats: (B, J, 3, 3) local joint rotations (root = global orientation).
+        joint_transforms: (B, J, 4, 4) world transform of each joint's frame
+            (scale included; without ``transl``).
+    """
+
+    joints: Tensor
+    joints_kin: Tensor
+    keypoints: Optional[Tensor]
+    vertices: Optional[Tensor]
+    v_shaped: Optional[Tensor]
+    rot_mats: Tensor
+    joint_transforms: Tensor
+
+
+def _readout_moments(rows: np.ndarray, weights: np.ndarray, v_template: np.ndarray,
+                     shapedirs: np.ndarray, posedirs: np.ndarray):
+    """Precompute readout moments (see :func:`lbs.readout_posed`) in float64.
+
+    Args:
+        rows: (R, V) readout rows over vertices.
+    Returns:
+        mass (R, J), moment0 (R, J, 3), moment_shape (R, J, 3, K), moment_pose
+        (R, J, 3, P).
+    """
+    support = np.flatnonzero(np.abs(rows).sum(0) > 0)  # vertices any row touches
+    r, w = rows[:, support], weights[support]
+    S, K, P = support.size, shapedirs.shape[2], posedirs.shape[2]
+    # One (J, S) @ (S, Q) product per row keeps memory at O(J S), not O(R J S).
+    values = np.concatenate([v_template[support].reshape(S, 3),
+                             shapedirs[support].reshape(S, 3 * K),
+                             posedirs[support].reshape(S, 3 * P)], axis=1)
+    moments = np.stack([(w * row[:, None]).T @ values for row in r])  # (R, J, 3 + 3K + 3P)
+    R, J = r.shape[0], w.shape[1]
+    mass = r @ w
+    moment0 = moments[..., :3]
+    moment_shape = moments[..., 3:3 + 3 * K].reshape(R, J, 3, K)
+    moment_pose = moments[..., 3 + 3 * K:].reshape(R, J, 3, P)
+    return mass, moment0, moment_shape, moment_pose
+
+
+@BODY_MODELS.register_module()
+class SMILModel(nn.Module):
+    """A parametric body model with linear blend skinning.
+
+    One class for SMIL, SMAL and SMPL-format models: any kinematic tree, any number
+    of joints, vertices and shape coefficients (0 too), regressed or static joints,
+    optional pose blendshapes (skipped at no cost when absent), per-joint
+    anisotropic log-scale and bone translation (direct or via the model's PCA
+    directions ``scaledirs``/``transdirs``), and user-defined keypoints (joints,
+    vertices or weighted vertex sets).
+
+    Rotations may be axis-angle (..., 3), 6D (..., 6; first two matrix columns) or
+    matrices (..., 3, 3), detected from their trailing shape. The global rotation
+    pivots about the root joint; ``transl`` is added after skinning.
+
+    Args:
+        model_path: a model file (``.json`` smilfit format or legacy ``.pkl``).
+        data: an in-memory model instead of ``model_path``.
+        num_betas: use only the first ``num_betas`` shape directions.
+        keypoints: name -> definition (``{'joint': name}``, ``{'vertex': id}`` or
+            ``{'vertices': [...], 'weights': [...]}``); replaces the model file's
+            keypoints. Joint keypoints read ``BodyModelOutput.joints``.
+        joint_source: ``'auto'`` (regressed when the model is not
+            ``static_joint_locs``), ``'regressed'`` or ``'kinematic'``: what
+            ``BodyModelOutput.joints`` holds.
+        propagate_scaling: default for :meth:`forward`: a joint's scale compounds
+            down its subtree (True) or stays local to its segment (False).
+        reference_compat: reproduce SMILify's defects (root scale ignored, bone
+            translation y negated) for parity with models fitted by it.
+        dtype: floating dtype of the model's buffers.
+    """
+
+    def __init__(self, model_path: Optional[str] = None, data: Optional[BodyModelData] = None,
+                 *, num_betas: Optional[int] = None,
+                 keypoints: Optional[Dict[str, Dict[str, Any]]] = None,
+                 joint_source: str = 'auto', propagate_scaling: bool = False,
+                 reference_compat: bool = False, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if (model_path is None) == (data is None):
+            raise ValueError('SMILModel needs exactly one of model_path or data')
+        if data is None:
+            from .io import load_model_data
+            data = load_model_data(model_path)
+        else:
+            data.validate()
+        if joint_source not in ('auto', 'regressed', 'kinematic'):
+            raise ValueError(f"joint_source must be 'auto', 'regressed' or 'kinematic', "
+                             f'got {joint_source!r}')
+        K = data.num_betas if num_betas is None else int(num_betas)
+        if not 0 <= K <= data.num_betas:
+            raise ValueError(f'num_betas={num_betas} but the model has {data.num_betas} '
+                             'shape directions')
+        self.data = data
+        self.propagate_scaling = bool(propagate_scaling)
+        self.reference_compat = bool(reference_compat)
+        self.joint_names: List[str] = list(data.joint_names)
+        regressed = (joint_source == 'regressed'
+                     or (joint_source == 'auto' and not data.static_joint_locs))
+        if regressed and not np.any(data.J_regressor):
+            raise ValueError('joint_source is regressed but the model\'s J_regressor is all '
+                             "zero; use joint_source='kinematic'")
+        self.regressed_joints = regressed
+
+        f64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+        shapedirs = data.shapedirs[:, :, :K]
+        posedirs = data.posedirs
+        self.register_buffer('v_template', f64(data.v_template), persistent=False)
+        self.register_buffer('shapedirs', f64(shapedirs), persistent=False)
+        self.register_buffer('posedirs', f64(posedirs), persistent=False)
+        # Rows are validated to sum to 1 within 1e-3; normalising them exactly lets
+        # the translation ride on the skinning maps (see forward).
+        weights = np.asarray(data.weights, dtype=np.float64)
+        self.register_buffer('lbs_weights', f64(weights / weights.sum(1, keepdims=True)),
+                             persistent=False)
+        self.register_buffer('faces', torch.as_tensor(data.faces, dtype=torch.long),
+                             persistent=False)
+        self.register_buffer('parents', torch.as_tensor(data.parents, dtype=torch.long),
+                             persistent=False)
+        # Rest joints as a function of the betas: J(b) = J0 + Jdirs @ b.
+        if data.static_joint_locs:
+            rest_joints = np.asarray(data.J, dtype=np.float64)
+            rest_joint_dirs = np.zeros((data.num_joints, 3, K))
+        else:
+            Jreg = np.asarray(data.J_regressor, dtype=np.float64)
+            rest_joints = Jreg @ data.v_template
+            rest_joint_dirs = np.einsum('jv,vck->jck', Jreg, shapedirs)
+        self.register_buffer('rest_joints', f64(rest_joints), persistent=False)
+        self.register_buffer('rest_joint_dirs', f64(rest_joint_dirs), persistent=False)
+        for name in ('scaledirs', 'transdirs'):
+            value = getattr(data, name)
+            self.register_buffer(name, None if value is None else f64(value), persistent=False)
+        self.trans_factor = float(data.trans_factor)
+
+        self._levels = KinematicLevels.from_parents(data.parents)
+        self._levels_device: Optional[torch.device] = None
+        # rot_mats = cat([global, body])[:, pose_perm] puts the root where it belongs.
+        cat_order = np.concatenate([[self._levels.root], self._levels.non_root.numpy()])
+        pose_perm = np.empty_like(cat_order)
+        pose_perm[cat_order] = np.arange(len(cat_order))
+        self.register_buffer('pose_perm', torch.as_tensor(pose_perm), persistent=False)
+
+        self._setup_readouts(data, keypoints if keypoints is not None else data.keypoints,
+                             shapedirs)
+        self.to(dtype)
+
+    # ------------------------------------------------------------- set-up
+    def _setup_readouts(self, data: BodyModelData, keypoints: Dict[str, Dict[str, Any]],
+                        shapedirs: np.ndarray) -> None:
+        """Stack regressor rows and vertex keypoints into one vertex-free readout."""
+        V, J = data.num_vertices, data.num_joints
+        rows: List[np.ndarray] = []
+        if self.regressed_joints:
+            rows.extend(np.asarray(data.J_regressor, dtype=np.float64))
+        n_joint_rows = len(rows)
+        self.keypoint_names: List[str] = list(keypoints)
+        # Keypoints index into cat([joints (J), vertex readouts]).
+        source = []
+        for name, spec in keypoints.items():
+            validate_keypoint(name, spec, self.joint_names, V)
+            if 'joint' in spec:
+                joint = spec['joint']
+                source.append(self.joint_names.index(joint) if isinstance(joint, str)
+                              else int(joint))
+                continue
+            row = np.zeros(V)
+            if 'vertex' in spec:
+                row[int(spec['vertex'])] = 1.0
+            else:
+                ids = np.asarray(spec['vertices'], dtype=np.int64)
+                w = np.asarray(spec.get('weights', np.full(len(ids), 1.0 / len(ids))))
+                np.add.at(row, ids, w)
+            source.append(J + len(rows) - n_joint_rows)
+            rows.append(row)
+        self.n_joint_rows = n_joint_rows
+        R = len(rows)
+        P = data.posedirs.shape[2]
+        if R:
+            mass, m0, ms, mp = _readout_moments(np.stack(rows), data.weights,
+                                                data.v_template, shapedirs, data.posedirs)
+        else:
+            mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
+            ms, mp = np.zeros((0, J, 3, shapedirs.shape[2])), np.zeros((0, J, 3, P))
+        f64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+        self.register_buffer('readout_mass', f64(mass), persistent=False)
+        self.register_buffer('readout_moment', f64(m0), persistent=False)
+        self.register_buffer('readout_moment_shape', f64(ms), persistent=False)
+        self.register_buffer('readout_moment_pose', f64(mp), persistent=False)
+        self.register_buffer('keypoint_source', torch.as_tensor(source, dtype=torch.long),
+                             persistent=False)
+
+    # ---------------------------------------------------------- properties
+    @property
+    def num_joints(self) -> int:
+        return int(self.parents.shape[0])
+
+    @property
+    def num_betas(self) -> int:
+        return int(self.shapedirs.shape[2])
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.v_template.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.v_template.device
+
+    @property
+    def levels(self) -> KinematicLevels:
+        """Kinematic tree levels on the model's device (moved lazily, once per device)."""
+        if self._levels_device != self.device:
+            self._levels = self._levels.to(self.device)
+            self._levels_device = self.device
+        return self._levels
+
+    # ------------------------------------------------------------- forward
+    def _as_input(self, value: Optional[Union[Tensor, np.ndarray, Sequence]], name: str,
+                  batch: int, shape: Sequence[int]) -> Optional[Tensor]:
+        if value is None:
+            return None
+        value = torch.as_tensor(value, device=self.device)
+        if not value.is_floating_point():
+            raise TypeError(f'{name} must be floating point, got {value.dtype}')
+        value = value.to(self.dtype)
+        if value.shape[0] != batch or tuple(value.shape[1:len(shape) + 1]) != tuple(shape):
+            raise ValueError(f'{name}: expected shape ({batch}, {", ".join(map(str, shape))}'
+                             f'{", ..." if len(shape) < value.dim() - 1 else ""}), '
+                             f'got {tuple(value.shape)}')
+        return value
+
+    def forward(self, global_orient: Optional[Tensor] = None,
+                body_pose: Optional[Tensor] = None, betas: Optional[Tensor] = None,
+                transl: Optional[Tensor] = None, log_scale: Optional[Tensor] = None,
+                bone_trans: Optional[Tensor] = None, scale_weights: Optional[Tensor] = None,
+                trans_weights: Optional[Tensor] = None, *, return_vertices: bool = True,
+                return_keypoints: bool = True,
+                propagate_scaling: Optional[bool] = None) -> BodyModelOutput:
+        """Pose and shape the model. Every argument is optional (zeros / identity).
+
+        Args:
+            global_orient: (B, 3|6|3x3) root rotation, pivoting about the root joint.
+            body_pose: (B, J-1, 3|6|3x3) local rotations of the non-root joints, in
+                joint-index order.
+            betas: (B, K') shape coefficients, K' <= num_betas (missing ones are 0).
+            transl: (B, 3) translation added to every output point.
+            log_scale: (B, J, 3) per-joint, per-axis log scale.
+            bone_trans: (B, J, 3) per-joint offset added to the joint's bone vector
+                (in the parent's frame; the root's entry is ignored).
+            scale_weights: (B, K_s) weights of ``scaledirs`` (adds to ``log_scale``).
+            trans_weights: (B, K_t) weights of ``transdirs`` (adds to ``bone_trans``).
+            return_vertices: skin all vertices. Without them only joints and
+                keypoints are computed, at a cost independent of the vertex count.
+            return_keypoints: compute ``keypoints``.
+            propagate_scaling: override the model's default.
+
+        Returns:
+            :class:`BodyModelOutput`.
+        """
+        given = [v for v in (global_orient, body_pose, betas, transl, log_scale, bone_trans,
+                             scale_weights, trans_weights) if v is not None]
+        B = int(torch.as_tensor(given[0]).shape[0]) if given else 1
+        J = self.num_joints
+        dtype, device = self.dtype, self.device
+        propagate = self.propagate_scaling if propagate_scaling is None else propagate_scaling
+
+        global_orient = self._as_input(global_orient, 'global_orient', B, ())
+        body_pose = self._as_input(body_pose, 'body_pose', B, (J - 1,))
+        transl = self._as_input(transl, 'transl', B, (3,))
+        log_scale = self._as_input(log_scale, 'log_scale', B, (J, 3))
+        bone_trans = self._as_input(bone_trans, 'bone_trans', B, (J, 3))
+        if betas is not None:
+            betas = torch.as_tensor(betas, device=device).to(dtype)
+            if betas.dim() != 2 or betas.shape[0] != B or betas.shape[1] > self.num_betas:
+                raise ValueError(f'betas: expected shape ({B}, <= {self.num_betas}), got '
+                                 f'{tuple(betas.shape)}')
+        for name, weights, dirs in (('scale_weights', scale_weights, self.scaledirs),
+                                    ('trans_weights', trans_weights, self.transdirs)):
+            if weights is not None and dirs is None:
+                raise ValueError(f'{name} given but the model has no '
+                                 f'{name.split("_")[0]}dirs')
+        scale_weights = self._as_input(scale_weights, 'scale_weights', B,
+                                       () if self.scaledirs is None else
+                                       (self.scaledirs.shape[0],))
+        trans_weights = self._as_input(trans_weights, 'trans_weights', B,
+                                       () if self.transdirs is None else
+                                       (self.transdirs.shape[0],))
+        if scale_weights is not None or trans_weights is not None:
+            pca_scale, pca_trans = pca_joint_scale_trans(
+                scale_weights, trans_weights, self.scaledirs, self.transdirs,
+                self.trans_factor)
+            if pca_scale is not None:
+                log_scale = pca_scale if log_scale is None else log_scale + pca_scale
+            if pca_trans is not None:
+                bone_trans = pca_trans if bone_trans is None else bone_trans + pca_trans
+
+        rot_mats = self._rotations(global_orient, body_pose, B)
+        levels = self.levels
+        rest_joints = self.rest_joints.expand(B, J, 3)
+        if betas is not None and betas.shape[1]:
+            dirs = self.rest_joint_dirs[..., :betas.shape[1]]
+            rest_joints = rest_joints + torch.einsum('jck,bk->bjc', dirs, betas)
+        local = local_transforms(rot_mats, rest_joints, self.parents, levels.root,
+                                 log_scale=log_scale, bone_trans=bone_trans,
+                                 propagate_scaling=propagate,
+                                 reference_compat=self.reference_compat)
+        world = chain_transforms(local, levels)
+        maps = skinning_transforms(world, rest_joints)
+        joints_kin = world[..., :3, 3]
+
+        if transl is not None:
+            # Skinning weights sum to one, so translating every joint's map
+            # translates every skinned point: no extra pass over the vertices.
+            maps = torch.cat([maps[..., :3], (maps[..., 3] + transl[:, None])[..., None]], -1)
+            joints_kin = joints_kin + transl[:, None]
+
+        pf = pose_feature(rot_mats, levels.non_root) if self.posedirs.shape[2] else None
+        readout = None
+        if self.readout_mass.shape[0] and (self.regressed_joints or return_keypoints):
+            K_in = 0 if betas is None else betas.shape[1]
+            readout = readout_posed(maps, self.readout_moment,
+                                    self.readout_moment_shape[..., :K_in],
+                                    self.readout_mass, betas, self.readout_moment_pose, pf)
+        joints = readout[:, :self.n_joint_rows] if self.regressed_joints else joints_kin
+
+        keypoints = None
+        if return_keypoints and self.keypoint_names:
+            pool = joints if readout is None else torch.cat(
+                [joints, readout[:, self.n_joint_rows:]], dim=1)
+            keypoints = pool[:, self.keypoint_source]
+
+        vertices = v_shaped = None
+        if return_vertices:
+            K_in = 0 if betas is None else betas.shape[1]
+            shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
+            v_shaped = shaped.permute(2, 0, 1)
+            rest = shaped
+            if pf is not None:
+                V = self.num_vertices
+                rest = torch.addmm(shaped.reshape(V * 3, B), self.posedirs.reshape(V * 3, -1),
+                                   pf.T).view(V, 3, B)
+            vertices = skin_vertices_vb(rest, self.lbs_weights, maps)
+
+        return BodyModelOutput(joints=joints, joints_kin=joints_kin, keypoints=keypoints,
+                               vertices=vertices, v_shaped=v_shaped, rot_mats=rot_mats,
+                               joint_transforms=world)
+
+    def _rotations(self, global_orient: Optional[Tensor], body_pose: Optional[Tensor],
+                   B: int) -> Tensor:
+        """(B, J, 3, 3) local rotations with the root's at its own index."""
+        J = self.num_joints
+        eye = torch.eye(3, dtype=self.dtype, device=self.device)
+        root = (eye.expand(B, 1, 3, 3) if global_orient is None
+                else to_rotation_matrix(global_orient, 1, 'global_orient')[:, None])
+        body = (eye.expand(B, J - 1, 3, 3) if body_pose is None
+                else to_rotation_matrix(body_pose, 2, 'body_pose'))
+        return torch.cat([root, body], dim=1)[:, self.pose_perm]
+
+    def extra_repr(self) -> str:
+        return (f'name={self.data.name!r}, vertices={self.num_vertices}, '
+                f'joints={self.num_joints}, betas={self.num_betas}, '
+                f'keypoints={len(self.keypoint_names)}, '
+                f'joints={"regressed" if self.regressed_joints else "kinematic"}, '
+                f'propagate_scaling={self.propagate_scaling}, '
+                f'reference_compat={self.reference_compat}')
+
+
+@BODY_MODELS.register_module(name='DemoSMILModel')
+def build_demo_smil_model(builder_options: Optional[Dict[str, Any]] = None,
+                          **kwargs: Any) -> SMILModel:
+    """The embedded demo mouse (generated in code, no files) as a :class:`SMILModel`.
+
+    Lets configs say ``body_model = dict(type='DemoSMILModel')``.
+
+    Args:
+        builder_options: overrides for
+            :func:`~smilfit.body_models.demo_model.demo_model_data` (e.g. ``segments``).
+        kwargs: :class:`SMILModel` keyword arguments (``dtype``, ``keypoints``, ...).
+    """
+    from .demo_model import demo_model_data
+    return SMILModel(data=demo_model_data(**(builder_options or {})), **kwargs)

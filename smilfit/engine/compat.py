@@ -1,0 +1,323 @@
+"""Fixes that make mmengine 0.10.7 work on today's torch, Python and setuptools.
+
+:func:`apply` runs when this module is imported (``import smilfit`` imports it), so
+every process that imports smilfit -- spawned dataloader and DDP workers included --
+has the fixes. It is idempotent: a second call changes nothing. Each fix says what
+breaks, why, and how it is fixed; the only state is the patches themselves.
+
+1. ``Runner(resume=True)`` / ``load_checkpoint`` under torch's ``weights_only=True``
+   default: allow-list exactly the globals an mmengine checkpoint needs.
+2. Distributed training on CPU: gloo instead of nccl, no ``torch.cuda.set_device``,
+   no ``device_ids`` for a CPU model (:func:`init_dist_cpu_safe`,
+   :func:`cpu_model_wrapper_cfg`).
+3. ``pkg_resources`` is gone from setuptools >= 81: mmengine's package helpers are
+   re-implemented on :mod:`importlib.metadata`.
+4. Configs with plain ``import os`` on Python >= 3.11 were parsed as lazy-import
+   configs and failed.
+5. torch's optimizers reach mmengine's root ``OPTIMIZERS`` (and so smilfit's child
+   registry) only once ``mmengine.optim`` is imported: import it here.
+"""
+import contextlib
+import functools
+import importlib.metadata as importlib_metadata
+import importlib.util
+import inspect
+import os.path as osp
+import pickle
+import sys
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+import mmengine.config.config as mm_config
+import mmengine.config.utils as mm_config_utils
+import mmengine.dist.utils as mm_dist_utils
+import mmengine.optim  # noqa: F401  (fix 5: registers torch optimizers in OPTIMIZERS)
+import mmengine.utils as mm_utils
+import mmengine.utils.package_utils as mm_package_utils
+from mmengine.device import get_device
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.model.wrappers import MMDistributedDataParallel
+
+__all__ = ['apply', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg', 'weights_only_safe_globals']
+
+_MARK = '_smilfit_compat'  # attribute set on every replacement function
+
+
+def _mark(fn):
+    setattr(fn, _MARK, True)
+    return fn
+
+
+def _is_patched(fn) -> bool:
+    return getattr(fn, _MARK, False)
+
+
+# 1. Checkpoints under weights_only=True ---------------------------------------
+# What breaks: torch >= 2.6 loads with ``weights_only=True`` by default and mmengine's
+# ``CheckpointLoader.load_from_local`` calls ``torch.load`` without the argument, so
+# resuming fails on the message hub's log history: ``HistoryBuffer`` objects holding
+# numpy arrays (``_reconstruct``, ``ndarray``, ``dtype`` and the dtype's class, which
+# the unpickler's BUILD checks) and numpy scalars (``scalar``). HistoryBuffer also
+# pickles its statistics methods, which protocol 2 writes as
+# ``getattr(HistoryBuffer, 'mean')``.
+# Why the names: the weights-only unpickler matches a GLOBAL by the string
+# ``f'{module}.{name}'`` written in the pickle, not by object identity. numpy 2 writes
+# ``numpy._core.multiarray``, numpy 1 wrote ``numpy.core.multiarray``; both are
+# registered (``(obj, 'dotted.name')`` form) so checkpoints of either load.
+# How: ``torch.serialization.add_safe_globals`` with only these objects; weights_only
+# stays True and everything else is still refused. ``builtins.getattr`` is NOT
+# allowed: the name is bound to :func:`_history_buffer_getattr`, which resolves only
+# HistoryBuffer's statistics methods and refuses anything else.
+
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj, name: str):
+    """``builtins.getattr`` as seen by weights-only loading: HistoryBuffer methods only."""
+    if (isinstance(obj, type) and issubclass(obj, HistoryBuffer) and isinstance(name, str)
+            and (name in _HISTORY_BUFFER_STATISTICS or name in obj._statistics_methods)):
+        method = getattr(obj, name)
+        if inspect.isfunction(method):
+            return method
+    raise pickle.UnpicklingError(
+        f'weights-only load refuses getattr({obj!r}, {name!r}): smilfit allow-lists '
+        'getattr only for mmengine HistoryBuffer statistics methods')
+
+
+def weights_only_safe_globals() -> list:
+    """The globals (objects or ``(object, 'module.name')`` pairs) fix 1 allow-lists."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2 (and the 1.26 forward shim)
+    except ImportError:  # pragma: no cover - numpy < 1.26
+        from numpy.core import multiarray
+    safe = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        safe.append((multiarray._reconstruct, f'{module}._reconstruct'))
+        safe.append((multiarray.scalar, f'{module}.scalar'))
+    # Dtype classes of the numeric and bool dtypes (``numpy.dtypes.Float64DType`` ...):
+    # a dtype instance is BUILD-ed, which needs its class allow-listed.
+    for cls in vars(np.dtypes).values():
+        if (isinstance(cls, type) and issubclass(cls, np.dtype)
+                and issubclass(getattr(cls, 'type', object), (np.number, np.bool_))):
+            safe.append(cls)
+    return safe
+
+
+def _allow_checkpoint_globals() -> None:
+    # add_safe_globals adds to a set: calling it twice registers nothing new.
+    torch.serialization.add_safe_globals(weights_only_safe_globals())
+
+
+# 2. Distributed training on CPU -------------------------------------------------
+# What breaks: ``mmengine.dist.init_dist`` -> ``_init_dist_pytorch`` / ``_init_dist_slurm``
+# / ``_init_dist_mpi`` call ``torch.cuda.set_device(local_rank)`` unconditionally
+# (RuntimeError without a GPU) and the Runner's default ``dist_cfg`` asks for nccl,
+# which has no CPU support. Then ``Runner.wrap_model`` passes
+# ``device_ids=[LOCAL_RANK]`` to ``MMDistributedDataParallel``, which torch refuses for a
+# CPU module.
+# How: the three ``mmengine.dist.utils._init_dist_*`` functions (looked up at call time
+# by ``init_dist``, so the Runner gets the fix too) are wrapped: with no accelerator,
+# nccl becomes gloo and ``torch.cuda.set_device`` is a no-op for the duration of the
+# call. ``MMDistributedDataParallel.__init__`` drops ``device_ids`` when the module
+# lives on the CPU. :func:`init_dist_cpu_safe` is the entry point for scripts that
+# initialise outside a Runner; :func:`cpu_model_wrapper_cfg` is the explicit config
+# form of the DDP fix (``model_wrapper_cfg = cpu_model_wrapper_cfg()`` in a config).
+
+def _no_accelerator() -> bool:
+    return get_device() in ('cpu', 'mps')
+
+
+@contextlib.contextmanager
+def _cuda_set_device_disabled() -> Iterator[None]:
+    original = torch.cuda.set_device
+    torch.cuda.set_device = lambda device: None
+    try:
+        yield
+    finally:
+        torch.cuda.set_device = original
+
+
+def _cpu_safe_init(init_fn):
+    """Wrap one of mmengine's ``_init_dist_<launcher>(backend, ...)`` functions."""
+    @functools.wraps(init_fn)
+    def wrapper(backend, *args, **kwargs):
+        if not _no_accelerator():
+            return init_fn(backend, *args, **kwargs)
+        if backend in (None, 'nccl'):
+            backend = 'gloo'
+        with _cuda_set_device_disabled():
+            return init_fn(backend, *args, **kwargs)
+    return _mark(wrapper)
+
+
+def init_dist_cpu_safe(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
+    """``mmengine.dist.init_dist`` that also works without a GPU.
+
+    Args:
+        launcher: 'pytorch', 'slurm' or 'mpi'.
+        backend: torch.distributed backend; None picks nccl with CUDA, gloo without.
+            nccl is replaced by gloo when no accelerator is present.
+        **kwargs: passed on to ``init_dist`` (e.g. ``timeout`` in seconds).
+    """
+    if backend is None:
+        backend = 'gloo' if _no_accelerator() else 'nccl'
+    # The patched ``_init_dist_*`` turn nccl into gloo and skip set_device on CPU.
+    mm_dist_utils.init_dist(launcher, backend=backend, **kwargs)
+
+
+def cpu_model_wrapper_cfg(**kwargs) -> dict:
+    """``model_wrapper_cfg`` for a Runner that trains with DDP on the CPU.
+
+    ``device_ids=None`` overrides the ``[LOCAL_RANK]`` that ``Runner.wrap_model`` would
+    add; ``kwargs`` (e.g. ``find_unused_parameters=True``) override the defaults.
+    """
+    cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+               find_unused_parameters=False)
+    cfg.update(kwargs)
+    return cfg
+
+
+def _patch_ddp_init() -> None:
+    original = MMDistributedDataParallel.__init__
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, module, *args, **kwargs):
+        if kwargs.get('device_ids') is not None and all(
+                t.device.type == 'cpu' for t in module.parameters()):
+            kwargs['device_ids'] = None  # torch: CPU modules take no device_ids
+        original(self, module, *args, **kwargs)
+
+    MMDistributedDataParallel.__init__ = _mark(__init__)
+
+
+def _patch_dist_init() -> None:
+    for name in ('_init_dist_pytorch', '_init_dist_slurm', '_init_dist_mpi'):
+        fn = getattr(mm_dist_utils, name)
+        if not _is_patched(fn):
+            setattr(mm_dist_utils, name, _cpu_safe_init(fn))
+
+
+# 3. pkg_resources is gone ----------------------------------------------------------
+# What breaks: ``mmengine.utils.package_utils.is_installed``, ``get_installed_path``
+# and ``package2module`` import ``pkg_resources``, removed from setuptools >= 81; they
+# serve ``Config._get_cfg_path`` (``_base_ = 'mmdet::...'``), lazy-import configs
+# (``with read_base(): from mmdet.configs...``), ``mmengine.hub`` and
+# ``install_package``.
+# How: the three functions are re-implemented on importlib.metadata, with the same
+# contract, and rebound wherever mmengine bound them by name
+# (``mmengine.utils``, ``mmengine.config.config``, ``mmengine.hub.hub`` when imported;
+# modules imported later pick the new ones up from ``mmengine.utils``). Applied
+# whether or not a ``pkg_resources`` is installed, so behaviour does not depend on it.
+
+def _module_spec_path(package: str) -> Optional[str]:
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        return None
+    if spec.origin is None:
+        raise RuntimeError(f'{package} is a namespace package, which is invalid for '
+                           '`get_install_path`')
+    return osp.dirname(spec.origin)
+
+
+def is_installed(package: str) -> bool:
+    """Whether a distribution (or, failing that, an importable module) is installed."""
+    try:
+        importlib_metadata.distribution(package)
+        return True
+    except importlib_metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
+
+
+def package2module(package: str) -> str:
+    """Top-level module of a distribution (``top_level.txt``, else the RECORD)."""
+    dist = importlib_metadata.distribution(package)
+    top_level = dist.read_text('top_level.txt')
+    if top_level and top_level.split():
+        return top_level.split()[0]
+    modules = [m for m, dists in importlib_metadata.packages_distributions().items()
+               if dist.metadata['Name'] in dists]
+    if modules:
+        return sorted(modules)[0]
+    raise ValueError(f'can not infer the module name of {package}')
+
+
+def get_installed_path(package: str) -> str:
+    """Directory of an installed package (e.g. ``.../site-packages/mmdet``)."""
+    try:
+        dist = importlib_metadata.distribution(package)
+    except importlib_metadata.PackageNotFoundError:
+        path = _module_spec_path(package)  # e.g. a package on PYTHONPATH only
+        if path is None:
+            raise
+        return path
+    location = str(dist.locate_file(''))
+    possible_path = osp.join(location, package)
+    if osp.exists(possible_path):
+        return possible_path
+    module = package2module(package)
+    module_path = osp.join(location, module)
+    if osp.exists(module_path):
+        return module_path
+    # Editable installs keep the sources elsewhere: ask the import system.
+    return _module_spec_path(module) or module_path
+
+
+def _patch_package_utils() -> None:
+    replacements = dict(is_installed=is_installed, get_installed_path=get_installed_path,
+                        package2module=package2module)
+    for fn in replacements.values():
+        _mark(fn)
+    targets = [mm_package_utils, mm_utils, mm_config]
+    hub = sys.modules.get('mmengine.hub.hub')
+    if hub is not None:
+        targets.append(hub)
+    for module in targets:
+        for name, fn in replacements.items():
+            if hasattr(module, name):
+                setattr(module, name, fn)
+
+
+# 4. Plain imports in configs on Python >= 3.11 -------------------------------------
+# What breaks: a config with ``import os`` (then ``work_dir = os.path.join(...)``)
+# raises a bare RuntimeError in ``Config.fromfile``. ``Config._is_lazy_import`` asks
+# ``mmengine.config.utils._is_builtin_module('os')``, which trusts only modules whose
+# spec origin is a file under the interpreter's prefix; Python 3.11 deep-freezes
+# ``os`` (origin 'frozen') and a virtualenv's prefix is not the stdlib's, so ``os``
+# counts as a third-party module, the file is parsed as a lazy-import config
+# (``Config._parse_lazy_import``) and ``os.path.join`` is called on a LazyObject.
+# How: ``_is_builtin_module`` also accepts every name in ``sys.stdlib_module_names``.
+# The normal parser (``Config._file2dict``) then drops module and function objects
+# from the config dict, so ``Config.dump``/``pretty_text`` work.
+
+def _patch_is_builtin_module() -> None:
+    original = mm_config_utils._is_builtin_module
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def _is_builtin_module(module_name: str) -> bool:
+        if not module_name.startswith('.') and \
+                module_name.partition('.')[0] in sys.stdlib_module_names:
+            return True
+        return original(module_name)
+
+    _mark(_is_builtin_module)
+    mm_config_utils._is_builtin_module = _is_builtin_module
+    mm_config._is_builtin_module = _is_builtin_module
+
+
+def apply() -> None:
+    """Apply every fix; safe to call more than once."""
+    _allow_checkpoint_globals()
+    _patch_dist_init()
+    _patch_ddp_init()
+    _patch_package_utils()
+    _patch_is_builtin_module()
+
+
+apply()

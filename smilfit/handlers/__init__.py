@@ -1,0 +1,1 @@
+"""Loss handlers (registered in :data:`smilfit.registry.HANDLERS`): observation/prior -> loss."""

@@ -1,0 +1,4 @@
+"""Loss functions (registered in :data:`smilfit.registry.LOSSES`).
+
+Each loss returns a per-sample loss of shape (B,); see the fitting issue.
+"""

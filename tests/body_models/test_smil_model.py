@@ -1,0 +1,265 @@
+"""SMILModel behaviour on small random models (no ../shared needed)."""
+import numpy as np
+import pytest
+import torch
+
+from smilfit.body_models import SMILModel
+from smilfit.body_models.model_data import BodyModelData
+from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from tests.body_models.toy_models import toy_model_data
+
+
+def random_inputs(model, B=3, seed=0, scale=0.4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    J, K = model.num_joints, model.num_betas
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    return dict(global_orient=r(B, 3) * scale, body_pose=r(B, J - 1, 3) * scale,
+                betas=r(B, K), transl=r(B, 3), log_scale=r(B, J, 3) * 0.2,
+                bone_trans=r(B, J, 3) * 0.2)
+
+
+@pytest.fixture
+def toy():
+    return SMILModel(data=toy_model_data(with_pca=True), dtype=torch.float64)
+
+
+def test_rest_pose_reproduces_template(toy):
+    out = toy()
+    np.testing.assert_allclose(out.vertices[0].numpy(), toy.data.v_template, atol=1e-12)
+    np.testing.assert_allclose(out.joints_kin[0].numpy(),
+                               toy.data.J_regressor @ toy.data.v_template, atol=1e-12)
+
+
+@pytest.mark.parametrize('propagate', [False, True])
+def test_fast_path_equals_full_path(toy, propagate):
+    kw = random_inputs(toy)
+    kw['scale_weights'] = torch.randn(3, toy.data.scaledirs.shape[0], dtype=torch.float64)
+    full = toy(**kw, propagate_scaling=propagate)
+    fast = toy(**kw, propagate_scaling=propagate, return_vertices=False)
+    assert fast.vertices is None
+    torch.testing.assert_close(fast.joints, full.joints)
+    # Regressed joints are the regressor applied to the posed mesh.
+    expect = torch.einsum('jv,bvc->bjc', torch.as_tensor(toy.data.J_regressor), full.vertices)
+    torch.testing.assert_close(full.joints, expect)
+
+
+def test_rotation_representations_agree(toy):
+    kw = random_inputs(toy)
+    aa = toy(**kw)
+    mats = dict(kw, global_orient=axis_angle_to_matrix(kw['global_orient']),
+                body_pose=axis_angle_to_matrix(kw['body_pose']))
+    d6 = dict(kw, global_orient=matrix_to_rotation_6d(mats['global_orient']),
+              body_pose=matrix_to_rotation_6d(mats['body_pose']))
+    for other in (toy(**mats), toy(**d6)):
+        torch.testing.assert_close(other.vertices, aa.vertices)
+
+
+def test_global_rotation_pivots_about_root_joint(toy):
+    rot = torch.tensor([[0.3, -1.2, 0.5]], dtype=torch.float64)
+    out = toy(global_orient=rot)
+    rest_root = torch.as_tensor(toy.data.J_regressor @ toy.data.v_template)[0]
+    torch.testing.assert_close(out.joints_kin[0, 0], rest_root)
+    R = axis_angle_to_matrix(rot)[0]
+    v = torch.as_tensor(toy.data.v_template)
+    torch.testing.assert_close(out.vertices[0], (v - rest_root) @ R.T + rest_root)
+
+
+def test_root_scale_is_applied_and_scales_about_root(toy):
+    """Corrected default: a root scale s scales the whole body about the root joint
+    when propagating; the reference ignored it (kept only as a compat switch)."""
+    s = 1.7
+    log_scale = torch.zeros(1, toy.num_joints, 3, dtype=torch.float64)
+    log_scale[0, 0] = np.log(s)
+    out = toy(log_scale=log_scale, propagate_scaling=True)
+    v = torch.as_tensor(toy.data.v_template)
+    root = toy.rest_joints[0]
+    torch.testing.assert_close(out.vertices[0], root + s * (v - root))
+    compat = SMILModel(data=toy.data, reference_compat=True, dtype=torch.float64)
+    assert not torch.allclose(compat(log_scale=log_scale, propagate_scaling=True).vertices,
+                              out.vertices)
+
+
+def test_non_propagating_scale_stays_in_segment(toy):
+    """Without propagation, joint j's scale lengthens the bones to its children but
+    leaves the children's own segments (and grandchildren offsets) unscaled."""
+    parents = toy.data.parents
+    j = int(np.flatnonzero(np.bincount(parents[parents >= 0], minlength=toy.num_joints))[0])
+    s = torch.tensor([1.5, 0.7, 2.0], dtype=torch.float64)
+    log_scale = torch.zeros(1, toy.num_joints, 3, dtype=torch.float64)
+    log_scale[0, j] = s.log()
+    joints = toy(log_scale=log_scale).joints_kin[0]
+    rest = toy.rest_joints
+    for c in np.flatnonzero(parents == j):
+        torch.testing.assert_close(joints[c], joints[j] + s * (rest[c] - rest[j]))
+        for gc in np.flatnonzero(parents == c):
+            torch.testing.assert_close(joints[gc] - joints[c], rest[gc] - rest[c])
+
+
+def test_bone_translation_is_not_negated(toy):
+    """bone_trans d on joint j moves j and its subtree by +d (the reference negated y)."""
+    parents = toy.data.parents
+    j = int(np.flatnonzero(parents == 0)[0])
+    d = torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64)
+    bone_trans = torch.zeros(1, toy.num_joints, 3, dtype=torch.float64)
+    bone_trans[0, j] = d
+    moved = toy(bone_trans=bone_trans).joints_kin[0] - toy.rest_joints
+    subtree = {j}
+    for k in range(toy.num_joints):  # toy parents precede children
+        if parents[k] in subtree:
+            subtree.add(k)
+    for k in range(toy.num_joints):
+        expect = d if k in subtree else torch.zeros(3, dtype=torch.float64)
+        torch.testing.assert_close(moved[k], expect)
+    compat = SMILModel(data=toy.data, reference_compat=True, dtype=torch.float64)
+    moved_compat = compat(bone_trans=bone_trans).joints_kin[0, j] - toy.rest_joints[j]
+    torch.testing.assert_close(moved_compat, d * torch.tensor([1.0, -1.0, 1.0],
+                                                              dtype=torch.float64))
+
+
+def test_pca_drivers_follow_reference_formula(toy):
+    w_s = torch.randn(2, toy.data.scaledirs.shape[0], dtype=torch.float64) * 0.5
+    w_t = torch.randn(2, toy.data.transdirs.shape[0], dtype=torch.float64)
+    sd, td = torch.as_tensor(toy.data.scaledirs), torch.as_tensor(toy.data.transdirs)
+    log_scale = (1 + torch.einsum('bk,kjc->bjc', w_s, sd)).clamp_min(1e-4).log()
+    bone_trans = toy.data.trans_factor * torch.einsum('bk,kjc->bjc', w_t, td)
+    a = toy(scale_weights=w_s, trans_weights=w_t)
+    b = toy(log_scale=log_scale, bone_trans=bone_trans)
+    torch.testing.assert_close(a.vertices, b.vertices)
+
+
+def test_arbitrary_joint_order_gives_same_mesh():
+    """Relabel joints so the root is not joint 0 and children precede parents."""
+    data = toy_model_data(num_joints=7, seed=3)
+    J = data.num_joints
+    perm = np.random.default_rng(1).permutation(J)  # new joint i = old joint perm[i]
+    while perm[0] == 0:
+        perm = np.roll(perm, 1)
+    inv = np.argsort(perm)
+    parents = np.array([-1 if data.parents[p] < 0 else inv[data.parents[p]] for p in perm])
+    shuffled = BodyModelData(
+        v_template=data.v_template, faces=data.faces, weights=data.weights[:, perm],
+        parents=parents, joint_names=[data.joint_names[p] for p in perm],
+        shapedirs=data.shapedirs, posedirs=data.posedirs, J_regressor=data.J_regressor[perm],
+        J=data.J[perm])
+    a = SMILModel(data=data, dtype=torch.float64)
+    b = SMILModel(data=shuffled, dtype=torch.float64)
+    kw = random_inputs(a)
+    full_pose = torch.cat([kw['global_orient'][:, None], kw['body_pose']], 1)  # old order
+    new_pose = full_pose[:, perm]
+    new_root = int(np.flatnonzero(parents < 0)[0])
+    kw_b = dict(kw, global_orient=new_pose[:, new_root],
+                body_pose=torch.cat([new_pose[:, :new_root], new_pose[:, new_root + 1:]], 1),
+                log_scale=kw['log_scale'][:, perm], bone_trans=kw['bone_trans'][:, perm])
+    out_a, out_b = a(**kw), b(**kw_b)
+    torch.testing.assert_close(out_b.vertices, out_a.vertices)
+    torch.testing.assert_close(out_b.joints, out_a.joints[:, perm])
+
+
+def test_keypoints_joints_vertices_and_weighted_sets():
+    data = toy_model_data(seed=5)
+    kps = {'root': {'joint': 'j0'}, 'tip': {'vertex': 7},
+           'blob': {'vertices': [1, 2, 3], 'weights': [0.2, 0.3, 0.5]},
+           'j3': {'joint': 3}}
+    model = SMILModel(data=data, keypoints=kps, dtype=torch.float64)
+    assert model.keypoint_names == list(kps)
+    kw = random_inputs(model, seed=2)
+    out = model(**kw)
+    v = out.vertices
+    expect = torch.stack([out.joints[:, 0], v[:, 7],
+                          0.2 * v[:, 1] + 0.3 * v[:, 2] + 0.5 * v[:, 3], out.joints[:, 3]], 1)
+    torch.testing.assert_close(out.keypoints, expect)
+    fast = model(**kw, return_vertices=False)
+    torch.testing.assert_close(fast.keypoints, expect)
+
+
+def test_pose_blendshapes_match_smplx_lbs():
+    smplx_lbs = pytest.importorskip('smplx.lbs')
+    data = toy_model_data(with_posedirs=True, seed=7)
+    model = SMILModel(data=data, dtype=torch.float64)
+    kw = random_inputs(model)
+    ours = model(global_orient=kw['global_orient'], body_pose=kw['body_pose'],
+                 betas=kw['betas'])
+    V, P = data.num_vertices, data.posedirs.shape[2]
+    pose = torch.cat([kw['global_orient'], kw['body_pose'].flatten(1)], 1)
+    verts, joints = smplx_lbs.lbs(
+        kw['betas'], pose, torch.as_tensor(data.v_template), torch.as_tensor(data.shapedirs),
+        torch.as_tensor(data.posedirs).reshape(V * 3, P).T,
+        torch.as_tensor(data.J_regressor), torch.as_tensor(data.parents),
+        torch.as_tensor(data.weights))
+    torch.testing.assert_close(ours.vertices, verts)
+    fast = model(global_orient=kw['global_orient'], body_pose=kw['body_pose'],
+                 betas=kw['betas'], return_vertices=False)
+    torch.testing.assert_close(fast.joints, ours.joints)
+
+
+def test_static_joints_and_zero_betas():
+    data = toy_model_data(num_betas=0, static_joints=True, seed=9)
+    model = SMILModel(data=data, dtype=torch.float64)
+    assert model.num_betas == 0 and not model.regressed_joints
+    out = model(body_pose=torch.zeros(2, data.num_joints - 1, 3, dtype=torch.float64))
+    np.testing.assert_allclose(out.joints[0].numpy(), data.J)
+    torch.testing.assert_close(out.joints, out.joints_kin)
+
+
+def test_gradients_flow_to_every_input():
+    data = toy_model_data(num_joints=4, num_vertices=12, num_betas=2, with_pca=True,
+                          with_posedirs=True, seed=11)
+    model = SMILModel(data=data, dtype=torch.float64)
+    kw = random_inputs(model, B=2)
+    kw['scale_weights'] = torch.randn(2, 2, dtype=torch.float64) * 0.3
+    kw['trans_weights'] = torch.randn(2, 2, dtype=torch.float64)
+    names = list(kw)
+
+    def f(*args):
+        out = model(**dict(zip(names, args)), propagate_scaling=False)
+        return out.vertices, out.joints, out.joints_kin
+    args = tuple(v.clone().requires_grad_(True) for v in kw.values())
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5)
+    # Also well-defined at the identity rotation (no NaN from |theta| = 0).
+    zero = dict(kw, global_orient=torch.zeros(2, 3, dtype=torch.float64, requires_grad=True),
+                body_pose=torch.zeros(2, 3, 3, dtype=torch.float64, requires_grad=True))
+    model(**zero).vertices.sum().backward()
+    assert torch.isfinite(zero['global_orient'].grad).all()
+    assert torch.isfinite(zero['body_pose'].grad).all()
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(body_pose=torch.zeros(2, 2, 3)), 'body_pose'),
+    (dict(global_orient=torch.zeros(2, 4)), 'global_orient'),
+    (dict(betas=torch.zeros(2, 9)), 'betas'),
+    (dict(log_scale=torch.zeros(2, 6, 2)), 'log_scale'),
+    (dict(transl=torch.zeros(3, 3), body_pose=torch.zeros(2, 5, 3)), 'transl|body_pose'),
+])
+def test_bad_inputs_name_the_argument(kwargs, match):
+    model = SMILModel(data=toy_model_data())
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+
+
+def test_constructor_errors():
+    data = toy_model_data()
+    with pytest.raises(ValueError, match='exactly one'):
+        SMILModel()
+    with pytest.raises(ValueError, match='num_betas'):
+        SMILModel(data=data, num_betas=10)
+    with pytest.raises(ValueError, match='joint_source'):
+        SMILModel(data=data, joint_source='magic')
+    with pytest.raises(ValueError, match='keypoints'):
+        SMILModel(data=data, keypoints={'x': {'joint': 'nope'}})
+
+
+def test_registered_and_built_from_config():
+    from smilfit.registry import BODY_MODELS
+    model = BODY_MODELS.build(dict(type='SMILModel', data=toy_model_data(),
+                                   propagate_scaling=True))
+    assert isinstance(model, SMILModel) and model.propagate_scaling
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_matches_cpu(toy):
+    kw = random_inputs(toy)
+    cpu = toy(**kw)
+    gpu_model = SMILModel(data=toy.data, dtype=torch.float64).cuda()
+    gpu = gpu_model(**{k: v.cuda() for k, v in kw.items()})
+    torch.testing.assert_close(gpu.vertices.cpu(), cpu.vertices)
+    torch.testing.assert_close(gpu.joints.cpu(), cpu.joints)

@@ -1,0 +1,39 @@
+"""Shared test fixtures: paths to ../shared (skip cleanly where it is absent)."""
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / 'shared'
+
+
+def shared_path(*parts: str) -> Path:
+    """Path below ../shared; skips the calling test when it does not exist."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f'../shared/{"/".join(parts)} is not available')
+    return path
+
+
+@pytest.fixture
+def stick_model_path() -> Path:
+    return shared_path('models', 'SMILy_STICK.pkl')
+
+
+@pytest.fixture
+def mouse_model_path() -> Path:
+    return shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+
+
+def pytest_addoption(parser):
+    parser.addoption('--run-slow', action='store_true', default=False,
+                     help='also run tests marked slow (kept out of CI)')
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption('--run-slow'):
+        return
+    skip_slow = pytest.mark.skip(reason='slow: run with --run-slow')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip_slow)
