@@ -10,7 +10,7 @@ bone translation follow SMILify's conventions (see :func:`local_transforms`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -212,20 +212,50 @@ def rest_vertices_vb(v_template: torch.Tensor, shapedirs: torch.Tensor,
     return flat.expand(V * 3, batch).view(V, 3, batch)
 
 
-def skin_vertices_vb(rest: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor,
-                     chunk_size: int = 1024) -> torch.Tensor:
+@dataclass(frozen=True)
+class SkinningChunk:
+    """A contiguous vertex range and the only joints that influence it.
+
+    Attributes:
+        start, stop: the vertex range ``[start, stop)``.
+        joints: (J_c,) indices of the joints with non-zero weight in the range.
+        weights: (stop - start, J_c) the weights restricted to those joints.
+    """
+
+    start: int
+    stop: int
+    joints: torch.Tensor
+    weights: torch.Tensor
+
+
+def plan_skinning(weights: torch.Tensor, chunk_size: int) -> Tuple[SkinningChunk, ...]:
+    """Split (V, J) weights into vertex chunks restricted to the joints they use.
+
+    Meshes list vertices in spatially coherent order, so a few hundred consecutive
+    vertices depend on a handful of joints: restricting each chunk's blend to those
+    joints makes skinning cost scale with the weights' sparsity, not with J.
+    """
+    chunks = []
+    for start in range(0, weights.shape[0], chunk_size):
+        w = weights[start:start + chunk_size]
+        joints = torch.nonzero(w.abs().sum(0) > 0).flatten()
+        chunks.append(SkinningChunk(start, start + w.shape[0], joints, w[:, joints]))
+    return tuple(chunks)
+
+
+def skin_vertices_vb(rest: torch.Tensor, plan: Sequence[SkinningChunk],
+                     transforms: torch.Tensor) -> torch.Tensor:
     """Linear blend skinning: (V, 3, B) rest vertices -> (B, V, 3) posed vertices.
 
-    Blends the (B, J, 3, 4) maps per vertex with one GEMM, ``(V, J) @ (J, B*12)``,
-    then applies them with three fused multiply-adds. Vertices are processed in
-    chunks so the (chunk, B, 12) blended maps stay in cache: on CPU this step is
-    memory-bound, and whole-mesh temporaries are several times slower.
+    Per chunk of :func:`plan_skinning`, blends the (B, J_c, 3, 4) maps of the joints
+    the chunk uses with one GEMM, ``(n, J_c) @ (J_c, B*12)``, and applies them with
+    three fused multiply-adds. Chunks keep the blended maps in cache: on CPU this
+    step is memory-bound, and whole-mesh temporaries are several times slower.
 
     Args:
         rest: (V, 3, B) vertices, e.g. from :func:`rest_vertices_vb`.
-        weights: (V, J) skinning weights.
+        plan: chunks covering ``[0, V)`` in order.
         transforms: (B, J, 3, 4) skinning maps (see :func:`skinning_transforms`).
-        chunk_size: vertices per chunk.
 
     Returns:
         (B, V, 3) vertices (a permuted view of a vertex-major tensor).
@@ -234,23 +264,116 @@ def skin_vertices_vb(rest: torch.Tensor, weights: torch.Tensor, transforms: torc
     # Columns layout (J, B, 4, 3): blended[..., k, :] is column k of the 3x4 map.
     columns = transforms.permute(1, 0, 3, 2).reshape(J, B * 12)
     out = []
-    for start in range(0, rest.shape[0], chunk_size):
-        x = rest[start:start + chunk_size]
-        blended = (weights[start:start + chunk_size] @ columns).view(-1, B, 4, 3)
+    for chunk in plan:
+        x = rest[chunk.start:chunk.stop]
+        used = columns if chunk.joints.numel() == J else columns[chunk.joints]
+        blended = (chunk.weights @ used).view(-1, B, 4, 3)
         v = torch.addcmul(blended[:, :, 3], blended[:, :, 0], x[:, 0, :, None])
         v = v.addcmul_(blended[:, :, 1], x[:, 1, :, None])
         out.append(v.addcmul_(blended[:, :, 2], x[:, 2, :, None]))
-    return torch.cat(out).permute(1, 0, 2)
+    return (out[0] if len(out) == 1 else torch.cat(out)).permute(1, 0, 2)
+
+
+def skinning_chunk_size(num_vertices: int, batch: int, itemsize: int,
+                        cache_bytes: int = 1 << 20, min_chunk: int = 128) -> int:
+    """Vertices per chunk so that one chunk's (n, B, 12) blended maps fit ``cache_bytes``.
+
+    Rounded to a power of two so that few distinct plans are ever built.
+    """
+    n = max(min_chunk, cache_bytes // (batch * 12 * itemsize))
+    n = 1 << (n.bit_length() - 1)
+    return min(n, num_vertices)
+
+
+@dataclass(frozen=True)
+class FactoredChunk:
+    """A vertex range with its joints and static shape-factored skinning coefficients.
+
+    Attributes:
+        start, stop: the vertex range ``[start, stop)``.
+        joints: (J_c,) joints with non-zero weight in the range.
+        coefficients: (n, (K + 1) * J_c * 3 + J_c): per vertex, ``w_vj * x_vkd`` for
+            ``x_v0 = v_template_v`` and ``x_vk = shapedirs_v[:, k-1]``, then ``w_vj``.
+    """
+
+    start: int
+    stop: int
+    joints: torch.Tensor
+    coefficients: torch.Tensor
+
+
+def plan_factored_skinning(weights: torch.Tensor, v_template: torch.Tensor,
+                           shapedirs: torch.Tensor,
+                           chunk_size: int) -> Tuple[FactoredChunk, ...]:
+    """Precompute :func:`skin_shape_factored` coefficients per vertex chunk.
+
+    Args:
+        weights: (V, J); v_template: (V, 3); shapedirs: (V, 3, K).
+    """
+    chunks = []
+    for part in plan_skinning(weights, chunk_size):
+        base = torch.cat([v_template[part.start:part.stop, None, :],
+                          shapedirs[part.start:part.stop].permute(0, 2, 1)], dim=1)
+        n, Jc = part.weights.shape
+        coef = (base[:, :, None, :] * part.weights[:, None, :, None]).reshape(n, -1)
+        chunks.append(FactoredChunk(part.start, part.stop, part.joints,
+                                    torch.cat([coef, part.weights], dim=1)))
+    return tuple(chunks)
+
+
+def skin_shape_factored(plan: Sequence[FactoredChunk], transforms: torch.Tensor,
+                        betas: torch.Tensor) -> torch.Tensor:
+    """LBS of the shaped template without building the shaped or blended vertices.
+
+    With ``x_v = v_template_v + sum_k betas_k shapedirs_vk`` (no pose blendshapes),
+    ``sum_j w_vj (R_j x_v + t_j)`` is linear in per-sample features ``[R_j,
+    betas_k R_j, t_j]`` with static per-vertex coefficients, so each chunk is one
+    GEMM that writes its vertices directly. Faster than :func:`skin_vertices_vb`
+    from batches of about 16 up; slower for single samples.
+
+    Args:
+        plan: from :func:`plan_factored_skinning` (K shape directions).
+        transforms: (B, J, 3, 4) skinning maps.
+        betas: (B, K) (zero-padded when fewer are in use).
+
+    Returns:
+        (B, V, 3) vertices (a permuted view of a vertex-major tensor).
+    """
+    B = transforms.shape[0]
+    coef = torch.cat([torch.ones_like(betas[:, :1]), betas], dim=1)  # (B, K + 1)
+    rot, t = transforms[..., :3], transforms[..., 3]
+    out = []
+    for chunk in plan:
+        # (K + 1, J_c, d, B, c): feature rows in the order of the coefficients.
+        rows = (coef[:, :, None, None, None] * rot[:, None, chunk.joints]).permute(1, 2, 4, 0, 3)
+        features = torch.cat([rows.reshape(-1, B * 3),
+                              t[:, chunk.joints].permute(1, 0, 2).reshape(-1, B * 3)])
+        out.append(chunk.coefficients @ features)
+    return (out[0] if len(out) == 1 else torch.cat(out)).view(-1, B, 3).permute(1, 0, 2)
 
 
 def skin_points(points: torch.Tensor, weights: torch.Tensor,
                 transforms: torch.Tensor) -> torch.Tensor:
     """Skin (B, N, 3) points with (N, J) weights and (B, J, 3, 4) maps -> (B, N, 3)."""
-    return skin_vertices_vb(points.permute(1, 2, 0), weights, transforms)
+    B, N = points.shape[:2]
+    plan = plan_skinning(weights, skinning_chunk_size(N, B, points.element_size()))
+    return skin_vertices_vb(points.permute(1, 2, 0), plan, transforms)
 
 
-def readout_posed(transforms: torch.Tensor, moment: torch.Tensor, moment_shape: torch.Tensor,
-                  mass: torch.Tensor, betas: Optional[torch.Tensor] = None,
+def readout_matrix(moment: torch.Tensor, moment_shape: torch.Tensor,
+                   mass: torch.Tensor) -> torch.Tensor:
+    """Stack readout moments into the (J*3 + J*3*K + J, R) matrix :func:`readout_posed` uses.
+
+    Args:
+        moment: (R, J, 3); moment_shape: (R, J, 3, K); mass: (R, J).
+    """
+    R, J, _, K = moment_shape.shape
+    return torch.cat([moment.reshape(R, J * 3), moment_shape.reshape(R, J * 3 * K), mass],
+                     dim=1).T
+
+
+def readout_posed(transforms: torch.Tensor, matrix: torch.Tensor,
+                  betas: Optional[torch.Tensor] = None,
                   moment_pose: Optional[torch.Tensor] = None,
                   pose_feat: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Linear readouts of skinned vertices without skinning them.
@@ -259,24 +382,26 @@ def readout_posed(transforms: torch.Tensor, moment: torch.Tensor, moment_shape: 
     skinned mesh is ``sum_i r_i sum_j w_ij A_j [v_i; 1] = sum_j A_j [m_j; c_j]`` with
     the *moment* ``m_j = sum_i r_i w_ij v_i`` (linear in the shape and pose
     blendshape coefficients) and the *mass* ``c_j = sum_i r_i w_ij``: cost O(R J),
-    independent of the vertex count.
+    independent of the vertex count. All terms are one GEMM of per-sample features
+    ``[R_j, R_j (x) betas, t_j]`` with the precomputed :func:`readout_matrix`.
 
     Args:
         transforms: (B, J, 3, 4) skinning maps.
-        moment: (R, J, 3) moment of the template; moment_shape: (R, J, 3, K').
-        mass: (R, J).
+        matrix: from :func:`readout_matrix` with K' = ``betas.shape[1]`` (0 without).
         betas: (B, K') or ``None``.
         moment_pose: (R, J, 3, P) and pose_feat: (B, P), or ``None``.
 
     Returns:
         (B, R, 3) read-out points.
     """
-    rot, t = transforms[..., :3], transforms[..., 3]
-    out = torch.einsum('bjcd,rjd->brc', rot, moment) + torch.einsum('rj,bjc->brc', mass, t)
-    # Contract the rotations with the (small) direction moments before the
-    # coefficients, so no (B, R, J, 3) moment tensor is materialised.
+    B, J = transforms.shape[:2]
+    rot = transforms[..., :3].permute(0, 2, 1, 3)  # (B, c, J, d)
+    features = [rot.reshape(B, 3, J * 3)]
     if betas is not None and betas.shape[1]:
-        out = out + torch.einsum('bjcd,rjdk,bk->brc', rot, moment_shape, betas)
+        features.append((rot[..., None] * betas[:, None, None, None, :]).reshape(B, 3, -1))
+    features.append(transforms[..., 3].transpose(1, 2))  # (B, c, J)
+    out = (torch.cat(features, dim=2) @ matrix).transpose(1, 2)
     if pose_feat is not None:
-        out = out + torch.einsum('bjcd,rjdp,bp->brc', rot, moment_pose, pose_feat)
+        out = out + torch.einsum('bjcd,rjdp,bp->brc', transforms[..., :3], moment_pose,
+                                 pose_feat)
     return out

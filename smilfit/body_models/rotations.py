@@ -40,9 +40,14 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     a = torch.where(small, 1.0 - theta_sq / 6.0, torch.sin(theta) / theta)
     b = torch.where(small, 0.5 - theta_sq / 24.0, (1.0 - torch.cos(theta)) / safe_sq)
     cos = 1.0 - b * theta_sq  # exact cos(t) away from 0, its Taylor series near 0
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return (cos[..., None] * eye + a[..., None] * skew(aa)
-            + b[..., None] * aa[..., :, None] * aa[..., None, :])
+    # The nine entries written out: no (..., 3, 3) temporaries, few kernels.
+    x, y, z = aa.unbind(-1)
+    a, b, cos = a[..., 0], b[..., 0], cos[..., 0]
+    bxy, bxz, byz = b * x * y, b * x * z, b * y * z
+    ax, ay, az = a * x, a * y, a * z
+    return torch.stack([cos + b * x * x, bxy - az, bxz + ay,
+                        bxy + az, cos + b * y * y, byz - ax,
+                        bxz - ay, byz + ax, cos + b * z * z], dim=-1).reshape(aa.shape + (3,))
 
 
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:

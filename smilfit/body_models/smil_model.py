@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -10,8 +10,9 @@ from torch import nn
 
 from smilfit.registry import BODY_MODELS
 from .lbs import (KinematicLevels, chain_transforms, local_transforms,
-                  pca_joint_scale_trans, pose_feature, readout_posed, rest_vertices_vb,
-                  skin_vertices_vb, skinning_transforms)
+                  pca_joint_scale_trans, plan_factored_skinning, plan_skinning, pose_feature,
+                  readout_matrix, readout_posed, rest_vertices_vb, skin_shape_factored,
+                  skin_vertices_vb, skinning_chunk_size, skinning_transforms)
 from .model_data import BodyModelData, validate_keypoint
 from .rotations import to_rotation_matrix
 
@@ -29,7 +30,7 @@ class BodyModelOutput:
         keypoints: (B, Kp, 3) user-defined keypoints (``SMILModel.keypoint_names``
             order), or ``None`` when not requested / none defined.
         vertices: (B, V, 3) posed vertices, or ``None`` when not requested.
-        v_shaped: (B, V, 3) shaped rest-pose vertices, or ``None`` with ``vertices``.
+        v_shaped: (B, V, 3) shaped rest-pose vertices, or ``None`` unless requested.
         rot_mats: (B, J, 3, 3) local joint rotations (root = global orientation).
         joint_transforms: (B, J, 4, 4) world transform of each joint's frame
             (scale included; without ``transl``).
@@ -163,6 +164,11 @@ class SMILModel(nn.Module):
             self.register_buffer(name, None if value is None else f64(value), persistent=False)
         self.trans_factor = float(data.trans_factor)
 
+        self._skinning_plans: Dict[tuple, tuple] = {}
+        # Measured on a 2-core CPU (benchmarks/body_model.py): chunks whose blended maps
+        # fit ~1 MiB are fastest, and shape-factored skinning wins from batch ~16.
+        self.skinning_cache_bytes = 1 << 20
+        self.factored_min_batch = 16
         self._levels = KinematicLevels.from_parents(data.parents)
         self._levels_device: Optional[torch.device] = None
         # rot_mats = cat([global, body])[:, pose_perm] puts the root where it belongs.
@@ -213,9 +219,11 @@ class SMILModel(nn.Module):
             mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
             ms, mp = np.zeros((0, J, 3, shapedirs.shape[2])), np.zeros((0, J, 3, P))
         f64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
-        self.register_buffer('readout_mass', f64(mass), persistent=False)
-        self.register_buffer('readout_moment', f64(m0), persistent=False)
-        self.register_buffer('readout_moment_shape', f64(ms), persistent=False)
+        # One readout matrix per number of betas in use (callers may pass fewer).
+        for k in range(ms.shape[3] + 1):
+            self.register_buffer(f'readout_matrix_{k}',
+                                 readout_matrix(f64(m0), f64(ms[..., :k]), f64(mass)),
+                                 persistent=False)
         self.register_buffer('readout_moment_pose', f64(mp), persistent=False)
         self.register_buffer('keypoint_source', torch.as_tensor(source, dtype=torch.long),
                              persistent=False)
@@ -269,7 +277,7 @@ class SMILModel(nn.Module):
                 transl: Optional[Tensor] = None, log_scale: Optional[Tensor] = None,
                 bone_trans: Optional[Tensor] = None, scale_weights: Optional[Tensor] = None,
                 trans_weights: Optional[Tensor] = None, *, return_vertices: bool = True,
-                return_keypoints: bool = True,
+                return_keypoints: bool = True, return_v_shaped: bool = False,
                 propagate_scaling: Optional[bool] = None) -> BodyModelOutput:
         """Pose and shape the model. Every argument is optional (zeros / identity).
 
@@ -287,6 +295,7 @@ class SMILModel(nn.Module):
             return_vertices: skin all vertices. Without them only joints and
                 keypoints are computed, at a cost independent of the vertex count.
             return_keypoints: compute ``keypoints``.
+            return_v_shaped: also return the shaped rest-pose vertices.
             propagate_scaling: override the model's default.
 
         Returns:
@@ -351,11 +360,10 @@ class SMILModel(nn.Module):
 
         pf = pose_feature(rot_mats, levels.non_root) if self.posedirs.shape[2] else None
         readout = None
-        if self.readout_mass.shape[0] and (self.regressed_joints or return_keypoints):
+        if self.readout_moment_pose.shape[0] and (self.regressed_joints or return_keypoints):
             K_in = 0 if betas is None else betas.shape[1]
-            readout = readout_posed(maps, self.readout_moment,
-                                    self.readout_moment_shape[..., :K_in],
-                                    self.readout_mass, betas, self.readout_moment_pose, pf)
+            readout = readout_posed(maps, getattr(self, f'readout_matrix_{K_in}'), betas,
+                                    self.readout_moment_pose, pf)
         joints = readout[:, :self.n_joint_rows] if self.regressed_joints else joints_kin
 
         keypoints = None
@@ -365,16 +373,24 @@ class SMILModel(nn.Module):
             keypoints = pool[:, self.keypoint_source]
 
         vertices = v_shaped = None
+        K_in = 0 if betas is None else betas.shape[1]
+        if return_v_shaped:
+            v_shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas,
+                                        B).permute(2, 0, 1)
         if return_vertices:
-            K_in = 0 if betas is None else betas.shape[1]
-            shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
-            v_shaped = shaped.permute(2, 0, 1)
-            rest = shaped
-            if pf is not None:
-                V = self.num_vertices
-                rest = torch.addmm(shaped.reshape(V * 3, B), self.posedirs.reshape(V * 3, -1),
-                                   pf.T).view(V, 3, B)
-            vertices = skin_vertices_vb(rest, self.lbs_weights, maps)
+            if pf is None and B >= self.factored_min_batch:
+                padded = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
+                if K_in:
+                    padded = torch.cat([betas, padded[:, K_in:]], dim=1)
+                vertices = skin_shape_factored(self._skinning_plan(B, factored=True), maps,
+                                               padded)
+            else:
+                rest = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
+                if pf is not None:
+                    V = self.num_vertices
+                    rest = torch.addmm(rest.reshape(V * 3, B),
+                                       self.posedirs.reshape(V * 3, -1), pf.T).view(V, 3, B)
+                vertices = skin_vertices_vb(rest, self._skinning_plan(B), maps)
 
         return BodyModelOutput(joints=joints, joints_kin=joints_kin, keypoints=keypoints,
                                vertices=vertices, v_shaped=v_shaped, rot_mats=rot_mats,
@@ -390,6 +406,17 @@ class SMILModel(nn.Module):
         body = (eye.expand(B, J - 1, 3, 3) if body_pose is None
                 else to_rotation_matrix(body_pose, 2, 'body_pose'))
         return torch.cat([root, body], dim=1)[:, self.pose_perm]
+
+    def _skinning_plan(self, batch: int, factored: bool = False) -> tuple:
+        """Skinning chunks for this batch size, built once per chunk size/device/dtype."""
+        chunk = skinning_chunk_size(self.num_vertices, batch, self.lbs_weights.element_size(),
+                                    cache_bytes=self.skinning_cache_bytes)
+        key = (factored, chunk, self.device, self.dtype)
+        if key not in self._skinning_plans:
+            self._skinning_plans[key] = (
+                plan_factored_skinning(self.lbs_weights, self.v_template, self.shapedirs, chunk)
+                if factored else plan_skinning(self.lbs_weights, chunk))
+        return self._skinning_plans[key]
 
     def extra_repr(self) -> str:
         return (f'name={self.data.name!r}, vertices={self.num_vertices}, '

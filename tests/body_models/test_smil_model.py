@@ -263,3 +263,41 @@ def test_cuda_matches_cpu(toy):
     gpu = gpu_model(**{k: v.cuda() for k, v in kw.items()})
     torch.testing.assert_close(gpu.vertices.cpu(), cpu.vertices)
     torch.testing.assert_close(gpu.joints.cpu(), cpu.joints)
+
+
+@pytest.mark.parametrize('num_betas_in', [0, 2, 3])
+def test_skinning_paths_agree(num_betas_in):
+    """Shape-factored, chunked and single-chunk skinning give the same mesh."""
+    data = toy_model_data(num_vertices=300, seed=13)
+    model = SMILModel(data=data, dtype=torch.float64)
+    kw = random_inputs(model, B=5)
+    kw['betas'] = kw['betas'][:, :num_betas_in]
+    model.factored_min_batch = 10 ** 9
+    model.skinning_cache_bytes = 1 << 30  # one chunk
+    reference = model(**kw).vertices
+    model.skinning_cache_bytes = 1  # minimum chunk size: several chunks
+    torch.testing.assert_close(model(**kw).vertices, reference)
+    model.factored_min_batch = 1
+    for cache in (1, 1 << 30):
+        model.skinning_cache_bytes = cache
+        torch.testing.assert_close(model(**kw).vertices, reference)
+
+
+def test_factored_skinning_gradients():
+    data = toy_model_data(num_joints=4, num_vertices=20, num_betas=2, seed=17)
+    model = SMILModel(data=data, dtype=torch.float64)
+    model.factored_min_batch = 1
+    kw = random_inputs(model, B=2)
+    names = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale')
+    args = tuple(kw[n].clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(
+        lambda *a: model(**dict(zip(names, a))).vertices, args, eps=1e-6, atol=1e-5)
+
+
+def test_v_shaped_only_when_requested(toy):
+    kw = random_inputs(toy)
+    assert toy(**kw).v_shaped is None
+    shaped = toy(**kw, return_v_shaped=True).v_shaped
+    expect = torch.as_tensor(toy.data.v_template) + torch.einsum(
+        'bk,vck->bvc', kw['betas'], torch.as_tensor(toy.data.shapedirs))
+    torch.testing.assert_close(shaped, expect)
