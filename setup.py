@@ -54,6 +54,8 @@ setup(
         'console_scripts': [
             'smilfit-convert-model=smilfit.cli.convert_model:main',
             'smilfit-build-skeleton-model=smilfit.cli.build_skeleton_model:main',
+            'smilfit-learn-pose-prior=smilfit.cli.learn_pose_prior:main',
+            'smilfit-make-synthetic=smilfit.cli.make_synthetic:main',
         ],
     },
     license='MIT',

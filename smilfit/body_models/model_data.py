@@ -232,6 +232,9 @@ def validate_model_data(data: BodyModelData, weight_tol: float = 1e-3) -> None:
     J = parents.shape[0]
     if len(data.joint_names) != J:
         _fail('joint_names', f'{len(data.joint_names)} names for {J} joints')
+    not_str = [n for n in data.joint_names if not isinstance(n, str) or not n]
+    if not_str:
+        _fail('joint_names', f'names must be non-empty strings, got {not_str[:5]!r}')
     if len(set(data.joint_names)) != J:
         dup = sorted({n for n in data.joint_names if list(data.joint_names).count(n) > 1})
         _fail('joint_names', f'duplicate names {dup[:10]}')
@@ -291,4 +294,3 @@ def validate_model_data(data: BodyModelData, weight_tol: float = 1e-3) -> None:
         _fail('units', f"expected one of 'm', 'cm', 'mm', 'unknown', got {data.units!r}")
     if data.up_axis not in UP_AXES:
         _fail('up_axis', f'expected one of {UP_AXES}, got {data.up_axis!r}')
-    del K

@@ -13,6 +13,8 @@ REGISTERING_PACKAGES = (
     'smilfit.losses',
     'smilfit.handlers',
     'smilfit.engine',
+    'smilfit.cameras',
+    'smilfit.datasets',
 )
 
 

@@ -158,6 +158,11 @@ def test_joint_name_count_mismatch():
     expect_error(tiny_model_data(joint_names=['root', 'mid']), "'joint_names'", '2 names for 3')
 
 
+def test_joint_names_must_be_strings():
+    expect_error(tiny_model_data(joint_names=['root', 3, 'tip']), "'joint_names'", 'strings')
+    expect_error(tiny_model_data(joint_names=['root', '', 'tip']), "'joint_names'", 'strings')
+
+
 def test_duplicate_joint_names():
     expect_error(tiny_model_data(joint_names=['root', 'mid', 'mid']), "'joint_names'", 'duplicate')
 

@@ -1,0 +1,239 @@
+"""Pinhole projection with OpenCV's lens distortion, as short pure functions (torch, batched).
+
+Conventions (the same as OpenCV and anipose; see ``docs/cameras.md``):
+
+- World -> camera: ``x_cam = R @ X + t`` (column vectors). The camera looks along its
+  +Z axis, +X points right and +Y down in the image.
+- Normalised image coordinates: ``xy = x_cam[:2] / x_cam[2]`` (no unit).
+- Distortion: OpenCV's radial-tangential model, coefficients ``dist = (k1, k2, p1, p2, k3)``
+  **in OpenCV's order**, applied to normalised coordinates.
+- Pixels ``(u, v)`` = ``K @ (distorted x, distorted y, 1)``: ``u`` right, ``v`` down, in
+  pixels, with the origin at the **centre** of the top-left pixel (pixel centres at integer
+  coordinates, the image spans ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``), as in OpenCV.
+  ``K`` is ``[[fx, skew, cx], [0, fy, cy], [0, 0, 1]]``; its last row must be ``(0, 0, 1)``.
+
+Everything broadcasts over leading dimensions: points ``(..., N, 3)`` against cameras
+``K (..., 3, 3)``, ``R (..., 3, 3)``, ``t (..., 3)``, ``dist (..., 5)`` (the camera's batch
+dimensions align with the points' dimensions *before* ``N``). Projecting ``B`` point sets
+into ``C`` cameras is ``project_points(points[:, None], K, R, t, dist)`` -> ``(B, C, N, 2)``.
+
+Nothing is clamped to the image and points behind the camera are projected like any other
+(their image is mirrored through the centre): mask them with :func:`camera_depth`.
+All functions are differentiable in every tensor argument.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+DIST_NAMES = ('k1', 'k2', 'p1', 'p2', 'k3')
+
+
+def _dist_coefficients(dist: torch.Tensor):
+    """(..., 4 or 5) -> five (..., 1) tensors ``k1, k2, p1, p2, k3`` that broadcast over N."""
+    if dist.shape[-1] == 5:
+        k1, k2, p1, p2, k3 = dist[..., None, :].unbind(-1)
+    elif dist.shape[-1] == 4:
+        k1, k2, p1, p2 = dist[..., None, :].unbind(-1)
+        k3 = torch.zeros_like(k1)
+    else:
+        raise ValueError(f'dist must have 4 or 5 coefficients (k1, k2, p1, p2[, k3]), '
+                         f'got shape {tuple(dist.shape)}')
+    return k1, k2, p1, p2, k3
+
+
+def distort_normalized(xy: torch.Tensor, dist: Optional[torch.Tensor]) -> torch.Tensor:
+    """Apply OpenCV's radial-tangential distortion to normalised image coordinates.
+
+    ``r2 = x^2 + y^2``, ``radial = 1 + k1 r2 + k2 r2^2 + k3 r2^3``,
+    ``x' = x radial + 2 p1 x y + p2 (r2 + 2 x^2)``,
+    ``y' = y radial + p1 (r2 + 2 y^2) + 2 p2 x y``.
+
+    Args:
+        xy: (..., N, 2) undistorted normalised coordinates ``x_cam[:2] / x_cam[2]``.
+        dist: (..., 5) ``(k1, k2, p1, p2, k3)`` (OpenCV order; 4 values mean ``k3 = 0``)
+            or None (no distortion).
+
+    Returns:
+        (..., N, 2) distorted normalised coordinates.
+    """
+    if dist is None:
+        return xy
+    k1, k2, p1, p2, k3 = _dist_coefficients(dist)
+    x, y = xy.unbind(-1)
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xy2 = 2.0 * x * y
+    xd = x * radial + p1 * xy2 + p2 * (r2 + 2.0 * x * x)
+    yd = y * radial + p1 * (r2 + 2.0 * y * y) + p2 * xy2
+    return torch.stack([xd, yd], dim=-1)
+
+
+def undistort_normalized(xy: torch.Tensor, dist: Optional[torch.Tensor],
+                         iterations: int = 20) -> torch.Tensor:
+    """Invert :func:`distort_normalized` by OpenCV's fixed-point iteration.
+
+    The iteration of ``cv2.undistortPoints``: start at the distorted point and repeat
+    ``x <- (x_d - tangential(x)) / radial(x)``; like OpenCV, a point whose radial factor
+    turns negative is given up and returned unchanged. OpenCV's default runs 5 iterations
+    (``iterations=5`` reproduces ``cv2.undistortPoints`` to round-off). The iterations are
+    unrolled, so the result is differentiable in ``xy`` and ``dist``.
+
+    Caveat: the fixed point only converges where the distortion polynomial is invertible
+    and the distortion moderate. A calibration with a strong ``k1`` alone (e.g. -0.29)
+    folds over well inside the image corners: distorted radii beyond the fold have no
+    undistorted pre-image, and the iteration returns garbage there, as OpenCV's does.
+    Check ``distort_normalized(undistort_normalized(xy)) == xy`` where it matters.
+
+    Args:
+        xy: (..., N, 2) distorted normalised coordinates.
+        dist: (..., 5) ``(k1, k2, p1, p2, k3)`` or None (returns ``xy``).
+        iterations: number of fixed-point iterations.
+
+    Returns:
+        (..., N, 2) undistorted normalised coordinates.
+    """
+    if dist is None:
+        return xy
+    k1, k2, p1, p2, k3 = _dist_coefficients(dist)
+    x0, y0 = xy.unbind(-1)
+    x, y = x0, y0
+    stopped = torch.zeros_like(x0, dtype=torch.bool)
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        # OpenCV's guard: once the radial factor turns negative (far outside the range the
+        # distortion polynomial is invertible in), give up on that point and return its
+        # distorted coordinates unchanged.
+        stopped = stopped | (radial < 0)
+        safe = torch.where(stopped, torch.ones_like(radial), radial)
+        xy2 = 2.0 * x * y
+        dx = p1 * xy2 + p2 * (r2 + 2.0 * x * x)
+        dy = p1 * (r2 + 2.0 * y * y) + p2 * xy2
+        x = torch.where(stopped, x0, (x0 - dx) / safe)
+        y = torch.where(stopped, y0, (y0 - dy) / safe)
+    return torch.stack([x, y], dim=-1)
+
+
+def normalized_to_pixels(xy: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(..., N, 2) normalised (distorted) coordinates -> (..., N, 2) pixels ``K @ (x, y, 1)``.
+
+    Args:
+        xy: (..., N, 2) normalised image coordinates.
+        K: (..., 3, 3) intrinsics ``[[fx, skew, cx], [0, fy, cy], [0, 0, 1]]`` (pixels).
+    """
+    x, y = xy.unbind(-1)
+    k = K[..., None, :, :]
+    u = k[..., 0, 0] * x + k[..., 0, 1] * y + k[..., 0, 2]
+    v = k[..., 1, 0] * x + k[..., 1, 1] * y + k[..., 1, 2]
+    return torch.stack([u, v], dim=-1)
+
+
+def pixels_to_normalized(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalized_to_pixels` (the upper-left 2x2 of ``K`` inverted).
+
+    Args:
+        uv: (..., N, 2) pixels.
+        K: (..., 3, 3) intrinsics with last row ``(0, 0, 1)``.
+
+    Returns:
+        (..., N, 2) normalised image coordinates (still distorted if ``uv`` is).
+    """
+    k = K[..., None, :, :]
+    a, b, c = k[..., 0, 0], k[..., 0, 1], k[..., 0, 2]
+    d, e, f = k[..., 1, 0], k[..., 1, 1], k[..., 1, 2]
+    du = uv[..., 0] - c
+    dv = uv[..., 1] - f
+    det = a * e - b * d
+    x = (e * du - b * dv) / det
+    y = (a * dv - d * du) / det
+    return torch.stack([x, y], dim=-1)
+
+
+def world_to_camera(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``x_cam = R @ X + t`` for (..., N, 3) world points; R (..., 3, 3), t (..., 3)."""
+    return torch.matmul(points, R.transpose(-1, -2)) + t[..., None, :]
+
+
+def camera_depth(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Depth along the optical axis, ``(R @ X + t)_z``, in world units.
+
+    Args:
+        points: (..., N, 3) world points.
+        R: (..., 3, 3) world -> camera rotations.
+        t: (..., 3) world -> camera translations.
+
+    Returns:
+        (..., N) depths; positive in front of the camera. Use ``depth > 0`` (or a near
+        plane) to mask points whose projection is meaningless.
+    """
+    return (points * R[..., None, 2, :]).sum(-1) + t[..., None, 2]
+
+
+def project_points(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                   dist: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Project world points to pixels: ``K @ distort((R X + t)[:2] / (R X + t)[2])``.
+
+    Matches ``cv2.projectPoints(X, rvec, t, K, dist)`` (with ``R = Rodrigues(rvec)``).
+
+    Args:
+        points: (..., N, 3) world points.
+        K: (..., 3, 3) intrinsics (pixels).
+        R: (..., 3, 3) world -> camera rotations.
+        t: (..., 3) world -> camera translations (world units).
+        dist: (..., 5) ``(k1, k2, p1, p2, k3)`` or None.
+
+    Returns:
+        (..., N, 2) pixel coordinates ``(u, v)``, leading dimensions broadcast. Not clamped;
+        points at depth 0 give inf/NaN and points behind the camera a mirrored image, so
+        mask with :func:`camera_depth`.
+    """
+    x_cam = world_to_camera(points, R, t)
+    xy = x_cam[..., :2] / x_cam[..., 2:]
+    return normalized_to_pixels(distort_normalized(xy, dist), K)
+
+
+def undistort_pixels(uv: torch.Tensor, K: torch.Tensor, dist: Optional[torch.Tensor],
+                     iterations: int = 20) -> torch.Tensor:
+    """Remove lens distortion from pixel coordinates.
+
+    Args:
+        uv: (..., N, 2) observed (distorted) pixels.
+        K: (..., 3, 3) intrinsics.
+        dist: (..., 5) ``(k1, k2, p1, p2, k3)`` or None.
+        iterations: see :func:`undistort_normalized`.
+
+    Returns:
+        (..., N, 2) pixels an ideal pinhole camera with the same ``K`` would observe
+        (``cv2.undistortPoints(uv, K, dist, P=K)``).
+    """
+    if dist is None:
+        return uv
+    xy = undistort_normalized(pixels_to_normalized(uv, K), dist, iterations)
+    return normalized_to_pixels(xy, K)
+
+
+def projection_matrices(R: torch.Tensor, t: torch.Tensor,
+                        K: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(..., 3, 4) projection matrices ``K [R | t]`` (or ``[R | t]`` when ``K`` is None).
+
+    Args:
+        R: (..., 3, 3) world -> camera rotations.
+        t: (..., 3) translations.
+        K: (..., 3, 3) intrinsics or None (matrices for normalised image coordinates).
+    """
+    Rt = torch.cat([R, t[..., :, None]], dim=-1)
+    return Rt if K is None else torch.matmul(K, Rt)
+
+
+def camera_centers(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(..., 3) camera centres in world coordinates, ``-R^T t``."""
+    return -(R.transpose(-1, -2) @ t[..., :, None])[..., 0]
+
+
+__all__ = [
+    'DIST_NAMES', 'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
+    'pixels_to_normalized', 'world_to_camera', 'camera_depth', 'project_points',
+    'undistort_pixels', 'projection_matrices', 'camera_centers',
+]

@@ -1,0 +1,22 @@
+"""Datasets: smilfit's HDF5 format, mmengine datasets over it, transforms, synthetic data.
+
+- :mod:`.hdf5_format`: the schema, :class:`DatasetWriter` and :class:`DatasetReader`.
+- :class:`MultiViewHDF5Dataset` / :class:`SingleViewHDF5Dataset` (``DATASETS``): lazy,
+  session-split datasets yielding multi-view or single-view samples.
+- :mod:`.transforms` (``TRANSFORMS``): photometric and camera-consistent geometric
+  augmentation, resizing, packing to tensors.
+- :mod:`.synthetic` and :mod:`.raster`: rendered ground-truth datasets from a body model.
+"""
+from .hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
+from .multiview_dataset import MultiViewHDF5Dataset, split_sessions_by_ratio
+from .singleview_dataset import SingleViewHDF5Dataset
+from .synthetic import generate_synthetic_dataset
+from .transforms import (GeometricAugment, PackInputs, PhotometricAugment, ResizeViews,
+                         apply_view_affine, flip_sample)
+
+__all__ = [
+    'DatasetFormatError', 'DatasetReader', 'DatasetWriter', 'MultiViewHDF5Dataset',
+    'SingleViewHDF5Dataset', 'split_sessions_by_ratio', 'generate_synthetic_dataset',
+    'GeometricAugment', 'PackInputs', 'PhotometricAugment', 'ResizeViews',
+    'apply_view_affine', 'flip_sample',
+]

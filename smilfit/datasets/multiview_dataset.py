@@ -1,0 +1,318 @@
+"""mmengine datasets over smilfit's HDF5 format (registered in ``DATASETS``).
+
+:class:`MultiViewHDF5Dataset` yields one sample (all views of one animal at one frame)
+per item; :class:`~smilfit.datasets.SingleViewHDF5Dataset` one view per item. Both read
+lazily: building the dataset reads only the small per-sample index columns (session,
+frame, instance, view validity), so its ``data_list`` stays a few dozen bytes per item
+even for 100k samples, and every ``__getitem__`` reads one row from the file. The HDF5
+handle is opened on first use in each process (dataloader workers included) and never
+pickled.
+
+Splits are by **session** (recording / animal), never by frame, so no session leaks
+between train, val and test: either explicitly (``split_sessions=dict(train=[...],
+val=[...], test=[...])``, session names) or by ``split_ratios`` over a permutation of the
+sorted session names drawn from ``seed`` (deterministic; see
+:func:`split_sessions_by_ratio`).
+
+A sample (before the pipeline) is a dict:
+
+- ``images`` (C, H, W, 3) uint8 RGB (a list of (H, W, 3) arrays when the views' sizes
+  differ; absent with ``load_images=False`` or when the file has no images),
+- ``masks`` (C, H, W) bool and ``mask_valid`` (C,) bool (when the file has masks and
+  ``load_masks``; a view without a stored mask gets an all-False mask and
+  ``mask_valid`` False: absent, not empty),
+- ``keypoints_2d`` (C, K, 2) float32 pixels (x, y) of the stored image, NaN missing;
+  ``visible`` (C, K) bool; ``confidence`` (C, K) float32; ``view_valid`` (C,) bool,
+- cameras ``K`` (C, 3, 3), ``dist`` (C, 5), ``R`` (C, 3, 3), ``t`` (C, 3) (float64),
+  ``image_size`` (C, 2) int (W, H), ``crop`` (C, 3, 3) original -> stored pixels,
+- ``keypoints_3d`` (K, 3) float32 when the file has them, ``params`` dict of GT body
+  parameters (float32) when the file has them,
+- metadata: ``session`` (name), ``session_index``, ``frame``, ``instance``, ``index``
+  (row in the file), ``view_indices`` (C,) (file view slot per view, -1 for padding),
+  ``camera_names`` (C,) list, ``keypoint_names`` list, ``single_view`` bool and
+  ``sample_idx`` (item index, added by mmengine).
+
+With ``max_views`` every multi-view item has exactly ``max_views`` views: valid views are
+chosen (at random in training, the first ones in ``test_mode``) and, when there are fewer,
+padded with invalid views (``view_valid`` False, NaN keypoints, zero image/mask, a copy of
+a real camera), so batches of items stack.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+
+from smilfit.registry import DATASETS, TRANSFORMS
+
+from .hdf5_format import DatasetReader, decode_image, decode_mask
+from .transforms import unseeded_rng
+
+__all__ = ['HDF5DatasetBase', 'MultiViewHDF5Dataset', 'split_sessions_by_ratio', 'SPLITS']
+
+SPLITS = ('train', 'val', 'test')
+# Per-view array keys of a sample (leading axis C).
+VIEW_KEYS = ('keypoints_2d', 'visible', 'confidence', 'K', 'dist', 'R', 't', 'image_size',
+             'crop')
+_INDEX_KEYS = ['session', 'frame', 'instance', 'valid']
+
+
+def split_sessions_by_ratio(session_names: Sequence[str], ratios: Sequence[float],
+                            seed: int = 0) -> Dict[str, List[str]]:
+    """Assign sessions to ``train``/``val``/``test`` by ``ratios``, deterministically.
+
+    The sorted names are permuted with ``numpy.random.default_rng(seed)`` and cut into
+    consecutive groups whose sizes follow ``ratios`` by largest remainder; a split with a
+    non-zero ratio that got no session takes one from the largest split (when there are at
+    least as many sessions as such splits).
+
+    Returns:
+        ``{'train': [...], 'val': [...], 'test': [...]}`` (each sorted).
+    """
+    ratios = np.asarray(ratios, dtype=np.float64)
+    if ratios.shape != (3,) or np.any(ratios < 0) or ratios.sum() <= 0:
+        raise ValueError(f'split_ratios must be three non-negative numbers (train, val, '
+                         f'test), got {ratios.tolist()}')
+    names = sorted(str(n) for n in session_names)
+    n = len(names)
+    order = np.random.default_rng(seed).permutation(n)
+    shares = ratios / ratios.sum()
+    want = shares * n
+    counts = np.floor(want).astype(np.int64)
+    for k in np.argsort(-(want - counts), kind='stable')[:n - counts.sum()]:
+        counts[k] += 1                                   # largest remainder
+    nonzero = shares > 0
+    if n >= nonzero.sum():
+        for k in np.flatnonzero(nonzero & (counts == 0)):
+            counts[np.argmax(counts)] -= 1               # from the largest split
+            counts[k] += 1
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return {split: sorted(names[i] for i in order[bounds[k]:bounds[k + 1]])
+            for k, split in enumerate(SPLITS)}
+
+
+class HDF5DatasetBase(BaseDataset):
+    """What the multi- and single-view datasets share (see the module docstring).
+
+    Args:
+        ann_file: the HDF5 dataset (joined with ``data_root`` when relative).
+        split: ``None`` (every session), ``'train'``, ``'val'`` or ``'test'``.
+        split_ratios: (train, val, test) shares of the sessions.
+        split_sessions: explicit ``{split: [session names]}``; overrides ``split_ratios``.
+        seed: seed of the session permutation for ``split_ratios``.
+        pipeline: transforms (configs or callables).
+        max_views: see the module docstring (multi-view only).
+        load_images: decode images (False: keypoints and cameras only, much faster).
+        load_masks: decode masks when the file has them.
+        min_valid_views: drop samples with fewer valid views.
+        test_mode, lazy_init, data_root, indices, serialize_data, max_refetch:
+            as in :class:`mmengine.dataset.BaseDataset`.
+    """
+
+    SINGLE_VIEW = False
+
+    def __init__(self, ann_file: str, split: Optional[str] = None,
+                 split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
+                 split_sessions: Optional[Mapping[str, Sequence[str]]] = None,
+                 seed: int = 0, pipeline: Sequence[Any] = (), max_views: Optional[int] = None,
+                 load_images: bool = True, load_masks: bool = True, min_valid_views: int = 1,
+                 test_mode: bool = False, lazy_init: bool = False, data_root: str = '',
+                 indices: Optional[Any] = None, serialize_data: bool = True,
+                 metainfo: Optional[Mapping] = None, max_refetch: int = 1000) -> None:
+        if split is not None and split not in SPLITS:
+            raise ValueError(f'split must be None or one of {SPLITS}, got {split!r}')
+        if split_sessions is not None:
+            unknown = sorted(set(split_sessions) - set(SPLITS))
+            if unknown:
+                raise ValueError(f'split_sessions: unknown splits {unknown}; use {SPLITS}')
+        if max_views is not None and int(max_views) < 1:
+            raise ValueError(f'max_views must be >= 1 or None, got {max_views}')
+        self.split = split
+        self.split_ratios = tuple(float(r) for r in split_ratios)
+        self.split_sessions = None if split_sessions is None else \
+            {k: [str(s) for s in v] for k, v in split_sessions.items()}
+        self.seed = int(seed)
+        self.max_views = None if max_views is None else int(max_views)
+        self.load_images, self.load_masks = bool(load_images), bool(load_masks)
+        self.min_valid_views = int(min_valid_views)
+        self._reader: Optional[DatasetReader] = None
+        # Built with smilfit's registry (mmengine's Compose would use the root registry,
+        # which finds smilfit's transforms only under the 'smilfit' default scope).
+        pipeline = [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in pipeline]
+        super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
+                         data_prefix=dict(), indices=indices, serialize_data=serialize_data,
+                         pipeline=list(pipeline), test_mode=test_mode, lazy_init=lazy_init,
+                         max_refetch=max_refetch)
+
+    # ------------------------------------------------------------------ file access
+    @property
+    def reader(self) -> DatasetReader:
+        """The HDF5 reader (pickle-safe; opens its file once per process)."""
+        if self._reader is None:
+            self._reader = DatasetReader(self.ann_file)
+        return self._reader
+
+    def split_session_names(self) -> Dict[str, List[str]]:
+        """``{split: [session names]}`` for this file and the split settings."""
+        names = list(self.reader.session_names)
+        if self.split_sessions is None:
+            return split_sessions_by_ratio(names, self.split_ratios, self.seed)
+        known = set(names)
+        out = {s: sorted(self.split_sessions.get(s, [])) for s in SPLITS}
+        for s, members in out.items():
+            missing = sorted(set(members) - known)
+            if missing:
+                raise ValueError(f'split_sessions[{s!r}]: unknown sessions {missing} in '
+                                 f'{self.ann_file} (it has {sorted(known)})')
+        seen: Dict[str, str] = {}
+        for s, members in out.items():
+            for m in members:
+                if m in seen:
+                    raise ValueError(f'split_sessions: session {m!r} is in both '
+                                     f'{seen[m]!r} and {s!r}')
+                seen[m] = s
+        return out
+
+    # ------------------------------------------------------------------ index
+    def load_data_list(self) -> List[dict]:
+        reader = self.reader
+        sessions = list(reader.session_names)
+        splits = self.split_session_names()
+        wanted = set(sessions) if self.split is None else set(splits[self.split])
+        self._metainfo.update(
+            keypoint_names=list(reader.keypoint_names), num_views=reader.num_views,
+            units=reader.units, session_names=sorted(wanted), split=self.split,
+            split_sessions=splits)
+        wanted_index = np.array([name in wanted for name in sessions] + [False])
+        data_list: List[dict] = []
+        n = len(reader)
+        step = 65536
+        for lo in range(0, n, step):
+            cols = reader.read(np.arange(lo, min(n, lo + step)), keys=_INDEX_KEYS)
+            session = cols['session'].astype(np.int64)
+            keep = wanted_index[np.where((session >= 0) & (session < len(sessions)), session,
+                                         -1)]
+            keep &= cols['valid'].sum(1) >= self.min_valid_views
+            for j in np.flatnonzero(keep):
+                base = dict(index=lo + int(j), session_index=int(session[j]),
+                            frame=int(cols['frame'][j]), instance=int(cols['instance'][j]))
+                data_list.extend(self._items(base, cols['valid'][j]))
+        if not data_list:
+            print_log(f'{type(self).__name__}: no samples in split {self.split!r} of '
+                      f'{self.ann_file} (sessions {sorted(wanted)})', logger='current',
+                      level=30)
+        return data_list
+
+    def _items(self, base: dict, valid: np.ndarray) -> List[dict]:
+        """The items of one sample (``valid``: (C,) bool views)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ loading
+    def _load(self, info: dict, views: np.ndarray, pad: int = 0) -> Dict[str, Any]:
+        """Read file row ``info['index']`` restricted to ``views`` (+ ``pad`` invalid
+        padding views)."""
+        reader = self.reader
+        keys = ['valid', *VIEW_KEYS]
+        if reader.has_keypoints_3d:
+            keys.append('keypoints_3d')
+        if reader.param_names:
+            keys.append('params')
+        load_images = self.load_images
+        load_masks = self.load_masks and reader.has_masks
+        if load_images:
+            keys.append('images')
+        if load_masks:
+            keys.append('masks')
+        row = reader.read([info['index']], keys=keys)
+        views = np.asarray(views, dtype=np.int64)
+        src = np.concatenate([views, np.full(pad, views[0] if len(views) else 0)])
+        sample: Dict[str, Any] = {}
+        for key in VIEW_KEYS:
+            sample[key] = np.array(row[key][0][src])
+        sample['keypoints_2d'] = sample['keypoints_2d'].astype(np.float32)
+        sample['confidence'] = sample['confidence'].astype(np.float32)
+        sample['visible'] = sample['visible'].astype(bool)
+        sample['view_valid'] = np.concatenate([row['valid'][0][views].astype(bool),
+                                               np.zeros(pad, bool)])
+        if pad:
+            sample['keypoints_2d'][-pad:] = np.nan
+            sample['confidence'][-pad:] = 0
+            sample['visible'][-pad:] = False
+        for key, present, decode in (('images', load_images, decode_image),
+                                     ('masks', load_masks, decode_mask)):
+            if not present:
+                continue
+            blobs = row[key][0]
+            decoded: List[Optional[np.ndarray]] = [decode(blobs[v]) if blobs[v] else None
+                                                   for v in views]
+            if key == 'images' and all(d is None for d in decoded):
+                continue                 # a sample without images (keypoint-only data)
+            if key == 'masks':
+                sample['mask_valid'] = np.array([d is not None for d in decoded]
+                                                + [False] * pad)
+            out = []
+            for k, v in enumerate(src):
+                img = decoded[k] if k < len(views) else None
+                if img is None:
+                    w, h = (int(x) for x in sample['image_size'][k])
+                    img = np.zeros((h, w, 3) if key == 'images' else (h, w), np.uint8)
+                out.append(img if key == 'images' else img > 0)
+            if all(o.shape == out[0].shape for o in out):
+                sample[key] = np.stack(out)
+            else:
+                sample[key] = out
+        if 'keypoints_3d' in row:
+            sample['keypoints_3d'] = row['keypoints_3d'][0].astype(np.float32)
+        if 'params' in row:
+            sample['params'] = {k: np.asarray(v[0], dtype=np.float32)
+                                for k, v in row['params'].items()}
+        session = int(info['session_index'])
+        cams = reader.camera_names[session] if session < len(reader.camera_names) else []
+        sample.update(
+            session=reader.session_names[session], session_index=session,
+            frame=int(info['frame']), instance=int(info.get('instance', 0)),
+            index=int(info['index']),
+            view_indices=np.concatenate([views, np.full(pad, -1)]).astype(np.int64),
+            camera_names=[cams[v] if v < len(cams) else '' for v in views] + [''] * pad,
+            keypoint_names=list(reader.keypoint_names), single_view=self.SINGLE_VIEW,
+            sample_idx=int(info.get('sample_idx', 0)))
+        return sample
+
+    def load_sample(self, idx: int) -> Dict[str, Any]:
+        """The raw sample of item ``idx`` (before the pipeline)."""
+        raise NotImplementedError
+
+    def prepare_data(self, idx: int) -> Any:
+        return self.pipeline(self.load_sample(idx))
+
+    def __repr__(self) -> str:
+        n = len(self) if self._fully_initialized else 'not loaded'
+        return (f'{type(self).__name__}(ann_file={self.ann_file!r}, split={self.split!r}, '
+                f'items={n}, max_views={self.max_views}, load_images={self.load_images})')
+
+
+@DATASETS.register_module()
+class MultiViewHDF5Dataset(HDF5DatasetBase):
+    """One item per sample: every view of one animal at one frame (see the module
+    docstring for the arguments' effects and the sample layout)."""
+
+    def _items(self, base: dict, valid: np.ndarray) -> List[dict]:
+        return [base]
+
+    def load_sample(self, idx: int) -> Dict[str, Any]:
+        info = self.get_data_info(idx)
+        C = self.reader.num_views
+        if self.max_views is None:
+            return self._load(info, np.arange(C))
+        valid = np.flatnonzero(self.reader.read([info['index']], keys=['valid'])['valid'][0])
+        if len(valid) > self.max_views:
+            if self.test_mode:
+                valid = valid[:self.max_views]
+            else:
+                valid = np.sort(unseeded_rng().choice(valid, self.max_views, replace=False))
+        if len(valid) == 0:
+            valid = np.arange(min(C, self.max_views))
+        return self._load(info, valid, pad=self.max_views - len(valid))
+

@@ -1,0 +1,1 @@
+"""Tests of smilfit.losses (one module per loss module)."""
