@@ -37,3 +37,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'slow' in item.keywords:
             item.add_marker(skip_slow)
+
+
+def pytest_configure(config):
+    # CI has 2 cores and the tests run small tensor operations, where intra-op threads
+    # only add synchronisation (10x slower when another process holds a core).
+    import torch
+    torch.set_num_threads(1)

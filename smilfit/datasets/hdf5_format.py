@@ -296,13 +296,16 @@ class DatasetWriter:
         """Create (or, resuming, reopen) the partial file. Called by ``__enter__``."""
         if self._f is not None:
             return self
-        if self.resume and self.partial_path.exists():
-            self._f = _open_h5(self.partial_path, 'r+', 'partial dataset to resume')
-            self._check_resumable(self.partial_path)
-        elif self.resume and self.path.exists():
-            shutil.copy2(self.path, self.partial_path)
-            self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume')
-            self._check_resumable(self.path)
+        if self.resume and (self.partial_path.exists() or self.path.exists()):
+            copied = not self.partial_path.exists()
+            if copied:  # resume a finished file: work on a copy, the original stays valid
+                shutil.copy2(self.path, self.partial_path)
+            try:
+                self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume')
+                self._check_resumable(self.path if copied else self.partial_path)
+            except BaseException:
+                self.abort(keep_partial=not copied)
+                raise
             self._f.attrs['complete'] = False
         else:
             if self.partial_path.exists():

@@ -20,6 +20,7 @@ Everything is validated before anything is written: every problem raises
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import dataclasses
@@ -27,7 +28,6 @@ import json
 import math
 import multiprocessing
 import re
-import tomllib
 import warnings
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -213,50 +213,39 @@ def _load_labels(path: Path) -> Any:
     return labels
 
 
-def _rotation(rvec: Sequence[float]) -> np.ndarray:
-    return cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))[0]
+def _cameras_from_group(group: Any) -> List[_Camera]:
+    """:class:`smilfit.cameras.CameraGroup` -> per-camera numpy parameters (float64)."""
+    K = group.K.detach().double().cpu().numpy()
+    dist = group.dist.detach().double().cpu().numpy()
+    R = group.R.detach().double().cpu().numpy()
+    t = group.t.detach().double().cpu().numpy()
+    sizes = group.image_sizes.detach().cpu().numpy()
+    return [_Camera(name, K[i], dist[i], R[i], t[i],
+                    (int(sizes[i, 0]), int(sizes[i, 1])) if sizes[i].min() > 0 else None, True)
+            for i, name in enumerate(group.names)]
 
 
 def _load_anipose_calibration(path: Path) -> List[_Camera]:
-    """Cameras of an anipose ``calibration.toml``, in file order (``cam_0``, ``cam_1``...)."""
+    """Cameras of an anipose ``calibration.toml`` in file order (read by
+    :meth:`smilfit.cameras.CameraGroup.from_anipose_toml`)."""
+    from smilfit.cameras import CalibrationError, CameraGroup
     try:
-        with open(path, 'rb') as f:
-            data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        group = CameraGroup.from_anipose_toml(path)
+    except CalibrationError as e:
+        msg = str(e)
+        raise DataIngestError(msg if str(path) in msg else f'{path}: {msg}') from e
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
         raise _fail(path, f'not a valid anipose calibration TOML ({e})') from e
-    cams = []
-    for key, entry in data.items():
-        if key == 'metadata' or not isinstance(entry, dict):
-            continue
-        for field in ('name', 'size', 'matrix', 'distortions', 'rotation', 'translation'):
-            if field not in entry:
-                raise _fail(path, f"[{key}] has no '{field}'")
-        if entry.get('fisheye'):
-            raise _fail(path, f'[{key}] is a fisheye camera; only the OpenCV pinhole model '
-                              'is supported')
-        try:
-            K = np.asarray(entry['matrix'], dtype=np.float64).reshape(3, 3)
-            dist = np.zeros(5)
-            d = np.asarray(entry['distortions'], dtype=np.float64).ravel()
-            if d.size > 5:
-                raise ValueError(f'{d.size} distortion coefficients (at most 5 supported)')
-            dist[:d.size] = d
-            R = _rotation(entry['rotation'])
-            t = np.asarray(entry['translation'], dtype=np.float64).reshape(3)
-            size = tuple(int(s) for s in entry['size'])
-            if len(size) != 2:
-                raise ValueError(f'size {size} is not (W, H)')
-        except (ValueError, TypeError, cv2.error) as e:
-            raise _fail(path, f'[{key}] malformed camera: {e}') from e
-        if not (np.isfinite(K).all() and np.isfinite(dist).all() and np.isfinite(t).all()):
-            raise _fail(path, f'[{key}] has non-finite values')
-        cams.append(_Camera(str(entry['name']), K, dist, R, t, size, True))
-    if not cams:
-        raise _fail(path, 'no cameras in the calibration')
-    names = [c.name for c in cams]
-    if len(set(names)) != len(names):
-        raise _fail(path, f'duplicate camera names {names}')
-    return cams
+    return _cameras_from_group(group)
+
+
+def _session_cameras(rs: Any, path: Path) -> List[_Camera]:
+    """Cameras of a sleap-io recording session (read by ``CameraGroup.from_sleap_io``)."""
+    from smilfit.cameras import CalibrationError, CameraGroup
+    try:
+        return _cameras_from_group(CameraGroup.from_sleap_io(rs.camera_group))
+    except CalibrationError as e:
+        raise _fail(path, f'recording session cameras: {e}') from e
 
 
 def _default_camera(name: str, size: Tuple[int, int]) -> _Camera:
@@ -605,13 +594,9 @@ def _sessions_from_labels(path: Path, opts: IngestOptions) -> List[_Session]:
         name = stem if len(rec_sessions) == 1 else f'{stem}/session{si}'
         cams = list(rs.camera_group.cameras)
         views, per_view = [], []
-        for cam in cams:
+        for cam, camera in zip(cams, _session_cameras(rs, path)):
             video = rs.get_video(cam)
-            K = np.asarray(cam.matrix, dtype=np.float64)
-            size = tuple(int(s) for s in cam.size) if cam.size is not None else None
-            camera = _Camera(str(cam.name), K, np.asarray(cam.dist, np.float64).reshape(5),
-                             _rotation(cam.rvec), np.asarray(cam.tvec, np.float64).reshape(3),
-                             size, True)
+            size = camera.size
             spec, fsize, n, pre = (None, None, None, np.eye(3))
             if video is not None:
                 in_session.add(id(video))
@@ -873,6 +858,8 @@ def ingest_sleap(input_path: PathLike, output_path: PathLike, *, overwrite: bool
     try:
         sessions = discover(input_path, opts)
         return _ingest(sessions, input_path, output, overwrite, resume, opts, lookup, betas)
+    except DatasetFormatError as e:  # e.g. resuming a file written with other options
+        raise DataIngestError(str(e)) from e
     finally:
         close_readers()
 
@@ -939,6 +926,9 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
             skipped = sum(p.skipped for p in prepared)
         except (OSError, DatasetFormatError) as e:
             raise DataIngestError(str(e)) from e
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise DataIngestError(f'a video worker process died ({e}); retry with '
+                                  '--workers 0') from e
         writer.commit()
     return IngestSummary(output, n_written, len(prepared), num_views, out_names, has_images,
                          has_3d, skipped, notes)
@@ -957,16 +947,21 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[Optional[Any]]:
+    """A ``spawn`` process pool for video jobs (None for ``workers <= 1``).
+
+    Not ``fork``: a child forked after this process has used OpenCV's (or FFmpeg's) thread
+    pools can deadlock. Spawned workers import smilfit once (a few seconds) and run OpenCV
+    single-threaded; a worker that dies raises ``BrokenProcessPool`` instead of hanging.
+    """
     if workers is None or workers <= 1:
         yield None
         return
-    # spawn: OpenCV's and torch's thread pools are not fork-safe.
-    pool = multiprocessing.get_context('spawn').Pool(workers, initializer=worker_init)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        int(workers), mp_context=multiprocessing.get_context('spawn'), initializer=worker_init)
     try:
         yield pool
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _render(prepared: List[_Prepared], writer: DatasetWriter, opts: IngestOptions,
@@ -1004,7 +999,7 @@ def _render(prepared: List[_Prepared], writer: DatasetWriter, opts: IngestOption
 
     results = None
     if pool is not None and opts.images:
-        results = pool.imap(_run_job, jobs_for_pool(), chunksize=1)
+        results = pool.map(_run_job, jobs_for_pool())
     for p, block in plan:
         if not opts.images or all(v.spec is None for v in p.session.views):
             yield p, block, None

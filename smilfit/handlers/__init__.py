@@ -1,1 +1,47 @@
-"""Loss handlers (registered in :data:`smilfit.registry.HANDLERS`): observation/prior -> loss."""
+"""Loss handlers (registered in :data:`smilfit.registry.HANDLERS`): observation/prior -> loss.
+
+A handler is an ``nn.Module`` built from config with a ``name``, a ``loss`` (a
+:data:`~smilfit.registry.LOSSES` config or module) and a mutable ``weight``; after
+``setup(body_model, data_info)`` (names resolved once, by name, never by position)
+``handler(output, observations, params)`` returns the weighted per-sample loss (B,).
+See ``docs/handlers.md`` for the contract and each handler.
+
+- :mod:`.base`: :class:`BaseHandler` (the contract), :func:`build_loss`.
+- :mod:`.matching`: :func:`match_keypoints` and :class:`KeypointHandlerBase` (the one
+  place keypoints are matched by name; offsets and importance weights by name).
+- :mod:`.views`: observations and cameras with a view axis (fitted cameras first).
+- :class:`Keypoint2DHandler`, :class:`Keypoint3DHandler`, :class:`LimbLengthHandler`:
+  observations.
+- :class:`ShapePriorHandler`, :class:`PosePriorHandler`, :class:`JointLimitHandler`,
+  :class:`ScaleTranslationPriorHandler`, :class:`TemporalHandler`,
+  :class:`CameraPriorHandler`: priors.
+- :class:`SilhouetteHandler`: masks through a renderer (``needs_vertices``).
+"""
+from .base import BaseHandler, accepts_kwarg, build_loss
+from .camera_prior import CameraPriorHandler
+from .keypoint2d import Keypoint2DHandler, project_with_depth
+from .keypoint3d import Keypoint3DHandler
+from .limb_length import LimbLengthHandler
+from .matching import (POINT_SOURCES, KeypointHandlerBase, KeypointMatch, match_keypoints,
+                       model_point_names, model_points)
+from .pose_prior import JointLimitHandler, PosePriorHandler, pose_to_axis_angle
+from .scale_translation import ScaleTranslationPriorHandler
+from .shape_prior import ShapePriorHandler
+from .silhouette import SilhouetteHandler, build_renderer
+from .temporal import TemporalHandler, per_frame_smoothness
+from .views import observed_camera, view_cameras, view_keypoints
+
+__all__ = [
+    # contract
+    'BaseHandler', 'build_loss', 'accepts_kwarg',
+    # keypoint matching
+    'KeypointHandlerBase', 'KeypointMatch', 'match_keypoints', 'model_point_names',
+    'model_points', 'POINT_SOURCES',
+    # handlers
+    'Keypoint2DHandler', 'Keypoint3DHandler', 'LimbLengthHandler', 'ShapePriorHandler',
+    'PosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
+    'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler',
+    # helpers
+    'project_with_depth', 'pose_to_axis_angle', 'per_frame_smoothness', 'build_renderer',
+    'view_keypoints', 'view_cameras', 'observed_camera',
+]

@@ -90,7 +90,8 @@ STRATEGIES = _child('strategy', MMENGINE_STRATEGIES)
 BODY_MODELS = Registry('body model', scope=SCOPE, locations=['smilfit.body_models'])
 LOSSES = Registry('loss', scope=SCOPE, locations=['smilfit.losses'])
 HANDLERS = Registry('handler', scope=SCOPE, locations=['smilfit.handlers'])
-REGISTRANTS = Registry('registrant', scope=SCOPE, locations=[])
+REGISTRANTS = Registry('registrant', scope=SCOPE, locations=['smilfit.registrants'])
+FITTING_HOOKS = Registry('fitting hook', scope=SCOPE, locations=['smilfit.registrants'])
 CAMERAS = Registry('camera', scope=SCOPE, locations=['smilfit.cameras'])
 RENDERERS = Registry('renderer', scope=SCOPE, locations=[])
 
@@ -100,5 +101,5 @@ __all__ = [
     'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR',
     'TASK_UTILS', 'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'INFERENCERS', 'FUNCTIONS',
     'STRATEGIES',
-    'BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'CAMERAS', 'RENDERERS',
+    'BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS', 'RENDERERS',
 ]

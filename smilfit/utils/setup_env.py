@@ -15,6 +15,7 @@ REGISTERING_PACKAGES = (
     'smilfit.engine',
     'smilfit.cameras',
     'smilfit.datasets',
+    'smilfit.registrants',
 )
 
 

@@ -17,7 +17,8 @@ from smilfit.registry import (HOOKS, LOSSES, OPTIM_WRAPPERS, OPTIMIZERS, PARAM_S
 from smilfit.utils import register_all_modules
 from smilfit.utils import setup_env
 
-OWN_ROOTS = ('BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'CAMERAS', 'RENDERERS')
+OWN_ROOTS = ('BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS',
+             'RENDERERS')
 CHILDREN = tuple(n for n in registry.__all__ if n not in OWN_ROOTS + ('SCOPE',))
 
 

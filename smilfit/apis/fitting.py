@@ -1,0 +1,270 @@
+"""Fit a whole dataset with a registrant from a config: the engine behind ``tools/fit.py``.
+
+Batches of samples are fitted one after another; each finished batch is written to
+``<work_dir>/chunks/`` atomically, so an interrupted run resumes where it stopped
+(``resume=True``). At the end the chunks are merged into ``<work_dir>/fit_results.h5``
+(written to a temporary file and renamed: no half-written result looks valid).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from smilfit.cameras import project_points
+from smilfit.registry import REGISTRANTS
+
+PathLike = Union[str, os.PathLike]
+RESULTS_NAME = 'fit_results.h5'
+#: Dataset keys the handlers read, renamed where the HDF5 reader differs.
+_OBSERVATION_KEYS = {'keypoints_2d': 'keypoints_2d', 'confidence': 'confidence',
+                     'visible': 'visible', 'valid': 'view_valid', 'K': 'K', 'dist': 'dist',
+                     'R': 'R', 't': 't', 'keypoints_3d': 'keypoints_3d'}
+
+
+class FittingConfigError(ValueError):
+    """The fitting config is missing something; the message says what."""
+
+
+def load_joint_lookup(spec: Union[None, str, Mapping[str, str]]) -> Optional[Dict[str, str]]:
+    """A joint lookup from a dict or a two-column CSV (model joint, data keypoint)."""
+    if spec is None or isinstance(spec, Mapping):
+        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f'joint lookup {path} does not exist')
+    lookup = {}
+    with open(path, newline='') as f:
+        for row in csv.reader(f):
+            if not row or row[0].startswith('#'):
+                continue
+            if len(row) < 2:
+                raise FittingConfigError(f'{path}: expected "model_joint,data_keypoint" rows, '
+                                         f'got {row}')
+            model, data = row[0].strip(), row[1].strip()
+            if (model, data) == ('model_joint', 'data_keypoint'):
+                continue  # header
+            lookup[model] = data
+    return lookup
+
+
+def observations_from_batch(batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """Reader batch -> the observation dict handlers read (arrays, renamed keys)."""
+    return {new: np.asarray(batch[old]) for old, new in _OBSERVATION_KEYS.items()
+            if old in batch}
+
+
+def reprojection_errors(keypoints: torch.Tensor, observations: Mapping[str, torch.Tensor],
+                        model_index: torch.Tensor, data_index: torch.Tensor) -> torch.Tensor:
+    """Median pixel error per sample and view of the matched fitted keypoints (B, C).
+
+    Only visible keypoints of valid views count; NaN where a view has none.
+
+    Args:
+        keypoints: (B, Kp, 3) fitted model points (world).
+        observations: with ``keypoints_2d`` (B, C, K, 2) and per-sample cameras
+            ``K``, ``R``, ``t``, optional ``dist`` (B, C, ...).
+        model_index, data_index: (M,) matched model / data keypoint indices.
+    """
+    pts = keypoints.index_select(1, model_index)[:, None]  # (B, 1, M, 3)
+    uv = project_points(pts, observations['K'], observations['R'], observations['t'],
+                        observations.get('dist'))  # (B, C, M, 2)
+    observed = observations['keypoints_2d'].index_select(2, data_index)
+    err = (uv - observed).norm(dim=-1)  # (B, C, M)
+    ok = torch.isfinite(err)
+    if 'visible' in observations:
+        ok &= observations['visible'].index_select(2, data_index).bool()
+    if 'view_valid' in observations:
+        ok &= observations['view_valid'].bool()[..., None]
+    err = torch.where(ok, err, torch.full_like(err, float('nan')))
+    return torch.nanmedian(err, dim=-1).values
+
+
+def _save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
+    os.close(fd)
+    try:
+        with open(tmp, 'wb') as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
+                  indices: np.ndarray, save_vertices: bool) -> Dict[str, np.ndarray]:
+    """Everything written per fitted sample, as float32/bool numpy arrays."""
+    f32 = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+    out = {'index': indices.astype(np.int64), 'joints': f32(result.output.joints),
+           'total_loss': f32(result.total_loss),
+           'diverged': result.diverged.cpu().numpy()}
+    if result.output.keypoints is not None:
+        out['keypoints'] = f32(result.output.keypoints)
+    if save_vertices and result.output.vertices is not None:
+        out['vertices'] = f32(result.output.vertices)
+    for name, value in result.params.items():
+        out[f'param_{name}'] = f32(value)
+    for name, value in result.losses.items():
+        out[f'loss_{name}'] = f32(value)
+    handler = registrant.keypoint_handler()
+    if handler is not None and 'keypoints_2d' in observations and 'K' in observations:
+        points = (result.output.keypoints if handler.source == 'keypoints'
+                  else result.output.joints)
+        offsets = result.params.get('keypoint_offsets') if handler.source == 'keypoints' \
+            else None
+        if offsets is not None:
+            points = points + offsets
+        out['reprojection_px'] = f32(reprojection_errors(
+            points, observations, handler.model_index, handler.data_index))
+    return out
+
+
+def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
+    """Generate the config's synthetic dataset when it asks for one and it is missing.
+
+    ``data.synthetic = dict(num_sessions=..., ...)`` (options of
+    :func:`smilfit.datasets.generate_synthetic_dataset`) makes ``data.path`` from the
+    config's body model on first use, so a demo needs no data files.
+    """
+    data_cfg = cfg.get('data') or {}
+    synthetic = data_cfg.get('synthetic')
+    if synthetic is None or Path(data_cfg['path']).exists():
+        return
+    from smilfit.datasets import generate_synthetic_dataset
+    Path(data_cfg['path']).parent.mkdir(parents=True, exist_ok=True)
+    generate_synthetic_dataset(data_cfg['path'], body_model=cfg.get('body_model'),
+                               progress=progress, **dict(synthetic))
+
+
+def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = False,
+                overwrite: bool = False, progress: bool = True,
+                device: str = 'cpu') -> Path:
+    """Fit every sample of ``cfg.data.path`` and write ``work_dir/fit_results.h5``.
+
+    Args:
+        cfg: a config with ``body_model``, ``registrant`` (its ``body_model`` defaults to
+            the top-level one) and ``data = dict(path=..., batch_size=64,
+            max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False)``.
+        work_dir: output directory.
+        resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
+        overwrite: replace existing results.
+        progress: tqdm progress bars.
+        device: torch device for fitting.
+
+    Returns:
+        The path of the results file.
+    """
+    from tqdm import tqdm
+
+    from smilfit.datasets import DatasetReader
+
+    data_cfg = dict(cfg.get('data') or {})
+    if 'path' not in data_cfg:
+        raise FittingConfigError("the config needs data = dict(path='dataset.h5', ...)")
+    reg_cfg = dict(cfg.get('registrant') or {})
+    if not reg_cfg:
+        raise FittingConfigError('the config needs a registrant = dict(type=...)')
+    reg_cfg.setdefault('body_model', cfg.get('body_model'))
+    if reg_cfg['body_model'] is None:
+        raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
+                                 'registrant.body_model')
+    work_dir = Path(work_dir)
+    results = work_dir / RESULTS_NAME
+    chunks = work_dir / 'chunks'
+    if (results.exists() or (chunks.exists() and any(chunks.iterdir()))) and not (
+            resume or overwrite):
+        raise FileExistsError(f'{work_dir} already holds fitting results; pass resume=True '
+                              '(--resume) to continue or overwrite=True (--overwrite)')
+    if overwrite and chunks.exists():
+        for old in chunks.glob('batch_*.npz'):
+            old.unlink()
+    chunks.mkdir(parents=True, exist_ok=True)
+    stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg), sort_keys=True, default=str)
+    stamp_path = chunks / 'config.json'
+    if resume and stamp_path.exists() and stamp_path.read_text() != stamp:
+        raise FileExistsError(f'{chunks} was written with a different config or dataset; '
+                              'use --overwrite to start again')
+    stamp_path.write_text(stamp)
+
+    registrant = REGISTRANTS.build(reg_cfg)
+    registrant.body_model.to(device)
+    reader = DatasetReader(data_cfg['path'])
+    registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
+                          joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
+    total = len(reader)
+    if data_cfg.get('max_samples') is not None:
+        total = min(total, int(data_cfg['max_samples']))
+    batch_size = int(data_cfg.get('batch_size', 64))
+    save_vertices = bool(data_cfg.get('save_vertices', False))
+    starts = range(0, total, batch_size)
+    for start in tqdm(starts, desc='fitting batches', disable=not progress):
+        chunk_path = chunks / f'batch_{start // batch_size:05d}.npz'
+        if resume and chunk_path.exists():
+            continue
+        indices = np.arange(start, min(start + batch_size, total))
+        batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
+                            ['session', 'frame'])
+        observations = observations_from_batch(batch)
+        result = registrant.fit(observations)
+        obs_t = registrant._to_tensors(observations)
+        arrays = _batch_arrays(result, obs_t, registrant, indices, save_vertices)
+        arrays['session'] = np.asarray(batch['session'])
+        arrays['frame'] = np.asarray(batch['frame'])
+        _save_npz_atomic(chunk_path, arrays)
+    _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg)
+    return results
+
+
+def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
+                  data_cfg: Mapping[str, Any]) -> None:
+    import h5py
+
+    parts = []
+    for i in range(num_chunks):
+        with np.load(chunks / f'batch_{i:05d}.npz') as z:
+            parts.append({k: z[k] for k in z.files})
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    fd, tmp = tempfile.mkstemp(dir=results.parent, prefix=results.name, suffix='.tmp')
+    os.close(fd)
+    model = registrant.body_model
+    try:
+        with h5py.File(tmp, 'w') as f:
+            f.attrs['format'] = 'smilfit-fit-results'
+            f.attrs['dataset'] = str(data_cfg['path'])
+            f.attrs['stages'] = json.dumps([s.name for s in registrant.stages])
+            strings = h5py.string_dtype('utf-8')
+            f.create_dataset('joint_names', data=np.array(model.joint_names, dtype=object),
+                             dtype=strings)
+            f.create_dataset('keypoint_names',
+                             data=np.array(model.keypoint_names, dtype=object), dtype=strings)
+            f.create_dataset('data_keypoint_names',
+                             data=np.array(list(reader.keypoint_names), dtype=object),
+                             dtype=strings)
+            for key, value in merged.items():
+                group, _, name = key.partition('_')
+                if group in ('param', 'loss') and name:
+                    f.create_dataset(f'{"params" if group == "param" else "losses"}/{name}',
+                                     data=value)
+                elif key in ('index', 'session', 'frame'):
+                    f.create_dataset(f'samples/{key}', data=value)
+                elif key in ('total_loss', 'diverged', 'reprojection_px'):
+                    f.create_dataset(f'metrics/{key}', data=value)
+                else:
+                    f.create_dataset(key, data=value)
+        os.replace(tmp, results)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+__all__ = ['fit_dataset', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
+           'reprojection_errors', 'FittingConfigError', 'RESULTS_NAME']

@@ -1,0 +1,75 @@
+"""``tools/fit.py CONFIG``: fit a body model to every sample of a dataset.
+
+The config names the body model, the registrant (handlers and stages) and the data::
+
+    _base_ = ['../_base_/body_models/demo_mouse.py']
+    registrant = dict(type='SMILRegistrant', handlers=[...], stages=[...])
+    data = dict(path='dataset.h5', batch_size=64, joint_lookup=None)
+
+Results go to ``--work-dir`` (default ``work_dirs/<config name>``): ``fit_results.h5``
+with per-sample parameters, joints, keypoints, losses and reprojection errors. Finished
+batches are kept in ``chunks/`` so ``--resume`` continues an interrupted run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from mmengine.config import DictAction
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='fit', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='fitting config file (.py)')
+    parser.add_argument('--work-dir', help='output directory (default work_dirs/<config>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE', help='override config entries, e.g. '
+                        'data.batch_size=16 data.path=my.h5')
+    parser.add_argument('--resume', action='store_true', help='continue an interrupted run')
+    parser.add_argument('--overwrite', action='store_true', help='replace existing results')
+    parser.add_argument('--device', default='cpu', help="torch device (default 'cpu')")
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads (default 1: fitting runs many small tensor '
+                             'operations, which extra threads slow down; run several '
+                             'processes on separate data instead)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mmengine.config import Config
+
+    from smilfit.apis.fitting import FittingConfigError, fit_dataset, prepare_data
+    from smilfit.utils import register_all_modules
+
+    import torch
+    if args.threads < 1:
+        print('fit: error: --threads must be >= 1', file=sys.stderr)
+        return 1
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    try:
+        register_all_modules()
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        work_dir = Path(args.work_dir or cfg.get('work_dir') or
+                        Path('work_dirs') / Path(args.config).stem)
+        prepare_data(cfg, progress=not args.no_progress)
+        results = fit_dataset(cfg, work_dir, resume=args.resume, overwrite=args.overwrite,
+                              progress=not args.no_progress, device=args.device)
+    except (FittingConfigError, FileExistsError, FileNotFoundError, KeyError,
+            ValueError) as err:
+        print(f'fit: error: {err}', file=sys.stderr)
+        return 1
+    print(f'wrote {results} in {time.perf_counter() - start:.1f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The handler contract: :class:`BaseHandler` and small helpers shared by every handler.
+
+A handler turns (body-model output, observations, parameters) into a weighted
+per-sample loss of shape (B,). Registrants and regressors hold handlers in an
+``nn.ModuleDict`` keyed by ``name``; stages override ``weight`` by name.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..registry import LOSSES
+
+LossSpec = Union[Dict[str, Any], nn.Module]
+
+
+def build_loss(loss: Optional[LossSpec], handler: str, **defaults: Any) -> nn.Module:
+    """A LOSSES config (or a built module) -> the loss module.
+
+    ``defaults`` fill keys the config does not set (e.g. ``model_data``); a module is
+    returned as it is. The loss must produce per-sample values: a ``reduction`` other
+    than ``'none'`` is an error (handlers return (B,) and never reduce).
+    """
+    if loss is None:
+        raise ValueError(f'handler {handler!r}: loss is None; give a LOSSES config dict '
+                         '(e.g. dict(type="KeypointMSELoss")) or an nn.Module')
+    if isinstance(loss, nn.Module):
+        module = loss
+    elif isinstance(loss, Mapping):
+        cfg = dict(copy.deepcopy(dict(loss)))
+        if 'type' not in cfg:
+            raise ValueError(f'handler {handler!r}: the loss config has no "type": {cfg}')
+        for key, value in defaults.items():
+            cfg.setdefault(key, value)
+        module = LOSSES.build(cfg)
+    else:
+        raise TypeError(f'handler {handler!r}: loss must be a LOSSES config dict or an '
+                        f'nn.Module, got {type(loss).__name__}')
+    reduction = getattr(module, 'reduction', 'none')
+    if reduction != 'none':
+        raise ValueError(f'handler {handler!r}: the loss {type(module).__name__} has '
+                         f"reduction={reduction!r}; handlers need per-sample losses "
+                         "(reduction='none')")
+    return module
+
+
+def accepts_kwarg(loss: LossSpec, key: str) -> bool:
+    """Whether a LOSSES config's class (or a module's class) takes ``key`` in ``__init__``."""
+    if isinstance(loss, nn.Module):
+        cls = type(loss)
+    else:
+        t = loss.get('type') if isinstance(loss, Mapping) else None
+        cls = LOSSES.get(t) if isinstance(t, str) else t
+    if cls is None:
+        return False
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+    return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def batch_size(output) -> int:
+    """B of a :class:`~smilfit.body_models.BodyModelOutput`."""
+    return int(output.joints.shape[0])
+
+
+def zeros_like_batch(output) -> torch.Tensor:
+    """(B,) zeros with the output's dtype and device (a term with nothing to score)."""
+    j = output.joints
+    return j.new_zeros(j.shape[0])
+
+
+def get_param(params: Optional[Mapping[str, Any]], key: str) -> Optional[torch.Tensor]:
+    """``params[key]`` or ``None`` when absent (or ``None``)."""
+    if not params:
+        return None
+    return params.get(key)
+
+
+class BaseHandler(nn.Module):
+    """Base of all handlers: name, loss, mutable weight, ``setup`` and ``forward``.
+
+    Subclasses implement :meth:`compute` (the unweighted (B,) loss); :meth:`forward`
+    checks its shape and multiplies it by ``weight``. A plugin may also override
+    ``forward`` directly, as long as it honours the contract below.
+
+    Contract (what a registrant relies on):
+
+    - ``needs_vertices`` (class or instance attribute): the body model must skin the
+      mesh for this handler; when no active handler needs vertices the registrant
+      calls the model with ``return_vertices=False``.
+    - ``couples_samples``: the loss of one sample depends on others (a sequence); the
+      registrant then cannot fit samples independently.
+    - ``setup(body_model, data_info)`` once before fitting: resolve names (keypoints,
+      joints) and build model-dependent losses. ``data_info`` holds
+      ``keypoint_names`` (the K data keypoints, in the observations' order) and
+      optionally ``joint_lookup`` (model keypoint name -> data keypoint name).
+    - ``forward(output, observations, params) -> (B,)``, already multiplied by
+      ``weight``. ``weight`` is a plain float a stage may change at any time; with
+      ``weight == 0`` the registrant may skip the handler altogether.
+
+    Args:
+        name: the handler's key (stages override weights by it).
+        loss: a LOSSES config dict or a built ``nn.Module`` returning (B,).
+        weight: factor on the per-sample loss (finite, >= 0).
+        check_finite: raise ``FloatingPointError`` naming the samples when the loss is
+            NaN/inf (costs a device sync per call; off by default).
+    """
+
+    #: Whether this handler reads ``output.vertices``.
+    needs_vertices: bool = False
+    #: Whether a sample's loss depends on other samples of the batch (e.g. temporal
+    #: smoothness over a sequence): registrants then optimise the summed loss instead
+    #: of every sample independently.
+    couples_samples: bool = False
+
+    def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
+                 check_finite: bool = False) -> None:
+        super().__init__()
+        if not isinstance(name, str) or not name:
+            raise ValueError(f'a handler needs a non-empty string name, got {name!r}')
+        self.name = name
+        self.weight = weight
+        self.check_finite = bool(check_finite)
+        self._is_setup = False
+        self.loss = None if loss is None else self._make_loss(loss)
+
+    # ------------------------------------------------------------------ weight
+    @property
+    def weight(self) -> float:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f'handler {getattr(self, "name", "?")!r}: weight must be a '
+                            f'number, got {value!r}') from err
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f'handler {getattr(self, "name", "?")!r}: weight must be '
+                             f'finite and >= 0, got {value}')
+        self._weight = value
+
+    # ------------------------------------------------------------------ loss
+    def _make_loss(self, loss: LossSpec, **defaults: Any) -> nn.Module:
+        return build_loss(loss, self.name, **defaults)
+
+    def _model_loss(self, loss: LossSpec, body_model, blockers: Sequence[str] = ()
+                    ) -> nn.Module:
+        """Build a loss that reads model data: ``model_data=body_model`` is added to a
+        config whose class accepts it, unless the config sets ``model_data`` or one of
+        ``blockers`` (keys that exclude it). Modules are used as they are."""
+        if isinstance(loss, Mapping) and accepts_kwarg(loss, 'model_data') and not any(
+                k in loss for k in ('model_data',) + tuple(blockers)):
+            return self._make_loss(loss, model_data=body_model)
+        return self._make_loss(loss)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, body_model, data_info: Optional[Mapping[str, Any]] = None) -> None:
+        """Resolve everything that depends on the model or the data (call once)."""
+        self._is_setup = True
+
+    def _require_setup(self) -> None:
+        if not self._is_setup:
+            raise RuntimeError(f'handler {self.name!r} ({type(self).__name__}): call '
+                               'setup(body_model, data_info) before forward')
+
+    # ------------------------------------------------------------------ forward
+    def compute(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any]) -> torch.Tensor:
+        """The unweighted per-sample loss (B,). Implemented by subclasses."""
+        raise NotImplementedError
+
+    def forward(self, output, observations: Optional[Mapping[str, Any]] = None,
+                params: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+        """Weighted per-sample loss (B,)."""
+        self._require_setup()
+        loss = self.compute(output, observations or {}, params or {})
+        B = batch_size(output)
+        if loss.shape != (B,):
+            raise RuntimeError(f'handler {self.name!r} ({type(self).__name__}) returned '
+                               f'shape {tuple(loss.shape)}, expected ({B},)')
+        if self.check_finite:
+            bad = ~torch.isfinite(loss)
+            if bool(bad.any()):
+                idx = torch.nonzero(bad).flatten().tolist()
+                raise FloatingPointError(f'handler {self.name!r}: non-finite loss for '
+                                         f'sample(s) {idx[:20]}')
+        return loss * self.weight
+
+    def extra_repr(self) -> str:
+        return (f'name={self.name!r}, weight={self.weight}, '
+                f'needs_vertices={self.needs_vertices}')
+
+
+__all__ = ['BaseHandler', 'build_loss', 'accepts_kwarg', 'batch_size', 'zeros_like_batch',
+           'get_param']

@@ -1,0 +1,123 @@
+"""2D keypoint reprojection handler (multi-view; single view is C = 1)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from ..cameras.projection import distort_normalized, normalized_to_pixels, world_to_camera
+from ..registry import HANDLERS
+from .base import LossSpec
+from .matching import KeypointHandlerBase
+from .views import view_cameras, view_keypoints
+
+
+def project_with_depth(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
+                       t: torch.Tensor, dist: Optional[torch.Tensor],
+                       min_depth: float = 0.0):
+    """Project world points and report which lie in front of the camera.
+
+    Same result as :func:`smilfit.cameras.project_points` wherever ``depth >
+    min_depth``; elsewhere the depth is replaced by 1 *before* the division, so points
+    on or behind the camera plane give finite values and finite (zero, once masked)
+    gradients. Nothing is clamped to the image.
+
+    Args:
+        points: (..., N, 3) world points; K, R, t, dist: cameras broadcasting over
+            the dimensions before N (see :mod:`smilfit.cameras.projection`).
+        min_depth: points with ``depth <= min_depth`` are reported invalid.
+
+    Returns:
+        ``(pixels (..., N, 2), in_front (..., N) bool)``.
+    """
+    x_cam = world_to_camera(points, R, t)
+    z = x_cam[..., 2]
+    in_front = z > min_depth
+    z = torch.where(in_front, z, torch.ones_like(z))
+    xy = x_cam[..., :2] / z[..., None]
+    return normalized_to_pixels(distort_normalized(xy, dist), K), in_front
+
+
+@HANDLERS.register_module()
+class Keypoint2DHandler(KeypointHandlerBase):
+    """Reprojection error of model keypoints against 2D detections in C views.
+
+    Model points (``output.keypoints``, or ``output.joints`` with ``source='joints'``)
+    are matched to data keypoints by name at :meth:`setup`, shifted by the optional
+    ``params['keypoint_offsets']`` (B or 1, Kp, 3) (world frame), projected through
+    each sample's and view's camera with lens distortion (fitted cameras
+    ``params['camera_*']`` take precedence over the observed ones) and compared with
+    ``observations['keypoints_2d']`` by the loss (``KeypointMSELoss`` by default, e.g.
+    ``robust='gmof', sigma=<pixels>``). An element counts when its detection is finite,
+    its confidence finite, ``visible`` true, the view ``view_valid`` and the point in
+    front of the camera (``depth > min_depth``). The loss's ``weight`` is the
+    confidence (``use_confidence``) times the per-keypoint importance
+    ``keypoint_weights`` (by name). Projections are never clamped to the image.
+
+    Config::
+
+        dict(type='Keypoint2DHandler', name='kp2d', weight=1.0,
+             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=50.0),
+             keypoint_weights={'nose': 2.0})
+
+    Args:
+        name, loss, weight, source, keypoints, joint_lookup, keypoint_weights,
+            offsets_key, check_finite: see :class:`~.matching.KeypointHandlerBase`.
+        use_confidence: weight elements by ``observations['confidence']``.
+        min_depth: minimum depth (world units) of a scored point.
+    """
+
+    def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
+                 source: str = 'keypoints', keypoints: Optional[Sequence[str]] = None,
+                 joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
+                 keypoint_weights: Optional[Mapping[str, float]] = None,
+                 offsets_key: Optional[str] = 'auto',
+                 use_confidence: bool = True, min_depth: float = 0.0,
+                 check_finite: bool = False) -> None:
+        super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
+                         weight, source=source, keypoints=keypoints,
+                         joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
+                         offsets_key=offsets_key, check_finite=check_finite)
+        self.use_confidence = bool(use_confidence)
+        self.min_depth = float(min_depth)
+
+    def project(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any], views: Optional[dict] = None):
+        """Matched model points in every view.
+
+        Returns:
+            ``(pixels (B, C, M, 2), in_front (B, C, M))``.
+        """
+        views = view_keypoints(observations, self.name) if views is None else views
+        C = views['keypoints_2d'].shape[1]
+        pts = self.matched_points(output, params)
+        cams = view_cameras(observations, params, C, pts.dtype, pts.device, self.name,
+                            views['squeezed'])
+        return project_with_depth(pts[:, None], cams['K'], cams['R'], cams['t'],
+                                  cams['dist'], self.min_depth)
+
+    def compute(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any]) -> torch.Tensor:
+        obs = view_keypoints(observations, self.name)
+        B, C = obs['keypoints_2d'].shape[:2]
+        if B != output.joints.shape[0]:
+            raise ValueError(f'handler {self.name!r}: keypoints_2d has {B} samples, the '
+                             f'model output {output.joints.shape[0]}')
+        pix, in_front = self.project(output, observations, params, obs)
+        dtype, device = pix.dtype, pix.device
+        target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
+        mask = in_front
+        if obs['visible'] is not None:
+            mask = mask & self.select_data(obs['visible'].to(device), 2).to(torch.bool)
+        if obs['view_valid'] is not None:
+            mask = mask & obs['view_valid'].to(device=device, dtype=torch.bool)[..., None]
+        w = None
+        if self.use_confidence and obs['confidence'] is not None:
+            w = self.select_data(obs['confidence'].to(device=device, dtype=dtype), 2)
+        imp = self.importance_like(pix)
+        if imp is not None:
+            w = imp.expand(B, C, -1) if w is None else w * imp
+        return self.loss(pix, target, weight=w, mask=mask)
+
+
+__all__ = ['Keypoint2DHandler', 'project_with_depth']

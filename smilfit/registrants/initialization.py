@@ -1,0 +1,102 @@
+"""Initial global pose for fitting: rigid alignment of the rest-pose model to 3D points.
+
+The observed 3D points are either given (3D keypoints) or triangulated from the 2D
+keypoints of calibrated views. The model's rest-pose keypoints (zero pose, zero shape)
+are aligned to them by weighted Kabsch, which yields ``global_orient`` and ``transl``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from smilfit.body_models.rotations import matrix_to_axis_angle
+from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
+
+
+def rigid_align(source: torch.Tensor, target: torch.Tensor,
+                weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weighted Kabsch: the rotation and translation with ``target ~ R source + t``.
+
+    Args:
+        source: (B, N, 3) points (finite).
+        target: (B, N, 3) points; NaN entries are ignored.
+        weights: (B, N) non-negative weights or None.
+
+    Returns:
+        R (B, 3, 3) proper rotations and t (B, 3). With fewer than 3 usable points the
+        rotation is the identity and ``t`` matches the centroids; with none, ``t`` is 0.
+    """
+    valid = torch.isfinite(target).all(-1)
+    w = torch.ones(target.shape[:2], dtype=target.dtype, device=target.device)
+    if weights is not None:
+        w = torch.where(torch.isfinite(weights), weights, torch.zeros_like(weights))
+    w = torch.where(valid, w, torch.zeros_like(w))
+    target = torch.where(valid[..., None], target, torch.zeros_like(target))
+    total = w.sum(1, keepdim=True)
+    safe_total = total.clamp_min(1e-12)
+    mu_s = (w[..., None] * source).sum(1) / safe_total
+    mu_t = (w[..., None] * target).sum(1) / safe_total
+    cov = torch.einsum('bn,bni,bnj->bij', w, target - mu_t[:, None], source - mu_s[:, None])
+    U, _, Vh = torch.linalg.svd(cov)
+    det = torch.linalg.det(U @ Vh)
+    fix = torch.ones_like(cov[:, 0])
+    fix[:, 2] = torch.sign(det) + (det == 0).to(det.dtype)
+    R = U @ torch.diag_embed(fix) @ Vh
+    enough = (valid & (w > 0)).sum(1) >= 3
+    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(R)
+    R = torch.where(enough[:, None, None], R, eye)
+    t = mu_t - (R @ mu_s[..., None]).squeeze(-1)
+    t = torch.where(total > 0, t, torch.zeros_like(t))
+    return R, t
+
+
+def triangulate_observations(observations: Dict[str, torch.Tensor],
+                             min_views: int = 2) -> torch.Tensor:
+    """Triangulate (B, C, K, 2) pixel keypoints with the per-sample cameras -> (B, K, 3).
+
+    Uses ``observations['K'|'R'|'t'|'dist']`` ((B, C, ...) or shared (C, ...)) and the
+    keypoint confidences as weights; invalid views and NaN points are ignored.
+    """
+    uv = observations['keypoints_2d']
+    B, C = uv.shape[:2]
+    K, R, t = observations['K'], observations['R'], observations['t']
+    dist = observations.get('dist')
+    expand = lambda x: x if x.dim() >= 3 and x.shape[0] == B and x.shape[1] == C else (  # noqa: E731
+        x.expand(B, *x.shape))
+    K, R, t = expand(K), expand(R), expand(t)
+    if dist is not None:
+        uv = undistort_pixels(uv, K[:, :, None], expand(dist)[:, :, None])
+    weights = observations.get('confidence')
+    if weights is None:
+        weights = torch.ones(uv.shape[:3], dtype=uv.dtype, device=uv.device)
+    if 'view_valid' in observations:
+        weights = weights * observations['view_valid'][..., None].to(weights.dtype)
+    if 'visible' in observations:
+        weights = weights * observations['visible'].to(weights.dtype)
+    return triangulate_dlt(uv, projection_matrices(R, t, K), weights, min_views=min_views)
+
+
+def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
+                            observed: torch.Tensor, weights: Optional[torch.Tensor] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``global_orient`` (axis-angle) and ``transl`` aligning rest-pose points to observed ones.
+
+    The model rotates about its root joint ``J0``: ``x' = R (x - J0) + J0 + transl``, so
+    ``transl = t + R J0 - J0`` for the Kabsch solution ``x' = R x + t``.
+
+    Args:
+        rest_points: (B, N, 3) model points in the rest pose (no translation).
+        rest_root: (B, 3) the rest-pose root joint.
+        observed: (B, N, 3) matching observations (NaN where missing).
+        weights: (B, N) or None.
+
+    Returns:
+        global_orient (B, 3) and transl (B, 3).
+    """
+    R, t = rigid_align(rest_points, observed, weights)
+    transl = t + (R @ rest_root[..., None]).squeeze(-1) - rest_root
+    return matrix_to_axis_angle(R), transl
+
+
+__all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points']

@@ -1,0 +1,351 @@
+"""SMILRegistrant: stage-wise optimisation of body-model parameters against observations."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from smilfit.body_models import BodyModelOutput, SMILModel
+from smilfit.registry import BODY_MODELS, HANDLERS, OPTIMIZERS, REGISTRANTS
+from .batched_lbfgs import BatchedLBFGS
+from .hooks import FittingHook, build_hooks
+from .initialization import global_pose_from_points, triangulate_observations
+from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
+
+Tensor = torch.Tensor
+#: Model inputs among the fittable parameters (``keypoint_offsets`` go to handlers only).
+_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans')
+#: Parameters that may be shared by the samples of a group (an animal, a session).
+SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets')
+
+
+class FittingDivergedError(RuntimeError):
+    """Every sample of a batch diverged (non-finite loss or gradient)."""
+
+
+@dataclass
+class FitResult:
+    """What :meth:`SMILRegistrant.fit` returns (tensors detached, per sample).
+
+    Attributes:
+        params: name -> (B, ...) fitted parameters (shared ones expanded per sample).
+        output: the body model evaluated at ``params``.
+        losses: handler name -> (B,) weighted loss at the end of the last stage.
+        total_loss: (B,) sum of ``losses``.
+        diverged: (B,) samples whose loss or gradient became non-finite; they keep
+            their last finite parameters.
+        history: per stage: name, iterations, mean loss before and after.
+    """
+
+    params: Dict[str, Tensor]
+    output: BodyModelOutput
+    losses: Dict[str, Tensor]
+    total_loss: Tensor
+    diverged: Tensor
+    history: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@REGISTRANTS.register_module()
+class SMILRegistrant(nn.Module):
+    """Fits a body model to a batch of observations in config-defined stages.
+
+    Args:
+        body_model: a :class:`SMILModel` or its config (``BODY_MODELS``).
+        handlers: handler configs (``HANDLERS``), each with a unique ``name``.
+        stages: stage configs, see :mod:`smilfit.registrants.stages`.
+        init: how to initialise ``global_orient``/``transl``: ``'triangulation'``
+            (align the rest pose to 3D points triangulated from the 2D keypoints, or to
+            given 3D keypoints), ``'keypoints_3d'`` (3D keypoints only) or ``'zeros'``.
+        shared: parameter name -> shared across the samples of a group (e.g.
+            ``dict(betas=True)`` for one shape per animal): such parameters have one
+            row per group (``groups`` in :meth:`fit`). Stages that fit a shared
+            parameter optimise the summed loss (samples of a group are coupled).
+        hooks: :class:`FittingHook` objects or configs (progress bars, loss history).
+        return_vertices: evaluate vertices for the result.
+    """
+
+    def __init__(self, body_model: Union[SMILModel, Mapping[str, Any]],
+                 handlers: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]],
+                 init: str = 'triangulation', shared: Optional[Mapping[str, bool]] = None,
+                 hooks: Sequence[Union[FittingHook, Mapping[str, Any]]] = (),
+                 return_vertices: bool = False) -> None:
+        super().__init__()
+        self.body_model = (body_model if isinstance(body_model, nn.Module)
+                           else BODY_MODELS.build(body_model))
+        built = [h if isinstance(h, nn.Module) else HANDLERS.build(h) for h in handlers]
+        names = [h.name for h in built]
+        if len(set(names)) != len(names):
+            raise ValueError(f'handler names must be unique, got {names}')
+        self.handlers = nn.ModuleDict({h.name: h for h in built})
+        self.base_weights = {h.name: float(h.weight) for h in built}
+        self.stages: List[Stage] = parse_stages(stages, names)
+        if init not in ('triangulation', 'keypoints_3d', 'zeros'):
+            raise ValueError(f"init must be 'triangulation', 'keypoints_3d' or 'zeros', "
+                             f'got {init!r}')
+        self.init = init
+        shared = dict(shared or {})
+        unknown = sorted(set(shared) - set(SHAREABLE_PARAMS))
+        if unknown:
+            raise ValueError(f'shared names parameter(s) {unknown} that cannot be shared; '
+                             f'shareable: {list(SHAREABLE_PARAMS)} (pose and translation '
+                             'are always per frame)')
+        self.shared = {k for k, v in shared.items() if v}
+        self.hooks = build_hooks(hooks)
+        self.return_vertices = bool(return_vertices)
+        self._data_info: Optional[Dict[str, Any]] = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, data_info: Mapping[str, Any]) -> None:
+        """Resolve every handler's keypoints by name; call once per dataset.
+
+        Args:
+            data_info: ``keypoint_names`` of the observations, optional
+                ``joint_lookup`` (model keypoint -> data keypoint name).
+        """
+        self._data_info = dict(data_info)
+        for handler in self.handlers.values():
+            handler.setup(self.body_model, self._data_info)
+
+    def param_shapes(self, num_keypoints: Optional[int] = None) -> Dict[str, tuple]:
+        """Per-sample shape of every fittable parameter."""
+        m = self.body_model
+        J = m.num_joints
+        return dict(global_orient=(3,), body_pose=(J - 1, 3), betas=(m.num_betas,),
+                    transl=(3,), log_scale=(J, 3), bone_trans=(J, 3),
+                    keypoint_offsets=(len(m.keypoint_names) if num_keypoints is None
+                                      else num_keypoints, 3))
+
+    # ----------------------------------------------------------- parameters
+    def initial_params(self, observations: Mapping[str, Tensor], batch: int, groups: Tensor,
+                       init_params: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """Zero parameters, then the global pose from 3D points, then ``init_params``."""
+        m = self.body_model
+        num_groups = int(groups.max()) + 1 if batch else 0
+        params = {}
+        for name, shape in self.param_shapes().items():
+            rows = num_groups if name in self.shared else batch
+            params[name] = torch.zeros((rows,) + shape, dtype=m.dtype, device=m.device)
+        if self.init != 'zeros':
+            self._init_global_pose(params, observations, batch)
+        for name, value in (init_params or {}).items():
+            if name not in params:
+                raise KeyError(f'init_params has unknown parameter {name!r}; '
+                               f'allowed: {list(params)}')
+            value = torch.as_tensor(value, dtype=m.dtype, device=m.device)
+            if value.shape != params[name].shape:
+                raise ValueError(f'init_params[{name!r}]: expected shape '
+                                 f'{tuple(params[name].shape)}, got {tuple(value.shape)}')
+            params[name] = value.clone()
+        return params
+
+    def keypoint_handler(self) -> Optional[nn.Module]:
+        """The first handler that matches model points to data keypoints by name."""
+        for handler in self.handlers.values():
+            if getattr(handler, 'data_index', None) is not None:
+                return handler
+        return None
+
+    def _init_global_pose(self, params: Dict[str, Tensor], observations: Mapping[str, Tensor],
+                          batch: int) -> None:
+        handler = self.keypoint_handler()
+        if handler is None:
+            return
+        if 'keypoints_3d' in observations and torch.isfinite(observations['keypoints_3d']).any():
+            points = observations['keypoints_3d']
+        elif self.init == 'triangulation' and 'keypoints_2d' in observations:
+            points = triangulate_observations(observations)
+        else:
+            return
+        observed = points.index_select(1, handler.data_index.to(points.device))
+        with torch.no_grad():
+            rest = self.body_model(return_vertices=False)
+            pool = rest.keypoints if handler.source == 'keypoints' else rest.joints
+            rest_points = pool.index_select(1, handler.model_index).expand(batch, -1, -1)
+            root = rest.joints_kin[:, self.body_model.levels.root].expand(batch, -1)
+            orient, transl = global_pose_from_points(rest_points, root, observed)
+        found = torch.isfinite(observed).all(-1).sum(-1) >= 3
+        params['global_orient'][found] = orient[found]
+        params['transl'][found] = transl[found]
+
+    @staticmethod
+    def _expand(params: Mapping[str, Tensor], shared: set, groups: Tensor) -> Dict[str, Tensor]:
+        return {k: (v[groups] if k in shared else v) for k, v in params.items()}
+
+    # ---------------------------------------------------------------- losses
+    def per_sample_losses(self, params: Mapping[str, Tensor],
+                          observations: Mapping[str, Tensor],
+                          handlers: Sequence[nn.Module],
+                          need_vertices: bool) -> Dict[str, Tensor]:
+        """Handler name -> (B,) weighted loss at ``params`` (already expanded per sample)."""
+        model_params = {k: params[k] for k in _MODEL_INPUTS if k in params}
+        output = self.body_model(**model_params, return_vertices=need_vertices)
+        return {h.name: h(output, observations, params) for h in handlers}
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, observations: Mapping[str, Any],
+            init_params: Optional[Mapping[str, Tensor]] = None,
+            groups: Optional[Tensor] = None) -> FitResult:
+        """Fit a batch of samples through all stages.
+
+        Args:
+            observations: tensors/arrays with a leading batch dimension (see the
+                handlers), e.g. from :class:`smilfit.datasets.MultiViewHDF5Dataset`.
+            init_params: parameters to start from (e.g. a previous frame's or a
+                regressor's prediction), (B, ...) or (G, ...) for shared ones.
+            groups: (B,) group index per sample for shared parameters (default: one
+                group).
+
+        Returns:
+            :class:`FitResult`.
+        """
+        if self._data_info is None:
+            raise RuntimeError('call setup(data_info) before fit()')
+        obs = self._to_tensors(observations)
+        batch = next(v.shape[0] for v in obs.values() if v.dim() > 0)
+        groups = (torch.zeros(batch, dtype=torch.long, device=self.body_model.device)
+                  if groups is None else torch.as_tensor(groups, device=self.body_model.device))
+        params = self.initial_params(obs, batch, groups, init_params)
+        diverged = torch.zeros(batch, dtype=torch.bool, device=self.body_model.device)
+        history = []
+        for stage in self.stages:
+            for hook in self.hooks:
+                hook.before_stage(self, stage)
+            params, stage_diverged, record = self._run_stage(stage, params, obs, groups)
+            diverged |= stage_diverged
+            history.append(record)
+            for hook in self.hooks:
+                hook.after_stage(self, stage, record)
+        if bool(diverged.all()):
+            raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '
+                                       'gradient); check the observations and loss weights')
+        if bool(diverged.any()):
+            warnings.warn(f'samples {torch.nonzero(diverged).flatten().tolist()} diverged '
+                          '(non-finite loss or gradient); they keep their last finite '
+                          'parameters')
+        return self._result(params, obs, groups, diverged, history)
+
+    def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
+                   obs: Mapping[str, Tensor], groups: Tensor):
+        with self._handler_weights(stage_weights(stage, self.base_weights)) as active:
+            return self._optimise(stage, params, obs, groups, active)
+
+    def _optimise(self, stage: Stage, params: Dict[str, Tensor], obs: Mapping[str, Tensor],
+                  groups: Tensor, active: List[nn.Module]):
+        if not active:
+            raise ValueError(f'stage {stage.name!r}: every handler has weight 0')
+        need_vertices = any(getattr(h, 'needs_vertices', False) for h in active)
+        coupled = (any(name in self.shared for name in stage.fit)
+                   or any(getattr(h, 'couples_samples', False) for h in active))
+        free = {k: v.detach().clone().requires_grad_(k in stage.fit) for k, v in params.items()}
+        variables = [free[k] for k in stage.fit]
+
+        def losses() -> Tensor:
+            expanded = self._expand(free, self.shared, groups)
+            return torch.stack(list(self.per_sample_losses(
+                expanded, obs, active, need_vertices).values())).sum(0)
+
+        with torch.no_grad():
+            start = losses()
+        kind = stage.optimizer['type']
+        kwargs = optimizer_kwargs(stage)
+        B = groups.shape[0]
+        diverged = torch.zeros(B, dtype=torch.bool, device=groups.device)
+        n_steps = 0
+        if kind == 'LBFGS' and stage.per_sample and not coupled:
+            kwargs.setdefault('line_search_fn', 'strong_wolfe')
+            # A non-finite trial point counts as a failed step and the line search
+            # shrinks it, instead of freezing the sample (e.g. exp of a large log-scale).
+            kwargs.setdefault('non_finite', 'backtrack')
+            optimizer = BatchedLBFGS(variables, tolerance_grad=stage.gtol,
+                                     tolerance_change=stage.ftol, **kwargs)
+
+            def closure() -> Tensor:
+                optimizer.zero_grad()
+                value = losses()
+                value.sum().backward()
+                return value.detach()
+            for n_steps in range(1, stage.n_iter + 1):
+                optimizer.step(closure)
+                for hook in self.hooks:
+                    hook.after_step(self, stage, n_steps)
+                if bool(optimizer.converged.all()):
+                    break
+            diverged = optimizer.diverged.clone()
+        else:
+            optimizer = OPTIMIZERS.build(dict(type=kind, params=variables, **kwargs))
+            previous = None
+            for n_steps in range(1, stage.n_iter + 1):
+                def closure() -> Tensor:
+                    optimizer.zero_grad()
+                    value = losses().sum()
+                    value.backward()
+                    return value
+                snapshot = [v.detach().clone() for v in variables]
+                value = optimizer.step(closure) if kind == 'LBFGS' else (
+                    closure(), optimizer.step())[0]
+                for hook in self.hooks:
+                    hook.after_step(self, stage, n_steps)
+                if not torch.isfinite(value) or any(
+                        not torch.isfinite(v.grad).all() for v in variables if v.grad is not None):
+                    with torch.no_grad():  # restore the last finite point
+                        for v, old in zip(variables, snapshot):
+                            v.copy_(old)
+                    diverged[:] = True
+                    break
+                current = float(value.detach())
+                if previous is not None and abs(previous - current) <= stage.ftol * max(
+                        abs(previous), abs(current), 1.0):
+                    break
+                previous = current
+        with torch.no_grad():
+            end = losses()
+        record = dict(stage=stage.name, steps=n_steps, mean_loss_start=float(start.mean()),
+                      mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
+                      else float('nan'), per_sample=kind == 'LBFGS' and stage.per_sample
+                      and not coupled)
+        return {k: v.detach() for k, v in free.items()}, diverged, record
+
+    @contextlib.contextmanager
+    def _handler_weights(self, weights: Mapping[str, float]):
+        """Set handler weights for a stage; restore the configured ones afterwards."""
+        try:
+            for name, handler in self.handlers.items():
+                handler.weight = weights[name]
+            yield [h for h in self.handlers.values() if h.weight > 0]
+        finally:
+            for name, handler in self.handlers.items():
+                handler.weight = self.base_weights[name]
+
+    def _result(self, params: Dict[str, Tensor], obs: Mapping[str, Tensor], groups: Tensor,
+                diverged: Tensor, history: List[Dict[str, Any]]) -> FitResult:
+        expanded = self._expand(params, self.shared, groups)
+        with torch.no_grad(), self._handler_weights(
+                stage_weights(self.stages[-1], self.base_weights)) as active:
+            output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS},
+                                     return_vertices=self.return_vertices)
+            losses = {h.name: h(output, obs, expanded) for h in active}
+        total = torch.stack(list(losses.values())).sum(0)
+        return FitResult(params=expanded, output=output, losses=losses, total_loss=total,
+                         diverged=diverged, history=history)
+
+    def _to_tensors(self, observations: Mapping[str, Any]) -> Dict[str, Tensor]:
+        m = self.body_model
+        out = {}
+        for key, value in observations.items():
+            if isinstance(value, (torch.Tensor, np.ndarray)) or (
+                    isinstance(value, (list, tuple)) and value and
+                    isinstance(value[0], (int, float))):
+                value = torch.as_tensor(np.asarray(value) if isinstance(value, (list, tuple))
+                                        else value, device=m.device)
+                if value.is_floating_point():
+                    value = value.to(m.dtype)
+                out[key] = value
+        return out
+
+
+__all__ = ['SMILRegistrant', 'FitResult', 'FittingDivergedError']

@@ -1,0 +1,141 @@
+"""Fitting stages from config, validated strictly.
+
+A stage says which parameters to optimise, with which optimizer, for how long, and
+how to weight each handler::
+
+    dict(name='rigid', fit=['global_orient', 'transl'], n_iter=30,
+         optimizer=dict(type='LBFGS', line_search_fn='strong_wolfe', max_iter=20),
+         ftol=1e-9, gtol=1e-7, loss_weights=dict(kp2d=1.0, shape_prior=0.0))
+
+A typo anywhere (an unknown stage key, parameter or handler name) is an error that
+names it and lists what is allowed: mmhuman3d silently swallowed stage typos.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+#: Parameters a stage may fit (see :mod:`smilfit.registrants.parameters`).
+FITTABLE_PARAMS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
+                   'keypoint_offsets')
+#: Keys a stage config may have.
+_STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
+               'per_sample')
+
+
+class StageConfigError(ValueError):
+    """A stage config is invalid; the message names the stage and the offending key."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One validated fitting stage.
+
+    Attributes:
+        name: stage name (for logs and results).
+        fit: parameters optimised in this stage (others are held fixed).
+        n_iter: optimizer steps; for L-BFGS each step runs up to the optimizer's own
+            ``max_iter`` iterations, so the total is ``n_iter * max_iter``.
+        optimizer: optimizer config; ``type`` is 'LBFGS' or any ``torch.optim`` class.
+        ftol: stop when the relative change of the loss falls below it (per sample).
+        gtol: stop when the largest absolute gradient falls below it (per sample).
+        loss_weights: handler name -> weight for this stage (others keep their
+            configured weight; 0 disables a handler for the stage).
+        per_sample: optimise every sample independently (batched per-sample L-BFGS)
+            rather than the summed loss with one optimizer.
+    """
+
+    name: str
+    fit: Tuple[str, ...]
+    n_iter: int = 10
+    optimizer: Mapping[str, Any] = field(default_factory=lambda: dict(type='LBFGS'))
+    ftol: float = 1e-9
+    gtol: float = 1e-7
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+    per_sample: bool = True
+
+
+def _suggest(name: str, allowed: Iterable[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str],
+                fittable: Sequence[str] = FITTABLE_PARAMS) -> Stage:
+    """Validate one stage config and return a :class:`Stage`.
+
+    Args:
+        cfg: the stage dict.
+        index: its position (for error messages).
+        handler_names: names of the registrant's handlers.
+        fittable: parameters this registrant can fit.
+    """
+    where = f'stage {index} ({cfg.get("name", "unnamed")!r})'
+    if not isinstance(cfg, Mapping):
+        raise StageConfigError(f'{where}: expected a dict, got {type(cfg).__name__}')
+    for key in cfg:
+        if key not in _STAGE_KEYS:
+            raise StageConfigError(f'{where}: unknown key {key!r}{_suggest(key, _STAGE_KEYS)}; '
+                                   f'allowed: {list(_STAGE_KEYS)}')
+    fit = cfg.get('fit')
+    if isinstance(fit, str) or not fit:
+        raise StageConfigError(f"{where}: 'fit' must be a non-empty list of parameter names")
+    for name in fit:
+        if name not in fittable:
+            raise StageConfigError(f'{where}: cannot fit unknown parameter {name!r}'
+                                   f'{_suggest(name, fittable)}; allowed: {list(fittable)}')
+    weights = dict(cfg.get('loss_weights', {}))
+    for name, weight in weights.items():
+        if name not in handler_names:
+            raise StageConfigError(
+                f'{where}: loss_weights names unknown handler {name!r}'
+                f'{_suggest(name, handler_names)}; handlers: {list(handler_names)}')
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise StageConfigError(f'{where}: weight of {name!r} must be a number >= 0, '
+                                   f'got {weight!r}')
+    optimizer = dict(cfg.get('optimizer', dict(type='LBFGS')))
+    if 'type' not in optimizer:
+        raise StageConfigError(f"{where}: optimizer needs a 'type' (e.g. 'LBFGS', 'Adam')")
+    n_iter = cfg.get('n_iter', 10)
+    if not isinstance(n_iter, int) or n_iter < 1:
+        raise StageConfigError(f"{where}: 'n_iter' must be a positive integer, got {n_iter!r}")
+    return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
+                 optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
+                 gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
+                 per_sample=bool(cfg.get('per_sample', True)))
+
+
+def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],
+                 fittable: Sequence[str] = FITTABLE_PARAMS) -> List[Stage]:
+    """Validate a list of stage configs (at least one; unique names)."""
+    if not cfgs:
+        raise StageConfigError('a registrant needs at least one stage')
+    stages = [parse_stage(cfg, i, handler_names, fittable) for i, cfg in enumerate(cfgs)]
+    names = [s.name for s in stages]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StageConfigError(f'stage names must be unique, repeated: {duplicates}')
+    return stages
+
+
+def stage_weights(stage: Stage, base: Mapping[str, float]) -> Dict[str, float]:
+    """Handler weights in effect during ``stage``: the base weights with its overrides."""
+    weights = dict(base)
+    weights.update(stage.loss_weights)
+    return weights
+
+
+def optimizer_kwargs(stage: Stage) -> Dict[str, Any]:
+    """The stage's optimizer config without ``type``."""
+    return {k: v for k, v in stage.optimizer.items() if k != 'type'}
+
+
+def describe(stages: Sequence[Stage]) -> str:
+    """One line per stage, for logs."""
+    return '\n'.join(f'{s.name}: fit {list(s.fit)} x{s.n_iter} with {s.optimizer["type"]}'
+                     f'{" (per sample)" if s.per_sample else ""}' for s in stages)
+
+
+__all__ = ['FITTABLE_PARAMS', 'Stage', 'StageConfigError', 'parse_stage', 'parse_stages',
+           'stage_weights', 'optimizer_kwargs', 'describe']
