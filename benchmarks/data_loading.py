@@ -98,14 +98,18 @@ def shared_session(folder: Path) -> Tuple[Dict[str, Path], Dict[str, Path]]:
 
 
 def time_batches(fn: Callable[[np.ndarray], object], batches: Sequence[np.ndarray],
-                 warmup: int = 2) -> List[float]:
-    for b in batches[:warmup]:
-        fn(b)
-    times = []
+                 budget_s: float = 15.0, min_batches: int = 3) -> List[float]:
+    """Per-batch wall times: one warm-up batch, then batches until all are done or the
+    time budget is spent (at least ``min_batches``)."""
+    fn(batches[-1])
+    times: List[float] = []
+    start = time.perf_counter()
     for b in batches:
         t0 = time.perf_counter()
         fn(b)
         times.append(time.perf_counter() - t0)
+        if len(times) >= min_batches and time.perf_counter() - start > budget_s:
+            break
     return times
 
 
@@ -115,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument('--batches', type=int, default=20)
     p.add_argument('--threads', type=int, default=1,
                    help='OpenCV threads (1: like one dataloader worker)')
+    p.add_argument('--budget', type=float, default=15.0,
+                   help='seconds per row at most (after 3 batches)')
     args = p.parse_args(argv)
     cv2.setNumThreads(args.threads)
     with tempfile.TemporaryDirectory(prefix='smilfit_bench_') as tmp:
@@ -164,13 +170,14 @@ def main(argv=None) -> int:
                 ('video seek+read (full-res)', video(False)),
                 ('video seek+read+resize 256', video(True))]
         bs = len(batches[0])
-        print(f'\nrandom batches of {bs} samples x {len(CAMERAS)} views, {len(batches)} '
-              f'batches, OpenCV threads {args.threads}, one process\n')
+        print(f'\nrandom batches of {bs} samples x {len(CAMERAS)} views (median of up to '
+              f'{len(batches)} batches, {args.budget:g} s per row), OpenCV threads '
+              f'{args.threads}, one process\n')
         print(f'| {"source":<36} | {"samples/s":>9} | {"ms/batch":>8} | {"images/s":>8} |')
         print(f'|{"-" * 38}|{"-" * 11}|{"-" * 10}|{"-" * 10}|')
         results = {}
         for name, fn in rows:
-            ms = 1e3 * statistics.median(time_batches(fn, batches))
+            ms = 1e3 * statistics.median(time_batches(fn, batches, args.budget))
             results[name] = ms
             print(f'| {name:<36} | {bs / ms * 1e3:9.1f} | {ms:8.1f} | '
                   f'{bs * len(CAMERAS) / ms * 1e3:8.1f} |')

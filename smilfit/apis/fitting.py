@@ -173,6 +173,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     if not reg_cfg:
         raise FittingConfigError('the config needs a registrant = dict(type=...)')
     reg_cfg.setdefault('body_model', cfg.get('body_model'))
+    if not progress:
+        reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ())
+                            if not (isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
     if reg_cfg['body_model'] is None:
         raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
                                  'registrant.body_model')
