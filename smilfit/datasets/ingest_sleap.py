@@ -28,7 +28,6 @@ import json
 import math
 import multiprocessing
 import re
-import warnings
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -347,6 +346,7 @@ def _open_video(view_video: Any, path: Optional[Path], key: str, where: Path
             if not cap.isOpened():
                 raise _fail(path, 'OpenCV cannot open the video (corrupt or unsupported)')
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            n = n if n > 0 else None  # some containers do not know their length
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             ok, frame = cap.read()
             if not ok or frame is None or w <= 0 or h <= 0:
@@ -704,7 +704,8 @@ def discover(input_path: PathLike, opts: IngestOptions) -> List[_Session]:
     if path.is_dir():
         if (path / 'calibration.toml').is_file():
             return [_session_from_dir(path, opts, path.name)]
-        subs = sorted(p for p in path.iterdir() if p.is_dir() and (p / 'calibration.toml').is_file())
+        subs = sorted(p for p in path.iterdir()
+                      if p.is_dir() and (p / 'calibration.toml').is_file())
         if subs:
             return [_session_from_dir(p, opts, p.name) for p in subs]
         camera_like = [p for p in path.iterdir() if p.is_dir() and any(p.glob('*.slp'))]

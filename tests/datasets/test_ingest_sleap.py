@@ -299,6 +299,40 @@ def test_sleap_io_test_files(tmp_path, name, n, c, k, images, has_3d):
         assert first.shape == (H, W, 3)
 
 
+@pytest.mark.parametrize('fmt', ['coco', 'dlc'])
+def test_coco_and_dlc_files(tmp_path, fmt):
+    """COCO json / DLC csv (written here by sleap-io from 3 fly frames, with their images)."""
+    import sleap_io as sio
+    clip = shared_path('data', 'sleap_flies_clip', 'clip.slp')
+    labels = sio.load_slp(str(clip), open_videos=False)
+    sub = sio.Labels(labeled_frames=labels.labeled_frames[:3], videos=labels.videos,
+                     skeletons=labels.skeletons, tracks=labels.tracks)
+    folder = tmp_path / ('labeled-data/clip' if fmt == 'dlc' else 'coco')
+    folder.mkdir(parents=True)
+    cap = cv2.VideoCapture(str(clip.parent / 'clip.mp4'))
+    for i in range(3):
+        ok, frame = cap.read()
+        name = f'img{i:04d}.png' if fmt == 'dlc' else f'clip_frame_{i:06d}.png'
+        cv2.imwrite(str(folder / name), frame)
+    cap.release()
+    if fmt == 'dlc':
+        path = folder / 'CollectedData.csv'
+        sio.save_csv(sub, str(path), format='dlc')
+    else:
+        path = folder / 'annotations.json'
+        sio.save_coco(sub, str(path))
+    out = tmp_path / 'd.h5'
+    s = ingest_sleap(path, out, target_size=128, **FAST)
+    r = DatasetReader(out)
+    d = r.read(np.arange(len(r)))
+    assert len(r) == 6 and s.has_images and list(d['frame']) == [0, 0, 1, 1, 2, 2]
+    assert r.read_images(0)[0].shape == (128, 128, 3)
+    head = labels.labeled_frames[0].instances[0].numpy()[labels.skeleton.node_names.index('head')]
+    stored = d['keypoints_2d'][:2, 0, r.keypoint_names.index('head')]
+    expect = d['crop'][0, 0][:2, :2] @ head + d['crop'][0, 0][:2, 2]
+    assert np.abs(stored - expect).sum(-1).min() < 1e-3     # one of the two flies
+
+
 def test_cropped_video_keypoints_follow_the_crop(tmp_path):
     data = ('data', 'sleap_io_js_testdata', 'tests', 'data', 'slp')
     full, crop = tmp_path / 'full.h5', tmp_path / 'crop.h5'
