@@ -94,7 +94,6 @@ def smplx_ratio(model: SMILModel, batch: int = 64, pairs: int = 40) -> str:
         from smplx.lbs import lbs
     except ImportError:
         return 'smplx not installed (pip install -e .[dev])'
-    device = torch.device('cpu')
     data = model.data
     V, J = data.num_vertices, data.num_joints
     f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731

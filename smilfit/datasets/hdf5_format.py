@@ -551,7 +551,7 @@ class DatasetWriter:
             raise DatasetFormatError(f'add_samples: unknown keys {unknown} (known: '
                                      f'{sorted(SAMPLE_FIELDS) + ["params"]})')
         b = int(np.asarray(samples['session']).shape[0])
-        c, k = self.num_views, len(self.keypoint_names)
+        c = self.num_views
         arrays: Dict[str, np.ndarray] = {}
 
         def take(key: str, default: Any = None) -> None:

@@ -9,7 +9,7 @@ handlers share: the point source, per-keypoint offsets and importance weights by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 

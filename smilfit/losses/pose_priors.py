@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..registry import LOSSES
-from .utils import (ArrayLike, BaseLoss, as_float_tensor, check_choice, check_joint_tensor,
-                    like, per_joint_sq_norm, resolve_model_data)
+from .utils import (ArrayLike, BaseLoss, PerJointL2Loss, as_float_tensor, check_choice,
+                    check_joint_tensor, like, resolve_model_data)
 
 #: Modes of :class:`JointLimitPrior`: squared or linear hinge.
 JOINT_LIMIT_MODES = ('squared', 'linear')
@@ -24,27 +24,18 @@ LimitSpec = Union[ArrayLike, Dict[str, Sequence]]
 
 # ------------------------------------------------------------------ L2 prior
 @LOSSES.register_module()
-class PoseL2Prior(BaseLoss):
+class PoseL2Prior(PerJointL2Loss):
     """Sum of squared axis-angle rotations: ``loss = sum_j w_j |theta_j|^2``.
 
     Pulls joints towards the rest pose; ``|theta_j|`` is the joint's rotation angle.
+    Input: (B, N, 3) or (B, N * 3) axis-angle.
 
     Args:
         joint_weights: optional (N,) per-joint weights.
         loss_weight, reduction: see :class:`~smilfit.losses.utils.BaseLoss`.
     """
 
-    def __init__(self, joint_weights: Optional[ArrayLike] = None, loss_weight: float = 1.0,
-                 reduction: str = 'none') -> None:
-        super().__init__(loss_weight, reduction)
-        self.register_buffer('joint_weights',
-                             as_float_tensor(joint_weights, 'joint_weights', (None,)))
-
-    def forward(self, pose: torch.Tensor) -> torch.Tensor:
-        """(B, N, 3) or (B, N * 3) axis-angle -> (B,) weighted loss (or reduced)."""
-        n = None if self.joint_weights is None else self.joint_weights.shape[0]
-        pose = check_joint_tensor(pose, 'pose', n)
-        return self.finish(per_joint_sq_norm(pose, self.joint_weights))
+    input_name = 'pose'
 
 
 # ---------------------------------------------------------------- joint limits

@@ -12,7 +12,7 @@ import torch
 
 from ..registry import LOSSES
 from .limb_length import PairSpec, resolve_pairs
-from .utils import (ArrayLike, BaseLoss, as_float_tensor, check_joint_tensor,
+from .utils import (ArrayLike, BaseLoss, PerJointL2Loss, as_float_tensor, check_joint_tensor,
                     per_joint_sq_norm, resolve_model_data)
 
 
@@ -74,25 +74,17 @@ class LogScalePrior(BaseLoss):
 
 
 @LOSSES.register_module()
-class BoneTranslationPrior(BaseLoss):
+class BoneTranslationPrior(PerJointL2Loss):
     """L2 on bone translations: ``loss = sum_j w_j |t_j|^2`` (model units squared).
+
+    Input: (B, J, 3) bone translations.
 
     Args:
         joint_weights: optional (J,) per-joint weights.
         loss_weight, reduction: see :class:`~smilfit.losses.utils.BaseLoss`.
     """
 
-    def __init__(self, joint_weights: Optional[ArrayLike] = None, loss_weight: float = 1.0,
-                 reduction: str = 'none') -> None:
-        super().__init__(loss_weight, reduction)
-        self.register_buffer('joint_weights',
-                             as_float_tensor(joint_weights, 'joint_weights', (None,)))
-
-    def forward(self, bone_trans: torch.Tensor) -> torch.Tensor:
-        """(B, J, 3) bone translations -> (B,) weighted loss (or reduced)."""
-        n = None if self.joint_weights is None else self.joint_weights.shape[0]
-        bone_trans = check_joint_tensor(bone_trans, 'bone_trans', n)
-        return self.finish(per_joint_sq_norm(bone_trans, self.joint_weights))
+    input_name = 'bone_trans'
 
 
 __all__ = ['symmetry_sq', 'LogScalePrior', 'BoneTranslationPrior']

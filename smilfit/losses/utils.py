@@ -191,6 +191,32 @@ class BaseLoss(nn.Module):
         return f'loss_weight={self.loss_weight}, reduction={self.reduction!r}'
 
 
-__all__ = ['REDUCTIONS', 'BaseLoss', 'check_reduction', 'check_choice', 'reduce_loss',
+class PerJointL2Loss(BaseLoss):
+    """Weighted sum of squared per-joint 3-vectors: ``loss = sum_j w_j |x_j|^2``.
+
+    The shared body of the L2 priors on per-joint quantities (rotations, bone
+    translations); subclasses name the input in :attr:`input_name` for error messages.
+
+    Args:
+        joint_weights: optional (N,) per-joint weights.
+        loss_weight, reduction: see :class:`BaseLoss`.
+    """
+
+    input_name = 'x'
+
+    def __init__(self, joint_weights: Optional[ArrayLike] = None, loss_weight: float = 1.0,
+                 reduction: str = 'none') -> None:
+        super().__init__(loss_weight, reduction)
+        self.register_buffer('joint_weights',
+                             as_float_tensor(joint_weights, 'joint_weights', (None,)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) or (B, N * 3) -> (B,) weighted loss (or reduced)."""
+        n = None if self.joint_weights is None else self.joint_weights.shape[0]
+        x = check_joint_tensor(x, self.input_name, n)
+        return self.finish(per_joint_sq_norm(x, self.joint_weights))
+
+
+__all__ = ['REDUCTIONS', 'BaseLoss', 'PerJointL2Loss', 'check_reduction', 'check_choice', 'reduce_loss',
            'sum_nonbatch', 'valid_mask', 'masked', 'as_float_tensor', 'like',
            'resolve_model_data', 'per_joint_sq_norm', 'check_joint_tensor']

@@ -37,8 +37,11 @@ class Stage:
         n_iter: optimizer steps; for L-BFGS each step runs up to the optimizer's own
             ``max_iter`` iterations, so the total is ``n_iter * max_iter``.
         optimizer: optimizer config; ``type`` is 'LBFGS' or any ``torch.optim`` class.
-        ftol: stop when the relative change of the loss falls below it (per sample).
-        gtol: stop when the largest absolute gradient falls below it (per sample).
+        ftol: L-BFGS: a sample stops when its loss or step changes by less than this
+            (torch's ``tolerance_change``, absolute); other optimizers: the stage stops
+            when the summed loss changes by less than ``ftol`` relative to its size.
+        gtol: L-BFGS: a sample stops when its largest absolute gradient entry falls
+            below this (torch's ``tolerance_grad``).
         loss_weights: handler name -> weight for this stage (others keep their
             configured weight; 0 disables a handler for the stage).
         per_sample: optimise every sample independently (batched per-sample L-BFGS)

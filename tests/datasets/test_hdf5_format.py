@@ -163,7 +163,7 @@ def test_existing_file_refused_and_overwrite(tmp_path):
         DatasetWriter(path, keypoint_names=NAMES, num_views=C)
     # a failed overwrite keeps the old file
     with pytest.raises(RuntimeError):
-        with DatasetWriter(path, keypoint_names=NAMES, num_views=C, overwrite=True) as w:
+        with DatasetWriter(path, keypoint_names=NAMES, num_views=C, overwrite=True):
             raise RuntimeError
     assert len(DatasetReader(path)) == 3
     write(path, [make_batch(5)], overwrite=True)
