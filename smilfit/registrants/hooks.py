@@ -17,7 +17,11 @@ class FittingHook:
         """Called before a stage starts."""
 
     def after_step(self, registrant: Any, stage: Any, step: int) -> None:
-        """Called after each optimizer step (one L-BFGS step runs several iterations)."""
+        """Called after optimizer steps; ``step`` counts the stage's steps done so far.
+
+        Per-sample L-BFGS stages run their whole budget as one step and report
+        ``step = n_iter`` once at the end.
+        """
 
     def after_stage(self, registrant: Any, stage: Any, record: Dict[str, Any]) -> None:
         """Called after a stage with its record (steps, mean loss before and after)."""
@@ -37,7 +41,7 @@ class ProgressBarHook(FittingHook):
 
     def after_step(self, registrant: Any, stage: Any, step: int) -> None:
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(step - self._bar.n)
 
     def after_stage(self, registrant: Any, stage: Any, record: Dict[str, Any]) -> None:
         if self._bar is not None:

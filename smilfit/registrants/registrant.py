@@ -261,20 +261,27 @@ class SMILRegistrant(nn.Module):
             # A non-finite trial point counts as a failed step and the line search
             # shrinks it, instead of freezing the sample (e.g. exp of a large log-scale).
             kwargs.setdefault('non_finite', 'backtrack')
+            # One step with the whole budget: every step() restarts all samples (as
+            # torch's LBFGS does), so several steps would keep moving samples that had
+            # converged while others had not, and a sample's result would depend on its
+            # batch. In one step each sample stops for good when it converges.
+            max_iter = int(kwargs.pop('max_iter', 20))
+            max_eval = kwargs.pop('max_eval', None)
+            max_eval = max_iter * 5 // 4 if max_eval is None else int(max_eval)
             optimizer = BatchedLBFGS(variables, tolerance_grad=stage.gtol,
-                                     tolerance_change=stage.ftol, **kwargs)
+                                     tolerance_change=stage.ftol,
+                                     max_iter=max_iter * stage.n_iter,
+                                     max_eval=max_eval * stage.n_iter, **kwargs)
 
             def closure() -> Tensor:
                 optimizer.zero_grad()
                 value = losses()
                 value.sum().backward()
                 return value.detach()
-            for n_steps in range(1, stage.n_iter + 1):
-                optimizer.step(closure)
-                for hook in self.hooks:
-                    hook.after_step(self, stage, n_steps)
-                if bool(optimizer.converged.all()):
-                    break
+            optimizer.step(closure)
+            n_steps = stage.n_iter
+            for hook in self.hooks:
+                hook.after_step(self, stage, n_steps)
             diverged = optimizer.diverged.clone()
         else:
             optimizer = OPTIMIZERS.build(dict(type=kind, params=variables, **kwargs))

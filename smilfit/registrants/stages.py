@@ -35,7 +35,8 @@ class Stage:
         name: stage name (for logs and results).
         fit: parameters optimised in this stage (others are held fixed).
         n_iter: optimizer steps; for L-BFGS each step runs up to the optimizer's own
-            ``max_iter`` iterations, so the total is ``n_iter * max_iter``.
+            ``max_iter`` iterations, so the budget is ``n_iter * max_iter`` (per-sample
+            stages spend it in one step, so each sample stops when it converges).
         optimizer: optimizer config; ``type`` is 'LBFGS' or any ``torch.optim`` class.
         ftol: L-BFGS: a sample stops when its loss or step changes by less than this
             (torch's ``tolerance_change``, absolute); other optimizers: the stage stops
