@@ -43,19 +43,17 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(dataset_common, split='train', pipeline=train_pipeline))
-val_dataloader = dict(
+# Validation and test loaders differ only in the split.
+eval_dataloader = dict(
     batch_size=8,
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='default_collate'),
+    collate_fn=dict(type='default_collate'))
+val_dataloader = dict(
+    eval_dataloader,
     dataset=dict(dataset_common, split='val', test_mode=True, pipeline=test_pipeline))
 test_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='default_collate'),
+    eval_dataloader,
     dataset=dict(dataset_common, split='test', test_mode=True, pipeline=test_pipeline))
