@@ -92,7 +92,8 @@ class SMILModel(nn.Module):
         num_betas: use only the first ``num_betas`` shape directions.
         keypoints: name -> definition (``{'joint': name}``, ``{'vertex': id}`` or
             ``{'vertices': [...], 'weights': [...]}``); replaces the model file's
-            keypoints. Joint keypoints read ``BodyModelOutput.joints``.
+            keypoints. Joint keypoints read ``BodyModelOutput.joints``. Default: the
+            model file's keypoints, or one keypoint per joint when it defines none.
         joint_source: ``'auto'`` (regressed when the model is not
             ``static_joint_locs``), ``'regressed'`` or ``'kinematic'``: what
             ``BodyModelOutput.joints`` holds.
@@ -177,8 +178,10 @@ class SMILModel(nn.Module):
         pose_perm[cat_order] = np.arange(len(cat_order))
         self.register_buffer('pose_perm', torch.as_tensor(pose_perm), persistent=False)
 
-        self._setup_readouts(data, keypoints if keypoints is not None else data.keypoints,
-                             shapedirs)
+        if keypoints is None:
+            # A model file without keypoint definitions exposes its joints, by name.
+            keypoints = data.keypoints or {name: {'joint': name} for name in data.joint_names}
+        self._setup_readouts(data, keypoints, shapedirs)
         self.to(dtype)
 
     # ------------------------------------------------------------- set-up

@@ -301,3 +301,12 @@ def test_v_shaped_only_when_requested(toy):
     expect = torch.as_tensor(toy.data.v_template) + torch.einsum(
         'bk,vck->bvc', kw['betas'], torch.as_tensor(toy.data.shapedirs))
     torch.testing.assert_close(shaped, expect)
+
+
+def test_model_without_keypoint_definitions_exposes_joints():
+    data = toy_model_data(seed=21)
+    assert not data.keypoints
+    model = SMILModel(data=data, dtype=torch.float64)
+    assert model.keypoint_names == data.joint_names
+    out = model(**random_inputs(model))
+    torch.testing.assert_close(out.keypoints, out.joints)
