@@ -215,10 +215,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         indices = np.arange(start, min(start + batch_size, total))
         batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
                             ['session', 'frame'])
-        observations = observations_from_batch(batch)
+        observations = registrant.to_tensors(observations_from_batch(batch))
         result = registrant.fit(observations)
-        obs_t = registrant._to_tensors(observations)
-        arrays = _batch_arrays(result, obs_t, registrant, indices, save_vertices)
+        arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
         _save_npz_atomic(chunk_path, arrays)

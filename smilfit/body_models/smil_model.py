@@ -377,23 +377,24 @@ class SMILModel(nn.Module):
 
         vertices = v_shaped = None
         K_in = 0 if betas is None else betas.shape[1]
+        factored = return_vertices and pf is None and B >= self.factored_min_batch
+        shaped = None  # (V, 3, B), built once for whoever needs it
+        if return_v_shaped or (return_vertices and not factored):
+            shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
         if return_v_shaped:
-            v_shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas,
-                                        B).permute(2, 0, 1)
-        if return_vertices:
-            if pf is None and B >= self.factored_min_batch:
-                padded = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
-                if K_in:
-                    padded = torch.cat([betas, padded[:, K_in:]], dim=1)
-                vertices = skin_shape_factored(self._skinning_plan(B, factored=True), maps,
-                                               padded)
-            else:
-                rest = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
-                if pf is not None:
-                    V = self.num_vertices
-                    rest = torch.addmm(rest.reshape(V * 3, B),
-                                       self.posedirs.reshape(V * 3, -1), pf.T).view(V, 3, B)
-                vertices = skin_vertices_vb(rest, self._skinning_plan(B), maps)
+            v_shaped = shaped.permute(2, 0, 1)
+        if factored:
+            padded = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
+            if K_in:
+                padded = torch.cat([betas, padded[:, K_in:]], dim=1)
+            vertices = skin_shape_factored(self._skinning_plan(B, factored=True), maps, padded)
+        elif return_vertices:
+            rest = shaped
+            if pf is not None:
+                V = self.num_vertices
+                rest = torch.addmm(shaped.reshape(V * 3, B), self.posedirs.reshape(V * 3, -1),
+                                   pf.T).view(V, 3, B)
+            vertices = skin_vertices_vb(rest, self._skinning_plan(B), maps)
 
         return BodyModelOutput(joints=joints, joints_kin=joints_kin, keypoints=keypoints,
                                vertices=vertices, v_shaped=v_shaped, rot_mats=rot_mats,

@@ -205,7 +205,7 @@ class SMILRegistrant(nn.Module):
         """
         if self._data_info is None:
             raise RuntimeError('call setup(data_info) before fit()')
-        obs = self._to_tensors(observations)
+        obs = self.to_tensors(observations)
         batch = next(v.shape[0] for v in obs.values() if v.dim() > 0)
         groups = (torch.zeros(batch, dtype=torch.long, device=self.body_model.device)
                   if groups is None else torch.as_tensor(groups, device=self.body_model.device))
@@ -340,7 +340,9 @@ class SMILRegistrant(nn.Module):
         return FitResult(params=expanded, output=output, losses=losses, total_loss=total,
                          diverged=diverged, history=history)
 
-    def _to_tensors(self, observations: Mapping[str, Any]) -> Dict[str, Tensor]:
+    def to_tensors(self, observations: Mapping[str, Any]) -> Dict[str, Tensor]:
+        """Numeric observations as tensors on the model's device (floats in its dtype);
+        other entries (strings, bytes) are dropped. Tensors already right pass through."""
         m = self.body_model
         out = {}
         for key, value in observations.items():

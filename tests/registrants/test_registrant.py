@@ -100,7 +100,7 @@ def test_noise_free_recovery_and_batch_equals_per_frame_loop(model):
 def test_initialisation_aligns_rest_pose_to_triangulation(model):
     obs, truth, _ = make_observations(model, batch=3, pose_std=0.0, shape_std=0.0)
     reg = build(model)
-    params = reg.initial_params(reg._to_tensors(obs), 3, torch.zeros(3, dtype=torch.long))
+    params = reg.initial_params(reg.to_tensors(obs), 3, torch.zeros(3, dtype=torch.long))
     torch.testing.assert_close(params['transl'], truth['transl'], atol=1e-3, rtol=0)
     from smilfit.body_models.rotations import axis_angle_to_matrix
     torch.testing.assert_close(axis_angle_to_matrix(params['global_orient']),
