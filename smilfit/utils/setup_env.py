@@ -16,6 +16,9 @@ REGISTERING_PACKAGES = (
     'smilfit.cameras',
     'smilfit.datasets',
     'smilfit.registrants',
+    'smilfit.renderers',
+    'smilfit.models',
+    'smilfit.evaluation',
 )
 
 

@@ -1,0 +1,1 @@
+"""smilfit.evaluation (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""smilfit.models (filled in by its issue)."""

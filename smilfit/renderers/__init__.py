@@ -1,0 +1,1 @@
+"""smilfit.renderers (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""smilfit.visualization (filled in by its issue)."""
