@@ -120,6 +120,14 @@ class BaseHandler(nn.Module):
     #: of every sample independently.
     couples_samples: bool = False
 
+    #: Least-squares form for Gauss-Newton / Levenberg-Marquardt stages: ``'points'``
+    #: (:meth:`point_residuals` of the matched model points, each residual depending on
+    #: one point), ``'params'`` (:meth:`param_residuals` of ``residual_params``) or
+    #: ``None`` (no residual form: such a handler only works with gradient optimizers).
+    residual_kind: Optional[str] = None
+    #: Parameter names :meth:`param_residuals` reads.
+    residual_params: Sequence[str] = ()
+
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
                  check_finite: bool = False) -> None:
         super().__init__()
@@ -177,6 +185,25 @@ class BaseHandler(nn.Module):
                 params: Mapping[str, Any]) -> torch.Tensor:
         """The unweighted per-sample loss (B,). Implemented by subclasses."""
         raise NotImplementedError
+
+    def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> torch.Tensor:
+        """(B, G, M, D) unweighted residuals of the (B, M, 3) matched model points.
+
+        ``(r * r).sum((1, 2, 3)) == compute(...)``, and ``r[:, :, m]`` depends on
+        ``points[:, m]`` only. Implemented by handlers with ``residual_kind = 'points'``.
+        """
+        raise NotImplementedError(self._no_residuals())
+
+    def param_residuals(self, params: Mapping[str, Any],
+                        observations: Mapping[str, Any]) -> torch.Tensor:
+        """(B, R) unweighted residuals with ``(r * r).sum(1) == compute(...)``, functions of
+        ``params[n]`` for ``n`` in ``residual_params``. For ``residual_kind = 'params'``."""
+        raise NotImplementedError(self._no_residuals())
+
+    def _no_residuals(self) -> str:
+        return (f'handler {self.name!r} ({type(self).__name__}) has no least-squares '
+                'residual form; use it in LBFGS/Adam stages, not Levenberg-Marquardt')
 
     def forward(self, output, observations: Optional[Mapping[str, Any]] = None,
                 params: Optional[Mapping[str, Any]] = None) -> torch.Tensor:

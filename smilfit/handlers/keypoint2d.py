@@ -81,6 +81,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
         self.use_confidence = bool(use_confidence)
         self.min_depth = float(min_depth)
 
+    residual_kind = 'points'
+
     def project(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any], views: Optional[dict] = None):
         """Matched model points in every view.
@@ -88,22 +90,26 @@ class Keypoint2DHandler(KeypointHandlerBase):
         Returns:
             ``(pixels (B, C, M, 2), in_front (B, C, M))``.
         """
+        return self._project(self.matched_points(output, params), observations, params, views)
+
+    def _project(self, pts: torch.Tensor, observations: Mapping[str, Any],
+                 params: Mapping[str, Any], views: Optional[dict] = None):
         views = view_keypoints(observations, self.name) if views is None else views
         C = views['keypoints_2d'].shape[1]
-        pts = self.matched_points(output, params)
         cams = view_cameras(observations, params, C, pts.dtype, pts.device, self.name,
                             views['squeezed'])
         return project_with_depth(pts[:, None], cams['K'], cams['R'], cams['t'],
                                   cams['dist'], self.min_depth)
 
-    def compute(self, output, observations: Mapping[str, Any],
-                params: Mapping[str, Any]) -> torch.Tensor:
+    def _terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
+               params: Mapping[str, Any]):
+        """(pixels, targets, weights, mask) of the loss for (B, M, 3) matched points."""
         obs = view_keypoints(observations, self.name)
         B, C = obs['keypoints_2d'].shape[:2]
-        if B != output.joints.shape[0]:
+        if B != pts.shape[0]:
             raise ValueError(f'handler {self.name!r}: keypoints_2d has {B} samples, the '
-                             f'model output {output.joints.shape[0]}')
-        pix, in_front = self.project(output, observations, params, obs)
+                             f'model output {pts.shape[0]}')
+        pix, in_front = self._project(pts, observations, params, obs)
         dtype, device = pix.dtype, pix.device
         target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
         mask = in_front
@@ -117,7 +123,22 @@ class Keypoint2DHandler(KeypointHandlerBase):
         imp = self.importance_like(pix)
         if imp is not None:
             w = imp.expand(B, C, -1) if w is None else w * imp
+        return pix, target, w, mask
+
+    def compute(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any]) -> torch.Tensor:
+        pix, target, w, mask = self._terms(self.matched_points(output, params),
+                                           observations, params)
         return self.loss(pix, target, weight=w, mask=mask)
 
+    def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> torch.Tensor:
+        """(B, C, M, 2) pixel residuals of the (B, M, 3) matched points (offsets added
+        here); needs a loss with ``residuals`` (``KeypointMSELoss``)."""
+        if not hasattr(self.loss, 'residuals'):
+            raise NotImplementedError(self._no_residuals())
+        pix, target, w, mask = self._terms(self.offset_points(points, params),
+                                           observations, params)
+        return self.loss.residuals(pix, target, weight=w, mask=mask)
 
 __all__ = ['Keypoint2DHandler', 'project_with_depth']

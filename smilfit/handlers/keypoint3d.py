@@ -42,13 +42,13 @@ class Keypoint3DHandler(KeypointHandlerBase):
         self.key = key
         self.confidence_key = confidence_key
 
-    def compute(self, output, observations: Mapping[str, Any],
-                params: Mapping[str, Any]) -> torch.Tensor:
+    residual_kind = 'points'
+
+    def _terms(self, pts: torch.Tensor, observations: Mapping[str, Any]):
         obs = observations.get(self.key)
         if obs is None:
             raise KeyError(f'handler {self.name!r}: observations have no {self.key!r} '
                            f'(keys: {sorted(observations)})')
-        pts = self.matched_points(output, params)
         if obs.ndim != 3 or obs.shape[0] != pts.shape[0] or obs.shape[-1] != 3:
             raise ValueError(f'handler {self.name!r}: observations[{self.key!r}] must be '
                              f'({pts.shape[0]}, K, 3), got {tuple(obs.shape)}')
@@ -59,7 +59,21 @@ class Keypoint3DHandler(KeypointHandlerBase):
         imp = self.importance_like(pts)
         if imp is not None:
             w = imp.expand(pts.shape[0], -1) if w is None else w * imp
+        return target, w
+
+    def compute(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any]) -> torch.Tensor:
+        pts = self.matched_points(output, params)
+        target, w = self._terms(pts, observations)
         return self.loss(pts, target, weight=w)
 
+    def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> torch.Tensor:
+        """(B, 1, M, 3) residuals of the (B, M, 3) matched points (offsets added here)."""
+        if not hasattr(self.loss, 'residuals'):
+            raise NotImplementedError(self._no_residuals())
+        pts = self.offset_points(points, params)
+        target, w = self._terms(pts, observations)
+        return self.loss.residuals(pts, target, weight=w)[:, None]
 
 __all__ = ['Keypoint3DHandler']

@@ -235,6 +235,23 @@ class KeypointHandlerBase(BaseHandler):
         pts = model_points(output, params, self.source, self.name, self.offsets_key)
         return pts.index_select(1, self.model_index.to(pts.device))
 
+    def pool_index(self, body_model) -> torch.Tensor:
+        """(M,) indices of the matched points in the model's point pool (its joints,
+        then its vertex keypoint readouts; see :mod:`smilfit.registrants.jacobians`)."""
+        if self.source == 'joints':
+            return self.model_index
+        return body_model.keypoint_source.to(self.model_index.device)[self.model_index]
+
+    def offset_points(self, points: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
+        """(B, M, 3) matched model points plus their ``keypoint_offsets`` (if any)."""
+        key = self.offsets_key
+        if key == 'auto':
+            key = 'keypoint_offsets' if self.source == 'keypoints' else None
+        off = get_param(params, key) if key else None
+        if off is None:
+            return points
+        return points + off.to(points).index_select(1, self.model_index.to(points.device))
+
     def select_data(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """Gather the matched data keypoints along ``dim`` of an observation tensor."""
         return x.index_select(dim, self.data_index.to(x.device))

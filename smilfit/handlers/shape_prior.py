@@ -25,6 +25,8 @@ class ShapePriorHandler(BaseHandler):
         param: the params key holding the (B, K') shape coefficients.
     """
 
+    residual_kind = 'params'
+
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
                  param: str = 'betas', check_finite: bool = False) -> None:
         loss = dict(type='ShapePriorLoss') if loss is None else loss
@@ -45,5 +47,19 @@ class ShapePriorHandler(BaseHandler):
             return zeros_like_batch(output)
         return self.loss(betas)
 
+
+    @property
+    def residual_params(self):
+        return (self.param,)
+
+    def param_residuals(self, params: Mapping[str, Any],
+                        observations: Mapping[str, Any]) -> torch.Tensor:
+        """(B, K') residuals of the shape prior (``ShapePriorLoss.residuals``)."""
+        betas = get_param(params, self.param)
+        if not hasattr(self.loss, 'residuals'):
+            raise NotImplementedError(self._no_residuals())
+        if betas is None:
+            raise ValueError(f'handler {self.name!r}: params have no {self.param!r}')
+        return self.loss.residuals(betas)
 
 __all__ = ['ShapePriorHandler']

@@ -117,6 +117,19 @@ class KeypointMSELoss(BaseLoss):
         Returns:
             (B,) weighted loss (or reduced, see ``reduction``).
         """
+        valid, w = self._weights(pred, target, weight, mask)
+        r2 = keypoint_residual_sq(pred, target, valid)
+        if self.robust is not None:
+            r2 = ROBUST_FUNCTIONS[self.robust](r2, self.sigma)
+        loss = sum_nonbatch(w * r2)
+        if self.normalize == 'mean':
+            loss = loss / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
+        elif self.normalize == 'weighted_mean':
+            total = sum_nonbatch(w)
+            loss = loss / torch.where(total > 0, total, torch.ones_like(total))
+        return self.finish(loss)
+
+    def _check(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         if pred.shape != target.shape:
             raise ValueError(f'pred {tuple(pred.shape)} and target {tuple(target.shape)} '
                              'must have the same shape (B, ..., K, D)')
@@ -124,10 +137,12 @@ class KeypointMSELoss(BaseLoss):
             raise ValueError(f'expected (B, ..., K, D) keypoints, got {tuple(pred.shape)}')
         if self.dim is not None and pred.shape[-1] != self.dim:
             raise ValueError(f'expected D = {self.dim} coordinates, got {pred.shape[-1]}')
+
+    def _weights(self, pred: torch.Tensor, target: torch.Tensor,
+                 weight: Optional[torch.Tensor], mask: Optional[torch.Tensor]):
+        """``(valid (B, ..., K) bool, w (B, ..., K))``: what counts and its weight."""
+        self._check(pred, target)
         valid = valid_mask(target, 1, mask, weight)
-        r2 = keypoint_residual_sq(pred, target, valid)
-        if self.robust is not None:
-            r2 = ROBUST_FUNCTIONS[self.robust](r2, self.sigma)
         w = valid.to(pred.dtype)
         if weight is not None:
             w = w * masked(torch.broadcast_to(weight, valid.shape).to(pred.dtype), valid)
@@ -137,13 +152,39 @@ class KeypointMSELoss(BaseLoss):
                 raise ValueError(f'keypoint_weights has {self.keypoint_weights.shape[0]} '
                                  f'entries for {K} keypoints')
             w = w * like(self.keypoint_weights, pred)
-        loss = sum_nonbatch(w * r2)
+        return valid, w
+
+    def residuals(self, pred: torch.Tensor, target: torch.Tensor,
+                  weight: Optional[torch.Tensor] = None,
+                  mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Residual vectors whose squares sum to :meth:`forward` (least-squares form).
+
+        Per keypoint ``r_k = sqrt(s c_k w_k) phi(e_k)`` with ``e_k = pred - target``,
+        ``phi(e) = e`` (no robust penalty) or ``sigma e / sqrt(sigma^2 + |e|^2)``
+        (GMoF: ``|phi(e)|^2 = rho(|e|^2)``) and ``s`` the normalisation and
+        ``loss_weight``, so ``(r * r).sum(non-batch dims) == forward(...)``. Used by
+        Gauss-Newton / Levenberg-Marquardt fitting.
+
+        Returns:
+            (B, ..., K, D), zero where an element does not count.
+        """
+        if self.reduction != 'none':
+            raise ValueError("residuals need reduction='none'")
+        valid, w = self._weights(pred, target, weight, mask)
+        diff = masked(pred - masked(target, valid), valid)
+        if self.robust is not None:
+            s2 = self.sigma * self.sigma
+            diff = diff * (s2 / (s2 + (diff * diff).sum(-1, keepdim=True))).sqrt()
+        B = pred.shape[0]
+        scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
+                           device=pred.device)
         if self.normalize == 'mean':
-            loss = loss / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
+            scale = scale / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
         elif self.normalize == 'weighted_mean':
             total = sum_nonbatch(w)
-            loss = loss / torch.where(total > 0, total, torch.ones_like(total))
-        return self.finish(loss)
+            scale = scale / torch.where(total > 0, total, torch.ones_like(total))
+        factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()
+        return diff * factor[..., None]
 
     def extra_repr(self) -> str:
         return (f'robust={self.robust!r}, sigma={self.sigma}, normalize={self.normalize!r}, '

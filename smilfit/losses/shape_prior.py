@@ -118,4 +118,18 @@ class ShapePriorLoss(BaseLoss):
         return self.finish(loss)
 
 
+    def residuals(self, betas: torch.Tensor) -> torch.Tensor:
+        """(B, K') residuals whose squares sum to :meth:`forward`: ``L^-1 (beta - mu)``
+        (times ``sqrt(loss_weight)``) with the prior's Cholesky factor ``L``."""
+        if self.reduction != 'none':
+            raise ValueError("residuals need reduction='none'")
+        k = betas.shape[1]
+        mean = (like(self.mean[:k], betas) if self.mean is not None
+                else torch.zeros(k, dtype=betas.dtype, device=betas.device))
+        d = betas - mean
+        if self.cov_cholesky is not None:
+            d = torch.linalg.solve_triangular(like(self.cov_cholesky[:k, :k], betas),
+                                              d.unsqueeze(-1), upper=False).squeeze(-1)
+        return d * float(self.loss_weight) ** 0.5
+
 __all__ = ['mahalanobis_sq', 'cholesky_or_raise', 'ShapePriorLoss']

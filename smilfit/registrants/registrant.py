@@ -15,6 +15,7 @@ from smilfit.registry import BODY_MODELS, HANDLERS, OPTIMIZERS, REGISTRANTS
 from .batched_lbfgs import BatchedLBFGS
 from .hooks import FittingHook, build_hooks
 from .initialization import global_pose_from_points, triangulate_observations
+from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, levenberg_marquardt
 from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
 
 Tensor = torch.Tensor
@@ -256,7 +257,33 @@ class SMILRegistrant(nn.Module):
         B = groups.shape[0]
         diverged = torch.zeros(B, dtype=torch.bool, device=groups.device)
         n_steps = 0
-        if kind == 'LBFGS' and stage.per_sample and not coupled:
+        if kind in LM_NAMES:
+            if not stage.per_sample or coupled:
+                raise ValueError(
+                    f'stage {stage.name!r}: Levenberg-Marquardt fits every sample alone; it '
+                    'cannot fit parameters shared across samples '
+                    f'({sorted(set(stage.fit) & self.shared)}) or use handlers coupling '
+                    f'samples ({[h.name for h in active if getattr(h, "couples_samples", False)]})'
+                    ' or per_sample=False: use LBFGS for this stage')
+            options = LMOptions.from_config(kwargs, f'stage {stage.name!r}')
+            fixed = self._expand({k: v.detach() for k, v in free.items()}, self.shared, groups)
+
+            def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
+                return torch.stack(list(self.per_sample_losses(
+                    params, observations, active, need_vertices).values())).sum(0)
+            linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+            problem = LeastSquaresProblem(self.body_model, active, obs, fixed, stage.fit,
+                                          cost_fn, linear_dtype=linear)
+
+            def progress(i: int) -> None:
+                for hook in self.hooks:
+                    hook.after_step(self, stage, i)
+            with torch.no_grad():
+                x, _, diverged, n_steps = levenberg_marquardt(
+                    problem, problem.initial_x(), stage.n_iter, options, ftol=stage.ftol,
+                    gtol=stage.gtol, on_iteration=progress)
+            free.update(problem.unflatten(x))
+        elif kind == 'LBFGS' and stage.per_sample and not coupled:
             kwargs.setdefault('line_search_fn', 'strong_wolfe')
             # A non-finite trial point counts as a failed step and the line search
             # shrinks it, instead of freezing the sample (e.g. exp of a large log-scale).
@@ -313,8 +340,8 @@ class SMILRegistrant(nn.Module):
             end = losses()
         record = dict(stage=stage.name, steps=n_steps, mean_loss_start=float(start.mean()),
                       mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
-                      else float('nan'), per_sample=kind == 'LBFGS' and stage.per_sample
-                      and not coupled)
+                      else float('nan'), per_sample=kind in ('LBFGS',) + LM_NAMES
+                      and stage.per_sample and not coupled)
         return {k: v.detach() for k, v in free.items()}, diverged, record
 
     @contextlib.contextmanager

@@ -1,0 +1,305 @@
+"""Analytic Jacobians of a body model's points (joints and keypoints) w.r.t. its parameters.
+
+Second-order fitting (:mod:`smilfit.registrants.levenberg_marquardt`) needs, per sample,
+the Jacobian of every observed model point with respect to the fitted parameters.
+Generic forward-mode autodiff costs one model evaluation per parameter (~170 for a
+55-joint model); the kinematic chain's structure gives it in closed form for the cost of
+a few batched products:
+
+Every model point is a *readout* ``x_i = sum_k A_k [m_ik(beta); c_ik]`` of the skinning
+maps ``A_k`` (a kinematic joint is the readout ``A_j [J_j; 1]``; a regressed joint or a
+vertex keypoint sums over the joints that skin its vertices). Rotating joint ``m`` by a
+small axis-angle step moves every map of its subtree rigidly about the joint's world
+position ``p_m``, so
+
+    dx_i / dtheta_{m,a} = W_{m,a} (q_im - mu_im p_m),
+    W_{m,a} = N_m [omega_{m,a}]_x N_m^-1,   N_m = M_m S_m^-1 R_m^T,
+
+with ``q_im`` / ``mu_im`` the readout restricted to the subtree of ``m``, ``M_m`` the
+world linear map of joint ``m``, ``R_m`` its local rotation, ``S_m`` its own scale
+(``N_m`` is the parent's world map times the parent's inverse row scale, which also
+covers ``propagate_scaling``), and ``omega_{m,a}`` column ``a`` of the SO(3) left
+Jacobian of the axis-angle ``theta_m``. Shape coefficients move the rest joints, hence
+every bone offset ``o_m`` (seen through the parent's world map) and the moments.
+Translation adds to every point with its mass ``sum_k c_ik``.
+
+Supported: axis-angle ``global_orient``/``body_pose``, ``betas``, ``transl`` as fitted
+parameters, with any fixed ``log_scale``/``bone_trans``; models without pose
+blendshapes. Anything else raises :class:`UnsupportedJacobian`.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence, Tuple
+
+import torch
+
+from smilfit.body_models.rotations import skew
+
+Tensor = torch.Tensor
+
+#: Parameters whose point Jacobians are available in closed form.
+JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas')
+
+
+class UnsupportedJacobian(ValueError):
+    """The closed-form Jacobian does not cover this model or parameter."""
+
+
+def so3_left_jacobian(theta: Tensor) -> Tensor:
+    """(..., 3) axis-angle -> (..., 3, 3) left Jacobian ``J_l`` of SO(3).
+
+    ``exp(theta + d) = exp(J_l(theta) d) exp(theta)`` to first order, so column ``a`` is
+    the world-frame angular velocity of ``d theta_a``. Series near 0 keep it smooth.
+    """
+    angle2 = (theta * theta).sum(-1, keepdim=True)[..., None]
+    small = angle2 < 1e-8
+    safe2 = torch.where(small, torch.ones_like(angle2), angle2)
+    angle = safe2.sqrt()
+    a = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / safe2)
+    b = torch.where(small, 1.0 / 6.0 - angle2 / 120.0, (angle - torch.sin(angle)) / (safe2 * angle))
+    K = skew(theta)
+    eye = torch.eye(3, dtype=theta.dtype, device=theta.device)
+    return eye + a * K + b * (K @ K)
+
+
+def subtree_matrix(parents: Tensor, root: int) -> Tensor:
+    """(J, J) float: entry ``[k, m]`` is 1 when joint ``k`` is ``m`` or below it."""
+    J = parents.shape[0]
+    par = parents.tolist()
+    sub = torch.zeros(J, J, dtype=torch.float64)
+    for k in range(J):
+        m = k
+        seen = 0
+        while True:
+            sub[k, m] = 1.0
+            if m == root or seen > J:
+                break
+            m = par[m]
+            seen += 1
+    return sub
+
+
+def _readout_parts(model, K: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The model's readout moments ``m0`` (R, J, 3), ``ms`` (R, J, 3, K), mass (R, J)."""
+    J = model.num_joints
+    mat = getattr(model, f'readout_matrix_{K}')
+    R = mat.shape[1]
+    m0 = mat[:J * 3].T.reshape(R, J, 3)
+    ms = mat[J * 3:J * 3 + J * 3 * K].T.reshape(R, J, 3, K)
+    mass = mat[J * 3 + J * 3 * K:].T
+    return m0, ms, mass
+
+
+def check_supported(model, fitted: Sequence[str], params: Mapping[str, Tensor]) -> None:
+    """Raise :class:`UnsupportedJacobian` naming what the closed form does not cover."""
+    bad = [n for n in fitted if n not in JACOBIAN_PARAMS]
+    if bad:
+        raise UnsupportedJacobian(
+            f'closed-form Jacobians cover fitting {list(JACOBIAN_PARAMS)}, not {bad}; '
+            'use an LBFGS/Adam stage for these')
+    if model.posedirs.shape[2]:
+        raise UnsupportedJacobian('closed-form Jacobians do not cover pose blendshapes '
+                                  '(posedirs); use an LBFGS/Adam stage')
+    for name in ('global_orient', 'body_pose'):
+        value = params.get(name)
+        if value is not None and value.shape[-1] != 3:
+            raise UnsupportedJacobian(f'{name}: closed-form Jacobians need axis-angle '
+                                      f'rotations (..., 3), got {tuple(value.shape)}')
+
+
+class PointJacobian:
+    """Closed-form point Jacobians of one body model (structure precomputed once).
+
+    Every point of the model's *point pool* (its J joints, then its vertex keypoint
+    readouts; ``output.keypoints`` index it through ``model.keypoint_source``) is a sum
+    over a few (point, joint) *terms* ``u_ik = A_k [m_ik; c_ik]``; rotating joint ``m``
+    moves only the points with a term in its subtree. Both sparsity patterns are
+    fixed by the model, so they are found here once and every call works on the
+    non-zero pairs only (a few hundred for a 55-joint model instead of N x J).
+
+    Args:
+        model: a :class:`~smilfit.body_models.SMILModel` (no pose blendshapes).
+    """
+
+    def __init__(self, model) -> None:
+        if model.posedirs.shape[2]:
+            raise UnsupportedJacobian('closed-form Jacobians do not cover pose blendshapes '
+                                      '(posedirs); use an LBFGS/Adam stage')
+        self.model = model
+        J = model.num_joints
+        dtype, device = model.rest_joints.dtype, model.rest_joints.device
+        self.root = model.levels.root
+        self.sub = subtree_matrix(model.parents, self.root).to(device=device, dtype=dtype)
+        m0, ms, mass = _readout_parts(model, model.num_betas)
+        rows_i, rows_k, m0_u, ms_u, mass_u = [], [], [], [], []
+        read_rows = torch.arange(m0.shape[0], device=device)
+        first = 0
+        if not model.regressed_joints:  # kinematic joint j is the readout A_j [J_j(beta); 1]
+            eye = torch.arange(J, device=device)
+            rows_i.append(eye)
+            rows_k.append(eye)
+            m0_u.append(model.rest_joints)
+            ms_u.append(model.rest_joint_dirs)
+            mass_u.append(torch.ones(J, dtype=dtype, device=device))
+            read_rows = read_rows[model.n_joint_rows:]
+            first = J
+        used = (mass[read_rows] != 0) | (m0[read_rows].abs().sum(-1) > 0) | (
+            ms[read_rows].abs().sum((-2, -1)) > 0)
+        r_idx, k_idx = torch.nonzero(used, as_tuple=True)
+        rows_i.append(first + r_idx)
+        rows_k.append(k_idx)
+        m0_u.append(m0[read_rows][r_idx, k_idx])
+        ms_u.append(ms[read_rows][r_idx, k_idx])
+        mass_u.append(mass[read_rows][r_idx, k_idx])
+        self.term_point = torch.cat(rows_i)                # (U,) pool row of each term
+        self.term_joint = torch.cat(rows_k)                # (U,) joint of each term
+        self.term_m0 = torch.cat(m0_u)                     # (U, 3)
+        self.term_ms = torch.cat(ms_u)                     # (U, 3, K)
+        self.term_mass = torch.cat(mass_u)                 # (U,)
+        self.num_points = first + int(read_rows.numel())
+        U = self.term_point.numel()
+        point_sum = torch.zeros(self.num_points, U, dtype=dtype, device=device)
+        point_sum[self.term_point, torch.arange(U, device=device)] = 1.0
+        self.point_sum = point_sum                         # (N, U)
+        # Rotation pairs (i, m): point i has a term in the subtree of joint m.
+        in_sub = self.sub[self.term_joint]                 # (U, J): term joint below m
+        touched = (point_sum @ in_sub) > 0                 # (N, J)
+        self.pair_point, self.pair_joint = torch.nonzero(touched, as_tuple=True)
+        # (E, U): the terms of pair (i, m) = point i's terms whose joint is below m.
+        self.pair_sum = point_sum[self.pair_point] * in_sub[:, self.pair_joint].T
+        self.pair_mass = self.pair_sum @ self.term_mass    # (E,)
+        self.pair_slot = model.pose_perm.to(device)[self.pair_joint]  # 0: global_orient
+        self.point_mass = point_sum @ self.term_mass        # (N,)
+        self.parents = model.parents.clamp_min(0)
+
+    def __call__(self, params: Mapping[str, Tensor], fitted: Sequence[str]
+                 ) -> Tuple[Tensor, Tensor]:
+        """Points (B, N, 3) and their Jacobian (B, N, 3, P) w.r.t. ``fitted``.
+
+        Columns follow ``fitted``'s order, each parameter flattened row-major
+        (``body_pose``: (J-1)*3 in (joint slot, axis) order).
+
+        Args:
+            params: per-sample model inputs (``global_orient`` (B, 3), ``body_pose``
+                (B, J-1, 3), ``betas`` (B, K'), ``transl``, ``log_scale``,
+                ``bone_trans``).
+            fitted: names among :data:`JACOBIAN_PARAMS`.
+        """
+        model = self.model
+        check_supported(model, fitted, params)
+        inputs = {k: params[k] for k in ('global_orient', 'body_pose', 'betas', 'transl',
+                                         'log_scale', 'bone_trans')
+                  if params.get(k) is not None}
+        with torch.no_grad():
+            out = model(**inputs, return_vertices=False, return_keypoints=False)
+        dtype, device = out.joints_kin.dtype, out.joints_kin.device
+        B, J = out.joints_kin.shape[:2]
+        N, root = self.num_points, self.root
+        betas = inputs.get('betas')
+        K = 0 if betas is None else betas.shape[1]
+        sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3, betas=K)
+        offsets, P = {}, 0
+        for name in fitted:
+            offsets[name] = P
+            P += sizes[name]
+        world = out.joint_transforms
+        M = world[..., :3, :3]                          # (B, J, 3, 3) world linear maps
+        p = out.joints_kin                              # (B, J, 3) incl. translation
+        t_maps = world[..., :3, 3] - (M @ _rest_joints(model, betas, B)[..., None]).squeeze(-1)
+        transl = inputs.get('transl')
+        if transl is not None:
+            t_maps = t_maps + transl[:, None]
+        moment = self.term_m0.expand(B, -1, -1)
+        if K:
+            moment = moment + torch.einsum('uck,bk->buc', self.term_ms[..., :K], betas)
+        Mu = M[:, self.term_joint]                      # (B, U, 3, 3)
+        u = (Mu @ moment[..., None]).squeeze(-1) + self.term_mass[:, None] * t_maps[
+            :, self.term_joint]                         # (B, U, 3)
+        points = torch.einsum('nu,buc->bnc', self.point_sum, u)
+        D = torch.zeros(B, N, 3, P, dtype=dtype, device=device)
+
+        if 'transl' in fitted:
+            o = offsets['transl']
+            D[..., o:o + 3] = self.point_mass[:, None, None] * torch.eye(
+                3, dtype=dtype, device=device)
+
+        if 'global_orient' in fitted or 'body_pose' in fitted:
+            m_e = self.pair_joint
+            rel = torch.einsum('eu,buc->bec', self.pair_sum, u) - (
+                self.pair_mass[:, None] * p[:, m_e])    # (B, E, 3)
+            own = torch.ones(B, J, 3, dtype=dtype, device=device)
+            log_scale = inputs.get('log_scale')
+            if log_scale is not None:
+                own = log_scale.exp()
+                if model.reference_compat:  # the reference never applies the root's own scale
+                    own = own.clone()
+                    own[:, root] = 1.0
+            rot = out.rot_mats
+            # N_m^-1 = R_m S_m M_m^-1 and N_m = M_m S_m^-1 R_m^T.
+            n_inv = (rot * own[:, :, None, :]) @ torch.linalg.inv(M)
+            n_mat = (M / own[:, :, None, :]) @ rot.transpose(-1, -2)
+            omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
+            # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3, 3), then one product.
+            W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
+            d_rot = torch.einsum('beacd,bed->ebca', W[:, m_e], rel)   # (E, B, 3, 3a)
+            slot = self.pair_slot
+            col = torch.full_like(slot, -1)
+            if 'global_orient' in fitted:
+                col = torch.where(slot == 0, torch.full_like(slot, offsets['global_orient']), col)
+            if 'body_pose' in fitted:
+                col = torch.where(slot > 0, offsets['body_pose'] + 3 * (slot - 1), col)
+            keep = col >= 0
+            cols = (col[keep, None] + torch.arange(3, device=device)).flatten()  # (E'*3,)
+            rows = self.pair_point[keep, None].expand(-1, 3).flatten()
+            D[:, rows, :, cols] = d_rot[keep].permute(0, 3, 1, 2).reshape(-1, B, 3)
+
+        if 'betas' in fitted:
+            if K == 0:
+                raise UnsupportedJacobian('betas are fitted but have 0 columns')
+            dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
+            d_offset = dirs - dirs[self.parents]
+            d_offset[root] = dirs[root]
+            parent_lin = M[:, self.parents].clone()
+            parent_lin[:, root] = torch.eye(3, dtype=dtype, device=device)
+            U = parent_lin @ d_offset                           # (B, J, 3, K)
+            T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
+            d_tmap = T - M @ dirs                               # d t(A_j) / d beta
+            d_u = Mu @ self.term_ms[..., :K] + self.term_mass[:, None, None] * d_tmap[
+                :, self.term_joint]                             # (B, U, 3, K)
+            o = offsets['betas']
+            D[..., o:o + K] = torch.einsum('nu,buck->bnck', self.point_sum, d_u)
+        return points, D
+
+
+def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
+                    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """Points (B, N, 3) and ``{name: (B, N, 3, D_name)}`` (see :class:`PointJacobian`)."""
+    points, D = PointJacobian(model)(params, fitted)
+    J = model.num_joints
+    betas = params.get('betas')
+    sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3,
+                 betas=0 if betas is None else betas.shape[1])
+    parts = torch.split(D, [sizes[n] for n in fitted], dim=-1)
+    return points, dict(zip(fitted, parts))
+
+
+def _rest_joints(model, betas, B: int) -> Tensor:
+    rest = model.rest_joints.expand(B, -1, -1)
+    if betas is not None and betas.shape[1]:
+        rest = rest + torch.einsum('jck,bk->bjc', model.rest_joint_dirs[..., :betas.shape[1]],
+                                   betas)
+    return rest
+
+
+def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, device) -> Tensor:
+    """(B, J, 3) axis-angle of every joint in joint order (zeros where not given)."""
+    J = model.num_joints
+    root = inputs.get('global_orient')
+    body = inputs.get('body_pose')
+    root = torch.zeros(B, 1, 3, dtype=dtype, device=device) if root is None else root[:, None]
+    body = torch.zeros(B, J - 1, 3, dtype=dtype, device=device) if body is None else body
+    return torch.cat([root.to(dtype), body.to(dtype)], dim=1)[:, model.pose_perm]
+
+
+__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'so3_left_jacobian',
+           'subtree_matrix', 'point_jacobians', 'check_supported']

@@ -1,0 +1,83 @@
+"""Closed-form point Jacobians against autograd."""
+import pytest
+import torch
+
+from smilfit.body_models import SMILModel, demo_model_data, load_model_data
+from smilfit.registrants.jacobians import (UnsupportedJacobian, point_jacobians,
+                                           so3_left_jacobian)
+from smilfit.body_models.rotations import axis_angle_to_matrix
+
+
+def _pool(model, params):
+    out = model(**params, return_vertices=False, return_keypoints=True)
+    if out.keypoints is None:
+        return out.joints
+    J = model.num_joints
+    order = sorted((s, i) for i, s in enumerate(model.keypoint_source.tolist()) if s >= J)
+    extra = [out.keypoints[:, i] for s, i in order]
+    return torch.cat([out.joints] + ([torch.stack(extra, 1)] if extra else []), dim=1)
+
+
+def _check(model, seed=0, log_scale=False, B=2):
+    g = torch.Generator().manual_seed(seed)
+    J, K = model.num_joints, model.num_betas
+    params = dict(global_orient=0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  body_pose=0.4 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                  betas=torch.randn(B, K, generator=g, dtype=torch.float64),
+                  transl=torch.randn(B, 3, generator=g, dtype=torch.float64))
+    if log_scale:
+        params['log_scale'] = 0.2 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
+        params['bone_trans'] = 0.01 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
+    fitted = ['global_orient', 'body_pose', 'transl', 'betas']
+    points, jac = point_jacobians(model, params, fitted)
+    torch.testing.assert_close(points, _pool(model, params), rtol=1e-9, atol=1e-9)
+    for name in fitted:
+        def f(x, name=name):
+            p = dict(params)
+            p[name] = x.reshape(params[name].shape)
+            return _pool(model, p)
+        full = torch.autograd.functional.jacobian(f, params[name])
+        # (B, N, 3, B, *shape) -> per-sample diagonal blocks (B, N, 3, D)
+        full = full.reshape(B, points.shape[1], 3, B, -1)
+        diag = torch.stack([full[b, :, :, b] for b in range(B)])
+        torch.testing.assert_close(jac[name], diag, rtol=1e-7, atol=1e-7, msg=name)
+
+
+def test_demo_model_regressed_joints_and_keypoints():
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    _check(model)
+
+
+@pytest.mark.parametrize('propagate', [False, True])
+def test_demo_model_with_fixed_scales(propagate):
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64, propagate_scaling=propagate)
+    _check(model, seed=1, log_scale=True)
+
+
+def test_stick_model(stick_model_path):
+    _check(SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64), seed=2)
+
+
+def test_mouse_model_kinematic_joints(mouse_model_path):
+    model = SMILModel(data=load_model_data(mouse_model_path), dtype=torch.float64)
+    assert not model.regressed_joints
+    _check(model, seed=3, log_scale=True)
+
+
+def test_left_jacobian_matches_finite_differences():
+    theta = torch.tensor([[0.3, -1.2, 0.7], [1e-6, 0.0, 2e-6]], dtype=torch.float64)
+    Jl = so3_left_jacobian(theta)
+    R = axis_angle_to_matrix(theta)
+    for a in range(3):
+        d = torch.zeros_like(theta)
+        d[:, a] = 1e-6
+        dR = (axis_angle_to_matrix(theta + d) - axis_angle_to_matrix(theta - d)) / 2e-6
+        w = dR @ R.transpose(-1, -2)
+        omega = torch.stack([w[:, 2, 1], w[:, 0, 2], w[:, 1, 0]], -1)
+        torch.testing.assert_close(omega, Jl[:, :, a], rtol=1e-6, atol=1e-8)
+
+
+def test_unsupported_parameters_are_named():
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    with pytest.raises(UnsupportedJacobian, match='log_scale'):
+        point_jacobians(model, {}, ['log_scale'])
