@@ -28,6 +28,9 @@ INSTALL_REQUIRES = [
     'roma==1.8.0',
     'trimesh==5.2.0',
     'tqdm>=4.66',
+    'matplotlib>=3.7',
+    'imageio>=2.30',
+    'imageio-ffmpeg>=0.5',
 ]
 
 EXTRAS_REQUIRE = {
@@ -58,6 +61,7 @@ setup(
             'smilfit-make-synthetic=smilfit.cli.make_synthetic:main',
             'smilfit-preprocess-sleap=smilfit.cli.preprocess_sleap:main',
             'smilfit-fit=smilfit.cli.fit:main',
+            'smilfit-train=smilfit.cli.train:main',
         ],
     },
     license='MIT',

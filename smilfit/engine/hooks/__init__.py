@@ -1,0 +1,12 @@
+"""Runner hooks: loss-weight curriculum, checkpoint meta data, RNG state for exact resume.
+
+EMA needs no hook of ours: mmengine's ``EMAHook`` works as is
+(``custom_hooks = [dict(type='EMAHook', momentum=2e-4)]``).
+"""
+from .checkpoint_meta import CheckpointMetaHook
+from .loss_weight_curriculum import LossWeightCurriculumHook
+from .model_access import unwrap_model
+from .random_state import RandomStateHook, capture_rng_state, restore_rng_state
+
+__all__ = ['CheckpointMetaHook', 'LossWeightCurriculumHook', 'RandomStateHook',
+           'capture_rng_state', 'restore_rng_state', 'unwrap_model']

@@ -1,0 +1,74 @@
+"""The regression configs parse and build (with a small backbone); the acceptance
+training on synthetic data (slow)."""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from smilfit.registry import MODELS
+from smilfit.utils import register_all_modules
+
+from ..conftest import REPO_ROOT
+
+CONFIGS = REPO_ROOT / 'configs' / 'regression'
+
+
+@pytest.mark.parametrize('name', ['single_view_resnet', 'multi_view_resnet',
+                                  'single_view_vit'])
+def test_model_configs_build(name):
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / '_base_' / 'models' / f'{name}.py'))
+    model_cfg = copy.deepcopy(cfg.model)
+    assert model_cfg.backbone.model_name.startswith('vit' if 'vit' in name else 'resnet')
+    # Build with a tiny backbone of the same family (the full ones take seconds).
+    model_cfg.backbone = dict(type='TimmBackbone', model_name='test_vit' if 'vit' in name
+                              else 'test_resnet', model_kwargs=dict(img_size=64)
+                              if 'vit' in name else {})
+    model_cfg.head.update(dim=32, depth=1, num_heads=4)
+    if model_cfg.get('neck'):
+        model_cfg.neck.update(dim=32, depth=1, num_heads=4)
+    model = MODELS.build(model_cfg)
+    C = model.num_views
+    x = torch.zeros(1, 3, 64, 64) if C == 1 else torch.zeros(1, C, 3, 64, 64)
+    samples = {}
+    if model.camera_codec.uses_calibration:
+        samples = dict(K=torch.eye(3).expand(1, C, 3, 3), R=torch.eye(3).expand(1, C, 3, 3),
+                       t=torch.tensor([0.0, 0.0, 300.0]).expand(1, C, 3))
+    with torch.no_grad():
+        p = model.eval()(x, samples, mode='predict')[0]
+    assert p['pred_keypoints_2d'].shape == (C, len(model.keypoint_names), 2)
+
+
+def test_training_config_parses():
+    cfg = Config.fromfile(str(CONFIGS / 'synthetic_multiview_resnet18.py'))
+    assert cfg.model.type == 'MultiViewRegressor' and cfg.model.num_views == 2
+    assert cfg.model.backbone.model_name == 'resnet18'
+    assert set(cfg.model.loss_weights) == {'kp2d', 'kp3d', 'shape_prior', 'param'}
+    assert cfg.train_dataloader.dataset.max_views == cfg.model.num_views
+    assert cfg.train_dataloader.dataset.ann_file == cfg.data.path
+    assert cfg.val_evaluator.type == 'RegressionKeypointErrorMetric'
+
+
+@pytest.mark.slow
+def test_synthetic_training_lowers_validation_error(tmp_path):
+    """Acceptance: the tiny multi-view config trained on CPU for a few hundred iterations
+    lowers the validation 2D keypoint error substantially (minutes on 2 cores)."""
+    from mmengine.runner import Runner
+
+    from smilfit.apis.fitting import prepare_data
+    cfg = Config.fromfile(str(CONFIGS / 'synthetic_multiview_resnet18.py'))
+    path = str(tmp_path / 'synthetic.h5')
+    cfg.data.path = path
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.ann_file = path
+    cfg.work_dir = str(tmp_path / 'work')
+    prepare_data(cfg, progress=False)
+    assert Path(path).exists()
+    runner = Runner.from_cfg(cfg)
+    before = runner.val()['regression/kp2d_error_px']
+    runner.train()
+    after = runner.val()['regression/kp2d_error_px']
+    # Measured: 10.8 px -> 8.2 px (seed 0, 300 iterations).
+    assert after < 0.8 * before, (before, after)
