@@ -62,6 +62,7 @@ setup(
             'smilfit-preprocess-sleap=smilfit.cli.preprocess_sleap:main',
             'smilfit-fit=smilfit.cli.fit:main',
             'smilfit-train=smilfit.cli.train:main',
+            'smilfit-build-model=smilfit.cli.build_model:main',
         ],
     },
     license='MIT',

@@ -30,6 +30,7 @@ from .shape_prior import ShapePriorHandler
 from .silhouette import SilhouetteHandler, build_renderer
 from .temporal import TemporalHandler, per_frame_smoothness
 from .views import observed_camera, view_cameras, view_keypoints
+from .surface import OffsetRegularizerHandler, SurfaceHandler
 
 __all__ = [
     # contract
@@ -40,7 +41,8 @@ __all__ = [
     # handlers
     'Keypoint2DHandler', 'Keypoint3DHandler', 'LimbLengthHandler', 'ShapePriorHandler',
     'PosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
-    'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler',
+    'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler', 'SurfaceHandler',
+    'OffsetRegularizerHandler',
     # helpers
     'project_with_depth', 'pose_to_axis_angle', 'per_frame_smoothness', 'build_renderer',
     'view_keypoints', 'view_cameras', 'observed_camera',

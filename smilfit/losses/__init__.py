@@ -36,13 +36,16 @@ from .shape_prior import ShapePriorLoss, cholesky_or_raise, mahalanobis_sq
 from .silhouette import SILHOUETTE_MODES, SilhouetteLoss, silhouette_view_loss
 from .temporal import TemporalSmoothnessLoss, finite_differences, frame_valid
 from .utils import REDUCTIONS, BaseLoss, reduce_loss, valid_mask
+from .surface import ChamferLoss, NormalConsistencyLoss, PointToSurfaceLoss
+from .mesh_regularizers import EdgeLengthRegularizer, LaplacianRegularizer, MeshNormalConsistencyRegularizer  # noqa: E501
 
 __all__ = [
     # losses
     'KeypointMSELoss', 'Keypoint3DLoss', 'LimbLengthLoss', 'ShapePriorLoss', 'PoseL2Prior',
     'JointLimitPrior', 'GaussianPosePrior', 'MaxMixturePosePrior', 'LogScalePrior',
     'BoneTranslationPrior', 'TemporalSmoothnessLoss', 'CameraPriorLoss', 'SilhouetteLoss',
-    'BaseLoss',
+    'BaseLoss', 'ChamferLoss', 'PointToSurfaceLoss', 'NormalConsistencyLoss',
+    'EdgeLengthRegularizer', 'LaplacianRegularizer', 'MeshNormalConsistencyRegularizer',
     # functions
     'gmof', 'geman_mcclure', 'keypoint_residual_sq', 'limb_lengths', 'limb_length_residual',
     'resolve_pairs', 'mahalanobis_sq', 'cholesky_or_raise', 'joint_limit_penalty',

@@ -46,6 +46,10 @@ BUILDABLE = [
     dict(type='TemporalSmoothnessLoss'),
     dict(type='CameraPriorLoss'),
     dict(type='SilhouetteLoss', mode='iou'),
+    dict(type='ChamferLoss'), dict(type='PointToSurfaceLoss'), dict(type='NormalConsistencyLoss'),
+    dict(type='EdgeLengthRegularizer', faces=[[0, 1, 2]]),
+    dict(type='LaplacianRegularizer', faces=[[0, 1, 2]]),
+    dict(type='MeshNormalConsistencyRegularizer', faces=[[0, 1, 2]]),
 ]
 
 
