@@ -279,7 +279,8 @@ class SMILModel(nn.Module):
                 body_pose: Optional[Tensor] = None, betas: Optional[Tensor] = None,
                 transl: Optional[Tensor] = None, log_scale: Optional[Tensor] = None,
                 bone_trans: Optional[Tensor] = None, scale_weights: Optional[Tensor] = None,
-                trans_weights: Optional[Tensor] = None, *, return_vertices: bool = True,
+                trans_weights: Optional[Tensor] = None,
+                vertex_offsets: Optional[Tensor] = None, *, return_vertices: bool = True,
                 return_keypoints: bool = True, return_v_shaped: bool = False,
                 propagate_scaling: Optional[bool] = None) -> BodyModelOutput:
         """Pose and shape the model. Every argument is optional (zeros / identity).
@@ -295,6 +296,10 @@ class SMILModel(nn.Module):
                 (in the parent's frame; the root's entry is ignored).
             scale_weights: (B, K_s) weights of ``scaledirs`` (adds to ``log_scale``).
             trans_weights: (B, K_t) weights of ``transdirs`` (adds to ``bone_trans``).
+            vertex_offsets: (B, V, 3) free-form per-vertex displacements of the shaped
+                rest mesh (registration's fine detail), skinned with it. Joints and
+                keypoints are not affected (they follow the parametric body), and
+                ``v_shaped`` includes them.
             return_vertices: skin all vertices. Without them only joints and
                 keypoints are computed, at a cost independent of the vertex count.
             return_keypoints: compute ``keypoints``.
@@ -305,7 +310,7 @@ class SMILModel(nn.Module):
             :class:`BodyModelOutput`.
         """
         given = [v for v in (global_orient, body_pose, betas, transl, log_scale, bone_trans,
-                             scale_weights, trans_weights) if v is not None]
+                             scale_weights, trans_weights, vertex_offsets) if v is not None]
         B = int(torch.as_tensor(given[0]).shape[0]) if given else 1
         J = self.num_joints
         dtype, device = self.dtype, self.device
@@ -377,10 +382,18 @@ class SMILModel(nn.Module):
 
         vertices = v_shaped = None
         K_in = 0 if betas is None else betas.shape[1]
-        factored = return_vertices and pf is None and B >= self.factored_min_batch
+        if vertex_offsets is not None:
+            vertex_offsets = torch.as_tensor(vertex_offsets, device=device).to(dtype)
+            if vertex_offsets.shape != (B, self.num_vertices, 3):
+                raise ValueError(f'vertex_offsets: expected shape ({B}, {self.num_vertices}, 3),'
+                                 f' got {tuple(vertex_offsets.shape)}')
+        factored = (return_vertices and pf is None and vertex_offsets is None
+                    and B >= self.factored_min_batch)
         shaped = None  # (V, 3, B), built once for whoever needs it
         if return_v_shaped or (return_vertices and not factored):
             shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
+            if vertex_offsets is not None:
+                shaped = shaped + vertex_offsets.permute(1, 2, 0)
         if return_v_shaped:
             v_shaped = shaped.permute(2, 0, 1)
         if factored:

@@ -20,9 +20,10 @@ from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
 
 Tensor = torch.Tensor
 #: Model inputs among the fittable parameters (``keypoint_offsets`` go to handlers only).
-_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans')
+_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
+                 'vertex_offsets')
 #: Parameters that may be shared by the samples of a group (an animal, a session).
-SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets')
+SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets', 'vertex_offsets')
 
 
 class FittingDivergedError(RuntimeError):
@@ -119,7 +120,8 @@ class SMILRegistrant(nn.Module):
         return dict(global_orient=(3,), body_pose=(J - 1, 3), betas=(m.num_betas,),
                     transl=(3,), log_scale=(J, 3), bone_trans=(J, 3),
                     keypoint_offsets=(len(m.keypoint_names) if num_keypoints is None
-                                      else num_keypoints, 3))
+                                      else num_keypoints, 3),
+                    vertex_offsets=(m.num_vertices, 3))
 
     # ----------------------------------------------------------- parameters
     def initial_params(self, observations: Mapping[str, Tensor], batch: int, groups: Tensor,
@@ -128,7 +130,13 @@ class SMILRegistrant(nn.Module):
         m = self.body_model
         num_groups = int(groups.max()) + 1 if batch else 0
         params = {}
+        # Per-vertex offsets (V x 3 per sample) exist only when a stage fits them or
+        # they are given: otherwise they would cost memory and the factored skinning.
+        use_offsets = (any('vertex_offsets' in s.fit for s in self.stages)
+                       or 'vertex_offsets' in (init_params or {}))
         for name, shape in self.param_shapes().items():
+            if name == 'vertex_offsets' and not use_offsets:
+                continue
             rows = num_groups if name in self.shared else batch
             params[name] = torch.zeros((rows,) + shape, dtype=m.dtype, device=m.device)
         if self.init != 'zeros':
@@ -360,7 +368,7 @@ class SMILRegistrant(nn.Module):
         expanded = self._expand(params, self.shared, groups)
         with torch.no_grad(), self._handler_weights(
                 stage_weights(self.stages[-1], self.base_weights)) as active:
-            output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS},
+            output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS if k in expanded},
                                      return_vertices=self.return_vertices)
             losses = {h.name: h(output, obs, expanded) for h in active}
         total = torch.stack(list(losses.values())).sum(0)

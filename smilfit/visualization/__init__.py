@@ -1,1 +1,36 @@
-"""smilfit.visualization (filled in by its issue)."""
+"""smilfit.visualization: what people look at after a fit.
+
+- :mod:`.zbuffer`: a vectorised torch z-buffer rasteriser and Lambert mesh renderer
+  (OpenCV cameras with distortion, near-plane clipping), fast enough for video on a CPU;
+- :mod:`.overlay`: mesh overlays, observed vs fitted keypoints coloured by error,
+  multi-view grids;
+- :mod:`.video`: an atomic ``.mp4`` writer and :func:`render_fit_video` for a session;
+- :mod:`.mesh_export`: per-frame ``.obj``/``.ply`` files (trimesh, vertex order kept);
+- :mod:`.animation`: per-frame parameters as ``.npz`` + ``.json``, reloaded bit for bit;
+- :mod:`.plots`: loss curves, per-joint errors, reprojection error per camera (matplotlib
+  figures on their own Agg canvas; pyplot's global backend is never touched);
+- :mod:`.fit_visuals`: :func:`export_fit_visuals`, all of it from a fit's work dir.
+
+See ``docs/visualization.md``.
+"""
+from .animation import Animation, AnimationFormatError, load_animation, save_animation
+from .fit_visuals import FitRun, export_fit_visuals, load_fit_run
+from .mesh_export import MESH_FORMATS, export_meshes
+from .overlay import draw_keypoints, error_colours, grey_image, overlay_mesh, view_grid
+from .plots import (normalise_history, plot_loss_curves, plot_per_joint_errors,
+                    plot_reprojection_per_camera, save_figure)
+from .video import VideoWriter, render_fit_frame, render_fit_video
+from .zbuffer import (MeshRender, Rasterization, distortion_fold_radius2, rasterize,
+                      render_mesh, vertex_normals)
+
+__all__ = [
+    'rasterize', 'render_mesh', 'Rasterization', 'MeshRender', 'vertex_normals',
+    'distortion_fold_radius2',
+    'overlay_mesh', 'draw_keypoints', 'error_colours', 'view_grid', 'grey_image',
+    'VideoWriter', 'render_fit_video', 'render_fit_frame',
+    'export_meshes', 'MESH_FORMATS',
+    'save_animation', 'load_animation', 'Animation', 'AnimationFormatError',
+    'plot_loss_curves', 'plot_per_joint_errors', 'plot_reprojection_per_camera',
+    'save_figure', 'normalise_history',
+    'export_fit_visuals', 'load_fit_run', 'FitRun',
+]

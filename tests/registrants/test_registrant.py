@@ -185,3 +185,24 @@ def test_fit_tool_on_demo_config(tmp_path):
     resumed = subprocess.run(cmd + ['--resume'], capture_output=True, text=True, timeout=600,
                              cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_vertex_offsets_are_fitted_only_when_asked():
+    """Offsets move vertices (not joints) and exist only for stages that fit them."""
+    from smilfit.body_models import SMILModel, demo_model_data
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    target = model(betas=torch.zeros(1, model.num_betas, dtype=torch.float64)).vertices
+    shift = torch.zeros_like(target)
+    shift[0, :10, 2] = 0.01
+    offsets_out = model(vertex_offsets=shift)
+    torch.testing.assert_close(offsets_out.vertices, target + shift)
+    torch.testing.assert_close(offsets_out.joints, model().joints)
+    with pytest.raises(ValueError, match='vertex_offsets'):
+        model(vertex_offsets=shift[:, :5])
+    reg = SMILRegistrant(body_model=model, init='zeros', handlers=[
+        dict(type='Keypoint3DHandler', name='k3', source='joints')], stages=[
+        dict(name='s', fit=['transl'], n_iter=2)])
+    reg.setup(dict(keypoint_names=model.joint_names))
+    obs = dict(keypoints_3d=model().joints)
+    assert 'vertex_offsets' not in reg.fit(obs).params
+    assert reg.fit(obs, init_params=dict(vertex_offsets=shift)).params['vertex_offsets'].shape == shift.shape

@@ -1,0 +1,124 @@
+"""export_fit_visuals and tools/visualize.py on a fitting run whose results are the ground
+truth of a synthetic dataset (so every fitted keypoint lands on its observation)."""
+import json
+
+import h5py
+import imageio.v2 as iio
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from smilfit.cli.visualize import main as visualize_main
+from smilfit.cli.visualize import parse_frames
+from smilfit.visualization import export_fit_visuals, load_animation
+
+T = 3
+
+
+@pytest.fixture(scope='module')
+def work_dir(tmp_path_factory):
+    """A work dir as tools/fit.py leaves it, with the dataset's true parameters."""
+    from smilfit.datasets import DatasetReader, generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp('run')
+    data = root / 'data.h5'
+    generate_synthetic_dataset(data, num_sessions=1, frames_per_session=T, num_views=2,
+                               image_size=64, seed=0, progress=False)
+    reader = DatasetReader(data)
+    batch = reader.read(np.arange(T))
+    (root / 'chunks').mkdir()
+    config = dict(data=dict(path=str(data), batch_size=8),
+                  registrant=dict(type='SMILRegistrant', body_model=dict(type='DemoSMILModel'),
+                                  handlers=[dict(type='Keypoint2DHandler', name='kp2d',
+                                                 loss=dict(type='KeypointMSELoss'))],
+                                  stages=[dict(name='only', fit=['transl'], n_iter=1)]))
+    (root / 'chunks' / 'config.json').write_text(json.dumps(config))
+    with h5py.File(root / 'fit_results.h5', 'w') as f:
+        f.attrs['format'] = 'smilfit-fit-results'
+        f.attrs['dataset'] = str(data)
+        f.attrs['stages'] = json.dumps(['only'])
+        strings = h5py.string_dtype('utf-8')
+        f.create_dataset('data_keypoint_names', data=np.array(reader.keypoint_names,
+                                                              dtype=object), dtype=strings)
+        for name, value in batch['params'].items():
+            f.create_dataset(f'params/{name}', data=value.astype(np.float32))
+        f.create_dataset('samples/index', data=np.arange(T))
+        f.create_dataset('samples/session', data=batch['session'])
+        f.create_dataset('samples/frame', data=batch['frame'])
+        f.create_dataset('losses/kp2d', data=np.array([3.0, 2.0, 1.0], np.float32))
+    reader.close()
+    return root, batch
+
+
+def test_export_fit_visuals_writes_everything(work_dir, tmp_path):
+    root, batch = work_dir
+    written = export_fit_visuals(root, out_dir=tmp_path, meshes=True, mesh_format='ply',
+                                 plots=False, progress=False)
+    assert [p.name for p in written['video']] == ['synthetic_0000.mp4']
+    assert written['plots'] == []
+    # The animation holds the fitted parameters exactly, in frame order.
+    anim = load_animation(tmp_path / 'synthetic_0000_params')
+    for name, value in batch['params'].items():
+        np.testing.assert_array_equal(anim.params[name], value.astype(np.float32))
+    np.testing.assert_array_equal(anim.params['frame'], batch['frame'])
+    assert anim.body_model == dict(type='DemoSMILModel') and anim.fps == 25.0
+    # Meshes are the body model's vertices for those parameters.
+    from smilfit.body_models import build_demo_smil_model
+    model = build_demo_smil_model()
+    out = model(**{k: torch.as_tensor(v, dtype=torch.float32).float()
+                   for k, v in batch['params'].items()})
+    assert len(written['meshes']) == T
+    mesh = trimesh.load(written['meshes'][1], process=False, force='mesh')
+    np.testing.assert_allclose(mesh.vertices, out.vertices[1].numpy(), atol=1e-5)
+    # The video: T frames; fitted keypoints sit on their observations, so the discs of
+    # the visible ones are green (zero error), not red.
+    with iio.get_reader(str(written['video'][0])) as video:
+        frames = np.stack([frame for frame in video])
+    assert frames.shape[0] == T
+    uv = batch['keypoints_2d'][0, 0][batch['visible'][0, 0]]
+    banner = 18
+    colours = frames[0, banner + np.rint(uv[:, 1]).astype(int),
+                     np.rint(uv[:, 0]).astype(int)].astype(float)
+    assert len(uv) > 5
+    assert np.median(colours[:, 1] - colours[:, 0]) > 30
+
+
+def test_plots_from_a_work_dir(work_dir, tmp_path):
+    root, _ = work_dir
+    written = export_fit_visuals(root, out_dir=tmp_path, video=False, animation=False,
+                                 progress=False)
+    assert sorted(p.name for p in written['plots']) == [
+        'final_losses.png', 'per_joint_errors.png',
+        'reprojection_per_camera_synthetic_0000.png']
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in written['plots'])
+    assert all(p.read_bytes()[:4] == b'\x89PNG' for p in written['plots'])
+
+
+def test_frame_and_session_selection(work_dir, tmp_path):
+    root, batch = work_dir
+    frames = batch['frame']
+    written = export_fit_visuals(root, out_dir=tmp_path, plots=False, video=False,
+                                 sessions=['synthetic_0000'],
+                                 frames=(int(frames[1]), None), progress=False)
+    anim = load_animation(written['animation'][0])
+    np.testing.assert_array_equal(anim.params['frame'], frames[1:])
+    with pytest.raises(ValueError, match='no fitted sample'):
+        export_fit_visuals(root, out_dir=tmp_path, frames=(10 ** 6, None), progress=False)
+    with pytest.raises(ValueError, match='unknown session'):
+        export_fit_visuals(root, out_dir=tmp_path, sessions=['nope'], progress=False)
+
+
+def test_cli(work_dir, tmp_path, capsys):
+    root, _ = work_dir
+    assert visualize_main([str(root), '--out-dir', str(tmp_path), '--animation',
+                           '--no-progress']) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['synthetic_0000_params.json',
+                                                          'synthetic_0000_params.npz']
+    assert visualize_main([str(tmp_path / 'nothing')]) == 1
+    assert 'no fitting results' in capsys.readouterr().err
+    assert parse_frames('3:7') == (3, 7) and parse_frames(':7') == (None, 7)
+    assert parse_frames('4') == (4, 5)
+    with pytest.raises(SystemExit):
+        visualize_main(['--help'])
