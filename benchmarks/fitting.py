@@ -3,7 +3,7 @@
 Samples random poses (0.3 rad per joint axis) and shapes from the model's shape prior,
 projects the model's joints into 4 calibrated cameras (optionally with pixel noise and
 missing points), fits with ``SMILRegistrant`` from the rest pose, and prints a table:
-frames/s of the batched per-sample fit and of a per-frame loop (the same registrant on
+frames/s (wall clock; CPU seconds too, as other processes on the machine inflate wall time) of the batched per-sample fit and of a per-frame loop (the same registrant on
 one frame at a time), the mean joint error as a percentage of the body length, and the
 error of DLT triangulation of the same 2D points (the baseline to beat).
 
@@ -13,7 +13,9 @@ stick insect on 2 CPU cores.
 
 Usage::
 
-    python benchmarks/fitting.py                      # stick insect from ../shared
+    python benchmarks/fitting.py                      # stick insect from ../shared, LM
+    python benchmarks/fitting.py --threads 2          # both cores
+    python benchmarks/fitting.py --optimizer lbfgs    # the first-order baseline
     python benchmarks/fitting.py --model demo --frames 32 --loop-frames 2
 """
 from __future__ import annotations
@@ -72,15 +74,27 @@ def make_problem(model: SMILModel, frames: int, noise_px: float, missing: float,
     return obs, joints, length
 
 
-def registrant(model: SMILModel, iterations: int) -> SMILRegistrant:
+def registrant(model: SMILModel, iterations: int, optimizer: str = 'lm',
+               linear_dtype: str = 'float32') -> SMILRegistrant:
+    """The benchmark's registrant: 2D keypoints in 4 views plus the model's shape prior.
+
+    ``'lm'``: one batched per-sample Levenberg-Marquardt stage of ``iterations``
+    iterations (closed-form Jacobians). ``'lbfgs'``: a rigid stage then ``iterations``
+    x 50 per-sample L-BFGS iterations.
+    """
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints',
                      loss=dict(type='KeypointMSELoss')),
                 dict(type='ShapePriorHandler', name='shape_prior', weight=1e-2,
                      loss=dict(type='ShapePriorLoss'))]
-    stages = [dict(name='rigid', fit=['global_orient', 'transl'], n_iter=2,
-                   optimizer=dict(type='LBFGS', max_iter=30)),
-              dict(name='full', fit=['global_orient', 'transl', 'body_pose', 'betas'],
-                   n_iter=iterations, optimizer=dict(type='LBFGS', max_iter=50))]
+    fit = ['global_orient', 'transl', 'body_pose', 'betas']
+    if optimizer == 'lm':
+        stages = [dict(name='full', fit=fit, n_iter=iterations, ftol=1e-10, gtol=1e-9,
+                       optimizer=dict(type='LevenbergMarquardt', linear_dtype=linear_dtype))]
+    else:
+        stages = [dict(name='rigid', fit=['global_orient', 'transl'], n_iter=2,
+                       optimizer=dict(type='LBFGS', max_iter=30)),
+                  dict(name='full', fit=fit, n_iter=iterations,
+                       optimizer=dict(type='LBFGS', max_iter=50))]
     reg = SMILRegistrant(body_model=model, handlers=handlers, stages=stages)
     reg.setup(dict(keypoint_names=model.joint_names))
     return reg
@@ -98,37 +112,46 @@ def main(argv=None) -> int:
     parser.add_argument('--frames', type=int, default=64, help='frames in the batched fit')
     parser.add_argument('--loop-frames', type=int, default=4,
                         help='frames fitted one at a time for the loop timing')
-    parser.add_argument('--iterations', type=int, default=25,
-                        help='L-BFGS steps (x50 iterations) of the full stage')
+    parser.add_argument('--optimizer', choices=['lm', 'lbfgs'], default='lm',
+                        help='per-sample Levenberg-Marquardt (default) or L-BFGS')
+    parser.add_argument('--iterations', type=int, default=None,
+                        help='LM iterations (default 10) or L-BFGS steps x50 iterations '
+                             '(default 25)')
+    parser.add_argument('--linear-dtype', choices=['float32', 'float64'], default='float32',
+                        help='precision of the LM normal equations')
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    reg = registrant(model, args.iterations)
+    iterations = args.iterations or (10 if args.optimizer == 'lm' else 25)
+    reg = registrant(model, iterations, args.optimizer, args.linear_dtype)
+    reg.fit(make_problem(model, 2, 0.0, 0.0, seed=1)[0])  # warm-up (one-time set-up)
     print(f'\n## {args.model}: {model.num_joints} joints, 4 views, {args.frames} frames, '
-          f'{torch.get_num_threads()} thread(s)\n')
-    print('| case | mode | frames | seconds | frames/s | joint error (% body) | '
+          f'{args.optimizer} x{iterations}, {torch.get_num_threads()} thread(s)\n')
+    print('| case | mode | frames | seconds | CPU seconds | frames/s | joint error (% body) | '
           'DLT error (% body) |')
-    print('|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|')
     for case, noise, missing in (('noise-free', 0.0, 0.0), ('2 px, 20 % missing', 2.0, 0.2)):
         obs, truth, length = make_problem(model, args.frames, noise, missing, seed=0)
         P = projection_matrices(obs['R'][0], obs['t'][0], obs['K'][0])
         dlt = triangulate_dlt(obs['keypoints_2d'], P, obs['confidence'])
         dlt_err = joint_error(dlt, truth, length)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = reg.fit(obs)
         batched = time.perf_counter() - start
-        print(f'| {case} | batched per-sample | {args.frames} | {batched:.1f} | '
+        cpu = time.process_time() - cpu
+        print(f'| {case} | batched per-sample | {args.frames} | {batched:.2f} | {cpu:.2f} | '
               f'{args.frames / batched:.1f} | {joint_error(result.output.joints, truth, length):.4f}'
               f' | {dlt_err:.3f} |', flush=True)
         n = min(args.loop_frames, args.frames)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loop_joints = [reg.fit({k: v[i:i + 1] for k, v in obs.items()}).output.joints
                        for i in range(n)]
         loop = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         loop_err = joint_error(torch.cat(loop_joints), truth[:n], length)
         diff = float((torch.cat(loop_joints) - result.output.joints[:n]).norm(dim=-1).max())
-        print(f'| {case} | per-frame loop | {n} | {loop:.1f} | {n / loop:.2f} | '
+        print(f'| {case} | per-frame loop | {n} | {loop:.2f} | {cpu:.2f} | {n / loop:.2f} | '
               f'{loop_err:.4f} (max diff to batched {100 * diff / length:.1e} %) | - |',
               flush=True)
     return 0

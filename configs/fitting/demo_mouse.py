@@ -9,3 +9,6 @@ data = dict(
                    pose_std=0.3, masks=True, seed=0),
     batch_size=32,
 )
+# Visual outputs after fitting (tools/fit.py; --no-visualize skips them): an overlay
+# video per session, per-frame meshes (.obj), the animation (npz + json) and plots.
+visualize = dict(video=True, meshes=True, animation=True, plots=True)

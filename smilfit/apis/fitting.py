@@ -220,19 +220,22 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
+        arrays['history'] = np.asarray(json.dumps(result.history))
         _save_npz_atomic(chunk_path, arrays)
-    _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg)
+    _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp)
     return results
 
 
 def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
-                  data_cfg: Mapping[str, Any]) -> None:
+                  data_cfg: Mapping[str, Any], stamp: str) -> None:
     import h5py
 
     parts = []
     for i in range(num_chunks):
         with np.load(chunks / f'batch_{i:05d}.npz') as z:
             parts.append({k: z[k] for k in z.files})
+    # Per-batch stage records (mean losses before/after, steps), one list per batch.
+    histories = [json.loads(str(p.pop('history'))) for p in parts if 'history' in p]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     fd, tmp = tempfile.mkstemp(dir=results.parent, prefix=results.name, suffix='.tmp')
     os.close(fd)
@@ -240,7 +243,9 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
     try:
         with h5py.File(tmp, 'w') as f:
             f.attrs['format'] = 'smilfit-fit-results'
-            f.attrs['dataset'] = str(data_cfg['path'])
+            f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
+            f.attrs['config'] = stamp
+            f.attrs['loss_history'] = json.dumps([r for h in histories for r in h])
             f.attrs['stages'] = json.dumps([s.name for s in registrant.stages])
             strings = h5py.string_dtype('utf-8')
             f.create_dataset('joint_names', data=np.array(model.joint_names, dtype=object),

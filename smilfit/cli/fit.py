@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                              'operations, which extra threads slow down; run several '
                              'processes on separate data instead)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--visualize', dest='visualize', action='store_true', default=None,
+                        help="also write overlay videos, meshes, animations and plots "
+                             "(tools/visualize.py); default: the config's 'visualize' dict")
+    parser.add_argument('--no-visualize', dest='visualize', action='store_false',
+                        help="skip the visual outputs even if the config asks for them")
     return parser
 
 
@@ -68,6 +73,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'fit: error: {err}', file=sys.stderr)
         return 1
     print(f'wrote {results} in {time.perf_counter() - start:.1f} s')
+    visual = cfg.get('visualize') if args.visualize is None else (
+        (cfg.get('visualize') or {}) if args.visualize else None)
+    if visual is not None and visual is not False:
+        from smilfit.visualization import export_fit_visuals
+        written = export_fit_visuals(work_dir, progress=not args.no_progress,
+                                     **dict(visual if isinstance(visual, dict) else {}))
+        for kind, paths in written.items():
+            if paths:
+                print(f'wrote {len(paths)} {kind} file(s), e.g. {paths[0]}')
     return 0
 
 

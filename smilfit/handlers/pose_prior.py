@@ -42,6 +42,24 @@ class PosePriorHandler(BaseHandler):
                          check_finite)
         self.param = param
 
+    @property
+    def residual_kind(self):
+        # Least-squares form where the loss has one (the L2 prior), for LM stages.
+        return 'params' if hasattr(self.loss, 'residuals') else None
+
+    @property
+    def residual_params(self):
+        return (self.param,)
+
+    def param_residuals(self, params: Mapping[str, Any],
+                        observations: Mapping[str, Any]) -> torch.Tensor:
+        pose = get_param(params, self.param)
+        if pose is None or not hasattr(self.loss, 'residuals'):
+            raise NotImplementedError(self._no_residuals())
+        if not (pose.ndim == 2 or pose.shape[-1] == 3):
+            raise NotImplementedError(f'handler {self.name!r}: residuals need axis-angle poses')
+        return self.loss.residuals(pose)
+
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> torch.Tensor:
         pose = get_param(params, self.param)

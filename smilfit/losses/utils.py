@@ -216,6 +216,19 @@ class PerJointL2Loss(BaseLoss):
         x = check_joint_tensor(x, self.input_name, n)
         return self.finish(per_joint_sq_norm(x, self.joint_weights))
 
+    def residuals(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N * 3) residuals ``sqrt(loss_weight w_j) x_j`` whose squares sum to
+        :meth:`forward` (least-squares form for Levenberg-Marquardt)."""
+        if self.reduction != 'none':
+            raise ValueError("residuals need reduction='none'")
+        n = None if self.joint_weights is None else self.joint_weights.shape[0]
+        x = check_joint_tensor(x, self.input_name, n)
+        scale = torch.full(x.shape[1:2], float(self.loss_weight), dtype=x.dtype,
+                           device=x.device)
+        if self.joint_weights is not None:
+            scale = scale * like(self.joint_weights, x)
+        return (x * scale.sqrt()[:, None]).flatten(1)
+
 
 __all__ = ['REDUCTIONS', 'BaseLoss', 'PerJointL2Loss', 'check_reduction', 'check_choice', 'reduce_loss',
            'sum_nonbatch', 'valid_mask', 'masked', 'as_float_tensor', 'like',

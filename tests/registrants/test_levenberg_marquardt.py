@@ -133,3 +133,31 @@ def test_options_are_validated():
         LMOptions.from_config(dict(max_iter=3), 'stage x')
     with pytest.raises(ValueError, match='damping'):
         LMOptions.from_config(dict(damping='none'), 'stage x')
+
+
+def test_pose_l2_prior_residuals_and_lm_with_priors(model):
+    prior = HANDLERS.build(dict(type='PosePriorHandler', name='pose',
+                                loss=dict(type='PoseL2Prior', loss_weight=2.0,
+                                          joint_weights=list(range(model.num_joints - 1)))))
+    prior.setup(model)
+    assert prior.residual_kind == 'params'
+    pose = torch.randn(3, model.num_joints - 1, 3, dtype=torch.float64)
+    r = prior.param_residuals(dict(body_pose=pose), {})
+    torch.testing.assert_close((r * r).sum(1), prior.compute(None, {}, dict(body_pose=pose)))
+    gmm = HANDLERS.build(dict(type='PosePriorHandler', name='pose', loss=dict(
+        type='GaussianPosePrior', mean=[0.0] * (3 * (model.num_joints - 1)),
+        precision=np.eye(3 * (model.num_joints - 1)).tolist())))
+    assert gmm.residual_kind is None
+    # LM with a pose prior minimises the same objective the gradient methods do
+    obs, _, _ = _problem(model, 2, noise=1.0)
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
+                dict(type='ShapePriorHandler', name='shape', weight=1e-2),
+                dict(type='PosePriorHandler', name='pose', weight=50.0)]
+    lm = _registrant(model, n_iter=20, handlers=handlers).fit(obs)
+    lbfgs = SMILRegistrant(body_model=model, handlers=handlers, stages=[dict(
+        name='s', fit=['global_orient', 'transl', 'body_pose', 'betas'], n_iter=8,
+        optimizer=dict(type='LBFGS', max_iter=50), ftol=1e-15, gtol=1e-12)])
+    lbfgs.setup(dict(keypoint_names=model.joint_names))
+    ref = lbfgs.fit(obs)
+    # LM's minimum is at least as low as 400 L-BFGS iterations' (to 0.1 %)
+    assert bool((lm.total_loss <= ref.total_loss * 1.001).all()), (lm.total_loss, ref.total_loss)
