@@ -3,12 +3,47 @@
 # then:
 #   python tools/fit.py configs/fitting/mouse_multiview.py \
 #       --cfg-options body_model.model_path=path/to/SMILy_Mouse_static_joints.pkl
-# The shared session's 'side' camera calibration is a copy of 'top' (~92 px reprojection):
-# the robust (GMoF) keypoint loss keeps it from dominating.
+# The model is in its own units and the calibration in millimetres: every stage fits a
+# global scale (global_log_scale), initialised by a similarity (Umeyama) alignment of
+# the rest pose to the triangulated keypoints. The shared session's 'side' camera
+# calibration is a copy of 'top' (~92 px reprojection): the robust (GMoF) keypoint loss
+# keeps it from dominating.
 _base_ = ['../_base_/body_models/mouse.py', '../_base_/fitting/keypoints_2d.py']
 
 data = dict(
     path='work_dirs/mouse_session/minimal_session.h5',
     joint_lookup='configs/fitting/mouse_joint_lookup.csv',
     batch_size=40,
+)
+registrant = dict(
+    # The skeleton's bone offsets are one per session batch (the animal), the pose and
+    # the global scale per frame.
+    shared=dict(bone_trans=True),
+    handlers=[
+        dict(type='Keypoint2DHandler', name='kp2d',
+             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=20.0)),
+        dict(type='ShapePriorHandler', name='shape_prior', weight=1.0,
+             loss=dict(type='ShapePriorLoss')),
+        dict(type='PosePriorHandler', name='pose_prior', weight=10.0,
+             loss=dict(type='PoseL2Prior')),
+        dict(type='ScaleTranslationPriorHandler', name='bone_prior', weight=100.0,
+             loss=None, bone_trans_loss=dict(type='BoneTranslationPrior')),
+    ],
+    stages=[
+        dict(name='rigid', fit=['global_orient', 'transl', 'global_log_scale'], n_iter=15,
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(shape_prior=0.0, pose_prior=0.0, bone_prior=0.0)),
+        dict(name='pose_shape',
+             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(bone_prior=0.0)),
+        # Keypoints that are not exactly joints (ear tips, nose, tail base): the bone
+        # offsets of the session's skeleton, all frames at once (pose held fixed).
+        dict(name='skeleton', fit=['bone_trans'], n_iter=10,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+        dict(name='refine',
+             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(bone_prior=0.0)),  # constant here (bone_trans held fixed)
+    ],
 )

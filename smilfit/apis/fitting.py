@@ -124,7 +124,69 @@ def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
             points = points + offsets
         out['reprojection_px'] = f32(reprojection_errors(
             points, observations, handler.model_index, handler.data_index))
+        # The fitted points in the data's keypoint order (NaN where no model point is
+        # matched): what the .slp export and the benchmark read.
+        K = observations['keypoints_2d'].shape[2]
+        fitted = torch.full((points.shape[0], K, 3), float('nan'), dtype=points.dtype,
+                            device=points.device)
+        fitted[:, handler.data_index] = points.index_select(1, handler.model_index)
+        out['fitted_keypoints_3d'] = f32(fitted)
     return out
+
+
+def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[PathLike] = None,
+                   overwrite: bool = True) -> Path:
+    """Write a fit's keypoints as SLEAP predictions (one video per session and camera).
+
+    The fitted 3D keypoints (``fitted_keypoints_3d``, in the data's keypoint order) are
+    projected through each sample's stored cameras and mapped back to the original
+    frames' pixels with the inverse of the stored ``crop`` (undistorted pixels when the
+    dataset was undistorted at ingestion). The HDF5 dataset keeps no video paths, so the
+    videos are named ``<session>/<camera>`` with the stored image size; relink them in
+    SLEAP to see the frames.
+
+    Args:
+        results: ``fit_results.h5`` from :func:`fit_dataset`.
+        out_path: the ``.slp`` to write (atomically).
+        dataset: the HDF5 dataset (default: the one recorded in ``results``).
+        overwrite: replace an existing file.
+    """
+    import h5py
+
+    from smilfit.datasets import DatasetReader, SlpPredictionWriter
+    with h5py.File(results, 'r') as f:
+        if 'fitted_keypoints_3d' not in f:
+            raise FittingConfigError(f'{results} has no fitted_keypoints_3d (fit with a 2D '
+                                     'keypoint handler, with this smilfit version)')
+        points = f['fitted_keypoints_3d'][:].astype(np.float64)
+        index = f['samples/index'][:]
+        dataset = dataset or f.attrs['dataset']
+    reader = DatasetReader(dataset)
+    batch = reader.read(index, keys=['K', 'R', 't', 'dist', 'crop', 'valid', 'session',
+                                     'frame'])
+    sessions = list(reader.session_names)
+    cameras = [list(names) for names in reader.camera_names]
+    C = batch['K'].shape[1]
+    uv = project_points(torch.as_tensor(points)[:, None], torch.as_tensor(batch['K']),
+                        torch.as_tensor(batch['R']), torch.as_tensor(batch['t']),
+                        torch.as_tensor(batch['dist'])).numpy()          # (B, C, K, 2)
+    back = np.linalg.inv(batch['crop'].astype(np.float64))               # stored -> original
+    homog = np.concatenate([uv, np.ones_like(uv[..., :1])], axis=-1)
+    original = np.einsum('bcij,bckj->bcki', back, homog)[..., :2]
+    videos, slot = [], {}
+    for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+        for c in range(C):
+            if (s, c) not in slot and batch['valid'][b, c]:
+                name = cameras[s][c] if c < len(cameras[s]) else f'view{c}'
+                slot[(s, c)] = len(videos)
+                videos.append(dict(filename=f'{sessions[s]}/{name}'))
+    writer = SlpPredictionWriter(node_names=list(reader.keypoint_names), videos=videos)
+    for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+        for c in range(C):
+            if batch['valid'][b, c]:
+                writer.add(video=slot[(s, c)], frame_idx=int(batch['frame'][b]),
+                           points=original[b, c][None])
+    return writer.save(out_path, overwrite=overwrite)
 
 
 def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
@@ -273,5 +335,5 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
         raise
 
 
-__all__ = ['fit_dataset', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
+__all__ = ['fit_dataset', 'export_fit_slp', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
            'reprojection_errors', 'FittingConfigError', 'RESULTS_NAME']

@@ -280,7 +280,8 @@ class SMILModel(nn.Module):
                 transl: Optional[Tensor] = None, log_scale: Optional[Tensor] = None,
                 bone_trans: Optional[Tensor] = None, scale_weights: Optional[Tensor] = None,
                 trans_weights: Optional[Tensor] = None,
-                vertex_offsets: Optional[Tensor] = None, *, return_vertices: bool = True,
+                vertex_offsets: Optional[Tensor] = None,
+                global_log_scale: Optional[Tensor] = None, *, return_vertices: bool = True,
                 return_keypoints: bool = True, return_v_shaped: bool = False,
                 propagate_scaling: Optional[bool] = None) -> BodyModelOutput:
         """Pose and shape the model. Every argument is optional (zeros / identity).
@@ -300,6 +301,9 @@ class SMILModel(nn.Module):
                 rest mesh (registration's fine detail), skinned with it. Joints and
                 keypoints are not affected (they follow the parametric body), and
                 ``v_shaped`` includes them.
+            global_log_scale: (B, 1) log of a uniform scale of the posed body (about
+                the world origin, before ``transl``): the animal's size in the data's
+                units (e.g. a model in arbitrary units fitted to millimetres).
             return_vertices: skin all vertices. Without them only joints and
                 keypoints are computed, at a cost independent of the vertex count.
             return_keypoints: compute ``keypoints``.
@@ -310,7 +314,8 @@ class SMILModel(nn.Module):
             :class:`BodyModelOutput`.
         """
         given = [v for v in (global_orient, body_pose, betas, transl, log_scale, bone_trans,
-                             scale_weights, trans_weights, vertex_offsets) if v is not None]
+                             scale_weights, trans_weights, vertex_offsets, global_log_scale)
+                 if v is not None]
         B = int(torch.as_tensor(given[0]).shape[0]) if given else 1
         J = self.num_joints
         dtype, device = self.dtype, self.device
@@ -357,6 +362,13 @@ class SMILModel(nn.Module):
                                  propagate_scaling=propagate,
                                  reference_compat=self.reference_compat)
         world = chain_transforms(local, levels)
+        if global_log_scale is not None:
+            global_log_scale = self._as_input(global_log_scale, 'global_log_scale', B, ())
+            if global_log_scale.shape != (B, 1):
+                raise ValueError(f'global_log_scale: expected shape ({B}, 1), got '
+                                 f'{tuple(global_log_scale.shape)}')
+            scale = global_log_scale.exp()[:, :, None, None]         # (B, 1, 1, 1)
+            world = torch.cat([world[..., :3, :] * scale, world[..., 3:, :]], dim=-2)
         maps = skinning_transforms(world, rest_joints)
         joints_kin = world[..., :3, 3]
 

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'operations, which extra threads slow down; run several '
                              'processes on separate data instead)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--no-slp', action='store_true',
+                        help='do not export the fitted keypoints as a SLEAP .slp')
     parser.add_argument('--visualize', dest='visualize', action='store_true', default=None,
                         help="also write overlay videos, meshes, animations and plots "
                              "(tools/visualize.py); default: the config's 'visualize' dict")
@@ -73,6 +75,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'fit: error: {err}', file=sys.stderr)
         return 1
     print(f'wrote {results} in {time.perf_counter() - start:.1f} s')
+    if not args.no_slp:
+        from smilfit.apis.fitting import export_fit_slp
+        try:
+            slp = export_fit_slp(results, Path(work_dir) / 'fitted_keypoints.slp')
+            print(f'wrote {slp} (fitted keypoints as SLEAP predictions)')
+        except FittingConfigError as err:
+            print(f'fit: no .slp export: {err}', file=sys.stderr)
     visual = cfg.get('visualize') if args.visualize is None else (
         (cfg.get('visualize') or {}) if args.visualize else None)
     if visual is not None and visual is not False:

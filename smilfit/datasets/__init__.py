@@ -10,6 +10,7 @@
 from .hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
 from .multiview_dataset import MultiViewHDF5Dataset, split_sessions_by_ratio
 from .singleview_dataset import SingleViewHDF5Dataset
+from .slp_export import SlpExportError, SlpPredictionWriter, write_predictions_slp
 from .synthetic import generate_synthetic_dataset
 from .transforms import (GeometricAugment, PackInputs, PhotometricAugment, ResizeViews,
                          apply_view_affine, flip_sample)
@@ -18,5 +19,6 @@ __all__ = [
     'DatasetFormatError', 'DatasetReader', 'DatasetWriter', 'MultiViewHDF5Dataset',
     'SingleViewHDF5Dataset', 'split_sessions_by_ratio', 'generate_synthetic_dataset',
     'GeometricAugment', 'PackInputs', 'PhotometricAugment', 'ResizeViews',
-    'apply_view_affine', 'flip_sample',
+    'apply_view_affine', 'flip_sample', 'SlpExportError', 'SlpPredictionWriter',
+    'write_predictions_slp',
 ]

@@ -20,7 +20,7 @@ def build_renderer(renderer: Optional[RendererSpec], handler: str) -> Callable:
             f'handler {handler!r} (SilhouetteHandler) needs a renderer: pass renderer='
             'dict(type=...) built from smilfit.registry.RENDERERS or any callable '
             'renderer(vertices, faces, cameras) -> (B, C, H, W). Registered renderers: '
-            f'{registered or "none (the renderer comes with the rendering issue)"}')
+            f'{registered or "none"} (e.g. dict(type="SoftSilhouetteRenderer", sigma=1.0))')
     if isinstance(renderer, Mapping):
         t = renderer.get('type')
         if t is None:

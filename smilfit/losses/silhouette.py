@@ -1,8 +1,7 @@
 """Silhouette loss between rendered soft silhouettes and observed masks.
 
-The interface for the rendering issue: the differentiable renderer producing soft
-silhouettes (values in [0, 1]) comes with that issue; this module only compares
-images. Shapes: B batch, C views (cameras), H x W pixels.
+Soft silhouettes (values in [0, 1]) come from a renderer in :mod:`smilfit.renderers`
+(e.g. ``SoftSilhouetteRenderer``); this module only compares images. Shapes: B batch, C views (cameras), H x W pixels.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ are aligned to them by weighted Kabsch, which yields ``global_orient`` and ``tra
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 
@@ -15,8 +15,9 @@ from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixe
 
 
 def rigid_align(source: torch.Tensor, target: torch.Tensor,
-                weights: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weighted Kabsch: the rotation and translation with ``target ~ R source + t``.
+                weights: Optional[torch.Tensor] = None, with_scale: bool = False):
+    """Weighted Kabsch: the rotation and translation with ``target ~ R source + t``
+    (Umeyama's ``target ~ s R source + t`` with ``with_scale``).
 
     Args:
         source: (B, N, 3) points (finite).
@@ -24,8 +25,9 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
         weights: (B, N) non-negative weights or None.
 
     Returns:
-        R (B, 3, 3) proper rotations and t (B, 3). With fewer than 3 usable points the
-        rotation is the identity and ``t`` matches the centroids; with none, ``t`` is 0.
+        R (B, 3, 3) proper rotations and t (B, 3) (and s (B,) with ``with_scale``). With
+        fewer than 3 usable points the rotation is the identity, the scale 1 and ``t``
+        matches the centroids; with none, ``t`` is 0.
     """
     valid = torch.isfinite(target).all(-1)
     w = torch.ones(target.shape[:2], dtype=target.dtype, device=target.device)
@@ -38,7 +40,7 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
     mu_s = (w[..., None] * source).sum(1) / safe_total
     mu_t = (w[..., None] * target).sum(1) / safe_total
     cov = torch.einsum('bn,bni,bnj->bij', w, target - mu_t[:, None], source - mu_s[:, None])
-    U, _, Vh = torch.linalg.svd(cov)
+    U, sv, Vh = torch.linalg.svd(cov)
     det = torch.linalg.det(U @ Vh)
     fix = torch.ones_like(cov[:, 0])
     fix[:, 2] = torch.sign(det) + (det == 0).to(det.dtype)
@@ -46,9 +48,14 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
     enough = (valid & (w > 0)).sum(1) >= 3
     eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(R)
     R = torch.where(enough[:, None, None], R, eye)
-    t = mu_t - (R @ mu_s[..., None]).squeeze(-1)
+    scale = torch.ones_like(total[:, 0])
+    if with_scale:
+        var = (w * ((source - mu_s[:, None]) ** 2).sum(-1)).sum(1)
+        scale = torch.where(enough & (var > 0), (sv * fix).sum(1) / var.clamp_min(1e-30),
+                            scale)
+    t = mu_t - scale[:, None] * (R @ mu_s[..., None]).squeeze(-1)
     t = torch.where(total > 0, t, torch.zeros_like(t))
-    return R, t
+    return (R, t, scale) if with_scale else (R, t)
 
 
 def triangulate_observations(observations: Dict[str, torch.Tensor],
@@ -66,7 +73,7 @@ def triangulate_observations(observations: Dict[str, torch.Tensor],
         x.expand(B, *x.shape))
     K, R, t = expand(K), expand(R), expand(t)
     if dist is not None:
-        uv = undistort_pixels(uv, K[:, :, None], expand(dist)[:, :, None])
+        uv = undistort_pixels(uv, K, expand(dist))  # (..., N, 2) with (..., 3, 3), (..., 5)
     weights = observations.get('confidence')
     if weights is None:
         weights = torch.ones(uv.shape[:3], dtype=uv.dtype, device=uv.device)
@@ -78,8 +85,8 @@ def triangulate_observations(observations: Dict[str, torch.Tensor],
 
 
 def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
-                            observed: torch.Tensor, weights: Optional[torch.Tensor] = None
-                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+                            observed: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                            with_scale: bool = False):
     """``global_orient`` (axis-angle) and ``transl`` aligning rest-pose points to observed ones.
 
     The model rotates about its root joint ``J0``: ``x' = R (x - J0) + J0 + transl``, so
@@ -91,12 +98,21 @@ def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
         observed: (B, N, 3) matching observations (NaN where missing).
         weights: (B, N) or None.
 
+    With ``with_scale`` the model is also scaled about the origin
+    (``global_log_scale``): ``x' = s (R (x - J0) + J0) + transl``, so ``transl = t + s R J0
+    - s J0`` for Umeyama's ``x' = s R x + t``.
+
     Returns:
-        global_orient (B, 3) and transl (B, 3).
+        global_orient (B, 3) and transl (B, 3) (and global_log_scale (B, 1) with
+        ``with_scale``).
     """
-    R, t = rigid_align(rest_points, observed, weights)
-    transl = t + (R @ rest_root[..., None]).squeeze(-1) - rest_root
-    return matrix_to_axis_angle(R), transl
+    if not with_scale:
+        R, t = rigid_align(rest_points, observed, weights)
+        transl = t + (R @ rest_root[..., None]).squeeze(-1) - rest_root
+        return matrix_to_axis_angle(R), transl
+    R, t, s = rigid_align(rest_points, observed, weights, with_scale=True)
+    transl = t + s[:, None] * ((R @ rest_root[..., None]).squeeze(-1) - rest_root)
+    return matrix_to_axis_angle(R), transl, s.log()[:, None]
 
 
 __all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points']

@@ -38,7 +38,7 @@ from smilfit.body_models.rotations import skew
 Tensor = torch.Tensor
 
 #: Parameters whose point Jacobians are available in closed form.
-JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas')
+JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas', 'global_log_scale')
 
 
 class UnsupportedJacobian(ValueError):
@@ -188,7 +188,7 @@ class PointJacobian:
         model = self.model
         check_supported(model, fitted, params)
         inputs = {k: params[k] for k in ('global_orient', 'body_pose', 'betas', 'transl',
-                                         'log_scale', 'bone_trans')
+                                         'log_scale', 'bone_trans', 'global_log_scale')
                   if params.get(k) is not None}
         with torch.no_grad():
             out = model(**inputs, return_vertices=False, return_keypoints=False)
@@ -197,7 +197,8 @@ class PointJacobian:
         N, root = self.num_points, self.root
         betas = inputs.get('betas')
         K = 0 if betas is None else betas.shape[1]
-        sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3, betas=K)
+        sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3, betas=K,
+                     global_log_scale=1)
         offsets, P = {}, 0
         for name in fitted:
             offsets[name] = P
@@ -222,6 +223,10 @@ class PointJacobian:
             o = offsets['transl']
             D[..., o:o + 3] = self.point_mass[:, None, None] * torch.eye(
                 3, dtype=dtype, device=device)
+        if 'global_log_scale' in fitted:  # x = s x0 + mass transl: dx / dlog s = s x0
+            o = offsets['global_log_scale']
+            shift = 0.0 if transl is None else self.point_mass[:, None] * transl[:, None]
+            D[..., o] = points - shift
 
         if 'global_orient' in fitted or 'body_pose' in fitted:
             m_e = self.pair_joint
@@ -260,7 +265,11 @@ class PointJacobian:
             d_offset = dirs - dirs[self.parents]
             d_offset[root] = dirs[root]
             parent_lin = M[:, self.parents].clone()
-            parent_lin[:, root] = torch.eye(3, dtype=dtype, device=device)
+            # The root's offset is seen through the global scale only.
+            scale = torch.ones(B, dtype=dtype, device=device)
+            if inputs.get('global_log_scale') is not None:
+                scale = inputs['global_log_scale'][:, 0].exp()
+            parent_lin[:, root] = scale[:, None, None] * torch.eye(3, dtype=dtype, device=device)
             U = parent_lin @ d_offset                           # (B, J, 3, K)
             T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
             d_tmap = T - M @ dirs                               # d t(A_j) / d beta
@@ -278,7 +287,7 @@ def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
     J = model.num_joints
     betas = params.get('betas')
     sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3,
-                 betas=0 if betas is None else betas.shape[1])
+                 betas=0 if betas is None else betas.shape[1], global_log_scale=1)
     parts = torch.split(D, [sizes[n] for n in fitted], dim=-1)
     return points, dict(zip(fitted, parts))
 

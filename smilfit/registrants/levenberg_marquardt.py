@@ -106,8 +106,8 @@ class LeastSquaresProblem:
                    if getattr(h, 'residual_kind', None) not in ('points', 'params')]
         if missing:
             raise ValueError(f'Levenberg-Marquardt needs handlers in least-squares form; '
-                             f'{", ".join(missing)} have none: use LBFGS/Adam for this stage '
-                             'or set their weight to 0 in it')
+                             f'none for {", ".join(missing)}: use LBFGS/Adam for this stage or set '
+                             'their weight to 0 in it (loss_weights)')
         self.model = body_model
         self.handlers = list(handlers)
         self.fitted = list(fitted)

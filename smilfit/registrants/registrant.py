@@ -21,9 +21,10 @@ from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
 Tensor = torch.Tensor
 #: Model inputs among the fittable parameters (``keypoint_offsets`` go to handlers only).
 _MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
-                 'vertex_offsets')
+                 'vertex_offsets', 'global_log_scale')
 #: Parameters that may be shared by the samples of a group (an animal, a session).
-SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets', 'vertex_offsets')
+SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets', 'vertex_offsets',
+                    'global_log_scale')
 
 
 class FittingDivergedError(RuntimeError):
@@ -121,7 +122,7 @@ class SMILRegistrant(nn.Module):
                     transl=(3,), log_scale=(J, 3), bone_trans=(J, 3),
                     keypoint_offsets=(len(m.keypoint_names) if num_keypoints is None
                                       else num_keypoints, 3),
-                    vertex_offsets=(m.num_vertices, 3))
+                    vertex_offsets=(m.num_vertices, 3), global_log_scale=(1,))
 
     # ----------------------------------------------------------- parameters
     def initial_params(self, observations: Mapping[str, Tensor], batch: int, groups: Tensor,
@@ -140,7 +141,7 @@ class SMILRegistrant(nn.Module):
             rows = num_groups if name in self.shared else batch
             params[name] = torch.zeros((rows,) + shape, dtype=m.dtype, device=m.device)
         if self.init != 'zeros':
-            self._init_global_pose(params, observations, batch)
+            self._init_global_pose(params, observations, batch, groups)
         for name, value in (init_params or {}).items():
             if name not in params:
                 raise KeyError(f'init_params has unknown parameter {name!r}; '
@@ -160,7 +161,7 @@ class SMILRegistrant(nn.Module):
         return None
 
     def _init_global_pose(self, params: Dict[str, Tensor], observations: Mapping[str, Tensor],
-                          batch: int) -> None:
+                          batch: int, groups: Tensor) -> None:
         handler = self.keypoint_handler()
         if handler is None:
             return
@@ -176,10 +177,22 @@ class SMILRegistrant(nn.Module):
             pool = rest.keypoints if handler.source == 'keypoints' else rest.joints
             rest_points = pool.index_select(1, handler.model_index).expand(batch, -1, -1)
             root = rest.joints_kin[:, self.body_model.levels.root].expand(batch, -1)
-            orient, transl = global_pose_from_points(rest_points, root, observed)
+            # A stage fitting the global scale starts from Umeyama's (data in other units).
+            with_scale = any('global_log_scale' in s.fit for s in self.stages)
+            aligned = global_pose_from_points(rest_points, root, observed,
+                                              with_scale=with_scale)
         found = torch.isfinite(observed).all(-1).sum(-1) >= 3
-        params['global_orient'][found] = orient[found]
-        params['transl'][found] = transl[found]
+        params['global_orient'][found] = aligned[0][found]
+        params['transl'][found] = aligned[1][found]
+        if with_scale:
+            log_scale = aligned[2]
+            if 'global_log_scale' in self.shared:  # one per group: the median of its frames
+                for g in range(params['global_log_scale'].shape[0]):
+                    rows = found & (groups == g)
+                    if bool(rows.any()):
+                        params['global_log_scale'][g] = log_scale[rows].median(0).values
+            else:
+                params['global_log_scale'][found] = log_scale[found]
 
     @staticmethod
     def _expand(params: Mapping[str, Tensor], shared: set, groups: Tensor) -> Dict[str, Tensor]:
@@ -368,8 +381,10 @@ class SMILRegistrant(nn.Module):
         expanded = self._expand(params, self.shared, groups)
         with torch.no_grad(), self._handler_weights(
                 stage_weights(self.stages[-1], self.base_weights)) as active:
+            need_vertices = self.return_vertices or any(
+                getattr(h, 'needs_vertices', False) for h in active)
             output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS if k in expanded},
-                                     return_vertices=self.return_vertices)
+                                     return_vertices=need_vertices)
             losses = {h.name: h(output, obs, expanded) for h in active}
         total = torch.stack(list(losses.values())).sum(0)
         return FitResult(params=expanded, output=output, losses=losses, total_loss=total,

@@ -18,7 +18,7 @@ def _pool(model, params):
     return torch.cat([out.joints] + ([torch.stack(extra, 1)] if extra else []), dim=1)
 
 
-def _check(model, seed=0, log_scale=False, B=2):
+def _check(model, seed=0, log_scale=False, B=2, global_scale=False):
     g = torch.Generator().manual_seed(seed)
     J, K = model.num_joints, model.num_betas
     params = dict(global_orient=0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64),
@@ -29,6 +29,9 @@ def _check(model, seed=0, log_scale=False, B=2):
         params['log_scale'] = 0.2 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
         params['bone_trans'] = 0.01 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
     fitted = ['global_orient', 'body_pose', 'transl', 'betas']
+    if global_scale:
+        params['global_log_scale'] = torch.randn(B, 1, generator=g, dtype=torch.float64)
+        fitted.append('global_log_scale')
     points, jac = point_jacobians(model, params, fitted)
     torch.testing.assert_close(points, _pool(model, params), rtol=1e-9, atol=1e-9)
     for name in fitted:
@@ -46,6 +49,7 @@ def _check(model, seed=0, log_scale=False, B=2):
 def test_demo_model_regressed_joints_and_keypoints():
     model = SMILModel(data=demo_model_data(), dtype=torch.float64)
     _check(model)
+    _check(model, seed=5, global_scale=True)
 
 
 @pytest.mark.parametrize('propagate', [False, True])
@@ -55,13 +59,14 @@ def test_demo_model_with_fixed_scales(propagate):
 
 
 def test_stick_model(stick_model_path):
-    _check(SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64), seed=2)
+    _check(SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64), seed=2,
+           global_scale=True)
 
 
 def test_mouse_model_kinematic_joints(mouse_model_path):
     model = SMILModel(data=load_model_data(mouse_model_path), dtype=torch.float64)
     assert not model.regressed_joints
-    _check(model, seed=3, log_scale=True)
+    _check(model, seed=3, log_scale=True, global_scale=True)
 
 
 def test_left_jacobian_matches_finite_differences():

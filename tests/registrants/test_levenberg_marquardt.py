@@ -161,3 +161,27 @@ def test_pose_l2_prior_residuals_and_lm_with_priors(model):
     ref = lbfgs.fit(obs)
     # LM's minimum is at least as low as 400 L-BFGS iterations' (to 0.1 %)
     assert bool((lm.total_loss <= ref.total_loss * 1.001).all()), (lm.total_loss, ref.total_loss)
+
+
+def test_global_scale_recovers_a_model_in_other_units(model):
+    """Data in units 40x the model's: Umeyama initialisation + LM on the global scale."""
+    B = 3
+    g = torch.Generator().manual_seed(7)
+    J = model.num_joints
+    truth = dict(global_orient=0.3 * torch.randn(B, 3, generator=g, dtype=torch.float64),
+                 body_pose=0.2 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                 global_log_scale=torch.full((B, 1), float(np.log(40.0)), dtype=torch.float64))
+    joints = model(**truth, return_vertices=False).joints
+    length = float((joints[0].max(0).values - joints[0].min(0).values).norm())
+    cams = ring_cameras(4, target=np.zeros(3), up=np.array([0.0, 0.0, 1.0]),
+                        distance=3.0 * length, elevations_deg=[35, 45, 40, 50],
+                        azimuths_deg=[0, 90, 180, 270], focal=1000.0, image_size=(1024, 1024))
+    K_, R_, t_ = (torch.as_tensor(cams[k]) for k in ('K', 'R', 't'))
+    obs = dict(keypoints_2d=project_points(joints[:, None], K_, R_, t_),
+               K=K_.expand(B, -1, -1, -1), R=R_.expand(B, -1, -1, -1), t=t_.expand(B, -1, -1))
+    reg = _registrant(model, n_iter=30, fit=('global_orient', 'transl', 'body_pose',
+                                             'global_log_scale'))
+    result = reg.fit(obs)
+    torch.testing.assert_close(result.params['global_log_scale'], truth['global_log_scale'],
+                               rtol=0, atol=1e-5)
+    assert float((result.output.joints - joints).norm(dim=-1).max() / length) < 1e-5

@@ -50,6 +50,8 @@ ModuleSpec = Union[dict, nn.Module]
 #: Metadata passed from data samples into predictions.
 META_KEYS = ('session', 'session_index', 'frame', 'instance', 'index', 'sample_idx',
              'flipped', 'view_indices', 'camera_names')
+#: Metadata holding one string per view: collated per camera, unpacked per sample.
+PER_VIEW_META_KEYS = ('camera_names',)
 #: Default weights of the ground-truth parameter loss.
 DEFAULT_PARAM_WEIGHTS = dict(global_orient=1.0, body_pose=1.0, betas=0.1, transl=1.0,
                              log_scale=1.0, bone_trans=1.0, scale_weights=0.1,
@@ -65,6 +67,31 @@ def _build(registry, spec: ModuleSpec, **defaults: Any) -> nn.Module:
     for k, v in defaults.items():
         cfg.setdefault(k, v)
     return registry.build(cfg)
+
+
+def per_view_strings(value: Sequence[Any], i: int, B: int, C: int, key: str) -> List[str]:
+    """Sample ``i``'s (C,) per-view strings (e.g. ``camera_names``) from a batch entry.
+
+    mmengine's ``default_collate`` and ``pseudo_collate`` transpose a batch of per-sample
+    string lists into one tuple per view (``value[c][i]`` is sample ``i``'s view ``c``);
+    a batch assembled by hand holds one list per sample (``value[i][c]``). Collated tuples
+    are told apart from per-sample lists by their type and lengths.
+
+    Raises:
+        ValueError: the entry fits neither layout (names ``key``).
+    """
+    value = list(value)
+    collated = len(value) == C and all(isinstance(v, tuple) and len(v) == B for v in value)
+    if collated:
+        return [str(v[i]) for v in value]
+    per_sample = len(value) == B and all(
+        isinstance(v, (list, tuple)) and len(v) == C for v in value)
+    if per_sample:
+        return [str(n) for n in value[i]]
+    raise ValueError(f'data_samples[{key!r}] must hold {C} per-view entries of {B} samples '
+                     f'(as collated) or {B} per-sample lists of {C} views; got '
+                     f'{len(value)} entries of lengths '
+                     f'{[len(v) if isinstance(v, (list, tuple)) else None for v in value]}')
 
 
 def rest_body_length(body_model) -> float:
@@ -645,6 +672,9 @@ class BodyRegressor(BaseModel):
                 value = data_samples.get(key)
                 if value is None:
                     continue
+                if key in PER_VIEW_META_KEYS:
+                    sample[key] = per_view_strings(value, i, B, C, key)
+                    continue
                 item = value[i]
                 if isinstance(item, torch.Tensor):
                     item = item.detach().cpu()
@@ -670,4 +700,5 @@ class BodyRegressor(BaseModel):
 
 
 __all__ = ['BodyRegressor', 'triangulation_consistency', 'rotation_geodesic_sq',
-           'rest_body_length', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS']
+           'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
+           'PER_VIEW_META_KEYS']

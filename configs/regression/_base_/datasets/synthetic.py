@@ -28,6 +28,9 @@ val_dataloader = dict(
     collate_fn=dict(type='default_collate'),
     dataset=dict(dataset_common, split='val', test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-# A stand-in metric until smilfit.evaluation provides the keypoint metrics.
-val_evaluator = dict(type='RegressionKeypointErrorMetric', pck_threshold=3.0)
+# 2D PCK, 3D joint error (data keypoints no model keypoint matches are left out) and 2D
+# reprojection error (smilfit.evaluation, docs/metrics.md).
+val_evaluator = [dict(type='KeypointPCKMetric'),
+                 dict(type='MPJPEMetric', nonfinite_pred='ignore'),
+                 dict(type='ReprojectionErrorMetric')]
 test_evaluator = val_evaluator

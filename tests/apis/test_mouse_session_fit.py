@@ -1,0 +1,97 @@
+"""Issue 4's real-data acceptance: the SMIL mouse fitted to the shared 4-camera session.
+
+- On the 3 good views (the 'side' calibration is a known copy of 'top'), the median
+  reprojection error per camera is within 1.5x of anipose's own triangulation
+  (``points3d.h5`` reprojected through the same cameras).
+- Fitted on 2 good views, the error on the held-out third view is no worse than DLT
+  triangulation from the same 2 views.
+"""
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from smilfit.apis.fitting import (_OBSERVATION_KEYS, load_joint_lookup, observations_from_batch,
+                                  reprojection_errors)
+from smilfit.cameras import projection_matrices, triangulate_dlt
+from smilfit.datasets.hdf5_format import DatasetReader
+from smilfit.registry import REGISTRANTS
+from smilfit.registrants.initialization import triangulate_observations
+from smilfit.utils import register_all_modules
+
+from ..conftest import REPO_ROOT, shared_path
+
+GOOD = ('back', 'mid', 'top')
+
+
+@pytest.fixture(scope='module')
+def session(tmp_path_factory):
+    source = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    model_path = shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    from smilfit.cli.preprocess_sleap import main as preprocess
+    out = tmp_path_factory.mktemp('mouse') / 'session.h5'
+    assert preprocess([str(source), str(out), '--no-images', '--no-progress',
+                       '--frame-skip', '2']) == 0
+    register_all_modules()
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
+    reader = DatasetReader(out)
+    batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS) + ['keypoints_3d'])
+    obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
+    obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
+    cameras = list(np.asarray(reader.camera_names).ravel()) if hasattr(reader, 'camera_names') \
+        else ['back', 'mid', 'side', 'top']
+    anipose = torch.as_tensor(batch['keypoints_3d']).double()
+    reg_cfg = dict(cfg.registrant)
+    reg_cfg['body_model'] = dict(cfg.body_model, model_path=str(model_path))
+    reg_cfg['hooks'] = []
+    lookup = load_joint_lookup(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv'))
+    return dict(obs=obs, cameras=cameras, anipose=anipose, reg_cfg=reg_cfg, lookup=lookup,
+                names=list(reader.keypoint_names))
+
+
+def _fit(session, views):
+    reg = REGISTRANTS.build(dict(session['reg_cfg']))
+    reg.body_model.double()
+    reg.setup(dict(keypoint_names=session['names'], joint_lookup=session['lookup']))
+    obs = dict(session['obs'])
+    keep = torch.tensor([c in views for c in session['cameras']])
+    obs['view_valid'] = obs['view_valid'].bool() & keep
+    result = reg.fit(obs)
+    handler = reg.keypoint_handler()
+    pts = result.output.keypoints if handler.source == 'keypoints' else result.output.joints
+    return pts, handler
+
+
+def _per_camera(errors):
+    return np.nanmedian(errors.numpy(), 0)
+
+
+def test_three_good_views_within_1_5x_of_anipose(session):
+    pts, handler = _fit(session, GOOD)
+    obs = session['obs']
+    fitted = _per_camera(reprojection_errors(pts, obs, handler.model_index, handler.data_index))
+    ani = _per_camera(reprojection_errors(session['anipose'], obs, handler.data_index,
+                                          handler.data_index))
+    for cam in GOOD:
+        c = session['cameras'].index(cam)
+        assert fitted[c] <= 1.5 * ani[c], (cam, fitted[c], ani[c])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'open (issue 4): fitted on back+mid, the top view reprojects at ~10 px against ~5 px for '
+    'DLT from the same views (mid and back held out are within 10-15 % of DLT); see the '
+    'issue notes'))
+def test_two_views_held_out_third_no_worse_than_dlt(session):
+    train, held = ('back', 'mid'), 'top'
+    pts, handler = _fit(session, train)
+    obs = session['obs']
+    c = session['cameras'].index(held)
+    fitted = _per_camera(reprojection_errors(pts, obs, handler.model_index,
+                                             handler.data_index))[c]
+    two = dict(obs)
+    keep = torch.tensor([n in train for n in session['cameras']])
+    two['view_valid'] = obs['view_valid'].bool() & keep
+    dlt = triangulate_observations(two)
+    idx = handler.data_index
+    dlt_err = _per_camera(reprojection_errors(dlt, obs, idx, idx))[c]
+    assert fitted <= dlt_err, (fitted, dlt_err)
