@@ -366,7 +366,7 @@ def evaluate_fitting(cfg, out_dir: PathLike, *, split: Optional[str] = None,
                                   num_views=reader.num_views)
     mine = rows[_rank_share(len(rows), rank, world)]
     batch_size = int(data_cfg.get('batch_size', 64))
-    from smilfit.apis.fitting import _OBSERVATION_KEYS, observations_from_batch
+    from smilfit.apis.fitting import _OBSERVATION_KEYS, fitted_points, observations_from_batch
     keys = list(_OBSERVATION_KEYS) + ['session', 'frame', 'image_size']
     for start in tqdm(range(0, len(mine), batch_size), desc='fit + score',
                       disable=not progress or rank != 0):
@@ -375,12 +375,7 @@ def evaluate_fitting(cfg, out_dir: PathLike, *, split: Optional[str] = None,
         batch['index'] = idx
         observations = registrant.to_tensors(observations_from_batch(batch))
         result = registrant.fit(observations)
-        points = (result.output.keypoints if handler.source == 'keypoints'
-                  else result.output.joints)
-        offsets = result.params.get('keypoint_offsets') if handler.source == 'keypoints' \
-            else None
-        if offsets is not None:
-            points = points + offsets
+        points = fitted_points(result, handler)
         cams = [reader.camera_names[int(s)] if int(s) < len(reader.camera_names) else []
                 for s in batch['session']]
         C = np.asarray(batch['keypoints_2d']).shape[1]

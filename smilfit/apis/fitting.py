@@ -99,6 +99,13 @@ def _save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise
 
 
+def fitted_points(result, handler) -> torch.Tensor:
+    """(B, N, 3) the model points a keypoint handler matched, with fitted offsets."""
+    points = result.output.keypoints if handler.source == 'keypoints' else result.output.joints
+    offsets = result.params.get('keypoint_offsets') if handler.source == 'keypoints' else None
+    return points if offsets is None else points + offsets
+
+
 def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
                   indices: np.ndarray, save_vertices: bool) -> Dict[str, np.ndarray]:
     """Everything written per fitted sample, as float32/bool numpy arrays."""
@@ -116,12 +123,7 @@ def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
         out[f'loss_{name}'] = f32(value)
     handler = registrant.keypoint_handler()
     if handler is not None and 'keypoints_2d' in observations and 'K' in observations:
-        points = (result.output.keypoints if handler.source == 'keypoints'
-                  else result.output.joints)
-        offsets = result.params.get('keypoint_offsets') if handler.source == 'keypoints' \
-            else None
-        if offsets is not None:
-            points = points + offsets
+        points = fitted_points(result, handler)
         out['reprojection_px'] = f32(reprojection_errors(
             points, observations, handler.model_index, handler.data_index))
         # The fitted points in the data's keypoint order (NaN where no model point is
@@ -335,5 +337,5 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
         raise
 
 
-__all__ = ['fit_dataset', 'export_fit_slp', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
+__all__ = ['fit_dataset', 'export_fit_slp', 'fitted_points', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
            'reprojection_errors', 'FittingConfigError', 'RESULTS_NAME']

@@ -1,0 +1,173 @@
+"""Training throughput: images/s of forward+backward for the regressors and their backbone.
+
+Builds the single- and multi-view regressors of ``configs/regression/_base_/models`` (the
+backbone by name, e.g. ``resnet50``, ``vit_base_patch16_224``), feeds them batches of a
+synthetic 4-view dataset generated on first use (HDF5, so the loader is the real one) and
+prints a table:
+
+- ``backbone``: the bare timm backbone, forward + backward of its pooled features' sum;
+- ``single-view`` / ``multi-view``: the full model in ``mode='loss'`` (body model, cameras,
+  handlers), forward + backward of the summed losses;
+- ``loader``: samples/s (and images/s) the HDF5 dataset + DataLoader deliver with
+  ``--workers`` processes, decoding and resizing included.
+
+The regression issue's bar (on a GPU): the full model reaches at least 70 % of the bare
+backbone's images/s with bf16 AMP, and the loader keeps up. On a CPU the numbers only say
+where the time goes.
+
+Usage::
+
+    python benchmarks/train_throughput.py --backbone resnet18 --size 128 --batch 8
+    python benchmarks/train_throughput.py --device cuda --amp bf16 --batch 64 --workers 8
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.dataset import default_collate  # noqa: E402
+
+from smilfit.utils import register_all_modules  # noqa: E402
+
+
+def make_data(path: Path, views: int, size: int) -> Path:
+    if not path.exists():
+        from smilfit.datasets import generate_synthetic_dataset
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_synthetic_dataset(path, num_sessions=4, frames_per_session=16,
+                                   num_views=views, image_size=size, masks=False, seed=0)
+    return path
+
+
+def build_model(kind: str, backbone: str, views: int, device: str):
+    from smilfit.registry import MODELS
+    name = 'single_view_resnet.py' if kind == 'single' else 'multi_view_resnet.py'
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'regression' / '_base_' / 'models' / name))
+    model_cfg = cfg.model
+    model_cfg.backbone.model_name = backbone
+    if kind == 'multi':
+        model_cfg.num_views = views
+    return MODELS.build(model_cfg).to(device).train()
+
+
+def dataset(path: Path, kind: str, size: int):
+    from smilfit.registry import DATASETS
+    return DATASETS.build(dict(
+        type='SingleViewHDF5Dataset' if kind == 'single' else 'MultiViewHDF5Dataset',
+        ann_file=str(path), pipeline=[dict(type='ResizeViews', size=(size, size)),
+                                      dict(type='PackInputs')]))
+
+
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def timed(step, iters: int, device: str) -> float:
+    """Seconds per call of ``step`` (after two warm-up calls)."""
+    for _ in range(2):
+        step()
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--backbone', default='resnet18', help='timm model name')
+    parser.add_argument('--size', type=int, default=128, help='image side (pixels)')
+    parser.add_argument('--batch', type=int, default=8, help='samples per batch')
+    parser.add_argument('--views', type=int, default=4)
+    parser.add_argument('--iters', type=int, default=5, help='timed steps per row')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp', choices=['none', 'bf16', 'fp16'], default='none')
+    parser.add_argument('--workers', type=int, default=0, help='DataLoader workers')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--data', default=str(ROOT / 'work_dirs' / 'benchmarks' /
+                                              'throughput_4view.h5'))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.amp != 'none' and not args.device.startswith('cuda'):
+        raise SystemExit('--amp needs --device cuda')
+    register_all_modules()
+    path = make_data(Path(args.data), args.views, args.size)
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(args.amp)
+    autocast = (lambda: torch.autocast('cuda', dtype=dtype)) if dtype else contextlib.nullcontext
+
+    print(f'\n## {args.backbone}, {args.size} px, batch {args.batch}, {args.views} views, '
+          f'{args.device}, amp {args.amp}, {torch.get_num_threads()} thread(s)\n')
+    print('| what | images per step | s/step | images/s |')
+    print('|---|---|---|---|')
+    rows = {}
+    for kind in ('single', 'multi'):
+        ds = dataset(path, kind, args.size)
+        batch = to_device(default_collate([ds[i] for i in range(args.batch)]), args.device)
+        model = build_model(kind, args.backbone, args.views, args.device)
+        data = model.data_preprocessor(batch, training=True)
+        images = args.batch * (1 if kind == 'single' else args.views)
+        # The bare backbone on the same number of images (its own rate depends on it).
+        backbone = model.backbone
+        flat = data['inputs'].reshape(-1, *data['inputs'].shape[-3:])
+
+        def backbone_step():
+            backbone.zero_grad(set_to_none=True)
+            with autocast():
+                pooled = backbone(flat)['pooled']
+            pooled.float().sum().backward()
+        sec = timed(backbone_step, args.iters, args.device)
+        rows['backbone'] = images / sec
+        print(f'| backbone ({args.backbone}) | {images} | {sec:.3f} | {images / sec:.1f} |',
+              flush=True)
+
+        def model_step():
+            model.zero_grad(set_to_none=True)
+            with autocast():
+                losses = model(data['inputs'], data['data_samples'], mode='loss')
+            sum(v for k, v in losses.items() if k.startswith('loss')).float().backward()
+        sec = timed(model_step, args.iters, args.device)
+        rows[kind] = images / sec
+        share = 100 * rows[kind] / rows['backbone']
+        print(f'| {kind}-view model | {images} | {sec:.3f} | {images / sec:.1f} '
+              f'({share:.0f} % of the backbone) |', flush=True)
+
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True,
+                                             num_workers=args.workers,
+                                             collate_fn=default_collate,
+                                             persistent_workers=args.workers > 0)
+        it = iter(loader)
+        next(it)
+        start, n = time.perf_counter(), 0
+        for _ in range(args.iters):
+            try:
+                next(it)
+            except StopIteration:
+                it = iter(loader)
+                next(it)
+            n += images
+        sec = (time.perf_counter() - start) / args.iters
+        print(f'| loader ({kind}-view, {args.workers} workers) | {images} | {sec:.3f} | '
+              f'{images / sec:.1f} |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
