@@ -9,6 +9,8 @@ registrant = dict(
     handlers=[
         dict(type='SurfaceHandler', name='scan',
              loss=dict(type='ChamferLoss', direction='scan_to_model')),
+        dict(type='SurfaceHandler', name='coverage', weight=1.0,
+             loss=dict(type='ChamferLoss', direction='model_to_scan')),
         dict(type='ShapePriorHandler', name='shape_prior', weight=1e-2),
         dict(type='PosePriorHandler', name='pose_prior', weight=1e-2,
              loss=dict(type='PoseL2Prior')),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -54,14 +55,11 @@ GROUND_TRUTH_NAME = 'ground_truth.npz'
 #: Scan files :func:`list_scan_files` picks up by default.
 DEFAULT_SCAN_EXTENSIONS = ('.obj', '.ply', '.stl', '.off')
 #: Keys of ``cfg.registration`` (anything else is a typo and an error).
-REGISTRATION_KEYS = ('normalize', 'init', 'init_points', 'error_percentile',
+REGISTRATION_KEYS = ('normalize', 'init', 'init_points', 'init_rolls', 'error_percentile',
                      'error_candidates', 'save_meshes', 'mesh_format', 'seed')
 #: Keys of ``cfg.data``.
 DATA_KEYS = ('scan_dir', 'scans', 'extensions', 'num_points', 'sample', 'seed', 'batch_size',
              'max_scans', 'synthetic')
-#: The four proper sign choices of a PCA frame's axes (the axes are only defined up to sign).
-_AXIS_FLIPS = ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))
-
 
 class RegistrationConfigError(ValueError):
     """The registration config is missing something or has an unknown key."""
@@ -80,7 +78,7 @@ def registration_options(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     opts = dict(cfg.get('registration') or {})
     _check_keys(opts, REGISTRATION_KEYS, 'registration')
     out = dict(normalize=dict(center='mean', scale='none', align=False), init='pca',
-               init_points=1024, error_percentile=95.0, error_candidates='bound',
+               init_points=1024, init_rolls=8, error_percentile=95.0, error_candidates='bound',
                save_meshes=True, mesh_format='.ply', seed=0)
     out.update(opts)
     if out['init'] not in ('pca', 'none'):
@@ -207,15 +205,35 @@ def template_surface_points(model, num_points: int = 1024, seed: int = 0) -> Ten
     return sample_surface_points(rest, model.faces, num_points, g)['points']
 
 
+def frame_candidates(num_rolls: int = 8, dtype=torch.float64) -> Tensor:
+    """(2 * num_rolls, 3, 3) rotations of a PCA frame worth trying.
+
+    Principal axes are defined up to sign, and the 2nd and 3rd are unstable when their
+    variances are close (a body about as wide as it is high): both directions of the
+    first (long) axis, each with ``num_rolls`` rolls about it (multiples of
+    360 / num_rolls degrees). Even ``num_rolls`` include the four proper sign flips.
+    """
+    if num_rolls < 1:
+        raise ValueError(f'num_rolls must be >= 1, got {num_rolls}')
+    theta = torch.arange(num_rolls, dtype=dtype) * (2 * math.pi / num_rolls)
+    c, s = torch.cos(theta), torch.sin(theta)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    roll = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], -1).view(-1, 3, 3)
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=dtype))  # 180 deg about axis 2
+    return torch.cat([roll, roll @ flip])
+
+
 @torch.no_grad()
 def initial_global_pose(model, points: Tensor, mask: Optional[Tensor] = None,
-                        num_points: int = 1024, seed: int = 0) -> Dict[str, Tensor]:
+                        num_points: int = 1024, seed: int = 0,
+                        num_rolls: int = 8) -> Dict[str, Tensor]:
     """Root rotation and translation that put the template's PCA frame on each scan's.
 
-    Principal axes are defined up to sign, so the four proper sign choices are tried
-    and the one with the smallest two-sided chamfer distance (on ``num_points`` points of
-    the template surface and of each scan) wins. The global rotation of the model
-    pivots about its root joint, which the translation accounts for.
+    The candidates of :func:`frame_candidates` (both directions of the long axis, rolls
+    about it) are tried and the one with the smallest two-sided chamfer distance (on
+    ``num_points`` points of the template surface and of each scan) wins; the fitting
+    stages refine it. The global rotation of the model pivots about its root joint,
+    which the translation accounts for.
 
     Args:
         model: a :class:`~smilfit.body_models.SMILModel`.
@@ -223,6 +241,7 @@ def initial_global_pose(model, points: Tensor, mask: Optional[Tensor] = None,
         mask: (B, P) valid points (default: the finite ones).
         num_points: points used to score the candidates.
         seed: seed of the template's surface samples and the scan subsample.
+        num_rolls: rolls about the long axis tried per direction.
 
     Returns:
         ``dict(global_orient (B, 3) axis-angle, transl (B, 3))`` in the model's dtype.
@@ -241,10 +260,10 @@ def initial_global_pose(model, points: Tensor, mask: Optional[Tensor] = None,
     take = keys.argsort(1)[:, :min(num_points, points.shape[1])]
     sub = torch.gather(points, 1, take[..., None].expand(-1, -1, 3))
     sub_valid = torch.gather(valid, 1, take)
-    flips = torch.tensor(_AXIS_FLIPS, dtype=points.dtype, device=points.device)  # (4, 3)
-    # x_scan - c_s = R (x_template - c_t),  R = A_s^T D A_t  (rows of A are the axes).
-    rot = axes_s.transpose(1, 2)[:, None] @ (flips[None, :, :, None] * axes_t[:, None])
-    n = flips.shape[0]
+    cands = frame_candidates(num_rolls, points.dtype).to(points.device)  # (n, 3, 3)
+    # x_scan - c_s = R (x_template - c_t),  R = A_s^T C A_t  (rows of A are the axes).
+    rot = axes_s.transpose(1, 2)[:, None] @ (cands[None] @ axes_t[:, None])
+    n = cands.shape[0]
     moved = (template - c_t[:, None])[:, None] @ rot.transpose(2, 3) + c_s[:, None, None]
     moved = moved.reshape(B * n, -1, 3)
     sub_n = sub.repeat_interleave(n, 0)
@@ -346,7 +365,7 @@ def register_batch(registrant, points: Tensor, mask: Tensor, normals: Optional[T
     init = None
     if options['init'] == 'pca':
         init = initial_global_pose(model, norm_points, mask, int(options['init_points']),
-                                   int(options['seed']))
+                                   int(options['seed']), int(options['init_rolls']))
     result = registrant.fit(observations, init_params=init)
     vertices = result.output.vertices
     if vertices is None:
@@ -430,7 +449,7 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
             num_points=None, sample='surface', seed=0, batch_size=8, max_scans=None,
             synthetic=None)`` and optional ``registration = dict(normalize=dict(
             center='mean', scale='none', align=False), init='pca', init_points=1024,
-            error_percentile=95, error_candidates='bound', save_meshes=True,
+            init_rolls=8, error_percentile=95, error_candidates='bound', save_meshes=True,
             mesh_format='.ply', seed=0)``.
         work_dir: output directory (see the module docstring for its files).
         resume: reuse finished batches in ``work_dir/chunks`` (same config and scans).
@@ -603,5 +622,6 @@ def merge_chunks(work_dir: PathLike, files: Sequence[Path], num_chunks: int,
 
 __all__ = ['register_scans', 'register_batch', 'initial_global_pose', 'surface_errors',
            'prepare_scans', 'write_synthetic_scans', 'list_scan_files', 'merge_chunks',
-           'registration_options', 'template_surface_points', 'RegistrationConfigError',
+           'registration_options', 'template_surface_points', 'frame_candidates',
+           'RegistrationConfigError',
            'RESULTS_NAME', 'ERRORS_NAME', 'SUMMARY_NAME', 'MESH_DIR', 'GROUND_TRUTH_NAME']
