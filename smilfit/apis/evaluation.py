@@ -173,7 +173,7 @@ def evaluate_regressor(cfg, checkpoint: Optional[PathLike], out_dir: PathLike, *
     from mmengine.dist import get_rank
     from mmengine.runner import Runner
 
-    from smilfit.cli.train import prepare_data_once
+    from smilfit.apis.fitting import prepare_data_once
     from smilfit.engine.hooks.model_access import unwrap_model
 
     cfg = cfg.copy()

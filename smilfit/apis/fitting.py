@@ -20,6 +20,8 @@ import torch
 from smilfit.cameras import project_points
 from smilfit.registry import REGISTRANTS
 
+from .distributed import barrier, setup_distributed
+
 PathLike = Union[str, os.PathLike]
 RESULTS_NAME = 'fit_results.h5'
 #: Dataset keys the handlers read, renamed where the HDF5 reader differs.
@@ -208,9 +210,31 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
                                progress=progress, **dict(synthetic))
 
 
+def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
+                      timeout_s: float = 3600.0) -> None:
+    """Generate the config's synthetic dataset (``data.synthetic``) on first use.
+
+    Under a launcher every rank runs this before the Runner exists, so only rank 0
+    writes (the writer renames a finished file into place) and the others wait for it.
+    """
+    data_cfg = cfg.get('data') or {}
+    if data_cfg.get('synthetic') is None or Path(data_cfg['path']).exists():
+        return
+    if os.environ.get('RANK', '0') == '0':
+        prepare_data(cfg, progress=progress)
+        return
+    import time
+    start = time.monotonic()
+    while not Path(data_cfg['path']).exists():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f'rank {os.environ.get("RANK")}: rank 0 did not write '
+                               f'{data_cfg["path"]} within {timeout_s:.0f} s')
+        time.sleep(1.0)
+
+
 def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = False,
                 overwrite: bool = False, progress: bool = True,
-                device: str = 'cpu') -> Path:
+                device: str = 'cpu', launcher: str = 'none') -> Path:
     """Fit every sample of ``cfg.data.path`` and write ``work_dir/fit_results.h5``.
 
     Args:
@@ -221,7 +245,11 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
         progress: tqdm progress bars.
-        device: torch device for fitting.
+        device: torch device for fitting (``'cuda'`` becomes ``cuda:<local rank>``
+            under a launcher).
+        launcher: ``'none'`` (one process) or ``'pytorch'`` (torchrun) / ``'slurm'`` /
+            ``'mpi'``: the batches are shared round-robin between the ranks, each writes
+            its own chunks and rank 0 merges them (:mod:`smilfit.apis.distributed`).
 
     Returns:
         The path of the results file.
@@ -237,6 +265,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     if not reg_cfg:
         raise FittingConfigError('the config needs a registrant = dict(type=...)')
     reg_cfg.setdefault('body_model', cfg.get('body_model'))
+    rank, world, device = setup_distributed(launcher, device)
+    progress = progress and rank == 0
     if not progress:
         reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ())
                             if not (isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
@@ -250,16 +280,18 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             resume or overwrite):
         raise FileExistsError(f'{work_dir} already holds fitting results; pass resume=True '
                               '(--resume) to continue or overwrite=True (--overwrite)')
-    if overwrite and chunks.exists():
-        for old in chunks.glob('batch_*.npz'):
-            old.unlink()
-    chunks.mkdir(parents=True, exist_ok=True)
     stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg), sort_keys=True, default=str)
     stamp_path = chunks / 'config.json'
     if resume and stamp_path.exists() and stamp_path.read_text() != stamp:
         raise FileExistsError(f'{chunks} was written with a different config or dataset; '
                               'use --overwrite to start again')
-    stamp_path.write_text(stamp)
+    if rank == 0:
+        if overwrite and chunks.exists():
+            for old in chunks.glob('batch_*.npz'):
+                old.unlink()
+        chunks.mkdir(parents=True, exist_ok=True)
+        stamp_path.write_text(stamp)
+    barrier(world)
 
     registrant = REGISTRANTS.build(reg_cfg)
     registrant.body_model.to(device)
@@ -272,7 +304,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     batch_size = int(data_cfg.get('batch_size', 64))
     save_vertices = bool(data_cfg.get('save_vertices', False))
     starts = range(0, total, batch_size)
-    for start in tqdm(starts, desc='fitting batches', disable=not progress):
+    mine = [start for i, start in enumerate(starts) if i % world == rank]
+    for start in tqdm(mine, desc='fitting batches', disable=not progress):
         chunk_path = chunks / f'batch_{start // batch_size:05d}.npz'
         if resume and chunk_path.exists():
             continue
@@ -286,7 +319,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         arrays['frame'] = np.asarray(batch['frame'])
         arrays['history'] = np.asarray(json.dumps(result.history))
         _save_npz_atomic(chunk_path, arrays)
-    _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp)
+    barrier(world)
+    if rank == 0:
+        _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp)
+    barrier(world)
     return results
 
 
@@ -337,5 +373,6 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
         raise
 
 
-__all__ = ['fit_dataset', 'export_fit_slp', 'fitted_points', 'prepare_data', 'load_joint_lookup', 'observations_from_batch',
-           'reprojection_errors', 'FittingConfigError', 'RESULTS_NAME']
+__all__ = ['fit_dataset', 'export_fit_slp', 'fitted_points', 'prepare_data', 'prepare_data_once',
+           'load_joint_lookup', 'observations_from_batch', 'reprojection_errors',
+           'FittingConfigError', 'RESULTS_NAME']

@@ -44,6 +44,8 @@ import torch
 
 from smilfit.registry import BODY_MODELS, REGISTRANTS
 
+from .distributed import barrier, setup_distributed
+
 PathLike = Union[str, os.PathLike]
 Tensor = torch.Tensor
 
@@ -421,22 +423,6 @@ def _chunk_arrays(batch: Mapping[str, Any], registrant, indices: np.ndarray
     return out
 
 
-def _dist_setup(launcher: str, device: str) -> Tuple[int, int]:
-    from mmengine.dist import get_dist_info
-    if launcher != 'none':
-        import torch.distributed as tdist
-        if not tdist.is_initialized():
-            from smilfit.engine.compat import init_dist_cpu_safe
-            init_dist_cpu_safe(launcher, backend='gloo' if device == 'cpu' else None)
-    return get_dist_info()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        from mmengine.dist import barrier
-        barrier()
-
-
 def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = False,
                    overwrite: bool = False, progress: bool = True, device: str = 'cpu',
                    launcher: str = 'none') -> Path:
@@ -479,12 +465,10 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
         raise RegistrationConfigError('no body_model: set body_model (e.g. via _base_) or '
                                       'registrant.body_model')
     reg_cfg['return_vertices'] = True
-    rank, world = _dist_setup(launcher, device)
+    rank, world, device = setup_distributed(launcher, device)
     if not progress or rank != 0:
         reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ())
                             if not (isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
-    if device.startswith('cuda') and world > 1 and ':' not in device:
-        device = f'cuda:{int(os.environ.get("LOCAL_RANK", rank))}'
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
     chunks = work_dir / 'chunks'
@@ -495,7 +479,7 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
                               '(--overwrite)')
     if rank == 0:
         prepare_scans(cfg, progress=progress)
-    _barrier(world)
+    barrier(world)
     files = list_scan_files(data_cfg)
     stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg, registration=options,
                             files=[str(f) for f in files]), sort_keys=True, default=str)
@@ -511,7 +495,7 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
         _write_text_atomic(stamp_path, stamp)
         if options['save_meshes']:
             (work_dir / MESH_DIR).mkdir(exist_ok=True)
-    _barrier(world)
+    barrier(world)
 
     registrant = REGISTRANTS.build(reg_cfg)
     registrant.body_model.to(device)
@@ -540,10 +524,10 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
                 save_scan(Scan(points=verts.astype(np.float64), faces=faces_np),
                           work_dir / MESH_DIR / f'{f.stem}{options["mesh_format"]}')
         _save_npz_atomic(chunk_path, arrays)
-    _barrier(world)
+    barrier(world)
     if rank == 0:
         merge_chunks(work_dir, files, len(starts), options, data_cfg)
-    _barrier(world)
+    barrier(world)
     return results
 
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                              'operations, which extra threads slow down; run several '
                              'processes on separate data instead)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='shard the batches over processes (torchrun: '
+                        'pytorch); rank 0 merges and writes the outputs')
     parser.add_argument('--no-slp', action='store_true',
                         help='do not export the fitted keypoints as a SLEAP .slp')
     parser.add_argument('--visualize', dest='visualize', action='store_true', default=None,
@@ -51,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from mmengine.config import Config
 
-    from smilfit.apis.fitting import FittingConfigError, fit_dataset, prepare_data
+    from smilfit.apis.fitting import FittingConfigError, fit_dataset, prepare_data_once
     from smilfit.utils import register_all_modules
 
     import torch
@@ -67,13 +70,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             cfg.merge_from_dict(args.cfg_options)
         work_dir = Path(args.work_dir or cfg.get('work_dir') or
                         Path('work_dirs') / Path(args.config).stem)
-        prepare_data(cfg, progress=not args.no_progress)
+        prepare_data_once(cfg, progress=not args.no_progress)
         results = fit_dataset(cfg, work_dir, resume=args.resume, overwrite=args.overwrite,
-                              progress=not args.no_progress, device=args.device)
+                              progress=not args.no_progress, device=args.device,
+                              launcher=args.launcher)
     except (FittingConfigError, FileExistsError, FileNotFoundError, KeyError,
             ValueError) as err:
         print(f'fit: error: {err}', file=sys.stderr)
         return 1
+    from mmengine.dist import get_rank
+    if get_rank() != 0:   # rank 0 wrote the results and writes the exports
+        return 0
     print(f'wrote {results} in {time.perf_counter() - start:.1f} s')
     if not args.no_slp:
         from smilfit.apis.fitting import export_fit_slp

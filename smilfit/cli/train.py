@@ -162,28 +162,6 @@ def _warn_if_nothing_to_resume(cfg: Config) -> None:
               'training starts from scratch', file=sys.stderr)
 
 
-def prepare_data_once(cfg: Config, timeout_s: float = 3600.0) -> None:
-    """Generate the config's synthetic dataset (``data.synthetic``) on first use.
-
-    Under a launcher every rank runs this before the Runner exists, so only rank 0
-    writes (the writer renames a finished file into place) and the others wait for it.
-    """
-    from smilfit.apis.fitting import prepare_data
-    data_cfg = cfg.get('data') or {}
-    if data_cfg.get('synthetic') is None or Path(data_cfg['path']).exists():
-        return
-    if os.environ.get('RANK', '0') == '0':
-        prepare_data(cfg)
-        return
-    import time
-    start = time.monotonic()
-    while not Path(data_cfg['path']).exists():
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f'rank {os.environ.get("RANK")}: rank 0 did not write '
-                               f'{data_cfg["path"]} within {timeout_s:.0f} s')
-        time.sleep(1.0)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -197,6 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'train: error: {err}', file=sys.stderr)
         return 1
     _warn_if_nothing_to_resume(cfg)
+    from smilfit.apis.fitting import prepare_data_once
     prepare_data_once(cfg)
     runner = build_runner(cfg)
     runner.train()
