@@ -29,6 +29,7 @@ blendshapes. Anything else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Mapping, Sequence, Tuple
 
 import torch
@@ -174,7 +175,16 @@ class PointJacobian:
 
     def __call__(self, params: Mapping[str, Tensor], fitted: Sequence[str]
                  ) -> Tuple[Tensor, Tensor]:
-        """Points (B, N, 3) and their Jacobian (B, N, 3, P) w.r.t. ``fitted``.
+        """Points (B, N, 3) and their dense Jacobian (B, N, 3, P) w.r.t. ``fitted``.
+
+        Columns follow ``fitted``'s order, each parameter flattened row-major
+        (``body_pose``: (J-1)*3 in (joint slot, axis) order). See :meth:`sparse`."""
+        jac = self.sparse(params, fitted)
+        return jac.points, jac.to_dense()
+
+    def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str]
+               ) -> 'SparsePointJacobian':
+        """The Jacobian in its sparse form (rotation blocks per (point, joint) pair).
 
         Columns follow ``fitted``'s order, each parameter flattened row-major
         (``body_pose``: (J-1)*3 in (joint slot, axis) order).
@@ -217,14 +227,24 @@ class PointJacobian:
         u = (Mu @ moment[..., None]).squeeze(-1) + self.term_mass[:, None] * t_maps[
             :, self.term_joint]                         # (B, U, 3)
         points = torch.einsum('nu,buc->bnc', self.point_sum, u)
-        D = torch.zeros(B, N, 3, P, dtype=dtype, device=device)
+        # Columns of the non-rotation parameters, stored densely (a handful).
+        dense_names = [n for n in fitted if n not in ('global_orient', 'body_pose')]
+        dense_cols = torch.cat([torch.arange(offsets[n], offsets[n] + sizes[n], device=device)
+                                for n in dense_names]) if dense_names else torch.zeros(
+            0, dtype=torch.long, device=device)
+        local = {}
+        for n in dense_names:
+            local[n] = sum(sizes[m] for m in dense_names[:dense_names.index(n)])
+        D = torch.zeros(B, N, 3, int(dense_cols.numel()), dtype=dtype, device=device)
+        rot_point = rot_col = torch.zeros(0, dtype=torch.long, device=device)
+        rot = torch.zeros(B, 0, 3, 3, dtype=dtype, device=device)
 
         if 'transl' in fitted:
-            o = offsets['transl']
+            o = local['transl']
             D[..., o:o + 3] = self.point_mass[:, None, None] * torch.eye(
                 3, dtype=dtype, device=device)
         if 'global_log_scale' in fitted:  # x = s x0 + mass transl: dx / dlog s = s x0
-            o = offsets['global_log_scale']
+            o = local['global_log_scale']
             shift = 0.0 if transl is None else self.point_mass[:, None] * transl[:, None]
             D[..., o] = points - shift
 
@@ -254,9 +274,8 @@ class PointJacobian:
             if 'body_pose' in fitted:
                 col = torch.where(slot > 0, offsets['body_pose'] + 3 * (slot - 1), col)
             keep = col >= 0
-            cols = (col[keep, None] + torch.arange(3, device=device)).flatten()  # (E'*3,)
-            rows = self.pair_point[keep, None].expand(-1, 3).flatten()
-            D[:, rows, :, cols] = d_rot[keep].permute(0, 3, 1, 2).reshape(-1, B, 3)
+            rot_point, rot_col = self.pair_point[keep], col[keep]
+            rot = d_rot[keep].transpose(0, 1)                       # (B, E', 3, 3a)
 
         if 'betas' in fitted:
             if K == 0:
@@ -275,9 +294,91 @@ class PointJacobian:
             d_tmap = T - M @ dirs                               # d t(A_j) / d beta
             d_u = Mu @ self.term_ms[..., :K] + self.term_mass[:, None, None] * d_tmap[
                 :, self.term_joint]                             # (B, U, 3, K)
-            o = offsets['betas']
+            o = local['betas']
             D[..., o:o + K] = torch.einsum('nu,buck->bnck', self.point_sum, d_u)
-        return points, D
+        return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P)
+
+
+@dataclass
+class SparsePointJacobian:
+    """Jacobian of model points in block-sparse form.
+
+    Attributes:
+        points: (B, N, 3) the points.
+        rot_point, rot_col: (E,) for each (point, rotated joint) pair, the point and the
+            first of the joint's 3 parameter columns.
+        rot: (B, E, 3, 3) the pair's block: d point (3) / d axis-angle (3).
+        dense_col: (P_d,) the columns of the other parameters.
+        dense: (B, N, 3, P_d) their Jacobian.
+        num_params: P, the total number of columns.
+    """
+
+    points: Tensor
+    rot_point: Tensor
+    rot_col: Tensor
+    rot: Tensor
+    dense_col: Tensor
+    dense: Tensor
+    num_params: int
+
+    def to_dense(self) -> Tensor:
+        """(B, N, 3, P) dense Jacobian."""
+        B, N = self.points.shape[:2]
+        D = self.points.new_zeros(B, N, 3, self.num_params)
+        D[..., self.dense_col] = self.dense
+        if self.rot_point.numel():
+            cols = (self.rot_col[:, None] + torch.arange(3, device=D.device)).flatten()
+            rows = self.rot_point[:, None].expand(-1, 3).flatten()
+            D[:, rows, :, cols] = self.rot.permute(1, 3, 0, 2).reshape(-1, B, 3)
+        return D
+
+    def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None
+                         ) -> Tuple[Tensor, Tensor]:
+        """``H = D^T blockdiag(info) D`` (B, P, P) and ``g = D^T grad`` (B, P).
+
+        Built block by block: only (point, joint) pairs that share a point contribute
+        to the rotation blocks, a few per point in a deep tree, so the cost is far below
+        the dense product's.
+
+        Args:
+            info: (B, N, 3, 3) per-point information matrices (``sum A^T A``).
+            grad: (B, N, 3) per-point gradients (``sum A^T r``).
+            dtype: precision of ``H`` (default: the Jacobian's).
+        """
+        B, N = self.points.shape[:2]
+        P = self.num_params
+        dtype = dtype or self.dense.dtype
+        device = self.dense.device
+        info = info.to(dtype)
+        rot, dense = self.rot.to(dtype), self.dense.to(dtype)
+        H = torch.zeros(B, P * P, dtype=dtype, device=device)
+        g = torch.zeros(B, P, dtype=grad.dtype, device=device)
+        axes = torch.arange(3, device=device)
+        if self.dense_col.numel():
+            Id = info @ dense                                       # (B, N, 3, Pd)
+            Hdd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)
+            dc = self.dense_col
+            H.index_add_(1, (dc[:, None] * P + dc[None, :]).flatten(), Hdd.flatten(1))
+            g.index_add_(1, dc, torch.einsum('bncp,bnc->bp', self.dense.to(grad.dtype), grad))
+        if self.rot_point.numel():
+            i_e = self.rot_point
+            A = info[:, i_e] @ rot                                  # (B, E, 3, 3a): I d
+            cols = self.rot_col[:, None] + axes                     # (E, 3a)
+            # rotation x rotation: pairs of pairs on the same point
+            e1, e2 = torch.nonzero(i_e[:, None] == i_e[None, :], as_tuple=True)
+            block = rot[:, e1].transpose(-1, -2) @ A[:, e2]         # (B, Q, 3a, 3b)
+            flat = (cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten()
+            H.index_add_(1, flat, block.flatten(1))
+            g.index_add_(1, cols.flatten(), torch.einsum(
+                'beca,bec->bea', self.rot.to(grad.dtype), grad[:, i_e]).flatten(1))
+            if self.dense_col.numel():                               # rotation x dense
+                cross = A.transpose(-1, -2) @ dense[:, i_e]          # (B, E, 3a, Pd)
+                dc = self.dense_col
+                flat = (cols[:, :, None] * P + dc[None, None, :]).flatten()
+                H.index_add_(1, flat, cross.flatten(1))
+                flat_t = (dc[None, None, :] * P + cols[:, :, None]).flatten()
+                H.index_add_(1, flat_t, cross.flatten(1))
+        return H.view(B, P, P), g
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
@@ -310,5 +411,5 @@ def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, devic
     return torch.cat([root.to(dtype), body.to(dtype)], dim=1)[:, model.pose_perm]
 
 
-__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'so3_left_jacobian',
+__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian', 'so3_left_jacobian',
            'subtree_matrix', 'point_jacobians', 'check_supported']

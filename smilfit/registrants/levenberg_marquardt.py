@@ -157,7 +157,8 @@ class LeastSquaresProblem:
         g = torch.zeros(n, P, dtype=dtype, device=device)
         point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
         if point_handlers:
-            points, D = self.jacobian(params, self.fitted)         # (n, N, 3, P)
+            jac = self.jacobian.sparse(params, self.fitted)
+            points = jac.points
             info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
             grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
             for h in point_handlers:
@@ -166,10 +167,10 @@ class LeastSquaresProblem:
                 cost = cost + (r * r).sum((1, 2, 3))
                 info.index_add_(1, index, torch.einsum('ngmde,ngmdf->nmef', A, A))
                 grad_pts.index_add_(1, index, torch.einsum('ngmde,ngmd->nme', A, r))
-            low = D.to(ldt).reshape(n, -1, P)
-            # H = D^T blockdiag(info) D: 3 rows per point instead of one per residual.
-            H = low.transpose(1, 2) @ (info.to(ldt) @ D.to(ldt)).reshape(n, -1, P)
-            g = g + torch.einsum('nip,ni->np', D.reshape(n, -1, P), grad_pts.reshape(n, -1))
+            # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
+            # (point, joint) pairs of the kinematic tree.
+            H, g_pts = jac.normal_equations(info, grad_pts, ldt)
+            g = g + g_pts
         if H is None:
             H = torch.zeros(n, P, P, dtype=ldt, device=device)
         for h in self.handlers:

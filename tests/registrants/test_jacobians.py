@@ -86,3 +86,29 @@ def test_unsupported_parameters_are_named():
     model = SMILModel(data=demo_model_data(), dtype=torch.float64)
     with pytest.raises(UnsupportedJacobian, match='log_scale'):
         point_jacobians(model, {}, ['log_scale'])
+
+
+def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
+    """The block-sparse H = D^T blockdiag(I) D and g = D^T r equal the dense products."""
+    from smilfit.registrants.jacobians import PointJacobian
+    model = SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    B, J = 3, model.num_joints
+    params = dict(global_orient=torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  body_pose=0.3 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                  betas=torch.randn(B, model.num_betas, generator=g, dtype=torch.float64),
+                  transl=torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  global_log_scale=torch.randn(B, 1, generator=g, dtype=torch.float64))
+    for fitted in (['transl', 'body_pose', 'betas', 'global_orient', 'global_log_scale'],
+                   ['body_pose'], ['global_orient', 'transl']):
+        jac = PointJacobian(model).sparse(params, fitted)
+        N = jac.points.shape[1]
+        A = torch.randn(B, N, 4, 3, generator=g, dtype=torch.float64)
+        info = A.transpose(-1, -2) @ A
+        grad = torch.randn(B, N, 3, generator=g, dtype=torch.float64)
+        H, gv = jac.normal_equations(info, grad)
+        D = jac.to_dense().reshape(B, N * 3, -1)
+        dense_H = torch.einsum('bip,bij,bjq->bpq', D, torch.stack(
+            [torch.block_diag(*info[b]) for b in range(B)]), D)
+        torch.testing.assert_close(H, dense_H, rtol=1e-10, atol=1e-9)
+        torch.testing.assert_close(gv, torch.einsum('bip,bi->bp', D, grad.reshape(B, -1)))
