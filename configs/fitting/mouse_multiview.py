@@ -45,5 +45,12 @@ registrant = dict(
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(bone_prior=0.0)),  # constant here (bone_trans held fixed)
+        # A second round: the skeleton from better poses, then the poses again.
+        dict(name='skeleton2', fit=['bone_trans'], n_iter=10,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+        dict(name='refine2',
+             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(bone_prior=0.0)),
     ],
 )

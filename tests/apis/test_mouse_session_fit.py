@@ -13,7 +13,7 @@ from mmengine.config import Config
 
 from smilfit.apis.fitting import (_OBSERVATION_KEYS, load_joint_lookup, observations_from_batch,
                                   reprojection_errors)
-from smilfit.cameras import projection_matrices, triangulate_dlt
+from smilfit.cameras import project_points
 from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.registry import REGISTRANTS
 from smilfit.registrants.initialization import triangulate_observations
@@ -77,21 +77,35 @@ def test_three_good_views_within_1_5x_of_anipose(session):
         assert fitted[c] <= 1.5 * ani[c], (cam, fitted[c], ani[c])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'open (issue 4): fitted on back+mid, the top view reprojects at ~10 px against ~5 px for '
-    'DLT from the same views (mid and back held out are within 10-15 % of DLT); see the '
-    'issue notes'))
-def test_two_views_held_out_third_no_worse_than_dlt(session):
-    train, held = ('back', 'mid'), 'top'
+def _held_out_errors(points, session, model_index, data_index, camera):
+    """(B, M) pixel errors of matched 3D points in one camera (NaN where unobserved)."""
+    obs = session['obs']
+    c = session['cameras'].index(camera)
+    uv = project_points(points.index_select(1, model_index)[:, None], obs['K'][:, c:c + 1],
+                        obs['R'][:, c:c + 1], obs['t'][:, c:c + 1],
+                        None if obs.get('dist') is None else obs['dist'][:, c:c + 1])[:, 0]
+    err = (uv - obs['keypoints_2d'][:, c].index_select(1, data_index)).norm(dim=-1)
+    ok = obs['visible'][:, c].index_select(1, data_index).bool() & obs['view_valid'][:, c:c + 1]
+    return torch.where(ok, err, torch.full_like(err, float('nan')))
+
+
+@pytest.mark.parametrize('train,held', [
+    pytest.param(('back', 'mid'), 'top', marks=pytest.mark.xfail(strict=True, reason=(
+        'open (issue 4): held-out top 6.3 px against 5.5 px for DLT from back+mid on the '
+        'same keypoints (Ear_L is the outlier); see the issue notes'))),
+    (('back', 'top'), 'mid'), (('mid', 'top'), 'back')])
+def test_two_views_held_out_third_no_worse_than_dlt(session, train, held):
+    """Same keypoints for both: those DLT can triangulate from the two training views."""
     pts, handler = _fit(session, train)
     obs = session['obs']
-    c = session['cameras'].index(held)
-    fitted = _per_camera(reprojection_errors(pts, obs, handler.model_index,
-                                             handler.data_index))[c]
     two = dict(obs)
     keep = torch.tensor([n in train for n in session['cameras']])
     two['view_valid'] = obs['view_valid'].bool() & keep
     dlt = triangulate_observations(two)
     idx = handler.data_index
-    dlt_err = _per_camera(reprojection_errors(dlt, obs, idx, idx))[c]
-    assert fitted <= dlt_err, (fitted, dlt_err)
+    fit_err = _held_out_errors(pts, session, handler.model_index, idx, held)
+    dlt_err = _held_out_errors(dlt, session, idx, idx, held)
+    both = torch.isfinite(fit_err) & torch.isfinite(dlt_err)
+    fit_median = float(fit_err[both].median())
+    dlt_median = float(dlt_err[both].median())
+    assert fit_median <= dlt_median, (held, fit_median, dlt_median)
