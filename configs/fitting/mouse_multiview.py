@@ -1,8 +1,10 @@
-# SMIL mouse fitted to a calibrated multi-camera SLEAP session. Preprocess first:
-#   python tools/preprocess_sleap.py path/to/minimal_session work_dirs/mouse_session/minimal_session.h5
-# then:
+# SMIL mouse fitted to a calibrated multi-camera SLEAP session, read directly: on first use
+# the session's keypoints and calibration are ingested (no images) into data.path.
 #   python tools/fit.py configs/fitting/mouse_multiview.py \
-#       --cfg-options body_model.model_path=path/to/SMILy_Mouse_static_joints.pkl
+#       --cfg-options data.sleap.input=path/to/session \
+#       body_model.model_path=path/to/SMILy_Mouse_static_joints.pkl
+# (defaults: the shared 4-camera session and mouse model beside the checkout). A dataset
+# made by tools/preprocess_sleap.py (with images, crops) works too: set data.path to it.
 # The model is in its own units and the calibration in millimetres: every stage fits a
 # global scale (global_log_scale), initialised by a similarity (Umeyama) alignment of
 # the rest pose to the triangulated keypoints. The shared session's 'side' camera
@@ -11,7 +13,8 @@
 _base_ = ['../_base_/body_models/mouse.py', '../_base_/fitting/keypoints_2d.py']
 
 data = dict(
-    path='work_dirs/mouse_session/minimal_session.h5',
+    path='work_dirs/mouse_multiview/minimal_session_keypoints.h5',
+    sleap=dict(input='../shared/data/sleap_anipose_minimal_session/minimal_session'),
     joint_lookup='configs/fitting/mouse_joint_lookup.csv',
     batch_size=40,
 )

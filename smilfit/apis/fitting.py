@@ -194,13 +194,27 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
 
 
 def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
-    """Generate the config's synthetic dataset when it asks for one and it is missing.
+    """Make the config's dataset when it is missing: ``data.sleap`` ingests a SLEAP session
+    or labels file given directly; ``data.synthetic`` generates synthetic data.
 
     ``data.synthetic = dict(num_sessions=..., ...)`` (options of
     :func:`smilfit.datasets.generate_synthetic_dataset`) makes ``data.path`` from the
     config's body model on first use, so a demo needs no data files.
     """
     data_cfg = cfg.get('data') or {}
+    sleap = data_cfg.get('sleap')
+    if sleap is not None and not Path(data_cfg['path']).exists():
+        # A SLEAP session (folder of camera folders + calibration) or labels file given
+        # directly: ingest its keypoints and cameras (no images) into data.path once.
+        from smilfit.datasets.ingest_sleap import ingest_sleap
+        sleap = dict(sleap)
+        if 'input' not in sleap:
+            raise FittingConfigError("data.sleap needs 'input' (a session folder or a "
+                                     'labels file) and may add IngestOptions fields')
+        Path(data_cfg['path']).parent.mkdir(parents=True, exist_ok=True)
+        ingest_sleap(sleap.pop('input'), data_cfg['path'],
+                     **dict(dict(images=False, progress=progress), **sleap))
+        return
     synthetic = data_cfg.get('synthetic')
     if synthetic is None or Path(data_cfg['path']).exists():
         return
@@ -218,7 +232,8 @@ def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
     writes (the writer renames a finished file into place) and the others wait for it.
     """
     data_cfg = cfg.get('data') or {}
-    if data_cfg.get('synthetic') is None or Path(data_cfg['path']).exists():
+    if (data_cfg.get('synthetic') is None and data_cfg.get('sleap') is None) or Path(
+            data_cfg['path']).exists():
         return
     if os.environ.get('RANK', '0') == '0':
         prepare_data(cfg, progress=progress)

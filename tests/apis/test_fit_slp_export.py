@@ -39,3 +39,19 @@ def test_fit_then_slp_matches_the_observations(tmp_path):
         errors.append(np.linalg.norm(lf.instances[0].numpy()[ok] - observed[ok], axis=-1))
     # the fit is accurate on noise-free synthetic data: predictions sit on the detections
     assert np.median(np.concatenate(errors)) < 0.5
+
+
+def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):
+    """data.sleap: a SLEAP session is ingested (keypoints and cameras, no images) once."""
+    from smilfit.apis.fitting import prepare_data
+    from ..conftest import shared_path
+    session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    out = tmp_path / 'session.h5'
+    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session), frame_skip=10))),
+                 progress=False)
+    reader = DatasetReader(out)
+    assert len(reader) == 12 and list(reader.camera_names[0]) == ['back', 'mid', 'side', 'top']
+    assert all(blob == b'' for blob in reader.read([0])['images'][0])   # no images stored
+    mtime = out.stat().st_mtime
+    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))))
+    assert out.stat().st_mtime == mtime   # not redone

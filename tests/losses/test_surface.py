@@ -8,9 +8,9 @@ import torch
 
 from smilfit.body_models import SMILModel, demo_model_data
 from smilfit.losses import ChamferLoss, NormalConsistencyLoss, PointToSurfaceLoss
-from smilfit.losses.surface import (closest_point_on_triangle, face_normals, knn_indices,
-                                    nearest_neighbor_sq, pad_point_clouds,
-                                    point_to_surface_sq)
+from smilfit.losses.surface import (closest_faces, closest_point_on_triangle,
+                                    face_normals, knn_indices, nearest_neighbor_sq,
+                                    pad_point_clouds, point_to_surface_sq, resolve_backend)
 from smilfit.registration import sample_surface_points
 from smilfit.registry import LOSSES
 
@@ -30,18 +30,108 @@ def demo():
     return model, verts
 
 
+@pytest.mark.parametrize('backend', ['torch', 'kdtree'])
 @pytest.mark.parametrize('chunk', [1, 7, 1000])
-def test_chunked_nearest_equals_dense(chunk):
+def test_chunked_nearest_equals_dense(chunk, backend):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(3, 50, 3, generator=g, dtype=DT), torch.randn(3, 40, 3, generator=g,
                                                                       dtype=DT)
-    d2, idx = nearest_neighbor_sq(x, y, chunk_size=chunk)
+    d2, idx = nearest_neighbor_sq(x, y, chunk_size=chunk, backend=backend)
     ref = dense_nn_sq(x, y)
     torch.testing.assert_close(d2, ref.values, rtol=1e-10, atol=1e-12)
     assert torch.equal(idx, ref.indices)
     # k nearest, nearest first, by a memory budget instead of a chunk size
-    knn = knn_indices(x, y, k=4, max_chunk_elements=3 * 40 * 5)
+    knn = knn_indices(x, y, k=4, max_chunk_elements=3 * 40 * 5, backend=backend)
     assert torch.equal(knn, torch.cdist(x, y).topk(4, largest=False).indices)
+
+
+# --------------------------------------------------------- search backends
+def test_backend_resolution_and_errors():
+    cpu = torch.zeros(1, 2, 3)
+    assert resolve_backend('auto', cpu, cpu) == 'kdtree'
+    assert resolve_backend('torch', cpu) == 'torch'
+    assert resolve_backend('kdtree', cpu) == 'kdtree'
+    if torch.cuda.is_available():  # the brute force stays the default on the GPU
+        assert resolve_backend('auto', cpu.cuda()) == 'torch'
+    with pytest.raises(ValueError, match='backend'):
+        knn_indices(cpu, cpu, backend='faiss')
+    with pytest.raises(ValueError, match='backend'):
+        ChamferLoss(backend='ball_tree')
+
+
+@pytest.mark.parametrize('k', [1, 6])
+def test_kdtree_knn_equals_brute_force_with_masks(k):
+    """Random clouds, some references masked or NaN: every index equal, nearest first."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(4, 300, 3, generator=g, dtype=DT)
+    y = torch.randn(4, 200, 3, generator=g, dtype=DT)
+    valid = torch.rand(4, 200, generator=g) > 0.3
+    y_nan = y.masked_fill(~valid[..., None], float('nan'))  # masked ones also NaN
+    brute = knn_indices(x, y, k, valid, backend='torch')
+    tree = knn_indices(x, y_nan, k, valid, backend='kdtree')
+    assert torch.equal(tree, brute)
+    assert valid.gather(1, tree.flatten(1)).all()
+    # the dense reference: masked references at infinity
+    dense = torch.cdist(x, y).masked_fill(~valid[:, None], float('inf'))
+    assert torch.equal(tree, dense.topk(k, largest=False).indices)
+
+
+def test_kdtree_fewer_valid_references_than_k():
+    """Sample 0 has 2 valid references (k=3): those come first, nearest first; the rest
+    are in range (arbitrary, as documented). Sample 1 has none."""
+    x = torch.tensor([[[0.0, 0, 0]], [[0.0, 0, 0]]], dtype=DT)
+    y = torch.tensor([[[5.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [9.0, 0, 0]]] * 2, dtype=DT)
+    valid = torch.tensor([[True, True, False, False], [False] * 4])
+    idx = knn_indices(x, y, 3, valid, backend='kdtree')
+    assert idx[0, 0, :2].tolist() == [1, 0]
+    assert ((idx >= 0) & (idx < 4)).all()
+    d2, _ = nearest_neighbor_sq(x, y, valid, backend='kdtree')
+    assert d2[0, 0] == 1.0 and d2[1, 0] == float('inf')
+
+
+def test_chamfer_backends_same_loss_and_gradients():
+    """The pairs do not depend on autograd: both backends give bit-identical losses and
+    gradients (padding, NaN points, a vertex mask and the normal term included)."""
+    g = torch.Generator().manual_seed(12)
+    verts = torch.randn(3, 60, 3, generator=g, dtype=DT)
+    clouds = [torch.randn(n, 3, generator=g, dtype=DT) for n in (80, 35, 50)]
+    clouds[1][4] = float('nan')
+    normals = [torch.randn(c.shape, generator=g, dtype=DT) for c in clouds]
+    faces = torch.randint(0, 60, (90, 3), generator=g)
+    vmask = torch.rand(60, generator=g) > 0.2
+    grads, losses = [], []
+    for backend in ('torch', 'kdtree'):
+        v = verts.clone().requires_grad_()
+        loss = ChamferLoss(distance='l2', normal_weight=0.5, backend=backend)
+        out = loss(v, clouds, faces=faces, points_normals=normals, vertex_mask=vmask)
+        out.sum().backward()
+        losses.append(out.detach())
+        grads.append(v.grad)
+    assert torch.equal(losses[0], losses[1])
+    assert torch.equal(grads[0], grads[1])
+    assert grads[1].abs().sum() > 0
+
+
+def test_closest_faces_kdtree_equals_brute_force(demo):
+    """Scan-like points (surface + noise) and far outliers, which fail the first
+    candidate query and take the second (ball-counted) one: the same faces, the same
+    distances and the same gradients as the brute-force bound search."""
+    model, verts = demo
+    g = torch.Generator().manual_seed(13)
+    pts = sample_surface_points(verts, model.faces, 300, g)['points']
+    pts = pts + 2.0 * torch.randn(pts.shape, generator=g, dtype=DT)
+    pts[:, :30] = 80.0 * torch.randn(2, 30, 3, generator=g, dtype=DT)  # outliers
+    for k in (4, 32):
+        brute = closest_faces(pts, verts, model.faces, k=k, backend='torch')
+        tree = closest_faces(pts, verts, model.faces, k=k, backend='kdtree', chunk_size=64)
+        assert torch.equal(tree, brute), k
+    grads = []
+    for backend in ('torch', 'kdtree'):
+        v = verts.clone().requires_grad_()
+        PointToSurfaceLoss(backend=backend, normal_weight=0.1)(
+            v, pts, faces=model.faces, points_normals=pts).sum().backward()
+        grads.append(v.grad)
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_chamfer_hand_computed():
@@ -164,7 +254,7 @@ def test_errors_name_the_input():
 
 
 MEMORY_SCRIPT = textwrap.dedent('''
-    import resource, time, torch
+    import resource, sys, time, torch
     torch.set_num_threads(1)
     from smilfit.losses import ChamferLoss
     g = torch.Generator().manual_seed(0)
@@ -172,7 +262,7 @@ MEMORY_SCRIPT = textwrap.dedent('''
     points = torch.randn(1, 100_000, 3, generator=g)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    loss = ChamferLoss()(verts, points).sum()
+    loss = ChamferLoss(backend=sys.argv[1])(verts, points).sum()
     loss.backward()
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -181,12 +271,14 @@ MEMORY_SCRIPT = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_chamfer_100k_points_10k_vertices_bounded_memory():
-    """A dense (100k, 10k) float32 matrix alone is 4000 MB; chunking keeps it far below."""
-    out = subprocess.run([sys.executable, '-c', MEMORY_SCRIPT], capture_output=True,
+@pytest.mark.parametrize('backend', ['torch', 'kdtree'])
+def test_chamfer_100k_points_10k_vertices_bounded_memory(backend):
+    """A dense (100k, 10k) float32 matrix alone is 4000 MB; chunking (torch) or the
+    k-d tree keep it far below."""
+    out = subprocess.run([sys.executable, '-c', MEMORY_SCRIPT, backend], capture_output=True,
                          text=True, timeout=600, check=True)
     extra_mb, seconds, finite = out.stdout.split()
-    print(f'chamfer 100k x 10k: peak extra memory {float(extra_mb):.0f} MB, '
+    print(f'chamfer 100k x 10k, {backend}: peak extra memory {float(extra_mb):.0f} MB, '
           f'{float(seconds):.1f} s forward+backward')
     assert finite == 'True'
     assert float(extra_mb) < 400
