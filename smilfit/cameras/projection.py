@@ -70,6 +70,45 @@ def distort_normalized(xy: torch.Tensor, dist: Optional[torch.Tensor]) -> torch.
     return torch.stack([xd, yd], dim=-1)
 
 
+def distortion_jacobian(xy: torch.Tensor, dist: Optional[torch.Tensor]) -> torch.Tensor:
+    """(..., N, 2, 2) Jacobian of :func:`distort_normalized` w.r.t. ``xy`` (identity
+    without distortion)."""
+    if dist is None:
+        eye = torch.eye(2, dtype=xy.dtype, device=xy.device)
+        return eye.expand(xy.shape + (2,))
+    k1, k2, p1, p2, k3 = _dist_coefficients(dist)
+    x, y = xy.unbind(-1)
+    r2 = x * x + y * y
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    d_radial = 2.0 * k1 + r2 * (4.0 * k2 + 6.0 * k3 * r2)   # d radial / d(x, y) = (.)(x, y)
+    dxx = radial + d_radial * x * x + 2.0 * p1 * y + 6.0 * p2 * x
+    dxy = d_radial * x * y + 2.0 * p1 * x + 2.0 * p2 * y
+    dyx = d_radial * x * y + 2.0 * p1 * x + 2.0 * p2 * y
+    dyy = radial + d_radial * y * y + 6.0 * p1 * y + 2.0 * p2 * x
+    return torch.stack([torch.stack([dxx, dxy], -1), torch.stack([dyx, dyy], -1)], -2)
+
+
+def projection_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
+                        t: torch.Tensor, dist: Optional[torch.Tensor] = None,
+                        min_depth: float = 0.0) -> torch.Tensor:
+    """(..., N, 2, 3) Jacobian of :func:`project_points` w.r.t. the world points.
+
+    ``d pix / d X = K[:2, :2] J_dist d(x/z, y/z)/d x_cam R``; zero for points with
+    ``depth <= min_depth`` (they are not scored). Shapes as :func:`project_points`.
+    """
+    x_cam = world_to_camera(points, R, t)
+    z = x_cam[..., 2]
+    front = z > min_depth
+    z = torch.where(front, z, torch.ones_like(z))
+    inv = 1.0 / z
+    xy = x_cam[..., :2] * inv[..., None]
+    zero = torch.zeros_like(inv)
+    d_norm = torch.stack([torch.stack([inv, zero, -xy[..., 0] * inv], -1),
+                          torch.stack([zero, inv, -xy[..., 1] * inv], -1)], -2)  # (.., 2, 3)
+    J = K[..., None, :2, :2] @ distortion_jacobian(xy, dist) @ d_norm @ R[..., None, :, :]
+    return torch.where(front[..., None, None], J, torch.zeros_like(J))
+
+
 def undistort_normalized(xy: torch.Tensor, dist: Optional[torch.Tensor],
                          iterations: int = 20) -> torch.Tensor:
     """Invert :func:`distort_normalized` by OpenCV's fixed-point iteration.

@@ -5,7 +5,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from ..cameras.projection import distort_normalized, normalized_to_pixels, world_to_camera
+from ..cameras.projection import (distort_normalized, normalized_to_pixels,
+                                  projection_jacobian, world_to_camera)
 from ..registry import HANDLERS
 from .base import LossSpec
 from .matching import KeypointHandlerBase
@@ -130,6 +131,24 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pix, target, w, mask = self._terms(self.matched_points(output, params),
                                            observations, params)
         return self.loss(pix, target, weight=w, mask=mask)
+
+    def point_residuals_and_jacobian(self, points: torch.Tensor,
+                                     observations: Mapping[str, Any],
+                                     params: Mapping[str, Any]):
+        """:meth:`point_residuals` (B, C, M, 2) and their derivative w.r.t. the points
+        (B, C, M, 2, 3), in closed form (projection and distortion differentiated
+        analytically): what Levenberg-Marquardt stages use."""
+        if not hasattr(self.loss, 'residual_jacobian'):
+            raise NotImplementedError(self._no_residuals())
+        pts = self.offset_points(points, params)
+        pix, target, w, mask = self._terms(pts, observations, params)
+        r, dr = self.loss.residual_jacobian(pix, target, weight=w, mask=mask)
+        views = view_keypoints(observations, self.name)
+        cams = view_cameras(observations, params, views['keypoints_2d'].shape[1], pts.dtype,
+                            pts.device, self.name, views['squeezed'])
+        dpix = projection_jacobian(pts[:, None], cams['K'], cams['R'], cams['t'],
+                                   cams['dist'], self.min_depth)          # (B, C, M, 2, 3)
+        return r, dr @ dpix
 
     def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any]) -> torch.Tensor:

@@ -186,6 +186,34 @@ class KeypointMSELoss(BaseLoss):
         factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()
         return diff * factor[..., None]
 
+    def residual_jacobian(self, pred: torch.Tensor, target: torch.Tensor,
+                          weight: Optional[torch.Tensor] = None,
+                          mask: Optional[torch.Tensor] = None):
+        """:meth:`residuals` (B, ..., K, D) and their derivative w.r.t. ``pred``
+        (B, ..., K, D, D) (each keypoint's residual depends on its own prediction only)."""
+        if self.reduction != 'none':
+            raise ValueError("residuals need reduction='none'")
+        valid, w = self._weights(pred, target, weight, mask)
+        e = masked(pred - masked(target, valid), valid)
+        B, D = pred.shape[0], pred.shape[-1]
+        scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
+                           device=pred.device)
+        if self.normalize == 'mean':
+            scale = scale / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
+        elif self.normalize == 'weighted_mean':
+            total = sum_nonbatch(w)
+            scale = scale / torch.where(total > 0, total, torch.ones_like(total))
+        factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()[..., None]
+        eye = torch.eye(D, dtype=pred.dtype, device=pred.device)
+        if self.robust is None:
+            return e * factor, factor[..., None] * eye
+        # r = f sigma e / q with q = sqrt(sigma^2 + |e|^2): dr/de = f sigma (I/q - e e^T/q^3)
+        s2 = self.sigma * self.sigma
+        q = (s2 + (e * e).sum(-1, keepdim=True)).sqrt()
+        g = factor * self.sigma / q                                     # (..., K, 1)
+        jac = g[..., None] * (eye - e[..., :, None] * e[..., None, :] / (q * q)[..., None])
+        return e * g, jac
+
     def extra_repr(self) -> str:
         return (f'robust={self.robust!r}, sigma={self.sigma}, normalize={self.normalize!r}, '
                 f'dim={self.dim}, ' + super().extra_repr())

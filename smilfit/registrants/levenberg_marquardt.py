@@ -186,6 +186,10 @@ class LeastSquaresProblem:
     def _point_terms(self, handler, pts: Tensor, obs, params) -> Tuple[Tensor, Tensor]:
         """Weighted residuals (n, G, M, D) and their (n, G, M, D, 3) point derivatives."""
         scale = math.sqrt(handler.weight)
+        closed_form = getattr(handler, 'point_residuals_and_jacobian', None)
+        if closed_form is not None:  # e.g. 2D keypoints: projection differentiated by hand
+            r, A = closed_form(pts, obs, params)
+            return r * scale, A * scale
 
         def f(p):
             return handler.point_residuals(p, obs, params)

@@ -185,3 +185,24 @@ def test_global_scale_recovers_a_model_in_other_units(model):
     torch.testing.assert_close(result.params['global_log_scale'], truth['global_log_scale'],
                                rtol=0, atol=1e-5)
     assert float((result.output.joints - joints).norm(dim=-1).max() / length) < 1e-5
+
+
+@pytest.mark.parametrize('loss', [dict(type='KeypointMSELoss'),
+                                  dict(type='KeypointMSELoss', robust='gmof', sigma=3.0,
+                                       normalize='weighted_mean')])
+def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
+    """The hand-written projection/distortion/robust derivatives equal forward-mode AD."""
+    from smilfit.registrants.levenberg_marquardt import LeastSquaresProblem
+    obs, _, _ = _problem(model, 3, noise=4.0, missing=0.3)
+    obs['dist'] = torch.tensor([-0.2, 0.05, 0.001, -0.002, 0.01],
+                               dtype=torch.float64).expand(3, 4, 5)
+    obs['confidence'] = obs['confidence'] * torch.rand(obs['confidence'].shape,
+                                                       dtype=torch.float64)
+    h = HANDLERS.build(dict(type='Keypoint2DHandler', name='kp', source='joints', loss=loss))
+    h.setup(model, dict(keypoint_names=model.joint_names))
+    pts = model(global_orient=0.2 * torch.ones(3, 3, dtype=torch.float64)).joints
+    r, A = h.point_residuals_and_jacobian(pts, obs, {})
+    basis = torch.eye(3, dtype=pts.dtype)[:, None, None, :].expand(3, *pts.shape)
+    r2, A2 = LeastSquaresProblem._jvp3(lambda p: h.point_residuals(p, obs, {}), pts, basis)
+    torch.testing.assert_close(r, r2)
+    torch.testing.assert_close(A, A2, rtol=1e-9, atol=1e-9)
