@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from smilfit.cameras import project_points
+from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
 from .distributed import barrier, setup_distributed
@@ -318,6 +319,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         total = min(total, int(data_cfg['max_samples']))
     batch_size = int(data_cfg.get('batch_size', 64))
     save_vertices = bool(data_cfg.get('save_vertices', False))
+    needs_masks = any(isinstance(h, SilhouetteHandler) for h in registrant.handlers.values())
+    if needs_masks:
+        from smilfit.datasets.masks import masks_from_hdf5
     starts = range(0, total, batch_size)
     mine = [start for i, start in enumerate(starts) if i % world == rank]
     for start in tqdm(mine, desc='fitting batches', disable=not progress):
@@ -327,7 +331,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         indices = np.arange(start, min(start + batch_size, total))
         batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
                             ['session', 'frame'])
-        observations = registrant.to_tensors(observations_from_batch(batch))
+        raw = observations_from_batch(batch)
+        if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
+            raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
+        observations = registrant.to_tensors(raw)
         result = registrant.fit(observations)
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
         arrays['session'] = np.asarray(batch['session'])

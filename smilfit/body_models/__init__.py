@@ -10,10 +10,12 @@ from .builder import SkeletonError, build_model_from_skeleton
 from .demo_model import demo_model_data, demo_skeleton
 from .io import load_model_data, save_model_data
 from .model_data import BodyModelData, ModelValidationError
+from .quadruped import build_quadruped_smil_model, quadruped_model_data
 from .smil_model import BodyModelOutput, SMILModel, build_demo_smil_model
 
 __all__ = [
     'BodyModelData', 'ModelValidationError', 'BodyModelOutput', 'SMILModel',
     'build_demo_smil_model', 'SkeletonError', 'build_model_from_skeleton', 'demo_model_data',
-    'demo_skeleton', 'load_model_data', 'save_model_data',
+    'demo_skeleton', 'load_model_data', 'save_model_data', 'build_quadruped_smil_model',
+    'quadruped_model_data',
 ]

@@ -10,6 +10,7 @@
 from .hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
 from .multiview_dataset import MultiViewHDF5Dataset, split_sessions_by_ratio
 from .singleview_dataset import SingleViewHDF5Dataset
+from .masks import MaskFormatError, load_mask_png, masks_from_hdf5, rle_decode, rle_encode
 from .slp_export import SlpExportError, SlpPredictionWriter, write_predictions_slp
 from .synthetic import generate_synthetic_dataset
 from .transforms import (GeometricAugment, PackInputs, PhotometricAugment, ResizeViews,
@@ -20,5 +21,6 @@ __all__ = [
     'SingleViewHDF5Dataset', 'split_sessions_by_ratio', 'generate_synthetic_dataset',
     'GeometricAugment', 'PackInputs', 'PhotometricAugment', 'ResizeViews',
     'apply_view_affine', 'flip_sample', 'SlpExportError', 'SlpPredictionWriter',
-    'write_predictions_slp',
+    'write_predictions_slp', 'MaskFormatError', 'load_mask_png', 'masks_from_hdf5',
+    'rle_decode', 'rle_encode',
 ]

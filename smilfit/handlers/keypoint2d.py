@@ -39,6 +39,10 @@ def project_with_depth(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
     return normalized_to_pixels(distort_normalized(xy, dist), K), in_front
 
 
+#: Pixel offset given to detected points that the model puts behind the camera.
+BEHIND_CAMERA_PX = 1.0e4
+
+
 @HANDLERS.register_module()
 class Keypoint2DHandler(KeypointHandlerBase):
     """Reprojection error of model keypoints against 2D detections in C views.
@@ -50,8 +54,9 @@ class Keypoint2DHandler(KeypointHandlerBase):
     ``params['camera_*']`` take precedence over the observed ones) and compared with
     ``observations['keypoints_2d']`` by the loss (``KeypointMSELoss`` by default, e.g.
     ``robust='gmof', sigma=<pixels>``). An element counts when its detection is finite,
-    its confidence finite, ``visible`` true, the view ``view_valid`` and the point in
-    front of the camera (``depth > min_depth``). The loss's ``weight`` is the
+    its confidence finite, ``visible`` true and the view ``view_valid``; a model point at
+    ``depth <= min_depth`` is scored as if it were ``BEHIND_CAMERA_PX`` pixels from its
+    detection (so crossing the camera plane never lowers the loss). The loss's ``weight`` is the
     confidence (``use_confidence``) times the per-keypoint importance
     ``keypoint_weights`` (by name). Projections are never clamped to the image.
 
@@ -113,7 +118,13 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pix, in_front = self._project(pts, observations, params, obs)
         dtype, device = pix.dtype, pix.device
         target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
-        mask = in_front
+        # A detected point behind the camera is not "unobserved": it lands
+        # BEHIND_CAMERA_PX from its detection (the robust loss's saturation, a large
+        # plain loss, no gradient), so no step can lower the loss by crossing the
+        # camera plane.
+        far = torch.nan_to_num(target) + BEHIND_CAMERA_PX
+        pix = torch.where(in_front[..., None], pix, far)
+        mask = torch.ones_like(in_front)
         if obs['visible'] is not None:
             mask = mask & self.select_data(obs['visible'].to(device), 2).to(torch.bool)
         if obs['view_valid'] is not None:

@@ -82,7 +82,7 @@ def test_nan_observations_finite_loss_and_gradients(model):
     assert torch.all(params['body_pose'].grad[1] == 0)
 
 
-def test_points_behind_camera_are_masked_with_finite_gradients(model):
+def test_points_behind_camera_score_as_far_misses_with_finite_gradients(model):
     params = random_params(model, 2)
     obs = observe(model, params)
     # move sample 0 behind both cameras (and onto camera 0's plane for one point)
@@ -94,6 +94,21 @@ def test_points_behind_camera_are_masked_with_finite_gradients(model):
     assert torch.isfinite(loss).all()
     loss.sum().backward()
     assert torch.isfinite(moved['transl'].grad).all()
+    # behind the camera never scores better than in front: each detected point costs
+    # what a detection BEHIND_CAMERA_PX away would (GMoF: its saturation sigma^2)
+    from smilfit.handlers.keypoint2d import BEHIND_CAMERA_PX
+    robust = HANDLERS.build(dict(type='Keypoint2DHandler', name='kp', source='joints',
+                                 use_confidence=False,
+                                 loss=dict(type='KeypointMSELoss', robust='gmof', sigma=5.0)))
+    robust.setup(model, dict(keypoint_names=model.joint_names))
+    out = forward(model, moved)
+    behind = robust(out, obs, moved)[0]
+    _, front = robust.project(out, obs, moved)
+    n_behind = int((~front[0] & torch.isfinite(obs['keypoints_2d'][0]).all(-1)).sum())
+    assert n_behind > 0
+    saturated = 25.0 * (2 * BEHIND_CAMERA_PX ** 2) / (25.0 + 2 * BEHIND_CAMERA_PX ** 2)
+    assert float(behind) >= n_behind * saturated - 1e-6
+    assert float(behind) > float(robust(forward(model, params), obs, params)[0])
     pts = torch.tensor([[[0.0, 0.0, -15.0], [0.0, 0.0, -20.0], [1.0, 0.0, 0.0]]], dtype=DT,
                        requires_grad=True)
     K, R, t = obs['K'][0, 0], obs['R'][0, 0], obs['t'][0, 0]

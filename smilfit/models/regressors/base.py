@@ -36,7 +36,8 @@ import torch
 from mmengine.model import BaseModel
 from torch import nn
 
-from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from smilfit.body_models.rotations import (axis_angle_to_matrix, matrix_to_axis_angle,
+                                           matrix_to_rotation_6d)
 from smilfit.cameras.projection import project_points, undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
 from smilfit.handlers.matching import match_keypoints
@@ -56,6 +57,8 @@ PER_VIEW_META_KEYS = ('camera_names',)
 DEFAULT_PARAM_WEIGHTS = dict(global_orient=1.0, body_pose=1.0, betas=0.1, transl=1.0,
                              log_scale=1.0, bone_trans=1.0, scale_weights=0.1,
                              trans_weights=0.1)
+#: How the ground-truth parameter loss compares rotations.
+ROTATION_LOSSES = ('frobenius', 'raw_6d')
 #: Loss terms computed by the regressor itself (besides its handlers).
 BUILTIN_TERMS = ('param', 'triangulation')
 
@@ -169,6 +172,14 @@ class BodyRegressor(BaseModel):
             names, as in synthetic data); see :meth:`setup_keypoints`.
         joint_lookup: model keypoint name -> data keypoint name.
         supervise_iterations: ``'all'`` (every IEF iteration, averaged) or ``'last'``.
+        rotation_loss: how ``param`` compares rotations: ``'frobenius'`` (squared
+            Frobenius distance of the decoded matrices) or ``'raw_6d'`` (squared distance
+            of the head's raw, not yet orthonormalised 6D output to the target's 6D, in
+            the body vector's frame; needs ``param_codec.rotation='6d'``). ``'raw_6d'``
+            has no singularity when the network is unsure of the heading: the
+            Frobenius loss then pulls the 6D columns towards their mean (near zero for
+            a uniform heading), where Gram-Schmidt's gradient explodes and the heading
+            is not learnt (docs/regression.md, "Training that learns").
         embedding: optional AniMer-style embedding: ``dict(neck=dict(type=
             'FeatureFusionNeck', ...), part_keypoint='head', part_size=0.4,
             inputs=('backbone', 'part', 'params'))``; ``in_dims`` are filled in.
@@ -183,6 +194,7 @@ class BodyRegressor(BaseModel):
                  keypoint_names: Optional[Sequence[str]] = None,
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  supervise_iterations: str = 'all', embedding: Optional[dict] = None,
+                 rotation_loss: str = 'frobenius',
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -197,6 +209,10 @@ class BodyRegressor(BaseModel):
         if self.num_views < 1:
             raise ValueError(f'num_views must be >= 1, got {num_views}')
         self.supervise_iterations = supervise_iterations
+        if rotation_loss not in ROTATION_LOSSES:
+            raise ValueError(f'rotation_loss must be one of {ROTATION_LOSSES}, got '
+                             f'{rotation_loss!r}')
+        self.rotation_loss = rotation_loss
         # Body model: fixed, never trained.
         self.body_model = _build(BODY_MODELS, body_model)
         for p in self.body_model.parameters():
@@ -210,6 +226,9 @@ class BodyRegressor(BaseModel):
                                                            * fill))
         self.camera_codec = CameraCodec(**cam_cfg)
         self.body_codec = self._build_body_codec(dict(param_codec or {}))
+        if rotation_loss == 'raw_6d' and self.body_codec.rotation != '6d':
+            raise ValueError("rotation_loss='raw_6d' needs param_codec=dict(rotation='6d'), "
+                             f'got rotation={self.body_codec.rotation!r}')
         # Networks.
         self.backbone = _build(MODELS, backbone)
         feat_dim = int(self.backbone.out_dim)
@@ -463,15 +482,34 @@ class BodyRegressor(BaseModel):
         return params
 
     def param_loss(self, params: Mapping[str, torch.Tensor],
-                   gt: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
-        """(B,) weighted ground-truth parameter loss, or None when nothing is comparable."""
+                   gt: Mapping[str, torch.Tensor], body: Optional[torch.Tensor] = None,
+                   reference_R: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """(B,) weighted ground-truth parameter loss, or None when nothing is comparable.
+
+        Args:
+            params: decoded parameters (world frame, rotation matrices).
+            gt: ground-truth parameters (axis-angle rotations, world frame).
+            body: (B, P_b) the body vector (needed by ``rotation_loss='raw_6d'``).
+            reference_R: (B, 3, 3) world -> body-vector frame rotation (the calibrated
+                reference camera's; None: the frames coincide).
+        """
+        raw = None
+        if self.rotation_loss == 'raw_6d' and body is not None:
+            raw = self.body_codec.split(body)
         total = None
         for key, w in self.param_weights.items():
             if w <= 0 or key not in params or gt.get(key) is None:
                 continue
             pred, target = params[key], gt[key].to(params[key])
             if key in ('global_orient', 'body_pose'):
-                term = rotation_geodesic_sq(pred, axis_angle_to_matrix(target))
+                target = axis_angle_to_matrix(target)
+                if raw is None:
+                    term = rotation_geodesic_sq(pred, target)
+                else:
+                    if key == 'global_orient' and reference_R is not None:
+                        target = reference_R.to(target) @ target
+                    diff = raw[key].to(target) - matrix_to_rotation_6d(target)
+                    term = diff * diff
             else:
                 if key == 'betas' and target.shape[-1] != pred.shape[-1]:
                     n = pred.shape[-1]
@@ -516,7 +554,12 @@ class BodyRegressor(BaseModel):
             if self.loss_weights.get(name, 0.0) > 0:
                 out[name] = handler(decoded['output'], data_samples, params)
         if self.loss_weights['param'] > 0 and data_samples.get('params'):
-            term = self.param_loss(decoded['params'], data_samples['params'])
+            ref = None
+            if self.camera_codec.uses_calibration:
+                B = decoded['body'].shape[0]
+                ref = self._view_tensor(data_samples, 'R', B, self.num_views, 2)[:, 0]
+            term = self.param_loss(decoded['params'], data_samples['params'],
+                                   body=decoded['body'], reference_R=ref)
             if term is not None:
                 out['param'] = term
         if self.loss_weights['triangulation'] > 0:
@@ -699,6 +742,6 @@ class BodyRegressor(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 
-__all__ = ['BodyRegressor', 'triangulation_consistency', 'rotation_geodesic_sq',
+__all__ = ['BodyRegressor', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']
