@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from smilfit.body_models.rotations import axis_angle_to_matrix
 
 from .helpers import tiny_multiview
 
@@ -50,7 +50,8 @@ def test_raw_6d_zero_at_ground_truth_in_calibrated_frame(multiview_batch):
                                        betas=gt['betas'], transl=transl_c))
     decoded = model.decode(dict(body=vec, cameras=None), s, (64, 64))
     assert model.frame_losses(decoded, s)['param'].max() < 1e-6
-    # A heading error of 90 degrees about the camera's y axis costs 2 * |(1,0,-1)|^2 ... > 0
+    # A 90-degree turn about the camera's y axis moves both 6D columns: the loss is
+    # |R c1 - c1|^2 + |R c2 - c2|^2 = 2 (1 - cos 90deg) (|c1_perp|^2 + |c2_perp|^2) > 1.
     turn = axis_angle_to_matrix(torch.tensor([0.0, math.pi / 2, 0.0]))
     vec2 = model.body_codec.encode(dict(global_orient=turn @ go_c, body_pose=gt['body_pose'],
                                         betas=gt['betas'], transl=transl_c))
