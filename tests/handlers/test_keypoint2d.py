@@ -102,13 +102,13 @@ def test_points_behind_camera_score_as_far_misses_with_finite_gradients(model):
                                  loss=dict(type='KeypointMSELoss', robust='gmof', sigma=5.0)))
     robust.setup(model, dict(keypoint_names=model.joint_names))
     out = forward(model, moved)
-    behind = robust(out, obs, moved)[0]
+    behind = robust(out, obs, moved)[0].detach()
     _, front = robust.project(out, obs, moved)
     n_behind = int((~front[0] & torch.isfinite(obs['keypoints_2d'][0]).all(-1)).sum())
     assert n_behind > 0
     saturated = 25.0 * (2 * BEHIND_CAMERA_PX ** 2) / (25.0 + 2 * BEHIND_CAMERA_PX ** 2)
     assert float(behind) >= n_behind * saturated - 1e-6
-    assert float(behind) > float(robust(forward(model, params), obs, params)[0])
+    assert float(behind) > float(robust(forward(model, params), obs, params)[0].detach())
     pts = torch.tensor([[[0.0, 0.0, -15.0], [0.0, 0.0, -20.0], [1.0, 0.0, 0.0]]], dtype=DT,
                        requires_grad=True)
     K, R, t = obs['K'][0, 0], obs['R'][0, 0], obs['t'][0, 0]

@@ -60,7 +60,7 @@ DEFAULT_PARAM_WEIGHTS = dict(global_orient=1.0, body_pose=1.0, betas=0.1, transl
 #: How the ground-truth parameter loss compares rotations.
 ROTATION_LOSSES = ('frobenius', 'raw_6d')
 #: Loss terms computed by the regressor itself (besides its handlers).
-BUILTIN_TERMS = ('param', 'triangulation')
+BUILTIN_TERMS = ('param', 'triangulation', 'heading')
 
 
 def _build(registry, spec: ModuleSpec, **defaults: Any) -> nn.Module:
@@ -172,6 +172,16 @@ class BodyRegressor(BaseModel):
             names, as in synthetic data); see :meth:`setup_keypoints`.
         joint_lookup: model keypoint name -> data keypoint name.
         supervise_iterations: ``'all'`` (every IEF iteration, averaged) or ``'last'``.
+        heading_bins: K > 0 turns on MultiBin heading (Mousavian et al. 2017): a linear
+            classifier on the fused features picks one of K headings (rotations of the
+            initial global orientation by ``2 pi k / K`` about the camera's vertical
+            axis) and the head refines from that bin's orientation, so it only regresses
+            a residual of at most ``pi / K``. Trained with cross-entropy against the
+            ground truth's bin (term ``heading``, weight 1 by default) and with the head
+            started from the ground truth's bin (teacher forcing); without ground truth
+            and at test time the classifier's bin is used. 0: off (one fixed start).
+            Regressing a uniform 360-degree heading directly stalls: the L2 optimum of
+            an unresolved heading is the mean rotation (docs/regression.md).
         rotation_loss: how ``param`` compares rotations: ``'frobenius'`` (squared
             Frobenius distance of the decoded matrices) or ``'raw_6d'`` (squared distance
             of the head's raw, not yet orthonormalised 6D output to the target's 6D, in
@@ -194,7 +204,7 @@ class BodyRegressor(BaseModel):
                  keypoint_names: Optional[Sequence[str]] = None,
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  supervise_iterations: str = 'all', embedding: Optional[dict] = None,
-                 rotation_loss: str = 'frobenius',
+                 rotation_loss: str = 'frobenius', heading_bins: int = 0,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -239,6 +249,7 @@ class BodyRegressor(BaseModel):
         self.head = _build(MODELS, head, in_dim=feat_dim, body_dim=self.body_codec.dim,
                            camera_dim=self.camera_codec.dim, num_views=self.num_views)
         self.feature_dim = feat_dim
+        self._build_heading(int(heading_bins))
         self.embedding_cfg = None
         self.embedding_neck = None
         if embedding is not None:
@@ -261,6 +272,8 @@ class BodyRegressor(BaseModel):
         self.param_weights = weights
         self.loss_weights: Dict[str, float] = {name: 1.0 for name in self.handlers}
         self.loss_weights.update(param=1.0, triangulation=0.0)
+        if self.heading_bins:
+            self.loss_weights['heading'] = 1.0
         self.loss_weights.update(self._extra_loss_weights())
         for name, w in dict(loss_weights or {}).items():
             self.set_loss_weight(name, w)
@@ -270,6 +283,58 @@ class BodyRegressor(BaseModel):
     def _extra_loss_weights(self) -> Dict[str, float]:
         """Default weights of subclass loss terms."""
         return {}
+
+    def _build_heading(self, bins: int) -> None:
+        """MultiBin heading: classifier, bin rotations and the reference direction."""
+        if bins < 0:
+            raise ValueError(f'heading_bins must be >= 0, got {bins}')
+        self.heading_bins = bins
+        self.heading_classifier = None
+        if not bins:
+            return
+        self.heading_classifier = nn.Linear(self.feature_dim, bins)
+        nn.init.zeros_(self.heading_classifier.weight)
+        nn.init.zeros_(self.heading_classifier.bias)
+        # Bin k: the initial orientation turned by 2 pi k / K about the camera's y axis
+        # (image vertical; the initial orientation stands the model's up axis on it).
+        angles = torch.arange(bins, dtype=torch.float64) * (2 * math.pi / bins)
+        turns = axis_angle_to_matrix(torch.stack([torch.zeros_like(angles), angles,
+                                                  torch.zeros_like(angles)], -1))
+        init_R = self.body_codec.decode(self.body_codec.init_vector[None].double())[
+            'global_orient'][0]
+        # A model direction orthogonal to the up axis: its turn about y is the heading.
+        up = init_R.T @ torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+        ref = torch.eye(3, dtype=torch.float64)[int(torch.argmin(up.abs()))]
+        ref = ref - up * (ref @ up)
+        bin_R = turns @ init_R
+        self.register_buffer('heading_bin_R', bin_R.float(), persistent=False)
+        self.register_buffer('heading_ref', (init_R @ (ref / ref.norm())).float(),
+                             persistent=False)
+        self.register_buffer('heading_model_ref', (ref / ref.norm()).float(),
+                             persistent=False)
+        raw = self.body_codec.encode(dict(global_orient=bin_R))
+        self.register_buffer('heading_bin_vectors',
+                             raw[:, self.body_codec.slices['global_orient']].float(),
+                             persistent=False)
+
+    def heading_targets(self, data_samples: Optional[Mapping[str, Any]], B: int
+                        ) -> Optional[torch.Tensor]:
+        """(B,) the ground truth's heading bin in the body vector's frame, or None
+        without ground-truth ``global_orient`` (or calibration, for calibrated cameras)."""
+        gt = (data_samples or {}).get('params') or {}
+        if not self.heading_bins or gt.get('global_orient') is None:
+            return None
+        R = axis_angle_to_matrix(gt['global_orient'].to(self.heading_bin_R))
+        if self.camera_codec.uses_calibration:
+            cal_R = self._view_tensor(data_samples, 'R', B, self.num_views, 2)
+            if cal_R is None:
+                return None
+            R = cal_R[:, 0].to(R) @ R
+        v = R @ self.heading_model_ref                       # (B, 3) camera frame
+        a = self.heading_ref
+        angle = torch.atan2(a[2] * v[:, 0] - a[0] * v[:, 2], a[0] * v[:, 0] + a[2] * v[:, 2])
+        width = 2 * math.pi / self.heading_bins
+        return torch.remainder(torch.round(angle / width), self.heading_bins).long()
 
     def _build_body_codec(self, cfg: dict) -> BodyParamCodec:
         model = self.body_model
@@ -400,18 +465,38 @@ class BodyRegressor(BaseModel):
                        views=pooled, fused=enc['backbone'])
         return enc
 
-    def initial_vectors(self, B: int, device, dtype) -> Dict[str, Optional[torch.Tensor]]:
-        """The vectors the head starts from: ``body`` (B, P_b), ``cameras`` (B, C, P_c)."""
+    def initial_vectors(self, B: int, device, dtype,
+                        heading_bins: Optional[torch.Tensor] = None
+                        ) -> Dict[str, Optional[torch.Tensor]]:
+        """The vectors the head starts from: ``body`` (B, P_b), ``cameras`` (B, C, P_c);
+        with ``heading_bins`` (B,) long each sample starts from its bin's orientation."""
         body = self.body_codec.init_vector.to(device=device, dtype=dtype).expand(B, -1)
+        if heading_bins is not None:
+            sl = self.body_codec.slices['global_orient']
+            body = body.clone()
+            body[:, sl] = self.heading_bin_vectors.to(device=device, dtype=dtype)[
+                heading_bins.to(device)]
         cams = None
         if self.camera_codec.dim:
             cams = self.camera_codec.init_vector.to(device=device, dtype=dtype).expand(
                 B, self.num_views, -1)
         return dict(body=body, cameras=cams)
 
-    def run_head(self, enc: Mapping[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+    def run_head(self, enc: Dict[str, torch.Tensor],
+                 data_samples: Optional[Mapping[str, Any]] = None
+                 ) -> List[Dict[str, torch.Tensor]]:
+        """Run the head from the initial vectors. With MultiBin heading, ``enc`` gets
+        ``heading_logits`` (B, K), ``heading_target`` (B,) or None and ``heading_bin``
+        (B,): the ground truth's bin in training when known, else the classifier's."""
         B = enc['fused'].shape[0]
-        init = self.initial_vectors(B, enc['fused'].device, enc['fused'].dtype)
+        bins = None
+        if self.heading_bins:
+            logits = self.heading_classifier(enc['fused'])
+            target = self.heading_targets(data_samples, B)
+            bins = target if (self.training and target is not None) else \
+                logits.detach().argmax(-1)
+            enc.update(heading_logits=logits, heading_target=target, heading_bin=bins)
+        init = self.initial_vectors(B, enc['fused'].device, enc['fused'].dtype, bins)
         return self.head(enc['memory'], enc.get('memory_mask'), enc['views'], enc['fused'],
                          init['body'], init['cameras'])
 
@@ -572,7 +657,7 @@ class BodyRegressor(BaseModel):
                     ) -> Dict[str, Any]:
         """Encode and run the head: ``enc`` (features) and ``iterations`` (head outputs)."""
         enc = self.encode(inputs, data_samples)
-        return dict(enc=enc, iterations=self.run_head(enc))
+        return dict(enc=enc, iterations=self.run_head(enc, data_samples))
 
     def loss(self, inputs: torch.Tensor, data_samples: Mapping[str, Any]
              ) -> Dict[str, torch.Tensor]:
@@ -590,6 +675,12 @@ class BodyRegressor(BaseModel):
                 sums[name] = sums.get(name, 0.0) + value.mean()
         losses = {f'loss_{name}': total * (self.loss_weights[name] / len(iters))
                   for name, total in sums.items()}
+        enc = res['enc']
+        if self.heading_bins and self.loss_weights['heading'] > 0 \
+                and enc.get('heading_target') is not None:
+            losses['loss_heading'] = self.loss_weights['heading'] * \
+                torch.nn.functional.cross_entropy(enc['heading_logits'],
+                                                  enc['heading_target'])
         losses.update(self.extra_losses(res, data_samples, decoded))
         if not losses:
             raise RuntimeError(f'{type(self).__name__}: no loss term is active (weights '

@@ -186,7 +186,7 @@ class TemporalRegressor(BodyRegressor):
         enc['memory'] = enc['memory'] + ctx[:, None]
         enc['views'] = enc['views'] + ctx[:, None]
         enc['fused'] = enc['fused'] + ctx
-        return dict(enc=enc, iterations=self.run_head(enc))
+        return dict(enc=enc, iterations=self.run_head(enc, data_samples))
 
     def loss(self, inputs: torch.Tensor, data_samples: Mapping[str, Any]
              ) -> Dict[str, torch.Tensor]:
