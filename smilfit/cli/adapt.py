@@ -30,7 +30,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 from mmengine.config import DictAction
 
@@ -107,7 +106,7 @@ def session_batch(cfg, model, session: str, settings: Dict[str, Any]) -> Dict[st
 
     from smilfit.models import TemporalRegressor
     from smilfit.registry import DATASETS
-    import smilfit.datasets.clip_dataset  # noqa: F401  (registers ClipHDF5Dataset)
+    import smilfit.datasets.clip_dataset  # noqa: F401,E501  (registers ClipHDF5Dataset)
 
     loader = cfg.get('test_dataloader') or cfg.get('val_dataloader')
     if loader is None:

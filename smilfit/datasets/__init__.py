@@ -7,6 +7,7 @@
   augmentation, resizing, packing to tensors.
 - :mod:`.synthetic` and :mod:`.raster`: rendered ground-truth datasets from a body model.
 """
+from .clip_dataset import ClipHDF5Dataset, stack_frames
 from .hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
 from .multiview_dataset import MultiViewHDF5Dataset, split_sessions_by_ratio
 from .singleview_dataset import SingleViewHDF5Dataset
@@ -22,5 +23,5 @@ __all__ = [
     'GeometricAugment', 'PackInputs', 'PhotometricAugment', 'ResizeViews',
     'apply_view_affine', 'flip_sample', 'SlpExportError', 'SlpPredictionWriter',
     'write_predictions_slp', 'MaskFormatError', 'load_mask_png', 'masks_from_hdf5',
-    'rle_decode', 'rle_encode',
+    'rle_decode', 'rle_encode', 'ClipHDF5Dataset', 'stack_frames',
 ]

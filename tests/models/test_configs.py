@@ -17,7 +17,7 @@ CONFIGS = REPO_ROOT / 'configs' / 'regression'
 
 
 @pytest.mark.parametrize('name', ['single_view_resnet', 'multi_view_resnet',
-                                  'single_view_vit'])
+                                  'single_view_vit', 'multi_view_vit'])
 def test_model_configs_build(name):
     register_all_modules()
     cfg = Config.fromfile(str(CONFIGS / '_base_' / 'models' / f'{name}.py'))
@@ -96,9 +96,9 @@ def test_temporal_config_trains_smoke(tmp_path, synthetic_h5):
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.work_dir = str(tmp_path / 'work')
     runner = Runner.from_cfg(cfg)
-    batch = next(iter(runner.train_dataloader))
-    assert batch['inputs'].shape == (1, cfg.clip_length, 2, 3, 64, 64)
-    assert batch['data_samples']['frame_valid'].shape == (1, cfg.clip_length)
+    clip = runner.train_dataloader.dataset[0]
+    assert clip['inputs'].shape == (cfg.clip_length, 2, 3, 64, 64)
+    assert clip['data_samples']['frame_valid'].tolist() == [True] * cfg.clip_length
     runner.train()
     assert (tmp_path / 'work' / 'iter_2.pth').exists()
     scalars = runner.message_hub.get_scalar('train/loss').current()

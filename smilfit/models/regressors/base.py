@@ -177,11 +177,18 @@ class BodyRegressor(BaseModel):
             initial global orientation by ``2 pi k / K`` about the camera's vertical
             axis) and the head refines from that bin's orientation, so it only regresses
             a residual of at most ``pi / K``. Trained with cross-entropy against the
-            ground truth's bin (term ``heading``, weight 1 by default) and with the head
+            ground truth's bin (term ``heading``, weight 1 by default; the classifier
+            reads ``heading_features``) and with the head
             started from the ground truth's bin (teacher forcing); without ground truth
             and at test time the classifier's bin is used. 0: off (one fixed start).
             Regressing a uniform 360-degree heading directly stalls: the L2 optimum of
             an unresolved heading is the mean rotation (docs/regression.md).
+        heading_features: what the heading classifier reads: ``'fused'`` (the fused
+            feature vector) or ``'grid'`` (every view slot's backbone feature map pooled
+            to a ``heading_grid`` x ``heading_grid`` grid and concatenated, through a
+            LayerNorm-MLP: where the head is in the image is kept, which is what the
+            heading is).
+        heading_grid: cells per side of the ``'grid'`` features.
         rotation_loss: how ``param`` compares rotations: ``'frobenius'`` (squared
             Frobenius distance of the decoded matrices) or ``'raw_6d'`` (squared distance
             of the head's raw, not yet orthonormalised 6D output to the target's 6D, in
@@ -205,6 +212,7 @@ class BodyRegressor(BaseModel):
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  supervise_iterations: str = 'all', embedding: Optional[dict] = None,
                  rotation_loss: str = 'frobenius', heading_bins: int = 0,
+                 heading_features: str = 'fused', heading_grid: int = 2,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -249,7 +257,7 @@ class BodyRegressor(BaseModel):
         self.head = _build(MODELS, head, in_dim=feat_dim, body_dim=self.body_codec.dim,
                            camera_dim=self.camera_codec.dim, num_views=self.num_views)
         self.feature_dim = feat_dim
-        self._build_heading(int(heading_bins))
+        self._build_heading(int(heading_bins), heading_features, int(heading_grid))
         self.embedding_cfg = None
         self.embedding_neck = None
         if embedding is not None:
@@ -284,17 +292,28 @@ class BodyRegressor(BaseModel):
         """Default weights of subclass loss terms."""
         return {}
 
-    def _build_heading(self, bins: int) -> None:
+    def _build_heading(self, bins: int, features: str, grid: int) -> None:
         """MultiBin heading: classifier, bin rotations and the reference direction."""
         if bins < 0:
             raise ValueError(f'heading_bins must be >= 0, got {bins}')
-        self.heading_bins = bins
+        if features not in ('fused', 'grid') or grid < 1:
+            raise ValueError(f"heading_features must be 'fused' or 'grid' and heading_grid "
+                             f'>= 1, got {features!r}, {grid}')
+        self.heading_bins, self.heading_features, self.heading_grid = bins, features, grid
         self.heading_classifier = None
         if not bins:
             return
-        self.heading_classifier = nn.Linear(self.feature_dim, bins)
-        nn.init.zeros_(self.heading_classifier.weight)
-        nn.init.zeros_(self.heading_classifier.bias)
+        if features == 'fused':
+            self.heading_classifier = nn.Linear(self.feature_dim, bins)
+            last = self.heading_classifier
+        else:
+            n_in = self.num_views * grid * grid * int(self.backbone.out_dim)
+            hidden = 256
+            self.heading_classifier = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, hidden),
+                                                    nn.GELU(), nn.Linear(hidden, bins))
+            last = self.heading_classifier[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         # Bin k: the initial orientation turned by 2 pi k / K about the camera's y axis
         # (image vertical; the initial orientation stands the model's up axis on it).
         angles = torch.arange(bins, dtype=torch.float64) * (2 * math.pi / bins)
@@ -453,7 +472,7 @@ class BodyRegressor(BaseModel):
         valid = valid_view_mask(self._view_tensor(data_samples, 'view_valid', B, C, 0), B, C,
                                 x.device)
         enc = dict(backbone_views=pooled, backbone=masked_view_mean(pooled, valid),
-                   view_valid=valid)
+                   view_valid=valid, backbone_tokens=tokens)
         if self.neck is not None:
             fused = self.neck(tokens, pooled, valid)
             enc.update(memory=fused['memory'], memory_mask=fused['memory_mask'],
@@ -482,6 +501,21 @@ class BodyRegressor(BaseModel):
                 B, self.num_views, -1)
         return dict(body=body, cameras=cams)
 
+    def _heading_input(self, enc: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, F) what the heading classifier reads (see ``heading_features``)."""
+        if self.heading_features == 'fused':
+            return enc['fused']
+        tokens = enc['backbone_tokens']                           # (B, C, N, D)
+        B, C, N, D = tokens.shape
+        side = int(round(math.sqrt(N)))
+        if side * side != N:
+            raise ValueError(f"heading_features='grid' needs a square token grid, got "
+                             f'{N} tokens per view')
+        x = tokens.reshape(B * C, side, side, D).permute(0, 3, 1, 2)
+        x = torch.nn.functional.adaptive_avg_pool2d(x, self.heading_grid)
+        valid = enc['view_valid'].to(x.dtype).reshape(B * C, 1, 1, 1)
+        return (x * valid).reshape(B, -1)
+
     def run_head(self, enc: Dict[str, torch.Tensor],
                  data_samples: Optional[Mapping[str, Any]] = None
                  ) -> List[Dict[str, torch.Tensor]]:
@@ -491,7 +525,7 @@ class BodyRegressor(BaseModel):
         B = enc['fused'].shape[0]
         bins = None
         if self.heading_bins:
-            logits = self.heading_classifier(enc['fused'])
+            logits = self.heading_classifier(self._heading_input(enc))
             target = self.heading_targets(data_samples, B)
             bins = target if (self.training and target is not None) else \
                 logits.detach().argmax(-1)
