@@ -16,7 +16,8 @@ Sampling (all in model units and the model's frame; ``up`` is the model's ``up_a
   model has no prior); optional per-joint anisotropic ``log_scale ~ N(0, log_scale_std^2)``
   per session;
 - pose: every axis-angle component of every non-root joint ``~ N(0, pose_std^2)``;
-- global orientation: a uniform heading about ``up`` times a small tilt
+- global orientation: a uniform heading about ``up`` (or, with ``heading_range_deg`` <
+  360, within that range of the rig's first camera azimuth) times a small tilt
   (``tilt_std`` radians);
 - translation: the animal's centre is brought to the origin of the ground plane, plus a
   Gaussian offset of ``transl_std`` body lengths;
@@ -189,7 +190,8 @@ class SyntheticOptions(dict):
     DEFAULTS: Dict[str, Any] = dict(
         num_sessions=4, frames_per_session=8, num_views=4, image_size=(256, 256),
         focal=None, fov_deg=40.0, distance=None, fill=0.6, elevation_deg=(15.0, 45.0),
-        azimuth_jitter_deg=10.0, pose_std=0.3, tilt_std=0.1, transl_std=0.1,
+        azimuth_jitter_deg=10.0, heading_range_deg=360.0, pose_std=0.3, tilt_std=0.1,
+        transl_std=0.1,
         shape_std_scale=1.0, log_scale_std=0.0, occlusion_tol=None, jpeg_quality=92,
         masks=True, seed=0)
 
@@ -199,6 +201,9 @@ class SyntheticOptions(dict):
             raise TypeError(f'unknown synthetic options {sorted(unknown)}; known: '
                             f'{sorted(self.DEFAULTS)}')
         super().__init__({**self.DEFAULTS, **options})
+        if not 0.0 <= float(self['heading_range_deg']) <= 360.0:
+            raise ValueError(f"heading_range_deg must be in [0, 360], got "
+                             f"{self['heading_range_deg']!r}")
 
 
 def _rest_length(model) -> float:
@@ -223,6 +228,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             (W, H) or int, ``focal`` (pixels) or ``fov_deg`` (horizontal), ``distance``
             (model units; None: from ``fill``, the fraction of the image the body length
             spans), ``elevation_deg`` (one value or a (min, max) range), ``azimuth_jitter_deg``,
+            ``heading_range_deg`` (360: any heading; less: headings within that range
+            about the rig's first camera azimuth, e.g. for a quick-start regressor),
             ``pose_std`` / ``tilt_std`` (radians), ``transl_std`` (body lengths),
             ``shape_std_scale``, ``log_scale_std``, ``occlusion_tol`` (model units),
             ``jpeg_quality``, ``masks``, ``seed``.
@@ -278,7 +285,13 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
                                                          rng.uniform(0.65, 1.0)])
             # --- poses
             body_pose = float(opts['pose_std']) * rng.standard_normal((F, J - 1, 3))
-            heading = rng.uniform(-math.pi, math.pi, F)
+            heading_range = float(opts['heading_range_deg'])
+            if heading_range >= 360.0:
+                heading = rng.uniform(-math.pi, math.pi, F)
+            else:  # relative to the rig (drawn first): an easier, curriculum-style set
+                az0 = rng.uniform(0.0, 360.0)
+                heading = math.radians(az0) + np.radians(
+                    rng.uniform(-heading_range / 2, heading_range / 2, F))
             tilt = float(opts['tilt_std']) * rng.standard_normal((F, 3))
             rots = np.stack([_rotation_about(up, heading[f]) @ cv2.Rodrigues(tilt[f])[0]
                              for f in range(F)])
@@ -300,7 +313,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             kps = kps + transl[:, None]
             # --- the rig: looks at the mean position of the animal in this session
             target = (verts.mean(1)).mean(0)
-            az0 = rng.uniform(0.0, 360.0)
+            if heading_range >= 360.0:
+                az0 = rng.uniform(0.0, 360.0)
             azimuths = az0 + 360.0 * np.arange(C) / C \
                 + rng.uniform(-1, 1, C) * float(opts['azimuth_jitter_deg'])
             elevations = rng.uniform(*elev_range, C)
