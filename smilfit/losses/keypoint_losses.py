@@ -168,13 +168,20 @@ class KeypointMSELoss(BaseLoss):
         Returns:
             (B, ..., K, D), zero where an element does not count.
         """
-        if self.reduction != 'none':
-            raise ValueError("residuals need reduction='none'")
-        valid, w = self._weights(pred, target, weight, mask)
-        diff = masked(pred - masked(target, valid), valid)
+        diff, factor = self._residual_parts(pred, target, weight, mask)
         if self.robust is not None:
             s2 = self.sigma * self.sigma
             diff = diff * (s2 / (s2 + (diff * diff).sum(-1, keepdim=True))).sqrt()
+        return diff * factor
+
+    def _residual_parts(self, pred: torch.Tensor, target: torch.Tensor,
+                        weight: Optional[torch.Tensor], mask: Optional[torch.Tensor]):
+        """Masked errors ``e`` (B, ..., K, D) and the per-keypoint factor (B, ..., K, 1)
+        ``sqrt(s c w)`` of the least-squares form (``s``: normalisation, loss weight)."""
+        if self.reduction != 'none':
+            raise ValueError("residuals need reduction='none'")
+        valid, w = self._weights(pred, target, weight, mask)
+        e = masked(pred - masked(target, valid), valid)
         B = pred.shape[0]
         scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
                            device=pred.device)
@@ -183,28 +190,15 @@ class KeypointMSELoss(BaseLoss):
         elif self.normalize == 'weighted_mean':
             total = sum_nonbatch(w)
             scale = scale / torch.where(total > 0, total, torch.ones_like(total))
-        factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()
-        return diff * factor[..., None]
+        return e, (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()[..., None]
 
     def residual_jacobian(self, pred: torch.Tensor, target: torch.Tensor,
                           weight: Optional[torch.Tensor] = None,
                           mask: Optional[torch.Tensor] = None):
         """:meth:`residuals` (B, ..., K, D) and their derivative w.r.t. ``pred``
         (B, ..., K, D, D) (each keypoint's residual depends on its own prediction only)."""
-        if self.reduction != 'none':
-            raise ValueError("residuals need reduction='none'")
-        valid, w = self._weights(pred, target, weight, mask)
-        e = masked(pred - masked(target, valid), valid)
-        B, D = pred.shape[0], pred.shape[-1]
-        scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
-                           device=pred.device)
-        if self.normalize == 'mean':
-            scale = scale / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
-        elif self.normalize == 'weighted_mean':
-            total = sum_nonbatch(w)
-            scale = scale / torch.where(total > 0, total, torch.ones_like(total))
-        factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()[..., None]
-        eye = torch.eye(D, dtype=pred.dtype, device=pred.device)
+        e, factor = self._residual_parts(pred, target, weight, mask)
+        eye = torch.eye(pred.shape[-1], dtype=pred.dtype, device=pred.device)
         if self.robust is None:
             return e * factor, factor[..., None] * eye
         # r = f sigma e / q with q = sqrt(sigma^2 + |e|^2): dr/de = f sigma (I/q - e e^T/q^3)
