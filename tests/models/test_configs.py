@@ -1,5 +1,5 @@
 """The regression configs parse and build (with a small backbone); the acceptance
-training on synthetic data (slow)."""
+training on synthetic data (about 2.5 minutes on 2 cores)."""
 import copy
 import math
 from pathlib import Path
@@ -53,7 +53,6 @@ def test_training_config_parses():
                                                      'ReprojectionErrorMetric']
 
 
-@pytest.mark.slow
 def test_synthetic_training_lowers_validation_error(tmp_path):
     """Acceptance: the tiny multi-view config trained on CPU for a few hundred iterations
     lowers the validation 2D keypoint error substantially (minutes on 2 cores)."""
@@ -72,8 +71,8 @@ def test_synthetic_training_lowers_validation_error(tmp_path):
     before = runner.val()['reproj/mean']
     runner.train()
     after = runner.val()['reproj/mean']
-    # Measured: 10.8 px -> 8.2 px (seed 0, 300 iterations).
-    assert after < 0.8 * before, (before, after)
+    # Measured: 11.2 px -> 5.2 px (seed 0, 300 iterations, headings within 90 degrees).
+    assert after < 0.6 * before, (before, after)
 
 
 def test_temporal_config_trains_smoke(tmp_path, synthetic_h5):
