@@ -3,7 +3,8 @@
 Samples random poses (0.3 rad per joint axis) and shapes from the model's shape prior,
 projects the model's joints into 4 calibrated cameras (optionally with pixel noise and
 missing points), fits with ``SMILRegistrant`` from the rest pose, and prints a table:
-frames/s (wall clock; CPU seconds too, as other processes on the machine inflate wall time) of the batched per-sample fit and of a per-frame loop (the same registrant on
+frames/s (wall clock; CPU seconds too, as other processes on the machine inflate wall
+time) of the batched per-sample fit and of a per-frame loop (the same registrant on
 one frame at a time), the mean joint error as a percentage of the body length, and the
 error of DLT triangulation of the same 2D points (the baseline to beat).
 
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
         batched = time.perf_counter() - start
         cpu = time.process_time() - cpu
         print(f'| {case} | batched per-sample | {args.frames} | {batched:.2f} | {cpu:.2f} | '
-              f'{args.frames / batched:.1f} | {joint_error(result.output.joints, truth, length):.4f}'
+              f'{args.frames / batched:.1f} | '
+              f'{joint_error(result.output.joints, truth, length):.4f}'
               f' | {dlt_err:.3f} |', flush=True)
         n = min(args.loop_frames, args.frames)
         start, cpu = time.perf_counter(), time.process_time()

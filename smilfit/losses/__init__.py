@@ -37,7 +37,8 @@ from .silhouette import SILHOUETTE_MODES, SilhouetteLoss, silhouette_view_loss
 from .temporal import TemporalSmoothnessLoss, finite_differences, frame_valid
 from .utils import REDUCTIONS, BaseLoss, reduce_loss, valid_mask
 from .surface import ChamferLoss, NormalConsistencyLoss, PointToSurfaceLoss
-from .mesh_regularizers import EdgeLengthRegularizer, LaplacianRegularizer, MeshNormalConsistencyRegularizer  # noqa: E501
+from .mesh_regularizers import (EdgeLengthRegularizer, LaplacianRegularizer,
+                                MeshNormalConsistencyRegularizer)
 
 __all__ = [
     # losses

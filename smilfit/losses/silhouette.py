@@ -1,7 +1,8 @@
 """Silhouette loss between rendered soft silhouettes and observed masks.
 
 Soft silhouettes (values in [0, 1]) come from a renderer in :mod:`smilfit.renderers`
-(e.g. ``SoftSilhouetteRenderer``); this module only compares images. Shapes: B batch, C views (cameras), H x W pixels.
+(e.g. ``SoftSilhouetteRenderer``); this module only compares images. Shapes: B batch,
+C views (cameras), H x W pixels.
 """
 from __future__ import annotations
 

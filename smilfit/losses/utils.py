@@ -230,6 +230,7 @@ class PerJointL2Loss(BaseLoss):
         return (x * scale.sqrt()[:, None]).flatten(1)
 
 
-__all__ = ['REDUCTIONS', 'BaseLoss', 'PerJointL2Loss', 'check_reduction', 'check_choice', 'reduce_loss',
+__all__ = ['REDUCTIONS', 'BaseLoss', 'PerJointL2Loss', 'check_reduction', 'check_choice',
+           'reduce_loss',
            'sum_nonbatch', 'valid_mask', 'masked', 'as_float_tensor', 'like',
            'resolve_model_data', 'per_joint_sq_norm', 'check_joint_tensor']

@@ -411,5 +411,6 @@ def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, devic
     return torch.cat([root.to(dtype), body.to(dtype)], dim=1)[:, model.pose_perm]
 
 
-__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian', 'so3_left_jacobian',
+__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian',
+           'so3_left_jacobian',
            'subtree_matrix', 'point_jacobians', 'check_supported']

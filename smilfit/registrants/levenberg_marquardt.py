@@ -106,8 +106,8 @@ class LeastSquaresProblem:
                    if getattr(h, 'residual_kind', None) not in ('points', 'params')]
         if missing:
             raise ValueError(f'Levenberg-Marquardt needs handlers in least-squares form; '
-                             f'none for {", ".join(missing)}: use LBFGS/Adam for this stage or set '
-                             'their weight to 0 in it (loss_weights)')
+                             f'none for {", ".join(missing)}: use LBFGS/Adam for this '
+                             'stage or set their weight to 0 in it (loss_weights)')
         self.model = body_model
         self.handlers = list(handlers)
         self.fitted = list(fitted)
@@ -273,7 +273,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
             c, gg, hh = problem.linearize(x[idx], idx)
-            bad = ~(torch.isfinite(c) & torch.isfinite(gg).all(1) & torch.isfinite(hh).flatten(1).all(1))
+            bad = ~(torch.isfinite(c) & torch.isfinite(gg).all(1)
+                    & torch.isfinite(hh).flatten(1).all(1))
             cost[idx], g[idx], H[idx] = c, gg, hh
             diverged[idx[bad]] = True
             converged = gg.abs().amax(1) <= gtol

@@ -292,7 +292,8 @@ class SMILRegistrant(nn.Module):
             def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
                 return torch.stack(list(self.per_sample_losses(
                     params, observations, active, need_vertices).values())).sum(0)
-            linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+            linear = (None if options.linear_dtype == 'auto'
+                      else getattr(torch, options.linear_dtype))
             problem = LeastSquaresProblem(self.body_model, active, obs, fixed, stage.fit,
                                           cost_fn, linear_dtype=linear)
 

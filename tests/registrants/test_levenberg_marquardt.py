@@ -77,7 +77,8 @@ def test_keypoint3d_and_shape_prior_residuals(model):
                             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=0.5)))
     h.setup(model, dict(keypoint_names=model.joint_names))
     r = h.point_residuals(out.joints, dict(keypoints_3d=target), {})
-    torch.testing.assert_close((r * r).sum((1, 2, 3)), h.compute(out, dict(keypoints_3d=target), {}))
+    torch.testing.assert_close((r * r).sum((1, 2, 3)),
+                               h.compute(out, dict(keypoints_3d=target), {}))
     prior = HANDLERS.build(dict(type='ShapePriorHandler', name='shape'))
     prior.setup(model)
     params = dict(betas=torch.randn(2, model.num_betas, generator=g, dtype=torch.float64))
