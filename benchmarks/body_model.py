@@ -22,13 +22,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from smilfit.body_models import SMILModel  # noqa: E402
+from timing import time_call  # noqa: E402  (benchmarks/timing.py)
 from smilfit.body_models.demo_model import demo_model_data  # noqa: E402
 from smilfit.body_models.io import load_model_data  # noqa: E402
 
@@ -36,23 +38,6 @@ SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
 MODEL_FILES = {'stick': 'SMILy_STICK.pkl', 'mouse': 'SMILy_Mouse_static_joints.pkl'}
 
 
-def time_call(fn: Callable[[], object], device: torch.device, min_time: float = 0.3,
-              min_reps: int = 5, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` in milliseconds (synchronising CUDA)."""
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 200:
-            break
-    return 1e3 * statistics.median(times)
 
 
 def make_inputs(model: SMILModel, batch: int, requires_grad: bool,

@@ -32,16 +32,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import timing  # noqa: E402  (benchmarks/timing.py, beside this script)
 from smilfit.body_models import SMILModel, demo_model_data, load_model_data  # noqa: E402
 from smilfit.renderers import (PyTorch3DSilhouetteRenderer, SoftSilhouetteRenderer,  # noqa: E402
                                cutoff_margin, pytorch3d_available)
@@ -116,23 +116,9 @@ def pair_count(verts, faces, cams, sigma_px: float, cutoff: float) -> int:
     return int((boxes.width * boxes.height).sum())
 
 
-def time_call(fn: Callable[[], object], device: torch.device, min_time: float = 1.0,
-              min_reps: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in milliseconds (synchronising CUDA)."""
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 50:
-            break
-    return 1e3 * statistics.median(times)
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Median milliseconds per call: rendering steps are long, so fewer, longer runs."""
+    return timing.time_call(fn, device, min_time=1.0, min_reps=3, warmup=1, max_reps=50)
 
 
 def _status_kib(field: str) -> Optional[int]:

@@ -8,7 +8,7 @@ import torch
 from smilfit.body_models.rotations import axis_angle_to_matrix
 from smilfit.models import RegressionDataPreprocessor, triangulation_consistency
 
-from .helpers import KP2D, tiny_multiview, tiny_singleview
+from .helpers import KP2D, ground_truth_in_view0, tiny_multiview, tiny_singleview
 
 
 def _prep(model, batch):
@@ -22,15 +22,7 @@ def test_calibrated_frame_reproduces_ground_truth(multiview_batch):
     data = _prep(model, multiview_batch)
     s = data['data_samples']
     gt = s['params']
-    R0, t0 = s['R'][:, 0], s['t'][:, 0]
-    with torch.no_grad():
-        rest = model.body_model(betas=gt['betas'], return_vertices=False)
-    j0 = rest.joint_transforms[:, 0, :3, 3]
-    go_c = R0 @ axis_angle_to_matrix(gt['global_orient'])
-    transl_c = (R0 @ (j0 + gt['transl'])[..., None])[..., 0] + t0 - j0
-    vec = model.body_codec.encode(dict(global_orient=go_c, body_pose=gt['body_pose'],
-                                       betas=gt['betas'], transl=transl_c))
-    decoded = model.decode(dict(body=vec, cameras=None), s, (64, 64))
+    decoded, _ = ground_truth_in_view0(model, s)
     assert torch.allclose(decoded['output'].keypoints, s['keypoints_3d'], atol=2e-3 *
                           model.body_length)
     assert torch.allclose(decoded['params']['global_orient'],

@@ -7,7 +7,7 @@ import torch
 
 from smilfit.body_models.rotations import axis_angle_to_matrix
 
-from .helpers import tiny_multiview
+from .helpers import ground_truth_in_view0, tiny_multiview
 
 
 def _model(**kw):
@@ -39,22 +39,13 @@ def test_raw_6d_zero_at_ground_truth_in_calibrated_frame(multiview_batch):
     model = tiny_multiview(rotation_loss='raw_6d')
     data = model.data_preprocessor(copy.deepcopy(multiview_batch), False)
     s = data['data_samples']
-    gt = s['params']
-    R0, t0 = s['R'][:, 0], s['t'][:, 0]
-    with torch.no_grad():
-        rest = model.body_model(betas=gt['betas'], return_vertices=False)
-    j0 = rest.joint_transforms[:, 0, :3, 3]
-    go_c = R0 @ axis_angle_to_matrix(gt['global_orient'])
-    transl_c = (R0 @ (j0 + gt['transl'])[..., None])[..., 0] + t0 - j0
-    vec = model.body_codec.encode(dict(global_orient=go_c, body_pose=gt['body_pose'],
-                                       betas=gt['betas'], transl=transl_c))
-    decoded = model.decode(dict(body=vec, cameras=None), s, (64, 64))
+    decoded, params_c = ground_truth_in_view0(model, s)
     assert model.frame_losses(decoded, s)['param'].max() < 1e-6
     # A 90-degree turn about the camera's y axis moves both 6D columns: the loss is
     # |R c1 - c1|^2 + |R c2 - c2|^2 = 2 (1 - cos 90deg) (|c1_perp|^2 + |c2_perp|^2) > 1.
     turn = axis_angle_to_matrix(torch.tensor([0.0, math.pi / 2, 0.0]))
-    vec2 = model.body_codec.encode(dict(global_orient=turn @ go_c, body_pose=gt['body_pose'],
-                                        betas=gt['betas'], transl=transl_c))
+    vec2 = model.body_codec.encode(dict(params_c,
+                                        global_orient=turn @ params_c['global_orient']))
     decoded2 = model.decode(dict(body=vec2, cameras=None), s, (64, 64))
     assert model.frame_losses(decoded2, s)['param'].min() > 1.0
 
