@@ -301,6 +301,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     if resume and stamp_path.exists() and stamp_path.read_text() != stamp:
         raise FileExistsError(f'{chunks} was written with a different config or dataset; '
                               'use --overwrite to start again')
+    # Every rank checks before any rank writes: rank 0's own config.json must not look
+    # like earlier results to a slower rank.
+    barrier(world)
     if rank == 0:
         if overwrite and chunks.exists():
             for old in chunks.glob('batch_*.npz'):

@@ -13,7 +13,9 @@ from ..conftest import REPO_ROOT
 
 def _fit(cmd, env, cwd):
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    # every rank's exception line, then the tail (torchrun's own report fills the end)
+    errors = [line for line in res.stderr.splitlines() if 'Error' in line]
+    assert res.returncode == 0, '\n'.join(errors[:20]) + res.stdout[-2000:] + res.stderr[-3000:]
 
 
 def test_two_ranks_equal_one_process(tmp_path):
