@@ -19,11 +19,18 @@ data = dict(
     batch_size=40,
 )
 registrant = dict(
-    # The skeleton's bone offsets are one per session batch (the animal), the pose and
-    # the global scale per frame.
-    shared=dict(bone_trans=True),
+    # The skeleton's bone offsets and the keypoints' offsets from their joints are one
+    # per session batch (the animal), the pose and the global scale per frame.
+    shared=dict(bone_trans=True, keypoint_offsets=True),
     handlers=[
-        dict(type='Keypoint2DHandler', name='kp2d',
+        # Labelled points are not joints (the 'Trunk' label sits on the back, ear tips
+        # and nose on the skin): each keypoint gets an offset in the frame of its joint,
+        # fitted per session, that turns and scales with the body.
+        dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint',
+             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=10.0)),
+        # The same keypoints with a wider robust kernel for the first stages: far from
+        # the solution a narrow kernel would discard too much (graduated non-convexity).
+        dict(type='Keypoint2DHandler', name='kp2d_coarse', offsets_frame='joint',
              loss=dict(type='KeypointMSELoss', robust='gmof', sigma=20.0)),
         dict(type='ShapePriorHandler', name='shape_prior', weight=1.0,
              loss=dict(type='ShapePriorLoss')),
@@ -35,25 +42,28 @@ registrant = dict(
     stages=[
         dict(name='rigid', fit=['global_orient', 'transl', 'global_log_scale'], n_iter=15,
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(shape_prior=0.0, pose_prior=0.0, bone_prior=0.0)),
+             loss_weights=dict(kp2d=0.0, shape_prior=0.0, pose_prior=0.0, bone_prior=0.0)),
         dict(name='pose_shape',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(bone_prior=0.0)),
-        # Keypoints that are not exactly joints (ear tips, nose, tail base): the bone
-        # offsets of the session's skeleton, all frames at once (pose held fixed).
-        dict(name='skeleton', fit=['bone_trans'], n_iter=10,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+             loss_weights=dict(kp2d=0.0, bone_prior=0.0)),
+        # The session's skeleton: bone offsets and keypoint offsets, all frames at once
+        # (pose held fixed).
+        dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
+             loss_weights=dict(kp2d_coarse=0.0)),
         dict(name='refine',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(bone_prior=0.0)),  # constant here (bone_trans held fixed)
+             # bone_prior is constant here (bone_trans held fixed)
+             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0)),
         # A second round: the skeleton from better poses, then the poses again.
-        dict(name='skeleton2', fit=['bone_trans'], n_iter=10,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+        dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
+             loss_weights=dict(kp2d_coarse=0.0)),
         dict(name='refine2',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(bone_prior=0.0)),
+             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0)),
     ],
 )

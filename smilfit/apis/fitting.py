@@ -103,10 +103,8 @@ def _save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def fitted_points(result, handler) -> torch.Tensor:
-    """(B, N, 3) the model points a keypoint handler matched, with fitted offsets."""
-    points = result.output.keypoints if handler.source == 'keypoints' else result.output.joints
-    offsets = result.params.get('keypoint_offsets') if handler.source == 'keypoints' else None
-    return points if offsets is None else points + offsets
+    """(B, N, 3) the model points of a keypoint handler's source, with fitted offsets."""
+    return handler.points(result.output, result.params)
 
 
 def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,

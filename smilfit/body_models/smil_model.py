@@ -230,6 +230,14 @@ class SMILModel(nn.Module):
         self.register_buffer('readout_moment_pose', f64(mp), persistent=False)
         self.register_buffer('keypoint_source', torch.as_tensor(source, dtype=torch.long),
                              persistent=False)
+        # The joint that carries each point of the pool (a kinematic joint itself; a
+        # readout, the joint with the largest skinning mass): the frame of joint-local
+        # keypoint offsets.
+        carrier = np.argmax(np.abs(mass), axis=1) if R else np.zeros(0, dtype=np.int64)
+        if not self.regressed_joints:
+            carrier = np.concatenate([np.arange(J), carrier])
+        self.register_buffer('pool_joints', torch.as_tensor(carrier, dtype=torch.long),
+                             persistent=False)
 
     # ---------------------------------------------------------- properties
     @property

@@ -68,7 +68,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
 
     Args:
         name, loss, weight, source, keypoints, joint_lookup, keypoint_weights,
-            offsets_key, check_finite: see :class:`~.matching.KeypointHandlerBase`.
+            offsets_key, offsets_frame, check_finite: see
+                :class:`~.matching.KeypointHandlerBase`.
         use_confidence: weight elements by ``observations['confidence']``.
         min_depth: minimum depth (world units) of a scored point.
     """
@@ -77,13 +78,14 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  source: str = 'keypoints', keypoints: Optional[Sequence[str]] = None,
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  keypoint_weights: Optional[Mapping[str, float]] = None,
-                 offsets_key: Optional[str] = 'auto',
+                 offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  use_confidence: bool = True, min_depth: float = 0.0,
                  check_finite: bool = False) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
-                         offsets_key=offsets_key, check_finite=check_finite)
+                         offsets_key=offsets_key, offsets_frame=offsets_frame,
+                         check_finite=check_finite)
         self.use_confidence = bool(use_confidence)
         self.min_depth = float(min_depth)
 

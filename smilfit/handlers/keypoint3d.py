@@ -23,7 +23,8 @@ class Keypoint3DHandler(KeypointHandlerBase):
 
     Args:
         name, loss, weight, source, keypoints, joint_lookup, keypoint_weights,
-            offsets_key, check_finite: see :class:`~.matching.KeypointHandlerBase`.
+            offsets_key, offsets_frame, check_finite: see
+                :class:`~.matching.KeypointHandlerBase`.
         key: observation key of the 3D points.
         confidence_key: optional observation key of (B, K) confidences.
     """
@@ -32,13 +33,14 @@ class Keypoint3DHandler(KeypointHandlerBase):
                  source: str = 'keypoints', keypoints: Optional[Sequence[str]] = None,
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  keypoint_weights: Optional[Mapping[str, float]] = None,
-                 offsets_key: Optional[str] = 'auto',
+                 offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  key: str = 'keypoints_3d', confidence_key: Optional[str] = None,
                  check_finite: bool = False) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
-                         offsets_key=offsets_key, check_finite=check_finite)
+                         offsets_key=offsets_key, offsets_frame=offsets_frame,
+                         check_finite=check_finite)
         self.key = key
         self.confidence_key = confidence_key
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..registry import HANDLERS
 from .base import LossSpec
-from .matching import KeypointHandlerBase, match_keypoints, model_point_names, model_points
+from .matching import KeypointHandlerBase, match_keypoints, model_point_names
 
 
 @HANDLERS.register_module()
@@ -31,7 +31,7 @@ class LimbLengthHandler(KeypointHandlerBase):
     handler at :meth:`setup`, so give it as a config dict without them.
 
     Args:
-        name, weight, source, joint_lookup, offsets_key, check_finite: see
+        name, weight, source, joint_lookup, offsets_key, offsets_frame, check_finite: see
             :class:`~.matching.KeypointHandlerBase`.
         pairs: (P, 2) model point names.
         target_lengths: optional (P,) target lengths (world units).
@@ -44,10 +44,12 @@ class LimbLengthHandler(KeypointHandlerBase):
                  target_lengths: Optional[Sequence[float]] = None,
                  source: str = 'keypoints',
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
-                 offsets_key: Optional[str] = 'auto', key: str = 'keypoints_3d',
+                 offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
+                 key: str = 'keypoints_3d',
                  check_finite: bool = False) -> None:
         super().__init__(name, None, weight, source=source, joint_lookup=joint_lookup,
-                         offsets_key=offsets_key, check_finite=check_finite)
+                         offsets_key=offsets_key, offsets_frame=offsets_frame,
+                         check_finite=check_finite)
         loss = dict(type='LimbLengthLoss') if loss is None else loss
         if isinstance(loss, nn.Module):
             raise TypeError(f'handler {name!r}: LimbLengthHandler builds its loss at setup '
@@ -118,7 +120,7 @@ class LimbLengthHandler(KeypointHandlerBase):
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> torch.Tensor:
-        pts = model_points(output, params, self.source, self.name, self.offsets_key)
+        pts = self.points(output, params)
         pts = pts.index_select(1, self.point_index.to(pts.device))      # (B, 2P, 3)
         if self.target_lengths is not None:
             return self.loss(pts)

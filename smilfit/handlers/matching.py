@@ -126,12 +126,45 @@ def model_point_names(body_model, source: str) -> List[str]:
     raise ValueError(f'source must be one of {POINT_SOURCES}, got {source!r}')
 
 
+#: Frames of per-point offsets: world axes, or the axes of the joint carrying the point.
+OFFSET_FRAMES = ('world', 'joint')
+
+
+def source_carriers(body_model, source: str) -> torch.Tensor:
+    """(N,) the joint that carries each model point of ``source`` (its own joint, or for
+    a vertex keypoint the joint with the largest skinning mass): the frame of
+    joint-local offsets."""
+    pool = body_model.pool_joints
+    if source == 'keypoints':
+        return pool[body_model.keypoint_source]
+    if source == 'joints':
+        return pool[:body_model.num_joints]
+    raise ValueError(f'source must be one of {POINT_SOURCES}, got {source!r}')
+
+
+def rotate_offsets(offsets: torch.Tensor, transforms: torch.Tensor,
+                   carriers: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) joint-local offsets seen in the world: ``M_j o`` with ``M_j`` the world
+    linear map (rotation and scales) of each point's carrying joint.
+
+    Args:
+        offsets: (B or 1, N, 3) offsets in the carrying joint's rest frame (model units).
+        transforms: (B, J, 4, 4) world transforms of the joints (``joint_transforms``).
+        carriers: (N,) carrying joint of each point.
+    """
+    maps = transforms[..., :3, :3].index_select(1, carriers.to(transforms.device))
+    return torch.einsum('bnij,bnj->bni', maps, offsets.to(maps))
+
+
 def model_points(output, params: Mapping[str, Any], source: str, handler: str,
-                 offsets_key: Optional[str] = 'auto') -> torch.Tensor:
+                 offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
+                 carriers: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, N, 3) model points (all of them) plus the optional per-point offsets.
 
-    ``params[offsets_key]`` (B or 1, N, 3) are world-frame offsets added to the
-    points (e.g. an ear tip that is no joint, fitted per session); ``'auto'`` reads
+    ``params[offsets_key]`` (B or 1, N, 3) are offsets added to the points (e.g. an ear
+    tip that is no joint, fitted per session): in world axes (``offsets_frame='world'``)
+    or in the axes of each point's carrying joint (``'joint'``: they turn and scale with
+    it; ``carriers`` from :func:`source_carriers`). ``'auto'`` reads
     ``'keypoint_offsets'`` for keypoints and nothing for joints.
     """
     pts = output.keypoints if source == 'keypoints' else output.joints
@@ -147,6 +180,11 @@ def model_points(output, params: Mapping[str, Any], source: str, handler: str,
             raise ValueError(f'handler {handler!r}: params[{offsets_key!r}] must be '
                              f'(B or 1, {pts.shape[1]}, 3) for the model {source}, got '
                              f'{tuple(off.shape)}')
+        if offsets_frame == 'joint':
+            if carriers is None:
+                raise ValueError(f'handler {handler!r}: joint-frame offsets need the '
+                                 'carrying joints (source_carriers)')
+            off = rotate_offsets(off, output.joint_transforms, carriers)
         pts = pts + off.to(pts)
     return pts
 
@@ -165,18 +203,24 @@ class KeypointHandlerBase(BaseHandler):
         offsets_key: params key of per-point offsets (``None`` disables them);
             ``'auto'``: ``'keypoint_offsets'`` for ``source='keypoints'``, none for joints
             (so keypoint offsets fitted for other handlers never reach a joint handler).
+        offsets_frame: ``'world'`` (offsets in world axes) or ``'joint'`` (in the axes of
+            the joint carrying each point, so they turn and scale with the body: markers
+            on the skin, ear tips, labelled a fixed distance from a joint).
     """
 
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
                  source: str = 'keypoints', keypoints: Optional[Sequence[str]] = None,
                  joint_lookup: Optional[Mapping[str, Optional[str]]] = None,
                  keypoint_weights: Optional[Mapping[str, float]] = None,
-                 offsets_key: Optional[str] = 'auto',
+                 offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  check_finite: bool = False) -> None:
         super().__init__(name, loss, weight, check_finite)
         if source not in POINT_SOURCES:
             raise ValueError(f'handler {name!r}: source must be one of {POINT_SOURCES}, '
                              f'got {source!r}')
+        if offsets_frame not in OFFSET_FRAMES:
+            raise ValueError(f'handler {name!r}: offsets_frame must be one of '
+                             f'{OFFSET_FRAMES}, got {offsets_frame!r}')
         if keypoint_weights is not None and not isinstance(keypoint_weights, Mapping):
             raise TypeError(f'handler {name!r}: keypoint_weights must be a dict '
                             '{keypoint name: weight} (weights are matched by name)')
@@ -189,7 +233,9 @@ class KeypointHandlerBase(BaseHandler):
         if offsets_key == 'auto':
             offsets_key = 'keypoint_offsets' if source == 'keypoints' else None
         self.offsets_key = offsets_key
+        self.offsets_frame = offsets_frame
         self.match: Optional[KeypointMatch] = None
+        self.register_buffer('carriers', None, persistent=False)
         self.register_buffer('model_index', None, persistent=False)
         self.register_buffer('data_index', None, persistent=False)
         self.register_buffer('importance', None, persistent=False)
@@ -209,6 +255,8 @@ class KeypointHandlerBase(BaseHandler):
         self.model_index = match.model_index.to(device)
         self.data_index = match.data_index.to(device)
         self.importance = self._importance(match, device)
+        self.carriers = (source_carriers(body_model, self.source).to(device)
+                         if self.offsets_frame == 'joint' else None)
         super().setup(body_model, data_info)
 
     def _importance(self, match: KeypointMatch, device) -> Optional[torch.Tensor]:
@@ -230,9 +278,14 @@ class KeypointHandlerBase(BaseHandler):
         return torch.as_tensor(w, dtype=torch.float64, device=device)
 
     # -------------------------------------------------------------- helpers
+    def points(self, output, params: Mapping[str, Any]) -> torch.Tensor:
+        """(B, N, 3) all model points of the handler's source, offsets added."""
+        return model_points(output, params, self.source, self.name, self.offsets_key,
+                            self.offsets_frame, self.carriers)
+
     def matched_points(self, output, params: Mapping[str, Any]) -> torch.Tensor:
         """(B, M, 3) matched model points (offsets added)."""
-        pts = model_points(output, params, self.source, self.name, self.offsets_key)
+        pts = self.points(output, params)
         return pts.index_select(1, self.model_index.to(pts.device))
 
     def pool_index(self, body_model) -> torch.Tensor:
@@ -242,12 +295,26 @@ class KeypointHandlerBase(BaseHandler):
             return self.model_index
         return body_model.keypoint_source.to(self.model_index.device)[self.model_index]
 
+    def local_offsets(self, params: Mapping[str, Any]) -> Optional[torch.Tensor]:
+        """(B or 1, M, 3) joint-frame offsets of the matched points, or ``None`` (no
+        offsets, or world-frame ones). Second-order stages attach these to the model's
+        points, so that their Jacobian sees them turn with the carrying joint."""
+        if self.offsets_frame != 'joint' or not self.offsets_key:
+            return None
+        off = get_param(params, self.offsets_key)
+        if off is None:
+            return None
+        return off.index_select(1, self.model_index.to(off.device))
+
     def offset_points(self, points: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
-        """(B, M, 3) matched model points plus their ``keypoint_offsets`` (if any)."""
+        """(B, M, 3) matched model points plus their world-frame offsets (if any).
+
+        Joint-frame offsets are not added here: the caller's points already carry them
+        (:meth:`local_offsets`, attached by the Levenberg-Marquardt problem)."""
         key = self.offsets_key
         if key == 'auto':
             key = 'keypoint_offsets' if self.source == 'keypoints' else None
-        off = get_param(params, key) if key else None
+        off = get_param(params, key) if key and self.offsets_frame == 'world' else None
         if off is None:
             return points
         return points + off.to(points).index_select(1, self.model_index.to(points.device))
@@ -264,5 +331,6 @@ class KeypointHandlerBase(BaseHandler):
         return super().extra_repr() + f', source={self.source!r}, matched={n}'
 
 
-__all__ = ['POINT_SOURCES', 'KeypointMatch', 'match_keypoints', 'model_point_names',
-           'model_points', 'KeypointHandlerBase']
+__all__ = ['POINT_SOURCES', 'OFFSET_FRAMES', 'KeypointMatch', 'match_keypoints',
+           'model_point_names', 'model_points', 'source_carriers', 'rotate_offsets',
+           'KeypointHandlerBase']

@@ -30,7 +30,7 @@ blendshapes. Anything else raises :class:`UnsupportedJacobian`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -152,26 +152,44 @@ class PointJacobian:
         m0_u.append(m0[read_rows][r_idx, k_idx])
         ms_u.append(ms[read_rows][r_idx, k_idx])
         mass_u.append(mass[read_rows][r_idx, k_idx])
-        self.term_point = torch.cat(rows_i)                # (U,) pool row of each term
-        self.term_joint = torch.cat(rows_k)                # (U,) joint of each term
-        self.term_m0 = torch.cat(m0_u)                     # (U, 3)
-        self.term_ms = torch.cat(ms_u)                     # (U, 3, K)
-        self.term_mass = torch.cat(mass_u)                 # (U,)
-        self.num_points = first + int(read_rows.numel())
-        U = self.term_point.numel()
-        point_sum = torch.zeros(self.num_points, U, dtype=dtype, device=device)
-        point_sum[self.term_point, torch.arange(U, device=device)] = 1.0
-        self.point_sum = point_sum                         # (N, U)
-        # Rotation pairs (i, m): point i has a term in the subtree of joint m.
-        in_sub = self.sub[self.term_joint]                 # (U, J): term joint below m
-        touched = (point_sum @ in_sub) > 0                 # (N, J)
-        self.pair_point, self.pair_joint = torch.nonzero(touched, as_tuple=True)
-        # (E, U): the terms of pair (i, m) = point i's terms whose joint is below m.
-        self.pair_sum = point_sum[self.pair_point] * in_sub[:, self.pair_joint].T
-        self.pair_mass = self.pair_sum @ self.term_mass    # (E,)
-        self.pair_slot = model.pose_perm.to(device)[self.pair_joint]  # 0: global_orient
-        self.point_mass = point_sum @ self.term_mass        # (N,)
+        self.num_pool = first + int(read_rows.numel())
         self.parents = model.parents.clamp_min(0)
+        self.base = _TermStructure.build(
+            model, self.sub, torch.cat(rows_i), torch.cat(rows_k), torch.cat(m0_u),
+            torch.cat(ms_u), torch.cat(mass_u), self.num_pool, num_offset_terms=0)
+        self._attached: Dict[Tuple[int, ...], _TermStructure] = {}
+
+    @property
+    def num_points(self) -> int:
+        """N, the number of points in the model's pool."""
+        return self.num_pool
+
+    def _structure(self, attach: Optional[Tensor]) -> '_TermStructure':
+        """The term structure of the pool plus ``attach`` (X,) extra points: each a copy
+        of a pool point plus an offset carried by that point's joint (cached)."""
+        if attach is None or not attach.numel():
+            return self.base
+        key = tuple(attach.tolist())
+        if key not in self._attached:
+            b = self.base
+            carriers = self.model.pool_joints.to(attach.device)[attach]
+            X, N = attach.numel(), self.num_pool
+            # Copy every term of each base point onto its extra point ...
+            pick = b.point_sum[attach]                                   # (X, U)
+            x_idx, u_idx = torch.nonzero(pick, as_tuple=True)
+            # ... then one offset term per extra point (moment = offset, mass 0).
+            rows = torch.arange(X, device=attach.device)
+            zeros3 = torch.zeros(X, 3, dtype=b.term_m0.dtype, device=b.term_m0.device)
+            self._attached[key] = _TermStructure.build(
+                self.model, self.sub,
+                torch.cat([b.term_point, N + x_idx, N + rows]),
+                torch.cat([b.term_joint, b.term_joint[u_idx], carriers]),
+                torch.cat([b.term_m0, b.term_m0[u_idx], zeros3]),
+                torch.cat([b.term_ms, b.term_ms[u_idx],
+                           b.term_ms.new_zeros((X,) + b.term_ms.shape[1:])]),
+                torch.cat([b.term_mass, b.term_mass[u_idx], b.term_mass.new_zeros(X)]),
+                N + X, num_offset_terms=X)
+        return self._attached[key]
 
     def __call__(self, params: Mapping[str, Tensor], fitted: Sequence[str]
                  ) -> Tuple[Tensor, Tensor]:
@@ -182,7 +200,8 @@ class PointJacobian:
         jac = self.sparse(params, fitted)
         return jac.points, jac.to_dense()
 
-    def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str]
+    def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str],
+               attach: Optional[Tensor] = None, offsets: Optional[Tensor] = None
                ) -> 'SparsePointJacobian':
         """The Jacobian in its sparse form (rotation blocks per (point, joint) pair).
 
@@ -194,8 +213,15 @@ class PointJacobian:
                 (B, J-1, 3), ``betas`` (B, K'), ``transl``, ``log_scale``,
                 ``bone_trans``).
             fitted: names among :data:`JACOBIAN_PARAMS`.
+            attach: optional (X,) pool points to which ``offsets`` attach: point
+                ``N + x`` is pool point ``attach[x]`` plus ``M_j offsets[:, x]``, with
+                ``M_j`` the world linear map of its carrying joint
+                (``model.pool_joints``); the offsets are held fixed.
+            offsets: (B or 1, X, 3) joint-frame offsets (model units).
         """
         model = self.model
+        st = self._structure(attach)
+        attached_offsets = offsets
         check_supported(model, fitted, params)
         inputs = {k: params[k] for k in ('global_orient', 'body_pose', 'betas', 'transl',
                                          'log_scale', 'bone_trans', 'global_log_scale')
@@ -204,7 +230,7 @@ class PointJacobian:
             out = model(**inputs, return_vertices=False, return_keypoints=False)
         dtype, device = out.joints_kin.dtype, out.joints_kin.device
         B, J = out.joints_kin.shape[:2]
-        N, root = self.num_points, self.root
+        N, root = st.num_points, self.root
         betas = inputs.get('betas')
         K = 0 if betas is None else betas.shape[1]
         sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3, betas=K,
@@ -220,13 +246,17 @@ class PointJacobian:
         transl = inputs.get('transl')
         if transl is not None:
             t_maps = t_maps + transl[:, None]
-        moment = self.term_m0.expand(B, -1, -1)
+        moment = st.term_m0.expand(B, -1, -1)
         if K:
-            moment = moment + torch.einsum('uck,bk->buc', self.term_ms[..., :K], betas)
-        Mu = M[:, self.term_joint]                      # (B, U, 3, 3)
-        u = (Mu @ moment[..., None]).squeeze(-1) + self.term_mass[:, None] * t_maps[
-            :, self.term_joint]                         # (B, U, 3)
-        points = torch.einsum('nu,buc->bnc', self.point_sum, u)
+            moment = moment + torch.einsum('uck,bk->buc', st.term_ms[..., :K], betas)
+        if st.num_offset_terms:  # the offset terms (last) carry the offsets as moments
+            X = st.num_offset_terms
+            moment = torch.cat([moment[:, :-X], attached_offsets.to(moment).expand(B, X, 3)],
+                               dim=1)
+        Mu = M[:, st.term_joint]                        # (B, U, 3, 3)
+        u = (Mu @ moment[..., None]).squeeze(-1) + st.term_mass[:, None] * t_maps[
+            :, st.term_joint]                           # (B, U, 3)
+        points = torch.einsum('nu,buc->bnc', st.point_sum, u)
         # Columns of the non-rotation parameters, stored densely (a handful).
         dense_names = [n for n in fitted if n not in ('global_orient', 'body_pose')]
         dense_cols = torch.cat([torch.arange(offsets[n], offsets[n] + sizes[n], device=device)
@@ -241,17 +271,17 @@ class PointJacobian:
 
         if 'transl' in fitted:
             o = local['transl']
-            D[..., o:o + 3] = self.point_mass[:, None, None] * torch.eye(
+            D[..., o:o + 3] = st.point_mass[:, None, None] * torch.eye(
                 3, dtype=dtype, device=device)
         if 'global_log_scale' in fitted:  # x = s x0 + mass transl: dx / dlog s = s x0
             o = local['global_log_scale']
-            shift = 0.0 if transl is None else self.point_mass[:, None] * transl[:, None]
+            shift = 0.0 if transl is None else st.point_mass[:, None] * transl[:, None]
             D[..., o] = points - shift
 
         if 'global_orient' in fitted or 'body_pose' in fitted:
-            m_e = self.pair_joint
-            rel = torch.einsum('eu,buc->bec', self.pair_sum, u) - (
-                self.pair_mass[:, None] * p[:, m_e])    # (B, E, 3)
+            m_e = st.pair_joint
+            rel = torch.einsum('eu,buc->bec', st.pair_sum, u) - (
+                st.pair_mass[:, None] * p[:, m_e])      # (B, E, 3)
             own = torch.ones(B, J, 3, dtype=dtype, device=device)
             log_scale = inputs.get('log_scale')
             if log_scale is not None:
@@ -267,14 +297,14 @@ class PointJacobian:
             # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3, 3), then one product.
             W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
             d_rot = torch.einsum('beacd,bed->ebca', W[:, m_e], rel)   # (E, B, 3, 3a)
-            slot = self.pair_slot
+            slot = st.pair_slot
             col = torch.full_like(slot, -1)
             if 'global_orient' in fitted:
                 col = torch.where(slot == 0, torch.full_like(slot, offsets['global_orient']), col)
             if 'body_pose' in fitted:
                 col = torch.where(slot > 0, offsets['body_pose'] + 3 * (slot - 1), col)
             keep = col >= 0
-            rot_point, rot_col = self.pair_point[keep], col[keep]
+            rot_point, rot_col = st.pair_point[keep], col[keep]
             rot = d_rot[keep].transpose(0, 1)                       # (B, E', 3, 3a)
 
         if 'betas' in fitted:
@@ -292,11 +322,53 @@ class PointJacobian:
             U = parent_lin @ d_offset                           # (B, J, 3, K)
             T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
             d_tmap = T - M @ dirs                               # d t(A_j) / d beta
-            d_u = Mu @ self.term_ms[..., :K] + self.term_mass[:, None, None] * d_tmap[
-                :, self.term_joint]                             # (B, U, 3, K)
+            d_u = Mu @ st.term_ms[..., :K] + st.term_mass[:, None, None] * d_tmap[
+                :, st.term_joint]                               # (B, U, 3, K)
             o = local['betas']
-            D[..., o:o + K] = torch.einsum('nu,buck->bnck', self.point_sum, d_u)
+            D[..., o:o + K] = torch.einsum('nu,buck->bnck', st.point_sum, d_u)
         return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P)
+
+
+@dataclass
+class _TermStructure:
+    """The fixed sparsity of a point set: its (point, joint) terms and rotation pairs.
+
+    ``U`` terms ``u = A_k [m; c]`` (point, joint ``k``, moment ``m0 + ms beta``, mass
+    ``c``); ``E`` pairs (point ``i``, joint ``m``) where ``i`` has a term below ``m``.
+    The last ``num_offset_terms`` terms carry per-call moments (attached offsets).
+    """
+
+    term_point: Tensor      # (U,) point of each term
+    term_joint: Tensor      # (U,) joint of each term
+    term_m0: Tensor         # (U, 3)
+    term_ms: Tensor         # (U, 3, K)
+    term_mass: Tensor       # (U,)
+    num_points: int
+    num_offset_terms: int
+    point_sum: Tensor       # (N, U) 1 where term u belongs to point n
+    point_mass: Tensor      # (N,)
+    pair_point: Tensor      # (E,)
+    pair_joint: Tensor      # (E,)
+    pair_sum: Tensor        # (E, U) the terms of pair (i, m): i's terms below m
+    pair_mass: Tensor       # (E,)
+    pair_slot: Tensor       # (E,) pose slot of the pair's joint (0: global_orient)
+
+    @classmethod
+    def build(cls, model, sub: Tensor, term_point: Tensor, term_joint: Tensor,
+              term_m0: Tensor, term_ms: Tensor, term_mass: Tensor, num_points: int,
+              num_offset_terms: int) -> '_TermStructure':
+        dtype, device = term_m0.dtype, term_m0.device
+        U = term_point.numel()
+        point_sum = torch.zeros(num_points, U, dtype=dtype, device=device)
+        point_sum[term_point, torch.arange(U, device=device)] = 1.0
+        in_sub = sub[term_joint]                           # (U, J): term joint below m
+        touched = (point_sum @ in_sub) > 0                 # (N, J)
+        pair_point, pair_joint = torch.nonzero(touched, as_tuple=True)
+        pair_sum = point_sum[pair_point] * in_sub[:, pair_joint].T
+        return cls(term_point, term_joint, term_m0, term_ms, term_mass, num_points,
+                   num_offset_terms, point_sum, point_sum @ term_mass, pair_point,
+                   pair_joint, pair_sum, pair_sum @ term_mass,
+                   model.pose_perm.to(device)[pair_joint])
 
 
 @dataclass

@@ -157,12 +157,13 @@ class LeastSquaresProblem:
         g = torch.zeros(n, P, dtype=dtype, device=device)
         point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
         if point_handlers:
-            jac = self.jacobian.sparse(params, self.fitted)
+            index, attach, offsets = self._attached_points(point_handlers, params, device)
+            jac = self.jacobian.sparse(params, self.fitted, attach, offsets)
             points = jac.points
             info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
             grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
             for h in point_handlers:
-                index = self.pool_index[h.name].to(device)
+                index = index[h.name]
                 r, A = self._point_terms(h, points.index_select(1, index), obs, params)
                 cost = cost + (r * r).sum((1, 2, 3))
                 info.index_add_(1, index, torch.einsum('ngmde,ngmdf->nmef', A, A))
@@ -182,6 +183,34 @@ class LeastSquaresProblem:
                 H[:, cols[:, None], cols[None, :]] += (Jp.transpose(1, 2) @ Jp).to(ldt)
                 g[:, cols] += torch.einsum('nrp,nr->np', Jp, r)
         return cost, g, H
+
+    def _attached_points(self, handlers, params, device):
+        """Each handler's rows in the Jacobian's points, with joint-frame offsets.
+
+        A handler with joint-frame offsets (:meth:`local_offsets`) reads its own copies
+        of its points, attached after the pool with those offsets, so the Jacobian
+        sees the offsets turn with their joints; the others read the pool.
+
+        Returns:
+            ``{name: (M,) rows}``, the attached pool points (X,) or ``None``, and their
+            offsets (n or 1, X, 3) or ``None``.
+        """
+        rows, attach, offsets = {}, [], []
+        total = self.jacobian.num_points
+        for h in handlers:
+            base = self.pool_index[h.name].to(device)
+            local = h.local_offsets(params) if hasattr(h, 'local_offsets') else None
+            if local is None:
+                rows[h.name] = base
+                continue
+            rows[h.name] = total + torch.arange(base.numel(), device=device)
+            total += base.numel()
+            attach.append(base)
+            offsets.append(local)
+        if not attach:
+            return rows, None, None
+        n = max(o.shape[0] for o in offsets)
+        return rows, torch.cat(attach), torch.cat([o.expand(n, -1, -1) for o in offsets], 1)
 
     def _point_terms(self, handler, pts: Tensor, obs, params) -> Tuple[Tensor, Tensor]:
         """Weighted residuals (n, G, M, D) and their (n, G, M, D, 3) point derivatives."""

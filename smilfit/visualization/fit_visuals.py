@@ -33,7 +33,8 @@ __all__ = ['export_fit_visuals', 'FitRun', 'load_fit_run', 'VISUALS_DIR']
 
 PathLike = Union[str, os.PathLike]
 VISUALS_DIR = 'visuals'
-_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans')
+_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
+                 'global_log_scale', 'vertex_offsets')
 
 
 @dataclass
@@ -156,9 +157,11 @@ def _build_registrant(run: FitRun, keypoint_names: Sequence[str]):
 
 @torch.no_grad()
 def _model_outputs(body_model, params: Mapping[str, np.ndarray], rows: np.ndarray,
-                   chunk: int = 64) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
-    """Vertices (S, V, 3), keypoints (S, Kp, 3) or None, joints (S, J, 3) of ``rows``."""
-    verts, kps, joints = [], [], []
+                   handler=None, chunk: int = 64
+                   ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Vertices (S, V, 3), keypoints (S, Kp, 3) or None, joints (S, J, 3) of ``rows``,
+    and the keypoint handler's points with their fitted offsets (S, N, 3) or None."""
+    verts, kps, joints, points = [], [], [], []
     for start in range(0, len(rows), chunk):
         sel = rows[start:start + chunk]
         kwargs = {k: torch.as_tensor(params[k][sel], dtype=body_model.dtype)
@@ -168,8 +171,12 @@ def _model_outputs(body_model, params: Mapping[str, np.ndarray], rows: np.ndarra
         joints.append(out.joints.double().numpy())
         if out.keypoints is not None:
             kps.append(out.keypoints.double().numpy())
+        if handler is not None:
+            offsets = {k: torch.as_tensor(v[sel], dtype=body_model.dtype)
+                       for k, v in params.items() if k == handler.offsets_key}
+            points.append(handler.points(out, offsets).double().numpy())
     return (np.concatenate(verts), np.concatenate(kps) if kps else None,
-            np.concatenate(joints))
+            np.concatenate(joints), np.concatenate(points) if points else None)
 
 
 def _skeleton(body_model, model_names: Sequence[str]) -> List[Tuple[int, int]]:
@@ -282,7 +289,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
         rows = np.nonzero(keep & (session_ids == sid))[0]
         rows = rows[np.argsort(frame_ids[rows], kind='stable')]
         session = _safe(names[sid])
-        verts, kps, joints = _model_outputs(model, run.params, rows)
+        verts, kps, joints, points = _model_outputs(model, run.params, rows, handler)
         if run.vertices is not None:
             verts = run.vertices[rows].astype(np.float64)
         frame_numbers = frame_ids[rows]
@@ -311,9 +318,6 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
         observed = fitted = errors = None
         matched_names = None
         if handler is not None:
-            points = kps if handler.source == 'keypoints' else joints
-            if handler.source == 'keypoints' and 'keypoint_offsets' in run.params:
-                points = points + run.params['keypoint_offsets'][rows]
             m_idx = handler.model_index.cpu().numpy()
             d_idx = handler.data_index.cpu().numpy()
             point_names = _point_names(model, handler.source)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from smilfit.apis.fitting import (_OBSERVATION_KEYS, load_joint_lookup, observations_from_batch,
-                                  reprojection_errors)
+from smilfit.apis.fitting import (_OBSERVATION_KEYS, fitted_points, load_joint_lookup,
+                                  observations_from_batch, reprojection_errors)
 from smilfit.cameras import project_points
 from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.registry import REGISTRANTS
@@ -58,8 +58,7 @@ def _fit(session, views):
     obs['view_valid'] = obs['view_valid'].bool() & keep
     result = reg.fit(obs)
     handler = reg.keypoint_handler()
-    pts = result.output.keypoints if handler.source == 'keypoints' else result.output.joints
-    return pts, handler
+    return fitted_points(result, handler), handler
 
 
 def _per_camera(errors):
@@ -89,11 +88,8 @@ def _held_out_errors(points, session, model_index, data_index, camera):
     return torch.where(ok, err, torch.full_like(err, float('nan')))
 
 
-@pytest.mark.parametrize('train,held', [
-    pytest.param(('back', 'mid'), 'top', marks=pytest.mark.xfail(strict=True, reason=(
-        'open (issue 4): held-out top 6.3 px against 5.5 px for DLT from back+mid on the '
-        'same keypoints (Ear_L is the outlier); see the issue notes'))),
-    (('back', 'top'), 'mid'), (('mid', 'top'), 'back')])
+@pytest.mark.parametrize('train,held', [(('back', 'mid'), 'top'), (('back', 'top'), 'mid'),
+                                        (('mid', 'top'), 'back')])
 def test_two_views_held_out_third_no_worse_than_dlt(session, train, held):
     """Same keypoints for both: those DLT can triangulate from the two training views."""
     pts, handler = _fit(session, train)

@@ -294,3 +294,36 @@ def test_joint_handlers_ignore_keypoint_offsets_by_default(model):
     joint_off = torch.zeros(1, model.num_joints, 3, dtype=DT)
     joint_off[0, 1, 1] = 0.2
     assert h(out, obs, dict(params, joint_offsets=joint_off)).min() > 0
+
+
+def test_joint_frame_offsets_turn_and_scale_with_the_body(model):
+    """``offsets_frame='joint'``: the offset is seen through the carrying joint's world
+    map, so a rotated and scaled body carries its markers along; world-frame offsets stay."""
+    params = random_params(model, 2)
+    obs = observe(model, params)
+    Kp = len(model.keypoint_names)
+    g = torch.Generator().manual_seed(3)
+    offsets = 0.2 * torch.randn(1, Kp, 3, generator=g, dtype=DT)
+    h = handler(model, offsets_frame='joint')
+    world = handler(model)
+    at_rest = dict(global_orient=torch.zeros(1, 3, dtype=DT))
+    rest_out = forward(model, at_rest)
+    # turned by 90 degrees about y and scaled x2 about the root: offsets turn and double
+    turned = dict(global_orient=torch.tensor([[0.0, torch.pi / 2, 0.0]], dtype=DT))
+    out = model(**turned, global_log_scale=torch.tensor([[0.6931471805599453]], dtype=DT),
+                return_vertices=False)
+    p = dict(keypoint_offsets=offsets)
+    moved = h.points(out, p) - out.keypoints
+    torch.testing.assert_close(moved, 2.0 * offsets @ rot_y(90).T)
+    torch.testing.assert_close(world.points(out, p) - out.keypoints, offsets)
+    torch.testing.assert_close(h.points(rest_out, p) - rest_out.keypoints,
+                               world.points(rest_out, p) - rest_out.keypoints)
+    # the loss path sees them (and only the world path adds world offsets in offset_points)
+    out = forward(model, params)
+    assert h(out, obs, dict(params, keypoint_offsets=offsets)).min() > 0
+    pts = out.keypoints.index_select(1, h.model_index)
+    assert torch.equal(h.offset_points(pts, p), pts)
+    torch.testing.assert_close(h.local_offsets(p), offsets.index_select(1, h.model_index))
+    assert world.local_offsets(p) is None
+    with pytest.raises(ValueError, match='offsets_frame'):
+        Keypoint2DHandler('bad', offsets_frame='bone')

@@ -112,3 +112,56 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
             [torch.block_diag(*info[b]) for b in range(B)]), D)
         torch.testing.assert_close(H, dense_H, rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(gv, torch.einsum('bip,bi->bp', D, grad.reshape(B, -1)))
+
+
+@pytest.mark.parametrize('which', ['demo', 'mouse'])
+def test_attached_joint_frame_offsets_match_autograd(which, request):
+    """Points with joint-frame offsets (``pool point + M_j o``, the handlers' own
+    :func:`rotate_offsets`) have the Jacobian autograd gives, offsets held fixed."""
+    from smilfit.handlers.matching import rotate_offsets
+    from smilfit.registrants.jacobians import PointJacobian
+    if which == 'demo':  # regressed joints and vertex keypoints: carriers by skinning mass
+        model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    else:
+        model = SMILModel(data=load_model_data(request.getfixturevalue('mouse_model_path')),
+                          dtype=torch.float64)
+    g = torch.Generator().manual_seed(7)
+    B, J = 2, model.num_joints
+    params = dict(global_orient=0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  body_pose=0.4 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                  betas=torch.randn(B, model.num_betas, generator=g, dtype=torch.float64),
+                  transl=torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  global_log_scale=0.3 * torch.randn(B, 1, generator=g, dtype=torch.float64),
+                  log_scale=0.1 * torch.randn(B, J, 3, generator=g, dtype=torch.float64))
+    N = _pool(model, params).shape[1]
+    attach = torch.tensor([0, N - 1, J // 2, N - 1])     # repeats allowed
+    offsets = 0.1 * torch.randn(1, attach.numel(), 3, generator=g, dtype=torch.float64)
+    carriers = model.pool_joints[attach]
+
+    def points_of(p):
+        out = model(**p, return_vertices=False, return_keypoints=True)
+        base = _pool(model, p)
+        extra = base[:, attach] + rotate_offsets(offsets, out.joint_transforms, carriers)
+        return torch.cat([base, extra], dim=1)
+
+    fitted = ['global_orient', 'body_pose', 'transl', 'betas', 'global_log_scale']
+    jac = PointJacobian(model)
+    sparse = jac.sparse(params, fitted, attach, offsets)
+    torch.testing.assert_close(sparse.points, points_of(params), rtol=1e-9, atol=1e-9)
+    assert torch.count_nonzero(sparse.points[:, N:] - sparse.points[:, attach]) > 0
+    dense = sparse.to_dense()
+    col = 0
+    for name in fitted:
+        def f(x, name=name):
+            p = dict(params)
+            p[name] = x.reshape(params[name].shape)
+            return points_of(p)
+        full = torch.autograd.functional.jacobian(f, params[name]).reshape(
+            B, N + attach.numel(), 3, B, -1)
+        diag = torch.stack([full[b, :, :, b] for b in range(B)])
+        width = diag.shape[-1]
+        torch.testing.assert_close(dense[..., col:col + width], diag, rtol=1e-7, atol=1e-7,
+                                   msg=name)
+        col += width
+    # the same structure is reused for the same attached points
+    assert jac._structure(attach) is jac._structure(attach.clone())

@@ -207,3 +207,57 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     r2, A2 = LeastSquaresProblem._jvp3(lambda p: h.point_residuals(p, obs, {}), pts, basis)
     torch.testing.assert_close(r, r2)
     torch.testing.assert_close(A, A2, rtol=1e-9, atol=1e-9)
+
+
+def test_joint_frame_offsets_in_levenberg_marquardt(model):
+    """Keypoints a fixed joint-frame offset away from the model's (markers on the skin):
+    with the offsets given, LM recovers the pose exactly, and its gradient is the cost's."""
+    from smilfit.handlers.matching import rotate_offsets, source_carriers
+    from smilfit.registrants.levenberg_marquardt import LeastSquaresProblem
+    B, J = 3, model.num_joints
+    g = torch.Generator().manual_seed(11)
+    truth = dict(global_orient=0.3 * torch.randn(B, 3, generator=g, dtype=torch.float64),
+                 body_pose=0.3 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64))
+    out = model(**truth, return_vertices=False)
+    Kp = len(model.keypoint_names)
+    obs, _, length = _problem(model, B)
+    offsets = 0.03 * length * torch.randn(1, Kp, 3, generator=g, dtype=torch.float64)
+    points = out.keypoints + rotate_offsets(offsets, out.joint_transforms,
+                                            source_carriers(model, 'keypoints'))
+    obs['keypoints_2d'] = project_points(points[:, None], obs['K'][0], obs['R'][0], obs['t'][0])
+    obs.pop('confidence')
+    handler = dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint')
+    stages = [dict(name='lm', fit=['global_orient', 'transl', 'body_pose'], n_iter=20,
+                   optimizer=dict(type='LevenbergMarquardt'), ftol=1e-15, gtol=1e-12)]
+    reg = SMILRegistrant(body_model=model, handlers=[handler], init='zeros', stages=stages)
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    # Started near the truth (the leaf rotations now move their markers: from the rest
+    # pose this problem has local minima), LM converges to it only with exact Jacobians.
+    start = {k: v + 0.1 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+             for k, v in truth.items()}
+    result = reg.fit(obs, init_params=dict(keypoint_offsets=offsets.expand(B, -1, -1), **start))
+    fitted = reg.handlers['kp2d'].points(result.output, result.params)
+    assert float((fitted - points).norm(dim=-1).max()) / length < 1e-9
+    world = SMILRegistrant(body_model=model, init='zeros', stages=stages,
+                           handlers=[dict(handler, offsets_frame='world')])
+    world.setup(dict(keypoint_names=model.keypoint_names))
+    wrong = world.fit(obs, init_params=dict(keypoint_offsets=offsets.expand(B, -1, -1), **start))
+    assert float((world.handlers['kp2d'].points(wrong.output, wrong.params) - points).norm(
+        dim=-1).max()) / length > 1e-3
+    # the first-order term of the linearisation is half the cost's gradient
+    h = reg.handlers['kp2d']
+    params = dict(global_orient=0.1 * truth['global_orient'], transl=torch.zeros(B, 3,
+                  dtype=torch.float64), body_pose=0.5 * truth['body_pose'],
+                  keypoint_offsets=offsets.expand(B, -1, -1))
+
+    def cost_fn(p, o):
+        return h(model(**{k: v for k, v in p.items() if k != 'keypoint_offsets'},
+                       return_vertices=False), o, p)
+    fitted_names = ['global_orient', 'transl', 'body_pose']
+    problem = LeastSquaresProblem(model, [h], obs, params, fitted_names, cost_fn)
+    x = problem.initial_x().requires_grad_(True)
+    idx = torch.arange(B)
+    cost, grad, _ = problem.linearize(x.detach(), idx)
+    auto = torch.autograd.grad(problem.cost(x, idx).sum(), x)[0]
+    torch.testing.assert_close(cost, problem.cost(x.detach(), idx))
+    torch.testing.assert_close(2 * grad, auto, rtol=1e-8, atol=1e-8)

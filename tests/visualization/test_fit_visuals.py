@@ -122,3 +122,30 @@ def test_cli(work_dir, tmp_path, capsys):
     assert parse_frames('4') == (4, 5)
     with pytest.raises(SystemExit):
         visualize_main(['--help'])
+
+
+def test_model_outputs_use_every_fitted_input_and_the_handlers_offsets():
+    """The visuals re-pose the model from the stored parameters: the global scale and the
+    vertex offsets are inputs too, and joint-frame keypoint offsets turn with the body."""
+    from smilfit.body_models import build_demo_smil_model
+    from smilfit.registry import HANDLERS
+    from smilfit.visualization.fit_visuals import _model_outputs
+    model = build_demo_smil_model()
+    g = np.random.default_rng(0)
+    S, J, Kp = 3, model.num_joints, len(model.keypoint_names)
+    params = dict(global_orient=0.3 * g.standard_normal((S, 3)),
+                  body_pose=0.2 * g.standard_normal((S, J - 1, 3)),
+                  global_log_scale=np.log([[2.0], [0.5], [3.0]]),
+                  vertex_offsets=0.01 * g.standard_normal((S, model.num_vertices, 3)),
+                  keypoint_offsets=0.2 * g.standard_normal((S, Kp, 3)))
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    handler = HANDLERS.build(dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint'))
+    handler.setup(model, dict(keypoint_names=model.keypoint_names))
+    rows = np.array([2, 0])
+    verts, kps, joints, points = _model_outputs(model, params, rows, handler, chunk=1)
+    t = {k: torch.as_tensor(v[rows]) for k, v in params.items()}
+    out = model(**{k: v for k, v in t.items() if k != 'keypoint_offsets'})
+    np.testing.assert_allclose(verts, out.vertices.numpy(), atol=1e-5)
+    np.testing.assert_allclose(joints, out.joints.numpy(), atol=1e-5)
+    np.testing.assert_allclose(points, handler.points(out, t).numpy(), atol=1e-5)
+    assert np.abs(points - kps).max() > 0.1
