@@ -118,6 +118,10 @@ class PointJacobian:
     fixed by the model, so they are found here once and every call works on the
     non-zero pairs only (a few hundred for a 55-joint model instead of N x J).
 
+    Points with fixed joint-frame offsets (``pool point + M_j o``, see
+    :meth:`sparse`'s ``attach``) are extra points whose offset is one more term of the
+    carrying joint ``j``: the same formulas cover them.
+
     Args:
         model: a :class:`~smilfit.body_models.SMILModel` (no pose blendshapes).
     """
