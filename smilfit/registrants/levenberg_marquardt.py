@@ -134,7 +134,12 @@ class LeastSquaresProblem:
         return {n: p.reshape((x.shape[0],) + self.shapes[n]) for n, p in zip(self.fitted, parts)}
 
     def subset(self, idx: Tensor, x: Tensor) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        """Parameters (fitted from ``x``) and observations of the samples ``idx``."""
+        """Parameters (fitted from ``x``) and observations of the samples ``idx``
+        (sorted and unique, as ``nonzero`` gives them)."""
+        if idx.numel() == self.B:  # all of them: no copies
+            params = dict(self.fixed)
+            params.update(self.unflatten(x))
+            return params, dict(self.obs)
         params = {k: v.index_select(0, idx) for k, v in self.fixed.items()}
         params.update(self.unflatten(x))
         obs = {k: (v.index_select(0, idx) if isinstance(v, Tensor) and v.dim()
@@ -302,9 +307,14 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
             c, gg, hh = problem.linearize(x[idx], idx)
-            bad = ~(torch.isfinite(c) & torch.isfinite(gg).all(1)
-                    & torch.isfinite(hh).flatten(1).all(1))
-            cost[idx], g[idx], H[idx] = c, gg, hh
+            # A sum is non-finite when any entry is (and is cheaper than checking each
+            # of H's P*P entries).
+            bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))
+                    & torch.isfinite(hh.sum((1, 2))))
+            if idx.numel() == B:  # every sample (the first iteration, often later ones)
+                cost, g, H = c.clone(), gg.clone(), hh.to(H.dtype)
+            else:
+                cost[idx], g[idx], H[idx] = c, gg, hh
             diverged[idx[bad]] = True
             converged = gg.abs().amax(1) <= gtol
             done[idx[bad | converged]] = True
@@ -313,7 +323,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         if active.numel() == 0:
             break
         iterations = it + 1
-        Ha, ga, xa = H[active], g[active], x[active]
+        everyone = active.numel() == B
+        Ha, ga, xa = (H, g, x) if everyone else (H[active], g[active], x[active])
         diag = Ha.diagonal(dim1=-2, dim2=-1)
         # Marquardt scaling; the floor keeps parameters nothing constrains solvable.
         if options.damping == 'levenberg':
@@ -322,7 +333,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             D = diag.mean(1, keepdim=True).expand_as(diag)
         else:
             D = torch.maximum(diag, 1e-9 * diag.amax(1, keepdim=True).clamp_min(1e-30))
-        damped = Ha + torch.diag_embed(lam[active, None] * D)
+        damped = Ha.clone()
+        damped.diagonal(dim1=-2, dim2=-1).add_((lam[active, None] * D).to(Ha.dtype))
         chol, info = torch.linalg.cholesky_ex(damped)
         step = -torch.cholesky_solve(ga.unsqueeze(-1).to(chol.dtype), chol).squeeze(-1).to(dtype)
         step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
@@ -339,7 +351,7 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         lam_a, nu_a = lam[active], nu[active]
         lam[active] = torch.where(accept, lam_a * shrink, lam_a * nu_a)
         nu[active] = torch.where(accept, torch.full_like(nu_a, 2.0), nu_a * 2.0)
-        x[active] = torch.where(accept[:, None], trial, xa)
+        x[active] = torch.where(accept[:, None], trial, xa)  # (xa may be x: computed first)
         cost[active] = torch.where(accept, new_cost, old_cost)
         stale[active] = accept
         small_step = step.abs().amax(1) <= options.xtol * (xa.abs().amax(1) + options.xtol)
