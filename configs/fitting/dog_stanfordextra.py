@@ -5,9 +5,9 @@
 #       data/stanfordextra_128.h5 --target-size 128
 # Camera: the schema's default pinhole of an uncalibrated view (f = max(W, H) of the
 # original image, R = I, t = 0); the body's global_orient and transl place the dog in
-# front of it (init='zeros': one view has nothing to triangulate; start from upright
-# orientations, e.g. smilfit.body_models.quadruped.camera_facing_orientations, and
-# keep the best, as tests/apis/test_dog_silhouette_fit.py does).
+# front of it. One view has nothing to triangulate: multi_start fits every dog from 8
+# upright headings (about 1 m long, placed where it spans the keypoints) through the two
+# keypoint stages and keeps the lowest keypoint loss before the silhouette stage.
 # Stages: (1) rigid from keypoints, (2) pose + shape from keypoints, (3) pose + shape +
 # per-joint log_scale from keypoints and silhouettes (Adam: the silhouette term has no
 # least-squares form; Adam on summed per-sample losses keeps samples independent).
@@ -22,6 +22,7 @@ data = dict(path='data/stanfordextra_128.h5', batch_size=25, joint_lookup=dict(_
 registrant = dict(
     type='SMILRegistrant',
     init='zeros',
+    multi_start=dict(num_headings=8, body_extent=1.0, stages=2),
     return_vertices=True,
     handlers=[
         dict(type='Keypoint2DHandler', name='kp2d', source='joints',

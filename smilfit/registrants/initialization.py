@@ -3,6 +3,9 @@
 The observed 3D points are either given (3D keypoints) or triangulated from the 2D
 keypoints of calibrated views. The model's rest-pose keypoints (zero pose, zero shape)
 are aligned to them by weighted Kabsch, which yields ``global_orient`` and ``transl``.
+From one view nothing can be triangulated: :func:`heading_hypotheses` places the rest
+pose in front of the camera under several orientations instead (the registrant's
+``multi_start`` fits them all and keeps the best).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Dict, Optional
 
 import torch
 
-from smilfit.body_models.rotations import matrix_to_axis_angle
+from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
 
 
@@ -115,4 +118,50 @@ def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
     return matrix_to_axis_angle(R), transl, s.log()[:, None]
 
 
-__all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points']
+def heading_hypotheses(keypoints_2d: torch.Tensor, visible: torch.Tensor, K: torch.Tensor,
+                       R: torch.Tensor, t: torch.Tensor, orientations: torch.Tensor,
+                       rest_joints: torch.Tensor, root: int, body_extent: float
+                       ) -> Dict[str, torch.Tensor]:
+    """Rest-pose starts in front of one camera: every orientation, placed on the ray
+    through the keypoints' centroid at the depth where ``body_extent`` spans their extent.
+
+    Args:
+        keypoints_2d: (B, M, 2) pixels of one view (NaN where missing).
+        visible: (B, M) bool.
+        K, R, t: (B, 3, 3), (B, 3, 3), (B, 3) that view's camera (world -> camera).
+        orientations: (Y, 3) axis-angle orientations of the model in the *camera* frame
+            (e.g. :func:`smilfit.body_models.quadruped.camera_facing_orientations`).
+        rest_joints: (J, 3) the rest pose's joints (model units).
+        root: the root joint (``global_orient`` pivots about it).
+        body_extent: the body's size in world units (spans the keypoints' extent).
+
+    Returns:
+        ``global_orient`` and ``transl``, (B * Y, 3) each, sample-major (sample ``b``'s
+        hypotheses are rows ``b * Y ... b * Y + Y - 1``).
+    """
+    vis = visible & torch.isfinite(keypoints_2d).all(-1)
+    w = vis.to(keypoints_2d.dtype)
+    centroid = (torch.nan_to_num(keypoints_2d) * w[..., None]).sum(1) / w.sum(
+        1, keepdim=True).clamp_min(1)
+    inf = torch.full_like(keypoints_2d, float('inf'))
+    extent = (torch.where(vis[..., None], keypoints_2d, -inf).amax(1)
+              - torch.where(vis[..., None], keypoints_2d, inf).amin(1)).amax(-1)
+    extent = torch.nan_to_num(extent, nan=8.0, posinf=8.0, neginf=8.0).clamp_min(8.0)
+    depth = K[:, 0, 0] * body_extent / extent                             # (B,)
+    ray = torch.linalg.solve(K, torch.cat([centroid, torch.ones_like(centroid[:, :1])],
+                                          -1)[..., None])[..., 0]         # (B, 3), z = 1
+    centre_cam = ray * depth[:, None]
+    # camera -> world: x_w = R^T (x_c - t)
+    Rt = R.transpose(-1, -2)
+    centre = (Rt @ (centre_cam - t)[..., None])[..., 0]                  # (B, 3)
+    R_orient = Rt[:, None] @ axis_angle_to_matrix(orientations.to(R))[None]  # (B, Y, 3, 3)
+    rest_root = rest_joints[root].to(R)
+    # the joints' centroid lands at R_o (c - root) + root + transl
+    offset = (R_orient @ (rest_joints.mean(0).to(R) - rest_root)[..., None])[..., 0] + rest_root
+    transl = centre[:, None] - offset                                      # (B, Y, 3)
+    return dict(global_orient=matrix_to_axis_angle(R_orient.flatten(0, 1)),
+                transl=transl.flatten(0, 1))
+
+
+__all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points',
+           'heading_hypotheses']

@@ -70,13 +70,25 @@ class SMILRegistrant(nn.Module):
             parameter optimise the summed loss (samples of a group are coupled).
         hooks: :class:`FittingHook` objects or configs (progress bars, loss history).
         return_vertices: evaluate vertices for the result.
+        multi_start: fit every sample from several orientations and keep the best, for
+            views that cannot be triangulated (one camera: front/back and mirror
+            ambiguities). ``dict(num_headings=8, elevation_deg=0.0, body_extent=None,
+            stages=1, score=None)``: the rest pose stands upright in front of the first
+            view's camera (:func:`~smilfit.body_models.quadruped.camera_facing_orientations`:
+            model ``+x`` forward, ``+z`` up) under ``num_headings`` headings, at the depth
+            where ``body_extent`` (world units; default: the rest pose's own size) spans
+            the keypoints; the first ``stages`` stages run on every hypothesis; the one
+            with the lowest ``score`` handler loss (default: the keypoint handler; a
+            hypothesis with a 2D keypoint behind the camera never wins) goes on through
+            the remaining stages. Not with shared parameters or ``init_params``.
     """
 
     def __init__(self, body_model: Union[SMILModel, Mapping[str, Any]],
                  handlers: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]],
                  init: str = 'triangulation', shared: Optional[Mapping[str, bool]] = None,
                  hooks: Sequence[Union[FittingHook, Mapping[str, Any]]] = (),
-                 return_vertices: bool = False) -> None:
+                 return_vertices: bool = False,
+                 multi_start: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
         self.body_model = (body_model if isinstance(body_model, nn.Module)
                            else BODY_MODELS.build(body_model))
@@ -100,7 +112,38 @@ class SMILRegistrant(nn.Module):
         self.shared = {k for k, v in shared.items() if v}
         self.hooks = build_hooks(hooks)
         self.return_vertices = bool(return_vertices)
+        self.multi_start = self._check_multi_start(multi_start, names)
         self._data_info: Optional[Dict[str, Any]] = None
+
+    _MULTI_START_KEYS = ('num_headings', 'elevation_deg', 'body_extent', 'stages', 'score')
+
+    def _check_multi_start(self, cfg: Optional[Mapping[str, Any]], handler_names: List[str]
+                           ) -> Optional[Dict[str, Any]]:
+        if cfg is None:
+            return None
+        cfg = dict(cfg)
+        unknown = sorted(set(cfg) - set(self._MULTI_START_KEYS))
+        if unknown:
+            raise ValueError(f'multi_start: unknown key(s) {unknown}; allowed: '
+                             f'{list(self._MULTI_START_KEYS)}')
+        out = dict(num_headings=int(cfg.get('num_headings', 8)),
+                   elevation_deg=float(cfg.get('elevation_deg', 0.0)),
+                   body_extent=cfg.get('body_extent'), stages=int(cfg.get('stages', 1)),
+                   score=cfg.get('score'))
+        if out['num_headings'] < 1:
+            raise ValueError(f'multi_start.num_headings must be >= 1, got {out["num_headings"]}')
+        if not 1 <= out['stages'] <= len(self.stages):
+            raise ValueError(f'multi_start.stages must be between 1 and the number of stages '
+                             f'({len(self.stages)}), got {out["stages"]}')
+        if out['body_extent'] is not None and not float(out['body_extent']) > 0:
+            raise ValueError(f'multi_start.body_extent must be > 0, got {out["body_extent"]}')
+        if out['score'] is not None and out['score'] not in handler_names:
+            raise ValueError(f'multi_start.score {out["score"]!r} is not a handler; handlers: '
+                             f'{handler_names}')
+        if self.shared:
+            raise ValueError('multi_start fits each sample alone from several starts: it '
+                             f'cannot be combined with shared parameters {sorted(self.shared)}')
+        return out
 
     # ------------------------------------------------------------------ set-up
     def setup(self, data_info: Mapping[str, Any]) -> None:
@@ -231,17 +274,18 @@ class SMILRegistrant(nn.Module):
         batch = next(v.shape[0] for v in obs.values() if v.dim() > 0)
         groups = (torch.zeros(batch, dtype=torch.long, device=self.body_model.device)
                   if groups is None else torch.as_tensor(groups, device=self.body_model.device))
-        params = self.initial_params(obs, batch, groups, init_params)
         diverged = torch.zeros(batch, dtype=torch.bool, device=self.body_model.device)
-        history = []
-        for stage in self.stages:
-            for hook in self.hooks:
-                hook.before_stage(self, stage)
-            params, stage_diverged, record = self._run_stage(stage, params, obs, groups)
-            diverged |= stage_diverged
-            history.append(record)
-            for hook in self.hooks:
-                hook.after_stage(self, stage, record)
+        history: List[Dict[str, Any]] = []
+        stages = self.stages
+        if self.multi_start is not None:
+            if init_params:
+                raise ValueError('init_params and multi_start exclude each other (multi_start '
+                                 'makes its own starts); drop one')
+            params, diverged = self._best_start(obs, batch, history)
+            stages = self.stages[self.multi_start['stages']:]
+        else:
+            params = self.initial_params(obs, batch, groups, init_params)
+        params, diverged = self._run_stages(stages, params, obs, groups, diverged, history)
         if bool(diverged.all()):
             raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '
                                        'gradient); check the observations and loss weights')
@@ -250,6 +294,76 @@ class SMILRegistrant(nn.Module):
                           '(non-finite loss or gradient); they keep their last finite '
                           'parameters')
         return self._result(params, obs, groups, diverged, history)
+
+    def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
+                    obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
+                    history: List[Dict[str, Any]]):
+        for stage in stages:
+            for hook in self.hooks:
+                hook.before_stage(self, stage)
+            params, stage_diverged, record = self._run_stage(stage, params, obs, groups)
+            diverged = diverged | stage_diverged
+            history.append(record)
+            for hook in self.hooks:
+                hook.after_stage(self, stage, record)
+        return params, diverged
+
+    def _best_start(self, obs: Mapping[str, Tensor], batch: int,
+                    history: List[Dict[str, Any]]):
+        """``multi_start``: the first stages from every heading; each sample's best."""
+        from smilfit.body_models.quadruped import camera_facing_orientations
+        from smilfit.handlers import Keypoint2DHandler
+        from smilfit.handlers.views import view_cameras, view_keypoints
+        from .initialization import heading_hypotheses
+
+        ms = self.multi_start
+        Y = ms['num_headings']
+        handler = self.keypoint_handler()
+        if not isinstance(handler, Keypoint2DHandler) or 'keypoints_2d' not in obs:
+            raise ValueError('multi_start needs 2D keypoints and a Keypoint2DHandler')
+        m = self.body_model
+        views = view_keypoints(obs, handler.name)        # (B, C, ...) layout
+        C = views['keypoints_2d'].shape[1]
+        uv = handler.select_data(views['keypoints_2d'], 2)[:, 0]
+        visible = views['visible']
+        visible = (torch.ones(uv.shape[:2], dtype=torch.bool, device=uv.device)
+                   if visible is None else handler.select_data(visible, 2)[:, 0].bool())
+        cams = view_cameras(obs, {}, C, m.dtype, m.device, handler.name, views['squeezed'])
+        cams = {k: cams[k][:, 0].expand((batch,) + cams[k].shape[2:])
+                for k in ('K', 'R', 't')}                 # the first view's camera
+        with torch.no_grad():
+            rest = m(return_vertices=False)
+        rest_joints = rest.joints_kin[0]
+        extent = ms['body_extent']
+        if extent is None:
+            extent = float((rest_joints.amax(0) - rest_joints.amin(0)).amax())
+        starts = heading_hypotheses(
+            uv, visible, cams['K'], cams['R'], cams['t'],
+            camera_facing_orientations(Y, ms['elevation_deg'], dtype=m.dtype),
+            rest_joints, m.levels.root, float(extent))
+        hyp_obs = {k: (v.repeat_interleave(Y, 0) if v.dim() and v.shape[0] == batch else v)
+                   for k, v in obs.items()}
+        groups = torch.zeros(batch * Y, dtype=torch.long, device=m.device)
+        params = self.initial_params(hyp_obs, batch * Y, groups, starts)
+        diverged = torch.zeros(batch * Y, dtype=torch.bool, device=m.device)
+        params, diverged = self._run_stages(self.stages[:ms['stages']], params, hyp_obs,
+                                            groups, diverged, history)
+        for record in history:
+            record['hypotheses'] = Y
+        score_handler = self.handlers[ms['score']] if ms['score'] else handler
+        with torch.no_grad():
+            output = m(**{k: params[k] for k in _MODEL_INPUTS if k in params},
+                       return_vertices=bool(getattr(score_handler, 'needs_vertices', False)))
+            score = score_handler.compute(output, hyp_obs, params)
+            behind = ~handler.project(output, hyp_obs, params)[1]       # (BY, C, M)
+            hv = view_keypoints(hyp_obs, handler.name)['visible']
+            if hv is not None:
+                behind = behind & handler.select_data(hv, 2).bool()
+            behind = behind.flatten(1).any(1)
+        score = torch.where(behind | diverged | ~torch.isfinite(score),
+                            torch.full_like(score, float('inf')), score)
+        best = score.reshape(batch, Y).argmin(1) + torch.arange(batch, device=m.device) * Y
+        return {k: v[best] for k, v in params.items()}, diverged[best]
 
     def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
                    obs: Mapping[str, Tensor], groups: Tensor):

@@ -4,11 +4,10 @@ The pipeline of ``configs/fitting/dog_stanfordextra.py`` on single uncalibrated 
 
 1. ingest (``ingest_stanfordextra``): square crops around the dog's box, the schema's
    default pinhole camera (f = max(W, H) of the original image), masks from the RLE;
-2. keypoints only (the config's stages without the ``sil`` handler): every dog is fitted
-   from 8 upright headings (``camera_facing_orientations``) placed at the depth where the
-   body spans the keypoints; the best final keypoint loss wins (hypotheses with a point
-   behind the camera are ruled out: ``Keypoint2DHandler`` drops such points from its
-   loss, so a fit that crossed the camera plane could otherwise score 0);
+2. keypoints only (the config's stages without the ``sil`` handler): the registrant's
+   ``multi_start`` fits every dog from 8 upright headings (``camera_facing_orientations``)
+   placed at the depth where the body spans the keypoints; the best final keypoint loss
+   wins (hypotheses with a point behind the camera are ruled out);
 3. + silhouettes (the stages with ``sil``): pose, shape and per-joint log_scale from
    keypoints and masks (Adam), started from step 2.
 
@@ -32,8 +31,6 @@ import pytest
 import torch
 from mmengine import Config
 
-from smilfit.body_models.quadruped import camera_facing_orientations
-from smilfit.body_models.rotations import axis_angle_to_matrix
 from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.datasets.ingest_stanfordextra import ingest_stanfordextra, stored_bboxes
 from smilfit.datasets.masks import masks_from_hdf5
@@ -61,48 +58,18 @@ def load_dogs(path, indices):
     return obs, stored_bboxes(reader)[np.asarray(indices)], reader.keypoint_names
 
 
-def initial_guesses(model, obs, num_yaw, body_extent=1.0):
-    """(B * num_yaw) starts: upright headings, the body's joint centroid on the ray through
-    the keypoints' centroid, at the depth where ``body_extent`` metres span the keypoints'
-    extent (sample-major: sample b's hypotheses are rows b * num_yaw ...)."""
-    kp = obs['keypoints_2d'][:, 0]  # (B, K, 2)
-    vis = obs['visible'][:, 0] & torch.isfinite(kp).all(-1)
-    w = vis.to(kp.dtype)
-    centroid = (torch.nan_to_num(kp) * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
-    inf = torch.full_like(kp, float('inf'))
-    extent = (torch.where(vis[..., None], kp, -inf).amax(1)
-              - torch.where(vis[..., None], kp, inf).amin(1)).amax(-1).clamp_min(8.0)
-    K = obs['K'][:, 0]
-    depth = K[:, 0, 0] * body_extent / extent
-    ray = torch.linalg.solve(K, torch.cat([centroid, torch.ones_like(centroid[:, :1])],
-                                          -1)[..., None])[..., 0]
-    orient = camera_facing_orientations(num_yaw, dtype=kp.dtype)  # (Y, 3)
-    with torch.no_grad():
-        rest = model(return_vertices=False)
-    root = rest.joints_kin[0, 0]
-    # global_orient pivots about the root: the centroid lands at R (c - root) + root + transl
-    offset = axis_angle_to_matrix(orient) @ (rest.joints[0].mean(0) - root) + root  # (Y, 3)
-    transl = (ray * depth[:, None])[:, None] - offset[None]  # (B, Y, 3)
-    B = kp.shape[0]
-    return dict(global_orient=orient.repeat(B, 1), transl=transl.reshape(B * num_yaw, 3))
-
-
-def build_registrant(cfg, stages, keypoint_names):
+def build_registrant(cfg, stages, keypoint_names, multi_start=True):
+    """The config's registrant with the given stages; its ``multi_start`` runs on all of
+    them (``multi_start=False``: none, e.g. when continuing from a previous fit)."""
     reg_cfg = dict(cfg.registrant)
     reg_cfg.update(stages=stages, body_model=dict(cfg.body_model))
+    if multi_start:
+        reg_cfg['multi_start'] = dict(reg_cfg['multi_start'], stages=len(stages))
+    else:
+        reg_cfg.pop('multi_start', None)
     reg = REGISTRANTS.build(reg_cfg)
     reg.setup(dict(keypoint_names=list(keypoint_names)))
     return reg
-
-
-def best_hypotheses(reg, result, obs, batch, num_yaw):
-    """(B,) rows of ``result`` with the lowest keypoint loss, none behind the camera."""
-    handler = reg.handlers['kp2d']
-    with torch.no_grad():
-        in_front = handler.project(result.output, obs, result.params)[1]  # (BY, 1, M)
-    behind = (~in_front).sum((1, 2))
-    score = (result.losses['kp2d'] + 1e12 * behind).reshape(batch, num_yaw)
-    return score.argmin(1) + torch.arange(batch) * num_yaw
 
 
 def fit_dogs(path, indices, num_yaw=8, sil_iters=None, config=CONFIG):
@@ -117,21 +84,17 @@ def fit_dogs(path, indices, num_yaw=8, sil_iters=None, config=CONFIG):
     assert kp_stages and sil_stages, 'the config needs keypoint and silhouette stages'
     for s in sil_stages:
         s['n_iter'] = s['n_iter'] if sil_iters is None else int(sil_iters)
-    B = obs['keypoints_2d'].shape[0]
-    hyp_obs = {k: v.repeat_interleave(num_yaw, 0) for k, v in obs.items()
-               if k not in ('masks', 'mask_valid')}
+    assert cfg.registrant.multi_start['num_headings'] == num_yaw
+    kp_obs = {k: v for k, v in obs.items() if k not in ('masks', 'mask_valid')}
     times = {}
     out = dict(obs=obs, bboxes=bboxes, times=times)
     for label, chosen in (('rigid', kp_stages[:1]), ('keypoints', kp_stages)):
         t0 = time.perf_counter()
-        reg = build_registrant(cfg, chosen, names)
-        init = initial_guesses(reg.body_model, obs, num_yaw)
-        result = reg.fit(hyp_obs, init_params=init)
-        best = best_hypotheses(reg, result, hyp_obs, B, num_yaw)
-        out[label] = {k: v[best] for k, v in result.params.items()}
+        reg = build_registrant(cfg, chosen, names)   # every heading, the best kept
+        out[label] = reg.fit(kp_obs).params
         times[label] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reg = build_registrant(cfg, sil_stages, names)
+    reg = build_registrant(cfg, sil_stages, names, multi_start=False)
     init = {k: v for k, v in out['keypoints'].items() if k in MODEL_INPUTS}
     out['silhouette'] = reg.fit(obs, init_params=init).params
     times['silhouette'] = time.perf_counter() - t0
