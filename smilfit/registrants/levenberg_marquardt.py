@@ -162,13 +162,13 @@ class LeastSquaresProblem:
         g = torch.zeros(n, P, dtype=dtype, device=device)
         point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
         if point_handlers:
-            index, attach, offsets = self._attached_points(point_handlers, params, device)
+            rows, attach, offsets = self._attached_points(point_handlers, params, device)
             jac = self.jacobian.sparse(params, self.fitted, attach, offsets)
             points = jac.points
             info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
             grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
             for h in point_handlers:
-                index = index[h.name]
+                index = rows[h.name]
                 r, A = self._point_terms(h, points.index_select(1, index), obs, params)
                 cost = cost + (r * r).sum((1, 2, 3))
                 info.index_add_(1, index, torch.einsum('ngmde,ngmdf->nmef', A, A))

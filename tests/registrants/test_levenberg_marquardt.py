@@ -244,17 +244,23 @@ def test_joint_frame_offsets_in_levenberg_marquardt(model):
     wrong = world.fit(obs, init_params=dict(keypoint_offsets=offsets.expand(B, -1, -1), **start))
     assert float((world.handlers['kp2d'].points(wrong.output, wrong.params) - points).norm(
         dim=-1).max()) / length > 1e-3
-    # the first-order term of the linearisation is half the cost's gradient
+    # the first-order term of the linearisation is half the cost's gradient, with a
+    # second point handler (3D joints, no offsets) reading the pool beside it
     h = reg.handlers['kp2d']
+    h3 = HANDLERS.build(dict(type='Keypoint3DHandler', name='k3', source='joints'))
+    h3.setup(model, dict(keypoint_names=model.joint_names))
+    obs['keypoints_3d'] = out.joints + torch.randn(out.joints.shape, generator=g,
+                                                   dtype=torch.float64)
     params = dict(global_orient=0.1 * truth['global_orient'], transl=torch.zeros(B, 3,
                   dtype=torch.float64), body_pose=0.5 * truth['body_pose'],
                   keypoint_offsets=offsets.expand(B, -1, -1))
 
     def cost_fn(p, o):
-        return h(model(**{k: v for k, v in p.items() if k != 'keypoint_offsets'},
-                       return_vertices=False), o, p)
+        output = model(**{k: v for k, v in p.items() if k != 'keypoint_offsets'},
+                       return_vertices=False)
+        return h(output, o, p) + h3(output, o, p)
     fitted_names = ['global_orient', 'transl', 'body_pose']
-    problem = LeastSquaresProblem(model, [h], obs, params, fitted_names, cost_fn)
+    problem = LeastSquaresProblem(model, [h, h3], obs, params, fitted_names, cost_fn)
     x = problem.initial_x().requires_grad_(True)
     idx = torch.arange(B)
     cost, grad, _ = problem.linearize(x.detach(), idx)
