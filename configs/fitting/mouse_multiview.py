@@ -38,15 +38,20 @@ registrant = dict(
              loss=dict(type='PoseL2Prior')),
         dict(type='ScaleTranslationPriorHandler', name='bone_prior', weight=100.0,
              loss=None, bone_trans_loss=dict(type='BoneTranslationPrior')),
+        # keeps the keypoint offsets short (the handler's translation term reads them)
+        dict(type='ScaleTranslationPriorHandler', name='offset_prior', weight=100.0,
+             loss=None, bone_trans_loss=dict(type='KeypointOffsetPrior'),
+             bone_trans_key='keypoint_offsets'),
     ],
     stages=[
         dict(name='rigid', fit=['global_orient', 'transl', 'global_log_scale'], n_iter=15,
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d=0.0, shape_prior=0.0, pose_prior=0.0, bone_prior=0.0)),
+             loss_weights=dict(kp2d=0.0, shape_prior=0.0, pose_prior=0.0, bone_prior=0.0,
+                              offset_prior=0.0)),
         dict(name='pose_shape',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d=0.0, bone_prior=0.0)),
+             loss_weights=dict(kp2d=0.0, bone_prior=0.0, offset_prior=0.0)),
         # The session's skeleton: bone offsets and keypoint offsets, all frames at once
         # (pose held fixed).
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
@@ -55,8 +60,8 @@ registrant = dict(
         dict(name='refine',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             # bone_prior is constant here (bone_trans held fixed)
-             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0)),
+             # the skeleton priors are constant here (bone_trans and offsets held fixed)
+             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
         # A second round: the skeleton from better poses, then the poses again.
         dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
              optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
@@ -64,6 +69,6 @@ registrant = dict(
         dict(name='refine2',
              fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0)),
+             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
     ],
 )

@@ -15,7 +15,8 @@ behind each loss are exported too. Handlers (fitting issue) wrap these losses; s
   :class:`GaussianPosePrior`.
 - :mod:`.gmm_prior`: :class:`MaxMixturePosePrior`, :func:`fit_gmm_pose_prior`,
   :func:`save_gmm_prior`, :func:`load_gmm_prior`.
-- :mod:`.scale_priors`: :class:`LogScalePrior`, :class:`BoneTranslationPrior`.
+- :mod:`.scale_priors`: :class:`LogScalePrior`, :class:`BoneTranslationPrior`,
+  :class:`KeypointOffsetPrior`.
 - :mod:`.temporal`: :class:`TemporalSmoothnessLoss`.
 - :mod:`.camera_prior`: :class:`CameraPriorLoss`.
 - :mod:`.silhouette`: :class:`SilhouetteLoss` (the renderer comes with the rendering
@@ -31,7 +32,7 @@ from .keypoint_losses import (KEYPOINT_NORMALIZATIONS, ROBUST_FUNCTIONS, Keypoin
 from .limb_length import LimbLengthLoss, limb_length_residual, limb_lengths, resolve_pairs
 from .pose_priors import (GaussianPosePrior, JointLimitPrior, PoseL2Prior,
                           joint_limit_penalty, resolve_joint_limits)
-from .scale_priors import BoneTranslationPrior, LogScalePrior, symmetry_sq
+from .scale_priors import BoneTranslationPrior, KeypointOffsetPrior, LogScalePrior, symmetry_sq
 from .shape_prior import ShapePriorLoss, cholesky_or_raise, mahalanobis_sq
 from .silhouette import SILHOUETTE_MODES, SilhouetteLoss, silhouette_view_loss
 from .temporal import TemporalSmoothnessLoss, finite_differences, frame_valid
@@ -44,7 +45,7 @@ __all__ = [
     # losses
     'KeypointMSELoss', 'Keypoint3DLoss', 'LimbLengthLoss', 'ShapePriorLoss', 'PoseL2Prior',
     'JointLimitPrior', 'GaussianPosePrior', 'MaxMixturePosePrior', 'LogScalePrior',
-    'BoneTranslationPrior', 'TemporalSmoothnessLoss', 'CameraPriorLoss', 'SilhouetteLoss',
+    'BoneTranslationPrior', 'KeypointOffsetPrior', 'TemporalSmoothnessLoss', 'CameraPriorLoss', 'SilhouetteLoss',
     'BaseLoss', 'ChamferLoss', 'PointToSurfaceLoss', 'NormalConsistencyLoss',
     'EdgeLengthRegularizer', 'LaplacianRegularizer', 'MeshNormalConsistencyRegularizer',
     # functions

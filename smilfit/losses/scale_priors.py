@@ -87,4 +87,21 @@ class BoneTranslationPrior(PerJointL2Loss):
     input_name = 'bone_trans'
 
 
-__all__ = ['symmetry_sq', 'LogScalePrior', 'BoneTranslationPrior']
+@LOSSES.register_module()
+class KeypointOffsetPrior(PerJointL2Loss):
+    """L2 on keypoint offsets from their model points: ``loss = sum_k w_k |o_k|^2``
+    (model units squared for joint-frame offsets).
+
+    Input: (B, Kp, 3) offsets (``params['keypoint_offsets']``); e.g. the translation term
+    of :class:`~smilfit.handlers.ScaleTranslationPriorHandler` with
+    ``bone_trans_key='keypoint_offsets'``.
+
+    Args:
+        joint_weights: optional (Kp,) per-keypoint weights.
+        loss_weight, reduction: see :class:`~smilfit.losses.utils.BaseLoss`.
+    """
+
+    input_name = 'keypoint_offsets'
+
+
+__all__ = ['symmetry_sq', 'LogScalePrior', 'BoneTranslationPrior', 'KeypointOffsetPrior']

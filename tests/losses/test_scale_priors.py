@@ -42,3 +42,22 @@ def test_bone_translation():
     assert BoneTranslationPrior(joint_weights=[2.0, 0.0])(bt).item() == pytest.approx(6.0)
     with pytest.raises(ValueError, match='expected'):
         BoneTranslationPrior()(torch.zeros(1, 2, 2))
+
+
+def test_keypoint_offset_prior_through_the_handler():
+    """KeypointOffsetPrior: L2 per keypoint; the scale/translation handler reads it from
+    params['keypoint_offsets'] when given that key, and names the input in errors."""
+    from smilfit.handlers import ScaleTranslationPriorHandler
+    from smilfit.losses import KeypointOffsetPrior
+    off = torch.tensor([[[1.0, 2.0, 2.0], [0.0, 0.0, 0.5]]])
+    assert KeypointOffsetPrior()(off).item() == pytest.approx(9.25)
+    assert KeypointOffsetPrior(joint_weights=[0.0, 4.0])(off).item() == pytest.approx(1.0)
+    h = ScaleTranslationPriorHandler('off', loss=None, weight=2.0,
+                                     bone_trans_loss=dict(type='KeypointOffsetPrior'),
+                                     bone_trans_key='keypoint_offsets')
+    h.setup(toy_model_data())
+    out = type('Out', (), {'joints': torch.zeros(1, 3, 3)})()
+    torch.testing.assert_close(h(out, {}, dict(keypoint_offsets=off, bone_trans=10 * off)),
+                               torch.tensor([18.5]))
+    with pytest.raises(ValueError, match='keypoint_offsets'):
+        KeypointOffsetPrior()(torch.zeros(1, 2, 2))
