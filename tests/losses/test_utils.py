@@ -43,6 +43,7 @@ BUILDABLE = [
     dict(type='MaxMixturePosePrior', means=[[0.0]], covariances=[[[1.0]]], weights=[1.0]),
     dict(type='LogScalePrior'),
     dict(type='BoneTranslationPrior'),
+    dict(type='KeypointOffsetPrior'),
     dict(type='TemporalSmoothnessLoss'),
     dict(type='CameraPriorLoss'),
     dict(type='SilhouetteLoss', mode='iou'),
