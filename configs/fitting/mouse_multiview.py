@@ -5,7 +5,7 @@
 #       body_model.model_path=path/to/SMILy_Mouse_static_joints.pkl
 # (defaults: the shared 4-camera session and mouse model beside the checkout). A dataset
 # made by tools/preprocess_sleap.py (with images, crops) works too: set data.path to it.
-# The model is in its own units and the calibration in millimetres: every stage fits a
+# The model is in its own units and the calibration in millimetres: every pose stage fits a
 # global scale (global_log_scale), initialised by a similarity (Umeyama) alignment of
 # the rest pose to the triangulated keypoints. The shared session's 'side' camera
 # calibration is a copy of 'top' (~92 px reprojection): the robust (GMoF) keypoint loss
