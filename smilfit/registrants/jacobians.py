@@ -156,17 +156,12 @@ class PointJacobian:
         m0_u.append(m0[read_rows][r_idx, k_idx])
         ms_u.append(ms[read_rows][r_idx, k_idx])
         mass_u.append(mass[read_rows][r_idx, k_idx])
-        self.num_pool = first + int(read_rows.numel())
+        self.num_points = first + int(read_rows.numel())   # N, the model's point pool
         self.parents = model.parents.clamp_min(0)
         self.base = _TermStructure.build(
             model, self.sub, torch.cat(rows_i), torch.cat(rows_k), torch.cat(m0_u),
-            torch.cat(ms_u), torch.cat(mass_u), self.num_pool, num_offset_terms=0)
+            torch.cat(ms_u), torch.cat(mass_u), self.num_points, num_offset_terms=0)
         self._attached: Dict[Tuple[int, ...], _TermStructure] = {}
-
-    @property
-    def num_points(self) -> int:
-        """N, the number of points in the model's pool."""
-        return self.num_pool
 
     def _structure(self, attach: Optional[Tensor]) -> '_TermStructure':
         """The term structure of the pool plus ``attach`` (X,) extra points: each a copy
@@ -177,7 +172,7 @@ class PointJacobian:
         if key not in self._attached:
             b = self.base
             carriers = self.model.pool_joints.to(attach.device)[attach]
-            X, N = attach.numel(), self.num_pool
+            X, N = attach.numel(), self.num_points
             # Copy every term of each base point onto its extra point ...
             pick = b.point_sum[attach]                                   # (X, U)
             x_idx, u_idx = torch.nonzero(pick, as_tuple=True)
