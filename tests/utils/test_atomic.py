@@ -1,0 +1,57 @@
+"""smilfit.utils.atomic: whole files or none, readable under the user's umask."""
+import os
+import stat
+
+import pytest
+import torch
+
+from smilfit.utils.atomic import atomic_open, atomic_path
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith('.tmp'))
+
+
+def test_atomic_open_writes_whole_file(tmp_path):
+    path = tmp_path / 'out.txt'
+    with atomic_open(path) as f:
+        f.write('hello')
+        assert not path.exists()  # not visible under its name before it is complete
+    assert path.read_text() == 'hello'
+    assert _leftovers(tmp_path) == []
+
+
+def test_exception_keeps_old_file_and_removes_temp(tmp_path):
+    path = tmp_path / 'out.bin'
+    path.write_bytes(b'old')
+    with pytest.raises(RuntimeError):
+        with atomic_open(path, 'wb') as f:
+            f.write(b'partial')
+            raise RuntimeError('killed mid-write')
+    assert path.read_bytes() == b'old'
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_path_with_torch_save(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    with atomic_path(path) as tmp:
+        torch.save({'w': torch.arange(3)}, tmp)
+    assert torch.equal(torch.load(path, weights_only=True)['w'], torch.arange(3))
+
+
+@pytest.mark.parametrize('umask, expected', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_mode_honours_umask(tmp_path, umask, expected):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / 'shared.h5'
+        with atomic_open(path, 'wb') as f:
+            f.write(b'x')
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == expected
+
+
+def test_refuses_append_mode(tmp_path):
+    with pytest.raises(ValueError, match='whole files'):
+        with atomic_open(tmp_path / 'a.txt', 'a'):
+            pass
