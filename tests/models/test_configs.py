@@ -1,5 +1,5 @@
 """The regression configs parse and build (with a small backbone); the acceptance
-training on synthetic data (about 2.5 minutes on 2 cores)."""
+training on synthetic data (the full 300 iterations under --run-slow, a 100-iteration twin in CI)."""
 import copy
 import math
 from pathlib import Path
@@ -53,9 +53,10 @@ def test_training_config_parses():
                                                      'ReprojectionErrorMetric']
 
 
-def test_synthetic_training_lowers_validation_error(tmp_path):
-    """Acceptance: the tiny multi-view config trained on CPU for a few hundred iterations
-    lowers the validation 2D keypoint error substantially (minutes on 2 cores)."""
+def _train_and_validate(tmp_path, max_iters=None):
+    """Train the tiny multi-view config on its synthetic data; return the validation
+    mean 2D reprojection error (px) before and after. ``max_iters`` shortens the
+    schedule (the cosine decay ends at ``max_iters``)."""
     from mmengine.runner import Runner
 
     from smilfit.apis.fitting import prepare_data
@@ -65,13 +66,31 @@ def test_synthetic_training_lowers_validation_error(tmp_path):
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.ann_file = path
     cfg.work_dir = str(tmp_path / 'work')
+    if max_iters is not None:
+        cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = max_iters
+        cfg.param_scheduler[-1].end = max_iters
+        cfg.default_hooks.checkpoint.interval = max_iters
     prepare_data(cfg, progress=False)
     assert Path(path).exists()
     runner = Runner.from_cfg(cfg)
     before = runner.val()['reproj/mean']
     runner.train()
-    after = runner.val()['reproj/mean']
+    return before, runner.val()['reproj/mean']
+
+
+@pytest.mark.slow
+def test_synthetic_training_lowers_validation_error(tmp_path):
+    """Acceptance: the tiny multi-view config as shipped (300 iterations, about 2.5
+    minutes on 2 cores) lowers the validation 2D keypoint error substantially."""
+    before, after = _train_and_validate(tmp_path)
     # Measured: 11.2 px -> 5.2 px (seed 0, 300 iterations, headings within 90 degrees).
+    assert after < 0.6 * before, (before, after)
+
+
+def test_short_synthetic_training_lowers_validation_error(tmp_path):
+    """The CI twin of the acceptance test: the same config, data and bar on a 100-iteration
+    schedule (about 45 s on one thread). Measured: 11.15 px -> 5.83 px (0.52x)."""
+    before, after = _train_and_validate(tmp_path, max_iters=100)
     assert after < 0.6 * before, (before, after)
 
 
