@@ -58,6 +58,9 @@ def _child(name: str, parent: Registry, *locations: str) -> Registry:
 
 
 # Children of mmengine's roots -------------------------------------------------
+# The runner-side children list 'engine' even where it registers nothing of theirs:
+# building a Runner, loop or optimizer in the smilfit scope then imports smilfit.engine,
+# which applies the mmengine compatibility fixes (engine/compat.py) first.
 RUNNERS = _child('runner', MMENGINE_RUNNERS, 'engine')
 RUNNER_CONSTRUCTORS = _child('runner constructor', MMENGINE_RUNNER_CONSTRUCTORS, 'engine')
 LOOPS = _child('loop', MMENGINE_LOOPS, 'engine')
@@ -65,7 +68,7 @@ HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'datasets')
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS)
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'datasets')
-MODELS = _child('model', MMENGINE_MODELS, 'body_models', 'models')
+MODELS = _child('model', MMENGINE_MODELS, 'models')
 MODEL_WRAPPERS = _child('model wrapper', MMENGINE_MODEL_WRAPPERS, 'engine')
 WEIGHT_INITIALIZERS = _child('weight initializer', MMENGINE_WEIGHT_INITIALIZERS)
 OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'engine')

@@ -1,4 +1,4 @@
-"""A minimal validation metric for regressors (a stand-in for :mod:`smilfit.evaluation`).
+"""A minimal validation metric for regressors: mean 2D/3D keypoint error and PCK.
 
 :class:`RegressionKeypointErrorMetric` reads the regressors' predictions and reports the
 mean 2D keypoint error (pixels) over visible keypoints of valid views, the PCK at a
