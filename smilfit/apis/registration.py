@@ -249,7 +249,7 @@ def initial_global_pose(model, points: Tensor, mask: Optional[Tensor] = None,
         ``dict(global_orient (B, 3) axis-angle, transl (B, 3))`` in the model's dtype.
     """
     from smilfit.body_models.rotations import matrix_to_axis_angle
-    from smilfit.losses.surface import as_padded_points, nearest_neighbor_sq
+    from smilfit.ops import as_padded_points, nearest_neighbor_sq
     points, valid = as_padded_points(points.to(model.dtype), mask, 'initial_global_pose')
     B = points.shape[0]
     template = template_surface_points(model, num_points, seed).to(points.device)
@@ -302,7 +302,7 @@ def surface_errors(vertices: Tensor, faces: Tensor, points: Tensor,
         ``scan_to_mesh_max``, ``mesh_to_scan_mean``, ``mesh_to_scan_p<percentile>``,
         ``num_points``; distances in the units of the inputs.
     """
-    from smilfit.losses.surface import as_padded_points, nearest_neighbor_sq, point_to_surface_sq
+    from smilfit.ops import as_padded_points, nearest_neighbor_sq, point_to_surface_sq
     points, valid = as_padded_points(points.to(vertices.dtype), mask, 'surface_errors')
     if points.shape[0] != vertices.shape[0]:
         raise ValueError(f'surface_errors: {points.shape[0]} scans for {vertices.shape[0]} '

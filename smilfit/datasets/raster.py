@@ -26,6 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..ops.normals import vertex_normals_np as vertex_normals
+
 __all__ = ['RasterOutput', 'rasterize', 'shade_lambert', 'vertex_normals']
 
 
@@ -141,17 +143,6 @@ def rasterize(points_2d: np.ndarray, depth: np.ndarray, faces: np.ndarray,
         bary[covered] = bs / bs.sum(1, keepdims=True)
     return RasterOutput(face_index=face_index, depth=depth_img.reshape(H, W),
                         bary=bary.reshape(H, W, 3))
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) unit area-weighted vertex normals (follow the faces' winding)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, f[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
 def shade_lambert(raster: RasterOutput, faces: np.ndarray, normals_cam: np.ndarray, *,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..registry import LOSSES
-from .surface import face_normals
+from ..ops.normals import face_normals
 from .utils import ArrayLike, BaseLoss, check_choice, resolve_model_data
 
 Tensor = torch.Tensor

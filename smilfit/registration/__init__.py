@@ -7,7 +7,8 @@
 - :mod:`.synthetic`: point clouds sampled from posed model meshes with noise (ground
   truth for round-trip tests).
 
-The surface losses live in :mod:`smilfit.losses.surface`, the handlers in
+The surface losses live in :mod:`smilfit.losses.surface` (their geometry in
+:mod:`smilfit.ops`), the handlers in
 :mod:`smilfit.handlers.surface`, shape-space learning in :mod:`smilfit.model_learning`.
 """
 from .normalization import SimilarityTransform, normalize_scans, principal_axes

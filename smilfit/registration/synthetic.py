@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..losses.surface import face_normals
+from ..ops.normals import face_normals
 
 Tensor = torch.Tensor
 

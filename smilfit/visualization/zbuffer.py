@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from smilfit.cameras.projection import distort_normalized
+from smilfit.ops.normals import vertex_normals
 
 __all__ = ['Rasterization', 'MeshRender', 'rasterize', 'render_mesh', 'vertex_normals',
            'distortion_fold_radius2']
@@ -340,20 +341,6 @@ def rasterize(vertices: ArrayLike, faces: ArrayLike, K: ArrayLike, R: ArrayLike,
         face_index.masked_scatter_(covered, source.index_select(0, full))
     return Rasterization(face_index=face_index.view(H, W), depth=depth_img.view(H, W),
                          bary=bary_img.view(H, W, 3))
-
-
-def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
-    """(V, 3) unit area-weighted vertex normals (they follow the faces' winding).
-
-    Args:
-        vertices: (V, 3).
-        faces: (F, 3) int64.
-    """
-    tri = vertices[faces]                                             # (F, 3, 3)
-    fn = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=1)
-    vn = torch.zeros_like(vertices)
-    vn.index_add_(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
-    return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _rgb01(colour: ArrayLike, name: str) -> Tensor:
