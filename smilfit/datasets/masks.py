@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+from ..utils.atomic import atomic_open
 
 __all__ = ['MaskFormatError', 'rle_string_to_counts', 'counts_to_rle_string', 'rle_decode',
            'rle_encode', 'polygons_to_mask', 'decode_segmentation', 'load_mask_png',
@@ -213,10 +214,8 @@ def save_mask_png(path: PathLike, mask: np.ndarray) -> None:
     ok, buf = cv2.imencode('.png', (mask != 0).astype(np.uint8) * 255)
     if not ok:
         raise MaskFormatError(f'PNG encoding failed for {path}')
-    tmp = f'{os.fspath(path)}.partial'
-    with open(tmp, 'wb') as f:
+    with atomic_open(path, 'wb') as f:
         f.write(buf.tobytes())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- HDF5 datasets

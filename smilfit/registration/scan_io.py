@@ -8,13 +8,13 @@ order is kept (registrations in correspondence stay in correspondence).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from ..utils.atomic import atomic_open
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -174,15 +174,8 @@ def save_scan(scan: Scan, path: PathLike) -> None:
     payload = scan.to_trimesh().export(file_type=ext[1:])
     if isinstance(payload, str):
         payload = payload.encode('utf-8')
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, 'wb') as f:
+        f.write(payload)
 
 
 __all__ = ['Scan', 'ScanError', 'load_scan', 'load_scans', 'batch_scans', 'save_scan',

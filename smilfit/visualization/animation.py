@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
+from ..utils.atomic import atomic_open
 
 __all__ = ['save_animation', 'load_animation', 'Animation', 'AnimationFormatError',
            'ANIMATION_FORMAT']
@@ -70,17 +71,8 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    # A per-process name opened with 'xb' (not mkstemp, whose files are private 0600):
-    # the result gets the user's usual permissions.
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.partial')
-    try:
-        with open(tmp, 'xb') as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'wb') as f:
+        write(f)
 
 
 def _check_json(value: Any, where: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
+from ..utils.atomic import atomic_path
 
 __all__ = ['export_meshes', 'MESH_FORMATS']
 
@@ -94,13 +95,7 @@ def export_meshes(out_dir: PathLike, vertices: Any, faces: Any,
         mesh = trimesh.Trimesh(vertices=verts[i], faces=faces, process=False,
                                vertex_colors=None if colours is None else colours[i])
         path = out_dir / f'{names[i]}.{fmt}'
-        tmp = out_dir / f'.{names[i]}.partial.{fmt}'
-        try:
-            mesh.export(str(tmp), file_type=fmt)
-            os.replace(tmp, path)
-        except BaseException:
-            if tmp.exists():
-                tmp.unlink()
-            raise
+        with atomic_path(path) as tmp:
+            mesh.export(tmp, file_type=fmt)
         paths.append(path)
     return paths

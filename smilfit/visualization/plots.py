@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+from ..utils.atomic import atomic_path
 
 __all__ = ['plot_loss_curves', 'plot_per_joint_errors', 'plot_reprojection_per_camera',
            'save_figure', 'normalise_history']
@@ -34,14 +35,8 @@ def save_figure(fig, out_png: PathLike) -> Path:
     """Write ``fig`` as a PNG atomically (temporary file, then rename)."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f'.{out_png.stem}.{os.getpid()}.partial.png')
-    try:
+    with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format='png')
-        os.replace(tmp, out_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return out_png
 
 

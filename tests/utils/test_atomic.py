@@ -55,3 +55,20 @@ def test_refuses_append_mode(tmp_path):
     with pytest.raises(ValueError, match='whole files'):
         with atomic_open(tmp_path / 'a.txt', 'a'):
             pass
+
+
+def test_writers_built_on_it_give_readable_files(tmp_path):
+    """Model files and scans written for collaborators are group/world readable under
+    umask 022 (tempfile.mkstemp would make them 0600)."""
+    from smilfit.body_models.io import write_bytes_atomic
+    from smilfit.datasets.masks import save_mask_png
+    import numpy as np
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / 'model.json', b'{}')
+        save_mask_png(tmp_path / 'mask.png', np.eye(4))
+    finally:
+        os.umask(old)
+    for name in ('model.json', 'mask.png'):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert _leftovers(tmp_path) == []

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
+from ...utils.atomic import atomic_open
 from ..model_data import BodyModelData, ModelValidationError
 from .legacy_pickle import (LegacyModelError, UnsafePickleError, dumps_legacy_pickle,
                             legacy_dict_to_model_data, load_legacy_model,
@@ -56,19 +56,8 @@ def write_bytes_atomic(path: PathLike, payload: bytes) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f'output directory does not exist: {path.parent}')
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, 'wb') as f:
+        f.write(payload)
 
 
 def load_model_data(path: PathLike) -> BodyModelData:
