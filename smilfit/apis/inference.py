@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
+
+from ..utils.atomic import atomic_path, save_npz
 
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -532,20 +533,6 @@ class CameraSmoother:
 
 
 # ---------------------------------------------------------------------------- outputs
-def _atomic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}', suffix='.tmp')
-    os.close(fd)
-    try:
-        with open(tmp, 'wb') as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(C, 3, 3) affines applied to (C, N, 2) points."""
     return np.einsum('cij,cnj->cni', A[:, :2, :2], points) + A[:, None, :2, 2]
@@ -630,10 +617,8 @@ def _chunk_len(path: Path) -> int:
 def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, Any]) -> None:
     """Stream the chunk files into one HDF5 file (one chunk in memory at a time)."""
     import h5py
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f'.{out_path.name}', suffix='.tmp')
-    os.close(fd)
     skip = ('smooth_slots', 'smooth_K', 'smooth_t')
-    try:
+    with atomic_path(out_path) as tmp:
         with h5py.File(tmp, 'w') as f:
             for k, v in attrs.items():
                 f.attrs[k] = json.dumps(v) if not isinstance(v, (str, int, float)) else v
@@ -653,12 +638,6 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
                             ds = f[dest]
                             ds.resize(ds.shape[0] + data.shape[0], axis=0)
                             ds[-data.shape[0]:] = data
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source, node_names: Sequence[str],
@@ -865,7 +844,7 @@ def run_inference(model, pipeline: Sequence[Any], source, out_dir: PathLike, *,
             if samples:
                 preds += predict_samples(model, samples, pipeline)
             if not preds:       # no instance in this chunk: an empty marker chunk
-                _atomic_npz(path, dict(frame=np.zeros(0, np.int64)))
+                save_npz(path, dict(frame=np.zeros(0, np.int64)))
                 continue
             arrays, verts = _chunk_arrays(model, preds, items, source, smoother,
                                           save_features, save_meshes)
@@ -874,7 +853,7 @@ def run_inference(model, pipeline: Sequence[Any], source, out_dir: PathLike, *,
                 names = [_mesh_name(source.meta(int(i))['session'], f, j) for i, f, j in
                          zip(arrays['item'], arrays['frame'], arrays['instance'])]
                 mesh_paths += export_meshes(mesh_dir, verts, faces, names=names)
-            _atomic_npz(path, arrays)
+            save_npz(path, arrays)
     finally:
         bar.close()
     chunks = [p for p in _chunk_paths(chunk_dir) if _chunk_len(p)]

@@ -34,8 +34,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -44,6 +42,7 @@ import torch
 
 from smilfit.registry import BODY_MODELS, REGISTRANTS
 
+from ..utils.atomic import atomic_dir, save_npz, write_text
 from .distributed import barrier, setup_distributed
 
 PathLike = Union[str, os.PathLike]
@@ -151,8 +150,8 @@ def write_synthetic_scans(model, out_dir: PathLike, num_scans: int, num_points: 
         raise FileExistsError(f'{out_dir} exists; remove it to generate new scans')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scans = generate_synthetic_scans(model, num_scans, num_points, **options)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.{out_dir.name}.'))
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
+        tmp = Path(tmp_dir)
         names = [f'scan_{i:04d}' for i in range(num_scans)]
         points = scans.points.detach().cpu().double().numpy()
         mask = scans.mask.cpu().numpy()
@@ -162,10 +161,6 @@ def write_synthetic_scans(model, out_dir: PathLike, num_scans: int, num_points: 
         with open(tmp / GROUND_TRUTH_NAME, 'wb') as f:
             np.savez(f, names=np.array(names), vertices=scans.vertices.detach().cpu().numpy(),
                      faces=model.faces.cpu().numpy(), **truth)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -380,23 +375,6 @@ def register_batch(registrant, points: Tensor, mask: Tensor, normals: Optional[T
 
 
 # --------------------------------------------------------------- the run
-def _save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    from smilfit.body_models.io import write_bytes_atomic
-    write_bytes_atomic(path, text.encode('utf-8'))
-
-
 def _fitted_params(registrant) -> List[str]:
     """Parameters some stage fits, plus the global pose (always set by the init)."""
     names = ['global_orient', 'transl']
@@ -492,7 +470,7 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
         if resume and stamp_path.exists() and stamp_path.read_text() != stamp:
             raise FileExistsError(f'{chunks} was written with a different config or scans; '
                                   'use --overwrite to start again')
-        _write_text_atomic(stamp_path, stamp)
+        write_text(stamp_path, stamp)
         if options['save_meshes']:
             (work_dir / MESH_DIR).mkdir(exist_ok=True)
     barrier(world)
@@ -523,7 +501,7 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
             for f, verts in zip(batch_files, arrays['scan_vertices']):
                 save_scan(Scan(points=verts.astype(np.float64), faces=faces_np),
                           work_dir / MESH_DIR / f'{f.stem}{options["mesh_format"]}')
-        _save_npz_atomic(chunk_path, arrays)
+        save_npz(chunk_path, arrays)
     barrier(world)
     if rank == 0:
         merge_chunks(work_dir, files, len(starts), options, data_cfg)
@@ -578,7 +556,7 @@ def merge_chunks(work_dir: PathLike, files: Sequence[Path], num_chunks: int,
         else:
             arrays[key] = value
     results = work_dir / RESULTS_NAME
-    _save_npz_atomic(results, arrays)
+    save_npz(results, arrays)
 
     error_keys = [k for k in merged if k.startswith('error_')]
     buf = io.StringIO()
@@ -589,7 +567,7 @@ def merge_chunks(work_dir: PathLike, files: Sequence[Path], num_chunks: int,
         writer.writerow([name] + [int(merged[k][i]) if k == 'error_num_points'
                                   else f'{float(merged[k][i]):.6g}' for k in error_keys] +
                         [f'{float(merged["total_loss"][i]):.6g}', int(merged['diverged'][i])])
-    _write_text_atomic(work_dir / ERRORS_NAME, buf.getvalue())
+    write_text(work_dir / ERRORS_NAME, buf.getvalue())
 
     summary = dict(num_scans=len(names), num_diverged=int(merged['diverged'].sum()),
                    error_percentile=float(options['error_percentile']),
@@ -600,7 +578,7 @@ def merge_chunks(work_dir: PathLike, files: Sequence[Path], num_chunks: int,
     truth = _ground_truth_errors(data_cfg, files, merged['scan_vertices'])
     if truth is not None:
         summary['ground_truth'] = truth
-    _write_text_atomic(work_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
+    write_text(work_dir / SUMMARY_NAME, json.dumps(summary, indent=2))
     return results
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import os.path as osp
 from typing import IO, Iterator, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['atomic_path', 'atomic_open']
+__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'save_npz', 'write_text']
 
 
 def _create_temp(final: str) -> str:
@@ -78,3 +79,40 @@ def atomic_open(path: PathLike, mode: str = 'w', **kwargs) -> Iterator[IO]:
     with atomic_path(path) as tmp:
         with open(tmp, mode, **kwargs) as f:
             yield f
+
+
+def save_npz(path: PathLike, arrays) -> None:
+    """``np.savez(path, **arrays)`` atomically, under exactly the name ``path``."""
+    import numpy as np
+    with atomic_open(path, 'wb') as f:
+        np.savez(f, **arrays)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, 'w', encoding='utf-8') as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[str]:
+    """Yield a temporary directory to fill; on success it is renamed to ``path`` (which must
+    not exist). Created with ``os.mkdir`` so the user's umask applies (``mkdtemp`` makes
+    ``0o700`` directories). On an exception the temporary directory is removed."""
+    final = os.path.abspath(os.fspath(path))
+    directory, name = osp.split(final)
+    for attempt in range(100):
+        tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.tmp')
+        try:
+            os.mkdir(tmp, 0o777)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f'could not create a temporary directory beside {final}')
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -72,3 +72,20 @@ def test_writers_built_on_it_give_readable_files(tmp_path):
     for name in ('model.json', 'mask.png'):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
     assert _leftovers(tmp_path) == []
+
+
+def test_atomic_dir_appears_whole_with_umask_mode(tmp_path):
+    from smilfit.utils.atomic import atomic_dir
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / 'scans') as d:
+            (tmp_path / 'scans').exists() and pytest.fail('visible before it is complete')
+            open(os.path.join(d, 'a.txt'), 'w').close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'scans' / 'a.txt').exists()
+    assert stat.S_IMODE((tmp_path / 'scans').stat().st_mode) == 0o755
+    with pytest.raises(KeyError):
+        with atomic_dir(tmp_path / 'other'):
+            raise KeyError('interrupted')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['scans']
