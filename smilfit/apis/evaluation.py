@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from ..utils.atomic import write_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -47,23 +48,33 @@ class EvaluationConfigError(ValueError):
 # ---------------------------------------------------------------------------- configs
 def load_checkpoint_config(checkpoint: PathLike):
     """The training config stored in a checkpoint by ``CheckpointMetaHook``
-    (``meta['smilfit']['config']``) or mmengine (``meta['cfg']``), as a ``Config``.
+    (``meta['smilfit']['config_data']``), rebuilt as a ``Config`` from data: nothing stored
+    in the checkpoint is executed (:mod:`smilfit.engine.config_data`).
 
     Raises:
         FileNotFoundError: no such checkpoint.
-        EvaluationConfigError: the checkpoint carries no config.
+        CheckpointError: the file is not a loadable checkpoint.
+        EvaluationConfigError: the checkpoint carries no config as data (only Python text,
+            which smilfit never executes, or none at all), or an invalid one.
     """
-    from mmengine.config import Config
+    from smilfit.engine.checkpoint_io import load_checkpoint_file
+    from smilfit.engine.config_data import ConfigDataError, config_from_data
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = load_checkpoint_file(path)
     meta = ckpt.get('meta') or {}
-    text = (meta.get('smilfit') or {}).get('config') or meta.get('cfg')
-    if not text:
-        raise EvaluationConfigError(f'{path} carries no config (meta["smilfit"]["config"] '
-                                    'or meta["cfg"]); pass the config file too')
-    return Config.fromstring(text, file_format='.py')
+    ours = meta.get('smilfit') if isinstance(meta, Mapping) else None
+    data = ours.get('config_data') if isinstance(ours, Mapping) else None
+    if data is None:
+        has_text = isinstance(ours, Mapping) and ours.get('config') or (
+            isinstance(meta, Mapping) and meta.get('cfg'))
+        why = ('carries its config only as Python text, which smilfit does not execute '
+               '(running it could run any code)') if has_text else 'carries no config'
+        raise EvaluationConfigError(f'{path} {why}; pass the config file too: '
+                                    'CONFIG CHECKPOINT')
+    try:
+        return config_from_data(data, source=str(path))
+    except ConfigDataError as err:
+        raise EvaluationConfigError(str(err)) from None
 
 
 def detect_task(cfg: Mapping[str, Any]) -> str:
@@ -129,10 +140,7 @@ def split_sample_indices(cfg: Mapping[str, Any], split: Optional[str]) -> np.nda
 
 # ---------------------------------------------------------------------------- reports
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}', suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(payload, f, indent=1, default=str)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=1, default=str))
 
 
 def _report(out_dir: Path, metrics: Mapping[str, float], evaluator, info: Dict[str, Any],

@@ -66,9 +66,10 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
         ``(model, cfg)``: the model in eval mode on ``device`` and its config.
     """
     from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import load_state_dict
 
     from smilfit.apis.evaluation import load_checkpoint_config
+    from smilfit.engine.checkpoint_io import checkpoint_state_dict, load_checkpoint_file
     from smilfit.registry import MODELS
     from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=True)
@@ -88,9 +89,8 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
         raise InferenceError('the config has no model (a regressor) to run')
     model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-        load_checkpoint(model, str(checkpoint), map_location='cpu', logger='silent')
+        state = checkpoint_state_dict(load_checkpoint_file(checkpoint), checkpoint)
+        load_state_dict(model, state, strict=False, logger='silent')
     return model.to(device).eval(), cfg
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.config import DictAction
+
+from .errors import USER_ERRORS, report_error
 
 #: adapt_cfg defaults (the config's adapt_cfg, then the command line, override them).
 ADAPT_DEFAULTS = dict(split=None, clip_length=None, annotated_every=4, annotated_frames=None,
@@ -190,16 +191,11 @@ def keypoint_errors(model, batch: Dict[str, Any], annotated: torch.Tensor
     return out
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(obj, str(tmp))
-    os.replace(tmp, path)
-
-
 def run(args) -> Dict[str, Any]:
     from smilfit.apis.inference import load_regressor
+    from smilfit.engine.checkpoint_io import load_checkpoint_file
     from smilfit.models import adapt_to_video
+    from smilfit.utils.atomic import atomic_path, write_text
 
     torch.manual_seed(args.seed)
     model, cfg = load_regressor(args.checkpoint, args.config, device=args.device,
@@ -216,7 +212,7 @@ def run(args) -> Dict[str, Any]:
     after = keypoint_errors(model, batch, mask)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(
         f'{Path(args.checkpoint).stem}_adapted_{args.session}.pth')
-    ckpt = torch.load(str(args.checkpoint), map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint_file(args.checkpoint)
     meta = dict(ckpt.get('meta', {})) if isinstance(ckpt, dict) else {}
     summary = dict(session=args.session, checkpoint=str(args.checkpoint), out=str(out),
                    annotated_frames=batch['frame'][mask].tolist(),
@@ -225,11 +221,10 @@ def run(args) -> Dict[str, Any]:
                    error_before=before, error_after=after, loss_history=history)
     meta['adapt'] = {k: v for k, v in summary.items() if k != 'loss_history'}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomic(dict(meta=meta, state_dict=state), out)
-    json_path = out.with_suffix('.json')
-    tmp = json_path.with_name(json_path.name + '.tmp')
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, json_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(dict(meta=meta, state_dict=state), tmp)
+    write_text(out.with_suffix('.json'), json.dumps(summary, indent=2))
     return summary
 
 
@@ -237,9 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except (AdaptError, FileNotFoundError) as err:
-        print(f'adapt: error: {err}', file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error('adapt', err)
     b, a = summary['error_before'], summary['error_after']
     print(f"adapted to {summary['session']} ({summary['num_frames']} frames, "
           f"{len(summary['annotated_frames'])} annotated): 2D error annotated "

@@ -20,6 +20,8 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from .errors import USER_ERRORS, report_error
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='fit', description=__doc__,
@@ -74,10 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = fit_dataset(cfg, work_dir, resume=args.resume, overwrite=args.overwrite,
                               progress=not args.no_progress, device=args.device,
                               launcher=args.launcher)
-    except (FittingConfigError, FileExistsError, FileNotFoundError, KeyError,
-            ValueError) as err:
-        print(f'fit: error: {err}', file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report_error('fit', err)
     from mmengine.dist import get_rank
     if get_rank() != 0:   # rank 0 wrote the results and writes the exports
         return 0

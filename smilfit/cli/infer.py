@@ -29,12 +29,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from mmengine.config import DictAction
+
+from .errors import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +137,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from smilfit.apis.inference import (InferenceError, SleapBoxes, build_test_pipeline,
                                         load_regressor, run_inference)
-    from smilfit.datasets.slp_export import SlpExportError
     start = time.perf_counter()
     try:
         if args.threads < 1:
@@ -161,10 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             video_scale=args.video_scale, mesh_overlay=args.mesh_overlay,
             slp=not args.no_slp, resume=args.resume, overwrite=args.overwrite,
             progress=not args.no_progress)
-    except (InferenceError, SlpExportError, FileExistsError, FileNotFoundError, KeyError,
-            ValueError) as err:
-        print(f'infer: error: {err}', file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report_error('infer', err)
     print(f"{result['num_items']} predictions on {result['num_frames']} frames in "
           f'{time.perf_counter() - start:.1f} s: {result["predictions"]}'
           + (f', {result["slp"]}' if result['slp'] else '')

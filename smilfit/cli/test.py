@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from mmengine.config import DictAction
+
+from .errors import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +99,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from smilfit.apis.evaluation import (EvaluationConfigError, detect_task,
                                          evaluate_fitting, evaluate_regressor)
-    from smilfit.apis.fitting import FittingConfigError
     from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     start = time.perf_counter()
@@ -125,10 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                       device=args.device, progress=not args.no_progress,
                                       max_samples=args.max_samples,
                                       overwrite=args.overwrite, plots=not args.no_plots)
-    except (EvaluationConfigError, FittingConfigError, FileExistsError, FileNotFoundError,
-            KeyError, ValueError) as err:
-        print(f'test: error: {err}', file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report_error('test', err)
     if result['report_dir'] is not None:
         info = result['info']
         print(f"{info['task']} ({info['mode']}) on {info['num_samples']} samples of split "

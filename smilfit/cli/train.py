@@ -29,6 +29,8 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
+from .errors import USER_ERRORS, report_error
+
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
 REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook')
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
@@ -171,9 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     register_all_modules(init_default_scope=True)
     try:
         cfg = build_config(args)
-    except (FileNotFoundError, TrainConfigError) as err:
-        print(f'train: error: {err}', file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report_error('train', err)
     _warn_if_nothing_to_resume(cfg)
     from smilfit.apis.fitting import prepare_data_once
     prepare_data_once(cfg)

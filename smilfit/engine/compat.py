@@ -16,12 +16,17 @@ breaks, why, and how it is fixed; the only state is the patches themselves.
    configs and failed.
 5. torch's optimizers reach mmengine's root ``OPTIMIZERS`` (and so smilfit's child
    registry) only once ``mmengine.optim`` is imported: import it here.
+6. Checkpoints that survive a kill: local files are written atomically, the oldest
+   checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
+   written atomically, and resuming falls back to the newest complete checkpoint when
+   ``last_checkpoint`` names a missing or unreadable file.
 """
 import contextlib
 import functools
 import importlib.metadata as importlib_metadata
 import importlib.util
 import inspect
+import os
 import os.path as osp
 import pickle
 import sys
@@ -33,12 +38,16 @@ import torch
 import mmengine.config.config as mm_config
 import mmengine.config.utils as mm_config_utils
 import mmengine.dist.utils as mm_dist_utils
+import mmengine.fileio.backends.local_backend as mm_local_backend
+import mmengine.hooks.checkpoint_hook as mm_checkpoint_hook
 import mmengine.optim  # noqa: F401  (fix 5: registers torch optimizers in OPTIMIZERS)
 import mmengine.utils as mm_utils
 import mmengine.utils.package_utils as mm_package_utils
 from mmengine.device import get_device
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.model.wrappers import MMDistributedDataParallel
+
+from smilfit.utils.atomic import atomic_open
 
 __all__ = ['apply', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg', 'weights_only_safe_globals']
 
@@ -311,6 +320,82 @@ def _patch_is_builtin_module() -> None:
     mm_config._is_builtin_module = _is_builtin_module
 
 
+# 6. Checkpoints that survive a kill ------------------------------------------------
+# What breaks: ``CheckpointHook._save_checkpoint_with_step`` removes the oldest kept
+# checkpoint *before* saving the new one, ``LocalBackend.put`` writes the new one in
+# place, and ``last_checkpoint`` is rewritten in place. A ``kill -9`` during the write
+# (checkpoints are 100+ MB) leaves the old checkpoint deleted, the new one truncated and
+# ``last_checkpoint`` naming a deleted file, so ``--resume`` fails with FileNotFoundError
+# and all progress is lost.
+# How: ``LocalBackend.put`` writes through a temporary file that is renamed into place
+# (smilfit.utils.atomic), the hook removes outdated checkpoints only after the new one is
+# complete and writes ``last_checkpoint`` atomically, and the runner's
+# ``find_latest_checkpoint`` checks the file ``last_checkpoint`` names and otherwise
+# takes the newest complete ``*.pth`` in the work dir.
+
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
+    with atomic_open(filepath, 'wb') as f:
+        f.write(obj)
+
+
+def _save_checkpoint_with_step(self, runner, step, meta):
+    from mmengine.dist import is_main_process
+    outdated = []
+    if self.max_keep_ckpts > 0:
+        # _save_checkpoint and _save_best_checkpoint may both save one step
+        if not (len(self.keep_ckpt_ids) > 0 and self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                outdated.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+    ckpt_filename = self.filename_tmpl.format(step)
+    self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
+    runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+    runner.save_checkpoint(self.out_dir, ckpt_filename, self.file_client_args,
+                           save_optimizer=self.save_optimizer,
+                           save_param_scheduler=self.save_param_scheduler, meta=meta,
+                           by_epoch=self.by_epoch, backend_args=self.backend_args,
+                           **self.args)
+    if not is_main_process():
+        return
+    with atomic_open(osp.join(runner.work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(self.last_ckpt)
+    for old in outdated:  # only now that the new checkpoint is complete
+        path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
+            self.file_backend.rmtree(path)
+
+
+def _complete_checkpoint(path: str) -> bool:
+    import zipfile
+    return osp.isfile(path) and zipfile.is_zipfile(path)
+
+
+def find_latest_checkpoint(path: str) -> Optional[str]:
+    """The checkpoint ``path/last_checkpoint`` names if it is complete, else the newest
+    complete ``*.pth`` in ``path`` (None if there is none)."""
+    save_file = osp.join(path, 'last_checkpoint')
+    if osp.exists(save_file):
+        with open(save_file) as f:
+            named = f.read().strip()
+        if _complete_checkpoint(named):
+            return named
+    candidates = [osp.join(path, n) for n in os.listdir(path)] if osp.isdir(path) else []
+    complete = [c for c in candidates if c.endswith('.pth') and _complete_checkpoint(c)]
+    return max(complete, key=osp.getmtime) if complete else None
+
+
+def _patch_checkpoint_writes() -> None:
+    import mmengine.runner.runner as mm_runner
+    mm_local_backend.LocalBackend.put = _mark(_atomic_put)
+    mm_checkpoint_hook.CheckpointHook._save_checkpoint_with_step = _mark(
+        _save_checkpoint_with_step)
+    mm_runner.find_latest_checkpoint = _mark(find_latest_checkpoint)
+
+
 def apply() -> None:
     """Apply every fix; safe to call more than once."""
     _allow_checkpoint_globals()
@@ -318,6 +403,7 @@ def apply() -> None:
     _patch_ddp_init()
     _patch_package_utils()
     _patch_is_builtin_module()
+    _patch_checkpoint_writes()
 
 
 apply()

@@ -38,7 +38,8 @@ def _load_local_state_dict(path: str) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         state = load_file(str(path))
     else:
-        state = torch.load(str(path), map_location='cpu', weights_only=True)
+        from smilfit.engine.checkpoint_io import load_checkpoint_file
+        state = load_checkpoint_file(path)
     for key in ('state_dict', 'model'):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -31,6 +31,7 @@ def save_checkpoint(tmp, text, name):
     """An untrained checkpoint carrying its config, as tools/train.py writes them."""
     from mmengine.config import Config
 
+    from smilfit.engine.config_data import config_to_data
     from smilfit.registry import MODELS
     from smilfit.utils import register_all_modules
     register_all_modules()
@@ -41,7 +42,7 @@ def save_checkpoint(tmp, text, name):
     model = MODELS.build(cfg.model)
     path = tmp / f'{name}.pth'
     torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(smilfit=dict(config=cfg.pretty_text))), path)
+                    meta=dict(smilfit=dict(config_data=config_to_data(cfg)))), path)
     return path
 
 

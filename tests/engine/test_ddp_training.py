@@ -126,4 +126,4 @@ def test_dist_train_averages_gradients_on_cpu(tmp_path: Path):
     # rank 0 wrote the checkpoint, with smilfit's meta data
     ckpt = torch.load(work_dir / 'iter_1.pth')
     assert ckpt['meta']['smilfit']['joint_names'] == ['root', 'tip']
-    assert 'launcher = \'pytorch\'' in ckpt['meta']['smilfit']['config']
+    assert ckpt['meta']['smilfit']['config_data']['launcher'] == 'pytorch'

@@ -61,7 +61,7 @@ def test_adapt_errors(tmp_path, tiny_checkpoint, synthetic_h5, capsys):
     out = tmp_path / 'x.pth'
     args = _args(tiny_checkpoint, synthetic_h5, out)
     args[args.index('synthetic_0000')] = 'no_such_session'
-    assert main(args) == 2
+    assert main(args) == 1
     assert 'no_such_session' in capsys.readouterr().err and not out.exists()
     with pytest.raises(AdaptError, match='no frame'):
         annotated_mask(torch.tensor([1, 3]), torch.tensor([True, True]),

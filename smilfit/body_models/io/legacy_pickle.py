@@ -312,7 +312,15 @@ def _read_with_sources(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f'model file not found: {path}')
     with open(path, 'rb') as f:
-        raw = RestrictedUnpickler(f, source=str(path)).load()
+        try:
+            raw = RestrictedUnpickler(f, source=str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError,
+                TypeError, AttributeError, UnicodeDecodeError) as err:
+            # Truncated or corrupt files fail inside the unpickler with many types.
+            raise LegacyModelError(f'{path}: not a readable model pickle, truncated or '
+                                   f'corrupt ({type(err).__name__}: {err})') from None
     if not isinstance(raw, dict):
         raise LegacyModelError(f'{path}: expected a pickled dict of model arrays, '
                                f'got {type(raw).__name__}')

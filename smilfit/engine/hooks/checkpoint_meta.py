@@ -1,4 +1,5 @@
-"""Put what inference needs into every checkpoint: config text, smilfit version, model extras."""
+"""Put what inference needs into every checkpoint: the config as data, smilfit version, model
+extras."""
 import os
 from numbers import Real
 from typing import Any
@@ -10,9 +11,10 @@ from mmengine.hooks import Hook
 from smilfit.registry import HOOKS
 from smilfit.version import __version__
 
+from ..config_data import config_to_data
 from .model_access import unwrap_model
 
-RESERVED_KEYS = ('config', 'version')
+RESERVED_KEYS = ('config_data', 'version')
 
 
 def plain_meta(value: Any, where: str) -> Any:
@@ -53,18 +55,28 @@ def plain_meta(value: Any, where: str) -> Any:
 class CheckpointMetaHook(Hook):
     """Adds ``meta['smilfit']`` to every checkpoint the runner saves.
 
-    ``meta['smilfit'] = dict(config=<cfg.pretty_text>, version=<smilfit version>,
-    **model.checkpoint_meta())``, the last part only when the (unwrapped) model defines
-    ``checkpoint_meta()`` returning a dict (e.g. the body-model file and joint names an
-    inference script needs). mmengine itself stores ``meta['cfg']`` too; ``smilfit``
-    keeps everything of ours in one place. ``tools/train.py`` adds this hook to every
-    run.
+    ``meta['smilfit'] = dict(config_data=<the resolved config as plain data>,
+    version=<smilfit version>, **model.checkpoint_meta())``, the last part only when the
+    (unwrapped) model defines ``checkpoint_meta()`` returning a dict (e.g. the body-model
+    file and joint names an inference script needs). The config is stored as data
+    (:mod:`smilfit.engine.config_data`), never as Python text to execute; a config that
+    cannot be stored so is refused before training starts, naming the entry. mmengine's
+    own ``meta['cfg']`` (Python text) is left as mmengine writes it and never read by
+    smilfit. ``tools/train.py`` adds this hook to every run.
     """
 
     priority = 'VERY_LOW'
 
+    def __init__(self) -> None:
+        self._config_data = None
+
+    def before_run(self, runner) -> None:
+        self._config_data = config_to_data(runner.cfg)
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        info = dict(config=runner.cfg.pretty_text, version=__version__)
+        if self._config_data is None:
+            self._config_data = config_to_data(runner.cfg)
+        info = dict(config_data=self._config_data, version=__version__)
         model = unwrap_model(runner.model)
         extras_fn = getattr(model, 'checkpoint_meta', None)
         if callable(extras_fn):

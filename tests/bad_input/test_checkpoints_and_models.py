@@ -1,0 +1,199 @@
+"""Bad input: checkpoints and model files from elsewhere.
+
+A table a reader can scan: each row is one bad file, what the user runs it through, and the
+message they get. Nothing in these files may execute; no message may advise
+``weights_only=False``.
+"""
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from smilfit.engine.checkpoint_io import CheckpointError, load_checkpoint_file
+from smilfit.engine.config_data import ConfigDataError, config_from_data, config_to_data
+
+
+class _Payload:
+    """Pickles to a call of os.system: loading it with a plain unpickler would run it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def _payload_text(marker: Path) -> str:
+    # A Python config that creates the marker when executed.
+    return f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nmodel = dict(type='X')\n"
+
+
+def _make(kind: str, path: Path, marker: Path) -> Path:
+    """Write one bad checkpoint of ``kind`` to ``path``."""
+    if kind == 'missing':
+        return path
+    if kind == 'directory':
+        path.mkdir()
+    elif kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'garbage':
+        path.write_bytes(bytes(range(256)) * 16)
+    elif kind == 'random_bytes':
+        path.write_bytes(os.urandom(4096))
+    elif kind == 'truncated':
+        torch.save(dict(state_dict=dict(w=torch.zeros(1000))), path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == 'pickled_payload':
+        torch.save(dict(meta=dict(x=_Payload(marker))), path)
+    elif kind == 'plain_pickle_payload':
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    elif kind == 'not_a_dict':
+        torch.save([torch.zeros(2)], path)
+    return path
+
+
+# kind, exception, message fragment
+LOAD_CASES = [
+    ('missing', FileNotFoundError, 'does not exist'),
+    ('directory', CheckpointError, 'is a directory'),
+    ('empty', CheckpointError, 'is empty'),
+    ('garbage', CheckpointError, 'not a PyTorch checkpoint'),
+    ('random_bytes', CheckpointError, 'truncated or not a PyTorch checkpoint'),
+    ('truncated', CheckpointError, 'truncated or not a PyTorch checkpoint'),
+    ('pickled_payload', CheckpointError, 'holds an object of type posix.system'),
+    ('plain_pickle_payload', CheckpointError, 'not a PyTorch checkpoint'),
+    ('not_a_dict', CheckpointError, 'holds a list, not a checkpoint dict'),
+]
+
+
+@pytest.mark.parametrize('kind, error, message', LOAD_CASES, ids=[c[0] for c in LOAD_CASES])
+def test_bad_checkpoint_files(tmp_path, kind, error, message):
+    marker = tmp_path / 'PAYLOAD_RAN'
+    path = _make(kind, tmp_path / 'model.pth', marker)
+    with pytest.raises(error, match=message) as info:
+        load_checkpoint_file(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert 'weights_only=False' not in text and 'weights_only` set to `False' not in text
+    assert info.value.__cause__ is None or not isinstance(info.value.__cause__, Exception) \
+        or 'weights_only' not in str(info.value.__cause__)
+    assert not marker.exists()
+
+
+def _checkpoint_with_config_text(path: Path, marker: Path) -> Path:
+    """A checkpoint as older smilfit and mmengine wrote it: the config as Python text."""
+    text = _payload_text(marker)
+    torch.save(dict(meta=dict(cfg=text, smilfit=dict(config=text, version='0')),
+                    state_dict=dict(w=torch.zeros(1))), path)
+    return path
+
+
+@pytest.mark.parametrize('tool', ['test', 'infer'])
+def test_config_text_in_a_checkpoint_is_never_executed(tmp_path, tool, capsys):
+    """tools/test.py CKPT and tools/infer.py CKPT refuse a checkpoint whose config is
+    Python text, and the payload in that text does not run."""
+    marker = tmp_path / 'PAYLOAD_RAN'
+    ckpt = _checkpoint_with_config_text(tmp_path / 'evil.pth', marker)
+    if tool == 'test':
+        from smilfit.cli.test import main
+        rc = main([str(ckpt), '--out-dir', str(tmp_path / 'report'), '--no-progress'])
+    else:
+        from smilfit.cli.infer import main
+        video = tmp_path / 'frames'
+        video.mkdir()
+        rc = main([str(ckpt), str(video), '--out-dir', str(tmp_path / 'out'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert not marker.exists()
+    assert 'does not execute' in err and 'pass the config file' in err
+    assert 'Traceback' not in err
+
+
+def test_config_data_round_trip_and_plugins(tmp_path):
+    cfg = dict(model=dict(type='X', sizes=(1, 2), names=['a'], opt=None, lr=1e-3,
+                          schedule={0: 1.0, 5: 0.5}),
+               custom_imports=dict(imports=['smilfit.models']))
+    data = config_to_data(cfg)
+    path = tmp_path / 'c.pth'
+    torch.save(dict(meta=dict(smilfit=dict(config_data=data))), path)
+    loaded = load_checkpoint_file(path)['meta']['smilfit']['config_data']
+    rebuilt = config_from_data(loaded)
+    assert rebuilt.model.sizes == (1, 2) and rebuilt.model.lr == 1e-3
+    assert rebuilt.model.schedule == {0: 1.0, 5: 0.5}
+    assert 'custom_imports' not in rebuilt  # smilfit's own modules are registered anyway
+
+
+# What a stored config may not hold: entry, message fragment
+CONFIG_DATA_CASES = [
+    (dict(model=dict(type=torch.nn.Linear)), 'model.type is a type'),
+    (dict(hook=lambda: None), 'hook is a function'),
+    ({(1, 2): 'a'}, r'has the key \(1, 2\)'),
+]
+
+
+@pytest.mark.parametrize('cfg, message', CONFIG_DATA_CASES, ids=['class', 'function', 'tuple-key'])
+def test_config_that_cannot_be_stored_as_data(cfg, message):
+    with pytest.raises(ConfigDataError, match=message):
+        config_to_data(cfg)
+
+
+def test_stored_config_importing_foreign_plugins_is_refused():
+    data = dict(model=dict(type='X'), custom_imports=dict(imports=['my_lab.evil']))
+    with pytest.raises(ConfigDataError, match=r"plugin module\(s\) \['my_lab.evil'\].*pass the "
+                       'config file'):
+        config_from_data(data, source='ckpt.pth')
+
+
+# Model files: kind, exception type name, message fragment
+MODEL_CASES = [
+    ('truncated', 'LegacyModelError', 'truncated or corrupt'),
+    ('payload', 'UnsafePickleError', 'refusing to load'),
+    ('garbage', 'LegacyModelError', 'not a readable model pickle'),
+]
+
+
+@pytest.mark.parametrize('kind, error, message', MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_pickles(tmp_path, stick_model_path, kind, error, message):
+    from smilfit.body_models.io import load_legacy_model
+    marker = tmp_path / 'PAYLOAD_RAN'
+    path = tmp_path / 'model.pkl'
+    if kind == 'truncated':
+        path.write_bytes(stick_model_path.read_bytes()[:5000])
+    elif kind == 'payload':
+        path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    else:
+        path.write_bytes(b'\x80\x02' + os.urandom(64))
+    with pytest.raises(Exception) as info:
+        load_legacy_model(path)
+    assert type(info.value).__name__ == error
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def test_fit_tool_reports_a_refused_model_file_in_one_line(tmp_path, capsys):
+    """A model pickle with a payload given to tools/fit.py: one error line, no traceback,
+    nothing executed."""
+    from smilfit.cli.fit import main
+    marker = tmp_path / 'PAYLOAD_RAN'
+    model = tmp_path / 'model.pkl'
+    model.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    cfg = tmp_path / 'cfg.py'
+    demo = Path(__file__).resolve().parents[2] / 'configs' / 'fitting' / 'demo_mouse.py'
+    cfg.write_text(f"_base_ = [{str(demo)!r}]\nbody_model = dict(_delete_=True, "
+                   f"type='SMILModel', model_path={str(model)!r})\n")
+    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 1 and not marker.exists()
+    assert err.startswith('fit: error:') and 'refusing to load' in err
+    assert 'Traceback' not in err
+
+
+def test_zip_check_used_by_resume_detects_truncation(tmp_path):
+    path = tmp_path / 'a.pth'
+    torch.save(dict(w=torch.zeros(100)), path)
+    assert zipfile.is_zipfile(path)
+    path.write_bytes(path.read_bytes()[:300])
+    assert not zipfile.is_zipfile(path)

@@ -1,0 +1,75 @@
+"""Checkpoints survive a kill mid-write (engine.compat fix 6): the previous checkpoint is
+kept until the new one is complete, last_checkpoint names a complete file, --resume works."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+from collections import OrderedDict
+
+import smilfit.utils.atomic as atomic
+from smilfit.cli import train as train_cli
+from smilfit.engine.compat import find_latest_checkpoint
+
+from .test_train_tool import unique_name, write_config
+
+
+@pytest.fixture(autouse=True)
+def _isolated_default_scope(monkeypatch):
+    monkeypatch.setattr(DefaultScope, '_instance_dict', OrderedDict())
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL arriving during the write (nothing after it runs)."""
+
+
+def _train(cfg_file, work_dir, epochs, *options):
+    args = train_cli.build_parser().parse_args(
+        [str(cfg_file), '--work-dir', str(work_dir), *options, '--cfg-options',
+         f'experiment_name={unique_name()}', f'train_cfg.max_epochs={epochs}',
+         'default_hooks.checkpoint.max_keep_ckpts=1'])
+    train_cli.build_runner(train_cli.build_config(args)).train()
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    cfg = write_config(tmp_path / 'toy.py', '')
+    work = tmp_path / 'work'
+    _train(cfg, work, 1)
+    assert (work / 'epoch_1.pth').is_file()
+
+    real_replace = os.replace
+
+    def killed_while_writing_epoch_2(src, dst):
+        if str(dst).endswith('epoch_2.pth'):
+            raise _Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, 'replace', killed_while_writing_epoch_2)
+    with pytest.raises(_Killed):
+        _train(cfg, work, 2, '--resume')
+    monkeypatch.setattr(atomic.os, 'replace', real_replace)
+    # The old checkpoint is still there and named; no partial file under a real name.
+    assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists()
+    assert Path((work / 'last_checkpoint').read_text()).name == 'epoch_1.pth'
+    assert torch.load(work / 'epoch_1.pth')['meta']['epoch'] == 1
+    assert not [p for p in work.iterdir() if p.name.endswith('.tmp')]
+    # Resuming continues from epoch 1 and only then drops it (max_keep_ckpts=1).
+    _train(cfg, work, 2, '--resume')
+    assert torch.load(work / 'epoch_2.pth')['meta']['epoch'] == 2
+    assert not (work / 'epoch_1.pth').exists()
+
+
+def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    work = tmp_path
+    torch.save(dict(meta=dict(epoch=1)), work / 'epoch_1.pth')
+    torch.save(dict(meta=dict(epoch=2)), work / 'epoch_2.pth')
+    os.utime(work / 'epoch_1.pth', (1, 1))
+    (work / 'epoch_3.pth').write_bytes((work / 'epoch_2.pth').read_bytes()[:100])  # truncated
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_4.pth'))  # deleted file
+    assert find_latest_checkpoint(str(work)) == str(work / 'epoch_2.pth')
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    assert find_latest_checkpoint(str(work)) == str(work / 'epoch_1.pth')
+    for p in work.glob('*.pth'):
+        p.unlink()
+    assert find_latest_checkpoint(str(work)) is None
