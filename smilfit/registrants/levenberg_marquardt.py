@@ -261,10 +261,12 @@ class LeastSquaresProblem:
                 p = dict(params)
                 p[name] = v
                 return handler.param_residuals(p, obs) * scale
-            eye = torch.eye(size, dtype=value.dtype, device=value.device).reshape(
-                (size, 1) + value.shape[1:]).expand((size,) + tuple(value.shape))
-            tangents = torch.func.vmap(lambda t: torch.func.jvp(f, (value,), (t,))[1])(eye)
-            blocks.append(tangents.reshape(size, n, -1).permute(1, 2, 0))
+            # Sample i's residuals depend on sample i's parameters only, so the Jacobian of
+            # the batch sum holds every sample's own block: (R, n, *shape). Reverse mode:
+            # forward-mode AD makes torch load jvp decompositions through the deprecated
+            # torch.jit.script (a FutureWarning on every fit).
+            jac = torch.func.jacrev(lambda v: f(v).sum(0))(value)
+            blocks.append(jac.reshape(r.shape[1], n, size).permute(1, 0, 2))
             start = self.offsets[name]
             cols.append(torch.arange(start, start + size, device=value.device))
         return r, torch.cat(blocks, dim=2), torch.cat(cols)
