@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -21,6 +21,7 @@ from smilfit.cameras import project_points
 from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
+from ..utils.atomic import atomic_path, save_npz, write_text
 from .distributed import barrier, setup_distributed
 
 PathLike = Union[str, os.PathLike]
@@ -33,6 +34,10 @@ _OBSERVATION_KEYS = {'keypoints_2d': 'keypoints_2d', 'confidence': 'confidence',
 
 class FittingConfigError(ValueError):
     """The fitting config is missing something; the message says what."""
+
+
+class AllSamplesFailedError(ValueError):
+    """Every sample of a dataset fit failed; a run with some good samples only warns."""
 
 
 def load_joint_lookup(spec: Union[None, str, Mapping[str, str]]) -> Optional[Dict[str, str]]:
@@ -63,11 +68,13 @@ def observations_from_batch(batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:
             if old in batch}
 
 
-def reprojection_errors(keypoints: torch.Tensor, observations: Mapping[str, torch.Tensor],
-                        model_index: torch.Tensor, data_index: torch.Tensor) -> torch.Tensor:
-    """Median pixel error per sample and view of the matched fitted keypoints (B, C).
+def point_reprojection_errors(keypoints: torch.Tensor, observations: Mapping[str, torch.Tensor],
+                              model_index: torch.Tensor, data_index: torch.Tensor
+                              ) -> torch.Tensor:
+    """Pixel error of every matched fitted keypoint in every view (B, C, M).
 
-    Only visible keypoints of valid views count; NaN where a view has none.
+    NaN where the keypoint is not visible, the view is invalid or the point projects to
+    no finite pixel.
 
     Args:
         keypoints: (B, Kp, 3) fitted model points (world).
@@ -85,21 +92,15 @@ def reprojection_errors(keypoints: torch.Tensor, observations: Mapping[str, torc
         ok &= observations['visible'].index_select(2, data_index).bool()
     if 'view_valid' in observations:
         ok &= observations['view_valid'].bool()[..., None]
-    err = torch.where(ok, err, torch.full_like(err, float('nan')))
+    return torch.where(ok, err, torch.full_like(err, float('nan')))
+
+
+def reprojection_errors(keypoints: torch.Tensor, observations: Mapping[str, torch.Tensor],
+                        model_index: torch.Tensor, data_index: torch.Tensor) -> torch.Tensor:
+    """Median pixel error per sample and view of the matched fitted keypoints (B, C);
+    NaN where a view has none (see :func:`point_reprojection_errors`)."""
+    err = point_reprojection_errors(keypoints, observations, model_index, data_index)
     return torch.nanmedian(err, dim=-1).values
-
-
-def _save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    os.close(fd)
-    try:
-        with open(tmp, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def fitted_points(result, handler) -> torch.Tensor:
@@ -125,11 +126,17 @@ def _batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
     handler = registrant.keypoint_handler()
     if handler is not None and 'keypoints_2d' in observations and 'K' in observations:
         points = fitted_points(result, handler)
-        out['reprojection_px'] = f32(reprojection_errors(
-            points, observations, handler.model_index, handler.data_index))
-        # The fitted points in the data's keypoint order (NaN where no model point is
-        # matched): what the .slp export and the benchmark read.
-        K = observations['keypoints_2d'].shape[2]
+        errors = point_reprojection_errors(points, observations, handler.model_index,
+                                           handler.data_index)
+        out['reprojection_px'] = f32(torch.nanmedian(errors, dim=-1).values)
+        # The fitted points and their errors in the data's keypoint order (NaN where no
+        # model point is matched): what the .slp export, the quality table and the
+        # benchmark read.
+        B, C, K = observations['keypoints_2d'].shape[:3]
+        point_px = torch.full((B, C, K), float('nan'), dtype=errors.dtype,
+                              device=errors.device)
+        point_px[:, :, handler.data_index] = errors
+        out['reprojection_point_px'] = f32(point_px)
         fitted = torch.full((points.shape[0], K, 3), float('nan'), dtype=points.dtype,
                             device=points.device)
         fitted[:, handler.data_index] = points.index_select(1, handler.model_index)
@@ -193,56 +200,71 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
 
 
 def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
-    """Make the config's dataset when it is missing: ``data.sleap`` ingests a SLEAP session
-    or labels file given directly; ``data.synthetic`` generates synthetic data.
+    """Make the config's dataset when it is missing or stale: ``data.sleap`` ingests a
+    SLEAP session or labels file given directly; ``data.synthetic`` generates synthetic data.
 
     ``data.synthetic = dict(num_sessions=..., ...)`` (options of
     :func:`smilfit.datasets.generate_synthetic_dataset`) makes ``data.path`` from the
-    config's body model on first use, so a demo needs no data files.
+    config's body model, so a demo needs no data files. The source (input files with
+    their sizes and times, options, body model) is recorded in the dataset
+    (:mod:`smilfit.datasets.provenance`); an existing ``data.path`` is reused only when
+    its record matches, otherwise it is prepared again (and the reason printed).
+
+    Raises:
+        FileNotFoundError: ``data.sleap.input`` does not exist.
     """
+    from smilfit.datasets.provenance import (expected_source, read_source, source_changes,
+                                             write_source)
     data_cfg = cfg.get('data') or {}
-    sleap = data_cfg.get('sleap')
-    if sleap is not None and not Path(data_cfg['path']).exists():
+    expected = expected_source(data_cfg, cfg.get('body_model'))
+    if expected is None:
+        return
+    path = Path(data_cfg['path'])
+    if path.exists():
+        changes = source_changes(read_source(path), expected)
+        if not changes:
+            return
+        print(f'{path} is stale ({"; ".join(changes)}): preparing it again', file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if expected['kind'] == 'sleap':
         # A SLEAP session (folder of camera folders + calibration) or labels file given
-        # directly: ingest its keypoints and cameras (no images) into data.path once.
+        # directly: ingest its keypoints and cameras (no images) into data.path.
         from smilfit.datasets.ingest_sleap import ingest_sleap
-        sleap = dict(sleap)
-        if 'input' not in sleap:
-            raise FittingConfigError("data.sleap needs 'input' (a session folder or a "
-                                     'labels file) and may add IngestOptions fields')
-        Path(data_cfg['path']).parent.mkdir(parents=True, exist_ok=True)
-        ingest_sleap(sleap.pop('input'), data_cfg['path'],
+        sleap = dict(data_cfg['sleap'])
+        ingest_sleap(sleap.pop('input'), path, overwrite=True,
                      **dict(dict(images=False, progress=progress), **sleap))
-        return
-    synthetic = data_cfg.get('synthetic')
-    if synthetic is None or Path(data_cfg['path']).exists():
-        return
-    from smilfit.datasets import generate_synthetic_dataset
-    Path(data_cfg['path']).parent.mkdir(parents=True, exist_ok=True)
-    generate_synthetic_dataset(data_cfg['path'], body_model=cfg.get('body_model'),
-                               progress=progress, **dict(synthetic))
+    else:
+        from smilfit.datasets import generate_synthetic_dataset
+        generate_synthetic_dataset(path, body_model=cfg.get('body_model'), overwrite=True,
+                                   progress=progress, **dict(data_cfg['synthetic']))
+    write_source(path, expected)
 
 
 def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
                       timeout_s: float = 3600.0) -> None:
-    """Generate the config's synthetic dataset (``data.synthetic``) on first use.
-
-    Under a launcher every rank runs this before the Runner exists, so only rank 0
-    writes (the writer renames a finished file into place) and the others wait for it.
-    """
-    data_cfg = cfg.get('data') or {}
-    if (data_cfg.get('synthetic') is None and data_cfg.get('sleap') is None) or Path(
-            data_cfg['path']).exists():
-        return
+    """:func:`prepare_data` once per run: under a launcher every rank runs this before the
+    Runner exists, so only rank 0 writes and the others wait until the dataset at
+    ``data.path`` records the expected source."""
     if os.environ.get('RANK', '0') == '0':
         prepare_data(cfg, progress=progress)
         return
+    from smilfit.datasets.provenance import expected_source, read_source
+    data_cfg = cfg.get('data') or {}
+    expected = expected_source(data_cfg, cfg.get('body_model'))
+    if expected is None:
+        return
     import time
+    path = Path(data_cfg['path'])
     start = time.monotonic()
-    while not Path(data_cfg['path']).exists():
+    while True:
+        try:
+            if path.exists() and read_source(path) == expected:
+                return
+        except OSError:  # rank 0 is replacing the file right now
+            pass
         if time.monotonic() - start > timeout_s:
             raise TimeoutError(f'rank {os.environ.get("RANK")}: rank 0 did not write '
-                               f'{data_cfg["path"]} within {timeout_s:.0f} s')
+                               f'{path} within {timeout_s:.0f} s')
         time.sleep(1.0)
 
 
@@ -272,9 +294,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
     from smilfit.datasets import DatasetReader
 
-    data_cfg = dict(cfg.get('data') or {})
-    if 'path' not in data_cfg:
-        raise FittingConfigError("the config needs data = dict(path='dataset.h5', ...)")
+    data_cfg = check_data_config(cfg.get('data'))
     reg_cfg = dict(cfg.get('registrant') or {})
     if not reg_cfg:
         raise FittingConfigError('the config needs a registrant = dict(type=...)')
@@ -287,18 +307,34 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     if reg_cfg['body_model'] is None:
         raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
                                  'registrant.body_model')
+    # Everything that can be wrong with the config, the model or the data fails here,
+    # before the work dir is touched: a failed start leaves nothing to clean up.
+    if not Path(data_cfg['path']).is_file():
+        raise FileNotFoundError(f"data.path {data_cfg['path']} does not exist")
+    registrant = REGISTRANTS.build(reg_cfg)
+    registrant.body_model.to(device)
+    reader = DatasetReader(data_cfg['path'])
+    registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
+                          joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
+
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
     chunks = work_dir / 'chunks'
-    if (results.exists() or (chunks.exists() and any(chunks.iterdir()))) and not (
-            resume or overwrite):
+    # Only finished batches count as results: a run that failed before writing one
+    # (leaving chunks/config.json) can simply be run again.
+    if (results.exists() or any(chunks.glob('batch_*.npz'))) and not (resume or overwrite):
         raise FileExistsError(f'{work_dir} already holds fitting results; pass resume=True '
                               '(--resume) to continue or overwrite=True (--overwrite)')
-    stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg), sort_keys=True, default=str)
+    stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg,
+                            dataset=dataset_identity(data_cfg['path'])),
+                       sort_keys=True, default=str)
     stamp_path = chunks / 'config.json'
-    if resume and stamp_path.exists() and stamp_path.read_text() != stamp:
-        raise FileExistsError(f'{chunks} was written with a different config or dataset; '
-                              'use --overwrite to start again')
+    if resume and not overwrite and stamp_path.exists() and any(chunks.glob('batch_*.npz')):
+        changed = _stamp_changes(stamp_path.read_text(), stamp)
+        if changed:
+            raise FileExistsError(f'{chunks} was written from another '
+                                  f'{" and ".join(changed)}; its batches cannot be resumed: '
+                                  'use --overwrite to start again')
     # Every rank checks before any rank writes: rank 0's own config.json must not look
     # like earlier results to a slower rank.
     barrier(world)
@@ -307,14 +343,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             for old in chunks.glob('batch_*.npz'):
                 old.unlink()
         chunks.mkdir(parents=True, exist_ok=True)
-        stamp_path.write_text(stamp)
+        write_text(stamp_path, stamp)
     barrier(world)
 
-    registrant = REGISTRANTS.build(reg_cfg)
-    registrant.body_model.to(device)
-    reader = DatasetReader(data_cfg['path'])
-    registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
-                          joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
     total = len(reader)
     if data_cfg.get('max_samples') is not None:
         total = min(total, int(data_cfg['max_samples']))
@@ -333,20 +364,123 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
                             ['session', 'frame'])
         raw = observations_from_batch(batch)
+        bad_views = drop_non_finite_cameras(raw)
+        if bad_views.any():
+            _warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
         if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
             raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
         observations = registrant.to_tensors(raw)
-        result = registrant.fit(observations)
+        result = registrant.fit(observations, allow_all_diverged=True)
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
+        arrays['bad_camera_views'] = bad_views
         arrays['history'] = np.asarray(json.dumps(result.history))
-        _save_npz_atomic(chunk_path, arrays)
+        save_npz(chunk_path, arrays)
     barrier(world)
     if rank == 0:
         _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp)
     barrier(world)
+    import h5py
+    with h5py.File(results, 'r') as f:
+        failed = f['metrics/diverged'][:]
+    if failed.size and failed.all():
+        raise AllSamplesFailedError(
+            f'every one of the {failed.size} samples failed (non-finite loss or gradient); '
+            f'{results} holds what was reached. Check the cameras, the observations and the '
+            'loss weights')
     return results
+
+
+#: Keys of the fitting config's ``data`` dict (see :func:`fit_dataset`).
+DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
+             'synthetic')
+
+
+def check_data_config(data: Any) -> Dict[str, Any]:
+    """The fitting config's ``data`` dict, checked: a path, and no unknown keys.
+
+    Raises:
+        FittingConfigError: no ``data.path``, or a key not in :data:`DATA_KEYS` (the
+            message names it, suggests the closest key and lists the allowed ones).
+    """
+    import difflib
+    data_cfg = dict(data or {})
+    for key in data_cfg:
+        if key not in DATA_KEYS:
+            close = difflib.get_close_matches(key, DATA_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            raise FittingConfigError(f"unknown key data.{key}{hint}; data takes "
+                                     f"{', '.join(DATA_KEYS)}")
+    if 'path' not in data_cfg:
+        raise FittingConfigError("the config needs data = dict(path='dataset.h5', ...)")
+    return data_cfg
+
+
+def dataset_identity(path: PathLike) -> Dict[str, Any]:
+    """What identifies a dataset file's content for resuming: its resolved path, size,
+    modification time and recorded source (:mod:`smilfit.datasets.provenance`)."""
+    from smilfit.datasets.provenance import read_source
+    path = Path(path).resolve()
+    st = path.stat()
+    return dict(path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns,
+                source=read_source(path))
+
+
+def _stamp_changes(old: str, new: str) -> list:
+    try:
+        before = json.loads(old)
+    except json.JSONDecodeError:
+        return ['config']
+    after = json.loads(new)
+    names = dict(data='data config', registrant='registrant config', dataset='dataset file')
+    return [names[k] for k in names if before.get(k) != after.get(k)]
+
+
+def drop_non_finite_cameras(observations: Dict[str, np.ndarray]) -> np.ndarray:
+    """Mark views whose camera has a non-finite entry invalid, in place; return them.
+
+    A NaN in one camera must not turn a whole sample (or batch) into NaN: the view is
+    dropped (``view_valid`` false, its camera replaced by a finite placeholder that no
+    handler reads) and the other views are fitted.
+
+    Args:
+        observations: the dict of :func:`observations_from_batch` (``K``, ``R``, ``t``,
+            ``dist`` (B, C, ...), ``view_valid`` (B, C)).
+
+    Returns:
+        (B, C) bool, the views dropped.
+    """
+    if 'K' not in observations:
+        return np.zeros((len(next(iter(observations.values()))), 0), bool)
+    B, C = observations['K'].shape[:2]
+    finite = np.ones((B, C), bool)
+    for key in ('K', 'R', 't', 'dist'):
+        if key in observations:
+            finite &= np.isfinite(observations[key]).reshape(B, C, -1).all(-1)
+    valid = np.asarray(observations.get('view_valid', np.ones((B, C), bool)), bool)
+    bad = valid & ~finite
+    if bad.any():
+        placeholder = dict(K=np.eye(3), R=np.eye(3), t=np.array([0.0, 0.0, 1.0]))
+        for key in ('K', 'R', 't', 'dist'):
+            if key in observations:
+                arr = np.array(observations[key], copy=True)
+                arr[~finite] = placeholder.get(key, 0.0)
+                observations[key] = arr
+        observations['view_valid'] = valid & finite
+    return bad
+
+
+def _warn_bad_cameras(bad: np.ndarray, indices: np.ndarray, sessions: np.ndarray, reader,
+                      path: PathLike) -> None:
+    import warnings
+    names = []
+    for b, c in zip(*np.nonzero(bad)):
+        cams = reader.camera_names[int(sessions[b])]
+        names.append(f'sample {int(indices[b])} camera {cams[c] if c < len(cams) else c}')
+    warnings.warn(f'{path}: non-finite camera parameters; these views are left out of the '
+                  f'fit: {", ".join(names[:10])}{" ..." if len(names) > 10 else ""}',
+                  stacklevel=2)
 
 
 def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
@@ -360,10 +494,8 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
     # Per-batch stage records (mean losses before/after, steps), one list per batch.
     histories = [json.loads(str(p.pop('history'))) for p in parts if 'history' in p]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    fd, tmp = tempfile.mkstemp(dir=results.parent, prefix=results.name, suffix='.tmp')
-    os.close(fd)
     model = registrant.body_model
-    try:
+    with atomic_path(results) as tmp:
         with h5py.File(tmp, 'w') as f:
             f.attrs['format'] = 'smilfit-fit-results'
             f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
@@ -385,17 +517,38 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
                                      data=value)
                 elif key in ('index', 'session', 'frame'):
                     f.create_dataset(f'samples/{key}', data=value)
-                elif key in ('total_loss', 'diverged', 'reprojection_px'):
+                elif key in ('total_loss', 'diverged', 'reprojection_px',
+                             'reprojection_point_px', 'bad_camera_views'):
                     f.create_dataset(f'metrics/{key}', data=value)
                 else:
                     f.create_dataset(key, data=value)
-        os.replace(tmp, results)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    if 'reprojection_point_px' in merged:
+        write_fit_quality(results.parent, merged, reader)
 
 
-__all__ = ['fit_dataset', 'export_fit_slp', 'fitted_points', 'prepare_data', 'prepare_data_once',
+#: Files the quality report of a fit is written to (in the work dir).
+QUALITY_JSON, QUALITY_TEXT = 'fit_quality.json', 'fit_quality.txt'
+
+
+def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) -> str:
+    """Per-camera and per-keypoint reprojection table of a fit
+    (:func:`smilfit.evaluation.fit_quality.fit_quality`), written to ``work_dir`` as JSON
+    and text; returns the text."""
+    from smilfit.evaluation.fit_quality import fit_quality, format_fit_quality
+    errors = merged['reprojection_point_px']
+    C = errors.shape[1]
+    camera_names = [[reader.camera_names[int(s)][c] if c < len(reader.camera_names[int(s)])
+                     else f'view{c}' for c in range(C)] for s in merged['session']]
+    report = fit_quality(errors, camera_names, list(reader.keypoint_names),
+                         failed=merged['diverged'])
+    report['failed_samples'] = [int(merged['index'][i]) for i in report['failed_samples']]
+    text = format_fit_quality(report)
+    write_text(work_dir / QUALITY_JSON, json.dumps(report, indent=1))
+    write_text(work_dir / QUALITY_TEXT, text + '\n')
+    return text
+
+
+__all__ = ['fit_dataset', 'export_fit_slp', 'check_data_config', 'drop_non_finite_cameras',
+           'point_reprojection_errors', 'write_fit_quality', 'QUALITY_JSON', 'QUALITY_TEXT', 'fitted_points', 'prepare_data', 'prepare_data_once',
            'load_joint_lookup', 'observations_from_batch', 'reprojection_errors',
-           'FittingConfigError', 'RESULTS_NAME']
+           'FittingConfigError', 'AllSamplesFailedError', 'RESULTS_NAME']

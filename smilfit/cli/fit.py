@@ -7,12 +7,16 @@ The config names the body model, the registrant (handlers and stages) and the da
     data = dict(path='dataset.h5', batch_size=64, joint_lookup=None)
 
 Results go to ``--work-dir`` (default ``work_dirs/<config name>``): ``fit_results.h5``
-with per-sample parameters, joints, keypoints, losses and reprojection errors. Finished
-batches are kept in ``chunks/`` so ``--resume`` continues an interrupted run.
+with per-sample parameters, joints, keypoints, losses and reprojection errors;
+``fit_quality.txt``/``.json``, the reprojection error per camera and per keypoint (printed
+at the end, naming cameras and keypoints far above the rest); ``fit_<time>.log``, everything
+printed. Finished batches are kept in ``chunks/`` so ``--resume`` continues an interrupted
+run (of the same config and data).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,22 +60,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from mmengine.config import Config
 
-    from smilfit.apis.fitting import FittingConfigError, fit_dataset, prepare_data_once
     from smilfit.utils import register_all_modules
+    from smilfit.utils.run_log import tee_to_log
 
-    import torch
     if args.threads < 1:
-        print('fit: error: --threads must be >= 1', file=sys.stderr)
-        return 1
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+        return report_error('fit', ValueError('--threads must be >= 1'))
     try:
         register_all_modules()
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(f'config {args.config} does not exist')
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
-        work_dir = Path(args.work_dir or cfg.get('work_dir') or
-                        Path('work_dirs') / Path(args.config).stem)
+    except USER_ERRORS as err:
+        return report_error('fit', err)
+    work_dir = Path(args.work_dir or cfg.get('work_dir') or
+                    Path('work_dirs') / Path(args.config).stem)
+    if os.environ.get('RANK', '0') != '0':  # rank 0 keeps the log
+        return _run(args, cfg, work_dir)
+    with tee_to_log(work_dir, 'fit') as log:
+        print(f'fit {args.config}: log in {log}')
+        return _run(args, cfg, work_dir)
+
+
+def _run(args, cfg, work_dir: Path) -> int:
+    import torch
+
+    from smilfit.apis.fitting import (QUALITY_TEXT, FittingConfigError, fit_dataset,
+                                      prepare_data_once)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    try:
         prepare_data_once(cfg, progress=not args.no_progress)
         results = fit_dataset(cfg, work_dir, resume=args.resume, overwrite=args.overwrite,
                               progress=not args.no_progress, device=args.device,
@@ -82,6 +101,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if get_rank() != 0:   # rank 0 wrote the results and writes the exports
         return 0
     print(f'wrote {results} in {time.perf_counter() - start:.1f} s')
+    quality = work_dir / QUALITY_TEXT
+    if quality.is_file():
+        print(quality.read_text().rstrip())
+        print(f'(also in {quality} and {quality.with_suffix(".json")})')
     if not args.no_slp:
         from smilfit.apis.fitting import export_fit_slp
         try:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..registry import LOSSES
+from ..registry.build import build_module
 
 LossSpec = Union[Dict[str, Any], nn.Module]
 
@@ -35,9 +36,7 @@ def build_loss(loss: Optional[LossSpec], handler: str, **defaults: Any) -> nn.Mo
         cfg = dict(copy.deepcopy(dict(loss)))
         if 'type' not in cfg:
             raise ValueError(f'handler {handler!r}: the loss config has no "type": {cfg}')
-        for key, value in defaults.items():
-            cfg.setdefault(key, value)
-        module = LOSSES.build(cfg)
+        module = build_module(LOSSES, cfg, f'loss of handler {handler!r}', defaults)
     else:
         raise TypeError(f'handler {handler!r}: loss must be a LOSSES config dict or an '
                         f'nn.Module, got {type(loss).__name__}')

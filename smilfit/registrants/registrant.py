@@ -12,6 +12,7 @@ from torch import nn
 
 from smilfit.body_models import BodyModelOutput, SMILModel
 from smilfit.registry import BODY_MODELS, HANDLERS, OPTIMIZERS, REGISTRANTS
+from smilfit.registry.build import build_module
 from .batched_lbfgs import BatchedLBFGS
 from .hooks import FittingHook, build_hooks
 from .initialization import global_pose_from_points, triangulate_observations
@@ -92,7 +93,7 @@ class SMILRegistrant(nn.Module):
         super().__init__()
         self.body_model = (body_model if isinstance(body_model, nn.Module)
                            else BODY_MODELS.build(body_model))
-        built = [h if isinstance(h, nn.Module) else HANDLERS.build(h) for h in handlers]
+        built = [build_module(HANDLERS, h, 'handler') for h in handlers]
         names = [h.name for h in built]
         if len(set(names)) != len(names):
             raise ValueError(f'handler names must be unique, got {names}')
@@ -254,7 +255,7 @@ class SMILRegistrant(nn.Module):
     # ------------------------------------------------------------------- fit
     def fit(self, observations: Mapping[str, Any],
             init_params: Optional[Mapping[str, Tensor]] = None,
-            groups: Optional[Tensor] = None) -> FitResult:
+            groups: Optional[Tensor] = None, allow_all_diverged: bool = False) -> FitResult:
         """Fit a batch of samples through all stages.
 
         Args:
@@ -264,6 +265,9 @@ class SMILRegistrant(nn.Module):
                 regressor's prediction), (B, ...) or (G, ...) for shared ones.
             groups: (B,) group index per sample for shared parameters (default: one
                 group).
+            allow_all_diverged: return the result (every sample flagged in
+                ``diverged``) instead of raising when every sample diverged; a dataset
+                fit reports such samples as failed and goes on with the next batch.
 
         Returns:
             :class:`FitResult`.
@@ -286,7 +290,7 @@ class SMILRegistrant(nn.Module):
         else:
             params = self.initial_params(obs, batch, groups, init_params)
         params, diverged = self._run_stages(stages, params, obs, groups, diverged, history)
-        if bool(diverged.all()):
+        if bool(diverged.all()) and not allow_all_diverged:
             raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '
                                        'gradient); check the observations and loss weights')
         if bool(diverged.any()):

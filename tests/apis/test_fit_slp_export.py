@@ -52,6 +52,10 @@ def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):
     reader = DatasetReader(out)
     assert len(reader) == 12 and list(reader.camera_names[0]) == ['back', 'mid', 'side', 'top']
     assert all(blob == b'' for blob in reader.read([0])['images'][0])   # no images stored
-    mtime = out.stat().st_mtime
-    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))))
-    assert out.stat().st_mtime == mtime   # not redone
+    mtime = out.stat().st_mtime_ns
+    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session), frame_skip=10))),
+                 progress=False)
+    assert out.stat().st_mtime_ns == mtime   # same source and options: not redone
+    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))),
+                 progress=False)
+    assert len(DatasetReader(out)) == 120   # other options: prepared again, not reused

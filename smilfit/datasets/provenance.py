@@ -1,0 +1,107 @@
+"""Where a prepared dataset came from, so a stale one is never fitted.
+
+``tools/fit.py`` prepares its dataset (``data.path``) from ``data.sleap`` (a SLEAP session or
+labels file) or ``data.synthetic`` (generator options) on first use and reuses it later. The
+source is recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the
+options, and for SLEAP input every input file's path, size and modification time. On reuse
+the record is compared with what the config asks for now; when the input files, the
+options or the body model differ (or the file has no record), the dataset is prepared again.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+__all__ = ['SOURCE_ATTR', 'expected_source', 'read_source', 'write_source', 'source_changes']
+
+#: HDF5 root attribute holding the JSON source record.
+SOURCE_ATTR = 'smilfit_source'
+
+
+def _normalise(value: Any) -> Any:
+    """JSON round trip: the form a record has after it was stored and read back."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _file_list(root: Path) -> List[List[Any]]:
+    """[relative path, size, mtime in ns] of ``root`` (a file) or every file below it."""
+    if root.is_file():
+        st = root.stat()
+        return [[root.name, st.st_size, st.st_mtime_ns]]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+        for name in sorted(filenames):
+            if name.startswith('.'):
+                continue
+            path = Path(dirpath) / name
+            st = path.stat()
+            out.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def expected_source(data_cfg: Mapping[str, Any], body_model: Any = None
+                    ) -> Optional[Dict[str, Any]]:
+    """The source record a dataset prepared from ``data_cfg`` now would carry, or ``None``
+    when the config prepares nothing (``data.path`` is used as it is).
+
+    Raises:
+        FileNotFoundError: ``data.sleap.input`` does not exist (whatever is at data.path).
+    """
+    sleap = data_cfg.get('sleap')
+    if sleap is not None:
+        sleap = dict(sleap)
+        if 'input' not in sleap:
+            raise ValueError("data.sleap needs 'input' (a session folder or a labels file)")
+        root = Path(sleap.pop('input')).resolve()
+        if not root.exists():
+            raise FileNotFoundError(f'data.sleap.input {root} does not exist')
+        return _normalise(dict(kind='sleap', input=str(root), options=sleap,
+                               files=_file_list(root)))
+    synthetic = data_cfg.get('synthetic')
+    if synthetic is not None:
+        return _normalise(dict(kind='synthetic', options=dict(synthetic),
+                               body_model=body_model))
+    return None
+
+
+def read_source(path: PathLike) -> Optional[Dict[str, Any]]:
+    """The record stored in a prepared dataset (``None`` if it has none)."""
+    import h5py
+    with h5py.File(path, 'r') as f:
+        text = f.attrs.get(SOURCE_ATTR)
+    if text is None:
+        return None
+    return json.loads(text if isinstance(text, str) else text.decode('utf-8'))
+
+
+def write_source(path: PathLike, record: Mapping[str, Any]) -> None:
+    """Store ``record`` in the dataset at ``path`` (written last: a dataset interrupted
+    before this has no record and is prepared again)."""
+    import h5py
+    with h5py.File(path, 'a') as f:
+        f.attrs[SOURCE_ATTR] = json.dumps(record, sort_keys=True)
+
+
+def source_changes(stored: Optional[Mapping[str, Any]], expected: Mapping[str, Any]
+                   ) -> List[str]:
+    """What differs between a stored record and the expected one, in words (empty: same)."""
+    if stored is None:
+        return ['the file records no source']
+    changes = []
+    for key in sorted(set(stored) | set(expected)):
+        if stored.get(key) == expected.get(key):
+            continue
+        if key == 'files':
+            old = {f[0]: f[1:] for f in stored.get(key) or []}
+            new = {f[0]: f[1:] for f in expected.get(key) or []}
+            diff = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+            changes.append(f'input files changed ({len(diff)}: {", ".join(diff[:5])}'
+                           f'{", ..." if len(diff) > 5 else ""})')
+        else:
+            changes.append(f'{key} changed')
+    return changes

@@ -1,0 +1,107 @@
+"""How good a fit is, per camera and per keypoint: the table every ``tools/fit.py`` run ends with.
+
+Input: the reprojection error of every fitted keypoint in every view, ``(N, C, K)`` pixels
+with NaN where the keypoint was not observed (or the view is invalid), the camera name of
+every (sample, view) and the keypoint names. Output: per camera and per keypoint the median
+and 90th percentile error and the number of points, and which cameras and keypoints stand
+out (the way anipose reports calibration quality).
+
+Outlier rule (relative to the data, no constant in pixels tuned to a rig): a camera (or a
+keypoint) is named when its median error is more than ``ratio`` (3) times the median of the
+*other* cameras' medians, above the 90th percentile of the other cameras' errors, and above
+``floor_px`` (1 px: sub-pixel differences are never worth a warning).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+__all__ = ['fit_quality', 'format_fit_quality']
+
+
+def _stats(errors: np.ndarray) -> Dict[str, Any]:
+    e = errors[np.isfinite(errors)]
+    if e.size == 0:
+        return dict(median_px=None, p90_px=None, points=0)
+    return dict(median_px=float(np.median(e)), p90_px=float(np.percentile(e, 90)),
+                points=int(e.size))
+
+
+def _outliers(groups: Mapping[str, np.ndarray], ratio: float, floor_px: float) -> List[str]:
+    medians = {name: _stats(e)['median_px'] for name, e in groups.items()}
+    named = []
+    for name, median in medians.items():
+        others = [m for n, m in medians.items() if n != name and m is not None]
+        if median is None or not others:
+            continue
+        rest = np.concatenate([e[np.isfinite(e)] for n, e in groups.items() if n != name])
+        p90_rest = float(np.percentile(rest, 90)) if rest.size else 0.0
+        if median > ratio * float(np.median(others)) and median > p90_rest and \
+                median > floor_px:
+            named.append(name)
+    return named
+
+
+def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
+                keypoint_names: Sequence[str], failed: Optional[np.ndarray] = None,
+                ratio: float = 3.0, floor_px: float = 1.0) -> Dict[str, Any]:
+    """Per-camera and per-keypoint reprojection quality of a fit.
+
+    Args:
+        point_errors: (N, C, K) pixel errors, NaN where not observed.
+        camera_names: (N, C) camera name of each sample's views (views of different
+            sessions with the same name are pooled).
+        keypoint_names: (K,) names.
+        failed: (N,) bool, samples whose fit failed (excluded from the errors).
+        ratio, floor_px: the outlier rule (module docstring).
+
+    Returns:
+        ``dict(cameras={name: stats}, keypoints={name: stats}, overall=stats,
+        samples=N, failed_samples=[indices], outlier_cameras=[...],
+        outlier_keypoints=[...])``; stats are ``median_px``, ``p90_px``, ``points``.
+    """
+    errors = np.asarray(point_errors, dtype=np.float64)
+    N, C, K = errors.shape
+    failed = np.zeros(N, bool) if failed is None else np.asarray(failed, bool)
+    errors = np.where(failed[:, None, None], np.nan, errors)
+    names = np.asarray([[str(n) for n in row] for row in camera_names], dtype=object)
+    if names.shape != (N, C):
+        raise ValueError(f'camera_names: expected ({N}, {C}), got {names.shape}')
+    cameras = {str(name): errors[names == name] for name in sorted(set(names.ravel()))}
+    keypoints = {str(keypoint_names[k]): errors[:, :, k] for k in range(K)}
+    keypoints = {k: v for k, v in keypoints.items() if np.isfinite(v).any()}
+    return dict(cameras={n: _stats(e) for n, e in cameras.items()},
+                keypoints={n: _stats(e) for n, e in keypoints.items()},
+                overall=_stats(errors), samples=int(N),
+                failed_samples=np.flatnonzero(failed).tolist(),
+                outlier_cameras=_outliers(cameras, ratio, floor_px),
+                outlier_keypoints=_outliers(keypoints, ratio, floor_px))
+
+
+def _row(name: str, stats: Mapping[str, Any], flag: bool) -> str:
+    if stats['points'] == 0:
+        return f'  {name:<24} {"-":>9} {"-":>9} {0:>8}'
+    return (f'  {name:<24} {stats["median_px"]:>9.2f} {stats["p90_px"]:>9.2f} '
+            f'{stats["points"]:>8d}{"  <- far above the rest" if flag else ""}')
+
+
+def format_fit_quality(report: Mapping[str, Any]) -> str:
+    """The report of :func:`fit_quality` as a text table."""
+    head = f'  {"":<24} {"median px":>9} {"p90 px":>9} {"points":>8}'
+    lines = ['Reprojection error per camera', head]
+    lines += [_row(n, s, n in report['outlier_cameras']) for n, s in report['cameras'].items()]
+    lines += ['Reprojection error per keypoint', head]
+    lines += [_row(n, s, n in report['outlier_keypoints'])
+              for n, s in report['keypoints'].items()]
+    o = report['overall']
+    lines.append(f'All: median {o["median_px"] if o["median_px"] is None else round(o["median_px"], 2)}'
+                 f' px over {o["points"]} points; {len(report["failed_samples"])} of '
+                 f'{report["samples"]} samples failed')
+    if report['outlier_cameras']:
+        lines.append('Check the calibration of camera(s) ' + ', '.join(report['outlier_cameras'])
+                     + ': their error is far above the other cameras\'.')
+    if report['outlier_keypoints']:
+        lines.append('Check the labels or the joint lookup of keypoint(s) '
+                     + ', '.join(report['outlier_keypoints']) + '.')
+    return '\n'.join(lines)

@@ -1,0 +1,191 @@
+"""Bad input: tools/fit.py and fit_dataset with typos, stale or broken data, interrupted
+and changed runs. Each test names the case; the messages are asserted."""
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+from smilfit.apis.fitting import (QUALITY_JSON, AllSamplesFailedError, FittingConfigError,
+                                  fit_dataset, prepare_data)
+from smilfit.datasets.provenance import read_source
+from smilfit.utils import register_all_modules
+
+from ..conftest import REPO_ROOT
+
+DEMO = REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'
+
+
+def _cfg(tmp_path: Path, **data) -> Config:
+    """The demo config on a small synthetic dataset in tmp_path (3 views, 8 frames)."""
+    register_all_modules()
+    cfg = Config.fromfile(str(DEMO))
+    cfg.data.path = str(tmp_path / 'data.h5')
+    cfg.data.synthetic.update(num_sessions=1, frames_per_session=8, num_views=3, masks=False)
+    cfg.data.batch_size = 4
+    cfg.data.update(data)
+    return cfg
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    cfg = _cfg(tmp_path)
+    prepare_data(cfg, progress=False)
+    return cfg
+
+
+def _fit(cfg, work_dir, **kwargs):
+    return fit_dataset(cfg, work_dir, progress=False, **kwargs)
+
+
+# --- config typos ---------------------------------------------------------------------
+
+def test_data_key_typo_names_the_key_and_the_closest_one(tmp_path, cfg):
+    cfg.data['batch_sise'] = 2
+    with pytest.raises(FittingConfigError, match=r"unknown key data.batch_sise \(did you mean "
+                       r"'batch_size'\?\); data takes path, batch_size"):
+        _fit(cfg, tmp_path / 'work')
+    assert not (tmp_path / 'work').exists()  # nothing written for a run that cannot start
+
+
+def test_handler_keyword_typo_names_handler_and_keyword(tmp_path, cfg):
+    handler = cfg.registrant.handlers[0]
+    handler['sigmaa'] = 10.0
+    with pytest.raises(TypeError, match=rf"handler {handler['name']!r}.*'sigmaa'"):
+        _fit(cfg, tmp_path / 'work')
+    assert not (tmp_path / 'work').exists()
+
+
+# --- stale prepared data --------------------------------------------------------------
+
+def test_changed_synthetic_options_are_prepared_again(tmp_path, cfg, capsys):
+    before = read_source(cfg.data.path)
+    assert before['kind'] == 'synthetic'
+    cfg.data.synthetic.frames_per_session = 6
+    prepare_data(cfg, progress=False)
+    assert 'is stale (options changed): preparing it again' in capsys.readouterr().err
+    with h5py.File(cfg.data.path) as f:
+        assert f['samples/frame'].shape[0] == 6
+    assert read_source(cfg.data.path)['options']['frames_per_session'] == 6
+
+
+def test_missing_sleap_input_is_an_error_even_with_a_prepared_file(tmp_path, cfg):
+    cfg.data.sleap = dict(input=str(tmp_path / 'no_such_session'))
+    with pytest.raises(FileNotFoundError, match='data.sleap.input .*no_such_session does '
+                       'not exist'):
+        prepare_data(cfg, progress=False)
+
+
+def test_changed_sleap_input_files_are_detected(tmp_path):
+    from smilfit.datasets.provenance import expected_source, source_changes
+    session = tmp_path / 'session'
+    session.mkdir()
+    (session / 'labels.slp').write_bytes(b'v1')
+    before = expected_source(dict(sleap=dict(input=str(session))))
+    (session / 'labels.slp').write_bytes(b'v2 longer')
+    after = expected_source(dict(sleap=dict(input=str(session))))
+    assert source_changes(before, after) == ['input files changed (1: labels.slp)']
+    assert source_changes(after, after) == []
+    assert source_changes(None, after) == ['the file records no source']
+
+
+# --- resume and reruns ----------------------------------------------------------------
+
+def test_resume_with_changed_data_is_refused(tmp_path, cfg):
+    work = tmp_path / 'work'
+    _fit(cfg, work)
+    _fit(cfg, work, resume=True)  # same config and data: fine
+    with h5py.File(cfg.data.path, 'a') as f:  # the dataset changes under the run
+        f['views/keypoints_2d'][0] += 1.0
+    with pytest.raises(FileExistsError, match='written from another dataset file; its '
+                       'batches cannot be resumed: use --overwrite'):
+        _fit(cfg, work, resume=True)
+    cfg.registrant.stages[0]['n_iter'] = 3
+    with pytest.raises(FileExistsError, match='registrant config and dataset file'):
+        _fit(cfg, work, resume=True)
+    _fit(cfg, work, overwrite=True)
+
+
+def test_a_run_that_wrote_no_result_can_be_rerun(tmp_path, cfg):
+    work = tmp_path / 'work'
+    (work / 'chunks').mkdir(parents=True)
+    (work / 'chunks' / 'config.json').write_text('{"left": "by a failed run"}')
+    assert _fit(cfg, work).is_file()  # no --overwrite needed
+    with pytest.raises(FileExistsError, match='already holds fitting results'):
+        _fit(cfg, work)
+
+
+# --- broken samples -------------------------------------------------------------------
+
+def test_nan_camera_drops_that_view_and_fits_the_rest(tmp_path, cfg):
+    with h5py.File(cfg.data.path, 'a') as f:
+        t = f['views/t'][:]
+        t[[1, 5], 2] = np.nan  # camera 2 of samples 1 and 5
+        f['views/t'][:] = t
+    with pytest.warns(UserWarning, match=r'non-finite camera parameters; these views are left '
+                      r'out of the fit: sample 1 camera \w+'):
+        results = _fit(cfg, tmp_path / 'work')
+    with h5py.File(results) as f:
+        bad = f['metrics/bad_camera_views'][:]
+        assert bad.sum() == 2 and bad[1, 2] and bad[5, 2]
+        assert not f['metrics/diverged'][:].any()
+        assert np.isfinite(f['joints'][:]).all()
+        px = f['metrics/reprojection_px'][:]
+    assert np.isnan(px[[1, 5], 2]).all() and np.nanmax(px) < 2.0  # the rest fits well
+
+
+def test_every_sample_failing_is_an_error_not_a_result(tmp_path, cfg):
+    with h5py.File(cfg.data.path, 'a') as f:
+        f['views/keypoints_2d'][:] = np.float32(1e30)  # overflows every loss
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with pytest.raises(AllSamplesFailedError, match='every one of the 8 samples failed'):
+            _fit(cfg, tmp_path / 'work')
+
+
+# --- results that say how good they are ----------------------------------------------
+
+def test_quality_table_names_a_miscalibrated_camera_and_only_it(tmp_path):
+    """4 cameras, one calibration wrong by a sideways shift (as when a calibration file
+    holds another camera's extrinsics): the robust fit follows the three that agree and
+    the table names the fourth."""
+    cfg = _cfg(tmp_path)
+    cfg.data.synthetic.num_views = 4
+    prepare_data(cfg, progress=False)
+    clean = json.loads((_fit(cfg, tmp_path / 'clean').parent / QUALITY_JSON).read_text())
+    assert clean['outlier_cameras'] == [] and clean['outlier_keypoints'] == []
+    assert set(clean['cameras']) == {'cam_0', 'cam_1', 'cam_2', 'cam_3'}
+    with h5py.File(cfg.data.path, 'a') as f:
+        t = f['views/t'][:]
+        t[:, 1, 0] += 0.5 * np.abs(t[:, 1, 2])  # camera 1 shifted sideways
+        f['views/t'][:] = t
+    report = json.loads((_fit(cfg, tmp_path / 'bad').parent / QUALITY_JSON).read_text())
+    assert report['outlier_cameras'] == ['cam_1'], report['cameras']
+    assert report['outlier_keypoints'] == []
+
+
+def test_fit_tool_writes_a_log_and_prints_the_table_without_future_warnings(tmp_path):
+    """One subprocess (a fresh interpreter: torch warns once per process): the log file
+    holds what was printed, the table is printed, no FutureWarning is raised."""
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text(f"_base_ = [{str(DEMO)!r}]\n"
+                        f"data = dict(path={str(tmp_path / 'data.h5')!r}, batch_size=4, "
+                        "synthetic=dict(num_sessions=1, frames_per_session=4, num_views=2, "
+                        "masks=False))\nvisualize = None\n")
+    work = tmp_path / 'work'
+    run = subprocess.run([sys.executable, '-W', 'error::FutureWarning',
+                          str(REPO_ROOT / 'tools' / 'fit.py'), str(cfg_file), '--work-dir',
+                          str(work), '--no-progress', '--no-slp'],
+                         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'Reprojection error per camera' in run.stdout
+    logs = list(work.glob('fit_*.log'))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert 'Reprojection error per camera' in text and 'wrote' in text
+    assert 'FutureWarning' not in run.stderr
