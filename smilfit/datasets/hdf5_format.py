@@ -682,6 +682,27 @@ class DatasetReader:
             self.param_names = sorted(f['params'].keys()) if 'params' in f else []
             self.params_attrs = dict(f['params'].attrs) if 'params' in f else {}
             self._present = [k for k, (p, _, _) in SAMPLE_FIELDS.items() if p in f]
+            self._check_shapes(f)
+
+    def _check_shapes(self, f: h5py.File) -> None:
+        """Every per-sample field has N rows and the trailing shape the header implies
+        (C views, K keypoints): a file edited or written by other tools fails here, naming
+        the field, instead of with an IndexError deep inside a fit."""
+        sizes = {'C': self.num_views, 'K': len(self.keypoint_names)}
+        for key in self._present:
+            path, trailing, _ = SAMPLE_FIELDS[key]
+            expected = (self._len,) + tuple(sizes.get(d, d) for d in trailing)
+            shape = f[path].shape
+            if shape != expected:
+                names = ', '.join(f'{n}={v}' for n, v in (('N samples', self._len),
+                                                          ('C views', self.num_views),
+                                                          ('K keypoints', sizes['K'])))
+                raise DatasetFormatError(f'{self.path}: field {path} has shape {shape}, '
+                                         f'expected {expected} ({names})')
+        if len(self.camera_names) != len(self.session_names):
+            raise DatasetFormatError(f'{self.path}: sessions/camera_names has '
+                                     f'{len(self.camera_names)} rows for '
+                                     f'{len(self.session_names)} sessions')
 
     # ------------------------------------------------------------- properties
     def __len__(self) -> int:

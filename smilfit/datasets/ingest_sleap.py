@@ -21,6 +21,7 @@ Everything is validated before anything is written: every problem raises
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import csv
 import dataclasses
@@ -927,7 +928,7 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
             skipped = sum(p.skipped for p in prepared)
         except (OSError, DatasetFormatError) as e:
             raise DataIngestError(str(e)) from e
-        except concurrent.futures.process.BrokenProcessPool as e:
+        except BrokenProcessPool as e:
             raise DataIngestError(f'a video worker process died ({e}); retry with '
                                   '--workers 0') from e
         writer.commit()

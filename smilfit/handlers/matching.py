@@ -55,6 +55,35 @@ def _check_unique(names: Sequence[str], what: str) -> List[str]:
     return names
 
 
+def _closest(name: str, candidates: Sequence[str]) -> Optional[str]:
+    import difflib
+    lower = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
+    return lower[close[0]] if close else None
+
+
+def _check_lookup(lookup: Mapping[str, Optional[str]], model_names: Sequence[str],
+                  data_names: Sequence[str], what: str) -> None:
+    models, datas = set(model_names), set(data_names)
+    bad = []
+    for m, d in lookup.items():
+        if d is None or d == '' or str(d) in datas:
+            continue
+        if str(m) in models:
+            close = _closest(str(d), data_names)
+            bad.append(f'{m} -> {d}' + (f" (did you mean '{close}'?)" if close else ''))
+        else:
+            close = _closest(str(m), model_names)
+            bad.append(f'{m} -> {d}: neither name exists'
+                       + (f" (model {what[:-1] if what.endswith('s') else what} "
+                          f"'{close}'?)" if close else ''))
+    if bad:
+        raise ValueError(f"joint_lookup names data keypoints that are not in the data: "
+                         f"{'; '.join(bad)}. Data keypoints: {list(data_names)}; model "
+                         f"{what}: {list(model_names)}. Leave the data name empty to keep a "
+                         "model point unmatched")
+
+
 def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
                     lookup: Optional[Mapping[str, Optional[str]]] = None,
                     subset: Optional[Sequence[str]] = None,
@@ -64,10 +93,12 @@ def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
     Args:
         model_names: the model's names in tensor order.
         data_names: the data's names in tensor order.
-        lookup: optional model name -> data name (``None`` value: do not match that
-            model name). With a lookup only its entries match; entries naming a model or
-            data name that does not exist are skipped (a lookup may cover several
-            models or datasets) and reported in ``unmatched_*``.
+        lookup: optional model name -> data name (``None`` or ``''``: do not match
+            that model name). With a lookup only its entries match. An entry whose model
+            name is not in the model is skipped (a lookup may cover several models); an
+            entry whose model name exists but whose data name is not in the data is an
+            error (a typo would silently drop the keypoint), and so is an entry that
+            names neither a model nor a data name.
         subset: optional model names to keep (every one must exist in the model).
         what: the kind of name, for messages (``'keypoints'``, ``'joints'``).
 
@@ -75,12 +106,15 @@ def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
         :class:`KeypointMatch`.
 
     Raises:
-        ValueError: when nothing matches; the message lists both name lists (and the
-            lookup).
+        ValueError: when nothing matches, or a lookup entry names a data keypoint that
+            does not exist (see ``lookup``); the message lists the names at fault, the
+            closest existing ones and both name lists.
     """
     model_names = _check_unique(model_names, f'model {what} names')
     data_names = _check_unique(data_names, 'data keypoint names')
     data_pos = {n: i for i, n in enumerate(data_names)}
+    if lookup is not None:
+        _check_lookup(lookup, model_names, data_names, what)
     keep = None
     if subset is not None:
         keep = [str(n) for n in subset]
@@ -95,7 +129,7 @@ def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
         if keep is not None and name not in keep:
             continue
         target = lookup.get(name) if lookup is not None else name
-        if target is None:
+        if target is None or target == '':
             continue
         j = data_pos.get(str(target))
         if j is not None:

@@ -61,6 +61,23 @@ def test_handler_keyword_typo_names_handler_and_keyword(tmp_path, cfg):
     assert not (tmp_path / 'work').exists()
 
 
+LOOKUP_CASES = [  # lookup, message fragment
+    ({'nose': 'Nsoe', 'head': 'head'}, r"nose -> Nsoe \(did you mean 'nose'\?\)"),
+    ({'skul': 'skull_x'}, r'skul -> skull_x: neither name exists'),
+    ({'nose': 'Snout', 'head': 'Skull'}, r'nose -> Snout; head -> Skull'),  # not in the data
+]
+
+
+@pytest.mark.parametrize('lookup, message', LOOKUP_CASES, ids=['data-typo', 'both-typo',
+                                                               'foreign-names'])
+def test_joint_lookup_typos_are_errors(tmp_path, cfg, lookup, message):
+    cfg.data.joint_lookup = lookup
+    with pytest.raises(ValueError, match=message) as info:
+        _fit(cfg, tmp_path / 'work')
+    assert 'Data keypoints: [' in str(info.value)
+    assert not (tmp_path / 'work').exists()
+
+
 # --- stale prepared data --------------------------------------------------------------
 
 def test_changed_synthetic_options_are_prepared_again(tmp_path, cfg, capsys):
