@@ -197,3 +197,23 @@ def test_zip_check_used_by_resume_detects_truncation(tmp_path):
     assert zipfile.is_zipfile(path)
     path.write_bytes(path.read_bytes()[:300])
     assert not zipfile.is_zipfile(path)
+
+
+def test_training_data_with_another_keypoint_count_is_named(tmp_path):
+    """A dataset whose keypoint count differs from the model's keypoint names: a clear
+    error before any loss indexes out of range."""
+    from mmengine.config import Config
+
+    from smilfit.registry import MODELS
+    from smilfit.utils import register_all_modules
+    register_all_modules()
+    root = Path(__file__).resolve().parents[2] / 'configs' / 'regression' / '_base_' / 'models'
+    cfg = Config.fromfile(str(root / 'single_view_resnet.py')).model
+    cfg.backbone = dict(type='TimmBackbone', model_name='test_resnet')
+    cfg.head.update(dim=32, depth=1, num_heads=4)
+    model = MODELS.build(cfg)
+    K = len(model.keypoint_names)
+    samples = dict(keypoints_2d=torch.zeros(1, K + 3, 2), visible=torch.ones(1, K + 3))
+    with pytest.raises(ValueError, match=rf'the data has {K + 3} keypoints \(keypoints_2d\) '
+                       rf'but the model is set up for {K} .*set model.keypoint_names'):
+        model.loss(torch.zeros(1, 3, 64, 64), samples)

@@ -693,9 +693,31 @@ class BodyRegressor(BaseModel):
         enc = self.encode(inputs, data_samples)
         return dict(enc=enc, iterations=self.run_head(enc, data_samples))
 
+    def check_data_keypoints(self, data_samples: Mapping[str, Any]) -> None:
+        """The batch's keypoints must be the ones the model was set up with
+        (``keypoint_names``): a dataset with another keypoint count would otherwise index
+        out of range deep in a loss.
+
+        Raises:
+            ValueError: the counts differ; says how to set the model's keypoint names.
+        """
+        for key in ('keypoints_2d', 'keypoints_3d'):
+            value = data_samples.get(key) if isinstance(data_samples, Mapping) else None
+            if value is None or not hasattr(value, 'shape'):
+                continue
+            count = value.shape[-2]
+            if count != len(self.keypoint_names):
+                raise ValueError(
+                    f'the data has {count} keypoints ({key}) but the model is set up for '
+                    f'{len(self.keypoint_names)} ({", ".join(self.keypoint_names[:6])}'
+                    f'{", ..." if len(self.keypoint_names) > 6 else ""}); set '
+                    "model.keypoint_names to the dataset's keypoint names (and "
+                    'model.joint_lookup to map them to the body model)')
+
     def loss(self, inputs: torch.Tensor, data_samples: Mapping[str, Any]
              ) -> Dict[str, torch.Tensor]:
         """``loss_<name>``: weighted batch means, averaged over supervised iterations."""
+        self.check_data_keypoints(data_samples)
         res = self.predictions(inputs, data_samples)
         iters = res['iterations'] if self.supervise_iterations == 'all' \
             else res['iterations'][-1:]
