@@ -274,7 +274,7 @@ class LeastSquaresProblem:
 
 def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
                         options: LMOptions, ftol: float = 1e-9, gtol: float = 1e-7,
-                        on_iteration: Callable[[int], None] = None
+                        on_iteration: Callable[[int, Tensor], None] = None
                         ) -> Tuple[Tensor, Tensor, Tensor, int]:
     """Minimise every sample's least-squares problem independently.
 
@@ -287,7 +287,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         ftol: a sample stops when an accepted step lowers its cost by less than
             ``ftol`` times the cost.
         gtol: a sample stops when ``max |J^T r|`` is below this.
-        on_iteration: called with the iteration number (progress hooks).
+        on_iteration: called with the iteration number and the (B,) costs after it
+            (progress hooks, loss history).
 
     Returns:
         ``(x (B, P), cost (B,), diverged (B,) bool, iterations run)``.
@@ -361,7 +362,7 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         stuck = ~accept & (lam[active] > options.lambda_max)
         done[active[small_gain | (accept & small_step) | stuck | (new_cost == 0)]] = True
         if on_iteration is not None:
-            on_iteration(iterations)
+            on_iteration(iterations, cost)
     return x, cost, diverged, iterations
 
 

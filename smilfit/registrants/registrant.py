@@ -396,6 +396,7 @@ class SMILRegistrant(nn.Module):
         B = groups.shape[0]
         diverged = torch.zeros(B, dtype=torch.bool, device=groups.device)
         n_steps = 0
+        trace: List[Tensor] = []  # (B,) losses after every iteration (LBFGS: evaluation)
         if kind in LM_NAMES:
             if not stage.per_sample or coupled:
                 raise ValueError(
@@ -415,7 +416,8 @@ class SMILRegistrant(nn.Module):
             problem = LeastSquaresProblem(self.body_model, active, obs, fixed, stage.fit,
                                           cost_fn, linear_dtype=linear)
 
-            def progress(i: int) -> None:
+            def progress(i: int, cost: Tensor) -> None:
+                trace.append(cost.detach().clone())
                 for hook in self.hooks:
                     hook.after_step(self, stage, i)
             with torch.no_grad():
@@ -444,6 +446,7 @@ class SMILRegistrant(nn.Module):
                 optimizer.zero_grad()
                 value = losses()
                 value.sum().backward()
+                trace.append(value.detach())
                 return value.detach()
             optimizer.step(closure)
             n_steps = stage.n_iter
@@ -456,7 +459,9 @@ class SMILRegistrant(nn.Module):
             for n_steps in range(1, stage.n_iter + 1):
                 def closure() -> Tensor:
                     optimizer.zero_grad()
-                    value = losses().sum()
+                    per_sample = losses()
+                    trace.append(per_sample.detach())
+                    value = per_sample.sum()
                     value.backward()
                     return value
                 snapshot = [v.detach().clone() for v in variables]
@@ -481,7 +486,8 @@ class SMILRegistrant(nn.Module):
         record = dict(stage=stage.name, steps=n_steps, mean_loss_start=float(start.mean()),
                       mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
                       else float('nan'), per_sample=kind in ('LBFGS',) + LM_NAMES
-                      and stage.per_sample and not coupled)
+                      and stage.per_sample and not coupled,
+                      loss_trace=_mean_trace(trace, diverged))
         return {k: v.detach() for k, v in free.items()}, diverged, record
 
     @contextlib.contextmanager
@@ -524,6 +530,19 @@ class SMILRegistrant(nn.Module):
                     value = value.to(m.dtype)
                 out[key] = value
         return out
+
+
+def _mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:
+    """Mean loss of the samples that did not diverge after every iteration, as floats
+    (one host transfer per stage)."""
+    if not trace:
+        return []
+    stacked = torch.stack([t.reshape(-1) for t in trace])            # (iterations, B)
+    if stacked.shape[1] != diverged.shape[0]:                        # shared-loss stages
+        return stacked.mean(1).tolist()
+    keep = (~diverged).to(stacked.dtype)
+    mean = (torch.nan_to_num(stacked) * keep).sum(1) / keep.sum().clamp_min(1)
+    return mean.tolist()
 
 
 __all__ = ['SMILRegistrant', 'FitResult', 'FittingDivergedError']

@@ -54,8 +54,10 @@ def normalise_history(history: History) -> Dict[str, Dict[str, np.ndarray]]:
 
     Accepts ``{stage: {handler: [values...]}}`` (values per iteration) or a list of stage
     records as :class:`smilfit.registrants.hooks.LossHistoryHook` collects them
-    (``stage``, ``mean_loss_start``, ``mean_loss_end``, ...; one record per stage and
-    fitted batch), which become a ``'mean loss'`` series of start/end values.
+    (``stage``, ``mean_loss_start``, ``mean_loss_end``, ``loss_trace``...; one record per
+    stage and fitted batch), which become a ``'mean loss'`` series: the start value and
+    the loss after every iteration, averaged over batches (start/end values for records
+    without a trace).
     """
     if isinstance(history, Mapping):
         out: Dict[str, Dict[str, np.ndarray]] = {}
@@ -67,14 +69,27 @@ def normalise_history(history: History) -> Dict[str, Dict[str, np.ndarray]]:
                                for k, v in series.items()}
         return out
     out = {}
+    traces: Dict[str, list] = {}
     for i, record in enumerate(history):
         if not isinstance(record, Mapping) or 'stage' not in record:
             raise ValueError(f'plot_loss_curves: history[{i}] is not a stage record with a '
                              "'stage' key")
+        name = str(record['stage'])
+        if record.get('loss_trace'):
+            traces.setdefault(name, []).append(
+                [record.get('mean_loss_start', np.nan)] + list(record['loss_trace']))
+            out.setdefault(name, {})
+            continue
         values = [record.get('mean_loss_start', np.nan), record.get('mean_loss_end', np.nan)]
-        stage = out.setdefault(str(record['stage']), {})
+        stage = out.setdefault(name, {})
         previous = stage.get('mean loss', np.zeros(0))
         stage['mean loss'] = np.concatenate([previous, np.asarray(values, dtype=np.float64)])
+    for name, runs in traces.items():
+        # Batches of one stage: the mean over batches at every iteration (a batch that
+        # stopped early keeps its last value).
+        n = max(len(r) for r in runs)
+        padded = np.array([r + [r[-1]] * (n - len(r)) for r in runs], dtype=np.float64)
+        out[name]['mean loss'] = np.nanmean(padded, axis=0)
     return out
 
 

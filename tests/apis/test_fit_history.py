@@ -1,0 +1,28 @@
+"""The loss history of a dataset fit holds every iteration, not just stage start/end."""
+import json
+
+import h5py
+import numpy as np
+
+from smilfit.apis.fitting import fit_dataset, prepare_data
+from smilfit.visualization.plots import normalise_history
+
+from ..bad_input.test_fitting import _cfg
+
+
+def test_loss_history_per_iteration(tmp_path):
+    cfg = _cfg(tmp_path)
+    prepare_data(cfg, progress=False)
+    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    with h5py.File(results) as f:
+        records = json.loads(f.attrs['loss_history'])
+    assert len(records) == 2 * 2  # 2 stages x 2 batches of 4 samples
+    for r in records:
+        assert len(r['loss_trace']) == r['steps'] >= 2  # one value per LM iteration
+        trace = np.array(r['loss_trace'])
+        assert np.all(np.diff(trace) <= 1e-6 * trace[:-1])  # LM never accepts a rise
+        assert np.isclose(trace[-1], r['mean_loss_end'], rtol=1e-4)
+    curves = normalise_history(records)
+    assert list(curves) == ['rigid', 'pose_shape']
+    steps = max(r['steps'] for r in records if r['stage'] == 'rigid')
+    assert len(curves['rigid']['mean loss']) == steps + 1  # the start, then every iteration
