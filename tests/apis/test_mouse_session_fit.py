@@ -105,3 +105,17 @@ def test_two_views_held_out_third_no_worse_than_dlt(session, train, held):
     fit_median = float(fit_err[both].median())
     dlt_median = float(dlt_err[both].median())
     assert fit_median <= dlt_median, (held, fit_median, dlt_median)
+
+
+def test_quality_table_names_the_miscalibrated_side_camera(session):
+    """All four views fitted: the quality rule names `side` (its calibration is a copy of
+    another camera's) and nothing else among the cameras."""
+    from smilfit.apis.fitting import point_reprojection_errors
+    from smilfit.evaluation.fit_quality import fit_quality
+    pts, handler = _fit(session, ('back', 'mid', 'side', 'top'))
+    errors = point_reprojection_errors(pts, session['obs'], handler.model_index,
+                                       handler.data_index).numpy()
+    B = errors.shape[0]
+    names = [session['names'][i] for i in handler.data_index.tolist()]
+    report = fit_quality(errors, [session['cameras']] * B, names)
+    assert report['outlier_cameras'] == ['side'], report['cameras']
