@@ -33,6 +33,7 @@ import cv2
 import h5py
 import numpy as np
 
+from smilfit.utils.atomic import atomic_path
 from smilfit.version import __version__ as _SMILFIT_VERSION
 
 #: Value of the root attribute ``format``; files without it are refused.
@@ -234,6 +235,11 @@ class DatasetWriter:
         chunk_samples: HDF5 chunk length along N.
         compression: filter for numeric datasets (``'lzf'``, ``'gzip'`` or ``None``).
         created_by: the program writing the file (root attr ``created_by``).
+        checkpoint_every_s: with ``resume``, at most this often (after a batch) the partial
+            file is flushed and copied to ``<path>.partial.ok``: a ``kill -9`` can leave
+            the partial HDF5 file unreadable, and the next ``resume`` then continues from
+            the last checkpoint instead of failing. Copying costs about a second per GB,
+            so the default (60 s) keeps it to a few percent.
 
     Raises:
         FileExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
@@ -244,9 +250,13 @@ class DatasetWriter:
                  units: str = 'unknown', attrs: Optional[Mapping[str, Any]] = None,
                  params_attrs: Optional[Mapping[str, Any]] = None,
                  chunk_samples: int = DEFAULT_CHUNK_SAMPLES, compression: Optional[str] = 'lzf',
-                 created_by: str = 'smilfit.datasets.hdf5_format.DatasetWriter'):
+                 created_by: str = 'smilfit.datasets.hdf5_format.DatasetWriter',
+                 checkpoint_every_s: float = 60.0):
         self.path = Path(path)
         self.partial_path = partial_path(self.path)
+        self.checkpoint_path = self.partial_path.with_name(self.partial_path.name + '.ok')
+        self.checkpoint_every_s = float(checkpoint_every_s)
+        self._last_checkpoint = time.monotonic()
         self.keypoint_names = [str(n) for n in keypoint_names]
         if len(set(self.keypoint_names)) != len(self.keypoint_names):
             raise DatasetFormatError(f'{self.path}: keypoint_names are not unique: '
@@ -296,6 +306,10 @@ class DatasetWriter:
         """Create (or, resuming, reopen) the partial file. Called by ``__enter__``."""
         if self._f is not None:
             return self
+        if self.resume and self.checkpoint_path.exists() and not self._partial_readable():
+            warnings.warn(f'{self.partial_path} is damaged (the run was killed mid-write); '
+                          f'resuming from its last checkpoint {self.checkpoint_path}')
+            shutil.copyfile(self.checkpoint_path, self.partial_path)
         if self.resume and (self.partial_path.exists() or self.path.exists()):
             copied = not self.partial_path.exists()
             if copied:  # resume a finished file: work on a copy, the original stays valid
@@ -325,6 +339,7 @@ class DatasetWriter:
         self._f = None
         os.replace(self.partial_path, self.path)
         self._committed = True
+        self._remove_checkpoint()
         return self.path
 
     def abort(self, keep_partial: bool = False) -> None:
@@ -337,6 +352,29 @@ class DatasetWriter:
             self._f = None
         if not keep_partial and self.partial_path.exists():
             self.partial_path.unlink()
+        if not keep_partial:
+            self._remove_checkpoint()
+
+    def _partial_readable(self) -> bool:
+        if not self.partial_path.exists():
+            return False
+        try:
+            with h5py.File(self.partial_path, 'r') as f:
+                return 'samples/session' in f
+        except OSError:
+            return False
+
+    def _remove_checkpoint(self) -> None:
+        if self.checkpoint_path.exists():
+            self.checkpoint_path.unlink()
+
+    def checkpoint(self) -> None:
+        """Flush the partial file and copy it, atomically, to ``<path>.partial.ok``."""
+        self._require_open()
+        self._f.flush()
+        with atomic_path(self.checkpoint_path) as tmp:
+            shutil.copyfile(self.partial_path, tmp)
+        self._last_checkpoint = time.monotonic()
 
     # ---------------------------------------------------------------- content
     def add_session(self, name: str, camera_names: Sequence[str]) -> int:
@@ -447,6 +485,8 @@ class DatasetWriter:
                     ds.resize(n1, axis=0)
         for s, fr, i in zip(arrays['session'], arrays['frame'], arrays['instance']):
             self._keys.add((self._session_names[int(s)], int(fr), int(i)))
+        if self.resume and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_s:
+            self.checkpoint()
         return b
 
     # ---------------------------------------------------------------- helpers

@@ -1,6 +1,10 @@
 """Bad input: prepared datasets edited or written by other tools, interrupted ingestion.
 
 Each row: how the file is broken, and the message (naming the file and the field)."""
+import signal
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -63,3 +67,75 @@ def test_interrupted_preprocessing_says_so(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 130 and 'interrupted, nothing written' in err
     assert 'AttributeError' not in err and not out.exists()
+
+
+WRITER_SCRIPT = r'''
+import sys, time
+import numpy as np
+from smilfit.datasets.hdf5_format import DatasetWriter
+
+def batch(start, n=2, C=2, K=3):
+    return dict(session=np.zeros(n, np.int32), frame=np.arange(start, start + n),
+                valid=np.ones((n, C), bool), keypoints_2d=np.zeros((n, C, K, 2), np.float32),
+                confidence=np.ones((n, C, K), np.float32),
+                K=np.broadcast_to(np.eye(3), (n, C, 3, 3)).copy(),
+                R=np.broadcast_to(np.eye(3), (n, C, 3, 3)).copy(),
+                t=np.zeros((n, C, 3)), image_size=np.full((n, C, 2), 64, np.int32))
+
+out, batches, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with DatasetWriter(out, keypoint_names=['a', 'b', 'c'], num_views=2, resume=True,
+                   checkpoint_every_s=0) as w:
+    w.add_session('s', ['cam0', 'cam1'])
+    for i in range(batches):
+        w.add_samples(batch(2 * i))
+        print('batch', i, flush=True)
+        time.sleep(pause)
+    w.commit()
+'''
+
+
+def _run_writer(tmp_path, out, batches, pause):
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER_SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), str(out), str(batches), str(pause)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_resumable_write_killed_with_sigkill_resumes(tmp_path):
+    """kill -9 in the middle of a resumable write: the output does not exist (the run does
+    not look finished), and resuming completes it with every sample exactly once."""
+    out = tmp_path / 'out.h5'
+    proc = _run_writer(tmp_path, out, batches=50, pause=0.05)
+    for line in proc.stdout:
+        if line.startswith('batch 3'):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    # Whatever state the partial file is in (readable, or damaged mid-write), resuming works.
+    done = _run_writer(tmp_path, out, batches=6, pause=0)
+    done.communicate(timeout=120)
+    assert done.returncode == 0
+    reader = DatasetReader(out)
+    frames = reader.read(np.arange(len(reader)), keys=['frame'])['frame']
+    assert sorted(frames.tolist()) == list(range(12))
+    assert not list(tmp_path.glob('out.h5.partial*'))
+
+
+def test_damaged_partial_file_resumes_from_its_checkpoint(tmp_path):
+    out = tmp_path / 'out.h5'
+    first = _run_writer(tmp_path, out, batches=3, pause=0)
+    first.communicate(timeout=120)
+    # Make an unfinished run's state: the committed file becomes a partial + checkpoint,
+    # then the partial is damaged as by a kill during an HDF5 metadata write.
+    partial = tmp_path / 'out.h5.partial'
+    out.rename(partial)
+    (tmp_path / 'out.h5.partial.ok').write_bytes(partial.read_bytes())
+    partial.write_bytes(partial.read_bytes()[:1000] + b'\0' * 5000)
+    with pytest.warns(UserWarning, match='is damaged .* resuming from its last checkpoint'):
+        from smilfit.datasets.hdf5_format import DatasetWriter
+        with DatasetWriter(out, keypoint_names=['a', 'b', 'c'], num_views=2,
+                           resume=True) as w:
+            assert w.num_samples == 6
+            w.commit()
+    assert len(DatasetReader(out)) == 6
