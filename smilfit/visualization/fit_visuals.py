@@ -246,13 +246,17 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
                 f'relative to {run.work_dir} and inside it); pass dataset=... (--dataset) '
                 'or leave videos out')
         warnings.warn(f'dataset {run.dataset!r} not found: plots use fit_results.h5 only')
+    import h5py
+    with h5py.File(run.work_dir / 'fit_results.h5', 'r') as f:
+        data_names = [s.decode() if isinstance(s, bytes) else str(s)
+                      for s in f['data_keypoint_names'][()]]
     reader = DatasetReader(data_path) if data_path is not None else None
-    data_names = (list(reader.keypoint_names) if reader is not None else None)
-    if data_names is None:
-        import h5py
-        with h5py.File(run.work_dir / 'fit_results.h5', 'r') as f:
-            data_names = [s.decode() if isinstance(s, bytes) else str(s)
-                          for s in f['data_keypoint_names'][()]]
+    if reader is not None and list(reader.keypoint_names) != data_names:
+        # Another dataset's keypoints would be matched (or not) by name and drawn as if
+        # they were the fitted ones.
+        raise ValueError(f'{data_path} has the keypoints {list(reader.keypoint_names)}, but '
+                         f'the fit in {run.work_dir} was made on data with {data_names}; '
+                         'pass the dataset that was fitted (--dataset)')
     registrant = _build_registrant(run, data_names)
     model = registrant.body_model
     handler = registrant.keypoint_handler()

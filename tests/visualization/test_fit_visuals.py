@@ -149,3 +149,21 @@ def test_model_outputs_use_every_fitted_input_and_the_handlers_offsets():
     np.testing.assert_allclose(joints, out.joints.numpy(), atol=1e-5)
     np.testing.assert_allclose(points, handler.points(out, t).numpy(), atol=1e-5)
     assert np.abs(points - kps).max() > 0.1
+
+
+def test_dataset_with_other_keypoints_is_refused(work_dir, tmp_path):
+    """--dataset naming data with other keypoints than the fit's: an error naming both
+    lists, not an overlay that matches whatever names happen to agree."""
+    from smilfit.datasets.hdf5_format import DatasetReader, DatasetWriter
+    root, _ = work_dir
+    with DatasetReader(root / 'data.h5') as reader:
+        names = list(reader.keypoint_names)
+    other = tmp_path / 'other.h5'
+    with DatasetWriter(other, keypoint_names=names[:1] + [f'x{i}' for i in range(14)],
+                       num_views=2) as w:
+        w.add_session('s', ['a', 'b'])
+        w.commit()
+    with pytest.raises(ValueError, match=r'other.h5 has the keypoints .* but the fit in .* '
+                       r'was made on data with'):
+        export_fit_visuals(root, out_dir=tmp_path / 'v', dataset=other, video=False,
+                           meshes=False, animation=True, plots=False, progress=False)
