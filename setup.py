@@ -11,22 +11,24 @@ def read_version() -> str:
     return namespace['__version__']
 
 
-# Pins checked on this project's machines (Python 3.11, CPU-only): torch 2.14.1 and
-# torchvision 0.29.1 are CUDA builds that also run on CPU; torch 2.13.0+cpu has no
-# torchvision that loads, and timm imports torchvision. opencv-python (not -headless)
-# because mmengine requires it and both would provide `cv2`.
+# Compatible ranges, so smilfit installs into an existing lab environment (SLEAP, mmpose...).
+# The exact versions CI tests are in constraints.txt (pip install -e ".[dev]" -c
+# constraints.txt). Upper bounds only where a break is known: smilfit.engine.compat patches
+# mmengine 0.10 internals; sleap-io changes its data model between minor versions.
+# On CPU-only machines torch 2.14.1 + torchvision 0.29.1 (CUDA builds that run on CPU) are
+# the tested pair: torch 2.13.0+cpu has no torchvision that loads, and timm imports
+# torchvision. opencv-python (not -headless) because mmengine requires it.
 INSTALL_REQUIRES = [
-    'torch==2.14.1',
-    'torchvision==0.29.1',
-    'timm==1.0.31',
-    'mmengine==0.10.7',
-    'h5py==3.16.0',
-    'sleap-io==0.9.5',
-    'opencv-python==5.0.0.93',
+    'torch>=2.6',
+    'torchvision>=0.21',
+    'timm>=1.0,<2',
+    'mmengine>=0.10.7,<0.11',
+    'h5py>=3.9',
+    'sleap-io>=0.9.5,<0.10',
+    'opencv-python>=4.8',
     'numpy>=1.26,<2.5',
     'scipy>=1.11',
-    'roma==1.8.0',
-    'trimesh==5.2.0',
+    'trimesh>=4.0',
     'tqdm>=4.66',
     'matplotlib>=3.7',
     'imageio>=2.30',
@@ -34,8 +36,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # smplx is only the speed yard-stick of benchmarks/body_model.py.
-    'dev': ['pytest>=8', 'smplx==0.1.28'],
+    # smplx is only the speed yard-stick of benchmarks/body_model.py; roma only the
+    # reference rotation conversions of tests/body_models/test_rotations.py.
+    'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5'],
     # pytorch3d has no wheel for this Python on the registry; it builds from source
     # (about 17 minutes on 2 cores). smilfit never requires it.
     'pytorch3d': ['pytorch3d'],
@@ -67,6 +70,8 @@ setup(
             'smilfit-test=smilfit.cli.test:main',
             'smilfit-infer=smilfit.cli.infer:main',
             'smilfit-visualize=smilfit.cli.visualize:main',
+            'smilfit-adapt=smilfit.cli.adapt:main',
+            'smilfit-ingest-stanfordextra=smilfit.cli.ingest_stanfordextra:main',
         ],
     },
     license='MIT',
