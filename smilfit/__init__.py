@@ -1,9 +1,10 @@
 """smilfit: 3D pose and shape of parametric animal body models.
 
-Importing smilfit applies the mmengine compatibility fixes in
-:mod:`smilfit.engine.compat` (so every worker process that imports smilfit has them).
+``import smilfit`` is light (no torch, no mmengine), so the command-line tools answer
+``--help`` at once. The mmengine compatibility fixes of :mod:`smilfit.engine.compat` are
+applied by :mod:`smilfit.registry`, which every registered component imports, so every
+process (DDP and dataloader workers included) that builds anything of smilfit has them.
 """
-from .engine import compat as _compat  # noqa: F401  (side effect: mmengine fixes)
 from .version import __version__
 
 __all__ = ['__version__']

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -34,6 +33,10 @@ _OBSERVATION_KEYS = {'keypoints_2d': 'keypoints_2d', 'confidence': 'confidence',
 
 class FittingConfigError(ValueError):
     """The fitting config is missing something; the message says what."""
+
+
+class StaleDataError(ValueError):
+    """``data.path`` exists but holds other data than the config's source describes."""
 
 
 class AllSamplesFailedError(ValueError):
@@ -208,10 +211,13 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
     config's body model, so a demo needs no data files. The source (input files with
     their sizes and times, options, body model) is recorded in the dataset
     (:mod:`smilfit.datasets.provenance`); an existing ``data.path`` is reused only when
-    its record matches, otherwise it is prepared again (and the reason printed).
+    its record matches.
 
     Raises:
         FileNotFoundError: ``data.sleap.input`` does not exist.
+        StaleDataError: ``data.path`` exists but was not prepared from what the config
+            asks for now (other input files or options, or no record); the message says
+            what differs and what to do.
     """
     from smilfit.datasets.provenance import (expected_source, read_source, source_changes,
                                              write_source)
@@ -224,7 +230,12 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
         changes = source_changes(read_source(path), expected)
         if not changes:
             return
-        print(f'{path} is stale ({"; ".join(changes)}): preparing it again', file=sys.stderr)
+        # Never overwrite a dataset silently: it may be one the user means to fit.
+        kind = 'data.sleap' if expected['kind'] == 'sleap' else 'data.synthetic'
+        raise StaleDataError(
+            f'{path} does not hold what {kind} asks for ({"; ".join(changes)}). Delete it to '
+            f'prepare it again, point data.path elsewhere, or set {kind}=None to fit the '
+            'file as it is')
     path.parent.mkdir(parents=True, exist_ok=True)
     if expected['kind'] == 'sleap':
         # A SLEAP session (folder of camera folders + calibration) or labels file given
@@ -551,4 +562,4 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
 __all__ = ['fit_dataset', 'export_fit_slp', 'check_data_config', 'drop_non_finite_cameras',
            'point_reprojection_errors', 'write_fit_quality', 'QUALITY_JSON', 'QUALITY_TEXT', 'fitted_points', 'prepare_data', 'prepare_data_once',
            'load_joint_lookup', 'observations_from_batch', 'reprojection_errors',
-           'FittingConfigError', 'AllSamplesFailedError', 'RESULTS_NAME']
+           'FittingConfigError', 'AllSamplesFailedError', 'StaleDataError', 'RESULTS_NAME']

@@ -27,10 +27,12 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-import torch
 from mmengine.config import DictAction
+
+if TYPE_CHECKING:  # annotations only: importing torch would slow --help down
+    import torch
 
 from .errors import USER_ERRORS, report_error
 
@@ -103,6 +105,7 @@ def session_batch(cfg, model, session: str, settings: Dict[str, Any]) -> Dict[st
     """The session's frames as one batch: clips (B, T, ...) for a temporal model, frames
     (T, ...) otherwise (test pipeline, no augmentation), and ``frame`` numbers and
     ``frame_valid`` flags shaped like the batch's leading dims."""
+    import torch  # not at the top: fast --help
     from mmengine.dataset import default_collate
 
     from smilfit.models import TemporalRegressor
@@ -150,6 +153,7 @@ def session_batch(cfg, model, session: str, settings: Dict[str, Any]) -> Dict[st
 def annotated_mask(frames: torch.Tensor, valid: torch.Tensor,
                    settings: Dict[str, Any]) -> torch.Tensor:
     """(...,) bool: the real frames that are annotated."""
+    import torch  # not at the top: fast --help
     if settings['annotated_frames'] is not None:
         wanted = torch.as_tensor(list(settings['annotated_frames']), dtype=frames.dtype)
         mask = (frames[..., None] == wanted).any(-1)
@@ -164,16 +168,17 @@ def annotated_mask(frames: torch.Tensor, valid: torch.Tensor,
     return mask
 
 
-@torch.no_grad()
 def keypoint_errors(model, batch: Dict[str, Any], annotated: torch.Tensor
                     ) -> Dict[str, float]:
     """Mean 2D keypoint error (px) over visible keypoints of valid views, on the annotated
     and on the other real frames (NaN where there are none)."""
+    import torch  # not at the top: fast --help
     was_training = model.training
     model.eval()
-    data = model.data_preprocessor(dict(inputs=batch['inputs'],
-                                        data_samples=batch['data_samples']), False)
-    preds = model(**data, mode='predict')
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=batch['inputs'],
+                                            data_samples=batch['data_samples']), False)
+        preds = model(**data, mode='predict')
     model.train(was_training)
     pred = torch.stack([p['pred_keypoints_2d'] for p in preds])        # (F, C, N, 2)
     gt = torch.stack([p['gt_keypoints_2d'] for p in preds])
@@ -192,6 +197,7 @@ def keypoint_errors(model, batch: Dict[str, Any], annotated: torch.Tensor
 
 
 def run(args) -> Dict[str, Any]:
+    import torch  # not at the top: fast --help
     from smilfit.apis.inference import load_regressor
     from smilfit.engine.checkpoint_io import load_checkpoint_file
     from smilfit.models import adapt_to_video

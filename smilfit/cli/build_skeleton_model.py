@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..body_models.builder import SkeletonError, build_model_from_skeleton
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -75,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _float(value: Any, what: str) -> float:
+    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
     try:
         return float(value)
     except (TypeError, ValueError) as err:
@@ -82,6 +82,7 @@ def _float(value: Any, what: str) -> float:
 
 
 def _read_csv(path: Path) -> Dict[str, Any]:
+    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
     names: List[str] = []
     parents: List[Optional[str]] = []
     positions: List[List[float]] = []
@@ -109,6 +110,7 @@ def _read_csv(path: Path) -> Dict[str, Any]:
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
+    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
     with open(path) as f:
         doc = json.load(f)
     meta: Dict[str, Any] = {}
@@ -147,6 +149,7 @@ def _read_json(path: Path) -> Dict[str, Any]:
 def read_skeleton_file(path: str) -> Dict[str, Any]:
     """Read a ``.csv`` / ``.json`` skeleton into keyword arguments of
     :func:`~smilfit.body_models.builder.build_model_from_skeleton` (see ``--help``)."""
+    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == '.csv':
@@ -159,6 +162,8 @@ def read_skeleton_file(path: str) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
+    # here, not at the top: --help must not import torch
+    from ..body_models.builder import build_model_from_skeleton
     output = Path(args.output)
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         print(f'error: output must end in one of {OUTPUT_SUFFIXES}, got {output.name!r}',

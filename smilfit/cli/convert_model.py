@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from smilfit.body_models.io import (SUPPORTED_EXTENSIONS, load_model_data, model_file_kind,
-                                    save_model_data)
-from smilfit.body_models.model_data import ModelValidationError
+#: smilfit.body_models.io.SUPPORTED_EXTENSIONS, restated so that --help imports no torch
+#: (tests/tools/test_entry_points.py checks they agree).
+SUPPORTED_EXTENSIONS = ('.json.gz', '.json', '.pkl')
 
 #: Errors caused by the input or the command line: reported in one line, no traceback.
-EXPECTED_ERRORS = (ModelValidationError, pickle.UnpicklingError, ValueError, OSError)
+#: Errors reported as one line (ModelValidationError is a ValueError).
+EXPECTED_ERRORS = (pickle.UnpicklingError, ValueError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,7 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str
         FileExistsError: ``output_path`` exists and ``overwrite`` is false.
         plus everything :func:`load_model_data` / :func:`save_model_data` raise.
     """
+    from smilfit.body_models.io import load_model_data, model_file_kind, save_model_data
     model_file_kind(output_path)  # fail on a bad output extension before reading
     if output_path.exists() and not overwrite:
         raise FileExistsError(f'{output_path} already exists (use --overwrite to replace it)')

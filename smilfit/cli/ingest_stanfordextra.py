@@ -8,7 +8,6 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..datasets.ingest_sleap import DataIngestError
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -52,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
+    from ..datasets.ingest_sleap import DataIngestError  # not at the top: fast --help
     from ..datasets.ingest_stanfordextra import ingest_stanfordextra
     try:
         path = ingest_stanfordextra(args.json, args.output, args.image_dir,

@@ -20,13 +20,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from smilfit.datasets.hdf5_format import DatasetFormatError
-from smilfit.datasets.ingest_images import CROP_MODES
-from smilfit.datasets.ingest_sleap import DataIngestError, IngestOptions, ingest_sleap
+#: smilfit.datasets.ingest_images.CROP_MODES, restated so that --help imports no torch
+#: (tests/tools/test_entry_points.py checks they agree).
+CROP_MODES = ('default', 'centred', 'bbox_crop')
 
 PROG = 'preprocess_sleap'
 #: Errors caused by the inputs or the command line: one line on stderr, exit status 1.
-EXPECTED_ERRORS = (DataIngestError, DatasetFormatError, FileExistsError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +102,9 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from smilfit.datasets.hdf5_format import DatasetFormatError  # not at the top: fast --help
+    from smilfit.datasets.ingest_sleap import DataIngestError, IngestOptions, ingest_sleap
+    expected_errors = (DataIngestError, DatasetFormatError, FileExistsError, OSError)
     opts = IngestOptions(
         max_frames=args.max_frames, frame_skip=args.frame_skip, min_views=args.min_views,
         crop_mode=args.crop_mode, target_size=args.target_size, bbox_margin=args.bbox_margin,
@@ -116,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = ingest_sleap(args.input, args.output, overwrite=args.overwrite,
                                resume=args.resume, options=opts)
-    except EXPECTED_ERRORS as e:
+    except expected_errors as e:
         print(f'{PROG}: error: {e}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:

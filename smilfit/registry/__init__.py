@@ -15,6 +15,9 @@ Third-party code registers plugins the same way smilfit does::
     class MyLoss(nn.Module): ...
 
 and a config loads them with ``custom_imports = dict(imports=['my_pkg.my_loss'])``.
+
+Importing this module applies the mmengine compatibility fixes (:mod:`smilfit.engine.compat`)
+first: whatever builds a smilfit component goes through here.
 """
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -106,3 +109,6 @@ __all__ = [
     'STRATEGIES',
     'BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS', 'RENDERERS',
 ]
+
+# Last, once every registry exists: smilfit.engine registers hooks into them.
+from smilfit.engine import compat as _compat  # noqa: E402,F401  (side effect: mmengine fixes)

@@ -1,5 +1,6 @@
 """tools/fit.py's SLEAP export: fitted keypoints as predictions, one video per session/camera."""
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 
@@ -43,7 +44,7 @@ def test_fit_then_slp_matches_the_observations(tmp_path):
 
 def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):
     """data.sleap: a SLEAP session is ingested (keypoints and cameras, no images) once."""
-    from smilfit.apis.fitting import prepare_data
+    from smilfit.apis.fitting import StaleDataError, prepare_data
     from ..conftest import shared_path
     session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
     out = tmp_path / 'session.h5'
@@ -56,6 +57,6 @@ def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):
     prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session), frame_skip=10))),
                  progress=False)
     assert out.stat().st_mtime_ns == mtime   # same source and options: not redone
-    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))),
-                 progress=False)
-    assert len(DatasetReader(out)) == 120   # other options: prepared again, not reused
+    with pytest.raises(StaleDataError, match=r'options changed'):  # never fitted stale
+        prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))),
+                     progress=False)

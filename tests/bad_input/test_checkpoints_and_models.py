@@ -183,7 +183,8 @@ def test_fit_tool_reports_a_refused_model_file_in_one_line(tmp_path, capsys):
     cfg = tmp_path / 'cfg.py'
     demo = Path(__file__).resolve().parents[2] / 'configs' / 'fitting' / 'demo_mouse.py'
     cfg.write_text(f"_base_ = [{str(demo)!r}]\nbody_model = dict(_delete_=True, "
-                   f"type='SMILModel', model_path={str(model)!r})\n")
+                   f"type='SMILModel', model_path={str(model)!r})\n"
+                   f"data = dict(path={str(tmp_path / 'data.h5')!r})\n")
     rc = main([str(cfg), '--work-dir', str(tmp_path / 'work'), '--no-progress'])
     err = capsys.readouterr().err
     assert rc == 1 and not marker.exists()

@@ -12,7 +12,7 @@ import pytest
 from mmengine.config import Config
 
 from smilfit.apis.fitting import (QUALITY_JSON, AllSamplesFailedError, FittingConfigError,
-                                  fit_dataset, prepare_data)
+                                  StaleDataError, fit_dataset, prepare_data)
 from smilfit.datasets.provenance import read_source
 from smilfit.utils import register_all_modules
 
@@ -80,15 +80,22 @@ def test_joint_lookup_typos_are_errors(tmp_path, cfg, lookup, message):
 
 # --- stale prepared data --------------------------------------------------------------
 
-def test_changed_synthetic_options_are_prepared_again(tmp_path, cfg, capsys):
+def test_changed_synthetic_options_are_refused_not_fitted(tmp_path, cfg):
     before = read_source(cfg.data.path)
     assert before['kind'] == 'synthetic'
+    size = Path(cfg.data.path).stat().st_size
     cfg.data.synthetic.frames_per_session = 6
+    with pytest.raises(StaleDataError, match=r'does not hold what data.synthetic asks for '
+                       r'\(options changed\). Delete it to prepare it again'):
+        prepare_data(cfg, progress=False)
+    assert Path(cfg.data.path).stat().st_size == size  # the user's file is untouched
+    Path(cfg.data.path).unlink()
     prepare_data(cfg, progress=False)
-    assert 'is stale (options changed): preparing it again' in capsys.readouterr().err
     with h5py.File(cfg.data.path) as f:
         assert f['samples/frame'].shape[0] == 6
     assert read_source(cfg.data.path)['options']['frames_per_session'] == 6
+    cfg.data.synthetic = None  # fit the file as it is, whatever made it
+    prepare_data(cfg, progress=False)
 
 
 def test_missing_sleap_input_is_an_error_even_with_a_prepared_file(tmp_path, cfg):

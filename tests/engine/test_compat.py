@@ -303,14 +303,14 @@ def test_stdlib_modules_count_as_builtin():
     assert not mm_config_utils._is_builtin_module('.relative')
 
 
-# --- a fresh process: importing smilfit alone is enough -----------------------------
+# --- a fresh process: importing smilfit's registries is enough ------------------------
 
 def test_fresh_process_import_smilfit_applies_fixes(tmp_path):
     cfg_file = tmp_path / 'c.py'
     cfg_file.write_text("import os\nwork_dir = os.path.join('a', 'b')\n")
     code = textwrap.dedent(f"""\
         import os, sys, torch
-        import smilfit
+        import smilfit.registry
         assert 'mmengine.optim' in sys.modules
         from smilfit.registry import OPTIMIZERS
         p = torch.zeros(2, requires_grad=True)

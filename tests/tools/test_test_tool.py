@@ -113,7 +113,7 @@ def test_fitting_config_writes_the_same_report(trained, tmp_path):
     _, _, h5 = trained
     out = tmp_path / 'fit'
     argv = [str(FIT_CONFIG), '--out-dir', str(out), '--no-progress', '--cfg-options',
-            f'data.path={h5}', f'test_dataloader.dataset.ann_file={h5}',
+            f'data.path={h5}', 'data.synthetic=None', f'test_dataloader.dataset.ann_file={h5}',
             'test_dataloader.dataset.split=test', 'test_dataloader.dataset.split_ratios=[1,1,1]',
             'registrant.stages.0.n_iter=1', 'registrant.stages.1.n_iter=1']
     assert test_cli.main(argv) == 0

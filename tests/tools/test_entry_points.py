@@ -1,0 +1,52 @@
+"""Every command-line tool has a tools/ wrapper and a console script."""
+import re
+
+from ..conftest import REPO_ROOT
+
+
+def test_every_cli_module_has_a_wrapper_and_a_console_script():
+    setup = (REPO_ROOT / 'setup.py').read_text()
+    scripts = dict(re.findall(r"'(smilfit-[\w-]+)=smilfit\.cli\.(\w+):main'", setup))
+    modules = sorted(p.stem for p in (REPO_ROOT / 'smilfit' / 'cli').glob('*.py')
+                     if p.stem not in ('__init__', 'errors') and 'def main(' in p.read_text())
+    assert sorted(set(scripts.values())) == modules
+    wrappers = {p.stem for p in (REPO_ROOT / 'tools').glob('*.py')}
+    missing = [m for m in modules if m not in wrappers and f'{m}_dataset' not in wrappers]
+    assert not missing, missing
+
+
+TOOLS = sorted(p for p in (REPO_ROOT / 'tools').glob('*.py'))
+
+
+def test_cli_modules_import_no_torch():
+    """`--help` answers at once: the command-line modules import torch only in main()
+    (importing torch and mmengine's runner takes seconds). `benchmarks/startup.py` times it."""
+    import subprocess
+    import sys
+    modules = [f'smilfit.cli.{p.stem}' for p in (REPO_ROOT / 'smilfit' / 'cli').glob('*.py')
+               if p.stem != '__init__']
+    code = ('import sys\n' + ''.join(f'import {m}\n' for m in modules)
+            + "heavy = [m for m in ('torch', 'mmengine.runner', 'cv2') if m in sys.modules]\n"
+            + 'print(heavy)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, cwd=str(REPO_ROOT))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+def test_every_tool_answers_help():
+    import subprocess
+    import sys
+    for tool in TOOLS:
+        out = subprocess.run([sys.executable, str(tool), '--help'], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, (tool.name, out.stderr[-2000:])
+        assert out.stdout.startswith('usage:'), tool.name
+
+
+def test_restated_constants_agree_with_their_sources():
+    from smilfit.body_models.io import SUPPORTED_EXTENSIONS
+    from smilfit.cli import convert_model, preprocess_sleap
+    from smilfit.datasets.ingest_images import CROP_MODES
+    assert preprocess_sleap.CROP_MODES == CROP_MODES
+    assert convert_model.SUPPORTED_EXTENSIONS == SUPPORTED_EXTENSIONS
