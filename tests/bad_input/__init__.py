@@ -1,0 +1,22 @@
+"""The bad-input matrix: what a user can get wrong, and what smilfit answers.
+
+Each file holds one table (a parametrized test or a test per row) with the message asserted:
+
+- ``test_checkpoints_and_models.py``: checkpoints that are missing, a directory, empty,
+  garbage, truncated, carry a pickled payload or are not a dict; checkpoints whose stored
+  config is Python text with a payload (``tools/test.py``, ``tools/infer.py``: nothing runs);
+  configs that cannot be stored as data; stored configs importing foreign plugins; model
+  pickles truncated, garbage or with a payload (also through ``tools/fit.py``); training
+  data with another keypoint count than the model.
+- ``test_datasets.py``: prepared datasets whose fields disagree (cameras for fewer views,
+  another keypoint count, fewer rows); interrupted preprocessing (Ctrl-C/SIGTERM message,
+  ``kill -9`` then ``--resume``, a damaged partial file).
+- ``test_fitting.py``: typos in ``data`` keys, handler keywords and joint lookups; stale
+  prepared data (changed options, missing or changed SLEAP input); ``--resume`` with another
+  config or dataset; a rerun after a failed start; NaN cameras; every sample failing; the
+  quality table naming a miscalibrated camera; the log file and no FutureWarning.
+
+Elsewhere: checkpoint writes killed mid-way (``tests/engine/test_checkpoint_atomic.py``),
+file permissions (``tests/utils/test_atomic.py``), a ``--dataset`` with other keypoints for
+the visuals (``tests/visualization/test_fit_visuals.py``).
+"""
