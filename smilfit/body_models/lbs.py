@@ -340,7 +340,7 @@ def skin_shape_factored(plan: Sequence[FactoredChunk], transforms: torch.Tensor,
         (B, V, 3) vertices (a permuted view of a vertex-major tensor).
     """
     B = transforms.shape[0]
-    coef = torch.cat([torch.ones_like(betas[:, :1]), betas], dim=1)  # (B, K + 1)
+    coef = torch.cat([betas.new_ones(B, 1), betas], dim=1)  # (B, K + 1); K may be 0
     rot, t = transforms[..., :3], transforms[..., 3]
     out = []
     for chunk in plan:

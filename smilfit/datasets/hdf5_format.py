@@ -509,9 +509,13 @@ class DatasetWriter:
             kwargs['shuffle'] = np.dtype(dtype).itemsize > 1
         if fillvalue is not None:
             kwargs['fillvalue'] = fillvalue
-        return self._f.create_dataset(path, shape=(0,) + trailing, maxshape=(None,) + trailing,
-                                      chunks=(self.chunk_samples,) + trailing, dtype=dtype,
-                                      **kwargs)
+        # A zero-length axis (e.g. betas of a model without shape coefficients, K = 0)
+        # cannot be chunked as it is: HDF5 needs positive chunk sizes no larger than a
+        # fixed axis, so such an axis is declared resizable with chunks of 1.
+        maxshape = (None,) + tuple(None if d == 0 else d for d in trailing)
+        chunks = (self.chunk_samples,) + tuple(max(1, d) for d in trailing)
+        return self._f.create_dataset(path, shape=(0,) + trailing, maxshape=maxshape,
+                                      chunks=chunks, dtype=dtype, **kwargs)
 
     def _dataset(self, key: str) -> h5py.Dataset:
         path, spec, dtype = SAMPLE_FIELDS[key]

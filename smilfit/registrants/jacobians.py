@@ -306,9 +306,7 @@ class PointJacobian:
             rot_point, rot_col = st.pair_point[keep], col[keep]
             rot = d_rot[keep].transpose(0, 1)                       # (B, E', 3, 3a)
 
-        if 'betas' in fitted:
-            if K == 0:
-                raise UnsupportedJacobian('betas are fitted but have 0 columns')
+        if 'betas' in fitted and K > 0:  # a model without shape directions has no columns
             dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
             d_offset = dirs - dirs[self.parents]
             d_offset[root] = dirs[root]
