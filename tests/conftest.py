@@ -25,6 +25,20 @@ def mouse_model_path() -> Path:
     return shared_path('models', 'SMILy_Mouse_static_joints.pkl')
 
 
+def demo_fit_config(tmp_path: Path, **data):
+    """The demo config on a small synthetic dataset in tmp_path (3 views, 8 frames)."""
+    from mmengine.config import Config
+
+    from smilfit.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'))
+    cfg.data.path = str(tmp_path / 'data.h5')
+    cfg.data.synthetic.update(num_sessions=1, frames_per_session=8, num_views=3, masks=False)
+    cfg.data.batch_size = 4
+    cfg.data.update(data)
+    return cfg
+
+
 def pytest_addoption(parser):
     parser.addoption('--run-slow', action='store_true', default=False,
                      help='also run tests marked slow (kept out of CI)')

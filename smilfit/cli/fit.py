@@ -8,6 +8,7 @@ The config names the body model, the registrant (handlers and stages) and the da
 
 Results go to ``--work-dir`` (default ``work_dirs/<config name>``): ``fit_results.h5``
 with per-sample parameters, joints, keypoints, losses and reprojection errors;
+``anipose/``, the fitted 3D keypoints as anipose CSVs and sleap-anipose ``points3d.h5``;
 ``fit_quality.txt``/``.json``, the reprojection error per camera and per keypoint (printed
 at the end, naming cameras and keypoints far above the rest); ``fit_<time>.log``, everything
 printed. Finished batches are kept in ``chunks/`` so ``--resume`` continues an interrupted
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'pytorch); rank 0 merges and writes the outputs')
     parser.add_argument('--no-slp', action='store_true',
                         help='do not export the fitted keypoints as a SLEAP .slp')
+    parser.add_argument('--no-anipose', action='store_true',
+                        help="do not export the fitted 3D keypoints in anipose's formats "
+                             '(anipose/<session>.csv and <session>_points3d.h5)')
     parser.add_argument('--visualize', dest='visualize', action='store_true', default=None,
                         help="also write overlay videos, meshes, animations and plots "
                              "(tools/visualize.py); default: the config's 'visualize' dict")
@@ -112,6 +116,13 @@ def _run(args, cfg, work_dir: Path) -> int:
             print(f'wrote {slp} (fitted keypoints as SLEAP predictions)')
         except FittingConfigError as err:
             print(f'fit: no .slp export: {err}', file=sys.stderr)
+    if not args.no_anipose:
+        from smilfit.datasets.anipose_export import export_fit_anipose
+        try:
+            files = export_fit_anipose(results, Path(work_dir) / 'anipose')
+            print(f'wrote {len(files)} anipose file(s), e.g. {files[0]}')
+        except ValueError as err:
+            print(f'fit: no anipose export: {err}', file=sys.stderr)
     visual = cfg.get('visualize') if args.visualize is None else (
         (cfg.get('visualize') or {}) if args.visualize else None)
     if visual is not None and visual is not False:

@@ -7,11 +7,12 @@ import numpy as np
 from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.visualization.plots import normalise_history
 
-from ..bad_input.test_fitting import _cfg
+from ..conftest import demo_fit_config
+
 
 
 def test_loss_history_per_iteration(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = demo_fit_config(tmp_path)
     prepare_data(cfg, progress=False)
     results = fit_dataset(cfg, tmp_path / 'work', progress=False)
     with h5py.File(results) as f:

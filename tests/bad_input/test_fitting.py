@@ -9,32 +9,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from mmengine.config import Config
 
 from smilfit.apis.fitting import (QUALITY_JSON, AllSamplesFailedError, FittingConfigError,
                                   StaleDataError, fit_dataset, prepare_data)
 from smilfit.datasets.provenance import read_source
-from smilfit.utils import register_all_modules
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, demo_fit_config
 
 DEMO = REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'
 
 
-def _cfg(tmp_path: Path, **data) -> Config:
-    """The demo config on a small synthetic dataset in tmp_path (3 views, 8 frames)."""
-    register_all_modules()
-    cfg = Config.fromfile(str(DEMO))
-    cfg.data.path = str(tmp_path / 'data.h5')
-    cfg.data.synthetic.update(num_sessions=1, frames_per_session=8, num_views=3, masks=False)
-    cfg.data.batch_size = 4
-    cfg.data.update(data)
-    return cfg
-
-
 @pytest.fixture
 def cfg(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = demo_fit_config(tmp_path)
     prepare_data(cfg, progress=False)
     return cfg
 
@@ -178,7 +165,7 @@ def test_quality_table_names_a_miscalibrated_camera_and_only_it(tmp_path):
     """4 cameras, one calibration wrong by a sideways shift (as when a calibration file
     holds another camera's extrinsics): the robust fit follows the three that agree and
     the table names the fourth."""
-    cfg = _cfg(tmp_path)
+    cfg = demo_fit_config(tmp_path)
     cfg.data.synthetic.num_views = 4
     prepare_data(cfg, progress=False)
     clean = json.loads((_fit(cfg, tmp_path / 'clean').parent / QUALITY_JSON).read_text())
