@@ -87,11 +87,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run(args, cfg, work_dir)
 
 
+def _export(what: str, write) -> None:
+    """Run one export after the fit; a fit it cannot be made from (e.g. no 2D keypoint
+    handler) is reported, not fatal: the results are written already."""
+    try:
+        print(write())
+    except ValueError as err:  # FittingConfigError is one
+        print(f'fit: no {what} export: {err}', file=sys.stderr)
+
+
 def _run(args, cfg, work_dir: Path) -> int:
     import torch
 
-    from smilfit.apis.fitting import (QUALITY_TEXT, FittingConfigError, fit_dataset,
-                                      prepare_data_once)
+    from smilfit.apis.fitting import QUALITY_TEXT, fit_dataset, prepare_data_once
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
@@ -111,18 +119,13 @@ def _run(args, cfg, work_dir: Path) -> int:
         print(f'(also in {quality} and {quality.with_suffix(".json")})')
     if not args.no_slp:
         from smilfit.apis.fitting import export_fit_slp
-        try:
-            slp = export_fit_slp(results, Path(work_dir) / 'fitted_keypoints.slp')
-            print(f'wrote {slp} (fitted keypoints as SLEAP predictions)')
-        except FittingConfigError as err:
-            print(f'fit: no .slp export: {err}', file=sys.stderr)
+        slp = work_dir / 'fitted_keypoints.slp'
+        _export('.slp', lambda: f'wrote {export_fit_slp(results, slp)} (fitted keypoints as '
+                'SLEAP predictions)')
     if not args.no_anipose:
         from smilfit.datasets.anipose_export import export_fit_anipose
-        try:
-            files = export_fit_anipose(results, Path(work_dir) / 'anipose')
-            print(f'wrote {len(files)} anipose file(s), e.g. {files[0]}')
-        except ValueError as err:
-            print(f'fit: no anipose export: {err}', file=sys.stderr)
+        _export('anipose', lambda: 'wrote anipose files: ' + ', '.join(
+            p.name for p in export_fit_anipose(results, work_dir / 'anipose')))
     visual = cfg.get('visualize') if args.visualize is None else (
         (cfg.get('visualize') or {}) if args.visualize else None)
     if visual is not None and visual is not False:
