@@ -154,9 +154,11 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
     The fitted 3D keypoints (``fitted_keypoints_3d``, in the data's keypoint order) are
     projected through each sample's stored cameras and mapped back to the original
     frames' pixels with the inverse of the stored ``crop`` (undistorted pixels when the
-    dataset was undistorted at ingestion). The HDF5 dataset keeps no video paths, so the
-    videos are named ``<session>/<camera>`` with the stored image size; relink them in
-    SLEAP to see the frames.
+    dataset was undistorted at ingestion). The videos are the source videos recorded at
+    ingestion (``sessions/video_paths``), else ``<session>/<camera>`` placeholders to relink
+    in SLEAP. The skeleton keeps the source skeleton's edges and symmetries, and every
+    multi-camera session is stored as a ``RecordingSession`` with its calibration (the
+    cameras of the session's first fitted sample, in the exported pixels).
 
     Args:
         results: ``fit_results.h5`` from :func:`fit_dataset`.
@@ -176,7 +178,7 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
         dataset = dataset or f.attrs['dataset']
     reader = DatasetReader(dataset)
     batch = reader.read(index, keys=['K', 'R', 't', 'dist', 'crop', 'valid', 'session',
-                                     'frame'])
+                                     'frame', 'image_size'])
     sessions = list(reader.session_names)
     cameras = [list(names) for names in reader.camera_names]
     C = batch['K'].shape[1]
@@ -186,14 +188,28 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
     back = np.linalg.inv(batch['crop'].astype(np.float64))               # stored -> original
     homog = np.concatenate([uv, np.ones_like(uv[..., :1])], axis=-1)
     original = np.einsum('bcij,bckj->bcki', back, homog)[..., :2]
-    videos, slot = [], {}
+    videos, slot, first = [], {}, {}
     for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+        first.setdefault(s, b)
         for c in range(C):
             if (s, c) not in slot and batch['valid'][b, c]:
                 name = cameras[s][c] if c < len(cameras[s]) else f'view{c}'
+                stored = reader.video_paths[s][c] if reader.video_paths else ''
                 slot[(s, c)] = len(videos)
-                videos.append(dict(filename=f'{sessions[s]}/{name}'))
-    writer = SlpPredictionWriter(node_names=list(reader.keypoint_names), videos=videos)
+                videos.append(dict(filename=stored or f'{sessions[s]}/{name}'))
+    rigs = []
+    for s, b in first.items():
+        views = [c for c in range(C) if (s, c) in slot]
+        if len(views) < 2:
+            continue
+        rigs.append(dict(videos=[slot[(s, c)] for c in views], cameras=[dict(
+            name=cameras[s][c] if c < len(cameras[s]) else f'view{c}',
+            K=back[b, c] @ batch['K'][b, c], dist=batch['dist'][b, c], R=batch['R'][b, c],
+            t=batch['t'][b, c], size=batch['image_size'][b, c]
+            if np.allclose(batch['crop'][b, c], np.eye(3)) else None) for c in views]))
+    writer = SlpPredictionWriter(node_names=list(reader.keypoint_names), videos=videos,
+                                 edges=reader.skeleton_edges,
+                                 symmetries=reader.skeleton_symmetries, sessions=rigs)
     for b, s in enumerate(np.asarray(batch['session']).astype(int)):
         for c in range(C):
             if batch['valid'][b, c]:

@@ -377,7 +377,8 @@ class DatasetWriter:
         self._last_checkpoint = time.monotonic()
 
     # ---------------------------------------------------------------- content
-    def add_session(self, name: str, camera_names: Sequence[str]) -> int:
+    def add_session(self, name: str, camera_names: Sequence[str],
+                    video_paths: Optional[Sequence[str]] = None) -> int:
         """Register a recording session; return its index (for ``samples['session']``).
 
         Args:
@@ -385,6 +386,8 @@ class DatasetWriter:
             camera_names: names of the session's cameras, at most C; view slot ``i`` of
                 every sample of this session is camera ``camera_names[i]``; missing slots
                 are stored as ``''``.
+            video_paths: optional source video of each camera (``sessions/video_paths``,
+                ``''`` where unknown), so exports point at the real videos.
 
         When resuming, an existing session of the same name is returned (its camera names
         must match).
@@ -410,8 +413,33 @@ class DatasetWriter:
         cams_ds.resize((idx + 1, self.num_views))
         names_ds[idx] = str(name)
         cams_ds[idx] = padded
+        if video_paths is not None or 'sessions/video_paths' in self._f:
+            if 'sessions/video_paths' not in self._f:
+                self._f.create_dataset('sessions/video_paths', shape=(idx, self.num_views),
+                                       maxshape=(None, self.num_views), dtype=_STR,
+                                       chunks=True)
+            paths_ds = self._f['sessions/video_paths']
+            paths_ds.resize((idx + 1, self.num_views))
+            paths = [str(v) for v in (video_paths or [])]
+            paths_ds[idx] = paths + [''] * (self.num_views - len(paths))
         self._session_names.append(str(name))
         return idx
+
+    def set_skeleton(self, edges: Sequence[Tuple[int, int]] = (),
+                     symmetries: Sequence[Tuple[int, int]] = ()) -> None:
+        """Store the skeleton's edges and left/right symmetries as pairs of keypoint indices
+        (``skeleton/edges``, ``skeleton/symmetries``: (E, 2) int32)."""
+        self._require_open()
+        K = len(self.keypoint_names)
+        for key, pairs in (('edges', edges), ('symmetries', symmetries)):
+            arr = np.asarray(list(pairs), dtype=np.int32).reshape(-1, 2)
+            if arr.size and (arr.min() < 0 or arr.max() >= K):
+                raise DatasetFormatError(f'{self.path}: skeleton {key} index out of range for '
+                                         f'{K} keypoints: {arr.tolist()}')
+            path = f'skeleton/{key}'
+            if path in self._f:
+                del self._f[path]
+            self._f.create_dataset(path, data=arr)
 
     def contains(self, session: Union[int, str], frame: int, instance: int = 0) -> bool:
         """Whether the sample ``(session, frame, instance)`` is already written."""
@@ -727,6 +755,13 @@ class DatasetReader:
             self.params_attrs = dict(f['params'].attrs) if 'params' in f else {}
             self._present = [k for k, (p, _, _) in SAMPLE_FIELDS.items() if p in f]
             self._check_shapes(f)
+            self.video_paths = ([[str(v) for v in row] for row in
+                                 f['sessions/video_paths'].asstr()[()]]
+                                if 'sessions/video_paths' in f else None)
+            self.skeleton_edges = ([tuple(map(int, e)) for e in f['skeleton/edges'][()]]
+                                   if 'skeleton/edges' in f else [])
+            self.skeleton_symmetries = ([tuple(map(int, e)) for e in f['skeleton/symmetries'][()]]
+                                        if 'skeleton/symmetries' in f else [])
 
     def _check_shapes(self, f: h5py.File) -> None:
         """Every per-sample field has N rows and the trailing shape the header implies

@@ -170,6 +170,7 @@ class _View:
     frame_size: Optional[Tuple[int, int]] = None  # (W, H) of decoded frames
     pre_affine: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
     num_frames: Optional[int] = None
+    video_path: Optional[str] = None          # the source video, stored for exports
 
 
 @dataclasses.dataclass
@@ -190,6 +191,9 @@ class _Session:
     node_names: List[str]
     obs: List[_Obs]
     betas: Optional[np.ndarray] = None
+    # The SLEAP skeleton's edges and symmetries as node-name pairs (kept for exports).
+    edges: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    symmetries: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -555,7 +559,8 @@ def _session_from_dir(folder: Path, opts: IngestOptions, key_prefix: str) -> _Se
             raise _fail(vids[0], f'frames are {size[0]}x{size[1]} but {calib_path.name} '
                                  f'calibrates camera {cam.name!r} at {cam.size[0]}x'
                                  f'{cam.size[1]}')
-        views.append(_View(cam, str(slps[0]), spec, size, pre, n))
+        views.append(_View(cam, str(slps[0]), spec, size, pre, n,
+                           video_path=str(vids[0].resolve())))
         per_view.append(_frame_instances(labels, video, node_names, slps[0])
                         if video is not None else {})
     obs = _match_views(per_view, folder, multi_view=True)
@@ -564,7 +569,8 @@ def _session_from_dir(folder: Path, opts: IngestOptions, key_prefix: str) -> _Se
     if opts.include_3d and p3d.exists():
         tracks = _load_points3d(p3d, len(node_names))
         _attach_points3d(obs, tracks, [t.name for t in first_labels.tracks], p3d)
-    return _Session(folder.name, str(folder), views, node_names, obs)
+    return _Session(folder.name, str(folder), views, node_names, obs,
+                    **_skeleton_pairs(first_labels))
 
 
 def _pick_video(labels: Any, video_path: Path, slp: Path) -> Any:
@@ -610,7 +616,9 @@ def _sessions_from_labels(path: Path, opts: IngestOptions) -> List[_Session]:
             elif fsize is not None and tuple(fsize) != size and np.allclose(pre, np.eye(3)):
                 raise _fail(path, f'video of camera {cam.name!r} is {fsize[0]}x{fsize[1]} but '
                                   f'the camera is calibrated at {size[0]}x{size[1]}')
-            views.append(_View(camera, str(path), spec, fsize or size, pre, n))
+            views.append(_View(camera, str(path), spec, fsize or size, pre, n,
+                               video_path=_video_path(video, vpath if video is not None
+                                                      else None)))
             per_view.append(_frame_instances(labels, video, node_names, path)
                             if video is not None else {})
         obs = _group_obs(rs, cams, labels, node_names, path, opts)
@@ -621,7 +629,8 @@ def _sessions_from_labels(path: Path, opts: IngestOptions) -> List[_Session]:
             p3d = Path(opts.points3d)
             _attach_points3d(obs, _load_points3d(p3d, len(node_names)),
                              [t.name for t in labels.tracks], p3d)
-        sessions.append(_Session(name, str(path), views, node_names, obs))
+        sessions.append(_Session(name, str(path), views, node_names, obs,
+                                 **_skeleton_pairs(labels)))
     loose = [v for v in labels.videos if id(v) not in in_session]
     for vi, video in enumerate(loose):
         name = stem if len(loose) == 1 and not sessions else \
@@ -640,12 +649,44 @@ def _sessions_from_labels(path: Path, opts: IngestOptions) -> List[_Session]:
         camera = _default_camera('camera', source_size)
         per_view = [_frame_instances(labels, video, node_names, path)]
         obs = _match_views(per_view, path, multi_view=False)
-        view = _View(camera, str(path), spec, fsize or source_size, pre, n)
+        view = _View(camera, str(path), spec, fsize or source_size, pre, n,
+                     video_path=_video_path(video, vpath))
         _check_frames([view], obs, path)
-        sessions.append(_Session(name, str(path), [view], node_names, obs))
+        sessions.append(_Session(name, str(path), [view], node_names, obs,
+                                 **_skeleton_pairs(labels)))
     if not sessions:
         raise _fail(path, 'has no videos/labelled frames')
     return sessions
+
+
+def _stored_pairs(session: _Session, node_names: List[str], kp_index: np.ndarray
+                  ) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """The skeleton's edges and symmetries as pairs of stored keypoint indices (through
+    the joint lookup: pairs with a node that is not stored are dropped)."""
+    def stored(pairs):
+        out = []
+        for a, b in pairs:
+            ia = np.flatnonzero(kp_index == node_names.index(a)) if a in node_names else []
+            ib = np.flatnonzero(kp_index == node_names.index(b)) if b in node_names else []
+            if len(ia) and len(ib):
+                out.append((int(ia[0]), int(ib[0])))
+        return out
+    return stored(session.edges), stored(session.symmetries)
+
+
+def _skeleton_pairs(labels: Any) -> Dict[str, List[Tuple[str, str]]]:
+    """The first skeleton's edges and symmetries as node-name pairs."""
+    skeleton = labels.skeletons[0]
+    return dict(edges=[tuple(map(str, e)) for e in skeleton.edge_names],
+                symmetries=[tuple(str(n.name) for n in sym.nodes)
+                            for sym in getattr(skeleton, 'symmetries', [])])
+
+
+def _video_path(video: Any, resolved: Optional[Path]) -> Optional[str]:
+    """Where a view's video is: the resolved file, else the name the labels give."""
+    if resolved is not None:
+        return str(Path(resolved).resolve())
+    return _video_filename(video) if video is not None else None
 
 
 def _labels_stem(path: Path) -> str:
@@ -914,7 +955,10 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
         try:
             for p in prepared:
                 cams = [v.camera.name for v in p.session.views]
-                p.session_index = writer.add_session(p.session.name, cams)
+                p.session_index = writer.add_session(
+                    p.session.name, cams,
+                    video_paths=[v.video_path or '' for v in p.session.views])
+            writer.set_skeleton(*_stored_pairs(sessions[0], node_names, kp_index))
             for p, block, blobs in _render(prepared, writer, opts, pool):
                 arrays = {k: v[block] for k, v in p.arrays.items() if k != 'betas'}
                 arrays['session'] = np.full(len(block), p.session_index, np.int32)

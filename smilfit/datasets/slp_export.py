@@ -65,6 +65,25 @@ def _video(ref: VideoRef, index: int):
     return sio.Video(filename=str(path), backend=None, open_backend=False)
 
 
+def _recording_session(session: Dict[str, Any], videos: List[Any]):
+    """A sleap-io ``RecordingSession`` of calibrated cameras, each with its video."""
+    import cv2
+    import sleap_io as sio
+    cameras = []
+    for cam in session['cameras']:
+        rvec = cv2.Rodrigues(np.asarray(cam['R'], np.float64))[0].reshape(3)
+        size = cam.get('size')
+        cameras.append(sio.Camera(matrix=np.asarray(cam['K'], np.float64),
+                                  dist=np.asarray(cam.get('dist', np.zeros(5)), np.float64),
+                                  size=None if size is None else tuple(int(x) for x in size),
+                                  rvec=rvec, tvec=np.asarray(cam['t'], np.float64).reshape(3),
+                                  name=str(cam.get('name', ''))))
+    out = sio.RecordingSession(camera_group=sio.CameraGroup(cameras=cameras))
+    for v, camera in zip(session['videos'], cameras):
+        out.add_video(videos[v], camera)
+    return out
+
+
 class SlpPredictionWriter:
     """Collect predicted keypoints per (video, frame) and save them as one ``.slp`` file.
 
@@ -73,6 +92,12 @@ class SlpPredictionWriter:
         videos: the videos (paths, image folders or ``dict(filename, shape)``); ``add``
             refers to them by index.
         edges: optional skeleton edges as (name, name) or (index, index) pairs.
+        symmetries: optional left/right node pairs, like ``edges``.
+        sessions: optional multi-camera recording sessions, each
+            ``dict(videos=[video index per camera], cameras=[dict(name, K (3, 3),
+            dist (5,), R (3, 3), t (3,), size (W, H))])`` (OpenCV convention, the camera
+            maps world to camera coordinates): stored as sleap-io ``RecordingSession`` with
+            its ``CameraGroup``, so SLEAP sees the calibration.
         skeleton_name: the skeleton's name in the file.
         tracks: None, or the number of instance slots to put on tracks ``track_0`` ...:
             instance ``i`` of every frame goes on track ``i`` (e.g. one animal per crop).
@@ -85,7 +110,9 @@ class SlpPredictionWriter:
     def __init__(self, node_names: Sequence[str], videos: Sequence[VideoRef],
                  edges: Sequence[Tuple[Union[int, str], Union[int, str]]] = (),
                  skeleton_name: str = 'smilfit', tracks: Optional[int] = None,
-                 provenance: Optional[Dict[str, Any]] = None) -> None:
+                 provenance: Optional[Dict[str, Any]] = None,
+                 symmetries: Sequence[Tuple[Union[int, str], Union[int, str]]] = (),
+                 sessions: Sequence[Dict[str, Any]] = ()) -> None:
         self.node_names = [str(n) for n in node_names]
         if not self.node_names:
             raise SlpExportError('node_names is empty: a skeleton needs at least one node')
@@ -96,6 +123,8 @@ class SlpPredictionWriter:
         if not self.videos:
             raise SlpExportError('videos is empty: predictions need the video they are on')
         self.edges = [self._edge(e) for e in edges]
+        self.symmetries = [self._edge(e) for e in symmetries]
+        self.sessions = [self._session(s, i) for i, s in enumerate(sessions)]
         self.skeleton_name = str(skeleton_name)
         self.tracks = None if tracks is None else int(tracks)
         self.provenance = dict(provenance or {})
@@ -119,6 +148,16 @@ class SlpPredictionWriter:
                                          f'for {len(self.node_names)} nodes')
                 out.append(int(end))
         return out[0], out[1]
+
+    def _session(self, session: Dict[str, Any], index: int) -> Dict[str, Any]:
+        videos, cameras = list(session.get('videos', ())), list(session.get('cameras', ()))
+        if len(videos) != len(cameras) or not videos:
+            raise SlpExportError(f'session {index}: give one camera per video, got '
+                                 f'{len(videos)} videos and {len(cameras)} cameras')
+        for v in videos:
+            if not 0 <= int(v) < len(self.videos):
+                raise SlpExportError(f'session {index}: video index {v} out of range')
+        return dict(videos=[int(v) for v in videos], cameras=cameras)
 
     @property
     def num_frames(self) -> int:
@@ -187,7 +226,10 @@ class SlpPredictionWriter:
         skeleton = sio.Skeleton(nodes=list(self.node_names), name=self.skeleton_name)
         for a, b in self.edges:
             skeleton.add_edge(self.node_names[a], self.node_names[b])
+        for a, b in self.symmetries:
+            skeleton.add_symmetry(self.node_names[a], self.node_names[b])
         videos = [_video(v, i) for i, v in enumerate(self.videos)]
+        sessions = [_recording_session(s, videos) for s in self.sessions]
         tracks = [sio.Track(name=f'track_{i}') for i in range(self.tracks or 0)]
         frames = []
         for (v, f) in sorted(self._frames):
@@ -203,7 +245,7 @@ class SlpPredictionWriter:
             frames.append(sio.LabeledFrame(video=videos[v], frame_idx=int(f),
                                            instances=instances))
         labels = sio.Labels(labeled_frames=frames, videos=videos, skeletons=[skeleton],
-                            tracks=tracks)
+                            tracks=tracks, sessions=sessions)
         labels.provenance.update(dict(self.provenance, source='smilfit'))
         return labels
 

@@ -60,3 +60,42 @@ def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):
     with pytest.raises(StaleDataError, match=r'options changed'):  # never fitted stale
         prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(session)))),
                      progress=False)
+
+
+def test_slp_carries_videos_skeleton_and_calibration_of_a_real_session(tmp_path):
+    """The shared 4-camera session through data.sleap, a fit and the export, read back with
+    sleap-io: the real video paths, the source skeleton's edges, one RecordingSession whose
+    cameras are the calibration."""
+    import cv2
+    import sleap_io as sio
+
+    from smilfit.apis.fitting import prepare_data
+    from smilfit.utils import register_all_modules
+    from ..conftest import shared_path
+    session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    model = shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    register_all_modules()
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
+    cfg.body_model.model_path = str(model)
+    cfg.data.path = str(tmp_path / 'session.h5')
+    cfg.data.sleap = dict(input=str(session), frame_skip=20)
+    cfg.registrant.hooks = []
+    prepare_data(cfg, progress=False)
+    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    labels = sio.load_slp(str(export_fit_slp(results, tmp_path / 'work' / 'fit.slp')))
+
+    cams = ['back', 'mid', 'side', 'top']
+    assert [v.filename for v in labels.videos] == [
+        str((session / c / f'minimal_{c}.mp4').resolve()) for c in cams]
+    source = sio.load_slp(str(session / 'back' / 'minimal_back_proofread.slp')).skeletons[0]
+    assert sorted(labels.skeletons[0].edge_names) == sorted(source.edge_names)
+    assert len(labels.skeletons[0].edges) == 14
+    (rec,) = labels.sessions
+    batch = DatasetReader(cfg.data.path).read([0], keys=['K', 'R', 't', 'dist'])
+    for c, camera in enumerate(rec.camera_group.cameras):
+        assert camera.name == cams[c]
+        np.testing.assert_allclose(camera.matrix, batch['K'][0, c])
+        np.testing.assert_allclose(camera.dist, batch['dist'][0, c])
+        np.testing.assert_allclose(cv2.Rodrigues(camera.rvec)[0], batch['R'][0, c], atol=1e-9)
+        np.testing.assert_allclose(camera.tvec, batch['t'][0, c])
+        assert rec.get_video(camera).filename == labels.videos[c].filename

@@ -139,3 +139,19 @@ def test_damaged_partial_file_resumes_from_its_checkpoint(tmp_path):
             assert w.num_samples == 6
             w.commit()
     assert len(DatasetReader(out)) == 6
+
+
+def test_video_paths_and_skeleton_round_trip_and_are_checked(tmp_path):
+    from smilfit.datasets.hdf5_format import DatasetWriter
+    out = tmp_path / 'd.h5'
+    with DatasetWriter(out, keypoint_names=['a', 'b', 'c'], num_views=2) as w:
+        w.add_session('s0', ['cam0', 'cam1'], video_paths=['/v/cam0.mp4'])
+        w.add_session('s1', ['cam0'])
+        with pytest.raises(DatasetFormatError, match=r'skeleton edges index out of range '
+                           r'for 3 keypoints'):
+            w.set_skeleton(edges=[(0, 3)])
+        w.set_skeleton(edges=[(0, 1), (1, 2)], symmetries=[(0, 2)])
+        w.commit()
+    reader = DatasetReader(out)
+    assert reader.video_paths == [['/v/cam0.mp4', ''], ['', '']]
+    assert reader.skeleton_edges == [(0, 1), (1, 2)] and reader.skeleton_symmetries == [(0, 2)]
