@@ -197,11 +197,12 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
                 stored = reader.video_paths[s][c] if reader.video_paths else ''
                 slot[(s, c)] = len(videos)
                 videos.append(dict(filename=stored or f'{sessions[s]}/{name}'))
-    rigs = []
+    rigs, rig_of = [], {}
     for s, b in first.items():
         views = [c for c in range(C) if (s, c) in slot]
         if len(views) < 2:
             continue
+        rig_of[s] = len(rigs)
         rigs.append(dict(videos=[slot[(s, c)] for c in views], cameras=[dict(
             name=cameras[s][c] if c < len(cameras[s]) else f'view{c}',
             K=back[b, c] @ batch['K'][b, c], dist=batch['dist'][b, c], R=batch['R'][b, c],
@@ -211,10 +212,14 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
                                  edges=reader.skeleton_edges,
                                  symmetries=reader.skeleton_symmetries, sessions=rigs)
     for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+        frame = int(batch['frame'][b])
+        # The sample is the group: its views are one animal, its fit the 3D instance.
         for c in range(C):
             if batch['valid'][b, c]:
-                writer.add(video=slot[(s, c)], frame_idx=int(batch['frame'][b]),
-                           points=original[b, c][None])
+                writer.add(video=slot[(s, c)], frame_idx=frame, points=original[b, c][None],
+                           groups=[b])
+        if s in rig_of:
+            writer.add_3d(rig_of[s], frame, points[b][None], groups=[b])
     return writer.save(out_path, overwrite=overwrite)
 
 

@@ -65,8 +65,12 @@ def _video(ref: VideoRef, index: int):
     return sio.Video(filename=str(path), backend=None, open_backend=False)
 
 
-def _recording_session(session: Dict[str, Any], videos: List[Any]):
-    """A sleap-io ``RecordingSession`` of calibrated cameras, each with its video."""
+def _recording_session(session: Dict[str, Any], videos: List[Any],
+                       frames: Dict[Tuple[int, int], Tuple[Any, np.ndarray]],
+                       points_3d: Dict[int, Dict[int, np.ndarray]], skeleton):
+    """A sleap-io ``RecordingSession`` of calibrated cameras, each with its video, and a
+    ``FrameGroup`` per frame whose ``InstanceGroup`` s join one animal's instances across
+    the cameras (with its 3D points as a ``PredictedInstance3D`` where given)."""
     import cv2
     import sleap_io as sio
     cameras = []
@@ -78,7 +82,28 @@ def _recording_session(session: Dict[str, Any], videos: List[Any]):
                                   size=None if size is None else tuple(int(x) for x in size),
                                   rvec=rvec, tvec=np.asarray(cam['t'], np.float64).reshape(3),
                                   name=str(cam.get('name', ''))))
-    out = sio.RecordingSession(camera_group=sio.CameraGroup(cameras=cameras))
+    frame_groups = {}
+    for f in sorted({f for (v, f) in frames if v in session['videos']}):
+        by_camera, groups = {}, {}
+        for v, camera in zip(session['videos'], cameras):
+            if (v, f) not in frames:
+                continue
+            frame, grp = frames[(v, f)]
+            by_camera[camera] = frame
+            for instance, g in zip(frame.instances, grp.tolist()):
+                if g >= 0:
+                    groups.setdefault(g, {})[camera] = instance
+        instance_groups = []
+        for g, members in sorted(groups.items()):
+            pts = points_3d.get(f, {}).get(g)
+            instance_3d = None if pts is None else sio.PredictedInstance3D(
+                points=pts, skeleton=skeleton, score=1.0)
+            instance_groups.append(sio.InstanceGroup(instance_by_camera=members,
+                                                     instance_3d=instance_3d))
+        frame_groups[f] = sio.FrameGroup(frame_idx=f, instance_groups=instance_groups,
+                                         labeled_frame_by_camera=by_camera)
+    out = sio.RecordingSession(camera_group=sio.CameraGroup(cameras=cameras),
+                               frame_group_by_frame_idx=frame_groups)
     for v, camera in zip(session['videos'], cameras):
         out.add_video(videos[v], camera)
     return out
@@ -131,6 +156,8 @@ class SlpPredictionWriter:
         # (video, frame) -> list of (points (I, N, 2), point scores (I, N), scores (I,),
         # track ids (I,)): small arrays only; sleap-io objects are made at save time.
         self._frames: Dict[Tuple[int, int], List[Tuple[np.ndarray, ...]]] = {}
+        # (session, frame) -> list of (points (I, N, 3), group ids (I,)).
+        self._frames_3d: Dict[Tuple[int, int], List[Tuple[np.ndarray, np.ndarray]]] = {}
 
     def _edge(self, edge) -> Tuple[int, int]:
         if len(edge) != 2:
@@ -159,6 +186,15 @@ class SlpPredictionWriter:
                 raise SlpExportError(f'session {index}: video index {v} out of range')
         return dict(videos=[int(v) for v in videos], cameras=cameras)
 
+    def _session_3d(self, session: int) -> Dict[int, Dict[int, np.ndarray]]:
+        """frame -> group id -> (N, 3) points of one session."""
+        out: Dict[int, Dict[int, np.ndarray]] = {}
+        for (s, f), parts in self._frames_3d.items():
+            if s == session:
+                for pts, grp in parts:
+                    out.setdefault(f, {}).update(zip(grp.tolist(), pts))
+        return out
+
     @property
     def num_frames(self) -> int:
         """Number of distinct (video, frame) pairs added."""
@@ -169,7 +205,7 @@ class SlpPredictionWriter:
         return sum(part[0].shape[0] for parts in self._frames.values() for part in parts)
 
     def add(self, video: int, frame_idx: int, points: Any, point_scores: Any = None,
-            scores: Any = None, track_ids: Any = None) -> None:
+            scores: Any = None, track_ids: Any = None, groups: Any = None) -> None:
         """Add the predicted instances of one frame of one video.
 
         Args:
@@ -181,6 +217,9 @@ class SlpPredictionWriter:
             scores: optional (I,) instance scores (default: mean point score).
             track_ids: optional (I,) track numbers (< ``tracks``; -1: none); default:
                 instance ``i`` on track ``i`` when the writer has tracks.
+            groups: optional (I,) ids: in a session's frame, the instances with the same id
+                on its cameras are one animal (a sleap-io ``InstanceGroup``, with the 3D
+                points of :meth:`add_3d` for that id); -1 or None: ungrouped.
 
         Raises:
             SlpExportError: a bad video index, frame number or shape (the message says
@@ -217,8 +256,26 @@ class SlpPredictionWriter:
         if np.any(tid >= (self.tracks or 0)):
             raise SlpExportError(f'track_ids {tid.tolist()} of video {video} frame '
                                  f'{frame_idx}: the writer has {self.tracks or 0} tracks')
+        grp = (np.full(I, -1, np.int64) if groups is None
+               else np.asarray(groups, dtype=np.int64).reshape(I))
         self._frames.setdefault((int(video), int(frame_idx)), []).append(
-            (pts, ps, np.nan_to_num(sc), tid))
+            (pts, ps, np.nan_to_num(sc), tid, grp))
+
+    def add_3d(self, session: int, frame_idx: int, points: Any, groups: Any) -> None:
+        """Add 3D points of grouped instances (see ``groups`` of :meth:`add`).
+
+        Args:
+            session: index into ``sessions``.
+            frame_idx: frame number.
+            points: (I, N, 3) in the calibration's units; NaN = not predicted.
+            groups: (I,) the group ids the 2D instances of these animals carry.
+        """
+        if not 0 <= int(session) < len(self.sessions):
+            raise SlpExportError(f'session index {session} out of range for '
+                                 f'{len(self.sessions)} sessions')
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, len(self.node_names), 3)
+        grp = np.asarray(groups, dtype=np.int64).reshape(pts.shape[0])
+        self._frames_3d.setdefault((int(session), int(frame_idx)), []).append((pts, grp))
 
     def build_labels(self):
         """The sleap-io ``Labels`` of everything added (frames sorted by video, frame)."""
@@ -229,21 +286,23 @@ class SlpPredictionWriter:
         for a, b in self.symmetries:
             skeleton.add_symmetry(self.node_names[a], self.node_names[b])
         videos = [_video(v, i) for i, v in enumerate(self.videos)]
-        sessions = [_recording_session(s, videos) for s in self.sessions]
         tracks = [sio.Track(name=f'track_{i}') for i in range(self.tracks or 0)]
-        frames = []
+        frames, by_key = [], {}
         for (v, f) in sorted(self._frames):
             parts = self._frames[(v, f)]
-            pts, ps, sc, tid = (np.concatenate([part[k] for part in parts])
-                                for k in range(4))
+            pts, ps, sc, tid, grp = (np.concatenate([part[k] for part in parts])
+                                     for k in range(5))
             instances = []
             for i in range(pts.shape[0]):
                 track = tracks[tid[i]] if tid[i] >= 0 else None
                 instances.append(sio.PredictedInstance.from_numpy(
                     points_data=pts[i], skeleton=skeleton, point_scores=ps[i],
                     score=float(sc[i]), track=track))
-            frames.append(sio.LabeledFrame(video=videos[v], frame_idx=int(f),
-                                           instances=instances))
+            frame = sio.LabeledFrame(video=videos[v], frame_idx=int(f), instances=instances)
+            frames.append(frame)
+            by_key[(v, f)] = (frame, grp)
+        sessions = [_recording_session(s, videos, by_key, self._session_3d(k), skeleton)
+                    for k, s in enumerate(self.sessions)]
         labels = sio.Labels(labeled_frames=frames, videos=videos, skeletons=[skeleton],
                             tracks=tracks, sessions=sessions)
         labels.provenance.update(dict(self.provenance, source='smilfit'))

@@ -99,3 +99,27 @@ def test_slp_carries_videos_skeleton_and_calibration_of_a_real_session(tmp_path)
         np.testing.assert_allclose(cv2.Rodrigues(camera.rvec)[0], batch['R'][0, c], atol=1e-9)
         np.testing.assert_allclose(camera.tvec, batch['t'][0, c])
         assert rec.get_video(camera).filename == labels.videos[c].filename
+
+
+def test_slp_groups_each_animal_across_cameras_with_its_3d_points(tmp_path):
+    """Synthetic 2-view data: every frame of the session is a FrameGroup whose one
+    InstanceGroup holds the animal's instance on both cameras and its fitted 3D points."""
+    import h5py
+    import sleap_io as sio
+    data = tmp_path / 'syn.h5'
+    generate_synthetic_dataset(data, num_sessions=1, frames_per_session=3, num_views=2,
+                               image_size=64, masks=False, progress=False, seed=1)
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'))
+    cfg.data = dict(path=str(data), batch_size=4)
+    cfg.registrant.hooks = []
+    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    labels = sio.load_slp(str(export_fit_slp(results, tmp_path / 'work' / 'fit.slp')))
+    with h5py.File(results) as f:
+        fitted = f['fitted_keypoints_3d'][:]
+        frames = f['samples/frame'][:]
+    (rec,) = labels.sessions
+    assert sorted(rec.frame_groups) == sorted(frames.tolist())
+    for b, frame in enumerate(frames):
+        (group,) = rec.frame_groups[int(frame)].instance_groups
+        assert len(group.instance_by_camera) == 2
+        np.testing.assert_allclose(group.instance_3d.numpy(), fitted[b], rtol=1e-5)
