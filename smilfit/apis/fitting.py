@@ -7,7 +7,6 @@ Batches of samples are fitted one after another; each finished batch is written 
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from smilfit.cameras import project_points
+from smilfit.datasets.joint_lookup import joint_lookup_dict
 from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
@@ -43,26 +43,9 @@ class AllSamplesFailedError(ValueError):
     """Every sample of a dataset fit failed; a run with some good samples only warns."""
 
 
-def load_joint_lookup(spec: Union[None, str, Mapping[str, str]]) -> Optional[Dict[str, str]]:
-    """A joint lookup from a dict or a two-column CSV (model joint, data keypoint)."""
-    if spec is None or isinstance(spec, Mapping):
-        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f'joint lookup {path} does not exist')
-    lookup = {}
-    with open(path, newline='') as f:
-        for row in csv.reader(f):
-            if not row or row[0].startswith('#'):
-                continue
-            if len(row) < 2:
-                raise FittingConfigError(f'{path}: expected "model_joint,data_keypoint" rows, '
-                                         f'got {row}')
-            model, data = row[0].strip(), row[1].strip()
-            if (model, data) == ('model_joint', 'data_keypoint'):
-                continue  # header
-            lookup[model] = data
-    return lookup
+#: The joint lookup of a config (``None``, a dict or a CSV path) as a dict; kept under this
+#: name for old imports.
+load_joint_lookup = joint_lookup_dict
 
 
 def observations_from_batch(batch: Mapping[str, Any]) -> Dict[str, np.ndarray]:

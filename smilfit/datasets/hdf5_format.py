@@ -33,6 +33,7 @@ import cv2
 import h5py
 import numpy as np
 
+from smilfit.body_models.parameters import DATASET_PARAMS
 from smilfit.utils.atomic import atomic_path
 from smilfit.version import __version__ as _SMILFIT_VERSION
 
@@ -45,7 +46,7 @@ PARTIAL_SUFFIX = '.partial'
 #: Samples per HDF5 chunk along N (batch reads touch few chunks).
 DEFAULT_CHUNK_SAMPLES = 32
 #: Names of ground-truth body-model parameters stored under ``params/`` (others allowed).
-PARAM_NAMES = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans')
+PARAM_NAMES = DATASET_PARAMS
 #: Root attributes owned by the writer (``attrs=`` may not set them).
 RESERVED_ATTRS = ('format', 'schema_version', 'created_by', 'smilfit_version', 'source',
                   'units', 'num_views', 'complete', 'created_at')

@@ -40,6 +40,7 @@ from .hdf5_format import DatasetFormatError, DatasetWriter
 from .ingest_images import (CROP_MODES, VideoSpec, apply_affine, box_affine, close_readers,
                             crop_box, register_sio_video, render_view_block,
                             undistort_points, worker_init)
+from .joint_lookup import JointLookupError, read_joint_lookup
 
 #: Video file extensions looked for in camera folders.
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.mj2', '.webm', '.mpg', '.mpeg')
@@ -271,25 +272,12 @@ def _read_csv_rows(path: Path) -> List[List[str]]:
 
 
 def load_joint_lookup(path: PathLike) -> List[Tuple[str, str]]:
-    """Read a joint lookup CSV: rows ``model_joint,data_keypoint`` (optional header row
-    whose first cell is ``model_joint``/``joint``); an empty data name keeps the joint as an
-    always-missing keypoint. Returns the (model joint, data keypoint) pairs in file order."""
-    path = Path(path)
-    rows = _read_csv_rows(path)
-    if rows and rows[0][0].lower() in ('model_joint', 'joint', 'model', 'model_joint_name'):
-        rows = rows[1:]
-    pairs = []
-    for i, row in enumerate(rows):
-        if len(row) > 2 or not row[0]:
-            raise _fail(path, f'row {i + 1} {row}: expected "model_joint,data_keypoint"')
-        pairs.append((row[0], row[1] if len(row) > 1 else ''))
-    if not pairs:
-        raise _fail(path, 'no joints in the lookup table')
-    names = [p[0] for p in pairs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise _fail(path, f'model joints listed twice: {dup}')
-    return pairs
+    """:func:`smilfit.datasets.joint_lookup.read_joint_lookup`, its errors as
+    :class:`DataIngestError`."""
+    try:
+        return read_joint_lookup(path)
+    except (JointLookupError, FileNotFoundError) as e:
+        raise DataIngestError(str(e)) from None
 
 
 def load_shape_betas(path: PathLike) -> Dict[str, np.ndarray]:

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from smilfit.body_models import BodyModelOutput, SMILModel
+from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
+from smilfit.body_models.parameters import SHAREABLE_PARAMS
 from smilfit.registry import BODY_MODELS, HANDLERS, OPTIMIZERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .batched_lbfgs import BatchedLBFGS
@@ -20,12 +22,6 @@ from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, leven
 from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
 
 Tensor = torch.Tensor
-#: Model inputs among the fittable parameters (``keypoint_offsets`` go to handlers only).
-_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
-                 'vertex_offsets', 'global_log_scale')
-#: Parameters that may be shared by the samples of a group (an animal, a session).
-SHAREABLE_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets', 'vertex_offsets',
-                    'global_log_scale')
 
 
 class FittingDivergedError(RuntimeError):

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
-#: Parameters a stage may fit (see :mod:`smilfit.registrants.parameters`).
-FITTABLE_PARAMS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
-                   'keypoint_offsets', 'vertex_offsets', 'global_log_scale')
+from smilfit.body_models.parameters import FITTABLE_PARAMS
+
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
                'per_sample')

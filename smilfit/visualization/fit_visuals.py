@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
+
 from .animation import save_animation
 from .mesh_export import export_meshes
 from .plots import (plot_loss_curves, plot_per_joint_errors, plot_reprojection_per_camera)
@@ -33,8 +35,6 @@ __all__ = ['export_fit_visuals', 'FitRun', 'load_fit_run', 'VISUALS_DIR']
 
 PathLike = Union[str, os.PathLike]
 VISUALS_DIR = 'visuals'
-_MODEL_INPUTS = ('global_orient', 'body_pose', 'betas', 'transl', 'log_scale', 'bone_trans',
-                 'global_log_scale', 'vertex_offsets')
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _resolve_dataset(run: FitRun, override: Optional[PathLike]) -> Optional[Path
 
 def _build_registrant(run: FitRun, keypoint_names: Sequence[str]):
     """The fit's registrant (body model and keypoint matching), without hooks."""
-    from smilfit.apis.fitting import load_joint_lookup
+    from smilfit.datasets.joint_lookup import joint_lookup_dict
     from smilfit.registry import REGISTRANTS
     from smilfit.utils import register_all_modules
 
@@ -151,7 +151,7 @@ def _build_registrant(run: FitRun, keypoint_names: Sequence[str]):
     reg_cfg['hooks'] = []
     registrant = REGISTRANTS.build(reg_cfg)
     registrant.setup(dict(keypoint_names=list(keypoint_names),
-                          joint_lookup=load_joint_lookup(run.config['data'].get('joint_lookup'))))
+                          joint_lookup=joint_lookup_dict(run.config['data'].get('joint_lookup'))))
     return registrant
 
 
