@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..cameras.projection import project_points_numpy
+from ..datasets.ingest_images import apply_affine
 from ..utils.atomic import atomic_path, save_npz
 
 PathLike = Union[str, os.PathLike]
@@ -123,9 +125,9 @@ def _rgb(frame: np.ndarray) -> np.ndarray:
 
 def _default_camera(width: int, height: int) -> Dict[str, np.ndarray]:
     """A pinhole stand-in for an uncalibrated view (never used by predicted cameras)."""
-    f = float(max(width, height))
-    K = np.array([[f, 0, (width - 1) / 2.0], [0, f, (height - 1) / 2.0], [0, 0, 1]])
-    return dict(K=K, R=np.eye(3), t=np.zeros(3), dist=np.zeros(5))
+    from smilfit.cameras.projection import default_intrinsics
+    return dict(K=default_intrinsics(width, height), R=np.eye(3), t=np.zeros(3),
+                dist=np.zeros(5))
 
 
 class VideoFrames:
@@ -533,20 +535,6 @@ class CameraSmoother:
 
 
 # ---------------------------------------------------------------------------- outputs
-def _apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(C, 3, 3) affines applied to (C, N, 2) points."""
-    return np.einsum('cij,cnj->cni', A[:, :2, :2], points) + A[:, None, :2, 2]
-
-
-def _project(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-             dist: np.ndarray) -> np.ndarray:
-    from smilfit.cameras import project_points
-    pts = torch.as_tensor(np.nan_to_num(points))[None].expand(K.shape[0], -1, -1)
-    uv = project_points(pts, torch.as_tensor(K), torch.as_tensor(R), torch.as_tensor(t),
-                        torch.as_tensor(dist)).numpy()
-    return np.where(np.isfinite(points).all(-1)[None, :, None], uv, np.nan)
-
-
 def _chunk_arrays(model, preds: Sequence[Mapping[str, Any]], items: Sequence[Tuple[int, int]],
                   source, smoother: Optional[CameraSmoother], save_features: bool,
                   want_vertices: bool) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
@@ -575,9 +563,10 @@ def _chunk_arrays(model, preds: Sequence[Mapping[str, Any]], items: Sequence[Tup
         if smoother is not None:
             # Smoothed in source pixels (crops move between frames), then re-projected.
             K, t = smoother(j, K, t)
-            uv = _project(arrays['keypoints_3d'][r], K, pc['R'], t, pc['dist'])
+            uv = project_points_numpy(arrays['keypoints_3d'][r][None], K, pc['R'], t,
+                                      pc['dist'])[0]
         else:
-            uv = _apply_affine(Ainv, p['pred_keypoints_2d'].double().numpy())
+            uv = apply_affine(Ainv, p['pred_keypoints_2d'].double().numpy())
         kp2d.append(uv)
         for k, v in (('K', K), ('R', pc['R']), ('t', t), ('dist', pc['dist'])):
             cams[k].append(v)
@@ -654,7 +643,7 @@ def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source, node_names: 
             for c in range(kp.shape[1]):
                 pts = kp[r, c].astype(np.float64)
                 if A is not None:
-                    pts = _apply_affine(A[c:c + 1], pts[None])[0]
+                    pts = apply_affine(A[c], pts)
                 video = source.video_index(int(items[r]), c) if hdf5 else c
                 writer.add(video, int(frames[r]), pts[None],
                            track_ids=[int(inst[r])] if tracks else None)

@@ -271,8 +271,39 @@ def camera_centers(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return -(R.transpose(-1, -2) @ t[..., :, None])[..., 0]
 
 
+# ------------------------------------------------------------- numpy conveniences
+def default_intrinsics(width: int, height: int, focal_factor: float = 1.0):
+    """(3, 3) numpy ``K`` of an uncalibrated view: ``f = focal_factor * max(W, H)`` pixels,
+    principal point at the image centre ``((W - 1) / 2, (H - 1) / 2)``."""
+    import numpy as np
+    f = float(focal_factor) * max(width, height)
+    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0],
+                     [0.0, 0.0, 1.0]])
+
+
+def project_points_numpy(points, K, R, t, dist=None):
+    """:func:`project_points` and :func:`camera_depth` on numpy arrays, in float64.
+
+    Args:
+        points: (..., N, 3); non-finite points project to NaN.
+        K, R, t, dist: cameras broadcasting against ``points``' leading dimensions.
+
+    Returns:
+        ``(uv (..., N, 2), depth (..., N))`` numpy arrays.
+    """
+    import numpy as np
+    points = np.asarray(points, dtype=np.float64)
+    finite = np.isfinite(points).all(-1)
+    P = torch.as_tensor(np.where(finite[..., None], points, 0.0))
+    K, R, t = (torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in (K, R, t))
+    d = None if dist is None else torch.as_tensor(np.asarray(dist, dtype=np.float64))
+    uv = project_points(P, K, R, t, d).numpy()
+    depth = camera_depth(P, R, t).numpy()
+    return (np.where(finite[..., None], uv, np.nan), np.where(finite, depth, np.nan))
+
+
 __all__ = [
-    'DIST_NAMES', 'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
+    'default_intrinsics', 'project_points_numpy', 'DIST_NAMES', 'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
     'pixels_to_normalized', 'world_to_camera', 'camera_depth', 'project_points',
     'undistort_pixels', 'projection_matrices', 'camera_centers',
 ]

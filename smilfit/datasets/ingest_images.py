@@ -79,8 +79,10 @@ def box_affine(box: Box, out_size: Tuple[int, int]) -> np.ndarray:
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (3, 3) affine to (..., 2) points (NaN stays NaN)."""
-    return points @ affine[:2, :2].T + affine[:2, 2]
+    """Apply a (3, 3) affine to (..., 2) points, or (C, 3, 3) affines to (C, N, 2) points
+    (NaN stays NaN)."""
+    return points @ np.swapaxes(affine[..., :2, :2], -1, -2) + affine[..., None, :2, 2] \
+        if affine.ndim == 3 else points @ affine[:2, :2].T + affine[:2, 2]
 
 
 def undistort_points(points: np.ndarray, K: np.ndarray, dist: np.ndarray,

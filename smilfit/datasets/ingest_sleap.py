@@ -21,7 +21,6 @@ Everything is validated before anything is written: every problem raises
 from __future__ import annotations
 
 import concurrent.futures
-from concurrent.futures.process import BrokenProcessPool
 import contextlib
 import csv
 import dataclasses
@@ -29,6 +28,7 @@ import json
 import math
 import multiprocessing
 import re
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -36,6 +36,7 @@ import cv2
 import h5py
 import numpy as np
 
+from ..cameras.projection import default_intrinsics
 from .hdf5_format import DatasetFormatError, DatasetWriter
 from .ingest_images import (CROP_MODES, VideoSpec, apply_affine, box_affine, close_readers,
                             crop_box, register_sio_video, render_view_block,
@@ -257,8 +258,7 @@ def _default_camera(name: str, size: Tuple[int, int]) -> _Camera:
     """An uncalibrated camera: identity R, zero t, f = DEFAULT_FOCAL_FACTOR * max(W, H),
     principal point at the image centre ((W - 1) / 2, (H - 1) / 2)."""
     w, h = size
-    f = DEFAULT_FOCAL_FACTOR * max(w, h)
-    K = np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
+    K = default_intrinsics(w, h, DEFAULT_FOCAL_FACTOR)
     return _Camera(name, K, np.zeros(5), np.eye(3), np.zeros(3), (int(w), int(h)), False)
 
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..cameras.projection import project_points_numpy
 from .raster import rasterize, shade_lambert, vertex_normals
 
 __all__ = ['SyntheticOptions', 'generate_synthetic_dataset', 'look_at', 'ring_cameras',
@@ -114,24 +115,13 @@ def ring_cameras(num_views: int, *, target: np.ndarray, up: np.ndarray, distance
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _project(points: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-             dist: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixels (N, 2) and camera depths (N,) through smilfit's camera model (float64)."""
-    from smilfit.cameras.projection import camera_depth, project_points
-    P = torch.as_tensor(points, dtype=torch.float64)
-    args = [torch.as_tensor(a, dtype=torch.float64) for a in (K, R, t, dist)]
-    uv = project_points(P, args[0], args[1], args[2], args[3])
-    depth = camera_depth(P, args[1], args[2])
-    return uv.numpy(), depth.numpy()
-
-
 def render_view(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
                 K: np.ndarray, R: np.ndarray, t: np.ndarray, dist: np.ndarray,
                 image_size: Sequence[int], *, albedo: Sequence[float] = (0.75, 0.7, 0.65),
                 background: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Render one view of a mesh: ``image`` (H, W, 3) uint8 RGB, ``mask`` (H, W) bool,
     ``depth`` (H, W) (inf on the background)."""
-    uv, depth = _project(vertices, K, R, t, dist)
+    uv, depth = project_points_numpy(vertices, K, R, t, dist)
     raster = rasterize(uv, depth, faces, image_size)
     image = shade_lambert(raster, faces, normals @ np.asarray(R).T, albedo=albedo,
                           background=background)
@@ -339,7 +329,7 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
                     view = render_view(verts[f], faces, normals, cams['K'][c], cams['R'][c],
                                        cams['t'][c], cams['dist'][c], (W, H), albedo=albedo,
                                        background=backgrounds[c])
-                    uv, depth = _project(kps[f], cams['K'][c], cams['R'][c], cams['t'][c],
+                    uv, depth = project_points_numpy(kps[f], cams['K'][c], cams['R'][c], cams['t'][c],
                                          cams['dist'][c])
                     kp2d[f, c] = uv
                     visible[f, c] = keypoint_visibility(uv, depth, view['depth'], tol)

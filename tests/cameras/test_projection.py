@@ -179,3 +179,36 @@ def test_float32_and_nan_passthrough():
     uv[0, 1] = float('nan')
     und = undistort_pixels(uv, K, dist)
     assert torch.isnan(und[0, 1]).all() and torch.isfinite(und[1]).all()
+
+
+def test_numpy_helpers_match_the_torch_projection():
+    import numpy as np
+
+    from smilfit.cameras.projection import default_intrinsics, project_points_numpy
+    K = default_intrinsics(640, 480)
+    assert K[0, 0] == K[1, 1] == 640 and K[0, 2] == 319.5 and K[1, 2] == 239.5
+    R, t = np.eye(3), np.array([0.0, 0.0, 10.0])
+    pts = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [np.nan, 0.0, 0.0]])
+    uv, depth = project_points_numpy(pts, K, R, t, np.zeros(5))
+    np.testing.assert_allclose(uv[:2], [[319.5, 239.5], [319.5 + 64, 239.5 + 128]])
+    np.testing.assert_allclose(depth[:2], [10.0, 10.0])
+    assert np.isnan(uv[2]).all() and np.isnan(depth[2])
+    # several cameras at once broadcast against the points' leading dimension
+    Ks = np.stack([K, 2 * K])
+    Ks[1, 2, 2] = 1.0
+    uv2, _ = project_points_numpy(pts[None], Ks, np.stack([R, R]), np.stack([t, t]))
+    np.testing.assert_allclose(uv2[0, :2], uv[:2])
+    assert uv2.shape == (2, 3, 2)
+
+
+def test_apply_affine_single_and_batched():
+    import numpy as np
+
+    from smilfit.datasets.ingest_images import apply_affine
+    A = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, -1.0], [0.0, 0.0, 1.0]])
+    pts = np.array([[1.0, 1.0], [np.nan, 2.0]])
+    np.testing.assert_allclose(apply_affine(A, pts)[0], [3.0, 2.0])
+    assert np.isnan(apply_affine(A, pts)[1, 0])
+    batched = apply_affine(np.stack([A, np.eye(3)]), np.stack([pts, pts]))
+    np.testing.assert_allclose(batched[0, 0], [3.0, 2.0])
+    np.testing.assert_allclose(batched[1, 0], [1.0, 1.0])
