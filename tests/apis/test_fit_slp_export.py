@@ -10,16 +10,21 @@ from smilfit.datasets import DatasetReader, generate_synthetic_dataset
 from ..conftest import REPO_ROOT
 
 
-def test_fit_then_slp_matches_the_observations(tmp_path):
+def _fit_and_export(tmp_path, **synthetic):
+    """The demo config fitted to a synthetic 2-view dataset; (dataset, results, .slp)."""
     torch.set_num_threads(1)
     data = tmp_path / 'syn.h5'
-    generate_synthetic_dataset(data, num_sessions=2, frames_per_session=2, num_views=2,
-                               image_size=64, masks=False, progress=False, seed=3)
+    generate_synthetic_dataset(data, num_views=2, image_size=64, masks=False, progress=False,
+                               **synthetic)
     cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'))
     cfg.data = dict(path=str(data), batch_size=4)
     cfg.registrant.hooks = []
     results = fit_dataset(cfg, tmp_path / 'work', progress=False)
-    slp = export_fit_slp(results, tmp_path / 'work' / 'fit.slp')
+    return data, results, export_fit_slp(results, tmp_path / 'work' / 'fit.slp')
+
+
+def test_fit_then_slp_matches_the_observations(tmp_path):
+    data, _, slp = _fit_and_export(tmp_path, num_sessions=2, frames_per_session=2, seed=3)
 
     import sleap_io as sio
     labels = sio.load_slp(str(slp))
@@ -106,14 +111,8 @@ def test_slp_groups_each_animal_across_cameras_with_its_3d_points(tmp_path):
     InstanceGroup holds the animal's instance on both cameras and its fitted 3D points."""
     import h5py
     import sleap_io as sio
-    data = tmp_path / 'syn.h5'
-    generate_synthetic_dataset(data, num_sessions=1, frames_per_session=3, num_views=2,
-                               image_size=64, masks=False, progress=False, seed=1)
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'))
-    cfg.data = dict(path=str(data), batch_size=4)
-    cfg.registrant.hooks = []
-    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
-    labels = sio.load_slp(str(export_fit_slp(results, tmp_path / 'work' / 'fit.slp')))
+    _, results, slp = _fit_and_export(tmp_path, num_sessions=1, frames_per_session=3, seed=1)
+    labels = sio.load_slp(str(slp))
     with h5py.File(results) as f:
         fitted = f['fitted_keypoints_3d'][:]
         frames = f['samples/frame'][:]
