@@ -1,9 +1,10 @@
 """Fixes that make mmengine 0.10.7 work on today's torch, Python and setuptools.
 
-:func:`apply` runs when this module is imported (``import smilfit`` imports it), so
-every process that imports smilfit -- spawned dataloader and DDP workers included --
-has the fixes. It is idempotent: a second call changes nothing. Each fix says what
-breaks, why, and how it is fixed; the only state is the patches themselves.
+:func:`apply` runs when this module is imported (:mod:`smilfit.registry`, which every
+smilfit component imports, imports it), so every process that builds anything of smilfit --
+spawned dataloader and DDP workers included -- has the fixes. It is idempotent: a second
+call changes nothing. Each fix says what breaks, why, and how it is fixed; the only state
+is the patches themselves.
 
 1. ``Runner(resume=True)`` / ``load_checkpoint`` under torch's ``weights_only=True``
    default: allow-list exactly the globals an mmengine checkpoint needs.
