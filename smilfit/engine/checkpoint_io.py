@@ -6,7 +6,7 @@ local backbone weights) goes through :func:`load_checkpoint_file`: ``torch.load`
 objects allow-listed in :mod:`smilfit.engine.compat`), never an unrestricted unpickler.
 Its failures become one :class:`CheckpointError` that names the file and says what is wrong
 (missing, a directory, truncated, not a checkpoint, objects refused). PyTorch's own
-refusal message advises ``weights_only=False``; that advice is never passed on, since
+refusal message advises switching safe loading off; that advice is never passed on, since
 following it for a file from elsewhere lets the file run code.
 """
 from __future__ import annotations
