@@ -34,6 +34,7 @@ from mmengine.config import DictAction
 if TYPE_CHECKING:  # annotations only: importing torch would slow --help down
     import torch
 
+from . import prog_name
 from .errors import USER_ERRORS, report_error
 
 #: adapt_cfg defaults (the config's adapt_cfg, then the command line, override them).
@@ -46,7 +47,7 @@ class AdaptError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='adapt', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('adapt'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='regression config (.py) the checkpoint was trained with')
     parser.add_argument('checkpoint', help='checkpoint of tools/train.py to adapt')

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import prog_name
+
 DESCRIPTION = __doc__.splitlines()[0]
 
 EPILOG = """\
@@ -40,7 +42,7 @@ class BuildModelError(ValueError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='build_model', description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog=prog_name('build_model'), description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('template', help='model the registrations were made with (.json/.pkl)')
     p.add_argument('registrations', nargs='+',

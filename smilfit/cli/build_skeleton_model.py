@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import prog_name
+
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -44,7 +46,7 @@ OUTPUT_SUFFIXES = ('.json', '.json.gz', '.pkl')
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='build_skeleton_model', description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name('build_skeleton_model'), description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import prog_name
+
 #: smilfit.body_models.io.SUPPORTED_EXTENSIONS, restated so that --help imports no torch
 #: (tests/tools/test_entry_points.py checks they agree).
 SUPPORTED_EXTENSIONS = ('.json.gz', '.json', '.pkl')
@@ -27,7 +29,7 @@ EXPECTED_ERRORS = (pickle.UnpicklingError, ValueError, OSError)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='convert_model.py',
+        prog=prog_name('convert_model'),
         description='Convert a body model file between the legacy pickle (.pkl) and '
                     "smilfit's JSON model format (.json, .json.gz). Legacy pickles are "
                     'read with an allow-list unpickler: code in the file is never run.')

@@ -25,11 +25,12 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from . import prog_name
 from .errors import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='fit', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('fit'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='fitting config file (.py)')
     parser.add_argument('--work-dir', help='output directory (default work_dirs/<config>)')

@@ -35,11 +35,12 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from . import prog_name
 from .errors import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='infer', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('infer'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', help='regressor checkpoint (.pth) from tools/train.py')
     parser.add_argument('inputs', nargs='+', help='a video, a folder of images, an HDF5 '

@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from . import prog_name
+
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -28,7 +30,7 @@ example:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='ingest_stanfordextra', description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name('ingest_stanfordextra'), description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('json', help='StanfordExtra annotation json (a list of records)')

@@ -12,6 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import prog_name
+
 DESCRIPTION = __doc__.splitlines()[0]
 
 EPILOG = """\
@@ -35,7 +37,7 @@ class PriorInputError(ValueError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='learn_pose_prior', description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name('learn_pose_prior'), description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('input', help='fitted poses (.npz, .h5 or .hdf5)')

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from . import prog_name
+
 DESCRIPTION = __doc__.splitlines()[0]
 
 EPILOG = """\
@@ -27,7 +29,7 @@ examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='make_synthetic_dataset', description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog=prog_name('make_synthetic_dataset'), description=DESCRIPTION,
                                 epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('output', help='HDF5 file to write (.h5)')

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import prog_name
+
 #: smilfit.datasets.ingest_images.CROP_MODES, restated so that --help imports no torch
 #: (tests/tools/test_entry_points.py checks they agree).
 CROP_MODES = ('default', 'centred', 'bbox_crop')
@@ -30,7 +32,7 @@ PROG = 'preprocess_sleap'
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split('\n\n')[0].replace('\n', ' '),
+        prog=prog_name('preprocess_sleap'), description=__doc__.split('\n\n')[0].replace('\n', ' '),
         epilog='Output format: docs/hdf5_schema.md. Errors print one line and exit with '
                'status 1, leaving no output file.')
     p.add_argument('input', type=Path, help='session folder, folder of sessions, or a labels '

@@ -30,9 +30,11 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from . import prog_name
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='register', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('register'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='registration config file (.py)')
     parser.add_argument('--work-dir', help='output directory (default work_dirs/<config>)')

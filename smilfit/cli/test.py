@@ -33,11 +33,12 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from . import prog_name
 from .errors import USER_ERRORS, report_error
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='test', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('test'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file (.py), or a checkpoint (.pth) carrying '
                         'its training config')

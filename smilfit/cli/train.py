@@ -29,6 +29,7 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
+from . import prog_name
 from .errors import USER_ERRORS, report_error
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
@@ -43,7 +44,7 @@ class TrainConfigError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='train', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('train'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='training config file (.py)')
     parser.add_argument('--work-dir', help='checkpoints and logs (default: the config\'s '

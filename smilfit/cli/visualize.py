@@ -23,6 +23,8 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
+from . import prog_name
+
 
 def parse_frames(text: str) -> Tuple[Optional[int], Optional[int]]:
     """``'a:b'`` -> ``(a, b)`` (either side may be empty); ``'a'`` -> ``(a, a + 1)``."""
@@ -38,7 +40,7 @@ def parse_frames(text: str) -> Tuple[Optional[int], Optional[int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='visualize', description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog_name('visualize'), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('work_dir', help='a tools/fit.py output folder (holds fit_results.h5)')
     parser.add_argument('--video', action='store_true', help='one .mp4 per session')
