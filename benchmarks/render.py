@@ -91,6 +91,7 @@ def load_mesh(name: str) -> Tuple[str, torch.Tensor, torch.Tensor]:
 
 def camera_for(verts: torch.Tensor, size: int, device) -> Dict[str, object]:
     """One pinhole camera along the mesh's thinnest axis, the mesh spanning 80 %."""
+    verts = verts.detach().cpu()
     centre = (verts.amax(0) + verts.amin(0)) / 2
     extent = verts.amax(0) - verts.amin(0)
     axis = int(extent.argmin())

@@ -89,6 +89,23 @@ def timed(step, iters: int, device: str) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def print_profile(step, device: str, title: str, steps: int = 3, rows: int = 25) -> None:
+    """The operators taking the most time over ``steps`` calls of ``step``."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.startswith('cuda'):
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+    key = 'cuda_time_total' if device.startswith('cuda') else 'cpu_time_total'
+    print(f'\n{title}: top operators over {steps} steps\n```', flush=True)
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+    print('```\n', flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +118,13 @@ def main(argv=None) -> int:
     parser.add_argument('--amp', choices=['none', 'bf16', 'fp16'], default='none')
     parser.add_argument('--workers', type=int, default=0, help='DataLoader workers')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the bare backbone and the full models (what '
+                             "a training config's compile=True does through mmengine); the "
+                             'first steps compile and are not timed')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print the top operators of a few full-model steps '
+                             "(torch.profiler; CUDA time on a GPU): where the time goes")
     parser.add_argument('--data', default=str(ROOT / 'work_dirs' / 'benchmarks' /
                                               'throughput_4view.h5'))
     args = parser.parse_args(argv)
@@ -113,8 +137,10 @@ def main(argv=None) -> int:
     dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(args.amp)
     autocast = (lambda: torch.autocast('cuda', dtype=dtype)) if dtype else contextlib.nullcontext
 
+    where = torch.cuda.get_device_name() if args.device.startswith('cuda') else args.device
     print(f'\n## {args.backbone}, {args.size} px, batch {args.batch}, {args.views} views, '
-          f'{args.device}, amp {args.amp}, {torch.get_num_threads()} thread(s)\n')
+          f'{where}, amp {args.amp}, {"compiled" if args.compile else "eager"}, '
+          f'{torch.get_num_threads()} thread(s)\n')
     print('| what | images per step | s/step | images/s |')
     print('|---|---|---|---|')
     rows = {}
@@ -128,10 +154,13 @@ def main(argv=None) -> int:
         backbone = model.backbone
         flat = data['inputs'].reshape(-1, *data['inputs'].shape[-3:])
 
+        run_backbone = torch.compile(backbone, dynamic=False) if args.compile else backbone
+        run_model = torch.compile(model, dynamic=False) if args.compile else model
+
         def backbone_step():
             backbone.zero_grad(set_to_none=True)
             with autocast():
-                pooled = backbone(flat)['pooled']
+                pooled = run_backbone(flat)['pooled']
             pooled.float().sum().backward()
         sec = timed(backbone_step, args.iters, args.device)
         rows['backbone'] = images / sec
@@ -141,13 +170,15 @@ def main(argv=None) -> int:
         def model_step():
             model.zero_grad(set_to_none=True)
             with autocast():
-                losses = model(data['inputs'], data['data_samples'], mode='loss')
+                losses = run_model(data['inputs'], data['data_samples'], mode='loss')
             sum(v for k, v in losses.items() if k.startswith('loss')).float().backward()
         sec = timed(model_step, args.iters, args.device)
         rows[kind] = images / sec
         share = 100 * rows[kind] / rows['backbone']
         print(f'| {kind}-view model | {images} | {sec:.3f} | {images / sec:.1f} '
               f'({share:.0f} % of the backbone) |', flush=True)
+        if args.profile:
+            print_profile(model_step, args.device, f'{kind}-view model step')
 
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True,
                                              num_workers=args.workers,

@@ -45,11 +45,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption('--run-slow'):
-        return
+    import torch
+    skip_gpu = pytest.mark.skip(reason='gpu: needs a CUDA device')
     skip_slow = pytest.mark.skip(reason='slow: run with --run-slow')
     for item in items:
-        if 'slow' in item.keywords:
+        if 'gpu' in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if 'slow' in item.keywords and not config.getoption('--run-slow'):
             item.add_marker(skip_slow)
 
 

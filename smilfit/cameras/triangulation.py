@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from smilfit.ops.linalg import batched_eigh
+
 # Normal matrix used for points that cannot be triangulated: a fixed, well-separated
 # spectrum keeps ``eigh`` and its backward finite, and its null direction (0, 0, 0, 1)
 # keeps the homogeneous division finite; the output there is replaced by NaN.
@@ -120,7 +122,7 @@ def triangulate_dlt(points2d: torch.Tensor, projections: torch.Tensor,
     M = torch.where(ok[..., None, None], M, dummy)
     # Scale-free: normalise by the trace so eigenvalue gaps are O(1) for eigh.
     M = M / M.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-    _, vecs = torch.linalg.eigh(M)
+    _, vecs = batched_eigh(M)  # chunked on CUDA: cuSOLVER's workspace is per matrix
     Xh = vecs[..., :, 0]  # (B, N, 4), eigenvector of the smallest eigenvalue
     Xn = Xh[..., :3] / Xh[..., 3:]
     X = Xn * H[:, None, 0:1, 0] + H[:, None, :3, 3]

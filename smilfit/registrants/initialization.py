@@ -15,6 +15,7 @@ import torch
 
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
+from smilfit.ops.linalg import batched_svd
 
 
 def rigid_align(source: torch.Tensor, target: torch.Tensor,
@@ -43,7 +44,7 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
     mu_s = (w[..., None] * source).sum(1) / safe_total
     mu_t = (w[..., None] * target).sum(1) / safe_total
     cov = torch.einsum('bn,bni,bnj->bij', w, target - mu_t[:, None], source - mu_s[:, None])
-    U, sv, Vh = torch.linalg.svd(cov)
+    U, sv, Vh = batched_svd(cov)  # chunked on CUDA (bounded cuSOLVER workspace)
     det = torch.linalg.det(U @ Vh)
     fix = torch.ones_like(cov[:, 0])
     fix[:, 2] = torch.sign(det) + (det == 0).to(det.dtype)

@@ -16,6 +16,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from smilfit.ops.linalg import batched_eigh
+
 Tensor = torch.Tensor
 
 CENTERS = ('mean', 'bbox', 'none')
@@ -71,7 +73,7 @@ def principal_axes(points: Tensor, weights: Tensor) -> Tensor:
     """
     n = weights.sum(1)[:, None, None]
     cov = (points * weights[..., None]).transpose(1, 2) @ points / n
-    _, vecs = torch.linalg.eigh(cov)  # ascending eigenvalues, vectors in columns
+    _, vecs = batched_eigh(cov)  # ascending eigenvalues, vectors in columns
     axes = vecs.flip(-1).transpose(1, 2)  # rows, descending
     proj = points @ axes.transpose(1, 2)  # (B, P, 3)
     third = ((proj ** 3) * weights[..., None]).sum(1)  # (B, 3)

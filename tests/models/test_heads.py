@@ -39,8 +39,22 @@ def test_decoder_refuses_to_run_without_image_tokens():
         head(torch.zeros(2, 0, 16), None, None, None, body, cams)
     with pytest.raises(ValueError, match='M >= 1'):
         head(torch.zeros(2, 5, 8), None, None, None, body, cams)   # wrong feature size
-    with pytest.raises(ValueError, match='masked'):
-        head(torch.zeros(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), None, None, body, cams)
+
+
+def test_a_sample_without_valid_tokens_does_not_poison_the_batch():
+    """Every token of sample 1 masked: attention over nothing would be NaN and spread
+    through the batch's gradients; its tokens are used instead (on the device, no sync),
+    and sample 0 is unaffected."""
+    head = _head(output_init_std=0.1)
+    mem = torch.randn(2, 5, 16, requires_grad=True)
+    mask = torch.tensor([[False, False, True, True, True], [True] * 5])
+    body, cams = torch.zeros(2, 7), torch.zeros(2, 2, 3)
+    out = head(mem, mask, None, None, body, cams)[-1]
+    assert torch.isfinite(out['body']).all() and torch.isfinite(out['cameras']).all()
+    out['body'].sum().backward()
+    assert torch.isfinite(mem.grad).all() and mem.grad[1].abs().sum() > 0
+    alone = head(mem[:1], mask[:1], None, None, body[:1], cams[:1])[-1]['body']
+    torch.testing.assert_close(alone, out['body'][:1])
 
 
 def test_masked_tokens_are_ignored():

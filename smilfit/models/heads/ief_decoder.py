@@ -24,17 +24,24 @@ from smilfit.registry import MODELS
 
 
 def check_memory(memory: Optional[torch.Tensor], memory_mask: Optional[torch.Tensor],
-                 in_dim: int, owner: str) -> None:
-    """Raise unless ``memory`` holds (B, M >= 1, in_dim) tokens, not all masked."""
+                 in_dim: int, owner: str) -> Optional[torch.Tensor]:
+    """Check that ``memory`` holds (B, M >= 1, in_dim) tokens; return the mask to use.
+
+    A sample whose tokens are all masked (no valid view) would make attention a softmax
+    over nothing, NaN that poisons the whole batch's gradients: its tokens are unmasked
+    instead (its data carries no valid view, so no 2D term supervises it). Done on the
+    device, without reading the mask back: a host sync per step stalls the GPU and
+    breaks ``torch.compile`` graphs.
+    """
     if memory is None:
         raise ValueError(f'{owner}: no image tokens (memory is None); the decoder must '
                          'cross-attend over backbone/fused tokens')
     if memory.ndim != 3 or memory.shape[1] == 0 or memory.shape[2] != in_dim:
         raise ValueError(f'{owner}: memory must be (B, M >= 1, {in_dim}) image tokens, got '
                          f'{tuple(memory.shape)}')
-    if memory_mask is not None and bool(memory_mask.all(1).any()):
-        raise ValueError(f'{owner}: every image token of some sample is masked out; the '
-                         'decoder would see no image features')
+    if memory_mask is None:
+        return None
+    return memory_mask & ~memory_mask.all(1, keepdim=True)
 
 
 @MODELS.register_module()
@@ -98,7 +105,8 @@ class IEFTransformerDecoderHead(nn.Module):
 
         Args:
             memory: (B, M, in_dim) image tokens of all views (required, M >= 1).
-            memory_mask: (B, M) True = ignore (invalid views), or None.
+            memory_mask: (B, M) True = ignore (invalid views), or None (see
+                :func:`check_memory` for samples with every token masked).
             views, fused: per-view (B, C, in_dim) and global (B, in_dim) features
                 (unused here; part of the head interface).
             init_body: (B, P_b) initial body vector.
@@ -107,7 +115,7 @@ class IEFTransformerDecoderHead(nn.Module):
         Returns:
             ``num_iterations`` dicts ``body`` (B, P_b), ``cameras`` (B, C, P_c) or None.
         """
-        check_memory(memory, memory_mask, self.in_dim, type(self).__name__)
+        memory_mask = check_memory(memory, memory_mask, self.in_dim, type(self).__name__)
         mem = self.memory_proj(memory)
         body, cams = init_body, init_cameras
         C = 0

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every CUDA check of the project (issue 18): the gpu tests, then the CUDA benchmarks
+# beside the CPU in the same run. Writes one log per step to OUT_DIR and prints them.
+#   bash benchmarks/cuda.sh OUT_DIR            # every step but suite (about 15 minutes on an H100)
+#   bash benchmarks/cuda.sh OUT_DIR suite fit  # only these steps
+# Steps: suite (the whole test suite, gpu tests included; pytest-xdist when installed),
+# tests (the gpu tests alone), train (eager, then torch.compile), fit, render, body.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
+shift
+steps=${*:-tests train fit render body}
+xdist=()
+python -c "import xdist" 2>/dev/null && xdist=(-n 12 --dist loadfile)
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+run() {  # run NAME SECONDS COMMAND...: with a time limit, logged to $out/NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "== $name: $*"
+  timeout "$limit" "$@" 2>&1 | grep -v '^synthetic:' | tee "$out/$name.log"
+  echo "== $name: exit ${PIPESTATUS[0]}"
+}
+python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" \
+  | tee "$out/device.log"
+for step in $steps; do
+  case $step in
+    suite) run suite 420 python -m pytest -q -p no:cacheprovider --durations=15 "${xdist[@]}" ;;
+    tests) run gpu_tests 300 python -m pytest -q -p no:cacheprovider --durations=10 -m gpu \
+             tests ;;
+    train) args=(--device cuda --amp bf16 --backbone resnet50 --size 256 --batch 64 --workers 8
+                 --iters 20)
+           run train_throughput 240 python benchmarks/train_throughput.py "${args[@]}" --profile
+           run train_throughput_compiled 300 python benchmarks/train_throughput.py \
+             "${args[@]}" --compile ;;
+    fit) for model in stick mouse; do
+           run "fitting_${model}_cpu" 120 python benchmarks/fitting.py --model "$model" \
+             --threads 1 --frames 1000 --loop-frames 0 --repeats 1
+           run "fitting_${model}_cuda" 120 python benchmarks/fitting.py --model "$model" \
+             --device cuda --frames 1000 --loop-frames 4 --repeats 3
+           run "fitting_${model}_cuda_100k" 240 python benchmarks/fitting.py \
+             --model "$model" --device cuda --frames 100000 --chunk-size 8192 \
+             --loop-frames 0 --repeats 1
+         done ;;
+    render) run render_cpu 240 python benchmarks/render.py --models stick mouse \
+              --sizes 256 512 --threads 1
+            run render_cuda 120 python benchmarks/render.py --models stick mouse \
+              --sizes 256 512 --device cuda ;;
+    body) run body_model 240 python benchmarks/body_model.py --device all --no-smplx ;;
+    *) echo "unknown step $step (suite, tests, train, fit, render, body)" >&2; exit 2 ;;
+  esac
+done
