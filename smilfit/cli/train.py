@@ -30,7 +30,7 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 
 from . import prog_name
-from .errors import USER_ERRORS, report_error
+from .errors import RUN_ERRORS, USER_ERRORS, SmilfitUserError, report_error
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
 REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook')
@@ -39,7 +39,7 @@ AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 PLAIN_OPTIM_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper')
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(SmilfitUserError, ValueError):
     """The command line or the config cannot make a training run."""
 
 
@@ -178,9 +178,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return report_error('train', err)
     _warn_if_nothing_to_resume(cfg)
     from smilfit.apis.fitting import prepare_data_once
-    prepare_data_once(cfg)
-    runner = build_runner(cfg)
-    runner.train()
+    try:
+        prepare_data_once(cfg)
+        runner = build_runner(cfg)
+        # Only smilfit's own errors and file errors: a ValueError from a bug in a training
+        # step keeps its traceback.
+        runner.train()
+    except RUN_ERRORS as err:
+        return report_error('train', err)
     return 0
 
 
