@@ -346,3 +346,40 @@ def test_url_checkpoints_are_loaded_safely(tmp_path, monkeypatch):
     torch.save(dict(state_dict=dict(w=torch.ones(2))), cache / 'good.pth')
     loaded = CheckpointLoader.load_checkpoint('https://example.invalid/models/good.pth')
     assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+
+
+def test_train_tool_with_a_body_model_that_does_not_fit_the_data(tmp_path, capsys,
+                                                                  isolated_default_scope):
+    """tools/train.py with a body model of 27 keypoints on data of 35 (the demo mouse
+    without and with its tip keypoints): one line naming both counts and the field at the
+    first batch, not ``IndexError: index out of range in self``."""
+    from smilfit.body_models.demo_model import demo_model_data
+    from smilfit.body_models.io import save_model_data
+    from smilfit.cli.train import main
+    from smilfit.datasets.synthetic import generate_synthetic_dataset
+    h5 = tmp_path / 'data.h5'
+    generate_synthetic_dataset(h5, num_sessions=2, frames_per_session=2, num_views=2,
+                               image_size=64, progress=False, seed=3)
+    model = tmp_path / 'no_tips.json'
+    save_model_data(demo_model_data(tip_keypoints=False), model)
+    base = Path(__file__).resolve().parents[2] / 'configs' / 'regression' / \
+        'synthetic_multiview_resnet18.py'
+    split = "split_ratios=(0.5, 0.5, 0.0)"
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f"""_base_ = [{str(base)!r}]
+data = None
+model = dict(body_model=dict(_delete_=True, type='SMILModel', model_path={str(model)!r}),
+             backbone=dict(model_name='test_resnet'), neck=dict(dim=32, depth=1),
+             head=dict(dim=32, depth=1))
+train_dataloader = dict(batch_size=2, dataset=dict(ann_file={str(h5)!r}, {split}))
+val_dataloader = dict(dataset=dict(ann_file={str(h5)!r}, {split}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=100)
+param_scheduler = []
+""")
+    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work')])
+    err = capsys.readouterr().err
+    assert rc == 1 and 'Traceback' not in err
+    assert ("train: error: the data has 35 keypoints (keypoints_2d) but the model is set up "
+            "for 27 (the body model's keypoints: pelvis,") in err
+    assert not list((tmp_path / 'work').glob('*.pth'))
