@@ -20,7 +20,9 @@ is the patches themselves.
 6. Checkpoints that survive a kill: local files are written atomically, the oldest
    checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
    written atomically, and resuming falls back to the newest complete checkpoint when
-   ``last_checkpoint`` names a missing or unreadable file.
+   ``last_checkpoint`` names a missing or unreadable file. A fix here rather than a
+   ``CheckpointHook`` subclass: every config (shipped or a user's, naming mmengine's
+   ``CheckpointHook``) gets it without a change.
 7. mmengine loads ``load_from``/``--resume`` checkpoints with a bare ``torch.load`` (its
    refusals advise ``weights_only=False``) and URLs through
    ``torch.hub.load_state_dict_from_url``, which unpickles with ``weights_only=False``:
@@ -34,6 +36,7 @@ import inspect
 import os
 import os.path as osp
 import pickle
+import re
 import sys
 from typing import Iterator, Optional
 
@@ -332,11 +335,15 @@ def _patch_is_builtin_module() -> None:
 # (checkpoints are 100+ MB) leaves the old checkpoint deleted, the new one truncated and
 # ``last_checkpoint`` naming a deleted file, so ``--resume`` fails with FileNotFoundError
 # and all progress is lost.
+# Why here and not a CheckpointHook subclass: every config (shipped or a user's, with
+# mmengine's ``CheckpointHook`` by name) and mmengine's other writers through
+# ``LocalBackend.put`` get the fix without a config change.
 # How: ``LocalBackend.put`` writes through a temporary file that is renamed into place
 # (smilfit.utils.atomic), the hook removes outdated checkpoints only after the new one is
 # complete and writes ``last_checkpoint`` atomically, and the runner's
 # ``find_latest_checkpoint`` checks the file ``last_checkpoint`` names and otherwise
-# takes the newest complete ``*.pth`` in the work dir.
+# takes the newest complete ``*.pth`` in the work dir. Partial files of killed writers are
+# removed at the next save.
 
 def _atomic_put(self, obj: bytes, filepath) -> None:
     os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
@@ -372,6 +379,28 @@ def _save_checkpoint_with_step(self, runner, step, meta):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
             self.file_backend.rmtree(path)
+    if osp.isdir(self.out_dir):
+        _remove_dead_partials(self.out_dir)
+
+
+# smilfit.utils.atomic's temporary files: '.<name>.<pid>.<n>.tmp'
+_PARTIAL = re.compile(r'^\..+\.pth\.(\d+)\.\d+\.tmp$')
+
+
+def _remove_dead_partials(folder: str) -> None:
+    """Remove partial checkpoints left by killed writers (their process is gone), which
+    would otherwise keep a checkpoint's worth of disk per kill."""
+    for name in os.listdir(folder):
+        match = _PARTIAL.match(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(osp.join(folder, name))
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _complete_checkpoint(path: str) -> bool:
