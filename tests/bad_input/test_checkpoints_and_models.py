@@ -383,3 +383,29 @@ param_scheduler = []
     assert ("train: error: the data has 35 keypoints (keypoints_2d) but the model is set up "
             "for 27 (the body model's keypoints: pelvis,") in err
     assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+# Local backbone weights (model.backbone.checkpoint=...): kind, file name, message fragment
+BACKBONE_CASES = [
+    ('truncated', 'w.safetensors', 'is truncated or not a safetensors file'),
+    ('random_bytes', 'w.safetensors', 'is truncated or not a safetensors file'),
+    ('pickled_payload', 'w.pth', 'holds an object of type posix.system'),
+    ('truncated', 'w.pth', 'truncated or not a PyTorch checkpoint'),
+]
+
+
+@pytest.mark.parametrize('kind, name, message', BACKBONE_CASES,
+                         ids=[f'{c[0]}-{c[1]}' for c in BACKBONE_CASES])
+def test_bad_backbone_weights(tmp_path, kind, name, message):
+    from smilfit.models.backbones import TimmBackbone
+    marker = tmp_path / 'PAYLOAD_RAN'
+    path = tmp_path / name
+    if name.endswith('.safetensors') and kind == 'truncated':
+        from safetensors.torch import save_file
+        save_file(dict(w=torch.zeros(1000)), str(path))
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        _make(kind, path, marker)
+    with pytest.raises(CheckpointError, match=message) as info:
+        TimmBackbone(model_name='test_resnet', checkpoint=str(path))
+    assert str(path) in str(info.value) and not marker.exists()
