@@ -158,9 +158,22 @@ def build_runner(cfg: Config):
 
 
 def _warn_if_nothing_to_resume(cfg: Config) -> None:
-    from mmengine.runner import find_latest_checkpoint
+    """Warn when ``--resume`` finds no checkpoint (a fresh start).
+
+    Raises:
+        TrainConfigError: the work dir holds checkpoints but none is complete (starting from
+            scratch would silently throw them away).
+    """
+    from smilfit.engine.compat import find_latest_checkpoint  # the one the runner uses
     if cfg.get('resume') and cfg.get('load_from') is None and \
             find_latest_checkpoint(cfg.work_dir) is None:
+        broken = sorted(p.name for p in Path(cfg.work_dir).glob('*.pth')) \
+            if Path(cfg.work_dir).is_dir() else []
+        if broken:
+            raise TrainConfigError(
+                f'--resume: no complete checkpoint in {cfg.work_dir} ({", ".join(broken)} '
+                'truncated or unreadable); pass --resume CHECKPOINT, or move them away to '
+                'start from scratch')
         print(f'train: warning: --resume found no checkpoint in {cfg.work_dir}; '
               'training starts from scratch', file=sys.stderr)
 
@@ -174,9 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     register_all_modules(init_default_scope=True)
     try:
         cfg = build_config(args)
+        _warn_if_nothing_to_resume(cfg)
     except USER_ERRORS as err:
         return report_error('train', err)
-    _warn_if_nothing_to_resume(cfg)
     from smilfit.apis.fitting import prepare_data_once
     try:
         prepare_data_once(cfg)

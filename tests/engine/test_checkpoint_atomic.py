@@ -138,3 +138,20 @@ def test_sigkill_mid_write_then_resume(tmp_path):
     assert torch.load(work / 'epoch_2.pth')['meta']['epoch'] == 2
     assert not (work / 'epoch_1.pth').exists()
     assert not partial[0].exists()  # the killed writer's partial file is removed
+
+
+def test_resume_with_only_truncated_checkpoints_is_an_error(tmp_path, capsys):
+    """--resume never silently starts from scratch over checkpoints it cannot read."""
+    cfg = write_config(tmp_path / 'toy.py', '')
+    work = tmp_path / 'work'
+    work.mkdir()
+    torch.save(dict(meta=dict(epoch=1)), work / 'epoch_1.pth')
+    (work / 'epoch_1.pth').write_bytes((work / 'epoch_1.pth').read_bytes()[:100])
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    rc = train_cli.main([str(cfg), '--work-dir', str(work), '--resume', '--cfg-options',
+                         f'experiment_name={unique_name()}'])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f'train: error: --resume: no complete checkpoint in {work} (epoch_1.pth ' \
+        'truncated or unreadable)' in err
+    assert (work / 'epoch_1.pth').stat().st_size == 100  # left alone
