@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', help='checkpoints and logs (default: the config\'s '
                         'work_dir, else work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CHECKPOINT',
-                        help='resume training: without a value from the latest checkpoint in '
-                             'the work dir (a fresh start, with a warning, when there is none), '
-                             'or from CHECKPOINT')
+                        help='resume training: without a value from the newest complete '
+                             'checkpoint in the work dir (a fresh start, with a warning, when '
+                             'there is none; an error when all there are truncated), or from '
+                             'CHECKPOINT')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper); needs a GPU')
     parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES), default='bf16',
