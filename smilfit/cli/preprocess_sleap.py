@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import prog_name
+from .errors import SmilfitUserError
 
 #: smilfit.datasets.ingest_images.CROP_MODES, restated so that --help imports no torch
 #: (tests/tools/test_entry_points.py checks they agree).
@@ -106,7 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from smilfit.datasets.hdf5_format import DatasetFormatError  # not at the top: fast --help
     from smilfit.datasets.ingest_sleap import DataIngestError, IngestOptions, ingest_sleap
-    expected_errors = (DataIngestError, DatasetFormatError, FileExistsError, OSError)
+    expected_errors = (DataIngestError, DatasetFormatError, FileExistsError, OSError,
+                       SmilfitUserError)  # SmilfitUserError: e.g. a refused model pickle
     opts = IngestOptions(
         max_frames=args.max_frames, frame_skip=args.frame_skip, min_views=args.min_views,
         crop_mode=args.crop_mode, target_size=args.target_size, bbox_margin=args.bbox_margin,

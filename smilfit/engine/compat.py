@@ -20,7 +20,13 @@ is the patches themselves.
 6. Checkpoints that survive a kill: local files are written atomically, the oldest
    checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
    written atomically, and resuming falls back to the newest complete checkpoint when
-   ``last_checkpoint`` names a missing or unreadable file.
+   ``last_checkpoint`` names a missing or unreadable file. A fix here rather than a
+   ``CheckpointHook`` subclass: every config (shipped or a user's, naming mmengine's
+   ``CheckpointHook``) gets it without a change.
+7. mmengine loads ``load_from``/``--resume`` checkpoints with a bare ``torch.load`` (its
+   refusals advise ``weights_only=False``) and URLs through
+   ``torch.hub.load_state_dict_from_url``, which unpickles with ``weights_only=False``:
+   both go through :mod:`smilfit.engine.checkpoint_io` instead.
 """
 import contextlib
 import functools
@@ -30,6 +36,7 @@ import inspect
 import os
 import os.path as osp
 import pickle
+import re
 import sys
 from typing import Iterator, Optional
 
@@ -328,11 +335,15 @@ def _patch_is_builtin_module() -> None:
 # (checkpoints are 100+ MB) leaves the old checkpoint deleted, the new one truncated and
 # ``last_checkpoint`` naming a deleted file, so ``--resume`` fails with FileNotFoundError
 # and all progress is lost.
+# Why here and not a CheckpointHook subclass: every config (shipped or a user's, with
+# mmengine's ``CheckpointHook`` by name) and mmengine's other writers through
+# ``LocalBackend.put`` get the fix without a config change.
 # How: ``LocalBackend.put`` writes through a temporary file that is renamed into place
 # (smilfit.utils.atomic), the hook removes outdated checkpoints only after the new one is
 # complete and writes ``last_checkpoint`` atomically, and the runner's
 # ``find_latest_checkpoint`` checks the file ``last_checkpoint`` names and otherwise
-# takes the newest complete ``*.pth`` in the work dir.
+# takes the newest complete ``*.pth`` in the work dir. Partial files of killed writers are
+# removed at the next save.
 
 def _atomic_put(self, obj: bytes, filepath) -> None:
     os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
@@ -368,6 +379,28 @@ def _save_checkpoint_with_step(self, runner, step, meta):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
             self.file_backend.rmtree(path)
+    if osp.isdir(self.out_dir):
+        _remove_dead_partials(self.out_dir)
+
+
+# smilfit.utils.atomic's temporary files: '.<name>.<pid>.<n>.tmp'
+_PARTIAL = re.compile(r'^\..+\.pth\.(\d+)\.\d+\.tmp$')
+
+
+def _remove_dead_partials(folder: str) -> None:
+    """Remove partial checkpoints left by killed writers (their process is gone), which
+    would otherwise keep a checkpoint's worth of disk per kill."""
+    for name in os.listdir(folder):
+        match = _PARTIAL.match(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(osp.join(folder, name))
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _complete_checkpoint(path: str) -> bool:
@@ -397,6 +430,51 @@ def _patch_checkpoint_writes() -> None:
     mm_runner.find_latest_checkpoint = _mark(find_latest_checkpoint)
 
 
+# 7. mmengine's checkpoint loaders ----------------------------------------------------
+# What breaks: ``CheckpointLoader``'s local loader (``load_from``, ``--resume``, a model's
+# ``init_cfg=dict(type='Pretrained', checkpoint=...)``) calls ``torch.load`` without
+# checks, so a truncated, garbage or refused file surfaces as a raw RuntimeError/
+# UnpicklingError whose text advises ``weights_only=False``; its http(s) loader (also used
+# by ``torchvision://``, ``open-mmlab://`` and ``mmcls://``) calls
+# ``torch.hub.load_state_dict_from_url``, whose default ``weights_only=False`` lets a
+# downloaded file run code.
+# How: the local and http(s) schemes are registered again (``force=True``) with loaders
+# that use :func:`~smilfit.engine.checkpoint_io.load_checkpoint_file` (``weights_only=True``,
+# one :class:`CheckpointError` naming the file), and ``load_from_http`` is rebound in
+# ``mmengine.runner.checkpoint`` so the schemes that call it by name get it too.
+
+def _safe_load_from_local(filename, map_location=None):
+    from smilfit.engine.checkpoint_io import load_checkpoint_file
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def _safe_load_from_http(filename, map_location=None, model_dir=None, progress=False):
+    from mmengine.dist import get_dist_info
+
+    from smilfit.engine.checkpoint_io import load_checkpoint_url
+    rank, world_size = get_dist_info()
+    if rank == 0:  # rank 0 downloads; the others read its cached file
+        ckpt = load_checkpoint_url(filename, model_dir, map_location, progress)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            ckpt = load_checkpoint_url(filename, model_dir, map_location, progress)
+    return ckpt
+
+
+# mmengine logs ``name[10:]`` of the loader ("Loads checkpoint by local backend").
+_safe_load_from_local.__name__ = 'load_from_local'
+_safe_load_from_http.__name__ = 'load_from_http'
+
+
+def _patch_checkpoint_loaders() -> None:
+    import mmengine.runner.checkpoint as mm_checkpoint
+    loader = mm_checkpoint.CheckpointLoader
+    loader._register_scheme('', _mark(_safe_load_from_local), force=True)
+    loader._register_scheme(('http://', 'https://'), _mark(_safe_load_from_http), force=True)
+    mm_checkpoint.load_from_http = _safe_load_from_http
+
+
 def apply() -> None:
     """Apply every fix; safe to call more than once."""
     _allow_checkpoint_globals()
@@ -405,6 +483,7 @@ def apply() -> None:
     _patch_package_utils()
     _patch_is_builtin_module()
     _patch_checkpoint_writes()
+    _patch_checkpoint_loaders()
 
 
 apply()

@@ -6,8 +6,10 @@ Each file holds one table (a parametrized test or a test per row) with the messa
   garbage, truncated, carry a pickled payload or are not a dict; checkpoints whose stored
   config is Python text with a payload (``tools/test.py``, ``tools/infer.py``: nothing runs);
   configs that cannot be stored as data; stored configs importing foreign plugins; model
-  pickles truncated, garbage or with a payload (also through ``tools/fit.py``); training
-  data with another keypoint count than the model.
+  files (``.pkl``, ``.json``, ``.json.gz``) truncated, garbage, a directory or with a payload
+  (also through ``tools/fit.py``, ``convert_model``, ``make_synthetic``, ``build_model``);
+  bad ``--resume``/``load_from`` and URL checkpoints for ``tools/train.py``; training data
+  with another keypoint count than the body model (also through ``tools/train.py``).
 - ``test_datasets.py``: prepared datasets whose fields disagree (cameras for fewer views,
   another keypoint count, fewer rows); interrupted preprocessing (Ctrl-C/SIGTERM message,
   ``kill -9`` then ``--resume``, a damaged partial file).
@@ -18,5 +20,6 @@ Each file holds one table (a parametrized test or a test per row) with the messa
 
 Elsewhere: checkpoint writes killed mid-way (``tests/engine/test_checkpoint_atomic.py``),
 file permissions (``tests/utils/test_atomic.py``), a ``--dataset`` with other keypoints for
-the visuals (``tests/visualization/test_fit_visuals.py``).
+the visuals (``tests/visualization/test_fit_visuals.py``), which errors the tools print as
+one line (``tests/tools/test_cli_errors.py``).
 """

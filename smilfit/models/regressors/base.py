@@ -43,6 +43,7 @@ from smilfit.cameras.triangulation import triangulate_dlt
 from smilfit.handlers.matching import match_keypoints
 from smilfit.registry import BODY_MODELS, HANDLERS, MODELS
 
+from ...errors import SmilfitUserError
 from ..necks.fusion import masked_view_mean, valid_view_mask
 from ..param_codec import BodyParamCodec, CameraCodec, upright_orientation
 
@@ -61,6 +62,10 @@ DEFAULT_PARAM_WEIGHTS = dict(global_orient=1.0, body_pose=1.0, betas=0.1, transl
 ROTATION_LOSSES = ('frobenius', 'raw_6d')
 #: Loss terms computed by the regressor itself (besides its handlers).
 BUILTIN_TERMS = ('param', 'triangulation', 'heading')
+
+
+class KeypointCountError(SmilfitUserError, ValueError):
+    """The data's keypoint count differs from the keypoints the model was set up for."""
 
 
 def _build(registry, spec: ModuleSpec, **defaults: Any) -> nn.Module:
@@ -699,7 +704,8 @@ class BodyRegressor(BaseModel):
         out of range deep in a loss.
 
         Raises:
-            ValueError: the counts differ; says how to set the model's keypoint names.
+            KeypointCountError: the counts differ; names the field and both counts and says
+                how to set the model's keypoint names.
         """
         for key in ('keypoints_2d', 'keypoints_3d'):
             value = data_samples.get(key) if isinstance(data_samples, Mapping) else None
@@ -707,10 +713,13 @@ class BodyRegressor(BaseModel):
                 continue
             count = value.shape[-2]
             if count != len(self.keypoint_names):
-                raise ValueError(
+                names = self.keypoint_names
+                whose = "the body model's keypoints" if names == list(
+                    self.body_model.keypoint_names) else 'model.keypoint_names'
+                raise KeypointCountError(
                     f'the data has {count} keypoints ({key}) but the model is set up for '
-                    f'{len(self.keypoint_names)} ({", ".join(self.keypoint_names[:6])}'
-                    f'{", ..." if len(self.keypoint_names) > 6 else ""}); set '
+                    f'{len(names)} ({whose}: {", ".join(names[:6])}'
+                    f'{", ..." if len(names) > 6 else ""}); set '
                     "model.keypoint_names to the dataset's keypoint names (and "
                     'model.joint_lookup to map them to the body model)')
 
@@ -889,6 +898,6 @@ class BodyRegressor(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 
-__all__ = ['BodyRegressor', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
+__all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']
