@@ -4,8 +4,11 @@
 labels file) or ``data.synthetic`` (generator options) on first use and reuses it later. The
 source is recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the
 options, and for SLEAP input every input file's path, size and modification time. On reuse
-the record is compared with what the config asks for now; when the input files, the
-options or the body model differ (or the file has no record), the dataset is prepared again.
+the record is compared with what the config asks for now (:func:`source_changes`); when the
+input files, the options or the body model differ (or the file has no record),
+:func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
+overwrites the file: ``data.path`` may be a dataset the user made and means to keep. A
+missing ``data.sleap.input`` is an error whatever exists at ``data.path``.
 """
 from __future__ import annotations
 
