@@ -212,6 +212,21 @@ def test_prepared_data_with_the_same_source_is_reused(tmp_path, dataset):
     assert path.read_bytes() == before
 
 
+def test_prepared_data_inside_the_session_folder_is_reused(tmp_path, dataset):
+    """The prepared file (and its temporary files) are not part of the recorded input."""
+    a = _session(tmp_path, 'session_a')
+    path = a / 'prepared.h5'
+    data = dict(path=str(path), sleap=dict(input=str(a)))
+    record = expected_source(data)  # as prepare_data records it: before ingesting
+    _copy(dataset, path)
+    (a / 'prepared.h5.partial.ok').write_bytes(b'left by an interrupted run')
+    write_source(path, record)
+    prepare_data(dict(data=data), progress=False)
+    (a / 'labels.slp').write_bytes(b'labels v2, proofread')
+    with pytest.raises(StaleDataError, match=r'input files changed \(1: labels.slp\)'):
+        prepare_data(dict(data=data), progress=False)
+
+
 # --- interrupted writes -----------------------------------------------------------------
 
 def _contents(path):
