@@ -4,7 +4,6 @@ prepared data, interrupted ingestion.
 Each table row: the case, what is done, and the message asserted (it names the file, the
 field or the name at fault)."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
