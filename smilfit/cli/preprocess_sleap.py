@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--resume', action='store_true',
                      help='resumable run: keep OUTPUT.partial when interrupted and continue '
                           'it (or add missing samples to an existing OUTPUT), skipping samples '
-                          'already written; use the same options as before')
+                          'already written; use the same options as before. Even after '
+                          'kill -9 it continues, from the last checkpoint')
+    run.add_argument('--checkpoint-every', dest='checkpoint_every_s', type=float, default=60.0,
+                     metavar='SECONDS',
+                     help='with --resume, copy the partial output to OUTPUT.partial.ok at '
+                          'most this often (0: after every block of samples; default 60)')
     run.add_argument('--no-progress', dest='progress', action='store_false',
                      help='no progress bar')
     return p
@@ -117,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         jpeg_quality=args.jpeg_quality, images=args.images, joint_lookup=args.joint_lookup,
         shape_betas=args.shape_betas, body_model=args.body_model,
         video_search_paths=args.video_search_paths, points3d=args.points3d,
-        units=args.units, progress=args.progress)
+        units=args.units, progress=args.progress, checkpoint_every_s=args.checkpoint_every_s)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = ingest_sleap(args.input, args.output, overwrite=args.overwrite,

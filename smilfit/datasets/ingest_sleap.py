@@ -88,6 +88,9 @@ class IngestOptions:
         points3d: anipose ``points3d.h5`` for a single ``.slp`` recording session.
         units: length unit of calibrations and 3D points (root attr ``units``).
         progress: show a tqdm progress bar.
+        checkpoint_every_s: with ``resume``, checkpoint the partial output at most this
+            often (0: after every block of samples); a run killed with ``kill -9``
+            continues from the last checkpoint (see :class:`DatasetWriter`).
     """
     max_frames: Optional[int] = None
     frame_skip: int = 1
@@ -108,6 +111,7 @@ class IngestOptions:
     points3d: Optional[PathLike] = None
     units: str = 'unknown'
     progress: bool = True
+    checkpoint_every_s: float = 60.0
 
     def validate(self) -> 'IngestOptions':
         if self.crop_mode not in CROP_MODES:
@@ -120,6 +124,9 @@ class IngestOptions:
             value = getattr(self, name)
             if value is not None and int(value) < low:
                 raise DataIngestError(f'{name} must be >= {low}, got {value}')
+        if not float(self.checkpoint_every_s) >= 0:
+            raise DataIngestError(f'checkpoint_every_s must be >= 0, got '
+                                  f'{self.checkpoint_every_s}')
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise DataIngestError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality}')
         return self
@@ -938,7 +945,8 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
     with DatasetWriter(output, keypoint_names=out_names, num_views=num_views,
                        overwrite=overwrite, resume=resume, source=f'sleap: {input_path}',
                        units=opts.units, attrs=attrs, params_attrs=params_attrs,
-                       created_by='smilfit.datasets.ingest_sleap') as writer, \
+                       created_by='smilfit.datasets.ingest_sleap',
+                       checkpoint_every_s=opts.checkpoint_every_s) as writer, \
             _progress(total, opts.progress) as bar, _pool(opts.workers) as pool:
         try:
             for p in prepared:

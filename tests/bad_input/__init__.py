@@ -11,8 +11,13 @@ Each file holds one table (a parametrized test or a test per row) with the messa
   bad ``--resume``/``load_from`` and URL checkpoints for ``tools/train.py``; training data
   with another keypoint count than the body model (also through ``tools/train.py``).
 - ``test_datasets.py``: prepared datasets whose fields disagree (cameras for fewer views,
-  another keypoint count, fewer rows); interrupted preprocessing (Ctrl-C/SIGTERM message,
-  ``kill -9`` then ``--resume``, a damaged partial file).
+  another keypoint count, fewer rows, session indices and tables) and non-finite cameras
+  (reported by sample and camera); joint lookups naming points that do not exist on either
+  side; stale prepared data (another session, a changed session file, other ingestion or
+  synthetic options, a missing input, no record); writes killed with ``kill -9`` at
+  arbitrary points or interrupted inside a batch, then resumed (compared with an
+  uninterrupted run); ``tools/preprocess_sleap.py`` under SIGTERM (message, exit status,
+  ``--resume``) and ``kill -9`` then ``--resume``.
 - ``test_fitting.py``: typos in ``data`` keys, handler keywords and joint lookups; stale
   prepared data (changed options, missing or changed SLEAP input); ``--resume`` with another
   config or dataset; a rerun after a failed start; NaN cameras; every sample failing; the

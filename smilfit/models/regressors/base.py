@@ -40,7 +40,7 @@ from smilfit.body_models.rotations import (axis_angle_to_matrix, matrix_to_axis_
                                            matrix_to_rotation_6d)
 from smilfit.cameras.projection import project_points, undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
-from smilfit.handlers.matching import match_keypoints
+from smilfit.handlers.matching import lookup_model_names, match_keypoints
 from smilfit.registry import BODY_MODELS, HANDLERS, MODELS
 
 from ...errors import SmilfitUserError
@@ -417,8 +417,9 @@ class BodyRegressor(BaseModel):
         model_names = list(self.body_model.keypoint_names)
         self.keypoint_names = list(model_names if keypoint_names is None else keypoint_names)
         self.joint_lookup = None if joint_lookup is None else dict(joint_lookup)
-        self.keypoint_match = match_keypoints(model_names, self.keypoint_names,
-                                              self.joint_lookup)
+        self.keypoint_match = match_keypoints(
+            model_names, self.keypoint_names, self.joint_lookup,
+            lookup_names=lookup_model_names(self.body_model))
         data_info = dict(keypoint_names=self.keypoint_names)
         if self.joint_lookup is not None:
             data_info['joint_lookup'] = self.joint_lookup
