@@ -31,7 +31,7 @@ it is fixed; the only state is the patches themselves.
 4. Configs with plain ``import os`` on Python >= 3.11 were parsed as lazy-import
    configs and failed.
 5. torch's optimizers reach mmengine's root ``OPTIMIZERS`` (and so smilfit's child
-   registry) only once ``mmengine.optim`` is imported: import it here.
+   registry) only once ``mmengine.optim`` is imported: :func:`apply` imports it.
 6. Checkpoints that survive a kill: local files are written atomically, the oldest
    checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
    written atomically, and resuming falls back to the newest complete checkpoint when
@@ -62,7 +62,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 from smilfit.utils.atomic import atomic_open
 
-__all__ = ['apply', 'apply_core', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg', 'weights_only_safe_globals']
+__all__ = ['apply', 'apply_core', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg',
+           'weights_only_safe_globals']
 
 _MARK = '_smilfit_compat'  # attribute set on every replacement function
 
@@ -334,6 +335,17 @@ def _patch_is_builtin_module() -> None:
     mm_config._is_builtin_module = _is_builtin_module
 
 
+# 5. torch optimizers in the registry --------------------------------------------
+# What breaks: mmengine registers torch's optimizers in its root ``OPTIMIZERS`` when
+# ``mmengine.optim`` is imported, and nothing else imports it before a config asks for
+# ``dict(type='Adam')``, so smilfit's child registry does not find them.
+# How: :func:`apply` imports ``mmengine.optim``; ``OPTIMIZERS`` looks up its location
+# (``smilfit.engine.hooks``, which calls :func:`apply`) before its first build.
+
+def _register_torch_optimizers() -> None:
+    import mmengine.optim  # noqa: F401  (registers torch optimizers on import)
+
+
 # 6. Checkpoints that survive a kill ------------------------------------------------
 # What breaks: ``CheckpointHook._save_checkpoint_with_step`` removes the oldest kept
 # checkpoint *before* saving the new one, ``LocalBackend.put`` writes the new one in
@@ -413,17 +425,6 @@ def _patch_checkpoint_hook() -> None:
     mm_checkpoint_hook.CheckpointHook._save_checkpoint_with_step = _mark(
         _save_checkpoint_with_step)
     mm_runner.find_latest_checkpoint = _mark(find_latest_checkpoint)
-
-
-# 5. torch optimizers in the registry --------------------------------------------
-# What breaks: mmengine registers torch's optimizers in its root ``OPTIMIZERS`` when
-# ``mmengine.optim`` is imported, and nothing else imports it before a config asks for
-# ``dict(type='Adam')``, so smilfit's child registry does not find them.
-# How: :func:`apply` imports ``mmengine.optim``; ``OPTIMIZERS`` looks up its location
-# (``smilfit.engine.hooks``, which calls :func:`apply`) before its first build.
-
-def _register_torch_optimizers() -> None:
-    import mmengine.optim  # noqa: F401  (registers torch optimizers on import)
 
 
 def apply_core() -> None:
