@@ -33,6 +33,8 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.7',
     'imageio>=2.30',
     'imageio-ffmpeg>=0.5',
+    # writes anipose calibration.toml (smilfit.cameras.camera_group); tomllib reads
+    'tomli-w>=1.0',
 ]
 
 EXTRAS_REQUIRE = {

@@ -35,6 +35,7 @@ import torch
 
 from ..cameras.projection import project_points_numpy
 from ..datasets.ingest_images import apply_affine
+from ..datasets.video_io import FrameReader, probe_video
 from ..utils.atomic import atomic_path, save_npz
 
 PathLike = Union[str, os.PathLike]
@@ -131,7 +132,8 @@ def _default_camera(width: int, height: int) -> Dict[str, np.ndarray]:
 
 
 class VideoFrames:
-    """One video, read sequentially with OpenCV (random access seeks).
+    """One video, read with :class:`smilfit.datasets.video_io.FrameReader` (forward over
+    short gaps, seeks otherwise).
 
     Attributes: ``num_views`` 1, ``camera_names``, ``frame_numbers`` (frame numbers in the
     video), ``size`` (W, H), ``fps``, ``video_refs`` (for the ``.slp``).
@@ -144,14 +146,16 @@ class VideoFrames:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f'video {self.path} does not exist')
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise InferenceError(f'{self.path}: OpenCV cannot open the video')
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                     int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
-        cap.release()
+        try:
+            info = probe_video(self.path, decode_first=False)
+        except OSError as e:
+            raise InferenceError(str(e)) from e
+        if info.num_frames is None:
+            raise InferenceError(f'{self.path}: the container does not say how many frames '
+                                 'it has')
+        n = info.num_frames
+        self.size = info.size
+        self.fps = info.fps or 25.0
         self.num_frames_in_video = n
         numbers = np.arange(n) if frames is None else np.asarray(list(frames), np.int64)
         bad = numbers[(numbers < 0) | (numbers >= n)]
@@ -162,24 +166,13 @@ class VideoFrames:
         self.num_views = 1
         self.camera_names = [name or self.path.stem]
         self.video_refs = [str(self.path)]
-        self._cap = None
-        self._pos = -1
+        self._reader = FrameReader(self.path)
 
     def __len__(self) -> int:
         return len(self.frame_numbers)
 
     def _read(self, number: int) -> np.ndarray:
-        if self._cap is None:
-            self._cap = cv2.VideoCapture(str(self.path))
-            self._pos = 0
-        if number != self._pos:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(number))
-            self._pos = int(number)
-        ok, frame = self._cap.read()
-        if not ok:
-            raise OSError(f'{self.path}: cannot decode frame {number} (truncated video?)')
-        self._pos += 1
-        return _rgb(frame)
+        return self._reader.read_rgb(number)
 
     def read(self, i: int) -> List[np.ndarray]:
         """The views of item ``i``: a list of one (H, W, 3) uint8 RGB frame."""
@@ -193,9 +186,7 @@ class VideoFrames:
         return dict(frame=int(self.frame_numbers[i]), session=self.camera_names[0])
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._reader.close()
 
 
 class ImageFolderFrames:

@@ -32,7 +32,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import h5py
 import numpy as np
 
@@ -42,6 +41,7 @@ from .ingest_images import (CROP_MODES, VideoSpec, apply_affine, box_affine, clo
                             crop_box, register_sio_video, render_view_block,
                             undistort_points, worker_init)
 from .joint_lookup import JointLookupError, read_joint_lookup
+from .video_io import probe_video
 
 #: Video file extensions looked for in camera folders.
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.mj2', '.webm', '.mpg', '.mpeg')
@@ -341,19 +341,11 @@ def _open_video(view_video: Any, path: Optional[Path], key: str, where: Path
     """Decide how to decode a video: (spec, decoded (W, H), frame count, pre_affine)."""
     if path is not None and path.suffix.lower() in VIDEO_EXTS and not (
             view_video is not None and view_video.is_cropped):
-        cap = cv2.VideoCapture(str(path))
         try:
-            if not cap.isOpened():
-                raise _fail(path, 'OpenCV cannot open the video (corrupt or unsupported)')
-            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            n = n if n > 0 else None  # some containers do not know their length
-            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            ok, frame = cap.read()
-            if not ok or frame is None or w <= 0 or h <= 0:
-                raise _fail(path, 'OpenCV cannot decode the first frame (corrupt video?)')
-        finally:
-            cap.release()
-        return VideoSpec('cv2', str(path)), (w, h), n, np.eye(3)
+            info = probe_video(path)
+        except OSError as e:
+            raise DataIngestError(str(e)) from e
+        return VideoSpec('cv2', str(path)), info.size, info.num_frames, np.eye(3)
     if view_video is None:
         return None, None, None, np.eye(3)
     # Embedded images (.pkg.slp), image sequences, cropped videos: sleap-io decodes them.

@@ -1,10 +1,26 @@
 """Fixes that make mmengine 0.10.7 work on today's torch, Python and setuptools.
 
-:func:`apply` runs when this module is imported (:mod:`smilfit.registry`, which every
-smilfit component imports, imports it), so every process that builds anything of smilfit --
-spawned dataloader and DDP workers included -- has the fixes. It is idempotent: a second
-call changes nothing. Each fix says what breaks, why, and how it is fixed; the only state
-is the patches themselves.
+Two steps, so that fitting does not pay for mmengine's runner side: its ``mmengine.model``,
+``mmengine.optim``, ``mmengine.hooks`` and ``mmengine.runner`` modules import
+``torch.distributed.fsdp`` and ``torch.distributed.tensor`` (about 1 s, a third of
+``tools/fit.py``'s start-up), and fitting uses none of them.
+
+- :func:`apply_core` runs when this module is imported (:mod:`smilfit.registry`, which
+  every smilfit component imports, imports it), so every process that builds anything of
+  smilfit -- spawned dataloader and DDP workers included -- has the fixes that need only
+  mmengine's config, dist, fileio and utils modules (1, 2 for ``init_dist``, 3, 4, 6 for
+  ``LocalBackend.put``).
+- :func:`apply` applies every fix, the runner-side ones too (2 for
+  ``MMDistributedDataParallel``, 5, 6 for the checkpoint hook and ``find_latest_checkpoint``,
+  7 for the checkpoint loaders of ``mmengine.runner.checkpoint``).
+  :mod:`smilfit.engine.hooks` calls it on import, and every runner-side registry of
+  :mod:`smilfit.registry` (runners, loops, hooks, model wrappers, optimizers, optimizer
+  wrappers and constructors, parameter schedulers, log processors) names
+  ``smilfit.engine.hooks`` as its location, so a Runner, or an optimizer built by name,
+  has them before it is built; :func:`smilfit.utils.register_all_modules` imports it too.
+
+Both are idempotent: a second call changes nothing. Each fix says what breaks, why, and how
+it is fixed; the only state is the patches themselves.
 
 1. ``Runner(resume=True)`` / ``load_checkpoint`` under torch's ``weights_only=True``
    default: allow-list exactly the globals an mmengine checkpoint needs.
@@ -16,7 +32,7 @@ is the patches themselves.
 4. Configs with plain ``import os`` on Python >= 3.11 were parsed as lazy-import
    configs and failed.
 5. torch's optimizers reach mmengine's root ``OPTIMIZERS`` (and so smilfit's child
-   registry) only once ``mmengine.optim`` is imported: import it here.
+   registry) only once ``mmengine.optim`` is imported: :func:`apply` imports it.
 6. Checkpoints that survive a kill: local files are written atomically, the oldest
    checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
    written atomically, and resuming falls back to the newest complete checkpoint when
@@ -47,17 +63,15 @@ import mmengine.config.config as mm_config
 import mmengine.config.utils as mm_config_utils
 import mmengine.dist.utils as mm_dist_utils
 import mmengine.fileio.backends.local_backend as mm_local_backend
-import mmengine.hooks.checkpoint_hook as mm_checkpoint_hook
-import mmengine.optim  # noqa: F401  (fix 5: registers torch optimizers in OPTIMIZERS)
 import mmengine.utils as mm_utils
 import mmengine.utils.package_utils as mm_package_utils
 from mmengine.device import get_device
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.model.wrappers import MMDistributedDataParallel
 
 from smilfit.utils.atomic import atomic_open
 
-__all__ = ['apply', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg', 'weights_only_safe_globals']
+__all__ = ['apply', 'apply_core', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg',
+           'weights_only_safe_globals']
 
 _MARK = '_smilfit_compat'  # attribute set on every replacement function
 
@@ -197,6 +211,7 @@ def cpu_model_wrapper_cfg(**kwargs) -> dict:
 
 
 def _patch_ddp_init() -> None:
+    from mmengine.model.wrappers import MMDistributedDataParallel  # runner side (apply)
     original = MMDistributedDataParallel.__init__
     if _is_patched(original):
         return
@@ -328,6 +343,17 @@ def _patch_is_builtin_module() -> None:
     mm_config._is_builtin_module = _is_builtin_module
 
 
+# 5. torch optimizers in the registry --------------------------------------------
+# What breaks: mmengine registers torch's optimizers in its root ``OPTIMIZERS`` when
+# ``mmengine.optim`` is imported, and nothing else imports it before a config asks for
+# ``dict(type='Adam')``, so smilfit's child registry does not find them.
+# How: :func:`apply` imports ``mmengine.optim``; ``OPTIMIZERS`` looks up its location
+# (``smilfit.engine.hooks``, which calls :func:`apply`) before its first build.
+
+def _register_torch_optimizers() -> None:
+    import mmengine.optim  # noqa: F401  (registers torch optimizers on import)
+
+
 # 6. Checkpoints that survive a kill ------------------------------------------------
 # What breaks: ``CheckpointHook._save_checkpoint_with_step`` removes the oldest kept
 # checkpoint *before* saving the new one, ``LocalBackend.put`` writes the new one in
@@ -422,9 +448,14 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
     return max(complete, key=osp.getmtime) if complete else None
 
 
-def _patch_checkpoint_writes() -> None:
-    import mmengine.runner.runner as mm_runner
+def _patch_local_put() -> None:
     mm_local_backend.LocalBackend.put = _mark(_atomic_put)
+
+
+def _patch_checkpoint_hook() -> None:
+    # runner side (apply): these modules import mmengine.optim and torch.distributed.fsdp
+    import mmengine.hooks.checkpoint_hook as mm_checkpoint_hook
+    import mmengine.runner.runner as mm_runner
     mm_checkpoint_hook.CheckpointHook._save_checkpoint_with_step = _mark(
         _save_checkpoint_with_step)
     mm_runner.find_latest_checkpoint = _mark(find_latest_checkpoint)
@@ -475,15 +506,24 @@ def _patch_checkpoint_loaders() -> None:
     mm_checkpoint.load_from_http = _safe_load_from_http
 
 
-def apply() -> None:
-    """Apply every fix; safe to call more than once."""
+def apply_core() -> None:
+    """Apply the fixes that need only mmengine's light modules (config, dist, fileio,
+    utils); safe to call more than once. Runs when this module is imported."""
     _allow_checkpoint_globals()
     _patch_dist_init()
-    _patch_ddp_init()
     _patch_package_utils()
     _patch_is_builtin_module()
-    _patch_checkpoint_writes()
+    _patch_local_put()
+
+
+def apply() -> None:
+    """Apply every fix, the runner-side ones too (imports mmengine's model, optim, hooks
+    and runner modules); safe to call more than once."""
+    apply_core()
+    _patch_ddp_init()
+    _register_torch_optimizers()
+    _patch_checkpoint_hook()
     _patch_checkpoint_loaders()
 
 
-apply()
+apply_core()

@@ -334,7 +334,7 @@ def test_url_checkpoints_are_loaded_safely(tmp_path, monkeypatch):
     hub's cache and loads with weights_only=True: torch.hub's own loader would unpickle
     with weights_only=False and run a payload."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    import smilfit.registry  # noqa: F401  (applies engine.compat)
+    import smilfit.engine.hooks  # noqa: F401  (applies every engine.compat fix, the loaders' too)
     marker = tmp_path / 'PAYLOAD_RAN'
     cache = tmp_path / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
