@@ -677,6 +677,12 @@ def _video_path(video: Any, resolved: Optional[Path]) -> Optional[str]:
     return _video_filename(video) if video is not None else None
 
 
+def _video_shape(view: _View) -> Tuple[int, int, int]:
+    """``(frames, height, width)`` of a view's source video, 0 where unknown."""
+    W, H = view.frame_size or view.camera.size or (0, 0)
+    return int(view.num_frames or 0), int(H), int(W)
+
+
 def _labels_stem(path: Path) -> str:
     """Session name of a labels file: its name without ``.slp``/``.pkg.slp``/
     ``.analysis.h5``-style suffixes (``clip.slp`` -> ``clip``)."""
@@ -945,7 +951,9 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
                 cams = [v.camera.name for v in p.session.views]
                 p.session_index = writer.add_session(
                     p.session.name, cams,
-                    video_paths=[v.video_path or '' for v in p.session.views])
+                    video_paths=[v.video_path or '' for v in p.session.views],
+                    video_shapes=[_video_shape(v) for v in p.session.views],
+                    video_dist=[v.camera.dist for v in p.session.views])
             writer.set_skeleton(*_stored_pairs(sessions[0], node_names, kp_index))
             for p, block, blobs in _render(prepared, writer, opts, pool):
                 arrays = {k: v[block] for k, v in p.arrays.items() if k != 'betas'}
