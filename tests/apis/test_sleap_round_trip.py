@@ -58,7 +58,8 @@ def make_sleap_session(tmp_path, num_views=3, frames=4, seed=2):
     for c, cam in enumerate(cams):
         (folder / cam).mkdir()
         video_path = folder / cam / f'{cam}.mp4'
-        _write_video(video_path, int(d['frame'].max()) + 1, tuple(d['image_size'][0, c]))
+        # two frames more than labelled: exports cover the whole video
+        _write_video(video_path, int(d['frame'].max()) + 3, tuple(d['image_size'][0, c]))
         video = sio.Video(filename=str(video_path), open_backend=False)
         rvec = cv2.Rodrigues(d['R'][0, c])[0]
         frames = []
@@ -93,7 +94,7 @@ def test_ingestion_stores_the_source_videos(round_trip):
     assert reader.attrs['undistorted']
     cams = reader.camera_names[0]
     assert reader.video_paths == [[str((folder / c / f'{c}.mp4').resolve()) for c in cams]]
-    assert reader.video_shapes.tolist() == [[[4, 80, 96]] * 3]
+    assert reader.video_shapes.tolist() == [[[6, 80, 96]] * 3]
     np.testing.assert_allclose(reader.video_dist[0], np.tile(DIST, (3, 1)))
     assert not reader.read([0])['dist'].any()          # the stored points are undistorted
 
@@ -113,7 +114,7 @@ def test_fitted_slp_matches_the_session_field_by_field(round_trip):
     for video in labels.videos:
         meta = video.backend_metadata
         assert meta['bgr'] is True and meta['grayscale'] is False
-        assert tuple(meta['shape']) == (4, 80, 96, 3)
+        assert tuple(meta['shape']) == (6, 80, 96, 3)
     # skeleton: nodes, edges and symmetries of the source
     (skeleton,) = labels.skeletons
     assert skeleton.node_names == source.skeleton.node_names
@@ -160,3 +161,23 @@ def test_fitted_slp_matches_the_session_field_by_field(round_trip):
             errors.append(np.linalg.norm(instance.numpy() - labelled, axis=-1))
     assert np.median(np.concatenate(errors)) < 0.5
     assert len(labels.tracks) == 1 and labels.tracks[0].name == 'mouse_1'
+
+
+def test_anipose_files_cover_the_videos(round_trip, tmp_path):
+    """anipose writes one row per video frame: so does the export when ingestion recorded
+    the videos' lengths."""
+    import h5py
+    from smilfit.datasets.anipose_export import export_fit_anipose
+    _, data, results, _ = round_trip
+    table, points3d = export_fit_anipose(results, tmp_path)
+    with h5py.File(results) as f:
+        fitted = f['fitted_keypoints_3d'][:]
+        frames = f['samples/frame'][:]
+    with h5py.File(points3d) as f:
+        tracks = f['tracks'][:]
+    assert tracks.shape == (6, 1, len(DatasetReader(data).keypoint_names), 3)
+    np.testing.assert_allclose(tracks[frames, 0], fitted, rtol=1e-6)
+    assert np.isnan(tracks[4:]).all()
+    lines = table.read_text().splitlines()
+    assert len(lines) == 7 and [row.rsplit(',', 1)[1] for row in lines[1:]] == [
+        str(f) for f in range(6)]
