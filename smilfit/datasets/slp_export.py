@@ -47,6 +47,8 @@ def _video(ref: VideoRef, index: int):
         if 'filename' not in ref:
             raise SlpExportError(f'video {index}: a dict video needs a filename, got '
                                  f'{sorted(ref)}')
+        if Path(str(ref['filename'])).is_dir():
+            return _video(str(ref['filename']), index)
         meta = {}
         if Path(str(ref['filename'])).suffix.lower() in MEDIA_EXTS:
             # What SLEAP itself writes for a video file (its MediaVideo backend), so SLEAP
