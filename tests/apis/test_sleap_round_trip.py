@@ -181,3 +181,38 @@ def test_anipose_files_cover_the_videos(round_trip, tmp_path):
     lines = table.read_text().splitlines()
     assert len(lines) == 7 and [row.rsplit(',', 1)[1] for row in lines[1:]] == [
         str(f) for f in range(6)]
+
+
+def test_infer_slp_lands_on_the_real_videos(tmp_path):
+    """tools/infer.py on an undistorted dataset: its .slp names the source videos and puts
+    the predictions back through the crop and the lens."""
+    import h5py
+    import sleap_io as sio
+    from smilfit.apis.inference import (HDF5Frames, build_test_pipeline, load_regressor,
+                                        run_inference)
+    from .test_inference import MULTI, save_checkpoint
+    folder, _ = make_sleap_session(tmp_path, num_views=2, frames=2)
+    data = tmp_path / 'ingested.h5'
+    ingest_sleap(folder, data, undistort=True, crop_mode='bbox_crop', target_size=48,
+                 progress=False)
+    model, cfg = load_regressor(save_checkpoint(tmp_path, MULTI, 'multi'))
+    res = run_inference(model, build_test_pipeline(cfg), HDF5Frames(data), tmp_path / 'out',
+                        progress=False)
+    labels = sio.load_slp(str(res['slp']), open_videos=False)
+    assert [v.filename for v in labels.videos] == [
+        str((folder / c / f'{c}.mp4').resolve()) for c in ('cam0', 'cam1')]
+    with h5py.File(res['predictions']) as f:
+        predicted = f['keypoints_2d'][:]                      # (N, C, K, 2) stored pixels
+    reader = DatasetReader(data)
+    d = reader.read(np.arange(len(reader)), keys=['K', 'crop', 'frame'])
+    for lf in labels.labeled_frames:
+        c = labels.videos.index(lf.video)
+        (b,) = np.flatnonzero(d['frame'] == lf.frame_idx)
+        back = np.linalg.inv(d['crop'][b, c])
+        K = back @ d['K'][b, c]
+        # undistorting the exported points gives the (undistorted) predictions
+        flat = cv2.undistortPoints(lf.instances[0].numpy().reshape(-1, 1, 2), K, DIST,
+                                   P=K).reshape(-1, 2)
+        expect = predicted[b, c] @ back[:2, :2].T + back[:2, 2]
+        np.testing.assert_allclose(flat, expect, atol=0.05)
+        assert np.abs(lf.instances[0].numpy() - expect).max() > 0.05   # the lens moved them
