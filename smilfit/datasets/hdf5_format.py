@@ -406,6 +406,23 @@ class DatasetWriter:
             raise DatasetFormatError(f'add_session({name!r}): {len(cams)} cameras but the '
                                      f'dataset has num_views={self.num_views}')
         padded = cams + [''] * (self.num_views - len(cams))
+        rows = {}     # checked before anything is written
+        for key, values, dtype, trailing in (('video_shape', video_shapes, np.int64, (3,)),
+                                             ('video_dist', video_dist, np.float64, (5,))):
+            row = None
+            if values is not None:
+                given = np.asarray(values, dtype=dtype)
+                if given.ndim != 2 or given.shape[1:] != trailing:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} must be one row '
+                                             f'of {trailing[0]} numbers per camera, got '
+                                             f'shape {given.shape}')
+                if given.shape[0] > self.num_views:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} has '
+                                             f'{given.shape[0]} rows for {self.num_views} '
+                                             'views')
+                row = np.zeros((self.num_views,) + trailing, dtype)
+                row[:given.shape[0]] = given
+            rows[key] = (row, dtype, trailing)
         if name in self._session_names:
             idx = self._session_names.index(name)
             stored = _str_list(self._f['sessions/camera_names'])[idx * self.num_views:
@@ -425,16 +442,7 @@ class DatasetWriter:
         paths = None if video_paths is None else [str(v) for v in video_paths]
         self._session_row('video_paths', idx, _STR, (),
                           None if paths is None else paths + [''] * (C - len(paths)))
-        for key, values, dtype, trailing in (('video_shape', video_shapes, np.int64, (3,)),
-                                             ('video_dist', video_dist, np.float64, (5,))):
-            row = None
-            if values is not None:
-                given = np.asarray(values, dtype=dtype).reshape((-1,) + trailing)
-                if given.shape[0] > C:
-                    raise DatasetFormatError(f'add_session({name!r}): {key} has '
-                                             f'{given.shape[0]} rows for {C} views')
-                row = np.zeros((C,) + trailing, dtype)
-                row[:given.shape[0]] = given
+        for key, (row, dtype, trailing) in rows.items():
             self._session_row(key, idx, dtype, trailing, row)
         self._session_names.append(str(name))
         return idx
