@@ -8,9 +8,10 @@ Two files per session (and animal, where a session has several):
   ``{kp}_ncams`` (those views) and ``{kp}_score`` (the lowest 2D confidence among them); then
   ``M_00`` ... ``M_22`` (identity: no axis alignment) and ``center_0..2`` (zeros), and
   ``fnum``, one row per video frame (of the shortest source video when ingestion recorded
-  their lengths, else up to the last fitted frame; NaN rows where no frame was fitted). As ``anipose triangulate`` with ``optim = true`` (its model-based mode, the
-  one a fit resembles) writes them: every point has coordinates, ``ncams`` is 0 and
-  ``error`` and ``score`` are empty (NaN) where no view saw it.
+  their lengths, else up to the last fitted frame; NaN rows where no frame was fitted).
+  As ``anipose triangulate`` with ``optim = true`` (its model-based mode, the one a fit
+  resembles) writes them: every point has coordinates, ``ncams`` is 0 and ``error`` and
+  ``score`` are empty (NaN) where no view saw it.
 - ``<session>_points3d.h5``: sleap-anipose's layout, dataset ``tracks`` (frames, animals,
   keypoints, 3) float64 with its ``Description`` attribute.
 """
