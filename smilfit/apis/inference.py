@@ -383,23 +383,22 @@ class HDF5Frames:
         crop = self.reader.read([int(self.rows[i])], keys=['crop'])['crop'][0]
         return np.linalg.inv(crop.astype(np.float64))
 
-    def to_source(self, i: int, view: int, points: np.ndarray) -> np.ndarray:
-        """(..., 2) stored pixels of sample ``i``'s ``view`` -> its source video's pixels:
-        the inverse crop, then the video's distortion where the stored images were
+    def to_source(self, i: int, points: np.ndarray) -> np.ndarray:
+        """(C, K, 2) stored pixels of sample ``i``'s views -> their source videos' pixels:
+        the inverse crop, then each video's distortion where the stored images were
         undistorted at ingestion."""
-        out = apply_affine(self.source_affine(i)[view], points)
+        row = self.reader.read([int(self.rows[i])], keys=['K', 'crop'])
+        back = np.linalg.inv(row['crop'][0].astype(np.float64))           # (C, 3, 3)
+        out = np.einsum('cab,ckb->cka', back[:, :2, :2], points) + back[:, None, :2, 2]
         video_dist = self.reader.video_dist
         if not self.reader.attrs.get('undistorted') or video_dist is None:
             return out
-        dist = video_dist[int(self.sessions[i]), view]
-        if not np.any(dist):
-            return out
         from smilfit.cameras.projection import (distort_normalized, normalized_to_pixels,
                                                 pixels_to_normalized)
-        row = self.reader.read([int(self.rows[i])], keys=['K', 'crop'])
-        K = torch.as_tensor(np.linalg.inv(row['crop'][0, view]) @ row['K'][0, view])
+        K = torch.as_tensor(back @ row['K'][0])
         xy = pixels_to_normalized(torch.as_tensor(out, dtype=torch.float64), K)
-        return normalized_to_pixels(distort_normalized(xy, torch.as_tensor(dist)), K).numpy()
+        dist = torch.as_tensor(video_dist[int(self.sessions[i]), :points.shape[0]])
+        return normalized_to_pixels(distort_normalized(xy, dist), K).numpy()
 
     def video_index(self, i: int, view: int) -> int:
         return self._video_index[(int(self.sessions[i]), int(view))]
@@ -662,10 +661,11 @@ def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source, node_names: 
         with np.load(path) as z:
             kp, frames, items, inst = z['keypoints_2d'], z['frame'], z['item'], z['instance']
         for r in range(len(frames)):
+            views = kp[r].astype(np.float64)                     # (C, K, 2)
+            if hdf5:
+                views = source.to_source(int(items[r]), views)
             for c in range(kp.shape[1]):
-                pts = kp[r, c].astype(np.float64)
-                if hdf5:
-                    pts = source.to_source(int(items[r]), c, pts)
+                pts = views[c]
                 video = source.video_index(int(items[r]), c) if hdf5 else c
                 writer.add(video, int(frames[r]), pts[None],
                            track_ids=[int(inst[r])] if tracks else None)
