@@ -332,15 +332,20 @@ class HDF5Frames:
                              for c in range(self.num_views)]
         self.size = tuple(int(s) for s in self.image_sizes[0, 0]) if n else (0, 0)
         self.fps = 25.0
-        # One placeholder video per (session, view slot) for the .slp.
+        # One video per (session, view slot) for the .slp: the source video recorded at
+        # ingestion, else a placeholder to relink in SLEAP.
         self.video_refs = []
         self._video_index = {}
+        paths, shapes = self.reader.video_paths, self.reader.video_shapes
         for s, name in enumerate(self.reader.session_names):
             cams = self.reader.camera_names[s] if s < len(self.reader.camera_names) else []
             for c in range(self.num_views):
                 cam = cams[c] if c < len(cams) else f'cam{c}'
                 self._video_index[(s, c)] = len(self.video_refs)
-                self.video_refs.append(dict(filename=f'{name}/{cam}'))
+                shape = None if shapes is None or shapes[s, c].min() <= 0 else \
+                    (*shapes[s, c].tolist(), 3)
+                self.video_refs.append(dict(filename=(paths[s][c] if paths else '') or
+                                            f'{name}/{cam}', shape=shape))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -368,6 +373,23 @@ class HDF5Frames:
         """(C, 3, 3) stored pixels -> original video pixels."""
         crop = self.reader.read([int(self.rows[i])], keys=['crop'])['crop'][0]
         return np.linalg.inv(crop.astype(np.float64))
+
+    def to_source(self, i: int, points: np.ndarray) -> np.ndarray:
+        """(C, K, 2) stored pixels of sample ``i``'s views -> their source videos' pixels:
+        the inverse crop, then each video's distortion where the stored images were
+        undistorted at ingestion."""
+        row = self.reader.read([int(self.rows[i])], keys=['K', 'crop'])
+        back = np.linalg.inv(row['crop'][0].astype(np.float64))           # (C, 3, 3)
+        out = np.einsum('cab,ckb->cka', back[:, :2, :2], points) + back[:, None, :2, 2]
+        video_dist = self.reader.video_dist
+        if not self.reader.attrs.get('undistorted') or video_dist is None:
+            return out
+        from smilfit.cameras.projection import (distort_normalized, normalized_to_pixels,
+                                                pixels_to_normalized)
+        K = torch.as_tensor(back @ row['K'][0])
+        xy = pixels_to_normalized(torch.as_tensor(out, dtype=torch.float64), K)
+        dist = torch.as_tensor(video_dist[int(self.sessions[i]), :points.shape[0]])
+        return normalized_to_pixels(distort_normalized(xy, dist), K).numpy()
 
     def video_index(self, i: int, view: int) -> int:
         return self._video_index[(int(self.sessions[i]), int(view))]
@@ -630,11 +652,11 @@ def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source, node_names: 
         with np.load(path) as z:
             kp, frames, items, inst = z['keypoints_2d'], z['frame'], z['item'], z['instance']
         for r in range(len(frames)):
-            A = source.source_affine(int(items[r])) if hdf5 else None
+            views = kp[r].astype(np.float64)                     # (C, K, 2)
+            if hdf5:
+                views = source.to_source(int(items[r]), views)
             for c in range(kp.shape[1]):
-                pts = kp[r, c].astype(np.float64)
-                if A is not None:
-                    pts = apply_affine(A[c], pts)
+                pts = views[c]
                 video = source.video_index(int(items[r]), c) if hdf5 else c
                 writer.add(video, int(frames[r]), pts[None],
                            track_ids=[int(inst[r])] if tracks else None)

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='Output format: docs/hdf5_schema.md. Errors print one line and exit with '
                'status 1, leaving no output file.')
     p.add_argument('input', type=Path, help='session folder, folder of sessions, or a labels '
-                                            'file (.slp, DLC .csv, COCO .json, analysis .h5)')
+                                            'file (.slp, DLC .csv/.h5 or project config.yaml, COCO '
+                                            '.json, analysis .h5)')
     p.add_argument('output', type=Path, help='dataset file to write (.h5)')
     sel = p.add_argument_group('sample selection')
     sel.add_argument('--max-frames', type=int, default=None,

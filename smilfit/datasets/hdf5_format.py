@@ -458,7 +458,9 @@ class DatasetWriter:
 
     # ---------------------------------------------------------------- content
     def add_session(self, name: str, camera_names: Sequence[str],
-                    video_paths: Optional[Sequence[str]] = None) -> int:
+                    video_paths: Optional[Sequence[str]] = None,
+                    video_shapes: Optional[Sequence[Sequence[int]]] = None,
+                    video_dist: Optional[Sequence[Sequence[float]]] = None) -> int:
         """Register a recording session; return its index (for ``samples['session']``).
 
         Args:
@@ -468,6 +470,11 @@ class DatasetWriter:
                 are stored as ``''``.
             video_paths: optional source video of each camera (``sessions/video_paths``,
                 ``''`` where unknown), so exports point at the real videos.
+            video_shapes: optional ``(frames, height, width)`` of each camera's source
+                video (``sessions/video_shape``, 0 where unknown).
+            video_dist: optional ``(k1, k2, p1, p2, k3)`` of each camera's source video
+                (``sessions/video_dist``): the calibration's, also when the stored images
+                were undistorted, so exports land on the real video's pixels.
 
         When resuming, an existing session of the same name is returned (its camera names
         must match).
@@ -478,6 +485,23 @@ class DatasetWriter:
             raise DatasetFormatError(f'add_session({name!r}): {len(cams)} cameras but the '
                                      f'dataset has num_views={self.num_views}')
         padded = cams + [''] * (self.num_views - len(cams))
+        rows = {}     # checked before anything is written
+        for key, values, dtype, trailing in (('video_shape', video_shapes, np.int64, (3,)),
+                                             ('video_dist', video_dist, np.float64, (5,))):
+            row = None
+            if values is not None:
+                given = np.asarray(values, dtype=dtype)
+                if given.ndim != 2 or given.shape[1:] != trailing:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} must be one row '
+                                             f'of {trailing[0]} numbers per camera, got '
+                                             f'shape {given.shape}')
+                if given.shape[0] > self.num_views:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} has '
+                                             f'{given.shape[0]} rows for {self.num_views} '
+                                             'views')
+                row = np.zeros((self.num_views,) + trailing, dtype)
+                row[:given.shape[0]] = given
+            rows[key] = (row, dtype, trailing)
         if name in self._session_names:
             idx = self._session_names.index(name)
             stored = _str_list(self._f['sessions/camera_names'])[idx * self.num_views:
@@ -493,17 +517,31 @@ class DatasetWriter:
         cams_ds.resize((idx + 1, self.num_views))
         names_ds[idx] = str(name)
         cams_ds[idx] = padded
-        if video_paths is not None or 'sessions/video_paths' in self._f:
-            if 'sessions/video_paths' not in self._f:
-                self._f.create_dataset('sessions/video_paths', shape=(idx, self.num_views),
-                                       maxshape=(None, self.num_views), dtype=_STR,
-                                       chunks=True)
-            paths_ds = self._f['sessions/video_paths']
-            paths_ds.resize((idx + 1, self.num_views))
-            paths = [str(v) for v in (video_paths or [])]
-            paths_ds[idx] = paths + [''] * (self.num_views - len(paths))
+        C = self.num_views
+        paths = None if video_paths is None else [str(v) for v in video_paths]
+        self._session_row('video_paths', idx, _STR, (),
+                          None if paths is None else paths + [''] * (C - len(paths)))
+        for key, (row, dtype, trailing) in rows.items():
+            self._session_row(key, idx, dtype, trailing, row)
         self._session_names.append(str(name))
         return idx
+
+    def _session_row(self, key: str, idx: int, dtype: Any, trailing: Tuple[int, ...],
+                     row: Any) -> None:
+        """Write row ``idx`` of the optional per-session dataset ``sessions/<key>``
+        (S, C, *trailing): created on first use, earlier sessions filled with the empty
+        value ('' or 0); once it exists, a session without the row gets the empty value."""
+        path = f'sessions/{key}'
+        if row is None and path not in self._f:
+            return
+        if path not in self._f:
+            self._f.create_dataset(path, shape=(idx, self.num_views) + trailing,
+                                   maxshape=(None, self.num_views) + trailing, dtype=dtype,
+                                   chunks=True)
+        ds = self._f[path]
+        ds.resize((idx + 1, self.num_views) + trailing)
+        if row is not None:
+            ds[idx] = row
 
     def set_skeleton(self, edges: Sequence[Tuple[int, int]] = (),
                      symmetries: Sequence[Tuple[int, int]] = ()) -> None:
@@ -876,6 +914,12 @@ class DatasetReader:
             self.video_paths = ([[str(v) for v in row] for row in
                                  f['sessions/video_paths'].asstr()[()]]
                                 if 'sessions/video_paths' in f else None)
+            # (S, C, 3) (frames, height, width) and (S, C, 5) distortion of the source
+            # videos, 0 where unknown; None when the file has none.
+            self.video_shapes = (f['sessions/video_shape'][()].astype(np.int64)
+                                 if 'sessions/video_shape' in f else None)
+            self.video_dist = (f['sessions/video_dist'][()].astype(np.float64)
+                               if 'sessions/video_dist' in f else None)
             self.skeleton_edges = ([tuple(map(int, e)) for e in f['skeleton/edges'][()]]
                                    if 'skeleton/edges' in f else [])
             self.skeleton_symmetries = ([tuple(map(int, e)) for e in f['skeleton/symmetries'][()]]

@@ -469,7 +469,14 @@ def test_video_paths_and_skeleton_round_trip_and_are_checked(tmp_path):
     out = tmp_path / 'd.h5'
     with DatasetWriter(out, keypoint_names=['a', 'b', 'c'], num_views=2) as w:
         w.add_session('s0', ['cam0', 'cam1'], video_paths=['/v/cam0.mp4'])
-        w.add_session('s1', ['cam0'])
+        w.add_session('s1', ['cam0'], video_shapes=[(120, 1024, 1280)],
+                      video_dist=[(-0.3, 0.1, 0, 0, 0)])
+        with pytest.raises(DatasetFormatError, match=r"add_session\('s2'\): video_shape has "
+                                                     r'3 rows for 2 views'):
+            w.add_session('s2', ['cam0'], video_shapes=[(1, 2, 3)] * 3)
+        with pytest.raises(DatasetFormatError, match=r'video_dist must be one row of 5 '
+                                                     r'numbers per camera, got shape \(1, 4\)'):
+            w.add_session('s2', ['cam0'], video_dist=[(0.1, 0, 0, 0)])
         with pytest.raises(DatasetFormatError, match=r'skeleton edges index out of range '
                            r'for 3 keypoints'):
             w.set_skeleton(edges=[(0, 3)])
@@ -477,4 +484,6 @@ def test_video_paths_and_skeleton_round_trip_and_are_checked(tmp_path):
         w.commit()
     reader = DatasetReader(out)
     assert reader.video_paths == [['/v/cam0.mp4', ''], ['', '']]
+    assert reader.video_shapes.tolist() == [[[0, 0, 0]] * 2, [[120, 1024, 1280], [0, 0, 0]]]
+    np.testing.assert_allclose(reader.video_dist[:, 0], [[0] * 5, [-0.3, 0.1, 0, 0, 0]])
     assert reader.skeleton_edges == [(0, 1), (1, 2)] and reader.skeleton_symmetries == [(0, 2)]
