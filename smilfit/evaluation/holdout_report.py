@@ -64,7 +64,8 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
 
     Returns:
         ``dict(subsets=[per subset: views, held_out, fit_median_px, dlt_median_px,
-        fit_all_median_px, points, points_all, failed_samples, fit_wins],
+        fit_all_median_px, points, points_all, failed_samples, fit_wins, cameras={held-out
+        camera: dict(fit_median_px, dlt_median_px, points)}],
         all=group, cameras={name: group}, keypoints={name: group})``, a group as in the
         module docstring; medians are None where there is no point.
     """
@@ -105,12 +106,16 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
     cameras = dict.fromkeys(sorted(cameras, key=lambda c: order.get(c, len(order))))
     per_subset = []
     for s, v, f in zip(subsets, views, flat):
-        held = sorted({str(c) for c in f['cam_all']})
+        held = [c for c in cameras if c in set(f['cam_all'].tolist())]
+        by_camera = {c: dict(fit_median_px=_median(f['fit'][f['cam'] == c]),
+                             dlt_median_px=_median(f['dlt'][f['cam'] == c]),
+                             points=int((f['cam'] == c).sum())) for c in held}
         per_subset.append(dict(views=v, held_out=held, fit_median_px=_median(f['fit']),
                                dlt_median_px=_median(f['dlt']),
                                fit_all_median_px=_median(f['fit_all']),
                                points=int(f['fit'].size), points_all=int(f['fit_all'].size),
                                failed_samples=int(s.get('failed_samples', 0)),
+                               cameras=by_camera,
                                fit_wins=bool(f['fit'].size and
                                              np.median(f['fit']) < np.median(f['dlt']))))
     return dict(subsets=per_subset, all=_group(select(), views),
@@ -152,4 +157,11 @@ def format_holdout(report: Mapping[str, Any]) -> str:
                          f'{_px(g["dlt_median_px"]):>9}{wins:>10}   '
                          f'{_worst(g, "fit")[:27]:<28}{_worst(g, "dlt")[:27]:<28}'
                          f'{_px(g["fit_all_median_px"]):>8}{g["points"]:>8}')
+        lines.append('  per subset (fit / DLT median px in each held-out camera):')
+        for s in block['subsets']:
+            cams = '; '.join(f'{c} {_px(v["fit_median_px"])} / {_px(v["dlt_median_px"])}'
+                             for c, v in s['cameras'].items())
+            lines.append(f'    {"+".join(s["views"]):<26}{cams}'
+                         + (f' ({s["failed_samples"]} samples failed)'
+                            if s['failed_samples'] else ''))
     return '\n'.join(lines)

@@ -123,7 +123,8 @@ def _direct(cfg, out, k, subset):
 
     scored = vis & ~used[None, :, None] & np.isfinite(kp).all(-1)
     common = scored & np.isfinite(dlt).all(-1)[:, None]
-    return err(fit)[common], err(dlt)[common]
+    camera = np.broadcast_to(np.arange(len(CAMS))[None, :, None], common.shape)[common]
+    return err(fit)[common], err(dlt)[common], camera
 
 
 def test_numbers_match_a_direct_computation(session):
@@ -132,10 +133,18 @@ def test_numbers_match_a_direct_computation(session):
         block = report['k'][str(k)]
         pooled_fit, pooled_dlt = [], []
         for s in block['subsets']:
-            fit, dlt = _direct(cfg, out, k, s['views'])
+            fit, dlt, camera = _direct(cfg, out, k, s['views'])
             assert s['points'] == fit.size
             np.testing.assert_allclose(s['dlt_median_px'], np.median(dlt), rtol=1e-5)
             np.testing.assert_allclose(s['fit_median_px'], np.median(fit), rtol=1e-4)
+            assert list(s['cameras']) == s['held_out']
+            for name, per in s['cameras'].items():
+                here = camera == CAMS.index(name)
+                assert per['points'] == here.sum() > 0
+                np.testing.assert_allclose(per['dlt_median_px'], np.median(dlt[here]),
+                                           rtol=1e-5)
+                np.testing.assert_allclose(per['fit_median_px'], np.median(fit[here]),
+                                           rtol=1e-4)
             pooled_fit.append(fit)
             pooled_dlt.append(dlt)
         np.testing.assert_allclose(block['all']['dlt_median_px'],
