@@ -17,6 +17,7 @@ import torch
 
 from smilfit.cameras import project_points
 from smilfit.datasets.joint_lookup import joint_lookup_dict
+from smilfit.datasets.view_selection import select_views, view_mask
 from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
@@ -311,7 +312,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     Args:
         cfg: a config with ``body_model``, ``registrant`` (its ``body_model`` defaults to
             the top-level one) and ``data = dict(path=..., batch_size=64,
-            max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False)``.
+            max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False,
+            views=None|[camera names], exclude_views=None|[camera names])``; the views
+            left out are removed from the observations
+            (:mod:`smilfit.datasets.view_selection`).
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -351,6 +355,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     reader = DatasetReader(data_cfg['path'])
     registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
                           joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
+    keep_views = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
+                           data_cfg.get('exclude_views'), session_names=reader.session_names)
 
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
@@ -404,6 +410,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             _warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
         if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
             raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
+        if keep_views is not None:  # data.views / data.exclude_views
+            raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
         observations = registrant.to_tensors(raw)
         result = registrant.fit(observations, allow_all_diverged=True)
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
@@ -429,7 +437,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
 #: Keys of the fitting config's ``data`` dict (see :func:`fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic')
+             'synthetic', 'views', 'exclude_views')
 
 
 def check_data_config(data: Any) -> Dict[str, Any]:
