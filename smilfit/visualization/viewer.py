@@ -394,9 +394,14 @@ def export_html(scene: Scene, path: PathLike, *, fps: float = 10.0,
     frame when the ``images`` layer is on (they dominate the file size).
     """
     from ..utils.atomic import write_text
+    import contextlib
+    import io
     viser = require_viser()
     host = '127.0.0.1'
-    server = viser.ViserServer(host=host, port=free_port(host), verbose=False)
+    # The recording needs a server object (it is never connected to); viser prints its
+    # address banner whatever `verbose` says, which would only mislead here.
+    with contextlib.redirect_stdout(io.StringIO()):
+        server = viser.ViserServer(host=host, port=free_port(host), verbose=False)
     try:
         viewer = SceneViewer(scene, server, error_scale=error_scale, layers=layers,
                              view_camera=view_camera, gui=False, fps=fps)
@@ -407,7 +412,8 @@ def export_html(scene: Scene, path: PathLike, *, fps: float = 10.0,
             recording.insert_sleep(1.0 / fps)
         html = recording.as_html()
     finally:
-        server.stop()
+        with contextlib.redirect_stdout(io.StringIO()):
+            server.stop()
     path = Path(path)
     write_text(path, html)
     return path
