@@ -129,15 +129,16 @@ class SceneViewer:
                 self._nodes[f'mesh{a}'] = api.add_mesh_simple(
                     f'/animals/animal_{a}/mesh', sc.vertices[0, a].astype(np.float32),
                     sc.faces.astype(np.uint32), color=colour, side='double')
+        # float32 points: viser's float16 default rounds world coordinates (0.5 mm at 1 m).
         dummy = np.zeros((1, 3), np.float32)
         if sc.fitted is not None:
             self._nodes['fitted'] = api.add_point_cloud(
                 '/keypoints/fitted', dummy, np.zeros((1, 3), np.uint8), point_size=marker,
-                point_shape='circle')
+                point_shape='circle', precision='float32')
         if sc.observed is not None:
             self._nodes['observed'] = api.add_point_cloud(
                 '/keypoints/observed', dummy, np.zeros((1, 3), np.uint8),
-                point_size=marker * 1.3, point_shape='diamond')
+                point_size=marker * 1.3, point_shape='diamond', precision='float32')
             if sc.fitted is not None:
                 self._nodes['lines'] = api.add_line_segments(
                     '/keypoints/error_lines', np.zeros((1, 2, 3), np.float32),
@@ -145,7 +146,7 @@ class SceneViewer:
         if sc.points is not None:
             self._nodes['points'] = api.add_point_cloud(
                 '/scan/points', dummy, np.zeros((1, 3), np.uint8), point_size=marker * 0.5,
-                point_shape='circle')
+                point_shape='circle', precision='float32')
         if sc.cameras is not None:
             cams = sc.cameras
             for c, name in enumerate(cams.names):
