@@ -122,7 +122,7 @@ class SceneViewer:
     def _build_nodes(self) -> None:
         sc, api = self.scene, self.server.scene
         api.set_up_direction(tuple(camera_up_direction(sc.cameras)))
-        marker = 0.012 * self.size
+        marker = 0.02 * self.size
         if sc.vertices is not None and sc.faces is not None:
             for a in range(sc.num_animals):
                 colour = _ANIMAL_COLOURS[a % len(_ANIMAL_COLOURS)]
@@ -274,8 +274,22 @@ class SceneViewer:
             if np.linalg.norm(side) < 1e-3:
                 side = np.cross(up, [0.0, 1.0, 0.0])
             side /= np.linalg.norm(side)
-            view = dict(position=centre + (up * 0.8 + side) * self.size, look_at=centre,
-                        up=up, fov=np.float64(np.deg2rad(50.0)))
+            reach, direction = self.size, up * 0.8 + side
+            if self.scene.cameras is not None:
+                # Behind the cameras (their images face this way) and far enough out to
+                # see them all.
+                centres = -np.einsum('tcji,tcj->tci', self.scene.cameras.R,
+                                     self.scene.cameras.t)
+                finite = centres[np.isfinite(centres).all(-1)]
+                if len(finite):
+                    reach = max(reach, 2.2 * float(np.linalg.norm(finite - centre,
+                                                                  axis=-1).max()))
+                    mean = finite.mean(0) - centre
+                    if np.linalg.norm(mean) > 1e-6 * self.size:
+                        direction = mean / np.linalg.norm(mean) + 0.5 * up
+            direction = direction / np.linalg.norm(direction)
+            view = dict(position=centre + direction * reach, look_at=centre, up=up,
+                        fov=np.float64(np.deg2rad(50.0)))
         far = self.size * 20.0
         if self.scene.cameras is not None:
             centres = -np.einsum('tcji,tcj->tci', self.scene.cameras.R, self.scene.cameras.t)
