@@ -11,10 +11,12 @@ import numpy as np
 
 from ..conftest import demo_fit_config
 
-#: Chromium's software WebGL (no GPU in CI): ANGLE on SwiftShader.
+#: Chromium's software WebGL (no GPU in CI): ANGLE on SwiftShader. Every host name but
+#: 127.0.0.1 fails to resolve: the pages must work with no network.
 CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--use-angle=swiftshader',
                   '--enable-unsafe-swiftshader', '--disable-dev-shm-usage',
-                  '--hide-scrollbars', '--mute-audio', '--no-first-run')
+                  '--hide-scrollbars', '--mute-audio', '--no-first-run',
+                  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1')
 
 
 def make_fit(root: Path, frames: int = 6, views: int = 3) -> Path:
@@ -38,7 +40,7 @@ def find_chromium() -> Optional[str]:
 
 
 def screenshot(url: str, out: Path, size: Tuple[int, int] = (1200, 500),
-               budget_ms: int = 4000, timeout_s: float = 60.0) -> np.ndarray:
+               budget_ms: int = 3000, timeout_s: float = 60.0) -> np.ndarray:
     """Load ``url`` in headless Chromium and return the screenshot as (H, W, 3) uint8."""
     import imageio.v3 as iio
     browser = find_chromium()
