@@ -352,7 +352,7 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
     if reader is not None:
         keys = ['K', 'R', 't', 'dist', 'valid', 'image_size', 'keypoints_2d', 'visible',
                 'instance']
-        if 'keypoints_3d' in reader.h5['samples']:
+        if 'keypoints_3d' in reader.h5:
             keys.append('keypoints_3d')
         data = reader.read(index, keys=keys)
         instances = np.asarray(data['instance'], np.int64)
@@ -374,10 +374,15 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
     image_reader = None
     if data is not None:
         obs = data.get('keypoints_3d')
-        if obs is None or not np.isfinite(obs).any():
-            obs = triangulate_observations(data['keypoints_2d'], data['visible'],
-                                           data['valid'], data['K'], data['R'], data['t'],
-                                           data.get('dist'))
+        obs = np.full(data['keypoints_2d'].shape[:1] + data['keypoints_2d'].shape[2:3] + (3,),
+                      np.nan) if obs is None else np.array(obs, np.float64)
+        # Samples without 3D keypoints in the dataset: triangulate their 2D observations.
+        missing = ~np.isfinite(obs).any(axis=(1, 2))
+        if missing.any():
+            obs[missing] = triangulate_observations(
+                *(np.asarray(data[k])[missing] for k in ('keypoints_2d', 'visible', 'valid',
+                                                         'K', 'R', 't')),
+                None if data.get('dist') is None else np.asarray(data['dist'])[missing])
         observed = _scatter(np.asarray(obs, np.float32), position, slot, T, A)
         # The cameras of a frame: those of its first animal (one rig per frame).
         first = np.full(T, -1, np.int64)

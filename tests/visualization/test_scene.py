@@ -54,7 +54,7 @@ def test_fit_scene_holds_the_fit_per_frame(work_dir, scene):
                        for k, v in params.items() if k in MODEL_INPUTS}, return_vertices=True)
     np.testing.assert_allclose(scene.vertices[:, 0], out.vertices.float().numpy(), atol=1e-3)
     assert scene.faces.shape == (len(model.faces), 3)
-    # Observed keypoints are triangulated from the 2D observations: the fit lands on them.
+    # The fit lands on the observed keypoints.
     gap = np.linalg.norm(scene.observed - scene.fitted, axis=-1)
     assert np.isfinite(gap).mean() > 0.8
     assert np.nanmedian(gap) < 0.02 * scene.scale()
@@ -64,6 +64,28 @@ def test_fit_scene_holds_the_fit_per_frame(work_dir, scene):
     images = scene.images(0)
     assert len(images) == 3 and images[0].dtype == np.uint8 and images[0].ndim == 3
     assert scene.units == 'mm'
+
+
+def test_observed_keypoints_are_the_datasets_or_triangulated(work_dir, scene, tmp_path):
+    """The dataset's keypoints_3d when it has them (the synthetic data: the truth), else
+    triangulated from the 2D observations (noise-free here: the truth again)."""
+    import shutil
+
+    from smilfit.visualization.fit_visuals import load_fit_run
+    with h5py.File(work_dir / 'fit_results.h5', 'r') as f:
+        index = f['samples/index'][()][np.argsort(f['samples/frame'][()])]
+    source = load_fit_run(work_dir).dataset
+    with h5py.File(source, 'r') as f:
+        truth = f['keypoints_3d'][()][index]
+    np.testing.assert_array_equal(scene.observed[:, 0], truth)
+    data = tmp_path / 'without_3d.h5'
+    shutil.copy(source, data)
+    with h5py.File(data, 'a') as f:
+        f['keypoints_3d'][...] = np.nan
+    triangulated = load_scene(work_dir, dataset=data, images=False).observed[:, 0]
+    seen = np.isfinite(triangulated).all(-1)
+    assert seen.mean() > 0.8
+    np.testing.assert_allclose(triangulated[seen], truth[seen], atol=1e-3 * scene.scale())
 
 
 def test_scene_selection_and_bad_input(work_dir, scene, tmp_path):
