@@ -95,7 +95,7 @@ class SceneViewer:
         self.fps = float(fps)
         self.view_camera = view_camera
         self._looking_through = view_camera
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # GUI callbacks may call set_frame back
         self._playing = threading.Event()
         self._stop = threading.Event()
         self._nodes: Dict[str, object] = {}
