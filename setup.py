@@ -33,12 +33,20 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.7',
     'imageio>=2.30',
     'imageio-ffmpeg>=0.5',
+    # writes anipose calibration.toml (smilfit.cameras.camera_group); tomllib reads
+    'tomli-w>=1.0',
 ]
 
 EXTRAS_REQUIRE = {
     # smplx is only the speed yard-stick of benchmarks/body_model.py; roma only the
     # reference rotation conversions of tests/body_models/test_rotations.py.
-    'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5'],
+    # nbclient/nbformat/ipykernel execute docs/tutorial.ipynb in tests/test_tutorial.py;
+    # viser is the viewer extra, in dev so CI tests the viewer.
+    'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5', 'viser>=1.1.1,<1.2',
+            'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29'],
+    # tools/view.py: the interactive 3D viewer and its HTML export (viser serves its own
+    # client; nothing is fetched online).
+    'viewer': ['viser>=1.1.1,<1.2'],
     # pytorch3d has no wheel for this Python on the registry; it builds from source
     # (about 17 minutes on 2 cores). smilfit never requires it.
     'pytorch3d': ['pytorch3d'],
@@ -70,6 +78,7 @@ setup(
             'smilfit-test=smilfit.cli.test:main',
             'smilfit-infer=smilfit.cli.infer:main',
             'smilfit-visualize=smilfit.cli.visualize:main',
+            'smilfit-view=smilfit.cli.view:main',
             'smilfit-adapt=smilfit.cli.adapt:main',
             'smilfit-ingest-stanfordextra=smilfit.cli.ingest_stanfordextra:main',
         ],

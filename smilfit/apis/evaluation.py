@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..errors import SmilfitUserError
 from ..utils.atomic import write_text
 
 PathLike = Union[str, os.PathLike]
@@ -41,7 +42,7 @@ __all__ = ['evaluate_regressor', 'evaluate_fitting', 'fit_to_predictions',
            'EvaluationConfigError', 'DEFAULT_EVALUATOR']
 
 
-class EvaluationConfigError(ValueError):
+class EvaluationConfigError(SmilfitUserError, ValueError):
     """The config or checkpoint cannot be evaluated; the message says why."""
 
 

@@ -17,6 +17,7 @@ import torch
 
 from smilfit.cameras import project_points
 from smilfit.datasets.joint_lookup import joint_lookup_dict
+from smilfit.datasets.view_selection import select_views, view_mask
 from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
@@ -136,12 +137,14 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
 
     The fitted 3D keypoints (``fitted_keypoints_3d``, in the data's keypoint order) are
     projected through each sample's stored cameras and mapped back to the original
-    frames' pixels with the inverse of the stored ``crop`` (undistorted pixels when the
-    dataset was undistorted at ingestion). The videos are the source videos recorded at
-    ingestion (``sessions/video_paths``), else ``<session>/<camera>`` placeholders to relink
-    in SLEAP. The skeleton keeps the source skeleton's edges and symmetries, and every
-    multi-camera session is stored as a ``RecordingSession`` with its calibration (the
-    cameras of the session's first fitted sample, in the exported pixels).
+    frames' pixels with the inverse of the stored ``crop``, through the source video's
+    distortion (``sessions/video_dist``; also when the stored images were undistorted).
+    The videos are the source videos recorded at ingestion (``sessions/video_paths``, with
+    their ``sessions/video_shape``), else ``<session>/<camera>`` placeholders to relink
+    in SLEAP. The skeleton keeps the source skeleton's edges and symmetries, instances keep
+    their tracks, and every multi-camera session is stored as a ``RecordingSession`` with
+    its calibration (the cameras of the session's first fitted sample, in the exported
+    pixels).
 
     Args:
         results: ``fit_results.h5`` from :func:`fit_dataset`.
@@ -161,25 +164,31 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
         dataset = dataset or f.attrs['dataset']
     reader = DatasetReader(dataset)
     batch = reader.read(index, keys=['K', 'R', 't', 'dist', 'crop', 'valid', 'session',
-                                     'frame', 'image_size'])
+                                     'frame', 'image_size', 'track'])
     sessions = list(reader.session_names)
     cameras = [list(names) for names in reader.camera_names]
     C = batch['K'].shape[1]
-    uv = project_points(torch.as_tensor(points)[:, None], torch.as_tensor(batch['K']),
-                        torch.as_tensor(batch['R']), torch.as_tensor(batch['t']),
-                        torch.as_tensor(batch['dist'])).numpy()          # (B, C, K, 2)
+    session_of = np.asarray(batch['session']).astype(int)
     back = np.linalg.inv(batch['crop'].astype(np.float64))               # stored -> original
-    homog = np.concatenate([uv, np.ones_like(uv[..., :1])], axis=-1)
-    original = np.einsum('bcij,bckj->bcki', back, homog)[..., :2]
+    K_video = back @ batch['K']
+    # The source video's distortion (stored images may have been undistorted).
+    dist_video = (batch['dist'] if reader.video_dist is None
+                  else reader.video_dist[session_of])                    # (B, C, 5)
+    original = project_points(torch.as_tensor(points)[:, None], torch.as_tensor(K_video),
+                              torch.as_tensor(batch['R']), torch.as_tensor(batch['t']),
+                              torch.as_tensor(dist_video)).numpy()       # (B, C, K, 2)
+    shapes = reader.video_shapes
     videos, slot, first = [], {}, {}
-    for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+    for b, s in enumerate(session_of):
         first.setdefault(s, b)
         for c in range(C):
             if (s, c) not in slot and batch['valid'][b, c]:
                 name = cameras[s][c] if c < len(cameras[s]) else f'view{c}'
                 stored = reader.video_paths[s][c] if reader.video_paths else ''
                 slot[(s, c)] = len(videos)
-                videos.append(dict(filename=stored or f'{sessions[s]}/{name}'))
+                shape = None if shapes is None or shapes[s, c].min() <= 0 else \
+                    (*shapes[s, c].tolist(), 3)
+                videos.append(dict(filename=stored or f'{sessions[s]}/{name}', shape=shape))
     rigs, rig_of = [], {}
     for s, b in first.items():
         views = [c for c in range(C) if (s, c) in slot]
@@ -188,22 +197,34 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
         rig_of[s] = len(rigs)
         rigs.append(dict(videos=[slot[(s, c)] for c in views], cameras=[dict(
             name=cameras[s][c] if c < len(cameras[s]) else f'view{c}',
-            K=back[b, c] @ batch['K'][b, c], dist=batch['dist'][b, c], R=batch['R'][b, c],
-            t=batch['t'][b, c], size=batch['image_size'][b, c]
-            if np.allclose(batch['crop'][b, c], np.eye(3)) else None) for c in views]))
+            K=K_video[b, c], dist=dist_video[b, c], R=batch['R'][b, c], t=batch['t'][b, c],
+            size=_video_size(videos[slot[(s, c)]]['shape'], batch['image_size'][b, c],
+                             batch['crop'][b, c])) for c in views]))
+    track_names = [str(t) for t in batch['track']]
+    tracks = sorted({t for t in track_names if t})
     writer = SlpPredictionWriter(node_names=list(reader.keypoint_names), videos=videos,
                                  edges=reader.skeleton_edges,
-                                 symmetries=reader.skeleton_symmetries, sessions=rigs)
-    for b, s in enumerate(np.asarray(batch['session']).astype(int)):
+                                 symmetries=reader.skeleton_symmetries, sessions=rigs,
+                                 tracks=tracks or None)
+    for b, s in enumerate(session_of):
         frame = int(batch['frame'][b])
+        track = [tracks.index(track_names[b]) if track_names[b] else -1] if tracks else None
         # The sample is the group: its views are one animal, its fit the 3D instance.
         for c in range(C):
             if batch['valid'][b, c]:
                 writer.add(video=slot[(s, c)], frame_idx=frame, points=original[b, c][None],
-                           groups=[b])
+                           groups=[b], track_ids=track)
         if s in rig_of:
             writer.add_3d(rig_of[s], frame, points[b][None], groups=[b])
     return writer.save(out_path, overwrite=overwrite)
+
+
+def _video_size(shape: Optional[tuple], stored: np.ndarray, crop: np.ndarray):
+    """A camera's (W, H): its video's ``(frames, H, W, 3)`` shape, else the stored image's
+    when that is the uncropped frame, else None (unknown)."""
+    if shape:
+        return shape[2], shape[1]
+    return stored if np.allclose(crop, np.eye(3)) else None
 
 
 def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
@@ -291,7 +312,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     Args:
         cfg: a config with ``body_model``, ``registrant`` (its ``body_model`` defaults to
             the top-level one) and ``data = dict(path=..., batch_size=64,
-            max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False)``.
+            max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False,
+            views=None|[camera names], exclude_views=None|[camera names])``; the views
+            left out are removed from the observations
+            (:mod:`smilfit.datasets.view_selection`).
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -331,6 +355,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     reader = DatasetReader(data_cfg['path'])
     registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
                           joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
+    keep_views = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
+                           data_cfg.get('exclude_views'), session_names=reader.session_names)
 
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
@@ -384,6 +410,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             _warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
         if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
             raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
+        if keep_views is not None:  # data.views / data.exclude_views
+            raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
         observations = registrant.to_tensors(raw)
         result = registrant.fit(observations, allow_all_diverged=True)
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
@@ -409,7 +437,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
 #: Keys of the fitting config's ``data`` dict (see :func:`fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic')
+             'synthetic', 'views', 'exclude_views')
 
 
 def check_data_config(data: Any) -> Dict[str, Any]:

@@ -35,6 +35,7 @@ import torch
 
 from ..cameras.projection import project_points_numpy
 from ..datasets.ingest_images import apply_affine
+from ..datasets.video_io import FrameReader, probe_video
 from ..utils.atomic import atomic_path, save_npz
 
 PathLike = Union[str, os.PathLike]
@@ -131,7 +132,8 @@ def _default_camera(width: int, height: int) -> Dict[str, np.ndarray]:
 
 
 class VideoFrames:
-    """One video, read sequentially with OpenCV (random access seeks).
+    """One video, read with :class:`smilfit.datasets.video_io.FrameReader` (forward over
+    short gaps, seeks otherwise).
 
     Attributes: ``num_views`` 1, ``camera_names``, ``frame_numbers`` (frame numbers in the
     video), ``size`` (W, H), ``fps``, ``video_refs`` (for the ``.slp``).
@@ -144,14 +146,16 @@ class VideoFrames:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f'video {self.path} does not exist')
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise InferenceError(f'{self.path}: OpenCV cannot open the video')
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                     int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self.fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
-        cap.release()
+        try:
+            info = probe_video(self.path, decode_first=False)
+        except OSError as e:
+            raise InferenceError(str(e)) from e
+        if info.num_frames is None:
+            raise InferenceError(f'{self.path}: the container does not say how many frames '
+                                 'it has')
+        n = info.num_frames
+        self.size = info.size
+        self.fps = info.fps or 25.0
         self.num_frames_in_video = n
         numbers = np.arange(n) if frames is None else np.asarray(list(frames), np.int64)
         bad = numbers[(numbers < 0) | (numbers >= n)]
@@ -162,24 +166,13 @@ class VideoFrames:
         self.num_views = 1
         self.camera_names = [name or self.path.stem]
         self.video_refs = [str(self.path)]
-        self._cap = None
-        self._pos = -1
+        self._reader = FrameReader(self.path)
 
     def __len__(self) -> int:
         return len(self.frame_numbers)
 
     def _read(self, number: int) -> np.ndarray:
-        if self._cap is None:
-            self._cap = cv2.VideoCapture(str(self.path))
-            self._pos = 0
-        if number != self._pos:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(number))
-            self._pos = int(number)
-        ok, frame = self._cap.read()
-        if not ok:
-            raise OSError(f'{self.path}: cannot decode frame {number} (truncated video?)')
-        self._pos += 1
-        return _rgb(frame)
+        return self._reader.read_rgb(number)
 
     def read(self, i: int) -> List[np.ndarray]:
         """The views of item ``i``: a list of one (H, W, 3) uint8 RGB frame."""
@@ -193,9 +186,7 @@ class VideoFrames:
         return dict(frame=int(self.frame_numbers[i]), session=self.camera_names[0])
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        self._reader.close()
 
 
 class ImageFolderFrames:
@@ -341,15 +332,20 @@ class HDF5Frames:
                              for c in range(self.num_views)]
         self.size = tuple(int(s) for s in self.image_sizes[0, 0]) if n else (0, 0)
         self.fps = 25.0
-        # One placeholder video per (session, view slot) for the .slp.
+        # One video per (session, view slot) for the .slp: the source video recorded at
+        # ingestion, else a placeholder to relink in SLEAP.
         self.video_refs = []
         self._video_index = {}
+        paths, shapes = self.reader.video_paths, self.reader.video_shapes
         for s, name in enumerate(self.reader.session_names):
             cams = self.reader.camera_names[s] if s < len(self.reader.camera_names) else []
             for c in range(self.num_views):
                 cam = cams[c] if c < len(cams) else f'cam{c}'
                 self._video_index[(s, c)] = len(self.video_refs)
-                self.video_refs.append(dict(filename=f'{name}/{cam}'))
+                shape = None if shapes is None or shapes[s, c].min() <= 0 else \
+                    (*shapes[s, c].tolist(), 3)
+                self.video_refs.append(dict(filename=(paths[s][c] if paths else '') or
+                                            f'{name}/{cam}', shape=shape))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -377,6 +373,23 @@ class HDF5Frames:
         """(C, 3, 3) stored pixels -> original video pixels."""
         crop = self.reader.read([int(self.rows[i])], keys=['crop'])['crop'][0]
         return np.linalg.inv(crop.astype(np.float64))
+
+    def to_source(self, i: int, points: np.ndarray) -> np.ndarray:
+        """(C, K, 2) stored pixels of sample ``i``'s views -> their source videos' pixels:
+        the inverse crop, then each video's distortion where the stored images were
+        undistorted at ingestion."""
+        row = self.reader.read([int(self.rows[i])], keys=['K', 'crop'])
+        back = np.linalg.inv(row['crop'][0].astype(np.float64))           # (C, 3, 3)
+        out = np.einsum('cab,ckb->cka', back[:, :2, :2], points) + back[:, None, :2, 2]
+        video_dist = self.reader.video_dist
+        if not self.reader.attrs.get('undistorted') or video_dist is None:
+            return out
+        from smilfit.cameras.projection import (distort_normalized, normalized_to_pixels,
+                                                pixels_to_normalized)
+        K = torch.as_tensor(back @ row['K'][0])
+        xy = pixels_to_normalized(torch.as_tensor(out, dtype=torch.float64), K)
+        dist = torch.as_tensor(video_dist[int(self.sessions[i]), :points.shape[0]])
+        return normalized_to_pixels(distort_normalized(xy, dist), K).numpy()
 
     def video_index(self, i: int, view: int) -> int:
         return self._video_index[(int(self.sessions[i]), int(view))]
@@ -639,11 +652,11 @@ def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source, node_names: 
         with np.load(path) as z:
             kp, frames, items, inst = z['keypoints_2d'], z['frame'], z['item'], z['instance']
         for r in range(len(frames)):
-            A = source.source_affine(int(items[r])) if hdf5 else None
+            views = kp[r].astype(np.float64)                     # (C, K, 2)
+            if hdf5:
+                views = source.to_source(int(items[r]), views)
             for c in range(kp.shape[1]):
-                pts = kp[r, c].astype(np.float64)
-                if A is not None:
-                    pts = apply_affine(A[c], pts)
+                pts = views[c]
                 video = source.video_index(int(items[r]), c) if hdf5 else c
                 writer.add(video, int(frames[r]), pts[None],
                            track_ids=[int(inst[r])] if tracks else None)

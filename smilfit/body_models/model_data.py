@@ -21,13 +21,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..errors import SmilfitUserError
+
 #: Legal keypoint definition kinds; see :func:`validate_keypoint`.
 KEYPOINT_KINDS = ('joint', 'vertex', 'vertices')
 #: Allowed ``up_axis`` values.
 UP_AXES = ('x', 'y', 'z', '-x', '-y', '-z')
 
 
-class ModelValidationError(ValueError):
+class ModelValidationError(SmilfitUserError, ValueError):
     """A body model's data is inconsistent; the message names the offending field."""
 
 

@@ -20,7 +20,6 @@ from .pinhole import LEARNABLE_GROUPS, CameraMatrices, PinholeCameras
 from .projection import (camera_centers, camera_depth, distort_normalized, normalized_to_pixels,
                          pixels_to_normalized, project_points, projection_matrices,
                          undistort_normalized, undistort_pixels, world_to_camera)
-from .toml_writer import dumps_toml
 from .triangulation import triangulate_dlt
 
 __all__ = [
@@ -30,5 +29,5 @@ __all__ = [
     'CameraMatrices', 'LEARNABLE_GROUPS', 'FoVPerspectiveCameras', 'WeakPerspectiveCameras',
     'fov_to_pinhole', 'pinhole_to_fov', 'weak_perspective_to_pinhole',
     'weak_perspective_translation', 'CameraGroup', 'CalibrationError',
-    'load_anipose_calibration', 'CAMERA_KEYS', 'dumps_toml',
+    'load_anipose_calibration', 'CAMERA_KEYS',
 ]

@@ -22,6 +22,7 @@ instead sorts the table names as strings (``cam_10`` before ``cam_2``); pass
 """
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import tomllib
@@ -29,16 +30,17 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import tomli_w
 import torch
 from torch import nn
 
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.registry import CAMERAS
+from smilfit.utils.atomic import write_text
 
 from .pinhole import PinholeCameras
 from .projection import (camera_centers, camera_depth, pixels_to_normalized, project_points,
                          projection_matrices, undistort_normalized, undistort_pixels)
-from .toml_writer import dumps_toml
 from .triangulation import triangulate_dlt
 
 PathLike = Union[str, os.PathLike]
@@ -125,6 +127,32 @@ def _nan_stats(values: torch.Tensor) -> Dict[str, float]:
     return dict(median=float(finite.quantile(0.5)), mean=float(finite.mean()),
                 p90=float(finite.quantile(0.9)), count=n)
 
+
+
+def _toml_ready(value: Any, where: str) -> Any:
+    """``value`` with numpy arrays and scalars as plain Python (tomli-w takes neither).
+
+    Raises:
+        TypeError: naming the key at ``where``: a non-string key, or a value TOML has no
+            spelling for (``None``, arbitrary objects).
+    """
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f'TOML keys must be strings, got {key!r} at '
+                                f'{where or "top level"}')
+            out[key] = _toml_ready(item, f'{where}.{key}' if where else key)
+        return out
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v, f'{where}[{i}]') for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (bool, int, float, str, datetime.date, datetime.time)):
+        return value
+    raise TypeError(f'cannot write {where} = {value!r} ({type(value).__name__}) as TOML')
 
 @CAMERAS.register_module()
 class CameraGroup(nn.Module):
@@ -386,10 +414,18 @@ class CameraGroup(nn.Module):
         return document
 
     def to_anipose_toml(self, path: PathLike) -> None:
-        """Write an anipose ``calibration.toml`` (float64 values written exactly)."""
-        text = dumps_toml(self.to_anipose_dict())
-        with open(path, 'w', encoding='utf-8') as f:
-            f.write(text)
+        """Write an anipose ``calibration.toml`` (float64 values written exactly), atomically.
+
+        Written by ``tomli-w``: on every anipose/aniposelib calibration and config file of the
+        team's test data, what it writes reads back identical with :mod:`tomllib` and with
+        the ``toml`` package anipose reads calibrations with (TOML 0.5). It writes one number
+        per line, so files are longer than anipose's own (a 3x3 matrix takes 17 lines);
+        anipose does not care.
+
+        Raises:
+            TypeError: naming the key, for metadata TOML cannot hold (``None``, objects).
+        """
+        write_text(path, tomli_w.dumps(_toml_ready(self.to_anipose_dict(), '')))
 
     # --------------------------------------------------------------- sleap-io
     @classmethod

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import prog_name
+from .errors import USER_ERRORS
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -216,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(1)
     try:
         report = build(args)
-    except (BuildModelError, FileNotFoundError, ValueError) as err:
+    except (BuildModelError, *USER_ERRORS) as err:
         print(f'build_model: error: {err}', file=sys.stderr)
         return 2
     _print_report(report)

@@ -66,12 +66,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mmengine.config import Config
 
     from smilfit.utils import register_all_modules
+    from smilfit.utils.setup_env import FITTING_PACKAGES
     from smilfit.utils.run_log import tee_to_log
 
     if args.threads < 1:
         return report_error('fit', ValueError('--threads must be >= 1'))
     try:
-        register_all_modules()
+        register_all_modules(packages=FITTING_PACKAGES)  # not mmengine's runner side
         if not Path(args.config).is_file():
             raise FileNotFoundError(f'config {args.config} does not exist')
         cfg = Config.fromfile(args.config)

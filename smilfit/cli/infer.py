@@ -113,8 +113,7 @@ def build_source(args, frames: Optional[slice]):
     if args.calibration or len(inputs) > 1:
         if not args.calibration:
             raise InferenceError('several videos are a multi-camera rig: pass --calibration')
-        import cv2
-        n = min(int(cv2.VideoCapture(str(p)).get(cv2.CAP_PROP_FRAME_COUNT)) for p in inputs)
+        n = min(VideoFrames(p).num_frames_in_video for p in inputs)
         return SyncedVideoFrames(inputs, args.calibration, args.camera_names, select(n))
     path = inputs[0]
     if path.is_dir():

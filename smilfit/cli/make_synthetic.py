@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from . import prog_name
+from .errors import SmilfitUserError
 
 DESCRIPTION = __doc__.splitlines()[0]
 
@@ -99,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path = generate_synthetic_dataset(output, body_model=args.model,
                                           overwrite=args.overwrite, progress=not args.quiet,
                                           **options)
-    except (ValueError, OSError) as err:
+    except (SmilfitUserError, ValueError, OSError) as err:  # refused model pickles too
         print(f'error: {err}', file=sys.stderr)
         return 1
     n = args.sessions * args.frames

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import prog_name
+from .errors import SmilfitUserError
 
 #: smilfit.datasets.ingest_images.CROP_MODES, restated so that --help imports no torch
 #: (tests/tools/test_entry_points.py checks they agree).
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='Output format: docs/hdf5_schema.md. Errors print one line and exit with '
                'status 1, leaving no output file.')
     p.add_argument('input', type=Path, help='session folder, folder of sessions, or a labels '
-                                            'file (.slp, DLC .csv, COCO .json, analysis .h5)')
+                                            'file (.slp, DLC .csv/.h5 or project config.yaml, COCO '
+                                            '.json, analysis .h5)')
     p.add_argument('output', type=Path, help='dataset file to write (.h5)')
     sel = p.add_argument_group('sample selection')
     sel.add_argument('--max-frames', type=int, default=None,
@@ -90,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--resume', action='store_true',
                      help='resumable run: keep OUTPUT.partial when interrupted and continue '
                           'it (or add missing samples to an existing OUTPUT), skipping samples '
-                          'already written; use the same options as before')
+                          'already written; use the same options as before. Even after '
+                          'kill -9 it continues, from the last checkpoint')
+    run.add_argument('--checkpoint-every', dest='checkpoint_every_s', type=float, default=60.0,
+                     metavar='SECONDS',
+                     help='with --resume, copy the partial output to OUTPUT.partial.ok at '
+                          'most this often (0: after every block of samples; default 60)')
     run.add_argument('--no-progress', dest='progress', action='store_false',
                      help='no progress bar')
     return p
@@ -106,7 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from smilfit.datasets.hdf5_format import DatasetFormatError  # not at the top: fast --help
     from smilfit.datasets.ingest_sleap import DataIngestError, IngestOptions, ingest_sleap
-    expected_errors = (DataIngestError, DatasetFormatError, FileExistsError, OSError)
+    expected_errors = (DataIngestError, DatasetFormatError, FileExistsError, OSError,
+                       SmilfitUserError)  # SmilfitUserError: e.g. a refused model pickle
     opts = IngestOptions(
         max_frames=args.max_frames, frame_skip=args.frame_skip, min_views=args.min_views,
         crop_mode=args.crop_mode, target_size=args.target_size, bbox_margin=args.bbox_margin,
@@ -115,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         jpeg_quality=args.jpeg_quality, images=args.images, joint_lookup=args.joint_lookup,
         shape_betas=args.shape_betas, body_model=args.body_model,
         video_search_paths=args.video_search_paths, points3d=args.points3d,
-        units=args.units, progress=args.progress)
+        units=args.units, progress=args.progress, checkpoint_every_s=args.checkpoint_every_s)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = ingest_sleap(args.input, args.output, overwrite=args.overwrite,

@@ -31,6 +31,7 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from . import prog_name
+from .errors import USER_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = register_scans(cfg, work_dir, resume=args.resume, overwrite=args.overwrite,
                                  progress=not args.no_progress, device=args.device,
                                  launcher=args.launcher)
-    except (RegistrationConfigError, StageConfigError, ScanError, FileExistsError,
-            FileNotFoundError, KeyError, ValueError) as err:
+    except (RegistrationConfigError, StageConfigError, ScanError, *USER_ERRORS) as err:
         print(f'register: error: {err}', file=sys.stderr)
         return 1
     from mmengine.dist import get_dist_info

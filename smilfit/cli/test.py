@@ -8,6 +8,9 @@
 - A **fitting** config (it has a ``registrant``; or any config with ``--fit``) fits the
   same split's samples with ``smilfit.registrants`` and scores the fitted keypoints
   with the same metrics, so fitting and regression are compared on the same data.
+- A fitting config with ``--holdout-views K [K ...]`` is fitted on every subset of K of
+  its views and scored in the views left out, against DLT triangulation from the same
+  views (options below; :mod:`smilfit.apis.holdout`).
 
 Writes a report directory (default ``<work dir>/test_report``): ``summary.txt``,
 ``summary.json`` (every metric), ``run_info.json`` (what was evaluated),
@@ -21,6 +24,7 @@ Examples::
     python tools/test.py work_dirs/synthetic_multiview_resnet18/iter_300.pth
     python tools/test.py configs/benchmark/synthetic_fit_2view.py       # fit, then score
     python tools/test.py CONFIG CHECKPOINT --split val --out-dir report --overwrite
+    python tools/test.py configs/fitting/mouse_multiview.py --holdout-views 2 3  # held-out
     torchrun --nproc_per_node 2 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 """
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import USER_ERRORS, report_error
+from .holdout_views import add_holdout_arguments, run_holdout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='torch CPU threads for fitting (default 1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
+    add_holdout_arguments(parser)
     return parser
 
 
@@ -113,6 +119,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise EvaluationConfigError('fitting needs no CHECKPOINT; drop it or give a '
                                         'regression config')
         work_dir = Path(args.work_dir or cfg.get('work_dir') or Path('work_dirs') / name)
+        if args.holdout_views:
+            if task != 'fitting':
+                raise EvaluationConfigError('--holdout-views evaluates a fitting config')
+            return run_holdout(args, cfg, work_dir)
         out_dir = Path(args.out_dir) if args.out_dir else work_dir / 'test_report'
         if task == 'regression':
             result = evaluate_regressor(cfg, checkpoint, out_dir, work_dir=work_dir,

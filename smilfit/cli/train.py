@@ -30,7 +30,7 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 
 from . import prog_name
-from .errors import USER_ERRORS, report_error
+from .errors import RUN_ERRORS, USER_ERRORS, SmilfitUserError, report_error
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
 REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook')
@@ -39,7 +39,7 @@ AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 PLAIN_OPTIM_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper')
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(SmilfitUserError, ValueError):
     """The command line or the config cannot make a training run."""
 
 
@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', help='checkpoints and logs (default: the config\'s '
                         'work_dir, else work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CHECKPOINT',
-                        help='resume training: without a value from the latest checkpoint in '
-                             'the work dir (a fresh start, with a warning, when there is none), '
-                             'or from CHECKPOINT')
+                        help='resume training: without a value from the newest complete '
+                             'checkpoint in the work dir (a fresh start, with a warning, when '
+                             'there is none; an error when all there are truncated), or from '
+                             'CHECKPOINT')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper); needs a GPU')
     parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES), default='bf16',
@@ -158,9 +159,22 @@ def build_runner(cfg: Config):
 
 
 def _warn_if_nothing_to_resume(cfg: Config) -> None:
-    from mmengine.runner import find_latest_checkpoint
+    """Warn when ``--resume`` finds no checkpoint (a fresh start).
+
+    Raises:
+        TrainConfigError: the work dir holds checkpoints but none is complete (starting from
+            scratch would silently throw them away).
+    """
+    from smilfit.engine.compat import find_latest_checkpoint  # the one the runner uses
     if cfg.get('resume') and cfg.get('load_from') is None and \
             find_latest_checkpoint(cfg.work_dir) is None:
+        broken = sorted(p.name for p in Path(cfg.work_dir).glob('*.pth')) \
+            if Path(cfg.work_dir).is_dir() else []
+        if broken:
+            raise TrainConfigError(
+                f'--resume: no complete checkpoint in {cfg.work_dir} ({", ".join(broken)} '
+                'truncated or unreadable); pass --resume CHECKPOINT, or move them away to '
+                'start from scratch')
         print(f'train: warning: --resume found no checkpoint in {cfg.work_dir}; '
               'training starts from scratch', file=sys.stderr)
 
@@ -174,13 +188,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     register_all_modules(init_default_scope=True)
     try:
         cfg = build_config(args)
+        _warn_if_nothing_to_resume(cfg)
     except USER_ERRORS as err:
         return report_error('train', err)
-    _warn_if_nothing_to_resume(cfg)
     from smilfit.apis.fitting import prepare_data_once
-    prepare_data_once(cfg)
-    runner = build_runner(cfg)
-    runner.train()
+    try:
+        prepare_data_once(cfg)
+        runner = build_runner(cfg)
+        # Only smilfit's own errors and file errors: a ValueError from a bug in a training
+        # step keeps its traceback.
+        runner.train()
+    except RUN_ERRORS as err:
+        return report_error('train', err)
     return 0
 
 

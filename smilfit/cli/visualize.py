@@ -24,6 +24,7 @@ import time
 from typing import List, Optional, Tuple
 
 from . import prog_name
+from .errors import USER_ERRORS
 
 
 def parse_frames(text: str) -> Tuple[Optional[int], Optional[int]]:
@@ -88,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             mesh_format=args.mesh_format, fps=args.fps, images=not args.no_images,
             error_scale_px=args.error_scale, dataset=args.dataset, config=args.config,
             progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except USER_ERRORS as err:
         print(f'visualize: error: {err}', file=sys.stderr)
         return 1
     for kind, paths in written.items():

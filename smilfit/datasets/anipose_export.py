@@ -7,9 +7,11 @@ Two files per session (and animal, where a session has several):
   ``{kp}_error`` (mean reprojection error in pixels over the views that observed it),
   ``{kp}_ncams`` (those views) and ``{kp}_score`` (the lowest 2D confidence among them); then
   ``M_00`` ... ``M_22`` (identity: no axis alignment) and ``center_0..2`` (zeros), and
-  ``fnum``, one row per video frame from 0 to the last fitted frame (NaN rows where no frame
-  was fitted). As in anipose, ``error``, ``ncams`` and ``score`` are NaN where no view saw
-  the point.
+  ``fnum``, one row per video frame (of the shortest source video when ingestion recorded
+  their lengths, else up to the last fitted frame; NaN rows where no frame was fitted).
+  As ``anipose triangulate`` with ``optim = true`` (its model-based mode, the one a fit
+  resembles) writes them: every point has coordinates, ``ncams`` is 0 and ``error`` and
+  ``score`` are empty (NaN) where no view saw it.
 - ``<session>_points3d.h5``: sleap-anipose's layout, dataset ``tracks`` (frames, animals,
   keypoints, 3) float64 with its ``Description`` attribute.
 """
@@ -36,7 +38,8 @@ def anipose_table(points: np.ndarray, errors: np.ndarray, ncams: np.ndarray,
 
     Args:
         points: (F, K, 3) per video frame (NaN where not fitted).
-        errors, ncams, scores: (F, K), NaN where no view observed the keypoint.
+        errors, scores: (F, K), NaN where no view observed the keypoint.
+        ncams: (F, K) views that observed it (NaN in rows of frames not fitted).
         keypoint_names: (K,).
     """
     header = [f'{kp}_{c}' for kp in keypoint_names
@@ -101,7 +104,7 @@ def export_fit_anipose(results: PathLike, out_dir: PathLike,
             errors = np.where(seen, point_px, 0.0).sum(1) / ncams
     scores = np.where(seen, batch['confidence'], np.inf).min(1)
     none = ncams == 0
-    errors[none], scores[none], ncams[none] = np.nan, np.nan, np.nan
+    errors[none], scores[none] = np.nan, np.nan
     names = list(reader.keypoint_names)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,9 @@ def export_fit_anipose(results: PathLike, out_dir: PathLike,
         rows = np.flatnonzero(sessions == s)
         animals = np.unique(instances[rows])
         n_frames = int(frames[rows].max()) + 1
+        if reader.video_shapes is not None:   # as anipose: one row per frame of the videos
+            known = reader.video_shapes[s, :, 0][reader.video_shapes[s, :, 0] > 0]
+            n_frames = max(n_frames, int(known.min()) if len(known) else 0)
         tracks = np.full((n_frames, len(animals), len(names), 3), np.nan)
         name = reader.session_names[s]
         for a, animal in enumerate(animals):

@@ -17,7 +17,8 @@ Conventions used everywhere in the file:
 
 Writing is atomic: :class:`DatasetWriter` writes ``<path>.partial`` and renames it onto
 ``<path>`` only in :meth:`DatasetWriter.commit`; a partial file is never a valid dataset
-(the reader refuses it).
+(the reader refuses it). A resumable writer continues a partial file only when it was left
+consistent (:data:`CONSISTENT_ATTR`), else its last checkpoint, else it starts again.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -47,9 +49,14 @@ PARTIAL_SUFFIX = '.partial'
 DEFAULT_CHUNK_SAMPLES = 32
 #: Names of ground-truth body-model parameters stored under ``params/`` (others allowed).
 PARAM_NAMES = DATASET_PARAMS
+#: Root attribute of a partial file: True only while the file on disk is flushed at a
+#: boundary between batches (a checkpoint being copied, or a run that stopped cleanly).
+#: A resumed run sets it False before writing, so a partial file left by ``kill -9`` says
+#: False and is not trusted (its last checkpoint is used instead).
+CONSISTENT_ATTR = 'partial_consistent'
 #: Root attributes owned by the writer (``attrs=`` may not set them).
 RESERVED_ATTRS = ('format', 'schema_version', 'created_by', 'smilfit_version', 'source',
-                  'units', 'num_views', 'complete', 'created_at')
+                  'units', 'num_views', 'complete', 'created_at', CONSISTENT_ATTR)
 
 PathLike = Union[str, os.PathLike]
 
@@ -190,6 +197,28 @@ def check_header(f: h5py.File, path: PathLike, allow_incomplete: bool = False) -
             'to continue it')
 
 
+def _partial_problem(path: Path) -> Optional[str]:
+    """Why the partial file at ``path`` cannot be continued as it is (None: it can): not
+    readable, not marked consistent (:data:`CONSISTENT_ATTR`), or fields of different
+    lengths."""
+    try:
+        with h5py.File(path, 'r') as f:
+            if not bool(f.attrs.get(CONSISTENT_ATTR, False)):
+                return 'not marked consistent'
+            if 'samples/session' not in f or 'sessions/names' not in f:
+                return 'no sample or session table'
+            lengths = {p: f[p].shape[0] for p, _, _ in SAMPLE_FIELDS.values() if p in f}
+            if 'params' in f:
+                lengths.update({f'params/{k}': v.shape[0] for k, v in f['params'].items()})
+            if len(set(lengths.values())) > 1:
+                return f'fields of different lengths {lengths}'
+            if f['sessions/camera_names'].shape[0] != f['sessions/names'].shape[0]:
+                return 'session tables of different lengths'
+    except (OSError, KeyError) as e:
+        return f'not readable as HDF5: {e}'
+    return None
+
+
 def _str_list(ds: h5py.Dataset) -> List[str]:
     return [str(s) for s in ds.asstr()[()].ravel()] if ds.size else []
 
@@ -217,6 +246,14 @@ class DatasetWriter:
     (Ctrl-C included) or without committing deletes the partial file, so a half-written
     dataset never exists under ``path`` - except with ``resume=True``, which keeps it for
     the next run (it carries ``complete=False`` and readers refuse it).
+
+    Crash safety of ``resume``: an interrupted run (Ctrl-C, SIGTERM, an error) cuts the
+    partial file back to the last whole batch and marks it consistent
+    (:data:`CONSISTENT_ATTR`) before closing it. A run killed without warning
+    (``kill -9``, power loss) leaves a file not marked consistent, whatever state HDF5
+    left it in; the next run does not trust it and continues from the last checkpoint
+    (``<path>.partial.ok``, see ``checkpoint_every_s``), or starts again without one. So
+    the resumed output holds the same samples in the same order as an uninterrupted run.
 
     Args:
         path: the dataset file to create.
@@ -282,6 +319,8 @@ class DatasetWriter:
         self._keys: set = set()
         self._session_names: List[str] = []
         self._committed = False
+        # Samples of the batches written completely (None until the file is open).
+        self._whole_samples: Optional[int] = None
 
     # -------------------------------------------------------------- lifecycle
     def __enter__(self) -> 'DatasetWriter':
@@ -307,10 +346,8 @@ class DatasetWriter:
         """Create (or, resuming, reopen) the partial file. Called by ``__enter__``."""
         if self._f is not None:
             return self
-        if self.resume and self.checkpoint_path.exists() and not self._partial_readable():
-            warnings.warn(f'{self.partial_path} is damaged (the run was killed mid-write); '
-                          f'resuming from its last checkpoint {self.checkpoint_path}')
-            shutil.copyfile(self.checkpoint_path, self.partial_path)
+        if self.resume and self.partial_path.exists():
+            self._recover_partial()
         if self.resume and (self.partial_path.exists() or self.path.exists()):
             copied = not self.partial_path.exists()
             if copied:  # resume a finished file: work on a copy, the original stays valid
@@ -322,6 +359,8 @@ class DatasetWriter:
                 self.abort(keep_partial=not copied)
                 raise
             self._f.attrs['complete'] = False
+            self._whole_samples = self.num_samples
+            self._mark_consistent(False)
         else:
             if self.partial_path.exists():
                 warnings.warn(f'removing stale {self.partial_path} left by an earlier run')
@@ -329,12 +368,15 @@ class DatasetWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = h5py.File(self.partial_path, 'w')
             self._create_layout()
+            self._whole_samples = 0
         return self
 
     def commit(self) -> Path:
         """Flush, close and atomically move the partial file onto ``path``; return ``path``."""
         self._require_open()
         self._f.attrs['complete'] = True
+        if CONSISTENT_ATTR in self._f.attrs:  # only means something in a partial file
+            del self._f.attrs[CONSISTENT_ATTR]
         self._f.flush()
         self._f.close()
         self._f = None
@@ -344,9 +386,15 @@ class DatasetWriter:
         return self.path
 
     def abort(self, keep_partial: bool = False) -> None:
-        """Close without committing; delete the partial file unless ``keep_partial``."""
+        """Close without committing; delete the partial file unless ``keep_partial``.
+
+        A kept partial file is first cut back to the last whole batch (an interrupt can
+        land between two fields of a batch) and marked consistent."""
         if self._f is not None:
             try:
+                if keep_partial and self._whole_samples is not None:
+                    self._truncate_to_whole_batches()
+                    self._mark_consistent(True)
                 self._f.close()
             except Exception:  # pragma: no cover - closing a broken file
                 pass
@@ -356,30 +404,63 @@ class DatasetWriter:
         if not keep_partial:
             self._remove_checkpoint()
 
-    def _partial_readable(self) -> bool:
-        if not self.partial_path.exists():
-            return False
-        try:
-            with h5py.File(self.partial_path, 'r') as f:
-                return 'samples/session' in f
-        except OSError:
-            return False
+    def _recover_partial(self) -> None:
+        """Make ``partial_path`` a file that can be continued: keep it when it is marked
+        consistent, else restore the last checkpoint, else remove it (start again)."""
+        problem = _partial_problem(self.partial_path)
+        if problem is None:
+            return
+        if self.checkpoint_path.exists() and _partial_problem(self.checkpoint_path) is None:
+            warnings.warn(f'{self.partial_path} is damaged ({problem}: the run was killed '
+                          'mid-write); resuming from its last checkpoint '
+                          f'{self.checkpoint_path}')
+            shutil.copyfile(self.checkpoint_path, self.partial_path)
+            return
+        warnings.warn(f'{self.partial_path} cannot be continued ({problem}: the run was '
+                      'killed mid-write) and has no usable checkpoint; starting again')
+        self.partial_path.unlink()
+        self._remove_checkpoint()
+
+    def _mark_consistent(self, value: bool) -> None:
+        """Set :data:`CONSISTENT_ATTR` and flush, so the file on disk says it."""
+        self._f.attrs[CONSISTENT_ATTR] = bool(value)
+        self._f.flush()
+
+    def _per_sample_datasets(self) -> List[h5py.Dataset]:
+        f = self._f
+        out = [f[p] for p, _, _ in SAMPLE_FIELDS.values() if p in f]
+        return out + (list(f['params'].values()) if 'params' in f else [])
+
+    def _truncate_to_whole_batches(self) -> None:
+        """Cut every per-sample field to the samples of whole batches, and the session
+        tables to the whole sessions (an interrupt may land between two fields)."""
+        for ds in self._per_sample_datasets():
+            if ds.shape[0] != self._whole_samples:
+                ds.resize(self._whole_samples, axis=0)
+        num = len(self._session_names)
+        for path in ('sessions/names', 'sessions/camera_names', 'sessions/video_paths'):
+            if path in self._f and self._f[path].shape[0] != num:
+                self._f[path].resize(num, axis=0)
 
     def _remove_checkpoint(self) -> None:
         if self.checkpoint_path.exists():
             self.checkpoint_path.unlink()
 
     def checkpoint(self) -> None:
-        """Flush the partial file and copy it, atomically, to ``<path>.partial.ok``."""
+        """Flush the partial file (marked consistent: called between batches) and copy it,
+        atomically, to ``<path>.partial.ok``."""
         self._require_open()
-        self._f.flush()
+        self._mark_consistent(True)
         with atomic_path(self.checkpoint_path) as tmp:
             shutil.copyfile(self.partial_path, tmp)
+        self._mark_consistent(False)  # before the next batch changes the file
         self._last_checkpoint = time.monotonic()
 
     # ---------------------------------------------------------------- content
     def add_session(self, name: str, camera_names: Sequence[str],
-                    video_paths: Optional[Sequence[str]] = None) -> int:
+                    video_paths: Optional[Sequence[str]] = None,
+                    video_shapes: Optional[Sequence[Sequence[int]]] = None,
+                    video_dist: Optional[Sequence[Sequence[float]]] = None) -> int:
         """Register a recording session; return its index (for ``samples['session']``).
 
         Args:
@@ -389,6 +470,11 @@ class DatasetWriter:
                 are stored as ``''``.
             video_paths: optional source video of each camera (``sessions/video_paths``,
                 ``''`` where unknown), so exports point at the real videos.
+            video_shapes: optional ``(frames, height, width)`` of each camera's source
+                video (``sessions/video_shape``, 0 where unknown).
+            video_dist: optional ``(k1, k2, p1, p2, k3)`` of each camera's source video
+                (``sessions/video_dist``): the calibration's, also when the stored images
+                were undistorted, so exports land on the real video's pixels.
 
         When resuming, an existing session of the same name is returned (its camera names
         must match).
@@ -399,6 +485,23 @@ class DatasetWriter:
             raise DatasetFormatError(f'add_session({name!r}): {len(cams)} cameras but the '
                                      f'dataset has num_views={self.num_views}')
         padded = cams + [''] * (self.num_views - len(cams))
+        rows = {}     # checked before anything is written
+        for key, values, dtype, trailing in (('video_shape', video_shapes, np.int64, (3,)),
+                                             ('video_dist', video_dist, np.float64, (5,))):
+            row = None
+            if values is not None:
+                given = np.asarray(values, dtype=dtype)
+                if given.ndim != 2 or given.shape[1:] != trailing:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} must be one row '
+                                             f'of {trailing[0]} numbers per camera, got '
+                                             f'shape {given.shape}')
+                if given.shape[0] > self.num_views:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} has '
+                                             f'{given.shape[0]} rows for {self.num_views} '
+                                             'views')
+                row = np.zeros((self.num_views,) + trailing, dtype)
+                row[:given.shape[0]] = given
+            rows[key] = (row, dtype, trailing)
         if name in self._session_names:
             idx = self._session_names.index(name)
             stored = _str_list(self._f['sessions/camera_names'])[idx * self.num_views:
@@ -414,17 +517,31 @@ class DatasetWriter:
         cams_ds.resize((idx + 1, self.num_views))
         names_ds[idx] = str(name)
         cams_ds[idx] = padded
-        if video_paths is not None or 'sessions/video_paths' in self._f:
-            if 'sessions/video_paths' not in self._f:
-                self._f.create_dataset('sessions/video_paths', shape=(idx, self.num_views),
-                                       maxshape=(None, self.num_views), dtype=_STR,
-                                       chunks=True)
-            paths_ds = self._f['sessions/video_paths']
-            paths_ds.resize((idx + 1, self.num_views))
-            paths = [str(v) for v in (video_paths or [])]
-            paths_ds[idx] = paths + [''] * (self.num_views - len(paths))
+        C = self.num_views
+        paths = None if video_paths is None else [str(v) for v in video_paths]
+        self._session_row('video_paths', idx, _STR, (),
+                          None if paths is None else paths + [''] * (C - len(paths)))
+        for key, (row, dtype, trailing) in rows.items():
+            self._session_row(key, idx, dtype, trailing, row)
         self._session_names.append(str(name))
         return idx
+
+    def _session_row(self, key: str, idx: int, dtype: Any, trailing: Tuple[int, ...],
+                     row: Any) -> None:
+        """Write row ``idx`` of the optional per-session dataset ``sessions/<key>``
+        (S, C, *trailing): created on first use, earlier sessions filled with the empty
+        value ('' or 0); once it exists, a session without the row gets the empty value."""
+        path = f'sessions/{key}'
+        if row is None and path not in self._f:
+            return
+        if path not in self._f:
+            self._f.create_dataset(path, shape=(idx, self.num_views) + trailing,
+                                   maxshape=(None, self.num_views) + trailing, dtype=dtype,
+                                   chunks=True)
+        ds = self._f[path]
+        ds.resize((idx + 1, self.num_views) + trailing)
+        if row is not None:
+            ds[idx] = row
 
     def set_skeleton(self, edges: Sequence[Tuple[int, int]] = (),
                      symmetries: Sequence[Tuple[int, int]] = ()) -> None:
@@ -514,6 +631,7 @@ class DatasetWriter:
                     ds.resize(n1, axis=0)
         for s, fr, i in zip(arrays['session'], arrays['frame'], arrays['instance']):
             self._keys.add((self._session_names[int(s)], int(fr), int(i)))
+        self._whole_samples = n1
         if self.resume and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_s:
             self.checkpoint()
         return b
@@ -715,6 +833,43 @@ def _attr_value(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- reader
+@dataclass(frozen=True)
+class NonFiniteCameras:
+    """Views of a dataset whose camera is not finite (:meth:`DatasetReader.non_finite_cameras`).
+
+    Attributes:
+        samples: (M,) int64 sample indices (rows of the file, sorted; a sample repeats
+            once per bad view).
+        views: (M,) int64 view slots.
+        camera_names: (M,) the cameras' names in their sessions.
+        path: the dataset file.
+    """
+
+    samples: np.ndarray
+    views: np.ndarray
+    camera_names: List[str]
+    path: Path
+
+    def __len__(self) -> int:
+        """The number of bad views."""
+        return int(self.samples.size)
+
+    @property
+    def sample_indices(self) -> np.ndarray:
+        """(S,) the distinct samples with at least one bad view."""
+        return np.unique(self.samples)
+
+    def describe(self, limit: int = 10) -> str:
+        """One line: the file, how many views, and the first ``limit`` as sample/camera."""
+        if not len(self):
+            return f'{self.path}: every camera is finite'
+        shown = ', '.join(f'sample {s} camera {n}' for s, n in
+                          zip(self.samples[:limit].tolist(), self.camera_names[:limit]))
+        more = f' and {len(self) - limit} more' if len(self) > limit else ''
+        return (f'{self.path}: non-finite camera parameters (views/K, R, t or dist) in '
+                f'{len(self)} view(s) of {self.sample_indices.size} sample(s): {shown}{more}')
+
+
 class DatasetReader:
     """Read a smilfit HDF5 dataset lazily, in batches; safe in forked dataloader workers.
 
@@ -759,6 +914,12 @@ class DatasetReader:
             self.video_paths = ([[str(v) for v in row] for row in
                                  f['sessions/video_paths'].asstr()[()]]
                                 if 'sessions/video_paths' in f else None)
+            # (S, C, 3) (frames, height, width) and (S, C, 5) distortion of the source
+            # videos, 0 where unknown; None when the file has none.
+            self.video_shapes = (f['sessions/video_shape'][()].astype(np.int64)
+                                 if 'sessions/video_shape' in f else None)
+            self.video_dist = (f['sessions/video_dist'][()].astype(np.float64)
+                               if 'sessions/video_dist' in f else None)
             self.skeleton_edges = ([tuple(map(int, e)) for e in f['skeleton/edges'][()]]
                                    if 'skeleton/edges' in f else [])
             self.skeleton_symmetries = ([tuple(map(int, e)) for e in f['skeleton/symmetries'][()]]
@@ -783,6 +944,50 @@ class DatasetReader:
             raise DatasetFormatError(f'{self.path}: sessions/camera_names has '
                                      f'{len(self.camera_names)} rows for '
                                      f'{len(self.session_names)} sessions')
+        sessions = f[SAMPLE_FIELDS['session'][0]][()]  # (N,) int32: small enough to check
+        bad = (sessions < 0) | (sessions >= len(self.session_names))
+        if bad.any():
+            raise DatasetFormatError(f'{self.path}: field samples/session holds session '
+                                     f'index {int(sessions[bad][0])} (sample '
+                                     f'{int(np.flatnonzero(bad)[0])}), but the file has '
+                                     f'{len(self.session_names)} sessions')
+
+    def non_finite_cameras(self, block: int = 4096) -> 'NonFiniteCameras':
+        """The valid views whose camera (``K``, ``R``, ``t`` or ``dist``) holds NaN or inf.
+
+        Not run on open (it reads every camera); a caller that fits or trains calls it to
+        leave those views (or samples) out and to say which, instead of letting one bad
+        camera turn a whole batch into NaN. Views marked invalid are not reported (their
+        cameras are never read).
+
+        Args:
+            block: samples read at once (memory ~ ``block * C * 26 * 8`` bytes).
+
+        Returns:
+            :class:`NonFiniteCameras` in sample order.
+        """
+        samples, views = [], []
+        for lo in range(0, self._len, max(1, int(block))):
+            rows = np.arange(lo, min(lo + block, self._len))
+            batch = self.read(rows, keys=['valid', 'K', 'R', 't', 'dist'])
+            B, C = batch['valid'].shape
+            finite = np.ones((B, C), bool)
+            for key in ('K', 'R', 't', 'dist'):
+                if key in batch:
+                    finite &= np.isfinite(batch[key]).reshape(B, C, -1).all(-1)
+            b, c = np.nonzero(batch['valid'].astype(bool) & ~finite)
+            samples.append(rows[b])
+            views.append(c)
+        samples_ = np.concatenate(samples) if samples else np.zeros(0, np.int64)
+        views_ = np.concatenate(views) if views else np.zeros(0, np.int64)
+        session = self.read(samples_, keys=['session'])['session'] if samples_.size else []
+        names = [self._camera_name(int(s), int(c)) for s, c in zip(session, views_)]
+        return NonFiniteCameras(samples_.astype(np.int64), views_.astype(np.int64), names,
+                                self.path)
+
+    def _camera_name(self, session: int, view: int) -> str:
+        names = self.camera_names[session]
+        return names[view] if view < len(names) else f'view{view}'
 
     # ------------------------------------------------------------- properties
     def __len__(self) -> int:

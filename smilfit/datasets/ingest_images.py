@@ -24,13 +24,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .video_io import FrameReader
+
 #: ``--crop-mode`` values: whole frame resized; centred square crop; square box around the
 #: instance's keypoints (with margin; padded at the image borders).
 CROP_MODES = ('default', 'centred', 'bbox_crop')
 #: Smallest side of a ``bbox_crop`` box in source pixels (a single visible point).
 MIN_BBOX_SIDE = 32
-#: Seek instead of reading forward when the next wanted frame is further than this.
-_SEEK_GAP = 48
 
 Box = Tuple[int, int, int, int]
 
@@ -147,7 +147,7 @@ class VideoSpec:
     dist: Optional[Tuple[float, ...]] = None
 
 
-_CV2_READERS: Dict[str, '_Cv2Reader'] = {}
+_CV2_READERS: Dict[str, FrameReader] = {}
 _SIO_VIDEOS: Dict[str, Any] = {}
 _UNDISTORT_MAPS: Dict[Tuple[Any, ...], Tuple[np.ndarray, np.ndarray]] = {}
 
@@ -156,38 +156,6 @@ def register_sio_video(key: str, video: Any) -> VideoSpec:
     """Register an opened sleap-io ``Video`` under ``key``; return its (main-process) spec."""
     _SIO_VIDEOS[key] = video
     return VideoSpec('sio', key)
-
-
-class _Cv2Reader:
-    """Sequential-friendly OpenCV reader: seeks only for backward or long forward jumps."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.cap = cv2.VideoCapture(path)
-        if not self.cap.isOpened():
-            raise OSError(f'{path}: OpenCV cannot open the video')
-        self.pos = 0
-        self.last: Optional[Tuple[int, np.ndarray]] = None
-
-    def read(self, index: int) -> np.ndarray:
-        if self.last is not None and self.last[0] == index:
-            return self.last[1]
-        if index < self.pos or index - self.pos > _SEEK_GAP:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-            self.pos = index
-        while self.pos < index:
-            if not self.cap.grab():
-                raise OSError(f'{self.path}: cannot decode frame {self.pos} (truncated video?)')
-            self.pos += 1
-        ok, frame = self.cap.read()
-        if not ok or frame is None:
-            raise OSError(f'{self.path}: cannot decode frame {index} (truncated video?)')
-        self.pos = index + 1
-        self.last = (index, frame)
-        return frame
-
-    def close(self) -> None:
-        self.cap.release()
 
 
 def close_readers() -> None:
@@ -200,11 +168,15 @@ def close_readers() -> None:
 
 
 def read_frame_bgr(spec: VideoSpec, index: int) -> np.ndarray:
-    """Frame ``index`` of a view as (H, W, 3) uint8 BGR (before undistortion/cropping)."""
+    """Frame ``index`` of a view as (H, W, 3) uint8 BGR (before undistortion/cropping).
+
+    Media files (``'cv2'``) are read by :class:`.video_io.FrameReader`; what only sleap-io
+    decodes (``'sio'``: embedded images, image sequences, cropped videos) by its ``Video``.
+    """
     if spec.kind == 'cv2':
         reader = _CV2_READERS.get(spec.path)
         if reader is None:
-            reader = _CV2_READERS[spec.path] = _Cv2Reader(spec.path)
+            reader = _CV2_READERS[spec.path] = FrameReader(spec.path)
         return reader.read(int(index))
     video = _SIO_VIDEOS[spec.path]
     try:

@@ -32,7 +32,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import h5py
 import numpy as np
 
@@ -42,7 +41,10 @@ from .ingest_images import (CROP_MODES, VideoSpec, apply_affine, box_affine, clo
                             crop_box, register_sio_video, render_view_block,
                             undistort_points, worker_init)
 from .joint_lookup import JointLookupError, read_joint_lookup
+from .video_io import probe_video
 
+#: Image files an image-sequence video may hold (as the .slp export reopens a folder).
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 #: Video file extensions looked for in camera folders.
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.mj2', '.webm', '.mpg', '.mpeg')
 #: Focal length, in pixels, of an unknown camera: ``DEFAULT_FOCAL_FACTOR * max(W, H)``
@@ -88,6 +90,9 @@ class IngestOptions:
         points3d: anipose ``points3d.h5`` for a single ``.slp`` recording session.
         units: length unit of calibrations and 3D points (root attr ``units``).
         progress: show a tqdm progress bar.
+        checkpoint_every_s: with ``resume``, checkpoint the partial output at most this
+            often (0: after every block of samples); a run killed with ``kill -9``
+            continues from the last checkpoint (see :class:`DatasetWriter`).
     """
     max_frames: Optional[int] = None
     frame_skip: int = 1
@@ -108,6 +113,7 @@ class IngestOptions:
     points3d: Optional[PathLike] = None
     units: str = 'unknown'
     progress: bool = True
+    checkpoint_every_s: float = 60.0
 
     def validate(self) -> 'IngestOptions':
         if self.crop_mode not in CROP_MODES:
@@ -120,6 +126,9 @@ class IngestOptions:
             value = getattr(self, name)
             if value is not None and int(value) < low:
                 raise DataIngestError(f'{name} must be >= {low}, got {value}')
+        if not float(self.checkpoint_every_s) >= 0:
+            raise DataIngestError(f'checkpoint_every_s must be >= 0, got '
+                                  f'{self.checkpoint_every_s}')
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise DataIngestError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality}')
         return self
@@ -206,6 +215,7 @@ def _fail(path: Any, problem: str) -> DataIngestError:
 def _load_labels(path: Path) -> Any:
     """Read a labels file with sleap-io; every failure becomes a DataIngestError."""
     import sleap_io as sio
+    path = _dlc_csv_of(path)
     try:
         if path.suffix.lower() == '.slp':
             labels = sio.load_slp(str(path), open_videos=False)
@@ -217,6 +227,26 @@ def _load_labels(path: Path) -> Any:
     if not hasattr(labels, 'labeled_frames'):
         raise _fail(path, 'is not a labels file (sleap-io read it as a video)')
     return labels
+
+
+def _dlc_csv_of(path: Path) -> Path:
+    """The CSV DeepLabCut writes beside its ``CollectedData_<scorer>.h5`` (a pandas/PyTables
+    table, which needs PyTables to read): the same labels, which sleap-io reads. Any other
+    path is returned as is."""
+    if path.suffix.lower() != '.h5' or not path.is_file():
+        return path
+    try:
+        with h5py.File(path, 'r') as f:
+            pandas_table = any('pandas_type' in f[key].attrs for key in f)
+    except OSError:
+        return path                     # not HDF5: sleap-io's error names the file
+    if not pandas_table:
+        return path
+    csv_path = path.with_suffix('.csv')
+    if not csv_path.is_file():
+        raise _fail(path, 'is a pandas table (a DeepLabCut .h5): give the CSV DeepLabCut '
+                          f'writes beside it ({csv_path.name}), which holds the same labels')
+    return csv_path
 
 
 def _cameras_from_group(group: Any) -> List[_Camera]:
@@ -334,19 +364,11 @@ def _open_video(view_video: Any, path: Optional[Path], key: str, where: Path
     """Decide how to decode a video: (spec, decoded (W, H), frame count, pre_affine)."""
     if path is not None and path.suffix.lower() in VIDEO_EXTS and not (
             view_video is not None and view_video.is_cropped):
-        cap = cv2.VideoCapture(str(path))
         try:
-            if not cap.isOpened():
-                raise _fail(path, 'OpenCV cannot open the video (corrupt or unsupported)')
-            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            n = n if n > 0 else None  # some containers do not know their length
-            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            ok, frame = cap.read()
-            if not ok or frame is None or w <= 0 or h <= 0:
-                raise _fail(path, 'OpenCV cannot decode the first frame (corrupt video?)')
-        finally:
-            cap.release()
-        return VideoSpec('cv2', str(path)), (w, h), n, np.eye(3)
+            info = probe_video(path)
+        except OSError as e:
+            raise DataIngestError(str(e)) from e
+        return VideoSpec('cv2', str(path)), info.size, info.num_frames, np.eye(3)
     if view_video is None:
         return None, None, None, np.eye(3)
     # Embedded images (.pkg.slp), image sequences, cropped videos: sleap-io decodes them.
@@ -620,9 +642,8 @@ def _sessions_from_labels(path: Path, opts: IngestOptions) -> List[_Session]:
         sessions.append(_Session(name, str(path), views, node_names, obs,
                                  **_skeleton_pairs(labels)))
     loose = [v for v in labels.videos if id(v) not in in_session]
-    for vi, video in enumerate(loose):
-        name = stem if len(loose) == 1 and not sessions else \
-            f'{stem}/{PureWindowsPath(_video_filename(video)).stem}'
+    loose_names = _loose_video_names(loose, stem, bool(sessions))
+    for vi, (video, name) in enumerate(zip(loose, loose_names)):
         vpath = _resolve_video(video, path, search)
         spec, fsize, n, pre = _open_video(video, vpath, f'{name}#{vi}', path)
         spec = spec if opts.images else None
@@ -670,11 +691,54 @@ def _skeleton_pairs(labels: Any) -> Dict[str, List[Tuple[str, str]]]:
                             for sym in getattr(skeleton, 'symmetries', [])])
 
 
+def _loose_video_names(videos: List[Any], stem: str, has_sessions: bool) -> List[str]:
+    """Session names of single-view videos: the labels file's stem for a lone video, else
+    ``<stem>/<video>`` where ``<video>`` is the video file's stem, or an image sequence's
+    folder (a DeepLabCut ``labeled-data/<video>/`` folder), or, when several sequences
+    share a folder (COCO images grouped by size), ``<folder>/<first image>``."""
+    if len(videos) == 1 and not has_sessions:
+        return [stem]
+
+    def folder(video: Any) -> Optional[str]:
+        files = video.filename if isinstance(video.filename, list) else None
+        parents = {str(PureWindowsPath(f).parent) for f in files} if files else set()
+        return PureWindowsPath(files[0]).parent.name if len(parents) == 1 else None
+
+    folders = [folder(v) for v in videos]
+    names = []
+    for video, name in zip(videos, folders):
+        first = PureWindowsPath(_video_filename(video)).stem
+        if name is None:
+            names.append(f'{stem}/{first}')
+        else:
+            names.append(f'{stem}/{name}' if folders.count(name) == 1
+                         else f'{stem}/{name}/{first}')
+    return names
+
+
 def _video_path(video: Any, resolved: Optional[Path]) -> Optional[str]:
-    """Where a view's video is: the resolved file, else the name the labels give."""
+    """Where a view's video is: the resolved file; for an image sequence, its folder when
+    the sequence is exactly that folder's images in name order (what exports reopen);
+    else the name the labels give (None for other image sequences)."""
     if resolved is not None:
         return str(Path(resolved).resolve())
-    return _video_filename(video) if video is not None else None
+    if video is None:
+        return None
+    if isinstance(video.filename, list):
+        files = [Path(f) for f in video.filename]
+        folder = files[0].parent if files else None
+        if folder is None or not folder.is_dir():
+            return None
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        same = [p.resolve() for p in images] == [f.resolve() for f in files]
+        return str(folder.resolve()) if same else None
+    return _video_filename(video)
+
+
+def _video_shape(view: _View) -> Tuple[int, int, int]:
+    """``(frames, height, width)`` of a view's source video, 0 where unknown."""
+    W, H = view.frame_size or view.camera.size or (0, 0)
+    return int(view.num_frames or 0), int(H), int(W)
 
 
 def _labels_stem(path: Path) -> str:
@@ -938,14 +1002,17 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
     with DatasetWriter(output, keypoint_names=out_names, num_views=num_views,
                        overwrite=overwrite, resume=resume, source=f'sleap: {input_path}',
                        units=opts.units, attrs=attrs, params_attrs=params_attrs,
-                       created_by='smilfit.datasets.ingest_sleap') as writer, \
+                       created_by='smilfit.datasets.ingest_sleap',
+                       checkpoint_every_s=opts.checkpoint_every_s) as writer, \
             _progress(total, opts.progress) as bar, _pool(opts.workers) as pool:
         try:
             for p in prepared:
                 cams = [v.camera.name for v in p.session.views]
                 p.session_index = writer.add_session(
                     p.session.name, cams,
-                    video_paths=[v.video_path or '' for v in p.session.views])
+                    video_paths=[v.video_path or '' for v in p.session.views],
+                    video_shapes=[_video_shape(v) for v in p.session.views],
+                    video_dist=[v.camera.dist for v in p.session.views])
             writer.set_skeleton(*_stored_pairs(sessions[0], node_names, kp_index))
             for p, block, blobs in _render(prepared, writer, opts, pool):
                 arrays = {k: v[block] for k, v in p.arrays.items() if k != 'betas'}

@@ -4,8 +4,11 @@
 labels file) or ``data.synthetic`` (generator options) on first use and reuses it later. The
 source is recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the
 options, and for SLEAP input every input file's path, size and modification time. On reuse
-the record is compared with what the config asks for now; when the input files, the
-options or the body model differ (or the file has no record), the dataset is prepared again.
+the record is compared with what the config asks for now (:func:`source_changes`); when the
+input files, the options or the body model differ (or the file has no record),
+:func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
+overwrites the file: ``data.path`` may be a dataset the user made and means to keep. A
+missing ``data.sleap.input`` is an error whatever exists at ``data.path``.
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def _file_list(root: Path) -> List[List[Any]]:
-    """[relative path, size, mtime in ns] of ``root`` (a file) or every file below it."""
+def _file_list(root: Path, exclude: Optional[Path] = None) -> List[List[Any]]:
+    """[relative path, size, mtime in ns] of ``root`` (a file) or every file below it,
+    but ``exclude`` and its temporary files (a dataset prepared inside the input folder
+    must not make its own input look changed)."""
     if root.is_file():
         st = root.stat()
         return [[root.name, st.st_size, st.st_mtime_ns]]
@@ -39,6 +44,9 @@ def _file_list(root: Path) -> List[List[Any]]:
             if name.startswith('.'):
                 continue
             path = Path(dirpath) / name
+            if exclude is not None and path.parent == exclude.parent and (
+                    name == exclude.name or name.startswith(exclude.name + '.')):
+                continue
             st = path.stat()
             out.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
     return out
@@ -60,8 +68,9 @@ def expected_source(data_cfg: Mapping[str, Any], body_model: Any = None
         root = Path(sleap.pop('input')).resolve()
         if not root.exists():
             raise FileNotFoundError(f'data.sleap.input {root} does not exist')
+        output = Path(data_cfg['path']).resolve() if data_cfg.get('path') else None
         return _normalise(dict(kind='sleap', input=str(root), options=sleap,
-                               files=_file_list(root)))
+                               files=_file_list(root, exclude=output)))
     synthetic = data_cfg.get('synthetic')
     if synthetic is not None:
         return _normalise(dict(kind='synthetic', options=dict(synthetic),

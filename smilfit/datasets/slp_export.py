@@ -32,6 +32,9 @@ VideoRef = Union[PathLike, Dict[str, Any]]
 
 __all__ = ['SlpPredictionWriter', 'write_predictions_slp', 'SlpExportError']
 
+#: Video files SLEAP opens with its MediaVideo backend (OpenCV / ffmpeg).
+MEDIA_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.mj2', '.webm', '.mpg', '.mpeg')
+
 
 class SlpExportError(ValueError):
     """Inputs that cannot be written as SLEAP predictions; the message names them."""
@@ -44,13 +47,19 @@ def _video(ref: VideoRef, index: int):
         if 'filename' not in ref:
             raise SlpExportError(f'video {index}: a dict video needs a filename, got '
                                  f'{sorted(ref)}')
+        if Path(str(ref['filename'])).is_dir():
+            return _video(str(ref['filename']), index)
         meta = {}
+        if Path(str(ref['filename'])).suffix.lower() in MEDIA_EXTS:
+            # What SLEAP itself writes for a video file (its MediaVideo backend), so SLEAP
+            # opens the exported file like one of its own.
+            meta = dict(grayscale=False, bgr=True, dataset='', input_format='')
         if ref.get('shape') is not None:
             shape = tuple(int(s) for s in ref['shape'])
             if len(shape) != 4:
                 raise SlpExportError(f'video {index}: shape must be (frames, height, width, '
                                      f'channels), got {shape}')
-            meta = dict(shape=shape)
+            meta.update(shape=shape, grayscale=shape[3] == 1)
         return sio.Video(filename=str(ref['filename']), backend=None,
                          backend_metadata=meta, open_backend=False)
     path = Path(ref)
@@ -124,8 +133,9 @@ class SlpPredictionWriter:
             maps world to camera coordinates): stored as sleap-io ``RecordingSession`` with
             its ``CameraGroup``, so SLEAP sees the calibration.
         skeleton_name: the skeleton's name in the file.
-        tracks: None, or the number of instance slots to put on tracks ``track_0`` ...:
-            instance ``i`` of every frame goes on track ``i`` (e.g. one animal per crop).
+        tracks: None; the number of instance slots to put on tracks ``track_0`` ...:
+            instance ``i`` of every frame goes on track ``i`` (e.g. one animal per crop);
+            or the track names (``track_ids`` of :meth:`add` index them).
         provenance: extra metadata stored in the file (JSON-compatible values).
 
     Raises:
@@ -134,7 +144,8 @@ class SlpPredictionWriter:
 
     def __init__(self, node_names: Sequence[str], videos: Sequence[VideoRef],
                  edges: Sequence[Tuple[Union[int, str], Union[int, str]]] = (),
-                 skeleton_name: str = 'smilfit', tracks: Optional[int] = None,
+                 skeleton_name: str = 'smilfit',
+                 tracks: Union[None, int, Sequence[str]] = None,
                  provenance: Optional[Dict[str, Any]] = None,
                  symmetries: Sequence[Tuple[Union[int, str], Union[int, str]]] = (),
                  sessions: Sequence[Dict[str, Any]] = ()) -> None:
@@ -151,7 +162,13 @@ class SlpPredictionWriter:
         self.symmetries = [self._edge(e) for e in symmetries]
         self.sessions = [self._session(s, i) for i, s in enumerate(sessions)]
         self.skeleton_name = str(skeleton_name)
-        self.tracks = None if tracks is None else int(tracks)
+        if tracks is None or isinstance(tracks, (int, np.integer)):
+            self.track_names = [f'track_{i}' for i in range(int(tracks or 0))]
+        else:
+            self.track_names = [str(t) for t in tracks]
+            if len(set(self.track_names)) != len(self.track_names):
+                raise SlpExportError(f'track names repeat: {self.track_names}')
+        self.tracks = len(self.track_names) if tracks is not None else None
         self.provenance = dict(provenance or {})
         # (video, frame) -> list of (points (I, N, 2), point scores (I, N), scores (I,),
         # track ids (I,)): small arrays only; sleap-io objects are made at save time.
@@ -286,7 +303,7 @@ class SlpPredictionWriter:
         for a, b in self.symmetries:
             skeleton.add_symmetry(self.node_names[a], self.node_names[b])
         videos = [_video(v, i) for i, v in enumerate(self.videos)]
-        tracks = [sio.Track(name=f'track_{i}') for i in range(self.tracks or 0)]
+        tracks = [sio.Track(name=name) for name in self.track_names]
         frames, by_key = [], {}
         for (v, f) in sorted(self._frames):
             parts = self._frames[(v, f)]

@@ -1,7 +1,9 @@
 """Load checkpoint files safely, with messages a user can act on.
 
 Every checkpoint smilfit reads (``tools/test.py``, ``tools/infer.py``, ``tools/adapt.py``,
-local backbone weights) goes through :func:`load_checkpoint_file`: ``torch.load`` with
+local backbone weights, and through :mod:`smilfit.engine.compat` fix 7 mmengine's
+``load_from``/``--resume`` and ``init_cfg`` checkpoints) goes through
+:func:`load_checkpoint_file`: ``torch.load`` with
 ``weights_only=True`` (only tensors, numbers, strings and containers, plus the few mmengine
 objects allow-listed in :mod:`smilfit.engine.compat`), never an unrestricted unpickler.
 Its failures become one :class:`CheckpointError` that names the file and says what is wrong
@@ -17,18 +19,20 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from smilfit.errors import SmilfitUserError
+
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['CheckpointError', 'load_checkpoint_file', 'checkpoint_state_dict']
+__all__ = ['CheckpointError', 'load_checkpoint_file', 'load_checkpoint_url', 'checkpoint_state_dict']
 
 _REFUSED_GLOBAL = re.compile(r'(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SmilfitUserError, ValueError):
     """A checkpoint file cannot be used; the message names the file and the reason."""
 
 
@@ -78,7 +82,27 @@ def load_checkpoint_file(path: PathLike, map_location: Any = 'cpu') -> Dict[str,
         raise CheckpointError(_unreadable(path, err)) from None
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f'{path} holds a {type(ckpt).__name__}, not a checkpoint dict')
-    return dict(ckpt)
+    # An OrderedDict state dict keeps its ``_metadata`` (module versions for load_state_dict).
+    return ckpt if isinstance(ckpt, dict) else dict(ckpt)
+
+
+def load_checkpoint_url(url: str, model_dir: Optional[PathLike] = None,
+                        map_location: Any = 'cpu', progress: bool = False) -> Dict[str, Any]:
+    """The dict stored in a checkpoint at ``url`` (http/https), downloaded once into
+    ``model_dir`` (default: torch hub's ``<TORCH_HOME>/hub/checkpoints``) like
+    ``torch.hub.load_state_dict_from_url`` does, then loaded by :func:`load_checkpoint_file`
+    (torch's function defaults to ``weights_only=False``: a downloaded file could run code).
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint_file`; the message names the cached file.
+    """
+    from urllib.parse import urlparse
+    folder = Path(model_dir) if model_dir is not None else Path(torch.hub.get_dir()) / 'checkpoints'
+    folder.mkdir(parents=True, exist_ok=True)
+    cached = folder / os.path.basename(urlparse(url).path)
+    if not cached.exists():
+        torch.hub.download_url_to_file(url, str(cached), None, progress=progress)
+    return load_checkpoint_file(cached, map_location=map_location)
 
 
 def checkpoint_state_dict(ckpt: Mapping[str, Any], path: PathLike) -> Dict[str, torch.Tensor]:

@@ -1,10 +1,26 @@
 """Fixes that make mmengine 0.10.7 work on today's torch, Python and setuptools.
 
-:func:`apply` runs when this module is imported (:mod:`smilfit.registry`, which every
-smilfit component imports, imports it), so every process that builds anything of smilfit --
-spawned dataloader and DDP workers included -- has the fixes. It is idempotent: a second
-call changes nothing. Each fix says what breaks, why, and how it is fixed; the only state
-is the patches themselves.
+Two steps, so that fitting does not pay for mmengine's runner side: its ``mmengine.model``,
+``mmengine.optim``, ``mmengine.hooks`` and ``mmengine.runner`` modules import
+``torch.distributed.fsdp`` and ``torch.distributed.tensor`` (about 1 s, a third of
+``tools/fit.py``'s start-up), and fitting uses none of them.
+
+- :func:`apply_core` runs when this module is imported (:mod:`smilfit.registry`, which
+  every smilfit component imports, imports it), so every process that builds anything of
+  smilfit -- spawned dataloader and DDP workers included -- has the fixes that need only
+  mmengine's config, dist, fileio and utils modules (1, 2 for ``init_dist``, 3, 4, 6 for
+  ``LocalBackend.put``).
+- :func:`apply` applies every fix, the runner-side ones too (2 for
+  ``MMDistributedDataParallel``, 5, 6 for the checkpoint hook and ``find_latest_checkpoint``,
+  7 for the checkpoint loaders of ``mmengine.runner.checkpoint``).
+  :mod:`smilfit.engine.hooks` calls it on import, and every runner-side registry of
+  :mod:`smilfit.registry` (runners, loops, hooks, model wrappers, optimizers, optimizer
+  wrappers and constructors, parameter schedulers, log processors) names
+  ``smilfit.engine.hooks`` as its location, so a Runner, or an optimizer built by name,
+  has them before it is built; :func:`smilfit.utils.register_all_modules` imports it too.
+
+Both are idempotent: a second call changes nothing. Each fix says what breaks, why, and how
+it is fixed; the only state is the patches themselves.
 
 1. ``Runner(resume=True)`` / ``load_checkpoint`` under torch's ``weights_only=True``
    default: allow-list exactly the globals an mmengine checkpoint needs.
@@ -16,11 +32,17 @@ is the patches themselves.
 4. Configs with plain ``import os`` on Python >= 3.11 were parsed as lazy-import
    configs and failed.
 5. torch's optimizers reach mmengine's root ``OPTIMIZERS`` (and so smilfit's child
-   registry) only once ``mmengine.optim`` is imported: import it here.
+   registry) only once ``mmengine.optim`` is imported: :func:`apply` imports it.
 6. Checkpoints that survive a kill: local files are written atomically, the oldest
    checkpoint is removed only after the new one is complete, ``last_checkpoint`` is
    written atomically, and resuming falls back to the newest complete checkpoint when
-   ``last_checkpoint`` names a missing or unreadable file.
+   ``last_checkpoint`` names a missing or unreadable file. A fix here rather than a
+   ``CheckpointHook`` subclass: every config (shipped or a user's, naming mmengine's
+   ``CheckpointHook``) gets it without a change.
+7. mmengine loads ``load_from``/``--resume`` checkpoints with a bare ``torch.load`` (its
+   refusals advise ``weights_only=False``) and URLs through
+   ``torch.hub.load_state_dict_from_url``, which unpickles with ``weights_only=False``:
+   both go through :mod:`smilfit.engine.checkpoint_io` instead.
 """
 import contextlib
 import functools
@@ -30,6 +52,7 @@ import inspect
 import os
 import os.path as osp
 import pickle
+import re
 import sys
 from typing import Iterator, Optional
 
@@ -40,17 +63,15 @@ import mmengine.config.config as mm_config
 import mmengine.config.utils as mm_config_utils
 import mmengine.dist.utils as mm_dist_utils
 import mmengine.fileio.backends.local_backend as mm_local_backend
-import mmengine.hooks.checkpoint_hook as mm_checkpoint_hook
-import mmengine.optim  # noqa: F401  (fix 5: registers torch optimizers in OPTIMIZERS)
 import mmengine.utils as mm_utils
 import mmengine.utils.package_utils as mm_package_utils
 from mmengine.device import get_device
 from mmengine.logging.history_buffer import HistoryBuffer
-from mmengine.model.wrappers import MMDistributedDataParallel
 
 from smilfit.utils.atomic import atomic_open
 
-__all__ = ['apply', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg', 'weights_only_safe_globals']
+__all__ = ['apply', 'apply_core', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg',
+           'weights_only_safe_globals']
 
 _MARK = '_smilfit_compat'  # attribute set on every replacement function
 
@@ -190,6 +211,7 @@ def cpu_model_wrapper_cfg(**kwargs) -> dict:
 
 
 def _patch_ddp_init() -> None:
+    from mmengine.model.wrappers import MMDistributedDataParallel  # runner side (apply)
     original = MMDistributedDataParallel.__init__
     if _is_patched(original):
         return
@@ -321,6 +343,17 @@ def _patch_is_builtin_module() -> None:
     mm_config._is_builtin_module = _is_builtin_module
 
 
+# 5. torch optimizers in the registry --------------------------------------------
+# What breaks: mmengine registers torch's optimizers in its root ``OPTIMIZERS`` when
+# ``mmengine.optim`` is imported, and nothing else imports it before a config asks for
+# ``dict(type='Adam')``, so smilfit's child registry does not find them.
+# How: :func:`apply` imports ``mmengine.optim``; ``OPTIMIZERS`` looks up its location
+# (``smilfit.engine.hooks``, which calls :func:`apply`) before its first build.
+
+def _register_torch_optimizers() -> None:
+    import mmengine.optim  # noqa: F401  (registers torch optimizers on import)
+
+
 # 6. Checkpoints that survive a kill ------------------------------------------------
 # What breaks: ``CheckpointHook._save_checkpoint_with_step`` removes the oldest kept
 # checkpoint *before* saving the new one, ``LocalBackend.put`` writes the new one in
@@ -328,11 +361,15 @@ def _patch_is_builtin_module() -> None:
 # (checkpoints are 100+ MB) leaves the old checkpoint deleted, the new one truncated and
 # ``last_checkpoint`` naming a deleted file, so ``--resume`` fails with FileNotFoundError
 # and all progress is lost.
+# Why here and not a CheckpointHook subclass: every config (shipped or a user's, with
+# mmengine's ``CheckpointHook`` by name) and mmengine's other writers through
+# ``LocalBackend.put`` get the fix without a config change.
 # How: ``LocalBackend.put`` writes through a temporary file that is renamed into place
 # (smilfit.utils.atomic), the hook removes outdated checkpoints only after the new one is
 # complete and writes ``last_checkpoint`` atomically, and the runner's
 # ``find_latest_checkpoint`` checks the file ``last_checkpoint`` names and otherwise
-# takes the newest complete ``*.pth`` in the work dir.
+# takes the newest complete ``*.pth`` in the work dir. Partial files of killed writers are
+# removed at the next save.
 
 def _atomic_put(self, obj: bytes, filepath) -> None:
     os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
@@ -368,6 +405,28 @@ def _save_checkpoint_with_step(self, runner, step, meta):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # deepspeed checkpoints are directories
             self.file_backend.rmtree(path)
+    if osp.isdir(self.out_dir):
+        _remove_dead_partials(self.out_dir)
+
+
+# smilfit.utils.atomic's temporary files: '.<name>.<pid>.<n>.tmp'
+_PARTIAL = re.compile(r'^\..+\.pth\.(\d+)\.\d+\.tmp$')
+
+
+def _remove_dead_partials(folder: str) -> None:
+    """Remove partial checkpoints left by killed writers (their process is gone), which
+    would otherwise keep a checkpoint's worth of disk per kill."""
+    for name in os.listdir(folder):
+        match = _PARTIAL.match(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(osp.join(folder, name))
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def _complete_checkpoint(path: str) -> bool:
@@ -389,22 +448,82 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
     return max(complete, key=osp.getmtime) if complete else None
 
 
-def _patch_checkpoint_writes() -> None:
-    import mmengine.runner.runner as mm_runner
+def _patch_local_put() -> None:
     mm_local_backend.LocalBackend.put = _mark(_atomic_put)
+
+
+def _patch_checkpoint_hook() -> None:
+    # runner side (apply): these modules import mmengine.optim and torch.distributed.fsdp
+    import mmengine.hooks.checkpoint_hook as mm_checkpoint_hook
+    import mmengine.runner.runner as mm_runner
     mm_checkpoint_hook.CheckpointHook._save_checkpoint_with_step = _mark(
         _save_checkpoint_with_step)
     mm_runner.find_latest_checkpoint = _mark(find_latest_checkpoint)
 
 
-def apply() -> None:
-    """Apply every fix; safe to call more than once."""
+# 7. mmengine's checkpoint loaders ----------------------------------------------------
+# What breaks: ``CheckpointLoader``'s local loader (``load_from``, ``--resume``, a model's
+# ``init_cfg=dict(type='Pretrained', checkpoint=...)``) calls ``torch.load`` without
+# checks, so a truncated, garbage or refused file surfaces as a raw RuntimeError/
+# UnpicklingError whose text advises ``weights_only=False``; its http(s) loader (also used
+# by ``torchvision://``, ``open-mmlab://`` and ``mmcls://``) calls
+# ``torch.hub.load_state_dict_from_url``, whose default ``weights_only=False`` lets a
+# downloaded file run code.
+# How: the local and http(s) schemes are registered again (``force=True``) with loaders
+# that use :func:`~smilfit.engine.checkpoint_io.load_checkpoint_file` (``weights_only=True``,
+# one :class:`CheckpointError` naming the file), and ``load_from_http`` is rebound in
+# ``mmengine.runner.checkpoint`` so the schemes that call it by name get it too.
+
+def _safe_load_from_local(filename, map_location=None):
+    from smilfit.engine.checkpoint_io import load_checkpoint_file
+    return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
+
+
+def _safe_load_from_http(filename, map_location=None, model_dir=None, progress=False):
+    from mmengine.dist import get_dist_info
+
+    from smilfit.engine.checkpoint_io import load_checkpoint_url
+    rank, world_size = get_dist_info()
+    if rank == 0:  # rank 0 downloads; the others read its cached file
+        ckpt = load_checkpoint_url(filename, model_dir, map_location, progress)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            ckpt = load_checkpoint_url(filename, model_dir, map_location, progress)
+    return ckpt
+
+
+# mmengine logs ``name[10:]`` of the loader ("Loads checkpoint by local backend").
+_safe_load_from_local.__name__ = 'load_from_local'
+_safe_load_from_http.__name__ = 'load_from_http'
+
+
+def _patch_checkpoint_loaders() -> None:
+    import mmengine.runner.checkpoint as mm_checkpoint
+    loader = mm_checkpoint.CheckpointLoader
+    loader._register_scheme('', _mark(_safe_load_from_local), force=True)
+    loader._register_scheme(('http://', 'https://'), _mark(_safe_load_from_http), force=True)
+    mm_checkpoint.load_from_http = _safe_load_from_http
+
+
+def apply_core() -> None:
+    """Apply the fixes that need only mmengine's light modules (config, dist, fileio,
+    utils); safe to call more than once. Runs when this module is imported."""
     _allow_checkpoint_globals()
     _patch_dist_init()
-    _patch_ddp_init()
     _patch_package_utils()
     _patch_is_builtin_module()
-    _patch_checkpoint_writes()
+    _patch_local_put()
 
 
-apply()
+def apply() -> None:
+    """Apply every fix, the runner-side ones too (imports mmengine's model, optim, hooks
+    and runner modules); safe to call more than once."""
+    apply_core()
+    _patch_ddp_init()
+    _register_torch_optimizers()
+    _patch_checkpoint_hook()
+    _patch_checkpoint_loaders()
+
+
+apply_core()

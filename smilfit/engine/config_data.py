@@ -18,10 +18,12 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any, Mapping
 
+from smilfit.errors import SmilfitUserError
+
 __all__ = ['ConfigDataError', 'config_to_data', 'config_from_data']
 
 
-class ConfigDataError(ValueError):
+class ConfigDataError(SmilfitUserError, ValueError):
     """A config cannot be stored as data, or stored data is not a valid config."""
 
 

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..registry import HANDLERS
 from .base import LossSpec
-from .matching import KeypointHandlerBase, match_keypoints, model_point_names
+from .matching import (KeypointHandlerBase, lookup_model_names, match_keypoints,
+                       model_point_names)
 
 
 @HANDLERS.register_module()
@@ -102,7 +103,8 @@ class LimbLengthHandler(KeypointHandlerBase):
             lookup = (self.joint_lookup if self.joint_lookup is not None
                       else data_info.get('joint_lookup'))
             self.match = match_keypoints(names, data_info['keypoint_names'], lookup,
-                                         what=self.source)
+                                         what=self.source,
+                                         lookup_names=lookup_model_names(body_model))
             to_data = dict(zip(self.match.model_names, self.match.data_index.tolist()))
             self.obs_index = torch.as_tensor([to_data.get(n, -1) for pair in pairs
                                               for n in pair], dtype=torch.long,

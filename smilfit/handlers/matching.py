@@ -55,66 +55,44 @@ def _check_unique(names: Sequence[str], what: str) -> List[str]:
     return names
 
 
-def _closest(name: str, candidates: Sequence[str]) -> Optional[str]:
-    import difflib
-    lower = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
-    return lower[close[0]] if close else None
-
-
-def _check_lookup(lookup: Mapping[str, Optional[str]], model_names: Sequence[str],
-                  data_names: Sequence[str], what: str) -> None:
-    models, datas = set(model_names), set(data_names)
-    bad = []
-    for m, d in lookup.items():
-        if d is None or d == '' or str(d) in datas:
-            continue
-        if str(m) in models:
-            close = _closest(str(d), data_names)
-            bad.append(f'{m} -> {d}' + (f" (did you mean '{close}'?)" if close else ''))
-        else:
-            close = _closest(str(m), model_names)
-            bad.append(f'{m} -> {d}: neither name exists'
-                       + (f" (model {what[:-1] if what.endswith('s') else what} "
-                          f"'{close}'?)" if close else ''))
-    if bad:
-        raise ValueError(f"joint_lookup names data keypoints that are not in the data: "
-                         f"{'; '.join(bad)}. Data keypoints: {list(data_names)}; model "
-                         f"{what}: {list(model_names)}. Leave the data name empty to keep a "
-                         "model point unmatched")
-
-
 def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
                     lookup: Optional[Mapping[str, Optional[str]]] = None,
                     subset: Optional[Sequence[str]] = None,
-                    what: str = 'keypoints') -> KeypointMatch:
+                    what: str = 'keypoints',
+                    lookup_names: Optional[Sequence[str]] = None) -> KeypointMatch:
     """Match model names to data names.
 
     Args:
         model_names: the model's names in tensor order.
         data_names: the data's names in tensor order.
         lookup: optional model name -> data name (``None`` or ``''``: do not match
-            that model name). With a lookup only its entries match. An entry whose model
-            name is not in the model is skipped (a lookup may cover several models); an
-            entry whose model name exists but whose data name is not in the data is an
-            error (a typo would silently drop the keypoint), and so is an entry that
-            names neither a model nor a data name.
+            that model name). With a lookup only its entries match. Every entry must name
+            an existing model point (one of ``lookup_names``) and, unless empty, an
+            existing data keypoint: a typo would silently drop the keypoint
+            (:func:`smilfit.datasets.joint_lookup.check_joint_lookup`).
         subset: optional model names to keep (every one must exist in the model).
         what: the kind of name, for messages (``'keypoints'``, ``'joints'``).
+        lookup_names: every model name a lookup entry may use (default: ``model_names``).
+            Handlers pass the body model's joint and keypoint names
+            (:func:`lookup_model_names`): one lookup serves handlers reading either, so an
+            entry for a joint is skipped by a keypoint handler, not an error.
 
     Returns:
         :class:`KeypointMatch`.
 
     Raises:
-        ValueError: when nothing matches, or a lookup entry names a data keypoint that
-            does not exist (see ``lookup``); the message lists the names at fault, the
-            closest existing ones and both name lists.
+        ValueError: when nothing matches, or (``JointLookupError``) a lookup entry names
+            a point that does not exist (see ``lookup``); the message lists the names at
+            fault, the closest existing ones and both name lists.
     """
     model_names = _check_unique(model_names, f'model {what} names')
     data_names = _check_unique(data_names, 'data keypoint names')
     data_pos = {n: i for i, n in enumerate(data_names)}
     if lookup is not None:
-        _check_lookup(lookup, model_names, data_names, what)
+        # Imported here: smilfit.datasets pulls in h5py, which handlers need not load.
+        from smilfit.datasets.joint_lookup import check_joint_lookup
+        check_joint_lookup(lookup, model_names if lookup_names is None else lookup_names,
+                           data_names)
     keep = None
     if subset is not None:
         keep = [str(n) for n in subset]
@@ -149,6 +127,15 @@ def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
         unmatched_model=[n for i, n in enumerate(model_names)
                          if i not in matched_model and (keep is None or n in keep)],
         unmatched_data=[n for j, n in enumerate(data_names) if j not in matched_data])
+
+
+def lookup_model_names(body_model) -> List[str]:
+    """Every model name a joint lookup may use: the joint names, then the keypoint names
+    that are not joint names."""
+    joints = list(body_model.joint_names)
+    known = set(joints)
+    return joints + [n for n in (getattr(body_model, 'keypoint_names', None) or [])
+                     if n not in known]
 
 
 def model_point_names(body_model, source: str) -> List[str]:
@@ -283,7 +270,8 @@ class KeypointHandlerBase(BaseHandler):
             'joint_lookup')
         match = match_keypoints(model_point_names(body_model, self.source),
                                 data_info['keypoint_names'], lookup,
-                                self.keypoint_subset, what=self.source)
+                                self.keypoint_subset, what=self.source,
+                                lookup_names=lookup_model_names(body_model))
         self.match = match
         device = getattr(body_model, 'device', None)
         self.model_index = match.model_index.to(device)
@@ -366,5 +354,6 @@ class KeypointHandlerBase(BaseHandler):
 
 
 __all__ = ['POINT_SOURCES', 'OFFSET_FRAMES', 'KeypointMatch', 'match_keypoints',
-           'model_point_names', 'model_points', 'source_carriers', 'rotate_offsets',
+           'lookup_model_names', 'model_point_names', 'model_points', 'source_carriers',
+           'rotate_offsets',
            'KeypointHandlerBase']

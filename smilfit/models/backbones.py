@@ -34,11 +34,16 @@ def _load_local_state_dict(path: str) -> Dict[str, torch.Tensor]:
                          'never downloaded at run time; download them once and pass the file)')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'backbone checkpoint {path!r} does not exist')
+    from smilfit.engine.checkpoint_io import CheckpointError, load_checkpoint_file
     if str(path).endswith('.safetensors'):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as err:  # its message names no file
+            raise CheckpointError(f'{path} is truncated or not a safetensors file '
+                                  f'({err})') from None
     else:
-        from smilfit.engine.checkpoint_io import load_checkpoint_file
         state = load_checkpoint_file(path)
     for key in ('state_dict', 'model'):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

@@ -61,30 +61,32 @@ def _child(name: str, parent: Registry, *locations: str) -> Registry:
 
 
 # Children of mmengine's roots -------------------------------------------------
-# The runner-side children list 'engine' even where it registers nothing of theirs:
-# building a Runner, loop or optimizer in the smilfit scope then imports smilfit.engine,
-# which applies the mmengine compatibility fixes (engine/compat.py) first.
-RUNNERS = _child('runner', MMENGINE_RUNNERS, 'engine')
-RUNNER_CONSTRUCTORS = _child('runner constructor', MMENGINE_RUNNER_CONSTRUCTORS, 'engine')
-LOOPS = _child('loop', MMENGINE_LOOPS, 'engine')
-HOOKS = _child('hook', MMENGINE_HOOKS, 'engine')
+# The runner-side children list 'engine.hooks' even where it registers nothing of theirs:
+# building a Runner, loop or optimizer in the smilfit scope then imports
+# smilfit.engine.hooks, which applies the runner-side mmengine compatibility fixes
+# (engine/compat.py) first. smilfit.engine alone applies only the light ones, so that
+# fitting never imports mmengine's runner, model and optimizer modules.
+RUNNERS = _child('runner', MMENGINE_RUNNERS, 'engine.hooks')
+RUNNER_CONSTRUCTORS = _child('runner constructor', MMENGINE_RUNNER_CONSTRUCTORS, 'engine.hooks')
+LOOPS = _child('loop', MMENGINE_LOOPS, 'engine.hooks')
+HOOKS = _child('hook', MMENGINE_HOOKS, 'engine.hooks')
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'datasets')
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS)
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'datasets')
 MODELS = _child('model', MMENGINE_MODELS, 'models')
-MODEL_WRAPPERS = _child('model wrapper', MMENGINE_MODEL_WRAPPERS, 'engine')
+MODEL_WRAPPERS = _child('model wrapper', MMENGINE_MODEL_WRAPPERS, 'engine.hooks')
 WEIGHT_INITIALIZERS = _child('weight initializer', MMENGINE_WEIGHT_INITIALIZERS)
-OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'engine')
-OPTIM_WRAPPERS = _child('optim wrapper', MMENGINE_OPTIM_WRAPPERS, 'engine')
+OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'engine.hooks')
+OPTIM_WRAPPERS = _child('optim wrapper', MMENGINE_OPTIM_WRAPPERS, 'engine.hooks')
 OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
-                                    MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'engine')
-PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'engine')
+                                    MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'engine.hooks')
+PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'engine.hooks')
 METRICS = _child('metric', MMENGINE_METRICS, 'evaluation')
 EVALUATOR = _child('evaluator', MMENGINE_EVALUATOR)
 TASK_UTILS = _child('task util', MMENGINE_TASK_UTILS)
 VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS)
 VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS)
-LOG_PROCESSORS = _child('log_processor', MMENGINE_LOG_PROCESSORS, 'engine')
+LOG_PROCESSORS = _child('log_processor', MMENGINE_LOG_PROCESSORS, 'engine.hooks')
 INFERENCERS = _child('inferencer', MMENGINE_INFERENCERS)
 FUNCTIONS = _child('function', MMENGINE_FUNCTIONS)
 STRATEGIES = _child('strategy', MMENGINE_STRATEGIES)
@@ -110,5 +112,5 @@ __all__ = [
     'BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS', 'RENDERERS',
 ]
 
-# Last, once every registry exists: smilfit.engine registers hooks into them.
+# Last, once every registry exists (smilfit.engine.hooks registers into them).
 from smilfit.engine import compat as _compat  # noqa: E402,F401  (side effect: mmengine fixes)

@@ -1,5 +1,6 @@
 """Environment set-up for code that builds smilfit objects outside mmengine's Runner."""
 import importlib
+from typing import Optional, Sequence
 
 from mmengine.registry import init_default_scope as _init_default_scope
 
@@ -12,7 +13,7 @@ REGISTERING_PACKAGES = (
     'smilfit.body_models',
     'smilfit.losses',
     'smilfit.handlers',
-    'smilfit.engine',
+    'smilfit.engine.hooks',
     'smilfit.cameras',
     'smilfit.datasets',
     'smilfit.registrants',
@@ -21,8 +22,18 @@ REGISTERING_PACKAGES = (
     'smilfit.evaluation',
 )
 
+# What fitting builds (tools/fit.py): body models, handlers, losses, cameras, data,
+# registrants, renderers. No networks, runners or metrics, so mmengine's model, optimizer
+# and runner modules (which import torch.distributed.fsdp: about 1 s) are not imported
+# before fitting starts; a stage with a torch optimizer imports them on its first
+# OPTIMIZERS lookup (the registry's location).
+FITTING_PACKAGES = tuple(p for p in REGISTERING_PACKAGES
+                         if p not in ('smilfit.engine.hooks', 'smilfit.models',
+                                      'smilfit.evaluation'))
 
-def register_all_modules(init_default_scope: bool = True) -> None:
+
+def register_all_modules(init_default_scope: bool = True,
+                         packages: Optional[Sequence[str]] = None) -> None:
     """Register every smilfit module in smilfit's registries.
 
     The Runner imports a registry's ``locations`` lazily on its first lookup; scripts
@@ -34,11 +45,14 @@ def register_all_modules(init_default_scope: bool = True) -> None:
             mmengine's root registries look type names up in smilfit's children first.
             When another default scope is current, a new ``'smilfit'`` scope instance
             is created and made current (mmengine logs a warning).
+        packages: the registering sub-packages to import; None: all of them;
+            :data:`FITTING_PACKAGES` for fitting. The others are still found: each
+            registry imports its location on its first lookup.
 
     Raises:
         ImportError: a registering sub-package failed to import.
     """
-    for package in REGISTERING_PACKAGES:
+    for package in REGISTERING_PACKAGES if packages is None else packages:
         importlib.import_module(package)
     if init_default_scope:
         _init_default_scope(SCOPE)

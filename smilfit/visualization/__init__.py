@@ -9,7 +9,10 @@
 - :mod:`.animation`: per-frame parameters as ``.npz`` + ``.json``, reloaded bit for bit;
 - :mod:`.plots`: loss curves, per-joint errors, reprojection error per camera (matplotlib
   figures on their own Agg canvas; pyplot's global backend is never touched);
-- :mod:`.fit_visuals`: :func:`export_fit_visuals`, all of it from a fit's work dir.
+- :mod:`.fit_visuals`: :func:`export_fit_visuals`, all of it from a fit's work dir;
+- :mod:`.scene`: :func:`load_scene`, a fit's (or inference's, registration's) work dir as
+  3D arrays per frame; :mod:`.scene_export` writes it as GLB, :mod:`.viewer` shows it in
+  the browser (viser, the optional ``viewer`` extra; imported only when used).
 
 See ``docs/visualization.md``.
 """
@@ -17,6 +20,8 @@ from .animation import Animation, AnimationFormatError, load_animation, save_ani
 from .fit_visuals import FitRun, export_fit_visuals, load_fit_run
 from .mesh_export import MESH_FORMATS, export_meshes
 from .overlay import draw_keypoints, error_colours, grey_image, overlay_mesh, view_grid
+from .scene import Scene, SceneCameras, SceneError, load_scene
+from .scene_export import export_glb
 from .plots import (normalise_history, plot_loss_curves, plot_per_joint_errors,
                     plot_reprojection_per_camera, save_figure)
 from .video import VideoWriter, render_fit_frame, render_fit_video
@@ -33,4 +38,5 @@ __all__ = [
     'plot_loss_curves', 'plot_per_joint_errors', 'plot_reprojection_per_camera',
     'save_figure', 'normalise_history',
     'export_fit_visuals', 'load_fit_run', 'FitRun',
+    'load_scene', 'Scene', 'SceneCameras', 'SceneError', 'export_glb',
 ]

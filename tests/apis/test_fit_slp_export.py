@@ -1,4 +1,6 @@
 """tools/fit.py's SLEAP export: fitted keypoints as predictions, one video per session/camera."""
+import tomllib
+
 import numpy as np
 import pytest
 import torch
@@ -95,15 +97,26 @@ def test_slp_carries_videos_skeleton_and_calibration_of_a_real_session(tmp_path)
     source = sio.load_slp(str(session / 'back' / 'minimal_back_proofread.slp')).skeletons[0]
     assert sorted(labels.skeletons[0].edge_names) == sorted(source.edge_names)
     assert len(labels.skeletons[0].edges) == 14
+    assert all(tuple(v.backend_metadata['shape']) == (120, 1024, 1280, 3)
+               for v in labels.videos)
     (rec,) = labels.sessions
-    batch = DatasetReader(cfg.data.path).read([0], keys=['K', 'R', 't', 'dist'])
+    calibration = tomllib.loads((session / 'calibration.toml').read_text())
     for c, camera in enumerate(rec.camera_group.cameras):
-        assert camera.name == cams[c]
-        np.testing.assert_allclose(camera.matrix, batch['K'][0, c])
-        np.testing.assert_allclose(camera.dist, batch['dist'][0, c])
-        np.testing.assert_allclose(cv2.Rodrigues(camera.rvec)[0], batch['R'][0, c], atol=1e-9)
-        np.testing.assert_allclose(camera.tvec, batch['t'][0, c])
+        table = calibration[f'cam_{c}']
+        assert camera.name == cams[c] == table['name']
+        assert tuple(camera.size) == tuple(table['size'])
+        np.testing.assert_allclose(camera.matrix, table['matrix'])
+        np.testing.assert_allclose(camera.dist, table['distortions'])
+        np.testing.assert_allclose(camera.rvec, table['rotation'], atol=1e-9)
+        np.testing.assert_allclose(camera.tvec, table['translation'])
         assert rec.get_video(camera).filename == labels.videos[c].filename
+    # every instance group's 2D points are its 3D instance seen through its cameras
+    for frame_group in rec.frame_groups.values():
+        for group in frame_group.instance_groups:
+            for camera, instance in group.instance_by_camera.items():
+                uv = cv2.projectPoints(group.instance_3d.numpy(), camera.rvec, camera.tvec,
+                                       camera.matrix, camera.dist)[0].reshape(-1, 2)
+                np.testing.assert_allclose(instance.numpy(), uv, atol=1e-3)
 
 
 def test_slp_groups_each_animal_across_cameras_with_its_3d_points(tmp_path):

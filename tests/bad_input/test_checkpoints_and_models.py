@@ -16,6 +16,15 @@ from smilfit.engine.checkpoint_io import CheckpointError, load_checkpoint_file
 from smilfit.engine.config_data import ConfigDataError, config_from_data, config_to_data
 
 
+@pytest.fixture
+def isolated_default_scope(monkeypatch):
+    """Runners set mmengine's current default scope; restore it after the test."""
+    from collections import OrderedDict
+
+    from mmengine.registry import DefaultScope
+    monkeypatch.setattr(DefaultScope, '_instance_dict', OrderedDict(DefaultScope._instance_dict))
+
+
 class _Payload:
     """Pickles to a call of os.system: loading it with a plain unpickler would run it."""
 
@@ -147,30 +156,95 @@ def test_stored_config_importing_foreign_plugins_is_refused():
         config_from_data(data, source='ckpt.pth')
 
 
-# Model files: kind, exception type name, message fragment
+def _good_model_bytes(ext: str, folder: Path) -> bytes:
+    from smilfit.body_models.demo_model import demo_model_data
+    from smilfit.body_models.io import save_model_data
+    path = folder / f'good{ext}'
+    if not path.exists():
+        save_model_data(demo_model_data(segments=6, rings=2), path)
+    return path.read_bytes()
+
+
+def _make_model(kind: str, ext: str, path: Path, marker: Path) -> Path:
+    """Write one bad model file of ``kind`` to ``path`` (extension ``ext``)."""
+    if kind == 'truncated':
+        good = _good_model_bytes(ext, path.parent)
+        path.write_bytes(good[:len(good) // 3])
+    elif kind == 'payload':
+        path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    elif kind == 'garbage':
+        path.write_bytes(b'\x80\x02' + os.urandom(64) if ext == '.pkl' else os.urandom(64))
+    elif kind == 'directory':
+        path.mkdir()
+    return path
+
+
+# Model files (load_model_data, what every tool and config uses):
+# kind, extension, exception type name, message fragment
 MODEL_CASES = [
-    ('truncated', 'LegacyModelError', 'truncated or corrupt'),
-    ('payload', 'UnsafePickleError', 'refusing to load'),
-    ('garbage', 'LegacyModelError', 'not a readable model pickle'),
+    ('truncated', '.pkl', 'LegacyModelError', 'truncated or corrupt'),
+    ('payload', '.pkl', 'UnsafePickleError', 'refusing to load global posix.system'),
+    ('garbage', '.pkl', 'LegacyModelError', 'not a readable model pickle'),
+    ('truncated', '.json', 'ModelFormatError', 'not valid JSON'),
+    ('garbage', '.json', 'ModelFormatError', "codec can't decode"),
+    ('truncated', '.json.gz', 'ModelFormatError', 'truncated or not a gzip file'),
+    ('garbage', '.json.gz', 'ModelFormatError', 'truncated or not a gzip file'),
+    ('directory', '.pkl', 'IsADirectoryError', 'is a directory'),
 ]
 
 
-@pytest.mark.parametrize('kind, error, message', MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
-def test_bad_model_pickles(tmp_path, stick_model_path, kind, error, message):
-    from smilfit.body_models.io import load_legacy_model
+@pytest.mark.parametrize('kind, ext, error, message', MODEL_CASES,
+                         ids=[f'{c[0]}{c[1]}' for c in MODEL_CASES])
+def test_bad_model_files(tmp_path, kind, ext, error, message):
+    from smilfit.body_models.io import load_model_data
+    from smilfit.cli.errors import RUN_ERRORS
     marker = tmp_path / 'PAYLOAD_RAN'
-    path = tmp_path / 'model.pkl'
-    if kind == 'truncated':
-        path.write_bytes(stick_model_path.read_bytes()[:5000])
-    elif kind == 'payload':
-        path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
-    else:
-        path.write_bytes(b'\x80\x02' + os.urandom(64))
+    path = _make_model(kind, ext, tmp_path / f'model{ext}', marker)
     with pytest.raises(Exception) as info:
-        load_legacy_model(path)
+        load_model_data(path)
     assert type(info.value).__name__ == error
     assert message in str(info.value) and str(path) in str(info.value)
+    assert '\n' not in str(info.value)  # one line
+    assert isinstance(info.value, RUN_ERRORS)  # a tool reports it in one line, even mid-run
     assert not marker.exists()
+
+
+def test_truncated_shared_model_pickle_names_the_file(tmp_path, stick_model_path):
+    """A real model pickle cut short (an interrupted download): not pickle's bare 'pickle
+    data was truncated' but the file and what is wrong."""
+    from smilfit.body_models.io import LegacyModelError, load_legacy_model
+    path = tmp_path / 'model.pkl'
+    path.write_bytes(stick_model_path.read_bytes()[:5000])
+    with pytest.raises(LegacyModelError, match='truncated or corrupt') as info:
+        load_legacy_model(path)
+    assert str(info.value).startswith(f'{path}: ')
+
+
+# Model files given to the model tools: tool, argv (MODEL = the bad file, X.y = a file in
+# the test's folder), the line printed starts with
+MODEL_TOOL_CASES = [
+    ('convert_model', ['MODEL', 'OUT.json'], 'convert_model: error:'),
+    ('make_synthetic', ['OUT.h5', '--model', 'MODEL', '--quiet'], 'error:'),
+    ('build_model', ['MODEL', 'REG.obj', '-o', 'OUT.json', '--no-progress'],
+     'build_model: error:'),
+]
+
+
+@pytest.mark.parametrize('tool, argv, prefix', MODEL_TOOL_CASES,
+                         ids=[c[0] for c in MODEL_TOOL_CASES])
+def test_model_tools_report_a_refused_model_file_in_one_line(tmp_path, capsys, tool, argv,
+                                                              prefix):
+    import importlib
+    marker = tmp_path / 'PAYLOAD_RAN'
+    model = _make_model('payload', '.pkl', tmp_path / 'model.pkl', marker)
+    (tmp_path / 'REG.obj').write_text('v 0 0 0\n')
+    argv = [str(model) if a == 'MODEL' else str(tmp_path / a) if '.' in a else a
+            for a in argv]
+    rc = importlib.import_module(f'smilfit.cli.{tool}').main(argv)
+    err = capsys.readouterr().err
+    assert rc != 0 and not marker.exists()
+    assert err.startswith(prefix) and err.count('\n') == 1
+    assert f'{model}: refusing to load global posix.system' in err
 
 
 def test_fit_tool_reports_a_refused_model_file_in_one_line(tmp_path, capsys):
@@ -215,6 +289,123 @@ def test_training_data_with_another_keypoint_count_is_named(tmp_path):
     model = MODELS.build(cfg)
     K = len(model.keypoint_names)
     samples = dict(keypoints_2d=torch.zeros(1, K + 3, 2), visible=torch.ones(1, K + 3))
-    with pytest.raises(ValueError, match=rf'the data has {K + 3} keypoints \(keypoints_2d\) '
-                       rf'but the model is set up for {K} .*set model.keypoint_names'):
+    from smilfit.models.regressors.base import KeypointCountError
+    with pytest.raises(KeypointCountError, match=rf'the data has {K + 3} keypoints '
+                       rf"\(keypoints_2d\) but the model is set up for {K} \(the body model's "
+                       'keypoints: .*set model.keypoint_names'):
         model.loss(torch.zeros(1, 3, 64, 64), samples)
+
+
+# --- tools/train.py: bad --resume / load_from checkpoints, a body model that does not fit
+# the data. One error line each, never a traceback or PyTorch's weights_only advice.
+
+# kind of checkpoint, how it reaches the runner, message fragment
+TRAIN_CHECKPOINT_CASES = [
+    ('pickled_payload', '--resume', 'holds an object of type posix.system'),
+    ('pickled_payload', 'load_from', 'holds an object of type posix.system'),
+    ('truncated', '--resume', 'truncated or not a PyTorch checkpoint'),
+    ('random_bytes', 'load_from', 'truncated or not a PyTorch checkpoint'),
+    ('not_a_dict', 'load_from', 'holds a list, not a checkpoint dict'),
+]
+
+
+@pytest.mark.parametrize('kind, how, message', TRAIN_CHECKPOINT_CASES,
+                         ids=[f'{c[0]}-{c[1]}' for c in TRAIN_CHECKPOINT_CASES])
+def test_train_tool_with_a_bad_checkpoint(tmp_path, capsys, isolated_default_scope, kind,
+                                          how, message):
+    marker = tmp_path / 'PAYLOAD_RAN'
+    ckpt = _make(kind, tmp_path / 'bad.pth', marker)
+    option = ['--resume', str(ckpt)] if how == '--resume' else []
+    extra = [f'load_from={ckpt}'] if how == 'load_from' else []
+    from tests.engine.test_train_tool import unique_name, write_config
+
+    from smilfit.cli.train import main
+    cfg = write_config(tmp_path / 'toy.py', '')
+    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work'), *option, '--cfg-options',
+               f'experiment_name={unique_name()}', 'train_cfg.max_epochs=1', *extra])
+    err = capsys.readouterr().err
+    assert rc == 1 and not marker.exists()
+    assert f'train: error: {ckpt}' in err and message in err
+    assert 'Traceback' not in err and 'weights_only' not in err
+
+
+def test_url_checkpoints_are_loaded_safely(tmp_path, monkeypatch):
+    """``load_from='https://...'`` (and torchvision://, open-mmlab://) downloads to torch
+    hub's cache and loads with weights_only=True: torch.hub's own loader would unpickle
+    with weights_only=False and run a payload."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    import smilfit.engine.hooks  # noqa: F401  (applies every engine.compat fix, the loaders' too)
+    marker = tmp_path / 'PAYLOAD_RAN'
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    _make('pickled_payload', cache / 'evil.pth', marker)  # as if downloaded already
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(CheckpointError, match='holds an object of type posix.system'):
+        CheckpointLoader.load_checkpoint('https://example.invalid/models/evil.pth')
+    assert not marker.exists()
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), cache / 'good.pth')
+    loaded = CheckpointLoader.load_checkpoint('https://example.invalid/models/good.pth')
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+
+
+def test_train_tool_with_a_body_model_that_does_not_fit_the_data(tmp_path, capsys,
+                                                                  isolated_default_scope):
+    """tools/train.py with a body model of 27 keypoints on data of 35 (the demo mouse
+    without and with its tip keypoints): one line naming both counts and the field at the
+    first batch, not ``IndexError: index out of range in self``."""
+    from smilfit.body_models.demo_model import demo_model_data
+    from smilfit.body_models.io import save_model_data
+    from smilfit.cli.train import main
+    from smilfit.datasets.synthetic import generate_synthetic_dataset
+    h5 = tmp_path / 'data.h5'
+    generate_synthetic_dataset(h5, num_sessions=2, frames_per_session=2, num_views=2,
+                               image_size=64, progress=False, seed=3)
+    model = tmp_path / 'no_tips.json'
+    save_model_data(demo_model_data(tip_keypoints=False), model)
+    base = Path(__file__).resolve().parents[2] / 'configs' / 'regression' / \
+        'synthetic_multiview_resnet18.py'
+    split = "split_ratios=(0.5, 0.5, 0.0)"
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f"""_base_ = [{str(base)!r}]
+data = None
+model = dict(body_model=dict(_delete_=True, type='SMILModel', model_path={str(model)!r}),
+             backbone=dict(model_name='test_resnet'), neck=dict(dim=32, depth=1),
+             head=dict(dim=32, depth=1))
+train_dataloader = dict(batch_size=2, dataset=dict(ann_file={str(h5)!r}, {split}))
+val_dataloader = dict(dataset=dict(ann_file={str(h5)!r}, {split}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=100)
+param_scheduler = []
+""")
+    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work')])
+    err = capsys.readouterr().err
+    assert rc == 1 and 'Traceback' not in err
+    assert ("train: error: the data has 35 keypoints (keypoints_2d) but the model is set up "
+            "for 27 (the body model's keypoints: pelvis,") in err
+    assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+# Local backbone weights (model.backbone.checkpoint=...): kind, file name, message fragment
+BACKBONE_CASES = [
+    ('truncated', 'w.safetensors', 'is truncated or not a safetensors file'),
+    ('random_bytes', 'w.safetensors', 'is truncated or not a safetensors file'),
+    ('pickled_payload', 'w.pth', 'holds an object of type posix.system'),
+    ('truncated', 'w.pth', 'truncated or not a PyTorch checkpoint'),
+]
+
+
+@pytest.mark.parametrize('kind, name, message', BACKBONE_CASES,
+                         ids=[f'{c[0]}-{c[1]}' for c in BACKBONE_CASES])
+def test_bad_backbone_weights(tmp_path, kind, name, message):
+    from smilfit.models.backbones import TimmBackbone
+    marker = tmp_path / 'PAYLOAD_RAN'
+    path = tmp_path / name
+    if name.endswith('.safetensors') and kind == 'truncated':
+        from safetensors.torch import save_file
+        save_file(dict(w=torch.zeros(1000)), str(path))
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        _make(kind, path, marker)
+    with pytest.raises(CheckpointError, match=message) as info:
+        TimmBackbone(model_name='test_resnet', checkpoint=str(path))
+    assert str(path) in str(info.value) and not marker.exists()

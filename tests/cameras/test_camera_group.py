@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from smilfit.cameras import CalibrationError, CameraGroup, dumps_toml
+from smilfit.cameras import CalibrationError, CameraGroup
 from smilfit.registry import CAMERAS
 from tests.conftest import shared_path
 
@@ -196,26 +196,37 @@ def test_valid_table_extra_keys_and_four_distortions(tmp_path):
     assert written['cam_0']['serial'] == 'A-7' and written['metadata'] == {}
 
 
-def test_toml_writer_types_and_escapes():
-    doc = {
-        'title': 'quote " backslash \\ tab \t newline \n del \x7f ü',
-        'flags': [True, False], 'ints': [0, -3, 10 ** 15], 'nested': [[1, 2], [3.5]],
-        'floats': [0.1, -0.0, 1e-300, 1.7976931348623157e308, 5e-324, 1e16,
-                   float('inf'), float('-inf')],
-        'np': np.array([1.5, 2.5]), 'np_scalar': np.float64(0.3), 'np_int': np.int64(7),
-        'when': datetime.date(2024, 5, 1),
-        'odd key': 1, 'inline': [{'a': 1, 'b': 'x'}],
-        'table': {'x': 1, 'sub': {'y': [1.0, 2.0], 'deeper': {'z': 'ok'}}},
-        'empty': {},
-    }
-    parsed = tomllib.loads(dumps_toml(doc))
-    expected = dict(doc, np=[1.5, 2.5], np_scalar=0.3, np_int=7)
-    assert math.isnan(tomllib.loads(dumps_toml({'n': float('nan')}))['n'])
-    assert parsed == expected
-    with pytest.raises(TypeError, match='table.none'):
-        dumps_toml({'table': {'none': None}})
+def test_toml_writes_numpy_metadata_and_edge_values_exactly(tmp_path):
+    """What smilfit hands tomli-w: numpy metadata becomes plain values, float64 edge
+    values and odd strings survive exactly, and the file is written whole."""
+    extra = {'title': 'quote " backslash \\ tab \t newline \n ü', 'odd key': 1,
+             'floats': [0.1, -0.0, 1e-300, 1.7976931348623157e308, 5e-324, 1e16,
+                        float('inf'), float('-inf')],
+             'np': np.array([[1.5, 2.5], [3.0, 4.0]]), 'np_scalar': np.float64(0.3),
+             'np_int': np.int64(7), 'flag': np.bool_(True), 'when': datetime.date(2024, 5, 1),
+             'table': {'x': 1, 'sub': {'y': [1.0, 2.0]}}, 'inline': [{'a': 1, 'b': 'x'}]}
+    group = synthetic_group(2)
+    group.metadata = dict(extra)
+    out = tmp_path / 'calibration.toml'
+    group.to_anipose_toml(out)
+    written = tomllib.loads(out.read_text())
+    assert written['metadata'] == dict(extra, np=[[1.5, 2.5], [3.0, 4.0]], np_scalar=0.3,
+                                       np_int=7, flag=True)
+    assert [p.name for p in tmp_path.iterdir()] == ['calibration.toml']  # no temporaries
+    group.metadata = {'nan': float('nan')}
+    group.to_anipose_toml(out)
+    assert math.isnan(tomllib.loads(out.read_text())['metadata']['nan'])
+
+
+def test_toml_refuses_what_it_cannot_write_naming_the_key(tmp_path):
+    group = synthetic_group(2)
+    group.metadata = {'table': {'none': None}}
+    with pytest.raises(TypeError, match=r'metadata\.table\.none'):
+        group.to_anipose_toml(tmp_path / 'a.toml')
+    group.metadata = {1: 2}
     with pytest.raises(TypeError, match='keys must be strings'):
-        dumps_toml({1: 2})
+        group.to_anipose_toml(tmp_path / 'b.toml')
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 # ---------------------------------------------------------------- group basics

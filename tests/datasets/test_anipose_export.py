@@ -51,8 +51,9 @@ def test_csv_has_anipose_columns_and_the_fitted_points(fitted):
                 assert float(row[f'{name}_ncams']) == n
                 assert float(row[f'{name}_error']) == pytest.approx(
                     point_px[i, :, k][seen[i, :, k]].mean(), rel=1e-5)
-            else:
-                assert row[f'{name}_ncams'] == '' and row[f'{name}_error'] == ''
+            else:    # as anipose's optim mode: 0 views, no error, no score
+                assert float(row[f'{name}_ncams']) == 0
+                assert row[f'{name}_error'] == '' and row[f'{name}_score'] == ''
         assert float(row['M_00']) == 1.0 and float(row['M_01']) == 0.0
 
 
@@ -70,3 +71,25 @@ def test_points3d_has_the_sleap_anipose_layout(fitted):
         with h5py.File(reference) as f:
             assert list(f.keys()) == ['tracks'] and f['tracks'].ndim == 4
             assert f['tracks'].dtype == np.float64 and dict(f['tracks'].attrs) == ours
+
+
+def test_anipose_analysis_code_reads_the_csv(fitted):
+    """What anipose's own readers do with a pose-3d CSV (label_videos_3d, project_2d,
+    compute_angles: pandas, body parts from the ``_error`` columns, M and center as column
+    means) gives back the fitted points."""
+    pd = pytest.importorskip('pandas')
+    results, data, files = fitted
+    frame = pd.read_csv(files[0])
+    bodyparts = [c.replace('_error', '') for c in frame.columns if '_error' in c]
+    assert bodyparts == list(DatasetReader(data).keypoint_names)
+    points = np.array([np.array(frame.loc[:, (bp + '_x', bp + '_y', bp + '_z')])
+                       for bp in bodyparts], dtype='float64')           # (K, F, 3)
+    M = np.array([[np.mean(frame[f'M_{i}{j}']) for j in range(3)] for i in range(3)])
+    center = np.array([np.mean(frame[f'center_{i}']) for i in range(3)])
+    world = points.dot(np.linalg.inv(M.T)) + center                    # undo the alignment
+    with h5py.File(results) as f:
+        fitted_points = f['fitted_keypoints_3d'][:]
+        frames = f['samples/frame'][:]
+    np.testing.assert_allclose(world[:, frames].transpose(1, 0, 2), fitted_points, rtol=1e-6)
+    assert frame['fnum'].dtype.kind == 'i' and frame[bodyparts[0] + '_ncams'].dtype.kind == 'f'
+    assert np.isfinite(frame[[bp + '_ncams' for bp in bodyparts]].to_numpy()[frames]).all()

@@ -72,3 +72,31 @@ def test_bad_skeleton_and_path(tmp_path):
     w.save(tmp_path / 'x.slp')
     with pytest.raises(FileExistsError):
         w.save(tmp_path / 'x.slp', overwrite=False)
+
+
+def test_videos_as_sleap_writes_them_named_tracks_and_image_folders(tmp_path):
+    """A video file gets SLEAP's own MediaVideo fields (and its shape); an image folder
+    becomes an image-sequence video of its files; tracks can carry names."""
+    import cv2
+    import h5py
+    import json
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f'img{i:03d}.png'), np.zeros((16, 24, 3), np.uint8))
+    w = SlpPredictionWriter(NAMES, [dict(filename='/videos/cam0.mp4', shape=(9, 64, 80, 3)),
+                                    dict(filename=str(folder))], tracks=['mouse_a', 'mouse_b'])
+    w.add(0, 2, np.ones((2, 3, 2)), track_ids=[1, 0])
+    w.add(1, 1, np.ones((3, 2)), track_ids=[1])
+    path = w.save(tmp_path / 'p.slp')
+    with h5py.File(path) as f:
+        backend = json.loads(f['videos_json'][0])['backend']
+    assert backend == dict(filename='/videos/cam0.mp4', grayscale=False, bgr=True, dataset='',
+                           input_format='', shape=[9, 64, 80, 3])
+    labels = sio.load_slp(str(path), open_videos=False)
+    assert labels.videos[1].filename == sorted(str(p) for p in folder.iterdir())
+    assert [t.name for t in labels.tracks] == ['mouse_a', 'mouse_b']
+    assert [i.track.name for i in labels.labeled_frames[0].instances] == ['mouse_b', 'mouse_a']
+    assert labels.labeled_frames[1].instances[0].track.name == 'mouse_b'
+    with pytest.raises(SlpExportError, match='track names repeat'):
+        SlpPredictionWriter(NAMES, ['v.mp4'], tracks=['a', 'a'])

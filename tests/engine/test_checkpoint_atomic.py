@@ -73,3 +73,85 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     for p in work.glob('*.pth'):
         p.unlink()
     assert find_latest_checkpoint(str(work)) is None
+
+
+_KILLED_RUN = '''
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import smilfit.engine.compat as compat
+from smilfit.cli import train
+
+real_atomic_open = compat.atomic_open
+
+
+class _HalfThenKill:
+    """The checkpoint file: half of epoch_2 reaches the disk, then SIGKILL."""
+    def __init__(self, f):
+        self.f = f
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Ctx:
+    def __init__(self, path, mode):
+        self.path, self.ctx = path, real_atomic_open(path, mode)
+    def __enter__(self):
+        f = self.ctx.__enter__()
+        return _HalfThenKill(f) if str(self.path).endswith('epoch_2.pth') else f
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
+
+
+compat.atomic_open = _Ctx
+sys.exit(train.main({argv!r}))
+'''
+
+
+def test_sigkill_mid_write_then_resume(tmp_path):
+    """A real ``kill -9`` while epoch_2.pth is half written: epoch_1.pth is intact and
+    still named by last_checkpoint, and ``--resume`` finishes the run."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    cfg = write_config(tmp_path / 'toy.py', '')
+    work = tmp_path / 'work'
+    argv = [str(cfg), '--work-dir', str(work), '--cfg-options',
+            f'experiment_name={unique_name()}', 'train_cfg.max_epochs=2',
+            'default_hooks.checkpoint.max_keep_ckpts=1']
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    run = subprocess.run([sys.executable, '-c', _KILLED_RUN.format(repo=str(REPO_ROOT),
+                                                                   argv=argv)],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    partial = [p for p in work.iterdir() if p.name.startswith('.epoch_2.pth.')]
+    assert partial and partial[0].stat().st_size > 0  # the kill came mid-write
+    assert not (work / 'epoch_2.pth').exists()
+    assert Path((work / 'last_checkpoint').read_text()).name == 'epoch_1.pth'
+    assert torch.load(work / 'epoch_1.pth')['meta']['epoch'] == 1
+    assert find_latest_checkpoint(str(work)) == str(work / 'epoch_1.pth')
+    _train(cfg, work, 2, '--resume')
+    assert torch.load(work / 'epoch_2.pth')['meta']['epoch'] == 2
+    assert not (work / 'epoch_1.pth').exists()
+    assert not partial[0].exists()  # the killed writer's partial file is removed
+
+
+def test_resume_with_only_truncated_checkpoints_is_an_error(tmp_path, capsys):
+    """--resume never silently starts from scratch over checkpoints it cannot read."""
+    cfg = write_config(tmp_path / 'toy.py', '')
+    work = tmp_path / 'work'
+    work.mkdir()
+    torch.save(dict(meta=dict(epoch=1)), work / 'epoch_1.pth')
+    (work / 'epoch_1.pth').write_bytes((work / 'epoch_1.pth').read_bytes()[:100])
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    rc = train_cli.main([str(cfg), '--work-dir', str(work), '--resume', '--cfg-options',
+                         f'experiment_name={unique_name()}'])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f'train: error: --resume: no complete checkpoint in {work} (epoch_1.pth ' \
+        'truncated or unreadable)' in err
+    assert (work / 'epoch_1.pth').stat().st_size == 100  # left alone

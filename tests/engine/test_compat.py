@@ -32,7 +32,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from smilfit.engine import compat
+from smilfit.engine import compat, hooks  # noqa: F401  (hooks applies every fix)
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +53,7 @@ def _patched_functions():
 
 
 def test_apply_is_idempotent():
+    compat.apply()
     before = _patched_functions()
     n_safe = len(torch.serialization.get_safe_globals())
     compat.apply()
@@ -311,16 +312,27 @@ def test_fresh_process_import_smilfit_applies_fixes(tmp_path):
     code = textwrap.dedent(f"""\
         import os, sys, torch
         import smilfit.registry
-        assert 'mmengine.optim' in sys.modules
+        # the runner side of mmengine (fsdp...) waits for its first lookup
+        heavy = ('mmengine.optim', 'mmengine.model', 'mmengine.runner', 'mmengine.hooks',
+                 'torch.distributed.fsdp')
+        assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
         from smilfit.registry import OPTIMIZERS
         p = torch.zeros(2, requires_grad=True)
         assert type(OPTIMIZERS.build(dict(type='LBFGS', params=[p]))) is torch.optim.LBFGS
+        from mmengine.model.wrappers import MMDistributedDataParallel
+        import mmengine.runner.runner as mm_runner
+        assert getattr(MMDistributedDataParallel.__init__, '_smilfit_compat', False)
+        assert getattr(mm_runner.find_latest_checkpoint, '_smilfit_compat', False)
         from mmengine import Config
         from mmengine.utils import is_installed
         assert is_installed('numpy')
         assert Config.fromfile({str(cfg_file)!r}).work_dir == os.path.join('a', 'b')
         print('ok')
         """)
+    # this checkout's smilfit, whichever one is installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2])] + os.environ.get('PYTHONPATH', '').split(
+            os.pathsep)).rstrip(os.pathsep))
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         timeout=60, cwd=str(tmp_path))
+                         timeout=60, cwd=str(tmp_path), env=env)
     assert res.returncode == 0 and res.stdout.strip().endswith('ok'), res.stderr[-3000:]

@@ -79,6 +79,7 @@ def _worker(out_dir: str, init: str) -> None:
     from mmengine.runner import Runner
     from torch.utils.data import Dataset
 
+    import smilfit.engine.hooks  # noqa: F401  (applies every compat fix, DDP's included)
     from smilfit.engine.compat import cpu_model_wrapper_cfg, init_dist_cpu_safe
 
     class TinyModel(BaseModel):

@@ -34,6 +34,27 @@ def test_cli_modules_import_no_torch():
     assert out.stdout.strip() == '[]'
 
 
+def test_fitting_imports_no_mmengine_runner_side():
+    """tools/fit.py starts fitting without mmengine's model/optimizer/runner modules, which
+    import torch.distributed.fsdp (about 1 s): what it imports before fitting, run in a
+    fresh process."""
+    import subprocess
+    import sys
+    code = ('import sys\n'
+            'from smilfit.cli import fit\n'
+            'from smilfit.utils import register_all_modules\n'
+            'from smilfit.utils.setup_env import FITTING_PACKAGES\n'
+            'register_all_modules(packages=FITTING_PACKAGES)\n'
+            'import smilfit.apis.fitting\n'
+            "heavy = ('mmengine.optim', 'mmengine.model', 'mmengine.runner', "
+            "'mmengine.hooks', 'torch.distributed.fsdp', 'timm')\n"
+            'print([m for m in heavy if m in sys.modules])\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, cwd=str(REPO_ROOT))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
 def test_every_tool_answers_help():
     import subprocess
     import sys

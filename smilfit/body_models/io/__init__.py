@@ -65,11 +65,14 @@ def load_model_data(path: PathLike) -> BodyModelData:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a directory.
         ValueError: unsupported extension.
         UnsafePickleError: a pickle names a global outside the allow-list.
         ModelValidationError: the model data is inconsistent (message names the field).
     """
     kind = model_file_kind(path)
+    if Path(path).is_dir():
+        raise IsADirectoryError(f'model file {path} is a directory')
     if not Path(path).is_file():
         raise FileNotFoundError(f'model file not found: {path}')
     if kind == '.pkl':

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ...errors import SmilfitUserError
 from ..model_data import BodyModelData, ModelValidationError
 
 PathLike = Union[str, 'os.PathLike[str]']
@@ -44,11 +45,11 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(SmilfitUserError, pickle.UnpicklingError):
     """A pickle names a global outside the allow-list; nothing from it was executed."""
 
 
-class LegacyModelError(ValueError):
+class LegacyModelError(SmilfitUserError, ValueError):
     """A legacy model file is readable but holds something smilfit cannot convert."""
 
 

@@ -20,6 +20,7 @@ import gzip
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -643,6 +644,9 @@ def read_model_json(path: PathLike, validate: bool = True) -> BodyModelData:
         raise ModelFormatError(f'{path}: not valid JSON: {e}') from None
     except ValueError as e:  # _reject_constant
         raise ModelFormatError(f'{path}: {e}') from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        # gzip names no file: a cut-off download or copy ends early, garbage has no header.
+        raise ModelFormatError(f'{path}: truncated or not a gzip file ({e})') from None
     data = model_data_from_json_dict(doc, source=str(path))
     return data.validate() if validate else data
 

@@ -2,7 +2,15 @@
 
 EMA needs no hook of ours: mmengine's ``EMAHook`` works as is
 (``custom_hooks = [dict(type='EMAHook', momentum=2e-4)]``).
+
+Importing this package applies the runner-side mmengine fixes (:func:`..compat.apply`):
+the runner-side registries of :mod:`smilfit.registry` name it as their location.
 """
+from .. import compat
+
+compat.apply()
+
+# isort: split
 from .checkpoint_meta import CheckpointMetaHook
 from .loss_weight_curriculum import LossWeightCurriculumHook
 from .model_access import unwrap_model

@@ -40,9 +40,10 @@ from smilfit.body_models.rotations import (axis_angle_to_matrix, matrix_to_axis_
                                            matrix_to_rotation_6d)
 from smilfit.cameras.projection import project_points, undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
-from smilfit.handlers.matching import match_keypoints
+from smilfit.handlers.matching import lookup_model_names, match_keypoints
 from smilfit.registry import BODY_MODELS, HANDLERS, MODELS
 
+from ...errors import SmilfitUserError
 from ..necks.fusion import masked_view_mean, valid_view_mask
 from ..param_codec import BodyParamCodec, CameraCodec, upright_orientation
 
@@ -61,6 +62,10 @@ DEFAULT_PARAM_WEIGHTS = dict(global_orient=1.0, body_pose=1.0, betas=0.1, transl
 ROTATION_LOSSES = ('frobenius', 'raw_6d')
 #: Loss terms computed by the regressor itself (besides its handlers).
 BUILTIN_TERMS = ('param', 'triangulation', 'heading')
+
+
+class KeypointCountError(SmilfitUserError, ValueError):
+    """The data's keypoint count differs from the keypoints the model was set up for."""
 
 
 def _build(registry, spec: ModuleSpec, **defaults: Any) -> nn.Module:
@@ -412,8 +417,9 @@ class BodyRegressor(BaseModel):
         model_names = list(self.body_model.keypoint_names)
         self.keypoint_names = list(model_names if keypoint_names is None else keypoint_names)
         self.joint_lookup = None if joint_lookup is None else dict(joint_lookup)
-        self.keypoint_match = match_keypoints(model_names, self.keypoint_names,
-                                              self.joint_lookup)
+        self.keypoint_match = match_keypoints(
+            model_names, self.keypoint_names, self.joint_lookup,
+            lookup_names=lookup_model_names(self.body_model))
         data_info = dict(keypoint_names=self.keypoint_names)
         if self.joint_lookup is not None:
             data_info['joint_lookup'] = self.joint_lookup
@@ -699,7 +705,8 @@ class BodyRegressor(BaseModel):
         out of range deep in a loss.
 
         Raises:
-            ValueError: the counts differ; says how to set the model's keypoint names.
+            KeypointCountError: the counts differ; names the field and both counts and says
+                how to set the model's keypoint names.
         """
         for key in ('keypoints_2d', 'keypoints_3d'):
             value = data_samples.get(key) if isinstance(data_samples, Mapping) else None
@@ -707,10 +714,13 @@ class BodyRegressor(BaseModel):
                 continue
             count = value.shape[-2]
             if count != len(self.keypoint_names):
-                raise ValueError(
+                names = self.keypoint_names
+                whose = "the body model's keypoints" if names == list(
+                    self.body_model.keypoint_names) else 'model.keypoint_names'
+                raise KeypointCountError(
                     f'the data has {count} keypoints ({key}) but the model is set up for '
-                    f'{len(self.keypoint_names)} ({", ".join(self.keypoint_names[:6])}'
-                    f'{", ..." if len(self.keypoint_names) > 6 else ""}); set '
+                    f'{len(names)} ({whose}: {", ".join(names[:6])}'
+                    f'{", ..." if len(names) > 6 else ""}); set '
                     "model.keypoint_names to the dataset's keypoint names (and "
                     'model.joint_lookup to map them to the body model)')
 
@@ -889,6 +899,6 @@ class BodyRegressor(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 
-__all__ = ['BodyRegressor', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
+__all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']

@@ -1,0 +1,268 @@
+"""Held-out-view evaluation of a fitting config: ``tools/test.py CONFIG --holdout-views K``.
+
+Users choose camera setups and decide whether to trust a fit by leaving cameras out. For
+every subset of k of the config's fitting views (all ``C(n, k)`` subsets, or a random
+sample of ``max_subsets`` drawn with ``seed``), the config is fitted on those views only
+(:func:`smilfit.apis.fitting.fit_dataset` with ``data.views``; the other views are removed
+from the observations, :mod:`smilfit.datasets.view_selection`) and its 3D keypoints are
+projected into the views left out. DLT triangulation
+(:func:`smilfit.cameras.triangulate_dlt`) from the same k views, of the same samples and
+keypoints, weighted by the same confidences and masked by the same ``visible`` flags as the
+fit sees them (:func:`smilfit.registrants.initialization.triangulate_observations`), is
+scored the same way. The summary per k, per held-out camera and per keypoint is
+:func:`smilfit.evaluation.holdout_report.holdout_summary`.
+
+Outputs under ``out_dir``: ``fits/k<k>_<view>+<view>/`` the work dir of each fit (a rerun
+resumes them: finished fits are reused when their config and data are unchanged),
+``holdout_views.json`` (every number, per subset too) and ``holdout_views.txt`` (the
+table), both written atomically.
+
+The views of the fitting set are the config's own (``data.views`` /
+``data.exclude_views`` narrow them, e.g. ``exclude_views=['side']`` for a camera with a bad
+calibration: it is then neither fitted nor scored). A view that is not held out is never
+scored; a sample whose fit failed is not scored (the failures are counted per subset).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+HOLDOUT_JSON, HOLDOUT_TEXT = 'holdout_views.json', 'holdout_views.txt'
+
+__all__ = ['view_subsets', 'heldout_point_errors', 'evaluate_holdout_views',
+           'HoldoutConfigError', 'HOLDOUT_JSON', 'HOLDOUT_TEXT']
+
+
+class HoldoutConfigError(ValueError):
+    """A held-out evaluation that cannot be run as asked (k, subsets, frames); the message
+    says why."""
+
+
+def view_subsets(cameras: Sequence[str], k: int, max_subsets: Optional[int] = None,
+                 seed: int = 0) -> Tuple[List[Tuple[str, ...]], int]:
+    """The subsets of ``k`` cameras to fit on.
+
+    Args:
+        cameras: the fitting views' names (n).
+        k: views per subset, ``1 <= k < n`` (at least one view is held out).
+        max_subsets: at most this many, drawn uniformly without replacement with ``seed``
+            (None: all).
+
+    Returns:
+        (subsets in the order of ``itertools.combinations(cameras, k)``, the number of all
+        subsets ``C(n, k)``).
+    """
+    n = len(cameras)
+    if not 1 <= int(k) < n:
+        raise HoldoutConfigError(f'--holdout-views {k}: k must be 1 to {n - 1} for the {n} '
+                                 f'fitting views {", ".join(cameras)} (one or more is held out)')
+    if max_subsets is not None and int(max_subsets) < 1:
+        raise HoldoutConfigError(f'--max-subsets must be >= 1, got {max_subsets}')
+    every = list(itertools.combinations(list(cameras), int(k)))
+    if max_subsets is None or int(max_subsets) >= len(every):
+        return every, len(every)
+    pick = np.random.default_rng(int(seed)).choice(len(every), int(max_subsets), replace=False)
+    return [every[i] for i in sorted(pick)], len(every)
+
+
+def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndarray,
+                         fit_views: np.ndarray, heldout_views: np.ndarray
+                         ) -> Tuple[np.ndarray, np.ndarray]:
+    """Held-out pixel errors of fitted points and of DLT points from the fitting views.
+
+    Args:
+        observations: numpy, as :func:`smilfit.apis.fitting.observations_from_batch` gives
+            them: ``keypoints_2d`` (B, C, K, 2) pixels, ``confidence`` / ``visible`` (B, C, K),
+            ``view_valid`` (B, C), cameras ``K``, ``R``, ``t``, ``dist`` (B, C, ...).
+        fitted: (B, K, 3) the fit's keypoints in the data's keypoint order (world units;
+            NaN where the fit gives none, e.g. failed samples).
+        fit_views: (B, C) bool, the views the fit used (DLT uses the same).
+        heldout_views: (B, C) bool, the views to score (disjoint from ``fit_views``).
+
+    Returns:
+        ``(fit_px, dlt_px)``, (B, C, K) each: the distance in pixels between the projection
+        (with lens distortion) and the observed keypoint, where the view is held out and
+        valid and the keypoint observed there (finite, ``visible``); NaN elsewhere and where
+        the point is missing (DLT: fewer than two fitting views see it). A point behind a
+        held-out camera scores ``BEHIND_CAMERA_PX``, as in the fit's loss.
+    """
+    import torch
+
+    from smilfit.apis.fitting import drop_non_finite_cameras
+    from smilfit.cameras.projection import project_points_numpy
+    from smilfit.datasets.view_selection import select_views
+    from smilfit.handlers.keypoint2d import BEHIND_CAMERA_PX
+    from smilfit.registrants.initialization import triangulate_observations
+
+    fit_views, heldout_views = np.asarray(fit_views, bool), np.asarray(heldout_views, bool)
+    if (fit_views & heldout_views).any():
+        raise ValueError('a view is both fitted and held out')
+    obs = dict(observations)
+    drop_non_finite_cameras(obs)        # as fit_dataset does: such a view is invalid
+    seen = select_views(obs, fit_views)
+    dlt = triangulate_observations({k: torch.as_tensor(np.asarray(v)) for k, v in seen.items()
+                                    if k in ('keypoints_2d', 'confidence', 'visible',
+                                             'view_valid', 'K', 'R', 't', 'dist')}
+                                   ).numpy().astype(np.float64)
+    kp = np.asarray(obs['keypoints_2d'], np.float64)
+    observed = np.isfinite(kp).all(-1)
+    if 'visible' in obs:
+        observed &= np.asarray(obs['visible'], bool)
+    valid = heldout_views & np.asarray(obs.get('view_valid', heldout_views), bool)
+    observed &= valid[..., None]
+    cams = [np.asarray(obs[k], np.float64) for k in ('K', 'R', 't')]
+    dist = np.asarray(obs['dist'], np.float64) if 'dist' in obs else None
+
+    def score(points: np.ndarray) -> np.ndarray:
+        uv, depth = project_points_numpy(np.asarray(points, np.float64)[:, None], *cams, dist)
+        err = np.linalg.norm(uv - kp, axis=-1)
+        err = np.where(depth > 0, err, BEHIND_CAMERA_PX)
+        ok = observed & np.isfinite(points).all(-1)[:, None, :]
+        return np.where(ok, err, np.nan)
+
+    return score(fitted), score(dlt)
+
+
+def _fitting_views(reader, data_cfg: Mapping[str, Any]) -> Tuple[List[str], np.ndarray]:
+    """The config's fitting views (names) and their (S, C) mask."""
+    from smilfit.datasets.view_selection import camera_universe, view_mask
+    mask = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
+                     data_cfg.get('exclude_views'), session_names=reader.session_names)
+    if mask is None:
+        mask = np.zeros((len(reader.camera_names), reader.num_views), bool)
+        for s, row in enumerate(reader.camera_names):
+            mask[s, :len(row)] = True
+    used = {name for s, row in enumerate(reader.camera_names)
+            for c, name in enumerate(row[:reader.num_views]) if mask[s, c]}
+    return [n for n in camera_universe(reader.camera_names) if n in used], mask
+
+
+def _subset_mask(reader, names: Sequence[str]) -> np.ndarray:
+    wanted = set(names)
+    mask = np.zeros((len(reader.camera_names), reader.num_views), bool)
+    for s, row in enumerate(reader.camera_names):
+        for c, n in enumerate(row[:reader.num_views]):
+            mask[s, c] = n in wanted
+    return mask
+
+
+def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarray
+               ) -> Dict[str, Any]:
+    """Read one fit's results and score it and DLT in its held-out views."""
+    import h5py
+
+    from smilfit.apis.fitting import _OBSERVATION_KEYS, observations_from_batch
+    with h5py.File(results, 'r') as f:
+        if 'fitted_keypoints_3d' not in f:
+            raise HoldoutConfigError(f'{results} has no fitted_keypoints_3d: the held-out '
+                                     'evaluation needs a config with a 2D keypoint handler')
+        fitted = f['fitted_keypoints_3d'][:].astype(np.float64)
+        index = f['samples/index'][:]
+        failed = f['metrics/diverged'][:].astype(bool)
+    fitted[failed] = np.nan                 # a failed sample is counted, not scored
+    batch = reader.read(index, keys=list(_OBSERVATION_KEYS) + ['session'])
+    session = np.asarray(batch['session'], int)
+    fit_views = fit_mask[session]
+    fit_px, dlt_px = heldout_point_errors(observations_from_batch(batch), fitted, fit_views,
+                                          candidates[session] & ~fit_views)
+    C = fit_px.shape[1]
+    cams = [[reader.camera_names[s][c] if c < len(reader.camera_names[s]) else f'view{c}'
+             for c in range(C)] for s in session]
+    return dict(fit_px=fit_px, dlt_px=dlt_px, camera_names=cams,
+                failed_samples=int(failed.sum()))
+
+
+def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequence[int], *,
+                           max_subsets: Optional[int] = None, seed: int = 0,
+                           frames: Optional[int] = None, overwrite: bool = False,
+                           progress: bool = True, device: str = 'cpu',
+                           config_name: str = '') -> Dict[str, Any]:
+    """Fit on every subset of k views and score fit and DLT in the views left out.
+
+    Args:
+        cfg: a fitting config (``registrant``, ``data``; see
+            :func:`smilfit.apis.fitting.fit_dataset`). Its dataset is prepared once (SLEAP
+            ingestion or synthetic generation as ``tools/fit.py`` does) and reused by every
+            fit.
+        out_dir: where the fits and the report go.
+        ks: the subset sizes k (each ``1 <= k <`` number of fitting views).
+        max_subsets: per k, at most this many subsets, a random sample drawn with ``seed``
+            (stated in the report); None: all of them.
+        frames: fit and score only the first N samples (frames) of the dataset.
+        overwrite: fit again even where ``out_dir/fits`` holds finished fits.
+        progress: a progress bar over the subsets.
+        device: torch device for fitting.
+        config_name: the config's name in the report.
+
+    Returns:
+        The report: ``dict(config, dataset, views, samples, frames, k={k: dict(selection,
+        subsets, all, cameras, keypoints)})`` (see
+        :func:`smilfit.evaluation.holdout_report.holdout_summary`), also written to
+        ``out_dir/holdout_views.json`` and, as a table, ``out_dir/holdout_views.txt``.
+    """
+    from tqdm import tqdm
+
+    from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config, fit_dataset,
+                                      prepare_data)
+    from smilfit.datasets import DatasetReader
+    from smilfit.evaluation.holdout_report import format_holdout, holdout_summary
+    from smilfit.utils.atomic import write_text
+
+    if not ks:
+        raise HoldoutConfigError('--holdout-views needs at least one k')
+    if frames is not None and int(frames) < 1:
+        raise HoldoutConfigError(f'--frames must be >= 1, got {frames}')
+    # A plain dict copy (mmengine Config / ConfigDict or a dict): every fit gets its own.
+    base = copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
+    data_cfg = check_data_config(base.get('data'))
+    prepare_data(base, progress=progress)
+    reader = DatasetReader(data_cfg['path'])
+    names, candidates = _fitting_views(reader, data_cfg)
+    total = len(reader)
+    if data_cfg.get('max_samples') is not None:
+        total = min(total, int(data_cfg['max_samples']))
+    if frames is not None:
+        total = min(total, int(frames))
+    plan = []
+    for k in sorted({int(k) for k in ks}):
+        subsets, count = view_subsets(names, k, max_subsets, seed)
+        plan.append((k, subsets, count))
+    # Only the views given, never the config's own selection, in each fit: the dataset
+    # is prepared already (one ingestion for all fits).
+    base['data'] = dict(data_cfg, max_samples=total, sleap=None, synthetic=None)
+    base['data'].pop('exclude_views', None)
+    out_dir = Path(out_dir)
+    scored: Dict[int, List[Dict[str, Any]]] = {k: [] for k, _, _ in plan}
+    jobs = [(k, s) for k, subsets, _ in plan for s in subsets]
+    bar = tqdm(jobs, desc='held-out subsets', unit='subset', disable=not progress)
+    for k, subset in bar:
+        bar.set_postfix_str('+'.join(subset))
+        sub_cfg = copy.deepcopy(base)
+        sub_cfg['data']['views'] = list(subset)
+        work = out_dir / 'fits' / f'k{k}_{"+".join(subset)}'
+        try:   # resumed: a rerun reuses the finished fits of the same config and data
+            results = fit_dataset(sub_cfg, work, resume=not overwrite, overwrite=overwrite,
+                                  progress=False, device=device)
+        except AllSamplesFailedError:
+            results = work / 'fit_results.h5'   # every sample failed: scored as failed
+        record = _score_fit(results, reader, _subset_mask(reader, subset), candidates)
+        scored[k].append(dict(record, views=list(subset)))
+    report: Dict[str, Any] = dict(config=config_name, dataset=str(data_cfg['path']),
+                                  views=names, samples=total, frames=frames, k={})
+    for k, subsets, count in plan:
+        block = holdout_summary(scored[k], list(reader.keypoint_names), names)
+        block['selection'] = dict(count=len(subsets), total=count,
+                                  sampled=len(subsets) < count, seed=int(seed),
+                                  max_subsets=max_subsets)
+        report['k'][str(k)] = block
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / HOLDOUT_JSON, json.dumps(report, indent=1, allow_nan=False))
+    write_text(out_dir / HOLDOUT_TEXT, format_holdout(report) + '\n')
+    return report

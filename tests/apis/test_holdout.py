@@ -1,0 +1,207 @@
+"""Held-out-view evaluation (tools/test.py --holdout-views) on a small synthetic 4-camera
+session with known truth and 2D noise: subsets, the report's structure, DLT and fit numbers
+against a direct computation, and that a view left out is not used by the fit."""
+import itertools
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from smilfit.apis.fitting import fit_dataset, prepare_data
+from smilfit.apis.holdout import (HOLDOUT_JSON, HOLDOUT_TEXT, HoldoutConfigError,
+                                  evaluate_holdout_views, view_subsets)
+from smilfit.cameras import triangulate_dlt
+
+from ..conftest import REPO_ROOT, demo_fit_config
+
+CAMS = ['cam_0', 'cam_1', 'cam_2', 'cam_3']
+NOISE_PX = 1.5
+
+
+def _add_noise(path, seed=0):
+    """Labelling noise and uneven confidences, so DLT from k views is not exact and a view
+    used where it should not be changes the numbers."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, 'r+') as f:
+        kp = f['views/keypoints_2d']
+        kp[...] = kp[...] + rng.normal(0.0, NOISE_PX, kp.shape).astype(np.float32)
+        conf = f['views/confidence']
+        vis = f['views/visible'][...]
+        conf[...] = np.where(vis, rng.uniform(0.3, 1.0, conf.shape), 0.0).astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def session(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('holdout')
+    cfg = demo_fit_config(tmp, batch_size=6)
+    cfg.data.synthetic.update(frames_per_session=6, num_views=4, image_size=128, seed=3)
+    prepare_data(cfg, progress=False)
+    _add_noise(cfg.data.path)
+    cfg.data.synthetic = None                       # the noisy file as it is
+    report = evaluate_holdout_views(cfg, tmp / 'out', [2], progress=False,
+                                    config_name='demo')
+    return cfg, tmp / 'out', report
+
+
+def test_view_subsets_all_or_a_seeded_sample():
+    every, total = view_subsets(CAMS, 2)
+    assert every == list(itertools.combinations(CAMS, 2)) and total == 6
+    some, total = view_subsets(CAMS, 2, max_subsets=4, seed=1)
+    assert total == 6 and len(some) == 4 == len(set(some)) and set(some) <= set(every)
+    assert some == view_subsets(CAMS, 2, max_subsets=4, seed=1)[0]
+    assert any(view_subsets(CAMS, 2, max_subsets=3, seed=s)[0] != some[:3] for s in range(5))
+    assert view_subsets(CAMS, 3, max_subsets=10)[0] == list(itertools.combinations(CAMS, 3))
+    for k in (0, 4):
+        with pytest.raises(HoldoutConfigError, match='k must be 1 to 3'):
+            view_subsets(CAMS, k)
+    with pytest.raises(HoldoutConfigError, match='max-subsets'):
+        view_subsets(CAMS, 2, max_subsets=0)
+
+
+def test_report_structure_and_files(session):
+    cfg, out, report = session
+    assert report['views'] == CAMS and report['samples'] == 6
+    assert list(report['k']) == ['2']
+    for k, count in ((2, 6),):
+        block = report['k'][str(k)]
+        assert block['selection'] == dict(count=count, total=count, sampled=False, seed=0,
+                                          max_subsets=None)
+        assert [tuple(s['views']) for s in block['subsets']] == \
+            list(itertools.combinations(CAMS, k))
+        for s in block['subsets']:
+            assert s['held_out'] == sorted(set(CAMS) - set(s['views']))
+            assert s['failed_samples'] == 0 and s['points'] > 0
+            assert s['fit_wins'] == (s['fit_median_px'] < s['dlt_median_px'])
+        assert list(block['cameras']) == CAMS
+        for cam, group in block['cameras'].items():     # each camera is held out by
+            held = [s for s in block['subsets'] if cam in s['held_out']]   # C(3, k) subsets
+            assert group['compared_subsets'] == len(held) == len(list(
+                itertools.combinations(range(3), k)))
+        every = block['all']
+        assert every['fit_wins'] == sum(s['fit_wins'] for s in block['subsets'])
+        assert every['compared_subsets'] == count
+        worst = max(block['subsets'], key=lambda s: s['dlt_median_px'])
+        assert every['dlt_worst'] == dict(views=worst['views'], median_px=worst['dlt_median_px'])
+        assert every['points'] == sum(s['points'] for s in block['subsets'])
+        assert every['points_all'] >= every['points']
+        with h5py.File(cfg.data.path, 'r') as f:
+            names = [n.decode() if isinstance(n, bytes) else n for n in f['keypoint_names']]
+        assert list(block['keypoints']) == names
+    assert json.loads((out / HOLDOUT_JSON).read_text()) == report
+    text = (out / HOLDOUT_TEXT).read_text()
+    assert 'k = 2: 6 of 6 subsets' in text
+    assert 'fit med' in text and 'DLT med' in text
+    # DLT from noisy labels is not exact, and the fit sees the same noise
+    assert 0.2 < report['k']['2']['all']['dlt_median_px'] < 20 * NOISE_PX
+    assert report['k']['2']['all']['fit_median_px'] < 20 * NOISE_PX
+
+
+def _direct(cfg, out, k, subset):
+    """Held-out pixel errors of DLT (from the subset's views) and of the fit, computed here
+    from the HDF5 arrays: numpy pinhole projection (the synthetic cameras have no
+    distortion), triangulate_dlt with confidence x visible weights."""
+    with h5py.File(cfg.data.path, 'r') as f:
+        kp = f['views/keypoints_2d'][:].astype(np.float64)
+        conf = f['views/confidence'][:].astype(np.float64)
+        vis = f['views/visible'][:]
+        K, R, t = f['views/K'][:], f['views/R'][:], f['views/t'][:]
+        assert not f['views/dist'][:].any()
+    used = np.array([c in subset for c in CAMS])
+    P = K @ np.concatenate([R, t[..., None]], axis=-1)                 # (B, C, 3, 4)
+    w = np.where(vis & used[None, :, None], conf, 0.0)
+    dlt = triangulate_dlt(torch.as_tensor(kp), torch.as_tensor(P), torch.as_tensor(w)).numpy()
+    name = f'k{k}_{"+".join(subset)}'
+    with h5py.File(out / 'fits' / name / 'fit_results.h5', 'r') as f:
+        fit = f['fitted_keypoints_3d'][:].astype(np.float64)
+
+    def err(X):
+        h = np.einsum('bcij,bkj->bcki', P, np.concatenate([X, np.ones_like(X[..., :1])], -1))
+        return np.linalg.norm(h[..., :2] / h[..., 2:] - kp, axis=-1)   # (B, C, K)
+
+    scored = vis & ~used[None, :, None] & np.isfinite(kp).all(-1)
+    common = scored & np.isfinite(dlt).all(-1)[:, None]
+    camera = np.broadcast_to(np.arange(len(CAMS))[None, :, None], common.shape)[common]
+    return err(fit)[common], err(dlt)[common], camera
+
+
+def test_numbers_match_a_direct_computation(session):
+    cfg, out, report = session
+    for k in (2,):
+        block = report['k'][str(k)]
+        pooled_fit, pooled_dlt = [], []
+        for s in block['subsets']:
+            fit, dlt, camera = _direct(cfg, out, k, s['views'])
+            assert s['points'] == fit.size
+            np.testing.assert_allclose(s['dlt_median_px'], np.median(dlt), rtol=1e-5)
+            np.testing.assert_allclose(s['fit_median_px'], np.median(fit), rtol=1e-4)
+            assert list(s['cameras']) == s['held_out']
+            for name, per in s['cameras'].items():
+                here = camera == CAMS.index(name)
+                assert per['points'] == here.sum() > 0
+                np.testing.assert_allclose(per['dlt_median_px'], np.median(dlt[here]),
+                                           rtol=1e-5)
+                np.testing.assert_allclose(per['fit_median_px'], np.median(fit[here]),
+                                           rtol=1e-4)
+            pooled_fit.append(fit)
+            pooled_dlt.append(dlt)
+        np.testing.assert_allclose(block['all']['dlt_median_px'],
+                                   np.median(np.concatenate(pooled_dlt)), rtol=1e-5)
+        np.testing.assert_allclose(block['all']['fit_median_px'],
+                                   np.median(np.concatenate(pooled_fit)), rtol=1e-4)
+
+
+def test_a_view_left_out_is_not_used_by_the_fit(session, tmp_path):
+    cfg, _, _ = session
+    bad = tmp_path / 'corrupt.h5'
+    shutil.copy(cfg.data.path, bad)
+    with h5py.File(bad, 'r+') as f:                 # cam_3's labels: 40 px off, random
+        kp = f['views/keypoints_2d']
+        kp[:, 3] = kp[:, 3] + np.random.default_rng(1).uniform(20, 60, kp[:, 3].shape)
+
+    def fit(path, name, **views):
+        c = cfg.copy()
+        c.data = dict(cfg.data, path=str(path), **views)
+        with h5py.File(fit_dataset(c, tmp_path / name, progress=False), 'r') as f:
+            return f['fitted_keypoints_3d'][:]
+
+    three = dict(views=['cam_0', 'cam_1', 'cam_2'])
+    np.testing.assert_array_equal(fit(cfg.data.path, 'clean', **three),
+                                  fit(bad, 'corrupt', **three))
+    np.testing.assert_array_equal(fit(cfg.data.path, 'clean_x', exclude_views=['cam_3']),
+                                  fit(bad, 'corrupt_x', exclude_views=['cam_3']))
+    # the control: fitted with cam_3, the corruption moves the fit
+    moved = np.abs(fit(bad, 'corrupt_all') - fit(cfg.data.path, 'clean_all'))
+    assert np.nanmax(moved) > 1e-3
+
+
+def test_tool_samples_subsets_and_reports_errors(tmp_path, capsys):
+    from smilfit.cli.test import main
+    config = str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py')
+    common = [config, '--out-dir', str(tmp_path / 'out'), '--no-progress', '--cfg-options',
+              f'data.path={tmp_path / "data.h5"}', 'data.synthetic.num_sessions=1',
+              'data.synthetic.frames_per_session=4', 'data.synthetic.image_size=96',
+              'data.synthetic.masks=False']
+    assert main(common[:1] + ['--holdout-views', '3', '--max-subsets', '2', '--seed', '1',
+                              '--frames', '3'] + common[1:]) == 0
+    printed = capsys.readouterr().out
+    assert 'k = 3: 2 of 4 subsets (random sample, seed 1)' in printed
+    assert '3 samples (frames)' in printed
+    report = json.loads((tmp_path / 'out' / HOLDOUT_JSON).read_text())
+    expected = view_subsets(CAMS, 3, max_subsets=2, seed=1)[0]
+    assert [tuple(s['views']) for s in report['k']['3']['subsets']] == expected
+    assert report['k']['3']['selection']['sampled'] and report['frames'] == 3
+    # a rerun reuses the finished fits
+    chunk = next((tmp_path / 'out' / 'fits').rglob('batch_00000.npz'))
+    stamp = chunk.stat().st_mtime_ns
+    assert main(common[:1] + ['--holdout-views', '3', '--max-subsets', '2', '--seed', '1',
+                              '--frames', '3'] + common[1:]) == 0
+    assert chunk.stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert main(common[:1] + ['--holdout-views', '4'] + common[1:]) == 1
+    assert 'k must be 1 to 3' in capsys.readouterr().err
+    assert main(common[:1] + ['--holdout-views', '2'] + common[1:] +
+                ['data.exclude_views=[cam_7]']) == 1
+    assert "'cam_7'" in capsys.readouterr().err
