@@ -24,7 +24,8 @@ def setup_distributed(launcher: str, device: str) -> Tuple[int, int, str]:
         import torch.distributed as tdist
         if not tdist.is_initialized():
             from smilfit.engine.compat import init_dist_cpu_safe
-            init_dist_cpu_safe(launcher, backend='gloo' if device == 'cpu' else None)
+            on_cpu = str(device).split(':')[0] == 'cpu'
+            init_dist_cpu_safe(launcher, backend='gloo' if on_cpu else None, cpu=on_cpu)
     rank, world = get_dist_info()
     if launcher != 'none' and device == 'cuda':
         device = f'cuda:{int(os.environ.get("LOCAL_RANK", rank))}'

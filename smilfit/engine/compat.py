@@ -183,15 +183,24 @@ def _cpu_safe_init(init_fn):
     return _mark(wrapper)
 
 
-def init_dist_cpu_safe(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
+def init_dist_cpu_safe(launcher: str, backend: Optional[str] = None, cpu: bool = False,
+                       **kwargs) -> None:
     """``mmengine.dist.init_dist`` that also works without a GPU.
 
     Args:
         launcher: 'pytorch', 'slurm' or 'mpi'.
         backend: torch.distributed backend; None picks nccl with CUDA, gloo without.
             nccl is replaced by gloo when no accelerator is present.
+        cpu: the processes compute on the CPU although the machine may have GPUs (CPU
+            fitting sharded over more processes than GPUs): gloo, and no
+            ``torch.cuda.set_device(local_rank)``, which fails for a local rank beyond the
+            GPU count (seen on a 1-GPU machine with 2 ranks).
         **kwargs: passed on to ``init_dist`` (e.g. ``timeout`` in seconds).
     """
+    if cpu:
+        with _cuda_set_device_disabled():
+            mm_dist_utils.init_dist(launcher, backend=backend or 'gloo', **kwargs)
+        return
     if backend is None:
         backend = 'gloo' if _no_accelerator() else 'nccl'
     # The patched ``_init_dist_*`` turn nccl into gloo and skip set_device on CPU.

@@ -222,16 +222,37 @@ def test_init_wrappers_map_nccl_to_gloo_without_cuda(monkeypatch):
         torch.cuda.set_device(0)
 
 
+def test_cpu_processes_on_a_gpu_machine_never_set_the_cuda_device(monkeypatch):
+    """CPU fitting sharded over more ranks than GPUs: mmengine's set_device(local_rank)
+    failed with 'invalid device ordinal' for rank 1 on a 1-GPU machine."""
+    calls = []
+    monkeypatch.setattr(compat, '_no_accelerator', lambda: False)   # a GPU machine
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls.append(d))
+    seen = {}
+
+    def fake_init_dist(launcher, backend=None, **kwargs):
+        seen.update(launcher=launcher, backend=backend, kwargs=kwargs)
+        torch.cuda.set_device(1)   # what mmengine's _init_dist_pytorch does
+    monkeypatch.setattr(compat.mm_dist_utils, 'init_dist', fake_init_dist)
+    compat.init_dist_cpu_safe('pytorch', cpu=True, timeout=5)
+    assert seen == dict(launcher='pytorch', backend='gloo', kwargs=dict(timeout=5))
+    assert calls == []
+    compat.init_dist_cpu_safe('pytorch')   # GPU processes: nccl and set_device as usual
+    assert seen['backend'] == 'nccl' and calls == [1]
+
+
 # --- 3. pkg_resources ---------------------------------------------------------------
 
 def test_package_utils_without_pkg_resources():
     from mmengine.utils import get_installed_path, is_installed
     assert is_installed('numpy')
-    assert is_installed('opencv-python')  # distribution name != module name
+    # Distribution name != module name: opencv-python, or -headless where that is the
+    # build installed (the CUDA image's).
+    cv = next(n for n in ('opencv-python', 'opencv-python-headless') if is_installed(n))
     assert not is_installed('surely_not_an_installed_package_xyz')
     assert Path(get_installed_path('numpy')) == Path(np.__file__).parent
-    assert Path(get_installed_path('opencv-python')).name == 'cv2'
-    assert mm_package_utils.package2module('opencv-python') == 'cv2'
+    assert Path(get_installed_path(cv)).name == 'cv2'
+    assert mm_package_utils.package2module(cv) == 'cv2'
     import smilfit  # editable install: the sources, not site-packages/smilfit
     assert Path(get_installed_path('smilfit')) == Path(smilfit.__file__).parent
     with pytest.raises(ImportError):

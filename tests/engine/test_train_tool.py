@@ -258,7 +258,8 @@ def test_ema_hook_from_config(tmp_path):
     work_dir = tmp_path / 'work'
     assert train_cli.main([str(cfg_file), '--work-dir', str(work_dir),
                            '--cfg-options', f'experiment_name={unique_name()}']) == 0
-    ckpt = torch.load(work_dir / 'epoch_1.pth')
+    # EMAHook saves its weights where they live (the GPU on a GPU machine).
+    ckpt = torch.load(work_dir / 'epoch_1.pth', map_location='cpu')
     ema = {k.removeprefix('module.'): v for k, v in ckpt['ema_state_dict'].items()}
     # EMA weights lag the trained ones
     assert not torch.equal(ema['lin.weight'], ckpt['state_dict']['lin.weight'])
