@@ -175,7 +175,9 @@ def main(argv=None) -> int:
     parser.add_argument('--sigma-ndc', type=float, default=1e-4,
                         help='sharpness in squared NDC units (pytorch3d convention)')
     parser.add_argument('--cutoff', type=float, default=1e-4)
-    parser.add_argument('--max-pairs', type=int, default=1 << 16)
+    parser.add_argument('--max-pairs', type=int, default=None,
+                        help="pairs per chunk (default: the renderer's for the device, "
+                             '2^16 on CPU, 2^20 on CUDA)')
     parser.add_argument('--pytorch3d', action='store_true',
                         help="also time pytorch3d's rasterizer (where installed)")
     args = parser.parse_args(argv)
@@ -185,9 +187,10 @@ def main(argv=None) -> int:
         raise SystemExit('--device cuda: no CUDA device available')
     if args.pytorch3d and not pytorch3d_available():
         raise SystemExit('--pytorch3d: pytorch3d is not installed')
+    pairs = SoftSilhouetteRenderer(max_pairs=args.max_pairs).pairs_per_chunk(device)
     print(f'\n## Soft silhouettes, {device.type}, {torch.get_num_threads()} thread(s), '
           f'sigma = {args.sigma_ndc:g} NDC^2, cutoff = {args.cutoff:g}, '
-          f'max_pairs = {args.max_pairs}\n')
+          f'max_pairs = {pairs}\n')
     print('| mesh | faces | size | renderer | pairs | fwd ms | fwd+bwd ms | peak MiB |')
     print('|---|---|---|---|---|---|---|---|')
     for name in args.models:

@@ -19,6 +19,11 @@ from .soft_rasterizer import cutoff_logit, rasterize_soft_silhouettes
 CameraInput = Union[Mapping[str, Any], nn.Module]
 
 
+#: Default (face, pixel) pairs per chunk on the CPU and on CUDA (see ``max_pairs``).
+CPU_MAX_PAIRS = 1 << 16
+CUDA_MAX_PAIRS = 1 << 20
+
+
 def check_faces(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """Validate (F, 3) integer faces against ``num_vertices``; returns them as long."""
     if not torch.is_tensor(faces) or faces.ndim != 2 or faces.shape[-1] != 3:
@@ -64,26 +69,28 @@ class SoftSilhouetteRenderer(nn.Module):
         near: faces with a vertex at camera depth ``<= near`` (world units) are skipped
             (no clipping). Cameras without depth (weak perspective) cull nothing.
         max_pairs: (face, pixel) pairs processed at once; bounds the peak memory of the
-            forward and backward passes (about 100 bytes per pair in float32: some 7 MB
-            at the default 2^16) independently of mesh and image size. Larger chunks
-            amortise kernel launches on GPU.
+            forward and backward passes (about 100 bytes per pair in float32) independently
+            of mesh and image size. None: :data:`CPU_MAX_PAIRS` (2^16, some 7 MB) on the
+            CPU, :data:`CUDA_MAX_PAIRS` (2^20, some 100 MB) on CUDA, where larger chunks
+            amortise kernel launches (measured on an H100, forward + backward of the mouse
+            at 512 px: 654 ms with 2^16, 58 ms with 2^20).
         image_size: optional ``(W, H)`` for camera modules without an image size.
     """
 
     def __init__(self, sigma: float = 1.0, gamma: float = 1e-4, cutoff: float = 1e-4,
-                 near: float = 1e-6, max_pairs: int = 1 << 16,
+                 near: float = 1e-6, max_pairs: Optional[int] = None,
                  image_size: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f'sigma must be a positive number (squared pixels), got {sigma!r}')
         cutoff_logit(cutoff)  # validates
-        if int(max_pairs) < 1:
+        if max_pairs is not None and int(max_pairs) < 1:
             raise ValueError(f'max_pairs must be >= 1, got {max_pairs!r}')
         self.sigma = float(sigma)
         self.gamma = float(gamma)
         self.cutoff = float(cutoff)
         self.near = float(near)
-        self.max_pairs = int(max_pairs)
+        self.max_pairs = None if max_pairs is None else int(max_pairs)
         self.image_size = None if image_size is None else tuple(int(v) for v in image_size)
 
     def forward(self, vertices: torch.Tensor, faces: torch.Tensor,
@@ -99,15 +106,21 @@ class SoftSilhouetteRenderer(nn.Module):
                              torch.zeros_like(screen.points))
         silhouettes = rasterize_soft_silhouettes(
             points.reshape(B * C, V, 2), faces, screen.height, screen.width, self.sigma,
-            self.cutoff, valid.reshape(B * C, -1), self.max_pairs)
+            self.cutoff, valid.reshape(B * C, -1), self.pairs_per_chunk(points.device))
         silhouettes = silhouettes.view(B, C, screen.height, screen.width)
         bad = non_finite_views(screen, self.near)
         return torch.where(bad[..., None, None], torch.full_like(silhouettes, float('nan')),
                            silhouettes)
 
+    def pairs_per_chunk(self, device: torch.device) -> int:
+        """``max_pairs``, or its default for ``device``."""
+        if self.max_pairs is not None:
+            return self.max_pairs
+        return CUDA_MAX_PAIRS if device.type == 'cuda' else CPU_MAX_PAIRS
+
     def extra_repr(self) -> str:
         return (f'sigma={self.sigma} px^2, gamma={self.gamma} (unused), cutoff={self.cutoff}, '
-                f'near={self.near}, max_pairs={self.max_pairs}')
+                f'near={self.near}, max_pairs={self.max_pairs or "auto"}')
 
 
 __all__ = ['SoftSilhouetteRenderer', 'check_faces']

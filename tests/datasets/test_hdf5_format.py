@@ -269,5 +269,10 @@ def test_reader_is_pickle_and_fork_safe(tmp_path):
     old = r._f
     np.testing.assert_array_equal(r.read([1, 2])['frame'], first['frame'])
     assert r._f is not old
+    # Cached dataset handles belong to one open file: none of the old file's is reused.
+    assert all(node is None or node.file == r._f for node in r._nodes.values())
+    r.close()
+    assert r._nodes == {}
+    np.testing.assert_array_equal(r.read([1, 2])['frame'], first['frame'])  # reopens
     r.close()
     clone.close()

@@ -232,6 +232,15 @@ def test_silhouette_handler_uses_the_renderer():
     assert transl.grad.abs().sum() > 0 and torch.isfinite(transl.grad).all()
 
 
+def test_chunk_size_defaults_per_device():
+    assert SoftSilhouetteRenderer().pairs_per_chunk(torch.device('cpu')) == 1 << 16
+    assert SoftSilhouetteRenderer().pairs_per_chunk(torch.device('cuda')) == 1 << 20
+    assert SoftSilhouetteRenderer(max_pairs=97).pairs_per_chunk(torch.device('cuda')) == 97
+    verts, faces = sphere_batch(2)   # the chunk size changes the work split, not the image
+    torch.testing.assert_close(SoftSilhouetteRenderer(max_pairs=97)(verts, faces, rig()),
+                               SoftSilhouetteRenderer()(verts, faces, rig()))
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
     if not torch.cuda.is_available():
