@@ -29,6 +29,7 @@ from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
 from .animation import save_animation
 from .mesh_export import export_meshes
 from .plots import (plot_loss_curves, plot_per_joint_errors, plot_reprojection_per_camera)
+from .scene import frame_range_mask
 from .video import render_fit_video
 
 __all__ = ['export_fit_visuals', 'FitRun', 'load_fit_run', 'VISUALS_DIR']
@@ -278,12 +279,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
                 raise ValueError(f'unknown session {s!r}; fitted sessions: '
                                  f'{[names[i] for i in np.unique(session_ids)]}')
         keep &= np.isin(session_ids, sorted(wanted))
-    if frames is not None:
-        lo, hi = frames
-        if lo is not None:
-            keep &= frame_ids >= lo
-        if hi is not None:
-            keep &= frame_ids < hi
+    keep &= frame_range_mask(frame_ids, frames)
     if not keep.any():
         raise ValueError(f'no fitted sample is left after selecting sessions={sessions} and '
                          f'frames={frames}')

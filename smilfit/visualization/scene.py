@@ -233,8 +233,9 @@ def load_scene(work_dir: PathLike, *, session: Optional[Union[int, str]] = None,
                      '(the results of tools/fit.py, tools/infer.py, tools/register.py)')
 
 
-def _frame_filter(frame_numbers: np.ndarray,
-                  frames: Optional[Tuple[Optional[int], Optional[int]]]) -> np.ndarray:
+def frame_range_mask(frame_numbers: np.ndarray,
+                     frames: Optional[Tuple[Optional[int], Optional[int]]]) -> np.ndarray:
+    """(N,) bool: ``frames = (lo, hi)`` keeps ``lo <= frame < hi`` (None: no bound)."""
     keep = np.ones(len(frame_numbers), dtype=bool)
     if frames is not None:
         lo, hi = frames
@@ -342,7 +343,7 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
     names = list(reader.session_names) if reader is not None else \
         [str(s) for s in range(int(sessions.max()) + 1)]
     sid = _pick_session(session, names, sessions, work_dir)
-    rows = np.nonzero((sessions == sid) & _frame_filter(frame_ids, frames))[0]
+    rows = np.nonzero((sessions == sid) & frame_range_mask(frame_ids, frames))[0]
     if not len(rows):
         raise SceneError(f'{results}: no fitted sample of session {names[sid]!r} in frames '
                          f'{frames}')
@@ -432,7 +433,7 @@ def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -
             else [f'kp{i}' for i in range(kp3d.shape[1])]
         cam_names = json.loads(f.attrs['camera_names']) if 'camera_names' in f.attrs \
             else None
-    rows = np.nonzero(_frame_filter(frame_ids, frames))[0]
+    rows = np.nonzero(frame_range_mask(frame_ids, frames))[0]
     if not len(rows):
         raise SceneError(f'{path}: no prediction in frames {frames}')
     position, slot, frame_numbers = _timeline(frame_ids[rows], instances[rows])
@@ -500,7 +501,7 @@ def _load_registration(work_dir: Path, *, session, frames, dataset, images: bool
         verts = z['scan_vertices'].astype(np.float32)
     keep = np.arange(len(names))
     if frames is not None:
-        keep = keep[_frame_filter(keep, frames)]
+        keep = keep[frame_range_mask(keep, frames)]
     if not len(keep):
         raise SceneError(f'{path}: no scan in positions {frames}')
     faces = _registration_faces(work_dir, names, verts.shape[1])
