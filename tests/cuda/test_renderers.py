@@ -80,7 +80,8 @@ def _random_mesh():
     uv = rng.uniform([-10, -10], [74, 58], size=(60, 2))
     verts = world_from_pixels(uv, rng.uniform(2.0, 9.0, size=60))
     faces = rng.integers(0, 60, size=(80, 3))
-    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    keep = ((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
+            & (faces[:, 0] != faces[:, 2]))
     return verts, faces[keep]
 
 
