@@ -35,8 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Passive OpenMP waiting for --threads > 1 (read when torch loads OpenMP: before import).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -141,8 +144,9 @@ def main(argv=None) -> int:
     parser.add_argument('--dtype', choices=['float64', 'float32'], default='float32',
                         help='precision of the body model and the fit (the synthetic '
                              'observations are always made in float64)')
-    parser.add_argument('--threads', type=int, default=min(2, os.cpu_count() or 1),
-                        help='torch threads (default: 2, both cores of the reference VM)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads (default 1: robust on a busy machine; more '
+                             'threads wait passively, see the README)')
     parser.add_argument('--repeats', type=int, default=3,
                         help='batched fits per case; the median time is reported')
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")

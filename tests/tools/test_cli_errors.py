@@ -1,5 +1,6 @@
 """smilfit.cli.errors: which errors the tools print as one line, and which keep their
 traceback."""
+import os
 import pickle
 
 import pytest
@@ -60,3 +61,18 @@ def test_load_errors_are_user_errors():
         assert issubclass(cls, SmilfitUserError) and issubclass(cls, RUN_ERRORS)
     assert issubclass(UnsafePickleError, pickle.UnpicklingError)  # callers catching it
     assert issubclass(CheckpointError, ValueError) and ValueError in USER_ERRORS
+
+
+@pytest.mark.parametrize('threads, preset, expected', [('2', None, 'PASSIVE'),
+                                                       ('2', 'ACTIVE', 'ACTIVE'),
+                                                       ('1', None, None)])
+def test_fit_threads_wait_passively(tmp_path, monkeypatch, threads, preset, expected):
+    """More than one fitting thread: OpenMP waits passively (spinning threads made fits 5x
+    slower next to a busy process), unless the user chose a policy."""
+    from smilfit.cli.fit import main as fit_main
+    if preset is None:
+        monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    else:
+        monkeypatch.setenv('OMP_WAIT_POLICY', preset)
+    assert fit_main([str(tmp_path / 'absent.py'), '--threads', threads]) == 1
+    assert os.environ.get('OMP_WAIT_POLICY') == expected
