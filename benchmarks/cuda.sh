@@ -4,7 +4,8 @@
 #   bash benchmarks/cuda.sh OUT_DIR            # every step but suite (about 15 minutes on an H100)
 #   bash benchmarks/cuda.sh OUT_DIR suite fit  # only these steps
 # Steps: suite (the whole test suite, gpu tests included; pytest-xdist when installed),
-# tests (the gpu tests alone), train (eager, then torch.compile), fit, render, body.
+# tests (the gpu tests alone), train (eager; head and losses compiled; everything
+# compiled), fit, render, body.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
@@ -29,9 +30,11 @@ for step in $steps; do
              tests ;;
     train) args=(--device cuda --amp bf16 --backbone resnet50 --size 256 --batch 64 --workers 8
                  --iters 20)
-           run train_throughput 240 python benchmarks/train_throughput.py "${args[@]}" --profile
-           run train_throughput_compiled 300 python benchmarks/train_throughput.py \
-             "${args[@]}" --compile ;;
+           run train_throughput 240 python benchmarks/train_throughput.py "${args[@]}"
+           run train_throughput_compile_loss 360 python benchmarks/train_throughput.py \
+             "${args[@]}" --compile-loss
+           run train_throughput_compiled 420 python benchmarks/train_throughput.py \
+             "${args[@]}" --compile --compile-loss ;;
     fit) for model in stick mouse; do
            run "fitting_${model}_cpu" 120 python benchmarks/fitting.py --model "$model" \
              --threads 1 --frames 1000 --loop-frames 0 --repeats 1

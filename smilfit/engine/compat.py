@@ -8,8 +8,8 @@ Two steps, so that fitting does not pay for mmengine's runner side: its ``mmengi
 - :func:`apply_core` runs when this module is imported (:mod:`smilfit.registry`, which
   every smilfit component imports, imports it), so every process that builds anything of
   smilfit -- spawned dataloader and DDP workers included -- has the fixes that need only
-  mmengine's config, dist, fileio and utils modules (1, 2 for ``init_dist``, 3, 4, 6 for
-  ``LocalBackend.put``).
+  mmengine's config, dist, fileio, logging and utils modules (1, 2 for ``init_dist``, 3, 4,
+  6 for ``LocalBackend.put``, 8).
 - :func:`apply` applies every fix, the runner-side ones too (2 for
   ``MMDistributedDataParallel``, 5, 6 for the checkpoint hook and ``find_latest_checkpoint``,
   7 for the checkpoint loaders of ``mmengine.runner.checkpoint``).
@@ -43,6 +43,10 @@ it is fixed; the only state is the patches themselves.
    refusals advise ``weights_only=False``) and URLs through
    ``torch.hub.load_state_dict_from_url``, which unpickles with ``weights_only=False``:
    both go through :mod:`smilfit.engine.checkpoint_io` instead.
+8. More ranks than visible GPUs (CPU fitting sharded by ``torchrun`` on a GPU machine):
+   mmengine's logger names its file after ``CUDA_VISIBLE_DEVICES[LOCAL_RANK]`` and
+   raised ``IndexError`` on every rank beyond the GPU count (seen on a 1-GPU machine with
+   2 ranks); such a rank is named by its local rank instead.
 """
 import contextlib
 import functools
@@ -515,6 +519,23 @@ def _patch_checkpoint_loaders() -> None:
     mm_checkpoint.load_from_http = _safe_load_from_http
 
 
+# 8. More ranks than GPUs ----------------------------------------------------------------
+def _patch_logger_device_id() -> None:
+    from mmengine.logging import logger as mm_logger
+    original = mm_logger._get_device_id
+    if _is_patched(original):
+        return
+
+    @functools.wraps(original)
+    def _get_device_id():
+        try:
+            return original()
+        except IndexError:
+            return int(os.getenv('LOCAL_RANK', '0'))
+
+    mm_logger._get_device_id = _mark(_get_device_id)
+
+
 def apply_core() -> None:
     """Apply the fixes that need only mmengine's light modules (config, dist, fileio,
     utils); safe to call more than once. Runs when this module is imported."""
@@ -523,6 +544,7 @@ def apply_core() -> None:
     _patch_package_utils()
     _patch_is_builtin_module()
     _patch_local_put()
+    _patch_logger_device_id()
 
 
 def apply() -> None:

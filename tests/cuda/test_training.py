@@ -34,8 +34,11 @@ def tiny_config(tmp_path):
     return path
 
 
-@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
-def test_amp_training_steps_validation_and_checkpoint(tmp_path, amp):
+@pytest.mark.parametrize('amp,compile_loss', [('bf16', False), ('fp16', False),
+                                               ('bf16', True)])
+def test_amp_training_steps_validation_and_checkpoint(tmp_path, amp, compile_loss):
+    """Training steps, validation and checkpoint with AMP; with ``compile_loss`` the head
+    and the losses run compiled by inductor (Triton kernels) under autocast."""
     from mmengine.optim import AmpOptimWrapper
 
     from smilfit.apis.fitting import prepare_data_once
@@ -45,6 +48,7 @@ def test_amp_training_steps_validation_and_checkpoint(tmp_path, amp):
     args = train_cli.build_parser().parse_args(
         [str(tiny_config(tmp_path)), '--work-dir', str(work), '--amp', '--amp-dtype', amp])
     cfg = train_cli.build_config(args)
+    cfg.model.compile_loss = compile_loss
     prepare_data_once(cfg)
     runner = train_cli.build_runner(cfg)
     runner.train()
@@ -56,6 +60,7 @@ def test_amp_training_steps_validation_and_checkpoint(tmp_path, amp):
     metrics = runner.val()
     assert math.isfinite(metrics['reproj/mean'])
     assert (work / 'iter_4.pth').is_file()
+    assert set(runner.model._compiled) == ({'head', 'score'} if compile_loss else set())
 
 
 def test_inference_on_cuda_matches_cpu(tmp_path):

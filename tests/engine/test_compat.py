@@ -357,3 +357,20 @@ def test_fresh_process_import_smilfit_applies_fixes(tmp_path):
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=60, cwd=str(tmp_path), env=env)
     assert res.returncode == 0 and res.stdout.strip().endswith('ok'), res.stderr[-3000:]
+
+
+@pytest.mark.parametrize('visible', [None, '0'])
+def test_logger_names_a_rank_beyond_the_gpu_count(monkeypatch, visible):
+    """Fix 8: a rank whose local rank has no GPU (CPU fitting with 2 ranks on a 1-GPU
+    machine) gets a logger named by its local rank, not mmengine's IndexError."""
+    import mmengine.logging.logger as mm_logger
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    if visible is None:
+        monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    else:
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', visible)
+    assert mm_logger._get_device_id() == 1
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    assert mm_logger._get_device_id() == 0

@@ -182,3 +182,71 @@ def test_twenty_steps_lower_the_training_loss(multiview_batch):
         optim.step()
         history.append(float(total.detach()))
     assert history[-1] < 0.7 * history[0], history
+
+
+@pytest.mark.parametrize('temporal', [False, True])
+def test_stacked_iterations_equal_one_decode_per_iteration(multiview_batch, temporal):
+    """The loss decodes the T supervised iterations as one T * B batch: the same losses
+    and gradients as decoding and scoring every iteration on its own; a handler that
+    couples samples (temporal) still sees one iteration's batch at a time."""
+    losses_cfg = [copy.deepcopy(KP2D), dict(type='ShapePriorHandler', name='shape_prior'),
+                  dict(type='PosePriorHandler', name='pose_prior')]
+    weights = dict(kp2d=1e-2, shape_prior=1e-3, pose_prior=1e-3, triangulation=0.5)
+    if temporal:
+        losses_cfg.append(dict(type='TemporalHandler', name='smooth', target='joints'))
+        weights['smooth'] = 1e-3
+    torch.manual_seed(0)
+    model = tiny_multiview(losses=losses_cfg, loss_weights=weights,
+                           camera=dict(init='calibrated', predict=True))
+    head = model.head
+    head.num_iterations = 3
+    for lin in [head.body_out, *head.camera_out]:
+        torch.nn.init.normal_(lin.weight, std=0.05)
+    data = _prep(model, multiview_batch)
+    inputs, s = data['inputs'], data['data_samples']
+
+    stacked = model(inputs, s, mode='loss')
+    grads = torch.autograd.grad(sum(stacked.values()), list(head.parameters()))
+
+    res = model.predictions(inputs, s)
+    sums = {}
+    for pred in res['iterations']:
+        decoded = model.decode(pred, s, inputs.shape[-2:])
+        for name, value in model.frame_losses(decoded, s).items():
+            sums[name] = sums.get(name, 0.0) + value.mean()
+    loop = {f'loss_{k}': v * model.loss_weights[k] / 3 for k, v in sums.items()}
+    assert set(loop) == set(stacked) and len(stacked) == 5 + temporal
+    for k in loop:
+        torch.testing.assert_close(stacked[k], loop[k], rtol=1e-5, atol=1e-7)
+    loop_grads = torch.autograd.grad(sum(loop.values()), list(head.parameters()))
+    # float32 sums in another order: compare each gradient as a whole.
+    for g, h in zip(grads, loop_grads):
+        assert (g - h).norm() <= 1e-4 * h.norm() + 1e-9
+
+
+def test_compile_loss_traces_whole_regions_and_matches_eager(singleview_batch):
+    """compile_loss compiles the head and the scoring of its iterations: each traces as
+    one graph (fullgraph: a graph break, e.g. a host sync in a loss, fails here) and
+    gives the eager losses; prediction stays eager; state dict and copies unaffected."""
+    torch.manual_seed(0)
+    eager = tiny_singleview()
+    compiled = tiny_singleview(compile_loss=dict(backend='eager', fullgraph=True))
+    compiled.load_state_dict(eager.state_dict())
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    data = _prep(eager, singleview_batch)
+    torch._dynamo.reset()
+    want = eager(**data, mode='loss')
+    got = compiled(**data, mode='loss')
+    assert set(compiled._compiled) == {'head', 'score'}
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])
+    sum(got.values()).backward()
+    assert all(p.grad is not None for p in compiled.head.parameters())
+    clone = copy.deepcopy(compiled)
+    assert clone._compiled == {} and clone.compile_loss == dict(backend='eager', fullgraph=True)
+    compiled.eval()
+    with torch.no_grad():
+        compiled(**data, mode='predict')
+    with pytest.raises(TypeError, match='compile_loss'):
+        tiny_singleview(compile_loss='yes')

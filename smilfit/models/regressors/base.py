@@ -42,6 +42,7 @@ from smilfit.cameras.projection import project_points, undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
 from smilfit.handlers.matching import lookup_model_names, match_keypoints
 from smilfit.registry import BODY_MODELS, HANDLERS, MODELS
+from smilfit.utils.batch_tree import slice_batch, tile_batch
 
 from ...errors import SmilfitUserError
 from ..necks.fusion import masked_view_mean, valid_view_mask
@@ -205,6 +206,15 @@ class BodyRegressor(BaseModel):
         embedding: optional AniMer-style embedding: ``dict(neck=dict(type=
             'FeatureFusionNeck', ...), part_keypoint='head', part_size=0.4,
             inputs=('backbone', 'part', 'params'))``; ``in_dims`` are filled in.
+        compile_loss: ``torch.compile`` what runs after the backbone in training
+            (``mode='loss'``): the head and the scoring of its iterations (decode, body
+            model, losses); True or a dict of ``torch.compile`` options (e.g.
+            ``dict(mode='max-autotune-no-cudagraphs')``). On a GPU these are a few
+            thousand small kernels whose launches, not arithmetic, bound a step; compiled,
+            they fuse into a few hundred (``benchmarks/train_throughput.py
+            --compile-loss``). The first training steps compile (tens of seconds);
+            prediction stays eager. The backbone is compiled by the training config's
+            ``compile=True`` (mmengine), which compiles the whole model instead.
         data_preprocessor: default ``RegressionDataPreprocessor``.
     """
 
@@ -218,6 +228,7 @@ class BodyRegressor(BaseModel):
                  supervise_iterations: str = 'all', embedding: Optional[dict] = None,
                  rotation_loss: str = 'frobenius', heading_bins: int = 0,
                  heading_features: str = 'fused', heading_grid: int = 2,
+                 compile_loss: Union[bool, Mapping[str, Any]] = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
@@ -291,6 +302,27 @@ class BodyRegressor(BaseModel):
         for name, w in dict(loss_weights or {}).items():
             self.set_loss_weight(name, w)
         self.setup_keypoints(keypoint_names, joint_lookup)
+        if not isinstance(compile_loss, (bool, Mapping)):
+            raise TypeError(f'compile_loss must be a bool or a dict of torch.compile options, '
+                            f'got {type(compile_loss).__name__}')
+        self.compile_loss = dict(compile_loss) if isinstance(compile_loss, Mapping) else \
+            ({} if compile_loss else None)
+        self._compiled: Dict[str, Any] = {}
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Compiled functions are bound to this instance and cannot be copied (EMA and
+        # deepcopy); a copy compiles its own on first use.
+        state = dict(super().__getstate__())
+        state['_compiled'] = {}
+        return state
+
+    def _maybe_compiled(self, name: str, fn):
+        """``fn`` compiled (once per instance) when ``compile_loss`` is on and training."""
+        if self.compile_loss is None or not self.training:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, **self.compile_loss)
+        return self._compiled[name]
 
     # ------------------------------------------------------------------ construction
     def _extra_loss_weights(self) -> Dict[str, float]:
@@ -537,8 +569,9 @@ class BodyRegressor(BaseModel):
                 logits.detach().argmax(-1)
             enc.update(heading_logits=logits, heading_target=target, heading_bin=bins)
         init = self.initial_vectors(B, enc['fused'].device, enc['fused'].dtype, bins)
-        return self.head(enc['memory'], enc.get('memory_mask'), enc['views'], enc['fused'],
-                         init['body'], init['cameras'])
+        head = self._maybe_compiled('head', self.head)
+        return head(enc['memory'], enc.get('memory_mask'), enc['views'], enc['fused'],
+                    init['body'], init['cameras'])
 
     # ------------------------------------------------------------------ decode
     def _calibration(self, data_samples: Mapping[str, Any], B: int, C: int
@@ -669,14 +702,30 @@ class BodyRegressor(BaseModel):
         return triangulation_consistency(kp, w, cams['K'], cams['R'], cams['t'],
                                          cams['dist'], pts, self.body_length)
 
-    def frame_losses(self, decoded: Mapping[str, Any], data_samples: Mapping[str, Any]
-                     ) -> Dict[str, torch.Tensor]:
+    def frame_losses(self, decoded: Mapping[str, Any], data_samples: Mapping[str, Any],
+                     iterations: int = 1) -> Dict[str, torch.Tensor]:
         """Unweighted per-sample (B,) terms of one prediction: handlers, param,
-        triangulation (terms with weight 0 are skipped)."""
+        triangulation (terms with weight 0 are skipped).
+
+        With ``iterations`` T > 1, ``decoded`` and ``data_samples`` hold T stacked
+        predictions of the same B samples (T * B rows, iteration-major; see
+        :func:`~smilfit.utils.batch_tree.tile_batch`) and the terms are (T * B,).
+        Handlers whose loss couples the samples of a batch (``couples_samples``, e.g. a
+        temporal term over a sequence) see one iteration at a time.
+        """
         out: Dict[str, torch.Tensor] = {}
         params = self.handler_params(decoded)
+        rows = decoded['body'].shape[0]
+        B = rows // iterations
         for name, handler in self.handlers.items():
-            if self.loss_weights.get(name, 0.0) > 0:
+            if self.loss_weights.get(name, 0.0) <= 0:
+                continue
+            if iterations > 1 and getattr(handler, 'couples_samples', False):
+                parts = [handler(*slice_batch((decoded['output'], data_samples, params),
+                                              t * B, (t + 1) * B, rows))
+                         for t in range(iterations)]
+                out[name] = torch.cat(parts)
+            else:
                 out[name] = handler(decoded['output'], data_samples, params)
         if self.loss_weights['param'] > 0 and data_samples.get('params'):
             ref = None
@@ -692,6 +741,17 @@ class BodyRegressor(BaseModel):
             if term is not None:
                 out['triangulation'] = term
         return out
+
+    def score_iterations(self, stacked: Mapping[str, Optional[torch.Tensor]],
+                         data_samples: Mapping[str, Any], image_hw: Sequence[int],
+                         iterations: int) -> tuple:
+        """Decode T stacked predictions and score them: ``(terms, decoded)``, the
+        per-row (T * B,) terms of :meth:`frame_losses` and the :meth:`decode` result;
+        ``data_samples`` tiled to T * B rows (:func:`~smilfit.utils.batch_tree.tile_batch`).
+        """
+        decoded = self.decode(stacked, data_samples, image_hw,
+                              return_vertices=self._needs_vertices())
+        return self.frame_losses(decoded, data_samples, iterations), decoded
 
     def predictions(self, inputs: torch.Tensor, data_samples: Optional[Mapping[str, Any]]
                     ) -> Dict[str, Any]:
@@ -731,16 +791,20 @@ class BodyRegressor(BaseModel):
         res = self.predictions(inputs, data_samples)
         iters = res['iterations'] if self.supervise_iterations == 'all' \
             else res['iterations'][-1:]
-        hw = inputs.shape[-2:]
-        verts = self._needs_vertices()
-        sums: Dict[str, torch.Tensor] = {}
-        decoded = None
-        for pred in iters:
-            decoded = self.decode(pred, data_samples, hw, return_vertices=verts)
-            for name, value in self.frame_losses(decoded, data_samples).items():
-                sums[name] = sums.get(name, 0.0) + value.mean()
-        losses = {f'loss_{name}': total * (self.loss_weights[name] / len(iters))
-                  for name, total in sums.items()}
+        # The supervised iterations are decoded and scored as one batch of T * B rows:
+        # the body model and every loss run once, not T times (on a GPU the step is
+        # bound by kernel launches, not arithmetic). The mean over the T * B rows is the
+        # mean over iterations of the batch means.
+        T, B = len(iters), iters[0]['body'].shape[0]
+        stacked = dict(body=torch.cat([p['body'] for p in iters]), cameras=None)
+        if iters[0].get('cameras') is not None:
+            stacked['cameras'] = torch.cat([p['cameras'] for p in iters])
+        score = self._maybe_compiled('score', self.score_iterations)
+        terms, decoded = score(stacked, tile_batch(data_samples, T, B),
+                               tuple(inputs.shape[-2:]), T)
+        losses = {f'loss_{name}': value.mean() * self.loss_weights[name]
+                  for name, value in terms.items()}
+        decoded = slice_batch(decoded, (T - 1) * B, T * B, T * B)
         enc = res['enc']
         if self.heading_bins and self.loss_weights['heading'] > 0 \
                 and enc.get('heading_target') is not None:
