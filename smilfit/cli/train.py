@@ -16,6 +16,7 @@ Examples::
     python tools/train.py CONFIG --resume                   # latest checkpoint in the work dir
     python tools/train.py CONFIG --resume work_dirs/x/epoch_10.pth
     python tools/train.py CONFIG --amp --amp-dtype fp16     # mixed precision (GPU only)
+    python tools/train.py CONFIG --amp --cfg-options model.compile_loss=True  # GPU: fused losses
     python tools/train.py CONFIG --cfg-options train_cfg.max_epochs=5 randomness.seed=1
     tools/dist_train.sh CONFIG 4                             # 4 processes via torchrun
 """
