@@ -22,10 +22,15 @@ from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
 from ..utils.atomic import atomic_path, save_npz, write_text
+from .animals import identify_animals, pack_animals, skeleton_samples
 from .distributed import barrier, setup_distributed
 
 PathLike = Union[str, os.PathLike]
 RESULTS_NAME = 'fit_results.h5'
+#: The per-animal skeletons of a dataset fit, in its chunks folder.
+SKELETON_NAME = 'skeletons.npz'
+#: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
+DEFAULT_SKELETON_FRAMES = 200
 #: Dataset keys the handlers read, renamed where the HDF5 reader differs.
 _OBSERVATION_KEYS = {'keypoints_2d': 'keypoints_2d', 'confidence': 'confidence',
                      'visible': 'visible', 'valid': 'view_valid', 'K': 'K', 'dist': 'dist',
@@ -313,9 +318,15 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         cfg: a config with ``body_model``, ``registrant`` (its ``body_model`` defaults to
             the top-level one) and ``data = dict(path=..., batch_size=64,
             max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False,
-            views=None|[camera names], exclude_views=None|[camera names])``; the views
-            left out are removed from the observations
-            (:mod:`smilfit.datasets.view_selection`).
+            views=None|[camera names], exclude_views=None|[camera names],
+            skeleton_frames=200)``; the views left out are removed from the
+            observations (:mod:`smilfit.datasets.view_selection`). Parameters the
+            registrant shares (``registrant.shared``, e.g. the skeleton) are estimated
+            once per animal and session (:mod:`smilfit.apis.animals`) from up to
+            ``skeleton_frames`` of its frames spread over the session, then held fixed
+            while every frame is fitted in batches: one skeleton per animal whatever
+            the batch size, never one across animals or sessions (``samples/animal``
+            and ``animals/...`` in the results).
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -381,8 +392,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     barrier(world)
     if rank == 0:
         if overwrite and chunks.exists():
-            for old in chunks.glob('batch_*.npz'):
-                old.unlink()
+            for old in [*chunks.glob('batch_*.npz'), chunks / SKELETON_NAME]:
+                old.unlink(missing_ok=True)
         chunks.mkdir(parents=True, exist_ok=True)
         write_text(stamp_path, stamp)
     barrier(world)
@@ -393,8 +404,45 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     batch_size = int(data_cfg.get('batch_size', 64))
     save_vertices = bool(data_cfg.get('save_vertices', False))
     needs_masks = any(isinstance(h, SilhouetteHandler) for h in registrant.handlers.values())
-    if needs_masks:
-        from smilfit.datasets.masks import masks_from_hdf5
+
+    def read(indices: np.ndarray, warn: bool = True):
+        """The batch's metadata, its observations (cameras checked, views selected) and
+        the views dropped for non-finite cameras."""
+        batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
+                            ['session', 'frame'])
+        raw = observations_from_batch(batch)
+        bad_views = drop_non_finite_cameras(raw)
+        if bad_views.any() and warn:
+            _warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
+        if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
+            from smilfit.datasets.masks import masks_from_hdf5
+            raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
+        if keep_views is not None:  # data.views / data.exclude_views
+            raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
+        return batch, raw, bad_views
+
+    # One skeleton per animal and session (smilfit.apis.animals): estimated once from
+    # frames spread over the session, then held fixed while every frame is fitted.
+    shared = sorted({k for st in registrant.stages for k in st.fit} & set(registrant.shared))
+    skeleton = animals = None
+    if shared:
+        if registrant.multi_start is not None:
+            raise FittingConfigError(
+                f'registrant: multi_start cannot be combined with shared parameters {shared} '
+                'in a dataset fit (the skeleton is estimated per animal first)')
+        meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
+        animals = identify_animals(meta['session'], meta['instance'], meta['track'])
+        skeleton_path = chunks / SKELETON_NAME
+        if rank == 0 and not (resume and _skeleton_matches(skeleton_path, stamp)):
+            skeleton = _fit_skeletons(
+                registrant, read, animals, meta['frame'], shared, stamp,
+                int(data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)), batch_size,
+                progress)
+            save_npz(skeleton_path, skeleton)
+        barrier(world)
+        with np.load(skeleton_path, allow_pickle=False) as z:
+            skeleton = {k: z[k] for k in z.files}
+
     starts = range(0, total, batch_size)
     mine = [start for i, start in enumerate(starts) if i % world == rank]
     for start in tqdm(mine, desc='fitting batches', disable=not progress):
@@ -402,19 +450,19 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         if resume and chunk_path.exists():
             continue
         indices = np.arange(start, min(start + batch_size, total))
-        batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
-                            ['session', 'frame'])
-        raw = observations_from_batch(batch)
-        bad_views = drop_non_finite_cameras(raw)
-        if bad_views.any():
-            _warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
-        if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
-            raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
-        if keep_views is not None:  # data.views / data.exclude_views
-            raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
+        batch, raw, bad_views = read(indices)
         observations = registrant.to_tensors(raw)
-        result = registrant.fit(observations, allow_all_diverged=True)
+        extra = {}
+        if skeleton is not None:
+            ids = animals.of_sample[indices]
+            present, local = np.unique(ids, return_inverse=True)
+            extra = dict(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
+                                      for k in shared},
+                         groups=torch.as_tensor(local), fixed=shared)
+        result = registrant.fit(observations, allow_all_diverged=True, **extra)
         arrays = _batch_arrays(result, observations, registrant, indices, save_vertices)
+        if animals is not None:
+            arrays['animal'] = animals.of_sample[indices]
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
         arrays['bad_camera_views'] = bad_views
@@ -422,7 +470,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         save_npz(chunk_path, arrays)
     barrier(world)
     if rank == 0:
-        _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp)
+        _merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp,
+                      skeleton)
     barrier(world)
     import h5py
     with h5py.File(results, 'r') as f:
@@ -437,7 +486,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
 #: Keys of the fitting config's ``data`` dict (see :func:`fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic', 'views', 'exclude_views')
+             'synthetic', 'views', 'exclude_views', 'skeleton_frames')
 
 
 def check_data_config(data: Any) -> Dict[str, Any]:
@@ -457,6 +506,10 @@ def check_data_config(data: Any) -> Dict[str, Any]:
                                      f"{', '.join(DATA_KEYS)}")
     if 'path' not in data_cfg:
         raise FittingConfigError("the config needs data = dict(path='dataset.h5', ...)")
+    frames = data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+        raise FittingConfigError(f'data.skeleton_frames must be an integer >= 1 (frames per '
+                                 f'animal its skeleton is estimated from), got {frames!r}')
     return data_cfg
 
 
@@ -526,8 +579,67 @@ def _warn_bad_cameras(bad: np.ndarray, indices: np.ndarray, sessions: np.ndarray
                   stacklevel=2)
 
 
+def _skeleton_matches(path: Path, stamp: str) -> bool:
+    """Whether ``path`` holds skeletons estimated under this config and data."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z['stamp']) == stamp
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _fit_skeletons(registrant, read, animals, frames: np.ndarray, shared, stamp: str,
+                   max_frames: int, batch_size: int, progress: bool) -> Dict[str, np.ndarray]:
+    """Every animal's shared parameters, from up to ``max_frames`` of its frames.
+
+    Animals are fitted together in calls of at most ``max(batch_size, max_frames)``
+    samples, each animal its own group. An animal whose every sample diverged keeps the
+    model's own skeleton (zeros), with a warning.
+
+    Returns:
+        ``param_<name>`` (A, ...) per shared parameter, ``session`` (A,), ``identity``
+        (A,), ``frames_used`` (A,), ``fitted`` (A,) bool and the config ``stamp``.
+    """
+    import warnings
+
+    from tqdm import tqdm
+    picks = skeleton_samples(animals, frames, max_frames)
+    shapes = registrant.param_shapes()
+    out = {f'param_{k}': np.zeros((animals.count,) + tuple(shapes[k]), np.float32)
+           for k in shared}
+    fitted = np.zeros(animals.count, bool)
+    calls = pack_animals([p.size for p in picks], max(batch_size, max_frames))
+    for call in tqdm(calls, desc='skeletons', disable=not progress):
+        indices = np.concatenate([picks[a] for a in call])
+        groups = np.concatenate([np.full(picks[a].size, j) for j, a in enumerate(call)])
+        _, raw, _ = read(indices, warn=False)
+        result = registrant.fit(registrant.to_tensors(raw), groups=torch.as_tensor(groups),
+                                allow_all_diverged=True)
+        diverged = result.diverged.cpu().numpy()
+        for j, a in enumerate(call):
+            rows = np.flatnonzero(groups == j)
+            values = {k: result.params[k][int(rows[0])].detach().cpu().numpy()
+                      for k in shared}
+            if diverged[rows].all() or not all(np.isfinite(v).all() for v in values.values()):
+                continue
+            fitted[a] = True
+            for k, v in values.items():
+                out[f'param_{k}'][a] = v
+    if not fitted.all():
+        lost = [f'session {animals.session[a]} {animals.identity[a]}'
+                for a in np.flatnonzero(~fitted)]
+        warnings.warn(f'no skeleton could be estimated for {", ".join(lost[:10])} (every '
+                      "frame diverged): their frames are fitted with the model's own "
+                      'skeleton', stacklevel=3)
+    out.update(session=animals.session, identity=animals.identity.astype(str),
+               frames_used=np.array([p.size for p in picks], np.int64), fitted=fitted,
+               stamp=np.asarray(stamp))
+    return out
+
+
 def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
-                  data_cfg: Mapping[str, Any], stamp: str) -> None:
+                  data_cfg: Mapping[str, Any], stamp: str,
+                  skeleton: Optional[Mapping[str, np.ndarray]] = None) -> None:
     import h5py
 
     parts = []
@@ -558,13 +670,22 @@ def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, read
                 if group in ('param', 'loss') and name:
                     f.create_dataset(f'{"params" if group == "param" else "losses"}/{name}',
                                      data=value)
-                elif key in ('index', 'session', 'frame'):
+                elif key in ('index', 'session', 'frame', 'animal'):
                     f.create_dataset(f'samples/{key}', data=value)
                 elif key in ('total_loss', 'diverged', 'reprojection_px',
                              'reprojection_point_px', 'bad_camera_views'):
                     f.create_dataset(f'metrics/{key}', data=value)
                 else:
                     f.create_dataset(key, data=value)
+            for key, value in (skeleton or {}).items():
+                # One row per animal (samples/animal indexes them).
+                if key == 'stamp':
+                    continue
+                if key == 'identity':
+                    value = np.asarray(value, dtype=object)
+                    f.create_dataset('animals/identity', data=value, dtype=strings)
+                else:
+                    f.create_dataset(f'animals/{key}', data=value)
     if 'reprojection_point_px' in merged:
         write_fit_quality(results.parent, merged, reader)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -251,7 +251,8 @@ class SMILRegistrant(nn.Module):
     # ------------------------------------------------------------------- fit
     def fit(self, observations: Mapping[str, Any],
             init_params: Optional[Mapping[str, Tensor]] = None,
-            groups: Optional[Tensor] = None, allow_all_diverged: bool = False) -> FitResult:
+            groups: Optional[Tensor] = None, allow_all_diverged: bool = False,
+            fixed: Sequence[str] = ()) -> FitResult:
         """Fit a batch of samples through all stages.
 
         Args:
@@ -264,23 +265,34 @@ class SMILRegistrant(nn.Module):
             allow_all_diverged: return the result (every sample flagged in
                 ``diverged``) instead of raising when every sample diverged; a dataset
                 fit reports such samples as failed and goes on with the next batch.
+            fixed: parameters held at their initial values (``init_params``) by every
+                stage, e.g. an animal's skeleton estimated beforehand; a stage left
+                with nothing to fit is skipped (its history record says so).
 
         Returns:
             :class:`FitResult`.
         """
         if self._data_info is None:
             raise RuntimeError('call setup(data_info) before fit()')
+        fixed = set(fixed)
+        unknown = sorted(fixed - set(self.param_shapes()))
+        if unknown:
+            raise KeyError(f'fixed: unknown parameters {unknown}; allowed: '
+                           f'{sorted(self.param_shapes())}')
         obs = self.to_tensors(observations)
         batch = next(v.shape[0] for v in obs.values() if v.dim() > 0)
         groups = (torch.zeros(batch, dtype=torch.long, device=self.body_model.device)
                   if groups is None else torch.as_tensor(groups, device=self.body_model.device))
         diverged = torch.zeros(batch, dtype=torch.bool, device=self.body_model.device)
         history: List[Dict[str, Any]] = []
-        stages = self.stages
+        stages = [replace(st, fit=tuple(k for k in st.fit if k not in fixed))
+                  for st in self.stages] if fixed else self.stages
         if self.multi_start is not None:
             if init_params:
                 raise ValueError('init_params and multi_start exclude each other (multi_start '
                                  'makes its own starts); drop one')
+            if fixed:
+                raise ValueError('fixed parameters and multi_start exclude each other')
             params, diverged = self._best_start(obs, batch, history)
             stages = self.stages[self.multi_start['stages']:]
         else:
@@ -299,6 +311,10 @@ class SMILRegistrant(nn.Module):
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
                     history: List[Dict[str, Any]]):
         for stage in stages:
+            if not stage.fit:
+                history.append(dict(stage=stage.name, steps=0, skipped='every parameter '
+                                    'it fits is fixed', loss_trace=[]))
+                continue
             for hook in self.hooks:
                 hook.before_stage(self, stage)
             params, stage_diverged, record = self._run_stage(stage, params, obs, groups)

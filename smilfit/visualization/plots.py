@@ -75,6 +75,8 @@ def normalise_history(history: History) -> Dict[str, Dict[str, np.ndarray]]:
             raise ValueError(f'plot_loss_curves: history[{i}] is not a stage record with a '
                              "'stage' key")
         name = str(record['stage'])
+        if record.get('skipped'):       # nothing was fitted (e.g. a fixed skeleton)
+            continue
         if record.get('loss_trace'):
             traces.setdefault(name, []).append(
                 [record.get('mean_loss_start', np.nan)] + list(record['loss_trace']))

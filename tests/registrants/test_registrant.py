@@ -117,6 +117,24 @@ def test_shared_shape_across_a_group(model):
     assert not result.history[1]['per_sample']  # a shared parameter couples its group
 
 
+def test_fixed_parameters_keep_their_values_and_empty_stages_are_skipped(model):
+    """fit(fixed=...): an animal's skeleton estimated beforehand is held by every stage;
+    a stage that fits only fixed parameters is skipped (recorded in the history)."""
+    obs, truth, _ = make_observations(model, batch=4)
+    stages = [dict(name='shape', fit=['betas'], n_iter=2, optimizer=dict(type='LBFGS')),
+              *QUICK_STAGES]
+    reg = build(model, stages=stages, shared=dict(betas=True))
+    betas = torch.stack([truth['betas'][0], truth['betas'][2]])
+    result = reg.fit(obs, groups=torch.tensor([0, 0, 1, 1]), init_params=dict(betas=betas),
+                     fixed=['betas'])
+    torch.testing.assert_close(result.params['betas'], betas[[0, 0, 1, 1]])
+    assert result.history[0]['skipped'] and result.history[0]['steps'] == 0
+    assert [r['stage'] for r in result.history] == ['shape', 'rigid', 'full']
+    assert result.history[2]['per_sample']      # betas fixed: the stage is per sample again
+    with pytest.raises(KeyError, match='fixed: unknown parameters'):
+        reg.fit(obs, fixed=['bettas'])
+
+
 def test_divergent_sample_is_reported_and_others_fit(model):
     obs, _, out_true = make_observations(model, batch=3)
     obs['keypoints_2d'][1, :, :3] = 1e30  # absurd observations for sample 1
