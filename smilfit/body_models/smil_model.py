@@ -101,6 +101,11 @@ class SMILModel(nn.Module):
             down its subtree (True) or stays local to its segment (False).
         reference_compat: reproduce SMILify's defects (root scale ignored, bone
             translation y negated) for parity with models fitted by it.
+        static_joints_follow_shape: for a static-joint model (``static_joint_locs``),
+            let the shape coefficients move the joints with the skin around each joint
+            (:mod:`smilfit.body_models.joint_shape`; the stored joints are kept at
+            ``betas = 0``). Without it such a model's shape never moves its skeleton
+            or joint keypoints, and keypoint fits leave ``betas`` at 0.
         dtype: floating dtype of the model's buffers.
     """
 
@@ -108,7 +113,8 @@ class SMILModel(nn.Module):
                  *, num_betas: Optional[int] = None,
                  keypoints: Optional[Dict[str, Dict[str, Any]]] = None,
                  joint_source: str = 'auto', propagate_scaling: bool = False,
-                 reference_compat: bool = False, dtype: torch.dtype = torch.float32) -> None:
+                 reference_compat: bool = False, static_joints_follow_shape: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if (model_path is None) == (data is None):
             raise ValueError('SMILModel needs exactly one of model_path or data')
@@ -151,9 +157,15 @@ class SMILModel(nn.Module):
         self.register_buffer('parents', torch.as_tensor(data.parents, dtype=torch.long),
                              persistent=False)
         # Rest joints as a function of the betas: J(b) = J0 + Jdirs @ b.
+        self.static_joints_follow_shape = bool(static_joints_follow_shape)
         if data.static_joint_locs:
             rest_joints = np.asarray(data.J, dtype=np.float64)
             rest_joint_dirs = np.zeros((data.num_joints, 3, K))
+            if self.static_joints_follow_shape and K:
+                from .joint_shape import static_joint_shape_dirs
+                rest_joint_dirs = static_joint_shape_dirs(
+                    np.asarray(data.v_template, np.float64), weights, data.parents,
+                    rest_joints, np.asarray(shapedirs, np.float64))
         else:
             Jreg = np.asarray(data.J_regressor, dtype=np.float64)
             rest_joints = Jreg @ data.v_template
