@@ -48,8 +48,10 @@ registrant = dict(
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(kp2d=0.0, shape_prior=0.0, pose_prior=0.0, bone_prior=0.0,
                               offset_prior=0.0)),
+        # No shape stage: the model's joints are static (its betas move neither joints
+        # nor keypoints; see _base_/body_models/mouse.py).
         dict(name='pose_shape',
-             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(kp2d=0.0, bone_prior=0.0, offset_prior=0.0)),
         # The session's skeleton: bone offsets and keypoint offsets, all frames at once
@@ -58,7 +60,7 @@ registrant = dict(
              optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
              loss_weights=dict(kp2d_coarse=0.0)),
         dict(name='refine',
-             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              # the skeleton priors are constant here (bone_trans and offsets held fixed)
              loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
@@ -67,7 +69,7 @@ registrant = dict(
              optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
              loss_weights=dict(kp2d_coarse=0.0)),
         dict(name='refine2',
-             fit=['global_orient', 'transl', 'body_pose', 'betas', 'global_log_scale'],
+             fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
     ],

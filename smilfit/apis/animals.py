@@ -15,7 +15,8 @@ index (a single-animal session: instance 0, the session itself).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -109,4 +110,75 @@ def pack_animals(sizes: Sequence[int], capacity: int) -> List[List[int]]:
     return calls
 
 
-__all__ = ['Animals', 'identify_animals', 'skeleton_samples', 'pack_animals']
+
+
+def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
+                  shapes: Mapping[str, Tuple[int, ...]],
+                  joint_names: Sequence[str]) -> Dict[str, np.ndarray]:
+    """One animal's skeleton from an earlier dataset fit, to reuse (``data.skeleton``).
+
+    A lab calibrates its strain once on a well-covered session; later sessions, with few
+    cameras, fit with that skeleton held fixed (``mode='fixed'``) or start their own
+    per-animal estimate from it (``mode='init'``).
+
+    Args:
+        spec: ``dict(path='.../fit_results.h5', animal=0, mode='fixed')``; ``animal`` is
+            the row in the file's ``animals/`` (an int) or an identity (a track name).
+        names: the shared parameters the registrant fits (each must be in the file).
+        shapes: their per-animal shapes (``registrant.param_shapes()``).
+        joint_names: the body model's joints (must be the file's).
+
+    Returns:
+        ``{name: (...) array}`` of the animal's parameters, plus ``mode``.
+
+    Raises:
+        FileNotFoundError, KeyError, ValueError: a missing file, animal or parameter, a
+            fit of another body model, or a bad option, each naming what is wrong.
+    """
+    import h5py
+
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {'path', 'animal', 'mode'})
+    if unknown or 'path' not in spec:
+        raise KeyError(f"data.skeleton takes path, animal, mode; got {sorted(spec)}")
+    mode = spec.get('mode', 'fixed')
+    if mode not in ('fixed', 'init'):
+        raise ValueError(f"data.skeleton.mode must be 'fixed' or 'init', got {mode!r}")
+    path = Path(spec['path'])
+    if not path.is_file():
+        raise FileNotFoundError(f'data.skeleton.path {path} does not exist')
+    with h5py.File(path, 'r') as f:
+        if 'animals/identity' not in f:
+            raise KeyError(f'{path} holds no per-animal skeletons (animals/...): fit it with '
+                           'a registrant that shares parameters')
+        identities = list(f['animals/identity'].asstr()[()])
+        file_joints = list(f['joint_names'].asstr()[()])
+        if list(file_joints) != list(joint_names):
+            raise ValueError(f'{path} was fitted with another body model (joints '
+                             f'{file_joints[:4]}... vs {list(joint_names)[:4]}...)')
+        animal = spec.get('animal', 0)
+        if isinstance(animal, str):
+            rows = [i for i, ident in enumerate(identities) if ident == animal]
+            if len(rows) != 1:
+                raise KeyError(f'data.skeleton.animal {animal!r}: {len(rows)} animals of that '
+                               f'identity in {path} (identities: {identities}); give its row')
+            animal = rows[0]
+        if not 0 <= int(animal) < len(identities):
+            raise KeyError(f'data.skeleton.animal {animal} out of range: {path} has '
+                           f'{len(identities)} animals')
+        out: Dict[str, Any] = {}
+        for name in names:
+            key = f'animals/param_{name}'
+            if key not in f:
+                raise KeyError(f'{path} has no {name!r} skeleton parameter (it has '
+                               f'{sorted(k for k in f["animals"] if k.startswith("param_"))})')
+            value = np.asarray(f[key][int(animal)])
+            if value.shape != tuple(shapes[name]):
+                raise ValueError(f'{path}: {name} has shape {value.shape}, this fit needs '
+                                 f'{tuple(shapes[name])}')
+            out[name] = value
+    out['mode'] = mode
+    return out
+
+
+__all__ = ['Animals', 'identify_animals', 'skeleton_samples', 'pack_animals', 'load_skeleton']

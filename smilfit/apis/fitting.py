@@ -22,7 +22,7 @@ from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
 from ..utils.atomic import atomic_path, save_npz, write_text
-from .animals import identify_animals, pack_animals, skeleton_samples
+from .animals import identify_animals, load_skeleton, pack_animals, skeleton_samples
 from .distributed import barrier, setup_distributed
 
 PathLike = Union[str, os.PathLike]
@@ -326,7 +326,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             ``skeleton_frames`` of its frames spread over the session, then held fixed
             while every frame is fitted in batches: one skeleton per animal whatever
             the batch size, never one across animals or sessions (``samples/animal``
-            and ``animals/...`` in the results).
+            and ``animals/...`` in the results). ``skeleton=dict(path=
+            'calibration/fit_results.h5', animal=0, mode='fixed'|'init')`` reuses an
+            earlier fit's skeleton for every animal (:func:`~smilfit.apis.animals.
+            load_skeleton`): held fixed, or the start of each animal's estimate.
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -368,6 +371,21 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
                           joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
     keep_views = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
                            data_cfg.get('exclude_views'), session_names=reader.session_names)
+    shared = sorted({k for st in registrant.stages for k in st.fit} & set(registrant.shared))
+    if shared and registrant.multi_start is not None:
+        raise FittingConfigError(
+            f'registrant: multi_start cannot be combined with shared parameters {shared} '
+            'in a dataset fit (the skeleton is estimated per animal first)')
+    calibrated = None
+    if data_cfg.get('skeleton') is not None:
+        if not shared:
+            raise FittingConfigError('data.skeleton: the registrant shares no fitted '
+                                     'parameters (registrant.shared) to take from it')
+        try:
+            calibrated = load_skeleton(data_cfg['skeleton'], shared, registrant.param_shapes(),
+                                       registrant.body_model.joint_names)
+        except (KeyError, ValueError, TypeError) as err:
+            raise FittingConfigError(f'data.skeleton: {err}') from err
 
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
@@ -422,22 +440,21 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         return batch, raw, bad_views
 
     # One skeleton per animal and session (smilfit.apis.animals): estimated once from
-    # frames spread over the session, then held fixed while every frame is fitted.
-    shared = sorted({k for st in registrant.stages for k in st.fit} & set(registrant.shared))
+    # frames spread over the session (or a calibrated one reused), then held fixed while
+    # every frame is fitted.
     skeleton = animals = None
     if shared:
-        if registrant.multi_start is not None:
-            raise FittingConfigError(
-                f'registrant: multi_start cannot be combined with shared parameters {shared} '
-                'in a dataset fit (the skeleton is estimated per animal first)')
         meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
         animals = identify_animals(meta['session'], meta['instance'], meta['track'])
         skeleton_path = chunks / SKELETON_NAME
         if rank == 0 and not (resume and _skeleton_matches(skeleton_path, stamp)):
-            skeleton = _fit_skeletons(
-                registrant, read, animals, meta['frame'], shared, stamp,
-                int(data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)), batch_size,
-                progress)
+            if calibrated is not None and calibrated['mode'] == 'fixed':
+                skeleton = _calibrated_skeletons(calibrated, shared, animals, stamp)
+            else:
+                skeleton = _fit_skeletons(
+                    registrant, read, animals, meta['frame'], shared, stamp,
+                    int(data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)),
+                    batch_size, progress, calibrated)
             save_npz(skeleton_path, skeleton)
         barrier(world)
         with np.load(skeleton_path, allow_pickle=False) as z:
@@ -486,7 +503,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
 #: Keys of the fitting config's ``data`` dict (see :func:`fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic', 'views', 'exclude_views', 'skeleton_frames')
+             'synthetic', 'views', 'exclude_views', 'skeleton_frames', 'skeleton')
 
 
 def check_data_config(data: Any) -> Dict[str, Any]:
@@ -588,13 +605,26 @@ def _skeleton_matches(path: Path, stamp: str) -> bool:
         return False
 
 
+def _calibrated_skeletons(calibrated: Mapping[str, Any], shared, animals, stamp: str
+                          ) -> Dict[str, np.ndarray]:
+    """A calibrated skeleton (``data.skeleton``, ``mode='fixed'``) for every animal."""
+    out = {f'param_{k}': np.repeat(np.asarray(calibrated[k], np.float32)[None],
+                                   animals.count, 0) for k in shared}
+    out.update(session=animals.session, identity=animals.identity.astype(str),
+               frames_used=np.zeros(animals.count, np.int64),
+               fitted=np.ones(animals.count, bool), stamp=np.asarray(stamp))
+    return out
+
+
 def _fit_skeletons(registrant, read, animals, frames: np.ndarray, shared, stamp: str,
-                   max_frames: int, batch_size: int, progress: bool) -> Dict[str, np.ndarray]:
+                   max_frames: int, batch_size: int, progress: bool,
+                   calibrated: Optional[Mapping[str, Any]] = None) -> Dict[str, np.ndarray]:
     """Every animal's shared parameters, from up to ``max_frames`` of its frames.
 
     Animals are fitted together in calls of at most ``max(batch_size, max_frames)``
-    samples, each animal its own group. An animal whose every sample diverged keeps the
-    model's own skeleton (zeros), with a warning.
+    samples, each animal its own group, starting from ``calibrated`` (``data.skeleton``
+    with ``mode='init'``) when given. An animal whose every sample diverged keeps the
+    start (the model's own skeleton: zeros), with a warning.
 
     Returns:
         ``param_<name>`` (A, ...) per shared parameter, ``session`` (A,), ``identity``
@@ -606,6 +636,8 @@ def _fit_skeletons(registrant, read, animals, frames: np.ndarray, shared, stamp:
     picks = skeleton_samples(animals, frames, max_frames)
     shapes = registrant.param_shapes()
     out = {f'param_{k}': np.zeros((animals.count,) + tuple(shapes[k]), np.float32)
+           if calibrated is None else
+           np.repeat(np.asarray(calibrated[k], np.float32)[None], animals.count, 0)
            for k in shared}
     fitted = np.zeros(animals.count, bool)
     calls = pack_animals([p.size for p in picks], max(batch_size, max_frames))
@@ -613,8 +645,11 @@ def _fit_skeletons(registrant, read, animals, frames: np.ndarray, shared, stamp:
         indices = np.concatenate([picks[a] for a in call])
         groups = np.concatenate([np.full(picks[a].size, j) for j, a in enumerate(call)])
         _, raw, _ = read(indices, warn=False)
+        init = None if calibrated is None else {
+            k: torch.as_tensor(np.asarray(calibrated[k]))[None].repeat(
+                (len(call),) + (1,) * np.ndim(calibrated[k])) for k in shared}
         result = registrant.fit(registrant.to_tensors(raw), groups=torch.as_tensor(groups),
-                                allow_all_diverged=True)
+                                init_params=init, allow_all_diverged=True)
         diverged = result.diverged.cpu().numpy()
         for j, a in enumerate(call):
             rows = np.flatnonzero(groups == j)

@@ -1,5 +1,6 @@
 """One skeleton per animal (issue 13): a dataset fit estimates the shared parameters once
 per animal and session, whatever the batch size, and never blends two animals."""
+import json
 import math
 
 import h5py
@@ -184,3 +185,36 @@ def test_the_skeleton_does_not_depend_on_the_batch_size(two_animals):
 def test_skeleton_frames_is_checked(tmp_path):
     with pytest.raises(FittingConfigError, match='skeleton_frames'):
         fit_dataset(_config(tmp_path / 'x.h5', batch_size=3, skeleton_frames=0), tmp_path)
+
+
+def test_a_calibrated_skeleton_is_reused(two_animals, tmp_path):
+    """data.skeleton: a later session fits with the calibrated skeleton of one animal,
+    held fixed (no estimate of its own) or as the start of its estimate."""
+    results = two_animals['results']
+    with h5py.File(results) as f:
+        b = f['animals/param_bone_trans'][1]
+    data = two_animals['tmp'] / 'two.h5'
+    cfg = _config(data, batch_size=20, skeleton=dict(path=str(results), animal='b'))
+    cfg['registrant']['stages'] = cfg['registrant']['stages'][:2] + [
+        dict(name='skeleton', fit=['bone_trans'], n_iter=1,
+             optimizer=dict(type='LBFGS', max_iter=1))]
+    fixed = fit_dataset(cfg, tmp_path / 'fixed', progress=False)
+    with h5py.File(fixed) as f:
+        np.testing.assert_allclose(f['animals/param_bone_trans'][:], np.stack([b, b]))
+        assert f['animals/frames_used'][:].tolist() == [0, 0]
+        stages = [r['stage'] for r in json.loads(f.attrs['loss_history']) if 'skipped' in r]
+        assert stages and set(stages) == {'skeleton'}
+    cfg['data']['skeleton']['mode'] = 'init'
+    started = fit_dataset(cfg, tmp_path / 'init', progress=False)
+    with h5py.File(started) as f:
+        sk = f['animals/param_bone_trans'][:]
+    # one tiny step from b's skeleton: near it, not back at the model's own
+    assert np.abs(sk - b).max() < 0.2 * np.abs(b).max()
+    for bad, match in ((dict(path=str(results), animal='c'), "'c'"),
+                       (dict(path=str(results), animal=5), 'out of range'),
+                       (dict(path=str(results), mode='prior'), 'mode'),
+                       (dict(file=str(results)), 'takes path')):
+        cfg['data']['skeleton'] = bad
+        with pytest.raises(FittingConfigError, match=match):
+            fit_dataset(cfg, tmp_path / 'bad', progress=False)
+    assert not (tmp_path / 'bad').exists()

@@ -5,8 +5,7 @@ body_model = dict(
     model_path='../shared/models/SMILy_Mouse_static_joints.pkl',
     propagate_scaling=False,
     reference_compat=False,
-    # Its joints are stored, not regressed: let the shape move them with the skin around
-    # each joint (the stored joints are kept at betas = 0), else keypoints cannot inform
-    # the shape and fits leave the betas at 0.
-    static_joints_follow_shape=True,
+    # Its joints are stored, not regressed: its shape moves the skin but not the joints
+    # or joint keypoints. static_joints_follow_shape=True lets the shape move the joints
+    # with the skin around each joint (the stored joints kept at betas = 0).
 )
