@@ -1,0 +1,141 @@
+"""Long sessions with one skeleton per animal: time and peak memory against frames.
+
+A keypoint-only synthetic session (:mod:`smilfit.datasets.synthetic_animals`: 4 cameras,
+``--animals`` animals with their own bone translations, interleaved) is fitted by
+:func:`smilfit.apis.fitting.fit_dataset` with a shared skeleton (``bone_trans``): each
+animal's skeleton is estimated once from up to ``--skeleton-frames`` of its frames, then
+every frame is fitted in batches with it fixed. Each size runs in its own process (peak
+memory is the process's); prints a table:
+
+- seconds to make the data, to estimate the skeletons and to fit in all, samples/s;
+- peak resident memory (MB);
+- the skeletons' worst bone-length error, in % of the body length.
+
+Usage::
+
+    python benchmarks/long_session.py                       # 2,000 and 20,000 frames
+    python benchmarks/long_session.py --frames 500 --animals 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(path: Path, batch_size: int, skeleton_frames: int) -> dict:
+    lm = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
+    joint = dict(fit=['global_orient', 'transl', 'body_pose', 'bone_trans'], n_iter=50,
+                 optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'))
+    pose = dict(fit=['global_orient', 'transl', 'body_pose'], n_iter=30, **lm)
+    return dict(
+        body_model=dict(type='DemoSMILModel'),
+        data=dict(path=str(path), batch_size=batch_size, skeleton_frames=skeleton_frames),
+        registrant=dict(
+            type='SMILRegistrant', init='triangulation', shared=dict(bone_trans=True),
+            handlers=[dict(type='Keypoint2DHandler', name='kp2d',
+                           loss=dict(type='KeypointMSELoss')),
+                      dict(type='PosePriorHandler', name='pose_prior', weight=1e-4,
+                           loss=dict(type='PoseL2Prior'))],
+            stages=[dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **lm),
+                    dict(name='pose', **pose),
+                    dict(name='pose_skeleton1', **joint), dict(name='refine1', **pose),
+                    dict(name='pose_skeleton2', **joint), dict(name='refine2', **pose)]))
+
+
+def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dict:
+    """Make and fit one session in this process; the measurements."""
+    import h5py
+    import numpy as np
+    import torch
+
+    import smilfit.apis.fitting as fitting
+    from smilfit.datasets.synthetic_animals import generate_animal_session
+
+    torch.set_num_threads(1)
+    spent = {'skeleton': 0.0}
+    estimate = fitting._fit_skeletons
+
+    def timed_skeletons(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return estimate(*args, **kwargs)
+        finally:
+            spent['skeleton'] += time.perf_counter() - start
+    fitting._fit_skeletons = timed_skeletons
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        truth = generate_animal_session(tmp / 'session.h5', num_animals=animals,
+                                        frames=frames)
+        made = time.perf_counter() - start
+        start = time.perf_counter()
+        results = fitting.fit_dataset(config(tmp / 'session.h5', batch_size, skeleton_frames),
+                                      tmp / 'fit', progress=False)
+        fitted = time.perf_counter() - start
+        with h5py.File(results) as f:
+            skeletons = f['animals/param_bone_trans'][:]
+            reproj = float(np.nanmedian(f['metrics/reprojection_px'][:]))
+    model = truth['model']
+    parents = torch.as_tensor(model.parents)[1:].long()
+
+    def lengths(bone_trans):
+        with torch.no_grad():
+            j = model(bone_trans=torch.as_tensor(bone_trans, dtype=model.dtype)[None],
+                      return_vertices=False).joints_kin[0]
+        return (j[1:] - j[parents]).norm(dim=-1)
+    err = max(float((lengths(skeletons[a]) - lengths(truth['bone_trans'][a])).abs().max())
+              for a in range(animals)) / truth['length']
+    return dict(frames=frames, animals=animals, samples=frames * animals, make_s=made,
+                skeleton_s=spent['skeleton'], fit_s=fitted,
+                samples_per_s=frames * animals / fitted, reprojection_px=reproj,
+                peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                bone_error_pct=100 * err)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--frames', type=int, nargs='+', default=[2000, 20000])
+    parser.add_argument('--animals', type=int, default=2)
+    parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--skeleton-frames', type=int, default=200)
+    parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.frames[0], args.animals, args.batch_size,
+                             args.skeleton_frames)))
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    print(f'\n{args.animals} animals, 4 cameras, batch {args.batch_size}, skeletons from up '
+          f'to {args.skeleton_frames} frames each, 1 thread\n')
+    print('| frames | samples | make s | skeletons s | fit s (all) | samples/s | peak MB | '
+          'median reprojection px | worst bone error % of body |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for frames in args.frames:
+        out = subprocess.run([sys.executable, __file__, '--one', '--frames', str(frames),
+                              '--animals', str(args.animals), '--batch-size',
+                              str(args.batch_size), '--skeleton-frames',
+                              str(args.skeleton_frames)], env=env, capture_output=True,
+                             text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            return out.returncode
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {r['frames']:,} | {r['samples']:,} | {r['make_s']:.1f} | "
+              f"{r['skeleton_s']:.1f} | {r['fit_s']:.1f} | {r['samples_per_s']:.0f} | "
+              f"{r['peak_mb']:.0f} | {r['reprojection_px']:.3f} | "
+              f"{r['bone_error_pct']:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Keypoint-only synthetic sessions of several animals with their own skeletons.
+
+What the per-animal skeleton estimate (:mod:`smilfit.apis.animals`) is checked against:
+one session, a ring of calibrated cameras, ``num_animals`` animals (SLEAP-style tracks
+``animal_0``, ``animal_1``, ...) whose bone translations differ (``bone_std`` body lengths
+per joint, only where a keypoint follows the joint), posed at random in every frame.
+No images are rendered, so long sessions (tens of thousands of frames) are quick to make.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+
+from smilfit.cameras import project_points
+
+from .hdf5_format import DatasetWriter
+from .synthetic import build_body_model, ring_cameras, up_vector
+
+
+def rest_keypoints(model, bone_trans: torch.Tensor) -> torch.Tensor:
+    """(Kp, 3) rest-pose keypoints with ``bone_trans`` (J, 3), relative to the root."""
+    out = model(bone_trans=bone_trans.to(model.dtype)[None], return_vertices=False)
+    return out.keypoints[0] - out.joints_kin[0, :1]
+
+
+def observable_bones(model) -> np.ndarray:
+    """(J,) bool: joints whose bone translation moves a keypoint (never the root's, which
+    is the body's translation)."""
+    J = model.num_joints
+    jac = torch.autograd.functional.jacobian(
+        lambda b: rest_keypoints(model, b), torch.zeros(J, 3, dtype=model.dtype))
+    mask = (jac.abs().sum((0, 1, 3)) > 0).numpy()
+    mask[int(model.levels.root)] = False
+    return mask
+
+
+def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = None,
+                            num_animals: int = 2, frames: int = 10, num_views: int = 4,
+                            bone_std: float = 0.05, pose_std: float = 0.2,
+                            image_size: int = 512, focal: float = 600.0, seed: int = 0,
+                            chunk: int = 4096) -> Dict[str, Any]:
+    """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
+
+    Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
+    dataset fit mixes the animals.
+
+    Args:
+        body_model: as :func:`~smilfit.datasets.synthetic.build_body_model` (None: the
+            demo mouse).
+        num_animals, frames, num_views: the session's size.
+        bone_std: std of each observable bone translation, in body lengths (animal 0
+            keeps the model's own skeleton).
+        pose_std: std of the joint rotations (radians); headings are uniform.
+        image_size, focal: square images and focal length (pixels).
+        chunk: samples posed and written at a time (bounded memory).
+
+    Returns:
+        ``bone_trans`` (A, J, 3), ``length`` (the rest pose's largest extent, model
+        units), ``model`` (the body model, float64) and ``path``.
+    """
+    model = build_body_model(body_model).double()
+    J = model.num_joints
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        rest = rest_keypoints(model, torch.zeros(J, 3))
+    length = float((rest.amax(0) - rest.amin(0)).max())
+    observable = observable_bones(model)
+    bones = bone_std * length * rng.standard_normal((num_animals, J, 3))
+    bones[0] = 0.0
+    bones[:, ~observable] = 0.0
+    up = up_vector(model.data.up_axis)
+    side = np.cross(up, np.eye(3)[int(np.argmin(np.abs(up)))])
+    side /= np.linalg.norm(side)
+    C = int(num_views)
+    cams = ring_cameras(C, target=np.zeros(3), up=up, distance=2.5 * length * max(1, num_animals),
+                        elevations_deg=[35.0 if c % 2 == 0 else 20.0 for c in range(C)],
+                        azimuths_deg=[360.0 * c / C for c in range(C)], focal=focal,
+                        image_size=(image_size, image_size))
+    N = frames * num_animals
+    offsets = (np.arange(num_animals) - (num_animals - 1) / 2) * length
+    with DatasetWriter(str(out_path), keypoint_names=list(model.keypoint_names),
+                       num_views=C, units=model.data.units, source='synthetic-animals') as w:
+        w.add_session('animals', [f'cam_{c}' for c in range(C)])
+        for start in range(0, N, chunk):
+            idx = np.arange(start, min(N, start + chunk))
+            animal, frame = idx % num_animals, idx // num_animals
+            B = idx.size
+            heading = rng.uniform(-math.pi, math.pi, B)
+            with torch.no_grad():
+                out = model(global_orient=torch.as_tensor(heading[:, None] * up[None]),
+                            body_pose=torch.as_tensor(
+                                pose_std * rng.standard_normal((B, J - 1, 3))),
+                            bone_trans=torch.as_tensor(bones[animal]),
+                            transl=torch.as_tensor(offsets[animal][:, None] * side[None]),
+                            return_vertices=False)
+            kp = out.keypoints
+            cam = {k: torch.as_tensor(v)[None].expand(B, *v.shape) for k, v in cams.items()}
+            uv = project_points(kp[:, None].expand(B, C, *kp.shape[1:]), cam['K'], cam['R'],
+                                cam['t'], None).numpy()
+            w.add_samples(dict(
+                session=np.zeros(B, int), frame=frame, instance=animal,
+                track=np.array([f'animal_{a}' for a in animal], dtype=object),
+                valid=np.ones((B, C), bool), keypoints_2d=uv.astype(np.float32),
+                confidence=np.ones(uv.shape[:3], np.float32), K=cam['K'].numpy(),
+                R=cam['R'].numpy(), t=cam['t'].numpy(),
+                image_size=cam['image_size'].numpy()))
+        w.commit()
+    return dict(bone_trans=bones, length=length, model=model, path=Path(out_path))
+
+
+__all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones']
