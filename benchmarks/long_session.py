@@ -2,7 +2,8 @@
 
 A keypoint-only synthetic session (:mod:`smilfit.datasets.synthetic_animals`: 4 cameras,
 ``--animals`` animals with their own bone translations, interleaved) is fitted by
-:func:`smilfit.apis.fitting.fit_dataset` with a shared skeleton (``bone_trans``): each
+:func:`smilfit.apis.fitting.fit_dataset` with ``configs/fitting/animal_skeletons.py``
+(the skeleton, ``bone_trans``, shared per animal): each
 animal's skeleton is estimated once from up to ``--skeleton-frames`` of its frames, then
 every frame is fitted in batches with it fixed. Each size runs in its own process (peak
 memory is the process's); prints a table:
@@ -31,24 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config(path: Path, batch_size: int, skeleton_frames: int) -> dict:
-    lm = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
-    joint = dict(fit=['global_orient', 'transl', 'body_pose', 'bone_trans'], n_iter=50,
-                 optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'))
-    pose = dict(fit=['global_orient', 'transl', 'body_pose'], n_iter=30, **lm)
-    return dict(
-        body_model=dict(type='DemoSMILModel'),
-        data=dict(path=str(path), batch_size=batch_size, skeleton_frames=skeleton_frames),
-        registrant=dict(
-            type='SMILRegistrant', init='triangulation', shared=dict(bone_trans=True),
-            handlers=[dict(type='Keypoint2DHandler', name='kp2d',
-                           loss=dict(type='KeypointMSELoss')),
-                      dict(type='PosePriorHandler', name='pose_prior', weight=1e-4,
-                           loss=dict(type='PoseL2Prior'))],
-            stages=[dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **lm),
-                    dict(name='pose', **pose),
-                    dict(name='pose_skeleton1', **joint), dict(name='refine1', **pose),
-                    dict(name='pose_skeleton2', **joint), dict(name='refine2', **pose)]))
+def config(path: Path, batch_size: int, skeleton_frames: int):
+    """``configs/fitting/animal_skeletons.py`` on the session at ``path``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'animal_skeletons.py'))
+    cfg.data = dict(cfg.data, path=str(path), batch_size=batch_size,
+                    skeleton_frames=skeleton_frames)
+    return cfg
 
 
 def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dict:

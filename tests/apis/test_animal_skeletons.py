@@ -6,10 +6,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from smilfit.apis.animals import identify_animals, pack_animals, skeleton_samples
 from smilfit.apis.fitting import FittingConfigError, fit_dataset
 from smilfit.datasets.synthetic_animals import generate_animal_session
+
+from ..conftest import REPO_ROOT
 
 
 def test_identify_animals_by_track_then_instance():
@@ -47,29 +50,9 @@ def _bone_lengths(model, bone_trans):
 
 
 def _config(path, batch_size, **data):
-    stage = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
-    return dict(
-        body_model=dict(type='DemoSMILModel'),
-        data=dict(path=str(path), batch_size=batch_size, **data),
-        registrant=dict(
-            type='SMILRegistrant', init='triangulation', shared=dict(bone_trans=True),
-            handlers=[dict(type='Keypoint2DHandler', name='kp2d',
-                           loss=dict(type='KeypointMSELoss')),
-                      dict(type='PosePriorHandler', name='pose_prior', weight=1e-4,
-                           loss=dict(type='PoseL2Prior'))],
-            stages=[dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **stage),
-                    dict(name='pose', fit=['global_orient', 'transl', 'body_pose'],
-                         n_iter=30, **stage),
-                    # pose and skeleton together (alternating them stalls far from
-                    # the truth on this deliberately different skeleton)
-                    # with the poses refined by LM in between
-                    *[dict(name=name, n_iter=n, **kw) for i in (1, 2) for name, n, kw in (
-                        (f'pose_skeleton{i}', 50,
-                         dict(fit=['global_orient', 'transl', 'body_pose', 'bone_trans'],
-                              optimizer=dict(type='LBFGS', max_iter=30,
-                                             line_search_fn='strong_wolfe'))),
-                        (f'refine{i}', 30,
-                         dict(fit=['global_orient', 'transl', 'body_pose'], **stage)))]]))
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'animal_skeletons.py'))
+    cfg.data = dict(cfg.data, path=str(path), batch_size=batch_size, **data)
+    return cfg
 
 
 @pytest.fixture(scope='module')
@@ -134,7 +117,7 @@ def test_a_calibrated_skeleton_is_reused(two_animals, tmp_path):
         b = f['animals/param_bone_trans'][1]
     data = two_animals['tmp'] / 'two.h5'
     cfg = _config(data, batch_size=20, skeleton=dict(path=str(results), animal='animal_1'))
-    cfg['registrant']['stages'] = cfg['registrant']['stages'][:2] + [
+    cfg.registrant.stages = cfg.registrant.stages[:2] + [
         dict(name='skeleton', fit=['bone_trans'], n_iter=1,
              optimizer=dict(type='LBFGS', max_iter=1))]
     fixed = fit_dataset(cfg, tmp_path / 'fixed', progress=False)
@@ -143,7 +126,7 @@ def test_a_calibrated_skeleton_is_reused(two_animals, tmp_path):
         assert f['animals/frames_used'][:].tolist() == [0, 0]
         stages = [r['stage'] for r in json.loads(f.attrs['loss_history']) if 'skipped' in r]
         assert stages and set(stages) == {'skeleton'}
-    cfg['data']['skeleton']['mode'] = 'init'
+    cfg.data.skeleton.mode = 'init'
     started = fit_dataset(cfg, tmp_path / 'init', progress=False)
     with h5py.File(started) as f:
         sk = f['animals/param_bone_trans'][:]
@@ -153,7 +136,25 @@ def test_a_calibrated_skeleton_is_reused(two_animals, tmp_path):
                        (dict(path=str(results), animal=5), 'out of range'),
                        (dict(path=str(results), mode='prior'), 'mode'),
                        (dict(file=str(results)), 'takes path')):
-        cfg['data']['skeleton'] = bad
+        cfg.data.skeleton = bad
         with pytest.raises(FittingConfigError, match=match):
             fit_dataset(cfg, tmp_path / 'bad', progress=False)
     assert not (tmp_path / 'bad').exists()
+
+
+def test_fit_tool_exports_each_animal_on_its_track(tmp_path):
+    """tools/fit.py with the shipped config on a two-animal session: the .slp has both
+    tracks, each frame both instances; anipose gets a file per animal."""
+    import sleap_io as sio
+
+    from smilfit.cli.fit import main as fit_main
+    generate_animal_session(tmp_path / 's.h5', frames=2)
+    config = REPO_ROOT / 'configs' / 'fitting' / 'animal_skeletons.py'
+    work = tmp_path / 'work'
+    assert fit_main([str(config), '--work-dir', str(work), '--no-progress', '--no-visualize',
+                     '--cfg-options', f'data.path={tmp_path / "s.h5"}']) == 0
+    labels = sio.load_slp(str(work / 'fitted_keypoints.slp'))
+    assert sorted(t.name for t in labels.tracks) == ['animal_0', 'animal_1']
+    assert {len(lf.instances) for lf in labels.labeled_frames} == {2}
+    assert {p.name for p in (work / 'anipose').glob('*.csv')} == {
+        'animals_animal0.csv', 'animals_animal1.csv'}

@@ -1,0 +1,36 @@
+# Several animals in calibrated multi-camera sessions, each with its own skeleton: the
+# bone translations are shared per animal (its track, else its instance, within its
+# session) and estimated once from up to data.skeleton_frames of its frames spread over
+# the session; every frame is then fitted in batches with its animal's skeleton fixed
+# (README, "One skeleton per animal"). Made for the demo mouse on keypoint-only data,
+# e.g. smilfit.datasets.synthetic_animals.generate_animal_session:
+#   python tools/fit.py configs/fitting/animal_skeletons.py \
+#       --cfg-options data.path=path/to/session.h5
+_base_ = ['../_base_/body_models/demo_mouse.py']
+
+data = dict(path='work_dirs/animal_skeletons/session.h5', batch_size=256, skeleton_frames=200)
+_lm = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
+_pose = dict(fit=['global_orient', 'transl', 'body_pose'], n_iter=30, **_lm)
+# Pose and skeleton together, by L-BFGS over the animal's frames (alternating skeleton-only
+# and pose-only stages stalls far from a skeleton that differs from the model's), with
+# the poses refined by Levenberg-Marquardt in between.
+_pose_skeleton = dict(fit=['global_orient', 'transl', 'body_pose', 'bone_trans'], n_iter=50,
+                      optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'))
+registrant = dict(
+    type='SMILRegistrant',
+    init='triangulation',
+    shared=dict(bone_trans=True),
+    handlers=[
+        dict(type='Keypoint2DHandler', name='kp2d', loss=dict(type='KeypointMSELoss')),
+        dict(type='PosePriorHandler', name='pose_prior', weight=1e-4,
+             loss=dict(type='PoseL2Prior')),
+    ],
+    stages=[
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **_lm),
+        dict(name='pose', **_pose),
+        dict(name='pose_skeleton1', **_pose_skeleton),
+        dict(name='refine1', **_pose),
+        dict(name='pose_skeleton2', **_pose_skeleton),
+        dict(name='refine2', **_pose),
+    ],
+)
