@@ -52,7 +52,7 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
 
     torch.set_num_threads(1)
     spent = {'skeleton': 0.0}
-    estimate = fitting._fit_skeletons
+    estimate = fitting.estimate_skeletons
 
     def timed_skeletons(*args, **kwargs):
         start = time.perf_counter()
@@ -60,7 +60,7 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
             return estimate(*args, **kwargs)
         finally:
             spent['skeleton'] += time.perf_counter() - start
-    fitting._fit_skeletons = timed_skeletons
+    fitting.estimate_skeletons = timed_skeletons
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()

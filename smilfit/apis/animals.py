@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+
+#: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
+DEFAULT_SKELETON_FRAMES = 200
 
 
 @dataclass(frozen=True)
@@ -181,4 +185,83 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
     return out
 
 
-__all__ = ['Animals', 'identify_animals', 'skeleton_samples', 'pack_animals', 'load_skeleton']
+def skeleton_matches(path: Path, stamp: str) -> bool:
+    """Whether ``path`` holds skeletons estimated under this config and data."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z['stamp']) == stamp
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def calibrated_skeletons(calibrated: Mapping[str, Any], shared, animals: Animals,
+                         stamp: str) -> Dict[str, np.ndarray]:
+    """A calibrated skeleton (``data.skeleton``, ``mode='fixed'``) for every animal."""
+    out = {f'param_{k}': np.repeat(np.asarray(calibrated[k], np.float32)[None],
+                                   animals.count, 0) for k in shared}
+    out.update(session=animals.session, identity=animals.identity.astype(str),
+               frames_used=np.zeros(animals.count, np.int64),
+               fitted=np.ones(animals.count, bool), stamp=np.asarray(stamp))
+    return out
+
+
+def estimate_skeletons(registrant, read, animals: Animals, frames: np.ndarray, shared,
+                       stamp: str, max_frames: int, batch_size: int, progress: bool,
+                       calibrated: Optional[Mapping[str, Any]] = None
+                       ) -> Dict[str, np.ndarray]:
+    """Every animal's shared parameters, from up to ``max_frames`` of its frames.
+
+    Animals are fitted together in calls of at most ``max(batch_size, max_frames)``
+    samples, each animal its own group, starting from ``calibrated`` (``data.skeleton``
+    with ``mode='init'``) when given. An animal whose every sample diverged keeps the
+    start (the model's own skeleton: zeros), with a warning.
+
+    Returns:
+        ``param_<name>`` (A, ...) per shared parameter, ``session`` (A,), ``identity``
+        (A,), ``frames_used`` (A,), ``fitted`` (A,) bool and the config ``stamp``.
+    """
+    import warnings
+
+    from tqdm import tqdm
+    picks = skeleton_samples(animals, frames, max_frames)
+    shapes = registrant.param_shapes()
+    out = {f'param_{k}': np.zeros((animals.count,) + tuple(shapes[k]), np.float32)
+           if calibrated is None else
+           np.repeat(np.asarray(calibrated[k], np.float32)[None], animals.count, 0)
+           for k in shared}
+    fitted = np.zeros(animals.count, bool)
+    calls = pack_animals([p.size for p in picks], max(batch_size, max_frames))
+    for call in tqdm(calls, desc='skeletons', disable=not progress):
+        indices = np.concatenate([picks[a] for a in call])
+        groups = np.concatenate([np.full(picks[a].size, j) for j, a in enumerate(call)])
+        _, raw, _ = read(indices, warn=False)
+        init = None if calibrated is None else {
+            k: torch.as_tensor(np.asarray(calibrated[k]))[None].repeat(
+                (len(call),) + (1,) * np.ndim(calibrated[k])) for k in shared}
+        result = registrant.fit(registrant.to_tensors(raw), groups=torch.as_tensor(groups),
+                                init_params=init, allow_all_diverged=True)
+        diverged = result.diverged.cpu().numpy()
+        for j, a in enumerate(call):
+            rows = np.flatnonzero(groups == j)
+            values = {k: result.params[k][int(rows[0])].detach().cpu().numpy()
+                      for k in shared}
+            if diverged[rows].all() or not all(np.isfinite(v).all() for v in values.values()):
+                continue
+            fitted[a] = True
+            for k, v in values.items():
+                out[f'param_{k}'][a] = v
+    if not fitted.all():
+        lost = [f'session {animals.session[a]} {animals.identity[a]}'
+                for a in np.flatnonzero(~fitted)]
+        warnings.warn(f'no skeleton could be estimated for {", ".join(lost[:10])} (every '
+                      "frame diverged): their frames are fitted with the model's own "
+                      'skeleton', stacklevel=3)
+    out.update(session=animals.session, identity=animals.identity.astype(str),
+               frames_used=np.array([p.size for p in picks], np.int64), fitted=fitted,
+               stamp=np.asarray(stamp))
+    return out
+
+
+__all__ = ['Animals', 'identify_animals', 'skeleton_samples', 'pack_animals', 'load_skeleton',
+           'skeleton_matches', 'calibrated_skeletons', 'estimate_skeletons',
+           'DEFAULT_SKELETON_FRAMES']

@@ -22,15 +22,14 @@ from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
 
 from ..utils.atomic import atomic_path, save_npz, write_text
-from .animals import identify_animals, load_skeleton, pack_animals, skeleton_samples
+from .animals import (DEFAULT_SKELETON_FRAMES, calibrated_skeletons, estimate_skeletons,
+                      identify_animals, load_skeleton, skeleton_matches)
 from .distributed import barrier, setup_distributed
 
 PathLike = Union[str, os.PathLike]
 RESULTS_NAME = 'fit_results.h5'
 #: The per-animal skeletons of a dataset fit, in its chunks folder.
 SKELETON_NAME = 'skeletons.npz'
-#: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
-DEFAULT_SKELETON_FRAMES = 200
 #: Dataset keys the handlers read, renamed where the HDF5 reader differs.
 _OBSERVATION_KEYS = {'keypoints_2d': 'keypoints_2d', 'confidence': 'confidence',
                      'visible': 'visible', 'valid': 'view_valid', 'K': 'K', 'dist': 'dist',
@@ -447,11 +446,11 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
         animals = identify_animals(meta['session'], meta['instance'], meta['track'])
         skeleton_path = chunks / SKELETON_NAME
-        if rank == 0 and not (resume and _skeleton_matches(skeleton_path, stamp)):
+        if rank == 0 and not (resume and skeleton_matches(skeleton_path, stamp)):
             if calibrated is not None and calibrated['mode'] == 'fixed':
-                skeleton = _calibrated_skeletons(calibrated, shared, animals, stamp)
+                skeleton = calibrated_skeletons(calibrated, shared, animals, stamp)
             else:
-                skeleton = _fit_skeletons(
+                skeleton = estimate_skeletons(
                     registrant, read, animals, meta['frame'], shared, stamp,
                     int(data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)),
                     batch_size, progress, calibrated)
@@ -594,82 +593,6 @@ def _warn_bad_cameras(bad: np.ndarray, indices: np.ndarray, sessions: np.ndarray
     warnings.warn(f'{path}: non-finite camera parameters; these views are left out of the '
                   f'fit: {", ".join(names[:10])}{" ..." if len(names) > 10 else ""}',
                   stacklevel=2)
-
-
-def _skeleton_matches(path: Path, stamp: str) -> bool:
-    """Whether ``path`` holds skeletons estimated under this config and data."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z['stamp']) == stamp
-    except (OSError, KeyError, ValueError):
-        return False
-
-
-def _calibrated_skeletons(calibrated: Mapping[str, Any], shared, animals, stamp: str
-                          ) -> Dict[str, np.ndarray]:
-    """A calibrated skeleton (``data.skeleton``, ``mode='fixed'``) for every animal."""
-    out = {f'param_{k}': np.repeat(np.asarray(calibrated[k], np.float32)[None],
-                                   animals.count, 0) for k in shared}
-    out.update(session=animals.session, identity=animals.identity.astype(str),
-               frames_used=np.zeros(animals.count, np.int64),
-               fitted=np.ones(animals.count, bool), stamp=np.asarray(stamp))
-    return out
-
-
-def _fit_skeletons(registrant, read, animals, frames: np.ndarray, shared, stamp: str,
-                   max_frames: int, batch_size: int, progress: bool,
-                   calibrated: Optional[Mapping[str, Any]] = None) -> Dict[str, np.ndarray]:
-    """Every animal's shared parameters, from up to ``max_frames`` of its frames.
-
-    Animals are fitted together in calls of at most ``max(batch_size, max_frames)``
-    samples, each animal its own group, starting from ``calibrated`` (``data.skeleton``
-    with ``mode='init'``) when given. An animal whose every sample diverged keeps the
-    start (the model's own skeleton: zeros), with a warning.
-
-    Returns:
-        ``param_<name>`` (A, ...) per shared parameter, ``session`` (A,), ``identity``
-        (A,), ``frames_used`` (A,), ``fitted`` (A,) bool and the config ``stamp``.
-    """
-    import warnings
-
-    from tqdm import tqdm
-    picks = skeleton_samples(animals, frames, max_frames)
-    shapes = registrant.param_shapes()
-    out = {f'param_{k}': np.zeros((animals.count,) + tuple(shapes[k]), np.float32)
-           if calibrated is None else
-           np.repeat(np.asarray(calibrated[k], np.float32)[None], animals.count, 0)
-           for k in shared}
-    fitted = np.zeros(animals.count, bool)
-    calls = pack_animals([p.size for p in picks], max(batch_size, max_frames))
-    for call in tqdm(calls, desc='skeletons', disable=not progress):
-        indices = np.concatenate([picks[a] for a in call])
-        groups = np.concatenate([np.full(picks[a].size, j) for j, a in enumerate(call)])
-        _, raw, _ = read(indices, warn=False)
-        init = None if calibrated is None else {
-            k: torch.as_tensor(np.asarray(calibrated[k]))[None].repeat(
-                (len(call),) + (1,) * np.ndim(calibrated[k])) for k in shared}
-        result = registrant.fit(registrant.to_tensors(raw), groups=torch.as_tensor(groups),
-                                init_params=init, allow_all_diverged=True)
-        diverged = result.diverged.cpu().numpy()
-        for j, a in enumerate(call):
-            rows = np.flatnonzero(groups == j)
-            values = {k: result.params[k][int(rows[0])].detach().cpu().numpy()
-                      for k in shared}
-            if diverged[rows].all() or not all(np.isfinite(v).all() for v in values.values()):
-                continue
-            fitted[a] = True
-            for k, v in values.items():
-                out[f'param_{k}'][a] = v
-    if not fitted.all():
-        lost = [f'session {animals.session[a]} {animals.identity[a]}'
-                for a in np.flatnonzero(~fitted)]
-        warnings.warn(f'no skeleton could be estimated for {", ".join(lost[:10])} (every '
-                      "frame diverged): their frames are fitted with the model's own "
-                      'skeleton', stacklevel=3)
-    out.update(session=animals.session, identity=animals.identity.astype(str),
-               frames_used=np.array([p.size for p in picks], np.int64), fitted=fitted,
-               stamp=np.asarray(stamp))
-    return out
 
 
 def _merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
