@@ -159,6 +159,24 @@ def test_every_sample_failing_is_an_error_not_a_result(tmp_path, cfg):
             _fit(cfg, tmp_path / 'work')
 
 
+def test_one_failed_batch_does_not_end_the_run(tmp_path, cfg):
+    """Every sample of the first batch diverges: they are reported as failed, the other
+    batches are fitted and the results written."""
+    cfg.data.batch_size = 4
+    with h5py.File(cfg.data.path, 'a') as f:
+        kp = f['views/keypoints_2d'][:]
+        kp[:4] = np.float32(1e30)
+        f['views/keypoints_2d'][:] = kp
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        results = _fit(cfg, tmp_path / 'work')
+    with h5py.File(results) as f:
+        failed = f['metrics/diverged'][:]
+        px = f['metrics/reprojection_px'][:]
+    assert failed[:4].all() and not failed[4:].any()
+    assert np.nanmax(px[4:]) < 2.0
+
+
 # --- results that say how good they are ----------------------------------------------
 
 def test_quality_table_names_a_miscalibrated_camera_and_only_it(tmp_path):
