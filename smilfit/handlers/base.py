@@ -127,6 +127,13 @@ class BaseHandler(nn.Module):
     #: Parameter names :meth:`param_residuals` reads.
     residual_params: Sequence[str] = ()
 
+    @property
+    def affine_param_residuals(self) -> bool:
+        """Whether :meth:`param_residuals` is affine in the parameters with the same
+        coefficients for every sample (a linear prior): Levenberg-Marquardt then
+        computes its Jacobian once per stage instead of every iteration."""
+        return False
+
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
                  check_finite: bool = False) -> None:
         super().__init__()

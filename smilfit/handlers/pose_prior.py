@@ -51,6 +51,11 @@ class PosePriorHandler(BaseHandler):
     def residual_params(self):
         return (self.param,)
 
+    @property
+    def affine_param_residuals(self) -> bool:
+        # the residuals are the loss's, of the axis-angle pose itself
+        return bool(getattr(self.loss, 'affine_residuals', False))
+
     def param_residuals(self, params: Mapping[str, Any],
                         observations: Mapping[str, Any]) -> torch.Tensor:
         pose = get_param(params, self.param)

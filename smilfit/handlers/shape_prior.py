@@ -52,6 +52,10 @@ class ShapePriorHandler(BaseHandler):
     def residual_params(self):
         return (self.param,)
 
+    @property
+    def affine_param_residuals(self) -> bool:
+        return bool(getattr(self.loss, 'affine_residuals', False))
+
     def param_residuals(self, params: Mapping[str, Any],
                         observations: Mapping[str, Any]) -> torch.Tensor:
         """(B, K') residuals of the shape prior (``ShapePriorLoss.residuals``)."""

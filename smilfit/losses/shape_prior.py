@@ -118,6 +118,9 @@ class ShapePriorLoss(BaseLoss):
         return self.finish(loss)
 
 
+    #: :meth:`residuals` are affine in the betas, the same map for every sample.
+    affine_residuals = True
+
     def residuals(self, betas: torch.Tensor) -> torch.Tensor:
         """(B, K') residuals whose squares sum to :meth:`forward`: ``L^-1 (beta - mu)``
         (times ``sqrt(loss_weight)``) with the prior's Cholesky factor ``L``."""

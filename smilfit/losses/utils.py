@@ -203,6 +203,8 @@ class PerJointL2Loss(BaseLoss):
     """
 
     input_name = 'x'
+    #: :meth:`residuals` are linear in ``x``, the same map for every sample.
+    affine_residuals = True
 
     def __init__(self, joint_weights: Optional[ArrayLike] = None, loss_weight: float = 1.0,
                  reduction: str = 'none') -> None:

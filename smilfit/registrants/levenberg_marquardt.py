@@ -123,6 +123,9 @@ class LeastSquaresProblem:
         self.jacobian = PointJacobian(body_model)
         self.pool_index = {h.name: h.pool_index(body_model) for h in self.handlers
                            if h.residual_kind == 'points'}
+        # Jacobians of affine parameter residuals (linear priors), one sample's, computed
+        # once: (handler, parameter) -> (1, R, P_h).
+        self._constant_jacobians: Dict[Tuple[str, str], Tensor] = {}
 
     # ------------------------------------------------------------ helpers
     def initial_x(self) -> Tensor:
@@ -253,9 +256,16 @@ class LeastSquaresProblem:
         if not names:
             return r, None, None
         blocks, cols = [], []
+        affine = bool(getattr(handler, 'affine_param_residuals', False))
         for name in names:
             value = params[name]
             size = math.prod(value.shape[1:])
+            start = self.offsets[name]
+            cols.append(torch.arange(start, start + size, device=value.device))
+            cached = self._constant_jacobians.get((handler.name, name)) if affine else None
+            if cached is not None:
+                blocks.append(cached.expand(n, -1, -1))
+                continue
 
             def f(v, name=name):
                 p = dict(params)
@@ -266,9 +276,10 @@ class LeastSquaresProblem:
             # forward-mode AD makes torch load jvp decompositions through the deprecated
             # torch.jit.script (a FutureWarning on every fit).
             jac = torch.func.jacrev(lambda v: f(v).sum(0))(value)
-            blocks.append(jac.reshape(r.shape[1], n, size).permute(1, 0, 2))
-            start = self.offsets[name]
-            cols.append(torch.arange(start, start + size, device=value.device))
+            block = jac.reshape(r.shape[1], n, size).permute(1, 0, 2)
+            if affine:
+                self._constant_jacobians[(handler.name, name)] = block[:1].clone()
+            blocks.append(block)
         return r, torch.cat(blocks, dim=2), torch.cat(cols)
 
 

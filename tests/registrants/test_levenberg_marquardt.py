@@ -267,3 +267,31 @@ def test_joint_frame_offsets_in_levenberg_marquardt(model):
     auto = torch.autograd.grad(problem.cost(x, idx).sum(), x)[0]
     torch.testing.assert_close(cost, problem.cost(x.detach(), idx))
     torch.testing.assert_close(2 * grad, auto, rtol=1e-8, atol=1e-8)
+
+
+def test_linear_prior_jacobians_are_computed_once_per_stage(model, monkeypatch):
+    """The shape prior and the L2 pose prior are affine in their parameters: LM takes
+    their Jacobians once per stage (not every iteration), with the same fit."""
+    from smilfit.handlers.pose_prior import PosePriorHandler
+    from smilfit.handlers.shape_prior import ShapePriorHandler
+    obs, _, _ = _problem(model, 3, noise=1.0)
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
+                dict(type='ShapePriorHandler', name='shape', weight=1e-2),
+                dict(type='PosePriorHandler', name='pose', weight=50.0)]
+    calls = []
+    jacrev = torch.func.jacrev
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return jacrev(*args, **kwargs)
+    monkeypatch.setattr(torch.func, 'jacrev', counting)
+    cached = _registrant(model, n_iter=10, handlers=handlers).fit(obs)
+    assert len(calls) == 2                    # one per prior for the whole stage
+    assert cached.history[0]['steps'] > 2
+    calls.clear()
+    for cls in (PosePriorHandler, ShapePriorHandler):
+        monkeypatch.setattr(cls, 'affine_param_residuals', property(lambda self: False))
+    every = _registrant(model, n_iter=10, handlers=handlers).fit(obs)
+    assert len(calls) > 2 * 2
+    for k in ('global_orient', 'body_pose', 'betas', 'transl'):
+        torch.testing.assert_close(cached.params[k], every.params[k])
