@@ -296,7 +296,9 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             running sample).
         options: :class:`LMOptions`.
         ftol: a sample stops when an accepted step lowers its cost by less than
-            ``ftol`` times the cost.
+            ``ftol`` times the cost, or a rejected step's predicted decrease is below
+            that; ``ftol`` is raised to 16 rounding errors of the parameters' dtype
+            (2e-6 in float32), so float32 stages stop when converged too.
         gtol: a sample stops when ``max |J^T r|`` is below this.
         on_iteration: called with the iteration number and the (B,) costs after it
             (progress hooks, loss history).
@@ -306,6 +308,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     """
     B, P = x0.shape
     dtype, device = x0.dtype, x0.device
+    # Relative decreases below a few rounding errors of the cost are noise.
+    rel_tol = max(float(ftol), 16.0 * torch.finfo(dtype).eps)
     x = x0.clone()
     cost = torch.zeros(B, dtype=dtype, device=device)
     g = torch.zeros(B, P, dtype=dtype, device=device)
@@ -369,9 +373,14 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         cost[active] = torch.where(accept, new_cost, old_cost)
         stale[active] = accept
         small_step = step.abs().amax(1) <= options.xtol * (xa.abs().amax(1) + options.xtol)
-        small_gain = accept & (actual <= ftol * old_cost)
+        small_gain = accept & (actual <= rel_tol * old_cost)
+        # A decrease the model itself predicts below the precision cannot be resolved:
+        # in float32 the cost's rounding noise (~1e-7 relative) would otherwise keep a
+        # converged sample accepting and rejecting noise until max_iter.
+        unresolvable = ~accept & (predicted <= rel_tol * old_cost)
         stuck = ~accept & (lam[active] > options.lambda_max)
-        done[active[small_gain | (accept & small_step) | stuck | (new_cost == 0)]] = True
+        done[active[small_gain | (accept & small_step) | stuck | unresolvable
+                    | (new_cost == 0)]] = True
         if on_iteration is not None:
             on_iteration(iterations, cost)
     return x, cost, diverged, iterations
