@@ -671,6 +671,7 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
 
 
 __all__ = ['fit_dataset', 'export_fit_slp', 'check_data_config', 'drop_non_finite_cameras',
-           'point_reprojection_errors', 'write_fit_quality', 'QUALITY_JSON', 'QUALITY_TEXT', 'fitted_points', 'prepare_data', 'prepare_data_once',
+           'point_reprojection_errors', 'write_fit_quality', 'QUALITY_JSON', 'QUALITY_TEXT',
+           'fitted_points', 'prepare_data', 'prepare_data_once',
            'load_joint_lookup', 'observations_from_batch', 'reprojection_errors',
            'FittingConfigError', 'AllSamplesFailedError', 'StaleDataError', 'RESULTS_NAME']

@@ -62,6 +62,9 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         ``bone_trans`` (A, J, 3), ``length`` (the rest pose's largest extent, model
         units), ``model`` (the body model, float64) and ``path``.
     """
+    if min(num_animals, frames, num_views) < 1 or bone_std < 0:
+        raise ValueError(f'num_animals, frames and num_views must be >= 1 and bone_std >= 0, '
+                         f'got {num_animals}, {frames}, {num_views}, {bone_std}')
     model = build_body_model(body_model).double()
     J = model.num_joints
     rng = np.random.default_rng(seed)

@@ -963,6 +963,7 @@ class BodyRegressor(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 
-__all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES',
+__all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency',
+           'rotation_geodesic_sq', 'ROTATION_LOSSES',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']
