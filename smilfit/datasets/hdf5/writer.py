@@ -1,0 +1,625 @@
+"""The atomic, resumable :class:`DatasetWriter` of the HDF5 dataset format."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import h5py
+import numpy as np
+
+from smilfit.utils.atomic import atomic_path
+from smilfit.version import __version__ as _SMILFIT_VERSION
+
+from .schema import (CONSISTENT_ATTR, DEFAULT_CHUNK_SAMPLES, DatasetFormatError, FORMAT_NAME,
+                     OPTIONAL_KEYS, PathLike, REQUIRED_KEYS, RESERVED_ATTRS, SAMPLE_FIELDS,
+                     SCHEMA_VERSION, _COMPRESS, _STR, _open_h5, _partial_problem, _str_list,
+                     check_header, partial_path)
+
+
+# ---------------------------------------------------------------------------------- writer
+class DatasetWriter:
+    """Write a smilfit HDF5 dataset atomically, in appended batches of samples.
+
+    Use as a context manager::
+
+        with DatasetWriter('out.h5', keypoint_names=names, num_views=4, units='mm') as w:
+            s = w.add_session('mouse1', ['back', 'mid', 'side', 'top'])
+            w.add_samples({'session': ..., 'frame': ..., ...})
+            w.commit()
+
+    Data goes to ``<path>.partial`` in the same folder; :meth:`commit` flushes, closes and
+    renames it onto ``path`` with ``os.replace``. Leaving the ``with`` block by an exception
+    (Ctrl-C included) or without committing deletes the partial file, so a half-written
+    dataset never exists under ``path`` - except with ``resume=True``, which keeps it for
+    the next run (it carries ``complete=False`` and readers refuse it).
+
+    Crash safety of ``resume``: an interrupted run (Ctrl-C, SIGTERM, an error) cuts the
+    partial file back to the last whole batch and marks it consistent
+    (:data:`CONSISTENT_ATTR`) before closing it. A run killed without warning
+    (``kill -9``, power loss) leaves a file not marked consistent, whatever state HDF5
+    left it in; the next run does not trust it and continues from the last checkpoint
+    (``<path>.partial.ok``, see ``checkpoint_every_s``), or starts again without one. So
+    the resumed output holds the same samples in the same order as an uninterrupted run.
+
+    Args:
+        path: the dataset file to create.
+        keypoint_names: the K keypoint names (order of the K axis).
+        num_views: C, the number of view slots per sample (max cameras of any session).
+        overwrite: replace an existing ``path`` (only when :meth:`commit` succeeds).
+        resume: continue ``<path>.partial`` (or, when only ``path`` exists, a copy of it):
+            sessions are matched by name and :meth:`add_samples` skips samples whose
+            ``(session name, frame, instance)`` are already written. An interrupted
+            resumable run keeps its partial file. ``keypoint_names``, ``num_views`` and the
+            given ``attrs`` must match the file's, or :class:`DatasetFormatError` is raised.
+        source: free-text description of where the data came from (root attr ``source``).
+        units: length unit of 3D data and camera translations (``'mm'``, ``'m'``, ...).
+        attrs: extra root attributes (JSON-serialisable values are stored as JSON strings
+            when they are not scalars/strings).
+        params_attrs: attributes of the ``params`` group, e.g. ``{'body_model': 'x.pkl'}``.
+        chunk_samples: HDF5 chunk length along N.
+        compression: filter for numeric datasets (``'lzf'``, ``'gzip'`` or ``None``).
+        created_by: the program writing the file (root attr ``created_by``).
+        checkpoint_every_s: with ``resume``, at most this often (after a batch) the partial
+            file is flushed and copied to ``<path>.partial.ok``: a ``kill -9`` can leave
+            the partial HDF5 file unreadable, and the next ``resume`` then continues from
+            the last checkpoint instead of failing. Copying costs about a second per GB,
+            so the default (60 s) keeps it to a few percent.
+
+    Raises:
+        FileExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
+    """
+
+    def __init__(self, path: PathLike, *, keypoint_names: Sequence[str], num_views: int,
+                 overwrite: bool = False, resume: bool = False, source: str = '',
+                 units: str = 'unknown', attrs: Optional[Mapping[str, Any]] = None,
+                 params_attrs: Optional[Mapping[str, Any]] = None,
+                 chunk_samples: int = DEFAULT_CHUNK_SAMPLES, compression: Optional[str] = 'lzf',
+                 created_by: str = 'smilfit.datasets.hdf5_format.DatasetWriter',
+                 checkpoint_every_s: float = 60.0):
+        self.path = Path(path)
+        self.partial_path = partial_path(self.path)
+        self.checkpoint_path = self.partial_path.with_name(self.partial_path.name + '.ok')
+        self.checkpoint_every_s = float(checkpoint_every_s)
+        self._last_checkpoint = time.monotonic()
+        self.keypoint_names = [str(n) for n in keypoint_names]
+        if len(set(self.keypoint_names)) != len(self.keypoint_names):
+            raise DatasetFormatError(f'{self.path}: keypoint_names are not unique: '
+                                     f'{self.keypoint_names}')
+        self.num_views = int(num_views)
+        if self.num_views < 1:
+            raise DatasetFormatError(f'{self.path}: num_views must be >= 1, got {num_views}')
+        self.overwrite, self.resume = bool(overwrite), bool(resume)
+        self.source, self.units, self.created_by = str(source), str(units), str(created_by)
+        self.attrs = dict(attrs or {})
+        bad = sorted(set(self.attrs) & set(RESERVED_ATTRS))
+        if bad:
+            raise DatasetFormatError(f'{self.path}: attrs may not set reserved root '
+                                     f'attributes {bad}')
+        self.params_attrs = dict(params_attrs or {})
+        self.chunk_samples = max(1, int(chunk_samples))
+        self.compression = compression
+        if self.path.exists() and not (overwrite or resume):
+            raise FileExistsError(f'{self.path} already exists (use overwrite=True / '
+                                  '--overwrite to replace it, or resume)')
+        self._f: Optional[h5py.File] = None
+        self._keys: set = set()
+        self._session_names: List[str] = []
+        self._committed = False
+        # Samples of the batches written completely (None until the file is open).
+        self._whole_samples: Optional[int] = None
+
+    # -------------------------------------------------------------- lifecycle
+    def __enter__(self) -> 'DatasetWriter':
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if not self._committed:
+            self.abort(keep_partial=self.resume and exc_type is not None)
+        return False
+
+    @property
+    def num_samples(self) -> int:
+        """Samples written so far (including those found when resuming)."""
+        self._require_open()
+        return int(self._f['samples/session'].shape[0])
+
+    @property
+    def session_names(self) -> List[str]:
+        return list(self._session_names)
+
+    def open(self) -> 'DatasetWriter':
+        """Create (or, resuming, reopen) the partial file. Called by ``__enter__``."""
+        if self._f is not None:
+            return self
+        if self.resume and self.partial_path.exists():
+            self._recover_partial()
+        if self.resume and (self.partial_path.exists() or self.path.exists()):
+            copied = not self.partial_path.exists()
+            if copied:  # resume a finished file: work on a copy, the original stays valid
+                shutil.copy2(self.path, self.partial_path)
+            try:
+                self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume')
+                self._check_resumable(self.path if copied else self.partial_path)
+            except BaseException:
+                self.abort(keep_partial=not copied)
+                raise
+            self._f.attrs['complete'] = False
+            self._whole_samples = self.num_samples
+            self._mark_consistent(False)
+        else:
+            if self.partial_path.exists():
+                warnings.warn(f'removing stale {self.partial_path} left by an earlier run')
+                self.partial_path.unlink()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = h5py.File(self.partial_path, 'w')
+            self._create_layout()
+            self._whole_samples = 0
+        return self
+
+    def commit(self) -> Path:
+        """Flush, close and atomically move the partial file onto ``path``; return ``path``."""
+        self._require_open()
+        self._f.attrs['complete'] = True
+        if CONSISTENT_ATTR in self._f.attrs:  # only means something in a partial file
+            del self._f.attrs[CONSISTENT_ATTR]
+        self._f.flush()
+        self._f.close()
+        self._f = None
+        os.replace(self.partial_path, self.path)
+        self._committed = True
+        self._remove_checkpoint()
+        return self.path
+
+    def abort(self, keep_partial: bool = False) -> None:
+        """Close without committing; delete the partial file unless ``keep_partial``.
+
+        A kept partial file is first cut back to the last whole batch (an interrupt can
+        land between two fields of a batch) and marked consistent."""
+        if self._f is not None:
+            try:
+                if keep_partial and self._whole_samples is not None:
+                    self._truncate_to_whole_batches()
+                    self._mark_consistent(True)
+                self._f.close()
+            except Exception:  # pragma: no cover - closing a broken file
+                pass
+            self._f = None
+        if not keep_partial and self.partial_path.exists():
+            self.partial_path.unlink()
+        if not keep_partial:
+            self._remove_checkpoint()
+
+    def _recover_partial(self) -> None:
+        """Make ``partial_path`` a file that can be continued: keep it when it is marked
+        consistent, else restore the last checkpoint, else remove it (start again)."""
+        problem = _partial_problem(self.partial_path)
+        if problem is None:
+            return
+        if self.checkpoint_path.exists() and _partial_problem(self.checkpoint_path) is None:
+            warnings.warn(f'{self.partial_path} is damaged ({problem}: the run was killed '
+                          'mid-write); resuming from its last checkpoint '
+                          f'{self.checkpoint_path}')
+            shutil.copyfile(self.checkpoint_path, self.partial_path)
+            return
+        warnings.warn(f'{self.partial_path} cannot be continued ({problem}: the run was '
+                      'killed mid-write) and has no usable checkpoint; starting again')
+        self.partial_path.unlink()
+        self._remove_checkpoint()
+
+    def _mark_consistent(self, value: bool) -> None:
+        """Set :data:`CONSISTENT_ATTR` and flush, so the file on disk says it."""
+        self._f.attrs[CONSISTENT_ATTR] = bool(value)
+        self._f.flush()
+
+    def _per_sample_datasets(self) -> List[h5py.Dataset]:
+        f = self._f
+        out = [f[p] for p, _, _ in SAMPLE_FIELDS.values() if p in f]
+        return out + (list(f['params'].values()) if 'params' in f else [])
+
+    def _truncate_to_whole_batches(self) -> None:
+        """Cut every per-sample field to the samples of whole batches, and the session
+        tables to the whole sessions (an interrupt may land between two fields)."""
+        for ds in self._per_sample_datasets():
+            if ds.shape[0] != self._whole_samples:
+                ds.resize(self._whole_samples, axis=0)
+        num = len(self._session_names)
+        for path in ('sessions/names', 'sessions/camera_names', 'sessions/video_paths'):
+            if path in self._f and self._f[path].shape[0] != num:
+                self._f[path].resize(num, axis=0)
+
+    def _remove_checkpoint(self) -> None:
+        if self.checkpoint_path.exists():
+            self.checkpoint_path.unlink()
+
+    def checkpoint(self) -> None:
+        """Flush the partial file (marked consistent: called between batches) and copy it,
+        atomically, to ``<path>.partial.ok``."""
+        self._require_open()
+        self._mark_consistent(True)
+        with atomic_path(self.checkpoint_path) as tmp:
+            shutil.copyfile(self.partial_path, tmp)
+        self._mark_consistent(False)  # before the next batch changes the file
+        self._last_checkpoint = time.monotonic()
+
+    # ---------------------------------------------------------------- content
+    def add_session(self, name: str, camera_names: Sequence[str],
+                    video_paths: Optional[Sequence[str]] = None,
+                    video_shapes: Optional[Sequence[Sequence[int]]] = None,
+                    video_dist: Optional[Sequence[Sequence[float]]] = None) -> int:
+        """Register a recording session; return its index (for ``samples['session']``).
+
+        Args:
+            name: unique session name.
+            camera_names: names of the session's cameras, at most C; view slot ``i`` of
+                every sample of this session is camera ``camera_names[i]``; missing slots
+                are stored as ``''``.
+            video_paths: optional source video of each camera (``sessions/video_paths``,
+                ``''`` where unknown), so exports point at the real videos.
+            video_shapes: optional ``(frames, height, width)`` of each camera's source
+                video (``sessions/video_shape``, 0 where unknown).
+            video_dist: optional ``(k1, k2, p1, p2, k3)`` of each camera's source video
+                (``sessions/video_dist``): the calibration's, also when the stored images
+                were undistorted, so exports land on the real video's pixels.
+
+        When resuming, an existing session of the same name is returned (its camera names
+        must match).
+        """
+        self._require_open()
+        cams = [str(c) for c in camera_names]
+        if len(cams) > self.num_views:
+            raise DatasetFormatError(f'add_session({name!r}): {len(cams)} cameras but the '
+                                     f'dataset has num_views={self.num_views}')
+        padded = cams + [''] * (self.num_views - len(cams))
+        rows = {}     # checked before anything is written
+        for key, values, dtype, trailing in (('video_shape', video_shapes, np.int64, (3,)),
+                                             ('video_dist', video_dist, np.float64, (5,))):
+            row = None
+            if values is not None:
+                given = np.asarray(values, dtype=dtype)
+                if given.ndim != 2 or given.shape[1:] != trailing:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} must be one row '
+                                             f'of {trailing[0]} numbers per camera, got '
+                                             f'shape {given.shape}')
+                if given.shape[0] > self.num_views:
+                    raise DatasetFormatError(f'add_session({name!r}): {key} has '
+                                             f'{given.shape[0]} rows for {self.num_views} '
+                                             'views')
+                row = np.zeros((self.num_views,) + trailing, dtype)
+                row[:given.shape[0]] = given
+            rows[key] = (row, dtype, trailing)
+        if name in self._session_names:
+            idx = self._session_names.index(name)
+            stored = _str_list(self._f['sessions/camera_names'])[idx * self.num_views:
+                                                                 (idx + 1) * self.num_views]
+            if stored != padded:
+                raise DatasetFormatError(
+                    f'{self.partial_path}: session {name!r} exists with cameras {stored}, '
+                    f'not {padded}')
+            return idx
+        names_ds, cams_ds = self._f['sessions/names'], self._f['sessions/camera_names']
+        idx = names_ds.shape[0]
+        names_ds.resize((idx + 1,))
+        cams_ds.resize((idx + 1, self.num_views))
+        names_ds[idx] = str(name)
+        cams_ds[idx] = padded
+        C = self.num_views
+        paths = None if video_paths is None else [str(v) for v in video_paths]
+        self._session_row('video_paths', idx, _STR, (),
+                          None if paths is None else paths + [''] * (C - len(paths)))
+        for key, (row, dtype, trailing) in rows.items():
+            self._session_row(key, idx, dtype, trailing, row)
+        self._session_names.append(str(name))
+        return idx
+
+    def _session_row(self, key: str, idx: int, dtype: Any, trailing: Tuple[int, ...],
+                     row: Any) -> None:
+        """Write row ``idx`` of the optional per-session dataset ``sessions/<key>``
+        (S, C, *trailing): created on first use, earlier sessions filled with the empty
+        value ('' or 0); once it exists, a session without the row gets the empty value."""
+        path = f'sessions/{key}'
+        if row is None and path not in self._f:
+            return
+        if path not in self._f:
+            self._f.create_dataset(path, shape=(idx, self.num_views) + trailing,
+                                   maxshape=(None, self.num_views) + trailing, dtype=dtype,
+                                   chunks=True)
+        ds = self._f[path]
+        ds.resize((idx + 1, self.num_views) + trailing)
+        if row is not None:
+            ds[idx] = row
+
+    def set_skeleton(self, edges: Sequence[Tuple[int, int]] = (),
+                     symmetries: Sequence[Tuple[int, int]] = ()) -> None:
+        """Store the skeleton's edges and left/right symmetries as pairs of keypoint indices
+        (``skeleton/edges``, ``skeleton/symmetries``: (E, 2) int32)."""
+        self._require_open()
+        K = len(self.keypoint_names)
+        for key, pairs in (('edges', edges), ('symmetries', symmetries)):
+            arr = np.asarray(list(pairs), dtype=np.int32).reshape(-1, 2)
+            if arr.size and (arr.min() < 0 or arr.max() >= K):
+                raise DatasetFormatError(f'{self.path}: skeleton {key} index out of range for '
+                                         f'{K} keypoints: {arr.tolist()}')
+            path = f'skeleton/{key}'
+            if path in self._f:
+                del self._f[path]
+            self._f.create_dataset(path, data=arr)
+
+    def contains(self, session: Union[int, str], frame: int, instance: int = 0) -> bool:
+        """Whether the sample ``(session, frame, instance)`` is already written."""
+        name = self._session_names[session] if isinstance(session, (int, np.integer)) \
+            else str(session)
+        return (name, int(frame), int(instance)) in self._keys
+
+    def add_samples(self, samples: Mapping[str, Any]) -> int:
+        """Append a batch of B samples; return how many were written (resume skips some).
+
+        Args:
+            samples: stacked arrays, keys as in the schema without the group prefix
+                (see ``docs/hdf5_schema.md``):
+
+                - required: ``session`` (B,) int, ``frame`` (B,) int, ``valid`` (B, C) bool,
+                  ``keypoints_2d`` (B, C, K, 2) stored-image pixels (x, y), NaN missing,
+                  ``confidence`` (B, C, K), ``K`` (B, C, 3, 3), ``R`` (B, C, 3, 3),
+                  ``t`` (B, C, 3), ``image_size`` (B, C, 2) (W, H);
+                - optional with defaults: ``instance`` (B,) 0, ``track`` (B,) '',
+                  ``visible`` (B, C, K) = finite and confidence > 0, ``calibrated`` (B, C)
+                  True, ``dist`` (B, C, 5) zeros, ``crop`` (B, C, 3, 3) identity,
+                  ``images`` B lists of C bytes (b'' = no image; default all empty);
+                - optional datasets: ``masks`` (like images, PNG bytes),
+                  ``keypoints_3d`` (B, K, 3) world units, NaN missing, ``params`` dict
+                  name -> (B, ...) float arrays.
+
+        Raises:
+            DatasetFormatError: a key is missing or has the wrong shape, a session index is
+                out of range, or the missing-point invariants are violated (a visible point
+                that is NaN; a NaN point with non-zero confidence).
+        """
+        self._require_open()
+        arrays, images, masks, params = self._validate(samples)
+        b = arrays['session'].shape[0]
+        keep = np.array([not self.contains(int(s), int(fr), int(i)) for s, fr, i in
+                         zip(arrays['session'], arrays['frame'], arrays['instance'])], bool)
+        if not keep.any():
+            return 0
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            arrays = {k: v[idx] for k, v in arrays.items()}
+            images = [images[i] for i in idx] if images is not None else None
+            masks = [masks[i] for i in idx] if masks is not None else None
+            params = {k: v[idx] for k, v in params.items()}
+            b = len(idx)
+        n0 = self.num_samples
+        n1 = n0 + b
+        for key, value in arrays.items():
+            ds = self._dataset(key)
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = value
+        for key, blobs in (('images', images), ('masks', masks)):
+            if blobs is None and key not in self._f[SAMPLE_FIELDS[key][0].split('/')[0]]:
+                continue
+            ds = self._dataset(key)
+            ds.resize(n1, axis=0)
+            if blobs is not None:
+                ds[n0:n1] = _blob_array(blobs, b, self.num_views)
+        for name, value in params.items():
+            ds = self._param_dataset(name, value.shape[1:])
+            ds.resize(n1, axis=0)
+            ds[n0:n1] = value
+        # Optional datasets not in this batch keep their fill value (NaN / empty).
+        for key in OPTIONAL_KEYS:
+            path = SAMPLE_FIELDS[key][0]
+            if path in self._f and self._f[path].shape[0] != n1:
+                self._f[path].resize(n1, axis=0)
+        if 'params' in self._f:
+            for ds in self._f['params'].values():
+                if ds.shape[0] != n1:
+                    ds.resize(n1, axis=0)
+        for s, fr, i in zip(arrays['session'], arrays['frame'], arrays['instance']):
+            self._keys.add((self._session_names[int(s)], int(fr), int(i)))
+        self._whole_samples = n1
+        if self.resume and time.monotonic() - self._last_checkpoint >= self.checkpoint_every_s:
+            self.checkpoint()
+        return b
+
+    # ---------------------------------------------------------------- helpers
+    def _require_open(self) -> None:
+        if self._f is None:
+            raise RuntimeError('DatasetWriter is not open: use it as a context manager '
+                               '(with DatasetWriter(...) as w: ...)')
+
+    def _trailing(self, spec: Tuple[Any, ...]) -> Tuple[int, ...]:
+        sizes = {'C': self.num_views, 'K': len(self.keypoint_names)}
+        return tuple(sizes.get(d, d) for d in spec)
+
+    def _create_dataset(self, path: str, trailing: Tuple[int, ...], dtype: Any,
+                        fillvalue: Any = None) -> h5py.Dataset:
+        kwargs: Dict[str, Any] = {}
+        if self.compression and np.dtype(dtype).type in _COMPRESS:
+            kwargs['compression'] = self.compression
+            if self.compression == 'gzip':
+                kwargs['compression_opts'] = 4
+            kwargs['shuffle'] = np.dtype(dtype).itemsize > 1
+        if fillvalue is not None:
+            kwargs['fillvalue'] = fillvalue
+        # A zero-length axis (e.g. betas of a model without shape coefficients, K = 0)
+        # cannot be chunked as it is: HDF5 needs positive chunk sizes no larger than a
+        # fixed axis, so such an axis is declared resizable with chunks of 1.
+        maxshape = (None,) + tuple(None if d == 0 else d for d in trailing)
+        chunks = (self.chunk_samples,) + tuple(max(1, d) for d in trailing)
+        return self._f.create_dataset(path, shape=(0,) + trailing, maxshape=maxshape,
+                                      chunks=chunks, dtype=dtype, **kwargs)
+
+    def _dataset(self, key: str) -> h5py.Dataset:
+        path, spec, dtype = SAMPLE_FIELDS[key]
+        if path not in self._f:
+            fill = np.nan if np.dtype(dtype).kind == 'f' else None
+            self._create_dataset(path, self._trailing(spec), dtype, fill)
+        return self._f[path]
+
+    def _param_dataset(self, name: str, trailing: Tuple[int, ...]) -> h5py.Dataset:
+        path = f'params/{name}'
+        if path not in self._f:
+            group = self._f.require_group('params')
+            for k, v in self.params_attrs.items():
+                group.attrs[k] = _attr_value(v)
+            return self._create_dataset(path, tuple(trailing), np.float32, np.nan)
+        ds = self._f[path]
+        if ds.shape[1:] != tuple(trailing):
+            raise DatasetFormatError(f"add_samples: params['{name}'] has per-sample shape "
+                                     f'{tuple(trailing)}; the file has {ds.shape[1:]}')
+        return ds
+
+    def _create_layout(self) -> None:
+        f = self._f
+        f.attrs['format'] = FORMAT_NAME
+        f.attrs['schema_version'] = SCHEMA_VERSION
+        f.attrs['created_by'] = self.created_by
+        f.attrs['smilfit_version'] = _SMILFIT_VERSION
+        f.attrs['created_at'] = time.strftime('%Y-%m-%dT%H:%M:%S%z')
+        f.attrs['source'] = self.source
+        f.attrs['units'] = self.units
+        f.attrs['num_views'] = self.num_views
+        f.attrs['complete'] = False
+        for k, v in self.attrs.items():
+            f.attrs[k] = _attr_value(v)
+        f.create_dataset('keypoint_names', data=np.array(self.keypoint_names, dtype=object),
+                         dtype=_STR)
+        f.create_dataset('sessions/names', shape=(0,), maxshape=(None,), dtype=_STR,
+                         chunks=(64,))
+        f.create_dataset('sessions/camera_names', shape=(0, self.num_views),
+                         maxshape=(None, self.num_views), dtype=_STR,
+                         chunks=(64, self.num_views))
+        for key in SAMPLE_FIELDS:
+            if key not in OPTIONAL_KEYS:
+                self._dataset(key)
+
+    def _check_resumable(self, source: Path) -> None:
+        f = self._f
+        check_header(f, source, allow_incomplete=True)
+        names = _str_list(f['keypoint_names'])
+        if names != self.keypoint_names:
+            raise DatasetFormatError(f'{source}: cannot resume: keypoint_names differ '
+                                     f'(file {names}, given {self.keypoint_names})')
+        if int(f.attrs['num_views']) != self.num_views:
+            raise DatasetFormatError(f"{source}: cannot resume: num_views differ (file "
+                                     f"{int(f.attrs['num_views'])}, given {self.num_views})")
+        for k, v in self.attrs.items():
+            stored = f.attrs.get(k)
+            if isinstance(stored, bytes):
+                stored = stored.decode()
+            if stored is not None and _attr_value(v) != stored and \
+                    not np.array_equal(np.asarray(stored), np.asarray(_attr_value(v))):
+                raise DatasetFormatError(f'{source}: cannot resume: attribute {k!r} differs '
+                                         f'(file {stored!r}, given {_attr_value(v)!r})')
+        self._session_names = _str_list(f['sessions/names'])
+        sess = f['samples/session'][()]
+        frames = f['samples/frame'][()]
+        inst = f['samples/instance'][()]
+        self._keys = {(self._session_names[int(s)], int(fr), int(i))
+                      for s, fr, i in zip(sess, frames, inst)}
+
+    def _validate(self, samples: Mapping[str, Any]):
+        missing = [k for k in REQUIRED_KEYS if k not in samples]
+        if missing:
+            raise DatasetFormatError(f'add_samples: missing keys {missing}')
+        unknown = sorted(set(samples) - set(SAMPLE_FIELDS) - {'params'})
+        if unknown:
+            raise DatasetFormatError(f'add_samples: unknown keys {unknown} (known: '
+                                     f'{sorted(SAMPLE_FIELDS) + ["params"]})')
+        b = int(np.asarray(samples['session']).shape[0])
+        c = self.num_views
+        arrays: Dict[str, np.ndarray] = {}
+
+        def take(key: str, default: Any = None) -> None:
+            path, spec, dtype = SAMPLE_FIELDS[key]
+            value = samples.get(key)
+            if value is None:
+                value = default
+            if dtype is _STR:
+                arr = np.asarray(value, dtype=object).astype(str).astype(object)
+            else:
+                arr = np.asarray(value)
+                if dtype != np.bool_ and arr.dtype.kind in 'fiub':
+                    arr = arr.astype(dtype)
+                elif dtype == np.bool_:
+                    arr = arr.astype(np.bool_)
+            expect = (b,) + self._trailing(spec)
+            if arr.shape != expect:
+                raise DatasetFormatError(
+                    f"add_samples: '{key}' has shape {arr.shape}; expected "
+                    f"(N, {', '.join(map(str, spec))}) = {expect}")
+            arrays[key] = arr
+
+        take('session')
+        take('frame')
+        take('instance', np.zeros(b, np.int32))
+        take('track', np.full(b, '', dtype=object))
+        take('valid')
+        take('calibrated', np.ones((b, c), bool))
+        take('keypoints_2d')
+        take('confidence')
+        kp_finite = np.isfinite(arrays['keypoints_2d']).all(-1)
+        take('visible', kp_finite & (arrays['confidence'] > 0))
+        take('K')
+        take('dist', np.zeros((b, c, 5)))
+        take('R')
+        take('t')
+        take('image_size')
+        take('crop', np.broadcast_to(np.eye(3), (b, c, 3, 3)))
+        if samples.get('keypoints_3d') is not None:
+            take('keypoints_3d')
+        s = arrays['session']
+        if b and (s.min() < 0 or s.max() >= len(self._session_names)):
+            raise DatasetFormatError(f'add_samples: session index out of range [0, '
+                                     f'{len(self._session_names)}): {np.unique(s).tolist()}')
+        if np.any(arrays['visible'] & ~kp_finite):
+            raise DatasetFormatError("add_samples: 'visible' is True where 'keypoints_2d' "
+                                     'is NaN/inf')
+        if np.any((arrays['confidence'] != 0) & ~kp_finite):
+            raise DatasetFormatError("add_samples: 'confidence' must be 0 where "
+                                     "'keypoints_2d' is missing (NaN)")
+        images = _check_blobs(samples.get('images'), 'images', b, c)
+        masks = _check_blobs(samples.get('masks'), 'masks', b, c)
+        params: Dict[str, np.ndarray] = {}
+        for name, value in (samples.get('params') or {}).items():
+            arr = np.asarray(value, dtype=np.float32)
+            if arr.ndim < 1 or arr.shape[0] != b:
+                raise DatasetFormatError(f"add_samples: params['{name}'] has shape "
+                                         f'{arr.shape}; expected ({b}, ...)')
+            params[str(name)] = arr
+        return arrays, images, masks, params
+
+
+def _check_blobs(blobs: Optional[Sequence[Sequence[bytes]]], key: str, b: int,
+                 c: int) -> Optional[List[List[bytes]]]:
+    if blobs is None:
+        return None
+    if len(blobs) != b or any(len(row) != c for row in blobs):
+        raise DatasetFormatError(f"add_samples: '{key}' must be {b} lists of {c} bytes "
+                                 '(b"" where there is none)')
+    return [[bytes(x) if x is not None else b'' for x in row] for row in blobs]
+
+
+def _blob_array(blobs: Optional[List[List[bytes]]], b: int, c: int) -> np.ndarray:
+    out = np.empty((b, c), dtype=object)
+    for i in range(b):
+        for j in range(c):
+            out[i, j] = np.frombuffer(blobs[i][j], dtype=np.uint8) if blobs is not None \
+                else np.zeros(0, np.uint8)
+    return out
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (str, bytes, int, float, bool, np.integer, np.floating, np.bool_)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in 'fiub':
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
