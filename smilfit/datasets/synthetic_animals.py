@@ -42,7 +42,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             num_animals: int = 2, frames: int = 10, num_views: int = 4,
                             bone_std: float = 0.05, pose_std: float = 0.2,
                             image_size: int = 512, focal: float = 600.0, seed: int = 0,
-                            chunk: int = 4096) -> Dict[str, Any]:
+                            chunk: int = 4096,
+                            slp_path: Union[None, str, Path] = None) -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -57,6 +58,10 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         pose_std: std of the joint rotations (radians); headings are uniform.
         image_size, focal: square images and focal length (pixels).
         chunk: samples posed and written at a time (bounded memory).
+        slp_path: also write the session as SLEAP labels (what a user brings): one
+            video per camera (``cam_<c>.mp4``, not on disk), a ``RecordingSession`` with
+            the calibration, each animal on its track and joined across the cameras in
+            an ``InstanceGroup`` per frame. ``tools/preprocess_sleap.py`` reads it back.
 
     Returns:
         ``bone_trans`` (A, J, 3), ``length`` (the rest pose's largest extent, model
@@ -79,12 +84,25 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     side = np.cross(up, np.eye(3)[int(np.argmin(np.abs(up)))])
     side /= np.linalg.norm(side)
     C = int(num_views)
+    if slp_path is not None:
+        chunk = max(num_animals, chunk - chunk % num_animals)  # whole frames per chunk
     cams = ring_cameras(C, target=np.zeros(3), up=up, distance=2.5 * length * max(1, num_animals),
                         elevations_deg=[35.0 if c % 2 == 0 else 20.0 for c in range(C)],
                         azimuths_deg=[360.0 * c / C for c in range(C)], focal=focal,
                         image_size=(image_size, image_size))
     N = frames * num_animals
     offsets = (np.arange(num_animals) - (num_animals - 1) / 2) * length
+    slp = None
+    if slp_path is not None:
+        from .slp_export import SlpPredictionWriter
+        slp = SlpPredictionWriter(
+            list(model.keypoint_names),
+            [dict(filename=f'cam_{c}.mp4', shape=(frames, image_size, image_size, 3))
+             for c in range(C)],
+            tracks=[f'animal_{a}' for a in range(num_animals)],
+            sessions=[dict(videos=list(range(C)), cameras=[
+                dict(name=f'cam_{c}', K=cams['K'][c], dist=cams['dist'][c], R=cams['R'][c],
+                     t=cams['t'][c], size=tuple(cams['image_size'][c])) for c in range(C)])])
     with DatasetWriter(str(out_path), keypoint_names=list(model.keypoint_names),
                        num_views=C, units=model.data.units, source='synthetic-animals') as w:
         w.add_session('animals', [f'cam_{c}' for c in range(C)])
@@ -111,7 +129,15 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                 confidence=np.ones(uv.shape[:3], np.float32), K=cam['K'].numpy(),
                 R=cam['R'].numpy(), t=cam['t'].numpy(),
                 image_size=cam['image_size'].numpy()))
+            if slp is not None:
+                for f in np.unique(frame):        # whole frames: chunks hold every animal
+                    rows = np.flatnonzero(frame == f)
+                    for c in range(C):
+                        slp.add(c, int(f), uv[rows, c], track_ids=animal[rows],
+                                groups=animal[rows])
         w.commit()
+    if slp is not None:
+        slp.save(slp_path)
     return dict(bone_trans=bones, length=length, model=model, path=Path(out_path))
 
 

@@ -58,9 +58,15 @@ def _config(path, batch_size, **data):
 @pytest.fixture(scope='module')
 def two_animals(tmp_path_factory):
     """One session, 4 cameras, two animals (tracks animal_0 and animal_1; animal 1's bones
-    translated by 5 % of the body length each), interleaved so every batch mixes them."""
+    translated by 5 % of the body length each), interleaved so every batch mixes them,
+    brought in as a user would: SLEAP labels (a RecordingSession with the calibration,
+    tracks, instance groups across the cameras) ingested by tools/preprocess_sleap.py."""
+    from smilfit.cli.preprocess_sleap import main as preprocess
     tmp = tmp_path_factory.mktemp('two_animals')
-    truth = generate_animal_session(tmp / 'two.h5', num_animals=2, frames=10)
+    truth = generate_animal_session(tmp / 'truth.h5', num_animals=2, frames=10,
+                                    slp_path=tmp / 'two.slp')
+    assert preprocess([str(tmp / 'two.slp'), str(tmp / 'two.h5'), '--no-images',
+                       '--no-progress']) == 0
     torch.set_num_threads(1)
     results = fit_dataset(_config(tmp / 'two.h5', batch_size=3), tmp / 'fit', progress=False)
     return dict(model=truth['model'], bones=truth['bone_trans'], length=truth['length'],
