@@ -7,9 +7,14 @@
 # made by tools/preprocess_sleap.py (with images, crops) works too: set data.path to it.
 # The model is in its own units and the calibration in millimetres: every pose stage fits a
 # global scale (global_log_scale), initialised by a similarity (Umeyama) alignment of
-# the rest pose to the triangulated keypoints. The shared session's 'side' camera
-# calibration is a copy of 'top' (~92 px reprojection): the robust (GMoF) keypoint loss
-# keeps it from dominating.
+# the rest pose to the triangulated keypoints. No constant here is in pixels or
+# millimetres: the keypoint errors are scored in units of a noise scale estimated from
+# the residuals at every stage's start (per camera; per camera and keypoint over an
+# animal's frames in the skeleton stages), and the skeleton prior is in fractions of the
+# body length and
+# counted once per animal. So a bad camera (the shared session's 'side' calibration is
+# a copy of 'top', ~92 px off) gets a large noise scale and little weight, clean labels
+# are fitted close to their noise, and a skeleton seen in many frames follows the data.
 _base_ = ['../_base_/body_models/mouse.py', '../_base_/fitting/keypoints_2d.py']
 
 data = dict(
@@ -20,57 +25,49 @@ data = dict(
 )
 registrant = dict(
     # The skeleton's bone offsets and the keypoints' offsets from their joints are one
-    # per session batch (the animal), the pose and the global scale per frame.
+    # per animal (fit_dataset: estimated from its frames, then held fixed), the pose
+    # and the global scale per frame.
     shared=dict(bone_trans=True, keypoint_offsets=True),
     handlers=[
         # Labelled points are not joints (the 'Trunk' label sits on the back, ear tips
         # and nose on the skin): each keypoint gets an offset in the frame of its joint,
-        # fitted per session, that turns and scales with the body.
+        # fitted per animal, that turns and scales with the body. Errors in noise units;
+        # the robust kernel discounts points beyond about 3 noise scales.
         dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint',
-             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=10.0)),
-        # The same keypoints with a wider robust kernel for the first stages: far from
-        # the solution a narrow kernel would discard too much (graduated non-convexity).
-        dict(type='Keypoint2DHandler', name='kp2d_coarse', offsets_frame='joint',
-             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=20.0)),
+             scale_from_residuals=True,
+             loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
         dict(type='ShapePriorHandler', name='shape_prior', weight=1.0,
              loss=dict(type='ShapePriorLoss')),
-        dict(type='PosePriorHandler', name='pose_prior', weight=10.0,
+        # about 1 rad per joint and axis from the rest pose
+        dict(type='PosePriorHandler', name='pose_prior', weight=1.0,
              loss=dict(type='PoseL2Prior')),
-        dict(type='ScaleTranslationPriorHandler', name='bone_prior', weight=100.0,
-             loss=None, bone_trans_loss=dict(type='BoneTranslationPrior')),
-        # keeps the keypoint offsets short (the handler's translation term reads them)
-        dict(type='ScaleTranslationPriorHandler', name='offset_prior', weight=100.0,
-             loss=None, bone_trans_loss=dict(type='KeypointOffsetPrior'),
-             bone_trans_key='keypoint_offsets'),
+        # Bone translations ~5 %, keypoint offsets ~10 % of the body length, left/right
+        # mirror images within 2 % (pairs by name: _L/_R), midline points stay on it.
+        dict(type='SkeletonPriorHandler', name='skeleton_prior', bone_scale=0.05,
+             offset_scale=0.1, symmetry_scale=0.02),
     ],
     stages=[
         dict(name='rigid', fit=['global_orient', 'transl', 'global_log_scale'], n_iter=15,
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d=0.0, shape_prior=0.0, pose_prior=0.0, bone_prior=0.0,
-                              offset_prior=0.0)),
+             loss_weights=dict(shape_prior=0.0, pose_prior=0.0)),
         # No shape stage: the model's joints are static (its betas move neither joints
         # nor keypoints; see _base_/body_models/mouse.py).
-        dict(name='pose_shape',
+        dict(name='pose',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
-             n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d=0.0, bone_prior=0.0, offset_prior=0.0)),
-        # The session's skeleton: bone offsets and keypoint offsets, all frames at once
-        # (pose held fixed).
-        dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
-             loss_weights=dict(kp2d_coarse=0.0)),
+             n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
+        # The animal's skeleton: bone offsets and keypoint offsets, all its frames at
+        # once (pose held fixed); two rounds, the second with the noise scales measured
+        # nearer the solution.
+        dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
         dict(name='refine',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
-             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             # the skeleton priors are constant here (bone_trans and offsets held fixed)
-             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
+             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
         # A second round: the skeleton from better poses, then the poses again.
-        dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'),
-             loss_weights=dict(kp2d_coarse=0.0)),
+        dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
+             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
         dict(name='refine2',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
-             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
-             loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
+             n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
     ],
 )

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from smilfit.cameras import project_points
+from smilfit.handlers.matching import rotate_offsets, source_carriers
 
 from .hdf5_format import DatasetWriter
 from .synthetic import build_body_model, ring_cameras, up_vector
@@ -42,8 +43,10 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             num_animals: int = 2, frames: int = 10, num_views: int = 4,
                             bone_std: float = 0.05, pose_std: float = 0.2,
                             image_size: int = 512, focal: float = 600.0, seed: int = 0,
-                            chunk: int = 4096,
-                            slp_path: Union[None, str, Path] = None) -> Dict[str, Any]:
+                            chunk: int = 4096, noise_px: float = 0.0,
+                            offset_std: float = 0.0,
+                            slp_path: Union[None, str, Path] = None,
+                            slp_identity: str = 'groups') -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -58,18 +61,31 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         pose_std: std of the joint rotations (radians); headings are uniform.
         image_size, focal: square images and focal length (pixels).
         chunk: samples posed and written at a time (bounded memory).
+        noise_px: std of Gaussian label noise added to every 2D keypoint (pixels).
+        offset_std: std of each animal's keypoint offsets (labels that are not joints:
+            each keypoint moved in the frame of the joint carrying it), in body lengths.
         slp_path: also write the session as SLEAP labels (what a user brings): one
             video per camera (``cam_<c>.mp4``, not on disk), a ``RecordingSession`` with
             the calibration, each animal on its track and joined across the cameras in
             an ``InstanceGroup`` per frame. ``tools/preprocess_sleap.py`` reads it back.
+        slp_identity: what tells the animals apart in those labels: ``'groups'``
+            (tracks and instance groups), ``'tracks'`` (tracks only: views matched by
+            track name) or ``'none'`` (neither: what ingestion must refuse for several
+            animals).
 
     Returns:
-        ``bone_trans`` (A, J, 3), ``length`` (the rest pose's largest extent, model
+        ``bone_trans`` (A, J, 3), ``keypoint_offsets`` (A, Kp, 3) (joint frames, model
+        units), ``length`` (the rest pose's largest extent, model
         units), ``model`` (the body model, float64) and ``path``.
     """
-    if min(num_animals, frames, num_views) < 1 or bone_std < 0:
-        raise ValueError(f'num_animals, frames and num_views must be >= 1 and bone_std >= 0, '
-                         f'got {num_animals}, {frames}, {num_views}, {bone_std}')
+    if slp_identity not in ('groups', 'tracks', 'none'):
+        raise ValueError(f"slp_identity must be 'groups', 'tracks' or 'none', got "
+                         f'{slp_identity!r}')
+    if (min(num_animals, frames, num_views) < 1 or bone_std < 0 or not noise_px >= 0
+            or not offset_std >= 0):
+        raise ValueError(f'num_animals, frames and num_views must be >= 1, bone_std, '
+                         f'noise_px and offset_std >= 0, got {num_animals}, {frames}, '
+                         f'{num_views}, {bone_std}, {noise_px}, {offset_std}')
     model = build_body_model(body_model).double()
     J = model.num_joints
     rng = np.random.default_rng(seed)
@@ -80,6 +96,11 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     bones = bone_std * length * rng.standard_normal((num_animals, J, 3))
     bones[0] = 0.0
     bones[:, ~observable] = 0.0
+    Kp = len(model.keypoint_names)
+    offsets_kp = np.zeros((num_animals, Kp, 3))
+    if offset_std:        # drawn only when asked: the other draws stay as they were
+        offsets_kp = offset_std * length * rng.standard_normal((num_animals, Kp, 3))
+    carriers = source_carriers(model, 'keypoints')
     up = up_vector(model.data.up_axis)
     side = np.cross(up, np.eye(3)[int(np.argmin(np.abs(up)))])
     side /= np.linalg.norm(side)
@@ -118,10 +139,13 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             bone_trans=torch.as_tensor(bones[animal]),
                             transl=torch.as_tensor(offsets[animal][:, None] * side[None]),
                             return_vertices=False)
-            kp = out.keypoints
+            kp = out.keypoints + rotate_offsets(torch.as_tensor(offsets_kp[animal]),
+                                                out.joint_transforms, carriers)
             cam = {k: torch.as_tensor(v)[None].expand(B, *v.shape) for k, v in cams.items()}
             uv = project_points(kp[:, None].expand(B, C, *kp.shape[1:]), cam['K'], cam['R'],
                                 cam['t'], None).numpy()
+            if noise_px:
+                uv = uv + noise_px * rng.standard_normal(uv.shape)
             w.add_samples(dict(
                 session=np.zeros(B, int), frame=frame, instance=animal,
                 track=np.array([f'animal_{a}' for a in animal], dtype=object),
@@ -132,13 +156,15 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
             if slp is not None:
                 for f in np.unique(frame):        # whole frames: chunks hold every animal
                     rows = np.flatnonzero(frame == f)
+                    tracks = animal[rows] if slp_identity != 'none' else -np.ones_like(rows)
+                    groups = animal[rows] if slp_identity == 'groups' else None
                     for c in range(C):
-                        slp.add(c, int(f), uv[rows, c], track_ids=animal[rows],
-                                groups=animal[rows])
+                        slp.add(c, int(f), uv[rows, c], track_ids=tracks, groups=groups)
         w.commit()
     if slp is not None:
         slp.save(slp_path)
-    return dict(bone_trans=bones, length=length, model=model, path=Path(out_path))
+    return dict(bone_trans=bones, keypoint_offsets=offsets_kp, length=length, model=model,
+                path=Path(out_path))
 
 
 __all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones']

@@ -13,7 +13,8 @@ See ``docs/handlers.md`` for the contract and each handler.
 - :class:`Keypoint2DHandler`, :class:`Keypoint3DHandler`, :class:`LimbLengthHandler`:
   observations.
 - :class:`ShapePriorHandler`, :class:`PosePriorHandler`, :class:`JointLimitHandler`,
-  :class:`ScaleTranslationPriorHandler`, :class:`TemporalHandler`,
+  :class:`ScaleTranslationPriorHandler`, :class:`SkeletonPriorHandler`,
+  :class:`TemporalHandler`,
   :class:`CameraPriorHandler`: priors.
 - :class:`SilhouetteHandler`: masks through a renderer (``needs_vertices``).
 """
@@ -27,6 +28,7 @@ from .matching import (POINT_SOURCES, KeypointHandlerBase, KeypointMatch, match_
 from .pose_prior import JointLimitHandler, PosePriorHandler, pose_to_axis_angle
 from .scale_translation import ScaleTranslationPriorHandler
 from .shape_prior import ShapePriorHandler
+from .skeleton_prior import SkeletonPriorHandler
 from .silhouette import SilhouetteHandler, build_renderer
 from .temporal import TemporalHandler, per_frame_smoothness
 from .views import observed_camera, view_cameras, view_keypoints
@@ -41,6 +43,7 @@ __all__ = [
     # handlers
     'Keypoint2DHandler', 'Keypoint3DHandler', 'LimbLengthHandler', 'ShapePriorHandler',
     'PosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
+    'SkeletonPriorHandler',
     'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler', 'SurfaceHandler',
     'OffsetRegularizerHandler',
     # helpers

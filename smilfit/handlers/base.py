@@ -100,6 +100,11 @@ class BaseHandler(nn.Module):
       joints) and build model-dependent losses. ``data_info`` holds
       ``keypoint_names`` (the K data keypoints, in the observations' order) and
       optionally ``joint_lookup`` (model keypoint name -> data keypoint name).
+    - ``needs_stage_observations`` / ``stage_observations(output, observations, params,
+      groups)``: observations a handler derives from the fit itself at the start of
+      every stage (e.g. noise scales from the residuals, :mod:`.residual_scale`); the
+      registrant adds them to the stage's observations. ``groups`` (B,) is given in
+      stages fitting shared parameters (pool over each group), ``None`` otherwise.
     - ``forward(output, observations, params) -> (B,)``, already multiplied by
       ``weight``. ``weight`` is a plain float a stage may change at any time; with
       ``weight == 0`` the registrant may skip the handler altogether.
@@ -126,6 +131,15 @@ class BaseHandler(nn.Module):
     residual_kind: Optional[str] = None
     #: Parameter names :meth:`param_residuals` reads.
     residual_params: Sequence[str] = ()
+    #: Whether :meth:`stage_observations` adds anything.
+    needs_stage_observations: bool = False
+
+    def stage_observations(self, output, observations: Mapping[str, Any],
+                           params: Mapping[str, Any],
+                           groups: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Observations derived at the start of a stage from the current fit (``output``
+        at ``params``), keyed by names of this handler's own; none by default."""
+        return {}
 
     @property
     def affine_param_residuals(self) -> bool:

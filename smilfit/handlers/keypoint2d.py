@@ -10,6 +10,7 @@ from ..cameras.projection import (distort_normalized, normalized_to_pixels,
 from ..registry import HANDLERS
 from .base import LossSpec
 from .matching import KeypointHandlerBase
+from .residual_scale import residual_scales
 from .views import view_cameras, view_keypoints
 
 
@@ -39,6 +40,16 @@ def project_with_depth(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
     return normalized_to_pixels(distort_normalized(xy, dist), K), in_front
 
 
+def observed_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, C) largest side of the bounding box of each view's valid (B, C, M, 2)
+    points (pixels; 0 with fewer than two)."""
+    inf = torch.full_like(points, float('inf'))
+    lo = torch.where(valid[..., None], points, inf).amin(2)
+    hi = torch.where(valid[..., None], points, -inf).amax(2)
+    extent = (hi - lo).amax(-1)
+    return torch.where(torch.isfinite(extent), extent, torch.zeros_like(extent)).detach()
+
+
 #: Pixel offset given to detected points that the model puts behind the camera.
 BEHIND_CAMERA_PX = 1.0e4
 
@@ -53,7 +64,13 @@ class Keypoint2DHandler(KeypointHandlerBase):
     each sample's and view's camera with lens distortion (fitted cameras
     ``params['camera_*']`` take precedence over the observed ones) and compared with
     ``observations['keypoints_2d']`` by the loss (``KeypointMSELoss`` by default, e.g.
-    ``robust='gmof', sigma=<pixels>``). An element counts when its detection is finite,
+    ``robust='gmof', sigma=<pixels>``). With ``scale_from_residuals=True`` the errors
+    are scored in units of a noise scale the registrant estimates from the residuals at
+    the start of every stage (:mod:`.residual_scale`: per view and sample, or per view
+    and keypoint over an animal's frames in stages fitting its skeleton), so the loss is a
+    negative log-likelihood in noise units and a robust ``sigma`` is in those units
+    (``sigma=3``: points beyond about 3 noise scales count less); no pixel constant is
+    tuned to a rig. An element counts when its detection is finite,
     its confidence finite, ``visible`` true and the view ``view_valid``; a model point at
     ``depth <= min_depth`` is scored as if it were ``BEHIND_CAMERA_PX`` pixels from its
     detection (so crossing the camera plane never lowers the loss). The loss's ``weight`` is the
@@ -72,6 +89,15 @@ class Keypoint2DHandler(KeypointHandlerBase):
                 :class:`~.matching.KeypointHandlerBase`.
         use_confidence: weight elements by ``observations['confidence']``.
         min_depth: minimum depth (world units) of a scored point.
+        scale_from_residuals: score errors in units of the noise scale estimated from
+            the residuals at each stage's start (``observations[scale_key]``, set by
+            the registrant through :meth:`stage_observations`); without it (e.g. a
+            direct call) errors are in pixels.
+        min_relative_scale: the smallest noise scale, as a fraction of the animal's
+            extent in the view (the spread of its observed keypoints, pixels). A frame
+            fitted with about as many pose parameters as it has coordinates absorbs its
+            label noise, and its residuals understate it; labels are not believed more
+            precise than this fraction of the animal's size, on any image resolution.
     """
 
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
@@ -80,7 +106,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  keypoint_weights: Optional[Mapping[str, float]] = None,
                  offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  use_confidence: bool = True, min_depth: float = 0.0,
-                 check_finite: bool = False) -> None:
+                 check_finite: bool = False, scale_from_residuals: bool = False,
+                 min_relative_scale: float = 0.01) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -88,8 +115,42 @@ class Keypoint2DHandler(KeypointHandlerBase):
                          check_finite=check_finite)
         self.use_confidence = bool(use_confidence)
         self.min_depth = float(min_depth)
+        self.scale_from_residuals = bool(scale_from_residuals)
+        if not min_relative_scale >= 0:
+            raise ValueError(f'handler {name!r}: min_relative_scale must be >= 0, got '
+                             f'{min_relative_scale!r}')
+        self.min_relative_scale = float(min_relative_scale)
 
     residual_kind = 'points'
+
+    @property
+    def scale_key(self) -> str:
+        """Observation key of the (B, C, M) noise scales (pixels) of this handler."""
+        return f'{self.name}.residual_scale'
+
+    @property
+    def needs_stage_observations(self) -> bool:
+        return self.scale_from_residuals
+
+    def stage_observations(self, output, observations: Mapping[str, Any],
+                           params: Mapping[str, Any],
+                           groups: Optional[torch.Tensor] = None) -> dict:
+        """``{scale_key: (B, C, M)}``: noise scales (pixels) from the errors at
+        ``params``, per (group, view, keypoint) with ``groups`` (B,), else per (sample,
+        view); empty without ``scale_from_residuals``. Points behind a camera and
+        unobserved ones do not count."""
+        if not self.scale_from_residuals:
+            return {}
+        obs = {k: v for k, v in observations.items() if k != self.scale_key}
+        pix, target, _, mask, in_front = self._pixel_terms(
+            self.matched_points(output, params), obs, params)
+        valid = mask & in_front & torch.isfinite(target).all(-1)
+        errors = torch.nan_to_num(pix - target).norm(dim=-1)
+        scale = residual_scales(errors.detach(), valid, groups)
+        if self.min_relative_scale > 0:
+            scale = torch.maximum(scale, self.min_relative_scale
+                                  * observed_extent(target, valid)[..., None])
+        return {self.scale_key: scale}
 
     def project(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any], views: Optional[dict] = None):
@@ -111,7 +172,27 @@ class Keypoint2DHandler(KeypointHandlerBase):
 
     def _terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
                params: Mapping[str, Any]):
-        """(pixels, targets, weights, mask) of the loss for (B, M, 3) matched points."""
+        """(predictions, targets, weights, mask) of the loss for (B, M, 3) matched
+        points: pixels, or pixels over the noise scale where the observations carry
+        it (then ``unit`` (B, C, M, 1), 1 / scale, else ``None``, is returned last)."""
+        pix, target, w, mask, _ = self._pixel_terms(pts, observations, params)
+        unit = self._unit(observations, pix)
+        if unit is not None:
+            pix, target = pix * unit, target * unit
+        return pix, target, w, mask, unit
+
+    def _unit(self, observations: Mapping[str, Any], pix: torch.Tensor):
+        scale = observations.get(self.scale_key) if self.scale_from_residuals else None
+        if scale is None:
+            return None
+        if scale.shape != pix.shape[:-1]:
+            raise ValueError(f'handler {self.name!r}: {self.scale_key} has shape '
+                             f'{tuple(scale.shape)}, expected {tuple(pix.shape[:-1])}')
+        return 1.0 / scale.to(pix)[..., None]
+
+    def _pixel_terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
+                     params: Mapping[str, Any]):
+        """(pixels, targets, weights, mask, in_front) for (B, M, 3) matched points."""
         obs = view_keypoints(observations, self.name)
         B, C = obs['keypoints_2d'].shape[:2]
         if B != pts.shape[0]:
@@ -137,12 +218,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
         imp = self.importance_like(pix)
         if imp is not None:
             w = imp.expand(B, C, -1) if w is None else w * imp
-        return pix, target, w, mask
+        return pix, target, w, mask, in_front
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> torch.Tensor:
-        pix, target, w, mask = self._terms(self.matched_points(output, params),
-                                           observations, params)
+        pix, target, w, mask, _ = self._terms(self.matched_points(output, params),
+                                              observations, params)
         return self.loss(pix, target, weight=w, mask=mask)
 
     def point_residuals_and_jacobian(self, points: torch.Tensor,
@@ -154,13 +235,15 @@ class Keypoint2DHandler(KeypointHandlerBase):
         if not hasattr(self.loss, 'residual_jacobian'):
             raise NotImplementedError(self._no_residuals())
         pts = self.offset_points(points, params)
-        pix, target, w, mask = self._terms(pts, observations, params)
+        pix, target, w, mask, unit = self._terms(pts, observations, params)
         r, dr = self.loss.residual_jacobian(pix, target, weight=w, mask=mask)
         views = view_keypoints(observations, self.name)
         cams = view_cameras(observations, params, views['keypoints_2d'].shape[1], pts.dtype,
                             pts.device, self.name, views['squeezed'])
         dpix = projection_jacobian(pts[:, None], cams['K'], cams['R'], cams['t'],
                                    cams['dist'], self.min_depth)          # (B, C, M, 2, 3)
+        if unit is not None:
+            dpix = dpix * unit[..., None]
         return r, dr @ dpix
 
     def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
@@ -169,8 +252,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
         here); needs a loss with ``residuals`` (``KeypointMSELoss``)."""
         if not hasattr(self.loss, 'residuals'):
             raise NotImplementedError(self._no_residuals())
-        pix, target, w, mask = self._terms(self.offset_points(points, params),
-                                           observations, params)
+        pix, target, w, mask, _ = self._terms(self.offset_points(points, params),
+                                              observations, params)
         return self.loss.residuals(pix, target, weight=w, mask=mask)
 
-__all__ = ['Keypoint2DHandler', 'project_with_depth']
+__all__ = ['Keypoint2DHandler', 'project_with_depth', 'observed_extent']

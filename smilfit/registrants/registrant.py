@@ -267,11 +267,54 @@ class SMILRegistrant(nn.Module):
     def per_sample_losses(self, params: Mapping[str, Tensor],
                           observations: Mapping[str, Tensor],
                           handlers: Sequence[nn.Module],
-                          need_vertices: bool) -> Dict[str, Tensor]:
-        """Handler name -> (B,) weighted loss at ``params`` (already expanded per sample)."""
+                          need_vertices: bool,
+                          per_group: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Handler name -> (B,) weighted loss at ``params`` (already expanded per sample).
+
+        ``per_group`` (B,), ``1 / (samples in the sample's group)``, spreads the priors
+        on shared parameters (:meth:`counted_per_group`) over their group's samples, so
+        each counts once per group (animal) in the summed loss.
+        """
         model_params = {k: params[k] for k in _MODEL_INPUTS if k in params}
         output = self.body_model(**model_params, return_vertices=need_vertices)
-        return {h.name: h(output, observations, params) for h in handlers}
+        losses = {h.name: h(output, observations, params) for h in handlers}
+        if per_group is not None:
+            for h in handlers:
+                if self.counted_per_group(h):
+                    losses[h.name] = losses[h.name] * per_group.to(losses[h.name])
+        return losses
+
+    def counted_per_group(self, handler: nn.Module) -> bool:
+        """Whether ``handler`` is a prior on shared parameters only (its
+        ``residual_params`` all in :attr:`shared`): its value is the same for every
+        sample of a group and counts once per group, not once per sample, so its weight
+        against the data falls as an animal's frames (the evidence) grow."""
+        names = tuple(getattr(handler, 'residual_params', ()) or ())
+        return bool(names) and all(n in self.shared for n in names)
+
+    @staticmethod
+    def _per_group(groups: Tensor, dtype: torch.dtype) -> Tensor:
+        """(B,) one over the number of samples in each sample's group."""
+        counts = torch.bincount(groups)
+        return 1.0 / counts[groups].to(dtype)
+
+    def _stage_observations(self, params: Mapping[str, Tensor], obs: Mapping[str, Tensor],
+                            groups: Optional[Tensor], handlers: Sequence[nn.Module]
+                            ) -> Dict[str, Tensor]:
+        """``obs`` plus what the handlers derive from the fit at the stage's start (e.g.
+        noise scales from the residuals), pooled over each of ``groups`` (an animal's
+        frames) when given, per sample when ``None``."""
+        needing = [h for h in handlers if getattr(h, 'needs_stage_observations', False)]
+        if not needing:
+            return dict(obs)
+        out = dict(obs)
+        with torch.no_grad():
+            output = self.body_model(**{k: params[k] for k in _MODEL_INPUTS if k in params},
+                                     return_vertices=any(getattr(h, 'needs_vertices', False)
+                                                         for h in needing))
+            for h in needing:
+                out.update(h.stage_observations(output, obs, params, groups))
+        return out
 
     # ------------------------------------------------------------------- fit
     def fit(self, observations: Mapping[str, Any],
@@ -409,22 +452,42 @@ class SMILRegistrant(nn.Module):
     def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
                    obs: Mapping[str, Tensor], groups: Tensor):
         with self._handler_weights(stage_weights(stage, self.base_weights)) as active:
-            return self._optimise(stage, params, obs, groups, active)
+            if not active:
+                raise ValueError(f'stage {stage.name!r}: every handler has weight 0')
+            shares = any(name in self.shared for name in stage.fit)
+            if not shares:
+                # Priors on shared parameters are constant where none is fitted.
+                active = [h for h in active if not self.counted_per_group(h)]
+                if not active:
+                    raise ValueError(f'stage {stage.name!r}: its only handlers are priors '
+                                     'on shared parameters, which it does not fit')
+            diverged, records = None, []
+            for _ in range(stage.rounds):
+                # Pooled over each animal's frames where its skeleton is fitted (a
+                # keypoint it misses everywhere keeps its own scale), per sample
+                # elsewhere (a batch gives what a per-frame loop would).
+                stage_obs = self._stage_observations(self._expand(params, self.shared, groups),
+                                                     obs, groups if shares else None, active)
+                params, round_diverged, record = self._optimise(stage, params, stage_obs,
+                                                                groups, active)
+                diverged = round_diverged if diverged is None else diverged | round_diverged
+                records.append(record)
+            return params, diverged, _merge_rounds(records)
 
     def _optimise(self, stage: Stage, params: Dict[str, Tensor], obs: Mapping[str, Tensor],
                   groups: Tensor, active: List[nn.Module]):
-        if not active:
-            raise ValueError(f'stage {stage.name!r}: every handler has weight 0')
         need_vertices = any(getattr(h, 'needs_vertices', False) for h in active)
         coupled = (any(name in self.shared for name in stage.fit)
                    or any(getattr(h, 'couples_samples', False) for h in active))
         free = {k: v.detach().clone().requires_grad_(k in stage.fit) for k, v in params.items()}
         variables = [free[k] for k in stage.fit]
+        per_group = (self._per_group(groups, next(iter(params.values())).dtype)
+                     if coupled and any(self.counted_per_group(h) for h in active) else None)
 
         def losses() -> Tensor:
             expanded = self._expand(free, self.shared, groups)
             return torch.stack(list(self.per_sample_losses(
-                expanded, obs, active, need_vertices).values())).sum(0)
+                expanded, obs, active, need_vertices, per_group).values())).sum(0)
 
         with torch.no_grad():
             start = losses()
@@ -545,9 +608,16 @@ class SMILRegistrant(nn.Module):
                 stage_weights(self.stages[-1], self.base_weights)) as active:
             need_vertices = self.return_vertices or any(
                 getattr(h, 'needs_vertices', False) for h in active)
+            # Errors in noise units where a handler scores them so: scales from the
+            # final residuals, per sample.
+            obs = self._stage_observations(expanded, obs, None, active)
             output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS if k in expanded},
                                      return_vertices=need_vertices)
             losses = {h.name: h(output, obs, expanded) for h in active}
+            per_group = self._per_group(groups, output.joints.dtype)
+            for h in active:
+                if self.counted_per_group(h):
+                    losses[h.name] = losses[h.name] * per_group
         total = torch.stack(list(losses.values())).sum(0)
         return FitResult(params=expanded, output=output, losses=losses, total_loss=total,
                          diverged=diverged, history=history)
@@ -567,6 +637,19 @@ class SMILRegistrant(nn.Module):
                     value = value.to(m.dtype)
                 out[key] = value
         return out
+
+
+def _merge_rounds(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One history record for a stage run in several rounds: steps summed, losses of
+    the first round's start and the last round's end, traces concatenated (each round's
+    losses in its own noise units)."""
+    if len(records) == 1:
+        return records[0]
+    merged = dict(records[-1])
+    merged.update(steps=sum(r['steps'] for r in records),
+                  mean_loss_start=records[0]['mean_loss_start'], rounds=len(records),
+                  loss_trace=[v for r in records for v in r['loss_trace']])
+    return merged
 
 
 def _mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:

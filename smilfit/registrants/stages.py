@@ -19,7 +19,7 @@ from smilfit.body_models.parameters import FITTABLE_PARAMS
 
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
-               'per_sample')
+               'per_sample', 'rounds')
 
 
 class StageConfigError(ValueError):
@@ -46,6 +46,12 @@ class Stage:
             configured weight; 0 disables a handler for the stage).
         per_sample: optimise every sample independently (batched per-sample L-BFGS)
             rather than the summed loss with one optimizer.
+        rounds: run the stage this many times, the observations handlers derive from
+            the fit (noise scales from the residuals,
+            ``Keypoint2DHandler(scale_from_residuals=True)``) derived afresh before each:
+            iteratively reweighted least squares. A scale taken where the fit starts far
+            off overstates the noise (the data then weigh too little against the
+            priors); a second round measures it nearer the solution.
     """
 
     name: str
@@ -56,6 +62,7 @@ class Stage:
     gtol: float = 1e-7
     loss_weights: Mapping[str, float] = field(default_factory=dict)
     per_sample: bool = True
+    rounds: int = 1
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
@@ -103,10 +110,13 @@ def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str]
     n_iter = cfg.get('n_iter', 10)
     if not isinstance(n_iter, int) or n_iter < 1:
         raise StageConfigError(f"{where}: 'n_iter' must be a positive integer, got {n_iter!r}")
+    rounds = cfg.get('rounds', 1)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise StageConfigError(f"{where}: 'rounds' must be a positive integer, got {rounds!r}")
     return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
                  optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
                  gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
-                 per_sample=bool(cfg.get('per_sample', True)))
+                 per_sample=bool(cfg.get('per_sample', True)), rounds=rounds)
 
 
 def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],

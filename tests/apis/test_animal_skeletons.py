@@ -115,6 +115,33 @@ def test_skeleton_frames_is_checked(tmp_path):
         fit_dataset(_config(tmp_path / 'x.h5', batch_size=3, skeleton_frames=0), tmp_path)
 
 
+def test_views_matched_by_track_without_instance_groups(two_animals, tmp_path):
+    """Labels with tracks but no instance groups: each animal's views are matched by
+    track name, giving the dataset the instance groups gave; with neither, two animals
+    cannot be told apart and ingestion says what is missing."""
+    from smilfit.cli.preprocess_sleap import main as preprocess
+    from smilfit.datasets import DatasetReader
+    from smilfit.datasets.ingest_sleap import DataIngestError, ingest_sleap
+    generate_animal_session(tmp_path / 'truth.h5', num_animals=2, frames=10,
+                            slp_path=tmp_path / 'tracks.slp', slp_identity='tracks')
+    assert preprocess([str(tmp_path / 'tracks.slp'), str(tmp_path / 'tracks.h5'),
+                       '--no-images', '--no-progress']) == 0
+    keys = ['keypoints_2d', 'track', 'frame']
+    grouped, tracked = DatasetReader(two_animals['tmp'] / 'two.h5'), DatasetReader(
+        tmp_path / 'tracks.h5')
+    a = grouped.read(np.arange(len(grouped)), keys=keys)
+    b = tracked.read(np.arange(len(tracked)), keys=keys)
+    order_a = np.lexsort((a['track'].astype(str), a['frame']))
+    order_b = np.lexsort((b['track'].astype(str), b['frame']))
+    np.testing.assert_array_equal(a['track'][order_a], b['track'][order_b])
+    np.testing.assert_allclose(a['keypoints_2d'][order_a], b['keypoints_2d'][order_b])
+    generate_animal_session(tmp_path / 'truth2.h5', num_animals=2, frames=2,
+                            slp_path=tmp_path / 'none.slp', slp_identity='none')
+    with pytest.raises(DataIngestError, match='untracked instances'):
+        ingest_sleap(tmp_path / 'none.slp', tmp_path / 'none.h5', images=False,
+                     progress=False)
+
+
 def test_a_calibrated_skeleton_is_reused(two_animals, tmp_path):
     """data.skeleton: a later session fits with the calibrated skeleton of one animal,
     held fixed (no estimate of its own) or as the start of its estimate."""

@@ -67,6 +67,7 @@ def build(model, stages=STAGES, handlers=HANDLERS, **kwargs):
     ([dict(name='a', fit='transl')], 'non-empty list'),
     ([dict(name='a', fit=['transl']), dict(name='a', fit=['transl'])], 'unique'),
     ([], 'at least one stage'),
+    ([dict(name='a', fit=['transl'], rounds=0)], "'rounds' must be a positive integer"),
 ])
 def test_stage_typos_are_errors(model, stages, match):
     with pytest.raises(StageConfigError, match=match):
