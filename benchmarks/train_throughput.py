@@ -1,6 +1,6 @@
 """Training throughput: images/s of forward+backward for the regressors and their backbone.
 
-Builds the single- and multi-view regressors of ``configs/regression/_base_/models`` (the
+Builds the single- and multi-view regressors of ``configs/_base_/models`` (the
 backbone by name, e.g. ``resnet50``, ``vit_base_patch16_224``), feeds them batches of a
 synthetic 4-view dataset generated on first use (HDF5, so the loader is the real one) and
 prints a table:
@@ -53,7 +53,7 @@ def build_model(kind: str, backbone: str, views: int, device: str,
                 compile_loss: bool = False):
     from smilfit.registry import MODELS
     name = 'single_view_resnet.py' if kind == 'single' else 'multi_view_resnet.py'
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'regression' / '_base_' / 'models' / name))
+    cfg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'models' / name))
     model_cfg = cfg.model
     model_cfg.backbone.model_name = backbone
     model_cfg.compile_loss = compile_loss

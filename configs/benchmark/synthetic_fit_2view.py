@@ -5,6 +5,6 @@
 # and, for the regressor on the same samples:
 #   python tools/test.py configs/regression/synthetic_multiview_resnet18.py CHECKPOINT
 _base_ = ['../_base_/body_models/demo_mouse.py', '../_base_/fitting/keypoints_2d.py',
-          '../regression/_base_/datasets/synthetic.py']
+          '../_base_/datasets/synthetic_2view_64px.py']
 data = dict(batch_size=32)
 work_dir = 'work_dirs/synthetic_fit_2view'

@@ -1,7 +1,7 @@
 # Register synthetic point-cloud scans of the embedded demo mouse (27 joints, 3.3k
 # vertices, millimetres): no model files needed. The scans are generated on first use.
 #   python tools/register.py configs/registration/demo_mouse_synthetic.py
-_base_ = ['../_base_/body_models/demo_mouse.py', './_base_/surface_stages.py']
+_base_ = ['../_base_/body_models/demo_mouse.py', '../_base_/registration/surface_stages.py']
 
 # Squared distances in mm^2 (body length ~170 mm): the priors are weighted so a
 # 1-sigma shape or a 1-rad pose costs about as much as 1 mm^2 of mean chamfer.

@@ -10,7 +10,7 @@
 #       work_dirs/stick_synthetic/registrations.npz -o work_dirs/stick_synthetic/learned.json
 # For real scans: --cfg-options data.scan_dir=my_scans data.num_points=5000 and drop
 # data.synthetic. The model file is third-party: point body_model.model_path at your copy.
-_base_ = ['../_base_/body_models/stick_insect.py', './_base_/surface_stages.py']
+_base_ = ['../_base_/body_models/stick_insect.py', '../_base_/registration/surface_stages.py']
 
 # Squared distances in model units (body length ~1.8): the data term is ~1e-6 at a
 # good fit, so the priors are weighted to match.

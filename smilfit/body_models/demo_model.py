@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .builder import Skeleton, build_model_from_skeleton, validate_skeleton
+from .mesh_from_skeleton import Skeleton, build_model_from_skeleton, validate_skeleton
 from .model_data import BodyModelData
 
 __all__ = ['DEMO_UNITS', 'DEMO_UP_AXIS', 'demo_skeleton', 'demo_radii', 'demo_model_data']
@@ -75,8 +75,9 @@ def demo_model_data(**options: Any) -> BodyModelData:
     """Build the demo mouse (about 3.4k vertices, 9 shape directions) in milliseconds.
 
     Args:
-        options: overrides of :func:`~smilfit.body_models.builder.build_model_from_skeleton`
-            keywords (e.g. ``segments=8`` for a coarser mesh).
+        options: overrides of the keywords of
+            :func:`~smilfit.body_models.mesh_from_skeleton.build_model_from_skeleton` (e.g.
+            ``segments=8`` for a coarser mesh).
 
     Returns:
         A validated :class:`BodyModelData` in millimetres, ``+z`` up, named

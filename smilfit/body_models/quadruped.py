@@ -1,7 +1,7 @@
 """A dog-like quadruped body model grown by the project's model builder (no files).
 
 The legacy SMAL dog cannot be redistributed, so fitting dogs (e.g. StanfordExtra) uses a
-model built in code from a skeleton with :func:`~.builder.build_model_from_skeleton`:
+model built in code from a skeleton with :func:`~.mesh_from_skeleton.build_model_from_skeleton`:
 closed tubes around the bones, smooth skinning, shape directions for size, thickness and
 bone-group lengths (left/right merged) and a shape prior.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..registry import BODY_MODELS
-from .builder import Skeleton, build_model_from_skeleton, validate_skeleton
+from .mesh_from_skeleton import Skeleton, build_model_from_skeleton, validate_skeleton
 from .model_data import BodyModelData
 from .rotations import matrix_to_axis_angle
 from .smil_model import SMILModel
@@ -123,8 +123,9 @@ def quadruped_model_data(**options: Any) -> BodyModelData:
     """Build the dog model (about 2.3k vertices, 11 shape directions) in milliseconds.
 
     Args:
-        options: overrides of :func:`~smilfit.body_models.builder.build_model_from_skeleton`
-            keywords (e.g. ``segments=8`` for a coarser mesh, ``num_betas``).
+        options: overrides of the keywords of
+            :func:`~smilfit.body_models.mesh_from_skeleton.build_model_from_skeleton` (e.g.
+            ``segments=8`` for a coarser mesh, ``num_betas``).
 
     Returns:
         A validated :class:`BodyModelData` in metres, ``+z`` up, named ``'quadruped'``,

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _float(value: Any, what: str) -> float:
-    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
+    from ..body_models.mesh_from_skeleton import SkeletonError  # not at the top: a fast --help
     try:
         return float(value)
     except (TypeError, ValueError) as err:
@@ -84,7 +84,7 @@ def _float(value: Any, what: str) -> float:
 
 
 def _read_csv(path: Path) -> Dict[str, Any]:
-    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
+    from ..body_models.mesh_from_skeleton import SkeletonError  # not at the top: a fast --help
     names: List[str] = []
     parents: List[Optional[str]] = []
     positions: List[List[float]] = []
@@ -112,7 +112,7 @@ def _read_csv(path: Path) -> Dict[str, Any]:
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
-    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
+    from ..body_models.mesh_from_skeleton import SkeletonError  # not at the top: a fast --help
     with open(path) as f:
         doc = json.load(f)
     meta: Dict[str, Any] = {}
@@ -150,8 +150,9 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 def read_skeleton_file(path: str) -> Dict[str, Any]:
     """Read a ``.csv`` / ``.json`` skeleton into keyword arguments of
-    :func:`~smilfit.body_models.builder.build_model_from_skeleton` (see ``--help``)."""
-    from ..body_models.builder import SkeletonError  # not at the top: a fast --help
+    :func:`~smilfit.body_models.mesh_from_skeleton.build_model_from_skeleton` (see
+    ``--help``)."""
+    from ..body_models.mesh_from_skeleton import SkeletonError  # not at the top: a fast --help
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == '.csv':
@@ -165,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
     # here, not at the top: --help must not import torch
-    from ..body_models.builder import build_model_from_skeleton
+    from ..body_models.mesh_from_skeleton import build_model_from_skeleton
     output = Path(args.output)
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         print(f'error: output must end in one of {OUTPUT_SUFFIXES}, got {output.name!r}',

@@ -5,7 +5,7 @@ normalised (centre / scale / PCA or manual orientation), initialised from the PC
 of scan and template and fitted in the config's stages (e.g. rigid -> pose and shape ->
 per-vertex offsets)::
 
-    _base_ = ['../_base_/body_models/stick_insect.py', './_base_/surface_stages.py']
+    _base_ = ['../_base_/body_models/stick_insect.py', '../_base_/registration/surface_stages.py']
     registrant = dict(handlers=[dict(type='SurfaceHandler', name='scan', ...), ...])
     data = dict(scan_dir='my_scans', num_points=5000, batch_size=8)
 

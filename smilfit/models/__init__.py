@@ -7,7 +7,7 @@ Registered in :data:`smilfit.registry.MODELS`:
   :class:`FeatureFusionNeck` (AniMer-style embedding of backbone, part-crop and parameter
   features).
 - :mod:`.heads`: :class:`MLPHead`, :class:`IEFTransformerDecoderHead` (iterative error
-  feedback; every iteration supervised).
+  feedback; every iteration supervised), :class:`MultiBinHeadingHead` (heading bins).
 - :mod:`.regressors`: :class:`SingleViewRegressor`, :class:`MultiViewRegressor`,
   :class:`TemporalRegressor` (+ :class:`TemporalEncoder`) and :func:`adapt_to_video`.
 - :mod:`.data_preprocessor`: :class:`RegressionDataPreprocessor`.
@@ -27,7 +27,7 @@ the metadata keys. See ``docs/regression.md``.
 """
 from .backbones import TimmBackbone, count_trainable
 from .data_preprocessor import RegressionDataPreprocessor
-from .heads import IEFTransformerDecoderHead, MLPHead
+from .heads import IEFTransformerDecoderHead, MLPHead, MultiBinHeadingHead
 from .necks import CrossViewFusion, FeatureFusionNeck
 from .param_codec import BodyParamCodec, CameraCodec, upright_orientation
 from .regressors import (BodyRegressor, MultiViewRegressor, SingleViewRegressor,
@@ -38,7 +38,7 @@ from smilfit.evaluation.metrics import RegressionKeypointErrorMetric
 
 __all__ = [
     'TimmBackbone', 'count_trainable', 'RegressionDataPreprocessor', 'MLPHead',
-    'IEFTransformerDecoderHead', 'CrossViewFusion', 'FeatureFusionNeck', 'BodyParamCodec',
+    'IEFTransformerDecoderHead', 'MultiBinHeadingHead', 'CrossViewFusion', 'FeatureFusionNeck', 'BodyParamCodec',
     'CameraCodec', 'upright_orientation', 'BodyRegressor', 'SingleViewRegressor',
     'MultiViewRegressor', 'TemporalRegressor', 'TemporalEncoder', 'adapt_to_video',
     'triangulation_consistency', 'RegressionKeypointErrorMetric',

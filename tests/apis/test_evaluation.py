@@ -10,7 +10,7 @@ from mmengine.dataset import default_collate
 
 from smilfit.apis.evaluation import (_rank_share, evaluate_fitting, fit_to_predictions,
                                      split_sample_indices)
-from smilfit.models.regressors.base import per_view_strings
+from smilfit.models.regressors.packing import per_view_strings
 from smilfit.utils import register_all_modules
 from tests.conftest import REPO_ROOT
 

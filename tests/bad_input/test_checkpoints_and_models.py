@@ -282,7 +282,7 @@ def test_training_data_with_another_keypoint_count_is_named(tmp_path):
     from smilfit.registry import MODELS
     from smilfit.utils import register_all_modules
     register_all_modules()
-    root = Path(__file__).resolve().parents[2] / 'configs' / 'regression' / '_base_' / 'models'
+    root = Path(__file__).resolve().parents[2] / 'configs' / '_base_' / 'models'
     cfg = Config.fromfile(str(root / 'single_view_resnet.py')).model
     cfg.backbone = dict(type='TimmBackbone', model_name='test_resnet')
     cfg.head.update(dim=32, depth=1, num_heads=4)

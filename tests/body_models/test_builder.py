@@ -236,7 +236,8 @@ def test_custom_bone_groups_and_num_betas():
 # ------------------------------------------------------------------- symmetry
 @pytest.mark.parametrize('left,right', [
     ('hip_L', 'hip_R'), ('hip_l', 'hip_r'), ('L_ear', 'R_ear'), ('l_ear', 'r_ear'),
-    ('left_paw', 'right_paw'), ('LeftFoot', 'RightFoot'), ('paw.L', 'paw.R')])
+    ('left_paw', 'right_paw'), ('LeftFoot', 'RightFoot'), ('paw.L', 'paw.R'),
+    ('Ear_L_tip', 'Ear_R_tip'), ('l_1_co_l', 'l_1_co_r'), ('fore_l_paw', 'fore_r_paw')])
 def test_mirror_joint_name(left, right):
     assert mirror_joint_name(left) == right
     assert mirror_joint_name(right) == left
@@ -345,3 +346,11 @@ def test_any_joint_order_and_random_trees_give_closed_outward_tubes():
             only_watertight=False)
         assert len(parts) == d.extra['builder']['num_tubes']
         assert all(p.is_watertight and p.volume > 0 for p in parts)
+
+
+def test_builder_module_re_exports_mesh_from_skeleton():
+    """smilfit.body_models.builder is the old address of the mesh_from_skeleton package."""
+    from smilfit.body_models import builder, mesh_from_skeleton
+    assert builder.__all__ == mesh_from_skeleton.__all__
+    for name in builder.__all__:
+        assert getattr(builder, name) is getattr(mesh_from_skeleton, name), name

@@ -208,7 +208,7 @@ def test_workers_are_deterministic(tmp_path):
 
 
 def test_resume_ingestion(tmp_path, monkeypatch):
-    from smilfit.datasets import ingest_sleap as mod
+    from smilfit.datasets.sleap_ingest import render as mod
     fresh, out = tmp_path / 'fresh.h5', tmp_path / 'out.h5'
     opts = IngestOptions(target_size=64, max_frames=12, progress=False)
     ingest_sleap(session_dir(), fresh, options=opts)
@@ -493,7 +493,7 @@ def test_error_corrupt_video(tmp_path):
 
 def test_error_while_decoding_leaves_nothing(tmp_path, monkeypatch):
     """A video that breaks mid-way (after samples were written) leaves no file either."""
-    from smilfit.datasets import ingest_sleap as mod
+    from smilfit.datasets.sleap_ingest import render as mod
     monkeypatch.setattr(mod, 'BLOCK_SAMPLES', 4)
     real_job, calls = mod._run_job, []
 

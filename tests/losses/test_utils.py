@@ -51,6 +51,8 @@ BUILDABLE = [
     dict(type='EdgeLengthRegularizer', faces=[[0, 1, 2]]),
     dict(type='LaplacianRegularizer', faces=[[0, 1, 2]]),
     dict(type='MeshNormalConsistencyRegularizer', faces=[[0, 1, 2]]),
+    dict(type='ParamSupervisionLoss', rotation='raw_6d'),
+    dict(type='TriangulationConsistencyLoss', scale=2.0),
 ]
 
 

@@ -1,6 +1,7 @@
 """The regression configs parse and build (with a small backbone); the acceptance
 training on synthetic data (the full 300 iterations under --run-slow, a 100-iteration twin in CI)."""
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -20,7 +21,7 @@ CONFIGS = REPO_ROOT / 'configs' / 'regression'
                                   'single_view_vit', 'multi_view_vit'])
 def test_model_configs_build(name):
     register_all_modules()
-    cfg = Config.fromfile(str(CONFIGS / '_base_' / 'models' / f'{name}.py'))
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / '_base_' / 'models' / f'{name}.py'))
     model_cfg = copy.deepcopy(cfg.model)
     assert model_cfg.backbone.model_name.startswith('vit' if 'vit' in name else 'resnet')
     # Build with a tiny backbone of the same family (the full ones take seconds).
@@ -51,6 +52,27 @@ def test_training_config_parses():
     assert cfg.train_dataloader.dataset.ann_file == cfg.data.path
     assert [m['type'] for m in cfg.val_evaluator] == ['KeypointPCKMetric', 'MPJPEMetric',
                                                      'ReprojectionErrorMetric']
+
+
+#: State-dict keys and shapes of the shipped synthetic config's model (and with MultiBin
+#: heading), recorded before the regressor was split into head, loss, decoding and packing
+#: modules (issue 17): checkpoints of earlier models must keep loading.
+STATE_DICT_KEYS = Path(__file__).with_name('synthetic_multiview_state_dict_keys.json')
+KEY_VARIANTS = {'model': {}, 'heading_bins=4': dict(heading_bins=4),
+                "heading_bins=4, heading_features='grid'": dict(heading_bins=4,
+                                                               heading_features='grid')}
+
+
+@pytest.mark.parametrize('variant', list(KEY_VARIANTS))
+def test_synthetic_config_state_dict_keys_unchanged(variant):
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / 'synthetic_multiview_resnet18.py'))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.update(KEY_VARIANTS[variant])
+    model = MODELS.build(model_cfg)
+    want = json.loads(STATE_DICT_KEYS.read_text())[variant]
+    got = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    assert got == want
 
 
 def _train_and_validate(tmp_path, max_iters=None):

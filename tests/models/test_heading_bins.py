@@ -17,7 +17,7 @@ def _identity_cams(B, C=2):
 
 def test_bin_targets_of_bin_orientations():
     model = tiny_multiview(heading_bins=4)
-    R = model.heading_bin_R                                   # (4, 3, 3) bin starts
+    R = model.heading_classifier.bin_R                        # (4, 3, 3) bin starts
     # 20 degrees about the camera's vertical axis stays in the same bin (half width 45).
     small = axis_angle_to_matrix(torch.tensor([0.0, math.radians(20.0), 0.0]))
     gt = torch.cat([R, small @ R])
@@ -47,9 +47,7 @@ def test_heading_loss_and_bin_choice(multiview_batch, features):
     assert torch.equal(res['enc']['heading_bin'], target)      # teacher forcing
     model.eval()
     with torch.no_grad():
-        last = model.heading_classifier if features == 'fused' else \
-            model.heading_classifier[-1]
-        last.bias.copy_(torch.arange(8.0))                      # argmax: bin 7
+        model.heading_classifier.logit_layer.bias.copy_(torch.arange(8.0))   # argmax: 7
         res = model.predictions(data['inputs'], s)
     assert res['enc']['heading_bin'].tolist() == [7] * 4
     model.set_loss_weight('heading', 0.0)
@@ -72,7 +70,7 @@ def test_grid_features_keep_image_layout(multiview_batch):
     data = model.data_preprocessor(copy.deepcopy(multiview_batch), False)
     with torch.no_grad():
         enc = model.encode(data['inputs'], data['data_samples'])
-        x = model._heading_input(enc)
+        x = model.heading_classifier.inputs(enc)
     B, C, N, D = enc['backbone_tokens'].shape
     assert x.shape == (B, C * 4 * D)
     cells = x.reshape(B, C, D, 2, 2)
@@ -81,3 +79,33 @@ def test_grid_features_keep_image_layout(multiview_batch):
     if grid is not None:                                     # 64 px ResNet: 2 x 2 tokens
         assert torch.allclose(cells, grid, atol=1e-6)
     assert not torch.allclose(cells[..., 0], cells[..., 1])
+
+
+def test_heading_head_builds_alone_with_the_classifier_layout():
+    """MultiBinHeadingHead from MODELS: zero logits at the start, the parameter names of the
+    classifier it replaced (checkpoints), validation of its options."""
+    from smilfit.registry import MODELS
+    fused = MODELS.build(dict(type='MultiBinHeadingHead', in_dim=16, num_bins=4,
+                              init_orient=torch.eye(3)))
+    assert [k for k, _ in fused.named_parameters()] == ['weight', 'bias']
+    enc = dict(fused=torch.randn(3, 16))
+    out = fused.eval()(enc)
+    assert torch.equal(out['heading_logits'], torch.zeros(3, 4))
+    assert out['heading_bin'].tolist() == [0, 0, 0] and out['heading_target'] is None
+    target = torch.tensor([1, 2, 3])
+    assert torch.equal(fused.train()(enc, target)['heading_bin'], target)
+    assert torch.allclose(fused.loss(out['heading_logits'], target), torch.tensor(math.log(4)))
+    grid = MODELS.build(dict(type='MultiBinHeadingHead', in_dim=16, num_bins=4,
+                             init_orient=torch.eye(3), features='grid', num_views=2,
+                             token_dim=8))
+    assert [k for k, _ in grid.named_parameters()] == [
+        '0.weight', '0.bias', '1.weight', '1.bias', '3.weight', '3.bias']
+    enc = dict(backbone_tokens=torch.randn(3, 2, 16, 8), view_valid=torch.ones(3, 2, dtype=bool))
+    assert grid.inputs(enc).shape == (3, 2 * 2 * 2 * 8)
+    assert torch.equal(grid(enc)['heading_logits'], torch.zeros(3, 4))
+    with pytest.raises(ValueError, match='num_bins'):
+        MODELS.build(dict(type='MultiBinHeadingHead', in_dim=16, num_bins=0,
+                          init_orient=torch.eye(3)))
+    with pytest.raises(ValueError, match='token_dim'):
+        MODELS.build(dict(type='MultiBinHeadingHead', in_dim=16, num_bins=4,
+                          init_orient=torch.eye(3), features='grid'))

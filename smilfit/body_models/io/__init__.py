@@ -3,9 +3,10 @@
 Two formats, chosen by the file extension:
 
 - ``.pkl``: legacy SMPL/SMAL/SMIL pickles, read with an allow-list unpickler (no code
-  from the file is ever run) and written back exactly; see :mod:`.legacy_pickle`.
+  from the file is ever run) and written back exactly; see :mod:`.legacy_pickle` (and its
+  parts :mod:`.restricted_unpickler`, :mod:`.legacy_reader`, :mod:`.legacy_layout`).
 - ``.json`` / ``.json.gz``: smilfit's human-readable model format; see
-  :mod:`.smil_json` and ``docs/model_format.md``.
+  :mod:`.smil_json` (its value encodings: :mod:`.json_codecs`) and ``docs/model_format.md``.
 
 Every loaded model is validated; every write goes to a temporary file in the target
 directory that is renamed into place, so a failure never leaves a partial file.

@@ -1,6 +1,13 @@
-"""Regressors (mmengine ``BaseModel``s): single-view, multi-view and temporal."""
-from .base import (DEFAULT_PARAM_WEIGHTS, BodyRegressor, rest_body_length,
-                   rotation_geodesic_sq, triangulation_consistency)
+"""Regressors (mmengine ``BaseModel``s): single-view, multi-view and temporal.
+
+:class:`BodyRegressor` (:mod:`.base`) orchestrates; :mod:`.decoding`, :mod:`.packing`,
+:mod:`.keypoints` and :mod:`.embedding` hold its parts.
+"""
+from smilfit.losses.param_supervision import DEFAULT_PARAM_WEIGHTS, rotation_geodesic_sq
+from smilfit.losses.triangulation import triangulation_consistency
+
+from .base import BodyRegressor
+from .decoding import rest_body_length
 from .multi_view import MultiViewRegressor
 from .single_view import SingleViewRegressor
 from .temporal import (DEFAULT_TEMPORAL_LOSSES, TemporalEncoder, TemporalRegressor,

@@ -1,0 +1,71 @@
+"""The model side of inference: :func:`load_regressor` (a regressor and its config from a
+checkpoint) and :func:`build_test_pipeline` (the transforms it was tested with)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Union
+
+from .common import InferenceError, PathLike
+
+
+def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] = None,
+                   device: str = 'cpu', cfg_options: Optional[Mapping[str, Any]] = None):
+    """Build a regressor and load its weights.
+
+    Args:
+        checkpoint: a checkpoint of ``tools/train.py`` (or None with a config: random
+            weights, for pipeline checks).
+        config: config file or ``Config``; default: the config in the checkpoint's meta.
+        device: torch device.
+        cfg_options: config overrides (``merge_from_dict``).
+
+    Returns:
+        ``(model, cfg)``: the model in eval mode on ``device`` and its config.
+    """
+    from mmengine.config import Config
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from smilfit.apis.evaluation import load_checkpoint_config
+    from smilfit.engine.checkpoint_io import checkpoint_state_dict, load_checkpoint_file
+    from smilfit.registry import MODELS
+    from smilfit.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    if config is None:
+        if checkpoint is None:
+            raise InferenceError('give a checkpoint, a config, or both')
+        cfg = load_checkpoint_config(checkpoint)
+    elif isinstance(config, (str, os.PathLike)):
+        if not Path(config).is_file():
+            raise FileNotFoundError(f'config {config} does not exist')
+        cfg = Config.fromfile(str(config))
+    else:
+        cfg = config
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    if cfg.get('model') is None:
+        raise InferenceError('the config has no model (a regressor) to run')
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        state = checkpoint_state_dict(load_checkpoint_file(checkpoint), checkpoint)
+        load_state_dict(model, state, strict=False, logger='silent')
+    return model.to(device).eval(), cfg
+
+
+def build_test_pipeline(cfg) -> List[Any]:
+    """The transforms the model was tested with: ``test_dataloader.dataset.pipeline``
+    (else ``val_dataloader``'s, else ``test_pipeline``), without dataset-only steps;
+    ``[PackInputs]`` when the config has none."""
+    from smilfit.registry import TRANSFORMS
+    spec = None
+    for key in ('test_dataloader', 'val_dataloader'):
+        loader = cfg.get(key)
+        if loader is not None and loader.get('dataset', {}).get('pipeline') is not None:
+            spec = loader['dataset']['pipeline']
+            break
+    if spec is None:
+        spec = cfg.get('test_pipeline') or [dict(type='PackInputs')]
+    out = [TRANSFORMS.build(dict(t)) if isinstance(t, Mapping) else t for t in spec]
+    if not any(type(t).__name__ == 'PackInputs' for t in out):
+        out.append(TRANSFORMS.build(dict(type='PackInputs')))
+    return out

@@ -1,0 +1,86 @@
+"""The data's keypoints as a regressor sees them: their count, and the observations of the
+keypoints matched to the body model.
+
+A regressor is set up for the data's N keypoint names (``keypoint_names``) and matches the
+body model's keypoints to them (``keypoint_match``: ``model_index`` and ``data_index`` (M,)
+of the M matched pairs; :func:`smilfit.handlers.matching.match_keypoints`).
+:func:`check_keypoint_count` stops a batch with another keypoint count before it indexes out
+of range deep in a loss; :func:`matched_observations` gathers the 2D observations of the
+matched keypoints with their weights.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence, Tuple
+
+import torch
+
+from smilfit.errors import SmilfitUserError
+
+from .decoding import view_tensor
+
+#: Batch fields with a keypoint axis (second to last).
+KEYPOINT_FIELDS = ('keypoints_2d', 'keypoints_3d')
+
+
+class KeypointCountError(SmilfitUserError, ValueError):
+    """The data's keypoint count differs from the keypoints the model was set up for."""
+
+
+def check_keypoint_count(data_samples: Mapping[str, Any], keypoint_names: Sequence[str],
+                         model_keypoint_names: Sequence[str]) -> None:
+    """The batch's ``keypoints_2d`` (..., N, 2) and ``keypoints_3d`` (..., N, 3) must have
+    N = ``len(keypoint_names)`` keypoints.
+
+    Raises:
+        KeypointCountError: the counts differ; names the field and both counts and says
+            how to set the model's keypoint names (``model_keypoint_names``: the body
+            model's, to tell whether the model's names are its default).
+    """
+    for key in KEYPOINT_FIELDS:
+        value = data_samples.get(key) if isinstance(data_samples, Mapping) else None
+        if value is None or not hasattr(value, 'shape'):
+            continue
+        count = value.shape[-2]
+        if count != len(keypoint_names):
+            names = list(keypoint_names)
+            whose = "the body model's keypoints" if names == list(
+                model_keypoint_names) else 'model.keypoint_names'
+            raise KeypointCountError(
+                f'the data has {count} keypoints ({key}) but the model is set up for '
+                f'{len(names)} ({whose}: {", ".join(names[:6])}'
+                f'{", ..." if len(names) > 6 else ""}); set '
+                "model.keypoint_names to the dataset's keypoint names (and "
+                'model.joint_lookup to map them to the body model)')
+
+
+def matched_observations(data_samples: Mapping[str, Any], match, B: int, C: int
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The 2D observations of the matched keypoints and their weights.
+
+    Args:
+        data_samples: the batch: ``keypoints_2d`` (B, C, N, 2) pixels (NaN missing), and
+            optionally ``confidence`` and ``visible`` (B, C, N) and ``view_valid`` (B, C)
+            (squeezed single view accepted).
+        match: the keypoint match (``data_index`` (M,)).
+        B, C: samples and view slots.
+
+    Returns:
+        ``(points2d (B, C, M, 2), weights (B, C, M))``: the weight is the product of
+        confidence, visibility and view validity (1 where absent).
+    """
+    kp = view_tensor(data_samples, 'keypoints_2d', B, C, 2)
+    index = match.data_index.to(kp.device)
+    kp = kp.index_select(2, index)
+    w = torch.ones(kp.shape[:3], dtype=kp.dtype, device=kp.device)
+    for key in ('confidence', 'visible'):
+        x = view_tensor(data_samples, key, B, C, 1)
+        if x is not None:
+            w = w * x.index_select(2, index).to(kp.dtype)
+    vv = view_tensor(data_samples, 'view_valid', B, C, 0)
+    if vv is not None:
+        w = w * vv.to(kp.dtype)[..., None]
+    return kp, w
+
+
+__all__ = ['KEYPOINT_FIELDS', 'KeypointCountError', 'check_keypoint_count',
+           'matched_observations']

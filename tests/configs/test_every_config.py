@@ -1,0 +1,134 @@
+"""Every config under configs/ loads with mmengine and builds its main components.
+
+Leaves (every ``.py`` outside ``configs/_base_``): a fitting, registration or benchmark
+config builds its body model and registrant; a training config builds its network (with
+timm's tiny test backbone), optimizer wrapper and parameter schedulers. The dataset, metric
+and hook types a config names must be registered. Every file of the one base tree
+``configs/_base_`` loads on its own. Loading comes first, before any skip (models from
+../shared skip when absent): a config whose ``_base_`` file is missing, moved or renamed
+fails to load and so fails here.
+"""
+import copy
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+
+from smilfit.registrants import SMILRegistrant
+from smilfit.registry import (DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS,
+                              REGISTRANTS)
+from smilfit.utils import register_all_modules
+from tests.conftest import REPO_ROOT
+
+CONFIG_ROOT = REPO_ROOT / 'configs'
+BASE_ROOT = CONFIG_ROOT / '_base_'
+
+
+def _is_base(path: Path) -> bool:
+    return '_base_' in path.relative_to(CONFIG_ROOT).parts
+
+
+LEAVES = sorted(p for p in CONFIG_ROOT.rglob('*.py') if not _is_base(p))
+BASES = sorted(p for p in CONFIG_ROOT.rglob('*.py') if _is_base(p))
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_ROOT).with_suffix(''))
+
+
+def _skip_without_model_file(body_model) -> None:
+    model_path = body_model.get('model_path')
+    if model_path is not None and not Path(model_path).exists():
+        pytest.skip(f'{model_path} is not available')
+
+
+def _build_registrant(cfg: Config) -> SMILRegistrant:
+    _skip_without_model_file(cfg.body_model)
+    assert 'path' in cfg.data or 'scan_dir' in cfg.data, 'data.path or data.scan_dir'
+    reg = REGISTRANTS.build(dict(cfg.registrant, body_model=cfg.body_model))
+    assert isinstance(reg, SMILRegistrant) and reg.stages
+    if 'joint_lookup' in cfg.data:
+        from smilfit.apis.fitting import load_joint_lookup
+        lookup = load_joint_lookup(cfg.data.joint_lookup)
+        missing = sorted(set(lookup) - set(reg.body_model.keypoint_names))
+        assert not missing, f'lookup names unknown model keypoints {missing}'
+    return reg
+
+
+def _build_training(cfg: Config) -> None:
+    """The network with a tiny backbone of the same family, its optimizer and schedules."""
+    model_cfg = copy.deepcopy(cfg.model)
+    _skip_without_model_file(model_cfg.body_model)
+    vit = 'vit' in model_cfg.backbone.model_name
+    model_cfg.backbone = dict(type='TimmBackbone', model_name='test_vit' if vit else
+                              'test_resnet', model_kwargs=dict(img_size=64) if vit else {})
+    model_cfg.head.update(dim=32, depth=1, num_heads=4)
+    if model_cfg.get('neck'):
+        model_cfg.neck.update(dim=32, depth=1, num_heads=4)
+    model = MODELS.build(model_cfg)
+    assert 'train_dataloader' in cfg and 'train_cfg' in cfg
+    with DefaultScope.overwrite_default_scope('smilfit'):
+        wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+        for scheduler in cfg.get('param_scheduler') or []:
+            PARAM_SCHEDULERS.build(dict(scheduler, optimizer=wrapper))
+
+
+def _check_registered_types(cfg: Config) -> None:
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(name):
+            kind = cfg[name].dataset.type
+            assert DATASETS.get(kind) is not None, f'{name}: unknown dataset {kind!r}'
+    for name in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(name) or []
+        for metric in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            assert METRICS.get(metric.type) is not None, f'{name}: unknown {metric.type!r}'
+    hooks = list((cfg.get('default_hooks') or {}).values()) + list(cfg.get('custom_hooks') or [])
+    for hook in hooks:
+        assert HOOKS.get(hook.type) is not None, f'unknown hook {hook.type!r}'
+
+
+@pytest.mark.parametrize('path', LEAVES, ids=_id)
+def test_config_builds(path: Path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # model and data paths in configs are relative to it
+    register_all_modules()
+    cfg = Config.fromfile(str(path))
+    kinds = [k for k in ('registrant', 'model') if k in cfg]
+    assert len(kinds) == 1, f'expected a registrant (fitting) or a model (training): {kinds}'
+    _check_registered_types(cfg)
+    if 'registrant' in cfg:
+        _build_registrant(cfg)
+    else:
+        _build_training(cfg)
+
+
+@pytest.mark.parametrize('path', BASES, ids=_id)
+def test_base_config_loads(path: Path):
+    assert Config.fromfile(str(path))
+
+
+def test_one_base_tree():
+    """Shared pieces live in configs/_base_ only; leaves are grouped by task."""
+    assert [d for d in CONFIG_ROOT.rglob('_base_') if d.is_dir()] == [BASE_ROOT]
+    assert {p.parent.name for p in LEAVES} == {'benchmark', 'fitting', 'registration',
+                                               'regression'}
+    assert {p.parent.relative_to(BASE_ROOT).parts[0] for p in BASES if p.parent != BASE_ROOT} \
+        == {'body_models', 'datasets', 'fitting', 'models', 'registration', 'schedules'}
+
+
+def test_a_config_with_a_missing_base_fails(tmp_path):
+    """What makes a leaf inheriting a moved or renamed base fail above."""
+    leaf = tmp_path / 'leaf.py'
+    missing = BASE_ROOT / 'body_models' / 'no_such_model.py'
+    leaf.write_text(f"_base_ = [{str(BASE_ROOT / 'default_runtime.py')!r}, {str(missing)!r}]\n")
+    with pytest.raises(FileNotFoundError, match='no_such_model.py'):
+        Config.fromfile(str(leaf))
+
+
+def test_sequence_config_couples_frames(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse_sequence.py'))
+    reg = REGISTRANTS.build(dict(cfg.registrant, body_model=cfg.body_model))
+    assert reg.shared == {'betas'}
+    assert any(getattr(h, 'couples_samples', False) for h in reg.handlers.values())
