@@ -48,11 +48,12 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
     import torch
 
     import smilfit.apis.fitting as fitting
+    import smilfit.apis.fitting.dataset_fit as dataset_fit
     from smilfit.datasets.synthetic_animals import generate_animal_session
 
     torch.set_num_threads(1)
     spent = {'skeleton': 0.0}
-    estimate = fitting.estimate_skeletons
+    estimate = dataset_fit.estimate_skeletons
 
     def timed_skeletons(*args, **kwargs):
         start = time.perf_counter()
@@ -60,7 +61,7 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
             return estimate(*args, **kwargs)
         finally:
             spent['skeleton'] += time.perf_counter() - start
-    fitting.estimate_skeletons = timed_skeletons
+    dataset_fit.estimate_skeletons = timed_skeletons
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()

@@ -158,7 +158,8 @@ def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarr
     """Read one fit's results and score it and DLT in its held-out views."""
     import h5py
 
-    from smilfit.apis.fitting import _OBSERVATION_KEYS, observations_from_batch
+    from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_from_batch,
+                                                   sample_camera_names)
     with h5py.File(results, 'r') as f:
         if 'fitted_keypoints_3d' not in f:
             raise HoldoutConfigError(f'{results} has no fitted_keypoints_3d: the held-out '
@@ -172,9 +173,7 @@ def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarr
     fit_views = fit_mask[session]
     fit_px, dlt_px = heldout_point_errors(observations_from_batch(batch), fitted, fit_views,
                                           candidates[session] & ~fit_views)
-    C = fit_px.shape[1]
-    cams = [[reader.camera_names[s][c] if c < len(reader.camera_names[s]) else f'view{c}'
-             for c in range(C)] for s in session]
+    cams = sample_camera_names(reader, session, fit_px.shape[1])
     return dict(fit_px=fit_px, dlt_px=dlt_px, camera_names=cams,
                 failed_samples=int(failed.sum()))
 

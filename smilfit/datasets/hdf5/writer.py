@@ -1,24 +1,32 @@
-"""The atomic, resumable :class:`DatasetWriter` of the HDF5 dataset format."""
+"""The atomic, resumable :class:`DatasetWriter` of the HDF5 dataset format: its life
+cycle (partial file, commit, abort, checkpoints) and what it appends (sessions, skeleton,
+batches of samples).
+
+Its parts live next to it: :mod:`.validation` (what ``add_samples`` is given),
+:mod:`.layout` (how datasets are created and grow in the file) and :mod:`.resume`
+(which partial file an interrupted write continues from).
+"""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
 
 from smilfit.utils.atomic import atomic_path
-from smilfit.version import __version__ as _SMILFIT_VERSION
 
-from .schema import (CONSISTENT_ATTR, DEFAULT_CHUNK_SAMPLES, DatasetFormatError, FORMAT_NAME,
-                     OPTIONAL_KEYS, PathLike, REQUIRED_KEYS, RESERVED_ATTRS, SAMPLE_FIELDS,
-                     SCHEMA_VERSION, _COMPRESS, _STR, _open_h5, _partial_problem, _str_list,
-                     check_header, partial_path)
+from .layout import (attr_value, blob_array, create_sample_dataset, write_header,
+                     write_session_row)
+from .resume import check_resumable, recover_partial
+from .schema import (_STR, CONSISTENT_ATTR, DEFAULT_CHUNK_SAMPLES, OPTIONAL_KEYS,
+                     RESERVED_ATTRS, SAMPLE_FIELDS, DatasetFormatError, PathLike, _open_h5,
+                     _str_list, partial_path)
+from .validation import trailing_shape, validate_samples
 
 
 # ---------------------------------------------------------------------------------- writer
@@ -138,14 +146,16 @@ class DatasetWriter:
         if self._f is not None:
             return self
         if self.resume and self.partial_path.exists():
-            self._recover_partial()
+            recover_partial(self.partial_path, self.checkpoint_path)
         if self.resume and (self.partial_path.exists() or self.path.exists()):
             copied = not self.partial_path.exists()
             if copied:  # resume a finished file: work on a copy, the original stays valid
                 shutil.copy2(self.path, self.partial_path)
             try:
                 self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume')
-                self._check_resumable(self.path if copied else self.partial_path)
+                self._session_names, self._keys = check_resumable(
+                    self._f, self.path if copied else self.partial_path,
+                    self.keypoint_names, self.num_views, self.attrs)
             except BaseException:
                 self.abort(keep_partial=not copied)
                 raise
@@ -194,23 +204,6 @@ class DatasetWriter:
             self.partial_path.unlink()
         if not keep_partial:
             self._remove_checkpoint()
-
-    def _recover_partial(self) -> None:
-        """Make ``partial_path`` a file that can be continued: keep it when it is marked
-        consistent, else restore the last checkpoint, else remove it (start again)."""
-        problem = _partial_problem(self.partial_path)
-        if problem is None:
-            return
-        if self.checkpoint_path.exists() and _partial_problem(self.checkpoint_path) is None:
-            warnings.warn(f'{self.partial_path} is damaged ({problem}: the run was killed '
-                          'mid-write); resuming from its last checkpoint '
-                          f'{self.checkpoint_path}')
-            shutil.copyfile(self.checkpoint_path, self.partial_path)
-            return
-        warnings.warn(f'{self.partial_path} cannot be continued ({problem}: the run was '
-                      'killed mid-write) and has no usable checkpoint; starting again')
-        self.partial_path.unlink()
-        self._remove_checkpoint()
 
     def _mark_consistent(self, value: bool) -> None:
         """Set :data:`CONSISTENT_ATTR` and flush, so the file on disk says it."""
@@ -310,29 +303,12 @@ class DatasetWriter:
         cams_ds[idx] = padded
         C = self.num_views
         paths = None if video_paths is None else [str(v) for v in video_paths]
-        self._session_row('video_paths', idx, _STR, (),
+        write_session_row(self._f, 'video_paths', idx, C, _STR, (),
                           None if paths is None else paths + [''] * (C - len(paths)))
         for key, (row, dtype, trailing) in rows.items():
-            self._session_row(key, idx, dtype, trailing, row)
+            write_session_row(self._f, key, idx, C, dtype, trailing, row)
         self._session_names.append(str(name))
         return idx
-
-    def _session_row(self, key: str, idx: int, dtype: Any, trailing: Tuple[int, ...],
-                     row: Any) -> None:
-        """Write row ``idx`` of the optional per-session dataset ``sessions/<key>``
-        (S, C, *trailing): created on first use, earlier sessions filled with the empty
-        value ('' or 0); once it exists, a session without the row gets the empty value."""
-        path = f'sessions/{key}'
-        if row is None and path not in self._f:
-            return
-        if path not in self._f:
-            self._f.create_dataset(path, shape=(idx, self.num_views) + trailing,
-                                   maxshape=(None, self.num_views) + trailing, dtype=dtype,
-                                   chunks=True)
-        ds = self._f[path]
-        ds.resize((idx + 1, self.num_views) + trailing)
-        if row is not None:
-            ds[idx] = row
 
     def set_skeleton(self, edges: Sequence[Tuple[int, int]] = (),
                      symmetries: Sequence[Tuple[int, int]] = ()) -> None:
@@ -381,7 +357,8 @@ class DatasetWriter:
                 that is NaN; a NaN point with non-zero confidence).
         """
         self._require_open()
-        arrays, images, masks, params = self._validate(samples)
+        arrays, images, masks, params = validate_samples(
+            samples, self.num_views, len(self.keypoint_names), len(self._session_names))
         b = arrays['session'].shape[0]
         keep = np.array([not self.contains(int(s), int(fr), int(i)) for s, fr, i in
                          zip(arrays['session'], arrays['frame'], arrays['instance'])], bool)
@@ -406,7 +383,7 @@ class DatasetWriter:
             ds = self._dataset(key)
             ds.resize(n1, axis=0)
             if blobs is not None:
-                ds[n0:n1] = _blob_array(blobs, b, self.num_views)
+                ds[n0:n1] = blob_array(blobs, b, self.num_views)
         for name, value in params.items():
             ds = self._param_dataset(name, value.shape[1:])
             ds.resize(n1, axis=0)
@@ -434,26 +411,12 @@ class DatasetWriter:
                                '(with DatasetWriter(...) as w: ...)')
 
     def _trailing(self, spec: Tuple[Any, ...]) -> Tuple[int, ...]:
-        sizes = {'C': self.num_views, 'K': len(self.keypoint_names)}
-        return tuple(sizes.get(d, d) for d in spec)
+        return trailing_shape(spec, self.num_views, len(self.keypoint_names))
 
     def _create_dataset(self, path: str, trailing: Tuple[int, ...], dtype: Any,
                         fillvalue: Any = None) -> h5py.Dataset:
-        kwargs: Dict[str, Any] = {}
-        if self.compression and np.dtype(dtype).type in _COMPRESS:
-            kwargs['compression'] = self.compression
-            if self.compression == 'gzip':
-                kwargs['compression_opts'] = 4
-            kwargs['shuffle'] = np.dtype(dtype).itemsize > 1
-        if fillvalue is not None:
-            kwargs['fillvalue'] = fillvalue
-        # A zero-length axis (e.g. betas of a model without shape coefficients, K = 0)
-        # cannot be chunked as it is: HDF5 needs positive chunk sizes no larger than a
-        # fixed axis, so such an axis is declared resizable with chunks of 1.
-        maxshape = (None,) + tuple(None if d == 0 else d for d in trailing)
-        chunks = (self.chunk_samples,) + tuple(max(1, d) for d in trailing)
-        return self._f.create_dataset(path, shape=(0,) + trailing, maxshape=maxshape,
-                                      chunks=chunks, dtype=dtype, **kwargs)
+        return create_sample_dataset(self._f, path, trailing, dtype, self.chunk_samples,
+                                     self.compression, fillvalue)
 
     def _dataset(self, key: str) -> h5py.Dataset:
         path, spec, dtype = SAMPLE_FIELDS[key]
@@ -467,7 +430,7 @@ class DatasetWriter:
         if path not in self._f:
             group = self._f.require_group('params')
             for k, v in self.params_attrs.items():
-                group.attrs[k] = _attr_value(v)
+                group.attrs[k] = attr_value(v)
             return self._create_dataset(path, tuple(trailing), np.float32, np.nan)
         ds = self._f[path]
         if ds.shape[1:] != tuple(trailing):
@@ -476,150 +439,12 @@ class DatasetWriter:
         return ds
 
     def _create_layout(self) -> None:
-        f = self._f
-        f.attrs['format'] = FORMAT_NAME
-        f.attrs['schema_version'] = SCHEMA_VERSION
-        f.attrs['created_by'] = self.created_by
-        f.attrs['smilfit_version'] = _SMILFIT_VERSION
-        f.attrs['created_at'] = time.strftime('%Y-%m-%dT%H:%M:%S%z')
-        f.attrs['source'] = self.source
-        f.attrs['units'] = self.units
-        f.attrs['num_views'] = self.num_views
-        f.attrs['complete'] = False
-        for k, v in self.attrs.items():
-            f.attrs[k] = _attr_value(v)
-        f.create_dataset('keypoint_names', data=np.array(self.keypoint_names, dtype=object),
-                         dtype=_STR)
-        f.create_dataset('sessions/names', shape=(0,), maxshape=(None,), dtype=_STR,
-                         chunks=(64,))
-        f.create_dataset('sessions/camera_names', shape=(0, self.num_views),
-                         maxshape=(None, self.num_views), dtype=_STR,
-                         chunks=(64, self.num_views))
+        write_header(self._f, created_by=self.created_by, source=self.source,
+                     units=self.units, num_views=self.num_views, attrs=self.attrs,
+                     keypoint_names=self.keypoint_names)
         for key in SAMPLE_FIELDS:
             if key not in OPTIONAL_KEYS:
                 self._dataset(key)
 
-    def _check_resumable(self, source: Path) -> None:
-        f = self._f
-        check_header(f, source, allow_incomplete=True)
-        names = _str_list(f['keypoint_names'])
-        if names != self.keypoint_names:
-            raise DatasetFormatError(f'{source}: cannot resume: keypoint_names differ '
-                                     f'(file {names}, given {self.keypoint_names})')
-        if int(f.attrs['num_views']) != self.num_views:
-            raise DatasetFormatError(f"{source}: cannot resume: num_views differ (file "
-                                     f"{int(f.attrs['num_views'])}, given {self.num_views})")
-        for k, v in self.attrs.items():
-            stored = f.attrs.get(k)
-            if isinstance(stored, bytes):
-                stored = stored.decode()
-            if stored is not None and _attr_value(v) != stored and \
-                    not np.array_equal(np.asarray(stored), np.asarray(_attr_value(v))):
-                raise DatasetFormatError(f'{source}: cannot resume: attribute {k!r} differs '
-                                         f'(file {stored!r}, given {_attr_value(v)!r})')
-        self._session_names = _str_list(f['sessions/names'])
-        sess = f['samples/session'][()]
-        frames = f['samples/frame'][()]
-        inst = f['samples/instance'][()]
-        self._keys = {(self._session_names[int(s)], int(fr), int(i))
-                      for s, fr, i in zip(sess, frames, inst)}
 
-    def _validate(self, samples: Mapping[str, Any]):
-        missing = [k for k in REQUIRED_KEYS if k not in samples]
-        if missing:
-            raise DatasetFormatError(f'add_samples: missing keys {missing}')
-        unknown = sorted(set(samples) - set(SAMPLE_FIELDS) - {'params'})
-        if unknown:
-            raise DatasetFormatError(f'add_samples: unknown keys {unknown} (known: '
-                                     f'{sorted(SAMPLE_FIELDS) + ["params"]})')
-        b = int(np.asarray(samples['session']).shape[0])
-        c = self.num_views
-        arrays: Dict[str, np.ndarray] = {}
-
-        def take(key: str, default: Any = None) -> None:
-            path, spec, dtype = SAMPLE_FIELDS[key]
-            value = samples.get(key)
-            if value is None:
-                value = default
-            if dtype is _STR:
-                arr = np.asarray(value, dtype=object).astype(str).astype(object)
-            else:
-                arr = np.asarray(value)
-                if dtype != np.bool_ and arr.dtype.kind in 'fiub':
-                    arr = arr.astype(dtype)
-                elif dtype == np.bool_:
-                    arr = arr.astype(np.bool_)
-            expect = (b,) + self._trailing(spec)
-            if arr.shape != expect:
-                raise DatasetFormatError(
-                    f"add_samples: '{key}' has shape {arr.shape}; expected "
-                    f"(N, {', '.join(map(str, spec))}) = {expect}")
-            arrays[key] = arr
-
-        take('session')
-        take('frame')
-        take('instance', np.zeros(b, np.int32))
-        take('track', np.full(b, '', dtype=object))
-        take('valid')
-        take('calibrated', np.ones((b, c), bool))
-        take('keypoints_2d')
-        take('confidence')
-        kp_finite = np.isfinite(arrays['keypoints_2d']).all(-1)
-        take('visible', kp_finite & (arrays['confidence'] > 0))
-        take('K')
-        take('dist', np.zeros((b, c, 5)))
-        take('R')
-        take('t')
-        take('image_size')
-        take('crop', np.broadcast_to(np.eye(3), (b, c, 3, 3)))
-        if samples.get('keypoints_3d') is not None:
-            take('keypoints_3d')
-        s = arrays['session']
-        if b and (s.min() < 0 or s.max() >= len(self._session_names)):
-            raise DatasetFormatError(f'add_samples: session index out of range [0, '
-                                     f'{len(self._session_names)}): {np.unique(s).tolist()}')
-        if np.any(arrays['visible'] & ~kp_finite):
-            raise DatasetFormatError("add_samples: 'visible' is True where 'keypoints_2d' "
-                                     'is NaN/inf')
-        if np.any((arrays['confidence'] != 0) & ~kp_finite):
-            raise DatasetFormatError("add_samples: 'confidence' must be 0 where "
-                                     "'keypoints_2d' is missing (NaN)")
-        images = _check_blobs(samples.get('images'), 'images', b, c)
-        masks = _check_blobs(samples.get('masks'), 'masks', b, c)
-        params: Dict[str, np.ndarray] = {}
-        for name, value in (samples.get('params') or {}).items():
-            arr = np.asarray(value, dtype=np.float32)
-            if arr.ndim < 1 or arr.shape[0] != b:
-                raise DatasetFormatError(f"add_samples: params['{name}'] has shape "
-                                         f'{arr.shape}; expected ({b}, ...)')
-            params[str(name)] = arr
-        return arrays, images, masks, params
-
-
-def _check_blobs(blobs: Optional[Sequence[Sequence[bytes]]], key: str, b: int,
-                 c: int) -> Optional[List[List[bytes]]]:
-    if blobs is None:
-        return None
-    if len(blobs) != b or any(len(row) != c for row in blobs):
-        raise DatasetFormatError(f"add_samples: '{key}' must be {b} lists of {c} bytes "
-                                 '(b"" where there is none)')
-    return [[bytes(x) if x is not None else b'' for x in row] for row in blobs]
-
-
-def _blob_array(blobs: Optional[List[List[bytes]]], b: int, c: int) -> np.ndarray:
-    out = np.empty((b, c), dtype=object)
-    for i in range(b):
-        for j in range(c):
-            out[i, j] = np.frombuffer(blobs[i][j], dtype=np.uint8) if blobs is not None \
-                else np.zeros(0, np.uint8)
-    return out
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, (str, bytes, int, float, bool, np.integer, np.floating, np.bool_)):
-        return value
-    if isinstance(value, np.ndarray) and value.dtype.kind in 'fiub':
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
+__all__ = ['DatasetWriter']

@@ -1,7 +1,8 @@
 """Regressors (mmengine ``BaseModel``s): single-view, multi-view and temporal.
 
-:class:`BodyRegressor` (:mod:`.base`) orchestrates; :mod:`.decoding`, :mod:`.packing`,
-:mod:`.keypoints` and :mod:`.embedding` hold its parts.
+:class:`BodyRegressor` (:mod:`.base`) orchestrates; :mod:`.options`, :mod:`.encoding`,
+:mod:`.head_start`, :mod:`.decoding`, :mod:`.loss_terms`, :mod:`.packing`, :mod:`.keypoints`
+and :mod:`.embedding` hold its parts.
 """
 from smilfit.losses.param_supervision import DEFAULT_PARAM_WEIGHTS, rotation_geodesic_sq
 from smilfit.losses.triangulation import triangulation_consistency

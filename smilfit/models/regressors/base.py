@@ -16,63 +16,49 @@ the rig's orientation; the cameras are the calibrated ones, optionally refined
 the body's frame (the usual single-image setting); parameters are then in that frame
 (compare ``body_pose``/``betas`` with ground truth, not ``global_orient``/``transl``).
 
-**Losses** reuse the fitting handlers (``HANDLERS``: ``Keypoint2DHandler`` through the
-predicted cameras, ``Keypoint3DHandler``, ``ShapePriorHandler``, ``PosePriorHandler``,
-``SilhouetteHandler`` when a renderer is configured, ...), plus the built-in terms
-``param`` (ground-truth parameters, when the batch has them;
-:class:`~smilfit.losses.ParamSupervisionLoss`), ``triangulation`` (the 2D observations
-triangulated through the predicted cameras against the predicted 3D keypoints;
-:class:`~smilfit.losses.TriangulationConsistencyLoss`) and ``heading`` (MultiBin heading).
-Every term is the batch mean of the handler's per-sample loss times ``loss_weights[name]``
-(changeable with :meth:`set_loss_weight`), averaged over the supervised IEF iterations,
-and returned as ``loss_<name>``.
+**Losses** (:mod:`.loss_terms`) are the fitting handlers and the built-in terms ``param``,
+``triangulation`` and ``heading``. Every term is the batch mean of its per-sample loss times
+``loss_weights[name]`` (changeable with :meth:`set_loss_weight`), averaged over the
+supervised IEF iterations, and returned as ``loss_<name>``.
 
-The regressor orchestrates; its parts live next to it: :mod:`.decoding` (codecs, head
-outputs -> parameters, cameras, posed body), :mod:`.packing` (predictions per sample),
-:mod:`.keypoints` (the data's keypoints), :mod:`.embedding` (optional embedding), the heading
-head in :mod:`smilfit.models.heads.heading` and the built-in losses in :mod:`smilfit.losses`.
+The regressor orchestrates; its parts live next to it: :mod:`.options` (constructor
+options, parts built from configs), :mod:`.encoding` (views -> backbone and neck features),
+:mod:`.head_start` (the head's start vectors, MultiBin heading bins), :mod:`.decoding`
+(codecs, head outputs -> parameters, cameras, posed body), :mod:`.loss_terms` (handlers,
+built-in terms, weights), :mod:`.packing` (predictions per sample), :mod:`.keypoints` (the
+data's keypoints), :mod:`.embedding` (optional embedding); the heading head is in
+:mod:`smilfit.models.heads.heading` and the built-in losses in :mod:`smilfit.losses`.
 """
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModel
 from torch import nn
 
-from smilfit.handlers.matching import lookup_model_names, match_keypoints
 # DEFAULT_PARAM_WEIGHTS, rotation_geodesic_sq, triangulation_consistency: re-exported.
 from smilfit.losses.param_supervision import (DEFAULT_PARAM_WEIGHTS,  # noqa: F401
                                               ROTATION_LOSSES, rotation_geodesic_sq)
 from smilfit.losses.triangulation import triangulation_consistency  # noqa: F401
-from smilfit.registry import BODY_MODELS, HANDLERS, LOSSES, MODELS
+from smilfit.registry import BODY_MODELS, MODELS
 from smilfit.utils.batch_tree import slice_batch, tile_batch
 
-from ..heads.heading import HEADING_FEATURES, heading_bin_rotations
-from ..necks.fusion import masked_view_mean, valid_view_mask
 from .decoding import (build_body_codec, build_camera_codec, decode_prediction,
                        handler_params, project_keypoints, rest_body_length, view_tensor)
 from .embedding import embedding_settings, part_centre, part_crops
-from .keypoints import KeypointCountError, check_keypoint_count, matched_observations
+from .encoding import as_views, encode_views
+from .head_start import build_heading, check_heading_options, heading_targets, initial_vectors
+from .keypoints import KeypointCountError, check_keypoint_count, setup_keypoints
+# BUILTIN_TERMS: re-exported.
+from .loss_terms import (BUILTIN_TERMS, build_builtin_losses, build_handlers,  # noqa: F401
+                         checked_loss_weight, default_loss_weights, handler_terms,
+                         triangulation_term)
+from .options import (ModuleSpec, build_data_preprocessor, build_part, check_options,
+                      check_rotation_codec, compile_options)
 # META_KEYS, PER_VIEW_META_KEYS, per_view_strings: re-exported.
 from .packing import (META_KEYS, PER_VIEW_META_KEYS, pack_predictions,  # noqa: F401
                       per_view_strings)
-
-ModuleSpec = Union[dict, nn.Module]
-
-#: Loss terms computed by the regressor itself (besides its handlers).
-BUILTIN_TERMS = ('param', 'triangulation', 'heading')
-
-
-def _build(registry, spec: ModuleSpec, **defaults: Any) -> nn.Module:
-    if isinstance(spec, nn.Module):
-        return spec
-    cfg = dict(copy.deepcopy(dict(spec)))
-    for k, v in defaults.items():
-        cfg.setdefault(k, v)
-    return registry.build(cfg)
 
 
 class BodyRegressor(BaseModel):
@@ -101,16 +87,12 @@ class BodyRegressor(BaseModel):
             names, as in synthetic data); see :meth:`setup_keypoints`.
         joint_lookup: model keypoint name -> data keypoint name.
         supervise_iterations: ``'all'`` (every IEF iteration, averaged) or ``'last'``.
-        heading_bins: K > 0 turns on MultiBin heading (Mousavian et al. 2017): a classifier
-            (:class:`~smilfit.models.MultiBinHeadingHead`, attribute ``heading_classifier``)
-            picks one of K headings and the head refines from that bin's orientation (a
-            residual of at most ``pi / K``). Term ``heading`` (cross-entropy, weight 1 by
-            default); in training the head starts from the ground truth's bin when known
-            (teacher forcing), else from the classifier's. 0: off (one fixed start).
+        heading_bins: K > 0 turns on MultiBin heading (:mod:`.head_start`): a classifier
+            (``heading_classifier``) picks one of K headings and the head refines from that
+            bin's orientation. Term ``heading`` (cross-entropy, weight 1 by default). 0: off.
         heading_features: what the classifier reads: ``'fused'`` (the fused features) or
-            ``'grid'`` (every view slot's backbone feature map pooled to ``heading_grid`` x
-            ``heading_grid`` cells, through a LayerNorm-MLP: where the head is in the
-            image is kept, which is what the heading is).
+            ``'grid'`` (backbone feature maps pooled to ``heading_grid`` x ``heading_grid``
+            cells; :class:`~smilfit.models.MultiBinHeadingHead`).
         heading_grid: cells per side of the ``'grid'`` features.
         rotation_loss: how ``param`` compares rotations
             (:class:`~smilfit.losses.ParamSupervisionLoss`): ``'frobenius'`` (the decoded
@@ -121,14 +103,8 @@ class BodyRegressor(BaseModel):
             'FeatureFusionNeck', ...), part_keypoint='head', part_size=0.4,
             inputs=('backbone', 'part', 'params'))``; ``in_dims`` are filled in.
         compile_loss: ``torch.compile`` what runs after the backbone in training
-            (``mode='loss'``): the head and the scoring of its iterations (decode, body
-            model, losses); True or a dict of ``torch.compile`` options (e.g.
-            ``dict(mode='max-autotune-no-cudagraphs')``). On a GPU these are a few
-            thousand small kernels whose launches, not arithmetic, bound a step; compiled,
-            they fuse into a few hundred (``benchmarks/train_throughput.py
-            --compile-loss``). The first training steps compile (tens of seconds);
-            prediction stays eager. The backbone is compiled by the training config's
-            ``compile=True`` (mmengine), which compiles the whole model instead.
+            (``mode='loss'``): the head and the scoring of its iterations; True or a dict
+            of ``torch.compile`` options (:func:`~.options.compile_options`).
         data_preprocessor: default ``RegressionDataPreprocessor``.
     """
 
@@ -145,42 +121,31 @@ class BodyRegressor(BaseModel):
                  compile_loss: Union[bool, Mapping[str, Any]] = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='RegressionDataPreprocessor')
-        if isinstance(data_preprocessor, Mapping):
-            data_preprocessor = MODELS.build(dict(data_preprocessor))
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if supervise_iterations not in ('all', 'last'):
-            raise ValueError(f"supervise_iterations must be 'all' or 'last', got "
-                             f'{supervise_iterations!r}')
-        self.num_views = int(num_views)
-        if self.num_views < 1:
-            raise ValueError(f'num_views must be >= 1, got {num_views}')
+        super().__init__(data_preprocessor=build_data_preprocessor(data_preprocessor),
+                         init_cfg=init_cfg)
+        self.num_views = check_options(num_views, supervise_iterations, rotation_loss)
         self.supervise_iterations = supervise_iterations
-        if rotation_loss not in ROTATION_LOSSES:
-            raise ValueError(f'rotation_loss must be one of {ROTATION_LOSSES}, got '
-                             f'{rotation_loss!r}')
         self.rotation_loss = rotation_loss
         # Body model: fixed, never trained.
-        self.body_model = _build(BODY_MODELS, body_model)
+        self.body_model = build_part(BODY_MODELS, body_model, 'body model')
         for p in self.body_model.parameters():
             p.requires_grad_(False)
         self.body_length = rest_body_length(self.body_model)
         # Codecs.
         self.camera_codec = build_camera_codec(camera, self.body_length)
         self.body_codec = build_body_codec(self.body_model, self.camera_codec, param_codec)
-        if rotation_loss == 'raw_6d' and self.body_codec.rotation != '6d':
-            raise ValueError("rotation_loss='raw_6d' needs param_codec=dict(rotation='6d'), "
-                             f'got rotation={self.body_codec.rotation!r}')
+        check_rotation_codec(rotation_loss, self.body_codec.rotation)
         # Networks.
-        self.backbone = _build(MODELS, backbone)
+        self.backbone = build_part(MODELS, backbone, 'backbone')
         feat_dim = int(self.backbone.out_dim)
         self.neck = None
         if neck is not None:
-            self.neck = _build(MODELS, neck, in_dim=feat_dim, max_views=self.num_views)
+            self.neck = build_part(MODELS, neck, 'neck', in_dim=feat_dim,
+                                   max_views=self.num_views)
             feat_dim = int(self.neck.out_dim)
-        self.head = _build(MODELS, head, in_dim=feat_dim, body_dim=self.body_codec.dim,
-                           camera_dim=self.camera_codec.dim, num_views=self.num_views)
+        self.head = build_part(MODELS, head, 'head', in_dim=feat_dim,
+                               body_dim=self.body_codec.dim, camera_dim=self.camera_codec.dim,
+                               num_views=self.num_views)
         self.feature_dim = feat_dim
         self._build_heading(int(heading_bins), heading_features, int(heading_grid))
         self.embedding_cfg = None
@@ -192,32 +157,15 @@ class BodyRegressor(BaseModel):
                 embedding, sizes, self.body_model.keypoint_names)
             self.embedding_neck = MODELS.build(neck_cfg)
         # Losses.
-        self.handlers = nn.ModuleDict()
-        for spec in losses:
-            handler = _build(HANDLERS, spec)
-            if handler.name in self.handlers or handler.name in BUILTIN_TERMS:
-                raise ValueError(f'loss name {handler.name!r} is used twice (or is one of '
-                                 f'the built-in terms {BUILTIN_TERMS})')
-            self.handlers[handler.name] = handler
-        # The built-in terms' losses (no parameters, no state-dict entries).
-        self.builtin_losses = nn.ModuleDict(dict(
-            param=LOSSES.build(dict(type='ParamSupervisionLoss', param_weights=param_weights,
-                                    rotation=rotation_loss, length_scale=self.body_length)),
-            triangulation=LOSSES.build(dict(type='TriangulationConsistencyLoss',
-                                            scale=self.body_length))))
-        self.loss_weights: Dict[str, float] = {name: 1.0 for name in self.handlers}
-        self.loss_weights.update(param=1.0, triangulation=0.0)
-        if self.heading_bins:
-            self.loss_weights['heading'] = 1.0
-        self.loss_weights.update(self._extra_loss_weights())
+        self.handlers = build_handlers(losses)
+        self.builtin_losses = build_builtin_losses(param_weights, rotation_loss,
+                                                   self.body_length)
+        self.loss_weights: Dict[str, float] = default_loss_weights(
+            self.handlers, bool(self.heading_bins), self._extra_loss_weights())
         for name, w in dict(loss_weights or {}).items():
             self.set_loss_weight(name, w)
         self.setup_keypoints(keypoint_names, joint_lookup)
-        if not isinstance(compile_loss, (bool, Mapping)):
-            raise TypeError(f'compile_loss must be a bool or a dict of torch.compile options, '
-                            f'got {type(compile_loss).__name__}')
-        self.compile_loss = dict(compile_loss) if isinstance(compile_loss, Mapping) else \
-            ({} if compile_loss else None)
+        self.compile_loss = compile_options(compile_loss)
         self._compiled: Dict[str, Any] = {}
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -251,129 +199,60 @@ class BodyRegressor(BaseModel):
         return {}
 
     def _build_heading(self, bins: int, features: str, grid: int) -> None:
-        """MultiBin heading: the classifier (:class:`~smilfit.models.MultiBinHeadingHead`,
-        as ``heading_classifier``) and the start vectors of its bins ``heading_bin_vectors``
-        (K, P_rot), the global orientation's slice of the body vector."""
-        if bins < 0:
-            raise ValueError(f'heading_bins must be >= 0, got {bins}')
-        if features not in HEADING_FEATURES or grid < 1:
-            raise ValueError(f"heading_features must be 'fused' or 'grid' and heading_grid "
-                             f'>= 1, got {features!r}, {grid}')
+        """MultiBin heading: the classifier (``heading_classifier``) and the start vectors
+        of its bins ``heading_bin_vectors`` (K, P_rot) (:func:`~.head_start.build_heading`)."""
+        check_heading_options(bins, features, grid)
         self.heading_bins, self.heading_features, self.heading_grid = bins, features, grid
         self.heading_classifier = None
         if not bins:
             return
-        init_R = self.body_codec.decode(self.body_codec.init_vector[None].double())[
-            'global_orient'][0]
-        self.heading_classifier = _build(
-            MODELS, dict(type='MultiBinHeadingHead', num_bins=bins, features=features,
-                         grid=grid), in_dim=self.feature_dim, num_views=self.num_views,
-            token_dim=int(self.backbone.out_dim), init_orient=init_R)
-        raw = self.body_codec.encode(dict(global_orient=heading_bin_rotations(init_R, bins)))
-        self.register_buffer('heading_bin_vectors',
-                             raw[:, self.body_codec.slices['global_orient']].float(),
-                             persistent=False)
+        self.heading_classifier, vectors = build_heading(
+            bins, features, grid, self.body_codec, self.feature_dim, self.num_views,
+            int(self.backbone.out_dim))
+        self.register_buffer('heading_bin_vectors', vectors, persistent=False)
 
     def heading_targets(self, data_samples: Optional[Mapping[str, Any]], B: int
                         ) -> Optional[torch.Tensor]:
         """(B,) the ground truth's heading bin in the body vector's frame, or None
-        without ground-truth ``global_orient`` (or calibration, for calibrated cameras)."""
-        gt = (data_samples or {}).get('params') or {}
-        if not self.heading_bins or gt.get('global_orient') is None:
+        without MultiBin heading, ground-truth ``global_orient`` (or calibration, for
+        calibrated cameras)."""
+        if not self.heading_bins:
             return None
-        ref = None
-        if self.camera_codec.uses_calibration:
-            cal_R = view_tensor(data_samples, 'R', B, self.num_views, 2)
-            if cal_R is None:
-                return None
-            ref = cal_R[:, 0]
-        return self.heading_classifier.targets(gt['global_orient'], ref)
+        return heading_targets(self.heading_classifier, data_samples, B,
+                               self.camera_codec.uses_calibration, self.num_views)
 
     def setup_keypoints(self, keypoint_names: Optional[Sequence[str]] = None,
                         joint_lookup: Optional[Mapping[str, Optional[str]]] = None) -> None:
         """Set the data's keypoint names (e.g. from a dataset's ``metainfo``) and match
         the body model's keypoints to them by name; handlers are set up again."""
-        model_names = list(self.body_model.keypoint_names)
-        self.keypoint_names = list(model_names if keypoint_names is None else keypoint_names)
-        self.joint_lookup = None if joint_lookup is None else dict(joint_lookup)
-        self.keypoint_match = match_keypoints(
-            model_names, self.keypoint_names, self.joint_lookup,
-            lookup_names=lookup_model_names(self.body_model))
-        data_info = dict(keypoint_names=self.keypoint_names)
-        if self.joint_lookup is not None:
-            data_info['joint_lookup'] = self.joint_lookup
-        for handler in self.handlers.values():
-            handler.setup(self.body_model, data_info)
+        self.keypoint_names, self.joint_lookup, self.keypoint_match = setup_keypoints(
+            self.body_model, self.handlers, keypoint_names, joint_lookup)
 
     # ------------------------------------------------------------------ loss weights
     def set_loss_weight(self, name: str, weight: float) -> None:
         """Set ``loss_weights[name]`` (a curriculum hook calls this; finite, >= 0)."""
-        if name not in self.loss_weights:
-            raise KeyError(f'unknown loss {name!r}; known: {sorted(self.loss_weights)}')
-        weight = float(weight)
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f'loss weight {name!r} must be finite and >= 0, got {weight}')
-        self.loss_weights[name] = weight
+        self.loss_weights[name] = checked_loss_weight(name, weight, self.loss_weights)
 
     # ------------------------------------------------------------------ encode
     def _as_views(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) or (B, C, 3, H, W) -> (B, C, 3, H, W) with C = num_views."""
-        if inputs.ndim == 4:
-            inputs = inputs[:, None]
-        if inputs.ndim != 5 or inputs.shape[2] != 3:
-            raise ValueError(f'{type(self).__name__}: inputs must be (B, 3, H, W) or (B, C, '
-                             f'3, H, W), got {tuple(inputs.shape)}')
-        if inputs.shape[1] != self.num_views:
-            raise ValueError(f'{type(self).__name__}: {inputs.shape[1]} views in the batch, '
-                             f'the model has num_views={self.num_views} view slots (set '
-                             'max_views in the dataset to match)')
-        return inputs
+        return as_views(inputs, self.num_views, type(self).__name__)
 
     def encode(self, inputs: torch.Tensor, data_samples: Optional[Mapping[str, Any]] = None
                ) -> Dict[str, torch.Tensor]:
-        """Backbone (+ neck) features of every view.
-
-        Returns:
-            ``memory`` (B, M, D) tokens for the head, ``memory_mask`` (B, M) or None,
-            ``views`` (B, C, D) and ``fused`` (B, D) features, ``backbone_views`` (B, C,
-            D_b) and ``backbone`` (B, D_b) pooled backbone features, ``view_valid`` (B, C).
-        """
-        x = self._as_views(inputs)
-        B, C = x.shape[:2]
-        feats = self.backbone(x.flatten(0, 1))
-        pooled = feats['pooled'].reshape(B, C, -1)
-        tokens = feats['tokens'].reshape(B, C, feats['tokens'].shape[1], -1)
-        valid = valid_view_mask(view_tensor(data_samples, 'view_valid', B, C, 0), B, C,
-                                x.device)
-        enc = dict(backbone_views=pooled, backbone=masked_view_mean(pooled, valid),
-                   view_valid=valid, backbone_tokens=tokens)
-        if self.neck is not None:
-            fused = self.neck(tokens, pooled, valid)
-            enc.update(memory=fused['memory'], memory_mask=fused['memory_mask'],
-                       views=fused['views'], fused=fused['fused'])
-        else:
-            N = tokens.shape[2]
-            enc.update(memory=tokens.reshape(B, C * N, -1),
-                       memory_mask=(~valid)[:, :, None].expand(B, C, N).reshape(B, C * N),
-                       views=pooled, fused=enc['backbone'])
-        return enc
+        """Backbone (+ neck) features of every view (:func:`~.encoding.encode_views`:
+        ``memory``, ``memory_mask``, ``views``, ``fused``, ``backbone_views``,
+        ``backbone``, ``backbone_tokens``, ``view_valid``)."""
+        return encode_views(self.backbone, self.neck, self._as_views(inputs), data_samples)
 
     def initial_vectors(self, B: int, device, dtype,
                         heading_bins: Optional[torch.Tensor] = None
                         ) -> Dict[str, Optional[torch.Tensor]]:
         """The vectors the head starts from: ``body`` (B, P_b), ``cameras`` (B, C, P_c);
         with ``heading_bins`` (B,) long each sample starts from its bin's orientation."""
-        body = self.body_codec.init_vector.to(device=device, dtype=dtype).expand(B, -1)
-        if heading_bins is not None:
-            sl = self.body_codec.slices['global_orient']
-            body = body.clone()
-            body[:, sl] = self.heading_bin_vectors.to(device=device, dtype=dtype)[
-                heading_bins.to(device)]
-        cams = None
-        if self.camera_codec.dim:
-            cams = self.camera_codec.init_vector.to(device=device, dtype=dtype).expand(
-                B, self.num_views, -1)
-        return dict(body=body, cameras=cams)
+        bins = None if heading_bins is None else self.heading_bin_vectors
+        return initial_vectors(self.body_codec, self.camera_codec, B, self.num_views, device,
+                               dtype, bins, heading_bins)
 
     def run_head(self, enc: Dict[str, torch.Tensor],
                  data_samples: Optional[Mapping[str, Any]] = None
@@ -425,17 +304,6 @@ class BodyRegressor(BaseModel):
             body is not None else None
         return self.builtin_losses['param'](params, gt, raw=raw, reference_R=reference_R)
 
-    def _triangulation_loss(self, decoded: Mapping[str, Any],
-                            data_samples: Mapping[str, Any]) -> Optional[torch.Tensor]:
-        if self.num_views < 2 or data_samples.get('keypoints_2d') is None:
-            return None
-        m = self.keypoint_match
-        kp, w = matched_observations(data_samples, m, decoded['body'].shape[0], self.num_views)
-        cams = decoded['cameras']
-        pts = decoded['output'].keypoints.index_select(1, m.model_index.to(kp.device))
-        return self.builtin_losses['triangulation'](kp, w, cams['K'], cams['R'], cams['t'],
-                                                    cams['dist'], pts)
-
     def frame_losses(self, decoded: Mapping[str, Any], data_samples: Mapping[str, Any],
                      iterations: int = 1) -> Dict[str, torch.Tensor]:
         """Unweighted per-sample (B,) terms of one prediction: handlers, param,
@@ -447,31 +315,20 @@ class BodyRegressor(BaseModel):
         Handlers whose loss couples the samples of a batch (``couples_samples``, e.g. a
         temporal term over a sequence) see one iteration at a time.
         """
-        out: Dict[str, torch.Tensor] = {}
-        params = self.handler_params(decoded)
         rows = decoded['body'].shape[0]
-        B = rows // iterations
-        for name, handler in self.handlers.items():
-            if self.loss_weights.get(name, 0.0) <= 0:
-                continue
-            if iterations > 1 and getattr(handler, 'couples_samples', False):
-                parts = [handler(*slice_batch((decoded['output'], data_samples, params),
-                                              t * B, (t + 1) * B, rows))
-                         for t in range(iterations)]
-                out[name] = torch.cat(parts)
-            else:
-                out[name] = handler(decoded['output'], data_samples, params)
+        out = handler_terms(self.handlers, self.loss_weights, decoded['output'], data_samples,
+                            self.handler_params(decoded), rows, iterations)
         if self.loss_weights['param'] > 0 and data_samples.get('params'):
             ref = None
             if self.camera_codec.uses_calibration:
-                B = decoded['body'].shape[0]
-                ref = view_tensor(data_samples, 'R', B, self.num_views, 2)[:, 0]
+                ref = view_tensor(data_samples, 'R', rows, self.num_views, 2)[:, 0]
             term = self.param_loss(decoded['params'], data_samples['params'],
                                    body=decoded['body'], reference_R=ref)
             if term is not None:
                 out['param'] = term
         if self.loss_weights['triangulation'] > 0:
-            term = self._triangulation_loss(decoded, data_samples)
+            term = triangulation_term(self.builtin_losses['triangulation'], decoded,
+                                      data_samples, self.keypoint_match, self.num_views)
             if term is not None:
                 out['triangulation'] = term
         return out
@@ -613,6 +470,6 @@ class BodyRegressor(BaseModel):
 
 
 __all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency',
-           'rotation_geodesic_sq', 'ROTATION_LOSSES',
+           'rotation_geodesic_sq', 'ROTATION_LOSSES', 'ModuleSpec', 'BUILTIN_TERMS',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']

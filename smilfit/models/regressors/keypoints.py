@@ -6,15 +6,18 @@ body model's keypoints to them (``keypoint_match``: ``model_index`` and ``data_i
 of the M matched pairs; :func:`smilfit.handlers.matching.match_keypoints`).
 :func:`check_keypoint_count` stops a batch with another keypoint count before it indexes out
 of range deep in a loss; :func:`matched_observations` gathers the 2D observations of the
-matched keypoints with their weights.
+matched keypoints with their weights; :func:`setup_keypoints` matches the keypoints and sets
+the regressor's handlers up for the data.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
 from smilfit.errors import SmilfitUserError
+from smilfit.handlers.matching import lookup_model_names, match_keypoints
 
 from .decoding import view_tensor
 
@@ -82,5 +85,33 @@ def matched_observations(data_samples: Mapping[str, Any], match, B: int, C: int
     return kp, w
 
 
+
+def setup_keypoints(body_model: nn.Module, handlers: Mapping[str, nn.Module],
+                    keypoint_names: Optional[Sequence[str]] = None,
+                    joint_lookup: Optional[Mapping[str, Optional[str]]] = None
+                    ) -> Tuple[List[str], Optional[Dict[str, Optional[str]]], Any]:
+    """Match the body model's keypoints to the data's by name and set every handler up
+    for the data.
+
+    Args:
+        keypoint_names: the data's keypoint names (default: the body model's).
+        joint_lookup: model keypoint name -> data keypoint name.
+
+    Returns:
+        ``(keypoint_names, joint_lookup, keypoint_match)`` as the regressor holds them.
+    """
+    model_names = list(body_model.keypoint_names)
+    names = list(model_names if keypoint_names is None else keypoint_names)
+    lookup = None if joint_lookup is None else dict(joint_lookup)
+    match = match_keypoints(model_names, names, lookup,
+                            lookup_names=lookup_model_names(body_model))
+    data_info = dict(keypoint_names=names)
+    if lookup is not None:
+        data_info['joint_lookup'] = lookup
+    for handler in handlers.values():
+        handler.setup(body_model, data_info)
+    return names, lookup, match
+
+
 __all__ = ['KEYPOINT_FIELDS', 'KeypointCountError', 'check_keypoint_count',
-           'matched_observations']
+           'matched_observations', 'setup_keypoints']

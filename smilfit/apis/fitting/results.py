@@ -1,0 +1,137 @@
+"""What a dataset fit writes: each fitted batch as a chunk of arrays
+(:func:`batch_arrays`), the chunks merged into ``fit_results.h5`` (:func:`merge_chunks`,
+written atomically) and the fit's per-camera and per-keypoint quality table
+(:func:`write_fit_quality`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import h5py
+import numpy as np
+import torch
+
+from smilfit.utils.atomic import atomic_path, write_text
+
+from .observations import sample_camera_names
+from .reprojection import fitted_points, point_reprojection_errors
+
+#: The results file of a dataset fit, in its work dir.
+RESULTS_NAME = 'fit_results.h5'
+#: The per-animal skeletons of a dataset fit, in its chunks folder.
+SKELETON_NAME = 'skeletons.npz'
+#: Files the quality report of a fit is written to (in the work dir).
+QUALITY_JSON, QUALITY_TEXT = 'fit_quality.json', 'fit_quality.txt'
+
+
+def batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
+                 indices: np.ndarray, save_vertices: bool) -> Dict[str, np.ndarray]:
+    """Everything written per fitted sample, as float32/bool numpy arrays."""
+    f32 = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+    out = {'index': indices.astype(np.int64), 'joints': f32(result.output.joints),
+           'total_loss': f32(result.total_loss),
+           'diverged': result.diverged.cpu().numpy()}
+    if result.output.keypoints is not None:
+        out['keypoints'] = f32(result.output.keypoints)
+    if save_vertices and result.output.vertices is not None:
+        out['vertices'] = f32(result.output.vertices)
+    for name, value in result.params.items():
+        out[f'param_{name}'] = f32(value)
+    for name, value in result.losses.items():
+        out[f'loss_{name}'] = f32(value)
+    handler = registrant.keypoint_handler()
+    if handler is not None and 'keypoints_2d' in observations and 'K' in observations:
+        points = fitted_points(result, handler)
+        errors = point_reprojection_errors(points, observations, handler.model_index,
+                                           handler.data_index)
+        out['reprojection_px'] = f32(torch.nanmedian(errors, dim=-1).values)
+        # The fitted points and their errors in the data's keypoint order (NaN where no
+        # model point is matched): what the .slp export, the quality table and the
+        # benchmark read.
+        B, C, K = observations['keypoints_2d'].shape[:3]
+        point_px = torch.full((B, C, K), float('nan'), dtype=errors.dtype,
+                              device=errors.device)
+        point_px[:, :, handler.data_index] = errors
+        out['reprojection_point_px'] = f32(point_px)
+        fitted = torch.full((points.shape[0], K, 3), float('nan'), dtype=points.dtype,
+                            device=points.device)
+        fitted[:, handler.data_index] = points.index_select(1, handler.model_index)
+        out['fitted_keypoints_3d'] = f32(fitted)
+    return out
+
+
+def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
+                 data_cfg: Mapping[str, Any], stamp: str,
+                 skeleton: Optional[Mapping[str, np.ndarray]] = None) -> None:
+    """Merge the ``num_chunks`` batch files of ``chunks`` into ``results`` (atomically),
+    with the model's names, the per-animal ``skeleton`` and the stage history; then write
+    the quality table (when the fit has per-point reprojection errors)."""
+    parts = []
+    for i in range(num_chunks):
+        with np.load(chunks / f'batch_{i:05d}.npz') as z:
+            parts.append({k: z[k] for k in z.files})
+    # Per-batch stage records (mean losses before/after, steps), one list per batch.
+    histories = [json.loads(str(p.pop('history'))) for p in parts if 'history' in p]
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    model = registrant.body_model
+    with atomic_path(results) as tmp:
+        with h5py.File(tmp, 'w') as f:
+            f.attrs['format'] = 'smilfit-fit-results'
+            f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
+            f.attrs['config'] = stamp
+            f.attrs['loss_history'] = json.dumps([r for h in histories for r in h])
+            f.attrs['stages'] = json.dumps([s.name for s in registrant.stages])
+            strings = h5py.string_dtype('utf-8')
+            f.create_dataset('joint_names', data=np.array(model.joint_names, dtype=object),
+                             dtype=strings)
+            f.create_dataset('keypoint_names',
+                             data=np.array(model.keypoint_names, dtype=object), dtype=strings)
+            f.create_dataset('data_keypoint_names',
+                             data=np.array(list(reader.keypoint_names), dtype=object),
+                             dtype=strings)
+            for key, value in merged.items():
+                group, _, name = key.partition('_')
+                if group in ('param', 'loss') and name:
+                    f.create_dataset(f'{"params" if group == "param" else "losses"}/{name}',
+                                     data=value)
+                elif key in ('index', 'session', 'frame', 'animal'):
+                    f.create_dataset(f'samples/{key}', data=value)
+                elif key in ('total_loss', 'diverged', 'reprojection_px',
+                             'reprojection_point_px', 'bad_camera_views'):
+                    f.create_dataset(f'metrics/{key}', data=value)
+                else:
+                    f.create_dataset(key, data=value)
+            for key, value in (skeleton or {}).items():
+                # One row per animal (samples/animal indexes them).
+                if key == 'stamp':
+                    continue
+                if key == 'identity':
+                    value = np.asarray(value, dtype=object)
+                    f.create_dataset('animals/identity', data=value, dtype=strings)
+                else:
+                    f.create_dataset(f'animals/{key}', data=value)
+    if 'reprojection_point_px' in merged:
+        write_fit_quality(results.parent, merged, reader)
+
+
+def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) -> str:
+    """Per-camera and per-keypoint reprojection table of a fit
+    (:func:`smilfit.evaluation.fit_quality.fit_quality`), written to ``work_dir`` as JSON
+    and text; returns the text."""
+    # Imported here: smilfit.evaluation registers every metric and loads
+    # mmengine.evaluator, which a fit needs only once, for this table.
+    from smilfit.evaluation.fit_quality import fit_quality, format_fit_quality
+    errors = merged['reprojection_point_px']
+    camera_names = sample_camera_names(reader, merged['session'], errors.shape[1])
+    report = fit_quality(errors, camera_names, list(reader.keypoint_names),
+                         failed=merged['diverged'])
+    report['failed_samples'] = [int(merged['index'][i]) for i in report['failed_samples']]
+    text = format_fit_quality(report)
+    write_text(work_dir / QUALITY_JSON, json.dumps(report, indent=1))
+    write_text(work_dir / QUALITY_TEXT, text + '\n')
+    return text
+
+
+__all__ = ['RESULTS_NAME', 'SKELETON_NAME', 'QUALITY_JSON', 'QUALITY_TEXT', 'batch_arrays',
+           'merge_chunks', 'write_fit_quality']
