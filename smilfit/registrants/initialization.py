@@ -15,7 +15,7 @@ import torch
 
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
-from smilfit.ops.linalg import batched_svd
+from smilfit.ops.alignment import similarity_align
 
 
 def rigid_align(source: torch.Tensor, target: torch.Tensor,
@@ -33,32 +33,7 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
         fewer than 3 usable points the rotation is the identity, the scale 1 and ``t``
         matches the centroids; with none, ``t`` is 0.
     """
-    valid = torch.isfinite(target).all(-1)
-    w = torch.ones(target.shape[:2], dtype=target.dtype, device=target.device)
-    if weights is not None:
-        w = torch.where(torch.isfinite(weights), weights, torch.zeros_like(weights))
-    w = torch.where(valid, w, torch.zeros_like(w))
-    target = torch.where(valid[..., None], target, torch.zeros_like(target))
-    total = w.sum(1, keepdim=True)
-    safe_total = total.clamp_min(1e-12)
-    mu_s = (w[..., None] * source).sum(1) / safe_total
-    mu_t = (w[..., None] * target).sum(1) / safe_total
-    cov = torch.einsum('bn,bni,bnj->bij', w, target - mu_t[:, None], source - mu_s[:, None])
-    U, sv, Vh = batched_svd(cov)  # chunked on CUDA (bounded cuSOLVER workspace)
-    det = torch.linalg.det(U @ Vh)
-    fix = torch.ones_like(cov[:, 0])
-    fix[:, 2] = torch.sign(det) + (det == 0).to(det.dtype)
-    R = U @ torch.diag_embed(fix) @ Vh
-    enough = (valid & (w > 0)).sum(1) >= 3
-    eye = torch.eye(3, dtype=R.dtype, device=R.device).expand_as(R)
-    R = torch.where(enough[:, None, None], R, eye)
-    scale = torch.ones_like(total[:, 0])
-    if with_scale:
-        var = (w * ((source - mu_s[:, None]) ** 2).sum(-1)).sum(1)
-        scale = torch.where(enough & (var > 0), (sv * fix).sum(1) / var.clamp_min(1e-30),
-                            scale)
-    t = mu_t - scale[:, None] * (R @ mu_s[..., None]).squeeze(-1)
-    t = torch.where(total > 0, t, torch.zeros_like(t))
+    R, t, scale, _ = similarity_align(source, target, weights, with_scale)
     return (R, t, scale) if with_scale else (R, t)
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
+
+from smilfit.ops.alignment import similarity_align
 
 from .arrays import to_numpy
 from .keypoints_2d import keypoint_errors
@@ -31,6 +34,20 @@ class ProcrustesResult(NamedTuple):
     rotation: np.ndarray
     translation: np.ndarray
     ok: np.ndarray
+
+
+def _batch(a: np.ndarray, lead: tuple) -> torch.Tensor:
+    """float64 tensor of ``a`` with its ``lead`` dimensions flattened into one."""
+    return torch.from_numpy(np.ascontiguousarray(a, np.float64)).reshape(
+        (-1,) + a.shape[len(lead):])
+
+
+def _spread(points: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """(...) summed variance of the ``use`` points of (..., N, D) ``points``."""
+    x = np.where(use[..., None], points, 0.0)
+    n = np.maximum(use.sum(-1), 1)[..., None]
+    mean = x.sum(-2) / n
+    return (np.where(use[..., None], x - mean[..., None, :], 0.0) ** 2).sum((-2, -1)) / n[..., 0]
 
 
 def procrustes_align(pred, gt, mask=None, scale: bool = True,
@@ -57,36 +74,17 @@ def procrustes_align(pred, gt, mask=None, scale: bool = True,
     use = np.isfinite(pred).all(-1) & np.isfinite(gt).all(-1)
     if mask is not None:
         use &= to_numpy(mask, 'mask', dtype=bool)
-    w = use.astype(np.float64)[..., None]                          # (..., N, 1)
-    count = w.sum(-2)                                              # (..., 1)
-    safe_count = np.maximum(count, 1.0)
-    p = np.where(use[..., None], pred, 0.0)
-    g = np.where(use[..., None], gt, 0.0)
-    mu_p = (w * p).sum(-2) / safe_count                            # (..., D)
-    mu_g = (w * g).sum(-2) / safe_count
-    x = (p - mu_p[..., None, :]) * w
-    y = (g - mu_g[..., None, :]) * w
-    sigma = np.einsum('...ni,...nj->...ij', y, x) / safe_count[..., None]  # (..., D, D)
-    var_x = (x ** 2).sum((-2, -1)) / safe_count[..., 0]           # (...)
-    u, d, vt = np.linalg.svd(sigma)
-    # Flip the last singular direction where U V^T would be a reflection.
-    sign = np.sign(np.linalg.det(u) * np.linalg.det(vt))
-    sign = np.where(sign == 0, 1.0, sign)
-    correction = np.ones(d.shape)
-    correction[..., -1] = sign
-    rotation = np.einsum('...ij,...j,...jk->...ik', u, correction, vt)
-    var_g = (y ** 2).sum((-2, -1)) / safe_count[..., 0]
+    lead = pred.shape[:-2]
+    R, t, s, count = (x.numpy().reshape(lead + x.shape[1:]) for x in similarity_align(
+        _batch(pred, lead), _batch(gt, lead), _batch(use, lead), with_scale=scale))
     # A prediction collapsed to a point has no scale or rotation to fit.
-    ok = (count[..., 0] >= min_points) & (var_x > 0) & (var_x > 1e-12 * var_g)
-    if scale:
-        s = np.where(ok, (d * correction).sum(-1) / np.where(ok, var_x, 1.0), np.nan)
-    else:
-        s = np.where(ok, 1.0, np.nan)
-    translation = mu_g - s[..., None] * np.einsum('...ij,...j->...i', rotation, mu_p)
+    ok = (count >= min_points) & (_spread(pred, use) > 0) \
+        & (_spread(pred, use) > 1e-12 * _spread(gt, use))
+    s = np.where(ok, s, np.nan)
+    rotation = np.where(ok[..., None, None], R, np.nan)
+    translation = np.where(ok[..., None], t, np.nan)
     aligned = s[..., None, None] * np.einsum('...ij,...nj->...ni', rotation, pred) \
         + translation[..., None, :]
-    aligned = np.where(ok[..., None, None], aligned, np.nan)
-    rotation = np.where(ok[..., None, None], rotation, np.nan)
     return ProcrustesResult(aligned, s, rotation, translation, ok)
 
 
