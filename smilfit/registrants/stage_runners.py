@@ -5,7 +5,9 @@
 that :func:`runner_for` picks from :data:`STAGE_RUNNERS`:
 
 - ``'LevenbergMarquardt'`` / ``'LM'``: :func:`run_lm_stage` (batched per-sample
-  Levenberg-Marquardt, :mod:`.levenberg_marquardt`);
+  Levenberg-Marquardt, :mod:`.levenberg_marquardt`; a stage fitting shared parameters
+  runs :func:`run_group_lm_stage`, per group with the Schur complement,
+  :mod:`.group_lm`);
 - ``'LBFGS'``: :func:`run_lbfgs_stage` (batched per-sample L-BFGS,
   :mod:`.batched_lbfgs`; a coupled or ``per_sample=False`` stage falls back to torch's);
 - anything else: :func:`run_torch_optimizer_stage` (a ``torch.optim`` class from
@@ -24,6 +26,7 @@ from torch import nn
 
 from smilfit.registry import OPTIMIZERS
 from .batched_lbfgs import BatchedLBFGS
+from .group_lm import GroupLeastSquaresProblem, group_levenberg_marquardt
 from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, levenberg_marquardt
 from .stages import Stage, optimizer_kwargs
 
@@ -102,15 +105,17 @@ def _free(ctx: StageContext) -> Dict[str, Tensor]:
 
 
 def run_lm_stage(ctx: StageContext) -> StageOutcome:
-    """Batched per-sample Levenberg-Marquardt (every sample alone)."""
+    """Levenberg-Marquardt: per sample (every sample alone) when the stage fits no
+    shared parameter, else per group (:func:`run_group_lm_stage`)."""
     stage, reg = ctx.stage, ctx.registrant
-    if not stage.per_sample or ctx.coupled:
+    coupling = [h.name for h in ctx.handlers if getattr(h, 'couples_samples', False)]
+    if not stage.per_sample or coupling:
         raise ValueError(
-            f'stage {stage.name!r}: Levenberg-Marquardt fits every sample alone; it '
-            'cannot fit parameters shared across samples '
-            f'({sorted(set(stage.fit) & reg.shared)}) or use handlers coupling '
-            f'samples ({[h.name for h in ctx.handlers if getattr(h, "couples_samples", False)]})'
-            ' or per_sample=False: use LBFGS for this stage')
+            f'stage {stage.name!r}: Levenberg-Marquardt fits every sample (or every group '
+            f'of samples sharing parameters) alone; it cannot use handlers coupling '
+            f'samples ({coupling}) or per_sample=False: use LBFGS for this stage')
+    if any(name in reg.shared for name in stage.fit):
+        return run_group_lm_stage(ctx)
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     fixed = reg._expand({k: v.detach() for k, v in ctx.params.items()}, reg.shared, ctx.groups)
 
@@ -132,6 +137,41 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True)
+
+
+def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
+    """Levenberg-Marquardt over every group's frames and shared parameters at once
+    (:mod:`.group_lm`: Schur complement over the frames); priors on shared parameters
+    only (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group,
+    as in the stage's loss."""
+    stage, reg = ctx.stage, ctx.registrant
+    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
+    params = {k: v.detach() for k, v in ctx.params.items()}
+    fixed = reg._expand(params, reg.shared, ctx.groups)
+    group_handlers = [h for h in ctx.handlers if reg.counted_per_group(h)]
+    sample_handlers = [h for h in ctx.handlers if not reg.counted_per_group(h)]
+
+    def cost_fn(p: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
+        return torch.stack(list(reg.per_sample_losses(
+            p, observations, sample_handlers, ctx.need_vertices).values())).sum(0)
+    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+    problem = GroupLeastSquaresProblem(
+        reg.body_model, sample_handlers, group_handlers, ctx.observations, fixed,
+        [n for n in stage.fit if n not in reg.shared],
+        {n: params[n] for n in stage.fit if n in reg.shared}, ctx.groups, cost_fn,
+        linear_dtype=linear)
+    trace: List[Tensor] = []
+
+    def progress(i: int, cost: Tensor) -> None:
+        trace.append(cost.detach().clone())
+        ctx.after_step(i)
+    with torch.no_grad():
+        x, y, _, diverged, n_steps = group_levenberg_marquardt(
+            problem, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
+            on_iteration=progress)
+    out = {k: v.clone() for k, v in params.items()}
+    out.update(problem.unflatten(x, y))
+    return StageOutcome(out, diverged, n_steps, trace, per_sample=False)
 
 
 def run_lbfgs_stage(ctx: StageContext) -> StageOutcome:
@@ -249,4 +289,5 @@ def mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:
 
 
 __all__ = ['StageContext', 'StageOutcome', 'STAGE_RUNNERS', 'runner_for', 'run_lm_stage',
+           'run_group_lm_stage',
            'run_lbfgs_stage', 'run_torch_optimizer_stage', 'merge_rounds', 'mean_trace']
