@@ -25,13 +25,26 @@ Usage::
     python benchmarks/fitting.py --model demo --frames 32 --loop-frames 2
     python benchmarks/fitting.py --device cuda --frames 100000 --chunk-size 8192 \
         --loop-frames 0 --repeats 1
+    python benchmarks/fitting.py --mouse-session      # the real mouse config, vs 362b364
+
+``--mouse-session`` times the real config ``configs/fitting/mouse_multiview.py`` (all its
+stages) on the shared 4-camera session (120 frames, one animal, float64, one thread),
+side by side with the code of ``--before`` (a commit, checked out in a temporary git
+worktree and run in a subprocess with its own config), idle and with a competing busy
+process on the machine. Each side fits all 4 views once (score: median reprojection
+error in the 3 well-calibrated views) and the 3 two-of-three good-view subsets (score:
+median error in the held-out good view); the errors are computed here, with the same
+code for both sides.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,6 +140,153 @@ def fit_in_chunks(reg: SMILRegistrant, obs, chunk_size: int) -> torch.Tensor:
                       for i in range(0, frames, chunk_size)])
 
 
+ROOT = Path(__file__).resolve().parents[1]
+SESSION = ROOT.parent / 'shared' / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+GOOD_VIEWS = ('back', 'mid', 'top')
+#: fit name -> cameras fitted; 'all' is scored in the good views, the others in the
+#: good view they leave out.
+SESSION_FITS = {'all': ['back', 'mid', 'side', 'top'], 'held_top': ['back', 'mid'],
+                'held_mid': ['back', 'top'], 'held_back': ['mid', 'top']}
+
+#: Run in a checkout (cwd) with its own code: fits its mouse config, saves the fitted
+#: points and times.
+_SESSION_WORKER = r"""
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+from mmengine.config import Config
+from smilfit.apis.fitting import (_OBSERVATION_KEYS, fitted_points, load_joint_lookup,
+                                  observations_from_batch)
+from smilfit.datasets.hdf5_format import DatasetReader
+from smilfit.registry import REGISTRANTS
+from smilfit.utils import register_all_modules
+h5, model_path, out, fits = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+register_all_modules()
+cfg = Config.fromfile('configs/fitting/mouse_multiview.py')
+reader = DatasetReader(h5)
+batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS))
+obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
+obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
+cams = [str(c) for c in np.asarray(reader.camera_names).ravel()]
+reg_cfg = dict(cfg.registrant, hooks=[])
+reg_cfg['body_model'] = dict(cfg.body_model, model_path=model_path)
+lookup = load_joint_lookup('configs/fitting/mouse_joint_lookup.csv')
+report = {}
+for name, views in fits.items():
+    reg = REGISTRANTS.build(dict(reg_cfg))
+    reg.body_model.double()
+    reg.setup(dict(keypoint_names=list(reader.keypoint_names), joint_lookup=lookup))
+    o = dict(obs)
+    o['view_valid'] = o['view_valid'].bool() & torch.tensor([c in views for c in cams])
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = reg.fit(o)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    handler = reg.keypoint_handler()
+    np.save(f'{out}/{name}.npy', fitted_points(result, handler).detach().double().numpy())
+    report[name] = dict(wall=wall, cpu=cpu, model_index=handler.model_index.tolist(),
+                        data_index=handler.data_index.tolist(), cameras=cams)
+json.dump(report, open(f'{out}/report.json', 'w'))
+"""
+
+
+def _session_h5(workdir: Path) -> Path:
+    """The shared session's keypoints as HDF5 (no images), made with this checkout."""
+    from smilfit.cli.preprocess_sleap import main as preprocess
+    out = workdir / 'session.h5'
+    if preprocess([str(SESSION), str(out), '--no-images', '--no-progress']) != 0:
+        raise SystemExit('preprocessing the shared session failed')
+    return out
+
+
+def _run_session_fits(checkout: Path, h5: Path, out: Path) -> dict:
+    """Fit the checkout's mouse config in a subprocess (its own code, one thread)."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    model = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    subprocess.run([sys.executable, '-c', _SESSION_WORKER, str(h5), str(model), str(out),
+                    json.dumps(SESSION_FITS)], cwd=checkout, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    report = json.loads((out / 'report.json').read_text())
+    for name in report:
+        report[name]['points'] = torch.as_tensor(np.load(out / f'{name}.npy'))
+    return report
+
+
+def _session_errors(report: dict, obs) -> dict:
+    """Median pixel errors: 'all' in the good views, each held-out fit in its view."""
+    from smilfit.apis.fitting import point_reprojection_errors
+    cams = report['all']['cameras']
+    out = {}
+    for name, fit in report.items():
+        err = point_reprojection_errors(fit['points'], obs, torch.tensor(fit['model_index']),
+                                        torch.tensor(fit['data_index']))      # (B, C, M)
+        views = GOOD_VIEWS if name == 'all' else [name.split('_', 1)[1]]
+        picked = err[:, [cams.index(v) for v in views]]
+        out[name] = float(torch.nanmedian(picked[torch.isfinite(picked)]))
+    return out
+
+
+def mouse_session_table(before: str, loads=('idle', 'busy')) -> int:
+    """``--mouse-session``: this checkout against ``before``, idle and/or busy."""
+    from smilfit.apis.fitting import _OBSERVATION_KEYS, observations_from_batch
+    from smilfit.datasets.hdf5_format import DatasetReader
+    if not SESSION.is_dir():
+        print(f'skipped: {SESSION} is not available')
+        return 0
+    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp:
+        tmp = Path(tmp)
+        old = tmp / 'before'
+        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(old), before],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            h5 = _session_h5(tmp)
+            reader = DatasetReader(h5)
+            batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS))
+            obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
+            obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
+            rows = []
+            for load in loads:
+                spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+                           if load == 'busy' else None)
+                try:
+                    reports = {side: _run_session_fits(path, h5, tmp / f'{side}_{load}')
+                               for side, path in (('before', old), ('after', ROOT))}
+                finally:
+                    if spinner is not None:
+                        spinner.kill()
+                        spinner.wait()
+                rows.append((load, reports, {s: _session_errors(r, obs)
+                                             for s, r in reports.items()}))
+        finally:
+            subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(old)],
+                           check=False)
+    _print_session_table(before, rows)
+    return 0
+
+
+def _print_session_table(before: str, rows) -> None:
+    print(f'\n## configs/fitting/mouse_multiview.py on the shared session (120 frames, '
+          f'4 cameras), float64, 1 thread: {before} (before) vs this checkout (after)\n')
+    print('| load | fit | before s (CPU s) | after s (CPU s) | speed-up (wall, CPU) | '
+          'before px | after px |')
+    print('|---|---|---|---|---|---|---|')
+    for load, reports, errors in rows:
+        totals = {s: [0.0, 0.0] for s in reports}
+        for name in SESSION_FITS:
+            b, a = reports['before'][name], reports['after'][name]
+            for side, r in (('before', b), ('after', a)):
+                totals[side][0] += r['wall']
+                totals[side][1] += r['cpu']
+            what = ('all 4 views (error in the good views)' if name == 'all'
+                    else f'2 views, held-out {name.split("_", 1)[1]}')
+            print(f'| {load} | {what} | {b["wall"]:.1f} ({b["cpu"]:.1f}) | {a["wall"]:.1f} '
+                  f'({a["cpu"]:.1f}) | {b["wall"] / a["wall"]:.1f}x, {b["cpu"] / a["cpu"]:.1f}x'
+                  f' | {errors["before"][name]:.2f} | {errors["after"][name]:.2f} |')
+        (bw, bc), (aw, ac) = totals['before'], totals['after']
+        print(f'| {load} | **total** | {bw:.1f} ({bc:.1f}) | {aw:.1f} ({ac:.1f}) | '
+              f'{bw / aw:.1f}x, {bc / ac:.1f}x | | |')
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +312,17 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     parser.add_argument('--chunk-size', type=int, default=None,
                         help='frames per fit (default: all frames in one batch)')
+    parser.add_argument('--mouse-session', action='store_true',
+                        help='time the real mouse config on the shared session against '
+                             '--before (see above) instead of the synthetic benchmark')
+    parser.add_argument('--before', default='362b364',
+                        help='the commit --mouse-session compares with')
+    parser.add_argument('--loads', default='idle,busy',
+                        help='--mouse-session: machine loads to time under (idle, busy)')
     args = parser.parse_args(argv)
+    if args.mouse_session:
+        torch.set_num_threads(1)
+        return mouse_session_table(args.before, tuple(args.loads.split(',')))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():

@@ -56,16 +56,18 @@ registrant = dict(
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=30, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
         # The animal's skeleton: bone offsets and keypoint offsets, all its frames at
-        # once (pose held fixed); two rounds, the second with the noise scales measured
-        # nearer the solution.
+        # once (pose held fixed), by the group Levenberg-Marquardt (one solve per animal,
+        # smilfit/registrants/group_lm.py); two rounds, the second with the noise scales
+        # measured nearer the solution. (One joint pose+skeleton stage instead of
+        # skeleton+refine reached a similar loss at about twice the time.)
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
         dict(name='refine',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
         # A second round: the skeleton from better poses, then the poses again.
         dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
-             optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe')),
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),
         dict(name='refine2',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=20, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8),

@@ -23,9 +23,17 @@ Jacobian of the axis-angle ``theta_m``. Shape coefficients move the rest joints,
 every bone offset ``o_m`` (seen through the parent's world map) and the moments.
 Translation adds to every point with its mass ``sum_k c_ik``.
 
-Supported: axis-angle ``global_orient``/``body_pose``, ``betas``, ``transl`` as fitted
-parameters, with any fixed ``log_scale``/``bone_trans``; models without pose
-blendshapes. Anything else raises :class:`UnsupportedJacobian`.
+A bone translation ``d_m`` (``bone_trans``, added to joint ``m``'s rest offset in its
+parent's frame) shifts the whole subtree of ``m`` by ``M_p d_m`` (``M_p`` the parent's
+world linear map), so ``dx_i / dd_m = mu_im M_p``. A joint-frame keypoint offset
+``o_k`` (``keypoint_offsets``, attached points, see :meth:`PointJacobian.sparse`) moves
+its point by ``M_j o_k`` (``M_j`` the carrying joint's world linear map, global scale
+included), so ``dx / do_k = M_j``.
+
+Supported: axis-angle ``global_orient``/``body_pose``, ``betas``, ``transl``,
+``global_log_scale``, ``bone_trans`` and joint-frame ``keypoint_offsets`` as fitted
+parameters, with any fixed ``log_scale``; models without pose blendshapes. Anything
+else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
@@ -39,7 +47,8 @@ from smilfit.body_models.rotations import skew
 Tensor = torch.Tensor
 
 #: Parameters whose point Jacobians are available in closed form.
-JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas', 'global_log_scale')
+JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas', 'global_log_scale',
+                   'bone_trans', 'keypoint_offsets')
 
 
 class UnsupportedJacobian(ValueError):
@@ -200,8 +209,8 @@ class PointJacobian:
         return jac.points, jac.to_dense()
 
     def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str],
-               attach: Optional[Tensor] = None, offsets: Optional[Tensor] = None
-               ) -> 'SparsePointJacobian':
+               attach: Optional[Tensor] = None, offsets: Optional[Tensor] = None,
+               offset_rows: Optional[Tensor] = None) -> 'SparsePointJacobian':
         """The Jacobian in its sparse form (rotation blocks per (point, joint) pair).
 
         Columns follow ``fitted``'s order, each parameter flattened row-major
@@ -217,6 +226,9 @@ class PointJacobian:
                 ``M_j`` the world linear map of its carrying joint
                 (``model.pool_joints``); the offsets are held fixed.
             offsets: (B or 1, X, 3) joint-frame offsets (model units).
+            offset_rows: (X,) long, the row of ``params['keypoint_offsets']`` each
+                attached offset is (-1: none); needed when ``keypoint_offsets`` is
+                fitted (columns ``3 * row + axis``).
         """
         model = self.model
         st = self._structure(attach)
@@ -233,7 +245,8 @@ class PointJacobian:
         betas = inputs.get('betas')
         K = 0 if betas is None else betas.shape[1]
         sizes = dict(global_orient=3, transl=3, body_pose=(J - 1) * 3, betas=K,
-                     global_log_scale=1)
+                     global_log_scale=1, bone_trans=J * 3,
+                     keypoint_offsets=_num_offset_rows(params, fitted) * 3)
         offsets, P = {}, 0
         for name in fitted:
             offsets[name] = P
@@ -257,7 +270,7 @@ class PointJacobian:
             :, st.term_joint]                           # (B, U, 3)
         points = torch.einsum('nu,buc->bnc', st.point_sum, u)
         # Columns of the non-rotation parameters, stored densely (a handful).
-        dense_names = [n for n in fitted if n not in ('global_orient', 'body_pose')]
+        dense_names = [n for n in fitted if n not in _BLOCK_PARAMS]
         dense_cols = torch.cat([torch.arange(offsets[n], offsets[n] + sizes[n], device=device)
                                 for n in dense_names]) if dense_names else torch.zeros(
             0, dtype=torch.long, device=device)
@@ -305,6 +318,16 @@ class PointJacobian:
             keep = col >= 0
             rot_point, rot_col = st.pair_point[keep], col[keep]
             rot = d_rot[keep].transpose(0, 1)                       # (B, E', 3, 3a)
+        blocks = [(rot_point, rot_col, rot)]
+        if 'bone_trans' in fitted:
+            blocks.append(self._bone_blocks(st, M, offsets['bone_trans']))
+        if 'keypoint_offsets' in fitted:
+            blocks.append(_offset_blocks(st, M, attach, offset_rows,
+                                         self.model.pool_joints.to(device),
+                                         offsets['keypoint_offsets']))
+        rot_point = torch.cat([b[0] for b in blocks])
+        rot_col = torch.cat([b[1] for b in blocks])
+        rot = torch.cat([b[2] for b in blocks], dim=1)
 
         if 'betas' in fitted and K > 0:  # a model without shape directions has no columns
             dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
@@ -325,6 +348,17 @@ class PointJacobian:
             D[..., o:o + K] = torch.einsum('nu,buck->bnck', st.point_sum, d_u)
         return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P)
 
+
+    def _bone_blocks(self, st: '_TermStructure', M: Tensor, first: int
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """``bone_trans`` blocks: point, first column and (B, E, 3, 3) ``mu_im M_p(m)`` of
+        every (point, non-root joint) pair with mass below the joint."""
+        keep = (st.pair_joint != self.root) & (st.pair_mass != 0)
+        joint = st.pair_joint[keep]
+        block = st.pair_mass[keep][:, None, None] * M[:, self.parents[joint]]
+        if self.model.reference_compat:  # the reference negates y of bone translations
+            block = block * torch.tensor([1.0, -1.0, 1.0], dtype=M.dtype, device=M.device)
+        return st.pair_point[keep], first + 3 * joint, block
 
 @dataclass
 class _TermStructure:
@@ -374,9 +408,10 @@ class SparsePointJacobian:
 
     Attributes:
         points: (B, N, 3) the points.
-        rot_point, rot_col: (E,) for each (point, rotated joint) pair, the point and the
-            first of the joint's 3 parameter columns.
-        rot: (B, E, 3, 3) the pair's block: d point (3) / d axis-angle (3).
+        rot_point, rot_col: (E,) for each block, the point and the first of its 3
+            parameter columns: (point, rotated joint) pairs (axis-angle), (point,
+            translated bone) pairs (``bone_trans``), attached points (their offset).
+        rot: (B, E, 3, 3) the block: d point (3) / d parameter triple (3).
         dense_col: (P_d,) the columns of the other parameters.
         dense: (B, N, 3, P_d) their Jacobian.
         num_params: P, the total number of columns.
@@ -460,6 +495,35 @@ def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
                  betas=0 if betas is None else betas.shape[1], global_log_scale=1)
     parts = torch.split(D, [sizes[n] for n in fitted], dim=-1)
     return points, dict(zip(fitted, parts))
+
+
+#: Parameters whose Jacobian is stored as 3-column blocks per (point, joint) pair.
+_BLOCK_PARAMS = ('global_orient', 'body_pose', 'bone_trans', 'keypoint_offsets')
+
+
+def _num_offset_rows(params: Mapping[str, Tensor], fitted: Sequence[str]) -> int:
+    """Rows of ``params['keypoint_offsets']`` (0 when not fitted)."""
+    if 'keypoint_offsets' not in fitted:
+        return 0
+    value = params.get('keypoint_offsets')
+    if value is None:
+        raise UnsupportedJacobian('fitting keypoint_offsets needs params["keypoint_offsets"]')
+    return int(value.shape[-2])
+
+
+def _offset_blocks(st: '_TermStructure', M: Tensor, attach: Optional[Tensor],
+                   offset_rows: Optional[Tensor], pool_joints: Tensor, first: int
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+    """``keypoint_offsets`` blocks: attached point ``N + x``, first column
+    ``first + 3 row_x`` and (B, X', 3, 3) ``M_j`` of its carrying joint."""
+    if attach is None or offset_rows is None or not attach.numel():
+        raise UnsupportedJacobian('fitting keypoint_offsets needs joint-frame offsets '
+                                  "(a keypoint handler with offsets_frame='joint')")
+    keep = offset_rows >= 0
+    x = torch.nonzero(keep).flatten()
+    carriers = pool_joints[attach[x]]
+    point = st.num_points - attach.numel() + x
+    return point, first + 3 * offset_rows[x], M[:, carriers]
 
 
 def _rest_joints(model, betas, B: int) -> Tensor:

@@ -28,7 +28,7 @@ from typing import Callable, Dict, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
-from .jacobians import PointJacobian, check_supported
+from .jacobians import PointJacobian, UnsupportedJacobian, check_supported
 
 Tensor = torch.Tensor
 
@@ -112,6 +112,8 @@ class LeastSquaresProblem:
         self.handlers = list(handlers)
         self.fitted = list(fitted)
         check_supported(body_model, self.fitted, fixed)
+        if 'keypoint_offsets' in self.fitted:
+            _check_offset_handlers(self.handlers)
         self.B = int(fixed[self.fitted[0]].shape[0])
         self.obs = dict(observations)
         self.fixed = dict(fixed)
@@ -165,8 +167,9 @@ class LeastSquaresProblem:
         g = torch.zeros(n, P, dtype=dtype, device=device)
         point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
         if point_handlers:
-            rows, attach, offsets = self._attached_points(point_handlers, params, device)
-            jac = self.jacobian.sparse(params, self.fitted, attach, offsets)
+            rows, attach, offsets, offset_rows = self._attached_points(point_handlers, params,
+                                                                       device)
+            jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows)
             points = jac.points
             info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
             grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
@@ -200,10 +203,11 @@ class LeastSquaresProblem:
         sees the offsets turn with their joints; the others read the pool.
 
         Returns:
-            ``{name: (M,) rows}``, the attached pool points (X,) or ``None``, and their
-            offsets (n or 1, X, 3) or ``None``.
+            ``{name: (M,) rows}``, the attached pool points (X,) or ``None``, their
+            offsets (n or 1, X, 3) or ``None`` and the rows of ``keypoint_offsets`` they
+            are (X,) (-1 for another handler's offsets) or ``None``.
         """
-        rows, attach, offsets = {}, [], []
+        rows, attach, offsets, offset_rows = {}, [], [], []
         total = self.jacobian.num_points
         for h in handlers:
             base = self.pool_index[h.name].to(device)
@@ -215,10 +219,14 @@ class LeastSquaresProblem:
             total += base.numel()
             attach.append(base)
             offsets.append(local)
+            offset_rows.append(h.model_index.to(device)
+                               if getattr(h, 'offsets_key', None) == 'keypoint_offsets'
+                               else torch.full_like(base, -1))
         if not attach:
-            return rows, None, None
+            return rows, None, None, None
         n = max(o.shape[0] for o in offsets)
-        return rows, torch.cat(attach), torch.cat([o.expand(n, -1, -1) for o in offsets], 1)
+        return (rows, torch.cat(attach), torch.cat([o.expand(n, -1, -1) for o in offsets], 1),
+                torch.cat(offset_rows))
 
     def _point_terms(self, handler, pts: Tensor, obs, params) -> Tuple[Tensor, Tensor]:
         """Weighted residuals (n, G, M, D) and their (n, G, M, D, 3) point derivatives."""
@@ -281,6 +289,17 @@ class LeastSquaresProblem:
                 self._constant_jacobians[(handler.name, name)] = block[:1].clone()
             blocks.append(block)
         return r, torch.cat(blocks, dim=2), torch.cat(cols)
+
+
+def _check_offset_handlers(handlers: Sequence[nn.Module]) -> None:
+    """Fitted ``keypoint_offsets`` need joint-frame offsets in every handler reading them
+    (world-frame ones are added inside the residuals, out of the Jacobian's sight)."""
+    world = [h.name for h in handlers if h.residual_kind == 'points'
+             and getattr(h, 'offsets_key', None) == 'keypoint_offsets'
+             and getattr(h, 'offsets_frame', 'world') != 'joint']
+    if world:
+        raise UnsupportedJacobian(f'fitting keypoint_offsets with Levenberg-Marquardt needs '
+                                  f"offsets_frame='joint' in handlers {world}; use LBFGS")
 
 
 def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,

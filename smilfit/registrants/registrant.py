@@ -13,13 +13,13 @@ from torch import nn
 from smilfit.body_models import BodyModelOutput, SMILModel
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
 from smilfit.body_models.parameters import SHAREABLE_PARAMS
-from smilfit.registry import BODY_MODELS, HANDLERS, OPTIMIZERS, REGISTRANTS
+from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
-from .batched_lbfgs import BatchedLBFGS
 from .hooks import FittingHook, build_hooks
 from .initialization import global_pose_from_points, triangulate_observations
-from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, levenberg_marquardt
-from .stages import Stage, optimizer_kwargs, parse_stages, stage_weights
+from .multi_start import best_start, check_multi_start
+from .stage_runners import StageContext, mean_trace, merge_rounds, runner_for
+from .stages import Stage, parse_stages, stage_weights
 
 Tensor = torch.Tensor
 
@@ -109,38 +109,9 @@ class SMILRegistrant(nn.Module):
         self.shared = {k for k, v in shared.items() if v}
         self.hooks = build_hooks(hooks)
         self.return_vertices = bool(return_vertices)
-        self.multi_start = self._check_multi_start(multi_start, names)
+        self.multi_start = check_multi_start(multi_start, names, len(self.stages),
+                                             sorted(self.shared))
         self._data_info: Optional[Dict[str, Any]] = None
-
-    _MULTI_START_KEYS = ('num_headings', 'elevation_deg', 'body_extent', 'stages', 'score')
-
-    def _check_multi_start(self, cfg: Optional[Mapping[str, Any]], handler_names: List[str]
-                           ) -> Optional[Dict[str, Any]]:
-        if cfg is None:
-            return None
-        cfg = dict(cfg)
-        unknown = sorted(set(cfg) - set(self._MULTI_START_KEYS))
-        if unknown:
-            raise ValueError(f'multi_start: unknown key(s) {unknown}; allowed: '
-                             f'{list(self._MULTI_START_KEYS)}')
-        out = dict(num_headings=int(cfg.get('num_headings', 8)),
-                   elevation_deg=float(cfg.get('elevation_deg', 0.0)),
-                   body_extent=cfg.get('body_extent'), stages=int(cfg.get('stages', 1)),
-                   score=cfg.get('score'))
-        if out['num_headings'] < 1:
-            raise ValueError(f'multi_start.num_headings must be >= 1, got {out["num_headings"]}')
-        if not 1 <= out['stages'] <= len(self.stages):
-            raise ValueError(f'multi_start.stages must be between 1 and the number of stages '
-                             f'({len(self.stages)}), got {out["stages"]}')
-        if out['body_extent'] is not None and not float(out['body_extent']) > 0:
-            raise ValueError(f'multi_start.body_extent must be > 0, got {out["body_extent"]}')
-        if out['score'] is not None and out['score'] not in handler_names:
-            raise ValueError(f'multi_start.score {out["score"]!r} is not a handler; handlers: '
-                             f'{handler_names}')
-        if self.shared:
-            raise ValueError('multi_start fits each sample alone from several starts: it '
-                             f'cannot be combined with shared parameters {sorted(self.shared)}')
-        return out
 
     # ------------------------------------------------------------------ set-up
     def setup(self, data_info: Mapping[str, Any]) -> None:
@@ -361,7 +332,7 @@ class SMILRegistrant(nn.Module):
                                  'makes its own starts); drop one')
             if fixed:
                 raise ValueError('fixed parameters and multi_start exclude each other')
-            params, diverged = self._best_start(obs, batch, history)
+            params, diverged = best_start(self, obs, batch, history)
             stages = self.stages[self.multi_start['stages']:]
         else:
             params = self.initial_params(obs, batch, groups, init_params)
@@ -392,63 +363,6 @@ class SMILRegistrant(nn.Module):
                 hook.after_stage(self, stage, record)
         return params, diverged
 
-    def _best_start(self, obs: Mapping[str, Tensor], batch: int,
-                    history: List[Dict[str, Any]]):
-        """``multi_start``: the first stages from every heading; each sample's best."""
-        from smilfit.body_models.quadruped import camera_facing_orientations
-        from smilfit.handlers import Keypoint2DHandler
-        from smilfit.handlers.views import view_cameras, view_keypoints
-        from .initialization import heading_hypotheses
-
-        ms = self.multi_start
-        Y = ms['num_headings']
-        handler = self.keypoint_handler()
-        if not isinstance(handler, Keypoint2DHandler) or 'keypoints_2d' not in obs:
-            raise ValueError('multi_start needs 2D keypoints and a Keypoint2DHandler')
-        m = self.body_model
-        views = view_keypoints(obs, handler.name)        # (B, C, ...) layout
-        C = views['keypoints_2d'].shape[1]
-        uv = handler.select_data(views['keypoints_2d'], 2)[:, 0]
-        visible = views['visible']
-        visible = (torch.ones(uv.shape[:2], dtype=torch.bool, device=uv.device)
-                   if visible is None else handler.select_data(visible, 2)[:, 0].bool())
-        cams = view_cameras(obs, {}, C, m.dtype, m.device, handler.name, views['squeezed'])
-        cams = {k: cams[k][:, 0].expand((batch,) + cams[k].shape[2:])
-                for k in ('K', 'R', 't')}                 # the first view's camera
-        with torch.no_grad():
-            rest = m(return_vertices=False)
-        rest_joints = rest.joints_kin[0]
-        extent = ms['body_extent']
-        if extent is None:
-            extent = float((rest_joints.amax(0) - rest_joints.amin(0)).amax())
-        starts = heading_hypotheses(
-            uv, visible, cams['K'], cams['R'], cams['t'],
-            camera_facing_orientations(Y, ms['elevation_deg'], dtype=m.dtype),
-            rest_joints, m.levels.root, float(extent))
-        hyp_obs = {k: (v.repeat_interleave(Y, 0) if v.dim() and v.shape[0] == batch else v)
-                   for k, v in obs.items()}
-        groups = torch.zeros(batch * Y, dtype=torch.long, device=m.device)
-        params = self.initial_params(hyp_obs, batch * Y, groups, starts)
-        diverged = torch.zeros(batch * Y, dtype=torch.bool, device=m.device)
-        params, diverged = self._run_stages(self.stages[:ms['stages']], params, hyp_obs,
-                                            groups, diverged, history)
-        for record in history:
-            record['hypotheses'] = Y
-        score_handler = self.handlers[ms['score']] if ms['score'] else handler
-        with torch.no_grad():
-            output = m(**{k: params[k] for k in _MODEL_INPUTS if k in params},
-                       return_vertices=bool(getattr(score_handler, 'needs_vertices', False)))
-            score = score_handler.compute(output, hyp_obs, params)
-            behind = ~handler.project(output, hyp_obs, params)[1]       # (BY, C, M)
-            hv = view_keypoints(hyp_obs, handler.name)['visible']
-            if hv is not None:
-                behind = behind & handler.select_data(hv, 2).bool()
-            behind = behind.flatten(1).any(1)
-        score = torch.where(behind | diverged | ~torch.isfinite(score),
-                            torch.full_like(score, float('inf')), score)
-        best = score.reshape(batch, Y).argmin(1) + torch.arange(batch, device=m.device) * Y
-        return {k: v[best] for k, v in params.items()}, diverged[best]
-
     def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
                    obs: Mapping[str, Tensor], groups: Tensor):
         with self._handler_weights(stage_weights(stage, self.base_weights)) as active:
@@ -472,123 +386,30 @@ class SMILRegistrant(nn.Module):
                                                                 groups, active)
                 diverged = round_diverged if diverged is None else diverged | round_diverged
                 records.append(record)
-            return params, diverged, _merge_rounds(records)
+            return params, diverged, merge_rounds(records)
 
     def _optimise(self, stage: Stage, params: Dict[str, Tensor], obs: Mapping[str, Tensor],
                   groups: Tensor, active: List[nn.Module]):
-        need_vertices = any(getattr(h, 'needs_vertices', False) for h in active)
+        """One round of ``stage``: the runner of its optimizer type
+        (:mod:`.stage_runners`), with the loss before and after for the history."""
         coupled = (any(name in self.shared for name in stage.fit)
                    or any(getattr(h, 'couples_samples', False) for h in active))
-        free = {k: v.detach().clone().requires_grad_(k in stage.fit) for k, v in params.items()}
-        variables = [free[k] for k in stage.fit]
         per_group = (self._per_group(groups, next(iter(params.values())).dtype)
                      if coupled and any(self.counted_per_group(h) for h in active) else None)
-
-        def losses() -> Tensor:
-            expanded = self._expand(free, self.shared, groups)
-            return torch.stack(list(self.per_sample_losses(
-                expanded, obs, active, need_vertices, per_group).values())).sum(0)
-
+        ctx = StageContext(self, stage, {k: v.detach() for k, v in params.items()}, obs, groups,
+                           active, any(getattr(h, 'needs_vertices', False) for h in active),
+                           coupled, per_group)
         with torch.no_grad():
-            start = losses()
-        kind = stage.optimizer['type']
-        kwargs = optimizer_kwargs(stage)
-        B = groups.shape[0]
-        diverged = torch.zeros(B, dtype=torch.bool, device=groups.device)
-        n_steps = 0
-        trace: List[Tensor] = []  # (B,) losses after every iteration (LBFGS: evaluation)
-        if kind in LM_NAMES:
-            if not stage.per_sample or coupled:
-                raise ValueError(
-                    f'stage {stage.name!r}: Levenberg-Marquardt fits every sample alone; it '
-                    'cannot fit parameters shared across samples '
-                    f'({sorted(set(stage.fit) & self.shared)}) or use handlers coupling '
-                    f'samples ({[h.name for h in active if getattr(h, "couples_samples", False)]})'
-                    ' or per_sample=False: use LBFGS for this stage')
-            options = LMOptions.from_config(kwargs, f'stage {stage.name!r}')
-            fixed = self._expand({k: v.detach() for k, v in free.items()}, self.shared, groups)
-
-            def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
-                return torch.stack(list(self.per_sample_losses(
-                    params, observations, active, need_vertices).values())).sum(0)
-            linear = (None if options.linear_dtype == 'auto'
-                      else getattr(torch, options.linear_dtype))
-            problem = LeastSquaresProblem(self.body_model, active, obs, fixed, stage.fit,
-                                          cost_fn, linear_dtype=linear)
-
-            def progress(i: int, cost: Tensor) -> None:
-                trace.append(cost.detach().clone())
-                for hook in self.hooks:
-                    hook.after_step(self, stage, i)
-            with torch.no_grad():
-                x, _, diverged, n_steps = levenberg_marquardt(
-                    problem, problem.initial_x(), stage.n_iter, options, ftol=stage.ftol,
-                    gtol=stage.gtol, on_iteration=progress)
-            free.update(problem.unflatten(x))
-        elif kind == 'LBFGS' and stage.per_sample and not coupled:
-            kwargs.setdefault('line_search_fn', 'strong_wolfe')
-            # A non-finite trial point counts as a failed step and the line search
-            # shrinks it, instead of freezing the sample (e.g. exp of a large log-scale).
-            kwargs.setdefault('non_finite', 'backtrack')
-            # One step with the whole budget: every step() restarts all samples (as
-            # torch's LBFGS does), so several steps would keep moving samples that had
-            # converged while others had not, and a sample's result would depend on its
-            # batch. In one step each sample stops for good when it converges.
-            max_iter = int(kwargs.pop('max_iter', 20))
-            max_eval = kwargs.pop('max_eval', None)
-            max_eval = max_iter * 5 // 4 if max_eval is None else int(max_eval)
-            optimizer = BatchedLBFGS(variables, tolerance_grad=stage.gtol,
-                                     tolerance_change=stage.ftol,
-                                     max_iter=max_iter * stage.n_iter,
-                                     max_eval=max_eval * stage.n_iter, **kwargs)
-
-            def closure() -> Tensor:
-                optimizer.zero_grad()
-                value = losses()
-                value.sum().backward()
-                trace.append(value.detach())
-                return value.detach()
-            optimizer.step(closure)
-            n_steps = stage.n_iter
-            for hook in self.hooks:
-                hook.after_step(self, stage, n_steps)
-            diverged = optimizer.diverged.clone()
-        else:
-            optimizer = OPTIMIZERS.build(dict(type=kind, params=variables, **kwargs))
-            previous = None
-            for n_steps in range(1, stage.n_iter + 1):
-                def closure() -> Tensor:
-                    optimizer.zero_grad()
-                    per_sample = losses()
-                    trace.append(per_sample.detach())
-                    value = per_sample.sum()
-                    value.backward()
-                    return value
-                snapshot = [v.detach().clone() for v in variables]
-                value = optimizer.step(closure) if kind == 'LBFGS' else (
-                    closure(), optimizer.step())[0]
-                for hook in self.hooks:
-                    hook.after_step(self, stage, n_steps)
-                if not torch.isfinite(value) or any(
-                        not torch.isfinite(v.grad).all() for v in variables if v.grad is not None):
-                    with torch.no_grad():  # restore the last finite point
-                        for v, old in zip(variables, snapshot):
-                            v.copy_(old)
-                    diverged[:] = True
-                    break
-                current = float(value.detach())
-                if previous is not None and abs(previous - current) <= stage.ftol * max(
-                        abs(previous), abs(current), 1.0):
-                    break
-                previous = current
+            start = ctx.losses(ctx.params)
+        outcome = runner_for(stage)(ctx)
+        diverged = outcome.diverged
         with torch.no_grad():
-            end = losses()
-        record = dict(stage=stage.name, steps=n_steps, mean_loss_start=float(start.mean()),
+            end = ctx.losses(outcome.params)
+        record = dict(stage=stage.name, steps=outcome.steps, mean_loss_start=float(start.mean()),
                       mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
-                      else float('nan'), per_sample=kind in ('LBFGS',) + LM_NAMES
-                      and stage.per_sample and not coupled,
-                      loss_trace=_mean_trace(trace, diverged))
-        return {k: v.detach() for k, v in free.items()}, diverged, record
+                      else float('nan'), per_sample=outcome.per_sample,
+                      loss_trace=mean_trace(outcome.trace, diverged))
+        return outcome.params, diverged, record
 
     @contextlib.contextmanager
     def _handler_weights(self, weights: Mapping[str, float]):
@@ -637,32 +458,6 @@ class SMILRegistrant(nn.Module):
                     value = value.to(m.dtype)
                 out[key] = value
         return out
-
-
-def _merge_rounds(records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One history record for a stage run in several rounds: steps summed, losses of
-    the first round's start and the last round's end, traces concatenated (each round's
-    losses in its own noise units)."""
-    if len(records) == 1:
-        return records[0]
-    merged = dict(records[-1])
-    merged.update(steps=sum(r['steps'] for r in records),
-                  mean_loss_start=records[0]['mean_loss_start'], rounds=len(records),
-                  loss_trace=[v for r in records for v in r['loss_trace']])
-    return merged
-
-
-def _mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:
-    """Mean loss of the samples that did not diverge after every iteration, as floats
-    (one host transfer per stage)."""
-    if not trace:
-        return []
-    stacked = torch.stack([t.reshape(-1) for t in trace])            # (iterations, B)
-    if stacked.shape[1] != diverged.shape[0]:                        # shared-loss stages
-        return stacked.mean(1).tolist()
-    keep = (~diverged).to(stacked.dtype)
-    mean = (torch.nan_to_num(stacked) * keep).sum(1) / keep.sum().clamp_min(1)
-    return mean.tolist()
 
 
 __all__ = ['SMILRegistrant', 'FitResult', 'FittingDivergedError']

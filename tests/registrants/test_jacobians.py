@@ -165,3 +165,88 @@ def test_attached_joint_frame_offsets_match_autograd(which, request):
         col += width
     # the same structure is reused for the same attached points
     assert jac._structure(attach) is jac._structure(attach.clone())
+
+
+def _skeleton_params(model, B, seed, reference_compat=False):
+    g = torch.Generator().manual_seed(seed)
+    J = model.num_joints
+    return dict(global_orient=0.5 * torch.randn(B, 3, generator=g, dtype=torch.float64),
+                body_pose=0.4 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                betas=torch.randn(B, model.num_betas, generator=g, dtype=torch.float64),
+                transl=torch.randn(B, 3, generator=g, dtype=torch.float64),
+                global_log_scale=0.3 * torch.randn(B, 1, generator=g, dtype=torch.float64),
+                log_scale=0.1 * torch.randn(B, J, 3, generator=g, dtype=torch.float64),
+                bone_trans=0.05 * torch.randn(B, J, 3, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('which,propagate,compat', [('demo', False, False),
+                                                    ('demo', True, True),
+                                                    ('mouse', False, False)])
+def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, compat, request):
+    """``bone_trans`` (a subtree's shift) and joint-frame ``keypoint_offsets`` (attached
+    points) columns equal torch.func.jacfwd of the model's points, with every other
+    parameter column fitted alongside."""
+    from smilfit.handlers.matching import rotate_offsets
+    from smilfit.registrants.jacobians import PointJacobian
+    data = (demo_model_data() if which == 'demo'
+            else load_model_data(request.getfixturevalue('mouse_model_path')))
+    model = SMILModel(data=data, dtype=torch.float64, propagate_scaling=propagate,
+                      reference_compat=compat)
+    B, J = 2, model.num_joints
+    params = _skeleton_params(model, B, seed=11)
+    N = _pool(model, params).shape[1]
+    Kp = 5                                               # rows of keypoint_offsets
+    rows = torch.tensor([3, 0, -1, 4])                   # -1: another handler's offsets
+    attach = torch.tensor([0, N - 1, J // 2, 1])
+    g = torch.Generator().manual_seed(3)
+    params['keypoint_offsets'] = 0.1 * torch.randn(B, Kp, 3, generator=g, dtype=torch.float64)
+    other = 0.1 * torch.randn(B, 1, 3, generator=g, dtype=torch.float64)
+    carriers = model.pool_joints[attach]
+
+    def offsets_of(p):
+        picked = p['keypoint_offsets'][:, rows.clamp_min(0)]
+        return torch.where((rows >= 0)[None, :, None], picked, other.expand(B, 4, 3))
+
+    def points_of(p):
+        out = model(**{k: v for k, v in p.items() if k != 'keypoint_offsets'},
+                    return_vertices=False, return_keypoints=True)
+        base = _pool(model, {k: v for k, v in p.items() if k != 'keypoint_offsets'})
+        extra = base[:, attach] + rotate_offsets(offsets_of(p), out.joint_transforms, carriers)
+        return torch.cat([base, extra], dim=1)
+
+    fitted = ['transl', 'bone_trans', 'global_orient', 'keypoint_offsets', 'body_pose',
+              'global_log_scale']
+    sparse = PointJacobian(model).sparse(params, fitted, attach, offsets_of(params), rows)
+    torch.testing.assert_close(sparse.points, points_of(params), rtol=1e-9, atol=1e-9)
+    dense = sparse.to_dense()
+    col = 0
+    for name in fitted:
+        def f(x, name=name):
+            p = dict(params)
+            p[name] = x
+            return points_of(p)
+        full = torch.func.jacfwd(f)(params[name]).reshape(B, N + 4, 3, B, -1)
+        diag = torch.stack([full[b, :, :, b] for b in range(B)])
+        width = diag.shape[-1]
+        torch.testing.assert_close(dense[..., col:col + width], diag, rtol=1e-8, atol=1e-9,
+                                   msg=name)
+        col += width
+    assert col == dense.shape[-1]
+    # the block-sparse normal equations hold with the new blocks too
+    info_factor = torch.randn(B, N + 4, 4, 3, generator=g, dtype=torch.float64)
+    info = info_factor.transpose(-1, -2) @ info_factor
+    grad = torch.randn(B, N + 4, 3, generator=g, dtype=torch.float64)
+    H, gv = sparse.normal_equations(info, grad)
+    D = dense.reshape(B, (N + 4) * 3, -1)
+    dense_H = torch.einsum('bip,bij,bjq->bpq', D, torch.stack(
+        [torch.block_diag(*info[b]) for b in range(B)]), D)
+    torch.testing.assert_close(H, dense_H, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(gv, torch.einsum('bip,bi->bp', D, grad.reshape(B, -1)))
+
+
+def test_keypoint_offsets_need_joint_frame_points():
+    from smilfit.registrants.jacobians import PointJacobian
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    params = dict(keypoint_offsets=torch.zeros(1, 3, 3, dtype=torch.float64))
+    with pytest.raises(UnsupportedJacobian, match='joint-frame'):
+        PointJacobian(model).sparse(params, ['keypoint_offsets'])

@@ -122,11 +122,13 @@ def test_unsupported_parameter_and_sharing(model):
     obs, _, _ = _problem(model, 2)
     with pytest.raises(ValueError, match='log_scale'):
         _registrant(model, fit=('global_orient', 'log_scale')).fit(obs)
+    # shared parameters go to the group solver (tests/registrants/test_group_lm.py);
+    # per_sample=False (one optimizer on the summed loss) is not Levenberg-Marquardt's
     reg = SMILRegistrant(body_model=model, shared=dict(betas=True), handlers=[
         dict(type='Keypoint2DHandler', name='kp2d', source='joints')], stages=[
-        dict(name='lm', fit=['betas'], optimizer=dict(type='LM'))])
+        dict(name='lm', fit=['betas'], optimizer=dict(type='LM'), per_sample=False)])
     reg.setup(dict(keypoint_names=model.joint_names))
-    with pytest.raises(ValueError, match='shared'):
+    with pytest.raises(ValueError, match='per_sample=False'):
         reg.fit(obs)
 
 

@@ -1,0 +1,293 @@
+"""Stage runners: one function per optimizer family, chosen by the stage's optimizer type.
+
+:meth:`SMILRegistrant._optimise <smilfit.registrants.SMILRegistrant>` builds a
+:class:`StageContext` (what a stage optimises and against what) and calls the runner
+that :func:`runner_for` picks from :data:`STAGE_RUNNERS`:
+
+- ``'LevenbergMarquardt'`` / ``'LM'``: :func:`run_lm_stage` (batched per-sample
+  Levenberg-Marquardt, :mod:`.levenberg_marquardt`; a stage fitting shared parameters
+  runs :func:`run_group_lm_stage`, per group with the Schur complement,
+  :mod:`.group_lm`);
+- ``'LBFGS'``: :func:`run_lbfgs_stage` (batched per-sample L-BFGS,
+  :mod:`.batched_lbfgs`; a coupled or ``per_sample=False`` stage falls back to torch's);
+- anything else: :func:`run_torch_optimizer_stage` (a ``torch.optim`` class from
+  ``OPTIMIZERS`` on the summed loss).
+
+Every runner returns a :class:`StageOutcome`; none touches the registrant's state
+beyond calling its hooks and loss functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from smilfit.registry import OPTIMIZERS
+from .batched_lbfgs import BatchedLBFGS
+from .group_lm import GroupLeastSquaresProblem, group_levenberg_marquardt
+from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, levenberg_marquardt
+from .stages import Stage, optimizer_kwargs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registrant import SMILRegistrant
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class StageContext:
+    """Everything a stage runner needs, explicitly.
+
+    Attributes:
+        registrant: the :class:`SMILRegistrant` (body model, hooks, loss functions).
+        stage: the stage being run.
+        params: name -> starting values, (B, ...) per sample or (G, ...) when shared
+            (detached).
+        observations: the stage's observations (with derived noise scales).
+        groups: (B,) long, each sample's group (animal) id.
+        handlers: the active handlers (weights of the stage in effect).
+        need_vertices: whether any active handler reads vertices.
+        coupled: whether samples are coupled (a shared parameter is fitted or a
+            handler couples samples).
+        per_group: (B,) ``1 / n_group`` applied to priors counted once per group, or
+            ``None``.
+    """
+
+    registrant: 'SMILRegistrant'
+    stage: Stage
+    params: Dict[str, Tensor]
+    observations: Mapping[str, Tensor]
+    groups: Tensor
+    handlers: List[nn.Module]
+    need_vertices: bool
+    coupled: bool
+    per_group: Optional[Tensor] = None
+
+    def losses(self, params: Mapping[str, Tensor]) -> Tensor:
+        """(B,) the stage's summed weighted loss at ``params`` (shared ones (G, ...))."""
+        reg = self.registrant
+        expanded = reg._expand(params, reg.shared, self.groups)
+        return torch.stack(list(reg.per_sample_losses(
+            expanded, self.observations, self.handlers, self.need_vertices,
+            self.per_group).values())).sum(0)
+
+    def after_step(self, step: int) -> None:
+        """Call every fitting hook's ``after_step``."""
+        for hook in self.registrant.hooks:
+            hook.after_step(self.registrant, self.stage, step)
+
+
+@dataclass
+class StageOutcome:
+    """What a runner returns.
+
+    Attributes:
+        params: name -> fitted values (detached; same layout as the context's params).
+        diverged: (B,) bool, samples whose loss or gradient became non-finite.
+        steps: iterations (optimizer steps) run.
+        trace: (B,) losses after every iteration (L-BFGS: every evaluation).
+        per_sample: whether every sample was optimised independently.
+    """
+
+    params: Dict[str, Tensor]
+    diverged: Tensor
+    steps: int
+    trace: List[Tensor] = field(default_factory=list)
+    per_sample: bool = False
+
+
+def _free(ctx: StageContext) -> Dict[str, Tensor]:
+    """Copies of the parameters; the fitted ones require grad."""
+    return {k: v.detach().clone().requires_grad_(k in ctx.stage.fit)
+            for k, v in ctx.params.items()}
+
+
+def run_lm_stage(ctx: StageContext) -> StageOutcome:
+    """Levenberg-Marquardt: per sample (every sample alone) when the stage fits no
+    shared parameter, else per group (:func:`run_group_lm_stage`)."""
+    stage, reg = ctx.stage, ctx.registrant
+    coupling = [h.name for h in ctx.handlers if getattr(h, 'couples_samples', False)]
+    if not stage.per_sample or coupling:
+        raise ValueError(
+            f'stage {stage.name!r}: Levenberg-Marquardt fits every sample (or every group '
+            f'of samples sharing parameters) alone; it cannot use handlers coupling '
+            f'samples ({coupling}) or per_sample=False: use LBFGS for this stage')
+    if any(name in reg.shared for name in stage.fit):
+        return run_group_lm_stage(ctx)
+    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
+    fixed = reg._expand({k: v.detach() for k, v in ctx.params.items()}, reg.shared, ctx.groups)
+
+    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
+        return torch.stack(list(reg.per_sample_losses(
+            params, observations, ctx.handlers, ctx.need_vertices).values())).sum(0)
+    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+    problem = LeastSquaresProblem(reg.body_model, ctx.handlers, ctx.observations, fixed,
+                                  stage.fit, cost_fn, linear_dtype=linear)
+    trace: List[Tensor] = []
+
+    def progress(i: int, cost: Tensor) -> None:
+        trace.append(cost.detach().clone())
+        ctx.after_step(i)
+    with torch.no_grad():
+        x, _, diverged, n_steps = levenberg_marquardt(
+            problem, problem.initial_x(), stage.n_iter, options, ftol=stage.ftol,
+            gtol=stage.gtol, on_iteration=progress)
+    params = {k: v.detach().clone() for k, v in ctx.params.items()}
+    params.update(problem.unflatten(x))
+    return StageOutcome(params, diverged, n_steps, trace, per_sample=True)
+
+
+def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
+    """Levenberg-Marquardt over every group's frames and shared parameters at once
+    (:mod:`.group_lm`: Schur complement over the frames); priors on shared parameters
+    only (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group,
+    as in the stage's loss."""
+    stage, reg = ctx.stage, ctx.registrant
+    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
+    params = {k: v.detach() for k, v in ctx.params.items()}
+    fixed = reg._expand(params, reg.shared, ctx.groups)
+    group_handlers = [h for h in ctx.handlers if reg.counted_per_group(h)]
+    sample_handlers = [h for h in ctx.handlers if not reg.counted_per_group(h)]
+
+    def cost_fn(p: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
+        return torch.stack(list(reg.per_sample_losses(
+            p, observations, sample_handlers, ctx.need_vertices).values())).sum(0)
+    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+    problem = GroupLeastSquaresProblem(
+        reg.body_model, sample_handlers, group_handlers, ctx.observations, fixed,
+        [n for n in stage.fit if n not in reg.shared],
+        {n: params[n] for n in stage.fit if n in reg.shared}, ctx.groups, cost_fn,
+        linear_dtype=linear)
+    trace: List[Tensor] = []
+
+    def progress(i: int, cost: Tensor) -> None:
+        trace.append(cost.detach().clone())
+        ctx.after_step(i)
+    with torch.no_grad():
+        x, y, _, diverged, n_steps = group_levenberg_marquardt(
+            problem, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
+            on_iteration=progress)
+    out = {k: v.clone() for k, v in params.items()}
+    out.update(problem.unflatten(x, y))
+    return StageOutcome(out, diverged, n_steps, trace, per_sample=False)
+
+
+def run_lbfgs_stage(ctx: StageContext) -> StageOutcome:
+    """Batched per-sample L-BFGS; torch's L-BFGS on the summed loss when the samples are
+    coupled or the stage says ``per_sample=False``."""
+    stage = ctx.stage
+    if not stage.per_sample or ctx.coupled:
+        return run_torch_optimizer_stage(ctx)
+    kwargs = optimizer_kwargs(stage)
+    kwargs.setdefault('line_search_fn', 'strong_wolfe')
+    # A non-finite trial point counts as a failed step and the line search
+    # shrinks it, instead of freezing the sample (e.g. exp of a large log-scale).
+    kwargs.setdefault('non_finite', 'backtrack')
+    # One step with the whole budget: every step() restarts all samples (as
+    # torch's LBFGS does), so several steps would keep moving samples that had
+    # converged while others had not, and a sample's result would depend on its
+    # batch. In one step each sample stops for good when it converges.
+    max_iter = int(kwargs.pop('max_iter', 20))
+    max_eval = kwargs.pop('max_eval', None)
+    max_eval = max_iter * 5 // 4 if max_eval is None else int(max_eval)
+    free = _free(ctx)
+    variables = [free[k] for k in stage.fit]
+    optimizer = BatchedLBFGS(variables, tolerance_grad=stage.gtol,
+                             tolerance_change=stage.ftol, max_iter=max_iter * stage.n_iter,
+                             max_eval=max_eval * stage.n_iter, **kwargs)
+    trace: List[Tensor] = []
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        value = ctx.losses(free)
+        value.sum().backward()
+        trace.append(value.detach())
+        return value.detach()
+    optimizer.step(closure)
+    ctx.after_step(stage.n_iter)
+    return StageOutcome({k: v.detach() for k, v in free.items()},
+                        optimizer.diverged.clone(), stage.n_iter, trace, per_sample=True)
+
+
+def run_torch_optimizer_stage(ctx: StageContext) -> StageOutcome:
+    """A ``torch.optim`` optimizer (``OPTIMIZERS``) on the batch's summed loss; the
+    stage stops when it changes by less than ``ftol`` relative, and restores the last
+    finite point (every sample flagged) when the loss or a gradient becomes
+    non-finite."""
+    stage = ctx.stage
+    kind = stage.optimizer['type']
+    free = _free(ctx)
+    variables = [free[k] for k in stage.fit]
+    optimizer = OPTIMIZERS.build(dict(type=kind, params=variables, **optimizer_kwargs(stage)))
+    diverged = torch.zeros(ctx.groups.shape[0], dtype=torch.bool, device=ctx.groups.device)
+    trace: List[Tensor] = []
+    previous, n_steps = None, 0
+    for n_steps in range(1, stage.n_iter + 1):
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            per_sample = ctx.losses(free)
+            trace.append(per_sample.detach())
+            value = per_sample.sum()
+            value.backward()
+            return value
+        snapshot = [v.detach().clone() for v in variables]
+        value = optimizer.step(closure) if kind == 'LBFGS' else (closure(), optimizer.step())[0]
+        ctx.after_step(n_steps)
+        if not torch.isfinite(value) or any(
+                not torch.isfinite(v.grad).all() for v in variables if v.grad is not None):
+            with torch.no_grad():  # restore the last finite point
+                for v, old in zip(variables, snapshot):
+                    v.copy_(old)
+            diverged[:] = True
+            break
+        current = float(value.detach())
+        if previous is not None and abs(previous - current) <= stage.ftol * max(
+                abs(previous), abs(current), 1.0):
+            break
+        previous = current
+    return StageOutcome({k: v.detach() for k, v in free.items()}, diverged, n_steps, trace)
+
+
+#: Optimizer ``type`` -> runner; types not listed run :func:`run_torch_optimizer_stage`.
+STAGE_RUNNERS: Dict[str, Callable[[StageContext], StageOutcome]] = {
+    **{name: run_lm_stage for name in LM_NAMES},
+    'LBFGS': run_lbfgs_stage,
+}
+
+
+def runner_for(stage: Stage) -> Callable[[StageContext], StageOutcome]:
+    """The runner of ``stage``'s optimizer type."""
+    return STAGE_RUNNERS.get(stage.optimizer['type'], run_torch_optimizer_stage)
+
+
+def merge_rounds(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One history record for a stage run in several rounds: steps summed, losses of
+    the first round's start and the last round's end, traces concatenated (each round's
+    losses in its own noise units)."""
+    if len(records) == 1:
+        return records[0]
+    merged = dict(records[-1])
+    merged.update(steps=sum(r['steps'] for r in records),
+                  mean_loss_start=records[0]['mean_loss_start'], rounds=len(records),
+                  loss_trace=[v for r in records for v in r['loss_trace']])
+    return merged
+
+
+def mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:
+    """Mean loss of the samples that did not diverge after every iteration, as floats
+    (one host transfer per stage)."""
+    if not trace:
+        return []
+    stacked = torch.stack([t.reshape(-1) for t in trace])            # (iterations, B)
+    if stacked.shape[1] != diverged.shape[0]:                        # shared-loss stages
+        return stacked.mean(1).tolist()
+    keep = (~diverged).to(stacked.dtype)
+    mean = (torch.nan_to_num(stacked) * keep).sum(1) / keep.sum().clamp_min(1)
+    return mean.tolist()
+
+
+__all__ = ['StageContext', 'StageOutcome', 'STAGE_RUNNERS', 'runner_for', 'run_lm_stage',
+           'run_group_lm_stage',
+           'run_lbfgs_stage', 'run_torch_optimizer_stage', 'merge_rounds', 'mean_trace']
