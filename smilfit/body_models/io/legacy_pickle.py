@@ -1,11 +1,8 @@
 """Legacy SMPL/SMAL/SMIL model pickles: safe reading, exact writing.
 
-Legacy model files are Python pickles of a dict in the SMPL layout. Unpickling runs
-whatever callables the file names, so a plain ``pickle.load`` of a downloaded model is
-arbitrary code execution. :class:`RestrictedUnpickler` resolves only an explicit
-allow-list of globals (numpy array reconstruction, a few inert builtins) and maps
-chumpy and scipy sparse classes to inert stubs that only collect their pickled state;
-everything else raises :class:`UnsafePickleError` before anything is called.
+Legacy model files are Python pickles of a dict in the SMPL layout, read only through
+the allow-list unpickler of :mod:`.restricted_unpickler` (a plain ``pickle.load`` of a
+downloaded model would be arbitrary code execution).
 
 :func:`legacy_dict_to_model_data` maps the dict to :class:`BodyModelData` and records
 in ``extra['legacy']`` what is needed for :func:`model_data_to_legacy_dict` to rebuild
