@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from typing import Tuple
+from smilfit.engine.compat import init_dist_cpu_safe
 
 
 def setup_distributed(launcher: str, device: str) -> Tuple[int, int, str]:
@@ -23,7 +24,6 @@ def setup_distributed(launcher: str, device: str) -> Tuple[int, int, str]:
     if launcher != 'none':
         import torch.distributed as tdist
         if not tdist.is_initialized():
-            from smilfit.engine.compat import init_dist_cpu_safe
             on_cpu = str(device).split(':')[0] == 'cpu'
             init_dist_cpu_safe(launcher, backend='gloo' if on_cpu else None, cpu=on_cpu)
     rank, world = get_dist_info()

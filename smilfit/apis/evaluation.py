@@ -28,6 +28,15 @@ import torch
 
 from ..errors import SmilfitUserError
 from ..utils.atomic import write_text
+from smilfit.apis.fitting import (_OBSERVATION_KEYS, FittingConfigError, fitted_points,
+                                  load_joint_lookup, observations_from_batch, prepare_data,
+                                  prepare_data_once)
+from smilfit.cameras import project_points
+from smilfit.datasets import DatasetReader
+from smilfit.engine.checkpoint_io import load_checkpoint_file
+from smilfit.engine.config_data import ConfigDataError, config_from_data
+from smilfit.evaluation import collect_raw, write_report
+from smilfit.registry import DATASETS, METRICS, REGISTRANTS
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,8 +67,6 @@ def load_checkpoint_config(checkpoint: PathLike):
         EvaluationConfigError: the checkpoint carries no config as data (only Python text,
             which smilfit never executes, or none at all), or an invalid one.
     """
-    from smilfit.engine.checkpoint_io import load_checkpoint_file
-    from smilfit.engine.config_data import ConfigDataError, config_from_data
     path = Path(checkpoint)
     ckpt = load_checkpoint_file(path)
     meta = ckpt.get('meta') or {}
@@ -96,7 +103,6 @@ def detect_task(cfg: Mapping[str, Any]) -> str:
 def build_metrics(evaluator_cfg: Any) -> list:
     """smilfit metrics from a ``test_evaluator`` entry (dict, list of dicts or
     ``dict(type='Evaluator', metrics=[...])``); :data:`DEFAULT_EVALUATOR` when None."""
-    from smilfit.registry import METRICS
     spec = DEFAULT_EVALUATOR if evaluator_cfg is None else evaluator_cfg
     if isinstance(spec, Mapping) and 'metrics' in spec:
         spec = spec['metrics']
@@ -121,13 +127,11 @@ def split_sample_indices(cfg: Mapping[str, Any], split: Optional[str]) -> np.nda
     ``split`` overrides its split (``'all'``: every session). Without one, every sample
     of ``data.path`` (``split`` must then be None or ``'all'``).
     """
-    from smilfit.registry import DATASETS
     loader = cfg.get('test_dataloader')
     if loader is None or loader.get('dataset') is None:
         if split not in (None, 'all'):
             raise EvaluationConfigError(f'split {split!r}: the config has no '
                                         'test_dataloader saying how sessions are split')
-        from smilfit.datasets import DatasetReader
         with DatasetReader(cfg['data']['path']) as reader:
             return np.arange(len(reader))
     ds_cfg = dict(loader['dataset'])
@@ -146,7 +150,6 @@ def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
 
 def _report(out_dir: Path, metrics: Mapping[str, float], evaluator, info: Dict[str, Any],
             overwrite: bool, plots: bool) -> Path:
-    from smilfit.evaluation import collect_raw, write_report
     raw = collect_raw(evaluator)
     title = (f"smilfit test: {info['task']} ({info['mode']}), {info.get('config_name', '')}"
              f", split {info.get('split')}")
@@ -180,9 +183,10 @@ def evaluate_regressor(cfg, checkpoint: Optional[PathLike], out_dir: PathLike, *
         ``dict(metrics, report_dir, info)`` (``report_dir`` None on other ranks).
     """
     from mmengine.dist import get_rank
+    # Imported here: mmengine's runner side and smilfit.engine.hooks load
+    # torch.distributed.fsdp (about 1 s), which fitting and testing fits must not pay.
     from mmengine.runner import Runner
 
-    from smilfit.apis.fitting import prepare_data_once
     from smilfit.engine.hooks.model_access import unwrap_model
 
     cfg = cfg.copy()
@@ -263,7 +267,6 @@ def fit_to_predictions(keypoints: torch.Tensor, model_index: torch.Tensor,
         ``view_valid``, ``image_size``, ``camera_names``, optional ``gt_keypoints_3d``,
         and ``session``, ``frame``, ``sample_idx`` (the file row).
     """
-    from smilfit.cameras import project_points
     B = keypoints.shape[0]
     dtype = torch.float64
     kp3d = keypoints.new_full((B, num_data_keypoints, 3), float('nan'), dtype=dtype)
@@ -328,10 +331,6 @@ def evaluate_fitting(cfg, out_dir: PathLike, *, split: Optional[str] = None,
     from mmengine.evaluator import Evaluator
     from tqdm import tqdm
 
-    from smilfit.apis.fitting import FittingConfigError, load_joint_lookup, prepare_data
-    from smilfit.datasets import DatasetReader
-    from smilfit.registry import REGISTRANTS
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f'{out_dir} exists; pass overwrite=True (--overwrite)')
@@ -375,7 +374,6 @@ def evaluate_fitting(cfg, out_dir: PathLike, *, split: Optional[str] = None,
                                   num_views=reader.num_views)
     mine = rows[_rank_share(len(rows), rank, world)]
     batch_size = int(data_cfg.get('batch_size', 64))
-    from smilfit.apis.fitting import _OBSERVATION_KEYS, fitted_points, observations_from_batch
     keys = list(_OBSERVATION_KEYS) + ['session', 'frame', 'image_size']
     for start in tqdm(range(0, len(mine), batch_size), desc='fit + score',
                       disable=not progress or rank != 0):

@@ -33,6 +33,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config, drop_non_finite_cameras,
+                                  fit_dataset, prepare_data)
+from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_from_batch,
+                                               sample_camera_names)
+from smilfit.cameras.projection import project_points_numpy
+from smilfit.datasets import DatasetReader
+from smilfit.datasets.view_selection import camera_universe, select_views, view_mask
+from smilfit.evaluation.holdout_report import format_holdout, holdout_summary
+from smilfit.handlers.keypoint2d import BEHIND_CAMERA_PX
+from smilfit.registrants.initialization import triangulate_observations
+from smilfit.utils.atomic import write_text
+
 PathLike = Union[str, os.PathLike]
 HOLDOUT_JSON, HOLDOUT_TEXT = 'holdout_views.json', 'holdout_views.txt'
 
@@ -95,12 +107,6 @@ def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndar
     """
     import torch
 
-    from smilfit.apis.fitting import drop_non_finite_cameras
-    from smilfit.cameras.projection import project_points_numpy
-    from smilfit.datasets.view_selection import select_views
-    from smilfit.handlers.keypoint2d import BEHIND_CAMERA_PX
-    from smilfit.registrants.initialization import triangulate_observations
-
     fit_views, heldout_views = np.asarray(fit_views, bool), np.asarray(heldout_views, bool)
     if (fit_views & heldout_views).any():
         raise ValueError('a view is both fitted and held out')
@@ -132,7 +138,6 @@ def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndar
 
 def _fitting_views(reader, data_cfg: Mapping[str, Any]) -> Tuple[List[str], np.ndarray]:
     """The config's fitting views (names) and their (S, C) mask."""
-    from smilfit.datasets.view_selection import camera_universe, view_mask
     mask = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
                      data_cfg.get('exclude_views'), session_names=reader.session_names)
     if mask is None:
@@ -158,8 +163,6 @@ def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarr
     """Read one fit's results and score it and DLT in its held-out views."""
     import h5py
 
-    from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_from_batch,
-                                                   sample_camera_names)
     with h5py.File(results, 'r') as f:
         if 'fitted_keypoints_3d' not in f:
             raise HoldoutConfigError(f'{results} has no fitted_keypoints_3d: the held-out '
@@ -207,12 +210,6 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
         ``out_dir/holdout_views.json`` and, as a table, ``out_dir/holdout_views.txt``.
     """
     from tqdm import tqdm
-
-    from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config, fit_dataset,
-                                      prepare_data)
-    from smilfit.datasets import DatasetReader
-    from smilfit.evaluation.holdout_report import format_holdout, holdout_summary
-    from smilfit.utils.atomic import write_text
 
     if not ks:
         raise HoldoutConfigError('--holdout-views needs at least one k')

@@ -44,6 +44,10 @@ from smilfit.registry import BODY_MODELS, REGISTRANTS
 
 from ..utils.atomic import atomic_dir, save_npz, write_text
 from .distributed import barrier, setup_distributed
+from smilfit.body_models.rotations import matrix_to_axis_angle
+from smilfit.ops import as_padded_points, nearest_neighbor_sq, point_to_surface_sq
+from smilfit.registration import (Scan, batch_scans, generate_synthetic_scans, load_scans,
+                                  normalize_scans, principal_axes, sample_surface_points, save_scan)
 
 PathLike = Union[str, os.PathLike]
 Tensor = torch.Tensor
@@ -144,7 +148,6 @@ def write_synthetic_scans(model, out_dir: PathLike, num_scans: int, num_points: 
     """
     from tqdm import tqdm
 
-    from smilfit.registration import Scan, generate_synthetic_scans, save_scan
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f'{out_dir} exists; remove it to generate new scans')
@@ -186,7 +189,6 @@ def prepare_scans(cfg: Mapping[str, Any], progress: bool = True) -> None:
 # ------------------------------------------------------------ initialisation
 def _weighted_frame(points: Tensor, weights: Tensor) -> Tuple[Tensor, Tensor]:
     """Centre (B, 3) and principal axes (B, 3, 3) (rows) of weighted points."""
-    from smilfit.registration import principal_axes
     w = weights.to(points.dtype)
     center = (points * w[..., None]).sum(1) / w.sum(1, keepdim=True)
     centred = (points - center[:, None]) * w[..., None]
@@ -196,7 +198,6 @@ def _weighted_frame(points: Tensor, weights: Tensor) -> Tuple[Tensor, Tensor]:
 @torch.no_grad()
 def template_surface_points(model, num_points: int = 1024, seed: int = 0) -> Tensor:
     """(1, P, 3) area-uniform points on the model's rest-pose mesh (mean shape)."""
-    from smilfit.registration import sample_surface_points
     rest = model(return_vertices=True).vertices
     g = torch.Generator().manual_seed(seed)
     return sample_surface_points(rest, model.faces, num_points, g)['points']
@@ -243,8 +244,6 @@ def initial_global_pose(model, points: Tensor, mask: Optional[Tensor] = None,
     Returns:
         ``dict(global_orient (B, 3) axis-angle, transl (B, 3))`` in the model's dtype.
     """
-    from smilfit.body_models.rotations import matrix_to_axis_angle
-    from smilfit.ops import as_padded_points, nearest_neighbor_sq
     points, valid = as_padded_points(points.to(model.dtype), mask, 'initial_global_pose')
     B = points.shape[0]
     template = template_surface_points(model, num_points, seed).to(points.device)
@@ -297,7 +296,6 @@ def surface_errors(vertices: Tensor, faces: Tensor, points: Tensor,
         ``scan_to_mesh_max``, ``mesh_to_scan_mean``, ``mesh_to_scan_p<percentile>``,
         ``num_points``; distances in the units of the inputs.
     """
-    from smilfit.ops import as_padded_points, nearest_neighbor_sq, point_to_surface_sq
     points, valid = as_padded_points(points.to(vertices.dtype), mask, 'surface_errors')
     if points.shape[0] != vertices.shape[0]:
         raise ValueError(f'surface_errors: {points.shape[0]} scans for {vertices.shape[0]} '
@@ -352,7 +350,6 @@ def register_batch(registrant, points: Tensor, mask: Tensor, normals: Optional[T
         ``scan_vertices`` (B, V, 3) in the scans' frame and ``errors`` (see
         :func:`surface_errors`, scan units).
     """
-    from smilfit.registration import normalize_scans
     model = registrant.body_model
     norm_points, tf = normalize_scans(points, mask, **normalization_kwargs(
         options['normalize'], model))
@@ -430,8 +427,6 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
     """
     from tqdm import tqdm
 
-    from smilfit.registration import batch_scans, load_scans
-
     data_cfg = dict(cfg.get('data') or {})
     _check_keys(data_cfg, DATA_KEYS, 'data')
     options = registration_options(cfg)
@@ -497,7 +492,6 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
         batch = register_batch(registrant, points, mask, normals, options)
         arrays = _chunk_arrays(batch, registrant, np.arange(start, start + len(batch_files)))
         if options['save_meshes']:
-            from smilfit.registration import Scan, save_scan
             for f, verts in zip(batch_files, arrays['scan_vertices']):
                 save_scan(Scan(points=verts.astype(np.float64), faces=faces_np),
                           work_dir / MESH_DIR / f'{f.stem}{options["mesh_format"]}')

@@ -9,12 +9,15 @@ import torch
 from torch import nn
 
 from smilfit.registry import BODY_MODELS
-from .lbs import (KinematicLevels, chain_transforms, local_transforms,
-                  pca_joint_scale_trans, plan_factored_skinning, plan_skinning, pose_feature,
-                  readout_matrix, readout_posed, rest_vertices_vb, skin_shape_factored,
-                  skin_vertices_vb, skinning_chunk_size, skinning_transforms)
+from .lbs import (KinematicLevels, chain_transforms, local_transforms, pca_joint_scale_trans,
+                  plan_factored_skinning, plan_skinning, pose_feature, readout_matrix,
+                  readout_posed, rest_vertices_vb, skin_shape_factored, skin_vertices_vb,
+                  skinning_chunk_size, skinning_transforms)
 from .model_data import BodyModelData, validate_keypoint
 from .rotations import to_rotation_matrix
+from .demo_model import demo_model_data
+from .io import load_model_data
+from .joint_shape import static_joint_shape_dirs
 
 Tensor = torch.Tensor
 
@@ -119,7 +122,6 @@ class SMILModel(nn.Module):
         if (model_path is None) == (data is None):
             raise ValueError('SMILModel needs exactly one of model_path or data')
         if data is None:
-            from .io import load_model_data
             data = load_model_data(model_path)
         else:
             data.validate()
@@ -162,7 +164,6 @@ class SMILModel(nn.Module):
             rest_joints = np.asarray(data.J, dtype=np.float64)
             rest_joint_dirs = np.zeros((data.num_joints, 3, K))
             if self.static_joints_follow_shape and K:
-                from .joint_shape import static_joint_shape_dirs
                 rest_joint_dirs = static_joint_shape_dirs(
                     np.asarray(data.v_template, np.float64), weights, data.parents,
                     rest_joints, np.asarray(shapedirs, np.float64))
@@ -488,5 +489,4 @@ def build_demo_smil_model(builder_options: Optional[Dict[str, Any]] = None,
             :func:`~smilfit.body_models.demo_model.demo_model_data` (e.g. ``segments``).
         kwargs: :class:`SMILModel` keyword arguments (``dtype``, ``keypoints``, ...).
     """
-    from .demo_model import demo_model_data
     return SMILModel(data=demo_model_data(**(builder_options or {})), **kwargs)

@@ -281,6 +281,18 @@ def default_intrinsics(width: int, height: int, focal_factor: float = 1.0):
                      [0.0, 0.0, 1.0]])
 
 
+def uncalibrated_camera(width: int, height: int, focal_factor: float = 1.0):
+    """A pinhole stand-in for an uncalibrated view, as numpy float64 arrays: ``K`` from
+    :func:`default_intrinsics`, identity ``R``, zero ``t`` and no distortion.
+
+    Returns:
+        dict of ``K`` (3, 3), ``R`` (3, 3), ``t`` (3,), ``dist`` (5,).
+    """
+    import numpy as np
+    return dict(K=default_intrinsics(width, height, focal_factor), R=np.eye(3),
+                t=np.zeros(3), dist=np.zeros(5))
+
+
 def project_points_numpy(points, K, R, t, dist=None):
     """:func:`project_points` and :func:`camera_depth` on numpy arrays, in float64.
 
@@ -303,7 +315,8 @@ def project_points_numpy(points, K, R, t, dist=None):
 
 
 __all__ = [
-    'default_intrinsics', 'project_points_numpy', 'DIST_NAMES', 'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
+    'default_intrinsics', 'uncalibrated_camera', 'project_points_numpy', 'DIST_NAMES',
+    'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
     'pixels_to_normalized', 'world_to_camera', 'camera_depth', 'project_points',
     'undistort_pixels', 'projection_matrices', 'camera_centers',
 ]

@@ -109,6 +109,7 @@ def session_batch(cfg, model, session: str, settings: Dict[str, Any]) -> Dict[st
     import torch  # not at the top: fast --help
     from mmengine.dataset import default_collate
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.models import TemporalRegressor
     from smilfit.registry import DATASETS
     import smilfit.datasets.clip_dataset  # noqa: F401,E501  (registers ClipHDF5Dataset)

@@ -111,6 +111,7 @@ def read_registrations(inputs: Sequence[str], params_path: Optional[str] = None,
                 files.append(p)
         if not files:
             raise BuildModelError(f'no mesh files among {inputs}')
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.registration import load_scans
         scans = load_scans(files, progress=progress)
         counts = {s.num_points for s in scans}
@@ -137,6 +138,7 @@ def build(args: argparse.Namespace) -> Dict:
     """Run the whole pipeline; returns the report."""
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.body_models import SMILModel
     from smilfit.body_models.io import load_model_data, model_file_kind, save_model_data
     from smilfit.model_learning import (ShapeSpaceLearner, effective_scale_trans,
@@ -193,6 +195,7 @@ def build(args: argparse.Namespace) -> Dict:
         report['holdout_labels'] = [labels[i] for i in hold]
     save_model_data(space.data, out)
     if args.report:
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.body_models.io import write_bytes_atomic
         write_bytes_atomic(args.report, json.dumps(report, indent=2).encode('utf-8'))
     return report

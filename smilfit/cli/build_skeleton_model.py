@@ -181,6 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if getattr(args, key) is not None}
     try:
         if args.demo:
+            # Imported only when this branch runs (a heavy or optional part).
             from ..body_models.demo_model import demo_model_data
             data = demo_model_data(**options)
         else:

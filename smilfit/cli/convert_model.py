@@ -49,6 +49,7 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str
         FileExistsError: ``output_path`` exists and ``overwrite`` is false.
         plus everything :func:`load_model_data` / :func:`save_model_data` raise.
     """
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.body_models.io import load_model_data, model_file_kind, save_model_data
     model_file_kind(output_path)  # fail on a bad output extension before reading
     if output_path.exists() and not overwrite:

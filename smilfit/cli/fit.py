@@ -71,6 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     from mmengine.config import Config
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.utils import register_all_modules
     from smilfit.utils.setup_env import FITTING_PACKAGES
     from smilfit.utils.run_log import tee_to_log
@@ -107,7 +108,8 @@ def _export(what: str, write) -> None:
 def _run(args, cfg, work_dir: Path) -> int:
     import torch
 
-    from smilfit.apis.fitting import QUALITY_TEXT, fit_dataset, prepare_data_once
+    # Imported on use: --help and argument errors must not load torch or mmengine.
+    from smilfit.apis.fitting import QUALITY_TEXT, export_fit_slp, fit_dataset, prepare_data_once
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
@@ -126,17 +128,18 @@ def _run(args, cfg, work_dir: Path) -> int:
         print(quality.read_text().rstrip())
         print(f'(also in {quality} and {quality.with_suffix(".json")})')
     if not args.no_slp:
-        from smilfit.apis.fitting import export_fit_slp
         slp = work_dir / 'fitted_keypoints.slp'
         _export('.slp', lambda: f'wrote {export_fit_slp(results, slp)} (fitted keypoints as '
                 'SLEAP predictions)')
     if not args.no_anipose:
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.datasets.anipose_export import export_fit_anipose
         _export('anipose', lambda: 'wrote anipose files: ' + ', '.join(
             p.name for p in export_fit_anipose(results, work_dir / 'anipose')))
     visual = cfg.get('visualize') if args.visualize is None else (
         (cfg.get('visualize') or {}) if args.visualize else None)
     if visual is not None and visual is not False:
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.visualization import export_fit_visuals
         written = export_fit_visuals(work_dir, progress=not args.no_progress,
                                      **dict(visual if isinstance(visual, dict) else {}))

@@ -40,6 +40,7 @@ def run_holdout(args: argparse.Namespace, cfg, work_dir: Path) -> int:
     """Run the held-out evaluation of ``tools/test.py`` and print its table."""
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.holdout import HOLDOUT_JSON, HOLDOUT_TEXT, evaluate_holdout_views
     from smilfit.evaluation.holdout_report import format_holdout
     if args.launcher != 'none' or args.max_samples is not None or args.split is not None:

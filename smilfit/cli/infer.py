@@ -100,6 +100,7 @@ def build_source(args, frames: Optional[slice]):
     """The frame source the inputs describe (see the module docstring)."""
     import numpy as np
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.inference import (HDF5Frames, ImageFolderFrames, InferenceError,
                                         SyncedVideoFrames, VideoFrames)
     inputs = [Path(p) for p in args.inputs]
@@ -121,6 +122,7 @@ def build_source(args, frames: Optional[slice]):
                     ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'))
         return ImageFolderFrames(path, select(count))
     if path.suffix.lower() in ('.h5', '.hdf5'):
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.datasets import DatasetReader
         with DatasetReader(path) as reader:
             n = len(reader)
@@ -135,6 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.inference import (InferenceError, SleapBoxes, build_test_pipeline,
                                         load_regressor, run_inference)
     start = time.perf_counter()

@@ -120,6 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if output.exists() and not args.overwrite:
         print(f'error: {output} exists; pass --overwrite to replace it', file=sys.stderr)
         return 1
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from ..losses.gmm_prior import fit_gmm_pose_prior, gmm_log_likelihood, save_gmm_prior
     try:
         X, pose_shape, dropped = poses_to_samples(read_poses(Path(args.input), args.key))

@@ -94,6 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shape_std_scale=args.shape_std_scale, log_scale_std=args.log_scale_std,
         occlusion_tol=args.occlusion_tol, jpeg_quality=args.jpeg_quality,
         masks=not args.no_masks, seed=args.seed)
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from ..datasets.synthetic import generate_synthetic_dataset
     start = time.perf_counter()
     try:

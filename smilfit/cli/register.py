@@ -60,8 +60,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from mmengine.config import Config
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.registration import (SUMMARY_NAME, RegistrationConfigError,
                                            register_scans)
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.registration import ScanError
     from smilfit.registrants.stages import StageConfigError
     from smilfit.utils import register_all_modules

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_config(args):
     from mmengine.config import Config
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.evaluation import load_checkpoint_config
     checkpoint = args.checkpoint
     if Path(args.config).suffix in ('.pth', '.pt', '.ckpt'):
@@ -104,8 +105,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.evaluation import (EvaluationConfigError, detect_task,
                                          evaluate_fitting, evaluate_regressor)
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     start = time.perf_counter()

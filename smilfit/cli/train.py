@@ -153,6 +153,7 @@ def build_runner(cfg: Config):
     """mmengine's Runner (or ``cfg.runner_type`` from ``RUNNERS``) for ``cfg``."""
     from mmengine.runner import Runner
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.registry import RUNNERS
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
@@ -166,6 +167,7 @@ def _warn_if_nothing_to_resume(cfg: Config) -> None:
         TrainConfigError: the work dir holds checkpoints but none is complete (starting from
             scratch would silently throw them away).
     """
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.engine.compat import find_latest_checkpoint  # the one the runner uses
     if cfg.get('resume') and cfg.get('load_from') is None and \
             find_latest_checkpoint(cfg.work_dir) is None:
@@ -185,6 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     try:
@@ -192,6 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _warn_if_nothing_to_resume(cfg)
     except USER_ERRORS as err:
         return report_error('train', err)
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.fitting import prepare_data_once
     try:
         prepare_data_once(cfg)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import prog_name
+from .errors import USER_ERRORS, report_error
 from .visualize import parse_frames
 
 #: The layers (smilfit.visualization.viewer.LAYERS, restated: this module must not
@@ -98,9 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.visualization.scene import load_scene
-
-    from .errors import USER_ERRORS, report_error
     torch.set_num_threads(args.threads)
     layers = [name for name in LAYERS if name not in args.hide]
     try:
@@ -110,6 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              else scene.cameras.names)
         if args.export:
             return _export(scene, Path(args.export), args, layers, view)
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.visualization.viewer import SceneViewer, require_viser
         viser = require_viser()
         server = viser.ViserServer(host=args.host, port=args.port, verbose=False)
@@ -136,9 +137,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _export(scene, path: Path, args, layers: List[str], view: Optional[int]) -> int:
     start = time.perf_counter()
     if path.suffix.lower() == '.glb':
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.visualization.scene_export import export_glb
         export_glb(scene, path, error_scale=args.error_scale, images='images' in layers)
     else:
+        # Imported only when this branch runs (a heavy or optional part).
         from smilfit.visualization.viewer import export_html
         export_html(scene, path, fps=args.fps, error_scale=args.error_scale, layers=layers,
                     view_camera=view)

@@ -73,6 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.visualization import export_fit_visuals
 
     if args.threads < 1:

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from ..utils.atomic import atomic_path, write_text
+from .hdf5_format import DatasetReader
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -80,7 +81,6 @@ def export_fit_anipose(results: PathLike, out_dir: PathLike,
     """
     import h5py
 
-    from .hdf5_format import DatasetReader
     with h5py.File(results, 'r') as f:
         if 'fitted_keypoints_3d' not in f:
             raise ValueError(f'{results} has no fitted_keypoints_3d (fit with a 2D keypoint '

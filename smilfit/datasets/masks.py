@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+
 from ..utils.atomic import atomic_open
+from .hdf5_format import DatasetReader, decode_mask
 
 __all__ = ['MaskFormatError', 'rle_string_to_counts', 'counts_to_rle_string', 'rle_decode',
            'rle_encode', 'polygons_to_mask', 'decode_segmentation', 'load_mask_png',
@@ -238,7 +240,6 @@ def masks_from_hdf5(dataset: Any, indices: Union[int, Sequence[int], np.ndarray]
     Raises:
         MaskFormatError: the file has no masks, or stored sizes differ without ``size``.
     """
-    from .hdf5_format import DatasetReader, decode_mask
     reader = dataset if isinstance(dataset, DatasetReader) else DatasetReader(dataset)
     if not getattr(reader, 'has_masks', False):
         raise MaskFormatError(f'{reader.path}: the dataset has no masks (views/masks)')

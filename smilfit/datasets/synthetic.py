@@ -45,6 +45,10 @@ import torch
 
 from ..cameras.projection import project_points_numpy
 from .raster import rasterize, shade_lambert, vertex_normals
+from smilfit.body_models import SMILModel
+from smilfit.body_models.rotations import matrix_to_axis_angle
+from smilfit.registry import BODY_MODELS
+from .hdf5_format import DatasetWriter, encode_image, encode_mask
 
 __all__ = ['SyntheticOptions', 'generate_synthetic_dataset', 'look_at', 'ring_cameras',
            'render_view', 'keypoint_visibility', 'up_vector', 'build_body_model']
@@ -161,8 +165,6 @@ def _sample_betas(rng: np.random.Generator, data: Any, num_betas: int,
 def build_body_model(body_model: Any = None):
     """A :class:`~smilfit.body_models.SMILModel` from an instance, a config dict, a model
     file path or None (the embedded demo mouse), in float64."""
-    from smilfit.body_models import SMILModel
-    from smilfit.registry import BODY_MODELS
     if body_model is None:
         body_model = dict(type='DemoSMILModel')
     if isinstance(body_model, (str, Path)):
@@ -228,9 +230,6 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
         The path written.
     """
     from tqdm import tqdm
-
-    from .hdf5_format import DatasetWriter, encode_image, encode_mask
-    from smilfit.body_models.rotations import matrix_to_axis_angle
 
     opts = SyntheticOptions(**options)
     size = opts['image_size']

@@ -20,6 +20,7 @@ from smilfit.handlers.matching import rotate_offsets, source_carriers
 
 from .hdf5_format import DatasetWriter
 from .synthetic import build_body_model, ring_cameras, up_vector
+from .slp_export import SlpPredictionWriter
 
 
 def rest_keypoints(model, bone_trans: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,6 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     offsets = (np.arange(num_animals) - (num_animals - 1) / 2) * length
     slp = None
     if slp_path is not None:
-        from .slp_export import SlpPredictionWriter
         slp = SlpPredictionWriter(
             list(model.keypoint_names),
             [dict(filename=f'cam_{c}.mp4', shape=(frames, image_size, image_size, 3))

@@ -73,6 +73,7 @@ from mmengine.device import get_device
 from mmengine.logging.history_buffer import HistoryBuffer
 
 from smilfit.utils.atomic import atomic_open
+from smilfit.engine.checkpoint_io import load_checkpoint_file, load_checkpoint_url
 
 __all__ = ['apply', 'apply_core', 'init_dist_cpu_safe', 'cpu_model_wrapper_cfg',
            'weights_only_safe_globals']
@@ -488,14 +489,12 @@ def _patch_checkpoint_hook() -> None:
 # ``mmengine.runner.checkpoint`` so the schemes that call it by name get it too.
 
 def _safe_load_from_local(filename, map_location=None):
-    from smilfit.engine.checkpoint_io import load_checkpoint_file
     return load_checkpoint_file(osp.expanduser(filename), map_location=map_location)
 
 
 def _safe_load_from_http(filename, map_location=None, model_dir=None, progress=False):
     from mmengine.dist import get_dist_info
 
-    from smilfit.engine.checkpoint_io import load_checkpoint_url
     rank, world_size = get_dist_info()
     if rank == 0:  # rank 0 downloads; the others read its cached file
         ckpt = load_checkpoint_url(filename, model_dir, map_location, progress)

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from smilfit.evaluation.functional import curve_auc
+from smilfit.version import __version__
 
 PathLike = Union[str, Path]
 RawArrays = Mapping[str, Any]
@@ -530,8 +531,4 @@ def write_report(out_dir: PathLike, results: Mapping[str, Any],
 
 
 def _version() -> str:
-    try:
-        from smilfit.version import __version__
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return 'unknown'
+    return str(__version__)

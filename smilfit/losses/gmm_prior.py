@@ -22,6 +22,7 @@ import torch
 
 from ..registry import LOSSES
 from .utils import ArrayLike, BaseLoss, PathLike, as_float_tensor, like
+from ..body_models.io import write_bytes_atomic
 
 
 # ---------------------------------------------------------------- validation
@@ -295,7 +296,6 @@ def save_gmm_prior(path: PathLike, gmm: Mapping[str, Any],
         metadata: optional JSON-serialisable information (source, settings), stored
             as a JSON string under ``metadata``.
     """
-    from ..body_models.io import write_bytes_atomic
     if not str(path).lower().endswith('.npz'):
         raise ValueError(f'prior files end in .npz, got {path}')
     checked = validate_gmm(gmm['means'], gmm['weights'], covariances=gmm['covariances'])

@@ -15,6 +15,7 @@ import torch
 from ..registry import LOSSES
 from .utils import (ArrayLike, BaseLoss, PerJointL2Loss, as_float_tensor, check_choice,
                     check_joint_tensor, like, resolve_model_data)
+from .shape_prior import cholesky_or_raise
 
 #: Modes of :class:`JointLimitPrior`: squared or linear hinge.
 JOINT_LIMIT_MODES = ('squared', 'linear')
@@ -272,7 +273,6 @@ class GaussianPosePrior(BaseLoss):
             if eig.min() < -1e-9 * eig.abs().max():
                 raise ValueError('precision is not positive semi-definite')
         elif covariance is not None:
-            from .shape_prior import cholesky_or_raise
             cov = as_float_tensor(covariance, 'covariance', (D, D))
             prec_sym = torch.cholesky_inverse(cholesky_or_raise(cov, 'covariance'))
         else:

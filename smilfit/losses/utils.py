@@ -20,6 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..body_models.model_data import BodyModelData
+from ..body_models.io import load_model_data
+
 #: Legal values of every loss's ``reduction``.
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -129,11 +132,9 @@ def resolve_model_data(model_data):
 
     Paths (``.pkl``, ``.json``, ``.json.gz``) are loaded and validated.
     """
-    from ..body_models.model_data import BodyModelData
     if isinstance(model_data, BodyModelData):
         return model_data
     if isinstance(model_data, (str, os.PathLike)):
-        from ..body_models.io import load_model_data
         return load_model_data(model_data)
     data = getattr(model_data, 'data', None)  # a SMILModel holds its BodyModelData
     if isinstance(data, BodyModelData):

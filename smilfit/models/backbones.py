@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from smilfit.registry import MODELS
+from smilfit.engine.checkpoint_io import CheckpointError, load_checkpoint_file
 
 FrozenSpec = Union[None, bool, int, Sequence[str]]
 
@@ -34,7 +35,6 @@ def _load_local_state_dict(path: str) -> Dict[str, torch.Tensor]:
                          'never downloaded at run time; download them once and pass the file)')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'backbone checkpoint {path!r} does not exist')
-    from smilfit.engine.checkpoint_io import CheckpointError, load_checkpoint_file
     if str(path).endswith('.safetensors'):
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import torch
 
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
+from smilfit.body_models.quadruped import camera_facing_orientations
+from smilfit.handlers import Keypoint2DHandler
+from smilfit.handlers.views import view_cameras, view_keypoints
+from .initialization import heading_hypotheses
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registrant import SMILRegistrant
@@ -67,10 +71,6 @@ def best_start(reg: 'SMILRegistrant', obs: Mapping[str, Tensor], batch: int,
     Returns:
         ``(params, diverged (B,))`` of every sample's best hypothesis.
     """
-    from smilfit.body_models.quadruped import camera_facing_orientations
-    from smilfit.handlers import Keypoint2DHandler
-    from smilfit.handlers.views import view_cameras, view_keypoints
-    from .initialization import heading_hypotheses
 
     ms = reg.multi_start
     Y = ms['num_headings']

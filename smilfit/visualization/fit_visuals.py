@@ -28,9 +28,15 @@ from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
 
 from .animation import save_animation
 from .mesh_export import export_meshes
-from .plots import (plot_loss_curves, plot_per_joint_errors, plot_reprojection_per_camera)
+from .plots import plot_loss_curves, plot_per_joint_errors, plot_reprojection_per_camera
 from .scene import frame_range_mask
 from .video import render_fit_video
+from smilfit.cameras import project_points
+from smilfit.datasets import DatasetReader
+from smilfit.datasets.joint_lookup import joint_lookup_dict
+from smilfit.handlers.matching import model_point_names
+from smilfit.registry import REGISTRANTS
+from smilfit.utils import register_all_modules
 
 __all__ = ['export_fit_visuals', 'FitRun', 'load_fit_run', 'VISUALS_DIR']
 
@@ -143,9 +149,6 @@ def _resolve_dataset(run: FitRun, override: Optional[PathLike]) -> Optional[Path
 
 def _build_registrant(run: FitRun, keypoint_names: Sequence[str]):
     """The fit's registrant (body model and keypoint matching), without hooks."""
-    from smilfit.datasets.joint_lookup import joint_lookup_dict
-    from smilfit.registry import REGISTRANTS
-    from smilfit.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
     reg_cfg = dict(run.config['registrant'])
@@ -233,8 +236,6 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
         FileNotFoundError: no results, no config, or (for videos) no dataset.
         ValueError: nothing is left after the session/frame selection.
     """
-    from smilfit.cameras import project_points
-    from smilfit.datasets import DatasetReader
 
     run = load_fit_run(work_dir, config)
     out_dir = Path(out_dir) if out_dir is not None else run.work_dir / VISUALS_DIR
@@ -384,5 +385,4 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
 
 
 def _point_names(body_model, source: str) -> List[str]:
-    from smilfit.handlers.matching import model_point_names
     return model_point_names(body_model, source)

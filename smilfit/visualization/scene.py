@@ -23,6 +23,14 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from smilfit.cameras.projection import undistort_pixels
+from smilfit.cameras.triangulation import triangulate_dlt
+from smilfit.registry import BODY_MODELS
+from smilfit.utils import register_all_modules
+from .overlay import error_colours
+from smilfit.datasets import DatasetReader
+from smilfit.registration.scan_io import load_scan
+
 __all__ = ['Scene', 'SceneCameras', 'load_scene', 'SceneError', 'camera_frustum_pose',
            'camera_up_direction', 'error_point_colours', 'WORK_DIR_KINDS']
 
@@ -195,7 +203,6 @@ def error_point_colours(errors: Optional[np.ndarray], scale: float, n: int,
     white where an error is NaN."""
     if errors is None:
         return np.tile(np.asarray(default, np.uint8), (n, 1))
-    from .overlay import error_colours
     return error_colours(np.asarray(errors, np.float64).reshape(n), scale)
 
 
@@ -297,8 +304,6 @@ def triangulate_observations(keypoints_2d: np.ndarray, visible: np.ndarray, vali
     two views are NaN. Distortion is removed first."""
     import torch
 
-    from smilfit.cameras.projection import undistort_pixels
-    from smilfit.cameras.triangulation import triangulate_dlt
     uv = torch.as_tensor(keypoints_2d, dtype=torch.float64)
     Kt = torch.as_tensor(K, dtype=torch.float64)
     und = undistort_pixels(uv, Kt, None if dist is None else
@@ -315,6 +320,7 @@ def triangulate_observations(keypoints_2d: np.ndarray, visible: np.ndarray, vali
 def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:
     import h5py
 
+    # Imported here: a cycle (fit_visuals imports frame_range_mask from this module).
     from .fit_visuals import _build_registrant, _model_outputs, _resolve_dataset, load_fit_run
 
     results = work_dir / 'fit_results.h5'
@@ -328,7 +334,6 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
     data_path = _resolve_dataset(run, dataset)
     reader = None
     if data_path is not None:
-        from smilfit.datasets import DatasetReader
         reader = DatasetReader(data_path)
         if list(reader.keypoint_names) != data_names:
             raise SceneError(f'{data_path} has the keypoints {list(reader.keypoint_names)}, '
@@ -509,7 +514,6 @@ def _load_registration(work_dir: Path, *, session, frames, dataset, images: bool
     for i in keep:
         scan = Path(files[i])
         if files[i] and scan.is_file():
-            from smilfit.registration.scan_io import load_scan
             pts = np.asarray(load_scan(scan).points, np.float32)
             d, _ = cKDTree(verts[i]).query(pts)
             points.append(pts)
@@ -542,8 +546,6 @@ def _registration_faces(work_dir: Path, names: Sequence[str], V: int) -> np.ndar
     if not stamp.is_file():
         raise SceneError(f'{work_dir}: no meshes/ and no chunks/config.json to take the body '
                          "model's faces from")
-    from smilfit.registry import BODY_MODELS
-    from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     cfg = json.loads(stamp.read_text())
     model = BODY_MODELS.build(cfg['registrant']['body_model'])

@@ -24,6 +24,7 @@ from typing import Dict, Iterable, List, Optional, Union
 import numpy as np
 
 from .scene import Scene, camera_frustum_pose, camera_up_direction, error_point_colours
+from ..utils.atomic import write_text
 
 __all__ = ['SceneViewer', 'LAYERS', 'export_html', 'require_viser', 'free_port',
            'MESH_COLOUR', 'OBSERVED_COLOUR']
@@ -408,7 +409,6 @@ def export_html(scene: Scene, path: PathLike, *, fps: float = 10.0,
     The page is written atomically. Images on the camera frusta are included for every
     frame when the ``images`` layer is on (they dominate the file size).
     """
-    from ..utils.atomic import write_text
     import contextlib
     import io
     viser = require_viser()

@@ -8,6 +8,9 @@ import numpy as np
 import torch
 
 from .common import InferenceError, PathLike
+from smilfit.cameras.projection import (distort_normalized, normalized_to_pixels,
+                                        pixels_to_normalized)
+from smilfit.datasets import DatasetReader
 
 
 class HDF5Frames:
@@ -21,7 +24,6 @@ class HDF5Frames:
     calibrated = True
 
     def __init__(self, path: PathLike, frames: Optional[Sequence[int]] = None) -> None:
-        from smilfit.datasets import DatasetReader
         self.reader = DatasetReader(path)
         n = len(self.reader)
         numbers = np.arange(n) if frames is None else np.asarray(list(frames), np.int64)
@@ -90,8 +92,6 @@ class HDF5Frames:
         video_dist = self.reader.video_dist
         if not self.reader.attrs.get('undistorted') or video_dist is None:
             return out
-        from smilfit.cameras.projection import (distort_normalized, normalized_to_pixels,
-                                                pixels_to_normalized)
         K = torch.as_tensor(back @ row['K'][0])
         xy = pixels_to_normalized(torch.as_tensor(out, dtype=torch.float64), K)
         dist = torch.as_tensor(video_dist[int(self.sessions[i]), :points.shape[0]])

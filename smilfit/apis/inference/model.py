@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Union
 
 from .common import InferenceError, PathLike
+from smilfit.apis.evaluation import load_checkpoint_config
+from smilfit.engine.checkpoint_io import checkpoint_state_dict, load_checkpoint_file
+from smilfit.registry import MODELS, TRANSFORMS
+from smilfit.utils import register_all_modules
 
 
 def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] = None,
@@ -26,10 +30,6 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
     from mmengine.config import Config
     from mmengine.runner.checkpoint import load_state_dict
 
-    from smilfit.apis.evaluation import load_checkpoint_config
-    from smilfit.engine.checkpoint_io import checkpoint_state_dict, load_checkpoint_file
-    from smilfit.registry import MODELS
-    from smilfit.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     if config is None:
         if checkpoint is None:
@@ -56,7 +56,6 @@ def build_test_pipeline(cfg) -> List[Any]:
     """The transforms the model was tested with: ``test_dataloader.dataset.pipeline``
     (else ``val_dataloader``'s, else ``test_pipeline``), without dataset-only steps;
     ``[PackInputs]`` when the config has none."""
-    from smilfit.registry import TRANSFORMS
     spec = None
     for key in ('test_dataloader', 'val_dataloader'):
         loader = cfg.get(key)

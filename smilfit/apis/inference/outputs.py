@@ -17,6 +17,8 @@ from ...utils.atomic import atomic_path
 from .hdf5_source import HDF5Frames
 from .smoothing import CameraSmoother
 from .sources import FrameSource
+from smilfit.datasets.slp_export import SlpPredictionWriter
+from smilfit.visualization import VideoWriter, draw_keypoints, overlay_mesh, render_mesh, view_grid
 
 #: Chunk files are ``chunks/<CHUNK_PREFIX><k:05d>.npz``.
 CHUNK_PREFIX = 'chunk_'
@@ -120,7 +122,6 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
 def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source: FrameSource,
                node_names: Sequence[str], edges: Sequence[Tuple[int, int]],
                tracks: Optional[int]) -> Path:
-    from smilfit.datasets.slp_export import SlpPredictionWriter
     writer = SlpPredictionWriter(node_names, source.video_refs, edges=edges, tracks=tracks,
                                  provenance=dict(model='smilfit regressor'))
     hdf5 = isinstance(source, HDF5Frames)
@@ -161,7 +162,6 @@ def _render_video(chunk_paths: Sequence[Path], out_path: Path, source: FrameSour
     """Second pass over the source: draw predictions (and meshes) on every frame."""
     from tqdm import tqdm
 
-    from smilfit.visualization import VideoWriter, draw_keypoints, view_grid
     faces = model.body_model.faces.cpu().numpy()
     total = sum(_chunk_len(p) for p in chunk_paths)
     bar = tqdm(total=total, desc='video', disable=not progress)
@@ -191,7 +191,6 @@ def _render_video(chunk_paths: Sequence[Path], out_path: Path, source: FrameSour
                     drawn = base.copy()
                     for r in rows:
                         if verts is not None:
-                            from smilfit.visualization import overlay_mesh, render_mesh
                             Ks = S @ arrays['camera_K'][r, c]
                             Ks[:2, 2] += 0.5 * scale - 0.5
                             rend = render_mesh(verts[r], faces, Ks, arrays['camera_R'][r, c],

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .common import InferenceError
+from smilfit.datasets.ingest_images import box_affine, crop_box, crop_frame
 
 
 def make_sample(images: Sequence[np.ndarray], cameras: Mapping[str, np.ndarray],
@@ -31,7 +32,6 @@ def make_sample(images: Sequence[np.ndarray], cameras: Mapping[str, np.ndarray],
         A sample dict as the HDF5 datasets give (``images``, cameras, ``image_size``,
         ``crop`` (C, 3, 3) source -> sample pixels, ``view_valid``, ``single_view``).
     """
-    from smilfit.datasets.ingest_images import box_affine, crop_box, crop_frame
     C = len(images)
     if crop_mode == 'bbox_crop' and points is None:
         raise InferenceError("crop_mode 'bbox_crop' needs keypoints to box (a SLEAP file: "

@@ -13,6 +13,8 @@ import numpy as np
 
 from ...datasets.video_io import FrameReader, probe_video
 from .common import InferenceError, PathLike
+from smilfit.cameras import CameraGroup
+from smilfit.cameras.projection import uncalibrated_camera
 
 #: Files :class:`ImageFolderFrames` reads.
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -66,13 +68,6 @@ def _rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def _default_camera(width: int, height: int) -> Dict[str, np.ndarray]:
-    """A pinhole stand-in for an uncalibrated view (never used by predicted cameras)."""
-    from smilfit.cameras.projection import default_intrinsics
-    return dict(K=default_intrinsics(width, height), R=np.eye(3), t=np.zeros(3),
-                dist=np.zeros(5))
-
-
 class VideoFrames:
     """One video, read with :class:`smilfit.datasets.video_io.FrameReader` (forward over
     short gaps, seeks otherwise).
@@ -121,7 +116,7 @@ class VideoFrames:
         return [self._read(int(self.frame_numbers[i]))]
 
     def cameras(self, i: int) -> Dict[str, np.ndarray]:
-        cam = _default_camera(*self.size)
+        cam = uncalibrated_camera(*self.size)
         return {k: v[None] for k, v in cam.items()}
 
     def meta(self, i: int) -> Dict[str, Any]:
@@ -169,7 +164,7 @@ class ImageFolderFrames:
 
     def cameras(self, i: int) -> Dict[str, np.ndarray]:
         img_size = self.size
-        cam = _default_camera(*img_size)
+        cam = uncalibrated_camera(*img_size)
         return {k: v[None] for k, v in cam.items()}
 
     def meta(self, i: int) -> Dict[str, Any]:
@@ -196,7 +191,6 @@ class SyncedVideoFrames:
     def __init__(self, videos: Sequence[PathLike], calibration: PathLike,
                  camera_names: Optional[Sequence[str]] = None,
                  frames: Optional[Sequence[int]] = None) -> None:
-        from smilfit.cameras import CameraGroup
         if not videos:
             raise InferenceError('no videos given')
         group = CameraGroup.from_anipose_toml(calibration)

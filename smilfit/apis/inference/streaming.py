@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...utils.atomic import save_npz
+from ...visualization.mesh_export import export_meshes
 from .common import InferenceError, PathLike
 from .outputs import (CHUNK_PREFIX, _chunk_arrays, _chunk_len, _chunk_paths, _merge_h5,
                       _mesh_name, _render_video, _skeleton_edges, _write_slp)
@@ -138,7 +139,6 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
             arrays, verts = _chunk_arrays(model, preds, items, source, smoother,
                                           save_features, save_meshes)
             if save_meshes:
-                from smilfit.visualization import export_meshes
                 names = [_mesh_name(source.meta(int(i))['session'], f, j) for i, f, j in
                          zip(arrays['item'], arrays['frame'], arrays['instance'])]
                 mesh_paths += export_meshes(mesh_dir, verts, faces, names=names)

@@ -11,11 +11,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from ...cameras.projection import default_intrinsics
+from ...cameras.projection import uncalibrated_camera
 from ..ingest_images import VideoSpec, register_sio_video
 from ..video_io import probe_video
 from .options import DEFAULT_FOCAL_FACTOR, VIDEO_EXTS, DataIngestError, _fail
 from .records import _Camera
+from smilfit.cameras import CalibrationError, CameraGroup
 
 
 # ------------------------------------------------------------------------------- labels
@@ -72,7 +73,6 @@ def _cameras_from_group(group: Any) -> List[_Camera]:
 def _load_anipose_calibration(path: Path) -> List[_Camera]:
     """Cameras of an anipose ``calibration.toml`` in file order (read by
     :meth:`smilfit.cameras.CameraGroup.from_anipose_toml`)."""
-    from smilfit.cameras import CalibrationError, CameraGroup
     try:
         group = CameraGroup.from_anipose_toml(path)
     except CalibrationError as e:
@@ -85,7 +85,6 @@ def _load_anipose_calibration(path: Path) -> List[_Camera]:
 
 def _session_cameras(rs: Any, path: Path) -> List[_Camera]:
     """Cameras of a sleap-io recording session (read by ``CameraGroup.from_sleap_io``)."""
-    from smilfit.cameras import CalibrationError, CameraGroup
     try:
         return _cameras_from_group(CameraGroup.from_sleap_io(rs.camera_group))
     except CalibrationError as e:
@@ -96,8 +95,8 @@ def _default_camera(name: str, size: Tuple[int, int]) -> _Camera:
     """An uncalibrated camera: identity R, zero t, f = DEFAULT_FOCAL_FACTOR * max(W, H),
     principal point at the image centre ((W - 1) / 2, (H - 1) / 2)."""
     w, h = size
-    K = default_intrinsics(w, h, DEFAULT_FOCAL_FACTOR)
-    return _Camera(name, K, np.zeros(5), np.eye(3), np.zeros(3), (int(w), int(h)), False)
+    cam = uncalibrated_camera(w, h, DEFAULT_FOCAL_FACTOR)
+    return _Camera(name, cam['K'], cam['dist'], cam['R'], cam['t'], (int(w), int(h)), False)
 
 
 # ------------------------------------------------------------------------------- videos
