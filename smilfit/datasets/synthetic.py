@@ -135,7 +135,8 @@ def shade_lambert(raster: Rasterization, faces: np.ndarray, normals_cam: np.ndar
         light_dir: direction the light travels *towards*, in camera coordinates (the
             default comes from above-left of the camera and points into the scene).
         ambient, diffuse: Lambert weights.
-        background: (H, W, 3) uint8 image or an RGB triple in [0, 255]; grey if None.
+        background: (H, W, 3) image or an RGB triple in [0, 255] (rounded and clipped to
+            uint8; pass a uint8 image to skip that); grey if None.
 
     Returns:
         (H, W, 3) uint8 RGB image.
@@ -145,7 +146,9 @@ def shade_lambert(raster: Rasterization, faces: np.ndarray, normals_cam: np.ndar
     if background is None:
         background = (90, 90, 90)
     bg = np.asarray(background)
-    out = (np.broadcast_to(bg, (H, W, 3)) if bg.ndim == 1 else bg).astype(np.float64).copy()
+    if bg.dtype != np.uint8:
+        bg = np.clip(np.rint(bg), 0, 255).astype(np.uint8)
+    out = np.array(np.broadcast_to(bg, (H, W, 3)), dtype=np.uint8)
     mask = face_index >= 0
     if mask.any():
         fi = face_index[mask]
@@ -159,8 +162,8 @@ def shade_lambert(raster: Rasterization, faces: np.ndarray, normals_cam: np.ndar
         light /= np.linalg.norm(light)
         lam = np.clip(n @ light, 0.0, None)
         colour = np.asarray(albedo, dtype=np.float64)[None] * (ambient + diffuse * lam)[:, None]
-        out[mask] = 255.0 * colour
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        out[mask] = np.clip(np.rint(255.0 * colour), 0, 255).astype(np.uint8)
+    return out
 
 
 def render_view(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
@@ -369,7 +372,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             ramp = np.linspace(0.0, 1.0, H)[None, :, None, None]
             backgrounds = (bg_top[:, None, None] * (1 - ramp)
                            + bg_bottom[:, None, None] * ramp)          # (C, H, 1, 3)
-            backgrounds = np.broadcast_to(backgrounds, (C, H, W, 3))
+            backgrounds = np.broadcast_to(np.clip(np.rint(backgrounds), 0, 255)
+                                          .astype(np.uint8), (C, H, W, 3))
             # --- render
             kp2d = np.zeros((F, C, len(model.keypoint_names), 2), np.float32)
             visible = np.zeros((F, C, len(model.keypoint_names)), bool)

@@ -180,12 +180,15 @@ def _edge_coefficients(x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor, Tensor, Te
     Returns:
         ``(ca, cb, cc)`` each (T, 3), and the doubled signed area (T,).
     """
-    area = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (x[:, 2] - x[:, 0]) * (y[:, 1] - y[:, 0])
-    i1, i2 = [1, 2, 0], [2, 0, 1]                     # b_k is opposite corner k
-    ca = (y[:, i1] - y[:, i2]) / area[:, None]
-    cb = (x[:, i2] - x[:, i1]) / area[:, None]
-    cc = (x[:, i1] * y[:, i2] - x[:, i2] * y[:, i1]) / area[:, None]
-    return ca, cb, cc, area
+    x0, x1, x2 = x.unbind(1)
+    y0, y1, y2 = y.unbind(1)
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    # b_k is opposite corner k: columns (1, 2, 0) and (2, 0, 1) of x and y (stacked, not
+    # fancy-indexed, which torch does several times slower).
+    xa, ya = torch.stack([x1, x2, x0], 1), torch.stack([y1, y2, y0], 1)
+    xb, yb = torch.stack([x2, x0, x1], 1), torch.stack([y2, y0, y1], 1)
+    a = area[:, None]
+    return (ya - yb) / a, (xb - xa) / a, (xa * yb - xb * ya) / a, area
 
 
 def rasterize(vertices: ArrayLike, faces: ArrayLike, K: ArrayLike, R: ArrayLike,
