@@ -5,7 +5,8 @@
   session-split datasets yielding multi-view or single-view samples.
 - :mod:`.transforms` (``TRANSFORMS``): photometric and camera-consistent geometric
   augmentation, resizing, packing to tensors.
-- :mod:`.synthetic` and :mod:`.raster`: rendered ground-truth datasets from a body model.
+- :mod:`.synthetic`: rendered ground-truth datasets from a body model (drawn by the z-buffer
+  rasteriser of :mod:`smilfit.renderers.zbuffer`).
 """
 from .clip_dataset import ClipHDF5Dataset, stack_frames
 from .hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter

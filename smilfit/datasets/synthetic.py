@@ -2,8 +2,8 @@
 
 :func:`generate_synthetic_dataset` samples animals and poses from a body model, places a
 ring of cameras around each animal, renders Lambert-shaded images and silhouettes with
-smilfit's numpy rasteriser (:mod:`smilfit.datasets.raster`), projects the model's
-keypoints with occlusion-aware visibility and writes everything in smilfit's HDF5 format
+smilfit's z-buffer rasteriser (:func:`smilfit.renderers.zbuffer.rasterize`), projects the
+model's keypoints with occlusion-aware visibility and writes everything in smilfit's HDF5 format
 (:mod:`smilfit.datasets.hdf5_format`): images (JPEG), masks (PNG), 2D keypoints, 3D
 keypoints, cameras and the GT body parameters.
 
@@ -44,14 +44,16 @@ import numpy as np
 import torch
 
 from ..cameras.projection import project_points_numpy
-from .raster import rasterize, shade_lambert, vertex_normals
+from ..ops.normals import vertex_normals_np as vertex_normals
+from ..renderers.zbuffer import Rasterization, rasterize
+from .hdf5_format import DatasetWriter, encode_image, encode_mask
 from smilfit.body_models import SMILModel
 from smilfit.body_models.rotations import matrix_to_axis_angle
 from smilfit.registry import BODY_MODELS
-from .hdf5_format import DatasetWriter, encode_image, encode_mask
 
 __all__ = ['SyntheticOptions', 'generate_synthetic_dataset', 'look_at', 'ring_cameras',
-           'render_view', 'keypoint_visibility', 'up_vector', 'build_body_model']
+           'render_view', 'shade_lambert', 'keypoint_visibility', 'up_vector',
+           'build_body_model']
 
 _UP = {'x': (1, 0, 0), 'y': (0, 1, 0), 'z': (0, 0, 1)}
 
@@ -119,17 +121,71 @@ def ring_cameras(num_views: int, *, target: np.ndarray, up: np.ndarray, distance
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def shade_lambert(raster: Rasterization, faces: np.ndarray, normals_cam: np.ndarray, *,
+                  albedo: Sequence[float] = (0.75, 0.7, 0.65),
+                  light_dir: Sequence[float] = (0.3, 0.5, 1.0),
+                  ambient: float = 0.3, diffuse: float = 0.7,
+                  background: Optional[np.ndarray] = None) -> np.ndarray:
+    """A Lambert-shaded (H, W, 3) uint8 RGB image of a rasterised mesh (the synthetic look:
+    a directional light and a background image; the fit visuals use a headlight instead,
+    :func:`smilfit.visualization.render_mesh`).
+
+    Args:
+        raster: the output of :func:`smilfit.renderers.zbuffer.rasterize`.
+        faces: (F, 3) the faces it was rasterised with.
+        normals_cam: (V, 3) vertex normals in camera coordinates (interpolated per pixel
+            and turned towards the camera, so the shading is two-sided).
+        albedo: RGB surface colour in [0, 1].
+        light_dir: direction the light travels *towards*, in camera coordinates (the
+            default comes from above-left of the camera and points into the scene).
+        ambient, diffuse: Lambert weights.
+        background: (H, W, 3) image or an RGB triple in [0, 255] (rounded and clipped to
+            uint8; pass a uint8 image to skip that); grey if None.
+
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
+    face_index = raster.face_index.cpu().numpy()
+    H, W = face_index.shape
+    if background is None:
+        background = (90, 90, 90)
+    bg = np.asarray(background)
+    if bg.dtype != np.uint8:
+        bg = np.clip(np.rint(bg), 0, 255).astype(np.uint8)
+    out = np.array(np.broadcast_to(bg, (H, W, 3)), dtype=np.uint8)
+    mask = face_index >= 0
+    if mask.any():
+        fi = face_index[mask]
+        bary = raster.bary.cpu().numpy()[mask]
+        n = np.einsum('pk,pkc->pc', bary, np.asarray(normals_cam)[np.asarray(faces)[fi]])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        # Turn normals towards the camera: the view ray at the pixel points along +z-ish.
+        flip = n[:, 2] > 0                     # facing away from a camera looking down +z
+        n[flip] *= -1
+        light = -np.asarray(light_dir, dtype=np.float64)
+        light /= np.linalg.norm(light)
+        lam = np.clip(n @ light, 0.0, None)
+        colour = np.asarray(albedo, dtype=np.float64)[None] * (ambient + diffuse * lam)[:, None]
+        out[mask] = np.clip(np.rint(255.0 * colour), 0, 255).astype(np.uint8)
+    return out
+
+
 def render_view(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray,
                 K: np.ndarray, R: np.ndarray, t: np.ndarray, dist: np.ndarray,
                 image_size: Sequence[int], *, albedo: Sequence[float] = (0.75, 0.7, 0.65),
                 background: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Render one view of a mesh: ``image`` (H, W, 3) uint8 RGB, ``mask`` (H, W) bool,
-    ``depth`` (H, W) (inf on the background)."""
-    uv, depth = project_points_numpy(vertices, K, R, t, dist)
-    raster = rasterize(uv, depth, faces, image_size)
+    ``depth`` (H, W) (inf on the background).
+
+    ``vertices`` are world coordinates, ``K, R, t, dist`` one OpenCV camera and
+    ``image_size`` ``(W, H)``; the rasteriser is :func:`smilfit.renderers.zbuffer.rasterize`.
+    """
+    raster = rasterize(vertices, faces, K, R, t, dist, height=int(image_size[1]),
+                       width=int(image_size[0]))
     image = shade_lambert(raster, faces, normals @ np.asarray(R).T, albedo=albedo,
                           background=background)
-    return {'image': image, 'mask': raster.mask, 'depth': raster.depth}
+    return {'image': image, 'mask': raster.mask.cpu().numpy(),
+            'depth': raster.depth.cpu().numpy()}
 
 
 def keypoint_visibility(uv: np.ndarray, depth: np.ndarray, depth_buffer: np.ndarray,
@@ -315,7 +371,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             ramp = np.linspace(0.0, 1.0, H)[None, :, None, None]
             backgrounds = (bg_top[:, None, None] * (1 - ramp)
                            + bg_bottom[:, None, None] * ramp)          # (C, H, 1, 3)
-            backgrounds = np.broadcast_to(backgrounds, (C, H, W, 3))
+            backgrounds = np.broadcast_to(np.clip(np.rint(backgrounds), 0, 255)
+                                          .astype(np.uint8), (C, H, W, 3))
             # --- render
             kp2d = np.zeros((F, C, len(model.keypoint_names), 2), np.float32)
             visible = np.zeros((F, C, len(model.keypoint_names)), bool)

@@ -1,7 +1,8 @@
 """smilfit.visualization: what people look at after a fit.
 
-- :mod:`.zbuffer`: a vectorised torch z-buffer rasteriser and Lambert mesh renderer
-  (OpenCV cameras with distortion, near-plane clipping), fast enough for video on a CPU;
+- :mod:`.zbuffer`: :func:`render_mesh`, a Lambert mesh renderer on smilfit's z-buffer
+  rasteriser (:mod:`smilfit.renderers.zbuffer`, re-exported here: OpenCV cameras with
+  distortion, near-plane clipping), fast enough for video on a CPU;
 - :mod:`.overlay`: mesh overlays, observed vs fitted keypoints coloured by error,
   multi-view grids;
 - :mod:`.video`: an atomic ``.mp4`` writer and :func:`render_fit_video` for a session;

@@ -7,9 +7,10 @@ import torch
 from smilfit.body_models import SMILModel, demo_model_data
 from smilfit.handlers import SilhouetteHandler
 from smilfit.renderers import SoftSilhouetteRenderer
-from smilfit.visualization.zbuffer import rasterize, render_mesh
+from smilfit.renderers.zbuffer import rasterize
+from smilfit.visualization.zbuffer import render_mesh
 from tests.renderers.test_soft_silhouette import rig, sphere_batch
-from tests.visualization.test_zbuffer import K, R_CAM, T_CAM, world_from_pixels
+from tests.renderers.test_zbuffer import K, R_CAM, T_CAM, world_from_pixels
 
 pytestmark = pytest.mark.gpu
 

@@ -164,3 +164,36 @@ def test_cli(tmp_path, capsys):
     assert reader.read([0])['image_size'][0].tolist() == [[48, 40], [48, 40]]
     assert make_synthetic_main(args) == 1                       # exists, no --overwrite
     assert make_synthetic_main(args + ['--overwrite']) == 0
+
+
+def test_render_view_shades_the_z_buffer_of_the_demo_mouse():
+    """render_view = the shared z-buffer (smilfit.renderers.zbuffer) + Lambert shading:
+    mask and depth are the rasteriser's, the background is kept, the animal is shaded."""
+    from smilfit.datasets.synthetic import render_view, shade_lambert, vertex_normals
+    from smilfit.renderers.zbuffer import rasterize
+    model = build_demo_smil_model()
+    with torch.no_grad():
+        verts = model().vertices[0].double().numpy()
+    faces = model.faces.numpy()
+    R, t = look_at(np.array([150.0, -250.0, 150.0]), np.array([0.0, 0.0, 15.0]),
+                   np.array([0.0, 0.0, 1.0]))
+    K = np.array([[350.0, 0.0, 127.5], [0.0, 350.0, 127.5], [0.0, 0.0, 1.0]])
+    normals = vertex_normals(verts, faces)
+    view = render_view(verts, faces, normals, K, R, t, np.zeros(5), (256, 200),
+                       background=(0, 0, 255))
+    raster = rasterize(verts, faces, K, R, t, height=200, width=256)
+    assert view['image'].shape == (200, 256, 3) and view['image'].dtype == np.uint8
+    np.testing.assert_array_equal(view['mask'], raster.mask.numpy())
+    np.testing.assert_array_equal(view['depth'], raster.depth.numpy())
+    mask = view['mask']
+    assert 500 < mask.sum() < mask.size / 2
+    assert np.all(view['image'][~mask] == (0, 0, 255))
+    lit = view['image'][mask].astype(float).mean(1)
+    assert lit.std() > 5 and lit.mean() > 60          # shaded, not flat, not black
+    # A surface facing the light head-on gets ambient + diffuse; the shading is two-sided.
+    tri = np.array([[-1.0, -1.0, 5.0], [1.0, -1.0, 5.0], [0.0, 1.0, 5.0]])
+    flat = rasterize(tri, [[0, 1, 2]], K, np.eye(3), np.zeros(3), height=200, width=256)
+    for nz in (-1.0, 1.0):
+        img = shade_lambert(flat, np.array([[0, 1, 2]]), np.tile([0.0, 0.0, nz], (3, 1)),
+                            albedo=(1.0, 1.0, 1.0), light_dir=(0.0, 0.0, 1.0))
+        assert np.all(img[flat.mask.numpy()] == 255)

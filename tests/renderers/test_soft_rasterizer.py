@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from smilfit.datasets.raster import rasterize
 from smilfit.renderers import (cutoff_logit, cutoff_margin, rasterize_soft_silhouettes,
                                soft_silhouette_logsum)
 from smilfit.renderers.soft_rasterizer import window_sizes
+from smilfit.renderers.zbuffer import rasterize
 
 DT = torch.float64
 
@@ -85,10 +85,14 @@ def test_overlapping_faces_aggregate_probabilistically():
     torch.testing.assert_close(two, 1 - (1 - one) ** 2, rtol=0, atol=1e-12)
 
 
-def test_hard_limit_matches_the_numpy_z_buffer_rasterizer():
+def test_hard_limit_matches_the_z_buffer_rasterizer():
     pts, faces = random_mesh(2, n_faces=30, size=(40, 48))
     sil = rasterize_soft_silhouettes(pts, faces, 40, 48, sigma=1e-4)[0]
-    ref = rasterize(pts[0].numpy(), np.ones(pts.shape[1]), faces.numpy(), (48, 40)).mask
+    # The screen-space points as camera points at depth 1 seen with K = R = I, t = 0: the
+    # z-buffer draws them at exactly those pixels.
+    cam = torch.cat([pts[0], torch.ones(pts.shape[1], 1, dtype=pts.dtype)], 1)
+    ref = rasterize(cam, faces, torch.eye(3, dtype=DT), torch.eye(3, dtype=DT),
+                    torch.zeros(3, dtype=DT), height=40, width=48).mask.numpy()
     assert ref.sum() > 300
     assert np.array_equal((sil > 0.5).numpy(), ref)
 

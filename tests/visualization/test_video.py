@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smilfit.visualization.video import VideoWriter, render_fit_frame, render_fit_video
-from smilfit.visualization.zbuffer import rasterize
+from smilfit.renderers.zbuffer import rasterize
 
 
 def read_video(path):
