@@ -171,6 +171,8 @@ class PointJacobian:
             model, self.sub, torch.cat(rows_i), torch.cat(rows_k), torch.cat(m0_u),
             torch.cat(ms_u), torch.cat(mass_u), self.num_points, num_offset_terms=0)
         self._attached: Dict[Tuple[int, ...], _TermStructure] = {}
+        self._pairs: Dict[tuple, Dict[str, Tensor]] = {}
+        self._plans: Dict[tuple, dict] = {}
 
     def _structure(self, attach: Optional[Tensor]) -> '_TermStructure':
         """The term structure of the pool plus ``attach`` (X,) extra points: each a copy
@@ -210,7 +212,7 @@ class PointJacobian:
 
     def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str],
                attach: Optional[Tensor] = None, offsets: Optional[Tensor] = None,
-               offset_rows: Optional[Tensor] = None) -> 'SparsePointJacobian':
+               offset_rows: Optional[Tensor] = None, output=None) -> 'SparsePointJacobian':
         """The Jacobian in its sparse form (rotation blocks per (point, joint) pair).
 
         Columns follow ``fitted``'s order, each parameter flattened row-major
@@ -229,6 +231,9 @@ class PointJacobian:
             offset_rows: (X,) long, the row of ``params['keypoint_offsets']`` each
                 attached offset is (-1: none); needed when ``keypoint_offsets`` is
                 fitted (columns ``3 * row + axis``).
+            output: the model's output at ``params`` when already computed (its
+                ``joints_kin``, ``joint_transforms`` and ``rot_mats`` are read), to
+                skip the forward pass.
         """
         model = self.model
         st = self._structure(attach)
@@ -237,8 +242,10 @@ class PointJacobian:
         inputs = {k: params[k] for k in ('global_orient', 'body_pose', 'betas', 'transl',
                                          'log_scale', 'bone_trans', 'global_log_scale')
                   if params.get(k) is not None}
-        with torch.no_grad():
-            out = model(**inputs, return_vertices=False, return_keypoints=False)
+        out = output
+        if out is None:
+            with torch.no_grad():
+                out = model(**inputs, return_vertices=False, return_keypoints=False)
         dtype, device = out.joints_kin.dtype, out.joints_kin.device
         B, J = out.joints_kin.shape[:2]
         N, root = st.num_points, self.root
@@ -291,9 +298,10 @@ class PointJacobian:
             D[..., o] = points - shift
 
         if 'global_orient' in fitted or 'body_pose' in fitted:
-            m_e = st.pair_joint
-            rel = torch.einsum('eu,buc->bec', st.pair_sum, u) - (
-                st.pair_mass[:, None] * p[:, m_e])      # (B, E, 3)
+            pairs = self._rotation_pairs(st, fitted, offsets)
+            m_e = pairs['joint']
+            rel = torch.einsum('eu,buc->bec', pairs['sum'], u) - (
+                pairs['mass'][:, None] * p.index_select(1, m_e))  # (B, E, 3)
             own = torch.ones(B, J, 3, dtype=dtype, device=device)
             log_scale = inputs.get('log_scale')
             if log_scale is not None:
@@ -306,18 +314,13 @@ class PointJacobian:
             n_inv = (rot * own[:, :, None, :]) @ torch.linalg.inv(M)
             n_mat = (M / own[:, :, None, :]) @ rot.transpose(-1, -2)
             omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
-            # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3, 3), then one product.
+            # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3c, 3d), stored (c, a, d)
+            # so that each pair's block W rel (B, E, 3c, 3a) is three scaled copies.
             W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
-            d_rot = torch.einsum('beacd,bed->ebca', W[:, m_e], rel)   # (E, B, 3, 3a)
-            slot = st.pair_slot
-            col = torch.full_like(slot, -1)
-            if 'global_orient' in fitted:
-                col = torch.where(slot == 0, torch.full_like(slot, offsets['global_orient']), col)
-            if 'body_pose' in fitted:
-                col = torch.where(slot > 0, offsets['body_pose'] + 3 * (slot - 1), col)
-            keep = col >= 0
-            rot_point, rot_col = st.pair_point[keep], col[keep]
-            rot = d_rot[keep].transpose(0, 1)                       # (B, E', 3, 3a)
+            W = W.permute(0, 1, 3, 2, 4).reshape(B, J, 9, 3).index_select(1, m_e)
+            rot = (W[..., 0] * rel[..., 0, None] + W[..., 1] * rel[..., 1, None]
+                   + W[..., 2] * rel[..., 2, None]).view(B, -1, 3, 3)  # (B, E', 3, 3a)
+            rot_point, rot_col = pairs['point'], pairs['col']
         blocks = [(rot_point, rot_col, rot)]
         if 'bone_trans' in fitted:
             blocks.append(self._bone_blocks(st, M, offsets['bone_trans']))
@@ -346,8 +349,39 @@ class PointJacobian:
                 :, st.term_joint]                               # (B, U, 3, K)
             o = local['betas']
             D[..., o:o + K] = torch.einsum('nu,buck->bnck', st.point_sum, d_u)
-        return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P)
+        plan_key = (id(st), tuple(fitted), P, tuple(rot_point.shape),
+                    tuple(dense_cols.tolist()))
+        plan = self._plans.setdefault(plan_key, {})
+        if plan.get('rot_point') is not None and torch.equal(plan['rot_point'], rot_point) \
+                and torch.equal(plan['rot_col'], rot_col):
+            rot_point, rot_col = plan['rot_point'], plan['rot_col']
+        else:
+            plan.clear()
+            plan.update(rot_point=rot_point, rot_col=rot_col)
+        return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P, plan)
 
+
+    def _rotation_pairs(self, st: '_TermStructure', fitted: Sequence[str],
+                        offsets: Mapping[str, int]) -> Dict[str, Tensor]:
+        """The (point, joint) pairs of ``st`` whose joint rotation is fitted (cached):
+        ``point``, ``joint``, first ``col`` (E',), their term sums ``sum`` (E', U) and
+        masses ``mass`` (E',)."""
+        key = (id(st), 'global_orient' in fitted, 'body_pose' in fitted,
+               offsets.get('global_orient'), offsets.get('body_pose'))
+        pairs = self._pairs.get(key)
+        if pairs is None:
+            slot = st.pair_slot
+            col = torch.full_like(slot, -1)
+            if 'global_orient' in fitted:
+                col = torch.where(slot == 0, torch.full_like(slot, offsets['global_orient']),
+                                  col)
+            if 'body_pose' in fitted:
+                col = torch.where(slot > 0, offsets['body_pose'] + 3 * (slot - 1), col)
+            keep = torch.nonzero(col >= 0).flatten()
+            pairs = dict(point=st.pair_point[keep], joint=st.pair_joint[keep], col=col[keep],
+                         sum=st.pair_sum[keep], mass=st.pair_mass[keep])
+            self._pairs[key] = pairs
+        return pairs
 
     def _bone_blocks(self, st: '_TermStructure', M: Tensor, first: int
                      ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -415,6 +449,8 @@ class SparsePointJacobian:
         dense_col: (P_d,) the columns of the other parameters.
         dense: (B, N, 3, P_d) their Jacobian.
         num_params: P, the total number of columns.
+        plan: optional cache of index structures that depend on the sparsity only
+            (shared by every Jacobian of one model, point set and parameter list).
     """
 
     points: Tensor
@@ -424,6 +460,7 @@ class SparsePointJacobian:
     dense_col: Tensor
     dense: Tensor
     num_params: int
+    plan: Optional[dict] = None
 
     def to_dense(self) -> Tensor:
         """(B, N, 3, P) dense Jacobian."""
@@ -442,7 +479,10 @@ class SparsePointJacobian:
 
         Built block by block: only (point, joint) pairs that share a point contribute
         to the rotation blocks, a few per point in a deep tree, so the cost is far below
-        the dense product's.
+        the dense product's. The index structure (which blocks meet, where they land in
+        ``H``, in ascending order so the scatter runs through ``H`` once) depends on the
+        sparsity only and is cached in :attr:`plan` (shared by the Jacobians of one
+        model, point set and parameter list).
 
         Args:
             info: (B, N, 3, 3) per-point information matrices (``sum A^T A``).
@@ -453,36 +493,90 @@ class SparsePointJacobian:
         P = self.num_params
         dtype = dtype or self.dense.dtype
         device = self.dense.device
+        plan = self.plan.get(('normal', dtype)) if self.plan is not None else None
+        if plan is None:
+            plan = _NormalPlan.build(self.rot_point, self.rot_col, self.dense_col, P, N,
+                                    dtype)
+            if self.plan is not None:
+                self.plan[('normal', dtype)] = plan
         info = info.to(dtype)
         rot, dense = self.rot.to(dtype), self.dense.to(dtype)
         H = torch.zeros(B, P * P, dtype=dtype, device=device)
         g = torch.zeros(B, P, dtype=grad.dtype, device=device)
-        axes = torch.arange(3, device=device)
-        if self.dense_col.numel():
-            Id = info @ dense                                       # (B, N, 3, Pd)
-            Hdd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)
-            dc = self.dense_col
-            H.index_add_(1, (dc[:, None] * P + dc[None, :]).flatten(), Hdd.flatten(1))
-            g.index_add_(1, dc, torch.einsum('bncp,bnc->bp', self.dense.to(grad.dtype), grad))
-        if self.rot_point.numel():
-            i_e = self.rot_point
-            A = info[:, i_e] @ rot                                  # (B, E, 3, 3a): I d
-            cols = self.rot_col[:, None] + axes                     # (E, 3a)
-            # rotation x rotation: pairs of pairs on the same point
-            e1, e2 = torch.nonzero(i_e[:, None] == i_e[None, :], as_tuple=True)
-            block = rot[:, e1].transpose(-1, -2) @ A[:, e2]         # (B, Q, 3a, 3b)
-            flat = (cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten()
-            H.index_add_(1, flat, block.flatten(1))
-            g.index_add_(1, cols.flatten(), torch.einsum(
-                'beca,bec->bea', self.rot.to(grad.dtype), grad[:, i_e]).flatten(1))
-            if self.dense_col.numel():                               # rotation x dense
-                cross = A.transpose(-1, -2) @ dense[:, i_e]          # (B, E, 3a, Pd)
-                dc = self.dense_col
-                flat = (cols[:, :, None] * P + dc[None, None, :]).flatten()
-                H.index_add_(1, flat, cross.flatten(1))
-                flat_t = (dc[None, None, :] * P + cols[:, :, None]).flatten()
-                H.index_add_(1, flat_t, cross.flatten(1))
+        E, Pd = self.rot_point.numel(), self.dense_col.numel()
+        if E:
+            # A_e = I_i d_e (B, E, 3, 3a), then d_e1^T A_e2 for the pairs of blocks on
+            # one point (e1 <= e2), scattered to their place in H and mirrored.
+            A = info.index_select(1, plan.i_e) @ rot
+            block = (rot.index_select(1, plan.e1).transpose(-1, -2)
+                     @ A.index_select(1, plan.e2)).flatten(1)      # (B, Q * 3a * 3b)
+            H.index_add_(1, plan.rr_flat, block)
+            H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
+            rot_g = self.rot if grad.dtype == self.rot.dtype else self.rot.to(grad.dtype)
+            g_rot = (rot_g.transpose(-1, -2) @ grad.index_select(1, plan.i_e)[..., None])
+            g.index_add_(1, plan.rot_cols, g_rot.flatten(1))
+        if Pd:
+            # Every column against the dense ones: D^T (I D_dense) with the Jacobian
+            # made dense (B, 3N, P) for this one product.
+            Id = (info @ dense).flatten(1, 2)                       # (B, 3N, Pd)
+            D = torch.zeros(B, N * 3 * P, dtype=dtype, device=device)
+            if E:
+                D.index_copy_(1, plan.rot_dense, rot.flatten(1))
+            D.index_copy_(1, plan.dense_dense, dense.flatten(1))
+            # (B, Pd, P); this order runs as a wide product (much faster than D^T Id)
+            cross = Id.transpose(1, 2) @ D.view(B, N * 3, P)
+            Hv = H.view(B, P, P)
+            Hv.index_add_(1, self.dense_col, cross)
+            # the mirror, without the dense x dense block twice
+            Hv.index_add_(2, self.dense_col, (cross * plan.not_dense).transpose(1, 2))
+            g.index_add_(1, self.dense_col, torch.einsum(
+                'bncp,bnc->bp', self.dense.to(grad.dtype), grad))
         return H.view(B, P, P), g
+
+
+@dataclass
+class _NormalPlan:
+    """Index structure of :meth:`SparsePointJacobian.normal_equations` (fixed by the
+    sparsity): which blocks meet and the flat positions of their products."""
+
+    i_e: Tensor         # (E,) point of each block
+    rot_cols: Tensor    # (E * 3,) columns of the blocks
+    e1: Tensor          # (Q,) pairs of blocks on one point, e1 <= e2, the E diagonal
+    e2: Tensor          # (Q,) pairs first, each part sorted by place in H
+    num_diag: int       # E
+    rr_flat: Tensor     # (Q * 9,) where d_e1^T I d_e2 lands in H (P * P)
+    rr_mirror: Tensor   # ((Q - E) * 9,) its transpose's place, off-diagonal pairs
+    rot_dense: Tensor   # (E * 9,) the blocks' places in the dense (N * 3 * P) Jacobian
+    dense_dense: Tensor  # (N * 3 * Pd,) the dense columns' places there
+    not_dense: Tensor   # (P,) 1 for the columns that are not dense, else 0
+
+    @classmethod
+    def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int,
+              N: int, dtype: torch.dtype) -> '_NormalPlan':
+        device = rot_point.device
+        axes = torch.arange(3, device=device)
+        cols = rot_col[:, None] + axes                              # (E, 3)
+        same = rot_point[:, None] == rot_point[None, :]
+        E = rot_point.numel()
+        e = torch.arange(E, device=device)
+        diag = torch.argsort(rot_col * (P + 1), stable=True)
+        o1, o2 = torch.nonzero(same & (e[:, None] < e[None, :]), as_tuple=True)
+        o = torch.argsort(rot_col[o1] * P + rot_col[o2], stable=True)
+        e1 = torch.cat([e[diag], o1[o]])
+        e2 = torch.cat([e[diag], o2[o]])
+        off1, off2 = o1[o], o2[o]
+        rows = rot_point[:, None, None] * 3 + axes[None, :, None]   # (E, 3d, 1)
+        not_dense = torch.ones(P, dtype=dtype, device=device)
+        not_dense[dense_col] = 0.0
+        n = torch.arange(N * 3, device=device)
+        return cls(i_e=rot_point, rot_cols=cols.flatten(), e1=e1, e2=e2, num_diag=E,
+                   rr_flat=(cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten(),
+                   rr_mirror=(cols[off2][None, :, None, :] * P
+                              + cols[off1][None, :, :, None]).flatten()
+                   if off1.numel() else off1,
+                   rot_dense=(rows * P + cols[:, None, :]).flatten(),
+                   dense_dense=(n[:, None] * P + dense_col[None, :]).flatten(),
+                   not_dense=not_dense)
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]

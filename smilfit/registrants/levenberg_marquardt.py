@@ -95,13 +95,17 @@ class LeastSquaresProblem:
         fitted: names of the fitted parameters.
         cost_fn: ``cost_fn(params, observations) -> (n,)``, the stage's summed weighted
             handler losses (the true loss; ``sum r^2`` equals it).
+        cost_returns_output: ``cost_fn(params, observations, return_output=True)``
+            also returns the body model's output: the forward pass of a trial point is
+            then kept, and the linearisation at an accepted trial point reuses it.
     """
 
     def __init__(self, body_model: nn.Module, handlers: Sequence[nn.Module],
                  observations: Mapping[str, Tensor], fixed: Mapping[str, Tensor],
                  fitted: Sequence[str],
                  cost_fn: Callable[[Dict[str, Tensor], Dict[str, Tensor]], Tensor],
-                 linear_dtype: torch.dtype = None) -> None:
+                 linear_dtype: torch.dtype = None, cost_returns_output: bool = False
+                 ) -> None:
         missing = [f'{h.name!r} ({type(h).__name__})' for h in handlers
                    if getattr(h, 'residual_kind', None) not in ('points', 'params')]
         if missing:
@@ -128,6 +132,9 @@ class LeastSquaresProblem:
         # Jacobians of affine parameter residuals (linear priors), one sample's, computed
         # once: (handler, parameter) -> (1, R, P_h).
         self._constant_jacobians: Dict[Tuple[str, str], Tensor] = {}
+        self.cost_returns_output = bool(cost_returns_output)
+        # The last cost evaluation's samples (n,), points (n, P) and model output.
+        self._last_forward = None
 
     # ------------------------------------------------------------ helpers
     def initial_x(self) -> Tensor:
@@ -152,8 +159,36 @@ class LeastSquaresProblem:
         return params, obs
 
     def cost(self, x: Tensor, idx: Tensor) -> Tensor:
+        """(n,) cost of the samples ``idx`` (n,) at ``x`` (n, P); the model's forward pass
+        is kept for :meth:`linearize` (see ``cost_returns_output``)."""
         params, obs = self.subset(idx, x)
-        return self.cost_fn(params, obs)
+        if not self.cost_returns_output:
+            return self.cost_fn(params, obs)
+        cost, output = self.cost_fn(params, obs, return_output=True)
+        self._last_forward = (idx, x, output)
+        return cost
+
+    def _kept_forward(self, x: Tensor, idx: Tensor):
+        """The kinematics at ``x`` (n, P) of samples ``idx`` from the last :meth:`cost`
+        call when it evaluated all of them at exactly these points, else ``None``:
+        ``joints_kin`` (n, J, 3), ``joint_transforms`` (n, J, 4, 4), ``rot_mats``
+        (n, J, 3, 3)."""
+        last = self._last_forward
+        self._last_forward = None
+        if last is None:
+            return None
+        lidx, lx, out = last
+        if idx.numel() > lidx.numel() or not idx.numel():
+            return None
+        pos = torch.searchsorted(lidx, idx).clamp_max(lidx.numel() - 1)
+        if not bool((lidx[pos] == idx).all()):
+            return None
+        same = idx.numel() == lidx.numel()   # then pos is 0..n-1
+        if not torch.equal(lx if same else lx.index_select(0, pos), x):
+            return None
+        fields = ('joints_kin', 'joint_transforms', 'rot_mats')
+        return _Kinematics(*(getattr(out, f) if same else getattr(out, f).index_select(0, pos)
+                             for f in fields))
 
     # ---------------------------------------------------------- linearize
     def linearize(self, x: Tensor, idx: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -169,7 +204,8 @@ class LeastSquaresProblem:
         if point_handlers:
             rows, attach, offsets, offset_rows = self._attached_points(point_handlers, params,
                                                                        device)
-            jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows)
+            jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
+                                       output=self._kept_forward(x, idx))
             points = jac.points
             info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
             grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
@@ -291,6 +327,15 @@ class LeastSquaresProblem:
         return r, torch.cat(blocks, dim=2), torch.cat(cols)
 
 
+@dataclass
+class _Kinematics:
+    """The parts of a body model's output the point Jacobians read."""
+
+    joints_kin: Tensor
+    joint_transforms: Tensor
+    rot_mats: Tensor
+
+
 def _check_offset_handlers(handlers: Sequence[nn.Module]) -> None:
     """Fitted ``keypoint_offsets`` need joint-frame offsets in every handler reading them
     (world-frame ones are added inside the residuals, out of the Jacobian's sight)."""
@@ -370,9 +415,12 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             D = diag.mean(1, keepdim=True).expand_as(diag)
         else:
             D = torch.maximum(diag, 1e-9 * diag.amax(1, keepdim=True).clamp_min(1e-30))
-        damped = Ha.clone()
-        damped.diagonal(dim1=-2, dim2=-1).add_((lam[active, None] * D).to(Ha.dtype))
-        chol, info = torch.linalg.cholesky_ex(damped)
+        # Damp the diagonal in place (the factorisation copies H anyway) and restore it
+        # exactly afterwards: no copy of the (n, P, P) matrices.
+        undamped = diag.clone()
+        diag.add_((lam[active, None] * D).to(Ha.dtype))
+        chol, info = torch.linalg.cholesky_ex(Ha)
+        diag.copy_(undamped)
         step = -torch.cholesky_solve(ga.unsqueeze(-1).to(chol.dtype), chol).squeeze(-1).to(dtype)
         step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
         trial = xa + step

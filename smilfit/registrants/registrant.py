@@ -239,12 +239,14 @@ class SMILRegistrant(nn.Module):
                           observations: Mapping[str, Tensor],
                           handlers: Sequence[nn.Module],
                           need_vertices: bool,
-                          per_group: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                          per_group: Optional[Tensor] = None,
+                          return_output: bool = False):
         """Handler name -> (B,) weighted loss at ``params`` (already expanded per sample).
 
         ``per_group`` (B,), ``1 / (samples in the sample's group)``, spreads the priors
         on shared parameters (:meth:`counted_per_group`) over their group's samples, so
-        each counts once per group (animal) in the summed loss.
+        each counts once per group (animal) in the summed loss. With ``return_output``
+        the body model's output is returned too: ``(losses, output)``.
         """
         model_params = {k: params[k] for k in _MODEL_INPUTS if k in params}
         output = self.body_model(**model_params, return_vertices=need_vertices)
@@ -253,7 +255,7 @@ class SMILRegistrant(nn.Module):
             for h in handlers:
                 if self.counted_per_group(h):
                     losses[h.name] = losses[h.name] * per_group.to(losses[h.name])
-        return losses
+        return (losses, output) if return_output else losses
 
     def counted_per_group(self, handler: nn.Module) -> bool:
         """Whether ``handler`` is a prior on shared parameters only (its

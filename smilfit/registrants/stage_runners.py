@@ -119,12 +119,16 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     fixed = reg._expand({k: v.detach() for k, v in ctx.params.items()}, reg.shared, ctx.groups)
 
-    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
-        return torch.stack(list(reg.per_sample_losses(
-            params, observations, ctx.handlers, ctx.need_vertices).values())).sum(0)
+    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
+                return_output: bool = False):
+        losses, output = reg.per_sample_losses(params, observations, ctx.handlers,
+                                               ctx.need_vertices, return_output=True)
+        cost = torch.stack(list(losses.values())).sum(0)
+        return (cost, output) if return_output else cost
     linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
     problem = LeastSquaresProblem(reg.body_model, ctx.handlers, ctx.observations, fixed,
-                                  stage.fit, cost_fn, linear_dtype=linear)
+                                  stage.fit, cost_fn, linear_dtype=linear,
+                                  cost_returns_output=True)
     trace: List[Tensor] = []
 
     def progress(i: int, cost: Tensor) -> None:
