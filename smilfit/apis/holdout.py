@@ -33,10 +33,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config, drop_non_finite_cameras,
-                                  fit_dataset, prepare_data)
+from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config,
+                                  drop_non_finite_cameras, fit_dataset, prepare_data)
 from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_from_batch,
                                                sample_camera_names)
+from smilfit.apis.fitting.results import read_fitted_keypoints
 from smilfit.cameras.projection import project_points_numpy
 from smilfit.datasets import DatasetReader
 from smilfit.datasets.view_selection import camera_universe, select_views, view_mask
@@ -161,15 +162,9 @@ def _subset_mask(reader, names: Sequence[str]) -> np.ndarray:
 def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarray
                ) -> Dict[str, Any]:
     """Read one fit's results and score it and DLT in its held-out views."""
-    import h5py
-
-    with h5py.File(results, 'r') as f:
-        if 'fitted_keypoints_3d' not in f:
-            raise HoldoutConfigError(f'{results} has no fitted_keypoints_3d: the held-out '
-                                     'evaluation needs a config with a 2D keypoint handler')
-        fitted = f['fitted_keypoints_3d'][:].astype(np.float64)
-        index = f['samples/index'][:]
-        failed = f['metrics/diverged'][:].astype(bool)
+    fit = read_fitted_keypoints(results, HoldoutConfigError, 'the held-out evaluation '
+                                'needs a config with a 2D keypoint handler')
+    fitted, index, failed = fit['points'], fit['index'], fit['diverged']
     fitted[failed] = np.nan                 # a failed sample is counted, not scored
     batch = reader.read(index, keys=list(_OBSERVATION_KEYS) + ['session'])
     session = np.asarray(batch['session'], int)

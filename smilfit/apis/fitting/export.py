@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-import h5py
 import numpy as np
 import torch
 
@@ -15,6 +14,7 @@ from smilfit.cameras import project_points
 from smilfit.datasets import DatasetReader, SlpPredictionWriter
 
 from .config import FittingConfigError
+from .results import read_fitted_keypoints
 from .observations import camera_name
 
 PathLike = Union[str, os.PathLike]
@@ -41,13 +41,10 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
         dataset: the HDF5 dataset (default: the one recorded in ``results``).
         overwrite: replace an existing file.
     """
-    with h5py.File(results, 'r') as f:
-        if 'fitted_keypoints_3d' not in f:
-            raise FittingConfigError(f'{results} has no fitted_keypoints_3d (fit with a 2D '
-                                     'keypoint handler, with this smilfit version)')
-        points = f['fitted_keypoints_3d'][:].astype(np.float64)
-        index = f['samples/index'][:]
-        dataset = dataset or f.attrs['dataset']
+    fit = read_fitted_keypoints(results, FittingConfigError, 'fit with a 2D keypoint '
+                                'handler, with this smilfit version')
+    points, index = fit['points'], fit['index']
+    dataset = dataset or fit['attrs']['dataset']
     reader = DatasetReader(dataset)
     batch = reader.read(index, keys=['K', 'R', 't', 'dist', 'crop', 'valid', 'session',
                                      'frame', 'image_size', 'track'])

@@ -115,6 +115,28 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
         write_fit_quality(results.parent, merged, reader)
 
 
+def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, Any]:
+    """The fitted 3D keypoints of a ``fit_results.h5``.
+
+    Returns:
+        dict of ``points`` (N, M, 3) float64, ``index`` (N,) the dataset's sample indices,
+        ``diverged`` (N,) bool (False where the file records none) and ``attrs`` (the
+        file's attributes, e.g. ``dataset``).
+
+    Raises:
+        error: (the caller's error class) the file has no fitted keypoints; ``hint`` says
+            what to do.
+    """
+    with h5py.File(results, 'r') as f:
+        if 'fitted_keypoints_3d' not in f:
+            raise error(f'{results} has no fitted_keypoints_3d: {hint}')
+        index = f['samples/index'][:]
+        diverged = (f['metrics/diverged'][:].astype(bool) if 'metrics/diverged' in f
+                    else np.zeros(len(index), bool))
+        return dict(points=f['fitted_keypoints_3d'][:].astype(np.float64), index=index,
+                    diverged=diverged, attrs=dict(f.attrs))
+
+
 def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) -> str:
     """Per-camera and per-keypoint reprojection table of a fit
     (:func:`smilfit.evaluation.fit_quality.fit_quality`), written to ``work_dir`` as JSON
@@ -134,4 +156,4 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
 
 
 __all__ = ['RESULTS_NAME', 'SKELETON_NAME', 'QUALITY_JSON', 'QUALITY_TEXT', 'batch_arrays',
-           'merge_chunks', 'write_fit_quality']
+           'merge_chunks', 'write_fit_quality', 'read_fitted_keypoints']
