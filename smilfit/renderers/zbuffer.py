@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..cameras.projection import distort_normalized
 
-__all__ = ['Rasterization', 'rasterize', 'distortion_fold_radius2']
+__all__ = ['Rasterization', 'rasterize', 'distortion_fold_radius2', 'as_detached_tensor']
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 _INT64_MAX = torch.iinfo(torch.int64).max
@@ -79,7 +79,9 @@ class Rasterization:
         return self.face_index >= 0
 
 
-def _as_tensor(x: ArrayLike, name: str, dtype=torch.float64, device=None) -> Tensor:
+def as_detached_tensor(x: ArrayLike, name: str, dtype=torch.float64, device=None) -> Tensor:
+    """``x`` (tensor or array-like) as a detached tensor of ``dtype`` on ``device``; a
+    ``TypeError`` naming ``name`` where it is neither (renders never carry gradients)."""
     if isinstance(x, Tensor):
         return x.detach().to(device=device, dtype=dtype)
     try:
@@ -223,11 +225,11 @@ def rasterize(vertices: ArrayLike, faces: ArrayLike, K: ArrayLike, R: ArrayLike,
     if H <= 0 or W <= 0:
         raise ValueError(f'rasterize: height and width must be positive, got {H} x {W}')
     device = vertices.device if isinstance(vertices, Tensor) else None
-    v = _as_tensor(vertices, 'vertices', device=device)
-    f = _as_tensor(faces, 'faces', dtype=torch.int64, device=device)
-    K = _as_tensor(K, 'K', device=device)
-    R = _as_tensor(R, 'R', device=device)
-    t = _as_tensor(t, 't', device=device).reshape(-1)
+    v = as_detached_tensor(vertices, 'vertices', device=device)
+    f = as_detached_tensor(faces, 'faces', dtype=torch.int64, device=device)
+    K = as_detached_tensor(K, 'K', device=device)
+    R = as_detached_tensor(R, 'R', device=device)
+    t = as_detached_tensor(t, 't', device=device).reshape(-1)
     if v.ndim != 2 or v.shape[1] != 3:
         raise ValueError(f'rasterize: vertices must be (V, 3), got {tuple(v.shape)}')
     if f.ndim != 2 or f.shape[1] != 3:
@@ -238,7 +240,7 @@ def rasterize(vertices: ArrayLike, faces: ArrayLike, K: ArrayLike, R: ArrayLike,
     if K.shape != (3, 3) or R.shape != (3, 3) or t.shape != (3,):
         raise ValueError(f'rasterize: K and R must be (3, 3) and t (3,), got '
                          f'{tuple(K.shape)}, {tuple(R.shape)}, {tuple(t.shape)}')
-    d = None if dist is None else _as_tensor(dist, 'dist', device=device).reshape(-1)
+    d = None if dist is None else as_detached_tensor(dist, 'dist', device=device).reshape(-1)
     if d is not None and d.numel() not in (4, 5):
         raise ValueError(f'rasterize: dist must have 4 or 5 coefficients, got {d.numel()}')
     if d is not None and not bool((d != 0).any()):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from smilfit.ops.normals import vertex_normals
-from smilfit.renderers.zbuffer import (ArrayLike, Rasterization, _as_tensor,
+from smilfit.renderers.zbuffer import (ArrayLike, Rasterization, as_detached_tensor,
                                        distortion_fold_radius2, rasterize)
 
 __all__ = ['Rasterization', 'MeshRender', 'rasterize', 'render_mesh', 'vertex_normals',
@@ -78,11 +78,11 @@ def render_mesh(vertices: ArrayLike, faces: ArrayLike, K: ArrayLike, R: ArrayLik
     if not 0.0 <= ambient <= 1.0:
         raise ValueError(f'render_mesh: ambient must be in [0, 1], got {ambient}')
     device = vertices.device if isinstance(vertices, Tensor) else None
-    v = _as_tensor(vertices, 'vertices', device=device)
-    f = _as_tensor(faces, 'faces', dtype=torch.int64, device=device)
+    v = as_detached_tensor(vertices, 'vertices', device=device)
+    f = as_detached_tensor(faces, 'faces', dtype=torch.int64, device=device)
     raster = rasterize(v, f, K, R, t, dist, height=height, width=width, near=near)
-    Rm = _as_tensor(R, 'R', device=device)
-    tv = _as_tensor(t, 't', device=device).reshape(3)
+    Rm = as_detached_tensor(R, 'R', device=device)
+    tv = as_detached_tensor(t, 't', device=device).reshape(3)
     H, W = int(height), int(width)
     bg = np.broadcast_to(np.asarray(background, dtype=np.float64), (3,))
     image = np.empty((H, W, 3), dtype=np.uint8)
