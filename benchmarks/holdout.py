@@ -8,12 +8,15 @@ calibration is a copy of top's, ~92 px off), and every 2-camera subset of back, 
 nothing out), each on all 120 frames and on the first 10. Prints one summary row per case
 and k, and each case's full table (per held-out camera, per keypoint, per subset); the
 reports are ``<out-dir>/<case>/holdout_views.{txt,json}``. Fits are resumed from
-``<out-dir>/<case>/fits`` when rerun. About 5 minutes on one CPU thread; skips when
+``<out-dir>/<case>/fits`` when rerun. About a minute on one CPU thread; skips when
 ../shared is absent. The slow twin of ``tests/apis/test_holdout.py`` (synthetic, seconds).
+``--cases`` runs some of the cases, ``--cfg-options`` changes the config (e.g. to measure
+one constant's effect).
 
 Usage::
 
     python benchmarks/holdout.py [--out-dir work_dirs/holdout_benchmark] [--device cuda]
+        [--cases all_no_side] [--cfg-options registrant.stages.1.n_iter=40]
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from mmengine.config import DictAction
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +48,11 @@ def main() -> int:
     parser.add_argument('--out-dir', default=str(ROOT / 'work_dirs' / 'holdout_benchmark'))
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--overwrite', action='store_true', help='fit again')
+    parser.add_argument('--cases', nargs='+', choices=sorted(CASES), default=list(CASES),
+                        help='the cases to run (default: all)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE',
+                        help='overrides of the fitting config, as in tools/fit.py')
     args = parser.parse_args()
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
@@ -56,8 +66,10 @@ def main() -> int:
     torch.set_num_threads(1)
     register_all_modules()
     rows, tables = [], []
-    for name, (ks, frames, data) in CASES.items():
+    for name in args.cases:
+        ks, frames, data = CASES[name]
         cfg = Config.fromfile(str(CONFIG))
+        cfg.merge_from_dict(args.cfg_options)
         cfg.body_model.model_path = str(MODEL)
         cfg.data.sleap.input = str(SESSION)
         cfg.data.path = str(Path(args.out_dir) / 'minimal_session_keypoints.h5')

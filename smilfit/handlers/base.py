@@ -104,7 +104,8 @@ class BaseHandler(nn.Module):
       groups)``: observations a handler derives from the fit itself at the start of
       every stage (e.g. noise scales from the residuals, :mod:`.residual_scale`); the
       registrant adds them to the stage's observations. ``groups`` (B,) is given in
-      stages fitting shared parameters (pool over each group), ``None`` otherwise.
+      stages fitting shared parameters (pool over each group), ``None`` otherwise;
+      a handler with ``pools_per_animal`` true gets the animals in every stage.
     - ``forward(output, observations, params) -> (B,)``, already multiplied by
       ``weight``. ``weight`` is a plain float a stage may change at any time; with
       ``weight == 0`` the registrant may skip the handler altogether.
@@ -133,6 +134,9 @@ class BaseHandler(nn.Module):
     residual_params: Sequence[str] = ()
     #: Whether :meth:`stage_observations` adds anything.
     needs_stage_observations: bool = False
+    #: Whether :meth:`stage_observations` gets the animals (``groups``) in every stage,
+    #: not only in stages fitting shared parameters.
+    pools_per_animal: bool = False
 
     def stage_observations(self, output, observations: Mapping[str, Any],
                            params: Mapping[str, Any],

@@ -52,6 +52,8 @@ def observed_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 #: Pixel offset given to detected points that the model puts behind the camera.
 BEHIND_CAMERA_PX = 1.0e4
+#: How the noise scales of ``scale_from_residuals`` are pooled (see Keypoint2DHandler).
+SCALE_POOLINGS = ('animal', 'frame')
 
 
 @HANDLERS.register_module()
@@ -66,8 +68,9 @@ class Keypoint2DHandler(KeypointHandlerBase):
     ``observations['keypoints_2d']`` by the loss (``KeypointMSELoss`` by default, e.g.
     ``robust='gmof', sigma=<pixels>``). With ``scale_from_residuals=True`` the errors
     are scored in units of a noise scale the registrant estimates from the residuals at
-    the start of every stage (:mod:`.residual_scale`: per view and sample, or per view
-    and keypoint over an animal's frames in stages fitting its skeleton), so the loss is a
+    the start of every stage (:mod:`.residual_scale`: by default per view and keypoint
+    over an animal's frames in every stage; with ``scale_pooling='frame'`` per view and
+    sample in stages fitting per-frame parameters only), so the loss is a
     negative log-likelihood in noise units and a robust ``sigma`` is in those units
     (``sigma=3``: points beyond about 3 noise scales count less); no pixel constant is
     tuned to a rig. An element counts when its detection is finite,
@@ -93,6 +96,14 @@ class Keypoint2DHandler(KeypointHandlerBase):
             the residuals at each stage's start (``observations[scale_key]``, set by
             the registrant through :meth:`stage_observations`); without it (e.g. a
             direct call) errors are in pixels.
+        scale_pooling: ``'animal'`` (default): one noise scale per (animal, view,
+            keypoint), estimated over the animal's frames in the batch (the
+            registrant's groups; a batch without them is one animal) in every stage,
+            so a keypoint that is labelled less precisely (a tail tip against an ear)
+            weighs less in every frame, and a frame fitted from as many parameters as
+            it has coordinates (two views) does not set its own, understated scale.
+            ``'frame'``: one per (frame, view) in stages that fit per-frame parameters
+            only, per (animal, view, keypoint) in stages that fit shared ones.
         min_relative_scale: the smallest noise scale, as a fraction of the animal's
             extent in the view (the spread of its observed keypoints, pixels). A frame
             fitted with about as many pose parameters as it has coordinates absorbs its
@@ -107,7 +118,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  use_confidence: bool = True, min_depth: float = 0.0,
                  check_finite: bool = False, scale_from_residuals: bool = False,
-                 min_relative_scale: float = 0.01) -> None:
+                 scale_pooling: str = 'animal', min_relative_scale: float = 0.01) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -116,6 +127,10 @@ class Keypoint2DHandler(KeypointHandlerBase):
         self.use_confidence = bool(use_confidence)
         self.min_depth = float(min_depth)
         self.scale_from_residuals = bool(scale_from_residuals)
+        if scale_pooling not in SCALE_POOLINGS:
+            raise ValueError(f'handler {name!r}: scale_pooling must be one of '
+                             f'{SCALE_POOLINGS}, got {scale_pooling!r}')
+        self.scale_pooling = scale_pooling
         if not min_relative_scale >= 0:
             raise ValueError(f'handler {name!r}: min_relative_scale must be >= 0, got '
                              f'{min_relative_scale!r}')
@@ -131,6 +146,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
     @property
     def needs_stage_observations(self) -> bool:
         return self.scale_from_residuals
+
+    @property
+    def pools_per_animal(self) -> bool:
+        """Whether the registrant pools the noise scales over each animal's frames in
+        every stage (``scale_pooling='animal'``)."""
+        return self.scale_pooling == 'animal'
 
     def stage_observations(self, output, observations: Mapping[str, Any],
                            params: Mapping[str, Any],

@@ -272,11 +272,13 @@ class SMILRegistrant(nn.Module):
         return 1.0 / counts[groups].to(dtype)
 
     def _stage_observations(self, params: Mapping[str, Tensor], obs: Mapping[str, Tensor],
-                            groups: Optional[Tensor], handlers: Sequence[nn.Module]
-                            ) -> Dict[str, Tensor]:
+                            groups: Optional[Tensor], handlers: Sequence[nn.Module],
+                            animals: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """``obs`` plus what the handlers derive from the fit at the stage's start (e.g.
         noise scales from the residuals), pooled over each of ``groups`` (an animal's
-        frames) when given, per sample when ``None``."""
+        frames) when given, per sample when ``None``; handlers that pool per animal in
+        every stage (``pools_per_animal``, e.g. per-keypoint noise scales over the
+        animal's frames) get ``animals`` whatever the stage fits."""
         needing = [h for h in handlers if getattr(h, 'needs_stage_observations', False)]
         if not needing:
             return dict(obs)
@@ -286,7 +288,8 @@ class SMILRegistrant(nn.Module):
                                      return_vertices=any(getattr(h, 'needs_vertices', False)
                                                          for h in needing))
             for h in needing:
-                out.update(h.stage_observations(output, obs, params, groups))
+                pooling = animals if getattr(h, 'pools_per_animal', False) else groups
+                out.update(h.stage_observations(output, obs, params, pooling))
         return out
 
     # ------------------------------------------------------------------- fit
@@ -381,9 +384,10 @@ class SMILRegistrant(nn.Module):
             for _ in range(stage.rounds):
                 # Pooled over each animal's frames where its skeleton is fitted (a
                 # keypoint it misses everywhere keeps its own scale), per sample
-                # elsewhere (a batch gives what a per-frame loop would).
+                # elsewhere, except for handlers that pool per animal in every stage.
                 stage_obs = self._stage_observations(self._expand(params, self.shared, groups),
-                                                     obs, groups if shares else None, active)
+                                                     obs, groups if shares else None, active,
+                                                     groups)
                 params, round_diverged, record = self._optimise(stage, params, stage_obs,
                                                                 groups, active)
                 diverged = round_diverged if diverged is None else diverged | round_diverged
@@ -432,8 +436,8 @@ class SMILRegistrant(nn.Module):
             need_vertices = self.return_vertices or any(
                 getattr(h, 'needs_vertices', False) for h in active)
             # Errors in noise units where a handler scores them so: scales from the
-            # final residuals, per sample.
-            obs = self._stage_observations(expanded, obs, None, active)
+            # final residuals, per sample (per animal where a handler pools so).
+            obs = self._stage_observations(expanded, obs, None, active, groups)
             output = self.body_model(**{k: expanded[k] for k in _MODEL_INPUTS if k in expanded},
                                      return_vertices=need_vertices)
             losses = {h.name: h(output, obs, expanded) for h in active}

@@ -149,3 +149,11 @@ def test_scales_are_floored_at_a_fraction_of_the_animals_extent():
     assert torch.allclose(observed_extent(big['keypoints_2d'], valid), 10 * extent)
     with pytest.raises(ValueError, match='min_relative_scale'):
         Keypoint2DHandler('kp', min_relative_scale=-1.0)
+
+
+def test_scale_pooling_is_checked_and_decides_per_animal_pooling():
+    assert Keypoint2DHandler('kp', scale_from_residuals=True).pools_per_animal
+    assert not Keypoint2DHandler('kp', scale_from_residuals=True,
+                                 scale_pooling='frame').pools_per_animal
+    with pytest.raises(ValueError, match='scale_pooling'):
+        Keypoint2DHandler('kp', scale_from_residuals=True, scale_pooling='view')

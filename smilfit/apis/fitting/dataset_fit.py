@@ -164,13 +164,15 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
         return batch, raw, bad_views
 
+    # Who is who, also without shared parameters: handlers pool per animal (e.g. the
+    # keypoints' noise scales over its frames in the batch).
+    meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
+    animals = identify_animals(meta['session'], meta['instance'], meta['track'])
     # One skeleton per animal and session (smilfit.apis.animals): estimated once from
     # frames spread over the session (or a calibrated one reused), then held fixed while
     # every frame is fitted.
-    skeleton = animals = None
+    skeleton = None
     if shared:
-        meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
-        animals = identify_animals(meta['session'], meta['instance'], meta['track'])
         skeleton_path = chunks / SKELETON_NAME
         if rank == 0 and not (resume and skeleton_matches(skeleton_path, stamp)):
             if calibrated is not None and calibrated['mode'] == 'fixed':
@@ -194,17 +196,14 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         indices = np.arange(start, min(start + batch_size, total))
         batch, raw, bad_views = read(indices)
         observations = registrant.to_tensors(raw)
-        extra = {}
+        present, local = np.unique(animals.of_sample[indices], return_inverse=True)
+        extra = dict(groups=torch.as_tensor(local))
         if skeleton is not None:
-            ids = animals.of_sample[indices]
-            present, local = np.unique(ids, return_inverse=True)
-            extra = dict(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
-                                      for k in shared},
-                         groups=torch.as_tensor(local), fixed=shared)
+            extra.update(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
+                                      for k in shared}, fixed=shared)
         result = registrant.fit(observations, allow_all_diverged=True, **extra)
         arrays = batch_arrays(result, observations, registrant, indices, save_vertices)
-        if animals is not None:
-            arrays['animal'] = animals.of_sample[indices]
+        arrays['animal'] = animals.of_sample[indices]
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
         arrays['bad_camera_views'] = bad_views
