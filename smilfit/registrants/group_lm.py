@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
-from .levenberg_marquardt import LeastSquaresProblem, LMOptions
+from .levenberg_marquardt import LeastSquaresProblem, LMOptions, add_param_block
 
 Tensor = torch.Tensor
 
@@ -161,10 +161,7 @@ class GroupLeastSquaresProblem:
             for h in self.group_handlers:
                 r, Jp, cols = self.per_frame._param_terms(h, params, obs, Ga)
                 gc = gc + (r * r).sum(1)
-                if Jp is not None:
-                    cols = cols - self.Px
-                    gH[:, cols[:, None], cols[None, :]] += (Jp.transpose(1, 2) @ Jp).to(H.dtype)
-                    gg[:, cols] += torch.einsum('nrp,nr->np', Jp, r)
+                add_param_block(gH, gg, r, Jp, None if cols is None else cols - self.Px)
         return (c, g, H), (gc, gg, gH)
 
 

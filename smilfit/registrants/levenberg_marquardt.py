@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -129,9 +129,9 @@ class LeastSquaresProblem:
         self.jacobian = PointJacobian(body_model)
         self.pool_index = {h.name: h.pool_index(body_model) for h in self.handlers
                            if h.residual_kind == 'points'}
-        # Jacobians of affine parameter residuals (linear priors), one sample's, computed
-        # once: (handler, parameter) -> (1, R, P_h).
-        self._constant_jacobians: Dict[Tuple[str, str], Tensor] = {}
+        # Jacobians of affine parameter residuals (linear priors), computed once:
+        # (handler, parameters, weight) -> ConstantJacobian.
+        self._constant_jacobians: Dict[tuple, 'ConstantJacobian'] = {}
         self.cost_returns_output = bool(cost_returns_output)
         # The last cost evaluation's samples (n,), points (n, P) and model output.
         self._last_forward = None
@@ -226,9 +226,7 @@ class LeastSquaresProblem:
                 continue
             r, Jp, cols = self._param_terms(h, params, obs, n)
             cost = cost + (r * r).sum(1)
-            if Jp is not None:  # only the handler's own columns are non-zero
-                H[:, cols[:, None], cols[None, :]] += (Jp.transpose(1, 2) @ Jp).to(ldt)
-                g[:, cols] += torch.einsum('nrp,nr->np', Jp, r)
+            add_param_block(H, g, r, Jp, cols)
         return cost, g, H
 
     def _attached_points(self, handlers, params, device):
@@ -292,24 +290,27 @@ class LeastSquaresProblem:
         return r, tangents.movedim(0, -1)
 
     def _param_terms(self, handler, params, obs, n: int):
-        """Weighted residuals (n, R), their Jacobian (n, R, P_h) on the handler's fitted
-        parameters and those parameters' columns (P_h,) (``None`` when it has none)."""
+        """Weighted residuals (n, R), their Jacobian on the handler's fitted parameters
+        and those parameters' columns (P_h,) (``None`` and ``None`` when it has none).
+
+        The Jacobian is (n, R, P_h), or a :class:`ConstantJacobian` where the residuals are
+        affine with the same coefficients for every sample (computed once per stage)."""
         scale = math.sqrt(handler.weight)
         names = [name for name in handler.residual_params if name in self.fitted]
         r = handler.param_residuals(params, obs) * scale
         if not names:
             return r, None, None
-        blocks, cols = [], []
         affine = bool(getattr(handler, 'affine_param_residuals', False))
+        key = (handler.name, tuple(names), float(handler.weight))
+        cached = self._constant_jacobians.get(key) if affine else None
+        if cached is not None:
+            return r, cached, cached.cols
+        blocks, cols = [], []
         for name in names:
             value = params[name]
             size = math.prod(value.shape[1:])
             start = self.offsets[name]
             cols.append(torch.arange(start, start + size, device=value.device))
-            cached = self._constant_jacobians.get((handler.name, name)) if affine else None
-            if cached is not None:
-                blocks.append(cached.expand(n, -1, -1))
-                continue
 
             def f(v, name=name):
                 p = dict(params)
@@ -320,11 +321,56 @@ class LeastSquaresProblem:
             # forward-mode AD makes torch load jvp decompositions through the deprecated
             # torch.jit.script (a FutureWarning on every fit).
             jac = torch.func.jacrev(lambda v: f(v).sum(0))(value)
-            block = jac.reshape(r.shape[1], n, size).permute(1, 0, 2)
-            if affine:
-                self._constant_jacobians[(handler.name, name)] = block[:1].clone()
-            blocks.append(block)
-        return r, torch.cat(blocks, dim=2), torch.cat(cols)
+            blocks.append(jac.reshape(r.shape[1], n, size).permute(1, 0, 2))
+        jac, cols = torch.cat(blocks, dim=2), torch.cat(cols)
+        if affine:
+            constant = ConstantJacobian(jac[0].clone(), cols)
+            self._constant_jacobians[key] = constant
+            return r, constant, cols
+        return r, jac, cols
+
+
+@dataclass
+class ConstantJacobian:
+    """The Jacobian (R, P_h) of residuals affine in the parameters with the same
+    coefficients for every sample (a linear prior), its Gram matrix computed once, and
+    the columns (P_h,) it fills."""
+
+    matrix: Tensor
+    cols: Tensor
+
+    def __post_init__(self) -> None:
+        self.gram = self.matrix.T @ self.matrix
+
+
+def _column_run(cols: Tensor):
+    """``slice(a, b)`` where ``cols`` (P_h,) is ``a, a+1, ..., b-1``, else ``cols``."""
+    first = int(cols[0])
+    if int(cols[-1]) - first + 1 == cols.numel() and bool(
+            (cols == torch.arange(first, first + cols.numel(), device=cols.device)).all()):
+        return slice(first, first + cols.numel())
+    return cols
+
+
+def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]) -> None:
+    """``H[:, cols, cols] += J^T J`` and ``g[:, cols] += J^T r`` in place, for one
+    handler's parameter residuals ``r`` (n, R) with Jacobian ``jac`` (n, R, P_h) or a
+    :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` (no fitted
+    parameters). Contiguous columns (one parameter) are updated through slices rather
+    than advanced indexing, which copies the block."""
+    if cols is None:
+        return
+    run = _column_run(cols)
+    if isinstance(jac, ConstantJacobian):
+        gram, grad = jac.gram.to(H.dtype)[None], (r @ jac.matrix).to(g.dtype)
+    else:
+        gram, grad = (jac.transpose(1, 2) @ jac).to(H.dtype), torch.einsum('nrp,nr->np', jac, r)
+    if isinstance(run, slice):
+        H[:, run, run] += gram
+        g[:, run] += grad
+    else:
+        H[:, run[:, None], run[None, :]] += gram
+        g[:, run] += grad
 
 
 @dataclass
@@ -453,4 +499,5 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     return x, cost, diverged, iterations
 
 
-__all__ = ['LM_NAMES', 'LMOptions', 'LeastSquaresProblem', 'levenberg_marquardt']
+__all__ = ['LM_NAMES', 'LMOptions', 'LeastSquaresProblem', 'levenberg_marquardt',
+           'ConstantJacobian', 'add_param_block']

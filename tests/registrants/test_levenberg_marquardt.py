@@ -8,7 +8,7 @@ from smilfit.cameras import project_points
 from smilfit.datasets.synthetic import ring_cameras
 from smilfit.registry import HANDLERS
 from smilfit.registrants import SMILRegistrant
-from smilfit.registrants.levenberg_marquardt import LMOptions
+from smilfit.registrants.levenberg_marquardt import ConstantJacobian, LMOptions, add_param_block
 
 
 @pytest.fixture(scope='module')
@@ -313,3 +313,31 @@ def test_float32_stages_stop_when_converged():
     assert ref.history[0]['steps'] < 30
     assert fit.history[0]['steps'] <= ref.history[0]['steps'] + 5
     torch.testing.assert_close(fit.total_loss.double(), ref.total_loss, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('cols', [[2, 3, 4], [5, 1, 3]])
+@pytest.mark.parametrize('constant', [False, True])
+def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
+    """``add_param_block`` puts ``J^T J`` and ``J^T r`` of one handler's parameter
+    residuals at its columns (one run of columns through slices, others through indices),
+    for a per-sample Jacobian and for a linear prior's constant one, and nowhere else."""
+    torch.manual_seed(0)
+    n, R, P = 4, 5, 7
+    cols = torch.tensor(cols)
+    r = torch.randn(n, R, dtype=torch.float64)
+    if constant:
+        matrix = torch.randn(R, cols.numel(), dtype=torch.float64)
+        jac, dense = ConstantJacobian(matrix, cols), matrix.expand(n, R, -1)
+    else:
+        jac = dense = torch.randn(n, R, cols.numel(), dtype=torch.float64)
+    H0 = torch.randn(n, P, P, dtype=torch.float64)
+    g0 = torch.randn(n, P, dtype=torch.float64)
+    H, g = H0.clone(), g0.clone()
+    add_param_block(H, g, r, jac, cols)
+    full = torch.zeros(n, R, P, dtype=torch.float64)
+    full[:, :, cols] = dense
+    assert torch.allclose(H, H0 + full.transpose(1, 2) @ full)
+    assert torch.allclose(g, g0 + torch.einsum('nrp,nr->np', full, r))
+    H2, g2 = H0.clone(), g0.clone()
+    add_param_block(H2, g2, r, jac, None)           # no fitted columns: nothing
+    assert torch.equal(H2, H0) and torch.equal(g2, g0)
