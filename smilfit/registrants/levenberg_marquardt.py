@@ -305,6 +305,10 @@ class LeastSquaresProblem:
         cached = self._constant_jacobians.get(key) if affine else None
         if cached is not None:
             return r, cached, cached.cols
+        if affine:
+            constant = self._constant_jacobian(handler, params, obs, names, scale, n)
+            self._constant_jacobians[key] = constant
+            return r, constant, constant.cols
         blocks, cols = [], []
         for name in names:
             value = params[name]
@@ -322,12 +326,30 @@ class LeastSquaresProblem:
             # torch.jit.script (a FutureWarning on every fit).
             jac = torch.func.jacrev(lambda v: f(v).sum(0))(value)
             blocks.append(jac.reshape(r.shape[1], n, size).permute(1, 0, 2))
-        jac, cols = torch.cat(blocks, dim=2), torch.cat(cols)
-        if affine:
-            constant = ConstantJacobian(jac[0].clone(), cols)
-            self._constant_jacobians[key] = constant
-            return r, constant, cols
-        return r, jac, cols
+        return r, torch.cat(blocks, dim=2), torch.cat(cols)
+
+    def _constant_jacobian(self, handler, params, obs, names: Sequence[str], scale: float,
+                           n: int) -> 'ConstantJacobian':
+        """The Jacobian of affine residuals with the same coefficients for every sample,
+        from the first sample alone, by plain reverse-mode autograd: ``torch.func``'s
+        first use in a process costs about a second (its set-up), more than the whole
+        stage of a small fit."""
+        def first(x):
+            return x[:1] if isinstance(x, Tensor) and x.dim() and x.shape[0] == n else x
+        params1 = {k: first(v) for k, v in params.items()}
+        obs1 = {k: first(v) for k, v in obs.items()}
+        values = tuple(params1[name] for name in names)
+
+        def f(*vs):
+            p = dict(params1)
+            p.update(zip(names, vs))
+            return (handler.param_residuals(p, obs1) * scale)[0]
+        jacs = torch.autograd.functional.jacobian(f, values)          # each (R, 1, *shape)
+        R = jacs[0].shape[0]
+        matrix = torch.cat([j.reshape(R, -1) for j in jacs], dim=1)
+        cols = torch.cat([torch.arange(self.offsets[name], self.offsets[name] + v[0].numel(),
+                                       device=v.device) for name, v in zip(names, values)])
+        return ConstantJacobian(matrix.detach().clone(), cols)
 
 
 @dataclass
