@@ -344,9 +344,13 @@ class LeastSquaresProblem:
             p = dict(params1)
             p.update(zip(names, vs))
             return (handler.param_residuals(p, obs1) * scale)[0]
-        jacs = torch.autograd.functional.jacobian(f, values)          # each (R, 1, *shape)
-        R = jacs[0].shape[0]
-        matrix = torch.cat([j.reshape(R, -1) for j in jacs], dim=1)
+        R = f(*values).numel()
+        sizes = [v[0].numel() for v in values]
+        if R and sum(sizes):
+            jacs = torch.autograd.functional.jacobian(f, values)      # each (R, 1, *shape)
+            matrix = torch.cat([j.reshape(R, -1) for j in jacs], dim=1)
+        else:  # nothing to differentiate (e.g. a shape prior on K = 0 coefficients)
+            matrix = values[0].new_zeros(R, sum(sizes))
         cols = torch.cat([torch.arange(self.offsets[name], self.offsets[name] + v[0].numel(),
                                        device=v.device) for name, v in zip(names, values)])
         return ConstantJacobian(matrix.detach().clone(), cols)
@@ -377,10 +381,10 @@ def _column_run(cols: Tensor):
 def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]) -> None:
     """``H[:, cols, cols] += J^T J`` and ``g[:, cols] += J^T r`` in place, for one
     handler's parameter residuals ``r`` (n, R) with Jacobian ``jac`` (n, R, P_h) or a
-    :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` (no fitted
-    parameters). Contiguous columns (one parameter) are updated through slices rather
+    :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` or empty (no fitted
+    parameters, or only empty ones such as K = 0 shape coefficients). Contiguous columns (one parameter) are updated through slices rather
     than advanced indexing, which copies the block."""
-    if cols is None:
+    if cols is None or not cols.numel():
         return
     run = _column_run(cols)
     if isinstance(jac, ConstantJacobian):

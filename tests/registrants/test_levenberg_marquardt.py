@@ -348,3 +348,6 @@ def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
     H2, g2 = H0.clone(), g0.clone()
     add_param_block(H2, g2, r, jac, None)           # no fitted columns: nothing
     assert torch.equal(H2, H0) and torch.equal(g2, g0)
+    empty = torch.zeros(0, dtype=torch.long)        # e.g. K = 0 shape coefficients
+    add_param_block(H2, g2, r, ConstantJacobian(r.new_zeros(R, 0), empty), empty)
+    assert torch.equal(H2, H0) and torch.equal(g2, g0)
