@@ -382,8 +382,9 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
     """``H[:, cols, cols] += J^T J`` and ``g[:, cols] += J^T r`` in place, for one
     handler's parameter residuals ``r`` (n, R) with Jacobian ``jac`` (n, R, P_h) or a
     :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` or empty (no fitted
-    parameters, or only empty ones such as K = 0 shape coefficients). Contiguous columns (one parameter) are updated through slices rather
-    than advanced indexing, which copies the block."""
+    parameters, or only empty ones such as K = 0 shape coefficients). Contiguous
+    columns (one parameter) are updated through slices rather than advanced indexing,
+    which copies the block."""
     if cols is None or not cols.numel():
         return
     run = _column_run(cols)
@@ -391,12 +392,9 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
         gram, grad = jac.gram.to(H.dtype)[None], (r @ jac.matrix).to(g.dtype)
     else:
         gram, grad = (jac.transpose(1, 2) @ jac).to(H.dtype), torch.einsum('nrp,nr->np', jac, r)
-    if isinstance(run, slice):
-        H[:, run, run] += gram
-        g[:, run] += grad
-    else:
-        H[:, run[:, None], run[None, :]] += gram
-        g[:, run] += grad
+    rows, columns = (run, run) if isinstance(run, slice) else (run[:, None], run[None, :])
+    H[:, rows, columns] += gram
+    g[:, run] += grad
 
 
 @dataclass
