@@ -238,8 +238,10 @@ def estimate_skeletons(registrant, read, animals: Animals, frames: np.ndarray, s
         init = None if calibrated is None else {
             k: torch.as_tensor(np.asarray(calibrated[k]))[None].repeat(
                 (len(call),) + (1,) * np.ndim(calibrated[k])) for k in shared}
+        # The stages after the last one fitting the skeleton cannot change it.
         result = registrant.fit(registrant.to_tensors(raw), groups=torch.as_tensor(groups),
-                                init_params=init, allow_all_diverged=True)
+                                init_params=init, allow_all_diverged=True,
+                                until_last_shared=True)
         diverged = result.diverged.cpu().numpy()
         for j, a in enumerate(call):
             rows = np.flatnonzero(groups == j)

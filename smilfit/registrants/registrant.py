@@ -296,7 +296,7 @@ class SMILRegistrant(nn.Module):
     def fit(self, observations: Mapping[str, Any],
             init_params: Optional[Mapping[str, Tensor]] = None,
             groups: Optional[Tensor] = None, allow_all_diverged: bool = False,
-            fixed: Sequence[str] = ()) -> FitResult:
+            fixed: Sequence[str] = (), until_last_shared: bool = False) -> FitResult:
         """Fit a batch of samples through all stages.
 
         Args:
@@ -312,6 +312,9 @@ class SMILRegistrant(nn.Module):
             fixed: parameters held at their initial values (``init_params``) by every
                 stage, e.g. an animal's skeleton estimated beforehand; a stage left
                 with nothing to fit is skipped (its history record says so).
+            until_last_shared: stop after the last stage that fits a shared parameter:
+                what estimating the shared parameters (an animal's skeleton) needs, since
+                later stages only refine the per-frame ones.
 
         Returns:
             :class:`FitResult`.
@@ -341,6 +344,9 @@ class SMILRegistrant(nn.Module):
             stages = self.stages[self.multi_start['stages']:]
         else:
             params = self.initial_params(obs, batch, groups, init_params)
+        if until_last_shared:
+            last = [i for i, st in enumerate(stages) if any(k in self.shared for k in st.fit)]
+            stages = stages[:last[-1] + 1] if last else stages
         params, diverged = self._run_stages(stages, params, obs, groups, diverged, history)
         if bool(diverged.all()) and not allow_all_diverged:
             raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '

@@ -118,6 +118,24 @@ def test_shared_shape_across_a_group(model):
     assert not result.history[1]['per_sample']  # a shared parameter couples its group
 
 
+def test_until_last_shared_stops_after_the_last_stage_fitting_shared_parameters(model):
+    """What a skeleton estimate needs: the stages up to the last one fitting a shared
+    parameter, with the same shared values as the whole fit (later stages cannot change
+    them); without shared parameters every stage runs."""
+    obs, _, _ = make_observations(model, batch=4)
+    stages = [*QUICK_STAGES, dict(name='pose', fit=['global_orient', 'transl', 'body_pose'],
+                                  n_iter=2, optimizer=dict(type='LBFGS'))]
+    groups = torch.tensor([0, 0, 1, 1])
+    reg = build(model, stages=stages, shared=dict(betas=True))
+    whole = reg.fit(obs, groups=groups)
+    short = reg.fit(obs, groups=groups, until_last_shared=True)
+    assert [r['stage'] for r in short.history] == ['rigid', 'full']
+    assert len(whole.history) == len(stages)
+    torch.testing.assert_close(short.params['betas'], whole.params['betas'])
+    plain = build(model, stages=stages).fit(obs, until_last_shared=True)
+    assert len(plain.history) == len(stages)
+
+
 def test_fixed_parameters_keep_their_values_and_empty_stages_are_skipped(model):
     """fit(fixed=...): an animal's skeleton estimated beforehand is held by every stage;
     a stage that fits only fixed parameters is skipped (recorded in the history)."""
