@@ -1,6 +1,7 @@
 """SMILModel: one linear-blend-skinning body model for SMIL, SMAL and SMPL-format files."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -109,6 +110,10 @@ class SMILModel(nn.Module):
             (:mod:`smilfit.body_models.joint_shape`; the stored joints are kept at
             ``betas = 0``). Without it such a model's shape never moves its skeleton
             or joint keypoints, and keypoint fits leave ``betas`` at 0.
+        factored_min_batch: the smallest batch skinned by the shape-factored path
+            (:func:`~.lbs.skin_shape_factored`); ``None`` (default): decided by timing
+            both paths once per power-of-two batch size on the model's device (see
+            :meth:`factored_skinning_pays`). Both give the same mesh to rounding.
         dtype: floating dtype of the model's buffers.
     """
 
@@ -117,6 +122,7 @@ class SMILModel(nn.Module):
                  keypoints: Optional[Dict[str, Dict[str, Any]]] = None,
                  joint_source: str = 'auto', propagate_scaling: bool = False,
                  reference_compat: bool = False, static_joints_follow_shape: bool = False,
+                 factored_min_batch: Optional[int] = None,
                  dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if (model_path is None) == (data is None):
@@ -180,9 +186,13 @@ class SMILModel(nn.Module):
 
         self._skinning_plans: Dict[tuple, tuple] = {}
         # Measured on a 2-core CPU (benchmarks/body_model.py): chunks whose blended maps
-        # fit ~1 MiB are fastest, and shape-factored skinning wins from batch ~16.
+        # fit ~1 MiB are fastest.
         self.skinning_cache_bytes = 1 << 20
-        self.factored_min_batch = 16
+        if factored_min_batch is not None and not int(factored_min_batch) >= 1:
+            raise ValueError(f'factored_min_batch must be None or >= 1, got '
+                             f'{factored_min_batch!r}')
+        self.factored_min_batch = None if factored_min_batch is None else int(factored_min_batch)
+        self._factored_timings: Dict[tuple, bool] = {}
         self._levels = KinematicLevels.from_parents(data.parents)
         self._levels_device: Optional[torch.device] = None
         # rot_mats = cat([global, body])[:, pose_perm] puts the root where it belongs.
@@ -421,7 +431,7 @@ class SMILModel(nn.Module):
                 raise ValueError(f'vertex_offsets: expected shape ({B}, {self.num_vertices}, 3),'
                                  f' got {tuple(vertex_offsets.shape)}')
         factored = (return_vertices and pf is None and vertex_offsets is None
-                    and B >= self.factored_min_batch)
+                    and self.factored_skinning_pays(B))
         shaped = None  # (V, 3, B), built once for whoever needs it
         if return_v_shaped or (return_vertices and not factored):
             shaped = rest_vertices_vb(self.v_template, self.shapedirs[..., :K_in], betas, B)
@@ -456,6 +466,57 @@ class SMILModel(nn.Module):
         body = (eye.expand(B, J - 1, 3, 3) if body_pose is None
                 else to_rotation_matrix(body_pose, 2, 'body_pose'))
         return torch.cat([root, body], dim=1)[:, self.pose_perm]
+
+    def factored_skinning_pays(self, batch: int) -> bool:
+        """Whether a batch of ``batch`` meshes is skinned by the shape-factored path.
+
+        With ``factored_min_batch`` set: from that batch on. Otherwise measured: the
+        factored path does (K + 1) times the multiply-adds of the chunked one (K shape
+        coefficients) but writes no shaped mesh and no blended maps, so which is faster
+        depends on the mesh and the machine (on a 2-core VM, one thread: the SMIL mouse,
+        11k vertices and K = 3, from batch 16; the stick insect, 3k vertices, 55 joints
+        and K = 5, not up to 64). Both paths are timed once per power-of-two batch
+        bucket, device and dtype (at the rest pose, without autograd: a few forward
+        passes) and the choice is kept. A single mesh always takes the chunked path.
+        """
+        if self.factored_min_batch is not None:
+            return batch >= self.factored_min_batch
+        if batch < 2 or self.posedirs.shape[2]:  # pose blendshapes: never factored
+            return False
+        bucket = 1 << (int(batch).bit_length() - 1)
+        key = (bucket, self.device, self.dtype)
+        pays = self._factored_timings.get(key)
+        if pays is None:
+            pays = self._time_factored_skinning(bucket)
+            self._factored_timings[key] = pays
+        return pays
+
+    def _time_factored_skinning(self, batch: int, repeats: int = 2) -> bool:
+        """Whether the factored path skins ``batch`` rest-pose meshes faster (best of
+        ``repeats`` after one warm-up each)."""
+        dev = self.device
+        inputs = dict(body_pose=torch.zeros(batch, self.num_joints - 1, 3, dtype=self.dtype,
+                                            device=dev),
+                      betas=torch.zeros(batch, self.num_betas, dtype=self.dtype, device=dev))
+        best = {}
+        saved = self.factored_min_batch
+        try:
+            with torch.no_grad():
+                for factored, threshold in ((True, 1), (False, batch + 1)):
+                    self.factored_min_batch = threshold
+                    times = []
+                    for _ in range(repeats + 1):
+                        if dev.type == 'cuda':
+                            torch.cuda.synchronize(dev)
+                        start = time.perf_counter()
+                        self(**inputs, return_vertices=True, return_keypoints=False)
+                        if dev.type == 'cuda':
+                            torch.cuda.synchronize(dev)
+                        times.append(time.perf_counter() - start)
+                    best[factored] = min(times[1:])
+        finally:
+            self.factored_min_batch = saved
+        return best[True] < best[False]
 
     def _skinning_plan(self, batch: int, factored: bool = False) -> tuple:
         """Skinning chunks for this batch size, built once per chunk size/device/dtype."""

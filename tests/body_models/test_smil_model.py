@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from smilfit.body_models import SMILModel
+from smilfit.body_models import smil_model as smil_model_module
 from smilfit.body_models.model_data import BodyModelData
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
 from tests.body_models.toy_models import toy_model_data
@@ -281,6 +282,50 @@ def test_skinning_paths_agree(num_betas_in):
     for cache in (1, 1 << 30):
         model.skinning_cache_bytes = cache
         torch.testing.assert_close(model(**kw).vertices, reference)
+
+
+def test_factored_skinning_is_chosen_by_timing_once_per_batch_bucket(monkeypatch):
+    """Without ``factored_min_batch`` the faster path is measured once per power-of-two
+    batch bucket (and kept); a fixed threshold is used as given; a single mesh is never
+    timed; both choices give the same mesh."""
+    data = toy_model_data(num_vertices=300, seed=13)
+    model = SMILModel(data=data, dtype=torch.float64)
+    timed = []
+    faster = {4: True, 8: False}
+
+    def fake_timing(batch, repeats=2):
+        timed.append(batch)
+        return faster[batch]
+    monkeypatch.setattr(model, '_time_factored_skinning', fake_timing)
+    assert not model.factored_skinning_pays(1)
+    assert model.factored_skinning_pays(5) and model.factored_skinning_pays(7)
+    assert not model.factored_skinning_pays(8) and not model.factored_skinning_pays(15)
+    assert timed == [4, 8]
+    calls = []
+    real = smil_model_module.skin_shape_factored
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(smil_model_module, 'skin_shape_factored', spy)
+    factored = model(**random_inputs(model, B=5)).vertices
+    chunked = model(**random_inputs(model, B=9)).vertices
+    assert len(calls) == 1
+    torch.testing.assert_close(factored, SMILModel(data=data, dtype=torch.float64,
+                                                   factored_min_batch=10 ** 9)(
+        **random_inputs(model, B=5)).vertices)
+    assert chunked.shape[0] == 9
+    pinned = SMILModel(data=data, dtype=torch.float64, factored_min_batch=3)
+    assert pinned.factored_skinning_pays(3) and not pinned.factored_skinning_pays(2)
+    with pytest.raises(ValueError, match='factored_min_batch'):
+        SMILModel(data=data, factored_min_batch=0)
+
+
+def test_measured_factored_skinning_choice_runs_both_paths():
+    """The real timing runs (both paths, no autograd) and leaves the threshold unset."""
+    model = SMILModel(data=toy_model_data(num_vertices=300, seed=13), dtype=torch.float64)
+    assert isinstance(model.factored_skinning_pays(4), bool)
+    assert model.factored_min_batch is None and len(model._factored_timings) == 1
 
 
 def test_factored_skinning_gradients():
