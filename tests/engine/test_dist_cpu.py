@@ -148,6 +148,10 @@ def _worker(out_dir: str, init: str) -> None:
     torch.save(dict(local=recorded['local'], ddp=recorded['ddp'], backend=dist.get_backend(),
                     world_size=dist.get_world_size(), wrapper=type(runner.model).__name__),
                os.path.join(out_dir, f'rank{dist.get_rank()}.pt'))
+    # Both ranks reach the teardown together: a rank destroying its gloo group while its
+    # peer is still in it was seen to abort ("terminate called without an active
+    # exception", rank 1, once in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
