@@ -34,7 +34,9 @@ worktree and run in a subprocess with its own config), idle and with a competing
 process on the machine. Each side fits all 4 views once (score: median reprojection
 error in the 3 well-calibrated views) and the 3 two-of-three good-view subsets (score:
 median error in the held-out good view); the errors are computed here, with the same
-code for both sides.
+code for both sides. A second table times ``tools/fit.py`` on that config end to end
+(imports, skeleton, every frame, export; ``--tool-runs`` alternating runs per side, the
+medians of wall and CPU seconds and the process's peak memory).
 """
 from __future__ import annotations
 
@@ -226,7 +228,52 @@ def _session_errors(report: dict, obs) -> dict:
     return out
 
 
-def mouse_session_table(before: str, loads=('idle', 'busy')) -> int:
+def _tool_run(checkout: Path, h5: Path, work: Path) -> dict:
+    """``tools/fit.py`` on the mouse config in ``checkout`` (its own code, one thread), on
+    the prepared session: wall and CPU seconds and peak memory of that process."""
+    model = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    cmd = [sys.executable, 'tools/fit.py', 'configs/fitting/mouse_multiview.py', '--work-dir',
+           str(work), '--threads', '1', '--no-progress', '--no-visualize', '--overwrite',
+           '--cfg-options', f'data.path={h5}', f'body_model.model_path={model}',
+           'data.sleap=None']  # the prepared session, wherever the checkout is
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f'tools/fit.py failed in {checkout} (exit {proc.returncode})')
+    return dict(wall=time.perf_counter() - start, cpu=usage.ru_utime + usage.ru_stime,
+                peak_mb=usage.ru_maxrss / 1024.0)
+
+
+def _end_to_end_rows(old: Path, h5: Path, tmp: Path, runs: int, load: str) -> list:
+    """``runs`` alternating tool runs of each side: (load, side, [reports])."""
+    reports = {'before': [], 'after': []}
+    for i in range(runs):
+        for side, path in (('before', old), ('after', ROOT)):
+            reports[side].append(_tool_run(path, h5, tmp / f'tool_{side}_{load}_{i}'))
+    return [(load, reports)]
+
+
+def _print_end_to_end(before: str, rows) -> None:
+    print(f'\n## tools/fit.py configs/fitting/mouse_multiview.py end to end (imports, fit, '
+          f'export), 1 thread: {before} (before) vs this checkout (after); median of the '
+          'alternating runs\n')
+    print('| load | runs | before s (CPU s) | after s (CPU s) | speed-up (wall, CPU) | '
+          'peak MB before -> after |')
+    print('|---|---|---|---|---|---|')
+    for load, reports in rows:
+        med = {side: {k: statistics.median(r[k] for r in runs) for k in ('wall', 'cpu', 'peak_mb')}
+               for side, runs in reports.items()}
+        b, a = med['before'], med['after']
+        print(f'| {load} | {len(reports["after"])} | {b["wall"]:.1f} ({b["cpu"]:.1f}) | '
+              f'{a["wall"]:.1f} ({a["cpu"]:.1f}) | {b["wall"] / a["wall"]:.2f}x, '
+              f'{b["cpu"] / a["cpu"]:.2f}x | {b["peak_mb"]:.0f} -> {a["peak_mb"]:.0f} |')
+
+
+def mouse_session_table(before: str, loads=('idle', 'busy'), tool_runs: int = 2) -> int:
     """``--mouse-session``: this checkout against ``before``, idle and/or busy."""
     from smilfit.apis.fitting import _OBSERVATION_KEYS, observations_from_batch
     from smilfit.datasets.hdf5_format import DatasetReader
@@ -244,13 +291,15 @@ def mouse_session_table(before: str, loads=('idle', 'busy')) -> int:
             batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS))
             obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
             obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
-            rows = []
+            rows, tool_rows = [], []
             for load in loads:
                 spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
                            if load == 'busy' else None)
                 try:
                     reports = {side: _run_session_fits(path, h5, tmp / f'{side}_{load}')
                                for side, path in (('before', old), ('after', ROOT))}
+                    if tool_runs:
+                        tool_rows += _end_to_end_rows(old, h5, tmp, tool_runs, load)
                 finally:
                     if spinner is not None:
                         spinner.kill()
@@ -261,6 +310,8 @@ def mouse_session_table(before: str, loads=('idle', 'busy')) -> int:
             subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(old)],
                            check=False)
     _print_session_table(before, rows)
+    if tool_rows:
+        _print_end_to_end(before, tool_rows)
     return 0
 
 
@@ -319,10 +370,15 @@ def main(argv=None) -> int:
                         help='the commit --mouse-session compares with')
     parser.add_argument('--loads', default='idle,busy',
                         help='--mouse-session: machine loads to time under (idle, busy)')
+    parser.add_argument('--tool-runs', type=int, default=2,
+                        help='--mouse-session: alternating end-to-end tools/fit.py runs per '
+                             'side and load (0: none)')
     args = parser.parse_args(argv)
+    if args.tool_runs < 0:
+        parser.error('--tool-runs must be >= 0')
     if args.mouse_session:
         torch.set_num_threads(1)
-        return mouse_session_table(args.before, tuple(args.loads.split(',')))
+        return mouse_session_table(args.before, tuple(args.loads.split(',')), args.tool_runs)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
