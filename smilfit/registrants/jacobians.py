@@ -174,31 +174,49 @@ class PointJacobian:
         self._pairs: Dict[tuple, Dict[str, Tensor]] = {}
         self._plans: Dict[tuple, dict] = {}
 
-    def _structure(self, attach: Optional[Tensor]) -> '_TermStructure':
-        """The term structure of the pool plus ``attach`` (X,) extra points: each a copy
-        of a pool point plus an offset carried by that point's joint (cached)."""
-        if attach is None or not attach.numel():
+    def _structure(self, attach: Optional[Tensor], keep: Optional[Tensor] = None
+                   ) -> '_TermStructure':
+        """The term structure of the pool points ``keep`` (K,) (sorted; default: all N,
+        renumbered 0..K-1) plus ``attach`` (X,) extra points (K + x): each a copy of a
+        pool point plus an offset carried by that point's joint (cached). Points no
+        handler reads are left out: their blocks would cost as much as the others."""
+        has_attach = attach is not None and bool(attach.numel())
+        if not has_attach and keep is None:
             return self.base
-        key = tuple(attach.tolist())
+        key = (tuple(attach.tolist()) if has_attach else (),
+               None if keep is None else tuple(keep.tolist()))
         if key not in self._attached:
             b = self.base
-            carriers = self.model.pool_joints.to(attach.device)[attach]
-            X, N = attach.numel(), self.num_points
-            # Copy every term of each base point onto its extra point ...
-            pick = b.point_sum[attach]                                   # (X, U)
-            x_idx, u_idx = torch.nonzero(pick, as_tuple=True)
-            # ... then one offset term per extra point (moment = offset, mass 0).
-            rows = torch.arange(X, device=attach.device)
-            zeros3 = torch.zeros(X, 3, dtype=b.term_m0.dtype, device=b.term_m0.device)
+            device = b.term_m0.device
+            if keep is None:
+                sel = torch.arange(b.term_point.numel(), device=device)
+                point, K = b.term_point, self.num_points
+            else:
+                keep = keep.to(device)
+                sel = torch.nonzero(torch.isin(b.term_point, keep)).flatten()
+                point, K = torch.searchsorted(keep, b.term_point[sel]), int(keep.numel())
+            parts = dict(point=[point], joint=[b.term_joint[sel]], m0=[b.term_m0[sel]],
+                         ms=[b.term_ms[sel]], mass=[b.term_mass[sel]])
+            X = int(attach.numel()) if has_attach else 0
+            if X:
+                carriers = self.model.pool_joints.to(device)[attach]
+                # Copy every term of each base point onto its extra point ...
+                pick = b.point_sum[attach]                                   # (X, U)
+                x_idx, u_idx = torch.nonzero(pick, as_tuple=True)
+                # ... then one offset term per extra point (moment = offset, mass 0).
+                rows = torch.arange(X, device=device)
+                for name, value in (('point', [K + x_idx, K + rows]),
+                                    ('joint', [b.term_joint[u_idx], carriers]),
+                                    ('m0', [b.term_m0[u_idx], torch.zeros(
+                                        X, 3, dtype=b.term_m0.dtype, device=device)]),
+                                    ('ms', [b.term_ms[u_idx], b.term_ms.new_zeros(
+                                        (X,) + b.term_ms.shape[1:])]),
+                                    ('mass', [b.term_mass[u_idx], b.term_mass.new_zeros(X)])):
+                    parts[name] += value
             self._attached[key] = _TermStructure.build(
-                self.model, self.sub,
-                torch.cat([b.term_point, N + x_idx, N + rows]),
-                torch.cat([b.term_joint, b.term_joint[u_idx], carriers]),
-                torch.cat([b.term_m0, b.term_m0[u_idx], zeros3]),
-                torch.cat([b.term_ms, b.term_ms[u_idx],
-                           b.term_ms.new_zeros((X,) + b.term_ms.shape[1:])]),
-                torch.cat([b.term_mass, b.term_mass[u_idx], b.term_mass.new_zeros(X)]),
-                N + X, num_offset_terms=X)
+                self.model, self.sub, *(torch.cat(parts[k]) for k in
+                                        ('point', 'joint', 'm0', 'ms', 'mass')),
+                K + X, num_offset_terms=X)
         return self._attached[key]
 
     def __call__(self, params: Mapping[str, Tensor], fitted: Sequence[str]
@@ -212,7 +230,8 @@ class PointJacobian:
 
     def sparse(self, params: Mapping[str, Tensor], fitted: Sequence[str],
                attach: Optional[Tensor] = None, offsets: Optional[Tensor] = None,
-               offset_rows: Optional[Tensor] = None, output=None) -> 'SparsePointJacobian':
+               offset_rows: Optional[Tensor] = None, output=None,
+               keep: Optional[Tensor] = None) -> 'SparsePointJacobian':
         """The Jacobian in its sparse form (rotation blocks per (point, joint) pair).
 
         Columns follow ``fitted``'s order, each parameter flattened row-major
@@ -234,9 +253,11 @@ class PointJacobian:
             output: the model's output at ``params`` when already computed (its
                 ``joints_kin``, ``joint_transforms`` and ``rot_mats`` are read), to
                 skip the forward pass.
+            keep: optional (K,) sorted pool points to compute (default: all N); the
+                points are then these K (in this order), then the attached ones.
         """
         model = self.model
-        st = self._structure(attach)
+        st = self._structure(attach, keep)
         attached_offsets = offsets
         check_supported(model, fitted, params)
         inputs = {k: params[k] for k in ('global_orient', 'body_pose', 'betas', 'transl',

@@ -307,6 +307,55 @@ def test_linear_prior_jacobians_are_computed_once_per_stage(model, monkeypatch):
         torch.testing.assert_close(cached.params[k], every.params[k])
 
 
+def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, monkeypatch):
+    """Joints below which no keypoint lies (an unlabelled tail) have only their L2 pose
+    prior: their columns are separable, stepped by a division, and the rest of the
+    system is factorised without them, to the same fit as the whole system."""
+    from smilfit.registrants import levenberg_marquardt as lm
+    names = [n for n in model.joint_names if not n.startswith('tail')]
+    keep = [model.joint_names.index(n) for n in names]
+    obs, _, _ = _problem(model, 3, noise=1.0)
+    obs['keypoints_2d'] = obs['keypoints_2d'][:, :, keep]
+    obs['confidence'] = obs['confidence'][:, :, keep]
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
+                dict(type='ShapePriorHandler', name='shape', weight=1e-2),
+                dict(type='PosePriorHandler', name='pose', weight=1.0)]
+    seen = {}
+    split = lm._column_split
+
+    def recording(problem):
+        if problem.separable_columns() is not None:
+            seen['mask'] = problem.separable_columns().clone()
+            seen['problem'] = problem
+        return split(problem)
+    monkeypatch.setattr(lm, '_column_split', recording)
+
+    def fit():
+        reg = _registrant(model, n_iter=15, handlers=handlers)
+        reg.setup(dict(keypoint_names=names))
+        return reg.fit(obs)
+    apart = fit()
+    mask, problem = seen['mask'], seen['problem']
+    # the tail's joints (body_pose columns 6 + 3 * (joint - 1)) and the leaves (their
+    # rotation moves no joint) are separable; the root, translation and shape are not
+    for j, name in enumerate(model.joint_names[1:], start=1):
+        cols = mask[6 + 3 * (j - 1):6 + 3 * j]
+        leaf = j not in model.parents.tolist()
+        assert bool(cols.all()) == (name.startswith('tail') or leaf), name
+    assert not bool(mask[:6].any()) and not bool(mask[6 + 3 * (model.num_joints - 1):].any())
+    assert int(mask.sum()) * 10 >= mask.numel()          # enough to take the split path
+    # structurally separable columns are numerically so at another point too
+    x = problem.initial_x() + 0.3 * torch.randn(problem.B, mask.numel(), dtype=torch.float64)
+    _, _, H = problem.linearize(x, torch.arange(problem.B))
+    off = H[:, mask][:, :, ~mask]
+    assert float(off.abs().max()) == 0.0
+    monkeypatch.setattr(lm.LeastSquaresProblem, 'separable_columns', lambda self: None)
+    whole = fit()
+    assert apart.history[0]['steps'] == whole.history[0]['steps']
+    for k in ('global_orient', 'body_pose', 'betas', 'transl'):
+        torch.testing.assert_close(apart.params[k], whole.params[k], rtol=1e-5, atol=1e-6)
+
+
 def test_float32_stages_stop_when_converged():
     """Float32 rounding noise in the cost (~1e-7 relative) must not keep a converged
     sample iterating to n_iter: a float32 fit stops within a few steps of the float64
