@@ -32,7 +32,7 @@ solver); priors on shared parameters only are evaluated once per group.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -148,10 +148,15 @@ class GroupLeastSquaresProblem:
                 group = group + (r * r).sum(1)
         return frame, group
 
-    def linearize(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor):
+    def linearize(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor,
+                  loc: Optional[Tensor] = None):
         """Frame terms ``(cost (n,), g (n, P), H (n, P, P))`` (P = Px + Py, per-frame
-        columns first) and group prior terms ``(cost (Ga,), g (Ga, Py), H (Ga, Py, Py))``."""
-        c, g, H = self.per_frame.linearize(self._z(x, y, idx, gidx), idx)
+        columns first) and group prior terms ``(cost (Ga,), g (Ga, Py), H (Ga, Py, Py))``.
+
+        ``loc`` (n,): each frame's row in ``gidx``; given, the frames' ``H`` is summed
+        per group, (Ga, P, P) (enough when no per-frame parameter is fitted)."""
+        reduce = None if loc is None else (loc, int(gidx.numel()))
+        c, g, H = self.per_frame.linearize(self._z(x, y, idx, gidx), idx, reduce)
         Ga, Py = gidx.numel(), self.Py
         gc = y.new_zeros(Ga)
         gg = y.new_zeros(Ga, Py)
@@ -270,15 +275,21 @@ def group_levenberg_marquardt(problem: GroupLeastSquaresProblem, max_iter: int,
             gidx = torch.nonzero(relin).flatten()
             idx = torch.nonzero(relin[groups]).flatten()
             loc = _local_index(groups[idx], gidx, G)
-            (c, g, H), (pc, pg, pH) = problem.linearize(x[idx], y[gidx], idx, gidx)
             Ga = gidx.numel()
-            V_new = _sum_into(H[:, Px:, Px:], loc, Ga) + pH
+            # Without per-frame parameters only the group sums of J^T J are needed:
+            # built summed, never as (n, P, P) per-frame matrices.
+            (c, g, H), (pc, pg, pH) = problem.linearize(x[idx], y[gidx], idx, gidx,
+                                                        loc if Px == 0 else None)
+            V_new = (H if Px == 0 else _sum_into(H[:, Px:, Px:], loc, Ga)) + pH
             gy_new = _sum_into(g[:, Px:], loc, Ga) + pg
             cost_new = _sum_into(c, loc, Ga) + pc
-            finite = torch.isfinite(c) & torch.isfinite(g.sum(1)) & torch.isfinite(H.sum((1, 2)))
+            finite = torch.isfinite(c) & torch.isfinite(g.sum(1))
+            if Px:
+                finite &= torch.isfinite(H.sum((1, 2)))
+                U[idx], W[idx] = H[:, :Px, :Px], H[:, :Px, Px:]
             bad = (_sum_into((~finite).to(dtype), loc, Ga) > 0) | ~torch.isfinite(cost_new) \
                 | ~torch.isfinite(gy_new.sum(1)) | ~torch.isfinite(V_new.sum((1, 2)))
-            U[idx], W[idx], gx[idx] = H[:, :Px, :Px], H[:, :Px, Px:], g[:, :Px]
+            gx[idx] = g[:, :Px]
             frame_cost[idx] = c
             V[gidx], gy[gidx], cost[gidx], prior_cost[gidx] = V_new.to(ldt), gy_new, cost_new, pc
             grad_max = torch.maximum(gy_new.abs().amax(1), _scatter_max(

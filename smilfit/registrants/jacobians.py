@@ -494,7 +494,8 @@ class SparsePointJacobian:
             D[:, rows, :, cols] = self.rot.permute(1, 3, 0, 2).reshape(-1, B, 3)
         return D
 
-    def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None
+    def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None,
+                         reduce: Optional[Tuple[Tensor, int]] = None
                          ) -> Tuple[Tensor, Tensor]:
         """``H = D^T blockdiag(info) D`` (B, P, P) and ``g = D^T grad`` (B, P).
 
@@ -509,6 +510,9 @@ class SparsePointJacobian:
             info: (B, N, 3, 3) per-point information matrices (``sum A^T A``).
             grad: (B, N, 3) per-point gradients (``sum A^T r``).
             dtype: precision of ``H`` (default: the Jacobian's).
+            reduce: optional ``(group (B,) long, G)``: ``H`` summed over each group's
+                samples, (G, P, P), built from the summed blocks without the (B, P, P)
+                per-sample matrices (parameters shared by a group's samples only).
         """
         B, N = self.points.shape[:2]
         P = self.num_params
@@ -522,15 +526,22 @@ class SparsePointJacobian:
                 self.plan[('normal', dtype)] = plan
         info = info.to(dtype)
         rot, dense = self.rot.to(dtype), self.dense.to(dtype)
-        H = torch.zeros(B, P * P, dtype=dtype, device=device)
+
+        def summed(values: Tensor) -> Tensor:   # (B, ...) -> (rows, ...)
+            if reduce is None:
+                return values
+            return values.new_zeros((reduce[1],) + values.shape[1:]).index_add_(
+                0, reduce[0], values)
+        rows = B if reduce is None else int(reduce[1])
+        H = torch.zeros(rows, P * P, dtype=dtype, device=device)
         g = torch.zeros(B, P, dtype=grad.dtype, device=device)
         E, Pd = self.rot_point.numel(), self.dense_col.numel()
         if E:
             # A_e = I_i d_e (B, E, 3, 3a), then d_e1^T A_e2 for the pairs of blocks on
             # one point (e1 <= e2), scattered to their place in H and mirrored.
             A = info.index_select(1, plan.i_e) @ rot
-            block = (rot.index_select(1, plan.e1).transpose(-1, -2)
-                     @ A.index_select(1, plan.e2)).flatten(1)      # (B, Q * 3a * 3b)
+            block = summed((rot.index_select(1, plan.e1).transpose(-1, -2)
+                            @ A.index_select(1, plan.e2)).flatten(1))  # (B, Q * 3a * 3b)
             H.index_add_(1, plan.rr_flat, block)
             H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
             rot_g = self.rot if grad.dtype == self.rot.dtype else self.rot.to(grad.dtype)
@@ -545,14 +556,14 @@ class SparsePointJacobian:
                 D.index_copy_(1, plan.rot_dense, rot.flatten(1))
             D.index_copy_(1, plan.dense_dense, dense.flatten(1))
             # (B, Pd, P); this order runs as a wide product (much faster than D^T Id)
-            cross = Id.transpose(1, 2) @ D.view(B, N * 3, P)
-            Hv = H.view(B, P, P)
+            cross = summed(Id.transpose(1, 2) @ D.view(B, N * 3, P))
+            Hv = H.view(rows, P, P)
             Hv.index_add_(1, self.dense_col, cross)
             # the mirror, without the dense x dense block twice
             Hv.index_add_(2, self.dense_col, (cross * plan.not_dense).transpose(1, 2))
             g.index_add_(1, self.dense_col, torch.einsum(
                 'bncp,bnc->bp', self.dense.to(grad.dtype), grad))
-        return H.view(B, P, P), g
+        return H.view(rows, P, P), g
 
 
 @dataclass

@@ -197,8 +197,12 @@ class LeastSquaresProblem:
                              for f in fields))
 
     # ---------------------------------------------------------- linearize
-    def linearize(self, x: Tensor, idx: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Cost (n,), ``g = J^T r`` (n, P) and ``H = J^T J`` (n, P, P) at ``x`` (n, P)."""
+    def linearize(self, x: Tensor, idx: Tensor, reduce: Optional[Tuple[Tensor, int]] = None
+                  ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Cost (n,), ``g = J^T r`` (n, P) and ``H = J^T J`` (n, P, P) at ``x`` (n, P).
+
+        ``reduce = (group (n,) long, G)``: ``H`` summed over each group's samples
+        instead, (G, P, P) (a stage fitting only shared parameters needs no more)."""
         params, obs = self.subset(idx, x)
         n, P = x.shape
         dtype, device = x.dtype, x.device
@@ -223,10 +227,11 @@ class LeastSquaresProblem:
                 grad_pts.index_add_(1, index, torch.einsum('ngmde,ngmd->nme', A, r))
             # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
             # (point, joint) pairs of the kinematic tree.
-            H, g_pts = jac.normal_equations(info, grad_pts, ldt)
+            H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce)
             g = g + g_pts
         if H is None:
-            H = torch.zeros(n, P, P, dtype=ldt, device=device)
+            H = torch.zeros(n if reduce is None else int(reduce[1]), P, P, dtype=ldt,
+                            device=device)
         # Which columns can meet another in J^T J: fixed by the structure (the point
         # blocks of the kinematic tree, the priors' columns), not by the values, which
         # may be zero by accident at one point (a rotation axis along a bone).
@@ -240,7 +245,7 @@ class LeastSquaresProblem:
                 continue
             r, Jp, cols = self._param_terms(h, params, obs, n)
             cost = cost + (r * r).sum(1)
-            add_param_block(H, g, r, Jp, cols)
+            add_param_block(H, g, r, Jp, cols, reduce)
             if coupled is not None and cols is not None and cols.numel():
                 if isinstance(Jp, ConstantJacobian):  # only its off-diagonal entries couple
                     gram = Jp.gram != 0
@@ -424,20 +429,28 @@ def _column_run(cols: Tensor):
     return cols
 
 
-def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]) -> None:
+def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor],
+                    reduce: Optional[Tuple[Tensor, int]] = None) -> None:
     """``H[:, cols, cols] += J^T J`` and ``g[:, cols] += J^T r`` in place, for one
     handler's parameter residuals ``r`` (n, R) with Jacobian ``jac`` (n, R, P_h) or a
     :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` or empty (no fitted
     parameters, or only empty ones such as K = 0 shape coefficients). Contiguous
     columns (one parameter) are updated through slices rather than advanced indexing,
-    which copies the block."""
+    which copies the block. ``reduce = (group (n,), G)``: ``H`` (G, P, P) holds each
+    group's sum (``g`` stays per sample)."""
     if cols is None or not cols.numel():
         return
     run = _column_run(cols)
     if isinstance(jac, ConstantJacobian):
         gram, grad = jac.gram.to(H.dtype)[None], (r @ jac.matrix).to(g.dtype)
+        if reduce is not None:  # the same block once per sample of the group
+            counts = torch.bincount(reduce[0], minlength=int(reduce[1])).to(H.dtype)
+            gram = counts[:, None, None] * gram
     else:
         gram, grad = (jac.transpose(1, 2) @ jac).to(H.dtype), torch.einsum('nrp,nr->np', jac, r)
+        if reduce is not None:
+            gram = gram.new_zeros((int(reduce[1]),) + gram.shape[1:]).index_add_(
+                0, reduce[0], gram)
     rows, columns = (run, run) if isinstance(run, slice) else (run[:, None], run[None, :])
     H[:, rows, columns] += gram
     g[:, run] += grad

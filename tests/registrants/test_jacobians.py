@@ -114,6 +114,46 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
         torch.testing.assert_close(gv, torch.einsum('bip,bi->bp', D, grad.reshape(B, -1)))
 
 
+def test_point_subsets_and_group_sums_of_the_normal_equations():
+    """``keep``: the Jacobian of some pool points equals those rows of the whole one;
+    ``reduce``: the normal equations (and a prior's block) summed per group equal the
+    per-sample ones summed."""
+    from smilfit.registrants.jacobians import PointJacobian
+    from smilfit.registrants.levenberg_marquardt import ConstantJacobian, add_param_block
+    model = SMILModel(data=demo_model_data(), dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    B, J = 5, model.num_joints
+    params = dict(global_orient=torch.randn(B, 3, generator=g, dtype=torch.float64),
+                  body_pose=0.3 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
+                  betas=torch.randn(B, model.num_betas, generator=g, dtype=torch.float64),
+                  transl=torch.randn(B, 3, generator=g, dtype=torch.float64))
+    fitted = ['global_orient', 'transl', 'body_pose', 'betas']
+    jacobian = PointJacobian(model)
+    whole = jacobian.sparse(params, fitted)
+    keep = torch.tensor([0, 3, 6, 12, 19])
+    part = jacobian.sparse(params, fitted, keep=keep)
+    torch.testing.assert_close(part.points, whole.points[:, keep])
+    torch.testing.assert_close(part.to_dense(), whole.to_dense()[:, keep])
+    N = part.points.shape[1]
+    A = torch.randn(B, N, 4, 3, generator=g, dtype=torch.float64)
+    info, grad = A.transpose(-1, -2) @ A, torch.randn(B, N, 3, generator=g, dtype=torch.float64)
+    group = torch.tensor([1, 0, 1, 2, 1])
+    H, gv = part.normal_equations(info, grad)
+    Hs, gs = part.normal_equations(info, grad, reduce=(group, 3))
+    expected = torch.zeros(3, *H.shape[1:], dtype=H.dtype).index_add_(0, group, H)
+    torch.testing.assert_close(Hs, expected)
+    torch.testing.assert_close(gs, gv)                       # gradients stay per sample
+    r = torch.randn(B, 4, generator=g, dtype=torch.float64)
+    cols = torch.tensor([4, 9, 10])
+    for jac in (ConstantJacobian(torch.randn(4, 3, generator=g, dtype=torch.float64), cols),
+                torch.randn(B, 4, 3, generator=g, dtype=torch.float64)):
+        per, summed = H.clone(), Hs.clone()
+        add_param_block(per, gv.clone(), r, jac, cols)
+        add_param_block(summed, gv.clone(), r, jac, cols, reduce=(group, 3))
+        torch.testing.assert_close(
+            summed, torch.zeros_like(Hs).index_add_(0, group, per))
+
+
 @pytest.mark.parametrize('which', ['demo', 'mouse'])
 def test_attached_joint_frame_offsets_match_autograd(which, request):
     """Points with joint-frame offsets (``pool point + M_j o``, the handlers' own
