@@ -26,6 +26,13 @@ Usage::
     python benchmarks/fitting.py --device cuda --frames 100000 --chunk-size 8192 \
         --loop-frames 0 --repeats 1
     python benchmarks/fitting.py --mouse-session      # the real mouse config, vs 362b364
+    python benchmarks/fitting.py --side-by-side       # the stick benchmark, vs 362b364
+
+``--side-by-side`` runs this synthetic benchmark (its ``--model``, ``--frames``,
+``--optimizer``, ...; batched fit only) with this checkout's code and with the code of
+``--before``, each side in its own subprocess on one thread, ``--rounds`` alternating
+runs of ``--repeats`` fits per side, idle and beside a busy process (``--loads``), on the
+same observations: frames/s (median) and joint errors of both sides.
 
 ``--mouse-session`` times the real config ``configs/fitting/mouse_multiview.py`` (all its
 stages) on the shared 4-camera session (120 frames, one animal, float64, one thread),
@@ -62,6 +69,7 @@ from smilfit.body_models import SMILModel, demo_model_data, load_model_data  # n
 from smilfit.cameras import project_points, projection_matrices, triangulate_dlt  # noqa: E402
 from smilfit.datasets.synthetic import ring_cameras  # noqa: E402
 from smilfit.registrants import SMILRegistrant  # noqa: E402
+from smilfit.utils.allocator import keep_freed_memory  # noqa: E402
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
 
@@ -112,6 +120,14 @@ def registrant(model: SMILModel, iterations: int, optimizer: str = 'lm',
     iterations (closed-form Jacobians). ``'lbfgs'``: a rigid stage then ``iterations``
     x 50 per-sample L-BFGS iterations.
     """
+    handlers, stages = registrant_config(iterations, optimizer, linear_dtype)
+    reg = SMILRegistrant(body_model=model, handlers=handlers, stages=stages)
+    reg.setup(dict(keypoint_names=model.joint_names))
+    return reg
+
+
+def registrant_config(iterations: int, optimizer: str = 'lm', linear_dtype: str = 'float32'):
+    """The handlers and stages of :func:`registrant` (plain dicts)."""
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints',
                      loss=dict(type='KeypointMSELoss')),
                 dict(type='ShapePriorHandler', name='shape_prior', weight=1e-2,
@@ -125,9 +141,7 @@ def registrant(model: SMILModel, iterations: int, optimizer: str = 'lm',
                        optimizer=dict(type='LBFGS', max_iter=30)),
                   dict(name='full', fit=fit, n_iter=iterations,
                        optimizer=dict(type='LBFGS', max_iter=50))]
-    reg = SMILRegistrant(body_model=model, handlers=handlers, stages=stages)
-    reg.setup(dict(keypoint_names=model.joint_names))
-    return reg
+    return handlers, stages
 
 
 def joint_error(pred: torch.Tensor, truth: torch.Tensor, length: float) -> float:
@@ -163,6 +177,11 @@ from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.registry import REGISTRANTS
 from smilfit.utils import register_all_modules
 h5, model_path, out, fits = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+try:  # the checkout's own process settings, where it has them (tools/fit.py applies them)
+    from smilfit.utils.allocator import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 register_all_modules()
 cfg = Config.fromfile('configs/fitting/mouse_multiview.py')
 reader = DatasetReader(h5)
@@ -189,6 +208,121 @@ for name, views in fits.items():
                         data_index=handler.data_index.tolist(), cameras=cams)
 json.dump(report, open(f'{out}/report.json', 'w'))
 """
+
+
+#: Run in a checkout (cwd) with its own code: the synthetic benchmark's fit of the
+#: observations saved by the parent, ``repeats`` times; saves the fitted joints and times.
+_SYNTHETIC_WORKER = r"""
+import json, statistics, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+from smilfit.body_models import SMILModel, demo_model_data, load_model_data
+from smilfit.registrants import SMILRegistrant
+spec = json.loads(sys.argv[1])
+try:  # the checkout's own process settings, where it has them (tools/fit.py applies them)
+    from smilfit.utils.allocator import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
+data = demo_model_data() if spec['model'] == 'demo' else load_model_data(spec['model'])
+model = SMILModel(data=data, dtype=getattr(torch, spec['dtype']))
+reg = SMILRegistrant(body_model=model, handlers=spec['handlers'], stages=spec['stages'])
+reg.setup(dict(keypoint_names=model.joint_names))
+def load(name):
+    obs = torch.load(spec['dir'] + '/' + name + '.pt', weights_only=True)
+    return {k: (v.to(model.dtype) if v.is_floating_point() else v) for k, v in obs.items()}
+reg.fit(load('warmup'))  # one-time set-up
+report = {}
+for case in spec['cases']:
+    obs, walls, cpus = load(case), [], []
+    for _ in range(spec['repeats']):
+        wall, cpu = time.perf_counter(), time.process_time()
+        joints = reg.fit(obs).output.joints
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    np.save(spec['dir'] + '/' + case + '_' + spec['side'] + '.npy',
+            joints.detach().double().numpy())
+    report[case] = dict(wall=statistics.median(walls), cpu=statistics.median(cpus))
+json.dump(report, open(spec['dir'] + '/report_' + spec['side'] + '.json', 'w'))
+"""
+
+#: The synthetic benchmark's cases: name -> (pixel noise, fraction of missing points).
+SYNTHETIC_CASES = {'noise-free': (0.0, 0.0), '2 px, 20 % missing': (2.0, 0.2)}
+
+
+def synthetic_side_by_side(args) -> int:
+    """``--side-by-side``: the synthetic benchmark in this checkout and in ``--before``
+    (a temporary worktree), each in a subprocess with its own code, one thread,
+    alternating, under each of ``--loads``."""
+    model = load_model(args.model)
+    path = 'demo' if args.model == 'demo' else str(
+        SHARED_MODELS / dict(stick='SMILy_STICK.pkl', mouse='SMILy_Mouse_static_joints.pkl')[
+            args.model])
+    iterations = args.iterations or (8 if args.optimizer == 'lm' else 25)
+    handlers, stages = registrant_config(iterations, args.optimizer, args.linear_dtype)
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    rows = []
+    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp:
+        tmp = Path(tmp)
+        old = tmp / 'before'
+        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(old),
+                        args.before], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        try:
+            truths, dlts = {}, {}
+            torch.save(make_problem(model, 2, 0.0, 0.0, seed=1)[0], tmp / 'warmup.pt')
+            names = {case: f'case{i}' for i, case in enumerate(SYNTHETIC_CASES)}
+            for case, (noise, missing) in SYNTHETIC_CASES.items():
+                obs, truth, length = make_problem(model, args.frames, noise, missing, seed=0)
+                torch.save(obs, tmp / f'{names[case]}.pt')
+                P = projection_matrices(obs['R'][0], obs['t'][0], obs['K'][0])
+                truths[case] = truth
+                dlts[case] = joint_error(triangulate_dlt(obs['keypoints_2d'], P,
+                                                         obs['confidence']), truth, length)
+            for load in args.loads.split(','):
+                spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+                           if load == 'busy' else None)
+                runs = {'before': [], 'after': []}
+                try:
+                    for _ in range(args.rounds):
+                        for side, checkout in (('before', old), ('after', ROOT)):
+                            spec = dict(model=path, dtype=args.dtype, handlers=handlers,
+                                        stages=stages, dir=str(tmp), side=side,
+                                        cases=list(names.values()), repeats=args.repeats)
+                            subprocess.run([sys.executable, '-c', _SYNTHETIC_WORKER,
+                                            json.dumps(spec)], cwd=checkout, check=True,
+                                           env=dict(env, PYTHONPATH=str(checkout)),
+                                           stdout=subprocess.DEVNULL)
+                            runs[side].append(json.loads(
+                                (tmp / f'report_{side}.json').read_text()))
+                finally:
+                    if spinner is not None:
+                        spinner.kill()
+                        spinner.wait()
+                for case, name in names.items():
+                    med = {side: {k: statistics.median(r[name][k] for r in reports)
+                                  for k in ('wall', 'cpu')} for side, reports in runs.items()}
+                    errors = {side: joint_error(torch.as_tensor(np.load(
+                        tmp / f'{name}_{side}.npy')), truths[case], length)
+                        for side in runs}
+                    rows.append((load, case, med, errors, dlts[case]))
+        finally:
+            subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(old)],
+                           check=False)
+    print(f'\n## {args.model}: {model.num_joints} joints, 4 views, {args.frames} frames, '
+          f'{args.optimizer} x{iterations}, {args.dtype}, 1 thread: {args.before} (before) vs '
+          f'this checkout (after), median of {args.rounds} alternating runs of '
+          f'{args.repeats} fits\n')
+    print('| load | case | before frames/s (CPU s) | after frames/s (CPU s) | speed-up (wall, '
+          'CPU) | joint error before -> after (% body) | DLT (% body) |')
+    print('|---|---|---|---|---|---|---|')
+    for load, case, med, errors, dlt in rows:
+        b, a = med['before'], med['after']
+        print(f'| {load} | {case} | {args.frames / b["wall"]:.1f} ({b["cpu"]:.3f}) | '
+              f'{args.frames / a["wall"]:.1f} ({a["cpu"]:.3f}) | {b["wall"] / a["wall"]:.2f}x, '
+              f'{b["cpu"] / a["cpu"]:.2f}x | {errors["before"]:.4f} -> {errors["after"]:.4f} '
+              f'| {dlt:.3f} |')
+    return 0
 
 
 def _session_h5(workdir: Path) -> Path:
@@ -366,16 +500,28 @@ def main(argv=None) -> int:
     parser.add_argument('--mouse-session', action='store_true',
                         help='time the real mouse config on the shared session against '
                              '--before (see above) instead of the synthetic benchmark')
+    parser.add_argument('--side-by-side', action='store_true',
+                        help='time this synthetic benchmark (--model, --frames, ...) in '
+                             'this checkout and in --before, one thread, under --loads')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='--side-by-side: alternating runs per side and load')
     parser.add_argument('--before', default='362b364',
-                        help='the commit --mouse-session compares with')
+                        help='the commit --mouse-session and --side-by-side compare with')
     parser.add_argument('--loads', default='idle,busy',
-                        help='--mouse-session: machine loads to time under (idle, busy)')
+                        help='--mouse-session, --side-by-side: machine loads to time under '
+                             '(idle, busy)')
     parser.add_argument('--tool-runs', type=int, default=2,
                         help='--mouse-session: alternating end-to-end tools/fit.py runs per '
                              'side and load (0: none)')
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as tools/fit.py does
     if args.tool_runs < 0:
         parser.error('--tool-runs must be >= 0')
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error('--rounds and --repeats must be >= 1')
+    if args.side_by_side:
+        torch.set_num_threads(1)
+        return synthetic_side_by_side(args)
     if args.mouse_session:
         torch.set_num_threads(1)
         return mouse_session_table(args.before, tuple(args.loads.split(',')), args.tool_runs)

@@ -73,8 +73,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.utils import register_all_modules
+    from smilfit.utils.allocator import keep_freed_memory
     from smilfit.utils.setup_env import FITTING_PACKAGES
     from smilfit.utils.run_log import tee_to_log
+    keep_freed_memory()  # the solver's large buffers are reused, not faulted in anew
 
     if args.threads < 1:
         return report_error('fit', ValueError('--threads must be >= 1'))

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .damped_solve import damped_step, plan_solve
 from .jacobians import PointJacobian, UnsupportedJacobian, check_supported
 
 Tensor = torch.Tensor
@@ -135,9 +136,9 @@ class LeastSquaresProblem:
         self.cost_returns_output = bool(cost_returns_output)
         # The last cost evaluation's samples (n,), points (n, P) and model output.
         self._last_forward = None
-        # (P,) bool: columns that share no normal-equation entry with another column
-        # (set by the first linearisation; see separable_columns).
-        self._separable: Optional[Tensor] = None
+        # (P, P) bool: the columns that can meet in J^T J (set by the first
+        # linearisation; see column_coupling).
+        self._coupling: Optional[Tensor] = None
         # (handlers read directly, handlers with offsets, device), the pool points
         # computed (None: all) and the direct handlers' rows: see _attached_points.
         self._layout = None
@@ -232,38 +233,45 @@ class LeastSquaresProblem:
         if H is None:
             H = torch.zeros(n if reduce is None else int(reduce[1]), P, P, dtype=ldt,
                             device=device)
-        # Which columns can meet another in J^T J: fixed by the structure (the point
-        # blocks of the kinematic tree, the priors' columns), not by the values, which
-        # may be zero by accident at one point (a rotation axis along a bone).
-        coupled = torch.zeros(P, dtype=torch.bool, device=device) \
-            if self._separable is None else None
-        if coupled is not None and point_handlers:
-            coupled[jac.dense_col] = True
-            coupled[(jac.rot_col[:, None] + torch.arange(3, device=device)).flatten()] = True
+        # Which columns can meet in J^T J: fixed by the structure (the point blocks of
+        # the kinematic tree, the priors' columns), not by the values, which may be zero
+        # by accident at one point (a rotation axis along a bone).
+        coupling = None
+        if self._coupling is None:
+            coupling = torch.zeros(P, P, dtype=torch.bool)
+            if point_handlers:
+                coupling |= _point_coupling(jac, P)
         for h in self.handlers:
             if h.residual_kind != 'params':
                 continue
             r, Jp, cols = self._param_terms(h, params, obs, n)
             cost = cost + (r * r).sum(1)
             add_param_block(H, g, r, Jp, cols, reduce)
-            if coupled is not None and cols is not None and cols.numel():
-                if isinstance(Jp, ConstantJacobian):  # only its off-diagonal entries couple
-                    gram = Jp.gram != 0
-                    gram.fill_diagonal_(False)
-                    coupled[cols[gram.any(1)]] = True
-                else:
-                    coupled[cols] = True
-        if coupled is not None:
-            self._separable = ~coupled
+            if coupling is not None and cols is not None and cols.numel():
+                c = cols.cpu()
+                coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
+                    if isinstance(Jp, ConstantJacobian) else True
+        if coupling is not None:
+            self._coupling = coupling
         return cost, g, H
+
+    def column_coupling(self) -> Optional[Tensor]:
+        """(P, P) bool on the CPU: the columns that can meet in ``J^T J`` (some point
+        residual reads both, or a prior couples them), known after the first
+        :meth:`linearize`; ``None`` before. It decides how the damped system is solved
+        (:mod:`.damped_solve`)."""
+        return self._coupling
 
     def separable_columns(self) -> Optional[Tensor]:
         """(P,) bool: the columns whose only entry in ``J^T J`` is their diagonal (no
         point residual reads them; at most priors separable per column, such as an L2
-        pose prior on a joint no keypoint lies below), known after the first
-        :meth:`linearize`; ``None`` before. Their Levenberg-Marquardt steps are scalar
-        divisions, and the rest is solved without them."""
-        return self._separable
+        pose prior on a joint no keypoint lies below); ``None`` before the first
+        :meth:`linearize`. Their Levenberg-Marquardt steps are divisions."""
+        if self._coupling is None:
+            return None
+        off = self._coupling.clone()
+        off.fill_diagonal_(False)
+        return ~off.any(1)
 
     def _attached_points(self, handlers, params, device):
         """Each handler's rows in the Jacobian's points: the pool points some handler
@@ -512,7 +520,7 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     done = torch.zeros(B, dtype=torch.bool, device=device)
     diverged = torch.zeros(B, dtype=torch.bool, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)   # needs a linearisation
-    separable = None
+    plan = False   # how to solve the damped system: decided after the first linearisation
     iterations = 0
     for it in range(max_iter):
         relin = stale & ~done
@@ -531,8 +539,11 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             converged = gg.abs().amax(1) <= gtol
             done[idx[bad | converged]] = True
             stale[idx] = False
-            if separable is None:
-                separable = _column_split(problem)
+            if plan is False:  # the structure is known after the first linearisation
+                coupling = getattr(problem, 'column_coupling', lambda: None)()
+                plan = None if coupling is None else plan_solve(coupling)
+                if plan is not None:
+                    plan = plan.to(device)
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break
@@ -547,8 +558,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             D = diag.mean(1, keepdim=True).expand_as(diag)
         else:
             D = torch.maximum(diag, 1e-9 * diag.amax(1, keepdim=True).clamp_min(1e-30))
-        step, info, curvature = _damped_step(Ha, ga, (lam[active, None] * D).to(Ha.dtype),
-                                             separable)
+        step, info, curvature = damped_step(Ha, ga, (lam[active, None] * D).to(Ha.dtype),
+                                            plan)
         step = torch.where((info == 0)[:, None], step.to(dtype), torch.zeros_like(ga))
         trial = xa + step
         new_cost = problem.cost(trial, active)
@@ -579,62 +590,15 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     return x, cost, diverged, iterations
 
 
-def _column_split(problem) -> Tuple[Optional[Tensor], ...]:
-    """The problem's coupled column indices (Pc,), their places in the flattened
-    (P * P) system (Pc * Pc,) and the separable column indices, or ``(None, None,
-    None)`` when fewer than a tenth of the columns are separable: gathering the coupled
-    block costs about as much as factorising 10 % more columns saves."""
-    mask = problem.separable_columns() if hasattr(problem, 'separable_columns') else None
-    if mask is None or int(mask.sum()) * 10 < mask.numel():
-        return None, None, None
-    coupled = torch.nonzero(~mask).flatten()
-    flat = (coupled[:, None] * mask.numel() + coupled[None, :]).flatten()
-    return coupled, flat, torch.nonzero(mask).flatten()
-
-
-def _damped_step(H: Tensor, g: Tensor, damping: Tensor, split) -> Tuple[Tensor, Tensor, Tensor]:
-    """The step ``-(H + diag(damping))^-1 g`` (n, P), the factorisation's ``info``
-    (n,) (0: succeeded) and the curvature ``step^T H step`` (n,), in ``H``'s dtype.
-
-    ``split`` = :func:`_column_split`'s (coupled, their flat places, separable) (or
-    ``None``s): the separable columns meet no other column in ``H``, so their steps are
-    divisions and only the coupled block is factorised: a model whose unobserved
-    joints carry no data factorises a system of the observed joints only (the same
-    step).
-    """
-    coupled, flat, separable = split if split is not None else (None, None, None)
-    diag = H.diagonal(dim1=-2, dim2=-1)
-    if coupled is None:
-        # Damp the diagonal in place (the factorisation copies H anyway) and restore it
-        # exactly afterwards: no copy of the (n, P, P) matrices.
-        undamped = diag.clone()
-        diag.add_(damping)
-        chol, info = torch.linalg.cholesky_ex(H)
-        diag.copy_(undamped)
-        step = -torch.cholesky_solve(g.unsqueeze(-1).to(chol.dtype), chol).squeeze(-1)
-        curvature = (step.unsqueeze(1) @ H @ step.unsqueeze(-1)).flatten()
-        return step, info, curvature
-    n, Pc = H.shape[0], coupled.numel()
-    Hc = H.reshape(n, -1).index_select(1, flat).view(n, Pc, Pc)
-    diag_c = Hc.diagonal(dim1=-2, dim2=-1)
-    undamped = diag_c.clone()
-    diag_c.add_(damping.index_select(1, coupled))
-    chol, info = torch.linalg.cholesky_ex(Hc)
-    diag_c.copy_(undamped)
-    gc = g.index_select(1, coupled).to(chol.dtype)
-    step_c = -torch.cholesky_solve(gc.unsqueeze(-1), chol).squeeze(-1)
-    d_s = diag.index_select(1, separable)
-    denom = d_s + damping.index_select(1, separable)
-    g_s = g.index_select(1, separable).to(H.dtype)
-    # A column nothing constrains and nothing damps (denominator 0) has gradient 0.
-    step_s = torch.where(denom > 0, -g_s / denom.clamp_min(torch.finfo(H.dtype).tiny),
-                         torch.zeros_like(g_s))
-    step = H.new_empty(g.shape)
-    step[:, coupled] = step_c
-    step[:, separable] = step_s
-    curvature = ((step_c.unsqueeze(1) @ Hc @ step_c.unsqueeze(-1)).flatten()
-                 + (d_s * step_s * step_s).sum(1))
-    return step, info, curvature
+def _point_coupling(jac, P: int) -> Tensor:
+    """(P, P) bool on the CPU: the columns some point of the sparse Jacobian ``jac``
+    depends on together (its rotation blocks' columns and the dense columns)."""
+    points = jac.points.shape[1]
+    touches = torch.zeros(points, P, dtype=torch.float32)
+    cols = (jac.rot_col[:, None] + torch.arange(3, device=jac.rot_col.device)).cpu()
+    touches[jac.rot_point.cpu()[:, None].expand_as(cols), cols] = 1.0
+    touches[:, jac.dense_col.cpu()] = 1.0
+    return (touches.T @ touches) > 0
 
 
 __all__ = ['LM_NAMES', 'LMOptions', 'LeastSquaresProblem', 'levenberg_marquardt',

@@ -321,21 +321,21 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
                 dict(type='ShapePriorHandler', name='shape', weight=1e-2),
                 dict(type='PosePriorHandler', name='pose', weight=1.0)]
     seen = {}
-    split = lm._column_split
+    coupling = lm.LeastSquaresProblem.column_coupling
 
     def recording(problem):
-        if problem.separable_columns() is not None:
-            seen['mask'] = problem.separable_columns().clone()
-            seen['problem'] = problem
-        return split(problem)
-    monkeypatch.setattr(lm, '_column_split', recording)
+        seen['problem'] = problem
+        return coupling(problem)
+    monkeypatch.setattr(lm.LeastSquaresProblem, 'column_coupling', recording)
 
     def fit():
         reg = _registrant(model, n_iter=15, handlers=handlers)
         reg.setup(dict(keypoint_names=names))
         return reg.fit(obs)
     apart = fit()
-    mask, problem = seen['mask'], seen['problem']
+    problem = seen['problem']
+    mask = problem.separable_columns()
+    assert lm.plan_solve(problem.column_coupling()) is not None     # the split is used
     # the tail's joints (body_pose columns 6 + 3 * (joint - 1)) and the leaves (their
     # rotation moves no joint) are separable; the root, translation and shape are not
     for j, name in enumerate(model.joint_names[1:], start=1):
@@ -343,13 +343,12 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
         leaf = j not in model.parents.tolist()
         assert bool(cols.all()) == (name.startswith('tail') or leaf), name
     assert not bool(mask[:6].any()) and not bool(mask[6 + 3 * (model.num_joints - 1):].any())
-    assert int(mask.sum()) * 10 >= mask.numel()          # enough to take the split path
     # structurally separable columns are numerically so at another point too
     x = problem.initial_x() + 0.3 * torch.randn(problem.B, mask.numel(), dtype=torch.float64)
     _, _, H = problem.linearize(x, torch.arange(problem.B))
     off = H[:, mask][:, :, ~mask]
     assert float(off.abs().max()) == 0.0
-    monkeypatch.setattr(lm.LeastSquaresProblem, 'separable_columns', lambda self: None)
+    monkeypatch.setattr(lm, 'plan_solve', lambda coupling: None)    # one factorisation
     whole = fit()
     assert apart.history[0]['steps'] == whole.history[0]['steps']
     for k in ('global_orient', 'body_pose', 'betas', 'transl'):
