@@ -560,11 +560,13 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             D = torch.maximum(diag, 1e-9 * diag.amax(1, keepdim=True).clamp_min(1e-30))
         step, info, curvature = damped_step(Ha, ga, (lam[active, None] * D).to(Ha.dtype),
                                             plan)
-        step = torch.where((info == 0)[:, None], step.to(dtype), torch.zeros_like(ga))
+        factorised = info == 0
+        step = torch.where(factorised[:, None], step.to(dtype), torch.zeros_like(ga))
         trial = xa + step
         new_cost = problem.cost(trial, active)
         old_cost = cost[active]
-        predicted = -(2.0 * (ga * step).sum(1) + curvature.to(dtype))
+        predicted = -(2.0 * (ga * step).sum(1)
+                      + torch.where(factorised, curvature, 0.0).to(dtype))
         actual = old_cost - new_cost
         accept = (info == 0) & torch.isfinite(new_cost) & (actual > 0)
         rho = actual / predicted.clamp_min(1e-300)
