@@ -48,6 +48,7 @@ medians of wall and CPU seconds and the process's peak memory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import json
 import statistics
@@ -250,6 +251,31 @@ json.dump(report, open(spec['dir'] + '/report_' + spec['side'] + '.json', 'w'))
 SYNTHETIC_CASES = {'noise-free': (0.0, 0.0), '2 px, 20 % missing': (2.0, 0.2)}
 
 
+@contextlib.contextmanager
+def _checkout(rev: str, where: Path):
+    """A temporary git worktree of ``rev`` at ``where`` (removed afterwards)."""
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(where), rev],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield where
+    finally:
+        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(where)],
+                       check=False)
+
+
+@contextlib.contextmanager
+def _machine_load(load: str):
+    """``'busy'``: a process spinning on a core meanwhile; ``'idle'``: nothing."""
+    spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+               if load == 'busy' else None)
+    try:
+        yield
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+
+
 def synthetic_side_by_side(args) -> int:
     """``--side-by-side``: the synthetic benchmark in this checkout and in ``--before``
     (a temporary worktree), each in a subprocess with its own code, one thread,
@@ -262,53 +288,39 @@ def synthetic_side_by_side(args) -> int:
     handlers, stages = registrant_config(iterations, args.optimizer, args.linear_dtype)
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     rows = []
-    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp:
+    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp, \
+            _checkout(args.before, Path(tmp) / 'before') as old:
         tmp = Path(tmp)
-        old = tmp / 'before'
-        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(old),
-                        args.before], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        try:
-            truths, dlts = {}, {}
-            torch.save(make_problem(model, 2, 0.0, 0.0, seed=1)[0], tmp / 'warmup.pt')
-            names = {case: f'case{i}' for i, case in enumerate(SYNTHETIC_CASES)}
-            for case, (noise, missing) in SYNTHETIC_CASES.items():
-                obs, truth, length = make_problem(model, args.frames, noise, missing, seed=0)
-                torch.save(obs, tmp / f'{names[case]}.pt')
-                P = projection_matrices(obs['R'][0], obs['t'][0], obs['K'][0])
-                truths[case] = truth
-                dlts[case] = joint_error(triangulate_dlt(obs['keypoints_2d'], P,
-                                                         obs['confidence']), truth, length)
-            for load in args.loads.split(','):
-                spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
-                           if load == 'busy' else None)
-                runs = {'before': [], 'after': []}
-                try:
-                    for _ in range(args.rounds):
-                        for side, checkout in (('before', old), ('after', ROOT)):
-                            spec = dict(model=path, dtype=args.dtype, handlers=handlers,
-                                        stages=stages, dir=str(tmp), side=side,
-                                        cases=list(names.values()), repeats=args.repeats)
-                            subprocess.run([sys.executable, '-c', _SYNTHETIC_WORKER,
-                                            json.dumps(spec)], cwd=checkout, check=True,
-                                           env=dict(env, PYTHONPATH=str(checkout)),
-                                           stdout=subprocess.DEVNULL)
-                            runs[side].append(json.loads(
-                                (tmp / f'report_{side}.json').read_text()))
-                finally:
-                    if spinner is not None:
-                        spinner.kill()
-                        spinner.wait()
-                for case, name in names.items():
-                    med = {side: {k: statistics.median(r[name][k] for r in reports)
-                                  for k in ('wall', 'cpu')} for side, reports in runs.items()}
-                    errors = {side: joint_error(torch.as_tensor(np.load(
-                        tmp / f'{name}_{side}.npy')), truths[case], length)
-                        for side in runs}
-                    rows.append((load, case, med, errors, dlts[case]))
-        finally:
-            subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(old)],
-                           check=False)
+        truths, dlts = {}, {}
+        torch.save(make_problem(model, 2, 0.0, 0.0, seed=1)[0], tmp / 'warmup.pt')
+        names = {case: f'case{i}' for i, case in enumerate(SYNTHETIC_CASES)}
+        for case, (noise, missing) in SYNTHETIC_CASES.items():
+            obs, truth, length = make_problem(model, args.frames, noise, missing, seed=0)
+            torch.save(obs, tmp / f'{names[case]}.pt')
+            P = projection_matrices(obs['R'][0], obs['t'][0], obs['K'][0])
+            truths[case] = truth
+            dlts[case] = joint_error(triangulate_dlt(obs['keypoints_2d'], P,
+                                                     obs['confidence']), truth, length)
+        for load in args.loads.split(','):
+            runs = {'before': [], 'after': []}
+            with _machine_load(load):
+                for _ in range(args.rounds):
+                    for side, checkout in (('before', old), ('after', ROOT)):
+                        spec = dict(model=path, dtype=args.dtype, handlers=handlers,
+                                    stages=stages, dir=str(tmp), side=side,
+                                    cases=list(names.values()), repeats=args.repeats)
+                        subprocess.run([sys.executable, '-c', _SYNTHETIC_WORKER,
+                                        json.dumps(spec)], cwd=checkout, check=True,
+                                       env=dict(env, PYTHONPATH=str(checkout)),
+                                       stdout=subprocess.DEVNULL)
+                        runs[side].append(json.loads(
+                            (tmp / f'report_{side}.json').read_text()))
+            for case, name in names.items():
+                med = {side: {k: statistics.median(r[name][k] for r in reports)
+                              for k in ('wall', 'cpu')} for side, reports in runs.items()}
+                errors = {side: joint_error(torch.as_tensor(np.load(
+                    tmp / f'{name}_{side}.npy')), truths[case], length) for side in runs}
+                rows.append((load, case, med, errors, dlts[case]))
     print(f'\n## {args.model}: {model.num_joints} joints, 4 views, {args.frames} frames, '
           f'{args.optimizer} x{iterations}, {args.dtype}, 1 thread: {args.before} (before) vs '
           f'this checkout (after), median of {args.rounds} alternating runs of '
@@ -414,35 +426,23 @@ def mouse_session_table(before: str, loads=('idle', 'busy'), tool_runs: int = 2)
     if not SESSION.is_dir():
         print(f'skipped: {SESSION} is not available')
         return 0
-    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp:
+    with tempfile.TemporaryDirectory(prefix='smilfit-bench-') as tmp, \
+            _checkout(before, Path(tmp) / 'before') as old:
         tmp = Path(tmp)
-        old = tmp / 'before'
-        subprocess.run(['git', '-C', str(ROOT), 'worktree', 'add', '--detach', str(old), before],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            h5 = _session_h5(tmp)
-            reader = DatasetReader(h5)
-            batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS))
-            obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
-            obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
-            rows, tool_rows = [], []
-            for load in loads:
-                spinner = (subprocess.Popen([sys.executable, '-c', 'while True: pass'])
-                           if load == 'busy' else None)
-                try:
-                    reports = {side: _run_session_fits(path, h5, tmp / f'{side}_{load}')
-                               for side, path in (('before', old), ('after', ROOT))}
-                    if tool_runs:
-                        tool_rows += _end_to_end_rows(old, h5, tmp, tool_runs, load)
-                finally:
-                    if spinner is not None:
-                        spinner.kill()
-                        spinner.wait()
-                rows.append((load, reports, {s: _session_errors(r, obs)
-                                             for s, r in reports.items()}))
-        finally:
-            subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force', str(old)],
-                           check=False)
+        h5 = _session_h5(tmp)
+        reader = DatasetReader(h5)
+        batch = reader.read(np.arange(len(reader)), keys=list(_OBSERVATION_KEYS))
+        obs = {k: torch.as_tensor(v) for k, v in observations_from_batch(batch).items()}
+        obs = {k: (v.double() if v.is_floating_point() else v) for k, v in obs.items()}
+        rows, tool_rows = [], []
+        for load in loads:
+            with _machine_load(load):
+                reports = {side: _run_session_fits(path, h5, tmp / f'{side}_{load}')
+                           for side, path in (('before', old), ('after', ROOT))}
+                if tool_runs:
+                    tool_rows += _end_to_end_rows(old, h5, tmp, tool_runs, load)
+            rows.append((load, reports, {s: _session_errors(r, obs)
+                                         for s, r in reports.items()}))
     _print_session_table(before, rows)
     if tool_rows:
         _print_end_to_end(before, tool_rows)
