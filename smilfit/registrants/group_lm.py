@@ -333,6 +333,8 @@ def group_levenberg_marquardt(problem: GroupLeastSquaresProblem, max_iter: int,
                           + 2.0 * (dxl[:, None] @ Wa @ dyl[loc][..., None]).flatten()).to(dtype))
         predicted = -(_sum_into(frame_terms, loc, Ga) + 2.0 * (gya * dy).sum(1)
                       + (dyl[:, None] @ Va @ dyl[..., None]).flatten().to(dtype))
+        # a failed factorisation: rejected, the damping grows and it tries again
+        predicted = torch.where(ok, predicted, torch.full_like(predicted, float('inf')))
         actual = old_cost - new_cost
         accept = ok & torch.isfinite(new_cost) & (actual > 0)
         rho = actual / predicted.clamp_min(1e-300)

@@ -565,8 +565,10 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         trial = xa + step
         new_cost = problem.cost(trial, active)
         old_cost = cost[active]
-        predicted = -(2.0 * (ga * step).sum(1)
-                      + torch.where(factorised, curvature, 0.0).to(dtype))
+        # A failed factorisation (not positive definite at this damping, e.g. in float32)
+        # is a rejected step that predicted a gain: the damping grows and it tries again.
+        predicted = torch.where(factorised, -(2.0 * (ga * step).sum(1) + curvature.to(dtype)),
+                                torch.full_like(old_cost, float('inf')))
         actual = old_cost - new_cost
         accept = (info == 0) & torch.isfinite(new_cost) & (actual > 0)
         rho = actual / predicted.clamp_min(1e-300)

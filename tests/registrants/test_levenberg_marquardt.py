@@ -355,6 +355,28 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
         torch.testing.assert_close(apart.params[k], whole.params[k], rtol=1e-5, atol=1e-6)
 
 
+def test_a_failed_factorisation_raises_the_damping_instead_of_stopping(model, monkeypatch):
+    """A damped system that is not positive definite (possible in float32) rejects the
+    step and tries again with more damping; it does not end the sample's fit."""
+    from smilfit.registrants import levenberg_marquardt as lm
+    obs, _, _ = _problem(model, 2, noise=1.0)
+    reference = _registrant(model, n_iter=12).fit(obs)
+    damped_step = lm.damped_step
+    calls = []
+
+    def failing_first(*args):
+        step, info, curvature = damped_step(*args)
+        calls.append(1)
+        if len(calls) == 1:  # as LAPACK reports it: garbage factor, info > 0
+            return step * float('nan'), torch.ones_like(info), curvature * float('nan')
+        return step, info, curvature
+    monkeypatch.setattr(lm, 'damped_step', failing_first)
+    retried = _registrant(model, n_iter=13).fit(obs)
+    assert len(calls) > 2
+    assert retried.history[0]['steps'] > 2
+    torch.testing.assert_close(retried.total_loss, reference.total_loss, rtol=1e-3, atol=1e-6)
+
+
 def test_float32_stages_stop_when_converged():
     """Float32 rounding noise in the cost (~1e-7 relative) must not keep a converged
     sample iterating to n_iter: a float32 fit stops within a few steps of the float64
