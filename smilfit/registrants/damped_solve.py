@@ -21,7 +21,6 @@ from typing import Optional, Tuple
 
 import torch
 
-
 Tensor = torch.Tensor
 
 
