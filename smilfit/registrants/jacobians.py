@@ -323,24 +323,32 @@ class PointJacobian:
             m_e = pairs['joint']
             rel = torch.einsum('eu,buc->bec', pairs['sum'], u) - (
                 pairs['mass'][:, None] * p.index_select(1, m_e))  # (B, E, 3)
-            own = torch.ones(B, J, 3, dtype=dtype, device=device)
             log_scale = inputs.get('log_scale')
-            if log_scale is not None:
+            rot = out.rot_mats
+            omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
+            if log_scale is None:
+                # No per-joint scale: N_m = M_m R_m^T is the parent's world rotation
+                # times the global scale s, so W_{m,a} = N_m [omega_{m,a}]_x N_m^-1 =
+                # [N_m omega_{m,a} / s]_x and each block's column a is a cross product.
+                n_mat = M @ rot.transpose(-1, -2)
+                v = (n_mat @ omega) / n_mat[..., 0].norm(dim=-1)[..., None, None]
+                v = v.index_select(1, m_e)                       # (B, E', 3c, 3a)
+                rot = torch.linalg.cross(v, rel[..., None].expand_as(v), dim=-2)
+            else:
                 own = log_scale.exp()
                 if model.reference_compat:  # the reference never applies the root's own scale
                     own = own.clone()
                     own[:, root] = 1.0
-            rot = out.rot_mats
-            # N_m^-1 = R_m S_m M_m^-1 and N_m = M_m S_m^-1 R_m^T.
-            n_inv = (rot * own[:, :, None, :]) @ torch.linalg.inv(M)
-            n_mat = (M / own[:, :, None, :]) @ rot.transpose(-1, -2)
-            omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
-            # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3c, 3d), stored (c, a, d)
-            # so that each pair's block W rel (B, E, 3c, 3a) is three scaled copies.
-            W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
-            W = W.permute(0, 1, 3, 2, 4).reshape(B, J, 9, 3).index_select(1, m_e)
-            rot = (W[..., 0] * rel[..., 0, None] + W[..., 1] * rel[..., 1, None]
-                   + W[..., 2] * rel[..., 2, None]).view(B, -1, 3, 3)  # (B, E', 3, 3a)
+                # N_m^-1 = R_m S_m M_m^-1 and N_m = M_m S_m^-1 R_m^T.
+                n_inv = (rot * own[:, :, None, :]) @ torch.linalg.inv(M)
+                n_mat = (M / own[:, :, None, :]) @ rot.transpose(-1, -2)
+                # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3c, 3d), stored
+                # (c, a, d) so that each pair's block W rel (B, E, 3c, 3a) is three
+                # scaled copies.
+                W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
+                W = W.permute(0, 1, 3, 2, 4).reshape(B, J, 9, 3).index_select(1, m_e)
+                rot = (W[..., 0] * rel[..., 0, None] + W[..., 1] * rel[..., 1, None]
+                       + W[..., 2] * rel[..., 2, None]).view(B, -1, 3, 3)  # (B, E', 3, 3a)
             rot_point, rot_col = pairs['point'], pairs['col']
         blocks = [(rot_point, rot_col, rot)]
         if 'bone_trans' in fitted:
