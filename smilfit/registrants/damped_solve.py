@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from smilfit.ops.cholesky import cholesky
+
 Tensor = torch.Tensor
 
 
@@ -73,45 +75,43 @@ def damped_step(H: Tensor, g: Tensor, damping: Tensor, plan: Optional[SolvePlan]
     ``H``'s dtype.
 
     Args:
-        H: (n, P, P) normal equations, left as they were (damped in place and restored
-            where factorised whole).
+        H: (n, P, P) normal equations, left as they are (a damped copy is factorised,
+            :func:`smilfit.ops.cholesky.cholesky`).
         g: (n, P) gradients.
         damping: (n, P) the diagonal added.
         plan: :func:`plan_solve`'s plan, or ``None``: one dense factorisation.
     """
-    diag = H.diagonal(dim1=-2, dim2=-1)
-    if plan is None:
-        # Damp the diagonal in place (the factorisation copies H anyway) and restore it
-        # exactly afterwards: no copy of the (n, P, P) matrices.
-        undamped = diag.clone()
-        diag.add_(damping)
-        chol, info = torch.linalg.cholesky_ex(H)
-        diag.copy_(undamped)
-        step = -torch.cholesky_solve(g.unsqueeze(-1).to(chol.dtype), chol).squeeze(-1)
-        curvature = (step.unsqueeze(1) @ H @ step.unsqueeze(-1)).flatten()
-        return step, info, curvature
     n, P = g.shape
+    if plan is None:
+        # The damped copy is factorised in place (the LAPACK path makes no other copy).
+        damped = H.clone()
+        damped.diagonal(dim1=-2, dim2=-1).add_(damping)
+        factor = cholesky(damped, overwrite=True)
+        step = -factor.solve(g)
+        return step, factor.info, _curvature(g, damping, step)
     Pc = plan.coupled.numel()
     Hc = H.reshape(n, -1).index_select(1, plan.coupled_flat).view(n, Pc, Pc)
-    diag_c = Hc.diagonal(dim1=-2, dim2=-1)
-    undamped = diag_c.clone()
-    diag_c.add_(damping.index_select(1, plan.coupled))
-    chol, info = torch.linalg.cholesky_ex(Hc)
-    diag_c.copy_(undamped)
-    gc = g.index_select(1, plan.coupled).to(chol.dtype)
-    step_c = -torch.cholesky_solve(gc.unsqueeze(-1), chol).squeeze(-1)
-    d_s = diag.index_select(1, plan.separable)
-    denom = d_s + damping.index_select(1, plan.separable)
+    Hc.diagonal(dim1=-2, dim2=-1).add_(damping.index_select(1, plan.coupled))
+    factor = cholesky(Hc, overwrite=True)
+    step_c = -factor.solve(g.index_select(1, plan.coupled))
+    denom = (H.diagonal(dim1=-2, dim2=-1).index_select(1, plan.separable)
+             + damping.index_select(1, plan.separable))
     g_s = g.index_select(1, plan.separable).to(H.dtype)
     # A column nothing constrains and nothing damps (denominator 0) has gradient 0.
     step_s = torch.where(denom > 0, -g_s / denom.clamp_min(torch.finfo(H.dtype).tiny),
                          torch.zeros_like(g_s))
     step = H.new_empty(n, P)
-    step.index_copy_(1, plan.coupled, step_c)
+    step.index_copy_(1, plan.coupled, step_c.to(H.dtype))
     step.index_copy_(1, plan.separable, step_s)
-    curvature = ((step_c.unsqueeze(1) @ Hc @ step_c.unsqueeze(-1)).flatten()
-                 + (d_s * step_s * step_s).sum(1))
-    return step, info, curvature
+    return step, factor.info, _curvature(g, damping, step)
+
+
+def _curvature(g: Tensor, damping: Tensor, step: Tensor) -> Tensor:
+    """``step^T H step`` (n,) without touching ``H``: ``(H + diag(d)) step = -g`` gives
+    ``step^T H step = -g^T step - sum d step^2`` (a sum of two non-negative terms, so no
+    cancellation), in ``step``'s dtype."""
+    g = g.to(step.dtype)
+    return -(g * step).sum(1) - (damping.to(step.dtype) * step * step).sum(1)
 
 
 __all__ = ['SolvePlan', 'plan_solve', 'damped_step', 'SEPARABLE_MIN_FRACTION']

@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from smilfit.ops.cholesky import cholesky
 from .levenberg_marquardt import LeastSquaresProblem, LMOptions, add_param_block
 
 Tensor = torch.Tensor
@@ -209,16 +210,16 @@ def solve_block_arrow(A: Tensor, W: Tensor, V: Tensor, gx: Tensor, gy: Tensor,
     failed = torch.zeros(Ga, dtype=torch.bool, device=V.device)
     Px = A.shape[-1]
     if Px:
-        L, info = torch.linalg.cholesky_ex(A)
+        factor = cholesky(A)
         # A^-1 [W, gx] for every frame, then its group's sums.
-        solved = torch.cholesky_solve(torch.cat([W, gx.to(ldt)[..., None]], -1), L)
+        solved = factor.solve(torch.cat([W, gx.to(ldt)[..., None]], -1))
         AinvW, Ainvg = solved[..., :Py], solved[..., Py]
         S = S - _sum_into(W.transpose(1, 2) @ AinvW, loc, Ga)
         rhs = rhs + _sum_into((W.transpose(1, 2) @ Ainvg[..., None])[..., 0], loc, Ga)
-        failed = _sum_into((info != 0).to(ldt), loc, Ga) > 0
-    Ls, info_s = torch.linalg.cholesky_ex(S)
-    dy = torch.cholesky_solve(rhs[..., None], Ls)[..., 0]
-    ok = (info_s == 0) & ~failed & torch.isfinite(dy).all(1)
+        failed = _sum_into((factor.info.to(V.device) != 0).to(ldt), loc, Ga) > 0
+    schur = cholesky(S, overwrite=bool(Px))   # (S is then this function's own)
+    dy = schur.solve(rhs)
+    ok = (schur.info.to(V.device) == 0) & ~failed & torch.isfinite(dy).all(1)
     dy = torch.where(ok[:, None], dy, torch.zeros_like(dy))
     if not Px:
         return A.new_zeros(A.shape[:2]), dy, ok

@@ -357,9 +357,10 @@ class PointJacobian:
             blocks.append(_offset_blocks(st, M, attach, offset_rows,
                                          self.model.pool_joints.to(device),
                                          offsets['keypoint_offsets']))
-        rot_point = torch.cat([b[0] for b in blocks])
-        rot_col = torch.cat([b[1] for b in blocks])
-        rot = torch.cat([b[2] for b in blocks], dim=1)
+        if len(blocks) > 1:   # (a cat of one block would copy it)
+            rot_point = torch.cat([b[0] for b in blocks])
+            rot_col = torch.cat([b[1] for b in blocks])
+            rot = torch.cat([b[2] for b in blocks], dim=1)
 
         if 'betas' in fitted and K > 0:  # a model without shape directions has no columns
             dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)

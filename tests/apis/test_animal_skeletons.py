@@ -105,9 +105,12 @@ def test_the_skeleton_does_not_depend_on_the_batch_size(two_animals):
     with h5py.File(two_animals['results']) as a, h5py.File(other) as b:
         np.testing.assert_allclose(a['animals/param_bone_trans'][:],
                                    b['animals/param_bone_trans'][:], atol=1e-5)
-        # per-frame fits in batches of another size: float32 rounding only
+        # per-frame fits in batches of another size: float32 rounding only. A frame
+        # whose pose the views hold weakly ends its float32 stage (a gain below 16
+        # rounding errors) up to ~1.2e-4 body lengths elsewhere when the rounding of its
+        # batch differs (measured: 0.7e-4 and 1.2e-4 with two factorisation codes).
         np.testing.assert_allclose(a['joints'][:], b['joints'][:],
-                                   atol=1e-4 * two_animals['length'])
+                                   atol=2e-4 * two_animals['length'])
 
 
 def test_skeleton_frames_is_checked(tmp_path):

@@ -52,3 +52,23 @@ def test_an_unconstrained_undamped_separable_column_does_not_move():
     grad[:, 5] = 0.0
     step, info, _ = damped_step(H, grad, damping, plan_solve(coupling))
     assert torch.isfinite(step).all() and not step[:, 5].any()
+
+
+def test_curvature_is_the_undamped_quadratic_form():
+    """The curvature comes from the solve (``-g.s - sum d s^2``), not from ``H``: it must
+    equal ``s^T H s`` on both paths, in float64 and in float32 normal equations."""
+    H, grad, damping, coupling = _system()
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        Hd = H.to(dtype)
+        for plan in (None, plan_solve(coupling)):
+            step, info, curvature = damped_step(Hd, grad, damping.to(dtype), plan)
+            assert step.dtype == dtype and curvature.dtype == dtype and not info.any()
+            explicit = (step.unsqueeze(1) @ Hd @ step.unsqueeze(-1)).flatten()
+            torch.testing.assert_close(curvature, explicit, rtol=tol, atol=tol)
+
+
+def test_an_indefinite_system_reports_its_failed_factorisation():
+    H, grad, damping, _ = _system(separable=())
+    H[1] = -H[1]
+    _, info, _ = damped_step(H, grad, damping, None)
+    assert info.tolist()[0] == 0 and info.tolist()[1] > 0

@@ -350,7 +350,14 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     assert float(off.abs().max()) == 0.0
     monkeypatch.setattr(lm, 'plan_solve', lambda coupling: None)    # one factorisation
     whole = fit()
-    assert apart.history[0]['steps'] == whole.history[0]['steps']
+    # The same trajectory; the last iterations stop at rounding-level decisions (ftol
+    # 1e-15), which two factorisations of different systems can take one step apart.
+    steps = [r.history[0]['steps'] for r in (apart, whole)]
+    assert abs(steps[0] - steps[1]) <= 1
+    n = min(steps)
+    torch.testing.assert_close(torch.as_tensor(apart.history[0]['loss_trace'][:n]),
+                               torch.as_tensor(whole.history[0]['loss_trace'][:n]),
+                               rtol=1e-9, atol=0.0)
     for k in ('global_orient', 'body_pose', 'betas', 'transl'):
         torch.testing.assert_close(apart.params[k], whole.params[k], rtol=1e-5, atol=1e-6)
 

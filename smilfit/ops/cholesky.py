@@ -1,0 +1,160 @@
+"""Batched Cholesky factorisation and solves of many small symmetric positive definite
+systems (the Levenberg-Marquardt normal equations of every sample of a batch).
+
+On the CPU, ``torch.linalg.cholesky_ex`` of (64, 173, 173) float32 matrices spends about
+40 % of its time outside LAPACK: it copies the batch to column-major order and then
+zeroes the upper triangle (measured on the 2-core CPU machine: 9.7 ms per call, of which
+``potrf`` ~5.5 ms). A C-ordered symmetric matrix is already its own column-major
+transpose, so :func:`cholesky` hands every matrix straight to the LAPACK ``?potrf`` that
+torch itself links (found by name in torch's CPU library; its thread count follows
+``torch.set_num_threads``) and factorises it in place, leaving the other triangle as it
+is. Where that routine is not there (another torch build, another platform, GPU
+tensors) it uses ``torch.linalg.cholesky_ex``. :class:`Factorization` hides which
+triangle holds the factor.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+#: Backends of :func:`cholesky`: ``'auto'`` (LAPACK in place where possible, else torch),
+#: ``'lapack'`` (in place; raises where unavailable) and ``'torch'``.
+BACKENDS = ('auto', 'lapack', 'torch')
+
+
+@dataclass
+class Factorization:
+    """The Cholesky factors of a batch of (n, P, P) matrices ``A``.
+
+    Attributes:
+        factor: (n, P, P) holding the factor in one triangle; the other triangle holds
+            whatever was there (never read).
+        upper: ``True``: ``A = U^T U`` with ``U`` the upper triangle of ``factor``;
+            ``False``: ``A = L L^T`` with ``L`` its lower triangle.
+        info: (n,) int, 0 where the factorisation succeeded, ``k > 0`` where the leading
+            minor of order ``k`` is not positive definite (that matrix's factor and
+            solves are meaningless).
+    """
+
+    factor: Tensor
+    upper: bool
+    info: Tensor
+
+    def solve(self, b: Tensor) -> Tensor:
+        """``A^-1 b`` for ``b`` (n, P) or (n, P, k), in the factor's dtype."""
+        vector = b.dim() == self.factor.dim() - 1
+        rhs = (b.unsqueeze(-1) if vector else b).to(self.factor.dtype)
+        if self.upper:   # A = U^T U: U^T y = b, then U x = y
+            y = torch.linalg.solve_triangular(self.factor.mT, rhs, upper=False)
+            x = torch.linalg.solve_triangular(self.factor, y, upper=True)
+        else:            # A = L L^T
+            y = torch.linalg.solve_triangular(self.factor, rhs, upper=False)
+            x = torch.linalg.solve_triangular(self.factor.mT, y, upper=True)
+        return x.squeeze(-1) if vector else x
+
+
+def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Factorization:
+    """Factorise every (P, P) matrix of ``A`` (n, P, P), symmetric positive definite.
+
+    Only one triangle of each matrix is read, so ``A`` must be symmetric.
+
+    Args:
+        A: (n, P, P) float32/float64 symmetric matrices.
+        overwrite: let the factorisation reuse ``A``'s memory (LAPACK path; ``A`` is then
+            destroyed); otherwise ``A`` is left as it was.
+        backend: one of :data:`BACKENDS`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if A.dim() != 3 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f'expected (n, P, P) matrices, got {tuple(A.shape)}')
+    potrf = _lapack_potrf(A.dtype) if backend != 'torch' and _lapack_eligible(A) else None
+    if potrf is None:
+        if backend == 'lapack':
+            raise RuntimeError(f'no in-place LAPACK Cholesky for {A.dtype} on {A.device} '
+                               'in this torch build')
+        L, info = torch.linalg.cholesky_ex(A)
+        return Factorization(L, upper=False, info=info)
+    W = A if overwrite and A.is_contiguous() else A.contiguous().clone()
+    n, P = W.shape[0], W.shape[-1]
+    infos = [0] * n
+    if P:
+        # Each C-ordered matrix read in column-major order is its transpose, which is
+        # itself: LAPACK's lower factor L lands in the C-ordered upper triangle as L^T.
+        status = ctypes.c_int64(0)
+        uplo, size, status_ref = ctypes.byref(ctypes.c_char(b'L')), ctypes.byref(
+            ctypes.c_int64(P)), ctypes.byref(status)
+        base, stride = W.data_ptr(), P * P * W.element_size()
+        for i in range(n):
+            status.value = 0
+            potrf(uplo, size, ctypes.c_void_p(base + i * stride), size, status_ref)
+            if status.value:
+                infos[i] = _lapack_int(status.value)
+    return Factorization(W, upper=True, info=torch.tensor(infos, dtype=torch.int32))
+
+
+def _lapack_eligible(A: Tensor) -> bool:
+    return (A.device.type == 'cpu' and A.dtype in (torch.float32, torch.float64)
+            and not A.requires_grad and sys.byteorder == 'little')
+
+
+def _lapack_int(value: int) -> int:
+    """LAPACK's ``info`` read from an 8-byte slot: an LP64 library writes its low 4 bytes
+    only (the slot is zeroed before), an ILP64 one all 8; both agree on the low 4."""
+    low = value & 0xFFFFFFFF
+    return low - (1 << 32) if low >= (1 << 31) else low
+
+
+@functools.lru_cache(maxsize=None)
+def _lapack_potrf(dtype: torch.dtype) -> Optional[Callable]:
+    """torch's own LAPACK ``spotrf_``/``dpotrf_``, or ``None`` where this torch build
+    exports none (or the one it exports fails a known factorisation).
+
+    Integer arguments are passed as 8-byte little-endian values, which read the same as
+    4-byte LP64 and 8-byte ILP64 integers."""
+    name = {torch.float32: 'spotrf_', torch.float64: 'dpotrf_'}[dtype]
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), 'lib')
+    for lib_name in ('libtorch_cpu.so', 'libtorch_cpu.dylib'):
+        path = os.path.join(lib_dir, lib_name)
+        if not os.path.exists(path):
+            continue
+        try:
+            fn = getattr(ctypes.CDLL(path), name)
+        except (OSError, AttributeError):
+            continue
+        fn.restype = None
+        if _check_potrf(fn, dtype):
+            return fn
+    return None
+
+
+def _check_potrf(fn: Callable, dtype: torch.dtype) -> bool:
+    """Factorise a known 3 x 3 matrix and an indefinite one: the exact factor and
+    ``info`` = 2 (the order of the first non-positive minor) must come back."""
+    A = torch.tensor([[4.0, 2.0, 2.0], [2.0, 10.0, 7.0], [2.0, 7.0, 21.0]], dtype=dtype)
+    upper = torch.tensor([[2.0, 1.0, 1.0], [0.0, 3.0, 2.0], [0.0, 0.0, 4.0]], dtype=dtype)
+    bad = torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=dtype)
+    uplo, size = ctypes.c_char(b'L'), ctypes.c_int64(3)
+    infos = []
+    for M in (A.clone(), bad.clone()):
+        status = ctypes.c_int64(0)
+        fn(ctypes.byref(uplo), ctypes.byref(size), ctypes.c_void_p(M.data_ptr()),
+           ctypes.byref(size), ctypes.byref(status))
+        infos.append((M, _lapack_int(status.value)))
+    (M, info_a), (_, info_bad) = infos
+    return info_a == 0 and info_bad == 2 and torch.allclose(torch.triu(M), upper)
+
+
+def lapack_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether :func:`cholesky` factorises ``dtype`` CPU matrices in place by LAPACK."""
+    return _lapack_potrf(dtype) is not None
+
+
+__all__ = ['BACKENDS', 'Factorization', 'cholesky', 'lapack_available']
