@@ -1,7 +1,9 @@
 """Geometry operations shared by losses, registration, rendering and data tools:
 nearest neighbours (:mod:`.knn`), mesh normals (:mod:`.normals`), closest points on
-meshes (:mod:`.point_mesh`), similarity alignment (:mod:`.alignment`) and small batched decompositions with bounded GPU workspace
-(:mod:`.linalg`). Pure functions on tensors; nothing here is registered."""
+meshes (:mod:`.point_mesh`), similarity alignment (:mod:`.alignment`), small batched
+decompositions with bounded GPU workspace (:mod:`.linalg`) and batched Cholesky
+factorisations in place (:mod:`.cholesky`). Pure functions on tensors; nothing here is
+registered."""
 from .alignment import similarity_align
 from .knn import (DEFAULT_CHUNK_ELEMENTS, NN_BACKENDS, as_padded_points, gather_points,
                   knn_indices, nearest_neighbor_sq, pad_point_clouds, resolve_backend)

@@ -51,13 +51,22 @@ class Factorization:
         """``A^-1 b`` for ``b`` (n, P) or (n, P, k), in the factor's dtype."""
         vector = b.dim() == self.factor.dim() - 1
         rhs = (b.unsqueeze(-1) if vector else b).to(self.factor.dtype)
-        if self.upper:   # A = U^T U: U^T y = b, then U x = y
-            y = torch.linalg.solve_triangular(self.factor.mT, rhs, upper=False)
-            x = torch.linalg.solve_triangular(self.factor, y, upper=True)
-        else:            # A = L L^T
-            y = torch.linalg.solve_triangular(self.factor, rhs, upper=False)
-            x = torch.linalg.solve_triangular(self.factor.mT, y, upper=True)
+        if rhs.shape[-1] > 1:   # LAPACK's potrs: faster than two solves for many columns
+            x = torch.cholesky_solve(rhs, self.factor, upper=self.upper)
+        else:                   # two triangular solves: faster for one column
+            x = torch.linalg.solve_triangular(self._lower_factor().mT,
+                                              self.whiten(rhs), upper=True)
         return x.squeeze(-1) if vector else x
+
+    def whiten(self, b: Tensor) -> Tensor:
+        """``L^-1 b`` for ``b`` (n, P, k), with ``A = L L^T`` (``L = U^T`` for an upper
+        factor): ``(L^-1 b)^T (L^-1 b) = b^T A^-1 b`` from one triangular solve."""
+        return torch.linalg.solve_triangular(self._lower_factor(), b.to(self.factor.dtype),
+                                             upper=False)
+
+    def _lower_factor(self) -> Tensor:
+        """``L`` (a view; only its lower triangle is meaningful)."""
+        return self.factor.mT if self.upper else self.factor
 
 
 def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Factorization:

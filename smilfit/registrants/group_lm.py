@@ -211,10 +211,11 @@ def solve_block_arrow(A: Tensor, W: Tensor, V: Tensor, gx: Tensor, gy: Tensor,
     Px = A.shape[-1]
     if Px:
         factor = cholesky(A)
-        # A^-1 [W, gx] for every frame, then its group's sums.
-        solved = factor.solve(torch.cat([W, gx.to(ldt)[..., None]], -1))
-        AinvW, Ainvg = solved[..., :Py], solved[..., Py]
-        S = S - _sum_into(W.transpose(1, 2) @ AinvW, loc, Ga)
+        # W^T A^-1 W = Y^T Y with Y = L^-1 W (A = L L^T): one triangular solve with
+        # Py columns instead of two; then each group's sums.
+        Y = factor.whiten(W)
+        Ainvg = factor.solve(gx)
+        S = S - _sum_into(Y.transpose(1, 2) @ Y, loc, Ga)
         rhs = rhs + _sum_into((W.transpose(1, 2) @ Ainvg[..., None])[..., 0], loc, Ga)
         failed = _sum_into((factor.info.to(V.device) != 0).to(ldt), loc, Ga) > 0
     schur = cholesky(S, overwrite=bool(Px))   # (S is then this function's own)
@@ -223,7 +224,8 @@ def solve_block_arrow(A: Tensor, W: Tensor, V: Tensor, gx: Tensor, gy: Tensor,
     dy = torch.where(ok[:, None], dy, torch.zeros_like(dy))
     if not Px:
         return A.new_zeros(A.shape[:2]), dy, ok
-    dx = -(Ainvg + (AinvW @ dy[loc][..., None])[..., 0])
+    # dx = -A^-1 (gx + W dy)
+    dx = -factor.solve(gx.to(ldt) + (W @ dy[loc][..., None])[..., 0])
     return torch.where(ok[loc, None], dx, torch.zeros_like(dx)), dy, ok
 
 

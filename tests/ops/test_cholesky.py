@@ -118,3 +118,13 @@ def test_lapack_info_is_read_from_lp64_and_ilp64_slots():
     assert chol_mod._lapack_int(7) == 7
     assert chol_mod._lapack_int(2 ** 32 - 3) == -3          # LP64: 4 bytes of -3
     assert chol_mod._lapack_int(-3) == -3                   # ILP64: 8 bytes of -3
+
+
+@pytest.mark.parametrize('backend', ['auto', 'torch'])
+def test_whitening_gives_the_quadratic_form(backend):
+    """``whiten(b)`` is ``L^-1 b``: ``Y^T Y = b^T A^-1 b`` from one triangular solve, as
+    the group solver's Schur complement uses it."""
+    A = _spd()
+    b = torch.randn(A.shape[0], A.shape[1], 4, dtype=A.dtype)
+    Y = cholesky(A, backend=backend).whiten(b)
+    torch.testing.assert_close(Y.mT @ Y, b.mT @ torch.linalg.solve(A, b))
