@@ -304,8 +304,9 @@ def synthetic_side_by_side(args) -> int:
         for load in args.loads.split(','):
             runs = {'before': [], 'after': []}
             with _machine_load(load):
-                for _ in range(args.rounds):
-                    for side, checkout in (('before', old), ('after', ROOT)):
+                for round_ in range(args.rounds):
+                    order = (('before', old), ('after', ROOT))
+                    for side, checkout in (order if round_ % 2 == 0 else order[::-1]):
                         spec = dict(model=path, dtype=args.dtype, handlers=handlers,
                                     stages=stages, dir=str(tmp), side=side,
                                     cases=list(names.values()), repeats=args.repeats)
@@ -318,22 +319,28 @@ def synthetic_side_by_side(args) -> int:
             for case, name in names.items():
                 med = {side: {k: statistics.median(r[name][k] for r in reports)
                               for k in ('wall', 'cpu')} for side, reports in runs.items()}
+                # Each round's before/after ratio: the two runs of a round are
+                # neighbours in time, so the machine's drift between rounds cancels.
+                ratios = [b[name]['wall'] / a[name]['wall']
+                          for b, a in zip(runs['before'], runs['after'])]
                 errors = {side: joint_error(torch.as_tensor(np.load(
                     tmp / f'{name}_{side}.npy')), truths[case], length) for side in runs}
-                rows.append((load, case, med, errors, dlts[case]))
+                rows.append((load, case, med, ratios, errors, dlts[case]))
     print(f'\n## {args.model}: {model.num_joints} joints, 4 views, {args.frames} frames, '
           f'{args.optimizer} x{iterations}, {args.dtype}, 1 thread: {args.before} (before) vs '
           f'this checkout (after), median of {args.rounds} alternating runs of '
-          f'{args.repeats} fits\n')
+          f'{args.repeats} fits (the side that runs first alternates too)\n')
     print('| load | case | before frames/s (CPU s) | after frames/s (CPU s) | speed-up (wall, '
-          'CPU) | joint error before -> after (% body) | DLT (% body) |')
-    print('|---|---|---|---|---|---|---|')
-    for load, case, med, errors, dlt in rows:
+          'CPU) | speed-up per round: median (min-max) | joint error before -> after '
+          '(% body) | DLT (% body) |')
+    print('|---|---|---|---|---|---|---|---|')
+    for load, case, med, ratios, errors, dlt in rows:
         b, a = med['before'], med['after']
         print(f'| {load} | {case} | {args.frames / b["wall"]:.1f} ({b["cpu"]:.3f}) | '
               f'{args.frames / a["wall"]:.1f} ({a["cpu"]:.3f}) | {b["wall"] / a["wall"]:.2f}x, '
-              f'{b["cpu"] / a["cpu"]:.2f}x | {errors["before"]:.4f} -> {errors["after"]:.4f} '
-              f'| {dlt:.3f} |')
+              f'{b["cpu"] / a["cpu"]:.2f}x | {statistics.median(ratios):.2f}x '
+              f'({min(ratios):.2f}-{max(ratios):.2f}) | {errors["before"]:.4f} -> '
+              f'{errors["after"]:.4f} | {dlt:.3f} |')
     return 0
 
 
