@@ -102,10 +102,16 @@ def projection_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
     z = torch.where(front, z, torch.ones_like(z))
     inv = 1.0 / z
     xy = x_cam[..., :2] * inv[..., None]
-    zero = torch.zeros_like(inv)
-    d_norm = torch.stack([torch.stack([inv, zero, -xy[..., 0] * inv], -1),
-                          torch.stack([zero, inv, -xy[..., 1] * inv], -1)], -2)  # (.., 2, 3)
-    J = K[..., None, :2, :2] @ distortion_jacobian(xy, dist) @ d_norm @ R[..., None, :, :]
+    # d(x/z, y/z) / dX = (R[:2] - (x/z, y/z) R[2]) / z, from R's rows by broadcasting:
+    # chains of (.., N) tiny matrix products cost far more than these elementwise terms.
+    rows = R[..., None, :, :]
+    J = inv[..., None, None] * (rows[..., :2, :] - xy[..., :, None] * rows[..., 2:3, :])
+    if dist is not None:
+        J = distortion_jacobian(xy, dist) @ J
+    K2 = K[..., None, :2, :2]                  # (..., 1, 2, 2): one per camera
+    J = torch.stack([K2[..., 0, 0, None] * J[..., 0, :] + K2[..., 0, 1, None] * J[..., 1, :],
+                     K2[..., 1, 0, None] * J[..., 0, :] + K2[..., 1, 1, None] * J[..., 1, :]],
+                    -2)
     return torch.where(front[..., None, None], J, torch.zeros_like(J))
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smilfit.ops import cholesky as chol_mod
-from smilfit.ops.cholesky import Factorization, cholesky, lapack_available
+from smilfit.ops.cholesky import LAPACK_MIN_SIZE, Factorization, cholesky, lapack_available
 
 
 def _spd(n=5, P=17, dtype=torch.float64, seed=0):
@@ -70,7 +70,7 @@ def test_non_contiguous_input():
     torch.testing.assert_close(_factor_matrix(f), torch.linalg.cholesky(A).mT)
 
 
-@pytest.mark.parametrize('backend', ['auto', 'torch'])
+@pytest.mark.parametrize('backend', [pytest.param('lapack', marks=needs_lapack), 'torch'])
 def test_failed_factorisations_are_reported_like_torch(backend):
     A = _spd(n=4)
     A[1] = -A[1]                           # negative definite: fails at order 1
@@ -120,7 +120,7 @@ def test_lapack_info_is_read_from_lp64_and_ilp64_slots():
     assert chol_mod._lapack_int(-3) == -3                   # ILP64: 8 bytes of -3
 
 
-@pytest.mark.parametrize('backend', ['auto', 'torch'])
+@pytest.mark.parametrize('backend', [pytest.param('lapack', marks=needs_lapack), 'torch'])
 def test_whitening_gives_the_quadratic_form(backend):
     """``whiten(b)`` is ``L^-1 b``: ``Y^T Y = b^T A^-1 b`` from one triangular solve, as
     the group solver's Schur complement uses it."""
@@ -128,3 +128,13 @@ def test_whitening_gives_the_quadratic_form(backend):
     b = torch.randn(A.shape[0], A.shape[1], 4, dtype=A.dtype)
     Y = cholesky(A, backend=backend).whiten(b)
     torch.testing.assert_close(Y.mT @ Y, b.mT @ torch.linalg.solve(A, b))
+
+
+@needs_lapack
+def test_auto_factorises_small_matrices_with_torch_and_large_ones_in_place():
+    small = cholesky(_spd(P=LAPACK_MIN_SIZE - 1))
+    large = cholesky(_spd(P=LAPACK_MIN_SIZE))
+    assert not small.upper and large.upper
+    for f, P in ((small, LAPACK_MIN_SIZE - 1), (large, LAPACK_MIN_SIZE)):
+        A = _spd(P=P)
+        torch.testing.assert_close(f.solve(A[:, :, 0]), torch.linalg.solve(A, A[:, :, 0]))
