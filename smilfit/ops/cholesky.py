@@ -44,16 +44,18 @@ class Factorization:
     Attributes:
         factor: (n, P, P) holding the factor in one triangle; the other triangle holds
             whatever was there (never read).
-        upper: ``True``: ``A = U^T U`` with ``U`` the upper triangle of ``factor``;
-            ``False``: ``A = L L^T`` with ``L`` its lower triangle.
+        upper: ``True``: ``A = U^H U`` with ``U`` the upper triangle of ``factor``;
+            ``False``: ``A = L L^H`` with ``L`` its lower triangle.
         info: (n,) int, 0 where the factorisation succeeded, ``k > 0`` where the leading
             minor of order ``k`` is not positive definite (that matrix's factor and
             solves are meaningless).
+        backend: ``'lapack'`` (in place) or ``'torch'``, the one that factorised.
     """
 
     factor: Tensor
     upper: bool
     info: Tensor
+    backend: str = 'torch'
 
     def solve(self, b: Tensor) -> Tensor:
         """``A^-1 b`` for ``b`` (n, P) or (n, P, k), in the factor's dtype."""
@@ -62,25 +64,26 @@ class Factorization:
         if rhs.shape[-1] > 1:   # LAPACK's potrs: faster than two solves for many columns
             x = torch.cholesky_solve(rhs, self.factor, upper=self.upper)
         else:                   # two triangular solves: faster for one column
-            x = torch.linalg.solve_triangular(self._lower_factor().mT,
+            x = torch.linalg.solve_triangular(self._lower_factor().mH,
                                               self.whiten(rhs), upper=True)
         return x.squeeze(-1) if vector else x
 
     def whiten(self, b: Tensor) -> Tensor:
-        """``L^-1 b`` for ``b`` (n, P, k), with ``A = L L^T`` (``L = U^T`` for an upper
-        factor): ``(L^-1 b)^T (L^-1 b) = b^T A^-1 b`` from one triangular solve."""
+        """``L^-1 b`` for ``b`` (n, P, k), with ``A = L L^H`` (``L = U^H`` for an upper
+        factor): ``(L^-1 b)^H (L^-1 b) = b^H A^-1 b`` from one triangular solve."""
         return torch.linalg.solve_triangular(self._lower_factor(), b.to(self.factor.dtype),
                                              upper=False)
 
     def _lower_factor(self) -> Tensor:
         """``L`` (a view; only its lower triangle is meaningful)."""
-        return self.factor.mT if self.upper else self.factor
+        return self.factor.mH if self.upper else self.factor
 
 
 def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Factorization:
     """Factorise every (P, P) matrix of ``A`` (n, P, P), symmetric positive definite.
 
-    Only one triangle of each matrix is read, so ``A`` must be symmetric.
+    Only the upper triangle (with the diagonal) of each matrix is read, on every
+    backend: what lies below the diagonal does not matter.
 
     Args:
         A: (n, P, P) float32/float64 symmetric matrices.
@@ -98,8 +101,8 @@ def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Facto
         if backend == 'lapack':
             raise RuntimeError(f'no in-place LAPACK Cholesky for {A.dtype} on {A.device} '
                                'in this torch build')
-        L, info = torch.linalg.cholesky_ex(A)
-        return Factorization(L, upper=False, info=info)
+        U, info = torch.linalg.cholesky_ex(A, upper=True)   # reads the upper triangle
+        return Factorization(U, upper=True, info=info, backend='torch')
     W = A if overwrite and A.is_contiguous() else A.contiguous().clone()
     n, P = W.shape[0], W.shape[-1]
     infos = [0] * n
@@ -115,7 +118,8 @@ def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Facto
             potrf(uplo, size, ctypes.c_void_p(base + i * stride), size, status_ref)
             if status.value:
                 infos[i] = _lapack_int(status.value)
-    return Factorization(W, upper=True, info=torch.tensor(infos, dtype=torch.int32))
+    return Factorization(W, upper=True, info=torch.tensor(infos, dtype=torch.int32),
+                         backend='lapack')
 
 
 def _lapack_eligible(A: Tensor) -> bool:

@@ -504,8 +504,8 @@ class SparsePointJacobian:
         return D
 
     def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None,
-                         reduce: Optional[Tuple[Tensor, int]] = None
-                         ) -> Tuple[Tensor, Tensor]:
+                         reduce: Optional[Tuple[Tensor, int]] = None,
+                         upper_only: bool = False) -> Tuple[Tensor, Tensor]:
         """``H = D^T blockdiag(info) D`` (B, P, P) and ``g = D^T grad`` (B, P).
 
         Built block by block: only (point, joint) pairs that share a point contribute
@@ -522,6 +522,9 @@ class SparsePointJacobian:
             reduce: optional ``(group (B,) long, G)``: ``H`` summed over each group's
                 samples, (G, P, P), built from the summed blocks without the (B, P, P)
                 per-sample matrices (parameters shared by a group's samples only).
+            upper_only: fill only what a reader of the upper triangle needs (the rotation
+                blocks below the diagonal are left 0; :func:`smilfit.ops.cholesky.cholesky`
+                reads nothing else): one scatter of the block products instead of two.
         """
         B, N = self.points.shape[:2]
         P = self.num_params
@@ -551,8 +554,11 @@ class SparsePointJacobian:
             A = info.index_select(1, plan.i_e) @ rot
             block = summed((rot.index_select(1, plan.e1).transpose(-1, -2)
                             @ A.index_select(1, plan.e2)).flatten(1))  # (B, Q * 3a * 3b)
-            H.index_add_(1, plan.rr_flat, block)
-            H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
+            if upper_only:
+                H.index_add_(1, plan.rr_upper, block)
+            else:
+                H.index_add_(1, plan.rr_flat, block)
+                H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
             rot_g = self.rot if grad.dtype == self.rot.dtype else self.rot.to(grad.dtype)
             g_rot = (rot_g.transpose(-1, -2) @ grad.index_select(1, plan.i_e)[..., None])
             g.index_add_(1, plan.rot_cols, g_rot.flatten(1))
@@ -587,6 +593,7 @@ class _NormalPlan:
     num_diag: int       # E
     rr_flat: Tensor     # (Q * 9,) where d_e1^T I d_e2 lands in H (P * P)
     rr_mirror: Tensor   # ((Q - E) * 9,) its transpose's place, off-diagonal pairs
+    rr_upper: Tensor    # (Q * 9,) of the two places, the one in the upper triangle
     rot_dense: Tensor   # (E * 9,) the blocks' places in the dense (N * 3 * P) Jacobian
     dense_dense: Tensor  # (N * 3 * Pd,) the dense columns' places there
     not_dense: Tensor   # (P,) 1 for the columns that are not dense, else 0
@@ -610,11 +617,16 @@ class _NormalPlan:
         not_dense = torch.ones(P, dtype=dtype, device=device)
         not_dense[dense_col] = 0.0
         n = torch.arange(N * 3, device=device)
+        rr_flat = (cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten()
+        rr_mirror = (cols[off2][None, :, None, :] * P
+                     + cols[off1][None, :, :, None]).flatten() if off1.numel() else off1
+        # Distinct blocks' column triples never overlap, so each off-diagonal block lies
+        # wholly above or wholly below the diagonal.
+        above = (rot_col[off1] < rot_col[off2])[:, None].expand(-1, 9).flatten()
+        rr_upper = torch.cat([rr_flat[:E * 9],
+                              torch.where(above, rr_flat[E * 9:], rr_mirror)])
         return cls(i_e=rot_point, rot_cols=cols.flatten(), e1=e1, e2=e2, num_diag=E,
-                   rr_flat=(cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten(),
-                   rr_mirror=(cols[off2][None, :, None, :] * P
-                              + cols[off1][None, :, :, None]).flatten()
-                   if off1.numel() else off1,
+                   rr_flat=rr_flat, rr_mirror=rr_mirror, rr_upper=rr_upper,
                    rot_dense=(rows * P + cols[:, None, :]).flatten(),
                    dense_dense=(n[:, None] * P + dense_col[None, :]).flatten(),
                    not_dense=not_dense)

@@ -198,12 +198,14 @@ class LeastSquaresProblem:
                              for f in fields))
 
     # ---------------------------------------------------------- linearize
-    def linearize(self, x: Tensor, idx: Tensor, reduce: Optional[Tuple[Tensor, int]] = None
-                  ) -> Tuple[Tensor, Tensor, Tensor]:
+    def linearize(self, x: Tensor, idx: Tensor, reduce: Optional[Tuple[Tensor, int]] = None,
+                  upper_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         """Cost (n,), ``g = J^T r`` (n, P) and ``H = J^T J`` (n, P, P) at ``x`` (n, P).
 
         ``reduce = (group (n,) long, G)``: ``H`` summed over each group's samples
-        instead, (G, P, P) (a stage fitting only shared parameters needs no more)."""
+        instead, (G, P, P) (a stage fitting only shared parameters needs no more).
+        ``upper_only``: ``H``'s upper triangle (and diagonal) is exact, the rest may not
+        be (for a reader of the upper triangle only, such as :func:`.damped_step`)."""
         params, obs = self.subset(idx, x)
         n, P = x.shape
         dtype, device = x.dtype, x.device
@@ -228,7 +230,7 @@ class LeastSquaresProblem:
                 grad_pts.index_add_(1, index, torch.einsum('ngmde,ngmd->nme', A, r))
             # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
             # (point, joint) pairs of the kinematic tree.
-            H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce)
+            H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce, upper_only)
             g = g + g_pts
         if H is None:
             H = torch.zeros(n if reduce is None else int(reduce[1]), P, P, dtype=ldt,
@@ -526,7 +528,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         relin = stale & ~done
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
-            c, gg, hh = problem.linearize(x[idx], idx)
+            # damped_step reads H's upper triangle only
+            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True)
             # A sum is non-finite when any entry is (and is cheaper than checking each
             # of H's P*P entries).
             bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))

@@ -27,7 +27,7 @@ needs_lapack = pytest.mark.skipif(not lapack_available(torch.float64),
 def test_lapack_factor_and_solve_match_torch(dtype, tol):
     A = _spd(dtype=dtype)
     f = cholesky(A, backend='lapack')
-    assert f.upper and f.factor.dtype == dtype and not f.info.any()
+    assert f.backend == 'lapack' and f.factor.dtype == dtype and not f.info.any()
     U = _factor_matrix(f)
     torch.testing.assert_close(U, torch.linalg.cholesky(A).mT, rtol=tol, atol=tol)
     b = torch.randn(A.shape[0], A.shape[1], dtype=dtype)
@@ -83,18 +83,18 @@ def test_failed_factorisations_are_reported_like_torch(backend):
 def test_torch_backend_and_fallbacks():
     A = _spd()
     f = cholesky(A, backend='torch')
-    assert not f.upper
-    torch.testing.assert_close(_factor_matrix(f), torch.linalg.cholesky(A))
+    assert f.backend == 'torch'
+    torch.testing.assert_close(_factor_matrix(f), torch.linalg.cholesky(A).mT)
     b = torch.randn(A.shape[0], A.shape[1], dtype=A.dtype)
     torch.testing.assert_close(f.solve(b), torch.linalg.solve(A, b))
     # autograd needs torch's differentiable factorisation
     Ag = A.clone().requires_grad_(True)
     out = cholesky(Ag)
-    assert not out.upper and out.factor.requires_grad
+    assert out.backend == 'torch' and out.factor.requires_grad
     out.solve(b).sum().backward()
     assert torch.isfinite(Ag.grad).all()
     # dtypes without a real LAPACK routine here go to torch too
-    assert not cholesky(A.to(torch.complex128), backend='auto').upper
+    assert cholesky(A.to(torch.complex128), backend='auto').backend == 'torch'
 
 
 def test_lapack_backend_refuses_what_it_cannot_factorise():
@@ -134,7 +134,19 @@ def test_whitening_gives_the_quadratic_form(backend):
 def test_auto_factorises_small_matrices_with_torch_and_large_ones_in_place():
     small = cholesky(_spd(P=LAPACK_MIN_SIZE - 1))
     large = cholesky(_spd(P=LAPACK_MIN_SIZE))
-    assert not small.upper and large.upper
+    assert small.backend == 'torch' and large.backend == 'lapack'
     for f, P in ((small, LAPACK_MIN_SIZE - 1), (large, LAPACK_MIN_SIZE)):
         A = _spd(P=P)
         torch.testing.assert_close(f.solve(A[:, :, 0]), torch.linalg.solve(A, A[:, :, 0]))
+
+
+@pytest.mark.parametrize('backend', [pytest.param('lapack', marks=needs_lapack), 'torch'])
+def test_only_the_upper_triangle_is_read(backend):
+    """What lies below the diagonal never matters, on every backend: Levenberg-Marquardt
+    builds only the upper triangle of its normal equations."""
+    A = _spd(P=40)
+    garbage = torch.triu(A) + torch.tril(torch.randn_like(A), -1)
+    b = torch.randn(A.shape[0], A.shape[1], dtype=A.dtype)
+    f = cholesky(garbage, backend=backend)
+    assert not f.info.any()
+    torch.testing.assert_close(f.solve(b), torch.linalg.solve(A, b))

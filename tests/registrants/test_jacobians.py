@@ -112,6 +112,10 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
             [torch.block_diag(*info[b]) for b in range(B)]), D)
         torch.testing.assert_close(H, dense_H, rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(gv, torch.einsum('bip,bi->bp', D, grad.reshape(B, -1)))
+        # only the upper triangle, for a reader of it alone (the LM's Cholesky)
+        Hu, gu = jac.normal_equations(info, grad, upper_only=True)
+        torch.testing.assert_close(torch.triu(Hu), torch.triu(dense_H), rtol=1e-10, atol=1e-9)
+        torch.testing.assert_close(gu, gv)
 
 
 def test_point_subsets_and_group_sums_of_the_normal_equations():
