@@ -9,8 +9,8 @@ transpose, so :func:`cholesky` hands every matrix straight to the LAPACK ``?potr
 torch itself links (found by name in torch's CPU library; its thread count follows
 ``torch.set_num_threads``) and factorises it in place, leaving the other triangle as it
 is. Where that routine is not there (another torch build, another platform, GPU
-tensors) it uses ``torch.linalg.cholesky_ex``. :class:`Factorization` hides which
-triangle holds the factor.
+tensors), and for small matrices, it uses ``torch.linalg.cholesky_ex``. Every backend
+reads only the upper triangle, so callers may build only that half.
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Facto
                                'in this torch build')
         U, info = torch.linalg.cholesky_ex(A, upper=True)   # reads the upper triangle
         return Factorization(U, upper=True, info=info, backend='torch')
-    W = A if overwrite and A.is_contiguous() else A.contiguous().clone()
+    W = A if overwrite and A.is_contiguous() else A.clone(
+        memory_format=torch.contiguous_format)
     n, P = W.shape[0], W.shape[-1]
     infos = [0] * n
     if P:
@@ -141,7 +142,9 @@ def _lapack_potrf(dtype: torch.dtype) -> Optional[Callable]:
 
     Integer arguments are passed as 8-byte little-endian values, which read the same as
     4-byte LP64 and 8-byte ILP64 integers."""
-    name = {torch.float32: 'spotrf_', torch.float64: 'dpotrf_'}[dtype]
+    name = {torch.float32: 'spotrf_', torch.float64: 'dpotrf_'}.get(dtype)
+    if name is None:
+        return None
     lib_dir = os.path.join(os.path.dirname(torch.__file__), 'lib')
     for lib_name in ('libtorch_cpu.so', 'libtorch_cpu.dylib'):
         path = os.path.join(lib_dir, lib_name)

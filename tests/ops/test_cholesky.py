@@ -150,3 +150,7 @@ def test_only_the_upper_triangle_is_read(backend):
     f = cholesky(garbage, backend=backend)
     assert not f.info.any()
     torch.testing.assert_close(f.solve(b), torch.linalg.solve(A, b))
+
+
+def test_lapack_availability_is_only_claimed_for_real_floating_types():
+    assert not lapack_available(torch.float16) and not lapack_available(torch.complex64)
