@@ -32,7 +32,9 @@ Usage::
 ``--optimizer``, ...; batched fit only) with this checkout's code and with the code of
 ``--before``, each side in its own subprocess on one thread, ``--rounds`` alternating
 runs of ``--repeats`` fits per side, idle and beside a busy process (``--loads``), on the
-same observations: frames/s (median) and joint errors of both sides.
+same observations: frames/s (median), each round's speed-up (median, min-max: the
+two runs of a round are neighbours in time, so drift between rounds cancels; which side
+runs first alternates) and joint errors of both sides.
 
 ``--mouse-session`` times the real config ``configs/fitting/mouse_multiview.py`` (all its
 stages) on the shared 4-camera session (120 frames, one animal, float64, one thread),
