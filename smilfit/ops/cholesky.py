@@ -10,7 +10,8 @@ torch itself links (found by name in torch's CPU library; its thread count follo
 ``torch.set_num_threads``) and factorises it in place, leaving the other triangle as it
 is. Where that routine is not there (another torch build, another platform, GPU
 tensors), and for small matrices, it uses ``torch.linalg.cholesky_ex``. Every backend
-reads only the upper triangle, so callers may build only that half.
+reads only the upper triangle, so callers may build only that half, and every factor
+is ``U`` with ``A = U^H U`` in the upper triangle.
 """
 from __future__ import annotations
 
@@ -42,10 +43,8 @@ class Factorization:
     """The Cholesky factors of a batch of (n, P, P) matrices ``A``.
 
     Attributes:
-        factor: (n, P, P) holding the factor in one triangle; the other triangle holds
-            whatever was there (never read).
-        upper: ``True``: ``A = U^H U`` with ``U`` the upper triangle of ``factor``;
-            ``False``: ``A = L L^H`` with ``L`` its lower triangle.
+        factor: (n, P, P) holding ``U`` with ``A = U^H U`` in its upper triangle; the
+            lower triangle holds whatever was there (never read).
         info: (n,) int, 0 where the factorisation succeeded, ``k > 0`` where the leading
             minor of order ``k`` is not positive definite (that matrix's factor and
             solves are meaningless).
@@ -53,7 +52,6 @@ class Factorization:
     """
 
     factor: Tensor
-    upper: bool
     info: Tensor
     backend: str = 'torch'
 
@@ -62,21 +60,16 @@ class Factorization:
         vector = b.dim() == self.factor.dim() - 1
         rhs = (b.unsqueeze(-1) if vector else b).to(self.factor.dtype)
         if rhs.shape[-1] > 1:   # LAPACK's potrs: faster than two solves for many columns
-            x = torch.cholesky_solve(rhs, self.factor, upper=self.upper)
+            x = torch.cholesky_solve(rhs, self.factor, upper=True)
         else:                   # two triangular solves: faster for one column
-            x = torch.linalg.solve_triangular(self._lower_factor().mH,
-                                              self.whiten(rhs), upper=True)
+            x = torch.linalg.solve_triangular(self.factor, self.whiten(rhs), upper=True)
         return x.squeeze(-1) if vector else x
 
     def whiten(self, b: Tensor) -> Tensor:
-        """``L^-1 b`` for ``b`` (n, P, k), with ``A = L L^H`` (``L = U^H`` for an upper
-        factor): ``(L^-1 b)^H (L^-1 b) = b^H A^-1 b`` from one triangular solve."""
-        return torch.linalg.solve_triangular(self._lower_factor(), b.to(self.factor.dtype),
+        """``U^-H b`` for ``b`` (n, P, k): ``(U^-H b)^H (U^-H b) = b^H A^-1 b`` from one
+        triangular solve."""
+        return torch.linalg.solve_triangular(self.factor.mH, b.to(self.factor.dtype),
                                              upper=False)
-
-    def _lower_factor(self) -> Tensor:
-        """``L`` (a view; only its lower triangle is meaningful)."""
-        return self.factor.mH if self.upper else self.factor
 
 
 def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Factorization:
@@ -102,7 +95,7 @@ def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Facto
             raise RuntimeError(f'no in-place LAPACK Cholesky for {A.dtype} on {A.device} '
                                'in this torch build')
         U, info = torch.linalg.cholesky_ex(A, upper=True)   # reads the upper triangle
-        return Factorization(U, upper=True, info=info, backend='torch')
+        return Factorization(U, info=info, backend='torch')
     W = A if overwrite and A.is_contiguous() else A.clone(
         memory_format=torch.contiguous_format)
     n, P = W.shape[0], W.shape[-1]
@@ -119,8 +112,7 @@ def cholesky(A: Tensor, overwrite: bool = False, backend: str = 'auto') -> Facto
             potrf(uplo, size, ctypes.c_void_p(base + i * stride), size, status_ref)
             if status.value:
                 infos[i] = _lapack_int(status.value)
-    return Factorization(W, upper=True, info=torch.tensor(infos, dtype=torch.int32),
-                         backend='lapack')
+    return Factorization(W, info=torch.tensor(infos, dtype=torch.int32), backend='lapack')
 
 
 def _lapack_eligible(A: Tensor) -> bool:

@@ -14,8 +14,8 @@ def _spd(n=5, P=17, dtype=torch.float64, seed=0):
 
 
 def _factor_matrix(f: Factorization) -> torch.Tensor:
-    """The factor's own triangle, as ``A = F^T F`` (upper) or ``A = F F^T`` (lower)."""
-    return torch.triu(f.factor) if f.upper else torch.tril(f.factor)
+    """The factor ``U`` (``A = U^T U``) without what lies below its diagonal."""
+    return torch.triu(f.factor)
 
 
 needs_lapack = pytest.mark.skipif(not lapack_available(torch.float64),

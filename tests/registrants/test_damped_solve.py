@@ -1,5 +1,6 @@
 """damped_step: the separable columns' divisions plus the coupled block's factorisation
 give the dense solve's step and curvature."""
+import pytest
 import torch
 
 from smilfit.registrants.damped_solve import SEPARABLE_MIN_FRACTION, damped_step, plan_solve
@@ -54,10 +55,12 @@ def test_an_unconstrained_undamped_separable_column_does_not_move():
     assert torch.isfinite(step).all() and not step[:, 5].any()
 
 
-def test_curvature_is_the_undamped_quadratic_form():
+@pytest.mark.parametrize('P', [12, 40])   # torch's factorisation, then LAPACK's in place
+def test_curvature_is_the_undamped_quadratic_form(P):
     """The curvature comes from the solve (``-g.s - sum d s^2``), not from ``H``: it must
-    equal ``s^T H s`` on both paths, in float64 and in float32 normal equations."""
-    H, grad, damping, coupling = _system()
+    equal ``s^T H s`` on both paths, in float64 and in float32 normal equations, and the
+    step must solve the damped system."""
+    H, grad, damping, coupling = _system(P=P)
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
         Hd = H.to(dtype)
         for plan in (None, plan_solve(coupling)):
@@ -65,6 +68,9 @@ def test_curvature_is_the_undamped_quadratic_form():
             assert step.dtype == dtype and curvature.dtype == dtype and not info.any()
             explicit = (step.unsqueeze(1) @ Hd @ step.unsqueeze(-1)).flatten()
             torch.testing.assert_close(curvature, explicit, rtol=tol, atol=tol)
+            damped = (Hd + torch.diag_embed(damping.to(dtype))) @ step.unsqueeze(-1)
+            torch.testing.assert_close(damped.squeeze(-1), -grad.to(dtype), rtol=tol,
+                                       atol=tol)
 
 
 def test_an_indefinite_system_reports_its_failed_factorisation():
