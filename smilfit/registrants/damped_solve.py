@@ -1,27 +1,33 @@
 """The damped Gauss-Newton step ``(H + diag(d)) s = -g`` of a batch, using the columns'
 fixed coupling structure.
 
-Two columns meet in a body's ``J^T J`` only when some point depends on both. Columns no
-other column meets (the rotations of joints no keypoint lies below, held only by a
-prior separable per column, such as the L2 pose prior on the mouse's unlabelled paws
-and tail tip) have steps that are divisions; the rest is factorised without them.
-:func:`plan_solve` decides once per stage from the structural coupling ((P, P) bool,
-:meth:`~.levenberg_marquardt.LeastSquaresProblem.column_coupling`).
+Two columns meet in a body's ``J^T J`` only when some point depends on both: a joint's
+rotation meets its ancestors and descendants, not its cousins. :func:`plan_solve`
+decides once per stage from the structural coupling ((P, P) bool,
+:meth:`~.levenberg_marquardt.LeastSquaresProblem.column_coupling`):
 
-Also tried: eliminating the limbs onto the trunk (the block-arrow structure of a tree,
-a Schur complement as in :mod:`.group_lm`) cut the flops of the stick insect's
-(64, 173, 173) solve fivefold, but its many tiny factorisations (1152 of 18 x 18) were
-slower than one batched dense factorisation once the allocator reuses freed memory
-(:mod:`smilfit.utils.allocator`).
+- a sparse factorisation over the kinematic tree
+  (:class:`~smilfit.ops.sparse_cholesky.SparseCholeskyPlan`, limbs eliminated onto the
+  trunk level by level, each level one batched step) where it saves enough work;
+- else, where enough columns meet no other (the rotations of joints no keypoint lies
+  below, held only by a prior separable per column, such as the L2 pose prior on the
+  mouse's unlabelled paws and tail tip), their steps are divisions and the rest is
+  factorised densely without them;
+- else one dense factorisation.
+
+Also tried: eliminating the limbs one joint block at a time (1152 factorisations of
+18 x 18 for the stick insect's (64, 173, 173)) was slower than one batched dense
+factorisation; the level-batched elimination is not.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
 from smilfit.ops.cholesky import cholesky
+from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
 
 Tensor = torch.Tensor
 
@@ -53,12 +59,29 @@ class SolvePlan:
 SEPARABLE_MIN_FRACTION = 0.1
 
 
-def plan_solve(coupling: Tensor) -> Optional[SolvePlan]:
-    """The stage's :class:`SolvePlan` from its structural coupling (P, P) bool (True
-    where two columns can meet in ``J^T J``; the diagonal is ignored), or ``None`` when
-    one dense factorisation of the whole system is as good."""
+#: The sparse factorisation (:mod:`smilfit.ops.sparse_cholesky`) is used where it needs
+#: at most this fraction of the dense one's flops and the system has at least
+#: :data:`SPARSE_MIN_SIZE` columns: each of its elimination steps is a handful of tensor
+#: operations, so it wins on work, not on tiny systems (measured on the 2-core CPU
+#: machine: the stick insect's (64, 173, 173), 1/19 of the flops, factorised and solved in
+#: about 0.6x the time of the dense in-place LAPACK factorisation).
+SPARSE_MAX_FLOP_FRACTION = 0.25
+SPARSE_MIN_SIZE = 32
+
+
+def plan_solve(coupling: Tensor) -> Optional[Union[SolvePlan, SparseCholeskyPlan]]:
+    """How to solve the stage's damped systems, from its structural coupling (P, P)
+    bool (True where two columns can meet in ``J^T J``; the diagonal is ignored): a
+    :class:`~smilfit.ops.sparse_cholesky.SparseCholeskyPlan` where the coupling is
+    sparse enough (a body's kinematic tree), a :class:`SolvePlan` splitting off the
+    separable columns, or ``None`` when one dense factorisation of the whole system is
+    as good."""
     coupling = coupling.detach().to('cpu', torch.bool).clone()
     P = coupling.shape[0]
+    if P >= SPARSE_MIN_SIZE:
+        sparse = SparseCholeskyPlan.build(coupling)
+        if sparse.flops <= SPARSE_MAX_FLOP_FRACTION * sparse.dense_flops:
+            return sparse
     coupling.fill_diagonal_(False)
     separable = ~coupling.any(1)
     if int(separable.sum()) < SEPARABLE_MIN_FRACTION * P:
@@ -68,7 +91,8 @@ def plan_solve(coupling: Tensor) -> Optional[SolvePlan]:
                      (coupled[:, None] * P + coupled[None, :]).flatten())
 
 
-def damped_step(H: Tensor, g: Tensor, damping: Tensor, plan: Optional[SolvePlan]
+def damped_step(H: Tensor, g: Tensor, damping: Tensor,
+                plan: Optional[Union[SolvePlan, SparseCholeskyPlan]]
                 ) -> Tuple[Tensor, Tensor, Tensor]:
     """The step ``-(H + diag(damping))^-1 g`` (n, P), the factorisation's ``info`` (n,)
     (0: succeeded) and the curvature ``step^T H step`` (n,) of the undamped system, in
@@ -79,9 +103,14 @@ def damped_step(H: Tensor, g: Tensor, damping: Tensor, plan: Optional[SolvePlan]
             :func:`smilfit.ops.cholesky.cholesky`).
         g: (n, P) gradients.
         damping: (n, P) the diagonal added.
-        plan: :func:`plan_solve`'s plan, or ``None``: one dense factorisation.
+        plan: :func:`plan_solve`'s plan, or ``None``: one dense factorisation. A
+            sparse plan reads ``H`` only inside its pattern.
     """
     n, P = g.shape
+    if isinstance(plan, SparseCholeskyPlan):
+        factor = plan.factorize(H, damping, rhs=g.to(H.dtype))
+        step = -factor.solve()
+        return step, factor.info, _curvature(g, damping, step)
     if plan is None:
         # The damped copy is factorised in place (the LAPACK path makes no other copy).
         damped = H.clone()
@@ -114,4 +143,5 @@ def _curvature(g: Tensor, damping: Tensor, step: Tensor) -> Tensor:
     return -(g * step).sum(1) - (damping.to(step.dtype) * step * step).sum(1)
 
 
-__all__ = ['SolvePlan', 'plan_solve', 'damped_step', 'SEPARABLE_MIN_FRACTION']
+__all__ = ['SolvePlan', 'plan_solve', 'damped_step', 'SEPARABLE_MIN_FRACTION',
+           'SPARSE_MAX_FLOP_FRACTION', 'SPARSE_MIN_SIZE']

@@ -3,7 +3,9 @@ give the dense solve's step and curvature."""
 import pytest
 import torch
 
-from smilfit.registrants.damped_solve import SEPARABLE_MIN_FRACTION, damped_step, plan_solve
+from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
+from smilfit.registrants.damped_solve import (SEPARABLE_MIN_FRACTION, SPARSE_MIN_SIZE,
+                                              damped_step, plan_solve)
 
 
 def _system(n=4, P=12, separable=(2, 5, 6, 11), seed=0):
@@ -35,6 +37,49 @@ def test_split_step_equals_the_dense_step():
     torch.testing.assert_close(curv_s, curv_d)
     full = (H + torch.diag_embed(damping)) @ split.unsqueeze(-1)
     torch.testing.assert_close(full.squeeze(-1), -grad)
+
+
+def _chain_system(chains, length, dense=6, n=4, seed=1):
+    """J^T J of points on ``chains`` limbs of ``length`` joints (3 columns each) from one
+    root plus ``dense`` columns every point reads, and its structural coupling."""
+    g = torch.Generator().manual_seed(seed)
+    parents = [-1]
+    for _ in range(chains):
+        parents += [0] + list(range(len(parents), len(parents) + length - 1))
+    joints = len(parents)
+    P = 3 * joints + dense
+    H = torch.zeros(n, P, P, dtype=torch.float64)
+    coupling = torch.zeros(P, P, dtype=torch.bool)
+    for j in range(joints):   # a point on joint j depends on j, its ancestors, the dense
+        cols, a = [], j
+        while a >= 0:
+            cols += [3 * a, 3 * a + 1, 3 * a + 2]
+            a = parents[a]
+        cols = torch.tensor(cols + list(range(3 * joints, P)))
+        D = torch.randn(n, 2, cols.numel(), generator=g, dtype=torch.float64)
+        H[:, cols[:, None], cols[None, :]] += D.transpose(1, 2) @ D
+        coupling[cols[:, None], cols[None, :]] = True
+    grad = torch.randn(n, P, generator=g, dtype=torch.float64)
+    damping = 0.1 * torch.rand(n, P, generator=g, dtype=torch.float64)
+    return H, grad, damping, coupling
+
+
+def test_a_tree_system_takes_the_sparse_factorisation_with_the_dense_step():
+    H, grad, damping, coupling = _chain_system(6, 5)
+    assert H.shape[-1] >= SPARSE_MIN_SIZE
+    plan = plan_solve(coupling)
+    assert isinstance(plan, SparseCholeskyPlan)
+    H0 = H.clone()
+    upper = torch.triu(H)       # the LM builds the upper triangle only
+    sparse, info_s, curv_s = damped_step(upper, grad, damping, plan)
+    dense, info_d, curv_d = damped_step(H, grad, damping, None)
+    assert not info_s.any() and not info_d.any()
+    torch.testing.assert_close(sparse, dense, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(curv_s, curv_d, rtol=1e-9, atol=1e-10)
+    assert torch.equal(H, H0)
+    # a small system keeps the dense factorisation
+    *_, small = _chain_system(2, 2, dense=2)
+    assert not isinstance(plan_solve(small), SparseCholeskyPlan)
 
 
 def test_few_separable_columns_keep_the_dense_factorisation():

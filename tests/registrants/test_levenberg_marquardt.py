@@ -307,11 +307,18 @@ def test_linear_prior_jacobians_are_computed_once_per_stage(model, monkeypatch):
         torch.testing.assert_close(cached.params[k], every.params[k])
 
 
-def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, monkeypatch):
+@pytest.mark.parametrize('solver', ['sparse', 'split'])
+def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, monkeypatch,
+                                                                    solver):
     """Joints below which no keypoint lies (an unlabelled tail) have only their L2 pose
-    prior: their columns are separable, stepped by a division, and the rest of the
-    system is factorised without them, to the same fit as the whole system."""
+    prior: their columns are separable. The sparse factorisation of the tree ('sparse')
+    or a division for them and a dense factorisation of the rest ('split') give the same
+    fit as one dense factorisation of the whole system."""
+    from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
+    from smilfit.registrants import damped_solve
     from smilfit.registrants import levenberg_marquardt as lm
+    if solver == 'split':
+        monkeypatch.setattr(damped_solve, 'SPARSE_MAX_FLOP_FRACTION', -1.0)
     names = [n for n in model.joint_names if not n.startswith('tail')]
     keep = [model.joint_names.index(n) for n in names]
     obs, _, _ = _problem(model, 3, noise=1.0)
@@ -335,7 +342,8 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     apart = fit()
     problem = seen['problem']
     mask = problem.separable_columns()
-    assert lm.plan_solve(problem.column_coupling()) is not None     # the split is used
+    plan = lm.plan_solve(problem.column_coupling())
+    assert isinstance(plan, damped_solve.SolvePlan if solver == 'split' else SparseCholeskyPlan)
     # the tail's joints (body_pose columns 6 + 3 * (joint - 1)) and the leaves (their
     # rotation moves no joint) are separable; the root, translation and shape are not
     for j, name in enumerate(model.joint_names[1:], start=1):
