@@ -324,6 +324,8 @@ class PointJacobian:
             rel = torch.einsum('eu,buc->bec', pairs['sum'], u) - (
                 pairs['mass'][:, None] * p.index_select(1, m_e))  # (B, E, 3)
             log_scale = inputs.get('log_scale')
+            if log_scale is not None and not bool(log_scale.any()):
+                log_scale = None   # all zero (the registrant's default): no joint scales
             rot = out.rot_mats
             omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
             if log_scale is None:

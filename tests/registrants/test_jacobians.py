@@ -25,7 +25,9 @@ def _check(model, seed=0, log_scale=False, B=2, global_scale=False):
                   body_pose=0.4 * torch.randn(B, J - 1, 3, generator=g, dtype=torch.float64),
                   betas=torch.randn(B, K, generator=g, dtype=torch.float64),
                   transl=torch.randn(B, 3, generator=g, dtype=torch.float64))
-    if log_scale:
+    if log_scale == 'zero':   # given but all zero, as the registrant passes it
+        params['log_scale'] = torch.zeros(B, J, 3, dtype=torch.float64)
+    elif log_scale:
         params['log_scale'] = 0.2 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
         params['bone_trans'] = 0.01 * torch.randn(B, J, 3, generator=g, dtype=torch.float64)
     fitted = ['global_orient', 'body_pose', 'transl', 'betas']
@@ -56,6 +58,7 @@ def test_demo_model_regressed_joints_and_keypoints():
 def test_demo_model_with_fixed_scales(propagate):
     model = SMILModel(data=demo_model_data(), dtype=torch.float64, propagate_scaling=propagate)
     _check(model, seed=1, log_scale=True)
+    _check(model, seed=1, log_scale='zero', global_scale=True)   # the faster path
 
 
 def test_stick_model(stick_model_path):
