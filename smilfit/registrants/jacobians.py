@@ -37,7 +37,7 @@ else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -568,7 +568,7 @@ class SparsePointJacobian:
             # Every column against the dense ones: D^T (I D_dense) with the Jacobian
             # made dense (B, 3N, P) for this one product.
             Id = (info @ dense).flatten(1, 2)                       # (B, 3N, Pd)
-            D = torch.zeros(B, N * 3 * P, dtype=dtype, device=device)
+            D = plan.dense_jacobian(B, dtype, device)
             if E:
                 D.index_copy_(1, plan.rot_dense, rot.flatten(1))
             D.index_copy_(1, plan.dense_dense, dense.flatten(1))
@@ -599,6 +599,23 @@ class _NormalPlan:
     rot_dense: Tensor   # (E * 9,) the blocks' places in the dense (N * 3 * P) Jacobian
     dense_dense: Tensor  # (N * 3 * Pd,) the dense columns' places there
     not_dense: Tensor   # (P,) 1 for the columns that are not dense, else 0
+    dense_size: int     # N * 3 * P
+    # (B, N * 3 * P) buffers for the dense Jacobian, by (B, dtype, device): every call
+    # writes the same places (rot_dense, dense_dense) and the rest stays 0, so a buffer
+    # is reused without zeroing (a fresh 7 MB one per iteration was a third of the
+    # stick insect's normal equations: new pages to fault in).
+    scratch: dict = field(default_factory=dict)
+
+    def dense_jacobian(self, B: int, dtype: torch.dtype, device) -> Tensor:
+        """A (B, N * 3 * P) buffer, zero outside the Jacobian's places."""
+        key = (B, dtype, str(device))
+        buffer = self.scratch.get(key)
+        if buffer is None:
+            if len(self.scratch) >= 4:   # batch sizes come and go as samples stop
+                self.scratch.clear()
+            buffer = torch.zeros(B, self.dense_size, dtype=dtype, device=device)
+            self.scratch[key] = buffer
+        return buffer
 
     @classmethod
     def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int,
@@ -631,7 +648,7 @@ class _NormalPlan:
                    rr_flat=rr_flat, rr_mirror=rr_mirror, rr_upper=rr_upper,
                    rot_dense=(rows * P + cols[:, None, :]).flatten(),
                    dense_dense=(n[:, None] * P + dense_col[None, :]).flatten(),
-                   not_dense=not_dense)
+                   not_dense=not_dense, dense_size=N * 3 * P)
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]

@@ -102,9 +102,14 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
                   betas=torch.randn(B, model.num_betas, generator=g, dtype=torch.float64),
                   transl=torch.randn(B, 3, generator=g, dtype=torch.float64),
                   global_log_scale=torch.randn(B, 1, generator=g, dtype=torch.float64))
-    for fitted in (['transl', 'body_pose', 'betas', 'global_orient', 'global_log_scale'],
-                   ['body_pose'], ['global_orient', 'transl']):
-        jac = PointJacobian(model).sparse(params, fitted)
+    pj = PointJacobian(model)
+    # each parameter list twice, at two poses: the second call reuses the first's
+    # index structure and buffers (nothing of the first may stay in them)
+    for fitted, bend in [(f, b) for f in (['transl', 'body_pose', 'betas', 'global_orient',
+                                           'global_log_scale'],
+                                          ['body_pose'], ['global_orient', 'transl'])
+                         for b in (1.0, -0.7)]:
+        jac = pj.sparse(dict(params, body_pose=bend * params['body_pose']), fitted)
         N = jac.points.shape[1]
         A = torch.randn(B, N, 4, 3, generator=g, dtype=torch.float64)
         info = A.transpose(-1, -2) @ A
