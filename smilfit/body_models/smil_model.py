@@ -15,7 +15,7 @@ from .lbs import (KinematicLevels, chain_transforms, local_transforms, pca_joint
                   readout_posed, rest_vertices_vb, skin_shape_factored, skin_vertices_vb,
                   skinning_chunk_size, skinning_transforms)
 from .model_data import BodyModelData, validate_keypoint
-from .rotations import to_rotation_matrix
+from .rotations import axis_angle_to_matrix, to_rotation_matrix
 from .demo_model import demo_model_data
 from .io import load_model_data
 from .joint_shape import static_joint_shape_dirs
@@ -460,6 +460,11 @@ class SMILModel(nn.Module):
                    B: int) -> Tensor:
         """(B, J, 3, 3) local rotations with the root's at its own index."""
         J = self.num_joints
+        if (global_orient is not None and body_pose is not None and global_orient.dim() == 2
+                and global_orient.shape[-1] == 3 and body_pose.dim() == 3
+                and body_pose.shape[-1] == 3):   # both axis-angle: one Rodrigues pass
+            return axis_angle_to_matrix(torch.cat([global_orient[:, None], body_pose],
+                                                  dim=1)[:, self.pose_perm])
         eye = torch.eye(3, dtype=self.dtype, device=self.device)
         root = (eye.expand(B, 1, 3, 3) if global_orient is None
                 else to_rotation_matrix(global_orient, 1, 'global_orient')[:, None])

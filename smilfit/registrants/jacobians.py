@@ -67,9 +67,10 @@ def so3_left_jacobian(theta: Tensor) -> Tensor:
     angle = safe2.sqrt()
     a = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / safe2)
     b = torch.where(small, 1.0 / 6.0 - angle2 / 120.0, (angle - torch.sin(angle)) / (safe2 * angle))
-    K = skew(theta)
+    # K^2 = theta theta^T - |theta|^2 I for K = [theta]_x: no matrix product needed
     eye = torch.eye(3, dtype=theta.dtype, device=theta.device)
-    return eye + a * K + b * (K @ K)
+    outer = theta[..., :, None] * theta[..., None, :]
+    return (1.0 - b * angle2) * eye + a * skew(theta) + b * outer
 
 
 def subtree_matrix(parents: Tensor, root: int) -> Tensor:
@@ -377,10 +378,13 @@ class PointJacobian:
             U = parent_lin @ d_offset                           # (B, J, 3, K)
             T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
             d_tmap = T - M @ dirs                               # d t(A_j) / d beta
-            d_u = Mu @ st.term_ms[..., :K] + st.term_mass[:, None, None] * d_tmap[
-                :, st.term_joint]                               # (B, U, 3, K)
+            # d u / d beta = M_k ms_u + c_u d t(A_k) / d beta for term u on joint k,
+            # summed per point; the first part as U products of (B 3) x 3 by 3 x K (the
+            # einsum batches over terms: far fewer, larger products than B x U 3 x 3).
+            d_u = torch.einsum('bujc,ucK->bujK', Mu, st.term_ms[..., :K])  # (B, U, 3, K)
             o = local['betas']
-            D[..., o:o + K] = torch.einsum('nu,buck->bnck', st.point_sum, d_u)
+            D[..., o:o + K] = torch.einsum('nu,bujK->bnjK', st.point_sum, d_u) + torch.einsum(
+                'nk,bkcK->bncK', st.point_joint_mass, d_tmap)
         plan_key = (id(st), tuple(fitted), P, tuple(rot_point.shape),
                     tuple(dense_cols.tolist()))
         plan = self._plans.setdefault(plan_key, {})
@@ -449,6 +453,7 @@ class _TermStructure:
     pair_sum: Tensor        # (E, U) the terms of pair (i, m): i's terms below m
     pair_mass: Tensor       # (E,)
     pair_slot: Tensor       # (E,) pose slot of the pair's joint (0: global_orient)
+    point_joint_mass: Tensor  # (N, J) summed mass of point n's terms on joint k
 
     @classmethod
     def build(cls, model, sub: Tensor, term_point: Tensor, term_joint: Tensor,
@@ -462,10 +467,12 @@ class _TermStructure:
         touched = (point_sum @ in_sub) > 0                 # (N, J)
         pair_point, pair_joint = torch.nonzero(touched, as_tuple=True)
         pair_sum = point_sum[pair_point] * in_sub[:, pair_joint].T
+        point_joint_mass = torch.zeros(num_points, sub.shape[0], dtype=dtype, device=device)
+        point_joint_mass.index_put_((term_point, term_joint), term_mass, accumulate=True)
         return cls(term_point, term_joint, term_m0, term_ms, term_mass, num_points,
                    num_offset_terms, point_sum, point_sum @ term_mass, pair_point,
                    pair_joint, pair_sum, pair_sum @ term_mass,
-                   model.pose_perm.to(device)[pair_joint])
+                   model.pose_perm.to(device)[pair_joint], point_joint_mass)
 
 
 @dataclass
@@ -551,19 +558,33 @@ class SparsePointJacobian:
         g = torch.zeros(B, P, dtype=grad.dtype, device=device)
         E, Pd = self.rot_point.numel(), self.dense_col.numel()
         if E:
-            # A_e = I_i d_e (B, E, 3, 3a), then d_e1^T A_e2 for the pairs of blocks on
-            # one point (e1 <= e2), scattered to their place in H and mirrored.
-            A = info.index_select(1, plan.i_e) @ rot
-            block = summed((rot.index_select(1, plan.e1).transpose(-1, -2)
-                            @ A.index_select(1, plan.e2)).flatten(1))  # (B, Q * 3a * 3b)
+            # A_e = I_i d_e, then d_e1^T A_e2 for the pairs of blocks on one point
+            # (e1 <= e2), scattered to their place in H and mirrored. The blocks are laid
+            # out component-major, (3, 3, B, E), so each of these many 3 x 3 products is
+            # three wide multiply-adds: as batched matmuls of 3 x 3 matrices they cost
+            # about 3x as much on the CPU (per-matrix overhead).
+            Q = plan.e1.numel()
+            r = rot.permute(2, 3, 0, 1).reshape(9 * B, E)
+            rr = r.view(3, 3, B, E)                                      # (3c, 3a, B, E)
+            Ie = info.permute(2, 3, 0, 1).reshape(9 * B, N).index_select(
+                1, plan.i_e).view(3, 3, 1, B, E)                         # (3c, 3d, 1, B, E)
+            A = Ie[:, 0] * rr[0] + Ie[:, 1] * rr[1] + Ie[:, 2] * rr[2]   # (3c, 3a, B, E)
+            r1 = r.index_select(1, plan.e1).view(3, 3, 1, B, Q)          # (3c, 3a, 1, B, Q)
+            A2 = A.reshape(9 * B, E).index_select(1, plan.e2).view(3, 1, 3, B, Q)
+            block = r1[0] * A2[0]                                        # (3a, 3b, B, Q)
+            block += r1[1] * A2[1]
+            block += r1[2] * A2[2]
+            block = summed(block.permute(2, 3, 0, 1).reshape(B, Q * 9))  # (B, Q * 3a * 3b)
             if upper_only:
                 H.index_add_(1, plan.rr_upper, block)
             else:
                 H.index_add_(1, plan.rr_flat, block)
                 H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
-            rot_g = self.rot if grad.dtype == self.rot.dtype else self.rot.to(grad.dtype)
-            g_rot = (rot_g.transpose(-1, -2) @ grad.index_select(1, plan.i_e)[..., None])
-            g.index_add_(1, plan.rot_cols, g_rot.flatten(1))
+            rg = rr if grad.dtype == rot.dtype else self.rot.to(grad.dtype).permute(
+                2, 3, 0, 1)
+            ge = grad.permute(2, 0, 1).index_select(2, plan.i_e)        # (3c, B, E)
+            g_rot = rg[0] * ge[0] + rg[1] * ge[1] + rg[2] * ge[2]        # (3a, B, E)
+            g.index_add_(1, plan.rot_cols, g_rot.permute(1, 2, 0).reshape(B, E * 3))
         if Pd:
             # Every column against the dense ones: D^T (I D_dense) with the Jacobian
             # made dense (B, 3N, P) for this one product.
