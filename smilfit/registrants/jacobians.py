@@ -37,7 +37,7 @@ else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -586,19 +586,24 @@ class SparsePointJacobian:
             g_rot = rg[0] * ge[0] + rg[1] * ge[1] + rg[2] * ge[2]        # (3a, B, E)
             g.index_add_(1, plan.rot_cols, g_rot.permute(1, 2, 0).reshape(B, E * 3))
         if Pd:
-            # Every column against the dense ones: D^T (I D_dense) with the Jacobian
-            # made dense (B, 3N, P) for this one product.
-            Id = (info @ dense).flatten(1, 2)                       # (B, 3N, Pd)
-            D = plan.dense_jacobian(B, dtype, device)
+            # The dense columns against themselves, summed over the points, and against
+            # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
+            # component-major multiply-adds), scattered to both triangles or the upper.
+            Id = info @ dense                                            # (B, N, 3c, Pd)
+            dd = summed(dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2))
+            H.index_add_(1, plan.dd_flat, dd.reshape(rows, Pd * Pd))
             if E:
-                D.index_copy_(1, plan.rot_dense, rot.flatten(1))
-            D.index_copy_(1, plan.dense_dense, dense.flatten(1))
-            # (B, Pd, P); this order runs as a wide product (much faster than D^T Id)
-            cross = summed(Id.transpose(1, 2) @ D.view(B, N * 3, P))
-            Hv = H.view(rows, P, P)
-            Hv.index_add_(1, self.dense_col, cross)
-            # the mirror, without the dense x dense block twice
-            Hv.index_add_(2, self.dense_col, (cross * plan.not_dense).transpose(1, 2))
+                Ie = Id.permute(2, 3, 0, 1).reshape(3 * Pd * B, N).index_select(
+                    1, plan.i_e).view(3, Pd, 1, B, E)                    # (3c, Pd, 1, B, E)
+                cross = Ie[0] * rr[0]                                    # (Pd, 3a, B, E)
+                cross += Ie[1] * rr[1]
+                cross += Ie[2] * rr[2]
+                cross = summed(cross.permute(2, 3, 0, 1).reshape(B, E * Pd * 3))
+                if upper_only:
+                    H.index_add_(1, plan.cross_upper, cross)
+                else:
+                    H.index_add_(1, plan.cross_flat, cross)
+                    H.index_add_(1, plan.cross_mirror, cross)
             g.index_add_(1, self.dense_col, torch.einsum(
                 'bncp,bnc->bp', self.dense.to(grad.dtype), grad))
         return H.view(rows, P, P), g
@@ -617,26 +622,10 @@ class _NormalPlan:
     rr_flat: Tensor     # (Q * 9,) where d_e1^T I d_e2 lands in H (P * P)
     rr_mirror: Tensor   # ((Q - E) * 9,) its transpose's place, off-diagonal pairs
     rr_upper: Tensor    # (Q * 9,) of the two places, the one in the upper triangle
-    rot_dense: Tensor   # (E * 9,) the blocks' places in the dense (N * 3 * P) Jacobian
-    dense_dense: Tensor  # (N * 3 * Pd,) the dense columns' places there
-    not_dense: Tensor   # (P,) 1 for the columns that are not dense, else 0
-    dense_size: int     # N * 3 * P
-    # (B, N * 3 * P) buffers for the dense Jacobian, by (B, dtype, device): every call
-    # writes the same places (rot_dense, dense_dense) and the rest stays 0, so a buffer
-    # is reused without zeroing (a fresh 7 MB one per iteration was a third of the
-    # stick insect's normal equations: new pages to fault in).
-    scratch: dict = field(default_factory=dict)
-
-    def dense_jacobian(self, B: int, dtype: torch.dtype, device) -> Tensor:
-        """A (B, N * 3 * P) buffer, zero outside the Jacobian's places."""
-        key = (B, dtype, str(device))
-        buffer = self.scratch.get(key)
-        if buffer is None:
-            if len(self.scratch) >= 4:   # batch sizes come and go as samples stop
-                self.scratch.clear()
-            buffer = torch.zeros(B, self.dense_size, dtype=dtype, device=device)
-            self.scratch[key] = buffer
-        return buffer
+    dd_flat: Tensor     # (Pd * Pd,) the dense x dense block's places in H
+    cross_flat: Tensor  # (E * Pd * 3,) where (dense column, block column) lands in H
+    cross_mirror: Tensor  # (E * Pd * 3,) its transpose's place
+    cross_upper: Tensor   # (E * Pd * 3,) of the two places, the one in the upper triangle
 
     @classmethod
     def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int,
@@ -653,10 +642,6 @@ class _NormalPlan:
         e1 = torch.cat([e[diag], o1[o]])
         e2 = torch.cat([e[diag], o2[o]])
         off1, off2 = o1[o], o2[o]
-        rows = rot_point[:, None, None] * 3 + axes[None, :, None]   # (E, 3d, 1)
-        not_dense = torch.ones(P, dtype=dtype, device=device)
-        not_dense[dense_col] = 0.0
-        n = torch.arange(N * 3, device=device)
         rr_flat = (cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten()
         rr_mirror = (cols[off2][None, :, None, :] * P
                      + cols[off1][None, :, :, None]).flatten() if off1.numel() else off1
@@ -665,11 +650,17 @@ class _NormalPlan:
         above = (rot_col[off1] < rot_col[off2])[:, None].expand(-1, 9).flatten()
         rr_upper = torch.cat([rr_flat[:E * 9],
                               torch.where(above, rr_flat[E * 9:], rr_mirror)])
+        # (block e, dense column p, axis a) in that order, as the cross products come
+        d_rows = dense_col[None, :, None].expand(E, -1, 3)
+        b_cols = cols[:, None, :].expand(-1, dense_col.numel(), -1)
+        cross_flat = (d_rows * P + b_cols).flatten()
+        cross_mirror = (b_cols * P + d_rows).flatten()
         return cls(i_e=rot_point, rot_cols=cols.flatten(), e1=e1, e2=e2, num_diag=E,
                    rr_flat=rr_flat, rr_mirror=rr_mirror, rr_upper=rr_upper,
-                   rot_dense=(rows * P + cols[:, None, :]).flatten(),
-                   dense_dense=(n[:, None] * P + dense_col[None, :]).flatten(),
-                   not_dense=not_dense, dense_size=N * 3 * P)
+                   dd_flat=(dense_col[:, None] * P + dense_col[None, :]).flatten(),
+                   cross_flat=cross_flat, cross_mirror=cross_mirror,
+                   cross_upper=torch.where(d_rows.flatten() < b_cols.flatten(), cross_flat,
+                                           cross_mirror))
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
