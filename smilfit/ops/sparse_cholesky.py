@@ -149,19 +149,48 @@ class SparseCholeskyPlan:
                                   self.rhs.to(device), [g.to(device) for g in self.groups],
                                   self.flops, self.dense_flops)
 
+    @property
+    def packed_size(self) -> int:
+        """Width of the packed layout (:meth:`slot_map`): the pattern's filled upper
+        triangle, then one slot that absorbs everything else."""
+        return int(self.gather.numel()) + 1
+
+    def slot_map(self) -> Tensor:
+        """(P * P,) long: where entry ``row * P + col`` of a (P, P) matrix goes in the
+        packed layout, (n, :attr:`packed_size`): its slot where ``row <= col`` and the
+        entry is in the filled pattern, else the last slot (ignored). Build the
+        matrices packed (``index_add_`` through this map) and :meth:`factorize` reads
+        them without a (P, P) matrix."""
+        P, Z = self.size, int(self.gather.numel())
+        slots = torch.full((P * P,), Z, dtype=torch.long, device=self.gather.device)
+        slots[self.gather] = torch.arange(Z, device=self.gather.device)
+        return slots
+
+    def pack(self, A: Tensor) -> Tensor:
+        """(n, P, P) matrices (upper triangle read) -> packed, (n, :attr:`packed_size`)."""
+        n, P = A.shape[0], self.size
+        packed = A.new_zeros(n, self.packed_size)
+        packed[:, :-1] = A.reshape(n, P * P).index_select(1, self.gather)
+        return packed
+
     def factorize(self, A: Tensor, diagonal: Optional[Tensor] = None,
                   rhs: Optional[Tensor] = None) -> 'SparseFactorization':
-        """Factorise every matrix of ``A`` (n, P, P) (upper triangle read; entries
-        outside the pattern must be zero) plus ``diag(diagonal)`` ((n, P), optional),
-        leaving ``A`` as it is. ``rhs`` (n, P), optional: a right-hand side whose
-        forward substitution is done on the way (:meth:`SparseFactorization.solve`
-        without an argument then finishes its solve)."""
+        """Factorise every matrix of ``A`` plus ``diag(diagonal)`` ((n, P), optional),
+        leaving ``A`` as it is. ``A`` is (n, P, P) (upper triangle read; entries outside
+        the pattern must be zero) or packed, (n, :attr:`packed_size`) (see
+        :meth:`slot_map`). ``rhs`` (n, P), optional: a right-hand side whose forward
+        substitution is done on the way (:meth:`SparseFactorization.solve` without an
+        argument then finishes its solve)."""
         n, P = A.shape[0], self.size
-        if A.dim() != 3 or A.shape[1:] != (P, P):
-            raise ValueError(f'expected (n, {P}, {P}) matrices, got {tuple(A.shape)}')
         Z = self.gather.numel()
         work = A.new_zeros(n, Z + P + 2)
-        work[:, :Z] = A.reshape(n, P * P).index_select(1, self.gather)
+        if A.dim() == 2 and A.shape[1] == Z + 1:
+            work[:, :Z] = A[:, :Z]
+        elif A.dim() == 3 and A.shape[1:] == (P, P):
+            work[:, :Z] = A.reshape(n, P * P).index_select(1, self.gather)
+        else:
+            raise ValueError(f'expected (n, {P}, {P}) or packed (n, {Z + 1}) matrices, got '
+                             f'{tuple(A.shape)}')
         if diagonal is not None:
             work.index_add_(1, self.diagonal, diagonal.to(A.dtype))
         if rhs is not None:

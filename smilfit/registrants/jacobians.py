@@ -514,7 +514,8 @@ class SparsePointJacobian:
 
     def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None,
                          reduce: Optional[Tuple[Tensor, int]] = None,
-                         upper_only: bool = False) -> Tuple[Tensor, Tensor]:
+                         upper_only: bool = False,
+                         packed: Optional[Tuple[Tensor, int]] = None) -> Tuple[Tensor, Tensor]:
         """``H = D^T blockdiag(info) D`` (B, P, P) and ``g = D^T grad`` (B, P).
 
         Built block by block: only (point, joint) pairs that share a point contribute
@@ -534,6 +535,11 @@ class SparsePointJacobian:
             upper_only: fill only what a reader of the upper triangle needs (the rotation
                 blocks below the diagonal are left 0; :func:`smilfit.ops.cholesky.cholesky`
                 reads nothing else): one scatter of the block products instead of two.
+            packed: optional ``(slot map (P * P,) long, width)``: ``H`` (B, width) holds
+                the upper triangle packed, entry ``row * P + col`` in slot
+                ``map[row * P + col]`` (entries mapped to the last slot are dropped
+                there), e.g. :meth:`smilfit.ops.sparse_cholesky.SparseCholeskyPlan.slot_map`:
+                no (B, P, P) matrices at all.
         """
         B, N = self.points.shape[:2]
         P = self.num_params
@@ -554,7 +560,13 @@ class SparsePointJacobian:
             return values.new_zeros((reduce[1],) + values.shape[1:]).index_add_(
                 0, reduce[0], values)
         rows = B if reduce is None else int(reduce[1])
-        H = torch.zeros(rows, P * P, dtype=dtype, device=device)
+        if packed is not None:
+            rr_at, cross_at, dd_at = plan.packed_indices(packed[0])
+            H = torch.zeros(rows, packed[1], dtype=dtype, device=device)
+        else:
+            rr_at, cross_at, dd_at = ((plan.rr_upper, plan.cross_upper, plan.dd_flat)
+                                      if upper_only else (None, None, plan.dd_flat))
+            H = torch.zeros(rows, P * P, dtype=dtype, device=device)
         g = torch.zeros(B, P, dtype=grad.dtype, device=device)
         E, Pd = self.rot_point.numel(), self.dense_col.numel()
         if E:
@@ -575,8 +587,8 @@ class SparsePointJacobian:
             block += r1[1] * A2[1]
             block += r1[2] * A2[2]
             block = summed(block.permute(2, 3, 0, 1).reshape(B, Q * 9))  # (B, Q * 3a * 3b)
-            if upper_only:
-                H.index_add_(1, plan.rr_upper, block)
+            if rr_at is not None:
+                H.index_add_(1, rr_at, block)
             else:
                 H.index_add_(1, plan.rr_flat, block)
                 H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
@@ -591,7 +603,7 @@ class SparsePointJacobian:
             # component-major multiply-adds), scattered to both triangles or the upper.
             Id = info @ dense                                            # (B, N, 3c, Pd)
             dd = summed(dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2))
-            H.index_add_(1, plan.dd_flat, dd.reshape(rows, Pd * Pd))
+            H.index_add_(1, dd_at, dd.reshape(rows, Pd * Pd))
             if E:
                 Ie = Id.permute(2, 3, 0, 1).reshape(3 * Pd * B, N).index_select(
                     1, plan.i_e).view(3, Pd, 1, B, E)                    # (3c, Pd, 1, B, E)
@@ -599,14 +611,14 @@ class SparsePointJacobian:
                 cross += Ie[1] * rr[1]
                 cross += Ie[2] * rr[2]
                 cross = summed(cross.permute(2, 3, 0, 1).reshape(B, E * Pd * 3))
-                if upper_only:
-                    H.index_add_(1, plan.cross_upper, cross)
+                if cross_at is not None:
+                    H.index_add_(1, cross_at, cross)
                 else:
                     H.index_add_(1, plan.cross_flat, cross)
                     H.index_add_(1, plan.cross_mirror, cross)
             g.index_add_(1, self.dense_col, torch.einsum(
                 'bncp,bnc->bp', self.dense.to(grad.dtype), grad))
-        return H.view(rows, P, P), g
+        return (H if packed is not None else H.view(rows, P, P)), g
 
 
 @dataclass
@@ -626,6 +638,16 @@ class _NormalPlan:
     cross_flat: Tensor  # (E * Pd * 3,) where (dense column, block column) lands in H
     cross_mirror: Tensor  # (E * Pd * 3,) its transpose's place
     cross_upper: Tensor   # (E * Pd * 3,) of the two places, the one in the upper triangle
+    # the last packed layout's slot map and the places above in it (see packed_indices)
+    _packed: Optional[Tuple[Tensor, Tuple[Tensor, Tensor, Tensor]]] = None
+
+    def packed_indices(self, slots: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``rr_upper``, ``cross_upper`` and ``dd_flat`` through the slot map ``slots``
+        (P * P,) (cached for the last map: a stage uses one)."""
+        if self._packed is None or self._packed[0] is not slots:
+            self._packed = (slots, (slots[self.rr_upper], slots[self.cross_upper],
+                                    slots[self.dd_flat]))
+        return self._packed[1]
 
     @classmethod
     def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int,

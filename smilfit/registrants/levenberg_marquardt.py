@@ -28,6 +28,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
+
 from .damped_solve import damped_step, plan_solve
 from .jacobians import PointJacobian, UnsupportedJacobian, check_supported
 
@@ -199,13 +201,17 @@ class LeastSquaresProblem:
 
     # ---------------------------------------------------------- linearize
     def linearize(self, x: Tensor, idx: Tensor, reduce: Optional[Tuple[Tensor, int]] = None,
-                  upper_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+                  upper_only: bool = False, packed: Optional[Tuple[Tensor, int]] = None
+                  ) -> Tuple[Tensor, Tensor, Tensor]:
         """Cost (n,), ``g = J^T r`` (n, P) and ``H = J^T J`` (n, P, P) at ``x`` (n, P).
 
         ``reduce = (group (n,) long, G)``: ``H`` summed over each group's samples
         instead, (G, P, P) (a stage fitting only shared parameters needs no more).
         ``upper_only``: ``H``'s upper triangle (and diagonal) is exact, the rest may not
-        be (for a reader of the upper triangle only, such as :func:`.damped_step`)."""
+        be (for a reader of the upper triangle only, such as :func:`.damped_step`).
+        ``packed = (slot map (P * P,), width)``: ``H`` (n, width) is the upper triangle
+        packed through the map (a sparse factorisation's layout,
+        :meth:`smilfit.ops.sparse_cholesky.SparseCholeskyPlan.slot_map`)."""
         params, obs = self.subset(idx, x)
         n, P = x.shape
         dtype, device = x.dtype, x.device
@@ -230,11 +236,12 @@ class LeastSquaresProblem:
                 grad_pts.index_add_(1, index, torch.einsum('ngmde,ngmd->nme', A, r))
             # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
             # (point, joint) pairs of the kinematic tree.
-            H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce, upper_only)
+            H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce, upper_only, packed)
             g = g + g_pts
         if H is None:
-            H = torch.zeros(n if reduce is None else int(reduce[1]), P, P, dtype=ldt,
-                            device=device)
+            rows = n if reduce is None else int(reduce[1])
+            H = (torch.zeros(rows, P, P, dtype=ldt, device=device) if packed is None else
+                 torch.zeros(rows, packed[1], dtype=ldt, device=device))
         # Which columns can meet in J^T J: fixed by the structure (the point blocks of
         # the kinematic tree, the priors' columns), not by the values, which may be zero
         # by accident at one point (a rotation axis along a bone).
@@ -248,7 +255,8 @@ class LeastSquaresProblem:
                 continue
             r, Jp, cols = self._param_terms(h, params, obs, n)
             cost = cost + (r * r).sum(1)
-            add_param_block(H, g, r, Jp, cols, reduce)
+            add_param_block(H, g, r, Jp, cols, reduce,
+                            None if packed is None else packed[0])
             if coupling is not None and cols is not None and cols.numel():
                 c = cols.cpu()
                 coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
@@ -440,14 +448,16 @@ def _column_run(cols: Tensor):
 
 
 def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor],
-                    reduce: Optional[Tuple[Tensor, int]] = None) -> None:
+                    reduce: Optional[Tuple[Tensor, int]] = None,
+                    slots: Optional[Tensor] = None) -> None:
     """``H[:, cols, cols] += J^T J`` and ``g[:, cols] += J^T r`` in place, for one
     handler's parameter residuals ``r`` (n, R) with Jacobian ``jac`` (n, R, P_h) or a
     :class:`ConstantJacobian`; nothing where ``cols`` is ``None`` or empty (no fitted
     parameters, or only empty ones such as K = 0 shape coefficients). Contiguous
     columns (one parameter) are updated through slices rather than advanced indexing,
     which copies the block. ``reduce = (group (n,), G)``: ``H`` (G, P, P) holds each
-    group's sum (``g`` stays per sample)."""
+    group's sum (``g`` stays per sample). ``slots`` (P * P,): ``H`` is packed through this
+    slot map (see :meth:`SparsePointJacobian.normal_equations`)."""
     if cols is None or not cols.numel():
         return
     run = _column_run(cols)
@@ -461,6 +471,12 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
         if reduce is not None:
             gram = gram.new_zeros((int(reduce[1]),) + gram.shape[1:]).index_add_(
                 0, reduce[0], gram)
+    if slots is not None:
+        P = g.shape[1]
+        at = slots[(cols[:, None] * P + cols[None, :]).flatten()]
+        H.index_add_(1, at, gram.expand(H.shape[0], -1, -1).reshape(H.shape[0], -1))
+        g[:, run] += grad
+        return
     rows, columns = (run, run) if isinstance(run, slice) else (run[:, None], run[None, :])
     H[:, rows, columns] += gram
     g[:, run] += grad
@@ -516,26 +532,28 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     x = x0.clone()
     cost = torch.zeros(B, dtype=dtype, device=device)
     g = torch.zeros(B, P, dtype=dtype, device=device)
-    H = torch.zeros(B, P, P, dtype=problem.linear_dtype or dtype, device=device)
+    H = None   # (B, P, P), or (B, width) packed for a sparse factorisation
+    ldt = problem.linear_dtype or dtype
     lam = torch.full((B,), options.lambda_init, dtype=dtype, device=device)
     nu = torch.full((B,), 2.0, dtype=dtype, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     diverged = torch.zeros(B, dtype=torch.bool, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)   # needs a linearisation
     plan = False   # how to solve the damped system: decided after the first linearisation
+    packed = None  # (slot map, width) where the plan factorises H packed
     iterations = 0
     for it in range(max_iter):
         relin = stale & ~done
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
             # damped_step reads H's upper triangle only
-            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True)
+            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True, packed=packed)
             # A sum is non-finite when any entry is (and is cheaper than checking each
             # of H's P*P entries).
             bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))
-                    & torch.isfinite(hh.sum((1, 2))))
+                    & torch.isfinite(hh.sum(tuple(range(1, hh.dim())))))
             if idx.numel() == B:  # every sample (the first iteration, often later ones)
-                cost, g, H = c.clone(), gg.clone(), hh.to(H.dtype)
+                cost, g, H = c.clone(), gg.clone(), hh.to(ldt)
             else:
                 cost[idx], g[idx], H[idx] = c, gg, hh
             diverged[idx[bad]] = True
@@ -547,13 +565,17 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
                 plan = None if coupling is None else plan_solve(coupling)
                 if plan is not None:
                     plan = plan.to(device)
+                if isinstance(plan, SparseCholeskyPlan):   # from now on H is packed
+                    packed = (plan.slot_map(), plan.packed_size)
+                    H = plan.pack(H)
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break
         iterations = it + 1
         everyone = active.numel() == B
         Ha, ga, xa = (H, g, x) if everyone else (H[active], g[active], x[active])
-        diag = Ha.diagonal(dim1=-2, dim2=-1)
+        diag = Ha.index_select(1, plan.diagonal) if packed is not None else Ha.diagonal(
+            dim1=-2, dim2=-1)
         # Marquardt scaling; the floor keeps parameters nothing constrains solvable.
         if options.damping == 'levenberg':
             # lambda * mean(diag) * I: directions the data leave free (a bone's twist

@@ -135,3 +135,23 @@ def test_bad_input_is_refused():
         plan.factorize(torch.eye(5)[None])
     with pytest.raises(ValueError, match='right-hand side'):
         plan.factorize(torch.eye(4)[None]).solve()
+
+
+def test_packed_matrices_factorise_like_the_full_ones():
+    """Matrices built packed through the slot map (scattered entry by entry, both
+    triangles offered: the lower ones land in the ignored slot) factorise as the full
+    (P, P) ones do."""
+    pattern = _tree_pattern(_random_tree(15, 7), dense=5)
+    A, b, d = _system(pattern, seed=7)
+    plan = SparseCholeskyPlan.build(pattern)
+    n, P = A.shape[:2]
+    slots = plan.slot_map()
+    assert slots.shape == (P * P,) and int(slots.max()) == plan.packed_size - 1
+    packed = A.new_zeros(n, plan.packed_size)
+    packed.index_add_(1, slots, A.reshape(n, -1))
+    torch.testing.assert_close(packed[:, :-1], plan.pack(A)[:, :-1])
+    reference = torch.linalg.solve(A + torch.diag_embed(d), b)
+    torch.testing.assert_close(plan.factorize(packed, d, rhs=b).solve(), reference,
+                               rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match='packed'):
+        plan.factorize(packed[:, 1:])

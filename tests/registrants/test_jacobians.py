@@ -93,6 +93,7 @@ def test_unsupported_parameters_are_named():
 
 def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
     """The block-sparse H = D^T blockdiag(I) D and g = D^T r equal the dense products."""
+    from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
     from smilfit.registrants.jacobians import PointJacobian
     model = SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64)
     g = torch.Generator().manual_seed(4)
@@ -124,6 +125,13 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
         Hu, gu = jac.normal_equations(info, grad, upper_only=True)
         torch.testing.assert_close(torch.triu(Hu), torch.triu(dense_H), rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(gu, gv)
+        # packed in the sparse factorisation's layout: the same upper triangle
+        plan = SparseCholeskyPlan.build(dense_H.abs().sum(0) > 0)
+        Hp, gp = jac.normal_equations(info, grad, packed=(plan.slot_map(), plan.packed_size))
+        assert Hp.shape == (B, plan.packed_size)
+        torch.testing.assert_close(Hp[:, :-1], plan.pack(dense_H)[:, :-1], rtol=1e-10,
+                                   atol=1e-9)
+        torch.testing.assert_close(gp, gv)
 
 
 def test_point_subsets_and_group_sums_of_the_normal_equations():

@@ -430,6 +430,13 @@ def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
     full[:, :, cols] = dense
     assert torch.allclose(H, H0 + full.transpose(1, 2) @ full)
     assert torch.allclose(g, g0 + torch.einsum('nrp,nr->np', full, r))
+    # packed (the sparse factorisation's layout): the same entries of the upper triangle
+    from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
+    plan = SparseCholeskyPlan.build(torch.ones(P, P, dtype=torch.bool))
+    Hp, gp = plan.pack(H0), g0.clone()
+    add_param_block(Hp, gp, r, jac, cols, slots=plan.slot_map())
+    torch.testing.assert_close(Hp[:, :-1], plan.pack(H)[:, :-1])
+    torch.testing.assert_close(gp, g)
     H2, g2 = H0.clone(), g0.clone()
     add_param_block(H2, g2, r, jac, None)           # no fitted columns: nothing
     assert torch.equal(H2, H0) and torch.equal(g2, g0)
