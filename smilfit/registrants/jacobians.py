@@ -294,9 +294,9 @@ class PointJacobian:
             X = st.num_offset_terms
             moment = torch.cat([moment[:, :-X], attached_offsets.to(moment).expand(B, X, 3)],
                                dim=1)
-        Mu = M[:, st.term_joint]                        # (B, U, 3, 3)
-        u = (Mu @ moment[..., None]).squeeze(-1) + st.term_mass[:, None] * t_maps[
-            :, st.term_joint]                           # (B, U, 3)
+        Mu = M.index_select(1, st.term_joint)           # (B, U, 3, 3)
+        u = (Mu @ moment[..., None]).squeeze(-1) + st.term_mass[:, None] * t_maps.index_select(
+            1, st.term_joint)                           # (B, U, 3)
         points = torch.einsum('nu,buc->bnc', st.point_sum, u)
         # Columns of the non-rotation parameters, stored densely (a handful).
         dense_names = [n for n in fitted if n not in _BLOCK_PARAMS]
@@ -333,10 +333,17 @@ class PointJacobian:
                 # No per-joint scale: N_m = M_m R_m^T is the parent's world rotation
                 # times the global scale s, so W_{m,a} = N_m [omega_{m,a}]_x N_m^-1 =
                 # [N_m omega_{m,a} / s]_x and each block's column a is a cross product.
+                # Component-major (3c, 3a, B, .): the 3 x 3 products and cross products
+                # are a few wide multiply-adds, and the blocks come out in the layout
+                # the normal equations read (``rot`` is a (B, E', 3c, 3a) view of them).
                 n_mat = M @ rot.transpose(-1, -2)
-                v = (n_mat @ omega) / n_mat[..., 0].norm(dim=-1)[..., None, None]
-                v = v.index_select(1, m_e)                       # (B, E', 3c, 3a)
-                rot = torch.linalg.cross(v, rel[..., None].expand_as(v), dim=-2)
+                nm = (n_mat / n_mat[..., 0].norm(dim=-1)[..., None, None]).permute(2, 3, 0, 1)
+                om = omega.permute(2, 3, 0, 1)                   # (3d, 3a, B, J)
+                v = nm[:, 0, None] * om[0] + nm[:, 1, None] * om[1] + nm[:, 2, None] * om[2]
+                v = v.reshape(9 * B, J).index_select(1, m_e).view(3, 3, B, -1)
+                rc = rel.permute(2, 0, 1)                        # (3c, B, E')
+                rot = torch.stack([v[1] * rc[2] - v[2] * rc[1], v[2] * rc[0] - v[0] * rc[2],
+                                   v[0] * rc[1] - v[1] * rc[0]]).permute(2, 3, 0, 1)
             else:
                 own = log_scale.exp()
                 if model.reference_compat:  # the reference never applies the root's own scale
@@ -369,7 +376,7 @@ class PointJacobian:
             dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
             d_offset = dirs - dirs[self.parents]
             d_offset[root] = dirs[root]
-            parent_lin = M[:, self.parents].clone()
+            parent_lin = M.index_select(1, self.parents)
             # The root's offset is seen through the global scale only.
             scale = torch.ones(B, dtype=dtype, device=device)
             if inputs.get('global_log_scale') is not None:

@@ -232,8 +232,14 @@ class LeastSquaresProblem:
                 index = rows[h.name]
                 r, A = self._point_terms(h, points.index_select(1, index), obs, params)
                 cost = cost + (r * r).sum((1, 2, 3))
-                info.index_add_(1, index, torch.einsum('ngmde,ngmdf->nmef', A, A))
-                grad_pts.index_add_(1, index, torch.einsum('ngmde,ngmd->nme', A, r))
+                # sum over views and residual rows of A^T A and A^T r per point, with the
+                # point's 3 coordinates leading: wide elementwise products, where an einsum
+                # would run (n * M) tiny matrix products
+                G, M, D = A.shape[1:4]
+                Ac = A.permute(4, 0, 2, 1, 3).reshape(3, n, M, G * D)
+                rc = r.permute(0, 2, 1, 3).reshape(n, M, G * D)
+                info.index_add_(1, index, (Ac[:, None] * Ac[None]).sum(-1).permute(2, 3, 0, 1))
+                grad_pts.index_add_(1, index, (Ac * rc).sum(-1).permute(1, 2, 0))
             # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
             # (point, joint) pairs of the kinematic tree.
             H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce, upper_only, packed)
