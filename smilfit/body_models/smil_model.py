@@ -382,6 +382,13 @@ class SMILModel(nn.Module):
             if pca_trans is not None:
                 bone_trans = pca_trans if bone_trans is None else bone_trans + pca_trans
 
+        if not torch.is_grad_enabled():
+            # All-zero scales and bone offsets (what a registrant passes when it fits
+            # neither) change nothing: skip their arithmetic. CPU only (the check reads
+            # the values) and never where autograd may want their gradients.
+            log_scale, bone_trans = (None if v is not None and v.device.type == 'cpu'
+                                     and not bool(v.any()) else v
+                                     for v in (log_scale, bone_trans))
         rot_mats = self._rotations(global_orient, body_pose, B)
         levels = self.levels
         rest_joints = self.rest_joints.expand(B, J, 3)

@@ -55,6 +55,28 @@ def test_rotation_representations_agree(toy):
         torch.testing.assert_close(other.vertices, aa.vertices)
 
 
+@pytest.mark.parametrize('propagate', [False, True])
+def test_zero_scales_and_bone_offsets_are_no_ops_but_keep_their_gradients(toy, propagate):
+    """All-zero log_scale / bone_trans (what a registrant passes when it fits neither)
+    give the output of leaving them out, with and without autograd, and still get their
+    gradients when they require them."""
+    kw = random_inputs(toy)
+    zeros = dict(kw, log_scale=torch.zeros_like(kw['log_scale']),
+                 bone_trans=torch.zeros_like(kw['bone_trans']))
+    plain = {k: v for k, v in kw.items() if k not in ('log_scale', 'bone_trans')}
+    reference = toy(**plain, propagate_scaling=propagate)
+    with torch.no_grad():
+        skipped = toy(**zeros, propagate_scaling=propagate)
+    for name in ('vertices', 'joints', 'joint_transforms'):
+        torch.testing.assert_close(getattr(skipped, name), getattr(reference, name))
+    grads = {k: v.clone().requires_grad_() for k, v in zeros.items()
+             if k in ('log_scale', 'bone_trans')}
+    out = toy(**dict(zeros, **grads), propagate_scaling=propagate)
+    torch.testing.assert_close(out.joints, reference.joints)
+    out.joints.square().sum().backward()
+    assert all(float(g.grad.abs().sum()) > 0 for g in grads.values())
+
+
 def test_global_rotation_pivots_about_root_joint(toy):
     rot = torch.tensor([[0.3, -1.2, 0.5]], dtype=torch.float64)
     out = toy(global_orient=rot)
