@@ -21,6 +21,7 @@ factorisation; the level-batched elimination is not.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
@@ -79,7 +80,7 @@ def plan_solve(coupling: Tensor) -> Optional[Union[SolvePlan, SparseCholeskyPlan
     coupling = coupling.detach().to('cpu', torch.bool).clone()
     P = coupling.shape[0]
     if P >= SPARSE_MIN_SIZE:
-        sparse = SparseCholeskyPlan.build(coupling)
+        sparse = _sparse_plan(P, coupling.numpy().tobytes())
         if sparse.flops <= SPARSE_MAX_FLOP_FRACTION * sparse.dense_flops:
             return sparse
     coupling.fill_diagonal_(False)
@@ -89,6 +90,15 @@ def plan_solve(coupling: Tensor) -> Optional[Union[SolvePlan, SparseCholeskyPlan
     coupled = torch.nonzero(~separable).flatten()
     return SolvePlan(torch.nonzero(separable).flatten(), coupled,
                      (coupled[:, None] * P + coupled[None, :]).flatten())
+
+
+@functools.lru_cache(maxsize=16)
+def _sparse_plan(P: int, pattern: bytes) -> SparseCholeskyPlan:
+    """The sparse plan of a (P, P) bool pattern given as its bytes: a pure function of
+    the structure, kept for the next fit of the same stage (its symbolic analysis costs a
+    few milliseconds; the plans are never modified)."""
+    return SparseCholeskyPlan.build(torch.frombuffer(bytearray(pattern), dtype=torch.bool)
+                                    .reshape(P, P))
 
 
 def damped_step(H: Tensor, g: Tensor, damping: Tensor,
