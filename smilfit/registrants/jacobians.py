@@ -61,16 +61,21 @@ def so3_left_jacobian(theta: Tensor) -> Tensor:
     ``exp(theta + d) = exp(J_l(theta) d) exp(theta)`` to first order, so column ``a`` is
     the world-frame angular velocity of ``d theta_a``. Series near 0 keep it smooth.
     """
-    angle2 = (theta * theta).sum(-1, keepdim=True)[..., None]
+    angle2 = (theta * theta).sum(-1)
     small = angle2 < 1e-8
     safe2 = torch.where(small, torch.ones_like(angle2), angle2)
     angle = safe2.sqrt()
     a = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / safe2)
     b = torch.where(small, 1.0 / 6.0 - angle2 / 120.0, (angle - torch.sin(angle)) / (safe2 * angle))
-    # K^2 = theta theta^T - |theta|^2 I for K = [theta]_x: no matrix product needed
-    eye = torch.eye(3, dtype=theta.dtype, device=theta.device)
-    outer = theta[..., :, None] * theta[..., None, :]
-    return (1.0 - b * angle2) * eye + a * skew(theta) + b * outer
+    # I + a K + b K^2 with K^2 = theta theta^T - |theta|^2 I, its nine entries written out
+    # (no matrix products, few temporaries)
+    c = 1.0 - b * angle2
+    x, y, z = theta.unbind(-1)
+    bxy, bxz, byz = b * x * y, b * x * z, b * y * z
+    ax, ay, az = a * x, a * y, a * z
+    return torch.stack([c + b * x * x, bxy - az, bxz + ay,
+                        bxy + az, c + b * y * y, byz - ax,
+                        bxz - ay, byz + ax, c + b * z * z], dim=-1).reshape(theta.shape + (3,))
 
 
 def subtree_matrix(parents: Tensor, root: int) -> Tensor:
@@ -336,8 +341,12 @@ class PointJacobian:
                 # Component-major (3c, 3a, B, .): the 3 x 3 products and cross products
                 # are a few wide multiply-adds, and the blocks come out in the layout
                 # the normal equations read (``rot`` is a (B, E', 3c, 3a) view of them).
+                # N_m / s is the parent's world rotation: M_m R_m^T over the global scale
                 n_mat = M @ rot.transpose(-1, -2)
-                nm = (n_mat / n_mat[..., 0].norm(dim=-1)[..., None, None]).permute(2, 3, 0, 1)
+                glog = inputs.get('global_log_scale')
+                if glog is not None:
+                    n_mat = n_mat * (-glog).exp()[:, :, None, None]
+                nm = n_mat.permute(2, 3, 0, 1)                   # (3c, 3d, B, J)
                 om = omega.permute(2, 3, 0, 1)                   # (3d, 3a, B, J)
                 v = nm[:, 0, None] * om[0] + nm[:, 1, None] * om[1] + nm[:, 2, None] * om[2]
                 v = v.reshape(9 * B, J).index_select(1, m_e).view(3, 3, B, -1)
@@ -382,9 +391,10 @@ class PointJacobian:
             if inputs.get('global_log_scale') is not None:
                 scale = inputs['global_log_scale'][:, 0].exp()
             parent_lin[:, root] = scale[:, None, None] * torch.eye(3, dtype=dtype, device=device)
-            U = parent_lin @ d_offset                           # (B, J, 3, K)
+            # (the products batched over joints: J of (B 3) x 3 by 3 x K)
+            U = torch.einsum('bjcd,jdk->bjck', parent_lin, d_offset)  # (B, J, 3, K)
             T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
-            d_tmap = T - M @ dirs                               # d t(A_j) / d beta
+            d_tmap = T - torch.einsum('bjcd,jdk->bjck', M, dirs)  # d t(A_j) / d beta
             # d u / d beta = M_k ms_u + c_u d t(A_k) / d beta for term u on joint k,
             # summed per point; the first part as U products of (B 3) x 3 by 3 x K (the
             # einsum batches over terms: far fewer, larger products than B x U 3 x 3).
@@ -748,7 +758,8 @@ def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, devic
     body = inputs.get('body_pose')
     root = torch.zeros(B, 1, 3, dtype=dtype, device=device) if root is None else root[:, None]
     body = torch.zeros(B, J - 1, 3, dtype=dtype, device=device) if body is None else body
-    return torch.cat([root.to(dtype), body.to(dtype)], dim=1)[:, model.pose_perm]
+    return torch.cat([root.to(dtype), body.to(dtype)], dim=1).index_select(
+        1, model.pose_perm.to(device))
 
 
 __all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian',
