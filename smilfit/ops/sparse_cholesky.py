@@ -4,7 +4,7 @@ one sparsity pattern (the Levenberg-Marquardt normal equations of a body's sampl
 Two columns of a body's ``J^T J`` meet only when some point depends on both: a joint's
 rotation meets its ancestors and descendants, not its cousins, so after eliminating the
 limbs from the tips inwards the factor has no fill beyond the pattern itself (a tree's
-pattern is chordal). The stick insect's (173, 173) system needs about a fifteenth of the
+pattern is chordal). The stick insect's (173, 173) system needs about 1/19 of the
 dense factorisation's flops that way.
 
 The symbolic analysis (:meth:`SparseCholeskyPlan.build`, once per structure) groups

@@ -341,7 +341,7 @@ class PointJacobian:
                 # Component-major (3c, 3a, B, .): the 3 x 3 products and cross products
                 # are a few wide multiply-adds, and the blocks come out in the layout
                 # the normal equations read (``rot`` is a (B, E', 3c, 3a) view of them).
-                # N_m / s is the parent's world rotation: M_m R_m^T over the global scale
+                # s is the global scale, so N_m / s = M_m R_m^T / s needs no norms.
                 n_mat = M @ rot.transpose(-1, -2)
                 glog = inputs.get('global_log_scale')
                 if glog is not None:
