@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from smilfit.body_models.rotations import skew
@@ -82,7 +83,7 @@ def subtree_matrix(parents: Tensor, root: int) -> Tensor:
     """(J, J) float: entry ``[k, m]`` is 1 when joint ``k`` is ``m`` or below it."""
     J = parents.shape[0]
     par = parents.tolist()
-    sub = torch.zeros(J, J, dtype=torch.float64)
+    sub = np.zeros((J, J))     # filled entry by entry: numpy, not J^2 tiny tensor writes
     for k in range(J):
         m = k
         seen = 0
@@ -92,7 +93,7 @@ def subtree_matrix(parents: Tensor, root: int) -> Tensor:
                 break
             m = par[m]
             seen += 1
-    return sub
+    return torch.from_numpy(sub)
 
 
 def _readout_parts(model, K: int) -> Tuple[Tensor, Tensor, Tensor]:
