@@ -70,23 +70,15 @@ class SparseCholeskyPlan:
     dense_flops: int
 
     @classmethod
-    def build(cls, pattern: Tensor, max_width: Optional[int] = None
-              ) -> 'SparseCholeskyPlan':
+    def build(cls, pattern: Tensor) -> 'SparseCholeskyPlan':
         """The plan for matrices whose entries outside ``pattern`` (P, P) bool (made
-        symmetric; the diagonal is always in) are zero.
-
-        ``max_width``: nodes of more columns are split into pieces of at most this many
-        (eliminated one after the other): many small factorisations cost less than
-        fewer wide ones where the wide ones are slow per matrix."""
+        symmetric; the diagonal is always in) are zero."""
         if pattern.dim() != 2 or pattern.shape[0] != pattern.shape[1]:
             raise ValueError(f'pattern must be (P, P), got {tuple(pattern.shape)}')
         pat = pattern.detach().to('cpu', torch.bool)
         P = pat.shape[0]
         pat = pat | pat.T | torch.eye(P, dtype=torch.bool)
         nodes = _column_nodes(pat)
-        if max_width:
-            nodes = [cols[i:i + max_width] for cols in nodes
-                     for i in range(0, len(cols), max_width)]
         adjacency = _node_adjacency(pat, nodes)
         order, fronts = _eliminate(adjacency, [len(c) for c in nodes])
         position = {k: i for i, k in enumerate(order)}

@@ -565,8 +565,7 @@ class SparsePointJacobian:
         device = self.dense.device
         plan = self.plan.get(('normal', dtype)) if self.plan is not None else None
         if plan is None:
-            plan = _NormalPlan.build(self.rot_point, self.rot_col, self.dense_col, P, N,
-                                    dtype)
+            plan = _NormalPlan.build(self.rot_point, self.rot_col, self.dense_col, P)
             if self.plan is not None:
                 self.plan[('normal', dtype)] = plan
         info = info.to(dtype)
@@ -668,8 +667,8 @@ class _NormalPlan:
         return self._packed[1]
 
     @classmethod
-    def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int,
-              N: int, dtype: torch.dtype) -> '_NormalPlan':
+    def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int
+              ) -> '_NormalPlan':
         device = rot_point.device
         axes = torch.arange(3, device=device)
         cols = rot_col[:, None] + axes                              # (E, 3)

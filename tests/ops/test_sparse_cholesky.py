@@ -102,15 +102,17 @@ def test_a_pattern_with_fill_and_a_dense_pattern():
     assert len(SparseCholeskyPlan.build(dense).groups) == 1   # one node: the dense solve
 
 
-def test_split_nodes_give_the_same_solution():
-    pattern = _tree_pattern([-1, 0, 1, 2, 3, 4, 0, 6, 7, 8], dense=5)   # two chains
+def test_a_limb_without_branches_is_one_node():
+    """Columns with the same coupling are eliminated together: two unbranched chains of
+    5 joints from a root give one 15-column node each, and the same solution."""
+    pattern = _tree_pattern([-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9], dense=5)   # two chains
     A, b, d = _system(pattern, seed=5)
-    whole = SparseCholeskyPlan.build(pattern)
-    split = SparseCholeskyPlan.build(pattern, max_width=3)
-    assert max(g.own.shape[1] for g in split.groups) == 3
-    assert max(g.own.shape[1] for g in whole.groups) > 3   # each chain is one node
-    torch.testing.assert_close(split.factorize(A, d, rhs=b).solve(),
-                               whole.factorize(A, d, rhs=b).solve(), rtol=1e-10, atol=1e-10)
+    plan = SparseCholeskyPlan.build(pattern)
+    widths = sorted(w for g in plan.groups for w in [g.own.shape[1]] * g.own.shape[0])
+    assert widths == [8, 15, 15]            # the root with the dense columns, two limbs
+    torch.testing.assert_close(plan.factorize(A, d, rhs=b).solve(),
+                               torch.linalg.solve(A + torch.diag_embed(d), b),
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_float32_and_a_failed_matrix_is_flagged_alone():
