@@ -12,7 +12,8 @@ from torch import nn
 from smilfit.registry import BODY_MODELS
 from .lbs import (KinematicLevels, chain_transforms, local_transforms, pca_joint_scale_trans,
                   plan_factored_skinning, plan_skinning, pose_feature, readout_matrix,
-                  readout_posed, rest_vertices_vb, skin_shape_factored, skin_vertices_vb,
+                  readout_pose_term, readout_posed, readout_sparse, readout_terms,
+                  rest_vertices_vb, skin_shape_factored, skin_vertices_vb,
                   skinning_chunk_size, skinning_transforms)
 from .model_data import BodyModelData, validate_keypoint
 from .rotations import axis_angle_to_matrix, to_rotation_matrix
@@ -251,6 +252,13 @@ class SMILModel(nn.Module):
                                  readout_matrix(f64(m0), f64(ms[..., :k]), f64(mass)),
                                  persistent=False)
         self.register_buffer('readout_moment_pose', f64(mp), persistent=False)
+        # Each readout row reads a few joints' skin: summing its non-zero (row, joint)
+        # terms beats the dense product unless they are a good part of R x J.
+        row, joint, moments = readout_terms(f64(m0), f64(ms), f64(mass))
+        self.sparse_readout = 4 * row.numel() <= R * J
+        self.register_buffer('readout_term_row', row, persistent=False)
+        self.register_buffer('readout_term_joint', joint, persistent=False)
+        self.register_buffer('readout_term_moments', moments, persistent=False)
         self.register_buffer('keypoint_source', torch.as_tensor(source, dtype=torch.long),
                              persistent=False)
         # The joint that carries each point of the pool (a kinematic joint itself; a
@@ -420,8 +428,15 @@ class SMILModel(nn.Module):
         readout = None
         if self.readout_moment_pose.shape[0] and (self.regressed_joints or return_keypoints):
             K_in = 0 if betas is None else betas.shape[1]
-            readout = readout_posed(maps, getattr(self, f'readout_matrix_{K_in}'), betas,
-                                    self.readout_moment_pose, pf)
+            if self.sparse_readout:
+                readout = readout_sparse(maps, self.readout_term_row, self.readout_term_joint,
+                                         self.readout_term_moments,
+                                         self.readout_moment_pose.shape[0], betas)
+                if pf is not None:
+                    readout = readout + readout_pose_term(maps, self.readout_moment_pose, pf)
+            else:
+                readout = readout_posed(maps, getattr(self, f'readout_matrix_{K_in}'), betas,
+                                        self.readout_moment_pose, pf)
         joints = readout[:, :self.n_joint_rows] if self.regressed_joints else joints_kin
 
         keypoints = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -201,7 +201,8 @@ class LeastSquaresProblem:
 
     # ---------------------------------------------------------- linearize
     def linearize(self, x: Tensor, idx: Tensor, reduce: Optional[Tuple[Tensor, int]] = None,
-                  upper_only: bool = False, packed: Optional[Tuple[Tensor, int]] = None
+                  upper_only: bool = False, packed: Union[None, Tuple[Tensor, int], Callable[
+                      [Tensor], Optional[Tuple[Tensor, int]]]] = None
                   ) -> Tuple[Tensor, Tensor, Tensor]:
         """Cost (n,), ``g = J^T r`` (n, P) and ``H = J^T J`` (n, P, P) at ``x`` (n, P).
 
@@ -211,15 +212,17 @@ class LeastSquaresProblem:
         be (for a reader of the upper triangle only, such as :func:`.damped_step`).
         ``packed = (slot map (P * P,), width)``: ``H`` (n, width) is the upper triangle
         packed through the map (a sparse factorisation's layout,
-        :meth:`smilfit.ops.sparse_cholesky.SparseCholeskyPlan.slot_map`)."""
+        :meth:`smilfit.ops.sparse_cholesky.SparseCholeskyPlan.slot_map`); or a callable
+        that picks that layout (or ``None``: dense) from :meth:`column_coupling`, called
+        once the structure is known, before ``H`` is built."""
         params, obs = self.subset(idx, x)
         n, P = x.shape
         dtype, device = x.dtype, x.device
         ldt = self.linear_dtype or dtype
         cost = torch.zeros(n, dtype=dtype, device=device)
-        H = None
         g = torch.zeros(n, P, dtype=dtype, device=device)
         point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
+        jac = None
         if point_handlers:
             rows, keep, attach, offsets, offset_rows = self._attached_points(
                 point_handlers, params, device)
@@ -240,6 +243,29 @@ class LeastSquaresProblem:
                 rc = r.permute(0, 2, 1, 3).reshape(n, M, G * D)
                 info.index_add_(1, index, (Ac[:, None] * Ac[None]).sum(-1).permute(2, 3, 0, 1))
                 grad_pts.index_add_(1, index, (Ac * rc).sum(-1).permute(1, 2, 0))
+        param_terms = []
+        for h in self.handlers:
+            if h.residual_kind == 'params':
+                r, Jp, cols = self._param_terms(h, params, obs, n)
+                cost = cost + (r * r).sum(1)
+                param_terms.append((r, Jp, cols))
+        if self._coupling is None:
+            # Which columns can meet in J^T J: fixed by the structure (the point blocks
+            # of the kinematic tree, the priors' columns), not by the values, which may
+            # be zero by accident at one point (a rotation axis along a bone).
+            coupling = torch.zeros(P, P, dtype=torch.bool)
+            if jac is not None:
+                coupling |= _point_coupling(jac, P)
+            for _, Jp, cols in param_terms:
+                if cols is not None and cols.numel():
+                    c = cols.cpu()
+                    coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
+                        if isinstance(Jp, ConstantJacobian) else True
+            self._coupling = coupling
+        if callable(packed):
+            packed = packed(self.column_coupling())
+        H = None
+        if jac is not None:
             # H = D^T blockdiag(info) D, block-sparse: 3 rows per point, and only the
             # (point, joint) pairs of the kinematic tree.
             H, g_pts = jac.normal_equations(info, grad_pts, ldt, reduce, upper_only, packed)
@@ -248,27 +274,8 @@ class LeastSquaresProblem:
             rows = n if reduce is None else int(reduce[1])
             H = (torch.zeros(rows, P, P, dtype=ldt, device=device) if packed is None else
                  torch.zeros(rows, packed[1], dtype=ldt, device=device))
-        # Which columns can meet in J^T J: fixed by the structure (the point blocks of
-        # the kinematic tree, the priors' columns), not by the values, which may be zero
-        # by accident at one point (a rotation axis along a bone).
-        coupling = None
-        if self._coupling is None:
-            coupling = torch.zeros(P, P, dtype=torch.bool)
-            if point_handlers:
-                coupling |= _point_coupling(jac, P)
-        for h in self.handlers:
-            if h.residual_kind != 'params':
-                continue
-            r, Jp, cols = self._param_terms(h, params, obs, n)
-            cost = cost + (r * r).sum(1)
-            add_param_block(H, g, r, Jp, cols, reduce,
-                            None if packed is None else packed[0])
-            if coupling is not None and cols is not None and cols.numel():
-                c = cols.cpu()
-                coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
-                    if isinstance(Jp, ConstantJacobian) else True
-        if coupling is not None:
-            self._coupling = coupling
+        for r, Jp, cols in param_terms:
+            add_param_block(H, g, r, Jp, cols, reduce, None if packed is None else packed[0])
         return cost, g, H
 
     def column_coupling(self) -> Optional[Tensor]:
@@ -545,15 +552,27 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     done = torch.zeros(B, dtype=torch.bool, device=device)
     diverged = torch.zeros(B, dtype=torch.bool, device=device)
     stale = torch.ones(B, dtype=torch.bool, device=device)   # needs a linearisation
-    plan = False   # how to solve the damped system: decided after the first linearisation
+    plan = None    # how to solve the damped system: decided in the first linearisation
     packed = None  # (slot map, width) where the plan factorises H packed
+
+    def choose_layout(coupling: Optional[Tensor]) -> Optional[Tuple[Tensor, int]]:
+        # the structure is known in the first linearisation: from then on H is packed
+        # where the plan factorises it so, from the first H on
+        nonlocal plan, packed
+        plan = None if coupling is None else plan_solve(coupling)
+        if plan is not None:
+            plan = plan.to(device)
+        if isinstance(plan, SparseCholeskyPlan):
+            packed = (plan.slot_map(), plan.packed_size)
+        return packed
     iterations = 0
     for it in range(max_iter):
         relin = stale & ~done
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
             # damped_step reads H's upper triangle only
-            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True, packed=packed)
+            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True,
+                                          packed=choose_layout if it == 0 else packed)
             # A sum is non-finite when any entry is (and is cheaper than checking each
             # of H's P*P entries).
             bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))
@@ -566,14 +585,6 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             converged = gg.abs().amax(1) <= gtol
             done[idx[bad | converged]] = True
             stale[idx] = False
-            if plan is False:  # the structure is known after the first linearisation
-                coupling = getattr(problem, 'column_coupling', lambda: None)()
-                plan = None if coupling is None else plan_solve(coupling)
-                if plan is not None:
-                    plan = plan.to(device)
-                if isinstance(plan, SparseCholeskyPlan):   # from now on H is packed
-                    packed = (plan.slot_map(), plan.packed_size)
-                    H = plan.pack(H)
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break

@@ -411,12 +411,12 @@ class SMILRegistrant(nn.Module):
         ctx = StageContext(self, stage, {k: v.detach() for k, v in params.items()}, obs, groups,
                            active, any(getattr(h, 'needs_vertices', False) for h in active),
                            coupled, per_group)
-        with torch.no_grad():
-            start = ctx.losses(ctx.params)
-        outcome = runner_for(stage)(ctx)
+        outcome = runner_for(stage)(ctx)   # (runners fit copies: ctx.params stay)
         diverged = outcome.diverged
-        with torch.no_grad():
-            end = ctx.losses(outcome.params)
+        start, end = outcome.start_loss, outcome.end_loss
+        with torch.no_grad():   # what the runner did not report
+            start = ctx.losses(ctx.params) if start is None else start
+            end = ctx.losses(outcome.params) if end is None else end
         record = dict(stage=stage.name, steps=outcome.steps, mean_loss_start=float(start.mean()),
                       mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
                       else float('nan'), per_sample=outcome.per_sample,

@@ -89,6 +89,8 @@ class StageOutcome:
         steps: iterations (optimizer steps) run.
         trace: (B,) losses after every iteration (L-BFGS: every evaluation).
         per_sample: whether every sample was optimised independently.
+        start_loss, end_loss: (B,) the stage's loss at the start and at the end, where
+            the runner has them anyway (else the registrant evaluates them).
     """
 
     params: Dict[str, Tensor]
@@ -96,6 +98,8 @@ class StageOutcome:
     steps: int
     trace: List[Tensor] = field(default_factory=list)
     per_sample: bool = False
+    start_loss: Optional[Tensor] = None
+    end_loss: Optional[Tensor] = None
 
 
 def _free(ctx: StageContext) -> Dict[str, Tensor]:
@@ -135,12 +139,17 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         trace.append(cost.detach().clone())
         ctx.after_step(i)
     with torch.no_grad():
-        x, _, diverged, n_steps = levenberg_marquardt(
-            problem, problem.initial_x(), stage.n_iter, options, ftol=stage.ftol,
+        x0 = problem.initial_x()
+        # The stage's starting loss (for its history record) is the problem's cost at
+        # x0, and that evaluation's forward pass serves the first linearisation.
+        start = problem.cost(x0, torch.arange(problem.B, device=x0.device))
+        x, end, diverged, n_steps = levenberg_marquardt(
+            problem, x0, stage.n_iter, options, ftol=stage.ftol,
             gtol=stage.gtol, on_iteration=progress)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(x))
-    return StageOutcome(params, diverged, n_steps, trace, per_sample=True)
+    return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
+                        start_loss=start, end_loss=end)
 
 
 def run_group_lm_stage(ctx: StageContext) -> StageOutcome:

@@ -377,3 +377,49 @@ def test_model_without_keypoint_definitions_exposes_joints():
     assert model.keypoint_names == data.joint_names
     out = model(**random_inputs(model))
     torch.testing.assert_close(out.keypoints, out.joints)
+
+
+@pytest.mark.parametrize('with_posedirs', [False, True])
+@pytest.mark.parametrize('num_betas_in', [None, 2, 0])
+def test_sparse_and_dense_readouts_agree(with_posedirs, num_betas_in):
+    """Joints and keypoints read out over the non-zero (row, joint) terms equal the
+    dense readout (values and gradients), with fewer betas than the model's too."""
+    data = toy_model_data(num_joints=9, with_posedirs=with_posedirs, seed=11)
+    kps = {'tip': {'vertex': 7}, 'blob': {'vertices': [1, 2, 3], 'weights': [0.2, 0.3, 0.5]},
+           'j3': {'joint': 3}}
+    model = SMILModel(data=data, keypoints=kps, dtype=torch.float64)
+    kw = random_inputs(model, B=4, seed=3)
+    if num_betas_in is not None:
+        kw['betas'] = kw['betas'][:, :num_betas_in]
+    outs = {}
+    for sparse in (True, False):
+        model.sparse_readout = sparse
+        inputs = {k: v.clone().requires_grad_() for k, v in kw.items()}
+        out = model(**inputs, return_vertices=False)
+        (out.joints.square().sum() + out.keypoints.sin().sum()).backward()
+        outs[sparse] = (out.joints, out.keypoints, {k: v.grad for k, v in inputs.items()})
+    torch.testing.assert_close(outs[True][0], outs[False][0])
+    torch.testing.assert_close(outs[True][1], outs[False][1])
+    for name in kw:
+        torch.testing.assert_close(outs[True][2][name], outs[False][2][name])
+    # and both equal the skinned mesh read out
+    model.sparse_readout = True
+    full = model(**kw)
+    torch.testing.assert_close(outs[True][1].detach()[:, 0], full.vertices[:, 7])
+
+
+def test_readout_path_follows_term_density():
+    """A readout row touching a few joints is summed over its terms; one touching
+    every joint (dense moments) keeps the dense product."""
+    from smilfit.body_models.lbs import readout_terms
+    R, J, K = 5, 20, 3
+    m0, ms, mass = torch.zeros(R, J, 3), torch.zeros(R, J, 3, K), torch.zeros(R, J)
+    mass[torch.arange(R), torch.arange(R)] = 1.0
+    ms[0, 7, 1, 2] = 0.5    # a term with only a shape moment still counts
+    row, joint, moments = readout_terms(m0, ms, mass)
+    assert row.tolist() == [0, 0, 1, 2, 3, 4] and joint.tolist() == [0, 7, 1, 2, 3, 4]
+    assert moments.shape == (1 + K, 6 * 4)
+    data = toy_model_data(num_joints=30, num_vertices=200, seed=1)
+    assert SMILModel(data=data, dtype=torch.float64).sparse_readout
+    data.weights[:] = 1.0 / data.num_joints    # every vertex on every joint
+    assert not SMILModel(data=data, dtype=torch.float64).sparse_readout

@@ -334,12 +334,24 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
         seen['problem'] = problem
         return coupling(problem)
     monkeypatch.setattr(lm.LeastSquaresProblem, 'column_coupling', recording)
+    layouts = []
+    linearize = lm.LeastSquaresProblem.linearize
+
+    def recording_layout(problem, *args, **kwargs):
+        out = linearize(problem, *args, **kwargs)
+        layouts.append(out[2].dim())
+        return out
+    monkeypatch.setattr(lm.LeastSquaresProblem, 'linearize', recording_layout)
 
     def fit():
         reg = _registrant(model, n_iter=15, handlers=handlers)
         reg.setup(dict(keypoint_names=names))
         return reg.fit(obs)
     apart = fit()
+    # the layout is chosen inside the first linearisation: a sparse plan's H is packed
+    # (n, width) from the first one on
+    assert set(layouts) == ({2} if solver == 'sparse' else {3})
+    monkeypatch.setattr(lm.LeastSquaresProblem, 'linearize', linearize)
     problem = seen['problem']
     mask = problem.separable_columns()
     plan = lm.plan_solve(problem.column_coupling())

@@ -325,3 +325,25 @@ def test_multi_start_refuses_init_params(model):
     reg = build(model, stages=[STAGES[0]], multi_start={})
     with pytest.raises(ValueError, match='exclude each other'):
         reg.fit(obs, init_params=dict(transl=truth['transl']))
+
+
+def test_lm_stage_history_losses_are_the_stage_losses(model):
+    """The LM runner reports the stage's start and end losses from its own cost
+    evaluations (no extra forward passes): they equal the registrant's loss there."""
+    obs, truth, _ = make_observations(model, batch=3, noise_px=1.0)
+    stages = [dict(name='lm', fit=['global_orient', 'transl', 'body_pose', 'betas'],
+                   n_iter=4, optimizer=dict(type='LevenbergMarquardt'))]
+    reg = build(model, stages=stages)
+    obs_t = reg.to_tensors(obs)
+    start = reg.initial_params(obs_t, 3, torch.zeros(3, dtype=torch.long), None)
+    result = reg.fit(obs)
+    record = result.history[0]
+    active = list(reg.handlers.values())
+    with torch.no_grad():
+        before = reg.per_sample_losses(start, obs_t, active, False)
+        after = reg.per_sample_losses(result.params, obs_t, active, False)
+    assert record['mean_loss_start'] == pytest.approx(
+        float(torch.stack(list(before.values())).sum(0).mean()), rel=1e-9)
+    assert record['mean_loss_end'] == pytest.approx(
+        float(torch.stack(list(after.values())).sum(0).mean()), rel=1e-9)
+    assert record['mean_loss_end'] < 0.1 * record['mean_loss_start']
