@@ -171,8 +171,29 @@ def local_transforms(rot_mats: torch.Tensor, rest_joints: torch.Tensor,
     return torch.cat([top, bottom], dim=-2)
 
 
+def _untracked(t: torch.Tensor) -> bool:
+    """Whether nothing differentiates through ``t``: no autograd graph, no function
+    transform (vmap, jvp) and no forward-mode tangent, so ``out=`` writes are safe."""
+    return (not (torch.is_grad_enabled() and t.requires_grad)
+            and not torch._C._are_functorch_transforms_active()
+            and torch.autograd.forward_ad.unpack_dual(t).tangent is None)
+
+
 def chain_transforms(local: torch.Tensor, levels: KinematicLevels) -> torch.Tensor:
     """Compose (B, J, 4, 4) parent-relative transforms into world transforms, level by level."""
+    if _untracked(local):
+        # Without autograd: joint-major in level order, every level's products written
+        # straight into their contiguous rows (no per-level gathers of ``local``, no cat).
+        ordered = local.transpose(0, 1).index_select(0, levels.order)    # (J, B, 4, 4)
+        world = torch.empty_like(ordered)
+        world[0] = ordered[0]
+        prev, start = 0, 1
+        for joints, parent_pos in zip(levels.joints, levels.parent_pos):
+            end = start + joints.numel()
+            torch.matmul(world[prev:start].index_select(0, parent_pos), ordered[start:end],
+                         out=world[start:end])
+            prev, start = start, end
+        return world.transpose(0, 1).index_select(1, levels.inverse_order)
     current = local[:, levels.root:levels.root + 1]
     per_level = [current]
     for joints, parent_pos in zip(levels.joints, levels.parent_pos):

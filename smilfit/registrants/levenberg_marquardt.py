@@ -515,6 +515,12 @@ def _check_offset_handlers(handlers: Sequence[nn.Module]) -> None:
                                   f"offsets_frame='joint' in handlers {world}; use LBFGS")
 
 
+#: The share of accepted steps above which the next trial points are linearised
+#: directly (see :func:`levenberg_marquardt`): a linearisation costs about 2-3 cost
+#: evaluations, so linearising trials pays once most of them are taken.
+LINEARIZE_TRIALS_MIN_ACCEPTANCE = 0.7
+
+
 def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
                         options: LMOptions, ftol: float = 1e-9, gtol: float = 1e-7,
                         on_iteration: Callable[[int, Tensor], None] = None
@@ -566,25 +572,35 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             packed = (plan.slot_map(), plan.packed_size)
         return packed
     iterations = 0
+
+    def absorb(idx: Tensor, c: Tensor, gg: Tensor, hh: Tensor) -> None:
+        # take a linearisation of the samples idx: their cost, g and H, and whether it
+        # diverged or converged there
+        nonlocal cost, g, H
+        # A sum is non-finite when any entry is (and is cheaper than checking each
+        # of H's P*P entries).
+        bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))
+                & torch.isfinite(hh.sum(tuple(range(1, hh.dim())))))
+        if idx.numel() == B:  # every sample (the first iteration, often later ones)
+            cost, g, H = c.clone(), gg.clone(), hh.to(ldt)
+        else:
+            cost[idx], g[idx], H[idx] = c, gg, hh
+        diverged[idx[bad]] = True
+        converged = gg.abs().amax(1) <= gtol
+        done[idx[bad | converged]] = True
+        stale[idx] = False
+
+    # Linearise at the trial point itself (one pass gives its cost, g and H) while most
+    # steps are accepted: an accepted step then needs no second pass over the model
+    # and the keypoints; a rejected one wastes that linearisation.
+    linearize_trials = False
     for it in range(max_iter):
         relin = stale & ~done
         if bool(relin.any()):
             idx = torch.nonzero(relin).flatten()
             # damped_step reads H's upper triangle only
-            c, gg, hh = problem.linearize(x[idx], idx, upper_only=True,
-                                          packed=choose_layout if it == 0 else packed)
-            # A sum is non-finite when any entry is (and is cheaper than checking each
-            # of H's P*P entries).
-            bad = ~(torch.isfinite(c) & torch.isfinite(gg.sum(1))
-                    & torch.isfinite(hh.sum(tuple(range(1, hh.dim())))))
-            if idx.numel() == B:  # every sample (the first iteration, often later ones)
-                cost, g, H = c.clone(), gg.clone(), hh.to(ldt)
-            else:
-                cost[idx], g[idx], H[idx] = c, gg, hh
-            diverged[idx[bad]] = True
-            converged = gg.abs().amax(1) <= gtol
-            done[idx[bad | converged]] = True
-            stale[idx] = False
+            absorb(idx, *problem.linearize(x[idx], idx, upper_only=True,
+                                           packed=choose_layout if it == 0 else packed))
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break
@@ -605,7 +621,13 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         factorised = info == 0
         step = torch.where(factorised[:, None], step.to(dtype), torch.zeros_like(ga))
         trial = xa + step
-        new_cost = problem.cost(trial, active)
+        # (the last iteration's trials need their cost only)
+        linearize_trials = linearize_trials and it + 1 < max_iter
+        if linearize_trials:
+            new_cost, g_trial, H_trial = problem.linearize(trial, active, upper_only=True,
+                                                           packed=packed)
+        else:
+            new_cost = problem.cost(trial, active)
         old_cost = cost[active]
         # A failed factorisation (not positive definite at this damping, e.g. in float32)
         # is a rejected step that predicted a gain: the damping grows and it tries again.
@@ -621,7 +643,13 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         nu[active] = torch.where(accept, torch.full_like(nu_a, 2.0), nu_a * 2.0)
         x[active] = torch.where(accept[:, None], trial, xa)  # (xa may be x: computed first)
         cost[active] = torch.where(accept, new_cost, old_cost)
-        stale[active] = accept
+        if linearize_trials:
+            if bool(accept.any()):
+                taken = torch.nonzero(accept).flatten()
+                absorb(active[taken], new_cost[taken], g_trial[taken], H_trial[taken])
+        else:
+            stale[active] = accept
+        linearize_trials = bool(accept.float().mean() >= LINEARIZE_TRIALS_MIN_ACCEPTANCE)
         small_step = step.abs().amax(1) <= options.xtol * (xa.abs().amax(1) + options.xtol)
         small_gain = accept & (actual <= rel_tol * old_cost)
         # A decrease the model itself predicts below the precision cannot be resolved:

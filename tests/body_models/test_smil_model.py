@@ -423,3 +423,45 @@ def test_readout_path_follows_term_density():
     assert SMILModel(data=data, dtype=torch.float64).sparse_readout
     data.weights[:] = 1.0 / data.num_joints    # every vertex on every joint
     assert not SMILModel(data=data, dtype=torch.float64).sparse_readout
+
+
+def test_chain_transforms_with_and_without_autograd_match_the_recursion():
+    """World transforms composed level by level (the no-grad path writes each level in
+    place; the autograd path concatenates) equal the plain parent-first recursion."""
+    from smilfit.body_models.lbs import KinematicLevels, chain_transforms
+    from tests.body_models.toy_models import random_parents
+    rng = np.random.default_rng(4)
+    parents = random_parents(12, rng)
+    perm = rng.permutation(12)              # joints not in parent-first order
+    inverse = np.argsort(perm)
+    parents = np.where(parents[perm] < 0, -1, inverse[parents[perm].clip(0)])
+    levels = KinematicLevels.from_parents(parents)
+    local = torch.randn(3, 12, 4, 4, dtype=torch.float64)
+    expect = [None] * 12
+    todo = list(range(12))
+    while todo:
+        j = todo.pop(0)
+        p = parents[j]
+        if p >= 0 and expect[p] is None:
+            todo.append(j)
+            continue
+        expect[j] = local[:, j] if p < 0 else expect[p] @ local[:, j]
+    expect = torch.stack(expect, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(chain_transforms(local, levels), expect)
+    leaf = local.clone().requires_grad_()
+    world = chain_transforms(leaf, levels)
+    torch.testing.assert_close(world.detach(), expect)
+    world.sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    # under function transforms (the LM's forward-mode Jacobians): no in-place writes
+    tangent = torch.randn_like(local)
+    _, jvp = torch.func.jvp(lambda t: chain_transforms(t, levels), (local,), (tangent,))
+    with torch.no_grad():
+        eps = 1e-6
+        numeric = (chain_transforms(local + eps * tangent, levels)
+                   - chain_transforms(local - eps * tangent, levels)) / (2 * eps)
+    torch.testing.assert_close(jvp, numeric, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        batched = torch.func.vmap(lambda t: chain_transforms(t, levels))(local[None])
+    torch.testing.assert_close(batched[0], expect)

@@ -455,3 +455,38 @@ def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
     empty = torch.zeros(0, dtype=torch.long)        # e.g. K = 0 shape coefficients
     add_param_block(H2, g2, r, ConstantJacobian(r.new_zeros(R, 0), empty), empty)
     assert torch.equal(H2, H0) and torch.equal(g2, g0)
+
+
+def test_trial_points_are_linearised_while_steps_are_accepted(model, monkeypatch):
+    """While most steps are accepted, the trial point is linearised in the same pass
+    as its cost (no second pass after acceptance): fewer passes, the same fit."""
+    from smilfit.registrants import levenberg_marquardt as lm
+    obs, _, _ = _problem(model, 3, noise=1.0)
+    calls = {'cost': 0, 'linearize': 0}
+    for name in calls:
+        original = getattr(lm.LeastSquaresProblem, name)
+
+        def counting(problem, *args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(problem, *args, **kwargs)
+        monkeypatch.setattr(lm.LeastSquaresProblem, name, counting)
+
+    def fit():
+        calls.update(cost=0, linearize=0)
+        result = _registrant(model, n_iter=12, stopping=(1e-10, 1e-10)).fit(obs)
+        return result, dict(calls)
+    merged, merged_calls = fit()
+    monkeypatch.setattr(lm, 'LINEARIZE_TRIALS_MIN_ACCEPTANCE', 2.0)   # never
+    apart, apart_calls = fit()
+    steps = merged.history[0]['steps']
+    assert steps == apart.history[0]['steps'] >= 4
+    # apart: a cost per trial and a linearisation per accepted step (plus the start);
+    # merged: most trials linearised directly
+    assert apart_calls['cost'] == steps + 1
+    assert merged_calls['cost'] + merged_calls['linearize'] < (
+        apart_calls['cost'] + apart_calls['linearize'] - steps // 2)
+    torch.testing.assert_close(torch.as_tensor(merged.history[0]['loss_trace']),
+                               torch.as_tensor(apart.history[0]['loss_trace']),
+                               rtol=1e-9, atol=0.0)
+    for k in ('global_orient', 'body_pose', 'betas', 'transl'):
+        torch.testing.assert_close(merged.params[k], apart.params[k], rtol=1e-7, atol=1e-9)
