@@ -96,6 +96,20 @@ def projection_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
     ``d pix / d X = K[:2, :2] J_dist d(x/z, y/z)/d x_cam R``; zero for points with
     ``depth <= min_depth`` (they are not scored). Shapes as :func:`project_points`.
     """
+    return project_with_jacobian(points, K, R, t, dist, min_depth)[2]
+
+
+def project_with_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
+                          t: torch.Tensor, dist: Optional[torch.Tensor] = None,
+                          min_depth: float = 0.0):
+    """Pixels, whether in front, and the projection's Jacobian, in one pass.
+
+    Returns:
+        ``(pixels (..., N, 2), in_front (..., N) bool, d pixels / d points
+        (..., N, 2, 3))``: the pixels as ``smilfit.handlers.project_with_depth`` gives
+        them (depth replaced by 1 behind ``min_depth``) and :func:`projection_jacobian`
+        (zero there).
+    """
     x_cam = world_to_camera(points, R, t)
     z = x_cam[..., 2]
     front = z > min_depth
@@ -112,7 +126,8 @@ def projection_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor,
     J = torch.stack([K2[..., 0, 0, None] * J[..., 0, :] + K2[..., 0, 1, None] * J[..., 1, :],
                      K2[..., 1, 0, None] * J[..., 0, :] + K2[..., 1, 1, None] * J[..., 1, :]],
                     -2)
-    return torch.where(front[..., None, None], J, torch.zeros_like(J))
+    pixels = normalized_to_pixels(distort_normalized(xy, dist), K)
+    return pixels, front, torch.where(front[..., None, None], J, torch.zeros_like(J))
 
 
 def undistort_normalized(xy: torch.Tensor, dist: Optional[torch.Tensor],
@@ -324,5 +339,6 @@ __all__ = [
     'default_intrinsics', 'uncalibrated_camera', 'project_points_numpy', 'DIST_NAMES',
     'distort_normalized', 'undistort_normalized', 'normalized_to_pixels',
     'pixels_to_normalized', 'world_to_camera', 'camera_depth', 'project_points',
-    'undistort_pixels', 'projection_matrices', 'camera_centers',
+    'undistort_pixels', 'projection_matrices', 'camera_centers', 'projection_jacobian',
+    'project_with_jacobian',
 ]

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ..cameras.projection import (distort_normalized, normalized_to_pixels,
-                                  projection_jacobian, world_to_camera)
+                                  project_with_jacobian, world_to_camera)
 from ..registry import HANDLERS
 from .base import LossSpec
 from .matching import KeypointHandlerBase
@@ -183,24 +183,34 @@ class Keypoint2DHandler(KeypointHandlerBase):
         return self._project(self.matched_points(output, params), observations, params, views)
 
     def _project(self, pts: torch.Tensor, observations: Mapping[str, Any],
-                 params: Mapping[str, Any], views: Optional[dict] = None):
+                 params: Mapping[str, Any], views: Optional[dict] = None,
+                 with_jacobian: bool = False):
+        """``(pixels, in_front)`` of (B, M, 3) points, and their Jacobian (B, C, M, 2, 3)
+        third ``with_jacobian``."""
         views = view_keypoints(observations, self.name) if views is None else views
         C = views['keypoints_2d'].shape[1]
         cams = view_cameras(observations, params, C, pts.dtype, pts.device, self.name,
                             views['squeezed'])
+        if with_jacobian:
+            return project_with_jacobian(pts[:, None], cams['K'], cams['R'], cams['t'],
+                                         cams['dist'], self.min_depth)
         return project_with_depth(pts[:, None], cams['K'], cams['R'], cams['t'],
                                   cams['dist'], self.min_depth)
 
     def _terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
-               params: Mapping[str, Any]):
+               params: Mapping[str, Any], with_jacobian: bool = False):
         """(predictions, targets, weights, mask) of the loss for (B, M, 3) matched
         points: pixels, or pixels over the noise scale where the observations carry
-        it (then ``unit`` (B, C, M, 1), 1 / scale, else ``None``, is returned last)."""
-        pix, target, w, mask, _ = self._pixel_terms(pts, observations, params)
+        it (then ``unit`` (B, C, M, 1), 1 / scale, else ``None``, is returned next);
+        ``with_jacobian``: the predictions' Jacobian w.r.t. the points (B, C, M, 2, 3)
+        last."""
+        pix, target, w, mask, _, *dpix = self._pixel_terms(pts, observations, params,
+                                                           with_jacobian)
         unit = self._unit(observations, pix)
         if unit is not None:
             pix, target = pix * unit, target * unit
-        return pix, target, w, mask, unit
+            dpix = [d * unit[..., None] for d in dpix]
+        return (pix, target, w, mask, unit, *dpix)
 
     def _unit(self, observations: Mapping[str, Any], pix: torch.Tensor):
         scale = observations.get(self.scale_key) if self.scale_from_residuals else None
@@ -212,14 +222,16 @@ class Keypoint2DHandler(KeypointHandlerBase):
         return 1.0 / scale.to(pix)[..., None]
 
     def _pixel_terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
-                     params: Mapping[str, Any]):
-        """(pixels, targets, weights, mask, in_front) for (B, M, 3) matched points."""
+                     params: Mapping[str, Any], with_jacobian: bool = False):
+        """(pixels, targets, weights, mask, in_front) for (B, M, 3) matched points, and
+        ``with_jacobian`` the pixels' Jacobian (B, C, M, 2, 3) (zero behind the camera)
+        last."""
         obs = view_keypoints(observations, self.name)
         B, C = obs['keypoints_2d'].shape[:2]
         if B != pts.shape[0]:
             raise ValueError(f'handler {self.name!r}: keypoints_2d has {B} samples, the '
                              f'model output {pts.shape[0]}')
-        pix, in_front = self._project(pts, observations, params, obs)
+        pix, in_front, *dpix = self._project(pts, observations, params, obs, with_jacobian)
         dtype, device = pix.dtype, pix.device
         target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
         # A detected point behind the camera is not "unobserved": it lands
@@ -239,7 +251,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
         imp = self.importance_like(pix)
         if imp is not None:
             w = imp.expand(B, C, -1) if w is None else w * imp
-        return pix, target, w, mask, in_front
+        return (pix, target, w, mask, in_front, *dpix)
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> torch.Tensor:
@@ -256,19 +268,10 @@ class Keypoint2DHandler(KeypointHandlerBase):
         if not hasattr(self.loss, 'residual_jacobian'):
             raise NotImplementedError(self._no_residuals())
         pts = self.offset_points(points, params)
-        pix, target, w, mask, unit = self._terms(pts, observations, params)
-        r, dr = self.loss.residual_jacobian(pix, target, weight=w, mask=mask)
-        views = view_keypoints(observations, self.name)
-        cams = view_cameras(observations, params, views['keypoints_2d'].shape[1], pts.dtype,
-                            pts.device, self.name, views['squeezed'])
-        dpix = projection_jacobian(pts[:, None], cams['K'], cams['R'], cams['t'],
-                                   cams['dist'], self.min_depth)          # (B, C, M, 2, 3)
-        if unit is not None:
-            dpix = dpix * unit[..., None]
-        # dr @ dpix as two multiply-adds: (B, C, M) products of 2 x 2 by 2 x 3 matrices
-        # cost far more as a batched matmul
-        return r, (dr[..., :, 0, None] * dpix[..., None, 0, :]
-                   + dr[..., :, 1, None] * dpix[..., None, 1, :])
+        pix, target, w, mask, _, dpix = self._terms(pts, observations, params,
+                                                    with_jacobian=True)
+        # the loss chains its derivative onto the pixels' (B, C, M, 2, 3)
+        return self.loss.residual_jacobian(pix, target, weight=w, mask=mask, chain=dpix)
 
     def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any]) -> torch.Tensor:

@@ -194,17 +194,28 @@ class KeypointMSELoss(BaseLoss):
 
     def residual_jacobian(self, pred: torch.Tensor, target: torch.Tensor,
                           weight: Optional[torch.Tensor] = None,
-                          mask: Optional[torch.Tensor] = None):
+                          mask: Optional[torch.Tensor] = None,
+                          chain: Optional[torch.Tensor] = None):
         """:meth:`residuals` (B, ..., K, D) and their derivative w.r.t. ``pred``
-        (B, ..., K, D, D) (each keypoint's residual depends on its own prediction only)."""
+        (B, ..., K, D, D) (each keypoint's residual depends on its own prediction only).
+
+        ``chain``: (B, ..., K, D, X) the derivative of ``pred`` w.r.t. X variables; the
+        residuals' derivative w.r.t. them, (B, ..., K, D, X), is returned instead
+        (without the D x D matrices: a scale, or a scale and a rank-one term)."""
         e, factor = self._residual_parts(pred, target, weight, mask)
-        eye = torch.eye(pred.shape[-1], dtype=pred.dtype, device=pred.device)
         if self.robust is None:
+            if chain is not None:
+                return e * factor, factor[..., None] * chain
+            eye = torch.eye(pred.shape[-1], dtype=pred.dtype, device=pred.device)
             return e * factor, factor[..., None] * eye
         # r = f sigma e / q with q = sqrt(sigma^2 + |e|^2): dr/de = f sigma (I/q - e e^T/q^3)
         s2 = self.sigma * self.sigma
         q = (s2 + (e * e).sum(-1, keepdim=True)).sqrt()
         g = factor * self.sigma / q                                     # (..., K, 1)
+        if chain is not None:   # g (chain - e (e^T chain) / q^2)
+            ec = (e[..., None] * chain).sum(-2, keepdim=True)           # (..., K, 1, X)
+            return e * g, g[..., None] * (chain - e[..., None] * (ec / (q * q)[..., None]))
+        eye = torch.eye(pred.shape[-1], dtype=pred.dtype, device=pred.device)
         jac = g[..., None] * (eye - e[..., :, None] * e[..., None, :] / (q * q)[..., None])
         return e * g, jac
 

@@ -571,70 +571,75 @@ class SparsePointJacobian:
         info = info.to(dtype)
         rot, dense = self.rot.to(dtype), self.dense.to(dtype)
 
-        def summed(values: Tensor) -> Tensor:   # (B, ...) -> (rows, ...)
-            if reduce is None:
-                return values
-            return values.new_zeros((reduce[1],) + values.shape[1:]).index_add_(
-                0, reduce[0], values)
         rows = B if reduce is None else int(reduce[1])
         if packed is not None:
             rr_at, cross_at, dd_at = plan.packed_indices(packed[0])
-            H = torch.zeros(rows, packed[1], dtype=dtype, device=device)
+            width = packed[1]
         else:
             rr_at, cross_at, dd_at = ((plan.rr_upper, plan.cross_upper, plan.dd_flat)
                                       if upper_only else (None, None, plan.dd_flat))
-            H = torch.zeros(rows, P * P, dtype=dtype, device=device)
-        g = torch.zeros(B, P, dtype=grad.dtype, device=device)
+            width = P * P
+        # Built sample-last, (width, B): the blocks are gathered and scattered as whole
+        # rows of B values (memory copies) instead of B-strided single values, which on
+        # the CPU costs several times as much; one transpose at the end.
+        Ht = torch.zeros(width, B, dtype=dtype, device=device)
+        gt = torch.zeros(P, B, dtype=grad.dtype, device=device)
         E, Pd = self.rot_point.numel(), self.dense_col.numel()
         if E:
             # A_e = I_i d_e, then d_e1^T A_e2 for the pairs of blocks on one point
-            # (e1 <= e2), scattered to their place in H and mirrored. The blocks are laid
-            # out component-major, (3, 3, B, E), so each of these many 3 x 3 products is
-            # three wide multiply-adds: as batched matmuls of 3 x 3 matrices they cost
-            # about 3x as much on the CPU (per-matrix overhead).
+            # (e1 <= e2), scattered to their place in H and mirrored. Each of these many
+            # 3 x 3 products is three wide multiply-adds over the samples: as batched
+            # matmuls of 3 x 3 matrices they cost about 3x as much on the CPU.
             Q = plan.e1.numel()
-            r = rot.permute(2, 3, 0, 1).reshape(9 * B, E)
-            rr = r.view(3, 3, B, E)                                      # (3c, 3a, B, E)
-            Ie = info.permute(2, 3, 0, 1).reshape(9 * B, N).index_select(
-                1, plan.i_e).view(3, 3, 1, B, E)                         # (3c, 3d, 1, B, E)
-            A = Ie[:, 0] * rr[0] + Ie[:, 1] * rr[1] + Ie[:, 2] * rr[2]   # (3c, 3a, B, E)
-            r1 = r.index_select(1, plan.e1).view(3, 3, 1, B, Q)          # (3c, 3a, 1, B, Q)
-            A2 = A.reshape(9 * B, E).index_select(1, plan.e2).view(3, 1, 3, B, Q)
-            block = r1[0] * A2[0]                                        # (3a, 3b, B, Q)
-            block += r1[1] * A2[1]
-            block += r1[2] * A2[2]
-            block = summed(block.permute(2, 3, 0, 1).reshape(B, Q * 9))  # (B, Q * 3a * 3b)
+            r = rot.permute(1, 2, 3, 0).contiguous()                     # (E, 3c, 3a, B)
+            Ie = info.permute(1, 2, 3, 0).contiguous().index_select(0, plan.i_e)  # (E, 3c, 3d, B)
+            A = Ie[:, :, 0, None] * r[:, 0, None]                        # (E, 3c, 3a, B)
+            A.addcmul_(Ie[:, :, 1, None], r[:, 1, None])
+            A.addcmul_(Ie[:, :, 2, None], r[:, 2, None])
+            r1 = r.index_select(0, plan.e1)                              # (Q, 3c, 3a, B)
+            A2 = A.index_select(0, plan.e2)                              # (Q, 3c, 3b, B)
+            block = r1[:, 0, :, None] * A2[:, 0, None]                   # (Q, 3a, 3b, B)
+            block.addcmul_(r1[:, 1, :, None], A2[:, 1, None])
+            block.addcmul_(r1[:, 2, :, None], A2[:, 2, None])
+            block = block.view(Q * 9, B)
             if rr_at is not None:
-                H.index_add_(1, rr_at, block)
+                Ht.index_add_(0, rr_at, block)
             else:
-                H.index_add_(1, plan.rr_flat, block)
-                H.index_add_(1, plan.rr_mirror, block[:, plan.num_diag * 9:])
-            rg = rr if grad.dtype == rot.dtype else self.rot.to(grad.dtype).permute(
-                2, 3, 0, 1)
-            ge = grad.permute(2, 0, 1).index_select(2, plan.i_e)        # (3c, B, E)
-            g_rot = rg[0] * ge[0] + rg[1] * ge[1] + rg[2] * ge[2]        # (3a, B, E)
-            g.index_add_(1, plan.rot_cols, g_rot.permute(1, 2, 0).reshape(B, E * 3))
+                Ht.index_add_(0, plan.rr_flat, block)
+                Ht.index_add_(0, plan.rr_mirror, block[plan.num_diag * 9:])
+            rg = r if grad.dtype == dtype else self.rot.to(grad.dtype).permute(1, 2, 3, 0)
+            ge = grad.permute(1, 2, 0).contiguous().index_select(0, plan.i_e)  # (E, 3c, B)
+            g_rot = rg[:, 0] * ge[:, 0, None]                            # (E, 3a, B)
+            g_rot.addcmul_(rg[:, 1], ge[:, 1, None])
+            g_rot.addcmul_(rg[:, 2], ge[:, 2, None])
+            gt.index_add_(0, plan.rot_cols, g_rot.reshape(E * 3, B))
         if Pd:
             # The dense columns against themselves, summed over the points, and against
             # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
-            # component-major multiply-adds), scattered to both triangles or the upper.
+            # multiply-adds), scattered to both triangles or the upper.
             Id = info @ dense                                            # (B, N, 3c, Pd)
-            dd = summed(dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2))
-            H.index_add_(1, dd_at, dd.reshape(rows, Pd * Pd))
+            dd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)  # (B, Pd, Pd)
+            Ht.index_add_(0, dd_at, dd.reshape(B, Pd * Pd).T)
             if E:
-                Ie = Id.permute(2, 3, 0, 1).reshape(3 * Pd * B, N).index_select(
-                    1, plan.i_e).view(3, Pd, 1, B, E)                    # (3c, Pd, 1, B, E)
-                cross = Ie[0] * rr[0]                                    # (Pd, 3a, B, E)
-                cross += Ie[1] * rr[1]
-                cross += Ie[2] * rr[2]
-                cross = summed(cross.permute(2, 3, 0, 1).reshape(B, E * Pd * 3))
+                Ide = Id.permute(1, 2, 3, 0).contiguous().index_select(0, plan.i_e)
+                # (E, 3c, Pd, B) against r (E, 3c, 3a, B) -> (E, Pd, 3a, B)
+                cross = Ide[:, 0, :, None] * r[:, 0, None]
+                cross.addcmul_(Ide[:, 1, :, None], r[:, 1, None])
+                cross.addcmul_(Ide[:, 2, :, None], r[:, 2, None])
+                cross = cross.view(E * Pd * 3, B)
                 if cross_at is not None:
-                    H.index_add_(1, cross_at, cross)
+                    Ht.index_add_(0, cross_at, cross)
                 else:
-                    H.index_add_(1, plan.cross_flat, cross)
-                    H.index_add_(1, plan.cross_mirror, cross)
-            g.index_add_(1, self.dense_col, torch.einsum(
-                'bncp,bnc->bp', self.dense.to(grad.dtype), grad))
+                    Ht.index_add_(0, plan.cross_flat, cross)
+                    Ht.index_add_(0, plan.cross_mirror, cross)
+            gt.index_add_(0, self.dense_col, torch.einsum(
+                'bncp,bnc->pb', self.dense.to(grad.dtype), grad))
+        H = Ht.T
+        if reduce is not None:
+            H = H.new_zeros(rows, width).index_add_(0, reduce[0], H)
+        else:
+            H = H.contiguous()
+        g = gt.T.contiguous()
         return (H if packed is not None else H.view(rows, P, P)), g
 
 

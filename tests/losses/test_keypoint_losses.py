@@ -159,3 +159,25 @@ def test_value_matches_formula_random():
     got = KeypointMSELoss(robust='gmof', sigma=sigma)(pred, target)
     assert torch.allclose(got, want, atol=1e-6)
     assert math.isfinite(got.sum().item())
+
+
+@pytest.mark.parametrize('robust', [None, 'gmof'])
+def test_residual_jacobian_matches_autograd_and_chains(robust):
+    """The residuals' derivative w.r.t. the predictions is autograd's, and with
+    ``chain`` it is that derivative times the chained one."""
+    g = torch.Generator().manual_seed(0)
+    pred = 30.0 * torch.randn(2, 3, 5, 2, generator=g, dtype=torch.float64)
+    target = pred + 20.0 * torch.randn(pred.shape, generator=g, dtype=torch.float64)
+    target[0, 1, 2] = float('nan')
+    weight = torch.rand(2, 3, 5, generator=g, dtype=torch.float64)
+    loss = KeypointMSELoss(robust=robust, sigma=10.0, normalize='weighted_mean')
+    r, jac = loss.residual_jacobian(pred, target, weight=weight)
+    full = torch.autograd.functional.jacobian(
+        lambda p: loss.residuals(p, target, weight=weight), pred)     # (..., 2, ..., 2)
+    per_point = full.reshape(30, 2, 30, 2).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    torch.testing.assert_close(jac.reshape(30, 2, 2), per_point)
+    torch.testing.assert_close(r, loss.residuals(pred, target, weight=weight))
+    chain = torch.randn(2, 3, 5, 2, 4, generator=g, dtype=torch.float64)
+    r2, chained = loss.residual_jacobian(pred, target, weight=weight, chain=chain)
+    torch.testing.assert_close(r2, r)
+    torch.testing.assert_close(chained, jac @ chain)
