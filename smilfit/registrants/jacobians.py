@@ -392,17 +392,17 @@ class PointJacobian:
             if inputs.get('global_log_scale') is not None:
                 scale = inputs['global_log_scale'][:, 0].exp()
             parent_lin[:, root] = scale[:, None, None] * torch.eye(3, dtype=dtype, device=device)
-            # (the products batched over joints: J of (B 3) x 3 by 3 x K)
+            # U_m = N_p(m) d_offset_m (B, J, 3, K); d t(G_k) / d beta sums U over k's chain,
+            # and d t(A_k) / d beta = that - M_k dirs_k. A term u (point i, joint k) moves
+            # by M_k ms_u + c_u d t(A_k) / d beta = M_k (ms_u - c_u dirs_k) + c_u (chain
+            # sum of U): the first part with the structure's constant ms_rel, the second
+            # summed per point through the constant point_chain_mass. (The einsums batch
+            # over joints and terms: far fewer, larger products than B x U 3 x 3.)
             U = torch.einsum('bjcd,jdk->bjck', parent_lin, d_offset)  # (B, J, 3, K)
-            T = torch.einsum('jm,bmck->bjck', self.sub, U)      # d t(G_j) / d beta
-            d_tmap = T - torch.einsum('bjcd,jdk->bjck', M, dirs)  # d t(A_j) / d beta
-            # d u / d beta = M_k ms_u + c_u d t(A_k) / d beta for term u on joint k,
-            # summed per point; the first part as U products of (B 3) x 3 by 3 x K (the
-            # einsum batches over terms: far fewer, larger products than B x U 3 x 3).
-            d_u = torch.einsum('bujc,ucK->bujK', Mu, st.term_ms[..., :K])  # (B, U, 3, K)
+            V = torch.einsum('bujc,ucK->bujK', Mu, st.term_ms_rel[..., :K])  # (B, U, 3, K)
             o = local['betas']
-            D[..., o:o + K] = torch.einsum('nu,bujK->bnjK', st.point_sum, d_u) + torch.einsum(
-                'nk,bkcK->bncK', st.point_joint_mass, d_tmap)
+            D[..., o:o + K] = torch.einsum('nu,bucK->bncK', st.point_sum, V) + torch.einsum(
+                'nm,bmcK->bncK', st.point_chain_mass, U)
         plan_key = (id(st), tuple(fitted), P, tuple(rot_point.shape),
                     tuple(dense_cols.tolist()))
         plan = self._plans.setdefault(plan_key, {})
@@ -472,6 +472,9 @@ class _TermStructure:
     pair_mass: Tensor       # (E,)
     pair_slot: Tensor       # (E,) pose slot of the pair's joint (0: global_orient)
     point_joint_mass: Tensor  # (N, J) summed mass of point n's terms on joint k
+    term_ms_rel: Tensor     # (U, 3, K) ms_u - c_u dirs_k: the moment's shape part
+    #                         relative to its joint's (the betas' Jacobian)
+    point_chain_mass: Tensor  # (N, J) point n's mass on the joints below joint m
 
     @classmethod
     def build(cls, model, sub: Tensor, term_point: Tensor, term_joint: Tensor,
@@ -487,10 +490,13 @@ class _TermStructure:
         pair_sum = point_sum[pair_point] * in_sub[:, pair_joint].T
         point_joint_mass = torch.zeros(num_points, sub.shape[0], dtype=dtype, device=device)
         point_joint_mass.index_put_((term_point, term_joint), term_mass, accumulate=True)
+        dirs = model.rest_joint_dirs.to(device=device, dtype=dtype)[..., :term_ms.shape[-1]]
+        term_ms_rel = term_ms - term_mass[:, None, None] * dirs[term_joint]
         return cls(term_point, term_joint, term_m0, term_ms, term_mass, num_points,
                    num_offset_terms, point_sum, point_sum @ term_mass, pair_point,
                    pair_joint, pair_sum, pair_sum @ term_mass,
-                   model.pose_perm.to(device)[pair_joint], point_joint_mass)
+                   model.pose_perm.to(device)[pair_joint], point_joint_mass,
+                   term_ms_rel, point_joint_mass @ sub)
 
 
 @dataclass
@@ -617,7 +623,9 @@ class SparsePointJacobian:
             # The dense columns against themselves, summed over the points, and against
             # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
             # multiply-adds), scattered to both triangles or the upper.
-            Id = info @ dense                                            # (B, N, 3c, Pd)
+            Id = info[..., 0, None] * dense[..., 0, None, :]             # (B, N, 3c, Pd)
+            Id.addcmul_(info[..., 1, None], dense[..., 1, None, :])
+            Id.addcmul_(info[..., 2, None], dense[..., 2, None, :])
             dd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)  # (B, Pd, Pd)
             Ht.index_add_(0, dd_at, dd.reshape(B, Pd * Pd).T)
             if E:
@@ -632,8 +640,9 @@ class SparsePointJacobian:
                 else:
                     Ht.index_add_(0, plan.cross_flat, cross)
                     Ht.index_add_(0, plan.cross_mirror, cross)
-            gt.index_add_(0, self.dense_col, torch.einsum(
-                'bncp,bnc->pb', self.dense.to(grad.dtype), grad))
+            gt.index_add_(0, self.dense_col, torch.bmm(
+                grad.reshape(B, 1, N * 3), self.dense.to(grad.dtype).reshape(B, N * 3, Pd)
+            ).view(B, Pd).T)
         H = Ht.T
         if reduce is not None:
             H = H.new_zeros(rows, width).index_add_(0, reduce[0], H)
