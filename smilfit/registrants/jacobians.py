@@ -588,7 +588,16 @@ class SparsePointJacobian:
         # Built sample-last, (width, B): the blocks are gathered and scattered as whole
         # rows of B values (memory copies) instead of B-strided single values, which on
         # the CPU costs several times as much; one transpose at the end.
-        Ht = torch.zeros(width, B, dtype=dtype, device=device)
+        if reduce is None:
+            def summed(values: Tensor) -> Tensor:
+                return values
+        else:   # (k, B) -> (k, G): each group's sum, one product with its indicator
+            onehot = torch.zeros(B, rows, dtype=dtype, device=device)
+            onehot[torch.arange(B, device=device), reduce[0]] = 1.0
+
+            def summed(values: Tensor) -> Tensor:
+                return values @ onehot
+        Ht = torch.zeros(width, rows, dtype=dtype, device=device)
         gt = torch.zeros(P, B, dtype=grad.dtype, device=device)
         E, Pd = self.rot_point.numel(), self.dense_col.numel()
         if E:
@@ -607,7 +616,7 @@ class SparsePointJacobian:
             block = r1[:, 0, :, None] * A2[:, 0, None]                   # (Q, 3a, 3b, B)
             block.addcmul_(r1[:, 1, :, None], A2[:, 1, None])
             block.addcmul_(r1[:, 2, :, None], A2[:, 2, None])
-            block = block.view(Q * 9, B)
+            block = summed(block.view(Q * 9, B))
             if rr_at is not None:
                 Ht.index_add_(0, rr_at, block)
             else:
@@ -627,14 +636,14 @@ class SparsePointJacobian:
             Id.addcmul_(info[..., 1, None], dense[..., 1, None, :])
             Id.addcmul_(info[..., 2, None], dense[..., 2, None, :])
             dd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)  # (B, Pd, Pd)
-            Ht.index_add_(0, dd_at, dd.reshape(B, Pd * Pd).T)
+            Ht.index_add_(0, dd_at, summed(dd.reshape(B, Pd * Pd).T))
             if E:
                 Ide = Id.permute(1, 2, 3, 0).contiguous().index_select(0, plan.i_e)
                 # (E, 3c, Pd, B) against r (E, 3c, 3a, B) -> (E, Pd, 3a, B)
                 cross = Ide[:, 0, :, None] * r[:, 0, None]
                 cross.addcmul_(Ide[:, 1, :, None], r[:, 1, None])
                 cross.addcmul_(Ide[:, 2, :, None], r[:, 2, None])
-                cross = cross.view(E * Pd * 3, B)
+                cross = summed(cross.view(E * Pd * 3, B))
                 if cross_at is not None:
                     Ht.index_add_(0, cross_at, cross)
                 else:
@@ -643,11 +652,7 @@ class SparsePointJacobian:
             gt.index_add_(0, self.dense_col, torch.bmm(
                 grad.reshape(B, 1, N * 3), self.dense.to(grad.dtype).reshape(B, N * 3, Pd)
             ).view(B, Pd).T)
-        H = Ht.T
-        if reduce is not None:
-            H = H.new_zeros(rows, width).index_add_(0, reduce[0], H)
-        else:
-            H = H.contiguous()
+        H = Ht.T.contiguous()
         g = gt.T.contiguous()
         return (H if packed is not None else H.view(rows, P, P)), g
 

@@ -413,24 +413,37 @@ class LeastSquaresProblem:
     def _constant_jacobian(self, handler, params, obs, names: Sequence[str], scale: float,
                            n: int) -> 'ConstantJacobian':
         """The Jacobian of affine residuals with the same coefficients for every sample,
-        from the first sample alone, by plain reverse-mode autograd: ``torch.func``'s
-        first use in a process costs about a second (its set-up), more than the whole
-        stage of a small fit."""
-        def first(x):
-            return x[:1] if isinstance(x, Tensor) and x.dim() and x.shape[0] == n else x
-        params1 = {k: first(v) for k, v in params.items()}
-        obs1 = {k: first(v) for k, v in obs.items()}
-        values = tuple(params1[name] for name in names)
-
-        def f(*vs):
-            p = dict(params1)
-            p.update(zip(names, vs))
-            return (handler.param_residuals(p, obs1) * scale)[0]
-        R = f(*values).numel()
+        from the first sample alone, by plain reverse-mode autograd (``torch.func``'s
+        first use in a process costs about a second, its set-up, more than the whole
+        stage of a small fit): the sample copied once per residual row, and one backward
+        pass of the sum of copy k's residual k gives every row."""
+        def copies(x, rows: int):
+            if isinstance(x, Tensor) and x.dim() and x.shape[0] == n:
+                return x[:1].expand((rows,) + x.shape[1:])
+            return x
+        values = tuple(params[name][:1] for name in names)
+        with torch.no_grad():
+            p = {k: copies(v, 1) for k, v in params.items()}
+            R = int((handler.param_residuals(p, {k: copies(v, 1) for k, v in obs.items()})
+                     * scale)[0].numel())
         sizes = [v[0].numel() for v in values]
         if R and sum(sizes):
-            jacs = torch.autograd.functional.jacobian(f, values)      # each (R, 1, *shape)
-            matrix = torch.cat([j.reshape(R, -1) for j in jacs], dim=1)
+            rows = []
+            for start in range(0, R, _JACOBIAN_ROWS_PER_PASS):
+                k = min(_JACOBIAN_ROWS_PER_PASS, R - start)
+                leaves = [v.detach().expand((k,) + v.shape[1:]).clone().requires_grad_()
+                          for v in values]
+                p = {key: copies(v, k) for key, v in params.items()}
+                p.update(zip(names, leaves))
+                with torch.enable_grad():   # (stages run without autograd)
+                    res = handler.param_residuals(
+                        p, {key: copies(v, k) for key, v in obs.items()}) * scale
+                    picked = res.reshape(k, R)[torch.arange(k), start + torch.arange(k)]
+                    grads = torch.autograd.grad(picked.sum(), leaves, allow_unused=True)
+                rows.append(torch.cat([torch.zeros(k, size, dtype=v.dtype, device=v.device)
+                                       if grad is None else grad.reshape(k, size)
+                                       for grad, v, size in zip(grads, values, sizes)], 1))
+            matrix = torch.cat(rows)
         else:  # nothing to differentiate (e.g. a shape prior on K = 0 coefficients)
             matrix = values[0].new_zeros(R, sum(sizes))
         cols = torch.cat([torch.arange(self.offsets[name], self.offsets[name] + v[0].numel(),
@@ -487,7 +500,10 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
     if slots is not None:
         P = g.shape[1]
         at = slots[(cols[:, None] * P + cols[None, :]).flatten()]
-        H.index_add_(1, at, gram.expand(H.shape[0], -1, -1).reshape(H.shape[0], -1))
+        if gram.shape[0] == 1:   # one block for every row: scattered once, added to all
+            H += H.new_zeros(H.shape[1]).index_add_(0, at, gram.reshape(-1))
+        else:
+            H.index_add_(1, at, gram.reshape(gram.shape[0], -1))
         g[:, run] += grad
         return
     rows, columns = (run, run) if isinstance(run, slice) else (run[:, None], run[None, :])
@@ -514,6 +530,10 @@ def _check_offset_handlers(handlers: Sequence[nn.Module]) -> None:
         raise UnsupportedJacobian(f'fitting keypoint_offsets with Levenberg-Marquardt needs '
                                   f"offsets_frame='joint' in handlers {world}; use LBFGS")
 
+
+#: Residual rows of a constant Jacobian differentiated per backward pass (the sample is
+#: copied once per row).
+_JACOBIAN_ROWS_PER_PASS = 256
 
 #: The share of accepted steps above which the next trial points are linearised
 #: directly (see :func:`levenberg_marquardt`): a linearisation costs about 2-3 cost
