@@ -171,7 +171,7 @@ class KeypointMSELoss(BaseLoss):
         diff, factor = self._residual_parts(pred, target, weight, mask)
         if self.robust is not None:
             s2 = self.sigma * self.sigma
-            diff = diff * (s2 / (s2 + (diff * diff).sum(-1, keepdim=True))).sqrt()
+            diff = diff * _saturation((s2 / (s2 + (diff * diff).sum(-1, keepdim=True))).sqrt())
         return diff * factor
 
     def _residual_parts(self, pred: torch.Tensor, target: torch.Tensor,
@@ -211,7 +211,7 @@ class KeypointMSELoss(BaseLoss):
         # r = f sigma e / q with q = sqrt(sigma^2 + |e|^2): dr/de = f sigma (I/q - e e^T/q^3)
         s2 = self.sigma * self.sigma
         q = (s2 + (e * e).sum(-1, keepdim=True)).sqrt()
-        g = factor * self.sigma / q                                     # (..., K, 1)
+        g = factor * self.sigma * _saturation(1.0 / q)                 # (..., K, 1)
         if chain is not None:   # g (chain - e (e^T chain) / q^2)
             ec = (e[..., None] * chain).sum(-2, keepdim=True)           # (..., K, 1, X)
             return e * g, g[..., None] * (chain - e[..., None] * (ec / (q * q)[..., None]))
@@ -222,6 +222,12 @@ class KeypointMSELoss(BaseLoss):
     def extra_repr(self) -> str:
         return (f'robust={self.robust!r}, sigma={self.sigma}, normalize={self.normalize!r}, '
                 f'dim={self.dim}, ' + super().extra_repr())
+
+
+def _saturation(value: torch.Tensor) -> torch.Tensor:
+    """``value``, NaN where it is 0 because ``|e|^2`` overflowed: the robust loss of such
+    an error is NaN (inf / inf), and its residual must not pass for a perfect fit."""
+    return torch.where(value > 0, value, torch.full_like(value, float('nan')))
 
 
 @LOSSES.register_module()

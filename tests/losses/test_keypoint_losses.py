@@ -181,3 +181,17 @@ def test_residual_jacobian_matches_autograd_and_chains(robust):
     r2, chained = loss.residual_jacobian(pred, target, weight=weight, chain=chain)
     torch.testing.assert_close(r2, r)
     torch.testing.assert_close(chained, jac @ chain)
+
+
+def test_robust_residuals_of_an_overflowing_error_are_nan_like_the_loss():
+    """An error whose square overflows (a keypoint at 1e30 px in float32) makes the
+    robust loss NaN; its least-squares residuals and their derivative are NaN too, not 0
+    (a perfect fit), so a Levenberg-Marquardt stage reports the sample as failed."""
+    loss = KeypointMSELoss(robust='gmof', sigma=10.0)
+    pred = torch.zeros(1, 2, 2)
+    target = torch.tensor([[[1e30, 0.0], [3.0, 4.0]]])
+    assert torch.isnan(loss(pred, target)).all()
+    r = loss.residuals(pred, target)
+    r2, jac = loss.residual_jacobian(pred, target, chain=torch.ones(1, 2, 2, 3))
+    for value in (r, r2, jac):
+        assert torch.isnan(value[0, 0]).all() and torch.isfinite(value[0, 1]).all()
