@@ -16,6 +16,75 @@ from smilfit.ops.linalg import batched_eigh
 _DUMMY_SPECTRUM = (4.0, 3.0, 2.0, 1.0)
 
 
+# The adjugate's entries as three-term sums of (entry of M) x (2 x 2 minor): for entry
+# (i, j) the terms (sign, flat index into M, index into the 12 minors below).
+_MINOR_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+_ADJUGATE_TERMS = (
+    ((1, 5, 11), (-1, 6, 10), (1, 7, 9)), ((-1, 1, 11), (1, 2, 10), (-1, 3, 9)),
+    ((1, 13, 5), (-1, 14, 4), (1, 15, 3)), ((-1, 9, 5), (1, 10, 4), (-1, 11, 3)),
+    ((-1, 4, 11), (1, 6, 8), (-1, 7, 7)), ((1, 0, 11), (-1, 2, 8), (1, 3, 7)),
+    ((-1, 12, 5), (1, 14, 2), (-1, 15, 1)), ((1, 8, 5), (-1, 10, 2), (1, 11, 1)),
+    ((1, 4, 10), (-1, 5, 8), (1, 7, 6)), ((-1, 0, 10), (1, 1, 8), (-1, 3, 6)),
+    ((1, 12, 4), (-1, 13, 2), (1, 15, 0)), ((-1, 8, 4), (1, 9, 2), (-1, 11, 0)),
+    ((-1, 4, 9), (1, 5, 7), (-1, 6, 6)), ((1, 0, 9), (-1, 1, 7), (1, 2, 6)),
+    ((-1, 12, 3), (1, 13, 1), (-1, 14, 0)), ((1, 8, 3), (-1, 9, 1), (1, 10, 0)))
+#: Power steps with the adjugate after its best column (each shrinks the other
+#: eigenvectors' share by the ratio of the two smallest eigenvalues).
+_ADJUGATE_STEPS = 3
+
+
+def _adjugate4(M: torch.Tensor) -> torch.Tensor:
+    """(16, n) entries of 4 x 4 matrices (row-major, one matrix per column) -> (16, n)
+    entries of their adjugates ``det(M) M^-1``, from the 2 x 2 minors of the top and
+    bottom row pairs (as in the classic 4 x 4 inverse): a few wide row operations."""
+    i, j = (torch.tensor(c, device=M.device) for c in zip(*_MINOR_PAIRS))
+    top = M[i] * M[4 + j] - M[4 + i] * M[j]                              # (6, n)
+    bottom = M[8 + i] * M[12 + j] - M[12 + i] * M[8 + j]                 # (6, n)
+    minors = torch.cat([top, bottom])                                    # (12, n)
+    terms = torch.tensor(_ADJUGATE_TERMS, device=M.device)               # (16, 3, 3)
+    entry, minor = terms[..., 1].flatten(), terms[..., 2].flatten()
+    products = M.index_select(0, entry) * minors.index_select(0, minor)  # (48, n)
+    # each entry: the signed sum of its three products, as one (16, 48) product
+    signs = torch.zeros(16, 48, dtype=M.dtype, device=M.device)
+    signs[torch.arange(48, device=M.device) // 3, torch.arange(48, device=M.device)] = \
+        terms[..., 0].flatten().to(M.dtype)
+    return signs @ products
+
+
+def _null_vectors(M: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(..., 4, 4) symmetric positive semi-definite, trace 1 -> (..., 4) unit eigenvectors
+    of their smallest eigenvalues, as ``eigh`` gives them (up to sign) where that
+    eigenvalue is well separated, without ``eigh``'s per-matrix cost.
+
+    ``adj(M) = sum_i (prod_{j != i} lambda_j) v_i v_i^T`` weights the smallest
+    eigenvalue's vector most: its largest diagonal entry picks a column rich in it, and a
+    few power steps remove the rest. Matrices whose result is not an eigenvector to
+    rounding (close smallest eigenvalues, where that vector is ill-defined anyway) get
+    ``eigh``'s, except where ``skip`` (...) bool is set (results no one reads). Computed
+    one matrix per column (sample-last): every step is a few wide row operations."""
+    shape = M.shape[:-2]
+    Mt = M.reshape(-1, 16).T.contiguous()                                # (16, n)
+    adj = _adjugate4(Mt).view(4, 4, -1)                                  # (4, 4, n)
+    pick = adj.diagonal(dim1=0, dim2=1).argmax(-1)                       # (n,)
+    v = torch.take_along_dim(adj, pick[None, None], dim=1)[:, 0]         # (4, n)
+    def unit(u: torch.Tensor) -> torch.Tensor:   # (4, n) columns scaled to unit length
+        return u / (u * u).sum(0).sqrt().clamp_min(1e-300)
+    for _ in range(_ADJUGATE_STEPS):
+        v = (adj * unit(v)[None]).sum(1)
+    v = unit(v)
+    Mv = (Mt.view(4, 4, -1) * v[None]).sum(1)
+    residual = Mv - (v * Mv).sum(0) * v
+    tol = 64 * torch.finfo(M.dtype).eps
+    v = v.T.reshape(shape + (4,))
+    bad = ~((residual * residual).sum(0) <= tol * tol).view(shape)       # NaN counts too
+    if skip is not None:
+        bad &= ~skip
+    if bool(bad.any()):
+        _, vecs = batched_eigh(M[bad])
+        v[bad] = vecs[..., :, 0]
+    return v
+
+
 def _normalizing_transform(projections: torch.Tensor) -> torch.Tensor:
     """(..., C, 3, 4) -> (..., 4, 4) similarity ``H`` with ``X = H X'`` for conditioning.
 
@@ -122,8 +191,11 @@ def triangulate_dlt(points2d: torch.Tensor, projections: torch.Tensor,
     M = torch.where(ok[..., None, None], M, dummy)
     # Scale-free: normalise by the trace so eigenvalue gaps are O(1) for eigh.
     M = M / M.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-    _, vecs = batched_eigh(M)  # chunked on CUDA: cuSOLVER's workspace is per matrix
-    Xh = vecs[..., :, 0]  # (B, N, 4), eigenvector of the smallest eigenvalue
+    if M.requires_grad and torch.is_grad_enabled():
+        _, vecs = batched_eigh(M)  # chunked on CUDA: cuSOLVER's workspace is per matrix
+        Xh = vecs[..., :, 0]  # (B, N, 4), eigenvector of the smallest eigenvalue
+    else:
+        Xh = _null_vectors(M, skip=~ok)   # (the points left NaN below)
     Xn = Xh[..., :3] / Xh[..., 3:]
     X = Xn * H[:, None, 0:1, 0] + H[:, None, :3, 3]
     X = torch.where(ok[..., None], X, torch.full_like(X, float('nan')))

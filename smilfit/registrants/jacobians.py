@@ -471,10 +471,10 @@ class _TermStructure:
     pair_sum: Tensor        # (E, U) the terms of pair (i, m): i's terms below m
     pair_mass: Tensor       # (E,)
     pair_slot: Tensor       # (E,) pose slot of the pair's joint (0: global_orient)
-    point_joint_mass: Tensor  # (N, J) summed mass of point n's terms on joint k
     term_ms_rel: Tensor     # (U, 3, K) ms_u - c_u dirs_k: the moment's shape part
     #                         relative to its joint's (the betas' Jacobian)
-    point_chain_mass: Tensor  # (N, J) point n's mass on the joints below joint m
+    point_chain_mass: Tensor  # (N, J) the summed mass of point n's terms on joints
+    #                           whose chain holds joint m
 
     @classmethod
     def build(cls, model, sub: Tensor, term_point: Tensor, term_joint: Tensor,
@@ -495,8 +495,8 @@ class _TermStructure:
         return cls(term_point, term_joint, term_m0, term_ms, term_mass, num_points,
                    num_offset_terms, point_sum, point_sum @ term_mass, pair_point,
                    pair_joint, pair_sum, pair_sum @ term_mass,
-                   model.pose_perm.to(device)[pair_joint], point_joint_mass,
-                   term_ms_rel, point_joint_mass @ sub)
+                   model.pose_perm.to(device)[pair_joint], term_ms_rel,
+                   point_joint_mass @ sub)
 
 
 @dataclass

@@ -591,7 +591,6 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         if isinstance(plan, SparseCholeskyPlan):
             packed = (plan.slot_map(), plan.packed_size)
         return packed
-    iterations = 0
 
     def absorb(idx: Tensor, c: Tensor, gg: Tensor, hh: Tensor) -> None:
         # take a linearisation of the samples idx: their cost, g and H, and whether it
@@ -614,6 +613,7 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
     # steps are accepted: an accepted step then needs no second pass over the model
     # and the keypoints; a rejected one wastes that linearisation.
     linearize_trials = False
+    iterations = 0
     for it in range(max_iter):
         relin = stale & ~done
         if bool(relin.any()):

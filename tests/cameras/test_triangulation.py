@@ -126,3 +126,43 @@ def test_shape_errors(scene):
         triangulate_dlt(uv[0], projection_matrices(R, t, K))
     with pytest.raises(ValueError, match='projections'):
         triangulate_dlt(uv, projection_matrices(R, t, K)[:3])
+
+
+def test_null_vectors_match_eigh_and_fall_back_where_ill_defined():
+    """The adjugate power steps give eigh's eigenvector of the smallest eigenvalue (up
+    to sign) where it is well separated; where the two smallest are close it is eigh's
+    own (the fallback), and a skipped matrix is left to the caller."""
+    from smilfit.cameras import triangulation as tri
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    Q, _ = torch.linalg.qr(torch.randn(n, 4, 4, generator=g, dtype=torch.float64))
+    lam = torch.rand(n, 4, generator=g, dtype=torch.float64) + 0.1
+    lam[:, 0] = 10.0 ** -torch.randint(3, 17, (n,), generator=g).double()   # separated
+    lam[:20, 0] = lam[:20, 1] * 0.999                                        # not
+    M = Q @ torch.diag_embed(lam) @ Q.transpose(-1, -2)
+    M = M / M.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
+    adj = tri._adjugate4(M.reshape(n, 16).T.contiguous()).T.reshape(n, 4, 4)
+    torch.testing.assert_close(adj @ M, torch.linalg.det(M)[:, None, None]
+                               * torch.eye(4, dtype=M.dtype).expand(n, 4, 4),
+                               atol=1e-14, rtol=0)
+    expect = torch.linalg.eigh(M)[1][..., 0]
+    v = tri._null_vectors(M)
+    torch.testing.assert_close((v * expect).sum(-1).abs(), torch.ones(n, dtype=M.dtype),
+                               atol=1e-12, rtol=0)
+    skipped = tri._null_vectors(M, skip=torch.arange(n) < 20)   # no fallback there
+    torch.testing.assert_close(skipped[20:], v[20:])
+
+
+def test_triangulation_without_and_with_autograd_agree(scene):
+    """Without gradients the smallest eigenvectors come from the adjugate; with them
+    from eigh (differentiable): the same points."""
+    K, R, t, X, uv = scene
+    noisy = uv + 0.5 * torch.randn(uv.shape, generator=torch.Generator().manual_seed(1),
+                                   dtype=uv.dtype)
+    noisy[0, 1, 3] = NAN
+    P = projection_matrices(R, t, K)
+    with torch.no_grad():
+        fast = triangulate_dlt(noisy, P)
+    leaf = noisy.clone().requires_grad_()
+    slow = triangulate_dlt(leaf, P)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-9, rtol=0, equal_nan=True)
