@@ -174,8 +174,10 @@ def local_transforms(rot_mats: torch.Tensor, rest_joints: torch.Tensor,
 def _untracked(t: torch.Tensor) -> bool:
     """Whether nothing differentiates through ``t``: no autograd graph, no function
     transform (vmap, jvp) and no forward-mode tangent, so ``out=`` writes are safe."""
+    # (a torch without this private query: assume a transform may be active)
+    transforms_active = getattr(torch._C, '_are_functorch_transforms_active', lambda: True)
     return (not (torch.is_grad_enabled() and t.requires_grad)
-            and not torch._C._are_functorch_transforms_active()
+            and not transforms_active()
             and torch.autograd.forward_ad.unpack_dual(t).tangent is None)
 
 

@@ -438,7 +438,8 @@ class LeastSquaresProblem:
                 with torch.enable_grad():   # (stages run without autograd)
                     res = handler.param_residuals(
                         p, {key: copies(v, k) for key, v in obs.items()}) * scale
-                    picked = res.reshape(k, R)[torch.arange(k), start + torch.arange(k)]
+                    rows_k = torch.arange(k, device=res.device)
+                    picked = res.reshape(k, R)[rows_k, start + rows_k]
                     grads = torch.autograd.grad(picked.sum(), leaves, allow_unused=True)
                 rows.append(torch.cat([torch.zeros(k, size, dtype=v.dtype, device=v.device)
                                        if grad is None else grad.reshape(k, size)
