@@ -67,6 +67,7 @@ def _null_vectors(M: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch
     adj = _adjugate4(Mt).view(4, 4, -1)                                  # (4, 4, n)
     pick = adj.diagonal(dim1=0, dim2=1).argmax(-1)                       # (n,)
     v = torch.take_along_dim(adj, pick[None, None], dim=1)[:, 0]         # (4, n)
+
     def unit(u: torch.Tensor) -> torch.Tensor:   # (4, n) columns scaled to unit length
         return u / (u * u).sum(0).sqrt().clamp_min(1e-300)
     for _ in range(_ADJUGATE_STEPS):

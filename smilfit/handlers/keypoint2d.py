@@ -1,6 +1,7 @@
 """2D keypoint reprojection handler (multi-view; single view is C = 1)."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -270,8 +271,14 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pts = self.offset_points(points, params)
         pix, target, w, mask, _, dpix = self._terms(pts, observations, params,
                                                     with_jacobian=True)
-        # the loss chains its derivative onto the pixels' (B, C, M, 2, 3)
-        return self.loss.residual_jacobian(pix, target, weight=w, mask=mask, chain=dpix)
+        if 'chain' in inspect.signature(self.loss.residual_jacobian).parameters:
+            # the loss chains its derivative onto the pixels' (B, C, M, 2, 3)
+            return self.loss.residual_jacobian(pix, target, weight=w, mask=mask, chain=dpix)
+        # a plugin loss giving (B, C, M, 2, 2) derivatives: dr @ dpix as two multiply-adds
+        # ((B, C, M) products of 2 x 2 by 2 x 3 matrices cost far more as a batched matmul)
+        r, dr = self.loss.residual_jacobian(pix, target, weight=w, mask=mask)
+        return r, (dr[..., :, 0, None] * dpix[..., None, 0, :]
+                   + dr[..., :, 1, None] * dpix[..., None, 1, :])
 
     def point_residuals(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any]) -> torch.Tensor:

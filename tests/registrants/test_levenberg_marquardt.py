@@ -211,6 +211,25 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     torch.testing.assert_close(r, r2)
     torch.testing.assert_close(A, A2, rtol=1e-9, atol=1e-9)
 
+    # a plugin loss whose residual_jacobian gives the (..., 2, 2) derivatives (no chain)
+    class Plugin(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+        def residuals(self, *args, **kwargs):
+            return self.inner.residuals(*args, **kwargs)
+
+        def residual_jacobian(self, pred, target, weight=None, mask=None):
+            return self.inner.residual_jacobian(pred, target, weight=weight, mask=mask)
+    h.loss = Plugin(h.loss)
+    r3, A3 = h.point_residuals_and_jacobian(pts, obs, {})
+    torch.testing.assert_close(r3, r)
+    torch.testing.assert_close(A3, A)
+
 
 def test_joint_frame_offsets_in_levenberg_marquardt(model):
     """Keypoints a fixed joint-frame offset away from the model's (markers on the skin):
