@@ -62,21 +62,31 @@ def so3_left_jacobian(theta: Tensor) -> Tensor:
     ``exp(theta + d) = exp(J_l(theta) d) exp(theta)`` to first order, so column ``a`` is
     the world-frame angular velocity of ``d theta_a``. Series near 0 keep it smooth.
     """
-    angle2 = (theta * theta).sum(-1)
+    dims = theta.dim() - 1
+    return so3_left_jacobian_components(theta.movedim(-1, 0)).permute(
+        *range(2, dims + 2), 0, 1)
+
+
+def so3_left_jacobian_components(theta: Tensor) -> Tensor:
+    """Component-major :func:`so3_left_jacobian`: (3, ...) axis-angle -> (3, 3, ...),
+    entry ``[r, c]`` of ``J_l`` in slice ``[r, c]`` (wide elementwise products read
+    whole rows instead of every third value)."""
+    x, y, z = theta[0], theta[1], theta[2]
+    angle2 = x * x + y * y + z * z
     small = angle2 < 1e-8
-    safe2 = torch.where(small, torch.ones_like(angle2), angle2)
+    safe2 = torch.where(small, 1.0, angle2)
     angle = safe2.sqrt()
     a = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / safe2)
     b = torch.where(small, 1.0 / 6.0 - angle2 / 120.0, (angle - torch.sin(angle)) / (safe2 * angle))
     # I + a K + b K^2 with K^2 = theta theta^T - |theta|^2 I, its nine entries written out
     # (no matrix products, few temporaries)
     c = 1.0 - b * angle2
-    x, y, z = theta.unbind(-1)
-    bxy, bxz, byz = b * x * y, b * x * z, b * y * z
+    bx, by, bz = b * x, b * y, b * z
+    bxy, bxz, byz = bx * y, bx * z, by * z
     ax, ay, az = a * x, a * y, a * z
-    return torch.stack([c + b * x * x, bxy - az, bxz + ay,
-                        bxy + az, c + b * y * y, byz - ax,
-                        bxz - ay, byz + ax, c + b * z * z], dim=-1).reshape(theta.shape + (3,))
+    return torch.stack([c + bx * x, bxy - az, bxz + ay,
+                        bxy + az, c + by * y, byz - ax,
+                        bxz - ay, byz + ax, c + bz * z]).view((3, 3) + x.shape)
 
 
 def subtree_matrix(parents: Tensor, root: int) -> Tensor:
@@ -334,22 +344,25 @@ class PointJacobian:
             if log_scale is not None and not bool(log_scale.any()):
                 log_scale = None   # all zero (the registrant's default): no joint scales
             rot = out.rot_mats
-            omega = so3_left_jacobian(_joint_axis_angles(model, inputs, B, dtype, device))
+            angles = _joint_axis_angles(model, inputs, B, dtype, device)
             if log_scale is None:
                 # No per-joint scale: N_m = M_m R_m^T is the parent's world rotation
                 # times the global scale s, so W_{m,a} = N_m [omega_{m,a}]_x N_m^-1 =
                 # [N_m omega_{m,a} / s]_x and each block's column a is a cross product.
+                # N_m omega = M_m R_m^T J_l(theta_m) = M_m J_l(theta_m)^T (R^T J_l = J_r
+                # = J_l^T), and s is the global scale: no products with R, no norms.
                 # Component-major (3c, 3a, B, .): the 3 x 3 products and cross products
                 # are a few wide multiply-adds, and the blocks come out in the layout
                 # the normal equations read (``rot`` is a (B, E', 3c, 3a) view of them).
-                # s is the global scale, so N_m / s = M_m R_m^T / s needs no norms.
-                n_mat = M @ rot.transpose(-1, -2)
+                om = so3_left_jacobian_components(angles.permute(2, 0, 1)).transpose(0, 1)
+                mc = M.permute(2, 3, 0, 1)                       # (3c, 3d, B, J)
                 glog = inputs.get('global_log_scale')
                 if glog is not None:
-                    n_mat = n_mat * (-glog).exp()[:, :, None, None]
-                nm = n_mat.permute(2, 3, 0, 1)                   # (3c, 3d, B, J)
-                om = omega.permute(2, 3, 0, 1)                   # (3d, 3a, B, J)
-                v = nm[:, 0, None] * om[0] + nm[:, 1, None] * om[1] + nm[:, 2, None] * om[2]
+                    mc = mc * (-glog[:, 0]).exp()[:, None]
+                else:
+                    mc = mc.contiguous()
+                # (om: (3d, 3a, B, J), J_l^T)
+                v = mc[:, 0, None] * om[0] + mc[:, 1, None] * om[1] + mc[:, 2, None] * om[2]
                 v = v.reshape(9 * B, J).index_select(1, m_e).view(3, 3, B, -1)
                 rc = rel.permute(2, 0, 1)                        # (3c, B, E')
                 rot = torch.stack([v[1] * rc[2] - v[2] * rc[1], v[2] * rc[0] - v[0] * rc[2],
@@ -365,6 +378,7 @@ class PointJacobian:
                 # W_{m,a} = N_m [omega_{m,a}]_x N_m^-1: (B, J, 3a, 3c, 3d), stored
                 # (c, a, d) so that each pair's block W rel (B, E, 3c, 3a) is three
                 # scaled copies.
+                omega = so3_left_jacobian(angles)
                 W = n_mat[:, :, None] @ skew(omega.transpose(-1, -2)) @ n_inv[:, :, None]
                 W = W.permute(0, 1, 3, 2, 4).reshape(B, J, 9, 3).index_select(1, m_e)
                 rot = (W[..., 0] * rel[..., 0, None] + W[..., 1] * rel[..., 1, None]
@@ -782,5 +796,5 @@ def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, devic
 
 
 __all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian',
-           'so3_left_jacobian',
+           'so3_left_jacobian', 'so3_left_jacobian_components',
            'subtree_matrix', 'point_jacobians', 'check_supported']

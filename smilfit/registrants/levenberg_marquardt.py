@@ -544,7 +544,8 @@ LINEARIZE_TRIALS_MIN_ACCEPTANCE = 0.7
 
 def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
                         options: LMOptions, ftol: float = 1e-9, gtol: float = 1e-7,
-                        on_iteration: Callable[[int, Tensor], None] = None
+                        on_iteration: Callable[[int, Tensor], None] = None,
+                        on_start: Callable[[Tensor], None] = None
                         ) -> Tuple[Tensor, Tensor, Tensor, int]:
     """Minimise every sample's least-squares problem independently.
 
@@ -561,6 +562,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         gtol: a sample stops when ``max |J^T r|`` is below this.
         on_iteration: called with the iteration number and the (B,) costs after it
             (progress hooks, loss history).
+        on_start: called once with the (B,) costs at ``x0``, from the first
+            linearisation (not called when ``max_iter`` is 0).
 
     Returns:
         ``(x (B, P), cost (B,), diverged (B,) bool, iterations run)``.
@@ -622,6 +625,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             # damped_step reads H's upper triangle only
             absorb(idx, *problem.linearize(x[idx], idx, upper_only=True,
                                            packed=choose_layout if it == 0 else packed))
+            if it == 0 and on_start is not None:
+                on_start(cost.clone())
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break

@@ -140,12 +140,16 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         ctx.after_step(i)
     with torch.no_grad():
         x0 = problem.initial_x()
-        # The stage's starting loss (for its history record) is the problem's cost at
-        # x0, and that evaluation's forward pass serves the first linearisation.
-        start = problem.cost(x0, torch.arange(problem.B, device=x0.device))
+        # The stage's starting loss (for its history record) is the cost the first
+        # linearisation computes at x0 (sum r^2 is the loss): no pass of its own.
+        starts: List[Tensor] = []
         x, end, diverged, n_steps = levenberg_marquardt(
             problem, x0, stage.n_iter, options, ftol=stage.ftol,
-            gtol=stage.gtol, on_iteration=progress)
+            gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
+        if starts:
+            start = starts[0]
+        else:   # no iteration (n_iter = 0): nothing moved
+            start = end = problem.cost(x0, torch.arange(problem.B, device=x0.device))
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,

@@ -328,8 +328,9 @@ def test_multi_start_refuses_init_params(model):
 
 
 def test_lm_stage_history_losses_are_the_stage_losses(model):
-    """The LM runner reports the stage's start and end losses from its own cost
-    evaluations (no extra forward passes): they equal the registrant's loss there."""
+    """The LM runner reports the stage's start and end losses from its own evaluations
+    (the first linearisation, the last costs; no extra passes): they equal the
+    registrant's loss there."""
     obs, truth, _ = make_observations(model, batch=3, noise_px=1.0)
     stages = [dict(name='lm', fit=['global_orient', 'transl', 'body_pose', 'betas'],
                    n_iter=4, optimizer=dict(type='LevenbergMarquardt'))]
