@@ -1,6 +1,7 @@
 """2D keypoint reprojection handler (multi-view; single view is C = 1)."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Mapping, Optional, Sequence
 
@@ -9,6 +10,7 @@ import torch
 from ..cameras.projection import (distort_normalized, normalized_to_pixels,
                                   project_with_jacobian, world_to_camera)
 from ..registry import HANDLERS
+from ..utils.memo import TensorMemo
 from .base import LossSpec
 from .matching import KeypointHandlerBase
 from .residual_scale import residual_scales
@@ -136,6 +138,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
             raise ValueError(f'handler {name!r}: min_relative_scale must be >= 0, got '
                              f'{min_relative_scale!r}')
         self.min_relative_scale = float(min_relative_scale)
+        self._observed = TensorMemo()   # see _pixel_terms
+        self._scaled = TensorMemo()     # see _terms
 
     residual_kind = 'points'
 
@@ -207,16 +211,21 @@ class Keypoint2DHandler(KeypointHandlerBase):
         last."""
         pix, target, w, mask, _, *dpix = self._pixel_terms(pts, observations, params,
                                                            with_jacobian)
-        unit = self._unit(observations, pix)
-        if unit is not None:
-            pix, target = pix * unit, target * unit
+        scale = observations.get(self.scale_key) if self.scale_from_residuals else None
+        unit = None
+        if scale is not None:
+            unit, target = self._scaled((scale, target), (pix.dtype, pix.device),
+                                        lambda: self._scaled_target(scale, target, pix))
+            pix = pix * unit
             dpix = [d * unit[..., None] for d in dpix]
         return (pix, target, w, mask, unit, *dpix)
 
-    def _unit(self, observations: Mapping[str, Any], pix: torch.Tensor):
-        scale = observations.get(self.scale_key) if self.scale_from_residuals else None
-        if scale is None:
-            return None
+    def _scaled_target(self, scale: torch.Tensor, target: torch.Tensor, pix: torch.Tensor):
+        """``(1 / scale (B, C, M, 1), target / scale)``: the observations in noise units."""
+        unit = self._unit_of(scale, pix)
+        return unit, target * unit
+
+    def _unit_of(self, scale: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
         if scale.shape != pix.shape[:-1]:
             raise ValueError(f'handler {self.name!r}: {self.scale_key} has shape '
                              f'{tuple(scale.shape)}, expected {tuple(pix.shape[:-1])}')
@@ -233,15 +242,29 @@ class Keypoint2DHandler(KeypointHandlerBase):
             raise ValueError(f'handler {self.name!r}: keypoints_2d has {B} samples, the '
                              f'model output {pts.shape[0]}')
         pix, in_front, *dpix = self._project(pts, observations, params, obs, with_jacobian)
-        dtype, device = pix.dtype, pix.device
-        target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
+        # What depends on the observations only is the same in every evaluation of a
+        # fit: computed once per observation tensors (their identity and version).
+        target, far, mask, w = self._observed(
+            (observations['keypoints_2d'], observations.get('visible'),
+             observations.get('view_valid'), observations.get('confidence'),
+             self.data_index, self.importance),
+            (pix.dtype, pix.device, self.use_confidence),
+            lambda: self._observed_terms(obs, pix.dtype, pix.device))
         # A detected point behind the camera is not "unobserved": it lands
         # BEHIND_CAMERA_PX from its detection (the robust loss's saturation, a large
         # plain loss, no gradient), so no step can lower the loss by crossing the
         # camera plane.
-        far = torch.nan_to_num(target) + BEHIND_CAMERA_PX
         pix = torch.where(in_front[..., None], pix, far)
-        mask = torch.ones_like(in_front)
+        return (pix, target, w, mask, in_front, *dpix)
+
+    def _observed_terms(self, obs: Mapping[str, Any], dtype: torch.dtype, device):
+        """``(target (B, C, M, 2), far (B, C, M, 2), mask (B, C, M) bool, weight
+        (B, C, M) or None)`` of the matched observations ``obs`` (view axis present):
+        ``far``, where a point behind the camera is put (see :meth:`_pixel_terms`)."""
+        B, C = obs['keypoints_2d'].shape[:2]
+        target = self.select_data(obs['keypoints_2d'].to(device=device, dtype=dtype), 2)
+        far = torch.nan_to_num(target) + BEHIND_CAMERA_PX
+        mask = torch.ones(target.shape[:-1], dtype=torch.bool, device=device)
         if obs['visible'] is not None:
             mask = mask & self.select_data(obs['visible'].to(device), 2).to(torch.bool)
         if obs['view_valid'] is not None:
@@ -249,10 +272,11 @@ class Keypoint2DHandler(KeypointHandlerBase):
         w = None
         if self.use_confidence and obs['confidence'] is not None:
             w = self.select_data(obs['confidence'].to(device=device, dtype=dtype), 2)
-        imp = self.importance_like(pix)
+        imp = None if self.importance is None else self.importance.to(device=device,
+                                                                        dtype=dtype)
         if imp is not None:
             w = imp.expand(B, C, -1) if w is None else w * imp
-        return (pix, target, w, mask, in_front, *dpix)
+        return target, far, mask, w
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> torch.Tensor:
@@ -271,7 +295,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pts = self.offset_points(points, params)
         pix, target, w, mask, _, dpix = self._terms(pts, observations, params,
                                                     with_jacobian=True)
-        if 'chain' in inspect.signature(self.loss.residual_jacobian).parameters:
+        method = self.loss.residual_jacobian
+        if _takes_chain(getattr(method, '__func__', method)):
             # the loss chains its derivative onto the pixels' (B, C, M, 2, 3)
             return self.loss.residual_jacobian(pix, target, weight=w, mask=mask, chain=dpix)
         # a plugin loss giving (B, C, M, 2, 2) derivatives: dr @ dpix as two multiply-adds
@@ -289,5 +314,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pix, target, w, mask, _ = self._terms(self.offset_points(points, params),
                                               observations, params)
         return self.loss.residuals(pix, target, weight=w, mask=mask)
+
+@functools.lru_cache(maxsize=None)
+def _takes_chain(residual_jacobian) -> bool:
+    """Whether a loss's ``residual_jacobian`` function takes ``chain=`` (looked up once
+    per function: a signature costs more than the call it guards)."""
+    return 'chain' in inspect.signature(residual_jacobian).parameters
+
 
 __all__ = ['Keypoint2DHandler', 'project_with_depth', 'observed_extent']

@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 from ..registry import LOSSES
+from ..utils.memo import TensorMemo
 from .utils import (ArrayLike, BaseLoss, as_float_tensor, check_choice, like, masked,
                     sum_nonbatch, valid_mask)
 
@@ -102,6 +103,7 @@ class KeypointMSELoss(BaseLoss):
         self.dim = dim
         self.register_buffer('keypoint_weights',
                              as_float_tensor(keypoint_weights, 'keypoint_weights', (None,)))
+        self._observed = TensorMemo()   # see _observed_parts
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 weight: Optional[torch.Tensor] = None,
@@ -117,8 +119,10 @@ class KeypointMSELoss(BaseLoss):
         Returns:
             (B,) weighted loss (or reduced, see ``reduction``).
         """
-        valid, w = self._weights(pred, target, weight, mask)
-        r2 = keypoint_residual_sq(pred, target, valid)
+        self._check(pred, target)
+        valid, w, clean, _ = self._observed_parts(pred, target, weight, mask)
+        diff = masked(pred - clean, valid)
+        r2 = (diff * diff).sum(-1)
         if self.robust is not None:
             r2 = ROBUST_FUNCTIONS[self.robust](r2, self.sigma)
         loss = sum_nonbatch(w * r2)
@@ -137,6 +141,33 @@ class KeypointMSELoss(BaseLoss):
             raise ValueError(f'expected (B, ..., K, D) keypoints, got {tuple(pred.shape)}')
         if self.dim is not None and pred.shape[-1] != self.dim:
             raise ValueError(f'expected D = {self.dim} coordinates, got {pred.shape[-1]}')
+
+    def _observed_parts(self, pred: torch.Tensor, target: torch.Tensor,
+                        weight: Optional[torch.Tensor], mask: Optional[torch.Tensor]):
+        """``(valid, w, clean target (B, ..., K, D), factor (B, ..., K, 1))``: what
+        counts and its weight (:meth:`_weights`), the target with 0 where it does not
+        count, and the least-squares factor ``sqrt(s c w)`` (``s``: the normalisation and
+        ``loss_weight``). They depend on the observations only, so they are computed
+        once per target, weight and mask tensors (an optimiser's many evaluations on
+        one batch)."""
+        return self._observed(
+            (target, weight, mask, self.keypoint_weights),
+            (pred.dtype, pred.device, tuple(pred.shape), float(self.loss_weight),
+             self.normalize),
+            lambda: self._compute_observed_parts(pred, target, weight, mask))
+
+    def _compute_observed_parts(self, pred, target, weight, mask):
+        valid, w = self._weights(pred, target, weight, mask)
+        B = pred.shape[0]
+        scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
+                           device=pred.device)
+        if self.normalize == 'mean':
+            scale = scale / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
+        elif self.normalize == 'weighted_mean':
+            total = sum_nonbatch(w)
+            scale = scale / torch.where(total > 0, total, torch.ones_like(total))
+        factor = (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()[..., None]
+        return valid, w, masked(target, valid), factor
 
     def _weights(self, pred: torch.Tensor, target: torch.Tensor,
                  weight: Optional[torch.Tensor], mask: Optional[torch.Tensor]):
@@ -180,17 +211,9 @@ class KeypointMSELoss(BaseLoss):
         ``sqrt(s c w)`` of the least-squares form (``s``: normalisation, loss weight)."""
         if self.reduction != 'none':
             raise ValueError("residuals need reduction='none'")
-        valid, w = self._weights(pred, target, weight, mask)
-        e = masked(pred - masked(target, valid), valid)
-        B = pred.shape[0]
-        scale = torch.full((B,), float(self.loss_weight), dtype=pred.dtype,
-                           device=pred.device)
-        if self.normalize == 'mean':
-            scale = scale / sum_nonbatch(valid.to(pred.dtype)).clamp_min(1.0)
-        elif self.normalize == 'weighted_mean':
-            total = sum_nonbatch(w)
-            scale = scale / torch.where(total > 0, total, torch.ones_like(total))
-        return e, (w * scale.reshape((B,) + (1,) * (w.ndim - 1))).sqrt()[..., None]
+        self._check(pred, target)
+        valid, _, clean, factor = self._observed_parts(pred, target, weight, mask)
+        return masked(pred - clean, valid), factor
 
     def residual_jacobian(self, pred: torch.Tensor, target: torch.Tensor,
                           weight: Optional[torch.Tensor] = None,

@@ -327,3 +327,28 @@ def test_joint_frame_offsets_turn_and_scale_with_the_body(model):
     assert world.local_offsets(p) is None
     with pytest.raises(ValueError, match='offsets_frame'):
         Keypoint2DHandler('bad', offsets_frame='bone')
+
+
+def test_observation_terms_follow_in_place_edits(model):
+    """The parts that depend on the observations only are computed once per observation
+    tensors; editing those tensors in place (or passing new ones) is seen at once."""
+    params = random_params(model, 2)
+    obs = observe(model, params)
+    wrong = dict(params, transl=params['transl'] + 0.1)
+    out = forward(model, wrong)
+    h = handler(model, loss=dict(type='KeypointMSELoss', robust='gmof', sigma=50.0))
+    points = h.matched_points(out, wrong)
+    first = h(out, obs, wrong)
+    r0, _ = h.point_residuals_and_jacobian(points, obs, wrong)
+    torch.testing.assert_close((r0 * r0).sum((1, 2, 3)), first)
+    obs['keypoints_2d'][:, 0] += 5.0
+    obs['confidence'][:, 1] *= 0.5
+    fresh = handler(model, loss=dict(type='KeypointMSELoss', robust='gmof', sigma=50.0))
+    expected = fresh(out, obs, wrong)
+    assert not torch.allclose(expected, first)
+    torch.testing.assert_close(h(out, obs, wrong), expected)
+    r1, _ = h.point_residuals_and_jacobian(points, obs, wrong)
+    torch.testing.assert_close((r1 * r1).sum((1, 2, 3)), expected)
+    moved = {k: v.clone() for k, v in obs.items()}
+    moved['keypoints_2d'][:, 1] -= 3.0
+    torch.testing.assert_close(h(out, moved, wrong), fresh(out, moved, wrong))
