@@ -116,17 +116,23 @@ def project_with_jacobian(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor
     z = torch.where(front, z, torch.ones_like(z))
     inv = 1.0 / z
     xy = x_cam[..., :2] * inv[..., None]
+    pixels = normalized_to_pixels(distort_normalized(xy, dist), K)
     # d(x/z, y/z) / dX = (R[:2] - (x/z, y/z) R[2]) / z, from R's rows by broadcasting:
     # chains of (.., N) tiny matrix products cost far more than these elementwise terms.
-    rows = R[..., None, :, :]
-    J = inv[..., None, None] * (rows[..., :2, :] - xy[..., :, None] * rows[..., 2:3, :])
-    if dist is not None:
+    if dist is None:
+        # K2 d(x/z, y/z) / dX = (K2 R[:2] - (pixels - c) R[2]) / z, as K2 (x/z, y/z) =
+        # pixels - c: one 2 x 3 product per camera, not per point.
+        KR = (K[..., :2, :2] @ R[..., :2, :])[..., None, :, :]
+        uc = (pixels - K[..., None, :2, 2]) * inv[..., None]
+        J = KR * inv[..., None, None] - uc[..., :, None] * R[..., None, 2:3, :]
+    else:
+        rows = R[..., None, :, :]
+        J = inv[..., None, None] * (rows[..., :2, :] - xy[..., :, None] * rows[..., 2:3, :])
         J = distortion_jacobian(xy, dist) @ J
-    K2 = K[..., None, :2, :2]                  # (..., 1, 2, 2): one per camera
-    J = torch.stack([K2[..., 0, 0, None] * J[..., 0, :] + K2[..., 0, 1, None] * J[..., 1, :],
-                     K2[..., 1, 0, None] * J[..., 0, :] + K2[..., 1, 1, None] * J[..., 1, :]],
-                    -2)
-    pixels = normalized_to_pixels(distort_normalized(xy, dist), K)
+        K2 = K[..., None, :2, :2]                  # (..., 1, 2, 2): one per camera
+        J = torch.stack([K2[..., 0, 0, None] * J[..., 0, :] + K2[..., 0, 1, None] * J[..., 1, :],
+                         K2[..., 1, 0, None] * J[..., 0, :] + K2[..., 1, 1, None] * J[..., 1, :]],
+                        -2)
     return pixels, front, torch.where(front[..., None, None], J, torch.zeros_like(J))
 
 
@@ -213,6 +219,15 @@ def pixels_to_normalized(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 def world_to_camera(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``x_cam = R @ X + t`` for (..., N, 3) world points; R (..., 3, 3), t (..., 3)."""
+    if points.dim() == R.dim() >= 3 and points.shape[-3] == 1 and \
+            points.shape[:-3] == R.shape[:-3]:
+        # (..., 1, N, 3) points seen by (..., C, 3, 3) cameras: one (N, 3) x (3, 3C)
+        # product per leading index instead of one (N, 3) x (3, 3) product per camera
+        N, C = points.shape[-2], R.shape[-3]
+        lead = points.shape[:-3]
+        x = torch.baddbmm(t.expand(lead + (C, 3)).reshape(-1, 1, C * 3),
+                          points.reshape(-1, N, 3), R.reshape(-1, C * 3, 3).transpose(1, 2))
+        return x.view(lead + (N, C, 3)).transpose(-2, -3).contiguous()
     return torch.matmul(points, R.transpose(-1, -2)) + t[..., None, :]
 
 

@@ -236,3 +236,31 @@ def test_projection_jacobian_matches_autograd(distorted):
     assert bool((~front).any()) and bool(front.any())
     torch.testing.assert_close(J[front], ref[front])
     assert not J[~front].any()
+
+
+def test_world_to_camera_one_product_per_sample_matches_per_camera():
+    """(B, 1, N, 3) points against per-sample (B, C, 3, 3) cameras (one product per
+    sample) and (1, N, 3) against (C, 3, 3): the same as each camera on its own,
+    gradients included."""
+    from smilfit.cameras.projection import projection_jacobian
+    K, R, t, dist, _ = ring_cameras(C=3)
+    B = 2
+    Rb = (R[None] @ torch.linalg.matrix_exp(
+        torch.tensor([[0.0, -0.1, 0.0], [0.1, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                     dtype=R.dtype))).expand(B, -1, -1, -1).clone()
+    Rb[1] = R
+    tb = torch.stack([t + 0.5, t])
+    X = random_points(B, 6).requires_grad_(True)
+    x = world_to_camera(X[:, None], Rb, tb)                          # (B, C, N, 3)
+    ref = torch.stack([torch.stack([X[b] @ Rb[b, c].T + tb[b, c] for c in range(3)])
+                       for b in range(B)])
+    torch.testing.assert_close(x, ref)
+    g, = torch.autograd.grad((x * x).sum(), X)
+    g_ref, = torch.autograd.grad((ref * ref).sum(), X)
+    torch.testing.assert_close(g, g_ref)
+    torch.testing.assert_close(world_to_camera(X[:1].detach(), R, t),
+                               torch.stack([X[0].detach() @ R[c].T + t[c] for c in range(3)]))
+    Kb = K.expand(B, -1, -1, -1)
+    J = projection_jacobian(X[:, None].detach(), Kb, Rb, tb)           # (B, C, N, 2, 3)
+    for b in range(B):
+        torch.testing.assert_close(J[b], projection_jacobian(X[b].detach(), K, Rb[b], tb[b]))
