@@ -37,6 +37,8 @@ else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -338,8 +340,6 @@ class PointJacobian:
         if 'global_orient' in fitted or 'body_pose' in fitted:
             pairs = self._rotation_pairs(st, fitted, offsets)
             m_e = pairs['joint']
-            rel = torch.einsum('eu,buc->bec', pairs['sum'], u) - (
-                pairs['mass'][:, None] * p.index_select(1, m_e))  # (B, E, 3)
             log_scale = inputs.get('log_scale')
             if log_scale is not None and not bool(log_scale.any()):
                 log_scale = None   # all zero (the registrant's default): no joint scales
@@ -351,23 +351,26 @@ class PointJacobian:
                 # [N_m omega_{m,a} / s]_x and each block's column a is a cross product.
                 # N_m omega = M_m R_m^T J_l(theta_m) = M_m J_l(theta_m)^T (R^T J_l = J_r
                 # = J_l^T), and s is the global scale: no products with R, no norms.
-                # Component-major (3c, 3a, B, .): the 3 x 3 products and cross products
-                # are a few wide multiply-adds, and the blocks come out in the layout
-                # the normal equations read (``rot`` is a (B, E', 3c, 3a) view of them).
-                om = so3_left_jacobian_components(angles.permute(2, 0, 1)).transpose(0, 1)
-                mc = M.permute(2, 3, 0, 1)                       # (3c, 3d, B, J)
+                # Component-major and sample-last (3c, 3a, ., B): the 3 x 3 products and
+                # cross products are a few wide multiply-adds, the gathers copy whole
+                # rows, and the blocks come out in the layout the normal equations read
+                # (``rot`` is a (B, E', 3c, 3a) view of them).
+                om = so3_left_jacobian_components(angles.permute(2, 1, 0)).transpose(0, 1)
+                mc = M.permute(2, 3, 1, 0).contiguous()          # (3c, 3d, J, B)
                 glog = inputs.get('global_log_scale')
                 if glog is not None:
-                    mc = mc * (-glog[:, 0]).exp()[:, None]
-                else:
-                    mc = mc.contiguous()
-                # (om: (3d, 3a, B, J), J_l^T)
+                    mc = mc * (-glog[:, 0]).exp()
+                # (om: (3d, 3a, J, B), J_l^T)
                 v = mc[:, 0, None] * om[0] + mc[:, 1, None] * om[1] + mc[:, 2, None] * om[2]
-                v = v.reshape(9 * B, J).index_select(1, m_e).view(3, 3, B, -1)
-                rc = rel.permute(2, 0, 1)                        # (3c, B, E')
+                v = v.reshape(9, J, B).index_select(1, m_e).view(3, 3, -1, B)
+                # each pair's lever: its terms below the joint less their mass at it
+                rc = pairs['sum'] @ u.permute(2, 1, 0) - (
+                    pairs['mass'][:, None] * p.permute(2, 1, 0).index_select(1, m_e))  # (3c, E', B)
                 rot = torch.stack([v[1] * rc[2] - v[2] * rc[1], v[2] * rc[0] - v[0] * rc[2],
-                                   v[0] * rc[1] - v[1] * rc[0]]).permute(2, 3, 0, 1)
+                                   v[0] * rc[1] - v[1] * rc[0]]).permute(3, 2, 0, 1)
             else:
+                rel = torch.einsum('eu,buc->bec', pairs['sum'], u) - (
+                    pairs['mass'][:, None] * p.index_select(1, m_e))  # (B, E, 3)
                 own = log_scale.exp()
                 if model.reference_compat:  # the reference never applies the root's own scale
                     own = own.clone()
@@ -394,7 +397,9 @@ class PointJacobian:
         if len(blocks) > 1:   # (a cat of one block would copy it)
             rot_point = torch.cat([b[0] for b in blocks])
             rot_col = torch.cat([b[1] for b in blocks])
-            rot = torch.cat([b[2] for b in blocks], dim=1)
+            # stored (3c, 3a, E, B) as the normal equations read them
+            rot = torch.cat([b[2].permute(2, 3, 1, 0) for b in blocks], dim=2).permute(
+                3, 2, 0, 1)
 
         if 'betas' in fitted and K > 0:  # a model without shape directions has no columns
             dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
@@ -618,30 +623,33 @@ class SparsePointJacobian:
             # A_e = I_i d_e, then d_e1^T A_e2 for the pairs of blocks on one point
             # (e1 <= e2), scattered to their place in H and mirrored. Each of these many
             # 3 x 3 products is three wide multiply-adds over the samples: as batched
-            # matmuls of 3 x 3 matrices they cost about 3x as much on the CPU.
+            # matmuls of 3 x 3 matrices they cost about 3x as much on the CPU. All
+            # component-major, (3, 3, blocks, B): gathers copy whole rows.
             Q = plan.e1.numel()
-            r = rot.permute(1, 2, 3, 0).contiguous()                     # (E, 3c, 3a, B)
-            Ie = info.permute(1, 2, 3, 0).contiguous().index_select(0, plan.i_e)  # (E, 3c, 3d, B)
-            A = Ie[:, :, 0, None] * r[:, 0, None]                        # (E, 3c, 3a, B)
-            A.addcmul_(Ie[:, :, 1, None], r[:, 1, None])
-            A.addcmul_(Ie[:, :, 2, None], r[:, 2, None])
-            r1 = r.index_select(0, plan.e1)                              # (Q, 3c, 3a, B)
-            A2 = A.index_select(0, plan.e2)                              # (Q, 3c, 3b, B)
-            block = r1[:, 0, :, None] * A2[:, 0, None]                   # (Q, 3a, 3b, B)
-            block.addcmul_(r1[:, 1, :, None], A2[:, 1, None])
-            block.addcmul_(r1[:, 2, :, None], A2[:, 2, None])
-            block = summed(block.view(Q * 9, B))
+            r = rot.permute(2, 3, 1, 0).contiguous()    # (3c, 3a, E, B); no copy for
+            #                                             the layout sparse() gives
+            Ie = info.permute(2, 3, 1, 0).contiguous().index_select(2, plan.i_e)  # (3c, 3d, E, B)
+            A = Ie[:, 0, None] * r[0, None]                              # (3c, 3a, E, B)
+            A.addcmul_(Ie[:, 1, None], r[1, None])
+            A.addcmul_(Ie[:, 2, None], r[2, None])
+            r1 = r.index_select(2, plan.e1)                              # (3c, 3a, Q, B)
+            A2 = A.index_select(2, plan.e2)                              # (3c, 3b, Q, B)
+            block = r1[0, :, None] * A2[0, None]                         # (3a, 3b, Q, B)
+            block.addcmul_(r1[1, :, None], A2[1, None])
+            block.addcmul_(r1[2, :, None], A2[2, None])
+            block = summed(block.view(9 * Q, B))
             if rr_at is not None:
                 Ht.index_add_(0, rr_at, block)
             else:
                 Ht.index_add_(0, plan.rr_flat, block)
-                Ht.index_add_(0, plan.rr_mirror, block[plan.num_diag * 9:])
-            rg = r if grad.dtype == dtype else self.rot.to(grad.dtype).permute(1, 2, 3, 0)
-            ge = grad.permute(1, 2, 0).contiguous().index_select(0, plan.i_e)  # (E, 3c, B)
-            g_rot = rg[:, 0] * ge[:, 0, None]                            # (E, 3a, B)
-            g_rot.addcmul_(rg[:, 1], ge[:, 1, None])
-            g_rot.addcmul_(rg[:, 2], ge[:, 2, None])
-            gt.index_add_(0, plan.rot_cols, g_rot.reshape(E * 3, B))
+                Ht.index_add_(0, plan.rr_mirror,
+                              block.view(3, 3, Q, rows)[:, :, plan.num_diag:].reshape(-1, rows))
+            rg = r if grad.dtype == dtype else self.rot.to(grad.dtype).permute(2, 3, 1, 0)
+            ge = grad.permute(2, 1, 0).contiguous().index_select(1, plan.i_e)  # (3c, E, B)
+            g_rot = rg[0] * ge[0, None]                                  # (3a, E, B)
+            g_rot.addcmul_(rg[1], ge[1, None])
+            g_rot.addcmul_(rg[2], ge[2, None])
+            gt.index_add_(0, plan.rot_cols, g_rot.reshape(3 * E, B))
         if Pd:
             # The dense columns against themselves, summed over the points, and against
             # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
@@ -652,11 +660,11 @@ class SparsePointJacobian:
             dd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)  # (B, Pd, Pd)
             Ht.index_add_(0, dd_at, summed(dd.reshape(B, Pd * Pd).T))
             if E:
-                Ide = Id.permute(1, 2, 3, 0).contiguous().index_select(0, plan.i_e)
-                # (E, 3c, Pd, B) against r (E, 3c, 3a, B) -> (E, Pd, 3a, B)
-                cross = Ide[:, 0, :, None] * r[:, 0, None]
-                cross.addcmul_(Ide[:, 1, :, None], r[:, 1, None])
-                cross.addcmul_(Ide[:, 2, :, None], r[:, 2, None])
+                Ide = Id.permute(2, 3, 1, 0).contiguous().index_select(2, plan.i_e)
+                # (3c, Pd, E, B) against r (3c, 3a, E, B) -> (Pd, 3a, E, B)
+                cross = Ide[0, :, None] * r[0, None]
+                cross.addcmul_(Ide[1, :, None], r[1, None])
+                cross.addcmul_(Ide[2, :, None], r[2, None])
                 cross = summed(cross.view(E * Pd * 3, B))
                 if cross_at is not None:
                     Ht.index_add_(0, cross_at, cross)
@@ -677,17 +685,18 @@ class _NormalPlan:
     sparsity): which blocks meet and the flat positions of their products."""
 
     i_e: Tensor         # (E,) point of each block
-    rot_cols: Tensor    # (E * 3,) columns of the blocks
+    rot_cols: Tensor    # (3 * E,) columns of the blocks, (axis, block) order
     e1: Tensor          # (Q,) pairs of blocks on one point, e1 <= e2, the E diagonal
     e2: Tensor          # (Q,) pairs first, each part sorted by place in H
     num_diag: int       # E
-    rr_flat: Tensor     # (Q * 9,) where d_e1^T I d_e2 lands in H (P * P)
-    rr_mirror: Tensor   # ((Q - E) * 9,) its transpose's place, off-diagonal pairs
-    rr_upper: Tensor    # (Q * 9,) of the two places, the one in the upper triangle
+    # Places in H (row * P + col), in the order the products come (component-major):
+    rr_flat: Tensor     # (9 * Q,) of d_e1^T I d_e2, (axis a, axis b, pair) order
+    rr_mirror: Tensor   # (9 * (Q - E),) its transpose's, off-diagonal pairs
+    rr_upper: Tensor    # (9 * Q,) of the two places, the one in the upper triangle
     dd_flat: Tensor     # (Pd * Pd,) the dense x dense block's places in H
-    cross_flat: Tensor  # (E * Pd * 3,) where (dense column, block column) lands in H
-    cross_mirror: Tensor  # (E * Pd * 3,) its transpose's place
-    cross_upper: Tensor   # (E * Pd * 3,) of the two places, the one in the upper triangle
+    cross_flat: Tensor  # (Pd * 3 * E,) of (dense column p, block column a of block e)
+    cross_mirror: Tensor  # (Pd * 3 * E,) its transpose's place
+    cross_upper: Tensor   # (Pd * 3 * E,) of the two places, the one in the upper triangle
     # the last packed layout's slot map and the places above in it (see packed_indices)
     _packed: Optional[Tuple[Tensor, Tuple[Tensor, Tensor, Tensor]]] = None
 
@@ -714,25 +723,29 @@ class _NormalPlan:
         e1 = torch.cat([e[diag], o1[o]])
         e2 = torch.cat([e[diag], o2[o]])
         off1, off2 = o1[o], o2[o]
-        rr_flat = (cols[e1][:, :, None] * P + cols[e2][:, None, :]).flatten()
-        rr_mirror = (cols[off2][None, :, None, :] * P
-                     + cols[off1][None, :, :, None]).flatten() if off1.numel() else off1
+        # Positions in the order the products come: (axis a, axis b, pair q) for the
+        # block products, (axis a, block e) for the gradient, (dense column p, axis a,
+        # block e) for the cross products (component-major, see normal_equations).
+        def component_major(x: Tensor) -> Tensor:   # (n, ...) -> (...) x n, flat
+            return x.reshape(x.shape[0], math.prod(x.shape[1:])).T.flatten()
+        rr = cols[e1][:, :, None] * P + cols[e2][:, None, :]             # (Q, 3a, 3b)
+        mirror = cols[off2][:, None, :] * P + cols[off1][:, :, None]     # (Q - E, 3a, 3b)
         # Distinct blocks' column triples never overlap, so each off-diagonal block lies
         # wholly above or wholly below the diagonal.
-        above = (rot_col[off1] < rot_col[off2])[:, None].expand(-1, 9).flatten()
-        rr_upper = torch.cat([rr_flat[:E * 9],
-                              torch.where(above, rr_flat[E * 9:], rr_mirror)])
-        # (block e, dense column p, axis a) in that order, as the cross products come
-        d_rows = dense_col[None, :, None].expand(E, -1, 3)
+        above = (rot_col[off1] < rot_col[off2])[:, None, None].expand(-1, 3, 3)
+        rr_upper = torch.cat([rr[:E], torch.where(above, rr[E:], mirror)])
+        d_rows = dense_col[None, :, None].expand(E, -1, 3)               # (E, Pd, 3a)
         b_cols = cols[:, None, :].expand(-1, dense_col.numel(), -1)
-        cross_flat = (d_rows * P + b_cols).flatten()
-        cross_mirror = (b_cols * P + d_rows).flatten()
-        return cls(i_e=rot_point, rot_cols=cols.flatten(), e1=e1, e2=e2, num_diag=E,
-                   rr_flat=rr_flat, rr_mirror=rr_mirror, rr_upper=rr_upper,
+        cross_flat = d_rows * P + b_cols
+        cross_mirror = b_cols * P + d_rows
+        return cls(i_e=rot_point, rot_cols=component_major(cols), e1=e1, e2=e2, num_diag=E,
+                   rr_flat=component_major(rr), rr_mirror=component_major(mirror),
+                   rr_upper=component_major(rr_upper),
                    dd_flat=(dense_col[:, None] * P + dense_col[None, :]).flatten(),
-                   cross_flat=cross_flat, cross_mirror=cross_mirror,
-                   cross_upper=torch.where(d_rows.flatten() < b_cols.flatten(), cross_flat,
-                                           cross_mirror))
+                   cross_flat=component_major(cross_flat),
+                   cross_mirror=component_major(cross_mirror),
+                   cross_upper=component_major(torch.where(d_rows < b_cols, cross_flat,
+                                                           cross_mirror)))
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
