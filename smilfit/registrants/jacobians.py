@@ -192,6 +192,7 @@ class PointJacobian:
         self._attached: Dict[Tuple[int, ...], _TermStructure] = {}
         self._pairs: Dict[tuple, Dict[str, Tensor]] = {}
         self._plans: Dict[tuple, dict] = {}
+        self._betas_maps: Dict[tuple, Tuple[Tensor, Tensor]] = {}
 
     def _structure(self, attach: Optional[Tensor], keep: Optional[Tensor] = None
                    ) -> '_TermStructure':
@@ -402,26 +403,16 @@ class PointJacobian:
                 3, 2, 0, 1)
 
         if 'betas' in fitted and K > 0:  # a model without shape directions has no columns
-            dirs = model.rest_joint_dirs[..., :K]               # (J, 3, K)
-            d_offset = dirs - dirs[self.parents]
-            d_offset[root] = dirs[root]
-            parent_lin = M.index_select(1, self.parents)
-            # The root's offset is seen through the global scale only.
-            scale = torch.ones(B, dtype=dtype, device=device)
-            if inputs.get('global_log_scale') is not None:
-                scale = inputs['global_log_scale'][:, 0].exp()
-            parent_lin[:, root] = scale[:, None, None] * torch.eye(3, dtype=dtype, device=device)
-            # U_m = N_p(m) d_offset_m (B, J, 3, K); d t(G_k) / d beta sums U over k's chain,
-            # and d t(A_k) / d beta = that - M_k dirs_k. A term u (point i, joint k) moves
-            # by M_k ms_u + c_u d t(A_k) / d beta = M_k (ms_u - c_u dirs_k) + c_u (chain
-            # sum of U): the first part with the structure's constant ms_rel, the second
-            # summed per point through the constant point_chain_mass. (The einsums batch
-            # over joints and terms: far fewer, larger products than B x U 3 x 3.)
-            U = torch.einsum('bjcd,jdk->bjck', parent_lin, d_offset)  # (B, J, 3, K)
-            V = torch.einsum('bujc,ucK->bujK', Mu, st.term_ms_rel[..., :K])  # (B, U, 3, K)
+            # d points / d betas = sum over joints j of M_j C_j plus s C_root: one product
+            # of the world linear maps with a constant map (see _betas_map).
+            C, c_root = self._betas_map(st, K, dtype, device)      # (J*3d, N*K), (3c, N*K)
+            scale = inputs.get('global_log_scale')
+            scale = (torch.ones(B, 1, 1, dtype=dtype, device=device) if scale is None
+                     else scale[:, 0].exp()[:, None, None])
+            d_betas = torch.baddbmm(scale * c_root, M.transpose(1, 2).reshape(B, 3, J * 3),
+                                    C.expand(B, -1, -1))           # (B, 3c, N*K)
             o = local['betas']
-            D[..., o:o + K] = torch.einsum('nu,bucK->bncK', st.point_sum, V) + torch.einsum(
-                'nm,bmcK->bncK', st.point_chain_mass, U)
+            D[..., o:o + K] = d_betas.view(B, 3, N, K).transpose(1, 2)
         plan_key = (id(st), tuple(fitted), P, tuple(rot_point.shape),
                     tuple(dense_cols.tolist()))
         plan = self._plans.setdefault(plan_key, {})
@@ -455,6 +446,37 @@ class PointJacobian:
                          sum=st.pair_sum[keep], mass=st.pair_mass[keep])
             self._pairs[key] = pairs
         return pairs
+
+    def _betas_map(self, st: '_TermStructure', K: int, dtype, device
+                   ) -> Tuple[Tensor, Tensor]:
+        """The constant maps of the points' shape derivatives (cached): ``C`` (J*3, N*K)
+        and ``c_root`` (3, N*K) with ``d x_n / d beta = sum_j M_j C_j[n] + s c_root[n]``
+        (``M_j`` the world linear maps, ``s`` the global scale).
+
+        A term u (point n, joint k, mass c_u) moves by ``M_k (ms_u - c_u dirs_k)`` (its
+        moment's shape part, relative to its joint's) plus ``c_u`` times the chain sum of
+        ``N_p(m) d_offset_m`` over the joints m whose chain holds k: the first lands on
+        joint k, the second on each such m's parent (the root's offset is seen through
+        the global scale only)."""
+        key = (id(st), K, dtype, device)
+        maps = self._betas_maps.get(key)
+        if maps is None:
+            model, J, N = self.model, self.model.num_joints, st.num_points
+            dirs = model.rest_joint_dirs[..., :K].to(dtype=torch.float64)      # (J, 3, K)
+            d_offset = dirs - dirs[self.parents.cpu()]
+            d_offset[self.root] = dirs[self.root]
+            chain_mass = st.point_chain_mass.to('cpu', torch.float64)        # (N, J)
+            C = torch.zeros(J, 3, N, K, dtype=torch.float64)
+            C.index_put_((st.term_joint.cpu()[:, None], torch.arange(3)[None, :],
+                          st.term_point.cpu()[:, None]),
+                         st.term_ms_rel[..., :K].to('cpu', torch.float64), accumulate=True)
+            through = torch.einsum('mdk,nm->mdnk', d_offset, chain_mass)      # (J, 3, N, K)
+            child = torch.arange(J) != self.root
+            C.index_add_(0, self.parents.cpu()[child], through[child])
+            maps = (C.reshape(J * 3, N * K).to(device, dtype),
+                    through[self.root].reshape(3, N * K).to(device, dtype))
+            self._betas_maps[key] = maps
+        return maps
 
     def _bone_blocks(self, st: '_TermStructure', M: Tensor, first: int
                      ) -> Tuple[Tensor, Tensor, Tensor]:

@@ -393,13 +393,15 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     monkeypatch.setattr(lm, 'plan_solve', lambda coupling: None)    # one factorisation
     whole = fit()
     # The same trajectory; the last iterations stop at rounding-level decisions (ftol
-    # 1e-15), which two factorisations of different systems can take one step apart.
+    # 1e-15), which two factorisations of different systems can take steps apart: what
+    # the longer run does after the shorter one stopped gains nothing above rounding.
     steps = [r.history[0]['steps'] for r in (apart, whole)]
-    assert abs(steps[0] - steps[1]) <= 1
+    traces = [torch.as_tensor(r.history[0]['loss_trace']) for r in (apart, whole)]
     n = min(steps)
-    torch.testing.assert_close(torch.as_tensor(apart.history[0]['loss_trace'][:n]),
-                               torch.as_tensor(whole.history[0]['loss_trace'][:n]),
-                               rtol=1e-9, atol=0.0)
+    assert n >= 5
+    torch.testing.assert_close(traces[0][:n], traces[1][:n], rtol=1e-9, atol=0.0)
+    longer = traces[int(steps[1] > steps[0])]
+    assert float(longer[n - 1] - longer[-1]) <= 1e-9 * float(longer[n - 1])
     for k in ('global_orient', 'body_pose', 'betas', 'transl'):
         torch.testing.assert_close(apart.params[k], whole.params[k], rtol=1e-5, atol=1e-6)
 
