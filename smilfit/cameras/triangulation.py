@@ -63,7 +63,8 @@ def _null_vectors(M: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch
     ``eigh``'s, except where ``skip`` (...) bool is set (results no one reads). Computed
     one matrix per column (sample-last): every step is a few wide row operations."""
     shape = M.shape[:-2]
-    Mt = M.reshape(-1, 16).T.contiguous()                                # (16, n)
+    # (16, n); no copy when M is a view of entry-major storage
+    Mt = M.flatten(-2).movedim(-1, 0).reshape(16, -1)
     adj = _adjugate4(Mt).view(4, 4, -1)                                  # (4, 4, n)
     pick = adj.diagonal(dim1=0, dim2=1).argmax(-1)                       # (n,)
     v = torch.take_along_dim(adj, pick[None, None], dim=1)[:, 0]         # (4, n)
@@ -184,14 +185,17 @@ def triangulate_dlt(points2d: torch.Tensor, projections: torch.Tensor,
     rows = torch.stack([x * p2 - p0, y * p2 - p1], dim=-2)  # (B, C, N, 2, 4)
     rows = rows / torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
     rows = rows * w[..., None, None]
-    M = torch.einsum('bcnki,bcnkj->bnij', rows, rows)  # (B, N, 4, 4)
+    # M = sum over views and rows of row^T row, entry-major (4, 4, B, N): the sum over
+    # the 2C rows is 16 wide products instead of B * N tiny matrix products
+    r = rows.permute(4, 1, 3, 0, 2).reshape(4, -1, B, rows.shape[2])  # (4, 2C, B, N)
+    M = (r[:, None] * r[None]).sum(2)                                   # (4, 4, B, N)
 
     n_views = valid.sum(1)  # (B, N)
     ok = n_views >= min_views
-    dummy = torch.diag(M.new_tensor(_DUMMY_SPECTRUM))
-    M = torch.where(ok[..., None, None], M, dummy)
+    dummy = torch.diag(M.new_tensor(_DUMMY_SPECTRUM))[..., None, None]
+    M = torch.where(ok, M, dummy)
     # Scale-free: normalise by the trace so eigenvalue gaps are O(1) for eigh.
-    M = M / M.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    M = (M / M.diagonal(dim1=0, dim2=1).sum(-1)).permute(2, 3, 0, 1)    # (B, N, 4, 4)
     if M.requires_grad and torch.is_grad_enabled():
         _, vecs = batched_eigh(M)  # chunked on CUDA: cuSOLVER's workspace is per matrix
         Xh = vecs[..., :, 0]  # (B, N, 4), eigenvector of the smallest eigenvalue
