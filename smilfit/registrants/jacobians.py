@@ -591,8 +591,10 @@ class SparsePointJacobian:
         model, point set and parameter list).
 
         Args:
-            info: (B, N, 3, 3) per-point information matrices (``sum A^T A``).
-            grad: (B, N, 3) per-point gradients (``sum A^T r``).
+            info: (B, N, 3, 3) per-point information matrices (``sum A^T A``), read
+                coordinate-major and sample-last: no copy when they are a view of
+                (3, 3, N, B) storage (as :meth:`LeastSquaresProblem.linearize` builds them).
+            grad: (B, N, 3) per-point gradients (``sum A^T r``), likewise of (3, N, B).
             dtype: precision of ``H`` (default: the Jacobian's).
             reduce: optional ``(group (B,) long, G)``: ``H`` summed over each group's
                 samples, (G, P, P), built from the summed blocks without the (B, P, P)
@@ -615,7 +617,8 @@ class SparsePointJacobian:
             plan = _NormalPlan.build(self.rot_point, self.rot_col, self.dense_col, P)
             if self.plan is not None:
                 self.plan[('normal', dtype)] = plan
-        info = info.to(dtype)
+        info = info.to(dtype).permute(2, 3, 1, 0).contiguous()   # (3c, 3d, N, B)
+        grad_t = grad.permute(2, 1, 0).contiguous()                  # (3c, N, B)
         rot, dense = self.rot.to(dtype), self.dense.to(dtype)
 
         rows = B if reduce is None else int(reduce[1])
@@ -650,7 +653,7 @@ class SparsePointJacobian:
             Q = plan.e1.numel()
             r = rot.permute(2, 3, 1, 0).contiguous()    # (3c, 3a, E, B); no copy for
             #                                             the layout sparse() gives
-            Ie = info.permute(2, 3, 1, 0).contiguous().index_select(2, plan.i_e)  # (3c, 3d, E, B)
+            Ie = info.index_select(2, plan.i_e)                          # (3c, 3d, E, B)
             A = Ie[:, 0, None] * r[0, None]                              # (3c, 3a, E, B)
             A.addcmul_(Ie[:, 1, None], r[1, None])
             A.addcmul_(Ie[:, 2, None], r[2, None])
@@ -667,7 +670,7 @@ class SparsePointJacobian:
                 Ht.index_add_(0, plan.rr_mirror,
                               block.view(3, 3, Q, rows)[:, :, plan.num_diag:].reshape(-1, rows))
             rg = r if grad.dtype == dtype else self.rot.to(grad.dtype).permute(2, 3, 1, 0)
-            ge = grad.permute(2, 1, 0).contiguous().index_select(1, plan.i_e)  # (3c, E, B)
+            ge = grad_t.index_select(1, plan.i_e)                        # (3c, E, B)
             g_rot = rg[0] * ge[0, None]                                  # (3a, E, B)
             g_rot.addcmul_(rg[1], ge[1, None])
             g_rot.addcmul_(rg[2], ge[2, None])
@@ -676,14 +679,16 @@ class SparsePointJacobian:
             # The dense columns against themselves, summed over the points, and against
             # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
             # multiply-adds), scattered to both triangles or the upper.
-            Id = info[..., 0, None] * dense[..., 0, None, :]             # (B, N, 3c, Pd)
-            Id.addcmul_(info[..., 1, None], dense[..., 1, None, :])
-            Id.addcmul_(info[..., 2, None], dense[..., 2, None, :])
-            dd = dense.flatten(1, 2).transpose(1, 2) @ Id.flatten(1, 2)  # (B, Pd, Pd)
+            dt = dense.permute(2, 3, 1, 0).contiguous()                  # (3d, Pd, N, B)
+            Id = info[:, 0, None] * dt[0, None]                          # (3c, Pd, N, B)
+            Id.addcmul_(info[:, 1, None], dt[1, None])
+            Id.addcmul_(info[:, 2, None], dt[2, None])
+            dd = torch.bmm(dt.permute(3, 1, 0, 2).reshape(B, Pd, 3 * N),
+                           Id.permute(3, 0, 2, 1).reshape(B, 3 * N, Pd))  # (B, Pd, Pd)
             Ht.index_add_(0, dd_at, summed(dd.reshape(B, Pd * Pd).T))
             if E:
-                Ide = Id.permute(2, 3, 1, 0).contiguous().index_select(2, plan.i_e)
-                # (3c, Pd, E, B) against r (3c, 3a, E, B) -> (Pd, 3a, E, B)
+                Ide = Id.index_select(2, plan.i_e)                       # (3c, Pd, E, B)
+                # against r (3c, 3a, E, B) -> (Pd, 3a, E, B)
                 cross = Ide[0, :, None] * r[0, None]
                 cross.addcmul_(Ide[1, :, None], r[1, None])
                 cross.addcmul_(Ide[2, :, None], r[2, None])
@@ -693,9 +698,8 @@ class SparsePointJacobian:
                 else:
                     Ht.index_add_(0, plan.cross_flat, cross)
                     Ht.index_add_(0, plan.cross_mirror, cross)
-            gt.index_add_(0, self.dense_col, torch.bmm(
-                grad.reshape(B, 1, N * 3), self.dense.to(grad.dtype).reshape(B, N * 3, Pd)
-            ).view(B, Pd).T)
+            gd = dt if grad.dtype == dtype else self.dense.to(grad.dtype).permute(2, 3, 1, 0)
+            gt.index_add_(0, self.dense_col, (gd * grad_t[:, None]).sum((0, 2)))
         H = Ht.T.contiguous()
         g = gt.T.contiguous()
         return (H if packed is not None else H.view(rows, P, P)), g

@@ -229,20 +229,23 @@ class LeastSquaresProblem:
             jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
                                        output=self._kept_forward(x, idx), keep=keep)
             points = jac.points
-            info = torch.zeros(n, points.shape[1], 3, 3, dtype=dtype, device=device)
-            grad_pts = torch.zeros(n, points.shape[1], 3, dtype=dtype, device=device)
+            # Per point: sum over views and residual rows of A^T A and A^T r, built
+            # coordinate-major and sample-last ((3, 3, N, n), (3, N, n)), the layout the
+            # normal equations read: the sums over the rows run over whole rows of
+            # samples, where an einsum would run (n * M) tiny matrix products.
+            N = points.shape[1]
+            info = torch.zeros(3, 3, N, n, dtype=dtype, device=device)
+            grad_pts = torch.zeros(3, N, n, dtype=dtype, device=device)
             for h in point_handlers:
                 index = rows[h.name]
                 r, A = self._point_terms(h, points.index_select(1, index), obs, params)
                 cost = cost + (r * r).sum((1, 2, 3))
-                # sum over views and residual rows of A^T A and A^T r per point, with the
-                # point's 3 coordinates leading: wide elementwise products, where an einsum
-                # would run (n * M) tiny matrix products
                 G, M, D = A.shape[1:4]
-                Ac = A.permute(4, 0, 2, 1, 3).reshape(3, n, M, G * D)
-                rc = r.permute(0, 2, 1, 3).reshape(n, M, G * D)
-                info.index_add_(1, index, (Ac[:, None] * Ac[None]).sum(-1).permute(2, 3, 0, 1))
-                grad_pts.index_add_(1, index, (Ac * rc).sum(-1).permute(1, 2, 0))
+                Ac = A.permute(4, 1, 3, 2, 0).reshape(3, G * D, M, n)
+                rc = r.permute(1, 3, 2, 0).reshape(G * D, M, n)
+                info.index_add_(2, index, (Ac[:, None] * Ac[None]).sum(2))
+                grad_pts.index_add_(1, index, (Ac * rc).sum(1))
+            info, grad_pts = info.permute(3, 2, 0, 1), grad_pts.permute(2, 1, 0)  # (n, N, ..)
         param_terms = []
         for h in self.handlers:
             if h.residual_kind == 'params':

@@ -15,6 +15,11 @@ T = TypeVar('T')
 
 
 def _transforms_active() -> bool:
+    """Inside ``vmap``/``jvp`` or while ``torch.compile`` traces (object ids are not
+    values there)."""
+    compiling = getattr(torch.compiler, 'is_compiling', None)
+    if compiling is not None and compiling():
+        return True
     query = getattr(torch._C, '_are_functorch_transforms_active', None)
     return True if query is None else bool(query())
 
@@ -25,9 +30,9 @@ class TensorMemo:
     a view, bumps a tensor's version counter) and the settings are equal.
 
     The tensors are held while their value is, so their ids cannot be reused by others.
-    Nothing is memoised when an input requires grad or inside a function transform
-    (``vmap``, ``jvp``): there the value may carry a graph or wrapped tensors. Callers
-    must not modify a returned value in place.
+    Nothing is memoised when an input requires grad, inside a function transform
+    (``vmap``, ``jvp``; the value may carry a graph or wrapped tensors there) or while
+    ``torch.compile`` traces. Callers must not modify a returned value in place.
     """
 
     def __init__(self) -> None:
