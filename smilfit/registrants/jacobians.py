@@ -700,9 +700,12 @@ class SparsePointJacobian:
                     Ht.index_add_(0, plan.cross_mirror, cross)
             gd = dt if grad.dtype == dtype else self.dense.to(grad.dtype).permute(2, 3, 1, 0)
             gt.index_add_(0, self.dense_col, (gd * grad_t[:, None]).sum((0, 2)))
-        H = Ht.T.contiguous()
         g = gt.T.contiguous()
-        return (H if packed is not None else H.view(rows, P, P)), g
+        if packed is not None:
+            # a (B, width) view: the factorisation's copy into its working storage does
+            # the transposition (one pass over H instead of two)
+            return Ht.T, g
+        return Ht.T.contiguous().view(rows, P, P), g
 
 
 @dataclass
