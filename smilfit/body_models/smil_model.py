@@ -30,7 +30,8 @@ class BodyModelOutput:
 
     Attributes:
         joints: (B, J, 3) the model's joints: regressed from the posed mesh when the
-            model has a joint regressor, else the kinematic joints.
+            model has a joint regressor, else the kinematic joints (``None`` for
+            ``kinematics_only``).
         joints_kin: (B, J, 3) kinematic (forward-kinematics) joint positions.
         keypoints: (B, Kp, 3) user-defined keypoints (``SMILModel.keypoint_names``
             order), or ``None`` when not requested / none defined.
@@ -41,7 +42,7 @@ class BodyModelOutput:
             (scale included; without ``transl``).
     """
 
-    joints: Tensor
+    joints: Optional[Tensor]
     joints_kin: Tensor
     keypoints: Optional[Tensor]
     vertices: Optional[Tensor]
@@ -322,7 +323,8 @@ class SMILModel(nn.Module):
                 vertex_offsets: Optional[Tensor] = None,
                 global_log_scale: Optional[Tensor] = None, *, return_vertices: bool = True,
                 return_keypoints: bool = True, return_v_shaped: bool = False,
-                propagate_scaling: Optional[bool] = None) -> BodyModelOutput:
+                propagate_scaling: Optional[bool] = None,
+                kinematics_only: bool = False) -> BodyModelOutput:
         """Pose and shape the model. Every argument is optional (zeros / identity).
 
         Args:
@@ -348,6 +350,10 @@ class SMILModel(nn.Module):
             return_keypoints: compute ``keypoints``.
             return_v_shaped: also return the shaped rest-pose vertices.
             propagate_scaling: override the model's default.
+            kinematics_only: the kinematic chain only (``rot_mats``,
+                ``joint_transforms``, ``joints_kin``; ``joints``, ``keypoints`` and the
+                vertices ``None``): what closed-form Jacobians read, without the
+                readout of regressed joints and keypoints.
 
         Returns:
             :class:`BodyModelOutput`.
@@ -415,8 +421,14 @@ class SMILModel(nn.Module):
                                  f'{tuple(global_log_scale.shape)}')
             scale = global_log_scale.exp()[:, :, None, None]         # (B, 1, 1, 1)
             world = torch.cat([world[..., :3, :] * scale, world[..., 3:, :]], dim=-2)
-        maps = skinning_transforms(world, rest_joints)
         joints_kin = world[..., :3, 3]
+        if kinematics_only:
+            if transl is not None:
+                joints_kin = joints_kin + transl[:, None]
+            return BodyModelOutput(joints=None, joints_kin=joints_kin, keypoints=None,
+                                   vertices=None, v_shaped=None, rot_mats=rot_mats,
+                                   joint_transforms=world)
+        maps = skinning_transforms(world, rest_joints)
 
         if transl is not None:
             # Skinning weights sum to one, so translating every joint's map

@@ -286,7 +286,7 @@ class PointJacobian:
         out = output
         if out is None:
             with torch.no_grad():
-                out = model(**inputs, return_vertices=False, return_keypoints=False)
+                out = model(**inputs, kinematics_only=True)
         dtype, device = out.joints_kin.dtype, out.joints_kin.device
         B, J = out.joints_kin.shape[:2]
         N, root = st.num_points, self.root

@@ -44,6 +44,18 @@ def test_fast_path_equals_full_path(toy, propagate):
     torch.testing.assert_close(full.joints, expect)
 
 
+def test_kinematics_only_is_the_full_pass_chain(toy):
+    """``kinematics_only``: the same chain (rotations, joint transforms, kinematic joints
+    with translation and global scale) as the full pass, nothing read out."""
+    kw = random_inputs(toy)
+    kw['global_log_scale'] = torch.full((3, 1), 0.3, dtype=torch.float64)
+    full = toy(**kw)
+    chain = toy(**kw, kinematics_only=True)
+    assert chain.joints is None and chain.keypoints is None and chain.vertices is None
+    for name in ('joints_kin', 'joint_transforms', 'rot_mats'):
+        torch.testing.assert_close(getattr(chain, name), getattr(full, name))
+
+
 def test_rotation_representations_agree(toy):
     kw = random_inputs(toy)
     aa = toy(**kw)
