@@ -33,7 +33,8 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     ``t = 0``, so values and gradients are exact and finite at the identity (no
     ``+1e-8`` fudge), and no batched 3x3 products are needed.
     """
-    theta_sq = (aa * aa).sum(-1, keepdim=True)
+    x, y, z = aa.unbind(-1)
+    theta_sq = x * x + y * y + z * z
     small = theta_sq < _SMALL_ANGLE_SQ
     safe_sq = torch.where(small, torch.ones_like(theta_sq), theta_sq)
     theta = safe_sq.sqrt()
@@ -41,13 +42,12 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     b = torch.where(small, 0.5 - theta_sq / 24.0, (1.0 - torch.cos(theta)) / safe_sq)
     cos = 1.0 - b * theta_sq  # exact cos(t) away from 0, its Taylor series near 0
     # The nine entries written out: no (..., 3, 3) temporaries, few kernels.
-    x, y, z = aa.unbind(-1)
-    a, b, cos = a[..., 0], b[..., 0], cos[..., 0]
-    bxy, bxz, byz = b * x * y, b * x * z, b * y * z
+    bx, by, bz = b * x, b * y, b * z
+    bxy, bxz, byz = bx * y, bx * z, by * z
     ax, ay, az = a * x, a * y, a * z
-    return torch.stack([cos + b * x * x, bxy - az, bxz + ay,
-                        bxy + az, cos + b * y * y, byz - ax,
-                        bxz - ay, byz + ax, cos + b * z * z], dim=-1).reshape(aa.shape + (3,))
+    return torch.stack([cos + bx * x, bxy - az, bxz + ay,
+                        bxy + az, cos + by * y, byz - ax,
+                        bxz - ay, byz + ax, cos + bz * z], dim=-1).reshape(aa.shape + (3,))
 
 
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
