@@ -315,6 +315,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
                                               observations, params)
         return self.loss.residuals(pix, target, weight=w, mask=mask)
 
+
 @functools.lru_cache(maxsize=None)
 def _takes_chain(residual_jacobian) -> bool:
     """Whether a loss's ``residual_jacobian`` function takes ``chain=`` (looked up once
