@@ -222,14 +222,11 @@ class Keypoint2DHandler(KeypointHandlerBase):
 
     def _scaled_target(self, scale: torch.Tensor, target: torch.Tensor, pix: torch.Tensor):
         """``(1 / scale (B, C, M, 1), target / scale)``: the observations in noise units."""
-        unit = self._unit_of(scale, pix)
-        return unit, target * unit
-
-    def _unit_of(self, scale: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
         if scale.shape != pix.shape[:-1]:
             raise ValueError(f'handler {self.name!r}: {self.scale_key} has shape '
                              f'{tuple(scale.shape)}, expected {tuple(pix.shape[:-1])}')
-        return 1.0 / scale.to(pix)[..., None]
+        unit = 1.0 / scale.to(pix)[..., None]
+        return unit, target * unit
 
     def _pixel_terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
                      params: Mapping[str, Any], with_jacobian: bool = False):

@@ -566,7 +566,7 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
         on_iteration: called with the iteration number and the (B,) costs after it
             (progress hooks, loss history).
         on_start: called once with the (B,) costs at ``x0``, from the first
-            linearisation (not called when ``max_iter`` is 0).
+            linearisation (when ``max_iter`` > 0).
 
     Returns:
         ``(x (B, P), cost (B,), diverged (B,) bool, iterations run)``.
@@ -628,8 +628,8 @@ def levenberg_marquardt(problem: LeastSquaresProblem, x0: Tensor, max_iter: int,
             # damped_step reads H's upper triangle only
             absorb(idx, *problem.linearize(x[idx], idx, upper_only=True,
                                            packed=choose_layout if it == 0 else packed))
-            if it == 0 and on_start is not None:
-                on_start(cost.clone())
+        if it == 0 and on_start is not None:   # (every sample was linearised at x0)
+            on_start(cost.clone())
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break

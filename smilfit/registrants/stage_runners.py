@@ -141,15 +141,13 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     with torch.no_grad():
         x0 = problem.initial_x()
         # The stage's starting loss (for its history record) is the cost the first
-        # linearisation computes at x0 (sum r^2 is the loss): no pass of its own.
+        # linearisation computes at x0 (sum r^2 is the loss): no pass of its own
+        # (stages have n_iter >= 1, so there is a first linearisation).
         starts: List[Tensor] = []
         x, end, diverged, n_steps = levenberg_marquardt(
             problem, x0, stage.n_iter, options, ftol=stage.ftol,
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
-        if starts:
-            start = starts[0]
-        else:   # no iteration (n_iter = 0): nothing moved
-            start = end = problem.cost(x0, torch.arange(problem.B, device=x0.device))
+        start = starts[0]
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
