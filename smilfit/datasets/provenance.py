@@ -1,17 +1,26 @@
 """Where a prepared dataset came from, so a stale one is never fitted.
 
 ``tools/fit.py`` prepares its dataset (``data.path``) from ``data.sleap`` (a SLEAP session or
-labels file) or ``data.synthetic`` (generator options) on first use and reuses it later. The
-source is recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the
-options, and for SLEAP input every input file's path, size and modification time. On reuse
-the record is compared with what the config asks for now (:func:`source_changes`); when the
-input files, the options or the body model differ (or the file has no record),
+labels file) or ``data.synthetic`` (generator options) on first use and reuses it later;
+``tools/preprocess_sleap.py`` makes one the same way (with images and crops). The source is
+recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the options, and
+for SLEAP input every input file's path, size and modification time. On reuse the record is
+compared with what the config asks for now (:func:`source_changes`); when the input files,
+the options or the body model differ (or the file has no record),
 :func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
 overwrites the file: ``data.path`` may be a dataset the user made and means to keep. A
 missing ``data.sleap.input`` is an error whatever exists at ``data.path``.
+
+Of SLEAP ingestion's options, those that decide which samples, keypoints and values a
+dataset holds (:data:`CONTENT_OPTIONS`) are always compared, with the ingestion's defaults
+filled in on both sides. How the samples are stored (images, crop, undistortion, JPEG
+quality) changes nothing a fit reads, so those options count only where the config sets
+them: a dataset prepared with images and crops satisfies a config that asks for its
+session without them.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,10 +28,20 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['SOURCE_ATTR', 'expected_source', 'read_source', 'write_source', 'source_changes']
+__all__ = ['SOURCE_ATTR', 'CONTENT_OPTIONS', 'sleap_source', 'expected_source', 'read_source',
+           'write_source', 'source_changes']
 
 #: HDF5 root attribute holding the JSON source record.
 SOURCE_ATTR = 'smilfit_source'
+
+#: SLEAP ingestion options that decide which samples, keypoints and values a dataset holds.
+CONTENT_OPTIONS = ('max_frames', 'frame_skip', 'min_views', 'confidence_threshold',
+                   'include_3d', 'joint_lookup', 'shape_betas', 'body_model', 'points3d',
+                   'units')
+#: Ingestion options that only say how the run goes (never recorded, never compared).
+RUN_OPTIONS = ('workers', 'progress', 'checkpoint_every_s', 'video_search_paths')
+#: Options holding a file path: compared as resolved paths.
+_PATH_OPTIONS = ('joint_lookup', 'shape_betas', 'points3d')
 
 
 def _normalise(value: Any) -> Any:
@@ -52,6 +71,42 @@ def _file_list(root: Path, exclude: Optional[Path] = None) -> List[List[Any]]:
     return out
 
 
+def sleap_source(input_path: PathLike, options: Mapping[str, Any],
+                 output: Optional[PathLike] = None) -> Dict[str, Any]:
+    """The record of a dataset ingested from ``input_path`` with ``options`` (keyword
+    arguments of :class:`~smilfit.datasets.sleap_ingest.options.IngestOptions`; those in
+    :data:`RUN_OPTIONS` are left out) into ``output`` (excluded from the input's files)."""
+    root = Path(input_path).resolve()
+    kept = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
+    return _normalise(dict(kind='sleap', input=str(root), options=_canonical(kept),
+                           files=_file_list(root, exclude=Path(output).resolve()
+                                            if output else None)))
+
+
+def _canonical(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Path options as resolved paths, so ``a.csv`` and ``./a.csv`` are the same file."""
+    return {k: (str(Path(v).resolve()) if k in _PATH_OPTIONS and v else v)
+            for k, v in options.items()}
+
+
+def _ingest_defaults() -> Dict[str, Any]:
+    # Imported here: the ingestion modules are only needed where SLEAP records are compared.
+    from smilfit.datasets.sleap_ingest.options import IngestOptions
+    return {f.name: f.default for f in dataclasses.fields(IngestOptions)
+            if f.name not in RUN_OPTIONS}
+
+
+def _sleap_option_changes(stored: Mapping[str, Any], expected: Mapping[str, Any]
+                          ) -> List[str]:
+    """``name: stored -> expected`` for every ingestion option whose difference matters."""
+    defaults = _ingest_defaults()
+    old = dict(defaults, **_normalise(_canonical(stored or {})))
+    new = dict(defaults, **_normalise(_canonical(expected or {})))
+    keys = set(CONTENT_OPTIONS) | (set(expected or {}) - set(RUN_OPTIONS))
+    return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(keys)
+            if old.get(k) != new.get(k)]
+
+
 def expected_source(data_cfg: Mapping[str, Any], body_model: Any = None
                     ) -> Optional[Dict[str, Any]]:
     """The source record a dataset prepared from ``data_cfg`` now would carry, or ``None``
@@ -68,9 +123,7 @@ def expected_source(data_cfg: Mapping[str, Any], body_model: Any = None
         root = Path(sleap.pop('input')).resolve()
         if not root.exists():
             raise FileNotFoundError(f'data.sleap.input {root} does not exist')
-        output = Path(data_cfg['path']).resolve() if data_cfg.get('path') else None
-        return _normalise(dict(kind='sleap', input=str(root), options=sleap,
-                               files=_file_list(root, exclude=output)))
+        return sleap_source(root, sleap, data_cfg.get('path'))
     synthetic = data_cfg.get('synthetic')
     if synthetic is not None:
         return _normalise(dict(kind='synthetic', options=dict(synthetic),
@@ -105,7 +158,11 @@ def source_changes(stored: Optional[Mapping[str, Any]], expected: Mapping[str, A
     for key in sorted(set(stored) | set(expected)):
         if stored.get(key) == expected.get(key):
             continue
-        if key == 'files':
+        if key == 'options' and expected.get('kind') == 'sleap' == stored.get('kind'):
+            diff = _sleap_option_changes(stored.get(key), expected.get(key))
+            if diff:
+                changes.append(f'options changed ({", ".join(diff)})')
+        elif key == 'files':
             old = {f[0]: f[1:] for f in stored.get(key) or []}
             new = {f[0]: f[1:] for f in expected.get(key) or []}
             diff = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))

@@ -173,7 +173,7 @@ STALE_CASES = [
      r'asks for \(input files changed \(1: labels.slp\)\)'),
     ('other-ingest-options', lambda a, b: dict(sleap=dict(input=str(a))),
      lambda a, b: dict(sleap=dict(input=str(a), max_frames=5)), StaleDataError,
-     r'asks for \(options changed\)'),
+     r'asks for \(options changed \(max_frames: None -> 5\)\)'),
     ('missing-input', lambda a, b: dict(sleap=dict(input=str(a))),
      lambda a, b: dict(sleap=dict(input=str(a.parent / 'no_such_session'))),
      FileNotFoundError, r'data.sleap.input .*no_such_session does not exist'),

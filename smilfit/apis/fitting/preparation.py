@@ -56,12 +56,13 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
         # loaded by a config with data.sleap, not by every fit.
         from smilfit.datasets.ingest_sleap import ingest_sleap
         sleap = dict(data_cfg['sleap'])
+        # The ingestion records its own source (as tools/preprocess_sleap.py's does).
         ingest_sleap(sleap.pop('input'), path, overwrite=True,
                      **dict(dict(images=False, progress=progress), **sleap))
     else:
         generate_synthetic_dataset(path, body_model=cfg.get('body_model'), overwrite=True,
                                    progress=progress, **dict(data_cfg['synthetic']))
-    write_source(path, expected)
+        write_source(path, expected)
 
 
 def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
@@ -80,7 +81,7 @@ def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
     start = time.monotonic()
     while True:
         try:
-            if path.exists() and read_source(path) == expected:
+            if path.exists() and not source_changes(read_source(path), expected):
                 return
         except OSError:  # rank 0 is replacing the file right now
             pass

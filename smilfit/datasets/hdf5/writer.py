@@ -205,6 +205,14 @@ class DatasetWriter:
         if not keep_partial:
             self._remove_checkpoint()
 
+    def set_attr(self, name: str, value: str) -> None:
+        """Set a root attribute of the open file, committed with it (e.g. the source record
+        :mod:`smilfit.datasets.provenance` writes once everything else is in)."""
+        self._require_open()
+        if name in RESERVED_ATTRS:
+            raise DatasetFormatError(f'{self.path}: {name!r} is a reserved root attribute')
+        self._f.attrs[name] = value
+
     def _mark_consistent(self, value: bool) -> None:
         """Set :data:`CONSISTENT_ATTR` and flush, so the file on disk says it."""
         self._f.attrs[CONSISTENT_ATTR] = bool(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -13,6 +14,7 @@ import numpy as np
 
 from ..hdf5_format import DatasetFormatError, DatasetWriter
 from ..ingest_images import close_readers
+from ..provenance import SOURCE_ATTR, sleap_source
 from .discovery import discover
 from .options import DataIngestError, IngestOptions, IngestSummary, PathLike, _fail
 from .prepare import _keypoint_map, _prepare, _stored_pairs
@@ -55,9 +57,12 @@ def ingest_sleap(input_path: PathLike, output_path: PathLike, *, overwrite: bool
     _check_output(output, overwrite, resume)
     lookup = load_joint_lookup(opts.joint_lookup) if opts.joint_lookup else None
     betas = load_shape_betas(opts.shape_betas) if opts.shape_betas else None
+    # Taken before anything is written: the record says what the dataset was made from.
+    source = sleap_source(input_path, dataclasses.asdict(opts), output)
     try:
         sessions = discover(input_path, opts)
-        return _ingest(sessions, input_path, output, overwrite, resume, opts, lookup, betas)
+        return _ingest(sessions, input_path, output, overwrite, resume, opts, lookup, betas,
+                       source)
     except DatasetFormatError as e:  # e.g. resuming a file written with other options
         raise DataIngestError(str(e)) from e
     finally:
@@ -66,7 +71,8 @@ def ingest_sleap(input_path: PathLike, output_path: PathLike, *, overwrite: bool
 
 def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwrite: bool,
             resume: bool, opts: IngestOptions, lookup: Optional[List[Tuple[str, str]]],
-            betas: Optional[Dict[str, np.ndarray]]) -> IngestSummary:
+            betas: Optional[Dict[str, np.ndarray]], source: Dict[str, Any]
+            ) -> IngestSummary:
     names = [s.name for s in sessions]
     if len(set(names)) != len(names):
         raise _fail(input_path, f'session names are not unique: {names}')
@@ -135,6 +141,8 @@ def _ingest(sessions: List[_Session], input_path: PathLike, output: Path, overwr
         except BrokenProcessPool as e:
             raise DataIngestError(f'a video worker process died ({e}); retry with '
                                   '--workers 0') from e
+        # The source record last: a file cut short has none and is never taken as current.
+        writer.set_attr(SOURCE_ATTR, json.dumps(source, sort_keys=True))
         writer.commit()
     return IngestSummary(output, n_written, len(prepared), num_views, out_names, has_images,
                          has_3d, skipped, notes)
