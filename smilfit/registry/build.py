@@ -13,7 +13,15 @@ from typing import Any, Mapping, Optional, Tuple
 
 from mmengine.registry import Registry
 
-__all__ = ['build_module', 'constructor_keywords']
+from smilfit.errors import SmilfitUserError
+
+__all__ = ['build_module', 'constructor_keywords', 'UnknownOptionError']
+
+
+class UnknownOptionError(SmilfitUserError, TypeError):
+    """A config gives a component a keyword its constructor does not take (a typo, or an
+    option of another component). A ``TypeError`` for callers that catch one; a user's
+    error, so the tools print it as one line wherever it is found."""
 
 
 def constructor_keywords(cls: type) -> Optional[Tuple[str, ...]]:
@@ -44,8 +52,9 @@ def build_module(registry: Registry, cfg: Any, what: str = 'component',
 
     Raises:
         KeyError: the type is not registered (mmengine's message).
-        TypeError: a keyword the constructor does not accept; the message names the
-            component, the keyword, the closest accepted one and all of them.
+        UnknownOptionError: a keyword the constructor does not accept (a ``TypeError``);
+            the message names the component, the keyword, the closest accepted one and
+            all of them.
     """
     if not isinstance(cfg, Mapping):
         return cfg
@@ -62,6 +71,6 @@ def build_module(registry: Registry, cfg: Any, what: str = 'component',
             key = unknown[0]
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
-            raise TypeError(f"{label} ({cls.__name__}) has no option '{key}'{hint}; it takes "
+            raise UnknownOptionError(f"{label} ({cls.__name__}) has no option '{key}'{hint}; it takes "
                             f"{', '.join(accepted)}")
     return registry.build(cfg)

@@ -76,3 +76,27 @@ def test_fit_threads_wait_passively(tmp_path, monkeypatch, threads, preset, expe
         monkeypatch.setenv('OMP_WAIT_POLICY', preset)
     assert fit_main([str(tmp_path / 'absent.py'), '--threads', threads]) == 1
     assert os.environ.get('OMP_WAIT_POLICY') == expected
+
+
+def test_an_option_typo_from_the_command_line_is_one_line(tmp_path):
+    """A handler keyword misspelt in --cfg-options is found while the registrant is built,
+    deep inside the fit: the tool still prints one line naming it, no traceback."""
+    import subprocess
+    import sys
+
+    from ..conftest import REPO_ROOT
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'tools' / 'fit.py'),
+         str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'), '--no-progress',
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+         f'data.path={tmp_path / "data.h5"}', 'data.synthetic.num_sessions=1',
+         'data.synthetic.frames_per_session=2', 'data.synthetic.num_views=2',
+         'registrant.handlers.0.sigmaa=3'],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if 'error' in line]
+    assert len(errors) == 1 and errors[0].startswith(
+        "fit: error: handler 'kp2d' (Keypoint2DHandler) has no option 'sigmaa'; it takes "
+        "name, loss, weight, ")
