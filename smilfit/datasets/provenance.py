@@ -132,9 +132,13 @@ def expected_source(data_cfg: Mapping[str, Any], body_model: Any = None
 
 
 def read_source(path: PathLike) -> Optional[Dict[str, Any]]:
-    """The record stored in a prepared dataset (``None`` if it has none)."""
-    import h5py
-    with h5py.File(path, 'r') as f:
+    """The record stored in a prepared dataset (``None`` if it has none).
+
+    Raises:
+        DatasetFormatError: the file is not HDF5 or is truncated (the message names it).
+    """
+    from smilfit.datasets.hdf5.schema import _open_h5
+    with _open_h5(path, 'r', 'prepared dataset') as f:
         text = f.attrs.get(SOURCE_ATTR)
     if text is None:
         return None

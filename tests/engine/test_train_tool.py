@@ -201,6 +201,36 @@ def test_missing_inputs_fail_clearly(tmp_path, capsys):
     assert 'absent.py does not exist' in capsys.readouterr().err
 
 
+def _truncated_h5(path: Path) -> Path:
+    import h5py
+    import numpy as np
+    whole = path.with_name('whole.h5')
+    with h5py.File(whole, 'w') as f:
+        f['x'] = np.zeros((500, 100))
+    data = whole.read_bytes()
+    path.write_bytes(data[:len(data) // 2])      # a copy cut off half way
+    return path
+
+
+@pytest.mark.parametrize('prepared', [True, False], ids=['prepared-from-config', 'as-is'])
+def test_a_truncated_dataset_file_is_one_line_naming_it(tmp_path, capsys, prepared):
+    """The regression config's dataset cut short (a copy that did not finish): whether the
+    tool checks where it came from (data.synthetic) or reads it as it is, one error line
+    names the file instead of h5py's bare OSError and a traceback."""
+    bad = _truncated_h5(tmp_path / 'data.h5')
+    config = REPO_ROOT / 'configs' / 'regression' / 'synthetic_multiview_resnet18.py'
+    options = [f'data.path={bad}', f'train_dataloader.dataset.ann_file={bad}',
+               f'val_dataloader.dataset.ann_file={bad}', f'test_dataloader.dataset.ann_file={bad}']
+    if not prepared:
+        options.append('data.synthetic=None')
+    code = train_cli.main([str(config), '--work-dir', str(tmp_path / 'work'),
+                           '--cfg-options', *options])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count('\n') == 1 and err.startswith('train: error: ') and str(bad) in err
+    assert 'truncated' in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only refusal')
 @pytest.mark.parametrize('dtype', ['bf16', 'fp16'])
 def test_amp_refused_on_cpu(tmp_path, capsys, dtype):

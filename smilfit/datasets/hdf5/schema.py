@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from smilfit.body_models.parameters import DATASET_PARAMS
+from smilfit.errors import SmilfitUserError
 from smilfit.version import __version__ as _SMILFIT_VERSION
 
 #: Value of the root attribute ``format``; files without it are refused.
@@ -65,10 +66,12 @@ OPTIONAL_KEYS = ('masks', 'keypoints_3d')
 _COMPRESS = {np.float32, np.float64, np.int32, np.int64, np.bool_}
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(SmilfitUserError, ValueError):
     """A file is not a usable smilfit dataset, or data given to the writer is malformed.
 
-    The message names the file (or the ``add_samples`` key) and the problem.
+    The message names the file (or the ``add_samples`` key) and the problem. A user's error
+    (:class:`~smilfit.errors.SmilfitUserError`): the tools print it as one line, also when
+    a training run finds it while building its datasets.
     """
 
 
