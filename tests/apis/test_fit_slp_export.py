@@ -47,6 +47,13 @@ def test_fit_then_slp_matches_the_observations(tmp_path):
         errors.append(np.linalg.norm(lf.instances[0].numpy()[ok] - observed[ok], axis=-1))
     # the fit is accurate on noise-free synthetic data: predictions sit on the detections
     assert np.median(np.concatenate(errors)) < 0.5
+    # The synthetic data has no skeleton of its own: the body model's tree gives the
+    # edges, one per keypoint but the root, so SLEAP draws lines, not loose dots.
+    assert reader.skeleton_edges == []
+    edges = {(e.source.name, e.destination.name) for e in labels.skeletons[0].edges}
+    assert len(edges) == len(reader.keypoint_names) - 1
+    assert {('neck', 'head'), ('head', 'nose'), ('hip_L', 'knee_L'),
+            ('ear_L', 'ear_L_tip'), ('tail_6', 'tail_6_tip')} <= edges
 
 
 def test_prepare_data_ingests_a_sleap_session_directly(tmp_path):

@@ -30,7 +30,9 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
     distortion (``sessions/video_dist``; also when the stored images were undistorted).
     The videos are the source videos recorded at ingestion (``sessions/video_paths``, with
     their ``sessions/video_shape``), else ``<session>/<camera>`` placeholders to relink
-    in SLEAP. The skeleton keeps the source skeleton's edges and symmetries, instances keep
+    in SLEAP. The skeleton keeps the source skeleton's edges and symmetries (where the data
+    has none, the edges of the body model's kinematic tree between the fitted keypoints,
+    which the fit recorded), instances keep
     their tracks, and every multi-camera session is stored as a ``RecordingSession`` with
     its calibration (the cameras of the session's first fitted sample, in the exported
     pixels).
@@ -85,7 +87,7 @@ def export_fit_slp(results: PathLike, out_path: PathLike, dataset: Optional[Path
     track_names = [str(t) for t in batch['track']]
     tracks = sorted({t for t in track_names if t})
     writer = SlpPredictionWriter(node_names=list(reader.keypoint_names), videos=videos,
-                                 edges=reader.skeleton_edges,
+                                 edges=reader.skeleton_edges or fit['edges'] or (),
                                  symmetries=reader.skeleton_symmetries, sessions=rigs,
                                  tracks=tracks or None)
     for b, s in enumerate(session_of):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import h5py
 import numpy as np
 import torch
 
+from smilfit.body_models.point_edges import kinematic_point_edges
+from smilfit.handlers.matching import POINT_SOURCES, source_carriers
 from smilfit.utils.atomic import atomic_path, write_text
 
 from .observations import sample_camera_names
@@ -90,6 +92,10 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
             f.create_dataset('data_keypoint_names',
                              data=np.array(list(reader.keypoint_names), dtype=object),
                              dtype=strings)
+            edges = data_skeleton_edges(registrant, len(reader.keypoint_names))
+            if edges is not None:
+                f.create_dataset('data_skeleton_edges',
+                                 data=np.asarray(edges, np.int64).reshape(-1, 2))
             for key, value in merged.items():
                 group, _, name = key.partition('_')
                 if group in ('param', 'loss') and name:
@@ -115,13 +121,46 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
         write_fit_quality(results.parent, merged, reader)
 
 
+def data_skeleton_edges(registrant, num_keypoints: int) -> Optional[List[Tuple[int, int]]]:
+    """Edges between the data's keypoints from the body model's kinematic tree (each
+    matched keypoint hangs on its model point's carrying joint;
+    :func:`~smilfit.body_models.point_edges.kinematic_point_edges`), or ``None`` when no
+    handler matches keypoints. The ``.slp`` export draws them where the dataset has no
+    skeleton of its own."""
+    handler = registrant.keypoint_handler()
+    if handler is None or getattr(handler, 'source', None) not in POINT_SOURCES:
+        return None
+    model = registrant.body_model
+    carriers = source_carriers(model, handler.source).cpu()
+    is_joint = torch.ones(len(carriers), dtype=torch.bool)
+    rest = None
+    if handler.source == 'keypoints':
+        # A keypoint defined as a joint is that joint (a regressed joint's carrier is the
+        # joint with most skinning mass under it: the knee's is the thigh).
+        source = model.keypoint_source.cpu()
+        is_joint = source < model.num_joints
+        carriers = torch.where(is_joint, source, carriers)
+        if not bool(is_joint.all()):
+            with torch.no_grad():
+                rest = model(return_vertices=False).keypoints[0].cpu().double().numpy()
+    K = num_keypoints
+    data_carriers, data_is_joint, data_rest = [-1] * K, [True] * K, np.zeros((K, 3))
+    for m, d in zip(handler.model_index.tolist(), handler.data_index.tolist()):
+        data_carriers[d], data_is_joint[d] = int(carriers[m]), bool(is_joint[m])
+        if rest is not None:
+            data_rest[d] = rest[m]
+    return kinematic_point_edges(model.parents.tolist(), data_carriers, data_is_joint,
+                                 data_rest if rest is not None else None)
+
+
 def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, Any]:
     """The fitted 3D keypoints of a ``fit_results.h5``.
 
     Returns:
         dict of ``points`` (N, M, 3) float64, ``index`` (N,) the dataset's sample indices,
-        ``diverged`` (N,) bool (False where the file records none) and ``attrs`` (the
-        file's attributes, e.g. ``dataset``).
+        ``diverged`` (N,) bool (False where the file records none), ``attrs`` (the
+        file's attributes, e.g. ``dataset``) and ``edges`` (the data keypoints' skeleton
+        edges from the body model as index pairs, ``None`` in older files).
 
     Raises:
         error: (the caller's error class) the file has no fitted keypoints; ``hint`` says
@@ -133,8 +172,10 @@ def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, An
         index = f['samples/index'][:]
         diverged = (f['metrics/diverged'][:].astype(bool) if 'metrics/diverged' in f
                     else np.zeros(len(index), bool))
+        edges = (f['data_skeleton_edges'][:].tolist() if 'data_skeleton_edges' in f
+                 else None)
         return dict(points=f['fitted_keypoints_3d'][:].astype(np.float64), index=index,
-                    diverged=diverged, attrs=dict(f.attrs))
+                    diverged=diverged, attrs=dict(f.attrs), edges=edges)
 
 
 def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) -> str:

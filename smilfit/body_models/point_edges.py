@@ -1,0 +1,99 @@
+"""Skeleton edges between keypoints, from the kinematic tree of the joints carrying them.
+
+Data without a skeleton of its own (synthetic renders, a labels file without edges) still
+has one in the body model: each keypoint is a joint or hangs on one, and the joints form a
+tree. A joint keypoint is linked to the keypoint on the nearest ancestor joint that carries
+one, so the edges follow the body (nose - head - neck - spine ...). A surface keypoint (a
+vertex or vertex set: an ear tip, a claw) is linked to the nearest joint keypoint in the
+rest pose among those on its carrying joint's subtree: skinning puts a tip's vertices on
+the bone that ends there, whose joint is one level above the tip's natural neighbour.
+The edges form a forest, one tree per connected group of carried joints.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ['kinematic_point_edges']
+
+
+def _ancestor_point(parents: Sequence[int], joint: int, first_on: dict) -> int:
+    """The first point on the nearest strict ancestor of ``joint`` carrying one, or -1."""
+    ancestor, seen = parents[joint], {joint}
+    while ancestor >= 0:
+        if ancestor in seen:   # a malformed (cyclic) table: stop rather than loop
+            raise ValueError(f'parents form a cycle through joint {ancestor}')
+        if ancestor in first_on:
+            return first_on[ancestor]
+        seen.add(ancestor)
+        ancestor = parents[ancestor]
+    return -1
+
+
+def _subtree(parents: Sequence[int], root: int) -> set:
+    children: dict = {}
+    for j, p in enumerate(parents):
+        children.setdefault(p, []).append(j)
+    out, stack = set(), [root]
+    while stack:
+        j = stack.pop()
+        if j not in out:
+            out.add(j)
+            stack.extend(children.get(j, ()))
+    return out
+
+
+def kinematic_point_edges(parents: Sequence[int], carriers: Sequence[int],
+                          is_joint: Optional[Sequence[bool]] = None,
+                          rest_points: Optional[np.ndarray] = None
+                          ) -> List[Tuple[int, int]]:
+    """Edges between points from the kinematic tree of their carrying joints.
+
+    Args:
+        parents: (J,) each joint's parent index, -1 for the root.
+        carriers: (N,) the joint each point is (a joint keypoint) or hangs on (a surface
+            keypoint: the joint with the largest skinning mass); negative marks a point
+            with no joint, which gets no edge.
+        is_joint: (N,) whether each point is its carrier joint itself (default: all).
+        rest_points: (N, 3) the points in the rest pose, any length unit; with it a surface
+            point is linked to the nearest joint point on its carrier's subtree.
+
+    Returns:
+        ``(parent point, point)`` index pairs, sorted, none repeated. A joint point is
+        linked to the first joint point on the nearest strict ancestor of its joint that
+        carries one; further joint points on the same joint to the first one on it. A
+        surface point is linked as described above where ``rest_points`` is given and its
+        carrier's subtree holds a joint point, else like a joint point on its carrier
+        (to a joint point on that joint, or on its nearest ancestor).
+    """
+    parents = [int(p) for p in parents]
+    carriers = [int(c) for c in carriers]
+    joint = [True] * len(carriers) if is_joint is None else [bool(x) for x in is_joint]
+    first_on: dict = {}
+    for i, j in enumerate(carriers):
+        if j >= 0 and joint[i]:
+            first_on.setdefault(j, i)
+    edges = set()
+    for i, j in enumerate(carriers):
+        if j < 0:
+            continue
+        if joint[i]:
+            other = first_on[j] if first_on[j] != i else _ancestor_point(parents, j, first_on)
+        else:
+            other = -1
+            if rest_points is not None:
+                below = _subtree(parents, j)
+                candidates = [k for k, c in enumerate(carriers)
+                              if joint[k] and c in below and k != i]
+                if candidates:
+                    d = np.linalg.norm(np.asarray(rest_points)[candidates]
+                                       - np.asarray(rest_points)[i], axis=-1)
+                    other = candidates[int(np.argmin(d))]
+            if other < 0:
+                other = first_on.get(j, -1)
+                if other < 0:
+                    other = _ancestor_point(parents, j, first_on)
+        if other >= 0:
+            edges.add((other, i))
+    return sorted(edges)
