@@ -10,7 +10,9 @@ page itself, at http://HOST:PORT (nothing is fetched from the internet):
                (green 0 -> red at --error-scale; the fit's median reprojection error
                over the views, pixels), error lines between them, the cameras as
                frusta, each view's image on its frustum, scan points (registrations)
-  view         look through any dataset camera (the first one at the start), or free
+  view         look through any dataset camera (the first one at the start), or free;
+               it opens framed on the first frame's animal (--no-frame: the camera's
+               own field of view, exactly as it saw the scene)
 
 With --export the same scene is written to a file instead, and no server starts:
   scene.html   one self-contained page (the viewer with the recording and its play /
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--port', type=int, default=8080, help='port (default 8080)')
     parser.add_argument('--camera', default='0', metavar='NAME_OR_INDEX',
                         help="look through this camera at the start, or 'free' (default 0)")
+    parser.add_argument('--no-frame', dest='frame_animal', action='store_false',
+                        help="start with the camera's own field of view instead of framing "
+                             "the first frame's animal (from the camera's position)")
     parser.add_argument('--hide', action='append', default=[], choices=LAYERS,
                         metavar='LAYER', help=f'start with a layer off (repeat); one of: '
                                               f'{", ".join(LAYERS)}')
@@ -120,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (*USER_ERRORS, OSError) as err:
         return report_error(tool, err)
     viewer = SceneViewer(scene, server, error_scale=args.error_scale, layers=layers,
-                         view_camera=view, fps=args.fps)
+                         view_camera=view, frame_animal=args.frame_animal, fps=args.fps)
     print(f'{scene.title}: {scene.num_frames} frame(s), {scene.num_animals} animal(s); '
           f'open http://{args.host}:{server.get_port()} (Ctrl-C to stop)', flush=True)
     try:
@@ -144,7 +149,7 @@ def _export(scene, path: Path, args, layers: List[str], view: Optional[int]) -> 
         # Imported only when this branch runs (a heavy or optional part).
         from smilfit.visualization.viewer import export_html
         export_html(scene, path, fps=args.fps, error_scale=args.error_scale, layers=layers,
-                    view_camera=view)
+                    view_camera=view, frame_animal=args.frame_animal)
     size = path.stat().st_size / 1e6
     print(f'{path}: {scene.num_frames} frame(s), {size:.1f} MB, in '
           f'{time.perf_counter() - start:.1f} s')

@@ -151,13 +151,15 @@ class Scene:
                      [self.point_errors[i] for i in idx],
                      units=self.units, image_reader=reader)
 
-    def bounds(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(3,), (3,) min and max corner of everything drawn at any frame (cameras left
-        out), for framing views and sizing markers."""
-        parts = [a.reshape(-1, 3) for a in (self.vertices, self.fitted, self.observed)
+    def bounds(self, frame: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(3,), (3,) min and max corner of everything drawn (cameras left out) at timeline
+        position ``frame``, or at any frame (None), for framing views and sizing markers."""
+        pick = (lambda a: a) if frame is None else (lambda a: a[frame])  # noqa: E731
+        parts = [pick(a).reshape(-1, 3) for a in (self.vertices, self.fitted, self.observed)
                  if a is not None]
         if self.points:
-            parts += [p.reshape(-1, 3) for p in self.points]
+            parts += [p.reshape(-1, 3) for p in
+                      (self.points if frame is None else [self.points[frame]])]
         pts = np.concatenate(parts) if parts else np.zeros((0, 3))
         pts = pts[np.isfinite(pts).all(-1)]
         if not len(pts):

@@ -57,6 +57,11 @@ def free_port(host: str = '127.0.0.1') -> int:
         return int(s.getsockname()[1])
 
 
+#: Share of the view's height the animal's bounding sphere fills in a framed view: room
+#: around it for the first frames of its motion.
+FRAME_FILL = 0.6
+
+
 def _finite_rows(x: np.ndarray) -> np.ndarray:
     return np.isfinite(x).all(-1)
 
@@ -75,6 +80,11 @@ class SceneViewer:
         layers: names from :data:`LAYERS` shown at the start (default: all).
         view_camera: index of the camera to look through at the start (None: a free view
             from above the scene).
+        frame_animal: frame the first frame's animal (its bounding sphere fills
+            :data:`FRAME_FILL` of the view's height): from a dataset camera's position,
+            aimed at the animal with the field of view that frames it; in the free view,
+            moved in or out to that distance. False: a camera's own field of view, exactly
+            as it saw the scene.
         gui: add the timeline, layer and camera controls (False: scene nodes only, e.g.
             for :func:`export_html`).
         fps: playback speed (frames per second).
@@ -82,7 +92,7 @@ class SceneViewer:
 
     def __init__(self, scene: Scene, server, *, error_scale: Optional[float] = None,
                  layers: Optional[Iterable[str]] = None, view_camera: Optional[int] = 0,
-                 gui: bool = True, fps: float = 10.0) -> None:
+                 frame_animal: bool = True, gui: bool = True, fps: float = 10.0) -> None:
         self.scene = scene
         self.server = server
         self.frame = 0
@@ -95,6 +105,7 @@ class SceneViewer:
         self.size = scene.scale()
         self.fps = float(fps)
         self.view_camera = view_camera
+        self.frame_animal = bool(frame_animal)
         self._looking_through = view_camera
         self._lock = threading.RLock()   # GUI callbacks may call set_frame back
         self._playing = threading.Event()
@@ -261,9 +272,43 @@ class SceneViewer:
         return dict(position=centre, look_at=centre + rot[:, 2] * depth, up=-rot[:, 1],
                     fov=np.float64(fov))
 
+    def framed_view(self, view: Dict[str, np.ndarray], move: bool,
+                    frame: int = 0) -> Dict[str, np.ndarray]:
+        """``view`` aimed at what is drawn at timeline position ``frame`` so that its
+        bounding sphere fills :data:`FRAME_FILL` of the view's height: by moving the eye
+        along its line of sight (``move``) or, from where it is, by the field of view
+        (1 to 120 degrees). Unchanged where nothing is drawn at ``frame`` or the eye is
+        inside the sphere."""
+        lo, hi = self.scene.bounds(frame)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or self._nothing_at(frame):
+            return view
+        centre = (lo + hi) / 2
+        radius = max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6 * self.size)
+        position = np.asarray(view['position'], np.float64)
+        if move:
+            fov = float(view['fov'])
+            sight = position - np.asarray(view['look_at'], np.float64)
+            sight /= max(np.linalg.norm(sight), 1e-12)
+            distance = radius / np.sin(np.arctan(FRAME_FILL * np.tan(fov / 2)))
+            return dict(view, position=centre + sight * distance, look_at=centre)
+        distance = float(np.linalg.norm(centre - position))
+        if distance <= radius:
+            return view
+        wanted = 2 * np.arctan(np.tan(np.arcsin(radius / distance)) / FRAME_FILL)
+        return dict(view, look_at=centre,
+                    fov=np.float64(np.clip(wanted, np.deg2rad(1.0), np.deg2rad(120.0))))
+
+    def _nothing_at(self, frame: int) -> bool:
+        sc = self.scene
+        arrays = [a[frame] for a in (sc.vertices, sc.fitted, sc.observed) if a is not None]
+        if sc.points:
+            arrays.append(sc.points[frame])
+        return not any(np.isfinite(a).all(-1).any() for a in arrays)
+
     def set_initial_view(self, camera: Optional[int]) -> None:
         """The view new clients (and recordings) start with: through ``camera``, or (None,
-        or no cameras) from above and aside of the scene."""
+        or no cameras) from above and aside of the scene; framed on the first frame's
+        animal where :attr:`frame_animal` is set."""
         init = self.server.initial_camera
         lo, hi = self.scene.bounds()
         centre = (lo + hi) / 2
@@ -291,6 +336,8 @@ class SceneViewer:
             direction = direction / np.linalg.norm(direction)
             view = dict(position=centre + direction * reach, look_at=centre, up=up,
                         fov=np.float64(np.deg2rad(50.0)))
+        if self.frame_animal:
+            view = self.framed_view(view, move=camera is None or self.scene.cameras is None)
         far = self.size * 20.0
         if self.scene.cameras is not None:
             centres = -np.einsum('tcji,tcj->tci', self.scene.cameras.R, self.scene.cameras.t)
@@ -402,12 +449,13 @@ class SceneViewer:
 
 def export_html(scene: Scene, path: PathLike, *, fps: float = 10.0,
                 error_scale: Optional[float] = None, layers: Optional[Iterable[str]] = None,
-                view_camera: Optional[int] = 0) -> Path:
+                view_camera: Optional[int] = 0, frame_animal: bool = True) -> Path:
     """Write the scene as one self-contained HTML page: viser's client with the recording
     embedded (every frame, with a play/scrub bar), no server, nothing fetched online.
 
     The page is written atomically. Images on the camera frusta are included for every
-    frame when the ``images`` layer is on (they dominate the file size).
+    frame when the ``images`` layer is on (they dominate the file size). The page opens
+    on the view of :class:`SceneViewer` (``view_camera``, ``frame_animal``).
     """
     import contextlib
     import io
@@ -419,7 +467,8 @@ def export_html(scene: Scene, path: PathLike, *, fps: float = 10.0,
         server = viser.ViserServer(host=host, port=free_port(host), verbose=False)
     try:
         viewer = SceneViewer(scene, server, error_scale=error_scale, layers=layers,
-                             view_camera=view_camera, gui=False, fps=fps)
+                             view_camera=view_camera, frame_animal=frame_animal,
+                             gui=False, fps=fps)
         viewer.close()
         recording = server.get_scene_serializer()
         for frame in range(scene.num_frames):

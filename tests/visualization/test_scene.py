@@ -244,3 +244,44 @@ def test_registration_and_inference_work_dirs(tmp_path):
     np.testing.assert_array_equal(s.fitted[0, 1], np.arange(N * K * 3).reshape(N, K, 3)[2])
     assert s.vertices.shape == (2, 2, V, 3) and np.isnan(s.vertices[1, 1]).all()
     assert s.cameras.names == ['top'] and s.cameras.image_size[0, 0].tolist() == [100, 100]
+
+
+def _sphere(points: np.ndarray):
+    points = points.reshape(-1, 3)
+    points = points[np.isfinite(points).all(-1)]
+    lo, hi = points.min(0), points.max(0)
+    return (lo + hi) / 2, 0.5 * np.linalg.norm(hi - lo)
+
+
+@pytest.mark.parametrize('camera', [0, None], ids=['through-camera', 'free'])
+def test_viewer_opens_framed_on_the_first_frames_animal(scene, camera):
+    """The start view aims at the first frame's animal and its bounding sphere fills
+    FRAME_FILL of the view's height: from the camera's own position with a narrower field
+    of view, or (free view) moved in along its line of sight. With framing off, a camera
+    start is the camera's own view."""
+    viser = pytest.importorskip('viser')
+    from smilfit.visualization.viewer import FRAME_FILL, SceneViewer, free_port
+    parts = [a[0] for a in (scene.vertices, scene.fitted, scene.observed) if a is not None]
+    centre, radius = _sphere(np.concatenate([p.reshape(-1, 3) for p in parts]))
+    server = viser.ViserServer(host='127.0.0.1', port=free_port(), verbose=False)
+    try:
+        viewer = SceneViewer(scene, server, view_camera=camera, gui=False)
+        init = server.initial_camera
+        position, fov = np.asarray(init.position), float(init.fov)
+        np.testing.assert_allclose(init.look_at, centre, atol=1e-6 * scene.scale())
+        distance = np.linalg.norm(centre - position)
+        fill = np.tan(np.arcsin(radius / distance)) / np.tan(fov / 2)
+        assert fill == pytest.approx(FRAME_FILL, rel=1e-6)
+        if camera is not None:
+            own = viewer.camera_view(camera, 0)
+            np.testing.assert_allclose(position, own['position'])
+            viewer.close()
+            exact = SceneViewer(scene, server, view_camera=camera, gui=False,
+                                frame_animal=False)
+            assert server.initial_camera.fov == pytest.approx(float(own['fov']))
+            np.testing.assert_allclose(server.initial_camera.look_at, own['look_at'])
+            exact.close()
+        else:
+            viewer.close()
+    finally:
+        server.stop()

@@ -89,7 +89,7 @@ def test_live_viewer_draws_the_mesh_where_the_camera_sees_it_and_the_timeline_mo
 
     port = free_port()
     server = viser.ViserServer(host='127.0.0.1', port=port, verbose=False)
-    viewer = SceneViewer(scene, server, view_camera=0)
+    viewer = SceneViewer(scene, server, view_camera=0, frame_animal=False)
     try:
         url = f'http://127.0.0.1:{port}/'
         first = screenshot(url, tmp_path / 'frame0.png', WINDOW)
@@ -110,7 +110,7 @@ def test_html_export_plays_offline_from_a_file(scene, tmp_path):
     """The exported page loads from file:// (no server, no network) and draws the mesh
     where camera 0 sees the first frame (one frame: no playback timing in the test)."""
     from smilfit.visualization.viewer import export_html
-    page = export_html(scene.select_frames([0]), tmp_path / 'scene.html')
+    page = export_html(scene.select_frames([0]), tmp_path / 'scene.html', frame_animal=False)
     text = page.read_text()
     assert 'http://' not in text.replace('http://www.w3.org', '')
     assert '__VISER_EMBED_DATA__' in text
@@ -119,3 +119,40 @@ def test_html_export_plays_offline_from_a_file(scene, tmp_path):
     assert 400 < height < WINDOW[1]          # the player's bar is there
     got, want = box_of(mesh_mask(image, height)), expected_box(scene, 0, height=height)
     assert iou(got, want) > 0.7, (got, want)
+
+
+def wide_angle(scene, factor: float = 3.0):
+    """The scene seen through lenses ``factor`` times wider: the animal small in view."""
+    import dataclasses
+    cams = scene.cameras
+    K = cams.K.copy()
+    K[..., 0, 0] /= factor
+    K[..., 1, 1] /= factor
+    return dataclasses.replace(scene, cameras=dataclasses.replace(cams, K=K))
+
+
+def test_both_pages_open_framed_on_the_animal(scene, tmp_path):
+    """By default the live page and the exported one start framed on the first frame's
+    animal: seen through a wide lens it is small, framed it is large on screen and
+    centred."""
+    from smilfit.visualization.viewer import SceneViewer, export_html, free_port
+    scene = wide_angle(scene)
+    own = expected_box(scene, 0)
+    port = free_port()
+    server = viser.ViserServer(host='127.0.0.1', port=port, verbose=False)
+    viewer = SceneViewer(scene, server, view_camera=0)
+    try:
+        live = box_of(mesh_mask(screenshot(f'http://127.0.0.1:{port}/',
+                                           tmp_path / 'live.png', WINDOW)))
+    finally:
+        viewer.close()
+        server.stop()
+    page = export_html(scene.select_frames([0]), tmp_path / 'scene.html')
+    image = screenshot(page.resolve().as_uri(), tmp_path / 'export.png', WINDOW)
+    height = canvas_height(image)
+    exported = box_of(mesh_mask(image, height))
+    for got, rows in ((live, WINDOW[1]), (exported, height)):
+        size = max(got[2] - got[0], got[3] - got[1])
+        assert size > 2 * max(own[2] - own[0], own[3] - own[1]) * rows / WINDOW[1]
+        centre = (got[:2] + got[2:]) / 2
+        assert np.abs(centre - (WINDOW[0] / 2, rows / 2)).max() < 0.15 * rows, (got, rows)
