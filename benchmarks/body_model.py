@@ -4,7 +4,7 @@ Prints one table per device: median milliseconds per call for the stick-insect a
 mouse models from ../shared (or the embedded demo model when ../shared is absent),
 with vertices (full skinning) and without (joints and keypoints only).
 
-The bar (issue 2): at batch 64 on one CPU thread, ``SMILModel`` forward with vertices
+The bar: at batch 64 on one CPU thread, ``SMILModel`` forward with vertices
 is at least 2x faster than ``smplx.lbs`` on the same model and inputs. smplx has no
 notion of an empty pose-blendshape basis, so it gets the zero basis a model without
 pose blendshapes implies, exactly as its own loader would build it.

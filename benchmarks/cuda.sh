@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CUDA check of the project (issue 18): the gpu tests, then the CUDA benchmarks
+# Every CUDA check of the project: the gpu tests, then the CUDA benchmarks
 # beside the CPU in the same run. Writes one log per step to OUT_DIR and prints them.
 #   bash benchmarks/cuda.sh OUT_DIR            # every step but suite (about 15 minutes on an H100)
 #   bash benchmarks/cuda.sh OUT_DIR suite fit  # only these steps

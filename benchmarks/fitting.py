@@ -8,7 +8,7 @@ time) of the batched per-sample fit and of a per-frame loop (the same registrant
 one frame at a time), the mean joint error as a percentage of the body length, and the
 error of DLT triangulation of the same 2D points (the baseline to beat).
 
-The fitting issue's bars: noise-free within 0.01 % of the body length; 2 px noise and
+The bars the fitter is held to: noise-free within 0.01 % of the body length; 2 px noise and
 20 % missing within 0.6 % and better than DLT; at least 100 frames/s for the 4-view
 stick insect on 2 CPU cores.
 
@@ -25,8 +25,8 @@ Usage::
     python benchmarks/fitting.py --model demo --frames 32 --loop-frames 2
     python benchmarks/fitting.py --device cuda --frames 100000 --chunk-size 8192 \
         --loop-frames 0 --repeats 1
-    python benchmarks/fitting.py --mouse-session      # the real mouse config, vs 362b364
-    python benchmarks/fitting.py --side-by-side       # the stick benchmark, vs 362b364
+    python benchmarks/fitting.py --mouse-session --before REV   # the real mouse config
+    python benchmarks/fitting.py --side-by-side --before REV    # the stick benchmark
 
 ``--side-by-side`` runs this synthetic benchmark (its ``--model``, ``--frames``,
 ``--optimizer``, ...; batched fit only) with this checkout's code and with the code of
@@ -514,8 +514,11 @@ def main(argv=None) -> int:
                              'this checkout and in --before, one thread, under --loads')
     parser.add_argument('--rounds', type=int, default=2,
                         help='--side-by-side: alternating runs per side and load')
-    parser.add_argument('--before', default='362b364',
-                        help='the commit --mouse-session and --side-by-side compare with')
+    parser.add_argument('--before', default='HEAD',
+                        help='the git revision --mouse-session and --side-by-side compare '
+                             'with (default HEAD: uncommitted changes against the last '
+                             'commit; docs/changelog.md names the baselines of the '
+                             'documented figures)')
     parser.add_argument('--loads', default='idle,busy',
                         help='--mouse-session, --side-by-side: machine loads to time under '
                              '(idle, busy)')

@@ -1,6 +1,6 @@
 """Held-out-view evaluation of ``configs/fitting/mouse_multiview.py`` on the shared 4-camera
-session (issue 13's acceptance): the fit on k cameras against DLT triangulation from the same
-k cameras, scored in the cameras left out.
+session: the fit on k cameras against DLT triangulation from the same k cameras, scored in
+the cameras left out (the fit must beat triangulation there).
 
 Cases: every 2- and 3-camera subset of back, mid, side, top ("with side"; the side camera's
 calibration is a copy of top's, ~92 px off), and every 2-camera subset of back, mid, top

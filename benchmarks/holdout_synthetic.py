@@ -1,5 +1,5 @@
 """Held-out views on synthetic sessions nobody tuned on: the pixel-constant config against
-the noise-unit one (issue 13: "clean labels must be fitted close to their noise").
+the noise-unit one (clean labels must be fitted close to their noise).
 
 Sessions (``smilfit.datasets.synthetic_animals``, the embedded demo mouse, 6 cameras,
 keypoints only): labels that are not joints (each keypoint off its joint by
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 #: The registrant of configs/fitting/mouse_multiview.py before its priors were put in
-#: body and noise units (commit 362b364): the "pixel constants" baseline.
+#: body and noise units: the "pixel constants" baseline.
 PIXEL_CONSTANTS = dict(
     shared=dict(bone_trans=True, keypoint_offsets=True),
     handlers=[

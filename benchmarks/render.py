@@ -17,7 +17,7 @@ the growth of the process's peak resident set (Linux ``VmHWM``, reset through
 ``--pytorch3d`` (where installed) pytorch3d's rasterizer is timed through
 ``PyTorch3DSilhouetteRenderer`` on the same scenes.
 
-The bar (rendering issue): forward + backward of the 6000-face stick insect at 256 x 256
+The bar: forward + backward of the 6000-face stick insect at 256 x 256
 on one CPU thread at least 10x faster than pytorch3d's CPU soft silhouette (about 2 s
 forward and 36-55 s backward there), i.e. well under 4 s.
 

@@ -11,7 +11,7 @@ prints a table:
 - ``loader``: samples/s (and images/s) the HDF5 dataset + DataLoader deliver with
   ``--workers`` processes, decoding and resizing included.
 
-The regression issue's bar (on a GPU): the full model reaches at least 70 % of the bare
+The bar (on a GPU): the full model reaches at least 70 % of the bare
 backbone's images/s with bf16 AMP, and the loader keeps up. On a CPU the numbers only say
 where the time goes.
 

@@ -34,10 +34,10 @@ __all__ = ['SOURCE_ATTR', 'CONTENT_OPTIONS', 'sleap_source', 'expected_source', 
 #: HDF5 root attribute holding the JSON source record.
 SOURCE_ATTR = 'smilfit_source'
 
-#: SLEAP ingestion options that decide which samples, keypoints and values a dataset holds.
+#: SLEAP ingestion options that decide which samples, keypoints and values a dataset holds
+#: (``units`` and ``body_model`` only label it).
 CONTENT_OPTIONS = ('max_frames', 'frame_skip', 'min_views', 'confidence_threshold',
-                   'include_3d', 'joint_lookup', 'shape_betas', 'body_model', 'points3d',
-                   'units')
+                   'include_3d', 'joint_lookup', 'shape_betas', 'points3d')
 #: Ingestion options that only say how the run goes (never recorded, never compared).
 RUN_OPTIONS = ('workers', 'progress', 'checkpoint_every_s', 'video_search_paths')
 #: Options holding a file path: compared as resolved paths.
