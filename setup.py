@@ -41,9 +41,14 @@ EXTRAS_REQUIRE = {
     # smplx is only the speed yard-stick of benchmarks/body_model.py; roma only the
     # reference rotation conversions of tests/body_models/test_rotations.py.
     # nbclient/nbformat/ipykernel execute docs/tutorial.ipynb in tests/test_tutorial.py;
-    # viser is the viewer extra, in dev so CI tests the viewer.
+    # viser is the viewer extra, in dev so CI tests the viewer; the docs extra too, so CI
+    # builds the documentation site (tests/docs/).
     'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5', 'viser>=1.1.1,<1.2',
-            'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29'],
+            'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29',
+            'sphinx>=8', 'myst-parser>=4', 'myst-nb>=1.2', 'furo>=2024.8'],
+    # The documentation site (sphinx-build docs docs/_build/html): Sphinx with MyST, as
+    # mmengine and mmpose build theirs; myst-nb renders the tutorial notebook.
+    'docs': ['sphinx>=8', 'myst-parser>=4', 'myst-nb>=1.2', 'furo>=2024.8'],
     # tools/view.py: the interactive 3D viewer and its HTML export (viser serves its own
     # client; nothing is fetched online).
     'viewer': ['viser>=1.1.1,<1.2'],

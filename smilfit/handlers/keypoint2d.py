@@ -90,9 +90,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
              keypoint_weights={'nose': 2.0})
 
     Args:
-        name, loss, weight, source, keypoints, joint_lookup, keypoint_weights,
-            offsets_key, offsets_frame, check_finite: see
-                :class:`~.matching.KeypointHandlerBase`.
+        name, loss, weight, source, keypoints: see :class:`~.matching.KeypointHandlerBase`.
+        joint_lookup, keypoint_weights, offsets_key, offsets_frame, check_finite: likewise.
         use_confidence: weight elements by ``observations['confidence']``.
         min_depth: minimum depth (world units) of a scored point.
         scale_from_residuals: score errors in units of the noise scale estimated from

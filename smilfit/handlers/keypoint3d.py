@@ -22,9 +22,8 @@ class Keypoint3DHandler(KeypointHandlerBase):
     robustness to triangulation outliers).
 
     Args:
-        name, loss, weight, source, keypoints, joint_lookup, keypoint_weights,
-            offsets_key, offsets_frame, check_finite: see
-                :class:`~.matching.KeypointHandlerBase`.
+        name, loss, weight, source, keypoints: see :class:`~.matching.KeypointHandlerBase`.
+        joint_lookup, keypoint_weights, offsets_key, offsets_frame, check_finite: likewise.
         key: observation key of the 3D points.
         confidence_key: optional observation key of (B, K) confidences.
     """

@@ -31,12 +31,12 @@ def rotation_distance_sq(rot: torch.Tensor, init: torch.Tensor, mode: str = 'geo
       distance on rotations far from the identity).
 
     Args:
-        rot, init: (*batch, 3), (*batch, 6) or (*batch, 3, 3) rotations.
+        rot, init: ``(*batch, 3)``, ``(*batch, 6)`` or ``(*batch, 3, 3)`` rotations.
         mode: one of :data:`ROTATION_MODES`.
         batch_ndim: number of leading batch dimensions.
 
     Returns:
-        (*batch) squared distances.
+        ``(*batch)`` squared distances.
     """
     R = to_rotation_matrix(rot, batch_ndim, 'rotation')
     R0 = to_rotation_matrix(init, batch_ndim, 'init_rotation').to(R)

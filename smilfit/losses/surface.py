@@ -142,8 +142,8 @@ class ChamferLoss(_SurfaceLossBase):
     Args:
         direction: ``'both'``, ``'scan_to_model'`` or ``'model_to_scan'``.
         scan_to_model_weight, model_to_scan_weight: weights of the two directions.
-        distance, robust, sigma, point_reduction, normal_weight, oriented_normals,
-            chunk_size, max_chunk_elements: see above.
+        distance, robust, sigma, point_reduction, normal_weight: see above.
+        oriented_normals, chunk_size, max_chunk_elements: see above.
         backend: ``'auto'``, ``'torch'`` or ``'kdtree'`` (see :func:`knn_indices`).
         workers: k-d tree query threads (scipy's ``workers``; ``-1``: all cores).
         loss_weight, reduction: see :class:`~.utils.BaseLoss`.
@@ -232,9 +232,9 @@ class PointToSurfaceLoss(_SurfaceLossBase):
         candidates: ``'bound'`` (default) or ``'all'``.
         k: candidate triangles per point (``'bound'``).
         model_to_scan_weight: weight of the reverse, point-based direction (0: off).
-        distance, robust, sigma, point_reduction, normal_weight, oriented_normals,
-            chunk_size, max_chunk_elements, backend, workers, loss_weight, reduction:
-            see :class:`ChamferLoss`.
+        distance, robust, sigma, point_reduction, normal_weight: see :class:`ChamferLoss`.
+        oriented_normals, chunk_size, max_chunk_elements, backend, workers: likewise.
+        loss_weight, reduction: likewise.
     """
 
     def __init__(self, candidates: str = 'bound', k: int = 32,

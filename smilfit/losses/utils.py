@@ -65,7 +65,7 @@ def valid_mask(target: torch.Tensor, event_dims: int = 1,
     """Which observations are usable: finite target, finite weight, ``mask`` true.
 
     Args:
-        target: (*S, *E) observations; an element of ``S`` is invalid when any of its
+        target: ``(*S, *E)`` observations; an element of ``S`` is invalid when any of its
             ``event_dims`` trailing entries ``E`` is NaN/inf.
         event_dims: number of trailing dimensions that form one observation.
         mask: optional boolean (or 0/1) tensor broadcastable to ``S``.

@@ -186,7 +186,7 @@ class BodyParamCodec(nn.Module):
         return torch.cat(parts, dim=1)
 
     def split(self, vector: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """(B, P_b) -> the raw entries, reshaped to (B, *shape)."""
+        """(B, P_b) -> the raw entries, reshaped to ``(B, *shape)``."""
         if vector.ndim != 2 or vector.shape[1] != self.dim:
             raise ValueError(f'body vector must be (B, {self.dim}), got {tuple(vector.shape)}')
         B = vector.shape[0]
