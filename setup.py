@@ -40,7 +40,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # smplx is only the speed yard-stick of benchmarks/body_model.py; roma only the
     # reference rotation conversions of tests/body_models/test_rotations.py.
-    # nbclient/nbformat/ipykernel execute docs/tutorial.ipynb in tests/test_tutorial.py;
+    # nbclient/nbformat/ipykernel execute docs/tutorial.ipynb in the documentation build
+    # (tests/docs/test_site.py);
     # viser is the viewer extra, in dev so CI tests the viewer; the docs extra too, so CI
     # builds the documentation site (tests/docs/).
     'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5', 'viser>=1.1.1,<1.2',

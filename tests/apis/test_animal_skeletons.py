@@ -1,4 +1,4 @@
-"""One skeleton per animal (issue 13): a dataset fit estimates the shared parameters once
+"""One skeleton per animal: a dataset fit estimates the shared parameters once
 per animal and session, whatever the batch size, and never blends two animals."""
 import json
 

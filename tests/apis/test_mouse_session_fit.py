@@ -1,4 +1,4 @@
-"""Issue 4's real-data acceptance: the SMIL mouse fitted to the shared 4-camera session.
+"""Real data: the SMIL mouse fitted to the shared 4-camera session.
 
 - On the 3 good views (the 'side' calibration is a known copy of 'top'), the median
   reprojection error per camera is within 1.5x of anipose's own triangulation

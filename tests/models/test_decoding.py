@@ -49,7 +49,7 @@ def test_decode_prediction_is_the_regressor_decode(multiview_batch):
 
 
 def test_names_stay_importable_from_the_regressor_modules():
-    """What moved out of regressors/base.py (issue 17) is still importable there."""
+    """Names that moved out of regressors/base.py are still importable there."""
     from smilfit.losses import param_supervision, triangulation
     from smilfit.models.regressors import base, keypoints, packing
     from smilfit.models.regressors import decoding

@@ -1,4 +1,4 @@
-"""Priors whose strength follows the evidence (issue 13): with the keypoints scored in
+"""Priors whose strength follows the evidence: with the keypoints scored in
 noise units and the skeleton prior counted once per animal, a skeleton seen in two
 frames stays near the template, one seen in many follows the data."""
 import numpy as np
