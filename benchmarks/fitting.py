@@ -500,7 +500,7 @@ def main(argv=None) -> int:
                              'observations are always made in float64)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch threads (default 1: robust on a busy machine; more '
-                             'threads wait passively, see the README)')
+                             'threads wait passively, see docs/fitting.md)')
     parser.add_argument('--repeats', type=int, default=3,
                         help='batched fits per case; the median time is reported')
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")

@@ -2,7 +2,7 @@
 # bone translations are shared per animal (its track, else its instance, within its
 # session) and estimated once from up to data.skeleton_frames of its frames spread over
 # the session; every frame is then fitted in batches with its animal's skeleton fixed
-# (README, "One skeleton per animal"). Made for the demo mouse on keypoint-only data,
+# (docs/fitting.md, "One skeleton per animal"). Made for the demo mouse on keypoint-only data,
 # e.g. smilfit.datasets.synthetic_animals.generate_animal_session:
 #   python tools/fit.py configs/fitting/animal_skeletons.py \
 #       --cfg-options data.path=path/to/session.h5
