@@ -39,6 +39,30 @@ def constructor_keywords(cls: type) -> Optional[Tuple[str, ...]]:
     return tuple(names)
 
 
+def _nested_hint(cfg: Mapping[str, Any], key: str) -> str:
+    """Where ``key`` (or a close spelling) is an option of a component nested in ``cfg``
+    (a handler's ``loss``, say), the hint that names it, e.g. `` (did you mean
+    'loss.sigma'?)``; else ''."""
+    # Imported here: this module is imported while the registries are being defined.
+    from smilfit import registry as registries
+    own = [getattr(registries, name) for name in
+           ('LOSSES', 'HANDLERS', 'BODY_MODELS', 'CAMERAS', 'RENDERERS', 'REGISTRANTS')]
+    for field, value in cfg.items():
+        if not (isinstance(value, Mapping) and isinstance(value.get('type'), str)):
+            continue
+        cls = next((c for c in (r.get(value['type']) for r in own) if isinstance(c, type)),
+                   None)
+        accepted = constructor_keywords(cls) if cls is not None else None
+        if not accepted:
+            continue
+        if key in accepted:
+            return f" (an option of its {field}: set {field}.{key})"
+        close = difflib.get_close_matches(key, accepted, n=1)
+        if close:
+            return f" (did you mean '{field}.{close[0]}'?)"
+    return ''
+
+
 def build_module(registry: Registry, cfg: Any, what: str = 'component',
                  default_args: Optional[Mapping[str, Any]] = None) -> Any:
     """``cfg`` built from ``registry`` when it is a mapping with ``type``; anything else
@@ -70,7 +94,7 @@ def build_module(registry: Registry, cfg: Any, what: str = 'component',
             label = f"{what} {cfg['name']!r}" if isinstance(cfg.get('name'), str) else what
             key = unknown[0]
             close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            hint = f" (did you mean '{close[0]}'?)" if close else _nested_hint(cfg, key)
             raise UnknownOptionError(f"{label} ({cls.__name__}) has no option '{key}'{hint}; it takes "
                             f"{', '.join(accepted)}")
     return registry.build(cfg)

@@ -172,3 +172,18 @@ def test_locations_are_where_modules_register(name):
     unused = [loc for loc in locations if loc != 'smilfit.engine.hooks'
               and not any(m == loc or m.startswith(loc + '.') for m in modules)]
     assert not unused, f'{name}: locations that register nothing: {unused}'
+
+
+@pytest.mark.parametrize('key, hint', [
+    ('sigmaa', "(did you mean 'loss.sigma'?)"),          # a typo of the loss's option
+    ('sigma', '(an option of its loss: set loss.sigma)'),  # the right option, one level up
+])
+def test_an_option_of_a_nested_component_is_pointed_to(key, hint):
+    from smilfit.registry import HANDLERS
+    from smilfit.registry.build import UnknownOptionError, build_module
+    cfg = dict(type='Keypoint2DHandler', name='kp2d',
+               loss=dict(type='KeypointMSELoss', robust='gmof'), **{key: 3.0})
+    with pytest.raises(UnknownOptionError) as info:
+        build_module(HANDLERS, cfg, 'handler')
+    assert f"handler 'kp2d' (Keypoint2DHandler) has no option '{key}' {hint}; it takes " \
+        in str(info.value)

@@ -98,5 +98,5 @@ def test_an_option_typo_from_the_command_line_is_one_line(tmp_path):
     assert 'Traceback' not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if 'error' in line]
     assert len(errors) == 1 and errors[0].startswith(
-        "fit: error: handler 'kp2d' (Keypoint2DHandler) has no option 'sigmaa'; it takes "
-        "name, loss, weight, ")
+        "fit: error: handler 'kp2d' (Keypoint2DHandler) has no option 'sigmaa' (did you "
+        "mean 'loss.sigma'?); it takes name, loss, weight, ")
