@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..conftest import REPO_ROOT
-from .test_plugin_example import python_block
+from .page_blocks import python_block
 
 PAGE = REPO_ROOT / 'docs' / 'body_models.md'
 
@@ -24,7 +24,7 @@ def test_the_rigged_mesh_example_writes_a_model_smilfit_poses(tmp_path):
     np.savez(tmp_path / 'rig.npz', vertices=demo.v_template, faces=demo.faces,
              joint_names=np.array(demo.joint_names), parents=demo.parents,
              joints=demo.J_regressor @ demo.v_template, weights=demo.weights)
-    code = python_block(PAGE.read_text(), 'import numpy as np')
+    code = python_block(PAGE, 'import numpy as np')
     run = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert run.returncode == 0, run.stderr[-3000:]

@@ -3,7 +3,6 @@ page shows them, fit the demo through tools/fit.py with the plugin as the pose p
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
@@ -11,26 +10,18 @@ import h5py
 import numpy as np
 
 from ..conftest import REPO_ROOT
+from .page_blocks import python_block
 
 PAGE = REPO_ROOT / 'docs' / 'configs.md'
 
 
-def python_block(text: str, first_line: str) -> str:
-    """The ```python block of the page whose first line is ``first_line``."""
-    for block in re.findall(r'^```python\n(.*?)^```', text, flags=re.S | re.M):
-        if block.startswith(first_line + '\n'):
-            return block
-    raise AssertionError(f'no python block starting with {first_line!r} in {PAGE}')
-
-
 def test_the_documented_loss_plugin_fits_the_demo(tmp_path):
-    text = PAGE.read_text()
-    plugin = python_block(text, '# my_lab/steep_pose_prior.py')
+    plugin = python_block(PAGE, '# my_lab/steep_pose_prior.py')
     assert len(plugin.strip().splitlines()) <= 16      # "in ten lines", give or take
     (tmp_path / 'my_lab').mkdir()
     (tmp_path / 'my_lab' / '__init__.py').write_text('')
     (tmp_path / 'my_lab' / 'steep_pose_prior.py').write_text(plugin)
-    config = python_block(text, '# my_config.py').replace(
+    config = python_block(PAGE, '# my_config.py').replace(
         "'configs/fitting/demo_mouse.py'", repr(str(REPO_ROOT / 'configs' / 'fitting' /
                                                     'demo_mouse.py')))
     (tmp_path / 'my_config.py').write_text(config)

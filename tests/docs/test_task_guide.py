@@ -10,14 +10,9 @@ import subprocess
 import pytest
 
 from ..conftest import REPO_ROOT, shared_path
+from .page_blocks import bash_blocks
 
 GUIDE = REPO_ROOT / 'docs' / 'sleap_session.md'
-
-
-def bash_blocks(text: str):
-    """The ```bash blocks of a Markdown page, in order (```console blocks are shown, not
-    run)."""
-    return re.findall(r'^```bash\n(.*?)^```', text, flags=re.S | re.M)
 
 
 def test_the_guide_has_runnable_blocks_for_every_step():
