@@ -218,3 +218,30 @@ def test_fit_tool_writes_a_log_and_prints_the_table_without_future_warnings(tmp_
     text = logs[0].read_text()
     assert 'Reprojection error per camera' in text and 'wrote' in text
     assert 'FutureWarning' not in run.stderr
+
+
+def test_a_waiting_rank_retries_while_rank_0_writes_the_dataset(tmp_path, cfg, monkeypatch):
+    """Under a launcher the other ranks wait for rank 0's dataset: a file that is not
+    readable yet (cut short mid-write) is waited on, not an error, until it is complete."""
+    import shutil
+    import threading
+
+    from smilfit.apis.fitting import prepare_data_once
+    done = Path(cfg.data.path)
+    waiting = tmp_path / 'shared' / 'data.h5'
+    waiting.parent.mkdir()
+    waiting.write_bytes(done.read_bytes()[:1000])      # what rank 0 has written so far
+    cfg.data.path = str(waiting)
+    # rank 0's record says it was made for this path; copy it over when "finished"
+    from smilfit.datasets.provenance import expected_source, write_source
+    finished = tmp_path / 'finished.h5'
+    shutil.copy(done, finished)
+    write_source(finished, expected_source(cfg.data, cfg.get('body_model')))
+    monkeypatch.setenv('RANK', '1')
+    timer = threading.Timer(1.5, lambda: shutil.copy(finished, waiting))
+    timer.start()
+    try:
+        prepare_data_once(cfg, progress=False, timeout_s=30)
+    finally:
+        timer.cancel()
+    assert waiting.read_bytes() == finished.read_bytes()

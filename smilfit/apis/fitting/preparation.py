@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from smilfit.datasets import generate_synthetic_dataset
+from smilfit.datasets.hdf5_format import DatasetFormatError
 from smilfit.datasets.provenance import (expected_source, read_source, source_changes,
                                          write_source)
 
@@ -83,7 +84,7 @@ def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,
         try:
             if path.exists() and not source_changes(read_source(path), expected):
                 return
-        except OSError:  # rank 0 is replacing the file right now
+        except (OSError, DatasetFormatError):  # rank 0 is writing or replacing the file
             pass
         if time.monotonic() - start > timeout_s:
             raise TimeoutError(f'rank {os.environ.get("RANK")}: rank 0 did not write '
