@@ -95,6 +95,6 @@ def build_module(registry: Registry, cfg: Any, what: str = 'component',
             key = unknown[0]
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else _nested_hint(cfg, key)
-            raise UnknownOptionError(f"{label} ({cls.__name__}) has no option '{key}'{hint}; it takes "
-                            f"{', '.join(accepted)}")
+            raise UnknownOptionError(f"{label} ({cls.__name__}) has no option '{key}'{hint}; "
+                                     f"it takes {', '.join(accepted)}")
     return registry.build(cfg)

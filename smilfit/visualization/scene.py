@@ -151,9 +151,9 @@ class Scene:
                      [self.point_errors[i] for i in idx],
                      units=self.units, image_reader=reader)
 
-    def bounds(self, frame: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """(3,), (3,) min and max corner of everything drawn (cameras left out) at timeline
-        position ``frame``, or at any frame (None), for framing views and sizing markers."""
+    def drawn_points(self, frame: Optional[int] = None) -> np.ndarray:
+        """(N, 3) every finite point drawn (meshes, keypoints, scan points; cameras left out)
+        at timeline position ``frame``, or at any frame (None)."""
         pick = (lambda a: a) if frame is None else (lambda a: a[frame])  # noqa: E731
         parts = [pick(a).reshape(-1, 3) for a in (self.vertices, self.fitted, self.observed)
                  if a is not None]
@@ -161,7 +161,12 @@ class Scene:
             parts += [p.reshape(-1, 3) for p in
                       (self.points if frame is None else [self.points[frame]])]
         pts = np.concatenate(parts) if parts else np.zeros((0, 3))
-        pts = pts[np.isfinite(pts).all(-1)]
+        return pts[np.isfinite(pts).all(-1)]
+
+    def bounds(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(3,), (3,) min and max corner of everything drawn at any frame (cameras left
+        out), for framing views and sizing markers; (-1, 1) where nothing is drawn."""
+        pts = self.drawn_points()
         if not len(pts):
             return np.full(3, -1.0), np.full(3, 1.0)
         return pts.min(0).astype(np.float64), pts.max(0).astype(np.float64)

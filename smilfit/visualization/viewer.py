@@ -279,9 +279,10 @@ class SceneViewer:
         along its line of sight (``move``) or, from where it is, by the field of view
         (1 to 120 degrees). Unchanged where nothing is drawn at ``frame`` or the eye is
         inside the sphere."""
-        lo, hi = self.scene.bounds(frame)
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or self._nothing_at(frame):
+        pts = self.scene.drawn_points(frame)
+        if not len(pts):
             return view
+        lo, hi = pts.min(0).astype(np.float64), pts.max(0).astype(np.float64)
         centre = (lo + hi) / 2
         radius = max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6 * self.size)
         position = np.asarray(view['position'], np.float64)
@@ -297,13 +298,6 @@ class SceneViewer:
         wanted = 2 * np.arctan(np.tan(np.arcsin(radius / distance)) / FRAME_FILL)
         return dict(view, look_at=centre,
                     fov=np.float64(np.clip(wanted, np.deg2rad(1.0), np.deg2rad(120.0))))
-
-    def _nothing_at(self, frame: int) -> bool:
-        sc = self.scene
-        arrays = [a[frame] for a in (sc.vertices, sc.fitted, sc.observed) if a is not None]
-        if sc.points:
-            arrays.append(sc.points[frame])
-        return not any(np.isfinite(a).all(-1).any() for a in arrays)
 
     def set_initial_view(self, camera: Optional[int]) -> None:
         """The view new clients (and recordings) start with: through ``camera``, or (None,
