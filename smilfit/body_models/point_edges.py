@@ -7,7 +7,9 @@ one, so the edges follow the body (nose - head - neck - spine ...). A surface ke
 vertex or vertex set: an ear tip, a claw) is linked to the nearest joint keypoint in the
 rest pose among those on its carrying joint's subtree: skinning puts a tip's vertices on
 the bone that ends there, whose joint is one level above the tip's natural neighbour.
-The edges form a forest, one tree per connected group of carried joints.
+Where the joint the pieces meet at carries no keypoint (a bare root between the haunches,
+the tail and the trunk), the pieces are joined by the pairs of points whose joints are
+fewest bones apart, so the points form one tree.
 """
 from __future__ import annotations
 
@@ -44,6 +46,67 @@ def _subtree(parents: Sequence[int], root: int) -> set:
     return out
 
 
+def _depths(parents: Sequence[int]) -> List[int]:
+    depth = [-1] * len(parents)
+    for j in range(len(parents)):
+        chain, k = [], j
+        while k >= 0 and depth[k] < 0:
+            if k in chain:   # a malformed (cyclic) table: stop rather than loop
+                raise ValueError(f'parents form a cycle through joint {k}')
+            chain.append(k)
+            k = parents[k]
+        d = depth[k] if k >= 0 else -1
+        for k in reversed(chain):
+            d += 1
+            depth[k] = d
+    return depth
+
+
+def _bones_apart(parents: Sequence[int], depth: Sequence[int], a: int, b: int) -> int:
+    """Number of bones on the tree path between joints ``a`` and ``b``."""
+    steps = 0
+    while a != b:
+        if depth[a] >= depth[b]:
+            a = parents[a]
+        else:
+            b = parents[b]
+        steps += 1
+    return steps
+
+
+def _join_pieces(parents: Sequence[int], carriers: Sequence[int],
+                 rest_points: Optional[np.ndarray], edges: set) -> None:
+    """Add to ``edges`` the links that make its pieces one tree: Kruskal's choice of the
+    pairs of points in different pieces whose joints are fewest bones apart (then the
+    nearest at rest, then the first), the point on the shallower joint first."""
+    depth = _depths(parents)
+    piece = list(range(len(carriers)))
+
+    def find(i: int) -> int:
+        while piece[i] != i:
+            piece[i] = piece[piece[i]]
+            i = piece[i]
+        return i
+
+    for a, b in edges:
+        piece[find(a)] = find(b)
+    points = [i for i, c in enumerate(carriers) if c >= 0]
+    if len({find(i) for i in points}) < 2:
+        return
+    rest = None if rest_points is None else np.asarray(rest_points, np.float64)
+    pairs = []
+    for x, i in enumerate(points):
+        for k in points[x + 1:]:
+            if find(i) == find(k):
+                continue
+            gap = 0.0 if rest is None else float(np.linalg.norm(rest[i] - rest[k]))
+            pairs.append((_bones_apart(parents, depth, carriers[i], carriers[k]), gap, i, k))
+    for _, _, i, k in sorted(pairs):
+        if find(i) != find(k):
+            piece[find(i)] = find(k)
+            edges.add((i, k) if depth[carriers[i]] <= depth[carriers[k]] else (k, i))
+
+
 def kinematic_point_edges(parents: Sequence[int], carriers: Sequence[int],
                           is_joint: Optional[Sequence[bool]] = None,
                           rest_points: Optional[np.ndarray] = None
@@ -65,7 +128,9 @@ def kinematic_point_edges(parents: Sequence[int], carriers: Sequence[int],
         carries one; further joint points on the same joint to the first one on it. A
         surface point is linked as described above where ``rest_points`` is given and its
         carrier's subtree holds a joint point, else like a joint point on its carrier
-        (to a joint point on that joint, or on its nearest ancestor).
+        (to a joint point on that joint, or on its nearest ancestor). Pieces left apart
+        (their common ancestor joint carries no point) are then joined by the pairs whose
+        joints are fewest bones apart: the points with a joint form one tree.
     """
     parents = [int(p) for p in parents]
     carriers = [int(c) for c in carriers]
@@ -96,4 +161,5 @@ def kinematic_point_edges(parents: Sequence[int], carriers: Sequence[int],
                     other = _ancestor_point(parents, j, first_on)
         if other >= 0:
             edges.add((other, i))
+    _join_pieces(parents, carriers, rest_points, edges)
     return sorted(edges)

@@ -43,6 +43,18 @@ def test_a_surface_point_with_no_joint_point_below_links_upwards():
     assert kinematic_point_edges(PARENTS, carriers, is_joint, rest) == [(0, 1)]
 
 
-def test_a_cyclic_table_is_refused():
+def test_pieces_meeting_at_a_bare_joint_are_joined_by_the_fewest_bones():
+    """No keypoint on the root or spine: the head is linked to the hip (three bones apart,
+    nearer than the knee's four), not left as a piece of its own."""
+    assert kinematic_point_edges(PARENTS, [2, 3, 4]) == [(0, 1), (1, 2)]
+    # two branches meeting at a bare root, at rest the paw nearer the head than the knee
+    parents = [-1, 0, 1, 0, 3]              # root; 1 - 2 one branch, 3 - 4 the other
+    rest = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 5]], float)
+    assert kinematic_point_edges(parents, [1, 3, 4], rest_points=rest) == [(0, 1), (1, 2)]
+    assert len(kinematic_point_edges(parents, [2, 4])) == 1
+
+
+@pytest.mark.parametrize('parents', [[2, 0, 1], [-1, 2, 1]], ids=['all', 'a-branch'])
+def test_a_cyclic_table_is_refused(parents):
     with pytest.raises(ValueError, match='cycle'):
-        kinematic_point_edges([2, 0, 1], [0])
+        kinematic_point_edges(parents, [0])

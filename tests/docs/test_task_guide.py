@@ -43,3 +43,8 @@ def test_the_guide_runs_on_the_shared_session(tmp_path):
     assert 'Check the calibration of camera(s) side' in report
     assert 'camera(s) back' in (work / 'fit_3cams' / 'fit_quality.txt').read_text()
     assert 'cameras,' in run.stdout and 'nose at' in run.stdout     # step 6's snippet ran
+    # The body model's edges between the session's keypoints (used where labels come
+    # without a skeleton) form one tree, also where the root joint carries no keypoint.
+    import h5py
+    with h5py.File(work / 'fit' / 'fit_results.h5') as f:
+        assert len(f['data_skeleton_edges']) == len(f['data_keypoint_names']) - 1
