@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -132,6 +132,13 @@ class BaseHandler(nn.Module):
     residual_kind: Optional[str] = None
     #: Parameter names :meth:`param_residuals` reads.
     residual_params: Sequence[str] = ()
+    #: The parameter holding offsets this handler adds to its model points (e.g.
+    #: ``'keypoint_offsets'``), or ``None``; :attr:`offsets_frame` says in which axes:
+    #: ``'world'`` (added inside :meth:`point_residuals`) or ``'joint'`` (turning with
+    #: the carrying joint: the solver attaches them to the points,
+    #: :meth:`local_offsets`).
+    offsets_key: Optional[str] = None
+    offsets_frame: str = 'world'
     #: Whether :meth:`stage_observations` adds anything.
     needs_stage_observations: bool = False
     #: Whether :meth:`stage_observations` gets the animals (``groups``) in every stage,
@@ -224,6 +231,27 @@ class BaseHandler(nn.Module):
         """(B, R) unweighted residuals with ``(r * r).sum(1) == compute(...)``, functions of
         ``params[n]`` for ``n`` in ``residual_params``. For ``residual_kind = 'params'``."""
         raise NotImplementedError(self._no_residuals())
+
+    def point_residuals_and_jacobian(self, points: torch.Tensor,
+                                     observations: Mapping[str, Any],
+                                     params: Mapping[str, Any]
+                                     ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`point_residuals` (B, G, M, D) and their derivatives w.r.t. the points
+        (B, G, M, D, 3) in closed form, or ``None`` (the default): the solver then
+        differentiates :meth:`point_residuals` by forward mode."""
+        return None
+
+    def pool_index(self, body_model) -> torch.Tensor:
+        """(M,) the indices of the points :meth:`point_residuals` reads in the body
+        model's point pool (its joints, then its vertex keypoint readouts). For
+        ``residual_kind = 'points'``."""
+        raise NotImplementedError(self._no_residuals())
+
+    def local_offsets(self, params: Mapping[str, Any]) -> Optional[torch.Tensor]:
+        """(B or 1, M, 3) joint-frame offsets of the points :meth:`point_residuals`
+        reads, which the solver attaches to the model's points (so that their Jacobian
+        sees them turn with the carrying joint), or ``None`` (the default)."""
+        return None
 
     def _no_residuals(self) -> str:
         return (f'handler {self.name!r} ({type(self).__name__}) has no least-squares '

@@ -285,9 +285,10 @@ class Keypoint2DHandler(KeypointHandlerBase):
                                      params: Mapping[str, Any]):
         """:meth:`point_residuals` (B, C, M, 2) and their derivative w.r.t. the points
         (B, C, M, 2, 3), in closed form (projection and distortion differentiated
-        analytically): what Levenberg-Marquardt stages use."""
+        analytically): what Levenberg-Marquardt stages use; ``None`` for a loss without
+        ``residual_jacobian`` (differentiated by forward mode instead)."""
         if not hasattr(self.loss, 'residual_jacobian'):
-            raise NotImplementedError(self._no_residuals())
+            return None
         pts = self.offset_points(points, params)
         pix, target, w, mask, _, dpix = self._terms(pts, observations, params,
                                                     with_jacobian=True)

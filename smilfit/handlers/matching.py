@@ -312,7 +312,7 @@ class KeypointHandlerBase(BaseHandler):
 
     def pool_index(self, body_model) -> torch.Tensor:
         """(M,) indices of the matched points in the model's point pool (its joints,
-        then its vertex keypoint readouts; see :mod:`smilfit.registrants.jacobians`)."""
+        then its vertex keypoint readouts; see :mod:`smilfit.registrants.solver.point_jacobian`)."""
         if self.source == 'joints':
             return self.model_index
         return body_model.keypoint_source.to(self.model_index.device)[self.model_index]

@@ -5,9 +5,8 @@
 that :func:`runner_for` picks from :data:`STAGE_RUNNERS`:
 
 - ``'LevenbergMarquardt'`` / ``'LM'``: :func:`run_lm_stage` (batched per-sample
-  Levenberg-Marquardt, :mod:`.levenberg_marquardt`; a stage fitting shared parameters
-  runs :func:`run_group_lm_stage`, per group with the Schur complement,
-  :mod:`.group_lm`);
+  Levenberg-Marquardt, :mod:`.solver`; a stage fitting shared parameters runs
+  :func:`run_group_lm_stage`, per group with the Schur complement);
 - ``'LBFGS'``: :func:`run_lbfgs_stage` (batched per-sample L-BFGS,
   :mod:`.batched_lbfgs`; a coupled or ``per_sample=False`` stage falls back to torch's);
 - anything else: :func:`run_torch_optimizer_stage` (a ``torch.optim`` class from
@@ -26,8 +25,8 @@ from torch import nn
 
 from smilfit.registry import OPTIMIZERS
 from .batched_lbfgs import BatchedLBFGS
-from .group_lm import GroupLeastSquaresProblem, group_levenberg_marquardt
-from .levenberg_marquardt import LM_NAMES, LeastSquaresProblem, LMOptions, levenberg_marquardt
+from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquaresProblem,
+                     LMOptions, SampleSystem, levenberg_marquardt)
 from .stages import Stage, optimizer_kwargs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,19 +143,20 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         # linearisation computes at x0 (sum r^2 is the loss): no pass of its own
         # (stages have n_iter >= 1, so there is a first linearisation).
         starts: List[Tensor] = []
-        x, end, diverged, n_steps = levenberg_marquardt(
-            problem, x0, stage.n_iter, options, ftol=stage.ftol,
+        system = SampleSystem(problem, x0, options.damping)
+        diverged, n_steps = levenberg_marquardt(
+            system, stage.n_iter, options, ftol=stage.ftol,
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
-        start = starts[0]
+        start, end = starts[0], system.cost
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
-    params.update(problem.unflatten(x))
+    params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
                         start_loss=start, end_loss=end)
 
 
 def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
     """Levenberg-Marquardt over every group's frames and shared parameters at once
-    (:mod:`.group_lm`: Schur complement over the frames); priors on shared parameters
+    (:mod:`.solver.group_system`: Schur complement over the frames); priors on shared parameters
     only (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group,
     as in the stage's loss."""
     stage, reg = ctx.stage, ctx.registrant
@@ -181,12 +181,13 @@ def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
         trace.append(cost.detach().clone())
         ctx.after_step(i)
     with torch.no_grad():
-        x, y, _, diverged, n_steps = group_levenberg_marquardt(
-            problem, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
+        system = GroupSystem(problem, options.damping)
+        diverged, n_steps = levenberg_marquardt(
+            system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)
     out = {k: v.clone() for k, v in params.items()}
-    out.update(problem.unflatten(x, y))
-    return StageOutcome(out, diverged, n_steps, trace, per_sample=False)
+    out.update(problem.unflatten(system.x, system.y))
+    return StageOutcome(out, diverged[ctx.groups], n_steps, trace, per_sample=False)
 
 
 def run_lbfgs_stage(ctx: StageContext) -> StageOutcome:

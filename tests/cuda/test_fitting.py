@@ -5,7 +5,7 @@ import torch
 from smilfit.body_models import SMILModel, demo_model_data
 from smilfit.cameras import projection_matrices, triangulate_dlt
 from smilfit.registrants.initialization import rigid_align
-from tests.registrants.test_levenberg_marquardt import _problem
+from tests.registrants.solver.test_levenberg_marquardt import _problem
 
 pytestmark = pytest.mark.gpu
 

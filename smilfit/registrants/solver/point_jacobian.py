@@ -37,17 +37,19 @@ else raises :class:`UnsupportedJacobian`.
 """
 from __future__ import annotations
 
-import math
-
-from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from smilfit.body_models.rotations import skew
 
+from .kinematic_terms import (TermStructure, joint_axis_angles, readout_parts, rest_joints,
+                              so3_left_jacobian, so3_left_jacobian_components,
+                              subtree_matrix)
+from .sparse_jacobian import SparsePointJacobian
+
 Tensor = torch.Tensor
+
 
 #: Parameters whose point Jacobians are available in closed form.
 JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas', 'global_log_scale',
@@ -56,67 +58,6 @@ JACOBIAN_PARAMS = ('global_orient', 'body_pose', 'transl', 'betas', 'global_log_
 
 class UnsupportedJacobian(ValueError):
     """The closed-form Jacobian does not cover this model or parameter."""
-
-
-def so3_left_jacobian(theta: Tensor) -> Tensor:
-    """(..., 3) axis-angle -> (..., 3, 3) left Jacobian ``J_l`` of SO(3).
-
-    ``exp(theta + d) = exp(J_l(theta) d) exp(theta)`` to first order, so column ``a`` is
-    the world-frame angular velocity of ``d theta_a``. Series near 0 keep it smooth.
-    """
-    dims = theta.dim() - 1
-    return so3_left_jacobian_components(theta.movedim(-1, 0)).permute(
-        *range(2, dims + 2), 0, 1)
-
-
-def so3_left_jacobian_components(theta: Tensor) -> Tensor:
-    """Component-major :func:`so3_left_jacobian`: (3, ...) axis-angle -> (3, 3, ...),
-    entry ``[r, c]`` of ``J_l`` in slice ``[r, c]`` (wide elementwise products read
-    whole rows instead of every third value)."""
-    x, y, z = theta[0], theta[1], theta[2]
-    angle2 = x * x + y * y + z * z
-    small = angle2 < 1e-8
-    safe2 = torch.where(small, 1.0, angle2)
-    angle = safe2.sqrt()
-    a = torch.where(small, 0.5 - angle2 / 24.0, (1.0 - torch.cos(angle)) / safe2)
-    b = torch.where(small, 1.0 / 6.0 - angle2 / 120.0, (angle - torch.sin(angle)) / (safe2 * angle))
-    # I + a K + b K^2 with K^2 = theta theta^T - |theta|^2 I, its nine entries written out
-    # (no matrix products, few temporaries)
-    c = 1.0 - b * angle2
-    bx, by, bz = b * x, b * y, b * z
-    bxy, bxz, byz = bx * y, bx * z, by * z
-    ax, ay, az = a * x, a * y, a * z
-    return torch.stack([c + bx * x, bxy - az, bxz + ay,
-                        bxy + az, c + by * y, byz - ax,
-                        bxz - ay, byz + ax, c + bz * z]).view((3, 3) + x.shape)
-
-
-def subtree_matrix(parents: Tensor, root: int) -> Tensor:
-    """(J, J) float: entry ``[k, m]`` is 1 when joint ``k`` is ``m`` or below it."""
-    J = parents.shape[0]
-    par = parents.tolist()
-    sub = np.zeros((J, J))     # filled entry by entry: numpy, not J^2 tiny tensor writes
-    for k in range(J):
-        m = k
-        seen = 0
-        while True:
-            sub[k, m] = 1.0
-            if m == root or seen > J:
-                break
-            m = par[m]
-            seen += 1
-    return torch.from_numpy(sub)
-
-
-def _readout_parts(model, K: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """The model's readout moments ``m0`` (R, J, 3), ``ms`` (R, J, 3, K), mass (R, J)."""
-    J = model.num_joints
-    mat = getattr(model, f'readout_matrix_{K}')
-    R = mat.shape[1]
-    m0 = mat[:J * 3].T.reshape(R, J, 3)
-    ms = mat[J * 3:J * 3 + J * 3 * K].T.reshape(R, J, 3, K)
-    mass = mat[J * 3 + J * 3 * K:].T
-    return m0, ms, mass
 
 
 def check_supported(model, fitted: Sequence[str], params: Mapping[str, Tensor]) -> None:
@@ -163,7 +104,7 @@ class PointJacobian:
         dtype, device = model.rest_joints.dtype, model.rest_joints.device
         self.root = model.levels.root
         self.sub = subtree_matrix(model.parents, self.root).to(device=device, dtype=dtype)
-        m0, ms, mass = _readout_parts(model, model.num_betas)
+        m0, ms, mass = readout_parts(model, model.num_betas)
         rows_i, rows_k, m0_u, ms_u, mass_u = [], [], [], [], []
         read_rows = torch.arange(m0.shape[0], device=device)
         first = 0
@@ -186,16 +127,16 @@ class PointJacobian:
         mass_u.append(mass[read_rows][r_idx, k_idx])
         self.num_points = first + int(read_rows.numel())   # N, the model's point pool
         self.parents = model.parents.clamp_min(0)
-        self.base = _TermStructure.build(
+        self.base = TermStructure.build(
             model, self.sub, torch.cat(rows_i), torch.cat(rows_k), torch.cat(m0_u),
             torch.cat(ms_u), torch.cat(mass_u), self.num_points, num_offset_terms=0)
-        self._attached: Dict[Tuple[int, ...], _TermStructure] = {}
+        self._attached: Dict[Tuple[int, ...], TermStructure] = {}
         self._pairs: Dict[tuple, Dict[str, Tensor]] = {}
         self._plans: Dict[tuple, dict] = {}
         self._betas_maps: Dict[tuple, Tuple[Tensor, Tensor]] = {}
 
     def _structure(self, attach: Optional[Tensor], keep: Optional[Tensor] = None
-                   ) -> '_TermStructure':
+                   ) -> TermStructure:
         """The term structure of the pool points ``keep`` (K,) (sorted; default: all N,
         renumbered 0..K-1) plus ``attach`` (X,) extra points (K + x): each a copy of a
         pool point plus an offset carried by that point's joint (cached). Points no
@@ -233,7 +174,7 @@ class PointJacobian:
                                         (X,) + b.term_ms.shape[1:])]),
                                     ('mass', [b.term_mass[u_idx], b.term_mass.new_zeros(X)])):
                     parts[name] += value
-            self._attached[key] = _TermStructure.build(
+            self._attached[key] = TermStructure.build(
                 self.model, self.sub, *(torch.cat(parts[k]) for k in
                                         ('point', 'joint', 'm0', 'ms', 'mass')),
                 K + X, num_offset_terms=X)
@@ -302,7 +243,7 @@ class PointJacobian:
         world = out.joint_transforms
         M = world[..., :3, :3]                          # (B, J, 3, 3) world linear maps
         p = out.joints_kin                              # (B, J, 3) incl. translation
-        t_maps = world[..., :3, 3] - (M @ _rest_joints(model, betas, B)[..., None]).squeeze(-1)
+        t_maps = world[..., :3, 3] - (M @ rest_joints(model, betas, B)[..., None]).squeeze(-1)
         transl = inputs.get('transl')
         if transl is not None:
             t_maps = t_maps + transl[:, None]
@@ -345,7 +286,7 @@ class PointJacobian:
             if log_scale is not None and not bool(log_scale.any()):
                 log_scale = None   # all zero (the registrant's default): no joint scales
             rot = out.rot_mats
-            angles = _joint_axis_angles(model, inputs, B, dtype, device)
+            angles = joint_axis_angles(model, inputs, B, dtype, device)
             if log_scale is None:
                 # No per-joint scale: N_m = M_m R_m^T is the parent's world rotation
                 # times the global scale s, so W_{m,a} = N_m [omega_{m,a}]_x N_m^-1 =
@@ -425,7 +366,7 @@ class PointJacobian:
         return SparsePointJacobian(points, rot_point, rot_col, rot, dense_cols, D, P, plan)
 
 
-    def _rotation_pairs(self, st: '_TermStructure', fitted: Sequence[str],
+    def _rotation_pairs(self, st: TermStructure, fitted: Sequence[str],
                         offsets: Mapping[str, int]) -> Dict[str, Tensor]:
         """The (point, joint) pairs of ``st`` whose joint rotation is fitted (cached):
         ``point``, ``joint``, first ``col`` (E',), their term sums ``sum`` (E', U) and
@@ -447,7 +388,7 @@ class PointJacobian:
             self._pairs[key] = pairs
         return pairs
 
-    def _betas_map(self, st: '_TermStructure', K: int, dtype, device
+    def _betas_map(self, st: TermStructure, K: int, dtype, device
                    ) -> Tuple[Tensor, Tensor]:
         """The constant maps of the points' shape derivatives (cached): ``C`` (J*3, N*K)
         and ``c_root`` (3, N*K) with ``d x_n / d beta = sum_j M_j C_j[n] + s c_root[n]``
@@ -478,7 +419,7 @@ class PointJacobian:
             self._betas_maps[key] = maps
         return maps
 
-    def _bone_blocks(self, st: '_TermStructure', M: Tensor, first: int
+    def _bone_blocks(self, st: TermStructure, M: Tensor, first: int
                      ) -> Tuple[Tensor, Tensor, Tensor]:
         """``bone_trans`` blocks: point, first column and (B, E, 3, 3) ``mu_im M_p(m)`` of
         every (point, non-root joint) pair with mass below the joint."""
@@ -488,293 +429,6 @@ class PointJacobian:
         if self.model.reference_compat:  # the reference negates y of bone translations
             block = block * torch.tensor([1.0, -1.0, 1.0], dtype=M.dtype, device=M.device)
         return st.pair_point[keep], first + 3 * joint, block
-
-@dataclass
-class _TermStructure:
-    """The fixed sparsity of a point set: its (point, joint) terms and rotation pairs.
-
-    ``U`` terms ``u = A_k [m; c]`` (point, joint ``k``, moment ``m0 + ms beta``, mass
-    ``c``); ``E`` pairs (point ``i``, joint ``m``) where ``i`` has a term below ``m``.
-    The last ``num_offset_terms`` terms carry per-call moments (attached offsets).
-    """
-
-    term_point: Tensor      # (U,) point of each term
-    term_joint: Tensor      # (U,) joint of each term
-    term_m0: Tensor         # (U, 3)
-    term_ms: Tensor         # (U, 3, K)
-    term_mass: Tensor       # (U,)
-    num_points: int
-    num_offset_terms: int
-    point_sum: Tensor       # (N, U) 1 where term u belongs to point n
-    point_mass: Tensor      # (N,)
-    pair_point: Tensor      # (E,)
-    pair_joint: Tensor      # (E,)
-    pair_sum: Tensor        # (E, U) the terms of pair (i, m): i's terms below m
-    pair_mass: Tensor       # (E,)
-    pair_slot: Tensor       # (E,) pose slot of the pair's joint (0: global_orient)
-    term_ms_rel: Tensor     # (U, 3, K) ms_u - c_u dirs_k: the moment's shape part
-    #                         relative to its joint's (the betas' Jacobian)
-    point_chain_mass: Tensor  # (N, J) the summed mass of point n's terms on joints
-    #                           whose chain holds joint m
-
-    @classmethod
-    def build(cls, model, sub: Tensor, term_point: Tensor, term_joint: Tensor,
-              term_m0: Tensor, term_ms: Tensor, term_mass: Tensor, num_points: int,
-              num_offset_terms: int) -> '_TermStructure':
-        dtype, device = term_m0.dtype, term_m0.device
-        U = term_point.numel()
-        point_sum = torch.zeros(num_points, U, dtype=dtype, device=device)
-        point_sum[term_point, torch.arange(U, device=device)] = 1.0
-        in_sub = sub[term_joint]                           # (U, J): term joint below m
-        touched = (point_sum @ in_sub) > 0                 # (N, J)
-        pair_point, pair_joint = torch.nonzero(touched, as_tuple=True)
-        pair_sum = point_sum[pair_point] * in_sub[:, pair_joint].T
-        point_joint_mass = torch.zeros(num_points, sub.shape[0], dtype=dtype, device=device)
-        point_joint_mass.index_put_((term_point, term_joint), term_mass, accumulate=True)
-        dirs = model.rest_joint_dirs.to(device=device, dtype=dtype)[..., :term_ms.shape[-1]]
-        term_ms_rel = term_ms - term_mass[:, None, None] * dirs[term_joint]
-        return cls(term_point, term_joint, term_m0, term_ms, term_mass, num_points,
-                   num_offset_terms, point_sum, point_sum @ term_mass, pair_point,
-                   pair_joint, pair_sum, pair_sum @ term_mass,
-                   model.pose_perm.to(device)[pair_joint], term_ms_rel,
-                   point_joint_mass @ sub)
-
-
-@dataclass
-class SparsePointJacobian:
-    """Jacobian of model points in block-sparse form.
-
-    Attributes:
-        points: (B, N, 3) the points.
-        rot_point, rot_col: (E,) for each block, the point and the first of its 3
-            parameter columns: (point, rotated joint) pairs (axis-angle), (point,
-            translated bone) pairs (``bone_trans``), attached points (their offset).
-        rot: (B, E, 3, 3) the block: d point (3) / d parameter triple (3).
-        dense_col: (P_d,) the columns of the other parameters.
-        dense: (B, N, 3, P_d) their Jacobian.
-        num_params: P, the total number of columns.
-        plan: optional cache of index structures that depend on the sparsity only
-            (shared by every Jacobian of one model, point set and parameter list).
-    """
-
-    points: Tensor
-    rot_point: Tensor
-    rot_col: Tensor
-    rot: Tensor
-    dense_col: Tensor
-    dense: Tensor
-    num_params: int
-    plan: Optional[dict] = None
-
-    def to_dense(self) -> Tensor:
-        """(B, N, 3, P) dense Jacobian."""
-        B, N = self.points.shape[:2]
-        D = self.points.new_zeros(B, N, 3, self.num_params)
-        D[..., self.dense_col] = self.dense
-        if self.rot_point.numel():
-            cols = (self.rot_col[:, None] + torch.arange(3, device=D.device)).flatten()
-            rows = self.rot_point[:, None].expand(-1, 3).flatten()
-            D[:, rows, :, cols] = self.rot.permute(1, 3, 0, 2).reshape(-1, B, 3)
-        return D
-
-    def normal_equations(self, info: Tensor, grad: Tensor, dtype: torch.dtype = None,
-                         reduce: Optional[Tuple[Tensor, int]] = None,
-                         upper_only: bool = False,
-                         packed: Optional[Tuple[Tensor, int]] = None) -> Tuple[Tensor, Tensor]:
-        """``H = D^T blockdiag(info) D`` (B, P, P) and ``g = D^T grad`` (B, P).
-
-        Built block by block: only (point, joint) pairs that share a point contribute
-        to the rotation blocks, a few per point in a deep tree, so the cost is far below
-        the dense product's. The index structure (which blocks meet, where they land in
-        ``H``, in ascending order so the scatter runs through ``H`` once) depends on the
-        sparsity only and is cached in :attr:`plan` (shared by the Jacobians of one
-        model, point set and parameter list).
-
-        Args:
-            info: (B, N, 3, 3) per-point information matrices (``sum A^T A``), read
-                coordinate-major and sample-last: no copy when they are a view of
-                (3, 3, N, B) storage (as :meth:`LeastSquaresProblem.linearize` builds them).
-            grad: (B, N, 3) per-point gradients (``sum A^T r``), likewise of (3, N, B).
-            dtype: precision of ``H`` (default: the Jacobian's).
-            reduce: optional ``(group (B,) long, G)``: ``H`` summed over each group's
-                samples, (G, P, P), built from the summed blocks without the (B, P, P)
-                per-sample matrices (parameters shared by a group's samples only).
-            upper_only: fill only what a reader of the upper triangle needs (the rotation
-                blocks below the diagonal are left 0; :func:`smilfit.ops.cholesky.cholesky`
-                reads nothing else): one scatter of the block products instead of two.
-            packed: optional ``(slot map (P * P,) long, width)``: ``H`` (B, width) holds
-                the upper triangle packed, entry ``row * P + col`` in slot
-                ``map[row * P + col]`` (entries mapped to the last slot are dropped
-                there), e.g. :meth:`smilfit.ops.sparse_cholesky.SparseCholeskyPlan.slot_map`:
-                no (B, P, P) matrices at all.
-        """
-        B, N = self.points.shape[:2]
-        P = self.num_params
-        dtype = dtype or self.dense.dtype
-        device = self.dense.device
-        plan = self.plan.get(('normal', dtype)) if self.plan is not None else None
-        if plan is None:
-            plan = _NormalPlan.build(self.rot_point, self.rot_col, self.dense_col, P)
-            if self.plan is not None:
-                self.plan[('normal', dtype)] = plan
-        info = info.to(dtype).permute(2, 3, 1, 0).contiguous()   # (3c, 3d, N, B)
-        grad_t = grad.permute(2, 1, 0).contiguous()                  # (3c, N, B)
-        rot, dense = self.rot.to(dtype), self.dense.to(dtype)
-
-        rows = B if reduce is None else int(reduce[1])
-        if packed is not None:
-            rr_at, cross_at, dd_at = plan.packed_indices(packed[0])
-            width = packed[1]
-        else:
-            rr_at, cross_at, dd_at = ((plan.rr_upper, plan.cross_upper, plan.dd_flat)
-                                      if upper_only else (None, None, plan.dd_flat))
-            width = P * P
-        # Built sample-last, (width, B): the blocks are gathered and scattered as whole
-        # rows of B values (memory copies) instead of B-strided single values, which on
-        # the CPU costs several times as much; one transpose at the end.
-        if reduce is None:
-            def summed(values: Tensor) -> Tensor:
-                return values
-        else:   # (k, B) -> (k, G): each group's sum, one product with its indicator
-            onehot = torch.zeros(B, rows, dtype=dtype, device=device)
-            onehot[torch.arange(B, device=device), reduce[0]] = 1.0
-
-            def summed(values: Tensor) -> Tensor:
-                return values @ onehot
-        Ht = torch.zeros(width, rows, dtype=dtype, device=device)
-        gt = torch.zeros(P, B, dtype=grad.dtype, device=device)
-        E, Pd = self.rot_point.numel(), self.dense_col.numel()
-        if E:
-            # A_e = I_i d_e, then d_e1^T A_e2 for the pairs of blocks on one point
-            # (e1 <= e2), scattered to their place in H and mirrored. Each of these many
-            # 3 x 3 products is three wide multiply-adds over the samples: as batched
-            # matmuls of 3 x 3 matrices they cost about 3x as much on the CPU. All
-            # component-major, (3, 3, blocks, B): gathers copy whole rows.
-            Q = plan.e1.numel()
-            r = rot.permute(2, 3, 1, 0).contiguous()    # (3c, 3a, E, B); no copy for
-            #                                             the layout sparse() gives
-            Ie = info.index_select(2, plan.i_e)                          # (3c, 3d, E, B)
-            A = Ie[:, 0, None] * r[0, None]                              # (3c, 3a, E, B)
-            A.addcmul_(Ie[:, 1, None], r[1, None])
-            A.addcmul_(Ie[:, 2, None], r[2, None])
-            r1 = r.index_select(2, plan.e1)                              # (3c, 3a, Q, B)
-            A2 = A.index_select(2, plan.e2)                              # (3c, 3b, Q, B)
-            block = r1[0, :, None] * A2[0, None]                         # (3a, 3b, Q, B)
-            block.addcmul_(r1[1, :, None], A2[1, None])
-            block.addcmul_(r1[2, :, None], A2[2, None])
-            block = summed(block.view(9 * Q, B))
-            if rr_at is not None:
-                Ht.index_add_(0, rr_at, block)
-            else:
-                Ht.index_add_(0, plan.rr_flat, block)
-                Ht.index_add_(0, plan.rr_mirror,
-                              block.view(3, 3, Q, rows)[:, :, plan.num_diag:].reshape(-1, rows))
-            rg = r if grad.dtype == dtype else self.rot.to(grad.dtype).permute(2, 3, 1, 0)
-            ge = grad_t.index_select(1, plan.i_e)                        # (3c, E, B)
-            g_rot = rg[0] * ge[0, None]                                  # (3a, E, B)
-            g_rot.addcmul_(rg[1], ge[1, None])
-            g_rot.addcmul_(rg[2], ge[2, None])
-            gt.index_add_(0, plan.rot_cols, g_rot.reshape(3 * E, B))
-        if Pd:
-            # The dense columns against themselves, summed over the points, and against
-            # each rotation block (Pd x 3a per block, I_i D_i against d_e, the same
-            # multiply-adds), scattered to both triangles or the upper.
-            dt = dense.permute(2, 3, 1, 0).contiguous()                  # (3d, Pd, N, B)
-            Id = info[:, 0, None] * dt[0, None]                          # (3c, Pd, N, B)
-            Id.addcmul_(info[:, 1, None], dt[1, None])
-            Id.addcmul_(info[:, 2, None], dt[2, None])
-            dd = torch.bmm(dt.permute(3, 1, 0, 2).reshape(B, Pd, 3 * N),
-                           Id.permute(3, 0, 2, 1).reshape(B, 3 * N, Pd))  # (B, Pd, Pd)
-            Ht.index_add_(0, dd_at, summed(dd.reshape(B, Pd * Pd).T))
-            if E:
-                Ide = Id.index_select(2, plan.i_e)                       # (3c, Pd, E, B)
-                # against r (3c, 3a, E, B) -> (Pd, 3a, E, B)
-                cross = Ide[0, :, None] * r[0, None]
-                cross.addcmul_(Ide[1, :, None], r[1, None])
-                cross.addcmul_(Ide[2, :, None], r[2, None])
-                cross = summed(cross.view(E * Pd * 3, B))
-                if cross_at is not None:
-                    Ht.index_add_(0, cross_at, cross)
-                else:
-                    Ht.index_add_(0, plan.cross_flat, cross)
-                    Ht.index_add_(0, plan.cross_mirror, cross)
-            gd = dt if grad.dtype == dtype else self.dense.to(grad.dtype).permute(2, 3, 1, 0)
-            gt.index_add_(0, self.dense_col, (gd * grad_t[:, None]).sum((0, 2)))
-        g = gt.T.contiguous()
-        if packed is not None:
-            # a (B, width) view: the factorisation's copy into its working storage does
-            # the transposition (one pass over H instead of two)
-            return Ht.T, g
-        return Ht.T.contiguous().view(rows, P, P), g
-
-
-@dataclass
-class _NormalPlan:
-    """Index structure of :meth:`SparsePointJacobian.normal_equations` (fixed by the
-    sparsity): which blocks meet and the flat positions of their products."""
-
-    i_e: Tensor         # (E,) point of each block
-    rot_cols: Tensor    # (3 * E,) columns of the blocks, (axis, block) order
-    e1: Tensor          # (Q,) pairs of blocks on one point, e1 <= e2, the E diagonal
-    e2: Tensor          # (Q,) pairs first, each part sorted by place in H
-    num_diag: int       # E
-    # Places in H (row * P + col), in the order the products come (component-major):
-    rr_flat: Tensor     # (9 * Q,) of d_e1^T I d_e2, (axis a, axis b, pair) order
-    rr_mirror: Tensor   # (9 * (Q - E),) its transpose's, off-diagonal pairs
-    rr_upper: Tensor    # (9 * Q,) of the two places, the one in the upper triangle
-    dd_flat: Tensor     # (Pd * Pd,) the dense x dense block's places in H
-    cross_flat: Tensor  # (Pd * 3 * E,) of (dense column p, block column a of block e)
-    cross_mirror: Tensor  # (Pd * 3 * E,) its transpose's place
-    cross_upper: Tensor   # (Pd * 3 * E,) of the two places, the one in the upper triangle
-    # the last packed layout's slot map and the places above in it (see packed_indices)
-    _packed: Optional[Tuple[Tensor, Tuple[Tensor, Tensor, Tensor]]] = None
-
-    def packed_indices(self, slots: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """``rr_upper``, ``cross_upper`` and ``dd_flat`` through the slot map ``slots``
-        (P * P,) (cached for the last map: a stage uses one)."""
-        if self._packed is None or self._packed[0] is not slots:
-            self._packed = (slots, (slots[self.rr_upper], slots[self.cross_upper],
-                                    slots[self.dd_flat]))
-        return self._packed[1]
-
-    @classmethod
-    def build(cls, rot_point: Tensor, rot_col: Tensor, dense_col: Tensor, P: int
-              ) -> '_NormalPlan':
-        device = rot_point.device
-        axes = torch.arange(3, device=device)
-        cols = rot_col[:, None] + axes                              # (E, 3)
-        same = rot_point[:, None] == rot_point[None, :]
-        E = rot_point.numel()
-        e = torch.arange(E, device=device)
-        diag = torch.argsort(rot_col * (P + 1), stable=True)
-        o1, o2 = torch.nonzero(same & (e[:, None] < e[None, :]), as_tuple=True)
-        o = torch.argsort(rot_col[o1] * P + rot_col[o2], stable=True)
-        e1 = torch.cat([e[diag], o1[o]])
-        e2 = torch.cat([e[diag], o2[o]])
-        off1, off2 = o1[o], o2[o]
-        # Positions in the order the products come: (axis a, axis b, pair q) for the
-        # block products, (axis a, block e) for the gradient, (dense column p, axis a,
-        # block e) for the cross products (component-major, see normal_equations).
-        def component_major(x: Tensor) -> Tensor:   # (n, ...) -> (...) x n, flat
-            return x.reshape(x.shape[0], math.prod(x.shape[1:])).T.flatten()
-        rr = cols[e1][:, :, None] * P + cols[e2][:, None, :]             # (Q, 3a, 3b)
-        mirror = cols[off2][:, None, :] * P + cols[off1][:, :, None]     # (Q - E, 3a, 3b)
-        # Distinct blocks' column triples never overlap, so each off-diagonal block lies
-        # wholly above or wholly below the diagonal.
-        above = (rot_col[off1] < rot_col[off2])[:, None, None].expand(-1, 3, 3)
-        rr_upper = torch.cat([rr[:E], torch.where(above, rr[E:], mirror)])
-        d_rows = dense_col[None, :, None].expand(E, -1, 3)               # (E, Pd, 3a)
-        b_cols = cols[:, None, :].expand(-1, dense_col.numel(), -1)
-        cross_flat = d_rows * P + b_cols
-        cross_mirror = b_cols * P + d_rows
-        return cls(i_e=rot_point, rot_cols=component_major(cols), e1=e1, e2=e2, num_diag=E,
-                   rr_flat=component_major(rr), rr_mirror=component_major(mirror),
-                   rr_upper=component_major(rr_upper),
-                   dd_flat=(dense_col[:, None] * P + dense_col[None, :]).flatten(),
-                   cross_flat=component_major(cross_flat),
-                   cross_mirror=component_major(cross_mirror),
-                   cross_upper=component_major(torch.where(d_rows < b_cols, cross_flat,
-                                                           cross_mirror)))
 
 
 def point_jacobians(model, params: Mapping[str, Tensor], fitted: Sequence[str]
@@ -803,7 +457,7 @@ def _num_offset_rows(params: Mapping[str, Tensor], fitted: Sequence[str]) -> int
     return int(value.shape[-2])
 
 
-def _offset_blocks(st: '_TermStructure', M: Tensor, attach: Optional[Tensor],
+def _offset_blocks(st: TermStructure, M: Tensor, attach: Optional[Tensor],
                    offset_rows: Optional[Tensor], pool_joints: Tensor, first: int
                    ) -> Tuple[Tensor, Tensor, Tensor]:
     """``keypoint_offsets`` blocks: attached point ``N + x``, first column
@@ -818,25 +472,7 @@ def _offset_blocks(st: '_TermStructure', M: Tensor, attach: Optional[Tensor],
     return point, first + 3 * offset_rows[x], M[:, carriers]
 
 
-def _rest_joints(model, betas, B: int) -> Tensor:
-    rest = model.rest_joints.expand(B, -1, -1)
-    if betas is not None and betas.shape[1]:
-        rest = rest + torch.einsum('jck,bk->bjc', model.rest_joint_dirs[..., :betas.shape[1]],
-                                   betas)
-    return rest
 
 
-def _joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, device) -> Tensor:
-    """(B, J, 3) axis-angle of every joint in joint order (zeros where not given)."""
-    J = model.num_joints
-    root = inputs.get('global_orient')
-    body = inputs.get('body_pose')
-    root = torch.zeros(B, 1, 3, dtype=dtype, device=device) if root is None else root[:, None]
-    body = torch.zeros(B, J - 1, 3, dtype=dtype, device=device) if body is None else body
-    return torch.cat([root.to(dtype), body.to(dtype)], dim=1).index_select(
-        1, model.pose_perm.to(device))
-
-
-__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'SparsePointJacobian',
-           'so3_left_jacobian', 'so3_left_jacobian_components',
-           'subtree_matrix', 'point_jacobians', 'check_supported']
+__all__ = ['JACOBIAN_PARAMS', 'UnsupportedJacobian', 'PointJacobian', 'point_jacobians',
+           'check_supported']

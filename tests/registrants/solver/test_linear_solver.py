@@ -1,11 +1,16 @@
-"""damped_step: the separable columns' divisions plus the coupled block's factorisation
-give the dense solve's step and curvature."""
+"""The linear solvers of the damped normal equations: the separable columns' divisions
+plus the coupled block's factorisation, and the sparse factorisation over a tree, give the
+dense solve's step and curvature."""
 import pytest
 import torch
 
-from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
-from smilfit.registrants.damped_solve import (SEPARABLE_MIN_FRACTION, SPARSE_MIN_SIZE,
-                                              damped_step, plan_solve)
+from smilfit.registrants.solver.linear_solver import (
+    SEPARABLE_MIN_FRACTION, SPARSE_MIN_SIZE, DenseCholesky, SeparableSplit, SparseCholesky,
+    plan_linear_solver)
+
+
+def damped_step(H, grad, damping, solver):
+    return (solver or DenseCholesky()).solve(H, grad, damping)
 
 
 def _system(n=4, P=12, separable=(2, 5, 6, 11), seed=0):
@@ -26,8 +31,8 @@ def _system(n=4, P=12, separable=(2, 5, 6, 11), seed=0):
 
 def test_split_step_equals_the_dense_step():
     H, grad, damping, coupling = _system()
-    plan = plan_solve(coupling)
-    assert plan is not None and plan.separable.tolist() == [2, 5, 6, 11]
+    plan = plan_linear_solver(coupling)
+    assert isinstance(plan, SeparableSplit) and plan.separable.tolist() == [2, 5, 6, 11]
     H0 = H.clone()
     dense, info_d, curv_d = damped_step(H, grad, damping, None)
     split, info_s, curv_s = damped_step(H, grad, damping, plan)
@@ -67,8 +72,8 @@ def _chain_system(chains, length, dense=6, n=4, seed=1):
 def test_a_tree_system_takes_the_sparse_factorisation_with_the_dense_step():
     H, grad, damping, coupling = _chain_system(6, 5)
     assert H.shape[-1] >= SPARSE_MIN_SIZE
-    plan = plan_solve(coupling)
-    assert isinstance(plan, SparseCholeskyPlan)
+    plan = plan_linear_solver(coupling)
+    assert isinstance(plan, SparseCholesky)
     H0 = H.clone()
     upper = torch.triu(H)       # the LM builds the upper triangle only
     sparse, info_s, curv_s = damped_step(upper, grad, damping, plan)
@@ -79,16 +84,16 @@ def test_a_tree_system_takes_the_sparse_factorisation_with_the_dense_step():
     assert torch.equal(H, H0)
     # a small system keeps the dense factorisation
     *_, small = _chain_system(2, 2, dense=2)
-    assert not isinstance(plan_solve(small), SparseCholeskyPlan)
+    assert not isinstance(plan_linear_solver(small), SparseCholesky)
 
 
 def test_few_separable_columns_keep_the_dense_factorisation():
     P = 40
     few = int(SEPARABLE_MIN_FRACTION * P) - 1
     *_, coupling = _system(P=P, separable=tuple(range(few)))
-    assert plan_solve(coupling) is None
+    assert isinstance(plan_linear_solver(coupling), DenseCholesky)
     *_, coupling = _system(P=P, separable=tuple(range(few + 1)))
-    assert plan_solve(coupling) is not None
+    assert isinstance(plan_linear_solver(coupling), SeparableSplit)
 
 
 def test_an_unconstrained_undamped_separable_column_does_not_move():
@@ -96,7 +101,7 @@ def test_an_unconstrained_undamped_separable_column_does_not_move():
     H[:, 5, 5] = 0.0
     damping[:, 5] = 0.0
     grad[:, 5] = 0.0
-    step, info, _ = damped_step(H, grad, damping, plan_solve(coupling))
+    step, info, _ = damped_step(H, grad, damping, plan_linear_solver(coupling))
     assert torch.isfinite(step).all() and not step[:, 5].any()
 
 
@@ -108,7 +113,7 @@ def test_curvature_is_the_undamped_quadratic_form(P):
     H, grad, damping, coupling = _system(P=P)
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
         Hd = H.to(dtype)
-        for plan in (None, plan_solve(coupling)):
+        for plan in (None, plan_linear_solver(coupling)):
             step, info, curvature = damped_step(Hd, grad, damping.to(dtype), plan)
             assert step.dtype == dtype and curvature.dtype == dtype and not info.any()
             explicit = (step.unsqueeze(1) @ Hd @ step.unsqueeze(-1)).flatten()

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from smilfit.body_models import SMILModel, demo_model_data, load_model_data
-from smilfit.registrants.jacobians import (UnsupportedJacobian, point_jacobians,
+from smilfit.registrants.solver.point_jacobian import (UnsupportedJacobian, point_jacobians,
                                            so3_left_jacobian)
 from smilfit.body_models.rotations import axis_angle_to_matrix
 
@@ -94,7 +94,8 @@ def test_unsupported_parameters_are_named():
 def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
     """The block-sparse H = D^T blockdiag(I) D and g = D^T r equal the dense products."""
     from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
-    from smilfit.registrants.jacobians import PointJacobian
+    from smilfit.registrants.solver.normal_equations import PackedLayout
+    from smilfit.registrants.solver.point_jacobian import PointJacobian
     model = SMILModel(data=load_model_data(stick_model_path), dtype=torch.float64)
     g = torch.Generator().manual_seed(4)
     B, J = 3, model.num_joints
@@ -127,7 +128,7 @@ def test_sparse_normal_equations_match_the_dense_product(stick_model_path):
         torch.testing.assert_close(gu, gv)
         # packed in the sparse factorisation's layout: the same upper triangle
         plan = SparseCholeskyPlan.build(dense_H.abs().sum(0) > 0)
-        Hp, gp = jac.normal_equations(info, grad, packed=(plan.slot_map(), plan.packed_size))
+        Hp, gp = jac.normal_equations(info, grad, layout=PackedLayout(plan.slot_map(), plan.packed_size))
         assert Hp.shape == (B, plan.packed_size)
         torch.testing.assert_close(Hp[:, :-1], plan.pack(dense_H)[:, :-1], rtol=1e-10,
                                    atol=1e-9)
@@ -138,8 +139,8 @@ def test_point_subsets_and_group_sums_of_the_normal_equations():
     """``keep``: the Jacobian of some pool points equals those rows of the whole one;
     ``reduce``: the normal equations (and a prior's block) summed per group equal the
     per-sample ones summed."""
-    from smilfit.registrants.jacobians import PointJacobian
-    from smilfit.registrants.levenberg_marquardt import ConstantJacobian, add_param_block
+    from smilfit.registrants.solver.point_jacobian import PointJacobian
+    from smilfit.registrants.solver.normal_equations import ConstantJacobian, add_param_block
     model = SMILModel(data=demo_model_data(), dtype=torch.float64)
     g = torch.Generator().manual_seed(5)
     B, J = 5, model.num_joints
@@ -179,7 +180,7 @@ def test_attached_joint_frame_offsets_match_autograd(which, request):
     """Points with joint-frame offsets (``pool point + M_j o``, the handlers' own
     :func:`rotate_offsets`) have the Jacobian autograd gives, offsets held fixed."""
     from smilfit.handlers.matching import rotate_offsets
-    from smilfit.registrants.jacobians import PointJacobian
+    from smilfit.registrants.solver.point_jacobian import PointJacobian
     if which == 'demo':  # regressed joints and vertex keypoints: carriers by skinning mass
         model = SMILModel(data=demo_model_data(), dtype=torch.float64)
     else:
@@ -247,7 +248,7 @@ def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, co
     points) columns equal torch.func.jacfwd of the model's points, with every other
     parameter column fitted alongside."""
     from smilfit.handlers.matching import rotate_offsets
-    from smilfit.registrants.jacobians import PointJacobian
+    from smilfit.registrants.solver.point_jacobian import PointJacobian
     data = (demo_model_data() if which == 'demo'
             else load_model_data(request.getfixturevalue('mouse_model_path')))
     model = SMILModel(data=data, dtype=torch.float64, propagate_scaling=propagate,
@@ -305,7 +306,7 @@ def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, co
 
 
 def test_keypoint_offsets_need_joint_frame_points():
-    from smilfit.registrants.jacobians import PointJacobian
+    from smilfit.registrants.solver.point_jacobian import PointJacobian
     model = SMILModel(data=demo_model_data(), dtype=torch.float64)
     params = dict(keypoint_offsets=torch.zeros(1, 3, 3, dtype=torch.float64))
     with pytest.raises(UnsupportedJacobian, match='joint-frame'):

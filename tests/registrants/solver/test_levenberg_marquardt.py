@@ -8,7 +8,12 @@ from smilfit.cameras import project_points
 from smilfit.datasets.synthetic import ring_cameras
 from smilfit.registry import HANDLERS
 from smilfit.registrants import SMILRegistrant
-from smilfit.registrants.levenberg_marquardt import ConstantJacobian, LMOptions, add_param_block
+from smilfit.registrants.solver import linear_solver
+from smilfit.registrants.solver import loop as lm
+from smilfit.registrants.solver import problem as problem_module
+from smilfit.registrants.solver import residual_blocks
+from smilfit.registrants.solver.normal_equations import ConstantJacobian, add_param_block
+from smilfit.registrants.solver.options import LMOptions
 
 
 @pytest.fixture(scope='module')
@@ -122,7 +127,7 @@ def test_unsupported_parameter_and_sharing(model):
     obs, _, _ = _problem(model, 2)
     with pytest.raises(ValueError, match='log_scale'):
         _registrant(model, fit=('global_orient', 'log_scale')).fit(obs)
-    # shared parameters go to the group solver (tests/registrants/test_group_lm.py);
+    # shared parameters go to the group solver (test_group_system.py);
     # per_sample=False (one optimizer on the summed loss) is not Levenberg-Marquardt's
     reg = SMILRegistrant(body_model=model, shared=dict(betas=True), handlers=[
         dict(type='Keypoint2DHandler', name='kp2d', source='joints')], stages=[
@@ -196,7 +201,7 @@ def test_global_scale_recovers_a_model_in_other_units(model):
                                        normalize='weighted_mean')])
 def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     """The hand-written projection/distortion/robust derivatives equal forward-mode AD."""
-    from smilfit.registrants.levenberg_marquardt import LeastSquaresProblem
+    from smilfit.registrants.solver.problem import LeastSquaresProblem
     obs, _, _ = _problem(model, 3, noise=4.0, missing=0.3)
     obs['dist'] = torch.tensor([-0.2, 0.05, 0.001, -0.002, 0.01],
                                dtype=torch.float64).expand(3, 4, 5)
@@ -207,7 +212,7 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     pts = model(global_orient=0.2 * torch.ones(3, 3, dtype=torch.float64)).joints
     r, A = h.point_residuals_and_jacobian(pts, obs, {})
     basis = torch.eye(3, dtype=pts.dtype)[:, None, None, :].expand(3, *pts.shape)
-    r2, A2 = LeastSquaresProblem._jvp3(lambda p: h.point_residuals(p, obs, {}), pts, basis)
+    r2, A2 = residual_blocks._jvp3(lambda p: h.point_residuals(p, obs, {}), pts, basis)
     torch.testing.assert_close(r, r2)
     torch.testing.assert_close(A, A2, rtol=1e-9, atol=1e-9)
 
@@ -235,7 +240,7 @@ def test_joint_frame_offsets_in_levenberg_marquardt(model):
     """Keypoints a fixed joint-frame offset away from the model's (markers on the skin):
     with the offsets given, LM recovers the pose exactly, and its gradient is the cost's."""
     from smilfit.handlers.matching import rotate_offsets, source_carriers
-    from smilfit.registrants.levenberg_marquardt import LeastSquaresProblem
+    from smilfit.registrants.solver.problem import LeastSquaresProblem
     B, J = 3, model.num_joints
     g = torch.Generator().manual_seed(11)
     truth = dict(global_orient=0.3 * torch.randn(B, 3, generator=g, dtype=torch.float64),
@@ -301,10 +306,9 @@ def test_linear_prior_jacobians_are_computed_once_per_stage(model, monkeypatch):
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
                 dict(type='ShapePriorHandler', name='shape', weight=1e-2),
                 dict(type='PosePriorHandler', name='pose', weight=50.0)]
-    from smilfit.registrants import levenberg_marquardt as lm
     calls, once = [], []
     jacrev = torch.func.jacrev
-    constant = lm.LeastSquaresProblem._constant_jacobian
+    constant = residual_blocks.ParamResidualJacobians.constant_jacobian
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -314,9 +318,10 @@ def test_linear_prior_jacobians_are_computed_once_per_stage(model, monkeypatch):
         once.append(1)
         return constant(*args, **kwargs)
     monkeypatch.setattr(torch.func, 'jacrev', counting)
-    monkeypatch.setattr(lm.LeastSquaresProblem, '_constant_jacobian', counting_once)
+    monkeypatch.setattr(residual_blocks.ParamResidualJacobians, 'constant_jacobian',
+                        counting_once)
     # (rows differentiated in several backward passes too)
-    monkeypatch.setattr(lm, '_JACOBIAN_ROWS_PER_PASS', 7)
+    monkeypatch.setattr(residual_blocks, 'JACOBIAN_ROWS_PER_PASS', 7)
     cached = _registrant(model, n_iter=10, handlers=handlers).fit(obs)
     assert len(once) == 2 and not calls       # one per prior for the whole stage
     assert cached.history[0]['steps'] > 2
@@ -336,11 +341,8 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     prior: their columns are separable. The sparse factorisation of the tree ('sparse')
     or a division for them and a dense factorisation of the rest ('split') give the same
     fit as one dense factorisation of the whole system."""
-    from smilfit.ops.sparse_cholesky import SparseCholeskyPlan
-    from smilfit.registrants import damped_solve
-    from smilfit.registrants import levenberg_marquardt as lm
     if solver == 'split':
-        monkeypatch.setattr(damped_solve, 'SPARSE_MAX_FLOP_FRACTION', -1.0)
+        monkeypatch.setattr(linear_solver, 'SPARSE_MAX_FLOP_FRACTION', -1.0)
     names = [n for n in model.joint_names if not n.startswith('tail')]
     keep = [model.joint_names.index(n) for n in names]
     obs, _, _ = _problem(model, 3, noise=1.0)
@@ -350,20 +352,15 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
                 dict(type='ShapePriorHandler', name='shape', weight=1e-2),
                 dict(type='PosePriorHandler', name='pose', weight=1.0)]
     seen = {}
-    coupling = lm.LeastSquaresProblem.column_coupling
-
-    def recording(problem):
-        seen['problem'] = problem
-        return coupling(problem)
-    monkeypatch.setattr(lm.LeastSquaresProblem, 'column_coupling', recording)
     layouts = []
-    linearize = lm.LeastSquaresProblem.linearize
+    linearize = problem_module.LeastSquaresProblem.linearize
 
     def recording_layout(problem, *args, **kwargs):
+        seen['problem'] = problem
         out = linearize(problem, *args, **kwargs)
         layouts.append(out[2].dim())
         return out
-    monkeypatch.setattr(lm.LeastSquaresProblem, 'linearize', recording_layout)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', recording_layout)
 
     def fit():
         reg = _registrant(model, n_iter=15, handlers=handlers)
@@ -373,11 +370,13 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     # the layout is chosen inside the first linearisation: a sparse plan's H is packed
     # (n, width) from the first one on
     assert set(layouts) == ({2} if solver == 'sparse' else {3})
-    monkeypatch.setattr(lm.LeastSquaresProblem, 'linearize', linearize)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', linearize)
     problem = seen['problem']
     mask = problem.separable_columns()
-    plan = lm.plan_solve(problem.column_coupling())
-    assert isinstance(plan, damped_solve.SolvePlan if solver == 'split' else SparseCholeskyPlan)
+    plan = linear_solver.plan_linear_solver(problem.column_coupling())
+    assert isinstance(problem.solver, type(plan))
+    assert isinstance(plan, linear_solver.SeparableSplit if solver == 'split'
+                      else linear_solver.SparseCholesky)
     # the tail's joints (body_pose columns 6 + 3 * (joint - 1)) and the leaves (their
     # rotation moves no joint) are separable; the root, translation and shape are not
     for j, name in enumerate(model.joint_names[1:], start=1):
@@ -387,10 +386,12 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
     assert not bool(mask[:6].any()) and not bool(mask[6 + 3 * (model.num_joints - 1):].any())
     # structurally separable columns are numerically so at another point too
     x = problem.initial_x() + 0.3 * torch.randn(problem.B, mask.numel(), dtype=torch.float64)
+    problem.solver = linear_solver.DenseCholesky()     # H as (B, P, P) matrices
     _, _, H = problem.linearize(x, torch.arange(problem.B))
     off = H[:, mask][:, :, ~mask]
     assert float(off.abs().max()) == 0.0
-    monkeypatch.setattr(lm, 'plan_solve', lambda coupling: None)    # one factorisation
+    monkeypatch.setattr(problem_module, 'plan_linear_solver',      # one factorisation
+                        lambda coupling, device: linear_solver.DenseCholesky())
     whole = fit()
     # The same trajectory; the last iterations stop at rounding-level decisions (ftol
     # 1e-15), which two factorisations of different systems can take steps apart: what
@@ -409,19 +410,24 @@ def test_columns_no_keypoint_reads_are_solved_apart_with_the_same_fit(model, mon
 def test_a_failed_factorisation_raises_the_damping_instead_of_stopping(model, monkeypatch):
     """A damped system that is not positive definite (possible in float32) rejects the
     step and tries again with more damping; it does not end the sample's fit."""
-    from smilfit.registrants import levenberg_marquardt as lm
     obs, _, _ = _problem(model, 2, noise=1.0)
     reference = _registrant(model, n_iter=12).fit(obs)
-    damped_step = lm.damped_step
+    plan = linear_solver.plan_linear_solver
     calls = []
 
-    def failing_first(*args):
-        step, info, curvature = damped_step(*args)
-        calls.append(1)
-        if len(calls) == 1:  # as LAPACK reports it: garbage factor, info > 0
-            return step * float('nan'), torch.ones_like(info), curvature * float('nan')
-        return step, info, curvature
-    monkeypatch.setattr(lm, 'damped_step', failing_first)
+    def failing_plan(coupling, device):
+        solver = plan(coupling, device)
+        solve = solver.solve
+
+        def failing_first(*args):
+            step, info, curvature = solve(*args)
+            calls.append(1)
+            if len(calls) == 1:  # as LAPACK reports it: garbage factor, info > 0
+                return step * float('nan'), torch.ones_like(info), curvature * float('nan')
+            return step, info, curvature
+        solver.solve = failing_first
+        return solver
+    monkeypatch.setattr(problem_module, 'plan_linear_solver', failing_plan)
     retried = _registrant(model, n_iter=13).fit(obs)
     assert len(calls) > 2
     assert retried.history[0]['steps'] > 2
@@ -484,16 +490,15 @@ def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
 def test_trial_points_are_linearised_while_steps_are_accepted(model, monkeypatch):
     """While most steps are accepted, the trial point is linearised in the same pass
     as its cost (no second pass after acceptance): fewer passes, the same fit."""
-    from smilfit.registrants import levenberg_marquardt as lm
     obs, _, _ = _problem(model, 3, noise=1.0)
     calls = {'cost': 0, 'linearize': 0}
     for name in calls:
-        original = getattr(lm.LeastSquaresProblem, name)
+        original = getattr(problem_module.LeastSquaresProblem, name)
 
         def counting(problem, *args, _original=original, _name=name, **kwargs):
             calls[_name] += 1
             return _original(problem, *args, **kwargs)
-        monkeypatch.setattr(lm.LeastSquaresProblem, name, counting)
+        monkeypatch.setattr(problem_module.LeastSquaresProblem, name, counting)
 
     def fit():
         calls.update(cost=0, linearize=0)

@@ -1,0 +1,61 @@
+"""Settings of a Levenberg-Marquardt stage (its ``optimizer`` dict)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .trust_region import DAMPING
+
+#: Optimizer ``type`` names that select the Levenberg-Marquardt solver in a stage config.
+LM_NAMES = ('LevenbergMarquardt', 'LM')
+
+
+@dataclass
+class LMOptions:
+    """Settings of :func:`~smilfit.registrants.solver.loop.levenberg_marquardt`.
+
+    Attributes:
+        lambda_init: initial damping (relative to the diagonal of ``J^T J``).
+        lambda_max: a sample whose damping exceeds this cannot improve and stops.
+        xtol: stop when the step's largest entry is below ``xtol * (|x|_inf + xtol)``.
+        damping: a name of :data:`~smilfit.registrants.solver.trust_region.DAMPING`:
+            ``'levenberg'`` (``J^T J + lambda mean(diag) I``, the default: robust when
+            some directions are unconstrained) or ``'marquardt'``
+            (``J^T J + lambda diag(J^T J)``, scale-invariant).
+        linear_dtype: precision of ``J^T J`` and its solve: ``'auto'`` (the
+            parameters' dtype), ``'float32'`` or ``'float64'``. float32 halves the
+            dominant cost; residuals, gradients and the acceptance test keep the
+            parameters' precision, so a less exact step only costs an iteration.
+    """
+
+    lambda_init: float = 1e-3
+    lambda_max: float = 1e10
+    xtol: float = 1e-10
+    damping: str = 'levenberg'
+    linear_dtype: str = 'auto'
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, where: str) -> 'LMOptions':
+        allowed = ('lambda_init', 'lambda_max', 'xtol', 'damping', 'linear_dtype')
+        unknown = sorted(set(cfg) - set(allowed))
+        if unknown:
+            raise ValueError(f'{where}: unknown Levenberg-Marquardt option(s) {unknown}; '
+                             f'allowed: {list(allowed)} (iterations come from n_iter, '
+                             'tolerances from ftol/gtol)')
+        damping = cfg.get('damping', 'levenberg')
+        if damping not in DAMPING:
+            raise ValueError(f'{where}: damping must be one of {sorted(DAMPING)}, '
+                             f'got {damping!r}')
+        linear = cfg.get('linear_dtype', 'auto')
+        if linear not in ('auto', 'float32', 'float64'):
+            raise ValueError(f"{where}: linear_dtype must be 'auto', 'float32' or 'float64', "
+                             f'got {linear!r}')
+        opts = cls(damping=damping, linear_dtype=linear,
+                   **{k: float(v) for k, v in cfg.items() if k not in ('damping', 'linear_dtype')})
+        if not (opts.lambda_init > 0 and opts.lambda_max > opts.lambda_init and opts.xtol >= 0):
+            raise ValueError(f'{where}: need 0 < lambda_init < lambda_max and xtol >= 0, '
+                             f'got {opts}')
+        return opts
+
+
+__all__ = ['LM_NAMES', 'LMOptions']
