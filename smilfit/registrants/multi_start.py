@@ -8,7 +8,7 @@ sample, the hypothesis with the lowest score handler loss.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -17,9 +17,6 @@ from smilfit.body_models.quadruped import camera_facing_orientations
 from smilfit.handlers import Keypoint2DHandler
 from smilfit.handlers.views import view_cameras, view_keypoints
 from .initialization import heading_hypotheses
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .registrant import SMILRegistrant
 
 Tensor = torch.Tensor
 
@@ -64,20 +61,32 @@ def check_multi_start(cfg: Optional[Mapping[str, Any]], handler_names: Sequence[
     return out
 
 
-def best_start(reg: 'SMILRegistrant', obs: Mapping[str, Tensor], batch: int,
-               history: List[Dict[str, Any]]) -> Tuple[Dict[str, Tensor], Tensor]:
+def best_start(settings: Mapping[str, Any], body_model, handler, handlers: Mapping[str, Any],
+               initial_params: Callable[..., Dict[str, Tensor]],
+               run_stages: Callable[..., Tuple[Dict[str, Tensor], Tensor]],
+               obs: Mapping[str, Tensor], batch: int, history: List[Dict[str, Any]]
+               ) -> Tuple[Dict[str, Tensor], Tensor]:
     """``multi_start``: the first stages from every heading; each sample's best.
+
+    Args:
+        settings: the checked ``multi_start`` config (:func:`check_multi_start`).
+        body_model: the registrant's body model.
+        handler: its keypoint handler (a :class:`~smilfit.handlers.Keypoint2DHandler`).
+        handlers: handler name -> handler (``settings['score']`` names one).
+        initial_params: ``(observations, batch, groups, starts) -> params``, the
+            registrant's starting parameters.
+        run_stages: ``(params, observations, groups, diverged, history) -> (params,
+            diverged)``, the registrant's first ``settings['stages']`` stages.
+        obs: the batch's observations; batch: B; history: stage records (appended to).
 
     Returns:
         ``(params, diverged (B,))`` of every sample's best hypothesis.
     """
-
-    ms = reg.multi_start
+    ms = settings
     Y = ms['num_headings']
-    handler = reg.keypoint_handler()
     if not isinstance(handler, Keypoint2DHandler) or 'keypoints_2d' not in obs:
         raise ValueError('multi_start needs 2D keypoints and a Keypoint2DHandler')
-    m = reg.body_model
+    m = body_model
     views = view_keypoints(obs, handler.name)        # (B, C, ...) layout
     C = views['keypoints_2d'].shape[1]
     uv = handler.select_data(views['keypoints_2d'], 2)[:, 0]
@@ -100,13 +109,12 @@ def best_start(reg: 'SMILRegistrant', obs: Mapping[str, Tensor], batch: int,
     hyp_obs = {k: (v.repeat_interleave(Y, 0) if v.dim() and v.shape[0] == batch else v)
                for k, v in obs.items()}
     groups = torch.zeros(batch * Y, dtype=torch.long, device=m.device)
-    params = reg.initial_params(hyp_obs, batch * Y, groups, starts)
+    params = initial_params(hyp_obs, batch * Y, groups, starts)
     diverged = torch.zeros(batch * Y, dtype=torch.bool, device=m.device)
-    params, diverged = reg._run_stages(reg.stages[:ms['stages']], params, hyp_obs,
-                                       groups, diverged, history)
+    params, diverged = run_stages(params, hyp_obs, groups, diverged, history)
     for record in history:
         record['hypotheses'] = Y
-    score_handler = reg.handlers[ms['score']] if ms['score'] else handler
+    score_handler = handlers[ms['score']] if ms['score'] else handler
     with torch.no_grad():
         output = m(**{k: params[k] for k in _MODEL_INPUTS if k in params},
                    return_vertices=bool(getattr(score_handler, 'needs_vertices', False)))

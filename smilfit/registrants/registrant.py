@@ -340,7 +340,11 @@ class SMILRegistrant(nn.Module):
                                  'makes its own starts); drop one')
             if fixed:
                 raise ValueError('fixed parameters and multi_start exclude each other')
-            params, diverged = best_start(self, obs, batch, history)
+            first = self.stages[:self.multi_start['stages']]
+            params, diverged = best_start(
+                self.multi_start, self.body_model, self.keypoint_handler(), self.handlers,
+                self.initial_params,
+                lambda *args: self._run_stages(first, *args), obs, batch, history)
             stages = self.stages[self.multi_start['stages']:]
         else:
             params = self.initial_params(obs, batch, groups, init_params)
@@ -408,8 +412,13 @@ class SMILRegistrant(nn.Module):
                    or any(getattr(h, 'couples_samples', False) for h in active))
         per_group = (self._per_group(groups, next(iter(params.values())).dtype)
                      if coupled and any(self.counted_per_group(h) for h in active) else None)
-        ctx = StageContext(self, stage, {k: v.detach() for k, v in params.items()}, obs, groups,
-                           active, any(getattr(h, 'needs_vertices', False) for h in active),
+        def after_step(step: int) -> None:
+            for hook in self.hooks:
+                hook.after_step(self, stage, step)
+        ctx = StageContext(self.body_model, frozenset(self.shared), self.per_sample_losses,
+                           self.counted_per_group, after_step, stage,
+                           {k: v.detach() for k, v in params.items()}, obs, groups, active,
+                           any(getattr(h, 'needs_vertices', False) for h in active),
                            coupled, per_group)
         outcome = runner_for(stage)(ctx)   # (runners fit copies: ctx.params stay)
         diverged = outcome.diverged

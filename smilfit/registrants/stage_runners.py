@@ -12,13 +12,13 @@ that :func:`runner_for` picks from :data:`STAGE_RUNNERS`:
 - anything else: :func:`run_torch_optimizer_stage` (a ``torch.optim`` class from
   ``OPTIMIZERS`` on the summed loss).
 
-Every runner returns a :class:`StageOutcome`; none touches the registrant's state
-beyond calling its hooks and loss functions.
+Every runner returns a :class:`StageOutcome`; none touches the registrant's state: the
+context hands it the functions it may call (the loss, the hooks), not the registrant.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
+from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -29,9 +29,6 @@ from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquar
                      LMOptions, SampleSystem, levenberg_marquardt)
 from .stages import Stage, optimizer_kwargs
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .registrant import SMILRegistrant
-
 Tensor = torch.Tensor
 
 
@@ -40,7 +37,17 @@ class StageContext:
     """Everything a stage runner needs, explicitly.
 
     Attributes:
-        registrant: the :class:`SMILRegistrant` (body model, hooks, loss functions).
+        body_model: the registrant's body model.
+        shared: names of the parameters shared by a group's samples ((G, ...) in
+            ``params``).
+        per_sample_losses: ``(params, observations, handlers, need_vertices,
+            per_group=None, return_output=False)`` -> handler name -> (B,) weighted loss
+            (:meth:`SMILRegistrant.per_sample_losses
+            <smilfit.registrants.SMILRegistrant.per_sample_losses>`; ``params`` per
+            sample).
+        counted_per_group: ``handler -> bool``, whether the handler is a prior on shared
+            parameters only (counted once per group).
+        after_step: ``step -> None``, calls every fitting hook.
         stage: the stage being run.
         params: name -> starting values, (B, ...) per sample or (G, ...) when shared
             (detached).
@@ -54,7 +61,11 @@ class StageContext:
             ``None``.
     """
 
-    registrant: 'SMILRegistrant'
+    body_model: nn.Module
+    shared: AbstractSet[str]
+    per_sample_losses: Callable[..., Any]
+    counted_per_group: Callable[[nn.Module], bool]
+    after_step: Callable[[int], None]
     stage: Stage
     params: Dict[str, Tensor]
     observations: Mapping[str, Tensor]
@@ -64,18 +75,15 @@ class StageContext:
     coupled: bool
     per_group: Optional[Tensor] = None
 
+    def expand(self, params: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """``params`` with the shared ones (G, ...) expanded to their samples (B, ...)."""
+        return {k: (v[self.groups] if k in self.shared else v) for k, v in params.items()}
+
     def losses(self, params: Mapping[str, Tensor]) -> Tensor:
         """(B,) the stage's summed weighted loss at ``params`` (shared ones (G, ...))."""
-        reg = self.registrant
-        expanded = reg._expand(params, reg.shared, self.groups)
-        return torch.stack(list(reg.per_sample_losses(
-            expanded, self.observations, self.handlers, self.need_vertices,
+        return torch.stack(list(self.per_sample_losses(
+            self.expand(params), self.observations, self.handlers, self.need_vertices,
             self.per_group).values())).sum(0)
-
-    def after_step(self, step: int) -> None:
-        """Call every fitting hook's ``after_step``."""
-        for hook in self.registrant.hooks:
-            hook.after_step(self.registrant, self.stage, step)
 
 
 @dataclass
@@ -110,26 +118,26 @@ def _free(ctx: StageContext) -> Dict[str, Tensor]:
 def run_lm_stage(ctx: StageContext) -> StageOutcome:
     """Levenberg-Marquardt: per sample (every sample alone) when the stage fits no
     shared parameter, else per group (:func:`run_group_lm_stage`)."""
-    stage, reg = ctx.stage, ctx.registrant
-    coupling = [h.name for h in ctx.handlers if getattr(h, 'couples_samples', False)]
+    stage = ctx.stage
+    coupling = [h.name for h in ctx.handlers if h.couples_samples]
     if not stage.per_sample or coupling:
         raise ValueError(
             f'stage {stage.name!r}: Levenberg-Marquardt fits every sample (or every group '
             f'of samples sharing parameters) alone; it cannot use handlers coupling '
             f'samples ({coupling}) or per_sample=False: use LBFGS for this stage')
-    if any(name in reg.shared for name in stage.fit):
+    if any(name in ctx.shared for name in stage.fit):
         return run_group_lm_stage(ctx)
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
-    fixed = reg._expand({k: v.detach() for k, v in ctx.params.items()}, reg.shared, ctx.groups)
+    fixed = ctx.expand({k: v.detach() for k, v in ctx.params.items()})
 
     def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
                 return_output: bool = False):
-        losses, output = reg.per_sample_losses(params, observations, ctx.handlers,
+        losses, output = ctx.per_sample_losses(params, observations, ctx.handlers,
                                                ctx.need_vertices, return_output=True)
         cost = torch.stack(list(losses.values())).sum(0)
         return (cost, output) if return_output else cost
     linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
-    problem = LeastSquaresProblem(reg.body_model, ctx.handlers, ctx.observations, fixed,
+    problem = LeastSquaresProblem(ctx.body_model, ctx.handlers, ctx.observations, fixed,
                                   stage.fit, cost_fn, linear_dtype=linear,
                                   cost_returns_output=True)
     trace: List[Tensor] = []
@@ -159,21 +167,21 @@ def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
     (:mod:`.solver.group_system`: Schur complement over the frames); priors on shared parameters
     only (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group,
     as in the stage's loss."""
-    stage, reg = ctx.stage, ctx.registrant
+    stage, shared = ctx.stage, ctx.shared
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     params = {k: v.detach() for k, v in ctx.params.items()}
-    fixed = reg._expand(params, reg.shared, ctx.groups)
-    group_handlers = [h for h in ctx.handlers if reg.counted_per_group(h)]
-    sample_handlers = [h for h in ctx.handlers if not reg.counted_per_group(h)]
+    fixed = ctx.expand(params)
+    group_handlers = [h for h in ctx.handlers if ctx.counted_per_group(h)]
+    sample_handlers = [h for h in ctx.handlers if not ctx.counted_per_group(h)]
 
     def cost_fn(p: Dict[str, Tensor], observations: Dict[str, Tensor]) -> Tensor:
-        return torch.stack(list(reg.per_sample_losses(
+        return torch.stack(list(ctx.per_sample_losses(
             p, observations, sample_handlers, ctx.need_vertices).values())).sum(0)
     linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
     problem = GroupLeastSquaresProblem(
-        reg.body_model, sample_handlers, group_handlers, ctx.observations, fixed,
-        [n for n in stage.fit if n not in reg.shared],
-        {n: params[n] for n in stage.fit if n in reg.shared}, ctx.groups, cost_fn,
+        ctx.body_model, sample_handlers, group_handlers, ctx.observations, fixed,
+        [n for n in stage.fit if n not in shared],
+        {n: params[n] for n in stage.fit if n in shared}, ctx.groups, cost_fn,
         linear_dtype=linear)
     trace: List[Tensor] = []
 
