@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from smilfit.cameras import project_points
-from smilfit.handlers.matching import rotate_offsets, source_carriers
+from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
 
 from .hdf5_format import DatasetWriter
 from .synthetic import build_body_model, ring_cameras, up_vector

@@ -7,8 +7,8 @@ A handler is an ``nn.Module`` built from config with a ``name``, a ``loss`` (a
 See ``docs/handlers.md`` for the contract and each handler.
 
 - :mod:`.base`: :class:`BaseHandler` (the contract), :func:`build_loss`.
-- :mod:`.matching`: :func:`match_keypoints` and :class:`KeypointHandlerBase` (the one
-  place keypoints are matched by name; offsets and importance weights by name).
+- :mod:`.matching`: :class:`KeypointHandlerBase` (keypoints matched by name through
+  :mod:`smilfit.body_models.keypoint_naming`; offsets and importance weights by name).
 - :mod:`.views`: observations and cameras with a view axis (fitted cameras first).
 - :class:`Keypoint2DHandler`, :class:`Keypoint3DHandler`, :class:`LimbLengthHandler`:
   observations.
@@ -23,8 +23,9 @@ from .camera_prior import CameraPriorHandler
 from .keypoint2d import Keypoint2DHandler, project_with_depth
 from .keypoint3d import Keypoint3DHandler
 from .limb_length import LimbLengthHandler
-from .matching import (POINT_SOURCES, KeypointHandlerBase, KeypointMatch, match_keypoints,
-                       model_point_names, model_points)
+from smilfit.body_models.keypoint_naming import (POINT_SOURCES, KeypointMatch,
+                                                 match_keypoints, model_point_names)
+from .matching import KeypointHandlerBase, model_points
 from .pose_prior import JointLimitHandler, PosePriorHandler, pose_to_axis_angle
 from .scale_translation import ScaleTranslationPriorHandler
 from .shape_prior import ShapePriorHandler

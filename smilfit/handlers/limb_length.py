@@ -10,8 +10,9 @@ from torch import nn
 
 from ..registry import HANDLERS
 from .base import LossSpec
-from .matching import (KeypointHandlerBase, lookup_model_names, match_keypoints,
-                       model_point_names)
+from smilfit.body_models.keypoint_naming import (lookup_model_names, match_keypoints,
+                                                 model_point_names)
+from .matching import KeypointHandlerBase
 
 
 @HANDLERS.register_module()

@@ -13,8 +13,8 @@ Registered in :data:`smilfit.registry.MODELS`:
 - :mod:`.data_preprocessor`: :class:`RegressionDataPreprocessor`.
 - :mod:`.param_codec`: :class:`BodyParamCodec`, :class:`CameraCodec` (prediction layout
   <-> parameters and cameras).
-- :class:`RegressionKeypointErrorMetric` is re-exported from
-  :mod:`smilfit.evaluation.metrics`, where every ``METRICS`` entry lives.
+- The regression metric lives with every ``METRICS`` entry in
+  :mod:`smilfit.evaluation.metrics`.
 
 Predictions (``mode='predict'``) are one dict per sample: ``pred_params`` (world frame,
 axis-angle rotations), ``pred_keypoints_2d`` (C, N, 2) pixels and ``pred_keypoints_3d``
@@ -33,13 +33,11 @@ from .param_codec import BodyParamCodec, CameraCodec, upright_orientation
 from .regressors import (BodyRegressor, MultiViewRegressor, SingleViewRegressor,
                          TemporalEncoder, TemporalRegressor, adapt_to_video,
                          triangulation_consistency)
-# Re-exported from its registry location (smilfit.evaluation.metrics) for old imports.
-from smilfit.evaluation.metrics import RegressionKeypointErrorMetric
 
 __all__ = [
     'TimmBackbone', 'count_trainable', 'RegressionDataPreprocessor', 'MLPHead',
     'IEFTransformerDecoderHead', 'MultiBinHeadingHead', 'CrossViewFusion', 'FeatureFusionNeck', 'BodyParamCodec',
     'CameraCodec', 'upright_orientation', 'BodyRegressor', 'SingleViewRegressor',
     'MultiViewRegressor', 'TemporalRegressor', 'TemporalEncoder', 'adapt_to_video',
-    'triangulation_consistency', 'RegressionKeypointErrorMetric',
+    'triangulation_consistency',
 ]

@@ -33,8 +33,8 @@ from .scene import frame_range_mask
 from .video import render_fit_video
 from smilfit.cameras import project_points
 from smilfit.datasets import DatasetReader
-from smilfit.datasets.joint_lookup import joint_lookup_dict
-from smilfit.handlers.matching import model_point_names
+from smilfit.body_models.joint_lookup import joint_lookup_dict
+from smilfit.body_models.keypoint_naming import model_point_names
 from smilfit.registry import REGISTRANTS
 from smilfit.utils import register_all_modules
 

@@ -29,7 +29,7 @@ from smilfit.registry import BODY_MODELS
 from smilfit.utils import register_all_modules
 from .overlay import error_colours
 from smilfit.datasets import DatasetReader
-from smilfit.registration.scan_io import load_scan
+from smilfit.datasets.scan_io import load_scan
 
 __all__ = ['Scene', 'SceneCameras', 'load_scene', 'SceneError', 'camera_frustum_pose',
            'camera_up_direction', 'error_point_colours', 'WORK_DIR_KINDS']

@@ -16,7 +16,7 @@ import pytest
 from smilfit.apis.fitting import StaleDataError, prepare_data
 from smilfit.datasets import generate_synthetic_dataset
 from smilfit.datasets.hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
-from smilfit.datasets.joint_lookup import JointLookupError
+from smilfit.body_models.joint_lookup import JointLookupError
 from smilfit.datasets.provenance import expected_source, write_source
 from smilfit.handlers import Keypoint2DHandler
 

@@ -9,7 +9,7 @@ from smilfit.body_models.quadruped import (STANFORDEXTRA_JOINT_LOOKUP,
                                            camera_facing_orientations, quadruped_model_data,
                                            quadruped_skeleton)
 from smilfit.body_models.rotations import axis_angle_to_matrix
-from smilfit.handlers.matching import match_keypoints
+from smilfit.body_models.keypoint_naming import match_keypoints
 from smilfit.registry import BODY_MODELS
 
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Union
 
 import numpy as np
 
-from smilfit.datasets.joint_lookup import joint_lookup_dict
+from smilfit.body_models.joint_lookup import joint_lookup_dict
 from smilfit.datasets.provenance import read_source
 
 from ..animals import DEFAULT_SKELETON_FRAMES

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smilfit.body_models.point_edges import kinematic_point_edges
-from smilfit.handlers.matching import POINT_SOURCES, source_carriers
+from smilfit.body_models.keypoint_naming import POINT_SOURCES, source_carriers
 from smilfit.utils.atomic import atomic_path, write_text
 
 from .observations import sample_camera_names

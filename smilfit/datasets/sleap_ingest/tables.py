@@ -8,7 +8,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..joint_lookup import JointLookupError, read_joint_lookup
+from smilfit.body_models.joint_lookup import JointLookupError, read_joint_lookup
 from .options import DataIngestError, PathLike, _fail
 
 
@@ -22,7 +22,7 @@ def _read_csv_rows(path: Path) -> List[List[str]]:
 
 
 def load_joint_lookup(path: PathLike) -> List[Tuple[str, str]]:
-    """:func:`smilfit.datasets.joint_lookup.read_joint_lookup`, its errors as
+    """:func:`smilfit.body_models.joint_lookup.read_joint_lookup`, its errors as
     :class:`DataIngestError`."""
     try:
         return read_joint_lookup(path)

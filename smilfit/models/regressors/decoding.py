@@ -197,7 +197,7 @@ def project_keypoints(decoded: Mapping[str, Any], match, num_keypoints: int
     Args:
         decoded: a :func:`decode_prediction` result.
         match: the model-to-data keypoint match (``model_index``, ``data_index``; see
-            :func:`smilfit.handlers.matching.match_keypoints`).
+            :func:`smilfit.body_models.keypoint_naming.match_keypoints`).
         num_keypoints: N, the data's keypoint count.
 
     Returns:

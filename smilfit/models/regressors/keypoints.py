@@ -3,7 +3,7 @@ keypoints matched to the body model.
 
 A regressor is set up for the data's N keypoint names (``keypoint_names``) and matches the
 body model's keypoints to them (``keypoint_match``: ``model_index`` and ``data_index`` (M,)
-of the M matched pairs; :func:`smilfit.handlers.matching.match_keypoints`).
+of the M matched pairs; :func:`smilfit.body_models.keypoint_naming.match_keypoints`).
 :func:`check_keypoint_count` stops a batch with another keypoint count before it indexes out
 of range deep in a loss; :func:`matched_observations` gathers the 2D observations of the
 matched keypoints with their weights; :func:`setup_keypoints` matches the keypoints and sets
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from smilfit.errors import SmilfitUserError
-from smilfit.handlers.matching import lookup_model_names, match_keypoints
+from smilfit.body_models.keypoint_naming import lookup_model_names, match_keypoints
 
 from .decoding import view_tensor
 

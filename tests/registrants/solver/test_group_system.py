@@ -6,7 +6,7 @@ import torch
 from smilfit.body_models import SMILModel, demo_model_data
 from smilfit.cameras import project_points
 from smilfit.datasets.synthetic import ring_cameras
-from smilfit.handlers.matching import rotate_offsets, source_carriers
+from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
 from smilfit.registrants import SMILRegistrant
 from smilfit.registrants.solver.linear_solver import BlockArrow, SchurComplement
 

@@ -239,7 +239,7 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
 def test_joint_frame_offsets_in_levenberg_marquardt(model):
     """Keypoints a fixed joint-frame offset away from the model's (markers on the skin):
     with the offsets given, LM recovers the pose exactly, and its gradient is the cost's."""
-    from smilfit.handlers.matching import rotate_offsets, source_carriers
+    from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
     from smilfit.registrants.solver.problem import LeastSquaresProblem
     B, J = 3, model.num_joints
     g = torch.Generator().manual_seed(11)

@@ -179,7 +179,7 @@ def test_point_subsets_and_group_sums_of_the_normal_equations():
 def test_attached_joint_frame_offsets_match_autograd(which, request):
     """Points with joint-frame offsets (``pool point + M_j o``, the handlers' own
     :func:`rotate_offsets`) have the Jacobian autograd gives, offsets held fixed."""
-    from smilfit.handlers.matching import rotate_offsets
+    from smilfit.body_models.keypoint_naming import rotate_offsets
     from smilfit.registrants.solver.point_jacobian import PointJacobian
     if which == 'demo':  # regressed joints and vertex keypoints: carriers by skinning mass
         model = SMILModel(data=demo_model_data(), dtype=torch.float64)
@@ -247,7 +247,7 @@ def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, co
     """``bone_trans`` (a subtree's shift) and joint-frame ``keypoint_offsets`` (attached
     points) columns equal torch.func.jacfwd of the model's points, with every other
     parameter column fitted alongside."""
-    from smilfit.handlers.matching import rotate_offsets
+    from smilfit.body_models.keypoint_naming import rotate_offsets
     from smilfit.registrants.solver.point_jacobian import PointJacobian
     data = (demo_model_data() if which == 'demo'
             else load_model_data(request.getfixturevalue('mouse_model_path')))

@@ -8,7 +8,7 @@ dict ``{model_joint: data_keypoint}``. An empty data name keeps the model point 
 Reading (:func:`read_joint_lookup`, :func:`joint_lookup_dict`) and checking
 (:func:`check_joint_lookup`) live here, for every user of a lookup: SLEAP ingestion
 (``--joint-lookup``), the fit tool (``data.joint_lookup``), keypoint handlers and regressors
-(through :func:`smilfit.handlers.matching.match_keypoints`). A name that is in neither the
+(through :func:`smilfit.body_models.keypoint_naming.match_keypoints`). A name that is in neither the
 model nor the data is an error, never a silently dropped keypoint.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""smilfit.datasets.joint_lookup: the one reader of joint lookups (ingestion and fitting)."""
+"""smilfit.body_models.joint_lookup: the one reader of joint lookups (ingestion and fitting)."""
 import pytest
 
-from smilfit.datasets.joint_lookup import JointLookupError, joint_lookup_dict, read_joint_lookup
+from smilfit.body_models.joint_lookup import JointLookupError, joint_lookup_dict, read_joint_lookup
 
 
 def test_csv_with_header_comments_and_unmatched_joints(tmp_path):

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from ..utils.atomic import atomic_open
+from smilfit.utils.atomic import atomic_open
 
 PathLike = Union[str, 'os.PathLike[str]']
 
