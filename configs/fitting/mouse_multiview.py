@@ -68,9 +68,9 @@ registrant = dict(
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
              n_iter=30, optimizer=lm, ftol=1e-4),
         # The animal's skeleton: bone offsets and keypoint offsets, all its frames at
-        # once (pose held fixed), by the group Levenberg-Marquardt (one solve per animal,
-        # smilfit/registrants/group_lm.py); two rounds, the second with the noise scales
-        # measured nearer the solution. (One joint pose+skeleton stage instead of
+        # once (pose held fixed), by the group Levenberg-Marquardt (one solve per
+        # animal, smilfit/registrants/solver/group_system.py); two rounds, the second with
+        # the noise scales measured nearer the solution. (One joint pose+skeleton stage instead of
         # skeleton+refine reached a similar loss at about twice the time.)
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
              optimizer=lm, ftol=1e-6),
