@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from smilfit.utils.atomic import atomic_path
+
 PathLike = Union[str, os.PathLike]
 #: What a video can be given as: a path, or ``dict(filename=..., shape=(T, H, W, C))``
 #: for a video that does not exist here (sleap-io then never opens it).
@@ -326,7 +328,7 @@ class SlpPredictionWriter:
         return labels
 
     def save(self, path: PathLike, overwrite: bool = True) -> Path:
-        """Write the ``.slp`` file atomically (a temp file in the same folder, renamed).
+        """Write the ``.slp`` file atomically (:func:`smilfit.utils.atomic.atomic_path`).
 
         Raises:
             FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -340,14 +342,8 @@ class SlpPredictionWriter:
         import sleap_io as sio
         labels = self.build_labels()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.stem}.partial.slp')
-        try:
-            sio.save_slp(labels, str(tmp), verbose=False)
-            os.replace(tmp, path)
-        except BaseException:
-            if tmp.exists():
-                tmp.unlink()
-            raise
+        with atomic_path(path, suffix='.slp') as tmp:
+            sio.save_slp(labels, tmp, verbose=False)
         return path
 
 

@@ -30,8 +30,6 @@ import datetime
 import json
 import math
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -39,6 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from smilfit.evaluation.functional import curve_auc
+from smilfit.utils.atomic import atomic_dir
 from smilfit.version import __version__
 
 PathLike = Union[str, Path]
@@ -486,8 +485,8 @@ def write_report(out_dir: PathLike, results: Mapping[str, Any],
             raise FileExistsError(f'{out_dir} exists and is not a smilfit report (no '
                                   f'summary.json); refusing to replace it')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.tmp-', dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, replace=True) as tmp_dir:
+        tmp = Path(tmp_dir)
         raw_files: Dict[str, Dict[str, str]] = {}
         for group_name, group in groups.items():
             folder = tmp / 'raw' / _safe(group_name)
@@ -516,17 +515,6 @@ def write_report(out_dir: PathLike, results: Mapping[str, Any],
             joint_names=joint_names, camera_names=camera_names, plots=written,
             raw_files=raw_files)
         (tmp / 'summary.json').write_text(json.dumps(summary, indent=1, allow_nan=False))
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.old-', dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

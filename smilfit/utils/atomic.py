@@ -1,7 +1,9 @@
 """Atomic file writes: a file appears whole under its name, or not at all.
 
-Everything smilfit writes for a user (fit results, model files, checkpoints, reports) goes through
-:func:`atomic_path` or :func:`atomic_open`: the data goes to a temporary file in the same directory
+Everything smilfit writes for a user (fit results, model files, checkpoints, reports, datasets,
+videos, ``.slp`` files) goes through this module: :func:`atomic_path` or :func:`atomic_open` for a
+file written in one go, :func:`publish` for a streaming writer that owns its temporary file (a
+dataset resumed across runs, a video encoder), :func:`atomic_dir` for a folder. The data goes to a temporary file in the same directory
 (so the final ``os.replace`` is a rename on one file system), is flushed to disk, and only then
 takes the final name. A crash or ``kill -9`` mid-write leaves the old file (or none) and at most a
 hidden ``.NAME.*.tmp`` file, never a truncated file under the real name.
@@ -20,14 +22,15 @@ from typing import IO, Iterator, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'save_npz', 'write_text']
+__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'publish', 'save_npz', 'write_text']
 
 
-def _create_temp(final: str) -> str:
-    """Create an empty, umask-honouring temporary file beside ``final``; return its path."""
+def _create_temp(final: str, suffix: str = '') -> str:
+    """Create an empty, umask-honouring temporary file beside ``final`` (its name ending in
+    ``suffix``); return its path."""
     directory, name = osp.split(osp.abspath(final))
     for attempt in range(100):
-        tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.tmp')
+        tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.tmp{suffix}')
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
@@ -45,23 +48,31 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def publish(tmp: PathLike, path: PathLike) -> None:
+    """Give the finished file ``tmp`` the name ``path``: flushed to disk, then renamed (both
+    in one directory, so the rename is atomic). For writers that stream into a temporary
+    file of their own across calls."""
+    _fsync(os.fspath(tmp))
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[str]:
+def atomic_path(path: PathLike, suffix: str = '') -> Iterator[str]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
 
     For writers that take a path (``torch.save``, ``h5py.File``, ``np.savez``, ``cv2``): write the
     whole file to the yielded path inside the ``with`` block. On an exception the temporary file
     is removed and ``path`` is left as it was.
 
+    ``suffix`` ends the temporary name, for writers that read the format from it (``.slp``).
     Note: ``np.savez`` appends ``.npz`` to names without it; pass it a file object from
     :func:`atomic_open` instead.
     """
     final = os.fspath(path)
-    tmp = _create_temp(final)
+    tmp = _create_temp(final, suffix)
     try:
         yield tmp
-        _fsync(tmp)
-        os.replace(tmp, final)
+        publish(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -95,24 +106,41 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike) -> Iterator[str]:
-    """Yield a temporary directory to fill; on success it is renamed to ``path`` (which must
-    not exist). Created with ``os.mkdir`` so the user's umask applies (``mkdtemp`` makes
-    ``0o700`` directories). On an exception the temporary directory is removed."""
+def atomic_dir(path: PathLike, replace: bool = False) -> Iterator[str]:
+    """Yield a temporary directory to fill; on success it is renamed to ``path``. Created
+    with ``os.mkdir`` so the user's umask applies (``mkdtemp`` makes ``0o700``
+    directories). On an exception the temporary directory is removed.
+
+    ``path`` must not exist, unless ``replace``: then an existing ``path`` is moved aside
+    just before the rename and deleted after it (the folder is the old one or the whole new
+    one at every moment but the instant between two renames)."""
     final = os.path.abspath(os.fspath(path))
-    directory, name = osp.split(final)
-    for attempt in range(100):
-        tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.tmp')
-        try:
-            os.mkdir(tmp, 0o777)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f'could not create a temporary directory beside {final}')
+    if not replace and osp.lexists(final):
+        raise FileExistsError(f'{final} exists')
+    tmp = _make_dir_beside(final, 'tmp')
     try:
         yield tmp
-        os.rename(tmp, final)
+        if replace and osp.lexists(final):
+            old = _make_dir_beside(final, 'old')
+            os.rmdir(old)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _make_dir_beside(final: str, kind: str) -> str:
+    """Create an empty hidden directory beside ``final``; return its path."""
+    directory, name = osp.split(final)
+    for attempt in range(100):
+        tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.{kind}')
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f'could not create a temporary directory beside {final}')

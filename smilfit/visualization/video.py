@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, U
 
 import numpy as np
 
+from smilfit.utils.atomic import publish
 from .overlay import draw_keypoints, grey_image, overlay_mesh, view_grid
 from .zbuffer import render_mesh
 
@@ -144,7 +145,7 @@ class VideoWriter:
         if self.num_frames == 0:
             self._remove_tmp()
             raise ValueError(f'VideoWriter: no frames were written to {self.path}')
-        os.replace(self.tmp_path, self.path)
+        publish(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:

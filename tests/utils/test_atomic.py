@@ -89,3 +89,40 @@ def test_atomic_dir_appears_whole_with_umask_mode(tmp_path):
         with atomic_dir(tmp_path / 'other'):
             raise KeyError('interrupted')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['scans']
+
+
+def test_atomic_dir_replaces_an_existing_folder_only_when_complete(tmp_path):
+    """``replace=True`` (reports written over an old one): the old folder stays whole until
+    the new one is, an interrupted write leaves it untouched, and no hidden folder remains."""
+    from smilfit.utils.atomic import atomic_dir
+    report = tmp_path / 'report'
+    report.mkdir()
+    (report / 'old.txt').write_text('old')
+    with pytest.raises(KeyError):
+        with atomic_dir(report, replace=True) as d:
+            open(os.path.join(d, 'new.txt'), 'w').close()
+            raise KeyError('interrupted')
+    assert sorted(p.name for p in report.iterdir()) == ['old.txt']
+    with atomic_dir(report, replace=True) as d:
+        assert (report / 'old.txt').exists()
+        open(os.path.join(d, 'new.txt'), 'w').close()
+    assert sorted(p.name for p in report.iterdir()) == ['new.txt']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['report']
+    with pytest.raises(FileExistsError):           # without replace an existing folder stays
+        with atomic_dir(report):
+            pass
+
+
+def test_streaming_writers_publish_their_own_temporary_file(tmp_path):
+    """``publish`` names a finished temporary file; ``atomic_path(suffix=)`` keeps the
+    extension a writer reads the format from."""
+    from smilfit.utils.atomic import publish
+    tmp = tmp_path / '.data.h5.partial'
+    tmp.write_bytes(b'complete')
+    publish(tmp, tmp_path / 'data.h5')
+    assert (tmp_path / 'data.h5').read_bytes() == b'complete' and not tmp.exists()
+    with atomic_path(tmp_path / 'labels.slp', suffix='.slp') as path:
+        assert path.endswith('.slp') and os.path.basename(path).startswith('.labels.slp')
+        with open(path, 'wb') as f:
+            f.write(b'x')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['data.h5', 'labels.slp']

@@ -8,7 +8,6 @@ Its parts live next to it: :mod:`.validation` (what ``add_samples`` is given),
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import warnings
@@ -18,7 +17,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 import h5py
 import numpy as np
 
-from smilfit.utils.atomic import atomic_path
+from smilfit.utils.atomic import atomic_path, publish
 
 from .layout import (attr_value, blob_array, create_sample_dataset, write_header,
                      write_session_row)
@@ -41,7 +40,7 @@ class DatasetWriter:
             w.commit()
 
     Data goes to ``<path>.partial`` in the same folder; :meth:`commit` flushes, closes and
-    renames it onto ``path`` with ``os.replace``. Leaving the ``with`` block by an exception
+    renames it onto ``path`` (:func:`smilfit.utils.atomic.publish`). Leaving the ``with`` block by an exception
     (Ctrl-C included) or without committing deletes the partial file, so a half-written
     dataset never exists under ``path`` - except with ``resume=True``, which keeps it for
     the next run (it carries ``complete=False`` and readers refuse it).
@@ -181,7 +180,7 @@ class DatasetWriter:
         self._f.flush()
         self._f.close()
         self._f = None
-        os.replace(self.partial_path, self.path)
+        publish(self.partial_path, self.path)
         self._committed = True
         self._remove_checkpoint()
         return self.path
