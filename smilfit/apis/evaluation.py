@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from smilfit.registry.build import build_module
 from ..errors import SmilfitUserError
 from ..utils.atomic import write_text
 from smilfit.apis.fitting import (_OBSERVATION_KEYS, FittingConfigError, fitted_points,
@@ -108,7 +109,7 @@ def build_metrics(evaluator_cfg: Any) -> list:
         spec = spec['metrics']
     if isinstance(spec, Mapping):
         spec = [spec]
-    return [m if not isinstance(m, Mapping) else METRICS.build(dict(m)) for m in spec]
+    return [build_module(METRICS, m, 'metric') for m in spec]
 
 
 def _has_smilfit_metrics(evaluator_cfg: Any) -> bool:

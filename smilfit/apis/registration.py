@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from smilfit.registry.build import build_module
 from smilfit.registry import BODY_MODELS, REGISTRANTS
 
 from ..utils.atomic import atomic_dir, save_npz, write_text
@@ -181,8 +182,7 @@ def prepare_scans(cfg: Mapping[str, Any], progress: bool = True) -> None:
     body_model = cfg.get('body_model')
     if body_model is None:
         raise RegistrationConfigError('data.synthetic needs a body_model to draw scans from')
-    model = body_model if isinstance(body_model, torch.nn.Module) else \
-        BODY_MODELS.build(body_model)
+    model = build_module(BODY_MODELS, body_model, 'body model')
     write_synthetic_scans(model, data_cfg['scan_dir'], progress=progress, **dict(synthetic))
 
 

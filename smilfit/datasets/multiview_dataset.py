@@ -45,6 +45,7 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
+from smilfit.registry.build import build_module
 from smilfit.registry import DATASETS, TRANSFORMS
 
 from .hdf5_format import DatasetReader, decode_image, decode_mask
@@ -140,7 +141,7 @@ class HDF5DatasetBase(BaseDataset):
         self._reader: Optional[DatasetReader] = None
         # Built with smilfit's registry (mmengine's Compose would use the root registry,
         # which finds smilfit's transforms only under the 'smilfit' default scope).
-        pipeline = [TRANSFORMS.build(t) if isinstance(t, Mapping) else t for t in pipeline]
+        pipeline = [build_module(TRANSFORMS, t, 'transform') for t in pipeline]
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=dict(), indices=indices, serialize_data=serialize_data,
                          pipeline=list(pipeline), test_mode=test_mode, lazy_init=lazy_init,

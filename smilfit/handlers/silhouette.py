@@ -5,6 +5,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
+from smilfit.registry.build import build_module
 from ..registry import HANDLERS, RENDERERS
 from .base import BaseHandler, LossSpec
 from .views import view_cameras
@@ -31,7 +32,7 @@ def build_renderer(renderer: Optional[RendererSpec], handler: str) -> Callable:
             raise KeyError(f'handler {handler!r}: renderer {t!r} is not registered in '
                            f'RENDERERS; registered: {registered or "none"} (load a plugin '
                            'with custom_imports, or pass a callable)')
-        return RENDERERS.build(dict(renderer))
+        return build_module(RENDERERS, renderer, 'renderer')
     if not callable(renderer):
         raise TypeError(f'handler {handler!r}: renderer must be a RENDERERS config or a '
                         f'callable, got {type(renderer).__name__}')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Union
 
+from smilfit.registry.build import build_module
 from smilfit.registry import FITTING_HOOKS
 
 
@@ -63,7 +64,7 @@ class LossHistoryHook(FittingHook):
 
 def build_hooks(hooks: Sequence[Union[FittingHook, Mapping[str, Any]]]) -> List[FittingHook]:
     """Hook objects from objects or ``FITTING_HOOKS`` configs."""
-    return [h if not isinstance(h, Mapping) else FITTING_HOOKS.build(dict(h)) for h in hooks]
+    return [build_module(FITTING_HOOKS, h, 'fitting hook') for h in hooks]
 
 
 __all__ = ['FittingHook', 'ProgressBarHook', 'LossHistoryHook', 'build_hooks']

@@ -87,8 +87,7 @@ class SMILRegistrant(nn.Module):
                  return_vertices: bool = False,
                  multi_start: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
-        self.body_model = (body_model if isinstance(body_model, nn.Module)
-                           else BODY_MODELS.build(body_model))
+        self.body_model = build_module(BODY_MODELS, body_model, 'body model')
         built = [build_module(HANDLERS, h, 'handler') for h in handlers]
         names = [h.name for h in built]
         if len(set(names)) != len(names):

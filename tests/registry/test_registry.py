@@ -187,3 +187,24 @@ def test_an_option_of_a_nested_component_is_pointed_to(key, hint):
         build_module(HANDLERS, cfg, 'handler')
     assert f"handler 'kp2d' (Keypoint2DHandler) has no option '{key}' {hint}; it takes " \
         in str(info.value)
+
+
+def test_components_given_as_config_or_module_are_built_in_one_place():
+    """Every "a config or an already built module" argument goes through build_module, so
+    a misspelt option is the same one-line error everywhere (a fitting hook here); no
+    module builds such an argument inline."""
+    import re
+    from pathlib import Path
+
+    from smilfit.registrants.hooks import build_hooks
+    from smilfit.registry.build import UnknownOptionError
+    with pytest.raises(UnknownOptionError, match="fitting hook .*has no option 'evry'"):
+        build_hooks([dict(type='LossHistoryHook', evry=2)])
+    inline = re.compile(
+        r'[A-Z_]+\.build\([^\n]*\bif isinstance\('                 # X.build(c) if isinstance
+        r'|isinstance\([^)]*\)\s*else\s*(\\\s*)?[A-Z_]+\.build\('    # ... else X.build(c)
+        r'|if isinstance\([^)]*Mapping\):\s*\n\s*\w+ = [A-Z_]+\.build\(')
+    root = Path(__file__).resolve().parents[2] / 'smilfit'
+    found = [str(p.relative_to(root)) for p in root.rglob('*.py')
+             if p.name != 'build.py' and inline.search(p.read_text())]
+    assert not found, found

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Union
 
+from smilfit.registry.build import build_module
 from .common import InferenceError, PathLike
 from smilfit.apis.evaluation import load_checkpoint_config
 from smilfit.engine.checkpoint_io import checkpoint_state_dict, load_checkpoint_file
@@ -64,7 +65,7 @@ def build_test_pipeline(cfg) -> List[Any]:
             break
     if spec is None:
         spec = cfg.get('test_pipeline') or [dict(type='PackInputs')]
-    out = [TRANSFORMS.build(dict(t)) if isinstance(t, Mapping) else t for t in spec]
+    out = [build_module(TRANSFORMS, t, 'transform') for t in spec]
     if not any(type(t).__name__ == 'PackInputs' for t in out):
         out.append(TRANSFORMS.build(dict(type='PackInputs')))
     return out

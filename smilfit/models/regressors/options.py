@@ -29,9 +29,7 @@ def build_data_preprocessor(spec: Optional[Union[dict, nn.Module]]) -> nn.Module
     config built, or a module as it is."""
     if spec is None:
         spec = dict(type='RegressionDataPreprocessor')
-    if isinstance(spec, Mapping):
-        spec = MODELS.build(dict(spec))
-    return spec
+    return build_module(MODELS, spec, 'data preprocessor')
 
 
 def check_options(num_views: int, supervise_iterations: str, rotation_loss: str) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from smilfit.registry.build import build_module
 from smilfit.registry import LOSSES, MODELS
 
 from .base import BodyRegressor
@@ -161,8 +162,7 @@ class TemporalRegressor(BodyRegressor):
             loss = spec.pop('loss', dict(type='TemporalSmoothnessLoss'))
             if spec:
                 raise KeyError(f'temporal_losses[{name!r}]: unknown keys {sorted(spec)}')
-            self.temporal_losses[name] = loss if isinstance(loss, nn.Module) else \
-                LOSSES.build(dict(loss))
+            self.temporal_losses[name] = build_module(LOSSES, loss, f'temporal loss {name!r}')
 
     def _extra_loss_weights(self) -> Dict[str, float]:
         clash = set(self._temporal_specs) & (set(self.loss_weights) if hasattr(
