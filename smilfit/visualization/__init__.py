@@ -18,7 +18,8 @@
 See ``docs/visualization.md``.
 """
 from .animation import Animation, AnimationFormatError, load_animation, save_animation
-from .fit_visuals import FitRun, export_fit_visuals, load_fit_run
+from .fit_run import FitRun, load_fit_run
+from .fit_visuals import export_fit_visuals
 from .mesh_export import MESH_FORMATS, export_meshes
 from .overlay import draw_keypoints, error_colours, grey_image, overlay_mesh, view_grid
 from .scene import Scene, SceneCameras, SceneError, load_scene

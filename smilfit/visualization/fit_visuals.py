@@ -13,174 +13,29 @@ keypoints from the fitted dataset, and writes, under ``<work_dir>/visuals/``:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
-
 from .animation import save_animation
+from .fit_run import (FitRun, build_registrant, frame_range_mask, load_fit_run,
+                      model_outputs, resolve_dataset)
 from .mesh_export import export_meshes
 from .plots import plot_loss_curves, plot_per_joint_errors, plot_reprojection_per_camera
-from .scene import frame_range_mask
 from .video import render_fit_video
 from smilfit.cameras import project_points
 from smilfit.datasets import DatasetReader
-from smilfit.body_models.joint_lookup import joint_lookup_dict
 from smilfit.body_models.keypoint_naming import model_point_names
-from smilfit.registry import REGISTRANTS
-from smilfit.utils import register_all_modules
 
-__all__ = ['export_fit_visuals', 'FitRun', 'load_fit_run', 'VISUALS_DIR']
+__all__ = ['export_fit_visuals', 'VISUALS_DIR']
 
 PathLike = Union[str, os.PathLike]
 VISUALS_DIR = 'visuals'
-
-
-@dataclass
-class FitRun:
-    """A fitting run's results and config, as :func:`load_fit_run` reads them.
-
-    Attributes:
-        work_dir: the run's folder.
-        params: name -> (S, ...) fitted parameters of the S samples.
-        samples: ``index``, ``session``, ``frame`` (S,) arrays.
-        losses: handler name -> (S,) final losses.
-        metrics: ``total_loss``, ``diverged``, ``reprojection_px`` (S, C) ... arrays.
-        vertices: (S, V, 3) when the fit stored them, else None.
-        config: ``{'data': ..., 'registrant': ...}`` the fit ran with.
-        dataset: the fitted dataset's path as recorded (may be relative).
-        stages: stage names.
-        history: loss history when the results hold one (see :func:`normalise_history`).
-    """
-
-    work_dir: Path
-    params: Dict[str, np.ndarray]
-    samples: Dict[str, np.ndarray]
-    losses: Dict[str, np.ndarray]
-    metrics: Dict[str, np.ndarray]
-    vertices: Optional[np.ndarray]
-    config: Dict[str, Any]
-    dataset: Optional[str]
-    stages: List[str]
-    history: Any = None
-
-
-def load_fit_run(work_dir: PathLike, config: Optional[Union[PathLike, Mapping]] = None) -> FitRun:
-    """Read ``fit_results.h5`` and the fit's config from a work dir.
-
-    Args:
-        work_dir: folder holding ``fit_results.h5``.
-        config: the fit's config (a ``.py``/``.json`` path or a dict with ``registrant``
-            and ``data``). Default: the results' ``config`` attribute (JSON) when they
-            have one, else the work dir's ``chunks/config.json``.
-    """
-    import h5py
-
-    work_dir = Path(work_dir)
-    results = work_dir / 'fit_results.h5'
-    if not results.is_file():
-        raise FileNotFoundError(f'{results}: no fitting results (run tools/fit.py first)')
-    with h5py.File(results, 'r') as f:
-        if f.attrs.get('format') != 'smilfit-fit-results':
-            raise ValueError(f'{results}: not a smilfit fitting result')
-        group = lambda name: {k: f[name][k][()] for k in f[name]} if name in f else {}  # noqa
-        params, samples = group('params'), group('samples')
-        losses, metrics = group('losses'), group('metrics')
-        vertices = f['vertices'][()] if 'vertices' in f else None
-        dataset = f.attrs.get('dataset')
-        stages = json.loads(f.attrs.get('stages', '[]'))
-        history = json.loads(f.attrs['loss_history']) if 'loss_history' in f.attrs else None
-        stored = json.loads(f.attrs['config']) if 'config' in f.attrs else None
-    cfg = _load_config(work_dir, config if config is not None else stored)
-    return FitRun(work_dir=work_dir, params=params, samples=samples, losses=losses,
-                  metrics=metrics, vertices=vertices, config=cfg,
-                  dataset=None if dataset is None else str(dataset), stages=stages,
-                  history=history)
-
-
-def _load_config(work_dir: Path, config: Optional[Union[PathLike, Mapping]]) -> Dict[str, Any]:
-    if isinstance(config, Mapping):
-        cfg = dict(config)
-    elif config is not None:
-        path = Path(config)
-        if path.suffix == '.json':
-            cfg = json.loads(path.read_text())
-        else:
-            from mmengine.config import Config
-            cfg = Config.fromfile(str(path)).to_dict()
-    else:
-        stamp = work_dir / 'chunks' / 'config.json'
-        if not stamp.is_file():
-            raise FileNotFoundError(f'{stamp} is missing: pass the fit\'s config '
-                                    '(config=... / --config)')
-        cfg = json.loads(stamp.read_text())
-    reg = dict(cfg.get('registrant') or {})
-    if not reg:
-        raise ValueError(f'the fit config of {work_dir} has no registrant')
-    reg.setdefault('body_model', cfg.get('body_model'))
-    return dict(data=dict(cfg.get('data') or {}), registrant=reg)
-
-
-def _resolve_dataset(run: FitRun, override: Optional[PathLike]) -> Optional[Path]:
-    """The fitted dataset file: the override, or the recorded path tried as given, relative
-    to the work dir, and by name inside the work dir."""
-    if override is not None:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f'dataset {path} does not exist')
-        return path
-    recorded = run.dataset or run.config['data'].get('path')
-    if not recorded:
-        return None
-    recorded = Path(recorded)
-    for candidate in (recorded, run.work_dir / recorded, run.work_dir / recorded.name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _build_registrant(run: FitRun, keypoint_names: Sequence[str]):
-    """The fit's registrant (body model and keypoint matching), without hooks."""
-
-    register_all_modules(init_default_scope=False)
-    reg_cfg = dict(run.config['registrant'])
-    reg_cfg['hooks'] = []
-    registrant = REGISTRANTS.build(reg_cfg)
-    registrant.setup(dict(keypoint_names=list(keypoint_names),
-                          joint_lookup=joint_lookup_dict(run.config['data'].get('joint_lookup'))))
-    return registrant
-
-
-@torch.no_grad()
-def _model_outputs(body_model, params: Mapping[str, np.ndarray], rows: np.ndarray,
-                   handler=None, chunk: int = 64
-                   ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
-    """Vertices (S, V, 3), keypoints (S, Kp, 3) or None, joints (S, J, 3) of ``rows``,
-    and the keypoint handler's points with their fitted offsets (S, N, 3) or None."""
-    verts, kps, joints, points = [], [], [], []
-    for start in range(0, len(rows), chunk):
-        sel = rows[start:start + chunk]
-        kwargs = {k: torch.as_tensor(params[k][sel], dtype=body_model.dtype)
-                  for k in _MODEL_INPUTS if k in params}
-        out = body_model(**kwargs, return_vertices=True)
-        verts.append(out.vertices.double().numpy())
-        joints.append(out.joints.double().numpy())
-        if out.keypoints is not None:
-            kps.append(out.keypoints.double().numpy())
-        if handler is not None:
-            offsets = {k: torch.as_tensor(v[sel], dtype=body_model.dtype)
-                       for k, v in params.items() if k == handler.offsets_key}
-            points.append(handler.points(out, offsets).double().numpy())
-    return (np.concatenate(verts), np.concatenate(kps) if kps else None,
-            np.concatenate(joints), np.concatenate(points) if points else None)
 
 
 def _skeleton(body_model, model_names: Sequence[str]) -> List[Tuple[int, int]]:
@@ -240,7 +95,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
     run = load_fit_run(work_dir, config)
     out_dir = Path(out_dir) if out_dir is not None else run.work_dir / VISUALS_DIR
     written: Dict[str, List[Path]] = {'video': [], 'meshes': [], 'animation': [], 'plots': []}
-    data_path = _resolve_dataset(run, dataset)
+    data_path = resolve_dataset(run, dataset)
     if data_path is None and (video or plots):
         if video:
             raise FileNotFoundError(
@@ -259,7 +114,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
         raise ValueError(f'{data_path} has the keypoints {list(reader.keypoint_names)}, but '
                          f'the fit in {run.work_dir} was made on data with {data_names}; '
                          'pass the dataset that was fitted (--dataset)')
-    registrant = _build_registrant(run, data_names)
+    registrant = build_registrant(run, data_names)
     model = registrant.body_model
     handler = registrant.keypoint_handler()
 
@@ -290,7 +145,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
         rows = np.nonzero(keep & (session_ids == sid))[0]
         rows = rows[np.argsort(frame_ids[rows], kind='stable')]
         session = _safe(names[sid])
-        verts, kps, joints, points = _model_outputs(model, run.params, rows, handler)
+        verts, kps, joints, points = model_outputs(model, run.params, rows, handler)
         if run.vertices is not None:
             verts = run.vertices[rows].astype(np.float64)
         frame_numbers = frame_ids[rows]

@@ -27,6 +27,8 @@ from smilfit.cameras.projection import undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
 from smilfit.registry import BODY_MODELS
 from smilfit.utils import register_all_modules
+from .fit_run import (build_registrant, frame_range_mask, load_fit_run, model_outputs,
+                      resolve_dataset)
 from .overlay import error_colours
 from smilfit.datasets import DatasetReader
 from smilfit.datasets.scan_io import load_scan
@@ -247,19 +249,6 @@ def load_scene(work_dir: PathLike, *, session: Optional[Union[int, str]] = None,
                      '(the results of tools/fit.py, tools/infer.py, tools/register.py)')
 
 
-def frame_range_mask(frame_numbers: np.ndarray,
-                     frames: Optional[Tuple[Optional[int], Optional[int]]]) -> np.ndarray:
-    """(N,) bool: ``frames = (lo, hi)`` keeps ``lo <= frame < hi`` (None: no bound)."""
-    keep = np.ones(len(frame_numbers), dtype=bool)
-    if frames is not None:
-        lo, hi = frames
-        if lo is not None:
-            keep &= frame_numbers >= lo
-        if hi is not None:
-            keep &= frame_numbers < hi
-    return keep
-
-
 def _pick_session(session: Optional[Union[int, str]], names: Sequence[str],
                   present: np.ndarray, where: Path) -> int:
     """The session index to show: ``session`` by name or index, else the first present."""
@@ -327,8 +316,6 @@ def triangulate_observations(keypoints_2d: np.ndarray, visible: np.ndarray, vali
 def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:
     import h5py
 
-    # Imported here: a cycle (fit_visuals imports frame_range_mask from this module).
-    from .fit_visuals import _build_registrant, _model_outputs, _resolve_dataset, load_fit_run
 
     results = work_dir / 'fit_results.h5'
     run = load_fit_run(work_dir)
@@ -338,7 +325,7 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
         fitted_all = f['fitted_keypoints_3d'][()] if 'fitted_keypoints_3d' in f else None
         point_px = f['metrics/reprojection_point_px'][()] \
             if 'metrics/reprojection_point_px' in f else None
-    data_path = _resolve_dataset(run, dataset)
+    data_path = resolve_dataset(run, dataset)
     reader = None
     if data_path is not None:
         reader = DatasetReader(data_path)
@@ -372,12 +359,12 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
     position, slot, frame_numbers = _timeline(frame_ids[rows], instances)
     T, A = len(frame_numbers), int(slot.max()) + 1
 
-    registrant = _build_registrant(run, data_names)
+    registrant = build_registrant(run, data_names)
     model = registrant.body_model
     if run.vertices is not None:
         verts = run.vertices[rows]
     else:
-        verts = _model_outputs(model, run.params, rows)[0]
+        verts = model_outputs(model, run.params, rows)[0]
     vertices = _scatter(verts.astype(np.float32), position, slot, T, A)
     fitted = errors = observed = cameras = None
     if fitted_all is not None:

@@ -129,7 +129,7 @@ def test_model_outputs_use_every_fitted_input_and_the_handlers_offsets():
     vertex offsets are inputs too, and joint-frame keypoint offsets turn with the body."""
     from smilfit.body_models import build_demo_smil_model
     from smilfit.registry import HANDLERS
-    from smilfit.visualization.fit_visuals import _model_outputs
+    from smilfit.visualization.fit_run import model_outputs
     model = build_demo_smil_model()
     g = np.random.default_rng(0)
     S, J, Kp = 3, model.num_joints, len(model.keypoint_names)
@@ -142,7 +142,7 @@ def test_model_outputs_use_every_fitted_input_and_the_handlers_offsets():
     handler = HANDLERS.build(dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint'))
     handler.setup(model, dict(keypoint_names=model.keypoint_names))
     rows = np.array([2, 0])
-    verts, kps, joints, points = _model_outputs(model, params, rows, handler, chunk=1)
+    verts, kps, joints, points = model_outputs(model, params, rows, handler, chunk=1)
     t = {k: torch.as_tensor(v[rows]) for k, v in params.items()}
     out = model(**{k: v for k, v in t.items() if k != 'keypoint_offsets'})
     np.testing.assert_allclose(verts, out.vertices.numpy(), atol=1e-5)

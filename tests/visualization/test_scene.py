@@ -71,7 +71,7 @@ def test_observed_keypoints_are_the_datasets_or_triangulated(work_dir, scene, tm
     triangulated from the 2D observations (noise-free here: the truth again)."""
     import shutil
 
-    from smilfit.visualization.fit_visuals import load_fit_run
+    from smilfit.visualization.fit_run import load_fit_run
     with h5py.File(work_dir / 'fit_results.h5', 'r') as f:
         index = f['samples/index'][()][np.argsort(f['samples/frame'][()])]
     source = load_fit_run(work_dir).dataset
