@@ -111,6 +111,25 @@ def pca_joint_scale_trans(weights_scale: Optional[torch.Tensor],
 
 
 # ------------------------------------------------------------- kinematic chain
+def shaped_rest_joints(rest_joints: torch.Tensor, rest_joint_dirs: torch.Tensor,
+                       betas: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    """(B, J, 3) rest joints of shape coefficients ``betas`` (B, K') (``None``: the
+    template's), from the template's (J, 3) and their shape directions (J, 3, K >= K')."""
+    rest = rest_joints.expand(batch, -1, -1)
+    if betas is not None and betas.shape[1]:
+        rest = rest + torch.einsum('jck,bk->bjc', rest_joint_dirs[..., :betas.shape[1]], betas)
+    return rest
+
+
+def scale_world(world: torch.Tensor, global_log_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """World transforms (B, J, 4, 4) scaled uniformly about the origin by
+    ``exp(global_log_scale)`` (B, 1) (``None``: unchanged)."""
+    if global_log_scale is None:
+        return world
+    scale = global_log_scale.exp()[:, :, None, None]         # (B, 1, 1, 1)
+    return torch.cat([world[..., :3, :] * scale, world[..., 3:, :]], dim=-2)
+
+
 def local_transforms(rot_mats: torch.Tensor, rest_joints: torch.Tensor,
                      parents: torch.Tensor, root: int,
                      log_scale: Optional[torch.Tensor] = None,
@@ -486,3 +505,29 @@ def readout_pose_term(transforms: torch.Tensor, moment_pose: torch.Tensor,
     """(B, R, 3) the pose-blendshape part of the readouts (see :func:`readout_posed`):
     transforms (B, J, 3, 4), moment_pose (R, J, 3, P), pose_feat (B, P)."""
     return torch.einsum('bjcd,rjdp,bp->brc', transforms[..., :3], moment_pose, pose_feat)
+
+
+def readout_moments(rows: np.ndarray, weights: np.ndarray, v_template: np.ndarray,
+                     shapedirs: np.ndarray, posedirs: np.ndarray):
+    """Precompute readout moments (see :func:`readout_posed`) in float64.
+
+    Args:
+        rows: (R, V) readout rows over vertices.
+    Returns:
+        mass (R, J), moment0 (R, J, 3), moment_shape (R, J, 3, K), moment_pose
+        (R, J, 3, P).
+    """
+    support = np.flatnonzero(np.abs(rows).sum(0) > 0)  # vertices any row touches
+    r, w = rows[:, support], weights[support]
+    S, K, P = support.size, shapedirs.shape[2], posedirs.shape[2]
+    # One (J, S) @ (S, Q) product per row keeps memory at O(J S), not O(R J S).
+    values = np.concatenate([v_template[support].reshape(S, 3),
+                             shapedirs[support].reshape(S, 3 * K),
+                             posedirs[support].reshape(S, 3 * P)], axis=1)
+    moments = np.stack([(w * row[:, None]).T @ values for row in r])  # (R, J, 3 + 3K + 3P)
+    R, J = r.shape[0], w.shape[1]
+    mass = r @ w
+    moment0 = moments[..., :3]
+    moment_shape = moments[..., 3:3 + 3 * K].reshape(R, J, 3, K)
+    moment_pose = moments[..., 3 + 3 * K:].reshape(R, J, 3, P)
+    return mass, moment0, moment_shape, moment_pose

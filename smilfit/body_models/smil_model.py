@@ -12,9 +12,10 @@ from torch import nn
 from smilfit.registry import BODY_MODELS
 from .lbs import (KinematicLevels, chain_transforms, local_transforms, pca_joint_scale_trans,
                   plan_factored_skinning, plan_skinning, pose_feature, readout_matrix,
-                  readout_pose_term, readout_posed, readout_sparse, readout_terms,
-                  rest_vertices_vb, skin_shape_factored, skin_vertices_vb,
-                  skinning_chunk_size, skinning_transforms)
+                  readout_moments, readout_pose_term, readout_posed, readout_sparse,
+                  readout_terms, rest_vertices_vb, scale_world, shaped_rest_joints,
+                  skin_shape_factored, skin_vertices_vb, skinning_chunk_size,
+                  skinning_transforms)
 from .model_data import BodyModelData, validate_keypoint
 from .rotations import axis_angle_to_matrix, to_rotation_matrix
 from .demo_model import demo_model_data
@@ -49,32 +50,6 @@ class BodyModelOutput:
     v_shaped: Optional[Tensor]
     rot_mats: Tensor
     joint_transforms: Tensor
-
-
-def _readout_moments(rows: np.ndarray, weights: np.ndarray, v_template: np.ndarray,
-                     shapedirs: np.ndarray, posedirs: np.ndarray):
-    """Precompute readout moments (see :func:`lbs.readout_posed`) in float64.
-
-    Args:
-        rows: (R, V) readout rows over vertices.
-    Returns:
-        mass (R, J), moment0 (R, J, 3), moment_shape (R, J, 3, K), moment_pose
-        (R, J, 3, P).
-    """
-    support = np.flatnonzero(np.abs(rows).sum(0) > 0)  # vertices any row touches
-    r, w = rows[:, support], weights[support]
-    S, K, P = support.size, shapedirs.shape[2], posedirs.shape[2]
-    # One (J, S) @ (S, Q) product per row keeps memory at O(J S), not O(R J S).
-    values = np.concatenate([v_template[support].reshape(S, 3),
-                             shapedirs[support].reshape(S, 3 * K),
-                             posedirs[support].reshape(S, 3 * P)], axis=1)
-    moments = np.stack([(w * row[:, None]).T @ values for row in r])  # (R, J, 3 + 3K + 3P)
-    R, J = r.shape[0], w.shape[1]
-    mass = r @ w
-    moment0 = moments[..., :3]
-    moment_shape = moments[..., 3:3 + 3 * K].reshape(R, J, 3, K)
-    moment_pose = moments[..., 3 + 3 * K:].reshape(R, J, 3, P)
-    return mass, moment0, moment_shape, moment_pose
 
 
 @BODY_MODELS.register_module()
@@ -241,7 +216,7 @@ class SMILModel(nn.Module):
         R = len(rows)
         P = data.posedirs.shape[2]
         if R:
-            mass, m0, ms, mp = _readout_moments(np.stack(rows), data.weights,
+            mass, m0, ms, mp = readout_moments(np.stack(rows), data.weights,
                                                 data.v_template, shapedirs, data.posedirs)
         else:
             mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
@@ -358,14 +333,56 @@ class SMILModel(nn.Module):
         Returns:
             :class:`BodyModelOutput`.
         """
+        # 1. validated inputs (the PCA scale/translation weights folded into their own)
+        x = self._validated_inputs(global_orient, body_pose, betas, transl, log_scale,
+                                   bone_trans, scale_weights, trans_weights, vertex_offsets,
+                                   global_log_scale)
+        B = x['B']
+        propagate = self.propagate_scaling if propagate_scaling is None else propagate_scaling
+        # 2. shape: the rest joints of these coefficients
+        rot_mats = self._rotations(x['global_orient'], x['body_pose'], B)
+        rest_joints = shaped_rest_joints(self.rest_joints, self.rest_joint_dirs, x['betas'], B)
+        # 3. chain: local transforms down the kinematic tree to the world
+        local = local_transforms(rot_mats, rest_joints, self.parents, self.levels.root,
+                                 log_scale=x['log_scale'], bone_trans=x['bone_trans'],
+                                 propagate_scaling=propagate,
+                                 reference_compat=self.reference_compat)
+        world = scale_world(chain_transforms(local, self.levels), x['global_log_scale'])
+        joints_kin = world[..., :3, 3]
+        transl = x['transl']
+        if transl is not None:
+            joints_kin = joints_kin + transl[:, None]
+        if kinematics_only:
+            return BodyModelOutput(joints=None, joints_kin=joints_kin, keypoints=None,
+                                   vertices=None, v_shaped=None, rot_mats=rot_mats,
+                                   joint_transforms=world)
+        maps = skinning_transforms(world, rest_joints)
+        if transl is not None:
+            # Skinning weights sum to one, so translating every joint's map
+            # translates every skinned point: no extra pass over the vertices.
+            maps = torch.cat([maps[..., :3], (maps[..., 3] + transl[:, None])[..., None]], -1)
+        pf = pose_feature(rot_mats, self.levels.non_root) if self.posedirs.shape[2] else None
+        # 4. readout: regressed joints and keypoints from the skinning maps
+        joints, keypoints = self._readout(maps, x['betas'], pf, joints_kin, return_keypoints)
+        # 5. skin: the vertices (and the shaped rest mesh)
+        vertices, v_shaped = self._skin(maps, x['betas'], pf, x['vertex_offsets'], B,
+                                        return_vertices, return_v_shaped)
+        return BodyModelOutput(joints=joints, joints_kin=joints_kin, keypoints=keypoints,
+                               vertices=vertices, v_shaped=v_shaped, rot_mats=rot_mats,
+                               joint_transforms=world)
+
+    def _validated_inputs(self, global_orient, body_pose, betas, transl, log_scale,
+                          bone_trans, scale_weights, trans_weights, vertex_offsets,
+                          global_log_scale) -> Dict[str, Any]:
+        """The inputs of :meth:`forward` as tensors of the model's dtype and device, their
+        shapes checked, ``B``, and ``log_scale`` / ``bone_trans`` with the PCA weights'
+        parts added (``None`` where all zero and no gradient can be wanted)."""
         given = [v for v in (global_orient, body_pose, betas, transl, log_scale, bone_trans,
                              scale_weights, trans_weights, vertex_offsets, global_log_scale)
                  if v is not None]
         B = int(torch.as_tensor(given[0]).shape[0]) if given else 1
         J = self.num_joints
         dtype, device = self.dtype, self.device
-        propagate = self.propagate_scaling if propagate_scaling is None else propagate_scaling
-
         global_orient = self._as_input(global_orient, 'global_orient', B, ())
         body_pose = self._as_input(body_pose, 'body_pose', B, (J - 1,))
         transl = self._as_input(transl, 'transl', B, (3,))
@@ -395,7 +412,6 @@ class SMILModel(nn.Module):
                 log_scale = pca_scale if log_scale is None else log_scale + pca_scale
             if pca_trans is not None:
                 bone_trans = pca_trans if bone_trans is None else bone_trans + pca_trans
-
         if not torch.is_grad_enabled():
             # All-zero scales and bone offsets (what a registrant passes when it fits
             # neither) change nothing: skip their arithmetic. CPU only (the check reads
@@ -403,40 +419,24 @@ class SMILModel(nn.Module):
             log_scale, bone_trans = (None if v is not None and v.device.type == 'cpu'
                                      and not bool(v.any()) else v
                                      for v in (log_scale, bone_trans))
-        rot_mats = self._rotations(global_orient, body_pose, B)
-        levels = self.levels
-        rest_joints = self.rest_joints.expand(B, J, 3)
-        if betas is not None and betas.shape[1]:
-            dirs = self.rest_joint_dirs[..., :betas.shape[1]]
-            rest_joints = rest_joints + torch.einsum('jck,bk->bjc', dirs, betas)
-        local = local_transforms(rot_mats, rest_joints, self.parents, levels.root,
-                                 log_scale=log_scale, bone_trans=bone_trans,
-                                 propagate_scaling=propagate,
-                                 reference_compat=self.reference_compat)
-        world = chain_transforms(local, levels)
         if global_log_scale is not None:
             global_log_scale = self._as_input(global_log_scale, 'global_log_scale', B, ())
             if global_log_scale.shape != (B, 1):
                 raise ValueError(f'global_log_scale: expected shape ({B}, 1), got '
                                  f'{tuple(global_log_scale.shape)}')
-            scale = global_log_scale.exp()[:, :, None, None]         # (B, 1, 1, 1)
-            world = torch.cat([world[..., :3, :] * scale, world[..., 3:, :]], dim=-2)
-        joints_kin = world[..., :3, 3]
-        if kinematics_only:
-            if transl is not None:
-                joints_kin = joints_kin + transl[:, None]
-            return BodyModelOutput(joints=None, joints_kin=joints_kin, keypoints=None,
-                                   vertices=None, v_shaped=None, rot_mats=rot_mats,
-                                   joint_transforms=world)
-        maps = skinning_transforms(world, rest_joints)
+        if vertex_offsets is not None:
+            vertex_offsets = torch.as_tensor(vertex_offsets, device=device).to(dtype)
+            if vertex_offsets.shape != (B, self.num_vertices, 3):
+                raise ValueError(f'vertex_offsets: expected shape ({B}, {self.num_vertices}, 3),'
+                                 f' got {tuple(vertex_offsets.shape)}')
+        return dict(B=B, global_orient=global_orient, body_pose=body_pose, betas=betas,
+                    transl=transl, log_scale=log_scale, bone_trans=bone_trans,
+                    global_log_scale=global_log_scale, vertex_offsets=vertex_offsets)
 
-        if transl is not None:
-            # Skinning weights sum to one, so translating every joint's map
-            # translates every skinned point: no extra pass over the vertices.
-            maps = torch.cat([maps[..., :3], (maps[..., 3] + transl[:, None])[..., None]], -1)
-            joints_kin = joints_kin + transl[:, None]
-
-        pf = pose_feature(rot_mats, levels.non_root) if self.posedirs.shape[2] else None
+    def _readout(self, maps: Tensor, betas: Optional[Tensor], pf: Optional[Tensor],
+                 joints_kin: Tensor, return_keypoints: bool):
+        """``joints`` (B, J, 3) (regressed, or the kinematic ones) and ``keypoints``
+        (B, Kp, 3) or ``None``, read out of the skinning maps (B, J, 3, 4)."""
         readout = None
         if self.readout_moment_pose.shape[0] and (self.regressed_joints or return_keypoints):
             K_in = 0 if betas is None else betas.shape[1]
@@ -450,20 +450,20 @@ class SMILModel(nn.Module):
                 readout = readout_posed(maps, getattr(self, f'readout_matrix_{K_in}'), betas,
                                         self.readout_moment_pose, pf)
         joints = readout[:, :self.n_joint_rows] if self.regressed_joints else joints_kin
-
         keypoints = None
         if return_keypoints and self.keypoint_names:
             pool = joints if readout is None else torch.cat(
                 [joints, readout[:, self.n_joint_rows:]], dim=1)
             keypoints = pool[:, self.keypoint_source]
+        return joints, keypoints
 
+    def _skin(self, maps: Tensor, betas: Optional[Tensor], pf: Optional[Tensor],
+              vertex_offsets: Optional[Tensor], B: int, return_vertices: bool,
+              return_v_shaped: bool):
+        """``vertices`` (B, V, 3) and ``v_shaped`` (B, V, 3), each ``None`` unless asked."""
+        dtype, device = self.dtype, self.device
         vertices = v_shaped = None
         K_in = 0 if betas is None else betas.shape[1]
-        if vertex_offsets is not None:
-            vertex_offsets = torch.as_tensor(vertex_offsets, device=device).to(dtype)
-            if vertex_offsets.shape != (B, self.num_vertices, 3):
-                raise ValueError(f'vertex_offsets: expected shape ({B}, {self.num_vertices}, 3),'
-                                 f' got {tuple(vertex_offsets.shape)}')
         factored = (return_vertices and pf is None and vertex_offsets is None
                     and self.factored_skinning_pays(B))
         shaped = None  # (V, 3, B), built once for whoever needs it
@@ -485,10 +485,7 @@ class SMILModel(nn.Module):
                 rest = torch.addmm(shaped.reshape(V * 3, B), self.posedirs.reshape(V * 3, -1),
                                    pf.T).view(V, 3, B)
             vertices = skin_vertices_vb(rest, self._skinning_plan(B), maps)
-
-        return BodyModelOutput(joints=joints, joints_kin=joints_kin, keypoints=keypoints,
-                               vertices=vertices, v_shaped=v_shaped, rot_mats=rot_mats,
-                               joint_transforms=world)
+        return vertices, v_shaped
 
     def _rotations(self, global_orient: Optional[Tensor], body_pose: Optional[Tensor],
                    B: int) -> Tensor:

@@ -10,6 +10,7 @@
 - :mod:`.animation`: per-frame parameters as ``.npz`` + ``.json``, reloaded bit for bit;
 - :mod:`.plots`: loss curves, per-joint errors, reprojection error per camera (matplotlib
   figures on their own Agg canvas; pyplot's global backend is never touched);
+- :mod:`.fit_run`: a fit's work dir read back (:func:`load_fit_run`, the rebuilt registrant);
 - :mod:`.fit_visuals`: :func:`export_fit_visuals`, all of it from a fit's work dir;
 - :mod:`.scene`: :func:`load_scene`, a fit's (or inference's, registration's) work dir as
   3D arrays per frame; :mod:`.scene_export` writes it as GLB, :mod:`.viewer` shows it in

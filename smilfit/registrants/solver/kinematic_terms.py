@@ -128,15 +128,6 @@ class TermStructure:
                    point_joint_mass @ sub)
 
 
-def rest_joints(model, betas, B: int) -> Tensor:
-    """(B, J, 3) the rest joints for shape coefficients ``betas`` (B, K') or ``None``."""
-    rest = model.rest_joints.expand(B, -1, -1)
-    if betas is not None and betas.shape[1]:
-        rest = rest + torch.einsum('jck,bk->bjc', model.rest_joint_dirs[..., :betas.shape[1]],
-                                   betas)
-    return rest
-
-
 def joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, device) -> Tensor:
     """(B, J, 3) axis-angle of every joint in joint order (zeros where not given)."""
     J = model.num_joints
@@ -149,4 +140,4 @@ def joint_axis_angles(model, inputs: Mapping[str, Tensor], B: int, dtype, device
 
 
 __all__ = ['TermStructure', 'so3_left_jacobian', 'so3_left_jacobian_components',
-           'subtree_matrix', 'readout_parts', 'rest_joints', 'joint_axis_angles']
+           'subtree_matrix', 'readout_parts', 'joint_axis_angles']

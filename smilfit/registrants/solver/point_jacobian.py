@@ -41,11 +41,10 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from smilfit.body_models.lbs import shaped_rest_joints
 from smilfit.body_models.rotations import skew
-
-from .kinematic_terms import (TermStructure, joint_axis_angles, readout_parts, rest_joints,
-                              so3_left_jacobian, so3_left_jacobian_components,
-                              subtree_matrix)
+from .kinematic_terms import (TermStructure, joint_axis_angles, readout_parts,
+                              so3_left_jacobian, so3_left_jacobian_components, subtree_matrix)
 from .sparse_jacobian import SparsePointJacobian
 
 Tensor = torch.Tensor
@@ -243,7 +242,8 @@ class PointJacobian:
         world = out.joint_transforms
         M = world[..., :3, :3]                          # (B, J, 3, 3) world linear maps
         p = out.joints_kin                              # (B, J, 3) incl. translation
-        t_maps = world[..., :3, 3] - (M @ rest_joints(model, betas, B)[..., None]).squeeze(-1)
+        rest = shaped_rest_joints(model.rest_joints, model.rest_joint_dirs, betas, B)
+        t_maps = world[..., :3, 3] - (M @ rest[..., None]).squeeze(-1)
         transl = inputs.get('transl')
         if transl is not None:
             t_maps = t_maps + transl[:, None]
