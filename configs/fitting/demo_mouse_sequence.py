@@ -1,6 +1,8 @@
 # Sequence fitting (SMAL4V-style): every batch is one session's frames in order; one shape
-# per animal (shared betas) and temporal smoothness on the joints couple the frames, so
-# these stages optimise the summed loss of the sequence.
+# per animal (shared betas) and temporal smoothness on the joints couple the frames. The
+# first stages fit every frame alone by Levenberg-Marquardt (smoothness off); the last
+# optimises the summed loss of the sequence by L-BFGS (Levenberg-Marquardt solves frames or
+# animals apart, not frames coupled in time).
 _base_ = ['./demo_mouse.py']
 
 data = dict(batch_size=16)  # = frames_per_session: one batch per session
@@ -14,5 +16,16 @@ registrant = dict(
              loss=dict(type='PoseL2Prior')),
         dict(type='TemporalHandler', name='smooth', weight=1e-3, target='joints',
              loss=dict(type='TemporalSmoothnessLoss', velocity_weight=1.0)),
+    ],
+    stages=[
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10,
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(shape_prior=0.0, pose_prior=0.0, smooth=0.0)),
+        dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=20,
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
+             loss_weights=dict(smooth=0.0)),
+        dict(name='sequence', fit=['global_orient', 'transl', 'body_pose', 'betas'],
+             n_iter=3, optimizer=dict(type='LBFGS', max_iter=30,
+                                      line_search_fn='strong_wolfe'), ftol=1e-9),
     ],
 )
