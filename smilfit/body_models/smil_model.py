@@ -340,14 +340,15 @@ class SMILModel(nn.Module):
         B = x['B']
         propagate = self.propagate_scaling if propagate_scaling is None else propagate_scaling
         # 2. shape: the rest joints of these coefficients
+        levels = self.levels
         rot_mats = self._rotations(x['global_orient'], x['body_pose'], B)
         rest_joints = shaped_rest_joints(self.rest_joints, self.rest_joint_dirs, x['betas'], B)
         # 3. chain: local transforms down the kinematic tree to the world
-        local = local_transforms(rot_mats, rest_joints, self.parents, self.levels.root,
+        local = local_transforms(rot_mats, rest_joints, self.parents, levels.root,
                                  log_scale=x['log_scale'], bone_trans=x['bone_trans'],
                                  propagate_scaling=propagate,
                                  reference_compat=self.reference_compat)
-        world = scale_world(chain_transforms(local, self.levels), x['global_log_scale'])
+        world = scale_world(chain_transforms(local, levels), x['global_log_scale'])
         joints_kin = world[..., :3, 3]
         transl = x['transl']
         if transl is not None:
@@ -361,7 +362,7 @@ class SMILModel(nn.Module):
             # Skinning weights sum to one, so translating every joint's map
             # translates every skinned point: no extra pass over the vertices.
             maps = torch.cat([maps[..., :3], (maps[..., 3] + transl[:, None])[..., None]], -1)
-        pf = pose_feature(rot_mats, self.levels.non_root) if self.posedirs.shape[2] else None
+        pf = pose_feature(rot_mats, levels.non_root) if self.posedirs.shape[2] else None
         # 4. readout: regressed joints and keypoints from the skinning maps
         joints, keypoints = self._readout(maps, x['betas'], pf, joints_kin, return_keypoints)
         # 5. skin: the vertices (and the shaped rest mesh)
@@ -461,8 +462,9 @@ class SMILModel(nn.Module):
               vertex_offsets: Optional[Tensor], B: int, return_vertices: bool,
               return_v_shaped: bool):
         """``vertices`` (B, V, 3) and ``v_shaped`` (B, V, 3), each ``None`` unless asked."""
-        dtype, device = self.dtype, self.device
         vertices = v_shaped = None
+        if not (return_vertices or return_v_shaped):
+            return vertices, v_shaped
         K_in = 0 if betas is None else betas.shape[1]
         factored = (return_vertices and pf is None and vertex_offsets is None
                     and self.factored_skinning_pays(B))
@@ -474,7 +476,7 @@ class SMILModel(nn.Module):
         if return_v_shaped:
             v_shaped = shaped.permute(2, 0, 1)
         if factored:
-            padded = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
+            padded = torch.zeros(B, self.num_betas, dtype=self.dtype, device=self.device)
             if K_in:
                 padded = torch.cat([betas, padded[:, K_in:]], dim=1)
             vertices = skin_shape_factored(self._skinning_plan(B, factored=True), maps, padded)

@@ -8,38 +8,43 @@ to the predicted decrease (Nielsen 1999: shrunk by ``max(1/3, 1 - (2 rho - 1)^3)
 acceptance, multiplied by ``nu`` (doubling each time) on rejection).
 
 To add a damping strategy, add a function to :data:`DAMPING`: it maps the diagonal of a
-unit's ``J^T J`` to the diagonal ``D`` that ``lambda D`` is added to.
+unit's ``J^T J`` (and, for a unit of several rows, the unit's mean and largest diagonal
+entry) to the diagonal ``D`` that ``lambda D`` is added to.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 Tensor = torch.Tensor
 
 
-def levenberg_damping(diag: Tensor, mean: Tensor, largest: Tensor) -> Tensor:
+def levenberg_damping(diag: Tensor, mean: Optional[Tensor] = None,
+                      largest: Optional[Tensor] = None) -> Tensor:
     """``mean(diag) I``: directions the data leave free (a bone's twist with one child)
     get minimum-norm steps instead of huge ones.
 
     Args:
         diag: (n, P) diagonal entries of ``J^T J`` (each row belongs to one unit).
-        mean: (n,) the mean diagonal entry of the row's unit (its whole system).
+        mean: (n,) the mean diagonal entry of the row's unit (its whole system; default:
+            the row's own mean).
         largest: (n,) the largest diagonal entry of the row's unit (unused).
     """
-    return mean[:, None].expand_as(diag)
+    return (diag.mean(1) if mean is None else mean)[:, None].expand_as(diag)
 
 
-def marquardt_damping(diag: Tensor, mean: Tensor, largest: Tensor) -> Tensor:
+def marquardt_damping(diag: Tensor, mean: Optional[Tensor] = None,
+                      largest: Optional[Tensor] = None) -> Tensor:
     """``diag(J^T J)`` (scale-invariant), floored at ``1e-9`` of the unit's largest entry
-    so that parameters nothing constrains stay solvable (arguments as
-    :func:`levenberg_damping`)."""
+    (default: the row's own) so that parameters nothing constrains stay solvable
+    (arguments as :func:`levenberg_damping`)."""
+    largest = diag.amax(1) if largest is None else largest
     return torch.maximum(diag, 1e-9 * largest.clamp_min(1e-30)[:, None])
 
 
 #: Damping strategies by the name a stage's ``optimizer.damping`` gives.
-DAMPING: Dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+DAMPING: Dict[str, Callable[..., Tensor]] = {
     'levenberg': levenberg_damping,
     'marquardt': marquardt_damping,
 }
