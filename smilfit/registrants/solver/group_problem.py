@@ -23,7 +23,7 @@ problem); priors on shared parameters only are evaluated once per group.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -108,12 +108,11 @@ class GroupLeastSquaresProblem:
                     for n, p in zip(self.shared_names, parts)})
         return out
 
-    def _z(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor) -> Tensor:
-        """(n, Px + Py) every frame's full parameter vector; ``y`` holds the groups
-        ``gidx`` (rows in that order), ``x`` the frames ``idx``."""
-        local = torch.full((self.G,), -1, dtype=torch.long, device=idx.device)
-        local[gidx] = torch.arange(gidx.numel(), device=idx.device)
-        return torch.cat([x, y.index_select(0, local[self.groups[idx]])], dim=1)
+    @staticmethod
+    def _z(x: Tensor, y: Tensor, loc: Tensor) -> Tensor:
+        """(n, Px + Py) every frame's full parameter vector: its own ``x`` (n, Px) and its
+        group's row ``loc`` (n,) of ``y`` (Ga, Py)."""
+        return torch.cat([x, y.index_select(0, loc)], dim=1)
 
     def _group_inputs(self, y: Tensor, gidx: Tensor):
         """Parameters and observations the group handlers read, one row per group."""
@@ -126,11 +125,12 @@ class GroupLeastSquaresProblem:
                    and v.shape[0] == self.B else v) for k, v in self.per_frame.obs.items()}
         return params, obs
 
-    def cost(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor) -> Tuple[Tensor, Tensor]:
+    def cost(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor, loc: Tensor
+             ) -> Tuple[Tensor, Tensor]:
         """Frame costs (n,) of the frames ``idx`` and prior costs (Ga,) of the groups
-        ``gidx`` (each group's priors once)."""
+        ``gidx`` (each group's priors once); ``loc`` (n,) is each frame's row in ``gidx``."""
         if self.has_sample_handlers:
-            frame = self.per_frame.cost(self._z(x, y, idx, gidx), idx)
+            frame = self.per_frame.cost(self._z(x, y, loc), idx)
         else:
             frame = x.new_zeros(idx.numel())
         group = y.new_zeros(gidx.numel())
@@ -141,15 +141,15 @@ class GroupLeastSquaresProblem:
                 group = group + (r * r).sum(1)
         return frame, group
 
-    def linearize(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor,
-                  loc: Optional[Tensor] = None):
+    def linearize(self, x: Tensor, y: Tensor, idx: Tensor, gidx: Tensor, loc: Tensor,
+                  summed: bool = False):
         """Frame terms ``(cost (n,), g (n, P), H (n, P, P))`` (P = Px + Py, per-frame
         columns first) and group prior terms ``(cost (Ga,), g (Ga, Py), H (Ga, Py, Py))``.
 
-        ``loc`` (n,): each frame's row in ``gidx``; given, the frames' ``H`` is summed
-        per group, (Ga, P, P) (enough when no per-frame parameter is fitted)."""
-        reduce = None if loc is None else (loc, int(gidx.numel()))
-        c, g, H = self.per_frame.linearize(self._z(x, y, idx, gidx), idx, reduce)
+        ``loc`` (n,): each frame's row in ``gidx``. ``summed``: the frames' ``H`` summed
+        per group instead, (Ga, P, P) (enough when no per-frame parameter is fitted)."""
+        reduce = (loc, int(gidx.numel())) if summed else None
+        c, g, H = self.per_frame.linearize(self._z(x, y, loc), idx, reduce)
         Ga, Py = gidx.numel(), self.Py
         gc = y.new_zeros(Ga)
         gg = y.new_zeros(Ga, Py)

@@ -96,8 +96,8 @@ class GroupSystem:
         Ga = units.numel()
         # Without per-frame parameters only the group sums of J^T J are needed:
         # built summed, never as (n, P, P) per-frame matrices.
-        (c, g, H), (pc, pg, pH) = p.linearize(self.x[idx], self.y[units], idx, units,
-                                              loc if Px == 0 else None)
+        (c, g, H), (pc, pg, pH) = p.linearize(self.x[idx], self.y[units], idx, units, loc,
+                                              summed=Px == 0)
         V = (H if Px == 0 else sum_into(H[:, Px:, Px:], loc, Ga)) + pH
         gy = sum_into(g[:, Px:], loc, Ga) + pg
         cost = sum_into(c, loc, Ga) + pc
@@ -146,8 +146,8 @@ class GroupSystem:
                           size_max)
 
     def evaluate(self, trial: GroupTrial, linearize: bool) -> Tensor:
-        trial.frame_cost, trial.prior_cost = self.problem.cost(trial.x, trial.y,
-                                                               trial.frames, trial.units)
+        trial.frame_cost, trial.prior_cost = self.problem.cost(trial.x, trial.y, trial.frames,
+                                                               trial.units, trial.loc)
         trial.cost = sum_into(trial.frame_cost, trial.loc, trial.units.numel()) \
             + trial.prior_cost
         return trial.cost

@@ -230,10 +230,31 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
 
         def residual_jacobian(self, pred, target, weight=None, mask=None):
             return self.inner.residual_jacobian(pred, target, weight=weight, mask=mask)
-    h.loss = Plugin(h.loss)
+    closed_form = h.loss
+    h.loss = Plugin(closed_form)
     r3, A3 = h.point_residuals_and_jacobian(pts, obs, {})
     torch.testing.assert_close(r3, r)
     torch.testing.assert_close(A3, A)
+
+    # a plugin loss with residuals but no residual_jacobian: no closed form, and the
+    # solver differentiates its residuals by forward mode instead, to the same terms
+    class ResidualsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+        def residuals(self, *args, **kwargs):
+            return self.inner.residuals(*args, **kwargs)
+    h.loss = ResidualsOnly(closed_form)
+    assert not hasattr(h.loss, 'residual_jacobian')
+    assert h.point_residuals_and_jacobian(pts, obs, {}) is None
+    h.weight = 4.0
+    r4, A4 = residual_blocks.point_terms(h, pts, obs, {})
+    torch.testing.assert_close(r4, 2.0 * r)
+    torch.testing.assert_close(A4, 2.0 * A, rtol=1e-9, atol=1e-9)
 
 
 def test_joint_frame_offsets_in_levenberg_marquardt(model):
