@@ -7,11 +7,14 @@ keypoints only): labels that are not joints (each keypoint off its joint by
 poses, Gaussian label noise. Cases: clean labels (0.5 px) and noisy ones (3 px), each on
 60 frames and on the first 5.
 
-Configs: ``noise units`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
+Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
-per animal); ``pixel constants`` is the registrant that config had before (GMoF sigma
-10/20 px, priors weighted per frame in squared pixels against squared model units). Both
-on the demo mouse's body model, fitted on k of the 6 cameras (a random sample of the
+per animal, skeleton-only and pose-only stages in turn, keypoint offsets started from
+the residuals); ``no_offset_start`` and ``joint`` are the alternatives of
+``benchmarks/holdout.py --variant`` (offsets started where the last stage left them;
+pose and skeleton in one stage); ``pixel constants`` is the registrant before errors
+were put in noise units (GMoF sigma 10/20 px, priors weighted per frame in squared pixels
+against squared model units). All on the demo mouse's body model, fitted on k of the 6 cameras (a random sample of the
 subsets, seeded) and scored in the others, side by side with DLT from the same k.
 
 Usage::
@@ -19,8 +22,8 @@ Usage::
     python benchmarks/holdout_synthetic.py [--out-dir work_dirs/holdout_synthetic]
         [--subsets 3] [--frames 60]
 
-Prints one row per case, config and k (held-out median px of the fit and of DLT, and
-the fit's median in its own views), and writes each report under ``--out-dir``.
+Prints one row per case, config and k (held-out median, 90th percentile and worst
+subset's median, px, of the fit and of DLT), and writes each report under ``--out-dir``.
 """
 from __future__ import annotations
 
@@ -82,11 +85,15 @@ CASES = {'clean': (0.5, None), 'clean_f5': (0.5, 5), 'noisy': (3.0, None),
 
 def _config(registrant, data_path):
     from mmengine.config import Config
+
+    from holdout import VARIANTS, apply_variant
     base = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py'))
     cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
     cfg.body_model = base.body_model
     cfg.data = dict(path=str(data_path), batch_size=64)
-    if registrant is not None:
+    if registrant in VARIANTS:
+        apply_variant(cfg, registrant)
+    elif registrant is not None:
         reg = copy.deepcopy(registrant)
         reg['type'] = cfg.registrant.get('type', 'SMILRegistrant')
         reg['init'] = cfg.registrant.get('init', 'triangulation')
@@ -119,7 +126,8 @@ def main() -> int:
                                     bone_std=0.03, offset_std=0.05, pose_std=0.25,
                                     noise_px=noise, seed=7)
         for label, registrant in (('pixel constants', PIXEL_CONSTANTS),
-                                  ('noise units', None)):
+                                  ('no_offset_start', 'no_offset_start'),
+                                  ('joint', 'joint'), ('shipped', 'shipped')):
             start = time.perf_counter()
             report = evaluate_holdout_views(
                 _config(registrant, data), out / case / label.replace(' ', '_'), args.ks,
@@ -129,12 +137,16 @@ def main() -> int:
             for k, block in report['k'].items():
                 g = block['all']
                 rows.append((case, noise, report['samples'], label, k, g['dlt_median_px'],
-                             g['fit_median_px'], f"{g['fit_wins']} of {g['compared_subsets']}",
-                             seconds))
+                             g['fit_median_px'], g['dlt_p90_px'], g['fit_p90_px'],
+                             g['dlt_worst']['median_px'], g['fit_worst']['median_px'],
+                             f"{g['fit_wins']} of {g['compared_subsets']}", seconds))
     print(f'{"case":<10}{"noise px":>9}{"frames":>7}  {"config":<17}{"k":>2}{"DLT med":>9}'
-          f'{"fit med":>9}{"fit wins":>10}{"s":>6}')
-    for case, noise, n, label, k, dlt, fit, wins, seconds in rows:
+          f'{"fit med":>9}{"DLT p90":>9}{"fit p90":>9}{"DLT worst":>10}{"fit worst":>10}'
+          f'{"fit wins":>10}{"s":>6}')
+    for (case, noise, n, label, k, dlt, fit, dlt90, fit90, dlt_worst, fit_worst, wins,
+         seconds) in rows:
         print(f'{case:<10}{noise:>9.1f}{n:>7}  {label:<17}{k:>2}{dlt:>9.2f}{fit:>9.2f}'
+              f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}'
               f'{wins:>10}{seconds:>6.0f}')
     return 0
 

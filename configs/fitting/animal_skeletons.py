@@ -10,12 +10,15 @@ _base_ = ['../_base_/body_models/demo_mouse.py']
 
 data = dict(path='work_dirs/animal_skeletons/session.h5', batch_size=256, skeleton_frames=200)
 _lm = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
-_pose = dict(fit=['global_orient', 'transl', 'body_pose'], n_iter=30, **_lm)
-# Pose and skeleton together, by L-BFGS over the animal's frames (alternating skeleton-only
-# and pose-only stages stalls far from a skeleton that differs from the model's), with
-# the poses refined by Levenberg-Marquardt in between.
-_pose_skeleton = dict(fit=['global_orient', 'transl', 'body_pose', 'bone_trans'], n_iter=50,
-                      optimizer=dict(type='LBFGS', max_iter=30, line_search_fn='strong_wolfe'))
+# This stage only brings the poses near enough for the joint stage (which fits them
+# again), so it stops at a relative decrease of 1e-4.
+_pose = dict(fit=['global_orient', 'transl', 'body_pose'], n_iter=30,
+             optimizer=dict(type='LevenbergMarquardt'), ftol=1e-4)
+# Pose and skeleton together: one Levenberg-Marquardt over each animal's frames and its
+# skeleton (the frames' poses eliminated by the Schur complement, one solve per animal;
+# docs/fitting.md). Alternating skeleton-only and pose-only stages stalls far from a
+# skeleton that differs from the model's: a bone's length trades off against the
+# neighbouring joints' rotations, which only the joint step moves together.
 registrant = dict(
     type='SMILRegistrant',
     init='triangulation',
@@ -28,9 +31,9 @@ registrant = dict(
     stages=[
         dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **_lm),
         dict(name='pose', **_pose),
-        dict(name='pose_skeleton1', **_pose_skeleton),
-        dict(name='refine1', **_pose),
-        dict(name='pose_skeleton2', **_pose_skeleton),
-        dict(name='refine2', **_pose),
+        # (In the per-frame pass, with the skeleton held fixed, this stage refines the
+        # poses.)
+        dict(name='pose_skeleton', fit=['global_orient', 'transl', 'body_pose', 'bone_trans'],
+             n_iter=50, **_lm),
     ],
 )

@@ -70,8 +70,14 @@ registrant = dict(
         # The animal's skeleton: bone offsets and keypoint offsets, all its frames at
         # once (pose held fixed), by the group Levenberg-Marquardt (one solve per
         # animal, smilfit/registrants/solver/group_system.py); two rounds, the second with
-        # the noise scales measured nearer the solution. (One joint pose+skeleton stage instead of
-        # skeleton+refine reached a similar loss at about twice the time.)
+        # the noise scales measured nearer the solution. Each round starts from the
+        # keypoint offsets that best explain the residuals (Keypoint2DHandler
+        # offsets_from_residuals): a label consistently away from its joint is an
+        # offset, not label noise. Pose and skeleton in one stage instead (benchmarks/
+        # holdout.py --variant joint) fits clean synthetic labels better (held-out 0.74
+        # against 0.92 px) but the shared session far worse (9.1 against 6.6 px, 2
+        # cameras): with two cameras along a short baseline, the animal drifts to a
+        # larger, farther one whose points the robust kernel gives up.
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
              optimizer=lm, ftol=1e-6),
         dict(name='refine',

@@ -45,7 +45,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             bone_std: float = 0.05, pose_std: float = 0.2,
                             image_size: int = 512, focal: float = 600.0, seed: int = 0,
                             chunk: int = 4096, noise_px: float = 0.0,
-                            offset_std: float = 0.0,
+                            offset_std: float = 0.0, betas: Any = None,
+                            keypoint_offsets: Any = None,
                             slp_path: Union[None, str, Path] = None,
                             slp_identity: str = 'groups') -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
@@ -65,6 +66,10 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         noise_px: std of Gaussian label noise added to every 2D keypoint (pixels).
         offset_std: std of each animal's keypoint offsets (labels that are not joints:
             each keypoint moved in the frame of the joint carrying it), in body lengths.
+        betas: (num_animals, num_betas) each animal's shape coefficients (None: the
+            model's mean shape for every animal).
+        keypoint_offsets: (num_animals, Kp, 3) offsets (model units, joint frames) added to
+            those drawn with ``offset_std``: e.g. one label placed far from its joint.
         slp_path: also write the session as SLEAP labels (what a user brings): one
             video per camera (``cam_<c>.mp4``, not on disk), a ``RecordingSession`` with
             the calibration, each animal on its track and joined across the cameras in
@@ -76,7 +81,7 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
 
     Returns:
         ``bone_trans`` (A, J, 3), ``keypoint_offsets`` (A, Kp, 3) (joint frames, model
-        units), ``length`` (the rest pose's largest extent, model
+        units), ``betas`` (A, num_betas), ``length`` (the rest pose's largest extent, model
         units), ``model`` (the body model, float64) and ``path``.
     """
     if slp_identity not in ('groups', 'tracks', 'none'):
@@ -101,6 +106,18 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     offsets_kp = np.zeros((num_animals, Kp, 3))
     if offset_std:        # drawn only when asked: the other draws stay as they were
         offsets_kp = offset_std * length * rng.standard_normal((num_animals, Kp, 3))
+    if keypoint_offsets is not None:
+        extra = np.asarray(keypoint_offsets, np.float64)
+        if extra.shape != offsets_kp.shape or not np.isfinite(extra).all():
+            raise ValueError(f'keypoint_offsets must be finite, (num_animals, keypoints, 3) = '
+                             f'{offsets_kp.shape}, got {extra.shape}')
+        offsets_kp = offsets_kp + extra
+    shapes = np.zeros((num_animals, model.num_betas))
+    if betas is not None:
+        shapes = np.asarray(betas, np.float64)
+        if shapes.shape != (num_animals, model.num_betas) or not np.isfinite(shapes).all():
+            raise ValueError(f'betas must be finite, (num_animals, num_betas) = '
+                             f'{(num_animals, model.num_betas)}, got {shapes.shape}')
     carriers = source_carriers(model, 'keypoints')
     up = up_vector(model.data.up_axis)
     side = np.cross(up, np.eye(3)[int(np.argmin(np.abs(up)))])
@@ -137,6 +154,7 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             body_pose=torch.as_tensor(
                                 pose_std * rng.standard_normal((B, J - 1, 3))),
                             bone_trans=torch.as_tensor(bones[animal]),
+                            betas=torch.as_tensor(shapes[animal]),
                             transl=torch.as_tensor(offsets[animal][:, None] * side[None]),
                             return_vertices=False)
             kp = out.keypoints + rotate_offsets(torch.as_tensor(offsets_kp[animal]),
@@ -163,8 +181,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         w.commit()
     if slp is not None:
         slp.save(slp_path)
-    return dict(bone_trans=bones, keypoint_offsets=offsets_kp, length=length, model=model,
-                path=Path(out_path))
+    return dict(bone_trans=bones, keypoint_offsets=offsets_kp, betas=shapes, length=length,
+                model=model, path=Path(out_path))
 
 
 __all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones']

@@ -8,6 +8,8 @@ Output, per k and for all held-out views together, per held-out camera and per k
 
 - ``fit_median_px`` / ``dlt_median_px``: the median error over the points *both* give
   (pooled over subsets, frames and keypoints), so the two are compared on the same points;
+- ``fit_p90_px`` / ``dlt_p90_px``: the 90th percentile on the same points (the tail a
+  median hides: a few frames far off);
 - ``fit_all_median_px`` / ``points_all``: the fit's median over every held-out observed
   point, including those DLT cannot triangulate (a fit always gives a point);
 - ``fit_worst`` / ``dlt_worst``: the subset with the largest median (on the common points)
@@ -28,13 +30,17 @@ def _median(x: np.ndarray) -> Optional[float]:
     return float(np.median(x)) if x.size else None
 
 
+def _p90(x: np.ndarray) -> Optional[float]:
+    return float(np.percentile(x, 90)) if x.size else None
+
+
 def _group(per_subset: List[Dict[str, Any]], views: List[List[str]]) -> Dict[str, Any]:
     """Stats of one group (all / a camera / a keypoint) from its per-subset errors."""
     fit = np.concatenate([s['fit'] for s in per_subset]) if per_subset else np.zeros(0)
     dlt = np.concatenate([s['dlt'] for s in per_subset]) if per_subset else np.zeros(0)
     fit_all = np.concatenate([s['fit_all'] for s in per_subset]) if per_subset else np.zeros(0)
     out = dict(fit_median_px=_median(fit), dlt_median_px=_median(dlt),
-               fit_all_median_px=_median(fit_all), points=int(fit.size),
+               fit_p90_px=_p90(fit), dlt_p90_px=_p90(dlt), fit_all_median_px=_median(fit_all), points=int(fit.size),
                points_all=int(fit_all.size), fit_worst=None, dlt_worst=None, fit_wins=0,
                compared_subsets=0)
     for which in ('fit', 'dlt'):
@@ -64,8 +70,9 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
 
     Returns:
         ``dict(subsets=[per subset: views, held_out, fit_median_px, dlt_median_px,
-        fit_all_median_px, points, points_all, failed_samples, fit_wins, cameras={held-out
-        camera: dict(fit_median_px, dlt_median_px, points)}],
+        fit_p90_px, dlt_p90_px, fit_all_median_px, points, points_all, failed_samples,
+        fit_wins, cameras={held-out camera: dict(fit_median_px, dlt_median_px, fit_p90_px,
+        dlt_p90_px, points)}],
         all=group, cameras={name: group}, keypoints={name: group})``, a group as in the
         module docstring; medians are None where there is no point.
     """
@@ -109,9 +116,12 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
         held = [c for c in cameras if c in set(f['cam_all'].tolist())]
         by_camera = {c: dict(fit_median_px=_median(f['fit'][f['cam'] == c]),
                              dlt_median_px=_median(f['dlt'][f['cam'] == c]),
+                             fit_p90_px=_p90(f['fit'][f['cam'] == c]),
+                             dlt_p90_px=_p90(f['dlt'][f['cam'] == c]),
                              points=int((f['cam'] == c).sum())) for c in held}
         per_subset.append(dict(views=v, held_out=held, fit_median_px=_median(f['fit']),
-                               dlt_median_px=_median(f['dlt']),
+                               dlt_median_px=_median(f['dlt']), fit_p90_px=_p90(f['fit']),
+                               dlt_p90_px=_p90(f['dlt']),
                                fit_all_median_px=_median(f['fit_all']),
                                points=int(f['fit'].size), points_all=int(f['fit_all'].size),
                                failed_samples=int(s.get('failed_samples', 0)),
@@ -138,9 +148,11 @@ def format_holdout(report: Mapping[str, Any]) -> str:
              f'{report["samples"]} samples (frames); fitting views '
              f'{", ".join(report["views"])}',
              'Reprojection error (px) in the held-out views: the fit on k views vs DLT '
-             'triangulation from the same k views, on the points both give; "fit all" '
-             'counts every held-out point (DLT needs 2 of the k views).']
-    header = (f'  {"held out":<18}{"fit med":>9}{"DLT med":>9}{"fit wins":>10}   '
+             'triangulation from the same k views, on the points both give (median and '
+             '90th percentile); "fit all" counts every held-out point (DLT needs 2 of the '
+             'k views).']
+    header = (f'  {"held out":<18}{"fit med":>9}{"DLT med":>9}{"fit p90":>9}{"DLT p90":>9}'
+              f'{"fit wins":>10}   '
               f'{"fit worst subset":<28}{"DLT worst subset":<28}{"fit all":>8}{"points":>8}')
     for k, block in report['k'].items():
         sel = block['selection']
@@ -154,14 +166,19 @@ def format_holdout(report: Mapping[str, Any]) -> str:
         for name, g in rows:
             wins = f'{g["fit_wins"]} of {g["compared_subsets"]}'
             lines.append(f'  {name[:18]:<18}{_px(g["fit_median_px"]):>9}'
-                         f'{_px(g["dlt_median_px"]):>9}{wins:>10}   '
+                         f'{_px(g["dlt_median_px"]):>9}{_px(g["fit_p90_px"]):>9}'
+                         f'{_px(g["dlt_p90_px"]):>9}{wins:>10}   '
                          f'{_worst(g, "fit")[:27]:<28}{_worst(g, "dlt")[:27]:<28}'
                          f'{_px(g["fit_all_median_px"]):>8}{g["points"]:>8}')
-        lines.append('  per subset (fit / DLT median px in each held-out camera):')
+        lines.append('  per subset: fit / DLT median (p90) px, all held-out views, then each '
+                     'held-out camera:')
         for s in block['subsets']:
-            cams = '; '.join(f'{c} {_px(v["fit_median_px"])} / {_px(v["dlt_median_px"])}'
+            cams = '; '.join(f'{c} {_px(v["fit_median_px"])} ({_px(v["fit_p90_px"])}) / '
+                             f'{_px(v["dlt_median_px"])} ({_px(v["dlt_p90_px"])})'
                              for c, v in s['cameras'].items())
-            lines.append(f'    {"+".join(s["views"]):<26}{cams}'
+            both = (f'{_px(s["fit_median_px"])} ({_px(s["fit_p90_px"])}) / '
+                    f'{_px(s["dlt_median_px"])} ({_px(s["dlt_p90_px"])})')
+            lines.append(f'    {"+".join(s["views"]):<26}{both:<26}{cams}'
                          + (f' ({s["failed_samples"]} samples failed)'
                             if s['failed_samples'] else ''))
     return '\n'.join(lines)

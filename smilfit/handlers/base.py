@@ -106,6 +106,11 @@ class BaseHandler(nn.Module):
       registrant adds them to the stage's observations. ``groups`` (B,) is given in
       stages fitting shared parameters (pool over each group), ``None`` otherwise;
       a handler with ``pools_per_animal`` true gets the animals in every stage.
+    - ``estimates_shared`` / ``shared_starts(output, observations, params, groups,
+      shared)``: shared parameters the handler can estimate in closed form from the
+      current fit (e.g. a keypoint's offset from its joint, :mod:`.offset_estimate`);
+      in a stage fitting them, the registrant starts every round from these values
+      (before the stage observations are derived), per group (G, ...).
     - ``forward(output, observations, params) -> (B,)``, already multiplied by
       ``weight``. ``weight`` is a plain float a stage may change at any time; with
       ``weight == 0`` the registrant may skip the handler altogether.
@@ -141,6 +146,8 @@ class BaseHandler(nn.Module):
     offsets_frame: str = 'world'
     #: Whether :meth:`stage_observations` adds anything.
     needs_stage_observations: bool = False
+    #: Shared parameters :meth:`shared_starts` estimates.
+    estimates_shared: Sequence[str] = ()
     #: Whether :meth:`stage_observations` gets the animals (``groups``) in every stage,
     #: not only in stages fitting shared parameters.
     pools_per_animal: bool = False
@@ -150,6 +157,15 @@ class BaseHandler(nn.Module):
                            groups: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Observations derived at the start of a stage from the current fit (``output``
         at ``params``), keyed by names of this handler's own; none by default."""
+        return {}
+
+    def shared_starts(self, output, observations: Mapping[str, Any],
+                      params: Mapping[str, Any], groups: torch.Tensor,
+                      shared: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Starting values (G, ...) of the shared parameters ``shared`` (name -> current
+        (G, ...) values, names from :attr:`estimates_shared`) from the fit ``output`` at
+        ``params`` (per sample, (B, ...)), ``groups`` (B,) each sample's group; none by
+        default."""
         return {}
 
     @property

@@ -13,6 +13,7 @@ from ..registry import HANDLERS
 from ..utils.memo import TensorMemo
 from .base import LossSpec
 from .matching import KeypointHandlerBase
+from .offset_estimate import offset_steps
 from .residual_scale import residual_scales
 from .views import view_cameras, view_keypoints
 
@@ -106,6 +107,11 @@ class Keypoint2DHandler(KeypointHandlerBase):
             it has coordinates (two views) does not set its own, understated scale.
             ``'frame'``: one per (frame, view) in stages that fit per-frame parameters
             only, per (animal, view, keypoint) in stages that fit shared ones.
+        offsets_from_residuals: in a stage fitting per-animal joint-frame offsets
+            (``offsets_frame='joint'``, the offsets shared), start every round from the
+            offsets that best explain the residuals (:mod:`.offset_estimate`), so that a
+            label consistently away from its joint is absorbed by its offset before the
+            noise scales are measured, not taken for label noise.
         min_relative_scale: the smallest noise scale, as a fraction of the animal's
             extent in the view (the spread of its observed keypoints, pixels). A frame
             fitted with about as many pose parameters as it has coordinates absorbs its
@@ -120,7 +126,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  offsets_key: Optional[str] = 'auto', offsets_frame: str = 'world',
                  use_confidence: bool = True, min_depth: float = 0.0,
                  check_finite: bool = False, scale_from_residuals: bool = False,
-                 scale_pooling: str = 'animal', min_relative_scale: float = 0.01) -> None:
+                 scale_pooling: str = 'animal', min_relative_scale: float = 0.01,
+                 offsets_from_residuals: bool = True) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -137,6 +144,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
             raise ValueError(f'handler {name!r}: min_relative_scale must be >= 0, got '
                              f'{min_relative_scale!r}')
         self.min_relative_scale = float(min_relative_scale)
+        self.offsets_from_residuals = bool(offsets_from_residuals)
         self._observed = TensorMemo()   # see _pixel_terms
         self._scaled = TensorMemo()     # see _terms
 
@@ -176,6 +184,36 @@ class Keypoint2DHandler(KeypointHandlerBase):
             scale = torch.maximum(scale, self.min_relative_scale
                                   * observed_extent(target, valid)[..., None])
         return {self.scale_key: scale}
+
+    @property
+    def estimates_shared(self) -> Sequence[str]:
+        """The joint-frame offsets (with ``offsets_from_residuals``)."""
+        if self.offsets_from_residuals and self.offsets_frame == 'joint' and self.offsets_key:
+            return (self.offsets_key,)
+        return ()
+
+    def shared_starts(self, output, observations: Mapping[str, Any],
+                      params: Mapping[str, Any], groups: torch.Tensor,
+                      shared: Mapping[str, torch.Tensor]) -> dict:
+        """``{offsets_key: (G, N, 3)}``: each group's offsets moved by the step that
+        best explains its residuals (:func:`~.offset_estimate.offset_steps`), where it
+        has enough observations."""
+        current = shared.get(self.offsets_key)
+        if current is None or not self.estimates_shared:
+            return {}
+        obs = {k: v for k, v in observations.items() if k != self.scale_key}
+        pix, target, _, mask, in_front, dpix = self._pixel_terms(
+            self.matched_points(output, params), obs, params, with_jacobian=True)
+        valid = mask & in_front & torch.isfinite(target).all(-1)
+        index = self.model_index.to(current.device)
+        maps = output.joint_transforms[..., :3, :3].index_select(
+            1, self.carriers.to(current.device).index_select(0, index))     # (B, M, 3, 3)
+        jac = torch.einsum('bcmki,bmij->bcmkj', dpix, maps.to(dpix))
+        step, _ = offset_steps(torch.nan_to_num(pix - target), jac, valid, groups,
+                               current.shape[0])
+        moved = current.clone()
+        moved[:, index] = current[:, index] + step.to(current)
+        return {self.offsets_key: moved}
 
     def project(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any], views: Optional[dict] = None):

@@ -291,6 +291,29 @@ class SMILRegistrant(nn.Module):
                 out.update(h.stage_observations(output, obs, params, pooling))
         return out
 
+    def _shared_starts(self, stage: Stage, params: Dict[str, Tensor],
+                       obs: Mapping[str, Tensor], groups: Tensor,
+                       handlers: Sequence[nn.Module]) -> Dict[str, Tensor]:
+        """``params`` with the shared parameters ``stage`` fits moved to where the
+        handlers estimate them in closed form (``estimates_shared``, e.g. keypoint
+        offsets from the residuals), before the stage measures its noise scales."""
+        fitting = {n for n in stage.fit if n in self.shared}
+        estimating = [h for h in handlers if fitting & set(h.estimates_shared)]
+        if not estimating:
+            return params
+        params = dict(params)
+        with torch.no_grad():
+            for h in estimating:
+                expanded = self._expand(params, self.shared, groups)
+                output = self.body_model(
+                    **{k: expanded[k] for k in _MODEL_INPUTS if k in expanded},
+                    return_vertices=False)
+                names = fitting & set(h.estimates_shared)
+                starts = h.shared_starts(output, obs, expanded, groups,
+                                         {n: params[n] for n in names})
+                params.update({n: v for n, v in starts.items() if n in names})
+        return params
+
     # ------------------------------------------------------------------- fit
     def fit(self, observations: Mapping[str, Any],
             init_params: Optional[Mapping[str, Tensor]] = None,
@@ -391,6 +414,7 @@ class SMILRegistrant(nn.Module):
                                      'on shared parameters, which it does not fit')
             diverged, records = None, []
             for _ in range(stage.rounds):
+                params = self._shared_starts(stage, params, obs, groups, active)
                 # Pooled over each animal's frames where its skeleton is fitted (a
                 # keypoint it misses everywhere keeps its own scale), per sample
                 # elsewhere, except for handlers that pool per animal in every stage.

@@ -75,10 +75,14 @@ def two_animals(tmp_path_factory):
 
 def test_each_animal_gets_its_own_skeleton_never_a_blend(two_animals):
     """Batches of 3 mix the two animals: each still gets its own skeleton, from all of
-    its frames: its bone lengths within 3.5 % of the body length of its own truth (animal 0's,
-    the model's own skeleton, to 1e-6), more than 6 % from the other animal's (their
-    bones differ by 8 %). The bound is the L-BFGS skeleton stage's convergence on this
-    deliberately different skeleton (5 % of the body length per bone), not the grouping."""
+    its 10 frames: its bone lengths within 1 % of the body length of its own truth
+    (animal 0's, the model's own skeleton, to 1e-6), more than 6 % from the other
+    animal's (their bones differ by 8 %), though every bone of animal 1 is moved by 5 %
+    of the body length: the joint pose-and-skeleton Levenberg-Marquardt (the L-BFGS
+    stages it replaced reached 3.5 % here). On other seeds of this session the worst bone
+    is 1-4 % off (L-BFGS: 1.6-7.2 %): the demo mouse's keypoints are skin points, and a
+    bone whose two ends the skin hides (a tail segment moved by 13 % of the body length) is
+    not determined by 10 frames."""
     model, bones, length = two_animals['model'], two_animals['bones'], two_animals['length']
     with h5py.File(two_animals['results']) as f:
         animal = f['samples/animal'][:]
@@ -95,7 +99,7 @@ def test_each_animal_gets_its_own_skeleton_never_a_blend(two_animals):
         fitted = _bone_lengths(model, skeletons[a])
         own = float((fitted - truth[a]).abs().max()) / length
         other = float((fitted - truth[1 - a]).abs().max()) / length
-        assert own < 0.035, (name, own)
+        assert own < 0.01, (name, own)
         assert other > 0.06, (name, other)
 
 

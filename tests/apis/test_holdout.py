@@ -93,7 +93,7 @@ def test_report_structure_and_files(session):
     assert json.loads((out / HOLDOUT_JSON).read_text()) == report
     text = (out / HOLDOUT_TEXT).read_text()
     assert 'k = 2: 6 of 6 subsets' in text
-    assert 'fit med' in text and 'DLT med' in text
+    assert 'fit med' in text and 'DLT med' in text and 'fit p90' in text
     # DLT from noisy labels is not exact, and the fit sees the same noise
     assert 0.2 < report['k']['2']['all']['dlt_median_px'] < 20 * NOISE_PX
     assert report['k']['2']['all']['fit_median_px'] < 20 * NOISE_PX
@@ -137,6 +137,8 @@ def test_numbers_match_a_direct_computation(session):
             assert s['points'] == fit.size
             np.testing.assert_allclose(s['dlt_median_px'], np.median(dlt), rtol=1e-5)
             np.testing.assert_allclose(s['fit_median_px'], np.median(fit), rtol=1e-4)
+            np.testing.assert_allclose(s['dlt_p90_px'], np.percentile(dlt, 90), rtol=1e-5)
+            np.testing.assert_allclose(s['fit_p90_px'], np.percentile(fit, 90), rtol=1e-4)
             assert list(s['cameras']) == s['held_out']
             for name, per in s['cameras'].items():
                 here = camera == CAMS.index(name)
@@ -145,12 +147,18 @@ def test_numbers_match_a_direct_computation(session):
                                            rtol=1e-5)
                 np.testing.assert_allclose(per['fit_median_px'], np.median(fit[here]),
                                            rtol=1e-4)
+                np.testing.assert_allclose(per['fit_p90_px'], np.percentile(fit[here], 90),
+                                           rtol=1e-4)
             pooled_fit.append(fit)
             pooled_dlt.append(dlt)
         np.testing.assert_allclose(block['all']['dlt_median_px'],
                                    np.median(np.concatenate(pooled_dlt)), rtol=1e-5)
         np.testing.assert_allclose(block['all']['fit_median_px'],
                                    np.median(np.concatenate(pooled_fit)), rtol=1e-4)
+        np.testing.assert_allclose(block['all']['fit_p90_px'],
+                                   np.percentile(np.concatenate(pooled_fit), 90), rtol=1e-4)
+        np.testing.assert_allclose(block['all']['dlt_p90_px'],
+                                   np.percentile(np.concatenate(pooled_dlt), 90), rtol=1e-5)
 
 
 def test_a_view_left_out_is_not_used_by_the_fit(session, tmp_path):

@@ -1,0 +1,127 @@
+"""A label that sits consistently away from its joint: the per-animal offset that explains it.
+
+A keypoint label that is not its joint (a back label mapped to the thoracic joint while it
+sits over the lumbar one, an ear tip mapped to the ear's base) is off by the same vector in
+the joint's frame in every frame and view. Seen through the noise scales estimated from the
+residuals (:mod:`.residual_scale`), that bias looks like label noise: the keypoint gets a
+scale of the bias's size and little weight, and the offset prior (in body units, e.g.
+left/right symmetry) then holds the offset back, so the bias is never absorbed.
+
+So before a stage that fits the offsets measures its noise scales, the offsets start where
+the residuals put them: per (animal, keypoint) the joint-frame step ``d`` that minimises
+``sum_{frames, views} w |r + A d|^2`` (``r`` the reprojection residual, ``A = dpix/dX M_j``
+its Jacobian through the carrying joint's world map ``M_j``), weighted
+
+1. by each (frame, view)'s robust residual scale, so a badly calibrated camera (all its
+   points off) barely moves an offset;
+2. then by each (animal, view, keypoint)'s scale around the first estimate, with a robust
+   (GMoF, 3 scales) weight per point, so a few swapped labels do not move it.
+
+Only points whose displacement is *consistent* are moved: with at least
+:data:`MIN_EQUATIONS_PER_UNKNOWN` equations per unknown (with fewer an offset would also
+absorb the noise, and the scale measured after it would understate the labels' noise),
+and where the step explains significantly more of the weighted residuals than noise
+alone would (an F test of the 3 offset coordinates against the residuals left, at
+significance :data:`SIGNIFICANCE`). Pose errors that differ from frame to frame, and
+label noise, do not pass it; a label that sits off its joint in every frame does. The stage's own optimisation (with its priors) then
+starts from there: where the frames agree the noise scales are those of the labels, and
+the prior yields; where they do not, the prior brings the offset back.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from .residual_scale import residual_scales
+
+Tensor = torch.Tensor
+
+#: Equations (pixel coordinates) per unknown (3 per offset) a point needs before its
+#: offset is estimated from its residuals: 12 coordinates, e.g. 3 frames in 2 views.
+MIN_EQUATIONS_PER_UNKNOWN = 4
+#: Robust weight: residuals beyond this many noise scales count less (as the GMoF kernel).
+ROBUST_SCALES = 3.0
+#: Significance level of the F test a point's step must pass to be taken (the chance
+#: that noise alone, with no consistent displacement, would pass it).
+SIGNIFICANCE = 1e-3
+
+
+def _weighted_sum(weight: Tensor, residual: Tensor, groups: Tensor, G: int) -> Tensor:
+    """(G, M) sum over each group's frames and views of ``weight |residual|^2``."""
+    per = (weight * residual.pow(2).sum(-1)).sum(1)                        # (B, M)
+    return per.new_zeros(G, per.shape[1]).index_add_(0, groups, per)
+
+
+def _solve(residual: Tensor, jac: Tensor, weight: Tensor, groups: Tensor, G: int
+           ) -> Tensor:
+    """(G, M, 3) the weighted least-squares offset step of every (group, point)."""
+    B, C, M = weight.shape
+    H = torch.einsum('bcm,bcmki,bcmkj->bmij', weight, jac, jac)            # (B, M, 3, 3)
+    g = torch.einsum('bcm,bcmki,bcmk->bmi', weight, jac, residual)         # (B, M, 3)
+    H = H.new_zeros(G, M, 3, 3).index_add_(0, groups, H)
+    g = g.new_zeros(G, M, 3).index_add_(0, groups, g)
+    trace = H.diagonal(dim1=-2, dim2=-1).sum(-1)                           # (G, M)
+    seen = torch.isfinite(trace) & (trace > 0)
+    # A point seen from one direction only (one view, no turn) leaves a direction
+    # unobserved: the tiny ridge keeps the step there at zero. An unseen point (or one
+    # behind every camera) gets no step.
+    eye = torch.eye(3, dtype=H.dtype, device=H.device)
+    ridge = torch.where(seen, 1e-9 * trace, torch.ones_like(trace))
+    H = torch.where(seen[..., None, None], H, torch.zeros_like(H)) + ridge[..., None, None] * eye
+    g = torch.where(seen[..., None], g, torch.zeros_like(g))
+    solution, info = torch.linalg.solve_ex(H, g[..., None])
+    step = -solution[..., 0]
+    seen = seen & (info == 0) & torch.isfinite(step).all(-1)
+    return torch.where(seen[..., None], step, torch.zeros_like(step))
+
+
+def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
+                 num_groups: int) -> Tuple[Tensor, Tensor]:
+    """The joint-frame offset step of every (group, point) that explains its residuals.
+
+    Args:
+        residual: (B, C, M, 2) model minus labelled pixels.
+        jac: (B, C, M, 2, 3) pixels' Jacobian w.r.t. the point's joint-frame offset.
+        valid: (B, C, M) bool, the observations that count.
+        groups: (B,) long, each sample's group (animal), in ``[0, num_groups)``.
+        num_groups: G.
+
+    Returns:
+        ``(step (G, M, 3), moved (G, M) bool)``: the step (model units, joint frame;
+        zero where not moved) and the points moved (enough equations, a significant
+        consistent displacement).
+    """
+    from scipy.stats import f as f_distribution
+    dtype = residual.dtype
+    residual = torch.where(valid[..., None], residual, torch.zeros_like(residual))
+    jac = torch.where(valid[..., None, None], jac, torch.zeros_like(jac))
+    errors = residual.norm(dim=-1)
+    # 1. every (sample, view) weighted by its robust scale (over its points)
+    view_scale = residual_scales(errors, valid)                            # (B, C, M)
+    step = _solve(residual, jac, valid.to(dtype) / view_scale ** 2, groups, num_groups)
+    # 2. every (group, view, point) by its scale around the first step, robustly
+    moved_residual = residual + torch.einsum('bcmki,bmi->bcmk', jac, step[groups])
+    moved = torch.where(valid, moved_residual.norm(dim=-1), torch.zeros_like(errors))
+    scale = residual_scales(moved, valid, groups)
+    robust = 1.0 / (1.0 + (moved / (ROBUST_SCALES * scale)) ** 2) ** 2
+    weight = valid.to(dtype) * robust / scale ** 2
+    step = _solve(residual, jac, weight, groups, num_groups)
+    equations = 2 * torch.zeros(num_groups, valid.shape[2], dtype=torch.long,
+                                device=valid.device).index_add_(
+        0, groups, valid.sum(1, dtype=torch.long))
+    enough = equations >= 3 * MIN_EQUATIONS_PER_UNKNOWN
+    # F test: the weighted sum of squares the step removes, per offset coordinate,
+    # against what is left per remaining degree of freedom.
+    before = _weighted_sum(weight, residual, groups, num_groups)
+    after = _weighted_sum(weight, residual + torch.einsum('bcmki,bmi->bcmk', jac,
+                                                          step[groups]), groups, num_groups)
+    dof = (equations - 3).clamp_min(1).to(dtype)
+    statistic = ((before - after) / 3.0) / (after / dof).clamp_min(torch.finfo(dtype).tiny)
+    critical = torch.as_tensor(f_distribution.isf(SIGNIFICANCE, 3, dof.cpu().numpy()),
+                               dtype=dtype, device=dof.device)
+    take = enough & (statistic > critical)
+    return torch.where(take[..., None], step, torch.zeros_like(step)), take
+
+
+__all__ = ['offset_steps', 'MIN_EQUATIONS_PER_UNKNOWN', 'ROBUST_SCALES', 'SIGNIFICANCE']
