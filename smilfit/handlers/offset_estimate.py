@@ -17,7 +17,12 @@ its Jacobian through the carrying joint's world map ``M_j``), weighted
 2. then by each (animal, view, keypoint)'s scale around the first estimate, with a robust
    (GMoF, 3 scales) weight per point, so a few swapped labels do not move it.
 
-Only points whose displacement is *consistent* are moved: with at least
+Only a point that stands out is moved: its error (median over the animal's frames and
+views, each view's errors in units of that view's scale) more than :data:`OUTLIER_RATIO`
+times the animal's typical keypoint's (as the fit-quality table names a keypoint), so the
+labels' ordinary offsets from their joints, which a skeleton stage fits anyway with its
+priors, keep the noise scales they had; and only where its displacement is
+*consistent*: with at least
 :data:`MIN_EQUATIONS_PER_UNKNOWN` equations per unknown (with fewer an offset would also
 absorb the noise, and the scale measured after it would understate the labels' noise),
 and where the step explains significantly more of the weighted residuals than noise
@@ -42,9 +47,32 @@ Tensor = torch.Tensor
 MIN_EQUATIONS_PER_UNKNOWN = 4
 #: Robust weight: residuals beyond this many noise scales count less (as the GMoF kernel).
 ROBUST_SCALES = 3.0
+#: How far above the animal's typical keypoint a point's error must be (median over its
+#: frames and views against the median of the animal's point medians) to be taken for a
+#: displaced label: the ratio of the outlier rule of :mod:`smilfit.evaluation.fit_quality`.
+OUTLIER_RATIO = 3.0
 #: Significance level of the F test a point's step must pass to be taken (the chance
 #: that noise alone, with no consistent displacement, would pass it).
 SIGNIFICANCE = 1e-3
+
+
+def _stands_out(errors: Tensor, valid: Tensor, groups: Tensor, G: int) -> Tensor:
+    """(G, M) bool: points whose median error over the group's frames and views is more
+    than :data:`OUTLIER_RATIO` times the median of the group's point medians. ``errors``
+    are in units of each (frame, view)'s scale, so a badly calibrated camera (every point
+    off) does not hide a displaced label."""
+    B, C, M = errors.shape
+    e = torch.where(valid, errors, torch.full_like(errors, float('nan')))
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    counts = torch.bincount(groups, minlength=G)
+    rank = torch.arange(B, device=e.device) - (torch.cumsum(counts, 0) - counts)[sorted_groups]
+    S = int(counts.max()) if B else 0
+    padded = e.new_full((G, S, C, M), float('nan'))
+    padded[sorted_groups, rank] = e[order]
+    point = padded.permute(0, 3, 1, 2).reshape(G, M, S * C).nanmedian(-1).values  # (G, M)
+    typical = point.nanmedian(-1).values                                            # (G,)
+    return point > OUTLIER_RATIO * typical[:, None]
 
 
 def _weighted_sum(weight: Tensor, residual: Tensor, groups: Tensor, G: int) -> Tensor:
@@ -99,6 +127,7 @@ def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
     errors = residual.norm(dim=-1)
     # 1. every (sample, view) weighted by its robust scale (over its points)
     view_scale = residual_scales(errors, valid)                            # (B, C, M)
+    stands_out = _stands_out(errors / view_scale, valid, groups, num_groups)
     step = _solve(residual, jac, valid.to(dtype) / view_scale ** 2, groups, num_groups)
     # 2. every (group, view, point) by its scale around the first step, robustly
     moved_residual = residual + torch.einsum('bcmki,bmi->bcmk', jac, step[groups])
@@ -120,8 +149,9 @@ def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
     statistic = ((before - after) / 3.0) / (after / dof).clamp_min(torch.finfo(dtype).tiny)
     critical = torch.as_tensor(f_distribution.isf(SIGNIFICANCE, 3, dof.cpu().numpy()),
                                dtype=dtype, device=dof.device)
-    take = enough & (statistic > critical)
+    take = enough & stands_out & (statistic > critical)
     return torch.where(take[..., None], step, torch.zeros_like(step)), take
 
 
-__all__ = ['offset_steps', 'MIN_EQUATIONS_PER_UNKNOWN', 'ROBUST_SCALES', 'SIGNIFICANCE']
+__all__ = ['offset_steps', 'MIN_EQUATIONS_PER_UNKNOWN', 'ROBUST_SCALES', 'SIGNIFICANCE',
+           'OUTLIER_RATIO']
