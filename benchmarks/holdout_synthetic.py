@@ -5,7 +5,9 @@ Sessions (``smilfit.datasets.synthetic_animals``, the embedded demo mouse, 6 cam
 keypoints only): labels that are not joints (each keypoint off its joint by
 ``offset_std`` body lengths, in the joint's frame), bones moved by ``bone_std``, random
 poses, Gaussian label noise. Cases: clean labels (0.5 px) and noisy ones (3 px), each on
-60 frames and on the first 5.
+60 frames and on the first 5; and clean labels on 30 frames with one label placed 15-20 % of
+the body length from its joint (a user's joint lookup mapping it to the wrong joint):
+``displaced`` rows add that keypoint's held-out median over the other keypoints' median.
 
 Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
@@ -32,6 +34,8 @@ import copy
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,20 +82,40 @@ PIXEL_CONSTANTS = dict(
              loss_weights=dict(kp2d_coarse=0.0, bone_prior=0.0, offset_prior=0.0)),
     ],
 )
-#: name -> (label noise px, frames fitted)
-CASES = {'clean': (0.5, None), 'clean_f5': (0.5, 5), 'noisy': (3.0, None),
-         'noisy_f5': (3.0, 5)}
+#: name -> (label noise px, frames fitted, displaced label: (keypoint, body lengths) or None)
+CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, None, None),
+         'noisy_f5': (3.0, 5, None), 'displaced': (0.5, 30, ('hind_paw_R', 0.2)),
+         'displaced_knee': (0.5, 30, ('knee_L', 0.15))}
+
+
+def _displacement(displaced):
+    """(1, Kp, 3) keypoint offsets placing one label ``displaced = (name, body lengths)``
+    from its joint in a fixed random direction, or None."""
+    if displaced is None:
+        return None
+    import torch
+
+    from smilfit.datasets.synthetic import build_body_model
+    model = build_body_model(None)
+    names = list(model.keypoint_names)
+    with torch.no_grad():
+        rest = model(return_vertices=False).keypoints[0].numpy()
+    direction = np.random.default_rng(9).standard_normal(3)
+    extra = np.zeros((1, len(names), 3))
+    extra[0, names.index(displaced[0])] = displaced[1] * float(
+        (rest.max(0) - rest.min(0)).max()) * direction / np.linalg.norm(direction)
+    return extra
 
 
 def _config(registrant, data_path):
     from mmengine.config import Config
 
-    from holdout import VARIANTS, apply_variant
+    from holdout import apply_variant
     base = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py'))
     cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
     cfg.body_model = base.body_model
     cfg.data = dict(path=str(data_path), batch_size=64)
-    if registrant in VARIANTS:
+    if isinstance(registrant, str):
         apply_variant(cfg, registrant)
     elif registrant is not None:
         reg = copy.deepcopy(registrant)
@@ -118,13 +142,15 @@ def main() -> int:
     register_all_modules()
     out = Path(args.out_dir)
     rows = []
-    for case, (noise, frames) in CASES.items():
-        data = out / f'session_{noise:g}px.h5'
+    for case, (noise, frames, displaced) in CASES.items():
+        data = out / (f'session_{noise:g}px.h5' if displaced is None else
+                      f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
         if not data.exists():
             data.parent.mkdir(parents=True, exist_ok=True)
             generate_animal_session(data, num_animals=1, frames=args.frames, num_views=6,
                                     bone_std=0.03, offset_std=0.05, pose_std=0.25,
-                                    noise_px=noise, seed=7)
+                                    noise_px=noise, seed=7,
+                                    keypoint_offsets=_displacement(displaced))
         for label, registrant in (('pixel constants', PIXEL_CONSTANTS),
                                   ('no_offset_start', 'no_offset_start'),
                                   ('joint', 'joint'), ('shipped', 'shipped')):
@@ -136,18 +162,24 @@ def main() -> int:
             seconds = time.perf_counter() - start
             for k, block in report['k'].items():
                 g = block['all']
+                ratio = ''
+                if displaced is not None:
+                    kp = block['keypoints']
+                    others = [v['fit_median_px'] for n, v in kp.items()
+                              if n != displaced[0] and v['fit_median_px'] is not None]
+                    ratio = f"{kp[displaced[0]]['fit_median_px'] / np.median(others):.2f}"
                 rows.append((case, noise, report['samples'], label, k, g['dlt_median_px'],
                              g['fit_median_px'], g['dlt_p90_px'], g['fit_p90_px'],
                              g['dlt_worst']['median_px'], g['fit_worst']['median_px'],
-                             f"{g['fit_wins']} of {g['compared_subsets']}", seconds))
-    print(f'{"case":<10}{"noise px":>9}{"frames":>7}  {"config":<17}{"k":>2}{"DLT med":>9}'
+                             f"{g['fit_wins']} of {g['compared_subsets']}", seconds, ratio))
+    print(f'{"case":<15}{"noise px":>9}{"frames":>7}  {"config":<17}{"k":>2}{"DLT med":>9}'
           f'{"fit med":>9}{"DLT p90":>9}{"fit p90":>9}{"DLT worst":>10}{"fit worst":>10}'
-          f'{"fit wins":>10}{"s":>6}')
+          f'{"fit wins":>10}{"s":>6}{"displaced/others":>18}')
     for (case, noise, n, label, k, dlt, fit, dlt90, fit90, dlt_worst, fit_worst, wins,
-         seconds) in rows:
-        print(f'{case:<10}{noise:>9.1f}{n:>7}  {label:<17}{k:>2}{dlt:>9.2f}{fit:>9.2f}'
+         seconds, ratio) in rows:
+        print(f'{case:<15}{noise:>9.1f}{n:>7}  {label:<17}{k:>2}{dlt:>9.2f}{fit:>9.2f}'
               f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}'
-              f'{wins:>10}{seconds:>6.0f}')
+              f'{wins:>10}{seconds:>6.0f}{ratio:>18}')
     return 0
 
 

@@ -75,7 +75,7 @@ registrant = dict(
         # offsets_from_residuals): a label consistently away from its joint is an
         # offset, not label noise. Pose and skeleton in one stage instead (benchmarks/
         # holdout.py --variant joint) fits clean synthetic labels better (held-out 0.74
-        # against 0.92 px) but the shared session far worse (9.1 against 6.6 px, 2
+        # against 0.92 px) but the shared session far worse (9.4 against 6.7 px, 2
         # cameras): with two cameras along a short baseline, the animal drifts to a
         # larger, farther one whose points the robust kernel gives up.
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
