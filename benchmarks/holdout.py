@@ -11,8 +11,9 @@ subset of sleap-io's 8-camera test recording (two mice, 3 frames, noisy labels;
 and k (median, 90th percentile and worst subset's median, of the fit and of DLT), and
 each case's full table (per held-out camera, per keypoint, per subset); the
 reports are ``<out-dir>/<case>/holdout_views.{txt,json}``. Fits are resumed from
-``<out-dir>/<case>/fits`` when rerun. A few minutes on one CPU thread (most of it the 8-camera case); skips when
-../shared is absent. The slow twin of ``tests/apis/test_holdout.py`` (synthetic, seconds).
+``<out-dir>/<case>/fits`` when rerun. A few minutes on one CPU thread (most of it the
+8-camera case); skips when ../shared is absent. The slow twin of
+``tests/apis/test_holdout.py`` (synthetic, seconds).
 ``--cases`` runs some of the cases, ``--cfg-options`` changes the config (e.g. to measure
 one constant's effect), ``--variant`` runs one of the alternatives the config was chosen
 over (:data:`VARIANTS`).

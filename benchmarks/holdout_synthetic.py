@@ -16,8 +16,9 @@ the residuals); ``no_offset_start`` and ``joint`` are the alternatives of
 ``benchmarks/holdout.py --variant`` (offsets started where the last stage left them;
 pose and skeleton in one stage); ``pixel constants`` is the registrant before errors
 were put in noise units (GMoF sigma 10/20 px, priors weighted per frame in squared pixels
-against squared model units). All on the demo mouse's body model, fitted on k of the 6 cameras (a random sample of the
-subsets, seeded) and scored in the others, side by side with DLT from the same k.
+against squared model units). All on the demo mouse's body model, fitted on k of the 6
+cameras (a random sample of the subsets, seeded) and scored in the others, side by side
+with DLT from the same k.
 
 Usage::
 

@@ -40,7 +40,8 @@ def _group(per_subset: List[Dict[str, Any]], views: List[List[str]]) -> Dict[str
     dlt = np.concatenate([s['dlt'] for s in per_subset]) if per_subset else np.zeros(0)
     fit_all = np.concatenate([s['fit_all'] for s in per_subset]) if per_subset else np.zeros(0)
     out = dict(fit_median_px=_median(fit), dlt_median_px=_median(dlt),
-               fit_p90_px=_p90(fit), dlt_p90_px=_p90(dlt), fit_all_median_px=_median(fit_all), points=int(fit.size),
+               fit_p90_px=_p90(fit), dlt_p90_px=_p90(dlt),
+               fit_all_median_px=_median(fit_all), points=int(fit.size),
                points_all=int(fit_all.size), fit_worst=None, dlt_worst=None, fit_wins=0,
                compared_subsets=0)
     for which in ('fit', 'dlt'):

@@ -195,9 +195,9 @@ class Keypoint2DHandler(KeypointHandlerBase):
     def shared_starts(self, output, observations: Mapping[str, Any],
                       params: Mapping[str, Any], groups: torch.Tensor,
                       shared: Mapping[str, torch.Tensor]) -> dict:
-        """``{offsets_key: (G, N, 3)}``: each group's offsets moved by the step that
-        best explains its residuals (:func:`~.offset_estimate.offset_steps`), where it
-        has enough observations."""
+        """``{offsets_key: (G, N, 3)}``: each group's offsets, those of a keypoint that
+        stands out moved by the step that best explains its residuals, where that
+        displacement is consistent (:func:`~.offset_estimate.offset_steps`)."""
         current = shared.get(self.offsets_key)
         if current is None or not self.estimates_shared:
             return {}

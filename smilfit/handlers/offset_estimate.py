@@ -21,16 +21,16 @@ Only a point that stands out is moved: its error (median over the animal's frame
 views, each view's errors in units of that view's scale) more than :data:`OUTLIER_RATIO`
 times the animal's typical keypoint's (as the fit-quality table names a keypoint), so the
 labels' ordinary offsets from their joints, which a skeleton stage fits anyway with its
-priors, keep the noise scales they had; and only where its displacement is
-*consistent*: with at least
-:data:`MIN_EQUATIONS_PER_UNKNOWN` equations per unknown (with fewer an offset would also
-absorb the noise, and the scale measured after it would understate the labels' noise),
-and where the step explains significantly more of the weighted residuals than noise
-alone would (an F test of the 3 offset coordinates against the residuals left, at
-significance :data:`SIGNIFICANCE`). Pose errors that differ from frame to frame, and
-label noise, do not pass it; a label that sits off its joint in every frame does. The stage's own optimisation (with its priors) then
-starts from there: where the frames agree the noise scales are those of the labels, and
-the prior yields; where they do not, the prior brings the offset back.
+priors, keep the noise scales they had. And only where the displacement is consistent:
+with at least :data:`MIN_EQUATIONS_PER_UNKNOWN` equations per unknown (with fewer an
+offset would also absorb the noise, and the scale measured after it would understate the
+labels' noise), and where the step explains significantly more of the weighted residuals
+than noise alone would (an F test of the 3 offset coordinates against the residuals
+left, at significance :data:`SIGNIFICANCE`). Pose errors that differ from frame to frame,
+and label noise, do not pass it; a label that sits off its joint in every frame does.
+The stage's own optimisation (with its priors) then starts from there: where the frames
+agree the noise scales are those of the labels, and the prior yields; where they do not,
+the prior brings the offset back.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from typing import Tuple
 
 import torch
 
-from .residual_scale import residual_scales
+from .residual_scale import by_group, residual_scales
 
 Tensor = torch.Tensor
 
@@ -63,14 +63,8 @@ def _stands_out(errors: Tensor, valid: Tensor, groups: Tensor, G: int) -> Tensor
     off) does not hide a displaced label."""
     B, C, M = errors.shape
     e = torch.where(valid, errors, torch.full_like(errors, float('nan')))
-    order = torch.argsort(groups, stable=True)
-    sorted_groups = groups[order]
-    counts = torch.bincount(groups, minlength=G)
-    rank = torch.arange(B, device=e.device) - (torch.cumsum(counts, 0) - counts)[sorted_groups]
-    S = int(counts.max()) if B else 0
-    padded = e.new_full((G, S, C, M), float('nan'))
-    padded[sorted_groups, rank] = e[order]
-    point = padded.permute(0, 3, 1, 2).reshape(G, M, S * C).nanmedian(-1).values  # (G, M)
+    padded = by_group(e, groups, G, float('nan'))                          # (G, S, C, M)
+    point = padded.permute(0, 3, 1, 2).reshape(G, M, -1).nanmedian(-1).values     # (G, M)
     typical = point.nanmedian(-1).values                                            # (G,)
     return point > OUTLIER_RATIO * typical[:, None]
 

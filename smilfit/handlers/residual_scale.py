@@ -98,24 +98,31 @@ def residual_scales(errors: Tensor, valid: Tensor, groups: Optional[Tensor] = No
     return torch.where(scale > torch.finfo(errors.dtype).tiny, scale, torch.ones_like(scale))
 
 
+def by_group(x: Tensor, groups: Tensor, num_groups: int, fill: float) -> Tensor:
+    """(G, S, ...) the samples of ``x`` (B, ...) laid out per group (S the largest group's
+    size, the rest ``fill``), so a statistic over every group's samples is one batched
+    call whatever the group sizes."""
+    B = x.shape[0]
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    counts = torch.bincount(groups, minlength=num_groups)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(B, device=x.device) - starts[sorted_groups]
+    S = int(counts.max()) if B else 0
+    padded = x.new_full((num_groups, S) + tuple(x.shape[1:]), fill)
+    padded[sorted_groups, rank] = x[order]
+    return padded
+
+
 def _group_scales(e: Tensor, n: Tensor, groups: Tensor):
     """Per (group, view, keypoint) scales, shrunk to (group, view), then to the group.
 
     The samples are laid out per group in a padded (G, S, C, M) tensor (NaN padding), so
     every median is one batched call whatever the group sizes.
     """
-    B, C, M = e.shape
-    G = int(groups.max()) + 1 if B else 0
-    order = torch.argsort(groups, stable=True)
-    sorted_groups = groups[order]
-    counts = torch.bincount(groups, minlength=G)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(B, device=e.device) - starts[sorted_groups]
-    S = int(counts.max()) if B else 0
-    padded = e.new_full((G, S, C, M), float('nan'))
-    padded[sorted_groups, rank] = e[order]
-    n_pad = n.new_zeros((G, S, C, M))
-    n_pad[sorted_groups, rank] = n[order]
+    G = int(groups.max()) + 1 if e.shape[0] else 0
+    padded = by_group(e, groups, G, float('nan'))
+    n_pad = by_group(n, groups, G, 0.0)
     group = torch.nan_to_num(_nanmedian(padded, (1, 2, 3)), nan=0.0)[:, None, None]  # (G,1,1)
     view = _shrink(_nanmedian(padded, (1, 3))[..., None], n_pad.sum((1, 3))[..., None],
                    group)                                                      # (G, C, 1)
@@ -123,4 +130,4 @@ def _group_scales(e: Tensor, n: Tensor, groups: Tensor):
     return point[groups], group[groups]
 
 
-__all__ = ['RAYLEIGH_MEDIAN', 'PRIOR_POINTS', 'residual_scales']
+__all__ = ['RAYLEIGH_MEDIAN', 'PRIOR_POINTS', 'residual_scales', 'by_group']
