@@ -91,21 +91,12 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
 
 def _displacement(displaced):
     """(1, Kp, 3) keypoint offsets placing one label ``displaced = (name, body lengths)``
-    from its joint in a fixed random direction, or None."""
+    from its joint, or None."""
     if displaced is None:
         return None
-    import torch
-
     from smilfit.datasets.synthetic import build_body_model
-    model = build_body_model(None)
-    names = list(model.keypoint_names)
-    with torch.no_grad():
-        rest = model(return_vertices=False).keypoints[0].numpy()
-    direction = np.random.default_rng(9).standard_normal(3)
-    extra = np.zeros((1, len(names), 3))
-    extra[0, names.index(displaced[0])] = displaced[1] * float(
-        (rest.max(0) - rest.min(0)).max()) * direction / np.linalg.norm(direction)
-    return extra
+    from smilfit.datasets.synthetic_animals import displaced_label
+    return displaced_label(build_body_model(None), displaced[0], displaced[1], seed=9)
 
 
 def _config(registrant, data_path):

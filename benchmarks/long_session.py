@@ -49,7 +49,7 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
 
     import smilfit.apis.fitting as fitting
     import smilfit.apis.fitting.dataset_fit as dataset_fit
-    from smilfit.datasets.synthetic_animals import generate_animal_session
+    from smilfit.datasets.synthetic_animals import bone_lengths, generate_animal_session
 
     torch.set_num_threads(1)
     spent = {'skeleton': 0.0}
@@ -76,14 +76,8 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
             skeletons = f['animals/param_bone_trans'][:]
             reproj = float(np.nanmedian(f['metrics/reprojection_px'][:]))
     model = truth['model']
-    parents = torch.as_tensor(model.parents)[1:].long()
-
-    def lengths(bone_trans):
-        with torch.no_grad():
-            j = model(bone_trans=torch.as_tensor(bone_trans, dtype=model.dtype)[None],
-                      return_vertices=False).joints_kin[0]
-        return (j[1:] - j[parents]).norm(dim=-1)
-    err = max(float((lengths(skeletons[a]) - lengths(truth['bone_trans'][a])).abs().max())
+    err = max(float((bone_lengths(model, bone_trans=skeletons[a])
+                     - bone_lengths(model, bone_trans=truth['bone_trans'][a])).abs().max())
               for a in range(animals)) / truth['length']
     return dict(frames=frames, animals=animals, samples=frames * animals, make_s=made,
                 skeleton_s=spent['skeleton'], fit_s=fitted,

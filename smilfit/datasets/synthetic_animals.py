@@ -40,6 +40,41 @@ def observable_bones(model) -> np.ndarray:
     return mask
 
 
+def bone_lengths(model, **params) -> torch.Tensor:
+    """(J - 1,) rest-pose distance of every joint to its parent for one animal's
+    ``params`` (e.g. ``bone_trans`` (J, 3) or ``betas`` (K,), arrays or tensors): what
+    keypoints seen in many poses determine (a bone's direction trades off against its
+    parent's rotation, frame by frame)."""
+    with torch.no_grad():
+        joints = model(**{k: torch.as_tensor(v, dtype=model.dtype)[None]
+                          for k, v in params.items()}, return_vertices=False).joints_kin[0]
+    parents = torch.as_tensor(model.parents)[1:].long()
+    return (joints[1:] - joints[parents]).norm(dim=-1)
+
+
+def body_length(model) -> float:
+    """The rest pose's largest extent over its keypoints (model units): the unit of
+    ``bone_std``, ``offset_std`` and :func:`displaced_label`."""
+    with torch.no_grad():
+        rest = rest_keypoints(model, torch.zeros(model.num_joints, 3, dtype=model.dtype))
+    return float((rest.amax(0) - rest.amin(0)).max())
+
+
+def displaced_label(model, keypoint: str, body_lengths: float, num_animals: int = 1,
+                    seed: int = 0) -> np.ndarray:
+    """(num_animals, Kp, 3) ``keypoint_offsets`` for :func:`generate_animal_session` that
+    place one label ``body_lengths`` from its joint (in the joint's frame, a direction
+    drawn with ``seed``): a user's joint lookup mapping it to the wrong joint."""
+    names = list(model.keypoint_names)
+    if keypoint not in names:
+        raise ValueError(f'keypoint {keypoint!r} is not one of the model\'s {names}')
+    direction = np.random.default_rng(seed).standard_normal(3)
+    out = np.zeros((num_animals, len(names), 3))
+    out[:, names.index(keypoint)] = (body_lengths * body_length(model) * direction
+                                     / np.linalg.norm(direction))
+    return out
+
+
 def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = None,
                             num_animals: int = 2, frames: int = 10, num_views: int = 4,
                             bone_std: float = 0.05, pose_std: float = 0.2,
@@ -95,9 +130,7 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     model = build_body_model(body_model).double()
     J = model.num_joints
     rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        rest = rest_keypoints(model, torch.zeros(J, 3))
-    length = float((rest.amax(0) - rest.amin(0)).max())
+    length = body_length(model)
     observable = observable_bones(model)
     bones = bone_std * length * rng.standard_normal((num_animals, J, 3))
     bones[0] = 0.0
@@ -185,4 +218,5 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                 model=model, path=Path(out_path))
 
 
-__all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones']
+__all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones', 'bone_lengths',
+           'body_length', 'displaced_label']

@@ -12,7 +12,8 @@ from mmengine.config import Config
 
 from smilfit.apis.fitting import fit_dataset
 from smilfit.datasets.synthetic import build_body_model
-from smilfit.datasets.synthetic_animals import generate_animal_session
+from smilfit.datasets.synthetic_animals import (body_length, bone_lengths,
+                                                generate_animal_session)
 
 from ..conftest import REPO_ROOT, SHARED
 
@@ -24,15 +25,6 @@ MODELS = {
 }
 
 
-def _bone_lengths(model, betas):
-    """(J - 1,) rest-pose distances of every joint to its parent."""
-    with torch.no_grad():
-        joints = model(betas=torch.as_tensor(betas, dtype=model.dtype)[None],
-                       return_vertices=False).joints_kin[0]
-    parents = torch.as_tensor(model.parents)[1:].long()
-    return (joints[1:] - joints[parents]).norm(dim=-1)
-
-
 def _shape_directions(model):
     """Right singular vectors (rows) of the rest keypoints' Jacobian w.r.t. the shape
     coefficients, and how far a unit step along each moves the keypoints (L2 over all of
@@ -41,8 +33,7 @@ def _shape_directions(model):
     jac = torch.autograd.functional.jacobian(
         lambda b: model(betas=b[None], return_vertices=False).keypoints[0],
         torch.zeros(K, dtype=model.dtype)).reshape(-1, K).numpy()
-    rest = model(return_vertices=False).keypoints[0].detach().numpy()
-    length = float((rest.max(0) - rest.min(0)).max())
+    length = body_length(model)
     _, sv, vt = np.linalg.svd(jac)
     return vt, sv / length, length
 
@@ -58,7 +49,7 @@ def shapes(request, tmp_path_factory):
     # scaled so that their bone lengths differ by 5 % of the body length.
     beta = np.random.default_rng(0).standard_normal(int((moves >= 0.02).sum())) \
         @ directions[moves >= 0.02]
-    gap = float((_bone_lengths(model, beta) - _bone_lengths(model, -beta)).abs().max())
+    gap = float((bone_lengths(model, betas=beta) - bone_lengths(model, betas=-beta)).abs().max())
     beta = beta * 0.05 * length / gap
     truth = np.stack([beta, -beta])
     tmp = tmp_path_factory.mktemp(request.param)
@@ -87,8 +78,8 @@ def test_each_animal_gets_its_own_bone_lengths(shapes, frames):
     betas, reprojection = shapes['fitted'][frames]
     assert reprojection < 1.0                     # pixels; the labels' noise is 0.5 px
     for a in range(2):
-        error = float((_bone_lengths(model, betas[a])
-                       - _bone_lengths(model, truth[a])).abs().max()) / length
+        error = float((bone_lengths(model, betas=betas[a])
+                       - bone_lengths(model, betas=truth[a])).abs().max()) / length
         assert error < 0.01, (a, error)
 
 

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from smilfit.apis.animals import identify_animals, pack_animals, skeleton_samples
 from smilfit.apis.fitting import FittingConfigError, fit_dataset
-from smilfit.datasets.synthetic_animals import generate_animal_session
+from smilfit.datasets.synthetic_animals import bone_lengths, generate_animal_session
 
 from ..conftest import REPO_ROOT
 
@@ -36,17 +36,6 @@ def test_skeleton_samples_spread_over_the_session_and_packing():
     assert pack_animals([3, 3, 5, 1, 9], 6) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match='skeleton_frames'):
         skeleton_samples(a, frames, 0)
-
-
-def _bone_lengths(model, bone_trans):
-    """(J - 1,) rest-pose distances of every joint to its parent: what keypoints seen
-    in many poses determine (a bone's direction trades off against its parent's
-    rotation, frame by frame)."""
-    with torch.no_grad():
-        joints = model(bone_trans=torch.as_tensor(bone_trans, dtype=model.dtype)[None],
-                       return_vertices=False).joints_kin[0]
-    parents = torch.as_tensor(model.parents)[1:].long()
-    return (joints[1:] - joints[parents]).norm(dim=-1)
 
 
 def _config(path, batch_size, **data):
@@ -94,9 +83,9 @@ def test_each_animal_gets_its_own_skeleton_never_a_blend(two_animals):
     assert identity == ['animal_0', 'animal_1']
     assert np.nanmedian(reprojection) < 1.0          # pixels
     np.testing.assert_allclose(per_sample, skeletons[animal], atol=1e-6)
-    truth = [_bone_lengths(model, bones[a]) for a in range(2)]
+    truth = [bone_lengths(model, bone_trans=bones[a]) for a in range(2)]
     for a, name in enumerate(identity):
-        fitted = _bone_lengths(model, skeletons[a])
+        fitted = bone_lengths(model, bone_trans=skeletons[a])
         own = float((fitted - truth[a]).abs().max()) / length
         other = float((fitted - truth[1 - a]).abs().max()) / length
         assert own < 0.01, (name, own)

@@ -17,7 +17,8 @@ from mmengine.config import Config
 
 from smilfit.apis.holdout import evaluate_holdout_views
 from smilfit.datasets.synthetic import build_body_model
-from smilfit.datasets.synthetic_animals import generate_animal_session
+from smilfit.datasets.synthetic_animals import (body_length, displaced_label,
+                                                generate_animal_session)
 
 from ..conftest import REPO_ROOT
 
@@ -27,14 +28,7 @@ DISPLACED = 'hind_paw_R'
 @pytest.fixture(scope='module')
 def session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('displaced')
-    model = build_body_model(None)
-    names = list(model.keypoint_names)
-    with torch.no_grad():
-        rest = model(return_vertices=False).keypoints[0].numpy()
-    length = float((rest.max(0) - rest.min(0)).max())
-    direction = np.random.default_rng(9).standard_normal(3)
-    extra = np.zeros((1, len(names), 3))
-    extra[0, names.index(DISPLACED)] = 0.2 * length * direction / np.linalg.norm(direction)
+    extra = displaced_label(build_body_model(None), DISPLACED, 0.2, seed=9)
     generate_animal_session(tmp / 'session.h5', num_animals=1, frames=30, num_views=6,
                             bone_std=0.03, offset_std=0.05, pose_std=0.25, noise_px=0.5,
                             seed=9, keypoint_offsets=extra)
@@ -64,3 +58,14 @@ def test_a_displaced_label_is_absorbed_by_its_offset(session, tmp_path):
 def test_without_the_offset_start_it_is_taken_for_noise(session, tmp_path):
     """The check above fails without the mechanism it tests."""
     assert _ratio(session, tmp_path, False) > 2.0
+
+
+def test_displaced_label_places_one_label_by_body_lengths():
+    model = build_body_model(None)
+    extra = displaced_label(model, DISPLACED, 0.2, num_animals=2, seed=9)
+    norms = np.linalg.norm(extra, axis=-1)
+    k = list(model.keypoint_names).index(DISPLACED)
+    np.testing.assert_allclose(norms[:, k], 0.2 * body_length(model))
+    assert (np.delete(norms, k, axis=1) == 0).all()
+    with pytest.raises(ValueError, match='not one of'):
+        displaced_label(model, 'no_such_label', 0.2)

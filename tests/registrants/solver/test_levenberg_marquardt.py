@@ -216,28 +216,8 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     torch.testing.assert_close(r, r2)
     torch.testing.assert_close(A, A2, rtol=1e-9, atol=1e-9)
 
-    # a plugin loss whose residual_jacobian gives the (..., 2, 2) derivatives (no chain)
-    class Plugin(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args, **kwargs):
-            return self.inner(*args, **kwargs)
-
-        def residuals(self, *args, **kwargs):
-            return self.inner.residuals(*args, **kwargs)
-
-        def residual_jacobian(self, pred, target, weight=None, mask=None):
-            return self.inner.residual_jacobian(pred, target, weight=weight, mask=mask)
-    closed_form = h.loss
-    h.loss = Plugin(closed_form)
-    r3, A3 = h.point_residuals_and_jacobian(pts, obs, {})
-    torch.testing.assert_close(r3, r)
-    torch.testing.assert_close(A3, A)
-
-    # a plugin loss with residuals but no residual_jacobian: no closed form, and the
-    # solver differentiates its residuals by forward mode instead, to the same terms
+    # a plugin loss with residuals but no residual_jacobian (used below), and one whose
+    # residual_jacobian gives the (..., 2, 2) derivatives (no chain)
     class ResidualsOnly(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
@@ -248,6 +228,18 @@ def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
 
         def residuals(self, *args, **kwargs):
             return self.inner.residuals(*args, **kwargs)
+
+    class Plugin(ResidualsOnly):
+        def residual_jacobian(self, pred, target, weight=None, mask=None):
+            return self.inner.residual_jacobian(pred, target, weight=weight, mask=mask)
+    closed_form = h.loss
+    h.loss = Plugin(closed_form)
+    r3, A3 = h.point_residuals_and_jacobian(pts, obs, {})
+    torch.testing.assert_close(r3, r)
+    torch.testing.assert_close(A3, A)
+
+    # the loss without residual_jacobian: no closed form, and the solver differentiates
+    # its residuals by forward mode instead, to the same terms
     h.loss = ResidualsOnly(closed_form)
     assert not hasattr(h.loss, 'residual_jacobian')
     assert h.point_residuals_and_jacobian(pts, obs, {}) is None
