@@ -23,7 +23,7 @@ with DLT from the same k.
 Usage::
 
     python benchmarks/holdout_synthetic.py [--out-dir work_dirs/holdout_synthetic]
-        [--subsets 3] [--frames 60]
+        [--subsets 3] [--frames 60] [--configs shipped joint] [--cases clean noisy]
 
 Prints one row per case, config and k (held-out median, 90th percentile and worst
 subset's median, px, of the fit and of DLT), and writes each report under ``--out-dir``.
@@ -89,6 +89,11 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
          'displaced_knee': (0.5, 30, ('knee_L', 0.15))}
 
 
+#: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
+CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
+           'joint': 'joint', 'shipped': 'shipped'}
+
+
 def _displacement(displaced):
     """(1, Kp, 3) keypoint offsets placing one label ``displaced = (name, body lengths)``
     from its joint, or None."""
@@ -124,6 +129,10 @@ def main() -> int:
     parser.add_argument('--subsets', type=int, default=3, help='random subsets per k')
     parser.add_argument('--frames', type=int, default=60, help='frames per session')
     parser.add_argument('--ks', type=int, nargs='+', default=[2, 3])
+    parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS),
+                        help='the configs compared (default: all)')
+    parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES),
+                        help='the cases run (default: all)')
     args = parser.parse_args()
     import torch
 
@@ -134,7 +143,8 @@ def main() -> int:
     register_all_modules()
     out = Path(args.out_dir)
     rows = []
-    for case, (noise, frames, displaced) in CASES.items():
+    for case in args.cases:
+        noise, frames, displaced = CASES[case]
         data = out / (f'session_{noise:g}px.h5' if displaced is None else
                       f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
         if not data.exists():
@@ -143,9 +153,8 @@ def main() -> int:
                                     bone_std=0.03, offset_std=0.05, pose_std=0.25,
                                     noise_px=noise, seed=7,
                                     keypoint_offsets=_displacement(displaced))
-        for label, registrant in (('pixel constants', PIXEL_CONSTANTS),
-                                  ('no_offset_start', 'no_offset_start'),
-                                  ('joint', 'joint'), ('shipped', 'shipped')):
+        for label in args.configs:
+            registrant = CONFIGS[label]
             start = time.perf_counter()
             report = evaluate_holdout_views(
                 _config(registrant, data), out / case / label.replace(' ', '_'), args.ks,
