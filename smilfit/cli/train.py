@@ -5,10 +5,12 @@ param_scheduler, hooks, ...), usually built on ``configs/_base_/default_runtime.
 schedule from ``configs/_base_/schedules/``. Checkpoints and logs go to ``--work-dir``
 (default ``work_dirs/<config name>``).
 
-Every run gets two hooks added when the config lacks them: ``CheckpointMetaHook``
+Every run gets three hooks added when the config lacks them: ``CheckpointMetaHook``
 (checkpoints carry the config text, the smilfit version and the model's
-``checkpoint_meta()``) and ``RandomStateHook`` (checkpoints carry the random generators,
-so ``--resume`` continues exactly as an uninterrupted run would).
+``checkpoint_meta()``), ``RandomStateHook`` (checkpoints carry the random generators,
+so ``--resume`` continues exactly as an uninterrupted run would) and ``RigUnitsHook`` (a
+regressor with calibrated cameras measures the rig's units from the training data before
+the first step, so a calibration in millimetres and a model in its own units just work).
 
 Examples::
 
@@ -34,7 +36,7 @@ from . import prog_name
 from .errors import RUN_ERRORS, USER_ERRORS, SmilfitUserError, report_error
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
-REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook')
+REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook', 'RigUnitsHook')
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 # Optimizer wrappers --amp may replace (anything else is a custom wrapper: refuse).
 PLAIN_OPTIM_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper')

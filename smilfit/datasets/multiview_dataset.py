@@ -8,11 +8,18 @@ even for 100k samples, and every ``__getitem__`` reads one row from the file. Th
 handle is opened on first use in each process (dataloader workers included) and never
 pickled.
 
-Splits are by **session** (recording / animal), never by frame, so no session leaks
-between train, val and test: either explicitly (``split_sessions=dict(train=[...],
-val=[...], test=[...])``, session names) or by ``split_ratios`` over a permutation of the
-sorted session names drawn from ``seed`` (deterministic; see
-:func:`split_sessions_by_ratio`).
+Splits are by **session** (recording / animal) by default, never by single frames, so no
+session leaks between train, val and test: either explicitly (``split_sessions=dict(
+train=[...], val=[...], test=[...])``, session names) or by ``split_ratios`` over a
+permutation of the sorted session names drawn from ``seed`` (deterministic; see
+:func:`split_sessions_by_ratio`). With one recording (a user's own session) there is
+nothing to split by session: ``split_by='time'`` cuts every session's frames into
+``time_blocks`` contiguous blocks and gives each split ``split_ratios`` of them (a seeded
+permutation; :func:`split_frames_by_time`), so held-out frames are whole stretches of the
+recording, never the neighbours of a training frame (near copies of it); ``time_gap``
+frames on either side of a held-out block are left out of training too. The frames of
+each split are in ``metainfo['split_frames']`` (``{split: {session: [[first, last],
+...]}}``) for reports to name.
 
 A sample (before the pipeline) is a dict:
 
@@ -39,7 +46,7 @@ a real camera), so batches of items stack.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.dataset import BaseDataset
@@ -51,7 +58,8 @@ from smilfit.registry import DATASETS, TRANSFORMS
 from .hdf5_format import DatasetReader, decode_image, decode_mask
 from .transforms import unseeded_rng
 
-__all__ = ['HDF5DatasetBase', 'MultiViewHDF5Dataset', 'split_sessions_by_ratio', 'SPLITS']
+__all__ = ['HDF5DatasetBase', 'MultiViewHDF5Dataset', 'split_sessions_by_ratio',
+           'split_frames_by_time', 'SPLITS']
 
 SPLITS = ('train', 'val', 'test')
 # Per-view array keys of a sample (leading axis C).
@@ -94,6 +102,54 @@ def split_sessions_by_ratio(session_names: Sequence[str], ratios: Sequence[float
             for k, split in enumerate(SPLITS)}
 
 
+def split_frames_by_time(frames: np.ndarray, blocks: int, ratios: Sequence[float],
+                         seed: int = 0, gap: int = 0
+                         ) -> Tuple[Dict[str, np.ndarray], Dict[str, List[List[int]]]]:
+    """Assign one session's frames to ``train``/``val``/``test`` by contiguous time blocks.
+
+    The session's distinct frame numbers, in order, are cut into ``blocks`` runs of about
+    equal length (fewer when there are fewer frames); the runs are assigned to the splits
+    as :func:`split_sessions_by_ratio` assigns sessions (``ratios``, a permutation drawn
+    from ``seed``). A training frame within ``gap`` frame numbers of a held-out (val or
+    test) run is dropped: it would be a near copy of a frame held out.
+
+    Args:
+        frames: (N,) frame number of every sample of the session (repeats allowed: several
+            animals in a frame go to the same split).
+
+    Returns:
+        ``{split: (N,) bool}`` the samples of each split, and ``{split: [[first frame,
+        last frame], ...]}`` its runs (the frames dropped by ``gap`` are not counted out
+        of the runs: the runs say which stretches each split was drawn from).
+    """
+    blocks = int(blocks)
+    if blocks < 1:
+        raise ValueError(f'time_blocks must be >= 1, got {blocks}')
+    if int(gap) < 0:
+        raise ValueError(f'time_gap must be >= 0, got {gap}')
+    frames = np.asarray(frames, dtype=np.int64)
+    distinct = np.unique(frames)
+    n = min(blocks, len(distinct))
+    runs = np.array_split(distinct, n) if n else []
+    names = [f'{i:09d}' for i in range(len(runs))]
+    assigned = split_sessions_by_ratio(names, ratios, seed)
+    masks = {split: np.zeros(len(frames), dtype=bool) for split in SPLITS}
+    ranges: Dict[str, List[List[int]]] = {split: [] for split in SPLITS}
+    for split, members in assigned.items():
+        for name in members:
+            run = runs[int(name)]
+            masks[split] |= np.isin(frames, run)
+            ranges[split].append([int(run[0]), int(run[-1])])
+        ranges[split].sort()
+    if gap:
+        held = [r for split in ('val', 'test') for r in ranges[split]]
+        near = np.zeros(len(frames), dtype=bool)
+        for first, last in held:
+            near |= (frames >= first - gap) & (frames <= last + gap)
+        masks['train'] &= ~near
+    return masks, ranges
+
+
 class HDF5DatasetBase(BaseDataset):
     """What the multi- and single-view datasets share (see the module docstring).
 
@@ -102,7 +158,11 @@ class HDF5DatasetBase(BaseDataset):
         split: ``None`` (every session), ``'train'``, ``'val'`` or ``'test'``.
         split_ratios: (train, val, test) shares of the sessions.
         split_sessions: explicit ``{split: [session names]}``; overrides ``split_ratios``.
-        seed: seed of the session permutation for ``split_ratios``.
+        seed: seed of the session (or time block) permutation for ``split_ratios``.
+        split_by: ``'session'`` (default) or ``'time'``: contiguous time blocks of every
+            session (:func:`split_frames_by_time`; ``split_sessions`` does not apply).
+        time_blocks: blocks per session with ``split_by='time'``.
+        time_gap: frames on either side of a held-out block also left out of training.
         pipeline: transforms (configs or callables).
         max_views: see the module docstring (multi-view only).
         load_images: decode images (False: keypoints and cameras only, much faster).
@@ -117,7 +177,9 @@ class HDF5DatasetBase(BaseDataset):
     def __init__(self, ann_file: str, split: Optional[str] = None,
                  split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
                  split_sessions: Optional[Mapping[str, Sequence[str]]] = None,
-                 seed: int = 0, pipeline: Sequence[Any] = (), max_views: Optional[int] = None,
+                 seed: int = 0, split_by: str = 'session', time_blocks: int = 10,
+                 time_gap: int = 0, pipeline: Sequence[Any] = (),
+                 max_views: Optional[int] = None,
                  load_images: bool = True, load_masks: bool = True, min_valid_views: int = 1,
                  test_mode: bool = False, lazy_init: bool = False, data_root: str = '',
                  indices: Optional[Any] = None, serialize_data: bool = True,
@@ -128,6 +190,16 @@ class HDF5DatasetBase(BaseDataset):
             unknown = sorted(set(split_sessions) - set(SPLITS))
             if unknown:
                 raise ValueError(f'split_sessions: unknown splits {unknown}; use {SPLITS}')
+        if split_by not in ('session', 'time'):
+            raise ValueError(f"split_by must be 'session' or 'time', got {split_by!r}")
+        if split_by == 'time' and split_sessions is not None:
+            raise ValueError("split_sessions assigns whole sessions; with split_by='time' "
+                             'every session is cut into time blocks: drop one of them')
+        if int(time_blocks) < 1 or int(time_gap) < 0:
+            raise ValueError(f'time_blocks must be >= 1 and time_gap >= 0, got '
+                             f'{time_blocks} and {time_gap}')
+        self.split_by, self.time_blocks, self.time_gap = split_by, int(time_blocks), \
+            int(time_gap)
         if max_views is not None and int(max_views) < 1:
             raise ValueError(f'max_views must be >= 1 or None, got {max_views}')
         self.split = split
@@ -180,31 +252,56 @@ class HDF5DatasetBase(BaseDataset):
     def load_data_list(self) -> List[dict]:
         reader = self.reader
         sessions = list(reader.session_names)
-        splits = self.split_session_names()
+        by_time = self.split_by == 'time'
+        splits = {s: sorted(sessions) for s in SPLITS} if by_time else \
+            self.split_session_names()
         wanted = set(sessions) if self.split is None else set(splits[self.split])
+        n = len(reader)
+        cols = reader.read(np.arange(n), keys=_INDEX_KEYS) if n else \
+            dict(session=np.zeros(0), frame=np.zeros(0), instance=np.zeros(0),
+                 valid=np.zeros((0, reader.num_views), bool))
+        session = cols['session'].astype(np.int64)
+        wanted_index = np.array([name in wanted for name in sessions] + [False])
+        keep = wanted_index[np.where((session >= 0) & (session < len(sessions)), session, -1)]
+        split_frames = None
+        if by_time:
+            keep, split_frames = self._time_split(keep, session, cols['frame'], sessions)
+        keep &= cols['valid'].sum(1) >= self.min_valid_views
         self._metainfo.update(
             keypoint_names=list(reader.keypoint_names), num_views=reader.num_views,
             units=reader.units, session_names=sorted(wanted), split=self.split,
-            split_sessions=splits)
-        wanted_index = np.array([name in wanted for name in sessions] + [False])
+            split_by=self.split_by, split_sessions=splits)
+        if split_frames is not None:
+            self._metainfo['split_frames'] = split_frames
         data_list: List[dict] = []
-        n = len(reader)
-        step = 65536
-        for lo in range(0, n, step):
-            cols = reader.read(np.arange(lo, min(n, lo + step)), keys=_INDEX_KEYS)
-            session = cols['session'].astype(np.int64)
-            keep = wanted_index[np.where((session >= 0) & (session < len(sessions)), session,
-                                         -1)]
-            keep &= cols['valid'].sum(1) >= self.min_valid_views
-            for j in np.flatnonzero(keep):
-                base = dict(index=lo + int(j), session_index=int(session[j]),
-                            frame=int(cols['frame'][j]), instance=int(cols['instance'][j]))
-                data_list.extend(self._items(base, cols['valid'][j]))
+        for j in np.flatnonzero(keep):
+            base = dict(index=int(j), session_index=int(session[j]),
+                        frame=int(cols['frame'][j]), instance=int(cols['instance'][j]))
+            data_list.extend(self._items(base, cols['valid'][j]))
         if not data_list:
             print_log(f'{type(self).__name__}: no samples in split {self.split!r} of '
                       f'{self.ann_file} (sessions {sorted(wanted)})', logger='current',
                       level=30)
         return data_list
+
+    def _time_split(self, keep: np.ndarray, session: np.ndarray, frame: np.ndarray,
+                    sessions: Sequence[str]):
+        """``keep`` restricted to this split's time blocks of every session, and
+        ``{split: {session: [[first, last], ...]}}``."""
+        split_frames: Dict[str, Dict[str, List[List[int]]]] = {s: {} for s in SPLITS}
+        chosen = np.zeros_like(keep) if self.split is not None else keep.copy()
+        for index, name in enumerate(sessions):
+            rows = np.flatnonzero(session == index)
+            if not len(rows):
+                continue
+            masks, ranges = split_frames_by_time(frame[rows], self.time_blocks,
+                                                 self.split_ratios, self.seed,
+                                                 self.time_gap)
+            for s in SPLITS:
+                split_frames[s][name] = ranges[s]
+            if self.split is not None:
+                chosen[rows[masks[self.split]]] = True
+        return keep & chosen, split_frames
 
     def _items(self, base: dict, valid: np.ndarray) -> List[dict]:
         """The items of one sample (``valid``: (C,) bool views)."""

@@ -56,7 +56,8 @@ def test_training_config_parses():
 
 #: State-dict keys and shapes of the shipped synthetic config's model (and with MultiBin
 #: heading), recorded before the regressor was split into head, loss, decoding and packing
-#: modules: checkpoints of earlier models must keep loading.
+#: modules, plus the rig's units (``rig_scale``, ``rig_depth``; a checkpoint without them
+#: loads with the units unset): checkpoints of earlier models must keep loading.
 STATE_DICT_KEYS = Path(__file__).with_name('synthetic_multiview_state_dict_keys.json')
 KEY_VARIANTS = {'model': {}, 'heading_bins=4': dict(heading_bins=4),
                 "heading_bins=4, heading_features='grid'": dict(heading_bins=4,

@@ -10,9 +10,13 @@
 # (the same for train_dataloader). Caveat: the 'side' camera's calibration is an upstream
 # copy of 'top' (reprojection ~92 px there): a natural "bad camera" case.
 #
-# One session only, so there is nothing to hold out: both loaders use every frame
-# (split=None). Fitting reads keypoints and cameras only (load_images=False); the training
-# loader decodes and augments the 1280 x 1024 frames.
+# One session: frames are held out by contiguous time blocks (split_by='time': the 120
+# frames in 10 blocks, 8 for training and 2 held out, chosen by the seed; 2 frames either
+# side of a held-out block are left out of training too: neighbouring frames are near
+# copies). The dataset's metainfo['split_frames'] names the frames of each split. The
+# training loader decodes and augments the 1280 x 1024 frames; the validation and test
+# loaders read the held-out blocks.
+split = dict(split_by='time', split_ratios=(0.8, 0.2, 0.0), time_blocks=10, time_gap=2)
 dataset_type = 'MultiViewHDF5Dataset'
 data_root = 'data/mouse_session'
 ann_file = 'minimal_session.h5'
@@ -27,7 +31,7 @@ train_pipeline = [
          flip_prob=0.0, flip_pairs=flip_pairs),
     dict(type='PackInputs'),
 ]
-test_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='ResizeViews', size=image_size), dict(type='PackInputs')]
 
 train_dataloader = dict(
     batch_size=4,
@@ -35,13 +39,21 @@ train_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, ann_file=ann_file, split=None,
-                 pipeline=train_pipeline))
-test_dataloader = dict(
+    dataset=dict(type=dataset_type, data_root=data_root, ann_file=ann_file, split='train',
+                 pipeline=train_pipeline, **split))
+val_dataloader = dict(
     batch_size=16,
     num_workers=0,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),
-    dataset=dict(type=dataset_type, data_root=data_root, ann_file=ann_file, split=None,
-                 test_mode=True, load_images=False, pipeline=test_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, ann_file=ann_file, split='val',
+                 test_mode=True, pipeline=test_pipeline, **split))
+test_dataloader = val_dataloader
+# 2D PCK, 3D keypoint error (the calibration's units) and 2D reprojection error
+# (smilfit.evaluation, docs/metrics.md). A config without a schedule that has them also
+# sets val_cfg = dict(type='ValLoop') and test_cfg = dict(type='TestLoop').
+val_evaluator = [dict(type='KeypointPCKMetric'),
+                 dict(type='MPJPEMetric', nonfinite_pred='ignore'),
+                 dict(type='ReprojectionErrorMetric')]
+test_evaluator = val_evaluator

@@ -1,4 +1,5 @@
-"""Runner hooks: loss-weight curriculum, checkpoint meta data, RNG state for exact resume.
+"""Runner hooks: loss-weight curriculum, checkpoint meta data, RNG state for exact resume,
+a calibrated rig's units.
 
 EMA needs no hook of ours: mmengine's ``EMAHook`` works as is
 (``custom_hooks = [dict(type='EMAHook', momentum=2e-4)]``).
@@ -15,6 +16,7 @@ from .checkpoint_meta import CheckpointMetaHook
 from .loss_weight_curriculum import LossWeightCurriculumHook
 from .model_access import unwrap_model
 from .random_state import RandomStateHook, capture_rng_state, restore_rng_state
+from .rig_units import RigUnitsHook
 
-__all__ = ['CheckpointMetaHook', 'LossWeightCurriculumHook', 'RandomStateHook',
+__all__ = ['CheckpointMetaHook', 'LossWeightCurriculumHook', 'RandomStateHook', 'RigUnitsHook',
            'capture_rng_state', 'restore_rng_state', 'unwrap_model']

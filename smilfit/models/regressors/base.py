@@ -31,6 +31,7 @@ data's keypoints), :mod:`.embedding` (optional embedding); the heading head is i
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -57,6 +58,7 @@ from .loss_terms import (BUILTIN_TERMS, build_builtin_losses, build_handlers,  #
 from .options import (ModuleSpec, build_data_preprocessor, build_part, check_options,
                       check_rotation_codec, compile_options)
 # META_KEYS, PER_VIEW_META_KEYS, per_view_strings: re-exported.
+from .rig_units import estimate_rig_units, to_model_units, to_rig_units
 from .packing import (META_KEYS, PER_VIEW_META_KEYS, pack_predictions,  # noqa: F401
                       per_view_strings)
 
@@ -85,7 +87,7 @@ class BodyRegressor(BaseModel):
             (defaults: 1 for handlers, 1 for param, 0 for triangulation).
         keypoint_names: the data's keypoint names (default: the body model's keypoint
             names, as in synthetic data); see :meth:`setup_keypoints`.
-        joint_lookup: model keypoint name -> data keypoint name.
+        joint_lookup: model keypoint name -> data keypoint name, or a lookup CSV path.
         supervise_iterations: ``'all'`` (every IEF iteration, averaged) or ``'last'``.
         heading_bins: K > 0 turns on MultiBin heading (:mod:`.head_start`): a classifier
             (``heading_classifier``) picks one of K headings and the head refines from that
@@ -165,6 +167,10 @@ class BodyRegressor(BaseModel):
         for name, w in dict(loss_weights or {}).items():
             self.set_loss_weight(name, w)
         self.setup_keypoints(keypoint_names, joint_lookup)
+        # The rig's units per model unit and the animal's depth in the cameras (model
+        # units): NaN until measured (RigUnitsHook, set_rig_units); saved in checkpoints.
+        self.register_buffer('rig_scale', torch.tensor(float('nan'), dtype=torch.float64))
+        self.register_buffer('rig_depth', torch.tensor(float('nan'), dtype=torch.float64))
         self.compile_loss = compile_options(compile_loss)
         self._compiled: Dict[str, Any] = {}
 
@@ -228,6 +234,48 @@ class BodyRegressor(BaseModel):
         self.keypoint_names, self.joint_lookup, self.keypoint_match = setup_keypoints(
             self.body_model, self.handlers, keypoint_names, joint_lookup)
 
+    # ------------------------------------------------------------------ rig units
+    def set_rig_units(self, scale: float, depth: Optional[float] = None) -> None:
+        """Set the calibration's units per model unit (``scale``) and the animal's typical
+        depth in the cameras (model units): see :mod:`.rig_units`. Inputs are divided by
+        ``scale`` on the way in and predictions multiplied by it on the way out; the body
+        starts ``depth`` in front of the reference camera."""
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f'rig scale must be finite and > 0, got {scale}')
+        if depth is not None and not (math.isfinite(float(depth)) and float(depth) > 0):
+            raise ValueError(f'rig depth must be finite and > 0, got {depth}')
+        self.rig_scale.fill_(scale)
+        self.rig_depth.fill_(float('nan') if depth is None else float(depth))
+
+    def estimate_rig_units(self, samples: Mapping[str, Any]):
+        """``(scale, depth)`` measured on a batch of samples (:func:`.rig_units.
+        estimate_rig_units`), or None where they hold too few 3D points."""
+        return estimate_rig_units(self.body_model, self.keypoint_match, samples)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints saved before the rig's units were measured have no rig entries:
+        # they load (strictly) with the units unset, as they were trained.
+        for name in ('rig_scale', 'rig_depth'):
+            state_dict.setdefault(prefix + name, torch.tensor(float('nan'),
+                                                              dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def uses_rig_units(self) -> bool:
+        """Whether the rig's units are set (calibrated cameras only)."""
+        return bool(self.camera_codec.uses_calibration and torch.isfinite(self.rig_scale))
+
+    def _in_model_units(self, data_samples: Optional[Mapping[str, Any]]):
+        if not data_samples or not self.uses_rig_units:
+            return data_samples
+        return to_model_units(data_samples, float(self.rig_scale))
+
+    def _depth_offset(self) -> Optional[float]:
+        if not self.uses_rig_units or not bool(torch.isfinite(self.rig_depth)):
+            return None
+        return float(self.rig_depth) - float(self.camera_codec.distance)
+
     # ------------------------------------------------------------------ loss weights
     def set_loss_weight(self, name: str, weight: float) -> None:
         """Set ``loss_weights[name]`` (a curriculum hook calls this; finite, >= 0)."""
@@ -278,7 +326,7 @@ class BodyRegressor(BaseModel):
         (``params``, ``cameras``, ``output``, ``body``)."""
         return decode_prediction(pred, data_samples, image_hw, self.body_codec,
                                  self.camera_codec, self.body_model, self.num_views,
-                                 return_vertices)
+                                 return_vertices, self._depth_offset())
 
     # ------------------------------------------------------------------ losses
     def _needs_vertices(self) -> bool:
@@ -363,8 +411,10 @@ class BodyRegressor(BaseModel):
 
     def loss(self, inputs: torch.Tensor, data_samples: Mapping[str, Any]
              ) -> Dict[str, torch.Tensor]:
-        """``loss_<name>``: weighted batch means, averaged over supervised iterations."""
+        """``loss_<name>``: weighted batch means, averaged over supervised iterations
+        (lengths in model units: :mod:`.rig_units`)."""
         self.check_data_keypoints(data_samples)
+        data_samples = self._in_model_units(data_samples)
         res = self.predictions(inputs, data_samples)
         iters = res['iterations'] if self.supervise_iterations == 'all' \
             else res['iterations'][-1:]
@@ -441,10 +491,13 @@ class BodyRegressor(BaseModel):
                 ) -> List[Dict[str, Any]]:
         """One dict per sample (see the package docstring for the keys)."""
         data_samples = data_samples or {}
-        res = self.predictions(inputs, data_samples)
-        decoded = self.decode(res['iterations'][-1], data_samples, inputs.shape[-2:])
-        feats = self.extract_features(inputs, data_samples, res, decoded)
+        inside = self._in_model_units(data_samples)
+        res = self.predictions(inputs, inside)
+        decoded = self.decode(res['iterations'][-1], inside, inputs.shape[-2:])
+        feats = self.extract_features(inputs, inside, res, decoded)
         kps = self.project_keypoints(decoded)
+        if self.uses_rig_units:   # predictions in the calibration's units
+            decoded, kps = to_rig_units(decoded, kps, float(self.rig_scale))
         return self.pack_predictions(decoded, kps, feats, data_samples, inputs.shape[-2:])
 
     def pack_predictions(self, decoded, kps, feats, data_samples, image_hw

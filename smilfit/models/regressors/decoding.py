@@ -130,7 +130,8 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
                       data_samples: Optional[Mapping[str, Any]], image_hw: Sequence[int],
                       body_codec: BodyParamCodec, camera_codec: CameraCodec,
                       body_model: nn.Module, num_views: int,
-                      return_vertices: bool = False) -> Dict[str, Any]:
+                      return_vertices: bool = False,
+                      depth_offset: Optional[float] = None) -> Dict[str, Any]:
     """Body and camera vectors -> parameters, cameras and the posed body (world frame).
 
     Args:
@@ -142,6 +143,9 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
         body_model: the body model (posed with the decoded parameters).
         num_views: C, the view slots.
         return_vertices: pose the vertices too (silhouettes, surface terms).
+        depth_offset: with calibrated cameras, model units added to the body's depth in
+            the reference camera's frame (the rig's typical depth of the animal less the
+            codec's default distance: :meth:`~.base.BodyRegressor.set_rig_units`).
 
     Returns:
         ``params`` (world frame; rotations as (B, J', 3, 3) matrices, ``transl`` (B, 3)),
@@ -160,6 +164,9 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
     size = image_size(image_hw, body_vec.device)
     cams = camera_codec.decode(pred.get('cameras'), size, cal, (B, C))
     params = body_codec.decode(body_vec)
+    if depth_offset is not None and camera_codec.uses_calibration:
+        shift = params['transl'].new_tensor([0.0, 0.0, float(depth_offset)])
+        params = dict(params, transl=params['transl'] + shift)
     model_params = {k: (v.to(body_model.dtype)) for k, v in params.items()}
     out = body_model(**model_params, return_vertices=return_vertices)
     if camera_codec.uses_calibration:

@@ -11,13 +11,14 @@ the regressor's handlers up for the data.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from smilfit.errors import SmilfitUserError
 from smilfit.body_models.keypoint_naming import lookup_model_names, match_keypoints
+from smilfit.body_models.joint_lookup import joint_lookup_dict
 
 from .decoding import view_tensor
 
@@ -88,21 +89,22 @@ def matched_observations(data_samples: Mapping[str, Any], match, B: int, C: int
 
 def setup_keypoints(body_model: nn.Module, handlers: Mapping[str, nn.Module],
                     keypoint_names: Optional[Sequence[str]] = None,
-                    joint_lookup: Optional[Mapping[str, Optional[str]]] = None
+                    joint_lookup: Union[None, str, Mapping[str, Optional[str]]] = None
                     ) -> Tuple[List[str], Optional[Dict[str, Optional[str]]], Any]:
     """Match the body model's keypoints to the data's by name and set every handler up
     for the data.
 
     Args:
         keypoint_names: the data's keypoint names (default: the body model's).
-        joint_lookup: model keypoint name -> data keypoint name.
+        joint_lookup: model keypoint name -> data keypoint name, or the path of a lookup
+            CSV (:mod:`smilfit.body_models.joint_lookup`).
 
     Returns:
         ``(keypoint_names, joint_lookup, keypoint_match)`` as the regressor holds them.
     """
     model_names = list(body_model.keypoint_names)
     names = list(model_names if keypoint_names is None else keypoint_names)
-    lookup = None if joint_lookup is None else dict(joint_lookup)
+    lookup = joint_lookup_dict(joint_lookup)
     match = match_keypoints(model_names, names, lookup,
                             lookup_names=lookup_model_names(body_model))
     data_info = dict(keypoint_names=names)
