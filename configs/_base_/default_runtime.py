@@ -3,8 +3,9 @@
 #             '../_base_/datasets/synthetic_multiview.py']
 #   model = dict(type=..., ...)
 # tools/train.py adds CheckpointMetaHook (config text, smilfit version and the model's
-# checkpoint_meta() in every checkpoint) and RandomStateHook (exact --resume) when they are
-# missing from custom_hooks; they are listed here so the config says what runs.
+# checkpoint_meta() in every checkpoint), RandomStateHook (exact --resume) and RigUnitsHook
+# (a calibrated rig's units measured before training) when they are missing from
+# custom_hooks; they are listed here so the config says what runs.
 default_scope = 'smilfit'
 
 default_hooks = dict(
@@ -18,6 +19,7 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='CheckpointMetaHook'),
     dict(type='RandomStateHook'),
+    dict(type='RigUnitsHook'),
     # Optional: an exponential moving average of the weights (mmengine's EMAHook; the
     # checkpoint then holds both, and validation uses the averaged weights):
     # dict(type='EMAHook', momentum=2e-4, update_buffers=True),

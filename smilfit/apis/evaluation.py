@@ -144,6 +144,20 @@ def split_sample_indices(cfg: Mapping[str, Any], split: Optional[str]) -> np.nda
     return np.unique(np.asarray(rows, dtype=np.int64))
 
 
+def split_frames_info(dataset) -> Dict[str, Any]:
+    """What a report says about the frames it scored: ``split_by`` and, for a split by
+    time blocks, ``frames`` (``{session: [[first, last], ...]}``, the evaluated split's
+    blocks); nothing for a dataset without that metadata."""
+    meta = getattr(dataset, 'metainfo', None) or {}
+    out: Dict[str, Any] = {}
+    if 'split_by' in meta:
+        out['split_by'] = meta['split_by']
+    split = getattr(dataset, 'split', None)
+    if meta.get('split_frames') is not None and split is not None:
+        out['frames'] = meta['split_frames'][split]
+    return out
+
+
 # ---------------------------------------------------------------------------- reports
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     write_text(path, json.dumps(payload, indent=1, default=str))
@@ -233,7 +247,7 @@ def evaluate_regressor(cfg, checkpoint: Optional[PathLike], out_dir: PathLike, *
                 checkpoint=None if checkpoint is None else str(checkpoint),
                 split=dataset.split if hasattr(dataset, 'split') else split,
                 num_samples=len(dataset), config_name=Path(cfg.filename or 'config').stem,
-                world_size=runner.world_size)
+                world_size=runner.world_size, **split_frames_info(dataset))
     report_dir = None
     if get_rank() == 0:
         report_dir = _report(out_dir, metrics, runner.test_loop.evaluator, info, overwrite,

@@ -55,6 +55,7 @@ from mmengine.logging import print_log
 from smilfit.registry.build import build_module
 from smilfit.registry import DATASETS, TRANSFORMS
 
+from .fit_labels import FitLabels, load_fit_labels
 from .hdf5_format import DatasetReader, decode_image, decode_mask
 from .transforms import unseeded_rng
 
@@ -163,6 +164,14 @@ class HDF5DatasetBase(BaseDataset):
             session (:func:`split_frames_by_time`; ``split_sessions`` does not apply).
         time_blocks: blocks per session with ``split_by='time'``.
         time_gap: frames on either side of a held-out block also left out of training.
+        fit_results: a ``tools/fit.py`` ``fit_results.h5`` of these samples' recording:
+            its fits become training labels (:mod:`.fit_labels`): ``params`` are the
+            fitted parameters, ``keypoints_3d`` the fitted keypoints, the 2D labels of
+            views the fit flagged as off (a miscalibrated camera) get confidence 0, and
+            samples the fit failed on or fitted poorly are left out
+            (``metainfo['fit_left_out']`` counts them by reason).
+        fit_max_error_ratio: a sample whose fit's median reprojection error is above
+            this many times the median sample's is left out (None: keep them).
         pipeline: transforms (configs or callables).
         max_views: see the module docstring (multi-view only).
         load_images: decode images (False: keypoints and cameras only, much faster).
@@ -178,7 +187,8 @@ class HDF5DatasetBase(BaseDataset):
                  split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
                  split_sessions: Optional[Mapping[str, Sequence[str]]] = None,
                  seed: int = 0, split_by: str = 'session', time_blocks: int = 10,
-                 time_gap: int = 0, pipeline: Sequence[Any] = (),
+                 time_gap: int = 0, fit_results: Optional[str] = None,
+                 fit_max_error_ratio: Optional[float] = 3.0, pipeline: Sequence[Any] = (),
                  max_views: Optional[int] = None,
                  load_images: bool = True, load_masks: bool = True, min_valid_views: int = 1,
                  test_mode: bool = False, lazy_init: bool = False, data_root: str = '',
@@ -200,6 +210,9 @@ class HDF5DatasetBase(BaseDataset):
                              f'{time_blocks} and {time_gap}')
         self.split_by, self.time_blocks, self.time_gap = split_by, int(time_blocks), \
             int(time_gap)
+        self.fit_results = None if fit_results is None else str(fit_results)
+        self.fit_max_error_ratio = fit_max_error_ratio
+        self._fit_labels: Optional[FitLabels] = None
         if max_views is not None and int(max_views) < 1:
             raise ValueError(f'max_views must be >= 1 or None, got {max_views}')
         self.split = split
@@ -248,6 +261,28 @@ class HDF5DatasetBase(BaseDataset):
                 seen[m] = s
         return out
 
+    @property
+    def fit_labels(self) -> 'FitLabels':
+        """The fit's labels aligned with this file's rows (read once)."""
+        if self._fit_labels is None:
+            self._fit_labels = load_fit_labels(
+                self._resolve(self.fit_results), self.reader, self.fit_max_error_ratio)
+        return self._fit_labels
+
+    def _resolve(self, path: str) -> str:
+        """``path`` joined with ``data_root`` when relative."""
+        from os.path import isabs, join
+        return path if isabs(path) or not self.data_root else join(self.data_root, path)
+
+    def _add_fit_labels(self, sample: Dict[str, Any], row: int, src: np.ndarray) -> None:
+        """The fit's labels of file row ``row`` on a loaded sample (views ``src``)."""
+        labels = self.fit_labels
+        sample['params'] = {k: v[row].astype(np.float32) for k, v in labels.params.items()}
+        sample['keypoints_3d'] = labels.keypoints_3d[row].astype(np.float32)
+        bad = labels.bad_views[row][src]
+        sample['confidence'] = np.where(bad[:, None], np.float32(0), sample['confidence'])
+        sample['fit_error_px'] = np.float32(labels.error_px[row])
+
     # ------------------------------------------------------------------ index
     def load_data_list(self) -> List[dict]:
         reader = self.reader
@@ -267,6 +302,13 @@ class HDF5DatasetBase(BaseDataset):
         if by_time:
             keep, split_frames = self._time_split(keep, session, cols['frame'], sessions)
         keep &= cols['valid'].sum(1) >= self.min_valid_views
+        if self.fit_results is not None:
+            labels = self.fit_labels
+            reasons, counts = np.unique(labels.reason[keep & ~labels.usable],
+                                        return_counts=True)
+            self._metainfo['fit_results'] = self.fit_results
+            self._metainfo['fit_left_out'] = {str(r): int(c) for r, c in zip(reasons, counts)}
+            keep &= labels.usable
         self._metainfo.update(
             keypoint_names=list(reader.keypoint_names), num_views=reader.num_views,
             units=reader.units, session_names=sorted(wanted), split=self.split,
@@ -366,6 +408,8 @@ class HDF5DatasetBase(BaseDataset):
         if 'params' in row:
             sample['params'] = {k: np.asarray(v[0], dtype=np.float32)
                                 for k, v in row['params'].items()}
+        if self.fit_results is not None:
+            self._add_fit_labels(sample, int(info['index']), src)
         session = int(info['session_index'])
         cams = reader.camera_names[session] if session < len(reader.camera_names) else []
         sample.update(

@@ -1,0 +1,104 @@
+"""The regressor on a real recording: the shared 4-camera mouse session (calibration in
+millimetres, the SMIL mouse in its own units), prepared with images, trained for a few
+iterations on its training time blocks, scored on the held-out blocks, tested with
+tools/test.py and run with tools/infer.py."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+from ..conftest import REPO_ROOT, shared_path
+
+CONFIG = REPO_ROOT / 'configs' / 'regression' / 'mouse_session_resnet18.py'
+ITERS = 40
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+    session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    from smilfit.cli.preprocess_sleap import main as preprocess
+    out = tmp_path_factory.mktemp('real_session') / 'session_64.h5'
+    assert preprocess([str(session), str(out), '--crop-mode', 'bbox_crop',
+                       '--target-size', '64', '--no-progress']) == 0
+    return out
+
+
+def _config(data, work_dir):
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.model.body_model.model_path = str(shared_path('models',
+                                                      'SMILy_Mouse_static_joints.pkl'))
+    cfg.model.joint_lookup = str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv')
+    cfg.model.backbone.model_name = 'test_resnet'
+    cfg.model.neck.update(dim=32, num_heads=4)
+    cfg.model.head.update(dim=32, depth=1, num_heads=4)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = str(data.parent)
+        loader.dataset.ann_file = data.name
+    cfg.train_dataloader.batch_size = 4
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = ITERS
+    cfg.param_scheduler[-1].end = ITERS
+    cfg.default_hooks.checkpoint.interval = ITERS
+    cfg.default_hooks.logger.interval = 10
+    cfg.work_dir = str(work_dir)
+    return cfg
+
+
+def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tmp_path,
+                                                                    monkeypatch):
+    from mmengine.runner import Runner
+
+    from smilfit.cli.infer import main as infer
+    from smilfit.cli.test import main as test_tool
+    from smilfit.engine.hooks import RigUnitsHook, unwrap_model
+    from smilfit.utils import register_all_modules
+    register_all_modules()
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(prepared, tmp_path / 'work')
+    runner = Runner.from_cfg(cfg)
+    held_out = runner.val_dataloader.dataset
+    trained_on = runner.train_dataloader.dataset
+    frames = {held_out.get_data_info(i)['frame'] for i in range(len(held_out))}
+    seen = {trained_on.get_data_info(i)['frame'] for i in range(len(trained_on))}
+    assert frames and seen and not frames & seen
+    # the rig's units first (the untrained network in millimetres), then training
+    RigUnitsHook().before_train(runner)
+    model = unwrap_model(runner.model)
+    assert 30 < float(model.rig_scale) < 100      # mm per model unit of this mouse
+    before = runner.val()
+    runner.train()
+    after = runner.val()
+    assert after['reproj/median'] < 0.7 * before['reproj/median'], (before, after)
+    assert after['kp3d/mpjpe'] < before['kp3d/mpjpe']
+    checkpoint = tmp_path / 'work' / f'iter_{ITERS}.pth'
+    assert checkpoint.is_file()
+
+    report = tmp_path / 'report'
+    assert test_tool([str(checkpoint), '--out-dir', str(report), '--no-progress',
+                      '--threads', '1']) == 0
+    for name in ('summary.txt', 'summary.json', 'run_info.json'):
+        assert (report / name).is_file(), name
+    info = json.loads((report / 'run_info.json').read_text())
+    assert info['split'] == 'val' and info['split_by'] == 'time'
+    held = [[a, b] for a, b in info['frames']['minimal_session']]
+    assert all(any(a <= f <= b for a, b in held) for f in frames)
+    summary = json.loads((report / 'summary.json').read_text())
+    assert summary['metrics']['reproj/median'] == pytest.approx(after['reproj/median'],
+                                                          rel=1e-3)
+
+    out = tmp_path / 'infer'
+    assert infer([str(checkpoint), str(prepared), '--out-dir', str(out), '--video', 'none',
+                  '--no-progress', '--threads', '1']) == 0
+    with h5py.File(out / 'predictions.h5', 'r') as f:
+        points = f['keypoints_3d'][:]
+        log_scale = f['params/global_log_scale'][:]
+        assert points.shape[0] == 120 and np.isfinite(points).all()
+    # millimetres: a mouse spans tens of millimetres, not the model's 3 units
+    extent = np.median(np.ptp(points, axis=1).max(1))
+    assert 20 < extent < 400
+    assert np.allclose(np.exp(log_scale), float(model.rig_scale), rtol=1e-4)
+    import sleap_io
+    labels = sleap_io.load_slp(str(out / 'predictions.slp'))
+    assert len(labels.labeled_frames) > 0

@@ -1,0 +1,109 @@
+"""A fit of a recording as training labels: joined sample by sample, failed and poor fits
+left out before anything reads them, a camera the fit found far off silenced."""
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import default_collate
+
+from smilfit.apis.fitting import fit_dataset, prepare_data
+from smilfit.datasets import MultiViewHDF5Dataset
+from smilfit.datasets.fit_labels import FitLabelsError, load_fit_labels
+from smilfit.datasets.hdf5_format import DatasetReader
+from smilfit.datasets.synthetic import generate_synthetic_dataset
+
+from ..conftest import demo_fit_config
+
+FAILED = (1, 4)     # samples marked failed in the fit
+POOR = 6            # a sample fitted far worse than the rest
+OFF_VIEW = 2        # a camera whose errors are far above the others'
+
+
+@pytest.fixture(scope='module')
+def fitted(tmp_path_factory):
+    """A prepared dataset (images) and a fit of it whose samples FAILED failed, POOR is
+    poor and whose view OFF_VIEW is far off (edited into the results)."""
+    tmp = tmp_path_factory.mktemp('fit_labels')
+    cfg = demo_fit_config(tmp)
+    prepare_data(cfg, progress=False)
+    results = fit_dataset(cfg, tmp / 'work', progress=False)
+    edited = tmp / 'edited_fit_results.h5'
+    shutil.copy(results, edited)
+    with h5py.File(edited, 'r+') as f:
+        diverged = f['metrics/diverged'][:]
+        diverged[list(FAILED)] = True
+        f['metrics/diverged'][...] = diverged
+        errors = f['metrics/reprojection_px'][:]
+        errors[POOR] = 50 * np.nanmedian(errors)
+        f['metrics/reprojection_px'][...] = errors
+        points = f['metrics/reprojection_point_px'][:]
+        points[:, OFF_VIEW] = 100 * np.nanmedian(points) + 10
+        f['metrics/reprojection_point_px'][...] = points
+    return cfg.data.path, edited, results
+
+
+def test_failed_and_poor_fits_never_reach_the_loss(fitted):
+    data, results, _ = fitted
+    dataset = MultiViewHDF5Dataset(data, fit_results=str(results),
+                                   pipeline=[dict(type='PackInputs')])
+    rows = [dataset.get_data_info(i)['index'] for i in range(len(dataset))]
+    with DatasetReader(data) as reader:
+        total = len(reader)
+    assert sorted(set(range(total)) - set(rows)) == sorted(FAILED + (POOR,))
+    assert dataset.metainfo['fit_left_out'] == {'fit failed': 2,
+                                                'error above 3x the median sample': 1}
+    # an epoch of a training loader: every sample it yields has a usable fit
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=True,
+                                         collate_fn=default_collate)
+    seen = [int(i) for batch in loader for i in batch['data_samples']['index']]
+    assert sorted(seen) == sorted(rows)
+    assert not set(seen) & set(FAILED + (POOR,))
+
+
+def test_samples_carry_the_fit_as_targets(fitted):
+    data, results, _ = fitted
+    dataset = MultiViewHDF5Dataset(data, fit_results=str(results), load_images=False)
+    labels = load_fit_labels(results, dataset.reader)
+    sample = dataset.load_sample(0)
+    row = sample['index']
+    with h5py.File(results) as f:
+        fit_row = list(f['samples/index'][:]).index(row)
+        assert np.allclose(sample['params']['body_pose'], f['params/body_pose'][fit_row])
+        assert np.allclose(sample['keypoints_3d'], f['fitted_keypoints_3d'][fit_row],
+                           equal_nan=True)
+    # the camera far off the others teaches nothing; the others keep their confidence
+    assert (sample['confidence'][OFF_VIEW] == 0).all()
+    others = [v for v in range(sample['confidence'].shape[0]) if v != OFF_VIEW]
+    assert (sample['confidence'][others] > 0).any()
+    assert labels.bad_views[:, OFF_VIEW].all()
+    # the sample's error leaves that camera out
+    assert sample['fit_error_px'] < 50
+
+
+def test_max_error_ratio_none_keeps_poor_fits(fitted):
+    data, results, _ = fitted
+    dataset = MultiViewHDF5Dataset(data, fit_results=str(results), load_images=False,
+                                   fit_max_error_ratio=None)
+    rows = {dataset.get_data_info(i)['index'] for i in range(len(dataset))}
+    assert POOR in rows and not rows & set(FAILED)
+
+
+def test_fit_of_another_recording_is_refused(fitted, tmp_path):
+    _, results, _ = fitted
+    other = tmp_path / 'other.h5'
+    generate_synthetic_dataset(other, num_sessions=1, frames_per_session=3, num_views=3,
+                               image_size=32, progress=False, seed=5, masks=False)
+    with DatasetReader(other) as reader:
+        with pytest.raises(FitLabelsError, match='no sample'):
+            load_fit_labels(results, reader)
+
+
+def test_not_a_fit_is_refused(fitted, tmp_path):
+    data, _, _ = fitted
+    with DatasetReader(data) as reader:
+        with pytest.raises(FitLabelsError, match='not a tools/fit.py results file'):
+            load_fit_labels(data, reader)
+        with pytest.raises(FileNotFoundError):
+            load_fit_labels(tmp_path / 'missing.h5', reader)
