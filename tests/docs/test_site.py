@@ -16,7 +16,8 @@ from ..conftest import REPO_ROOT
 DOCS = REPO_ROOT / 'docs'
 #: Pages the site must have (the guides a user reads, the reference, the project pages).
 PAGES = ('index', 'install', 'tutorial', 'sleap_session', 'fitting', 'round_trips',
-         'body_models', 'configs', 'visual_outputs', 'training_inference', 'registration',
+         'body_models', 'configs', 'visual_outputs', 'training_inference', 'real_recordings',
+         'registration',
          'guarantees', 'benchmarks', 'api', 'changelog')
 
 

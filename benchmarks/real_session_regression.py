@@ -1,0 +1,305 @@
+"""The network on a real recording: the shared 4-camera mouse session, frames held out by
+contiguous time blocks, every method scored on the same held-out frames at full
+resolution.
+
+Steps (each reused from ``--out-dir`` when rerun):
+
+1. prepare the session twice: keypoints and cameras only (what the fit reads), and 128 px
+   crops around the animal (what the network reads; ``tools/preprocess_sleap.py``);
+2. fit every frame with ``configs/fitting/mouse_multiview.py`` (``tools/fit.py``);
+3. train ``configs/regression/mouse_session_resnet18.py`` on the training blocks, once
+   with the fit as labels (``fit_results``) and once with the triangulated points only;
+4. score, on the held-out blocks' frames, the 3D keypoints of every method projected
+   through the full-resolution calibration against the labels: median and 90th
+   percentile px over the three well-calibrated cameras (back, mid, top); the ``side``
+   camera (its calibration is a copy of ``top``'s, ~92 px off) apart.
+
+Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
+at); (b) the network trained on real frames with the fit as labels; (b') the same with
+the triangulated 3D points and the 2D labels only; (e) the mean training pose placed at
+the held-out frame's triangulated keypoints (the fits' mean pose and size, oriented and
+placed by a rigid alignment to the frame's triangulated points: a baseline that already
+knows where the animal is). Rendered pretraining in the rig ((c), (d)) is not built yet:
+the table says so.
+
+Usage::
+
+    python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
+        [--iters 400] [--device cpu] [--threads 2]
+
+A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SESSION = ROOT.parent / 'shared' / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+MODEL = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+FIT_CONFIG = ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'
+NET_CONFIG = ROOT / 'configs' / 'regression' / 'mouse_session_resnet18.py'
+LOOKUP = ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv'
+SCORED = ('back', 'mid', 'top')
+APART = ('side',)
+
+
+def prepare(out: Path):
+    """The keypoint-only session, the 128 px crops and the fit (made when missing)."""
+    from mmengine.config import Config
+
+    from smilfit.apis.fitting import fit_dataset, prepare_data
+    from smilfit.cli.preprocess_sleap import main as preprocess
+    crops = out / 'session_128.h5'
+    if not crops.exists():
+        assert preprocess([str(SESSION), str(crops), '--crop-mode', 'bbox_crop',
+                           '--target-size', '128', '--no-progress']) == 0
+    cfg = Config.fromfile(str(FIT_CONFIG))
+    cfg.body_model.model_path = str(MODEL)
+    cfg.data.sleap.input = str(SESSION)
+    cfg.data.path = str(out / 'session_keypoints.h5')
+    cfg.data.joint_lookup = str(LOOKUP)
+    results = out / 'fit' / 'fit_results.h5'
+    if not results.exists():
+        prepare_data(cfg, progress=False)
+        fit_dataset(cfg, out / 'fit', progress=False)
+    return crops, Path(cfg.data.path), results
+
+
+def train(crops: Path, work: Path, iters: int, device: str, fit_results=None):
+    """Train the network config on the training blocks; the runner (trained)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(str(NET_CONFIG))
+    cfg.model.body_model.model_path = str(MODEL)
+    cfg.model.joint_lookup = str(LOOKUP)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = str(crops.parent)
+        loader.dataset.ann_file = crops.name
+    if fit_results is not None:
+        cfg.train_dataloader.dataset.fit_results = str(fit_results)
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = iters
+    warmup = min(cfg.param_scheduler[0].end, max(1, iters // 4))
+    cfg.param_scheduler[0].end = cfg.param_scheduler[-1].begin = warmup
+    cfg.param_scheduler[-1].end = iters
+    cfg.default_hooks.checkpoint.interval = iters
+    cfg.work_dir = str(work)
+    if device != 'cpu':
+        cfg.env_cfg = dict(cfg.env_cfg, dist_cfg=dict(backend='nccl'))
+    checkpoint = work / f'iter_{iters}.pth'
+    if checkpoint.exists():
+        cfg.load_from = str(checkpoint)
+        cfg.train_cfg.max_iters = 0
+    runner = Runner.from_cfg(cfg)
+    timing = work / 'train_seconds.txt'
+    if not checkpoint.exists():
+        start = time.perf_counter()
+        runner.train()
+        timing.write_text(f'{time.perf_counter() - start:.1f}\n')
+    else:
+        runner.load_checkpoint(str(checkpoint))
+    return runner, float(timing.read_text()) if timing.exists() else float('nan')
+
+
+def network_points(runner, device: str):
+    """{(session, frame): (N, 3) predicted keypoints (rig units)} on the held-out
+    blocks, and images/s."""
+    import torch
+    from smilfit.engine.hooks import unwrap_model
+    model = unwrap_model(runner.model).to(device).eval()
+    points, n, start = {}, 0, time.perf_counter()
+    with torch.no_grad():
+        for batch in runner.val_dataloader:
+            data = model.data_preprocessor(batch, False)
+            for p in model(data['inputs'], data['data_samples'], mode='predict'):
+                points[(p['session'], int(p['frame']))] = p['pred_keypoints_3d'].numpy()
+                n += 1
+    seconds = time.perf_counter() - start
+    return points, n * model.num_views / seconds
+
+
+def held_out_frames(crops: Path):
+    from smilfit.datasets import MultiViewHDF5Dataset
+    cfg_split = dict(split_by='time', split_ratios=(0.8, 0.2, 0.0), time_blocks=10,
+                     time_gap=2)
+    val = MultiViewHDF5Dataset(str(crops), split='val', load_images=False, **cfg_split)
+    train = MultiViewHDF5Dataset(str(crops), split='train', load_images=False, **cfg_split)
+
+    def keys(ds):
+        return {(ds.reader.session_names[ds.get_data_info(i)['session_index']],
+                 ds.get_data_info(i)['frame']) for i in range(len(ds))}
+    return keys(val), keys(train), val.metainfo['split_frames']['val']
+
+
+def fit_points(results: Path, keypoints: Path):
+    """{(session, frame): (N, 3)} fitted keypoints and the fit's parameters by key."""
+    import h5py
+
+    from smilfit.datasets.hdf5_format import DatasetReader
+    with h5py.File(results, 'r') as f, DatasetReader(keypoints) as reader:
+        rows = f['samples/index'][:]
+        cols = reader.read(rows, keys=['session', 'frame'])
+        keys = [(reader.session_names[int(s)], int(fr))
+                for s, fr in zip(cols['session'], cols['frame'])]
+        pts = f['fitted_keypoints_3d'][:].astype(np.float64)
+        params = {k: f[f'params/{k}'][:].astype(np.float64) for k in
+                  ('global_orient', 'body_pose', 'transl', 'global_log_scale', 'bone_trans')}
+    return {k: pts[i] for i, k in enumerate(keys)}, keys, params
+
+
+def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path):
+    """(e): the training fits' mean pose and size, rigidly aligned to each held-out
+    frame's triangulated keypoints."""
+    import torch
+
+    from smilfit.body_models import SMILModel
+    from smilfit.body_models.keypoint_naming import match_keypoints
+    from smilfit.body_models.joint_lookup import joint_lookup_dict
+    from smilfit.datasets.hdf5_format import DatasetReader
+    from smilfit.registrants.initialization import (global_pose_from_points,
+                                                    triangulate_observations)
+    model = SMILModel(model_path=str(MODEL), propagate_scaling=False, reference_compat=False,
+                      dtype=torch.float64)
+    index = {k: i for i, k in enumerate(fit_keys)}
+    train_rows = [index[k] for k in keys_train if k in index]
+    mean_pose = torch.as_tensor(params['body_pose'][train_rows].mean(0))[None]
+    scale = float(np.median(params['global_log_scale'][train_rows]))
+    # the animal's fitted skeleton (its keypoint offsets are the keypoint handler's, not
+    # the body model's: the baseline's keypoints are the model's own)
+    shared = dict(bone_trans=torch.as_tensor(params['bone_trans'][train_rows[0]])[None])
+    with DatasetReader(keypoints) as reader:
+        names = list(reader.keypoint_names)
+        match = match_keypoints(list(model.keypoint_names), names,
+                                joint_lookup_dict(str(LOOKUP)))
+        out = {}
+        held_rows = [index[k] for k in keys_held if k in index]
+        rows = np.asarray(sorted(held_rows))
+        data = reader.read(np.asarray(params_rows(rows, fit_keys, reader)),
+                           keys=['keypoints_2d', 'K', 'R', 't', 'dist', 'valid', 'visible',
+                                 'confidence'])
+    obs = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64 if np.asarray(v).dtype.kind
+                              == 'f' else None) for k, v in data.items() if k != 'valid'}
+    obs['view_valid'] = torch.as_tensor(np.asarray(data['valid'])).bool()
+    tri = triangulate_observations(obs)                                   # (b, N, 3)
+    with torch.no_grad():
+        posed = model(body_pose=mean_pose, global_log_scale=torch.tensor([[scale]]),
+                      return_vertices=False, **shared)
+    pts = torch.full((1, len(names), 3), float('nan'), dtype=torch.float64)
+    pts[:, match.data_index] = posed.keypoints[:, match.model_index]
+    root = posed.joints_kin[:, model.levels.root]
+    for b, row in enumerate(rows):
+        observed = tri[b:b + 1]
+        ok = torch.isfinite(observed).all(-1) & torch.isfinite(pts).all(-1)
+        if int(ok.sum()) < 3:
+            continue
+        src = torch.where(ok[..., None], pts, torch.zeros_like(pts))
+        dst = torch.where(ok[..., None], observed, torch.zeros_like(observed))
+        orient, transl = global_pose_from_points(src[:, ok[0]], root, dst[:, ok[0]])[:2]
+        with torch.no_grad():
+            moved = model(body_pose=mean_pose, global_orient=orient, transl=transl,
+                          global_log_scale=torch.tensor([[scale]]), return_vertices=False,
+                          **shared)
+        p = np.full((len(names), 3), np.nan)
+        p[match.data_index.numpy()] = moved.keypoints[0, match.model_index].numpy()
+        out[fit_keys[row]] = p
+    return out
+
+
+def params_rows(fit_rows, fit_keys, reader):
+    """Dataset rows of the fit samples ``fit_rows`` (the fit's order is the file's)."""
+    cols = reader.read(np.arange(len(reader)), keys=['session', 'frame'])
+    where = {(reader.session_names[int(s)], int(f)): r
+             for r, (s, f) in enumerate(zip(cols['session'], cols['frame']))}
+    return [where[fit_keys[r]] for r in fit_rows]
+
+
+def score(points, keypoints: Path, keys):
+    """Median and 90th percentile px of ``points`` {key: (N, 3)} projected into every
+    camera against the labels, over the scored cameras and the ones apart."""
+    from smilfit.cameras.projection import project_points_numpy
+    from smilfit.datasets.hdf5_format import DatasetReader
+    errors = {'scored': [], 'apart': []}
+    with DatasetReader(keypoints) as reader:
+        cols = reader.read(np.arange(len(reader)), keys=['session', 'frame'])
+        where = {(reader.session_names[int(s)], int(f)): r
+                 for r, (s, f) in enumerate(zip(cols['session'], cols['frame']))}
+        rows = [where[k] for k in keys if k in points]
+        data = reader.read(np.asarray(sorted(rows)),
+                           keys=['keypoints_2d', 'K', 'R', 't', 'dist', 'valid', 'session'])
+        back = {r: k for k, r in where.items()}
+        for b, row in enumerate(sorted(rows)):
+            cams = reader.camera_names[int(data['session'][b])]
+            pts = points[back[row]]
+            for c, name in enumerate(cams):
+                if not data['valid'][b, c]:
+                    continue
+                uv = project_points_numpy(np.nan_to_num(pts)[None], data['K'][b, c][None],
+                                          data['R'][b, c][None], data['t'][b, c][None],
+                                          data['dist'][b, c][None])[0][0]
+                e = np.linalg.norm(uv - data['keypoints_2d'][b, c], axis=-1)
+                e = e[np.isfinite(e) & np.isfinite(pts).all(-1)]
+                errors['apart' if name in APART else 'scored'].append(e)
+    out = {}
+    for part, es in errors.items():
+        e = np.concatenate(es) if es else np.zeros(0)
+        out[part] = (float(np.median(e)), float(np.percentile(e, 90))) if e.size else \
+            (float('nan'), float('nan'))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out-dir', default=str(ROOT / 'work_dirs' / 'real_session'))
+    parser.add_argument('--iters', type=int, default=400)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args()
+    if not SESSION.is_dir() or not MODEL.is_file():
+        print(f'skipped: {SESSION} or {MODEL} is not available')
+        return 0
+    import torch
+
+    from smilfit.utils import register_all_modules
+    torch.set_num_threads(args.threads)
+    register_all_modules()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    crops, keypoints, results = prepare(out)
+    held, trained_on, blocks = held_out_frames(crops)
+    fitted, fit_keys, params = fit_points(results, keypoints)
+    rows = [('(a) fit on those frames', score(fitted, keypoints, held), '', '')]
+    for label, fit_labels in (('(b) network, real frames, fit as labels', results),
+                              ("(b') network, real frames, triangulation only", None)):
+        name = 'net_fit_labels' if fit_labels is not None else 'net_triangulation'
+        runner, seconds = train(crops, out / f'{name}_{args.iters}', args.iters,
+                                args.device, fit_labels)
+        pts, images_per_s = network_points(runner, args.device)
+        rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
+                     f'{images_per_s:.0f}'))
+    rows.append(('(c) rendered pretraining, then real', None, '', ''))
+    rows.append(('(d) rendered only', None, '', ''))
+    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints)
+    rows.append(('(e) mean training pose at the triangulated keypoints',
+                 score(mean, keypoints, held), '', ''))
+    print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); '
+          f'{args.iters} iterations, {args.device}, {args.threads} threads')
+    print(f'{"method":<52}{"median px":>10}{"p90 px":>9}{"side med":>10}{"side p90":>10}'
+          f'{"train s":>9}{"img/s":>7}')
+    for label, s, seconds, ips in rows:
+        if s is None:
+            print(f'{label:<52}{"not built":>10}')
+            continue
+        print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
+              f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
