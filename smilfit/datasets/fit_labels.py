@@ -10,7 +10,7 @@ sample gets (:func:`load_fit_labels`):
   ``transl``, ``global_log_scale``; world frame, the calibration's units) and
   ``fit_keypoints_3d`` (N, 3), the fitted keypoints in the data's order;
 - the views whose camera the fit's report names as far off the others (a miscalibrated
-  camera, :func:`~smilfit.evaluation.fit_quality.fit_quality`'s rule) or whose camera
+  camera, the rule of :mod:`.error_outliers`) or whose camera
   was not finite: their 2D labels must not teach the network;
 - ``fit_error_px``: the sample's median reprojection error over its other views.
 
@@ -26,8 +26,7 @@ from typing import Dict, Optional, Union
 import h5py
 import numpy as np
 
-from smilfit.evaluation.fit_quality import fit_quality
-
+from .error_outliers import outlier_groups
 from .hdf5_format import DatasetReader
 
 PathLike = Union[str, Path]
@@ -159,8 +158,10 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
     C = errors.shape[1]
     cameras = [(c + [''] * C)[:C] for c in cameras]
     # cameras far off the others (the fit report's rule): their labels teach nothing
-    far = fit_quality(point_errors, cameras, names, failed=diverged)['outlier_cameras']
-    bad = bad | np.isin(np.asarray(cameras, dtype=object), far)
+    camera_of = np.asarray(cameras, dtype=object)
+    kept = np.where(diverged[:, None, None], np.nan, point_errors)
+    far = outlier_groups({str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()))})
+    bad = bad | np.isin(camera_of, far)
     by_key = {key: row for key, row in fit_keys.items()}
     fit_row_of_sample = {int(r): s for s, r in enumerate(rows)}
     R = len(reader)

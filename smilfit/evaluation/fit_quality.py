@@ -6,41 +6,22 @@ every (sample, view) and the keypoint names. Output: per camera and per keypoint
 and 90th percentile error and the number of points, and which cameras and keypoints stand
 out (the way anipose reports calibration quality).
 
-Outlier rule (relative to the data, no constant in pixels tuned to a rig): a camera (or a
-keypoint) is named when its median error is more than ``ratio`` (3) times the median of the
-*other* cameras' medians, above the 90th percentile of the other cameras' errors, and above
-``floor_px`` (1 px: sub-pixel differences are never worth a warning).
+Outlier rule (:mod:`smilfit.datasets.error_outliers`; relative to the data, no constant in
+pixels tuned to a rig): a camera (or a keypoint) is named when its median error is more
+than ``ratio`` (3) times the median of the *other* cameras' medians, above the 90th
+percentile of the other cameras' errors, and above ``floor_px`` (1 px: sub-pixel
+differences are never worth a warning).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from smilfit.datasets.error_outliers import error_stats as _stats
+from smilfit.datasets.error_outliers import outlier_groups as _outliers
+
 __all__ = ['fit_quality', 'format_fit_quality']
-
-
-def _stats(errors: np.ndarray) -> Dict[str, Any]:
-    e = errors[np.isfinite(errors)]
-    if e.size == 0:
-        return dict(median_px=None, p90_px=None, points=0)
-    return dict(median_px=float(np.median(e)), p90_px=float(np.percentile(e, 90)),
-                points=int(e.size))
-
-
-def _outliers(groups: Mapping[str, np.ndarray], ratio: float, floor_px: float) -> List[str]:
-    medians = {name: _stats(e)['median_px'] for name, e in groups.items()}
-    named = []
-    for name, median in medians.items():
-        others = [m for n, m in medians.items() if n != name and m is not None]
-        if median is None or not others:
-            continue
-        rest = np.concatenate([e[np.isfinite(e)] for n, e in groups.items() if n != name])
-        p90_rest = float(np.percentile(rest, 90)) if rest.size else 0.0
-        if median > ratio * float(np.median(others)) and median > p90_rest and \
-                median > floor_px:
-            named.append(name)
-    return named
 
 
 def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],

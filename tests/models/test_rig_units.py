@@ -143,17 +143,30 @@ def test_bad_rig_units_are_refused(scale, depth):
 
 def test_hook_measures_the_training_set(synthetic_h5):
     """Before training the hook reads samples of the training set and sets the units;
-    units already set (a loaded checkpoint) are kept."""
+    weights loaded from another rig get this one's; a resumed run measures the same."""
     dataset = DATASETS.build(dict(type='MultiViewHDF5Dataset', ann_file=str(synthetic_h5),
                                   load_images=False, pipeline=[dict(type='PackInputs')]))
     model = tiny_multiview()
     runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=dataset))
     RigUnitsHook(num_samples=8).before_train(runner)
     assert model.uses_rig_units
-    assert 0.8 < float(model.rig_scale) < 1.25 and float(model.rig_depth) > 0
+    scale, depth = float(model.rig_scale), float(model.rig_depth)
+    assert 0.8 < scale < 1.25 and depth > 0
+    model.set_rig_units(3.0, 5.0)            # another rig's
+    RigUnitsHook(num_samples=8).before_train(runner)
+    assert (float(model.rig_scale), float(model.rig_depth)) == (scale, depth)
+
+
+def test_hook_keeps_units_it_cannot_measure(synthetic_h5, monkeypatch):
+    """Units set in code stay where the training data have nothing to measure them by."""
+    dataset = DATASETS.build(dict(type='MultiViewHDF5Dataset', ann_file=str(synthetic_h5),
+                                  load_images=False))
+    model = tiny_multiview()
     model.set_rig_units(3.0, 5.0)
+    monkeypatch.setattr(RigUnitsHook, 'read_samples', lambda self, ds: None)
+    runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=dataset))
     RigUnitsHook().before_train(runner)
-    assert float(model.rig_scale) == 3.0 and float(model.rig_depth) == 5.0
+    assert (float(model.rig_scale), float(model.rig_depth)) == (3.0, 5.0)
 
 
 def test_hook_leaves_uncalibrated_models_alone(synthetic_h5):

@@ -22,9 +22,11 @@ class RigUnitsHook(Hook):
     """Before training, set the regressor's rig units (``set_rig_units``) from up to
     ``num_samples`` samples of the training set: their triangulated 3D keypoints (or
     their 2D keypoints triangulated through the calibration) against the body model's
-    rest keypoints. Skipped for models without calibrated cameras and where the units are
-    already set (a checkpoint loaded or resumed, or set in code). Every rank reads the same
-    samples, so every rank gets the same units.
+    rest keypoints. Measured whenever the training data allow it (a resumed run measures
+    the same units again; weights from another rig get this rig's, with a warning); units
+    set in code or loaded are kept where the data have nothing to measure them by. Skipped
+    for models without calibrated cameras. Every rank reads the same samples, so every rank
+    gets the same units.
 
     Args:
         num_samples: samples read (spread evenly over the training set).
@@ -39,17 +41,24 @@ class RigUnitsHook(Hook):
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
-        if not hasattr(model, 'set_rig_units') or \
-                not model.camera_codec.uses_calibration or model.uses_rig_units:
+        if not hasattr(model, 'set_rig_units') or not model.camera_codec.uses_calibration:
             return
         samples = self.read_samples(runner.train_dataloader.dataset)
         measured = None if samples is None else model.estimate_rig_units(samples)
         if measured is None:
+            if model.uses_rig_units:     # set in code or loaded: nothing to measure them by
+                return
             print_log('RigUnitsHook: the training data have no 3D keypoints and too few '
                       'views to triangulate: the calibration is taken to be in model units',
                       logger='current', level=30)
             return
         scale, depth = measured
+        before = float(model.rig_scale)
+        if model.uses_rig_units and abs(scale / before - 1.0) > 1e-3:
+            # a checkpoint of another rig fine-tuned on this one: this rig's units
+            print_log(f'RigUnitsHook: the loaded weights were trained with {before:.4g} '
+                      f'calibration units per model unit; this training data has {scale:.4g}',
+                      logger='current', level=30)
         model.set_rig_units(scale, depth)
         print_log(f'RigUnitsHook: {scale:.4g} calibration units per model unit; the animal '
                   f'is {depth:.4g} model units ({depth * scale:.4g} calibration units) from '
@@ -63,7 +72,15 @@ class RigUnitsHook(Hook):
             return None
         n = len(dataset)
         picks = np.unique(np.linspace(0, n - 1, min(n, self.num_samples)).round().astype(int))
-        rows = sorted({int(dataset.get_data_info(int(i))['index']) for i in picks})
+        rows = set()
+        for i in picks:
+            info = dataset.get_data_info(int(i))
+            # a frame's file row, or a clip's (-1: a padded frame)
+            rows.update(int(r) for r in info.get('indices', [info.get('index', -1)])
+                        if int(r) >= 0)
+        rows = sorted(rows)[:self.num_samples]
+        if not rows:
+            return None
         keys = list(_KEYS) + (['keypoints_3d'] if reader.has_keypoints_3d else [])
         data = reader.read(rows, keys=keys)
         out = {k: np.asarray(v) for k, v in data.items() if k != 'valid'}

@@ -1,0 +1,43 @@
+"""Which cameras (or keypoints) a fit's errors single out: the rule of the fit report
+(:mod:`smilfit.evaluation.fit_quality`), here so that data-side readers of a fit (a fit's
+labels for training, :mod:`.fit_labels`) apply the same one.
+
+A group (a camera, a keypoint) is named when its median error is more than ``ratio`` (3)
+times the median of the *other* groups' medians, above the 90th percentile of the other
+groups' errors, and above ``floor_px`` (1 px: sub-pixel differences are never worth a
+warning). Relative to the data: no constant in pixels tuned to a rig.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+import numpy as np
+
+__all__ = ['error_stats', 'outlier_groups']
+
+
+def error_stats(errors: np.ndarray) -> Dict[str, Any]:
+    """Median and 90th percentile (px) and count of the finite ``errors``."""
+    e = errors[np.isfinite(errors)]
+    if e.size == 0:
+        return dict(median_px=None, p90_px=None, points=0)
+    return dict(median_px=float(np.median(e)), p90_px=float(np.percentile(e, 90)),
+                points=int(e.size))
+
+
+def outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
+                   floor_px: float = 1.0) -> List[str]:
+    """The names of ``groups`` (name -> errors, px, NaN not observed) whose errors stand
+    out of the others' (the module docstring's rule)."""
+    medians = {name: error_stats(e)['median_px'] for name, e in groups.items()}
+    named = []
+    for name, median in medians.items():
+        others = [m for n, m in medians.items() if n != name and m is not None]
+        if median is None or not others:
+            continue
+        rest = np.concatenate([e[np.isfinite(e)] for n, e in groups.items() if n != name])
+        p90_rest = float(np.percentile(rest, 90)) if rest.size else 0.0
+        if median > ratio * float(np.median(others)) and median > p90_rest and \
+                median > floor_px:
+            named.append(name)
+    return named
