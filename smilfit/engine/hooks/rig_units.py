@@ -53,7 +53,7 @@ class RigUnitsHook(Hook):
                       logger='current', level=30)
             return
         scale, depth = measured
-        before = float(model.rig_scale)
+        before = model.rig_units_scale
         if model.uses_rig_units and abs(scale / before - 1.0) > 1e-3:
             # a checkpoint of another rig fine-tuned on this one: this rig's units
             print_log(f'RigUnitsHook: the loaded weights were trained with {before:.4g} '

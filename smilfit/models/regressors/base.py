@@ -171,6 +171,8 @@ class BodyRegressor(BaseModel):
         # units): NaN until measured (RigUnitsHook, set_rig_units); saved in checkpoints.
         self.register_buffer('rig_scale', torch.tensor(float('nan'), dtype=torch.float64))
         self.register_buffer('rig_depth', torch.tensor(float('nan'), dtype=torch.float64))
+        # the same as host floats: read every step without a device sync
+        self._rig_units = (float('nan'), float('nan'))
         self.compile_loss = compile_options(compile_loss)
         self._compiled: Dict[str, Any] = {}
 
@@ -245,8 +247,10 @@ class BodyRegressor(BaseModel):
             raise ValueError(f'rig scale must be finite and > 0, got {scale}')
         if depth is not None and not (math.isfinite(float(depth)) and float(depth) > 0):
             raise ValueError(f'rig depth must be finite and > 0, got {depth}')
+        depth = float('nan') if depth is None else float(depth)
         self.rig_scale.fill_(scale)
-        self.rig_depth.fill_(float('nan') if depth is None else float(depth))
+        self.rig_depth.fill_(depth)
+        self._rig_units = (scale, depth)
 
     def estimate_rig_units(self, samples: Mapping[str, Any]):
         """``(scale, depth)`` measured on a batch of samples (:func:`.rig_units.
@@ -260,21 +264,28 @@ class BodyRegressor(BaseModel):
             state_dict.setdefault(prefix + name, torch.tensor(float('nan'),
                                                               dtype=torch.float64))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._rig_units = (float(state_dict[prefix + 'rig_scale']),
+                           float(state_dict[prefix + 'rig_depth']))
 
     @property
     def uses_rig_units(self) -> bool:
         """Whether the rig's units are set (calibrated cameras only)."""
-        return bool(self.camera_codec.uses_calibration and torch.isfinite(self.rig_scale))
+        return bool(self.camera_codec.uses_calibration and math.isfinite(self._rig_units[0]))
+
+    @property
+    def rig_units_scale(self) -> float:
+        """The calibration's units per model unit (NaN: unset)."""
+        return self._rig_units[0]
 
     def _in_model_units(self, data_samples: Optional[Mapping[str, Any]]):
         if not data_samples or not self.uses_rig_units:
             return data_samples
-        return to_model_units(data_samples, float(self.rig_scale))
+        return to_model_units(data_samples, self._rig_units[0])
 
     def _depth_offset(self) -> Optional[float]:
-        if not self.uses_rig_units or not bool(torch.isfinite(self.rig_depth)):
+        if not self.uses_rig_units or not math.isfinite(self._rig_units[1]):
             return None
-        return float(self.rig_depth) - float(self.camera_codec.distance)
+        return self._rig_units[1] - float(self.camera_codec.distance)
 
     # ------------------------------------------------------------------ loss weights
     def set_loss_weight(self, name: str, weight: float) -> None:
@@ -497,7 +508,7 @@ class BodyRegressor(BaseModel):
         feats = self.extract_features(inputs, inside, res, decoded)
         kps = self.project_keypoints(decoded)
         if self.uses_rig_units:   # predictions in the calibration's units
-            decoded, kps = to_rig_units(decoded, kps, float(self.rig_scale))
+            decoded, kps = to_rig_units(decoded, kps, self._rig_units[0])
         return self.pack_predictions(decoded, kps, feats, data_samples, inputs.shape[-2:])
 
     def pack_predictions(self, decoded, kps, feats, data_samples, image_hw
