@@ -14,6 +14,10 @@ Steps (each reused from ``--out-dir`` when rerun):
    percentile px over the three well-calibrated cameras (back, mid, top); the ``side``
    camera (its calibration is a copy of ``top``'s, ~92 px off) apart.
 
+Then every frame is fitted again with the animal's skeleton held fixed, from the default
+start and from network (b)'s predictions (``data.init_from``): LM iterations, seconds and
+the held-out frames' error of each.
+
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
 at); (b) the network trained on real frames with the fit as labels; (b') the same with
 the triangulated 3D points and the 2D labels only; (e) the mean training pose placed at
@@ -253,6 +257,45 @@ def score(points, keypoints: Path, keys):
     return out
 
 
+def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
+                      checkpoint: Path, held) -> list:
+    """The per-frame fit of every frame from the default start and from the network's
+    predictions (``data.init_from``), the animal's skeleton taken from the first fit
+    (held fixed, so only the per-frame pass is timed): rows of (start, LM iterations,
+    seconds, held-out frames' median and p90 px, frames started from the network)."""
+    import json
+
+    import h5py
+    from mmengine.config import Config
+
+    from smilfit.apis.fitting import fit_dataset
+    from smilfit.cli.infer import main as infer
+    predictions = out / 'infer' / 'predictions.h5'
+    if not predictions.exists():
+        assert infer([str(checkpoint), str(crops), '--out-dir', str(predictions.parent),
+                      '--video', 'none', '--no-slp', '--no-progress', '--overwrite']) == 0
+    rows = []
+    for label, init in (('default start', None), ('network start', predictions)):
+        cfg = Config.fromfile(str(FIT_CONFIG))
+        cfg.body_model.model_path = str(MODEL)
+        cfg.data.pop('sleap')
+        cfg.data.update(path=str(keypoints), joint_lookup=str(LOOKUP),
+                        skeleton=dict(path=str(results), animal=0, mode='fixed'))
+        if init is not None:
+            cfg.data.init_from = str(init)
+        start = time.perf_counter()
+        fitted = fit_dataset(cfg, out / f'fit_{label.split()[0]}', progress=False,
+                             overwrite=True)
+        seconds = time.perf_counter() - start
+        with h5py.File(fitted, 'r') as f:
+            steps = sum(r['steps'] for r in json.loads(f.attrs['loss_history']))
+            won = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \
+                else 0
+        points, _, _ = fit_points(fitted, keypoints)
+        rows.append((label, steps, seconds, score(points, keypoints, held)['scored'], won))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,11 +318,13 @@ def main() -> int:
     held, trained_on, blocks = held_out_frames(crops)
     fitted, fit_keys, params = fit_points(results, keypoints)
     rows = [('(a) fit on those frames', score(fitted, keypoints, held), '', '')]
+    checkpoints = []
     for label, fit_labels in (('(b) network, real frames, fit as labels', results),
                               ("(b') network, real frames, triangulation only", None)):
         name = 'net_fit_labels' if fit_labels is not None else 'net_triangulation'
         runner, seconds = train(crops, out / f'{name}_{args.iters}', args.iters,
                                 args.device, fit_labels)
+        checkpoints.append(out / f'{name}_{args.iters}' / f'iter_{args.iters}.pth')
         pts, images_per_s = network_points(runner, args.device)
         rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
                      f'{images_per_s:.0f}'))
@@ -298,6 +343,13 @@ def main() -> int:
             continue
         print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+    print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
+          'network (b)\'s predictions; error on the held-out frames')
+    print(f'{"start":<16}{"LM iterations":>15}{"seconds":>9}{"median px":>11}{"p90 px":>8}'
+          f'{"network starts":>16}')
+    for label, steps, seconds, (median, p90), won in fits_from_network(
+            out, crops, keypoints, results, checkpoints[0], held):
+        print(f'{label:<16}{steps:>15}{seconds:>9.1f}{median:>11.2f}{p90:>8.2f}{won:>16}')
     return 0
 
 

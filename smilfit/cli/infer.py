@@ -11,7 +11,7 @@ Inputs (single- or multi-view is the model's ``num_views``):
   HDF5 dataset (``.h5``: stored images and cameras).
 
 Outputs in ``--out-dir`` (default ``work_dirs/infer/<input name>``):
-``predictions.h5`` (per item: frame, instance, parameters, joints, 3D keypoints, 2D
+``predictions.h5`` (per item: session, frame, instance, parameters, joints, 3D keypoints, 2D
 keypoints and cameras in source pixels, optional features), ``predictions.slp`` (the
 model's keypoints as SLEAP predicted instances on the input videos), ``overlay.mp4``
 (``--video overlay|side_by_side|none``), ``meshes/*.obj`` (``--meshes``).

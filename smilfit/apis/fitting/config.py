@@ -21,7 +21,7 @@ PathLike = Union[str, os.PathLike]
 
 #: Keys of the fitting config's ``data`` dict (see :func:`~.dataset_fit.fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic', 'views', 'exclude_views', 'skeleton_frames', 'skeleton')
+             'synthetic', 'views', 'exclude_views', 'skeleton_frames', 'skeleton', 'init_from')
 
 
 class FittingConfigError(ValueError):

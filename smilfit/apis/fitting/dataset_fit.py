@@ -34,6 +34,7 @@ from .config import (AllSamplesFailedError, FittingConfigError, check_data_confi
                      dataset_identity, load_joint_lookup, stamp_changes)
 from .observations import (_OBSERVATION_KEYS, drop_non_finite_cameras,
                            observations_from_batch, warn_bad_cameras)
+from .network_starts import choose_starts, load_network_starts
 from .results import RESULTS_NAME, SKELETON_NAME, batch_arrays, merge_chunks
 
 PathLike = Union[str, os.PathLike]
@@ -49,7 +50,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             the top-level one) and ``data = dict(path=..., batch_size=64,
             max_samples=None, joint_lookup=None|dict|csv path, save_vertices=False,
             views=None|[camera names], exclude_views=None|[camera names],
-            skeleton_frames=200)``; the views left out are removed from the
+            skeleton_frames=200, init_from=None)``; the views left out are removed from the
             observations (:mod:`smilfit.datasets.view_selection`). Parameters the
             registrant shares (``registrant.shared``, e.g. the skeleton) are estimated
             once per animal and session (:mod:`smilfit.apis.animals`) from up to
@@ -60,6 +61,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             'calibration/fit_results.h5', animal=0, mode='fixed'|'init')`` reuses an
             earlier fit's skeleton for every animal (:func:`~smilfit.apis.animals.
             load_skeleton`): held fixed, or the start of each animal's estimate.
+            ``init_from='predictions.h5'`` (``tools/infer.py`` on the same recording)
+            starts every frame from the network's prediction where that is the better
+            start (:mod:`.network_starts`; ``samples/network_start`` in the results).
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -112,6 +116,12 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
                                        registrant.body_model.joint_names)
         except (KeyError, ValueError, TypeError) as err:
             raise FittingConfigError(f'data.skeleton: {err}') from err
+    network_starts = None
+    if data_cfg.get('init_from') is not None:
+        if registrant.multi_start is not None:
+            raise FittingConfigError('data.init_from and registrant.multi_start exclude each '
+                                     'other (both choose where frames start)')
+        network_starts = load_network_starts(data_cfg['init_from'], reader)
 
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
@@ -201,8 +211,14 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         if skeleton is not None:
             extra.update(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
                                       for k in shared}, fixed=shared)
+        won = None
+        if network_starts is not None:
+            extra, won = _network_starts(registrant, observations, extra, network_starts,
+                                         indices)
         result = registrant.fit(observations, allow_all_diverged=True, **extra)
         arrays = batch_arrays(result, observations, registrant, indices, save_vertices)
+        if won is not None:
+            arrays['network_start'] = won.cpu().numpy()
         arrays['animal'] = animals.of_sample[indices]
         arrays['session'] = np.asarray(batch['session'])
         arrays['frame'] = np.asarray(batch['frame'])
@@ -224,4 +240,22 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     return results
 
 
+def _network_starts(registrant, observations, extra, starts, indices):
+    """``extra`` (the fit's keyword arguments) starting each sample of the batch
+    ``indices`` from the network's prediction where that is the better start, and (B,)
+    where it was."""
+    values, found = starts
+    groups = extra['groups'].to(registrant.body_model.device)
+    default = registrant.initial_params(observations, len(indices), groups,
+                                        extra.get('init_params'))
+    device = registrant.body_model.device
+    network = {k: torch.as_tensor(v[indices], device=device) for k, v in values.items()}
+    chosen, won = choose_starts(registrant, observations, default, network,
+                                torch.as_tensor(found[indices], device=device), groups)
+    init = dict(extra.get('init_params') or {})
+    init.update({k: chosen[k] for k in network if k in chosen and k not in registrant.shared})
+    return dict(extra, init_params=init), won
+
+
 __all__ = ['fit_dataset']
+

@@ -101,7 +101,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                 if group in ('param', 'loss') and name:
                     f.create_dataset(f'{"params" if group == "param" else "losses"}/{name}',
                                      data=value)
-                elif key in ('index', 'session', 'frame', 'animal'):
+                elif key in ('index', 'session', 'frame', 'animal', 'network_start'):
                     f.create_dataset(f'samples/{key}', data=value)
                 elif key in ('total_loss', 'diverged', 'reprojection_px',
                              'reprojection_point_px', 'bad_camera_views'):

@@ -39,6 +39,8 @@ def _chunk_arrays(model, preds: Sequence[Mapping[str, Any]], items: Sequence[Tup
         'frame': np.array([source.meta(i)['frame'] for i, _ in items], np.int64),
         'item': np.array([i for i, _ in items], np.int64),
         'instance': np.array([j for _, j in items], np.int64),
+        # the recording each item is from (unicode: npz stores it without pickling)
+        'session': np.array([str(source.meta(i)['session']) for i, _ in items], dtype=str),
         'joints': out.joints.float().numpy(),
         'keypoints_3d': np.stack([p['pred_keypoints_3d'].double().numpy() for p in preds]),
     }
@@ -107,12 +109,15 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
                         if key in skip:
                             continue
                         data = z[key]
+                        if data.dtype.kind == 'U':   # text: variable-length UTF-8
+                            data = data.astype(object)
                         group, _, name = key.partition('_')
                         dest = {'param': f'params/{name}', 'camera': f'cameras/{name}',
                                 'feature': f'features/{name}'}.get(group, key) if name else key
                         if dest not in f:
                             f.create_dataset(dest, data=data, maxshape=(None,) + data.shape[1:],
-                                             chunks=True)
+                                             chunks=True, dtype=h5py.string_dtype()
+                                             if data.dtype == object else None)
                         else:
                             ds = f[dest]
                             ds.resize(ds.shape[0] + data.shape[0], axis=0)

@@ -1,0 +1,136 @@
+"""Fits started from a network's predictions: ``data.init_from = 'predictions.h5'`` (the
+output of ``tools/infer.py`` on the same recording).
+
+A trained regressor places and poses the animal in one pass; the fit then starts there
+instead of at the rest pose aligned to the triangulated keypoints. A network is wrong on
+some frames (an unusual pose, the wrong way round), and a fit started there could end in
+the wrong basin, so every frame keeps the better of the two starts
+(:func:`choose_starts`): the one whose keypoints project closer to the labels (the median
+pixel error over its views and keypoints). A frame the network got wrong is fitted as
+without it; one it got right starts near the answer.
+
+Predictions are joined to the fit's samples by (session name, frame, instance). Where no
+session name matches and both sides hold one session (a network run on the session's
+videos names its session after the rig), by frame and instance.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Mapping, Tuple, Union
+
+import h5py
+import numpy as np
+import torch
+
+from smilfit.body_models.parameters import MODEL_INPUTS
+
+from .config import FittingConfigError
+from .reprojection import point_reprojection_errors
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+#: The per-frame parameters a start sets (the animal's skeleton is the fit's own).
+START_PARAMS = ('global_orient', 'body_pose', 'transl', 'global_log_scale')
+
+
+def load_network_starts(path: PathLike, reader) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+    """The predictions at ``path`` aligned with the rows of ``reader`` (R rows).
+
+    Returns:
+        ``({name: (R, ...)}, found (R,) bool)``: the predicted parameters of
+        :data:`START_PARAMS` (axis-angle rotations; NaN where not found).
+
+    Raises:
+        FileNotFoundError: no such file.
+        FittingConfigError: not a ``tools/infer.py`` output, without the parameters or
+            sessions it needs, or no prediction matches a sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'data.init_from: {path} does not exist')
+    with h5py.File(path, 'r') as f:
+        if f.attrs.get('format') != 'smilfit-inference':
+            raise FittingConfigError(f'data.init_from: {path} is not a tools/infer.py '
+                                     'predictions file')
+        missing = [k for k in ('session', 'frame', 'instance') if k not in f] + \
+            [f'params/{k}' for k in START_PARAMS[:3] if f'params/{k}' not in f]
+        if missing:
+            raise FittingConfigError(f'data.init_from: {path} has no {missing} (made by an '
+                                     'older tools/infer.py? run it again)')
+        sessions = [s.decode() if isinstance(s, bytes) else str(s) for s in f['session'][:]]
+        frames = f['frame'][:].astype(np.int64)
+        instances = f['instance'][:].astype(np.int64)
+        params = {k: f[f'params/{k}'][:].astype(np.float64) for k in START_PARAMS
+                  if f'params/{k}' in f}
+    cols = reader.read(np.arange(len(reader)), keys=['session', 'frame', 'instance'])
+    names = list(reader.session_names)
+    mine = [names[int(s)] for s in cols['session']]
+    by_session = not set(sessions).isdisjoint(names)
+    if not by_session and not (len(set(sessions)) == 1 and len(names) == 1):
+        raise FittingConfigError(
+            f'data.init_from: {path} predicts sessions {sorted(set(sessions))[:5]}, the data '
+            f'has {names[:5]}: they cannot be matched')
+    where = {((s if by_session else ''), int(fr), int(i)): n
+             for n, (s, fr, i) in enumerate(zip(sessions, frames, instances))}
+    index = np.array([where.get(((s if by_session else ''), int(fr), int(i)), -1)
+                      for s, fr, i in zip(mine, cols['frame'], cols['instance'])])
+    found = index >= 0
+    if not found.any():
+        raise FittingConfigError(f'data.init_from: no prediction in {path} is of a sample '
+                                 f'of {reader.path} (matched by session, frame, instance)')
+    out = {}
+    for name, value in params.items():
+        aligned = np.full((len(index),) + value.shape[1:], np.nan)
+        aligned[found] = value[index[found]]
+        out[name] = aligned
+    return out, found
+
+
+def choose_starts(registrant, observations: Mapping[str, torch.Tensor],
+                  default: Mapping[str, torch.Tensor], network: Mapping[str, torch.Tensor],
+                  found: torch.Tensor, groups: torch.Tensor
+                  ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """Every sample's better start: the network's where it was found and its keypoints
+    project closer to the labels (median pixel error), the default elsewhere.
+
+    Args:
+        registrant: the :class:`~smilfit.registrants.SMILRegistrant` fitting the batch.
+        observations: the batch's observations (tensors).
+        default: its starting parameters (``registrant.initial_params``; shared ones per
+            group).
+        network: (B, ...) the network's :data:`START_PARAMS` (NaN where not found).
+        found: (B,) bool, the samples with a prediction.
+        groups: (B,) the samples' groups (animals).
+
+    Returns:
+        The chosen parameters (as ``default``) and (B,) bool, where the network's won.
+    """
+    handler = registrant.keypoint_handler()
+    proposed = dict(default)
+    for name, value in network.items():
+        if name in default and name not in registrant.shared:
+            value = value.to(default[name])
+            proposed[name] = torch.where(found.view(-1, *([1] * (value.dim() - 1))),
+                                         torch.nan_to_num(value), default[name])
+    errors = []
+    for params in (default, proposed):
+        expanded = {k: (v[groups] if k in registrant.shared else v) for k, v in params.items()}
+        with torch.no_grad():
+            output = registrant.body_model(**{k: v for k, v in expanded.items()
+                                              if k in MODEL_INPUTS}, return_vertices=False)
+            points = handler.points(output, expanded)
+            err = point_reprojection_errors(points, observations, handler.model_index,
+                                            handler.data_index)
+        errors.append(torch.nan_to_num(err.flatten(1).nanmedian(1).values,
+                                       nan=float('inf')))
+    wins = found & (errors[1] < errors[0])
+    chosen = dict(default)
+    for name in network:
+        if name in default and name not in registrant.shared:
+            mask = wins.view(-1, *([1] * (default[name].dim() - 1)))
+            chosen[name] = torch.where(mask, proposed[name], default[name])
+    return chosen, wins
+
+
+__all__ = ['START_PARAMS', 'load_network_starts', 'choose_starts']

@@ -1,0 +1,120 @@
+"""Fits started from a network's predictions (``data.init_from``): a good prediction saves
+iterations and reaches the same fit; a wrong one is not used, so the fit is never worse."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from smilfit.apis.fitting import fit_dataset, prepare_data
+from smilfit.apis.fitting.config import FittingConfigError
+from smilfit.apis.fitting.network_starts import load_network_starts
+from smilfit.datasets import DatasetReader
+
+from ..conftest import demo_fit_config
+
+#: Samples whose prediction is turned the wrong way round.
+WRONG = (2, 5)
+
+
+def _write_predictions(path, reader, params, session=None):
+    """A predictions file as tools/infer.py writes it, from per-row parameters."""
+    cols = reader.read(np.arange(len(reader)), keys=['session', 'frame', 'instance'])
+    names = [session or reader.session_names[int(s)] for s in cols['session']]
+    with h5py.File(path, 'w') as f:
+        f.attrs['format'] = 'smilfit-inference'
+        f.create_dataset('session', data=np.array(names, dtype=object),
+                         dtype=h5py.string_dtype())
+        f.create_dataset('frame', data=cols['frame'])
+        f.create_dataset('instance', data=cols['instance'])
+        for k, v in params.items():
+            f.create_dataset(f'params/{k}', data=v)
+
+
+def _steps(results):
+    with h5py.File(results) as f:
+        return sum(r['steps'] for r in json.loads(f.attrs['loss_history']))
+
+
+def _errors(results):
+    with h5py.File(results) as f:
+        return np.nanmedian(f['metrics/reprojection_point_px'][:], axis=(1, 2))
+
+
+@pytest.fixture(scope='module')
+def session(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('network_starts')
+    cfg = demo_fit_config(tmp)
+    prepare_data(cfg, progress=False)
+    with DatasetReader(cfg.data.path) as reader:
+        truth = reader.read(np.arange(len(reader)), keys=['params'])['params']
+    default = fit_dataset(cfg, tmp / 'default', progress=False)
+    return tmp, cfg, truth, default
+
+
+def test_a_good_network_saves_iterations_and_reaches_the_same_fit(session):
+    tmp, cfg, truth, default = session
+    predictions = tmp / 'good.h5'
+    with DatasetReader(cfg.data.path) as reader:
+        _write_predictions(predictions, reader, {k: truth[k] for k in
+                                                 ('global_orient', 'body_pose', 'transl')})
+    cfg.data.init_from = str(predictions)
+    started = fit_dataset(cfg, tmp / 'good', progress=False)
+    cfg.data.pop('init_from')
+    with h5py.File(started) as f:
+        assert f['samples/network_start'][:].all()
+    assert _steps(started) < _steps(default)
+    assert np.median(_errors(started)) <= 1.05 * np.median(_errors(default))
+
+
+def test_a_wrong_prediction_is_not_used(session):
+    tmp, cfg, truth, default = session
+    orient = truth['global_orient'].copy()
+    orient[list(WRONG)] = orient[list(WRONG)] + np.array([0.0, 0.0, np.pi])  # turned round
+    predictions = tmp / 'wrong.h5'
+    with DatasetReader(cfg.data.path) as reader:
+        _write_predictions(predictions, reader, dict(global_orient=orient,
+                                                     body_pose=truth['body_pose'],
+                                                     transl=truth['transl'] + 0.5))
+    cfg.data.init_from = str(predictions)
+    started = fit_dataset(cfg, tmp / 'wrong', progress=False)
+    cfg.data.pop('init_from')
+    with h5py.File(started) as f:
+        won = f['samples/network_start'][:]
+    assert not won[list(WRONG)].any()
+    # where the default start was kept, the fit is the default fit
+    kept = ~won
+    assert np.allclose(_errors(started)[kept], _errors(default)[kept], rtol=1e-4,
+                       atol=1e-4)
+    assert (_errors(started) <= _errors(default) * 1.05 + 1e-3).all()
+
+
+def test_predictions_of_another_recording_are_refused(session, tmp_path):
+    _, cfg, truth, _ = session
+    with DatasetReader(cfg.data.path) as reader:
+        other = tmp_path / 'other.h5'
+        _write_predictions(other, reader, {k: truth[k] for k in ('global_orient',
+                                                                  'body_pose', 'transl')})
+        with h5py.File(other, 'r+') as f:
+            f['frame'][...] = f['frame'][:] + 1000
+        with pytest.raises(FittingConfigError, match='no prediction'):
+            load_network_starts(other, reader)
+        not_predictions = tmp_path / 'not.h5'
+        with h5py.File(not_predictions, 'w') as f:
+            f.attrs['format'] = 'something else'
+        with pytest.raises(FittingConfigError, match='not a tools/infer.py'):
+            load_network_starts(not_predictions, reader)
+
+
+def test_one_session_joins_videos_named_after_the_rig(session, tmp_path):
+    """A network run on the session's videos names its session 'rig': with one session on
+    both sides, frames and instances match."""
+    _, cfg, truth, _ = session
+    with DatasetReader(cfg.data.path) as reader:
+        path = tmp_path / 'rig.h5'
+        _write_predictions(path, reader, {k: truth[k] for k in ('global_orient',
+                                                                 'body_pose', 'transl')},
+                           session='rig')
+        values, found = load_network_starts(path, reader)
+    assert found.all()
+    assert np.allclose(values['transl'], truth['transl'])
