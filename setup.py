@@ -76,6 +76,7 @@ setup(
             'smilfit-build-skeleton-model=smilfit.cli.build_skeleton_model:main',
             'smilfit-learn-pose-prior=smilfit.cli.learn_pose_prior:main',
             'smilfit-make-synthetic=smilfit.cli.make_synthetic:main',
+            'smilfit-render-rig=smilfit.cli.render_rig:main',
             'smilfit-preprocess-sleap=smilfit.cli.preprocess_sleap:main',
             'smilfit-fit=smilfit.cli.fit:main',
             'smilfit-train=smilfit.cli.train:main',

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 import h5py
 import numpy as np
@@ -116,8 +116,13 @@ def _check_same_recording(reader: DatasetReader, fit_reader: DatasetReader, pair
 
 
 def load_fit_labels(results: PathLike, reader: DatasetReader,
-                    max_error_ratio: Optional[float] = 3.0) -> FitLabels:
+                    max_error_ratio: Optional[float] = 3.0,
+                    param_names: Sequence[str] = FIT_PARAMS) -> FitLabels:
     """Align ``results`` (a ``fit_results.h5``) with the rows of ``reader``.
+
+    ``param_names`` names the fitted parameters to read (those the file has): by default the
+    per-frame ones a network learns; a renderer of the fitted animal adds its skeleton
+    (``bone_trans``) and shape.
 
     Raises:
         FileNotFoundError: no results file, or the fit's dataset file is gone.
@@ -140,7 +145,7 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
         fitted = f['fitted_keypoints_3d'][:].astype(np.float64)              # (S, N, 3)
         names = [n.decode() if isinstance(n, bytes) else str(n)
                  for n in f['data_keypoint_names'][:]]
-        params = {k: f[f'params/{k}'][:].astype(np.float64) for k in FIT_PARAMS
+        params = {k: f[f'params/{k}'][:].astype(np.float64) for k in param_names
                   if f'params/{k}' in f}
     if list(names) != list(reader.keypoint_names):
         raise FitLabelsError(f'{results}: the fit has keypoints {names}, the dataset '
