@@ -8,7 +8,10 @@ Inputs (single- or multi-view is the model's ``num_views``):
   ``--camera-smoothing ALPHA`` smooths the predicted camera over time;
 - multi view: one synchronised video per camera plus ``--calibration calibration.toml``
   (anipose; videos matched to cameras by name, or ``--camera-names``), or one smilfit
-  HDF5 dataset (``.h5``: stored images and cameras).
+  HDF5 dataset (``.h5``: stored images and cameras). A network trained on crops around
+  the animal (``tools/preprocess_sleap.py --crop-mode bbox_crop``) runs on every frame of
+  the videos with ``--crop-mode bbox_crop --bbox-slp`` and one SLEAP file per camera
+  (SLEAP's 2D predictions of each video; animals matched across cameras by track).
 
 Outputs in ``--out-dir`` (default ``work_dirs/infer/<input name>``):
 ``predictions.h5`` (per item: session, frame, instance, parameters, joints, 3D keypoints, 2D
@@ -24,6 +27,9 @@ Examples::
         --bbox-slp clip.slp --target-size 256 --out-dir work_dirs/infer/clip
     python tools/infer.py CKPT back.mp4 mid.mp4 side.mp4 top.mp4 \\
         --calibration calibration.toml --video side_by_side --video-scale 0.5
+    python tools/infer.py CKPT back/back.mp4 mid/mid.mp4 side/side.mp4 top/top.mp4 \\
+        --calibration calibration.toml --crop-mode bbox_crop --target-size 128 \\
+        --bbox-slp back/back.slp mid/mid.slp side/side.slp top/top.slp
     python tools/infer.py CKPT data/mouse_session/minimal_session.h5 --meshes
 """
 from __future__ import annotations
@@ -55,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--frames', help='frames A:B (A <= frame < B), or A:B:STEP')
     parser.add_argument('--crop-mode', default='default',
                         choices=['default', 'centred', 'bbox_crop'],
-                        help='single view: whole frame, centre square, or a square box '
-                             'around each SLEAP instance (needs --bbox-slp)')
-    parser.add_argument('--bbox-slp', help='SLEAP file whose instances give the boxes')
+                        help='whole frame, centre square, or a square box around each '
+                             'SLEAP instance (needs --bbox-slp)')
+    parser.add_argument('--bbox-slp', nargs='+', help='SLEAP file whose instances give the '
+                        'boxes; several videos: one per camera, in the videos\' order (or '
+                        'one holding every video)')
     parser.add_argument('--bbox-margin', type=float, default=0.15,
                         help='bbox_crop margin per side, fraction of the box (default 0.15)')
     parser.add_argument('--target-size', type=int, help='crops are resized to this square '
@@ -138,7 +146,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
-    from smilfit.apis.inference import (InferenceError, SleapBoxes, build_test_pipeline,
+    from smilfit.apis.inference import (InferenceError, RigBoxes, SleapBoxes,
+                                        SyncedVideoFrames, build_test_pipeline,
                                         load_regressor, run_inference)
     start = time.perf_counter()
     try:
@@ -150,7 +159,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     args.cfg_options)
         pipeline = build_test_pipeline(cfg)
         source = build_source(args, frames)
-        bbox = SleapBoxes(args.bbox_slp) if args.bbox_slp else None
+        bbox = None
+        if args.bbox_slp and source.num_views > 1:
+            if not isinstance(source, SyncedVideoFrames):
+                raise InferenceError('--bbox-slp boxes video frames; a dataset (.h5) '
+                                     'holds its crops already')
+            bbox = RigBoxes(args.bbox_slp, list(source.video_refs))
+        elif args.bbox_slp:
+            if len(args.bbox_slp) != 1:
+                raise InferenceError('one video: pass one --bbox-slp file')
+            bbox = SleapBoxes(args.bbox_slp[0])
         if bbox is not None and args.crop_mode != 'bbox_crop':
             raise InferenceError('--bbox-slp is used with --crop-mode bbox_crop')
         out_dir = Path(args.out_dir) if args.out_dir else \
@@ -166,8 +184,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             progress=not args.no_progress)
     except USER_ERRORS as err:
         return report_error('infer', err)
+    seconds = time.perf_counter() - start
     print(f"{result['num_items']} predictions on {result['num_frames']} frames in "
-          f'{time.perf_counter() - start:.1f} s: {result["predictions"]}'
+          f'{seconds:.1f} s ({result["num_frames"] / max(seconds, 1e-9):.1f} frames/s, '
+          f'everything included): {result["predictions"]}'
           + (f', {result["slp"]}' if result['slp'] else '')
           + (f', {result["video"]}' if result['video'] else '')
           + (f', {len(result["meshes"])} meshes' if result['meshes'] else ''))

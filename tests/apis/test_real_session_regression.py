@@ -3,6 +3,7 @@ millimetres, the SMIL mouse in its own units), prepared with images, trained for
 iterations on its training time blocks, scored on the held-out blocks, tested with
 tools/test.py and run with tools/infer.py."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -102,3 +103,35 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
     import sleap_io
     labels = sleap_io.load_slp(str(out / 'predictions.slp'))
     assert len(labels.labeled_frames) > 0
+
+    # every frame of the four videos (no stored crops): boxed by SLEAP's 2D keypoints of
+    # each camera, written as a .slp with the rig's recording session and 3D points
+    session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    cams = ('back', 'mid', 'side', 'top')
+    videos = [session / c / f'minimal_{c}.mp4' for c in cams]
+    boxes = [session / c / f'minimal_{c}_proofread.slp' for c in cams]
+    out = tmp_path / 'infer_videos'
+    assert infer([str(checkpoint), *map(str, videos), '--calibration',
+                  str(session / 'calibration.toml'), '--crop-mode', 'bbox_crop',
+                  '--target-size', '64', '--bbox-slp', *map(str, boxes), '--frames', '0:6',
+                  '--out-dir', str(out), '--video', 'none', '--no-progress']) == 0
+    with h5py.File(out / 'predictions.h5', 'r') as f:
+        video_points = f['keypoints_3d'][:]
+        assert f['frame'][:].tolist() == list(range(6))
+    assert np.isfinite(video_points).all() and 20 < np.ptp(video_points, 1).max(1).min()
+    labels = sleap_io.load_slp(str(out / 'predictions.slp'))
+    assert [Path(v.filename) for v in labels.videos] == videos
+    assert len(labels.sessions) == 1
+    rig = labels.sessions[0]
+    assert [c.name for c in rig.camera_group.cameras] == list(cams)
+    assert [Path(rig.get_video(c).filename) for c in rig.camera_group.cameras] == videos
+    groups = rig.frame_groups
+    assert sorted(groups) == list(range(6))
+    for frame, group in groups.items():
+        assert np.allclose(group.instance_groups[0].points, video_points[frame], atol=1e-3)
+    # the viewer opens it (the viewer extra installed)
+    import importlib.util
+    if importlib.util.find_spec('viser') is not None:
+        from smilfit.cli.view import main as view
+        assert view([str(out), '--export', str(tmp_path / 'scene.html')]) == 0
+        assert (tmp_path / 'scene.html').stat().st_size > 10000

@@ -34,11 +34,12 @@ from .model import build_test_pipeline, load_regressor
 from .outputs import CHUNK_PREFIX
 from .samples import make_sample, predict_samples
 from .smoothing import CameraSmoother
-from .sources import (IMAGE_SUFFIXES, FrameSource, ImageFolderFrames, SleapBoxes,
+from .sources import (IMAGE_SUFFIXES, FrameSource, ImageFolderFrames, RigBoxes, SleapBoxes,
                       SyncedVideoFrames, VideoFrames)
 from .streaming import STAMP_NAME, VIDEO_MODES, run_inference
 
 __all__ = ['load_regressor', 'build_test_pipeline', 'FrameSource', 'VideoFrames',
-           'ImageFolderFrames', 'SyncedVideoFrames', 'HDF5Frames', 'SleapBoxes', 'make_sample',
-           'predict_samples', 'run_inference', 'InferenceError', 'CameraSmoother', 'PathLike',
-           'IMAGE_SUFFIXES', 'VIDEO_MODES', 'CHUNK_PREFIX', 'STAMP_NAME']
+           'ImageFolderFrames', 'SyncedVideoFrames', 'HDF5Frames', 'SleapBoxes', 'RigBoxes',
+           'make_sample', 'predict_samples', 'run_inference', 'InferenceError',
+           'CameraSmoother', 'PathLike', 'IMAGE_SUFFIXES', 'VIDEO_MODES', 'CHUNK_PREFIX',
+           'STAMP_NAME']

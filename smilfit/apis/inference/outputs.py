@@ -127,21 +127,36 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
 def _write_slp(chunk_paths: Sequence[Path], out_path: Path, source: FrameSource,
                node_names: Sequence[str], edges: Sequence[Tuple[int, int]],
                tracks: Optional[int]) -> Path:
-    writer = SlpPredictionWriter(node_names, source.video_refs, edges=edges, tracks=tracks,
-                                 provenance=dict(model='smilfit regressor'))
     hdf5 = isinstance(source, HDF5Frames)
+    # A calibrated rig's videos (fixed cameras): a sleap-io RecordingSession with the
+    # calibration, each frame's animals grouped across cameras with their 3D points.
+    rig = bool(getattr(source, 'calibrated', False)) and not hdf5 and source.num_views > 1
+    sessions = []
+    if rig:
+        cams = source.cameras(0)
+        sessions = [dict(videos=list(range(source.num_views)), cameras=[
+            dict(name=str(n), K=cams['K'][c], dist=cams['dist'][c], R=cams['R'][c],
+                 t=cams['t'][c], size=tuple(source.views[c].size))
+            for c, n in enumerate(source.camera_names)])]
+    writer = SlpPredictionWriter(node_names, source.video_refs, edges=edges, tracks=tracks,
+                                 provenance=dict(model='smilfit regressor'),
+                                 sessions=sessions)
     for path in chunk_paths:
         with np.load(path) as z:
             kp, frames, items, inst = z['keypoints_2d'], z['frame'], z['item'], z['instance']
+            kp3d = z['keypoints_3d'] if rig else None
         for r in range(len(frames)):
             views = kp[r].astype(np.float64)                     # (C, K, 2)
             if hdf5:
                 views = source.to_source(int(items[r]), views)
+            group = [int(inst[r])] if rig else None
             for c in range(kp.shape[1]):
                 pts = views[c]
                 video = source.video_index(int(items[r]), c) if hdf5 else c
                 writer.add(video, int(frames[r]), pts[None],
-                           track_ids=[int(inst[r])] if tracks else None)
+                           track_ids=[int(inst[r])] if tracks else None, groups=group)
+            if rig:
+                writer.add_3d(0, int(frames[r]), kp3d[r][None], group)
     return writer.save(out_path)
 
 

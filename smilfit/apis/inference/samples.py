@@ -23,7 +23,8 @@ def make_sample(images: Sequence[np.ndarray], cameras: Mapping[str, np.ndarray],
         cameras: ``K`` (C, 3, 3), ``R``, ``t``, ``dist`` in source pixels; optional
             ``valid`` (C,).
         crop_mode: ``default``, ``centred`` or ``bbox_crop``.
-        points: ``bbox_crop``: (C, K, 2) keypoints per view to box (NaN missing).
+        points: ``bbox_crop``: (C, K, 2) keypoints per view to box (NaN missing; a view
+            without any is not valid).
         target_size: crops are resized to ``target_size`` squared (None: crop size).
         num_keypoints: N of the (all missing) ``keypoints_2d`` placeholders the
             transforms expect (the model's keypoint count).
@@ -48,6 +49,8 @@ def make_sample(images: Sequence[np.ndarray], cameras: Mapping[str, np.ndarray],
         Ks.append(A @ np.asarray(cameras['K'][c], np.float64))
     sizes = np.array([[im.shape[1], im.shape[0]] for im in out_imgs], np.int64)
     valid = np.asarray(cameras.get('valid', np.ones(C, bool)), bool)
+    if crop_mode == 'bbox_crop':   # a camera without the instance's keypoints sees nothing
+        valid = valid & np.isfinite(np.asarray(points, np.float64)).all(-1).any(-1)
     sample = dict(images=np.stack(out_imgs) if all(
         im.shape == out_imgs[0].shape for im in out_imgs) else out_imgs,
         K=np.stack(Ks), R=np.asarray(cameras['R'], np.float64),

@@ -248,25 +248,95 @@ class SleapBoxes:
         video: index of the video in the file (default 0).
 
     ``points(frame)`` returns (I, K, 2) source pixels (NaN missing), I = 0 for frames
-    without instances.
+    without instances; ``tracks(frame)`` the I instances' track names ('' untracked).
     """
 
-    def __init__(self, path: PathLike, video: int = 0) -> None:
+    num_views = 1
+
+    def __init__(self, path: PathLike, video: int = 0, labels: Any = None) -> None:
         import sleap_io as sio
-        labels = sio.load_file(str(path))
+        labels = sio.load_file(str(path)) if labels is None else labels
         if not labels.videos:
             raise InferenceError(f'{path}: no videos in the labels file')
         if not 0 <= video < len(labels.videos):
             raise InferenceError(f'{path}: video {video} out of range ({len(labels.videos)})')
         vid = labels.videos[video]
+        self.video_name = Path(str(getattr(vid, 'filename', ''))).name
         self.node_names = list(labels.skeletons[0].node_names) if labels.skeletons else []
         self._points: Dict[int, np.ndarray] = {}
+        self._tracks: Dict[int, List[str]] = {}
         for lf in labels.find(vid):
             pts = [np.asarray(inst.numpy(), np.float64)[:, :2] for inst in lf.instances]
             if pts:
                 self._points[int(lf.frame_idx)] = np.stack(pts)
+                self._tracks[int(lf.frame_idx)] = [
+                    inst.track.name if inst.track is not None else ''
+                    for inst in lf.instances]
         self.frames = np.array(sorted(self._points), np.int64)
+
+    def tracks(self, frame: int) -> List[str]:
+        return list(self._tracks.get(int(frame), []))
 
     def points(self, frame: int) -> np.ndarray:
         pts = self._points.get(int(frame))
         return np.zeros((0, max(len(self.node_names), 1), 2)) if pts is None else pts
+
+
+class RigBoxes:
+    """Per-frame keypoints of each animal in every camera of a rig, for ``bbox_crop`` on
+    synchronised videos: SLEAP predictions (or labels) of each camera's video.
+
+    Args:
+        paths: one SLEAP file per camera, in the videos' order; or one file holding a
+            video per camera, matched to ``video_names`` by file name.
+        video_names: the rig's video file names (matching a one-file input).
+
+    Instances are matched across cameras by track name; files without tracks may hold
+    at most one instance per frame and camera (one animal). ``points(frame)`` returns
+    (I, C, K, 2) source pixels, NaN where a camera does not see that animal.
+
+    Raises:
+        InferenceError: files and cameras do not match, or untracked instances cannot
+            be told apart.
+    """
+
+    def __init__(self, paths: Sequence[PathLike], video_names: Sequence[str]) -> None:
+        C = len(video_names)
+        if len(paths) == C:
+            self.views = [SleapBoxes(p) for p in paths]
+        elif len(paths) == 1:
+            import sleap_io as sio
+            labels = sio.load_file(str(paths[0]))
+            names = [Path(str(getattr(v, 'filename', ''))).name for v in labels.videos]
+            index = []
+            for name in video_names:
+                hits = [i for i, n in enumerate(names) if n == Path(name).name]
+                if len(hits) != 1:
+                    raise InferenceError(
+                        f'{paths[0]}: no single video named {Path(name).name} (it has '
+                        f'{names}); pass one SLEAP file per camera instead')
+                index.append(hits[0])
+            self.views = [SleapBoxes(paths[0], i, labels=labels) for i in index]
+        else:
+            raise InferenceError(f'{len(paths)} SLEAP files for {C} cameras: pass one per '
+                                 'camera (in the videos\' order) or one holding every video')
+        self.num_views = C
+        self.num_keypoints = max(max(len(v.node_names) for v in self.views), 1)
+
+    def points(self, frame: int) -> np.ndarray:
+        C, K = self.num_views, self.num_keypoints
+        per_view = [(v.points(frame), v.tracks(frame)) for v in self.views]
+        names = sorted({t for _, tracks in per_view for t in tracks})
+        if names == [''] or not names:
+            for c, (pts, _) in enumerate(per_view):
+                if len(pts) > 1:
+                    raise InferenceError(
+                        f'frame {frame}: camera {c} has {len(pts)} untracked instances; '
+                        'track them (SLEAP tracking) so cameras can be matched')
+            names = [''] if names else []
+        out = np.full((len(names), C, K, 2), np.nan)
+        for c, (pts, tracks) in enumerate(per_view):
+            for i, track in enumerate(tracks):
+                if track in names:
+                    out[names.index(track), c, :pts.shape[1]] = pts[i]
+        return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from .outputs import (CHUNK_PREFIX, _chunk_arrays, _chunk_len, _chunk_paths, _me
                       _mesh_name, _render_video, _skeleton_edges, _write_slp)
 from .samples import make_sample, predict_samples
 from .smoothing import CameraSmoother
-from .sources import FrameSource, SleapBoxes
+from .sources import FrameSource, RigBoxes, SleapBoxes
 
 #: Overlay video layouts (``video=``): predictions drawn on the frame, or beside it.
 VIDEO_MODES = ('overlay', 'side_by_side')
@@ -25,7 +25,8 @@ STAMP_NAME = 'options.json'
 
 
 def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: PathLike,
-                  *, crop_mode: str = 'default', bbox: Optional[SleapBoxes] = None,
+                  *, crop_mode: str = 'default',
+                  bbox: Union[SleapBoxes, RigBoxes, None] = None,
                   bbox_margin: float = 0.15, target_size: Optional[int] = None,
                   camera_smoothing: float = 0.0, chunk_size: int = 64, batch_size: int = 16,
                   save_meshes: bool = False, save_features: bool = False,
@@ -40,8 +41,10 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         source: a :class:`FrameSource`: :class:`VideoFrames`, :class:`ImageFolderFrames`,
             :class:`SyncedVideoFrames` or :class:`HDF5Frames`; its ``num_views`` must
             equal the model's.
-        crop_mode: ``default``, ``centred`` or ``bbox_crop`` (single view; needs
-            ``bbox``: one item per SLEAP instance, frames without instances skipped).
+        crop_mode: ``default``, ``centred`` or ``bbox_crop`` (needs ``bbox``, one item
+            per SLEAP instance, frames without instances skipped: a :class:`SleapBoxes`
+            for a single-view model, a :class:`RigBoxes` of every camera for a
+            multi-view one; a camera that does not see the instance is an invalid view).
         camera_smoothing: ``alpha`` of :class:`CameraSmoother` for predicted cameras
             (0: off; refused for calibrated, fixed cameras).
         chunk_size: frames per chunk file (memory and resume granularity).
@@ -67,9 +70,10 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                              f'{source.num_views} views ({source.camera_names})')
     if video is not None and video not in VIDEO_MODES:
         raise InferenceError(f'video must be one of {VIDEO_MODES} or None, got {video!r}')
-    if crop_mode == 'bbox_crop' and (bbox is None or C != 1):
-        raise InferenceError("crop_mode 'bbox_crop' needs a SLEAP file with instances "
-                             '(--bbox-slp) and a single-view model')
+    if crop_mode == 'bbox_crop' and (bbox is None or bbox.num_views != C):
+        raise InferenceError("crop_mode 'bbox_crop' needs SLEAP instances to box "
+                             f'(--bbox-slp) in each of the model\'s {C} views, got '
+                             f'{0 if bbox is None else bbox.num_views}')
     codec = getattr(model, 'camera_codec', None)
     if camera_smoothing > 0 and codec is not None and not codec.predict and \
             codec.uses_calibration:
@@ -120,7 +124,7 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                 cams = source.cameras(i)
                 if crop_mode == 'bbox_crop':
                     inst_points = bbox.points(source.meta(i)['frame'])
-                    boxes = [p[None] for p in inst_points]
+                    boxes = [p if p.ndim == 3 else p[None] for p in inst_points]
                 else:
                     boxes = [None]
                 for j, pts in enumerate(boxes):
