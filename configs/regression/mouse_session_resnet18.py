@@ -34,6 +34,9 @@ model = dict(
     # the base model's losses; kp3d in squared model units (the mouse is about 3 long),
     # weighted to count like a few pixels of 2D error at 10 % of the body length
     loss_weights=dict(kp2d=1e-2, kp3d=1.0),
+    # labels sit where the labellers click (e.g. 'Trunk' on the fur above the spine), not
+    # on the model's joints: one learned offset per keypoint in its joint's frame
+    keypoint_offsets=True,
 )
 # The crops are 128 x 128 already: no resizing.
 train_pipeline = [

@@ -42,6 +42,7 @@ from torch import nn
 from smilfit.losses.param_supervision import (DEFAULT_PARAM_WEIGHTS,  # noqa: F401
                                               ROTATION_LOSSES, rotation_geodesic_sq)
 from smilfit.losses.triangulation import triangulation_consistency  # noqa: F401
+from smilfit.body_models.keypoint_naming import source_carriers
 from smilfit.registry import BODY_MODELS, MODELS
 from smilfit.utils.batch_tree import slice_batch, tile_batch
 
@@ -104,6 +105,11 @@ class BodyRegressor(BaseModel):
         embedding: optional AniMer-style embedding: ``dict(neck=dict(type=
             'FeatureFusionNeck', ...), part_keypoint='head', part_size=0.4,
             inputs=('backbone', 'part', 'params'))``; ``in_dims`` are filled in.
+        keypoint_offsets: learn one offset per model keypoint, in the frame of the joint
+            carrying it (model units), shared by every sample: where this data's
+            labellers put each keypoint relative to the model's (e.g. a "trunk" label on
+            the fur above the spine joint). A consistent displacement is not pose: without
+            it every pose is wrong by it. Starts at zero.
         compile_loss: ``torch.compile`` what runs after the backbone in training
             (``mode='loss'``): the head and the scoring of its iterations; True or a dict
             of ``torch.compile`` options (:func:`~.options.compile_options`).
@@ -120,6 +126,7 @@ class BodyRegressor(BaseModel):
                  supervise_iterations: str = 'all', embedding: Optional[dict] = None,
                  rotation_loss: str = 'frobenius', heading_bins: int = 0,
                  heading_features: str = 'fused', heading_grid: int = 2,
+                 keypoint_offsets: bool = False,
                  compile_loss: Union[bool, Mapping[str, Any]] = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -167,6 +174,12 @@ class BodyRegressor(BaseModel):
         for name, w in dict(loss_weights or {}).items():
             self.set_loss_weight(name, w)
         self.setup_keypoints(keypoint_names, joint_lookup)
+        self.keypoint_offsets = None
+        if keypoint_offsets:
+            carriers = source_carriers(self.body_model, 'keypoints')
+            self.register_buffer('_offset_carriers', carriers, persistent=False)
+            self.keypoint_offsets = nn.Parameter(torch.zeros(
+                len(carriers), 3, dtype=self.body_model.dtype))
         # The rig's units per model unit and the animal's depth in the cameras (model
         # units): NaN until measured (RigUnitsHook, set_rig_units); saved in checkpoints.
         self.register_buffer('rig_scale', torch.tensor(float('nan'), dtype=torch.float64))
@@ -263,6 +276,10 @@ class BodyRegressor(BaseModel):
         for name in ('rig_scale', 'rig_depth'):
             state_dict.setdefault(prefix + name, torch.tensor(float('nan'),
                                                               dtype=torch.float64))
+        # and before keypoint offsets were learned: none (zero) where this model learns them
+        if self.keypoint_offsets is not None:
+            state_dict.setdefault(prefix + 'keypoint_offsets',
+                                  torch.zeros_like(self.keypoint_offsets))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._rig_units = (float(state_dict[prefix + 'rig_scale']),
                            float(state_dict[prefix + 'rig_depth']))
@@ -335,9 +352,11 @@ class BodyRegressor(BaseModel):
         """Body and camera vectors -> parameters, cameras and the posed body (world frame):
         :func:`~.decoding.decode_prediction` with this regressor's codecs and body model
         (``params``, ``cameras``, ``output``, ``body``)."""
+        offsets = None if self.keypoint_offsets is None else \
+            (self.keypoint_offsets, self._offset_carriers)
         return decode_prediction(pred, data_samples, image_hw, self.body_codec,
                                  self.camera_codec, self.body_model, self.num_views,
-                                 return_vertices, self._depth_offset())
+                                 return_vertices, self._depth_offset(), offsets)
 
     # ------------------------------------------------------------------ losses
     def _needs_vertices(self) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from smilfit.body_models.keypoint_naming import rotate_offsets
 from smilfit.body_models.rotations import axis_angle_to_matrix
 from smilfit.cameras.projection import project_points
 
@@ -131,7 +132,8 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
                       body_codec: BodyParamCodec, camera_codec: CameraCodec,
                       body_model: nn.Module, num_views: int,
                       return_vertices: bool = False,
-                      depth_offset: Optional[float] = None) -> Dict[str, Any]:
+                      depth_offset: Optional[float] = None,
+                      keypoint_offsets: Optional[tuple] = None) -> Dict[str, Any]:
     """Body and camera vectors -> parameters, cameras and the posed body (world frame).
 
     Args:
@@ -146,6 +148,9 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
         depth_offset: with calibrated cameras, model units added to the body's depth in
             the reference camera's frame (the rig's typical depth of the animal less the
             codec's default distance: :meth:`~.base.BodyRegressor.set_rig_units`).
+        keypoint_offsets: optional ``(offsets (N, 3), carriers (N,))``: per model
+            keypoint, an offset in its carrying joint's frame (model units) added to the
+            posed keypoints (:func:`~smilfit.body_models.keypoint_naming.rotate_offsets`).
 
     Returns:
         ``params`` (world frame; rotations as (B, J', 3, 3) matrices, ``transl`` (B, 3)),
@@ -169,6 +174,10 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
         params = dict(params, transl=params['transl'] + shift)
     model_params = {k: (v.to(body_model.dtype)) for k, v in params.items()}
     out = body_model(**model_params, return_vertices=return_vertices)
+    if keypoint_offsets is not None and out.keypoints is not None:
+        offsets, carriers = keypoint_offsets
+        moved = rotate_offsets(offsets[None], out.joint_transforms, carriers)
+        out = replace(out, keypoints=out.keypoints + moved.to(out.keypoints))
     if camera_codec.uses_calibration:
         # Body frame = calibrated reference camera: X_world = R0^T (X - t0).
         R0 = cal['R'][:, 0].to(out.joints.dtype)
