@@ -20,16 +20,20 @@ the held-out frames' error of each.
 
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
 at); (b) the network trained on real frames with the fit as labels; (b') the same with
-the triangulated 3D points and the 2D labels only; (e) the mean training pose placed at
-the held-out frame's triangulated keypoints (the fits' mean pose and size, oriented and
-placed by a rigid alignment to the frame's triangulated points: a baseline that already
-knows where the animal is). Rendered pretraining in the rig ((c), (d)) is not built yet:
-the table says so.
+the triangulated 3D points and the 2D labels only; (c) the network trained on rendered
+samples of the fitted animal in the session's own rig (``tools/render_rig.py``: poses
+drawn around the training blocks' fits, the session's cameras, crops and background),
+then on the real frames as (b) (the seconds are the second part's); (d) the rendered
+samples only; (e) the mean training pose placed at the held-out frame's triangulated
+keypoints (the fits' mean pose and size, oriented and placed by a rigid alignment to the
+frame's triangulated points: a baseline that already knows where the animal is); (e')
+the same with the fit's keypoint offsets added (where the labels sit relative to the
+model's joints, which the network learns too).
 
 Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
-        [--iters 400] [--device cpu] [--threads 2]
+        [--iters 400] [--device cpu] [--threads 2] [--renders 2000]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -76,8 +80,10 @@ def prepare(out: Path):
     return crops, Path(cfg.data.path), results
 
 
-def train(crops: Path, work: Path, iters: int, device: str, fit_results=None):
-    """Train the network config on the training blocks; the runner (trained)."""
+def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
+          renders: Path = None, start_from: Path = None):
+    """Train the network config on the training blocks (or on every sample of
+    ``renders``), from ``start_from``'s weights when given; the runner (trained)."""
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(str(NET_CONFIG))
@@ -88,6 +94,12 @@ def train(crops: Path, work: Path, iters: int, device: str, fit_results=None):
         loader.dataset.ann_file = crops.name
     if fit_results is not None:
         cfg.train_dataloader.dataset.fit_results = str(fit_results)
+    if renders is not None:
+        cfg.train_dataloader.dataset.update(data_root=str(renders.parent),
+                                            ann_file=renders.name, split=None,
+                                            split_by='session')
+    if start_from is not None:
+        cfg.load_from = str(start_from)
     cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = iters
     warmup = min(cfg.param_scheduler[0].end, max(1, iters // 4))
     cfg.param_scheduler[0].end = cfg.param_scheduler[-1].begin = warmup
@@ -138,7 +150,26 @@ def held_out_frames(crops: Path):
     def keys(ds):
         return {(ds.reader.session_names[ds.get_data_info(i)['session_index']],
                  ds.get_data_info(i)['frame']) for i in range(len(ds))}
-    return keys(val), keys(train), val.metainfo['split_frames']['val']
+    train_rows = [int(train.get_data_info(i)['index']) for i in range(len(train))]
+    return keys(val), keys(train), val.metainfo['split_frames']['val'], train_rows
+
+
+def render(out: Path, crops: Path, results: Path, train_rows, num_samples: int) -> Path:
+    """Rendered samples of the fitted animal in the session's rig, drawn from the
+    training blocks' fits only (``tools/render_rig.py``), made when missing."""
+    from mmengine.config import Config
+
+    from smilfit.datasets.rig_renders import RigRenderOptions, generate_rig_renders
+    path = out / f'renders_{num_samples}.h5'
+    if not path.exists():
+        cfg = Config.fromfile(str(NET_CONFIG))
+        body_model = dict(cfg.model.body_model, model_path=str(MODEL))
+        generate_rig_renders(path, dataset=crops, fit_results=results,
+                             body_model=body_model, joint_lookup=str(LOOKUP),
+                             rows=train_rows,
+                             options=RigRenderOptions(num_samples=num_samples),
+                             progress=False)
+    return path
 
 
 def fit_points(results: Path, keypoints: Path):
@@ -157,9 +188,11 @@ def fit_points(results: Path, keypoints: Path):
     return {k: pts[i] for i, k in enumerate(keys)}, keys, params
 
 
-def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path):
+def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path,
+                     offsets=None):
     """(e): the training fits' mean pose and size, rigidly aligned to each held-out
-    frame's triangulated keypoints."""
+    frame's triangulated keypoints; with ``offsets`` (the fit's keypoint offsets in
+    their joints' frames, (K', 3)) added to the model's keypoints ((e'))."""
     import torch
 
     from smilfit.body_models import SMILModel
@@ -168,8 +201,16 @@ def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path):
     from smilfit.datasets.hdf5_format import DatasetReader
     from smilfit.registrants.initialization import (global_pose_from_points,
                                                     triangulate_observations)
+    from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
     model = SMILModel(model_path=str(MODEL), propagate_scaling=False, reference_compat=False,
                       dtype=torch.float64)
+    carriers = source_carriers(model, 'keypoints')
+
+    def keypoints_of(out):
+        if offsets is None:
+            return out.keypoints
+        return out.keypoints + rotate_offsets(torch.as_tensor(offsets)[None],
+                                              out.joint_transforms, carriers)
     index = {k: i for i, k in enumerate(fit_keys)}
     train_rows = [index[k] for k in keys_train if k in index]
     mean_pose = torch.as_tensor(params['body_pose'][train_rows].mean(0))[None]
@@ -195,7 +236,7 @@ def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path):
         posed = model(body_pose=mean_pose, global_log_scale=torch.tensor([[scale]]),
                       return_vertices=False, **shared)
     pts = torch.full((1, len(names), 3), float('nan'), dtype=torch.float64)
-    pts[:, match.data_index] = posed.keypoints[:, match.model_index]
+    pts[:, match.data_index] = keypoints_of(posed)[:, match.model_index]
     root = posed.joints_kin[:, model.levels.root]
     for b, row in enumerate(rows):
         observed = tri[b:b + 1]
@@ -210,9 +251,19 @@ def mean_pose_points(keys_train, keys_held, fit_keys, params, keypoints: Path):
                           global_log_scale=torch.tensor([[scale]]), return_vertices=False,
                           **shared)
         p = np.full((len(names), 3), np.nan)
-        p[match.data_index.numpy()] = moved.keypoints[0, match.model_index].numpy()
+        p[match.data_index.numpy()] = keypoints_of(moved)[0, match.model_index].numpy()
         out[fit_keys[row]] = p
     return out
+
+
+def fit_offsets(results: Path, fit_keys, keys) -> np.ndarray:
+    """(S, K', 3) the fit's keypoint offsets (joint frames, model units) of the samples
+    ``keys``."""
+    import h5py
+    index = {k: i for i, k in enumerate(fit_keys)}
+    with h5py.File(results, 'r') as f:
+        offsets = f['params/keypoint_offsets'][:].astype(np.float64)
+    return offsets[sorted(index[k] for k in keys if k in index)]
 
 
 def params_rows(fit_rows, fit_keys, reader):
@@ -303,6 +354,8 @@ def main() -> int:
     parser.add_argument('--iters', type=int, default=400)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--renders', type=int, default=2000,
+                        help='rendered samples for (c) and (d) (2000)')
     args = parser.parse_args()
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
@@ -315,7 +368,7 @@ def main() -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     crops, keypoints, results = prepare(out)
-    held, trained_on, blocks = held_out_frames(crops)
+    held, trained_on, blocks, train_rows = held_out_frames(crops)
     fitted, fit_keys, params = fit_points(results, keypoints)
     rows = [('(a) fit on those frames', score(fitted, keypoints, held), '', '')]
     checkpoints = []
@@ -328,10 +381,25 @@ def main() -> int:
         pts, images_per_s = network_points(runner, args.device)
         rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
                      f'{images_per_s:.0f}'))
-    rows.append(('(c) rendered pretraining, then real', None, '', ''))
-    rows.append(('(d) rendered only', None, '', ''))
+    renders = render(out, crops, results, train_rows, args.renders)
+    rendered_only = out / f'net_rendered_{args.renders}_{args.iters}'
+    runner, seconds = train(crops, rendered_only, args.iters, args.device, renders=renders)
+    pts, images_per_s = network_points(runner, args.device)
+    rendered_row = ('(d) rendered only', score(pts, keypoints, held), f'{seconds:.0f}',
+                    f'{images_per_s:.0f}')
+    runner, seconds = train(crops, out / f'net_rendered_then_real_{args.iters}', args.iters,
+                            args.device, results,
+                            start_from=rendered_only / f'iter_{args.iters}.pth')
+    pts, images_per_s = network_points(runner, args.device)
+    rows.append(('(c) rendered pretraining, then real', score(pts, keypoints, held),
+                 f'{seconds:.0f}', f'{images_per_s:.0f}'))
+    rows.append(rendered_row)
     mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints)
     rows.append(('(e) mean training pose at the triangulated keypoints',
+                 score(mean, keypoints, held), '', ''))
+    offsets = np.median(fit_offsets(results, fit_keys, trained_on), axis=0)
+    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints, offsets)
+    rows.append(("(e') the same with the fit's keypoint offsets",
                  score(mean, keypoints, held), '', ''))
     print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); '
           f'{args.iters} iterations, {args.device}, {args.threads} threads')
