@@ -26,8 +26,8 @@ registrant = dict(
              loss=dict(type='PoseL2Prior')),
     ],
     stages=[
-        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **_lm),
-        dict(name='pose', fit=_pose, n_iter=30, **_lm),
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, coarse=True, **_lm),
+        dict(name='pose', fit=_pose, n_iter=30, coarse=True, **_lm),
         # Pose and shape together (the frames' poses eliminated by the Schur complement):
         # alternating shape-only and pose-only stages stalls, a bone's length trading
         # off against the neighbouring joints' rotations.

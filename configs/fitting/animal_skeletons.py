@@ -29,8 +29,10 @@ registrant = dict(
              loss=dict(type='PoseL2Prior')),
     ],
     stages=[
-        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, **_lm),
-        dict(name='pose', **_pose),
+        # (rigid and pose are coarse: frames started from a network's prediction,
+        # data.init_from, skip them)
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, coarse=True, **_lm),
+        dict(name='pose', coarse=True, **_pose),
         # (In the per-frame pass, with the skeleton held fixed, this stage refines the
         # poses.)
         dict(name='pose_skeleton', fit=['global_orient', 'transl', 'body_pose', 'bone_trans'],

@@ -18,7 +18,7 @@ registrant = dict(
              loss=dict(type='TemporalSmoothnessLoss', velocity_weight=1.0)),
     ],
     stages=[
-        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10,
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, coarse=True,
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(shape_prior=0.0, pose_prior=0.0, smooth=0.0)),
         dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=20,

@@ -12,6 +12,12 @@ Plugins: a config's ``custom_imports`` names modules to import, i.e. code to run
 checkpoint only smilfit's own modules are accepted (they are imported anyway); any other
 module is refused with a message telling the user to pass the config file, which is theirs
 to trust.
+
+Component types: mmengine's ``Registry.get`` falls back to importing any dotted name it
+does not know (``type='subprocess.run'`` is imported, and building calls it with the
+config's keywords), so data naming a type could run anything. Every ``type`` in stored
+config data must name a component registered in smilfit's registries or their mmengine
+parents (:func:`check_component_types`); it is looked up without importing anything.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from typing import Any, Mapping
 
 from smilfit.errors import SmilfitUserError
 
-__all__ = ['ConfigDataError', 'config_to_data', 'config_from_data']
+__all__ = ['ConfigDataError', 'config_to_data', 'config_from_data', 'check_component_types',
+           'registered_names']
 
 
 class ConfigDataError(SmilfitUserError, ValueError):
@@ -77,11 +84,62 @@ def _check_imports(data: dict, source: str) -> dict:
     return {k: v for k, v in data.items() if k != 'custom_imports'}
 
 
+def registered_names() -> frozenset:
+    """The names of every component registered in smilfit's registries and their mmengine
+    parents, each also with its scope prefix (``'smilfit.X'``, ``'mmengine.X'``). Imports
+    the registries' own locations (smilfit's modules), nothing a config names."""
+    from mmengine.registry import Registry
+
+    from smilfit import registry as registries
+    names = set()
+    for registry in list(vars(registries).values()):
+        if not isinstance(registry, Registry):
+            continue
+        registry.import_from_location()
+        node = registry
+        while node is not None:
+            names.update(node.module_dict)
+            names.update(f'{node.scope}.{name}' for name in node.module_dict)
+            node = node.parent
+    return frozenset(names)
+
+
+def check_component_types(data: Any, source: str) -> None:
+    """Refuse stored config data whose ``type`` entries name anything but registered
+    components (:func:`registered_names`).
+
+    Raises:
+        ConfigDataError: the first such entry, by its place in the config.
+    """
+    known = None
+
+    def walk(value: Any, where: str) -> None:
+        nonlocal known
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                place = f'{where}.{key}' if where else str(key)
+                if key == 'type':
+                    known = registered_names() if known is None else known
+                    if not (isinstance(item, str) and item in known):
+                        raise ConfigDataError(
+                            f'{source}: {place} = {item!r} names no registered smilfit or '
+                            'mmengine component. A stored config may only name registered '
+                            'components (any other name would be imported and called, '
+                            'running code); pass the config file that names it')
+                else:
+                    walk(item, place)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f'{where}[{i}]')
+    walk(data, '')
+
+
 def config_from_data(data: Any, source: str = 'checkpoint'):
     """A :class:`mmengine.config.Config` rebuilt from :func:`config_to_data` output.
 
     Raises:
-        ConfigDataError: ``data`` is not a dict of plain values, or imports foreign modules.
+        ConfigDataError: ``data`` is not a dict of plain values, imports foreign modules,
+            or names a type that is not a registered component.
     """
     from mmengine.config import Config
     if not isinstance(data, Mapping):
@@ -91,4 +149,6 @@ def config_from_data(data: Any, source: str = 'checkpoint'):
         plain = _plain(data, '')
     except ConfigDataError as err:
         raise ConfigDataError(f'{source}: {err}') from None
-    return Config(_check_imports(plain, source))
+    plain = _check_imports(plain, source)
+    check_component_types(plain, source)
+    return Config(plain)

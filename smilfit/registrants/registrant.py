@@ -318,7 +318,8 @@ class SMILRegistrant(nn.Module):
     def fit(self, observations: Mapping[str, Any],
             init_params: Optional[Mapping[str, Tensor]] = None,
             groups: Optional[Tensor] = None, allow_all_diverged: bool = False,
-            fixed: Sequence[str] = (), until_last_shared: bool = False) -> FitResult:
+            fixed: Sequence[str] = (), until_last_shared: bool = False,
+            near: Optional[Tensor] = None) -> FitResult:
         """Fit a batch of samples through all stages.
 
         Args:
@@ -337,6 +338,10 @@ class SMILRegistrant(nn.Module):
             until_last_shared: stop after the last stage that fits a shared parameter:
                 what estimating the shared parameters (an animal's skeleton) needs, since
                 later stages only refine the per-frame ones.
+            near: (B,) bool, samples whose ``init_params`` are already near the answer
+                (a network's prediction): they skip the ``coarse`` stages, which keep
+                their per-sample parameters as they were (a stage every sample skips is
+                not run; its history record says so).
 
         Returns:
             :class:`FitResult`.
@@ -373,7 +378,12 @@ class SMILRegistrant(nn.Module):
         if until_last_shared:
             last = [i for i, st in enumerate(stages) if any(k in self.shared for k in st.fit)]
             stages = stages[:last[-1] + 1] if last else stages
-        params, diverged = self._run_stages(stages, params, obs, groups, diverged, history)
+        if near is not None:
+            near = torch.as_tensor(near, dtype=torch.bool, device=self.body_model.device)
+            if near.shape != (batch,):
+                raise ValueError(f'near: expected ({batch},) bool, got {tuple(near.shape)}')
+        params, diverged = self._run_stages(stages, params, obs, groups, diverged, history,
+                                            near)
         if bool(diverged.all()) and not allow_all_diverged:
             raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '
                                        'gradient); check the observations and loss weights')
@@ -385,15 +395,24 @@ class SMILRegistrant(nn.Module):
 
     def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
-                    history: List[Dict[str, Any]]):
+                    history: List[Dict[str, Any]], near: Optional[Tensor] = None):
         for stage in stages:
-            if not stage.fit:
-                history.append(dict(stage=stage.name, steps=0, skipped='every parameter '
-                                    'it fits is fixed', loss_trace=[]))
+            skip = near if stage.coarse and near is not None and bool(near.any()) else None
+            if not stage.fit or (skip is not None and bool(skip.all())):
+                why = ('every parameter it fits is fixed' if not stage.fit else
+                       'every sample starts near the answer')
+                history.append(dict(stage=stage.name, steps=0, skipped=why, loss_trace=[]))
                 continue
             for hook in self.hooks:
                 hook.before_stage(self, stage)
-            params, stage_diverged, record = self._run_stage(stage, params, obs, groups)
+            before = params
+            params, stage_diverged, record = self._run_stage(stage, params, obs, groups, skip)
+            if skip is not None:   # (a runner that could not leave them out ran them)
+                params = {k: v if k in self.shared else
+                          torch.where(skip.view(-1, *([1] * (v.dim() - 1))), before[k], v)
+                          for k, v in params.items()}
+                stage_diverged = stage_diverged & ~skip
+                record['skipped_samples'] = int(skip.sum())
             diverged = diverged | stage_diverged
             history.append(record)
             for hook in self.hooks:
@@ -401,7 +420,7 @@ class SMILRegistrant(nn.Module):
         return params, diverged
 
     def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
-                   obs: Mapping[str, Tensor], groups: Tensor):
+                   obs: Mapping[str, Tensor], groups: Tensor, skip: Optional[Tensor] = None):
         with self._handler_weights(stage_weights(stage, self.base_weights)) as active:
             if not active:
                 raise ValueError(f'stage {stage.name!r}: every handler has weight 0')
@@ -422,13 +441,13 @@ class SMILRegistrant(nn.Module):
                                                      obs, groups if shares else None, active,
                                                      groups)
                 params, round_diverged, record = self._optimise(stage, params, stage_obs,
-                                                                groups, active)
+                                                                groups, active, skip)
                 diverged = round_diverged if diverged is None else diverged | round_diverged
                 records.append(record)
             return params, diverged, merge_rounds(records)
 
     def _optimise(self, stage: Stage, params: Dict[str, Tensor], obs: Mapping[str, Tensor],
-                  groups: Tensor, active: List[nn.Module]):
+                  groups: Tensor, active: List[nn.Module], skip: Optional[Tensor] = None):
         """One round of ``stage``: the runner of its optimizer type
         (:mod:`.stage_runners`), with the loss before and after for the history."""
         coupled = (any(name in self.shared for name in stage.fit)
@@ -442,7 +461,7 @@ class SMILRegistrant(nn.Module):
                            self.counted_per_group, after_step, stage,
                            {k: v.detach() for k, v in params.items()}, obs, groups, active,
                            any(getattr(h, 'needs_vertices', False) for h in active),
-                           coupled, per_group)
+                           coupled, per_group, skip)
         outcome = runner_for(stage)(ctx)   # (runners fit copies: ctx.params stay)
         diverged = outcome.diverged
         start, end = outcome.start_loss, outcome.end_loss
@@ -452,7 +471,8 @@ class SMILRegistrant(nn.Module):
         record = dict(stage=stage.name, steps=outcome.steps, mean_loss_start=float(start.mean()),
                       mean_loss_end=float(end[~diverged].mean()) if bool((~diverged).any())
                       else float('nan'), per_sample=outcome.per_sample,
-                      loss_trace=mean_trace(outcome.trace, diverged))
+                      loss_trace=mean_trace(outcome.trace,
+                                            diverged if skip is None else diverged | skip))
         return outcome.params, diverged, record
 
     @contextlib.contextmanager

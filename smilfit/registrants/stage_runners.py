@@ -2,7 +2,7 @@
 
 :meth:`SMILRegistrant._optimise <smilfit.registrants.SMILRegistrant>` builds a
 :class:`StageContext` (what a stage optimises and against what) and calls the runner
-that :func:`runner_for` picks from :data:`STAGE_RUNNERS`:
+that :func:`runner_for` picks from ``smilfit.registry.STAGE_RUNNERS``:
 
 - ``'LevenbergMarquardt'`` / ``'LM'``: :func:`run_lm_stage` (batched per-sample
   Levenberg-Marquardt, :mod:`.solver`; a stage fitting shared parameters runs
@@ -23,7 +23,7 @@ from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from smilfit.registry import OPTIMIZERS
+from smilfit.registry import OPTIMIZERS, STAGE_RUNNERS
 from .batched_lbfgs import BatchedLBFGS
 from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquaresProblem,
                      LMOptions, SampleSystem, levenberg_marquardt)
@@ -59,6 +59,9 @@ class StageContext:
             handler couples samples).
         per_group: (B,) ``1 / n_group`` applied to priors counted once per group, or
             ``None``.
+        skip: (B,) bool, samples the stage leaves where they are (a coarse stage's
+            samples that start near the answer), or ``None``; a runner that cannot leave
+            them out runs them, and the registrant restores them.
     """
 
     body_model: nn.Module
@@ -74,6 +77,7 @@ class StageContext:
     need_vertices: bool
     coupled: bool
     per_group: Optional[Tensor] = None
+    skip: Optional[Tensor] = None
 
     def expand(self, params: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """``params`` with the shared ones (G, ...) expanded to their samples (B, ...)."""
@@ -151,11 +155,12 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         # linearisation computes at x0 (sum r^2 is the loss): no pass of its own
         # (stages have n_iter >= 1, so there is a first linearisation).
         starts: List[Tensor] = []
-        system = SampleSystem(problem, x0, options.damping)
+        system = SampleSystem(problem, x0, options.damping, skip=ctx.skip)
         diverged, n_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol,
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
-        start, end = starts[0], system.cost
+        # (skipped samples have no cost of their own: the registrant evaluates both)
+        start, end = (starts[0], system.cost) if ctx.skip is None else (None, None)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
@@ -274,16 +279,17 @@ def run_torch_optimizer_stage(ctx: StageContext) -> StageOutcome:
     return StageOutcome({k: v.detach() for k, v in free.items()}, diverged, n_steps, trace)
 
 
-#: Optimizer ``type`` -> runner; types not listed run :func:`run_torch_optimizer_stage`.
-STAGE_RUNNERS: Dict[str, Callable[[StageContext], StageOutcome]] = {
-    **{name: run_lm_stage for name in LM_NAMES},
-    'LBFGS': run_lbfgs_stage,
-}
+# Optimizer ``type`` -> runner (smilfit.registry.STAGE_RUNNERS); types not registered
+# run run_torch_optimizer_stage.
+for _name in LM_NAMES:
+    STAGE_RUNNERS.register_module(name=_name, module=run_lm_stage, force=True)
+STAGE_RUNNERS.register_module(name='LBFGS', module=run_lbfgs_stage, force=True)
 
 
 def runner_for(stage: Stage) -> Callable[[StageContext], StageOutcome]:
-    """The runner of ``stage``'s optimizer type."""
-    return STAGE_RUNNERS.get(stage.optimizer['type'], run_torch_optimizer_stage)
+    """The runner of ``stage``'s optimizer type (looked up by name only: never an
+    import of a dotted name)."""
+    return STAGE_RUNNERS.module_dict.get(stage.optimizer['type'], run_torch_optimizer_stage)
 
 
 def merge_rounds(records: List[Dict[str, Any]]) -> Dict[str, Any]:

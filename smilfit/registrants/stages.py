@@ -19,7 +19,7 @@ from smilfit.body_models.parameters import FITTABLE_PARAMS
 
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
-               'per_sample', 'rounds')
+               'per_sample', 'rounds', 'coarse')
 
 
 class StageConfigError(ValueError):
@@ -52,6 +52,10 @@ class Stage:
             iteratively reweighted least squares. A scale taken where the fit starts far
             off overstates the noise (the data then weigh too little against the
             priors); a second round measures it nearer the solution.
+        coarse: the stage only brings a frame near the answer (a rigid alignment, a
+            first pose before the skeleton is known): frames that already start near it
+            (a network's prediction, ``data.init_from``) skip it, while the frames that
+            start from the rest pose in the same batch run it.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Stage:
     loss_weights: Mapping[str, float] = field(default_factory=dict)
     per_sample: bool = True
     rounds: int = 1
+    coarse: bool = False
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
@@ -113,10 +118,14 @@ def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str]
     rounds = cfg.get('rounds', 1)
     if not isinstance(rounds, int) or rounds < 1:
         raise StageConfigError(f"{where}: 'rounds' must be a positive integer, got {rounds!r}")
+    coarse = cfg.get('coarse', False)
+    if not isinstance(coarse, bool):
+        raise StageConfigError(f"{where}: 'coarse' must be True or False, got {coarse!r}")
     return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
                  optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
                  gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
-                 per_sample=bool(cfg.get('per_sample', True)), rounds=rounds)
+                 per_sample=bool(cfg.get('per_sample', True)), rounds=rounds,
+                 coarse=coarse)
 
 
 def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],

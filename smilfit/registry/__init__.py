@@ -102,6 +102,10 @@ REGISTRANTS = Registry('registrant', scope=SCOPE, locations=['smilfit.registrant
 FITTING_HOOKS = Registry('fitting hook', scope=SCOPE, locations=['smilfit.registrants'])
 CAMERAS = Registry('camera', scope=SCOPE, locations=['smilfit.cameras'])
 RENDERERS = Registry('renderer', scope=SCOPE, locations=['smilfit.renderers'])
+# A fitting stage's optimizer ``type`` -> the function that runs the stage
+# (smilfit/registrants/stage_runners.py); types not registered here are torch optimizers.
+STAGE_RUNNERS = Registry('stage runner', scope=SCOPE,
+                         locations=['smilfit.registrants.stage_runners'])
 
 __all__ = [
     'SCOPE', 'RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'HOOKS', 'DATASETS', 'DATA_SAMPLERS',
@@ -110,6 +114,7 @@ __all__ = [
     'TASK_UTILS', 'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS', 'INFERENCERS', 'FUNCTIONS',
     'STRATEGIES',
     'BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS', 'RENDERERS',
+    'STAGE_RUNNERS',
 ]
 
 # Last, once every registry exists (smilfit.engine.hooks registers into them).

@@ -15,6 +15,7 @@ import torch
 
 from smilfit.body_models.joint_lookup import joint_lookup_dict
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
+from smilfit.engine.config_data import check_component_types
 from smilfit.registry import REGISTRANTS
 from smilfit.utils import register_all_modules
 
@@ -87,21 +88,28 @@ def load_fit_run(work_dir: PathLike, config: Optional[Union[PathLike, Mapping]] 
 
 
 def _load_config(work_dir: Path, config: Optional[Union[PathLike, Mapping]]) -> Dict[str, Any]:
+    """The fit's config. Config data (a mapping, JSON, the results' stored copy) is data
+    from wherever the work dir came from: it may name registered components only
+    (:func:`~smilfit.engine.config_data.check_component_types`); a Python config file is
+    the user's own."""
+    source = f'the fit config of {work_dir}'
     if isinstance(config, Mapping):
         cfg = dict(config)
     elif config is not None:
         path = Path(config)
         if path.suffix == '.json':
-            cfg = json.loads(path.read_text())
+            cfg, source = json.loads(path.read_text()), str(path)
         else:
             from mmengine.config import Config
-            cfg = Config.fromfile(str(path)).to_dict()
+            cfg, source = Config.fromfile(str(path)).to_dict(), None
     else:
         stamp = work_dir / 'chunks' / 'config.json'
         if not stamp.is_file():
             raise FileNotFoundError(f'{stamp} is missing: pass the fit\'s config '
                                     '(config=... / --config)')
-        cfg = json.loads(stamp.read_text())
+        cfg, source = json.loads(stamp.read_text()), str(stamp)
+    if source is not None:
+        check_component_types(cfg, source)
     reg = dict(cfg.get('registrant') or {})
     if not reg:
         raise ValueError(f'the fit config of {work_dir} has no registrant')

@@ -25,6 +25,7 @@ import numpy as np
 
 from smilfit.cameras.projection import undistort_pixels
 from smilfit.cameras.triangulation import triangulate_dlt
+from smilfit.engine.config_data import check_component_types
 from smilfit.registry import BODY_MODELS
 from smilfit.utils import register_all_modules
 from .fit_run import (build_registrant, frame_range_mask, load_fit_run, model_outputs,
@@ -542,5 +543,6 @@ def _registration_faces(work_dir: Path, names: Sequence[str], V: int) -> np.ndar
                          "model's faces from")
     register_all_modules(init_default_scope=False)
     cfg = json.loads(stamp.read_text())
+    check_component_types(cfg, str(stamp))   # data from wherever the work dir came from
     model = BODY_MODELS.build(cfg['registrant']['body_model'])
     return model.faces.cpu().numpy().astype(np.int64)

@@ -63,6 +63,12 @@ def test_a_good_network_saves_iterations_and_reaches_the_same_fit(session):
     cfg.data.pop('init_from')
     with h5py.File(started) as f:
         assert f['samples/network_start'][:].all()
+        history = json.loads(f.attrs['loss_history'])
+    # every frame starts near the answer: the coarse stages (the rigid alignment) are
+    # not run
+    coarse = [r for r in history if r['stage'] == 'rigid']
+    assert coarse and all(r['skipped'] == 'every sample starts near the answer'
+                          for r in coarse)
     assert _steps(started) < _steps(default)
     assert np.median(_errors(started)) <= 1.05 * np.median(_errors(default))
 
@@ -81,7 +87,11 @@ def test_a_wrong_prediction_is_not_used(session):
     cfg.data.pop('init_from')
     with h5py.File(started) as f:
         won = f['samples/network_start'][:]
+        history = json.loads(f.attrs['loss_history'])
     assert not won[list(WRONG)].any()
+    # the frames started from the network skip the rigid alignment; the others run it
+    assert sum(r.get('skipped_samples', 0) for r in history if r['stage'] == 'rigid') \
+        == won.sum() > 0
     # where the default start was kept, the fit is the default fit
     kept = ~won
     assert np.allclose(_errors(started)[kept], _errors(default)[kept], rtol=1e-4,

@@ -100,20 +100,24 @@ def _checkpoint_with_config_text(path: Path, marker: Path) -> Path:
     return path
 
 
+def _run_on_checkpoint(tool: str, ckpt: Path, tmp_path: Path) -> int:
+    """``tools/test.py CKPT`` or ``tools/infer.py CKPT FRAMES``: the exit code."""
+    if tool == 'test':
+        from smilfit.cli.test import main
+        return main([str(ckpt), '--out-dir', str(tmp_path / 'report'), '--no-progress'])
+    from smilfit.cli.infer import main
+    video = tmp_path / 'frames'
+    video.mkdir()
+    return main([str(ckpt), str(video), '--out-dir', str(tmp_path / 'out'), '--no-progress'])
+
+
 @pytest.mark.parametrize('tool', ['test', 'infer'])
 def test_config_text_in_a_checkpoint_is_never_executed(tmp_path, tool, capsys):
     """tools/test.py CKPT and tools/infer.py CKPT refuse a checkpoint whose config is
     Python text, and the payload in that text does not run."""
     marker = tmp_path / 'PAYLOAD_RAN'
     ckpt = _checkpoint_with_config_text(tmp_path / 'evil.pth', marker)
-    if tool == 'test':
-        from smilfit.cli.test import main
-        rc = main([str(ckpt), '--out-dir', str(tmp_path / 'report'), '--no-progress'])
-    else:
-        from smilfit.cli.infer import main
-        video = tmp_path / 'frames'
-        video.mkdir()
-        rc = main([str(ckpt), str(video), '--out-dir', str(tmp_path / 'out'), '--no-progress'])
+    rc = _run_on_checkpoint(tool, ckpt, tmp_path)
     err = capsys.readouterr().err
     assert rc == 1
     assert not marker.exists()
@@ -122,8 +126,8 @@ def test_config_text_in_a_checkpoint_is_never_executed(tmp_path, tool, capsys):
 
 
 def test_config_data_round_trip_and_plugins(tmp_path):
-    cfg = dict(model=dict(type='X', sizes=(1, 2), names=['a'], opt=None, lr=1e-3,
-                          schedule={0: 1.0, 5: 0.5}),
+    cfg = dict(model=dict(type='MultiViewRegressor', sizes=(1, 2), names=['a'], opt=None,
+                          lr=1e-3, schedule={0: 1.0, 5: 0.5}),
                custom_imports=dict(imports=['smilfit.models']))
     data = config_to_data(cfg)
     path = tmp_path / 'c.pth'
@@ -147,6 +151,39 @@ CONFIG_DATA_CASES = [
 def test_config_that_cannot_be_stored_as_data(cfg, message):
     with pytest.raises(ConfigDataError, match=message):
         config_to_data(cfg)
+
+
+@pytest.mark.parametrize('tool', ['test', 'infer'])
+def test_a_checkpoint_naming_an_importable_function_runs_nothing(tmp_path, tool, capsys):
+    """mmengine's registries import and call any dotted name they do not know
+    (type='subprocess.run' would run a command while the model is built): a stored
+    config naming anything but a registered component is refused before anything is
+    built."""
+    marker = tmp_path / 'PAYLOAD_RAN'
+    data = dict(model=dict(type='subprocess.run', args=['touch', str(marker)]))
+    ckpt = tmp_path / 'evil.pth'
+    torch.save(dict(meta=dict(smilfit=dict(config_data=data)),
+                    state_dict=dict(w=torch.zeros(1))), ckpt)
+    rc = _run_on_checkpoint(tool, ckpt, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert not marker.exists()
+    assert "model.type = 'subprocess.run' names no registered" in err
+    assert 'Traceback' not in err
+
+
+@pytest.mark.parametrize('name', ['os.system', 'builtins.exec', 'antigravity',
+                                  'smilfit.subprocess.run', 'mmengine.os.system', 3])
+def test_stored_config_types_must_be_registered(name):
+    data = dict(model=dict(type='MultiViewRegressor',
+                           head=dict(type='MLPHead', losses=[dict(type=name)])))
+    with pytest.raises(ConfigDataError, match=r'model.head.losses\[0\].type = .* names no '
+                       'registered'):
+        config_from_data(data, source='ckpt.pth')
+    for registered in ('LevenbergMarquardt', 'smilfit.MultiViewRegressor', 'AdamW',
+                       'mmengine.IterBasedTrainLoop'):
+        data['model']['head']['losses'][0]['type'] = registered
+        config_from_data(data, source='ckpt.pth')
 
 
 def test_stored_config_importing_foreign_plugins_is_refused():

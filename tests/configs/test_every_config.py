@@ -3,7 +3,8 @@
 Leaves (every ``.py`` outside ``configs/_base_``): a fitting, registration or benchmark
 config builds its body model and registrant; a training config builds its network (with
 timm's tiny test backbone), optimizer wrapper and parameter schedulers. The dataset, metric
-and hook types a config names must be registered. Every file of the one base tree
+and hook types a config names must be registered, and the config, stored as data (with a
+checkpoint or a fit), names registered components only. Every file of the one base tree
 ``configs/_base_`` loads on its own. Loading comes first, before any skip (models from
 ../shared skip when absent): a config whose ``_base_`` file is missing, moved or renamed
 fails to load and so fails here.
@@ -17,6 +18,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
+from smilfit.engine.config_data import check_component_types, config_to_data
 from smilfit.registrants import SMILRegistrant
 from smilfit.registry import (DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS,
                               REGISTRANTS)
@@ -98,6 +100,9 @@ def test_config_builds(path: Path, monkeypatch):
     kinds = [k for k in ('registrant', 'model') if k in cfg]
     assert len(kinds) == 1, f'expected a registrant (fitting) or a model (training): {kinds}'
     _check_registered_types(cfg)
+    # stored with a checkpoint or a fit, the config reads back as data: every type it
+    # names is a registered component
+    check_component_types(config_to_data(cfg), str(path))
     if 'registrant' in cfg:
         _build_registrant(cfg)
     else:

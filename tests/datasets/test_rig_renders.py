@@ -173,6 +173,17 @@ def test_options_are_checked():
         RigRenderOptions(heading_range_deg=400)
 
 
+def test_the_tool_defaults_are_the_options_defaults():
+    """tools/render_rig.py without options renders what RigRenderOptions() renders."""
+    from smilfit.cli.render_rig import build_parser
+    args = build_parser().parse_args(['config.py', 'fit_results.h5', 'out.h5'])
+    defaults = RigRenderOptions()
+    for option, field in (('num_samples', 'num_samples'), ('pose_spread', 'pose_spread'),
+                          ('heading_range', 'heading_range_deg'), ('shift_std', 'shift_std'),
+                          ('background_frames', 'background_frames'), ('seed', 'seed')):
+        assert getattr(args, option) == getattr(defaults, field), option
+
+
 # ------------------------------------------------------------------- on a real recording
 @pytest.fixture(scope='module')
 def session(tmp_path_factory):

@@ -68,6 +68,7 @@ def build(model, stages=STAGES, handlers=HANDLERS, **kwargs):
     ([dict(name='a', fit=['transl']), dict(name='a', fit=['transl'])], 'unique'),
     ([], 'at least one stage'),
     ([dict(name='a', fit=['transl'], rounds=0)], "'rounds' must be a positive integer"),
+    ([dict(name='a', fit=['transl'], coarse='yes')], "'coarse' must be True or False"),
 ])
 def test_stage_typos_are_errors(model, stages, match):
     with pytest.raises(StageConfigError, match=match):
@@ -152,6 +153,40 @@ def test_fixed_parameters_keep_their_values_and_empty_stages_are_skipped(model):
     assert result.history[2]['per_sample']      # betas fixed: the stage is per sample again
     with pytest.raises(KeyError, match='fixed: unknown parameters'):
         reg.fit(obs, fixed=['bettas'])
+
+
+@pytest.mark.parametrize('optimizer', [dict(type='LevenbergMarquardt'),
+                                       dict(type='LBFGS', max_iter=30)])
+def test_samples_that_start_near_the_answer_skip_coarse_stages(model, optimizer):
+    """fit(near=...): frames started from a network's prediction skip the coarse stages
+    (they keep their start exactly), the other frames fit as without them; a stage every
+    frame skips is not run."""
+    obs, truth, _ = make_observations(model, batch=4)
+    stages = [dict(name='rigid', fit=['global_orient', 'transl'], n_iter=20, coarse=True,
+                   optimizer=optimizer)]
+    reg = build(model, stages=stages)
+    start = dict(global_orient=truth['global_orient'] + 0.2, transl=truth['transl'] + 1.0,
+                 body_pose=truth['body_pose'], betas=truth['betas'])
+    near = torch.tensor([True, False, True, False])
+    result = reg.fit(obs, init_params=start, near=near)
+    for k in ('global_orient', 'transl'):
+        torch.testing.assert_close(result.params[k][near], start[k][near], rtol=0, atol=0)
+        assert not torch.allclose(result.params[k][~near], start[k][~near])
+    assert result.history[0]['skipped_samples'] == 2
+    # the others as if fitted alone (every sample its own problem)
+    alone = reg.fit({k: v[~near] for k, v in obs.items()},
+                    init_params={k: v[~near] for k, v in start.items()})
+    torch.testing.assert_close(result.params['transl'][~near], alone.params['transl'],
+                               rtol=1e-6, atol=1e-6)
+    everyone = reg.fit(obs, init_params=start, near=torch.ones(4, dtype=torch.bool))
+    assert everyone.history[0]['skipped'] == 'every sample starts near the answer'
+    torch.testing.assert_close(everyone.params['transl'], start['transl'], rtol=0, atol=0)
+    # a stage that is not coarse runs for every frame
+    plain = build(model, stages=[dict(stages[0], coarse=False)])
+    moved = plain.fit(obs, init_params=start, near=near)
+    assert not torch.allclose(moved.params['transl'][near], start['transl'][near])
+    with pytest.raises(ValueError, match=r'near: expected \(4,\)'):
+        reg.fit(obs, init_params=start, near=torch.ones(3, dtype=torch.bool))
 
 
 def test_divergent_sample_is_reported_and_others_fit(model):

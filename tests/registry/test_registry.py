@@ -18,7 +18,7 @@ from smilfit.utils import register_all_modules
 from smilfit.utils import setup_env
 
 OWN_ROOTS = ('BODY_MODELS', 'LOSSES', 'HANDLERS', 'REGISTRANTS', 'FITTING_HOOKS', 'CAMERAS',
-             'RENDERERS')
+             'RENDERERS', 'STAGE_RUNNERS')
 CHILDREN = tuple(n for n in registry.__all__ if n not in OWN_ROOTS + ('SCOPE',))
 
 

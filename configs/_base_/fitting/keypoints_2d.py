@@ -16,7 +16,8 @@ registrant = dict(
              loss=dict(type='PoseL2Prior')),
     ],
     stages=[
-        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10,
+        # coarse: frames started from a network's prediction (data.init_from) skip it
+        dict(name='rigid', fit=['global_orient', 'transl'], n_iter=10, coarse=True,
              optimizer=dict(type='LevenbergMarquardt'), ftol=1e-8,
              loss_weights=dict(shape_prior=0.0, pose_prior=0.0)),
         dict(name='pose_shape', fit=['global_orient', 'transl', 'body_pose', 'betas'],

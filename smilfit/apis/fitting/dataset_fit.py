@@ -63,7 +63,8 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             load_skeleton`): held fixed, or the start of each animal's estimate.
             ``init_from='predictions.h5'`` (``tools/infer.py`` on the same recording)
             starts every frame from the network's prediction where that is the better
-            start (:mod:`.network_starts`; ``samples/network_start`` in the results).
+            start (:mod:`.network_starts`; ``samples/network_start`` in the results);
+            such a frame skips the stages marked ``coarse``.
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -213,8 +214,11 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
                                       for k in shared}, fixed=shared)
         won = None
         if network_starts is not None:
+            # A frame started from the network skips the coarse stages (the rigid
+            # alignment, the first pose): it starts where they would bring it.
             extra, won = _network_starts(registrant, observations, extra, network_starts,
                                          indices)
+            extra['near'] = won
         result = registrant.fit(observations, allow_all_diverged=True, **extra)
         arrays = batch_arrays(result, observations, registrant, indices, save_vertices)
         if won is not None:

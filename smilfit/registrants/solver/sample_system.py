@@ -36,11 +36,14 @@ class SampleSystem:
         problem: the stage's :class:`~.problem.LeastSquaresProblem`.
         x0: (B, P) starting parameters.
         damping: a name of :data:`~.trust_region.DAMPING`.
+        skip: (B,) bool, samples that keep ``x0`` (finished from the start; never
+            evaluated), or ``None``.
     """
 
     linearizes_trials = True
 
-    def __init__(self, problem: LeastSquaresProblem, x0: Tensor, damping: str) -> None:
+    def __init__(self, problem: LeastSquaresProblem, x0: Tensor, damping: str,
+                 skip: Optional[Tensor] = None) -> None:
         self.problem = problem
         self.x = x0.clone()
         self.num_units, P = x0.shape
@@ -50,9 +53,11 @@ class SampleSystem:
         self.H: Optional[Tensor] = None   # (B, P, P), or (B, width) packed
         self.ldt = problem.linear_dtype or self.dtype
         self.damping = DAMPING[damping]
+        self.skip = (torch.zeros(self.num_units, dtype=torch.bool, device=self.device)
+                     if skip is None else skip.to(device=self.device, dtype=torch.bool))
 
     def finished(self) -> Tensor:
-        return torch.zeros(self.num_units, dtype=torch.bool, device=self.device)
+        return self.skip.clone()
 
     def costs(self) -> Tensor:
         return self.cost
@@ -73,6 +78,8 @@ class SampleSystem:
         if units.numel() == self.num_units:  # every sample (the first iteration, often later)
             self.cost, self.g, self.H = c.clone(), g.clone(), H.to(self.ldt)
         else:
+            if self.H is None:   # a first linearisation without the skipped samples
+                self.H = H.new_zeros((self.num_units,) + tuple(H.shape[1:]), dtype=self.ldt)
             self.cost[units], self.g[units], self.H[units] = c, g, H
         return bad, g.abs().amax(1)
 

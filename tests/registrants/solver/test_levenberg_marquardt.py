@@ -533,3 +533,22 @@ def test_trial_points_are_linearised_while_steps_are_accepted(model, monkeypatch
                                rtol=1e-9, atol=0.0)
     for k in ('global_orient', 'body_pose', 'betas', 'transl'):
         torch.testing.assert_close(merged.params[k], apart.params[k], rtol=1e-7, atol=1e-9)
+
+
+def test_skipped_samples_are_never_evaluated(model, monkeypatch):
+    """A coarse stage's samples that start near the answer (``fit(near=...)``) cost the
+    solver nothing: no linearisation or cost pass ever includes them."""
+    obs, _, _ = _problem(model, 4, noise=1.0)
+    seen = []
+    for name in ('cost', 'linearize'):
+        original = getattr(problem_module.LeastSquaresProblem, name)
+
+        def recording(problem, x, idx, *args, _original=original, **kwargs):
+            seen.append(idx.clone())
+            return _original(problem, x, idx, *args, **kwargs)
+        monkeypatch.setattr(problem_module.LeastSquaresProblem, name, recording)
+    reg = _registrant(model, n_iter=8, coarse=True)
+    near = torch.tensor([False, True, True, False])
+    result = reg.fit(obs, near=near)
+    assert result.history[0]['steps'] >= 2 and seen
+    assert not any(bool(near[idx].any()) for idx in seen)
