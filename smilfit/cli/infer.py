@@ -181,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             video=None if args.video == 'none' else args.video,
             video_scale=args.video_scale, mesh_overlay=args.mesh_overlay,
             slp=not args.no_slp, resume=args.resume, overwrite=args.overwrite,
-            progress=not args.no_progress)
+            progress=not args.no_progress, body_model=cfg.model.get('body_model'))
     except USER_ERRORS as err:
         return report_error('infer', err)
     seconds = time.perf_counter() - start

@@ -1,7 +1,8 @@
 """``tools/view.py WORK_DIR``: look at a fit in 3D, in the browser.
 
 WORK_DIR is the output folder of tools/fit.py (fit_results.h5), tools/infer.py
-(predictions.h5) or tools/register.py (registrations.npz). The viewer (viser) serves its
+(predictions.h5: meshes posed from the predicted parameters) or tools/register.py
+(registrations.npz). The viewer (viser) serves its
 page itself, at http://HOST:PORT (nothing is fetched from the internet):
 
   timeline     frame slider, play / fps, previous / next

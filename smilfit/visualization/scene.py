@@ -415,7 +415,8 @@ _MESH_NAME = re.compile(r'^(?P<session>.*)_frame_(?P<frame>\d+)_inst(?P<inst>\d+
 
 def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:
     """``tools/infer.py`` output: predicted 3D keypoints and cameras per item; meshes from
-    ``meshes/*.obj`` when the run saved them (``--save-meshes``)."""
+    ``meshes/*.obj`` when the run saved them (``--save-meshes``), else posed from the
+    predicted parameters by the body model the run recorded."""
     import h5py
     path = work_dir / 'predictions.h5'
     with h5py.File(path, 'r') as f:
@@ -433,6 +434,8 @@ def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -
             else [f'kp{i}' for i in range(kp3d.shape[1])]
         cam_names = json.loads(f.attrs['camera_names']) if 'camera_names' in f.attrs \
             else None
+        body_model = json.loads(f.attrs['body_model']) if 'body_model' in f.attrs else None
+        params = {k: f['params'][k][()] for k in f['params']} if 'params' in f else {}
     rows = np.nonzero(frame_range_mask(frame_ids, frames))[0]
     if not len(rows):
         raise SceneError(f'{path}: no prediction in frames {frames}')
@@ -463,6 +466,10 @@ def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -
             vertices = _scatter(np.stack(verts), position, slot, T, A)
         else:
             faces = None
+    if vertices is None and body_model is not None and params:
+        posed = _predicted_meshes(path, body_model, params, rows)
+        if posed is not None:
+            vertices, faces = _scatter(posed[0], position, slot, T, A), posed[1]
     cameras = None
     if len(cams) == 3:
         first = np.full(T, -1, np.int64)
@@ -485,6 +492,24 @@ def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -
                  frame_labels=[f'frame {n}' for n in frame_numbers], faces=faces,
                  vertices=vertices, keypoint_names=[str(n) for n in kp_names], fitted=fitted,
                  cameras=cameras)
+
+
+def _predicted_meshes(path: Path, body_model: dict, params: dict, rows: np.ndarray
+                      ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The meshes of a network's predicted parameters: (R, V, 3) float32 vertices of
+    ``rows`` and the (F, 3) faces, posed by the body model ``tools/infer.py`` recorded (data
+    from the file: registered component types only), or None with a warning where its
+    model file is not here."""
+    check_component_types(body_model, f'{path} (body_model)')
+    model_path = body_model.get('model_path')
+    if isinstance(model_path, str) and not Path(model_path).is_file():
+        warnings.warn(f'{path}: the body model file {model_path} is not here: no meshes',
+                      stacklevel=3)
+        return None
+    register_all_modules(init_default_scope=False)
+    model = BODY_MODELS.build(body_model)
+    verts = model_outputs(model, params, rows)[0]
+    return verts.astype(np.float32), model.faces.cpu().numpy().astype(np.int64)
 
 
 def _load_registration(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:

@@ -131,6 +131,26 @@ def test_streamed_outputs_are_consistent_and_resume_exactly(single, video, tmp_p
         run_inference(model, pipeline, VideoFrames(video), out, video=None, progress=False)
 
 
+def test_the_viewer_poses_the_predicted_meshes_without_mesh_files(single, video, tmp_path):
+    """predictions.h5 records the body model: the viewer poses the predicted parameters
+    into the meshes --save-meshes would have written."""
+    import shutil
+
+    from smilfit.visualization.scene import load_scene
+    model, pipeline = single
+    out = tmp_path / 'run'
+    run_inference(model, pipeline, VideoFrames(video), out, crop_mode='centred',
+                  video=None, slp=False, save_meshes=True, progress=False,
+                  body_model=dict(type='DemoSMILModel'))
+    saved = load_scene(out)
+    shutil.rmtree(out / 'meshes')
+    posed = load_scene(out)
+    assert posed.vertices.shape == saved.vertices.shape == (5, 1, model.body_model.num_vertices,
+                                                             3)
+    np.testing.assert_allclose(posed.vertices, saved.vertices, atol=1e-4)
+    np.testing.assert_array_equal(posed.faces, saved.faces)
+
+
 def test_camera_smoothing_is_an_exponential_average(single, video, tmp_path):
     model, pipeline = single
     raw = read_h5(run_inference(model, pipeline, VideoFrames(video), tmp_path / 'raw',

@@ -129,7 +129,13 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
     assert sorted(groups) == list(range(6))
     for frame, group in groups.items():
         assert np.allclose(group.instance_groups[0].points, video_points[frame], atol=1e-3)
-    # the viewer opens it (the viewer extra installed)
+    # the viewer shows the predicted meshes, in the rig's units like the keypoints, and
+    # opens it (the viewer extra installed)
+    from smilfit.visualization.scene import load_scene
+    scene = load_scene(out)
+    assert scene.vertices.shape[:2] == (6, 1) and scene.faces is not None
+    mesh_size = np.ptp(scene.vertices[0, 0], axis=0).max()
+    assert 0.5 < mesh_size / np.ptp(video_points[0], axis=0).max() < 2.0
     import importlib.util
     if importlib.util.find_spec('viser') is not None:
         from smilfit.cli.view import main as view

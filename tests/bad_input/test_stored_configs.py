@@ -1,6 +1,7 @@
-"""Configs stored in work dirs from elsewhere are data: a fit's results and a registration's
-``chunks/config.json`` may name registered components only, so that looking at someone
-else's results (``tools/view.py``, ``tools/visualize.py``) runs nothing they name."""
+"""Configs stored in work dirs from elsewhere are data: a fit's results, a registration's
+``chunks/config.json`` and the body model an inference run records may name registered
+components only, so that looking at someone else's results (``tools/view.py``,
+``tools/visualize.py``) runs nothing they name."""
 import json
 
 import h5py
@@ -44,3 +45,32 @@ def test_a_registration_whose_stored_config_names_a_function_is_refused(tmp_path
     with pytest.raises(ConfigDataError, match="registrant.body_model.type = 'subprocess.run'"):
         load_scene(tmp_path)
     assert not marker.exists()
+
+
+def _predictions(path, body_model):
+    """A tools/infer.py predictions.h5 of one item with parameters and a body model."""
+    with h5py.File(path, 'w') as f:
+        f.attrs['format'] = 'smilfit-inference'
+        f.attrs['body_model'] = json.dumps(body_model)
+        f['frame'] = np.array([0])
+        f['instance'] = np.array([0])
+        f['keypoints_3d'] = np.zeros((1, 2, 3))
+        f['params/global_orient'] = np.zeros((1, 3))
+        f['params/transl'] = np.zeros((1, 3))
+
+
+def test_an_inference_run_whose_body_model_names_a_function_is_refused(tmp_path):
+    marker = tmp_path / 'PAYLOAD_RAN'
+    _predictions(tmp_path / 'predictions.h5',
+                 dict(type='subprocess.run', args=['touch', str(marker)]))
+    with pytest.raises(ConfigDataError, match=r"\(body_model\): type = 'subprocess.run'"):
+        load_scene(tmp_path)
+    assert not marker.exists()
+
+
+def test_an_inference_run_whose_body_model_file_is_elsewhere_shows_keypoints(tmp_path):
+    _predictions(tmp_path / 'predictions.h5',
+                 dict(type='SMILModel', model_path=str(tmp_path / 'moved.pkl')))
+    with pytest.warns(UserWarning, match='moved.pkl is not here: no meshes'):
+        scene = load_scene(tmp_path)
+    assert scene.vertices is None and scene.fitted.shape == (1, 1, 2, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,7 +32,8 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                   save_meshes: bool = False, save_features: bool = False,
                   video: Optional[str] = 'overlay', video_scale: float = 1.0,
                   mesh_overlay: bool = False, slp: bool = True, resume: bool = False,
-                  overwrite: bool = False, progress: bool = True) -> Dict[str, Any]:
+                  overwrite: bool = False, progress: bool = True,
+                  body_model: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Stream ``source`` through ``model`` and write the outputs to ``out_dir``.
 
     Args:
@@ -57,6 +58,9 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         slp: write ``predictions.slp``.
         resume: keep finished chunks of an earlier run with the same options.
         overwrite: start again in an ``out_dir`` that holds results.
+        body_model: the model's body model config (``cfg.model.body_model``), recorded in
+            ``predictions.h5`` (``body_model`` attribute, JSON; a relative model file
+            made absolute) so that the viewer can pose the predicted meshes.
 
     Returns:
         ``dict(predictions=path, slp=path|None, video=path|None, meshes=[paths],
@@ -159,6 +163,9 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                  camera_names=list(source.camera_names), joint_names=list(
                      model.body_model.joint_names), crop_mode=crop_mode,
                  camera_smoothing=camera_smoothing, coordinates='source pixels')
+    recorded = _recorded_body_model(body_model)
+    if recorded is not None:
+        attrs['body_model'] = recorded
     pred_path = out_dir / 'predictions.h5'
     _merge_h5(chunks, pred_path, attrs)
     result['predictions'] = pred_path
@@ -180,3 +187,19 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         result['num_frames'] = int(len(np.unique(f['item'][()])))
     source.close()
     return result
+
+
+def _recorded_body_model(body_model: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    """The body model config as plain data with an absolute model file, or None where it
+    is not plain data (a dtype object, say): the viewer then shows no mesh."""
+    if body_model is None:
+        return None
+    from smilfit.engine.config_data import ConfigDataError, config_to_data
+    try:
+        data = config_to_data(body_model)
+    except ConfigDataError:
+        return None
+    path = data.get('model_path')
+    if isinstance(path, str) and Path(path).is_file():
+        data['model_path'] = str(Path(path).resolve())
+    return data
