@@ -42,7 +42,7 @@ import torch
 
 from smilfit.body_models.joint_lookup import joint_lookup_dict
 from smilfit.body_models.keypoint_naming import lookup_model_names, match_keypoints
-from smilfit.body_models.rotations import matrix_to_axis_angle
+from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.errors import SmilfitUserError
 
 from ..cameras.projection import project_points_numpy
@@ -278,9 +278,9 @@ def shade(raster, faces: np.ndarray, colours: np.ndarray, normals_cam: np.ndarra
 
 
 # ----------------------------------------------------------------------------- the poses
-def _rotation(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """(S, 3, 3) rotations by ``angle`` (S,) about unit ``axis`` (S, 3)."""
-    return np.stack([cv2.Rodrigues((a * w).reshape(3, 1))[0] for a, w in zip(axis, angle)])
+def _matrices(axis_angle: np.ndarray) -> np.ndarray:
+    """(S, 3, 3) float64 rotation matrices of (S, 3) axis-angle vectors."""
+    return axis_angle_to_matrix(torch.as_tensor(axis_angle, dtype=torch.float64)).numpy()
 
 
 def draw_poses(rng: np.random.Generator, fitted: Dict[str, np.ndarray], up_axis: np.ndarray,
@@ -305,11 +305,10 @@ def draw_poses(rng: np.random.Generator, fitted: Dict[str, np.ndarray], up_axis:
     spread = pose.std(axis=0) if F > 1 else np.zeros_like(pose[0])
     body_pose = pose[pick_pose] + options.pose_spread * spread[None] * \
         rng.standard_normal((num,) + pose.shape[1:])
-    orient = np.stack([cv2.Rodrigues(r.reshape(3, 1))[0] for r in
-                       fitted['global_orient'][pick_orient]])
+    orient = _matrices(fitted['global_orient'][pick_orient])
     body_up = orient @ up_axis                                         # (num, 3)
     half = math.radians(options.heading_range_deg) / 2.0
-    turn = _rotation(body_up, rng.uniform(-half, half, num))
+    turn = _matrices(body_up * rng.uniform(-half, half, num)[:, None])
     shift = options.shift_std * body_length * rng.standard_normal((num, 3))
     shift -= np.einsum('nc,nc->n', shift, body_up)[:, None] * body_up   # along the floor
     out = {k: v[pick_pose].copy() for k, v in fitted.items()
@@ -513,8 +512,7 @@ def _render_batch(model, faces, colours, drawn, cameras, match, N, size, margin,
     """Pose ``drawn`` (place each root), render every camera's crop; writer samples."""
     root_at = drawn.pop('root')
     orient = drawn['global_orient']
-    params = dict(drawn, global_orient=orient)
-    zero = _pose_batch(model, params)
+    zero = _pose_batch(model, drawn)
     transl = root_at - zero.joints_kin[:, model.levels.root].numpy()
     verts = zero.vertices.numpy() + transl[:, None]
     model_kp = zero.keypoints.numpy() + transl[:, None]

@@ -39,10 +39,10 @@ from mmengine.model import BaseModel
 from torch import nn
 
 # DEFAULT_PARAM_WEIGHTS, rotation_geodesic_sq, triangulation_consistency: re-exported.
+from smilfit.body_models.keypoint_naming import source_carriers
 from smilfit.losses.param_supervision import (DEFAULT_PARAM_WEIGHTS,  # noqa: F401
                                               ROTATION_LOSSES, rotation_geodesic_sq)
 from smilfit.losses.triangulation import triangulation_consistency  # noqa: F401
-from smilfit.body_models.keypoint_naming import source_carriers
 from smilfit.registry import BODY_MODELS, MODELS
 from smilfit.utils.batch_tree import slice_batch, tile_batch
 
