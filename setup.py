@@ -79,6 +79,7 @@ setup(
             'smilfit-render-rig=smilfit.cli.render_rig:main',
             'smilfit-preprocess-sleap=smilfit.cli.preprocess_sleap:main',
             'smilfit-fit=smilfit.cli.fit:main',
+            'smilfit-fit-in-the-loop=smilfit.cli.fit_in_the_loop:main',
             'smilfit-train=smilfit.cli.train:main',
             'smilfit-build-model=smilfit.cli.build_model:main',
             'smilfit-register=smilfit.cli.register:main',

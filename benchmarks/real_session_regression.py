@@ -17,7 +17,13 @@ Steps (each reused from ``--out-dir`` when rerun):
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
 start and from network (b)'s predictions (``data.init_from``; a frame started there skips
 the coarse stages, the rigid alignment and the first pose): LM iterations, seconds (the
-median of three alternating runs) and the held-out frames' error of each.
+median of three alternating runs) and the held-out frames' error of each. Last, network
+(b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on (the
+control) and in one fit-in-the-loop round (every frame fitted from (b)'s predictions,
+those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a network A that
+saw the labels of every other training block only, the loop's round fitting the other
+blocks too (their 2D labels standing for a SLEAP model's predictions on frames nobody
+proofread).
 
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
 at); (b) the network trained on real frames with the fit as labels; (b') the same with
@@ -34,7 +40,7 @@ model's joints, which the network learns too).
 Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
-        [--iters 400] [--device cpu] [--threads 2] [--renders 2000]
+        [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -56,6 +62,8 @@ FIT_CONFIG = ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'
 NET_CONFIG = ROOT / 'configs' / 'regression' / 'mouse_session_resnet18.py'
 LOOKUP = ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv'
 SCORED = ('back', 'mid', 'top')
+#: Time blocks of the network config's split (configs/_base_/datasets/mouse_session.py).
+TIME_BLOCKS = 10
 APART = ('side',)
 
 
@@ -81,12 +89,11 @@ def prepare(out: Path):
     return crops, Path(cfg.data.path), results
 
 
-def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
-          renders: Path = None, start_from: Path = None):
-    """Train the network config on the training blocks (or on every sample of
-    ``renders``), from ``start_from``'s weights when given; the runner (trained)."""
+def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=None,
+               renders: Path = None, start_from: Path = None):
+    """The network config training ``iters`` iterations on the training blocks (or on
+    every sample of ``renders``), from ``start_from``'s weights when given."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
     cfg = Config.fromfile(str(NET_CONFIG))
     cfg.model.body_model.model_path = str(MODEL)
     cfg.model.joint_lookup = str(LOOKUP)
@@ -109,6 +116,14 @@ def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
     cfg.work_dir = str(work)
     if device != 'cpu':
         cfg.env_cfg = dict(cfg.env_cfg, dist_cfg=dict(backend='nccl'))
+    return cfg
+
+
+def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
+          renders: Path = None, start_from: Path = None):
+    """Train :func:`net_config` (made when missing); the runner (trained)."""
+    from mmengine.runner import Runner
+    cfg = net_config(crops, work, iters, device, fit_results, renders, start_from)
     checkpoint = work / f'iter_{iters}.pth'
     if checkpoint.exists():
         cfg.load_from = str(checkpoint)
@@ -143,7 +158,7 @@ def network_points(runner, device: str):
 
 def held_out_frames(crops: Path):
     from smilfit.datasets import MultiViewHDF5Dataset
-    cfg_split = dict(split_by='time', split_ratios=(0.8, 0.2, 0.0), time_blocks=10,
+    cfg_split = dict(split_by='time', split_ratios=(0.8, 0.2, 0.0), time_blocks=TIME_BLOCKS,
                      time_gap=2)
     val = MultiViewHDF5Dataset(str(crops), split='val', load_images=False, **cfg_split)
     train = MultiViewHDF5Dataset(str(crops), split='train', load_images=False, **cfg_split)
@@ -355,6 +370,93 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
     return rows
 
 
+def fit_in_the_loop(out: Path, crops: Path, keypoints: Path, results: Path,
+                    checkpoint: Path, iters: int, device: str, held) -> list:
+    """Network (b) trained ``iters`` more iterations two ways, from its weights: on the
+    default-start fit it trained on (the control: the same compute without the loop),
+    and in one fit-in-the-loop round (``tools/fit_in_the_loop.py``: every frame fitted
+    from (b)'s predictions, those fits as the labels). Rows of (label, held-out score,
+    frames started from the network, LM iterations of the round's fit)."""
+    from mmengine.config import Config
+
+    from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
+    rows = []
+    runner, _ = train(crops, out / f'net_fit_labels_continued_{iters}', iters, device,
+                      results, start_from=checkpoint)
+    pts, _ = network_points(runner, device)
+    rows.append(('(b) + iterations on the default-start fit', score(pts, keypoints, held),
+                 '', ''))
+    loop = out / f'loop_{iters}'
+    fit_cfg = Config.fromfile(str(FIT_CONFIG))
+    fit_cfg.body_model.model_path = str(MODEL)
+    fit_cfg.data.joint_lookup = str(LOOKUP)
+    train_cfg = net_config(crops, loop, iters, device, None)
+    report = run_fit_in_the_loop(train_cfg, fit_cfg, checkpoint, loop, rounds=1,
+                                 resume=True, progress=False, device=device)
+    row = report['rounds'][0]
+    runner, _ = train(crops, Path(row['checkpoint']).parent, iters, device, row['fit'])
+    pts, _ = network_points(runner, device)
+    rows.append(('(b) + one fit-in-the-loop round', score(pts, keypoints, held),
+                 row['network_starts'], row['lm_iterations']))
+    return rows
+
+
+def half_labelled_fit(out: Path, results: Path, trained_on) -> Path:
+    """The fit with every other training block's frames marked failed (so that no
+    network trains on them): those frames stand for frames nobody labelled."""
+    import shutil
+
+    import h5py
+    half = out / 'fit_half' / 'fit_results.h5'
+    if half.exists():
+        return half
+    half.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(results, half)
+    with h5py.File(half, 'r+') as f:
+        frames = f['samples/frame'][:]
+        length = -(-(int(frames.max()) + 1) // TIME_BLOCKS)
+        blocks = sorted({frame // length for _, frame in trained_on})
+        unlabelled = np.isin(frames // length, blocks[1::2])
+        f['metrics/diverged'][...] = f['metrics/diverged'][:] | unlabelled
+    return half
+
+
+def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results: Path,
+                               trained_on, iters: int, loop_iters: int, device: str,
+                               held) -> list:
+    """Frames without labels: network A trained ``iters`` iterations on the fits of
+    every other training block only, then ``loop_iters`` more two ways: on the same
+    blocks (the control), and in one fit-in-the-loop round over every frame (the other
+    blocks' 2D labels standing for a SLEAP model's predictions). Rows as
+    :func:`fit_in_the_loop`."""
+    from mmengine.config import Config
+
+    from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
+    half = half_labelled_fit(out, results, trained_on)
+    runner, _ = train(crops, out / f'net_half_{iters}', iters, device, half)
+    start = out / f'net_half_{iters}' / f'iter_{iters}.pth'
+    pts, _ = network_points(runner, device)
+    rows = [('A: half the training blocks labelled', score(pts, keypoints, held), '', '')]
+    runner, _ = train(crops, out / f'net_half_continued_{loop_iters}', loop_iters, device,
+                      half, start_from=start)
+    pts, _ = network_points(runner, device)
+    rows.append(('A + iterations on the labelled half', score(pts, keypoints, held), '',
+                 ''))
+    loop = out / f'loop_half_{loop_iters}'
+    fit_cfg = Config.fromfile(str(FIT_CONFIG))
+    fit_cfg.body_model.model_path = str(MODEL)
+    fit_cfg.data.joint_lookup = str(LOOKUP)
+    report = run_fit_in_the_loop(net_config(crops, loop, loop_iters, device, None), fit_cfg,
+                                 start, loop, rounds=1, resume=True, progress=False,
+                                 device=device)
+    row = report['rounds'][0]
+    runner, _ = train(crops, Path(row['checkpoint']).parent, loop_iters, device, row['fit'])
+    pts, _ = network_points(runner, device)
+    rows.append(('A + one fit-in-the-loop round, every frame', score(pts, keypoints, held),
+                 row['network_starts'], row['lm_iterations']))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,6 +464,8 @@ def main() -> int:
     parser.add_argument('--iters', type=int, default=400)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--loop-iters', type=int, default=200,
+                        help='iterations of the fit-in-the-loop round and its control (200)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     args = parser.parse_args()
@@ -426,6 +530,17 @@ def main() -> int:
     for label, steps, seconds, (median, p90), won in fits_from_network(
             out, crops, keypoints, results, checkpoints[0], held):
         print(f'{label:<16}{steps:>15}{seconds:>9.1f}{median:>11.2f}{p90:>8.2f}{won:>16}')
+    print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
+          'on and in one fit-in-the-loop round; error on the held-out frames')
+    print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'
+          f'{"LM iterations":>15}')
+    rows = fit_in_the_loop(out, crops, keypoints, results, checkpoints[0], args.loop_iters,
+                           args.device, held)
+    rows += fit_in_the_loop_unlabelled(out, crops, keypoints, results, trained_on, args.iters,
+                                       args.loop_iters, args.device, held)
+    for label, s, starts, steps in rows:
+        print(f'{label:<46}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}{starts:>16}'
+              f'{steps:>15}')
     return 0
 
 

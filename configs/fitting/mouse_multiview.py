@@ -82,9 +82,15 @@ registrant = dict(
         # larger, farther one whose points the robust kernel gives up.
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
              optimizer=lm, ftol=1e-6),
+        # The poses under this skeleton. The noise scales are measured again at
+        # refine2's start, and this stage's optimum moves with them: like the first pose
+        # stage it stops at a relative decrease of 1e-4 (the last 1e-4 .. 1e-6 took half
+        # its iterations). Measured against 1e-6 (benchmarks/holdout.py and
+        # holdout_synthetic.py, every case): held-out medians within 0.05 px (synthetic:
+        # 0.01), 14 % fewer LM iterations in the shared session's per-frame pass.
         dict(name='refine',
              fit=['global_orient', 'transl', 'body_pose', 'global_log_scale'],
-             n_iter=20, optimizer=lm, ftol=1e-6),
+             n_iter=20, optimizer=lm, ftol=1e-4),
         # A second round: the skeleton from better poses, then the poses again.
         dict(name='skeleton2', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
              optimizer=lm, ftol=1e-6),

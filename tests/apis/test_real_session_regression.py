@@ -27,8 +27,9 @@ def prepared(tmp_path_factory):
     return out
 
 
-def _config(data, work_dir):
-    cfg = Config.fromfile(str(CONFIG))
+def small_network(cfg, data, work_dir):
+    """The session config ``cfg`` with a tiny backbone and head, on ``data`` (prepared
+    crops), writing to ``work_dir``."""
     cfg.model.body_model.model_path = str(shared_path('models',
                                                       'SMILy_Mouse_static_joints.pkl'))
     cfg.model.joint_lookup = str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv')
@@ -39,11 +40,16 @@ def _config(data, work_dir):
         loader.dataset.data_root = str(data.parent)
         loader.dataset.ann_file = data.name
     cfg.train_dataloader.batch_size = 4
+    cfg.default_hooks.logger.interval = 10
+    cfg.work_dir = str(work_dir)
+    return cfg
+
+
+def _config(data, work_dir):
+    cfg = small_network(Config.fromfile(str(CONFIG)), data, work_dir)
     cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = ITERS
     cfg.param_scheduler[-1].end = ITERS
     cfg.default_hooks.checkpoint.interval = ITERS
-    cfg.default_hooks.logger.interval = 10
-    cfg.work_dir = str(work_dir)
     return cfg
 
 
