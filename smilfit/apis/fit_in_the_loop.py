@@ -224,7 +224,8 @@ def run_fit_in_the_loop(train_cfg, fit_cfg, checkpoint: PathLike, work_dir: Path
 
     Raises:
         FitInTheLoopError, FileNotFoundError, FileExistsError: what the run cannot start
-            with, before anything is written.
+            with, before anything is written; a step's own errors (e.g. a fitting config
+            the fit refuses) when that step runs (``resume`` then continues from it).
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
