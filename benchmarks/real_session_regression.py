@@ -23,7 +23,7 @@ control) and in one fit-in-the-loop round (every frame fitted from (b)'s predict
 those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a network A that
 saw the labels of every other training block only, the loop's round fitting the other
 blocks too (their 2D labels standing for a SLEAP model's predictions on frames nobody
-proofread).
+proofread), the continuing iterations trained with each of ``--loop-seeds``.
 
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
 at); (b) the network trained on real frames with the fit as labels; (b') the same with
@@ -41,6 +41,7 @@ Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
+        [--loop-seeds 0 1 2]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -90,11 +91,14 @@ def prepare(out: Path):
 
 
 def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=None,
-               renders: Path = None, start_from: Path = None):
+               renders: Path = None, start_from: Path = None, seed: int = 0):
     """The network config training ``iters`` iterations on the training blocks (or on
-    every sample of ``renders``), from ``start_from``'s weights when given."""
+    every sample of ``renders``), from ``start_from``'s weights when given, with the
+    random ``seed``."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(NET_CONFIG))
+    if seed:
+        cfg.randomness = dict(seed=seed)
     cfg.model.body_model.model_path = str(MODEL)
     cfg.model.joint_lookup = str(LOOKUP)
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -120,10 +124,10 @@ def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=Non
 
 
 def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
-          renders: Path = None, start_from: Path = None):
+          renders: Path = None, start_from: Path = None, seed: int = 0):
     """Train :func:`net_config` (made when missing); the runner (trained)."""
     from mmengine.runner import Runner
-    cfg = net_config(crops, work, iters, device, fit_results, renders, start_from)
+    cfg = net_config(crops, work, iters, device, fit_results, renders, start_from, seed)
     checkpoint = work / f'iter_{iters}.pth'
     if checkpoint.exists():
         cfg.load_from = str(checkpoint)
@@ -423,12 +427,12 @@ def half_labelled_fit(out: Path, results: Path, trained_on) -> Path:
 
 def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results: Path,
                                trained_on, iters: int, loop_iters: int, device: str,
-                               held) -> list:
+                               held, seeds=(0,)) -> list:
     """Frames without labels: network A trained ``iters`` iterations on the fits of
-    every other training block only, then ``loop_iters`` more two ways: on the same
-    blocks (the control), and in one fit-in-the-loop round over every frame (the other
-    blocks' 2D labels standing for a SLEAP model's predictions). Rows as
-    :func:`fit_in_the_loop`."""
+    every other training block only, then ``loop_iters`` more two ways, once per training
+    seed of those iterations: on the same blocks (the control), and in one
+    fit-in-the-loop round over every frame (the other blocks' 2D labels standing for a
+    SLEAP model's predictions). Rows as :func:`fit_in_the_loop`."""
     from mmengine.config import Config
 
     from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
@@ -437,23 +441,27 @@ def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results:
     start = out / f'net_half_{iters}' / f'iter_{iters}.pth'
     pts, _ = network_points(runner, device)
     rows = [('A: half the training blocks labelled', score(pts, keypoints, held), '', '')]
-    runner, _ = train(crops, out / f'net_half_continued_{loop_iters}', loop_iters, device,
-                      half, start_from=start)
-    pts, _ = network_points(runner, device)
-    rows.append(('A + iterations on the labelled half', score(pts, keypoints, held), '',
-                 ''))
-    loop = out / f'loop_half_{loop_iters}'
     fit_cfg = Config.fromfile(str(FIT_CONFIG))
     fit_cfg.body_model.model_path = str(MODEL)
     fit_cfg.data.joint_lookup = str(LOOKUP)
-    report = run_fit_in_the_loop(net_config(crops, loop, loop_iters, device, None), fit_cfg,
-                                 start, loop, rounds=1, resume=True, progress=False,
-                                 device=device)
-    row = report['rounds'][0]
-    runner, _ = train(crops, Path(row['checkpoint']).parent, loop_iters, device, row['fit'])
-    pts, _ = network_points(runner, device)
-    rows.append(('A + one fit-in-the-loop round, every frame', score(pts, keypoints, held),
-                 row['network_starts'], row['lm_iterations']))
+    for seed in seeds:
+        tag = f'_seed{seed}' if seed else ''
+        runner, _ = train(crops, out / f'net_half_continued_{loop_iters}{tag}', loop_iters,
+                          device, half, start_from=start, seed=seed)
+        pts, _ = network_points(runner, device)
+        rows.append((f'A + iterations on the labelled half, seed {seed}',
+                     score(pts, keypoints, held), '', ''))
+        loop = out / f'loop_half_{loop_iters}{tag}'
+        cfg = net_config(crops, loop, loop_iters, device, None, seed=seed)
+        report = run_fit_in_the_loop(cfg, fit_cfg, start, loop, rounds=1, resume=True,
+                                     progress=False, device=device)
+        row = report['rounds'][0]
+        runner, _ = train(crops, Path(row['checkpoint']).parent, loop_iters, device,
+                          row['fit'])
+        pts, _ = network_points(runner, device)
+        rows.append((f'A + one fit-in-the-loop round, seed {seed}',
+                     score(pts, keypoints, held), row['network_starts'],
+                     row['lm_iterations']))
     return rows
 
 
@@ -466,6 +474,8 @@ def main() -> int:
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--loop-iters', type=int, default=200,
                         help='iterations of the fit-in-the-loop round and its control (200)')
+    parser.add_argument('--loop-seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='training seeds of the unlabelled-frames comparison (0 1 2)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     args = parser.parse_args()
@@ -537,7 +547,7 @@ def main() -> int:
     rows = fit_in_the_loop(out, crops, keypoints, results, checkpoints[0], args.loop_iters,
                            args.device, held)
     rows += fit_in_the_loop_unlabelled(out, crops, keypoints, results, trained_on, args.iters,
-                                       args.loop_iters, args.device, held)
+                                       args.loop_iters, args.device, held, args.loop_seeds)
     for label, s, starts, steps in rows:
         print(f'{label:<46}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}{starts:>16}'
               f'{steps:>15}')
