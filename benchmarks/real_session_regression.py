@@ -381,28 +381,34 @@ def fit_in_the_loop(out: Path, crops: Path, keypoints: Path, results: Path,
     and in one fit-in-the-loop round (``tools/fit_in_the_loop.py``: every frame fitted
     from (b)'s predictions, those fits as the labels). Rows of (label, held-out score,
     frames started from the network, LM iterations of the round's fit)."""
-    from mmengine.config import Config
-
-    from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
     rows = []
     runner, _ = train(crops, out / f'net_fit_labels_continued_{iters}', iters, device,
                       results, start_from=checkpoint)
     pts, _ = network_points(runner, device)
     rows.append(('(b) + iterations on the default-start fit', score(pts, keypoints, held),
                  '', ''))
-    loop = out / f'loop_{iters}'
-    fit_cfg = Config.fromfile(str(FIT_CONFIG))
-    fit_cfg.body_model.model_path = str(MODEL)
-    fit_cfg.data.joint_lookup = str(LOOKUP)
-    train_cfg = net_config(crops, loop, iters, device, None)
-    report = run_fit_in_the_loop(train_cfg, fit_cfg, checkpoint, loop, rounds=1,
-                                 resume=True, progress=False, device=device)
-    row = report['rounds'][0]
-    runner, _ = train(crops, Path(row['checkpoint']).parent, iters, device, row['fit'])
-    pts, _ = network_points(runner, device)
+    pts, row = loop_round(crops, checkpoint, out / f'loop_{iters}', iters, device)
     rows.append(('(b) + one fit-in-the-loop round', score(pts, keypoints, held),
                  row['network_starts'], row['lm_iterations']))
     return rows
+
+
+def loop_round(crops: Path, checkpoint: Path, loop: Path, iters: int, device: str,
+               seed: int = 0):
+    """One ``tools/fit_in_the_loop.py`` round of ``iters`` iterations from ``checkpoint``
+    in ``loop`` (resumed when there): its network's held-out points and its report row."""
+    from mmengine.config import Config
+
+    from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
+    fit_cfg = Config.fromfile(str(FIT_CONFIG))
+    fit_cfg.body_model.model_path = str(MODEL)
+    fit_cfg.data.joint_lookup = str(LOOKUP)
+    report = run_fit_in_the_loop(net_config(crops, loop, iters, device, None, seed=seed),
+                                 fit_cfg, checkpoint, loop, rounds=1, resume=True,
+                                 progress=False, device=device)
+    row = report['rounds'][0]
+    runner, _ = train(crops, Path(row['checkpoint']).parent, iters, device, row['fit'])
+    return network_points(runner, device)[0], row
 
 
 def half_labelled_fit(out: Path, results: Path, trained_on) -> Path:
@@ -433,17 +439,11 @@ def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results:
     seed of those iterations: on the same blocks (the control), and in one
     fit-in-the-loop round over every frame (the other blocks' 2D labels standing for a
     SLEAP model's predictions). Rows as :func:`fit_in_the_loop`."""
-    from mmengine.config import Config
-
-    from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
     half = half_labelled_fit(out, results, trained_on)
     runner, _ = train(crops, out / f'net_half_{iters}', iters, device, half)
     start = out / f'net_half_{iters}' / f'iter_{iters}.pth'
     pts, _ = network_points(runner, device)
     rows = [('A: half the training blocks labelled', score(pts, keypoints, held), '', '')]
-    fit_cfg = Config.fromfile(str(FIT_CONFIG))
-    fit_cfg.body_model.model_path = str(MODEL)
-    fit_cfg.data.joint_lookup = str(LOOKUP)
     for seed in seeds:
         tag = f'_seed{seed}' if seed else ''
         runner, _ = train(crops, out / f'net_half_continued_{loop_iters}{tag}', loop_iters,
@@ -451,14 +451,8 @@ def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results:
         pts, _ = network_points(runner, device)
         rows.append((f'A + iterations on the labelled half, seed {seed}',
                      score(pts, keypoints, held), '', ''))
-        loop = out / f'loop_half_{loop_iters}{tag}'
-        cfg = net_config(crops, loop, loop_iters, device, None, seed=seed)
-        report = run_fit_in_the_loop(cfg, fit_cfg, start, loop, rounds=1, resume=True,
-                                     progress=False, device=device)
-        row = report['rounds'][0]
-        runner, _ = train(crops, Path(row['checkpoint']).parent, loop_iters, device,
-                          row['fit'])
-        pts, _ = network_points(runner, device)
+        pts, row = loop_round(crops, start, out / f'loop_half_{loop_iters}{tag}',
+                              loop_iters, device, seed)
         rows.append((f'A + one fit-in-the-loop round, seed {seed}',
                      score(pts, keypoints, held), row['network_starts'],
                      row['lm_iterations']))

@@ -128,29 +128,22 @@ def _fit(fit_cfg, data: Path, predictions: Path, out_dir: Path, device: str,
 
 
 def _fit_summary(results: Path) -> Dict[str, Any]:
-    """Samples, those started from the network, failed ones, LM iterations and the median
-    reprojection error (px, over the cameras the fit did not name as far off) of a
-    ``fit_results.h5``."""
+    """Samples, those started from the network and the LM iterations of a
+    ``fit_results.h5``; failed samples and the overall median reprojection error (px)
+    from the fit's quality report beside it (``fit_quality.json``)."""
+    from .fitting import QUALITY_JSON
     with h5py.File(results, 'r') as f:
         history = json.loads(f.attrs['loss_history'])
         n = int(f['samples/index'].shape[0])
-        starts = f['samples/network_start'][:] if 'samples/network_start' in f else \
-            np.zeros(n, bool)
-        failed = f['metrics/diverged'][:] if 'metrics/diverged' in f else np.zeros(n, bool)
-        errors = f['metrics/reprojection_point_px'][:] \
-            if 'metrics/reprojection_point_px' in f else None
-        bad = f['metrics/bad_camera_views'][:] if 'metrics/bad_camera_views' in f else None
-    median = None
-    if errors is not None:
-        if bad is not None:
-            errors = np.where(bad[..., None], np.nan, errors)
-        errors = errors[~failed]
-        if np.isfinite(errors).any():
-            median = round(float(np.nanmedian(errors)), 4)
-    return dict(samples=n, network_starts=int(np.asarray(starts).sum()),
-                failed=int(np.asarray(failed).sum()),
+        starts = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \
+            else 0
+    quality_path = results.parent / QUALITY_JSON
+    quality = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
+    median = (quality.get('overall') or {}).get('median_px')
+    return dict(samples=n, network_starts=starts,
+                failed=len(quality.get('failed_samples', [])),
                 lm_iterations=int(sum(r.get('steps', 0) for r in history)),
-                median_error_px=median)
+                median_error_px=None if median is None else round(float(median), 4))
 
 
 def _train(train_cfg, checkpoint: Path, results: Path, work_dir: Path) -> Path:
