@@ -28,6 +28,12 @@ labels' noise), and where the step explains significantly more of the weighted r
 than noise alone would (an F test of the 3 offset coordinates against the residuals
 left, at significance :data:`SIGNIFICANCE`). Pose errors that differ from frame to frame,
 and label noise, do not pass it; a label that sits off its joint in every frame does.
+And only where every view agrees: for each view that sees the point, the step estimated
+from the other views alone must lower that view's residuals too. An offset in the
+joint's frame is one 3D vector every view sees; a label clicked where the view shows the
+body's edge (the left flank in the left camera, the back in the top one) sits at
+another point in every view, and a step driven by some views does not carry over to the
+others (a single view has no other to check against and is not checked).
 The stage's own optimisation (with its priors) then starts from there: where the frames
 agree the noise scales are those of the labels, and the prior yields; where they do not,
 the prior brings the offset back.
@@ -143,8 +149,41 @@ def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
     statistic = ((before - after) / 3.0) / (after / dof).clamp_min(torch.finfo(dtype).tiny)
     critical = torch.as_tensor(f_distribution.isf(SIGNIFICANCE, 3, dof.cpu().numpy()),
                                dtype=dtype, device=dof.device)
-    take = enough & stands_out & (statistic > critical)
+    take = enough & stands_out & (statistic > critical) & _every_view_agrees(
+        residual, jac, weight, groups, num_groups)
     return torch.where(take[..., None], step, torch.zeros_like(step)), take
+
+
+def _seen(weight: Tensor, groups: Tensor, G: int) -> Tensor:
+    """(G, M) bool: the points with an observation of positive ``weight`` (B, C, M) in
+    the group."""
+    per = weight.gt(0).any(1).to(torch.long)                               # (B, M)
+    return per.new_zeros(G, per.shape[1]).index_add_(0, groups, per) > 0
+
+
+def _every_view_agrees(residual: Tensor, jac: Tensor, weight: Tensor, groups: Tensor,
+                       G: int) -> Tensor:
+    """(G, M) bool: whether, for every view that sees the point, the step estimated from
+    the other views alone lowers that view's weighted residuals. An offset in the
+    joint's frame is one 3D vector that every view sees; a bias of one view's labels
+    (a point clicked on the silhouette's edge, which moves with the viewing direction)
+    is not, and the step it drives in the other views does not carry over."""
+    agrees = torch.ones(G, weight.shape[2], dtype=torch.bool, device=weight.device)
+    for c in range(weight.shape[1]):
+        alone = torch.zeros_like(weight)
+        alone[:, c] = weight[:, c]
+        others = weight - alone
+        # (only where this view and some other see the point: one view has no other
+        # to check against)
+        checked = _seen(alone, groups, G) & _seen(others, groups, G)
+        if not bool(checked.any()):
+            continue
+        step = _solve(residual, jac, others, groups, G)
+        moved = residual + torch.einsum('bcmki,bmi->bcmk', jac, step[groups])
+        lower = (_weighted_sum(alone, moved, groups, G)
+                 < _weighted_sum(alone, residual, groups, G))
+        agrees = agrees & (lower | ~checked)
+    return agrees
 
 
 __all__ = ['offset_steps', 'MIN_EQUATIONS_PER_UNKNOWN', 'ROBUST_SCALES', 'SIGNIFICANCE',

@@ -90,3 +90,37 @@ def test_a_point_with_no_pixel_motion_gets_no_step():
     step, moved = offset_steps(residual, jac, valid, groups, 2)
     assert not moved[:, 1].any() and (step[:, 1] == 0).all()
     assert moved[:, 0].all() and (step[:, 0] - truth[:, 0]).abs().max() < 0.05
+
+
+def test_a_bias_that_differs_between_views_is_not_an_offset(monkeypatch):
+    """Each view sees the label at another point (a label clicked on the silhouette's
+    edge, which moves with the viewing direction): one 3D offset per view, not one per
+    animal. The step the other views drive does not carry over to the view left out, so
+    the offset is left to the skeleton stage and its priors; the point stands out and
+    passes the F test, so without that cross-view check it would be moved."""
+    from smilfit.handlers import offset_estimate
+    gen = torch.Generator().manual_seed(3)
+    residual, jac, valid, groups, _ = _case(C=3)
+    # the left view sees the left flank, the right view the right one, the top the back
+    per_view = torch.tensor([[3.0, 0.0, 0.0], [-3.0, 0.0, 0.0], [0.0, 3.0, 0.0]],
+                            dtype=torch.float64)                            # (C, 3)
+    residual[:, :, 0] = -torch.einsum('bcki,ci->bck', jac[:, :, 0], per_view) \
+        + 0.5 * torch.randn(residual[:, :, 0].shape, generator=gen, dtype=torch.float64)
+    step, moved = offset_steps(residual, jac, valid, groups, 2)
+    assert not moved.any() and (step == 0).all()
+    monkeypatch.setattr(offset_estimate, '_every_view_agrees',
+                        lambda residual, jac, weight, groups, G: torch.ones(
+                            G, residual.shape[2], dtype=torch.bool))
+    _, unchecked = offset_steps(residual, jac, valid, groups, 2)
+    assert unchecked[:, 0].all()
+
+
+def test_one_view_alone_is_not_checked_against_others():
+    """A point seen in one view only has no other view to check its step against: it is
+    moved as the F test says."""
+    residual, jac, valid, groups, truth = _case(C=2)
+    valid[:, 1, 0] = False
+    step, moved = offset_steps(torch.where(valid[..., None], residual, 0.0), jac, valid,
+                               groups, 2)
+    assert moved[:, 0].all()
+    assert (step[:, 0] - truth[:, 0]).abs().max() < 0.1
