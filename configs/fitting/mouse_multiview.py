@@ -75,11 +75,11 @@ registrant = dict(
         # the noise scales measured nearer the solution. Each round starts from the
         # keypoint offsets that best explain the residuals (Keypoint2DHandler
         # offsets_from_residuals): a label consistently away from its joint, alike in
-        # every view, is an offset, not label noise. Pose and skeleton in one stage instead (benchmarks/
-        # holdout.py --variant joint) fits clean synthetic labels better (held-out 0.74
-        # against 0.92 px) but the shared session far worse (9.4 against 6.7 px, 2
-        # cameras): with two cameras along a short baseline, the animal drifts to a
-        # larger, farther one whose points the robust kernel gives up.
+        # every view, is an offset, not label noise. Pose and skeleton in one stage
+        # instead (benchmarks/holdout.py --variant joint) fits clean synthetic labels
+        # better (held-out 0.74 against 0.92 px) but the shared session far worse (9.4
+        # against 6.7 px, 2 cameras): with two cameras along a short baseline, the
+        # animal drifts to a larger, farther one whose points the robust kernel gives up.
         dict(name='skeleton', fit=['bone_trans', 'keypoint_offsets'], n_iter=10, rounds=2,
              optimizer=lm, ftol=1e-6),
         # The poses under this skeleton. The noise scales are measured again at
