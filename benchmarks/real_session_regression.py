@@ -35,13 +35,15 @@ samples only; (e) the mean training pose placed at the held-out frame's triangul
 keypoints (the fits' mean pose and size, oriented and placed by a rigid alignment to the
 frame's triangulated points: a baseline that already knows where the animal is); (e')
 the same with the fit's keypoint offsets added (where the labels sit relative to the
-model's joints, which the network learns too).
+model's joints, which the network learns too). (b) and (c) are then trained with every
+training seed of ``--seeds`` (the seed of their real iterations; one rendered
+pretraining) and compared seed by seed.
 
 Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
-        [--loop-seeds 0 1 2]
+        [--loop-seeds 0 1 2] [--seeds 0 1 2]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -470,6 +472,8 @@ def main() -> int:
                         help='iterations of the fit-in-the-loop round and its control (200)')
     parser.add_argument('--loop-seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='training seeds of the unlabelled-frames comparison (0 1 2)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='training seeds of the (b) against (c) comparison (0 1 2)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     args = parser.parse_args()
@@ -527,6 +531,24 @@ def main() -> int:
             continue
         print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+    print(f'\n(b) and (c) by the training seed of their {args.iters} real iterations '
+          '(one rendered pretraining); error on the held-out frames, median / p90 px')
+    print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')
+    seeded = {'b': [], 'c': []}
+    for seed in args.seeds:
+        tag = f'_seed{seed}' if seed else ''
+        for arm, work, start in (
+                ('b', out / f'net_fit_labels_{args.iters}{tag}', None),
+                ('c', out / f'net_rendered_then_real_{args.iters}{tag}',
+                 rendered_only / f'iter_{args.iters}.pth')):
+            runner, _ = train(crops, work, args.iters, args.device, results,
+                              start_from=start, seed=seed)
+            seeded[arm].append(score(network_points(runner, args.device)[0], keypoints,
+                                     held)['scored'])
+        b, c = seeded['b'][-1], seeded['c'][-1]
+        print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    b, c = np.mean(seeded['b'], axis=0), np.mean(seeded['c'], axis=0)
+    print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
     print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
           'network (b)\'s predictions; error on the held-out frames')
     print(f'{"start":<16}{"LM iterations":>15}{"seconds":>9}{"median px":>11}{"p90 px":>8}'
