@@ -101,7 +101,12 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
     with h5py.File(out / 'predictions.h5', 'r') as f:
         points = f['keypoints_3d'][:]
         log_scale = f['params/global_log_scale'][:]
+        offsets = f['params/keypoint_offsets'][:]
         assert points.shape[0] == 120 and np.isfinite(points).all()
+    # the learned offsets (one per model keypoint, every item alike) come with the
+    # parameters, as a fit's do
+    assert offsets.shape == (120,) + tuple(model.keypoint_offsets.shape)
+    assert np.allclose(offsets, model.keypoint_offsets.detach().numpy()[None], atol=1e-6)
     # millimetres: a mouse spans tens of millimetres, not the model's 3 units
     extent = np.median(np.ptp(points, axis=1).max(1))
     assert 20 < extent < 400

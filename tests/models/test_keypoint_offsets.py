@@ -79,3 +79,35 @@ def test_checkpoints_without_offsets_load_with_none(multiview_batch):
         model.keypoint_offsets.fill_(1.0)
     model.load_state_dict(plain.state_dict(), strict=True)
     assert model.keypoint_offsets.abs().max() == 0
+
+
+def test_predictions_carry_the_offsets_so_the_parameters_repose_the_keypoints(
+        multiview_batch):
+    """``pred_params['keypoint_offsets']``: the body model posed with the predicted
+    parameters, plus those offsets turned by their joints, gives the predicted keypoints
+    (without them the offset keypoints would be missed)."""
+    from smilfit.body_models.keypoint_naming import rotate_offsets
+    from smilfit.body_models.parameters import MODEL_INPUTS
+    model = _model().eval()
+    with torch.no_grad():
+        model.keypoint_offsets[2] = torch.tensor([0.2, -0.1, 0.05])
+        model.keypoint_offsets[6] = torch.tensor([-0.1, 0.15, 0.0])
+    samples = multiview_batch['data_samples']
+    with torch.no_grad():
+        preds = model.predict(multiview_batch['inputs'].float(), samples)
+    params = {k: torch.stack([p['pred_params'][k] for p in preds])
+              for k in preds[0]['pred_params']}
+    assert torch.equal(params['keypoint_offsets'][0], model.keypoint_offsets)
+    body = model.body_model
+    with torch.no_grad():
+        out = body(**{k: v.to(body.dtype) for k, v in params.items() if k in MODEL_INPUTS},
+                   return_vertices=False)
+    match = model.keypoint_match
+    for offsets, close in ((params['keypoint_offsets'], True),
+                           (torch.zeros_like(params['keypoint_offsets']), False)):
+        posed = out.keypoints + rotate_offsets(offsets, out.joint_transforms,
+                                               model._offset_carriers)
+        expected = torch.stack([p['pred_keypoints_3d'] for p in preds])
+        got = posed[:, match.model_index]
+        want = expected[:, match.data_index].to(got)
+        assert torch.allclose(got, want, atol=1e-4) is close

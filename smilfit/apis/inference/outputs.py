@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from ...body_models.parameters import MODEL_INPUTS
 from ...cameras.projection import project_points_numpy
 from ...datasets.ingest_images import apply_affine
 from ...utils.atomic import atomic_path
@@ -33,7 +34,7 @@ def _chunk_arrays(model, preds: Sequence[Mapping[str, Any]], items: Sequence[Tup
     params = {k: torch.stack([p['pred_params'][k] for p in preds]) for k in preds[0]['pred_params']}
     body = model.body_model
     with torch.no_grad():
-        out = body(**{k: v.to(body.dtype) for k, v in params.items()},
+        out = body(**{k: v.to(body.dtype) for k, v in params.items() if k in MODEL_INPUTS},
                    return_vertices=want_vertices)
     arrays: Dict[str, np.ndarray] = {
         'frame': np.array([source.meta(i)['frame'] for i, _ in items], np.int64),

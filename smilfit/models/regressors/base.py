@@ -528,6 +528,12 @@ class BodyRegressor(BaseModel):
         kps = self.project_keypoints(decoded)
         if self.uses_rig_units:   # predictions in the calibration's units
             decoded, kps = to_rig_units(decoded, kps, self._rig_units[0])
+        if self.keypoint_offsets is not None:
+            # The learned offsets belong to the prediction as a fit's do to its result:
+            # re-posing the model keypoints from the parameters alone would miss them.
+            B = decoded['body'].shape[0]
+            offsets = self.keypoint_offsets.detach()[None].expand(B, -1, -1)
+            decoded = dict(decoded, params=dict(decoded['params'], keypoint_offsets=offsets))
         return self.pack_predictions(decoded, kps, feats, data_samples, inputs.shape[-2:])
 
     def pack_predictions(self, decoded, kps, feats, data_samples, image_hw
