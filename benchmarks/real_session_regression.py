@@ -37,7 +37,9 @@ frame's triangulated points: a baseline that already knows where the animal is);
 the same with the fit's keypoint offsets added (where the labels sit relative to the
 model's joints, which the network learns too). (b) and (c) are then trained with every
 training seed of ``--seeds`` (the seed of their real iterations; one rendered
-pretraining) and compared seed by seed.
+pretraining) and compared seed by seed, then camera by camera (the mean over the
+seeds, beside the fit's own error in each camera: where a camera's labels disagree with
+the others', the fit is far off there too).
 
 Usage::
 
@@ -298,10 +300,12 @@ def params_rows(fit_rows, fit_keys, reader):
 
 def score(points, keypoints: Path, keys):
     """Median and 90th percentile px of ``points`` {key: (N, 3)} projected into every
-    camera against the labels, over the scored cameras and the ones apart."""
+    camera against the labels, over the scored cameras (``scored``), the ones apart
+    (``apart``) and each camera alone (``cameras``: {name: (median, p90)})."""
     from smilfit.cameras.projection import project_points_numpy
     from smilfit.datasets.hdf5_format import DatasetReader
     errors = {'scored': [], 'apart': []}
+    per_camera = {}
     with DatasetReader(keypoints) as reader:
         cols = reader.read(np.arange(len(reader)), keys=['session', 'frame'])
         where = {(reader.session_names[int(s)], int(f)): r
@@ -322,11 +326,14 @@ def score(points, keypoints: Path, keys):
                 e = np.linalg.norm(uv - data['keypoints_2d'][b, c], axis=-1)
                 e = e[np.isfinite(e) & np.isfinite(pts).all(-1)]
                 errors['apart' if name in APART else 'scored'].append(e)
-    out = {}
-    for part, es in errors.items():
+                per_camera.setdefault(name, []).append(e)
+
+    def summary(es):
         e = np.concatenate(es) if es else np.zeros(0)
-        out[part] = (float(np.median(e)), float(np.percentile(e, 90))) if e.size else \
+        return (float(np.median(e)), float(np.percentile(e, 90))) if e.size else \
             (float('nan'), float('nan'))
+    out = {part: summary(es) for part, es in errors.items()}
+    out['cameras'] = {name: summary(es) for name, es in per_camera.items()}
     return out
 
 
@@ -544,11 +551,23 @@ def main() -> int:
             runner, _ = train(crops, work, args.iters, args.device, results,
                               start_from=start, seed=seed)
             seeded[arm].append(score(network_points(runner, args.device)[0], keypoints,
-                                     held)['scored'])
-        b, c = seeded['b'][-1], seeded['c'][-1]
+                                     held))
+        b, c = seeded['b'][-1]['scored'], seeded['c'][-1]['scored']
         print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
-    b, c = np.mean(seeded['b'], axis=0), np.mean(seeded['c'], axis=0)
+    b, c = (np.mean([s['scored'] for s in seeded[arm]], axis=0) for arm in 'bc')
     print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    # Where the tail is: each scored camera alone (the fit's own error there says how far
+    # that camera's labels agree with the others').
+    fit_cameras = score(fitted, keypoints, held)['cameras']
+    print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
+          'the seeds)')
+    print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')
+    for name in SCORED:
+        a = fit_cameras.get(name, (float('nan'), float('nan')))
+        b, c = (np.mean([s['cameras'].get(name, (np.nan, np.nan)) for s in seeded[arm]],
+                        axis=0) for arm in 'bc')
+        print(f'{name:<8}{a[0]:>8.2f} / {a[1]:<6.2f}{b[0]:>10.2f} / {b[1]:<6.2f}'
+              f'{c[0]:>18.2f} / {c[1]:<6.2f}')
     print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
           'network (b)\'s predictions; error on the held-out frames')
     print(f'{"start":<16}{"LM iterations":>15}{"seconds":>9}{"median px":>11}{"p90 px":>8}'
