@@ -17,7 +17,9 @@ Steps (each reused from ``--out-dir`` when rerun):
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
 start and from network (b)'s predictions (``data.init_from``; a frame started there skips
 the coarse stages, the rigid alignment and the first pose): LM iterations, seconds (the
-median of three alternating runs) and the held-out frames' error of each. Last, network
+median of three alternating runs) and the held-out frames' error of each; then the same
+fits with their last stage capped at a few iterations, to show where on its way each
+start reaches its held-out error. Last, network
 (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on (the
 control) and in one fit-in-the-loop round (every frame fitted from (b)'s predictions,
 those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a network A that
@@ -337,6 +339,47 @@ def score(points, keypoints: Path, keys):
     return out
 
 
+def network_predictions(out: Path, crops: Path, checkpoint: Path) -> Path:
+    """``tools/infer.py`` of ``checkpoint`` on every frame (made when missing)."""
+    from smilfit.cli.infer import main as infer
+    predictions = out / 'infer' / 'predictions.h5'
+    if not predictions.exists():
+        assert infer([str(checkpoint), str(crops), '--out-dir', str(predictions.parent),
+                      '--video', 'none', '--no-slp', '--no-progress', '--overwrite']) == 0
+    return predictions
+
+
+def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
+                  last_stage_iters=None):
+    """The per-frame fit of every frame with the animal's skeleton of ``results`` held
+    fixed, from the default start or from predictions ``init``, the config's last stage
+    capped at ``last_stage_iters`` iterations where given: (results path, seconds, LM
+    iterations, frames started from the network)."""
+    import json
+
+    import h5py
+    from mmengine.config import Config
+
+    from smilfit.apis.fitting import fit_dataset
+    cfg = Config.fromfile(str(FIT_CONFIG))
+    cfg.body_model.model_path = str(MODEL)
+    cfg.data.pop('sleap')
+    cfg.data.update(path=str(keypoints), joint_lookup=str(LOOKUP),
+                    skeleton=dict(path=str(results), animal=0, mode='fixed'))
+    if init is not None:
+        cfg.data.init_from = str(init)
+    if last_stage_iters is not None:
+        cfg.registrant.stages[-1]['n_iter'] = int(last_stage_iters)
+    start = time.perf_counter()
+    path = fit_dataset(cfg, work, progress=False, overwrite=True)
+    seconds = time.perf_counter() - start
+    with h5py.File(path, 'r') as f:
+        steps = sum(r['steps'] for r in json.loads(f.attrs['loss_history']))
+        won = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \
+            else 0
+    return path, seconds, steps, won
+
+
 def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
                       checkpoint: Path, held, repeats: int = 3) -> list:
     """The per-frame fit of every frame from the default start and from the network's
@@ -344,42 +387,38 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
     animal's skeleton taken from the first fit (held fixed, so only the per-frame pass
     is timed): rows of (start, LM iterations, median seconds over ``repeats`` alternating
     runs, held-out frames' median and p90 px, frames started from the network)."""
-    import json
-
-    import h5py
-    from mmengine.config import Config
-
-    from smilfit.apis.fitting import fit_dataset
-    from smilfit.cli.infer import main as infer
-    predictions = out / 'infer' / 'predictions.h5'
-    if not predictions.exists():
-        assert infer([str(checkpoint), str(crops), '--out-dir', str(predictions.parent),
-                      '--video', 'none', '--no-slp', '--no-progress', '--overwrite']) == 0
+    predictions = network_predictions(out, crops, checkpoint)
     starts = (('default start', None), ('network start', predictions))
     seconds = {label: [] for label, _ in starts}
     fitted = {}
     for _ in range(repeats):   # alternating, so that both see the same machine load
         for label, init in starts:
-            cfg = Config.fromfile(str(FIT_CONFIG))
-            cfg.body_model.model_path = str(MODEL)
-            cfg.data.pop('sleap')
-            cfg.data.update(path=str(keypoints), joint_lookup=str(LOOKUP),
-                            skeleton=dict(path=str(results), animal=0, mode='fixed'))
-            if init is not None:
-                cfg.data.init_from = str(init)
-            start = time.perf_counter()
-            fitted[label] = fit_dataset(cfg, out / f'fit_{label.split()[0]}', progress=False,
-                                        overwrite=True)
-            seconds[label].append(time.perf_counter() - start)
+            fitted[label] = per_frame_fit(out / f'fit_{label.split()[0]}', keypoints,
+                                          results, init)
+            seconds[label].append(fitted[label][1])
     rows = []
     for label, _ in starts:
-        with h5py.File(fitted[label], 'r') as f:
-            steps = sum(r['steps'] for r in json.loads(f.attrs['loss_history']))
-            won = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \
-                else 0
-        points, _, _ = fit_points(fitted[label], keypoints)
+        path, _, steps, won = fitted[label]
+        points, _, _ = fit_points(path, keypoints)
         rows.append((label, steps, float(np.median(seconds[label])),
                      score(points, keypoints, held)['scored'], won))
+    return rows
+
+
+def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
+                       checkpoint: Path, held, caps=(1, 2, 3, 5, 10)) -> list:
+    """Where on its way each start reaches its held-out error: the fits of
+    :func:`fits_from_network` with the config's last stage capped at each of ``caps``
+    iterations (one run each; the uncapped fit is :func:`fits_from_network`'s): rows of
+    (start, cap, LM iterations, seconds, held-out median and p90 px)."""
+    predictions = network_predictions(out, crops, checkpoint)
+    rows = []
+    for label, init in (('default start', None), ('network start', predictions)):
+        for cap in caps:
+            path, seconds, steps, _ = per_frame_fit(out / 'fit_capped', keypoints, results,
+                                                    init, cap)
+            points, _, _ = fit_points(path, keypoints)
+            rows.append((label, cap, steps, seconds, score(points, keypoints, held)['scored']))
     return rows
 
 
@@ -575,6 +614,13 @@ def main() -> int:
     for label, steps, seconds, (median, p90), won in fits_from_network(
             out, crops, keypoints, results, checkpoints[0], held):
         print(f'{label:<16}{steps:>15}{seconds:>9.1f}{median:>11.2f}{p90:>8.2f}{won:>16}')
+    print('\nThe same fits with their last stage capped (one run each): where each start '
+          'reaches its held-out error')
+    print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
+          f'{"median px":>11}{"p90 px":>8}')
+    for label, cap, steps, seconds, (median, p90) in fits_along_the_way(
+            out, crops, keypoints, results, checkpoints[0], held):
+        print(f'{label:<16}{cap:>15}{steps:>15}{seconds:>9.2f}{median:>11.2f}{p90:>8.2f}')
     print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
           'on and in one fit-in-the-loop round; error on the held-out frames')
     print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'
