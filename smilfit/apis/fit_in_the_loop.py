@@ -247,10 +247,16 @@ def run_fit_in_the_loop(train_cfg, fit_cfg, checkpoint: PathLike, work_dir: Path
                                   configs=_stamp(train_cfg, fit_cfg), rounds=[])
     if resume and earlier:
         old = json.loads(report_path.read_text()) if report_path.is_file() else {}
-        if any(old.get(k) != report[k] for k in ('checkpoint', 'data', 'configs')):
+        differ = [k for k in ('checkpoint', 'data', 'configs') if old.get(k) != report[k]]
+        if differ:
+            what = '; '.join(
+                f'{k}: not recorded there (an older run)' if k not in old else
+                (f'{k}: the configs differ' if k == 'configs' else
+                 f'{k}: {old[k]} there, {report[k]} now') for k in differ)
             raise FileExistsError(f'{work_dir} holds rounds of a run with another '
-                                  'checkpoint, data or configs: --resume continues the '
-                                  'same run only; pass --overwrite to start again')
+                                  f'checkpoint, data or configs ({what}): --resume '
+                                  'continues the same run only; pass --overwrite to start '
+                                  'again')
         report = old
         report['rounds'] = [r for r in report.get('rounds', []) if r['round'] <= rounds]
     if 'start_metrics' not in report:

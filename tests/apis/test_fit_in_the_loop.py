@@ -111,8 +111,15 @@ def test_one_round_fits_from_the_network_and_trains_on_the_fits(start, tmp_path,
     assert (work / 'rounds.json').stat().st_mtime_ns == mtime
     # ... of the same run: other configs would reuse steps that no longer fit them
     assert main(_loop_args(data, checkpoint, work, 'data.batch_size=7', '--resume')) == 1
-    assert 'another checkpoint, data or configs' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'another checkpoint, data or configs (configs: the configs differ)' in err
     assert (work / 'rounds.json').stat().st_mtime_ns == mtime
+    # ... and a run that recorded no configs (an older smilfit's) is not taken for it
+    recorded = json.loads((work / 'rounds.json').read_text())
+    del recorded['configs']
+    (work / 'rounds.json').write_text(json.dumps(recorded))
+    assert main(_loop_args(data, checkpoint, work, '--resume')) == 1
+    assert 'configs: not recorded there (an older run)' in capsys.readouterr().err
 
 
 def test_schedule_is_scaled_to_the_iterations_of_a_round():
