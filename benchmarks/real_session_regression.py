@@ -444,16 +444,25 @@ def fit_in_the_loop(out: Path, crops: Path, keypoints: Path, results: Path,
 def loop_round(crops: Path, checkpoint: Path, loop: Path, iters: int, device: str,
                seed: int = 0):
     """One ``tools/fit_in_the_loop.py`` round of ``iters`` iterations from ``checkpoint``
-    in ``loop`` (resumed when there): its network's held-out points and its report row."""
+    in ``loop`` (resumed when there; made again where ``loop`` holds a round of another
+    checkpoint or configs, e.g. of an older checkout): its network's held-out points and
+    its report row."""
     from mmengine.config import Config
 
     from smilfit.apis.fit_in_the_loop import run_fit_in_the_loop
     fit_cfg = Config.fromfile(str(FIT_CONFIG))
     fit_cfg.body_model.model_path = str(MODEL)
     fit_cfg.data.joint_lookup = str(LOOKUP)
-    report = run_fit_in_the_loop(net_config(crops, loop, iters, device, None, seed=seed),
-                                 fit_cfg, checkpoint, loop, rounds=1, resume=True,
-                                 progress=False, device=device)
+
+    def run(**fresh):
+        return run_fit_in_the_loop(net_config(crops, loop, iters, device, None, seed=seed),
+                                   fit_cfg, checkpoint, loop, rounds=1, progress=False,
+                                   device=device, **fresh)
+    try:
+        report = run(resume=True)
+    except FileExistsError as error:
+        print(f'{error}: made again', flush=True)
+        report = run(overwrite=True)
     row = report['rounds'][0]
     runner, _ = train(crops, Path(row['checkpoint']).parent, iters, device, row['fit'])
     return network_points(runner, device)[0], row
