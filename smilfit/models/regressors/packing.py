@@ -3,9 +3,10 @@
 :func:`pack_predictions` is what ``mode='predict'`` returns: for each sample (CPU tensors,
 detached) ``pred_params`` (world frame; ``global_orient``, ``body_pose`` axis-angle (3,),
 (J', 3); with learned keypoint offsets ``keypoint_offsets`` (K, 3), model units in the
-frame of each model keypoint's joint, as in a fit's result), ``pred_keypoints_2d`` (C, N, 2) pixels and ``pred_keypoints_3d`` (N, 3) model
-units in the data's keypoint order, ``pred_cameras`` (``K`` (C, 3, 3), ``R`` (C, 3, 3),
-``t`` (C, 3), ``dist`` (C, 5)), ``features`` ((D,) each), ``keypoint_names``,
+frame of each model keypoint's joint, as in a fit's result), ``pred_keypoints_2d``
+(C, N, 2) pixels and ``pred_keypoints_3d`` (N, 3) model units in the data's keypoint
+order, ``pred_cameras`` (``K`` (C, 3, 3), ``R`` (C, 3, 3), ``t`` (C, 3), ``dist`` (C, 5)),
+``features`` ((D,) each), ``keypoint_names``,
 ``image_size`` (C, 2) ``(W, H)`` pixels, the ground truth the batch has
 (``gt_keypoints_2d`` (C, N, 2), ``visible`` (C, N), ``confidence`` (C, N), ``view_valid``
 (C,), ``gt_keypoints_3d`` (N, 3), ``gt_params``) and the metadata of :data:`META_KEYS`.
