@@ -545,7 +545,8 @@ def main() -> int:
     crops, keypoints, results = prepare(out)
     held, trained_on, blocks, train_rows = held_out_frames(crops)
     fitted, fit_keys, params = fit_points(results, keypoints)
-    rows = [('(a) fit on those frames', score(fitted, keypoints, held), '', '')]
+    fit_score = score(fitted, keypoints, held)
+    rows = [('(a) fit on those frames', fit_score, '', '')]
     checkpoints = []
     for label, fit_labels in (('(b) network, real frames, fit as labels', results),
                               ("(b') network, real frames, triangulation only", None)):
@@ -606,7 +607,7 @@ def main() -> int:
     print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
     # Where the tail is: each scored camera alone (the fit's own error there says how far
     # that camera's labels agree with the others').
-    fit_cameras = score(fitted, keypoints, held)['cameras']
+    fit_cameras = fit_score['cameras']
     print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
           'the seeds)')
     print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')

@@ -249,10 +249,12 @@ def run_fit_in_the_loop(train_cfg, fit_cfg, checkpoint: PathLike, work_dir: Path
         old = json.loads(report_path.read_text()) if report_path.is_file() else {}
         differ = [k for k in ('checkpoint', 'data', 'configs') if old.get(k) != report[k]]
         if differ:
-            what = '; '.join(
-                f'{k}: not recorded there (an older run)' if k not in old else
-                (f'{k}: the configs differ' if k == 'configs' else
-                 f'{k}: {old[k]} there, {report[k]} now') for k in differ)
+            def how(k: str) -> str:
+                if k not in old:
+                    return f'{k}: not recorded there (an older run)'
+                return 'configs: the configs differ' if k == 'configs' else \
+                    f'{k}: {old[k]} there, {report[k]} now'
+            what = '; '.join(how(k) for k in differ)
             raise FileExistsError(f'{work_dir} holds rounds of a run with another '
                                   f'checkpoint, data or configs ({what}): --resume '
                                   'continues the same run only; pass --overwrite to start '
