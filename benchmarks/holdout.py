@@ -61,6 +61,8 @@ VARIANTS = {
                        'stages (Keypoint2DHandler offsets_from_residuals=False)',
     'joint': 'pose and skeleton fitted together (one group Levenberg-Marquardt, two '
              'rounds) instead of alternating skeleton-only and pose-only stages',
+    'animal_scale': 'one global scale per animal (shared like its skeleton) instead of one '
+                    'per frame',
 }
 
 
@@ -79,6 +81,8 @@ def apply_variant(cfg, variant: str):
             dict(stages['skeleton'], name='pose_skeleton', n_iter=30,
                  fit=pose + list(stages['skeleton']['fit'])),
             stages['refine']]
+    elif variant == 'animal_scale':
+        cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

@@ -5,16 +5,18 @@
 #       body_model.model_path=path/to/SMILy_Mouse_static_joints.pkl
 # (defaults: the shared 4-camera session and mouse model beside the checkout). A dataset
 # made by tools/preprocess_sleap.py (with images, crops) works too: set data.path to it.
-# The model is in its own units and the calibration in millimetres: every pose stage fits a
-# global scale (global_log_scale), initialised by a similarity (Umeyama) alignment of
-# the rest pose to the triangulated keypoints. No constant here is in pixels or
-# millimetres: the keypoint errors are scored in units of a noise scale estimated from
-# the residuals at every stage's start (per camera and keypoint over the animal's frames
-# in the batch), and the skeleton prior is in fractions of the body length and counted
-# once per animal. So a bad camera (the shared session's 'side' calibration is a copy of
-# 'top', ~92 px off) gets a large noise scale and little weight, a keypoint labelled less
-# precisely (the tail) weighs less than a precise one (the ears), clean labels are fitted
-# close to their noise, and a skeleton seen in many frames follows the data.
+# The model is in its own units and the calibration in millimetres: every pose stage
+# fits a global scale (global_log_scale), initialised by a similarity (Umeyama)
+# alignment of the rest pose to the triangulated keypoints (one scale per frame: one per
+# animal, benchmarks/holdout.py --variant animal_scale, is better on some cases and
+# worse on others, see docs/fitting.md). No constant here is in pixels or millimetres:
+# the keypoint errors are scored in units of a noise scale estimated from the residuals
+# at every stage's start (per camera and keypoint over the animal's frames in the
+# batch), and the skeleton prior is in fractions of the body length and counted once per
+# animal. So a bad camera (the shared session's 'side' calibration is a copy of 'top',
+# ~92 px off) gets a large noise scale and little weight, a keypoint labelled less
+# precisely (the tail) weighs less than a precise one (the ears), clean labels are
+# fitted close to their noise, and a skeleton seen in many frames follows the data.
 _base_ = ['../_base_/body_models/mouse.py', '../_base_/fitting/keypoints_2d.py']
 
 data = dict(
