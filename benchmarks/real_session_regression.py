@@ -15,17 +15,19 @@ Steps (each reused from ``--out-dir`` when rerun):
    camera (its calibration is a copy of ``top``'s, ~92 px off) apart.
 
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
-start and from network (b)'s predictions (``data.init_from``; a frame started there skips
-the coarse stages, the rigid alignment and the first pose): LM iterations, seconds (the
-median of three alternating runs) and the held-out frames' error of each; then the same
-fits with their last stage capped at a few iterations, to show where on its way each
-start reaches its held-out error. Last, network
-(b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on (the
-control) and in one fit-in-the-loop round (every frame fitted from (b)'s predictions,
-those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a network A that
-saw the labels of every other training block only, the loop's round fitting the other
-blocks too (their 2D labels standing for a SLEAP model's predictions on frames nobody
-proofread), the continuing iterations trained with each of ``--loop-seeds``.
+start and from network (b)'s predictions (``data.init_from``; a frame started there
+skips the coarse stages, the rigid alignment and the first pose): LM iterations (summed
+over the stages and batches of 40 frames, each batch's its slowest frame's; and per
+frame, each frame's own, the mean), seconds (the median of three alternating runs) and
+the held-out frames' error of each; then the same fits with their last stage capped at a
+few iterations, to show where on its way each start reaches its held-out error. Last,
+network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
+(the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
+predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
+network A that saw the labels of every other training block only, the loop's round
+fitting the other blocks too (their 2D labels standing for a SLEAP model's predictions
+on frames nobody proofread), the continuing iterations trained with each of
+``--loop-seeds``.
 
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
 at); (b) the network trained on real frames with the fit as labels; (b') the same with
@@ -354,7 +356,8 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
     """The per-frame fit of every frame with the animal's skeleton of ``results`` held
     fixed, from the default start or from predictions ``init``, the config's last stage
     capped at ``last_stage_iters`` iterations where given: (results path, seconds, LM
-    iterations, frames started from the network)."""
+    iterations (the batches', each its slowest frame's), LM iterations per frame (each
+    frame's own, the mean), frames started from the network)."""
     import json
 
     import h5py
@@ -374,10 +377,13 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
     path = fit_dataset(cfg, work, progress=False, overwrite=True)
     seconds = time.perf_counter() - start
     with h5py.File(path, 'r') as f:
-        steps = sum(r['steps'] for r in json.loads(f.attrs['loss_history']))
+        history = json.loads(f.attrs['loss_history'])
+        frames = len(f['samples/index'])
         won = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \
             else 0
-    return path, seconds, steps, won
+    steps = sum(r['steps'] for r in history)
+    per_frame = sum(r.get('unit_steps', 0) for r in history) / frames
+    return path, seconds, steps, per_frame, won
 
 
 def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
@@ -385,8 +391,9 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
     """The per-frame fit of every frame from the default start and from the network's
     predictions (``data.init_from``; those frames skip the config's coarse stages), the
     animal's skeleton taken from the first fit (held fixed, so only the per-frame pass
-    is timed): rows of (start, LM iterations, median seconds over ``repeats`` alternating
-    runs, held-out frames' median and p90 px, frames started from the network)."""
+    is timed): rows of (start, LM iterations, LM iterations per frame, median seconds over
+    ``repeats`` alternating runs, held-out frames' median and p90 px, frames started from
+    the network)."""
     predictions = network_predictions(out, crops, checkpoint)
     starts = (('default start', None), ('network start', predictions))
     seconds = {label: [] for label, _ in starts}
@@ -398,9 +405,9 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
             seconds[label].append(fitted[label][1])
     rows = []
     for label, _ in starts:
-        path, _, steps, won = fitted[label]
+        path, _, steps, per_frame, won = fitted[label]
         points, _, _ = fit_points(path, keypoints)
-        rows.append((label, steps, float(np.median(seconds[label])),
+        rows.append((label, steps, per_frame, float(np.median(seconds[label])),
                      score(points, keypoints, held)['scored'], won))
     return rows
 
@@ -415,8 +422,8 @@ def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
     rows = []
     for label, init in (('default start', None), ('network start', predictions)):
         for cap in caps:
-            path, seconds, steps, _ = per_frame_fit(out / 'fit_capped', keypoints, results,
-                                                    init, cap)
+            path, seconds, steps, _, _ = per_frame_fit(out / 'fit_capped', keypoints,
+                                                       results, init, cap)
             points, _, _ = fit_points(path, keypoints)
             rows.append((label, cap, steps, seconds, score(points, keypoints, held)['scored']))
     return rows
@@ -619,11 +626,12 @@ def main() -> int:
               f'{c[0]:>18.2f} / {c[1]:<6.2f}')
     print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
           'network (b)\'s predictions; error on the held-out frames')
-    print(f'{"start":<16}{"LM iterations":>15}{"seconds":>9}{"median px":>11}{"p90 px":>8}'
-          f'{"network starts":>16}')
-    for label, steps, seconds, (median, p90), won in fits_from_network(
+    print(f'{"start":<16}{"LM iterations":>15}{"per frame":>11}{"seconds":>9}{"median px":>11}'
+          f'{"p90 px":>8}{"network starts":>16}')
+    for label, steps, per_frame, seconds, (median, p90), won in fits_from_network(
             out, crops, keypoints, results, checkpoints[0], held):
-        print(f'{label:<16}{steps:>15}{seconds:>9.1f}{median:>11.2f}{p90:>8.2f}{won:>16}')
+        print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.1f}{median:>11.2f}'
+              f'{p90:>8.2f}{won:>16}')
     print('\nThe same fits with their last stage capped (one run each): where each start '
           'reaches its held-out error')
     print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'

@@ -39,7 +39,10 @@ class FitResult:
         total_loss: (B,) sum of ``losses``.
         diverged: (B,) samples whose loss or gradient became non-finite; they keep
             their last finite parameters.
-        history: per stage: name, iterations, mean loss before and after.
+        history: per stage: name, iterations (``steps``: the batch's, i.e. its slowest
+            sample's; ``unit_steps``, Levenberg-Marquardt stages only: summed over the
+            samples, or the groups of a stage fitting shared parameters), mean loss
+            before and after.
     """
 
     params: Dict[str, Tensor]
@@ -473,6 +476,8 @@ class SMILRegistrant(nn.Module):
                       else float('nan'), per_sample=outcome.per_sample,
                       loss_trace=mean_trace(outcome.trace,
                                             diverged if skip is None else diverged | skip))
+        if outcome.unit_steps is not None:
+            record['unit_steps'] = outcome.unit_steps
         return outcome.params, diverged, record
 
     @contextlib.contextmanager

@@ -97,11 +97,16 @@ class StageOutcome:
     Attributes:
         params: name -> fitted values (detached; same layout as the context's params).
         diverged: (B,) bool, samples whose loss or gradient became non-finite.
-        steps: iterations (optimizer steps) run.
+        steps: iterations (optimizer steps) run: for a batch of independent units, the
+            slowest unit's.
         trace: (B,) losses after every iteration (L-BFGS: every evaluation).
         per_sample: whether every sample was optimised independently.
         start_loss, end_loss: (B,) the stage's loss at the start and at the end, where
             the runner has them anyway (else the registrant evaluates them).
+        unit_steps: Levenberg-Marquardt's iterations summed over its units (every sample
+            of a per-sample stage, every group of a group stage), each counted while it
+            ran: the work done, where ``steps`` is the slowest unit's; None for other
+            optimizers.
     """
 
     params: Dict[str, Tensor]
@@ -111,6 +116,7 @@ class StageOutcome:
     per_sample: bool = False
     start_loss: Optional[Tensor] = None
     end_loss: Optional[Tensor] = None
+    unit_steps: Optional[int] = None
 
 
 def _free(ctx: StageContext) -> Dict[str, Tensor]:
@@ -156,7 +162,7 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         # (stages have n_iter >= 1, so there is a first linearisation).
         starts: List[Tensor] = []
         system = SampleSystem(problem, x0, options.damping, skip=ctx.skip)
-        diverged, n_steps = levenberg_marquardt(
+        diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol,
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
         # (skipped samples have no cost of their own: the registrant evaluates both)
@@ -164,7 +170,7 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
-                        start_loss=start, end_loss=end)
+                        start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()))
 
 
 def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
@@ -195,12 +201,13 @@ def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
         ctx.after_step(i)
     with torch.no_grad():
         system = GroupSystem(problem, options.damping)
-        diverged, n_steps = levenberg_marquardt(
+        diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)
     out = {k: v.clone() for k, v in params.items()}
     out.update(problem.unflatten(system.x, system.y))
-    return StageOutcome(out, diverged[ctx.groups], n_steps, trace, per_sample=False)
+    return StageOutcome(out, diverged[ctx.groups], n_steps, trace, per_sample=False,
+                        unit_steps=int(unit_steps.sum()))
 
 
 def run_lbfgs_stage(ctx: StageContext) -> StageOutcome:
@@ -293,12 +300,15 @@ def runner_for(stage: Stage) -> Callable[[StageContext], StageOutcome]:
 
 
 def merge_rounds(records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One history record for a stage run in several rounds: steps summed, losses of
-    the first round's start and the last round's end, traces concatenated (each round's
-    losses in its own noise units)."""
+    """One history record for a stage run in several rounds: steps (and unit steps, where
+    every round counted them) summed, losses of the first round's start and the last
+    round's end, traces concatenated (each round's losses in its own noise units)."""
     if len(records) == 1:
         return records[0]
     merged = dict(records[-1])
+    merged.pop('unit_steps', None)
+    if all('unit_steps' in r for r in records):
+        merged['unit_steps'] = sum(r['unit_steps'] for r in records)
     merged.update(steps=sum(r['steps'] for r in records),
                   mean_loss_start=records[0]['mean_loss_start'], rounds=len(records),
                   loss_trace=[v for r in records for v in r['loss_trace']])

@@ -84,7 +84,8 @@ class LMSystem(Protocol):
 def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
                         ftol: float = 1e-9, gtol: float = 1e-7,
                         on_iteration: Callable[[int, Tensor], None] = None,
-                        on_start: Callable[[Tensor], None] = None) -> Tuple[Tensor, int]:
+                        on_start: Callable[[Tensor], None] = None
+                        ) -> Tuple[Tensor, int, Tensor]:
     """Minimise every unit's least-squares problem independently; the result stays in
     ``system``.
 
@@ -103,13 +104,16 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
             linearisation (when ``max_iter`` > 0).
 
     Returns:
-        ``(diverged (U,) bool, iterations run)``.
+        ``(diverged (U,) bool, iterations run, steps (U,) long)``: ``steps`` counts the
+        iterations in which each unit was stepped (its own LM iterations: a unit that
+        stops early is not stepped again), so ``iterations`` is the largest of them.
     """
     U = system.num_units
     region = TrustRegion(U, options, ftol, system.dtype, system.device)
     done = system.finished().clone()
     diverged = torch.zeros(U, dtype=torch.bool, device=system.device)
     stale = torch.ones(U, dtype=torch.bool, device=system.device)   # needs a linearisation
+    steps = torch.zeros(U, dtype=torch.long, device=system.device)
 
     def absorb(units: Tensor, bad: Tensor, grad_max: Tensor) -> None:
         diverged[units[bad]] = True
@@ -132,6 +136,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
         if active.numel() == 0:
             break
         iterations = it + 1
+        steps[active] += 1
         trial = system.propose(active, region.lam[active])
         # (the last iteration's trials need their cost only)
         linearize_trials = linearize_trials and it + 1 < max_iter
@@ -149,7 +154,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
         done[active[stop]] = True
         if on_iteration is not None:
             on_iteration(iterations, system.report())
-    return diverged, iterations
+    return diverged, iterations, steps
 
 
 __all__ = ['LMSystem', 'Trial', 'levenberg_marquardt', 'LINEARIZE_TRIALS_MIN_ACCEPTANCE']

@@ -126,6 +126,9 @@ def test_one_frame_per_group_equals_the_per_sample_solver(model):
     for k in fit:
         torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-7, atol=1e-9, msg=k)
     assert a.history[0]['steps'] == b.history[0]['steps']
+    # the group solve counts its groups' iterations as the per-sample solver its samples'
+    assert a.history[0]['unit_steps'] == b.history[0]['unit_steps']
+    assert 4 * a.history[0]['steps'] >= a.history[0]['unit_steps'] >= a.history[0]['steps']
 
 
 def test_cost_is_the_stage_loss_with_priors_counted_once_per_group(model):

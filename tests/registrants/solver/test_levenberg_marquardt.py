@@ -113,6 +113,32 @@ def test_batched_equals_per_frame_loop(model, linear_dtype):
     assert float((batched - truth).norm(dim=-1).mean() / length) < 0.01
 
 
+def test_unit_steps_count_every_sample_s_own_iterations(model):
+    """A stage's ``unit_steps`` is the sum of the iterations each sample takes fitted alone
+    (a converged sample is not stepped again), ``steps`` the largest of them; samples
+    started at different distances take different numbers, so the two differ."""
+    obs, truth, length = _problem(model, 4, noise=1.0, seed=5)
+    reg = _registrant(model, n_iter=40, stopping=(1e-10, 1e-12))
+    together = reg.fit(obs).history[0]
+    alone = [reg.fit({k: v[i:i + 1] for k, v in obs.items()}).history[0]['steps']
+             for i in range(4)]
+    assert together['unit_steps'] == sum(alone)
+    assert together['steps'] == max(alone) and len(set(alone)) > 1
+    assert together['unit_steps'] < 4 * together['steps']
+
+
+def test_a_stage_in_rounds_sums_its_rounds_unit_steps():
+    from smilfit.registrants.stage_runners import merge_rounds
+    records = [dict(stage='s', steps=s, unit_steps=u, mean_loss_start=1.0, mean_loss_end=0.5,
+                    loss_trace=[0.5]) for s, u in ((3, 7), (2, 5))]
+    merged = merge_rounds(records)
+    assert (merged['steps'], merged['unit_steps'], merged['rounds']) == (5, 12, 2)
+    for missing in (0, 1):   # a round whose optimizer does not count them
+        partial = [dict(r) for r in records]
+        del partial[missing]['unit_steps']
+        assert 'unit_steps' not in merge_rounds(partial)
+
+
 def test_unsupported_handler_is_named(model):
     reg = _registrant(model, handlers=[
         dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
