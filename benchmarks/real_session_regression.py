@@ -49,7 +49,7 @@ Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
-        [--loop-seeds 0 1 2] [--seeds 0 1 2]
+        [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -534,8 +534,8 @@ def main() -> int:
                         help='iterations of the fit-in-the-loop round and its control (200)')
     parser.add_argument('--loop-seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='training seeds of the unlabelled-frames comparison (0 1 2)')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
-                        help='training seeds of the (b) against (c) comparison (0 1 2)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4],
+                        help='training seeds of the (b) against (c) comparison (0 1 2 3 4)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     args = parser.parse_args()
