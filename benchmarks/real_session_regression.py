@@ -2,7 +2,9 @@
 contiguous time blocks, every method scored on the same held-out frames at full
 resolution.
 
-Steps (each reused from ``--out-dir`` when rerun):
+Steps (each reused from ``--out-dir`` when rerun; a reused fit made with another
+registrant config than this checkout's is named in a warning, with what differs, since
+every network trained on it would be that config's too):
 
 1. prepare the session twice: keypoints and cameras only (what the fit reads), and 128 px
    crops around the animal (what the network reads; ``tools/preprocess_sleap.py``);
@@ -76,6 +78,40 @@ TIME_BLOCKS = 10
 APART = ('side',)
 
 
+def fit_config_changes(results: Path, cfg) -> list:
+    """Where the registrant config ``results`` (a ``fit_results.h5``) was fitted with
+    differs from ``cfg``'s (as ``fit_dataset`` records it, progress hooks aside): one
+    ``'path: stored -> current'`` line per difference, ``[]`` when they agree. A cached
+    fit from an older checkout is otherwise reused silently, and every network trained
+    on it with it."""
+    import json
+
+    import h5py
+    with h5py.File(results, 'r') as f:
+        stored = json.loads(f.attrs['config']).get('registrant') if 'config' in f.attrs \
+            else None
+    if stored is None:
+        return ['registrant: not recorded in the cached fit']
+    current = dict(cfg.registrant)
+    current.setdefault('body_model', cfg.get('body_model'))
+    current['hooks'] = [h for h in current.get('hooks', ())
+                        if not (isinstance(h, dict) and h.get('type') == 'ProgressBarHook')]
+    current = json.loads(json.dumps(current, sort_keys=True, default=str))
+    changes = []
+
+    def walk(old, new, path):
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                walk(old.get(key), new.get(key), f'{path}.{key}')
+        elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+            for i, (o, n) in enumerate(zip(old, new)):
+                walk(o, n, f'{path}[{i}]')
+        elif old != new:
+            changes.append(f'{path}: {old!r} -> {new!r}')
+    walk(stored, current, 'registrant')
+    return changes
+
+
 def prepare(out: Path):
     """The keypoint-only session, the 128 px crops and the fit (made when missing)."""
     from mmengine.config import Config
@@ -95,6 +131,12 @@ def prepare(out: Path):
     if not results.exists():
         prepare_data(cfg, progress=False)
         fit_dataset(cfg, out / 'fit', progress=False)
+    else:
+        changes = fit_config_changes(results, cfg)
+        if changes:
+            print(f'warning: the cached fit {results} was made with another registrant '
+                  f'config ({"; ".join(changes)}); its numbers, and those of every network '
+                  f'trained on it, are that config\'s: remove {out} to measure this one')
     return crops, Path(cfg.data.path), results
 
 

@@ -1,4 +1,6 @@
-"""The loss history of a dataset fit holds every iteration, not just stage start/end."""
+"""The loss history of a dataset fit holds every iteration, not just stage start/end, and
+the configuration it was fitted with."""
+import importlib.util
 import json
 
 import h5py
@@ -7,8 +9,7 @@ import numpy as np
 from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.visualization.plots import normalise_history
 
-from ..conftest import demo_fit_config
-
+from ..conftest import REPO_ROOT, demo_fit_config
 
 
 def test_loss_history_per_iteration(tmp_path):
@@ -23,7 +24,26 @@ def test_loss_history_per_iteration(tmp_path):
         trace = np.array(r['loss_trace'])
         assert np.all(np.diff(trace) <= 1e-6 * trace[:-1])  # LM never accepts a rise
         assert np.isclose(trace[-1], r['mean_loss_end'], rtol=1e-4)
+        # each sample's own iterations, summed: at least the slowest's, at most all four's
+        assert r['steps'] <= r['unit_steps'] <= 4 * r['steps']
     curves = normalise_history(records)
     assert list(curves) == ['rigid', 'pose_shape']
     steps = max(r['steps'] for r in records if r['stage'] == 'rigid')
     assert len(curves['rigid']['mean loss']) == steps + 1  # the start, then every iteration
+
+
+def test_the_real_session_benchmark_names_what_a_cached_fit_was_fitted_with(tmp_path):
+    """The benchmark reuses a fit it finds in its output folder; one made with another
+    registrant config (an older checkout's) is named, with what differs."""
+    spec = importlib.util.spec_from_file_location(
+        'real_session_benchmark', REPO_ROOT / 'benchmarks' / 'real_session_regression.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = demo_fit_config(tmp_path)
+    prepare_data(cfg, progress=False)
+    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    assert bench.fit_config_changes(results, cfg) == []
+    cfg.registrant.stages[0]['ftol'] = 0.5
+    changes = bench.fit_config_changes(results, cfg)
+    assert len(changes) == 1 and changes[0].startswith('registrant.stages[0].ftol: ')
+    assert changes[0].endswith('-> 0.5')
