@@ -80,23 +80,21 @@ APART = ('side',)
 
 def fit_config_changes(results: Path, cfg) -> list:
     """Where the registrant config ``results`` (a ``fit_results.h5``) was fitted with
-    differs from ``cfg``'s (as ``fit_dataset`` records it, progress hooks aside): one
-    ``'path: stored -> current'`` line per difference, ``[]`` when they agree. A cached
-    fit from an older checkout is otherwise reused silently, and every network trained
-    on it with it."""
+    differs from ``cfg``'s (as ``fit_dataset`` records it): one ``'path: stored ->
+    current'`` line per difference, ``[]`` when they agree. A cached fit from an older
+    checkout is otherwise reused silently, and every network trained on it with it."""
     import json
 
     import h5py
+
+    from smilfit.apis.fitting.config import registrant_config
     with h5py.File(results, 'r') as f:
         stored = json.loads(f.attrs['config']).get('registrant') if 'config' in f.attrs \
             else None
     if stored is None:
         return ['registrant: not recorded in the cached fit']
-    current = dict(cfg.registrant)
-    current.setdefault('body_model', cfg.get('body_model'))
-    current['hooks'] = [h for h in current.get('hooks', ())
-                        if not (isinstance(h, dict) and h.get('type') == 'ProgressBarHook')]
-    current = json.loads(json.dumps(current, sort_keys=True, default=str))
+    current = json.loads(json.dumps(registrant_config(cfg, progress=False), sort_keys=True,
+                                    default=str))
     changes = []
 
     def walk(old, new, path):

@@ -25,6 +25,17 @@ def mouse_model_path() -> Path:
     return shared_path('models', 'SMILy_Mouse_static_joints.pkl')
 
 
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` imported as a module (the benchmarks are scripts, not a
+    package), to test what they compute."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'benchmark_{name}',
+                                                  REPO_ROOT / 'benchmarks' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def demo_fit_config(tmp_path: Path, **data):
     """The demo config on a small synthetic dataset in tmp_path (3 views, 8 frames)."""
     from mmengine.config import Config

@@ -1,6 +1,5 @@
 """The loss history of a dataset fit holds every iteration, not just stage start/end, and
 the configuration it was fitted with."""
-import importlib.util
 import json
 
 import h5py
@@ -9,7 +8,7 @@ import numpy as np
 from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.visualization.plots import normalise_history
 
-from ..conftest import REPO_ROOT, demo_fit_config
+from ..conftest import benchmark_module, demo_fit_config
 
 
 def test_loss_history_per_iteration(tmp_path):
@@ -35,10 +34,7 @@ def test_loss_history_per_iteration(tmp_path):
 def test_the_real_session_benchmark_names_what_a_cached_fit_was_fitted_with(tmp_path):
     """The benchmark reuses a fit it finds in its output folder; one made with another
     registrant config (an older checkout's) is named, with what differs."""
-    spec = importlib.util.spec_from_file_location(
-        'real_session_benchmark', REPO_ROOT / 'benchmarks' / 'real_session_regression.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_module('real_session_regression')
     cfg = demo_fit_config(tmp_path)
     prepare_data(cfg, progress=False)
     results = fit_dataset(cfg, tmp_path / 'work', progress=False)

@@ -32,6 +32,15 @@ def _fit(cfg, work_dir, **kwargs):
 
 # --- config typos ---------------------------------------------------------------------
 
+@pytest.mark.parametrize('drop, message', [('registrant', 'the config needs a registrant'),
+                                            ('body_model', 'no body_model: set body_model')])
+def test_a_config_without_registrant_or_body_model_is_refused(tmp_path, cfg, drop, message):
+    cfg.pop(drop)
+    with pytest.raises(FittingConfigError, match=message):
+        _fit(cfg, tmp_path / 'work')
+    assert not (tmp_path / 'work').exists()
+
+
 def test_data_key_typo_names_the_key_and_the_closest_one(tmp_path, cfg):
     cfg.data['batch_sise'] = 2
     with pytest.raises(FittingConfigError, match=r"unknown key data.batch_sise \(did you mean "

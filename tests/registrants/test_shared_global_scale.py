@@ -2,8 +2,6 @@
 ``animal_scale`` variant of ``benchmarks/holdout.py``): every frame of an animal gets the
 same scale, each animal its own, where its frames' own scales would put it, and the fit
 still explains the labels to their noise."""
-import importlib.util
-
 import h5py
 import numpy as np
 import pytest
@@ -12,17 +10,9 @@ from mmengine.config import Config
 from smilfit.apis.fitting import fit_dataset
 from smilfit.datasets.synthetic_animals import generate_animal_session
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, benchmark_module
 
 NOISE_PX = 0.5
-
-
-def _holdout_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        'holdout_benchmark', REPO_ROOT / 'benchmarks' / 'holdout.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +25,7 @@ def fits(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('animal_scale')
     generate_animal_session(tmp / 'data.h5', num_animals=2, frames=6, num_views=2,
                             noise_px=NOISE_PX, seed=1)
-    bench = _holdout_benchmark()
+    bench = benchmark_module('holdout')
     out = {}
     for variant in ('shipped', 'animal_scale'):
         cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))

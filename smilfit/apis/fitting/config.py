@@ -1,14 +1,15 @@
 """What a dataset fit is told and what it refuses: the errors of a dataset fit, the
 ``data`` dict of a fitting config (:data:`DATA_KEYS`, :func:`check_data_config`), the joint
-lookup, and the stamp that decides whether finished batches can be resumed
-(:func:`dataset_identity`, :func:`stamp_changes`)."""
+lookup, the registrant config a fit builds and records (:func:`registrant_config`), and
+the stamp that decides whether finished batches can be resumed (:func:`dataset_identity`,
+:func:`stamp_changes`)."""
 from __future__ import annotations
 
 import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
@@ -73,6 +74,27 @@ def dataset_identity(path: PathLike) -> Dict[str, Any]:
                 source=read_source(path))
 
 
+def registrant_config(cfg: Mapping[str, Any], progress: bool) -> Dict[str, Any]:
+    """The registrant config a dataset fit builds, and records in its results' ``config``:
+    ``cfg.registrant`` with ``cfg.body_model`` where it names none, without progress-bar
+    hooks unless ``progress``.
+
+    Raises:
+        FittingConfigError: no registrant, or no body model.
+    """
+    reg_cfg = dict(cfg.get('registrant') or {})
+    if not reg_cfg:
+        raise FittingConfigError('the config needs a registrant = dict(type=...)')
+    reg_cfg.setdefault('body_model', cfg.get('body_model'))
+    if reg_cfg['body_model'] is None:
+        raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
+                                 'registrant.body_model')
+    if not progress:
+        reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ()) if not (
+            isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
+    return reg_cfg
+
+
 def stamp_changes(old: str, new: str) -> List[str]:
     """What differs between two stamps (JSON of ``data``, ``registrant`` and ``dataset``),
     named for a message; ``['config']`` when the old one is not readable."""
@@ -86,4 +108,5 @@ def stamp_changes(old: str, new: str) -> List[str]:
 
 
 __all__ = ['DATA_KEYS', 'FittingConfigError', 'StaleDataError', 'AllSamplesFailedError',
-           'load_joint_lookup', 'check_data_config', 'dataset_identity', 'stamp_changes']
+           'load_joint_lookup', 'check_data_config', 'dataset_identity', 'registrant_config',
+           'stamp_changes']

@@ -31,7 +31,7 @@ from ..animals import (DEFAULT_SKELETON_FRAMES, calibrated_skeletons, estimate_s
                        identify_animals, load_skeleton, skeleton_matches)
 from ..distributed import barrier, setup_distributed
 from .config import (AllSamplesFailedError, FittingConfigError, check_data_config,
-                     dataset_identity, load_joint_lookup, stamp_changes)
+                     dataset_identity, load_joint_lookup, registrant_config, stamp_changes)
 from .observations import (_OBSERVATION_KEYS, drop_non_finite_cameras,
                            observations_from_batch, warn_bad_cameras)
 from .network_starts import choose_starts, load_network_starts
@@ -79,18 +79,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         The path of the results file.
     """
     data_cfg = check_data_config(cfg.get('data'))
-    reg_cfg = dict(cfg.get('registrant') or {})
-    if not reg_cfg:
-        raise FittingConfigError('the config needs a registrant = dict(type=...)')
-    reg_cfg.setdefault('body_model', cfg.get('body_model'))
     rank, world, device = setup_distributed(launcher, device)
     progress = progress and rank == 0
-    if not progress:
-        reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ())
-                            if not (isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
-    if reg_cfg['body_model'] is None:
-        raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
-                                 'registrant.body_model')
+    reg_cfg = registrant_config(cfg, progress)
     # Everything that can be wrong with the config, the model or the data fails here,
     # before the work dir is touched: a failed start leaves nothing to clean up.
     if not Path(data_cfg['path']).is_file():
