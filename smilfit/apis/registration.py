@@ -45,6 +45,7 @@ from smilfit.registry import BODY_MODELS, REGISTRANTS
 
 from ..utils.atomic import atomic_dir, save_npz, write_text
 from .distributed import barrier, setup_distributed
+from .fitting.config import registrant_config
 from smilfit.body_models.rotations import matrix_to_axis_angle
 from smilfit.ops import as_padded_points, nearest_neighbor_sq, point_to_surface_sq
 from smilfit.registration import (Scan, batch_scans, generate_synthetic_scans, load_scans,
@@ -430,18 +431,9 @@ def register_scans(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool =
     data_cfg = dict(cfg.get('data') or {})
     _check_keys(data_cfg, DATA_KEYS, 'data')
     options = registration_options(cfg)
-    reg_cfg = dict(cfg.get('registrant') or {})
-    if not reg_cfg:
-        raise RegistrationConfigError('the config needs a registrant = dict(type=...)')
-    reg_cfg.setdefault('body_model', cfg.get('body_model'))
-    if reg_cfg['body_model'] is None:
-        raise RegistrationConfigError('no body_model: set body_model (e.g. via _base_) or '
-                                      'registrant.body_model')
-    reg_cfg['return_vertices'] = True
     rank, world, device = setup_distributed(launcher, device)
-    if not progress or rank != 0:
-        reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ())
-                            if not (isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
+    reg_cfg = registrant_config(cfg, progress and rank == 0, error=RegistrationConfigError)
+    reg_cfg['return_vertices'] = True
     work_dir = Path(work_dir)
     results = work_dir / RESULTS_NAME
     chunks = work_dir / 'chunks'

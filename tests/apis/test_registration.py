@@ -250,3 +250,7 @@ def test_register_scans_config_errors(scan_dir, tmp_path):
     del cfg['registrant']
     with pytest.raises(RegistrationConfigError, match='registrant'):
         register_scans(cfg, tmp_path / 'b', progress=False)
+    cfg = make_cfg(scan_dir)
+    del cfg['body_model']
+    with pytest.raises(RegistrationConfigError, match='no body_model'):
+        register_scans(cfg, tmp_path / 'c', progress=False)

@@ -74,21 +74,22 @@ def dataset_identity(path: PathLike) -> Dict[str, Any]:
                 source=read_source(path))
 
 
-def registrant_config(cfg: Mapping[str, Any], progress: bool) -> Dict[str, Any]:
-    """The registrant config a dataset fit builds, and records in its results' ``config``:
-    ``cfg.registrant`` with ``cfg.body_model`` where it names none, without progress-bar
-    hooks unless ``progress``.
+def registrant_config(cfg: Mapping[str, Any], progress: bool,
+                      error: type = FittingConfigError) -> Dict[str, Any]:
+    """The registrant config a dataset fit (or a registration) builds, and a fit records
+    in its results' ``config``: ``cfg.registrant`` with ``cfg.body_model`` where it names
+    none, without progress-bar hooks unless ``progress``.
 
     Raises:
-        FittingConfigError: no registrant, or no body model.
+        error: (:class:`FittingConfigError` by default) no registrant, or no body model.
     """
     reg_cfg = dict(cfg.get('registrant') or {})
     if not reg_cfg:
-        raise FittingConfigError('the config needs a registrant = dict(type=...)')
+        raise error('the config needs a registrant = dict(type=...)')
     reg_cfg.setdefault('body_model', cfg.get('body_model'))
     if reg_cfg['body_model'] is None:
-        raise FittingConfigError('no body_model: set body_model (e.g. via _base_) or '
-                                 'registrant.body_model')
+        raise error('no body_model: set body_model (e.g. via _base_) or '
+                    'registrant.body_model')
     if not progress:
         reg_cfg['hooks'] = [h for h in reg_cfg.get('hooks', ()) if not (
             isinstance(h, Mapping) and h.get('type') == 'ProgressBarHook')]
