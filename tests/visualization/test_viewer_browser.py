@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .viewer_helpers import find_chromium, make_fit, screenshot
+from .viewer_helpers import find_chromium, live_screenshot, make_fit, screenshot
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason='chromium is not installed')
 viser = pytest.importorskip('viser')
@@ -78,6 +78,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (area(a) + area(b) - inter)
 
 
+def shows_at(box: np.ndarray):
+    """Whether a screenshot shows the mesh where ``box`` expects it (the assertions'
+    test, to take a live page's screenshot again while the scene is still on its way)."""
+    def shows(image: np.ndarray) -> bool:
+        mask = mesh_mask(image)
+        return mask.sum() > 200 and iou(box_of(mask), box) > 0.7
+    return shows
+
+
 def test_live_viewer_draws_the_mesh_where_the_camera_sees_it_and_the_timeline_moves_it(
         scene, tmp_path):
     from smilfit.visualization.viewer import SceneViewer, free_port
@@ -92,9 +101,10 @@ def test_live_viewer_draws_the_mesh_where_the_camera_sees_it_and_the_timeline_mo
     viewer = SceneViewer(scene, server, view_camera=0, frame_animal=False)
     try:
         url = f'http://127.0.0.1:{port}/'
-        first = screenshot(url, tmp_path / 'frame0.png', WINDOW)
+        first = live_screenshot(url, tmp_path / 'frame0.png', shows_at(boxes[0]), WINDOW)
         viewer.set_frame(other)              # what the timeline slider calls
-        second = screenshot(url, tmp_path / 'frame1.png', WINDOW)
+        second = live_screenshot(url, tmp_path / 'frame1.png', shows_at(boxes[other]),
+                                 WINDOW)
     finally:
         viewer.close()
         server.stop()
@@ -142,8 +152,9 @@ def test_both_pages_open_framed_on_the_animal(scene, tmp_path):
     server = viser.ViserServer(host='127.0.0.1', port=port, verbose=False)
     viewer = SceneViewer(scene, server, view_camera=0)
     try:
-        live = box_of(mesh_mask(screenshot(f'http://127.0.0.1:{port}/',
-                                           tmp_path / 'live.png', WINDOW)))
+        live = box_of(mesh_mask(live_screenshot(
+            f'http://127.0.0.1:{port}/', tmp_path / 'live.png',
+            lambda image: mesh_mask(image).sum() > 200, WINDOW)))
     finally:
         viewer.close()
         server.stop()
