@@ -21,8 +21,10 @@ start and from network (b)'s predictions (``data.init_from``; a frame started th
 skips the coarse stages, the rigid alignment and the first pose): LM iterations (summed
 over the stages and batches of 40 frames, each batch's its slowest frame's; and per
 frame, each frame's own, the mean), seconds (the median of three alternating runs) and
-the held-out frames' error of each; then the same fits with their last stage capped at a
-few iterations, to show where on its way each start reaches its held-out error. Last,
+the held-out frames' error of each; then the same fits from starts a fraction of the way
+from the fit's answer to the network's (what a better network would give: does it halve
+the time?), and with their last stage capped at a few iterations, to show where on its
+way each start reaches its held-out error. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
@@ -469,6 +471,118 @@ def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
     return rows
 
 
+def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) -> Path:
+    """``out``: a copy of ``predictions`` (``tools/infer.py``'s) whose per-frame start
+    parameters lie ``fraction`` of the way from the fit's answer (``results``, its rows
+    matched by frame; one session) to the network's: 1 is the network's own start, 0 the
+    fit's converged one. What a better network would give, along the way this one errs."""
+    import shutil
+
+    import h5py
+
+    from smilfit.apis.fitting.network_starts import START_PARAMS
+    with h5py.File(results, 'r') as f:
+        frames = f['samples/frame'][:]
+        fitted = {k: f[f'params/{k}'][:].astype(np.float64) for k in START_PARAMS}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(predictions, out)
+    with h5py.File(out, 'r+') as f:
+        where = {int(fr): r for r, fr in enumerate(frames)}
+        if len(set(f['session'][:])) != 1 or any(int(fr) not in where for fr in f['frame'][:]):
+            raise ValueError(f'{predictions} holds frames (or sessions) the fit {results} '
+                             'does not')
+        rows = [where[int(fr)] for fr in f['frame'][:]]
+        for name in (n for n in START_PARAMS if f'params/{n}' in f):
+            net = f[f'params/{name}'][:].astype(np.float64)
+            fit = fitted[name][rows]
+            f[f'params/{name}'][...] = fit + fraction * (net - fit)
+    return out
+
+
+def start_points(results: Path, predictions: Path, keypoints: Path, body_model,
+                 lookup=None) -> dict:
+    """{(session, frame): (N, 3)} where a fit started from ``predictions`` starts: the
+    data's keypoints (world units) posed by the predictions' per-frame start parameters
+    and every other parameter of the fit (``results``: the animal's skeleton, shape and
+    keypoint offsets), as its keypoint handler places them; ``body_model`` the fit's,
+    ``lookup`` its joint lookup file."""
+    import h5py
+    import torch
+
+    from smilfit.apis.fitting.network_starts import START_PARAMS
+    from smilfit.body_models.joint_lookup import joint_lookup_dict
+    from smilfit.body_models.keypoint_naming import (match_keypoints, rotate_offsets,
+                                                     source_carriers)
+    from smilfit.body_models.parameters import MODEL_INPUTS
+    _, keys, _ = fit_points(results, keypoints)
+    with h5py.File(results, 'r') as f:
+        frames = f['samples/frame'][:]
+        params = {k: torch.as_tensor(f[f'params/{k}'][:], dtype=torch.float64)
+                  for k in (*MODEL_INPUTS, 'keypoint_offsets') if f'params/{k}' in f}
+    with h5py.File(predictions, 'r') as f:
+        where = {int(fr): r for r, fr in enumerate(f['frame'][:])}
+        rows = [where[int(fr)] for fr in frames]
+        params.update({k: torch.as_tensor(f[f'params/{k}'][:][rows], dtype=torch.float64)
+                       for k in START_PARAMS if f'params/{k}' in f})
+    offsets = params.pop('keypoint_offsets', None)
+    names = _data_names(keypoints)
+    match = match_keypoints(list(body_model.keypoint_names), names,
+                            joint_lookup_dict(str(lookup)) if lookup else None)
+    with torch.no_grad():
+        posed = body_model(**params, return_vertices=False)
+        model_points = posed.keypoints if offsets is None else posed.keypoints + \
+            rotate_offsets(offsets, posed.joint_transforms,
+                           source_carriers(body_model, 'keypoints'))
+    out = np.full((len(frames), len(names), 3), np.nan)
+    out[:, match.data_index.numpy()] = model_points[:, match.model_index].numpy()
+    return {k: out[i] for i, k in enumerate(keys)}
+
+
+def _data_names(keypoints: Path) -> list:
+    from smilfit.datasets.hdf5_format import DatasetReader
+    with DatasetReader(keypoints) as reader:
+        return list(reader.keypoint_names)
+
+
+def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Path,
+                            checkpoint: Path, held, fractions=(1.0, 0.5, 0.25, 0.1, 0.0),
+                            repeats: int = 3) -> list:
+    """The fits of :func:`fits_from_network` from starts closer to the answer than the
+    network's (:func:`closer_starts`, ``fractions`` of its distance from the fit's),
+    each timed against the default start (medians of ``repeats`` alternating runs): rows
+    of (fraction, the start's held-out median and p90 px, LM iterations per frame and
+    its share of the default start's, the batches' LM iterations (each its slowest
+    frame's) and their share, the share of its seconds, the fit's held-out median and
+    p90 px). Says whether a better network would halve the fit's time."""
+    import torch
+
+    from smilfit.body_models import SMILModel
+    predictions = network_predictions(out, crops, checkpoint)
+    model = SMILModel(model_path=str(MODEL), propagate_scaling=False, reference_compat=False,
+                      dtype=torch.float64)
+    starts = [('default', None)] + [
+        (f, closer_starts(predictions, results, f, out / 'closer' / f'predictions_{f}.h5'))
+        for f in fractions]
+    seconds = {label: [] for label, _ in starts}
+    fitted = {}
+    for _ in range(repeats):
+        for label, init in starts:
+            fitted[label] = per_frame_fit(out / 'closer' / f'fit_{label}', keypoints,
+                                          results, init)
+            seconds[label].append(fitted[label][1])
+    default_seconds = float(np.median(seconds['default']))
+    _, _, default_steps, default_per_frame, _ = fitted['default']
+    rows = []
+    for label, init in starts[1:]:
+        path, _, steps, per_frame, _ = fitted[label]
+        start = score(start_points(results, init, keypoints, model, LOOKUP), keypoints, held)
+        end = score(fit_points(path, keypoints)[0], keypoints, held)
+        rows.append((label, start['scored'], per_frame, per_frame / default_per_frame,
+                     steps, steps / default_steps,
+                     float(np.median(seconds[label])) / default_seconds, end['scored']))
+    return rows
+
+
 def fit_in_the_loop(out: Path, crops: Path, keypoints: Path, results: Path,
                     checkpoint: Path, iters: int, device: str, held) -> list:
     """Network (b) trained ``iters`` more iterations two ways, from its weights: on the
@@ -672,6 +786,18 @@ def main() -> int:
             out, crops, keypoints, results, checkpoints[0], held):
         print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.1f}{median:>11.2f}'
               f'{p90:>8.2f}{won:>16}')
+    print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
+          'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
+          'answer itself), posed with the animal\'s skeleton as the fit sees them; shares '
+          'of the default start\'s LM iterations (per frame; the batches\') and seconds')
+    print(f'{"fraction":<10}{"start median px":>16}{"start p90":>10}{"per frame":>11}'
+          f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}'
+          f'{"fit median px":>15}{"fit p90":>9}')
+    for fraction, start, per_frame, its, steps, steps_share, seconds, end in \
+            fits_from_closer_starts(out, crops, keypoints, results, checkpoints[0], held):
+        print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
+              f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{end[0]:>15.2f}'
+              f'{end[1]:>9.2f}')
     print('\nThe same fits with their last stage capped (one run each): where each start '
           'reaches its held-out error')
     print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
