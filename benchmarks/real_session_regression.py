@@ -471,6 +471,20 @@ def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
     return rows
 
 
+def frame_rows(wanted, held, what: str) -> list:
+    """The row of ``held`` (frame numbers) holding each of ``wanted``'s frames; a
+    ValueError naming ``what`` where a frame is missing there or either side repeats one
+    (one animal of one session is what the benchmark fits)."""
+    wanted, held = [int(f) for f in wanted], [int(f) for f in held]
+    if len(set(wanted)) != len(wanted) or len(set(held)) != len(held):
+        raise ValueError(f'{what}: a frame appears twice (more than one animal or session)')
+    where = {f: r for r, f in enumerate(held)}
+    missing = sorted(set(wanted) - set(where))
+    if missing:
+        raise ValueError(f'{what}: frames {missing[:5]} are missing')
+    return [where[f] for f in wanted]
+
+
 def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) -> Path:
     """``out``: a copy of ``predictions`` (``tools/infer.py``'s) whose per-frame start
     parameters lie ``fraction`` of the way from the fit's answer (``results``, its rows
@@ -484,14 +498,11 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
     with h5py.File(results, 'r') as f:
         frames = f['samples/frame'][:]
         fitted = {k: f[f'params/{k}'][:].astype(np.float64) for k in START_PARAMS}
+    with h5py.File(predictions, 'r') as f:
+        rows = frame_rows(f['frame'][:], frames, f'{predictions} against the fit {results}')
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(predictions, out)
     with h5py.File(out, 'r+') as f:
-        where = {int(fr): r for r, fr in enumerate(frames)}
-        if len(set(f['session'][:])) != 1 or any(int(fr) not in where for fr in f['frame'][:]):
-            raise ValueError(f'{predictions} holds frames (or sessions) the fit {results} '
-                             'does not')
-        rows = [where[int(fr)] for fr in f['frame'][:]]
         for name in (n for n in START_PARAMS if f'params/{n}' in f):
             net = f[f'params/{name}'][:].astype(np.float64)
             fit = fitted[name][rows]
@@ -520,8 +531,7 @@ def start_points(results: Path, predictions: Path, keypoints: Path, body_model,
         params = {k: torch.as_tensor(f[f'params/{k}'][:], dtype=torch.float64)
                   for k in (*MODEL_INPUTS, 'keypoint_offsets') if f'params/{k}' in f}
     with h5py.File(predictions, 'r') as f:
-        where = {int(fr): r for r, fr in enumerate(f['frame'][:])}
-        rows = [where[int(fr)] for fr in frames]
+        rows = frame_rows(frames, f['frame'][:], f'the fit {results} against {predictions}')
         params.update({k: torch.as_tensor(f[f'params/{k}'][:][rows], dtype=torch.float64)
                        for k in START_PARAMS if f'params/{k}' in f})
     offsets = params.pop('keypoint_offsets', None)

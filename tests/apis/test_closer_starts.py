@@ -55,11 +55,14 @@ def test_starts_lie_the_fraction_of_the_way_from_the_answer(fitted, tmp_path):
         frames = f['frame'][:]
         f['frame'][0] = frames.max() + 1
     try:
-        with pytest.raises(ValueError, match='does not'):
+        with pytest.raises(ValueError, match='are missing'):
             bench.closer_starts(predictions, results, 0.5, tmp_path / 'bad.h5')
+        assert not (tmp_path / 'bad.h5').exists()      # no partial output
     finally:
         with h5py.File(predictions, 'r+') as f:
             f['frame'][...] = frames
+    with pytest.raises(ValueError, match='appears twice'):
+        bench.frame_rows([0, 1], [0, 1, 1], 'two animals')
 
 
 def test_the_answer_as_a_start_puts_the_keypoints_where_the_fit_does(fitted, tmp_path):
