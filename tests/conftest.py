@@ -50,6 +50,15 @@ def demo_fit_config(tmp_path: Path, **data):
     return cfg
 
 
+def demo_fit(tmp_path: Path, **data):
+    """``(cfg, fit_results.h5)``: :func:`demo_fit_config`'s dataset prepared and fitted
+    (``tmp_path/work``)."""
+    from smilfit.apis.fitting import fit_dataset, prepare_data
+    cfg = demo_fit_config(tmp_path, **data)
+    prepare_data(cfg, progress=False)
+    return cfg, fit_dataset(cfg, tmp_path / 'work', progress=False)
+
+
 def pytest_addoption(parser):
     parser.addoption('--run-slow', action='store_true', default=False,
                      help='also run tests marked slow (kept out of CI)')

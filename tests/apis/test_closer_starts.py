@@ -6,21 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.apis.fitting.network_starts import START_PARAMS
 from smilfit.registry import BODY_MODELS
 from smilfit.utils import register_all_modules
 
-from ..conftest import benchmark_module, demo_fit_config
+from ..conftest import benchmark_module, demo_fit
 
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
     """A demo fit and a predictions file (tools/infer.py's layout) off its answer."""
     tmp = tmp_path_factory.mktemp('closer')
-    cfg = demo_fit_config(tmp)
-    prepare_data(cfg, progress=False)
-    results = fit_dataset(cfg, tmp / 'work', progress=False)
+    cfg, results = demo_fit(tmp)
     predictions = tmp / 'predictions.h5'
     gen = np.random.default_rng(0)
     with h5py.File(results, 'r') as f, h5py.File(predictions, 'w') as out:

@@ -5,16 +5,13 @@ import json
 import h5py
 import numpy as np
 
-from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.visualization.plots import normalise_history
 
-from ..conftest import benchmark_module, demo_fit_config
+from ..conftest import benchmark_module, demo_fit
 
 
 def test_loss_history_per_iteration(tmp_path):
-    cfg = demo_fit_config(tmp_path)
-    prepare_data(cfg, progress=False)
-    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    cfg, results = demo_fit(tmp_path)
     with h5py.File(results) as f:
         records = json.loads(f.attrs['loss_history'])
     assert len(records) == 2 * 2  # 2 stages x 2 batches of 4 samples
@@ -35,9 +32,7 @@ def test_the_real_session_benchmark_names_what_a_cached_fit_was_fitted_with(tmp_
     """The benchmark reuses a fit it finds in its output folder; one made with another
     registrant config (an older checkout's) is named, with what differs."""
     bench = benchmark_module('real_session_regression')
-    cfg = demo_fit_config(tmp_path)
-    prepare_data(cfg, progress=False)
-    results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    cfg, results = demo_fit(tmp_path)
     assert bench.fit_config_changes(results, cfg) == []
     cfg.registrant.stages[0]['ftol'] = 0.5
     changes = bench.fit_config_changes(results, cfg)

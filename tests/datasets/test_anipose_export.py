@@ -5,19 +5,16 @@ import h5py
 import numpy as np
 import pytest
 
-from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.datasets import DatasetReader
 from smilfit.datasets.anipose_export import export_fit_anipose
 
-from ..conftest import SHARED, demo_fit_config
+from ..conftest import SHARED, demo_fit
 
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('anipose')
-    cfg = demo_fit_config(tmp)
-    prepare_data(cfg, progress=False)
-    results = fit_dataset(cfg, tmp / 'work', progress=False)
+    cfg, results = demo_fit(tmp)
     return results, cfg.data.path, export_fit_anipose(results, tmp / 'anipose')
 
 

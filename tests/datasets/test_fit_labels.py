@@ -8,13 +8,12 @@ import pytest
 import torch
 from mmengine.dataset import default_collate
 
-from smilfit.apis.fitting import fit_dataset, prepare_data
 from smilfit.datasets import MultiViewHDF5Dataset
 from smilfit.datasets.fit_labels import FitLabelsError, load_fit_labels
 from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.datasets.synthetic import generate_synthetic_dataset
 
-from ..conftest import demo_fit_config
+from ..conftest import demo_fit
 
 FAILED = (1, 4)     # samples marked failed in the fit
 POOR = 6            # a sample fitted far worse than the rest
@@ -26,9 +25,7 @@ def fitted(tmp_path_factory):
     """A prepared dataset (images) and a fit of it whose samples FAILED failed, POOR is
     poor and whose view OFF_VIEW is far off (edited into the results)."""
     tmp = tmp_path_factory.mktemp('fit_labels')
-    cfg = demo_fit_config(tmp)
-    prepare_data(cfg, progress=False)
-    results = fit_dataset(cfg, tmp / 'work', progress=False)
+    cfg, results = demo_fit(tmp)
     edited = tmp / 'edited_fit_results.h5'
     shutil.copy(results, edited)
     with h5py.File(edited, 'r+') as f:
