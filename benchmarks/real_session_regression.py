@@ -23,7 +23,7 @@ over the stages and batches of 40 frames, each batch's its slowest frame's; and 
 frame, each frame's own, the mean), seconds (the median of three alternating runs) and
 the held-out frames' error of each; then the same fits from starts a fraction of the way
 from the fit's answer to the network's (what a better network would give: does it halve
-the time?), and with their last stage capped at a few iterations, to show where on its
+the time? seconds the median of five alternating runs), and with their last stage capped at a few iterations, to show where on its
 way each start reaches its held-out error. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
@@ -556,7 +556,7 @@ def _data_names(keypoints: Path) -> list:
 
 def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Path,
                             checkpoint: Path, held, fractions=(1.0, 0.5, 0.25, 0.1, 0.0),
-                            repeats: int = 3) -> list:
+                            repeats: int = 5) -> list:
     """The fits of :func:`fits_from_network` from starts closer to the answer than the
     network's (:func:`closer_starts`, ``fractions`` of its distance from the fit's),
     each timed against the default start (medians of ``repeats`` alternating runs): rows
