@@ -17,20 +17,20 @@ every network trained on it would be that config's too):
    camera (its calibration is a copy of ``top``'s, ~92 px off) apart.
 
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
-start and from network (b)'s predictions (``data.init_from``; a frame started there
-skips the coarse stages, the rigid alignment and the first pose): LM iterations (summed
-over the stages and batches of 40 frames, each batch's its slowest frame's; and per
-frame, each frame's own, the mean), seconds (the median of three alternating runs) and
-the held-out frames' error of each; then the same fits from starts a fraction of the way
-from the fit's answer to the network's (what a better network would give: does it halve
-the time? seconds the median of five alternating runs), and with their last stage capped at a few iterations, to show where on its
-way each start reaches its held-out error. Last,
+start and from network (b)'s predictions (``data.init_from``; a frame started there skips
+the coarse stages, the rigid alignment and the first pose): LM iterations (summed over
+the stages and batches of 40 frames, each batch's its slowest frame's; and per frame,
+each frame's own, the mean), seconds (the median of three alternating runs) and the
+held-out frames' error of each; then the same fits from starts a fraction of the way from
+the fit's answer to the network's (what a better network would give: does it halve the
+time? seconds the median of five alternating runs), and with their last stage capped at a
+few iterations, to show where on its way each start reaches its held-out error. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
 network A that saw the labels of every other training block only, the loop's round
-fitting the other blocks too (their 2D labels standing for a SLEAP model's predictions
-on frames nobody proofread), the continuing iterations trained with each of
+fitting the other blocks too (their 2D labels standing for a SLEAP model's predictions on
+frames nobody proofread), the continuing iterations trained with each of
 ``--loop-seeds``.
 
 Methods: (a) the fit on those frames (it saw their labels: the floor the network aims
@@ -438,20 +438,29 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
     the network)."""
     predictions = network_predictions(out, crops, checkpoint)
     starts = (('default start', None), ('network start', predictions))
-    seconds = {label: [] for label, _ in starts}
-    fitted = {}
-    for _ in range(repeats):   # alternating, so that both see the same machine load
-        for label, init in starts:
-            fitted[label] = per_frame_fit(out / f'fit_{label.split()[0]}', keypoints,
-                                          results, init)
-            seconds[label].append(fitted[label][1])
+    fitted, seconds = alternating_fits(
+        {label: (out / f'fit_{label.split()[0]}', init) for label, init in starts},
+        keypoints, results, repeats)
     rows = []
     for label, _ in starts:
         path, _, steps, per_frame, won = fitted[label]
         points, _, _ = fit_points(path, keypoints)
-        rows.append((label, steps, per_frame, float(np.median(seconds[label])),
+        rows.append((label, steps, per_frame, seconds[label],
                      score(points, keypoints, held)['scored'], won))
     return rows
+
+
+def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int):
+    """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts``, in
+    turn ``repeats`` times (alternating, so that all see the same machine load):
+    ``({label: the last run's per_frame_fit}, {label: median seconds})``."""
+    seconds = {label: [] for label in starts}
+    fitted = {}
+    for _ in range(repeats):
+        for label, (work, init) in starts.items():
+            fitted[label] = per_frame_fit(work, keypoints, results, init)
+            seconds[label].append(fitted[label][1])
+    return fitted, {label: float(np.median(s)) for label, s in seconds.items()}
 
 
 def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
@@ -573,14 +582,9 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
     starts = [('default', None)] + [
         (f, closer_starts(predictions, results, f, out / 'closer' / f'predictions_{f}.h5'))
         for f in fractions]
-    seconds = {label: [] for label, _ in starts}
-    fitted = {}
-    for _ in range(repeats):
-        for label, init in starts:
-            fitted[label] = per_frame_fit(out / 'closer' / f'fit_{label}', keypoints,
-                                          results, init)
-            seconds[label].append(fitted[label][1])
-    default_seconds = float(np.median(seconds['default']))
+    fitted, seconds = alternating_fits(
+        {label: (out / 'closer' / f'fit_{label}', init) for label, init in starts},
+        keypoints, results, repeats)
     _, _, default_steps, default_per_frame, _ = fitted['default']
     rows = []
     for label, init in starts[1:]:
@@ -588,8 +592,8 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
         start = score(start_points(results, init, keypoints, model, LOOKUP), keypoints, held)
         end = score(fit_points(path, keypoints)[0], keypoints, held)
         rows.append((label, start['scored'], per_frame, per_frame / default_per_frame,
-                     steps, steps / default_steps,
-                     float(np.median(seconds[label])) / default_seconds, end['scored']))
+                     steps, steps / default_steps, seconds[label] / seconds['default'],
+                     end['scored']))
     return rows
 
 
