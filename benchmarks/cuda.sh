@@ -5,12 +5,13 @@
 #   bash benchmarks/cuda.sh OUT_DIR suite fit  # only these steps
 # Steps: suite (the whole test suite, gpu tests included; pytest-xdist when installed),
 # tests (the gpu tests alone), train (eager; head and losses compiled; everything
-# compiled), fit, render, body.
+# compiled), fit, solvers (the sparse and dense factorisations by batch size), render,
+# body.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
 shift
-steps=${*:-tests train fit render body}
+steps=${*:-tests train fit solvers render body}
 xdist=()
 python -c "import xdist" 2>/dev/null && xdist=(-n 12 --dist loadfile)
 mkdir -p "$out"
@@ -48,7 +49,9 @@ for step in $steps; do
               --sizes 256 512 --threads 1
             run render_cuda 120 python benchmarks/render.py --models stick mouse \
               --sizes 256 512 --device cuda ;;
+    solvers) run linear_solvers_cuda 120 python benchmarks/linear_solvers.py --device cuda \
+               --models stick mouse --systems 1 4 16 64 256 1024 ;;
     body) run body_model 240 python benchmarks/body_model.py --device all --no-smplx ;;
-    *) echo "unknown step $step (suite, tests, train, fit, render, body)" >&2; exit 2 ;;
+    *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body)" >&2; exit 2 ;;
   esac
 done

@@ -165,6 +165,20 @@ class SparseCholeskyPlan:
         packed[:, :-1] = A.reshape(n, P * P).index_select(1, self.gather)
         return packed
 
+    def unpack(self, packed: Tensor) -> Tensor:
+        """Packed matrices (n, :attr:`packed_size`) -> (n, P, P) holding their upper
+        triangle (the lower one zero), for a dense factorisation; (n, P, P) matrices
+        are returned as they are."""
+        n, P, Z = packed.shape[0], self.size, int(self.gather.numel())
+        if packed.dim() == 3 and packed.shape[1:] == (P, P):
+            return packed
+        if packed.dim() != 2 or packed.shape[1] != Z + 1:
+            raise ValueError(f'expected (n, {P}, {P}) or packed (n, {Z + 1}) matrices, got '
+                             f'{tuple(packed.shape)}')
+        dense = packed.new_zeros(n, P * P)
+        dense.index_copy_(1, self.gather, packed[:, :Z])
+        return dense.view(n, P, P)
+
     def factorize(self, A: Tensor, diagonal: Optional[Tensor] = None,
                   rhs: Optional[Tensor] = None) -> 'SparseFactorization':
         """Factorise every matrix of ``A`` plus ``diag(diagonal)`` ((n, P), optional),

@@ -9,7 +9,8 @@ picks once per stage, from the structural coupling ((P, P) bool,
 - :class:`SparseCholesky`: a sparse factorisation over the kinematic tree
   (:class:`~smilfit.ops.sparse_cholesky.SparseCholeskyPlan`, limbs eliminated onto the
   trunk level by level, each level one batched step) where it saves enough work; it
-  wants ``H`` packed (its :attr:`~LinearSolver.layout`);
+  wants ``H`` packed (its :attr:`~LinearSolver.layout`), and factorises a batch of a few
+  systems (a stage's last samples still stepping) densely;
 - :class:`SeparableSplit`: where enough columns meet no other (the rotations of joints no
   keypoint lies below, held only by a prior separable per column, such as the L2 pose
   prior on the mouse's unlabelled paws and tail tip), their steps are divisions and the
@@ -132,19 +133,29 @@ class SeparableSplit(LinearSolver):
 
 class SparseCholesky(LinearSolver):
     """The sparse factorisation of a fixed pattern; ``H`` packed (only the pattern's
-    upper triangle is stored and read)."""
+    upper triangle is stored and read).
 
-    def __init__(self, plan: SparseCholeskyPlan) -> None:
+    A batch of fewer than ``dense_below`` systems (the last samples of a stage still
+    stepping) is unpacked and factorised densely: the sparse factorisation's cost is
+    mostly a fixed number of tensor operations per elimination level, which a few
+    systems do not repay (:data:`SPARSE_MIN_SYSTEMS`).
+    """
+
+    def __init__(self, plan: SparseCholeskyPlan, dense_below: Optional[int] = None
+                 ) -> None:
         self.plan = plan
         self.layout = PackedLayout(plan.slot_map(), plan.packed_size)
+        self.dense_below = SPARSE_MIN_SYSTEMS if dense_below is None else dense_below
 
     def to(self, device) -> 'SparseCholesky':
-        return SparseCholesky(self.plan.to(device))
+        return SparseCholesky(self.plan.to(device), self.dense_below)
 
     def diagonal(self, H: Tensor) -> Tensor:
         return H.index_select(1, self.plan.diagonal)
 
     def solve(self, H: Tensor, g: Tensor, damping: Tensor) -> LinearStep:
+        if H.shape[0] < self.dense_below:
+            return DenseCholesky().solve(self.plan.unpack(H), g, damping)
         factor = self.plan.factorize(H, damping, rhs=g.to(H.dtype))
         step = -factor.solve()
         return LinearStep(step, factor.info, _curvature(g, damping, step))
@@ -255,6 +266,16 @@ SEPARABLE_MIN_FRACTION = 0.1
 SPARSE_MAX_FLOP_FRACTION = 0.25
 SPARSE_MIN_SIZE = 32
 
+#: A :class:`SparseCholesky` batch of fewer systems than this is factorised densely: the
+#: sparse factorisation costs about 1-1.2 ms however few the systems (a few tensor
+#: operations per elimination level), the dense one about 0.15 ms plus 0.04-0.08 ms a
+#: system. ``benchmarks/linear_solvers.py`` on the 2-core CPU machine (one thread,
+#: float32 pose systems): at 16 systems dense 1.44 / 1.02 / 0.77 ms against sparse 1.64 /
+#: 1.57 / 1.63 ms for the stick insect (169 columns), the mouse (97) and the demo model
+#: (85); even at about 20 / 32 / 64 systems, sparse ahead beyond. The last samples of a
+#: stage still stepping are such batches (the shared mouse session's fit: 7 % less time).
+SPARSE_MIN_SYSTEMS = 16
+
 
 def plan_linear_solver(coupling: Tensor, device=None) -> LinearSolver:
     """The solver of a stage's damped systems on ``device``, from its structural coupling
@@ -288,4 +309,4 @@ def _sparse_plan(P: int, pattern: bytes) -> SparseCholeskyPlan:
 
 __all__ = ['LinearStep', 'LinearSolver', 'DenseCholesky', 'SeparableSplit', 'SparseCholesky',
            'BlockArrow', 'SchurComplement', 'plan_linear_solver', 'SEPARABLE_MIN_FRACTION',
-           'SPARSE_MAX_FLOP_FRACTION', 'SPARSE_MIN_SIZE']
+           'SPARSE_MAX_FLOP_FRACTION', 'SPARSE_MIN_SIZE', 'SPARSE_MIN_SYSTEMS']

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from smilfit.registrants.solver.linear_solver import (
-    SEPARABLE_MIN_FRACTION, SPARSE_MIN_SIZE, DenseCholesky, SeparableSplit, SparseCholesky,
-    plan_linear_solver)
+    SEPARABLE_MIN_FRACTION, SPARSE_MIN_SIZE, SPARSE_MIN_SYSTEMS, DenseCholesky,
+    SeparableSplit, SparseCholesky, plan_linear_solver)
 
 
 def damped_step(H, grad, damping, solver):
@@ -74,6 +74,7 @@ def test_a_tree_system_takes_the_sparse_factorisation_with_the_dense_step():
     assert H.shape[-1] >= SPARSE_MIN_SIZE
     plan = plan_linear_solver(coupling)
     assert isinstance(plan, SparseCholesky)
+    plan.dense_below = 0        # every batch through the sparse factorisation
     H0 = H.clone()
     upper = torch.triu(H)       # the LM builds the upper triangle only
     sparse, info_s, curv_s = damped_step(upper, grad, damping, plan)
@@ -85,6 +86,38 @@ def test_a_tree_system_takes_the_sparse_factorisation_with_the_dense_step():
     # a small system keeps the dense factorisation
     *_, small = _chain_system(2, 2, dense=2)
     assert not isinstance(plan_linear_solver(small), SparseCholesky)
+
+
+def test_a_small_packed_batch_is_factorised_densely_with_the_same_step(monkeypatch):
+    """Below ``dense_below`` systems the packed batch is unpacked and factorised densely
+    (the sparse factorisation's fixed cost is not repaid by a few systems); from it on,
+    sparsely. Both give the dense step of the full matrices."""
+    H, grad, damping, coupling = _chain_system(6, 5, n=SPARSE_MIN_SYSTEMS + 1)
+    solver = plan_linear_solver(coupling)
+    assert isinstance(solver, SparseCholesky) and solver.dense_below == SPARSE_MIN_SYSTEMS
+    slots, width = solver.layout
+    n = H.shape[0]
+    packed = H.new_zeros(n, width).scatter_(1, slots[None].expand(n, -1),
+                                             torch.triu(H).reshape(n, -1))
+    reference = DenseCholesky().solve(H, grad, damping)
+    calls = []
+    factorize = solver.plan.factorize
+    monkeypatch.setattr(solver.plan, 'factorize',
+                        lambda *a, **k: calls.append(a[0].shape[0]) or factorize(*a, **k))
+    few = SPARSE_MIN_SYSTEMS - 1
+    for rows in (slice(0, few), slice(0, n)):
+        packed0 = packed[rows].clone()
+        step, info, curvature = solver.solve(packed[rows], grad[rows], damping[rows])
+        assert not info.any()
+        torch.testing.assert_close(step, reference.step[rows], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(curvature, reference.curvature[rows], rtol=1e-9,
+                                   atol=1e-10)
+        assert torch.equal(packed[rows], packed0)       # H left as it was
+    assert calls == [n]     # the small batch never reached the sparse factorisation
+    # the unpacked matrices hold the upper triangle of the pattern, zeros elsewhere
+    torch.testing.assert_close(solver.plan.unpack(packed), torch.triu(H))
+    with pytest.raises(ValueError, match='packed'):
+        solver.plan.unpack(packed[:, :-1])
 
 
 def test_few_separable_columns_keep_the_dense_factorisation():
@@ -128,3 +161,36 @@ def test_an_indefinite_system_reports_its_failed_factorisation():
     H[1] = -H[1]
     _, info, _ = damped_step(H, grad, damping, None)
     assert info.tolist()[0] == 0 and info.tolist()[1] > 0
+
+
+def test_the_solver_benchmark_times_both_paths_on_a_pose_system(capsys):
+    """``benchmarks/linear_solvers.py`` (which re-measures :data:`SPARSE_MIN_SYSTEMS`)
+    builds a pose stage's coupling, solves with both paths, and prints a row per batch."""
+    from smilfit.body_models import demo_model_data
+
+    from ...conftest import benchmark_module
+    bench = benchmark_module('linear_solvers')
+    parents = [int(p) for p in demo_model_data().parents]
+    coupling = bench.pose_coupling(parents)
+    J = len(parents)
+    assert coupling.shape == (3 * J + 4, 3 * J + 4) and torch.equal(coupling, coupling.T)
+    assert coupling[3 * J:].all()      # translation and scale meet every column
+    leaf = next(j for j in range(1, J) if j not in parents)
+    cousins = [j for j in range(1, J) if j != leaf and j not in _ancestors(parents, leaf)
+               and leaf not in _ancestors(parents, j)]
+    assert cousins and not coupling[3 * leaf, 3 * cousins[0]]
+    assert coupling[3 * leaf, 3 * parents[leaf]]
+    assert bench.main(['--models', 'demo', '--systems', '1', str(SPARSE_MIN_SYSTEMS)]) == 0
+    rows = [line.split('|')[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith('| demo |')]
+    assert [int(r[3]) for r in rows] == [1, SPARSE_MIN_SYSTEMS]
+    assert all(float(v) > 0 for r in rows for v in r[4:])
+
+
+def _ancestors(parents, j):
+    """The joints above ``j`` up to the root (joint 0)."""
+    out = []
+    while j:
+        j = parents[j]
+        out.append(j)
+    return out

@@ -1,0 +1,122 @@
+"""The damped normal equations' solvers on a body's pose systems: the sparse factorisation
+over the kinematic tree against the dense one, by the number of systems in the batch.
+
+A pose stage's systems (global orientation, every joint's rotation, translation and the
+global scale: ``3 J + 4`` columns) couple a joint's rotation with its ancestors' and
+descendants' only. The sparse factorisation (:class:`SparseCholesky`) needs a fraction of
+the dense one's flops, but its cost is mostly a fixed number of tensor operations per
+elimination level; the dense one (:class:`DenseCholesky`) is one LAPACK call whose cost
+grows with the systems. So a batch of a few systems (the last samples of a stage still
+stepping) is cheaper dense: :class:`SparseCholesky` factorises batches of fewer than
+:data:`SPARSE_MIN_SYSTEMS` systems densely. This prints both paths' time per solve and
+the one the solver takes (``chosen``), to re-measure that crossover on another machine.
+
+Usage::
+
+    python benchmarks/linear_solvers.py                  # stick insect and mouse (../shared)
+    python benchmarks/linear_solvers.py --models demo    # the built-in demo model
+    python benchmarks/linear_solvers.py --device cuda --systems 1 4 16 64 256
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import time_call  # noqa: E402
+
+from smilfit.body_models import demo_model_data, load_model_data  # noqa: E402
+from smilfit.registrants.solver.linear_solver import (  # noqa: E402
+    SPARSE_MIN_SYSTEMS, DenseCholesky, SparseCholesky, plan_linear_solver)
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+MODEL_FILES = dict(stick='SMILy_STICK.pkl', mouse='SMILy_Mouse_static_joints.pkl')
+
+
+def pose_coupling(parents) -> torch.Tensor:
+    """(P, P) bool, P = 3 J + 4: the structural coupling of a pose stage's system (joint
+    0's rotation is the global orientation; the last 4 columns, translation and scale,
+    meet every other). A point on joint ``j`` depends on ``j``'s rotation and its
+    ancestors'."""
+    J = len(parents)
+    P = 3 * J + 4
+    coupling = torch.zeros(P, P, dtype=torch.bool)
+    for j in range(J):
+        cols, a = [], j
+        while a >= 0:
+            cols += [3 * a, 3 * a + 1, 3 * a + 2]
+            a = int(parents[a]) if a else -1
+        cols = torch.tensor(cols + list(range(3 * J, P)))
+        coupling[cols[:, None], cols[None, :]] = True
+    return coupling
+
+
+def packed_systems(solver: SparseCholesky, coupling: torch.Tensor, n: int, device,
+                   seed: int = 0):
+    """``n`` float32 positive definite systems with ``coupling``'s pattern, as the LM
+    builds them: packed (the sparse layout) and as (n, P, P) upper triangles."""
+    g = torch.Generator().manual_seed(seed)
+    P = coupling.shape[0]
+    A = torch.randn(n, P, 2 * P, generator=g, dtype=torch.float64)
+    H = ((A @ A.transpose(1, 2)) * coupling + P * torch.eye(P)).float().triu()
+    slots, width = solver.layout
+    packed = H.new_zeros(n, width).scatter_(1, slots[None].expand(n, -1), H.reshape(n, -1))
+    grad = torch.randn(n, P, generator=g).float()
+    damping = torch.full((n, P), 1e-3)
+    return [t.to(device) for t in (packed, H, grad, damping)]
+
+
+def run(models, systems, device) -> None:
+    print(f'device {device}, threads {torch.get_num_threads()}, '
+          f'SPARSE_MIN_SYSTEMS {SPARSE_MIN_SYSTEMS}')
+    print('| model | P | sparse flops / dense | systems | sparse ms | dense ms | chosen ms |')
+    print('|---|---|---|---|---|---|---|')
+    for name in models:
+        if name == 'demo':
+            data = demo_model_data()
+        else:
+            path = SHARED_MODELS / MODEL_FILES[name]
+            if not path.exists():
+                print(f'| {name} | {path} not found: skipped |')
+                continue
+            data = load_model_data(path)
+        coupling = pose_coupling(data.parents)
+        planned = plan_linear_solver(coupling)      # (on the CPU, to build the systems)
+        if not isinstance(planned, SparseCholesky):
+            print(f'| {name} | {coupling.shape[0]} | (dense: {type(planned).__name__}) |')
+            continue
+        solver = planned.to(device)
+        sparse_only = SparseCholesky(solver.plan, dense_below=0)
+        fraction = solver.plan.flops / solver.plan.dense_flops
+        for n in systems:
+            packed, H, grad, damping = packed_systems(planned, coupling, n, device)
+            ms = [time_call(lambda: s.solve(h, grad, damping), device)
+                  for s, h in ((sparse_only, packed), (DenseCholesky(), H), (solver, packed))]
+            print(f'| {name} | {coupling.shape[0]} | {fraction:.3f} | {n} | {ms[0]:.2f} | '
+                  f'{ms[1]:.2f} | {ms[2]:.2f} |')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', choices=['stick', 'mouse', 'demo'],
+                        default=['stick', 'mouse'])
+    parser.add_argument('--systems', nargs='+', type=int, default=[1, 2, 4, 8, 16, 32, 64],
+                        help='systems per batch')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.systems):
+        parser.error('--systems must be positive')
+    torch.set_num_threads(args.threads)
+    run(args.models, args.systems, torch.device(args.device))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
