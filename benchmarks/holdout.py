@@ -18,11 +18,18 @@ reports are ``<out-dir>/<case>/holdout_views.{txt,json}``. Fits are resumed from
 one constant's effect), ``--variant`` runs one of the alternatives the config was chosen
 over (:data:`VARIANTS`).
 
+``--spread`` also fits every case with the Levenberg-Marquardt's initial damping changed
+(:data:`SPREAD_DAMPINGS`: a change of the path to the optimum, not of what is minimised)
+and prints each case's fit median beside its range over those runs: the noise level to
+read a comparison of two configs against. The shared session's two-camera and ``side``
+cases' pooled medians move by 0.1-3.7 px that way (their points are sparse around the
+median), so a difference inside the range is no evidence either way.
+
 Usage::
 
     python benchmarks/holdout.py [--out-dir work_dirs/holdout_benchmark] [--device cuda]
         [--cases all_no_side] [--cfg-options registrant.stages.1.n_iter=40]
-        [--variant joint]
+        [--variant joint] [--spread]
 """
 from __future__ import annotations
 
@@ -88,6 +95,44 @@ def apply_variant(cfg, variant: str):
     return cfg
 
 
+#: The initial dampings (``lambda_init``, relative to the mean diagonal of ``J^T J``; the
+#: config's stages use :class:`~smilfit.registrants.solver.LMOptions`' 1e-3 unless they
+#: say otherwise) of ``--spread``'s extra runs.
+SPREAD_DAMPINGS = (1e-4, 1e-5)
+
+
+def with_initial_damping(cfg, lambda_init: float):
+    """``cfg`` with every Levenberg-Marquardt stage's ``lambda_init`` set (other stages
+    and every other setting as they were)."""
+    from smilfit.registrants.solver import LM_NAMES
+    for stage in cfg.registrant.stages:
+        optimizer = dict(stage.get('optimizer') or {})
+        if optimizer.get('type') in LM_NAMES:
+            stage['optimizer'] = dict(optimizer, lambda_init=float(lambda_init))
+    return cfg
+
+
+def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
+    """The held-out report of case ``name`` with ``args``' config changes (and the
+    initial damping ``lambda_init``, where given), fitted in ``out_dir/<name>``."""
+    from mmengine.config import Config
+
+    from smilfit.apis.holdout import evaluate_holdout_views
+    ks, frames, data, recording = CASES[name]
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.merge_from_dict(args.cfg_options)
+    apply_variant(cfg, args.variant)
+    if lambda_init is not None:
+        with_initial_damping(cfg, lambda_init)
+    cfg.body_model.model_path = str(MODEL)
+    cfg.data.sleap.input = str(recording)
+    cfg.data.path = str(Path(args.out_dir) / f'{recording.stem}_keypoints.h5')
+    cfg.data.update(data)
+    return evaluate_holdout_views(cfg, out_dir / name, ks, frames=frames,
+                                  overwrite=args.overwrite, device=args.device,
+                                  config_name=str(CONFIG.relative_to(ROOT)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +147,10 @@ def main() -> int:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE',
                         help='overrides of the fitting config, as in tools/fit.py')
+    parser.add_argument('--spread', action='store_true',
+                        help='also fit every case with the initial dampings of '
+                        f'SPREAD_DAMPINGS ({", ".join(map(str, SPREAD_DAMPINGS))}) and '
+                        "print each case's range (about 3x the time)")
     args = parser.parse_args()
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
@@ -110,28 +159,24 @@ def main() -> int:
     if len(cases) < len(args.cases):
         print(f'skipped (recording not available): {sorted(set(args.cases) - set(cases))}')
     import torch
-    from mmengine.config import Config
 
-    from smilfit.apis.holdout import evaluate_holdout_views
     from smilfit.evaluation.holdout_report import format_holdout
     from smilfit.utils import register_all_modules
     torch.set_num_threads(1)
     register_all_modules()
-    rows, tables = [], []
+    rows, tables, spread = [], [], []
     for name in cases:
-        ks, frames, data, recording = CASES[name]
-        cfg = Config.fromfile(str(CONFIG))
-        cfg.merge_from_dict(args.cfg_options)
-        apply_variant(cfg, args.variant)
-        cfg.body_model.model_path = str(MODEL)
-        cfg.data.sleap.input = str(recording)
-        cfg.data.path = str(Path(args.out_dir) / f'{recording.stem}_keypoints.h5')
-        cfg.data.update(data)
         start = time.perf_counter()
-        report = evaluate_holdout_views(cfg, Path(args.out_dir) / name, ks, frames=frames,
-                                        overwrite=args.overwrite, device=args.device,
-                                        config_name=str(CONFIG.relative_to(ROOT)))
+        report = run_case(name, args, Path(args.out_dir))
         seconds = time.perf_counter() - start
+        if args.spread:
+            medians = {k: [b['all']['fit_median_px']] for k, b in report['k'].items()}
+            for damping in SPREAD_DAMPINGS:
+                other = run_case(name, args, Path(args.out_dir) / f'lambda_init_{damping:g}',
+                                 lambda_init=damping)
+                for k, b in other['k'].items():
+                    medians[k].append(b['all']['fit_median_px'])
+            spread += [(name, k, m[0], min(m), max(m)) for k, m in medians.items()]
         tables.append(format_holdout(report))
         for k, block in report['k'].items():
             g = block['all']
@@ -151,6 +196,13 @@ def main() -> int:
         print(f'{name:<15}{n:>7}  {views:<20}{k:>2}{count:>8}{dlt:>9.2f}{fit:>9.2f}'
               f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}{wins:>10}'
               f'  {ok:<10}{seconds:>7.0f}')
+    if spread:
+        print('\nThe fit median against its range over the initial dampings '
+              f'{", ".join(map(str, SPREAD_DAMPINGS))} (and the config\'s): a difference '
+              'inside the range is no evidence either way.')
+        print(f'{"case":<15}{"k":>2}{"fit med":>9}{"min":>9}{"max":>9}{"range":>9}')
+        for name, k, median, low, high in spread:
+            print(f'{name:<15}{k:>2}{median:>9.2f}{low:>9.2f}{high:>9.2f}{high - low:>9.2f}')
     return 0
 
 
