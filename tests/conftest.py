@@ -50,6 +50,17 @@ def demo_fit_config(tmp_path: Path, **data):
     return cfg
 
 
+def mouse_session_config_on_demo_mouse(data_path, batch_size: int = 64):
+    """``configs/fitting/mouse_multiview.py`` with the demo mouse as its body model (no
+    shared files needed), fitting the prepared dataset ``data_path``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
+    cfg.body_model = Config.fromfile(
+        str(REPO_ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py')).body_model
+    cfg.data = dict(path=str(data_path), batch_size=batch_size)
+    return cfg
+
+
 def demo_fit(tmp_path: Path, **data):
     """``(cfg, fit_results.h5)``: :func:`demo_fit_config`'s dataset prepared and fitted
     (``tmp_path/work``)."""

@@ -7,25 +7,16 @@ import copy
 
 import h5py
 import numpy as np
-from mmengine.config import Config
 
 from smilfit.apis.fitting import fit_dataset
 from smilfit.datasets.synthetic_animals import generate_animal_session
 
-from ..conftest import REPO_ROOT, benchmark_module
-
-
-def _config(data_path):
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
-    cfg.body_model = Config.fromfile(
-        str(REPO_ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py')).body_model
-    cfg.data = dict(path=str(data_path), batch_size=64)
-    return cfg
+from ..conftest import benchmark_module, mouse_session_config_on_demo_mouse
 
 
 def test_only_the_lm_stages_initial_damping_changes():
     bench = benchmark_module('holdout')
-    cfg = _config('unused.h5')
+    cfg = mouse_session_config_on_demo_mouse('unused.h5')
     cfg.registrant.stages.append(dict(name='adam', fit=['transl'], n_iter=3,
                                       optimizer=dict(type='Adam', lr=0.01)))
     before = copy.deepcopy(cfg.registrant.stages)
@@ -48,7 +39,7 @@ def test_the_initial_damping_changes_the_path_not_the_fit(tmp_path):
                             noise_px=0.5, seed=1)
     fits = {}
     for name, lambda_init in (('config', None), ('damped', damping)):
-        cfg = _config(tmp_path / 'data.h5')
+        cfg = mouse_session_config_on_demo_mouse(tmp_path / 'data.h5')
         if lambda_init is not None:
             bench.with_initial_damping(cfg, lambda_init)
         with h5py.File(fit_dataset(cfg, tmp_path / name, progress=False), 'r') as f:

@@ -5,12 +5,11 @@ still explains the labels to their noise."""
 import h5py
 import numpy as np
 import pytest
-from mmengine.config import Config
 
 from smilfit.apis.fitting import fit_dataset
 from smilfit.datasets.synthetic_animals import generate_animal_session
 
-from ..conftest import REPO_ROOT, benchmark_module
+from ..conftest import benchmark_module, mouse_session_config_on_demo_mouse
 
 NOISE_PX = 0.5
 
@@ -28,10 +27,7 @@ def fits(tmp_path_factory):
     bench = benchmark_module('holdout')
     out = {}
     for variant in ('shipped', 'animal_scale'):
-        cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
-        cfg.body_model = Config.fromfile(
-            str(REPO_ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py')).body_model
-        cfg.data = dict(path=str(tmp / 'data.h5'), batch_size=64)
+        cfg = mouse_session_config_on_demo_mouse(tmp / 'data.h5')
         bench.apply_variant(cfg, variant)
         assert cfg.registrant.shared.get('global_log_scale', False) == (variant == 'animal_scale')
         with h5py.File(fit_dataset(cfg, tmp / variant, progress=False), 'r') as f:
