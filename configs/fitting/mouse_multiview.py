@@ -77,7 +77,9 @@ registrant = dict(
         # the noise scales measured nearer the solution. Each round starts from the
         # keypoint offsets that best explain the residuals (Keypoint2DHandler
         # offsets_from_residuals): a label consistently away from its joint, alike in
-        # every view, is an offset, not label noise. Pose and skeleton in one stage
+        # every view and moving in the images as the animal turns, is an offset, not
+        # label noise (a camera's constant labelling convention is neither: on the shared
+        # session no offset passes that test). Pose and skeleton in one stage
         # instead (benchmarks/holdout.py --variant joint) fits clean synthetic labels
         # better (held-out 0.74 against 0.92 px) but the shared session far worse (9.4
         # against 6.7 px, 2 cameras): with two cameras along a short baseline, the

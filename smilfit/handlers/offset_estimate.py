@@ -34,6 +34,14 @@ joint's frame is one 3D vector every view sees; a label clicked where the view s
 body's edge (the left flank in the left camera, the back in the top one) sits at
 another point in every view, and a step driven by some views does not carry over to the
 others (a single view has no other to check against and is not checked).
+And only where the offset explains the point's residuals better than a constant pixel
+bias per view does: a label off its joint moves in the image as the animal turns, while a
+camera's labelling convention (its labeller clicks the neck a little above where another
+camera's does) stays put in that image whatever the pose. The bias has two unknowns per
+view, the offset three in all, so with two or more views the test is conservative: it
+takes an offset only where the animal's turning shows it. A bias seen through views the
+animal hardly turns in, and an offset seen in a single frame, cannot be told apart from
+a convention and are left to the skeleton stage and its priors.
 The stage's own optimisation (with its priors) then starts from there: where the frames
 agree the noise scales are those of the labels, and the prior yields; where they do not,
 the prior brings the offset back.
@@ -118,7 +126,8 @@ def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
     Returns:
         ``(step (G, M, 3), moved (G, M) bool)``: the step (model units, joint frame;
         zero where not moved) and the points moved (enough equations, a significant
-        consistent displacement).
+        consistent displacement that every view agrees on and that a constant pixel
+        bias per view does not explain as well).
     """
     from scipy.stats import f as f_distribution
     dtype = residual.dtype
@@ -149,9 +158,22 @@ def offset_steps(residual: Tensor, jac: Tensor, valid: Tensor, groups: Tensor,
     statistic = ((before - after) / 3.0) / (after / dof).clamp_min(torch.finfo(dtype).tiny)
     critical = torch.as_tensor(f_distribution.isf(SIGNIFICANCE, 3, dof.cpu().numpy()),
                                dtype=dtype, device=dof.device)
-    take = enough & stands_out & (statistic > critical) & _every_view_agrees(
-        residual, jac, weight, groups, num_groups)
+    view_bias = _per_view_bias(residual, weight, groups, num_groups)[groups]
+    beats_view_bias = after < _weighted_sum(weight, residual - view_bias, groups, num_groups)
+    take = (enough & stands_out & (statistic > critical) & beats_view_bias
+            & _every_view_agrees(residual, jac, weight, groups, num_groups))
     return torch.where(take[..., None], step, torch.zeros_like(step)), take
+
+
+def _per_view_bias(residual: Tensor, weight: Tensor, groups: Tensor, G: int) -> Tensor:
+    """(G, C, M, 2) each (group, view, point)'s ``weight``-ed mean residual over the
+    group's frames: the constant pixel bias that best explains the residuals of a view
+    (zero where the view never sees the point)."""
+    total = residual.new_zeros(G, *residual.shape[1:]).index_add_(
+        0, groups, weight[..., None] * residual)
+    mass = weight.new_zeros(G, *weight.shape[1:]).index_add_(0, groups, weight)[..., None]
+    return torch.where(mass > 0, total / mass.clamp_min(torch.finfo(weight.dtype).tiny),
+                       torch.zeros_like(total))
 
 
 def _seen(weight: Tensor, groups: Tensor, G: int) -> Tensor:

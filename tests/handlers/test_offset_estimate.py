@@ -124,3 +124,46 @@ def test_one_view_alone_is_not_checked_against_others():
                                groups, 2)
     assert moved[:, 0].all()
     assert (step[:, 0] - truth[:, 0]).abs().max() < 0.1
+
+
+def _steady_views(seed: int, convention: bool, B=12, C=2, M=6, G=2, turning=0.2):
+    """Two views the animal hardly turns in (each view's Jacobian its mean plus
+    ``turning`` times its size of per-frame change) and point 0 displaced: by a joint-frame
+    offset ``d`` (its pixels move as the joint turns) or, with ``convention``, by each
+    view's constant pixel bias that the same offset would give at the mean pose (a
+    labelling convention per camera that looks like an offset)."""
+    gen = torch.Generator().manual_seed(seed)
+    mean = 5.0 * torch.randn(C, M, 2, 3, generator=gen, dtype=torch.float64)
+    jac = mean + turning * 5.0 * torch.randn(B, C, M, 2, 3, generator=gen,
+                                             dtype=torch.float64)
+    d = 3.0 * torch.randn(G, 3, generator=gen, dtype=torch.float64)
+    groups = torch.arange(B) % G
+    residual = 0.5 * torch.randn(B, C, M, 2, generator=gen, dtype=torch.float64)
+    seen_through = mean[:, 0].expand(B, -1, -1, -1) if convention else jac[:, :, 0]
+    residual[:, :, 0] -= torch.einsum('bcki,bi->bck', seen_through, d[groups])
+    return residual, jac, torch.ones(B, C, M, dtype=torch.bool), groups, d
+
+
+def test_a_constant_bias_per_view_is_a_convention_and_a_turning_offset_is_taken(
+        monkeypatch):
+    """A camera's labelling convention stays put in its image; a label off its joint moves
+    as the animal turns. Through the same steady views the first is refused and the
+    second taken; without the comparison with a bias per view the convention is taken as
+    an offset for some of the draws (it passes every other test)."""
+    from smilfit.handlers import offset_estimate
+    conventions, offsets = [], []
+    for seed in range(10):
+        _, moved = offset_steps(*_steady_views(seed, convention=True)[:4], 2)
+        conventions.append(moved[:, 0].any())
+        residual, jac, valid, groups, d = _steady_views(seed, convention=False)
+        step, moved = offset_steps(residual, jac, valid, groups, 2)
+        assert moved[:, 0].all() and not moved[:, 1:].any()
+        assert (step[:, 0] - d).abs().max() < 0.3
+        offsets.append(moved[:, 0].all())
+    assert not any(conventions) and all(offsets)
+    monkeypatch.setattr(offset_estimate, '_per_view_bias',
+                        lambda residual, weight, groups, G: residual.new_zeros(
+                            G, *residual.shape[1:]))
+    unchecked = [offset_steps(*_steady_views(seed, convention=True)[:4], 2)[1][:, 0].all()
+                 for seed in range(10)]
+    assert sum(map(bool, unchecked)) >= 3
