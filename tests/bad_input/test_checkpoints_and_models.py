@@ -6,6 +6,7 @@ message they get. Nothing in these files may execute; no message may advise
 """
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _make(kind: str, path: Path, marker: Path) -> Path:
     elif kind == 'garbage':
         path.write_bytes(bytes(range(256)) * 16)
     elif kind == 'random_bytes':
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif kind == 'truncated':
         torch.save(dict(state_dict=dict(w=torch.zeros(1000))), path)
         path.write_bytes(path.read_bytes()[:2000])
@@ -210,7 +211,20 @@ def _make_model(kind: str, ext: str, path: Path, marker: Path) -> Path:
     elif kind == 'payload':
         path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     elif kind == 'garbage':
-        path.write_bytes(b'\x80\x02' + os.urandom(64) if ext == '.pkl' else os.urandom(64))
+        noise = random.Random(0).randbytes(64)
+        path.write_bytes(b'\x80\x02' + noise if ext == '.pkl' else noise)
+    elif kind == 'length_beyond_memory':
+        # a string whose length field says 2**64 - 1 bytes (beyond the address space)
+        path.write_bytes(b'\x80\x04\x8d' + (2 ** 64 - 1).to_bytes(8, 'little') + b'x')
+    elif kind == 'length_beyond_file':
+        # a bytearray whose length field says 2**62 bytes (no machine can allocate it)
+        path.write_bytes(b'\x80\x05\x96' + (2 ** 62).to_bytes(8, 'little') + b'x')
+    elif kind == 'nested' and ext == '.pkl':
+        depth = 100_000                       # {'a': [[[...]]]}: lists within lists
+        path.write_bytes(b'\x80\x02}X\x01\x00\x00\x00a' + b']' * depth
+                         + b'a' * (depth - 1) + b's.')
+    elif kind == 'nested':
+        path.write_text('[' * 100_000 + ']' * 100_000)
     elif kind == 'directory':
         path.mkdir()
     return path
@@ -222,6 +236,10 @@ MODEL_CASES = [
     ('truncated', '.pkl', 'LegacyModelError', 'truncated or corrupt'),
     ('payload', '.pkl', 'UnsafePickleError', 'refusing to load global posix.system'),
     ('garbage', '.pkl', 'LegacyModelError', 'not a readable model pickle'),
+    ('length_beyond_memory', '.pkl', 'LegacyModelError', 'not a readable model pickle'),
+    ('length_beyond_file', '.pkl', 'LegacyModelError', 'not a readable model pickle'),
+    ('nested', '.pkl', 'LegacyModelError', 'nested too deeply'),
+    ('nested', '.json', 'ModelFormatError', 'nested too deeply'),
     ('truncated', '.json', 'ModelFormatError', 'not valid JSON'),
     ('garbage', '.json', 'ModelFormatError', "codec can't decode"),
     ('truncated', '.json.gz', 'ModelFormatError', 'truncated or not a gzip file'),
@@ -446,3 +464,22 @@ def test_bad_backbone_weights(tmp_path, kind, name, message):
     with pytest.raises(CheckpointError, match=message) as info:
         TimmBackbone(model_name='test_resnet', checkpoint=str(path))
     assert str(path) in str(info.value) and not marker.exists()
+
+
+def test_random_bytes_as_a_model_pickle_always_give_a_one_line_error(tmp_path):
+    """Whatever a corrupt model pickle holds (here 1500 seeded draws of random bytes after
+    the usual pickle headers), loading it ends in an error a tool reports in one line with
+    the file's name, never a crash from inside the unpickler."""
+    from smilfit.body_models.io import load_model_data
+    from smilfit.cli.errors import RUN_ERRORS
+    rng = random.Random(0)
+    path = tmp_path / 'model.pkl'
+    raised = set()
+    for _ in range(1500):
+        prefix = rng.choice([b'', b'\x80\x02', b'\x80\x04', b'\x80\x05', b'}q\x00('])
+        path.write_bytes(prefix + rng.randbytes(rng.choice([8, 64, 512])))
+        with pytest.raises(RUN_ERRORS) as info:
+            load_model_data(path)
+        assert str(path) in str(info.value) and '\n' not in str(info.value)
+        raised.add(type(info.value).__name__)
+    assert 'LegacyModelError' in raised

@@ -129,6 +129,13 @@ def _convert_stubs(obj: Any, where: str, sources: Dict[str, str], top_key: str) 
     return convert(obj, where)
 
 
+def _printable(err: Exception, limit: int = 120) -> str:
+    """``err``'s message as one printable line of at most ``limit`` characters: the
+    unpickler's messages quote the file's bytes, which in a corrupt file are anything."""
+    text = ''.join(c if c.isprintable() else ascii(c)[1:-1] for c in str(err))
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
 def _read_with_sources(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, str]]:
     path = Path(path)
     if not path.is_file():
@@ -139,10 +146,14 @@ def _read_with_sources(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, str]]:
         except UnsafePickleError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError,
-                TypeError, AttributeError, UnicodeDecodeError) as err:
-            # Truncated or corrupt files fail inside the unpickler with many types.
+                TypeError, AttributeError, UnicodeDecodeError, OverflowError,
+                MemoryError) as err:
+            # Truncated or corrupt files fail inside the unpickler with many types; a
+            # corrupt length field asks for more bytes than exist (OverflowError beyond
+            # the address space, MemoryError below it).
             raise LegacyModelError(f'{path}: not a readable model pickle, truncated or '
-                                   f'corrupt ({type(err).__name__}: {err})') from None
+                                   f'corrupt ({type(err).__name__}: {_printable(err)})'
+                                   ) from None
     if not isinstance(raw, dict):
         raise LegacyModelError(f'{path}: expected a pickled dict of model arrays, '
                                f'got {type(raw).__name__}')
@@ -151,7 +162,11 @@ def _read_with_sources(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, str]]:
     for key, value in raw.items():
         if not isinstance(key, str):
             raise LegacyModelError(f'{path}: dict key {key!r} is not a string')
-        out[key] = _convert_stubs(value, f'{path}: key {key!r}', sources, key)
+        try:
+            out[key] = _convert_stubs(value, f'{path}: key {key!r}', sources, key)
+        except RecursionError:
+            raise LegacyModelError(f'{path}: key {key!r} is nested too deeply to be model '
+                                   'data (a corrupt or crafted file)') from None
     return out, sources
 
 

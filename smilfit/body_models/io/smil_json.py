@@ -392,6 +392,9 @@ def read_model_json(path: PathLike, validate: bool = True) -> BodyModelData:
             doc = json.load(f, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         raise ModelFormatError(f'{path}: not valid JSON: {e}') from None
+    except RecursionError:
+        raise ModelFormatError(f'{path}: nested too deeply to be a model file (a corrupt '
+                               'or crafted file)') from None
     except ValueError as e:  # _reject_constant
         raise ModelFormatError(f'{path}: {e}') from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
