@@ -394,6 +394,12 @@ class CameraGroup(nn.Module):
                 document = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise CalibrationError(f'{path}: not valid TOML: {e}') from None
+        except UnicodeDecodeError:
+            raise CalibrationError(f'{path}: not a text file, so not an anipose '
+                                   'calibration (TOML is UTF-8 text)') from None
+        except RecursionError:
+            raise CalibrationError(f'{path}: nested too deeply to be a calibration (a '
+                                   'corrupt or crafted file)') from None
         return cls.from_anipose_dict(document, source=str(path), order=order, **kwargs)
 
     def to_anipose_dict(self) -> Dict[str, Any]:

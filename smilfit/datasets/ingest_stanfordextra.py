@@ -58,6 +58,9 @@ def load_stanfordextra(json_path: PathLike) -> List[Dict[str, Any]]:
             records = json.load(f)
     except (OSError, ValueError) as e:
         raise DataIngestError(f'{path}: not a readable json file ({e})') from e
+    except RecursionError:
+        raise DataIngestError(f'{path}: nested too deeply to be StanfordExtra records (a '
+                              'corrupt or crafted file)') from None
     if not isinstance(records, list) or not records:
         raise DataIngestError(f'{path}: expected a non-empty list of records')
     for i, rec in enumerate(records):

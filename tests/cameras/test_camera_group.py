@@ -184,6 +184,18 @@ def test_malformed_calibrations_name_file_and_field(tmp_path, edit, message):
     assert 'bad_calibration.toml' in str(info.value)
 
 
+@pytest.mark.parametrize('content, message', [
+    (bytes(range(200, 256)) * 4, 'not a text file'),                # e.g. an .h5 by mistake
+    (b'a = ' + b'[' * 100_000 + b']' * 100_000, 'nested too deeply'),
+], ids=['binary', 'nested'])
+def test_binary_or_deeply_nested_calibrations_name_the_file(tmp_path, content, message):
+    path = tmp_path / 'bad_calibration.toml'
+    path.write_bytes(content)
+    with pytest.raises(CalibrationError, match=message) as info:
+        CameraGroup.from_anipose_toml(path)
+    assert 'bad_calibration.toml' in str(info.value)
+
+
 def test_valid_table_extra_keys_and_four_distortions(tmp_path):
     path = tmp_path / 'calibration.toml'
     path.write_text(VALID_TABLE.replace('[-0.1, 0.01, 0.0, 0.0, 0.0]', '[-0.1, 0.01, 0.0, 0.0]')

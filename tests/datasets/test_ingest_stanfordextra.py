@@ -92,6 +92,17 @@ def test_errors(tmp_path):
     assert not (tmp_path / 'x.h5').exists()
 
 
+def test_unreadable_json_names_the_file(tmp_path):
+    from smilfit.datasets.ingest_stanfordextra import load_stanfordextra
+    path = tmp_path / 'records.json'
+    for content, message in ((b'[{"img_path": ', 'not a readable json file'),
+                             (b'[' * 100_000 + b']' * 100_000, 'nested too deeply')):
+        path.write_bytes(content)
+        with pytest.raises(DataIngestError, match=message) as info:
+            load_stanfordextra(path)
+        assert 'records.json' in str(info.value)
+
+
 def test_cli_and_overwrite(tmp_path, capsys):
     js = _synthetic(tmp_path)
     out = tmp_path / 'd.h5'
