@@ -172,8 +172,7 @@ def _per_view_bias(residual: Tensor, weight: Tensor, groups: Tensor, G: int) -> 
     total = residual.new_zeros(G, *residual.shape[1:]).index_add_(
         0, groups, weight[..., None] * residual)
     mass = weight.new_zeros(G, *weight.shape[1:]).index_add_(0, groups, weight)[..., None]
-    return torch.where(mass > 0, total / mass.clamp_min(torch.finfo(weight.dtype).tiny),
-                       torch.zeros_like(total))
+    return total / mass.clamp_min(torch.finfo(weight.dtype).tiny)    # unseen: 0 / tiny
 
 
 def _seen(weight: Tensor, groups: Tensor, G: int) -> Tensor:
