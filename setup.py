@@ -43,8 +43,9 @@ EXTRAS_REQUIRE = {
     # nbclient/nbformat/ipykernel execute docs/tutorial.ipynb in the documentation build
     # (tests/docs/test_site.py);
     # viser is the viewer extra, in dev so CI tests the viewer; the docs extra too, so CI
-    # builds the documentation site (tests/docs/).
-    'dev': ['pytest>=8', 'smplx>=0.1.28', 'roma>=1.5', 'viser>=1.1.1,<1.2',
+    # builds the documentation site (tests/docs/). pytest-xdist runs the suite on two
+    # cores (python -m pytest -n 2).
+    'dev': ['pytest>=8', 'pytest-xdist>=3.5', 'smplx>=0.1.28', 'roma>=1.5', 'viser>=1.1.1,<1.2',
             'nbclient>=0.10', 'nbformat>=5.9', 'ipykernel>=6.29',
             'sphinx>=8', 'myst-parser>=4', 'myst-nb>=1.2', 'furo>=2024.8'],
     # The documentation site (sphinx-build docs docs/_build/html): Sphinx with MyST, as
