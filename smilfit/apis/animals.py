@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from smilfit.datasets.hdf5.files import read_h5
+
 #: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
 DEFAULT_SKELETON_FRAMES = 200
 
@@ -139,7 +141,6 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
         FileNotFoundError, KeyError, ValueError: a missing file, animal or parameter, a
             fit of another body model, or a bad option, each naming what is wrong.
     """
-    import h5py
 
     spec = dict(spec)
     unknown = sorted(set(spec) - {'path', 'animal', 'mode'})
@@ -151,7 +152,7 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
     path = Path(spec['path'])
     if not path.is_file():
         raise FileNotFoundError(f'data.skeleton.path {path} does not exist')
-    with h5py.File(path, 'r') as f:
+    with read_h5(path, 'fit results (data.skeleton.path)', written_whole=True) as f:
         if 'animals/identity' not in f:
             raise KeyError(f'{path} holds no per-animal skeletons (animals/...): fit it with '
                            'a registrant that shares parameters')

@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-import h5py
 import numpy as np
 
 from smilfit.errors import SmilfitUserError
 from smilfit.utils.atomic import write_text
+from smilfit.datasets.hdf5.files import read_h5
 
 PathLike = Union[str, 'os.PathLike[str]']
 
@@ -132,7 +132,7 @@ def _fit_summary(results: Path) -> Dict[str, Any]:
     ``fit_results.h5``; failed samples and the overall median reprojection error (px)
     from the fit's quality report beside it (``fit_quality.json``)."""
     from .fitting import QUALITY_JSON
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         history = json.loads(f.attrs['loss_history'])
         n = int(f['samples/index'].shape[0])
         starts = int(f['samples/network_start'][:].sum()) if 'samples/network_start' in f \

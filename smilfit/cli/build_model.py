@@ -79,8 +79,8 @@ def _read_arrays(path: Path) -> Dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             return {k: np.asarray(f[k]) for k in f.files}
     if suffix in ('.h5', '.hdf5'):
-        import h5py
-        with h5py.File(path, 'r') as f:
+        from smilfit.datasets.hdf5.files import read_h5
+        with read_h5(path, 'registrations') as f:
             return {k: np.asarray(f[k]) for k in f.keys() if hasattr(f[k], 'shape')}
     raise BuildModelError(f'{path}: expected .npz, .h5 or .hdf5')
 

@@ -86,8 +86,8 @@ def read_poses(path: Path, key: str) -> np.ndarray:
                                       + ', '.join(f'{k} {f[k].shape}' for k in f.files))
             return np.asarray(f[key])
     if suffix in ('.h5', '.hdf5'):
-        import h5py
-        with h5py.File(path, 'r') as f:
+        from smilfit.datasets.hdf5.files import read_h5
+        with read_h5(path, 'pose samples') as f:
             obj = f.get(key)
             if obj is None or not hasattr(obj, 'shape'):
                 what = 'is a group, not a dataset' if obj is not None else 'not found'

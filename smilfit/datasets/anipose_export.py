@@ -23,9 +23,11 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+import h5py
 import numpy as np
 
 from ..utils.atomic import atomic_path, write_text
+from .hdf5.files import read_h5
 from .hdf5_format import DatasetReader
 
 PathLike = Union[str, 'os.PathLike[str]']
@@ -79,9 +81,7 @@ def export_fit_anipose(results: PathLike, out_dir: PathLike,
     Raises:
         ValueError: the results hold no fitted keypoints.
     """
-    import h5py
-
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         if 'fitted_keypoints_3d' not in f:
             raise ValueError(f'{results} has no fitted_keypoints_3d (fit with a 2D keypoint '
                              'handler)')

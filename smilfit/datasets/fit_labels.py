@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
-import h5py
 import numpy as np
 
 from .error_outliers import outlier_groups
+from .hdf5.files import read_h5
 from .hdf5_format import DatasetReader
 
 PathLike = Union[str, Path]
@@ -132,7 +132,7 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
     results = Path(results)
     if not results.is_file():
         raise FileNotFoundError(f'fit results {results} do not exist')
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         if f.attrs.get('format') != 'smilfit-fit-results':
             raise FitLabelsError(f'{results} is not a tools/fit.py results file')
         fit_dataset = Path(str(f.attrs['dataset']))

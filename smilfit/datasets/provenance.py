@@ -136,13 +136,15 @@ def read_source(path: PathLike) -> Optional[Dict[str, Any]]:
 
     Raises:
         DatasetFormatError: the file is not HDF5 or is truncated (the message names it).
+        DamagedFileError: the record is damaged.
     """
+    from smilfit.datasets.hdf5.files import reading
     from smilfit.datasets.hdf5.schema import _open_h5
-    with _open_h5(path, 'r', 'prepared dataset') as f:
+    with _open_h5(path, 'r', 'prepared dataset') as f, reading(path, 'a prepared dataset'):
         text = f.attrs.get(SOURCE_ATTR)
-    if text is None:
-        return None
-    return json.loads(text if isinstance(text, str) else text.decode('utf-8'))
+        if text is None:
+            return None
+        return json.loads(text if isinstance(text, str) else text.decode('utf-8'))
 
 
 def write_source(path: PathLike, record: Mapping[str, Any]) -> None:

@@ -49,6 +49,7 @@ from ..cameras.projection import project_points_numpy
 from ..ops.normals import vertex_normals_np
 from ..renderers.zbuffer import rasterize
 from .fit_labels import FIT_PARAMS, load_fit_labels
+from .hdf5.files import reading
 from .hdf5_format import DatasetReader, DatasetWriter, decode_image, encode_image, encode_mask
 from .ingest_images import apply_affine, box_affine, crop_box, crop_frame
 from .synthetic import build_body_model, keypoint_visibility, up_vector
@@ -383,8 +384,9 @@ def _session_cameras(reader: DatasetReader, rows: np.ndarray, session: int,
 
 def _crop_settings(reader: DatasetReader) -> tuple:
     """(crop size, bbox margin) of a ``bbox_crop`` dataset."""
-    mode = reader.h5.attrs.get('crop_mode', '')
-    options = json.loads(reader.h5.attrs.get('ingest_options', '{}'))
+    with reading(reader.path, 'a smilfit dataset'):
+        mode = reader.h5.attrs.get('crop_mode', '')
+        options = json.loads(reader.h5.attrs.get('ingest_options', '{}'))
     if mode != 'bbox_crop' or not options.get('target_size'):
         raise RigRenderError(f'{reader.path} is not a bbox_crop dataset with a fixed crop size '
                              '(tools/preprocess_sleap.py --crop-mode bbox_crop --target-size '

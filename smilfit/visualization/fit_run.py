@@ -15,6 +15,7 @@ import torch
 
 from smilfit.body_models.joint_lookup import joint_lookup_dict
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
+from smilfit.datasets.hdf5.files import read_h5
 from smilfit.engine.config_data import check_component_types
 from smilfit.registry import REGISTRANTS
 from smilfit.utils import register_all_modules
@@ -63,13 +64,12 @@ def load_fit_run(work_dir: PathLike, config: Optional[Union[PathLike, Mapping]] 
             and ``data``). Default: the results' ``config`` attribute (JSON) when they
             have one, else the work dir's ``chunks/config.json``.
     """
-    import h5py
 
     work_dir = Path(work_dir)
     results = work_dir / 'fit_results.h5'
     if not results.is_file():
         raise FileNotFoundError(f'{results}: no fitting results (run tools/fit.py first)')
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         if f.attrs.get('format') != 'smilfit-fit-results':
             raise ValueError(f'{results}: not a smilfit fitting result')
         group = lambda name: {k: f[name][k][()] for k in f[name]} if name in f else {}  # noqa

@@ -31,6 +31,7 @@ from .video import render_fit_video
 from smilfit.cameras import project_points
 from smilfit.datasets import DatasetReader
 from smilfit.body_models.keypoint_naming import model_point_names
+from smilfit.datasets.hdf5.files import read_h5
 
 __all__ = ['export_fit_visuals', 'VISUALS_DIR']
 
@@ -103,8 +104,7 @@ def export_fit_visuals(work_dir: PathLike, *, out_dir: Optional[PathLike] = None
                 f'relative to {run.work_dir} and inside it); pass dataset=... (--dataset) '
                 'or leave videos out')
         warnings.warn(f'dataset {run.dataset!r} not found: plots use fit_results.h5 only')
-    import h5py
-    with h5py.File(run.work_dir / 'fit_results.h5', 'r') as f:
+    with read_h5(run.work_dir / 'fit_results.h5', 'fit results', written_whole=True) as f:
         data_names = [s.decode() if isinstance(s, bytes) else str(s)
                       for s in f['data_keypoint_names'][()]]
     reader = DatasetReader(data_path) if data_path is not None else None

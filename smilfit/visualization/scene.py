@@ -32,6 +32,7 @@ from .fit_run import (build_registrant, frame_range_mask, load_fit_run, model_ou
                       resolve_dataset)
 from .overlay import error_colours
 from smilfit.datasets import DatasetReader
+from smilfit.datasets.hdf5.files import read_h5
 from smilfit.datasets.scan_io import load_scan
 
 __all__ = ['Scene', 'SceneCameras', 'load_scene', 'SceneError', 'camera_frustum_pose',
@@ -315,12 +316,11 @@ def triangulate_observations(keypoints_2d: np.ndarray, visible: np.ndarray, vali
 
 
 def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:
-    import h5py
 
 
     results = work_dir / 'fit_results.h5'
     run = load_fit_run(work_dir)
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         data_names = [s.decode() if isinstance(s, bytes) else str(s)
                       for s in f['data_keypoint_names'][()]]
         fitted_all = f['fitted_keypoints_3d'][()] if 'fitted_keypoints_3d' in f else None
@@ -417,9 +417,8 @@ def _load_inference(work_dir: Path, *, session, frames, dataset, images: bool) -
     """``tools/infer.py`` output: predicted 3D keypoints and cameras per item; meshes from
     ``meshes/*.obj`` when the run saved them (``--save-meshes``), else posed from the
     predicted parameters by the body model the run recorded."""
-    import h5py
     path = work_dir / 'predictions.h5'
-    with h5py.File(path, 'r') as f:
+    with read_h5(path, 'network predictions', written_whole=True) as f:
         if f.attrs.get('format') != 'smilfit-inference':
             raise SceneError(f'{path}: not a smilfit inference result')
         for key in ('frame', 'instance', 'keypoints_3d'):

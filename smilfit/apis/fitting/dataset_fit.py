@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from smilfit.datasets import DatasetReader
+from smilfit.datasets.hdf5.files import read_h5
 from smilfit.datasets.masks import masks_from_hdf5
 from smilfit.datasets.view_selection import select_views, view_mask
 from smilfit.handlers import SilhouetteHandler
@@ -225,7 +225,7 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
         merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp,
                       skeleton)
     barrier(world)
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results') as f:
         failed = f['metrics/diverged'][:]
     if failed.size and failed.all():
         raise AllSamplesFailedError(

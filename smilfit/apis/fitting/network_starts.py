@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 from typing import Dict, Mapping, Tuple, Union
 
-import h5py
 import numpy as np
 import torch
 
 from smilfit.body_models.parameters import MODEL_INPUTS
+from smilfit.datasets.hdf5.files import read_h5
 
 from .config import FittingConfigError
 from .reprojection import point_reprojection_errors
@@ -49,7 +49,7 @@ def load_network_starts(path: PathLike, reader) -> Tuple[Dict[str, np.ndarray], 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'data.init_from: {path} does not exist')
-    with h5py.File(path, 'r') as f:
+    with read_h5(path, 'network predictions (data.init_from)', written_whole=True) as f:
         if f.attrs.get('format') != 'smilfit-inference':
             raise FittingConfigError(f'data.init_from: {path} is not a tools/infer.py '
                                      'predictions file')

@@ -14,6 +14,7 @@ import torch
 
 from smilfit.body_models.point_edges import kinematic_point_edges
 from smilfit.body_models.keypoint_naming import POINT_SOURCES, source_carriers
+from smilfit.datasets.hdf5.files import create_checked, read_h5
 from smilfit.utils.atomic import atomic_path, write_text
 
 from .observations import sample_camera_names
@@ -94,20 +95,20 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                              dtype=strings)
             edges = data_skeleton_edges(registrant, len(reader.keypoint_names))
             if edges is not None:
-                f.create_dataset('data_skeleton_edges',
-                                 data=np.asarray(edges, np.int64).reshape(-1, 2))
+                create_checked(f, 'data_skeleton_edges',
+                               np.asarray(edges, np.int64).reshape(-1, 2))
             for key, value in merged.items():
                 group, _, name = key.partition('_')
                 if group in ('param', 'loss') and name:
-                    f.create_dataset(f'{"params" if group == "param" else "losses"}/{name}',
-                                     data=value)
+                    create_checked(f, f'{"params" if group == "param" else "losses"}/{name}',
+                                   value)
                 elif key in ('index', 'session', 'frame', 'animal', 'network_start'):
-                    f.create_dataset(f'samples/{key}', data=value)
+                    create_checked(f, f'samples/{key}', value)
                 elif key in ('total_loss', 'diverged', 'reprojection_px',
                              'reprojection_point_px', 'bad_camera_views'):
-                    f.create_dataset(f'metrics/{key}', data=value)
+                    create_checked(f, f'metrics/{key}', value)
                 else:
-                    f.create_dataset(key, data=value)
+                    create_checked(f, key, value)
             for key, value in (skeleton or {}).items():
                 # One row per animal (samples/animal indexes them).
                 if key == 'stamp':
@@ -116,7 +117,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                     value = np.asarray(value, dtype=object)
                     f.create_dataset('animals/identity', data=value, dtype=strings)
                 else:
-                    f.create_dataset(f'animals/{key}', data=value)
+                    create_checked(f, f'animals/{key}', value)
     if 'reprojection_point_px' in merged:
         write_fit_quality(results.parent, merged, reader)
 
@@ -166,7 +167,7 @@ def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, An
         error: (the caller's error class) the file has no fitted keypoints; ``hint`` says
             what to do.
     """
-    with h5py.File(results, 'r') as f:
+    with read_h5(results, 'fit results', written_whole=True) as f:
         if 'fitted_keypoints_3d' not in f:
             raise error(f'{results} has no fitted_keypoints_3d: {hint}')
         index = f['samples/index'][:]

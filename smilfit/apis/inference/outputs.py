@@ -13,6 +13,7 @@ import torch
 
 from ...body_models.parameters import MODEL_INPUTS
 from ...cameras.projection import project_points_numpy
+from ...datasets.hdf5.files import checksum_options
 from ...datasets.ingest_images import apply_affine
 from ...utils.atomic import atomic_path
 from .hdf5_source import HDF5Frames
@@ -118,7 +119,8 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
                         if dest not in f:
                             f.create_dataset(dest, data=data, maxshape=(None,) + data.shape[1:],
                                              chunks=True, dtype=h5py.string_dtype()
-                                             if data.dtype == object else None)
+                                             if data.dtype == object else None,
+                                             **checksum_options(data.dtype, data.shape))
                         else:
                             ds = f[dest]
                             ds.resize(ds.shape[0] + data.shape[0], axis=0)

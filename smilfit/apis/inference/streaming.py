@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from smilfit.datasets.hdf5.files import read_h5
 from ...utils.atomic import save_npz
 from ...visualization.mesh_export import export_meshes
 from .common import InferenceError, PathLike
@@ -181,8 +182,7 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
     result['video'] = _render_video(chunks, out_dir / 'overlay.mp4', source, model, video,
                                     video_scale, mesh_overlay, edges, progress) \
         if video else None
-    import h5py
-    with h5py.File(pred_path, 'r') as f:
+    with read_h5(pred_path, 'network predictions') as f:
         result['num_items'] = int(f['frame'].shape[0])
         result['num_frames'] = int(len(np.unique(f['item'][()])))
     source.close()

@@ -13,6 +13,7 @@ import numpy as np
 
 from smilfit.version import __version__ as _SMILFIT_VERSION
 
+from .files import checksum_options
 from .schema import _COMPRESS, _STR, FORMAT_NAME, SCHEMA_VERSION
 
 
@@ -67,6 +68,7 @@ def create_sample_dataset(f: h5py.File, path: str, trailing: Tuple[int, ...], dt
     # fixed axis, so such an axis is declared resizable with chunks of 1.
     maxshape = (None,) + tuple(None if d == 0 else d for d in trailing)
     chunks = (chunk_samples,) + tuple(max(1, d) for d in trailing)
+    kwargs.update(checksum_options(dtype, chunks))
     return f.create_dataset(path, shape=(0,) + trailing, maxshape=maxshape,
                             chunks=chunks, dtype=dtype, **kwargs)
 
@@ -81,7 +83,8 @@ def write_session_row(f: h5py.File, key: str, idx: int, num_views: int, dtype: A
         return
     if path not in f:
         f.create_dataset(path, shape=(idx, num_views) + trailing,
-                         maxshape=(None, num_views) + trailing, dtype=dtype, chunks=True)
+                         maxshape=(None, num_views) + trailing, dtype=dtype, chunks=True,
+                         **checksum_options(dtype, (idx, num_views) + trailing))
     ds = f[path]
     ds.resize((idx + 1, num_views) + trailing)
     if row is not None:

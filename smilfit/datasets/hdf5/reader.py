@@ -11,8 +11,12 @@ import numpy as np
 
 
 from .codecs import (decode_image, decode_mask)
+from .files import reading
 from .schema import (DatasetFormatError, PathLike, SAMPLE_FIELDS, _BYTES, _STR, _open_h5, _str_list,
                      check_header)
+
+#: What the reader's files are read as, in the message of a damaged one.
+_WHAT = 'a smilfit dataset'
 
 
 # ---------------------------------------------------------------------------------- reader
@@ -66,6 +70,7 @@ class DatasetReader:
 
     Raises:
         DatasetFormatError: not an HDF5 file, not a smilfit dataset, newer schema, unfinished.
+        DamagedFileError: the file is damaged (also from :meth:`read`).
     """
 
     def __init__(self, path: PathLike, cache_bytes: int = 32 * 1024 ** 2):
@@ -76,16 +81,20 @@ class DatasetReader:
         self._nodes: Dict[str, Optional[h5py.Dataset]] = {}
         if not self.path.is_file():
             raise DatasetFormatError(f'{self.path}: no such dataset file')
-        with _open_h5(self.path, 'r', 'dataset') as f:
+        with _open_h5(self.path, 'r', 'dataset') as f, reading(self.path, _WHAT):
             check_header(f, self.path)
-            try:
-                self.keypoint_names = _str_list(f['keypoint_names'])
-                self.session_names = _str_list(f['sessions/names'])
-                cams = f['sessions/camera_names'].asstr()[()]
-                self.num_views = int(f.attrs['num_views'])
-                self._len = int(f['samples/session'].shape[0])
-            except KeyError as e:
-                raise DatasetFormatError(f'{self.path}: missing {e}') from e
+            # (a field that is there but cannot be read is damage, which reading() names)
+            for name in ('keypoint_names', 'sessions/names', 'sessions/camera_names',
+                         'samples/session'):
+                if name not in f:
+                    raise DatasetFormatError(f"{self.path}: missing '{name}'")
+            if 'num_views' not in f.attrs:
+                raise DatasetFormatError(f"{self.path}: missing attribute 'num_views'")
+            self.keypoint_names = _str_list(f['keypoint_names'])
+            self.session_names = _str_list(f['sessions/names'])
+            cams = f['sessions/camera_names'].asstr()[()]
+            self.num_views = int(f.attrs['num_views'])
+            self._len = int(f['samples/session'].shape[0])
             self.camera_names = [[str(c) for c in row if c] for row in cams]
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v)
                           for k, v in f.attrs.items()}
@@ -189,7 +198,8 @@ class DatasetReader:
     def h5(self) -> h5py.File:
         """This process's open file handle (opened on first use after a fork/unpickle)."""
         if self._f is None or self._pid != os.getpid():
-            self._f = h5py.File(self.path, 'r', rdcc_nbytes=self.cache_bytes)
+            with reading(self.path, _WHAT):
+                self._f = h5py.File(self.path, 'r', rdcc_nbytes=self.cache_bytes)
             self._pid = os.getpid()
             self._nodes = {}
         return self._f
@@ -245,6 +255,11 @@ class DatasetReader:
         idx = np.where(idx < 0, idx + self._len, idx)
         uniq, inverse = np.unique(idx, return_inverse=True)
         wanted = list(self._present) if keys is None else list(keys)
+        with reading(self.path, _WHAT):
+            return self._read(uniq, inverse, wanted, keys is None)
+
+    def _read(self, uniq: np.ndarray, inverse: np.ndarray, wanted: List[str],
+              everything: bool) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for key in wanted:
             if key == 'params':
@@ -267,7 +282,7 @@ class DatasetReader:
                                      for s in data[inverse]])
             else:
                 out[key] = data[inverse]
-        if keys is None and self.param_names:
+        if everything and self.param_names:
             out['params'] = {n: _take(self._node(f'params/{n}'), uniq)[inverse]
                              for n in self.param_names}
         return out
@@ -278,7 +293,7 @@ class DatasetReader:
         blobs = self.read([index], keys=['images'])['images'][0]
         if not any(blobs):
             return None
-        return [decode_image(b) if b else None for b in blobs]
+        return self._decoded(blobs, decode_image, index, 'image')
 
     def read_masks(self, index: int) -> Optional[List[Optional[np.ndarray]]]:
         """Decoded masks of one sample (like :meth:`read_images`), None without masks."""
@@ -287,7 +302,22 @@ class DatasetReader:
         blobs = self.read([index], keys=['masks'])['masks'][0]
         if not any(blobs):
             return None
-        return [decode_mask(b) if b else None for b in blobs]
+        return self._decoded(blobs, decode_mask, index, 'mask')
+
+    def _decoded(self, blobs: List[bytes], decode, index: int, what: str
+                 ) -> List[Optional[np.ndarray]]:
+        """Each view's blob decoded (None where empty); a blob that does not decode (a
+        damaged file: blobs carry no checksum) is an error naming the file, the sample and
+        the view."""
+        out = []
+        for view, blob in enumerate(blobs):
+            try:
+                out.append(decode(blob) if blob else None)
+            except DatasetFormatError as e:
+                raise DatasetFormatError(f'{self.path}: sample {index} view {view}: the '
+                                         f'stored {what} does not decode ({e}); the file is '
+                                         'damaged') from e
+        return out
 
     decode_image = staticmethod(decode_image)
     decode_mask = staticmethod(decode_mask)

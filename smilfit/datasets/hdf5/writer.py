@@ -19,6 +19,7 @@ import numpy as np
 
 from smilfit.utils.atomic import atomic_path, publish
 
+from .files import create_checked
 from .layout import (attr_value, blob_array, create_sample_dataset, write_header,
                      write_session_row)
 from .resume import check_resumable, recover_partial
@@ -331,7 +332,7 @@ class DatasetWriter:
             path = f'skeleton/{key}'
             if path in self._f:
                 del self._f[path]
-            self._f.create_dataset(path, data=arr)
+            create_checked(self._f, path, arr)
 
     def contains(self, session: Union[int, str], frame: int, instance: int = 0) -> bool:
         """Whether the sample ``(session, frame, instance)`` is already written."""

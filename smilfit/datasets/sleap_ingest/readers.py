@@ -46,8 +46,8 @@ def _dlc_csv_of(path: Path) -> Path:
     try:
         with h5py.File(path, 'r') as f:
             pandas_table = any('pandas_type' in f[key].attrs for key in f)
-    except OSError:
-        return path                     # not HDF5: sleap-io's error names the file
+    except (OSError, RuntimeError, KeyError):
+        return path                     # not HDF5 or damaged: sleap-io's error names the file
     if not pandas_table:
         return path
     csv_path = path.with_suffix('.csv')
@@ -217,7 +217,7 @@ def _load_points3d(path: Path, num_nodes: int) -> np.ndarray:
                 raise _fail(path, "has no 'tracks' dataset (anipose points3d.h5 layout: "
                                   'tracks (frames, tracks, nodes, 3))')
             tracks = np.asarray(f['tracks'][()], dtype=np.float64)
-    except OSError as e:
+    except (OSError, RuntimeError, KeyError) as e:   # h5py's errors on a damaged file
         raise _fail(path, f'cannot read HDF5 (corrupt or truncated file: {e})') from e
     if tracks.ndim == 3:
         tracks = tracks[:, None]
