@@ -10,6 +10,8 @@ never a traceback from inside h5py or numbers read silently wrong.
   instead of moving a keypoint by a fraction of a pixel. smilfit's writers use it for every
   numeric array they write (strings, image blobs and scalars cannot carry one); files
   written before have none and read as before.
+- :func:`missing_chunks` finds chunks a damaged index lost, which HDF5 would read as zeros
+  with no checksum to fail; ``read_h5(..., written_whole=True)`` refuses such a file.
 """
 from __future__ import annotations
 
