@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to ../shared (skip cleanly where it is absent)."""
+import os
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     # CI has 2 cores and the tests run small tensor operations, where intra-op threads
-    # only add synchronisation (10x slower when another process holds a core).
+    # only add synchronisation (10x slower when another process holds a core). The
+    # variable is what a tool run in-process (tools/train.py's main) and every subprocess
+    # take as their default.
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
     import torch
     torch.set_num_threads(1)

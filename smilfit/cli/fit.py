@@ -27,6 +27,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import USER_ERRORS, report_error
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads > 1:
-        # OpenMP's default busy-waiting makes extra threads 5x slower whenever another
-        # process is busy (measured: stick benchmark 31 frames/s with 2 spinning threads
-        # under load, 124 passive, 173 with one thread). Read when torch loads OpenMP, so
-        # before the first torch import; a value the user set is kept.
-        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     from mmengine.config import Config
 
     # Imported on use: --help and argument errors must not load torch or mmengine.

@@ -34,6 +34,7 @@ from mmengine.config import Config, DictAction
 
 from . import prog_name
 from .errors import RUN_ERRORS, USER_ERRORS, SmilfitUserError, report_error
+from .threads import training_threads, wait_passively_if_threaded
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
 REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook', 'RigUnitsHook')
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                         default='none', help='job launcher: none (one process), pytorch '
                         '(torchrun, see tools/dist_train.sh), slurm (srun, see '
                         'tools/slurm_train.sh) or mpi')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: OMP_NUM_THREADS if set, else the '
+                             "cores this process may use, shared among a launcher's "
+                             'processes on the machine; with more than one, OpenMP waits '
+                             'passively, which keeps training fast beside other busy '
+                             'processes)')
     # torch.distributed.launch (deprecated) passes --local-rank; torchrun sets LOCAL_RANK.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
@@ -188,9 +195,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    try:
+        threads = training_threads(args.threads)
+    except ValueError as err:
+        return report_error('train', err)
+    wait_passively_if_threaded(threads)   # (before torch loads OpenMP)
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
+    import torch
+
     from smilfit.utils import register_all_modules
+    torch.set_num_threads(threads)
     register_all_modules(init_default_scope=True)
     try:
         cfg = build_config(args)
