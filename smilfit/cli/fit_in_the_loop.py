@@ -34,6 +34,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import RUN_ERRORS, USER_ERRORS, report_error
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +73,7 @@ def _metrics(metrics) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     if args.threads > 1:
         # Spinning OpenMP threads beside another busy process cost 5-30x (see tools/fit.py).
         os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')

@@ -43,6 +43,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import USER_ERRORS, report_error
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +144,7 @@ def build_source(args, frames: Optional[slice]):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     import torch
 
     # Imported on use: --help and argument errors must not load torch or mmengine.

@@ -32,6 +32,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import USER_ERRORS
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     import torch
     from mmengine.config import Config
 

@@ -32,6 +32,7 @@ from mmengine.config import DictAction
 
 from . import prog_name
 from .errors import USER_ERRORS, report_error
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,7 @@ def training_rows(dataset_cfg) -> tuple:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         return report_error('render_rig', FileExistsError(

@@ -40,6 +40,7 @@ from mmengine.config import DictAction
 from . import prog_name
 from .errors import USER_ERRORS, report_error
 from .holdout_views import add_holdout_arguments, run_holdout
+from .threads import wait_passively_if_threaded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,7 @@ def _load_config(args):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     import torch

@@ -39,6 +39,7 @@ from typing import List, Optional
 
 from . import prog_name
 from .errors import USER_ERRORS, report_error
+from .threads import wait_passively_if_threaded
 from .visualize import parse_frames
 
 #: The layers (smilfit.visualization.viewer.LAYERS, restated: this module must not
@@ -95,6 +96,7 @@ def _camera_index(text: str, names: Optional[List[str]]) -> Optional[int]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     tool = prog_name('view')
     if args.export and Path(args.export).suffix.lower() not in EXPORT_SUFFIXES:
         print(f'{tool}: error: --export {args.export}: the file must end in '

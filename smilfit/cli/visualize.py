@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 
 from . import prog_name
 from .errors import USER_ERRORS
+from .threads import wait_passively_if_threaded
 
 
 def parse_frames(text: str) -> Tuple[Optional[int], Optional[int]]:
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    wait_passively_if_threaded(args.threads)   # (before the first torch import)
     import torch
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
