@@ -74,9 +74,6 @@ def _metrics(metrics) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     wait_passively_if_threaded(args.threads)   # (before the first torch import)
-    if args.threads > 1:
-        # Spinning OpenMP threads beside another busy process cost 5-30x (see tools/fit.py).
-        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     os.environ.setdefault('LOCAL_RANK', '0')
     import torch
     from mmengine.config import Config

@@ -23,7 +23,6 @@ Then train on OUTPUT first and fine-tune on the real frames, e.g.::
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -86,8 +85,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             f'{output} exists; pass --overwrite to replace it'))
     if args.threads < 1:
         return report_error('render_rig', ValueError('--threads must be >= 1'))
-    if args.threads > 1:
-        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     # Imported on use: --help and argument errors must not load torch or mmengine.
     import torch
     from mmengine.config import Config
