@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from smilfit.datasets.hdf5.files import read_h5
+from smilfit.utils.atomic import load_npz_whole
 
 #: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
 DEFAULT_SKELETON_FRAMES = 200
@@ -187,12 +188,10 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
 
 
 def skeleton_matches(path: Path, stamp: str) -> bool:
-    """Whether ``path`` holds skeletons estimated under this config and data."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z['stamp']) == stamp
-    except (OSError, KeyError, ValueError):
-        return False
+    """Whether ``path`` holds skeletons estimated under this config and data, whole (a
+    damaged file is estimated again)."""
+    arrays = load_npz_whole(path)
+    return arrays is not None and 'stamp' in arrays and str(arrays['stamp']) == stamp
 
 
 def calibrated_skeletons(calibrated: Mapping[str, Any], shared, animals: Animals,

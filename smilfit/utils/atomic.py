@@ -18,11 +18,12 @@ import contextlib
 import os
 import shutil
 import os.path as osp
-from typing import IO, Iterator, Union
+from typing import IO, Any, Dict, Iterator, Optional, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'publish', 'save_npz', 'write_text']
+__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'publish', 'save_npz', 'load_npz_whole',
+           'write_text']
 
 
 def _create_temp(final: str, suffix: str = '') -> str:
@@ -97,6 +98,21 @@ def save_npz(path: PathLike, arrays) -> None:
     import numpy as np
     with atomic_open(path, 'wb') as f:
         np.savez(f, **arrays)
+
+
+def load_npz_whole(path: PathLike) -> Optional[Dict[str, Any]]:
+    """Every array of the ``.npz`` file at ``path`` (no pickles), or ``None`` when it is
+    missing or cannot be read whole (cut short, damaged): what a resumed run reads of the
+    files it wrote itself, to redo the work of one that is not intact."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        return None
 
 
 def write_text(path: PathLike, text: str) -> None:

@@ -131,6 +131,37 @@ def test_resume_with_changed_data_is_refused(tmp_path, cfg):
     _fit(cfg, work, overwrite=True)
 
 
+def test_resume_fits_a_damaged_batch_file_again(tmp_path, cfg):
+    """A batch file cut short since it was written (a copied work dir, a failing disk) is
+    not trusted on --resume: its batch is fitted again, with a warning naming it, and the
+    results equal the first run's."""
+    work = tmp_path / 'work'
+    first = _fit(cfg, work)
+    with h5py.File(first, 'r') as f:
+        poses = f['params/body_pose'][()]
+    chunk = work / 'chunks' / 'batch_00001.npz'
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[:len(data) // 2])
+    first.unlink()
+    with pytest.warns(UserWarning, match='batch_00001.npz cannot be read whole; fitting its '
+                                         'batch again'):
+        again = _fit(cfg, work, resume=True)
+    with h5py.File(again, 'r') as f:
+        np.testing.assert_allclose(f['params/body_pose'][()], poses, atol=1e-6)
+
+
+def test_a_damaged_skeleton_file_is_estimated_again(tmp_path):
+    from smilfit.apis.animals import skeleton_matches
+    from smilfit.utils.atomic import load_npz_whole, save_npz
+    path = tmp_path / 'skeletons.npz'
+    save_npz(path, dict(stamp=np.array('abc'), param_bone_trans=np.zeros((1, 3, 3))))
+    assert skeleton_matches(path, 'abc') and not skeleton_matches(path, 'other')
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 40])
+    assert load_npz_whole(path) is None and not skeleton_matches(path, 'abc')
+    assert not skeleton_matches(tmp_path / 'absent.npz', 'abc')
+
+
 def test_a_run_that_wrote_no_result_can_be_rerun(tmp_path, cfg):
     work = tmp_path / 'work'
     (work / 'chunks').mkdir(parents=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -25,7 +26,7 @@ from smilfit.datasets.masks import masks_from_hdf5
 from smilfit.datasets.view_selection import select_views, view_mask
 from smilfit.handlers import SilhouetteHandler
 from smilfit.registry import REGISTRANTS
-from smilfit.utils.atomic import save_npz, write_text
+from smilfit.utils.atomic import load_npz_whole, save_npz, write_text
 
 from ..animals import (DEFAULT_SKELETON_FRAMES, calibrated_skeletons, estimate_skeletons,
                        identify_animals, load_skeleton, skeleton_matches)
@@ -194,7 +195,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     for start in tqdm(mine, desc='fitting batches', disable=not progress):
         chunk_path = chunks / f'batch_{start // batch_size:05d}.npz'
         if resume and chunk_path.exists():
-            continue
+            if load_npz_whole(chunk_path) is not None:
+                continue
+            # (written atomically, so damaged since: e.g. a copy of the work dir cut short)
+            warnings.warn(f'{chunk_path} cannot be read whole; fitting its batch again')
         indices = np.arange(start, min(start + batch_size, total))
         batch, raw, bad_views = read(indices)
         observations = registrant.to_tensors(raw)
