@@ -124,6 +124,16 @@ def test_streamed_outputs_are_consistent_and_resume_exactly(single, video, tmp_p
     again = read_h5(res['predictions'])
     for k in first:
         np.testing.assert_allclose(again[k], first[k], atol=1e-5)
+    # A chunk damaged since it was written (cut short) is run again, with a warning.
+    damaged = out / 'chunks' / 'chunk_00002.npz'
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (out / 'predictions.h5').unlink()
+    with pytest.warns(UserWarning, match='chunk_00002.npz cannot be read whole'):
+        res = run_inference(model, pipeline, VideoFrames(video), out, crop_mode='centred',
+                            chunk_size=2, video=None, resume=True, progress=False)
+    again = read_h5(res['predictions'])
+    for k in first:
+        np.testing.assert_allclose(again[k], first[k], atol=1e-5)
     with pytest.raises(FileExistsError, match='other options'):
         run_inference(model, pipeline, VideoFrames(video), out, crop_mode='default',
                       chunk_size=2, video=None, resume=True, progress=False)

@@ -4,13 +4,14 @@ writes each chunk's outputs as soon as they are computed (resumable), then assem
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from smilfit.datasets.hdf5.files import read_h5
-from ...utils.atomic import save_npz
+from ...datasets.hdf5.files import read_h5
+from ...utils.atomic import load_npz_whole, save_npz
 from ...visualization.mesh_export import export_meshes
 from .common import InferenceError, PathLike
 from .outputs import (CHUNK_PREFIX, _chunk_arrays, _chunk_len, _chunk_paths, _merge_h5,
@@ -116,12 +117,15 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         for k, start in enumerate(starts):
             path = chunk_dir / f'{CHUNK_PREFIX}{k:05d}.npz'
             stop = min(start + int(chunk_size), n_frames)
-            if resume and path.exists():
+            done = load_npz_whole(path) if resume and path.exists() else None
+            if done is not None:
                 if smoother is not None:
-                    with np.load(path) as z:
-                        smoother.load({x: z[x] for x in z.files})
+                    smoother.load(done)
                 bar.update(stop - start)
                 continue
+            if resume and path.exists():
+                # (written atomically, so damaged since: e.g. a copy cut short)
+                warnings.warn(f'{path} cannot be read whole; running its frames again')
             samples, items = [], []
             preds: List[Dict[str, Any]] = []
             for i in range(start, stop):
