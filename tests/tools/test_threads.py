@@ -1,5 +1,6 @@
 """Thread counts of the tools: training takes the usable cores (shared among a launcher's
-processes) unless told otherwise, and more than one thread waits passively."""
+processes) unless told otherwise, and more than one thread waits passively (for
+tools/fit.py: tests/tools/test_cli_errors.py)."""
 import os
 
 import pytest
@@ -37,18 +38,6 @@ def test_usable_cores_follow_the_affinity_mask():
     if not hasattr(os, 'sched_getaffinity'):
         pytest.skip('no affinity masks on this platform')
     assert threads.usable_cores() == len(os.sched_getaffinity(0))
-
-
-@pytest.mark.parametrize('count, preset, expected', [(2, None, 'PASSIVE'),
-                                                     (2, 'ACTIVE', 'ACTIVE'),
-                                                     (1, None, None)])
-def test_more_than_one_thread_waits_passively(monkeypatch, count, preset, expected):
-    if preset is None:
-        monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
-    else:
-        monkeypatch.setenv('OMP_WAIT_POLICY', preset)
-    threads.wait_passively_if_threaded(count)
-    assert os.environ.get('OMP_WAIT_POLICY') == expected
 
 
 def test_train_tool_sets_its_threads(tmp_path, monkeypatch, capsys):

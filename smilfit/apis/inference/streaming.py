@@ -117,13 +117,13 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         for k, start in enumerate(starts):
             path = chunk_dir / f'{CHUNK_PREFIX}{k:05d}.npz'
             stop = min(start + int(chunk_size), n_frames)
-            done = load_npz_whole(path) if resume and path.exists() else None
-            if done is not None:
-                if smoother is not None:
-                    smoother.load(done)
-                bar.update(stop - start)
-                continue
             if resume and path.exists():
+                done = load_npz_whole(path)
+                if done is not None:
+                    if smoother is not None:
+                        smoother.load(done)
+                    bar.update(stop - start)
+                    continue
                 # (written atomically, so damaged since: e.g. a copy cut short)
                 warnings.warn(f'{path} cannot be read whole; running its frames again')
             samples, items = [], []
