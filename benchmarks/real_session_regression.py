@@ -20,11 +20,14 @@ Then every frame is fitted again with the animal's skeleton held fixed, from the
 start and from network (b)'s predictions (``data.init_from``; a frame started there skips
 the coarse stages, the rigid alignment and the first pose): LM iterations (summed over
 the stages and batches of 40 frames, each batch's its slowest frame's; and per frame,
-each frame's own, the mean), seconds (the median of three alternating runs) and the
-held-out frames' error of each; then the same fits from starts a fraction of the way from
-the fit's answer to the network's (what a better network would give: does it halve the
-time? seconds the median of five alternating runs), and with their last stage capped at a
-few iterations, to show where on its way each start reaches its held-out error. Last,
+each frame's own, the mean), seconds end to end and fitting alone (``fitting_clock``:
+the batches' fits and the choice of each frame's start, not reading the data and writing
+the results, which every start shares; the median of seven alternating runs) and the
+held-out frames' error of each, with the network start's shares of the default's; then
+the same fits from starts a fraction of the way from the fit's answer to the network's
+(what a better network would give: does it halve the time? seconds the median of five
+alternating runs), and with their last stage capped at a few iterations, to show where
+on its way each start reaches its held-out error. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
@@ -60,9 +63,13 @@ A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
+from unittest import mock
 
 import numpy as np
 
@@ -393,13 +400,50 @@ def network_predictions(out: Path, crops: Path, checkpoint: Path) -> Path:
     return predictions
 
 
+class PerFrameFit(NamedTuple):
+    """One :func:`per_frame_fit`: its results, seconds end to end (reading the data and
+    writing the results too) and fitting alone (:func:`fitting_clock`), LM iterations (the
+    batches', each its slowest frame's), LM iterations per frame (each frame's own, the
+    mean) and the frames started from the network."""
+    path: Path
+    seconds: float
+    fit_seconds: float
+    steps: int
+    per_frame: float
+    won: int
+
+
+@contextlib.contextmanager
+def fitting_clock():
+    """Inside it, the seconds spent fitting: every batch's ``SMILRegistrant.fit`` and,
+    from a network's predictions, choosing each frame's start (the comparison of the two
+    starts is part of fitting from a network). Yields a one-item list that adds them up.
+    The rest of a dataset fit (reading the data, writing the results) is the same for
+    every start, so a share of fitting alone says what the start changes."""
+    from smilfit.apis.fitting import dataset_fit
+    from smilfit.registrants.registrant import SMILRegistrant
+    spent = [0.0]
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+    with mock.patch.object(SMILRegistrant, 'fit', timed(SMILRegistrant.fit)), \
+            mock.patch.object(dataset_fit, '_network_starts',
+                              timed(dataset_fit._network_starts)):
+        yield spent
+
+
 def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
-                  last_stage_iters=None):
+                  last_stage_iters=None) -> PerFrameFit:
     """The per-frame fit of every frame with the animal's skeleton of ``results`` held
     fixed, from the default start or from predictions ``init``, the config's last stage
-    capped at ``last_stage_iters`` iterations where given: (results path, seconds, LM
-    iterations (the batches', each its slowest frame's), LM iterations per frame (each
-    frame's own, the mean), frames started from the network)."""
+    capped at ``last_stage_iters`` iterations where given."""
     import json
 
     import h5py
@@ -415,9 +459,10 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
         cfg.data.init_from = str(init)
     if last_stage_iters is not None:
         cfg.registrant.stages[-1]['n_iter'] = int(last_stage_iters)
-    start = time.perf_counter()
-    path = fit_dataset(cfg, work, progress=False, overwrite=True)
-    seconds = time.perf_counter() - start
+    with fitting_clock() as fitting:
+        start = time.perf_counter()
+        path = fit_dataset(cfg, work, progress=False, overwrite=True)
+        seconds = time.perf_counter() - start
     with h5py.File(path, 'r') as f:
         history = json.loads(f.attrs['loss_history'])
         frames = len(f['samples/index'])
@@ -425,17 +470,17 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
             else 0
     steps = sum(r['steps'] for r in history)
     per_frame = sum(r.get('unit_steps', 0) for r in history) / frames
-    return path, seconds, steps, per_frame, won
+    return PerFrameFit(path, seconds, fitting[0], steps, per_frame, won)
 
 
 def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
-                      checkpoint: Path, held, repeats: int = 3) -> list:
+                      checkpoint: Path, held, repeats: int = 7) -> list:
     """The per-frame fit of every frame from the default start and from the network's
     predictions (``data.init_from``; those frames skip the config's coarse stages), the
     animal's skeleton taken from the first fit (held fixed, so only the per-frame pass
-    is timed): rows of (start, LM iterations, LM iterations per frame, median seconds over
-    ``repeats`` alternating runs, held-out frames' median and p90 px, frames started from
-    the network)."""
+    is timed): rows of (start, LM iterations, LM iterations per frame, median seconds end
+    to end and fitting alone over ``repeats`` alternating runs, held-out frames' median
+    and p90 px, frames started from the network)."""
     predictions = network_predictions(out, crops, checkpoint)
     starts = (('default start', None), ('network start', predictions))
     fitted, seconds = alternating_fits(
@@ -443,24 +488,26 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
         keypoints, results, repeats)
     rows = []
     for label, _ in starts:
-        path, _, steps, per_frame, won = fitted[label]
-        points, _, _ = fit_points(path, keypoints)
-        rows.append((label, steps, per_frame, seconds[label],
-                     score(points, keypoints, held)['scored'], won))
+        fit = fitted[label]
+        points, _, _ = fit_points(fit.path, keypoints)
+        rows.append((label, fit.steps, fit.per_frame, seconds[label],
+                     score(points, keypoints, held)['scored'], fit.won))
     return rows
 
 
 def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int):
     """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts``, in
     turn ``repeats`` times (alternating, so that all see the same machine load):
-    ``({label: the last run's per_frame_fit}, {label: median seconds})``."""
+    ``({label: the last run's PerFrameFit}, {label: (median seconds end to end, median
+    seconds fitting alone)})``."""
     seconds = {label: [] for label in starts}
     fitted = {}
     for _ in range(repeats):
         for label, (work, init) in starts.items():
             fitted[label] = per_frame_fit(work, keypoints, results, init)
-            seconds[label].append(fitted[label][1])
-    return fitted, {label: float(np.median(s)) for label, s in seconds.items()}
+            seconds[label].append((fitted[label].seconds, fitted[label].fit_seconds))
+    return fitted, {label: tuple(float(m) for m in np.median(s, axis=0))
+                    for label, s in seconds.items()}
 
 
 def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
@@ -473,10 +520,10 @@ def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
     rows = []
     for label, init in (('default start', None), ('network start', predictions)):
         for cap in caps:
-            path, seconds, steps, _, _ = per_frame_fit(out / 'fit_capped', keypoints,
-                                                       results, init, cap)
-            points, _, _ = fit_points(path, keypoints)
-            rows.append((label, cap, steps, seconds, score(points, keypoints, held)['scored']))
+            fit = per_frame_fit(out / 'fit_capped', keypoints, results, init, cap)
+            points, _, _ = fit_points(fit.path, keypoints)
+            rows.append((label, cap, fit.steps, fit.seconds,
+                         score(points, keypoints, held)['scored']))
     return rows
 
 
@@ -571,8 +618,9 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
     each timed against the default start (medians of ``repeats`` alternating runs): rows
     of (fraction, the start's held-out median and p90 px, LM iterations per frame and
     its share of the default start's, the batches' LM iterations (each its slowest
-    frame's) and their share, the share of its seconds, the fit's held-out median and
-    p90 px). Says whether a better network would halve the fit's time."""
+    frame's) and their share, the share of its seconds end to end and fitting alone, the
+    fit's held-out median and p90 px). Says whether a better network would halve the
+    fit's time."""
     import torch
 
     from smilfit.body_models import SMILModel
@@ -585,15 +633,16 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
     fitted, seconds = alternating_fits(
         {label: (out / 'closer' / f'fit_{label}', init) for label, init in starts},
         keypoints, results, repeats)
-    _, _, default_steps, default_per_frame, _ = fitted['default']
+    default = fitted['default']
     rows = []
     for label, init in starts[1:]:
-        path, _, steps, per_frame, _ = fitted[label]
+        fit = fitted[label]
         start = score(start_points(results, init, keypoints, model, LOOKUP), keypoints, held)
-        end = score(fit_points(path, keypoints)[0], keypoints, held)
-        rows.append((label, start['scored'], per_frame, per_frame / default_per_frame,
-                     steps, steps / default_steps, seconds[label] / seconds['default'],
-                     end['scored']))
+        end = score(fit_points(fit.path, keypoints)[0], keypoints, held)
+        rows.append((label, start['scored'], fit.per_frame,
+                     fit.per_frame / default.per_frame, fit.steps,
+                     fit.steps / default.steps, seconds[label][0] / seconds['default'][0],
+                     seconds[label][1] / seconds['default'][1], end['scored']))
     return rows
 
 
@@ -794,24 +843,28 @@ def main() -> int:
               f'{c[0]:>18.2f} / {c[1]:<6.2f}')
     print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
           'network (b)\'s predictions; error on the held-out frames')
-    print(f'{"start":<16}{"LM iterations":>15}{"per frame":>11}{"seconds":>9}{"median px":>11}'
-          f'{"p90 px":>8}{"network starts":>16}')
-    for label, steps, per_frame, seconds, (median, p90), won in fits_from_network(
-            out, crops, keypoints, results, checkpoints[0], held):
-        print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.1f}{median:>11.2f}'
-              f'{p90:>8.2f}{won:>16}')
+    print(f'{"start":<16}{"LM iterations":>15}{"per frame":>11}{"seconds":>9}{"fitting s":>11}'
+          f'{"median px":>11}{"p90 px":>8}{"network starts":>16}')
+    network_rows = fits_from_network(out, crops, keypoints, results, checkpoints[0], held)
+    for label, steps, per_frame, (seconds, fitting), (median, p90), won in network_rows:
+        print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.2f}{fitting:>11.2f}'
+              f'{median:>11.2f}{p90:>8.2f}{won:>16}')
+    (_, steps, per_frame, seconds, _, _), (_, n_steps, n_per_frame, n_seconds, _, _) = \
+        network_rows
+    print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
+          f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
     print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
           'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
           'answer itself), posed with the animal\'s skeleton as the fit sees them; shares '
           'of the default start\'s LM iterations (per frame; the batches\') and seconds')
     print(f'{"fraction":<10}{"start median px":>16}{"start p90":>10}{"per frame":>11}'
-          f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}'
+          f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}{"fitting":>9}'
           f'{"fit median px":>15}{"fit p90":>9}')
-    for fraction, start, per_frame, its, steps, steps_share, seconds, end in \
+    for fraction, start, per_frame, its, steps, steps_share, seconds, fitting, end in \
             fits_from_closer_starts(out, crops, keypoints, results, checkpoints[0], held):
         print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
-              f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{end[0]:>15.2f}'
-              f'{end[1]:>9.2f}')
+              f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
+              f'{end[0]:>15.2f}{end[1]:>9.2f}')
     print('\nThe same fits with their last stage capped (one run each): where each start '
           'reaches its held-out error')
     print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'

@@ -79,3 +79,53 @@ def test_the_answer_as_a_start_puts_the_keypoints_where_the_fit_does(fitted, tmp
     assert sorted(at_answer) == sorted(keys)
     assert max(np.abs(at_answer[k] - fit[k]).max() for k in keys) < 1e-4 * size
     assert max(np.abs(at_network[k] - fit[k]).max() for k in keys) > 1e-2 * size
+
+
+def test_the_fitting_clock_counts_the_fits_and_the_choice_of_starts(monkeypatch):
+    """Fitting alone is every batch's registrant fit and the choice of each frame's start,
+    not what a dataset fit does around them (reading, writing), which every start shares;
+    the originals are back afterwards."""
+    bench = benchmark_module('real_session_regression')
+    from smilfit.apis.fitting import dataset_fit
+    from smilfit.registrants.registrant import SMILRegistrant
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            return self.now
+    clock = Clock()
+    monkeypatch.setattr(bench, 'time', clock)
+
+    def fit(self, *args, **kwargs):
+        clock.now += 5.0
+        return 'fitted'
+
+    def network_starts(*args, **kwargs):
+        clock.now += 2.0
+        return 'started'
+    monkeypatch.setattr(SMILRegistrant, 'fit', fit)
+    monkeypatch.setattr(dataset_fit, '_network_starts', network_starts)
+    with bench.fitting_clock() as spent:
+        clock.now += 100.0                                   # reading the data
+        assert dataset_fit._network_starts() == 'started'
+        assert SMILRegistrant.fit(object()) == 'fitted'
+        assert SMILRegistrant.fit(object()) == 'fitted'
+        clock.now += 100.0                                   # writing the results
+    assert spent == [12.0]
+    assert SMILRegistrant.fit is fit and dataset_fit._network_starts is network_starts
+
+
+def test_the_fitting_clock_sees_a_dataset_fit(fitted, tmp_path):
+    """The functions the clock wraps are the ones a dataset fit calls: a real fit spends
+    some but not all of its seconds in them."""
+    import time
+
+    from smilfit.apis.fitting import fit_dataset
+    bench = benchmark_module('real_session_regression')
+    cfg, _, _, _ = fitted
+    with bench.fitting_clock() as spent:
+        start = time.perf_counter()
+        fit_dataset(cfg, tmp_path / 'again', progress=False)
+        seconds = time.perf_counter() - start
+    assert 0.0 < spent[0] < seconds
