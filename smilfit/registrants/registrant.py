@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -165,7 +165,9 @@ class SMILRegistrant(nn.Module):
     # ----------------------------------------------------------- parameters
     def initial_params(self, observations: Mapping[str, Tensor], batch: int, groups: Tensor,
                        init_params: Optional[Mapping[str, Tensor]] = None) -> Dict[str, Tensor]:
-        """Zero parameters, then the global pose from 3D points, then ``init_params``."""
+        """Zero parameters, then the global pose from 3D points (unless ``init_params``
+        gives every parameter it would set: a network's start, or a choice between starts
+        made beforehand), then ``init_params``."""
         m = self.body_model
         num_groups = int(groups.max()) + 1 if batch else 0
         params = {}
@@ -178,7 +180,8 @@ class SMILRegistrant(nn.Module):
                 continue
             rows = num_groups if name in self.shared else batch
             params[name] = torch.zeros((rows,) + shape, dtype=m.dtype, device=m.device)
-        if self.init != 'zeros':
+        if self.init != 'zeros' and not set(self._global_pose_params()) <= set(
+                init_params or {}):
             self._init_global_pose(params, observations, batch, groups)
         for name, value in (init_params or {}).items():
             if name not in params:
@@ -198,6 +201,11 @@ class SMILRegistrant(nn.Module):
                 return handler
         return None
 
+    def _global_pose_params(self) -> Tuple[str, ...]:
+        """The parameters :meth:`_init_global_pose` sets."""
+        with_scale = any('global_log_scale' in s.fit for s in self.stages)
+        return ('global_orient', 'transl') + (('global_log_scale',) if with_scale else ())
+
     def _init_global_pose(self, params: Dict[str, Tensor], observations: Mapping[str, Tensor],
                           batch: int, groups: Tensor) -> None:
         handler = self.keypoint_handler()
@@ -216,7 +224,7 @@ class SMILRegistrant(nn.Module):
             rest_points = pool.index_select(1, handler.model_index).expand(batch, -1, -1)
             root = rest.joints_kin[:, self.body_model.levels.root].expand(batch, -1)
             # A stage fitting the global scale starts from Umeyama's (data in other units).
-            with_scale = any('global_log_scale' in s.fit for s in self.stages)
+            with_scale = 'global_log_scale' in self._global_pose_params()
             aligned = global_pose_from_points(rest_points, root, observed,
                                               with_scale=with_scale)
         found = torch.isfinite(observed).all(-1).sum(-1) >= 3

@@ -109,6 +109,30 @@ def test_initialisation_aligns_rest_pose_to_triangulation(model):
                                axis_angle_to_matrix(truth['global_orient']), atol=1e-5, rtol=0)
 
 
+def test_a_start_that_gives_the_global_pose_skips_the_alignment(model, monkeypatch):
+    """Where ``init_params`` sets every parameter the alignment would (a network's start),
+    the alignment is not computed only to be overwritten; where it leaves one out, it is."""
+    import smilfit.registrants.registrant as registrant_module
+    from smilfit.registrants.initialization import global_pose_from_points
+    obs, truth, _ = make_observations(model, batch=3, pose_std=0.0, shape_std=0.0)
+    reg = build(model)
+    groups = torch.zeros(3, dtype=torch.long)
+    aligned = reg.initial_params(reg.to_tensors(obs), 3, groups)
+    calls = []
+    monkeypatch.setattr(registrant_module, 'global_pose_from_points',
+                        lambda *args, **kwargs: calls.append(1) or
+                        global_pose_from_points(*args, **kwargs))
+    start = dict(global_orient=truth['global_orient'], transl=truth['transl'] + 1.0)
+    params = reg.initial_params(reg.to_tensors(obs), 3, groups, start)
+    assert calls == []
+    torch.testing.assert_close(params['transl'], truth['transl'] + 1.0)
+    torch.testing.assert_close(params['global_orient'], truth['global_orient'])
+    params = reg.initial_params(reg.to_tensors(obs), 3, groups,
+                                dict(global_orient=truth['global_orient']))
+    assert calls == [1]
+    torch.testing.assert_close(params['transl'], aligned['transl'])
+
+
 def test_shared_shape_across_a_group(model):
     obs, truth, _ = make_observations(model, batch=4)
     reg = build(model, stages=QUICK_STAGES, shared=dict(betas=True))
