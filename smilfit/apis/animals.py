@@ -142,7 +142,6 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
         FileNotFoundError, KeyError, ValueError: a missing file, animal or parameter, a
             fit of another body model, or a bad option, each naming what is wrong.
     """
-
     spec = dict(spec)
     unknown = sorted(set(spec) - {'path', 'animal', 'mode'})
     if unknown or 'path' not in spec:

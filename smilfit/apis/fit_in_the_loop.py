@@ -36,9 +36,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
 
+from smilfit.datasets.hdf5.files import read_h5
 from smilfit.errors import SmilfitUserError
 from smilfit.utils.atomic import write_text
-from smilfit.datasets.hdf5.files import read_h5
 
 PathLike = Union[str, 'os.PathLike[str]']
 

@@ -64,7 +64,6 @@ def load_fit_run(work_dir: PathLike, config: Optional[Union[PathLike, Mapping]] 
             and ``data``). Default: the results' ``config`` attribute (JSON) when they
             have one, else the work dir's ``chunks/config.json``.
     """
-
     work_dir = Path(work_dir)
     results = work_dir / 'fit_results.h5'
     if not results.is_file():

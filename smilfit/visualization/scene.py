@@ -316,8 +316,6 @@ def triangulate_observations(keypoints_2d: np.ndarray, visible: np.ndarray, vali
 
 
 def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scene:
-
-
     results = work_dir / 'fit_results.h5'
     run = load_fit_run(work_dir)
     with read_h5(results, 'fit results', written_whole=True) as f:
