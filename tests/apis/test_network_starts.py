@@ -1,12 +1,13 @@
 """Fits started from a network's predictions (``data.init_from``): a good prediction saves
 iterations and reaches the same fit; a wrong one is not used, so the fit is never worse."""
 import json
+from unittest import mock
 
 import h5py
 import numpy as np
 import pytest
 
-from smilfit.apis.fitting import fit_dataset, prepare_data
+from smilfit.apis.fitting import dataset_fit, fit_dataset, prepare_data
 from smilfit.apis.fitting.config import FittingConfigError
 from smilfit.apis.fitting.network_starts import load_network_starts
 from smilfit.datasets import DatasetReader
@@ -128,3 +129,39 @@ def test_one_session_joins_videos_named_after_the_rig(session, tmp_path):
         values, found = load_network_starts(path, reader)
     assert found.all()
     assert np.allclose(values['transl'], truth['transl'])
+
+
+def test_a_refit_from_the_network_keeps_the_first_fits_skeleton(tmp_path):
+    """The task guide's refit: frames started from the network's predictions, the
+    animal's skeleton taken from the first fit (``data.skeleton``) instead of estimated
+    again, so that only the frames' fits run."""
+    from smilfit.datasets.synthetic_animals import generate_animal_session
+    from smilfit.utils import register_all_modules
+
+    from ..conftest import mouse_session_config_on_demo_mouse
+    register_all_modules()
+    generate_animal_session(tmp_path / 'data.h5', num_animals=1, frames=6, num_views=2,
+                            noise_px=0.5, seed=3)
+    cfg = mouse_session_config_on_demo_mouse(tmp_path / 'data.h5')
+    first = fit_dataset(cfg, tmp_path / 'first', progress=False)
+    with h5py.File(first) as f:
+        fitted = {k: f[f'params/{k}'][:] for k in ('global_orient', 'body_pose', 'transl',
+                                                    'global_log_scale')}
+        skeleton = {k: f[f'animals/param_{k}'][:] for k in ('bone_trans', 'keypoint_offsets')}
+    # a network a little off the first fit's answer
+    fitted['transl'] = fitted['transl'] + 0.02 * np.abs(fitted['transl']).max()
+    predictions = tmp_path / 'predictions.h5'
+    with DatasetReader(cfg.data.path) as reader:
+        _write_predictions(predictions, reader, fitted)
+    cfg.data.update(init_from=str(predictions), skeleton=dict(path=str(first)))
+    with mock.patch.object(dataset_fit, 'estimate_skeletons',
+                           side_effect=AssertionError('the skeleton was estimated again')):
+        refit = fit_dataset(cfg, tmp_path / 'refit', progress=False)
+    with h5py.File(refit) as f:
+        assert f['samples/network_start'][:].all()
+        for k, v in skeleton.items():
+            assert np.array_equal(f[f'animals/param_{k}'][:], v), k
+        history = json.loads(f.attrs['loss_history'])
+    run = {r['stage'] for r in history if r['steps'] > 0}
+    assert run == {'refine', 'refine2'}, run     # no skeleton stage, no coarse stage
+    assert np.median(_errors(refit)) <= 1.05 * np.median(_errors(first)) + 1e-3
