@@ -407,17 +407,26 @@ class SMILRegistrant(nn.Module):
     def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
                     history: List[Dict[str, Any]], near: Optional[Tensor] = None):
-        for stage in stages:
+        def runs(stage: Stage) -> bool:
+            return bool(stage.fit) and not (stage.coarse and near is not None
+                                            and bool(near.all()))
+        for i, stage in enumerate(stages):
             skip = near if stage.coarse and near is not None and bool(near.any()) else None
-            if not stage.fit or (skip is not None and bool(skip.all())):
+            if not runs(stage):
                 why = ('every parameter it fits is fixed' if not stage.fit else
                        'every sample starts near the answer')
                 history.append(dict(stage=stage.name, steps=0, skipped=why, loss_trace=[]))
                 continue
+            seeded = self._seeded_stage(stage, next((s for s in stages[i + 1:] if runs(s)),
+                                                    None))
             for hook in self.hooks:
                 hook.before_stage(self, stage)
             before = params
-            params, stage_diverged, record = self._run_stage(stage, params, obs, groups, skip)
+            params, stage_diverged, record = self._run_stage(
+                stage if seeded is None else replace(stage, ftol=stage.seed_ftol), params,
+                obs, groups, skip)
+            if seeded is not None:
+                record['seeds'] = seeded
             if skip is not None:   # (a runner that could not leave them out ran them)
                 params = {k: v if k in self.shared else
                           torch.where(skip.view(-1, *([1] * (v.dim() - 1))), before[k], v)
@@ -429,6 +438,17 @@ class SMILRegistrant(nn.Module):
             for hook in self.hooks:
                 hook.after_stage(self, stage, record)
         return params, diverged
+
+    def _seeded_stage(self, stage: Stage, following: Optional[Stage]) -> Optional[str]:
+        """The name of the stage ``stage`` only seeds, where it does (then it stops at its
+        ``seed_ftol``): ``following``, the next stage that runs, fits the same parameters
+        and measures noise scales afresh (see :class:`~.stages.Stage`)."""
+        if stage.seed_ftol is None or following is None or set(following.fit) != set(stage.fit):
+            return None
+        weights = stage_weights(following, self.base_weights)
+        rescales = any(weights[name] > 0 and getattr(h, 'needs_stage_observations', False)
+                       for name, h in self.handlers.items())
+        return following.name if rescales else None
 
     def _run_stage(self, stage: Stage, params: Dict[str, Tensor],
                    obs: Mapping[str, Tensor], groups: Tensor, skip: Optional[Tensor] = None):

@@ -13,13 +13,13 @@ names it and lists what is allowed: mmhuman3d silently swallowed stage typos.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from smilfit.body_models.parameters import FITTABLE_PARAMS
 
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
-               'per_sample', 'rounds', 'coarse')
+               'per_sample', 'rounds', 'coarse', 'seed_ftol')
 
 
 class StageConfigError(ValueError):
@@ -56,6 +56,16 @@ class Stage:
             first pose before the skeleton is known): frames that already start near it
             (a network's prediction, ``data.init_from``) skip it, while the frames that
             start from the rest pose in the same batch run it.
+        seed_ftol: the ``ftol`` this stage stops at where it only seeds the next one:
+            where the next stage that runs fits the same parameters and measures noise
+            scales afresh (``Keypoint2DHandler(scale_from_residuals=True)``), this
+            stage's answer matters only as the place those scales are measured. A scale
+            is a robust estimate from a few tens of residuals, uncertain by several
+            percent; the last 1 % of the loss moves the residuals by about half a
+            percent. ``None``: always ``ftol``. (In a per-frame pass with the animal's
+            skeleton held fixed the skeleton stages between two pose stages fit nothing
+            and are skipped, so the first pose stage seeds the second there, and not
+            where the skeleton is estimated.)
     """
 
     name: str
@@ -68,6 +78,7 @@ class Stage:
     per_sample: bool = True
     rounds: int = 1
     coarse: bool = False
+    seed_ftol: Optional[float] = None
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
@@ -121,11 +132,17 @@ def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str]
     coarse = cfg.get('coarse', False)
     if not isinstance(coarse, bool):
         raise StageConfigError(f"{where}: 'coarse' must be True or False, got {coarse!r}")
+    seed_ftol = cfg.get('seed_ftol')
+    if seed_ftol is not None and (isinstance(seed_ftol, bool)
+                                  or not isinstance(seed_ftol, (int, float))
+                                  or not seed_ftol > 0):
+        raise StageConfigError(f"{where}: 'seed_ftol' must be a number > 0 or None, "
+                               f'got {seed_ftol!r}')
     return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
                  optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
                  gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
                  per_sample=bool(cfg.get('per_sample', True)), rounds=rounds,
-                 coarse=coarse)
+                 coarse=coarse, seed_ftol=None if seed_ftol is None else float(seed_ftol))
 
 
 def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],

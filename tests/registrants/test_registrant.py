@@ -69,6 +69,8 @@ def build(model, stages=STAGES, handlers=HANDLERS, **kwargs):
     ([], 'at least one stage'),
     ([dict(name='a', fit=['transl'], rounds=0)], "'rounds' must be a positive integer"),
     ([dict(name='a', fit=['transl'], coarse='yes')], "'coarse' must be True or False"),
+    ([dict(name='a', fit=['transl'], seed_ftol=0)], "'seed_ftol' must be a number > 0"),
+    ([dict(name='a', fit=['transl'], seed_ftol='1e-2')], "'seed_ftol' must be a number > 0"),
 ])
 def test_stage_typos_are_errors(model, stages, match):
     with pytest.raises(StageConfigError, match=match):
@@ -407,3 +409,63 @@ def test_lm_stage_history_losses_are_the_stage_losses(model):
     assert record['mean_loss_end'] == pytest.approx(
         float(torch.stack(list(after.values())).sum(0).mean()), rel=1e-9)
     assert record['mean_loss_end'] < 0.1 * record['mean_loss_start']
+
+
+def _seed_fits(model, stages, scales=True, **fit_kwargs):
+    """History of an LM fit of ``stages`` from a start 0.1 rad and 1 unit off, with
+    1 px label noise, the 2D labels' noise scales measured from the residuals or not."""
+    obs, truth, _ = make_observations(model, batch=3, noise_px=1.0)
+    handlers = [dict(HANDLERS[0], scale_from_residuals=scales,
+                     loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
+                HANDLERS[1]]
+    start = dict(global_orient=truth['global_orient'] + 0.1,
+                 body_pose=truth['body_pose'] + 0.1, transl=truth['transl'] + 1.0,
+                 betas=truth['betas'])
+    result = build(model, stages=stages, handlers=handlers).fit(obs, init_params=start,
+                                                                **fit_kwargs)
+    return {r['stage']: r for r in result.history}
+
+
+POSE = ['global_orient', 'transl', 'body_pose']
+LM = dict(type='LevenbergMarquardt')
+
+
+def test_a_stage_that_only_seeds_the_next_ones_noise_scales_stops_at_its_seed_ftol(model):
+    """seed_ftol: a stage whose next running stage fits the same parameters and measures
+    the noise scales afresh stops at the looser tolerance; anywhere else at ftol."""
+    first = dict(name='first', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
+    second = dict(name='second', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
+    plain = _seed_fits(model, [first, second])
+    seeded = _seed_fits(model, [dict(first, seed_ftol=1e-2), second])
+    assert 'seeds' not in plain['first']
+    assert seeded['first']['seeds'] == 'second'
+    assert seeded['first']['unit_steps'] < plain['first']['unit_steps']
+    # the seeding stage stopped where an accepted step gained less than 1 %
+    assert seeded['first']['mean_loss_end'] > plain['first']['mean_loss_end']
+    # the stage it seeds converges as tightly as before
+    assert seeded['second']['mean_loss_end'] == pytest.approx(plain['second']['mean_loss_end'],
+                                                              rel=1e-3)
+    # a skeleton-like stage between them that fits only fixed parameters is skipped: the
+    # first still seeds the second
+    between = dict(name='between', fit=['betas'], n_iter=5, optimizer=LM, ftol=1e-12)
+    crossed = _seed_fits(model, [dict(first, seed_ftol=1e-2), between, second],
+                         fixed=['betas'])
+    assert crossed['first']['seeds'] == 'second'
+    assert crossed['first']['unit_steps'] == seeded['first']['unit_steps']
+    # ... but where it runs, the first stage's answer feeds it, and ftol holds
+    ran = _seed_fits(model, [dict(first, seed_ftol=1e-2), between, second])
+    assert 'seeds' not in ran['first']
+    assert ran['first']['unit_steps'] == plain['first']['unit_steps']
+
+
+@pytest.mark.parametrize('what', ['other parameters', 'no noise scales', 'last stage'])
+def test_seed_ftol_is_not_used_where_the_next_stage_does_not_start_afresh(model, what):
+    first = dict(name='first', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
+    second = dict(name='second', fit=POSE + (['betas'] if what == 'other parameters' else []),
+                  n_iter=50, optimizer=LM, ftol=1e-12)
+    stages = [first] if what == 'last stage' else [first, second]
+    scales = what != 'no noise scales'
+    plain = _seed_fits(model, stages, scales=scales)
+    seeded = _seed_fits(model, [dict(first, seed_ftol=1e-2)] + stages[1:], scales=scales)
+    assert 'seeds' not in seeded['first']
+    assert seeded['first']['unit_steps'] == plain['first']['unit_steps']
