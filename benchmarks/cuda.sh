@@ -6,7 +6,10 @@
 # Steps: suite (the whole test suite, gpu tests included; pytest-xdist when installed),
 # tests (the gpu tests alone), train (eager; head and losses compiled; everything
 # compiled), fit, solvers (the sparse and dense factorisations by batch size), render,
-# body.
+# body, recipe (not run by default: the GPU-sized regression recipe on the shared
+# session, configs/regression/mouse_session_resnet50_gpu.py, RECIPE_ITERS iterations
+# (4000), its held-out table beside the fit's and the baselines'; work files in
+# RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
@@ -52,6 +55,11 @@ for step in $steps; do
     solvers) run linear_solvers_cuda 120 python benchmarks/linear_solvers.py --device cuda \
                --models stick mouse --systems 1 4 16 64 256 1024 ;;
     body) run body_model 240 python benchmarks/body_model.py --device all --no-smplx ;;
-    *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body)" >&2; exit 2 ;;
+    recipe) run real_session_recipe 560 python benchmarks/real_session_regression.py \
+              --out-dir "${RECIPE_DIR:-/tmp/real_session}" --network-only --device cuda --amp \
+              --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
+              --iters "${RECIPE_ITERS:-4000}" --threads 8 ;;
+    *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe)" >&2
+       exit 2 ;;
   esac
 done

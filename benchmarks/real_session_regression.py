@@ -52,11 +52,20 @@ pretraining) and compared seed by seed, then camera by camera (the mean over the
 seeds, beside the fit's own error in each camera: where a camera's labels disagree with
 the others', the fit is far off there too).
 
+``--network-only`` stops after (a), (b), (e) and (e'): what one recipe reaches, in
+minutes. With it, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g.
+the GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe``)::
+
+    python benchmarks/real_session_regression.py --network-only --device cuda --amp \
+        --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
+        --iters 4000 --threads 8
+
 Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
-        [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4]
+        [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only [--config CONFIG]
+        [--crop-size 128] [--amp]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -119,16 +128,17 @@ def fit_config_changes(results: Path, cfg) -> list:
     return changes
 
 
-def prepare(out: Path):
-    """The keypoint-only session, the 128 px crops and the fit (made when missing)."""
+def prepare(out: Path, crop_size: int = 128):
+    """The keypoint-only session, the ``crop_size`` px crops and the fit (made when
+    missing)."""
     from mmengine.config import Config
 
     from smilfit.apis.fitting import fit_dataset, prepare_data
     from smilfit.cli.preprocess_sleap import main as preprocess
-    crops = out / 'session_128.h5'
+    crops = out / f'session_{crop_size}.h5'
     if not crops.exists():
         assert preprocess([str(SESSION), str(crops), '--crop-mode', 'bbox_crop',
-                           '--target-size', '128', '--no-progress']) == 0
+                           '--target-size', str(crop_size), '--no-progress']) == 0
     cfg = Config.fromfile(str(FIT_CONFIG))
     cfg.body_model.model_path = str(MODEL)
     cfg.data.sleap.input = str(SESSION)
@@ -148,12 +158,14 @@ def prepare(out: Path):
 
 
 def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=None,
-               renders: Path = None, start_from: Path = None, seed: int = 0):
-    """The network config training ``iters`` iterations on the training blocks (or on
-    every sample of ``renders``), from ``start_from``'s weights when given, with the
-    random ``seed``."""
+               renders: Path = None, start_from: Path = None, seed: int = 0,
+               config: Path = NET_CONFIG, amp: bool = False):
+    """The network config ``config`` training ``iters`` iterations on the training blocks
+    (or on every sample of ``renders``), from ``start_from``'s weights when given, with
+    the random ``seed``; in bf16 mixed precision with ``amp`` (a GPU's, as
+    ``tools/train.py --amp``)."""
     from mmengine.config import Config
-    cfg = Config.fromfile(str(NET_CONFIG))
+    cfg = Config.fromfile(str(config))
     if seed:
         cfg.randomness = dict(seed=seed)
     cfg.model.body_model.model_path = str(MODEL)
@@ -177,14 +189,19 @@ def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=Non
     cfg.work_dir = str(work)
     if device != 'cpu':
         cfg.env_cfg = dict(cfg.env_cfg, dist_cfg=dict(backend='nccl'))
+    if amp:
+        from smilfit.cli.train import set_amp
+        set_amp(cfg, 'bf16')
     return cfg
 
 
 def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
-          renders: Path = None, start_from: Path = None, seed: int = 0):
+          renders: Path = None, start_from: Path = None, seed: int = 0,
+          config: Path = NET_CONFIG, amp: bool = False):
     """Train :func:`net_config` (made when missing); the runner (trained)."""
     from mmengine.runner import Runner
-    cfg = net_config(crops, work, iters, device, fit_results, renders, start_from, seed)
+    cfg = net_config(crops, work, iters, device, fit_results, renders, start_from, seed,
+                     config, amp)
     checkpoint = work / f'iter_{iters}.pth'
     if checkpoint.exists():
         cfg.load_from = str(checkpoint)
@@ -740,7 +757,36 @@ def fit_in_the_loop_unlabelled(out: Path, crops: Path, keypoints: Path, results:
     return rows
 
 
-def main() -> int:
+def baseline_rows(results: Path, trained_on, held, fit_keys, params, keypoints: Path) -> list:
+    """The rows of (e), the fits' mean training pose at each held-out frame's
+    triangulated keypoints, and (e'), the same with the fit's keypoint offsets."""
+    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints)
+    rows = [('(e) mean training pose at the triangulated keypoints',
+             score(mean, keypoints, held), '', '')]
+    offsets = np.median(fit_offsets(results, fit_keys, trained_on), axis=0)
+    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints, offsets)
+    rows.append(("(e') the same with the fit's keypoint offsets",
+                 score(mean, keypoints, held), '', ''))
+    return rows
+
+
+def print_table(rows, blocks, held, args, config: Path) -> None:
+    """The held-out table: per method the median and p90 px in the scored cameras and
+    in ``side``, training seconds and inference images/s."""
+    print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); {config.name}, '
+          f'{args.crop_size} px crops, {args.iters} iterations, {args.device}'
+          f'{" bf16" if args.amp else ""}, {args.threads} threads')
+    print(f'{"method":<52}{"median px":>10}{"p90 px":>9}{"side med":>10}{"side p90":>10}'
+          f'{"train s":>9}{"img/s":>7}')
+    for label, s, seconds, ips in rows:
+        if s is None:
+            print(f'{label:<52}{"not built":>10}')
+            continue
+        print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
+              f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out-dir', default=str(ROOT / 'work_dirs' / 'real_session'))
@@ -755,7 +801,21 @@ def main() -> int:
                         help='training seeds of the (b) against (c) comparison (0 1 2 3 4)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
-    args = parser.parse_args()
+    parser.add_argument('--config', default=str(NET_CONFIG),
+                        help='the network config (default: the CPU-sized recipe, '
+                             'configs/regression/mouse_session_resnet18.py)')
+    parser.add_argument('--crop-size', type=int, default=128,
+                        help="the crops' size in px, as the config wants them (128)")
+    parser.add_argument('--amp', action='store_true',
+                        help='bf16 mixed precision (a GPU only), as tools/train.py --amp')
+    parser.add_argument('--network-only', action='store_true',
+                        help="only (a), (b), (e) and (e'): what a recipe reaches, e.g. the "
+                             'GPU-sized one on a lent GPU (minutes instead of hours)')
+    args = parser.parse_args(argv)
+    if not args.network_only and (Path(args.config).resolve() != NET_CONFIG.resolve()
+                                  or args.crop_size != 128 or args.amp):
+        parser.error('--config, --crop-size and --amp need --network-only (the other methods '
+                     'train the CPU-sized recipe)')
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
         return 0
@@ -766,21 +826,29 @@ def main() -> int:
     register_all_modules()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    crops, keypoints, results = prepare(out)
+    crops, keypoints, results = prepare(out, args.crop_size)
     held, trained_on, blocks, train_rows = held_out_frames(crops)
     fitted, fit_keys, params = fit_points(results, keypoints)
     fit_score = score(fitted, keypoints, held)
     rows = [('(a) fit on those frames', fit_score, '', '')]
     checkpoints = []
-    for label, fit_labels in (('(b) network, real frames, fit as labels', results),
-                              ("(b') network, real frames, triangulation only", None)):
-        name = 'net_fit_labels' if fit_labels is not None else 'net_triangulation'
+    config = Path(args.config)
+    # (another recipe's networks get work dirs of their own)
+    recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
+    arms = (('(b) network, real frames, fit as labels', results),
+            ("(b') network, real frames, triangulation only", None))
+    for label, fit_labels in arms[:1] if args.network_only else arms:
+        name = recipe + ('net_fit_labels' if fit_labels is not None else 'net_triangulation')
         runner, seconds = train(crops, out / f'{name}_{args.iters}', args.iters,
-                                args.device, fit_labels)
+                                args.device, fit_labels, config=config, amp=args.amp)
         checkpoints.append(out / f'{name}_{args.iters}' / f'iter_{args.iters}.pth')
         pts, images_per_s = network_points(runner, args.device)
         rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
                      f'{images_per_s:.0f}'))
+    if args.network_only:
+        rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
+        print_table(rows, blocks, held, args, config)
+        return 0
     renders = render(out, crops, results, train_rows, args.renders)
     rendered_only = out / f'net_rendered_{args.renders}_{args.iters}'
     runner, seconds = train(crops, rendered_only, args.iters, args.device, renders=renders)
@@ -794,23 +862,8 @@ def main() -> int:
     rows.append(('(c) rendered pretraining, then real', score(pts, keypoints, held),
                  f'{seconds:.0f}', f'{images_per_s:.0f}'))
     rows.append(rendered_row)
-    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints)
-    rows.append(('(e) mean training pose at the triangulated keypoints',
-                 score(mean, keypoints, held), '', ''))
-    offsets = np.median(fit_offsets(results, fit_keys, trained_on), axis=0)
-    mean = mean_pose_points(trained_on, held, fit_keys, params, keypoints, offsets)
-    rows.append(("(e') the same with the fit's keypoint offsets",
-                 score(mean, keypoints, held), '', ''))
-    print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); '
-          f'{args.iters} iterations, {args.device}, {args.threads} threads')
-    print(f'{"method":<52}{"median px":>10}{"p90 px":>9}{"side med":>10}{"side p90":>10}'
-          f'{"train s":>9}{"img/s":>7}')
-    for label, s, seconds, ips in rows:
-        if s is None:
-            print(f'{label:<52}{"not built":>10}')
-            continue
-        print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
-              f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+    rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
+    print_table(rows, blocks, held, args, config)
     print(f'\n(b) and (c) by the training seed of their {args.iters} real iterations '
           '(one rendered pretraining); error on the held-out frames, median / p90 px')
     print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')

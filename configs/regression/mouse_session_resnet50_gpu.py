@@ -10,7 +10,8 @@
 #       model.compile_loss=True
 # (--amp: bf16 mixed precision; compile_loss compiles the head and the losses, worth it on
 # a GPU only.) Its held-out figures are not measured yet: no GPU was lent since it was
-# written (docs/benchmarks.md says which recipe reached what).
+# written (docs/benchmarks.md says which recipe reached what); on one,
+# `bash benchmarks/cuda.sh OUT recipe` trains it and prints its held-out table.
 _base_ = ['./mouse_session_resnet18.py']
 ann_file = 'minimal_session_256.h5'
 model = dict(

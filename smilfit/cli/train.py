@@ -104,7 +104,7 @@ def _accelerator_available() -> bool:
             or is_musa_available())
 
 
-def _set_amp(cfg: Config, amp_dtype: str) -> None:
+def set_amp(cfg: Config, amp_dtype: str) -> None:
     """Switch ``cfg.optim_wrapper`` to mmengine's AmpOptimWrapper with ``amp_dtype``."""
     if not _accelerator_available():
         raise TrainConfigError(
@@ -153,7 +153,7 @@ def build_config(args: argparse.Namespace) -> Config:
             raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
     if args.amp:
-        _set_amp(cfg, args.amp_dtype)
+        set_amp(cfg, args.amp_dtype)
     cfg.custom_hooks = _with_required_hooks(cfg.get('custom_hooks'))
     return cfg
 
