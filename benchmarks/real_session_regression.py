@@ -816,6 +816,8 @@ def main(argv=None) -> int:
                                   or args.crop_size != 128 or args.amp):
         parser.error('--config, --crop-size and --amp need --network-only (the other methods '
                      'train the CPU-sized recipe)')
+    if args.amp and args.device == 'cpu':
+        parser.error('--amp needs a GPU (--device cuda): bf16 autocast trains on GPUs only')
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
         return 0

@@ -31,8 +31,11 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
 
 
-def test_another_recipe_needs_network_only(capsys):
+def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     bench = benchmark_module('real_session_regression')
     with pytest.raises(SystemExit):
         bench.main(['--crop-size', '256'])
     assert '--network-only' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--network-only', '--amp'])
+    assert '--amp needs a GPU' in capsys.readouterr().err
