@@ -441,9 +441,10 @@ class SMILRegistrant(nn.Module):
 
     def _seeded_stage(self, stage: Stage, following: Optional[Stage]) -> Optional[str]:
         """The name of the stage ``stage`` only seeds, where it does (then it stops at its
-        ``seed_ftol``): ``following``, the next stage that runs, fits the same parameters
-        and measures noise scales afresh (see :class:`~.stages.Stage`)."""
-        if stage.seed_ftol is None or following is None or set(following.fit) != set(stage.fit):
+        ``seed_ftol``): ``following``, the next stage that runs, fits every parameter
+        ``stage`` fits and measures noise scales afresh (see :class:`~.stages.Stage`)."""
+        if (stage.seed_ftol is None or following is None
+                or not set(following.fit) >= set(stage.fit)):
             return None
         weights = stage_weights(following, self.base_weights)
         rescales = any(weights[name] > 0 and getattr(h, 'needs_stage_observations', False)

@@ -57,10 +57,11 @@ class Stage:
             (a network's prediction, ``data.init_from``) skip it, while the frames that
             start from the rest pose in the same batch run it.
         seed_ftol: the ``ftol`` this stage stops at where it only seeds the next one:
-            where the next stage that runs fits the same parameters and measures noise
-            scales afresh (``Keypoint2DHandler(scale_from_residuals=True)``), this
-            stage's answer matters only as the place those scales are measured. A scale
-            is a robust estimate from a few tens of residuals, uncertain by several
+            where the next stage that runs fits every parameter this one fits (and
+            perhaps more) and measures noise scales afresh
+            (``Keypoint2DHandler(scale_from_residuals=True)``), this stage's answer
+            matters only as that stage's start and the place its scales are measured. A
+            scale is a robust estimate from a few tens of residuals, uncertain by several
             percent; the last 1 % of the loss moves the residuals by about half a
             percent. ``None``: always ``ftol``. (In a per-frame pass with the animal's
             skeleton held fixed the skeleton stages between two pose stages fit nothing

@@ -431,7 +431,7 @@ LM = dict(type='LevenbergMarquardt')
 
 
 def test_a_stage_that_only_seeds_the_next_ones_noise_scales_stops_at_its_seed_ftol(model):
-    """seed_ftol: a stage whose next running stage fits the same parameters and measures
+    """seed_ftol: a stage whose next running stage fits its parameters again and measures
     the noise scales afresh stops at the looser tolerance; anywhere else at ftol."""
     first = dict(name='first', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
     second = dict(name='second', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
@@ -458,10 +458,25 @@ def test_a_stage_that_only_seeds_the_next_ones_noise_scales_stops_at_its_seed_ft
     assert ran['first']['unit_steps'] == plain['first']['unit_steps']
 
 
-@pytest.mark.parametrize('what', ['other parameters', 'no noise scales', 'last stage'])
+def test_a_stage_seeds_the_next_that_fits_its_parameters_and_more(model):
+    """A rigid alignment before a pose stage: the pose stage fits the global pose again."""
+    rigid = dict(name='rigid', fit=['global_orient', 'transl'], n_iter=50, optimizer=LM,
+                 ftol=1e-12)
+    pose = dict(name='pose', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
+    plain = _seed_fits(model, [rigid, pose])
+    seeded = _seed_fits(model, [dict(rigid, seed_ftol=1e-2), pose])
+    assert seeded['rigid']['seeds'] == 'pose'
+    assert seeded['rigid']['unit_steps'] < plain['rigid']['unit_steps']
+    assert seeded['pose']['mean_loss_end'] == pytest.approx(plain['pose']['mean_loss_end'],
+                                                            rel=1e-3)
+
+
+@pytest.mark.parametrize('what', ['not all of its parameters', 'no noise scales',
+                                  'last stage'])
 def test_seed_ftol_is_not_used_where_the_next_stage_does_not_start_afresh(model, what):
     first = dict(name='first', fit=POSE, n_iter=50, optimizer=LM, ftol=1e-12)
-    second = dict(name='second', fit=POSE + (['betas'] if what == 'other parameters' else []),
+    # (a next stage without body_pose would keep the first stage's body pose)
+    second = dict(name='second', fit=POSE[:2] if what == 'not all of its parameters' else POSE,
                   n_iter=50, optimizer=LM, ftol=1e-12)
     stages = [first] if what == 'last stage' else [first, second]
     scales = what != 'no noise scales'
