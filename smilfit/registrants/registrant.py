@@ -407,9 +407,10 @@ class SMILRegistrant(nn.Module):
     def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
                     history: List[Dict[str, Any]], near: Optional[Tensor] = None):
+        everyone_near = near is not None and bool(near.all())
+
         def runs(stage: Stage) -> bool:
-            return bool(stage.fit) and not (stage.coarse and near is not None
-                                            and bool(near.all()))
+            return bool(stage.fit) and not (stage.coarse and everyone_near)
         for i, stage in enumerate(stages):
             skip = near if stage.coarse and near is not None and bool(near.any()) else None
             if not runs(stage):
