@@ -28,13 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 from smilfit.body_models import SMILModel  # noqa: E402
 from timing import time_call  # noqa: E402  (benchmarks/timing.py)
 from smilfit.body_models.demo_model import demo_model_data  # noqa: E402
 from smilfit.body_models.io import load_model_data  # noqa: E402
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+SHARED_MODELS = SHARED / 'models'
 MODEL_FILES = {'stick': 'SMILy_STICK.pkl', 'mouse': 'SMILy_Mouse_static_joints.pkl'}
 
 

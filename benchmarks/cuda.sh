@@ -10,6 +10,9 @@
 # session, configs/regression/mouse_session_resnet50_gpu.py, RECIPE_ITERS iterations
 # (4000), its held-out table beside the fit's and the baselines'; work files in
 # RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR).
+# On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
+# first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
+# copy of ../shared is read (SMILFIT_SHARED).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
@@ -19,6 +22,12 @@ xdist=()
 python -c "import xdist" 2>/dev/null && xdist=(-n 12 --dist loadfile)
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+if [ -d .device/whl ] && ! python -c 'import mmengine' 2>/dev/null; then  # (a GPU image)
+  python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/smilfit_site .device/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/smilfit_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [ -d .device/shared ]; then export SMILFIT_SHARED=$PWD/.device/shared; fi
 run() {  # run NAME SECONDS COMMAND...: with a time limit, logged to $out/NAME.log
   local name=$1 limit=$2; shift 2
   echo "== $name: $*"

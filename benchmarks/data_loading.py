@@ -31,12 +31,14 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 from smilfit.datasets.hdf5_format import (DatasetReader, DatasetWriter,  # noqa: E402
                                           decode_image, encode_image)
 from smilfit.datasets.ingest_sleap import ingest_sleap  # noqa: E402
 
-SHARED_SESSION = (Path(__file__).resolve().parents[2] / 'shared' / 'data'
+SHARED_SESSION = (SHARED / 'data'
                   / 'sleap_anipose_minimal_session' / 'minimal_session')
 CAMERAS = ['back', 'mid', 'side', 'top']
 

@@ -67,6 +67,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 from smilfit.body_models import SMILModel, demo_model_data, load_model_data  # noqa: E402
 from smilfit.cameras import project_points, projection_matrices, triangulate_dlt  # noqa: E402
@@ -74,7 +76,7 @@ from smilfit.datasets.synthetic import ring_cameras  # noqa: E402
 from smilfit.registrants import SMILRegistrant  # noqa: E402
 from smilfit.utils.allocator import keep_freed_memory  # noqa: E402
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+SHARED_MODELS = SHARED / 'models'
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float64) -> SMILModel:
@@ -160,7 +162,7 @@ def fit_in_chunks(reg: SMILRegistrant, obs, chunk_size: int) -> torch.Tensor:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SESSION = ROOT.parent / 'shared' / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+SESSION = SHARED / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
 GOOD_VIEWS = ('back', 'mid', 'top')
 #: fit name -> cameras fitted; 'all' is scored in the good views, the others in the
 #: good view they leave out.
@@ -359,7 +361,7 @@ def _run_session_fits(checkout: Path, h5: Path, out: Path) -> dict:
     """Fit the checkout's mouse config in a subprocess (its own code, one thread)."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    model = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    model = SHARED / 'models' / 'SMILy_Mouse_static_joints.pkl'
     subprocess.run([sys.executable, '-c', _SESSION_WORKER, str(h5), str(model), str(out),
                     json.dumps(SESSION_FITS)], cwd=checkout, env=env, check=True,
                    stdout=subprocess.DEVNULL)
@@ -386,7 +388,7 @@ def _session_errors(report: dict, obs) -> dict:
 def _tool_run(checkout: Path, h5: Path, work: Path) -> dict:
     """``tools/fit.py`` on the mouse config in ``checkout`` (its own code, one thread), on
     the prepared session: wall and CPU seconds and peak memory of that process."""
-    model = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    model = SHARED / 'models' / 'SMILy_Mouse_static_joints.pkl'
     env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     cmd = [sys.executable, 'tools/fit.py', 'configs/fitting/mouse_multiview.py', '--work-dir',
            str(work), '--threads', '1', '--no-progress', '--no-visualize', '--overwrite',

@@ -42,13 +42,15 @@ from mmengine.config import DictAction
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
-SESSION = ROOT.parent / 'shared' / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+SESSION = SHARED / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
 #: sleap-io's test recording: 8 cameras, two mice (instance groups), 3 frames, the same 15
 #: keypoint names; nobody tuned on it.
-EIGHT_CAMERAS = (ROOT.parent / 'shared' / 'data' / 'sleap_io_js_testdata' / 'tests' / 'data'
+EIGHT_CAMERAS = (SHARED / 'data' / 'sleap_io_js_testdata' / 'tests' / 'data'
                  / 'slp' / 'multiview.slp')
-MODEL = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+MODEL = SHARED / 'models' / 'SMILy_Mouse_static_joints.pkl'
 CONFIG = ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'
 #: name -> (k values, frames, data overrides, the recording)
 CASES = {

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 from timing import time_call  # noqa: E402
 
@@ -34,7 +35,7 @@ from smilfit.body_models import demo_model_data, load_model_data  # noqa: E402
 from smilfit.registrants.solver.linear_solver import (  # noqa: E402
     SPARSE_MIN_SYSTEMS, DenseCholesky, SparseCholesky, plan_linear_solver)
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+SHARED_MODELS = SHARED / 'models'
 MODEL_FILES = dict(stick='SMILy_STICK.pkl', mouse='SMILy_Mouse_static_joints.pkl')
 
 

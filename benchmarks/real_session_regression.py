@@ -84,9 +84,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
-SESSION = ROOT.parent / 'shared' / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
-MODEL = ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+SESSION = SHARED / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+MODEL = SHARED / 'models' / 'SMILy_Mouse_static_joints.pkl'
 FIT_CONFIG = ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'
 NET_CONFIG = ROOT / 'configs' / 'regression' / 'mouse_session_resnet18.py'
 LOOKUP = ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv'

@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 import timing  # noqa: E402  (benchmarks/timing.py, beside this script)
 from smilfit.body_models import SMILModel, demo_model_data, load_model_data  # noqa: E402
@@ -48,7 +49,7 @@ from smilfit.renderers import (PyTorch3DSilhouetteRenderer, SoftSilhouetteRender
 from smilfit.renderers.screen import screen_vertices  # noqa: E402
 from smilfit.renderers.soft_rasterizer import face_boxes  # noqa: E402
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / 'shared' / 'models'
+SHARED_MODELS = SHARED / 'models'
 MODEL_FILES = {'stick': 'SMILy_STICK.pkl', 'mouse': 'SMILy_Mouse_static_joints.pkl'}
 
 

@@ -34,6 +34,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 MODEL_FILES = {3020: 'SMILy_STICK.pkl', 11263: 'SMILy_Mouse_static_joints.pkl'}
 
@@ -41,7 +43,7 @@ MODEL_FILES = {3020: 'SMILy_STICK.pkl', 11263: 'SMILy_Mouse_static_joints.pkl'}
 def model_mesh(num_vertices: int, dtype: torch.dtype, seed: int = 0):
     """(V, 3) vertices (centred, body length ~1) and (F, 3) faces or ``None``."""
     g = torch.Generator().manual_seed(seed)
-    path = REPO.parent / 'shared' / 'models' / MODEL_FILES.get(num_vertices, '-')
+    path = SHARED / 'models' / MODEL_FILES.get(num_vertices, '-')
     if path.is_file():
         from smilfit.body_models import SMILModel, load_model_data
         model = SMILModel(data=load_model_data(path), dtype=dtype)

@@ -39,3 +39,25 @@ def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--network-only', '--amp'])
     assert '--amp needs a GPU' in capsys.readouterr().err
+
+
+def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_path, monkeypatch,
+                                                                         capsys):
+    # A lent GPU gets the checkout and nothing beside it: benchmarks/device_bundle.sh
+    # copies the data into it, and SMILFIT_SHARED points the benchmarks there.
+    import sys
+    carried = tmp_path / 'carried'
+    monkeypatch.delitem(sys.modules, 'shared_data', raising=False)
+    monkeypatch.setenv('SMILFIT_SHARED', str(carried))
+    bench = benchmark_module('real_session_regression')
+    assert bench.SESSION == carried / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+    assert bench.MODEL == carried / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    # a folder without the data: the run says where it looked and trains nothing
+    assert bench.main(['--out-dir', str(tmp_path / 'out'), '--network-only']) == 0
+    assert f'skipped: {bench.SESSION} or {bench.MODEL} is not available' in capsys.readouterr().out
+    assert not (tmp_path / 'out').exists()
+    # without it, ../shared beside the checkout
+    monkeypatch.delitem(sys.modules, 'shared_data')
+    monkeypatch.delenv('SMILFIT_SHARED')
+    bench = benchmark_module('real_session_regression')
+    assert bench.MODEL == REPO_ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
