@@ -19,7 +19,7 @@ every network trained on it would be that config's too):
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
 start and from network (b)'s predictions (``data.init_from``; a frame started there skips
 the coarse stages, the rigid alignment and the first pose): LM iterations (summed over
-the stages and batches of 40 frames, each batch's its slowest frame's; and per frame,
+the stages and the config's batches, each batch's its slowest frame's; and per frame,
 each frame's own, the mean), seconds end to end and fitting alone (``fitting_clock``:
 the batches' fits and the choice of each frame's start, not reading the data and writing
 the results, which every start shares; the median of seven alternating runs) and the
