@@ -6,12 +6,19 @@ Inputs (single- or multi-view is the model's ``num_views``):
   bbox_crop`` as in preprocessing (``bbox_crop`` boxes each instance of a SLEAP file,
   ``--bbox-slp``: one prediction per instance, frames without instances skipped);
   ``--camera-smoothing ALPHA`` smooths the predicted camera over time;
-- multi view: one synchronised video per camera plus ``--calibration calibration.toml``
-  (anipose; videos matched to cameras by name, or ``--camera-names``), or one smilfit
-  HDF5 dataset (``.h5``: stored images and cameras). A network trained on crops around
-  the animal (``tools/preprocess_sleap.py --crop-mode bbox_crop``) runs on every frame of
-  the videos with ``--crop-mode bbox_crop --bbox-slp`` and one SLEAP file per camera
-  (SLEAP's 2D predictions of each video; animals matched across cameras by track).
+- multi view: a sleap-anipose session folder (``calibration.toml`` and one folder per
+  camera, named as in the calibration, with its video and its SLEAP file: every frame of
+  the videos, boxed by the SLEAP files where the network was trained on boxes); one
+  synchronised video per camera plus ``--calibration calibration.toml`` (anipose; videos
+  matched to cameras by name, or ``--camera-names``); or one smilfit HDF5 dataset
+  (``.h5``: stored images and cameras). A network trained on crops around the animal
+  (``tools/preprocess_sleap.py --crop-mode bbox_crop``) runs on every frame of the videos
+  with ``--bbox-slp`` and one SLEAP file per camera (SLEAP's 2D predictions of each
+  video; animals matched across cameras by track).
+
+Crops: ``--crop-mode``, ``--target-size`` and ``--bbox-margin`` default to how the
+network's training images were cropped (the checkpoint records it); a value that differs
+is used, with a warning. Checkpoints that do not record it default to the whole frame.
 
 Outputs in ``--out-dir`` (default ``work_dirs/infer/<input name>``):
 ``predictions.h5`` (per item: session, frame, instance, parameters, joints, 3D keypoints, 2D
@@ -23,6 +30,8 @@ long videos and ``--resume`` continues an interrupted run.
 
 Examples::
 
+    python tools/infer.py work_dirs/mouse_session_resnet18/iter_400.pth \\
+        ../shared/data/sleap_anipose_minimal_session/minimal_session
     python tools/infer.py work_dirs/single/iter_5000.pth clip.mp4 --crop-mode bbox_crop \\
         --bbox-slp clip.slp --target-size 256 --out-dir work_dirs/infer/clip
     python tools/infer.py CKPT back.mp4 mid.mp4 side.mp4 top.mp4 \\
@@ -35,6 +44,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -51,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', help='regressor checkpoint (.pth) from tools/train.py')
     parser.add_argument('inputs', nargs='+', help='a video, a folder of images, an HDF5 '
-                        'dataset, or one video per camera (with --calibration)')
+                        'dataset, a session folder (calibration.toml and a folder per '
+                        'camera), or one video per camera (with --calibration)')
     parser.add_argument('--config', help='config file (default: the one in the checkpoint)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE', help='override config entries')
@@ -60,17 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--camera-names', nargs='+', help="calibration camera of each video "
                         '(default: matched by file or folder name)')
     parser.add_argument('--frames', help='frames A:B (A <= frame < B), or A:B:STEP')
-    parser.add_argument('--crop-mode', default='default',
-                        choices=['default', 'centred', 'bbox_crop'],
+    parser.add_argument('--crop-mode', choices=['default', 'centred', 'bbox_crop'],
                         help='whole frame, centre square, or a square box around each '
-                             'SLEAP instance (needs --bbox-slp)')
+                             'SLEAP instance (needs --bbox-slp, or a session folder); '
+                             'default: as the network was trained, else the whole frame')
     parser.add_argument('--bbox-slp', nargs='+', help='SLEAP file whose instances give the '
                         'boxes; several videos: one per camera, in the videos\' order (or '
                         'one holding every video)')
-    parser.add_argument('--bbox-margin', type=float, default=0.15,
-                        help='bbox_crop margin per side, fraction of the box (default 0.15)')
+    parser.add_argument('--bbox-margin', type=float,
+                        help='bbox_crop margin per side, fraction of the box (default: as '
+                             'the network was trained, else 0.15)')
     parser.add_argument('--target-size', type=int, help='crops are resized to this square '
-                        'size before the model\'s own pipeline (default: crop size)')
+                        'size before the model\'s own pipeline (default: as the network '
+                        'was trained, else the crop size)')
     parser.add_argument('--camera-smoothing', type=float, default=0.0, metavar='ALPHA',
                         help='exponential smoothing of predicted cameras over time, in '
                              '[0, 1) (0: off)')
@@ -142,6 +155,55 @@ def build_source(args, frames: Optional[slice]):
     return source
 
 
+def stores_crops(args) -> bool:
+    """Whether the input is a smilfit dataset, whose images are crops already."""
+    return len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in ('.h5', '.hdf5')
+
+
+def set_crops(args, dataset_meta, cfg) -> None:
+    """Fill ``args.crop_mode``, ``target_size`` and ``bbox_margin`` where the command line
+    left them open: as the network's training images were cropped (its checkpoint's
+    ``dataset_meta``; for older checkpoints, the config's training file where it still
+    exists), else the whole frame; say so, and warn where a given one differs. A dataset
+    input is cropped already and keeps the whole-frame defaults."""
+    from smilfit.apis.inference import crop_settings, trained_crops, training_data_crops
+    asked = dict(crop_mode=args.crop_mode, target_size=args.target_size,
+                 bbox_margin=args.bbox_margin)
+    trained = None
+    if not stores_crops(args):
+        trained = trained_crops(dataset_meta) or training_data_crops(cfg)
+    settings, notes = crop_settings(asked, trained)
+    for note in notes:
+        print(f'{prog_name("infer")}: warning: {note}', file=sys.stderr)
+    if trained is not None and any(v is None for v in asked.values()):
+        size = settings['target_size']
+        print(f"crops: {settings['crop_mode']}" + (f', {size} px' if size else '')
+              + (f", margin {settings['bbox_margin']:g}"
+                 if settings['crop_mode'] == 'bbox_crop' else '')
+              + (' (as the network was trained)' if not any(v is not None for v in
+                                                             asked.values())
+                 else " (the network's training crops where not given)"))
+    for key, value in settings.items():
+        setattr(args, key, value)
+
+
+def use_session_folder(args) -> None:
+    """A session folder as input becomes its videos, calibration and camera names, and,
+    for ``bbox_crop`` without ``--bbox-slp``, its cameras' SLEAP files as the boxes."""
+    from smilfit.apis.inference import InferenceError, is_session_folder, read_session_folder
+    if len(args.inputs) != 1 or not is_session_folder(args.inputs[0]):
+        return
+    if args.calibration:
+        raise InferenceError(f'{args.inputs[0]} is a session folder with its own '
+                             'calibration.toml: leave out --calibration')
+    session = read_session_folder(args.inputs[0])
+    args.inputs = [str(v) for v in session.videos]
+    args.calibration = str(session.calibration)
+    args.camera_names = args.camera_names or session.camera_names
+    if args.crop_mode == 'bbox_crop' and not args.bbox_slp:
+        args.bbox_slp = [str(p) for p in session.boxes()]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     wait_passively_if_threaded(args.threads)   # (before the first torch import)
@@ -160,6 +222,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         model, cfg = load_regressor(args.checkpoint, args.config, args.device,
                                     args.cfg_options)
         pipeline = build_test_pipeline(cfg)
+        name = Path(args.inputs[0]).stem
+        set_crops(args, model.dataset_meta, cfg)
+        use_session_folder(args)
         source = build_source(args, frames)
         bbox = None
         if args.bbox_slp and source.num_views > 1:
@@ -173,8 +238,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             bbox = SleapBoxes(args.bbox_slp[0])
         if bbox is not None and args.crop_mode != 'bbox_crop':
             raise InferenceError('--bbox-slp is used with --crop-mode bbox_crop')
-        out_dir = Path(args.out_dir) if args.out_dir else \
-            Path('work_dirs') / 'infer' / Path(args.inputs[0]).stem
+        out_dir = Path(args.out_dir) if args.out_dir else Path('work_dirs') / 'infer' / name
         result = run_inference(
             model, pipeline, source, out_dir, crop_mode=args.crop_mode, bbox=bbox,
             bbox_margin=args.bbox_margin, target_size=args.target_size,

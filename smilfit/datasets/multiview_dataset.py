@@ -315,6 +315,8 @@ class HDF5DatasetBase(BaseDataset):
             split_by=self.split_by, split_sessions=splits)
         if split_frames is not None:
             self._metainfo['split_frames'] = split_frames
+        if reader.input_crops is not None:   # (checkpoints carry it: how to crop at inference)
+            self._metainfo['input_crops'] = reader.input_crops
         data_list: List[dict] = []
         for j in np.flatnonzero(keep):
             base = dict(index=int(j), session_index=int(session[j]),

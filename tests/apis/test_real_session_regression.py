@@ -130,6 +130,16 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
         video_points = f['keypoints_3d'][:]
         assert f['frame'][:].tolist() == list(range(6))
     assert np.isfinite(video_points).all() and 20 < np.ptp(video_points, 1).max(1).min()
+    # the session folder alone: its videos, calibration and SLEAP files, cropped as the
+    # network was trained (every checkpoint records how its training images were cropped)
+    from smilfit.engine.checkpoint_io import load_checkpoint_file
+    meta = load_checkpoint_file(checkpoint)['meta']['dataset_meta']
+    assert meta['input_crops'] == dict(crop_mode='bbox_crop', target_size=64, bbox_margin=0.15)
+    out_session = tmp_path / 'infer_session'
+    assert infer([str(checkpoint), str(session), '--frames', '0:6', '--out-dir',
+                  str(out_session), '--video', 'none', '--no-progress']) == 0
+    with h5py.File(out_session / 'predictions.h5', 'r') as f:
+        np.testing.assert_allclose(f['keypoints_3d'][:], video_points, atol=1e-6)
     labels = sleap_io.load_slp(str(out / 'predictions.slp'))
     assert [Path(v.filename) for v in labels.videos] == videos
     assert len(labels.sessions) == 1

@@ -24,7 +24,8 @@ everything written is in source pixels.
 
 The package's rooms, in the order a run goes through them: ``common`` (the error type),
 ``model`` (loading), ``sources`` and ``hdf5_source`` (:class:`FrameSource` and its
-implementations, :class:`SleapBoxes`), ``samples`` (crops, model calls), ``smoothing``
+implementations, :class:`SleapBoxes`), ``session_folder`` (a sleap-anipose session
+folder's videos and SLEAP files; the crops a checkpoint was trained on), ``samples`` (crops, model calls), ``smoothing``
 (:class:`CameraSmoother`), ``outputs`` (chunk files, ``predictions.h5``, ``.slp``, overlay
 video) and ``streaming`` (:func:`run_inference`). Everything is re-exported here.
 """
@@ -33,6 +34,8 @@ from .hdf5_source import HDF5Frames
 from .model import build_test_pipeline, load_regressor
 from .outputs import CHUNK_PREFIX
 from .samples import make_sample, predict_samples
+from .session_folder import (DEFAULT_CROPS, SessionFolder, crop_settings, is_session_folder,
+                             read_session_folder, trained_crops, training_data_crops)
 from .smoothing import CameraSmoother
 from .sources import (IMAGE_SUFFIXES, FrameSource, ImageFolderFrames, RigBoxes, SleapBoxes,
                       SyncedVideoFrames, VideoFrames)
@@ -42,4 +45,5 @@ __all__ = ['load_regressor', 'build_test_pipeline', 'FrameSource', 'VideoFrames'
            'ImageFolderFrames', 'SyncedVideoFrames', 'HDF5Frames', 'SleapBoxes', 'RigBoxes',
            'make_sample', 'predict_samples', 'run_inference', 'InferenceError',
            'CameraSmoother', 'PathLike', 'IMAGE_SUFFIXES', 'VIDEO_MODES', 'CHUNK_PREFIX',
-           'STAMP_NAME']
+           'STAMP_NAME', 'SessionFolder', 'is_session_folder', 'read_session_folder',
+           'trained_crops', 'training_data_crops', 'crop_settings', 'DEFAULT_CROPS']

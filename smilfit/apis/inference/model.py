@@ -26,7 +26,9 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
         cfg_options: config overrides (``merge_from_dict``).
 
     Returns:
-        ``(model, cfg)``: the model in eval mode on ``device`` and its config.
+        ``(model, cfg)``: the model in eval mode on ``device`` and its config; the model's
+        ``dataset_meta`` is its training dataset's metadata saved in the checkpoint
+        (``input_crops``: how the training images were cropped; empty without one).
     """
     from mmengine.config import Config
     from mmengine.runner.checkpoint import load_state_dict
@@ -47,9 +49,16 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
     if cfg.get('model') is None:
         raise InferenceError('the config has no model (a regressor) to run')
     model = MODELS.build(cfg.model)
+    # What the training data said about itself (mmengine saves the training dataset's
+    # metainfo with every checkpoint): how its images were cropped, among others.
+    model.dataset_meta = {}
     if checkpoint is not None:
-        state = checkpoint_state_dict(load_checkpoint_file(checkpoint), checkpoint)
+        ckpt = load_checkpoint_file(checkpoint)
+        state = checkpoint_state_dict(ckpt, checkpoint)
         load_state_dict(model, state, strict=False, logger='silent')
+        meta = ckpt.get('meta')
+        dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
+        model.dataset_meta = dict(dataset_meta) if isinstance(dataset_meta, Mapping) else {}
     return model.to(device).eval(), cfg
 
 

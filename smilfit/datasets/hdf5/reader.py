@@ -1,6 +1,7 @@
 """The lazy :class:`DatasetReader` of the HDF5 dataset format."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,22 @@ class DatasetReader:
     @property
     def units(self) -> str:
         return str(self.attrs.get('units', 'unknown'))
+
+    @property
+    def input_crops(self) -> Optional[Dict[str, Any]]:
+        """How the stored images were cropped from the source frames (the preparation's
+        ``crop_mode``, ``target_size`` and ``bbox_margin``), or None where the file does
+        not say. A network trained on them must be run on crops made the same way."""
+        mode = self.attrs.get('crop_mode')
+        if mode is None:
+            return None
+        try:
+            options = json.loads(self.attrs.get('ingest_options') or '{}')
+        except (TypeError, ValueError):
+            options = {}
+        size = self.attrs.get('target_size', options.get('target_size'))
+        return dict(crop_mode=str(mode), target_size=int(size) if size else None,
+                    bbox_margin=float(options.get('bbox_margin', 0.15)))
 
     @property
     def h5(self) -> h5py.File:
