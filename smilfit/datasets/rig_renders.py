@@ -385,13 +385,12 @@ def _session_cameras(reader: DatasetReader, rows: np.ndarray, session: int,
 def _crop_settings(reader: DatasetReader) -> tuple:
     """(crop size, bbox margin) of a ``bbox_crop`` dataset."""
     with reading(reader.path, 'a smilfit dataset'):
-        mode = reader.h5.attrs.get('crop_mode', '')
-        options = json.loads(reader.h5.attrs.get('ingest_options', '{}'))
-    if mode != 'bbox_crop' or not options.get('target_size'):
+        crops = reader.input_crops
+    if crops is None or crops['crop_mode'] != 'bbox_crop' or not crops['target_size']:
         raise RigRenderError(f'{reader.path} is not a bbox_crop dataset with a fixed crop size '
                              '(tools/preprocess_sleap.py --crop-mode bbox_crop --target-size '
                              'N): rendered samples copy its crop rule')
-    return int(options['target_size']), float(options.get('bbox_margin', 0.15))
+    return crops['target_size'], crops['bbox_margin']
 
 
 def _pose_batch(model, params: Dict[str, np.ndarray]):
