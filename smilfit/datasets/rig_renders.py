@@ -49,7 +49,6 @@ from ..cameras.projection import project_points_numpy
 from ..ops.normals import vertex_normals_np
 from ..renderers.zbuffer import rasterize
 from .fit_labels import FIT_PARAMS, load_fit_labels
-from .hdf5.files import reading
 from .hdf5_format import DatasetReader, DatasetWriter, decode_image, encode_image, encode_mask
 from .ingest_images import apply_affine, box_affine, crop_box, crop_frame
 from .synthetic import build_body_model, keypoint_visibility, up_vector
@@ -384,8 +383,7 @@ def _session_cameras(reader: DatasetReader, rows: np.ndarray, session: int,
 
 def _crop_settings(reader: DatasetReader) -> tuple:
     """(crop size, bbox margin) of a ``bbox_crop`` dataset."""
-    with reading(reader.path, 'a smilfit dataset'):
-        crops = reader.input_crops
+    crops = reader.input_crops
     if crops is None or crops['crop_mode'] != 'bbox_crop' or not crops['target_size']:
         raise RigRenderError(f'{reader.path} is not a bbox_crop dataset with a fixed crop size '
                              '(tools/preprocess_sleap.py --crop-mode bbox_crop --target-size '
