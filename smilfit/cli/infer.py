@@ -175,14 +175,13 @@ def set_crops(args, dataset_meta, cfg) -> None:
     settings, notes = crop_settings(asked, trained)
     for note in notes:
         print(f'{prog_name("infer")}: warning: {note}', file=sys.stderr)
-    if trained is not None and any(v is None for v in asked.values()):
-        size = settings['target_size']
-        print(f"crops: {settings['crop_mode']}" + (f', {size} px' if size else '')
-              + (f", margin {settings['bbox_margin']:g}"
-                 if settings['crop_mode'] == 'bbox_crop' else '')
-              + (' (as the network was trained)' if not any(v is not None for v in
-                                                             asked.values())
-                 else " (the network's training crops where not given)"))
+    given = [k for k, v in asked.items() if v is not None]
+    if trained is not None and len(given) < len(asked):
+        size, mode = settings['target_size'], settings['crop_mode']
+        print(f'crops: {mode}' + (f', {size} px' if size else '')
+              + (f", margin {settings['bbox_margin']:g}" if mode == 'bbox_crop' else '')
+              + (" (the network's training crops where not given)" if given
+                 else ' (as the network was trained)'))
     for key, value in settings.items():
         setattr(args, key, value)
 

@@ -25,9 +25,10 @@ everything written is in source pixels.
 The package's rooms, in the order a run goes through them: ``common`` (the error type),
 ``model`` (loading), ``sources`` and ``hdf5_source`` (:class:`FrameSource` and its
 implementations, :class:`SleapBoxes`), ``session_folder`` (a sleap-anipose session
-folder's videos and SLEAP files; the crops a checkpoint was trained on), ``samples`` (crops, model calls), ``smoothing``
-(:class:`CameraSmoother`), ``outputs`` (chunk files, ``predictions.h5``, ``.slp``, overlay
-video) and ``streaming`` (:func:`run_inference`). Everything is re-exported here.
+folder's videos and SLEAP files; the crops a checkpoint was trained on), ``samples``
+(crops, model calls), ``smoothing`` (:class:`CameraSmoother`), ``outputs`` (chunk files,
+``predictions.h5``, ``.slp``, overlay video) and ``streaming`` (:func:`run_inference`).
+Everything is re-exported here.
 """
 from .common import InferenceError, PathLike
 from .hdf5_source import HDF5Frames

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
+from smilfit.datasets.sleap_ingest.options import VIDEO_EXTS
+
 from .common import InferenceError, PathLike
 
-#: Video files a camera folder may hold (as the SLEAP ingestion reads them).
-VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.mj2', '.webm', '.mpg', '.mpeg')
 #: The crops of inference when neither the command line nor the checkpoint says.
 DEFAULT_CROPS = dict(crop_mode='default', target_size=None, bbox_margin=0.15)
 
@@ -84,12 +84,13 @@ def read_session_folder(folder: PathLike) -> SessionFolder:
             raise InferenceError(f'{folder}: the calibration\'s camera {name!r} has no folder '
                                  f'{cam.name}/ (camera folders are named as in '
                                  'calibration.toml)')
-        found = sorted(p for p in cam.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        if len(found) != 1:
-            raise InferenceError(f'{cam}: {"no video" if not found else "several videos"} '
-                                 f'({", ".join(p.name for p in found) or "none of "}'
-                                 f'{"" if found else ", ".join(VIDEO_SUFFIXES)}); a camera '
-                                 'folder holds its one video')
+        found = sorted(p for p in cam.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+        if not found:
+            raise InferenceError(f'{cam}: no video ({", ".join(VIDEO_EXTS)}); a camera folder '
+                                 'holds its video')
+        if len(found) > 1:
+            raise InferenceError(f'{cam}: several videos ({", ".join(p.name for p in found)}); '
+                                 'a camera folder holds one')
         slps = sorted(cam.glob('*.slp'))
         videos.append(found[0])
         labels.append(slps[0] if len(slps) == 1 else None)
@@ -146,5 +147,4 @@ def crop_settings(asked: Mapping[str, Any], trained: Optional[Mapping[str, Any]]
 
 
 __all__ = ['SessionFolder', 'is_session_folder', 'read_session_folder', 'trained_crops',
-           'training_data_crops',
-           'crop_settings', 'DEFAULT_CROPS', 'VIDEO_SUFFIXES']
+           'training_data_crops', 'crop_settings', 'DEFAULT_CROPS']
