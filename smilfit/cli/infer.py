@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--bbox-slp', nargs='+', help='SLEAP file whose instances give the '
                         'boxes; several videos: one per camera, in the videos\' order (or '
                         'one holding every video)')
+    parser.add_argument('--bbox-follow', action='store_true',
+                        help='bbox_crop: box frames and cameras the SLEAP files leave empty '
+                             'around the network\'s keypoints of the previous frame (one '
+                             'animal; frames are predicted one by one)')
     parser.add_argument('--bbox-margin', type=float,
                         help='bbox_crop margin per side, fraction of the box (default: as '
                              'the network was trained, else 0.15)')
@@ -209,8 +213,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
-    from smilfit.apis.inference import (InferenceError, RigBoxes, SleapBoxes,
-                                        SyncedVideoFrames, build_test_pipeline,
+    from smilfit.apis.inference import (FollowingBoxes, InferenceError, RigBoxes,
+                                        SleapBoxes, SyncedVideoFrames, build_test_pipeline,
                                         load_regressor, run_inference)
     start = time.perf_counter()
     try:
@@ -237,6 +241,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             bbox = SleapBoxes(args.bbox_slp[0])
         if bbox is not None and args.crop_mode != 'bbox_crop':
             raise InferenceError('--bbox-slp is used with --crop-mode bbox_crop')
+        if args.bbox_follow:
+            if bbox is None:
+                raise InferenceError('--bbox-follow completes the boxes of SLEAP files: '
+                                     'pass --bbox-slp (or a session folder)')
+            bbox = FollowingBoxes(bbox)
         out_dir = Path(args.out_dir) if args.out_dir else Path('work_dirs') / 'infer' / name
         result = run_inference(
             model, pipeline, source, out_dir, crop_mode=args.crop_mode, bbox=bbox,

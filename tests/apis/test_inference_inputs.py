@@ -101,3 +101,57 @@ def test_a_prepared_dataset_says_how_its_images_were_cropped_and_training_keeps_
     # the training dataset's metainfo is what mmengine saves in every checkpoint
     meta = MultiViewHDF5Dataset(str(path), load_images=False).metainfo
     assert meta['input_crops'] == crops and trained_crops(meta) == crops
+
+
+class _Sleap:
+    """SLEAP boxes with keypoints in the frames of ``points`` only."""
+
+    def __init__(self, points, num_views):
+        self.points_by_frame, self.num_views = points, num_views
+
+    def points(self, frame):
+        shape = (0, self.num_views, 3, 2) if self.num_views > 1 else (0, 3, 2)
+        return self.points_by_frame.get(frame, np.zeros(shape))
+
+
+def _prediction(uv, crop=None):
+    """A prediction dict as predict_samples gives it: keypoints in model-input pixels of
+    a crop (source -> input affine)."""
+    C = uv.shape[0]
+    crop = np.tile(np.diag([2.0, 2.0, 1.0]), (C, 1, 1)) if crop is None else crop
+    moved = np.einsum('cij,ckj->cki', crop[:, :2, :2], uv) + crop[:, None, :2, 2]
+    return dict(crop=crop, pred_keypoints_2d=torch.as_tensor(moved))
+
+
+def test_following_boxes_fill_what_sleap_leaves_empty_with_the_last_prediction():
+    from smilfit.apis.inference import FollowingBoxes
+    first = np.arange(2 * 3 * 2, dtype=float).reshape(1, 2, 3, 2)        # frame 0, 2 cameras
+    later = np.full((1, 2, 3, 2), np.nan)
+    later[0, 1] = 100.0                                                  # frame 2: camera 1
+    boxes = FollowingBoxes(_Sleap({0: first, 2: later}, 2))
+    assert np.array_equal(boxes.points(0), first)
+    assert boxes.points(1).shape[0] == 0            # nothing predicted yet: nothing to box
+    predicted = np.stack([np.full((3, 2), 10.0), np.full((3, 2), 20.0)])  # source pixels
+    boxes.observe([_prediction(predicted)])
+    np.testing.assert_allclose(boxes.points(1), predicted[None])
+    # a camera SLEAP sees keeps SLEAP's keypoints; the other follows the network
+    both = boxes.points(2)
+    np.testing.assert_allclose(both[0, 0], predicted[0])
+    np.testing.assert_allclose(both[0, 1], 100.0)
+    # no prediction (nothing boxed), or several animals: the last one is kept
+    boxes.observe([])
+    boxes.observe([_prediction(predicted + 5), _prediction(predicted + 9)])
+    np.testing.assert_allclose(boxes.points(1), predicted[None])
+    # a resumed run continues from a finished chunk's last item
+    boxes.resume(predicted + 1)
+    np.testing.assert_allclose(boxes.points(1), predicted[None] + 1)
+    with pytest.raises(InferenceError, match='2 animals'):
+        FollowingBoxes(_Sleap({0: np.zeros((2, 2, 3, 2))}, 2)).points(0)
+
+
+def test_following_boxes_for_one_camera():
+    from smilfit.apis.inference import FollowingBoxes
+    boxes = FollowingBoxes(_Sleap({0: np.ones((1, 3, 2))}, 1))
+    assert boxes.points(0).shape == (1, 3, 2)
+    boxes.observe([_prediction(np.full((1, 3, 2), 7.0))])
+    np.testing.assert_allclose(boxes.points(1), np.full((1, 1, 3, 2), 7.0))

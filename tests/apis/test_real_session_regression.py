@@ -140,6 +140,45 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
                   str(out_session), '--video', 'none', '--no-progress']) == 0
     with h5py.File(out_session / 'predictions.h5', 'r') as f:
         np.testing.assert_allclose(f['keypoints_3d'][:], video_points, atol=1e-6)
+    # SLEAP's keypoints on the first frame only: without following, one frame is boxed;
+    # following the network's own keypoints, every frame is, near SLEAP's boxes
+    first = []
+    for c, path in zip(cams, boxes):
+        labels = sleap_io.load_slp(str(path))
+        labels.labeled_frames = [lf for lf in labels.labeled_frames if lf.frame_idx == 0]
+        first.append(tmp_path / f'{c}_first.slp')
+        labels.save(str(first[-1]))
+    runs = {}
+    for name, extra in (('alone', []), ('follow', ['--bbox-follow'])):
+        runs[name] = tmp_path / f'infer_{name}'
+        assert infer([str(checkpoint), *map(str, videos), '--calibration',
+                      str(session / 'calibration.toml'), '--bbox-slp', *map(str, first),
+                      '--frames', '0:6', '--chunk-size', '2', '--out-dir', str(runs[name]),
+                      '--video', 'none', '--no-progress', *extra]) == 0
+    with h5py.File(runs['alone'] / 'predictions.h5', 'r') as f:
+        assert f['frame'][:].tolist() == [0]
+    with h5py.File(runs['follow'] / 'predictions.h5', 'r') as f:
+        assert f['frame'][:].tolist() == list(range(6))
+        followed = f['keypoints_3d'][:]
+        follow_crops = f['crop'][:]
+    np.testing.assert_allclose(followed[0], video_points[0], rtol=1e-5)   # SLEAP's box
+    with h5py.File(out / 'predictions.h5', 'r') as f:
+        sleap_crops = f['crop'][:]
+    # boxes within a fraction of the crop of SLEAP's in the well-calibrated cameras
+    origin = lambda a: -np.linalg.solve(a[..., :2, :2], a[..., :2, 2:3])[..., 0]  # noqa: E731
+    good = [cams.index(c) for c in ('mid', 'top')]
+    shift = np.linalg.norm(origin(follow_crops) - origin(sleap_crops), axis=-1)[:, good]
+    size = 1.0 / np.abs(sleap_crops[:, good, 0, 0])                      # source px per input px
+    assert np.all(shift < 0.5 * 64 * size), shift
+    # a resumed run follows from its finished chunks as the first did
+    (runs['follow'] / 'chunks' / 'chunk_00002.npz').unlink()
+    (runs['follow'] / 'predictions.h5').unlink()
+    assert infer([str(checkpoint), *map(str, videos), '--calibration',
+                  str(session / 'calibration.toml'), '--bbox-slp', *map(str, first),
+                  '--frames', '0:6', '--chunk-size', '2', '--out-dir', str(runs['follow']),
+                  '--video', 'none', '--no-progress', '--bbox-follow', '--resume']) == 0
+    with h5py.File(runs['follow'] / 'predictions.h5', 'r') as f:
+        np.testing.assert_allclose(f['keypoints_3d'][:], followed, atol=1e-6)
     labels = sleap_io.load_slp(str(out / 'predictions.slp'))
     assert [Path(v.filename) for v in labels.videos] == videos
     assert len(labels.sessions) == 1

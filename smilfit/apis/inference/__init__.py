@@ -24,13 +24,15 @@ everything written is in source pixels.
 
 The package's rooms, in the order a run goes through them: ``common`` (the error type),
 ``model`` (loading), ``sources`` and ``hdf5_source`` (:class:`FrameSource` and its
-implementations, :class:`SleapBoxes`), ``session_folder`` (a sleap-anipose session
+implementations, :class:`SleapBoxes`), ``following_boxes`` (boxes that follow the
+network where SLEAP gives none), ``session_folder`` (a sleap-anipose session
 folder's videos and SLEAP files; the crops a checkpoint was trained on), ``samples``
 (crops, model calls), ``smoothing`` (:class:`CameraSmoother`), ``outputs`` (chunk files,
 ``predictions.h5``, ``.slp``, overlay video) and ``streaming`` (:func:`run_inference`).
 Everything is re-exported here.
 """
 from .common import InferenceError, PathLike
+from .following_boxes import FollowingBoxes
 from .hdf5_source import HDF5Frames
 from .model import build_test_pipeline, load_regressor
 from .outputs import CHUNK_PREFIX
@@ -47,4 +49,5 @@ __all__ = ['load_regressor', 'build_test_pipeline', 'FrameSource', 'VideoFrames'
            'make_sample', 'predict_samples', 'run_inference', 'InferenceError',
            'CameraSmoother', 'PathLike', 'IMAGE_SUFFIXES', 'VIDEO_MODES', 'CHUNK_PREFIX',
            'STAMP_NAME', 'SessionFolder', 'is_session_folder', 'read_session_folder',
-           'trained_crops', 'training_data_crops', 'crop_settings', 'DEFAULT_CROPS']
+           'trained_crops', 'training_data_crops', 'crop_settings', 'DEFAULT_CROPS',
+           'FollowingBoxes']

@@ -14,6 +14,7 @@ from ...datasets.hdf5.files import read_h5
 from ...utils.atomic import load_npz_whole, save_npz
 from ...visualization.mesh_export import export_meshes
 from .common import InferenceError, PathLike
+from .following_boxes import FollowingBoxes
 from .outputs import (CHUNK_PREFIX, _chunk_arrays, _chunk_len, _chunk_paths, _merge_h5,
                       _mesh_name, _render_video, _skeleton_edges, _write_slp)
 from .samples import make_sample, predict_samples
@@ -28,7 +29,7 @@ STAMP_NAME = 'options.json'
 
 def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: PathLike,
                   *, crop_mode: str = 'default',
-                  bbox: Union[SleapBoxes, RigBoxes, None] = None,
+                  bbox: Union[SleapBoxes, RigBoxes, FollowingBoxes, None] = None,
                   bbox_margin: float = 0.15, target_size: Optional[int] = None,
                   camera_smoothing: float = 0.0, chunk_size: int = 64, batch_size: int = 16,
                   save_meshes: bool = False, save_features: bool = False,
@@ -47,7 +48,9 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         crop_mode: ``default``, ``centred`` or ``bbox_crop`` (needs ``bbox``, one item
             per SLEAP instance, frames without instances skipped: a :class:`SleapBoxes`
             for a single-view model, a :class:`RigBoxes` of every camera for a
-            multi-view one; a camera that does not see the instance is an invalid view).
+            multi-view one; a camera that does not see the instance is an invalid view;
+            either wrapped in :class:`~.following_boxes.FollowingBoxes` to box what SLEAP
+            leaves empty around the previous frame's prediction, frame by frame).
         camera_smoothing: ``alpha`` of :class:`CameraSmoother` for predicted cameras
             (0: off; refused for calibrated, fixed cameras).
         chunk_size: frames per chunk file (memory and resume granularity).
@@ -86,7 +89,10 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         raise InferenceError('camera smoothing smooths predicted cameras; this model uses '
                              'the calibrated cameras as they are')
     chunk_dir = out_dir / 'chunks'
+    # Boxes that follow the network need each frame's prediction before the next frame.
+    follow = bool(getattr(bbox, 'follows_predictions', False))
     stamp = json.dumps(dict(crop_mode=crop_mode, bbox=bbox is not None, margin=bbox_margin,
+                            follow=follow,
                             target_size=target_size, smoothing=camera_smoothing,
                             chunk_size=chunk_size, frames=[int(x) for x in
                                                            source.frame_numbers[:1]] + [
@@ -122,6 +128,8 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                 if done is not None:
                     if smoother is not None:
                         smoother.load(done)
+                    if follow and len(done['frame']):
+                        bbox.resume(done['keypoints_2d'][-1])
                     bar.update(stop - start)
                     continue
                 # (written atomically, so damaged since: e.g. a copy cut short)
@@ -143,6 +151,11 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                     if len(samples) == batch_size:
                         preds += predict_samples(model, samples, pipeline)
                         samples = []
+                if follow:
+                    frame_preds = predict_samples(model, samples, pipeline) if samples else []
+                    preds += frame_preds
+                    samples = []
+                    bbox.observe(frame_preds)
                 bar.update(1)
             if samples:
                 preds += predict_samples(model, samples, pipeline)
