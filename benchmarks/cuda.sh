@@ -15,6 +15,10 @@
 # copy of ../shared is read (SMILFIT_SHARED).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v python >/dev/null 2>&1; then   # (an image with python3 only)
+  mkdir -p /tmp/smilfit_bin && ln -sf "$(command -v python3)" /tmp/smilfit_bin/python
+  export PATH=/tmp/smilfit_bin:$PATH
+fi
 out=${1:?usage: bash benchmarks/cuda.sh OUT_DIR [STEP...]}
 shift
 steps=${*:-tests train fit solvers render body}
