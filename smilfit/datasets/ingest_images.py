@@ -35,9 +35,13 @@ MIN_BBOX_SIDE = 32
 Box = Tuple[int, int, int, int]
 
 
+#: ``bbox_crop``'s default margin per side, a fraction of the keypoints' box.
+BBOX_MARGIN = 0.15
+
+
 # -------------------------------------------------------------------------------- geometry
 def crop_box(mode: str, frame_size: Tuple[int, int], points: Optional[np.ndarray] = None,
-             margin: float = 0.15) -> Box:
+             margin: float = BBOX_MARGIN) -> Box:
     """The integer source box ``(x0, y0, w, h)`` a crop mode takes from a frame.
 
     Args:

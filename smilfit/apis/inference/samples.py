@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from .common import InferenceError
-from smilfit.datasets.ingest_images import box_affine, crop_box, crop_frame
+from smilfit.datasets.ingest_images import BBOX_MARGIN, box_affine, crop_box, crop_frame
 
 
 def make_sample(images: Sequence[np.ndarray], cameras: Mapping[str, np.ndarray],
                 crop_mode: str = 'default', points: Optional[np.ndarray] = None,
-                target_size: Optional[int] = None, bbox_margin: float = 0.15,
+                target_size: Optional[int] = None, bbox_margin: float = BBOX_MARGIN,
                 num_keypoints: int = 1) -> Dict[str, Any]:
     """One model sample from the views of a frame (before the test pipeline).
 

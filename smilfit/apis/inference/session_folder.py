@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
+from smilfit.datasets.ingest_images import BBOX_MARGIN
 from smilfit.datasets.sleap_ingest.options import VIDEO_EXTS
 
 from .common import InferenceError, PathLike
 
 #: The crops of inference when neither the command line nor the checkpoint says.
-DEFAULT_CROPS = dict(crop_mode='default', target_size=None, bbox_margin=0.15)
+DEFAULT_CROPS = dict(crop_mode='default', target_size=None, bbox_margin=BBOX_MARGIN)
 
 
 @dataclass

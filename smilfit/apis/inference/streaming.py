@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ...datasets.hdf5.files import read_h5
+from ...datasets.ingest_images import BBOX_MARGIN
 from ...utils.atomic import load_npz_whole, save_npz
 from ...visualization.mesh_export import export_meshes
 from .common import InferenceError, PathLike
@@ -30,7 +31,7 @@ STAMP_NAME = 'options.json'
 def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: PathLike,
                   *, crop_mode: str = 'default',
                   bbox: Union[SleapBoxes, RigBoxes, FollowingBoxes, None] = None,
-                  bbox_margin: float = 0.15, target_size: Optional[int] = None,
+                  bbox_margin: float = BBOX_MARGIN, target_size: Optional[int] = None,
                   camera_smoothing: float = 0.0, chunk_size: int = 64, batch_size: int = 16,
                   save_meshes: bool = False, save_features: bool = False,
                   video: Optional[str] = 'overlay', video_scale: float = 1.0,

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 
+from ..ingest_images import BBOX_MARGIN
 from .codecs import (decode_image, decode_mask)
 from .files import reading
 from .schema import (DatasetFormatError, PathLike, SAMPLE_FIELDS, _BYTES, _STR, _open_h5, _str_list,
@@ -209,7 +210,7 @@ class DatasetReader:
             options = {}
         size = self.attrs.get('target_size', options.get('target_size'))
         return dict(crop_mode=str(mode), target_size=int(size) if size else None,
-                    bbox_margin=float(options.get('bbox_margin', 0.15)))
+                    bbox_margin=float(options.get('bbox_margin', BBOX_MARGIN)))
 
     @property
     def h5(self) -> h5py.File:

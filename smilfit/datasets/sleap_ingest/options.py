@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
-from ..ingest_images import CROP_MODES
+from ..ingest_images import BBOX_MARGIN, CROP_MODES
 
 #: Image files an image-sequence video may hold (as the .slp export reopens a folder).
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
@@ -64,7 +64,7 @@ class IngestOptions:
     min_views: int = 1
     crop_mode: str = 'default'
     target_size: Optional[int] = None
-    bbox_margin: float = 0.15
+    bbox_margin: float = BBOX_MARGIN
     undistort: bool = False
     include_3d: bool = True
     confidence_threshold: float = 0.0
