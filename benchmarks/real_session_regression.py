@@ -17,14 +17,17 @@ every network trained on it would be that config's too):
    camera (its calibration is a copy of ``top``'s, ~92 px off) apart.
 
 Then every frame is fitted again with the animal's skeleton held fixed, from the default
-start and from network (b)'s predictions (``data.init_from``; a frame started there skips
-the coarse stages, the rigid alignment and the first pose): LM iterations (summed over
+start and from network (b)'s predictions (``data.init_from``: each frame the best of the
+default start, the network's parameters and its pose placed on its keypoints; a frame
+started from the network skips the coarse stages, the rigid alignment and the first
+pose): LM iterations (summed over
 the stages and the config's batches, each batch's its slowest frame's; and per frame,
 each frame's own, the mean), seconds end to end and fitting alone (``fitting_clock``:
 the batches' fits and the choice of each frame's start, not reading the data and writing
 the results, which every start shares; the median of seven alternating runs) and the
-held-out frames' error of each, with the network start's shares of the default's; then
-the same fits from starts a fraction of the way from the fit's answer to the network's
+held-out frames' error of each, with the network start's shares of the default's; the
+same with cameras left out of the fit (``LEFT_OUT``, which nobody tuned on); then the
+same fits from starts a fraction of the way from the fit's answer to the network's
 (what a better network would give: does it halve the time? seconds the median of five
 alternating runs), and with their last stage capped at a few iterations, to show where
 on its way each start reaches its held-out error. Last,
@@ -459,10 +462,11 @@ def fitting_clock():
 
 
 def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
-                  last_stage_iters=None) -> PerFrameFit:
+                  last_stage_iters=None, exclude_views=None) -> PerFrameFit:
     """The per-frame fit of every frame with the animal's skeleton of ``results`` held
     fixed, from the default start or from predictions ``init``, the config's last stage
-    capped at ``last_stage_iters`` iterations where given."""
+    capped at ``last_stage_iters`` iterations where given, without the cameras
+    ``exclude_views`` where given."""
     import json
 
     import h5py
@@ -476,6 +480,8 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
                     skeleton=dict(path=str(results), animal=0, mode='fixed'))
     if init is not None:
         cfg.data.init_from = str(init)
+    if exclude_views:
+        cfg.data.exclude_views = list(exclude_views)
     if last_stage_iters is not None:
         cfg.registrant.stages[-1]['n_iter'] = int(last_stage_iters)
     with fitting_clock() as fitting:
@@ -514,16 +520,47 @@ def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
     return rows
 
 
-def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int):
-    """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts``, in
-    turn ``repeats`` times (alternating, so that all see the same machine load):
+#: Camera subsets the fits from the network are measured on besides all four (nothing was
+#: tuned on them): the cameras each leaves out.
+LEFT_OUT = (('side',), ('back',), ('back', 'side'), ('mid', 'side'))
+
+
+def fits_from_network_by_cameras(out: Path, crops: Path, keypoints: Path, results: Path,
+                                 checkpoint: Path, held, left_out=LEFT_OUT,
+                                 repeats: int = 5) -> list:
+    """:func:`fits_from_network` with cameras left out of the fit (``left_out``): rows of
+    (cameras left out, the network start's shares of the default start's batch LM
+    iterations, LM iterations per frame and seconds fitting alone (medians of
+    ``repeats`` alternating runs), frames started from the network, the held-out median
+    and p90 px from the default start and from the network's). Scored in the same
+    cameras as every table (the ones left out included)."""
+    predictions = network_predictions(out, crops, checkpoint)
+    rows = []
+    for views in left_out:
+        starts = {'default': (out / 'fit_cameras_default', None),
+                  'network': (out / 'fit_cameras_network', predictions)}
+        fitted, seconds = alternating_fits(starts, keypoints, results, repeats, views)
+        d, n = fitted['default'], fitted['network']
+        scores = [score(fit_points(f.path, keypoints)[0], keypoints, held)['scored']
+                  for f in (d, n)]
+        rows.append((views, n.steps / d.steps, n.per_frame / d.per_frame,
+                     seconds['network'][1] / seconds['default'][1], n.won, *scores))
+    return rows
+
+
+def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
+                     exclude_views=None):
+    """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts`` (without
+    the cameras ``exclude_views``), in turn ``repeats`` times (alternating, so that all
+    see the same machine load):
     ``({label: the last run's PerFrameFit}, {label: (median seconds end to end, median
     seconds fitting alone)})``."""
     seconds = {label: [] for label in starts}
     fitted = {}
     for _ in range(repeats):
         for label, (work, init) in starts.items():
-            fitted[label] = per_frame_fit(work, keypoints, results, init)
+            fitted[label] = per_frame_fit(work, keypoints, results, init,
+                                          exclude_views=exclude_views)
             seconds[label].append((fitted[label].seconds, fitted[label].fit_seconds))
     return fitted, {label: tuple(float(m) for m in np.median(s, axis=0))
                     for label, s in seconds.items()}
@@ -562,9 +599,11 @@ def frame_rows(wanted, held, what: str) -> list:
 
 def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) -> Path:
     """``out``: a copy of ``predictions`` (``tools/infer.py``'s) whose per-frame start
-    parameters lie ``fraction`` of the way from the fit's answer (``results``, its rows
-    matched by frame; one session) to the network's: 1 is the network's own start, 0 the
-    fit's converged one. What a better network would give, along the way this one errs."""
+    parameters and 3D keypoints lie ``fraction`` of the way from the fit's answer
+    (``results``, its rows matched by frame; one session) to the network's: 1 is the
+    network's own start, 0 the fit's converged one. What a better network would give,
+    along the way this one errs."""
+    import json
     import shutil
 
     import h5py
@@ -573,6 +612,9 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
     with h5py.File(results, 'r') as f:
         frames = f['samples/frame'][:]
         fitted = {k: f[f'params/{k}'][:].astype(np.float64) for k in START_PARAMS}
+        fitted_points = f['fitted_keypoints_3d'][:].astype(np.float64)
+        data_names = [n.decode() if isinstance(n, bytes) else str(n)
+                      for n in f['data_keypoint_names'][:]]
     with h5py.File(predictions, 'r') as f:
         rows = frame_rows(f['frame'][:], frames, f'{predictions} against the fit {results}')
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -582,51 +624,56 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
             net = f[f'params/{name}'][:].astype(np.float64)
             fit = fitted[name][rows]
             f[f'params/{name}'][...] = fit + fraction * (net - fit)
+        if 'keypoints_3d' in f and 'keypoint_names' in f.attrs:
+            net = f['keypoints_3d'][:].astype(np.float64)
+            fit = np.full_like(net, np.nan)
+            for j, name in enumerate(json.loads(f.attrs['keypoint_names'])):
+                if name in data_names:
+                    fit[:, j] = fitted_points[rows, data_names.index(name)]
+            f['keypoints_3d'][...] = np.where(np.isfinite(fit), fit + fraction * (net - fit),
+                                              net)
     return out
 
 
-def start_points(results: Path, predictions: Path, keypoints: Path, body_model,
-                 lookup=None) -> dict:
-    """{(session, frame): (N, 3)} where a fit started from ``predictions`` starts: the
-    data's keypoints (world units) posed by the predictions' per-frame start parameters
-    and every other parameter of the fit (``results``: the animal's skeleton, shape and
-    keypoint offsets), as its keypoint handler places them; ``body_model`` the fit's,
-    ``lookup`` its joint lookup file."""
-    import h5py
+@contextlib.contextmanager
+def start_recorder():
+    """Inside it, every fit records where its samples start. Yields a list that gets one
+    (B, K, 3) array per batch: the data's K keypoints (world units; NaN where no model
+    point matches) posed by the parameters the batch's stages start from (the start a
+    fit chose, with the animal's skeleton and keypoint offsets), as its keypoint handler
+    places them."""
     import torch
 
-    from smilfit.apis.fitting.network_starts import START_PARAMS
-    from smilfit.body_models.joint_lookup import joint_lookup_dict
-    from smilfit.body_models.keypoint_naming import (match_keypoints, rotate_offsets,
-                                                     source_carriers)
     from smilfit.body_models.parameters import MODEL_INPUTS
-    _, keys, _ = fit_points(results, keypoints)
-    with h5py.File(results, 'r') as f:
-        frames = f['samples/frame'][:]
-        params = {k: torch.as_tensor(f[f'params/{k}'][:], dtype=torch.float64)
-                  for k in (*MODEL_INPUTS, 'keypoint_offsets') if f'params/{k}' in f}
-    with h5py.File(predictions, 'r') as f:
-        rows = frame_rows(frames, f['frame'][:], f'the fit {results} against {predictions}')
-        params.update({k: torch.as_tensor(f[f'params/{k}'][:][rows], dtype=torch.float64)
-                       for k in START_PARAMS if f'params/{k}' in f})
-    offsets = params.pop('keypoint_offsets', None)
-    names = _data_names(keypoints)
-    match = match_keypoints(list(body_model.keypoint_names), names,
-                            joint_lookup_dict(str(lookup)) if lookup else None)
-    with torch.no_grad():
-        posed = body_model(**params, return_vertices=False)
-        model_points = posed.keypoints if offsets is None else posed.keypoints + \
-            rotate_offsets(offsets, posed.joint_transforms,
-                           source_carriers(body_model, 'keypoints'))
-    out = np.full((len(frames), len(names), 3), np.nan)
-    out[:, match.data_index.numpy()] = model_points[:, match.model_index].numpy()
-    return {k: out[i] for i, k in enumerate(keys)}
+    from smilfit.registrants.registrant import SMILRegistrant
+    batches = []
+    original = SMILRegistrant._run_stages
+
+    @functools.wraps(original)
+    def run_stages(self, stages, params, obs, groups, *args, **kwargs):
+        handler = self.keypoint_handler()
+        expanded = self._expand(params, self.shared, groups)
+        with torch.no_grad():
+            posed = self.body_model(**{k: v for k, v in expanded.items() if k in MODEL_INPUTS},
+                                    return_vertices=False)
+            matched = handler.matched_points(posed, expanded)
+        points = torch.full(obs['keypoints_2d'].shape[:1] + obs['keypoints_2d'].shape[2:3]
+                            + (3,), float('nan'), dtype=matched.dtype)
+        points[:, handler.data_index.cpu()] = matched.cpu()
+        batches.append(points.numpy())
+        return original(self, stages, params, obs, groups, *args, **kwargs)
+    with mock.patch.object(SMILRegistrant, '_run_stages', run_stages):
+        yield batches
 
 
-def _data_names(keypoints: Path) -> list:
-    from smilfit.datasets.hdf5_format import DatasetReader
-    with DatasetReader(keypoints) as reader:
-        return list(reader.keypoint_names)
+def fit_start_points(work: Path, keypoints: Path, results: Path, init) -> dict:
+    """{(session, frame): (K, 3)} where :func:`per_frame_fit` from ``init`` starts each
+    frame (:func:`start_recorder`)."""
+    with start_recorder() as batches:
+        fit = per_frame_fit(work, keypoints, results, init)
+    _, keys, _ = fit_points(fit.path, keypoints)
+    points = np.concatenate(batches)
+    return {k: points[i] for i, k in enumerate(keys)}
 
 
 def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Path,
@@ -640,12 +687,7 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
     frame's) and their share, the share of its seconds end to end and fitting alone, the
     fit's held-out median and p90 px). Says whether a better network would halve the
     fit's time."""
-    import torch
-
-    from smilfit.body_models import SMILModel
     predictions = network_predictions(out, crops, checkpoint)
-    model = SMILModel(model_path=str(MODEL), propagate_scaling=False, reference_compat=False,
-                      dtype=torch.float64)
     starts = [('default', None)] + [
         (f, closer_starts(predictions, results, f, out / 'closer' / f'predictions_{f}.h5'))
         for f in fractions]
@@ -656,7 +698,8 @@ def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Pa
     rows = []
     for label, init in starts[1:]:
         fit = fitted[label]
-        start = score(start_points(results, init, keypoints, model, LOOKUP), keypoints, held)
+        start = score(fit_start_points(out / 'closer' / 'start', keypoints, results, init),
+                      keypoints, held)
         end = score(fit_points(fit.path, keypoints)[0], keypoints, held)
         rows.append((label, start['scored'], fit.per_frame,
                      fit.per_frame / default.per_frame, fit.steps,
@@ -910,6 +953,15 @@ def main(argv=None) -> int:
         network_rows
     print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
           f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
+    print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
+          'the network start\'s shares of the default start\'s LM iterations (the '
+          'batches\', per frame) and seconds fitting alone; held-out median / p90 px')
+    print(f'{"left out":<14}{"batch its":>10}{"per frame":>10}{"fitting":>9}'
+          f'{"network starts":>16}{"default start":>16}{"network start":>16}')
+    for views, its, per_frame, fitting, won, d, n in fits_from_network_by_cameras(
+            out, crops, keypoints, results, checkpoints[0], held):
+        print(f'{"+".join(views):<14}{its:>10.0%}{per_frame:>10.0%}{fitting:>9.0%}{won:>16}'
+              f'{d[0]:>9.2f} / {d[1]:<5.2f}{n[0]:>9.2f} / {n[1]:<5.2f}')
     print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
           'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
           'answer itself), posed with the animal\'s skeleton as the fit sees them; shares '

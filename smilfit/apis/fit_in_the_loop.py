@@ -3,7 +3,7 @@ human bodies), on every frame of its training file, labelled or not.
 
 A trained regressor predicts every frame of its training dataset; every frame is then
 fitted to its 2D keypoints (proofread labels, or a SLEAP model's predictions on frames
-nobody labelled) starting from the network's prediction where that is the better start
+nobody labelled) starting from the network's prediction where that is the best start
 (``data.init_from``, :mod:`smilfit.apis.fitting.network_starts`); the fits become the
 training labels (``fit_results``, :mod:`smilfit.datasets.fit_labels`: failed and poor
 fits left out, a camera the fit names as far off silenced) and the network trains on
@@ -118,7 +118,7 @@ def _predict(train_cfg, checkpoint: Path, data: Path, out_dir: Path, device: str
 
 def _fit(fit_cfg, data: Path, predictions: Path, out_dir: Path, device: str,
          progress: bool) -> Path:
-    """Every sample of ``data`` fitted from the better of its default start and the
+    """Every sample of ``data`` fitted from the best of its default start and the
     network's prediction: ``fit_results.h5``."""
     from .fitting import fit_dataset
     cfg = copy.deepcopy(fit_cfg)

@@ -4,7 +4,7 @@ does for human bodies).
 
 Each round: the network predicts every sample of the training config's dataset (a
 file of tools/preprocess_sleap.py with images: proofread frames and frames with a SLEAP
-model's predictions alike); every sample is fitted with FIT_CONFIG from the better of its
+model's predictions alike); every sample is fitted with FIT_CONFIG from the best of its
 default start and the network's prediction (``data.init_from``); the network trains on
 from its weights with those fits as labels (``fit_results``: failed and poor fits left
 out, a camera the fit names as far off silenced). Outputs in ``--work-dir``:

@@ -1,33 +1,46 @@
 """The real-session benchmark's starts between a network's and the fit's answer (what a
-better network would give): the parameters lie the given fraction of the way, and posed
-with the animal's skeleton they are where the fit itself puts the keypoints at 0."""
+better network would give): the parameters and 3D keypoints lie the given fraction of the
+way, and a fit from them starts where the fit itself put the keypoints at 0."""
+import json
+
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from smilfit.apis.fitting.network_starts import START_PARAMS
-from smilfit.registry import BODY_MODELS
-from smilfit.utils import register_all_modules
 
-from ..conftest import benchmark_module, demo_fit
+from ..conftest import benchmark_module, demo_fit_config
 
 
 @pytest.fixture(scope='module')
 def fitted(tmp_path_factory):
-    """A demo fit and a predictions file (tools/infer.py's layout) off its answer."""
+    """A demo fit and a predictions file (tools/infer.py's layout) off its answer. The fit
+    fits the per-frame parameters a network start sets and no others (not the shape), as
+    the mouse config's per-frame pass does, so that the fit's answer is a start."""
+    from smilfit.apis.fitting import fit_dataset, prepare_data
     tmp = tmp_path_factory.mktemp('closer')
-    cfg, results = demo_fit(tmp)
+    cfg = demo_fit_config(tmp)
+    for stage in cfg.registrant.stages:
+        stage['fit'] = [k for k in stage['fit'] if k in START_PARAMS]
+    prepare_data(cfg, progress=False)
+    results = fit_dataset(cfg, tmp / 'work', progress=False)
     predictions = tmp / 'predictions.h5'
     gen = np.random.default_rng(0)
     with h5py.File(results, 'r') as f, h5py.File(predictions, 'w') as out:
         frames = f['samples/frame'][:]
         order = gen.permutation(len(frames))          # rows in another order than the fit's
         out['frame'] = frames[order]
+        out.attrs['format'] = 'smilfit-inference'
         out['session'] = np.array([b'demo'] * len(frames))
+        out['instance'] = np.zeros(len(frames), dtype=np.int64)
         for name in START_PARAMS:
             value = f[f'params/{name}'][:]
             out[f'params/{name}'] = (value + 0.2 * gen.standard_normal(value.shape))[order]
+        # the network's 3D keypoints, in its own order (reversed), off the fit's
+        points = f['fitted_keypoints_3d'][:][order][:, ::-1]
+        names = [n.decode() for n in f['data_keypoint_names'][:]][::-1]
+        out['keypoints_3d'] = points + gen.standard_normal(points.shape)
+        out.attrs['keypoint_names'] = json.dumps(names)
     return cfg, results, predictions, order
 
 
@@ -38,16 +51,27 @@ def _params(path, rows=None):
                 for k in START_PARAMS}
 
 
+def _keypoints(path):
+    with h5py.File(path, 'r') as f:
+        return f['keypoints_3d'][:].astype(np.float64)
+
+
 def test_starts_lie_the_fraction_of_the_way_from_the_answer(fitted, tmp_path):
     bench = benchmark_module('real_session_regression')
     _, results, predictions, order = fitted
     answer, network = _params(results, order), _params(predictions)
+    with h5py.File(results, 'r') as f:
+        answer_points = f['fitted_keypoints_3d'][:].astype(np.float64)[order][:, ::-1]
+    network_points = _keypoints(predictions)
     for fraction in (0.0, 0.5, 1.0):
-        start = _params(bench.closer_starts(predictions, results, fraction,
-                                            tmp_path / f'p{fraction}.h5'))
+        path = bench.closer_starts(predictions, results, fraction, tmp_path / f'p{fraction}.h5')
+        start = _params(path)
         for name in START_PARAMS:
             want = answer[name] + fraction * (network[name] - answer[name])
             np.testing.assert_allclose(start[name], want, atol=1e-5)
+        np.testing.assert_allclose(
+            _keypoints(path), answer_points + fraction * (network_points - answer_points),
+            atol=1e-5)
     with h5py.File(predictions, 'r+') as f:          # a frame the fit does not hold
         frames = f['frame'][:]
         f['frame'][0] = frames.max() + 1
@@ -62,23 +86,28 @@ def test_starts_lie_the_fraction_of_the_way_from_the_answer(fitted, tmp_path):
         bench.frame_rows([0, 1], [0, 1, 1], 'two animals')
 
 
-def test_the_answer_as_a_start_puts_the_keypoints_where_the_fit_does(fitted, tmp_path):
-    """Posed with the fit's skeleton and keypoint offsets, the fit's own parameters give
-    its fitted keypoints; the network's do not."""
+def test_a_fit_from_the_answer_starts_where_the_fit_put_the_keypoints(fitted, tmp_path):
+    """The start recorder sees where a fit's stages start: from the fit's own parameters
+    and keypoints (fraction 0), its fitted keypoints; from the network's, elsewhere."""
+    from smilfit.apis.fitting import fit_dataset
     bench = benchmark_module('real_session_regression')
     cfg, results, predictions, _ = fitted
-    register_all_modules()
-    model = BODY_MODELS.build(dict(cfg.body_model, dtype=torch.float64))
-    keypoints = cfg.data.path
-    fit, keys, _ = bench.fit_points(results, keypoints)
-    at_answer = bench.start_points(
-        results, bench.closer_starts(predictions, results, 0.0, tmp_path / 'p0.h5'),
-        keypoints, model)
-    at_network = bench.start_points(results, predictions, keypoints, model)
+    fit, keys, _ = bench.fit_points(results, cfg.data.path)
     size = np.ptp(np.stack(list(fit.values())), axis=(0, 1)).max()
-    assert sorted(at_answer) == sorted(keys)
-    assert max(np.abs(at_answer[k] - fit[k]).max() for k in keys) < 1e-4 * size
-    assert max(np.abs(at_network[k] - fit[k]).max() for k in keys) > 1e-2 * size
+    starts = {}
+    for fraction in (0.0, 1.0):
+        cfg.data.init_from = str(bench.closer_starts(predictions, results, fraction,
+                                                     tmp_path / f'p{fraction}.h5'))
+        try:
+            with bench.start_recorder() as batches:
+                fit_dataset(cfg, tmp_path / f'fit{fraction}', progress=False)
+        finally:
+            cfg.data.pop('init_from')
+        starts[fraction] = np.concatenate(batches)
+    answer = np.stack([fit[k] for k in keys])
+    assert starts[0.0].shape == answer.shape
+    assert np.nanmax(np.abs(starts[0.0] - answer)) < 1e-4 * size
+    assert np.nanmax(np.abs(starts[1.0] - answer)) > 1e-2 * size
 
 
 def test_the_fitting_clock_counts_the_fits_and_the_choice_of_starts(monkeypatch):

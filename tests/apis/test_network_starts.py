@@ -18,8 +18,10 @@ from ..conftest import demo_fit_config
 WRONG = (2, 5)
 
 
-def _write_predictions(path, reader, params, session=None):
-    """A predictions file as tools/infer.py writes it, from per-row parameters."""
+def _write_predictions(path, reader, params, session=None, keypoints=None,
+                       keypoint_names=None):
+    """A predictions file as tools/infer.py writes it, from per-row parameters (and 3D
+    keypoints (R, K, 3) named ``keypoint_names``, where given)."""
     cols = reader.read(np.arange(len(reader)), keys=['session', 'frame', 'instance'])
     names = [session or reader.session_names[int(s)] for s in cols['session']]
     with h5py.File(path, 'w') as f:
@@ -30,6 +32,9 @@ def _write_predictions(path, reader, params, session=None):
         f.create_dataset('instance', data=cols['instance'])
         for k, v in params.items():
             f.create_dataset(f'params/{k}', data=v)
+        if keypoints is not None:
+            f.attrs['keypoint_names'] = json.dumps(list(keypoint_names))
+            f.create_dataset('keypoints_3d', data=keypoints)
 
 
 def _steps(results):
@@ -126,9 +131,33 @@ def test_one_session_joins_videos_named_after_the_rig(session, tmp_path):
         _write_predictions(path, reader, {k: truth[k] for k in ('global_orient',
                                                                  'body_pose', 'transl')},
                            session='rig')
-        values, found = load_network_starts(path, reader)
-    assert found.all()
-    assert np.allclose(values['transl'], truth['transl'])
+        starts = load_network_starts(path, reader)
+    assert starts.found.all()
+    assert np.allclose(starts.params['transl'], truth['transl'])
+    assert starts.keypoints is None          # the file has no 3D keypoints
+
+
+def test_the_networks_keypoints_are_read_in_the_datas_order(session, tmp_path):
+    """3D keypoints are matched to the data's keypoints by name (the network may order
+    them otherwise, or predict fewer); a malformed array is an error naming the file."""
+    _, cfg, truth, _ = session
+    with DatasetReader(cfg.data.path) as reader:
+        names = list(reader.keypoint_names)
+        R, K = len(reader), len(names)
+        points = np.arange(R * K * 3, dtype=np.float64).reshape(R, K, 3)
+        order = np.arange(K)[::-1][:-1]       # reversed, and the first name not predicted
+        params = {k: truth[k] for k in ('global_orient', 'body_pose', 'transl')}
+        path = tmp_path / 'named.h5'
+        _write_predictions(path, reader, params, keypoints=points[:, order],
+                           keypoint_names=[names[i] for i in order])
+        starts = load_network_starts(path, reader)
+        assert np.array_equal(starts.keypoints[:, 1:], points[:, 1:])
+        assert np.isnan(starts.keypoints[:, 0]).all()
+        bad = tmp_path / 'bad.h5'
+        _write_predictions(bad, reader, params, keypoints=points[:, :, :2],
+                           keypoint_names=names)
+        with pytest.raises(FittingConfigError, match='keypoints_3d has shape'):
+            load_network_starts(bad, reader)
 
 
 def test_a_refit_from_the_network_keeps_the_first_fits_skeleton(tmp_path):
@@ -165,3 +194,45 @@ def test_a_refit_from_the_network_keeps_the_first_fits_skeleton(tmp_path):
     run = {r['stage'] for r in history if r['steps'] > 0}
     assert run == {'refine', 'refine2'}, run     # no skeleton stage, no coarse stage
     assert np.median(_errors(refit)) <= 1.05 * np.median(_errors(first)) + 1e-3
+
+
+def test_a_pose_predicted_for_another_skeleton_starts_where_its_keypoints_are(tmp_path):
+    """A network poses its own template skeleton: its parameters put the animal's skeleton
+    somewhere else than its keypoints. Placed where its own 3D keypoints are, its pose is
+    the best start of every frame and the fits take fewer iterations than from the
+    parameters as predicted."""
+    from smilfit.datasets.synthetic_animals import generate_animal_session
+    from smilfit.utils import register_all_modules
+
+    from ..conftest import mouse_session_config_on_demo_mouse
+    register_all_modules()
+    generate_animal_session(tmp_path / 'data.h5', num_animals=1, frames=6, num_views=2,
+                            noise_px=0.5, seed=4)
+    cfg = mouse_session_config_on_demo_mouse(tmp_path / 'data.h5')
+    first = fit_dataset(cfg, tmp_path / 'first', progress=False)
+    with h5py.File(first) as f:
+        fitted = {k: f[f'params/{k}'][:] for k in ('global_orient', 'body_pose', 'transl',
+                                                    'global_log_scale')}
+        keypoints = f['fitted_keypoints_3d'][:]
+    # the pose of another skeleton: turned by 0.5 rad about the vertical, larger and moved
+    # by a fifth of the animal's extent, while the network's keypoints are where the
+    # animal is
+    extent = np.nanmax(np.ptp(keypoints, axis=1))
+    other = dict(fitted, global_orient=fitted['global_orient'] + np.array([0.0, 0.0, 0.5]),
+                 transl=fitted['transl'] + 0.2 * extent,
+                 global_log_scale=fitted['global_log_scale'] + 0.1)
+    cfg.data.update(skeleton=dict(path=str(first)))
+    runs = {}
+    with DatasetReader(cfg.data.path) as reader:
+        names = list(reader.keypoint_names)
+    for label, points in (('as predicted', None), ('placed', keypoints)):
+        predictions = tmp_path / f'{label}.h5'
+        with DatasetReader(cfg.data.path) as reader:
+            _write_predictions(predictions, reader, other, keypoints=points,
+                               keypoint_names=names)
+        cfg.data.init_from = str(predictions)
+        runs[label] = fit_dataset(cfg, tmp_path / label, progress=False)
+    with h5py.File(runs['placed']) as f:
+        assert f['samples/network_start'][:].all()
+    assert _steps(runs['placed']) < _steps(runs['as predicted'])
+    assert np.median(_errors(runs['placed'])) <= 1.05 * np.median(_errors(first)) + 1e-3

@@ -135,6 +135,40 @@ def test_a_start_that_gives_the_global_pose_skips_the_alignment(model, monkeypat
     torch.testing.assert_close(params['transl'], aligned['transl'])
 
 
+def test_place_on_points_recovers_the_global_pose_of_a_posed_body(model):
+    """A pose placed on points the model itself made at a known global pose gets that
+    pose back (scale too, where a stage fits it); samples with fewer than 3 points keep
+    theirs."""
+    from smilfit.body_models.rotations import axis_angle_to_matrix
+    obs, truth, out = make_observations(model, batch=3, pose_std=0.3, shape_std=0.0)
+    groups = torch.zeros(3, dtype=torch.long)
+    scaled = [dict(s, fit=s['fit'] + ['global_log_scale']) for s in QUICK_STAGES]
+    for stages, log_scale in ((QUICK_STAGES, 0.0), (scaled, 0.2)):
+        reg = build(model, stages=stages)
+        params = reg.initial_params(reg.to_tensors(obs), 3, groups)
+        params['body_pose'] = truth['body_pose'].clone()
+        target = dict(params, global_orient=truth['global_orient'], transl=truth['transl'],
+                      global_log_scale=torch.full((3, 1), log_scale, dtype=torch.float64))
+        posed = model(**{k: v for k, v in target.items() if k != 'keypoint_offsets'},
+                      return_vertices=False)
+        points = posed.keypoints.clone()      # the data's keypoints are the model's here
+        points[2, 3:] = float('nan')          # sample 2: 3 points left
+        points[1, 2:] = float('nan')          # sample 1: 2 points, not enough
+        placed = reg.place_on_points(params, points, groups)
+        for b in (0, 2):
+            torch.testing.assert_close(placed['transl'][b], truth['transl'][b], atol=1e-6,
+                                       rtol=0)
+            torch.testing.assert_close(axis_angle_to_matrix(placed['global_orient'][b]),
+                                       axis_angle_to_matrix(truth['global_orient'][b]),
+                                       atol=1e-6, rtol=0)
+            torch.testing.assert_close(placed['global_log_scale'][b],
+                                       torch.tensor([log_scale], dtype=torch.float64),
+                                       atol=1e-6, rtol=0)
+        for name in ('global_orient', 'transl', 'global_log_scale'):
+            torch.testing.assert_close(placed[name][1], params[name][1])
+        torch.testing.assert_close(placed['body_pose'], params['body_pose'])
+
+
 def test_shared_shape_across_a_group(model):
     obs, truth, _ = make_observations(model, batch=4)
     reg = build(model, stages=QUICK_STAGES, shared=dict(betas=True))

@@ -63,9 +63,10 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             earlier fit's skeleton for every animal (:func:`~smilfit.apis.animals.
             load_skeleton`): held fixed, or the start of each animal's estimate.
             ``init_from='predictions.h5'`` (``tools/infer.py`` on the same recording)
-            starts every frame from the network's prediction where that is the better
-            start (:mod:`.network_starts`; ``samples/network_start`` in the results);
-            such a frame skips the stages marked ``coarse``.
+            starts every frame from the network's prediction (as predicted, or its pose
+            placed on the animal's skeleton where its keypoints are) where that is the
+            best start (:mod:`.network_starts`; ``samples/network_start`` in the
+            results); such a frame skips the stages marked ``coarse``.
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -241,16 +242,18 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
 def _network_starts(registrant, observations, extra, starts, indices):
     """``extra`` (the fit's keyword arguments) starting each sample of the batch
-    ``indices`` from the network's prediction where that is the better start, and (B,)
-    where it was."""
-    values, found = starts
+    ``indices`` from the network's prediction where a start from it is the best
+    (:func:`~.network_starts.choose_starts`), and (B,) where it was."""
     groups = extra['groups'].to(registrant.body_model.device)
     default = registrant.initial_params(observations, len(indices), groups,
                                         extra.get('init_params'))
     device = registrant.body_model.device
-    network = {k: torch.as_tensor(v[indices], device=device) for k, v in values.items()}
+    network = {k: torch.as_tensor(v[indices], device=device) for k, v in starts.params.items()}
+    keypoints = None if starts.keypoints is None else torch.as_tensor(
+        starts.keypoints[indices], device=device)
     chosen, won = choose_starts(registrant, observations, default, network,
-                                torch.as_tensor(found[indices], device=device), groups)
+                                torch.as_tensor(starts.found[indices], device=device), groups,
+                                keypoints)
     init = dict(extra.get('init_params') or {})
     init.update({k: chosen[k] for k in network if k in chosen and k not in registrant.shared})
     return dict(extra, init_params=init), won
