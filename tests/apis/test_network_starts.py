@@ -160,22 +160,31 @@ def test_the_networks_keypoints_are_read_in_the_datas_order(session, tmp_path):
             load_network_starts(bad, reader)
 
 
-def test_a_refit_from_the_network_keeps_the_first_fits_skeleton(tmp_path):
-    """The task guide's refit: frames started from the network's predictions, the
-    animal's skeleton taken from the first fit (``data.skeleton``) instead of estimated
-    again, so that only the frames' fits run."""
+def _first_fit(tmp_path, seed: int):
+    """``(config, fit_results.h5, its per-frame start parameters)``: the mouse config with
+    the demo mouse on a small synthetic 2-camera session, fitted from the default start
+    (the animal's skeleton estimated)."""
     from smilfit.datasets.synthetic_animals import generate_animal_session
     from smilfit.utils import register_all_modules
 
     from ..conftest import mouse_session_config_on_demo_mouse
     register_all_modules()
     generate_animal_session(tmp_path / 'data.h5', num_animals=1, frames=6, num_views=2,
-                            noise_px=0.5, seed=3)
+                            noise_px=0.5, seed=seed)
     cfg = mouse_session_config_on_demo_mouse(tmp_path / 'data.h5')
     first = fit_dataset(cfg, tmp_path / 'first', progress=False)
     with h5py.File(first) as f:
         fitted = {k: f[f'params/{k}'][:] for k in ('global_orient', 'body_pose', 'transl',
                                                     'global_log_scale')}
+    return cfg, first, fitted
+
+
+def test_a_refit_from_the_network_keeps_the_first_fits_skeleton(tmp_path):
+    """The task guide's refit: frames started from the network's predictions, the
+    animal's skeleton taken from the first fit (``data.skeleton``) instead of estimated
+    again, so that only the frames' fits run."""
+    cfg, first, fitted = _first_fit(tmp_path, seed=3)
+    with h5py.File(first) as f:
         skeleton = {k: f[f'animals/param_{k}'][:] for k in ('bone_trans', 'keypoint_offsets')}
     # a network a little off the first fit's answer
     fitted['transl'] = fitted['transl'] + 0.02 * np.abs(fitted['transl']).max()
@@ -201,21 +210,11 @@ def test_a_pose_predicted_for_another_skeleton_starts_where_its_keypoints_are(tm
     somewhere else than its keypoints. Placed where its own 3D keypoints are, its pose is
     the best start of every frame and the fits take fewer iterations than from the
     parameters as predicted."""
-    from smilfit.datasets.synthetic_animals import generate_animal_session
-    from smilfit.utils import register_all_modules
-
-    from ..conftest import mouse_session_config_on_demo_mouse
-    register_all_modules()
-    generate_animal_session(tmp_path / 'data.h5', num_animals=1, frames=6, num_views=2,
-                            noise_px=0.5, seed=4)
-    cfg = mouse_session_config_on_demo_mouse(tmp_path / 'data.h5')
-    first = fit_dataset(cfg, tmp_path / 'first', progress=False)
+    cfg, first, fitted = _first_fit(tmp_path, seed=4)
     with h5py.File(first) as f:
-        fitted = {k: f[f'params/{k}'][:] for k in ('global_orient', 'body_pose', 'transl',
-                                                    'global_log_scale')}
         keypoints = f['fitted_keypoints_3d'][:]
-    # the pose of another skeleton: turned by 0.5 rad about the vertical, larger and moved
-    # by a fifth of the animal's extent, while the network's keypoints are where the
+    # the pose of another skeleton: its global orientation off by about 0.5 rad, larger and
+    # moved by a fifth of the animal's extent, while the network's keypoints are where the
     # animal is
     extent = np.nanmax(np.ptp(keypoints, axis=1))
     other = dict(fitted, global_orient=fitted['global_orient'] + np.array([0.0, 0.0, 0.5]),
