@@ -94,6 +94,50 @@ def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
     return matrix_to_axis_angle(R), transl, s.log()[:, None]
 
 
+def place_on_points(body_model, handler, params: Dict[str, torch.Tensor],
+                    points: torch.Tensor, with_scale: bool) -> Dict[str, torch.Tensor]:
+    """The global pose that best aligns the model, posed by the other parameters of
+    ``params`` (body pose, skeleton, keypoint offsets), to ``points``.
+
+    The model is posed with ``global_orient`` and ``transl`` at zero (and
+    ``global_log_scale`` with ``with_scale``; else the given scale is kept and the
+    alignment is rigid), and its keypoint handler's matched points are aligned to the
+    matching ``points`` (Kabsch, or Umeyama's similarity) about the root joint, as
+    :func:`global_pose_from_points` aligns the rest pose.
+
+    Args:
+        body_model: the :class:`~smilfit.body_models.SMILModel`.
+        handler: a handler matching model points to data keypoints by name
+            (``model_index``, ``data_index``, ``matched_points``).
+        params: (B, ...) per-sample parameters (shared ones expanded), with
+            ``global_orient`` and ``transl`` (and ``global_log_scale`` with
+            ``with_scale``).
+        points: (B, K, 3) points in the data's keypoint order, world units (NaN where
+            missing).
+        with_scale: fit ``global_log_scale`` too.
+
+    Returns:
+        ``{name: (B, ...)}`` the placed ``global_orient``, ``transl`` (and
+        ``global_log_scale``); samples with fewer than 3 matched points keep theirs.
+    """
+    from smilfit.body_models.parameters import MODEL_INPUTS
+    names = ('global_orient', 'transl') + (('global_log_scale',) if with_scale else ())
+    observed = points.to(params['transl']).index_select(
+        1, handler.data_index.to(params['transl'].device))
+    unplaced = dict(params, **{name: torch.zeros_like(params[name]) for name in names})
+    with torch.no_grad():
+        posed = body_model(**{k: v for k, v in unplaced.items() if k in MODEL_INPUTS},
+                           return_vertices=False)
+        model_points = handler.matched_points(posed, unplaced)
+        root = posed.joints_kin[:, body_model.levels.root]
+        aligned = global_pose_from_points(model_points, root, observed,
+                                          with_scale=with_scale)
+    found = torch.isfinite(observed).all(-1).sum(-1) >= 3
+    return {name: torch.where(found.view(-1, *([1] * (value.dim() - 1))),
+                              value.to(params[name]), params[name])
+            for name, value in zip(names, aligned)}
+
+
 def heading_hypotheses(keypoints_2d: torch.Tensor, visible: torch.Tensor, K: torch.Tensor,
                        R: torch.Tensor, t: torch.Tensor, orientations: torch.Tensor,
                        rest_joints: torch.Tensor, root: int, body_extent: float
@@ -140,4 +184,4 @@ def heading_hypotheses(keypoints_2d: torch.Tensor, visible: torch.Tensor, K: tor
 
 
 __all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points',
-           'heading_hypotheses']
+           'place_on_points', 'heading_hypotheses']

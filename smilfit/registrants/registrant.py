@@ -16,7 +16,8 @@ from smilfit.body_models.parameters import SHAREABLE_PARAMS
 from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .hooks import FittingHook, build_hooks
-from .initialization import global_pose_from_points, triangulate_observations
+from .initialization import (global_pose_from_points, place_on_points,
+                             triangulate_observations)
 from .multi_start import best_start, check_multi_start
 from .stage_runners import StageContext, mean_trace, merge_rounds, runner_for
 from .stages import Stage, parse_stages, stage_weights
@@ -242,54 +243,22 @@ class SMILRegistrant(nn.Module):
 
     def place_on_points(self, params: Mapping[str, Tensor], points: Tensor,
                         groups: Tensor) -> Dict[str, Tensor]:
-        """``params`` with the global pose that best aligns the model, posed by its other
-        parameters (body pose, the animal's skeleton, keypoint offsets), to ``points``.
-
-        The global pose is what :meth:`initial_params` aligns to the data: ``global_orient``
-        and ``transl``, and ``global_log_scale`` where a stage fits it per sample
-        (Umeyama's similarity; a shared or unfitted scale is kept and the alignment is
-        rigid). Used to carry a pose predicted for another skeleton (a network's
-        template) onto the animal's: its body pose, placed where its own keypoints are.
-
-        Args:
-            params: the registrant's parameters (shared ones per group).
-            points: (B, K, 3) points in the data's keypoint order, world units (NaN
-                where missing).
-            groups: (B,) the samples' groups.
-
-        Returns:
-            The parameters with the global pose replaced; samples with fewer than 3 of
-            the keypoint handler's matched points keep theirs (all of them where no
-            handler matches keypoints by name).
-        """
+        """``params`` (shared ones per group) with the global pose that best aligns the
+        model, posed by its other parameters (body pose, the animal's skeleton, keypoint
+        offsets), to ``points`` (B, K, 3) in the data's keypoint order (NaN where
+        missing): :func:`~.initialization.place_on_points` with the keypoint handler,
+        fitting the scale where a stage fits ``global_log_scale`` per sample (else it is
+        kept). Carries a pose predicted for another skeleton (a network's template) onto
+        the animal's. Unchanged where no handler matches keypoints by name."""
         handler = self.keypoint_handler()
-        out = dict(params)
         if handler is None:
-            return out
+            return dict(params)
         with_scale = ('global_log_scale' in self._global_pose_params()
                       and 'global_log_scale' not in self.shared)
-        names = ('global_orient', 'transl') + (('global_log_scale',) if with_scale else ())
-        if any(n not in params for n in names):
-            return out
-        observed = points.to(params['transl']).index_select(
-            1, handler.data_index.to(points.device))
-        unplaced = dict(params)
-        for name in names:
-            unplaced[name] = torch.zeros_like(params[name])
-        expanded = self._expand(unplaced, self.shared, groups)
-        with torch.no_grad():
-            posed = self.body_model(**{k: v for k, v in expanded.items() if k in _MODEL_INPUTS},
-                                    return_vertices=False)
-            model_points = handler.matched_points(posed, expanded)
-            root = posed.joints_kin[:, self.body_model.levels.root]
-            aligned = global_pose_from_points(model_points, root, observed,
-                                              with_scale=with_scale)
-        found = (torch.isfinite(observed).all(-1) & torch.isfinite(model_points).all(-1)
-                 ).sum(-1) >= 3
-        for name, value in zip(names, aligned):
-            keep = found.view(-1, *([1] * (value.dim() - 1)))
-            out[name] = torch.where(keep, value.to(params[name]), params[name])
-        return out
+        placed = place_on_points(self.body_model, handler,
+                                 self._expand(params, self.shared, groups), points,
+                                 with_scale)
+        return dict(params, **placed)
 
     @staticmethod
     def _expand(params: Mapping[str, Tensor], shared: set, groups: Tensor) -> Dict[str, Tensor]:
