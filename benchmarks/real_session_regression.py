@@ -677,10 +677,12 @@ def fit_start_points(work: Path, keypoints: Path, results: Path, init) -> dict:
 
 
 def fits_from_closer_starts(out: Path, crops: Path, keypoints: Path, results: Path,
-                            checkpoint: Path, held, fractions=(1.0, 0.5, 0.25, 0.1, 0.0),
+                            checkpoint: Path, held,
+                            fractions=(3.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.0),
                             repeats: int = 5) -> list:
     """The fits of :func:`fits_from_network` from starts closer to the answer than the
-    network's (:func:`closer_starts`, ``fractions`` of its distance from the fit's),
+    network's, and farther (:func:`closer_starts`, ``fractions`` of its distance from the
+    fit's: above 1, a worse network along the way this one errs),
     each timed against the default start (medians of ``repeats`` alternating runs): rows
     of (fraction, the start's held-out median and p90 px, LM iterations per frame and
     its share of the default start's, the batches' LM iterations (each its slowest
@@ -964,8 +966,9 @@ def main(argv=None) -> int:
               f'{d[0]:>9.2f} / {d[1]:<5.2f}{n[0]:>9.2f} / {n[1]:<5.2f}')
     print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
           'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
-          'answer itself), posed with the animal\'s skeleton as the fit sees them; shares '
-          'of the default start\'s LM iterations (per frame; the batches\') and seconds')
+          'answer itself; 2 and 3: a network two and three times as far off), posed with '
+          'the animal\'s skeleton as the fit sees them; shares of the default start\'s LM '
+          'iterations (per frame; the batches\') and seconds')
     print(f'{"fraction":<10}{"start median px":>16}{"start p90":>10}{"per frame":>11}'
           f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}{"fitting":>9}'
           f'{"fit median px":>15}{"fit p90":>9}')
