@@ -5,7 +5,8 @@ keypoints of calibrated views. The model's rest-pose keypoints (zero pose, zero 
 are aligned to them by weighted Kabsch, which yields ``global_orient`` and ``transl``.
 From one view nothing can be triangulated: :func:`heading_hypotheses` places the rest
 pose in front of the camera under several orientations instead (the registrant's
-``multi_start`` fits them all and keeps the best).
+``multi_start`` fits them all and keeps the best). :func:`place_on_points` aligns a posed
+body the same way (a network's pose placed where its keypoints are).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Dict, Optional
 
 import torch
 
+from smilfit.body_models.parameters import MODEL_INPUTS
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
 from smilfit.ops.alignment import similarity_align
@@ -120,7 +122,6 @@ def place_on_points(body_model, handler, params: Dict[str, torch.Tensor],
         ``{name: (B, ...)}`` the placed ``global_orient``, ``transl`` (and
         ``global_log_scale``); samples with fewer than 3 matched points keep theirs.
     """
-    from smilfit.body_models.parameters import MODEL_INPUTS
     names = ('global_orient', 'transl') + (('global_log_scale',) if with_scale else ())
     observed = points.to(params['transl']).index_select(
         1, handler.data_index.to(params['transl'].device))

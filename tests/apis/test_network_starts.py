@@ -161,9 +161,9 @@ def test_the_networks_keypoints_are_read_in_the_datas_order(session, tmp_path):
 
 
 def _first_fit(tmp_path, seed: int):
-    """``(config, fit_results.h5, its per-frame start parameters)``: the mouse config with
-    the demo mouse on a small synthetic 2-camera session, fitted from the default start
-    (the animal's skeleton estimated)."""
+    """``(config, fit_results.h5, its fitted per-frame start parameters)``: the mouse
+    config with the demo mouse on a small synthetic 2-camera session, fitted from the
+    default start (the animal's skeleton estimated)."""
     from smilfit.datasets.synthetic_animals import generate_animal_session
     from smilfit.utils import register_all_modules
 
