@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from smilfit.apis.fitting import dataset_fit, fit_dataset, prepare_data
+from smilfit.apis.fitting import QUALITY_JSON, dataset_fit, fit_dataset, prepare_data
 from smilfit.apis.fitting.config import FittingConfigError
 from smilfit.apis.fitting.network_starts import load_network_starts
 from smilfit.datasets import DatasetReader
@@ -95,6 +95,12 @@ def test_a_wrong_prediction_is_not_used(session):
         won = f['samples/network_start'][:]
         history = json.loads(f.attrs['loss_history'])
     assert not won[list(WRONG)].any()
+    # the fit's report says how many started from the network
+    quality = started.parent / QUALITY_JSON
+    assert json.loads(quality.read_text())['network_starts'] == won.sum()
+    assert f'{won.sum()} of {len(won)} samples started from the network' in \
+        quality.with_suffix('.txt').read_text()
+    assert 'network_starts' not in json.loads((default.parent / QUALITY_JSON).read_text())
     # the frames started from the network skip the rigid alignment; the others run it
     assert sum(r.get('skipped_samples', 0) for r in history if r['stage'] == 'rigid') \
         == won.sum() > 0

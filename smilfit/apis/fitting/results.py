@@ -192,6 +192,11 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
                          failed=merged['diverged'])
     report['failed_samples'] = [int(merged['index'][i]) for i in report['failed_samples']]
     text = format_fit_quality(report)
+    if 'network_start' in merged:     # a fit from a network's predictions (data.init_from)
+        won = np.asarray(merged['network_start'], dtype=bool)
+        report['network_starts'] = int(won.sum())
+        text += (f'\n{int(won.sum())} of {won.size} samples started from the network '
+                 '(data.init_from); the others from the default start')
     write_text(work_dir / QUALITY_JSON, json.dumps(report, indent=1))
     write_text(work_dir / QUALITY_TEXT, text + '\n')
     return text
