@@ -638,10 +638,12 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
 @contextlib.contextmanager
 def start_recorder():
     """Inside it, every fit records where its samples start. Yields a list that gets one
-    (B, K, 3) array per batch: the data's K keypoints (world units; NaN where no model
-    point matches) posed by the parameters the batch's stages start from (the start a
-    fit chose, with the animal's skeleton and keypoint offsets), as its keypoint handler
-    places them."""
+    (B, K, 3) array per run of a registrant's stages: the data's K keypoints (world units;
+    NaN where no model point matches) posed by the parameters the stages start from (the
+    start a fit chose, with the animal's skeleton and keypoint offsets), as its keypoint
+    handler places them. A dataset fit's skeleton estimate runs stages too: record a
+    per-frame pass with the skeleton held fixed (:func:`per_frame_fit`), one process, and
+    the arrays are its batches in the order of its results."""
     import torch
 
     from smilfit.body_models.parameters import MODEL_INPUTS
