@@ -222,6 +222,54 @@ def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
     return runner, float(timing.read_text()) if timing.exists() else float('nan')
 
 
+#: Iterations of the probe that sizes a run to ``--time-budget``, and how many of its
+#: first ones (the loader's and the kernels' warm-up) its timing leaves out.
+PROBE_ITERS, PROBE_WARMUP = 40, 10
+#: Seconds a ``--network-only`` run spends after its training: the held-out predictions,
+#: the baselines and the table.
+AFTER_TRAINING_S = 30.0
+
+
+def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_results,
+                      config: Path, amp: bool, most: int):
+    """How many iterations (at most ``most``, a multiple of 100 where more than 100
+    fit) of ``config`` train within ``seconds``, the run's set-up and checkpoint included,
+    from a probe of :data:`PROBE_ITERS` iterations (its work dir removed after); and
+    the probe's seconds per iteration. A lent GPU's lease is minutes: a recipe that
+    overran it would leave no table at all."""
+    import shutil
+
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    class IterationClock(Hook):
+        def __init__(self):
+            self.stamps = []
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            self.stamps.append(time.perf_counter())
+
+    work = out / 'probe'
+    cfg = net_config(crops, work, PROBE_ITERS, device, fit_results, config=config, amp=amp)
+    start = time.perf_counter()
+    runner = Runner.from_cfg(cfg)
+    clock = IterationClock()
+    runner.register_hook(clock)
+    runner.train()
+    total = time.perf_counter() - start
+    del runner
+    shutil.rmtree(work, ignore_errors=True)
+    per_iteration = float(np.median(np.diff(clock.stamps[PROBE_WARMUP:])))
+    overhead = total - PROBE_ITERS * per_iteration
+    fit = int((seconds - overhead) / per_iteration)
+    iters = min(most, fit // 100 * 100 if fit >= 200 else fit)
+    if iters < min(most, PROBE_ITERS):
+        raise SystemExit(f'--time-budget: {seconds:.0f} s left fit {max(fit, 0)} iterations at '
+                         f'{per_iteration:.3f} s each ({overhead:.0f} s of set-up); '
+                         'give it more time')
+    return iters, per_iteration
+
+
 def network_points(runner, device: str):
     """{(session, frame): (N, 3) predicted keypoints (rig units)} on the held-out
     blocks, and images/s."""
@@ -819,11 +867,12 @@ def baseline_rows(results: Path, trained_on, held, fit_keys, params, keypoints: 
     return rows
 
 
-def print_table(rows, blocks, held, args, config: Path) -> None:
+def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
     """The held-out table: per method the median and p90 px in the scored cameras and
-    in ``side``, training seconds and inference images/s."""
+    in ``side``, training seconds and inference images/s; ``training`` says how long the
+    networks trained."""
     print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); {config.name}, '
-          f'{args.crop_size} px crops, {args.iters} iterations, {args.device}'
+          f'{args.crop_size} px crops, {training}, {args.device}'
           f'{" bf16" if args.amp else ""}, {args.threads} threads')
     print(f'{"method":<52}{"median px":>10}{"p90 px":>9}{"side med":>10}{"side p90":>10}'
           f'{"train s":>9}{"img/s":>7}')
@@ -860,7 +909,15 @@ def main(argv=None) -> int:
     parser.add_argument('--network-only', action='store_true',
                         help="only (a), (b), (e) and (e'): what a recipe reaches, e.g. the "
                              'GPU-sized one on a lent GPU (minutes instead of hours)')
+    parser.add_argument('--time-budget', type=float, default=None, metavar='SECONDS',
+                        help='with --network-only: the seconds the whole run may take (a '
+                             "lent GPU's lease); a probe of a few iterations times one and "
+                             'the network trains as many of --iters as fit (the table says '
+                             'how many)')
     args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.time_budget is not None and not args.network_only:
+        parser.error('--time-budget needs --network-only (the other methods have no budget)')
     if not args.network_only and (Path(args.config).resolve() != NET_CONFIG.resolve()
                                   or args.crop_size != 128 or args.amp):
         parser.error('--config, --crop-size and --amp need --network-only (the other methods '
@@ -888,17 +945,24 @@ def main(argv=None) -> int:
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
     arms = (('(b) network, real frames, fit as labels', results),
             ("(b') network, real frames, triangulation only", None))
+    iters, sized = args.iters, ''
+    if args.time_budget is not None:
+        left = args.time_budget - (time.perf_counter() - started) - AFTER_TRAINING_S
+        iters, per_iteration = iterations_within(left, crops, out, args.device, results,
+                                                 config, args.amp, args.iters)
+        sized = (f' (of {args.iters}: what {args.time_budget:.0f} s allowed, at '
+                 f'{per_iteration:.3f} s an iteration)')
     for label, fit_labels in arms[:1] if args.network_only else arms:
         name = recipe + ('net_fit_labels' if fit_labels is not None else 'net_triangulation')
-        runner, seconds = train(crops, out / f'{name}_{args.iters}', args.iters,
+        runner, seconds = train(crops, out / f'{name}_{iters}', iters,
                                 args.device, fit_labels, config=config, amp=args.amp)
-        checkpoints.append(out / f'{name}_{args.iters}' / f'iter_{args.iters}.pth')
+        checkpoints.append(out / f'{name}_{iters}' / f'iter_{iters}.pth')
         pts, images_per_s = network_points(runner, args.device)
         rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
                      f'{images_per_s:.0f}'))
     if args.network_only:
         rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
-        print_table(rows, blocks, held, args, config)
+        print_table(rows, blocks, held, args, config, f'{iters} iterations{sized}')
         return 0
     renders = render(out, crops, results, train_rows, args.renders)
     rendered_only = out / f'net_rendered_{args.renders}_{args.iters}'
@@ -914,7 +978,7 @@ def main(argv=None) -> int:
                  f'{seconds:.0f}', f'{images_per_s:.0f}'))
     rows.append(rendered_row)
     rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
-    print_table(rows, blocks, held, args, config)
+    print_table(rows, blocks, held, args, config, f'{iters} iterations')
     print(f'\n(b) and (c) by the training seed of their {args.iters} real iterations '
           '(one rendered pretraining); error on the held-out frames, median / p90 px')
     print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')

@@ -31,6 +31,28 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
 
 
+def test_a_time_budget_sizes_the_recipe_from_a_probe(tmp_path, capsys, monkeypatch):
+    # A lent GPU's lease is minutes: a run that overran it would leave no table.
+    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    bench = benchmark_module('real_session_regression')
+    monkeypatch.setattr(bench, 'PROBE_ITERS', 4)
+    monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
+    out = tmp_path / 'out'
+    args = ['--out-dir', str(out), '--network-only', '--crop-size', '64', '--iters', '3',
+            '--threads', '1']
+    assert bench.main(args + ['--time-budget', '100000']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'64 px crops, 3 iterations \(of 3: what 100000 s allowed, at '
+                     r'[0-9.]+ s an iteration\)', printed)
+    assert (out / 'net_fit_labels_3' / 'iter_3.pth').is_file()
+    assert not (out / 'probe').exists()
+    # a budget that the set-up alone overruns: an error that says so, no network
+    with pytest.raises(SystemExit, match='give it more time'):
+        bench.main(args + ['--iters', '5', '--time-budget', '31'])
+    assert not (out / 'net_fit_labels_5').exists()
+
+
 def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     bench = benchmark_module('real_session_regression')
     with pytest.raises(SystemExit):
@@ -39,6 +61,9 @@ def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--network-only', '--amp'])
     assert '--amp needs a GPU' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--time-budget', '600'])
+    assert '--time-budget needs --network-only' in capsys.readouterr().err
 
 
 def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_path, monkeypatch,
