@@ -237,6 +237,7 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     from a probe of :data:`PROBE_ITERS` iterations (its work dir removed after); and
     the probe's seconds per iteration. A lent GPU's lease is minutes: a recipe that
     overran it would leave no table at all."""
+    import gc
     import shutil
 
     from mmengine.hooks import Hook
@@ -257,7 +258,8 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     runner.register_hook(clock)
     runner.train()
     total = time.perf_counter() - start
-    del runner
+    del runner  # (and its persistent loader workers, before the real run starts its own)
+    gc.collect()
     shutil.rmtree(work, ignore_errors=True)
     per_iteration = float(np.median(np.diff(clock.stamps[PROBE_WARMUP:])))
     overhead = total - PROBE_ITERS * per_iteration
