@@ -45,7 +45,7 @@ for step in $steps; do
   case $step in
     suite) run suite 420 python -m pytest -q -p no:cacheprovider --durations=15 "${xdist[@]}" ;;
     tests) run gpu_tests 300 python -m pytest -q -p no:cacheprovider --durations=10 -m gpu \
-             tests ;;
+             --continue-on-collection-errors "${xdist[@]}" tests ;;
     train) args=(--device cuda --amp bf16 --backbone resnet50 --size 256 --batch 64 --workers 8
                  --iters 20)
            run train_throughput 240 python benchmarks/train_throughput.py "${args[@]}"

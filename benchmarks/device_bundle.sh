@@ -14,10 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SMILFIT_SHARED:-../shared}
 out=.device
-# Imported on the benchmarks' paths and missing from the GPU image (its package list:
-# the device tool's KINDS.md). imageio-ffmpeg (68 MB) is left out: sleap-io imports it
-# only where it is installed, and smilfit decodes videos with OpenCV.
-packages=(mmengine addict yapf platformdirs termcolor sleap-io shapely tomli-w)
+# Imported on the benchmarks' and the tests' paths and missing from the GPU image (its
+# package list: the device tool's KINDS.md; without trimesh, four test modules fail to
+# import and a collecting pytest stops). imageio-ffmpeg (68 MB) is left out: sleap-io
+# imports it only where it is installed, and smilfit decodes videos with OpenCV.
+packages=(mmengine addict yapf platformdirs termcolor sleap-io shapely tomli-w trimesh)
 python=3.12
 platforms=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64
            manylinux2014_x86_64 manylinux1_x86_64)

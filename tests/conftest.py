@@ -26,6 +26,15 @@ def mouse_model_path() -> Path:
     return shared_path('models', 'SMILy_Mouse_static_joints.pkl')
 
 
+def subprocess_env(*first, **variables: str) -> dict:
+    """``os.environ`` for a child Python process: ``first`` (default: this checkout) ahead
+    of ``PYTHONPATH``'s own entries, which stay (packages found only through them, e.g.
+    wheels carried to a GPU machine, must import there too), and ``variables`` set."""
+    path = [str(p) for p in (first or (REPO_ROOT,))]
+    path += [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **variables)
+
+
 def benchmark_module(name: str):
     """``benchmarks/<name>.py`` imported as a module (the benchmarks are scripts, not a
     package), to test what they compute."""

@@ -497,7 +497,8 @@ def readout_sparse(transforms: torch.Tensor, row: torch.Tensor, joint: torch.Ten
         h = moments[0].expand(B, -1)
     maps = transforms.index_select(1, joint).reshape(B * S, 3, 4)
     terms = torch.bmm(maps, h.reshape(B * S, 4, 1)).view(B, S, 3)
-    return transforms.new_zeros(B, num_rows, 3).index_add(1, row, terms)
+    # (under autocast the product is in bf16/fp16: the sums stay in the maps' precision)
+    return transforms.new_zeros(B, num_rows, 3).index_add(1, row, terms.to(transforms.dtype))
 
 
 def readout_pose_term(transforms: torch.Tensor, moment_pose: torch.Tensor,

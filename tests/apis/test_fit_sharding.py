@@ -1,5 +1,4 @@
 """tools/fit.py --launcher pytorch: two CPU processes (torchrun, gloo) give the one-process fit."""
-import os
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import numpy as np
 
 from smilfit.datasets import generate_synthetic_dataset
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, subprocess_env
 
 
 def _fit(cmd, env, cwd):
@@ -22,7 +21,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     data = tmp_path / 'syn.h5'
     generate_synthetic_dataset(data, num_sessions=2, frames_per_session=3, num_views=2,
                                image_size=64, masks=False, progress=False, seed=5)
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env(OMP_NUM_THREADS='1')
     opts = ['--cfg-options', f'data.path={data}', 'data.batch_size=2', 'data.synthetic=None',
             '--no-progress', '--no-slp', '--no-visualize']
     config = str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py')

@@ -3,7 +3,6 @@ prepared data, interrupted ingestion.
 
 Each table row: the case, what is done, and the message asserted (it names the file, the
 field or the name at fault)."""
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from smilfit.body_models.joint_lookup import JointLookupError
 from smilfit.datasets.provenance import expected_source, write_source
 from smilfit.handlers import Keypoint2DHandler
 
-from ..conftest import REPO_ROOT, shared_path
+from ..conftest import shared_path, subprocess_env
 from ..handlers.helpers import DATA_NAMES, toy_model
 
 
@@ -300,7 +299,7 @@ print('writes', calls[0])
 def _write(tmp_path, out, kill_at, every):
     script = tmp_path / 'writer.py'
     script.write_text(WRITER_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env()
     return subprocess.run([sys.executable, str(script), str(out), str(kill_at), str(every)],
                           capture_output=True, text=True, env=env, timeout=120)
 
@@ -416,7 +415,7 @@ def preprocessed(tmp_path_factory):
 def _signal_after_first_block(tmp_path, args, sig):
     script = tmp_path / 'pause.py'
     script.write_text(PAUSE_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env()
     proc = subprocess.Popen([sys.executable, str(script)] + args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

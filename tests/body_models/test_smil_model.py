@@ -477,3 +477,21 @@ def test_chain_transforms_with_and_without_autograd_match_the_recursion():
     with torch.no_grad():
         batched = torch.func.vmap(lambda t: chain_transforms(t, levels))(local[None])
     torch.testing.assert_close(batched[0], expect)
+
+
+@pytest.mark.parametrize('sparse', [True, False])
+def test_keypoints_under_bf16_autocast_match_full_precision(sparse):
+    """Mixed-precision training (``--amp``) runs the body model under autocast, where
+    the read-out's products come back in bf16: its sums must still add up (in the maps'
+    precision) on either read-out path."""
+    data = toy_model_data(seed=5)
+    kps = {'tip': {'vertex': 7}, 'blob': {'vertices': [1, 2, 3], 'weights': [0.2, 0.3, 0.5]},
+           'j3': {'joint': 3}}
+    model = SMILModel(data=data, keypoints=kps, dtype=torch.float32)
+    model.sparse_readout = sparse
+    kw = random_inputs(model, seed=2, dtype=torch.float32)
+    full = model(**kw, return_vertices=False).keypoints
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        mixed = model(**kw, return_vertices=False).keypoints
+    torch.testing.assert_close(mixed.float(), full, rtol=0.05,
+                               atol=0.05 * float(full.abs().max()))

@@ -1,7 +1,6 @@
 """tools/fit.py --device cuda: the demo config (keypoint LM stages plus a silhouette Adam
 stage), run as users run it, against the same run on the CPU."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from smilfit.datasets import generate_synthetic_dataset
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.gpu
 
@@ -42,7 +41,7 @@ def test_fit_tool_on_cuda_matches_cpu(tmp_path):
         proc = subprocess.run([sys.executable, str(REPO_ROOT / 'tools' / 'fit.py'), str(cfg),
                                '--work-dir', str(work), '--device', device, '--no-progress'],
                               capture_output=True, text=True, cwd=tmp_path,
-                              env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+                              env=subprocess_env())
         assert proc.returncode == 0, proc.stderr[-3000:]
         with h5py.File(work / 'fit_results.h5') as f:
             runs[device] = dict(joints=f['joints'][:], sil=f['losses/silhouette'][:],

@@ -2,14 +2,13 @@
 page shows them, fit the demo through tools/fit.py with the plugin as the pose prior."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import h5py
 import numpy as np
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, subprocess_env
 from .page_blocks import python_block
 
 PAGE = REPO_ROOT / 'docs' / 'configs.md'
@@ -33,7 +32,7 @@ def test_the_documented_loss_plugin_fits_the_demo(tmp_path):
          'data.synthetic.num_sessions=1', 'data.synthetic.frames_per_session=4',
          'data.synthetic.num_views=2', 'data.synthetic.masks=False'],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(tmp_path)))
+        env=subprocess_env(tmp_path, OMP_NUM_THREADS='1'))
     assert run.returncode == 0, run.stderr[-3000:]
     with h5py.File(work / 'fit_results.h5') as f:
         pose = f['params/body_pose'][:].astype(np.float64)

@@ -117,13 +117,13 @@ def test_sigkill_mid_write_then_resume(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.conftest import REPO_ROOT, subprocess_env
     cfg = write_config(tmp_path / 'toy.py', '')
     work = tmp_path / 'work'
     argv = [str(cfg), '--work-dir', str(work), '--cfg-options',
             f'experiment_name={unique_name()}', 'train_cfg.max_epochs=2',
             'default_hooks.checkpoint.max_keep_ckpts=1']
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    env = subprocess_env(OMP_NUM_THREADS='1')
     run = subprocess.run([sys.executable, '-c', _KILLED_RUN.format(repo=str(REPO_ROOT),
                                                                    argv=argv)],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -34,6 +34,8 @@ from torch.utils.data import Dataset
 
 from smilfit.engine import compat, hooks  # noqa: F401  (hooks applies every fix)
 
+from ..conftest import subprocess_env
+
 
 @pytest.fixture(autouse=True)
 def _isolated_default_scope(monkeypatch):
@@ -351,9 +353,7 @@ def test_fresh_process_import_smilfit_applies_fixes(tmp_path):
         print('ok')
         """)
     # this checkout's smilfit, whichever one is installed
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[2])] + os.environ.get('PYTHONPATH', '').split(
-            os.pathsep)).rstrip(os.pathsep))
+    env = subprocess_env()
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=60, cwd=str(tmp_path), env=env)
     assert res.returncode == 0 and res.stdout.strip().endswith('ok'), res.stderr[-3000:]

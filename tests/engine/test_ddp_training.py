@@ -25,7 +25,7 @@ from mmengine.optim import OptimWrapper
 
 from smilfit.engine.hooks import unwrap_model
 from smilfit.registry import HOOKS, OPTIM_WRAPPERS
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, subprocess_env
 from tests.engine.test_train_tool import write_config
 
 WORLD_SIZE = 2
@@ -88,10 +88,8 @@ def test_dist_train_averages_gradients_on_cpu(tmp_path: Path):
         custom_hooks = [dict(type='DDPTestGradientProbe')]
         """), imports=('tests.engine.test_train_tool', 'tests.engine.test_ddp_training'))
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
-               CUDA_VISIBLE_DEVICES='',  # the CPU path even where a GPU exists
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                        os.environ.get('PYTHONPATH')])))
+    env = subprocess_env(PORT=str(_free_port()), OMP_NUM_THREADS='1',
+                         CUDA_VISIBLE_DEVICES='')  # the CPU path even where a GPU exists
     proc = subprocess.Popen(
         ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(cfg_file), str(WORLD_SIZE),
          '--work-dir', str(work_dir)],

@@ -39,6 +39,31 @@ def test_calibrated_frame_reproduces_ground_truth(multiview_batch):
     assert losses['param'].max() < 1e-6
 
 
+def test_geometry_and_losses_run_in_full_precision_under_autocast(multiview_batch):
+    """With --amp the networks run in bf16, but the body model, the cameras and the
+    losses work on points hundreds of units and pixels from their origins, where bf16
+    steps by whole units and pixels: they must see float32 whatever the head returned."""
+    model = tiny_multiview(loss_weights=dict(kp2d=1e-2, shape_prior=1e-3, triangulation=1.0))
+    data = _prep(model, multiview_batch)
+    s, hw = data['data_samples'], data['inputs'].shape[-2:]
+    with torch.no_grad():
+        last = model.predictions(data['inputs'], s)['iterations'][-1]
+        half = {k: None if v is None else v.bfloat16() for k, v in last.items()}
+        want = model.decode({k: None if v is None else v.float() for k, v in half.items()}, s,
+                            hw)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = model.decode(half, s, hw)
+            got_kps, got_losses = model.project_keypoints(got), model.frame_losses(got, s)
+        want_kps, want_losses = model.project_keypoints(want), model.frame_losses(want, s)
+    for name in ('keypoints', 'joints'):
+        assert getattr(got['output'], name).dtype == torch.float32
+        torch.testing.assert_close(getattr(got['output'], name), getattr(want['output'], name))
+    torch.testing.assert_close(got_kps['keypoints_2d'], want_kps['keypoints_2d'])
+    assert set(got_losses) == set(want_losses)
+    for name, value in want_losses.items():
+        torch.testing.assert_close(got_losses[name], value)
+
+
 def test_loss_and_prediction_contract(multiview_batch):
     model = tiny_multiview(loss_weights=dict(kp2d=1e-2, shape_prior=1e-3, triangulation=1.0))
     data = _prep(model, multiview_batch)

@@ -47,7 +47,8 @@ from smilfit.registry import BODY_MODELS, MODELS
 from smilfit.utils.batch_tree import slice_batch, tile_batch
 
 from .decoding import (build_body_codec, build_camera_codec, decode_prediction,
-                       handler_params, project_keypoints, rest_body_length, view_tensor)
+                       full_precision, handler_params, project_keypoints, rest_body_length,
+                       view_tensor)
 from .embedding import embedding_settings, part_centre, part_crops
 from .encoding import as_views, encode_views
 from .head_start import build_heading, check_heading_options, heading_targets, initial_vectors
@@ -354,9 +355,10 @@ class BodyRegressor(BaseModel):
         (``params``, ``cameras``, ``output``, ``body``)."""
         offsets = None if self.keypoint_offsets is None else \
             (self.keypoint_offsets, self._offset_carriers)
-        return decode_prediction(pred, data_samples, image_hw, self.body_codec,
-                                 self.camera_codec, self.body_model, self.num_views,
-                                 return_vertices, self._depth_offset(), offsets)
+        with full_precision(pred['body'].device):
+            return decode_prediction(pred, data_samples, image_hw, self.body_codec,
+                                     self.camera_codec, self.body_model, self.num_views,
+                                     return_vertices, self._depth_offset(), offsets)
 
     # ------------------------------------------------------------------ losses
     def _needs_vertices(self) -> bool:
@@ -393,6 +395,11 @@ class BodyRegressor(BaseModel):
         Handlers whose loss couples the samples of a batch (``couples_samples``, e.g. a
         temporal term over a sequence) see one iteration at a time.
         """
+        with full_precision(decoded['body'].device):
+            return self._frame_losses(decoded, data_samples, iterations)
+
+    def _frame_losses(self, decoded: Mapping[str, Any], data_samples: Mapping[str, Any],
+                      iterations: int) -> Dict[str, torch.Tensor]:
         rows = decoded['body'].shape[0]
         out = handler_terms(self.handlers, self.loss_weights, decoded['output'], data_samples,
                             self.handler_params(decoded), rows, iterations)
@@ -484,7 +491,8 @@ class BodyRegressor(BaseModel):
     def project_keypoints(self, decoded: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
         """Predicted keypoints in the data's order (NaN where no model keypoint matches):
         ``keypoints_3d`` (B, N, 3) world and ``keypoints_2d`` (B, C, N, 2) pixels."""
-        return project_keypoints(decoded, self.keypoint_match, len(self.keypoint_names))
+        with full_precision(decoded['body'].device):
+            return project_keypoints(decoded, self.keypoint_match, len(self.keypoint_names))
 
     def part_crops(self, inputs: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) square crops of view slot 0 centred on ``centre`` (B, 2) pixels,

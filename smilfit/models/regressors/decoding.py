@@ -121,6 +121,24 @@ def calibration(data_samples: Mapping[str, Any], B: int, C: int
     return cal
 
 
+#: Reduced-precision float types that autocast (``--amp``) computes in.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def full_precision(device: torch.device):
+    """A context without autocast on ``device``'s type, for the geometry after the
+    networks: decoding, posing the body model, projecting and scoring. There points lie
+    hundreds of model units from the camera and hundreds of pixels from the image
+    origin, where bf16's 8 significant bits step by 1-2 units and 2-4 px, about the
+    error the network is trained to reach; only the networks run in mixed precision."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
+def upcast(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``x`` in float32 where autocast left it in bf16 or fp16; otherwise as it is."""
+    return x.float() if x is not None and x.dtype in LOW_PRECISION else x
+
+
 def image_size(image_hw: Sequence[int], device) -> torch.Tensor:
     """(2,) ``(W, H)`` pixels from ``(H, W)``."""
     H, W = int(image_hw[0]), int(image_hw[1])
@@ -161,7 +179,8 @@ def decode_prediction(pred: Mapping[str, Optional[torch.Tensor]],
     Raises:
         KeyError: calibrated cameras and no calibration in ``data_samples``.
     """
-    body_vec = pred['body']
+    body_vec = upcast(pred['body'])
+    pred = dict(pred, body=body_vec, cameras=upcast(pred.get('cameras')))
     B, C = body_vec.shape[0], num_views
     cal = calibration(data_samples, B, C) if data_samples else None
     if camera_codec.uses_calibration and cal is None:

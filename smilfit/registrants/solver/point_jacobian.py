@@ -403,7 +403,7 @@ class PointJacobian:
         maps = self._betas_maps.get(key)
         if maps is None:
             model, J, N = self.model, self.model.num_joints, st.num_points
-            dirs = model.rest_joint_dirs[..., :K].to(dtype=torch.float64)      # (J, 3, K)
+            dirs = model.rest_joint_dirs[..., :K].to('cpu', torch.float64)     # (J, 3, K)
             d_offset = dirs - dirs[self.parents.cpu()]
             d_offset[self.root] = dirs[self.root]
             chain_mass = st.point_chain_mass.to('cpu', torch.float64)        # (N, J)
