@@ -5,11 +5,15 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / 'shared'
+#: ../shared beside the checkout, or the folder SMILFIT_SHARED names (as for the
+#: benchmarks: a lent GPU machine gets a copy inside the checkout, benchmarks/cuda.sh).
+SHARED = Path(os.environ['SMILFIT_SHARED']).resolve() if os.environ.get('SMILFIT_SHARED') \
+    else REPO_ROOT.parent / 'shared'
 
 
 def shared_path(*parts: str) -> Path:
-    """Path below ../shared; skips the calling test when it does not exist."""
+    """Path below ../shared (or ``$SMILFIT_SHARED``); skips the calling test when it does
+    not exist."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f'../shared/{"/".join(parts)} is not available')
