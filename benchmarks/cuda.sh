@@ -10,7 +10,10 @@
 # session, configs/regression/mouse_session_resnet50_gpu.py, RECIPE_ITERS iterations
 # (4000) or as many as RECIPE_BUDGET seconds (500, the whole step: a lease is minutes)
 # allow, its held-out table beside the fit's and the baselines'; work files in
-# RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR).
+# RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR), table (not
+# run by default either: the same recipe's whole held-out table, (a) to (e'): TABLE_RENDERS
+# (500) renders in the rig, then (b), (d) and (c), each with the iterations the budget
+# leaves).
 # On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
 # first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
 # copy of ../shared is read (SMILFIT_SHARED).
@@ -74,7 +77,13 @@ for step in $steps; do
               --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
               --iters "${RECIPE_ITERS:-4000}" --time-budget "${RECIPE_BUDGET:-500}" \
               --threads 8 ;;
-    *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe)" >&2
+    table) run real_session_table 570 python benchmarks/real_session_regression.py \
+             --out-dir "${RECIPE_DIR:-/tmp/real_session}" --table-only --device cuda --amp \
+             --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
+             --iters "${RECIPE_ITERS:-4000}" --renders "${TABLE_RENDERS:-500}" \
+             --time-budget "${RECIPE_BUDGET:-500}" --threads 8 ;;
+    *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe," \
+            "table)" >&2
        exit 2 ;;
   esac
 done

@@ -56,8 +56,11 @@ seeds, beside the fit's own error in each camera: where a camera's labels disagr
 the others', the fit is far off there too).
 
 ``--network-only`` stops after (a), (b), (e) and (e'): what one recipe reaches, in
-minutes. With it, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g.
-the GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe``)::
+minutes; ``--table-only`` after the held-out table, (a) to (e') without (b'). With
+either, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g. the
+GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe`` or ``table``), and
+``--time-budget SECONDS`` sizes the networks' iterations to a lease (a probe of a few
+iterations times one; the renders are made first)::
 
     python benchmarks/real_session_regression.py --network-only --device cuda --amp \
         --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
@@ -67,8 +70,8 @@ Usage::
 
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
-        [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only [--config CONFIG]
-        [--crop-size 128] [--amp]]
+        [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only | --table-only
+        [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -225,17 +228,17 @@ def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
 #: Iterations of the probe that sizes a run to ``--time-budget``, and how many of its
 #: first ones (the loader's and the kernels' warm-up) its timing leaves out.
 PROBE_ITERS, PROBE_WARMUP = 40, 10
-#: Seconds a ``--network-only`` run spends after its training: the held-out predictions,
-#: the baselines and the table.
+#: Seconds a ``--network-only`` or ``--table-only`` run spends after its trainings: the
+#: held-out predictions, the baselines and the table.
 AFTER_TRAINING_S = 30.0
 
 
 def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_results,
-                      config: Path, amp: bool, most: int):
+                      config: Path, amp: bool, most: int, runs: int = 1):
     """How many iterations (at most ``most``, a multiple of 100 where more than 100
-    fit) of ``config`` train within ``seconds``, the run's set-up and checkpoint included,
-    from a probe of :data:`PROBE_ITERS` iterations (its work dir removed after); and
-    the probe's seconds per iteration. A lent GPU's lease is minutes: a recipe that
+    fit) of ``config`` each of ``runs`` trainings can have within ``seconds``, each run's
+    set-up and checkpoint included, from a probe of :data:`PROBE_ITERS` iterations (its
+    work dir removed after); and the probe's seconds per iteration. A lent GPU's lease is minutes: a recipe that
     overran it would leave no table at all."""
     import gc
     import shutil
@@ -263,7 +266,7 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     shutil.rmtree(work, ignore_errors=True)
     per_iteration = float(np.median(np.diff(clock.stamps[PROBE_WARMUP:])))
     overhead = total - PROBE_ITERS * per_iteration
-    fit = int((seconds - overhead) / per_iteration)
+    fit = int((seconds - runs * overhead) / (runs * per_iteration))
     iters = min(most, fit // 100 * 100 if fit >= 200 else fit)
     if iters < min(most, PROBE_ITERS):
         raise SystemExit(f'--time-budget: {seconds:.0f} s left fit {max(fit, 0)} iterations at '
@@ -911,19 +914,26 @@ def main(argv=None) -> int:
     parser.add_argument('--network-only', action='store_true',
                         help="only (a), (b), (e) and (e'): what a recipe reaches, e.g. the "
                              'GPU-sized one on a lent GPU (minutes instead of hours)')
+    parser.add_argument('--table-only', action='store_true',
+                        help="only the held-out table, (a) to (e'), without (b') (the "
+                             'acceptance table of a recipe, e.g. on a lent GPU)')
     parser.add_argument('--time-budget', type=float, default=None, metavar='SECONDS',
-                        help='with --network-only: the seconds the whole run may take (a '
-                             "lent GPU's lease); a probe of a few iterations times one and "
-                             'the network trains as many of --iters as fit (the table says '
-                             'how many)')
+                        help='with --network-only or --table-only: the seconds the whole run '
+                             "may take (a lent GPU's lease); a probe of a few iterations "
+                             'times one and each network trains as many of --iters as fit '
+                             '(the table says how many)')
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    if args.time_budget is not None and not args.network_only:
-        parser.error('--time-budget needs --network-only (the other methods have no budget)')
-    if not args.network_only and (Path(args.config).resolve() != NET_CONFIG.resolve()
-                                  or args.crop_size != 128 or args.amp):
-        parser.error('--config, --crop-size and --amp need --network-only (the other methods '
-                     'train the CPU-sized recipe)')
+    one_table = args.network_only or args.table_only
+    if args.network_only and args.table_only:
+        parser.error('--network-only and --table-only: choose one')
+    if args.time_budget is not None and not one_table:
+        parser.error('--time-budget needs --network-only or --table-only (the other methods '
+                     'have no budget)')
+    if not one_table and (Path(args.config).resolve() != NET_CONFIG.resolve()
+                          or args.crop_size != 128 or args.amp):
+        parser.error('--config, --crop-size and --amp need --network-only or --table-only '
+                     '(the other methods train the CPU-sized recipe)')
     if args.amp and args.device == 'cpu':
         parser.error('--amp needs a GPU (--device cuda): bf16 autocast trains on GPUs only')
     if not SESSION.is_dir() or not MODEL.is_file():
@@ -947,14 +957,19 @@ def main(argv=None) -> int:
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
     arms = (('(b) network, real frames, fit as labels', results),
             ("(b') network, real frames, triangulation only", None))
+    # (the renders first where a budget is shared: the trainings get what they leave)
+    renders = None if args.network_only else render(out, crops, results, train_rows,
+                                                    args.renders)
     iters, sized = args.iters, ''
     if args.time_budget is not None:
         left = args.time_budget - (time.perf_counter() - started) - AFTER_TRAINING_S
+        runs = 1 if args.network_only else 3
         iters, per_iteration = iterations_within(left, crops, out, args.device, results,
-                                                 config, args.amp, args.iters)
-        sized = (f' (of {args.iters}: what {args.time_budget:.0f} s allowed, at '
+                                                 config, args.amp, args.iters, runs)
+        each = ' each of three' if runs > 1 else ''
+        sized = (f' (of {args.iters}: what {args.time_budget:.0f} s allowed{each}, at '
                  f'{per_iteration:.3f} s an iteration)')
-    for label, fit_labels in arms[:1] if args.network_only else arms:
+    for label, fit_labels in arms[:1] if one_table else arms:
         name = recipe + ('net_fit_labels' if fit_labels is not None else 'net_triangulation')
         runner, seconds = train(crops, out / f'{name}_{iters}', iters,
                                 args.device, fit_labels, config=config, amp=args.amp)
@@ -966,21 +981,23 @@ def main(argv=None) -> int:
         rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
         print_table(rows, blocks, held, args, config, f'{iters} iterations{sized}')
         return 0
-    renders = render(out, crops, results, train_rows, args.renders)
-    rendered_only = out / f'net_rendered_{args.renders}_{args.iters}'
-    runner, seconds = train(crops, rendered_only, args.iters, args.device, renders=renders)
+    rendered_only = out / f'{recipe}net_rendered_{args.renders}_{iters}'
+    runner, seconds = train(crops, rendered_only, iters, args.device, renders=renders,
+                            config=config, amp=args.amp)
     pts, images_per_s = network_points(runner, args.device)
     rendered_row = ('(d) rendered only', score(pts, keypoints, held), f'{seconds:.0f}',
                     f'{images_per_s:.0f}')
-    runner, seconds = train(crops, out / f'net_rendered_then_real_{args.iters}', args.iters,
-                            args.device, results,
-                            start_from=rendered_only / f'iter_{args.iters}.pth')
+    runner, seconds = train(crops, out / f'{recipe}net_rendered_then_real_{iters}', iters,
+                            args.device, results, start_from=rendered_only / f'iter_{iters}.pth',
+                            config=config, amp=args.amp)
     pts, images_per_s = network_points(runner, args.device)
     rows.append(('(c) rendered pretraining, then real', score(pts, keypoints, held),
                  f'{seconds:.0f}', f'{images_per_s:.0f}'))
     rows.append(rendered_row)
     rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
-    print_table(rows, blocks, held, args, config, f'{iters} iterations')
+    print_table(rows, blocks, held, args, config, f'{iters} iterations{sized}')
+    if args.table_only:
+        return 0
     print(f'\n(b) and (c) by the training seed of their {args.iters} real iterations '
           '(one rendered pretraining); error on the held-out frames, median / p90 px')
     print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')

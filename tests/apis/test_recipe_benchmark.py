@@ -53,6 +53,36 @@ def test_a_time_budget_sizes_the_recipe_from_a_probe(tmp_path, capsys, monkeypat
     assert not (out / 'net_fit_labels_5').exists()
 
 
+def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_path, capsys,
+                                                                           monkeypatch):
+    # The acceptance table of a recipe, (a) to (e'), on a lent GPU's lease: renders
+    # first, then (b), (d) and (c) with the iterations the rest allows each.
+    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    bench = benchmark_module('real_session_regression')
+    monkeypatch.setattr(bench, 'PROBE_ITERS', 3)
+    monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
+    out = tmp_path / 'out'
+    assert bench.main(['--out-dir', str(out), '--table-only', '--crop-size', '64',
+                       '--iters', '2', '--renders', '2', '--threads', '1',
+                       '--time-budget', '100000']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'64 px crops, 2 iterations \(of 2: what 100000 s allowed each of '
+                     r'three, at [0-9.]+ s an iteration\)', printed)
+    rows = {line[:52].strip(): line[52:].split() for line in printed.splitlines()
+            if re.match(r"\([a-e]'?\) ", line)}
+    assert set(rows) == {'(a) fit on those frames', '(b) network, real frames, fit as labels',
+                         '(c) rendered pretraining, then real', '(d) rendered only',
+                         '(e) mean training pose at the triangulated keypoints',
+                         "(e') the same with the fit's keypoint offsets"}
+    for arm in ('(b) network, real frames, fit as labels', '(c) rendered pretraining, then real',
+                '(d) rendered only'):
+        assert len(rows[arm]) == 6
+    assert 'by the training seed' not in printed          # the table only
+    for work in ('net_fit_labels_2', 'net_rendered_2_2', 'net_rendered_then_real_2'):
+        assert (out / work / 'iter_2.pth').is_file()
+
+
 def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     bench = benchmark_module('real_session_regression')
     with pytest.raises(SystemExit):
@@ -63,7 +93,10 @@ def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
     assert '--amp needs a GPU' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(['--time-budget', '600'])
-    assert '--time-budget needs --network-only' in capsys.readouterr().err
+    assert '--time-budget needs --network-only or --table-only' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--network-only', '--table-only'])
+    assert 'choose one' in capsys.readouterr().err
 
 
 def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_path, monkeypatch,
