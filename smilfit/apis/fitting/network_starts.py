@@ -175,19 +175,19 @@ def choose_starts(registrant, observations: Mapping[str, torch.Tensor],
     candidates = [default, proposed]
     if keypoints is not None:
         candidates.append(registrant.place_on_points(proposed, keypoints, groups))
-    errors = []
-    for params in candidates:
-        expanded = {k: (v[groups] if k in registrant.shared else v) for k, v in params.items()}
-        with torch.no_grad():
-            output = registrant.body_model(**{k: v for k, v in expanded.items()
-                                              if k in MODEL_INPUTS}, return_vertices=False)
-            points = handler.points(output, expanded)
-            err = point_reprojection_errors(points, observations, handler.model_index,
-                                            handler.data_index)
-        errors.append(torch.nan_to_num(err.flatten(1).nanmedian(1).values,
-                                       nan=float('inf')))
+    # Every candidate posed and scored in one pass over the body model (n * B samples).
+    n, B = len(candidates), int(found.shape[0])
+    expanded = {k: torch.cat([c[k][groups] if k in registrant.shared else c[k]
+                              for c in candidates]) for k in default}
+    with torch.no_grad():
+        output = registrant.body_model(**{k: v for k, v in expanded.items()
+                                          if k in MODEL_INPUTS}, return_vertices=False)
+        points = handler.points(output, expanded)
+        err = point_reprojection_errors(points, _tiled(observations, n, B),
+                                        handler.model_index, handler.data_index)
+    errors = torch.nan_to_num(err.flatten(1).nanmedian(1).values, nan=float('inf'))
     # argmin keeps the first of equal errors: the default wherever nothing is closer
-    best = torch.stack(errors).argmin(0)
+    best = errors.view(n, B).argmin(0)
     best = torch.where(found, best, torch.zeros_like(best))
     chosen = dict(default)
     for name in network:
@@ -198,6 +198,18 @@ def choose_starts(registrant, observations: Mapping[str, torch.Tensor],
                 value = torch.where(mask, candidates[i][name], value)
             chosen[name] = value
     return chosen, best > 0
+
+
+#: What :func:`~.reprojection.point_reprojection_errors` reads of the observations.
+_SCORED = ('keypoints_2d', 'K', 'R', 't', 'dist', 'visible', 'view_valid')
+
+
+def _tiled(observations: Mapping[str, torch.Tensor], n: int, B: int
+           ) -> Dict[str, torch.Tensor]:
+    """The scored (B, ...) observations repeated ``n`` times along the batch
+    (n * B, ...), in the candidates' order."""
+    return {k: observations[k].repeat(n, *([1] * (observations[k].dim() - 1)))
+            for k in _SCORED if k in observations}
 
 
 __all__ = ['START_PARAMS', 'NetworkStarts', 'load_network_starts', 'choose_starts']
