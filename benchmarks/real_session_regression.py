@@ -238,8 +238,8 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     """How many iterations (at most ``most``, a multiple of 100 where more than 100
     fit) of ``config`` each of ``runs`` trainings can have within ``seconds``, each run's
     set-up and checkpoint included, from a probe of :data:`PROBE_ITERS` iterations (its
-    work dir removed after); and the probe's seconds per iteration. A lent GPU's lease is minutes: a recipe that
-    overran it would leave no table at all."""
+    work dir removed after); and the probe's seconds per iteration. A lent GPU's lease
+    is minutes: a recipe that overran it would leave no table at all."""
     import gc
     import shutil
 

@@ -127,10 +127,11 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def full_precision(device: torch.device):
     """A context without autocast on ``device``'s type, for the geometry after the
-    networks: decoding, posing the body model, projecting and scoring. There points lie
-    hundreds of model units from the camera and hundreds of pixels from the image
-    origin, where bf16's 8 significant bits step by 1-2 units and 2-4 px, about the
-    error the network is trained to reach; only the networks run in mixed precision."""
+    networks: decoding, posing the body model, projecting and scoring. bf16 keeps 8
+    significant bits, a step of 0.4-0.8 % of a value: on the shared session, points 7.5
+    model units from the camera step by 0.03 units (1.7 mm) and pixel coordinates in the
+    hundreds by 1-4 px, about the error the network is trained to reach. Only the
+    networks run in mixed precision."""
     return torch.autocast(torch.device(device).type, enabled=False)
 
 

@@ -30,8 +30,8 @@ LINEARIZE_TRIALS_MIN_ACCEPTANCE = 0.7
 #: judged): a stage starts where a start or the stage before left the parameters, and
 #: its first steps are nearly always taken (every stage of the shared session's
 #: per-frame fits, from either start: all 120 first steps), so the linearisation after
-#: the first acceptance is saved. On that session's per-frame pass this made the default
-#: start's fit 9 % faster, a network's start 3 %.
+#: the first acceptance is saved: 3-9 % of the default start's time fitting that
+#: session's frames (a rejected first step wastes a linearisation instead).
 LINEARIZE_FIRST_TRIALS = True
 
 
