@@ -20,8 +20,7 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
                        '--crop-size', '64', '--iters', '2', '--threads', '1']) == 0
     printed = capsys.readouterr().out
     assert 'tiny_recipe.py, 64 px crops, 2 iterations, cpu' in printed
-    rows = {line[:52].strip(): line[52:].split() for line in printed.splitlines()
-            if re.match(r"\([a-e]'?\) ", line)}
+    rows = _table_rows(printed)
     assert set(rows) == {'(a) fit on those frames', '(b) network, real frames, fit as labels',
                          '(e) mean training pose at the triangulated keypoints',
                          "(e') the same with the fit's keypoint offsets"}
@@ -31,13 +30,25 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
 
 
-def test_a_time_budget_sizes_the_recipe_from_a_probe(tmp_path, capsys, monkeypatch):
-    # A lent GPU's lease is minutes: a run that overran it would leave no table.
+def _budgeted_benchmark(monkeypatch):
+    """The benchmark module with a probe of 3 iterations (1 left out as warm-up)."""
     shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
     shared_path('models', 'SMILy_Mouse_static_joints.pkl')
     bench = benchmark_module('real_session_regression')
-    monkeypatch.setattr(bench, 'PROBE_ITERS', 4)
+    monkeypatch.setattr(bench, 'PROBE_ITERS', 3)
     monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
+    return bench
+
+
+def _table_rows(printed: str) -> dict:
+    """{method: its columns} of a printed held-out table."""
+    return {line[:52].strip(): line[52:].split() for line in printed.splitlines()
+            if re.match(r"\([a-e]'?\) ", line)}
+
+
+def test_a_time_budget_sizes_the_recipe_from_a_probe(tmp_path, capsys, monkeypatch):
+    # A lent GPU's lease is minutes: a run that overran it would leave no table.
+    bench = _budgeted_benchmark(monkeypatch)
     out = tmp_path / 'out'
     args = ['--out-dir', str(out), '--network-only', '--crop-size', '64', '--iters', '3',
             '--threads', '1']
@@ -57,11 +68,7 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
                                                                            monkeypatch):
     # The acceptance table of a recipe, (a) to (e'), on a lent GPU's lease: renders
     # first, then (b), (d) and (c) with the iterations the rest allows each.
-    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
-    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-    bench = benchmark_module('real_session_regression')
-    monkeypatch.setattr(bench, 'PROBE_ITERS', 3)
-    monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
+    bench = _budgeted_benchmark(monkeypatch)
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--table-only', '--crop-size', '64',
                        '--iters', '2', '--renders', '2', '--threads', '1',
@@ -69,8 +76,7 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     printed = capsys.readouterr().out
     assert re.search(r'64 px crops, 2 iterations \(of 2: what 100000 s allowed each of '
                      r'three, at [0-9.]+ s an iteration\)', printed)
-    rows = {line[:52].strip(): line[52:].split() for line in printed.splitlines()
-            if re.match(r"\([a-e]'?\) ", line)}
+    rows = _table_rows(printed)
     assert set(rows) == {'(a) fit on those frames', '(b) network, real frames, fit as labels',
                          '(c) rendered pretraining, then real', '(d) rendered only',
                          '(e) mean training pose at the triangulated keypoints',
