@@ -64,6 +64,25 @@ def test_geometry_and_losses_run_in_full_precision_under_autocast(multiview_batc
         torch.testing.assert_close(got_losses[name], value)
 
 
+def test_a_training_step_under_bf16_autocast(multiview_batch):
+    """The step ``--amp`` runs (the CPU's autocast standing in for a GPU's, which CI has
+    not): finite losses and gradients, the losses near the float32 step's (only the
+    networks in bf16)."""
+    torch.manual_seed(0)
+    model = tiny_multiview(loss_weights=dict(kp2d=1e-2, shape_prior=1e-3, triangulation=1.0))
+    data = _prep(model, multiview_batch)
+    want = model(**data, mode='loss')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = model(**data, mode='loss')
+    assert set(got) == set(want)
+    for name, value in got.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+        torch.testing.assert_close(value, want[name], rtol=0.1, atol=1e-3)
+    sum(got.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_loss_and_prediction_contract(multiview_batch):
     model = tiny_multiview(loss_weights=dict(kp2d=1e-2, shape_prior=1e-3, triangulation=1.0))
     data = _prep(model, multiview_batch)
