@@ -26,13 +26,6 @@ Tensor = torch.Tensor
 #: directly (where the system can): a linearisation costs about 2-3 cost evaluations,
 #: so linearising trials pays once most of them are taken.
 LINEARIZE_TRIALS_MIN_ACCEPTANCE = 0.7
-#: Whether the first iteration's trial points are linearised too (before any step was
-#: judged): a stage starts where a start or the stage before left the parameters, and
-#: its first steps are nearly always taken (every stage of the shared session's
-#: per-frame fits, from either start: all 120 first steps), so the linearisation after
-#: the first acceptance is saved: 3-9 % of the default start's time fitting that
-#: session's frames (a rejected first step wastes a linearisation instead).
-LINEARIZE_FIRST_TRIALS = True
 
 
 class Trial(Protocol):
@@ -130,7 +123,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
     # Linearise at the trial point itself (one pass gives its cost, g and H) while most
     # steps are accepted: an accepted step then needs no second pass over the model
     # and the keypoints; a rejected one wastes that linearisation.
-    linearize_trials = system.linearizes_trials and LINEARIZE_FIRST_TRIALS
+    linearize_trials = False
     iterations = 0
     for it in range(max_iter):
         relin = stale & ~done
@@ -164,5 +157,4 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
     return diverged, iterations, steps
 
 
-__all__ = ['LMSystem', 'Trial', 'levenberg_marquardt', 'LINEARIZE_TRIALS_MIN_ACCEPTANCE',
-           'LINEARIZE_FIRST_TRIALS']
+__all__ = ['LMSystem', 'Trial', 'levenberg_marquardt', 'LINEARIZE_TRIALS_MIN_ACCEPTANCE']
