@@ -260,9 +260,12 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     clock = IterationClock()
     runner.register_hook(clock)
     runner.train()
-    total = time.perf_counter() - start
-    del runner  # (and its persistent loader workers, before the real run starts its own)
+    # Dropping a runner ends its loader workers, each after a 5 s join timeout (they miss
+    # the shutdown signal: 40 s with 8 workers, seen on a lent GPU); every real run pays
+    # it too, so it counts as set-up.
+    del runner
     gc.collect()
+    total = time.perf_counter() - start
     shutil.rmtree(work, ignore_errors=True)
     per_iteration = float(np.median(np.diff(clock.stamps[PROBE_WARMUP:])))
     overhead = total - PROBE_ITERS * per_iteration
