@@ -260,9 +260,7 @@ def iterations_within(seconds: float, crops: Path, out: Path, device: str, fit_r
     clock = IterationClock()
     runner.register_hook(clock)
     runner.train()
-    # Dropping a runner ends its loader workers, each after a 5 s join timeout (they miss
-    # the shutdown signal: 40 s with 8 workers, seen on a lent GPU); every real run pays
-    # it too, so it counts as set-up.
+    # (ending its loader workers, as every real run's end does, counts as set-up)
     del runner
     gc.collect()
     total = time.perf_counter() - start

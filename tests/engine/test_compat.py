@@ -51,7 +51,7 @@ def _patched_functions():
             mm_package_utils.is_installed, mm_package_utils.get_installed_path,
             mm_package_utils.package2module, mm_utils.is_installed, mm_config.is_installed,
             mm_config.get_installed_path, mm_config_utils._is_builtin_module,
-            mm_config._is_builtin_module)
+            mm_config._is_builtin_module, Runner.train, Runner.val, Runner.test)
 
 
 def test_apply_is_idempotent():
@@ -374,3 +374,39 @@ def test_logger_names_a_rank_beyond_the_gpu_count(monkeypatch, visible):
     assert mm_logger._get_device_id() == 1
     monkeypatch.setenv('LOCAL_RANK', '0')
     assert mm_logger._get_device_id() == 0
+
+
+# --- 9. loader workers of a finished run -----------------------------------------------
+
+@pytest.mark.parametrize('persistent', [True, False])
+def test_a_finished_run_ends_its_loader_workers(tmp_path, persistent):
+    """Training with loader workers, then validating: when each returns its workers are
+    gone (left to the garbage collector, a runner's workers missed the stop signal and
+    were each joined after a 5 s timeout), and the runner can still validate again."""
+    import multiprocessing
+
+    from mmengine.evaluator import BaseMetric
+
+    class _Count(BaseMetric):
+        def process(self, data_batch, data_samples):
+            self.results.append(len(data_samples))
+
+        def compute_metrics(self, results):
+            return dict(samples=sum(results))
+
+    loader = dict(dataset=_TinyDataset(), batch_size=2, num_workers=2,
+                  persistent_workers=persistent, collate_fn=dict(type='default_collate'))
+    runner = Runner(
+        model=_TinyModel(), work_dir=str(tmp_path),
+        experiment_name=f'compat_workers_{uuid.uuid4().hex}',
+        train_dataloader=dict(loader, sampler=dict(type='InfiniteSampler', shuffle=True)),
+        val_dataloader=dict(loader, sampler=dict(type='DefaultSampler', shuffle=False)),
+        val_evaluator=[_Count()], val_cfg=dict(),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=3, val_interval=3),
+        default_hooks=dict(checkpoint=None), default_scope='mmengine')
+    runner.train()
+    assert multiprocessing.active_children() == []
+    assert runner.val() == {'samples': 8}
+    assert multiprocessing.active_children() == []
+    assert runner.val_dataloader._iterator is None
