@@ -69,7 +69,8 @@ def test_a_training_step_under_bf16_autocast(multiview_batch):
     not): finite losses and gradients, the losses near the float32 step's (only the
     networks in bf16)."""
     torch.manual_seed(0)
-    model = tiny_multiview(loss_weights=dict(kp2d=1e-2, shape_prior=1e-3, triangulation=1.0))
+    weights = dict(kp2d=1e-2, shape_prior=1e-3)
+    model = tiny_multiview(loss_weights=weights)
     data = _prep(model, multiview_batch)
     want = model(**data, mode='loss')
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -81,6 +82,16 @@ def test_a_training_step_under_bf16_autocast(multiview_batch):
     sum(got.values()).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+    # compiled (compile_loss, as on a GPU): the float32 region traces inside autocast
+    # as part of one graph
+    compiled = tiny_multiview(loss_weights=weights,
+                              compile_loss=dict(backend='eager', fullgraph=True))
+    compiled.load_state_dict(model.state_dict())
+    torch._dynamo.reset()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        traced = compiled(**data, mode='loss')
+    for name, value in traced.items():
+        torch.testing.assert_close(value, got[name])
 
 
 def test_loss_and_prediction_contract(multiview_batch):
