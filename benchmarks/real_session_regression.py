@@ -307,9 +307,11 @@ def held_out_frames(crops: Path):
     return keys(val), keys(train), val.metainfo['split_frames']['val'], train_rows
 
 
-def render(out: Path, crops: Path, results: Path, train_rows, num_samples: int) -> Path:
+def render(out: Path, crops: Path, results: Path, train_rows, num_samples: int,
+           workers: int = 1) -> Path:
     """Rendered samples of the fitted animal in the session's rig, drawn from the
-    training blocks' fits only (``tools/render_rig.py``), made when missing."""
+    training blocks' fits only (``tools/render_rig.py``), ``workers`` at once, made when
+    missing."""
     from mmengine.config import Config
 
     from smilfit.datasets.rig_renders import RigRenderOptions, generate_rig_renders
@@ -321,7 +323,7 @@ def render(out: Path, crops: Path, results: Path, train_rows, num_samples: int) 
                              body_model=body_model, joint_lookup=str(LOOKUP),
                              rows=train_rows,
                              options=RigRenderOptions(num_samples=num_samples),
-                             progress=False)
+                             progress=False, workers=workers)
     return path
 
 
@@ -960,7 +962,7 @@ def main(argv=None) -> int:
             ("(b') network, real frames, triangulation only", None))
     # (the renders first where a budget is shared: the trainings get what they leave)
     renders = None if args.network_only else render(out, crops, results, train_rows,
-                                                    args.renders)
+                                                    args.renders, args.threads)
     iters, sized = args.iters, ''
     if args.time_budget is not None:
         left = args.time_budget - (time.perf_counter() - started) - AFTER_TRAINING_S

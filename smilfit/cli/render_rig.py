@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help='frames per video whose median is the background (60)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (0)')
     parser.add_argument('--threads', type=int, default=1,
-                        help='torch CPU threads (default 1)')
+                        help='CPU threads: torch threads, and samples rendered at once '
+                             '(the output is the same for any number; default 1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE', help='override config entries, e.g. '
                         'train_dataloader.dataset.ann_file=my_session.h5')
@@ -113,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     body_model=model['body_model'],
                                     joint_lookup=model.get('joint_lookup'), rows=rows,
                                     options=options, overwrite=args.overwrite,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, workers=args.threads)
     except USER_ERRORS as err:
         return report_error('render_rig', err)
     print(f'wrote {path}: {args.num_samples} samples drawn around the fits of {len(rows)} '

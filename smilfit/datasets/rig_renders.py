@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -400,7 +401,8 @@ def generate_rig_renders(out_path: PathLike, *, dataset: PathLike, fit_results: 
                          body_model: Any, joint_lookup: Any = None,
                          rows: Optional[Sequence[int]] = None,
                          options: Optional[RigRenderOptions] = None,
-                         overwrite: bool = False, progress: bool = True) -> Path:
+                         overwrite: bool = False, progress: bool = True,
+                         workers: int = 1) -> Path:
     """Write ``options.num_samples`` rendered samples of the fitted animal (see the module
     docstring) in the layout of ``dataset``.
 
@@ -415,6 +417,8 @@ def generate_rig_renders(out_path: PathLike, *, dataset: PathLike, fit_results: 
         rows: dataset rows whose fits the poses are drawn from and whose crops colour the
             mesh (default: every row with a usable fit); pass the training split's rows
             so nothing of the held-out frames reaches the renders.
+        workers: samples rendered at once, in threads (each with one torch thread while
+            rendering; the file is the same for any number).
 
     Returns:
         The path written.
@@ -496,7 +500,7 @@ def generate_rig_renders(out_path: PathLike, *, dataset: PathLike, fit_results: 
             n = min(batch, options.num_samples - start)
             drawn = draw_poses(rng, fitted, up, roots, body_length, n, options)
             samples = _render_batch(model, faces, colours, drawn, cameras, match,
-                                    len(names), size, margin, tol, options)
+                                    len(names), size, margin, tol, options, workers)
             samples['session'] = np.full(n, sid, np.int64)
             samples['frame'] = np.arange(start, start + n, dtype=np.int64)
             writer.add_samples(samples)
@@ -507,8 +511,9 @@ def generate_rig_renders(out_path: PathLike, *, dataset: PathLike, fit_results: 
 
 
 def _render_batch(model, faces, colours, drawn, cameras, match, N, size, margin, tol,
-                  options) -> Dict[str, Any]:
-    """Pose ``drawn`` (place each root), render every camera's crop; writer samples."""
+                  options, workers: int = 1) -> Dict[str, Any]:
+    """Pose ``drawn`` (place each root), render every camera's crop, ``workers`` samples
+    at once; writer samples."""
     root_at = drawn.pop('root')
     orient = drawn['global_orient']
     zero = _pose_batch(model, drawn)
@@ -531,7 +536,8 @@ def _render_batch(model, faces, colours, drawn, cameras, match, N, size, margin,
     out['K'][:] = out['R'][:] = out['crop'][:] = np.eye(3)
     images = [[b''] * C for _ in range(n)]
     masks = [[b''] * C for _ in range(n)]
-    for i in range(n):
+
+    def render_sample(i: int) -> None:   # (writes sample i's slots only)
         normals = vertex_normals_np(verts[i], faces)
         for c, cam in enumerate(cameras):
             if cam is None:
@@ -569,6 +575,18 @@ def _render_batch(model, faces, colours, drawn, cameras, match, N, size, margin,
             out['image_size'][i, c] = (size, size)
             images[i][c] = encode_image(image, int(options.jpeg_quality))
             masks[i][c] = encode_mask(alpha >= 0.5)
+    if workers > 1:
+        # the rasteriser, OpenCV and numpy release the GIL; one torch thread per sample
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(render_sample, range(n)))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        for i in range(n):
+            render_sample(i)
     out['images'], out['masks'] = images, masks
     out['keypoints_3d'] = kp3d.astype(np.float32)
     params = {'global_orient': matrix_to_axis_angle(torch.as_tensor(orient)).numpy(),
