@@ -575,18 +575,14 @@ def _render_batch(model, faces, colours, drawn, cameras, match, N, size, margin,
             out['image_size'][i, c] = (size, size)
             images[i][c] = encode_image(image, int(options.jpeg_quality))
             masks[i][c] = encode_mask(alpha >= 0.5)
-    if workers > 1:
-        # the rasteriser, OpenCV and numpy release the GIL; one torch thread per sample
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(render_sample, range(n)))
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        for i in range(n):
-            render_sample(i)
+    # (the rasteriser, OpenCV and numpy release the GIL; one torch thread per sample)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if workers > 1 else threads)
+    try:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(render_sample, range(n)))
+    finally:
+        torch.set_num_threads(threads)
     out['images'], out['masks'] = images, masks
     out['keypoints_3d'] = kp3d.astype(np.float32)
     params = {'global_orient': matrix_to_axis_angle(torch.as_tensor(orient)).numpy(),
