@@ -659,12 +659,11 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
     (``results``, its rows matched by frame; one session) to the network's: 1 is the
     network's own start, 0 the fit's converged one. What a better network would give,
     along the way this one errs."""
-    import json
     import shutil
 
     import h5py
 
-    from smilfit.apis.fitting.network_starts import START_PARAMS
+    from smilfit.apis.fitting.network_starts import START_PARAMS, predicted_keypoint_names
     with h5py.File(results, 'r') as f:
         frames = f['samples/frame'][:]
         fitted = {k: f[f'params/{k}'][:].astype(np.float64) for k in START_PARAMS}
@@ -680,10 +679,11 @@ def closer_starts(predictions: Path, results: Path, fraction: float, out: Path) 
             net = f[f'params/{name}'][:].astype(np.float64)
             fit = fitted[name][rows]
             f[f'params/{name}'][...] = fit + fraction * (net - fit)
-        if 'keypoints_3d' in f and 'keypoint_names' in f.attrs:
+        names = predicted_keypoint_names(f, out)
+        if names is not None:
             net = f['keypoints_3d'][:].astype(np.float64)
             fit = np.full_like(net, np.nan)
-            for j, name in enumerate(json.loads(f.attrs['keypoint_names'])):
+            for j, name in enumerate(names):
                 if name in data_names:
                     fit[:, j] = fitted_points[rows, data_names.index(name)]
             f['keypoints_3d'][...] = np.where(np.isfinite(fit), fit + fraction * (net - fit),

@@ -9,7 +9,7 @@ import pytest
 
 from smilfit.apis.fitting import QUALITY_JSON, dataset_fit, fit_dataset, prepare_data
 from smilfit.apis.fitting.config import FittingConfigError
-from smilfit.apis.fitting.network_starts import load_network_starts
+from smilfit.apis.fitting.network_starts import load_network_starts, predicted_keypoint_names
 from smilfit.datasets import DatasetReader
 
 from ..conftest import demo_fit_config
@@ -241,3 +241,18 @@ def test_a_pose_predicted_for_another_skeleton_starts_where_its_keypoints_are(tm
         assert f['samples/network_start'][:].all()
     assert _steps(runs['placed']) < _steps(runs['as predicted'])
     assert np.median(_errors(runs['placed'])) <= 1.05 * np.median(_errors(first)) + 1e-3
+
+
+def test_predicted_keypoint_names_read_either_encoding_and_refuse_garbage(tmp_path):
+    path = tmp_path / 'predictions.h5'
+    with h5py.File(path, 'w') as f:
+        assert predicted_keypoint_names(f, path) is None          # no 3D keypoints
+        f['keypoints_3d'] = np.zeros((1, 2, 3))
+        assert predicted_keypoint_names(f, path) is None          # no names
+        f.attrs['keypoint_names'] = json.dumps(['Nose', 'Tail'])
+        assert predicted_keypoint_names(f, path) == ['Nose', 'Tail']
+        f.attrs['keypoint_names'] = np.array([b'Nose', b'Tail'])
+        assert predicted_keypoint_names(f, path) == ['Nose', 'Tail']
+        f.attrs['keypoint_names'] = '["Nose", '
+        with pytest.raises(FittingConfigError, match='keypoint_names is not a list'):
+            predicted_keypoint_names(f, path)

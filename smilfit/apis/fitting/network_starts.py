@@ -113,19 +113,32 @@ def load_network_starts(path: PathLike, reader) -> NetworkStarts:
                          None if keypoints is None else rows(keypoints), found)
 
 
-def _keypoints_in_order(f, path: Path, names) -> Optional[np.ndarray]:
-    """(N, K, 3) the predictions' 3D keypoints in the order of the dataset's keypoint
-    ``names`` (NaN for a name the network does not predict), or ``None`` where the file
-    has no 3D keypoints or names."""
+def predicted_keypoint_names(f, path: PathLike) -> Optional[list]:
+    """The names of the keypoints in ``keypoints_3d`` of an open ``predictions.h5`` ``f``
+    (its ``keypoint_names`` attribute: JSON, or a list of strings), or ``None`` where the
+    file has no 3D keypoints or names.
+
+    Raises:
+        FittingConfigError: the attribute is no list of names.
+    """
     if 'keypoints_3d' not in f or 'keypoint_names' not in f.attrs:
         return None
     stored = f.attrs['keypoint_names']
     try:
-        predicted = json.loads(stored) if isinstance(stored, str) else [
+        return json.loads(stored) if isinstance(stored, str) else [
             n.decode() if isinstance(n, bytes) else str(n) for n in stored]
     except ValueError as err:
         raise FittingConfigError(f'data.init_from: {path}: keypoint_names is not a list of '
                                  f'names ({err})') from err
+
+
+def _keypoints_in_order(f, path: Path, names) -> Optional[np.ndarray]:
+    """(N, K, 3) the predictions' 3D keypoints in the order of the dataset's keypoint
+    ``names`` (NaN for a name the network does not predict), or ``None`` where the file
+    has no 3D keypoints or names."""
+    predicted = predicted_keypoint_names(f, path)
+    if predicted is None:
+        return None
     points = f['keypoints_3d']
     if points.ndim != 3 or points.shape[1:] != (len(predicted), 3):
         raise FittingConfigError(f'data.init_from: {path}: keypoints_3d has shape '
@@ -212,4 +225,5 @@ def _tiled(observations: Mapping[str, torch.Tensor], n: int, B: int
             for k in _SCORED if k in observations}
 
 
-__all__ = ['START_PARAMS', 'NetworkStarts', 'load_network_starts', 'choose_starts']
+__all__ = ['START_PARAMS', 'NetworkStarts', 'load_network_starts', 'choose_starts',
+           'predicted_keypoint_names']
