@@ -13,7 +13,10 @@
 # RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR), table (not
 # run by default either: the same recipe's whole held-out table, (a) to (e'): TABLE_RENDERS
 # (500) renders in the rig, then (b), (d) and (c), each with the iterations the budget
-# leaves).
+# leaves), starts (not run by default: the CPU-sized network (b) trained on the GPU, then
+# every frame of the session fitted from the default start and from its predictions, on
+# the CPU with one thread and on the GPU, seven alternating runs each: the network
+# start's shares of the default start's iterations and seconds on each).
 # On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
 # first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
 # copy of ../shared is read (SMILFIT_SHARED).
@@ -82,8 +85,11 @@ for step in $steps; do
              --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
              --iters "${RECIPE_ITERS:-4000}" --renders "${TABLE_RENDERS:-500}" \
              --time-budget "${RECIPE_BUDGET:-500}" --threads 8 ;;
+    starts) run real_session_starts 300 python benchmarks/real_session_regression.py \
+              --out-dir "${RECIPE_DIR:-/tmp/real_session}" --starts-only --device cuda \
+              --fit-devices cpu cuda --threads 8 ;;
     *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe," \
-            "table)" >&2
+            "table, starts)" >&2
        exit 2 ;;
   esac
 done

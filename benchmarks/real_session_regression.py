@@ -60,7 +60,9 @@ minutes; ``--table-only`` after the held-out table, (a) to (e') without (b'). Wi
 either, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g. the
 GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe`` or ``table``), and
 ``--time-budget SECONDS`` sizes the networks' iterations to a lease (a probe of a few
-iterations times one; the renders are made first)::
+iterations times one; the renders are made first). ``--starts-only`` trains network (b)
+and runs only its fits from the two starts, on each device of ``--fit-devices`` in turn
+(``cuda.sh OUT starts``: the CPU with one thread and the GPU in one run)::
 
     python benchmarks/real_session_regression.py --network-only --device cuda --amp \
         --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
@@ -72,6 +74,7 @@ Usage::
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
         [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only | --table-only
         [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]]
+        [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -469,9 +472,11 @@ def score(points, keypoints: Path, keys):
 
 
 def network_predictions(out: Path, crops: Path, checkpoint: Path) -> Path:
-    """``tools/infer.py`` of ``checkpoint`` on every frame (made when missing)."""
+    """``tools/infer.py`` of ``checkpoint`` on every frame (made when missing; one file
+    per network, so that another recipe's or iteration count's network is not read for
+    this one's)."""
     from smilfit.cli.infer import main as infer
-    predictions = out / 'infer' / 'predictions.h5'
+    predictions = out / 'infer' / checkpoint.parent.name / checkpoint.stem / 'predictions.h5'
     if not predictions.exists():
         assert infer([str(checkpoint), str(crops), '--out-dir', str(predictions.parent),
                       '--video', 'none', '--no-slp', '--no-progress', '--overwrite']) == 0
@@ -518,11 +523,12 @@ def fitting_clock():
 
 
 def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
-                  last_stage_iters=None, exclude_views=None) -> PerFrameFit:
+                  last_stage_iters=None, exclude_views=None, device: str = 'cpu'
+                  ) -> PerFrameFit:
     """The per-frame fit of every frame with the animal's skeleton of ``results`` held
     fixed, from the default start or from predictions ``init``, the config's last stage
     capped at ``last_stage_iters`` iterations where given, without the cameras
-    ``exclude_views`` where given."""
+    ``exclude_views`` where given, on ``device``."""
     import json
 
     import h5py
@@ -542,7 +548,7 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
         cfg.registrant.stages[-1]['n_iter'] = int(last_stage_iters)
     with fitting_clock() as fitting:
         start = time.perf_counter()
-        path = fit_dataset(cfg, work, progress=False, overwrite=True)
+        path = fit_dataset(cfg, work, progress=False, overwrite=True, device=device)
         seconds = time.perf_counter() - start
     with h5py.File(path, 'r') as f:
         history = json.loads(f.attrs['loss_history'])
@@ -555,18 +561,18 @@ def per_frame_fit(work: Path, keypoints: Path, results: Path, init=None,
 
 
 def fits_from_network(out: Path, crops: Path, keypoints: Path, results: Path,
-                      checkpoint: Path, held, repeats: int = 7) -> list:
+                      checkpoint: Path, held, repeats: int = 7, device: str = 'cpu') -> list:
     """The per-frame fit of every frame from the default start and from the network's
     predictions (``data.init_from``; those frames skip the config's coarse stages), the
     animal's skeleton taken from the first fit (held fixed, so only the per-frame pass
     is timed): rows of (start, LM iterations, LM iterations per frame, median seconds end
     to end and fitting alone over ``repeats`` alternating runs, held-out frames' median
-    and p90 px, frames started from the network)."""
+    and p90 px, frames started from the network), the fits on ``device``."""
     predictions = network_predictions(out, crops, checkpoint)
     starts = (('default start', None), ('network start', predictions))
     fitted, seconds = alternating_fits(
         {label: (out / f'fit_{label.split()[0]}', init) for label, init in starts},
-        keypoints, results, repeats)
+        keypoints, results, repeats, device=device)
     rows = []
     for label, _ in starts:
         fit = fitted[label]
@@ -605,10 +611,10 @@ def fits_from_network_by_cameras(out: Path, crops: Path, keypoints: Path, result
 
 
 def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
-                     exclude_views=None):
+                     exclude_views=None, device: str = 'cpu'):
     """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts`` (without
-    the cameras ``exclude_views``), in turn ``repeats`` times (alternating, so that all
-    see the same machine load):
+    the cameras ``exclude_views``, on ``device``), in turn ``repeats`` times (alternating,
+    so that all see the same machine load):
     ``({label: the last run's PerFrameFit}, {label: (median seconds end to end, median
     seconds fitting alone)})``."""
     seconds = {label: [] for label in starts}
@@ -616,7 +622,7 @@ def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
     for _ in range(repeats):
         for label, (work, init) in starts.items():
             fitted[label] = per_frame_fit(work, keypoints, results, init,
-                                          exclude_views=exclude_views)
+                                          exclude_views=exclude_views, device=device)
             seconds[label].append((fitted[label].seconds, fitted[label].fit_seconds))
     return fitted, {label: tuple(float(m) for m in np.median(s, axis=0))
                     for label, s in seconds.items()}
@@ -892,6 +898,45 @@ def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
 
 
+def print_fits_from_network(rows: list, device: str, threads: int) -> None:
+    """The table of :func:`fits_from_network`'s ``rows``, fitted on ``device`` (with
+    ``threads`` CPU threads), and the network start's shares of the default start's
+    figures."""
+    print(f'\nThe fit of every frame (the skeleton held fixed) from the default start and from '
+          f'network (b)\'s predictions, on {device} ({threads} CPU '
+          f'thread{"s" if threads != 1 else ""}); error on the held-out '
+          'frames')
+    print(f'{"start":<16}{"LM iterations":>15}{"per frame":>11}{"seconds":>9}{"fitting s":>11}'
+          f'{"median px":>11}{"p90 px":>8}{"network starts":>16}')
+    for label, steps, per_frame, (seconds, fitting), (median, p90), won in rows:
+        print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.2f}{fitting:>11.2f}'
+              f'{median:>11.2f}{p90:>8.2f}{won:>16}')
+    (_, steps, per_frame, seconds, _, _), (_, n_steps, n_per_frame, n_seconds, _, _) = rows
+    print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
+          f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
+
+
+def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, held,
+                config: Path, recipe: str) -> int:
+    """``--starts-only``: network (b) of ``config`` (trained when missing), then
+    :func:`fits_from_network` on every device of ``--fit-devices`` in turn, the CPU's
+    with one thread (as the CPU figures of the documentation), each device's table
+    printed as it is done."""
+    import torch
+    name = f'{recipe}net_fit_labels_{args.iters}'
+    runner, _ = train(crops, out / name, args.iters, args.device, results, config=config,
+                      amp=args.amp)
+    checkpoint = out / name / f'iter_{args.iters}.pth'
+    del runner
+    for device in args.fit_devices:
+        threads = 1 if device == 'cpu' else args.threads
+        torch.set_num_threads(threads)
+        rows = fits_from_network(out, crops, keypoints, results, checkpoint, held,
+                                 args.fit_repeats, device)
+        print_fits_from_network(rows, device, threads)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -925,24 +970,41 @@ def main(argv=None) -> int:
                              "may take (a lent GPU's lease); a probe of a few iterations "
                              'times one and each network trains as many of --iters as fit '
                              '(the table says how many)')
+    parser.add_argument('--starts-only', action='store_true',
+                        help='only the fits of every frame from the default start and from '
+                             "network (b)'s predictions, on each of --fit-devices (e.g. the "
+                             'CPU and a lent GPU side by side)')
+    parser.add_argument('--fit-devices', nargs='+', default=['cpu'], metavar='DEVICE',
+                        help='with --starts-only: the devices the fits run on, in turn; the '
+                             "CPU's with one thread (cpu)")
+    parser.add_argument('--fit-repeats', type=int, default=7, metavar='N',
+                        help='with --starts-only: alternating runs of each start on each '
+                             'device, the median timed (7)')
     args = parser.parse_args(argv)
     started = time.perf_counter()
     one_table = args.network_only or args.table_only
-    if args.network_only and args.table_only:
-        parser.error('--network-only and --table-only: choose one')
+    if args.network_only + args.table_only + args.starts_only > 1:
+        parser.error('--network-only, --table-only and --starts-only: choose one')
     if args.time_budget is not None and not one_table:
         parser.error('--time-budget needs --network-only or --table-only (the other methods '
                      'have no budget)')
-    if not one_table and (Path(args.config).resolve() != NET_CONFIG.resolve()
-                          or args.crop_size != 128 or args.amp):
-        parser.error('--config, --crop-size and --amp need --network-only or --table-only '
-                     '(the other methods train the CPU-sized recipe)')
+    if not (one_table or args.starts_only) and (
+            Path(args.config).resolve() != NET_CONFIG.resolve() or args.crop_size != 128
+            or args.amp):
+        parser.error('--config, --crop-size and --amp need --network-only, --table-only or '
+                     '--starts-only (the other methods train the CPU-sized recipe)')
+    if not args.starts_only and (args.fit_devices != ['cpu'] or args.fit_repeats != 7):
+        parser.error('--fit-devices and --fit-repeats need --starts-only')
+    if args.fit_repeats < 1:
+        parser.error('--fit-repeats must be at least 1')
     if args.amp and args.device == 'cpu':
         parser.error('--amp needs a GPU (--device cuda): bf16 autocast trains on GPUs only')
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
         return 0
     import torch
+    if any(d.startswith('cuda') for d in args.fit_devices) and not torch.cuda.is_available():
+        parser.error('--fit-devices cuda: this machine has no CUDA device')
 
     from smilfit.utils import register_all_modules
     torch.set_num_threads(args.threads)
@@ -958,6 +1020,8 @@ def main(argv=None) -> int:
     config = Path(args.config)
     # (another recipe's networks get work dirs of their own)
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
+    if args.starts_only:
+        return starts_only(args, out, crops, keypoints, results, held, config, recipe)
     arms = (('(b) network, real frames, fit as labels', results),
             ("(b') network, real frames, triangulation only", None))
     # (the renders first where a budget is shared: the trainings get what they leave)
@@ -1031,18 +1095,9 @@ def main(argv=None) -> int:
                         axis=0) for arm in 'bc')
         print(f'{name:<8}{a[0]:>8.2f} / {a[1]:<6.2f}{b[0]:>10.2f} / {b[1]:<6.2f}'
               f'{c[0]:>18.2f} / {c[1]:<6.2f}')
-    print('\nThe fit of every frame (the skeleton held fixed) from the default start and from '
-          'network (b)\'s predictions; error on the held-out frames')
-    print(f'{"start":<16}{"LM iterations":>15}{"per frame":>11}{"seconds":>9}{"fitting s":>11}'
-          f'{"median px":>11}{"p90 px":>8}{"network starts":>16}')
-    network_rows = fits_from_network(out, crops, keypoints, results, checkpoints[0], held)
-    for label, steps, per_frame, (seconds, fitting), (median, p90), won in network_rows:
-        print(f'{label:<16}{steps:>15}{per_frame:>11.1f}{seconds:>9.2f}{fitting:>11.2f}'
-              f'{median:>11.2f}{p90:>8.2f}{won:>16}')
-    (_, steps, per_frame, seconds, _, _), (_, n_steps, n_per_frame, n_seconds, _, _) = \
-        network_rows
-    print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
-          f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
+    print_fits_from_network(
+        fits_from_network(out, crops, keypoints, results, checkpoints[0], held), 'cpu',
+        args.threads)
     print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
           'the network start\'s shares of the default start\'s LM iterations (the '
           'batches\', per frame) and seconds fitting alone; held-out median / p90 px')

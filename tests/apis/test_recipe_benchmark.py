@@ -1,6 +1,7 @@
-"""The real-session benchmark's ``--network-only`` mode, which the GPU-sized recipe runs on
-a lent GPU (``benchmarks/cuda.sh OUT recipe``): another recipe's config and crop size
-train and score in work dirs of their own, with the fit and the baselines beside them."""
+"""The real-session benchmark's modes for a lent GPU (``benchmarks/cuda.sh OUT recipe``,
+``table``, ``starts``): another recipe's config and crop size train and score in work
+dirs of their own, with the fit and the baselines beside them; a time budget sizes the
+trainings; the fits from a network's predictions run on each device asked for."""
 import re
 
 import pytest
@@ -125,3 +126,46 @@ def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_pat
     monkeypatch.delenv('SMILFIT_SHARED')
     bench = benchmark_module('real_session_regression')
     assert bench.MODEL == REPO_ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+
+
+def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
+    # The fits from a network's predictions against the default start, on the CPU and,
+    # where lent, a GPU in the same run (benchmarks/cuda.sh OUT starts).
+    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    bench = benchmark_module('real_session_regression')
+    out = tmp_path / 'out'
+    assert bench.main(['--out-dir', str(out), '--starts-only', '--crop-size', '64',
+                       '--iters', '2', '--threads', '1', '--fit-repeats', '1']) == 0
+    printed = capsys.readouterr().out
+    assert 'network (b)\'s predictions, on cpu (1 CPU thread)' in printed
+    lines = {line.split()[0] + ' ' + line.split()[1]: line.split() for line in
+             printed.splitlines() if re.match(r'(default|network) start ', line)}
+    default, network = lines['default start'], lines['network start']
+    # LM iterations, per frame, seconds, fitting seconds, median, p90, network starts
+    assert len(default) == len(network) == 9
+    assert int(default[-1]) == 0 and 0 <= int(network[-1]) <= 120
+    assert re.search(r'^network/default\s+\d+%\s+\d+%\s+\d+%\s+\d+%$', printed, re.M)
+    # one predictions file per network
+    assert (out / 'infer' / 'net_fit_labels_2' / 'iter_2' / 'predictions.h5').is_file()
+    assert 'by the training seed' not in printed and '(c) rendered' not in printed
+
+
+def test_starts_only_refuses_what_it_cannot_do(capsys):
+    bench = benchmark_module('real_session_regression')
+    with pytest.raises(SystemExit):
+        bench.main(['--fit-devices', 'cpu', 'cuda'])
+    assert '--fit-devices and --fit-repeats need --starts-only' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--starts-only', '--table-only'])
+    assert 'choose one' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--starts-only', '--fit-repeats', '0'])
+    assert 'at least 1' in capsys.readouterr().err
+    import torch
+    if not torch.cuda.is_available():
+        shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+        shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+        with pytest.raises(SystemExit):
+            bench.main(['--starts-only', '--fit-devices', 'cpu', 'cuda'])
+        assert 'this machine has no CUDA device' in capsys.readouterr().err
