@@ -170,11 +170,11 @@ def prepare(out: Path, crop_size: int = 128):
 
 def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=None,
                renders: Path = None, start_from: Path = None, seed: int = 0,
-               config: Path = NET_CONFIG, amp: bool = False):
+               config: Path = NET_CONFIG, amp: bool = False, split_seed: int = 0):
     """The network config ``config`` training ``iters`` iterations on the training blocks
-    (or on every sample of ``renders``), from ``start_from``'s weights when given, with
-    the random ``seed``; in bf16 mixed precision with ``amp`` (a GPU's, as
-    ``tools/train.py --amp``)."""
+    that ``split_seed`` chooses (or on every sample of ``renders``), from
+    ``start_from``'s weights when given, with the random ``seed``; in bf16 mixed
+    precision with ``amp`` (a GPU's, as ``tools/train.py --amp``)."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(config))
     if seed:
@@ -184,6 +184,7 @@ def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=Non
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = str(crops.parent)
         loader.dataset.ann_file = crops.name
+        loader.dataset.seed = split_seed
     if fit_results is not None:
         cfg.train_dataloader.dataset.fit_results = str(fit_results)
     if renders is not None:
@@ -208,11 +209,11 @@ def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=Non
 
 def train(crops: Path, work: Path, iters: int, device: str, fit_results=None,
           renders: Path = None, start_from: Path = None, seed: int = 0,
-          config: Path = NET_CONFIG, amp: bool = False):
+          config: Path = NET_CONFIG, amp: bool = False, split_seed: int = 0):
     """Train :func:`net_config` (made when missing); the runner (trained)."""
     from mmengine.runner import Runner
     cfg = net_config(crops, work, iters, device, fit_results, renders, start_from, seed,
-                     config, amp)
+                     config, amp, split_seed)
     checkpoint = work / f'iter_{iters}.pth'
     if checkpoint.exists():
         cfg.load_from = str(checkpoint)
@@ -296,10 +297,13 @@ def network_points(runner, device: str):
     return points, n * model.num_views / seconds
 
 
-def held_out_frames(crops: Path):
+def held_out_frames(crops: Path, split_seed: int = 0):
+    """The held-out frames' keys, the training frames' keys, the held-out blocks and the
+    training rows of the time split that ``split_seed`` chooses (as the network config's
+    datasets with that ``seed``)."""
     from smilfit.datasets import MultiViewHDF5Dataset
     cfg_split = dict(split_by='time', split_ratios=(0.8, 0.2, 0.0), time_blocks=TIME_BLOCKS,
-                     time_gap=2)
+                     time_gap=2, seed=split_seed)
     val = MultiViewHDF5Dataset(str(crops), split='val', load_images=False, **cfg_split)
     train = MultiViewHDF5Dataset(str(crops), split='train', load_images=False, **cfg_split)
 
@@ -311,14 +315,15 @@ def held_out_frames(crops: Path):
 
 
 def render(out: Path, crops: Path, results: Path, train_rows, num_samples: int,
-           workers: int = 1) -> Path:
+           workers: int = 1, split_seed: int = 0) -> Path:
     """Rendered samples of the fitted animal in the session's rig, drawn from the
-    training blocks' fits only (``tools/render_rig.py``), ``workers`` at once, made when
-    missing."""
+    training blocks' fits only (``tools/render_rig.py``; the blocks of ``split_seed``'s
+    split), ``workers`` at once, made when missing."""
     from mmengine.config import Config
 
     from smilfit.datasets.rig_renders import RigRenderOptions, generate_rig_renders
-    path = out / f'renders_{num_samples}.h5'
+    split = f'_split{split_seed}' if split_seed else ''
+    path = out / f'renders_{num_samples}{split}.h5'
     if not path.exists():
         cfg = Config.fromfile(str(NET_CONFIG))
         body_model = dict(cfg.model.body_model, model_path=str(MODEL))
@@ -970,6 +975,10 @@ def main(argv=None) -> int:
                              "may take (a lent GPU's lease); a probe of a few iterations "
                              'times one and each network trains as many of --iters as fit '
                              '(the table says how many)')
+    parser.add_argument('--split-seed', type=int, default=0, metavar='N',
+                        help='with --network-only or --table-only: the seed that chooses the '
+                             'held-out time blocks (0: frames 12-23 and 96-107; 1: 36-47 and '
+                             '72-83, blocks nobody tuned on)')
     parser.add_argument('--starts-only', action='store_true',
                         help='only the fits of every frame from the default start and from '
                              "network (b)'s predictions, on each of --fit-devices (e.g. the "
@@ -993,6 +1002,8 @@ def main(argv=None) -> int:
             or args.amp):
         parser.error('--config, --crop-size and --amp need --network-only, --table-only or '
                      '--starts-only (the other methods train the CPU-sized recipe)')
+    if args.split_seed and not one_table:
+        parser.error('--split-seed needs --network-only or --table-only')
     if not args.starts_only and (args.fit_devices != ['cpu'] or args.fit_repeats != 7):
         parser.error('--fit-devices and --fit-repeats need --starts-only')
     if args.fit_repeats < 1:
@@ -1012,7 +1023,8 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     crops, keypoints, results = prepare(out, args.crop_size)
-    held, trained_on, blocks, train_rows = held_out_frames(crops)
+    split = args.split_seed
+    held, trained_on, blocks, train_rows = held_out_frames(crops, split)
     fitted, fit_keys, params = fit_points(results, keypoints)
     fit_score = score(fitted, keypoints, held)
     rows = [('(a) fit on those frames', fit_score, '', '')]
@@ -1020,13 +1032,14 @@ def main(argv=None) -> int:
     config = Path(args.config)
     # (another recipe's networks get work dirs of their own)
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
+    recipe += f'split{split}_' if split else ''
     if args.starts_only:
         return starts_only(args, out, crops, keypoints, results, held, config, recipe)
     arms = (('(b) network, real frames, fit as labels', results),
             ("(b') network, real frames, triangulation only", None))
     # (the renders first where a budget is shared: the trainings get what they leave)
     renders = None if args.network_only else render(out, crops, results, train_rows,
-                                                    args.renders, args.threads)
+                                                    args.renders, args.threads, split)
     iters, sized = args.iters, ''
     if args.time_budget is not None:
         left = args.time_budget - (time.perf_counter() - started) - AFTER_TRAINING_S
@@ -1038,8 +1051,8 @@ def main(argv=None) -> int:
                  f'{per_iteration:.3f} s an iteration)')
     for label, fit_labels in arms[:1] if one_table else arms:
         name = recipe + ('net_fit_labels' if fit_labels is not None else 'net_triangulation')
-        runner, seconds = train(crops, out / f'{name}_{iters}', iters,
-                                args.device, fit_labels, config=config, amp=args.amp)
+        runner, seconds = train(crops, out / f'{name}_{iters}', iters, args.device,
+                                fit_labels, config=config, amp=args.amp, split_seed=split)
         checkpoints.append(out / f'{name}_{iters}' / f'iter_{iters}.pth')
         pts, images_per_s = network_points(runner, args.device)
         rows.append((label, score(pts, keypoints, held), f'{seconds:.0f}',
@@ -1050,13 +1063,13 @@ def main(argv=None) -> int:
         return 0
     rendered_only = out / f'{recipe}net_rendered_{args.renders}_{iters}'
     runner, seconds = train(crops, rendered_only, iters, args.device, renders=renders,
-                            config=config, amp=args.amp)
+                            config=config, amp=args.amp, split_seed=split)
     pts, images_per_s = network_points(runner, args.device)
     rendered_row = ('(d) rendered only', score(pts, keypoints, held), f'{seconds:.0f}',
                     f'{images_per_s:.0f}')
     runner, seconds = train(crops, out / f'{recipe}net_rendered_then_real_{iters}', iters,
                             args.device, results, start_from=rendered_only / f'iter_{iters}.pth',
-                            config=config, amp=args.amp)
+                            config=config, amp=args.amp, split_seed=split)
     pts, images_per_s = network_points(runner, args.device)
     rows.append(('(c) rendered pretraining, then real', score(pts, keypoints, held),
                  f'{seconds:.0f}', f'{images_per_s:.0f}'))

@@ -169,3 +169,26 @@ def test_starts_only_refuses_what_it_cannot_do(capsys):
         with pytest.raises(SystemExit):
             bench.main(['--starts-only', '--fit-devices', 'cpu', 'cuda'])
         assert 'this machine has no CUDA device' in capsys.readouterr().err
+
+
+def test_another_split_holds_out_other_blocks_and_trains_without_them(tmp_path, capsys):
+    # Held-out blocks nobody tuned on: the table, the networks' training split and the
+    # baselines' training frames all follow --split-seed.
+    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    bench = benchmark_module('real_session_regression')
+    out = tmp_path / 'out'
+    assert bench.main(['--out-dir', str(out), '--network-only', '--split-seed', '1',
+                       '--crop-size', '64', '--iters', '2', '--threads', '1']) == 0
+    printed = capsys.readouterr().out
+    assert "held-out frames: [('minimal_session', [[36, 47], [72, 83]])] (24 frames)" in printed
+    assert (out / 'split1_net_fit_labels_2' / 'iter_2.pth').is_file()
+    crops = out / 'session_64.h5'
+    held, trained_on, _, _ = bench.held_out_frames(crops, 1)
+    assert held.isdisjoint(trained_on)
+    from mmengine.registry import DATASETS
+    cfg = bench.net_config(crops, tmp_path / 'work', 2, 'cpu', split_seed=1)
+    train = DATASETS.build(cfg.train_dataloader.dataset)
+    frames = {train.get_data_info(i)['frame'] for i in range(len(train))}
+    assert frames == {frame for _, frame in trained_on}
+    assert not frames & {frame for _, frame in held}
