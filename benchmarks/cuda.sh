@@ -13,10 +13,11 @@
 # RECIPE_DIR, /tmp/real_session, so that checkpoints stay out of OUT_DIR), table (not
 # run by default either: the same recipe's whole held-out table, (a) to (e'): TABLE_RENDERS
 # (500) renders in the rig, then (b), (d) and (c), each with the iterations the budget
-# leaves), starts (not run by default: the CPU-sized network (b) trained on the GPU, then
-# every frame of the session fitted from the default start and from its predictions, on
-# the CPU with one thread and on the GPU, seven alternating runs each: the network
-# start's shares of the default start's iterations and seconds on each).
+# leaves; TABLE_SPLIT=1 holds out other time blocks), starts (not run by default: the
+# CPU-sized network (b) trained on the GPU, then every frame of the session fitted from
+# the default start and from its predictions, on the CPU with one thread and on the GPU,
+# seven alternating runs each: the network start's shares of the default start's
+# iterations and seconds on each).
 # On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
 # first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
 # copy of ../shared is read (SMILFIT_SHARED).
@@ -84,7 +85,8 @@ for step in $steps; do
              --out-dir "${RECIPE_DIR:-/tmp/real_session}" --table-only --device cuda --amp \
              --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
              --iters "${RECIPE_ITERS:-4000}" --renders "${TABLE_RENDERS:-500}" \
-             --time-budget "${RECIPE_BUDGET:-500}" --threads 8 ;;
+             --time-budget "${RECIPE_BUDGET:-500}" --split-seed "${TABLE_SPLIT:-0}" \
+             --threads 8 ;;
     starts) run real_session_starts 300 python benchmarks/real_session_regression.py \
               --out-dir "${RECIPE_DIR:-/tmp/real_session}" --starts-only --device cuda \
               --fit-devices cpu cuda --threads 8 ;;
