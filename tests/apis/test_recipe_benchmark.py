@@ -10,9 +10,7 @@ from ..conftest import REPO_ROOT, benchmark_module, shared_path
 
 
 def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
-    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
-    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-    bench = benchmark_module('real_session_regression')
+    bench = _session_benchmark()
     # another recipe: the CPU one under another name, on 64 px crops, 2 iterations
     config = tmp_path / 'tiny_recipe.py'
     config.write_text(f"_base_ = ['{REPO_ROOT}/configs/regression/mouse_session_resnet18.py']\n")
@@ -31,11 +29,16 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
 
 
-def _budgeted_benchmark(monkeypatch):
-    """The benchmark module with a probe of 3 iterations (1 left out as warm-up)."""
+def _session_benchmark():
+    """The benchmark module, where the shared session and mouse model are (else skip)."""
     shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
     shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-    bench = benchmark_module('real_session_regression')
+    return benchmark_module('real_session_regression')
+
+
+def _budgeted_benchmark(monkeypatch):
+    """The benchmark module with a probe of 3 iterations (1 left out as warm-up)."""
+    bench = _session_benchmark()
     monkeypatch.setattr(bench, 'PROBE_ITERS', 3)
     monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
     return bench
@@ -131,9 +134,7 @@ def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_pat
 def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
     # The fits from a network's predictions against the default start, on the CPU and,
     # where lent, a GPU in the same run (benchmarks/cuda.sh OUT starts).
-    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
-    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-    bench = benchmark_module('real_session_regression')
+    bench = _session_benchmark()
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--starts-only', '--crop-size', '64',
                        '--iters', '2', '--threads', '1', '--fit-repeats', '1']) == 0
@@ -162,21 +163,22 @@ def test_starts_only_refuses_what_it_cannot_do(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--starts-only', '--fit-repeats', '0'])
     assert 'at least 1' in capsys.readouterr().err
+
+
+def test_starts_only_on_a_gpu_needs_one(capsys):
     import torch
-    if not torch.cuda.is_available():
-        shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
-        shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-        with pytest.raises(SystemExit):
-            bench.main(['--starts-only', '--fit-devices', 'cpu', 'cuda'])
-        assert 'this machine has no CUDA device' in capsys.readouterr().err
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a CUDA device')
+    bench = _session_benchmark()
+    with pytest.raises(SystemExit):
+        bench.main(['--starts-only', '--fit-devices', 'cpu', 'cuda'])
+    assert 'this machine has no CUDA device' in capsys.readouterr().err
 
 
 def test_another_split_holds_out_other_blocks_and_trains_without_them(tmp_path, capsys):
     # Held-out blocks nobody tuned on: the table, the networks' training split and the
     # baselines' training frames all follow --split-seed.
-    shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
-    shared_path('models', 'SMILy_Mouse_static_joints.pkl')
-    bench = benchmark_module('real_session_regression')
+    bench = _session_benchmark()
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--network-only', '--split-seed', '1',
                        '--crop-size', '64', '--iters', '2', '--threads', '1']) == 0
