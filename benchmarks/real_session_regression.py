@@ -56,7 +56,9 @@ seeds, beside the fit's own error in each camera: where a camera's labels disagr
 the others', the fit is far off there too).
 
 ``--network-only`` stops after (a), (b), (e) and (e'): what one recipe reaches, in
-minutes; ``--table-only`` after the held-out table, (a) to (e') without (b'). With
+minutes; ``--table-only`` after the held-out table, (a) to (e') without (b') (and the
+comparison by training seed where ``--seeds`` is given; ``--split-seed`` holds out other
+blocks). With
 either, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g. the
 GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe`` or ``table``), and
 ``--time-budget SECONDS`` sizes the networks' iterations to a lease (a probe of a few
@@ -104,6 +106,8 @@ LOOKUP = ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv'
 SCORED = ('back', 'mid', 'top')
 #: Time blocks of the network config's split (configs/_base_/datasets/mouse_session.py).
 TIME_BLOCKS = 10
+#: Training seeds of the (b) against (c) comparison of a full run.
+FULL_RUN_SEEDS = (0, 1, 2, 3, 4)
 APART = ('side',)
 
 
@@ -903,6 +907,43 @@ def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
 
 
+def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
+                  results: Path, held, rendered_only: Path, fit_score: dict, device: str,
+                  config: Path, amp: bool, split_seed: int, recipe: str) -> None:
+    """(b) and (c) trained with every training seed of ``seeds`` (the seed of their
+    ``iters`` real iterations, from the one rendered pretraining ``rendered_only``;
+    seed 0 is the table's networks), scored on the held-out frames seed by seed and
+    their mean, then camera by camera beside the fit's own error there (where a camera's
+    labels disagree with the others', the fit is far off there too)."""
+    print(f'\n(b) and (c) by the training seed of their {iters} real iterations '
+          '(one rendered pretraining); error on the held-out frames, median / p90 px')
+    print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')
+    seeded = {'b': [], 'c': []}
+    for seed in seeds:
+        tag = f'_seed{seed}' if seed else ''
+        for arm, work, start in (
+                ('b', out / f'{recipe}net_fit_labels_{iters}{tag}', None),
+                ('c', out / f'{recipe}net_rendered_then_real_{iters}{tag}',
+                 rendered_only / f'iter_{iters}.pth')):
+            runner, _ = train(crops, work, iters, device, results, start_from=start,
+                              seed=seed, config=config, amp=amp, split_seed=split_seed)
+            seeded[arm].append(score(network_points(runner, device)[0], keypoints, held))
+        b, c = seeded['b'][-1]['scored'], seeded['c'][-1]['scored']
+        print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    b, c = (np.mean([s['scored'] for s in seeded[arm]], axis=0) for arm in 'bc')
+    print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    fit_cameras = fit_score['cameras']
+    print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
+          'the seeds)')
+    print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')
+    for name in SCORED:
+        a = fit_cameras.get(name, (float('nan'), float('nan')))
+        b, c = (np.mean([s['cameras'].get(name, (np.nan, np.nan)) for s in seeded[arm]],
+                        axis=0) for arm in 'bc')
+        print(f'{name:<8}{a[0]:>8.2f} / {a[1]:<6.2f}{b[0]:>10.2f} / {b[1]:<6.2f}'
+              f'{c[0]:>18.2f} / {c[1]:<6.2f}')
+
+
 def print_fits_from_network(rows: list, device: str, threads: int) -> None:
     """The table of :func:`fits_from_network`'s ``rows``, fitted on ``device`` (with
     ``threads`` CPU threads), and the network start's shares of the default start's
@@ -953,8 +994,9 @@ def main(argv=None) -> int:
                         help='iterations of the fit-in-the-loop round and its control (200)')
     parser.add_argument('--loop-seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='training seeds of the unlabelled-frames comparison (0 1 2)')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3, 4],
-                        help='training seeds of the (b) against (c) comparison (0 1 2 3 4)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=None,
+                        help='training seeds of the (b) against (c) comparison (0 1 2 3 4; '
+                             'with --table-only none unless given)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     parser.add_argument('--config', default=str(NET_CONFIG),
@@ -1002,6 +1044,8 @@ def main(argv=None) -> int:
             or args.amp):
         parser.error('--config, --crop-size and --amp need --network-only, --table-only or '
                      '--starts-only (the other methods train the CPU-sized recipe)')
+    if args.seeds is not None and (args.network_only or args.starts_only):
+        parser.error('--seeds compares (b) with (c): not with --network-only or --starts-only')
     if args.split_seed and not one_table:
         parser.error('--split-seed needs --network-only or --table-only')
     if not args.starts_only and (args.fit_devices != ['cpu'] or args.fit_repeats != 7):
@@ -1076,38 +1120,13 @@ def main(argv=None) -> int:
     rows.append(rendered_row)
     rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
     print_table(rows, blocks, held, args, config, f'{iters} iterations{sized}')
+    if args.seeds is None:
+        args.seeds = [] if args.table_only else list(FULL_RUN_SEEDS)
+    if args.seeds:
+        compare_seeds(args.seeds, iters, out, crops, keypoints, results, held, rendered_only,
+                      fit_score, args.device, config, args.amp, split, recipe)
     if args.table_only:
         return 0
-    print(f'\n(b) and (c) by the training seed of their {args.iters} real iterations '
-          '(one rendered pretraining); error on the held-out frames, median / p90 px')
-    print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')
-    seeded = {'b': [], 'c': []}
-    for seed in args.seeds:
-        tag = f'_seed{seed}' if seed else ''
-        for arm, work, start in (
-                ('b', out / f'net_fit_labels_{args.iters}{tag}', None),
-                ('c', out / f'net_rendered_then_real_{args.iters}{tag}',
-                 rendered_only / f'iter_{args.iters}.pth')):
-            runner, _ = train(crops, work, args.iters, args.device, results,
-                              start_from=start, seed=seed)
-            seeded[arm].append(score(network_points(runner, args.device)[0], keypoints,
-                                     held))
-        b, c = seeded['b'][-1]['scored'], seeded['c'][-1]['scored']
-        print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
-    b, c = (np.mean([s['scored'] for s in seeded[arm]], axis=0) for arm in 'bc')
-    print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
-    # Where the tail is: each scored camera alone (the fit's own error there says how far
-    # that camera's labels agree with the others').
-    fit_cameras = fit_score['cameras']
-    print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
-          'the seeds)')
-    print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')
-    for name in SCORED:
-        a = fit_cameras.get(name, (float('nan'), float('nan')))
-        b, c = (np.mean([s['cameras'].get(name, (np.nan, np.nan)) for s in seeded[arm]],
-                        axis=0) for arm in 'bc')
-        print(f'{name:<8}{a[0]:>8.2f} / {a[1]:<6.2f}{b[0]:>10.2f} / {b[1]:<6.2f}'
-              f'{c[0]:>18.2f} / {c[1]:<6.2f}')
     print_fits_from_network(
         fits_from_network(out, crops, keypoints, results, checkpoints[0], held), 'cpu',
         args.threads)

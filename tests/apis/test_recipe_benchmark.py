@@ -91,6 +91,16 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     assert 'by the training seed' not in printed          # the table only
     for work in ('net_fit_labels_2', 'net_rendered_2_2', 'net_rendered_then_real_2'):
         assert (out / work / 'iter_2.pth').is_file()
+    # with --seeds, (b) and (c) by training seed after it (seed 0: the table's networks)
+    assert bench.main(['--out-dir', str(out), '--table-only', '--crop-size', '64',
+                       '--iters', '2', '--renders', '2', '--threads', '1', '--seeds', '0', '3',
+                       '--time-budget', '100000']) == 0
+    printed = capsys.readouterr().out
+    seeds = re.findall(r'^(0|3|mean)\s+[0-9.]+ / [0-9.]+\s+[0-9.]+ / [0-9.]+$', printed, re.M)
+    assert seeds == ['0', '3', 'mean']
+    assert 'by scored camera' in printed
+    for work in ('net_fit_labels_2_seed3', 'net_rendered_then_real_2_seed3'):
+        assert (out / work / 'iter_2.pth').is_file()
 
 
 def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
@@ -163,6 +173,9 @@ def test_starts_only_refuses_what_it_cannot_do(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--starts-only', '--fit-repeats', '0'])
     assert 'at least 1' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(['--network-only', '--seeds', '0', '1'])
+    assert '--seeds compares (b) with (c)' in capsys.readouterr().err
 
 
 def test_starts_only_on_a_gpu_needs_one(capsys):
