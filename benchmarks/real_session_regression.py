@@ -75,8 +75,8 @@ Usage::
     python benchmarks/real_session_regression.py [--out-dir work_dirs/real_session]
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
         [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only | --table-only
-        [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]]
-        [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]]
+        [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]
+        [--split-seed 0]] [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
