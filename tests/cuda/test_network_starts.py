@@ -48,4 +48,6 @@ def test_fits_from_a_network_on_cuda_match_the_cpu(tmp_path):
     np.testing.assert_array_equal(gpu_won, cpu_won)
     assert gpu_stages == cpu_stages
     extent = float(np.ptp(cpu_joints.reshape(-1, 3), axis=0).max())
-    np.testing.assert_allclose(gpu_joints, cpu_joints, rtol=0, atol=1e-3 * extent)
+    # (the pose stages stop at a relative decrease of 1e-4: float32 rounding may stop them
+    # an iteration apart on the two devices)
+    np.testing.assert_allclose(gpu_joints, cpu_joints, rtol=0, atol=2e-3 * extent)
