@@ -1120,10 +1120,10 @@ def main(argv=None) -> int:
     rows.append(rendered_row)
     rows += baseline_rows(results, trained_on, held, fit_keys, params, keypoints)
     print_table(rows, blocks, held, args, config, f'{iters} iterations{sized}')
-    if args.seeds is None:
-        args.seeds = [] if args.table_only else list(FULL_RUN_SEEDS)
-    if args.seeds:
-        compare_seeds(args.seeds, iters, out, crops, keypoints, results, held, rendered_only,
+    seeds = args.seeds if args.seeds is not None else \
+        ([] if args.table_only else list(FULL_RUN_SEEDS))
+    if seeds:
+        compare_seeds(seeds, iters, out, crops, keypoints, results, held, rendered_only,
                       fit_score, args.device, config, args.amp, split, recipe)
     if args.table_only:
         return 0
