@@ -164,7 +164,8 @@ class HDF5DatasetBase(BaseDataset):
             session (:func:`split_frames_by_time`; ``split_sessions`` does not apply).
         time_blocks: blocks per session with ``split_by='time'``.
         time_gap: frames on either side of a held-out block also left out of training.
-        fit_results: a ``tools/fit.py`` ``fit_results.h5`` of these samples' recording:
+        fit_results: a ``tools/fit.py`` ``fit_results.h5`` of these samples' recording
+            (a relative path from the working directory, else under ``data_root``):
             its fits become training labels (:mod:`.fit_labels`): ``params`` are the
             fitted parameters, ``keypoints_3d`` the fitted keypoints, the 2D labels of
             views the fit flagged as off (a miscalibrated camera) get confidence 0, and
@@ -270,9 +271,29 @@ class HDF5DatasetBase(BaseDataset):
         return self._fit_labels
 
     def _resolve(self, path: str) -> str:
-        """``path`` joined with ``data_root`` when relative."""
-        from os.path import isabs, join
-        return path if isabs(path) or not self.data_root else join(self.data_root, path)
+        """A file the config names besides the annotation file (``fit_results``): as
+        given where it exists there (a relative path as typed on a command line, from
+        the working directory: ``tools/fit.py`` writes its results under ``work_dirs``),
+        else under ``data_root`` (beside the annotation file).
+
+        Raises:
+            FileNotFoundError: a relative path that is neither.
+            ValueError: a relative path that names two different files, one from the
+                working directory and one under ``data_root``.
+        """
+        from os.path import exists, isabs, join, samefile
+        if isabs(path) or not self.data_root:
+            return path
+        beside = join(self.data_root, path)
+        if not exists(path):
+            if not exists(beside):
+                raise FileNotFoundError(f'{path!r} is neither a file from the working '
+                                        f'directory nor under data_root ({beside})')
+            return beside
+        if exists(beside) and not samefile(path, beside):
+            raise ValueError(f'{path!r} names two files: {path} (from the working directory) '
+                             f'and {beside} (under data_root); give an absolute path')
+        return path
 
     def _add_fit_labels(self, sample: Dict[str, Any], row: int, src: np.ndarray) -> None:
         """The fit's labels of file row ``row`` on a loaded sample (views ``src``)."""
@@ -306,7 +327,7 @@ class HDF5DatasetBase(BaseDataset):
             labels = self.fit_labels
             reasons, counts = np.unique(labels.reason[keep & ~labels.usable],
                                         return_counts=True)
-            self._metainfo['fit_results'] = self.fit_results
+            self._metainfo['fit_results'] = self._resolve(self.fit_results)
             self._metainfo['fit_left_out'] = {str(r): int(c) for r, c in zip(reasons, counts)}
             keep &= labels.usable
         self._metainfo.update(

@@ -1,6 +1,7 @@
 """A fit of a recording as training labels: joined sample by sample, failed and poor fits
 left out before anything reads them, a camera the fit found far off silenced."""
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -104,3 +105,30 @@ def test_not_a_fit_is_refused(fitted, tmp_path):
             load_fit_labels(data, reader)
         with pytest.raises(FileNotFoundError):
             load_fit_labels(tmp_path / 'missing.h5', reader)
+
+
+def test_a_relative_fit_path_is_read_from_the_working_directory_or_data_root(
+        fitted, tmp_path, monkeypatch):
+    """A fit's path as typed on a command line (``work_dirs/.../fit_results.h5``) is
+    relative to the working directory, even where the dataset has a ``data_root``;
+    a path beside the annotation file works too, and neither or both are refused."""
+    data, results, _ = fitted
+    data_root, ann_file = str(Path(data).parent), Path(data).name
+    work = tmp_path / 'work_dirs' / 'mouse_fit'
+    work.mkdir(parents=True)
+    shutil.copy(results, work / 'fit_results.h5')
+    monkeypatch.chdir(tmp_path)
+
+    def dataset(fit_results):
+        return MultiViewHDF5Dataset(ann_file, data_root=data_root, load_images=False,
+                                    fit_results=fit_results)
+    typed = dataset('work_dirs/mouse_fit/fit_results.h5')
+    assert Path(typed.metainfo['fit_results']).resolve() == (work / 'fit_results.h5')
+    assert typed.metainfo['fit_left_out']['fit failed'] == len(FAILED)
+    beside = dataset(results.name)     # the fixture's results sit beside the data
+    assert Path(beside.metainfo['fit_results']).resolve() == Path(results).resolve()
+    with pytest.raises(FileNotFoundError, match='neither.*working directory.*data_root'):
+        dataset('work_dirs/other_fit/fit_results.h5')
+    shutil.copy(results, tmp_path / results.name)
+    with pytest.raises(ValueError, match='names two files'):
+        dataset(results.name)
