@@ -4,7 +4,8 @@
 # iterations. Prepare the crops first:
 #   python tools/preprocess_sleap.py \
 #       ../shared/data/sleap_anipose_minimal_session/minimal_session \
-#       data/mouse_session/minimal_session_128.h5 --crop-mode bbox_crop --target-size 128
+#       data/mouse_session/minimal_session_128.h5 --crop-mode bbox_crop --target-size 128 \
+#       --units mm
 #   python tools/train.py configs/regression/mouse_session_resnet18.py
 # The rig's units need no setting: before training, RigUnitsHook measures how many of the
 # calibration's units one model unit is (the animal's size against the model's, from the

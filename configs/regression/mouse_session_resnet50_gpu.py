@@ -4,7 +4,8 @@
 # iterations (4.9 to 3.6 px held out, docs/benchmarks.md): this recipe trains it out.
 #   python tools/preprocess_sleap.py \
 #       ../shared/data/sleap_anipose_minimal_session/minimal_session \
-#       data/mouse_session/minimal_session_256.h5 --crop-mode bbox_crop --target-size 256
+#       data/mouse_session/minimal_session_256.h5 --crop-mode bbox_crop --target-size 256 \
+#       --units mm
 #   python tools/train.py configs/regression/mouse_session_resnet50_gpu.py --amp \
 #       --cfg-options train_dataloader.dataset.fit_results=work_dirs/mouse_fit/fit_results.h5 \
 #       model.compile_loss=True

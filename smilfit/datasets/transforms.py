@@ -496,9 +496,10 @@ class ResizeViews:
 # Keys PackInputs converts to tensors when present (in data_samples).
 PACK_KEYS = ('keypoints_2d', 'visible', 'confidence', 'view_valid', 'K', 'dist', 'R', 't',
              'image_size', 'crop', 'keypoints_3d', 'masks', 'mask_valid', 'view_indices')
-# Metadata passed through as they are.
+# Metadata passed through as they are (``camera_names``: one per view, so that reports
+# name the cameras).
 META_KEYS = ('session', 'session_index', 'frame', 'instance', 'index', 'sample_idx',
-             'flipped')
+             'flipped', 'camera_names')
 
 
 @TRANSFORMS.register_module()

@@ -92,6 +92,9 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
     held = [[a, b] for a, b in info['frames']['minimal_session']]
     assert all(any(a <= f <= b for a, b in held) for f in frames)
     summary = json.loads((report / 'summary.json').read_text())
+    # the cameras by name: the miscalibrated 'side' is told apart in the report
+    assert {k.split('/')[2] for k in summary['metrics']
+            if k.startswith('reproj/per_camera/')} == {'back', 'mid', 'side', 'top'}
     assert summary['metrics']['reproj/median'] == pytest.approx(after['reproj/median'],
                                                           rel=1e-3)
 

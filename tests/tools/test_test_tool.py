@@ -98,6 +98,13 @@ def test_regression_checkpoint_report_matches_direct_computation(trained, tmp_pa
     assert m['kp3d/mpjpe'] == pytest.approx(e3d.mean(), rel=1e-4)
     raw = np.load(out / 'raw' / 'reproj' / 'errors_px.npy')
     assert np.nanmean(raw) == pytest.approx(e2d.mean(), rel=1e-4)
+    # per camera, the report names the recording's cameras (not view slots)
+    from smilfit.datasets.hdf5_format import DatasetReader
+    with DatasetReader(trained[2]) as reader:
+        cameras = {n for row in reader.camera_names for n in row}
+    for group in ('reproj', 'kp2d'):
+        named = {k.split('/')[2] for k in m if k.startswith(f'{group}/per_camera/')}
+        assert named and named <= cameras, (named, cameras)
 
 
 def test_checkpoint_alone_uses_its_stored_config(trained, tmp_path):
