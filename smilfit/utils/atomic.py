@@ -109,7 +109,9 @@ def load_npz_whole(path: PathLike) -> Optional[Dict[str, Any]]:
 
     import numpy as np
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # the file opened here, so that it is closed when numpy cannot read it as a zip
+        # (np.load leaves its own handle open then)
+        with open(path, 'rb') as handle, np.load(handle, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
         return None

@@ -126,3 +126,25 @@ def test_streaming_writers_publish_their_own_temporary_file(tmp_path):
         with open(path, 'wb') as f:
             f.write(b'x')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['data.h5', 'labels.slp']
+
+
+@pytest.mark.parametrize('keep', [0.5, 0.0])
+def test_a_damaged_npz_reads_as_none_and_leaves_no_file_open(tmp_path, keep):
+    """A resumed run reads its own chunks with load_npz_whole: one cut short (or empty) is
+    None, and its file is closed (a long run reading many must not leak handles)."""
+    import gc
+    import warnings
+
+    import numpy as np
+
+    from smilfit.utils.atomic import load_npz_whole, save_npz
+    path = tmp_path / 'chunk.npz'
+    save_npz(path, dict(a=np.arange(100.0)))
+    assert load_npz_whole(path)['a'].shape == (100,)
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert load_npz_whole(path) is None
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
