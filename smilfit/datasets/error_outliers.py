@@ -6,6 +6,11 @@ A group (a camera, a keypoint) is named when its median error is more than ``rat
 times the median of the *other* groups' medians, above the 90th percentile of the other
 groups' errors, and above ``floor_px`` (1 px: sub-pixel differences are never worth a
 warning). Relative to the data: no constant in pixels tuned to a rig.
+
+One far-off group hides another: its errors raise the others' 90th percentile. So the
+report also says which groups stand out once the named ones are left out
+(:func:`masked_outlier_groups`), a hint to check them too; what a training set leaves out
+is :func:`outlier_groups` alone.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-__all__ = ['error_stats', 'outlier_groups']
+__all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups']
 
 
 def error_stats(errors: np.ndarray) -> Dict[str, Any]:
@@ -41,3 +46,21 @@ def outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
                 median > floor_px:
             named.append(name)
     return named
+
+
+def masked_outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
+                          floor_px: float = 1.0) -> List[str]:
+    """The names of ``groups`` that :func:`outlier_groups` names once the groups it named
+    are left out, round by round while at least three groups remain (so that a group is
+    always compared with two or more others); not those of the first round."""
+    left_out = set(outlier_groups(groups, ratio, floor_px))
+    masked: List[str] = []
+    found = bool(left_out)
+    while found:
+        rest = {n: e for n, e in groups.items() if n not in left_out}
+        if len(rest) < 3:
+            break
+        found = outlier_groups(rest, ratio, floor_px)
+        masked += found
+        left_out.update(found)
+    return masked

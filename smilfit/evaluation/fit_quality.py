@@ -10,7 +10,9 @@ Outlier rule (:mod:`smilfit.datasets.error_outliers`; relative to the data, no c
 pixels tuned to a rig): a camera (or a keypoint) is named when its median error is more
 than ``ratio`` (3) times the median of the *other* cameras' medians, above the 90th
 percentile of the other cameras' errors, and above ``floor_px`` (1 px: sub-pixel
-differences are never worth a warning).
+differences are never worth a warning). A far-off camera hides another (its errors raise
+the others' 90th percentile): the cameras that stand out once the named ones are left out
+are listed too (``masked_outlier_cameras``), as a hint.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 
 from smilfit.datasets.error_outliers import error_stats as _stats
+from smilfit.datasets.error_outliers import masked_outlier_groups as _masked
 from smilfit.datasets.error_outliers import outlier_groups as _outliers
 
 __all__ = ['fit_quality', 'format_fit_quality']
@@ -40,7 +43,9 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
     Returns:
         ``dict(cameras={name: stats}, keypoints={name: stats}, overall=stats,
         samples=N, failed_samples=[indices], outlier_cameras=[...],
-        outlier_keypoints=[...])``; stats are ``median_px``, ``p90_px``, ``points``.
+        masked_outlier_cameras=[...], outlier_keypoints=[...])``; stats are
+        ``median_px``, ``p90_px``, ``points``; ``masked_outlier_cameras`` stand out once
+        ``outlier_cameras`` are left out.
     """
     errors = np.asarray(point_errors, dtype=np.float64)
     N, C, K = errors.shape
@@ -57,23 +62,32 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
                 overall=_stats(errors), samples=int(N),
                 failed_samples=np.flatnonzero(failed).tolist(),
                 outlier_cameras=_outliers(cameras, ratio, floor_px),
+                masked_outlier_cameras=_masked(cameras, ratio, floor_px),
                 outlier_keypoints=_outliers(keypoints, ratio, floor_px))
 
 
-def _row(name: str, stats: Mapping[str, Any], flag: bool) -> str:
+def _row(name: str, stats: Mapping[str, Any], note: str = '') -> str:
     if stats['points'] == 0:
         return f'  {name:<24} {"-":>9} {"-":>9} {0:>8}'
     return (f'  {name:<24} {stats["median_px"]:>9.2f} {stats["p90_px"]:>9.2f} '
-            f'{stats["points"]:>8d}{"  <- far above the rest" if flag else ""}')
+            f'{stats["points"]:>8d}{"  <- " + note if note else ""}')
+
+
+def _camera_note(name: str, report: Mapping[str, Any]) -> str:
+    if name in report['outlier_cameras']:
+        return 'far above the rest'
+    if name in (report.get('masked_outlier_cameras') or []):
+        return 'far above the rest without those above'
+    return ''
 
 
 def format_fit_quality(report: Mapping[str, Any]) -> str:
     """The report of :func:`fit_quality` as a text table."""
     head = f'  {"":<24} {"median px":>9} {"p90 px":>9} {"points":>8}'
     lines = ['Reprojection error per camera', head]
-    lines += [_row(n, s, n in report['outlier_cameras']) for n, s in report['cameras'].items()]
+    lines += [_row(n, s, _camera_note(n, report)) for n, s in report['cameras'].items()]
     lines += ['Reprojection error per keypoint', head]
-    lines += [_row(n, s, n in report['outlier_keypoints'])
+    lines += [_row(n, s, 'far above the rest' if n in report['outlier_keypoints'] else '')
               for n, s in report['keypoints'].items()]
     o = report['overall']
     lines.append(f'All: median {o["median_px"] if o["median_px"] is None else round(o["median_px"], 2)}'
@@ -82,6 +96,15 @@ def format_fit_quality(report: Mapping[str, Any]) -> str:
     if report['outlier_cameras']:
         lines.append('Check the calibration of camera(s) ' + ', '.join(report['outlier_cameras'])
                      + ': their error is far above the other cameras\'.')
+    masked = report.get('masked_outlier_cameras') or []
+    if masked:
+        left = set(report['outlier_cameras']) | set(masked)
+        medians = [s['median_px'] for n, s in report['cameras'].items()
+                   if n not in left and s['median_px'] is not None]
+        lines.append('Without them, camera(s) ' + ', '.join(
+            f'{n} ({report["cameras"][n]["median_px"]:.2f} px)' for n in masked)
+            + ' stand out too, against a median of '
+            + f'{float(np.median(medians)):.2f} px for the rest: check them as well.')
     if report['outlier_keypoints']:
         lines.append('Check the labels or the joint lookup of keypoint(s) '
                      + ', '.join(report['outlier_keypoints']) + '.')

@@ -109,7 +109,8 @@ def test_two_views_held_out_third_no_worse_than_dlt(session, train, held):
 
 def test_quality_table_names_the_miscalibrated_side_camera(session):
     """All four views fitted: the quality rule names `side` (its calibration is a copy of
-    another camera's) and nothing else among the cameras."""
+    another camera's) and nothing else among the cameras; `back`, which disagrees with
+    `mid` and `top` by about 10 px, is hidden by `side` and named as a hint."""
     from smilfit.apis.fitting import point_reprojection_errors
     from smilfit.evaluation.fit_quality import fit_quality
     pts, handler = _fit(session, ('back', 'mid', 'side', 'top'))
@@ -119,3 +120,4 @@ def test_quality_table_names_the_miscalibrated_side_camera(session):
     names = [session['names'][i] for i in handler.data_index.tolist()]
     report = fit_quality(errors, [session['cameras']] * B, names)
     assert report['outlier_cameras'] == ['side'], report['cameras']
+    assert report['masked_outlier_cameras'] == ['back'], report['cameras']

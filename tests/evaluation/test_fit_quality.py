@@ -37,3 +37,22 @@ def test_a_camera_far_above_the_rest_is_named_and_failed_samples_excluded():
 def test_sub_pixel_differences_are_never_flagged():
     e = _errors([0.01, 0.01, 0.2])  # 20x, but a fifth of a pixel
     assert fit_quality(e, [['a', 'b', 'c']] * 50, list('wxyz'))['outlier_cameras'] == []
+
+
+def test_a_camera_hidden_by_a_worse_one_is_named_as_a_hint():
+    """A camera 100x off raises the others' 90th percentile so far that one 12x off is not
+    named; once the first is left out it stands out, and the report says so."""
+    e = _errors([1.0, 1.0, 1.0, 12.0, 100.0])
+    report = fit_quality(e, [['a', 'b', 'c', 'd', 'e']] * 50, list('wxyz'))
+    assert report['outlier_cameras'] == ['e']
+    assert report['masked_outlier_cameras'] == ['d']
+    text = format_fit_quality(report)
+    assert 'Check the calibration of camera(s) e' in text
+    assert 'Without them, camera(s) d (' in text and 'check them as well' in text
+    # with the worse camera gone the rule names the other directly, with no hint
+    alone = fit_quality(e[:, :4], [['a', 'b', 'c', 'd']] * 50, list('wxyz'))
+    assert alone['outlier_cameras'] == ['d'] and alone['masked_outlier_cameras'] == []
+    # a camera is only ever compared with two or more others: no hint from a pair
+    pair = fit_quality(e[:, 2:], [['c', 'd', 'e']] * 50, list('wxyz'))
+    assert pair['outlier_cameras'] == ['e'] and pair['masked_outlier_cameras'] == []
+    assert 'Without them' not in format_fit_quality(pair)
