@@ -4,7 +4,7 @@ layout (``configs/``, ``tools/`` and ``../shared`` where the guide expects them)
 relative paths as the guide types them, and leave the files the guide says they leave.
 
 Only the sizes are cut down (training iterations, rendered samples, the fit-in-the-loop
-iterations) and the interactive viewer writes a page instead of serving one: every
+iterations, the videos' frames) and the interactive viewer writes a page instead of serving one: every
 command, option and path is the guide's own."""
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from .page_blocks import bash_blocks
 
 GUIDE = REPO_ROOT / 'docs' / 'real_recordings.md'
 ITERS = 4
+#: Frames of the videos the video inference commands run on (of 120).
+VIDEO_FRAMES = 12
 #: Options added to every training command of the guide: a few iterations, one
 #: validation and one checkpoint at the end.
 FEW_ITERATIONS = (f'train_cfg.max_iters={ITERS} train_cfg.val_interval={ITERS} '
@@ -31,6 +33,9 @@ def runnable(script: str) -> str:
     for line in script.splitlines():
         if line.startswith('python tools/train.py'):
             line += (' ' if '--cfg-options' in line else ' --cfg-options ') + FEW_ITERATIONS
+        words = line.split()
+        if words[:2] == ['python', 'tools/infer.py'] and not words[3].endswith('.h5'):
+            line += f' --frames 0:{VIDEO_FRAMES}'      # the videos: their first frames
         view = re.fullmatch(r'python tools/view.py (\S+)', line.strip())
         if view:
             line = f'{line} --export {view.group(1)}/scene.html'
@@ -101,4 +106,5 @@ def test_the_cut_down_script_keeps_every_command():
     tools = re.compile(r'python tools/(\w+)\.py')
     assert tools.findall(script) == tools.findall(written)
     assert script.count(FEW_ITERATIONS) == written.count('python tools/train.py') == 3
+    assert script.count(f'--frames 0:{VIDEO_FRAMES}') == 2     # both runs on the videos
     assert not re.search(r'iter_400|--num-samples 2000|--iters 200', script)
