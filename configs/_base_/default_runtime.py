@@ -3,8 +3,9 @@
 #             '../_base_/datasets/synthetic_multiview.py']
 #   model = dict(type=..., ...)
 # tools/train.py adds CheckpointMetaHook (config text, smilfit version and the model's
-# checkpoint_meta() in every checkpoint), RandomStateHook (exact --resume) and RigUnitsHook
-# (a calibrated rig's units measured before training) when they are missing from
+# checkpoint_meta() in every checkpoint), RandomStateHook (exact --resume), RigUnitsHook
+# (a calibrated rig's units measured before training) and DataSplitHook (the frames the run
+# trains and validates on, in the log's first lines) when they are missing from
 # custom_hooks; they are listed here so the config says what runs.
 default_scope = 'smilfit'
 
@@ -20,6 +21,7 @@ custom_hooks = [
     dict(type='CheckpointMetaHook'),
     dict(type='RandomStateHook'),
     dict(type='RigUnitsHook'),
+    dict(type='DataSplitHook'),
     # Optional: an exponential moving average of the weights (mmengine's EMAHook; the
     # checkpoint then holds both, and validation uses the averaged weights):
     # dict(type='EMAHook', momentum=2e-4, update_buffers=True),

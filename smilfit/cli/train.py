@@ -5,12 +5,14 @@ param_scheduler, hooks, ...), usually built on ``configs/_base_/default_runtime.
 schedule from ``configs/_base_/schedules/``. Checkpoints and logs go to ``--work-dir``
 (default ``work_dirs/<config name>``).
 
-Every run gets three hooks added when the config lacks them: ``CheckpointMetaHook``
+Every run gets four hooks added when the config lacks them: ``CheckpointMetaHook``
 (checkpoints carry the config text, the smilfit version and the model's
 ``checkpoint_meta()``), ``RandomStateHook`` (checkpoints carry the random generators,
-so ``--resume`` continues exactly as an uninterrupted run would) and ``RigUnitsHook`` (a
+so ``--resume`` continues exactly as an uninterrupted run would), ``RigUnitsHook`` (a
 regressor with calibrated cameras measures the rig's units from the training data before
-the first step, so a calibration in millimetres and a model in its own units just work).
+the first step, so a calibration in millimetres and a model in its own units just work)
+and ``DataSplitHook`` (the log's first lines say which frames of which sessions the run
+trains and validates on, and what a fit used as labels left out).
 
 Examples::
 
@@ -37,7 +39,7 @@ from .errors import RUN_ERRORS, USER_ERRORS, SmilfitUserError, report_error
 from .threads import training_threads, wait_passively_if_threaded
 
 # Hooks tools/train.py adds to every run (by type name) unless the config has them.
-REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook', 'RigUnitsHook')
+REQUIRED_HOOKS = ('CheckpointMetaHook', 'RandomStateHook', 'RigUnitsHook', 'DataSplitHook')
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 # Optimizer wrappers --amp may replace (anything else is a custom wrapper: refuse).
 PLAIN_OPTIM_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper')

@@ -92,6 +92,12 @@ def test_the_guide_runs_as_written_on_the_shared_session(tmp_path):
             if k.startswith('reproj/per_camera/')} == {'back', 'mid', 'side', 'top'}
     info = json.loads((report / 'run_info.json').read_text())
     assert info['split_by'] == 'time' and info['frames']['minimal_session']
+    # step 2's training log says what it trains and validates on
+    log = run.stdout + run.stderr
+    assert ("validating on 24 samples (split 'val' by time): minimal_session frames 12-23, "
+            '96-107') in log
+    assert ("training on 88 samples (split 'train' by time): minimal_session frames 0-9, "
+            '26-93, 110-119; labels from the fit work_dirs/mouse_fit/fit_results.h5') in log
     # step 6's fit says how many frames started from the network (a network of a few
     # iterations may win none of them)
     assert 'samples started from the network' in run.stdout

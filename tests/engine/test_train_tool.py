@@ -172,7 +172,7 @@ def test_config_defaults(tmp_path):
     assert cfg.get('resume') is False and cfg.get('load_from') is None
     # default_runtime lists the required hooks: not added a second time
     assert [h['type'] for h in cfg.custom_hooks] == ['CheckpointMetaHook', 'RandomStateHook',
-                                                     'RigUnitsHook']
+                                                     'RigUnitsHook', 'DataSplitHook']
     assert cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper'
 
 
@@ -189,7 +189,8 @@ def test_options_reach_the_config(tmp_path):
     assert cfg.train_cfg.max_epochs == 7 and cfg.optim_wrapper.optimizer.lr == 0.5
     # the config's own hooks are kept; the required ones are appended
     assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'CheckpointMetaHook',
-                                                     'RandomStateHook', 'RigUnitsHook']
+                                                     'RandomStateHook', 'RigUnitsHook',
+                                                     'DataSplitHook']
     auto = train_cli.build_config(_args(cfg_file, '--resume'))
     assert auto.resume is True and auto.load_from is None
 
