@@ -101,10 +101,11 @@ def format_fit_quality(report: Mapping[str, Any]) -> str:
         left = set(report['outlier_cameras']) | set(masked)
         medians = [s['median_px'] for n, s in report['cameras'].items()
                    if n not in left and s['median_px'] is not None]
+        rest = f', against a median of {float(np.median(medians)):.2f} px for the rest' \
+            if medians else ''
         lines.append('Without them, camera(s) ' + ', '.join(
             f'{n} ({report["cameras"][n]["median_px"]:.2f} px)' for n in masked)
-            + ' stand out too, against a median of '
-            + f'{float(np.median(medians)):.2f} px for the rest: check them as well.')
+            + f' stand out too{rest}: check them as well.')
     if report['outlier_keypoints']:
         lines.append('Check the labels or the joint lookup of keypoint(s) '
                      + ', '.join(report['outlier_keypoints']) + '.')

@@ -19,5 +19,5 @@ from .model_access import unwrap_model
 from .random_state import RandomStateHook, capture_rng_state, restore_rng_state
 from .rig_units import RigUnitsHook
 
-__all__ = ['CheckpointMetaHook', 'DataSplitHook', 'LossWeightCurriculumHook', 'RandomStateHook', 'RigUnitsHook',
-           'capture_rng_state', 'restore_rng_state', 'unwrap_model']
+__all__ = ['CheckpointMetaHook', 'DataSplitHook', 'LossWeightCurriculumHook', 'RandomStateHook',
+           'RigUnitsHook', 'capture_rng_state', 'restore_rng_state', 'unwrap_model']
