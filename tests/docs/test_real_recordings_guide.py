@@ -4,8 +4,8 @@ layout (``configs/``, ``tools/`` and ``../shared`` where the guide expects them)
 relative paths as the guide types them, and leave the files the guide says they leave.
 
 Only the sizes are cut down (training iterations, rendered samples, the fit-in-the-loop
-iterations, the videos' frames) and the interactive viewer writes a page instead of serving one: every
-command, option and path is the guide's own."""
+iterations, the videos' frames) and the interactive viewer writes a page instead of
+serving one: every command, option and path is the guide's own."""
 from __future__ import annotations
 
 import json
