@@ -136,14 +136,21 @@ def _ordered_names(columns: Dict[str, Dict[str, float]], preferred: Sequence[str
     return seen
 
 
+#: How the summary names the pixels of 2D errors (a metric's ``pixels``).
+PIXELS_TEXT = {'input': 'pixels of the images the model read',
+               'source': "pixels of the recording's images"}
+
+
 def format_summary(results: Mapping[str, float], title: str, units: str,
-                   joint_names: Sequence[str] = (), camera_names: Sequence[str] = ()) -> str:
+                   joint_names: Sequence[str] = (), camera_names: Sequence[str] = (),
+                   pixels: str = '') -> str:
     """The text summary: overall metrics grouped by prefix, then per-camera and per-joint
-    tables."""
+    tables. ``pixels``: the 2D metrics' ``pixels`` ('' where they do not say)."""
     overall, per_camera, per_joint = split_results(results)
     lines = [title, '=' * len(title),
              f'created: {datetime.datetime.now().isoformat(timespec="seconds")}',
-             f'3D units: {units or "unknown"}; 2D errors in pixels', '']
+             f'3D units: {units or "unknown"}; 2D errors in '
+             f'{PIXELS_TEXT.get(pixels, "pixels")}', '']
     groups: Dict[str, Dict[str, float]] = {}
     for key, value in overall.items():
         prefix, _, name = key.rpartition('/')
@@ -477,6 +484,9 @@ def write_report(out_dir: PathLike, results: Mapping[str, Any],
     joint_names = [str(n) for n in joint_names] if joint_names is not None else next(
         ([str(n) for n in g['joint_names']] for g in groups.values() if 'joint_names' in g), [])
     camera_names = [str(n) for n in camera_names] if camera_names is not None else []
+    # the 2D metrics' pixels where they all say the same
+    said = {str(g['pixels']) for g in groups.values() if 'pixels' in g and g['pixels'].ndim == 0}
+    pixels = said.pop() if len(said) == 1 else ''
     if out_dir.exists():
         if not overwrite:
             raise FileExistsError(f'{out_dir} exists; pass overwrite=True to replace it')
@@ -506,10 +516,10 @@ def write_report(out_dir: PathLike, results: Mapping[str, Any],
             if plot_keypoints_3d(groups, tmp / 'keypoints_3d_error.png', units):
                 written.append('keypoints_3d_error.png')
         (tmp / 'summary.txt').write_text(format_summary(metrics, title, units, joint_names,
-                                                        camera_names) + '\n')
+                                                        camera_names, pixels) + '\n')
         summary = dict(
             title=title, created=datetime.datetime.now().isoformat(timespec='seconds'),
-            smilfit_version=_version(), units=units,
+            smilfit_version=_version(), units=units, pixels=pixels or None,
             metrics={k: _json_number(v) for k, v in metrics.items()},
             non_finite_metrics=sorted(k for k, v in metrics.items() if not math.isfinite(v)),
             joint_names=joint_names, camera_names=camera_names, plots=written,

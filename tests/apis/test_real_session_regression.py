@@ -92,6 +92,9 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
     held = [[a, b] for a, b in info['frames']['minimal_session']]
     assert all(any(a <= f <= b for a, b in held) for f in frames)
     summary = json.loads((report / 'summary.json').read_text())
+    # 2D errors in the videos' pixels, as a fit's (the crops vary in size with the box)
+    assert summary['pixels'] == 'source'
+    assert "2D errors in pixels of the recording's images" in (report / 'summary.txt').read_text()
     # the cameras by name: the miscalibrated 'side' is told apart in the report
     assert {k.split('/')[2] for k in summary['metrics']
             if k.startswith('reproj/per_camera/')} == {'back', 'mid', 'side', 'top'}

@@ -87,7 +87,7 @@ def test_the_guide_runs_as_written_on_the_shared_session(tmp_path):
     # step 4's report: held-out frames, the rig's cameras by name, 3D errors in millimetres
     report = network.parent / 'test_report'
     summary = json.loads((report / 'summary.json').read_text())
-    assert summary['units'] == 'mm'
+    assert summary['units'] == 'mm' and summary['pixels'] == 'source'
     assert {k.split('/')[2] for k in summary['metrics']
             if k.startswith('reproj/per_camera/')} == {'back', 'mid', 'side', 'top'}
     info = json.loads((report / 'run_info.json').read_text())

@@ -238,3 +238,28 @@ def test_missing_prediction_policies():
     assert out['num_missing_predictions'] == 1
     out = run(KeypointPCKMetric(ignore_joints=(2,)), [sample2d])  # no error: ignored joint
     assert out['num_missing_predictions'] == 0 and out['pck@5px'] == 1
+
+
+def test_errors_in_the_source_images_pixels_through_each_views_crop():
+    """Crops of different sizes (a zoom of 4 in one view, 0.5 in the other, shifted) give
+    errors in their own pixels; with pixels='source' they are the recording's pixels."""
+    one = toy_2d_sample()                       # errors 3, 5, 12 px in the input
+    crops = np.stack([np.array([[4.0, 0, -100], [0, 4.0, -60], [0, 0, 1]]),
+                      np.array([[0.5, 0, 10], [0, 0.5, 20], [0, 0, 1]])])
+    sample = dict(pred_keypoints_2d=np.repeat(one['pred_keypoints_2d'], 2, 0),
+                  gt_keypoints_2d=np.repeat(one['gt_keypoints_2d'], 2, 0),
+                  visible=np.repeat(one['visible'], 2, 0), crop=crops,
+                  camera_names=['zoomed', 'wide'])
+    inputs = run(ReprojectionErrorMetric(), [sample])
+    source = run(ReprojectionErrorMetric(pixels='source'), [sample])
+    assert inputs['per_camera/zoomed/mean'] == inputs['per_camera/wide/mean'] == \
+        pytest.approx(20 / 3)
+    assert source['per_camera/zoomed/mean'] == pytest.approx(20 / 3 / 4)
+    assert source['per_camera/wide/mean'] == pytest.approx(20 / 3 * 2)
+    # PCK thresholds count in source pixels: 3, 5, 12 px become 0.75, 1.25, 3 and 6, 10, 24
+    pck = run(KeypointPCKMetric(thresholds_px=(5,), pixels='source'), [sample])
+    assert pck['pck@5px'] == pytest.approx(3 / 6)
+    with pytest.raises(ValueError, match="needs the views' crop"):
+        run(ReprojectionErrorMetric(pixels='source'), [toy_2d_sample()])
+    with pytest.raises(ValueError, match='pixels must be one of'):
+        ReprojectionErrorMetric(pixels='crop')

@@ -51,9 +51,11 @@ val_dataloader = dict(
                  test_mode=True, pipeline=test_pipeline, **split))
 test_dataloader = val_dataloader
 # 2D PCK, 3D keypoint error (the calibration's units) and 2D reprojection error
-# (smilfit.evaluation, docs/metrics.md). A config without a schedule that has them also
-# sets val_cfg = dict(type='ValLoop') and test_cfg = dict(type='TestLoop').
-val_evaluator = [dict(type='KeypointPCKMetric'),
+# (smilfit.evaluation, docs/metrics.md). The 2D errors are in the pixels of the recording
+# (pixels='source': through each crop's matrix), as a fit's and the benchmarks' are, not
+# in those of crops that vary in size with the animal's box. A config without a schedule
+# that has them also sets val_cfg = dict(type='ValLoop') and test_cfg = dict(type='TestLoop').
+val_evaluator = [dict(type='KeypointPCKMetric', pixels='source'),
                  dict(type='MPJPEMetric', nonfinite_pred='ignore'),
-                 dict(type='ReprojectionErrorMetric')]
+                 dict(type='ReprojectionErrorMetric', pixels='source')]
 test_evaluator = val_evaluator

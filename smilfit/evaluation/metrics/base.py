@@ -98,12 +98,12 @@ class SmilfitMetric(BaseMetric):
             np.zeros(0, dtype='<U1')
 
     def _process_keypoints_2d(self, data_samples: Sequence[Any], with_bbox: bool = False,
-                              bbox_size_mode: str = 'max') -> None:
+                              bbox_size_mode: str = 'max', pixels: str = 'input') -> None:
         """Append one 2D keypoint record per sample (errors computed batched), with camera
         labels, meta and ``pred_missing (C, N)`` (valid ground truth, non-finite
         prediction), applying the ``nonfinite_pred`` policy."""
         samples = list(self._iter_samples(data_samples))
-        fields = [read_keypoint_2d_fields(sample, where, with_bbox=with_bbox)
+        fields = [read_keypoint_2d_fields(sample, where, with_bbox=with_bbox, pixels=pixels)
                   for sample, where, _ in samples]
         records = keypoint_2d_records(fields, with_bbox=with_bbox,
                                       bbox_size_mode=bbox_size_mode)

@@ -10,7 +10,7 @@ from smilfit.evaluation.functional import curve_auc, pck_curve
 from smilfit.evaluation.functional.keypoints_2d import BBOX_SIZE_MODES
 from smilfit.registry import METRICS
 from .base import SmilfitMetric, format_number
-from .keypoint_records import stack_keypoint_records
+from .keypoint_records import check_pixels, stack_keypoint_records
 
 
 @METRICS.register_module()
@@ -43,6 +43,9 @@ class KeypointPCKMetric(SmilfitMetric):
             valid (and the joint's weight > 0): ``'raise'`` (default), ``'miss'`` (an
             incorrect keypoint) or ``'ignore'`` (left out); all counted in
             ``num_missing_predictions``.
+        pixels: ``'input'`` (default: the images the model read) or ``'source'`` (the
+            recording's images, through each view's ``crop``: errors of crops of any size
+            in the same pixels as a fit's; thresholds are then in source pixels).
         Others: see :class:`~smilfit.evaluation.metrics.base.SmilfitMetric`.
 
     Metrics (before mmengine adds ``prefix/``, default prefix ``kp2d``): ``pck@{t}px``,
@@ -55,6 +58,7 @@ class KeypointPCKMetric(SmilfitMetric):
     ``camera_labels (S, C)``, ``camera_names (Cu,)``,
     ``joint_names (N,)``, ``joint_weights (N,)``, ``pck_curve_thresholds_px (T,)``,
     ``pck_curve (T,)``, ``pck_curve_per_camera (Cu, T)``, ``pck_curve_per_joint (N, T)``,
+    ``pixels`` (``'input'`` or ``'source'``),
     ``session``, ``frame``, ``sample_idx`` ``(S,)``.
     """
     default_prefix = 'kp2d'
@@ -64,7 +68,7 @@ class KeypointPCKMetric(SmilfitMetric):
                  curve_max_px: float = 50, curve_min_px: float = 1,
                  curve_step_px: float = 1, bbox_size_mode: str = 'max',
                  per_joint_threshold_px: Optional[float] = None,
-                 nonfinite_pred: str = 'raise',
+                 nonfinite_pred: str = 'raise', pixels: str = 'input',
                  ignore_joints: Sequence[Union[int, str]] = (),
                  joint_weights: Union[None, Sequence[float], Mapping[str, float]] = None,
                  joint_names: Optional[Sequence[str]] = None,
@@ -98,11 +102,12 @@ class KeypointPCKMetric(SmilfitMetric):
             per_joint_threshold_px = self.thresholds_px[len(self.thresholds_px) // 2]
         self.per_joint_threshold_px = float(per_joint_threshold_px)
         self.nonfinite_pred = self._check_nonfinite_policy(nonfinite_pred)
+        self.pixels = check_pixels(pixels)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Store per-sample errors, validity, bounding-box sizes and camera labels."""
         self._process_keypoints_2d(data_samples, with_bbox=True,
-                                   bbox_size_mode=self.bbox_size_mode)
+                                   bbox_size_mode=self.bbox_size_mode, pixels=self.pixels)
 
     def compute_metrics(self, results: list) -> dict:
         data = stack_keypoint_records(results)
@@ -153,5 +158,6 @@ class KeypointPCKMetric(SmilfitMetric):
             camera_names=np.asarray(cameras, dtype=str), joint_names=np.asarray(names, dtype=str),
             joint_weights=weights, pck_curve_thresholds_px=self.curve_thresholds_px.copy(),
             pck_curve=curve, pck_curve_per_camera=per_camera_curves,
-            pck_curve_per_joint=per_joint_curves, **self._meta_arrays(results))
+            pck_curve_per_joint=per_joint_curves, pixels=np.asarray(self.pixels),
+            **self._meta_arrays(results))
         return {k: float(v) for k, v in metrics.items()}

@@ -9,13 +9,37 @@ from smilfit.evaluation.functional import bbox_sizes, keypoint_errors
 from .sample_fields import get_array, stack_padded
 
 
-def read_keypoint_2d_fields(sample: Mapping, where: str,
-                            with_bbox: bool = False) -> Dict[str, Optional[np.ndarray]]:
+#: Where 2D errors are measured: in the pixels of the images the model read, or of the
+#: source images they were cropped from (through each view's ``crop``).
+PIXELS = ('input', 'source')
+
+
+def check_pixels(pixels: str) -> str:
+    """``pixels`` if it is one of :data:`PIXELS`."""
+    if pixels not in PIXELS:
+        raise ValueError(f'pixels must be one of {PIXELS}, got {pixels!r}')
+    return pixels
+
+
+def to_source_pixels(points: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """``points`` (C, N, 2) in input pixels mapped into the source images through the
+    inverse of each view's ``crop`` (C, 3, 3) (source pixels to input pixels)."""
+    inv = np.linalg.inv(crop)
+    h = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], -1)
+    src = np.einsum('cij,cnj->cni', inv, h)
+    return src[..., :2] / src[..., 2:]
+
+
+def read_keypoint_2d_fields(sample: Mapping, where: str, with_bbox: bool = False,
+                            pixels: str = 'input') -> Dict[str, Optional[np.ndarray]]:
     """Read and check one sample's 2D keypoint fields.
 
     Reads ``pred_keypoints_2d`` and ``gt_keypoints_2d`` ``(C, N, 2)`` (or ``(N, 2)`` for
     one view), optional ``visible (C, N)`` and ``view_valid (C,)``; with ``with_bbox`` also
-    the optional ``bbox (C, 4)`` (x0, y0, x1, y1).
+    the optional ``bbox (C, 4)`` (x0, y0, x1, y1). With ``pixels='source'`` the keypoints
+    (and the box's corners) are mapped into the source images through the sample's
+    ``crop`` ``(C, 3, 3)`` (required then), so that errors are in the pixels of the
+    recording, whatever size each crop had.
 
     Returns:
         ``pred``, ``gt`` ``(C, N, 2)`` float64, ``valid (C, N)`` bool (visible and view
@@ -55,6 +79,19 @@ def read_keypoint_2d_fields(sample: Mapping, where: str,
             if np.any(bbox[:, 2:] < bbox[:, :2]):
                 raise ValueError(f'{where}: bbox must be x0, y0, x1, y1 with x1 >= x0 and '
                                  f'y1 >= y0, got {bbox.tolist()}')
+    if check_pixels(pixels) == 'source':
+        crop = get_array(sample, 'crop', where, ndim=(2, 3), required=False)
+        if crop is None:
+            raise ValueError(f"{where}: pixels='source' needs the views' crop matrices "
+                             "('crop', source pixels to input pixels); this sample has none")
+        crop = crop.reshape(-1, 3, 3).astype(np.float64)
+        if crop.shape[0] != num_views:
+            raise ValueError(f'{where}: crop has {crop.shape[0]} matrices for {num_views} '
+                             'views')
+        pred, gt = to_source_pixels(pred, crop), to_source_pixels(gt, crop)
+        if bbox is not None:
+            corners = to_source_pixels(bbox.reshape(-1, 2, 2), crop)
+            bbox = np.concatenate([corners.min(1), corners.max(1)], -1)
     return dict(pred=pred, gt=gt, valid=valid, bbox=bbox)
 
 

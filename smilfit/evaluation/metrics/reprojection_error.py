@@ -9,7 +9,7 @@ from smilfit.evaluation.functional import masked_percentiles, weighted_mean
 from smilfit.evaluation.functional.statistics import per_column_percentile
 from smilfit.registry import METRICS
 from .base import SmilfitMetric, format_number
-from .keypoint_records import stack_keypoint_records
+from .keypoint_records import check_pixels, stack_keypoint_records
 
 
 @METRICS.register_module()
@@ -24,6 +24,9 @@ class ReprojectionErrorMetric(SmilfitMetric):
         percentiles: reported as ``p{q}`` (0-100).
         nonfinite_pred: ``'raise'``, ``'miss'`` (error = inf, so means become inf) or
             ``'ignore'``; see :class:`KeypointPCKMetric`.
+        pixels: ``'input'`` (default: the images the model read) or ``'source'`` (the
+            recording's images, through each view's ``crop``: errors of crops of any size
+            in the same pixels as a fit's).
         Others: see :class:`~smilfit.evaluation.metrics.base.SmilfitMetric`.
 
     Metrics (default prefix ``reproj``): ``mean``, ``median``, ``p{q}``,
@@ -32,12 +35,13 @@ class ReprojectionErrorMetric(SmilfitMetric):
 
     ``last_raw``: ``errors_px (S, C, N)``, ``valid (S, C, N)`` (False for weight-0
     joints), ``pred_missing (S, C, N)``, ``camera_labels (S, C)``, ``camera_names (Cu,)``,
+    ``pixels`` (``'input'`` or ``'source'``),
     ``joint_names``, ``joint_weights``, ``session``, ``frame``, ``sample_idx``.
     """
     default_prefix = 'reproj'
 
     def __init__(self, percentiles: Sequence[float] = (50, 75, 90, 95, 99),
-                 nonfinite_pred: str = 'raise',
+                 nonfinite_pred: str = 'raise', pixels: str = 'input',
                  ignore_joints: Sequence[Union[int, str]] = (),
                  joint_weights: Union[None, Sequence[float], Mapping[str, float]] = None,
                  joint_names: Optional[Sequence[str]] = None,
@@ -53,10 +57,11 @@ class ReprojectionErrorMetric(SmilfitMetric):
         if any(not 0 <= q <= 100 for q in self.percentiles):
             raise ValueError(f'percentiles must lie in [0, 100], got {self.percentiles}')
         self.nonfinite_pred = self._check_nonfinite_policy(nonfinite_pred)
+        self.pixels = check_pixels(pixels)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Store per-sample pixel errors, validity and camera labels."""
-        self._process_keypoints_2d(data_samples)
+        self._process_keypoints_2d(data_samples, pixels=self.pixels)
 
     def compute_metrics(self, results: list) -> dict:
         data = stack_keypoint_records(results)
@@ -90,5 +95,5 @@ class ReprojectionErrorMetric(SmilfitMetric):
             errors_px=errors, valid=valid, pred_missing=data['pred_missing'],
             camera_labels=labels,
             camera_names=np.asarray(cameras, dtype=str), joint_names=np.asarray(names, dtype=str),
-            joint_weights=weights, **self._meta_arrays(results))
+            joint_weights=weights, pixels=np.asarray(self.pixels), **self._meta_arrays(results))
         return {k: float(v) for k, v in metrics.items()}

@@ -9,7 +9,8 @@ order, ``pred_cameras`` (``K`` (C, 3, 3), ``R`` (C, 3, 3), ``t`` (C, 3), ``dist`
 ``features`` ((D,) each), ``keypoint_names``,
 ``image_size`` (C, 2) ``(W, H)`` pixels, the ground truth the batch has
 (``gt_keypoints_2d`` (C, N, 2), ``visible`` (C, N), ``confidence`` (C, N), ``view_valid``
-(C,), ``gt_keypoints_3d`` (N, 3), ``gt_params``) and the metadata of :data:`META_KEYS`.
+(C,), ``crop`` (C, 3, 3): source image pixels to input pixels, ``gt_keypoints_3d`` (N, 3),
+``gt_params``) and the metadata of :data:`META_KEYS`.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ META_KEYS = ('session', 'session_index', 'frame', 'instance', 'index', 'sample_i
 PER_VIEW_META_KEYS = ('camera_names',)
 #: Ground truth passed through per view, with its event dimensions.
 PER_VIEW_GT_KEYS = (('keypoints_2d', 2), ('visible', 1), ('confidence', 1), ('view_valid', 0),
-                    ('image_size', 1))
+                    ('image_size', 1), ('crop', 2))
 
 
 def per_view_strings(value: Sequence[Any], i: int, B: int, C: int, key: str) -> List[str]:
@@ -100,7 +101,7 @@ def pack_predictions(decoded: Mapping[str, Any], kps: Mapping[str, torch.Tensor]
                       torch.tensor([[W, H]] * C))
         if 'keypoints_2d' in gt:
             sample['gt_keypoints_2d'] = gt['keypoints_2d'][i]
-        for key in ('visible', 'confidence', 'view_valid'):
+        for key in ('visible', 'confidence', 'view_valid', 'crop'):
             if key in gt:
                 sample[key] = gt[key][i]
         if data_samples.get('keypoints_3d') is not None:
