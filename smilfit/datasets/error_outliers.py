@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-__all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups']
+__all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups', 'beyond_chance']
 
 
 def error_stats(errors: np.ndarray) -> Dict[str, Any]:
@@ -64,3 +64,18 @@ def masked_outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
         masked += found
         left_out.update(found)
     return masked
+
+
+def beyond_chance(errors: np.ndarray, rest: np.ndarray, tests: int,
+                  alpha: float = 0.01) -> bool:
+    """Whether a small group's ``errors`` lie beyond the 90th percentile of the ``rest``
+    more often than chance allows: a binomial test (each of its n points beyond with
+    probability 0.1 if it were like the rest) at level ``alpha`` spread over ``tests``
+    groups tested (Bonferroni). A median of a few points can exceed the rest's 90th
+    percentile by chance; among many (camera, keypoint) groups, some will."""
+    from scipy.stats import binom
+    e, r = errors[np.isfinite(errors)], rest[np.isfinite(rest)]
+    if e.size == 0 or r.size == 0:
+        return False
+    beyond = int((e > np.percentile(r, 90)).sum())
+    return bool(binom.sf(beyond - 1, e.size, 0.1) < alpha / max(int(tests), 1))

@@ -12,7 +12,11 @@ than ``ratio`` (3) times the median of the *other* cameras' medians, above the 9
 percentile of the other cameras' errors, and above ``floor_px`` (1 px: sub-pixel
 differences are never worth a warning). A far-off camera hides another (its errors raise
 the others' 90th percentile): the cameras that stand out once the named ones are left out
-are listed too (``masked_outlier_cameras``), as a hint.
+are listed too (``masked_outlier_cameras``), as a hint. And per keypoint, the same rule
+over the cameras (the named ones left out, three or more remaining) finds labels one camera
+puts far from where the others do (``outlier_camera_keypoints``): a left/right swap or
+another labelling convention in that camera, or its calibration where most of its
+keypoints are named.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from smilfit.datasets.error_outliers import beyond_chance as _beyond_chance
 from smilfit.datasets.error_outliers import error_stats as _stats
 from smilfit.datasets.error_outliers import masked_outlier_groups as _masked
 from smilfit.datasets.error_outliers import outlier_groups as _outliers
@@ -43,7 +48,8 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
     Returns:
         ``dict(cameras={name: stats}, keypoints={name: stats}, overall=stats,
         samples=N, failed_samples=[indices], outlier_cameras=[...],
-        masked_outlier_cameras=[...], outlier_keypoints=[...])``; stats are
+        masked_outlier_cameras=[...], outlier_keypoints=[...],
+        outlier_camera_keypoints={camera: {keypoint: median_px}})``; stats are
         ``median_px``, ``p90_px``, ``points``; ``masked_outlier_cameras`` stand out once
         ``outlier_cameras`` are left out.
     """
@@ -57,13 +63,39 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
     cameras = {str(name): errors[names == name] for name in sorted(set(names.ravel()))}
     keypoints = {str(keypoint_names[k]): errors[:, :, k] for k in range(K)}
     keypoints = {k: v for k, v in keypoints.items() if np.isfinite(v).any()}
+    outlier_cameras = _outliers(cameras, ratio, floor_px)
     return dict(cameras={n: _stats(e) for n, e in cameras.items()},
                 keypoints={n: _stats(e) for n, e in keypoints.items()},
                 overall=_stats(errors), samples=int(N),
                 failed_samples=np.flatnonzero(failed).tolist(),
-                outlier_cameras=_outliers(cameras, ratio, floor_px),
+                outlier_cameras=outlier_cameras,
                 masked_outlier_cameras=_masked(cameras, ratio, floor_px),
-                outlier_keypoints=_outliers(keypoints, ratio, floor_px))
+                outlier_keypoints=_outliers(keypoints, ratio, floor_px),
+                outlier_camera_keypoints=_camera_keypoints(
+                    {n: e for n, e in cameras.items() if n not in outlier_cameras},
+                    keypoint_names, ratio, floor_px))
+
+
+def _camera_keypoints(cameras: Mapping[str, np.ndarray], keypoint_names: Sequence[str],
+                      ratio: float, floor_px: float) -> Dict[str, Dict[str, float]]:
+    """``{camera: {keypoint: median px}}``: per keypoint, the cameras of ``cameras``
+    (camera -> (views, K) errors) whose errors on it stand out of the other cameras' by
+    the outlier rule, on enough points to rule out chance among all the pairs tested
+    (:func:`~smilfit.datasets.error_outliers.beyond_chance`: a few frames name nothing);
+    nothing with fewer than three cameras (with two, neither can be told to be the one
+    off)."""
+    found: Dict[str, Dict[str, float]] = {}
+    if len(cameras) < 3:
+        return found
+    tests = len(cameras) * len(keypoint_names)
+    for k, keypoint in enumerate(keypoint_names):
+        groups = {n: e[:, k] for n, e in cameras.items()}
+        for camera in _outliers(groups, ratio, floor_px):
+            rest = np.concatenate([e for n, e in groups.items() if n != camera])
+            if _beyond_chance(groups[camera], rest, tests):
+                found.setdefault(camera, {})[str(keypoint)] = \
+                    _stats(groups[camera])['median_px']
+    return found
 
 
 def _row(name: str, stats: Mapping[str, Any], note: str = '') -> str:
@@ -109,4 +141,10 @@ def format_fit_quality(report: Mapping[str, Any]) -> str:
     if report['outlier_keypoints']:
         lines.append('Check the labels or the joint lookup of keypoint(s) '
                      + ', '.join(report['outlier_keypoints']) + '.')
+    for camera, named in (report.get('outlier_camera_keypoints') or {}).items():
+        lines.append(f'In camera {camera}, keypoint(s) '
+                     + ', '.join(f'{k} ({px:.2f} px)' for k, px in named.items())
+                     + ' lie far from where the other cameras put them: check their labels '
+                     'there (a left/right swap, another convention) or, where most are '
+                     'named, its calibration.')
     return '\n'.join(lines)

@@ -121,3 +121,7 @@ def test_quality_table_names_the_miscalibrated_side_camera(session):
     report = fit_quality(errors, [session['cameras']] * B, names)
     assert report['outlier_cameras'] == ['side'], report['cameras']
     assert report['masked_outlier_cameras'] == ['back'], report['cameras']
+    # back's disagreement is keypoint by keypoint: its tail labels, not its ears
+    back = report['outlier_camera_keypoints']['back']
+    assert {'Tail_1', 'Tail_2'} <= set(back) and 'Ear_R' not in back, back
+    assert set(report['outlier_camera_keypoints']) == {'back'}

@@ -56,3 +56,33 @@ def test_a_camera_hidden_by_a_worse_one_is_named_as_a_hint():
     pair = fit_quality(e[:, 2:], [['c', 'd', 'e']] * 50, list('wxyz'))
     assert pair['outlier_cameras'] == ['e'] and pair['masked_outlier_cameras'] == []
     assert 'Without them' not in format_fit_quality(pair)
+
+
+def test_a_keypoint_one_camera_labels_elsewhere_is_named_with_that_camera():
+    """One keypoint far off in one camera only (a left/right swap in that view): not a bad
+    camera nor a bad keypoint overall, but named with its camera."""
+    e = _errors([1.0, 1.0, 1.0, 1.0])
+    e[:, 1, 2] += 30.0                       # camera b, keypoint y
+    report = fit_quality(e, [['a', 'b', 'c', 'd']] * 50, list('wxyz'))
+    assert report['outlier_cameras'] == [] and report['outlier_keypoints'] == []
+    assert list(report['outlier_camera_keypoints']) == ['b']
+    assert list(report['outlier_camera_keypoints']['b']) == ['y']
+    assert report['outlier_camera_keypoints']['b']['y'] > 29
+    assert 'In camera b, keypoint(s) y (' in format_fit_quality(report)
+    # a camera named as off is left out of the comparison; two cameras cannot tell
+    assert fit_quality(e[:, :2], [['a', 'b']] * 50, list('wxyz'))[
+        'outlier_camera_keypoints'] == {}
+    clean = fit_quality(_errors([1.0, 1.0, 1.0]), [['a', 'b', 'c']] * 50, list('wxyz'))
+    assert clean['outlier_camera_keypoints'] == {}
+
+
+def test_a_few_points_off_by_chance_name_nothing():
+    """Three far-off points of one camera and keypoint are what chance gives among many
+    (camera, keypoint) pairs; fifty are not."""
+    e = _errors([1.0, 1.0, 1.0, 1.0])
+    e[:, 1, 2] = np.nan
+    e[:3, 1, 2] = 30.0                       # three views only
+    names = [['a', 'b', 'c', 'd']] * 50
+    assert fit_quality(e, names, list('wxyz'))['outlier_camera_keypoints'] == {}
+    e[:, 1, 2] = 30.0
+    assert list(fit_quality(e, names, list('wxyz'))['outlier_camera_keypoints']) == ['b']
