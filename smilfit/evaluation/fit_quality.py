@@ -12,7 +12,8 @@ than ``ratio`` (3) times the median of the *other* cameras' medians, above the 9
 percentile of the other cameras' errors, and above ``floor_px`` (1 px: sub-pixel
 differences are never worth a warning). A far-off camera hides another (its errors raise
 the others' 90th percentile): the cameras that stand out once the named ones are left out
-are listed too (``masked_outlier_cameras``), as a hint. And per keypoint, the same rule
+are listed too (``masked_outlier_cameras``), as a hint, and keypoints are judged on the
+views of the cameras not named. And per keypoint, the same rule
 over the cameras (the named ones left out, three or more remaining) finds labels one camera
 puts far from where the others do (``outlier_camera_keypoints``): a left/right swap or
 another labelling convention in that camera, or its calibration where most of its
@@ -64,13 +65,18 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
     keypoints = {str(keypoint_names[k]): errors[:, :, k] for k in range(K)}
     keypoints = {k: v for k, v in keypoints.items() if np.isfinite(v).any()}
     outlier_cameras = _outliers(cameras, ratio, floor_px)
+    # keypoints are judged on the cameras not named: a far-off camera's errors would
+    # otherwise raise every keypoint's 90th percentile and hide one off in every view
+    kept = ~np.isin(names, outlier_cameras)
+    judged = {k: errors[:, :, i][kept] for i, k in enumerate(map(str, keypoint_names))
+              if k in keypoints}
     return dict(cameras={n: _stats(e) for n, e in cameras.items()},
                 keypoints={n: _stats(e) for n, e in keypoints.items()},
                 overall=_stats(errors), samples=int(N),
                 failed_samples=np.flatnonzero(failed).tolist(),
                 outlier_cameras=outlier_cameras,
                 masked_outlier_cameras=_masked(cameras, ratio, floor_px),
-                outlier_keypoints=_outliers(keypoints, ratio, floor_px),
+                outlier_keypoints=_outliers(judged, ratio, floor_px),
                 outlier_camera_keypoints=_camera_keypoints(
                     {n: e for n, e in cameras.items() if n not in outlier_cameras},
                     keypoint_names, ratio, floor_px))

@@ -86,3 +86,15 @@ def test_a_few_points_off_by_chance_name_nothing():
     assert fit_quality(e, names, list('wxyz'))['outlier_camera_keypoints'] == {}
     e[:, 1, 2] = 30.0
     assert list(fit_quality(e, names, list('wxyz'))['outlier_camera_keypoints']) == ['b']
+
+
+def test_a_keypoint_off_in_every_view_is_named_beside_a_far_off_camera():
+    """A keypoint off in every camera (a wrong joint in the lookup) is named, also when a
+    far-off camera's errors would raise every keypoint's 90th percentile."""
+    e = _errors([1.0, 1.0, 1.0, 1.0])
+    e[:, :, 3] *= 20
+    names = [['a', 'b', 'c', 'd']] * 50
+    assert fit_quality(e, names, list('wxyz'))['outlier_keypoints'] == ['z']
+    e[:, 3] *= 100                            # camera d far off as well
+    report = fit_quality(e, names, list('wxyz'))
+    assert report['outlier_cameras'] == ['d'] and report['outlier_keypoints'] == ['z']
