@@ -5,6 +5,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from smilfit.datasets.ingest_images import apply_affine
 from smilfit.evaluation.functional import bbox_sizes, keypoint_errors
 from .sample_fields import get_array, stack_padded
 
@@ -19,15 +20,6 @@ def check_pixels(pixels: str) -> str:
     if pixels not in PIXELS:
         raise ValueError(f'pixels must be one of {PIXELS}, got {pixels!r}')
     return pixels
-
-
-def to_source_pixels(points: np.ndarray, crop: np.ndarray) -> np.ndarray:
-    """``points`` (C, N, 2) in input pixels mapped into the source images through the
-    inverse of each view's ``crop`` (C, 3, 3) (source pixels to input pixels)."""
-    inv = np.linalg.inv(crop)
-    h = np.concatenate([points, np.ones(points.shape[:-1] + (1,))], -1)
-    src = np.einsum('cij,cnj->cni', inv, h)
-    return src[..., :2] / src[..., 2:]
 
 
 def read_keypoint_2d_fields(sample: Mapping, where: str, with_bbox: bool = False,
@@ -88,9 +80,10 @@ def read_keypoint_2d_fields(sample: Mapping, where: str, with_bbox: bool = False
         if crop.shape[0] != num_views:
             raise ValueError(f'{where}: crop has {crop.shape[0]} matrices for {num_views} '
                              'views')
-        pred, gt = to_source_pixels(pred, crop), to_source_pixels(gt, crop)
+        back = np.linalg.inv(crop)                      # input pixels -> source pixels
+        pred, gt = apply_affine(back, pred), apply_affine(back, gt)
         if bbox is not None:
-            corners = to_source_pixels(bbox.reshape(-1, 2, 2), crop)
+            corners = apply_affine(back, bbox.reshape(-1, 2, 2))
             bbox = np.concatenate([corners.min(1), corners.max(1)], -1)
     return dict(pred=pred, gt=gt, valid=valid, bbox=bbox)
 
