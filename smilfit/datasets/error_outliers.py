@@ -11,14 +11,19 @@ One far-off group hides another: its errors raise the others' 90th percentile. S
 report also says which groups stand out once the named ones are left out
 (:func:`masked_outlier_groups`), a hint to check them too; what a training set leaves out
 is :func:`outlier_groups` alone.
+
+Per keypoint, the same rule over the cameras finds labels one camera puts far from where
+the others do (:func:`outlier_camera_keypoints`), on enough points to rule out chance
+among all the (camera, keypoint) pairs tested (:func:`beyond_chance`).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups', 'beyond_chance']
+__all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups', 'beyond_chance',
+           'outlier_camera_keypoints']
 
 
 def error_stats(errors: np.ndarray) -> Dict[str, Any]:
@@ -79,3 +84,27 @@ def beyond_chance(errors: np.ndarray, rest: np.ndarray, tests: int,
         return False
     beyond = int((e > np.percentile(r, 90)).sum())
     return bool(binom.sf(beyond - 1, e.size, 0.1) < alpha / max(int(tests), 1))
+
+
+def outlier_camera_keypoints(cameras: Mapping[str, np.ndarray], keypoint_names: Sequence[str],
+                             ratio: float = 3.0, floor_px: float = 1.0
+                             ) -> Dict[str, Dict[str, float]]:
+    """``{camera: {keypoint: median px}}``: per keypoint, the cameras of ``cameras``
+    (camera -> (views, K) errors, px, NaN not observed) whose errors on it stand out of
+    the other cameras' by the outlier rule, on enough points to rule out chance among all
+    the pairs tested (:func:`beyond_chance`: a few frames name nothing); nothing with
+    fewer than three cameras (with two, neither can be told to be the one off). Leave
+    out the cameras :func:`outlier_groups` names first: their errors would raise the
+    others' percentiles."""
+    found: Dict[str, Dict[str, float]] = {}
+    if len(cameras) < 3:
+        return found
+    tests = len(cameras) * len(keypoint_names)
+    for k, keypoint in enumerate(keypoint_names):
+        groups = {n: e[:, k] for n, e in cameras.items()}
+        for camera in outlier_groups(groups, ratio, floor_px):
+            rest = np.concatenate([e for n, e in groups.items() if n != camera])
+            if beyond_chance(groups[camera], rest, tests):
+                found.setdefault(camera, {})[str(keypoint)] = \
+                    error_stats(groups[camera])['median_px']
+    return found

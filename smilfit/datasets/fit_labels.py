@@ -12,6 +12,11 @@ sample gets (:func:`load_fit_labels`):
 - the views whose camera the fit's report names as far off the others (a miscalibrated
   camera, the rule of :mod:`.error_outliers`) or whose camera
   was not finite: their 2D labels must not teach the network;
+- with ``camera_keypoints``, also the labels of each (camera, keypoint) the report names
+  as far from where the other cameras put that keypoint
+  (:func:`~.error_outliers.outlier_camera_keypoints`: a camera whose labeller followed
+  another convention for the tail, a left/right swap): a network cannot match one
+  camera's convention without moving the animal away from the others';
 - ``fit_error_px``: the sample's median reprojection error over its other views.
 
 Samples the fit marked failed (non-finite loss), that it did not fit, or whose error is
@@ -25,7 +30,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
-from .error_outliers import outlier_groups
+from .error_outliers import outlier_camera_keypoints, outlier_groups
 from .hdf5.files import read_h5
 from .hdf5_format import DatasetReader
 
@@ -49,7 +54,11 @@ class FitLabels:
         params: name -> (R, ...) fitted parameters (NaN where not usable).
         keypoints_3d: (R, N, 3) fitted keypoints, data order (NaN where not usable).
         bad_views: (R, C) bool.
+        bad_labels: (R, C, N) bool, the labels of (camera, keypoint) pairs far from the
+            other cameras' (all ``False`` unless asked for).
         error_px: (R,) median reprojection error over the views not flagged (px).
+        silenced: ``{camera: [keypoint names]}``, the labels silenced for the whole
+            recording (``None`` for every keypoint of a camera far off the others).
     """
 
     usable: np.ndarray
@@ -57,7 +66,9 @@ class FitLabels:
     params: Dict[str, np.ndarray]
     keypoints_3d: np.ndarray
     bad_views: np.ndarray
+    bad_labels: np.ndarray
     error_px: np.ndarray
+    silenced: Dict[str, Optional[list]]
 
 
 def _row_keys(reader: DatasetReader) -> Dict[tuple, int]:
@@ -117,8 +128,12 @@ def _check_same_recording(reader: DatasetReader, fit_reader: DatasetReader, pair
 
 def load_fit_labels(results: PathLike, reader: DatasetReader,
                     max_error_ratio: Optional[float] = 3.0,
-                    param_names: Sequence[str] = FIT_PARAMS) -> FitLabels:
+                    param_names: Sequence[str] = FIT_PARAMS,
+                    camera_keypoints: bool = False) -> FitLabels:
     """Align ``results`` (a ``fit_results.h5``) with the rows of ``reader``.
+
+    ``camera_keypoints``: name the labels of (camera, keypoint) pairs the fit's report
+    names (``bad_labels``), besides whole cameras.
 
     ``param_names`` names the fitted parameters to read (those the file has): by default the
     per-frame ones a network learns; a renderer of the fitted animal adds its skeleton
@@ -167,6 +182,16 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
     kept = np.where(diverged[:, None, None], np.nan, point_errors)
     far = outlier_groups({str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()))})
     bad = bad | np.isin(camera_of, far)
+    bad_labels = np.zeros(point_errors.shape, bool)                      # (S, C, N)
+    silenced: Dict[str, Optional[list]] = {str(camera): None for camera in far}
+    if camera_keypoints:
+        named = outlier_camera_keypoints(
+            {str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()) - set(far))},
+            names)
+        for camera, keypoints in named.items():
+            columns = np.isin(names, list(keypoints))
+            bad_labels |= (camera_of == camera)[:, :, None] & columns[None, None, :]
+            silenced[camera] = list(keypoints)
     by_key = {key: row for key, row in fit_keys.items()}
     fit_row_of_sample = {int(r): s for s, r in enumerate(rows)}
     R = len(reader)
@@ -203,7 +228,8 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
     return FitLabels(usable=usable, reason=reason.astype(str),
                      params={k: aligned(v) for k, v in params.items()},
                      keypoints_3d=aligned(fitted), bad_views=bad[s] & has[:, None],
-                     error_px=np.where(has, error_px, nan))
+                     bad_labels=bad_labels[s] & has[:, None, None],
+                     error_px=np.where(has, error_px, nan), silenced=silenced)
 
 
 __all__ = ['FitLabels', 'FitLabelsError', 'load_fit_labels', 'FIT_PARAMS']

@@ -151,6 +151,10 @@ def split_frames_by_time(frames: np.ndarray, blocks: int, ratios: Sequence[float
     return masks, ranges
 
 
+#: Values of ``fit_outlier_labels``.
+FIT_OUTLIER_LABELS = ('cameras', 'camera_keypoints')
+
+
 class HDF5DatasetBase(BaseDataset):
     """What the multi- and single-view datasets share (see the module docstring).
 
@@ -173,6 +177,11 @@ class HDF5DatasetBase(BaseDataset):
             (``metainfo['fit_left_out']`` counts them by reason).
         fit_max_error_ratio: a sample whose fit's median reprojection error is above
             this many times the median sample's is left out (None: keep them).
+        fit_outlier_labels: which of the fit's labels the fit's report singles out get
+            confidence 0: ``'cameras'`` (the default), every label of a camera far off
+            the others; ``'camera_keypoints'``, also each (camera, keypoint) whose
+            labels lie far from where the other cameras put that keypoint (a camera
+            labelled with another convention; :mod:`.fit_labels`).
         pipeline: transforms (configs or callables).
         max_views: see the module docstring (multi-view only).
         load_images: decode images (False: keypoints and cameras only, much faster).
@@ -189,7 +198,8 @@ class HDF5DatasetBase(BaseDataset):
                  split_sessions: Optional[Mapping[str, Sequence[str]]] = None,
                  seed: int = 0, split_by: str = 'session', time_blocks: int = 10,
                  time_gap: int = 0, fit_results: Optional[str] = None,
-                 fit_max_error_ratio: Optional[float] = 3.0, pipeline: Sequence[Any] = (),
+                 fit_max_error_ratio: Optional[float] = 3.0,
+                 fit_outlier_labels: str = 'cameras', pipeline: Sequence[Any] = (),
                  max_views: Optional[int] = None,
                  load_images: bool = True, load_masks: bool = True, min_valid_views: int = 1,
                  test_mode: bool = False, lazy_init: bool = False, data_root: str = '',
@@ -213,6 +223,10 @@ class HDF5DatasetBase(BaseDataset):
             int(time_gap)
         self.fit_results = None if fit_results is None else str(fit_results)
         self.fit_max_error_ratio = fit_max_error_ratio
+        if fit_outlier_labels not in FIT_OUTLIER_LABELS:
+            raise ValueError(f'fit_outlier_labels must be one of {FIT_OUTLIER_LABELS}, got '
+                             f'{fit_outlier_labels!r}')
+        self.fit_outlier_labels = fit_outlier_labels
         self._fit_labels: Optional[FitLabels] = None
         if max_views is not None and int(max_views) < 1:
             raise ValueError(f'max_views must be >= 1 or None, got {max_views}')
@@ -267,7 +281,8 @@ class HDF5DatasetBase(BaseDataset):
         """The fit's labels aligned with this file's rows (read once)."""
         if self._fit_labels is None:
             self._fit_labels = load_fit_labels(
-                self._resolve(self.fit_results), self.reader, self.fit_max_error_ratio)
+                self._resolve(self.fit_results), self.reader, self.fit_max_error_ratio,
+                camera_keypoints=self.fit_outlier_labels == 'camera_keypoints')
         return self._fit_labels
 
     def _resolve(self, path: str) -> str:
@@ -300,8 +315,8 @@ class HDF5DatasetBase(BaseDataset):
         labels = self.fit_labels
         sample['params'] = {k: v[row].astype(np.float32) for k, v in labels.params.items()}
         sample['keypoints_3d'] = labels.keypoints_3d[row].astype(np.float32)
-        bad = labels.bad_views[row][src]
-        sample['confidence'] = np.where(bad[:, None], np.float32(0), sample['confidence'])
+        bad = labels.bad_views[row][src][:, None] | labels.bad_labels[row][src]
+        sample['confidence'] = np.where(bad, np.float32(0), sample['confidence'])
         sample['fit_error_px'] = np.float32(labels.error_px[row])
 
     # ------------------------------------------------------------------ index
@@ -329,6 +344,7 @@ class HDF5DatasetBase(BaseDataset):
                                         return_counts=True)
             self._metainfo['fit_results'] = self._resolve(self.fit_results)
             self._metainfo['fit_left_out'] = {str(r): int(c) for r, c in zip(reasons, counts)}
+            self._metainfo['fit_silenced'] = dict(labels.silenced)
             keep &= labels.usable
         self._metainfo.update(
             keypoint_names=list(reader.keypoint_names), num_views=reader.num_views,

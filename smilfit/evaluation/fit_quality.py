@@ -25,9 +25,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from smilfit.datasets.error_outliers import beyond_chance as _beyond_chance
 from smilfit.datasets.error_outliers import error_stats as _stats
 from smilfit.datasets.error_outliers import masked_outlier_groups as _masked
+from smilfit.datasets.error_outliers import outlier_camera_keypoints
 from smilfit.datasets.error_outliers import outlier_groups as _outliers
 
 __all__ = ['fit_quality', 'format_fit_quality']
@@ -77,31 +77,9 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
                 outlier_cameras=outlier_cameras,
                 masked_outlier_cameras=_masked(cameras, ratio, floor_px),
                 outlier_keypoints=_outliers(judged, ratio, floor_px),
-                outlier_camera_keypoints=_camera_keypoints(
+                outlier_camera_keypoints=outlier_camera_keypoints(
                     {n: e for n, e in cameras.items() if n not in outlier_cameras},
                     keypoint_names, ratio, floor_px))
-
-
-def _camera_keypoints(cameras: Mapping[str, np.ndarray], keypoint_names: Sequence[str],
-                      ratio: float, floor_px: float) -> Dict[str, Dict[str, float]]:
-    """``{camera: {keypoint: median px}}``: per keypoint, the cameras of ``cameras``
-    (camera -> (views, K) errors) whose errors on it stand out of the other cameras' by
-    the outlier rule, on enough points to rule out chance among all the pairs tested
-    (:func:`~smilfit.datasets.error_outliers.beyond_chance`: a few frames name nothing);
-    nothing with fewer than three cameras (with two, neither can be told to be the one
-    off)."""
-    found: Dict[str, Dict[str, float]] = {}
-    if len(cameras) < 3:
-        return found
-    tests = len(cameras) * len(keypoint_names)
-    for k, keypoint in enumerate(keypoint_names):
-        groups = {n: e[:, k] for n, e in cameras.items()}
-        for camera in _outliers(groups, ratio, floor_px):
-            rest = np.concatenate([e for n, e in groups.items() if n != camera])
-            if _beyond_chance(groups[camera], rest, tests):
-                found.setdefault(camera, {})[str(keypoint)] = \
-                    _stats(groups[camera])['median_px']
-    return found
 
 
 def _row(name: str, stats: Mapping[str, Any], note: str = '') -> str:

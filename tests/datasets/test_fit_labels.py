@@ -76,6 +76,8 @@ def test_samples_carry_the_fit_as_targets(fitted):
     others = [v for v in range(sample['confidence'].shape[0]) if v != OFF_VIEW]
     assert (sample['confidence'][others] > 0).any()
     assert labels.bad_views[:, OFF_VIEW].all()
+    camera = str(dataset.reader.camera_names[0][OFF_VIEW])
+    assert labels.silenced == {camera: None}
     # the sample's error leaves that camera out
     assert sample['fit_error_px'] < 50
 
@@ -132,3 +134,38 @@ def test_a_relative_fit_path_is_read_from_the_working_directory_or_data_root(
     shutil.copy(results, tmp_path / results.name)
     with pytest.raises(ValueError, match='names two files'):
         dataset(results.name)
+
+
+def test_labels_one_camera_puts_far_off_are_silenced_when_asked(fitted, tmp_path):
+    """With ``fit_outlier_labels='camera_keypoints'`` the labels of a keypoint that one
+    camera puts far from where the others do get confidence 0 in that camera only (the
+    fit report's rule); by default only whole cameras are silenced."""
+    data, _, original = fitted
+    results = tmp_path / 'one_keypoint_off.h5'
+    shutil.copy(original, results)
+    view, keypoint = 0, 1
+    with h5py.File(results, 'r+') as f:
+        points = f['metrics/reprojection_point_px'][:]
+        points[:, view, keypoint] = 20 * np.nanmedian(points[:, 1:]) + 5
+        f['metrics/reprojection_point_px'][...] = points
+    kwargs = dict(fit_results=str(results), load_images=False, fit_max_error_ratio=None)
+    silenced = MultiViewHDF5Dataset(data, fit_outlier_labels='camera_keypoints', **kwargs)
+    default = MultiViewHDF5Dataset(data, **kwargs)
+    labels = silenced.fit_labels
+    usable = labels.usable
+    expected = np.zeros(labels.bad_labels.shape[1:], bool)
+    expected[view, keypoint] = True
+    assert (labels.bad_labels[usable] == expected).all()
+    assert not default.fit_labels.bad_labels.any()
+    names = list(silenced.reader.keypoint_names)
+    camera = str(silenced.reader.camera_names[0][view])
+    assert silenced.metainfo['fit_silenced'] == {camera: [names[keypoint]]}
+    assert default.metainfo['fit_silenced'] == {}
+    for i in range(len(silenced)):
+        a, b = silenced.load_sample(i), default.load_sample(i)
+        assert (a['confidence'][view, keypoint] == 0)
+        changed = a['confidence'] != b['confidence']
+        assert not changed[np.arange(changed.shape[0]) != view].any()
+        assert not changed[view, np.arange(changed.shape[1]) != keypoint].any()
+    with pytest.raises(ValueError, match='fit_outlier_labels'):
+        MultiViewHDF5Dataset(data, fit_outlier_labels='keypoints', **kwargs)

@@ -98,6 +98,8 @@ def test_the_guide_runs_as_written_on_the_shared_session(tmp_path):
             '96-107') in log
     assert ("training on 88 samples (split 'train' by time): minimal_session frames 0-9, "
             '26-93, 110-119; labels from the fit work_dirs/mouse_fit/fit_results.h5') in log
+    # and that the miscalibrated camera's labels teach nothing
+    assert 'none left out; labels silenced: side (every keypoint)' in log
     # step 6's fit says how many frames started from the network (a network of a few
     # iterations may win none of them)
     assert 'samples started from the network' in run.stdout

@@ -60,6 +60,13 @@ def test_a_fit_as_labels_says_what_it_left_out():
     assert describe_dataset('training', _Items(meta, [])).endswith('none left out')
 
 
+def test_a_fit_as_labels_says_which_labels_it_silences():
+    meta = dict(fit_results='fit_results.h5', fit_left_out={},
+                fit_silenced={'side': None, 'back': ['Nose', 'Tail_0']})
+    assert describe_dataset('training', _Items(meta, [])).endswith(
+        'none left out; labels silenced: side (every keypoint); back Nose, Tail_0')
+
+
 class _Items:
     """A dataset's metainfo and items (``get_data_info``)."""
 

@@ -73,6 +73,11 @@ def describe_dataset(role: str, dataset: Any) -> str:
         line += f"; labels from the fit {meta['fit_results']}, " + (
             'left out: ' + ', '.join(f'{n} ({reason})' for reason, n in left.items())
             if left else 'none left out')
+        silenced = meta.get('fit_silenced') or {}
+        if silenced:
+            line += '; labels silenced: ' + '; '.join(
+                f"{camera} {'(every keypoint)' if keypoints is None else ', '.join(keypoints)}"
+                for camera, keypoints in silenced.items())
     return line
 
 
@@ -80,7 +85,8 @@ def describe_dataset(role: str, dataset: Any) -> str:
 class DataSplitHook(Hook):
     """Before training, log the training and validation sets (:func:`describe_dataset`):
     how many samples, which split, which frames of each session, and where a fit supplies
-    the labels, how many samples it left out and why."""
+    the labels, how many samples it left out and why, and which cameras' labels (or
+    which keypoints' in a camera) it silences."""
 
     priority = 'LOW'
 
