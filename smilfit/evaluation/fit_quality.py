@@ -130,5 +130,6 @@ def format_fit_quality(report: Mapping[str, Any]) -> str:
                      + ', '.join(f'{k} ({px:.2f} px)' for k, px in named.items())
                      + ' lie far from where the other cameras put them: check their labels '
                      'there (a left/right swap, another convention) or, where most are '
-                     'named, its calibration.')
+                     'named, its calibration. A network trained on this fit leaves them out '
+                     "with fit_outlier_labels='camera_keypoints'.")
     return '\n'.join(lines)

@@ -68,7 +68,10 @@ def test_a_keypoint_one_camera_labels_elsewhere_is_named_with_that_camera():
     assert list(report['outlier_camera_keypoints']) == ['b']
     assert list(report['outlier_camera_keypoints']['b']) == ['y']
     assert report['outlier_camera_keypoints']['b']['y'] > 29
-    assert 'In camera b, keypoint(s) y (' in format_fit_quality(report)
+    text = format_fit_quality(report)
+    assert 'In camera b, keypoint(s) y (' in text
+    # and how a network trained on the fit leaves them out
+    assert "fit_outlier_labels='camera_keypoints'" in text
     # a camera named as off is left out of the comparison; two cameras cannot tell
     assert fit_quality(e[:, :2], [['a', 'b']] * 50, list('wxyz'))[
         'outlier_camera_keypoints'] == {}
