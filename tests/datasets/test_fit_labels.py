@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.dataset import default_collate
 
-from smilfit.datasets import MultiViewHDF5Dataset
+from smilfit.datasets import MultiViewHDF5Dataset, SingleViewHDF5Dataset
 from smilfit.datasets.fit_labels import FitLabelsError, load_fit_labels
 from smilfit.datasets.hdf5_format import DatasetReader
 from smilfit.datasets.synthetic import generate_synthetic_dataset
@@ -167,5 +167,18 @@ def test_labels_one_camera_puts_far_off_are_silenced_when_asked(fitted, tmp_path
         changed = a['confidence'] != b['confidence']
         assert not changed[np.arange(changed.shape[0]) != view].any()
         assert not changed[view, np.arange(changed.shape[1]) != keypoint].any()
+    # the single-view dataset silences the same label in that camera's samples
+    single = SingleViewHDF5Dataset(data, fit_outlier_labels='camera_keypoints', **kwargs)
+    single_default = SingleViewHDF5Dataset(data, **kwargs)
+    seen = 0
+    for i in range(len(single)):
+        a, b = single.load_sample(i), single_default.load_sample(i)
+        changed = a['confidence'][0] != b['confidence'][0]
+        if a['view_indices'][0] == view:
+            seen += 1
+            assert a['confidence'][0, keypoint] == 0
+            changed[keypoint] = False
+        assert not changed.any()
+    assert seen
     with pytest.raises(ValueError, match='fit_outlier_labels'):
         MultiViewHDF5Dataset(data, fit_outlier_labels='keypoints', **kwargs)
