@@ -180,14 +180,14 @@ def load_fit_labels(results: PathLike, reader: DatasetReader,
     # cameras far off the others (the fit report's rule): their labels teach nothing
     camera_of = np.asarray(cameras, dtype=object)
     kept = np.where(diverged[:, None, None], np.nan, point_errors)
-    far = outlier_groups({str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()))})
+    by_camera = {str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()))}
+    far = outlier_groups(by_camera)
     bad = bad | np.isin(camera_of, far)
     bad_labels = np.zeros(point_errors.shape, bool)                      # (S, C, N)
     silenced: Dict[str, Optional[list]] = {str(camera): None for camera in far}
     if camera_keypoints:
         named = outlier_camera_keypoints(
-            {str(n): kept[camera_of == n] for n in sorted(set(camera_of.ravel()) - set(far))},
-            names)
+            {n: e for n, e in by_camera.items() if n not in far}, names)
         for camera, keypoints in named.items():
             columns = np.isin(names, list(keypoints))
             bad_labels |= (camera_of == camera)[:, :, None] & columns[None, None, :]
