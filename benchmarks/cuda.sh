@@ -17,7 +17,7 @@
 # CPU-sized network (b) trained on the GPU, then every frame of the session fitted from
 # the default start and from its predictions, on the CPU with one thread and on the GPU,
 # seven alternating runs each: the network start's shares of the default start's
-# iterations and seconds on each).
+# iterations and seconds on each, whole and to the default start's held-out error).
 # On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
 # first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
 # copy of ../shared is read (SMILFIT_SHARED).
@@ -87,7 +87,7 @@ for step in $steps; do
              --iters "${RECIPE_ITERS:-4000}" --renders "${TABLE_RENDERS:-500}" \
              --time-budget "${RECIPE_BUDGET:-500}" --split-seed "${TABLE_SPLIT:-0}" \
              --threads 8 ;;
-    starts) run real_session_starts 300 python benchmarks/real_session_regression.py \
+    starts) run real_session_starts 360 python benchmarks/real_session_regression.py \
               --out-dir "${RECIPE_DIR:-/tmp/real_session}" --starts-only --device cuda \
               --fit-devices cpu cuda --threads 8 ;;
     *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe," \

@@ -30,7 +30,9 @@ same with cameras left out of the fit (``LEFT_OUT``, which nobody tuned on); the
 same fits from starts a fraction of the way from the fit's answer to the network's
 (what a better network would give: does it halve the time? seconds the median of five
 alternating runs), and with their last stage capped at a few iterations, to show where
-on its way each start reaches its held-out error. Last,
+on its way each start reaches its held-out error; and how soon (``time_to_error``): each
+start's fit stopped at the first cap that reaches the default start's final held-out
+error, timed over seven alternating runs. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
@@ -63,8 +65,10 @@ either, ``--config``, ``--crop-size`` and ``--amp`` train another recipe, e.g. t
 GPU-sized one on a lent GPU (``bash benchmarks/cuda.sh OUT recipe`` or ``table``), and
 ``--time-budget SECONDS`` sizes the networks' iterations to a lease (a probe of a few
 iterations times one; the renders are made first). ``--starts-only`` trains network (b)
-and runs only its fits from the two starts, on each device of ``--fit-devices`` in turn
-(``cuda.sh OUT starts``: the CPU with one thread and the GPU in one run)::
+and runs only its fits from the two starts (the whole fits, then capped and how soon
+each reaches the default start's error), on each device of ``--fit-devices`` in turn
+(``cuda.sh OUT starts``: the CPU with one thread and the GPU in one run; with
+``--split-seed`` on other held-out blocks)::
 
     python benchmarks/real_session_regression.py --network-only --device cuda --amp \
         --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
@@ -76,7 +80,8 @@ Usage::
         [--iters 400] [--device cpu] [--threads 2] [--renders 2000] [--loop-iters 200]
         [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only | --table-only
         [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]
-        [--split-seed 0]] [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]]
+        [--split-seed 0]] [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]
+        [--split-seed 0]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -621,16 +626,16 @@ def fits_from_network_by_cameras(out: Path, crops: Path, keypoints: Path, result
 
 def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
                      exclude_views=None, device: str = 'cpu'):
-    """:func:`per_frame_fit` of every ``{label: (work dir, init)}`` of ``starts`` (without
-    the cameras ``exclude_views``, on ``device``), in turn ``repeats`` times (alternating,
-    so that all see the same machine load):
+    """:func:`per_frame_fit` of every ``{label: (work dir, init[, last stage cap])}`` of
+    ``starts`` (without the cameras ``exclude_views``, on ``device``), in turn ``repeats``
+    times (alternating, so that all see the same machine load):
     ``({label: the last run's PerFrameFit}, {label: (median seconds end to end, median
     seconds fitting alone)})``."""
     seconds = {label: [] for label in starts}
     fitted = {}
     for _ in range(repeats):
-        for label, (work, init) in starts.items():
-            fitted[label] = per_frame_fit(work, keypoints, results, init,
+        for label, (work, init, *cap) in starts.items():
+            fitted[label] = per_frame_fit(work, keypoints, results, init, *cap,
                                           exclude_views=exclude_views, device=device)
             seconds[label].append((fitted[label].seconds, fitted[label].fit_seconds))
     return fitted, {label: tuple(float(m) for m in np.median(s, axis=0))
@@ -638,7 +643,8 @@ def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
 
 
 def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
-                       checkpoint: Path, held, caps=(1, 2, 3, 5, 10)) -> list:
+                       checkpoint: Path, held, caps=(1, 2, 3, 5, 10), device: str = 'cpu'
+                       ) -> list:
     """Where on its way each start reaches its held-out error: the fits of
     :func:`fits_from_network` with the config's last stage capped at each of ``caps``
     iterations (one run each; the uncapped fit is :func:`fits_from_network`'s): rows of
@@ -647,11 +653,78 @@ def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
     rows = []
     for label, init in (('default start', None), ('network start', predictions)):
         for cap in caps:
-            fit = per_frame_fit(out / 'fit_capped', keypoints, results, init, cap)
+            fit = per_frame_fit(out / 'fit_capped', keypoints, results, init, cap,
+                                device=device)
             points, _, _ = fit_points(fit.path, keypoints)
             rows.append((label, cap, fit.steps, fit.seconds,
                          score(points, keypoints, held)['scored']))
     return rows
+
+
+#: "The same held-out error" (median, p90 px): to the precision the tables give them.
+SAME_ERROR_PX = (0.01, 0.1)
+
+
+def first_cap_reaching(along: list, label: str, target, tolerance=SAME_ERROR_PX):
+    """The smallest last-stage cap at which start ``label``'s fit of
+    :func:`fits_along_the_way`'s rows ``along`` reaches the held-out error ``target``
+    (median, p90 px) to within ``tolerance``: both figures at most the target's plus
+    the tolerance. ``None`` where no cap does (the uncapped fit, as shipped, is then
+    the one to time)."""
+    reached = [cap for start, cap, _, _, error in along if start == label
+               and all(e <= t + tol for e, t, tol in zip(error, target, tolerance))]
+    return min(reached) if reached else None
+
+
+def time_to_error(out: Path, crops: Path, keypoints: Path, results: Path, checkpoint: Path,
+                  held, along: list, target, repeats: int = 7, device: str = 'cpu') -> list:
+    """How soon each start reaches the default start's held-out error ``target`` (its
+    uncapped fit's median and p90 px): each start's fit with the config's last stage
+    capped at :func:`first_cap_reaching` (uncapped where no cap reaches it), timed over
+    ``repeats`` alternating runs on ``device``. A capped fit is the shipped one stopped
+    early, so its seconds are when the shipped fit had reached that error (an upper
+    bound: the cap is the first of ``along``'s that reaches it). Rows of (start, cap,
+    LM iterations, per frame, (median seconds end to end, fitting alone), held-out
+    median and p90 px)."""
+    predictions = network_predictions(out, crops, checkpoint)
+    starts = {label: (out / f'fit_reach_{label.split()[0]}', init,
+                      first_cap_reaching(along, label, target))
+              for label, init in (('default start', None), ('network start', predictions))}
+    fitted, seconds = alternating_fits(starts, keypoints, results, repeats, device=device)
+    rows = []
+    for label, (_, _, cap) in starts.items():
+        fit = fitted[label]
+        points, _, _ = fit_points(fit.path, keypoints)
+        rows.append((label, cap, fit.steps, fit.per_frame, seconds[label],
+                     score(points, keypoints, held)['scored']))
+    return rows
+
+
+def print_fits_along_the_way(rows: list) -> None:
+    """The table of :func:`fits_along_the_way`'s ``rows``."""
+    print('\nThe same fits with their last stage capped (one run each): where each start '
+          'reaches its held-out error')
+    print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
+          f'{"median px":>11}{"p90 px":>8}')
+    for label, cap, steps, seconds, (median, p90) in rows:
+        print(f'{label:<16}{cap:>15}{steps:>15}{seconds:>9.2f}{median:>11.2f}{p90:>8.2f}')
+
+
+def print_time_to_error(rows: list, target, repeats: int) -> None:
+    """The table of :func:`time_to_error`'s ``rows`` and the network start's shares."""
+    print(f'\nHow soon each start reaches the default start\'s held-out error (its uncapped '
+          f'fit\'s {target[0]:.2f} / {target[1]:.2f} px, to {SAME_ERROR_PX[0]} / '
+          f'{SAME_ERROR_PX[1]} px): the fit stopped at the first last-stage cap that reaches '
+          f'it ("none": the uncapped fit), medians of {repeats} alternating runs')
+    print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"per frame":>11}'
+          f'{"seconds":>9}{"fitting s":>11}{"median px":>11}{"p90 px":>8}')
+    for label, cap, steps, per_frame, (seconds, fitting), (median, p90) in rows:
+        print(f'{label:<16}{"none" if cap is None else cap:>15}{steps:>15}{per_frame:>11.1f}'
+              f'{seconds:>9.2f}{fitting:>11.2f}{median:>11.2f}{p90:>8.2f}')
+    (_, _, steps, per_frame, seconds, _), (_, _, n_steps, n_per_frame, n_seconds, _) = rows
+    print(f'{"network/default":<16}{"":>15}{n_steps / steps:>15.0%}'
+          f'{n_per_frame / per_frame:>11.0%}{n_seconds[0] / seconds[0]:>9.0%}'
+          f'{n_seconds[1] / seconds[1]:>11.0%}')
 
 
 def frame_rows(wanted, held, what: str) -> list:
@@ -980,6 +1053,12 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
         rows = fits_from_network(out, crops, keypoints, results, checkpoint, held,
                                  args.fit_repeats, device)
         print_fits_from_network(rows, device, threads)
+        along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
+                                   device=device)
+        print_fits_along_the_way(along)
+        print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint, held,
+                                          along, rows[0][4], args.fit_repeats, device),
+                            rows[0][4], args.fit_repeats)
     return 0
 
 
@@ -1018,9 +1097,9 @@ def main(argv=None) -> int:
                              'times one and each network trains as many of --iters as fit '
                              '(the table says how many)')
     parser.add_argument('--split-seed', type=int, default=0, metavar='N',
-                        help='with --network-only or --table-only: the seed that chooses the '
-                             'held-out time blocks (0: frames 12-23 and 96-107; 1: 36-47 and '
-                             '72-83, blocks nobody tuned on)')
+                        help='with --network-only, --table-only or --starts-only: the seed '
+                             'that chooses the held-out time blocks (0: frames 12-23 and '
+                             '96-107; 1: 36-47 and 72-83, blocks nobody tuned on)')
     parser.add_argument('--starts-only', action='store_true',
                         help='only the fits of every frame from the default start and from '
                              "network (b)'s predictions, on each of --fit-devices (e.g. the "
@@ -1046,8 +1125,8 @@ def main(argv=None) -> int:
                      '--starts-only (the other methods train the CPU-sized recipe)')
     if args.seeds is not None and (args.network_only or args.starts_only):
         parser.error('--seeds compares (b) with (c): not with --network-only or --starts-only')
-    if args.split_seed and not one_table:
-        parser.error('--split-seed needs --network-only or --table-only')
+    if args.split_seed and not (one_table or args.starts_only):
+        parser.error('--split-seed needs --network-only, --table-only or --starts-only')
     if not args.starts_only and (args.fit_devices != ['cpu'] or args.fit_repeats != 7):
         parser.error('--fit-devices and --fit-repeats need --starts-only')
     if args.fit_repeats < 1:
@@ -1127,9 +1206,8 @@ def main(argv=None) -> int:
                       fit_score, args.device, config, args.amp, split, recipe)
     if args.table_only:
         return 0
-    print_fits_from_network(
-        fits_from_network(out, crops, keypoints, results, checkpoints[0], held), 'cpu',
-        args.threads)
+    from_network = fits_from_network(out, crops, keypoints, results, checkpoints[0], held)
+    print_fits_from_network(from_network, 'cpu', args.threads)
     print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
           'the network start\'s shares of the default start\'s LM iterations (the '
           'batches\', per frame) and seconds fitting alone; held-out median / p90 px')
@@ -1152,13 +1230,11 @@ def main(argv=None) -> int:
         print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
               f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
               f'{end[0]:>15.2f}{end[1]:>9.2f}')
-    print('\nThe same fits with their last stage capped (one run each): where each start '
-          'reaches its held-out error')
-    print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
-          f'{"median px":>11}{"p90 px":>8}')
-    for label, cap, steps, seconds, (median, p90) in fits_along_the_way(
-            out, crops, keypoints, results, checkpoints[0], held):
-        print(f'{label:<16}{cap:>15}{steps:>15}{seconds:>9.2f}{median:>11.2f}{p90:>8.2f}')
+    along = fits_along_the_way(out, crops, keypoints, results, checkpoints[0], held)
+    print_fits_along_the_way(along)
+    target = from_network[0][4]
+    print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoints[0], held,
+                                      along, target), target, 7)
     print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
           'on and in one fit-in-the-loop round; error on the held-out frames')
     print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'

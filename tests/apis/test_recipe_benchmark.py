@@ -150,16 +150,50 @@ def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
                        '--iters', '2', '--threads', '1', '--fit-repeats', '1']) == 0
     printed = capsys.readouterr().out
     assert 'network (b)\'s predictions, on cpu (1 CPU thread)' in printed
-    lines = {line.split()[0] + ' ' + line.split()[1]: line.split() for line in
-             printed.splitlines() if re.match(r'(default|network) start ', line)}
-    default, network = lines['default start'], lines['network start']
+    whole, rest = printed.split('The same fits with their last stage capped')
+    capped, reach = rest.split('How soon each start reaches the default start\'s held-out error')
+
+    def rows(table):
+        return [line.split() for line in table.splitlines()
+                if re.match(r'(default|network) start ', line)]
+    default, network = rows(whole)
     # LM iterations, per frame, seconds, fitting seconds, median, p90, network starts
     assert len(default) == len(network) == 9
     assert int(default[-1]) == 0 and 0 <= int(network[-1]) <= 120
-    assert re.search(r'^network/default\s+\d+%\s+\d+%\s+\d+%\s+\d+%$', printed, re.M)
+    # the last stage capped at 1, 2, 3, 5 and 10 iterations, from each start
+    assert [(r[0], int(r[2])) for r in rows(capped)] == \
+        [(start, cap) for start in ('default', 'network') for cap in (1, 2, 3, 5, 10)]
+    # each start stopped at the first cap that reaches the default start's error (or
+    # not stopped: "none"); its LM iterations are those of that capped fit
+    reached = rows(reach)
+    assert [r[0] for r in reached] == ['default', 'network'] and all(len(r) == 9
+                                                                     for r in reached)
+    for r in reached:
+        assert r[2] == 'none' or int(r[2]) in (1, 2, 3, 5, 10)
+    share = r'^network/default\s+\d+%\s+\d+%\s+\d+%\s+\d+%$'
+    assert re.search(share, whole, re.M) and re.search(share, reach, re.M)
     # one predictions file per network
     assert (out / 'infer' / 'net_fit_labels_2' / 'iter_2' / 'predictions.h5').is_file()
     assert 'by the training seed' not in printed and '(c) rendered' not in printed
+
+
+def test_how_soon_a_start_reaches_an_error_is_the_first_cap_within_the_tables_precision():
+    bench = benchmark_module('real_session_regression')
+    along = [('default start', 1, 25, 0.3, (1.29, 24.0)),
+             ('default start', 2, 26, 0.3, (1.28, 23.9)),
+             ('default start', 5, 29, 0.3, (1.274, 23.75)),
+             ('network start', 1, 7, 0.2, (1.30, 23.5)),
+             ('network start', 2, 8, 0.2, (1.27, 23.6)),
+             ('network start', 5, 11, 0.2, (1.26, 23.5))]
+    target = (1.27, 23.68)
+    # both figures within (0.01, 0.1) px of the target or below it
+    assert bench.first_cap_reaching(along, 'default start', target) == 5
+    assert bench.first_cap_reaching(along, 'network start', target) == 2
+    # the first cap that reaches it, not the best one
+    assert bench.first_cap_reaching(along, 'network start', (1.30, 23.5)) == 1
+    # no cap reaches it: the uncapped fit is the one to time
+    assert bench.first_cap_reaching(along, 'default start', (1.20, 23.68)) is None
+    assert bench.first_cap_reaching(along, 'default start', (1.30, 23.0)) is None
 
 
 def test_starts_only_refuses_what_it_cannot_do(capsys):
