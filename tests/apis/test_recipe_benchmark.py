@@ -196,6 +196,20 @@ def test_how_soon_a_start_reaches_an_error_is_the_first_cap_within_the_tables_pr
     assert bench.first_cap_reaching(along, 'default start', (1.30, 23.0)) is None
 
 
+def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
+    bench = benchmark_module('real_session_regression')
+    rows = [('default start', 5, 29, 19.8, (0.36, 0.30), (1.274, 23.68)),
+            ('network start', None, 15, 9.0, (0.25, 0.18), (1.267, 23.80))]
+    bench.print_time_to_error(rows, (1.274, 23.68), 7)
+    printed = capsys.readouterr().out
+    assert re.search(r'^network start\s+none\s+15\s+9\.0\s', printed, re.M)
+    assert 'network start never reaches it' in printed
+    assert 'default start never' not in printed
+    rows[1] = ('network start', 1, 7, 4.2, (0.18, 0.11), (1.27, 23.66))
+    bench.print_time_to_error(rows, (1.274, 23.68), 7)
+    assert 'never reaches' not in capsys.readouterr().out
+
+
 def test_starts_only_refuses_what_it_cannot_do(capsys):
     bench = benchmark_module('real_session_regression')
     with pytest.raises(SystemExit):
