@@ -68,7 +68,8 @@ iterations times one; the renders are made first). ``--starts-only`` trains netw
 and runs only its fits from the two starts (the whole fits, then capped and how soon
 each reaches the default start's error), on each device of ``--fit-devices`` in turn
 (``cuda.sh OUT starts``: the CPU with one thread and the GPU in one run; with
-``--split-seed`` on other held-out blocks)::
+``--split-seed`` on other held-out blocks, with ``--seeds`` from the network of each
+training seed)::
 
     python benchmarks/real_session_regression.py --network-only --device cuda --amp \
         --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
@@ -81,7 +82,7 @@ Usage::
         [--loop-seeds 0 1 2] [--seeds 0 1 2 3 4] [--network-only | --table-only
         [--config CONFIG] [--crop-size 128] [--amp] [--time-budget SECONDS]
         [--split-seed 0]] [--starts-only [--fit-devices cpu cuda] [--fit-repeats 7]
-        [--split-seed 0]]
+        [--split-seed 0] [--seeds 0 1 2 3 4]]
 
 A few minutes per 100 iterations on a 2-core CPU; skips when ../shared is absent.
 """
@@ -1044,30 +1045,38 @@ def print_fits_from_network(rows: list, device: str, threads: int) -> None:
           f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
 
 
-def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, held,
+def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, held, blocks,
                 config: Path, recipe: str) -> int:
-    """``--starts-only``: network (b) of ``config`` (trained when missing), then
-    :func:`fits_from_network` on every device of ``--fit-devices`` in turn, the CPU's
-    with one thread (as the CPU figures of the documentation), each device's table
-    printed as it is done."""
+    """``--starts-only``: network (b) of ``config`` on the training blocks of
+    ``--split-seed`` (trained when missing; one per training seed of ``--seeds``, named
+    as :func:`compare_seeds` names them), then :func:`fits_from_network`, the capped fits
+    and :func:`time_to_error` on every device of ``--fit-devices`` in turn, the CPU's
+    with one thread (as the CPU figures of the documentation), each device's tables
+    printed as they are done; first the held-out frames (``blocks``) the errors are of."""
     import torch
-    name = f'{recipe}net_fit_labels_{args.iters}'
-    runner, _ = train(crops, out / name, args.iters, args.device, results, config=config,
-                      amp=args.amp)
-    checkpoint = out / name / f'iter_{args.iters}.pth'
-    del runner
-    for device in args.fit_devices:
-        threads = 1 if device == 'cpu' else args.threads
-        torch.set_num_threads(threads)
-        rows = fits_from_network(out, crops, keypoints, results, checkpoint, held,
-                                 args.fit_repeats, device)
-        print_fits_from_network(rows, device, threads)
-        along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
-                                   device=device)
-        print_fits_along_the_way(along)
-        print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint, held,
-                                          along, rows[0][4], args.fit_repeats, device),
-                            rows[0][4], args.fit_repeats)
+    print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); network (b): '
+          f'{config.name}, {args.crop_size} px crops, {args.iters} iterations')
+    for seed in args.seeds if args.seeds is not None else [0]:
+        name = f'{recipe}net_fit_labels_{args.iters}' + (f'_seed{seed}' if seed else '')
+        torch.set_num_threads(args.threads)
+        runner, _ = train(crops, out / name, args.iters, args.device, results, seed=seed,
+                          config=config, amp=args.amp, split_seed=args.split_seed)
+        checkpoint = out / name / f'iter_{args.iters}.pth'
+        del runner
+        if args.seeds is not None:
+            print(f'\nNetwork (b), training seed {seed}')
+        for device in args.fit_devices:
+            threads = 1 if device == 'cpu' else args.threads
+            torch.set_num_threads(threads)
+            rows = fits_from_network(out, crops, keypoints, results, checkpoint, held,
+                                     args.fit_repeats, device)
+            print_fits_from_network(rows, device, threads)
+            along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
+                                       device=device)
+            print_fits_along_the_way(along)
+            print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint,
+                                              held, along, rows[0][4], args.fit_repeats,
+                                              device), rows[0][4], args.fit_repeats)
     return 0
 
 
@@ -1084,7 +1093,8 @@ def main(argv=None) -> int:
                         help='training seeds of the unlabelled-frames comparison (0 1 2)')
     parser.add_argument('--seeds', type=int, nargs='+', default=None,
                         help='training seeds of the (b) against (c) comparison (0 1 2 3 4; '
-                             'with --table-only none unless given)')
+                             'with --table-only none unless given); with --starts-only, '
+                             'the fits from network (b) of each seed (0)')
     parser.add_argument('--renders', type=int, default=2000,
                         help='rendered samples for (c) and (d) (2000)')
     parser.add_argument('--config', default=str(NET_CONFIG),
@@ -1132,8 +1142,8 @@ def main(argv=None) -> int:
             or args.amp):
         parser.error('--config, --crop-size and --amp need --network-only, --table-only or '
                      '--starts-only (the other methods train the CPU-sized recipe)')
-    if args.seeds is not None and (args.network_only or args.starts_only):
-        parser.error('--seeds compares (b) with (c): not with --network-only or --starts-only')
+    if args.seeds is not None and args.network_only:
+        parser.error('--seeds compares (b) with (c): not with --network-only')
     if args.split_seed and not (one_table or args.starts_only):
         parser.error('--split-seed needs --network-only, --table-only or --starts-only')
     if not args.starts_only and (args.fit_devices != ['cpu'] or args.fit_repeats != 7):
@@ -1166,7 +1176,8 @@ def main(argv=None) -> int:
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'{config.stem}_'
     recipe += f'split{split}_' if split else ''
     if args.starts_only:
-        return starts_only(args, out, crops, keypoints, results, held, config, recipe)
+        return starts_only(args, out, crops, keypoints, results, held, blocks, config,
+                           recipe)
     arms = (('(b) network, real frames, fit as labels', results),
             ("(b') network, real frames, triangulation only", None))
     # (the renders first where a budget is shared: the trainings get what they leave)

@@ -210,6 +210,28 @@ def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
     assert 'never reaches' not in capsys.readouterr().out
 
 
+def test_starts_only_fits_from_each_seed_s_network_of_another_split(tmp_path, capsys):
+    # The networks of other held-out blocks train on those blocks' training frames, one
+    # per training seed, each named as the seed comparison names it.
+    from mmengine.config import Config
+    bench = _session_benchmark()
+    out = tmp_path / 'out'
+    assert bench.main(['--out-dir', str(out), '--starts-only', '--split-seed', '1',
+                       '--seeds', '0', '2', '--crop-size', '64', '--iters', '2',
+                       '--threads', '1', '--fit-repeats', '1']) == 0
+    printed = capsys.readouterr().out
+    assert "held-out frames: [('minimal_session', [[36, 47], [72, 83]])]" in printed
+    assert [int(s) for s in re.findall(r'^Network \(b\), training seed (\d+)$', printed,
+                                       re.M)] == [0, 2]
+    assert printed.count('How soon each start reaches') == 2
+    for name, seed in (('split1_net_fit_labels_2', 0), ('split1_net_fit_labels_2_seed2', 2)):
+        work = out / name
+        assert (work / 'iter_2.pth').is_file()
+        cfg = Config.fromfile(str(next(work.glob('*.py'))))
+        assert cfg.train_dataloader.dataset.seed == 1
+        assert cfg.randomness.seed == seed
+
+
 def test_starts_only_refuses_what_it_cannot_do(capsys):
     bench = benchmark_module('real_session_regression')
     with pytest.raises(SystemExit):
