@@ -29,10 +29,10 @@ held-out frames' error of each, with the network start's shares of the default's
 same with cameras left out of the fit (``LEFT_OUT``, which nobody tuned on); then the
 same fits from starts a fraction of the way from the fit's answer to the network's
 (what a better network would give: does it halve the time? seconds the median of five
-alternating runs), and with their last stage capped at a few iterations, to show where
-on its way each start reaches its held-out error; and how soon (``time_to_error``): each
-start's fit stopped at the first cap that reaches the default start's final held-out
-error, timed over seven alternating runs. Last,
+alternating runs), and with their last stage capped at 1, 2, 3... iterations (until it
+stops on its own), to show where on its way each start reaches its held-out error; and
+how soon (``time_to_error``): each start's fit stopped at the first cap that reaches the
+default start's final held-out error, timed over seven alternating runs. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
@@ -643,19 +643,34 @@ def alternating_fits(starts: dict, keypoints: Path, results: Path, repeats: int,
                     for label, s in seconds.items()}
 
 
+def last_stage_iterations() -> int:
+    """The most LM iterations the fit config's last stage runs (its ``n_iter``)."""
+    from mmengine.config import Config
+    return int(Config.fromfile(str(FIT_CONFIG)).registrant.stages[-1]['n_iter'])
+
+
 def fits_along_the_way(out: Path, crops: Path, keypoints: Path, results: Path,
-                       checkpoint: Path, held, caps=(1, 2, 3, 5, 10), device: str = 'cpu'
-                       ) -> list:
+                       checkpoint: Path, held, caps=None, device: str = 'cpu') -> list:
     """Where on its way each start reaches its held-out error: the fits of
     :func:`fits_from_network` with the config's last stage capped at each of ``caps``
     iterations (one run each; the uncapped fit is :func:`fits_from_network`'s): rows of
-    (start, cap, LM iterations, seconds, held-out median and p90 px)."""
+    (start, cap, LM iterations, seconds, held-out median and p90 px).
+
+    By default every cap from 1 up, so that the first cap reaching an error is the
+    iteration that reaches it, until a cap adds no iteration (the stage had stopped on
+    its own: every larger cap is the same fit) or the stage's own ``n_iter``."""
     predictions = network_predictions(out, crops, checkpoint)
+    every = caps is None
+    caps = range(1, last_stage_iterations() + 1) if every else caps
     rows = []
     for label, init in (('default start', None), ('network start', predictions)):
+        before = None
         for cap in caps:
             fit = per_frame_fit(out / 'fit_capped', keypoints, results, init, cap,
                                 device=device)
+            if every and fit.steps == before:
+                break
+            before = fit.steps
             points, _, _ = fit_points(fit.path, keypoints)
             rows.append((label, cap, fit.steps, fit.seconds,
                          score(points, keypoints, held)['scored']))
@@ -689,7 +704,8 @@ def time_to_error(out: Path, crops: Path, keypoints: Path, results: Path, checkp
     capped at :func:`first_cap_reaching` (uncapped where no cap reaches it), timed over
     ``repeats`` alternating runs on ``device``. A capped fit is the shipped one stopped
     early, so its seconds are when the shipped fit had reached that error (an upper
-    bound: the cap is the first of ``along``'s that reaches it). Rows of (start, cap,
+    bound where ``along``'s caps skip iterations: the cap is the first of those that
+    reaches it). Rows of (start, cap,
     LM iterations, per frame, (median seconds end to end, fitting alone), held-out
     median and p90 px)."""
     predictions = network_predictions(out, crops, checkpoint)
@@ -708,8 +724,8 @@ def time_to_error(out: Path, crops: Path, keypoints: Path, results: Path, checkp
 
 def print_fits_along_the_way(rows: list) -> None:
     """The table of :func:`fits_along_the_way`'s ``rows``."""
-    print('\nThe same fits with their last stage capped (one run each): where each start '
-          'reaches its held-out error')
+    print('\nThe same fits with their last stage capped (one run each; every cap until the '
+          'stage stops on its own): where each start reaches its held-out error')
     print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
           f'{"median px":>11}{"p90 px":>8}')
     for label, cap, steps, seconds, (median, p90) in rows:

@@ -160,16 +160,20 @@ def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
     # LM iterations, per frame, seconds, fitting seconds, median, p90, network starts
     assert len(default) == len(network) == 9
     assert int(default[-1]) == 0 and 0 <= int(network[-1]) <= 120
-    # the last stage capped at 1, 2, 3, 5 and 10 iterations, from each start
-    assert [(r[0], int(r[2])) for r in rows(capped)] == \
-        [(start, cap) for start in ('default', 'network') for cap in (1, 2, 3, 5, 10)]
+    # the last stage capped at 1, 2, 3... iterations from each start, each cap one more
+    # LM iteration than the one before, until the stage stops on its own
+    for start in ('default', 'network'):
+        mine = [(int(r[2]), int(r[3])) for r in rows(capped) if r[0] == start]
+        assert [cap for cap, _ in mine] == list(range(1, len(mine) + 1))
+        assert all(b > a for (_, a), (_, b) in zip(mine, mine[1:]))
     # each start stopped at the first cap that reaches the default start's error (or
     # not stopped: "none"); its LM iterations are those of that capped fit
     reached = rows(reach)
     assert [r[0] for r in reached] == ['default', 'network'] and all(len(r) == 9
                                                                      for r in reached)
     for r in reached:
-        assert r[2] == 'none' or int(r[2]) in (1, 2, 3, 5, 10)
+        assert r[2] == 'none' or int(r[2]) in [int(c[2]) for c in rows(capped)
+                                               if c[0] == r[0]]
     share = r'^network/default\s+\d+%\s+\d+%\s+\d+%\s+\d+%$'
     assert re.search(share, whole, re.M) and re.search(share, reach, re.M)
     # one predictions file per network
@@ -194,6 +198,40 @@ def test_how_soon_a_start_reaches_an_error_is_the_first_cap_within_the_tables_pr
     # no cap reaches it: the uncapped fit is the one to time
     assert bench.first_cap_reaching(along, 'default start', (1.20, 23.68)) is None
     assert bench.first_cap_reaching(along, 'default start', (1.30, 23.0)) is None
+
+
+def test_the_last_stage_is_capped_at_every_iteration_until_it_stops_on_its_own(
+        tmp_path, monkeypatch):
+    # The first cap that reaches an error is the iteration that reaches it: no cap is
+    # skipped, and the sweep ends where a cap adds no iteration (every larger cap is the
+    # same fit) or at the stage's own n_iter.
+    bench = benchmark_module('real_session_regression')
+    stops = {None: 4, 'predictions.h5': 2}  # the last stage's own iterations, by start
+    fitted = []
+
+    def per_frame_fit(work, keypoints, results, init, cap, device='cpu'):
+        fitted.append((init, cap))
+        steps = 10 + min(cap, stops[init])
+        return bench.PerFrameFit(tmp_path, 0.1, 0.1, steps, steps / 2, 0)
+    monkeypatch.setattr(bench, 'per_frame_fit', per_frame_fit)
+    monkeypatch.setattr(bench, 'network_predictions', lambda *a: 'predictions.h5')
+    monkeypatch.setattr(bench, 'fit_points', lambda path, keypoints: (None, None, None))
+    monkeypatch.setattr(bench, 'score', lambda *a: {'scored': (1.0, 2.0)})
+    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None)
+    assert [(start, cap, steps) for start, cap, steps, _, _ in rows] == \
+        [('default start', c, 10 + c) for c in (1, 2, 3, 4)] + \
+        [('network start', c, 10 + c) for c in (1, 2)]
+    # the cap after the stage stopped was fitted (that is how the sweep knows), no more
+    assert fitted == [(None, c) for c in range(1, 6)] + \
+        [('predictions.h5', c) for c in range(1, 4)]
+    # a stage that never stops on its own is capped up to its n_iter
+    stops[None] = 100
+    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None)
+    assert max(cap for start, cap, *_ in rows if start == 'default start') == \
+        bench.last_stage_iterations() > 4
+    # given caps are fitted as given
+    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None, caps=(1, 5))
+    assert [cap for _, cap, *_ in rows] == [1, 5, 1, 5]
 
 
 def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
