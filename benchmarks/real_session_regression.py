@@ -32,7 +32,8 @@ same fits from starts a fraction of the way from the fit's answer to the network
 alternating runs), and with their last stage capped at 1, 2, 3... iterations (until it
 stops on its own), to show where on its way each start reaches its held-out error; and
 how soon (``time_to_error``): each start's fit stopped at the first cap that reaches the
-default start's final held-out error, timed over seven alternating runs. Last,
+default start's final held-out error, timed over seven alternating runs, and whether
+the network start did it in at most half the iterations and time. Last,
 network (b) trains ``--loop-iters`` more iterations two ways: on the fit it trained on
 (the control) and in one fit-in-the-loop round (every frame fitted from (b)'s
 predictions, those fits the labels; ``tools/fit_in_the_loop.py``); and the same from a
@@ -751,6 +752,22 @@ def print_time_to_error(rows: list, target, repeats: int) -> None:
         if not reaches(error, target):
             print(f'{label} never reaches it: not with any cap, nor its whole fit (the '
                   f'shares above are of its whole fit)')
+    print(half_the_work(rows, target))
+
+
+def half_the_work(rows: list, target) -> str:
+    """Whether the network start of :func:`time_to_error`'s ``rows`` reaches the default
+    start's held-out error ``target`` in at most half its LM iterations (the batch's and
+    per frame) and time (end to end and fitting alone)."""
+    (_, _, steps, per_frame, seconds, _), (_, _, n_steps, n_per_frame, n_seconds, error) = rows
+    if not reaches(error, target):
+        return 'At most half the default start\'s work to its error: NO (never reaches it)'
+    shares = (('LM iterations of the batch', n_steps / steps),
+              ('per frame', n_per_frame / per_frame),
+              ('time end to end', n_seconds[0] / seconds[0]),
+              ('fitting alone', n_seconds[1] / seconds[1]))
+    return 'At most half the default start\'s work to its error: ' + ', '.join(
+        f'{what} {_yes(share <= 0.5)} ({share:.0%})' for what, share in shares)
 
 
 def frame_rows(wanted, held, what: str) -> list:
@@ -1004,6 +1021,34 @@ def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
             continue
         print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
+    print_against_targets(rows)
+
+
+def _yes(met: bool) -> str:
+    return 'yes' if met else 'NO'
+
+
+def against_targets(b, c, e=None) -> str:
+    """Whether network (c) meets its targets, the held-out errors (median, p90 px) of
+    (b), (c) and, given, (e): at most half of (e)'s error and below (b)'s, each figure
+    on its own."""
+    parts = []
+    if e is not None:
+        parts.append('(c) at most half of (e): ' + ', '.join(
+            f'{what} {_yes(cv <= ev / 2)} ({cv / ev:.0%})'
+            for what, cv, ev in zip(('median', 'p90'), c, e)))
+    parts.append('(c) better than (b): ' + ', '.join(
+        f'{what} {_yes(cv < bv)} ({cv:.2f} against {bv:.2f} px)'
+        for what, cv, bv in zip(('median', 'p90'), c, b)))
+    return 'Against the targets: ' + '; '.join(parts)
+
+
+def print_against_targets(rows) -> None:
+    """:func:`against_targets` of the held-out table's ``rows`` where they hold (b), (c)
+    and (e)."""
+    scored = {label.split()[0]: s['scored'] for label, s, *_ in rows if s is not None}
+    if all(k in scored for k in ('(b)', '(c)', '(e)')):
+        print(against_targets(scored['(b)'], scored['(c)'], scored['(e)']))
 
 
 def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
@@ -1031,6 +1076,11 @@ def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
         print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
     b, c = (np.mean([s['scored'] for s in seeded[arm]], axis=0) for arm in 'bc')
     print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    print(against_targets(b, c).replace('targets:', 'targets (the means):'))
+    ahead = [[sc['scored'][i] < sb['scored'][i] for sb, sc in zip(seeded['b'], seeded['c'])]
+             for i in range(2)]
+    print(f'(c) better than (b) seed by seed: median with {sum(ahead[0])} of {len(seeds)}, '
+          f'p90 with {sum(ahead[1])} of {len(seeds)}')
     fit_cameras = fit_score['cameras']
     print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
           'the seeds)')

@@ -25,6 +25,7 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
                          "(e') the same with the fit's keypoint offsets"}
     # (b): median, p90, side median, side p90, train seconds, images/s
     assert len(rows['(b) network, real frames, fit as labels']) == 6
+    assert 'Against the targets' not in printed          # no (c) to judge
     assert (out / 'session_64.h5').is_file()
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
 
@@ -88,6 +89,10 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     for arm in ('(b) network, real frames, fit as labels', '(c) rendered pretraining, then real',
                 '(d) rendered only'):
         assert len(rows[arm]) == 6
+    verdict = r'(yes|NO) \(\d+%\)'
+    assert re.search(rf'^Against the targets: \(c\) at most half of \(e\): median {verdict}, '
+                     rf'p90 {verdict}; \(c\) better than \(b\): median (yes|NO) \([0-9.]+ '
+                     r'against [0-9.]+ px\), p90 (yes|NO) ', printed, re.M)
     assert 'by the training seed' not in printed          # the table only
     for work in ('net_fit_labels_2', 'net_rendered_2_2', 'net_rendered_then_real_2'):
         assert (out / work / 'iter_2.pth').is_file()
@@ -98,6 +103,10 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     printed = capsys.readouterr().out
     seeds = re.findall(r'^(0|3|mean)\s+[0-9.]+ / [0-9.]+\s+[0-9.]+ / [0-9.]+$', printed, re.M)
     assert seeds == ['0', '3', 'mean']
+    assert re.search(r'^Against the targets \(the means\): \(c\) better than \(b\): median '
+                     r'(yes|NO) ', printed, re.M)
+    assert re.search(r'^\(c\) better than \(b\) seed by seed: median with [0-2] of 2, p90 '
+                     r'with [0-2] of 2$', printed, re.M)
     assert 'by scored camera' in printed
     for work in ('net_fit_labels_2_seed3', 'net_rendered_then_real_2_seed3'):
         assert (out / work / 'iter_2.pth').is_file()
@@ -175,6 +184,8 @@ def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
         assert r[2] == 'none' or int(r[2]) in [int(c[2]) for c in rows(capped)
                                                if c[0] == r[0]]
     share = r'^network/default\s+\d+%\s+\d+%\s+\d+%\s+\d+%$'
+    assert re.search(r"^At most half the default start's work to its error: (NO \(never "
+                     r"reaches it\)|LM iterations of the batch (yes|NO) )", reach, re.M)
     assert re.search(share, whole, re.M) and re.search(share, reach, re.M)
     # one predictions file per network
     assert (out / 'infer' / 'net_fit_labels_2' / 'iter_2' / 'predictions.h5').is_file()
@@ -232,6 +243,32 @@ def test_the_last_stage_is_capped_at_every_iteration_until_it_stops_on_its_own(
     # given caps are fitted as given
     rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None, caps=(1, 5))
     assert [cap for _, cap, *_ in rows] == [1, 5, 1, 5]
+
+
+def test_the_targets_are_judged_figure_by_figure():
+    bench = benchmark_module('real_session_regression')
+    # (c) exactly half of (e) in the median meets it; equal to (b) is not better
+    line = bench.against_targets(b=(4.0, 15.0), c=(4.0, 14.0), e=(8.0, 20.0))
+    assert line == ('Against the targets: (c) at most half of (e): median yes (50%), '
+                    'p90 NO (70%); (c) better than (b): median NO (4.00 against 4.00 px), '
+                    'p90 yes (14.00 against 15.00 px)')
+    assert bench.against_targets(b=(5.0, 15.0), c=(4.0, 16.0)) == (
+        'Against the targets: (c) better than (b): median yes (4.00 against 5.00 px), '
+        'p90 NO (16.00 against 15.00 px)')
+
+
+def test_half_the_work_is_judged_on_iterations_and_time_to_the_error():
+    bench = benchmark_module('real_session_regression')
+    target = (1.274, 23.68)
+    rows = [('default start', 4, 28, 19.1, (0.36, 0.28), (1.27, 23.77)),
+            ('network start', 1, 7, 4.2, (0.185, 0.11), (1.27, 23.66))]
+    assert bench.half_the_work(rows, target) == (
+        "At most half the default start's work to its error: LM iterations of the batch "
+        'yes (25%), per frame yes (22%), time end to end NO (51%), fitting alone yes (39%)')
+    # a start that never reaches the error has not done it in any share
+    rows[1] = ('network start', None, 15, 9.0, (0.25, 0.18), (1.267, 23.80))
+    assert bench.half_the_work(rows, target) == \
+        "At most half the default start's work to its error: NO (never reaches it)"
 
 
 def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
