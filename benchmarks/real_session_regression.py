@@ -706,9 +706,8 @@ def time_to_error(out: Path, crops: Path, keypoints: Path, results: Path, checkp
     ``repeats`` alternating runs on ``device``. A capped fit is the shipped one stopped
     early, so its seconds are when the shipped fit had reached that error (an upper
     bound where ``along``'s caps skip iterations: the cap is the first of those that
-    reaches it). Rows of (start, cap,
-    LM iterations, per frame, (median seconds end to end, fitting alone), held-out
-    median and p90 px)."""
+    reaches it). Rows of (start, cap, LM iterations, per frame, (median seconds end to
+    end, fitting alone), held-out median and p90 px)."""
     predictions = network_predictions(out, crops, checkpoint)
     starts = {label: (out / f'fit_reach_{label.split()[0]}', init,
                       first_cap_reaching(along, label, target))
