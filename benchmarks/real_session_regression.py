@@ -743,10 +743,9 @@ def print_time_to_error(rows: list, target, repeats: int) -> None:
     for label, cap, steps, per_frame, (seconds, fitting), (median, p90) in rows:
         print(f'{label:<16}{"none" if cap is None else cap:>15}{steps:>15}{per_frame:>11.1f}'
               f'{seconds:>9.2f}{fitting:>11.2f}{median:>11.2f}{p90:>8.2f}')
-    (_, _, steps, per_frame, seconds, _), (_, _, n_steps, n_per_frame, n_seconds, _) = rows
-    print(f'{"network/default":<16}{"":>15}{n_steps / steps:>15.0%}'
-          f'{n_per_frame / per_frame:>11.0%}{n_seconds[0] / seconds[0]:>9.0%}'
-          f'{n_seconds[1] / seconds[1]:>11.0%}')
+    batch, per_frame, seconds, fitting = (share for _, share in network_shares(rows))
+    print(f'{"network/default":<16}{"":>15}{batch:>15.0%}{per_frame:>11.0%}{seconds:>9.0%}'
+          f'{fitting:>11.0%}')
     for label, _, _, _, _, error in rows:
         if not reaches(error, target):
             print(f'{label} never reaches it: not with any cap, nor its whole fit (the '
@@ -754,19 +753,37 @@ def print_time_to_error(rows: list, target, repeats: int) -> None:
     print(half_the_work(rows, target))
 
 
+def network_shares(rows: list) -> tuple:
+    """The network start's shares of the default start's work in :func:`time_to_error`'s
+    ``rows``: ((what, share), ...) for the batch's LM iterations, per frame, seconds end
+    to end and fitting alone."""
+    (_, _, steps, per_frame, seconds, _), (_, _, n_steps, n_per_frame, n_seconds, _) = rows
+    return (('LM iterations of the batch', n_steps / steps),
+            ('per frame', n_per_frame / per_frame),
+            ('time end to end', n_seconds[0] / seconds[0]),
+            ('fitting alone', n_seconds[1] / seconds[1]))
+
+
 def half_the_work(rows: list, target) -> str:
     """Whether the network start of :func:`time_to_error`'s ``rows`` reaches the default
     start's held-out error ``target`` in at most half its LM iterations (the batch's and
     per frame) and time (end to end and fitting alone)."""
-    (_, _, steps, per_frame, seconds, _), (_, _, n_steps, n_per_frame, n_seconds, error) = rows
-    if not reaches(error, target):
+    if not reaches(rows[1][-1], target):
         return 'At most half the default start\'s work to its error: NO (never reaches it)'
-    shares = (('LM iterations of the batch', n_steps / steps),
-              ('per frame', n_per_frame / per_frame),
-              ('time end to end', n_seconds[0] / seconds[0]),
-              ('fitting alone', n_seconds[1] / seconds[1]))
     return 'At most half the default start\'s work to its error: ' + ', '.join(
-        f'{what} {_yes(share <= 0.5)} ({share:.0%})' for what, share in shares)
+        f'{what} {_yes(share <= 0.5)} ({share:.0%})' for what, share in network_shares(rows))
+
+
+def print_how_soon(out: Path, crops: Path, keypoints: Path, results: Path, checkpoint: Path,
+                   held, target, repeats: int, device: str = 'cpu') -> None:
+    """The fits from the two starts capped along the way (:func:`fits_along_the_way`),
+    then how soon each reaches the default start's held-out error ``target``
+    (:func:`time_to_error`, ``repeats`` alternating runs), on ``device``, both printed."""
+    along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
+                               device=device)
+    print_fits_along_the_way(along)
+    print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint, held, along,
+                                      target, repeats, device), target, repeats)
 
 
 def frame_rows(wanted, held, what: str) -> list:
@@ -1136,12 +1153,8 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
             rows = fits_from_network(out, crops, keypoints, results, checkpoint, held,
                                      args.fit_repeats, device)
             print_fits_from_network(rows, device, threads)
-            along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
-                                       device=device)
-            print_fits_along_the_way(along)
-            print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint,
-                                              held, along, rows[0][4], args.fit_repeats,
-                                              device), rows[0][4], args.fit_repeats)
+            print_how_soon(out, crops, keypoints, results, checkpoint, held, rows[0][4],
+                           args.fit_repeats, device)
     return 0
 
 
@@ -1315,11 +1328,7 @@ def main(argv=None) -> int:
         print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
               f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
               f'{end[0]:>15.2f}{end[1]:>9.2f}')
-    along = fits_along_the_way(out, crops, keypoints, results, checkpoints[0], held)
-    print_fits_along_the_way(along)
-    target = from_network[0][4]
-    print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoints[0], held,
-                                      along, target), target, 7)
+    print_how_soon(out, crops, keypoints, results, checkpoints[0], held, from_network[0][4], 7)
     print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
           'on and in one fit-in-the-loop round; error on the held-out frames')
     print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'
