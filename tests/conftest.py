@@ -1,5 +1,6 @@
 """Shared test fixtures: paths to ../shared (skip cleanly where it is absent)."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,13 +31,23 @@ def mouse_model_path() -> Path:
     return shared_path('models', 'SMILy_Mouse_static_joints.pkl')
 
 
+def child_env(**variables: str) -> dict:
+    """``os.environ`` for a command a test starts (a guide's ``python tools/...``,
+    ``tools/dist_train.sh``), with ``variables`` set and the running interpreter's folder
+    first on ``PATH``: a bare ``python`` there is this one, also when the tests run as
+    ``/path/to/venv/bin/python -m pytest`` without the environment activated."""
+    here = os.path.dirname(sys.executable)
+    path = [here] + [p for p in os.environ.get('PATH', '').split(os.pathsep) if p and p != here]
+    return dict(os.environ, PATH=os.pathsep.join(path), **variables)
+
+
 def subprocess_env(*first, **variables: str) -> dict:
-    """``os.environ`` for a child Python process: ``first`` (default: this checkout) ahead
-    of ``PYTHONPATH``'s own entries, which stay (packages found only through them, e.g.
-    wheels carried to a GPU machine, must import there too), and ``variables`` set."""
+    """:func:`child_env` for a child Python process that imports this checkout: ``first``
+    (default: this checkout) ahead of ``PYTHONPATH``'s own entries, which stay (packages
+    found only through them, e.g. wheels carried to a GPU machine, must import there too)."""
     path = [str(p) for p in (first or (REPO_ROOT,))]
     path += [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **variables)
+    return child_env(PYTHONPATH=os.pathsep.join(path), **variables)
 
 
 def benchmark_module(name: str):

@@ -4,9 +4,13 @@
 labels file) or ``data.synthetic`` (generator options) on first use and reuses it later;
 ``tools/preprocess_sleap.py`` makes one the same way (with images and crops). The source is
 recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the options, and
-for SLEAP input every input file's path, size and modification time. On reuse the record is
-compared with what the config asks for now (:func:`source_changes`); when the input files,
-the options or the body model differ (or the file has no record),
+for SLEAP input every input file's path, size, modification time and content digest
+(SHA-256, computed once when the dataset is made). On reuse the record is compared with what
+the config asks for now (:func:`source_changes`): a file with its recorded size and time is
+taken as unchanged without reading it; any other file of the recorded size is read and its
+digest compared, so a session copied to another folder (the same bytes, new times) is the
+same input, reported by :func:`source_notes` as the same files at another path. When the
+input files, the options or the body model differ (or the file has no record),
 :func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
 overwrites the file: ``data.path`` may be a dataset the user made and means to keep. A
 missing ``data.sleap.input`` is an error whatever exists at ``data.path``.
@@ -21,6 +25,7 @@ session without them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 PathLike = Union[str, 'os.PathLike[str]']
 
 __all__ = ['SOURCE_ATTR', 'CONTENT_OPTIONS', 'sleap_source', 'expected_source', 'read_source',
-           'write_source', 'source_changes']
+           'write_source', 'source_changes', 'source_notes', 'file_digest']
 
 #: HDF5 root attribute holding the JSON source record.
 SOURCE_ATTR = 'smilfit_source'
@@ -49,13 +54,31 @@ def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def _file_list(root: Path, exclude: Optional[Path] = None) -> List[List[Any]]:
-    """[relative path, size, mtime in ns] of ``root`` (a file) or every file below it,
-    but ``exclude`` and its temporary files (a dataset prepared inside the input folder
-    must not make its own input look changed)."""
+def file_digest(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _input_file(root: Path, name: str) -> Path:
+    """The file a record's relative ``name`` stands for below input ``root``."""
+    return root if root.is_file() else root / name
+
+
+def _file_list(root: Path, exclude: Optional[Path] = None, digests: bool = False
+               ) -> List[List[Any]]:
+    """[relative path, size, mtime in ns] (and with ``digests`` the SHA-256) of ``root``
+    (a file) or every file below it, but ``exclude`` and its temporary files (a dataset
+    prepared inside the input folder must not make its own input look changed)."""
+    def entry(path: Path, name: str) -> List[Any]:
+        st = path.stat()
+        return [name, st.st_size, st.st_mtime_ns] + ([file_digest(path)] if digests else [])
+
     if root.is_file():
-        st = root.stat()
-        return [[root.name, st.st_size, st.st_mtime_ns]]
+        return [entry(root, root.name)]
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
@@ -66,21 +89,22 @@ def _file_list(root: Path, exclude: Optional[Path] = None) -> List[List[Any]]:
             if exclude is not None and path.parent == exclude.parent and (
                     name == exclude.name or name.startswith(exclude.name + '.')):
                 continue
-            st = path.stat()
-            out.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
+            out.append(entry(path, str(path.relative_to(root))))
     return out
 
 
 def sleap_source(input_path: PathLike, options: Mapping[str, Any],
-                 output: Optional[PathLike] = None) -> Dict[str, Any]:
+                 output: Optional[PathLike] = None, digests: bool = False) -> Dict[str, Any]:
     """The record of a dataset ingested from ``input_path`` with ``options`` (keyword
     arguments of :class:`~smilfit.datasets.sleap_ingest.options.IngestOptions`; those in
-    :data:`RUN_OPTIONS` are left out) into ``output`` (excluded from the input's files)."""
+    :data:`RUN_OPTIONS` are left out) into ``output`` (excluded from the input's files).
+    ``digests``: also each file's SHA-256 (the record a dataset stores; reads every input
+    file once)."""
     root = Path(input_path).resolve()
     kept = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     return _normalise(dict(kind='sleap', input=str(root), options=_canonical(kept),
                            files=_file_list(root, exclude=Path(output).resolve()
-                                            if output else None)))
+                                            if output else None, digests=digests)))
 
 
 def _canonical(options: Mapping[str, Any]) -> Dict[str, Any]:
@@ -155,25 +179,65 @@ def write_source(path: PathLike, record: Mapping[str, Any]) -> None:
         f.attrs[SOURCE_ATTR] = json.dumps(record, sort_keys=True)
 
 
+def _changed_files(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> List[str]:
+    """Names of the input files whose content differs between the records (or that only
+    one has). A file is unchanged when its size and time are the recorded ones at the
+    recorded path (the fast path: nothing read), or when its size is and its bytes have the
+    recorded digest."""
+    old = {f[0]: f[1:] for f in stored.get('files') or []}
+    new = {f[0]: f[1:] for f in expected.get('files') or []}
+    # Elsewhere a time says nothing (a copy's times are new; two files written in one clock
+    # tick share one): only the digest does.
+    same_place = stored.get('input') == expected.get('input')
+    root = Path(expected.get('input') or '')
+    changed = []
+    for name in sorted(set(old) | set(new)):
+        was, now = old.get(name), new.get(name)
+        if was is None or now is None or was[0] != now[0]:
+            changed.append(name)
+        elif same_place and was[1] == now[1]:
+            continue
+        elif len(was) < 3 or file_digest(_input_file(root, name)) != was[2]:
+            changed.append(name)           # no digest recorded: the time is all there is
+    return changed
+
+
 def source_changes(stored: Optional[Mapping[str, Any]], expected: Mapping[str, Any]
                    ) -> List[str]:
-    """What differs between a stored record and the expected one, in words (empty: same)."""
+    """What differs between a stored record and the expected one, in words (empty: same).
+    A SLEAP input at another path with the same files (by content) is not a change:
+    :func:`source_notes` says so."""
     if stored is None:
         return ['the file records no source']
+    sleap = expected.get('kind') == 'sleap' == stored.get('kind')
     changes = []
     for key in sorted(set(stored) | set(expected)):
+        if sleap and key == 'input':
+            continue                       # judged by the files it holds
+        if key == 'files':
+            diff = _changed_files(stored, expected)
+            if diff:
+                changes.append(f'input files changed ({len(diff)}: {", ".join(diff[:5])}'
+                               f'{", ..." if len(diff) > 5 else ""})')
+            continue
         if stored.get(key) == expected.get(key):
             continue
-        if key == 'options' and expected.get('kind') == 'sleap' == stored.get('kind'):
+        if key == 'options' and sleap:
             diff = _sleap_option_changes(stored.get(key), expected.get(key))
             if diff:
                 changes.append(f'options changed ({", ".join(diff)})')
-        elif key == 'files':
-            old = {f[0]: f[1:] for f in stored.get(key) or []}
-            new = {f[0]: f[1:] for f in expected.get(key) or []}
-            diff = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
-            changes.append(f'input files changed ({len(diff)}: {", ".join(diff[:5])}'
-                           f'{", ..." if len(diff) > 5 else ""})')
         else:
             changes.append(f'{key} changed')
     return changes
+
+
+def source_notes(stored: Optional[Mapping[str, Any]], expected: Mapping[str, Any]
+                 ) -> List[str]:
+    """What a user should know of a record that :func:`source_changes` accepts: the same
+    input files at another path (a session copied between machines or folders)."""
+    if stored is None or stored.get('kind') != 'sleap' or expected.get('kind') != 'sleap':
+        return []
+    if stored.get('input') != expected.get('input'):
+        return [f'the same files at another path: prepared from {stored.get("input")}, '
+                f'the config names {expected.get("input")}']
+    return []

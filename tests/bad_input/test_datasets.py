@@ -3,6 +3,8 @@ prepared data, interrupted ingestion.
 
 Each table row: the case, what is done, and the message asserted (it names the file, the
 field or the name at fault)."""
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from smilfit.apis.fitting import StaleDataError, prepare_data
 from smilfit.datasets import generate_synthetic_dataset
 from smilfit.datasets.hdf5_format import DatasetFormatError, DatasetReader, DatasetWriter
 from smilfit.body_models.joint_lookup import JointLookupError
-from smilfit.datasets.provenance import expected_source, write_source
+from smilfit.datasets.provenance import expected_source, sleap_source, write_source
 from smilfit.handlers import Keypoint2DHandler
 
 from ..conftest import shared_path, subprocess_env
@@ -164,8 +166,9 @@ def _session(root, name, content=b'labels v1'):
 # folders a and b), error, message fragment
 STALE_CASES = [
     ('other-session', lambda a, b: dict(sleap=dict(input=str(a))),
-     lambda a, b: dict(sleap=dict(input=str(b))), StaleDataError,
-     r'does not hold what data.sleap asks for \(.*input changed\)'),
+     lambda a, b: dict(sleap=dict(input=str(_session(b.parent, b.name, b'other labels')))),
+     StaleDataError, r'does not hold what data.sleap asks for \(input files changed '
+     r'\(1: labels.slp\)\)'),
     ('session-file-changed', lambda a, b: dict(sleap=dict(input=str(a))),
      lambda a, b: _session(a.parent, a.name, b'labels v2, proofread') and
      dict(sleap=dict(input=str(a))), StaleDataError,
@@ -208,6 +211,48 @@ def test_prepared_data_with_the_same_source_is_reused(tmp_path, dataset):
     before = path.read_bytes()
     prepare_data(dict(data=dict(path=str(path), sleap=dict(input=str(a)))), progress=False)
     assert path.read_bytes() == before
+
+
+def _recorded_as_prepared(path, data):
+    """Write the source record ``tools/preprocess_sleap.py`` would store (with digests)."""
+    record = sleap_source(data['sleap']['input'], {}, data['path'], digests=True)
+    write_source(path, record)
+
+
+def test_a_copied_session_is_the_same_input(tmp_path, dataset, capsys):
+    """A session copied to another folder (the same bytes, new times) fits from the
+    dataset prepared from the first copy, with a note; a changed file is still refused."""
+    a = _session(tmp_path, 'session_a')
+    (a / 'back').mkdir()
+    (a / 'back' / 'video.mp4').write_bytes(b'frames' * 1000)
+    path = _copy(dataset, tmp_path / 'prepared.h5')
+    _recorded_as_prepared(path, dict(path=str(path), sleap=dict(input=str(a))))
+    b = tmp_path / 'lab_share' / 'session_a'
+    shutil.copytree(a, b, copy_function=shutil.copyfile)      # new times, same bytes
+    os.utime(b / 'labels.slp', ns=(1, 1))
+    before = path.read_bytes()
+    prepare_data(dict(data=dict(path=str(path), sleap=dict(input=str(b)))), progress=False)
+    assert path.read_bytes() == before
+    err = capsys.readouterr().err
+    assert 'the same files at another path' in err and str(a) in err and str(b) in err
+    (b / 'back' / 'video.mp4').write_bytes(b'framez' * 1000)  # same size, other bytes
+    with pytest.raises(StaleDataError, match=r'input files changed \(1: back/video.mp4\)'):
+        prepare_data(dict(data=dict(path=str(path), sleap=dict(input=str(b)))),
+                     progress=False)
+    assert path.read_bytes() == before
+
+
+def test_a_touched_file_with_the_same_bytes_is_unchanged(tmp_path, dataset, capsys):
+    a = _session(tmp_path, 'session_a')
+    path = _copy(dataset, tmp_path / 'prepared.h5')
+    data = dict(path=str(path), sleap=dict(input=str(a)))
+    _recorded_as_prepared(path, data)
+    os.utime(a / 'labels.slp', ns=(1, 1))
+    prepare_data(dict(data=data), progress=False)
+    assert capsys.readouterr().err == ''            # same place: nothing to note
+    (a / 'labels.slp').write_bytes(b'labels v2')   # same size, other bytes
+    with pytest.raises(StaleDataError, match=r'input files changed \(1: labels.slp\)'):
+        prepare_data(dict(data=data), progress=False)
 
 
 def test_prepared_data_inside_the_session_folder_is_reused(tmp_path, dataset):

@@ -10,7 +10,6 @@ checkpoint or a fit), names registered components only. Every file of the one ba
 fails to load and so fails here.
 """
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from smilfit.registrants import SMILRegistrant
 from smilfit.registry import (DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS,
                               REGISTRANTS)
 from smilfit.utils import register_all_modules
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 CONFIG_ROOT = REPO_ROOT / 'configs'
 BASE_ROOT = CONFIG_ROOT / '_base_'
@@ -150,6 +149,6 @@ def test_sequence_config_fits_its_demo_end_to_end(tmp_path):
          '--work-dir', str(tmp_path / 'fit'), '--no-progress', '--no-visualize',
          '--cfg-options', f'data.path={tmp_path / "demo.h5"}'],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS='1'))
+        env=child_env(OMP_NUM_THREADS='1'))
     assert out.returncode == 0, out.stderr[-2000:]
     assert '0 of 32 samples failed' in out.stdout

@@ -3,11 +3,13 @@ tools/fit.py prepares from ``data.sleap`` does: a fitting config pointed at it (
 fits it when it asks for the same session, and refuses it when it asks for other samples."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from smilfit.apis.fitting import StaleDataError, prepare_data
 from smilfit.cli.preprocess_sleap import main as preprocess
-from smilfit.datasets.provenance import read_source
+from smilfit.datasets.provenance import file_digest, read_source
 
 from ..apis.test_sleap_round_trip import make_sleap_session
 from ..conftest import REPO_ROOT, shared_path
@@ -33,6 +35,20 @@ def test_the_tool_records_its_source_and_options(prepared):
     assert record['options']['images'] is True
     assert 'workers' not in record['options']      # how the run went is not the source
     assert {f[0] for f in record['files']} >= {'calibration.toml', 'cam0/cam0.slp'}
+    for name, size, mtime, digest in record['files']:      # each file's content digest
+        assert digest == file_digest(session / name)
+
+
+def test_the_tools_dataset_fits_from_a_copy_of_the_session(prepared, tmp_path, capsys):
+    """Sessions move between a laptop, a cluster and a lab share: a byte-identical copy is
+    the same input."""
+    session, out = prepared
+    copy = tmp_path / 'elsewhere' / session.name
+    shutil.copytree(session, copy, copy_function=shutil.copyfile)   # new times
+    before = out.stat().st_mtime_ns
+    prepare_data(dict(data=dict(path=str(out), sleap=dict(input=str(copy)))), progress=False)
+    assert out.stat().st_mtime_ns == before
+    assert 'the same files at another path' in capsys.readouterr().err
 
 
 def test_a_config_asking_for_the_same_session_fits_the_tools_dataset(prepared):

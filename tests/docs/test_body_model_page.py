@@ -2,14 +2,13 @@
 rigged mesh (here the demo mouse's) become a model file that SMILModel loads and poses."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import numpy as np
 import torch
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, child_env
 from .page_blocks import python_block
 
 PAGE = REPO_ROOT / 'docs' / 'body_models.md'
@@ -26,7 +25,7 @@ def test_the_rigged_mesh_example_writes_a_model_smilfit_poses(tmp_path):
              joints=demo.J_regressor @ demo.v_template, weights=demo.weights)
     code = python_block(PAGE, 'import numpy as np')
     run = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+                         text=True, timeout=300, env=child_env(OMP_NUM_THREADS='1'))
     assert run.returncode == 0, run.stderr[-3000:]
     assert f'{len(demo.parents)} joints, {len(demo.v_template)} vertices' in run.stdout
     model = SMILModel(model_path=str(tmp_path / 'my_animal.json'))

@@ -9,11 +9,10 @@ serving one: every command, option and path is the guide's own."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 
-from ..conftest import REPO_ROOT, SHARED, shared_path
+from ..conftest import REPO_ROOT, SHARED, child_env, shared_path
 from .page_blocks import bash_blocks
 
 GUIDE = REPO_ROOT / 'docs' / 'real_recordings.md'
@@ -70,7 +69,7 @@ def test_the_guide_runs_as_written_on_the_shared_session(tmp_path):
     script = runnable('\n'.join(bash_blocks(GUIDE.read_text())))
     run = subprocess.run(['bash', '-euo', 'pipefail', '-c', script], cwd=root,
                          capture_output=True, text=True, timeout=1200,
-                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+                         env=child_env(OMP_NUM_THREADS='1'))
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
 
     work = root / 'work_dirs'

@@ -2,7 +2,6 @@
 (its cells assert on the fit they make), and every internal link and anchor resolves."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -11,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, child_env
 
 DOCS = REPO_ROOT / 'docs'
 #: Pages the site must have (the guides a user reads, the reference, the project pages).
@@ -76,7 +75,7 @@ def site(tmp_path_factory):
     run = subprocess.run(
         [sys.executable, '-m', 'sphinx', '-W', '--keep-going', '-b', 'html', '-q',
          str(DOCS), str(out)], capture_output=True, text=True, timeout=1200,
-        env=dict(os.environ, OMP_NUM_THREADS='1', SMILFIT_TUTORIAL_DIR=str(tmp / 'tutorial'),
+        env=child_env(OMP_NUM_THREADS='1', SMILFIT_TUTORIAL_DIR=str(tmp / 'tutorial'),
                  SMILFIT_DOCS_EXECUTE='force'))
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])
     return out, tmp / 'tutorial'

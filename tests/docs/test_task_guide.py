@@ -3,13 +3,12 @@ bash blocks run in order on the shared 4-camera session, with the guide's own pa
 leave the files the guide says they leave."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
 import pytest
 
-from ..conftest import REPO_ROOT, shared_path
+from ..conftest import REPO_ROOT, child_env, shared_path
 from .page_blocks import bash_blocks
 
 GUIDE = REPO_ROOT / 'docs' / 'sleap_session.md'
@@ -31,7 +30,7 @@ def test_the_guide_runs_on_the_shared_session(tmp_path):
     script = re.sub(r'^WORK=\S+', f'WORK={tmp_path / "my_session"}', script, flags=re.M)
     run = subprocess.run(['bash', '-euo', 'pipefail', '-c', script], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=900,
-                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+                         env=child_env(OMP_NUM_THREADS='1'))
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     work = tmp_path / 'my_session'
     for path in ('session.h5', 'fit/fit_results.h5', 'fit/fit_quality.txt',

@@ -84,7 +84,7 @@ def test_an_option_typo_from_the_command_line_is_one_line(tmp_path):
     import subprocess
     import sys
 
-    from ..conftest import REPO_ROOT
+    from ..conftest import REPO_ROOT, child_env
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / 'tools' / 'fit.py'),
          str(REPO_ROOT / 'configs' / 'fitting' / 'demo_mouse.py'), '--no-progress',
@@ -93,7 +93,7 @@ def test_an_option_typo_from_the_command_line_is_one_line(tmp_path):
          'data.synthetic.frames_per_session=2', 'data.synthetic.num_views=2',
          'registrant.handlers.0.sigmaa=3'],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS='1'))
+        env=child_env(OMP_NUM_THREADS='1'))
     assert proc.returncode == 1, proc.stderr
     assert 'Traceback' not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if 'error' in line]

@@ -5,6 +5,7 @@ overwritten."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,7 +13,7 @@ from typing import Any, Mapping
 from smilfit.datasets import generate_synthetic_dataset
 from smilfit.datasets.hdf5_format import DatasetFormatError
 from smilfit.datasets.provenance import (expected_source, read_source, source_changes,
-                                         write_source)
+                                         source_notes, write_source)
 
 from .config import StaleDataError
 
@@ -24,9 +25,10 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
     ``data.synthetic = dict(num_sessions=..., ...)`` (options of
     :func:`smilfit.datasets.generate_synthetic_dataset`) makes ``data.path`` from the
     config's body model, so a demo needs no data files. The source (input files with
-    their sizes and times, options, body model) is recorded in the dataset
+    their sizes, times and digests, options, body model) is recorded in the dataset
     (:mod:`smilfit.datasets.provenance`); an existing ``data.path`` is reused only when
-    its record matches.
+    its record matches, also when the input folder moved with the same files (a note on
+    standard error says so).
 
     Raises:
         FileNotFoundError: ``data.sleap.input`` does not exist.
@@ -40,8 +42,11 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
         return
     path = Path(data_cfg['path'])
     if path.exists():
-        changes = source_changes(read_source(path), expected)
+        stored = read_source(path)
+        changes = source_changes(stored, expected)
         if not changes:
+            for note in source_notes(stored, expected):
+                print(f'{path}: {note}', file=sys.stderr)
             return
         # Never overwrite a dataset silently: it may be one the user means to fit.
         kind = 'data.sleap' if expected['kind'] == 'sleap' else 'data.synthetic'

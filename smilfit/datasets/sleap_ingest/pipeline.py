@@ -58,7 +58,7 @@ def ingest_sleap(input_path: PathLike, output_path: PathLike, *, overwrite: bool
     lookup = load_joint_lookup(opts.joint_lookup) if opts.joint_lookup else None
     betas = load_shape_betas(opts.shape_betas) if opts.shape_betas else None
     # Taken before anything is written: the record says what the dataset was made from.
-    source = sleap_source(input_path, dataclasses.asdict(opts), output)
+    source = sleap_source(input_path, dataclasses.asdict(opts), output, digests=True)
     try:
         sessions = discover(input_path, opts)
         return _ingest(sessions, input_path, output, overwrite, resume, opts, lookup, betas,
