@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import distance_transform_edt
 
 from smilfit.datasets.hdf5_format import DatasetReader, decode_image, decode_mask
 from smilfit.datasets.ingest_images import box_affine
@@ -248,8 +249,11 @@ def test_rendered_samples_agree_with_their_cameras_and_parameters(session):
                 mask = decode_mask(rendered.h5["views/masks"][i, c]) > 0
                 image = decode_image(rendered.h5['views/images'][i, c])
                 assert image.shape == (128, 128, 3) and 0.02 < mask.mean() < 0.8
+                # Visible: on the animal's silhouette, or within a pixel or two of its edge
+                # (a keypoint is a point inside the body; its pixel may round off the mask).
+                off_animal = distance_transform_edt(~mask)
                 px = np.rint(data['keypoints_2d'][i, c][vis]).astype(int)
-                assert mask[px[:, 1], px[:, 0]].mean() > 0.8      # visible: on the animal
+                assert (off_animal[px[:, 1], px[:, 0]] <= 2.0).all()
         # the parameters, with the animal's fitted skeleton, pose the rendered keypoints
         import h5py
         with h5py.File(results) as f:
