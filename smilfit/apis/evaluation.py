@@ -202,6 +202,7 @@ def evaluate_regressor(cfg, checkpoint: Optional[PathLike], out_dir: PathLike, *
     # torch.distributed.fsdp (about 1 s), which fitting and testing fits must not pay.
     from mmengine.runner import Runner
 
+    from smilfit.engine.data_check import check_runner_data
     from smilfit.engine.hooks.model_access import unwrap_model
 
     cfg = cfg.copy()
@@ -238,6 +239,7 @@ def evaluate_regressor(cfg, checkpoint: Optional[PathLike], out_dir: PathLike, *
         cfg.pop(key, None)
     prepare_data_once(cfg)
     runner = Runner.from_cfg(cfg)
+    check_runner_data(runner, ('test',))   # before any hook reads the data
     metrics = runner.test()
     model = unwrap_model(runner.model)
     num_views = int(getattr(model, 'num_views', 1))

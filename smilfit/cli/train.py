@@ -216,9 +216,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return report_error('train', err)
     # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.fitting import prepare_data_once
+    from smilfit.engine.data_check import check_runner_data
     try:
         prepare_data_once(cfg)
         runner = build_runner(cfg)
+        check_runner_data(runner, ('train', 'val'))   # before any hook reads the data
         # Only smilfit's own errors and file errors: a ValueError from a bug in a training
         # step keeps its traceback.
         runner.train()

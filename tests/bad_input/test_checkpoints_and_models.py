@@ -7,6 +7,7 @@ message they get. Nothing in these files may execute; no message may advise
 import os
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -403,14 +404,12 @@ def test_url_checkpoints_are_loaded_safely(tmp_path, monkeypatch):
     assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
 
 
-def test_train_tool_with_a_body_model_that_does_not_fit_the_data(tmp_path, capsys,
-                                                                  isolated_default_scope):
-    """tools/train.py with a body model of 27 keypoints on data of 35 (the demo mouse
-    without and with its tip keypoints): one line naming both counts and the field at the
-    first batch, not ``IndexError: index out of range in self``."""
+@pytest.fixture
+def demo_data_and_a_model_without_its_tips(tmp_path):
+    """(data of the demo mouse with its 35 keypoints, the demo mouse without its 8 tip
+    keypoints (27), a regression config of that model on that data)."""
     from smilfit.body_models.demo_model import demo_model_data
     from smilfit.body_models.io import save_model_data
-    from smilfit.cli.train import main
     from smilfit.datasets.synthetic import generate_synthetic_dataset
     h5 = tmp_path / 'data.h5'
     generate_synthetic_dataset(h5, num_sessions=2, frames_per_session=2, num_views=2,
@@ -432,12 +431,118 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=100)
 param_scheduler = []
 """)
-    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work')])
+    return h5, model, cfg
+
+
+#: What the message names: the data's side (35 keypoints, the first of them) and the
+#: model's (27, the body model's).
+BOTH_SIDES = (r'has 35 keypoints \(pelvis, spine_1, .*\) but the model is set up for 27 '
+              r"\(the body model's keypoints: pelvis, .*\): set model.keypoint_names")
+
+
+def _one_line_error(capsys, tool, rc):
     err = capsys.readouterr().err
-    assert rc == 1 and 'Traceback' not in err
-    assert ("train: error: the data has 35 keypoints (keypoints_2d) but the model is set up "
-            "for 27 (the body model's keypoints: pelvis,") in err
+    assert rc == 1 and 'Traceback' not in err, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith(f'{tool}: error:')]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+def test_train_tool_with_a_body_model_that_does_not_fit_the_data(
+        tmp_path, capsys, isolated_default_scope, demo_data_and_a_model_without_its_tips,
+        monkeypatch):
+    """tools/train.py with a body model of 27 keypoints on data of 35 (the demo mouse
+    without and with its tip keypoints): one line naming both sides before any hook runs
+    (the rig-units hook would index the data with the model's keypoints first)."""
+    from smilfit.cli.train import main
+    from smilfit.engine.hooks.rig_units import RigUnitsHook
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('a hook ran before the data were checked')
+    monkeypatch.setattr(RigUnitsHook, 'before_train', must_not_run)
+    h5, _, cfg = demo_data_and_a_model_without_its_tips
+    rc = main([str(cfg), '--work-dir', str(tmp_path / 'work')])
+    line = _one_line_error(capsys, 'train', rc)
+    assert re.search(rf'train: error: the train data \({re.escape(str(h5))}\) {BOTH_SIDES}',
+                     line), line
     assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+def _checkpoint_of_the_data(tmp_path, h5):
+    """A checkpoint as tools/train.py writes it for a model trained on ``h5``: its dataset
+    metadata names the data's keypoints (one stand-in weight: nothing gets that far)."""
+    from smilfit.datasets.hdf5_format import DatasetReader
+    with DatasetReader(h5) as reader:
+        names = list(reader.keypoint_names)
+    path = tmp_path / 'trained.pth'
+    torch.save(dict(state_dict=dict(w=torch.zeros(1)), meta=dict(dataset_meta=dict(keypoint_names=names))), path)
+    return path
+
+
+def test_test_tool_with_a_body_model_that_does_not_fit_the_data(
+        tmp_path, capsys, isolated_default_scope, demo_data_and_a_model_without_its_tips):
+    from smilfit.cli.test import main
+    h5, _, cfg = demo_data_and_a_model_without_its_tips
+    rc = main([str(cfg), str(_checkpoint_of_the_data(tmp_path, h5)), '--work-dir',
+               str(tmp_path / 'work'), '--no-plots'])
+    line = _one_line_error(capsys, 'test', rc)
+    assert re.search(rf'test: error: the test data \({re.escape(str(h5))}\) {BOTH_SIDES}',
+                     line), line
+
+
+def test_infer_tool_with_a_body_model_that_does_not_fit_its_checkpoint(
+        tmp_path, capsys, isolated_default_scope, demo_data_and_a_model_without_its_tips):
+    """A body model other than the one trained (the config's, or cfg_options') would take
+    the weights that fit and predict nonsense: refused before any frame is read."""
+    from smilfit.cli.infer import main
+    h5, _, cfg = demo_data_and_a_model_without_its_tips
+    ckpt = _checkpoint_of_the_data(tmp_path, h5)
+    rc = main([str(ckpt), str(h5), '--config', str(cfg), '--out-dir', str(tmp_path / 'out'),
+               '--no-progress'])
+    line = _one_line_error(capsys, 'infer', rc)
+    assert re.search(rf"infer: error: the checkpoint's training data \({re.escape(str(ckpt))}"
+                     rf'\) {BOTH_SIDES}', line), line
+    assert not (tmp_path / 'out').exists()
+
+
+def test_fit_tool_with_a_body_model_that_does_not_fit_the_data(
+        tmp_path, capsys, demo_data_and_a_model_without_its_tips):
+    """A fit matches the model's keypoints to the data's by name (data keypoints without a
+    model keypoint are left out); a model none of whose names the data has is one line
+    naming both lists."""
+    import dataclasses
+
+    from smilfit.body_models.demo_model import demo_model_data
+    from smilfit.body_models.io import save_model_data
+    from smilfit.cli.fit import main
+    h5, _, _ = demo_data_and_a_model_without_its_tips
+    data = demo_model_data(tip_keypoints=False)
+    other = dataclasses.replace(
+        data, joint_names=[f'{n}_x' for n in data.joint_names],
+        keypoints={f'{k}_x': dict(joint=f'{v["joint"]}_x') for k, v in data.keypoints.items()})
+    model = tmp_path / 'other_names.json'
+    save_model_data(other, model)
+    config = Path(__file__).resolve().parents[2] / 'configs' / 'fitting' / 'demo_mouse.py'
+    rc = main([str(config), '--work-dir', str(tmp_path / 'work'), '--no-progress',
+               '--no-visualize', '--cfg-options', f'data.path={h5}', 'data.synthetic=None',
+               'body_model.type=SMILModel', f'body_model.model_path={model}'])
+    line = _one_line_error(capsys, 'fit', rc)
+    assert re.search(r'fit: error: no model keypoints matched a data keypoint .*model '
+                     r"keypoints: \['pelvis_x', .*data keypoints: \['pelvis', ", line), line
+    assert not (tmp_path / 'work' / 'fit_results.h5').exists()
+
+
+def test_data_keypoints_in_another_order_are_refused():
+    """The model indexes the data by position: the same names in another order would
+    silently pair the wrong points."""
+    from smilfit.models.regressors.keypoints import DataKeypointsError, check_data_keypoints
+    check_data_keypoints(['a', 'b'], ['a', 'b'], ['a', 'b'], 'the data')
+    with pytest.raises(DataKeypointsError, match=r'the same names in another order'):
+        check_data_keypoints(['a', 'b'], ['b', 'a'], ['a', 'b'], 'the data')
+    with pytest.raises(DataKeypointsError,
+                       match=r'the data has 1 keypoints \(c\) but the model is set up for 2 '
+                             r'\(model.keypoint_names: a, b\)'):
+        check_data_keypoints(['a', 'b'], ['c'], ['x', 'y'], 'the data')
 
 
 # Local backbone weights (model.backbone.checkpoint=...): kind, file name, message fragment

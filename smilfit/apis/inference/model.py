@@ -29,6 +29,10 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
         ``(model, cfg)``: the model in eval mode on ``device`` and its config; the model's
         ``dataset_meta`` is its training dataset's metadata saved in the checkpoint
         (``input_crops``: how the training images were cropped; empty without one).
+
+    Raises:
+        DataKeypointsError: the checkpoint's training data had other keypoints than the
+            model built from the config (e.g. another body model set by ``cfg_options``).
     """
     from mmengine.config import Config
     from mmengine.runner.checkpoint import load_state_dict
@@ -59,6 +63,11 @@ def load_regressor(checkpoint: PathLike, config: Optional[Union[PathLike, Any]] 
         meta = ckpt.get('meta')
         dataset_meta = meta.get('dataset_meta') if isinstance(meta, Mapping) else None
         model.dataset_meta = dict(dataset_meta) if isinstance(dataset_meta, Mapping) else {}
+        # A body model other than the one trained (e.g. set by cfg_options) would take the
+        # weights that fit and predict nonsense: refuse it, naming both keypoint lists.
+        trained = model.dataset_meta.get('keypoint_names')
+        if trained is not None and hasattr(model, 'check_data'):
+            model.check_data(list(trained), f"the checkpoint's training data ({checkpoint})")
     return model.to(device).eval(), cfg
 
 

@@ -52,7 +52,8 @@ from .decoding import (build_body_codec, build_camera_codec, decode_prediction,
 from .embedding import embedding_settings, part_centre, part_crops
 from .encoding import as_views, encode_views
 from .head_start import build_heading, check_heading_options, heading_targets, initial_vectors
-from .keypoints import KeypointCountError, check_keypoint_count, setup_keypoints
+from .keypoints import (DataKeypointsError, KeypointCountError, check_data_keypoints,
+                        check_keypoint_count, setup_keypoints)
 # BUILTIN_TERMS: re-exported.
 from .loss_terms import (BUILTIN_TERMS, build_builtin_losses, build_handlers,  # noqa: F401
                          checked_loss_weight, default_loss_weights, handler_terms,
@@ -249,6 +250,13 @@ class BodyRegressor(BaseModel):
         the body model's keypoints to them by name; handlers are set up again."""
         self.keypoint_names, self.joint_lookup, self.keypoint_match = setup_keypoints(
             self.body_model, self.handlers, keypoint_names, joint_lookup)
+
+    def check_data(self, data_keypoint_names: Sequence[str], data: str) -> None:
+        """Refuse data whose keypoints are not the ones this model was set up for
+        (:func:`.keypoints.check_data_keypoints`): every entry point calls this before a
+        hook or step indexes the data with ``keypoint_match``."""
+        check_data_keypoints(self.keypoint_names, data_keypoint_names,
+                             self.body_model.keypoint_names, data)
 
     # ------------------------------------------------------------------ rig units
     def set_rig_units(self, scale: float, depth: Optional[float] = None) -> None:
@@ -566,7 +574,7 @@ class BodyRegressor(BaseModel):
         raise ValueError(f"mode must be 'loss', 'predict' or 'tensor', got {mode!r}")
 
 
-__all__ = ['BodyRegressor', 'KeypointCountError', 'triangulation_consistency',
-           'rotation_geodesic_sq', 'ROTATION_LOSSES', 'ModuleSpec', 'BUILTIN_TERMS',
+__all__ = ['BodyRegressor', 'DataKeypointsError', 'KeypointCountError',
+           'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES', 'ModuleSpec', 'BUILTIN_TERMS',
            'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
            'PER_VIEW_META_KEYS']

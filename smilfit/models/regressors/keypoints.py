@@ -57,6 +57,45 @@ def check_keypoint_count(data_samples: Mapping[str, Any], keypoint_names: Sequen
                 'model.joint_lookup to map them to the body model)')
 
 
+class DataKeypointsError(KeypointCountError):
+    """The data's keypoints (count, names or order) are not the ones the model was set up
+    for: found before any step indexes the data with the model's keypoint match."""
+
+
+def _names(names: Sequence[str], shown: int = 6) -> str:
+    names = list(names)
+    return ', '.join(names[:shown]) + (', ...' if len(names) > shown else '')
+
+
+def check_data_keypoints(keypoint_names: Sequence[str], data_keypoint_names: Sequence[str],
+                         body_model_keypoint_names: Sequence[str], data: str) -> None:
+    """The data's keypoints must be the model's data keypoints, in order.
+
+    Args:
+        keypoint_names: the data keypoint names the model was set up for (its
+            ``keypoint_names``: the body model's own unless the config names others).
+        data_keypoint_names: the keypoint names ``data`` holds.
+        body_model_keypoint_names: the body model's keypoints (to say which setting to
+            change).
+        data: what the data is, for the message (e.g. ``the train data (a.h5)``).
+
+    Raises:
+        DataKeypointsError: in one line naming both sides and what to set.
+    """
+    want, have = list(keypoint_names), list(data_keypoint_names)
+    if want == have:
+        return
+    default = want == list(body_model_keypoint_names)
+    whose = ("the body model's keypoints" if default else 'model.keypoint_names')
+    how = ("set model.keypoint_names to the data's keypoint names and model.joint_lookup "
+           'to map them to the body model' if default else
+           "set model.keypoint_names to the data's keypoint names")
+    order = ' (the same names in another order)' if sorted(want) == sorted(have) else ''
+    raise DataKeypointsError(
+        f'{data} has {len(have)} keypoints ({_names(have)}) but the model is set up for '
+        f'{len(want)} ({whose}: {_names(want)}){order}: {how}')
+
+
 def matched_observations(data_samples: Mapping[str, Any], match, B: int, C: int
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The 2D observations of the matched keypoints and their weights.
@@ -115,5 +154,6 @@ def setup_keypoints(body_model: nn.Module, handlers: Mapping[str, nn.Module],
     return names, lookup, match
 
 
-__all__ = ['KEYPOINT_FIELDS', 'KeypointCountError', 'check_keypoint_count',
+__all__ = ['KEYPOINT_FIELDS', 'KeypointCountError', 'DataKeypointsError',
+           'check_data_keypoints', 'check_keypoint_count',
            'matched_observations', 'setup_keypoints']
