@@ -192,6 +192,7 @@ def net_config(crops: Path, work: Path, iters: int, device: str, fit_results=Non
         cfg.randomness = dict(seed=seed)
     cfg.model.body_model.model_path = str(MODEL)
     cfg.model.joint_lookup = str(LOOKUP)
+    cfg.data = None                             # the crops are prepared already
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = str(crops.parent)
         loader.dataset.ann_file = crops.name

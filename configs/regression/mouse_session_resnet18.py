@@ -1,11 +1,7 @@
 # The multi-view regressor on a real calibrated SLEAP session: the shared 4-camera mouse
 # session (1280 x 1024 frames, calibration in millimetres) with the SMIL mouse (its own
 # units, about 3 long). CPU-sized: ResNet-18 on 128 px crops around the animal, 400
-# iterations. Prepare the crops first:
-#   python tools/preprocess_sleap.py \
-#       ../shared/data/sleap_anipose_minimal_session/minimal_session \
-#       data/mouse_session/minimal_session_128.h5 --crop-mode bbox_crop --target-size 128 \
-#       --units mm
+# iterations. The crops are prepared on first use (data below):
 #   python tools/train.py configs/regression/mouse_session_resnet18.py
 # The rig's units need no setting: before training, RigUnitsHook measures how many of the
 # calibration's units one model unit is (the animal's size against the model's, from the
@@ -17,6 +13,11 @@ _base_ = ['../_base_/default_runtime.py', '../_base_/schedules/adamw_cosine_300i
           '../_base_/models/multi_view_resnet.py', '../_base_/datasets/mouse_session.py']
 custom_imports = dict(imports=['smilfit.models'], allow_failed_imports=False)
 ann_file = 'minimal_session_128.h5'
+# Made on first use from the session (128 px crops around the animal, as
+# tools/preprocess_sleap.py makes them); point data.sleap.input at your own session.
+data = dict(path='data/mouse_session/minimal_session_128.h5',
+            sleap=dict(input='../shared/data/sleap_anipose_minimal_session/minimal_session',
+                       crop_mode='bbox_crop', target_size=128, units='mm', images=True))
 num_views = 4
 # The SMIL mouse (as _base_/body_models/mouse.py; the model base names a body model too).
 body_model = dict(type='SMILModel', model_path='../shared/models/SMILy_Mouse_static_joints.pkl',

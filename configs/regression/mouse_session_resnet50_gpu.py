@@ -2,10 +2,6 @@
 # 256 px crops, batch 32, 4000 iterations, the same session, splits, losses and learned
 # keypoint offsets. On the CPU the 400-iteration ResNet-18 still improved with 200 more
 # iterations (4.9 to 3.6 px held out, docs/benchmarks.md): this recipe trains it out.
-#   python tools/preprocess_sleap.py \
-#       ../shared/data/sleap_anipose_minimal_session/minimal_session \
-#       data/mouse_session/minimal_session_256.h5 --crop-mode bbox_crop --target-size 256 \
-#       --units mm
 #   python tools/train.py configs/regression/mouse_session_resnet50_gpu.py --amp \
 #       --cfg-options train_dataloader.dataset.fit_results=work_dirs/mouse_fit/fit_results.h5 \
 #       model.compile_loss=True
@@ -15,6 +11,7 @@
 # recipe"); `bash benchmarks/cuda.sh OUT recipe` measures it on a lent GPU.
 _base_ = ['./mouse_session_resnet18.py']
 ann_file = 'minimal_session_256.h5'
+data = dict(path='data/mouse_session/minimal_session_256.h5', sleap=dict(target_size=256))
 model = dict(
     backbone=dict(model_name='resnet50'),
     neck=dict(dim=256, depth=1, num_heads=8),

@@ -34,6 +34,7 @@ def small_network(cfg, data, work_dir):
                                                       'SMILy_Mouse_static_joints.pkl'))
     cfg.model.joint_lookup = str(REPO_ROOT / 'configs' / 'fitting' / 'mouse_joint_lookup.csv')
     cfg.model.backbone.model_name = 'test_resnet'
+    cfg.data = None                 # ``data`` is prepared already: no crops made on use
     cfg.model.neck.update(dim=32, num_heads=4)
     cfg.model.head.update(dim=32, depth=1, num_heads=4)
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -207,3 +208,35 @@ def test_trains_on_held_in_blocks_scores_held_out_blocks_and_infers(prepared, tm
         from smilfit.cli.view import main as view
         assert view([str(out), '--export', str(tmp_path / 'scene.html')]) == 0
         assert (tmp_path / 'scene.html').stat().st_size > 10000
+
+
+def test_the_training_config_prepares_its_crops_on_first_use(tmp_path, monkeypatch):
+    """``tools/train.py configs/regression/mouse_session_resnet18.py`` on a fresh checkout:
+    the config's ``data`` makes the crops from the session (as tools/preprocess_sleap.py
+    would, 128 px boxes in millimetres) before training, and a second run reuses them."""
+    session = shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
+    model = shared_path('models', 'SMILy_Mouse_static_joints.pkl')
+    from smilfit.cli.train import main
+    from smilfit.datasets.provenance import read_source
+    crops = tmp_path / 'crops.h5'
+    loaders = [f'{loader}.dataset.{key}={value}'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+               for key, value in (('data_root', tmp_path), ('ann_file', crops.name))]
+    argv = [str(CONFIG), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+            f'data.path={crops}', f'data.sleap.input={session}', 'data.sleap.max_frames=8',
+            f'model.body_model.model_path={model}', 'model.backbone.model_name=test_resnet',
+            f'model.joint_lookup={REPO_ROOT / "configs" / "fitting" / "mouse_joint_lookup.csv"}',
+            'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+            'default_hooks.checkpoint.interval=2', *loaders]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    record = read_source(crops)
+    assert record['input'] == str(session.resolve())
+    assert {k: record['options'][k] for k in ('crop_mode', 'target_size', 'units', 'images')} \
+        == dict(crop_mode='bbox_crop', target_size=128, units='mm', images=True)
+    with h5py.File(crops, 'r') as f:
+        assert f['views/images'].shape[:2] == (8, 4)
+    assert (tmp_path / 'work' / 'iter_2.pth').is_file()
+    made = crops.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert crops.stat().st_mtime_ns == made          # reused, not made again

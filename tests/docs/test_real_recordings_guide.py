@@ -50,7 +50,7 @@ def runnable(script: str) -> str:
 
 def test_every_step_of_the_guide_has_a_command():
     script = '\n'.join(bash_blocks(GUIDE.read_text()))
-    for tool in ('preprocess_sleap.py', 'fit.py', 'train.py', 'render_rig.py', 'test.py',
+    for tool in ('fit.py', 'train.py', 'render_rig.py', 'test.py',
                  'infer.py', 'view.py', 'fit_in_the_loop.py'):
         assert f'python tools/{tool}' in script, tool
     assert 'fit_results=work_dirs/mouse_fit/fit_results.h5' in script
