@@ -1,8 +1,5 @@
-# The first half of rendered pretraining in the session's own rig: the network of
-# mouse_session_resnet18.py trained on rendered samples of the fitted mouse
-# (tools/render_rig.py: the session's cameras, crops and background; poses drawn around
-# the training blocks' fits), validated on the real held-out blocks. Then fine-tune on the
-# real frames from this run's weights:
+# Pretraining on renders of the fitted mouse in the session's own rig (tools/render_rig.py),
+# validated on the real held-out blocks; then fine-tune mouse_session_resnet18.py from it:
 #   python tools/render_rig.py configs/regression/mouse_session_resnet18.py \
 #       work_dirs/mouse_fit/fit_results.h5 data/mouse_session/minimal_session_128_renders.h5
 #   python tools/train.py configs/regression/mouse_session_resnet18_rendered.py
