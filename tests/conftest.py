@@ -52,8 +52,14 @@ def subprocess_env(*first, **variables: str) -> dict:
 
 def benchmark_module(name: str):
     """``benchmarks/<name>.py`` imported as a module (the benchmarks are scripts, not a
-    package), to test what they compute."""
+    package), to test what they compute; the sibling modules it imports (e.g.
+    ``benchmarks/shared_data.py``) are imported afresh too, as a new run would."""
     import importlib.util
+    folder = REPO_ROOT / 'benchmarks'
+    for key, module in list(sys.modules.items()):
+        path = getattr(module, '__file__', None)
+        if path and Path(path).parent == folder:
+            del sys.modules[key]
     spec = importlib.util.spec_from_file_location(f'benchmark_{name}',
                                                   REPO_ROOT / 'benchmarks' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)

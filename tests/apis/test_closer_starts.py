@@ -64,7 +64,8 @@ def test_starts_lie_the_fraction_of_the_way_from_the_answer(fitted, tmp_path):
         answer_points = f['fitted_keypoints_3d'][:].astype(np.float64)[order][:, ::-1]
     network_points = _keypoints(predictions)
     for fraction in (0.0, 0.5, 1.0):
-        path = bench.closer_starts(predictions, results, fraction, tmp_path / f'p{fraction}.h5')
+        path = bench.start_fits.closer_starts(predictions, results, fraction,
+                                              tmp_path / f'p{fraction}.h5')
         start = _params(path)
         for name in START_PARAMS:
             want = answer[name] + fraction * (network[name] - answer[name])
@@ -77,13 +78,13 @@ def test_starts_lie_the_fraction_of_the_way_from_the_answer(fitted, tmp_path):
         f['frame'][0] = frames.max() + 1
     try:
         with pytest.raises(ValueError, match='are missing'):
-            bench.closer_starts(predictions, results, 0.5, tmp_path / 'bad.h5')
+            bench.start_fits.closer_starts(predictions, results, 0.5, tmp_path / 'bad.h5')
         assert not (tmp_path / 'bad.h5').exists()      # no partial output
     finally:
         with h5py.File(predictions, 'r+') as f:
             f['frame'][...] = frames
     with pytest.raises(ValueError, match='appears twice'):
-        bench.frame_rows([0, 1], [0, 1, 1], 'two animals')
+        bench.start_fits.frame_rows([0, 1], [0, 1, 1], 'two animals')
 
 
 def test_a_fit_from_the_answer_starts_where_the_fit_put_the_keypoints(fitted, tmp_path):
@@ -92,14 +93,14 @@ def test_a_fit_from_the_answer_starts_where_the_fit_put_the_keypoints(fitted, tm
     from smilfit.apis.fitting import fit_dataset
     bench = benchmark_module('real_session_regression')
     cfg, results, predictions, _ = fitted
-    fit, keys, _ = bench.fit_points(results, cfg.data.path)
+    fit, keys, _ = bench.session.fit_points(results, cfg.data.path)
     size = np.ptp(np.stack(list(fit.values())), axis=(0, 1)).max()
     starts = {}
     for fraction in (0.0, 1.0):
-        cfg.data.init_from = str(bench.closer_starts(predictions, results, fraction,
-                                                     tmp_path / f'p{fraction}.h5'))
+        cfg.data.init_from = str(bench.start_fits.closer_starts(
+            predictions, results, fraction, tmp_path / f'p{fraction}.h5'))
         try:
-            with bench.start_recorder() as batches:
+            with bench.start_fits.start_recorder() as batches:
                 fit_dataset(cfg, tmp_path / f'fit{fraction}', progress=False)
         finally:
             cfg.data.pop('init_from')
@@ -124,7 +125,7 @@ def test_the_fitting_clock_counts_the_fits_and_the_choice_of_starts(monkeypatch)
         def perf_counter(self):
             return self.now
     clock = Clock()
-    monkeypatch.setattr(bench, 'time', clock)
+    monkeypatch.setattr(bench.start_fits, 'time', clock)
 
     def fit(self, *args, **kwargs):
         clock.now += 5.0
@@ -135,7 +136,7 @@ def test_the_fitting_clock_counts_the_fits_and_the_choice_of_starts(monkeypatch)
         return 'started'
     monkeypatch.setattr(SMILRegistrant, 'fit', fit)
     monkeypatch.setattr(dataset_fit, '_network_starts', network_starts)
-    with bench.fitting_clock() as spent:
+    with bench.start_fits.fitting_clock() as spent:
         clock.now += 100.0                                   # reading the data
         assert dataset_fit._network_starts() == 'started'
         assert SMILRegistrant.fit(object()) == 'fitted'
@@ -153,7 +154,7 @@ def test_the_fitting_clock_sees_a_dataset_fit(fitted, tmp_path):
     from smilfit.apis.fitting import fit_dataset
     bench = benchmark_module('real_session_regression')
     cfg, _, _, _ = fitted
-    with bench.fitting_clock() as spent:
+    with bench.start_fits.fitting_clock() as spent:
         start = time.perf_counter()
         fit_dataset(cfg, tmp_path / 'again', progress=False)
         seconds = time.perf_counter() - start

@@ -33,8 +33,8 @@ def test_the_real_session_benchmark_names_what_a_cached_fit_was_fitted_with(tmp_
     registrant config (an older checkout's) is named, with what differs."""
     bench = benchmark_module('real_session_regression')
     cfg, results = demo_fit(tmp_path)
-    assert bench.fit_config_changes(results, cfg) == []
+    assert bench.session.fit_config_changes(results, cfg) == []
     cfg.registrant.stages[0]['ftol'] = 0.5
-    changes = bench.fit_config_changes(results, cfg)
+    changes = bench.session.fit_config_changes(results, cfg)
     assert len(changes) == 1 and changes[0].startswith('registrant.stages[0].ftol: ')
     assert changes[0].endswith('-> 0.5')

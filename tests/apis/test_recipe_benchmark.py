@@ -40,8 +40,8 @@ def _session_benchmark():
 def _budgeted_benchmark(monkeypatch):
     """The benchmark module with a probe of 3 iterations (1 left out as warm-up)."""
     bench = _session_benchmark()
-    monkeypatch.setattr(bench, 'PROBE_ITERS', 3)
-    monkeypatch.setattr(bench, 'PROBE_WARMUP', 1)
+    monkeypatch.setattr(bench.session, 'PROBE_ITERS', 3)
+    monkeypatch.setattr(bench.session, 'PROBE_WARMUP', 1)
     return bench
 
 
@@ -137,17 +137,20 @@ def test_the_benchmarks_read_the_shared_data_where_smilfit_shared_points(tmp_pat
     monkeypatch.delitem(sys.modules, 'shared_data', raising=False)
     monkeypatch.setenv('SMILFIT_SHARED', str(carried))
     bench = benchmark_module('real_session_regression')
-    assert bench.SESSION == carried / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
-    assert bench.MODEL == carried / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    session = bench.session
+    assert session.SESSION == carried / 'data' / 'sleap_anipose_minimal_session' / 'minimal_session'
+    assert session.MODEL == carried / 'models' / 'SMILy_Mouse_static_joints.pkl'
     # a folder without the data: the run says where it looked and trains nothing
     assert bench.main(['--out-dir', str(tmp_path / 'out'), '--network-only']) == 0
-    assert f'skipped: {bench.SESSION} or {bench.MODEL} is not available' in capsys.readouterr().out
+    assert f'skipped: {session.SESSION} or {session.MODEL} is not available' in \
+        capsys.readouterr().out
     assert not (tmp_path / 'out').exists()
     # without it, ../shared beside the checkout
     monkeypatch.delitem(sys.modules, 'shared_data')
     monkeypatch.delenv('SMILFIT_SHARED')
     bench = benchmark_module('real_session_regression')
-    assert bench.MODEL == REPO_ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
+    assert bench.session.MODEL == \
+        REPO_ROOT.parent / 'shared' / 'models' / 'SMILy_Mouse_static_joints.pkl'
 
 
 def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
@@ -202,13 +205,13 @@ def test_how_soon_a_start_reaches_an_error_is_the_first_cap_within_the_tables_pr
              ('network start', 5, 11, 0.2, (1.26, 23.5))]
     target = (1.27, 23.68)
     # both figures within (0.01, 0.1) px of the target or below it
-    assert bench.first_cap_reaching(along, 'default start', target) == 5
-    assert bench.first_cap_reaching(along, 'network start', target) == 2
+    assert bench.start_fits.first_cap_reaching(along, 'default start', target) == 5
+    assert bench.start_fits.first_cap_reaching(along, 'network start', target) == 2
     # the first cap that reaches it, not the best one
-    assert bench.first_cap_reaching(along, 'network start', (1.30, 23.5)) == 1
+    assert bench.start_fits.first_cap_reaching(along, 'network start', (1.30, 23.5)) == 1
     # no cap reaches it: the uncapped fit is the one to time
-    assert bench.first_cap_reaching(along, 'default start', (1.20, 23.68)) is None
-    assert bench.first_cap_reaching(along, 'default start', (1.30, 23.0)) is None
+    assert bench.start_fits.first_cap_reaching(along, 'default start', (1.20, 23.68)) is None
+    assert bench.start_fits.first_cap_reaching(along, 'default start', (1.30, 23.0)) is None
 
 
 def test_the_last_stage_is_capped_at_every_iteration_until_it_stops_on_its_own(
@@ -223,12 +226,12 @@ def test_the_last_stage_is_capped_at_every_iteration_until_it_stops_on_its_own(
     def per_frame_fit(work, keypoints, results, init, cap, device='cpu'):
         fitted.append((init, cap))
         steps = 10 + min(cap, stops[init])
-        return bench.PerFrameFit(tmp_path, 0.1, 0.1, steps, steps / 2, 0)
-    monkeypatch.setattr(bench, 'per_frame_fit', per_frame_fit)
-    monkeypatch.setattr(bench, 'network_predictions', lambda *a: 'predictions.h5')
-    monkeypatch.setattr(bench, 'fit_points', lambda path, keypoints: (None, None, None))
-    monkeypatch.setattr(bench, 'score', lambda *a: {'scored': (1.0, 2.0)})
-    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None)
+        return bench.start_fits.PerFrameFit(tmp_path, 0.1, 0.1, steps, steps / 2, 0)
+    monkeypatch.setattr(bench.start_fits, 'per_frame_fit', per_frame_fit)
+    monkeypatch.setattr(bench.start_fits, 'network_predictions', lambda *a: 'predictions.h5')
+    monkeypatch.setattr(bench.start_fits, 'fit_points', lambda path, keypoints: (None, None, None))
+    monkeypatch.setattr(bench.start_fits, 'score', lambda *a: {'scored': (1.0, 2.0)})
+    rows = bench.start_fits.fits_along_the_way(tmp_path, None, None, None, None, None)
     assert [(start, cap, steps) for start, cap, steps, _, _ in rows] == \
         [('default start', c, 10 + c) for c in (1, 2, 3, 4)] + \
         [('network start', c, 10 + c) for c in (1, 2)]
@@ -237,22 +240,22 @@ def test_the_last_stage_is_capped_at_every_iteration_until_it_stops_on_its_own(
         [('predictions.h5', c) for c in range(1, 4)]
     # a stage that never stops on its own is capped up to its n_iter
     stops[None] = 100
-    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None)
+    rows = bench.start_fits.fits_along_the_way(tmp_path, None, None, None, None, None)
     assert max(cap for start, cap, *_ in rows if start == 'default start') == \
-        bench.last_stage_iterations() > 4
+        bench.start_fits.last_stage_iterations() > 4
     # given caps are fitted as given
-    rows = bench.fits_along_the_way(tmp_path, None, None, None, None, None, caps=(1, 5))
+    rows = bench.start_fits.fits_along_the_way(tmp_path, None, None, None, None, None, caps=(1, 5))
     assert [cap for _, cap, *_ in rows] == [1, 5, 1, 5]
 
 
 def test_the_targets_are_judged_figure_by_figure():
     bench = benchmark_module('real_session_regression')
     # (c) exactly half of (e) in the median meets it; equal to (b) is not better
-    line = bench.against_targets(b=(4.0, 15.0), c=(4.0, 14.0), e=(8.0, 20.0))
+    line = bench.loop.against_targets(b=(4.0, 15.0), c=(4.0, 14.0), e=(8.0, 20.0))
     assert line == ('Against the targets: (c) at most half of (e): median yes (50%), '
                     'p90 NO (70%); (c) better than (b): median NO (4.00 against 4.00 px), '
                     'p90 yes (14.00 against 15.00 px)')
-    assert bench.against_targets(b=(5.0, 15.0), c=(4.0, 16.0)) == (
+    assert bench.loop.against_targets(b=(5.0, 15.0), c=(4.0, 16.0)) == (
         'Against the targets: (c) better than (b): median yes (4.00 against 5.00 px), '
         'p90 NO (16.00 against 15.00 px)')
 
@@ -262,12 +265,12 @@ def test_half_the_work_is_judged_on_iterations_and_time_to_the_error():
     target = (1.274, 23.68)
     rows = [('default start', 4, 28, 19.1, (0.36, 0.28), (1.27, 23.77)),
             ('network start', 1, 7, 4.2, (0.185, 0.11), (1.27, 23.66))]
-    assert bench.half_the_work(rows, target) == (
+    assert bench.start_fits.half_the_work(rows, target) == (
         "At most half the default start's work to its error: LM iterations of the batch "
         'yes (25%), per frame yes (22%), time end to end NO (51%), fitting alone yes (39%)')
     # a start that never reaches the error has not done it in any share
     rows[1] = ('network start', None, 15, 9.0, (0.25, 0.18), (1.267, 23.80))
-    assert bench.half_the_work(rows, target) == \
+    assert bench.start_fits.half_the_work(rows, target) == \
         "At most half the default start's work to its error: NO (never reaches it)"
 
 
@@ -275,13 +278,13 @@ def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
     bench = benchmark_module('real_session_regression')
     rows = [('default start', 5, 29, 19.8, (0.36, 0.30), (1.274, 23.68)),
             ('network start', None, 15, 9.0, (0.25, 0.18), (1.267, 23.80))]
-    bench.print_time_to_error(rows, (1.274, 23.68), 7)
+    bench.start_fits.print_time_to_error(rows, (1.274, 23.68), 7)
     printed = capsys.readouterr().out
     assert re.search(r'^network start\s+none\s+15\s+9\.0\s', printed, re.M)
     assert 'network start never reaches it' in printed
     assert 'default start never' not in printed
     rows[1] = ('network start', 1, 7, 4.2, (0.18, 0.11), (1.27, 23.66))
-    bench.print_time_to_error(rows, (1.274, 23.68), 7)
+    bench.start_fits.print_time_to_error(rows, (1.274, 23.68), 7)
     assert 'never reaches' not in capsys.readouterr().out
 
 
@@ -344,10 +347,10 @@ def test_another_split_holds_out_other_blocks_and_trains_without_them(tmp_path, 
     assert "held-out frames: [('minimal_session', [[36, 47], [72, 83]])] (24 frames)" in printed
     assert (out / 'split1_net_fit_labels_2' / 'iter_2.pth').is_file()
     crops = out / 'session_64.h5'
-    held, trained_on, _, _ = bench.held_out_frames(crops, 1)
+    held, trained_on, _, _ = bench.session.held_out_frames(crops, 1)
     assert held.isdisjoint(trained_on)
     from mmengine.registry import DATASETS
-    cfg = bench.net_config(crops, tmp_path / 'work', 2, 'cpu', split_seed=1)
+    cfg = bench.session.net_config(crops, tmp_path / 'work', 2, 'cpu', split_seed=1)
     train = DATASETS.build(cfg.train_dataloader.dataset)
     frames = {train.get_data_info(i)['frame'] for i in range(len(train))}
     assert frames == {frame for _, frame in trained_on}

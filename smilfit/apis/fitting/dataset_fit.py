@@ -10,11 +10,12 @@ round-robin between ranks under a launcher); each finished batch is written to
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -79,13 +80,83 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
 
     Returns:
         The path of the results file.
+
+    The recipe, a step each (the next feature adds a step, not a branch):
+
+    1. :func:`_prepare`: the config, the ranks, the registrant and the data, every one
+       checked before the work dir is touched (a failed start leaves nothing to clean up);
+    2. :func:`_claim_work_dir`: earlier results refused, resumed or replaced; the run's
+       stamp written;
+    3. :func:`_animals`: who is who, and each animal's skeleton (estimated or reused);
+    4. :func:`_fit_batches`: this rank's batches, each written as a chunk when done;
+    5. :func:`_write_results`: the chunks merged into the results file, checked.
     """
+    run = _prepare(cfg, Path(work_dir), progress, device, launcher)
+    _claim_work_dir(run, resume, overwrite)
+    animals, skeleton = _animals(run, resume)
+    _fit_batches(run, animals, skeleton, resume)
+    return _write_results(run, skeleton)
+
+
+@dataclasses.dataclass
+class FitRun:
+    """What every step of a dataset fit reads, made once by :func:`_prepare`."""
+
+    data_cfg: Dict[str, Any]
+    reg_cfg: Dict[str, Any]
+    rank: int
+    world: int
+    progress: bool
+    registrant: Any
+    reader: DatasetReader
+    #: (sessions, views) bool of the views fitted, or None for all.
+    keep_views: Optional[np.ndarray]
+    #: Parameters fitted once per animal (its skeleton).
+    shared: List[str]
+    #: An earlier fit's skeleton (``data.skeleton``), or None.
+    calibrated: Optional[Dict[str, Any]]
+    #: The network's predictions to start from (``data.init_from``), or None.
+    network_starts: Any
+    work_dir: Path
+    #: The run's config and data in one JSON text: what resuming must match.
+    stamp: str
+    total: int
+    batch_size: int
+
+    @property
+    def chunks(self) -> Path:
+        return self.work_dir / 'chunks'
+
+    @property
+    def results(self) -> Path:
+        return self.work_dir / RESULTS_NAME
+
+    def read(self, indices: np.ndarray, warn: bool = True):
+        """The batch's metadata, its observations (cameras checked, views selected) and
+        the (B, C) views dropped for non-finite cameras."""
+        batch = self.reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
+                                 ['session', 'frame'])
+        raw = observations_from_batch(batch)
+        bad_views = drop_non_finite_cameras(raw)
+        if bad_views.any() and warn:
+            warn_bad_cameras(bad_views, indices, batch['session'], self.reader,
+                             self.data_cfg['path'])
+        if any(isinstance(h, SilhouetteHandler) for h in self.registrant.handlers.values()):
+            # silhouettes: the stored masks (NaN where a view has none)
+            raw['masks'], raw['mask_valid'] = masks_from_hdf5(self.reader, indices)
+        if self.keep_views is not None:  # data.views / data.exclude_views
+            raw = select_views(raw, self.keep_views[np.asarray(batch['session'], int)])
+        return batch, raw, bad_views
+
+
+def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str,
+             launcher: str) -> FitRun:
+    """Step 1: everything that can be wrong with the config, the model or the data fails
+    here, before the work dir is touched."""
     data_cfg = check_data_config(cfg.get('data'))
     rank, world, device = setup_distributed(launcher, device)
     progress = progress and rank == 0
     reg_cfg = registrant_config(cfg, progress)
-    # Everything that can be wrong with the config, the model or the data fails here,
-    # before the work dir is touched: a failed start leaves nothing to clean up.
     if not Path(data_cfg['path']).is_file():
         raise FileNotFoundError(f"data.path {data_cfg['path']} does not exist")
     registrant = REGISTRANTS.build(reg_cfg)
@@ -96,148 +167,179 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
     keep_views = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
                            data_cfg.get('exclude_views'), session_names=reader.session_names)
     shared = sorted({k for st in registrant.stages for k in st.fit} & set(registrant.shared))
+    total = len(reader)
+    if data_cfg.get('max_samples') is not None:
+        total = min(total, int(data_cfg['max_samples']))
+    stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg,
+                            dataset=dataset_identity(data_cfg['path'])),
+                       sort_keys=True, default=str)
+    return FitRun(data_cfg=data_cfg, reg_cfg=reg_cfg, rank=rank, world=world,
+                  progress=progress, registrant=registrant, reader=reader,
+                  keep_views=keep_views, shared=shared,
+                  calibrated=_calibrated_skeleton(data_cfg, registrant, shared),
+                  network_starts=_network_start_source(data_cfg, registrant, reader),
+                  work_dir=work_dir, stamp=stamp, total=total,
+                  batch_size=int(data_cfg.get('batch_size', 64)))
+
+
+def _calibrated_skeleton(data_cfg: Mapping[str, Any], registrant, shared: List[str]
+                         ) -> Optional[Dict[str, Any]]:
+    """An earlier fit's skeleton (``data.skeleton``) for the shared parameters, or None.
+
+    Raises:
+        FittingConfigError: shared parameters with ``multi_start``; ``data.skeleton``
+            without shared parameters, or one that does not fit the registrant.
+    """
     if shared and registrant.multi_start is not None:
         raise FittingConfigError(
             f'registrant: multi_start cannot be combined with shared parameters {shared} '
             'in a dataset fit (the skeleton is estimated per animal first)')
-    calibrated = None
-    if data_cfg.get('skeleton') is not None:
-        if not shared:
-            raise FittingConfigError('data.skeleton: the registrant shares no fitted '
-                                     'parameters (registrant.shared) to take from it')
-        try:
-            calibrated = load_skeleton(data_cfg['skeleton'], shared, registrant.param_shapes(),
-                                       registrant.body_model.joint_names)
-        except (KeyError, ValueError, TypeError) as err:
-            raise FittingConfigError(f'data.skeleton: {err}') from err
-    network_starts = None
-    if data_cfg.get('init_from') is not None:
-        if registrant.multi_start is not None:
-            raise FittingConfigError('data.init_from and registrant.multi_start exclude each '
-                                     'other (both choose where frames start)')
-        network_starts = load_network_starts(data_cfg['init_from'], reader)
+    if data_cfg.get('skeleton') is None:
+        return None
+    if not shared:
+        raise FittingConfigError('data.skeleton: the registrant shares no fitted '
+                                 'parameters (registrant.shared) to take from it')
+    try:
+        return load_skeleton(data_cfg['skeleton'], shared, registrant.param_shapes(),
+                             registrant.body_model.joint_names)
+    except (KeyError, ValueError, TypeError) as err:
+        raise FittingConfigError(f'data.skeleton: {err}') from err
 
-    work_dir = Path(work_dir)
-    results = work_dir / RESULTS_NAME
-    chunks = work_dir / 'chunks'
+
+def _network_start_source(data_cfg: Mapping[str, Any], registrant, reader):
+    """The network's predictions to start frames from (``data.init_from``), or None."""
+    if data_cfg.get('init_from') is None:
+        return None
+    if registrant.multi_start is not None:
+        raise FittingConfigError('data.init_from and registrant.multi_start exclude each '
+                                 'other (both choose where frames start)')
+    return load_network_starts(data_cfg['init_from'], reader)
+
+
+def _claim_work_dir(run: FitRun, resume: bool, overwrite: bool) -> None:
+    """Step 2: refuse earlier results unless resuming (with the same stamp) or replacing
+    them; write the run's stamp to ``chunks/config.json``."""
+    chunks, stamp_path = run.chunks, run.chunks / 'config.json'
     # Only finished batches count as results: a run that failed before writing one
     # (leaving chunks/config.json) can simply be run again.
-    if (results.exists() or any(chunks.glob('batch_*.npz'))) and not (resume or overwrite):
-        raise FileExistsError(f'{work_dir} already holds fitting results; pass resume=True '
-                              '(--resume) to continue or overwrite=True (--overwrite)')
-    stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg,
-                            dataset=dataset_identity(data_cfg['path'])),
-                       sort_keys=True, default=str)
-    stamp_path = chunks / 'config.json'
+    if (run.results.exists() or any(chunks.glob('batch_*.npz'))) and not (resume or overwrite):
+        raise FileExistsError(f'{run.work_dir} already holds fitting results; pass '
+                              'resume=True (--resume) to continue or overwrite=True '
+                              '(--overwrite)')
     if resume and not overwrite and stamp_path.exists() and any(chunks.glob('batch_*.npz')):
-        changed = stamp_changes(stamp_path.read_text(), stamp)
+        changed = stamp_changes(stamp_path.read_text(), run.stamp)
         if changed:
             raise FileExistsError(f'{chunks} was written from another '
                                   f'{" and ".join(changed)}; its batches cannot be resumed: '
                                   'use --overwrite to start again')
     # Every rank checks before any rank writes: rank 0's own config.json must not look
     # like earlier results to a slower rank.
-    barrier(world)
-    if rank == 0:
+    barrier(run.world)
+    if run.rank == 0:
         if overwrite and chunks.exists():
             for old in [*chunks.glob('batch_*.npz'), chunks / SKELETON_NAME]:
                 old.unlink(missing_ok=True)
         chunks.mkdir(parents=True, exist_ok=True)
-        write_text(stamp_path, stamp)
-    barrier(world)
+        write_text(stamp_path, run.stamp)
+    barrier(run.world)
 
-    total = len(reader)
-    if data_cfg.get('max_samples') is not None:
-        total = min(total, int(data_cfg['max_samples']))
-    batch_size = int(data_cfg.get('batch_size', 64))
-    save_vertices = bool(data_cfg.get('save_vertices', False))
-    needs_masks = any(isinstance(h, SilhouetteHandler) for h in registrant.handlers.values())
 
-    def read(indices: np.ndarray, warn: bool = True):
-        """The batch's metadata, its observations (cameras checked, views selected) and
-        the views dropped for non-finite cameras."""
-        batch = reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
-                            ['session', 'frame'])
-        raw = observations_from_batch(batch)
-        bad_views = drop_non_finite_cameras(raw)
-        if bad_views.any() and warn:
-            warn_bad_cameras(bad_views, indices, batch['session'], reader, data_cfg['path'])
-        if needs_masks:  # silhouettes: the stored masks (NaN where a view has none)
-            raw['masks'], raw['mask_valid'] = masks_from_hdf5(reader, indices)
-        if keep_views is not None:  # data.views / data.exclude_views
-            raw = select_views(raw, keep_views[np.asarray(batch['session'], int)])
-        return batch, raw, bad_views
+def _animals(run: FitRun, resume: bool):
+    """Step 3: who is who (also without shared parameters: handlers pool per animal, e.g.
+    the keypoints' noise scales over its frames in the batch), and one skeleton per animal
+    and session (:mod:`smilfit.apis.animals`): estimated once from frames spread over the
+    session (or a calibrated one reused), then held fixed while every frame is fitted.
 
-    # Who is who, also without shared parameters: handlers pool per animal (e.g. the
-    # keypoints' noise scales over its frames in the batch).
-    meta = reader.read(np.arange(total), keys=['session', 'frame', 'instance', 'track'])
+    Returns:
+        ``(animals, skeleton)``: :func:`~smilfit.apis.animals.identify_animals`' answer
+        and the skeleton's arrays (None without shared parameters).
+    """
+    meta = run.reader.read(np.arange(run.total), keys=['session', 'frame', 'instance',
+                                                       'track'])
     animals = identify_animals(meta['session'], meta['instance'], meta['track'])
-    # One skeleton per animal and session (smilfit.apis.animals): estimated once from
-    # frames spread over the session (or a calibrated one reused), then held fixed while
-    # every frame is fitted.
-    skeleton = None
-    if shared:
-        skeleton_path = chunks / SKELETON_NAME
-        if rank == 0 and not (resume and skeleton_matches(skeleton_path, stamp)):
-            if calibrated is not None and calibrated['mode'] == 'fixed':
-                skeleton = calibrated_skeletons(calibrated, shared, animals, stamp)
-            else:
-                skeleton = estimate_skeletons(
-                    registrant, read, animals, meta['frame'], shared, stamp,
-                    int(data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)),
-                    batch_size, progress, calibrated)
-            save_npz(skeleton_path, skeleton)
-        barrier(world)
-        with np.load(skeleton_path, allow_pickle=False) as z:
-            skeleton = {k: z[k] for k in z.files}
+    if not run.shared:
+        return animals, None
+    skeleton_path = run.chunks / SKELETON_NAME
+    if run.rank == 0 and not (resume and skeleton_matches(skeleton_path, run.stamp)):
+        calibrated = run.calibrated
+        if calibrated is not None and calibrated['mode'] == 'fixed':
+            skeleton = calibrated_skeletons(calibrated, run.shared, animals, run.stamp)
+        else:
+            skeleton = estimate_skeletons(
+                run.registrant, run.read, animals, meta['frame'], run.shared, run.stamp,
+                int(run.data_cfg.get('skeleton_frames', DEFAULT_SKELETON_FRAMES)),
+                run.batch_size, run.progress, calibrated)
+        save_npz(skeleton_path, skeleton)
+    barrier(run.world)
+    with np.load(skeleton_path, allow_pickle=False) as z:
+        return animals, {k: z[k] for k in z.files}
 
-    starts = range(0, total, batch_size)
-    mine = [start for i, start in enumerate(starts) if i % world == rank]
-    for start in tqdm(mine, desc='fitting batches', disable=not progress):
-        chunk_path = chunks / f'batch_{start // batch_size:05d}.npz'
+
+def _fit_batches(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]],
+                 resume: bool) -> None:
+    """Step 4: this rank's batches (round-robin between ranks), each fitted and written
+    to ``chunks/batch_<n>.npz``; finished ones are kept when resuming."""
+    starts = range(0, run.total, run.batch_size)
+    mine = [start for i, start in enumerate(starts) if i % run.world == run.rank]
+    for start in tqdm(mine, desc='fitting batches', disable=not run.progress):
+        chunk_path = run.chunks / f'batch_{start // run.batch_size:05d}.npz'
         if resume and chunk_path.exists():
             if load_npz_whole(chunk_path) is not None:
                 continue
             # (written atomically, so damaged since: e.g. a copy of the work dir cut short)
             warnings.warn(f'{chunk_path} cannot be read whole; fitting its batch again')
-        indices = np.arange(start, min(start + batch_size, total))
-        batch, raw, bad_views = read(indices)
-        observations = registrant.to_tensors(raw)
-        present, local = np.unique(animals.of_sample[indices], return_inverse=True)
-        extra = dict(groups=torch.as_tensor(local))
-        if skeleton is not None:
-            extra.update(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
-                                      for k in shared}, fixed=shared)
-        won = None
-        if network_starts is not None:
-            # A frame started from the network skips the coarse stages (the rigid
-            # alignment, the first pose): it starts where they would bring it.
-            extra, won = _network_starts(registrant, observations, extra, network_starts,
-                                         indices)
-            extra['near'] = won
-        result = registrant.fit(observations, allow_all_diverged=True, **extra)
-        arrays = batch_arrays(result, observations, registrant, indices, save_vertices)
-        if won is not None:
-            arrays['network_start'] = won.cpu().numpy()
-        arrays['animal'] = animals.of_sample[indices]
-        arrays['session'] = np.asarray(batch['session'])
-        arrays['frame'] = np.asarray(batch['frame'])
-        arrays['bad_camera_views'] = bad_views
-        arrays['history'] = np.asarray(json.dumps(result.history))
-        save_npz(chunk_path, arrays)
-    barrier(world)
-    if rank == 0:
-        merge_chunks(chunks, results, len(starts), registrant, reader, data_cfg, stamp,
-                      skeleton)
-    barrier(world)
-    with read_h5(results, 'fit results') as f:
+        indices = np.arange(start, min(start + run.batch_size, run.total))
+        save_npz(chunk_path, _fit_batch(run, animals, skeleton, indices))
+    barrier(run.world)
+
+
+def _fit_batch(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]],
+               indices: np.ndarray) -> Dict[str, np.ndarray]:
+    """The arrays of one fitted batch (:func:`~.results.batch_arrays` and what the merge
+    needs besides)."""
+    registrant = run.registrant
+    batch, raw, bad_views = run.read(indices)
+    observations = registrant.to_tensors(raw)
+    present, local = np.unique(animals.of_sample[indices], return_inverse=True)
+    extra = dict(groups=torch.as_tensor(local))
+    if skeleton is not None:
+        extra.update(init_params={k: torch.as_tensor(skeleton[f'param_{k}'][present])
+                                  for k in run.shared}, fixed=run.shared)
+    won = None
+    if run.network_starts is not None:
+        # A frame started from the network skips the coarse stages (the rigid
+        # alignment, the first pose): it starts where they would bring it.
+        extra, won = _network_starts(registrant, observations, extra, run.network_starts,
+                                     indices)
+        extra['near'] = won
+    result = registrant.fit(observations, allow_all_diverged=True, **extra)
+    arrays = batch_arrays(result, observations, registrant, indices,
+                          bool(run.data_cfg.get('save_vertices', False)))
+    if won is not None:
+        arrays['network_start'] = won.cpu().numpy()
+    arrays['animal'] = animals.of_sample[indices]
+    arrays['session'] = np.asarray(batch['session'])
+    arrays['frame'] = np.asarray(batch['frame'])
+    arrays['bad_camera_views'] = bad_views
+    arrays['history'] = np.asarray(json.dumps(result.history))
+    return arrays
+
+
+def _write_results(run: FitRun, skeleton: Optional[Dict[str, np.ndarray]]) -> Path:
+    """Step 5: rank 0 merges the chunks into the results file; a run in which every
+    sample failed is an error (the file keeps what was reached)."""
+    if run.rank == 0:
+        merge_chunks(run.chunks, run.results, len(range(0, run.total, run.batch_size)),
+                     run.registrant, run.reader, run.data_cfg, run.stamp, skeleton)
+    barrier(run.world)
+    with read_h5(run.results, 'fit results') as f:
         failed = f['metrics/diverged'][:]
     if failed.size and failed.all():
         raise AllSamplesFailedError(
             f'every one of the {failed.size} samples failed (non-finite loss or gradient); '
-            f'{results} holds what was reached. Check the cameras, the observations and the '
-            'loss weights')
-    return results
+            f'{run.results} holds what was reached. Check the cameras, the observations '
+            'and the loss weights')
+    return run.results
 
 
 def _network_starts(registrant, observations, extra, starts, indices):
