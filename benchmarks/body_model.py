@@ -14,6 +14,7 @@ Usage::
     python benchmarks/body_model.py                 # CPU, one thread
     python benchmarks/body_model.py --device cuda   # adds batch 4096
     python benchmarks/body_model.py --threads 2 --batch-sizes 1 64
+    python benchmarks/body_model.py --device cpu --tables docs/tables   # the docs' tables
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
 from smilfit.body_models import SMILModel  # noqa: E402
+from tables import command_line, emit  # noqa: E402  (benchmarks/tables.py)
 from timing import time_call  # noqa: E402  (benchmarks/timing.py)
 from smilfit.body_models.demo_model import demo_model_data  # noqa: E402
 from smilfit.body_models.io import load_model_data  # noqa: E402
@@ -74,12 +76,14 @@ def bench_model(model: SMILModel, batch: int, device: torch.device) -> Dict[str,
     return result
 
 
-def smplx_ratio(model: SMILModel, batch: int = 64, pairs: int = 40) -> str:
-    """Forward time of smplx.lbs vs SMILModel on the same model and inputs (CPU)."""
+def smplx_ratio(model: SMILModel, batch: int = 64, pairs: int = 40) -> list:
+    """Forward with vertices of smplx.lbs and SMILModel on the same model and inputs (CPU,
+    batch 64): their median ms, the median of the per-pair ratios of ``pairs`` interleaved
+    pairs (so machine-load drift hits both alike) and the largest vertex difference."""
     try:
         from smplx.lbs import lbs
     except ImportError:
-        return 'smplx not installed (pip install -e .[dev])'
+        raise SystemExit('smplx is not installed (pip install -e .[dev]); or --no-smplx')
     data = model.data
     V, J = data.num_vertices, data.num_joints
     f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
@@ -118,9 +122,8 @@ def smplx_ratio(model: SMILModel, batch: int = 64, pairs: int = 40) -> str:
                 fn()
                 times.append(time.perf_counter() - t0)
     ratio = statistics.median(s / o for s, o in zip(t_smplx, t_ours))
-    return (f'smplx.lbs {1e3 * statistics.median(t_smplx):.2f} ms vs SMILModel '
-            f'{1e3 * statistics.median(t_ours):.2f} ms at batch {batch}: {ratio:.2f}x faster '
-            f'(median of {pairs} interleaved pairs; max |vertex difference| {err:.1e})')
+    return [f'{1e3 * statistics.median(t_smplx):.2f}', f'{1e3 * statistics.median(t_ours):.2f}',
+            f'{ratio:.1f}x', f'{err:.0e}']
 
 
 def load_models() -> Dict[str, SMILModel]:
@@ -131,8 +134,27 @@ def load_models() -> Dict[str, SMILModel]:
             models[name] = SMILModel(data=load_model_data(path))
     if not models:
         print('../shared/models not found: benchmarking the embedded demo model only')
-        models['demo'] = SMILModel(data=demo_model_data())
+    models['demo'] = SMILModel(data=demo_model_data())
     return models
+
+
+def factored_speedup(model: SMILModel, batches=(4, 8, 16, 32, 64)) -> list:
+    """Time of the chunked skinning path over the shape-factored one, forward with
+    vertices on the CPU, per batch (above 1: the factored path is faster)."""
+    cells = []
+    saved = model.factored_min_batch
+    try:
+        for batch in batches:
+            inputs = make_inputs(model, batch, requires_grad=False)
+            times = []
+            for pinned in (10 ** 9, 1):           # chunked, then factored
+                model.factored_min_batch = pinned
+                with torch.no_grad():
+                    times.append(time_call(lambda: model(**inputs), torch.device('cpu')))
+            cells.append(f'{times[0] / times[1]:.2f}')
+    finally:
+        model.factored_min_batch = saved
+    return cells
 
 
 def main(argv=None) -> int:
@@ -144,7 +166,11 @@ def main(argv=None) -> int:
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=None,
                         help='default: 1 16 64 256 (and 4096 on a GPU)')
     parser.add_argument('--no-smplx', action='store_true', help='skip the smplx comparison')
+    parser.add_argument('--tables', metavar='DIR', default=None,
+                        help='also write each table to DIR/<name>.md (docs/tables for the '
+                             'documentation)')
     args = parser.parse_args(argv)
+    command = command_line(argv, 'body_model.py')
     torch.set_num_threads(args.threads)
     devices = ['cpu'] if args.device == 'cpu' else ['cuda'] if args.device == 'cuda' else (
         ['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
@@ -158,21 +184,29 @@ def main(argv=None) -> int:
         label = (torch.cuda.get_device_name(device) if dev_name == 'cuda'
                  else f'CPU, {torch.get_num_threads()} thread(s)')
         print(f'\n## {label}: median ms per call (float32)\n')
-        print('| model | V | J | batch | ' + ' | '.join(columns) + ' |')
-        print('|---|---|---|---|' + '---|' * len(columns))
+        rows = []
         for name, model in models.items():
             model = model.to(device)
             for batch in sizes:
                 r = bench_model(model, batch, device)
-                cells = ' | '.join(f'{r[c]:.3f}' for c in columns)
-                print(f'| {name} | {model.num_vertices} | {model.num_joints} | {batch} | '
-                      f'{cells} |', flush=True)
+                rows.append([name, model.num_vertices, model.num_joints, batch] +
+                            [f'{r[c]:.2f}' for c in columns])
             models[name] = model.cpu()
+        emit(f'body_model_{dev_name}', ['model', 'V', 'J', 'batch'] + columns, rows,
+             args.tables, command)
+    print(f'\n## Chunked over shape-factored skinning (CPU, {torch.get_num_threads()} '
+          'thread(s), forward with vertices; above 1: factored is faster)\n')
+    batches = (4, 8, 16, 32, 64)
+    emit('body_model_factored', ['model', 'V', 'J', 'K'] + [f'batch {b}' for b in batches],
+         [[name, m.num_vertices, m.num_joints, m.num_betas] + factored_speedup(m, batches)
+          for name, m in models.items()], args.tables, command)
     if not args.no_smplx:
         print(f'\n## smplx comparison (CPU, {torch.get_num_threads()} thread(s), '
               'forward with vertices)\n')
-        for name, model in models.items():
-            print(f'- {name}: {smplx_ratio(model)}', flush=True)
+        emit('body_model_smplx',
+             ['model', 'smplx.lbs ms', 'SMILModel ms', 'SMILModel faster by', 'max vertex diff'],
+             [[name, *smplx_ratio(model)] for name, model in models.items()],
+             args.tables, command)
     return 0
 
 

@@ -16,6 +16,7 @@ Usage::
     python benchmarks/linear_solvers.py                  # stick insect and mouse (../shared)
     python benchmarks/linear_solvers.py --models demo    # the built-in demo model
     python benchmarks/linear_solvers.py --device cuda --systems 1 4 16 64 256
+    python benchmarks/linear_solvers.py --models stick mouse demo --tables docs/tables
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shared_data import SHARED  # noqa: E402  (benchmarks/shared_data.py)
 
+from tables import command_line, emit  # noqa: E402  (benchmarks/tables.py)
 from timing import time_call  # noqa: E402
 
 from smilfit.body_models import demo_model_data, load_model_data  # noqa: E402
@@ -72,24 +74,25 @@ def packed_systems(solver: SparseCholesky, coupling: torch.Tensor, n: int, devic
     return [t.to(device) for t in (packed, H, grad, damping)]
 
 
-def run(models, systems, device) -> None:
+def run(models, systems, device, tables=None, command=None) -> None:
+    """Print (and with ``tables`` write, as ``linear_solvers.md``) the time per solve of
+    each path by model and systems per batch."""
     print(f'device {device}, threads {torch.get_num_threads()}, '
           f'SPARSE_MIN_SYSTEMS {SPARSE_MIN_SYSTEMS}')
-    print('| model | P | sparse flops / dense | systems | sparse ms | dense ms | chosen ms |')
-    print('|---|---|---|---|---|---|---|')
+    rows = []
     for name in models:
         if name == 'demo':
             data = demo_model_data()
         else:
             path = SHARED_MODELS / MODEL_FILES[name]
             if not path.exists():
-                print(f'| {name} | {path} not found: skipped |')
+                print(f'{name}: {path} not found: skipped')
                 continue
             data = load_model_data(path)
         coupling = pose_coupling(data.parents)
         planned = plan_linear_solver(coupling)      # (on the CPU, to build the systems)
         if not isinstance(planned, SparseCholesky):
-            print(f'| {name} | {coupling.shape[0]} | (dense: {type(planned).__name__}) |')
+            print(f'{name}: {coupling.shape[0]} columns, dense ({type(planned).__name__})')
             continue
         solver = planned.to(device)
         sparse_only = SparseCholesky(solver.plan, dense_below=0)
@@ -98,8 +101,10 @@ def run(models, systems, device) -> None:
             packed, H, grad, damping = packed_systems(planned, coupling, n, device)
             ms = [time_call(lambda: s.solve(h, grad, damping), device)
                   for s, h in ((sparse_only, packed), (DenseCholesky(), H), (solver, packed))]
-            print(f'| {name} | {coupling.shape[0]} | {fraction:.3f} | {n} | {ms[0]:.2f} | '
-                  f'{ms[1]:.2f} | {ms[2]:.2f} |')
+            rows.append([name, coupling.shape[0], f'{fraction:.3f}', n] +
+                        [f'{t:.2f}' for t in ms])
+    emit('linear_solvers', ['model', 'P', 'sparse flops / dense', 'systems', 'sparse ms',
+                            'dense ms', 'chosen ms'], rows, tables, command)
 
 
 def main(argv=None) -> int:
@@ -111,11 +116,15 @@ def main(argv=None) -> int:
                         help='systems per batch')
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    parser.add_argument('--tables', metavar='DIR', default=None,
+                        help='also write the table to DIR/linear_solvers.md (docs/tables for '
+                             'the documentation)')
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.systems):
         parser.error('--systems must be positive')
     torch.set_num_threads(args.threads)
-    run(args.models, args.systems, torch.device(args.device))
+    run(args.models, args.systems, torch.device(args.device), args.tables,
+        command_line(argv, 'linear_solvers.py'))
     return 0
 
 

@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/long_session.py                       # 2,000 and 20,000 frames
     python benchmarks/long_session.py --frames 500 --animals 3
+    python benchmarks/long_session.py --tables docs/tables   # the docs' table
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import command_line, emit  # noqa: E402  (benchmarks/tables.py)
 
 
 def config(path: Path, batch_size: int, skeleton_frames: int):
@@ -94,6 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--skeleton-frames', type=int, default=200)
     parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--tables', metavar='DIR', default=None,
+                        help='also write the table to DIR/long_session.md (docs/tables for '
+                             'the documentation)')
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.frames[0], args.animals, args.batch_size,
@@ -102,9 +108,7 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     print(f'\n{args.animals} animals, 4 cameras, batch {args.batch_size}, skeletons from up '
           f'to {args.skeleton_frames} frames each, 1 thread\n')
-    print('| frames | samples | make s | skeletons s | fit s (all) | samples/s | peak MB | '
-          'median reprojection px | worst bone error % of body |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    rows = []
     for frames in args.frames:
         out = subprocess.run([sys.executable, __file__, '--one', '--frames', str(frames),
                               '--animals', str(args.animals), '--batch-size',
@@ -115,10 +119,15 @@ def main(argv=None) -> int:
             print(out.stderr[-3000:], file=sys.stderr)
             return out.returncode
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {r['frames']:,} | {r['samples']:,} | {r['make_s']:.1f} | "
-              f"{r['skeleton_s']:.1f} | {r['fit_s']:.1f} | {r['samples_per_s']:.0f} | "
-              f"{r['peak_mb']:.0f} | {r['reprojection_px']:.3f} | "
-              f"{r['bone_error_pct']:.2f} |", flush=True)
+        rows.append([f"{r['frames']:,}", f"{r['samples']:,}", f"{r['make_s']:.1f}",
+                     f"{r['skeleton_s']:.1f}", f"{r['fit_s']:.1f}",
+                     f"{r['samples_per_s']:.0f}", f"{r['peak_mb']:,.0f}",
+                     f"{r['reprojection_px']:.3f}", f"{r['bone_error_pct']:.2f}"])
+        print(f'{frames:,} frames done', flush=True)
+    emit('long_session', ['frames', 'samples', 'make s', 'skeletons s', 'fit s (all)',
+                          'samples/s', 'peak MB', 'median reprojection px',
+                          'worst bone error % of body'], rows, args.tables,
+         command_line(argv, 'long_session.py'))
     return 0
 
 

@@ -28,7 +28,8 @@ extensions = [
     'sphinx.ext.viewcode',
 ]
 source_suffix = {'.md': 'myst-nb', '.ipynb': 'myst-nb'}
-exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
+# tables/: the benchmarks' tables, included by the pages (not pages of their own).
+exclude_patterns = ['_build', 'tables', 'Thumbs.db', '.DS_Store', '**.ipynb_checkpoints']
 
 # Headings get anchors so pages can link to sections (`page.md#a-heading`).
 myst_heading_anchors = 3

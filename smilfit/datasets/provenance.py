@@ -25,16 +25,17 @@ session without them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from smilfit.utils.digest import file_sha256
+
 PathLike = Union[str, 'os.PathLike[str]']
 
 __all__ = ['SOURCE_ATTR', 'CONTENT_OPTIONS', 'sleap_source', 'expected_source', 'read_source',
-           'write_source', 'source_changes', 'source_notes', 'file_digest']
+           'write_source', 'source_changes', 'source_notes']
 
 #: HDF5 root attribute holding the JSON source record.
 SOURCE_ATTR = 'smilfit_source'
@@ -54,15 +55,6 @@ def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def file_digest(path: PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _input_file(root: Path, name: str) -> Path:
     """The file a record's relative ``name`` stands for below input ``root``."""
     return root if root.is_file() else root / name
@@ -75,7 +67,7 @@ def _file_list(root: Path, exclude: Optional[Path] = None, digests: bool = False
     prepared inside the input folder must not make its own input look changed)."""
     def entry(path: Path, name: str) -> List[Any]:
         st = path.stat()
-        return [name, st.st_size, st.st_mtime_ns] + ([file_digest(path)] if digests else [])
+        return [name, st.st_size, st.st_mtime_ns] + ([file_sha256(path)] if digests else [])
 
     if root.is_file():
         return [entry(root, root.name)]
@@ -197,7 +189,7 @@ def _changed_files(stored: Mapping[str, Any], expected: Mapping[str, Any]) -> Li
             changed.append(name)
         elif same_place and was[1] == now[1]:
             continue
-        elif len(was) < 3 or file_digest(_input_file(root, name)) != was[2]:
+        elif len(was) < 3 or file_sha256(_input_file(root, name)) != was[2]:
             changed.append(name)           # no digest recorded: the time is all there is
     return changed
 

@@ -16,7 +16,6 @@ with a fresh ``.json`` is always complete).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 from ..utils.atomic import atomic_open
+from ..utils.digest import file_sha256
 
 __all__ = ['save_animation', 'load_animation', 'Animation', 'AnimationFormatError',
            'ANIMATION_FORMAT']
@@ -61,13 +61,6 @@ def _base(path: PathLike) -> Path:
     path = Path(path)
     return path.with_suffix('') if path.suffix in ('.npz', '.json') else path
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -150,7 +143,7 @@ def save_animation(path: PathLike, params: Mapping[str, Any],
                   fps=None if fps is None else float(fps), body_model=body_model,
                   params={n: dict(shape=list(a.shape), dtype=a.dtype.str)
                           for n, a in arrays.items()},
-                  npz_sha256=_sha256(npz_path), meta=meta)
+                  npz_sha256=file_sha256(npz_path), meta=meta)
     text = json.dumps(header, indent=2)
     _atomic_write(json_path, lambda f: f.write(text.encode('utf-8')))
     return npz_path, json_path
@@ -186,7 +179,7 @@ def load_animation(path: PathLike, verify: bool = True) -> Animation:
     if int(info.get('version', 0)) > ANIMATION_VERSION:
         raise AnimationFormatError(f'{json_path}: version {info.get("version")} is newer than '
                                    f'this smilfit reads ({ANIMATION_VERSION})')
-    if verify and _sha256(npz_path) != info.get('npz_sha256'):
+    if verify and file_sha256(npz_path) != info.get('npz_sha256'):
         raise AnimationFormatError(f'{npz_path}: its contents do not match the checksum in '
                                    f'{json_path.name} (corrupted, or the pair was mixed up)')
     try:

@@ -475,7 +475,8 @@ def _checkpoint_of_the_data(tmp_path, h5):
     with DatasetReader(h5) as reader:
         names = list(reader.keypoint_names)
     path = tmp_path / 'trained.pth'
-    torch.save(dict(state_dict=dict(w=torch.zeros(1)), meta=dict(dataset_meta=dict(keypoint_names=names))), path)
+    torch.save(dict(state_dict=dict(w=torch.zeros(1)),
+                    meta=dict(dataset_meta=dict(keypoint_names=names))), path)
     return path
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from smilfit.apis.fitting import StaleDataError, prepare_data
 from smilfit.cli.preprocess_sleap import main as preprocess
-from smilfit.datasets.provenance import file_digest, read_source
+from smilfit.datasets.provenance import read_source
+from smilfit.utils.digest import file_sha256
 
 from ..apis.test_sleap_round_trip import make_sleap_session
 from ..conftest import REPO_ROOT, shared_path
@@ -36,7 +37,7 @@ def test_the_tool_records_its_source_and_options(prepared):
     assert 'workers' not in record['options']      # how the run went is not the source
     assert {f[0] for f in record['files']} >= {'calibration.toml', 'cam0/cam0.slp'}
     for name, size, mtime, digest in record['files']:      # each file's content digest
-        assert digest == file_digest(session / name)
+        assert digest == file_sha256(session / name)
 
 
 def test_the_tools_dataset_fits_from_a_copy_of_the_session(prepared, tmp_path, capsys):
