@@ -11,10 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_session_data import (FIT_CONFIG, LOOKUP, MODEL, SCORED, TIME_BLOCKS,  # noqa: E402
-                               fit_offsets, mean_pose_points, net_config, network_points,
-                               score, train)
+from real_session_data import (FIT_CONFIG, LOOKUP, MODEL, NET_CONFIG, SCORED,  # noqa: E402
+                               TIME_BLOCKS, fit_offsets, mean_pose_points, net_config,
+                               network_points, score, train)
 from real_session_starts import _yes  # noqa: E402
+from tables import write  # noqa: E402  (benchmarks/tables.py)
+
 
 def fit_in_the_loop(out: Path, crops: Path, keypoints: Path, results: Path,
                     checkpoint: Path, iters: int, device: str, held) -> list:
@@ -139,6 +141,15 @@ def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
         print(f'{label:<52}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}'
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
     print_against_targets(rows)
+    # The same table for the docs (--tables): named by the recipe where it is not the
+    # CPU-sized one.
+    recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'_{config.stem}'
+    write(f'real_session_held_out{recipe}',
+          ['method', 'median px', 'p90 px', 'side median', 'side p90', 'train s', 'images/s'],
+          [[label] + (['not built'] + [''] * 5 if s is None else
+                      [f'{s["scored"][0]:.2f}', f'{s["scored"][1]:.2f}',
+                       f'{s["apart"][0]:.2f}', f'{s["apart"][1]:.2f}', seconds, ips])
+           for label, s, seconds, ips in rows], args.tables, args.command)
 
 
 
@@ -196,7 +207,7 @@ def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
     print(f'(c) better than (b) seed by seed: median with {sum(ahead[0])} of {len(seeds)}, '
           f'p90 with {sum(ahead[1])} of {len(seeds)}')
     fit_cameras = fit_score['cameras']
-    print(f'\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
+    print('\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
           'the seeds)')
     print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')
     for name in SCORED:

@@ -104,6 +104,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_session_data as session  # noqa: E402  (benchmarks/real_session_data.py)
 import real_session_loop as loop  # noqa: E402  (benchmarks/real_session_loop.py)
 import real_session_starts as start_fits  # noqa: E402  (benchmarks/real_session_starts.py)
+from tables import command_line  # noqa: E402  (benchmarks/tables.py)
 
 
 
@@ -143,6 +144,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out-dir', default=str(ROOT / 'work_dirs' / 'real_session'))
+    parser.add_argument('--tables', metavar='DIR', default=None,
+                        help='also write the held-out table to DIR/real_session_held_out*.md '
+                             '(docs/tables for the documentation)')
     parser.add_argument('--iters', type=int, default=400)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
@@ -189,6 +193,7 @@ def main(argv=None) -> int:
                         help='with --starts-only: alternating runs of each start on each '
                              'device, the median timed (7)')
     args = parser.parse_args(argv)
+    args.command = command_line(argv, 'real_session_regression.py')   # (for --tables)
     started = time.perf_counter()
     one_table = args.network_only or args.table_only
     if args.network_only + args.table_only + args.starts_only > 1:

@@ -36,17 +36,16 @@ def command_line(argv: Optional[Sequence[str]] = None, script: Optional[str] = N
     return ' '.join(['python', f'benchmarks/{script}'] + [shlex.quote(a) for a in args])
 
 
-def emit(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
-         tables: Optional[os.PathLike] = None, command: Optional[str] = None) -> str:
-    """Print table ``name`` and, where ``tables`` (a folder) is given, write it to
-    ``tables/<name>.md`` behind the :data:`HEADER` naming ``command`` (written to a
-    temporary file and renamed: a run cut short leaves the old table whole).
+def write(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
+          tables: Optional[os.PathLike], command: Optional[str] = None) -> str:
+    """Write table ``name`` to ``tables/<name>.md`` (where ``tables``, a folder, is given)
+    behind the :data:`HEADER` naming ``command`` (written to a temporary file and renamed:
+    a run cut short leaves the old table whole).
 
     Returns:
         The table's Markdown.
     """
     text = markdown_table(header, rows)
-    print(text, flush=True)
     if tables is not None:
         folder = Path(tables)
         folder.mkdir(parents=True, exist_ok=True)
@@ -54,4 +53,16 @@ def emit(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
         partial = path.with_name(path.name + '.partial')
         partial.write_text(HEADER.format(command=command or command_line()) + '\n\n' + text)
         os.replace(partial, path)
+    return text
+
+
+def emit(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
+         tables: Optional[os.PathLike] = None, command: Optional[str] = None) -> str:
+    """Print table ``name`` as Markdown, and :func:`write` it where ``tables`` is given.
+
+    Returns:
+        The table's Markdown.
+    """
+    text = write(name, header, rows, tables, command)
+    print(text, flush=True)
     return text

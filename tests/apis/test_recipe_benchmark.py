@@ -16,7 +16,8 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     config.write_text(f"_base_ = ['{REPO_ROOT}/configs/regression/mouse_session_resnet18.py']\n")
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--network-only', '--config', str(config),
-                       '--crop-size', '64', '--iters', '2', '--threads', '1']) == 0
+                       '--crop-size', '64', '--iters', '2', '--threads', '1',
+                       '--tables', str(tmp_path / 'tables')]) == 0
     printed = capsys.readouterr().out
     assert 'tiny_recipe.py, 64 px crops, 2 iterations, cpu' in printed
     rows = _table_rows(printed)
@@ -28,6 +29,10 @@ def test_network_only_trains_and_scores_another_recipe(tmp_path, capsys):
     assert 'Against the targets' not in printed          # no (c) to judge
     assert (out / 'session_64.h5').is_file()
     assert (out / 'tiny_recipe_net_fit_labels_2' / 'iter_2.pth').is_file()
+    # the same table in Markdown for the docs, named by the recipe
+    table = (tmp_path / 'tables' / 'real_session_held_out_tiny_recipe.md').read_text()
+    assert table.startswith('<!-- written by `python benchmarks/real_session_regression.py --out-dir ')
+    assert '| (b) network, real frames, fit as labels | ' in table
 
 
 def _session_benchmark():

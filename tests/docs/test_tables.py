@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -58,7 +57,7 @@ def test_a_table_names_the_command_that_wrote_it_and_the_page_shows_it(page, tab
     # the benchmark writes a table of this name (benchmarks/tables.py's emit)
     name = table.stem
     source = script.read_text()
-    written = re.findall(r"emit\(\s*f?'([\w{}]+)'", source)
+    written = re.findall(r"(?:emit|write)\(\s*f?'([\w{}]+)'", source)
     assert any(re.fullmatch(re.sub(r'\{\w+\}', r'\\w+', w), name) for w in written), \
         f'{script.name} writes no table named {name} (it writes {written})'
     # the page shows the command in the section above the table
