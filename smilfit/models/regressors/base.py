@@ -575,6 +575,6 @@ class BodyRegressor(BaseModel):
 
 
 __all__ = ['BodyRegressor', 'DataKeypointsError', 'KeypointCountError',
-           'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES', 'ModuleSpec', 'BUILTIN_TERMS',
-           'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS', 'META_KEYS',
-           'PER_VIEW_META_KEYS']
+           'triangulation_consistency', 'rotation_geodesic_sq', 'ROTATION_LOSSES', 'ModuleSpec',
+           'BUILTIN_TERMS', 'rest_body_length', 'per_view_strings', 'DEFAULT_PARAM_WEIGHTS',
+           'META_KEYS', 'PER_VIEW_META_KEYS']
