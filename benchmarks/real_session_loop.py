@@ -142,9 +142,10 @@ def print_table(rows, blocks, held, args, config: Path, training: str) -> None:
               f'{s["apart"][0]:>10.2f}{s["apart"][1]:>10.2f}{seconds:>9}{ips:>7}')
     print_against_targets(rows)
     # The same table for the docs (--tables): named by the recipe where it is not the
-    # CPU-sized one.
+    # CPU-sized one, and by the held-out blocks where they are not split 0's.
     recipe = '' if config.resolve() == NET_CONFIG.resolve() else f'_{config.stem}'
-    write(f'real_session_held_out{recipe}',
+    blocks_set = f'_split{args.split_seed}' if args.split_seed else ''
+    write(f'real_session_held_out{recipe}{blocks_set}',
           ['method', 'median px', 'p90 px', 'side median', 'side p90', 'train s', 'images/s'],
           [[label] + (['not built'] + [''] * 5 if s is None else
                       [f'{s["scored"][0]:.2f}', f'{s["scored"][1]:.2f}',
@@ -178,12 +179,15 @@ def print_against_targets(rows) -> None:
 
 def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
                   results: Path, held, rendered_only: Path, fit_score: dict, device: str,
-                  config: Path, amp: bool, split_seed: int, recipe: str) -> None:
+                  config: Path, amp: bool, split_seed: int, recipe: str, tables=None,
+                  command=None) -> None:
     """(b) and (c) trained with every training seed of ``seeds`` (the seed of their
     ``iters`` real iterations, from the one rendered pretraining ``rendered_only``;
     seed 0 is the table's networks), scored on the held-out frames seed by seed and
     their mean, then camera by camera beside the fit's own error there (where a camera's
-    labels disagree with the others', the fit is far off there too)."""
+    labels disagree with the others', the fit is far off there too). With ``tables``,
+    both tables are written there too (``real_session_seeds*.md``,
+    ``real_session_cameras*.md``)."""
     print(f'\n(b) and (c) by the training seed of their {iters} real iterations '
           '(one rendered pretraining); error on the held-out frames, median / p90 px')
     print(f'{"seed":<6}{"(b) real only":>18}{"(c) rendered, then real":>26}')
@@ -201,6 +205,14 @@ def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
         print(f'{seed:<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
     b, c = (np.mean([s['scored'] for s in seeded[arm]], axis=0) for arm in 'bc')
     print(f'{"mean":<6}{b[0]:>10.2f} / {b[1]:<5.2f}{c[0]:>18.2f} / {c[1]:<5.2f}')
+    pair = lambda x: f'{x[0]:.2f} / {x[1]:.2f}'  # noqa: E731
+    suffix = (recipe.rstrip('_') and f'_{recipe.rstrip("_")}') + \
+        (f'_split{split_seed}' if split_seed else '')
+    write(f'real_session_seeds{suffix}',
+          ['seed', '(b) real frames only', '(c) rendered pretraining, then real'],
+          [[seed, pair(sb['scored']), pair(sc['scored'])]
+           for seed, sb, sc in zip(seeds, seeded['b'], seeded['c'])] +
+          [['mean', pair(b), pair(c)]], tables, command)
     print(against_targets(b, c).replace('targets:', 'targets (the means):'))
     ahead = [[sc['scored'][i] < sb['scored'][i] for sb, sc in zip(seeded['b'], seeded['c'])]
              for i in range(2)]
@@ -210,18 +222,24 @@ def compare_seeds(seeds, iters: int, out: Path, crops: Path, keypoints: Path,
     print('\nby scored camera, median / p90 px on the held-out frames ((b), (c): mean over '
           'the seeds)')
     print(f'{"camera":<8}{"(a) the fit":>16}{"(b) real only":>18}{"(c) rendered, then real":>26}')
+    rows = []
     for name in SCORED:
         a = fit_cameras.get(name, (float('nan'), float('nan')))
         b, c = (np.mean([s['cameras'].get(name, (np.nan, np.nan)) for s in seeded[arm]],
                         axis=0) for arm in 'bc')
         print(f'{name:<8}{a[0]:>8.2f} / {a[1]:<6.2f}{b[0]:>10.2f} / {b[1]:<6.2f}'
               f'{c[0]:>18.2f} / {c[1]:<6.2f}')
+        rows.append([name, pair(a), pair(b), pair(c)])
+    write(f'real_session_cameras{suffix}',
+          ['camera', '(a) the fit', '(b) real frames only', '(c) rendered pretraining, then real'],
+          rows, tables, command)
 
 
-def print_fits_from_network(rows: list, device: str, threads: int) -> None:
+def print_fits_from_network(rows: list, device: str, threads: int, tables=None,
+                            command=None, recipe: str = '') -> None:
     """The table of :func:`fits_from_network`'s ``rows``, fitted on ``device`` (with
     ``threads`` CPU threads), and the network start's shares of the default start's
-    figures."""
+    figures; with ``tables``, written there too (``real_session_starts_<recipe><device>.md``)."""
     print(f'\nThe fit of every frame (the skeleton held fixed) from the default start and from '
           f'network (b)\'s predictions, on {device} ({threads} CPU '
           f'thread{"s" if threads != 1 else ""}); error on the held-out '
@@ -234,3 +252,11 @@ def print_fits_from_network(rows: list, device: str, threads: int) -> None:
     (_, steps, per_frame, seconds, _, _), (_, n_steps, n_per_frame, n_seconds, _, _) = rows
     print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
           f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
+    write(f'real_session_starts_{recipe}{device.split(":")[0]}',
+          ['start', 'LM iterations', 'per frame', 'seconds', 'fitting s', 'median px',
+           'p90 px', 'network starts'],
+          [[label, st, f'{pf:.1f}', f'{sec:.2f}', f'{fit:.2f}', f'{med:.2f}', f'{p90:.2f}', won]
+           for label, st, pf, (sec, fit), (med, p90), won in rows] +
+          [['network / default', f'{n_steps / steps:.0%}', f'{n_per_frame / per_frame:.0%}',
+            f'{n_seconds[0] / seconds[0]:.0%}', f'{n_seconds[1] / seconds[1]:.0%}', '', '', '']],
+          tables, command)

@@ -134,7 +134,10 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
             torch.set_num_threads(threads)
             rows = start_fits.fits_from_network(out, crops, keypoints, results, checkpoint, held,
                                                 args.fit_repeats, device)
-            loop.print_fits_from_network(rows, device, threads)
+            # (the docs' table: the first training seed's network, on the blocks of split 0)
+            first = seed == (args.seeds or [0])[0] and not args.split_seed
+            loop.print_fits_from_network(rows, device, threads,
+                                         args.tables if first else None, args.command, recipe)
             start_fits.print_how_soon(out, crops, keypoints, results, checkpoint, held, rows[0][4],
                                       args.fit_repeats, device)
     return 0
@@ -288,12 +291,13 @@ def main(argv=None) -> int:
         ([] if args.table_only else list(session.FULL_RUN_SEEDS))
     if seeds:
         loop.compare_seeds(seeds, iters, out, crops, keypoints, results, held, rendered_only,
-                           fit_score, args.device, config, args.amp, split, recipe)
+                           fit_score, args.device, config, args.amp, split, recipe,
+                           args.tables, args.command)
     if args.table_only:
         return 0
     from_network = start_fits.fits_from_network(out, crops, keypoints, results, checkpoints[0],
                                                 held)
-    loop.print_fits_from_network(from_network, 'cpu', args.threads)
+    loop.print_fits_from_network(from_network, 'cpu', args.threads, args.tables, args.command)
     print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
           'the network start\'s shares of the default start\'s LM iterations (the '
           'batches\', per frame) and seconds fitting alone; held-out median / p90 px')

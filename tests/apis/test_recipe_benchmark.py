@@ -104,7 +104,7 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     # with --seeds, (b) and (c) by training seed after it (seed 0: the table's networks)
     assert bench.main(['--out-dir', str(out), '--table-only', '--crop-size', '64',
                        '--iters', '2', '--renders', '2', '--threads', '1', '--seeds', '0', '3',
-                       '--time-budget', '100000']) == 0
+                       '--time-budget', '100000', '--tables', str(tmp_path / 'tables')]) == 0
     printed = capsys.readouterr().out
     seeds = re.findall(r'^(0|3|mean)\s+[0-9.]+ / [0-9.]+\s+[0-9.]+ / [0-9.]+$', printed, re.M)
     assert seeds == ['0', '3', 'mean']
@@ -115,6 +115,15 @@ def test_table_only_trains_the_three_networks_of_the_table_within_a_budget(tmp_p
     assert 'by scored camera' in printed
     for work in ('net_fit_labels_2_seed3', 'net_rendered_then_real_2_seed3'):
         assert (out / work / 'iter_2.pth').is_file()
+    # the docs' tables (--tables): the held-out table, the seeds' and the cameras'
+    tables = tmp_path / 'tables'
+    seeds_table = (tables / 'real_session_seeds.md').read_text()
+    assert [line.split(' | ')[0] for line in seeds_table.splitlines()[4:]] == \
+        ['| 0', '| 3', '| mean']
+    cameras = (tables / 'real_session_cameras.md').read_text().splitlines()[4:]
+    assert [line.split(' | ')[0] for line in cameras] == ['| back', '| mid', '| top']
+    assert '| (c) rendered pretraining, then real | ' in \
+        (tables / 'real_session_held_out.md').read_text()
 
 
 def test_another_recipe_needs_network_only_and_amp_a_gpu(capsys):
@@ -164,9 +173,13 @@ def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
     bench = _session_benchmark()
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--starts-only', '--crop-size', '64',
-                       '--iters', '2', '--threads', '1', '--fit-repeats', '1']) == 0
+                       '--iters', '2', '--threads', '1', '--fit-repeats', '1',
+                       '--tables', str(tmp_path / 'tables')]) == 0
     printed = capsys.readouterr().out
     assert 'network (b)\'s predictions, on cpu (1 CPU thread)' in printed
+    starts = (tmp_path / 'tables' / 'real_session_starts_cpu.md').read_text().splitlines()[4:]
+    assert [line.split(' | ')[0] for line in starts] == \
+        ['| default start', '| network start', '| network / default']
     whole, rest = printed.split('The same fits with their last stage capped')
     capped, reach = rest.split('How soon each start reaches the default start\'s held-out error')
 
