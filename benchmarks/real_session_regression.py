@@ -139,7 +139,8 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
             loop.print_fits_from_network(rows, device, threads,
                                          args.tables if first else None, args.command, recipe)
             start_fits.print_how_soon(out, crops, keypoints, results, checkpoint, held, rows[0][4],
-                                      args.fit_repeats, device)
+                                      args.fit_repeats, device,
+                                      args.tables if first else None, args.command, recipe)
     return 0
 
 
@@ -322,7 +323,7 @@ def main(argv=None) -> int:
               f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
               f'{end[0]:>15.2f}{end[1]:>9.2f}')
     start_fits.print_how_soon(out, crops, keypoints, results, checkpoints[0], held,
-                              from_network[0][4], 7)
+                              from_network[0][4], 7, tables=args.tables, command=args.command)
     print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
           'on and in one fit-in-the-loop round; error on the held-out frames')
     print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_session_data import (FIT_CONFIG, LOOKUP, MODEL, fit_points,  # noqa: E402
                                network_predictions, score)
+from tables import write  # noqa: E402  (benchmarks/tables.py)
 
 class PerFrameFit(NamedTuple):
     """One :func:`per_frame_fit`: its results, seconds end to end (reading the data and
@@ -243,18 +244,25 @@ def time_to_error(out: Path, crops: Path, keypoints: Path, results: Path, checkp
     return rows
 
 
-def print_fits_along_the_way(rows: list) -> None:
-    """The table of :func:`fits_along_the_way`'s ``rows``."""
+def print_fits_along_the_way(rows: list, tables=None, command=None, name: str = '') -> None:
+    """The table of :func:`fits_along_the_way`'s ``rows``; with ``tables``, written there
+    too (``real_session_capped<name>.md``)."""
     print('\nThe same fits with their last stage capped (one run each; every cap until the '
           'stage stops on its own): where each start reaches its held-out error')
     print(f'{"start":<16}{"last stage cap":>15}{"LM iterations":>15}{"seconds":>9}'
           f'{"median px":>11}{"p90 px":>8}')
     for label, cap, steps, seconds, (median, p90) in rows:
         print(f'{label:<16}{cap:>15}{steps:>15}{seconds:>9.2f}{median:>11.2f}{p90:>8.2f}')
+    write(f'real_session_capped{name}',
+          ['start', 'last stage cap', 'LM iterations', 'seconds', 'median px', 'p90 px'],
+          [[label, cap, steps, f'{seconds:.2f}', f'{median:.2f}', f'{p90:.2f}']
+           for label, cap, steps, seconds, (median, p90) in rows], tables, command)
 
 
-def print_time_to_error(rows: list, target, repeats: int) -> None:
-    """The table of :func:`time_to_error`'s ``rows`` and the network start's shares."""
+def print_time_to_error(rows: list, target, repeats: int, tables=None, command=None,
+                        name: str = '') -> None:
+    """The table of :func:`time_to_error`'s ``rows`` and the network start's shares; with
+    ``tables``, written there too (``real_session_time_to_error<name>.md``)."""
     print(f'\nHow soon each start reaches the default start\'s held-out error (its uncapped '
           f'fit\'s {target[0]:.2f} / {target[1]:.2f} px, to {SAME_ERROR_PX[0]} / '
           f'{SAME_ERROR_PX[1]} px): the fit stopped at the first last-stage cap that reaches '
@@ -267,6 +275,14 @@ def print_time_to_error(rows: list, target, repeats: int) -> None:
     batch, per_frame, seconds, fitting = (share for _, share in network_shares(rows))
     print(f'{"network/default":<16}{"":>15}{batch:>15.0%}{per_frame:>11.0%}{seconds:>9.0%}'
           f'{fitting:>11.0%}')
+    write(f'real_session_time_to_error{name}',
+          ['start', 'last stage cap', 'LM iterations', 'per frame', 'seconds', 'fitting s',
+           'median px', 'p90 px'],
+          [[label, 'none' if cap is None else cap, steps, f'{pf:.1f}', f'{sec:.2f}',
+            f'{fit:.2f}', f'{med:.2f}', f'{p90:.2f}']
+           for label, cap, steps, pf, (sec, fit), (med, p90) in rows] +
+          [['network / default', '', f'{batch:.0%}', f'{per_frame:.0%}', f'{seconds:.0%}',
+            f'{fitting:.0%}', '', '']], tables, command)
     for label, _, _, _, _, error in rows:
         if not reaches(error, target):
             print(f'{label} never reaches it: not with any cap, nor its whole fit (the '
@@ -296,15 +312,19 @@ def half_the_work(rows: list, target) -> str:
 
 
 def print_how_soon(out: Path, crops: Path, keypoints: Path, results: Path, checkpoint: Path,
-                   held, target, repeats: int, device: str = 'cpu') -> None:
+                   held, target, repeats: int, device: str = 'cpu', tables=None,
+                   command=None, recipe: str = '') -> None:
     """The fits from the two starts capped along the way (:func:`fits_along_the_way`),
     then how soon each reaches the default start's held-out error ``target``
-    (:func:`time_to_error`, ``repeats`` alternating runs), on ``device``, both printed."""
+    (:func:`time_to_error`, ``repeats`` alternating runs), on ``device``, both printed
+    (and with ``tables`` written there, named by ``recipe`` and the device)."""
     along = fits_along_the_way(out, crops, keypoints, results, checkpoint, held,
                                device=device)
-    print_fits_along_the_way(along)
+    name = f'_{recipe}{device.split(":")[0]}'
+    print_fits_along_the_way(along, tables, command, name)
     print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint, held, along,
-                                      target, repeats, device), target, repeats)
+                                      target, repeats, device), target, repeats, tables,
+                        command, name)
 
 
 def frame_rows(wanted, held, what: str) -> list:

@@ -180,6 +180,9 @@ def test_starts_only_fits_from_both_starts_on_each_device(tmp_path, capsys):
     starts = (tmp_path / 'tables' / 'real_session_starts_cpu.md').read_text().splitlines()[4:]
     assert [line.split(' | ')[0] for line in starts] == \
         ['| default start', '| network start', '| network / default']
+    reach_table = (tmp_path / 'tables' / 'real_session_time_to_error_cpu.md').read_text()
+    assert reach_table.splitlines()[-1].startswith('| network / default |  | ')
+    assert (tmp_path / 'tables' / 'real_session_capped_cpu.md').is_file()
     whole, rest = printed.split('The same fits with their last stage capped')
     capped, reach = rest.split('How soon each start reaches the default start\'s held-out error')
 
