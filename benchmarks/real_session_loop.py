@@ -260,3 +260,66 @@ def print_fits_from_network(rows: list, device: str, threads: int, tables=None,
           [['network / default', f'{n_steps / steps:.0%}', f'{n_per_frame / per_frame:.0%}',
             f'{n_seconds[0] / seconds[0]:.0%}', f'{n_seconds[1] / seconds[1]:.0%}', '', '', '']],
           tables, command)
+
+
+def print_fits_by_cameras(rows, tables=None, command=None) -> None:
+    """The table of :func:`real_session_starts.fits_from_network_by_cameras`' ``rows`` (the
+    fits from the two starts with cameras left out); with ``tables``, written there too
+    (``real_session_starts_by_cameras.md``)."""
+    rows = list(rows)
+    print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
+          'the network start\'s shares of the default start\'s LM iterations (the '
+          'batches\', per frame) and seconds fitting alone; held-out median / p90 px')
+    print(f'{"left out":<14}{"batch its":>10}{"per frame":>10}{"fitting":>9}'
+          f'{"network starts":>16}{"default start":>16}{"network start":>16}')
+    for views, its, per_frame, fitting, won, d, n in rows:
+        print(f'{"+".join(views):<14}{its:>10.0%}{per_frame:>10.0%}{fitting:>9.0%}{won:>16}'
+              f'{d[0]:>9.2f} / {d[1]:<5.2f}{n[0]:>9.2f} / {n[1]:<5.2f}')
+    write('real_session_starts_by_cameras',
+          ['left out', 'batch its', 'per frame', 'fitting', 'network starts', 'default start',
+           'network start'],
+          [['+'.join(views), f'{its:.0%}', f'{per_frame:.0%}', f'{fitting:.0%}', won,
+            f'{d[0]:.2f} / {d[1]:.2f}', f'{n[0]:.2f} / {n[1]:.2f}']
+           for views, its, per_frame, fitting, won, d, n in rows], tables, command)
+
+
+def print_fits_from_closer_starts(rows, tables=None, command=None) -> None:
+    """The table of :func:`real_session_starts.fits_from_closer_starts`' ``rows``; with
+    ``tables``, written there too (``real_session_closer_starts.md``)."""
+    rows = list(rows)
+    print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
+          'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
+          'answer itself; 2 and 3: a network two and three times as far off), posed with '
+          'the animal\'s skeleton as the fit sees them; shares of the default start\'s LM '
+          'iterations (per frame; the batches\') and seconds')
+    print(f'{"fraction":<10}{"start median px":>16}{"start p90":>10}{"per frame":>11}'
+          f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}{"fitting":>9}'
+          f'{"fit median px":>15}{"fit p90":>9}')
+    for fraction, start, per_frame, its, steps, steps_share, seconds, fitting, end in rows:
+        print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
+              f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
+              f'{end[0]:>15.2f}{end[1]:>9.2f}')
+    write('real_session_closer_starts',
+          ['fraction', 'start median px', 'start p90', 'per frame', 'share', 'batch its',
+           'share', 'time share', 'fitting', 'fit median px', 'fit p90'],
+          [[fraction, f'{start[0]:.2f}', f'{start[1]:.2f}', f'{per_frame:.1f}', f'{its:.0%}',
+            steps, f'{steps_share:.0%}', f'{seconds:.0%}', f'{fitting:.0%}', f'{end[0]:.2f}',
+            f'{end[1]:.2f}']
+           for fraction, start, per_frame, its, steps, steps_share, seconds, fitting, end
+           in rows], tables, command)
+
+
+def print_loop(rows, loop_iters: int, tables=None, command=None) -> None:
+    """The table of :func:`fit_in_the_loop` and :func:`fit_in_the_loop_unlabelled`'s
+    ``rows``; with ``tables``, written there too (``real_session_loop.md``)."""
+    print(f'\nNetwork (b) trained {loop_iters} more iterations, on the fit it trained '
+          'on and in one fit-in-the-loop round; error on the held-out frames')
+    print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'
+          f'{"LM iterations":>15}')
+    for label, s, starts, steps in rows:
+        print(f'{label:<46}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}{starts:>16}'
+              f'{steps:>15}')
+    write('real_session_loop', ['method', 'median px', 'p90 px', 'network starts',
+                                'LM iterations'],
+          [[label, f'{s["scored"][0]:.2f}', f'{s["scored"][1]:.2f}', starts, steps]
+           for label, s, starts, steps in rows], tables, command)

@@ -299,42 +299,17 @@ def main(argv=None) -> int:
     from_network = start_fits.fits_from_network(out, crops, keypoints, results, checkpoints[0],
                                                 held)
     loop.print_fits_from_network(from_network, 'cpu', args.threads, args.tables, args.command)
-    print('\nThe same fits with cameras left out (nothing was tuned on these subsets); '
-          'the network start\'s shares of the default start\'s LM iterations (the '
-          'batches\', per frame) and seconds fitting alone; held-out median / p90 px')
-    print(f'{"left out":<14}{"batch its":>10}{"per frame":>10}{"fitting":>9}'
-          f'{"network starts":>16}{"default start":>16}{"network start":>16}')
-    for views, its, per_frame, fitting, won, d, n in start_fits.fits_from_network_by_cameras(
-            out, crops, keypoints, results, checkpoints[0], held):
-        print(f'{"+".join(views):<14}{its:>10.0%}{per_frame:>10.0%}{fitting:>9.0%}{won:>16}'
-              f'{d[0]:>9.2f} / {d[1]:<5.2f}{n[0]:>9.2f} / {n[1]:<5.2f}')
-    print('\nThe same fits from starts closer to the answer: a fraction of the way from the '
-          'fit\'s converged parameters to network (b)\'s (1: the network\'s start; 0: the '
-          'answer itself; 2 and 3: a network two and three times as far off), posed with '
-          'the animal\'s skeleton as the fit sees them; shares of the default start\'s LM '
-          'iterations (per frame; the batches\') and seconds')
-    print(f'{"fraction":<10}{"start median px":>16}{"start p90":>10}{"per frame":>11}'
-          f'{"share":>7}{"batch its":>11}{"share":>7}{"time share":>12}{"fitting":>9}'
-          f'{"fit median px":>15}{"fit p90":>9}')
-    for fraction, start, per_frame, its, steps, steps_share, seconds, fitting, end in \
-            start_fits.fits_from_closer_starts(out, crops, keypoints, results, checkpoints[0],
-                                               held):
-        print(f'{fraction:<10}{start[0]:>16.2f}{start[1]:>10.2f}{per_frame:>11.1f}'
-              f'{its:>7.0%}{steps:>11}{steps_share:>7.0%}{seconds:>12.0%}{fitting:>9.0%}'
-              f'{end[0]:>15.2f}{end[1]:>9.2f}')
+    loop.print_fits_by_cameras(start_fits.fits_from_network_by_cameras(
+        out, crops, keypoints, results, checkpoints[0], held), args.tables, args.command)
+    loop.print_fits_from_closer_starts(start_fits.fits_from_closer_starts(
+        out, crops, keypoints, results, checkpoints[0], held), args.tables, args.command)
     start_fits.print_how_soon(out, crops, keypoints, results, checkpoints[0], held,
                               from_network[0][4], 7, tables=args.tables, command=args.command)
-    print(f'\nNetwork (b) trained {args.loop_iters} more iterations, on the fit it trained '
-          'on and in one fit-in-the-loop round; error on the held-out frames')
-    print(f'{"method":<46}{"median px":>10}{"p90 px":>9}{"network starts":>16}'
-          f'{"LM iterations":>15}')
     rows = loop.fit_in_the_loop(out, crops, keypoints, results, checkpoints[0], args.loop_iters,
                                 args.device, held)
     rows += loop.fit_in_the_loop_unlabelled(out, crops, keypoints, results, trained_on, args.iters,
                                             args.loop_iters, args.device, held, args.loop_seeds)
-    for label, s, starts, steps in rows:
-        print(f'{label:<46}{s["scored"][0]:>10.2f}{s["scored"][1]:>9.2f}{starts:>16}'
-              f'{steps:>15}')
+    loop.print_loop(rows, args.loop_iters, args.tables, args.command)
     return 0
 
 

@@ -376,3 +376,28 @@ def test_another_split_holds_out_other_blocks_and_trains_without_them(tmp_path, 
     frames = {train.get_data_info(i)['frame'] for i in range(len(train))}
     assert frames == {frame for _, frame in trained_on}
     assert not frames & {frame for _, frame in held}
+
+
+def test_the_full_runs_last_tables_are_printed_and_written(tmp_path, capsys):
+    # The cameras-left-out, closer-starts and fit-in-the-loop tables of a full run (hours
+    # on a CPU): printed as before and, with --tables, written for the docs.
+    loop = benchmark_module('real_session_regression').loop
+    tables = tmp_path / 'tables'
+    loop.print_fits_by_cameras([(('side',), 0.4, 0.3, 0.5, 80, (1.2, 20.0), (1.3, 21.0))],
+                               tables, 'python benchmarks/real_session_regression.py')
+    loop.print_fits_from_closer_starts(
+        [(0.5, (2.0, 9.0), 3.5, 0.4, 30, 0.5, 0.6, 0.45, (1.27, 23.7))], tables, 'cmd')
+    loop.print_loop([('(b) 200 more iterations on the fit', {'scored': (4.1, 15.0)}, '', '')],
+                    200, tables, 'cmd')
+    printed = capsys.readouterr().out
+    assert re.search(r'^side\s+40%\s+30%\s+50%\s+80\s+1.20 / 20.00\s+1.30 / 21.00$',
+                     printed, re.M)
+    assert re.search(r'^0.5\s+2.00\s+9.00\s+3.5\s+40%\s+30\s+50%\s+60%\s+45%\s+1.27\s+23.70$',
+                     printed, re.M)
+    assert 'Network (b) trained 200 more iterations' in printed
+    assert (tables / 'real_session_starts_by_cameras.md').read_text().splitlines()[-1] == \
+        '| side | 40% | 30% | 50% | 80 | 1.20 / 20.00 | 1.30 / 21.00 |'
+    assert (tables / 'real_session_closer_starts.md').read_text().splitlines()[-1] == \
+        '| 0.5 | 2.00 | 9.00 | 3.5 | 40% | 30 | 50% | 60% | 45% | 1.27 | 23.70 |'
+    assert (tables / 'real_session_loop.md').read_text().splitlines()[-1] == \
+        '| (b) 200 more iterations on the fit | 4.10 | 15.00 |  |  |'
