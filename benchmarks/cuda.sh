@@ -20,7 +20,8 @@
 # iterations and seconds on each, whole and to the default start's held-out error).
 # On a lent GPU machine, which gets the checkout and nothing beside it: make .device/ here
 # first (bash benchmarks/device_bundle.sh) and carry it; its wheels are installed and its
-# copy of ../shared is read (SMILFIT_SHARED).
+# copy of ../shared is read (SMILFIT_SHARED). The tables the recipe, table and starts steps
+# write for the docs (docs/tables) are copied to OUT_DIR/tables: put them in docs/tables.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v python >/dev/null 2>&1; then   # (an image with python3 only)
@@ -33,6 +34,9 @@ steps=${*:-tests train fit solvers render body}
 xdist=()
 python -c "import xdist" 2>/dev/null && xdist=(-n 12 --dist loadfile)
 mkdir -p "$out"
+stamp=$(mktemp)   # the docs' tables written after this are copied to $out/tables at the end
+trap 'mkdir -p "$out/tables"; find docs/tables -name "*.md" -newer "$stamp" \
+        -exec cp {} "$out/tables/" \; 2>/dev/null; rm -f "$stamp"' EXIT
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 if [ -d .device/whl ] && ! python -c 'import mmengine' 2>/dev/null; then  # (a GPU image)
   python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -80,16 +84,16 @@ for step in $steps; do
               --out-dir "${RECIPE_DIR:-/tmp/real_session}" --network-only --device cuda --amp \
               --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
               --iters "${RECIPE_ITERS:-4000}" --time-budget "${RECIPE_BUDGET:-500}" \
-              --threads 8 ;;
+              --threads 8 --tables docs/tables ;;
     table) run real_session_table 570 python benchmarks/real_session_regression.py \
              --out-dir "${RECIPE_DIR:-/tmp/real_session}" --table-only --device cuda --amp \
              --config configs/regression/mouse_session_resnet50_gpu.py --crop-size 256 \
              --iters "${RECIPE_ITERS:-4000}" --renders "${TABLE_RENDERS:-500}" \
              --time-budget "${RECIPE_BUDGET:-500}" --split-seed "${TABLE_SPLIT:-0}" \
-             --threads 8 ;;
+             --threads 8 --tables docs/tables ;;
     starts) run real_session_starts 360 python benchmarks/real_session_regression.py \
               --out-dir "${RECIPE_DIR:-/tmp/real_session}" --starts-only --device cuda \
-              --fit-devices cpu cuda --threads 8 ;;
+              --fit-devices cpu cuda --threads 8 --tables docs/tables ;;
     *) echo "unknown step $step (suite, tests, train, fit, solvers, render, body, recipe," \
             "table, starts)" >&2
        exit 2 ;;
