@@ -6,9 +6,9 @@ labels file) or ``data.synthetic`` (generator options) on first use and reuses i
 recorded in the HDF5 file's ``smilfit_source`` attribute (JSON): the kind, the options, and
 for SLEAP input every input file's path, size, modification time and content digest
 (SHA-256, computed once when the dataset is made). On reuse the record is compared with what
-the config asks for now (:func:`source_changes`): a file with its recorded size and time is
-taken as unchanged without reading it; any other file of the recorded size is read and its
-digest compared, so a session copied to another folder (the same bytes, new times) is the
+the config asks for now (:func:`source_changes`): a file with its recorded size and time at
+the recorded path is taken as unchanged without reading it; any other file of the recorded
+size is read and its digest compared, so a session copied to another folder (the same bytes, new times) is the
 same input, reported by :func:`source_notes` as the same files at another path. When the
 input files, the options or the body model differ (or the file has no record),
 :func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
