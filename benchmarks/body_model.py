@@ -138,7 +138,11 @@ def load_models() -> Dict[str, SMILModel]:
     return models
 
 
-def factored_speedup(model: SMILModel, batches=(4, 8, 16, 32, 64)) -> list:
+#: Batches at which the chunked and the shape-factored skinning paths are timed.
+FACTORED_BATCHES = (4, 8, 16, 32, 64)
+
+
+def factored_speedup(model: SMILModel, batches=FACTORED_BATCHES) -> list:
     """Time of the chunked skinning path over the shape-factored one, forward with
     vertices on the CPU, per batch (above 1: the factored path is faster)."""
     cells = []
@@ -196,9 +200,9 @@ def main(argv=None) -> int:
              args.tables, command)
     print(f'\n## Chunked over shape-factored skinning (CPU, {torch.get_num_threads()} '
           'thread(s), forward with vertices; above 1: factored is faster)\n')
-    batches = (4, 8, 16, 32, 64)
-    emit('body_model_factored', ['model', 'V', 'J', 'K'] + [f'batch {b}' for b in batches],
-         [[name, m.num_vertices, m.num_joints, m.num_betas] + factored_speedup(m, batches)
+    emit('body_model_factored',
+         ['model', 'V', 'J', 'K'] + [f'batch {b}' for b in FACTORED_BATCHES],
+         [[name, m.num_vertices, m.num_joints, m.num_betas] + factored_speedup(m)
           for name, m in models.items()], args.tables, command)
     if not args.no_smplx:
         print(f'\n## smplx comparison (CPU, {torch.get_num_threads()} thread(s), '

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from smilfit.utils.atomic import write_text  # noqa: E402
+
 #: The comment a table file opens with; ``{command}`` is the command that wrote it.
 HEADER = '<!-- written by `{command}`: rerun it to regenerate this table -->'
 
@@ -39,8 +42,8 @@ def command_line(argv: Optional[Sequence[str]] = None, script: Optional[str] = N
 def write(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
           tables: Optional[os.PathLike], command: Optional[str] = None) -> str:
     """Write table ``name`` to ``tables/<name>.md`` (where ``tables``, a folder, is given)
-    behind the :data:`HEADER` naming ``command`` (written to a temporary file and renamed:
-    a run cut short leaves the old table whole).
+    behind the :data:`HEADER` naming ``command`` (atomically: a run cut short leaves the old
+    table whole).
 
     Returns:
         The table's Markdown.
@@ -49,10 +52,8 @@ def write(name: str, header: Sequence[str], rows: Sequence[Sequence[object]],
     if tables is not None:
         folder = Path(tables)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f'{name}.md'
-        partial = path.with_name(path.name + '.partial')
-        partial.write_text(HEADER.format(command=command or command_line()) + '\n\n' + text)
-        os.replace(partial, path)
+        write_text(folder / f'{name}.md',
+                   HEADER.format(command=command or command_line()) + '\n\n' + text)
     return text
 
 

@@ -8,9 +8,10 @@ for SLEAP input every input file's path, size, modification time and content dig
 (SHA-256, computed once when the dataset is made). On reuse the record is compared with what
 the config asks for now (:func:`source_changes`): a file with its recorded size and time at
 the recorded path is taken as unchanged without reading it; any other file of the recorded
-size is read and its digest compared, so a session copied to another folder (the same bytes, new times) is the
-same input, reported by :func:`source_notes` as the same files at another path. When the
-input files, the options or the body model differ (or the file has no record),
+size is read and its digest compared, so a session copied to another folder (the same
+bytes, new times) is the same input, reported by :func:`source_notes` as the same files at
+another path. When the input files, the options or the body model differ (or the file has
+no record),
 :func:`smilfit.apis.fitting.prepare_data` refuses to fit it and says what differs. It never
 overwrites the file: ``data.path`` may be a dataset the user made and means to keep. A
 missing ``data.sleap.input`` is an error whatever exists at ``data.path``.

@@ -103,7 +103,6 @@ class FitRun:
     """What every step of a dataset fit reads, made once by :func:`_prepare`."""
 
     data_cfg: Dict[str, Any]
-    reg_cfg: Dict[str, Any]
     rank: int
     world: int
     progress: bool
@@ -173,7 +172,7 @@ def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str
     stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg,
                             dataset=dataset_identity(data_cfg['path'])),
                        sort_keys=True, default=str)
-    return FitRun(data_cfg=data_cfg, reg_cfg=reg_cfg, rank=rank, world=world,
+    return FitRun(data_cfg=data_cfg, rank=rank, world=world,
                   progress=progress, registrant=registrant, reader=reader,
                   keep_views=keep_views, shared=shared,
                   calibrated=_calibrated_skeleton(data_cfg, registrant, shared),
