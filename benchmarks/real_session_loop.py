@@ -252,7 +252,8 @@ def print_fits_from_network(rows: list, device: str, threads: int, tables=None,
     (_, steps, per_frame, seconds, _, _), (_, n_steps, n_per_frame, n_seconds, _, _) = rows
     print(f'{"network/default":<16}{n_steps / steps:>15.0%}{n_per_frame / per_frame:>11.0%}'
           f'{n_seconds[0] / seconds[0]:>9.0%}{n_seconds[1] / seconds[1]:>11.0%}')
-    write(f'real_session_starts_{recipe}{device.split(":")[0]}',
+    kind = device.split(':')[0]
+    write(f'real_session_starts_{recipe}{kind}',
           ['start', 'LM iterations', 'per frame', 'seconds', 'fitting s', 'median px',
            'p90 px', 'network starts'],
           [[label, st, f'{pf:.1f}', f'{sec:.2f}', f'{fit:.2f}', f'{med:.2f}', f'{p90:.2f}', won]

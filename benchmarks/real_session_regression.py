@@ -116,10 +116,12 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
     the capped fits and :func:`start_fits.time_to_error` on every device of
     ``--fit-devices`` in turn, the CPU's with one thread (as the CPU figures of the
     documentation), each device's tables printed as they are done; first the held-out
-    frames (``blocks``) the errors are of."""
+    frames (``blocks``) the errors are of; last, with several seeds, the network start's
+    shares seed by seed (:func:`start_fits.print_seed_shares`)."""
     import torch
     print(f'held-out frames: {sorted(blocks.items())} ({len(held)} frames); network (b): '
           f'{config.name}, {args.crop_size} px crops, {args.iters} iterations')
+    by_seed = {device: [] for device in args.fit_devices}
     for seed in args.seeds if args.seeds is not None else [0]:
         name = f'{recipe}net_fit_labels_{args.iters}' + (f'_seed{seed}' if seed else '')
         torch.set_num_threads(args.threads)
@@ -138,9 +140,15 @@ def starts_only(args, out: Path, crops: Path, keypoints: Path, results: Path, he
             first = seed == (args.seeds or [0])[0] and not args.split_seed
             loop.print_fits_from_network(rows, device, threads,
                                          args.tables if first else None, args.command, recipe)
-            start_fits.print_how_soon(out, crops, keypoints, results, checkpoint, held, rows[0][4],
-                                      args.fit_repeats, device,
-                                      args.tables if first else None, args.command, recipe)
+            reach = start_fits.print_how_soon(out, crops, keypoints, results, checkpoint, held,
+                                              rows[0][4], args.fit_repeats, device,
+                                              args.tables if first else None, args.command,
+                                              recipe)
+            by_seed[device].append((seed, rows, reach))
+    for device, seeds in by_seed.items():
+        if len(seeds) > 1:
+            start_fits.print_seed_shares(seeds, args.tables, args.command,
+                                         f'_{recipe}{device.split(":")[0]}')
     return 0
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_session_data import (FIT_CONFIG, LOOKUP, MODEL, fit_points,  # noqa: E402
                                network_predictions, score)
-from tables import write  # noqa: E402  (benchmarks/tables.py)
+from tables import emit, write  # noqa: E402  (benchmarks/tables.py)
 
 class PerFrameFit(NamedTuple):
     """One :func:`per_frame_fit`: its results, seconds end to end (reading the data and
@@ -322,9 +322,39 @@ def print_how_soon(out: Path, crops: Path, keypoints: Path, results: Path, check
                                device=device)
     name = f'_{recipe}{device.split(":")[0]}'
     print_fits_along_the_way(along, tables, command, name)
-    print_time_to_error(time_to_error(out, crops, keypoints, results, checkpoint, held, along,
-                                      target, repeats, device), target, repeats, tables,
-                        command, name)
+    rows = time_to_error(out, crops, keypoints, results, checkpoint, held, along, target,
+                         repeats, device)
+    print_time_to_error(rows, target, repeats, tables, command, name)
+    return rows
+
+
+def print_seed_shares(by_seed: list, tables=None, command=None, name: str = '') -> None:
+    """The network start's shares of the default start's work with each training seed's
+    network: ``by_seed`` is (seed, :func:`fits_from_network`'s rows, :func:`time_to_error`'s
+    rows) per seed. Whole fits (the batch's LM iterations, per frame, fitting alone, end
+    to end), then to the default start's error ("never" where the network start does not
+    reach it), and the network start's held-out error; with ``tables``, written there too
+    (``real_session_starts_seeds<name>.md``)."""
+    table = []
+    for seed, whole, reach in by_seed:
+        (_, steps, per_frame, seconds, target, _), (_, n_steps, n_per_frame, n_seconds,
+                                                     error, _) = whole
+        shares = [n_steps / steps, n_per_frame / per_frame, n_seconds[1] / seconds[1],
+                  n_seconds[0] / seconds[0]]
+        if reaches(reach[1][-1], target):
+            shares_to = dict(network_shares(reach))
+            to_error = [shares_to['per frame'], shares_to['fitting alone'],
+                        shares_to['time end to end']]
+            to_error = [f'{share:.0%}' for share in to_error]
+        else:
+            to_error = ['never', '', '']
+        table.append([seed] + [f'{share:.0%}' for share in shares] + to_error +
+                     [f'{error[0]:.3f} / {error[1]:.2f}'])
+    print('\nThe network start\'s shares of the default start\'s work, by training seed')
+    emit(f'real_session_starts_seeds{name}',
+         ['seed', 'whole: batch LM iterations', 'per frame', 'fitting alone', 'end to end',
+          'to the error: per frame', 'fitting alone', 'end to end',
+          "network start's held-out median / p90 px"], table, tables, command)
 
 
 def frame_rows(wanted, held, what: str) -> list:

@@ -317,7 +317,8 @@ def test_starts_only_fits_from_each_seed_s_network_of_another_split(tmp_path, ca
     out = tmp_path / 'out'
     assert bench.main(['--out-dir', str(out), '--starts-only', '--split-seed', '1',
                        '--seeds', '0', '2', '--crop-size', '64', '--iters', '2',
-                       '--threads', '1', '--fit-repeats', '1']) == 0
+                       '--threads', '1', '--fit-repeats', '1',
+                       '--tables', str(tmp_path / 'tables')]) == 0
     printed = capsys.readouterr().out
     assert "held-out frames: [('minimal_session', [[36, 47], [72, 83]])]" in printed
     assert [int(s) for s in re.findall(r'^Network \(b\), training seed (\d+)$', printed,
@@ -329,6 +330,18 @@ def test_starts_only_fits_from_each_seed_s_network_of_another_split(tmp_path, ca
         cfg = Config.fromfile(str(next(work.glob('*.py'))))
         assert cfg.train_dataloader.dataset.seed == 1
         assert cfg.randomness.seed == seed
+    # the seeds' shares side by side: one row per seed, each share a percentage (or
+    # "never" where the network start does not reach the default start's error)
+    shares = (tmp_path / 'tables' / 'real_session_starts_seeds_split1_cpu.md').read_text()
+    rows = [[cell.strip() for cell in line.strip('|').split('|')]
+            for line in shares.splitlines()[4:]]
+    assert [row[0] for row in rows] == ['0', '2']
+    for row in rows:
+        assert all(re.fullmatch(r'\d+%', cell) for cell in row[1:5])
+        assert row[5:8] == ['never', '', ''] or all(re.fullmatch(r'\d+%', c) for c in row[5:8])
+        assert re.fullmatch(r'\d+\.\d{3} / \d+\.\d{2}', row[8])
+    # the per-split tables of the first seed's network are the development blocks' only
+    assert not (tmp_path / 'tables' / 'real_session_starts_cpu.md').exists()
 
 
 def test_starts_only_refuses_what_it_cannot_do(capsys):

@@ -32,6 +32,15 @@ def inclusions():
 INCLUDED = list(inclusions())
 
 
+def benchmark_source(script):
+    """The text of a benchmark script and of the benchmark modules beside it that it
+    imports (a driver's tables may be written by its steps' modules)."""
+    source = script.read_text()
+    siblings = re.findall(r'^(?:from|import) (\w+)', source, re.M)
+    return '\n'.join([source] + [(script.parent / f'{name}.py').read_text()
+                                 for name in siblings if (script.parent / f'{name}.py').is_file()])
+
+
 def test_the_pages_include_benchmark_tables():
     assert {page.name for page, _, _ in INCLUDED} >= {'benchmarks.md'}
     assert len(INCLUDED) >= 5
@@ -56,9 +65,8 @@ def test_a_table_names_the_command_that_wrote_it_and_the_page_shows_it(page, tab
     assert words[words.index('--tables') + 1] == 'docs/tables', command
     # the benchmark writes a table of this name (benchmarks/tables.py's emit)
     name = table.stem
-    source = script.read_text()
-    written = re.findall(r"(?:emit|write)\(\s*f?'([\w{}]+)'", source)
-    assert any(re.fullmatch(re.sub(r'\{\w+\}', r'\\w+', w), name) for w in written), \
+    written = re.findall(r"(?:emit|write)\(\s*f?'([\w{}]+)'", benchmark_source(script))
+    assert any(re.fullmatch(re.sub(r'\{\w+\}', r'\\w*', w), name) for w in written), \
         f'{script.name} writes no table named {name} (it writes {written})'
     # the page shows the command in the section above the table
     section = before[before.rfind('\n#'):]
@@ -96,3 +104,63 @@ def test_tables_are_markdown_and_written_whole(tmp_path):
     with pytest.raises(ValueError, match='every row needs 2 cells'):
         tables.markdown_table(['a', 'b'], [[1]])
     assert tables.command_line(['--x', 'a b'], 'y.py') == "python benchmarks/y.py --x 'a b'"
+
+
+def test_the_fitting_benchmark_writes_its_synthetic_table(tmp_path):
+    """benchmarks/fitting.py on the demo model, a few frames: one row per case and mode,
+    the batched fit's error below DLT's with noise, the loop's frames as asked."""
+    bench = benchmark_module('fitting')
+    argv = ['--model', 'demo', '--frames', '3', '--loop-frames', '1', '--repeats', '1',
+            '--tables', str(tmp_path)]
+    assert bench.main(argv) == 0
+    lines = (tmp_path / 'fitting_demo_cpu.md').read_text().splitlines()
+    assert lines[0].startswith('<!-- written by `python benchmarks/fitting.py --model demo ')
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in lines[4:]]
+    assert [row[:3] for row in rows] == [
+        ['noise-free', 'batched per-sample', '3'], ['noise-free', 'per-frame loop', '1'],
+        ['2 px, 20 % missing', 'batched per-sample', '3'],
+        ['2 px, 20 % missing', 'per-frame loop', '1']]
+    assert float(rows[0][6]) < 0.01                       # noise-free: recovered
+    assert float(rows[2][6]) < float(rows[2][7])          # noisy: better than DLT
+
+
+def test_the_fitting_benchmark_totals_both_sides_of_a_revision(tmp_path):
+    """The mouse-session table against another revision: one row per fit, then the
+    total, whose speed-up is the summed seconds' ratio and whose errors are the held-out
+    fits' means (the fits' reports are made up here; the real ones come from two
+    checkouts)."""
+    against = benchmark_module('fitting_against')
+    fits = list(against.SESSION_FITS)
+    reports = {side: {name: dict(wall=w * (i + 1), cpu=w * (i + 1))
+                      for i, name in enumerate(fits)} for side, w in (('before', 4.0),
+                                                                       ('after', 1.0))}
+    errors = {side: {name: e + i for i, name in enumerate(fits)}
+              for side, e in (('before', 2.0), ('after', 1.0))}
+    against._print_session_table('REV', [('idle', reports, errors)], tmp_path, 'python x')
+    lines = (tmp_path / 'fitting_mouse_session.md').read_text().splitlines()
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in lines[4:]]
+    assert len(rows) == len(fits) + 1
+    assert rows[0][1] == 'all 4 views (error in the good views)'
+    total = rows[-1]
+    assert total[1] == '**total**' and total[4].startswith('**4.0x**')
+    held = [errors['before'][name] for name in fits[1:]]
+    assert total[5] == f'held-out mean {sum(held) / len(held):.2f}'
+    runs = [dict(wall=3.0, cpu=2.0, peak_mb=900.0), dict(wall=5.0, cpu=4.0, peak_mb=1000.0)]
+    against._print_end_to_end('REV', [('busy', {'before': runs, 'after': [
+        dict(wall=1.0, cpu=1.0, peak_mb=800.0)] * 2})], tmp_path, 'python x')
+    row = (tmp_path / 'fitting_mouse_session_end_to_end.md').read_text().splitlines()[-1]
+    assert row == '| busy | 2 | 4.0 (3.0) | 1.0 (1.0) | 4.00x, 3.00x | 950 -> 800 |'
+
+
+def test_the_fitting_benchmark_finds_the_baselines_the_changelog_names(tmp_path):
+    """``--before first-fitter`` checks out the revision the changelog's table of
+    baselines gives that name; a name the table lacks is passed to git as it is."""
+    against = benchmark_module('fitting_against')
+    named = against.baselines()
+    assert set(named) >= {'first-fitter', 'before-per-animal-shape'}
+    assert all(re.fullmatch(r'[0-9a-f]{7,40}', rev) for rev in named.values())
+    table = tmp_path / 'changelog.md'
+    table.write_text('| name | revision | what |\n|---|---|---|\n'
+                     '| `a-name`: text | `abc1234` (2026-01-01) | x |\n| plain | `def5678` | y |\n')
+    assert against.baselines(table) == {'a-name': 'abc1234'}
+    assert against.baselines(tmp_path / 'missing.md') == {}
