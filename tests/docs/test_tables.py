@@ -154,7 +154,8 @@ def test_the_fitting_benchmark_totals_both_sides_of_a_revision(tmp_path):
 
 def test_the_fitting_benchmark_finds_the_baselines_the_changelog_names(tmp_path):
     """``--before first-fitter`` checks out the revision the changelog's table of
-    baselines gives that name; a name the table lacks is passed to git as it is."""
+    baselines gives that name: rows whose name is in backticks, nothing where the table
+    or the file is missing."""
     against = benchmark_module('fitting_against')
     named = against.baselines()
     assert set(named) >= {'first-fitter', 'before-per-animal-shape'}
