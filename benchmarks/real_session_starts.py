@@ -341,13 +341,11 @@ def print_seed_shares(by_seed: list, tables=None, command=None, name: str = '') 
                                                      error, _) = whole
         shares = [n_steps / steps, n_per_frame / per_frame, n_seconds[1] / seconds[1],
                   n_seconds[0] / seconds[0]]
+        to_error = ['never', '', '']
         if reaches(reach[1][-1], target):
             shares_to = dict(network_shares(reach))
-            to_error = [shares_to['per frame'], shares_to['fitting alone'],
-                        shares_to['time end to end']]
-            to_error = [f'{share:.0%}' for share in to_error]
-        else:
-            to_error = ['never', '', '']
+            to_error = [f'{shares_to[what]:.0%}'
+                        for what in ('per frame', 'fitting alone', 'time end to end')]
         table.append([seed] + [f'{share:.0%}' for share in shares] + to_error +
                      [f'{error[0]:.3f} / {error[1]:.2f}'])
     print('\nThe network start\'s shares of the default start\'s work, by training seed')

@@ -414,3 +414,20 @@ def test_the_full_runs_last_tables_are_printed_and_written(tmp_path, capsys):
         '| 0.5 | 2.00 | 9.00 | 3.5 | 40% | 30 | 50% | 60% | 45% | 1.27 | 23.70 |'
     assert (tables / 'real_session_loop.md').read_text().splitlines()[-1] == \
         '| (b) 200 more iterations on the fit | 4.10 | 15.00 |  |  |'
+
+
+def test_the_seeds_shares_name_a_network_that_never_reaches_the_error(tmp_path, capsys):
+    # One row per seed: the whole fits' shares of the default start's, then the shares
+    # to the default start's error, or "never" where the network start does not get
+    # within the tables' precision of it (made-up fits; the real ones take minutes).
+    starts = benchmark_module('real_session_regression').start_fits
+    default = ('default start', 30, 20.0, (1.0, 0.8), (1.27, 23.7), 0)
+    whole = [default, ('network start', 15, 8.0, (0.5, 0.4), (1.28, 23.6), 120)]
+    reached = [('default start', 4, 28, 19.0, (0.8, 0.6), (1.27, 23.75)),
+               ('network start', 1, 7, 4.75, (0.4, 0.24), (1.27, 23.66))]
+    missed = [reached[0], ('network start', None, 15, 8.0, (0.5, 0.4), (1.30, 23.9))]
+    starts.print_seed_shares([(0, whole, reached), (1, whole, missed)], tmp_path, 'cmd', '_cpu')
+    lines = (tmp_path / 'real_session_starts_seeds_cpu.md').read_text().splitlines()
+    assert lines[4:] == ['| 0 | 50% | 40% | 50% | 50% | 25% | 40% | 50% | 1.280 / 23.60 |',
+                         '| 1 | 50% | 40% | 50% | 50% | never |  |  | 1.280 / 23.60 |']
+    assert lines[4] in capsys.readouterr().out
