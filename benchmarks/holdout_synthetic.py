@@ -20,13 +20,22 @@ against squared model units). All on the demo mouse's body model, fitted on k of
 cameras (a random sample of the subsets, seeded) and scored in the others, side by side
 with DLT from the same k.
 
+``--noise SIGMA,OUTLIERS,SWAPS`` adds a pose estimator's kind of errors to every view's
+labels (``3,0.05,0.03``: 3 px, 5 % of the points 20-60 px off, 3 % of the instances with
+left and right exchanged) and scores against the labels as they were; anipose's
+triangulations (``aniposelib``; ``--peers none`` leaves them out) are compared beside the
+fit and DLT, and every method's 3D points against the true ones.
+
 Usage::
 
     python benchmarks/holdout_synthetic.py [--out-dir work_dirs/holdout_synthetic]
         [--subsets 3] [--frames 60] [--configs shipped joint] [--cases clean noisy]
+        [--noise 3,0.05,0.03] [--peers none] [--tables DIR]
 
 Prints one row per case, config and k (held-out median, 90th percentile and worst
-subset's median, px, of the fit and of DLT), and writes each report under ``--out-dir``.
+subset's median, px, of the fit and of DLT), then every method's held-out and 3D errors
+(written to ``--tables`` as ``holdout_synthetic[_noise].md``), and writes each report
+under ``--out-dir``.
 """
 from __future__ import annotations
 
@@ -40,6 +49,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import holdout_methods  # noqa: E402  (benchmarks/holdout_methods.py)
 
 #: The registrant of configs/fitting/mouse_multiview.py before its priors were put in
 #: body and noise units: the "pixel constants" baseline.
@@ -104,6 +115,25 @@ def _displacement(displaced):
     return displaced_label(build_body_model(None), displaced[0], displaced[1], seed=9)
 
 
+def _session(out: Path, frames: int, noise: float, displaced):
+    """The case's session (written once) and its true 3D keypoints (N, K, 3), kept beside
+    it (``.truth.npy``): not in the session, where a fit would start from them."""
+    from smilfit.datasets.synthetic_animals import generate_animal_session
+    data = out / (f'session_{noise:g}px.h5' if displaced is None else
+                  f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
+    truth = data.with_suffix('.truth.npy')
+    if not (data.exists() and truth.exists()):
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.unlink(missing_ok=True)
+        made = generate_animal_session(data, num_animals=1, frames=frames, num_views=6,
+                                       bone_std=0.03, offset_std=0.05, pose_std=0.25,
+                                       noise_px=noise, seed=7,
+                                       keypoint_offsets=_displacement(displaced),
+                                       return_keypoints_3d=True)
+        np.save(truth, made['keypoints_3d'])
+    return data, np.load(truth)
+
+
 def _config(registrant, data_path):
     from mmengine.config import Config
 
@@ -133,34 +163,33 @@ def main() -> int:
                         help='the configs compared (default: all)')
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES),
                         help='the cases run (default: all)')
+    holdout_methods.add_arguments(parser)
     args = parser.parse_args()
     import torch
 
     from smilfit.apis.holdout import evaluate_holdout_views
-    from smilfit.datasets.synthetic_animals import generate_animal_session
+    from smilfit.datasets import DatasetReader
     from smilfit.utils import register_all_modules
     torch.set_num_threads(1)
     register_all_modules()
     out = Path(args.out_dir)
-    rows = []
+    fits = out if args.noise is None else (
+        out / f'noise_{args.noise.replace(",", "_")}_seed{args.noise_seed}')
+    rows, reports = [], []
     for case in args.cases:
         noise, frames, displaced = CASES[case]
-        data = out / (f'session_{noise:g}px.h5' if displaced is None else
-                      f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
-        if not data.exists():
-            data.parent.mkdir(parents=True, exist_ok=True)
-            generate_animal_session(data, num_animals=1, frames=args.frames, num_views=6,
-                                    bone_std=0.03, offset_std=0.05, pose_std=0.25,
-                                    noise_px=noise, seed=7,
-                                    keypoint_offsets=_displacement(displaced))
+        data, truth = _session(out, args.frames, noise, displaced)
+        peers = holdout_methods.make_peers(args, DatasetReader(data).skeleton_edges)
         for label in args.configs:
             registrant = CONFIGS[label]
             start = time.perf_counter()
             report = evaluate_holdout_views(
-                _config(registrant, data), out / case / label.replace(' ', '_'), args.ks,
+                _config(registrant, data), fits / case / label.replace(' ', '_'), args.ks,
                 max_subsets=args.subsets, frames=frames, progress=False,
-                config_name=label)
+                config_name=label, noise=holdout_methods.label_noise(args), peers=peers,
+                reference_3d=truth)
             seconds = time.perf_counter() - start
+            reports.append((case, label, report))
             for k, block in report['k'].items():
                 g = block['all']
                 ratio = ''
@@ -181,7 +210,24 @@ def main() -> int:
         print(f'{case:<15}{noise:>9.1f}{n:>7}  {label:<17}{k:>2}{dlt:>9.2f}{fit:>9.2f}'
               f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}'
               f'{wins:>10}{seconds:>6.0f}{ratio:>18}')
+    write_summary(reports, args)
     return 0
+
+
+def write_summary(reports, args) -> str:
+    """Every case's held-out and 3D errors of each method (Markdown; written to
+    ``--tables`` as ``holdout_synthetic[_noise].md``)."""
+    from tables import emit
+    names = holdout_methods.method_names([r for _, _, r in reports])
+    rows = [[case, CASES[case][0], label, report['samples'], k]
+            + holdout_methods.method_cells(block, names)
+            for case, label, report in reports for k, block in report['k'].items()]
+    header = (['case', 'label noise px', 'config', 'frames', 'k']
+              + holdout_methods.method_header(names))
+    print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
+          'against the true points, model units')
+    return emit('holdout_synthetic' + holdout_methods.noise_suffix(args), header, rows,
+                args.tables)
 
 
 if __name__ == '__main__':

@@ -9,8 +9,13 @@ projected into the views left out. DLT triangulation
 (:func:`smilfit.cameras.triangulate_dlt`) from the same k views, of the same samples and
 keypoints, weighted by the same confidences and masked by the same ``visible`` flags as the
 fit sees them (:func:`smilfit.registrants.initialization.triangulate_observations`), is
-scored the same way. The summary per k, per held-out camera and per keypoint is
-:func:`smilfit.evaluation.holdout_report.holdout_summary`.
+scored the same way, and so are the ``peers`` asked for (anipose's triangulations,
+:mod:`smilfit.evaluation.triangulation_peers`). Every method is also measured in 3D against
+the true points where they are given (a synthetic session's), else against DLT of the
+labels in every fitting view. With ``noise`` (:mod:`smilfit.datasets.label_noise`), every view's labels are given
+a pose estimator's kind of errors before fitting and triangulating, and the held-out views
+are scored against the labels as they were. The summary per k, per held-out camera and per
+keypoint is :func:`smilfit.evaluation.holdout_report.holdout_summary`.
 
 Outputs under ``out_dir``: ``fits/k<k>_<view>+<view>/`` the work dir of each fit (a rerun
 resumes them: finished fits are reused when their config and data are unchanged),
@@ -28,6 +33,7 @@ import copy
 import itertools
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -40,17 +46,20 @@ from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_f
 from smilfit.apis.fitting.results import read_fitted_keypoints
 from smilfit.cameras.projection import project_points_numpy
 from smilfit.datasets import DatasetReader
+from smilfit.datasets.label_noise import LabelNoise, write_noisy_dataset
 from smilfit.datasets.view_selection import camera_universe, select_views, view_mask
 from smilfit.evaluation.holdout_report import format_holdout, holdout_summary
+from smilfit.evaluation.triangulation_peers import Peer, dlt_peer
 from smilfit.handlers.keypoint2d import BEHIND_CAMERA_PX
-from smilfit.registrants.initialization import triangulate_observations
 from smilfit.utils.atomic import write_text
 
 PathLike = Union[str, os.PathLike]
 HOLDOUT_JSON, HOLDOUT_TEXT = 'holdout_views.json', 'holdout_views.txt'
+NOISY_DATASET = 'noisy_labels.h5'
 
-__all__ = ['view_subsets', 'heldout_point_errors', 'evaluate_holdout_views',
-           'HoldoutConfigError', 'HOLDOUT_JSON', 'HOLDOUT_TEXT']
+__all__ = ['view_subsets', 'heldout_point_errors', 'heldout_errors', 'fitting_observations',
+           'evaluate_holdout_views', 'HoldoutConfigError', 'HOLDOUT_JSON', 'HOLDOUT_TEXT',
+           'NOISY_DATASET']
 
 
 class HoldoutConfigError(ValueError):
@@ -86,18 +95,23 @@ def view_subsets(cameras: Sequence[str], k: int, max_subsets: Optional[int] = No
 
 
 def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndarray,
-                         fit_views: np.ndarray, heldout_views: np.ndarray
+                         fit_views: np.ndarray, heldout_views: np.ndarray,
+                         fit_observations: Optional[Mapping[str, np.ndarray]] = None
                          ) -> Tuple[np.ndarray, np.ndarray]:
     """Held-out pixel errors of fitted points and of DLT points from the fitting views.
 
     Args:
         observations: numpy, as :func:`smilfit.apis.fitting.observations_from_batch` gives
             them: ``keypoints_2d`` (B, C, K, 2) pixels, ``confidence`` / ``visible`` (B, C, K),
-            ``view_valid`` (B, C), cameras ``K``, ``R``, ``t``, ``dist`` (B, C, ...).
+            ``view_valid`` (B, C), cameras ``K``, ``R``, ``t``, ``dist`` (B, C, ...): what
+            the held-out views are scored against.
         fitted: (B, K, 3) the fit's keypoints in the data's keypoint order (world units;
             NaN where the fit gives none, e.g. failed samples).
         fit_views: (B, C) bool, the views the fit used (DLT uses the same).
         heldout_views: (B, C) bool, the views to score (disjoint from ``fit_views``).
+        fit_observations: the labels the fit saw, where they differ from
+            ``observations`` (labels with added errors, :mod:`smilfit.datasets.label_noise`);
+            DLT triangulates them. None: ``observations``.
 
     Returns:
         ``(fit_px, dlt_px)``, (B, C, K) each: the distance in pixels between the projection
@@ -106,18 +120,40 @@ def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndar
         the point is missing (DLT: fewer than two fitting views see it). A point behind a
         held-out camera scores ``BEHIND_CAMERA_PX``, as in the fit's loss.
     """
-    import torch
+    fit_views = np.asarray(fit_views, bool)
+    seen = fitting_observations(fit_observations or observations, fit_views)
+    errors = heldout_errors(observations, dict(fit=fitted, dlt=dlt_peer(seen)), fit_views,
+                            heldout_views)
+    return errors['fit'], errors['dlt']
 
+
+def fitting_observations(observations: Mapping[str, np.ndarray], fit_views: np.ndarray
+                         ) -> Dict[str, np.ndarray]:
+    """The observations of the fitting views only (every other view removed), as the fit
+    and the triangulations see them."""
+    obs = dict(observations)
+    drop_non_finite_cameras(obs)        # as fit_dataset does: such a view is invalid
+    return select_views(obs, np.asarray(fit_views, bool))
+
+
+def heldout_errors(observations: Mapping[str, np.ndarray], points: Mapping[str, np.ndarray],
+                   fit_views: np.ndarray, heldout_views: np.ndarray) -> Dict[str, np.ndarray]:
+    """Held-out pixel errors of several methods' 3D points.
+
+    Args:
+        observations: as :func:`heldout_point_errors`' (the labels scored against).
+        points: {method: (B, K, 3) world points, NaN where the method gives none}.
+        fit_views, heldout_views: (B, C) bool, disjoint.
+
+    Returns:
+        {method: (B, C, K)} pixel errors, NaN where not scored (see
+        :func:`heldout_point_errors`).
+    """
     fit_views, heldout_views = np.asarray(fit_views, bool), np.asarray(heldout_views, bool)
     if (fit_views & heldout_views).any():
         raise ValueError('a view is both fitted and held out')
     obs = dict(observations)
-    drop_non_finite_cameras(obs)        # as fit_dataset does: such a view is invalid
-    seen = select_views(obs, fit_views)
-    dlt = triangulate_observations({k: torch.as_tensor(np.asarray(v)) for k, v in seen.items()
-                                    if k in ('keypoints_2d', 'confidence', 'visible',
-                                             'view_valid', 'K', 'R', 't', 'dist')}
-                                   ).numpy().astype(np.float64)
+    drop_non_finite_cameras(obs)
     kp = np.asarray(obs['keypoints_2d'], np.float64)
     observed = np.isfinite(kp).all(-1)
     if 'visible' in obs:
@@ -127,14 +163,14 @@ def heldout_point_errors(observations: Mapping[str, np.ndarray], fitted: np.ndar
     cams = [np.asarray(obs[k], np.float64) for k in ('K', 'R', 't')]
     dist = np.asarray(obs['dist'], np.float64) if 'dist' in obs else None
 
-    def score(points: np.ndarray) -> np.ndarray:
-        uv, depth = project_points_numpy(np.asarray(points, np.float64)[:, None], *cams, dist)
+    def score(p: np.ndarray) -> np.ndarray:
+        uv, depth = project_points_numpy(np.asarray(p, np.float64)[:, None], *cams, dist)
         err = np.linalg.norm(uv - kp, axis=-1)
         err = np.where(depth > 0, err, BEHIND_CAMERA_PX)
-        ok = observed & np.isfinite(points).all(-1)[:, None, :]
+        ok = observed & np.isfinite(p).all(-1)[:, None, :]
         return np.where(ok, err, np.nan)
 
-    return score(fitted), score(dlt)
+    return {name: score(p) for name, p in points.items()}
 
 
 def _fitting_views(reader, data_cfg: Mapping[str, Any]) -> Tuple[List[str], np.ndarray]:
@@ -159,28 +195,63 @@ def _subset_mask(reader, names: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def _score_fit(results: Path, reader, fit_mask: np.ndarray, candidates: np.ndarray
-               ) -> Dict[str, Any]:
-    """Read one fit's results and score it and DLT in its held-out views."""
+def _score_fit(results: Path, readers: Tuple[Any, Any], fit_mask: np.ndarray,
+               candidates: np.ndarray, peers: Mapping[str, Peer],
+               truth: Optional[np.ndarray]) -> Dict[str, Any]:
+    """Read one fit's results and score it, DLT and the peers in its held-out views and
+    in 3D. ``readers``: (the labels scored against, the labels the fit saw); ``truth``:
+    (N, K, 3) the true 3D keypoints, or None."""
+    clean, fitted_from = readers
     fit = read_fitted_keypoints(results, HoldoutConfigError, 'the held-out evaluation '
                                 'needs a config with a 2D keypoint handler')
     fitted, index, failed = fit['points'], fit['index'], fit['diverged']
     fitted[failed] = np.nan                 # a failed sample is counted, not scored
-    batch = reader.read(index, keys=list(_OBSERVATION_KEYS) + ['session'])
+    keys = list(_OBSERVATION_KEYS) + ['session']
+    batch = clean.read(index, keys=keys)
     session = np.asarray(batch['session'], int)
     fit_views = fit_mask[session]
-    fit_px, dlt_px = heldout_point_errors(observations_from_batch(batch), fitted, fit_views,
-                                          candidates[session] & ~fit_views)
-    cams = sample_camera_names(reader, session, fit_px.shape[1])
-    return dict(fit_px=fit_px, dlt_px=dlt_px, camera_names=cams,
-                failed_samples=int(failed.sum()))
+    scored_against = observations_from_batch(batch)
+    seen = fitting_observations(observations_from_batch(fitted_from.read(index, keys=keys))
+                                if fitted_from is not clean else scored_against, fit_views)
+    points = dict(fit=fitted, DLT=dlt_peer(seen))
+    points.update({name: peer(seen) for name, peer in peers.items()})
+    px = heldout_errors(scored_against, points, fit_views, candidates[session] & ~fit_views)
+    # Without the truth: DLT of the labels as they are in every fitting view (where the
+    # fit saw noisy labels, these are the clean ones)
+    reference = (np.asarray(truth, np.float64)[index] if truth is not None else
+                 dlt_peer(fitting_observations(scored_against, candidates[session])))
+    cams = sample_camera_names(reader=clean, sessions=session, num_views=px['fit'].shape[1])
+    out = dict(fit_px=px['fit'], dlt_px=px['DLT'], camera_names=cams,
+               failed_samples=int(failed.sum()),
+               methods_3d={name: np.linalg.norm(p - reference, axis=-1)
+                           for name, p in points.items()})
+    if peers:
+        out['methods_px'] = px
+    return out
+
+
+def _noisy_dataset(clean: Path, path: Path, noise: LabelNoise) -> Path:
+    """``path``: the dataset ``clean`` with ``noise`` added, written unless it holds
+    exactly that already (same noise, written from the same file)."""
+    import h5py
+    stamp = json.dumps(dict(asdict(noise), source=str(clean.resolve()),
+                            source_bytes=clean.stat().st_size,
+                            source_mtime_ns=clean.stat().st_mtime_ns), sort_keys=True)
+    if path.is_file():
+        with h5py.File(path, 'r') as f:
+            if f.attrs.get('label_noise_source') == stamp:
+                return path
+    write_noisy_dataset(clean, path, noise, attrs=dict(label_noise_source=stamp))
+    return path
 
 
 def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequence[int], *,
                            max_subsets: Optional[int] = None, seed: int = 0,
                            frames: Optional[int] = None, overwrite: bool = False,
                            progress: bool = True, device: str = 'cpu',
-                           config_name: str = '') -> Dict[str, Any]:
+                           config_name: str = '', noise: Optional[LabelNoise] = None,
+                           peers: Optional[Mapping[str, Peer]] = None,
+                           reference_3d: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Fit on every subset of k views and score fit and DLT in the views left out.
 
     Args:
@@ -197,10 +268,21 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
         progress: a progress bar over the subsets.
         device: torch device for fitting.
         config_name: the config's name in the report.
+        noise: errors added to every view's labels before fitting
+            (:class:`~smilfit.datasets.label_noise.LabelNoise`, as a pose estimator's
+            predictions have them; the noisy copy of the dataset is ``out_dir/noisy_labels.h5``).
+            The fit, DLT and the peers see the noisy labels; the held-out views are scored
+            against the labels as they were. None: the labels as they are.
+        peers: {name: triangulation} compared beside the fit and DLT from the same views
+            and labels (:mod:`smilfit.evaluation.triangulation_peers`, e.g. anipose's).
+        reference_3d: (N, K, 3) every sample's true 3D keypoints (a synthetic session's),
+            what the methods' 3D points are measured against; None: DLT of the labels
+            scored against in every fitting view (on clean labels this shares k views'
+            labels with DLT from k views, which favours DLT; with ``noise`` it does not).
 
     Returns:
-        The report: ``dict(config, dataset, views, samples, frames, k={k: dict(selection,
-        subsets, all, cameras, keypoints)})`` (see
+        The report: ``dict(config, dataset, views, samples, frames, noise, reference_3d,
+        k={k: dict(selection, subsets, all, cameras, keypoints, methods)})`` (see
         :func:`smilfit.evaluation.holdout_report.holdout_summary`), also written to
         ``out_dir/holdout_views.json`` and, as a table, ``out_dir/holdout_views.txt``.
     """
@@ -216,6 +298,17 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
     prepare_data(base, progress=progress)
     reader = DatasetReader(data_cfg['path'])
     names, candidates = _fitting_views(reader, data_cfg)
+    if reference_3d is not None and np.shape(reference_3d) != (len(reader),
+                                                               len(reader.keypoint_names), 3):
+        raise HoldoutConfigError(f'reference_3d must be (samples, keypoints, 3) = '
+                                 f'{(len(reader), len(reader.keypoint_names), 3)}, got '
+                                 f'{np.shape(reference_3d)}')
+    out_dir = Path(out_dir)
+    dataset, fitted_from = str(data_cfg['path']), reader
+    if noise is not None:
+        noisy = _noisy_dataset(Path(data_cfg['path']), out_dir / NOISY_DATASET, noise)
+        data_cfg = dict(data_cfg, path=str(noisy))
+        fitted_from = DatasetReader(noisy)
     total = len(reader)
     if data_cfg.get('max_samples') is not None:
         total = min(total, int(data_cfg['max_samples']))
@@ -229,7 +322,6 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
     # is prepared already (one ingestion for all fits).
     base['data'] = dict(data_cfg, max_samples=total, sleap=None, synthetic=None)
     base['data'].pop('exclude_views', None)
-    out_dir = Path(out_dir)
     scored: Dict[int, List[Dict[str, Any]]] = {k: [] for k, _, _ in plan}
     jobs = [(k, s) for k, subsets, _ in plan for s in subsets]
     bar = tqdm(jobs, desc='held-out subsets', unit='subset', disable=not progress)
@@ -243,10 +335,15 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
                                   progress=False, device=device)
         except AllSamplesFailedError:
             results = work / 'fit_results.h5'   # every sample failed: scored as failed
-        record = _score_fit(results, reader, _subset_mask(reader, subset), candidates)
+        record = _score_fit(results, (reader, fitted_from), _subset_mask(reader, subset),
+                            candidates, peers or {}, reference_3d)
         scored[k].append(dict(record, views=list(subset)))
-    report: Dict[str, Any] = dict(config=config_name, dataset=str(data_cfg['path']),
-                                  views=names, samples=total, frames=frames, k={})
+    report: Dict[str, Any] = dict(
+        config=config_name, dataset=dataset, views=names, samples=total,
+        frames=frames, k={},
+        reference_3d=('the true 3D keypoints' if reference_3d is not None
+                      else 'DLT of the scored labels in every fitting view'),
+        noise=None if noise is None else dict(asdict(noise), description=noise.describe()))
     for k, subsets, count in plan:
         block = holdout_summary(scored[k], list(reader.keypoint_names), names)
         block['selection'] = dict(count=len(subsets), total=count,

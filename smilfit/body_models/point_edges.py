@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ['kinematic_point_edges']
+__all__ = ['kinematic_point_edges', 'model_point_edges']
 
 
 def _ancestor_point(parents: Sequence[int], joint: int, first_on: dict) -> int:
@@ -163,3 +163,39 @@ def kinematic_point_edges(parents: Sequence[int], carriers: Sequence[int],
             edges.add((other, i))
     _join_pieces(parents, carriers, rest_points, edges)
     return sorted(edges)
+
+
+def model_point_edges(model, source: str, model_index: Sequence[int],
+                      data_index: Sequence[int], num_points: int) -> List[Tuple[int, int]]:
+    """:func:`kinematic_point_edges` of ``num_points`` data points matched to a body
+    model's points.
+
+    Args:
+        model: a :class:`~smilfit.body_models.SMILModel`.
+        source: ``'keypoints'`` or ``'joints'``, the model points the data is matched to.
+        model_index, data_index: (M,) the matched pairs (model point, data point).
+        num_points: the data's point count (unmatched points get no edge).
+    """
+    import torch
+
+    from .keypoint_naming import source_carriers
+    carriers = source_carriers(model, source).cpu()
+    is_joint = torch.ones(len(carriers), dtype=torch.bool)
+    rest = None
+    if source == 'keypoints':
+        # A keypoint defined as a joint is that joint (a regressed joint's carrier is the
+        # joint with most skinning mass under it: the knee's is the thigh).
+        points = model.keypoint_source.cpu()
+        is_joint = points < model.num_joints
+        carriers = torch.where(is_joint, points, carriers)
+        if not bool(is_joint.all()):
+            with torch.no_grad():
+                rest = model(return_vertices=False).keypoints[0].cpu().double().numpy()
+    data_carriers, data_is_joint = [-1] * num_points, [True] * num_points
+    data_rest = np.zeros((num_points, 3))
+    for m, d in zip(list(map(int, model_index)), list(map(int, data_index))):
+        data_carriers[d], data_is_joint[d] = int(carriers[m]), bool(is_joint[m])
+        if rest is not None:
+            data_rest[d] = rest[m]
+    return kinematic_point_edges(model.parents.tolist(), data_carriers, data_is_joint,
+                                 data_rest if rest is not None else None)

@@ -17,6 +17,7 @@ import torch
 
 from smilfit.cameras import project_points
 from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
+from smilfit.body_models.point_edges import model_point_edges
 
 from .hdf5_format import DatasetWriter
 from .synthetic import build_body_model, ring_cameras, up_vector
@@ -83,7 +84,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             offset_std: float = 0.0, betas: Any = None,
                             keypoint_offsets: Any = None,
                             slp_path: Union[None, str, Path] = None,
-                            slp_identity: str = 'groups') -> Dict[str, Any]:
+                            slp_identity: str = 'groups',
+                            return_keypoints_3d: bool = False) -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -113,11 +115,18 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
             (tracks and instance groups), ``'tracks'`` (tracks only: views matched by
             track name) or ``'none'`` (neither: what ingestion must refuse for several
             animals).
+        return_keypoints_3d: also return every sample's true 3D keypoints. They are not
+            written to the session: a fit would start from them (as from a recording's
+            triangulated points) and a held-out evaluation would score its own start.
+
+    The session's skeleton (``skeleton/edges``) is the body model's kinematic tree
+    between its keypoints, as a SLEAP skeleton would link them.
 
     Returns:
         ``bone_trans`` (A, J, 3), ``keypoint_offsets`` (A, Kp, 3) (joint frames, model
         units), ``betas`` (A, num_betas), ``length`` (the rest pose's largest extent, model
-        units), ``model`` (the body model, float64) and ``path``.
+        units), ``model`` (the body model, float64), ``path`` and, with
+        ``return_keypoints_3d``, ``keypoints_3d`` (N, Kp, 3) world units.
     """
     if slp_identity not in ('groups', 'tracks', 'none'):
         raise ValueError(f"slp_identity must be 'groups', 'tracks' or 'none', got "
@@ -174,9 +183,11 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
             sessions=[dict(videos=list(range(C)), cameras=[
                 dict(name=f'cam_{c}', K=cams['K'][c], dist=cams['dist'][c], R=cams['R'][c],
                      t=cams['t'][c], size=tuple(cams['image_size'][c])) for c in range(C)])])
+    truth = []
     with DatasetWriter(str(out_path), keypoint_names=list(model.keypoint_names),
                        num_views=C, units=model.data.units, source='synthetic-animals') as w:
         w.add_session('animals', [f'cam_{c}' for c in range(C)])
+        w.set_skeleton(edges=model_point_edges(model, 'keypoints', range(Kp), range(Kp), Kp))
         for start in range(0, N, chunk):
             idx = np.arange(start, min(N, start + chunk))
             animal, frame = idx % num_animals, idx // num_animals
@@ -192,6 +203,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             return_vertices=False)
             kp = out.keypoints + rotate_offsets(torch.as_tensor(offsets_kp[animal]),
                                                 out.joint_transforms, carriers)
+            if return_keypoints_3d:
+                truth.append(kp.numpy())
             cam = {k: torch.as_tensor(v)[None].expand(B, *v.shape) for k, v in cams.items()}
             uv = project_points(kp[:, None].expand(B, C, *kp.shape[1:]), cam['K'], cam['R'],
                                 cam['t'], None).numpy()
@@ -214,8 +227,11 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         w.commit()
     if slp is not None:
         slp.save(slp_path)
-    return dict(bone_trans=bones, keypoint_offsets=offsets_kp, betas=shapes, length=length,
-                model=model, path=Path(out_path))
+    out = dict(bone_trans=bones, keypoint_offsets=offsets_kp, betas=shapes, length=length,
+               model=model, path=Path(out_path))
+    if return_keypoints_3d:
+        out['keypoints_3d'] = np.concatenate(truth)
+    return out
 
 
 __all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones', 'bone_lengths',

@@ -119,7 +119,9 @@ def select_views(observations: Mapping[str, Any], keep: Optional[np.ndarray]
 
     Returns:
         The observations with every other view removed: keypoints NaN, confidence 0,
-        ``visible``, ``view_valid`` and ``mask_valid`` false.
+        ``visible``, ``view_valid`` and ``mask_valid`` false; and the samples' given 3D
+        keypoints (``keypoints_3d``) NaN where one of their valid views was removed (they
+        were triangulated with it).
     """
     out = dict(observations)
     if keep is None:
@@ -137,4 +139,11 @@ def select_views(observations: Mapping[str, Any], keep: Optional[np.ndarray]
     out['view_valid'] = valid & keep
     if 'mask_valid' in out:
         out['mask_valid'] = np.asarray(out['mask_valid'], bool) & keep
+    if 'keypoints_3d' in out:
+        # 3D points that came with the data were triangulated from every view (anipose's
+        # are): where a view is removed they would carry it into the fit.
+        lost = (valid & ~keep).any(1)
+        points = np.array(out['keypoints_3d'], copy=True)
+        points[lost] = np.nan
+        out['keypoints_3d'] = points
     return out

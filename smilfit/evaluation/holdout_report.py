@@ -16,6 +16,12 @@ Output, per k and for all held-out views together, per held-out camera and per k
   and that median;
 - ``fit_wins`` of ``compared_subsets``: the subsets whose fit median is strictly below
   their DLT median.
+
+Where the subsets also give other methods' errors (``methods_px``, e.g. anipose's
+triangulations beside the fit and DLT) and 3D errors against a reference
+(``methods_3d``), ``methods`` compares every method on the points *all* of them give:
+``methods = dict(px=dict(points, by={method: dict(median, p90)}), world=...)`` (3D in
+world units).
 """
 from __future__ import annotations
 
@@ -56,6 +62,26 @@ def _group(per_subset: List[Dict[str, Any]], views: List[List[str]]) -> Dict[str
     return out
 
 
+def _methods_group(subsets: Sequence[Mapping[str, Any]], key: str
+                   ) -> Optional[Dict[str, Any]]:
+    """Every method's median and p90 on the points all methods give (pooled over subsets)."""
+    if not subsets or not all(key in s for s in subsets):
+        return None
+    methods = list(subsets[0][key])
+    pooled: Dict[str, list] = {m: [] for m in methods}
+    for s in subsets:
+        if list(s[key]) != methods:
+            raise ValueError(f'subset {s["views"]}: {key} has methods {list(s[key])}, '
+                             f'expected {methods}')
+        errors = [np.asarray(s[key][m], np.float64) for m in methods]
+        common = np.logical_and.reduce([np.isfinite(e) for e in errors])
+        for m, e in zip(methods, errors):
+            pooled[m].append(e[common])
+    values = {m: np.concatenate(v) for m, v in pooled.items()}
+    return dict(points=int(values[methods[0]].size),
+                by={m: dict(median=_median(v), p90=_p90(v)) for m, v in values.items()})
+
+
 def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequence[str],
                     camera_order: Sequence[str] = ()) -> Dict[str, Any]:
     """Summarise the held-out errors of the subsets of one k.
@@ -64,7 +90,10 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
         subsets: one mapping per subset with ``views`` (the k fitting camera names),
             ``fit_px`` and ``dlt_px`` (N, C, K) held-out pixel errors (NaN where not
             scored, module docstring), ``camera_names`` (N, C) the camera of each sample's
-            view slots, and optionally ``failed_samples`` (int).
+            view slots, and optionally ``failed_samples`` (int), ``methods_px`` ({method:
+            (N, C, K)} held-out pixel errors of every method compared, the fit and DLT
+            included) and ``methods_3d`` ({method: (N, K)} 3D distances to a reference,
+            world units).
         keypoint_names: (K,) names.
         camera_order: the order of the per-camera rows (cameras not named follow in the
             order they appear).
@@ -74,8 +103,9 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
         fit_p90_px, dlt_p90_px, fit_all_median_px, points, points_all, failed_samples,
         fit_wins, cameras={held-out camera: dict(fit_median_px, dlt_median_px, fit_p90_px,
         dlt_p90_px, points)}],
-        all=group, cameras={name: group}, keypoints={name: group})``, a group as in the
-        module docstring; medians are None where there is no point.
+        all=group, cameras={name: group}, keypoints={name: group}, methods=dict(px, world))``,
+        a group as in the module docstring (``methods``' entries None where the subsets do
+        not give them); medians are None where there is no point.
     """
     names = list(keypoint_names)
     views = [list(s['views']) for s in subsets]
@@ -131,7 +161,9 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
                                              np.median(f['fit']) < np.median(f['dlt']))))
     return dict(subsets=per_subset, all=_group(select(), views),
                 cameras={c: _group(select(cam=c), views) for c in cameras},
-                keypoints={n: _group(select(kp=j), views) for j, n in enumerate(names)})
+                keypoints={n: _group(select(kp=j), views) for j, n in enumerate(names)},
+                methods=dict(px=_methods_group(subsets, 'methods_px'),
+                             world=_methods_group(subsets, 'methods_3d')))
 
 
 def _px(value: Optional[float]) -> str:
@@ -145,7 +177,9 @@ def _worst(group: Mapping[str, Any], which: str) -> str:
 
 def format_holdout(report: Mapping[str, Any]) -> str:
     """The report of :func:`smilfit.apis.holdout.evaluate_holdout_views` as a text table."""
-    lines = [f'Held-out-view evaluation of {report["config"]} on {report["dataset"]}',
+    lines = [f'Held-out-view evaluation of {report["config"]} on {report["dataset"]}'
+             + (f'; fitted labels with added errors: {report["noise"]["description"]}, '
+                'scored against the labels as they were' if report.get('noise') else ''),
              f'{report["samples"]} samples (frames); fitting views '
              f'{", ".join(report["views"])}',
              'Reprojection error (px) in the held-out views: the fit on k views vs DLT '
@@ -171,6 +205,15 @@ def format_holdout(report: Mapping[str, Any]) -> str:
                          f'{_px(g["dlt_p90_px"]):>9}{wins:>10}   '
                          f'{_worst(g, "fit")[:27]:<28}{_worst(g, "dlt")[:27]:<28}'
                          f'{_px(g["fit_all_median_px"]):>8}{g["points"]:>8}')
+        methods = block.get('methods') or {}
+        for unit, what in (('px', 'held-out px'), ('world', f'3D distance to '
+                                                          f'{report.get("reference_3d")}')):
+            group = methods.get(unit)
+            if group:
+                lines.append(f'  every method on the {group["points"]} points all give, '
+                             f'{what}: ' + '; '.join(
+                                 f'{m} {_px(v["median"])} ({_px(v["p90"])})'
+                                 for m, v in group['by'].items()))
         lines.append('  per subset: fit / DLT median (p90) px, all held-out views, then each '
                      'held-out camera:')
         for s in block['subsets']:

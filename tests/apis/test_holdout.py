@@ -213,3 +213,84 @@ def test_tool_samples_subsets_and_reports_errors(tmp_path, capsys):
     assert main(common[:1] + ['--holdout-views', '2'] + common[1:] +
                 ['data.exclude_views=[cam_7]']) == 1
     assert "'cam_7'" in capsys.readouterr().err
+
+
+def test_label_noise_reaches_the_fit_and_triangulations_not_the_scoring(session, tmp_path):
+    """With added label errors, the fit, DLT and every peer see the noisy labels of the
+    fitting views only; the held-out views are scored against the labels as they were;
+    every method is also measured in 3D against the dataset's own 3D points."""
+    from smilfit.apis.holdout import NOISY_DATASET
+    from smilfit.datasets.label_noise import LabelNoise
+    from smilfit.evaluation.triangulation_peers import dlt_peer
+    cfg, _, clean = session
+    seen_views = []
+
+    def copy_of_dlt(obs):
+        seen_views.append(np.isfinite(obs['keypoints_2d']).all(-1).any((0, 2)))
+        return dlt_peer(obs)
+
+    noise = LabelNoise(4.0, 0.1, 0.0, seed=5)
+    out = tmp_path / 'noisy'
+    report = evaluate_holdout_views(cfg, out, [2], progress=False, noise=noise,
+                                    peers={'copy of DLT': copy_of_dlt})
+    assert report['noise']['sigma_px'] == 4.0 and '10 % outliers' in report['noise'][
+        'description']
+    assert report['dataset'] == clean['dataset']                 # scored against this one
+    with h5py.File(cfg.data.path, 'r') as a, h5py.File(out / NOISY_DATASET, 'r') as b:
+        moved = np.abs(b['views/keypoints_2d'][()] - a['views/keypoints_2d'][()])
+        assert np.nanmedian(moved) > 1.0
+    block, before = report['k']['2'], clean['k']['2']
+    # Noisy fitting labels: DLT from them is further from the clean held-out labels
+    assert block['all']['dlt_median_px'] > before['all']['dlt_median_px']
+    for s, views in zip(seen_views, [sub['views'] for sub in block['subsets']]):
+        assert s.tolist() == [c in views for c in CAMS]          # the k fitting views only
+    methods = block['methods']
+    assert list(methods['px']['by']) == ['fit', 'DLT', 'copy of DLT']
+    assert methods['px']['by']['DLT'] == methods['px']['by']['copy of DLT']
+    assert methods['px']['points'] == block['all']['points']
+    np.testing.assert_allclose(methods['px']['by']['DLT']['median'],
+                               block['all']['dlt_median_px'])
+    assert report['reference_3d'] == 'DLT of the scored labels in every fitting view'
+    world = methods['world']
+    assert world['points'] > 0 and world['by']['DLT'] == world['by']['copy of DLT']
+    assert 'copy of DLT' in (out / HOLDOUT_TEXT).read_text()
+    # The noisy copy is reused while the noise is the same; other noise is other labels,
+    # so the fits made from the first cannot be resumed
+    stamp = (out / NOISY_DATASET).stat().st_mtime_ns
+    evaluate_holdout_views(cfg, out, [2], max_subsets=1, progress=False, noise=noise)
+    assert (out / NOISY_DATASET).stat().st_mtime_ns == stamp
+    other = LabelNoise(4.0, 0.1, 0.0, seed=6)
+    with pytest.raises(FileExistsError, match='another dataset file'):
+        evaluate_holdout_views(cfg, out, [2], max_subsets=1, progress=False, noise=other)
+    evaluate_holdout_views(cfg, out, [2], max_subsets=1, progress=False, noise=other,
+                           overwrite=True)
+    with h5py.File(out / NOISY_DATASET, 'r') as f:
+        assert json.loads(f.attrs['label_noise'])['seed'] == 6
+
+
+def test_without_peers_the_report_measures_fit_and_dlt_in_3d(session):
+    _, _, report = session
+    methods = report['k']['2']['methods']
+    assert methods['px'] is None and list(methods['world']['by']) == ['fit', 'DLT']
+    assert report['noise'] is None
+
+
+def test_3d_errors_are_measured_against_the_truth_where_given(session, tmp_path):
+    cfg, out, report = session
+    with h5py.File(cfg.data.path, 'r') as f:
+        n, k = f['views/keypoints_2d'].shape[0], f['views/keypoints_2d'].shape[2]
+    with pytest.raises(HoldoutConfigError, match='reference_3d must be'):
+        evaluate_holdout_views(cfg, out, [2], progress=False, reference_3d=np.zeros((n, 2, 3)))
+    far = np.zeros((n, k, 3))
+    far[..., 0] = 1e5                                           # far from every point
+    origin = evaluate_holdout_views(cfg, out, [2], progress=False,   # the fits are reused
+                                    reference_3d=far)
+    assert origin['reference_3d'] == 'the true 3D keypoints'
+    world = origin['k']['2']['methods']['world']
+    fits = []
+    for s in origin['k']['2']['subsets']:
+        with h5py.File(out / 'fits' / f'k2_{"+".join(s["views"])}' / 'fit_results.h5') as f:
+            fits.append(f['fitted_keypoints_3d'][:].astype(np.float64))
+    distances = np.linalg.norm(np.stack(fits) - far[0, 0], axis=-1)
+    assert 9e4 < np.nanmin(distances) <= world['by']['fit']['median'] <= np.nanmax(distances)
+    assert report['k']['2']['methods']['world']['by']['fit']['median'] < 1e3

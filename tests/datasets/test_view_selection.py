@@ -76,6 +76,18 @@ def test_select_views_removes_the_other_views_consistently():
         select_views(obs, keep[:, :3])
 
 
+def test_given_3d_points_go_where_a_view_they_were_triangulated_with_goes():
+    obs = _observations()
+    obs['keypoints_3d'] = np.ones((3, 5, 3), np.float32)
+    obs['view_valid'][2, 0] = False              # sample 2 never had view 0
+    keep = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1]], bool)
+    out = select_views(obs, keep)
+    assert out['keypoints_3d'].dtype == np.float32
+    assert np.isfinite(out['keypoints_3d'][[0, 2]]).all()    # nothing valid removed
+    assert np.isnan(out['keypoints_3d'][1]).all()
+    assert np.isfinite(obs['keypoints_3d']).all()              # the input as it was
+
+
 def test_fit_dataset_leaves_excluded_views_out(tmp_path):
     import h5py
 

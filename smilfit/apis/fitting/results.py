@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import torch
 
-from smilfit.body_models.point_edges import kinematic_point_edges
-from smilfit.body_models.keypoint_naming import POINT_SOURCES, source_carriers
+from smilfit.body_models.point_edges import model_point_edges
+from smilfit.body_models.keypoint_naming import POINT_SOURCES
 from smilfit.datasets.hdf5.files import create_checked, read_h5
 from smilfit.utils.atomic import atomic_path, write_text
 
@@ -131,27 +131,9 @@ def data_skeleton_edges(registrant, num_keypoints: int) -> Optional[List[Tuple[i
     handler = registrant.keypoint_handler()
     if handler is None or getattr(handler, 'source', None) not in POINT_SOURCES:
         return None
-    model = registrant.body_model
-    carriers = source_carriers(model, handler.source).cpu()
-    is_joint = torch.ones(len(carriers), dtype=torch.bool)
-    rest = None
-    if handler.source == 'keypoints':
-        # A keypoint defined as a joint is that joint (a regressed joint's carrier is the
-        # joint with most skinning mass under it: the knee's is the thigh).
-        source = model.keypoint_source.cpu()
-        is_joint = source < model.num_joints
-        carriers = torch.where(is_joint, source, carriers)
-        if not bool(is_joint.all()):
-            with torch.no_grad():
-                rest = model(return_vertices=False).keypoints[0].cpu().double().numpy()
-    K = num_keypoints
-    data_carriers, data_is_joint, data_rest = [-1] * K, [True] * K, np.zeros((K, 3))
-    for m, d in zip(handler.model_index.tolist(), handler.data_index.tolist()):
-        data_carriers[d], data_is_joint[d] = int(carriers[m]), bool(is_joint[m])
-        if rest is not None:
-            data_rest[d] = rest[m]
-    return kinematic_point_edges(model.parents.tolist(), data_carriers, data_is_joint,
-                                 data_rest if rest is not None else None)
+    return model_point_edges(registrant.body_model, handler.source,
+                             handler.model_index.tolist(), handler.data_index.tolist(),
+                             num_keypoints)
 
 
 def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, Any]:
