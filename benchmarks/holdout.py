@@ -84,6 +84,10 @@ VARIANTS = {
              'rounds) instead of alternating skeleton-only and pose-only stages',
     'animal_scale': 'one global scale per animal (shared like its skeleton) instead of one '
                     'per frame',
+    'animal_pose_prior': "the pose prior of each animal's own frames "
+                         '(AnimalPosePriorHandler) instead of one fixed scale per joint',
+    'exchange_left_right': 'instances whose left and right labels fit better exchanged '
+                           'fitted so (Keypoint2DHandler exchange_left_right=True)',
 }
 
 
@@ -104,6 +108,14 @@ def apply_variant(cfg, variant: str):
             stages['refine']]
     elif variant == 'animal_scale':
         cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
+    elif variant == 'exchange_left_right':
+        for handler in cfg.registrant.handlers:
+            if handler['type'] == 'Keypoint2DHandler':
+                handler['exchange_left_right'] = True
+    elif variant == 'animal_pose_prior':
+        cfg.registrant.handlers = [
+            dict(type='AnimalPosePriorHandler', name=h['name'], weight=h.get('weight', 1.0))
+            if h['type'] == 'PosePriorHandler' else h for h in cfg.registrant.handlers]
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

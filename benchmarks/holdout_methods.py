@@ -72,7 +72,9 @@ def method_names(reports: Sequence[Mapping]) -> List[str]:
 
 def method_cells(block: Mapping, names: Sequence[str]) -> List[str]:
     """Held-out px ``median (p90)`` per method, then the fit over DLT (median, p90), then
-    the 3D median (p90) per method: each on the points every method gives."""
+    the 3D median (p90) per method (each on the points every method gives), then the
+    left/right swaps of the added noise the fit found, of those made (and how many it
+    made where none was)."""
     methods = block.get('methods') or {}
     px = methods.get('px')
     if px is None:       # no peers: fit and DLT on the points both give
@@ -86,11 +88,13 @@ def method_cells(block: Mapping, names: Sequence[str]) -> List[str]:
     if fit.get('median') and dlt.get('median'):
         ratio = f"{fit['median'] / dlt['median']:.2f}, {fit['p90'] / dlt['p90']:.2f}"
     world = (methods.get('world') or {}).get('by', {})
+    ex = block.get('exchanges')
+    exchanges = 'n/a' if not ex else f"{ex['found']} of {ex['made']} ({ex['wrong']})"
     return ([_cell(by.get(n)) for n in names] + [ratio]
-            + [_cell(world.get(n)) for n in names])
+            + [_cell(world.get(n)) for n in names] + [exchanges])
 
 
 def method_header(names: Sequence[str]) -> List[str]:
     """The column names of :func:`method_cells`."""
     return ([f'{n} px' for n in names] + ['fit / DLT (med, p90)']
-            + [f'{n} 3D' for n in names])
+            + [f'{n} 3D' for n in names] + ['L/R swaps found (wrongly)'])

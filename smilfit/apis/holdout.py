@@ -227,7 +227,29 @@ def _score_fit(results: Path, readers: Tuple[Any, Any], fit_mask: np.ndarray,
                            for name, p in points.items()})
     if peers:
         out['methods_px'] = px
+    exchanges = _exchanges(results, fitted_from, index, fit_views)
+    if exchanges is not None:
+        out['exchanges'] = exchanges
     return out
+
+
+def _exchanges(results: Path, fitted_from, index: np.ndarray, fit_views: np.ndarray
+               ) -> Optional[Dict[str, int]]:
+    """The fit's left/right exchanges against the ones the added noise made, in the
+    fitting views: ``dict(made, found, wrong)`` (found: made and exchanged by the fit;
+    wrong: exchanged by the fit, not made), or None when either is unknown."""
+    import h5py
+    with h5py.File(results, 'r') as f:
+        if 'metrics/exchanged_views' not in f:
+            return None
+        fitted = f['metrics/exchanged_views'][()].astype(bool)
+    with h5py.File(fitted_from.path, 'r') as f:
+        if 'label_noise/swapped' not in f:
+            return None
+        made = f['label_noise/swapped'][()][index].astype(bool)
+    made, fitted = made & fit_views, fitted & fit_views
+    return dict(made=int(made.sum()), found=int((made & fitted).sum()),
+                wrong=int((fitted & ~made).sum()))
 
 
 def _noisy_dataset(clean: Path, path: Path, noise: LabelNoise) -> Path:

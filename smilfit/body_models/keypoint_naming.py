@@ -10,7 +10,7 @@ point (the frame of joint-local keypoint offsets).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -176,5 +176,19 @@ def rotate_offsets(offsets: torch.Tensor, transforms: torch.Tensor,
     return torch.einsum('bnij,bnj->bni', maps, offsets.to(maps))
 
 
+def left_right_pairs(keypoint_names: Sequence[str],
+                     symmetries: Sequence[Tuple[int, int]] = ()):
+    """(P, 2) int64 numpy left/right keypoint index pairs: the dataset's stored skeleton
+    symmetries, or else the pairs found by name (``_L``/``_R``, ``left``/``right``...)."""
+    import numpy as np
+
+    from .mesh_from_skeleton.symmetry import find_symmetric_pairs
+    if len(symmetries):
+        return np.asarray(symmetries, np.int64).reshape(-1, 2)
+    found = find_symmetric_pairs(list(keypoint_names))
+    return np.zeros((0, 2), np.int64) if found is None else found
+
+
 __all__ = ['POINT_SOURCES', 'OFFSET_FRAMES', 'KeypointMatch', 'match_keypoints',
-           'lookup_model_names', 'model_point_names', 'source_carriers', 'rotate_offsets']
+           'lookup_model_names', 'model_point_names', 'source_carriers', 'rotate_offsets',
+           'left_right_pairs']

@@ -15,9 +15,11 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
+
+from smilfit.body_models.keypoint_naming import left_right_pairs
 
 PathLike = Union[str, os.PathLike]
 
@@ -127,22 +129,13 @@ def swap_left_right(values: np.ndarray, swapped: np.ndarray, pairs: np.ndarray) 
     return np.where(mask, values[:, :, order], values)
 
 
-def left_right_pairs(keypoint_names: Sequence[str],
-                     symmetries: Sequence[Tuple[int, int]] = ()) -> np.ndarray:
-    """(P, 2) left/right keypoint index pairs: the dataset's stored skeleton symmetries, or
-    else the pairs found by name (``_L``/``_R``, ``left``/``right``...)."""
-    if len(symmetries):
-        return np.asarray(symmetries, np.int64).reshape(-1, 2)
-    from smilfit.body_models.mesh_from_skeleton.symmetry import find_symmetric_pairs
-    found = find_symmetric_pairs(list(keypoint_names))
-    return np.zeros((0, 2), np.int64) if found is None else found
-
-
 def write_noisy_dataset(src: PathLike, dst: PathLike, noise: LabelNoise,
                         attrs: Optional[Dict[str, str]] = None) -> Dict[str, np.ndarray]:
     """A copy of the smilfit dataset ``src`` at ``dst`` with ``noise`` added to every view's
     2D labels (``views/keypoints_2d``; everything else as it was, the noise stated in the
-    file's ``label_noise`` attribute, with ``attrs`` beside it). Written to a temporary file and moved into place,
+    file's ``label_noise`` attribute, with ``attrs`` beside it, and which instances were
+    swapped and which points moved far in ``label_noise/swapped`` (N, C) and
+    ``label_noise/outliers`` (N, C, K)). Written to a temporary file and moved into place,
     so ``dst`` is never a partial file.
 
     Returns:
@@ -167,6 +160,9 @@ def write_noisy_dataset(src: PathLike, dst: PathLike, noise: LabelNoise,
                 if key in f:
                     f[key][...] = swap_left_right(f[key][()], record['swapped'], pairs)
             f.attrs['label_noise'] = json.dumps(asdict(noise))
+            # what was done, to score a fit's findings against (not read by a fit)
+            f.create_dataset('label_noise/swapped', data=record['swapped'])
+            f.create_dataset('label_noise/outliers', data=record['outliers'])
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
         os.replace(partial, dst)

@@ -82,6 +82,15 @@ def _methods_group(subsets: Sequence[Mapping[str, Any]], key: str
                 by={m: dict(median=_median(v), p90=_p90(v)) for m, v in values.items()})
 
 
+def _exchange_counts(subsets: Sequence[Mapping[str, Any]]) -> Optional[Dict[str, int]]:
+    """The subsets' left/right exchanges summed (``made``, ``found``, ``wrong``), or None
+    where they are not known."""
+    counts = [s['exchanges'] for s in subsets if s.get('exchanges') is not None]
+    if not counts:
+        return None
+    return {key: int(sum(c[key] for c in counts)) for key in ('made', 'found', 'wrong')}
+
+
 def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequence[str],
                     camera_order: Sequence[str] = ()) -> Dict[str, Any]:
     """Summarise the held-out errors of the subsets of one k.
@@ -93,7 +102,9 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
             view slots, and optionally ``failed_samples`` (int), ``methods_px`` ({method:
             (N, C, K)} held-out pixel errors of every method compared, the fit and DLT
             included) and ``methods_3d`` ({method: (N, K)} 3D distances to a reference,
-            world units).
+            world units), ``exchanges`` (dict(made, found, wrong): left/right exchanges
+            the added noise made in the fitting views, how many of them the fit found,
+            how many it made that were not made).
         keypoint_names: (K,) names.
         camera_order: the order of the per-camera rows (cameras not named follow in the
             order they appear).
@@ -163,7 +174,8 @@ def holdout_summary(subsets: Sequence[Mapping[str, Any]], keypoint_names: Sequen
                 cameras={c: _group(select(cam=c), views) for c in cameras},
                 keypoints={n: _group(select(kp=j), views) for j, n in enumerate(names)},
                 methods=dict(px=_methods_group(subsets, 'methods_px'),
-                             world=_methods_group(subsets, 'methods_3d')))
+                             world=_methods_group(subsets, 'methods_3d')),
+                exchanges=_exchange_counts(subsets))
 
 
 def _px(value: Optional[float]) -> str:
@@ -214,6 +226,11 @@ def format_holdout(report: Mapping[str, Any]) -> str:
                              f'{what}: ' + '; '.join(
                                  f'{m} {_px(v["median"])} ({_px(v["p90"])})'
                                  for m, v in group['by'].items()))
+        exchanges = block.get('exchanges')
+        if exchanges:
+            lines.append(f'  left/right exchanges made in the fitting views: '
+                         f'{exchanges["made"]}; found by the fit: {exchanges["found"]}; '
+                         f'exchanged by the fit where none was made: {exchanges["wrong"]}')
         lines.append('  per subset: fit / DLT median (p90) px, all held-out views, then each '
                      'held-out camera:')
         for s in block['subsets']:

@@ -18,6 +18,7 @@ See ``docs/handlers.md`` for the contract and each handler.
   :class:`CameraPriorHandler`: priors.
 - :class:`SilhouetteHandler`: masks through a renderer (``needs_vertices``).
 """
+from .animal_pose_prior import AnimalPosePriorHandler, animal_pose_statistics
 from .base import BaseHandler, accepts_kwarg, build_loss
 from .camera_prior import CameraPriorHandler
 from .keypoint2d import Keypoint2DHandler, project_with_depth
@@ -43,11 +44,11 @@ __all__ = [
     'model_points', 'POINT_SOURCES',
     # handlers
     'Keypoint2DHandler', 'Keypoint3DHandler', 'LimbLengthHandler', 'ShapePriorHandler',
-    'PosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
+    'PosePriorHandler', 'AnimalPosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
     'SkeletonPriorHandler',
     'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler', 'SurfaceHandler',
     'OffsetRegularizerHandler',
     # helpers
-    'project_with_depth', 'pose_to_axis_angle', 'per_frame_smoothness', 'build_renderer',
+    'project_with_depth', 'pose_to_axis_angle', 'animal_pose_statistics', 'per_frame_smoothness', 'build_renderer',
     'view_keypoints', 'view_cameras', 'observed_camera',
 ]

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from ..body_models.keypoint_naming import left_right_pairs
 from ..cameras.projection import (distort_normalized, normalized_to_pixels,
                                   project_with_jacobian, world_to_camera)
 from ..registry import HANDLERS
@@ -58,6 +59,9 @@ def observed_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 BEHIND_CAMERA_PX = 1.0e4
 #: How the noise scales of ``scale_from_residuals`` are pooled (see Keypoint2DHandler).
 SCALE_POOLINGS = ('animal', 'frame')
+#: Noise scales beyond which a point's error counts no more in the choice of exchanging an
+#: instance's left and right labels (as the robust kernel's ``sigma=3`` of the configs).
+EXCHANGE_TRUNCATION = 3.0
 
 
 @HANDLERS.register_module()
@@ -117,6 +121,15 @@ class Keypoint2DHandler(KeypointHandlerBase):
             fitted with about as many pose parameters as it has coordinates absorbs its
             label noise, and its residuals understate it; labels are not believed more
             precise than this fraction of the animal's size, on any image resolution.
+        exchange_left_right: at every stage's start, fit an instance (a sample in one
+            view) with its left and right labels exchanged where the model at the current
+            parameters fits them better so (by more than one squared noise scale per
+            paired point, errors truncated at :data:`EXCHANGE_TRUNCATION` scales), as a
+            pose estimator exchanges them now and then; never more than half of a
+            sample's views (where most views disagree with the model, the model is
+            mirrored, not the labels). Pairs are the dataset's skeleton symmetries, else
+            found by name (``_L``/``_R``, ``left``/``right``). The exchanged instances
+            are ``observations[exchanged_key]`` (B, C) and the fit reports them.
     """
 
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
@@ -127,7 +140,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  use_confidence: bool = True, min_depth: float = 0.0,
                  check_finite: bool = False, scale_from_residuals: bool = False,
                  scale_pooling: str = 'animal', min_relative_scale: float = 0.01,
-                 offsets_from_residuals: bool = True) -> None:
+                 offsets_from_residuals: bool = True,
+                 exchange_left_right: bool = False) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -145,6 +159,9 @@ class Keypoint2DHandler(KeypointHandlerBase):
                              f'{min_relative_scale!r}')
         self.min_relative_scale = float(min_relative_scale)
         self.offsets_from_residuals = bool(offsets_from_residuals)
+        self.exchange_left_right = bool(exchange_left_right)
+        self.register_buffer('data_order', None, persistent=False)
+        self.register_buffer('matched_mirror', None, persistent=False)
         self._observed = TensorMemo()   # see _pixel_terms
         self._scaled = TensorMemo()     # see _terms
 
@@ -156,8 +173,37 @@ class Keypoint2DHandler(KeypointHandlerBase):
         return f'{self.name}.residual_scale'
 
     @property
+    def exchanged_key(self) -> str:
+        """Observation key of the (B, C) instances fitted with left and right exchanged."""
+        return f'{self.name}.exchanged'
+
+    @property
     def needs_stage_observations(self) -> bool:
-        return self.scale_from_residuals
+        return self.scale_from_residuals or self.exchanges
+
+    @property
+    def exchanges(self) -> bool:
+        """Whether instances may be fitted with left and right exchanged (asked for, and
+        the matched keypoints have left/right pairs)."""
+        return self.exchange_left_right and self.matched_mirror is not None and bool(
+            (self.matched_mirror >= 0).any())
+
+    def setup(self, body_model, data_info: Optional[Mapping[str, Any]] = None) -> None:
+        super().setup(body_model, data_info)
+        if not self.exchange_left_right:
+            return
+        names = list(data_info['keypoint_names'])
+        pairs = torch.as_tensor(left_right_pairs(names, data_info.get('keypoint_symmetries',
+                                                                      ())))
+        order = torch.arange(len(names))
+        if len(pairs):
+            order[pairs[:, 0]], order[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+        matched_of = torch.full((len(names),), -1, dtype=torch.long)
+        matched_of[self.data_index.cpu()] = torch.arange(len(self.data_index))
+        mirror = matched_of[order[self.data_index.cpu()]]
+        mirror[order[self.data_index.cpu()] == self.data_index.cpu()] = -1
+        device = self.data_index.device
+        self.data_order, self.matched_mirror = order.to(device), mirror.to(device)
 
     @property
     def pools_per_animal(self) -> bool:
@@ -172,18 +218,72 @@ class Keypoint2DHandler(KeypointHandlerBase):
         ``params``, per (group, view, keypoint) with ``groups`` (B,), else per (sample,
         view); empty without ``scale_from_residuals``. Points behind a camera and
         unobserved ones do not count."""
-        if not self.scale_from_residuals:
-            return {}
-        obs = {k: v for k, v in observations.items() if k != self.scale_key}
-        pix, target, _, mask, in_front = self._pixel_terms(
-            self.matched_points(output, params), obs, params)
+        obs = {k: v for k, v in observations.items()
+               if k not in (self.scale_key, self.exchanged_key)}
+        points = self.matched_points(output, params)
+        out = {}
+        if self.exchanges:
+            exchanged = self.exchanged_views(points, obs, params, groups)
+            obs = self.with_exchanged(obs, exchanged)
+            out.update({k: obs[k] for k in ('keypoints_2d', 'visible', 'confidence')
+                        if obs.get(k) is not None})
+            out[self.exchanged_key] = exchanged
+        if self.scale_from_residuals:
+            out[self.scale_key] = self._noise_scales(points, obs, params, groups)
+        return out
+
+    def _noise_scales(self, points: torch.Tensor, obs: Mapping[str, Any],
+                      params: Mapping[str, Any], groups: Optional[torch.Tensor]):
+        """(B, C, M) noise scales (pixels) of the errors of ``points`` (module docstring)."""
+        pix, target, _, mask, in_front = self._pixel_terms(points, obs, params)
         valid = mask & in_front & torch.isfinite(target).all(-1)
         errors = torch.nan_to_num(pix - target).norm(dim=-1)
         scale = residual_scales(errors.detach(), valid, groups)
         if self.min_relative_scale > 0:
             scale = torch.maximum(scale, self.min_relative_scale
                                   * observed_extent(target, valid)[..., None])
-        return {self.scale_key: scale}
+        return scale
+
+    def exchanged_views(self, points: torch.Tensor, observations: Mapping[str, Any],
+                        params: Mapping[str, Any], groups: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
+        """(B, C) bool: the instances whose labels ``points`` (B, M, 3) fit better with
+        left and right exchanged (see ``exchange_left_right``)."""
+        pix, target, _, mask, in_front = self._pixel_terms(points, observations, params)
+        valid = mask & in_front & torch.isfinite(target).all(-1)
+        scale = residual_scales(torch.nan_to_num(pix - target).norm(dim=-1).detach(), valid,
+                                groups)
+        mirror = self.matched_mirror.to(pix.device)
+        paired = mirror >= 0
+        other = mirror.clamp(min=0)
+        both = valid & valid.index_select(2, other) & paired
+
+        def cost(labels):
+            e = (torch.nan_to_num(pix - labels).norm(dim=-1) / scale).square()
+            return torch.where(both, e.clamp(max=EXCHANGE_TRUNCATION ** 2), 0).sum(-1)
+        gain = cost(target) - cost(target.index_select(2, other))
+        points_paired = both.sum(-1)
+        prefer = (points_paired > 0) & (gain > points_paired)
+        views = (points_paired > 0).sum(-1, keepdim=True)
+        return prefer & (2 * prefer.sum(-1, keepdim=True) <= views)
+
+    def with_exchanged(self, observations: Mapping[str, Any], exchanged: torch.Tensor
+                       ) -> dict:
+        """``observations`` with the labels (and their ``visible`` and ``confidence``) of
+        the ``exchanged`` (B, C) instances' left/right pairs exchanged."""
+        out = dict(observations)
+        if not bool(exchanged.any()):
+            return out
+        views = view_keypoints(observations, self.name)
+        order = self.data_order.to(exchanged.device)
+        for key in ('keypoints_2d', 'visible', 'confidence'):
+            value = views[key]
+            if value is None:
+                continue
+            flip = exchanged.view(exchanged.shape + (1,) * (value.dim() - 2))
+            value = torch.where(flip, value.index_select(2, order), value)
+            out[key] = value[:, 0] if views['squeezed'] else value
+        return out
 
     @property
     def estimates_shared(self) -> Sequence[str]:

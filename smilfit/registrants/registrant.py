@@ -44,6 +44,8 @@ class FitResult:
             sample's; ``unit_steps``, Levenberg-Marquardt stages only: summed over the
             samples, or the groups of a stage fitting shared parameters), mean loss
             before and after.
+        exchanged: (B, C) bool, the instances fitted with their left and right labels
+            exchanged (the keypoint handler's ``exchange_left_right``), or None.
     """
 
     params: Dict[str, Tensor]
@@ -52,6 +54,7 @@ class FitResult:
     total_loss: Tensor
     diverged: Tensor
     history: List[Dict[str, Any]] = field(default_factory=list)
+    exchanged: Optional[Tensor] = None
 
 
 @REGISTRANTS.register_module()
@@ -559,8 +562,10 @@ class SMILRegistrant(nn.Module):
                 if self.counted_per_group(h):
                     losses[h.name] = losses[h.name] * per_group
         total = torch.stack(list(losses.values())).sum(0)
+        handler = self.keypoint_handler()
+        exchanged = obs.get(getattr(handler, 'exchanged_key', None)) if handler else None
         return FitResult(params=expanded, output=output, losses=losses, total_loss=total,
-                         diverged=diverged, history=history)
+                         diverged=diverged, history=history, exchanged=exchanged)
 
     def to_tensors(self, observations: Mapping[str, Any]) -> Dict[str, Tensor]:
         """Numeric observations as tensors on the model's device (floats in its dtype);

@@ -294,3 +294,22 @@ def test_3d_errors_are_measured_against_the_truth_where_given(session, tmp_path)
     distances = np.linalg.norm(np.stack(fits) - far[0, 0], axis=-1)
     assert 9e4 < np.nanmin(distances) <= world['by']['fit']['median'] <= np.nanmax(distances)
     assert report['k']['2']['methods']['world']['by']['fit']['median'] < 1e3
+
+
+def test_left_right_exchanges_are_counted_against_the_ones_made(session, tmp_path):
+    from smilfit.datasets.label_noise import LabelNoise
+    import copy
+    cfg = copy.deepcopy(session[0])
+    for handler in cfg.registrant.handlers:
+        if handler['type'] == 'Keypoint2DHandler':
+            handler['exchange_left_right'] = True
+    report = evaluate_holdout_views(cfg, tmp_path / 'swaps', [3], max_subsets=2,
+                                    progress=False, noise=LabelNoise(1.0, 0.0, 0.3, seed=2))
+    ex = report['k']['3']['exchanges']
+    assert ex['made'] > 0 and 0 <= ex['found'] <= ex['made'] and ex['wrong'] >= 0
+    assert 'left/right exchanges made in the fitting views' in (
+        tmp_path / 'swaps' / HOLDOUT_TEXT).read_text()
+    # without the exchange option the fit reports none: the counts are left out
+    plain = evaluate_holdout_views(session[0], tmp_path / 'plain', [3], max_subsets=1,
+                                   progress=False, noise=LabelNoise(1.0, 0.0, 0.3, seed=2))
+    assert plain['k']['3']['exchanges'] is None

@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from smilfit.datasets.label_noise import (LabelNoise, left_right_pairs, swap_left_right,
+from smilfit.body_models.keypoint_naming import left_right_pairs
+from smilfit.datasets.label_noise import (LabelNoise, swap_left_right,
                                           write_noisy_dataset)
 
 PAIRS = np.array([[1, 2], [3, 4]])
@@ -97,6 +98,8 @@ def test_noisy_copy_swaps_visibility_with_labels_and_keeps_the_rest(tmp_path, mo
         assert ((b['views/confidence'][()] > 0) == vis).all()
         np.testing.assert_array_equal(a['other'][()], b['other'][()])
         assert json.loads(b.attrs['label_noise'])['swaps'] == 0.5 and b.attrs['note'] == 'x'
+        np.testing.assert_array_equal(b['label_noise/swapped'][()], swapped)
+        np.testing.assert_array_equal(b['label_noise/outliers'][()], record['outliers'])
         moved = np.abs(b['views/keypoints_2d'][()] - a['views/keypoints_2d'][()])
         assert moved[~swapped][..., 0, :].max() < 5 * 0.5       # the nose: noise only
     assert sorted(p.name for p in dst.parent.iterdir()) == ['noisy.h5']   # no partial file

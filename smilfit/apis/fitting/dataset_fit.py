@@ -162,6 +162,7 @@ def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str
     registrant.body_model.to(device)
     reader = DatasetReader(data_cfg['path'])
     registrant.setup(dict(keypoint_names=list(reader.keypoint_names),
+                          keypoint_symmetries=reader.skeleton_symmetries,
                           joint_lookup=load_joint_lookup(data_cfg.get('joint_lookup'))))
     keep_views = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
                            data_cfg.get('exclude_views'), session_names=reader.session_names)

@@ -43,6 +43,8 @@ def batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
         out[f'param_{name}'] = f32(value)
     for name, value in result.losses.items():
         out[f'loss_{name}'] = f32(value)
+    if getattr(result, 'exchanged', None) is not None:
+        out['exchanged_views'] = result.exchanged.cpu().numpy().astype(bool)
     handler = registrant.keypoint_handler()
     if handler is not None and 'keypoints_2d' in observations and 'K' in observations:
         points = fitted_points(result, handler)
@@ -105,7 +107,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                 elif key in ('index', 'session', 'frame', 'animal', 'network_start'):
                     create_checked(f, f'samples/{key}', value)
                 elif key in ('total_loss', 'diverged', 'reprojection_px',
-                             'reprojection_point_px', 'bad_camera_views'):
+                             'reprojection_point_px', 'bad_camera_views', 'exchanged_views'):
                     create_checked(f, f'metrics/{key}', value)
                 else:
                     create_checked(f, key, value)
@@ -174,6 +176,16 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
                          failed=merged['diverged'])
     report['failed_samples'] = [int(merged['index'][i]) for i in report['failed_samples']]
     text = format_fit_quality(report)
+    if 'exchanged_views' in merged:     # keypoint handler's exchange_left_right
+        rows, views = np.nonzero(np.asarray(merged['exchanged_views'], bool))
+        report['exchanged_views'] = [dict(sample=int(merged['index'][r]),
+                                          camera=camera_names[r][c])
+                                     for r, c in zip(rows, views)]
+        text += (f'\n{rows.size} instance views fitted with left and right labels '
+                 'exchanged (they fit the body better so)'
+                 + (': ' + ', '.join(f'sample {e["sample"]} {e["camera"]}'
+                                     for e in report['exchanged_views'][:20])
+                    + (' ...' if rows.size > 20 else '') if rows.size else ''))
     if 'network_start' in merged:     # a fit from a network's predictions (data.init_from)
         won = np.asarray(merged['network_start'], dtype=bool)
         report['network_starts'] = int(won.sum())

@@ -1,0 +1,102 @@
+"""The pose prior of each animal's own frames: its statistics are the animal's robust
+centre and spread, shrunk to the fixed prior with few frames or no fitted pose; the
+residuals are in units of that spread; a Levenberg-Marquardt fit pools them per animal."""
+import numpy as np
+import pytest
+import torch
+
+from smilfit.handlers import AnimalPosePriorHandler, animal_pose_statistics
+
+from ..conftest import mouse_session_config_on_demo_mouse
+
+
+def test_many_frames_give_the_animals_own_centre_and_spread():
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.tensor([[0.3, -0.2, 0.0], [1.0, 0.5, -0.7]], dtype=torch.float64)
+    spread = torch.tensor([[0.05, 0.2, 0.1], [0.3, 0.01, 0.5]], dtype=torch.float64)
+    poses = centre + spread * torch.randn(4000, 2, 3, generator=gen, dtype=torch.float64)
+    poses = torch.cat([poses, -poses])                  # two animals, mirrored poses
+    groups = torch.arange(2).repeat_interleave(4000)
+    mean, scale = animal_pose_statistics(poses, groups, prior_scale=1.0, prior_frames=3.0)
+    w = 3999 / (3999 + 3.0)
+    # within 5 standard errors of a median (1.25 sigma / sqrt(n)) and of a MAD (~1.65)
+    bound = 5 * 1.25 * spread / np.sqrt(4000)
+    assert ((mean[0] - w * centre).abs() < bound).all()
+    assert ((mean[-1] + w * centre).abs() < bound).all()
+    expected = torch.sqrt(w * spread ** 2 + (1 - w) * 1.0)     # variances mixed
+    low = torch.sqrt(w * (spread * (1 - 5 * 1.65 / np.sqrt(4000))) ** 2 + (1 - w))
+    assert ((scale[0] - expected).abs() < expected - low).all()
+    assert (mean[:4000] == mean[0]).all() and (scale[4000:] == scale[-1]).all()
+
+
+def test_a_few_frames_are_shrunk_to_the_fixed_prior_and_one_frame_gets_it():
+    # 5 frames: centre (median) 0.2, absolute deviations 0, .1, .1, .2, .2 -> MAD 0.1
+    values = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    poses = torch.zeros(6, 1, 3, dtype=torch.float64)
+    poses[:5, 0, 0] = values
+    poses[5] = 2.0                                       # an animal seen once
+    groups = torch.tensor([0, 0, 0, 0, 0, 1])
+    mean, scale = animal_pose_statistics(poses, groups, prior_scale=0.8, prior_frames=4.0)
+    w = 4 / (4 + 4.0)                                    # n - 1 = 4 frames of evidence
+    np.testing.assert_allclose(mean[0, 0, 0], w * 0.2)
+    np.testing.assert_allclose(scale[0, 0, 0], np.sqrt(w * (1.4826 * 0.1) ** 2
+                                                       + (1 - w) * 0.8 ** 2))
+    # axes 1 and 2 were never moved from their start: no evidence, the fixed prior
+    assert (mean[0, 0, 1:] == 0).all() and (scale[0, 0, 1:] == 0.8).all()
+    assert (mean[5] == 0).all() and (scale[5] == 0.8).all()
+
+
+def test_residuals_are_in_units_of_the_animals_spread():
+    handler = AnimalPosePriorHandler('pose_prior', prior_scale=0.5)
+    pose = torch.randn(4, 2, 3, dtype=torch.float64)
+    params = dict(body_pose=pose)
+    np.testing.assert_allclose(handler.param_residuals(params, {}), pose.reshape(4, 6) / 0.5)
+    obs = handler.stage_observations(None, {}, params, torch.tensor([0, 0, 0, 1]))
+    assert set(obs) == {'pose_prior.mean', 'pose_prior.scale'}
+    r = handler.param_residuals(params, obs)
+    np.testing.assert_allclose(r, ((pose - obs['pose_prior.mean'])
+                                   / obs['pose_prior.scale']).reshape(4, 6))
+    assert handler.pools_per_animal and handler.residual_kind == 'params'
+    with pytest.raises(ValueError, match='axis-angle'):
+        handler.param_residuals(dict(body_pose=torch.zeros(4, 2, 6)), {})
+    with pytest.raises(ValueError, match='prior_scale'):
+        AnimalPosePriorHandler('p', prior_scale=0.0)
+
+
+def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
+    """The shipped multi-camera config with the animal prior, on two animals: every
+    stage after the first pose gets each animal's own statistics (the same within an
+    animal, different between them), and the fit converges."""
+    from smilfit.apis.fitting import fit_dataset
+    from smilfit.datasets.synthetic_animals import generate_animal_session
+    data = tmp_path / 'animals.h5'
+    generate_animal_session(data, num_animals=2, frames=6, num_views=4, noise_px=0.5,
+                            pose_std=0.3, seed=1)
+    cfg = mouse_session_config_on_demo_mouse(data, batch_size=12)
+    cfg.registrant.handlers = [
+        dict(type='AnimalPosePriorHandler', name='pose_prior') if h['type'] ==
+        'PosePriorHandler' else h for h in cfg.registrant.handlers]
+    seen = []
+    original = AnimalPosePriorHandler.stage_observations
+
+    def spy(self, output, observations, params, groups=None):
+        out = original(self, output, observations, params, groups)
+        seen.append((groups.clone(), out['pose_prior.scale'].clone()))
+        return out
+    AnimalPosePriorHandler.stage_observations = spy
+    try:
+        results = fit_dataset(cfg, tmp_path / 'work', progress=False)
+    finally:
+        AnimalPosePriorHandler.stage_observations = original
+    assert results.exists()
+    assert len(seen) >= 3
+    groups, scale = seen[-1]
+    assert groups.unique().numel() == 2
+    for g in (0, 1):
+        rows = scale[groups == g]
+        assert (rows == rows[0]).all()
+    assert not torch.equal(scale[groups == 0][0], scale[groups == 1][0])
+    assert (scale < 1.0).any()          # fitted poses: the animals' own, narrower spreads
+    import h5py
+    with h5py.File(results, 'r') as f:
+        assert np.isfinite(f['fitted_keypoints_3d'][()]).all()
