@@ -54,6 +54,11 @@ EXTRAS_REQUIRE = {
     # tools/view.py: the interactive 3D viewer and its HTML export (viser serves its own
     # client; nothing is fetched online).
     'viewer': ['viser>=1.1.1,<1.2'],
+    # anipose's triangulation, the peer of benchmarks/holdout*.py: aniposelib itself is
+    # installed with --no-deps (pip install --no-deps aniposelib==0.8.0) because it
+    # requires opencv-contrib-python, which would replace opencv-python; these are the
+    # rest of what it imports.
+    'peers': ['numba', 'toml', 'jax'],
     # pytorch3d has no wheel for this Python on the registry; it builds from source
     # (about 17 minutes on 2 cores). smilfit never requires it.
     'pytorch3d': ['pytorch3d'],

@@ -31,7 +31,8 @@ off, 3 % of the instances with left and right exchanged) and scores the held-out
 against the labels as they were. Beside the fit and DLT, anipose's own triangulations
 (``aniposelib``: plain, RANSAC, and with the skeleton's edges as limb-length constraints;
 ``--peers none`` leaves them out) from the same views and labels; every method is also
-measured in 3D against the recording's 3D points. ``--tables DIR`` writes the summary as
+measured in 3D against DLT of the labels as they are in every fitting view (on clean
+labels that reference shares k views' labels with DLT from k views, which favours DLT). ``--tables DIR`` writes the summary as
 ``holdout_session[_noise].md``.
 
 Usage::
@@ -84,16 +85,24 @@ VARIANTS = {
              'rounds) instead of alternating skeleton-only and pose-only stages',
     'animal_scale': 'one global scale per animal (shared like its skeleton) instead of one '
                     'per frame',
-    'animal_pose_prior': "the pose prior of each animal's own frames "
-                         '(AnimalPosePriorHandler) instead of one fixed scale per joint',
-    'exchange_left_right': 'instances whose left and right labels fit better exchanged '
-                           'fitted so (Keypoint2DHandler exchange_left_right=True)',
+    'fixed_pose_prior': 'one fixed pose prior scale per joint and axis (PosePriorHandler, '
+                        "PoseL2Prior) instead of each animal's own poses",
+    'no_exchange': 'labels fitted as they are, never with left and right exchanged '
+                   '(Keypoint2DHandler exchange_left_right=False)',
 }
+#: The config before its pose prior came from the animal's frames and instances were
+#: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
+#: turn).
+BEFORE_ANIMAL_PRIOR = 'fixed_pose_prior+no_exchange'
 
 
 def apply_variant(cfg, variant: str):
     """``cfg`` (a config of ``configs/fitting/mouse_multiview.py``'s registrant) changed
-    as :data:`VARIANTS` says."""
+    as :data:`VARIANTS` says (``a+b``: ``a``, then ``b``)."""
+    if '+' in variant:
+        for part in variant.split('+'):
+            apply_variant(cfg, part)
+        return cfg
     if variant == 'no_offset_start':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':
@@ -108,14 +117,15 @@ def apply_variant(cfg, variant: str):
             stages['refine']]
     elif variant == 'animal_scale':
         cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
-    elif variant == 'exchange_left_right':
+    elif variant == 'no_exchange':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':
-                handler['exchange_left_right'] = True
-    elif variant == 'animal_pose_prior':
+                handler['exchange_left_right'] = False
+    elif variant == 'fixed_pose_prior':
         cfg.registrant.handlers = [
-            dict(type='AnimalPosePriorHandler', name=h['name'], weight=h.get('weight', 1.0))
-            if h['type'] == 'PosePriorHandler' else h for h in cfg.registrant.handlers]
+            dict(type='PosePriorHandler', name=h['name'], weight=h.get('weight', 1.0),
+                 loss=dict(type='PoseL2Prior'))
+            if h['type'] == 'AnimalPosePriorHandler' else h for h in cfg.registrant.handlers]
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg
@@ -125,6 +135,15 @@ def apply_variant(cfg, variant: str):
 #: config's stages use :class:`~smilfit.registrants.solver.LMOptions`' 1e-3 unless they
 #: say otherwise) of ``--spread``'s extra runs.
 SPREAD_DAMPINGS = (1e-4, 1e-5)
+
+
+def variant_name(text: str) -> str:
+    """``--variant``'s value checked: names of :data:`VARIANTS` joined by ``+``."""
+    unknown = [part for part in text.split('+') if part not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f'unknown variant(s) {unknown}; choose from '
+                                         f'{sorted(VARIANTS)}')
+    return text
 
 
 def with_initial_damping(cfg, lambda_init: float):
@@ -178,9 +197,9 @@ def write_summary(reports, args) -> str:
     header = (['case', 'tuned on', 'frames', 'k', 'subsets']
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
-          'against the recording\'s 3D points, world units')
-    return emit('holdout_session' + holdout_methods.noise_suffix(args), header, rows,
-                args.tables)
+          'against DLT of the labels as they are in every fitting view, world units')
+    return emit('holdout_session' + holdout_methods.noise_suffix(args)
+                + holdout_methods.variant_suffix(args.variant), header, rows, args.tables)
 
 
 def main() -> int:
@@ -191,8 +210,10 @@ def main() -> int:
     parser.add_argument('--overwrite', action='store_true', help='fit again')
     parser.add_argument('--cases', nargs='+', choices=sorted(CASES), default=list(CASES),
                         help='the cases to run (default: all)')
-    parser.add_argument('--variant', choices=sorted(VARIANTS), default='shipped',
-                        help='an alternative to the shipped config: '
+    parser.add_argument('--variant', type=variant_name, default='shipped',
+                        help='an alternative to the shipped config (several joined by +; '
+                        f'{BEFORE_ANIMAL_PRIOR} is the config before the animal\'s own pose '
+                        'prior and the left/right exchanges): '
                         + '; '.join(f'{k}: {v}' for k, v in VARIANTS.items()))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE',

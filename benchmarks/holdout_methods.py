@@ -39,6 +39,11 @@ def noise_suffix(args) -> str:
     return '' if args.noise is None else '_noise'
 
 
+def variant_suffix(variant: str) -> str:
+    """``''`` for the shipped config, else ``'_<variant>'`` (``+`` as ``_``)."""
+    return '' if variant == 'shipped' else '_' + variant.replace('+', '_')
+
+
 def make_peers(args, edges: Sequence[Sequence[int]]) -> Dict[str, object]:
     """anipose's peers for a dataset with skeleton ``edges`` (none with ``--peers none``,
     or when aniposelib is missing: then a note says how to install it)."""

@@ -103,8 +103,7 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
 #: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
 CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
            'joint': 'joint', 'animal_scale': 'animal_scale',
-           'animal_pose_prior': 'animal_pose_prior',
-           'exchange_left_right': 'exchange_left_right', 'shipped': 'shipped'}
+           'before animal prior': 'fixed_pose_prior+no_exchange', 'shipped': 'shipped'}
 
 
 def _displacement(displaced):

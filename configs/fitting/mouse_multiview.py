@@ -19,14 +19,15 @@ skeleton_params = ['bone_trans', 'keypoint_offsets']
 registrant = dict(
     shared=dict(bone_trans=True, keypoint_offsets=True),    # one skeleton per animal
     handlers=[
-        # errors in noise units measured from the residuals, robust beyond ~3 of them
+        # errors in noise units measured from the residuals, robust beyond ~3 of them;
+        # an instance labelled with left and right exchanged is fitted exchanged
         dict(type='Keypoint2DHandler', name='kp2d', offsets_frame='joint',
-             scale_from_residuals=True,
+             scale_from_residuals=True, exchange_left_right=True,
              loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
         dict(type='ShapePriorHandler', name='shape_prior', weight=1.0,
              loss=dict(type='ShapePriorLoss')),
-        dict(type='PosePriorHandler', name='pose_prior', weight=1.0,
-             loss=dict(type='PoseL2Prior')),
+        # each animal's own poses: mean and spread of its frames, re-estimated every stage
+        dict(type='AnimalPosePriorHandler', name='pose_prior', weight=1.0),
         # in fractions of the body length: bones 5 %, label offsets 10 %, symmetry 2 %
         dict(type='SkeletonPriorHandler', name='skeleton_prior', bone_scale=0.05,
              offset_scale=0.1, symmetry_scale=0.02),

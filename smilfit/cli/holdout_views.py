@@ -34,6 +34,14 @@ def add_holdout_arguments(parser: argparse.ArgumentParser) -> None:
                        help='seed of the --max-subsets sample (default 0)')
     group.add_argument('--frames', type=int, metavar='N',
                        help='fit and score only the first N samples (frames) of the dataset')
+    group.add_argument('--label-noise', metavar='SIGMA,OUTLIERS,SWAPS',
+                       help='give every view\'s labels a pose estimator\'s kind of errors '
+                            'before fitting (px on every point, share of points moved 20-60 '
+                            'px, share of instances with left and right exchanged; e.g. '
+                            '3,0.05,0.03) and score against the labels as they were: how the '
+                            'fit and DLT do on predictions rather than proofread labels')
+    group.add_argument('--label-noise-seed', type=int, default=0,
+                       help='seed of --label-noise (default 0)')
 
 
 def run_holdout(args: argparse.Namespace, cfg, work_dir: Path) -> int:
@@ -42,12 +50,15 @@ def run_holdout(args: argparse.Namespace, cfg, work_dir: Path) -> int:
 
     # Imported on use: --help and argument errors must not load torch or mmengine.
     from smilfit.apis.holdout import HOLDOUT_JSON, HOLDOUT_TEXT, evaluate_holdout_views
+    from smilfit.datasets.label_noise import LabelNoise
     from smilfit.evaluation.holdout_report import format_holdout
     if args.launcher != 'none' or args.max_samples is not None or args.split is not None:
         raise ValueError('--holdout-views runs in one process on the whole dataset: drop '
                          '--launcher, --split and --max-samples (use --frames N)')
     if args.threads < 1:
         raise ValueError('--threads must be >= 1')
+    noise = (None if args.label_noise is None else
+             LabelNoise.parse(args.label_noise, seed=args.label_noise_seed))
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir) if args.out_dir else work_dir / 'holdout_views'
     start = time.perf_counter()
@@ -55,7 +66,7 @@ def run_holdout(args: argparse.Namespace, cfg, work_dir: Path) -> int:
                                     max_subsets=args.max_subsets, seed=args.seed,
                                     frames=args.frames, overwrite=args.overwrite,
                                     progress=not args.no_progress, device=args.device,
-                                    config_name=str(args.config))
+                                    config_name=str(args.config), noise=noise)
     print(format_holdout(report))
     print(f'(in {out_dir / HOLDOUT_TEXT} and {out_dir / HOLDOUT_JSON}; '
           f'{time.perf_counter() - start:.1f} s)')

@@ -152,6 +152,17 @@ class AnimalPosePriorHandler(BaseHandler):
             return (pose / self.prior_scale).reshape(pose.shape[0], -1)
         return ((pose - mean.to(pose)) / scale.to(pose)).reshape(pose.shape[0], -1)
 
+    def param_residual_diagonal(self, params: Mapping[str, Any],
+                                observations: Mapping[str, Any]) -> Tensor:
+        """(B, 3N) the diagonal of the residuals' Jacobian w.r.t. the pose (residual i
+        reads pose component i only): one over each sample's scale. Levenberg-Marquardt
+        stages use it instead of autograd, and keep the sparsity the keypoints give."""
+        pose = get_param(params, self.param)
+        scale = observations.get(self.scale_key)
+        inverse = (torch.full_like(pose, 1.0 / self.prior_scale) if scale is None
+                   else 1.0 / scale.to(pose))
+        return inverse.reshape(pose.shape[0], -1)
+
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> Tensor:
         if get_param(params, self.param) is None:

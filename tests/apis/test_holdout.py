@@ -213,6 +213,12 @@ def test_tool_samples_subsets_and_reports_errors(tmp_path, capsys):
     assert main(common[:1] + ['--holdout-views', '2'] + common[1:] +
                 ['data.exclude_views=[cam_7]']) == 1
     assert "'cam_7'" in capsys.readouterr().err
+    assert main(common[:1] + ['--holdout-views', '3', '--label-noise', '3,x'] + common[1:]) == 1
+    assert 'numbers' in capsys.readouterr().err
+    noisy = [config, '--out-dir', str(tmp_path / 'noisy')] + common[3:]
+    assert main(noisy[:1] + ['--holdout-views', '3', '--max-subsets', '1', '--frames', '3',
+                             '--label-noise', '2,0.1'] + noisy[1:]) == 0
+    assert 'fitted labels with added errors: 2 px, 10 % outliers' in capsys.readouterr().out
 
 
 def test_label_noise_reaches_the_fit_and_triangulations_not_the_scoring(session, tmp_path):

@@ -100,3 +100,15 @@ def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
     import h5py
     with h5py.File(results, 'r') as f:
         assert np.isfinite(f['fitted_keypoints_3d'][()]).all()
+
+
+def test_the_closed_form_jacobian_is_the_residuals_derivative():
+    handler = AnimalPosePriorHandler('pose_prior', prior_scale=0.7)
+    pose = torch.randn(3, 4, 3, dtype=torch.float64)
+    obs = handler.stage_observations(None, {}, dict(body_pose=pose), torch.tensor([0, 0, 1]))
+    for observations in (obs, {}):
+        jac = torch.func.jacrev(lambda p: handler.param_residuals(
+            dict(body_pose=p), observations).sum(0))(pose)          # (12, 3, 4, 3)
+        expected = jac.reshape(12, 3, 12).permute(1, 0, 2)
+        diagonal = handler.param_residual_diagonal(dict(body_pose=pose), observations)
+        torch.testing.assert_close(torch.diag_embed(diagonal), expected)

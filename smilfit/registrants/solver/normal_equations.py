@@ -236,6 +236,17 @@ class ConstantJacobian:
         self.gram = self.matrix.T @ self.matrix
 
 
+@dataclass
+class DiagonalJacobian:
+    """The Jacobian of residuals each of which reads one parameter (an independent
+    Gaussian prior per component, with per-sample scales): its diagonal ``values`` (n, P_h)
+    and the columns (P_h,) it fills. Only diagonal entries of ``J^T J``, so the columns keep
+    the structure the point residuals give them."""
+
+    values: Tensor
+    cols: Tensor
+
+
 def _column_run(cols: Tensor):
     """``slice(a, b)`` where ``cols`` (P_h,) is ``a, a+1, ..., b-1``, else ``cols``."""
     first = int(cols[0])
@@ -259,6 +270,9 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
     if cols is None or not cols.numel():
         return
     run = _column_run(cols)
+    if isinstance(jac, DiagonalJacobian):
+        _add_diagonal_block(H, g, r, jac, cols, reduce, slots)
+        return
     if isinstance(jac, ConstantJacobian):
         gram, grad = jac.gram.to(H.dtype)[None], (r @ jac.matrix).to(g.dtype)
         if reduce is not None:  # the same block once per sample of the group
@@ -283,6 +297,21 @@ def add_param_block(H: Tensor, g: Tensor, r: Tensor, jac, cols: Optional[Tensor]
     g[:, run] += grad
 
 
+def _add_diagonal_block(H: Tensor, g: Tensor, r: Tensor, jac: DiagonalJacobian, cols: Tensor,
+                        reduce: Optional[Tuple[Tensor, int]], slots: Optional[Tensor]) -> None:
+    """:func:`add_param_block` for a :class:`DiagonalJacobian`: ``J^T J`` on the
+    diagonal only."""
+    diagonal = jac.values.square().to(H.dtype)                       # (n, P_h)
+    g[:, cols] += (jac.values * r).to(g.dtype)
+    if reduce is not None:
+        diagonal = diagonal.new_zeros((int(reduce[1]), diagonal.shape[1])).index_add_(
+            0, reduce[0], diagonal)
+    if slots is not None:
+        at = slots[cols * g.shape[1] + cols]
+        H.index_add_(1, at, diagonal)
+    else:
+        H[:, cols, cols] += diagonal
+
 
 __all__ = ['PackedLayout', 'NormalPlan', 'point_normal_equations', 'ConstantJacobian',
-           'add_param_block']
+           'DiagonalJacobian', 'add_param_block']

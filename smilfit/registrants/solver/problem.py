@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .linear_solver import DenseCholesky, LinearSolver, plan_linear_solver
-from .normal_equations import ConstantJacobian, add_param_block
+from .normal_equations import ConstantJacobian, DiagonalJacobian, add_param_block
 from .point_jacobian import PointJacobian, UnsupportedJacobian, check_supported
 from .residual_blocks import ParamResidualJacobians, point_terms
 
@@ -202,8 +202,11 @@ class LeastSquaresProblem:
             for _, Jp, cols in param_terms:
                 if cols is not None and cols.numel():
                     c = cols.cpu()
-                    coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
-                        if isinstance(Jp, ConstantJacobian) else True
+                    if isinstance(Jp, DiagonalJacobian):
+                        coupling[c, c] = True
+                    else:
+                        coupling[c[:, None], c[None, :]] |= (Jp.gram != 0).cpu() \
+                            if isinstance(Jp, ConstantJacobian) else True
             self._coupling = coupling
         if self.solver is None:
             self.solver = (plan_linear_solver(self._coupling, device) if self.plan_solver

@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
-from .normal_equations import ConstantJacobian
+from .normal_equations import ConstantJacobian, DiagonalJacobian
 
 Tensor = torch.Tensor
 
@@ -78,7 +78,9 @@ class ParamResidualJacobians:
         and those parameters' columns (P_h,) (``None`` and ``None`` when it has none).
 
         The Jacobian is (n, R, P_h), or a :class:`ConstantJacobian` where the residuals are
-        affine with the same coefficients for every sample (computed once per stage)."""
+        affine with the same coefficients for every sample (computed once per stage), or a
+        :class:`DiagonalJacobian` where the handler gives its diagonal
+        (``param_residual_diagonal``: residual i reads component i only)."""
         scale = math.sqrt(handler.weight)
         names = [name for name in handler.residual_params if name in self.fitted]
         r = handler.param_residuals(params, obs) * scale
@@ -93,6 +95,13 @@ class ParamResidualJacobians:
             constant = self.constant_jacobian(handler, params, obs, names, scale, n)
             self._constant[key] = constant
             return r, constant, constant.cols
+        diagonal = getattr(handler, 'param_residual_diagonal', None)
+        if diagonal is not None and len(names) == 1:
+            # residual i reads component i of the handler's one parameter only
+            value = params[names[0]]
+            start = self.offsets[names[0]]
+            cols = torch.arange(start, start + math.prod(value.shape[1:]), device=value.device)
+            return r, DiagonalJacobian(diagonal(params, obs) * scale, cols), cols
         blocks, cols = [], []
         for name in names:
             value = params[name]

@@ -12,7 +12,8 @@ from smilfit.registrants.solver import linear_solver
 from smilfit.registrants.solver import loop as lm
 from smilfit.registrants.solver import problem as problem_module
 from smilfit.registrants.solver import residual_blocks
-from smilfit.registrants.solver.normal_equations import ConstantJacobian, add_param_block
+from smilfit.registrants.solver.normal_equations import (ConstantJacobian, DiagonalJacobian,
+                                                        add_param_block)
 from smilfit.registrants.solver.options import LMOptions
 
 
@@ -489,16 +490,22 @@ def test_float32_stages_stop_when_converged():
 
 
 @pytest.mark.parametrize('cols', [[2, 3, 4], [5, 1, 3]])
-@pytest.mark.parametrize('constant', [False, True])
+@pytest.mark.parametrize('constant', [False, True, 'diagonal'])
 def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
     """``add_param_block`` puts ``J^T J`` and ``J^T r`` of one handler's parameter
     residuals at its columns (one run of columns through slices, others through indices),
-    for a per-sample Jacobian and for a linear prior's constant one, and nowhere else."""
+    for a per-sample Jacobian, a linear prior's constant one and a per-sample diagonal one
+    (an independent prior per component), and nowhere else."""
     torch.manual_seed(0)
     n, R, P = 4, 5, 7
     cols = torch.tensor(cols)
+    if constant == 'diagonal':
+        R = cols.numel()
     r = torch.randn(n, R, dtype=torch.float64)
-    if constant:
+    if constant == 'diagonal':
+        values = torch.randn(n, R, dtype=torch.float64)
+        jac, dense = DiagonalJacobian(values, cols), torch.diag_embed(values)
+    elif constant:
         matrix = torch.randn(R, cols.numel(), dtype=torch.float64)
         jac, dense = ConstantJacobian(matrix, cols), matrix.expand(n, R, -1)
     else:
@@ -524,6 +531,12 @@ def test_param_blocks_add_jt_j_and_jt_r_at_their_columns(cols, constant):
     empty = torch.zeros(0, dtype=torch.long)        # e.g. K = 0 shape coefficients
     add_param_block(H2, g2, r, ConstantJacobian(r.new_zeros(R, 0), empty), empty)
     assert torch.equal(H2, H0) and torch.equal(g2, g0)
+    group = torch.tensor([0, 1, 0, 1])              # summed per group (a shared stage)
+    Hg, gg = torch.zeros(2, P, P, dtype=torch.float64), g0.clone()
+    add_param_block(Hg, gg, r, jac, cols, reduce=(group, 2))
+    per_sample = full.transpose(1, 2) @ full
+    torch.testing.assert_close(Hg, torch.stack([per_sample[group == k].sum(0) for k in (0, 1)]))
+    torch.testing.assert_close(gg, g)
 
 
 def test_trial_points_are_linearised_while_steps_are_accepted(model, monkeypatch):
