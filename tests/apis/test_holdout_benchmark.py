@@ -1,0 +1,74 @@
+"""``benchmarks/holdout.py`` and ``holdout_synthetic.py``: the config variants they compare
+(``+`` joins them; the config before the animal's own pose prior and the left/right
+exchanges is one of them), the rows of their tables, and a synthetic run with the noise
+protocol that writes its table."""
+import argparse
+
+import pytest
+
+from ..conftest import benchmark_module, mouse_session_config_on_demo_mouse
+
+
+def test_variants_join_and_revert_the_animal_prior_and_the_exchanges():
+    bench = benchmark_module('holdout')
+    shipped = mouse_session_config_on_demo_mouse('unused.h5')
+    kinds = {h['type']: h for h in shipped.registrant.handlers}
+    assert 'AnimalPosePriorHandler' in kinds
+    assert kinds['Keypoint2DHandler']['exchange_left_right'] is True
+    before = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'),
+                                 bench.BEFORE_ANIMAL_PRIOR)
+    kinds = {h['type']: h for h in before.registrant.handlers}
+    assert 'AnimalPosePriorHandler' not in kinds
+    assert kinds['PosePriorHandler']['name'] == 'pose_prior'
+    assert kinds['PosePriorHandler']['loss'] == dict(type='PoseL2Prior')
+    assert kinds['Keypoint2DHandler']['exchange_left_right'] is False
+    assert bench.variant_name('joint+animal_scale') == 'joint+animal_scale'
+    with pytest.raises(argparse.ArgumentTypeError, match='unknown'):
+        bench.variant_name('joint+nonsense')
+
+
+def test_table_rows_compare_every_method_on_the_same_points():
+    methods = benchmark_module('holdout_methods')
+    block = dict(all=dict(fit_median_px=2.0, fit_p90_px=4.0, dlt_median_px=4.0,
+                          dlt_p90_px=10.0),
+                 methods=dict(px=dict(points=9, by=dict(fit=dict(median=2.0, p90=4.0),
+                                                        DLT=dict(median=4.0, p90=10.0),
+                                                        anipose=dict(median=5.0, p90=9.0))),
+                              world=dict(points=3, by=dict(fit=dict(median=1.0, p90=2.0),
+                                                           DLT=dict(median=1.5, p90=3.0),
+                                                           anipose=dict(median=2.0,
+                                                                        p90=4.0)))),
+                 exchanges=dict(made=5, found=4, wrong=1))
+    names = methods.method_names([dict(k={'2': block})])
+    assert names == ['fit', 'DLT', 'anipose']
+    header, cells = methods.method_header(names), methods.method_cells(block, names)
+    assert len(header) == len(cells)
+    row = dict(zip(header, cells))
+    assert row['anipose px'] == '5.00 (9.00)' and row['fit / DLT (med, p90)'] == '0.50, 0.40'
+    assert row['DLT 3D'] == '1.50 (3.00)' and row['L/R swaps found (wrongly)'] == '4 of 5 (1)'
+    plain = dict(all=block['all'], methods=dict(px=None, world=None), exchanges=None)
+    row = dict(zip(methods.method_header(['fit', 'DLT']),
+                   methods.method_cells(plain, ['fit', 'DLT'])))
+    assert row['fit px'] == '2.00 (4.00)' and row['fit 3D'] == 'n/a'
+
+
+def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path):
+    bench = benchmark_module('holdout_synthetic')
+    argv = ['--cases', 'clean_f5', '--configs', 'shipped', '--subsets', '1', '--ks', '3',
+            '--frames', '6', '--peers', 'none', '--noise', '2,0.05,0.2',
+            '--out-dir', str(tmp_path / 'out'), '--tables', str(tmp_path / 'tables')]
+    import sys
+    old = sys.argv
+    sys.argv = ['holdout_synthetic.py'] + argv
+    try:
+        assert bench.main() == 0
+    finally:
+        sys.argv = old
+    lines = (tmp_path / 'tables' / 'holdout_synthetic_noise.md').read_text().splitlines()
+    assert lines[0].startswith('<!-- written by `python benchmarks/holdout_synthetic.py '
+                               '--cases clean_f5')
+    header = [c.strip() for c in lines[2].strip('|').split('|')]
+    assert header[:7] == ['case', 'label noise px', 'config', 'frames', 'k', 'fit px', 'DLT px']
+    row = [c.strip() for c in lines[4].strip('|').split('|')]
+    assert row[:5] == ['clean_f5', '0.5', 'shipped', '5', '3']
+    assert row[-1] != 'n/a'                    # the swaps made, counted against the fit's
