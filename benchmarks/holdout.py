@@ -89,6 +89,8 @@ VARIANTS = {
                         "PoseL2Prior) instead of each animal's own poses",
     'no_exchange': 'labels fitted as they are, never with left and right exchanged '
                    '(Keypoint2DHandler exchange_left_right=False)',
+    'animal_scale_prior': "each frame's global scale pulled to its animal's (the animal "
+                          'prior on global_log_scale, no fixed prior)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
@@ -117,6 +119,10 @@ def apply_variant(cfg, variant: str):
             stages['refine']]
     elif variant == 'animal_scale':
         cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
+    elif variant == 'animal_scale_prior':
+        cfg.registrant.handlers = list(cfg.registrant.handlers) + [
+            dict(type='AnimalPosePriorHandler', name='scale_prior', param='global_log_scale',
+                 prior_scale=None)]
     elif variant == 'no_exchange':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':

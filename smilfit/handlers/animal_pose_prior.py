@@ -45,33 +45,46 @@ def _grouped(values: Tensor, groups: Tensor) -> Tensor:
     return out
 
 
-def animal_pose_statistics(pose: Tensor, groups: Tensor, prior_scale: float = 1.0,
+def animal_pose_statistics(pose: Tensor, groups: Tensor, prior_scale: Optional[float] = 1.0,
                            prior_frames: float = 3.0):
     """Each sample's prior mean and scale from its animal's poses.
 
     Args:
-        pose: (B, N, 3) axis-angle (radians).
+        pose: (B, ...) per-frame values, e.g. (B, N, 3) axis-angle (radians).
         groups: (B,) long, the animal of each sample (0..G-1).
-        prior_scale: the fixed prior's scale (radians) that few frames are shrunk to.
+        prior_scale: the fixed prior's scale (radians) that few frames are shrunk to; None:
+            no fixed prior (a value with no natural centre, such as the global scale):
+            the animal's own centre, and a scale that grows as the frames get fewer
+            (infinite, no prior, for one frame).
         prior_frames: pseudo-frames of the fixed prior in the shrinkage.
 
     Returns:
-        ``(mean, scale)``, (B, N, 3) each: the animal's robust centre shrunk towards 0 and
-        its spread shrunk towards ``prior_scale`` (variances mixed with the weight in the
-        module docstring).
+        ``(mean, scale)``, shaped as ``pose`` each: the animal's robust centre shrunk
+        towards 0 and its spread shrunk towards ``prior_scale`` (variances mixed with the
+        weight in the module docstring).
     """
     B = pose.shape[0]
     flat = pose.detach().reshape(B, -1)
+    flat = torch.where(torch.isfinite(flat), flat, torch.nan)   # a failed frame is no evidence
     per_group = _grouped(flat, groups)                          # (G, n, D)
     # interpolated medians: torch's median of an even count is the lower middle value
     centre = per_group.nanquantile(0.5, dim=1)                  # (G, D)
     spread = MAD_TO_STD * (per_group - centre[:, None]).abs().nanquantile(0.5, dim=1)
-    n = torch.bincount(groups).to(flat.dtype)[:, None]          # (G, 1)
-    weight = (n - 1) / (n - 1 + prior_frames)
-    fitted = (centre != 0) | (spread > 0)                       # evidence in the poses
+    n = torch.isfinite(per_group).sum(1).to(flat.dtype)         # (G, D)
+    weight = (n - 1).clamp(min=0) / ((n - 1).clamp(min=0) + prior_frames)
+    fitted = ((centre != 0) | (spread > 0)) & (n > 1)           # evidence in the poses
     weight = torch.where(fitted, weight, torch.zeros_like(weight))
-    mean = weight * centre
-    scale = torch.sqrt(weight * spread ** 2 + (1 - weight) * prior_scale ** 2)
+    centre, spread = torch.nan_to_num(centre), torch.nan_to_num(spread)
+    if prior_scale is None:
+        mean = centre
+        # frames that agree exactly (more than half the same value) are no reason for an
+        # unbounded weight: the spread is at least 0.1 % of the value (or of 1)
+        floor = 1e-3 * centre.abs().clamp(min=1.0)
+        scale = torch.where(weight > 0, torch.maximum(spread, floor) / weight.sqrt(),
+                            torch.full_like(spread, float('inf')))
+    else:
+        mean = weight * centre
+        scale = torch.sqrt(weight * spread ** 2 + (1 - weight) * prior_scale ** 2)
     return mean[groups].reshape(pose.shape), scale[groups].reshape(pose.shape)
 
 
@@ -98,14 +111,14 @@ class AnimalPosePriorHandler(BaseHandler):
     needs_stage_observations = True
 
     def __init__(self, name: str, weight: float = 1.0, param: str = 'body_pose',
-                 prior_scale: float = 1.0, prior_frames: float = 3.0,
+                 prior_scale: Optional[float] = 1.0, prior_frames: float = 3.0,
                  check_finite: bool = False) -> None:
         super().__init__(name, None, weight, check_finite)
-        if not prior_scale > 0 or not prior_frames >= 0:
+        if (prior_scale is not None and not prior_scale > 0) or not prior_frames >= 0:
             raise ValueError(f'handler {name!r}: prior_scale must be > 0 and prior_frames '
                              f'>= 0, got {prior_scale} and {prior_frames}')
         self.param = param
-        self.prior_scale = float(prior_scale)
+        self.prior_scale = None if prior_scale is None else float(prior_scale)
         self.prior_frames = float(prior_frames)
 
     @property
@@ -136,7 +149,8 @@ class AnimalPosePriorHandler(BaseHandler):
         return {self.mean_key: mean, self.scale_key: scale}
 
     def _check_axis_angle(self, pose: Tensor) -> None:
-        if pose.ndim != 3 or pose.shape[-1] != 3:
+        if self.param in ('body_pose', 'global_orient') and (pose.ndim != 3
+                                                             or pose.shape[-1] != 3):
             raise ValueError(f'handler {self.name!r}: {self.param} must be (B, N, 3) '
                              f'axis-angle, got {tuple(pose.shape)}')
 
@@ -149,6 +163,8 @@ class AnimalPosePriorHandler(BaseHandler):
         mean = observations.get(self.mean_key)
         scale = observations.get(self.scale_key)
         if mean is None or scale is None:
+            if self.prior_scale is None:
+                return pose.new_zeros(pose.shape[0], pose[0].numel())
             return (pose / self.prior_scale).reshape(pose.shape[0], -1)
         return ((pose - mean.to(pose)) / scale.to(pose)).reshape(pose.shape[0], -1)
 
@@ -159,8 +175,10 @@ class AnimalPosePriorHandler(BaseHandler):
         stages use it instead of autograd, and keep the sparsity the keypoints give."""
         pose = get_param(params, self.param)
         scale = observations.get(self.scale_key)
-        inverse = (torch.full_like(pose, 1.0 / self.prior_scale) if scale is None
-                   else 1.0 / scale.to(pose))
+        if scale is None:
+            fixed = 0.0 if self.prior_scale is None else 1.0 / self.prior_scale
+            return torch.full_like(pose, fixed).reshape(pose.shape[0], -1)
+        inverse = 1.0 / scale.to(pose)
         return inverse.reshape(pose.shape[0], -1)
 
     def compute(self, output, observations: Mapping[str, Any],

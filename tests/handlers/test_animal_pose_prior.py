@@ -112,3 +112,25 @@ def test_the_closed_form_jacobian_is_the_residuals_derivative():
         expected = jac.reshape(12, 3, 12).permute(1, 0, 2)
         diagonal = handler.param_residual_diagonal(dict(body_pose=pose), observations)
         torch.testing.assert_close(torch.diag_embed(diagonal), expected)
+
+
+def test_without_a_fixed_prior_few_frames_get_none_and_failed_frames_count_for_nothing():
+    """``prior_scale=None`` (a value with no natural centre, such as the global scale):
+    the animal's own centre, a scale that grows as frames get fewer, no prior for one
+    frame; a non-finite value (a failed frame) is left out of the statistics."""
+    values = torch.tensor([[4.0], [4.2], [3.8], [4.1], [float('-inf')], [7.0]],
+                          dtype=torch.float64)
+    groups = torch.tensor([0, 0, 0, 0, 0, 1])
+    mean, scale = animal_pose_statistics(values, groups, prior_scale=None, prior_frames=3.0)
+    centre = torch.tensor([4.0, 4.2, 3.8, 4.1], dtype=torch.float64).quantile(0.5)
+    spread = 1.4826 * (torch.tensor([4.0, 4.2, 3.8, 4.1], dtype=torch.float64)
+                       - centre).abs().quantile(0.5)
+    w = 3 / (3 + 3.0)                                     # 4 finite frames
+    torch.testing.assert_close(mean[0, 0], centre)
+    torch.testing.assert_close(scale[0, 0], spread.double() / w ** 0.5)
+    assert mean[5, 0] == 7.0 and torch.isinf(scale[5, 0])  # one frame: no prior
+    handler = AnimalPosePriorHandler('scale_prior', param='global_log_scale',
+                                     prior_scale=None)
+    params = dict(global_log_scale=values[:4])
+    assert (handler.param_residuals(params, {}) == 0).all()        # outside a stage
+    assert (handler.param_residual_diagonal(params, {}) == 0).all()
