@@ -10,7 +10,8 @@ subset of sleap-io's 8-camera test recording (two mice, 3 frames, noisy labels;
 ``eight_cameras``), on which nothing was tuned. Prints one summary row per case
 and k (median, 90th percentile and worst subset's median, of the fit and of DLT), and
 each case's full table (per held-out camera, per keypoint, per subset); the
-reports are ``<out-dir>/<case>/holdout_views.{txt,json}``. Fits are resumed from
+reports are ``<out-dir>/<case>/holdout_views.{txt,json}`` (under ``variant_<name>/`` for
+a ``--variant``, ``noise_<...>/`` with ``--noise``). Fits are resumed from
 ``<out-dir>/<case>/fits`` when rerun. A few minutes on one CPU thread (most of it the
 8-camera case); skips when ../shared is absent. The slow twin of
 ``tests/apis/test_holdout.py`` (synthetic, seconds).
@@ -204,8 +205,8 @@ def write_summary(reports, args) -> str:
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
           'against DLT of the labels as they are in every fitting view, world units')
-    return emit('holdout_session' + holdout_methods.noise_suffix(args)
-                + holdout_methods.variant_suffix(args.variant), header, rows, args.tables)
+    suffix = holdout_methods.noise_suffix(args) + holdout_methods.variant_suffix(args.variant)
+    return emit(f'holdout_session{suffix}', header, rows, args.tables)
 
 
 def main() -> int:
@@ -244,6 +245,8 @@ def main() -> int:
     register_all_modules()
     rows, tables, spread, reports = [], [], [], []
     out_dir = Path(args.out_dir)
+    if args.variant != 'shipped':      # another config: fits of their own
+        out_dir = out_dir / f'variant_{args.variant.replace("+", "_")}'
     if args.noise is not None:
         out_dir = out_dir / f'noise_{args.noise.replace(",", "_")}_seed{args.noise_seed}'
     for name in cases:

@@ -228,8 +228,8 @@ def write_summary(reports, args) -> str:
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
           'against the true points, model units')
-    return emit('holdout_synthetic' + holdout_methods.noise_suffix(args), header, rows,
-                args.tables)
+    suffix = holdout_methods.noise_suffix(args)
+    return emit(f'holdout_synthetic{suffix}', header, rows, args.tables)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ from the observations, :mod:`smilfit.datasets.view_selection`) and its 3D keypoi
 projected into the views left out. DLT triangulation
 (:func:`smilfit.cameras.triangulate_dlt`) from the same k views, of the same samples and
 keypoints, weighted by the same confidences and masked by the same ``visible`` flags as the
-fit sees them (:func:`smilfit.registrants.initialization.triangulate_observations`), is
+fit sees them (:func:`smilfit.cameras.triangulation.triangulate_observations`), is
 scored the same way, and so are the ``peers`` asked for (anipose's triangulations,
 :mod:`smilfit.evaluation.triangulation_peers`). Every method is also measured in 3D against
 the true points where they are given (a synthetic session's), else against DLT of the

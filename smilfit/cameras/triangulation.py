@@ -4,11 +4,13 @@ Shapes: B batch (frames), C cameras, N points.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
 from smilfit.ops.linalg import batched_eigh
+
+from .projection import projection_matrices, undistort_pixels
 
 # Normal matrix used for points that cannot be triangulated: a fixed, well-separated
 # spectrum keeps ``eigh`` and its backward finite, and its null direction (0, 0, 0, 1)
@@ -207,4 +209,30 @@ def triangulate_dlt(points2d: torch.Tensor, projections: torch.Tensor,
     return X.to(out_dtype)
 
 
-__all__ = ['triangulate_dlt']
+def triangulate_observations(observations: Dict[str, torch.Tensor],
+                             min_views: int = 2) -> torch.Tensor:
+    """Triangulate (B, C, K, 2) pixel keypoints with the per-sample cameras -> (B, K, 3).
+
+    Uses ``observations['K'|'R'|'t'|'dist']`` ((B, C, ...) or shared (C, ...)) and the
+    keypoint confidences as weights; invalid views and NaN points are ignored.
+    """
+    uv = observations['keypoints_2d']
+    B, C = uv.shape[:2]
+    K, R, t = observations['K'], observations['R'], observations['t']
+    dist = observations.get('dist')
+    expand = lambda x: x if x.dim() >= 3 and x.shape[0] == B and x.shape[1] == C else (  # noqa: E731
+        x.expand(B, *x.shape))
+    K, R, t = expand(K), expand(R), expand(t)
+    if dist is not None:
+        uv = undistort_pixels(uv, K, expand(dist))  # (..., N, 2) with (..., 3, 3), (..., 5)
+    weights = observations.get('confidence')
+    if weights is None:
+        weights = torch.ones(uv.shape[:3], dtype=uv.dtype, device=uv.device)
+    if 'view_valid' in observations:
+        weights = weights * observations['view_valid'][..., None].to(weights.dtype)
+    if 'visible' in observations:
+        weights = weights * observations['visible'].to(weights.dtype)
+    return triangulate_dlt(uv, projection_matrices(R, t, K), weights, min_views=min_views)
+
+
+__all__ = ['triangulate_dlt', 'triangulate_observations']

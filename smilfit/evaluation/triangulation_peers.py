@@ -38,7 +38,7 @@ def dlt_peer(observations: Mapping[str, np.ndarray]) -> np.ndarray:
     """smilfit's DLT from the observed views, weighted by confidence (B, K, 3) float64."""
     import torch
 
-    from smilfit.registrants.initialization import triangulate_observations
+    from smilfit.cameras.triangulation import triangulate_observations
     keys = ('keypoints_2d', 'confidence', 'visible', 'view_valid', 'K', 'R', 't', 'dist')
     return triangulate_observations({k: torch.as_tensor(np.asarray(v))
                                      for k, v in observations.items() if k in keys}

@@ -16,7 +16,7 @@ import torch
 
 from smilfit.body_models.parameters import MODEL_INPUTS
 from smilfit.body_models.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from smilfit.cameras import projection_matrices, triangulate_dlt, undistort_pixels
+from smilfit.cameras.triangulation import triangulate_observations
 from smilfit.ops.alignment import similarity_align
 
 
@@ -37,32 +37,6 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
     """
     R, t, scale, _ = similarity_align(source, target, weights, with_scale)
     return (R, t, scale) if with_scale else (R, t)
-
-
-def triangulate_observations(observations: Dict[str, torch.Tensor],
-                             min_views: int = 2) -> torch.Tensor:
-    """Triangulate (B, C, K, 2) pixel keypoints with the per-sample cameras -> (B, K, 3).
-
-    Uses ``observations['K'|'R'|'t'|'dist']`` ((B, C, ...) or shared (C, ...)) and the
-    keypoint confidences as weights; invalid views and NaN points are ignored.
-    """
-    uv = observations['keypoints_2d']
-    B, C = uv.shape[:2]
-    K, R, t = observations['K'], observations['R'], observations['t']
-    dist = observations.get('dist')
-    expand = lambda x: x if x.dim() >= 3 and x.shape[0] == B and x.shape[1] == C else (  # noqa: E731
-        x.expand(B, *x.shape))
-    K, R, t = expand(K), expand(R), expand(t)
-    if dist is not None:
-        uv = undistort_pixels(uv, K, expand(dist))  # (..., N, 2) with (..., 3, 3), (..., 5)
-    weights = observations.get('confidence')
-    if weights is None:
-        weights = torch.ones(uv.shape[:3], dtype=uv.dtype, device=uv.device)
-    if 'view_valid' in observations:
-        weights = weights * observations['view_valid'][..., None].to(weights.dtype)
-    if 'visible' in observations:
-        weights = weights * observations['visible'].to(weights.dtype)
-    return triangulate_dlt(uv, projection_matrices(R, t, K), weights, min_views=min_views)
 
 
 def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
