@@ -3,7 +3,8 @@
 - :mod:`.projection`: pure functions, OpenCV's pinhole + distortion model
   (:func:`project_points`, :func:`distort_normalized`, :func:`undistort_normalized`,
   :func:`undistort_pixels`, :func:`camera_depth`, ...).
-- :mod:`.triangulation`: :func:`triangulate_dlt`, batched weighted NaN-aware DLT.
+- :mod:`.triangulation`: :func:`triangulate_dlt`, batched weighted NaN-aware DLT;
+  :func:`triangulate_observations`, the same on a batch of multi-view observations.
 - :class:`PinholeCameras`: C OpenCV cameras as an ``nn.Module``, any parameter learnable.
 - :class:`FoVPerspectiveCameras`, :class:`WeakPerspectiveCameras` and conversions to and
   from pinhole cameras (regressor camera models).
@@ -20,13 +21,13 @@ from .pinhole import LEARNABLE_GROUPS, CameraMatrices, PinholeCameras
 from .projection import (camera_centers, camera_depth, distort_normalized, normalized_to_pixels,
                          pixels_to_normalized, project_points, projection_matrices,
                          undistort_normalized, undistort_pixels, world_to_camera)
-from .triangulation import triangulate_dlt
+from .triangulation import triangulate_dlt, triangulate_observations
 
 __all__ = [
     'distort_normalized', 'undistort_normalized', 'normalized_to_pixels', 'pixels_to_normalized',
     'world_to_camera', 'camera_depth', 'project_points', 'undistort_pixels',
-    'projection_matrices', 'camera_centers', 'triangulate_dlt', 'PinholeCameras',
-    'CameraMatrices', 'LEARNABLE_GROUPS', 'FoVPerspectiveCameras', 'WeakPerspectiveCameras',
+    'projection_matrices', 'camera_centers', 'triangulate_dlt', 'triangulate_observations',
+    'PinholeCameras', 'CameraMatrices', 'LEARNABLE_GROUPS', 'FoVPerspectiveCameras', 'WeakPerspectiveCameras',
     'fov_to_pinhole', 'pinhole_to_fov', 'weak_perspective_to_pinhole',
     'weak_perspective_translation', 'CameraGroup', 'CalibrationError',
     'load_anipose_calibration', 'CAMERA_KEYS',
