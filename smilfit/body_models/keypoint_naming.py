@@ -189,6 +189,21 @@ def left_right_pairs(keypoint_names: Sequence[str],
     return np.zeros((0, 2), np.int64) if found is None else found
 
 
+def left_right_order(num_keypoints: int, pairs):
+    """(K,) int64 numpy permutation that exchanges each of ``pairs`` ((P, 2) indices, e.g.
+    :func:`left_right_pairs`) and keeps every other keypoint: ``values[..., order, :]`` are
+    ``values`` with left and right exchanged."""
+    import numpy as np
+
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= num_keypoints):
+        raise ValueError(f'left/right pairs {pairs.tolist()} index outside {num_keypoints} '
+                         'keypoints')
+    order = np.arange(num_keypoints)
+    order[pairs[:, 0]], order[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+    return order
+
+
 __all__ = ['POINT_SOURCES', 'OFFSET_FRAMES', 'KeypointMatch', 'match_keypoints',
            'lookup_model_names', 'model_point_names', 'source_carriers', 'rotate_offsets',
-           'left_right_pairs']
+           'left_right_pairs', 'left_right_order']

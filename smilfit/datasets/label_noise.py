@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from smilfit.body_models.keypoint_naming import left_right_pairs
+from smilfit.body_models.keypoint_naming import left_right_order, left_right_pairs
 
 PathLike = Union[str, os.PathLike]
 
@@ -120,11 +120,7 @@ def swap_left_right(values: np.ndarray, swapped: np.ndarray, pairs: np.ndarray) 
     """``values`` (N, C, K, ...) with each pair's two keypoints exchanged where ``swapped``
     (N, C) is true."""
     values = np.asarray(values)
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    if not len(pairs):
-        return values.copy()
-    order = np.arange(values.shape[2])
-    order[pairs[:, 0]], order[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+    order = left_right_order(values.shape[2], pairs)
     mask = np.asarray(swapped, bool).reshape(swapped.shape + (1,) * (values.ndim - 2))
     return np.where(mask, values[:, :, order], values)
 

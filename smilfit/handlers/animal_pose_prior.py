@@ -11,6 +11,16 @@ keypoint errors in units of their noise (``scale_from_residuals``): a MAP estima
 a per-animal Gaussian, re-estimated between stages, as hierarchical skeletal models do
 (GIMBAL, Zhang et al. 2021).
 
+The spread of the fitted poses alone understates the animal's: each frame's pose is a
+MAP estimate, pulled towards the prior's mean wherever its labels say little (a joint
+between two labels, a twist), so a prior re-estimated from them would tighten at every
+stage. As in the EM update of a hierarchical Gaussian, each component's variance is the
+spread of the fitted values plus their posterior variance, here the median over the
+animal's frames of the variance the last Levenberg-Marquardt stage fitting the pose
+measured (the diagonal of the inverse of each frame's ``J^T J``). A component the labels pin has little posterior
+variance and keeps its spread; one they do not measure keeps the variance of the prior
+it was fitted under instead of collapsing to its mean.
+
 With few frames the estimate is shrunk towards the fixed prior (mean 0, scale
 ``prior_scale``) as the noise scales are: weight ``(n - 1) / (n - 1 + prior_frames)`` on
 the animal's own, so one frame alone gets the fixed prior (it says nothing about the
@@ -25,7 +35,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from ..registry import HANDLERS
-from .base import BaseHandler, get_param, zeros_like_batch
+from .base import BaseHandler, get_param, variance_key, zeros_like_batch
 
 Tensor = torch.Tensor
 
@@ -46,7 +56,7 @@ def _grouped(values: Tensor, groups: Tensor) -> Tensor:
 
 
 def animal_pose_statistics(pose: Tensor, groups: Tensor, prior_scale: Optional[float] = 1.0,
-                           prior_frames: float = 3.0):
+                           prior_frames: float = 3.0, variance: Optional[Tensor] = None):
     """Each sample's prior mean and scale from its animal's poses.
 
     Args:
@@ -57,6 +67,9 @@ def animal_pose_statistics(pose: Tensor, groups: Tensor, prior_scale: Optional[f
             the animal's own centre, and a scale that grows as the frames get fewer
             (infinite, no prior, for one frame).
         prior_frames: pseudo-frames of the fixed prior in the shrinkage.
+        variance: shaped as ``pose``, each frame's posterior variance of each component
+            (squared radians), added to the spread (module docstring); NaN or None where
+            not known (then the spread alone).
 
     Returns:
         ``(mean, scale)``, shaped as ``pose`` each: the animal's robust centre shrunk
@@ -74,6 +87,12 @@ def animal_pose_statistics(pose: Tensor, groups: Tensor, prior_scale: Optional[f
     weight = (n - 1).clamp(min=0) / ((n - 1).clamp(min=0) + prior_frames)
     fitted = ((centre != 0) | (spread > 0)) & (n > 1)           # evidence in the poses
     weight = torch.where(fitted, weight, torch.zeros_like(weight))
+    if variance is not None:
+        var = variance.detach().reshape(B, -1).to(flat)
+        var = torch.where(torch.isfinite(var) & torch.isfinite(flat) & (var >= 0), var,
+                          torch.nan)
+        posterior = torch.nan_to_num(_grouped(var, groups).nanmean(dim=1))
+        spread = torch.sqrt(spread ** 2 + posterior)
     centre, spread = torch.nan_to_num(centre), torch.nan_to_num(spread)
     if prior_scale is None:
         mean = centre
@@ -109,6 +128,7 @@ class AnimalPosePriorHandler(BaseHandler):
     affine_param_residuals = False      # the coefficients differ per animal
     pools_per_animal = True             # every stage: over each animal's frames
     needs_stage_observations = True
+    uses_posterior_variance = True      # the spread needs it (module docstring)
 
     def __init__(self, name: str, weight: float = 1.0, param: str = 'body_pose',
                  prior_scale: Optional[float] = 1.0, prior_frames: float = 3.0,
@@ -144,8 +164,9 @@ class AnimalPosePriorHandler(BaseHandler):
         self._check_axis_angle(pose)
         if groups is None:
             groups = torch.arange(pose.shape[0], device=pose.device)
+        variance = observations.get(variance_key(self.param))
         mean, scale = animal_pose_statistics(pose, groups.to(pose.device), self.prior_scale,
-                                             self.prior_frames)
+                                             self.prior_frames, variance)
         return {self.mean_key: mean, self.scale_key: scale}
 
     def _check_axis_angle(self, pose: Tensor) -> None:

@@ -75,6 +75,14 @@ def zeros_like_batch(output) -> torch.Tensor:
     return j.new_zeros(j.shape[0])
 
 
+#: The observation a registrant adds, for the stages after a Levenberg-Marquardt stage that
+#: fitted a parameter, where a handler asks for it (``uses_posterior_variance``): each
+#: sample's posterior variance of the parameter there, ``observations[variance_key(name)]``,
+#: (B, *shape) like the parameter, NaN where a sample was not fitted.
+def variance_key(param: str) -> str:
+    return f'posterior_variance/{param}'
+
+
 def get_param(params: Optional[Mapping[str, Any]], key: str) -> Optional[torch.Tensor]:
     """``params[key]`` or ``None`` when absent (or ``None``)."""
     if not params:

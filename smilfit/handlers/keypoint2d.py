@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from ..body_models.keypoint_naming import left_right_pairs
+from ..body_models.keypoint_naming import left_right_order, left_right_pairs
 from ..cameras.projection import (distort_normalized, normalized_to_pixels,
                                   project_with_jacobian, world_to_camera)
 from ..registry import HANDLERS
@@ -193,11 +193,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
         if not self.exchange_left_right:
             return
         names = list(data_info['keypoint_names'])
-        pairs = torch.as_tensor(left_right_pairs(names, data_info.get('keypoint_symmetries',
-                                                                      ())))
-        order = torch.arange(len(names))
-        if len(pairs):
-            order[pairs[:, 0]], order[pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+        order = torch.as_tensor(left_right_order(
+            len(names), left_right_pairs(names, data_info.get('keypoint_symmetries', ()))))
         matched_of = torch.full((len(names),), -1, dtype=torch.long)
         matched_of[self.data_index.cpu()] = torch.arange(len(self.data_index))
         mirror = matched_of[order[self.data_index.cpu()]]
@@ -221,21 +218,26 @@ class Keypoint2DHandler(KeypointHandlerBase):
         obs = {k: v for k, v in observations.items()
                if k not in (self.scale_key, self.exchanged_key)}
         points = self.matched_points(output, params)
+        # (the labels an exchange moves do not change where the points project)
+        projected = self._project(points, obs, params)
         out = {}
         if self.exchanges:
-            exchanged = self.exchanged_views(points, obs, params, groups)
+            exchanged = self.exchanged_views(points, obs, params, groups, projected)
             obs = self.with_exchanged(obs, exchanged)
             out.update({k: obs[k] for k in ('keypoints_2d', 'visible', 'confidence')
                         if obs.get(k) is not None})
             out[self.exchanged_key] = exchanged
         if self.scale_from_residuals:
-            out[self.scale_key] = self._noise_scales(points, obs, params, groups)
+            out[self.scale_key] = self._noise_scales(points, obs, params, groups, projected)
         return out
 
     def _noise_scales(self, points: torch.Tensor, obs: Mapping[str, Any],
-                      params: Mapping[str, Any], groups: Optional[torch.Tensor]):
-        """(B, C, M) noise scales (pixels) of the errors of ``points`` (module docstring)."""
-        pix, target, _, mask, in_front = self._pixel_terms(points, obs, params)
+                      params: Mapping[str, Any], groups: Optional[torch.Tensor],
+                      projected=None):
+        """(B, C, M) noise scales (pixels) of the errors of ``points`` (module docstring);
+        ``projected``: their :meth:`_project` where already computed."""
+        pix, target, _, mask, in_front = self._pixel_terms(points, obs, params,
+                                                           projected=projected)
         valid = mask & in_front & torch.isfinite(target).all(-1)
         errors = torch.nan_to_num(pix - target).norm(dim=-1)
         scale = residual_scales(errors.detach(), valid, groups)
@@ -245,11 +247,13 @@ class Keypoint2DHandler(KeypointHandlerBase):
         return scale
 
     def exchanged_views(self, points: torch.Tensor, observations: Mapping[str, Any],
-                        params: Mapping[str, Any], groups: Optional[torch.Tensor] = None
-                        ) -> torch.Tensor:
+                        params: Mapping[str, Any], groups: Optional[torch.Tensor] = None,
+                        projected=None) -> torch.Tensor:
         """(B, C) bool: the instances whose labels ``points`` (B, M, 3) fit better with
-        left and right exchanged (see ``exchange_left_right``)."""
-        pix, target, _, mask, in_front = self._pixel_terms(points, observations, params)
+        left and right exchanged (see ``exchange_left_right``); ``projected``: the points'
+        :meth:`_project` where already computed."""
+        pix, target, _, mask, in_front = self._pixel_terms(points, observations, params,
+                                                           projected=projected)
         valid = mask & in_front & torch.isfinite(target).all(-1)
         scale = residual_scales(torch.nan_to_num(pix - target).norm(dim=-1).detach(), valid,
                                 groups)
@@ -366,16 +370,21 @@ class Keypoint2DHandler(KeypointHandlerBase):
         return unit, target * unit
 
     def _pixel_terms(self, pts: torch.Tensor, observations: Mapping[str, Any],
-                     params: Mapping[str, Any], with_jacobian: bool = False):
+                     params: Mapping[str, Any], with_jacobian: bool = False,
+                     projected=None):
         """(pixels, targets, weights, mask, in_front) for (B, M, 3) matched points, and
         ``with_jacobian`` the pixels' Jacobian (B, C, M, 2, 3) (zero behind the camera)
-        last."""
+        last; ``projected``: the points' ``(pixels, in_front)`` where already computed
+        (:meth:`_project`)."""
         obs = view_keypoints(observations, self.name)
         B, C = obs['keypoints_2d'].shape[:2]
         if B != pts.shape[0]:
             raise ValueError(f'handler {self.name!r}: keypoints_2d has {B} samples, the '
                              f'model output {pts.shape[0]}')
-        pix, in_front, *dpix = self._project(pts, observations, params, obs, with_jacobian)
+        if projected is not None and not with_jacobian:
+            (pix, in_front), dpix = projected, []
+        else:
+            pix, in_front, *dpix = self._project(pts, observations, params, obs, with_jacobian)
         # What depends on the observations only is the same in every evaluation of a
         # fit: computed once per observation tensors (their identity and version).
         target, far, mask, w = self._observed(

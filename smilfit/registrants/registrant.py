@@ -13,6 +13,7 @@ from torch import nn
 from smilfit.body_models import BodyModelOutput, SMILModel
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
 from smilfit.body_models.parameters import SHAREABLE_PARAMS
+from smilfit.handlers.base import variance_key
 from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .hooks import FittingHook, build_hooks
@@ -434,6 +435,9 @@ class SMILRegistrant(nn.Module):
 
         def runs(stage: Stage) -> bool:
             return bool(stage.fit) and not (stage.coarse and everyone_near)
+        # The posterior variances a stage measured, for the handlers of the stages after
+        # it (a pose prior estimated from the animal's frames)
+        carried: Dict[str, Tensor] = {}
         for i, stage in enumerate(stages):
             skip = near if stage.coarse and near is not None and bool(near.any()) else None
             if not runs(stage):
@@ -446,9 +450,11 @@ class SMILRegistrant(nn.Module):
             for hook in self.hooks:
                 hook.before_stage(self, stage)
             before = params
-            params, stage_diverged, record = self._run_stage(
+            params, stage_diverged, record, variance = self._run_stage(
                 stage if seeded is None else replace(stage, ftol=stage.seed_ftol), params,
-                obs, groups, skip)
+                {**obs, **carried}, groups, skip)
+            if variance:
+                carried.update({variance_key(k): v for k, v in variance.items()})
             if seeded is not None:
                 record['seeds'] = seeded
             if skip is not None:   # (a runner that could not leave them out ran them)
@@ -487,7 +493,7 @@ class SMILRegistrant(nn.Module):
                 if not active:
                     raise ValueError(f'stage {stage.name!r}: its only handlers are priors '
                                      'on shared parameters, which it does not fit')
-            diverged, records = None, []
+            diverged, records, variance = None, [], None
             for _ in range(stage.rounds):
                 params = self._shared_starts(stage, params, obs, groups, active)
                 # Pooled over each animal's frames where its skeleton is fitted (a
@@ -496,11 +502,11 @@ class SMILRegistrant(nn.Module):
                 stage_obs = self._stage_observations(self._expand(params, self.shared, groups),
                                                      obs, groups if shares else None, active,
                                                      groups)
-                params, round_diverged, record = self._optimise(stage, params, stage_obs,
-                                                                groups, active, skip)
+                params, round_diverged, record, variance = self._optimise(
+                    stage, params, stage_obs, groups, active, skip)
                 diverged = round_diverged if diverged is None else diverged | round_diverged
                 records.append(record)
-            return params, diverged, merge_rounds(records)
+            return params, diverged, merge_rounds(records), variance
 
     def _optimise(self, stage: Stage, params: Dict[str, Tensor], obs: Mapping[str, Tensor],
                   groups: Tensor, active: List[nn.Module], skip: Optional[Tensor] = None):
@@ -531,7 +537,7 @@ class SMILRegistrant(nn.Module):
                                             diverged if skip is None else diverged | skip))
         if outcome.unit_steps is not None:
             record['unit_steps'] = outcome.unit_steps
-        return outcome.params, diverged, record
+        return outcome.params, diverged, record, outcome.variance
 
     @contextlib.contextmanager
     def _handler_weights(self, weights: Mapping[str, float]):

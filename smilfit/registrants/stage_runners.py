@@ -107,6 +107,12 @@ class StageOutcome:
             of a per-sample stage, every group of a group stage), each counted while it
             ran: the work done, where ``steps`` is the slowest unit's; None for other
             optimizers.
+        variance: name -> (B, *shape) each sample's posterior variance of every fitted
+            parameter, the diagonal of the inverse of its ``J^T J`` (the Gauss-Newton
+            information of the stage's loss ``sum r^2``, residuals in noise units) at its
+            last linearisation; NaN for samples the stage left out or whose ``J^T J`` is
+            singular. Only where a handler asks for it (``uses_posterior_variance``) and
+            the runner has it (per-sample Levenberg-Marquardt stages); else None.
     """
 
     params: Dict[str, Tensor]
@@ -117,6 +123,7 @@ class StageOutcome:
     start_loss: Optional[Tensor] = None
     end_loss: Optional[Tensor] = None
     unit_steps: Optional[int] = None
+    variance: Optional[Dict[str, Tensor]] = None
 
 
 def _free(ctx: StageContext) -> Dict[str, Tensor]:
@@ -167,10 +174,38 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
         # (skipped samples have no cost of their own: the registrant evaluates both)
         start, end = (starts[0], system.cost) if ctx.skip is None else (None, None)
+        variance = (_posterior_variance(problem, system, ctx.skip)
+                    if any(getattr(h, 'uses_posterior_variance', False) for h in ctx.handlers)
+                    else None)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
-                        start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()))
+                        start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()),
+                        variance=variance)
+
+
+#: Samples whose covariance is computed at once (a (n, P, P) dense copy each).
+COVARIANCE_CHUNK = 1024
+
+
+def _posterior_variance(problem: LeastSquaresProblem, system: SampleSystem,
+                        skip: Optional[Tensor]) -> Optional[Dict[str, Tensor]]:
+    """Every sample's posterior variance per fitted parameter (see
+    :class:`StageOutcome`); None before any linearisation."""
+    if system.H is None or problem.solver is None:
+        return None
+    parts = []
+    for start in range(0, system.num_units, COVARIANCE_CHUNK):
+        # the solvers keep H's upper triangle only: the symmetric matrix from it
+        upper = problem.solver.dense(system.H[start:start + COVARIANCE_CHUNK]).to(
+            system.dtype).triu()
+        factor, info = torch.linalg.cholesky_ex(upper + upper.triu(1).mT)
+        variance = torch.cholesky_inverse(factor).diagonal(dim1=-2, dim2=-1)
+        parts.append(variance.masked_fill((info != 0)[:, None], float('nan')))
+    variance = torch.cat(parts)
+    if skip is not None:
+        variance = variance.masked_fill(skip.to(variance.device)[:, None], float('nan'))
+    return problem.unflatten(variance)
 
 
 def run_group_lm_stage(ctx: StageContext) -> StageOutcome:

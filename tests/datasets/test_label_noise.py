@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from smilfit.body_models.keypoint_naming import left_right_pairs
+from smilfit.body_models.keypoint_naming import left_right_order, left_right_pairs
 from smilfit.datasets.label_noise import (LabelNoise, swap_left_right,
                                           write_noisy_dataset)
 
@@ -64,6 +64,15 @@ def test_swaps_need_left_right_pairs():
     assert left_right_pairs(['a', 'b', 'c'], symmetries=[(0, 2)]).tolist() == [[0, 2]]
     assert left_right_pairs(['nose', 'tail']).shape == (0, 2)
 
+
+
+def test_the_left_right_order_exchanges_each_pair_and_keeps_the_rest():
+    order = left_right_order(5, [(1, 2), (3, 4)])
+    assert order.tolist() == [0, 2, 1, 4, 3]
+    assert (order[order] == np.arange(5)).all()                  # its own inverse
+    assert left_right_order(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match='outside 3 keypoints'):
+        left_right_order(3, [(1, 3)])
 
 def _dataset(path, n=50):
     rng = np.random.default_rng(0)

@@ -72,6 +72,11 @@ class LinearSolver:
         """(n, P) the diagonal of ``H`` (stored in :attr:`layout`)."""
         return H.diagonal(dim1=-2, dim2=-1)
 
+    def dense(self, H: Tensor) -> Tensor:
+        """(n, P, P) matrices holding at least ``H``'s upper triangle (stored in
+        :attr:`layout`)."""
+        return H
+
     def solve(self, H: Tensor, g: Tensor, damping: Tensor) -> LinearStep:
         """The step ``-(H + diag(damping))^-1 g``.
 
@@ -152,6 +157,9 @@ class SparseCholesky(LinearSolver):
 
     def diagonal(self, H: Tensor) -> Tensor:
         return H.index_select(1, self.plan.diagonal)
+
+    def dense(self, H: Tensor) -> Tensor:
+        return self.plan.unpack(H)
 
     def solve(self, H: Tensor, g: Tensor, damping: Tensor) -> LinearStep:
         if H.shape[0] < self.dense_below:
