@@ -200,8 +200,12 @@ def _posterior_variance(problem: LeastSquaresProblem, system: SampleSystem,
         upper = problem.solver.dense(system.H[start:start + COVARIANCE_CHUNK]).to(
             system.dtype).triu()
         factor, info = torch.linalg.cholesky_ex(upper + upper.triu(1).mT)
+        failed = info != 0                  # (singular: inverted as the identity, then NaN)
+        factor = torch.where(failed[:, None, None],
+                             torch.eye(factor.shape[-1], dtype=factor.dtype,
+                                       device=factor.device), factor)
         variance = torch.cholesky_inverse(factor).diagonal(dim1=-2, dim2=-1)
-        parts.append(variance.masked_fill((info != 0)[:, None], float('nan')))
+        parts.append(variance.masked_fill(failed[:, None], float('nan')))
     variance = torch.cat(parts)
     if skip is not None:
         variance = variance.masked_fill(skip.to(variance.device)[:, None], float('nan'))

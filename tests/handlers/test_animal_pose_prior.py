@@ -1,6 +1,8 @@
 """The pose prior of each animal's own frames: its statistics are the animal's robust
 centre and spread, shrunk to the fixed prior with few frames or no fitted pose; the
-residuals are in units of that spread; a Levenberg-Marquardt fit pools them per animal."""
+residuals are in units of that spread; the spread adds the frames' posterior variance, which
+recovers the animal's own from MAP fits; a Levenberg-Marquardt fit pools them per animal and
+hands the later stages the variance the earlier ones measured."""
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,55 @@ def test_a_few_frames_are_shrunk_to_the_fixed_prior_and_one_frame_gets_it():
     assert (mean[5] == 0).all() and (scale[5] == 0.8).all()
 
 
+
+def test_the_posterior_variance_is_added_to_the_spread_where_known():
+    values = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    poses = torch.zeros(5, 1, 3, dtype=torch.float64)
+    poses[:, 0, 0] = values
+    variance = torch.full_like(poses, 0.02)
+    variance[0, 0, 0] = float('nan')                    # a frame the stage left out
+    mean, scale = animal_pose_statistics(poses, torch.zeros(5, dtype=torch.long),
+                                         prior_scale=0.8, prior_frames=4.0, variance=variance)
+    w = 4 / (4 + 4.0)
+    np.testing.assert_allclose(scale[0, 0, 0], np.sqrt(
+        w * ((1.4826 * 0.1) ** 2 + 0.02) + (1 - w) * 0.8 ** 2))
+    # never-moved components stay the fixed prior, whatever variance is given
+    assert (scale[0, 0, 1:] == 0.8).all() and (mean[0, 0, 1:] == 0).all()
+
+
+def test_map_fits_with_their_posterior_variance_recover_the_animals_spread():
+    """A conjugate Gaussian animal: true poses N(0, s^2) per component, each seen through
+    noise of precision d (one component pinned by its labels, one barely measured). MAP
+    fits under a prior of the estimated scale, re-estimated as the stages do: with the
+    posterior variance the estimate settles at s (EM's fixed point; slowly where the labels
+    say little, from above, so a few stages leave such a component looser than its truth,
+    never tighter); from the fitted values alone it collapses for the barely measured
+    component."""
+    gen = torch.Generator().manual_seed(0)
+    n, s = 20000, torch.tensor([0.3, 0.3], dtype=torch.float64)
+    d = torch.tensor([100.0, 4.0], dtype=torch.float64)       # noise 0.1 and 0.5 rad
+    truth = s * torch.randn(n, 1, 2, generator=gen, dtype=torch.float64)
+    seen = truth + torch.randn(n, 1, 2, generator=gen, dtype=torch.float64) / d.sqrt()
+    groups = torch.zeros(n, dtype=torch.long)
+
+    def settle(with_variance, stages=300, prior_frames=0.0):
+        scale = torch.ones(2, dtype=torch.float64)             # the fixed 1 rad start
+        for _ in range(stages):
+            prior = 1 / scale ** 2
+            fitted = (d * seen) / (d + prior)                  # MAP, prior mean 0
+            variance = (1 / (d + prior)).expand_as(fitted)
+            _, scale = animal_pose_statistics(fitted, groups, 1.0, prior_frames,
+                                              variance if with_variance else None)
+            scale = scale[0, 0]
+        return scale
+    recovered, collapsed = settle(True), settle(False, stages=5)
+    assert ((recovered - s).abs() < 0.1 * s).all()
+    assert collapsed[1] < 0.05 * s[1] and collapsed[0] < 0.95 * s[0]
+    for prior_frames in (0.0, 3.0):
+        three = settle(True, stages=3, prior_frames=prior_frames)
+        assert (three > 0.9 * s).all() and three[1] > recovered[1]
+
+
 def test_residuals_are_in_units_of_the_animals_spread():
     handler = AnimalPosePriorHandler('pose_prior', prior_scale=0.5)
     pose = torch.randn(4, 2, 3, dtype=torch.float64)
@@ -76,12 +127,13 @@ def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
     cfg.registrant.handlers = [
         dict(type='AnimalPosePriorHandler', name='pose_prior') if h['type'] ==
         'PosePriorHandler' else h for h in cfg.registrant.handlers]
-    seen = []
+    seen, variances = [], []
     original = AnimalPosePriorHandler.stage_observations
 
     def spy(self, output, observations, params, groups=None):
         out = original(self, output, observations, params, groups)
         seen.append((groups.clone(), out['pose_prior.scale'].clone()))
+        variances.append(observations.get('posterior_variance/body_pose'))
         return out
     AnimalPosePriorHandler.stage_observations = spy
     try:
@@ -97,6 +149,13 @@ def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
         assert (rows == rows[0]).all()
     assert not torch.equal(scale[groups == 0][0], scale[groups == 1][0])
     assert (scale < 1.0).any()          # fitted poses: the animals' own, narrower spreads
+    # the stages after a pose stage get each frame's posterior variance of the pose:
+    # positive, and below the fixed prior's (the prior alone bounds it)
+    given = [v for v in variances if v is not None]
+    assert variances[0] is None and given
+    assert given[-1].shape == scale.shape
+    assert torch.isfinite(given[-1]).all() and (given[-1] > 0).all()
+    assert (given[-1] <= 1.0 + 1e-6).all()
     import h5py
     with h5py.File(results, 'r') as f:
         assert np.isfinite(f['fitted_keypoints_3d'][()]).all()

@@ -1,0 +1,104 @@
+"""The posterior variance a per-sample Levenberg-Marquardt stage reports (for a pose prior
+estimated from the animal's frames): the diagonal of the inverse of each sample's
+``J^T J``, whatever layout the stage's linear solver keeps it in, and handed to the
+stages after it."""
+import types
+
+import pytest
+import torch
+
+from smilfit.body_models import SMILModel, demo_model_data
+from smilfit.registrants import stage_runners
+from smilfit.registrants.solver import linear_solver
+from smilfit.registrants.solver import problem as problem_module
+
+from .test_levenberg_marquardt import _problem, _registrant
+
+
+@pytest.fixture(scope='module')
+def model():
+    return SMILModel(data=demo_model_data(), dtype=torch.float64)
+
+
+def _fitted_problem(model, monkeypatch, solver):
+    """A pose stage's problem after a short fit, in the layout of ``solver``."""
+    if solver == 'split':
+        monkeypatch.setattr(linear_solver, 'SPARSE_MAX_FLOP_FRACTION', -1.0)
+    elif solver == 'dense':
+        monkeypatch.setattr(linear_solver, 'SPARSE_MAX_FLOP_FRACTION', -1.0)
+        monkeypatch.setattr(linear_solver, 'SEPARABLE_MIN_FRACTION', 2.0)
+    obs, _, _ = _problem(model, 5, noise=1.0)
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
+                dict(type='ShapePriorHandler', name='shape', weight=1e-2),
+                dict(type='AnimalPosePriorHandler', name='pose', weight=1.0)]
+    seen = {}
+    linearize = problem_module.LeastSquaresProblem.linearize
+
+    def recording(problem, *args, **kwargs):
+        seen['problem'] = problem
+        return linearize(problem, *args, **kwargs)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', recording)
+    _registrant(model, n_iter=3, handlers=handlers).fit(obs)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', linearize)
+    return seen['problem']
+
+
+@pytest.mark.parametrize('solver', ['sparse', 'split', 'dense'])
+def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monkeypatch,
+                                                                    solver):
+    problem = _fitted_problem(model, monkeypatch, solver)
+    kind = {'sparse': linear_solver.SparseCholesky, 'split': linear_solver.SeparableSplit,
+            'dense': linear_solver.DenseCholesky}[solver]
+    assert isinstance(problem.solver, kind)
+    gen = torch.Generator().manual_seed(3)
+    x = problem.initial_x() + 0.05 * torch.randn(problem.initial_x().shape, generator=gen,
+                                                dtype=torch.float64)
+    units = torch.arange(problem.B)
+    _, _, H = problem.linearize(x, units, upper_only=True)       # the solver's layout
+    system = types.SimpleNamespace(H=H, num_units=problem.B, dtype=x.dtype)
+    skip = torch.zeros(problem.B, dtype=torch.bool)
+    skip[1] = True
+    monkeypatch.setattr(stage_runners, 'COVARIANCE_CHUNK', 2)      # chunks join up
+    variance = stage_runners._posterior_variance(problem, system, skip)
+    planned = problem.solver
+    problem.solver = linear_solver.DenseCholesky()                 # the full matrices
+    _, _, full = problem.linearize(x, units)
+    problem.solver = planned
+    expected = problem.unflatten(torch.linalg.inv(full).diagonal(dim1=-2, dim2=-1))
+    assert set(variance) == set(expected)
+    for name, value in variance.items():
+        assert torch.isnan(value[1]).all()                         # the skipped sample
+        keep = ~skip
+        torch.testing.assert_close(value[keep], expected[name][keep], rtol=1e-6, atol=1e-12)
+        assert (value[keep] > 0).all()
+
+
+def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatch):
+    problem = _fitted_problem(model, monkeypatch, 'dense')
+    P = problem.initial_x().shape[1]
+    H = torch.eye(P, dtype=torch.float64).repeat(problem.B, 1, 1)
+    H[0, 0, 0] = 0.0                                               # a column nothing fixes
+    system = types.SimpleNamespace(H=H, num_units=problem.B, dtype=torch.float64)
+    flat = torch.cat([v.reshape(problem.B, -1)
+                      for v in stage_runners._posterior_variance(problem, system,
+                                                                 None).values()], 1)
+    assert torch.isnan(flat[0]).all() and (flat[1:] == 1).all()
+
+
+def test_only_a_handler_that_asks_has_the_variance_computed(model, monkeypatch):
+    """A fixed pose prior needs no posterior variance: its stages never compute it (the
+    animal prior's stages get it: tests/handlers/test_animal_pose_prior.py)."""
+    obs, _, _ = _problem(model, 3, noise=1.0)
+    calls = []
+    original = stage_runners._posterior_variance
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+    monkeypatch.setattr(stage_runners, '_posterior_variance', counting)
+    for prior, expected in (('PosePriorHandler', 0), ('AnimalPosePriorHandler', 1)):
+        calls.clear()
+        _registrant(model, n_iter=3, handlers=[
+            dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
+            dict(type=prior, name='pose')]).fit(obs)
+        assert len(calls) == expected, prior
