@@ -121,7 +121,20 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                 else:
                     create_checked(f, f'animals/{key}', value)
     if 'reprojection_point_px' in merged:
-        write_fit_quality(results.parent, merged, reader)
+        write_fit_quality(results.parent, merged, reader,
+                          fitted_label_places(registrant, reader, skeleton))
+
+
+def fitted_label_places(registrant, reader, skeleton: Optional[Mapping[str, np.ndarray]]
+                        ) -> Optional[Dict[str, Any]]:
+    """Where each label sits on the fitted animals' rest bodies
+    (:func:`smilfit.evaluation.label_places.label_places`), or None when no handler
+    matches keypoints to model points."""
+    handler = registrant.keypoint_handler()
+    if handler is None or getattr(handler, 'source', None) not in POINT_SOURCES:
+        return None
+    from smilfit.evaluation.label_places import label_places
+    return label_places(registrant.body_model, handler, list(reader.keypoint_names), skeleton)
 
 
 def data_skeleton_edges(registrant, num_keypoints: int) -> Optional[List[Tuple[int, int]]]:
@@ -163,10 +176,12 @@ def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, An
                     diverged=diverged, attrs=dict(f.attrs), edges=edges)
 
 
-def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) -> str:
+def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader,
+                      places: Optional[Mapping[str, Any]] = None) -> str:
     """Per-camera and per-keypoint reprojection table of a fit
-    (:func:`smilfit.evaluation.fit_quality.fit_quality`), written to ``work_dir`` as JSON
-    and text; returns the text."""
+    (:func:`smilfit.evaluation.fit_quality.fit_quality`), with where each label sits on
+    the body (``places``, :func:`fitted_label_places`) where given, written to
+    ``work_dir`` as JSON and text; returns the text."""
     # Imported here: smilfit.evaluation registers every metric and loads
     # mmengine.evaluator, which a fit needs only once, for this table.
     from smilfit.evaluation.fit_quality import fit_quality, format_fit_quality
@@ -191,10 +206,14 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader) 
         report['network_starts'] = int(won.sum())
         text += (f'\n{int(won.sum())} of {won.size} samples started from the network '
                  '(data.init_from); the others from the default start')
+    if places and places.get('keypoints'):
+        from smilfit.evaluation.label_places import format_label_places
+        report['label_places'] = dict(places)
+        text += '\n' + format_label_places(places)
     write_text(work_dir / QUALITY_JSON, json.dumps(report, indent=1))
     write_text(work_dir / QUALITY_TEXT, text + '\n')
     return text
 
 
 __all__ = ['RESULTS_NAME', 'SKELETON_NAME', 'QUALITY_JSON', 'QUALITY_TEXT', 'batch_arrays',
-           'merge_chunks', 'write_fit_quality', 'read_fitted_keypoints']
+           'merge_chunks', 'write_fit_quality', 'fitted_label_places', 'read_fitted_keypoints']
