@@ -15,11 +15,11 @@ The spread of the fitted poses alone understates the animal's: each frame's pose
 MAP estimate, pulled towards the prior's mean wherever its labels say little (a joint
 between two labels, a twist), so a prior re-estimated from them would tighten at every
 stage. As in the EM update of a hierarchical Gaussian, each component's variance is the
-spread of the fitted values plus their posterior variance, here the median over the
-animal's frames of the variance the last Levenberg-Marquardt stage fitting the pose
-measured (the diagonal of the inverse of each frame's ``J^T J``). A component the labels pin has little posterior
-variance and keeps its spread; one they do not measure keeps the variance of the prior
-it was fitted under instead of collapsing to its mean.
+spread of the fitted values plus their posterior variance, the mean over the animal's
+frames of the variance that the last Levenberg-Marquardt stage fitting the pose measured
+(the diagonal of the inverse of each frame's ``J^T J``). A component the labels pin has
+little posterior variance and keeps its spread; one they do not measure keeps the
+variance of the prior it was fitted under instead of collapsing to its mean.
 
 With few frames the estimate is shrunk towards the fixed prior (mean 0, scale
 ``prior_scale``) as the noise scales are: weight ``(n - 1) / (n - 1 + prior_frames)`` on
