@@ -92,6 +92,8 @@ VARIANTS = {
                    '(Keypoint2DHandler exchange_left_right=False)',
     'animal_scale_prior': "each frame's global scale pulled to its animal's (the animal "
                           'prior on global_log_scale, no fixed prior)',
+    'posterior_spread': "the animal pose prior's spread with each frame's posterior "
+                        'variance added (AnimalPosePriorHandler posterior_spread=True)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
@@ -128,6 +130,10 @@ def apply_variant(cfg, variant: str):
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':
                 handler['exchange_left_right'] = False
+    elif variant == 'posterior_spread':
+        for handler in cfg.registrant.handlers:
+            if handler['type'] == 'AnimalPosePriorHandler':
+                handler['posterior_spread'] = True
     elif variant == 'fixed_pose_prior':
         cfg.registrant.handlers = [
             dict(type='PosePriorHandler', name=h['name'], weight=h.get('weight', 1.0),

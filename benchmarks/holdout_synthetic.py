@@ -104,7 +104,8 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
 CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': 'fixed_pose_prior+no_exchange',
-           'animal_scale_prior': 'animal_scale_prior', 'shipped': 'shipped'}
+           'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
+           'shipped': 'shipped'}
 
 
 def _displacement(displaced):

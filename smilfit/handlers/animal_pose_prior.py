@@ -19,7 +19,10 @@ spread of the fitted values plus their posterior variance, the mean over the ani
 frames of the variance that the last Levenberg-Marquardt stage fitting the pose measured
 (the diagonal of the inverse of each frame's ``J^T J``). A component the labels pin has
 little posterior variance and keeps its spread; one they do not measure keeps the
-variance of the prior it was fitted under instead of collapsing to its mean.
+variance of the prior it was fitted under instead of collapsing to its mean. This is
+``posterior_spread=True``; by default the spread of the fitted values alone is used: it
+understates the animal's spread, and so regularises more, which measured better wherever
+the labels had a pose estimator's errors and worse on clean labels.
 
 With few frames the estimate is shrunk towards the fixed prior (mean 0, scale
 ``prior_scale``) as the noise scales are: weight ``(n - 1) / (n - 1 + prior_frames)`` on
@@ -122,17 +125,20 @@ class AnimalPosePriorHandler(BaseHandler):
         prior_scale: the fixed prior's scale per joint and axis (radians), for animals with
             few frames.
         prior_frames: how many frames the fixed prior counts for.
+        posterior_spread: add each frame's posterior variance to the spread (module
+            docstring). Off by default: the spread of the fitted poses alone, tighter,
+            held the fit closer to the truth wherever the labels had a pose estimator's
+            errors (docs/fitting.md, "Why these settings").
     """
 
     residual_kind = 'params'
     affine_param_residuals = False      # the coefficients differ per animal
     pools_per_animal = True             # every stage: over each animal's frames
     needs_stage_observations = True
-    uses_posterior_variance = True      # the spread needs it (module docstring)
 
     def __init__(self, name: str, weight: float = 1.0, param: str = 'body_pose',
                  prior_scale: Optional[float] = 1.0, prior_frames: float = 3.0,
-                 check_finite: bool = False) -> None:
+                 posterior_spread: bool = False, check_finite: bool = False) -> None:
         super().__init__(name, None, weight, check_finite)
         if (prior_scale is not None and not prior_scale > 0) or not prior_frames >= 0:
             raise ValueError(f'handler {name!r}: prior_scale must be > 0 and prior_frames '
@@ -140,6 +146,8 @@ class AnimalPosePriorHandler(BaseHandler):
         self.param = param
         self.prior_scale = None if prior_scale is None else float(prior_scale)
         self.prior_frames = float(prior_frames)
+        # the registrant has the Levenberg-Marquardt stages measure it where asked
+        self.uses_posterior_variance = bool(posterior_spread)
 
     @property
     def residual_params(self):
@@ -164,7 +172,8 @@ class AnimalPosePriorHandler(BaseHandler):
         self._check_axis_angle(pose)
         if groups is None:
             groups = torch.arange(pose.shape[0], device=pose.device)
-        variance = observations.get(variance_key(self.param))
+        variance = (observations.get(variance_key(self.param))
+                    if self.uses_posterior_variance else None)
         mean, scale = animal_pose_statistics(pose, groups.to(pose.device), self.prior_scale,
                                              self.prior_frames, variance)
         return {self.mean_key: mean, self.scale_key: scale}

@@ -22,6 +22,12 @@ def test_variants_join_and_revert_the_animal_prior_and_the_exchanges():
     assert kinds['PosePriorHandler']['name'] == 'pose_prior'
     assert kinds['PosePriorHandler']['loss'] == dict(type='PoseL2Prior')
     assert kinds['Keypoint2DHandler']['exchange_left_right'] is False
+    spread = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'),
+                                 'posterior_spread')
+    kinds = {h['type']: h for h in spread.registrant.handlers}
+    assert kinds['AnimalPosePriorHandler']['posterior_spread'] is True
+    assert 'posterior_spread' not in {h['type']: h for h in shipped.registrant.handlers}[
+        'AnimalPosePriorHandler']                       # off in the shipped config
     assert bench.variant_name('joint+animal_scale') == 'joint+animal_scale'
     with pytest.raises(argparse.ArgumentTypeError, match='unknown'):
         bench.variant_name('joint+nonsense')

@@ -114,19 +114,23 @@ def test_residuals_are_in_units_of_the_animals_spread():
         AnimalPosePriorHandler('p', prior_scale=0.0)
 
 
-def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
+@pytest.mark.parametrize('posterior_spread', [False, True])
+def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path,
+                                                                     posterior_spread):
     """The shipped multi-camera config with the animal prior, on two animals: every
     stage after the first pose gets each animal's own statistics (the same within an
-    animal, different between them), and the fit converges."""
+    animal, different between them), and the fit converges; with ``posterior_spread``
+    those stages get each frame's posterior variance of the pose, without it none is
+    computed."""
     from smilfit.apis.fitting import fit_dataset
     from smilfit.datasets.synthetic_animals import generate_animal_session
     data = tmp_path / 'animals.h5'
     generate_animal_session(data, num_animals=2, frames=6, num_views=4, noise_px=0.5,
                             pose_std=0.3, seed=1)
     cfg = mouse_session_config_on_demo_mouse(data, batch_size=12)
-    cfg.registrant.handlers = [
-        dict(type='AnimalPosePriorHandler', name='pose_prior') if h['type'] ==
-        'PosePriorHandler' else h for h in cfg.registrant.handlers]
+    priors = [h for h in cfg.registrant.handlers if h['type'] == 'AnimalPosePriorHandler']
+    assert [h['name'] for h in priors] == ['pose_prior']
+    priors[0]['posterior_spread'] = posterior_spread
     seen, variances = [], []
     original = AnimalPosePriorHandler.stage_observations
 
@@ -149,16 +153,19 @@ def test_a_levenberg_marquardt_fit_with_it_pools_each_animals_frames(tmp_path):
         assert (rows == rows[0]).all()
     assert not torch.equal(scale[groups == 0][0], scale[groups == 1][0])
     assert (scale < 1.0).any()          # fitted poses: the animals' own, narrower spreads
+    import h5py
+    with h5py.File(results, 'r') as f:
+        assert np.isfinite(f['fitted_keypoints_3d'][()]).all()
     # the stages after a pose stage get each frame's posterior variance of the pose:
     # positive, and below the fixed prior's (the prior alone bounds it)
     given = [v for v in variances if v is not None]
+    if not posterior_spread:
+        assert not given
+        return
     assert variances[0] is None and given
     assert given[-1].shape == scale.shape
     assert torch.isfinite(given[-1]).all() and (given[-1] > 0).all()
     assert (given[-1] <= 1.0 + 1e-6).all()
-    import h5py
-    with h5py.File(results, 'r') as f:
-        assert np.isfinite(f['fitted_keypoints_3d'][()]).all()
 
 
 def test_the_closed_form_jacobian_is_the_residuals_derivative():

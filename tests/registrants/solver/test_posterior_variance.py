@@ -30,7 +30,8 @@ def _fitted_problem(model, monkeypatch, solver):
     obs, _, _ = _problem(model, 5, noise=1.0)
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
                 dict(type='ShapePriorHandler', name='shape', weight=1e-2),
-                dict(type='AnimalPosePriorHandler', name='pose', weight=1.0)]
+                dict(type='AnimalPosePriorHandler', name='pose', weight=1.0,
+                     posterior_spread=True)]
     seen = {}
     linearize = problem_module.LeastSquaresProblem.linearize
 
@@ -86,8 +87,9 @@ def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatc
 
 
 def test_only_a_handler_that_asks_has_the_variance_computed(model, monkeypatch):
-    """A fixed pose prior needs no posterior variance: its stages never compute it (the
-    animal prior's stages get it: tests/handlers/test_animal_pose_prior.py)."""
+    """A fixed pose prior, or the animal's without ``posterior_spread``, needs no
+    posterior variance: its stages never compute it (the animal prior's stages get it:
+    tests/handlers/test_animal_pose_prior.py)."""
     obs, _, _ = _problem(model, 3, noise=1.0)
     calls = []
     original = stage_runners._posterior_variance
@@ -96,9 +98,11 @@ def test_only_a_handler_that_asks_has_the_variance_computed(model, monkeypatch):
         calls.append(1)
         return original(*args)
     monkeypatch.setattr(stage_runners, '_posterior_variance', counting)
-    for prior, expected in (('PosePriorHandler', 0), ('AnimalPosePriorHandler', 1)):
+    for prior, expected in ((dict(type='PosePriorHandler'), 0),
+                            (dict(type='AnimalPosePriorHandler', posterior_spread=False), 0),
+                            (dict(type='AnimalPosePriorHandler', posterior_spread=True), 1)):
         calls.clear()
         _registrant(model, n_iter=3, handlers=[
             dict(type='Keypoint2DHandler', name='kp2d', source='joints'),
-            dict(type=prior, name='pose')]).fit(obs)
+            dict(prior, name='pose')]).fit(obs)
         assert len(calls) == expected, prior
