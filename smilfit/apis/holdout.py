@@ -68,23 +68,29 @@ class HoldoutConfigError(ValueError):
 
 
 def view_subsets(cameras: Sequence[str], k: int, max_subsets: Optional[int] = None,
-                 seed: int = 0) -> Tuple[List[Tuple[str, ...]], int]:
+                 seed: int = 0, all_views: bool = False) -> Tuple[List[Tuple[str, ...]], int]:
     """The subsets of ``k`` cameras to fit on.
 
     Args:
         cameras: the fitting views' names (n).
-        k: views per subset, ``1 <= k < n`` (at least one view is held out).
+        k: views per subset, ``1 <= k < n`` (at least one view is held out), or ``k = n``
+            with ``all_views`` (nothing held out: scored in 3D only).
         max_subsets: at most this many, drawn uniformly without replacement with ``seed``
             (None: all).
+        all_views: whether ``k = n`` is allowed.
 
     Returns:
         (subsets in the order of ``itertools.combinations(cameras, k)``, the number of all
         subsets ``C(n, k)``).
     """
     n = len(cameras)
-    if not 1 <= int(k) < n:
-        raise HoldoutConfigError(f'--holdout-views {k}: k must be 1 to {n - 1} for the {n} '
-                                 f'fitting views {", ".join(cameras)} (one or more is held out)')
+    if not 1 <= int(k) <= (n if all_views else n - 1):
+        why = ('one or more is held out; k = n, every view fitted, is scored in 3D only and '
+               'needs a 3D reference the fit has not seen: added label noise or true 3D '
+               'points' if not all_views else 'k = n: every view fitted, scored in 3D only')
+        raise HoldoutConfigError(f'--holdout-views {k}: k must be 1 to '
+                                 f'{n if all_views else n - 1} for the {n} fitting views '
+                                 f'{", ".join(cameras)} ({why})')
     if max_subsets is not None and int(max_subsets) < 1:
         raise HoldoutConfigError(f'--max-subsets must be >= 1, got {max_subsets}')
     every = list(itertools.combinations(list(cameras), int(k)))
@@ -282,7 +288,9 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
             ingestion or synthetic generation as ``tools/fit.py`` does) and reused by every
             fit.
         out_dir: where the fits and the report go.
-        ks: the subset sizes k (each ``1 <= k <`` number of fitting views).
+        ks: the subset sizes k (each ``1 <= k <`` number of fitting views; ``k =`` that
+            number too with ``noise`` or ``reference_3d``: nothing is held out and the
+            methods are scored in 3D only).
         max_subsets: per k, at most this many subsets, a random sample drawn with ``seed``
             (stated in the report); None: all of them.
         frames: fit and score only the first N samples (frames) of the dataset.
@@ -338,7 +346,10 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
         total = min(total, int(frames))
     plan = []
     for k in sorted({int(k) for k in ks}):
-        subsets, count = view_subsets(names, k, max_subsets, seed)
+        # k = n holds nothing out: 3D only, against a reference the fit has not seen (the
+        # clean labels' DLT where the fit saw noisy ones, or the truth)
+        subsets, count = view_subsets(names, k, max_subsets, seed,
+                                      all_views=noise is not None or reference_3d is not None)
         plan.append((k, subsets, count))
     # Only the views given, never the config's own selection, in each fit: the dataset
     # is prepared already (one ingestion for all fits).

@@ -207,10 +207,15 @@ def format_holdout(report: Mapping[str, Any]) -> str:
         lines.append(f'k = {k}: {sel["count"]} of {sel["total"]} subsets'
                      + (f' (random sample, seed {sel["seed"]})' if sel['sampled'] else '')
                      + f'; failed samples: {sum(s["failed_samples"] for s in block["subsets"])}')
-        lines.append(header)
+        # every view fitted (k = n): nothing held out, the methods in 3D only
+        held_out = bool(block['all']['points_all'])
+        if held_out:
+            lines.append(header)
+        else:
+            lines.append('  every view fitted, none held out: 3D only')
         rows = [('all', block['all'])] + list(block['cameras'].items()) + [
             (f'kp {n}', g) for n, g in block['keypoints'].items()]
-        for name, g in rows:
+        for name, g in rows if held_out else []:
             wins = f'{g["fit_wins"]} of {g["compared_subsets"]}'
             lines.append(f'  {name[:18]:<18}{_px(g["fit_median_px"]):>9}'
                          f'{_px(g["dlt_median_px"]):>9}{_px(g["fit_p90_px"]):>9}'
@@ -231,6 +236,8 @@ def format_holdout(report: Mapping[str, Any]) -> str:
             lines.append(f'  left/right exchanges made in the fitting views: '
                          f'{exchanges["made"]}; found by the fit: {exchanges["found"]}; '
                          f'exchanged by the fit where none was made: {exchanges["wrong"]}')
+        if not held_out:
+            continue
         lines.append('  per subset: fit / DLT median (p90) px, all held-out views, then each '
                      'held-out camera:')
         for s in block['subsets']:

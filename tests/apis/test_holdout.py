@@ -57,6 +57,9 @@ def test_view_subsets_all_or_a_seeded_sample():
     for k in (0, 4):
         with pytest.raises(HoldoutConfigError, match='k must be 1 to 3'):
             view_subsets(CAMS, k)
+    assert view_subsets(CAMS, 4, all_views=True) == ([tuple(CAMS)], 1)
+    with pytest.raises(HoldoutConfigError, match='k must be 1 to 4'):
+        view_subsets(CAMS, 5, all_views=True)
     with pytest.raises(HoldoutConfigError, match='max-subsets'):
         view_subsets(CAMS, 2, max_subsets=0)
 
@@ -319,3 +322,25 @@ def test_left_right_exchanges_are_counted_against_the_ones_made(session, tmp_pat
     plain = evaluate_holdout_views(session[0], tmp_path / 'plain', [3], max_subsets=1,
                                    progress=False, noise=LabelNoise(1.0, 0.0, 0.3, seed=2))
     assert plain['k']['3']['exchanges'] is None
+
+
+def test_every_view_fitted_is_scored_in_3d_only_against_a_reference_it_has_not_seen(
+        session, tmp_path):
+    """k = n holds nothing out: without added noise or true 3D points it is refused (the
+    3D reference would be DLT of the very labels the fit saw); with noise every method is
+    measured in 3D against the clean labels' DLT, and no held-out pixel is scored."""
+    from smilfit.datasets.label_noise import LabelNoise
+    cfg = session[0]
+    with pytest.raises(HoldoutConfigError, match='3D only'):
+        evaluate_holdout_views(cfg, tmp_path / 'clean', [4], progress=False)
+    report = evaluate_holdout_views(cfg, tmp_path / 'noisy', [4], progress=False,
+                                    noise=LabelNoise(3.0, 0.0, 0.0, seed=1))
+    block = report['k']['4']
+    assert [s['views'] for s in block['subsets']] == [CAMS]
+    assert block['all']['points_all'] == 0 and block['all']['fit_median_px'] is None
+    world = block['methods']['world']
+    assert world['points'] > 0 and world['by']['fit']['median'] > 0
+    assert world['by']['DLT']['median'] > 0                # noisy labels against clean
+    text = (tmp_path / 'noisy' / HOLDOUT_TEXT).read_text()
+    assert 'every view fitted, none held out: 3D only' in text
+    assert 'per subset' not in text.split('k = 4')[1]
