@@ -26,7 +26,9 @@ def add_holdout_arguments(parser: argparse.ArgumentParser) -> None:
         'holdout_views.json and the fits (fits/, resumed on a rerun) to --out-dir\n'
         '(default <work dir>/holdout_views).')
     group.add_argument('--holdout-views', type=int, nargs='+', metavar='K',
-                       help='subset sizes, e.g. --holdout-views 2 3')
+                       help='subset sizes, e.g. --holdout-views 2 3 (K as large as the '
+                            'fitting views only with --label-noise: nothing held out, '
+                            'every method scored in 3D against the clean labels)')
     group.add_argument('--max-subsets', type=int, metavar='N',
                        help='at most N subsets per K, a random sample drawn with --seed '
                             '(default: all subsets)')
