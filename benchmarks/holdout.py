@@ -267,16 +267,20 @@ def main() -> int:
         reports.append((name, report))
         seconds = time.perf_counter() - start
         if args.spread:
-            medians = {k: [b['all']['fit_median_px']] for k, b in report['k'].items()}
+            medians = {k: [b['all']['fit_median_px']] for k, b in report['k'].items()
+                       if b['all']['points']}
             for damping in SPREAD_DAMPINGS:
                 other = run_case(name, args, out_dir / f'lambda_init_{damping:g}',
                                  lambda_init=damping)
                 for k, b in other['k'].items():
-                    medians[k].append(b['all']['fit_median_px'])
+                    if k in medians:
+                        medians[k].append(b['all']['fit_median_px'])
             spread += [(name, k, m[0], min(m), max(m)) for k, m in medians.items()]
         tables.append(format_holdout(report))
         for k, block in report['k'].items():
             g = block['all']
+            if not g['points']:         # every view fitted: 3D only (the Markdown table)
+                continue
             rows.append((name, report['samples'], '+'.join(report['views']), k,
                          block['selection']['count'], g['dlt_median_px'], g['fit_median_px'],
                          g['dlt_p90_px'], g['fit_p90_px'], g['dlt_worst']['median_px'],
