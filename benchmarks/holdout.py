@@ -177,7 +177,7 @@ def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
     from mmengine.config import Config
 
     from smilfit.apis.fitting import prepare_data
-    from smilfit.apis.holdout import evaluate_holdout_views
+    from smilfit.apis.holdout import evaluate_holdout_views, fitting_views
     from smilfit.datasets import DatasetReader
     ks, frames, data, recording = CASES[name]
     cfg = Config.fromfile(str(CONFIG))
@@ -191,10 +191,9 @@ def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
     cfg.data.update(data)
     prepare_data(cfg, progress=False)
     reader = DatasetReader(cfg.data.path)
-    views = len({c for session in reader.camera_names for c in session}
-                - set(data.get('exclude_views', ())))
-    if args.noise is None:
-        ks = tuple(k for k in ks if k < views)
+    if args.noise is None:          # k = every view holds nothing out: with noise only
+        views, _ = fitting_views(reader, cfg.data)
+        ks = tuple(k for k in ks if k < len(views))
     peers = holdout_methods.make_peers(args, reader.skeleton_edges)
     return evaluate_holdout_views(cfg, out_dir / name, ks, frames=frames,
                                   overwrite=args.overwrite, device=args.device,

@@ -57,9 +57,9 @@ PathLike = Union[str, os.PathLike]
 HOLDOUT_JSON, HOLDOUT_TEXT = 'holdout_views.json', 'holdout_views.txt'
 NOISY_DATASET = 'noisy_labels.h5'
 
-__all__ = ['view_subsets', 'heldout_point_errors', 'heldout_errors', 'fitting_observations',
-           'evaluate_holdout_views', 'HoldoutConfigError', 'HOLDOUT_JSON', 'HOLDOUT_TEXT',
-           'NOISY_DATASET']
+__all__ = ['view_subsets', 'fitting_views', 'heldout_point_errors', 'heldout_errors',
+           'fitting_observations', 'evaluate_holdout_views', 'HoldoutConfigError',
+           'HOLDOUT_JSON', 'HOLDOUT_TEXT', 'NOISY_DATASET']
 
 
 class HoldoutConfigError(ValueError):
@@ -179,8 +179,9 @@ def heldout_errors(observations: Mapping[str, np.ndarray], points: Mapping[str, 
     return {name: score(p) for name, p in points.items()}
 
 
-def _fitting_views(reader, data_cfg: Mapping[str, Any]) -> Tuple[List[str], np.ndarray]:
-    """The config's fitting views (names) and their (S, C) mask."""
+def fitting_views(reader, data_cfg: Mapping[str, Any]) -> Tuple[List[str], np.ndarray]:
+    """The config's fitting views (names; ``data.views`` / ``data.exclude_views`` of
+    ``reader``'s cameras) and their (S, C) mask: what the subsets are drawn from."""
     mask = view_mask(reader.camera_names, reader.num_views, data_cfg.get('views'),
                      data_cfg.get('exclude_views'), session_names=reader.session_names)
     if mask is None:
@@ -327,7 +328,7 @@ def evaluate_holdout_views(cfg: Mapping[str, Any], out_dir: PathLike, ks: Sequen
     data_cfg = check_data_config(base.get('data'))
     prepare_data(base, progress=progress)
     reader = DatasetReader(data_cfg['path'])
-    names, candidates = _fitting_views(reader, data_cfg)
+    names, candidates = fitting_views(reader, data_cfg)
     if reference_3d is not None and np.shape(reference_3d) != (len(reader),
                                                                len(reader.keypoint_names), 3):
         raise HoldoutConfigError(f'reference_3d must be (samples, keypoints, 3) = '

@@ -329,8 +329,13 @@ def test_every_view_fitted_is_scored_in_3d_only_against_a_reference_it_has_not_s
     """k = n holds nothing out: without added noise or true 3D points it is refused (the
     3D reference would be DLT of the very labels the fit saw); with noise every method is
     measured in 3D against the clean labels' DLT, and no held-out pixel is scored."""
+    from smilfit.apis.holdout import fitting_views
+    from smilfit.datasets import DatasetReader
     from smilfit.datasets.label_noise import LabelNoise
     cfg = session[0]
+    reader = DatasetReader(cfg.data.path)
+    assert fitting_views(reader, cfg.data)[0] == CAMS            # what k = n counts
+    assert fitting_views(reader, dict(exclude_views=[CAMS[0]]))[0] == CAMS[1:]
     with pytest.raises(HoldoutConfigError, match='3D only'):
         evaluate_holdout_views(cfg, tmp_path / 'clean', [4], progress=False)
     report = evaluate_holdout_views(cfg, tmp_path / 'noisy', [4], progress=False,
