@@ -76,6 +76,36 @@ def displaced_label(model, keypoint: str, body_lengths: float, num_animals: int 
     return out
 
 
+class _VideoMotion:
+    """Each animal's pose, heading and place from frame to frame (see
+    :func:`generate_animal_session`, ``pose_correlation``)."""
+
+    def __init__(self, rng, animals: int, joints: int, pose_std: float, rho: float,
+                 length: float) -> None:
+        self.rng, self.rho = rng, rho
+        self.step = math.sqrt(1.0 - rho * rho)
+        self.pose_std, self.place_std = pose_std, 0.1 * length
+        self.pose = pose_std * rng.standard_normal((animals, joints - 1, 3))
+        self.heading = rng.uniform(-math.pi, math.pi, animals)
+        self.place = self.place_std * rng.standard_normal((animals, 3))
+
+    def next(self, frames: int):
+        """``frames`` frames of every animal, frame-major: headings (F A,), poses
+        (F A, J - 1, 3) and places (F A, 3)."""
+        heading, pose, place = [], [], []
+        for _ in range(frames):     # (a recursion in time: one step per frame)
+            self.pose = self.rho * self.pose + self.step * self.pose_std * \
+                self.rng.standard_normal(self.pose.shape)
+            self.heading = self.heading + self.step * self.pose_std * \
+                self.rng.standard_normal(self.heading.shape)
+            self.place = self.rho * self.place + self.step * self.place_std * \
+                self.rng.standard_normal(self.place.shape)
+            heading.append(self.heading)
+            pose.append(self.pose)
+            place.append(self.place)
+        return (np.concatenate(heading), np.concatenate(pose), np.concatenate(place))
+
+
 def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = None,
                             num_animals: int = 2, frames: int = 10, num_views: int = 4,
                             bone_std: float = 0.05, pose_std: float = 0.2,
@@ -85,7 +115,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             keypoint_offsets: Any = None,
                             slp_path: Union[None, str, Path] = None,
                             slp_identity: str = 'groups',
-                            return_keypoints_3d: bool = False) -> Dict[str, Any]:
+                            return_keypoints_3d: bool = False,
+                            pose_correlation: float = 0.0) -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -118,6 +149,11 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         return_keypoints_3d: also return every sample's true 3D keypoints. They are not
             written to the session: a fit would start from them (as from a recording's
             triangulated points) and a held-out evaluation would score its own start.
+        pose_correlation: 0 poses every frame anew; ``rho`` in (0, 1) makes each animal's
+            frames a video: its joint rotations an AR(1) process ``x_t = rho x_{t-1} +
+            sqrt(1 - rho^2) pose_std e_t`` (spread ``pose_std`` as before, a step of about
+            ``pose_std sqrt(2 (1 - rho))`` a frame), its heading a random walk with the
+            same steps and its place an AR(1) wander of 0.1 body lengths.
 
     The session's skeleton (``skeleton/edges``) is the body model's kinematic tree
     between its keypoints, as a SLEAP skeleton would link them.
@@ -131,6 +167,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     if slp_identity not in ('groups', 'tracks', 'none'):
         raise ValueError(f"slp_identity must be 'groups', 'tracks' or 'none', got "
                          f'{slp_identity!r}')
+    if not 0.0 <= pose_correlation < 1.0:
+        raise ValueError(f'pose_correlation must be in [0, 1), got {pose_correlation}')
     if (min(num_animals, frames, num_views) < 1 or bone_std < 0 or not noise_px >= 0
             or not offset_std >= 0):
         raise ValueError(f'num_animals, frames and num_views must be >= 1, bone_std, '
@@ -165,8 +203,10 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     side = np.cross(up, np.eye(3)[int(np.argmin(np.abs(up)))])
     side /= np.linalg.norm(side)
     C = int(num_views)
-    if slp_path is not None:
+    if slp_path is not None or pose_correlation:
         chunk = max(num_animals, chunk - chunk % num_animals)  # whole frames per chunk
+    walk = _VideoMotion(rng, num_animals, J, pose_std, pose_correlation, length) \
+        if pose_correlation else None
     cams = ring_cameras(C, target=np.zeros(3), up=up, distance=2.5 * length * max(1, num_animals),
                         elevations_deg=[35.0 if c % 2 == 0 else 20.0 for c in range(C)],
                         azimuths_deg=[360.0 * c / C for c in range(C)], focal=focal,
@@ -192,14 +232,19 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
             idx = np.arange(start, min(N, start + chunk))
             animal, frame = idx % num_animals, idx // num_animals
             B = idx.size
-            heading = rng.uniform(-math.pi, math.pi, B)
+            if walk is None:
+                heading = rng.uniform(-math.pi, math.pi, B)
+                pose = pose_std * rng.standard_normal((B, J - 1, 3))
+                place = np.zeros((B, 3))
+            else:
+                heading, pose, place = walk.next(B // num_animals)
             with torch.no_grad():
                 out = model(global_orient=torch.as_tensor(heading[:, None] * up[None]),
-                            body_pose=torch.as_tensor(
-                                pose_std * rng.standard_normal((B, J - 1, 3))),
+                            body_pose=torch.as_tensor(pose),
                             bone_trans=torch.as_tensor(bones[animal]),
                             betas=torch.as_tensor(shapes[animal]),
-                            transl=torch.as_tensor(offsets[animal][:, None] * side[None]),
+                            transl=torch.as_tensor(offsets[animal][:, None] * side[None]
+                                                   + place),
                             return_vertices=False)
             kp = out.keypoints + rotate_offsets(torch.as_tensor(offsets_kp[animal]),
                                                 out.joint_transforms, carriers)

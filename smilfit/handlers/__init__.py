@@ -14,7 +14,8 @@ See ``docs/handlers.md`` for the contract and each handler.
   observations.
 - :class:`ShapePriorHandler`, :class:`PosePriorHandler`, :class:`JointLimitHandler`,
   :class:`ScaleTranslationPriorHandler`, :class:`SkeletonPriorHandler`,
-  :class:`TemporalHandler`,
+  :class:`TemporalHandler`, :class:`MotionPriorHandler` (frames coupled in time, in the
+  motion's own units; Levenberg-Marquardt solves its chains whole),
   :class:`CameraPriorHandler`: priors.
 - :class:`SilhouetteHandler`: masks through a renderer (``needs_vertices``).
 """
@@ -24,6 +25,7 @@ from .camera_prior import CameraPriorHandler
 from .keypoint2d import Keypoint2DHandler, project_with_depth
 from .keypoint3d import Keypoint3DHandler
 from .limb_length import LimbLengthHandler
+from .motion_prior import MotionPriorHandler
 from smilfit.body_models.keypoint_naming import (POINT_SOURCES, KeypointMatch,
                                                  match_keypoints, model_point_names)
 from .matching import KeypointHandlerBase, model_points
@@ -46,7 +48,7 @@ __all__ = [
     'Keypoint2DHandler', 'Keypoint3DHandler', 'LimbLengthHandler', 'ShapePriorHandler',
     'PosePriorHandler', 'AnimalPosePriorHandler', 'JointLimitHandler', 'ScaleTranslationPriorHandler',
     'SkeletonPriorHandler',
-    'TemporalHandler', 'CameraPriorHandler', 'SilhouetteHandler', 'SurfaceHandler',
+    'TemporalHandler', 'MotionPriorHandler', 'CameraPriorHandler', 'SilhouetteHandler', 'SurfaceHandler',
     'OffsetRegularizerHandler',
     # helpers
     'project_with_depth', 'pose_to_axis_angle', 'animal_pose_statistics', 'per_frame_smoothness', 'build_renderer',

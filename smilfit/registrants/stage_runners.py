@@ -17,16 +17,19 @@ context hands it the functions it may call (the loss, the hooks), not the regist
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
+from smilfit.handlers.motion_prior import unwrap_rotations
 from smilfit.registry import OPTIMIZERS, STAGE_RUNNERS
 from .batched_lbfgs import BatchedLBFGS
 from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquaresProblem,
                      LMOptions, SampleSystem, levenberg_marquardt)
+from .solver.chain_system import ChainSystem, MotionTerms
 from .stages import Stage, optimizer_kwargs
 
 Tensor = torch.Tensor
@@ -136,12 +139,26 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     """Levenberg-Marquardt: per sample (every sample alone) when the stage fits no
     shared parameter, else per group (:func:`run_group_lm_stage`)."""
     stage = ctx.stage
-    coupling = [h.name for h in ctx.handlers if h.couples_samples]
+    coupling = [h.name for h in ctx.handlers
+                if h.couples_samples and h.residual_kind != 'temporal']
     if not stage.per_sample or coupling:
         raise ValueError(
             f'stage {stage.name!r}: Levenberg-Marquardt fits every sample (or every group '
-            f'of samples sharing parameters) alone; it cannot use handlers coupling '
-            f'samples ({coupling}) or per_sample=False: use LBFGS for this stage')
+            f'of samples sharing parameters, or chains of frames) alone; it cannot use '
+            f'handlers coupling samples otherwise ({coupling}) or per_sample=False: use '
+            'LBFGS for this stage')
+    motion = [h for h in ctx.handlers if h.residual_kind == 'temporal']
+    if motion:
+        # (a motion term on parameters the stage does not fit is a constant of it)
+        frame_ctx = replace(ctx, handlers=[h for h in ctx.handlers if h not in motion])
+        if _links_fitted(ctx, motion):
+            if any(name in ctx.shared for name in stage.fit):
+                raise ValueError(
+                    f'stage {stage.name!r}: Levenberg-Marquardt cannot fit shared '
+                    f'parameters and frames coupled in time ({[h.name for h in motion]}) '
+                    'in one stage: fit the shared ones in a stage of their own')
+            return run_chain_lm_stage(frame_ctx, motion)
+        ctx = frame_ctx
     if any(name in ctx.shared for name in stage.fit):
         return run_group_lm_stage(ctx)
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
@@ -182,6 +199,71 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
                         start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()),
                         variance=variance)
+
+
+def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
+    """Whether a motion term links frames in a parameter the stage fits."""
+    for h in motion:
+        prev = h.chains(ctx.observations)
+        if prev is not None and bool((prev >= 0).any()) and any(
+                p in ctx.stage.fit and h.inverse_scales(ctx.observations, p) is not None
+                for p in h.params):
+            return True
+    return False
+
+
+def run_chain_lm_stage(ctx: StageContext, motion: List[nn.Module]) -> StageOutcome:
+    """Levenberg-Marquardt over chains of consecutive frames coupled by a motion term
+    (:mod:`.solver.chain_system`); ``ctx.handlers`` are the per-frame handlers,
+    ``motion`` the temporal ones (one per stage)."""
+    stage = ctx.stage
+    if len(motion) > 1:
+        raise ValueError(f'stage {stage.name!r}: one motion term per stage, got '
+                         f'{[h.name for h in motion]}')
+    handler = motion[0]
+    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
+    fixed = ctx.expand({k: v.detach() for k, v in ctx.params.items()})
+    prev = handler.chains(ctx.observations)
+    for name in stage.fit:   # turns past half a revolution: no jump of 2 pi in a chain
+        if handler.is_rotation(name, fixed[name]):
+            fixed[name] = unwrap_rotations(fixed[name], prev.to(fixed[name].device))
+
+    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
+                return_output: bool = False):
+        losses, output = ctx.per_sample_losses(params, observations, ctx.handlers,
+                                               ctx.need_vertices, return_output=True)
+        cost = torch.stack(list(losses.values())).sum(0)
+        return (cost, output) if return_output else cost
+    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+    problem = LeastSquaresProblem(ctx.body_model, ctx.handlers, ctx.observations, fixed,
+                                  stage.fit, cost_fn, linear_dtype=linear,
+                                  cost_returns_output=True, plan_solver=False)
+    x0 = problem.initial_x()
+    scale = torch.zeros_like(x0)
+    for name in stage.fit:
+        inverse = handler.inverse_scales(ctx.observations, name)
+        if inverse is not None:
+            at = problem.offsets[name]
+            scale[:, at:at + inverse[0].numel()] = inverse.reshape(x0.shape[0], -1) \
+                * math.sqrt(handler.weight)
+    constant = handler.weight * sum(
+        ((r * r).sum(1) for name, r in handler.residuals(fixed, ctx.observations).items()
+         if name not in stage.fit), x0.new_zeros(x0.shape[0]))
+    terms = MotionTerms(prev, handler.stencil, scale, constant)
+    trace: List[Tensor] = []
+
+    def progress(i: int, cost: Tensor) -> None:
+        trace.append(cost.detach().clone())
+        ctx.after_step(i)
+    with torch.no_grad():
+        system = ChainSystem(problem, terms, x0, options.damping, skip=ctx.skip)
+        diverged, n_steps, unit_steps = levenberg_marquardt(
+            system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
+            on_iteration=progress)
+    params = {k: v.detach().clone() for k, v in ctx.params.items()}
+    params.update(problem.unflatten(system.x))
+    return StageOutcome(params, diverged[system.chain], n_steps, trace, per_sample=False,
+                        unit_steps=int(unit_steps.sum()))
 
 
 #: Samples whose covariance is computed at once (a (n, P, P) dense copy each).
@@ -368,5 +450,5 @@ def mean_trace(trace: List[Tensor], diverged: Tensor) -> List[float]:
 
 
 __all__ = ['StageContext', 'StageOutcome', 'STAGE_RUNNERS', 'runner_for', 'run_lm_stage',
-           'run_group_lm_stage',
+           'run_group_lm_stage', 'run_chain_lm_stage',
            'run_lbfgs_stage', 'run_torch_optimizer_stage', 'merge_rounds', 'mean_trace']

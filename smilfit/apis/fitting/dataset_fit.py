@@ -136,6 +136,7 @@ class FitRun:
         batch = self.reader.read(indices, keys=[k for k in _OBSERVATION_KEYS] +
                                  ['session', 'frame'])
         raw = observations_from_batch(batch)
+        raw['frame_index'] = np.asarray(batch['frame'], dtype=np.int64)   # chains in time
         bad_views = drop_non_finite_cameras(raw)
         if bad_views.any() and warn:
             warn_bad_cameras(bad_views, indices, batch['session'], self.reader,

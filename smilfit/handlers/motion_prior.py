@@ -1,0 +1,312 @@
+"""The motion prior: an animal moves little from one video frame to the next.
+
+Frames of one animal whose frame indices follow each other (``observations
+['frame_index']``, the animals as the registrant pools them) form a *chain*; a frame
+missing from the batch, a lost track or another animal breaks it. Along a chain the
+prior's residuals are the per-frame parameters' velocities (``order=1``: ``x_t -
+x_{t-1}``) or accelerations (``order=2``: ``x_t - 2 x_{t-1} + x_{t-2}``), each divided by
+the motion's own scale, measured from the fit at the stage's start, per joint (a body
+pose's 3 components together), and for the root's turn, its move and its scale:
+
+    gamma_k = (1.4826 median |x_t - x_{t-k}|)^2     (over the chains' frames)
+    sigma^2 = gamma_2 - gamma_1                    (floored at gamma_1 / sqrt(m_2))
+
+The variogram of a per-frame fit: a random walk's lag-k differences have variance
+``k sigma_q^2`` plus twice the fit's own noise at every lag, so the difference of the first
+two lags is the motion's part alone (``sigma_q^2``), whatever the labels' noise. Where the
+fit cannot tell motion from noise (``gamma_2 <= gamma_1``: an animal that sits still) the
+floor is the difference's own sampling error over ``m_2`` lag-2 pairs. No constant in
+radians or pixels per frame: the scale comes from the recording.
+
+Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
+chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
+use :meth:`MotionPriorHandler.compute` (each link's squared residual counted on its last
+frame). Samples without ``frame_index``, or none consecutive, have no motion term.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from ..registry import HANDLERS
+from .base import BaseHandler, get_param, zeros_like_batch
+
+Tensor = torch.Tensor
+
+#: The per-frame parameters smoothed by default: the pose, the root's turn and move, and
+#: the global scale (those a dataset fit's pose stages fit).
+DEFAULT_PARAMS = ('global_orient', 'transl', 'body_pose', 'global_log_scale')
+
+#: Finite-difference coefficients of the residual at frame t, for frames t, t-1, t-2.
+STENCILS = {1: (1.0, -1.0), 2: (1.0, -2.0, 1.0)}
+
+#: Normal-consistency factor of the median absolute value (a Gaussian's sigma).
+_MAD_TO_SIGMA = 1.4826
+
+#: Axis-angle parameters: their earlier frames are read as the equivalent rotation vector
+#: nearest the frame's own (:func:`finite_difference`, :func:`unwrap_rotations`).
+ROTATION_PARAMS = ('global_orient', 'body_pose')
+
+
+def consecutive_frames(frames: Tensor, animals: Tensor) -> Tensor:
+    """(B,) long: the sample holding the same animal's previous frame (``frame - 1``),
+    -1 where the batch has none.
+
+    Args:
+        frames: (B,) integer frame indices.
+        animals: (B,) the animal (session and track) of each sample.
+    """
+    frames = frames.reshape(-1).long()
+    animals = animals.reshape(-1).long().to(frames.device)
+    order = torch.argsort(frames, stable=True)
+    order = order[torch.argsort(animals[order], stable=True)]   # by animal, then frame
+    f, a = frames[order], animals[order]
+    prev = torch.full_like(frames, -1)
+    if frames.numel() > 1:
+        linked = (a[1:] == a[:-1]) & (f[1:] == f[:-1] + 1)
+        prev[order[1:][linked]] = order[:-1][linked]
+    return prev
+
+
+def ancestors(prev: Tensor, order: int) -> Tensor:
+    """(order + 1, B) long: each sample itself, then the samples 1 .. ``order`` frames
+    before it along its chain (-1 where the chain does not reach back)."""
+    out = [torch.arange(prev.numel(), device=prev.device)]
+    for _ in range(order):
+        last = out[-1]
+        out.append(torch.where(last >= 0, prev[last.clamp_min(0)], last))
+    return torch.stack(out)
+
+
+def chain_positions(prev: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(first, position)`` (B,) long each: every sample's chain start and its place
+    along the chain (0 at the start), by pointer jumping (log of the longest chain's
+    steps)."""
+    idx = torch.arange(prev.numel(), device=prev.device)
+    ptr = torch.where(prev >= 0, prev, idx)
+    pos = (prev >= 0).long()
+    while True:
+        up = ptr[ptr]
+        if torch.equal(up, ptr):
+            return ptr, pos
+        pos = pos + torch.where(ptr != idx, pos[ptr], torch.zeros_like(pos))
+        ptr = up
+
+
+def nearest_equivalent(rotation: Tensor, target: Tensor) -> Tensor:
+    """(..., 3) the axis-angle vector of ``rotation`` (..., 3) among its equivalents
+    ``u (theta + 2 pi k)`` nearest ``target`` (k chosen without gradient, so the answer
+    moves with ``rotation`` as the rotation itself does)."""
+    with torch.no_grad():
+        theta = rotation.norm(dim=-1, keepdim=True)
+        axis = rotation / theta.clamp_min(1e-12)
+        k = torch.round(((axis * target).sum(-1, keepdim=True) - theta) / (2 * math.pi))
+        shift = torch.where(theta > 1e-12, axis * (2 * math.pi * k), torch.zeros_like(axis))
+    return rotation + shift
+
+
+def finite_difference(values: Tensor, anc: Tensor, stencil: Sequence[float],
+                      rotations: bool = False) -> Tensor:
+    """(B, D) ``sum_k stencil[k] values[anc[k]]``, 0 where the chain does not reach back
+    ``len(stencil) - 1`` frames; ``values`` (B, D), ``anc`` from :func:`ancestors`.
+    ``rotations``: ``values`` are (B, N * 3) axis-angle vectors, each earlier frame's
+    taken as its equivalent nearest the frame's own (a turn past half a revolution is
+    not a jump of 2 pi)."""
+    reach = anc[len(stencil) - 1] >= 0
+    out = stencil[0] * values
+    for k in range(1, len(stencil)):
+        earlier = values.index_select(0, anc[k].clamp_min(0))
+        if rotations:
+            B = values.shape[0]
+            earlier = nearest_equivalent(earlier.reshape(B, -1, 3),
+                                         values.reshape(B, -1, 3)).reshape(B, -1)
+        out = out + stencil[k] * earlier
+    return out * reach[:, None].to(values.dtype)
+
+
+def motion_blocks(shape: Sequence[int]) -> Tensor:
+    """(D,) long: the scale block of each of a parameter's ``D = prod(shape)`` entries
+    (per sample): one per row of a (N, 3) pose (each joint's three components together),
+    one for anything else."""
+    D = math.prod(shape)
+    if len(shape) == 2 and shape[-1] == 3:
+        return torch.arange(shape[0]).repeat_interleave(3)
+    return torch.zeros(D, dtype=torch.long)
+
+
+def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool = False
+                 ) -> Tensor:
+    """(D,) the motion's scale per entry (module docstring), from ``values`` (B, D) along
+    the chains ``prev`` (B,), pooled over each block of ``blocks`` (D,); 0 where there is
+    no link or no motion at all (such entries get no motion term). ``rotations``: as in
+    :func:`finite_difference`."""
+    anc = ancestors(prev, 2)
+    scale = values.new_zeros(values.shape[1])
+    one, two = anc[1] >= 0, anc[2] >= 0
+    if not bool(one.any()):
+        return scale
+    d1 = finite_difference(values, anc, (1.0, -1.0), rotations)[one].abs()
+    d2 = finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two].abs()
+    m2 = d2.shape[0]
+    blocks = blocks.to(values.device)
+    for j in range(int(blocks.max()) + 1 if blocks.numel() else 0):
+        cols = blocks == j
+        g1 = (_MAD_TO_SIGMA * d1[:, cols].median()) ** 2
+        if not m2:
+            var = g1                       # chains of two frames: the raw velocity
+        else:
+            g2 = (_MAD_TO_SIGMA * d2[:, cols].median()) ** 2
+            var = torch.maximum(g2 - g1, g1 / math.sqrt(m2))
+        scale[cols] = var.sqrt()
+    return scale
+
+
+def unwrap_rotations(values: Tensor, prev: Tensor) -> Tensor:
+    """(B, ..., 3) axis-angle rotations re-expressed along each chain so that every frame's
+    vector is the one of its equivalents nearest the previous frame's
+    (:func:`nearest_equivalent`): the same rotations, without the jump of 2 pi that a
+    turn past half a revolution makes in the canonical form. One step per place along
+    the longest chain (each frame needs its predecessor's answer)."""
+    out = values.clone()
+    _, position = chain_positions(prev)
+    for d in range(1, int(position.max()) + 1 if position.numel() else 0):
+        at = torch.nonzero(position == d).flatten()
+        out[at] = nearest_equivalent(out[at], out[prev[at]])
+    return out
+
+
+@HANDLERS.register_module()
+class MotionPriorHandler(BaseHandler):
+    """Velocities (or accelerations) of the per-frame parameters along each animal's
+    consecutive frames, in units of the motion's own scale (module docstring).
+
+    Args:
+        name, weight, check_finite: see :class:`~.base.BaseHandler`.
+        params: the per-frame parameters smoothed (absent ones are ignored).
+        order: 1 (velocity: a random walk) or 2 (acceleration).
+        frame_key: observation key of the (B,) frame indices.
+    """
+
+    residual_kind = 'temporal'
+    couples_samples = True
+    pools_per_animal = True
+    needs_stage_observations = True
+
+    def __init__(self, name: str, weight: float = 1.0,
+                 params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
+                 frame_key: str = 'frame_index', check_finite: bool = False) -> None:
+        super().__init__(name, None, weight, check_finite)
+        if order not in STENCILS:
+            raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)}, '
+                             f'got {order!r}')
+        if isinstance(params, str) or not params:
+            raise ValueError(f'handler {name!r}: params must be a non-empty list of '
+                             f'parameter names, got {params!r}')
+        self.params = tuple(params)
+        self.order = int(order)
+        self.stencil = STENCILS[self.order]
+        self.frame_key = frame_key
+
+    @property
+    def prev_key(self) -> str:
+        return f'{self.name}.prev'
+
+    def scale_key(self, param: str) -> str:
+        return f'{self.name}.scale.{param}'
+
+    def stage_observations(self, output, observations: Mapping[str, Any],
+                           params: Mapping[str, Any],
+                           groups: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """The chains (``prev_key``: (B,) each sample's previous frame, -1 for none) and
+        each parameter's motion scale (``scale_key(param)``: (B, *shape)) from the fit at
+        the stage's start; nothing without frame indices."""
+        frames = observations.get(self.frame_key)
+        if frames is None:
+            return {}
+        frames = torch.as_tensor(frames).reshape(-1)
+        B = frames.numel()
+        animals = (torch.zeros(B, dtype=torch.long, device=frames.device) if groups is None
+                   else groups)
+        prev = consecutive_frames(frames, animals)
+        out = {self.prev_key: prev}
+        for p in self.params:
+            value = get_param(params, p)
+            if value is None or value.shape[0] != B:
+                continue
+            shape = tuple(value.shape[1:])
+            scale = motion_scale(value.detach().reshape(B, -1), prev.to(value.device),
+                                 motion_blocks(shape), self.is_rotation(p, value))
+            out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
+        return out
+
+    @staticmethod
+    def is_rotation(param: str, value: Tensor) -> bool:
+        """Whether ``param`` holds axis-angle rotations ((B, 3) or (B, N, 3))."""
+        return param in ROTATION_PARAMS and value.shape[-1] == 3 and value.dim() in (2, 3)
+
+    def chains(self, observations: Mapping[str, Any]) -> Optional[Tensor]:
+        """(B,) each sample's previous frame along its chain, or ``None`` before
+        :meth:`stage_observations` (or without frame indices)."""
+        return observations.get(self.prev_key)
+
+    def inverse_scales(self, observations: Mapping[str, Any], param: str
+                       ) -> Optional[Tensor]:
+        """(B, *shape) ``1 / scale`` of ``param``'s entries (0 where it has no motion
+        term), or ``None`` where the parameter is not smoothed."""
+        scale = observations.get(self.scale_key(param))
+        if scale is None:
+            return None
+        return torch.where(scale > 0, 1.0 / scale.clamp_min(1e-30), torch.zeros_like(scale))
+
+    def residuals(self, params: Mapping[str, Any], observations: Mapping[str, Any]
+                  ) -> Dict[str, Tensor]:
+        """param -> (B, D) each frame's residual (its link to the frames before it; the
+        loss is their sum of squares, times ``weight``); empty without chains."""
+        prev = self.chains(observations)
+        if prev is None:
+            return {}
+        anc = ancestors(prev, self.order)
+        out = {}
+        for p in self.params:
+            value, inv = get_param(params, p), self.inverse_scales(observations, p)
+            if value is None or inv is None:
+                continue
+            B = value.shape[0]
+            diff = finite_difference(value.reshape(B, -1), anc.to(value.device), self.stencil,
+                                     self.is_rotation(p, value))
+            out[p] = diff * inv.reshape(B, -1).to(diff)
+        return out
+
+    def compute(self, output, observations: Mapping[str, Any],
+                params: Mapping[str, Any]) -> Tensor:
+        residuals = self.residuals(params, observations)
+        if not residuals:
+            return zeros_like_batch(output)
+        return sum((r * r).sum(1) for r in residuals.values())
+
+
+def chain_order(prev: Tensor) -> Tuple[Tensor, Tensor]:
+    """The chains of ``prev`` (B,) as a table: ``(table (C, T) long, lengths (C,))``, each
+    row one chain's samples in frame order (-1 past its end), longest chain first."""
+    B = prev.numel()
+    device = prev.device
+    first, position = chain_positions(prev)
+    starts = torch.nonzero(prev < 0).flatten()
+    lengths = torch.zeros(B, dtype=torch.long, device=device).index_add_(
+        0, first, torch.ones(B, dtype=torch.long, device=device))[starts]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    starts, lengths = starts[order], lengths[order]
+    row = torch.full((B,), -1, dtype=torch.long, device=device)
+    row[starts] = torch.arange(starts.numel(), device=device)
+    T = int(lengths[0]) if lengths.numel() else 0
+    table = torch.full((starts.numel(), T), -1, dtype=torch.long, device=device)
+    table[row[first], position] = torch.arange(B, device=device)
+    return table, lengths
+
+
+__all__ = ['MotionPriorHandler', 'DEFAULT_PARAMS', 'STENCILS', 'consecutive_frames',
+           'ancestors', 'finite_difference', 'motion_blocks', 'motion_scale',
+           'unwrap_rotations', 'chain_order', 'chain_positions',
+           'nearest_equivalent']

@@ -1,0 +1,110 @@
+"""The motion prior's chains, differences and scales, checked on known cases."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from smilfit.handlers.motion_prior import (MotionPriorHandler, ancestors, chain_order,
+                                           chain_positions, consecutive_frames,
+                                           finite_difference, motion_blocks, motion_scale,
+                                           unwrap_rotations)
+
+
+def test_chains_follow_each_animal_and_break_at_gaps():
+    frames = torch.tensor([5, 3, 4, 10, 6, 3, 4, 11, 12, 4])
+    animals = torch.tensor([0, 0, 0, 0, 0, 1, 1, 0, 0, 2])
+    prev = consecutive_frames(frames, animals)
+    # animal 0: 3 -> 4 -> 5 -> 6 and 10 -> 11 -> 12; animal 1: 3 -> 4; animal 2 alone
+    assert prev.tolist() == [2, -1, 1, -1, 0, -1, 5, 3, 7, -1]
+    first, position = chain_positions(prev)
+    assert first.tolist() == [1, 1, 1, 3, 1, 5, 5, 3, 3, 9]
+    assert position.tolist() == [2, 0, 1, 0, 3, 0, 1, 1, 2, 0]
+    table, lengths = chain_order(prev)
+    assert lengths.tolist() == [4, 3, 2, 1]
+    assert table.tolist() == [[1, 2, 0, 4], [3, 7, 8, -1], [5, 6, -1, -1], [9, -1, -1, -1]]
+    assert ancestors(prev, 2)[:, 4].tolist() == [4, 0, 2]
+
+
+def test_a_repeated_frame_is_not_a_link():
+    prev = consecutive_frames(torch.tensor([1, 1, 2]), torch.zeros(3, dtype=torch.long))
+    assert (prev >= 0).sum() == 1
+
+
+def test_a_turn_past_half_a_revolution_is_a_small_step():
+    # headings 3.0, then -3.0 (= 3.28) and -2.9 (= 3.38) radians about z
+    v = torch.tensor([[0, 0, 3.0], [0, 0, -3.0], [0, 0, -2.9]], dtype=torch.float64)
+    prev = torch.tensor([-1, 0, 1])
+    step = finite_difference(v, ancestors(prev, 1), (1.0, -1.0), rotations=True)
+    torch.testing.assert_close(step[:, 2], torch.tensor([0.0, 2 * math.pi - 6.0, 0.1],
+                                                        dtype=torch.float64))
+    unwrapped = unwrap_rotations(v[:, None], prev)[:, 0]
+    torch.testing.assert_close(unwrapped[:, 2], torch.tensor(
+        [3.0, 2 * math.pi - 3.0, 2 * math.pi - 2.9], dtype=torch.float64))
+
+
+def _walk(T, sigma_q, sigma_n, D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.cumsum(sigma_q * torch.randn(T, D, generator=g, dtype=torch.float64), 0)
+    return truth + sigma_n * torch.randn(T, D, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize('sigma_n', [0.0, 0.03, 0.09])
+def test_the_scale_is_the_motions_whatever_the_fits_noise(sigma_n):
+    # a random walk of 0.03 a frame seen through per-frame noise up to 3x larger
+    values = _walk(20000, 0.03, sigma_n, 3)
+    prev = torch.arange(-1, 19999)
+    scale = motion_scale(values, prev, motion_blocks((1, 3)))
+    assert scale.shape == (3,)
+    assert torch.allclose(scale, torch.full_like(scale, 0.03), rtol=0.25)
+
+
+def test_an_animal_sitting_still_gets_the_floor_not_zero():
+    values = _walk(400, 0.0, 0.1, 3, seed=1)
+    prev = torch.arange(-1, 399)
+    scale = motion_scale(values, prev, motion_blocks((3,)))
+    raw = (1.4826 * (values[1:] - values[:-1]).abs().median())
+    assert (scale > 0).all() and (scale < raw).all()
+
+
+def test_blocks_pool_a_joints_three_components():
+    assert motion_blocks((4, 3)).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert motion_blocks((3,)).tolist() == [0, 0, 0]
+    assert motion_blocks((1,)).tolist() == [0]
+
+
+def _handler(**kwargs):
+    h = MotionPriorHandler('motion', **kwargs)
+    h.setup(None)
+    return h
+
+
+@pytest.mark.parametrize('order', [1, 2])
+def test_the_loss_is_the_weighted_squared_differences_over_the_scale(order):
+    T = 50
+    values = _walk(T, 0.1, 0.0, 3, seed=2)
+    params = dict(transl=values)
+    obs = dict(frame_index=torch.arange(T))
+    h = _handler(params=['transl'], order=order, weight=4.0)
+    obs.update(h.stage_observations(None, obs, params))
+    scale = obs[h.scale_key('transl')][0]
+    diff = values.clone()
+    for _ in range(order):
+        diff = diff[1:] - diff[:-1]
+    loss = h(SimpleNamespace(joints=torch.zeros(T, 1, 3)), obs, params)
+    assert loss.shape == (T,) and (loss[:order] == 0).all()
+    torch.testing.assert_close(loss[order:], 4.0 * ((diff / scale) ** 2).sum(1))
+
+
+def test_no_frame_indices_no_motion_term():
+    h = _handler(params=['transl'])
+    params = dict(transl=torch.randn(5, 3))
+    assert h.stage_observations(None, {}, params) == {}
+    assert h.residuals(params, {}) == {}
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match='order'):
+        MotionPriorHandler('m', order=3)
+    with pytest.raises(ValueError, match='params'):
+        MotionPriorHandler('m', params='transl')

@@ -1,0 +1,64 @@
+"""Block-banded Cholesky of chains of frames: the dense answer, chain by chain."""
+import pytest
+import torch
+
+from smilfit.registrants.solver.banded import banded_cholesky
+
+
+def _chains(lengths, P, b, seed=0):
+    """Random symmetric positive definite block-banded systems, as blocks and dense."""
+    g = torch.Generator().manual_seed(seed)
+    C, T = len(lengths), max(lengths)
+    diag = torch.zeros(C, T, P, P, dtype=torch.float64)
+    below = torch.zeros(C, T, b, P, P, dtype=torch.float64)
+    dense = []
+    for c, n in enumerate(lengths):
+        M = torch.randn(n * P + 2, n * P, generator=g, dtype=torch.float64)
+        A = M.T @ M
+        for i in range(n):
+            for j in range(n):
+                if abs(i - j) > b:
+                    A[i * P:(i + 1) * P, j * P:(j + 1) * P] = 0
+        A = A + n * P * torch.eye(n * P, dtype=torch.float64)   # (still definite once cut)
+        for t in range(n):
+            diag[c, t] = A[t * P:(t + 1) * P, t * P:(t + 1) * P]
+            for d in range(1, min(b, t) + 1):
+                below[c, t, d - 1] = A[t * P:(t + 1) * P, (t - d) * P:(t - d + 1) * P]
+        dense.append(A)
+    return diag, below, dense
+
+
+@pytest.mark.parametrize('b', [1, 2])
+def test_banded_solve_is_the_dense_solve_for_chains_of_any_length(b):
+    lengths = [9, 6, 2, 1]
+    P = 5
+    diag, below, dense = _chains(lengths, P, b)
+    rhs = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
+    factor = banded_cholesky(diag, below, torch.tensor(lengths))
+    x = factor.solve(rhs)
+    assert (factor.info == 0).all()
+    for c, n in enumerate(lengths):
+        expected = torch.linalg.solve(dense[c], rhs[c, :n].reshape(-1))
+        torch.testing.assert_close(x[c, :n].reshape(-1), expected, rtol=1e-10, atol=1e-12)
+        assert (x[c, n:] == 0).all()            # rows past a chain's end stay 0
+
+
+def test_an_indefinite_chain_is_flagged_and_leaves_the_others_exact():
+    lengths = [5, 5, 3]
+    diag, below, dense = _chains(lengths, 4, 1, seed=1)
+    diag[1, 2] = -diag[1, 2]                    # chain 1 is not positive definite
+    rhs = torch.randn(3, 5, 4, dtype=torch.float64)
+    factor = banded_cholesky(diag, below, torch.tensor(lengths))
+    x = factor.solve(rhs)
+    assert factor.info.tolist()[1] != 0 and factor.info[0] == 0 and factor.info[2] == 0
+    for c in (0, 2):
+        n = lengths[c]
+        torch.testing.assert_close(x[c, :n].reshape(-1),
+                                   torch.linalg.solve(dense[c], rhs[c, :n].reshape(-1)))
+    assert torch.isfinite(x).all()
+
+
+def test_chains_must_come_longest_first():
+    diag, below, _ = _chains([2, 3], 2, 1)
+    with pytest.raises(ValueError, match='longest first'):
+        banded_cholesky(diag, below, torch.tensor([2, 3]))

@@ -1,0 +1,128 @@
+"""Levenberg-Marquardt over chains of frames coupled in time (the motion prior)."""
+import numpy as np
+import pytest
+import torch
+
+from smilfit.body_models import SMILModel, demo_model_data
+from smilfit.cameras import project_points
+from smilfit.datasets.synthetic import ring_cameras
+from smilfit.registrants import SMILRegistrant
+
+POSE = ['global_orient', 'transl', 'body_pose']
+
+
+@pytest.fixture(scope='module')
+def model():
+    return SMILModel(data=demo_model_data(), dtype=torch.float64)
+
+
+def _video(model, T, animals=1, noise=2.0, seed=0):
+    """``animals`` animals' random-walk poses over ``T`` frames (frame-major), seen by
+    four cameras with ``noise`` px label noise: observations, truth and noisy starts."""
+    g = torch.Generator().manual_seed(seed)
+    J = model.num_joints
+    rest = model().joints_kin[0]
+    L = float((rest.max(0).values - rest.min(0).values).norm())
+
+    def walk(*shape, step):
+        w = torch.cumsum(step * torch.randn(T, animals, *shape, generator=g,
+                                            dtype=torch.float64), 0)
+        return w.reshape(T * animals, *shape)
+    pose = dict(global_orient=0.3 + walk(3, step=0.03), transl=walk(3, step=0.01 * L),
+                body_pose=0.2 + walk(J - 1, 3, step=0.03))
+    points = model(return_vertices=False, **pose).keypoints
+    cams = ring_cameras(4, target=np.zeros(3), up=np.array([0.0, 0.0, 1.0]),
+                        distance=3.0 * L, elevations_deg=[35, 45, 40, 50],
+                        azimuths_deg=[0, 90, 180, 270], focal=1000.0, image_size=(1024, 1024))
+    K, R, t = (torch.as_tensor(cams[k]) for k in ('K', 'R', 't'))
+    uv = project_points(points[:, None], K, R, t)
+    B = T * animals
+    uv = uv + noise * torch.randn(uv.shape, generator=g, dtype=torch.float64)
+    obs = dict(keypoints_2d=uv, confidence=torch.ones(uv.shape[:3], dtype=torch.float64),
+               view_valid=torch.ones(B, 4, dtype=torch.bool), K=K.expand(B, -1, -1, -1),
+               R=R.expand(B, -1, -1, -1), t=t.expand(B, -1, -1),
+               frame_index=torch.arange(T).repeat_interleave(animals))
+    start = {k: v + 0.05 * torch.randn(v.shape, generator=g, dtype=torch.float64)
+             for k, v in pose.items()}
+    groups = torch.arange(animals).repeat(T)
+    return obs, pose, start, groups
+
+
+def _registrant(model, optimizer, motion=True, n_iter=40, **stage):
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', loss=dict(type='KeypointMSELoss')),
+                dict(type='PosePriorHandler', name='pose_prior', weight=1e-3)]
+    if motion:
+        handlers.append(dict(type='MotionPriorHandler', name='motion', params=POSE))
+    reg = SMILRegistrant(body_model=model, init='zeros', handlers=handlers, stages=[
+        dict(name='s', fit=POSE, n_iter=n_iter, optimizer=optimizer, ftol=1e-14, gtol=1e-12,
+             **stage)])
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    return reg
+
+
+def test_chains_reach_the_summed_losss_minimum(model):
+    obs, _, start, groups = _video(model, 12, animals=2)
+    lm = _registrant(model, dict(type='LevenbergMarquardt')).fit(
+        obs, init_params=start, groups=groups)
+    lbfgs = _registrant(model, dict(type='LBFGS', max_iter=300, line_search_fn='strong_wolfe',
+                                    tolerance_grad=1e-12, tolerance_change=1e-16,
+                                    history_size=50), n_iter=3).fit(
+        obs, init_params=start, groups=groups)
+    record = lm.history[-1]
+    assert record['per_sample'] is False          # solved as chains, not frame by frame
+    # the same objective (the stage's loss, motion scales measured at its start)
+    assert record['mean_loss_end'] <= lbfgs.history[-1]['mean_loss_end'] * (1 + 1e-6)
+    # the same answer where the labels decide it (twists no label sees are free)
+    points = [model(return_vertices=False, **{k: r.params[k] for k in POSE}).keypoints
+              for r in (lm, lbfgs)]
+    assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-3 * float(
+        points[1].std(1).norm(dim=-1).mean())
+
+
+def test_each_chain_is_its_own_unit(model):
+    obs, _, start, groups = _video(model, 10, animals=2, seed=3)
+    reg = _registrant(model, dict(type='LevenbergMarquardt'))
+    both = reg.fit(obs, init_params=start, groups=groups)
+    one = groups == 1
+    alone = reg.fit({k: v[one] for k, v in obs.items()},
+                    init_params={k: v[one] for k, v in start.items()},
+                    groups=torch.zeros(int(one.sum()), dtype=torch.long))
+    # (the motion's scale is measured over the batch: the same animal alone differs by
+    # that scale only, so compare against its own batch's answer loosely)
+    for k in POSE:
+        assert torch.isfinite(alone.params[k]).all()
+        torch.testing.assert_close(both.params[k][one], alone.params[k], atol=0.05, rtol=0)
+
+
+def test_the_motion_prior_brings_noisy_frames_nearer_the_truth(model):
+    obs, truth, start, groups = _video(model, 40, noise=6.0, seed=5)
+    errors = {}
+    for motion in (False, True):
+        fit = _registrant(model, dict(type='LevenbergMarquardt'), motion=motion).fit(
+            obs, init_params=start, groups=groups)
+        moved = model(return_vertices=False, **{k: fit.params[k] for k in POSE}).keypoints
+        actual = model(return_vertices=False, **truth).keypoints
+        errors[motion] = float((moved - actual).norm(dim=-1).median())
+    assert errors[True] < 0.9 * errors[False]
+
+
+def test_frames_far_apart_are_fitted_alone(model):
+    obs, _, start, groups = _video(model, 6, seed=7)
+    obs['frame_index'] = obs['frame_index'] * 10          # labelled frames, far apart
+    fit = _registrant(model, dict(type='LevenbergMarquardt')).fit(
+        obs, init_params=start, groups=groups)
+    assert fit.history[-1]['per_sample'] is True
+    assert float(fit.losses['motion'].abs().sum()) == 0.0
+
+
+def test_a_stage_fitting_shared_parameters_and_chains_is_refused(model):
+    obs, _, start, groups = _video(model, 6, seed=8)
+    reg = SMILRegistrant(body_model=model, init='zeros', shared=dict(bone_trans=True),
+                         handlers=[dict(type='Keypoint2DHandler', name='kp2d',
+                                        loss=dict(type='KeypointMSELoss')),
+                                   dict(type='MotionPriorHandler', name='motion')],
+                         stages=[dict(name='s', fit=POSE + ['bone_trans'], n_iter=3,
+                                      optimizer=dict(type='LevenbergMarquardt'))])
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    with pytest.raises(ValueError, match='stage of their own'):
+        reg.fit(obs, init_params=start, groups=groups)
