@@ -95,6 +95,10 @@ VARIANTS = {
                           'prior on global_log_scale, no fixed prior)',
     'posterior_spread': "the animal pose prior's spread with each frame's posterior "
                         'variance added (AnimalPosePriorHandler posterior_spread=True)',
+    'no_motion': 'every frame fitted alone, without the motion prior coupling consecutive '
+                 'frames (MotionPriorHandler left out)',
+    'acceleration': 'the motion prior on accelerations instead of velocities '
+                    '(MotionPriorHandler order=2)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
@@ -140,6 +144,16 @@ def apply_variant(cfg, variant: str):
             dict(type='PosePriorHandler', name=h['name'], weight=h.get('weight', 1.0),
                  loss=dict(type='PoseL2Prior'))
             if h['type'] == 'AnimalPosePriorHandler' else h for h in cfg.registrant.handlers]
+    elif variant == 'no_motion':
+        cfg.registrant.handlers = [h for h in cfg.registrant.handlers
+                                   if h['type'] != 'MotionPriorHandler']
+        cfg.registrant.stages = [
+            dict(s, loss_weights={k: v for k, v in s.get('loss_weights', {}).items()
+                                  if k != 'motion'}) for s in cfg.registrant.stages]
+    elif variant == 'acceleration':
+        for handler in cfg.registrant.handlers:
+            if handler['type'] == 'MotionPriorHandler':
+                handler['order'] = 2
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

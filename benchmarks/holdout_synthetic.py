@@ -5,9 +5,11 @@ Sessions (``smilfit.datasets.synthetic_animals``, the embedded demo mouse, 6 cam
 keypoints only): labels that are not joints (each keypoint off its joint by
 ``offset_std`` body lengths, in the joint's frame), bones moved by ``bone_std``, random
 poses, Gaussian label noise. Cases: clean labels (0.5 px) and noisy ones (3 px), each on
-60 frames and on the first 5; and clean labels on 30 frames with one label placed 15-20 % of
+60 frames and on the first 5; clean labels on 30 frames with one label placed 15-20 % of
 the body length from its joint (a user's joint lookup mapping it to the wrong joint):
-``displaced`` rows add that keypoint's held-out median over the other keypoints' median.
+``displaced`` rows add that keypoint's held-out median over the other keypoints' median;
+and ``video``: the frames a video (poses moving about 0.05 rad a frame, the heading a
+random walk), where the motion prior couples them (``no_motion`` fits each alone).
 
 Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
@@ -97,7 +99,10 @@ PIXEL_CONSTANTS = dict(
 #: name -> (label noise px, frames fitted, displaced label: (keypoint, body lengths) or None)
 CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, None, None),
          'noisy_f5': (3.0, 5, None), 'displaced': (0.5, 30, ('hind_paw_R', 0.2)),
-         'displaced_knee': (0.5, 30, ('knee_L', 0.15))}
+         'displaced_knee': (0.5, 30, ('knee_L', 0.15)), 'video': (0.5, None, None)}
+#: cases whose frames are a video: case -> the poses' frame-to-frame correlation
+#: (``generate_animal_session(pose_correlation=)``: a step of about 0.05 rad a frame)
+VIDEO = {'video': 0.98}
 
 
 #: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
@@ -105,7 +110,7 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': 'fixed_pose_prior+no_exchange',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
-           'shipped': 'shipped'}
+           'no_motion': 'no_motion', 'acceleration': 'acceleration', 'shipped': 'shipped'}
 
 
 def _displacement(displaced):
@@ -118,12 +123,14 @@ def _displacement(displaced):
     return displaced_label(build_body_model(None), displaced[0], displaced[1], seed=9)
 
 
-def _session(out: Path, frames: int, noise: float, displaced):
+def _session(out: Path, frames: int, noise: float, displaced, correlation: float = 0.0):
     """The case's session (written once) and its true 3D keypoints (N, K, 3), kept beside
     it (``.truth.npy``): not in the session, where a fit would start from them."""
     from smilfit.datasets.synthetic_animals import generate_animal_session
     data = out / (f'session_{noise:g}px.h5' if displaced is None else
                   f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
+    if correlation:
+        data = data.with_name(f'{data.stem}_video{correlation:g}_{frames}.h5')
     truth = data.with_suffix('.truth.npy')
     if not (data.exists() and truth.exists()):
         data.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,8 @@ def _session(out: Path, frames: int, noise: float, displaced):
                                        bone_std=0.03, offset_std=0.05, pose_std=0.25,
                                        noise_px=noise, seed=7,
                                        keypoint_offsets=_displacement(displaced),
-                                       return_keypoints_3d=True)
+                                       return_keypoints_3d=True,
+                                       pose_correlation=correlation)
         np.save(truth, made['keypoints_3d'])
     return data, np.load(truth)
 
@@ -181,7 +189,7 @@ def main() -> int:
     rows, reports = [], []
     for case in args.cases:
         noise, frames, displaced = CASES[case]
-        data, truth = _session(out, args.frames, noise, displaced)
+        data, truth = _session(out, args.frames, noise, displaced, VIDEO.get(case, 0.0))
         peers = holdout_methods.make_peers(args, DatasetReader(data).skeleton_edges)
         for label in args.configs:
             registrant = CONFIGS[label]

@@ -31,15 +31,19 @@ registrant = dict(
         # in fractions of the body length: bones 5 %, label offsets 10 %, symmetry 2 %
         dict(type='SkeletonPriorHandler', name='skeleton_prior', bone_scale=0.05,
              offset_scale=0.1, symmetry_scale=0.02),
+        # video: an animal's consecutive frames move by the motion's own scale
+        # (labelled frames far apart are fitted alone)
+        dict(type='MotionPriorHandler', name='motion', weight=1.0),
     ],
     stages=[
         # the rest pose turned, moved and scaled onto the labels
         dict(name='rigid', fit=['global_orient', 'transl', 'global_log_scale'], n_iter=15,
              optimizer=lm, ftol=1e-6, coarse=True,
-             loss_weights=dict(shape_prior=0.0, pose_prior=0.0)),
-        # a first pose, near enough for the skeleton (skipped from a network's start)
+             loss_weights=dict(shape_prior=0.0, pose_prior=0.0, motion=0.0)),
+        # a first pose, frame by frame, near enough for the skeleton (skipped from a
+        # network's start); the motion's scale is measured from it
         dict(name='pose', fit=pose_params, n_iter=30, optimizer=lm, ftol=1e-4, seed_ftol=1e-2,
-             coarse=True),
+             coarse=True, loss_weights=dict(motion=0.0)),
         # the animal's bones and label offsets from all its frames, poses held
         dict(name='skeleton', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6),
         dict(name='refine', fit=pose_params, n_iter=20, optimizer=lm, ftol=1e-4, seed_ftol=1e-2),

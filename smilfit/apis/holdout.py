@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from smilfit.apis.animals import identify_animals
 from smilfit.apis.fitting import (AllSamplesFailedError, check_data_config,
                                   drop_non_finite_cameras, fit_dataset, prepare_data)
 from smilfit.apis.fitting.observations import (_OBSERVATION_KEYS, observations_from_batch,
@@ -214,12 +215,15 @@ def _score_fit(results: Path, readers: Tuple[Any, Any], fit_mask: np.ndarray,
     fitted, index, failed = fit['points'], fit['index'], fit['diverged']
     fitted[failed] = np.nan                 # a failed sample is counted, not scored
     keys = list(_OBSERVATION_KEYS) + ['session']
-    batch = clean.read(index, keys=keys)
+    batch = clean.read(index, keys=keys + ['frame', 'instance', 'track'])
     session = np.asarray(batch['session'], int)
     fit_views = fit_mask[session]
     scored_against = observations_from_batch(batch)
     seen = fitting_observations(observations_from_batch(fitted_from.read(index, keys=keys))
                                 if fitted_from is not clean else scored_against, fit_views)
+    # who is who, frame by frame: what a peer smoothing in time reads
+    seen.update(frame_index=np.asarray(batch['frame'], np.int64), animal=identify_animals(
+        session, batch['instance'], batch['track']).of_sample)
     points = dict(fit=fitted, DLT=dlt_peer(seen))
     points.update({name: peer(seen) for name, peer in peers.items()})
     px = heldout_errors(scored_against, points, fit_views, candidates[session] & ~fit_views)

@@ -12,7 +12,12 @@ whose ``opencv-contrib-python`` requirement would clash with ``opencv-python``):
 - ``anipose RANSAC``: ``triangulate_ransac``, the subset of views that agree best;
 - ``anipose limbs``: ``optim_points`` from the RANSAC points with the skeleton's edges as
   limb-length constraints (anipose's "spatial constraints"; no temporal term, frames are
-  not assumed consecutive).
+  not assumed consecutive);
+- ``anipose smooth``: the same over each run of an animal's consecutive frames
+  (``frame_index`` and ``animal`` in the observations) with anipose's temporal term at
+  aniposelib's default weight (``scale_smooth=4``, in units of the median-filtered
+  points' mean frame-to-frame motion); what ``anipose triangulate`` does with
+  ``optim = true``. Without frame indices every sample is a run of its own.
 
 A sample's cameras are those of its own session: samples are grouped by their cameras
 and fitting views, one ``CameraGroup`` per group. Limb lengths of ``anipose limbs`` are
@@ -171,10 +176,51 @@ def aniposelib_peers(edges: Sequence[Tuple[int, int]]) -> Dict[str, Peer]:
         # A point no view sees stays unknown (optim_points interpolates it from others).
         return np.where(np.isfinite(start), out, np.nan)
 
+    def smooth(obs):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return _smoothed_runs(obs, edges)
+
     peers: Dict[str, Peer] = {
         'anipose': quiet(_triangulate),
         'anipose RANSAC': quiet(_ransac),
     }
     if edges:
         peers['anipose limbs'] = quiet(limbs)
+    peers['anipose smooth'] = smooth
     return peers
+
+
+#: aniposelib's default weight of its temporal term (``optim_points``).
+ANIPOSE_SCALE_SMOOTH = 4.0
+
+
+def _smoothed_runs(obs: Mapping[str, np.ndarray], edges) -> np.ndarray:
+    """(B, K, 3) ``optim_points`` with its temporal term over every run of consecutive
+    frames of one animal seen by the same views (a run of one frame has no temporal
+    term)."""
+    import io
+    from contextlib import redirect_stdout
+    kp = _observed_points(obs)
+    B, _, K, _ = kp.shape
+    # (without frame indices, every sample a run of its own)
+    frames = np.asarray(obs.get('frame_index', np.arange(B) * 2), np.int64)
+    animals = np.asarray(obs.get('animal', np.zeros(B)), np.int64)
+    out = np.full((B, K, 3), np.nan)
+    for samples, views in _camera_groups(obs, kp).values():
+        if len(views) < 2:
+            continue
+        group = _camera_group(obs, samples[0], views)
+        s = samples[np.lexsort((frames[samples], animals[samples]))]
+        cut = np.flatnonzero((np.diff(frames[s]) != 1) | (np.diff(animals[s]) != 0)) + 1
+        for run in np.split(s, cut):
+            points = np.moveaxis(kp[run][:, views], 1, 0)          # (Cg, T, K, 2)
+            start = _ransac(group, points)
+            if len(run) < 2 or not np.isfinite(start).any():
+                out[run] = start
+                continue
+            with redirect_stdout(io.StringIO()):     # aniposelib prints its progress
+                solved = group.optim_points(points, start, constraints=edges,
+                                            scale_smooth=ANIPOSE_SCALE_SMOOTH)
+            out[run] = np.where(np.isfinite(start), solved, np.nan)
+    return out
