@@ -30,6 +30,7 @@ from .batched_lbfgs import BatchedLBFGS
 from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquaresProblem,
                      LMOptions, SampleSystem, levenberg_marquardt)
 from .solver.chain_system import ChainSystem, MotionTerms
+from .solver.group_chain_system import GroupChainSystem
 from .stages import Stage, optimizer_kwargs
 
 Tensor = torch.Tensor
@@ -152,12 +153,12 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         # (a motion term on parameters the stage does not fit is a constant of it)
         frame_ctx = replace(ctx, handlers=[h for h in ctx.handlers if h not in motion])
         if _links_fitted(ctx, motion):
+            if len(motion) > 1:
+                raise ValueError(f'stage {stage.name!r}: one motion term per stage, got '
+                                 f'{[h.name for h in motion]}')
             if any(name in ctx.shared for name in stage.fit):
-                raise ValueError(
-                    f'stage {stage.name!r}: Levenberg-Marquardt cannot fit shared '
-                    f'parameters and frames coupled in time ({[h.name for h in motion]}) '
-                    'in one stage: fit the shared ones in a stage of their own')
-            return run_chain_lm_stage(frame_ctx, motion)
+                return run_group_lm_stage(frame_ctx, motion[0])
+            return run_chain_lm_stage(frame_ctx, motion[0])
         ctx = frame_ctx
     if any(name in ctx.shared for name in stage.fit):
         return run_group_lm_stage(ctx)
@@ -212,21 +213,46 @@ def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
     return False
 
 
-def run_chain_lm_stage(ctx: StageContext, motion: List[nn.Module]) -> StageOutcome:
-    """Levenberg-Marquardt over chains of consecutive frames coupled by a motion term
-    (:mod:`.solver.chain_system`); ``ctx.handlers`` are the per-frame handlers,
-    ``motion`` the temporal ones (one per stage)."""
-    stage = ctx.stage
-    if len(motion) > 1:
-        raise ValueError(f'stage {stage.name!r}: one motion term per stage, got '
-                         f'{[h.name for h in motion]}')
-    handler = motion[0]
-    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
-    fixed = ctx.expand({k: v.detach() for k, v in ctx.params.items()})
-    prev = handler.chains(ctx.observations)
-    for name in stage.fit:   # turns past half a revolution: no jump of 2 pi in a chain
+def _motion_terms(handler: nn.Module, observations: Mapping[str, Tensor],
+                  fixed: Dict[str, Tensor], fitted: List[str], offsets: Mapping[str, int],
+                  columns: int) -> MotionTerms:
+    """A motion handler's terms on the columns of the per-frame parameters ``fitted``
+    (``offsets`` their first columns, ``columns`` in all; rotations in ``fixed`` already
+    unwrapped along the chains)."""
+    B = next(iter(fixed.values())).shape[0]
+    like = fixed[fitted[0]]
+    scale = like.new_zeros(B, columns)
+    for name in fitted:
+        inverse = handler.inverse_scales(observations, name)
+        if inverse is not None:
+            at = offsets[name]
+            scale[:, at:at + inverse[0].numel()] = inverse.reshape(B, -1) \
+                * math.sqrt(handler.weight)
+    constant = handler.weight * sum(
+        ((r * r).sum(1) for name, r in handler.residuals(fixed, observations).items()
+         if name not in fitted), like.new_zeros(B))
+    return MotionTerms(handler.chains(observations), handler.stencil, scale, constant)
+
+
+def _unwrapped(handler: nn.Module, fixed: Dict[str, Tensor], fitted: List[str],
+               observations: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """``fixed`` with the fitted rotations unwrapped along the chains (a turn past half a
+    revolution makes no jump of 2 pi between two frames)."""
+    prev = handler.chains(observations)
+    out = dict(fixed)
+    for name in fitted:
         if handler.is_rotation(name, fixed[name]):
-            fixed[name] = unwrap_rotations(fixed[name], prev.to(fixed[name].device))
+            out[name] = unwrap_rotations(fixed[name], prev.to(fixed[name].device))
+    return out
+
+
+def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
+    """Levenberg-Marquardt over chains of consecutive frames coupled by the motion term
+    ``handler`` (:mod:`.solver.chain_system`); ``ctx.handlers`` are the per-frame ones."""
+    stage = ctx.stage
+    options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
+    fixed = _unwrapped(handler, ctx.expand({k: v.detach() for k, v in ctx.params.items()}),
+                       list(stage.fit), ctx.observations)
 
     def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
                 return_output: bool = False):
@@ -239,17 +265,8 @@ def run_chain_lm_stage(ctx: StageContext, motion: List[nn.Module]) -> StageOutco
                                   stage.fit, cost_fn, linear_dtype=linear,
                                   cost_returns_output=True, plan_solver=False)
     x0 = problem.initial_x()
-    scale = torch.zeros_like(x0)
-    for name in stage.fit:
-        inverse = handler.inverse_scales(ctx.observations, name)
-        if inverse is not None:
-            at = problem.offsets[name]
-            scale[:, at:at + inverse[0].numel()] = inverse.reshape(x0.shape[0], -1) \
-                * math.sqrt(handler.weight)
-    constant = handler.weight * sum(
-        ((r * r).sum(1) for name, r in handler.residuals(fixed, ctx.observations).items()
-         if name not in stage.fit), x0.new_zeros(x0.shape[0]))
-    terms = MotionTerms(prev, handler.stencil, scale, constant)
+    terms = _motion_terms(handler, ctx.observations, fixed, list(stage.fit), problem.offsets,
+                          x0.shape[1])
     trace: List[Tensor] = []
 
     def progress(i: int, cost: Tensor) -> None:
@@ -294,15 +311,21 @@ def _posterior_variance(problem: LeastSquaresProblem, system: SampleSystem,
     return problem.unflatten(variance)
 
 
-def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
+def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None
+                       ) -> StageOutcome:
     """Levenberg-Marquardt over every group's frames and shared parameters at once
-    (:mod:`.solver.group_system`: Schur complement over the frames); priors on shared parameters
-    only (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group,
-    as in the stage's loss."""
+    (:mod:`.solver.group_system`: Schur complement over the frames; with a motion term
+    ``motion`` coupling its frames in time, over their chains:
+    :mod:`.solver.group_chain_system`); priors on shared parameters only
+    (:meth:`~.registrant.SMILRegistrant.counted_per_group`) count once per group, as in
+    the stage's loss."""
     stage, shared = ctx.stage, ctx.shared
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     params = {k: v.detach() for k, v in ctx.params.items()}
     fixed = ctx.expand(params)
+    frame_names = [n for n in stage.fit if n not in shared]
+    if motion is not None:
+        fixed = _unwrapped(motion, fixed, frame_names, ctx.observations)
     group_handlers = [h for h in ctx.handlers if ctx.counted_per_group(h)]
     sample_handlers = [h for h in ctx.handlers if not ctx.counted_per_group(h)]
 
@@ -312,8 +335,7 @@ def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
     linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
     problem = GroupLeastSquaresProblem(
         ctx.body_model, sample_handlers, group_handlers, ctx.observations, fixed,
-        [n for n in stage.fit if n not in shared],
-        {n: params[n] for n in stage.fit if n in shared}, ctx.groups, cost_fn,
+        frame_names, {n: params[n] for n in stage.fit if n in shared}, ctx.groups, cost_fn,
         linear_dtype=linear)
     trace: List[Tensor] = []
 
@@ -321,7 +343,10 @@ def run_group_lm_stage(ctx: StageContext) -> StageOutcome:
         trace.append(cost.detach().clone())
         ctx.after_step(i)
     with torch.no_grad():
-        system = GroupSystem(problem, options.damping)
+        system = (GroupSystem(problem, options.damping) if motion is None else
+                  GroupChainSystem(problem, _motion_terms(
+                      motion, ctx.observations, fixed, frame_names,
+                      problem.per_frame.offsets, problem.Px), options.damping))
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)

@@ -40,7 +40,10 @@ class BandedFactor:
     info: Tensor
 
     def solve(self, rhs: Tensor) -> Tensor:
-        """(C, T, P) ``A^-1 rhs`` for ``rhs`` (C, T, P) (rows past a chain's end: 0)."""
+        """``A^-1 rhs`` for ``rhs`` (C, T, P) or (C, T, P, k) (rows past a chain's end:
+        0)."""
+        vector = rhs.dim() == 3
+        rhs = rhs[..., None] if vector else rhs
         L, Lb, counts = self.diagonal, self.below, self.counts
         T, b = L.shape[1], Lb.shape[2]
         z = torch.zeros_like(rhs)
@@ -48,9 +51,8 @@ class BandedFactor:
             n = counts[t]
             r = rhs[:n, t]
             for d in range(1, min(b, t) + 1):
-                r = r - (Lb[:n, t, d - 1] @ z[:n, t - d, :, None])[..., 0]
-            z[:n, t] = torch.linalg.solve_triangular(L[:n, t], r[..., None],
-                                                     upper=False)[..., 0]
+                r = r - Lb[:n, t, d - 1] @ z[:n, t - d]
+            z[:n, t] = torch.linalg.solve_triangular(L[:n, t], r, upper=False)
         x = torch.zeros_like(rhs)
         for t in range(T - 1, -1, -1):          # backward: L^T x = z
             n = counts[t]
@@ -60,11 +62,9 @@ class BandedFactor:
                     break
                 m = counts[t + d]               # (chains reaching row t + d: a prefix)
                 if m:
-                    r = torch.cat([r[:m] - (Lb[:m, t + d, d - 1].mT
-                                            @ x[:m, t + d, :, None])[..., 0], r[m:]])
-            x[:n, t] = torch.linalg.solve_triangular(L[:n, t].mT, r[..., None],
-                                                     upper=True)[..., 0]
-        return x
+                    r = torch.cat([r[:m] - Lb[:m, t + d, d - 1].mT @ x[:m, t + d], r[m:]])
+            x[:n, t] = torch.linalg.solve_triangular(L[:n, t].mT, r, upper=True)
+        return x[..., 0] if vector else x
 
 
 def banded_cholesky(diagonal: Tensor, below: Tensor, lengths: Tensor) -> BandedFactor:

@@ -64,6 +64,80 @@ class ChainTrial:
     cost: Optional[Tensor] = None         # (m,)
 
 
+class ChainMotion:
+    """The chains of a batch and their motion terms (module docstring).
+
+    Args:
+        motion: the stage's :class:`MotionTerms`.
+        skip: (B,) bool, frames left out (chains break around them).
+        device, dtype: of the parameters.
+    """
+
+    def __init__(self, motion: MotionTerms, skip: Tensor, device, dtype) -> None:
+        prev = motion.prev.to(device).clone()
+        # a skipped frame stands alone: it neither moves nor pulls its neighbours
+        prev[skip] = -1
+        prev[(prev >= 0) & skip[prev.clamp_min(0)]] = -1
+        self.device, self.dtype = device, dtype
+        self.table, self.lengths = chain_order(prev)
+        B = prev.numel()
+        self.chain = torch.zeros(B, dtype=torch.long, device=device)
+        valid = self.table >= 0
+        self.chain[self.table[valid]] = torch.nonzero(valid)[:, 0]
+        self.stencil = tuple(float(a) for a in motion.stencil)
+        self.inverse_scale = motion.inverse_scale.to(device, dtype)
+        self.constant = motion.constant.to(device, dtype)
+
+    @property
+    def bandwidth(self) -> int:
+        return max(len(self.stencil) - 1, 1)
+
+    def frames(self, chains: Tensor) -> Tuple[Tensor, Tensor]:
+        """The chains' table (m, T) (cut to the longest of them) and their frames (n,),
+        sorted."""
+        table = self.table.index_select(0, chains)
+        T = int(self.lengths[chains].max()) if chains.numel() else 0
+        table = table[:, :T]
+        frames, _ = torch.sort(table[table >= 0])
+        return table, frames
+
+    def gather(self, values: Tensor, table: Tensor) -> Tensor:
+        """(m, T, ...) ``values`` (B, ...) along the chains (0 past their ends)."""
+        out = values.index_select(0, table.clamp_min(0).flatten()).reshape(
+            table.shape + values.shape[1:])
+        return out * (table >= 0).reshape(table.shape + (1,) * (values.dim() - 1)).to(out)
+
+    def residuals(self, X: Tensor, table: Tensor) -> Tuple[Tensor, Tensor]:
+        """Residuals ``r`` (m, T, P) (zero where a chain does not reach back) and their
+        coefficients ``c`` (m, T, P) at chain parameters ``X`` (m, T, P)."""
+        order = len(self.stencil) - 1
+        c = self.gather(self.inverse_scale, table)
+        reach = (table >= 0) & (torch.arange(table.shape[1], device=self.device) >= order)
+        c = c * reach[..., None].to(c)
+        r = torch.zeros_like(X)
+        for k, a in enumerate(self.stencil):
+            r = r + a * F.pad(X, (0, 0, k, 0))[:, :X.shape[1]]   # X[:, t - k]
+        return r * c, c
+
+    def normal(self, r: Tensor, c: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The motion terms' gradient (m, T, P), diagonal (m, T, P) and couplings below
+        the diagonal (m, T, b, P) (at ``[:, t, d - 1]`` the block between frames t and
+        t - d, diagonal in the columns)."""
+        m, T, P = r.shape
+        b = len(self.stencil) - 1
+        grad = torch.zeros_like(r)
+        diag = torch.zeros_like(r)
+        below = r.new_zeros(m, T, self.bandwidth, P)
+        c2 = c * c
+        for j, aj in enumerate(self.stencil):
+            # a residual at t reads frame t - j: its terms go to row t - j
+            grad = grad + _shift_back(aj * c * r, j)
+            diag = diag + _shift_back(aj * aj * c2, j)
+            for k in range(j + 1, b + 1):
+                below[:, :, k - j - 1] += _shift_back(aj * self.stencil[k] * c2, j)
+        return grad, diag, below
+
+
 class ChainSystem:
     """Every frame's parameters ``x`` (B, P) and normal equations, solved chain by chain.
 
@@ -87,18 +161,9 @@ class ChainSystem:
         self.ldt = problem.linear_dtype or self.dtype
         self.skip = (torch.zeros(B, dtype=torch.bool, device=self.device) if skip is None
                      else skip.to(device=self.device, dtype=torch.bool))
-        prev = motion.prev.to(self.device).clone()
-        # a skipped frame stands alone: it neither moves nor pulls its neighbours
-        prev[self.skip] = -1
-        prev[(prev >= 0) & self.skip[prev.clamp_min(0)]] = -1
-        self.table, self.lengths = chain_order(prev)
-        self.num_units = int(self.lengths.numel())
-        self.chain = torch.zeros(B, dtype=torch.long, device=self.device)
-        valid = self.table >= 0
-        self.chain[self.table[valid]] = torch.nonzero(valid)[:, 0]
-        self.stencil = tuple(float(a) for a in motion.stencil)
-        self.inverse_scale = motion.inverse_scale.to(self.device, self.dtype)
-        self.constant = motion.constant.to(self.device, self.dtype)
+        self.motion = ChainMotion(motion, self.skip, self.device, self.dtype)
+        self.num_units = int(self.motion.lengths.numel())
+        self.chain = self.motion.chain
         self.frame_cost = torch.zeros(B, dtype=self.dtype, device=self.device)
         self.motion_cost = torch.zeros(B, dtype=self.dtype, device=self.device)
         self.cost = torch.zeros(self.num_units, dtype=self.dtype, device=self.device)
@@ -106,55 +171,9 @@ class ChainSystem:
         self.H = torch.zeros(B, P, P, dtype=self.ldt, device=self.device)
         self.damping = DAMPING[damping]
 
-    # ------------------------------------------------------------ helpers
-    def _frames(self, units: Tensor) -> Tuple[Tensor, Tensor]:
-        """The chains' table (m, T) and their frames (n,), sorted."""
-        table = self.table.index_select(0, units)
-        T = int(self.lengths[units].max()) if units.numel() else 0
-        table = table[:, :T]
-        frames, _ = torch.sort(table[table >= 0])
-        return table, frames
-
-    def _gather(self, values: Tensor, table: Tensor) -> Tensor:
-        """(m, T, ...) ``values`` (B, ...) along the chains (0 past their ends)."""
-        out = values.index_select(0, table.clamp_min(0).flatten()).reshape(
-            table.shape + values.shape[1:])
-        return out * (table >= 0).reshape(table.shape + (1,) * (values.dim() - 1)).to(out)
-
-    def _motion(self, X: Tensor, table: Tensor) -> Tuple[Tensor, Tensor]:
-        """Residuals ``r`` (m, T, P) (zero where a chain does not reach back) and their
-        coefficients ``c`` (m, T, P) at chain parameters ``X`` (m, T, P)."""
-        order = len(self.stencil) - 1
-        c = self._gather(self.inverse_scale, table)
-        reach = (table >= 0) & (torch.arange(table.shape[1], device=self.device) >= order)
-        c = c * reach[..., None].to(c)
-        r = torch.zeros_like(X)
-        for k, a in enumerate(self.stencil):
-            r = r + a * F.pad(X, (0, 0, k, 0))[:, :X.shape[1]]   # X[:, t - k]
-        return r * c, c
-
-    def _motion_normal(self, r: Tensor, c: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The motion terms' gradient (m, T, P), diagonal (m, T, P) and couplings below
-        the diagonal (m, T, b, P) (at ``[:, t, d - 1]`` the block between frames t and
-        t - d, diagonal in the columns)."""
-        m, T, P = r.shape
-        b = len(self.stencil) - 1
-        grad = torch.zeros_like(r)
-        diag = torch.zeros_like(r)
-        below = r.new_zeros(m, T, max(b, 1), P)
-        c2 = c * c
-        for j, aj in enumerate(self.stencil):
-            # a residual at t reads frame t - j: shift its terms back by j rows
-            grad = grad + _shift_back(aj * c * r, j)
-            diag = diag + _shift_back(aj * aj * c2, j)
-            for k in range(j + 1, b + 1):
-                below[:, :, k - j - 1] += _shift_back(aj * self.stencil[k] * c2, j)
-        return grad, diag, below
-
-    # ------------------------------------------------------------ LMSystem
     def finished(self) -> Tensor:
-        first = self.table[:, 0]
-        return self.skip[first] & (self.lengths == 1)
+        m = self.motion
+        return self.skip[m.table[:, 0]] & (m.lengths == 1)
 
     def costs(self) -> Tensor:
         return self.cost
@@ -163,63 +182,60 @@ class ChainSystem:
         return self.frame_cost + self.motion_cost
 
     def linearize(self, units: Tensor) -> Tuple[Tensor, Tensor]:
-        table, frames = self._frames(units)
+        m = self.motion
+        table, frames = m.frames(units)
         c, g, H = self.problem.linearize(self.x[frames], frames, upper_only=False)
-        c = c + self.constant[frames]
+        c = c + m.constant[frames]
         self.frame_cost[frames], self.g[frames], self.H[frames] = c, g, H.to(self.ldt)
         bad_frame = ~(torch.isfinite(c) & torch.isfinite(g.sum(1))
                       & torch.isfinite(H.sum((1, 2))))
-        r, coef = self._motion(self._gather(self.x, table), table)
-        grad_m = self._motion_normal(r, coef)[0]
+        r, coef = m.residuals(m.gather(self.x, table), table)
         motion = (r * r).sum(2)
         self.motion_cost[table[table >= 0]] = motion[table >= 0]
-        cost = self._gather(self.frame_cost, table).sum(1) + motion.sum(1)
+        cost = m.gather(self.frame_cost, table).sum(1) + motion.sum(1)
         self.cost[units] = cost
-        grad = self._gather(self.g, table) + grad_m
-        bad = (sum_into(bad_frame.to(self.dtype), self.chain[frames], self.num_units)[units] > 0) \
-            | ~torch.isfinite(cost)
+        grad = m.gather(self.g, table) + m.normal(r, coef)[0]
+        bad = (sum_into(bad_frame.to(self.dtype), self.chain[frames], self.num_units)[units]
+               > 0) | ~torch.isfinite(cost)
         return bad, grad.abs().amax((1, 2))
 
     def propose(self, units: Tensor, lam: Tensor) -> ChainTrial:
-        table, _ = self._frames(units)
-        m, T = table.shape
-        X = self._gather(self.x, table)
-        r, coef = self._motion(X, table)
-        grad_m, diag_m, below_m = self._motion_normal(r, coef)
-        g = self._gather(self.g, table) + grad_m                           # (m, T, P)
-        A = self._gather(self.H, table)                                    # (m, T, P, P)
+        m = self.motion
+        table, _ = m.frames(units)
+        X = m.gather(self.x, table)
+        r, coef = m.residuals(X, table)
+        grad_m, diag_m, below_m = m.normal(r, coef)
+        g = m.gather(self.g, table) + grad_m                               # (m, T, P)
+        A = m.gather(self.H, table)                                        # (m, T, P, P)
         valid = (table >= 0)[..., None]
         diag = (A.diagonal(dim1=-2, dim2=-1).to(self.dtype) + diag_m) * valid
-        P = diag.shape[2]
-        mean = diag.sum((1, 2)) / (self.lengths[units].to(self.dtype) * P)
-        largest = diag.amax((1, 2))
-        D = self.damping(diag.reshape(m, -1), mean, largest).reshape(m, T, P) * valid
-        damped = diag_m + lam[:, None, None] * D
-        A = A.clone()
-        A.diagonal(dim1=-2, dim2=-1).add_(damped.to(A.dtype))
-        factor = banded_cholesky(A, torch.diag_embed(below_m.to(A.dtype)),
-                                 self.lengths[units])
+        C, T, P = diag.shape
+        mean = diag.sum((1, 2)) / (m.lengths[units].to(self.dtype) * P)
+        D = self.damping(diag.reshape(C, -1), mean, diag.amax((1, 2))).reshape(C, T, P) * valid
+        A.diagonal(dim1=-2, dim2=-1).add_((diag_m + lam[:, None, None] * D).to(A.dtype))
+        factor = banded_cholesky(A, torch.diag_embed(below_m.to(A.dtype)), m.lengths[units])
         step = -factor.solve(g.to(A.dtype)).to(self.dtype) * valid
         solved = (factor.info == 0) & torch.isfinite(step).all(2).all(1)
         step = torch.where(solved[:, None, None], step, torch.zeros_like(step))
         # s^T H s of the undamped system (data and motion) from (H + lam D) s = -g
-        curvature = -(g * step).sum((1, 2)) - (lam[:, None, None] * D * step * step).sum((1, 2))
+        curvature = (-(g * step).sum((1, 2))
+                     - (lam[:, None, None] * D * step * step).sum((1, 2)))
         predicted = torch.where(solved, -(2.0 * (g * step).sum((1, 2)) + curvature),
                                 torch.full_like(lam, float('inf')))
         return ChainTrial(units, table, X + step, solved, predicted, step.abs().amax((1, 2)),
                           X.abs().amax((1, 2)))
 
     def evaluate(self, trial: ChainTrial, linearize: bool) -> Tensor:
+        m = self.motion
         table = trial.table
         valid = table >= 0
         frames = table[valid]
         order = torch.argsort(frames)
-        sorted_frames = frames[order]
-        cost = self.problem.cost(trial.x[valid][order], sorted_frames) \
-            + self.constant[sorted_frames]
+        ordered = frames[order]
+        cost = self.problem.cost(trial.x[valid][order], ordered) + m.constant[ordered]
         frame_cost = torch.zeros(table.shape, dtype=self.dtype, device=self.device)
         frame_cost[valid] = torch.empty_like(cost).index_copy_(0, order, cost)
-        r, _ = self._motion(trial.x, table)
+        r, _ = m.residuals(trial.x, table)
         trial.motion_cost = (r * r).sum(2)
         trial.frame_cost = frame_cost
         trial.cost = frame_cost.sum(1) + trial.motion_cost.sum(1)
@@ -246,4 +262,4 @@ def _shift_back(values: Tensor, k: int) -> Tensor:
     return F.pad(values[:, k:], (0, 0) * (values.dim() - 2) + (0, k))
 
 
-__all__ = ['ChainSystem', 'ChainTrial', 'MotionTerms']
+__all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'MotionTerms']

@@ -115,14 +115,34 @@ def test_frames_far_apart_are_fitted_alone(model):
     assert float(fit.losses['motion'].abs().sum()) == 0.0
 
 
-def test_a_stage_fitting_shared_parameters_and_chains_is_refused(model):
-    obs, _, start, groups = _video(model, 6, seed=8)
+def _skeleton_registrant(model, optimizer, n_iter=40, **stage):
     reg = SMILRegistrant(body_model=model, init='zeros', shared=dict(bone_trans=True),
                          handlers=[dict(type='Keypoint2DHandler', name='kp2d',
                                         loss=dict(type='KeypointMSELoss')),
-                                   dict(type='MotionPriorHandler', name='motion')],
-                         stages=[dict(name='s', fit=POSE + ['bone_trans'], n_iter=3,
-                                      optimizer=dict(type='LevenbergMarquardt'))])
+                                   dict(type='PosePriorHandler', name='pose_prior',
+                                        weight=1e-3),
+                                   dict(type='SkeletonPriorHandler', name='skeleton_prior'),
+                                   dict(type='MotionPriorHandler', name='motion',
+                                        params=POSE)],
+                         stages=[dict(name='s', fit=POSE + ['bone_trans'], n_iter=n_iter,
+                                      optimizer=optimizer, ftol=1e-14, gtol=1e-12, **stage)])
     reg.setup(dict(keypoint_names=model.keypoint_names))
-    with pytest.raises(ValueError, match='stage of their own'):
-        reg.fit(obs, init_params=start, groups=groups)
+    return reg
+
+
+def test_shared_parameters_and_chains_in_one_stage_reach_the_summed_losss_minimum(model):
+    obs, _, start, groups = _video(model, 8, animals=2, seed=8)
+    lm = _skeleton_registrant(model, dict(type='LevenbergMarquardt')).fit(
+        obs, init_params=start, groups=groups)
+    lbfgs = _skeleton_registrant(model, dict(type='LBFGS', max_iter=300,
+                                             line_search_fn='strong_wolfe',
+                                             tolerance_grad=1e-12, tolerance_change=1e-16,
+                                             history_size=50), n_iter=3).fit(
+        obs, init_params=start, groups=groups)
+    assert lm.history[-1]['mean_loss_end'] <= lbfgs.history[-1]['mean_loss_end'] * (1 + 1e-6)
+    # (a bone's length trades off against its neighbours' rotations: a flat valley in
+    # which neither optimizer has quite stopped, so the points agree to 1 %, not better)
+    points = [model(return_vertices=False, **{k: r.params[k] for k in POSE + ['bone_trans']}
+                    ).keypoints for r in (lm, lbfgs)]
+    assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-2 * float(
+        points[1].std(1).norm(dim=-1).mean())
