@@ -36,7 +36,8 @@ Usage::
 
 Prints one row per case, config and k (held-out median, 90th percentile and worst
 subset's median, px, of the fit and of DLT), then every method's held-out and 3D errors
-(written to ``--tables`` as ``holdout_synthetic[_noise].md``), and writes each report
+(written to ``--tables`` as ``holdout_synthetic[_noise].md``, or
+``holdout_synthetic_<cases>[_noise].md`` for some of the cases), and writes each report
 under ``--out-dir``.
 """
 from __future__ import annotations
@@ -237,8 +238,10 @@ def write_summary(reports, args) -> str:
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
           'against the true points, model units')
+    # (a run of some cases writes a table of its own, not the one of all cases)
+    cases = '' if set(args.cases) == set(CASES) else '_' + '_'.join(args.cases)
     suffix = holdout_methods.noise_suffix(args)
-    return emit(f'holdout_synthetic{suffix}', header, rows, args.tables)
+    return emit(f'holdout_synthetic{cases}{suffix}', header, rows, args.tables)
 
 
 if __name__ == '__main__':

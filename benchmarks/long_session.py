@@ -8,7 +8,9 @@ animal's skeleton is estimated once from up to ``--skeleton-frames`` of its fram
 every frame is fitted in batches with it fixed. Each size runs in its own process (peak
 memory is the process's); prints a table:
 
-- seconds to make the data, to estimate the skeletons and to fit in all, samples/s;
+- with and without the motion prior coupling each animal's consecutive frames (its
+  cost: the fit's time against the time without it, and per sample);
+- seconds to make the data, to estimate the skeletons and to fit in all;
 - peak resident memory (MB);
 - the skeletons' worst bone-length error, in % of the body length.
 
@@ -31,20 +33,32 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The session is a video: each animal's poses move about 0.05 rad a frame
+#: (``generate_animal_session(pose_correlation=)``).
+VIDEO_CORRELATION = 0.98
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import command_line, emit  # noqa: E402  (benchmarks/tables.py)
 
 
-def config(path: Path, batch_size: int, skeleton_frames: int):
-    """``configs/fitting/animal_skeletons.py`` on the session at ``path``."""
+def config(path: Path, batch_size: int, skeleton_frames: int, motion: bool = False):
+    """``configs/fitting/animal_skeletons.py`` on the session at ``path``; ``motion``: with
+    the motion prior coupling each animal's consecutive frames in its last stage (as
+    ``configs/fitting/mouse_multiview.py`` has it after its first pose stage)."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'animal_skeletons.py'))
     cfg.data = dict(cfg.data, path=str(path), batch_size=batch_size,
                     skeleton_frames=skeleton_frames)
+    if motion:
+        cfg.registrant.handlers = list(cfg.registrant.handlers) + [
+            dict(type='MotionPriorHandler', name='motion')]
+        cfg.registrant.stages = [
+            dict(s, loss_weights=dict(s.get('loss_weights', {}), motion=0.0))
+            if s['name'] in ('rigid', 'pose') else s for s in cfg.registrant.stages]
     return cfg
 
 
-def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dict:
+def one(frames: int, animals: int, batch_size: int, skeleton_frames: int,
+        motion: bool = False) -> dict:
     """Make and fit one session in this process; the measurements."""
     import h5py
     import numpy as np
@@ -69,11 +83,11 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
         tmp = Path(tmp)
         start = time.perf_counter()
         truth = generate_animal_session(tmp / 'session.h5', num_animals=animals,
-                                        frames=frames)
+                                        frames=frames, pose_correlation=VIDEO_CORRELATION)
         made = time.perf_counter() - start
         start = time.perf_counter()
-        results = fitting.fit_dataset(config(tmp / 'session.h5', batch_size, skeleton_frames),
-                                      tmp / 'fit', progress=False)
+        results = fitting.fit_dataset(config(tmp / 'session.h5', batch_size, skeleton_frames,
+                                             motion), tmp / 'fit', progress=False)
         fitted = time.perf_counter() - start
         with h5py.File(results) as f:
             skeletons = f['animals/param_bone_trans'][:]
@@ -82,7 +96,8 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int) -> dic
     err = max(float((bone_lengths(model, bone_trans=skeletons[a])
                      - bone_lengths(model, bone_trans=truth['bone_trans'][a])).abs().max())
               for a in range(animals)) / truth['length']
-    return dict(frames=frames, animals=animals, samples=frames * animals, make_s=made,
+    return dict(frames=frames, animals=animals, motion=motion, samples=frames * animals,
+                make_s=made,
                 skeleton_s=spent['skeleton'], fit_s=fitted,
                 samples_per_s=frames * animals / fitted, reprojection_px=reproj,
                 peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -96,6 +111,9 @@ def main(argv=None) -> int:
     parser.add_argument('--animals', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=256)
     parser.add_argument('--skeleton-frames', type=int, default=200)
+    parser.add_argument('--motion', choices=['off', 'on', 'both'], default='both',
+                        help='fit without the motion prior, with it, or both side by side '
+                             '(default)')
     parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--tables', metavar='DIR', default=None,
                         help='also write the table to DIR/long_session.md (docs/tables for '
@@ -103,31 +121,37 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.frames[0], args.animals, args.batch_size,
-                             args.skeleton_frames)))
+                             args.skeleton_frames, args.motion == 'on')))
         return 0
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
     print(f'\n{args.animals} animals, 4 cameras, batch {args.batch_size}, skeletons from up '
           f'to {args.skeleton_frames} frames each, 1 thread\n')
     rows = []
+    motions = {'off': ['off'], 'on': ['on'], 'both': ['off', 'on']}[args.motion]
     for frames in args.frames:
-        out = subprocess.run([sys.executable, __file__, '--one', '--frames', str(frames),
-                              '--animals', str(args.animals), '--batch-size',
-                              str(args.batch_size), '--skeleton-frames',
-                              str(args.skeleton_frames)], env=env, capture_output=True,
-                             text=True)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return out.returncode
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append([f"{r['frames']:,}", f"{r['samples']:,}", f"{r['make_s']:.1f}",
-                     f"{r['skeleton_s']:.1f}", f"{r['fit_s']:.1f}",
-                     f"{r['samples_per_s']:.0f}", f"{r['peak_mb']:,.0f}",
-                     f"{r['reprojection_px']:.3f}", f"{r['bone_error_pct']:.2f}"])
-        print(f'{frames:,} frames done', flush=True)
-    emit('long_session', ['frames', 'samples', 'make s', 'skeletons s', 'fit s (all)',
-                          'samples/s', 'peak MB', 'median reprojection px',
-                          'worst bone error % of body'], rows, args.tables,
-         command_line(argv, 'long_session.py'))
+        without = None
+        for motion in motions:
+            out = subprocess.run([sys.executable, __file__, '--one', '--frames', str(frames),
+                                  '--animals', str(args.animals), '--batch-size',
+                                  str(args.batch_size), '--skeleton-frames',
+                                  str(args.skeleton_frames), '--motion', motion], env=env,
+                                 capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-3000:], file=sys.stderr)
+                return out.returncode
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            without = r['fit_s'] if motion == 'off' else without
+            ratio = '' if motion == 'off' or without is None else f"{r['fit_s'] / without:.2f}"
+            rows.append([f"{r['frames']:,}", f"{r['samples']:,}", motion,
+                         f"{r['make_s']:.1f}", f"{r['skeleton_s']:.1f}", f"{r['fit_s']:.1f}",
+                         ratio, f"{1000 * r['fit_s'] / r['samples']:.2f}",
+                         f"{r['peak_mb']:,.0f}", f"{r['reprojection_px']:.3f}",
+                         f"{r['bone_error_pct']:.2f}"])
+            print(f'{frames:,} frames, motion prior {motion} done', flush=True)
+    emit('long_session', ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
+                          'fit s (all)', 'fit time / without', 'ms per sample', 'peak MB',
+                          'median reprojection px', 'worst bone error % of body'], rows,
+         args.tables, command_line(argv, 'long_session.py'))
     return 0
 
 

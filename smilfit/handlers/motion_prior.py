@@ -15,8 +15,12 @@ The variogram of a per-frame fit: a random walk's lag-k differences have varianc
 ``k sigma_q^2`` plus twice the fit's own noise at every lag, so the difference of the first
 two lags is the motion's part alone (``sigma_q^2``), whatever the labels' noise. Where the
 fit cannot tell motion from noise (``gamma_2 <= gamma_1``: an animal that sits still) the
-floor is the difference's own sampling error over ``m_2`` lag-2 pairs. No constant in
-radians or pixels per frame: the scale comes from the recording.
+floor is the difference's own sampling error over ``m_2`` lag-2 pairs. Frames that are not
+a video at all (poses drawn anew every frame) also have ``gamma_2 = gamma_1``; they are
+told from a still animal by the fit's own precision, the frames' posterior variance ``v``
+from the per-frame stage before (``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread far above
+the fit's noise is motion, not noise. No constant in radians or pixels per frame: the
+scale comes from the recording.
 
 Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
 chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
@@ -31,7 +35,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..registry import HANDLERS
-from .base import BaseHandler, get_param, zeros_like_batch
+from .base import BaseHandler, get_param, variance_key, zeros_like_batch
 
 Tensor = torch.Tensor
 
@@ -136,12 +140,15 @@ def motion_blocks(shape: Sequence[int]) -> Tensor:
     return torch.zeros(D, dtype=torch.long)
 
 
-def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool = False
-                 ) -> Tensor:
+def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool = False,
+                 variance: Optional[Tensor] = None) -> Tensor:
     """(D,) the motion's scale per entry (module docstring), from ``values`` (B, D) along
     the chains ``prev`` (B,), pooled over each block of ``blocks`` (D,); 0 where there is
     no link or no motion at all (such entries get no motion term). ``rotations``: as in
-    :func:`finite_difference`."""
+    :func:`finite_difference`. ``variance`` (B, D): each frame's posterior variance in the
+    fit (NaN where unknown); where given, the scale is at least what the lag-1 spread
+    leaves beyond twice the fit's own variance, so that frames that vary far more than the
+    fit's precision (poses drawn anew every frame) are not taken for a still animal."""
     anc = ancestors(prev, 2)
     scale = values.new_zeros(values.shape[1])
     one, two = anc[1] >= 0, anc[2] >= 0
@@ -150,6 +157,8 @@ def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool =
     d1 = finite_difference(values, anc, (1.0, -1.0), rotations)[one].abs()
     d2 = finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two].abs()
     m2 = d2.shape[0]
+    if variance is not None:
+        variance = variance.to(values)[one]
     blocks = blocks.to(values.device)
     for j in range(int(blocks.max()) + 1 if blocks.numel() else 0):
         cols = blocks == j
@@ -159,6 +168,10 @@ def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool =
         else:
             g2 = (_MAD_TO_SIGMA * d2[:, cols].median()) ** 2
             var = torch.maximum(g2 - g1, g1 / math.sqrt(m2))
+        if variance is not None:
+            fit = variance[:, cols].nanmedian()
+            if bool(torch.isfinite(fit)):
+                var = torch.maximum(var, g1 - 2.0 * fit)
         scale[cols] = var.sqrt()
     return scale
 
@@ -208,6 +221,8 @@ class MotionPriorHandler(BaseHandler):
         self.order = int(order)
         self.stencil = STENCILS[self.order]
         self.frame_key = frame_key
+        # the per-frame stages' posterior variances tell motion from the fit's own noise
+        self.uses_posterior_variance = True
 
     @property
     def prev_key(self) -> str:
@@ -236,8 +251,11 @@ class MotionPriorHandler(BaseHandler):
             if value is None or value.shape[0] != B:
                 continue
             shape = tuple(value.shape[1:])
+            variance = observations.get(variance_key(p))
+            if variance is not None:
+                variance = variance.reshape(B, -1)
             scale = motion_scale(value.detach().reshape(B, -1), prev.to(value.device),
-                                 motion_blocks(shape), self.is_rotation(p, value))
+                                 motion_blocks(shape), self.is_rotation(p, value), variance)
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
         return out
 

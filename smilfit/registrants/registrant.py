@@ -523,7 +523,9 @@ class SMILRegistrant(nn.Module):
                            self.counted_per_group, after_step, stage,
                            {k: v.detach() for k, v in params.items()}, obs, groups, active,
                            any(getattr(h, 'needs_vertices', False) for h in active),
-                           coupled, per_group, skip)
+                           coupled, per_group, skip,
+                           any(getattr(h, 'uses_posterior_variance', False)
+                               for h in self.handlers.values()))
         outcome = runner_for(stage)(ctx)   # (runners fit copies: ctx.params stay)
         diverged = outcome.diverged
         start, end = outcome.start_loss, outcome.end_loss

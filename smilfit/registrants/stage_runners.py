@@ -66,6 +66,8 @@ class StageContext:
         skip: (B,) bool, samples the stage leaves where they are (a coarse stage's
             samples that start near the answer), or ``None``; a runner that cannot leave
             them out runs them, and the registrant restores them.
+        wants_variance: whether a handler (of this stage or a later one) reads the
+            samples' posterior variances (``uses_posterior_variance``).
     """
 
     body_model: nn.Module
@@ -82,6 +84,7 @@ class StageContext:
     coupled: bool
     per_group: Optional[Tensor] = None
     skip: Optional[Tensor] = None
+    wants_variance: bool = False
 
     def expand(self, params: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """``params`` with the shared ones (G, ...) expanded to their samples (B, ...)."""
@@ -192,8 +195,7 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
         # (skipped samples have no cost of their own: the registrant evaluates both)
         start, end = (starts[0], system.cost) if ctx.skip is None else (None, None)
-        variance = (_posterior_variance(problem, system, ctx.skip)
-                    if any(getattr(h, 'uses_posterior_variance', False) for h in ctx.handlers)
+        variance = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
                     else None)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))

@@ -140,8 +140,9 @@ def test_sequence_config_couples_frames(monkeypatch):
 
 
 def test_sequence_config_fits_its_demo_end_to_end(tmp_path):
-    """The shipped sequence config runs as the README says: its per-frame stages by
-    Levenberg-Marquardt (smoothness off), its coupled stage by L-BFGS."""
+    """The shipped sequence config runs as the README says, every stage by
+    Levenberg-Marquardt: the per-frame ones frame by frame, the last over each session's
+    chain of frames and its shared shape."""
     import subprocess
     import sys
     out = subprocess.run(
@@ -152,3 +153,9 @@ def test_sequence_config_fits_its_demo_end_to_end(tmp_path):
         env=child_env(OMP_NUM_THREADS='1'))
     assert out.returncode == 0, out.stderr[-2000:]
     assert '0 of 32 samples failed' in out.stdout
+    import h5py
+    import json
+    with h5py.File(tmp_path / 'fit' / 'fit_results.h5') as f:
+        history = json.loads(f.attrs['loss_history'])
+    sequence = [r for r in history if r['stage'] == 'sequence']
+    assert sequence and all(r['per_sample'] is False for r in sequence)

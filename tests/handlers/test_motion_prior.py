@@ -67,6 +67,19 @@ def test_an_animal_sitting_still_gets_the_floor_not_zero():
     assert (scale > 0).all() and (scale < raw).all()
 
 
+def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
+    # poses drawn anew every frame (spread 0.3), each fitted to a precision of 0.01
+    g = torch.Generator().manual_seed(4)
+    values = 0.3 * torch.randn(400, 3, generator=g, dtype=torch.float64)
+    prev = torch.arange(-1, 399)
+    blind = motion_scale(values, prev, motion_blocks((3,)))
+    told = motion_scale(values, prev, motion_blocks((3,)),
+                        variance=torch.full_like(values, 1e-4))
+    raw = 1.4826 * (values[1:] - values[:-1]).abs().median()
+    assert (blind < 0.6 * raw).all()                  # the floor: taken for noise
+    assert torch.allclose(told, raw.expand(3), rtol=0.01)  # the spread: motion
+
+
 def test_blocks_pool_a_joints_three_components():
     assert motion_blocks((4, 3)).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert motion_blocks((3,)).tolist() == [0, 0, 0]

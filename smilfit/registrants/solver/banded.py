@@ -1,114 +1,217 @@
-"""Block-banded Cholesky: the normal equations of frames coupled in time.
+"""Block-banded solves: the normal equations of frames coupled in time.
 
 Frames of one animal coupled by a temporal term (a velocity couples each frame to the one
 before, an acceleration to the two before) give a symmetric block-banded system: block
-row ``t`` meets rows ``t - b .. t + b`` only (``b`` = 1 or 2). Its Cholesky factor keeps
-the band, so a chain of ``T`` frames of ``P`` parameters costs ``O(T b^2 P^3)``, linear in
-the chain's length, never the ``(T P)^3`` of a dense factorisation:
+row ``t`` meets rows ``t - b .. t + b`` only (``b`` = 1 or 2). Grouping ``b`` consecutive
+frames into one block makes it block tridiagonal, with diagonal blocks ``D_t`` and
+blocks ``E_t`` coupling block ``t`` to ``t - 1``, and that is solved by *cyclic
+reduction*: the odd blocks are eliminated all at once (each meets only its two even
+neighbours), which leaves a block-tridiagonal system over the even blocks, half as long:
 
-    L_{t,t-d} = (A_{t,t-d} - sum_{e>d} L_{t,t-e} L_{t-d,t-e}^T) L_{t-d,t-d}^-T
-    L_{t,t}   = chol(A_{t,t} - sum_d L_{t,t-d} L_{t,t-d}^T)
+    D'_s = D_2s - E_2s+1^T D_2s+1^-1 E_2s+1 - E_2s D_2s-1^-1 E_2s^T
+    E'_s = -E_2s D_2s-1^-1 E_2s-1
 
-The chains of a batch are factorised together, one block row at a time; chains are
-sorted longest first, so the chains still running at row ``t`` are a prefix of the
-batch and a short chain costs its own rows only (no padding is factorised).
+Every level is a handful of batched operations over all chains of the batch, and there
+are ``log2`` of the longest chain's length of them: linear in the frames, without a step
+per frame in Python. Chains are padded to a common length with identity blocks; chains of
+very different lengths are solved in separate buckets (lengths within a factor of two),
+so padding at most doubles the work.
+
+A velocity term alone (``b = 1``) couples neighbouring frames by *diagonal* blocks; then
+one elimination along the chains (:func:`_diagonal_coupling_solve`) needs a third of the
+arithmetic of the reduction (its coupling updates are elementwise), which pays for its
+step per frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List
+from typing import Tuple
 
 import torch
 
 Tensor = torch.Tensor
 
 
-@dataclass
-class BandedFactor:
-    """The Cholesky factor of a batch of block-banded systems (see the module).
-
-    Attributes:
-        diagonal: (C, T, P, P) lower-triangular ``L_{t,t}``.
-        below: (C, T, b, P, P) ``L_{t,t-d}`` at ``[:, t, d - 1]``.
-        counts: per row ``t``, how many chains (a prefix) have a row ``t``.
-        info: (C,) int, 0 where every block of the chain was positive definite.
-    """
-
-    diagonal: Tensor
-    below: Tensor
-    counts: List[int]
-    info: Tensor
-
-    def solve(self, rhs: Tensor) -> Tensor:
-        """``A^-1 rhs`` for ``rhs`` (C, T, P) or (C, T, P, k) (rows past a chain's end:
-        0)."""
-        vector = rhs.dim() == 3
-        rhs = rhs[..., None] if vector else rhs
-        L, Lb, counts = self.diagonal, self.below, self.counts
-        T, b = L.shape[1], Lb.shape[2]
-        z = torch.zeros_like(rhs)
-        for t in range(T):                      # forward: L z = rhs
-            n = counts[t]
-            r = rhs[:n, t]
-            for d in range(1, min(b, t) + 1):
-                r = r - Lb[:n, t, d - 1] @ z[:n, t - d]
-            z[:n, t] = torch.linalg.solve_triangular(L[:n, t], r, upper=False)
-        x = torch.zeros_like(rhs)
-        for t in range(T - 1, -1, -1):          # backward: L^T x = z
-            n = counts[t]
-            r = z[:n, t]
-            for d in range(1, b + 1):
-                if t + d >= T:
-                    break
-                m = counts[t + d]               # (chains reaching row t + d: a prefix)
-                if m:
-                    r = torch.cat([r[:m] - Lb[:m, t + d, d - 1].mT @ x[:m, t + d], r[m:]])
-            x[:n, t] = torch.linalg.solve_triangular(L[:n, t].mT, r, upper=True)
-        return x[..., 0] if vector else x
-
-
-def banded_cholesky(diagonal: Tensor, below: Tensor, lengths: Tensor) -> BandedFactor:
-    """Factorise the block-banded symmetric systems of a batch of chains.
+def banded_solve(diagonal: Tensor, below: Tensor, rhs: Tensor, lengths: Tensor
+                 ) -> Tuple[Tensor, Tensor]:
+    """Solve the symmetric block-banded systems of a batch of chains.
 
     Args:
-        diagonal: (C, T, P, P) the diagonal blocks ``A_{t,t}``.
+        diagonal: (C, T, P, P) the diagonal blocks ``A_{t,t}`` (symmetric).
         below: (C, T, b, P, P) the blocks below the diagonal, ``A_{t,t-d}`` at
-            ``[:, t, d - 1]`` (entries reaching before a chain's start are ignored).
-        lengths: (C,) each chain's number of rows, longest first.
+            ``[:, t, d - 1]`` (entries reaching before a chain's start are ignored), or
+            (C, T, b, P) their diagonals where they are diagonal matrices (a motion
+            term's couplings: with ``b = 1`` the cheapest solve,
+            :func:`_diagonal_coupling_solve`).
+        rhs: (C, T, P) or (C, T, P, k) right-hand sides.
+        lengths: (C,) each chain's number of rows (rows past it are ignored and 0 in the
+            answer).
 
     Returns:
-        :class:`BandedFactor` (a chain whose system is not positive definite has
-        ``info`` != 0 and a meaningless solve).
+        ``(x, info)``: the solutions, shaped as ``rhs``, and (C,) int, 0 where every block
+        the reduction factorised was positive definite (elsewhere ``x`` is meaningless,
+        but finite).
     """
+    vector = rhs.dim() == 3
+    rhs = rhs[..., None] if vector else rhs
     C, T, P = diagonal.shape[:3]
     b = below.shape[2]
-    if lengths.numel() > 1 and bool((lengths[1:] > lengths[:-1]).any()):
-        raise ValueError('banded_cholesky: chains must come longest first')
-    counts = (lengths.cpu()[None, :] > torch.arange(T)[:, None]).sum(1).tolist()
-    L = torch.zeros_like(diagonal)
-    Lb = torch.zeros_like(below)
+    if below.dim() == 4:
+        if b == 1:
+            x, info = _diagonal_coupling_solve(diagonal, below[:, :, 0], rhs, lengths)
+            return (x[..., 0] if vector else x), info
+        below = torch.diag_embed(below)
+    x = torch.zeros_like(rhs)
     info = torch.zeros(C, dtype=torch.int32, device=diagonal.device)
-    eye = torch.eye(P, dtype=diagonal.dtype, device=diagonal.device)
+    lengths = lengths.to(diagonal.device)
+    # buckets of chains within a factor of two in length: padding at most doubles the work
+    bucket = torch.ceil(torch.log2(lengths.clamp_min(1).to(torch.float64))).long()
+    for level in torch.unique(bucket).tolist():
+        chains = torch.nonzero(bucket == level).flatten()
+        n = int(lengths[chains].max())
+        D, E, r = _tridiagonal(diagonal[chains, :n], below[chains, :n], rhs[chains, :n],
+                               lengths[chains], b)
+        y, bad = _cyclic_reduction(D, E, r)
+        x[chains, :n] = _unblock(y, b, P)[:, :n]
+        info[chains] = bad.to(torch.int32)
+    rows = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
+    x = x * rows[..., None, None].to(x)
+    return (x[..., 0] if vector else x), info
+
+
+def _diagonal_coupling_solve(diagonal: Tensor, coupling: Tensor, rhs: Tensor,
+                             lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    """Block-tridiagonal systems whose off-diagonal blocks are diagonal matrices
+    (``coupling`` (C, T, P): ``A_{t,t-1} = diag(coupling[:, t])``), by block elimination
+    along the chains, one step per row, all chains at once: ``S_t = A_tt - diag(e_t)
+    S_{t-1}^-1 diag(e_t)``, which a diagonal coupling makes an elementwise product (no
+    solve with P right-hand sides): the fewest operations of all, the cost per row one
+    factorisation and one inverse of a P x P block."""
+    C, T, P, k = rhs.shape
+    order = torch.argsort(lengths, descending=True, stable=True)
+    back = torch.argsort(order)
+    lengths = lengths[order]
+    diagonal, coupling, rhs = diagonal[order], coupling[order], rhs[order]
+    counts = (lengths.cpu()[None, :] > torch.arange(T)[:, None]).sum(1).tolist()
+    inverse = torch.zeros_like(diagonal)          # S_t^-1
+    y = torch.zeros_like(rhs)
+    failed = torch.zeros(C, dtype=torch.bool, device=diagonal.device)
     for t in range(T):
         n = counts[t]
         if not n:
             break
-        S = diagonal[:n, t]
-        for d in range(min(b, t), 0, -1):
-            block = below[:n, t, d - 1]
-            for e in range(d + 1, min(b, t) + 1):
-                block = block - Lb[:n, t, e - 1] @ Lb[:n, t - d, e - d - 1].mT
-            # L_{t,t-d} = block L_{t-d,t-d}^-T, i.e. X L^T = block
-            Lb[:n, t, d - 1] = torch.linalg.solve_triangular(
-                L[:n, t - d].mT, block, upper=True, left=False)
-            S = S - Lb[:n, t, d - 1] @ Lb[:n, t, d - 1].mT
-        factor, failed = torch.linalg.cholesky_ex(S)
-        bad = failed != 0
-        info[:n] |= bad.to(torch.int32)
-        # (a failed chain goes on with the identity: its answer is discarded, and no
-        # NaN reaches the rows after)
-        L[:n, t] = torch.where(bad[:, None, None], eye, factor)
-    return BandedFactor(L, Lb, counts, info)
+        S, r = diagonal[:n, t], rhs[:n, t]
+        if t:
+            e = coupling[:n, t]
+            S = S - e[:, :, None] * inverse[:n, t - 1] * e[:, None, :]
+            r = r - e[..., None] * (inverse[:n, t - 1] @ y[:n, t - 1])
+        L, info = torch.linalg.cholesky_ex(S)
+        bad = info != 0
+        failed[:n] |= bad
+        inverse[:n, t] = torch.cholesky_inverse(_safe(L, bad))
+        y[:n, t] = r
+    x = torch.zeros_like(rhs)
+    for t in range(T - 1, -1, -1):
+        n = counts[t]
+        if not n:
+            continue
+        r = y[:n, t]
+        m = counts[t + 1] if t + 1 < T else 0      # (chains reaching row t + 1: a prefix)
+        if m:
+            r = torch.cat([r[:m] - coupling[:m, t + 1, :, None] * x[:m, t + 1], r[m:]])
+        x[:n, t] = inverse[:n, t] @ r
+    return x[back], failed[back].to(torch.int32)
 
 
-__all__ = ['BandedFactor', 'banded_cholesky']
+def _tridiagonal(diagonal: Tensor, below: Tensor, rhs: Tensor, lengths: Tensor, b: int
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The chains' systems as block-tridiagonal ones of ``b`` frames a block: ``D`` (C, S,
+    bP, bP), ``E`` (C, S, bP, bP) (``E[:, s]`` couples block ``s`` to ``s - 1``; 0 for
+    ``s = 0``) and the right-hand sides (C, S, bP, k); rows past a chain's end become
+    identity rows, coupled to nothing."""
+    C, T, P = diagonal.shape[:3]
+    k = rhs.shape[-1]
+    eye = torch.eye(P, dtype=diagonal.dtype, device=diagonal.device)
+    rows = torch.arange(T, device=diagonal.device)[None, :] < lengths[:, None]     # (C, T)
+    keep = rows[..., None, None].to(diagonal)
+    diagonal = diagonal * keep + eye * (1 - keep)
+    below = below * keep[:, :, None]
+    reach = torch.arange(T, device=diagonal.device)[:, None] >= torch.arange(
+        1, below.shape[2] + 1, device=diagonal.device)[None, :]                 # (T, b)
+    below = below * reach[None, :, :, None, None].to(below)
+    rhs = rhs * rows[..., None, None].to(rhs)
+    S = -(-T // b)
+    pad = S * b - T
+    if pad:
+        diagonal = torch.cat([diagonal, eye.expand(C, pad, P, P)], 1)
+        below = torch.cat([below, below.new_zeros(C, pad, *below.shape[2:])], 1)
+        rhs = torch.cat([rhs, rhs.new_zeros(C, pad, P, k)], 1)
+    if b == 1:
+        return diagonal, below[:, :, 0], rhs
+    D = diagonal.new_zeros(C, S, b * P, b * P)
+    E = diagonal.new_zeros(C, S, b * P, b * P)
+    for i in range(b):                  # frame i of block s is frame s b + i
+        rows_i = slice(i * P, (i + 1) * P)
+        D[:, :, rows_i, rows_i] = diagonal[:, i::b]
+        for d in range(1, b + 1):       # its coupling to frame s b + i - d
+            j = i - d
+            block = below[:, i::b, d - 1]
+            if j >= 0:                  # inside the block: both triangles
+                D[:, :, rows_i, j * P:(j + 1) * P] = block
+                D[:, :, j * P:(j + 1) * P, rows_i] = block.mT
+            else:                       # in the block before, its frame b + j
+                E[:, :, rows_i, (b + j) * P:(b + j + 1) * P] = block
+    return D, E, rhs.reshape(C, S, b * P, k)
+
+
+def _unblock(y: Tensor, b: int, P: int) -> Tensor:
+    """(C, S b, P, k) the frames' answers from (C, S, bP, k) blocks."""
+    C, S, _, k = y.shape
+    return y.reshape(C, S * b, P, k)
+
+
+def _cyclic_reduction(D: Tensor, E: Tensor, r: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(x (C, S, p, k), failed (C,) bool)`` of the block-tridiagonal systems ``D``, ``E``
+    (see :func:`_tridiagonal`), by cyclic reduction (module docstring)."""
+    C, S, p, _ = D.shape
+    if S == 1:
+        L, info = torch.linalg.cholesky_ex(D[:, 0])
+        failed = info != 0
+        L = _safe(L, failed)
+        return torch.cholesky_solve(r[:, 0], L)[:, None], failed
+    if S % 2:                           # an identity block at the end, coupled to nothing
+        eye = torch.eye(p, dtype=D.dtype, device=D.device)
+        D = torch.cat([D, eye.expand(C, 1, p, p)], 1)
+        E = torch.cat([E, E.new_zeros(C, 1, p, p)], 1)
+        r = torch.cat([r, r.new_zeros(C, 1, *r.shape[2:])], 1)
+    H = D.shape[1] // 2
+    L, info = torch.linalg.cholesky_ex(D[:, 1::2])          # the odd blocks, (C, H, p, p)
+    failed = (info != 0).any(1)
+    L = _safe(L, info != 0)
+    to_left = E[:, 1::2]                                    # odd 2s+1 -> even 2s
+    to_right = torch.cat([E[:, 2::2], E.new_zeros(C, 1, p, p)], 1)   # even 2s+2 -> odd 2s+1
+    # D_odd^-1 [E_left, E_right^T, r_odd] in one solve
+    solved = torch.cholesky_solve(torch.cat([to_left, to_right.mT, r[:, 1::2]], -1), L)
+    Zl, Zr, ro = solved[..., :p], solved[..., p:2 * p], solved[..., 2 * p:]
+    # the even blocks' system: each loses what its two odd neighbours carried
+    D2 = D[:, 0::2] - to_left.mT @ Zl
+    D2[:, 1:] -= (to_right @ Zr)[:, :-1]
+    E2 = torch.zeros_like(D2)
+    E2[:, 1:] = -(to_right @ Zl)[:, :-1]
+    r2 = r[:, 0::2] - to_left.mT @ ro
+    r2[:, 1:] -= (to_right @ ro)[:, :-1]
+    even, failed_even = _cyclic_reduction(D2, E2, r2)
+    # the odd blocks from their neighbours: x_odd = ro - Zl x_2s - Zr x_2s+2
+    right = torch.cat([even[:, 1:], even.new_zeros(C, 1, *even.shape[2:])], 1)
+    odd = ro - Zl @ even - Zr @ right
+    x = torch.stack([even, odd], 2).reshape(C, 2 * H, p, -1)
+    return x[:, :S], failed | failed_even
+
+
+def _safe(L: Tensor, failed: Tensor) -> Tensor:
+    """Factors with the identity where the factorisation failed (so that no NaN spreads to
+    other blocks of the chain's solve; its answer is discarded)."""
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+    return torch.where(failed[..., None, None], eye, L)
+
+
+__all__ = ['banded_solve']

@@ -8,7 +8,7 @@ A motion term (:class:`~smilfit.handlers.motion_prior.MotionPriorHandler`) adds,
 column, 0 for columns not smoothed). Its Jacobian is constant and diagonal in the
 columns, so the chain's normal equations are the frames' own ``J^T J`` on the diagonal
 blocks plus diagonal couplings between frames up to ``len(a) - 1`` apart: a block-banded
-system, solved by :func:`~.banded.banded_cholesky` in time linear in the chain's length.
+system, solved by :func:`~.banded.banded_solve` in time linear in the chain's length.
 A chain accepts or rejects its step as a whole; ``'levenberg'`` damping adds ``lambda``
 times the mean diagonal of the chain's system, ``'marquardt'`` ``lambda`` times each
 diagonal entry (floored at the chain's largest).
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from smilfit.handlers.motion_prior import chain_order
-from .banded import banded_cholesky
+from .banded import banded_solve
 from .problem import LeastSquaresProblem
 from .scatter import sum_into
 from .trust_region import DAMPING
@@ -62,6 +62,9 @@ class ChainTrial:
     frame_cost: Optional[Tensor] = None   # (m, T) data and constant costs at the trial
     motion_cost: Optional[Tensor] = None  # (m, T)
     cost: Optional[Tensor] = None         # (m,)
+    # the frames (n,), sorted, and their cost, g and H where linearised at the trial
+    frames: Optional[Tensor] = None
+    linearized: Optional[Tuple[Tensor, Tensor, Tensor]] = None
 
 
 class ChainMotion:
@@ -150,7 +153,7 @@ class ChainSystem:
         skip: (B,) bool, frames that keep ``x0`` (chains break around them), or None.
     """
 
-    linearizes_trials = False
+    linearizes_trials = True
 
     def __init__(self, problem: LeastSquaresProblem, motion: MotionTerms, x0: Tensor,
                  damping: str, skip: Optional[Tensor] = None) -> None:
@@ -182,9 +185,15 @@ class ChainSystem:
         return self.frame_cost + self.motion_cost
 
     def linearize(self, units: Tensor) -> Tuple[Tensor, Tensor]:
-        m = self.motion
-        table, frames = m.frames(units)
+        table, frames = self.motion.frames(units)
         c, g, H = self.problem.linearize(self.x[frames], frames, upper_only=False)
+        return self._absorb(units, table, frames, c, g, H)
+
+    def _absorb(self, units: Tensor, table: Tensor, frames: Tensor, c: Tensor, g: Tensor,
+                H: Tensor) -> Tuple[Tensor, Tensor]:
+        """Keep the frames' (sorted) linearisation at ``self.x``; the chains' costs,
+        non-finite flags and largest gradient entries."""
+        m = self.motion
         c = c + m.constant[frames]
         self.frame_cost[frames], self.g[frames], self.H[frames] = c, g, H.to(self.ldt)
         bad_frame = ~(torch.isfinite(c) & torch.isfinite(g.sum(1))
@@ -213,9 +222,9 @@ class ChainSystem:
         mean = diag.sum((1, 2)) / (m.lengths[units].to(self.dtype) * P)
         D = self.damping(diag.reshape(C, -1), mean, diag.amax((1, 2))).reshape(C, T, P) * valid
         A.diagonal(dim1=-2, dim2=-1).add_((diag_m + lam[:, None, None] * D).to(A.dtype))
-        factor = banded_cholesky(A, torch.diag_embed(below_m.to(A.dtype)), m.lengths[units])
-        step = -factor.solve(g.to(A.dtype)).to(self.dtype) * valid
-        solved = (factor.info == 0) & torch.isfinite(step).all(2).all(1)
+        step, info = banded_solve(A, below_m.to(A.dtype), g.to(A.dtype), m.lengths[units])
+        step = -step.to(self.dtype) * valid
+        solved = (info == 0) & torch.isfinite(step).all(2).all(1)
         step = torch.where(solved[:, None, None], step, torch.zeros_like(step))
         # s^T H s of the undamped system (data and motion) from (H + lam D) s = -g
         curvature = (-(g * step).sum((1, 2))
@@ -232,7 +241,14 @@ class ChainSystem:
         frames = table[valid]
         order = torch.argsort(frames)
         ordered = frames[order]
-        cost = self.problem.cost(trial.x[valid][order], ordered) + m.constant[ordered]
+        if linearize:
+            trial.linearized = self.problem.linearize(trial.x[valid][order], ordered,
+                                                      upper_only=False)
+            cost = trial.linearized[0]
+        else:
+            cost = self.problem.cost(trial.x[valid][order], ordered)
+        trial.frames = ordered
+        cost = cost + m.constant[ordered]
         frame_cost = torch.zeros(table.shape, dtype=self.dtype, device=self.device)
         frame_cost[valid] = torch.empty_like(cost).index_copy_(0, order, cost)
         r, _ = m.residuals(trial.x, table)
@@ -241,7 +257,8 @@ class ChainSystem:
         trial.cost = frame_cost.sum(1) + trial.motion_cost.sum(1)
         return trial.cost
 
-    def take(self, trial: ChainTrial, accept: Tensor) -> None:
+    def take(self, trial: ChainTrial, accept: Tensor
+             ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
         valid = trial.table >= 0
         take = accept[:, None].expand_as(valid)[valid]
         frames = trial.table[valid]
@@ -251,7 +268,13 @@ class ChainSystem:
         self.motion_cost[frames] = torch.where(take, trial.motion_cost[valid],
                                                self.motion_cost[frames])
         self.cost[trial.units] = torch.where(accept, trial.cost, self.cost[trial.units])
-        return None
+        if trial.linearized is None or not bool(accept.any()):
+            return None
+        units = trial.units[accept]
+        table, frames = self.motion.frames(units)
+        at = torch.searchsorted(trial.frames, frames)
+        c, g, H = (t[at] for t in trial.linearized)
+        return (units,) + self._absorb(units, table, frames, c, g, H)
 
 
 def _shift_back(values: Tensor, k: int) -> Tensor:

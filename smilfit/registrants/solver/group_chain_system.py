@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .banded import banded_cholesky
+from .banded import banded_solve
 from .chain_system import ChainMotion, MotionTerms
 from .group_problem import GroupLeastSquaresProblem, frame_costs
 from .group_system import GroupSystem, GroupTrial
@@ -112,16 +112,17 @@ class GroupChainSystem(GroupSystem):
         Dy = self.damping(dV, mean, largest)
         A = U.clone()
         A.diagonal(dim1=-2, dim2=-1).add_((diag_m + lam[loc, None, None] * Dx).to(A.dtype))
-        factor = banded_cholesky(A, torch.diag_embed(below_m.to(A.dtype)),
-                                 m.lengths[chains])
-        z = factor.solve(gx.to(A.dtype))                                   # U^-1 gx
-        Y = factor.solve(W)                                                # U^-1 W
+        # U^-1 [gx, W] in one solve
+        solved_x, chain_info = banded_solve(
+            A, below_m.to(A.dtype),
+            torch.cat([gx.to(A.dtype)[..., None], W.to(A.dtype)], -1), m.lengths[chains])
+        z, Y = solved_x[..., 0], solved_x[..., 1:]
         S = V - sum_into((W.mT @ Y).sum(1), loc, Ga)
         S.diagonal(dim1=-2, dim2=-1).add_((lam[:, None] * Dy).to(S.dtype))
         rhs = -gy.to(S.dtype) + sum_into((W.mT @ z[..., None])[..., 0].sum(1), loc, Ga)
         schur, info = torch.linalg.cholesky_ex(S)
         dy = torch.cholesky_solve(rhs[..., None], schur)[..., 0]
-        chain_ok = sum_into((factor.info != 0).to(self.dtype), loc, Ga) == 0
+        chain_ok = sum_into((chain_info != 0).to(self.dtype), loc, Ga) == 0
         solved = (info == 0) & chain_ok & torch.isfinite(dy).all(1)
         dy = torch.where(solved[:, None], dy, torch.zeros_like(dy))
         dx = -(z + (Y @ dy[loc][:, None, :, None])[..., 0]) * valid

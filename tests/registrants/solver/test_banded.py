@@ -1,8 +1,8 @@
-"""Block-banded Cholesky of chains of frames: the dense answer, chain by chain."""
+"""Block-banded solves of chains of frames: the dense answer, chain by chain."""
 import pytest
 import torch
 
-from smilfit.registrants.solver.banded import banded_cholesky
+from smilfit.registrants.solver.banded import banded_solve
 
 
 def _chains(lengths, P, b, seed=0):
@@ -29,18 +29,34 @@ def _chains(lengths, P, b, seed=0):
 
 
 @pytest.mark.parametrize('b', [1, 2])
-def test_banded_solve_is_the_dense_solve_for_chains_of_any_length(b):
-    lengths = [9, 6, 2, 1]
+@pytest.mark.parametrize('columns', [None, 3])
+def test_banded_solve_is_the_dense_solve_for_chains_of_any_length(b, columns):
+    lengths = [9, 6, 2, 1, 17, 4]
     P = 5
     diag, below, dense = _chains(lengths, P, b)
-    rhs = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
-    factor = banded_cholesky(diag, below, torch.tensor(lengths))
-    x = factor.solve(rhs)
-    assert (factor.info == 0).all()
+    shape = (len(lengths), max(lengths), P) + (() if columns is None else (columns,))
+    rhs = torch.randn(shape, dtype=torch.float64)
+    x, info = banded_solve(diag, below, rhs, torch.tensor(lengths))
+    assert (info == 0).all() and x.shape == rhs.shape
     for c, n in enumerate(lengths):
-        expected = torch.linalg.solve(dense[c], rhs[c, :n].reshape(-1))
-        torch.testing.assert_close(x[c, :n].reshape(-1), expected, rtol=1e-10, atol=1e-12)
-        assert (x[c, n:] == 0).all()            # rows past a chain's end stay 0
+        expected = torch.linalg.solve(dense[c], rhs[c, :n].reshape(n * P, -1))
+        torch.testing.assert_close(x[c, :n].reshape(n * P, -1), expected, rtol=1e-9,
+                                   atol=1e-11)
+        assert (x[c, n:] == 0).all()            # rows past a chain's end are 0
+
+
+@pytest.mark.parametrize('b', [1, 2])
+def test_diagonal_couplings_given_as_vectors_solve_the_same(b):
+    lengths = [7, 3, 1, 12]
+    P = 4
+    diag, below, _ = _chains(lengths, P, b, seed=2)
+    vectors = torch.randn(len(lengths), max(lengths), b, P, dtype=torch.float64)
+    full = torch.diag_embed(vectors)
+    rhs = torch.randn(len(lengths), max(lengths), P, 2, dtype=torch.float64)
+    x, info = banded_solve(diag, vectors, rhs, torch.tensor(lengths))
+    expected, _ = banded_solve(diag, full, rhs, torch.tensor(lengths))
+    assert (info == 0).all()
+    torch.testing.assert_close(x, expected)
 
 
 def test_an_indefinite_chain_is_flagged_and_leaves_the_others_exact():
@@ -48,17 +64,15 @@ def test_an_indefinite_chain_is_flagged_and_leaves_the_others_exact():
     diag, below, dense = _chains(lengths, 4, 1, seed=1)
     diag[1, 2] = -diag[1, 2]                    # chain 1 is not positive definite
     rhs = torch.randn(3, 5, 4, dtype=torch.float64)
-    factor = banded_cholesky(diag, below, torch.tensor(lengths))
-    x = factor.solve(rhs)
-    assert factor.info.tolist()[1] != 0 and factor.info[0] == 0 and factor.info[2] == 0
+    x, info = banded_solve(diag, below, rhs, torch.tensor(lengths))
+    assert info.tolist()[1] != 0 and info[0] == 0 and info[2] == 0
     for c in (0, 2):
         n = lengths[c]
         torch.testing.assert_close(x[c, :n].reshape(-1),
                                    torch.linalg.solve(dense[c], rhs[c, :n].reshape(-1)))
     assert torch.isfinite(x).all()
-
-
-def test_chains_must_come_longest_first():
-    diag, below, _ = _chains([2, 3], 2, 1)
-    with pytest.raises(ValueError, match='longest first'):
-        banded_cholesky(diag, below, torch.tensor([2, 3]))
+    # the same through the elimination of diagonal couplings
+    x, info = banded_solve(diag, torch.zeros(3, 5, 1, 4, dtype=torch.float64), rhs,
+                           torch.tensor(lengths))
+    assert info.tolist()[1] != 0 and info[0] == 0 and info[2] == 0
+    assert torch.isfinite(x).all()
