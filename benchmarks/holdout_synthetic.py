@@ -9,7 +9,8 @@ poses, Gaussian label noise. Cases: clean labels (0.5 px) and noisy ones (3 px),
 the body length from its joint (a user's joint lookup mapping it to the wrong joint):
 ``displaced`` rows add that keypoint's held-out median over the other keypoints' median;
 and ``video``: the frames a video (poses moving about 0.05 rad a frame, the heading a
-random walk), where the motion prior couples them (``no_motion`` fits each alone).
+random walk, 5 % of the frames missing: gaps), where the motion prior couples them
+(``no_motion`` fits each alone).
 
 Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
@@ -36,9 +37,8 @@ Usage::
 
 Prints one row per case, config and k (held-out median, 90th percentile and worst
 subset's median, px, of the fit and of DLT), then every method's held-out and 3D errors
-(written to ``--tables`` as ``holdout_synthetic[_noise].md``, or
-``holdout_synthetic_<cases>[_noise].md`` for some of the cases), and writes each report
-under ``--out-dir``.
+(written to ``--tables`` as ``holdout_synthetic[<--table-suffix>][_noise].md``), and
+writes each report under ``--out-dir``.
 """
 from __future__ import annotations
 
@@ -102,8 +102,9 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
          'noisy_f5': (3.0, 5, None), 'displaced': (0.5, 30, ('hind_paw_R', 0.2)),
          'displaced_knee': (0.5, 30, ('knee_L', 0.15)), 'video': (0.5, None, None)}
 #: cases whose frames are a video: case -> the poses' frame-to-frame correlation
-#: (``generate_animal_session(pose_correlation=)``: a step of about 0.05 rad a frame)
-VIDEO = {'video': 0.98}
+#: (``generate_animal_session(pose_correlation=)``: a step of about 0.05 rad a frame) and
+#: the share of frames missing (gaps in the track)
+VIDEO = {'video': (0.98, 0.05)}
 
 
 #: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
@@ -124,14 +125,15 @@ def _displacement(displaced):
     return displaced_label(build_body_model(None), displaced[0], displaced[1], seed=9)
 
 
-def _session(out: Path, frames: int, noise: float, displaced, correlation: float = 0.0):
+def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0)):
     """The case's session (written once) and its true 3D keypoints (N, K, 3), kept beside
     it (``.truth.npy``): not in the session, where a fit would start from them."""
     from smilfit.datasets.synthetic_animals import generate_animal_session
     data = out / (f'session_{noise:g}px.h5' if displaced is None else
                   f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
+    correlation, missing = video
     if correlation:
-        data = data.with_name(f'{data.stem}_video{correlation:g}_{frames}.h5')
+        data = data.with_name(f'{data.stem}_video{correlation:g}_gaps{missing:g}_{frames}.h5')
     truth = data.with_suffix('.truth.npy')
     if not (data.exists() and truth.exists()):
         data.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,8 @@ def _session(out: Path, frames: int, noise: float, displaced, correlation: float
                                        noise_px=noise, seed=7,
                                        keypoint_offsets=_displacement(displaced),
                                        return_keypoints_3d=True,
-                                       pose_correlation=correlation)
+                                       pose_correlation=correlation,
+                                       missing_frames=missing)
         np.save(truth, made['keypoints_3d'])
     return data, np.load(truth)
 
@@ -175,6 +178,9 @@ def main() -> int:
                         help='the configs compared (default: all)')
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES),
                         help='the cases run (default: all)')
+    parser.add_argument('--table-suffix', default='',
+                        help="added to the table's name (e.g. '_video': "
+                             'holdout_synthetic_video[_noise].md)')
     holdout_methods.add_arguments(parser)
     args = parser.parse_args()
     import torch
@@ -190,7 +196,8 @@ def main() -> int:
     rows, reports = [], []
     for case in args.cases:
         noise, frames, displaced = CASES[case]
-        data, truth = _session(out, args.frames, noise, displaced, VIDEO.get(case, 0.0))
+        data, truth = _session(out, args.frames, noise, displaced,
+                               VIDEO.get(case, (0.0, 0.0)))
         peers = holdout_methods.make_peers(args, DatasetReader(data).skeleton_edges)
         for label in args.configs:
             registrant = CONFIGS[label]
@@ -238,10 +245,8 @@ def write_summary(reports, args) -> str:
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
           'against the true points, model units')
-    # (a run of some cases writes a table of its own, not the one of all cases)
-    cases = '' if set(args.cases) == set(CASES) else '_' + '_'.join(args.cases)
     suffix = holdout_methods.noise_suffix(args)
-    return emit(f'holdout_synthetic{cases}{suffix}', header, rows, args.tables)
+    return emit(f'holdout_synthetic{args.table_suffix}{suffix}', header, rows, args.tables)
 
 
 if __name__ == '__main__':

@@ -116,7 +116,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             slp_path: Union[None, str, Path] = None,
                             slp_identity: str = 'groups',
                             return_keypoints_3d: bool = False,
-                            pose_correlation: float = 0.0) -> Dict[str, Any]:
+                            pose_correlation: float = 0.0,
+                            missing_frames: float = 0.0) -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -154,6 +155,9 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
             sqrt(1 - rho^2) pose_std e_t`` (spread ``pose_std`` as before, a step of about
             ``pose_std sqrt(2 (1 - rho))`` a frame), its heading a random walk with the
             same steps and its place an AR(1) wander of 0.1 body lengths.
+        missing_frames: the chance that an animal's frame is not in the session (a track
+            lost for a frame: a gap in its video); the truth (``keypoints_3d``) has the
+            samples written only.
 
     The session's skeleton (``skeleton/edges``) is the body model's kinematic tree
     between its keypoints, as a SLEAP skeleton would link them.
@@ -167,8 +171,11 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
     if slp_identity not in ('groups', 'tracks', 'none'):
         raise ValueError(f"slp_identity must be 'groups', 'tracks' or 'none', got "
                          f'{slp_identity!r}')
-    if not 0.0 <= pose_correlation < 1.0:
-        raise ValueError(f'pose_correlation must be in [0, 1), got {pose_correlation}')
+    if not 0.0 <= pose_correlation < 1.0 or not 0.0 <= missing_frames < 1.0:
+        raise ValueError(f'pose_correlation and missing_frames must be in [0, 1), got '
+                         f'{pose_correlation} and {missing_frames}')
+    if missing_frames and slp_path is not None:
+        raise ValueError('missing_frames: not with slp_path (SLEAP labels of every frame)')
     if (min(num_animals, frames, num_views) < 1 or bone_std < 0 or not noise_px >= 0
             or not offset_std >= 0):
         raise ValueError(f'num_animals, frames and num_views must be >= 1, bone_std, '
@@ -255,13 +262,19 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                                 cam['t'], None).numpy()
             if noise_px:
                 uv = uv + noise_px * rng.standard_normal(uv.shape)
+            kept = (rng.uniform(size=B) >= missing_frames if missing_frames
+                    else np.ones(B, bool))
+            if return_keypoints_3d and missing_frames:
+                truth[-1] = truth[-1][kept]
             w.add_samples(dict(
-                session=np.zeros(B, int), frame=frame, instance=animal,
-                track=np.array([f'animal_{a}' for a in animal], dtype=object),
-                valid=np.ones((B, C), bool), keypoints_2d=uv.astype(np.float32),
-                confidence=np.ones(uv.shape[:3], np.float32), K=cam['K'].numpy(),
-                R=cam['R'].numpy(), t=cam['t'].numpy(),
-                image_size=cam['image_size'].numpy()))
+                session=np.zeros(int(kept.sum()), int), frame=frame[kept],
+                instance=animal[kept],
+                track=np.array([f'animal_{a}' for a in animal[kept]], dtype=object),
+                valid=np.ones((int(kept.sum()), C), bool),
+                keypoints_2d=uv[kept].astype(np.float32),
+                confidence=np.ones(uv[kept].shape[:3], np.float32), K=cam['K'].numpy()[kept],
+                R=cam['R'].numpy()[kept], t=cam['t'].numpy()[kept],
+                image_size=cam['image_size'].numpy()[kept]))
             if slp is not None:
                 for f in np.unique(frame):        # whole frames: chunks hold every animal
                     rows = np.flatnonzero(frame == f)

@@ -18,9 +18,11 @@ fit cannot tell motion from noise (``gamma_2 <= gamma_1``: an animal that sits s
 floor is the difference's own sampling error over ``m_2`` lag-2 pairs. Frames that are not
 a video at all (poses drawn anew every frame) also have ``gamma_2 = gamma_1``; they are
 told from a still animal by the fit's own precision, the frames' posterior variance ``v``
-from the per-frame stage before (``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread far above
-the fit's noise is motion, not noise. No constant in radians or pixels per frame: the
-scale comes from the recording.
+from their labels alone in the stage before (``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread
+far above the fit's noise is motion, not noise. Where no stage before measured ``v`` (the
+first stage of frames started from a network), the scale is at least ``gamma_1``: no
+smoother than the frames' own steps. No constant in radians or pixels per frame: the scale
+comes from the recording.
 
 Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
 chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
@@ -148,7 +150,10 @@ def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool =
     :func:`finite_difference`. ``variance`` (B, D): each frame's posterior variance in the
     fit (NaN where unknown); where given, the scale is at least what the lag-1 spread
     leaves beyond twice the fit's own variance, so that frames that vary far more than the
-    fit's precision (poses drawn anew every frame) are not taken for a still animal."""
+    fit's precision (poses drawn anew every frame) are not taken for a still animal, and
+    at least the variogram's sampling error; without it (no per-frame stage measured the
+    fit's precision) at least the lag-1 spread itself: without knowing the fit's noise, no
+    smoother than the frames' own steps."""
     anc = ancestors(prev, 2)
     scale = values.new_zeros(values.shape[1])
     one, two = anc[1] >= 0, anc[2] >= 0
@@ -163,15 +168,15 @@ def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool =
     for j in range(int(blocks.max()) + 1 if blocks.numel() else 0):
         cols = blocks == j
         g1 = (_MAD_TO_SIGMA * d1[:, cols].median()) ** 2
+        fit = variance[:, cols].nanmedian() if variance is not None else None
+        if fit is None or not bool(torch.isfinite(fit)):
+            fit = None
         if not m2:
             var = g1                       # chains of two frames: the raw velocity
         else:
             g2 = (_MAD_TO_SIGMA * d2[:, cols].median()) ** 2
-            var = torch.maximum(g2 - g1, g1 / math.sqrt(m2))
-        if variance is not None:
-            fit = variance[:, cols].nanmedian()
-            if bool(torch.isfinite(fit)):
-                var = torch.maximum(var, g1 - 2.0 * fit)
+            var = (torch.maximum(g2 - g1, g1) if fit is None else
+                   torch.maximum(torch.maximum(g2 - g1, g1 - 2.0 * fit), g1 / math.sqrt(m2)))
         scale[cols] = var.sqrt()
     return scale
 

@@ -119,7 +119,9 @@ class StageOutcome:
             information of the stage's loss ``sum r^2``, residuals in noise units) at its
             last linearisation; NaN for samples the stage left out or whose ``J^T J`` is
             singular. Only where a handler asks for it (``uses_posterior_variance``) and
-            the runner has it (per-sample Levenberg-Marquardt stages); else None.
+            the runner has it (per-sample Levenberg-Marquardt stages; stages over chains
+            of frames give each frame's from its own labels alone, without the motion
+            terms); else None.
     """
 
     params: Dict[str, Tensor]
@@ -279,24 +281,30 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)
+        # each frame's precision from its labels alone: the motion scale's noise floor
+        variance = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
+                    else None)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged[system.chain], n_steps, trace, per_sample=False,
-                        unit_steps=int(unit_steps.sum()))
+                        unit_steps=int(unit_steps.sum()), variance=variance)
 
 
 #: Samples whose covariance is computed at once (a (n, P, P) dense copy each).
 COVARIANCE_CHUNK = 1024
 
 
-def _posterior_variance(problem: LeastSquaresProblem, system: SampleSystem,
+def _posterior_variance(problem: LeastSquaresProblem, system,
                         skip: Optional[Tensor]) -> Optional[Dict[str, Tensor]]:
     """Every sample's posterior variance per fitted parameter (see
-    :class:`StageOutcome`); None before any linearisation."""
+    :class:`StageOutcome`) from ``system.H``, its own normal equations (B, ...) (of a
+    :class:`~.solver.SampleSystem`, or a :class:`~.solver.chain_system.ChainSystem`'s
+    frames from their labels alone, without the motion terms); None before any
+    linearisation."""
     if system.H is None or problem.solver is None:
         return None
     parts = []
-    for start in range(0, system.num_units, COVARIANCE_CHUNK):
+    for start in range(0, system.H.shape[0], COVARIANCE_CHUNK):
         # the solvers keep H's upper triangle only: the symmetric matrix from it
         upper = problem.solver.dense(system.H[start:start + COVARIANCE_CHUNK]).to(
             system.dtype).triu()

@@ -54,15 +54,21 @@ def test_the_scale_is_the_motions_whatever_the_fits_noise(sigma_n):
     # a random walk of 0.03 a frame seen through per-frame noise up to 3x larger
     values = _walk(20000, 0.03, sigma_n, 3)
     prev = torch.arange(-1, 19999)
-    scale = motion_scale(values, prev, motion_blocks((1, 3)))
+    scale = motion_scale(values, prev, motion_blocks((1, 3)),
+                         variance=torch.full_like(values, sigma_n ** 2))
     assert scale.shape == (3,)
     assert torch.allclose(scale, torch.full_like(scale, 0.03), rtol=0.25)
+    # without the fit's precision: no smoother than the frames' own steps
+    blind = motion_scale(values, prev, motion_blocks((1, 3)))
+    steps = 1.4826 * (values[1:] - values[:-1]).abs().median()
+    assert (blind >= steps * (1 - 1e-9)).all()
 
 
 def test_an_animal_sitting_still_gets_the_floor_not_zero():
     values = _walk(400, 0.0, 0.1, 3, seed=1)
     prev = torch.arange(-1, 399)
-    scale = motion_scale(values, prev, motion_blocks((3,)))
+    scale = motion_scale(values, prev, motion_blocks((3,)),
+                         variance=torch.full_like(values, 0.01))
     raw = (1.4826 * (values[1:] - values[:-1]).abs().median())
     assert (scale > 0).all() and (scale < raw).all()
 
@@ -72,12 +78,13 @@ def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
     g = torch.Generator().manual_seed(4)
     values = 0.3 * torch.randn(400, 3, generator=g, dtype=torch.float64)
     prev = torch.arange(-1, 399)
-    blind = motion_scale(values, prev, motion_blocks((3,)))
     told = motion_scale(values, prev, motion_blocks((3,)),
                         variance=torch.full_like(values, 1e-4))
+    still = motion_scale(values, prev, motion_blocks((3,)),
+                         variance=torch.full_like(values, 0.09))
     raw = 1.4826 * (values[1:] - values[:-1]).abs().median()
-    assert (blind < 0.6 * raw).all()                  # the floor: taken for noise
-    assert torch.allclose(told, raw.expand(3), rtol=0.01)  # the spread: motion
+    assert torch.allclose(told, raw.expand(3), rtol=0.01)  # far above the fit's noise
+    assert (still < 0.6 * raw).all()       # the fit's own noise: the floor
 
 
 def test_blocks_pool_a_joints_three_components():
