@@ -83,6 +83,14 @@ def variance_key(param: str) -> str:
     return f'posterior_variance/{param}'
 
 
+#: Beside it, where a handler asks for the variance: ``observations[per_frame_key(name)]``
+#: (B, *shape), where each sample's own labels put the parameter in that stage (one
+#: Gauss-Newton step of the stage's per-sample terms from where it ended, without terms
+#: coupling samples in time), NaN where a sample was not fitted.
+def per_frame_key(param: str) -> str:
+    return f'per_frame_fit/{param}'
+
+
 def get_param(params: Optional[Mapping[str, Any]], key: str) -> Optional[torch.Tensor]:
     """``params[key]`` or ``None`` when absent (or ``None``)."""
     if not params:

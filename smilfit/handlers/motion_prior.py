@@ -5,13 +5,17 @@ Frames of one animal whose frame indices follow each other (``observations
 missing from the batch, a lost track or another animal breaks it. Along a chain the
 prior's residuals are the per-frame parameters' velocities (``order=1``: ``x_t -
 x_{t-1}``) or accelerations (``order=2``: ``x_t - 2 x_{t-1} + x_{t-2}``), each divided by
-the motion's own scale, measured from the fit at the stage's start, per joint (a body
-pose's 3 components together), and for the root's turn, its move and its scale:
+the motion's own scale, measured from the fit at the stage's start, for every entry
+(each axis of each joint's rotation, of the root's turn and move, and the scale):
 
     gamma_k = (1.4826 median |x_t - x_{t-k}|)^2     (over the chains' frames)
     sigma^2 = gamma_2 - gamma_1                    (floored at gamma_1 / sqrt(m_2))
 
-The variogram of a per-frame fit: a random walk's lag-k differences have variance
+It is measured on each frame's own fit: where the stage before left it, or, where that
+stage smoothed the frames (a stage over chains), where the frame's own labels put it (one
+Gauss-Newton step of its per-frame terms: a smoothed answer shows less motion than there
+is, and measured on it the next stage would smooth more, and so on). The variogram of a
+per-frame fit: a random walk's lag-k differences have variance
 ``k sigma_q^2`` plus twice the fit's own noise at every lag, so the difference of the first
 two lags is the motion's part alone (``sigma_q^2``), whatever the labels' noise. Where the
 fit cannot tell motion from noise (``gamma_2 <= gamma_1``: an animal that sits still) the
@@ -37,13 +41,17 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..registry import HANDLERS
-from .base import BaseHandler, get_param, variance_key, zeros_like_batch
+from .base import BaseHandler, get_param, per_frame_key, variance_key, zeros_like_batch
 
 Tensor = torch.Tensor
 
 #: The per-frame parameters smoothed by default: the pose, the root's turn and move, and
 #: the global scale (those a dataset fit's pose stages fit).
 DEFAULT_PARAMS = ('global_orient', 'transl', 'body_pose', 'global_log_scale')
+
+#: What is smoothed: the body's keypoints in 3D (what the labels measure, however the
+#: pose parametrises them) or the per-frame parameters themselves.
+TARGETS = ('keypoints', 'params')
 
 #: Finite-difference coefficients of the residual at frame t, for frames t, t-1, t-2.
 STENCILS = {1: (1.0, -1.0), 2: (1.0, -2.0, 1.0)}
@@ -134,12 +142,10 @@ def finite_difference(values: Tensor, anc: Tensor, stencil: Sequence[float],
 
 def motion_blocks(shape: Sequence[int]) -> Tensor:
     """(D,) long: the scale block of each of a parameter's ``D = prod(shape)`` entries
-    (per sample): one per row of a (N, 3) pose (each joint's three components together),
-    one for anything else."""
-    D = math.prod(shape)
-    if len(shape) == 2 and shape[-1] == 3:
-        return torch.arange(shape[0]).repeat_interleave(3)
-    return torch.zeros(D, dtype=torch.long)
+    (per sample): every entry its own. An animal's motion is not the same in every axis
+    (a heading turns about the vertical, a knee bends about one axis): pooled, the still
+    axes would set the scale of the moving one."""
+    return torch.arange(math.prod(shape))
 
 
 def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool = False,
@@ -202,8 +208,11 @@ class MotionPriorHandler(BaseHandler):
 
     Args:
         name, weight, check_finite: see :class:`~.base.BaseHandler`.
-        params: the per-frame parameters smoothed (absent ones are ignored).
-        order: 1 (velocity: a random walk) or 2 (acceleration).
+        target: ``'keypoints'`` (the body's keypoints in 3D, each coordinate its own
+            scale; velocities only) or ``'params'`` (the per-frame parameters ``params``).
+        params: the per-frame parameters smoothed with ``target='params'`` (absent ones
+            are ignored).
+        order: 1 (velocity: a random walk) or 2 (acceleration; ``target='params'``).
         frame_key: observation key of the (B,) frame indices.
     """
 
@@ -212,13 +221,17 @@ class MotionPriorHandler(BaseHandler):
     pools_per_animal = True
     needs_stage_observations = True
 
-    def __init__(self, name: str, weight: float = 1.0,
+    def __init__(self, name: str, weight: float = 1.0, target: str = 'keypoints',
                  params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
                  frame_key: str = 'frame_index', check_finite: bool = False) -> None:
         super().__init__(name, None, weight, check_finite)
-        if order not in STENCILS:
-            raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)}, '
-                             f'got {order!r}')
+        if target not in TARGETS:
+            raise ValueError(f'handler {name!r}: target must be one of {TARGETS}, got '
+                             f'{target!r}')
+        if order not in STENCILS or (target == 'keypoints' and order != 1):
+            raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)} '
+                             f"(1 for target='keypoints'), got {order!r}")
+        self.target = target
         if isinstance(params, str) or not params:
             raise ValueError(f'handler {name!r}: params must be a non-empty list of '
                              f'parameter names, got {params!r}')
@@ -251,18 +264,33 @@ class MotionPriorHandler(BaseHandler):
                    else groups)
         prev = consecutive_frames(frames, animals)
         out = {self.prev_key: prev}
-        for p in self.params:
-            value = get_param(params, p)
+        sources = dict(params)
+        if self.target == 'keypoints':
+            sources = dict(keypoints=output.keypoints)
+        for p in self.smoothed:
+            value = get_param(sources, p)
             if value is None or value.shape[0] != B:
                 continue
             shape = tuple(value.shape[1:])
+            value = value.detach().reshape(B, -1)
             variance = observations.get(variance_key(p))
             if variance is not None:
                 variance = variance.reshape(B, -1)
-            scale = motion_scale(value.detach().reshape(B, -1), prev.to(value.device),
-                                 motion_blocks(shape), self.is_rotation(p, value), variance)
+            own = observations.get(per_frame_key(p))
+            if own is not None:
+                # each frame where its own labels put it (a stage's smoothed answer would
+                # show less motion than there is, and the next stage smooth it more)
+                own = own.reshape(B, -1).to(value)
+                value = torch.where(torch.isfinite(own), own, value)
+            scale = motion_scale(value, prev.to(value.device), motion_blocks(shape),
+                                 self.is_rotation(p, get_param(sources, p)), variance)
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
         return out
+
+    @property
+    def smoothed(self) -> Tuple[str, ...]:
+        """What the residuals read: the body's ``'keypoints'`` or the parameters."""
+        return ('keypoints',) if self.target == 'keypoints' else self.params
 
     @staticmethod
     def is_rotation(param: str, value: Tensor) -> bool:
@@ -286,13 +314,14 @@ class MotionPriorHandler(BaseHandler):
     def residuals(self, params: Mapping[str, Any], observations: Mapping[str, Any]
                   ) -> Dict[str, Tensor]:
         """param -> (B, D) each frame's residual (its link to the frames before it; the
-        loss is their sum of squares, times ``weight``); empty without chains."""
+        loss is their sum of squares, times ``weight``); empty without chains. With
+        ``target='keypoints'``, ``params['keypoints']`` are the body's (B, K, 3)."""
         prev = self.chains(observations)
         if prev is None:
             return {}
         anc = ancestors(prev, self.order)
         out = {}
-        for p in self.params:
+        for p in self.smoothed:
             value, inv = get_param(params, p), self.inverse_scales(observations, p)
             if value is None or inv is None:
                 continue
@@ -304,6 +333,8 @@ class MotionPriorHandler(BaseHandler):
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> Tensor:
+        if self.target == 'keypoints':
+            params = dict(keypoints=output.keypoints)
         residuals = self.residuals(params, observations)
         if not residuals:
             return zeros_like_batch(output)

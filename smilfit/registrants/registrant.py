@@ -13,7 +13,7 @@ from torch import nn
 from smilfit.body_models import BodyModelOutput, SMILModel
 from smilfit.body_models.parameters import MODEL_INPUTS as _MODEL_INPUTS
 from smilfit.body_models.parameters import SHAREABLE_PARAMS
-from smilfit.handlers.base import variance_key
+from smilfit.handlers.base import per_frame_key, variance_key
 from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .hooks import FittingHook, build_hooks
@@ -450,11 +450,13 @@ class SMILRegistrant(nn.Module):
             for hook in self.hooks:
                 hook.before_stage(self, stage)
             before = params
-            params, stage_diverged, record, variance = self._run_stage(
+            params, stage_diverged, record, (variance, own) = self._run_stage(
                 stage if seeded is None else replace(stage, ftol=stage.seed_ftol), params,
                 {**obs, **carried}, groups, skip)
             if variance:
                 carried.update({variance_key(k): v for k, v in variance.items()})
+            if own:
+                carried.update({per_frame_key(k): v for k, v in own.items()})
             if seeded is not None:
                 record['seeds'] = seeded
             if skip is not None:   # (a runner that could not leave them out ran them)
@@ -493,7 +495,7 @@ class SMILRegistrant(nn.Module):
                 if not active:
                     raise ValueError(f'stage {stage.name!r}: its only handlers are priors '
                                      'on shared parameters, which it does not fit')
-            diverged, records, variance = None, [], None
+            diverged, records, variance = None, [], (None, None)
             for _ in range(stage.rounds):
                 params = self._shared_starts(stage, params, obs, groups, active)
                 # Pooled over each animal's frames where its skeleton is fitted (a
@@ -539,7 +541,7 @@ class SMILRegistrant(nn.Module):
                                             diverged if skip is None else diverged | skip))
         if outcome.unit_steps is not None:
             record['unit_steps'] = outcome.unit_steps
-        return outcome.params, diverged, record, outcome.variance
+        return outcome.params, diverged, record, (outcome.variance, outcome.per_frame_fit)
 
     @contextlib.contextmanager
     def _handler_weights(self, weights: Mapping[str, float]):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional
+from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -122,6 +122,10 @@ class StageOutcome:
             the runner has it (per-sample Levenberg-Marquardt stages; stages over chains
             of frames give each frame's from its own labels alone, without the motion
             terms); else None.
+        per_frame_fit: name -> (B, *shape), beside ``variance``: where each sample's own
+            terms put every fitted parameter, one Gauss-Newton step from where the stage
+            left it (its optimum for a sample fitted alone, its labels' answer without the
+            motion terms for a frame of a chain); NaN where ``variance`` is.
     """
 
     params: Dict[str, Tensor]
@@ -133,6 +137,7 @@ class StageOutcome:
     end_loss: Optional[Tensor] = None
     unit_steps: Optional[int] = None
     variance: Optional[Dict[str, Tensor]] = None
+    per_frame_fit: Optional[Dict[str, Tensor]] = None
 
 
 def _free(ctx: StageContext) -> Dict[str, Tensor]:
@@ -162,6 +167,12 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
                 raise ValueError(f'stage {stage.name!r}: one motion term per stage, got '
                                  f'{[h.name for h in motion]}')
             if any(name in ctx.shared for name in stage.fit):
+                if motion[0].target == 'keypoints':
+                    raise ValueError(
+                        f'stage {stage.name!r}: Levenberg-Marquardt does not fit shared '
+                        f'parameters and frames coupled by their keypoints\' motion '
+                        f'({motion[0].name!r}) in one stage: fit the shared ones in a stage '
+                        "of their own, or smooth the parameters (target='params')")
                 return run_group_lm_stage(frame_ctx, motion[0])
             return run_chain_lm_stage(frame_ctx, motion[0])
         ctx = frame_ctx
@@ -197,34 +208,44 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
         # (skipped samples have no cost of their own: the registrant evaluates both)
         start, end = (starts[0], system.cost) if ctx.skip is None else (None, None)
-        variance = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
-                    else None)
+        variance, own = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
+                         else (None, None))
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
                         start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()),
-                        variance=variance)
+                        variance=variance, per_frame_fit=own)
 
 
 def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
     """Whether a motion term links frames in a parameter the stage fits."""
+    per_frame = [n for n in ctx.stage.fit if n not in ctx.shared]
     for h in motion:
         prev = h.chains(ctx.observations)
-        if prev is not None and bool((prev >= 0).any()) and any(
-                p in ctx.stage.fit and h.inverse_scales(ctx.observations, p) is not None
-                for p in h.params):
+        if prev is None or not bool((prev >= 0).any()):
+            continue
+        if h.target == 'keypoints':
+            if per_frame and h.inverse_scales(ctx.observations, 'keypoints') is not None:
+                return True
+        elif any(p in per_frame and h.inverse_scales(ctx.observations, p) is not None
+                 for p in h.params):
             return True
     return False
 
 
 def _motion_terms(handler: nn.Module, observations: Mapping[str, Tensor],
                   fixed: Dict[str, Tensor], fitted: List[str], offsets: Mapping[str, int],
-                  columns: int) -> MotionTerms:
+                  columns: int, model: nn.Module) -> MotionTerms:
     """A motion handler's terms on the columns of the per-frame parameters ``fitted``
     (``offsets`` their first columns, ``columns`` in all; rotations in ``fixed`` already
-    unwrapped along the chains)."""
+    unwrapped along the chains), or on the body ``model``'s keypoints."""
     B = next(iter(fixed.values())).shape[0]
     like = fixed[fitted[0]]
+    if handler.target == 'keypoints':
+        scale = handler.inverse_scales(observations, 'keypoints').reshape(B, -1).to(like)
+        return MotionTerms(handler.chains(observations), handler.stencil,
+                           scale * math.sqrt(handler.weight), like.new_zeros(B),
+                           points=model.keypoint_source)
     scale = like.new_zeros(B, columns)
     for name in fitted:
         inverse = handler.inverse_scales(observations, name)
@@ -270,7 +291,7 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
                                   cost_returns_output=True, plan_solver=False)
     x0 = problem.initial_x()
     terms = _motion_terms(handler, ctx.observations, fixed, list(stage.fit), problem.offsets,
-                          x0.shape[1])
+                          x0.shape[1], ctx.body_model)
     trace: List[Tensor] = []
 
     def progress(i: int, cost: Tensor) -> None:
@@ -281,44 +302,81 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)
-        # each frame's precision from its labels alone: the motion scale's noise floor
-        variance = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
-                    else None)
+        # each frame from its labels alone: what the motion scale is measured on
+        variance, own = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
+                         else (None, None))
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged[system.chain], n_steps, trace, per_sample=False,
-                        unit_steps=int(unit_steps.sum()), variance=variance)
+                        unit_steps=int(unit_steps.sum()), variance=variance,
+                        per_frame_fit=own)
 
 
 #: Samples whose covariance is computed at once (a (n, P, P) dense copy each).
 COVARIANCE_CHUNK = 1024
 
 
-def _posterior_variance(problem: LeastSquaresProblem, system,
-                        skip: Optional[Tensor]) -> Optional[Dict[str, Tensor]]:
-    """Every sample's posterior variance per fitted parameter (see
-    :class:`StageOutcome`) from ``system.H``, its own normal equations (B, ...) (of a
-    :class:`~.solver.SampleSystem`, or a :class:`~.solver.chain_system.ChainSystem`'s
-    frames from their labels alone, without the motion terms); None before any
-    linearisation."""
+def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Tensor]
+                        ) -> Tuple[Optional[Dict[str, Tensor]], Optional[Dict[str, Tensor]]]:
+    """Every sample's posterior variance per fitted parameter and where its own terms put
+    it (see :class:`StageOutcome`), from ``system.H`` and ``system.g``, its own normal
+    equations at ``system.x_linearized`` (of a :class:`~.solver.SampleSystem`, or a
+    :class:`~.solver.chain_system.ChainSystem`'s frames from their labels alone, without
+    the motion terms); ``(None, None)`` before any linearisation."""
     if system.H is None or problem.solver is None:
-        return None
-    parts = []
+        return None, None
+    variances, fits = [], []
     for start in range(0, system.H.shape[0], COVARIANCE_CHUNK):
+        rows = slice(start, start + COVARIANCE_CHUNK)
         # the solvers keep H's upper triangle only: the symmetric matrix from it
-        upper = problem.solver.dense(system.H[start:start + COVARIANCE_CHUNK]).to(
-            system.dtype).triu()
+        upper = problem.solver.dense(system.H[rows]).to(system.dtype).triu()
         factor, info = torch.linalg.cholesky_ex(upper + upper.triu(1).mT)
         failed = info != 0                  # (singular: inverted as the identity, then NaN)
         factor = torch.where(failed[:, None, None],
                              torch.eye(factor.shape[-1], dtype=factor.dtype,
                                        device=factor.device), factor)
         variance = torch.cholesky_inverse(factor).diagonal(dim1=-2, dim2=-1)
-        parts.append(variance.masked_fill(failed[:, None], float('nan')))
-    variance = torch.cat(parts)
+        fit = system.x_linearized[rows] - torch.cholesky_solve(
+            system.g[rows, :, None].to(factor.dtype), factor)[..., 0]
+        fit = torch.where(failed[:, None], system.x_linearized[rows], fit)
+        points, point_variance = _own_points(
+            problem, system.x_linearized[rows], (system.x_linearized[rows] - fit).to(
+                factor.dtype), rows, factor)
+        variances.append(torch.cat([variance, point_variance], 1).masked_fill(
+            failed[:, None], float('nan')))
+        fits.append(torch.cat([fit.to(system.dtype), points], 1).masked_fill(
+            failed[:, None], float('nan')))
+    variance, fit = torch.cat(variances), torch.cat(fits)
     if skip is not None:
-        variance = variance.masked_fill(skip.to(variance.device)[:, None], float('nan'))
-    return problem.unflatten(variance)
+        left_out = skip.to(variance.device)[:, None]
+        variance = variance.masked_fill(left_out, float('nan'))
+        fit = fit.masked_fill(left_out, float('nan'))
+    P = system.x_linearized.shape[1]
+    B = variance.shape[0]
+    out_variance, out_fit = problem.unflatten(variance[:, :P]), problem.unflatten(fit[:, :P])
+    # and the body's keypoints there, with their variance (the motion prior on points)
+    out_variance['keypoints'] = variance[:, P:].reshape(B, -1, 3)
+    out_fit['keypoints'] = fit[:, P:].reshape(B, -1, 3)
+    return out_variance, out_fit
+
+
+def _own_points(problem: LeastSquaresProblem, x: Tensor, step: Tensor, rows: slice,
+                factor: Tensor) -> Tuple[Tensor, Tensor]:
+    """The body model's keypoints (n, 3K) where the samples ``rows``' own terms put them:
+    at their parameters ``x`` (n, P) moved by the Gauss-Newton ``step`` (n, P) through
+    the points' Jacobian ``D`` (linearised: a step along a direction the labels barely
+    see may be long, and the points at its end far from anything the labels say), and
+    their variances ``diag(D H^-1 D^T)`` (``H = L L^T``, ``L`` = ``factor``)."""
+    idx = torch.arange(problem.B, device=x.device)[rows]
+    params, _ = problem.subset(idx, x)
+    points, D = problem.jacobian(params, problem.fitted)
+    source = problem.model.keypoint_source
+    n = points.shape[0]
+    points = points[:, source].reshape(n, -1)
+    D = D[:, source].reshape(n, -1, D.shape[-1]).to(factor.dtype)
+    own = points - (D @ step[..., None])[..., 0].to(points)
+    whitened = torch.linalg.solve_triangular(factor, D.mT, upper=False)   # L^-1 D^T
+    return own.to(x), (whitened * whitened).sum(1).to(x)
 
 
 def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None
@@ -356,7 +414,8 @@ def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None
         system = (GroupSystem(problem, options.damping) if motion is None else
                   GroupChainSystem(problem, _motion_terms(
                       motion, ctx.observations, fixed, frame_names,
-                      problem.per_frame.offsets, problem.Px), options.damping))
+                      problem.per_frame.offsets, problem.Px, ctx.body_model),
+                      options.damping))
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)

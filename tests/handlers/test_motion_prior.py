@@ -87,10 +87,17 @@ def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
     assert (still < 0.6 * raw).all()       # the fit's own noise: the floor
 
 
-def test_blocks_pool_a_joints_three_components():
-    assert motion_blocks((4, 3)).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert motion_blocks((3,)).tolist() == [0, 0, 0]
-    assert motion_blocks((1,)).tolist() == [0]
+def test_an_axis_that_moves_gets_its_own_scale():
+    # a heading turning about the vertical, the other two axes still
+    g = torch.Generator().manual_seed(5)
+    values = torch.zeros(300, 3, dtype=torch.float64)
+    values[:, 2] = torch.cumsum(0.05 * torch.randn(300, generator=g, dtype=torch.float64), 0)
+    values = values + 0.001 * torch.randn(300, 3, generator=g, dtype=torch.float64)
+    scale = motion_scale(values, torch.arange(-1, 299), motion_blocks((3,)),
+                         variance=torch.full_like(values, 1e-6))
+    assert 0.04 < float(scale[2]) < 0.06
+    assert (scale[:2] < 0.2 * scale[2]).all()
+    assert motion_blocks((4, 3)).tolist() == list(range(12))
 
 
 def _handler(**kwargs):

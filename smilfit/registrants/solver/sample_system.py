@@ -51,6 +51,8 @@ class SampleSystem:
         self.cost = torch.zeros(self.num_units, dtype=self.dtype, device=self.device)
         self.g = torch.zeros(self.num_units, P, dtype=self.dtype, device=self.device)
         self.H: Optional[Tensor] = None   # (B, P, P), or (B, width) packed
+        #: (B, P) where every sample was last linearised (its g and H are there)
+        self.x_linearized = self.x.clone()
         self.ldt = problem.linear_dtype or self.dtype
         self.damping = DAMPING[damping]
         self.skip = (torch.zeros(self.num_units, dtype=torch.bool, device=self.device)
@@ -75,6 +77,7 @@ class SampleSystem:
         # of H's P*P entries).
         bad = ~(torch.isfinite(c) & torch.isfinite(g.sum(1))
                 & torch.isfinite(H.sum(tuple(range(1, H.dim())))))
+        self.x_linearized[units] = self.x[units]
         if units.numel() == self.num_units:  # every sample (the first iteration, often later)
             self.cost, self.g, self.H = c.clone(), g.clone(), H.to(self.ldt)
         else:
