@@ -97,10 +97,10 @@ VARIANTS = {
                         'variance added (AnimalPosePriorHandler posterior_spread=True)',
     'no_motion': 'every frame fitted alone, without the motion prior coupling consecutive '
                  'frames (MotionPriorHandler left out)',
-    'acceleration': 'the motion prior on the parameters\' accelerations instead of the '
-                    'keypoints\' velocities (MotionPriorHandler target=params, order=2)',
-    'params_motion': 'the motion prior on the per-frame parameters\' velocities instead of '
-                     'the keypoints\' (MotionPriorHandler target=params)',
+    'acceleration': 'the motion prior on the parameters\' accelerations instead of their '
+                    'velocities (MotionPriorHandler order=2)',
+    'keypoints_motion': 'the motion prior on the body\'s keypoints\' velocities in 3D '
+                        'instead of the parameters\' (MotionPriorHandler target=keypoints)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
@@ -129,14 +129,10 @@ def apply_variant(cfg, variant: str):
             stages['refine']]
     elif variant == 'animal_scale':
         cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
-        # (a stage fitting a shared scale and frames coupled in time smooths parameters)
+    elif variant == 'keypoints_motion':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'MotionPriorHandler':
-                handler['target'] = 'params'
-    elif variant == 'params_motion':
-        for handler in cfg.registrant.handlers:
-            if handler['type'] == 'MotionPriorHandler':
-                handler['target'] = 'params'
+                handler['target'] = 'keypoints'
     elif variant == 'animal_scale_prior':
         cfg.registrant.handlers = list(cfg.registrant.handlers) + [
             dict(type='AnimalPosePriorHandler', name='scale_prior', param='global_log_scale',
@@ -163,7 +159,7 @@ def apply_variant(cfg, variant: str):
     elif variant == 'acceleration':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'MotionPriorHandler':
-                handler.update(target='params', order=2)
+                handler.update(order=2)
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

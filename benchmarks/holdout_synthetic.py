@@ -113,7 +113,7 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'before animal prior': 'fixed_pose_prior+no_exchange',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
-           'params_motion': 'params_motion', 'shipped': 'shipped'}
+           'keypoints_motion': 'keypoints_motion', 'shipped': 'shipped'}
 
 
 def _displacement(displaced):

