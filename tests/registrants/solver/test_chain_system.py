@@ -91,10 +91,13 @@ def test_each_chain_is_its_own_unit(model):
                     init_params={k: v[one] for k, v in start.items()},
                     groups=torch.zeros(int(one.sum()), dtype=torch.long))
     # (the motion's scale is measured over the batch: the same animal alone differs by
-    # that scale only, so compare against its own batch's answer loosely)
-    for k in POSE:
-        assert torch.isfinite(alone.params[k]).all()
-        torch.testing.assert_close(both.params[k][one], alone.params[k], atol=0.1, rtol=0)
+    # that scale only, so compare its keypoints, loosely; rotations no label sees are
+    # free to differ)
+    points = [model(return_vertices=False, **{k: r.params[k][rows] for k in POSE}).keypoints
+              for r, rows in ((both, one), (alone, slice(None)))]
+    assert torch.isfinite(points[1]).all()
+    assert float((points[0] - points[1]).norm(dim=-1).median()) < 0.01 * float(
+        points[1].std(1).norm(dim=-1).mean())
 
 
 def test_the_motion_prior_brings_noisy_frames_nearer_the_truth(model):
