@@ -180,17 +180,7 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
         return run_group_lm_stage(ctx)
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     fixed = ctx.expand({k: v.detach() for k, v in ctx.params.items()})
-
-    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
-                return_output: bool = False):
-        losses, output = ctx.per_sample_losses(params, observations, ctx.handlers,
-                                               ctx.need_vertices, return_output=True)
-        cost = torch.stack(list(losses.values())).sum(0)
-        return (cost, output) if return_output else cost
-    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
-    problem = LeastSquaresProblem(ctx.body_model, ctx.handlers, ctx.observations, fixed,
-                                  stage.fit, cost_fn, linear_dtype=linear,
-                                  cost_returns_output=True)
+    problem = _frame_problem(ctx, options, fixed)
     trace: List[Tensor] = []
 
     def progress(i: int, cost: Tensor) -> None:
@@ -278,17 +268,7 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
     options = LMOptions.from_config(optimizer_kwargs(stage), f'stage {stage.name!r}')
     fixed = _unwrapped(handler, ctx.expand({k: v.detach() for k, v in ctx.params.items()}),
                        list(stage.fit), ctx.observations)
-
-    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
-                return_output: bool = False):
-        losses, output = ctx.per_sample_losses(params, observations, ctx.handlers,
-                                               ctx.need_vertices, return_output=True)
-        cost = torch.stack(list(losses.values())).sum(0)
-        return (cost, output) if return_output else cost
-    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
-    problem = LeastSquaresProblem(ctx.body_model, ctx.handlers, ctx.observations, fixed,
-                                  stage.fit, cost_fn, linear_dtype=linear,
-                                  cost_returns_output=True, plan_solver=False)
+    problem = _frame_problem(ctx, options, fixed, plan_solver=False)
     x0 = problem.initial_x()
     terms = _motion_terms(handler, ctx.observations, fixed, list(stage.fit), problem.offsets,
                           x0.shape[1], ctx.body_model)
@@ -310,6 +290,22 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
     return StageOutcome(params, diverged[system.chain], n_steps, trace, per_sample=False,
                         unit_steps=int(unit_steps.sum()), variance=variance,
                         per_frame_fit=own)
+
+
+def _frame_problem(ctx: StageContext, options: LMOptions, fixed: Dict[str, Tensor],
+                   plan_solver: bool = True) -> LeastSquaresProblem:
+    """The stage's per-frame least-squares problem over ``ctx.handlers`` from ``fixed``
+    (``plan_solver=False``: dense ``H``, as a chain's system wants)."""
+    def cost_fn(params: Dict[str, Tensor], observations: Dict[str, Tensor],
+                return_output: bool = False):
+        losses, output = ctx.per_sample_losses(params, observations, ctx.handlers,
+                                               ctx.need_vertices, return_output=True)
+        cost = torch.stack(list(losses.values())).sum(0)
+        return (cost, output) if return_output else cost
+    linear = None if options.linear_dtype == 'auto' else getattr(torch, options.linear_dtype)
+    return LeastSquaresProblem(ctx.body_model, ctx.handlers, ctx.observations, fixed,
+                               ctx.stage.fit, cost_fn, linear_dtype=linear,
+                               cost_returns_output=True, plan_solver=plan_solver)
 
 
 #: Samples whose covariance is computed at once (a (n, P, P) dense copy each).

@@ -69,13 +69,33 @@ def test_samples_are_grouped_by_their_cameras_and_views():
 def test_anipose_peers_recover_noiseless_points(two_sessions):
     obs, points = _observations(two_sessions)
     peers = aniposelib_peers(edges=[(0, 1), (1, 3), (3, 4)])
-    assert list(peers) == ['anipose', 'anipose RANSAC', 'anipose limbs']
+    assert list(peers) == ['anipose', 'anipose RANSAC', 'anipose limbs', 'anipose smooth']
     for name, peer in peers.items():
         got = peer(obs)
         assert np.isnan(got[0, 2]).all(), name
         ok = np.isfinite(got).all(-1)
         assert ok.sum() == B * K - 1, name
         np.testing.assert_allclose(got[ok], points[ok], atol=0.05, err_msg=name)
+
+
+@pytest.mark.skipif(not aniposelib_available(), reason='aniposelib is not installed')
+def test_the_smoothed_peer_follows_each_animals_runs_of_frames(monkeypatch):
+    """Frames of one animal that follow each other are smoothed together; another animal,
+    or a gap, starts a run of its own."""
+    from aniposelib.cameras import CameraGroup
+    obs, points = _observations(False)
+    obs['frame_index'] = np.array([0, 1, 2, 7, 8, 9])      # a gap after frame 2
+    obs['animal'] = np.array([0, 0, 0, 0, 1, 1])           # and another animal
+    runs = []
+    original = CameraGroup.optim_points
+
+    def recording(self, points2d, *args, **kwargs):
+        runs.append(points2d.shape[1])
+        return original(self, points2d, *args, **kwargs)
+    monkeypatch.setattr(CameraGroup, 'optim_points', recording)
+    got = aniposelib_peers(edges=[(0, 1)])['anipose smooth'](obs)
+    assert sorted(runs) == [2, 3]                 # frames 0-2; 8-9; frame 7 alone
+    assert np.isfinite(got[1:]).all()
 
 
 @pytest.mark.skipif(aniposelib_available(), reason='aniposelib is installed')
