@@ -84,7 +84,7 @@ def variance_key(param: str) -> str:
 
 
 #: Beside it, where a handler asks for the variance: ``observations[per_frame_key(name)]``
-#: (B, *shape), where each sample's own labels put the parameter in that stage (one
+#: ``(B, *shape)``, where each sample's own labels put the parameter in that stage (one
 #: Gauss-Newton step of the stage's per-sample terms from where it ended, without terms
 #: coupling samples in time), NaN where a sample was not fitted.
 def per_frame_key(param: str) -> str:

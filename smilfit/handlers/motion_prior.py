@@ -254,7 +254,7 @@ class MotionPriorHandler(BaseHandler):
                            params: Mapping[str, Any],
                            groups: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """The chains (``prev_key``: (B,) each sample's previous frame, -1 for none) and
-        each parameter's motion scale (``scale_key(param)``: (B, *shape)) from the fit at
+        each parameter's motion scale (``scale_key(param)``: ``(B, *shape)``) from the fit at
         the stage's start; nothing without frame indices."""
         frames = observations.get(self.frame_key)
         if frames is None:
@@ -305,7 +305,7 @@ class MotionPriorHandler(BaseHandler):
 
     def inverse_scales(self, observations: Mapping[str, Any], param: str
                        ) -> Optional[Tensor]:
-        """(B, *shape) ``1 / scale`` of ``param``'s entries (0 where it has no motion
+        """``(B, *shape)`` ``1 / scale`` of ``param``'s entries (0 where it has no motion
         term), or ``None`` where the parameter is not smoothed."""
         scale = observations.get(self.scale_key(param))
         if scale is None:

@@ -122,7 +122,7 @@ class StageOutcome:
             the runner has it (per-sample Levenberg-Marquardt stages; stages over chains
             of frames give each frame's from its own labels alone, without the motion
             terms); else None.
-        per_frame_fit: name -> (B, *shape), beside ``variance``: where each sample's own
+        per_frame_fit: name -> ``(B, *shape)``, beside ``variance``: where each sample's own
             terms put every fitted parameter, one Gauss-Newton step from where the stage
             left it (its optimum for a sample fitted alone, its labels' answer without the
             motion terms for a frame of a chain); NaN where ``variance`` is.
