@@ -99,8 +99,6 @@ VARIANTS = {
                  'frames (MotionPriorHandler left out)',
     'acceleration': 'the motion prior on the parameters\' accelerations instead of their '
                     'velocities (MotionPriorHandler order=2)',
-    'keypoints_motion': 'the motion prior on the body\'s keypoints\' velocities in 3D '
-                        'instead of the parameters\' (MotionPriorHandler target=keypoints)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
@@ -129,10 +127,6 @@ def apply_variant(cfg, variant: str):
             stages['refine']]
     elif variant == 'animal_scale':
         cfg.registrant.shared = dict(cfg.registrant.shared, global_log_scale=True)
-    elif variant == 'keypoints_motion':
-        for handler in cfg.registrant.handlers:
-            if handler['type'] == 'MotionPriorHandler':
-                handler['target'] = 'keypoints'
     elif variant == 'animal_scale_prior':
         cfg.registrant.handlers = list(cfg.registrant.handlers) + [
             dict(type='AnimalPosePriorHandler', name='scale_prior', param='global_log_scale',

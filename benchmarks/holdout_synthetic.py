@@ -112,8 +112,7 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': 'fixed_pose_prior+no_exchange+no_motion',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
-           'no_motion': 'no_motion', 'acceleration': 'acceleration',
-           'keypoints_motion': 'keypoints_motion', 'shipped': 'shipped'}
+           'no_motion': 'no_motion', 'acceleration': 'acceleration', 'shipped': 'shipped'}
 
 
 def _displacement(displaced):

@@ -49,10 +49,6 @@ Tensor = torch.Tensor
 #: the global scale (those a dataset fit's pose stages fit).
 DEFAULT_PARAMS = ('global_orient', 'transl', 'body_pose', 'global_log_scale')
 
-#: What is smoothed: the body's keypoints in 3D (what the labels measure, however the
-#: pose parametrises them) or the per-frame parameters themselves.
-TARGETS = ('keypoints', 'params')
-
 #: Finite-difference coefficients of the residual at frame t, for frames t, t-1, t-2.
 STENCILS = {1: (1.0, -1.0), 2: (1.0, -2.0, 1.0)}
 
@@ -140,51 +136,36 @@ def finite_difference(values: Tensor, anc: Tensor, stencil: Sequence[float],
     return out * reach[:, None].to(values.dtype)
 
 
-def motion_blocks(shape: Sequence[int]) -> Tensor:
-    """(D,) long: the scale block of each of a parameter's ``D = prod(shape)`` entries
-    (per sample): every entry its own. An animal's motion is not the same in every axis
-    (a heading turns about the vertical, a knee bends about one axis): pooled, the still
-    axes would set the scale of the moving one."""
-    return torch.arange(math.prod(shape))
-
-
-def motion_scale(values: Tensor, prev: Tensor, blocks: Tensor, rotations: bool = False,
+def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
                  variance: Optional[Tensor] = None) -> Tensor:
-    """(D,) the motion's scale per entry (module docstring), from ``values`` (B, D) along
-    the chains ``prev`` (B,), pooled over each block of ``blocks`` (D,); 0 where there is
-    no link or no motion at all (such entries get no motion term). ``rotations``: as in
-    :func:`finite_difference`. ``variance`` (B, D): each frame's posterior variance in the
-    fit (NaN where unknown); where given, the scale is at least what the lag-1 spread
-    leaves beyond twice the fit's own variance, so that frames that vary far more than the
-    fit's precision (poses drawn anew every frame) are not taken for a still animal, and
-    at least the variogram's sampling error; without it (no per-frame stage measured the
-    fit's precision) at least the lag-1 spread itself: without knowing the fit's noise, no
-    smoother than the frames' own steps."""
+    """(D,) the motion's scale of each entry (module docstring), from ``values`` (B, D)
+    along the chains ``prev`` (B,); 0 where there is no link or no motion at all (such
+    entries get no motion term). Every entry has its own scale: an animal's motion is not
+    the same in every axis (a heading turns about the vertical, a knee bends about one
+    axis), and pooled, the still axes would set the scale of the moving one.
+    ``rotations``: as in :func:`finite_difference`. ``variance`` (B, D): each frame's
+    posterior variance in the fit (NaN where unknown); where given, the scale is at least
+    what the lag-1 spread leaves beyond twice the fit's own variance, so that frames that
+    vary far more than the fit's precision (poses drawn anew every frame) are not taken
+    for a still animal, and at least the variogram's sampling error; without it (no
+    per-frame stage measured the fit's precision) at least the lag-1 spread itself:
+    without knowing the fit's noise, no smoother than the frames' own steps."""
     anc = ancestors(prev, 2)
-    scale = values.new_zeros(values.shape[1])
     one, two = anc[1] >= 0, anc[2] >= 0
     if not bool(one.any()):
-        return scale
+        return values.new_zeros(values.shape[1])
     d1 = finite_difference(values, anc, (1.0, -1.0), rotations)[one].abs()
+    g1 = (_MAD_TO_SIGMA * d1.median(0).values) ** 2
+    if not bool(two.any()):
+        return g1.sqrt()                   # chains of two frames: the raw velocity
     d2 = finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two].abs()
-    m2 = d2.shape[0]
-    if variance is not None:
-        variance = variance.to(values)[one]
-    blocks = blocks.to(values.device)
-    for j in range(int(blocks.max()) + 1 if blocks.numel() else 0):
-        cols = blocks == j
-        g1 = (_MAD_TO_SIGMA * d1[:, cols].median()) ** 2
-        fit = variance[:, cols].nanmedian() if variance is not None else None
-        if fit is None or not bool(torch.isfinite(fit)):
-            fit = None
-        if not m2:
-            var = g1                       # chains of two frames: the raw velocity
-        else:
-            g2 = (_MAD_TO_SIGMA * d2[:, cols].median()) ** 2
-            var = (torch.maximum(g2 - g1, g1) if fit is None else
-                   torch.maximum(torch.maximum(g2 - g1, g1 - 2.0 * fit), g1 / math.sqrt(m2)))
-        scale[cols] = var.sqrt()
-    return scale
+    g2 = (_MAD_TO_SIGMA * d2.median(0).values) ** 2
+    fit = None if variance is None else variance.to(values)[one].nanmedian(0).values
+    # entries whose fit precision is unknown: no smoother than the frames' own steps
+    floor = g1 if fit is None else torch.where(
+        torch.isfinite(fit),
+        torch.maximum(g1 - 2.0 * fit.nan_to_num(), g1 / math.sqrt(d2.shape[0])), g1)
+    return torch.maximum(g2 - g1, floor).sqrt()
 
 
 def unwrap_rotations(values: Tensor, prev: Tensor) -> Tensor:
@@ -208,12 +189,8 @@ class MotionPriorHandler(BaseHandler):
 
     Args:
         name, weight, check_finite: see :class:`~.base.BaseHandler`.
-        target: ``'params'`` (the per-frame parameters ``params``) or ``'keypoints'``
-            (the body's keypoints in 3D, each coordinate its own scale; velocities only;
-            measured worse on synthetic video, docs/fitting.md).
-        params: the per-frame parameters smoothed with ``target='params'`` (absent ones
-            are ignored).
-        order: 1 (velocity: a random walk) or 2 (acceleration; ``target='params'``).
+        params: the per-frame parameters smoothed (absent ones are ignored).
+        order: 1 (velocity: a random walk) or 2 (acceleration).
         frame_key: observation key of the (B,) frame indices.
     """
 
@@ -222,17 +199,13 @@ class MotionPriorHandler(BaseHandler):
     pools_per_animal = True
     needs_stage_observations = True
 
-    def __init__(self, name: str, weight: float = 1.0, target: str = 'params',
+    def __init__(self, name: str, weight: float = 1.0,
                  params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
                  frame_key: str = 'frame_index', check_finite: bool = False) -> None:
         super().__init__(name, None, weight, check_finite)
-        if target not in TARGETS:
-            raise ValueError(f'handler {name!r}: target must be one of {TARGETS}, got '
-                             f'{target!r}')
-        if order not in STENCILS or (target == 'keypoints' and order != 1):
-            raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)} '
-                             f"(1 for target='keypoints'), got {order!r}")
-        self.target = target
+        if order not in STENCILS:
+            raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)}, '
+                             f'got {order!r}')
         if isinstance(params, str) or not params:
             raise ValueError(f'handler {name!r}: params must be a non-empty list of '
                              f'parameter names, got {params!r}')
@@ -265,11 +238,8 @@ class MotionPriorHandler(BaseHandler):
                    else groups)
         prev = consecutive_frames(frames, animals)
         out = {self.prev_key: prev}
-        sources = dict(params)
-        if self.target == 'keypoints':
-            sources = dict(keypoints=output.keypoints)
-        for p in self.smoothed:
-            value = get_param(sources, p)
+        for p in self.params:
+            value = get_param(params, p)
             if value is None or value.shape[0] != B:
                 continue
             shape = tuple(value.shape[1:])
@@ -283,15 +253,10 @@ class MotionPriorHandler(BaseHandler):
                 # show less motion than there is, and the next stage smooth it more)
                 own = own.reshape(B, -1).to(value)
                 value = torch.where(torch.isfinite(own), own, value)
-            scale = motion_scale(value, prev.to(value.device), motion_blocks(shape),
-                                 self.is_rotation(p, get_param(sources, p)), variance)
+            scale = motion_scale(value, prev.to(value.device), self.is_rotation(p, value),
+                                 variance)
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
         return out
-
-    @property
-    def smoothed(self) -> Tuple[str, ...]:
-        """What the residuals read: the body's ``'keypoints'`` or the parameters."""
-        return ('keypoints',) if self.target == 'keypoints' else self.params
 
     @staticmethod
     def is_rotation(param: str, value: Tensor) -> bool:
@@ -315,14 +280,13 @@ class MotionPriorHandler(BaseHandler):
     def residuals(self, params: Mapping[str, Any], observations: Mapping[str, Any]
                   ) -> Dict[str, Tensor]:
         """param -> (B, D) each frame's residual (its link to the frames before it; the
-        loss is their sum of squares, times ``weight``); empty without chains. With
-        ``target='keypoints'``, ``params['keypoints']`` are the body's (B, K, 3)."""
+        loss is their sum of squares, times ``weight``); empty without chains."""
         prev = self.chains(observations)
         if prev is None:
             return {}
         anc = ancestors(prev, self.order)
         out = {}
-        for p in self.smoothed:
+        for p in self.params:
             value, inv = get_param(params, p), self.inverse_scales(observations, p)
             if value is None or inv is None:
                 continue
@@ -334,8 +298,6 @@ class MotionPriorHandler(BaseHandler):
 
     def compute(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any]) -> Tensor:
-        if self.target == 'keypoints':
-            params = dict(keypoints=output.keypoints)
         residuals = self.residuals(params, observations)
         if not residuals:
             return zeros_like_batch(output)
@@ -362,6 +324,6 @@ def chain_order(prev: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 __all__ = ['MotionPriorHandler', 'DEFAULT_PARAMS', 'STENCILS', 'consecutive_frames',
-           'ancestors', 'finite_difference', 'motion_blocks', 'motion_scale',
+           'ancestors', 'finite_difference', 'motion_scale',
            'unwrap_rotations', 'chain_order', 'chain_positions',
            'nearest_equivalent']

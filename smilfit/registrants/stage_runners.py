@@ -167,12 +167,6 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
                 raise ValueError(f'stage {stage.name!r}: one motion term per stage, got '
                                  f'{[h.name for h in motion]}')
             if any(name in ctx.shared for name in stage.fit):
-                if motion[0].target == 'keypoints':
-                    raise ValueError(
-                        f'stage {stage.name!r}: Levenberg-Marquardt does not fit shared '
-                        f'parameters and frames coupled by their keypoints\' motion '
-                        f'({motion[0].name!r}) in one stage: fit the shared ones in a stage '
-                        "of their own, or smooth the parameters (target='params')")
                 return run_group_lm_stage(frame_ctx, motion[0])
             return run_chain_lm_stage(frame_ctx, motion[0])
         ctx = frame_ctx
@@ -214,10 +208,7 @@ def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
         prev = h.chains(ctx.observations)
         if prev is None or not bool((prev >= 0).any()):
             continue
-        if h.target == 'keypoints':
-            if per_frame and h.inverse_scales(ctx.observations, 'keypoints') is not None:
-                return True
-        elif any(p in per_frame and h.inverse_scales(ctx.observations, p) is not None
+        if any(p in per_frame and h.inverse_scales(ctx.observations, p) is not None
                  for p in h.params):
             return True
     return False
@@ -225,17 +216,12 @@ def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
 
 def _motion_terms(handler: nn.Module, observations: Mapping[str, Tensor],
                   fixed: Dict[str, Tensor], fitted: List[str], offsets: Mapping[str, int],
-                  columns: int, model: nn.Module) -> MotionTerms:
+                  columns: int) -> MotionTerms:
     """A motion handler's terms on the columns of the per-frame parameters ``fitted``
     (``offsets`` their first columns, ``columns`` in all; rotations in ``fixed`` already
-    unwrapped along the chains), or on the body ``model``'s keypoints."""
+    unwrapped along the chains)."""
     B = next(iter(fixed.values())).shape[0]
     like = fixed[fitted[0]]
-    if handler.target == 'keypoints':
-        scale = handler.inverse_scales(observations, 'keypoints').reshape(B, -1).to(like)
-        return MotionTerms(handler.chains(observations), handler.stencil,
-                           scale * math.sqrt(handler.weight), like.new_zeros(B),
-                           points=model.keypoint_source)
     scale = like.new_zeros(B, columns)
     for name in fitted:
         inverse = handler.inverse_scales(observations, name)
@@ -271,7 +257,7 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
     problem = _frame_problem(ctx, options, fixed, plan_solver=False)
     x0 = problem.initial_x()
     terms = _motion_terms(handler, ctx.observations, fixed, list(stage.fit), problem.offsets,
-                          x0.shape[1], ctx.body_model)
+                          x0.shape[1])
     trace: List[Tensor] = []
 
     def progress(i: int, cost: Tensor) -> None:
@@ -335,44 +321,14 @@ def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Ten
         fit = system.x_linearized[rows] - torch.cholesky_solve(
             system.g[rows, :, None].to(factor.dtype), factor)[..., 0]
         fit = torch.where(failed[:, None], system.x_linearized[rows], fit)
-        points, point_variance = _own_points(
-            problem, system.x_linearized[rows], (system.x_linearized[rows] - fit).to(
-                factor.dtype), rows, factor)
-        variances.append(torch.cat([variance, point_variance], 1).masked_fill(
-            failed[:, None], float('nan')))
-        fits.append(torch.cat([fit.to(system.dtype), points], 1).masked_fill(
-            failed[:, None], float('nan')))
+        variances.append(variance.to(system.dtype).masked_fill(failed[:, None], float('nan')))
+        fits.append(fit.to(system.dtype).masked_fill(failed[:, None], float('nan')))
     variance, fit = torch.cat(variances), torch.cat(fits)
     if skip is not None:
         left_out = skip.to(variance.device)[:, None]
         variance = variance.masked_fill(left_out, float('nan'))
         fit = fit.masked_fill(left_out, float('nan'))
-    P = system.x_linearized.shape[1]
-    B = variance.shape[0]
-    out_variance, out_fit = problem.unflatten(variance[:, :P]), problem.unflatten(fit[:, :P])
-    # and the body's keypoints there, with their variance (the motion prior on points)
-    out_variance['keypoints'] = variance[:, P:].reshape(B, -1, 3)
-    out_fit['keypoints'] = fit[:, P:].reshape(B, -1, 3)
-    return out_variance, out_fit
-
-
-def _own_points(problem: LeastSquaresProblem, x: Tensor, step: Tensor, rows: slice,
-                factor: Tensor) -> Tuple[Tensor, Tensor]:
-    """The body model's keypoints (n, 3K) where the samples ``rows``' own terms put them:
-    at their parameters ``x`` (n, P) moved by the Gauss-Newton ``step`` (n, P) through
-    the points' Jacobian ``D`` (linearised: a step along a direction the labels barely
-    see may be long, and the points at its end far from anything the labels say), and
-    their variances ``diag(D H^-1 D^T)`` (``H = L L^T``, ``L`` = ``factor``)."""
-    idx = torch.arange(problem.B, device=x.device)[rows]
-    params, _ = problem.subset(idx, x)
-    points, D = problem.jacobian(params, problem.fitted)
-    source = problem.model.keypoint_source
-    n = points.shape[0]
-    points = points[:, source].reshape(n, -1)
-    D = D[:, source].reshape(n, -1, D.shape[-1]).to(factor.dtype)
-    own = points - (D @ step[..., None])[..., 0].to(points)
-    whitened = torch.linalg.solve_triangular(factor, D.mT, upper=False)   # L^-1 D^T
-    return own.to(x), (whitened * whitened).sum(1).to(x)
+    return problem.unflatten(variance), problem.unflatten(fit)
 
 
 def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None
@@ -410,7 +366,7 @@ def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None
         system = (GroupSystem(problem, options.damping) if motion is None else
                   GroupChainSystem(problem, _motion_terms(
                       motion, ctx.observations, fixed, frame_names,
-                      problem.per_frame.offsets, problem.Px, ctx.body_model),
+                      problem.per_frame.offsets, problem.Px),
                       options.damping))
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,

@@ -7,7 +7,7 @@ import torch
 
 from smilfit.handlers.motion_prior import (MotionPriorHandler, ancestors, chain_order,
                                            chain_positions, consecutive_frames,
-                                           finite_difference, motion_blocks, motion_scale,
+                                           finite_difference, motion_scale,
                                            unwrap_rotations)
 
 
@@ -54,12 +54,11 @@ def test_the_scale_is_the_motions_whatever_the_fits_noise(sigma_n):
     # a random walk of 0.03 a frame seen through per-frame noise up to 2x larger
     values = _walk(20000, 0.03, sigma_n, 3)
     prev = torch.arange(-1, 19999)
-    scale = motion_scale(values, prev, motion_blocks((1, 3)),
-                         variance=torch.full_like(values, sigma_n ** 2))
+    scale = motion_scale(values, prev, variance=torch.full_like(values, sigma_n ** 2))
     assert scale.shape == (3,)
     assert torch.allclose(scale, torch.full_like(scale, 0.03), rtol=0.25)
     # without the fit's precision: no smoother than the frames' own steps
-    blind = motion_scale(values, prev, motion_blocks((1, 3)))
+    blind = motion_scale(values, prev)
     steps = 1.4826 * (values[1:] - values[:-1]).abs().median(0).values
     assert (blind >= steps * (1 - 1e-9)).all()
 
@@ -67,8 +66,7 @@ def test_the_scale_is_the_motions_whatever_the_fits_noise(sigma_n):
 def test_an_animal_sitting_still_gets_the_floor_not_zero():
     values = _walk(400, 0.0, 0.1, 3, seed=1)
     prev = torch.arange(-1, 399)
-    scale = motion_scale(values, prev, motion_blocks((3,)),
-                         variance=torch.full_like(values, 0.01))
+    scale = motion_scale(values, prev, variance=torch.full_like(values, 0.01))
     raw = (1.4826 * (values[1:] - values[:-1]).abs().median())
     assert (scale > 0).all() and (scale < raw).all()
 
@@ -78,10 +76,8 @@ def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
     g = torch.Generator().manual_seed(4)
     values = 0.3 * torch.randn(400, 3, generator=g, dtype=torch.float64)
     prev = torch.arange(-1, 399)
-    told = motion_scale(values, prev, motion_blocks((3,)),
-                        variance=torch.full_like(values, 1e-4))
-    still = motion_scale(values, prev, motion_blocks((3,)),
-                         variance=torch.full_like(values, 0.09))
+    told = motion_scale(values, prev, variance=torch.full_like(values, 1e-4))
+    still = motion_scale(values, prev, variance=torch.full_like(values, 0.09))
     raw = 1.4826 * (values[1:] - values[:-1]).abs().median(0).values
     assert torch.allclose(told, raw, rtol=0.01)        # far above the fit's noise
     assert (still < 0.6 * raw).all()       # the fit's own noise: the floor
@@ -93,11 +89,9 @@ def test_an_axis_that_moves_gets_its_own_scale():
     values = torch.zeros(300, 3, dtype=torch.float64)
     values[:, 2] = torch.cumsum(0.05 * torch.randn(300, generator=g, dtype=torch.float64), 0)
     values = values + 0.001 * torch.randn(300, 3, generator=g, dtype=torch.float64)
-    scale = motion_scale(values, torch.arange(-1, 299), motion_blocks((3,)),
-                         variance=torch.full_like(values, 1e-6))
+    scale = motion_scale(values, torch.arange(-1, 299), variance=torch.full_like(values, 1e-6))
     assert 0.04 < float(scale[2]) < 0.06
     assert (scale[:2] < 0.2 * scale[2]).all()
-    assert motion_blocks((4, 3)).tolist() == list(range(12))
 
 
 def _handler(**kwargs):
@@ -112,7 +106,7 @@ def test_the_loss_is_the_weighted_squared_differences_over_the_scale(order):
     values = _walk(T, 0.1, 0.0, 3, seed=2)
     params = dict(transl=values)
     obs = dict(frame_index=torch.arange(T))
-    h = _handler(params=['transl'], order=order, weight=4.0, target='params')
+    h = _handler(params=['transl'], order=order, weight=4.0)
     obs.update(h.stage_observations(None, obs, params))
     scale = obs[h.scale_key('transl')][0]
     diff = values.clone()
@@ -124,32 +118,14 @@ def test_the_loss_is_the_weighted_squared_differences_over_the_scale(order):
 
 
 def test_no_frame_indices_no_motion_term():
-    h = _handler(params=['transl'], target='params')
+    h = _handler(params=['transl'])
     params = dict(transl=torch.randn(5, 3))
     assert h.stage_observations(None, {}, params) == {}
     assert h.residuals(params, {}) == {}
 
 
-def test_the_keypoints_motion_reads_the_bodys_keypoints():
-    T = 30
-    points = _walk(T, 0.1, 0.0, 6, seed=3).reshape(T, 2, 3)
-    output = SimpleNamespace(joints=torch.zeros(T, 1, 3), keypoints=points)
-    obs = dict(frame_index=torch.arange(T))
-    h = _handler(target='keypoints')
-    obs.update(h.stage_observations(output, obs, {}))
-    scale = obs[h.scale_key('keypoints')][0]
-    assert scale.shape == (2, 3) and (scale > 0).all()
-    loss = h(output, obs, {})
-    step = (points[1:] - points[:-1]) / scale
-    torch.testing.assert_close(loss[1:], (step ** 2).sum((1, 2)))
-
-
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match='order'):
         MotionPriorHandler('m', order=3)
-    with pytest.raises(ValueError, match='order'):
-        MotionPriorHandler('m', order=2, target='keypoints')
-    with pytest.raises(ValueError, match='target'):
-        MotionPriorHandler('m', target='joints')
     with pytest.raises(ValueError, match='params'):
         MotionPriorHandler('m', params='transl')

@@ -32,7 +32,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class MotionTerms:
-    """The motion residuals of a stage on its fitted columns, or on the body's points.
+    """The motion residuals of a stage on its fitted columns.
 
     Attributes:
         prev: (B,) long, each frame's predecessor along its chain (-1 at a start).
@@ -46,10 +46,6 @@ class MotionTerms:
     stencil: Sequence[float]
     inverse_scale: Tensor
     constant: Tensor
-    #: (K,) the body model's keypoints' rows in its point pool (``keypoint_source``): its
-    #: keypoints are smoothed in 3D (``inverse_scale`` then (B, 3 K), per coordinate); or
-    #: None: the fitted columns themselves are smoothed.
-    points: Optional[Tensor] = None
 
 
 @dataclass
@@ -153,76 +149,6 @@ class ChainMotion:
         return (cost, self.normal(r, c)) if jacobian else (cost, None)
 
 
-class PointMotion(ChainMotion):
-    """Velocities of the body's points in 3D along the chains: at frame ``t`` the residual
-    ``c_t (p_t - p_{t-1})`` (``p`` the smoothed points' coordinates, ``c_t`` one over the
-    motion's scale per coordinate). The points, unlike the parameters, are what the
-    labels measure, however the pose parametrises them (a twist no label sees, one
-    rotation traded against another). Their Jacobians ``D_t`` make the couplings dense:
-    ``A_tt += D_t^T C_t^2 D_t + D_t^T C_t+1^2 D_t``, ``A_t,t-1 = -D_t^T C_t^2 D_t-1``.
-
-    Args:
-        motion, skip, device, dtype: as :class:`ChainMotion`.
-        problem: the stage's :class:`~.problem.LeastSquaresProblem` (its body model and
-            point Jacobians, and the frames' other parameters).
-    """
-
-    def __init__(self, motion: MotionTerms, skip: Tensor, device, dtype,
-                 problem: LeastSquaresProblem) -> None:
-        super().__init__(motion, skip, device, dtype)
-        if len(self.stencil) != 2:
-            raise ValueError('the motion of points is their velocity (order=1)')
-        self.problem = problem
-        self.rows = motion.points.to(device)
-
-    def _points(self, X: Tensor, table: Tensor, jacobian: bool):
-        """The smoothed points (m, T, 3K) at ``X`` and, with ``jacobian``, their Jacobians
-        (m, T, 3K, P) (0 past a chain's end)."""
-        from smilfit.body_models.parameters import MODEL_INPUTS
-        valid = table >= 0
-        frames = table[valid]
-        order = torch.argsort(frames)
-        ordered = frames[order]
-        params, _ = self.problem.subset(ordered, X[valid][order])
-        m, T = table.shape
-        Q = 3 * self.rows.numel()
-        if jacobian:
-            points, D = self.problem.jacobian(params, self.problem.fitted)
-            points = points[:, self.rows].reshape(len(ordered), Q)
-            D = D[:, self.rows].reshape(len(ordered), Q, -1)
-        else:
-            out = self.problem.model(**{k: params[k] for k in MODEL_INPUTS if k in params},
-                                     return_vertices=False)
-            points = out.keypoints.reshape(len(ordered), Q)
-        place = torch.empty_like(order)
-        place[order] = torch.arange(order.numel(), device=order.device)
-        P_t = X.new_zeros(m, T, Q)
-        P_t[valid] = points.to(X)[place]
-        if not jacobian:
-            return P_t, None
-        D_t = X.new_zeros(m, T, Q, D.shape[-1])
-        D_t[valid] = D.to(X)[place]
-        return P_t, D_t
-
-    def terms(self, X: Tensor, table: Tensor, jacobian: bool = True):
-        points, D = self._points(X, table, jacobian)
-        c = self.gather(self.inverse_scale, table)
-        reach = (table >= 0) & (torch.arange(table.shape[1], device=self.device) >= 1)
-        c = c * reach[..., None].to(c)
-        r = c * (points - F.pad(points, (0, 0, 1, 0))[:, :points.shape[1]])
-        cost = (r * r).sum(2)
-        if not jacobian:
-            return cost, None
-        cD = c[..., None] * D                                   # C_t D_t (m, T, Q, P)
-        before = F.pad(D, (0, 0, 0, 0, 1, 0))[:, :D.shape[1]]  # D_t-1
-        cDb = c[..., None] * before                              # C_t D_t-1
-        grad = (cD.mT @ r[..., None])[..., 0]
-        grad = grad - _shift_back((cDb.mT @ r[..., None])[..., 0], 1)
-        diag = cD.mT @ cD + _shift_back(cDb.mT @ cDb, 1)
-        below = -(cD.mT @ cDb)[:, :, None]
-        return cost, (grad, diag, below)
-
-
 class ChainSystem:
     """Every frame's parameters ``x`` (B, P) and normal equations, solved chain by chain.
 
@@ -246,9 +172,7 @@ class ChainSystem:
         self.ldt = problem.linear_dtype or self.dtype
         self.skip = (torch.zeros(B, dtype=torch.bool, device=self.device) if skip is None
                      else skip.to(device=self.device, dtype=torch.bool))
-        self.motion = (ChainMotion(motion, self.skip, self.device, self.dtype)
-                       if motion.points is None else
-                       PointMotion(motion, self.skip, self.device, self.dtype, problem))
+        self.motion = ChainMotion(motion, self.skip, self.device, self.dtype)
         self.num_units = int(self.motion.lengths.numel())
         # the motion terms' gradient, diagonal and couplings at each frame's x
         self.motion_normal: Optional[Tuple[Tensor, Tensor, Tensor]] = None
@@ -309,9 +233,6 @@ class ChainSystem:
         grad_m, diag_m, below_m = (m.gather(t, table) for t in self.motion_normal)
         g = m.gather(self.g, table) + grad_m                               # (m, T, P)
         A = m.gather(self.H, table)                                        # (m, T, P, P)
-        if diag_m.dim() == 4:                  # points: dense blocks
-            A = A + diag_m.to(A.dtype)
-            diag_m = torch.zeros_like(grad_m)
         valid = (table >= 0)[..., None]
         diag = (A.diagonal(dim1=-2, dim2=-1).to(self.dtype) + diag_m) * valid
         C, T, P = diag.shape
@@ -380,4 +301,4 @@ def _shift_back(values: Tensor, k: int) -> Tensor:
     return F.pad(values[:, k:], (0, 0) * (values.dim() - 2) + (0, k))
 
 
-__all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'PointMotion', 'MotionTerms']
+__all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'MotionTerms']

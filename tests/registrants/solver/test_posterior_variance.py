@@ -70,7 +70,7 @@ def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monk
     expected = problem.unflatten(inverse.diagonal(dim1=-2, dim2=-1))
     # each sample's own answer: one Gauss-Newton step from where it is
     expected_own = problem.unflatten(x - (inverse @ g[..., None])[..., 0])
-    assert set(variance) == set(expected) | {'keypoints'} == set(own)
+    assert set(variance) == set(expected) == set(own)
     keep = ~skip
     for name in expected:
         assert torch.isnan(variance[name][1]).all() and torch.isnan(own[name][1]).all()
@@ -79,9 +79,6 @@ def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monk
         torch.testing.assert_close(own[name][keep], expected_own[name][keep], rtol=1e-6,
                                    atol=1e-9)
         assert (variance[name][keep] > 0).all()
-    # and the body's keypoints there, with their variance, as many as the model has
-    assert own['keypoints'].shape == (problem.B, len(model.keypoint_names), 3)
-    assert (variance['keypoints'][keep] > 0).all()
 
 
 def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatch):
@@ -93,8 +90,7 @@ def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatc
     system = types.SimpleNamespace(H=H, g=torch.zeros_like(x), x_linearized=x,
                                    num_units=problem.B, dtype=torch.float64)
     variance, _ = stage_runners._posterior_variance(problem, system, None)
-    flat = torch.cat([v.reshape(problem.B, -1) for k, v in variance.items()
-                      if k != 'keypoints'], 1)
+    flat = torch.cat([v.reshape(problem.B, -1) for v in variance.values()], 1)
     assert torch.isnan(flat[0]).all() and (flat[1:] == 1).all()
 
 
