@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--peers', choices=['anipose', 'none'], default='anipose',
                         help="anipose's triangulations beside the fit and DLT (needs "
                         'aniposelib; skipped with a note where it is not installed)')
+    parser.add_argument('--eks-python', metavar='PYTHON', default=None,
+                        help='also the multi-camera Ensemble Kalman Smoother (Lightning '
+                        "Pose's eks), run by this interpreter of its own environment "
+                        '(smilfit/evaluation/eks_peer.py says how to make it)')
     parser.add_argument('--tables', metavar='DIR', default=None,
                         help='also write the summary table as Markdown to DIR')
 
@@ -46,15 +50,21 @@ def variant_suffix(variant: str) -> str:
 
 def make_peers(args, edges: Sequence[Sequence[int]]) -> Dict[str, object]:
     """anipose's peers for a dataset with skeleton ``edges`` (none with ``--peers none``,
-    or when aniposelib is missing: then a note says how to install it)."""
+    or when aniposelib is missing: then a note says how to install it), and the Ensemble
+    Kalman Smoother where ``--eks-python`` names its interpreter."""
+    from smilfit.evaluation.eks_peer import eks_peer
     from smilfit.evaluation.triangulation_peers import (PEERS_INSTALL, aniposelib_available,
                                                          aniposelib_peers)
-    if args.peers == 'none':
-        return {}
-    if not aniposelib_available():
-        print(f'note: anipose columns left out, aniposelib is not installed ({PEERS_INSTALL})')
-        return {}
-    return aniposelib_peers(edges)
+    peers: Dict[str, object] = {}
+    if args.peers == 'anipose':
+        if aniposelib_available():
+            peers.update(aniposelib_peers(edges))
+        else:
+            print(f'note: anipose columns left out, aniposelib is not installed '
+                  f'({PEERS_INSTALL})')
+    if getattr(args, 'eks_python', None):
+        peers['EKS'] = eks_peer(args.eks_python)
+    return peers
 
 
 def _cell(stats: Optional[Mapping[str, Optional[float]]]) -> str:

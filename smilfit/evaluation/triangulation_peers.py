@@ -203,24 +203,32 @@ def _smoothed_runs(obs: Mapping[str, np.ndarray], edges) -> np.ndarray:
     from contextlib import redirect_stdout
     kp = _observed_points(obs)
     B, _, K, _ = kp.shape
-    # (without frame indices, every sample a run of its own)
+    out = np.full((B, K, 3), np.nan)
+    for run, views in animal_runs(obs, kp):
+        group = _camera_group(obs, run[0], views)
+        points = np.moveaxis(kp[run][:, views], 1, 0)          # (Cg, T, K, 2)
+        start = _ransac(group, points)
+        if len(run) < 2 or not np.isfinite(start).any():
+            out[run] = start
+            continue
+        with redirect_stdout(io.StringIO()):     # aniposelib prints its progress
+            solved = group.optim_points(points, start, constraints=edges,
+                                        scale_smooth=ANIPOSE_SCALE_SMOOTH)
+        out[run] = np.where(np.isfinite(start), solved, np.nan)
+    return out
+
+
+def animal_runs(obs: Mapping[str, np.ndarray], kp: np.ndarray):
+    """Every run of an animal's consecutive frames seen by the same views (at least two):
+    ``(samples (T,) in frame order, views)``, from ``frame_index`` and ``animal`` (without
+    them every sample is a run of its own); ``kp`` from :func:`_observed_points`."""
+    B = kp.shape[0]
     frames = np.asarray(obs.get('frame_index', np.arange(B) * 2), np.int64)
     animals = np.asarray(obs.get('animal', np.zeros(B)), np.int64)
-    out = np.full((B, K, 3), np.nan)
     for samples, views in _camera_groups(obs, kp).values():
         if len(views) < 2:
             continue
-        group = _camera_group(obs, samples[0], views)
         s = samples[np.lexsort((frames[samples], animals[samples]))]
         cut = np.flatnonzero((np.diff(frames[s]) != 1) | (np.diff(animals[s]) != 0)) + 1
         for run in np.split(s, cut):
-            points = np.moveaxis(kp[run][:, views], 1, 0)          # (Cg, T, K, 2)
-            start = _ransac(group, points)
-            if len(run) < 2 or not np.isfinite(start).any():
-                out[run] = start
-                continue
-            with redirect_stdout(io.StringIO()):     # aniposelib prints its progress
-                solved = group.optim_points(points, start, constraints=edges,
-                                            scale_smooth=ANIPOSE_SCALE_SMOOTH)
-            out[run] = np.where(np.isfinite(start), solved, np.nan)
-    return out
+            yield run, views

@@ -9,7 +9,7 @@ the motion's own scale, measured from the fit at the stage's start, for every en
 (each axis of each joint's rotation, of the root's turn and move, and the scale):
 
     gamma_k = (1.4826 median |x_t - x_{t-k}|)^2     (over the chains' frames)
-    sigma^2 = gamma_2 - gamma_1                    (floored at gamma_1 / sqrt(m_2))
+    sigma^2 = gamma_2 - gamma_1                    (floored, below)
 
 It is measured on each frame's own fit: where the stage before left it, or, where that
 stage smoothed the frames (a stage over chains), where the frame's own labels put it (one
@@ -19,7 +19,12 @@ per-frame fit: a random walk's lag-k differences have variance
 ``k sigma_q^2`` plus twice the fit's own noise at every lag, so the difference of the first
 two lags is the motion's part alone (``sigma_q^2``), whatever the labels' noise. Where the
 fit cannot tell motion from noise (``gamma_2 <= gamma_1``: an animal that sits still) the
-floor is the difference's own sampling error over ``m_2`` lag-2 pairs. Frames that are not
+floor is the difference's own sampling error over ``m_2`` lag-2 pairs,
+``max(gamma_1, 2 v) / sqrt(m_2)`` (``v`` below): at the spread the fit shows, or the one
+its own precision predicts where that is larger. A fit can vary far less than its precision:
+an entry the labels barely see, held by a prior, or frames fitted to exact labels; its
+stillness there says nothing finer than the labels could tell, and a scale far below it
+would make the chain's system as ill-conditioned as it is unjustified. Frames that are not
 a video at all (poses drawn anew every frame) also have ``gamma_2 = gamma_1``; they are
 told from a still animal by the fit's own precision, the frames' posterior variance ``v``
 from their labels alone in the stage before (``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread
@@ -161,11 +166,18 @@ def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
     d2 = finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two].abs()
     g2 = (_MAD_TO_SIGMA * d2.median(0).values) ** 2
     fit = None if variance is None else variance.to(values)[one].nanmedian(0).values
-    # entries whose fit precision is unknown: no smoother than the frames' own steps
-    floor = g1 if fit is None else torch.where(
-        torch.isfinite(fit),
-        torch.maximum(g1 - 2.0 * fit.nan_to_num(), g1 / math.sqrt(d2.shape[0])), g1)
-    return torch.maximum(g2 - g1, floor).sqrt()
+    if fit is None:
+        floor = g1                      # the fit's precision unknown: no smoother than its steps
+    else:
+        # the variogram's sampling error at the lag-1 spread the fit shows or its own
+        # precision predicts (2 v), whichever is larger: values held still by a prior, or
+        # fitted to exact labels, vary less than the labels could tell
+        known = torch.isfinite(fit)
+        fit = fit.nan_to_num()
+        error = torch.maximum(g1, 2.0 * fit) / math.sqrt(d2.shape[0])
+        floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
+    still = (g1 == 0) & (g2 == 0)       # not moved at all (not fitted): no motion term
+    return torch.maximum(g2 - g1, floor).sqrt().masked_fill(still, 0.0)
 
 
 def unwrap_rotations(values: Tensor, prev: Tensor) -> Tensor:

@@ -71,6 +71,21 @@ def test_an_animal_sitting_still_gets_the_floor_not_zero():
     assert (scale > 0).all() and (scale < raw).all()
 
 
+def test_values_far_stiller_than_their_precision_are_not_taken_for_a_frozen_entry():
+    # an entry held by a prior, or fitted to exact labels: it varies by 1e-7 while the
+    # labels tell it to 0.1; the scale is the variogram's sampling error at that precision,
+    # not the 1e-7 that would make the chain's system ill-conditioned
+    values = _walk(400, 0.0, 1e-7, 3, seed=6)
+    prev = torch.arange(-1, 399)
+    scale = motion_scale(values, prev, variance=torch.full_like(values, 0.01))
+    m2 = 398
+    torch.testing.assert_close(scale, torch.full_like(scale, math.sqrt(0.02 / math.sqrt(m2))),
+                               rtol=1e-6, atol=0.0)
+    # an entry that never moved at all (not fitted) gets no motion term
+    assert (motion_scale(torch.ones(400, 2, dtype=torch.float64), prev,
+                         variance=torch.full((400, 2), 0.01, dtype=torch.float64)) == 0).all()
+
+
 def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
     # poses drawn anew every frame (spread 0.3), each fitted to a precision of 0.01
     g = torch.Generator().manual_seed(4)

@@ -82,44 +82,48 @@ def _diagonal_coupling_solve(diagonal: Tensor, coupling: Tensor, rhs: Tensor,
                              lengths: Tensor) -> Tuple[Tensor, Tensor]:
     """Block-tridiagonal systems whose off-diagonal blocks are diagonal matrices
     (``coupling`` (C, T, P): ``A_{t,t-1} = diag(coupling[:, t])``), by block elimination
-    along the chains, one step per row, all chains at once: ``S_t = A_tt - diag(e_t)
-    S_{t-1}^-1 diag(e_t)``, which a diagonal coupling makes an elementwise product (no
-    solve with P right-hand sides): the fewest operations of all, the cost per row one
-    factorisation and one inverse of a P x P block."""
+    along the chains, all chains at once: ``S_t = A_tt - diag(e_t) S_{t-1}^-1 diag(e_t)``,
+    which a diagonal coupling makes an elementwise product (no solve with P right-hand
+    sides): the fewest operations of all, the cost per row one factorisation and one
+    inverse of a P x P block. The right-hand sides' sweeps, forward and back, are a
+    product with the kept inverses per row, after the factorisations. A chain whose
+    block was not positive definite is flagged and answered 0 (other chains are
+    untouched)."""
     C, T, P, k = rhs.shape
     order = torch.argsort(lengths, descending=True, stable=True)
     back = torch.argsort(order)
     lengths = lengths[order]
     diagonal, coupling, rhs = diagonal[order], coupling[order], rhs[order]
     counts = (lengths.cpu()[None, :] > torch.arange(T)[:, None]).sum(1).tolist()
-    inverse = torch.zeros_like(diagonal)          # S_t^-1
-    y = torch.zeros_like(rhs)
-    failed = torch.zeros(C, dtype=torch.bool, device=diagonal.device)
+    T = sum(1 for n in counts if n)
+    inverse = torch.empty_like(diagonal[:, :T])          # S_t^-1
+    info = torch.zeros(C, dtype=torch.int32, device=diagonal.device)
     for t in range(T):
         n = counts[t]
-        if not n:
-            break
-        S, r = diagonal[:n, t], rhs[:n, t]
+        S = diagonal[:n, t]
         if t:
             e = coupling[:n, t]
-            S = S - e[:, :, None] * inverse[:n, t - 1] * e[:, None, :]
-            r = r - e[..., None] * (inverse[:n, t - 1] @ y[:n, t - 1])
-        L, info = torch.linalg.cholesky_ex(S)
-        bad = info != 0
-        failed[:n] |= bad
-        inverse[:n, t] = torch.cholesky_inverse(_safe(L, bad))
-        y[:n, t] = r
-    x = torch.zeros_like(rhs)
-    for t in range(T - 1, -1, -1):
+            S = torch.addcmul(S, e[:, :, None] * inverse[:n, t - 1], e[:, None, :], value=-1)
+        L, bad = torch.linalg.cholesky_ex(S)
+        info[:n] |= bad
+        torch.cholesky_inverse(L, out=inverse[:n, t])
+    # forward: y_t = r_t - e_t * z_t-1 with z_t = S_t^-1 y_t
+    z = torch.zeros_like(rhs[:, :T])
+    for t in range(T):
         n = counts[t]
-        if not n:
-            continue
-        r = y[:n, t]
-        m = counts[t + 1] if t + 1 < T else 0      # (chains reaching row t + 1: a prefix)
-        if m:
-            r = torch.cat([r[:m] - coupling[:m, t + 1, :, None] * x[:m, t + 1], r[m:]])
-        x[:n, t] = inverse[:n, t] @ r
-    return x[back], failed[back].to(torch.int32)
+        y = rhs[:n, t] if not t else rhs[:n, t] - coupling[:n, t, :, None] * z[:n, t - 1]
+        z[:n, t] = inverse[:n, t] @ y
+    # back: x_t = z_t - S_t^-1 (e_t+1 * x_t+1)
+    x = torch.zeros_like(rhs)
+    x[:, T - 1] = z[:, T - 1]
+    for t in range(T - 2, -1, -1):
+        m = counts[t + 1]                   # (chains reaching row t + 1: a prefix)
+        x[:, t] = z[:, t]
+        x[:m, t] -= inverse[:m, t] @ (coupling[:m, t + 1, :, None] * x[:m, t + 1])
+    rows = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    x = torch.where(rows[..., None, None] & (info == 0)[:, None, None, None], x,
+                    torch.zeros_like(x))
+    return x[back], (info[back] != 0).to(torch.int32)
 
 
 def _tridiagonal(diagonal: Tensor, below: Tensor, rhs: Tensor, lengths: Tensor, b: int
