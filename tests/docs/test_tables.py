@@ -165,3 +165,18 @@ def test_the_fitting_benchmark_finds_the_baselines_the_changelog_names(tmp_path)
                      '| `a-name`: text | `abc1234` (2026-01-01) | x |\n| plain | `def5678` | y |\n')
     assert against.baselines(table) == {'a-name': 'abc1234'}
     assert against.baselines(tmp_path / 'missing.md') == {}
+
+
+#: Pages whose figures are all written by the benchmarks: a table typed there is a figure
+#: nobody can regenerate from the command above it.
+GENERATED_PAGES = ('benchmarks.md', 'real_recordings.md')
+#: A measured figure in a table row (an index of scripts or configs has none).
+FIGURE = re.compile(r'\d\.\d')
+
+
+@pytest.mark.parametrize('name', GENERATED_PAGES)
+def test_the_pages_figures_are_in_included_tables_not_typed(name):
+    text = re.sub(r'```.*?```', '', (DOCS / name).read_text(), flags=re.S)
+    typed = [line for line in text.splitlines()
+             if line.startswith('|') and FIGURE.search(line)]
+    assert not typed, f'{name}: typed table rows with figures: {typed[:3]}'
