@@ -217,7 +217,7 @@ def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
 
 def write_summary(reports, args) -> str:
     """Every case's held-out and 3D errors of each method (Markdown; written to
-    ``--tables`` as ``holdout_session[_noise].md``)."""
+    ``--tables`` as ``holdout_session[<--table-suffix>][_noise][_<variant>].md``)."""
     from tables import emit
     names = holdout_methods.method_names([r for _, r in reports])
     rows = []
@@ -230,7 +230,8 @@ def write_summary(reports, args) -> str:
               + holdout_methods.method_header(names))
     print('\nHeld-out px median (p90) on the points every method gives; 3D median (p90) '
           'against DLT of the labels as they are in every fitting view, world units')
-    suffix = holdout_methods.noise_suffix(args) + holdout_methods.variant_suffix(args.variant)
+    suffix = (args.table_suffix + holdout_methods.noise_suffix(args)
+              + holdout_methods.variant_suffix(args.variant))
     return emit(f'holdout_session{suffix}', header, rows, args.tables)
 
 

@@ -13,7 +13,8 @@ PREDICTION_NOISE = '3,0.05,0.03'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--noise``, ``--noise-seed``, ``--peers`` and ``--tables``."""
+    """``--noise``, ``--noise-seed``, ``--peers``, ``--eks-python``, ``--tables`` and
+    ``--table-suffix``."""
     parser.add_argument('--noise', metavar='SIGMA,OUTLIERS,SWAPS', default=None,
                         help='add errors to every fitted view\'s labels (px, share of points '
                         'moved 20-60 px, share of instances with left and right exchanged; '
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '(smilfit/evaluation/eks_peer.py says how to make it)')
     parser.add_argument('--tables', metavar='DIR', default=None,
                         help='also write the summary table as Markdown to DIR')
+    parser.add_argument('--table-suffix', default='',
+                        help="added to the table's name (e.g. '_video': "
+                             'holdout_synthetic_video[_noise].md)')
 
 
 def label_noise(args):

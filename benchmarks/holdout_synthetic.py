@@ -178,9 +178,6 @@ def main() -> int:
                         help='the configs compared (default: all)')
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES),
                         help='the cases run (default: all)')
-    parser.add_argument('--table-suffix', default='',
-                        help="added to the table's name (e.g. '_video': "
-                             'holdout_synthetic_video[_noise].md)')
     holdout_methods.add_arguments(parser)
     args = parser.parse_args()
     import torch
