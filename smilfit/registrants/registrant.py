@@ -406,7 +406,7 @@ class SMILRegistrant(nn.Module):
             params, diverged = best_start(
                 self.multi_start, self.body_model, self.keypoint_handler(), self.handlers,
                 self.initial_params,
-                lambda *args: self._run_stages(first, *args), obs, batch, history)
+                lambda *args: self._run_stages(first, *args)[:2], obs, batch, history)
             stages = self.stages[self.multi_start['stages']:]
         else:
             params = self.initial_params(obs, batch, groups, init_params)
@@ -417,8 +417,8 @@ class SMILRegistrant(nn.Module):
             near = torch.as_tensor(near, dtype=torch.bool, device=self.body_model.device)
             if near.shape != (batch,):
                 raise ValueError(f'near: expected ({batch},) bool, got {tuple(near.shape)}')
-        params, diverged = self._run_stages(stages, params, obs, groups, diverged, history,
-                                            near)
+        params, diverged, carried = self._run_stages(stages, params, obs, groups, diverged,
+                                                     history, near)
         if bool(diverged.all()) and not allow_all_diverged:
             raise FittingDivergedError(f'all {batch} samples diverged (non-finite loss or '
                                        'gradient); check the observations and loss weights')
@@ -426,11 +426,16 @@ class SMILRegistrant(nn.Module):
             warnings.warn(f'samples {torch.nonzero(diverged).flatten().tolist()} diverged '
                           '(non-finite loss or gradient); they keep their last finite '
                           'parameters')
-        return self._result(params, obs, groups, diverged, history)
+        # (the final losses as the last stage measured them: with the posterior variances
+        # and per-frame fits the stages handed on)
+        return self._result(params, {**obs, **carried}, groups, diverged, history)
 
     def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
                     history: List[Dict[str, Any]], near: Optional[Tensor] = None):
+        """Run ``stages`` in turn: ``(params, diverged, carried)``, ``carried`` the
+        posterior variances and per-frame fits the stages handed on (observations for
+        the handlers after them, and for the final losses)."""
         everyone_near = near is not None and bool(near.all())
 
         def runs(stage: Stage) -> bool:
@@ -469,7 +474,7 @@ class SMILRegistrant(nn.Module):
             history.append(record)
             for hook in self.hooks:
                 hook.after_stage(self, stage, record)
-        return params, diverged
+        return params, diverged, carried
 
     def _seeded_stage(self, stage: Stage, following: Optional[Stage]) -> Optional[str]:
         """The name of the stage ``stage`` only seeds, where it does (then it stops at its

@@ -152,3 +152,22 @@ def test_shared_parameters_and_chains_in_one_stage_reach_the_summed_losss_minimu
                     ).keypoints for r in (lm, lbfgs)]
     assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-2 * float(
         points[1].std(1).norm(dim=-1).mean())
+
+
+def test_the_reported_losses_are_the_last_stages(model):
+    # the fit's final losses measure the motion's scale as the last stage did: on each
+    # frame's own fit with its posterior variance (on the smoothed answer it would show
+    # less motion than there is, and the motion loss would be inflated)
+    obs, _, start, groups = _video(model, 30, seed=4)
+    lm = dict(type='LevenbergMarquardt')
+    reg = SMILRegistrant(body_model=model, init='zeros', handlers=[
+        dict(type='Keypoint2DHandler', name='kp2d', loss=dict(type='KeypointMSELoss')),
+        dict(type='PosePriorHandler', name='pose_prior', weight=1e-3),
+        dict(type='MotionPriorHandler', name='motion', params=POSE)], stages=[
+        dict(name='pose', fit=POSE, n_iter=30, optimizer=lm, loss_weights=dict(motion=0.0)),
+        dict(name='s', fit=POSE, n_iter=30, optimizer=lm)])
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    fit = reg.fit(obs, init_params=start, groups=groups)
+    assert fit.history[-1]['per_sample'] is False
+    end = fit.history[-1]['mean_loss_end']
+    assert abs(float(fit.total_loss.mean()) - end) < 0.01 * end
