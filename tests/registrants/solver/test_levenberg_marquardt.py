@@ -228,7 +228,6 @@ def test_global_scale_recovers_a_model_in_other_units(model):
                                        normalize='weighted_mean')])
 def test_closed_form_keypoint2d_jacobian_matches_forward_mode(model, loss):
     """The hand-written projection/distortion/robust derivatives equal forward-mode AD."""
-    from smilfit.registrants.solver.problem import LeastSquaresProblem
     obs, _, _ = _problem(model, 3, noise=4.0, missing=0.3)
     obs['dist'] = torch.tensor([-0.2, 0.05, 0.001, -0.002, 0.01],
                                dtype=torch.float64).expand(3, 4, 5)
