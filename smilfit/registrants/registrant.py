@@ -426,8 +426,6 @@ class SMILRegistrant(nn.Module):
             warnings.warn(f'samples {torch.nonzero(diverged).flatten().tolist()} diverged '
                           '(non-finite loss or gradient); they keep their last finite '
                           'parameters')
-        # (the final losses as the last stage measured them: with the posterior variances
-        # and per-frame fits the stages handed on)
         return self._result(params, {**obs, **carried}, groups, diverged, history)
 
     def _run_stages(self, stages: Sequence[Stage], params: Dict[str, Tensor],
