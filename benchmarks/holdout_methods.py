@@ -66,7 +66,7 @@ def make_peers(args, edges: Sequence[Sequence[int]]) -> Dict[str, object]:
         else:
             print(f'note: anipose columns left out, aniposelib is not installed '
                   f'({PEERS_INSTALL})')
-    if getattr(args, 'eks_python', None):
+    if args.eks_python:
         peers['EKS'] = eks_peer(args.eks_python)
     return peers
 

@@ -12,6 +12,7 @@ import pytest
 from smilfit.evaluation.eks_peer import eks_peer
 from smilfit.evaluation.triangulation_peers import dlt_peer
 
+from ..conftest import benchmark_module
 from .test_triangulation_peers import _cameras
 
 #: A stand-in for the smoother's interpreter: every run's answer is (run, place in the
@@ -66,6 +67,22 @@ def test_each_run_goes_to_the_smoother_and_comes_back_in_frame_order(tmp_path):
     late = np.isin(frames, [8, 9])
     assert (length[late] == 2).all()
     np.testing.assert_array_equal(place[late][:, 0], frames[late] - 8)
+
+
+def test_the_benchmarks_eks_option_adds_the_smoother_as_a_peer(tmp_path):
+    import argparse
+    methods = benchmark_module('holdout_methods')
+    parser = argparse.ArgumentParser()
+    methods.add_arguments(parser)
+    stand_in = tmp_path / 'python'
+    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    assert methods.make_peers(parser.parse_args(['--peers', 'none']), []) == {}
+    peers = methods.make_peers(parser.parse_args(['--peers', 'none', '--eks-python',
+                                                  str(stand_in)]), [])
+    assert list(peers) == ['EKS']
+    obs, _ = _video(T=3)
+    assert peers['EKS'](obs).shape == (3, 4, 3)
 
 
 def test_a_missing_interpreter_says_how_to_make_one(tmp_path):
