@@ -100,7 +100,15 @@ PIXEL_CONSTANTS = dict(
 #: name -> (label noise px, frames fitted, displaced label: (keypoint, body lengths) or None)
 CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, None, None),
          'noisy_f5': (3.0, 5, None), 'displaced': (0.5, 30, ('hind_paw_R', 0.2)),
-         'displaced_knee': (0.5, 30, ('knee_L', 0.15)), 'video': (0.5, None, None)}
+         'displaced_knee': (0.5, 30, ('knee_L', 0.15)), 'video': (0.5, None, None),
+         'skin': (1.0, None, None), 'skin_spine_1': (1.0, None, None),
+         'skin_spine_3': (1.0, None, None)}
+#: cases whose labels are points on the skin (``skin_labels``: the back above the spine,
+#: the flanks at the shoulders, hips, elbows and knees) -> the model joint the trunk label
+#: (``spine_2``, on the back) is mapped to; its two neighbours are not labelled
+SKIN = {'skin': 'spine_2', 'skin_spine_1': 'spine_1', 'skin_spine_3': 'spine_3'}
+#: the trunk label of the skin cases and the joints left unlabelled beside it
+TRUNK_LABEL, TRUNK_NEIGHBOURS = 'spine_2', ('spine_1', 'spine_3')
 #: cases whose frames are a video: case -> the poses' frame-to-frame correlation
 #: (``generate_animal_session(pose_correlation=)``: a step of about 0.05 rad a frame) and
 #: the share of frames missing (gaps in the track)
@@ -112,7 +120,8 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': 'fixed_pose_prior+no_exchange+no_motion',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
-           'no_motion': 'no_motion', 'acceleration': 'acceleration', 'shipped': 'shipped'}
+           'no_motion': 'no_motion', 'acceleration': 'acceleration', 'markers': 'markers',
+           'no_markers': 'no_markers', 'shipped': 'shipped'}
 
 
 def _displacement(displaced):
@@ -125,12 +134,19 @@ def _displacement(displaced):
     return displaced_label(build_body_model(None), displaced[0], displaced[1], seed=9)
 
 
-def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0)):
+def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0),
+             skin: bool = False):
     """The case's session (written once) and its true 3D keypoints (N, K, 3), kept beside
     it (``.truth.npy``): not in the session, where a fit would start from them."""
-    from smilfit.datasets.synthetic_animals import generate_animal_session
+    from smilfit.datasets.synthetic import build_body_model
+    from smilfit.datasets.synthetic_animals import generate_animal_session, skin_labels
     data = out / (f'session_{noise:g}px.h5' if displaced is None else
                   f'session_{noise:g}px_{displaced[0]}_{displaced[1]:g}.h5')
+    definitions = None
+    if skin:
+        data = data.with_name(f'{data.stem}_skin_{frames}.h5')
+        definitions = skin_labels(build_body_model(None).double(),
+                                  leave_out=TRUNK_NEIGHBOURS)
     correlation, missing = video
     if correlation:
         data = data.with_name(f'{data.stem}_video{correlation:g}_gaps{missing:g}_{frames}.h5')
@@ -144,7 +160,8 @@ def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0)):
                                        keypoint_offsets=_displacement(displaced),
                                        return_keypoints_3d=True,
                                        pose_correlation=correlation,
-                                       missing_frames=missing)
+                                       missing_frames=missing,
+                                       keypoint_definitions=definitions)
         np.save(truth, made['keypoints_3d'])
     return data, np.load(truth)
 
@@ -194,13 +211,17 @@ def main() -> int:
     for case in args.cases:
         noise, frames, displaced = CASES[case]
         data, truth = _session(out, args.frames, noise, displaced,
-                               VIDEO.get(case, (0.0, 0.0)))
+                               VIDEO.get(case, (0.0, 0.0)), case in SKIN)
         peers = holdout_methods.make_peers(args, DatasetReader(data).skeleton_edges)
         for label in args.configs:
             registrant = CONFIGS[label]
             start = time.perf_counter()
+            cfg = _config(registrant, data)
+            if case in SKIN:
+                cfg.data['joint_lookup'] = _skin_lookup(DatasetReader(data).keypoint_names,
+                                                        SKIN[case])
             report = evaluate_holdout_views(
-                _config(registrant, data), fits / case / label.replace(' ', '_'), args.ks,
+                cfg, fits / case / label.replace(' ', '_'), args.ks,
                 max_subsets=args.subsets, frames=frames, progress=False,
                 config_name=label, noise=holdout_methods.label_noise(args), peers=peers,
                 reference_3d=truth)
@@ -209,11 +230,13 @@ def main() -> int:
             for k, block in report['k'].items():
                 g = block['all']
                 ratio = ''
-                if displaced is not None:
+                marked = displaced[0] if displaced is not None else (
+                    TRUNK_LABEL if case in SKIN else None)
+                if marked is not None:
                     kp = block['keypoints']
                     others = [v['fit_median_px'] for n, v in kp.items()
-                              if n != displaced[0] and v['fit_median_px'] is not None]
-                    ratio = f"{kp[displaced[0]]['fit_median_px'] / np.median(others):.2f}"
+                              if n != marked and v['fit_median_px'] is not None]
+                    ratio = f"{kp[marked]['fit_median_px'] / np.median(others):.2f}"
                 rows.append((case, noise, report['samples'], label, k, g['dlt_median_px'],
                              g['fit_median_px'], g['dlt_p90_px'], g['fit_p90_px'],
                              g['dlt_worst']['median_px'], g['fit_worst']['median_px'],
@@ -227,7 +250,43 @@ def main() -> int:
               f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}'
               f'{wins:>10}{seconds:>6.0f}{ratio:>18}')
     write_summary(reports, args)
+    if any(case in SKIN for case, _, _ in reports):
+        write_skin_summary([r for r in reports if r[0] in SKIN], args)
     return 0
+
+
+def _skin_lookup(names, trunk_joint: str):
+    """Data keypoint -> itself, but the trunk label carried by ``trunk_joint``."""
+    lookup = {n: n for n in names}
+    lookup[TRUNK_LABEL] = None
+    lookup[trunk_joint] = TRUNK_LABEL
+    return lookup
+
+
+def write_skin_summary(reports, args) -> str:
+    """The skin cases: the trunk label's held-out median mapped to each of the three
+    spine joints nearest it, and every keypoint's against DLT's (Markdown; written to
+    ``--tables`` as ``holdout_synthetic_skin[_noise].md``)."""
+    from tables import emit
+    rows = []
+    for case, label, report in reports:
+        for k, block in report['k'].items():
+            kp = block['keypoints']
+            ratios = {n: v['fit_median_px'] / v['dlt_median_px'] for n, v in kp.items()
+                      if v['fit_median_px'] is not None and v['dlt_median_px']}
+            worst = max(ratios, key=ratios.get)
+            g = block['all']
+            trunk = kp[TRUNK_LABEL]
+            rows.append([SKIN[case], label, report['samples'], k,
+                         f"{g['fit_median_px']:.2f}", f"{g['dlt_median_px']:.2f}",
+                         f"{trunk['fit_median_px']:.2f}", f"{trunk['dlt_median_px']:.2f}",
+                         f'{worst} {ratios[worst]:.2f}'])
+    header = ['trunk label mapped to', 'config', 'frames', 'k', 'fit px', 'DLT px',
+              'trunk label fit px', 'trunk label DLT px', 'worst keypoint fit / DLT']
+    print('\nLabels on the skin: held-out px medians, the trunk label mapped to each spine '
+          'joint')
+    suffix = args.table_suffix + holdout_methods.noise_suffix(args)
+    return emit(f'holdout_synthetic_skin{suffix}', header, rows, args.tables)
 
 
 def write_summary(reports, args) -> str:

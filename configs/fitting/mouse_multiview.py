@@ -47,7 +47,10 @@ registrant = dict(
         # the animal's bones and label offsets from all its frames, poses held
         dict(name='skeleton', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6),
         dict(name='refine', fit=pose_params, n_iter=20, optimizer=lm, ftol=1e-4, seed_ftol=1e-2),
-        dict(name='skeleton2', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6),
+        # labels on the skin made markers moved by the skin there, where that follows
+        # them better than their joints do
+        dict(name='skeleton2', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6,
+             place_markers=True),
         dict(name='refine2', fit=pose_params, n_iter=20, optimizer=lm, ftol=1e-4),
     ],
 )

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from smilfit.datasets.hdf5.files import read_h5
+from smilfit.registrants.marker_placement import (KEYPOINT_DEFINITIONS,
+                                                  keypoint_definitions_text)
 from smilfit.utils.atomic import load_npz_whole
 
 #: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
@@ -136,7 +138,9 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
         joint_names: the body model's joints (must be the file's).
 
     Returns:
-        ``{name: (...) array}`` of the animal's parameters, plus ``mode``.
+        ``{name: (...) array}`` of the animal's parameters, plus ``mode`` and, where
+        the fit placed its labels as markers, the body model's keypoint definitions
+        (``keypoint_definitions``, JSON text: its offsets are in the markers' frames).
 
     Raises:
         FileNotFoundError, KeyError, ValueError: a missing file, animal or parameter, a
@@ -182,6 +186,8 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
                 raise ValueError(f'{path}: {name} has shape {value.shape}, this fit needs '
                                  f'{tuple(shapes[name])}')
             out[name] = value
+        if KEYPOINT_DEFINITIONS in f.attrs:
+            out[KEYPOINT_DEFINITIONS] = str(f.attrs[KEYPOINT_DEFINITIONS])
     out['mode'] = mode
     return out
 
@@ -201,6 +207,8 @@ def calibrated_skeletons(calibrated: Mapping[str, Any], shared, animals: Animals
     out.update(session=animals.session, identity=animals.identity.astype(str),
                frames_used=np.zeros(animals.count, np.int64),
                fitted=np.ones(animals.count, bool), stamp=np.asarray(stamp))
+    if calibrated.get(KEYPOINT_DEFINITIONS) is not None:
+        out[KEYPOINT_DEFINITIONS] = np.asarray(str(calibrated[KEYPOINT_DEFINITIONS]))
     return out
 
 
@@ -260,6 +268,10 @@ def estimate_skeletons(registrant, read, animals: Animals, frames: np.ndarray, s
     out.update(session=animals.session, identity=animals.identity.astype(str),
                frames_used=np.array([p.size for p in picks], np.int64), fitted=fitted,
                stamp=np.asarray(stamp))
+    if any(st.place_markers for st in registrant.stages) or calibrated is not None and \
+            calibrated.get(KEYPOINT_DEFINITIONS) is not None:
+        # the offsets are in the frames of the markers placed (or reused)
+        out[KEYPOINT_DEFINITIONS] = keypoint_definitions_text(registrant)
     return out
 
 

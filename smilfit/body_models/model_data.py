@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import SmilfitUserError
 
 #: Legal keypoint definition kinds; see :func:`validate_keypoint`.
-KEYPOINT_KINDS = ('joint', 'vertex', 'vertices')
+KEYPOINT_KINDS = ('joint', 'vertex', 'vertices', 'marker')
+#: The fields of a ``marker`` keypoint (see :func:`validate_keypoint`).
+MARKER_FIELDS = ('position', 'joint', 'vertices', 'weights', 'depth')
 #: Allowed ``up_axis`` values.
 UP_AXES = ('x', 'y', 'z', '-x', '-y', '-z')
 
@@ -188,7 +190,14 @@ def validate_keypoint(name: str, spec: Dict[str, Any], joint_names: Sequence[str
     - ``{'joint': 'name'}`` or ``{'joint': index}``: a joint of the model;
     - ``{'vertex': index}``: one vertex (e.g. a nose tip);
     - ``{'vertices': [i, ...], 'weights': [w, ...]}``: a weighted vertex average
-      (weights default to uniform and must sum to 1).
+      (weights default to uniform and must sum to 1);
+    - ``{'marker': {'position': [x, y, z], 'joint': name, 'vertices': [a, b, c],
+      'weights': [u, v, w], 'depth': t}}``: a point of the body at ``position`` (rest
+      pose, the mean shape; model units), skinned with the weights interpolated from
+      those of ``joint`` (``depth`` 0: it moves as the joint) to those of the surface
+      point ``vertices``/``weights`` (``depth`` 1: as the skin there), its shape
+      motion interpolated likewise (a label placed on the body,
+      :mod:`smilfit.body_models.markers`).
     """
     field = f'keypoints[{name!r}]'
     kinds = [k for k in KEYPOINT_KINDS if k in spec]
@@ -205,6 +214,8 @@ def validate_keypoint(name: str, spec: Dict[str, Any], joint_names: Sequence[str
                 _fail(field, f'joint {joint!r} is not one of the model joints')
         elif not (isinstance(joint, (int, np.integer)) and 0 <= joint < len(joint_names)):
             _fail(field, f'joint index {joint!r} out of range [0, {len(joint_names)})')
+    elif kind == 'marker':
+        _validate_marker(field, spec['marker'], joint_names, num_vertices)
     elif kind == 'vertex':
         v = spec['vertex']
         if not (isinstance(v, (int, np.integer)) and 0 <= v < num_vertices):
@@ -221,6 +232,22 @@ def validate_keypoint(name: str, spec: Dict[str, Any], joint_names: Sequence[str
                 _fail(field, f"'weights' has {w.size} entries for {ids.size} vertices")
             if not np.all(np.isfinite(w)) or abs(w.sum() - 1.0) > 1e-4:
                 _fail(field, f"'weights' must be finite and sum to 1 (sum {w.sum():.6g})")
+
+
+def _validate_marker(field: str, marker: Any, joint_names: Sequence[str],
+                     num_vertices: int) -> None:
+    if not isinstance(marker, dict) or sorted(marker) != sorted(MARKER_FIELDS):
+        _fail(field, f"'marker' needs exactly the fields {list(MARKER_FIELDS)}, got "
+                     f'{sorted(marker) if isinstance(marker, dict) else type(marker).__name__}')
+    position = np.asarray(marker['position'], dtype=np.float64)
+    if position.shape != (3,) or not np.all(np.isfinite(position)):
+        _fail(field, "marker 'position' must be 3 finite numbers")
+    validate_keypoint(field, {'joint': marker['joint']}, joint_names, num_vertices)
+    validate_keypoint(field, {'vertices': marker['vertices'], 'weights': marker['weights']},
+                      joint_names, num_vertices)
+    depth = marker['depth']
+    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 1:
+        _fail(field, f"marker 'depth' must be a number in [0, 1], got {depth!r}")
 
 
 def validate_model_data(data: BodyModelData, weight_tol: float = 1e-3) -> None:

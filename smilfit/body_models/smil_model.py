@@ -184,6 +184,15 @@ class SMILModel(nn.Module):
         self._setup_readouts(data, keypoints, shapedirs)
         self.to(dtype)
 
+    def set_keypoints(self, keypoints: Dict[str, Dict[str, Any]]) -> None:
+        """Define the model's keypoints anew (same forms as the constructor's
+        ``keypoints``), keeping the dtype and device; e.g. labels placed as markers on
+        the body's surface (:mod:`smilfit.body_models.markers`)."""
+        dtype, device = self.dtype, self.device
+        self._setup_readouts(self.data, dict(keypoints),
+                             self.shapedirs.detach().cpu().numpy().astype(np.float64))
+        self.to(dtype=dtype, device=device)
+
     # ------------------------------------------------------------- set-up
     def _setup_readouts(self, data: BodyModelData, keypoints: Dict[str, Dict[str, Any]],
                         shapedirs: np.ndarray) -> None:
@@ -194,14 +203,20 @@ class SMILModel(nn.Module):
             rows.extend(np.asarray(data.J_regressor, dtype=np.float64))
         n_joint_rows = len(rows)
         self.keypoint_names: List[str] = list(keypoints)
+        #: name -> definition, as given (what :meth:`set_keypoints` takes back)
+        self.keypoint_definitions: Dict[str, Dict[str, Any]] = {
+            k: dict(v) for k, v in keypoints.items()}
         # Keypoints index into cat([joints (J), vertex readouts]).
         source = []
+        markers: List[tuple] = []        # (keypoint position, marker) read after the rows
         for name, spec in keypoints.items():
             validate_keypoint(name, spec, self.joint_names, V)
             if 'joint' in spec:
-                joint = spec['joint']
-                source.append(self.joint_names.index(joint) if isinstance(joint, str)
-                              else int(joint))
+                source.append(self._joint_index(spec['joint']))
+                continue
+            if 'marker' in spec:
+                markers.append((len(source), spec['marker']))
+                source.append(-1)
                 continue
             row = np.zeros(V)
             if 'vertex' in spec:
@@ -221,6 +236,13 @@ class SMILModel(nn.Module):
         else:
             mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
             ms, mp = np.zeros((0, J, 3, shapedirs.shape[2])), np.zeros((0, J, 3, P))
+        if markers:
+            parts = [self._marker_moments(m, data, shapedirs) for _, m in markers]
+            mass, m0, ms, mp = (np.concatenate([a, np.stack([p[i] for p in parts])])
+                                for i, a in enumerate((mass, m0, ms, mp)))
+            for i, (at, _) in enumerate(markers):
+                source[at] = J + R - n_joint_rows + i
+            R += len(markers)
         f64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
         # One readout matrix per number of betas in use (callers may pass fewer).
         for k in range(ms.shape[3] + 1):
@@ -245,6 +267,28 @@ class SMILModel(nn.Module):
             carrier = np.concatenate([np.arange(J), carrier])
         self.register_buffer('pool_joints', torch.as_tensor(carrier, dtype=torch.long),
                              persistent=False)
+
+    def _joint_index(self, joint: Union[str, int]) -> int:
+        return self.joint_names.index(joint) if isinstance(joint, str) else int(joint)
+
+    def _marker_moments(self, marker: Dict[str, Any], data: BodyModelData,
+                        shapedirs: np.ndarray) -> tuple:
+        """Readout moments (mass (J,), moment0 (J, 3), shape (J, 3, K), pose
+        (J, 3, P)) of a ``marker`` keypoint: its rest point skinned with the joint's
+        weights interpolated to the surface point's by its depth."""
+        t = float(marker['depth'])
+        j = self._joint_index(marker['joint'])
+        ids = np.asarray(marker['vertices'], dtype=np.int64)
+        bary = np.asarray(marker['weights'], dtype=np.float64)
+        skin = bary @ np.asarray(data.weights, np.float64)[ids]
+        weights = (1.0 - t) * np.eye(len(self.joint_names))[j] + t * skin / skin.sum()
+        joint_dirs = self.rest_joint_dirs.detach().cpu().numpy().astype(np.float64)
+        shape = ((1.0 - t) * joint_dirs[j, :, :shapedirs.shape[2]]
+                 + t * np.einsum('v,vck->ck', bary, shapedirs[ids]))
+        pose = t * np.einsum('v,vcp->cp', bary, np.asarray(data.posedirs)[ids])
+        position = np.asarray(marker['position'], dtype=np.float64)
+        return (weights, weights[:, None] * position, weights[:, None, None] * shape,
+                weights[:, None, None] * pose)
 
     # ---------------------------------------------------------- properties
     @property

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from smilfit.cameras import project_points
 from smilfit.body_models.keypoint_naming import rotate_offsets, source_carriers
+from smilfit.body_models.markers import surface_definitions, surface_places
 from smilfit.body_models.point_edges import model_point_edges
 
 from .hdf5_format import DatasetWriter
@@ -76,6 +77,61 @@ def displaced_label(model, keypoint: str, body_lengths: float, num_animals: int 
     return out
 
 
+#: The labels :func:`skin_labels` puts on the skin: the back above the spine, the
+#: flanks beside the shoulders, hips, elbows and knees.
+SKIN_LABELS = ('spine_1', 'spine_2', 'spine_3', 'shoulder_L', 'shoulder_R', 'hip_L',
+               'hip_R', 'elbow_L', 'elbow_R', 'knee_L', 'knee_R')
+
+
+def skin_labels(model, names: Sequence[str] = SKIN_LABELS, leave_out: Sequence[str] = ()
+                ) -> Dict[str, Dict[str, Any]]:
+    """Keypoint definitions for :func:`generate_animal_session` that put the labels
+    ``names`` on the skin near their joints, as a person labels a back or a shoulder: a
+    joint of the trunk (on the body's midline) gets the point of the back above it, any
+    other joint the point of the flank beside it (away from the midline). Skinned with
+    the surface, each such label moves with every joint that bends the skin under it.
+
+    Args:
+        model: the body model (its keypoints are the labels; each of ``names`` must be
+            a joint keypoint).
+        names: the labels put on the skin.
+        leave_out: keypoints not labelled at all (e.g. a trunk label's neighbours, so
+            that a joint lookup can name them instead).
+    """
+    from .synthetic import up_vector
+    defs = dict(model.keypoint_definitions)
+    unknown = [n for n in list(names) + list(leave_out) if n not in defs]
+    if unknown:
+        raise ValueError(f'skin_labels: {unknown} are not keypoints of the model '
+                         f'({list(defs)})')
+    with torch.no_grad():
+        rest = model(return_vertices=True)
+    joints = rest.joints_kin[0].double()
+    up = torch.as_tensor(up_vector(model.data.up_axis), dtype=torch.float64)
+    root = joints[int(model.levels.root)]
+    spread = joints - root
+    # the body's long axis: the joints' main direction across the up axis
+    flat = spread - (spread @ up)[:, None] * up
+    forward = torch.linalg.svd(flat, full_matrices=False).Vh[0]
+    side = torch.linalg.cross(up, forward)
+    length = float((joints.amax(0) - joints.amin(0)).max())
+    targets = []
+    for name in names:
+        spec = defs[name]
+        if 'joint' not in spec:
+            raise ValueError(f'skin_labels: {name!r} is not a joint keypoint ({spec})')
+        j = spec['joint']
+        p = joints[model.joint_names.index(j) if isinstance(j, str) else int(j)]
+        lateral = float((p - root) @ side)
+        midline = abs(lateral) < 0.02 * length
+        direction = up if midline else side * (1.0 if lateral > 0 else -1.0)
+        targets.append(p + 0.1 * length * direction)
+    targets = torch.stack(targets)[None].to(rest.vertices)
+    corners, weights, _ = surface_places(targets, rest.vertices, model.faces)
+    out = surface_definitions(defs, list(names), corners, weights)
+    return {k: v for k, v in out.items() if k not in set(leave_out)}
+
+
 class _VideoMotion:
     """Each animal's pose, heading and place from frame to frame (see
     :func:`generate_animal_session`, ``pose_correlation``)."""
@@ -117,7 +173,9 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                             slp_identity: str = 'groups',
                             return_keypoints_3d: bool = False,
                             pose_correlation: float = 0.0,
-                            missing_frames: float = 0.0) -> Dict[str, Any]:
+                            missing_frames: float = 0.0,
+                            keypoint_definitions: Optional[Mapping[str, Any]] = None
+                            ) -> Dict[str, Any]:
     """Write the session (``out_path``, smilfit HDF5) and return its ground truth.
 
     Samples are frame-major (frame 0's animals, then frame 1's, ...), so every batch of a
@@ -158,6 +216,10 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
         missing_frames: the chance that an animal's frame is not in the session (a track
             lost for a frame: a gap in its video); the truth (``keypoints_3d``) has the
             samples written only.
+        keypoint_definitions: the labels, as the body model's keypoint definitions
+            (:meth:`~smilfit.body_models.SMILModel.set_keypoints`; e.g. labels on the
+            skin, :func:`skin_labels`); their names are the session's keypoints.
+            Default: the model's own keypoints.
 
     The session's skeleton (``skeleton/edges``) is the body model's kinematic tree
     between its keypoints, as a SLEAP skeleton would link them.
@@ -182,6 +244,8 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
                          f'noise_px and offset_std >= 0, got {num_animals}, {frames}, '
                          f'{num_views}, {bone_std}, {noise_px}, {offset_std}')
     model = build_body_model(body_model).double()
+    if keypoint_definitions is not None:
+        model.set_keypoints(dict(keypoint_definitions))
     J = model.num_joints
     rng = np.random.default_rng(seed)
     length = body_length(model)
@@ -293,4 +357,4 @@ def generate_animal_session(out_path: Union[str, Path], *, body_model: Any = Non
 
 
 __all__ = ['generate_animal_session', 'rest_keypoints', 'observable_bones', 'bone_lengths',
-           'body_length', 'displaced_label']
+           'body_length', 'displaced_label', 'skin_labels', 'SKIN_LABELS']

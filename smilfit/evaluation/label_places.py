@@ -19,14 +19,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from smilfit.body_models.parameters import MODEL_INPUTS
+from smilfit.body_models.parameters import MODEL_INPUTS, REST_BODY_PARAMS
 from smilfit.losses.skeleton_priors import body_length
 from smilfit.ops.point_mesh import point_to_surface_sq
 
 __all__ = ['label_places', 'format_label_places']
-
-#: Per-animal parameters of a fit's skeleton file that shape the rest body.
-REST_BODY_PARAMS = ('betas', 'log_scale', 'bone_trans', 'keypoint_offsets', 'vertex_offsets')
 
 
 def label_places(body_model, handler, data_names: Sequence[str],
@@ -43,10 +40,12 @@ def label_places(body_model, handler, data_names: Sequence[str],
             the animals that were fitted); None: the model's own rest body (A = 1).
 
     Returns:
-        ``dict(body_length, keypoints={name: dict(model_point, moved_by, off_surface,
-        off_surface_per_animal)})``: ``off_surface`` the animals' median distance from the
-        surface in body lengths; ``moved_by`` the joint that moves the nearest surface, for
-        most animals. Empty ``keypoints`` where the model has no surface.
+        ``dict(body_length, keypoints={name: dict(model_point, marker_depth, moved_by,
+        off_surface, off_surface_per_animal)})``: ``off_surface`` the animals' median
+        distance from the surface in body lengths; ``moved_by`` the joint that moves the
+        nearest surface, for most animals; ``marker_depth`` where the fit placed the label
+        as a marker (:mod:`smilfit.registrants.marker_placement`), how far its skinning
+        goes from its joint's (0) to the skin's (1), else None. Empty ``keypoints`` where the model has no surface.
     """
     faces = getattr(body_model, 'faces', None)
     if faces is None or not faces.numel():
@@ -83,8 +82,12 @@ def label_places(body_model, handler, data_names: Sequence[str],
     for m, (model_i, data_i) in enumerate(zip(handler.model_index.tolist(),
                                               handler.data_index.tolist())):
         joints, counts = np.unique(moved_by[:, m], return_counts=True)
+        definition = (body_model.keypoint_definitions.get(model_names[model_i], {})
+                      if handler.source == 'keypoints' else {})
+        marker = definition.get('marker')
         rows[str(data_names[data_i])] = dict(
             model_point=model_names[model_i],
+            marker_depth=None if marker is None else float(marker['depth']),
             moved_by=joint_names[int(joints[counts.argmax()])],
             off_surface=float(np.median(off[:, m])),
             off_surface_per_animal=[float(v) for v in off[:, m]])
@@ -98,9 +101,13 @@ def format_label_places(places: Mapping[str, Any]) -> str:
         return ''
     lines: List[str] = [
         'Where each label sits on the rest body (the animals\' median): the joint that moves '
-        'the skin nearest to it, its distance from the skin in % of the body length',
-        f'  {"keypoint":<24}{"model point":<24}{"skin moved by":<24}{"off surface %":>14}']
+        'the skin nearest to it, its distance from the skin in % of the body length (a '
+        'marker: moved t of the way from its joint\'s skinning to the skin\'s)',
+        f'  {"keypoint":<24}{"model point":<24}{"marker t":>9}  {"skin moved by":<24}'
+        f'{"off surface %":>14}']
     for name, row in rows.items():
-        lines.append(f'  {name:<24}{row["model_point"]:<24}{row["moved_by"]:<24}'
-                     f'{100 * row["off_surface"]:>14.1f}')
+        depth = row.get('marker_depth')
+        depth = '-' if depth is None else f'{depth:.2f}'
+        lines.append(f'  {name:<24}{row["model_point"]:<24}{depth:>9}  '
+                     f'{row["moved_by"]:<24}{100 * row["off_surface"]:>14.1f}')
     return '\n'.join(lines)

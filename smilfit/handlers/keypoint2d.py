@@ -305,19 +305,28 @@ class Keypoint2DHandler(KeypointHandlerBase):
         current = shared.get(self.offsets_key)
         if current is None or not self.estimates_shared:
             return {}
+        residuals, jac, valid = self.offset_residuals(output, observations, params)
+        index = self.model_index.to(current.device)
+        step, _ = offset_steps(residuals, jac, valid, groups, current.shape[0])
+        moved = current.clone()
+        moved[:, index] = current[:, index] + step.to(current)
+        return {self.offsets_key: moved}
+
+    def offset_residuals(self, output, observations: Mapping[str, Any],
+                         params: Mapping[str, Any]):
+        """What estimating the joint-frame offsets from the residuals reads: the
+        matched points' reprojection residuals (B, C, M, 2) (pixels, 0 where not
+        observed), their Jacobian (B, C, M, 2, 3) with respect to each point's offset
+        (through its carrying joint's world map) and the (B, C, M) elements that count."""
         obs = {k: v for k, v in observations.items() if k != self.scale_key}
         pix, target, _, mask, in_front, dpix = self._pixel_terms(
             self.matched_points(output, params), obs, params, with_jacobian=True)
         valid = mask & in_front & torch.isfinite(target).all(-1)
-        index = self.model_index.to(current.device)
+        index = self.model_index.to(pix.device)
         maps = output.joint_transforms[..., :3, :3].index_select(
-            1, self.carriers.to(current.device).index_select(0, index))     # (B, M, 3, 3)
+            1, self.carriers.to(pix.device).index_select(0, index))         # (B, M, 3, 3)
         jac = torch.einsum('bcmki,bmij->bcmkj', dpix, maps.to(dpix))
-        step, _ = offset_steps(torch.nan_to_num(pix - target), jac, valid, groups,
-                               current.shape[0])
-        moved = current.clone()
-        moved[:, index] = current[:, index] + step.to(current)
-        return {self.offsets_key: moved}
+        return torch.nan_to_num(pix - target), jac, valid
 
     def project(self, output, observations: Mapping[str, Any],
                 params: Mapping[str, Any], views: Optional[dict] = None):

@@ -17,6 +17,8 @@ from smilfit.handlers.base import per_frame_key, variance_key
 from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .hooks import FittingHook, build_hooks
+from .marker_placement import check_marker_stages, place_markers
+from .setup_checks import warn_if_shape_cannot_move
 from .initialization import (global_pose_from_points, place_on_points,
                              triangulate_observations)
 from .multi_start import best_start, check_multi_start
@@ -118,6 +120,8 @@ class SMILRegistrant(nn.Module):
         self.return_vertices = bool(return_vertices)
         self.multi_start = check_multi_start(multi_start, names, len(self.stages),
                                              sorted(self.shared))
+        check_marker_stages(self.stages, sorted(self.shared))
+        self._markers_placed: set = set()   # stages whose markers are placed (once)
         self._data_info: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------ set-up
@@ -131,31 +135,12 @@ class SMILRegistrant(nn.Module):
         self._data_info = dict(data_info)
         for handler in self.handlers.values():
             handler.setup(self.body_model, self._data_info)
-        self._warn_if_shape_cannot_move()
+        warn_if_shape_cannot_move(self)
 
-    def _warn_if_shape_cannot_move(self) -> None:
-        """Warn when stages fit ``betas`` that nothing the handlers read depends on: a
-        static-joint model's shape moves neither its joints nor joint keypoints, and
-        without a handler reading vertices such a fit leaves ``betas`` at its prior."""
-        m = self.body_model
-        fits_shape = any('betas' in st.fit for st in self.stages)
-        reads_vertices = any(getattr(h, 'needs_vertices', False)
-                             for h in self.handlers.values())
-        if not fits_shape or reads_vertices or m.num_betas == 0:
-            return
-        with torch.no_grad():
-            rest = m(return_vertices=False).keypoints
-            shaped = m(betas=torch.eye(m.num_betas, dtype=m.dtype, device=m.device),
-                       return_vertices=False).keypoints
-        if rest is None or float((shaped - rest).abs().max()) > 0:
-            return
-        hint = (' (its joints are static: set the body model\'s '
-                'static_joints_follow_shape=True to let the shape move them with the skin)'
-                if getattr(m.data, 'static_joint_locs', False) else '')
-        warnings.warn(f'stages {[st.name for st in self.stages if "betas" in st.fit]} fit '
-                      f"'betas', but the shape coefficients move none of the model's "
-                      f'keypoints{hint} and no handler reads vertices: they will stay at '
-                      'their prior', stacklevel=2)
+    @property
+    def data_info(self) -> Optional[Dict[str, Any]]:
+        """What :meth:`setup` was given (``None`` before it)."""
+        return self._data_info
 
     def param_shapes(self, num_keypoints: Optional[int] = None) -> Dict[str, tuple]:
         """Per-sample shape of every fittable parameter."""
@@ -331,11 +316,10 @@ class SMILRegistrant(nn.Module):
                        handlers: Sequence[nn.Module]) -> Dict[str, Tensor]:
         """``params`` with the shared parameters ``stage`` fits moved to where the
         handlers estimate them in closed form (``estimates_shared``, e.g. keypoint
-        offsets from the residuals), before the stage measures its noise scales."""
+        offsets from the residuals), before the stage measures its noise scales; then
+        the labels made markers on the surface where the stage places them."""
         fitting = {n for n in stage.fit if n in self.shared}
         estimating = [h for h in handlers if fitting & set(h.estimates_shared)]
-        if not estimating:
-            return params
         params = dict(params)
         with torch.no_grad():
             for h in estimating:
@@ -347,7 +331,21 @@ class SMILRegistrant(nn.Module):
                 starts = h.shared_starts(output, obs, expanded, groups,
                                          {n: params[n] for n in names})
                 params.update({n: v for n, v in starts.items() if n in names})
+        if stage.place_markers and 'keypoint_offsets' in fitting \
+                and stage.name not in self._markers_placed:
+            self._markers_placed.add(stage.name)
+            params = place_markers(self, params, obs, groups, self._pose_refit(stage, obs,
+                                                                               groups))
         return params
+
+    def _pose_refit(self, stage: Stage, obs: Mapping[str, Tensor], groups: Tensor):
+        """The last per-frame pose stage before ``stage`` as ``params -> params`` (what
+        placing markers refits the poses with), or None."""
+        names = [s.name for s in self.stages]
+        earlier = self.stages[:names.index(stage.name)] if stage.name in names else []
+        poses = [s for s in earlier if 'body_pose' in s.fit and not set(s.fit) & self.shared]
+        return None if not poses else (
+            lambda p: self._run_stage(poses[-1], p, obs, groups)[0])
 
     # ------------------------------------------------------------------- fit
     def fit(self, observations: Mapping[str, Any],
@@ -548,14 +546,16 @@ class SMILRegistrant(nn.Module):
 
     @contextlib.contextmanager
     def _handler_weights(self, weights: Mapping[str, float]):
-        """Set handler weights for a stage; restore the configured ones afterwards."""
+        """Set handler weights for a stage; restore the ones before afterwards (a stage
+        run inside another's, as placing markers refits the poses, hands them back)."""
+        before = {name: handler.weight for name, handler in self.handlers.items()}
         try:
             for name, handler in self.handlers.items():
                 handler.weight = weights[name]
             yield [h for h in self.handlers.values() if h.weight > 0]
         finally:
             for name, handler in self.handlers.items():
-                handler.weight = self.base_weights[name]
+                handler.weight = before[name]
 
     def _result(self, params: Dict[str, Tensor], obs: Mapping[str, Tensor], groups: Tensor,
                 diverged: Tensor, history: List[Dict[str, Any]]) -> FitResult:

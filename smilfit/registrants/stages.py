@@ -19,7 +19,7 @@ from smilfit.body_models.parameters import FITTABLE_PARAMS
 
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
-               'per_sample', 'rounds', 'coarse', 'seed_ftol')
+               'per_sample', 'rounds', 'coarse', 'seed_ftol', 'place_markers')
 
 
 class StageConfigError(ValueError):
@@ -67,6 +67,10 @@ class Stage:
             skeleton held fixed the skeleton stages between two pose stages fit nothing
             and are skipped, so the first pose stage seeds the second there, and not
             where the skeleton is estimated.)
+        place_markers: before the stage (which fits the per-animal ``keypoint_offsets``),
+            make every label a marker on the body's surface where it sits now, moved by
+            the joints that move the skin there (:mod:`.marker_placement`); once per
+            registrant.
     """
 
     name: str
@@ -80,6 +84,7 @@ class Stage:
     rounds: int = 1
     coarse: bool = False
     seed_ftol: Optional[float] = None
+    place_markers: bool = False
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
@@ -139,11 +144,16 @@ def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str]
                                   or not seed_ftol > 0):
         raise StageConfigError(f"{where}: 'seed_ftol' must be a number > 0 or None, "
                                f'got {seed_ftol!r}')
+    place_markers = cfg.get('place_markers', False)
+    if not isinstance(place_markers, bool):
+        raise StageConfigError(f"{where}: 'place_markers' must be True or False, got "
+                               f'{place_markers!r}')
     return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
                  optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
                  gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
                  per_sample=bool(cfg.get('per_sample', True)), rounds=rounds,
-                 coarse=coarse, seed_ftol=None if seed_ftol is None else float(seed_ftol))
+                 coarse=coarse, seed_ftol=None if seed_ftol is None else float(seed_ftol),
+                 place_markers=place_markers)
 
 
 def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],

@@ -26,6 +26,8 @@ from smilfit.datasets.hdf5.files import read_h5
 from smilfit.datasets.masks import masks_from_hdf5
 from smilfit.datasets.view_selection import select_views, view_mask
 from smilfit.handlers import SilhouetteHandler
+from smilfit.registrants.marker_placement import (KEYPOINT_DEFINITIONS,
+                                                  apply_keypoint_definitions)
 from smilfit.registry import REGISTRANTS
 from smilfit.utils.atomic import load_npz_whole, save_npz, write_text
 
@@ -201,8 +203,11 @@ def _calibrated_skeleton(data_cfg: Mapping[str, Any], registrant, shared: List[s
         raise FittingConfigError('data.skeleton: the registrant shares no fitted '
                                  'parameters (registrant.shared) to take from it')
     try:
-        return load_skeleton(data_cfg['skeleton'], shared, registrant.param_shapes(),
-                             registrant.body_model.joint_names)
+        skeleton = load_skeleton(data_cfg['skeleton'], shared, registrant.param_shapes(),
+                                 registrant.body_model.joint_names)
+        if skeleton.get(KEYPOINT_DEFINITIONS) is not None:   # its offsets are the markers'
+            apply_keypoint_definitions(registrant, skeleton[KEYPOINT_DEFINITIONS])
+        return skeleton
     except (KeyError, ValueError, TypeError) as err:
         raise FittingConfigError(f'data.skeleton: {err}') from err
 
@@ -273,7 +278,10 @@ def _animals(run: FitRun, resume: bool):
         save_npz(skeleton_path, skeleton)
     barrier(run.world)
     with np.load(skeleton_path, allow_pickle=False) as z:
-        return animals, {k: z[k] for k in z.files}
+        skeleton = {k: z[k] for k in z.files}
+    if KEYPOINT_DEFINITIONS in skeleton:   # labels placed as markers: every rank, resumed
+        apply_keypoint_definitions(run.registrant, skeleton[KEYPOINT_DEFINITIONS])
+    return animals, skeleton
 
 
 def _fit_batches(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]],

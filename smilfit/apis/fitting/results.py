@@ -15,6 +15,7 @@ import torch
 from smilfit.body_models.point_edges import model_point_edges
 from smilfit.body_models.keypoint_naming import POINT_SOURCES
 from smilfit.datasets.hdf5.files import create_checked, read_h5
+from smilfit.registrants.marker_placement import KEYPOINT_DEFINITIONS
 from smilfit.utils.atomic import atomic_path, write_text
 
 from .observations import sample_camera_names
@@ -114,6 +115,9 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
             for key, value in (skeleton or {}).items():
                 # One row per animal (samples/animal indexes them).
                 if key == 'stamp':
+                    continue
+                if key == KEYPOINT_DEFINITIONS:   # JSON text: the offsets' markers
+                    f.attrs[key] = str(value)
                     continue
                 if key == 'identity':
                     value = np.asarray(value, dtype=object)

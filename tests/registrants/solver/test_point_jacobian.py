@@ -54,6 +54,29 @@ def test_demo_model_regressed_joints_and_keypoints():
     _check(model, seed=5, global_scale=True)
 
 
+def _with_markers(model):
+    """``model`` with two of its keypoints made markers (labels placed on the body),
+    one partly and one wholly moved by the skin."""
+    rest = model(return_vertices=True).vertices[0]
+    defs = dict(model.keypoint_definitions)
+    for name, ids, depth in (('spine_2', [433, 434, 449], 0.3), ('knee_L', [2747, 2763, 2778],
+                                                                1.0)):
+        w = torch.tensor([0.2, 0.3, 0.5], dtype=rest.dtype)
+        place = (w[:, None] * rest[ids]).sum(0) + 0.5
+        defs[name] = dict(marker=dict(position=place.tolist(), joint=name, vertices=ids,
+                                      weights=w.tolist(), depth=depth))
+    model.set_keypoints(defs)
+    return model
+
+
+def test_marker_keypoints_match_autograd():
+    """A marker's readout (its rest point skinned with weights between its joint's and
+    the skin's, its shape motion likewise) has the Jacobian autograd gives."""
+    model = _with_markers(SMILModel(data=demo_model_data(), dtype=torch.float64))
+    _check(model, seed=2)
+    _check(model, seed=3, log_scale=True, global_scale=True)
+
+
 @pytest.mark.parametrize('propagate', [False, True])
 def test_demo_model_with_fixed_scales(propagate):
     model = SMILModel(data=demo_model_data(), dtype=torch.float64, propagate_scaling=propagate)
@@ -242,6 +265,7 @@ def _skeleton_params(model, B, seed, reference_compat=False):
 
 @pytest.mark.parametrize('which,propagate,compat', [('demo', False, False),
                                                     ('demo', True, True),
+                                                    ('demo_markers', False, False),
                                                     ('mouse', False, False)])
 def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, compat, request):
     """``bone_trans`` (a subtree's shift) and joint-frame ``keypoint_offsets`` (attached
@@ -249,10 +273,12 @@ def test_bone_trans_and_keypoint_offsets_match_forward_mode(which, propagate, co
     parameter column fitted alongside."""
     from smilfit.body_models.keypoint_naming import rotate_offsets
     from smilfit.registrants.solver.point_jacobian import PointJacobian
-    data = (demo_model_data() if which == 'demo'
+    data = (demo_model_data() if which.startswith('demo')
             else load_model_data(request.getfixturevalue('mouse_model_path')))
     model = SMILModel(data=data, dtype=torch.float64, propagate_scaling=propagate,
                       reference_compat=compat)
+    if which == 'demo_markers':
+        model = _with_markers(model)
     B, J = 2, model.num_joints
     params = _skeleton_params(model, B, seed=11)
     N = _pool(model, params).shape[1]
