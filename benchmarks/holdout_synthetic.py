@@ -10,7 +10,12 @@ the body length from its joint (a user's joint lookup mapping it to the wrong jo
 ``displaced`` rows add that keypoint's held-out median over the other keypoints' median;
 and ``video``: the frames a video (poses moving about 0.05 rad a frame, the heading a
 random walk, 10 % of the frames missing: gaps), where the motion prior couples them
-(``no_motion`` fits each alone).
+(``no_motion`` fits each alone); and ``skin``: labels that are points on the skin
+(``skin_labels``: the back above the spine, the flanks at the shoulders, hips, elbows and
+knees, no offsets besides; 1 px), the trunk label above ``spine_2`` mapped to ``spine_2`` (``skin``),
+``spine_1`` or ``spine_3`` (``skin_spine_1``, ``skin_spine_3``; neither labelled), written
+besides as ``holdout_synthetic_skin.md`` (the trunk label's and the worst keypoint's
+held-out medians against DLT's); ``no_markers`` fits them without placing markers.
 
 Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
@@ -154,8 +159,10 @@ def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0),
     if not (data.exists() and truth.exists()):
         data.parent.mkdir(parents=True, exist_ok=True)
         data.unlink(missing_ok=True)
+        # labels on the skin are off their joints already: no offsets of their own
         made = generate_animal_session(data, num_animals=1, frames=frames, num_views=6,
-                                       bone_std=0.03, offset_std=0.05, pose_std=0.25,
+                                       bone_std=0.03, offset_std=0.0 if skin else 0.05,
+                                       pose_std=0.25,
                                        noise_px=noise, seed=7,
                                        keypoint_offsets=_displacement(displaced),
                                        return_keypoints_3d=True,
