@@ -205,6 +205,10 @@ def label_errors(registrant, handler, params: Mapping[str, Tensor],
     output = registrant.body_model(**{k: expanded[k] for k in MODEL_INPUTS if k in expanded},
                                    return_vertices=False)
     residuals, jac, valid = handler.offset_residuals(output, observations, expanded)
+    # elements that do not count may hold anything (a point behind a camera): zero them
+    valid = valid & torch.isfinite(jac).flatten(-2).all(-1)
+    jac = torch.where(valid[..., None, None], jac, torch.zeros_like(jac))
+    residuals = torch.where(valid[..., None], residuals, torch.zeros_like(residuals))
     weight = valid.to(residuals.dtype)
     for _ in range(3):   # reweighted: a swapped or outlying point barely counts
         wj = weight[..., None, None] * jac
