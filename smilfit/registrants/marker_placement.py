@@ -1,13 +1,14 @@
-"""Placing a fit's labels as markers on the body's surface, between stages.
+"""Placing a fit's labels as markers on the body, between stages.
 
 A stage with ``place_markers=True`` (it fits the per-animal ``keypoint_offsets``) first
-moves every matched keypoint of the model from the point the joint lookup names to the
-surface: where each label sits on the animals' rest bodies (the looked-up point plus the
-offsets fitted so far) becomes a marker on the nearest surface triangle
-(:mod:`smilfit.body_models.markers`), and each animal's offset becomes the rest of the
-way from that surface point to the label, in the frame of the joint that carries the
-marker. Where the labels sit does not change; how they move with the pose does: a label
-on the back now bends with every spine joint under it, as its skin does.
+makes the labels markers (:mod:`smilfit.body_models.markers`): where each label sits on
+the animals' rest bodies (the looked-up joint plus the offsets fitted so far) becomes a
+rest point skinned between its joint's weights and those of the skin around that joint,
+as far towards the skin as it lies (:func:`place_markers`), and each animal's offset
+carries the rest. Where the labels sit does not change; how they move with the pose
+does: a label on the back bends with the spine joints that bend the skin under it. A
+label keeps its marker only where, the poses refitted, the marker follows it
+significantly better than its joint.
 
 The markers are placed once per registrant (the first animals it fits; later calls keep
 them, as their offsets are in the markers' frames) and travel with the skeleton
@@ -30,9 +31,8 @@ from smilfit.handlers.residual_scale import by_group
 Tensor = torch.Tensor
 
 __all__ = ['check_marker_stages', 'place_markers', 'label_errors', 'significantly_smaller',
-           'anchor_joint',
-           'keypoint_definitions_text',
-           'apply_keypoint_definitions', 'KEYPOINT_DEFINITIONS']
+           'anchor_joint', 'keypoint_definitions_text', 'apply_keypoint_definitions',
+           'KEYPOINT_DEFINITIONS']
 
 #: The key of the body model's keypoint definitions (JSON text) in skeleton files and
 #: the attribute in fit results.
@@ -220,9 +220,10 @@ def label_errors(registrant, handler, params: Mapping[str, Tensor],
             0, groups, torch.einsum('bcmki,bcmk->bmi', wj, residuals))
         step = -(torch.linalg.pinv(normal) @ rhs[..., None])[..., 0]        # (G, M, 3)
         errors = (residuals + torch.einsum('bcmki,bmi->bcmk', jac, step[groups])).norm(dim=-1)
-        spread = _group_median(errors, valid, groups, G)                    # (G, M)
+        spread = _group_median(errors, valid, groups, G)    # (G, M), NaN: never seen
         scale = 1.4826 * spread[groups][:, None].clamp_min(torch.finfo(errors.dtype).tiny)
-        weight = valid.to(errors.dtype) / (1.0 + (errors / (3.0 * scale)) ** 2)
+        weight = torch.where(valid, 1.0 / (1.0 + (errors / (3.0 * scale)) ** 2),
+                             torch.zeros_like(errors))
     return errors, valid
 
 

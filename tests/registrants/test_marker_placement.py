@@ -31,12 +31,15 @@ def test_label_errors_remove_each_animals_offset_and_ignore_what_does_not_count(
     residuals[0, 0, 0] = float('nan')
     jac[0, 0, 0] = float('inf')
     residuals[1, 1, 1] += 50.0   # one outlier (a swapped label)
+    valid[:4, :, 3] = False      # a label the first animal never shows
+    residuals[:4, :, 3] = float('nan')
     registrant = types.SimpleNamespace(
         body_model=SMILModel(data=demo_model_data(), dtype=torch.float64), shared=set())
     params = dict(global_orient=torch.zeros(B, 3, dtype=torch.float64))
     errors, counted = label_errors(registrant, _Residuals(residuals, jac, valid), params, {},
                                    groups)
-    assert not bool(counted[0, 0, 0]) and bool(counted[1:].all())
+    assert not bool(counted[0, 0, 0]) and bool(counted[1:, :, :3].all())
+    assert bool(counted[4:, :, 3].all()) and not bool(counted[:4, :, 3].any())
     good = counted.clone()
     good[1, 1, 1] = False
     assert bool(torch.isfinite(errors[counted]).all())
