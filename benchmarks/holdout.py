@@ -105,9 +105,9 @@ VARIANTS = {
                   'markers)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
-#: fitted with left and right exchanged (``--variant``: variants joined by ``+`` apply in
-#: turn).
-BEFORE_ANIMAL_PRIOR = 'fixed_pose_prior+no_exchange'
+#: fitted with left and right exchanged (and so before the motion prior and the markers,
+#: which came later; ``--variant``: variants joined by ``+`` apply in turn).
+BEFORE_ANIMAL_PRIOR = 'fixed_pose_prior+no_exchange+no_motion+no_markers'
 
 
 def apply_variant(cfg, variant: str):
