@@ -23,7 +23,7 @@ from smilfit.body_models.parameters import MODEL_INPUTS, REST_BODY_PARAMS
 from smilfit.losses.skeleton_priors import body_length
 from smilfit.ops.point_mesh import point_to_surface_sq
 
-__all__ = ['label_places', 'format_label_places']
+__all__ = ['label_places', 'format_label_places', 'label_places_markdown']
 
 
 def label_places(body_model, handler, data_names: Sequence[str],
@@ -110,4 +110,20 @@ def format_label_places(places: Mapping[str, Any]) -> str:
         depth = '-' if depth is None else f'{depth:.2f}'
         lines.append(f'  {name:<24}{row["model_point"]:<24}{depth:>9}  '
                      f'{row["moved_by"]:<24}{100 * row["off_surface"]:>14.1f}')
+    return '\n'.join(lines)
+
+
+def label_places_markdown(places: Mapping[str, Any]) -> str:
+    """:func:`label_places` as a Markdown table (the viewer's panel; empty without a
+    surface)."""
+    rows = places.get('keypoints') or {}
+    if not rows:
+        return ''
+    lines = ['| keypoint | model point | marker t | skin moved by | off surface % |',
+             '|---|---|---|---|---|']
+    for name, row in rows.items():
+        depth = row.get('marker_depth')
+        lines.append(f'| {name} | {row["model_point"]} | '
+                     f'{"-" if depth is None else f"{depth:.2f}"} | {row["moved_by"]} | '
+                     f'{100 * row["off_surface"]:.1f} |')
     return '\n'.join(lines)

@@ -92,6 +92,8 @@ class Scene:
         point_errors: per frame (P_t,) distance of every point to the mesh, or None.
         units: world units (``'mm'``, ``'m'``, ``''`` when unknown).
         image_reader: ``frame -> [C images (H, W, 3) uint8 or None]``, or None (no images).
+        label_places: where each label sits on the fitted body (a fit's report: the model
+            point, the marker's depth, the joint moving the skin there), Markdown; or None.
     """
 
     kind: str
@@ -110,6 +112,7 @@ class Scene:
     units: str = ''
     image_reader: Optional[Callable[[int], List[Optional[np.ndarray]]]] = field(
         default=None, repr=False)
+    label_places: Optional[str] = None
 
     @property
     def num_frames(self) -> int:
@@ -153,7 +156,8 @@ class Scene:
                      points=None if self.points is None else [self.points[i] for i in idx],
                      point_errors=None if self.point_errors is None else
                      [self.point_errors[i] for i in idx],
-                     units=self.units, image_reader=reader)
+                     units=self.units, image_reader=reader,
+                     label_places=self.label_places)
 
     def drawn_points(self, frame: Optional[int] = None) -> np.ndarray:
         """(N, 3) every finite point drawn (meshes, keypoints, scan points; cameras left out)
@@ -405,7 +409,22 @@ def _load_fit(work_dir: Path, *, session, frames, dataset, images: bool) -> Scen
                  frame_labels=[f'frame {n}' for n in frame_numbers],
                  faces=model.faces.cpu().numpy().astype(np.int64), vertices=vertices,
                  keypoint_names=data_names, fitted=fitted, observed=observed, errors=errors,
-                 error_unit='px', cameras=cameras, units=units, image_reader=image_reader)
+                 error_unit='px', cameras=cameras, units=units, image_reader=image_reader,
+                 label_places=_label_places(work_dir))
+
+
+def _label_places(work_dir: Path) -> Optional[str]:
+    """The fit report's table of where each label sits (``fit_quality.json``), Markdown;
+    None where the report has none."""
+    from smilfit.evaluation.label_places import label_places_markdown
+    path = work_dir / 'fit_quality.json'
+    if not path.is_file():
+        return None
+    try:
+        places = json.loads(path.read_text()).get('label_places') or {}
+    except (OSError, ValueError):
+        return None
+    return label_places_markdown(places) or None
 
 
 _MESH_NAME = re.compile(r'^(?P<session>.*)_frame_(?P<frame>\d+)_inst(?P<inst>\d+)$')

@@ -406,6 +406,9 @@ class SceneViewer:
                 def _(_event) -> None:
                     v = through.value
                     self.look_through(None if v == 'free' else options.index(v) - 1)
+        if sc.label_places:
+            with gui.add_folder('Labels on the body', expand_by_default=False):
+                self._gui['label_places'] = gui.add_markdown(sc.label_places)
         if sc.errors is not None or sc.point_errors is not None:
             unit = sc.error_unit or sc.units
             gui.add_markdown(

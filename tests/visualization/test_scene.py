@@ -157,6 +157,9 @@ def test_viewer_nodes_follow_the_timeline_and_layers(scene):
         assert mesh.visible
         with pytest.raises(ValueError, match='unknown layer'):
             viewer.set_layer('meshes', False)
+        # the fit report's table of where each label sits, in a panel of its own
+        assert scene.label_places.startswith('| keypoint | model point | marker t |')
+        assert viewer._gui['label_places'].content == scene.label_places
         # the camera view puts the dataset camera's centre and axis on the viewer's camera
         view = viewer.camera_view(1)
         R, t = scene.cameras.R[4, 1], scene.cameras.t[4, 1]
