@@ -13,14 +13,19 @@ symmetry and merges left/right bone-length shape directions).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from smilfit.registry import BODY_MODELS
 from .mesh_from_skeleton import Skeleton, build_model_from_skeleton, validate_skeleton
 from .model_data import BodyModelData
 
-__all__ = ['DEMO_UNITS', 'DEMO_UP_AXIS', 'demo_skeleton', 'demo_radii', 'demo_model_data']
+if TYPE_CHECKING:
+    from .smil_model import SMILModel
+
+__all__ = ['DEMO_UNITS', 'DEMO_UP_AXIS', 'demo_skeleton', 'demo_radii', 'demo_model_data',
+           'build_demo_smil_model']
 
 DEMO_UNITS = 'mm'
 DEMO_UP_AXIS = 'z'
@@ -89,3 +94,19 @@ def demo_model_data(**options: Any) -> BodyModelData:
                                   up_axis=DEMO_UP_AXIS, name='demo_mouse')
     kwargs.update(options)
     return build_model_from_skeleton(*demo_skeleton(), **kwargs)
+
+
+@BODY_MODELS.register_module(name='DemoSMILModel')
+def build_demo_smil_model(builder_options: Optional[Dict[str, Any]] = None,
+                          **kwargs: Any) -> SMILModel:
+    """The embedded demo mouse (generated in code, no files) as a :class:`SMILModel`.
+
+    Lets configs say ``body_model = dict(type='DemoSMILModel')``.
+
+    Args:
+        builder_options: overrides for
+            :func:`~smilfit.body_models.demo_model.demo_model_data` (e.g. ``segments``).
+        kwargs: :class:`SMILModel` keyword arguments (``dtype``, ``keypoints``, ...).
+    """
+    from .smil_model import SMILModel
+    return SMILModel(data=demo_model_data(**(builder_options or {})), **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from smilfit.ops.point_mesh import closest_point_on_triangle, point_to_surface_sq
@@ -23,7 +24,7 @@ from smilfit.ops.point_mesh import closest_point_on_triangle, point_to_surface_s
 Tensor = torch.Tensor
 
 __all__ = ['barycentric', 'surface_places', 'skin_around', 'surface_definitions',
-           'marker_definitions',
+           'marker_definitions', 'marker_moments',
            'definitions_to_text', 'definitions_from_text']
 
 
@@ -146,3 +147,28 @@ def definitions_from_text(text: str) -> Dict[str, Dict[str, Any]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ValueError('keypoint definitions must be a JSON object of objects')
     return value
+
+
+def marker_moments(marker: Mapping[str, Any], joint: int, lbs_weights: np.ndarray,
+                   shapedirs: np.ndarray, posedirs: np.ndarray, joint_dirs: np.ndarray
+                   ) -> tuple:
+    """The readout moments of a ``marker`` keypoint (its rest point skinned with its
+    joint's weights interpolated to the surface point's by its depth; its shape motion
+    likewise): mass (J,), moment0 (J, 3), shape (J, 3, K), pose (J, 3, P), float64.
+
+    Args:
+        marker: the keypoint's ``marker`` fields; ``joint`` its joint's index.
+        lbs_weights: (V, J) skinning weights; shapedirs: (V, 3, K); posedirs: (V, 3, P).
+        joint_dirs: (J, 3, K') the rest joints' shape directions (K' >= K).
+    """
+    t = float(marker['depth'])
+    ids = np.asarray(marker['vertices'], dtype=np.int64)
+    bary = np.asarray(marker['weights'], dtype=np.float64)
+    skin = bary @ np.asarray(lbs_weights, np.float64)[ids]
+    weights = (1.0 - t) * np.eye(skin.shape[0])[joint] + t * skin / skin.sum()
+    shape = ((1.0 - t) * joint_dirs[joint, :, :shapedirs.shape[2]]
+             + t * np.einsum('v,vck->ck', bary, shapedirs[ids]))
+    pose = t * np.einsum('v,vcp->cp', bary, np.asarray(posedirs)[ids])
+    position = np.asarray(marker['position'], dtype=np.float64)
+    return (weights, weights[:, None] * position, weights[:, None, None] * shape,
+            weights[:, None, None] * pose)

@@ -16,9 +16,9 @@ from .lbs import (KinematicLevels, chain_transforms, local_transforms, pca_joint
                   readout_terms, rest_vertices_vb, scale_world, shaped_rest_joints,
                   skin_shape_factored, skin_vertices_vb, skinning_chunk_size,
                   skinning_transforms)
+from .markers import marker_moments
 from .model_data import BodyModelData, validate_keypoint
 from .rotations import axis_angle_to_matrix, to_rotation_matrix
-from .demo_model import demo_model_data
 from .io import load_model_data
 from .joint_shape import static_joint_shape_dirs
 
@@ -185,12 +185,10 @@ class SMILModel(nn.Module):
         self.to(dtype)
 
     def set_keypoints(self, keypoints: Dict[str, Dict[str, Any]]) -> None:
-        """Define the model's keypoints anew (same forms as the constructor's
-        ``keypoints``), keeping the dtype and device; e.g. labels placed as markers on
-        the body's surface (:mod:`smilfit.body_models.markers`)."""
+        """Define the keypoints anew (the constructor's ``keypoints`` forms, e.g. labels
+        placed as markers, :mod:`.markers`), keeping the dtype and device."""
         dtype, device = self.dtype, self.device
-        self._setup_readouts(self.data, dict(keypoints),
-                             self.shapedirs.detach().cpu().numpy().astype(np.float64))
+        self._setup_readouts(self.data, dict(keypoints), self.shapedirs.cpu().double().numpy())
         self.to(dtype=dtype, device=device)
 
     # ------------------------------------------------------------- set-up
@@ -203,12 +201,9 @@ class SMILModel(nn.Module):
             rows.extend(np.asarray(data.J_regressor, dtype=np.float64))
         n_joint_rows = len(rows)
         self.keypoint_names: List[str] = list(keypoints)
-        #: name -> definition, as given (what :meth:`set_keypoints` takes back)
-        self.keypoint_definitions: Dict[str, Dict[str, Any]] = {
-            k: dict(v) for k, v in keypoints.items()}
-        # Keypoints index into cat([joints (J), vertex readouts]).
-        source = []
-        markers: List[tuple] = []        # (keypoint position, marker) read after the rows
+        self.keypoint_definitions = {k: dict(v) for k, v in keypoints.items()}  # as given
+        # Keypoints index into cat([joints (J), vertex readouts]); markers come last.
+        source, markers = [], []
         for name, spec in keypoints.items():
             validate_keypoint(name, spec, self.joint_names, V)
             if 'joint' in spec:
@@ -236,8 +231,10 @@ class SMILModel(nn.Module):
         else:
             mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
             ms, mp = np.zeros((0, J, 3, shapedirs.shape[2])), np.zeros((0, J, 3, P))
-        if markers:
-            parts = [self._marker_moments(m, data, shapedirs) for _, m in markers]
+        if markers:   # after the vertex rows: pool points J + R - n_joint_rows + i
+            dirs = self.rest_joint_dirs.cpu().double().numpy()
+            parts = [marker_moments(m, self._joint_index(m['joint']), data.weights, shapedirs,
+                                    data.posedirs, dirs) for _, m in markers]
             mass, m0, ms, mp = (np.concatenate([a, np.stack([p[i] for p in parts])])
                                 for i, a in enumerate((mass, m0, ms, mp)))
             for i, (at, _) in enumerate(markers):
@@ -270,25 +267,6 @@ class SMILModel(nn.Module):
 
     def _joint_index(self, joint: Union[str, int]) -> int:
         return self.joint_names.index(joint) if isinstance(joint, str) else int(joint)
-
-    def _marker_moments(self, marker: Dict[str, Any], data: BodyModelData,
-                        shapedirs: np.ndarray) -> tuple:
-        """Readout moments (mass (J,), moment0 (J, 3), shape (J, 3, K), pose
-        (J, 3, P)) of a ``marker`` keypoint: its rest point skinned with the joint's
-        weights interpolated to the surface point's by its depth."""
-        t = float(marker['depth'])
-        j = self._joint_index(marker['joint'])
-        ids = np.asarray(marker['vertices'], dtype=np.int64)
-        bary = np.asarray(marker['weights'], dtype=np.float64)
-        skin = bary @ np.asarray(data.weights, np.float64)[ids]
-        weights = (1.0 - t) * np.eye(len(self.joint_names))[j] + t * skin / skin.sum()
-        joint_dirs = self.rest_joint_dirs.detach().cpu().numpy().astype(np.float64)
-        shape = ((1.0 - t) * joint_dirs[j, :, :shapedirs.shape[2]]
-                 + t * np.einsum('v,vck->ck', bary, shapedirs[ids]))
-        pose = t * np.einsum('v,vcp->cp', bary, np.asarray(data.posedirs)[ids])
-        position = np.asarray(marker['position'], dtype=np.float64)
-        return (weights, weights[:, None] * position, weights[:, None, None] * shape,
-                weights[:, None, None] * pose)
 
     # ---------------------------------------------------------- properties
     @property
@@ -620,18 +598,3 @@ class SMILModel(nn.Module):
                 f'joints={"regressed" if self.regressed_joints else "kinematic"}, '
                 f'propagate_scaling={self.propagate_scaling}, '
                 f'reference_compat={self.reference_compat}')
-
-
-@BODY_MODELS.register_module(name='DemoSMILModel')
-def build_demo_smil_model(builder_options: Optional[Dict[str, Any]] = None,
-                          **kwargs: Any) -> SMILModel:
-    """The embedded demo mouse (generated in code, no files) as a :class:`SMILModel`.
-
-    Lets configs say ``body_model = dict(type='DemoSMILModel')``.
-
-    Args:
-        builder_options: overrides for
-            :func:`~smilfit.body_models.demo_model.demo_model_data` (e.g. ``segments``).
-        kwargs: :class:`SMILModel` keyword arguments (``dtype``, ``keypoints``, ...).
-    """
-    return SMILModel(data=demo_model_data(**(builder_options or {})), **kwargs)
