@@ -99,10 +99,8 @@ VARIANTS = {
                  'frames (MotionPriorHandler left out)',
     'acceleration': 'the motion prior on the parameters\' accelerations instead of their '
                     'velocities (MotionPriorHandler order=2)',
-    'markers': 'labels made markers on the body surface before the second skeleton stage '
-               '(place_markers=True), moved by the joints that move the skin under them',
     'no_markers': 'labels carried by the looked-up joints throughout (no stage places '
-                  'markers)',
+                  'markers on the body)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (and so before the motion prior and the markers,
@@ -158,10 +156,8 @@ def apply_variant(cfg, variant: str):
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'MotionPriorHandler':
                 handler.update(order=2)
-    elif variant in ('markers', 'no_markers'):
-        cfg.registrant.stages = [dict(s, place_markers=variant == 'markers'
-                                      and s['name'] == 'skeleton2')
-                                 for s in cfg.registrant.stages]
+    elif variant == 'no_markers':
+        cfg.registrant.stages = [dict(s, place_markers=False) for s in cfg.registrant.stages]
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

@@ -12,8 +12,9 @@ and ``video``: the frames a video (poses moving about 0.05 rad a frame, the head
 random walk, 10 % of the frames missing: gaps), where the motion prior couples them
 (``no_motion`` fits each alone); and ``skin``: labels that are points on the skin
 (``skin_labels``: the back above the spine, the flanks at the shoulders, hips, elbows and
-knees, no offsets besides; 1 px), the trunk label above ``spine_2`` mapped to ``spine_2`` (``skin``),
-``spine_1`` or ``spine_3`` (``skin_spine_1``, ``skin_spine_3``; neither labelled), written
+knees, no offsets besides; 1 px), the trunk label above ``spine_2`` mapped to ``spine_2``
+(``skin``), ``spine_1`` or ``spine_3`` (``skin_spine_1``, ``skin_spine_3``; neither
+labelled), written
 besides as ``holdout_synthetic_skin.md`` (the trunk label's and the worst keypoint's
 held-out medians against DLT's); ``no_markers`` fits them without placing markers.
 
@@ -125,7 +126,7 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': 'fixed_pose_prior+no_exchange+no_motion+no_markers',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
-           'no_motion': 'no_motion', 'acceleration': 'acceleration', 'markers': 'markers',
+           'no_motion': 'no_motion', 'acceleration': 'acceleration',
            'no_markers': 'no_markers', 'shipped': 'shipped'}
 
 

@@ -1,15 +1,17 @@
-"""Labels as markers on the body's surface.
+"""Labels as markers on the body.
 
 A label on the skin of the trunk moves with every joint that bends the skin under it. A
 model point carried by one joint (a joint keypoint plus an offset in that joint's frame)
 follows only that joint, so the choice of joint in the lookup decides how well the label
-can be fitted. A *marker* (MoSh, Loper, Mahmood and Black 2014) is a point of the
-surface, a barycentric point of one triangle, which linear blend skinning moves with the
-blend of the joints that move that triangle, plus a small offset for a label above or
-under the skin. :func:`surface_places` finds, for points on the animals' rest bodies, the
-triangle and barycentric place to use; :func:`marker_definitions` writes them as keypoint
-definitions of the model (``{'vertices': [a, b, c], 'weights': [u, v, w]}``, which
-:meth:`~smilfit.body_models.SMILModel.set_keypoints` takes).
+can be fitted. A *marker* (after MoSh, Loper, Mahmood and Black 2014) is a point of the
+rest body skinned with weights interpolated from its joint's (depth 0) to those of a
+surface point, a barycentric point of one triangle (depth 1): a label on the skin moves
+as the skin there, a label at its joint as the joint. :func:`surface_places` finds, for
+points on the animals' rest bodies, the triangle and barycentric place;
+:func:`marker_definitions` writes markers as keypoint definitions of the model (the
+``marker`` kind, :func:`~smilfit.body_models.model_data.validate_keypoint`, which
+:meth:`~smilfit.body_models.SMILModel.set_keypoints` takes) and :func:`marker_moments`
+is their readout.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from smilfit.ops.point_mesh import closest_point_on_triangle, point_to_surface_s
 Tensor = torch.Tensor
 
 __all__ = ['barycentric', 'surface_places', 'skin_around', 'surface_definitions',
-           'marker_definitions', 'marker_moments',
+           'marker_definitions', 'marker_skinning', 'marker_moments',
            'definitions_to_text', 'definitions_from_text']
 
 
@@ -138,7 +140,7 @@ def marker_definitions(definitions: Mapping[str, Mapping[str, Any]], names: Sequ
 
 def definitions_to_text(definitions: Mapping[str, Mapping[str, Any]]) -> str:
     """Keypoint definitions as JSON text (what fit results and skeleton files store)."""
-    return json.dumps({k: dict(v) for k, v in definitions.items()}, sort_keys=False)
+    return json.dumps({k: dict(v) for k, v in definitions.items()})
 
 
 def definitions_from_text(text: str) -> Dict[str, Dict[str, Any]]:
@@ -147,6 +149,18 @@ def definitions_from_text(text: str) -> Dict[str, Dict[str, Any]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ValueError('keypoint definitions must be a JSON object of objects')
     return value
+
+
+def marker_skinning(marker: Mapping[str, Any], joint: int, lbs_weights: np.ndarray
+                    ) -> np.ndarray:
+    """(J,) float64 the skinning weights of a ``marker`` keypoint (its fields; ``joint``
+    its joint's index, ``lbs_weights`` (V, J)): its joint's, interpolated by its depth to
+    those of its surface point."""
+    t = float(marker['depth'])
+    ids = np.asarray(marker['vertices'], dtype=np.int64)
+    skin = np.asarray(marker['weights'], dtype=np.float64) @ np.asarray(
+        lbs_weights, np.float64)[ids]
+    return (1.0 - t) * np.eye(skin.shape[0])[joint] + t * skin / skin.sum()
 
 
 def marker_moments(marker: Mapping[str, Any], joint: int, lbs_weights: np.ndarray,
@@ -164,8 +178,7 @@ def marker_moments(marker: Mapping[str, Any], joint: int, lbs_weights: np.ndarra
     t = float(marker['depth'])
     ids = np.asarray(marker['vertices'], dtype=np.int64)
     bary = np.asarray(marker['weights'], dtype=np.float64)
-    skin = bary @ np.asarray(lbs_weights, np.float64)[ids]
-    weights = (1.0 - t) * np.eye(skin.shape[0])[joint] + t * skin / skin.sum()
+    weights = marker_skinning(marker, joint, lbs_weights)
     shape = ((1.0 - t) * joint_dirs[joint, :, :shapedirs.shape[2]]
              + t * np.einsum('v,vck->ck', bary, shapedirs[ids]))
     pose = t * np.einsum('v,vcp->cp', bary, np.asarray(posedirs)[ids])

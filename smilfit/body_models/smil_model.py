@@ -185,8 +185,7 @@ class SMILModel(nn.Module):
         self.to(dtype)
 
     def set_keypoints(self, keypoints: Dict[str, Dict[str, Any]]) -> None:
-        """Define the keypoints anew (the constructor's ``keypoints`` forms, e.g. labels
-        placed as markers, :mod:`.markers`), keeping the dtype and device."""
+        """The keypoints defined anew (the constructor's forms; e.g. markers), same dtype."""
         dtype, device = self.dtype, self.device
         self._setup_readouts(self.data, dict(keypoints), self.shapedirs.cpu().double().numpy())
         self.to(dtype=dtype, device=device)
@@ -207,7 +206,7 @@ class SMILModel(nn.Module):
         for name, spec in keypoints.items():
             validate_keypoint(name, spec, self.joint_names, V)
             if 'joint' in spec:
-                source.append(self._joint_index(spec['joint']))
+                source.append(self.joint_index(spec['joint']))
                 continue
             if 'marker' in spec:
                 markers.append((len(source), spec['marker']))
@@ -232,9 +231,9 @@ class SMILModel(nn.Module):
             mass, m0 = np.zeros((0, J)), np.zeros((0, J, 3))
             ms, mp = np.zeros((0, J, 3, shapedirs.shape[2])), np.zeros((0, J, 3, P))
         if markers:   # after the vertex rows: pool points J + R - n_joint_rows + i
-            dirs = self.rest_joint_dirs.cpu().double().numpy()
-            parts = [marker_moments(m, self._joint_index(m['joint']), data.weights, shapedirs,
-                                    data.posedirs, dirs) for _, m in markers]
+            parts = [marker_moments(m, self.joint_index(m['joint']), data.weights, shapedirs,
+                                    data.posedirs, self.rest_joint_dirs.cpu().double().numpy())
+                     for _, m in markers]
             mass, m0, ms, mp = (np.concatenate([a, np.stack([p[i] for p in parts])])
                                 for i, a in enumerate((mass, m0, ms, mp)))
             for i, (at, _) in enumerate(markers):
@@ -265,7 +264,8 @@ class SMILModel(nn.Module):
         self.register_buffer('pool_joints', torch.as_tensor(carrier, dtype=torch.long),
                              persistent=False)
 
-    def _joint_index(self, joint: Union[str, int]) -> int:
+    def joint_index(self, joint: Union[str, int]) -> int:
+        """The index of a joint given by name or index."""
         return self.joint_names.index(joint) if isinstance(joint, str) else int(joint)
 
     # ---------------------------------------------------------- properties

@@ -87,9 +87,10 @@ def skin_labels(model, names: Sequence[str] = SKIN_LABELS, leave_out: Sequence[s
                 ) -> Dict[str, Dict[str, Any]]:
     """Keypoint definitions for :func:`generate_animal_session` that put the labels
     ``names`` on the skin near their joints, as a person labels a back or a shoulder: a
-    joint of the trunk (on the body's midline) gets the point of the back above it, any
-    other joint the point of the flank beside it (away from the midline). Skinned with
-    the surface, each such label moves with every joint that bends the skin under it.
+    joint of the trunk (within 2 % of the body length of the midline) gets the skin point
+    nearest to 10 % of the body length above it, any other joint the one nearest to 10 %
+    beside it (away from the midline). Skinned with the surface, each such label moves
+    with every joint that bends the skin under it.
 
     Args:
         model: the body model (its keypoints are the labels; each of ``names`` must be
@@ -120,8 +121,7 @@ def skin_labels(model, names: Sequence[str] = SKIN_LABELS, leave_out: Sequence[s
         spec = defs[name]
         if 'joint' not in spec:
             raise ValueError(f'skin_labels: {name!r} is not a joint keypoint ({spec})')
-        j = spec['joint']
-        p = joints[model.joint_names.index(j) if isinstance(j, str) else int(j)]
+        p = joints[model.joint_index(spec['joint'])]
         lateral = float((p - root) @ side)
         midline = abs(lateral) < 0.02 * length
         direction = up if midline else side * (1.0 if lateral > 0 else -1.0)

@@ -14,7 +14,7 @@ joint), is worth a look at the joint lookup.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ def label_places(body_model, handler, data_names: Sequence[str],
         distance from the surface in body lengths; ``moved_by`` the joint that moves the
         nearest surface, for most animals; ``marker_depth`` where the fit placed the label
         as a marker (:mod:`smilfit.registrants.marker_placement`), how far its skinning
-        goes from its joint's (0) to the skin's (1), else None. Empty ``keypoints`` where the model has no surface.
+        goes from its joint's (0) to the skin's (1), else None. Empty ``keypoints`` where
+        the model has no surface.
     """
     faces = getattr(body_model, 'faces', None)
     if faces is None or not faces.numel():
@@ -106,10 +107,8 @@ def format_label_places(places: Mapping[str, Any]) -> str:
         f'  {"keypoint":<24}{"model point":<24}{"marker t":>9}  {"skin moved by":<24}'
         f'{"off surface %":>14}']
     for name, row in rows.items():
-        depth = row.get('marker_depth')
-        depth = '-' if depth is None else f'{depth:.2f}'
-        lines.append(f'  {name:<24}{row["model_point"]:<24}{depth:>9}  '
-                     f'{row["moved_by"]:<24}{100 * row["off_surface"]:>14.1f}')
+        point, depth, moved_by, off = _cells(row)
+        lines.append(f'  {name:<24}{point:<24}{depth:>9}  {moved_by:<24}{off:>14}')
     return '\n'.join(lines)
 
 
@@ -122,8 +121,13 @@ def label_places_markdown(places: Mapping[str, Any]) -> str:
     lines = ['| keypoint | model point | marker t | skin moved by | off surface % |',
              '|---|---|---|---|---|']
     for name, row in rows.items():
-        depth = row.get('marker_depth')
-        lines.append(f'| {name} | {row["model_point"]} | '
-                     f'{"-" if depth is None else f"{depth:.2f}"} | {row["moved_by"]} | '
-                     f'{100 * row["off_surface"]:.1f} |')
+        lines.append('| ' + ' | '.join((name,) + _cells(row)) + ' |')
     return '\n'.join(lines)
+
+
+def _cells(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:
+    """A label's model point, marker depth (``-``: not a marker), the joint moving the
+    skin there and its distance from the skin (% of the body length), as text."""
+    depth = row.get('marker_depth')
+    return (str(row['model_point']), '-' if depth is None else f'{depth:.2f}',
+            str(row['moved_by']), f'{100 * row["off_surface"]:.1f}')

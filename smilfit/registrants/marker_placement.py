@@ -23,7 +23,8 @@ import torch
 
 from smilfit.body_models.keypoint_naming import source_carriers
 from smilfit.body_models.markers import (definitions_from_text, definitions_to_text,
-                                         marker_definitions, skin_around, surface_places)
+                                         marker_definitions, marker_skinning, skin_around,
+                                         surface_places)
 from smilfit.body_models.parameters import MODEL_INPUTS, REST_BODY_PARAMS
 from smilfit.handlers.offset_estimate import SIGNIFICANCE
 from smilfit.handlers.residual_scale import by_group
@@ -31,7 +32,7 @@ from smilfit.handlers.residual_scale import by_group
 Tensor = torch.Tensor
 
 __all__ = ['check_marker_stages', 'place_markers', 'label_errors', 'significantly_smaller',
-           'anchor_joint', 'keypoint_definitions_text', 'apply_keypoint_definitions',
+           'anchor_joint', 'redefine', 'keypoint_definitions_text', 'apply_keypoint_definitions',
            'KEYPOINT_DEFINITIONS']
 
 #: The key of the body model's keypoint definitions (JSON text) in skeleton files and
@@ -165,26 +166,28 @@ class _Placement:
         names = [self.names[i] for i in moved.tolist()]
         pick = lambda t: t[moved]                                   # noqa: E731
 
-        def define(positions: Tensor) -> None:
-            model.set_keypoints(marker_definitions(
-                self.definitions, names, pick(self.corners), pick(self.weights),
-                pick(depth), pick(self.joints), positions, model.joint_names))
+        def define(positions: Tensor) -> Dict[str, Dict[str, Any]]:
+            return marker_definitions(self.definitions, names, pick(self.corners),
+                                      pick(self.weights), pick(depth), pick(self.joints),
+                                      positions, model.joint_names)
 
-        define(self.labels.new_zeros(len(names), 3))
         index = self.handler.model_index[self.picked]
         if names:
             # The readout at a rest pose is affine in the marker's rest point, x = B_a r +
             # x0_a (B_a the joints' blended world maps): each animal's label gives r; the
             # animals' mean is the marker's and their offsets keep the rest.
+            unplaced = define(self.labels.new_zeros(len(names), 3))
+            model.set_keypoints(unplaced)
             zero = _rest_output(model, self.rest, G, vertices=False)
-            blend = _marker_blend(model, names)                             # (M', J)
-            maps = torch.einsum('mj,gjab->gmab', blend.to(self.labels),
-                                zero.joint_transforms[..., :3, :3])
+            blend = torch.as_tensor(np.stack([
+                marker_skinning(unplaced[n]['marker'], j, model.data.weights)
+                for n, j in zip(names, pick(self.joints).tolist())])).to(self.labels)
+            maps = torch.einsum('mj,gjab->gmab', blend, zero.joint_transforms[..., :3, :3])
             x0 = zero.keypoints[:, index[moved]]
             position = torch.linalg.solve(maps, (self.labels[:, moved] - x0)[..., None])
-            define(position[..., 0].mean(0))
-        for h in self.registrant.handlers.values():
-            h.setup(model, self.registrant.data_info)
+            redefine(self.registrant, define(position[..., 0].mean(0)))
+        else:
+            redefine(self.registrant, self.definitions)
         after = _rest_output(model, self.rest, G, vertices=False)
         carriers = source_carriers(model, 'keypoints')[index]
         frames = after.joint_transforms[:, carriers, :3, :3]                # (G, M, 3, 3)
@@ -247,26 +250,19 @@ def _group_median(errors: Tensor, valid: Tensor, groups: Tensor, G: int) -> Tens
     return per_group.flatten(1, 2).nanmedian(1).values
 
 
-def anchor_joint(model, definition: Mapping[str, Any]):
+def anchor_joint(model, definition: Mapping[str, Any]) -> Optional[int]:
     """The joint a keypoint definition starts from (a joint keypoint's joint, a marker's
     joint), or ``None`` for a point of the surface (a vertex keypoint)."""
-    if 'joint' in definition:
-        return model.joint_names.index(definition['joint']) if isinstance(
-            definition['joint'], str) else int(definition['joint'])
-    if 'marker' in definition:
-        return anchor_joint(model, {'joint': definition['marker']['joint']})
-    return None
+    joint = definition.get('joint', definition.get('marker', {}).get('joint'))
+    return None if joint is None else model.joint_index(joint)
 
 
-def _marker_blend(model, names: Sequence[str]) -> Tensor:
-    """(M, J) the skinning weights of the model's keypoints ``names`` (their readout
-    masses, normalised)."""
-    mass = model.readout_matrix_0[-model.num_joints:].T                # (R, J)
-    source = model.keypoint_source
-    rows = [int(source[model.keypoint_names.index(n)]) - model.num_joints
-            + model.n_joint_rows for n in names]
-    picked = mass[rows]
-    return picked / picked.sum(-1, keepdim=True)
+def redefine(registrant, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+    """The registrant's body model's keypoints defined as ``definitions`` and its
+    handlers set up again (their carrying joints follow the new definitions)."""
+    registrant.body_model.set_keypoints(dict(definitions))
+    for h in registrant.handlers.values():
+        h.setup(registrant.body_model, registrant.data_info)
 
 
 def keypoint_definitions_text(registrant) -> np.ndarray:
@@ -287,8 +283,5 @@ def apply_keypoint_definitions(registrant, text: Any) -> None:
     if list(definitions) != list(model.keypoint_names):
         raise ValueError(f'the stored keypoint definitions name {list(definitions)[:4]}..., '
                          f'the body model has {list(model.keypoint_names)[:4]}...')
-    if definitions == model.keypoint_definitions:
-        return
-    model.set_keypoints(definitions)
-    for h in registrant.handlers.values():
-        h.setup(model, registrant.data_info)
+    if definitions != model.keypoint_definitions:
+        redefine(registrant, definitions)

@@ -417,7 +417,7 @@ def _label_places(work_dir: Path) -> Optional[str]:
     """The fit report's table of where each label sits (``fit_quality.json``), Markdown;
     None where the report has none."""
     from smilfit.evaluation.label_places import label_places_markdown
-    path = work_dir / 'fit_quality.json'
+    path = work_dir / 'fit_quality.json'    # the fit's report (named by apis, a layer up)
     if not path.is_file():
         return None
     try:
