@@ -41,7 +41,8 @@ frame). Samples without ``frame_index``, or none consecutive, have no motion ter
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -141,43 +142,171 @@ def finite_difference(values: Tensor, anc: Tensor, stencil: Sequence[float],
     return out * reach[:, None].to(values.dtype)
 
 
-def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
-                 variance: Optional[Tensor] = None) -> Tensor:
-    """(D,) the motion's scale of each entry (module docstring), from ``values`` (B, D)
-    along the chains ``prev`` (B,); 0 where there is no link or no motion at all (such
-    entries get no motion term). Every entry has its own scale: an animal's motion is not
-    the same in every axis (a heading turns about the vertical, a knee bends about one
-    axis), and pooled, the still axes would set the scale of the moving one.
-    ``rotations``: as in :func:`finite_difference`. ``variance`` (B, D): each frame's
-    posterior variance in the fit (NaN where unknown); where given, the scale is at least
-    what the lag-1 spread leaves beyond twice the fit's own variance, so that frames that
-    vary far more than the fit's precision (poses drawn anew every frame) are not taken
-    for a still animal, and at least the variogram's sampling error; without it (no
-    per-frame stage measured the fit's precision) at least the lag-1 spread itself:
-    without knowing the fit's noise, no smoother than the frames' own steps."""
+#: The far lag of :func:`far_partners`, in frames: far enough that a random walk's spread
+#: is clearly larger than between neighbours (4 times), near enough that a chain holds
+#: many independent pairs (a walk's differences half a long chain apart are few and
+#: correlated, and one that comes back on itself would look like frames drawn anew).
+FAR_LAG = 4
+
+
+def far_partners(prev: Tensor, lag: int = FAR_LAG) -> Tensor:
+    """(B,) long: each sample's partner ``lag`` frames on along its chain (on chains
+    shorter than ``2 lag``, half the chain's length, at least 2), -1 where the chain ends
+    before it and on chains of fewer than four frames (too short to show more than the
+    neighbours' agreement)."""
+    B = prev.numel()
+    first, position = chain_positions(prev)
+    length = torch.zeros(B, dtype=torch.long, device=prev.device).index_add_(
+        0, first, torch.ones_like(first))[first]
+    order = torch.argsort(first * B + position)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(B, device=prev.device)
+    step = torch.clamp(length // 2, min=2, max=lag)
+    ahead = position + step
+    partner = order[(rank[first] + ahead).clamp(max=B - 1)]
+    return torch.where((length >= 4) & (ahead < length), partner, torch.full_like(partner, -1))
+
+
+#: Fewer far pairs than this (:func:`far_partners`) cannot tell a video from frames
+#: drawn anew: the medians' small-sample bias is as large as the difference; such frames
+#: are smoothed as a video.
+MIN_FAR_PAIRS = 20
+
+
+class Variogram(NamedTuple):
+    """One parameter's spread along the chains, per entry (D,): at lag 1 (``g1``), lag 2
+    (``g2``) and the far lag (``g_far``, over ``pairs`` pairs ``lag`` frames apart, NaN
+    without them), each ``(1.4826 median |x_t - x_{t-k}|)^2``; the fit's own variance
+    (``fit``, 0 where not ``known``); ``m2`` lag-2 pairs (0: chains of two frames)."""
+    g1: Tensor
+    g2: Tensor
+    g_far: Tensor
+    fit: Tensor
+    known: Tensor
+    lag: float
+    pairs: int
+    m2: int
+
+
+def _spread(diff: Tensor) -> Tensor:
+    return (_MAD_TO_SIGMA * diff.abs().median(0).values) ** 2
+
+
+def variogram(values: Tensor, prev: Tensor, rotations: bool = False,
+              variance: Optional[Tensor] = None) -> Optional[Variogram]:
+    """The :class:`Variogram` of ``values`` (B, D) along the chains ``prev`` (B,), ``None``
+    without a link. ``rotations``, ``variance``: as in :func:`motion_scale`."""
     anc = ancestors(prev, 2)
     one, two = anc[1] >= 0, anc[2] >= 0
     if not bool(one.any()):
+        return None
+    g1 = _spread(finite_difference(values, anc, (1.0, -1.0), rotations)[one])
+    g2 = (_spread(finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two])
+          if bool(two.any()) else torch.zeros_like(g1))
+    fit = (torch.full_like(g1, math.nan) if variance is None
+           else variance.to(values)[one].nanmedian(0).values)
+    known = torch.isfinite(fit)
+    partner = far_partners(prev)
+    far = partner >= 0
+    g_far, lag = torch.full_like(g1, math.nan), 0.0
+    if bool(far.any()):
+        farther = values.index_select(0, partner.clamp_min(0))
+        if rotations:
+            B = values.shape[0]
+            farther = nearest_equivalent(farther.reshape(B, -1, 3),
+                                         values.reshape(B, -1, 3)).reshape(B, -1)
+        g_far = _spread((values - farther)[far])
+        _, position = chain_positions(prev)
+        lag = float((position[partner[far]] - position[far]).float().median())
+    return Variogram(g1, g2, g_far, fit.nan_to_num(), known, lag, int(far.sum()),
+                     int(two.sum()))
+
+
+def video_share(grams: Sequence[Variogram]) -> Tensor:
+    """() how much of the frames' lag-1 spread beyond the fit's noise is a random walk's,
+    0 (each frame drawn anew: images of a collection, a synthetic session) .. 1 (a random
+    walk), judged on the entries of every parameter in ``grams`` together (the frames are a
+    video or not as a whole; one entry's far pairs are few and correlated).
+
+    In units of each entry's lag-1 spread, a walk of step ``q`` plus poses drawn anew with
+    spread ``P`` seen through the fit's noise ``v`` spreads ``1 = q + 2 P + 2 v`` at lag 1
+    and ``lag q + 2 P + 2 v`` far: the far-to-near ratio ``R`` gives ``q = (R - 1) / (lag -
+    1)``, and the share is ``q / (1 - 2 v)`` (medians over the entries). Only entries whose
+    fit's precision a stage measured judge (without it the fit's noise is as much drawn
+    anew every frame as poses drawn anew are), and of those the ones whose far spread is
+    clearly beyond that noise (entries a prior holds vary far less than their precision).
+    The frames are taken for a video (1) unless more than a walk is seen beyond three
+    sampling errors, and taken for frames drawn anew (0) where no walk is seen beyond
+    them: a still animal, noise the fit cannot see past and too few frames to tell are
+    all smoothed."""
+    grams = [g for g in grams if g.pairs >= MIN_FAR_PAIRS and g.lag > 1]
+    if not grams:
+        return torch.ones(())
+    like = grams[0].g1
+    pairs = min(g.pairs for g in grams)
+    lag = float(sum(g.lag for g in grams) / len(grams))
+    g1, g_far, fit = (torch.cat([getattr(g, k)[g.known].to(like) for g in grams])
+                      for k in ('g1', 'g_far', 'fit'))
+    # a variance from a median of absolute differences errs by about 2.3 / sqrt(pairs)
+    relative = 2.3 / math.sqrt(pairs)
+    seen = (g1 > 0) & (g_far > 2.0 * fit * (1.0 + 3.0 * relative))
+    if not bool(seen.any()):
+        return like.new_ones(())
+    g1, g_far, fit = g1[seen], g_far[seen], fit[seen]
+    beyond_noise = (1.0 - 2.0 * fit / g1).median()
+    ratio = (g_far / g1).median()
+    walk = (ratio - 1.0) / (lag - 1.0)
+    # a median over the entries errs sqrt(pi / 2) times as much as a mean
+    error = relative * math.sqrt(math.pi / 2.0) / math.sqrt(g1.numel())
+    walk_error = error * math.sqrt(2.0) * ratio / (lag - 1.0)
+    spread = error * torch.sqrt(1.0 + 2.0 * (ratio / (lag - 1.0)) ** 2)
+    if float(beyond_noise - walk) <= 3.0 * float(spread):
+        return like.new_ones(())        # no more than a walk, or nothing to judge by
+    if float(walk) <= 3.0 * float(walk_error):
+        return like.new_zeros(())       # no walk beyond its sampling error
+    return (walk / beyond_noise).clamp(0.0, 1.0)
+
+
+def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
+                 variance: Optional[Tensor] = None, share: Optional[Tensor] = None,
+                 gram: Optional[Variogram] = None) -> Tensor:
+    """(D,) the motion's scale of each entry (module docstring), from ``values`` (B, D)
+    along the chains ``prev`` (B,); 0 where there is no link, no motion at all, or frames
+    that are not a video (such entries get no motion term). Every entry has its own
+    scale: an animal's motion is not the same in every axis (a heading turns about the
+    vertical, a knee bends about one axis), and pooled, the still axes would set the scale
+    of the moving one. ``rotations``: as in :func:`finite_difference`. ``variance`` (B, D):
+    each frame's posterior variance in the fit (NaN where unknown); where given, the scale
+    is at least what the lag-1 spread leaves beyond twice the fit's own variance, so that
+    frames that vary far more than the fit's precision are not taken for a still animal,
+    and at least the variogram's sampling error; without it (no per-frame stage measured
+    the fit's precision) at least the lag-1 spread itself: without knowing the fit's
+    noise, no smoother than the frames' own steps.
+
+    Frames numbered consecutively but not consecutive in time show as much spread between
+    neighbours as between frames far apart: the scale is widened by how little of a random
+    walk they are (``share`` ``c``, :func:`video_share`, of these values alone where not
+    given), to ``scale^2 (1 + c) / (2 c^2)``, the information one frame gives on its
+    neighbour in a stationary sequence with that correlation, and dropped where they are
+    none. ``gram``: these values' :func:`variogram`, where already computed."""
+    gram = variogram(values, prev, rotations, variance) if gram is None else gram
+    if gram is None:
         return values.new_zeros(values.shape[1])
-    d1 = finite_difference(values, anc, (1.0, -1.0), rotations)[one].abs()
-    g1 = (_MAD_TO_SIGMA * d1.median(0).values) ** 2
-    if not bool(two.any()):
+    g1, g2, fit, known = gram.g1, gram.g2, gram.fit, gram.known
+    if gram.m2 == 0:
         return g1.sqrt()                   # chains of two frames: the raw velocity
-    d2 = finite_difference(values, anc, (1.0, 0.0, -1.0), rotations)[two].abs()
-    g2 = (_MAD_TO_SIGMA * d2.median(0).values) ** 2
-    fit = None if variance is None else variance.to(values)[one].nanmedian(0).values
-    if fit is None:
-        floor = g1                      # the fit's precision unknown: no smoother than its steps
-    else:
-        # the variogram's sampling error at the lag-1 spread the fit shows or its own
-        # precision predicts (2 v), whichever is larger: values held still by a prior, or
-        # fitted to exact labels, vary less than the labels could tell
-        known = torch.isfinite(fit)
-        fit = fit.nan_to_num()
-        error = torch.maximum(g1, 2.0 * fit) / math.sqrt(d2.shape[0])
-        floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
+    # the variogram's sampling error at the lag-1 spread the fit shows or its own
+    # precision predicts (2 v), whichever is larger: values held still by a prior, or
+    # fitted to exact labels, vary less than the labels could tell; where the precision
+    # is unknown, no smoother than the frames' own steps
+    error = torch.maximum(g1, 2.0 * fit) / math.sqrt(gram.m2)
+    floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
     still = (g1 == 0) & (g2 == 0)       # not moved at all (not fitted): no motion term
-    return torch.maximum(g2 - g1, floor).sqrt().masked_fill(still, 0.0)
+    share = video_share([gram]) if share is None else share
+    if float(share) <= 0.0:
+        return torch.zeros_like(g1)
+    widen = (1.0 + share) / (2.0 * share * share)
+    return (torch.maximum(g2 - g1, floor) * widen.to(g1)).sqrt().masked_fill(still, 0.0)
 
 
 def unwrap_rotations(values: Tensor, prev: Tensor) -> Tensor:
@@ -250,11 +379,11 @@ class MotionPriorHandler(BaseHandler):
                    else groups)
         prev = consecutive_frames(frames, animals)
         out = {self.prev_key: prev}
+        grams = {}
         for p in self.params:
             value = get_param(params, p)
             if value is None or value.shape[0] != B:
                 continue
-            shape = tuple(value.shape[1:])
             value = value.detach().reshape(B, -1)
             variance = observations.get(variance_key(p))
             if variance is not None:
@@ -265,8 +394,21 @@ class MotionPriorHandler(BaseHandler):
                 # show less motion than there is, and the next stage smooth it more)
                 own = own.reshape(B, -1).to(value)
                 value = torch.where(torch.isfinite(own), own, value)
-            scale = motion_scale(value, prev.to(value.device), self.is_rotation(p, value),
-                                 variance)
+            gram = variogram(value, prev.to(value.device), self.is_rotation(p, value),
+                             variance)
+            if gram is not None:
+                grams[p] = (gram, tuple(get_param(params, p).shape[1:]))
+        # the frames are a video or not as a whole: judged on every parameter together
+        share = video_share([g for g, _ in grams.values()])
+        if grams and float(share) <= 0.0:
+            warnings.warn(f'handler {self.name!r}: frames numbered one after the other vary '
+                          'as much between neighbours as between frames further apart: '
+                          'they are not smoothed as a video (are their frame indices those '
+                          'of separate images?)', stacklevel=2)
+        for p, (gram, shape) in grams.items():
+            scale = motion_scale(None, prev, share=share, gram=gram)
+            if not bool((scale > 0).any()):
+                continue                   # no motion to smooth, or frames not a video
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
         return out
 

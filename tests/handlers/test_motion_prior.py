@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from smilfit.handlers.base import variance_key
 from smilfit.handlers.motion_prior import (MotionPriorHandler, ancestors, chain_order,
                                            chain_positions, consecutive_frames,
-                                           finite_difference, motion_scale,
+                                           far_partners, finite_difference, motion_scale,
                                            unwrap_rotations)
 
 
@@ -86,16 +87,81 @@ def test_values_far_stiller_than_their_precision_are_not_taken_for_a_frozen_entr
                          variance=torch.full((400, 2), 0.01, dtype=torch.float64)) == 0).all()
 
 
-def test_frames_drawn_anew_are_not_taken_for_a_still_animal():
-    # poses drawn anew every frame (spread 0.3), each fitted to a precision of 0.01
+@pytest.mark.parametrize('T', [60, 400])
+def test_frames_drawn_anew_get_no_motion_term(T):
+    # poses drawn anew every frame (spread 0.3) under consecutive frame indices (images of
+    # a collection, a synthetic session), each fitted to a precision of 0.01: neighbours
+    # are no nearer each other than frames far apart, so no frame tells its neighbour
+    # anything
     g = torch.Generator().manual_seed(4)
-    values = 0.3 * torch.randn(400, 3, generator=g, dtype=torch.float64)
-    prev = torch.arange(-1, 399)
-    told = motion_scale(values, prev, variance=torch.full_like(values, 1e-4))
-    still = motion_scale(values, prev, variance=torch.full_like(values, 0.09))
+    values = 0.3 * torch.randn(T, 6, generator=g, dtype=torch.float64)
+    prev = torch.arange(-1, T - 1)
+    assert (motion_scale(values, prev, variance=torch.full_like(values, 1e-4)) == 0).all()
+    # the same spread as the fit's own noise: a still animal, smoothed at the floor
     raw = 1.4826 * (values[1:] - values[:-1]).abs().median(0).values
-    assert torch.allclose(told, raw, rtol=0.01)        # far above the fit's noise
-    assert (still < 0.6 * raw).all()       # the fit's own noise: the floor
+    still = motion_scale(values, prev, variance=torch.full_like(values, 0.09))
+    assert (still > 0).all() and (still < 0.6 * raw).all()
+
+
+@pytest.mark.parametrize('sigma_n', [0.0, 0.03, 0.1])
+@pytest.mark.parametrize('seed', range(4))
+def test_a_short_noisy_video_keeps_its_motion_term(sigma_n, seed):
+    # 40 frames of a walk of 0.03 a frame, seen through noise up to 3x the step: told
+    # from frames drawn anew, the scale stays the walk's (the floor where noise hides it)
+    values = _walk(40, 0.03, sigma_n, 6, seed=seed)
+    scale = motion_scale(values, torch.arange(-1, 39),
+                         variance=torch.full_like(values, sigma_n ** 2))
+    assert (scale > 0).all()
+    assert float(scale.median()) < 0.03 * 4
+
+
+def test_frames_drawn_anew_among_video_chains_of_other_animals_are_judged_together():
+    # two animals' video and one whose frames are drawn anew: the walk's share decides
+    # the scale of all three (one scale per entry), so the link is kept
+    walk = torch.cat([_walk(100, 0.03, 0.0, 4, seed=s) for s in (1, 2)])
+    g = torch.Generator().manual_seed(9)
+    anew = 0.03 * torch.randn(20, 4, generator=g, dtype=torch.float64)
+    values = torch.cat([walk, anew])
+    frames = torch.cat([torch.arange(100), torch.arange(100), torch.arange(20)])
+    animals = torch.cat([torch.zeros(100), torch.ones(100), torch.full((20,), 2)]).long()
+    prev = consecutive_frames(frames, animals)
+    scale = motion_scale(values, prev, variance=torch.full_like(values, 1e-8))
+    assert (scale > 0.01).all() and (scale < 0.1).all()
+
+
+def test_the_handler_says_when_numbered_frames_are_not_a_video():
+    g = torch.Generator().manual_seed(3)
+    T = 80
+    params = dict(transl=0.3 * torch.randn(T, 3, generator=g, dtype=torch.float64),
+                  body_pose=0.3 * torch.randn(T, 4, 3, generator=g, dtype=torch.float64))
+    obs = {'frame_index': torch.arange(T), variance_key('transl'): torch.full((T, 3), 1e-4),
+           variance_key('body_pose'): torch.full((T, 4, 3), 1e-4)}
+    h = _handler(params=['transl', 'body_pose'])
+    with pytest.warns(UserWarning, match='not smoothed as a video'):
+        out = h.stage_observations(None, obs, params)
+    # chains are kept, but no parameter has a motion term
+    assert h.inverse_scales(out, 'transl') is None and h.inverse_scales(out, 'body_pose') is None
+    # the same values as a walk: judged on both parameters together, smoothed
+    walk = {k: torch.cumsum(0.1 * v, 0) for k, v in params.items()}
+    out = h.stage_observations(None, obs, walk)
+    assert (h.inverse_scales(out, 'transl') > 0).all()
+    assert h.inverse_scales(out, 'body_pose').shape == (T, 4, 3)
+
+
+def test_far_partners_are_a_fixed_lag_along_each_chain():
+    prev = torch.tensor([-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, -1, 10, 11, 12, -1, 14])
+    partner = far_partners(prev, lag=4)
+    # a chain of 10 (lag 4), one of 4 (lag 2), one of 2 (too short)
+    assert partner.tolist() == [4, 5, 6, 7, 8, 9, -1, -1, -1, -1, 12, 13, -1, -1, -1, -1]
+    # frames in any order: the partner is found by chain and place, not by row
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    where = torch.empty_like(order)
+    where[order] = torch.arange(16)
+    shuffled = torch.where(prev[order] >= 0, where[prev[order].clamp_min(0)], prev[order])
+    moved = far_partners(shuffled, lag=4)
+    expected = torch.where(partner[order] >= 0, where[partner[order].clamp_min(0)],
+                           partner[order])
+    assert moved.tolist() == expected.tolist()
 
 
 def test_an_axis_that_moves_gets_its_own_scale():

@@ -121,6 +121,34 @@ def test_frames_far_apart_are_fitted_alone(model):
     assert float(fit.losses['motion'].abs().sum()) == 0.0
 
 
+def test_frames_drawn_anew_under_consecutive_indices_are_fitted_alone(model):
+    # 60 poses drawn anew, numbered 0..59 (images of a collection, a synthetic session):
+    # once a per-frame stage has measured the fit's precision, the motion stage finds no
+    # walk in them and fits every frame alone, as without the motion prior
+    obs, _, start, groups = _video(model, 60, noise=0.5, seed=11)
+    g = torch.Generator().manual_seed(12)
+    order = torch.randperm(60, generator=g)            # the walk's frames shuffled
+    obs = {k: v[order] if torch.is_tensor(v) and v.shape[0] == 60 and k != 'frame_index'
+           else v for k, v in obs.items()}
+    start = {k: v[order] for k, v in start.items()}
+    handlers = [dict(type='Keypoint2DHandler', name='kp2d', loss=dict(type='KeypointMSELoss')),
+                dict(type='PosePriorHandler', name='pose_prior', weight=1e-3),
+                dict(type='MotionPriorHandler', name='motion', params=POSE)]
+    lm = dict(type='LevenbergMarquardt')
+    reg = SMILRegistrant(body_model=model, init='zeros', handlers=handlers, stages=[
+        dict(name='alone', fit=POSE, n_iter=20, optimizer=lm, loss_weights=dict(motion=0.0)),
+        dict(name='smoothed', fit=POSE, n_iter=20, optimizer=lm)])
+    reg.setup(dict(keypoint_names=model.keypoint_names))
+    fit = reg.fit(obs, init_params=start, groups=groups)
+    assert fit.history[-1]['per_sample'] is True
+    assert float(fit.losses['motion'].abs().sum()) == 0.0
+    # the same frames in their video's order keep the link
+    video, _, start, groups = _video(model, 60, noise=0.5, seed=11)
+    fit = reg.fit(video, init_params=start, groups=groups)
+    assert fit.history[-1]['per_sample'] is False
+    assert float(fit.losses['motion'].abs().sum()) > 0.0
+
+
 def _skeleton_registrant(model, optimizer, n_iter=40, **stage):
     reg = SMILRegistrant(body_model=model, init='zeros', shared=dict(bone_trans=True),
                          handlers=[dict(type='Keypoint2DHandler', name='kp2d',
