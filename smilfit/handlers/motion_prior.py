@@ -222,36 +222,53 @@ def variogram(values: Tensor, prev: Tensor, rotations: bool = False,
                      int(two.sum()))
 
 
-def video_share(grams: Sequence[Variogram]) -> Tensor:
+#: The parameters that place the body as a whole: where the motion prior smooths them,
+#: they alone say whether the frames are a video (:func:`video_share`).
+PLACING_PARAMS = ('global_orient', 'transl')
+
+
+def video_share(grams: Mapping[str, Variogram]) -> Tensor:
     """() how much of the frames' lag-1 spread beyond the fit's noise is a random walk's,
     0 (each frame drawn anew: images of a collection, a synthetic session) .. 1 (a random
-    walk), judged on the entries of every parameter in ``grams`` together (the frames are a
-    video or not as a whole; one entry's far pairs are few and correlated).
+    walk), from the parameters' variograms ``grams`` (name -> :class:`Variogram`): the
+    largest share any parameter shows (:func:`walk_share`), 1 where none shows anything
+    to judge by. The frames are a video or not as a whole. Where the body's turn and place
+    (:data:`PLACING_PARAMS`) are smoothed they alone judge: a fit scatters more than its
+    precision says where the labels leave a choice (a limb's twist from frame to frame),
+    which looks like frames drawn anew; the body as a whole, seen by every label, does
+    not."""
+    placing = [name for name in PLACING_PARAMS if name in grams]
+    judges = placing or list(grams)
+    shares = [share for share in (walk_share(grams[name]) for name in judges)
+              if share is not None]
+    return torch.stack(shares).max() if shares else torch.ones(())
+
+
+def walk_share(gram: Variogram) -> Optional[Tensor]:
+    """() the share of a random walk in one parameter's frames (:func:`video_share`), or
+    ``None`` where they show nothing to judge by.
 
     In units of each entry's lag-1 spread, a walk of step ``q`` plus poses drawn anew with
     spread ``P`` seen through the fit's noise ``v`` spreads ``1 = q + 2 P + 2 v`` at lag 1
     and ``lag q + 2 P + 2 v`` far: the far-to-near ratio ``R`` gives ``q = (R - 1) / (lag -
-    1)``, and the share is ``q / (1 - 2 v)`` (medians over the entries). Only entries whose
-    fit's precision a stage measured judge (without it the fit's noise is as much drawn
-    anew every frame as poses drawn anew are), and of those the ones whose far spread is
-    clearly beyond that noise (entries a prior holds vary far less than their precision).
-    The frames are taken for a video (1) unless more than a walk is seen beyond three
-    sampling errors, and taken for frames drawn anew (0) where no walk is seen beyond
-    them: a still animal, noise the fit cannot see past and too few frames to tell are
-    all smoothed."""
-    grams = [g for g in grams if g.pairs >= MIN_FAR_PAIRS and g.lag > 1]
-    if not grams:
-        return torch.ones(())
-    like = grams[0].g1
-    pairs = min(g.pairs for g in grams)
-    lag = float(sum(g.lag for g in grams) / len(grams))
-    g1, g_far, fit = (torch.cat([getattr(g, k)[g.known].to(like) for g in grams])
-                      for k in ('g1', 'g_far', 'fit'))
+    1)``, and the share is ``q / (1 - 2 v)`` (medians over the entries: one entry's far
+    pairs are few and correlated). Only entries whose fit's precision a stage measured
+    judge (without it the fit's noise is as much drawn anew every frame as poses drawn
+    anew are), and of those the ones whose far spread is clearly beyond that noise
+    (entries a prior holds vary far less than their precision). Nothing to judge by: no
+    such entry, fewer far pairs than :data:`MIN_FAR_PAIRS`, or neither a walk nor more
+    than one beyond three sampling errors (a still animal, noise the fit cannot see
+    past). A walk and no more: 1; more and no walk: 0."""
+    if gram.pairs < MIN_FAR_PAIRS or gram.lag <= 1 or not bool(gram.known.any()):
+        return None
+    known = gram.known
+    g1, g_far, fit = gram.g1[known], gram.g_far[known], gram.fit[known]
+    lag = gram.lag
     # a variance from a median of absolute differences errs by about 2.3 / sqrt(pairs)
-    relative = 2.3 / math.sqrt(pairs)
+    relative = 2.3 / math.sqrt(gram.pairs)
     seen = (g1 > 0) & (g_far > 2.0 * fit * (1.0 + 3.0 * relative))
     if not bool(seen.any()):
-        return like.new_ones(())
+        return None
     g1, g_far, fit = g1[seen], g_far[seen], fit[seen]
     beyond_noise = (1.0 - 2.0 * fit / g1).median()
     ratio = (g_far / g1).median()
@@ -260,10 +277,11 @@ def video_share(grams: Sequence[Variogram]) -> Tensor:
     error = relative * math.sqrt(math.pi / 2.0) / math.sqrt(g1.numel())
     walk_error = error * math.sqrt(2.0) * ratio / (lag - 1.0)
     spread = error * torch.sqrt(1.0 + 2.0 * (ratio / (lag - 1.0)) ** 2)
-    if float(beyond_noise - walk) <= 3.0 * float(spread):
-        return like.new_ones(())        # no more than a walk, or nothing to judge by
-    if float(walk) <= 3.0 * float(walk_error):
-        return like.new_zeros(())       # no walk beyond its sampling error
+    walks = float(walk) > 3.0 * float(walk_error)
+    if float(beyond_noise - walk) <= 3.0 * float(spread):   # no more than a walk
+        return g1.new_ones(()) if walks else None
+    if not walks:
+        return g1.new_zeros(())         # frames drawn anew, no walk beyond its error
     return (walk / beyond_noise).clamp(0.0, 1.0)
 
 
@@ -302,7 +320,7 @@ def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
     error = torch.maximum(g1, 2.0 * fit) / math.sqrt(gram.m2)
     floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
     still = (g1 == 0) & (g2 == 0)       # not moved at all (not fitted): no motion term
-    share = video_share([gram]) if share is None else share
+    share = video_share({'values': gram}) if share is None else share
     if float(share) <= 0.0:
         return torch.zeros_like(g1)
     widen = (1.0 + share) / (2.0 * share * share)
@@ -356,6 +374,7 @@ class MotionPriorHandler(BaseHandler):
         self.frame_key = frame_key
         # the per-frame stages' posterior variances tell motion from the fit's own noise
         self.uses_posterior_variance = True
+        self._said_not_a_video = False
 
     @property
     def prev_key(self) -> str:
@@ -399,8 +418,9 @@ class MotionPriorHandler(BaseHandler):
             if gram is not None:
                 grams[p] = (gram, tuple(get_param(params, p).shape[1:]))
         # the frames are a video or not as a whole: judged on every parameter together
-        share = video_share([g for g, _ in grams.values()])
-        if grams and float(share) <= 0.0:
+        share = video_share({p: g for p, (g, _) in grams.items()})
+        if grams and float(share) <= 0.0 and not self._said_not_a_video:
+            self._said_not_a_video = True          # once, not every batch and stage
             warnings.warn(f'handler {self.name!r}: frames numbered one after the other vary '
                           'as much between neighbours as between frames further apart: '
                           'they are not smoothed as a video (are their frame indices those '
@@ -479,5 +499,6 @@ def chain_order(prev: Tensor) -> Tuple[Tensor, Tensor]:
 
 __all__ = ['MotionPriorHandler', 'DEFAULT_PARAMS', 'STENCILS', 'consecutive_frames',
            'ancestors', 'finite_difference', 'motion_scale',
-           'unwrap_rotations', 'chain_order', 'chain_positions',
+           'unwrap_rotations', 'chain_order', 'chain_positions', 'variogram',
+           'video_share', 'walk_share', 'far_partners', 'Variogram', 'PLACING_PARAMS',
            'nearest_equivalent']

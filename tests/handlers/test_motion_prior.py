@@ -1,5 +1,6 @@
 """The motion prior's chains, differences and scales, checked on known cases."""
 import math
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -141,6 +142,9 @@ def test_the_handler_says_when_numbered_frames_are_not_a_video():
         out = h.stage_observations(None, obs, params)
     # chains are kept, but no parameter has a motion term
     assert h.inverse_scales(out, 'transl') is None and h.inverse_scales(out, 'body_pose') is None
+    with warnings.catch_warnings():                  # said once, not every batch and stage
+        warnings.simplefilter('error')
+        h.stage_observations(None, obs, params)
     # the same values as a walk: judged on both parameters together, smoothed
     walk = {k: torch.cumsum(0.1 * v, 0) for k, v in params.items()}
     out = h.stage_observations(None, obs, walk)

@@ -22,7 +22,8 @@ PathLike = Union[str, os.PathLike]
 
 #: Keys of the fitting config's ``data`` dict (see :func:`~.dataset_fit.fit_dataset`).
 DATA_KEYS = ('path', 'batch_size', 'max_samples', 'joint_lookup', 'save_vertices', 'sleap',
-             'synthetic', 'views', 'exclude_views', 'skeleton_frames', 'skeleton', 'init_from')
+             'synthetic', 'views', 'exclude_views', 'skeleton_frames', 'skeleton', 'init_from',
+             'overlap')
 
 
 class FittingConfigError(ValueError):
@@ -62,6 +63,11 @@ def check_data_config(data: Any) -> Dict[str, Any]:
     if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
         raise FittingConfigError(f'data.skeleton_frames must be an integer >= 1 (frames per '
                                  f'animal its skeleton is estimated from), got {frames!r}')
+    overlap = data_cfg.get('overlap')
+    if overlap is not None and (isinstance(overlap, bool)
+                                or not isinstance(overlap, (int, np.integer)) or overlap < 0):
+        raise FittingConfigError(f'data.overlap must be an integer >= 0 (samples fitted again '
+                                 f'on each side of a batch) or None, got {overlap!r}')
     return data_cfg
 
 

@@ -123,6 +123,8 @@ class FitRun:
     stamp: str
     total: int
     batch_size: int
+    #: Samples fitted again on each side of a batch, as context (:func:`batch_overlap`).
+    overlap: int = 0
 
     @property
     def chunks(self) -> Path:
@@ -182,7 +184,26 @@ def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str
                   calibrated=_calibrated_skeleton(data_cfg, registrant, shared),
                   network_starts=_network_start_source(data_cfg, registrant, reader),
                   work_dir=work_dir, stamp=stamp, total=total,
-                  batch_size=int(data_cfg.get('batch_size', 64)))
+                  batch_size=int(data_cfg.get('batch_size', 64)),
+                  overlap=batch_overlap(data_cfg, registrant))
+
+
+#: ``data.overlap``'s default where a handler couples frames in time: this share of the
+#: batch on each side (32 samples of a batch of 256: 16 frames of each of two animals).
+OVERLAP_SHARE = 8
+
+
+def batch_overlap(data_cfg: Mapping[str, Any], registrant) -> int:
+    """Samples fitted again on each side of a batch (``data.overlap``): a video's frames
+    at a batch's edge are then smoothed with their neighbours in the batches beside it,
+    as in one long batch, and only the batch's own samples are written. By default
+    ``batch_size // 8`` where a handler couples frames in time (the motion prior), else
+    none."""
+    if data_cfg.get('overlap') is not None:
+        return int(data_cfg['overlap'])
+    temporal = any(getattr(h, 'residual_kind', None) == 'temporal'
+                   for h in registrant.handlers.values())
+    return int(data_cfg.get('batch_size', 64)) // OVERLAP_SHARE if temporal else 0
 
 
 def _calibrated_skeleton(data_cfg: Mapping[str, Any], registrant, shared: List[str]
@@ -298,14 +319,28 @@ def _fit_batches(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]]
             # (written atomically, so damaged since: e.g. a copy of the work dir cut short)
             warnings.warn(f'{chunk_path} cannot be read whole; fitting its batch again')
         indices = np.arange(start, min(start + run.batch_size, run.total))
-        save_npz(chunk_path, _fit_batch(run, animals, skeleton, indices))
+        context = np.arange(max(start - run.overlap, 0),
+                            min(start + run.batch_size + run.overlap, run.total))
+        save_npz(chunk_path, _fit_batch(run, animals, skeleton, context, indices))
     barrier(run.world)
 
 
 def _fit_batch(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]],
-               indices: np.ndarray) -> Dict[str, np.ndarray]:
+               indices: np.ndarray, keep: Optional[np.ndarray] = None
+               ) -> Dict[str, np.ndarray]:
     """The arrays of one fitted batch (:func:`~.results.batch_arrays` and what the merge
-    needs besides)."""
+    needs besides): ``indices`` fitted together, the rows of ``keep`` (a consecutive run
+    of them; all by default) written."""
+    arrays = _fit_samples(run, animals, skeleton, indices)
+    if keep is None or len(keep) == len(indices):
+        return arrays
+    rows = np.isin(indices, keep)
+    return {k: v[rows] if v.ndim and v.shape[0] == len(indices) else v
+            for k, v in arrays.items()}
+
+
+def _fit_samples(run: FitRun, animals, skeleton: Optional[Dict[str, np.ndarray]],
+                 indices: np.ndarray) -> Dict[str, np.ndarray]:
     registrant = run.registrant
     batch, raw, bad_views = run.read(indices)
     observations = registrant.to_tensors(raw)
