@@ -64,13 +64,9 @@ def test_a_batch_fitted_with_every_frame_as_context_is_the_one_long_batch(video)
     assert np.abs(alone[0][edges] - one[0][edges]).max() > 1e-4 * video.length
 
 
-def test_the_overlap_defaults_to_an_eighth_of_the_batch_where_frames_are_coupled():
-    coupled = SimpleNamespace(handlers={'motion': SimpleNamespace(residual_kind='temporal'),
-                                        'kp2d': SimpleNamespace(residual_kind='data')})
-    alone = SimpleNamespace(handlers={'kp2d': SimpleNamespace(residual_kind='data')})
-    assert batch_overlap(dict(batch_size=256), coupled) == 32
-    assert batch_overlap(dict(batch_size=256), alone) == 0
-    assert batch_overlap(dict(batch_size=256, overlap=5), coupled) == 5
+def test_the_overlap_is_off_by_default_and_checked():
+    assert batch_overlap(dict(batch_size=256)) == 0
+    assert batch_overlap(dict(batch_size=256, overlap=5)) == 5
     for bad in (-1, 2.5, True, '8'):
         with pytest.raises(FittingConfigError, match='data.overlap'):
             check_data_config(dict(path='x.h5', overlap=bad))

@@ -70,6 +70,9 @@ def fit_dataset(cfg: Mapping[str, Any], work_dir: PathLike, *, resume: bool = Fa
             placed on the animal's skeleton where its keypoints are) where that is the
             best start (:mod:`.network_starts`; ``samples/network_start`` in the
             results); such a frame skips the stages marked ``coarse``.
+            ``overlap=0`` samples on each side of a batch are fitted with it, as
+            context, and not written (:func:`batch_overlap`: a video's frames at a
+            batch's edge then smoothed as in one long batch).
         work_dir: output directory.
         resume: reuse finished batches in ``work_dir/chunks`` (same config and data).
         overwrite: replace existing results.
@@ -185,25 +188,17 @@ def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str
                   network_starts=_network_start_source(data_cfg, registrant, reader),
                   work_dir=work_dir, stamp=stamp, total=total,
                   batch_size=int(data_cfg.get('batch_size', 64)),
-                  overlap=batch_overlap(data_cfg, registrant))
+                  overlap=batch_overlap(data_cfg))
 
 
-#: ``data.overlap``'s default where a handler couples frames in time: this share of the
-#: batch on each side (32 samples of a batch of 256: 16 frames of each of two animals).
-OVERLAP_SHARE = 8
-
-
-def batch_overlap(data_cfg: Mapping[str, Any], registrant) -> int:
-    """Samples fitted again on each side of a batch (``data.overlap``): a video's frames
-    at a batch's edge are then smoothed with their neighbours in the batches beside it,
-    as in one long batch, and only the batch's own samples are written. By default
-    ``batch_size // 8`` where a handler couples frames in time (the motion prior), else
-    none."""
-    if data_cfg.get('overlap') is not None:
-        return int(data_cfg['overlap'])
-    temporal = any(getattr(h, 'residual_kind', None) == 'temporal'
-                   for h in registrant.handlers.values())
-    return int(data_cfg.get('batch_size', 64)) // OVERLAP_SHARE if temporal else 0
+def batch_overlap(data_cfg: Mapping[str, Any]) -> int:
+    """Samples fitted again on each side of a batch (``data.overlap``, default 0): a
+    video's frames at a batch's edge are then smoothed with their neighbours in the
+    batches beside it, as in one long batch, and only the batch's own samples are
+    written. Off by default: on synthetic video with a pose estimator's noise, batches
+    of 16 frames per animal, the frames at their edges were no worse than the others
+    (docs/fitting.md), and each sample of overlap costs a sample's fit per batch."""
+    return int(data_cfg.get('overlap') or 0)
 
 
 def _calibrated_skeleton(data_cfg: Mapping[str, Any], registrant, shared: List[str]
