@@ -33,6 +33,13 @@ first stage of frames started from a network), the scale is at least ``gamma_1``
 smoother than the frames' own steps. No constant in radians or pixels per frame: the scale
 comes from the recording.
 
+Frames numbered one after the other need not be a video (images of a collection, poses
+drawn anew every frame): those vary as much between neighbours as between frames further
+apart, where a video's spread grows with the lag. :func:`video_share` measures how much of
+a random walk they are from the spread 4 frames apart (:func:`far_partners`) against the
+neighbours', on the body's turn and place; frames that are none get no motion term (a
+warning says so), frames partly one get their links widened.
+
 Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
 chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
 use :meth:`MotionPriorHandler.compute` (each link's squared residual counted on its last
@@ -286,8 +293,8 @@ def walk_share(gram: Variogram) -> Optional[Tensor]:
 
 
 def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
-                 variance: Optional[Tensor] = None, share: Optional[Tensor] = None,
-                 gram: Optional[Variogram] = None) -> Tensor:
+                 variance: Optional[Tensor] = None, share: Optional[Tensor] = None
+                 ) -> Tensor:
     """(D,) the motion's scale of each entry (module docstring), from ``values`` (B, D)
     along the chains ``prev`` (B,); 0 where there is no link, no motion at all, or frames
     that are not a video (such entries get no motion term). Every entry has its own
@@ -299,17 +306,21 @@ def motion_scale(values: Tensor, prev: Tensor, rotations: bool = False,
     frames that vary far more than the fit's precision are not taken for a still animal,
     and at least the variogram's sampling error; without it (no per-frame stage measured
     the fit's precision) at least the lag-1 spread itself: without knowing the fit's
-    noise, no smoother than the frames' own steps.
-
-    Frames numbered consecutively but not consecutive in time show as much spread between
-    neighbours as between frames far apart: the scale is widened by how little of a random
-    walk they are (``share`` ``c``, :func:`video_share`, of these values alone where not
-    given), to ``scale^2 (1 + c) / (2 c^2)``, the information one frame gives on its
-    neighbour in a stationary sequence with that correlation, and dropped where they are
-    none. ``gram``: these values' :func:`variogram`, where already computed."""
-    gram = variogram(values, prev, rotations, variance) if gram is None else gram
+    noise, no smoother than the frames' own steps. ``share``: as in
+    :func:`scale_from_variogram` (of these values alone where not given)."""
+    gram = variogram(values, prev, rotations, variance)
     if gram is None:
         return values.new_zeros(values.shape[1])
+    return scale_from_variogram(gram, share)
+
+
+def scale_from_variogram(gram: Variogram, share: Optional[Tensor] = None) -> Tensor:
+    """(D,) :func:`motion_scale` from the values' :class:`Variogram`. Frames numbered
+    consecutively but not consecutive in time show as much spread between neighbours as
+    between frames far apart: the scale is widened by how little of a random walk they
+    are (``share`` ``c``, :func:`video_share`, of this variogram alone where not given),
+    to ``scale^2 (1 + c) / (2 c^2)``, the information one frame gives on its neighbour in
+    a stationary sequence with that correlation, and dropped where they are none."""
     g1, g2, fit, known = gram.g1, gram.g2, gram.fit, gram.known
     if gram.m2 == 0:
         return g1.sqrt()                   # chains of two frames: the raw velocity
@@ -426,7 +437,7 @@ class MotionPriorHandler(BaseHandler):
                           'they are not smoothed as a video (are their frame indices those '
                           'of separate images?)', stacklevel=2)
         for p, (gram, shape) in grams.items():
-            scale = motion_scale(None, prev, share=share, gram=gram)
+            scale = scale_from_variogram(gram, share)
             if not bool((scale > 0).any()):
                 continue                   # no motion to smooth, or frames not a video
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
@@ -501,4 +512,5 @@ __all__ = ['MotionPriorHandler', 'DEFAULT_PARAMS', 'STENCILS', 'consecutive_fram
            'ancestors', 'finite_difference', 'motion_scale',
            'unwrap_rotations', 'chain_order', 'chain_positions', 'variogram',
            'video_share', 'walk_share', 'far_partners', 'Variogram', 'PLACING_PARAMS',
+           'scale_from_variogram',
            'nearest_equivalent']

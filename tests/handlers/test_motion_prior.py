@@ -10,7 +10,7 @@ from smilfit.handlers.base import variance_key
 from smilfit.handlers.motion_prior import (MotionPriorHandler, ancestors, chain_order,
                                            chain_positions, consecutive_frames,
                                            far_partners, finite_difference, motion_scale,
-                                           unwrap_rotations)
+                                           unwrap_rotations, variogram, video_share)
 
 
 def test_chains_follow_each_animal_and_break_at_gaps():
@@ -150,6 +150,25 @@ def test_the_handler_says_when_numbered_frames_are_not_a_video():
     out = h.stage_observations(None, obs, walk)
     assert (h.inverse_scales(out, 'transl') > 0).all()
     assert h.inverse_scales(out, 'body_pose').shape == (T, 4, 3)
+
+
+def test_the_bodys_turn_and_place_say_whether_frames_are_a_video():
+    # a video whose joints the fit scatters beyond their precision (a twist the labels
+    # leave free): the body's turn and place walk, so the frames are smoothed as a video
+    T = 80
+    g = torch.Generator().manual_seed(7)
+    walk = torch.cumsum(0.05 * torch.randn(T, 3, generator=g, dtype=torch.float64), 0)
+    scattered = 0.3 * torch.randn(T, 6, generator=g, dtype=torch.float64)
+    prev = torch.arange(-1, T - 1)
+    grams = {name: variogram(v, prev, variance=torch.full_like(v, 1e-6))
+             for name, v in (('transl', walk), ('global_orient', walk.flip(1)),
+                             ('body_pose', scattered))}
+    assert float(video_share(grams)) == 1.0
+    assert float(video_share({'body_pose': grams['body_pose']})) == 0.0
+    # the body's place drawn anew too: not a video
+    grams['transl'] = grams['global_orient'] = variogram(
+        scattered[:, :3], prev, variance=torch.full((T, 3), 1e-6, dtype=torch.float64))
+    assert float(video_share(grams)) == 0.0
 
 
 def test_far_partners_are_a_fixed_lag_along_each_chain():
