@@ -175,9 +175,10 @@ def far_partners(prev: Tensor, lag: int = FAR_LAG) -> Tensor:
 
 
 #: Fewer far pairs than this (:func:`far_partners`) cannot tell a video from frames
-#: drawn anew: the medians' small-sample bias is as large as the difference; such frames
-#: are smoothed as a video.
-MIN_FAR_PAIRS = 20
+#: drawn anew: on a video's short chains with a pose estimator's noise, the body's place
+#: showed no walk beyond its sampling errors where its turn, scattered by the fit, looked
+#: drawn anew; such frames are smoothed as a video.
+MIN_FAR_PAIRS = 50
 
 
 class Variogram(NamedTuple):
@@ -229,25 +230,28 @@ def variogram(values: Tensor, prev: Tensor, rotations: bool = False,
                      int(two.sum()))
 
 
-#: The parameters that place the body as a whole: where the motion prior smooths them,
-#: they alone say whether the frames are a video (:func:`video_share`).
-PLACING_PARAMS = ('global_orient', 'transl')
+#: The parameters that say whether frames are a video, most trusted first: the body's
+#: place, then its turn (:func:`video_share`).
+PLACING_PARAMS = ('transl', 'global_orient')
 
 
 def video_share(grams: Mapping[str, Variogram]) -> Tensor:
     """() how much of the frames' lag-1 spread beyond the fit's noise is a random walk's,
     0 (each frame drawn anew: images of a collection, a synthetic session) .. 1 (a random
-    walk), from the parameters' variograms ``grams`` (name -> :class:`Variogram`): the
-    largest share any parameter shows (:func:`walk_share`), 1 where none shows anything
-    to judge by. The frames are a video or not as a whole. Where the body's turn and place
-    (:data:`PLACING_PARAMS`) are smoothed they alone judge: a fit scatters more than its
-    precision says where the labels leave a choice (a limb's twist from frame to frame),
-    which looks like frames drawn anew; the body as a whole, seen by every label, does
-    not."""
-    placing = [name for name in PLACING_PARAMS if name in grams]
-    judges = placing or list(grams)
-    shares = [share for share in (walk_share(grams[name]) for name in judges)
-              if share is not None]
+    walk), from the parameters' variograms ``grams`` (name -> :class:`Variogram`): what
+    the first parameter of :data:`PLACING_PARAMS` with anything to judge by shows
+    (:func:`walk_share`), else the largest share any other shows, else 1. The frames are a
+    video or not as a whole, and the body's place is what the labels see best: a fit
+    scatters more than its precision says where the labels leave a choice (the body's
+    turn against its spine's, a limb's twist), which looks like frames drawn anew in
+    those parameters."""
+    for name in PLACING_PARAMS:
+        if name in grams:
+            share = walk_share(grams[name])
+            if share is not None:
+                return share
+    shares = [share for share in (walk_share(g) for name, g in grams.items()
+                                  if name not in PLACING_PARAMS) if share is not None]
     return torch.stack(shares).max() if shares else torch.ones(())
 
 
@@ -263,9 +267,10 @@ def walk_share(gram: Variogram) -> Optional[Tensor]:
     judge (without it the fit's noise is as much drawn anew every frame as poses drawn
     anew are), and of those the ones whose far spread is clearly beyond that noise
     (entries a prior holds vary far less than their precision). Nothing to judge by: no
-    such entry, fewer far pairs than :data:`MIN_FAR_PAIRS`, or neither a walk nor more
-    than one beyond three sampling errors (a still animal, noise the fit cannot see
-    past). A walk and no more: 1; more and no walk: 0."""
+    such entry, fewer far pairs than :data:`MIN_FAR_PAIRS`, or neither a walk (beyond two
+    sampling errors) nor more than one (beyond three: frames are dropped from the video
+    on stronger evidence than they are kept in it) (a still animal, noise the fit cannot
+    see past). A walk and no more: 1; more and no walk: 0."""
     if gram.pairs < MIN_FAR_PAIRS or gram.lag <= 1 or not bool(gram.known.any()):
         return None
     known = gram.known
@@ -284,7 +289,7 @@ def walk_share(gram: Variogram) -> Optional[Tensor]:
     error = relative * math.sqrt(math.pi / 2.0) / math.sqrt(g1.numel())
     walk_error = error * math.sqrt(2.0) * ratio / (lag - 1.0)
     spread = error * torch.sqrt(1.0 + 2.0 * (ratio / (lag - 1.0)) ** 2)
-    walks = float(walk) > 3.0 * float(walk_error)
+    walks = float(walk) > 2.0 * float(walk_error)
     if float(beyond_noise - walk) <= 3.0 * float(spread):   # no more than a walk
         return g1.new_ones(()) if walks else None
     if not walks:
