@@ -37,8 +37,8 @@ Frames numbered one after the other need not be a video (images of a collection,
 drawn anew every frame): those vary as much between neighbours as between frames further
 apart, where a video's spread grows with the lag. :func:`video_share` measures how much of
 a random walk they are from the spread 4 frames apart (:func:`far_partners`) against the
-neighbours', on the body's turn and place; frames that are none get no motion term (a
-warning says so), frames partly one get their links widened.
+neighbours', on the body's place, else its turn; frames that are none get no motion term
+(a warning says so), frames partly one get their links widened.
 
 Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
 chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
@@ -433,7 +433,7 @@ class MotionPriorHandler(BaseHandler):
                              variance)
             if gram is not None:
                 grams[p] = (gram, tuple(get_param(params, p).shape[1:]))
-        # the frames are a video or not as a whole: judged on every parameter together
+        # the frames are a video or not as a whole: judged on the body's place first
         share = video_share({p: g for p, (g, _) in grams.items()})
         if grams and float(share) <= 0.0 and not self._said_not_a_video:
             self._said_not_a_video = True          # once, not every batch and stage
