@@ -70,3 +70,19 @@ def test_the_overlap_is_off_by_default_and_checked():
     for bad in (-1, 2.5, True, '8'):
         with pytest.raises(FittingConfigError, match='data.overlap'):
             check_data_config(dict(path='x.h5', overlap=bad))
+
+
+def test_the_overlap_benchmark_writes_its_table(tmp_path):
+    """benchmarks/batch_overlap.py on a short video: one row per overlap, errors finite
+    and small against the body length, the first row's time the unit."""
+    from ..conftest import benchmark_module
+    bench = benchmark_module('batch_overlap')
+    argv = ['--frames', '16', '--batch-frames', '8', '--overlaps', '0', '2', '--noise', '1',
+            '--tables', str(tmp_path)]
+    assert bench.main(argv) == 0
+    lines = (tmp_path / 'batch_overlap.md').read_text().splitlines()
+    assert lines[0].startswith('<!-- written by `python benchmarks/batch_overlap.py --frames 16')
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in lines[4:]]
+    assert [row[0] for row in rows] == ['0', '2'] and rows[0][5] == '1.00'
+    for row in rows:
+        assert all(0.0 < float(cell) < 10.0 for cell in row[1:4])   # % of the body length
