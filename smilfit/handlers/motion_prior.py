@@ -367,6 +367,10 @@ class MotionPriorHandler(BaseHandler):
         params: the per-frame parameters smoothed (absent ones are ignored).
         order: 1 (velocity: a random walk) or 2 (acceleration).
         frame_key: observation key of the (B,) frame indices.
+        judge_video: whether consecutive frame indices are checked for being a video
+            (:func:`video_share`: frames drawn anew get no motion term, frames partly a
+            video weaker links); ``False`` smooths every chain as a video, for a
+            recording known to be one that the check gets wrong.
     """
 
     residual_kind = 'temporal'
@@ -376,8 +380,13 @@ class MotionPriorHandler(BaseHandler):
 
     def __init__(self, name: str, weight: float = 1.0,
                  params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
-                 frame_key: str = 'frame_index', check_finite: bool = False) -> None:
+                 frame_key: str = 'frame_index', check_finite: bool = False,
+                 judge_video: bool = True) -> None:
         super().__init__(name, None, weight, check_finite)
+        if not isinstance(judge_video, bool):
+            raise ValueError(f'handler {name!r}: judge_video must be True or False, got '
+                             f'{judge_video!r}')
+        self.judge_video = judge_video
         if order not in STENCILS:
             raise ValueError(f'handler {name!r}: order must be one of {sorted(STENCILS)}, '
                              f'got {order!r}')
@@ -434,13 +443,15 @@ class MotionPriorHandler(BaseHandler):
             if gram is not None:
                 grams[p] = (gram, tuple(get_param(params, p).shape[1:]))
         # the frames are a video or not as a whole: judged on the body's place first
-        share = video_share({p: g for p, (g, _) in grams.items()})
+        share = (video_share({p: g for p, (g, _) in grams.items()}) if self.judge_video
+                 else torch.ones(()))
         if grams and float(share) <= 0.0 and not self._said_not_a_video:
             self._said_not_a_video = True          # once, not every batch and stage
             warnings.warn(f'handler {self.name!r}: frames numbered one after the other vary '
                           'as much between neighbours as between frames further apart: '
                           'they are not smoothed as a video (are their frame indices those '
-                          'of separate images?)', stacklevel=2)
+                          'of separate images? For a recording known to be a video, '
+                          'judge_video=False smooths it anyway)', stacklevel=2)
         for p, (gram, shape) in grams.items():
             scale = scale_from_variogram(gram, share)
             if not bool((scale > 0).any()):

@@ -145,6 +145,12 @@ def test_the_handler_says_when_numbered_frames_are_not_a_video():
     with warnings.catch_warnings():                  # said once, not every batch and stage
         warnings.simplefilter('error')
         h.stage_observations(None, obs, params)
+    # told they are a video, they are smoothed as one
+    told = _handler(params=['transl', 'body_pose'], judge_video=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        out = told.stage_observations(None, obs, params)
+    assert (told.inverse_scales(out, 'transl') > 0).all()
     # the same values as a walk: judged on both parameters together, smoothed
     walk = {k: torch.cumsum(0.1 * v, 0) for k, v in params.items()}
     out = h.stage_observations(None, obs, walk)
@@ -233,3 +239,5 @@ def test_bad_settings_are_refused():
         MotionPriorHandler('m', order=3)
     with pytest.raises(ValueError, match='params'):
         MotionPriorHandler('m', params='transl')
+    with pytest.raises(ValueError, match='judge_video'):
+        MotionPriorHandler('m', judge_video='yes')
