@@ -218,12 +218,8 @@ def variogram(values: Tensor, prev: Tensor, rotations: bool = False,
     far = partner >= 0
     g_far, lag = torch.full_like(g1, math.nan), 0.0
     if bool(far.any()):
-        farther = values.index_select(0, partner.clamp_min(0))
-        if rotations:
-            B = values.shape[0]
-            farther = nearest_equivalent(farther.reshape(B, -1, 3),
-                                         values.reshape(B, -1, 3)).reshape(B, -1)
-        g_far = _spread((values - farther)[far])
+        pairs = torch.stack([torch.arange(prev.numel(), device=prev.device), partner])
+        g_far = _spread(finite_difference(values, pairs, (1.0, -1.0), rotations)[far])
         _, position = chain_positions(prev)
         lag = float((position[partner[far]] - position[far]).float().median())
     return Variogram(g1, g2, g_far, fit.nan_to_num(), known, lag, int(far.sum()),
