@@ -44,6 +44,8 @@ class GroupChainSystem(GroupSystem):
         damping: a name of :data:`~.trust_region.DAMPING`.
     """
 
+    couples_frames = True
+
     def __init__(self, problem: GroupLeastSquaresProblem, motion: MotionTerms,
                  damping: str) -> None:
         super().__init__(problem, damping)

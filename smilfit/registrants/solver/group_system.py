@@ -49,6 +49,7 @@ class GroupSystem:
     """
 
     linearizes_trials = False
+    couples_frames = False
 
     def __init__(self, problem: GroupLeastSquaresProblem, damping: str) -> None:
         self.problem = problem

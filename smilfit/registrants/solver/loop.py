@@ -56,6 +56,9 @@ class LMSystem(Protocol):
     device: torch.device
     #: Whether :meth:`evaluate` can linearise at the trial point in the same pass.
     linearizes_trials: bool
+    #: Whether a unit couples frames in time (then ``options.progress_tol`` stops it too,
+    #: :class:`~.trust_region.TrustRegion`).
+    couples_frames: bool
 
     def finished(self) -> Tensor:
         """(U,) bool: units with nothing to fit from the start."""
@@ -109,7 +112,9 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
         stops early is not stepped again), so ``iterations`` is the largest of them.
     """
     U = system.num_units
-    region = TrustRegion(U, options, ftol, system.dtype, system.device)
+    region = TrustRegion(U, options, ftol, system.dtype, system.device,
+                         progress_tol=(options.progress_tol
+                                       if getattr(system, 'couples_frames', False) else 0.0))
     done = system.finished().clone()
     diverged = torch.zeros(U, dtype=torch.bool, device=system.device)
     stale = torch.ones(U, dtype=torch.bool, device=system.device)   # needs a linearisation

@@ -26,6 +26,12 @@ class LMOptions:
             parameters' dtype), ``'float32'`` or ``'float64'``. float32 halves the
             dominant cost; residuals, gradients and the acceptance test keep the
             parameters' precision, so a less exact step only costs an iteration.
+        progress_tol: a chain of frames coupled in time (a stage with a motion term)
+            stops when an accepted step lowers its cost by less than this share of
+            what the stage has lowered it so far (0: off). A chain's cost keeps the
+            motion term's share however near the optimum, so the relative test of
+            ``ftol`` alone lets it creep on along directions the labels hardly see (a
+            bone's twist) for its whole budget; docs/fitting.md has the measurements.
     """
 
     lambda_init: float = 1e-3
@@ -33,10 +39,12 @@ class LMOptions:
     xtol: float = 1e-10
     damping: str = 'levenberg'
     linear_dtype: str = 'auto'
+    progress_tol: float = 1e-3
 
     @classmethod
     def from_config(cls, cfg: Mapping, where: str) -> 'LMOptions':
-        allowed = ('lambda_init', 'lambda_max', 'xtol', 'damping', 'linear_dtype')
+        allowed = ('lambda_init', 'lambda_max', 'xtol', 'damping', 'linear_dtype',
+                   'progress_tol')
         unknown = sorted(set(cfg) - set(allowed))
         if unknown:
             raise ValueError(f'{where}: unknown Levenberg-Marquardt option(s) {unknown}; '
@@ -52,9 +60,10 @@ class LMOptions:
                              f'got {linear!r}')
         opts = cls(damping=damping, linear_dtype=linear,
                    **{k: float(v) for k, v in cfg.items() if k not in ('damping', 'linear_dtype')})
-        if not (opts.lambda_init > 0 and opts.lambda_max > opts.lambda_init and opts.xtol >= 0):
-            raise ValueError(f'{where}: need 0 < lambda_init < lambda_max and xtol >= 0, '
-                             f'got {opts}')
+        if not (opts.lambda_init > 0 and opts.lambda_max > opts.lambda_init and opts.xtol >= 0
+                and 0 <= opts.progress_tol < 1):
+            raise ValueError(f'{where}: need 0 < lambda_init < lambda_max, xtol >= 0 and '
+                             f'0 <= progress_tol < 1, got {opts}')
         return opts
 
 

@@ -60,15 +60,22 @@ class TrustRegion:
             rounding errors of ``dtype`` (2e-6 in float32), so float32 stages stop when
             converged too.
         dtype, device: of the costs.
+        progress_tol: a unit also stops when an accepted step lowers its cost by less
+            than this share of all it has lowered it since its first step (0: off; the
+            systems of frames coupled in time use ``options.progress_tol``).
     """
 
-    def __init__(self, n: int, options, ftol: float, dtype: torch.dtype, device) -> None:
+    def __init__(self, n: int, options, ftol: float, dtype: torch.dtype, device,
+                 progress_tol: float = 0.0) -> None:
         self.options = options
         self.lam = torch.full((n,), options.lambda_init, dtype=dtype, device=device)
         self.nu = torch.full((n,), 2.0, dtype=dtype, device=device)
         # Relative decreases below a few rounding errors of the cost are noise.
         self.rel_tol = max(float(ftol), 16.0 * torch.finfo(dtype).eps)
         self.damping = DAMPING[options.damping]
+        self.progress_tol = float(progress_tol)
+        #: (n,) each unit's cost before its first step (NaN until it is stepped)
+        self.first_cost = torch.full((n,), float('nan'), dtype=dtype, device=device)
 
     def judge(self, units: Tensor, old_cost: Tensor, new_cost: Tensor, predicted: Tensor,
               solved: Tensor, step_max: Tensor, size_max: Tensor) -> Tuple[Tensor, Tensor]:
@@ -88,6 +95,9 @@ class TrustRegion:
             ``accept (m,)`` and ``stop (m,)`` bool.
         """
         opts = self.options
+        first = self.first_cost[units]
+        first = torch.where(torch.isnan(first), old_cost, first)
+        self.first_cost[units] = first
         actual = old_cost - new_cost
         accept = solved & torch.isfinite(new_cost) & (actual > 0)
         rho = actual / predicted.clamp_min(1e-300)
@@ -103,6 +113,8 @@ class TrustRegion:
         unresolvable = ~accept & (predicted <= self.rel_tol * old_cost)
         stuck = ~accept & (self.lam[units] > opts.lambda_max)
         stop = small_gain | (accept & small_step) | stuck | unresolvable | (new_cost == 0)
+        if self.progress_tol > 0:
+            stop = stop | (accept & (actual <= self.progress_tol * (first - new_cost)))
         return accept, stop
 
 

@@ -64,8 +64,9 @@ def _registrant(model, optimizer, motion=True, n_iter=40, order=1, **stage):
 @pytest.mark.parametrize('order', [1, 2])
 def test_chains_reach_the_summed_losss_minimum(model, order):
     obs, _, start, groups = _video(model, 12, animals=2)
-    lm = _registrant(model, dict(type='LevenbergMarquardt'), order=order).fit(
-        obs, init_params=start, groups=groups)
+    # (progress_tol=0: to the minimum, not to where the last steps stop mattering)
+    lm = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0),
+                     order=order).fit(obs, init_params=start, groups=groups)
     lbfgs = _registrant(model, dict(type='LBFGS', max_iter=300, line_search_fn='strong_wolfe',
                                     tolerance_grad=1e-12, tolerance_change=1e-16,
                                     history_size=50), n_iter=3, order=order).fit(
@@ -80,6 +81,24 @@ def test_chains_reach_the_summed_losss_minimum(model, order):
               for r in (lm, lbfgs)]
     assert float((points[0] - points[1]).norm(dim=-1).max()) < 1e-2 * float(
         points[1].std(1).norm(dim=-1).mean())
+
+
+def test_chains_stop_when_their_steps_stop_mattering(model):
+    """The default progress test stops a chain once a step lowers its cost by under a
+    thousandth of what the stage has lowered it: fewer steps, and the keypoints where the
+    minimum has them."""
+    obs, _, start, groups = _video(model, 30, animals=2, seed=7)
+    fits = {tol: _registrant(model, dict(type='LevenbergMarquardt', progress_tol=tol),
+                             n_iter=200).fit(obs, init_params=start, groups=groups)
+            for tol in (0.0, 1e-3)}
+    steps = {tol: f.history[-1]['unit_steps'] for tol, f in fits.items()}
+    assert steps[1e-3] < steps[0.0]
+    points = {tol: model(return_vertices=False, **{k: f.params[k] for k in POSE}).keypoints
+              for tol, f in fits.items()}
+    spread = float(points[0.0].std(1).norm(dim=-1).mean())
+    assert float((points[1e-3] - points[0.0]).norm(dim=-1).max()) < 1e-2 * spread
+    losses = {tol: f.history[-1]['mean_loss_end'] for tol, f in fits.items()}
+    assert losses[0.0] <= losses[1e-3] <= losses[0.0] * (1 + 1e-3)
 
 
 def test_each_chain_is_its_own_unit(model):
@@ -166,7 +185,7 @@ def _skeleton_registrant(model, optimizer, n_iter=40, **stage):
 
 def test_shared_parameters_and_chains_in_one_stage_reach_the_summed_losss_minimum(model):
     obs, _, start, groups = _video(model, 8, animals=2, seed=8)
-    lm = _skeleton_registrant(model, dict(type='LevenbergMarquardt')).fit(
+    lm = _skeleton_registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0)).fit(
         obs, init_params=start, groups=groups)
     lbfgs = _skeleton_registrant(model, dict(type='LBFGS', max_iter=300,
                                              line_search_fn='strong_wolfe',

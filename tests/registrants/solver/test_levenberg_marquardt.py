@@ -169,6 +169,30 @@ def test_options_are_validated():
         LMOptions.from_config(dict(max_iter=3), 'stage x')
     with pytest.raises(ValueError, match='damping'):
         LMOptions.from_config(dict(damping='none'), 'stage x')
+    with pytest.raises(ValueError, match='progress_tol'):
+        LMOptions.from_config(dict(progress_tol=1.5), 'stage x')
+
+
+@pytest.mark.parametrize('tol', [0.0, 1e-3])
+def test_the_progress_test_stops_a_unit_whose_steps_stopped_mattering(tol):
+    """With ``progress_tol``, a unit stops at the first accepted step that lowers its
+    cost by less than that share of all it has lowered it since its first step (a
+    chain creeping along a flat valley); the relative test alone lets it go on."""
+    from smilfit.registrants.solver.trust_region import TrustRegion
+    region = TrustRegion(2, LMOptions(), 1e-12, torch.float64, 'cpu', progress_tol=tol)
+    units = torch.arange(2)
+    one = torch.ones(2, dtype=torch.float64)
+
+    def step(old, new):
+        old, new = torch.tensor(old, dtype=torch.float64), torch.tensor(new, dtype=torch.float64)
+        return region.judge(units, old, new, old - new, one.bool(), one * 0.1, one)
+    accept, stop = step([1000.0, 1000.0], [500.0, 500.0])
+    assert accept.all() and not stop.any()
+    # 500 lowered so far; the next steps lower unit 0 by 0.4 (under 1e-3 of 500.4) and
+    # unit 1 by 0.6 (over it)
+    accept, stop = step([500.0, 500.0], [499.6, 499.4])
+    assert accept.all()
+    assert stop.tolist() == ([True, False] if tol else [False, False])
 
 
 def test_pose_l2_prior_residuals_and_lm_with_priors(model):
