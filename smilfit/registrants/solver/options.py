@@ -39,7 +39,7 @@ class LMOptions:
     xtol: float = 1e-10
     damping: str = 'levenberg'
     linear_dtype: str = 'auto'
-    progress_tol: float = 1e-3
+    progress_tol: float = 3e-4
 
     @classmethod
     def from_config(cls, cfg: Mapping, where: str) -> 'LMOptions':

@@ -84,9 +84,9 @@ def test_chains_reach_the_summed_losss_minimum(model, order):
 
 
 def test_chains_stop_when_their_steps_stop_mattering(model):
-    """The default progress test stops a chain once a step lowers its cost by under a
-    thousandth of what the stage has lowered it: fewer steps, and the keypoints where the
-    minimum has them."""
+    """The progress test (here at a thousandth) stops a chain once a step lowers its cost
+    by under that share of what the stage has lowered it: fewer steps, and the keypoints
+    where the minimum has them."""
     obs, _, start, groups = _video(model, 30, animals=2, seed=7)
     fits = {tol: _registrant(model, dict(type='LevenbergMarquardt', progress_tol=tol),
                              n_iter=200).fit(obs, init_params=start, groups=groups)
