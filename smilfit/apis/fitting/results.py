@@ -67,19 +67,52 @@ def batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
     return out
 
 
+#: Keys of the chunks the quality table reads (kept in memory while the chunks stream).
+QUALITY_KEYS = ('index', 'session', 'diverged', 'reprojection_point_px', 'exchanged_views',
+                'network_start')
+
+
+def _dataset_name(key: str) -> str:
+    """Where a chunk's array ``key`` goes in ``fit_results.h5``."""
+    group, _, name = key.partition('_')
+    if group in ('param', 'loss') and name:
+        return f'{"params" if group == "param" else "losses"}/{name}'
+    if key in ('index', 'session', 'frame', 'animal', 'network_start'):
+        return f'samples/{key}'
+    if key in ('total_loss', 'diverged', 'reprojection_px', 'reprojection_point_px',
+               'bad_camera_views', 'exchanged_views'):
+        return f'metrics/{key}'
+    return key
+
+
 def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reader,
                  data_cfg: Mapping[str, Any], stamp: str,
                  skeleton: Optional[Mapping[str, np.ndarray]] = None) -> None:
     """Merge the ``num_chunks`` batch files of ``chunks`` into ``results`` (atomically),
     with the model's names, the per-animal ``skeleton`` and the stage history; then write
-    the quality table (when the fit has per-point reprojection errors)."""
-    parts = []
-    for i in range(num_chunks):
-        with np.load(chunks / f'batch_{i:05d}.npz') as z:
-            parts.append({k: z[k] for k in z.files})
-    # Per-batch stage records (mean losses before/after, steps), one list per batch.
-    histories = [json.loads(str(p.pop('history'))) for p in parts if 'history' in p]
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    the quality table (when the fit has per-point reprojection errors).
+
+    The chunks stream into the file one at a time (a first pass reads their shapes), so
+    the memory a merge needs is one chunk's, not the whole fit's twice over (at 100,000
+    frames the concatenated arrays took more memory than the fit itself)."""
+    paths = [chunks / f'batch_{i:05d}.npz' for i in range(num_chunks)]
+    layout: Dict[str, Tuple[Tuple[int, ...], np.dtype]] = {}
+    rows: List[int] = []
+    histories = []   # per-batch stage records (mean losses before/after, steps)
+    for i, path in enumerate(paths):
+        with np.load(path) as z:
+            keys = [k for k in z.files if k != 'history']
+            if i == 0:
+                layout = {k: (z[k].shape[1:], z[k].dtype) for k in keys}
+            missing = sorted(set(layout) - set(keys))
+            if missing:
+                raise ValueError(f'{path} lacks {missing}: the chunks of one fit differ; '
+                                 'fit again with --overwrite')
+            rows.append(int(z['index'].shape[0]))
+            if 'history' in z.files:
+                histories.append(json.loads(str(z['history'])))
+    total = sum(rows)
+    quality: Dict[str, List[np.ndarray]] = {k: [] for k in QUALITY_KEYS if k in layout}
     model = registrant.body_model
     with atomic_path(results) as tmp:
         with h5py.File(tmp, 'w') as f:
@@ -100,18 +133,23 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
             if edges is not None:
                 create_checked(f, 'data_skeleton_edges',
                                np.asarray(edges, np.int64).reshape(-1, 2))
-            for key, value in merged.items():
-                group, _, name = key.partition('_')
-                if group in ('param', 'loss') and name:
-                    create_checked(f, f'{"params" if group == "param" else "losses"}/{name}',
-                                   value)
-                elif key in ('index', 'session', 'frame', 'animal', 'network_start'):
-                    create_checked(f, f'samples/{key}', value)
-                elif key in ('total_loss', 'diverged', 'reprojection_px',
-                             'reprojection_point_px', 'bad_camera_views', 'exchanged_views'):
-                    create_checked(f, f'metrics/{key}', value)
-                else:
-                    create_checked(f, key, value)
+            datasets = {k: create_checked(f, _dataset_name(k), shape=(total,) + shape,
+                                          dtype=dtype)
+                        for k, (shape, dtype) in layout.items()}
+            start = 0
+            for path, n in zip(paths, rows):
+                with np.load(path) as z:
+                    for key, dataset in datasets.items():
+                        value = z[key]
+                        if value.shape != (n,) + dataset.shape[1:]:
+                            raise ValueError(
+                                f'{path}: {key} is {value.shape}, not {n} samples of the '
+                                f'first chunk\'s {dataset.shape[1:]}; fit again with '
+                                '--overwrite')
+                        dataset[start:start + n] = value
+                        if key in quality:
+                            quality[key].append(value)
+                start += n
             for key, value in (skeleton or {}).items():
                 # One row per animal (samples/animal indexes them).
                 if key == 'stamp':
@@ -124,7 +162,8 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                     f.create_dataset('animals/identity', data=value, dtype=strings)
                 else:
                     create_checked(f, f'animals/{key}', value)
-    if 'reprojection_point_px' in merged:
+    if 'reprojection_point_px' in quality:
+        merged = {k: np.concatenate(v) for k, v in quality.items()}
         write_fit_quality(results.parent, merged, reader,
                           fitted_label_places(registrant, reader, skeleton))
 
