@@ -65,8 +65,10 @@ def test_fit_results_with_a_changed_number_fail_their_checksum(fitted, tmp_path)
 
 
 def test_fit_results_with_random_damage_read_right_or_say_so(fitted, tmp_path):
-    """200 seeded draws of 1-10 random bytes changed anywhere in the file: every read gives
-    what was written, or one line naming the file (or its work dir)."""
+    """1,000 seeded draws of 1-10 random bytes changed anywhere in the file: every read
+    gives what was written, or one line naming the file (or its work dir). (Written in
+    HDF5's original format, whose metadata carry no checksums, about 1 in 250 draws read
+    back changed numbers without an error.)"""
     from smilfit.visualization.fit_run import load_fit_run
     _, results = fitted
     work = tmp_path / 'work'
@@ -75,7 +77,7 @@ def test_fit_results_with_random_damage_read_right_or_say_so(fitted, tmp_path):
     written = load_fit_run(results.parent)
     raw = results.read_bytes()
     outcomes = {'same': 0, 'error': 0}
-    for seed in range(200):
+    for seed in range(1000):
         rng = random.Random(seed)
         data = bytearray(raw)
         for _ in range(rng.randint(1, 10)):

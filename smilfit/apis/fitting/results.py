@@ -115,7 +115,9 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
     quality: Dict[str, List[np.ndarray]] = {k: [] for k in QUALITY_KEYS if k in layout}
     model = registrant.body_model
     with atomic_path(results) as tmp:
-        with h5py.File(tmp, 'w') as f:
+        # (HDF5 1.10's format: its metadata carry checksums, so a changed byte in a
+        # dataset's header or chunk index is an error on reading, not numbers read wrong)
+        with h5py.File(tmp, 'w', libver=('v110', 'latest')) as f:
             f.attrs['format'] = 'smilfit-fit-results'
             f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
             f.attrs['config'] = stamp
