@@ -92,19 +92,19 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
     with the model's names, the per-animal ``skeleton`` and the stage history; then write
     the quality table (when the fit has per-point reprojection errors).
 
-    The chunks stream into the file one at a time (a first pass reads their shapes), so
-    the memory a merge needs is one chunk's, not the whole fit's twice over (at 100,000
-    frames the concatenated arrays took more memory than the fit itself)."""
+    The chunks stream into the file one at a time (a first pass reads their sample counts
+    and histories; the first chunk gives every array's layout), so the memory a merge
+    needs is one chunk's, not the whole fit's twice over (at 100,000 frames the
+    concatenated arrays took more memory than the fit itself)."""
     paths = [chunks / f'batch_{i:05d}.npz' for i in range(num_chunks)]
-    layout: Dict[str, Tuple[Tuple[int, ...], np.dtype]] = {}
+    with np.load(paths[0]) as z:
+        layout = {k: (v.shape[1:], v.dtype)
+                  for k, v in ((k, z[k]) for k in z.files if k != 'history')}
     rows: List[int] = []
     histories = []   # per-batch stage records (mean losses before/after, steps)
-    for i, path in enumerate(paths):
+    for path in paths:
         with np.load(path) as z:
-            keys = [k for k in z.files if k != 'history']
-            if i == 0:
-                layout = {k: (z[k].shape[1:], z[k].dtype) for k in keys}
-            missing = sorted(set(layout) - set(keys))
+            missing = sorted(set(layout) - set(z.files))
             if missing:
                 raise ValueError(f'{path} lacks {missing}: the chunks of one fit differ; '
                                  'fit again with --overwrite')

@@ -113,8 +113,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
     """
     U = system.num_units
     region = TrustRegion(U, options, ftol, system.dtype, system.device,
-                         progress_tol=(options.progress_tol
-                                       if getattr(system, 'couples_frames', False) else 0.0))
+                         progress_tol=options.progress_tol if system.couples_frames else 0.0)
     done = system.finished().clone()
     diverged = torch.zeros(U, dtype=torch.bool, device=system.device)
     stale = torch.ones(U, dtype=torch.bool, device=system.device)   # needs a linearisation
