@@ -22,31 +22,35 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from .error_summary import summary
+
 __all__ = ['error_stats', 'outlier_groups', 'masked_outlier_groups', 'beyond_chance',
            'outlier_camera_keypoints']
 
 
-def error_stats(errors: np.ndarray) -> Dict[str, Any]:
-    """Median and 90th percentile (px) and count of the finite ``errors``."""
-    e = errors[np.isfinite(errors)]
+def error_stats(errors) -> Dict[str, Any]:
+    """Median and 90th percentile (px) and count of the finite ``errors`` (an array, or a
+    summary of :mod:`.error_summary`)."""
+    e = summary(errors)
     if e.size == 0:
         return dict(median_px=None, p90_px=None, points=0)
-    return dict(median_px=float(np.median(e)), p90_px=float(np.percentile(e, 90)),
-                points=int(e.size))
+    return dict(median_px=e.quantile(0.5), p90_px=e.quantile(0.9), points=e.size)
 
 
-def outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
+def outlier_groups(groups: Mapping[str, Any], ratio: float = 3.0,
                    floor_px: float = 1.0) -> List[str]:
-    """The names of ``groups`` (name -> errors, px, NaN not observed) whose errors stand
-    out of the others' (the module docstring's rule)."""
-    medians = {name: error_stats(e)['median_px'] for name, e in groups.items()}
+    """The names of ``groups`` (name -> errors, px, NaN not observed; or their summaries,
+    :mod:`.error_summary`) whose errors stand out of the others' (the module
+    docstring's rule)."""
+    groups = {name: summary(e) for name, e in groups.items()}
+    medians = {name: e.quantile(0.5) if e.size else None for name, e in groups.items()}
     named = []
     for name, median in medians.items():
         others = [m for n, m in medians.items() if n != name and m is not None]
         if median is None or not others:
             continue
-        rest = np.concatenate([e[np.isfinite(e)] for n, e in groups.items() if n != name])
-        p90_rest = float(np.percentile(rest, 90)) if rest.size else 0.0
+        rest = type(groups[name]).combine(e for n, e in groups.items() if n != name)
+        p90_rest = rest.quantile(0.9) if rest.size else 0.0
         if median > ratio * float(np.median(others)) and median > p90_rest and \
                 median > floor_px:
             named.append(name)
@@ -71,18 +75,18 @@ def masked_outlier_groups(groups: Mapping[str, np.ndarray], ratio: float = 3.0,
     return masked
 
 
-def beyond_chance(errors: np.ndarray, rest: np.ndarray, tests: int,
-                  alpha: float = 0.01) -> bool:
+def beyond_chance(errors, rest, tests: int, alpha: float = 0.01) -> bool:
     """Whether a small group's ``errors`` lie beyond the 90th percentile of the ``rest``
     more often than chance allows: a binomial test (each of its n points beyond with
     probability 0.1 if it were like the rest) at level ``alpha`` spread over ``tests``
     groups tested (Bonferroni). A median of a few points can exceed the rest's 90th
-    percentile by chance; among many (camera, keypoint) groups, some will."""
+    percentile by chance; among many (camera, keypoint) groups, some will. (Arrays, or
+    summaries of :mod:`.error_summary`.)"""
     from scipy.stats import binom
-    e, r = errors[np.isfinite(errors)], rest[np.isfinite(rest)]
+    e, r = summary(errors), summary(rest)
     if e.size == 0 or r.size == 0:
         return False
-    beyond = int((e > np.percentile(r, 90)).sum())
+    beyond = e.count_above(r.quantile(0.9))
     return bool(binom.sf(beyond - 1, e.size, 0.1) < alpha / max(int(tests), 1))
 
 
@@ -90,7 +94,8 @@ def outlier_camera_keypoints(cameras: Mapping[str, np.ndarray], keypoint_names: 
                              ratio: float = 3.0, floor_px: float = 1.0
                              ) -> Dict[str, Dict[str, float]]:
     """``{camera: {keypoint: median px}}``: per keypoint, the cameras of ``cameras``
-    (camera -> (views, K) errors, px, NaN not observed) whose errors on it stand out of
+    (camera -> (views, K) errors, px, NaN not observed; or K arrays, keypoint ``k``'s
+    errors in that camera) whose errors on it stand out of
     the other cameras' by the outlier rule, on enough points to rule out chance among all
     the pairs tested (:func:`beyond_chance`: a few frames name nothing); nothing with
     fewer than three cameras (with two, neither can be told to be the one off). Leave
@@ -101,9 +106,11 @@ def outlier_camera_keypoints(cameras: Mapping[str, np.ndarray], keypoint_names: 
         return found
     tests = len(cameras) * len(keypoint_names)
     for k, keypoint in enumerate(keypoint_names):
-        groups = {n: e[:, k] for n, e in cameras.items()}
+        groups = {n: e[:, k] if isinstance(e, np.ndarray) else e[k]
+                  for n, e in cameras.items()}
+        groups = {n: summary(e) for n, e in groups.items()}
         for camera in outlier_groups(groups, ratio, floor_px):
-            rest = np.concatenate([e for n, e in groups.items() if n != camera])
+            rest = type(groups[camera]).combine(e for n, e in groups.items() if n != camera)
             if beyond_chance(groups[camera], rest, tests):
                 found.setdefault(camera, {})[str(keypoint)] = \
                     error_stats(groups[camera])['median_px']

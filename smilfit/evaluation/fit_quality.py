@@ -21,7 +21,7 @@ keypoints are named.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -29,14 +29,108 @@ from smilfit.datasets.error_outliers import error_stats as _stats
 from smilfit.datasets.error_outliers import masked_outlier_groups as _masked
 from smilfit.datasets.error_outliers import outlier_camera_keypoints
 from smilfit.datasets.error_outliers import outlier_groups as _outliers
+from smilfit.datasets.error_summary import HISTOGRAM_EDGES, ErrorHistogram
 
-__all__ = ['fit_quality', 'format_fit_quality']
+__all__ = ['PointErrorTable', 'fit_quality', 'format_fit_quality']
+
+
+class PointErrorTable:
+    """A fit's reprojection errors gathered batch by batch in bounded memory: one
+    :class:`~smilfit.datasets.error_summary.ErrorHistogram` per (camera, keypoint) (14 KB
+    each, however long the recording; quantiles within 1.1 % of the exact ones).
+    :meth:`report` is :func:`fit_quality` of everything added.
+
+    Args:
+        keypoint_names: (K,) names.
+    """
+
+    def __init__(self, keypoint_names: Sequence[str]) -> None:
+        self.keypoint_names = [str(k) for k in keypoint_names]
+        self.camera_names: List[str] = []
+        #: (cameras, K, bins) counts; (cameras, K) smallest and largest error
+        self._counts = np.zeros((0, len(self.keypoint_names), len(HISTOGRAM_EDGES)),
+                                np.int64)
+        self._low = np.zeros((0, len(self.keypoint_names)))
+        self._high = np.zeros((0, len(self.keypoint_names)))
+        self.samples = 0
+        self._failed: List[np.ndarray] = []
+
+    def add(self, point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
+            failed: Optional[np.ndarray] = None) -> None:
+        """Add a batch: ``point_errors`` (B, C, K) px (NaN not observed), the (B, C) camera
+        names of its views and its (B,) failed samples (their errors are left out)."""
+        errors = np.asarray(point_errors, dtype=np.float64)
+        B, C, K = errors.shape
+        if K != len(self.keypoint_names):
+            raise ValueError(f'point_errors: expected {len(self.keypoint_names)} keypoints, '
+                             f'got {K}')
+        failed = np.zeros(B, bool) if failed is None else np.asarray(failed, bool)
+        names = np.asarray([[str(n) for n in row] for row in camera_names], dtype=object)
+        if names.shape != (B, C):
+            raise ValueError(f'camera_names: expected ({B}, {C}), got {names.shape}')
+        if np.nanmin(errors, initial=0.0) < 0:
+            raise ValueError('point_errors: reprojection errors cannot be negative')
+        for name in sorted(set(names.ravel()) - set(self.camera_names)):
+            self._grow(name)
+        self._failed.append(np.flatnonzero(failed) + self.samples)
+        self.samples += B
+        camera = np.vectorize(self.camera_names.index, otypes=[np.int64])(names)   # (B, C)
+        cell = camera[:, :, None] * K + np.arange(K)                              # (B, C, K)
+        keep = np.isfinite(errors) & ~failed[:, None, None]
+        values, cell = errors[keep], cell[keep]
+        bins = len(HISTOGRAM_EDGES)
+        self._counts += np.bincount(cell * bins + ErrorHistogram.bins(values),
+                                    minlength=self._counts.size).reshape(self._counts.shape)
+        np.minimum.at(self._low.reshape(-1), cell, values)
+        np.maximum.at(self._high.reshape(-1), cell, values)
+
+    def _grow(self, name: str) -> None:
+        self.camera_names.append(name)
+        K = len(self.keypoint_names)
+        self._counts = np.concatenate([self._counts, np.zeros((1,) + self._counts.shape[1:],
+                                                              np.int64)])
+        self._low = np.concatenate([self._low, np.full((1, K), np.inf)])
+        self._high = np.concatenate([self._high, np.full((1, K), -np.inf)])
+
+    def cell(self, camera: int, keypoint: int) -> ErrorHistogram:
+        """The errors of one camera (its index in :attr:`camera_names`) on one keypoint."""
+        return ErrorHistogram(self._counts[camera, keypoint], self._low[camera, keypoint],
+                              self._high[camera, keypoint])
+
+    def report(self, ratio: float = 3.0, floor_px: float = 1.0) -> Dict[str, Any]:
+        """:func:`fit_quality`'s report of every batch added (``failed_samples`` are
+        positions in the order added)."""
+        K = len(self.keypoint_names)
+        order = sorted(range(len(self.camera_names)), key=self.camera_names.__getitem__)
+        cells = {self.camera_names[c]: [self.cell(c, k) for k in range(K)] for c in order}
+        combine = ErrorHistogram.combine
+        cameras = {n: combine(c) for n, c in cells.items()}
+        keypoints = {k: combine(c[i] for c in cells.values())
+                     for i, k in enumerate(self.keypoint_names)}
+        keypoints = {k: v for k, v in keypoints.items() if v.size}
+        outlier_cameras = _outliers(cameras, ratio, floor_px)
+        # keypoints are judged on the cameras not named: a far-off camera's errors would
+        # otherwise raise every keypoint's 90th percentile and hide one off in every view
+        judged = {k: combine(c[i] for n, c in cells.items() if n not in outlier_cameras)
+                  for i, k in enumerate(self.keypoint_names) if k in keypoints}
+        return dict(cameras={n: _stats(e) for n, e in cameras.items()},
+                    keypoints={n: _stats(e) for n, e in keypoints.items()},
+                    overall=_stats(combine(cameras.values())), samples=int(self.samples),
+                    failed_samples=np.concatenate(self._failed or [np.zeros(0, int)]
+                                                  ).astype(int).tolist(),
+                    outlier_cameras=outlier_cameras,
+                    masked_outlier_cameras=_masked(cameras, ratio, floor_px),
+                    outlier_keypoints=_outliers(judged, ratio, floor_px),
+                    outlier_camera_keypoints=outlier_camera_keypoints(
+                        {n: c for n, c in cells.items() if n not in outlier_cameras},
+                        self.keypoint_names, ratio, floor_px))
 
 
 def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
                 keypoint_names: Sequence[str], failed: Optional[np.ndarray] = None,
                 ratio: float = 3.0, floor_px: float = 1.0) -> Dict[str, Any]:
-    """Per-camera and per-keypoint reprojection quality of a fit.
+    """Per-camera and per-keypoint reprojection quality of a fit (all at once; a fit's
+    batches one by one: :class:`PointErrorTable`).
 
     Args:
         point_errors: (N, C, K) pixel errors, NaN where not observed.
@@ -54,32 +148,9 @@ def fit_quality(point_errors: np.ndarray, camera_names: Sequence[Sequence[str]],
         ``median_px``, ``p90_px``, ``points``; ``masked_outlier_cameras`` stand out once
         ``outlier_cameras`` are left out.
     """
-    errors = np.asarray(point_errors, dtype=np.float64)
-    N, C, K = errors.shape
-    failed = np.zeros(N, bool) if failed is None else np.asarray(failed, bool)
-    errors = np.where(failed[:, None, None], np.nan, errors)
-    names = np.asarray([[str(n) for n in row] for row in camera_names], dtype=object)
-    if names.shape != (N, C):
-        raise ValueError(f'camera_names: expected ({N}, {C}), got {names.shape}')
-    cameras = {str(name): errors[names == name] for name in sorted(set(names.ravel()))}
-    keypoints = {str(keypoint_names[k]): errors[:, :, k] for k in range(K)}
-    keypoints = {k: v for k, v in keypoints.items() if np.isfinite(v).any()}
-    outlier_cameras = _outliers(cameras, ratio, floor_px)
-    # keypoints are judged on the cameras not named: a far-off camera's errors would
-    # otherwise raise every keypoint's 90th percentile and hide one off in every view
-    kept = ~np.isin(names, outlier_cameras)
-    judged = {k: errors[:, :, i][kept] for i, k in enumerate(map(str, keypoint_names))
-              if k in keypoints}
-    return dict(cameras={n: _stats(e) for n, e in cameras.items()},
-                keypoints={n: _stats(e) for n, e in keypoints.items()},
-                overall=_stats(errors), samples=int(N),
-                failed_samples=np.flatnonzero(failed).tolist(),
-                outlier_cameras=outlier_cameras,
-                masked_outlier_cameras=_masked(cameras, ratio, floor_px),
-                outlier_keypoints=_outliers(judged, ratio, floor_px),
-                outlier_camera_keypoints=outlier_camera_keypoints(
-                    {n: e for n, e in cameras.items() if n not in outlier_cameras},
-                    keypoint_names, ratio, floor_px))
+    table = PointErrorTable(keypoint_names)
+    table.add(point_errors, camera_names, failed)
+    return table.report(ratio, floor_px)
 
 
 def _row(name: str, stats: Mapping[str, Any], note: str = '') -> str:

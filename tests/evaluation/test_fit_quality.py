@@ -1,7 +1,7 @@
 """smilfit.evaluation.fit_quality: per-camera/keypoint statistics and the outlier rule."""
 import numpy as np
 
-from smilfit.evaluation.fit_quality import fit_quality, format_fit_quality
+from smilfit.evaluation.fit_quality import PointErrorTable, fit_quality, format_fit_quality
 
 
 def _errors(camera_scale):
@@ -11,14 +11,15 @@ def _errors(camera_scale):
     return e
 
 
-def test_statistics_match_a_direct_computation():
+def test_statistics_match_a_direct_computation_within_one_histogram_bin():
     e = _errors([2.0, 2.0, 2.0])
     names = [['a', 'b', 'c']] * 50
     report = fit_quality(e, names, ['k0', 'k1', 'k2', 'k3'])
     a = e[:, 0][np.isfinite(e[:, 0])]
     assert report['cameras']['a']['points'] == 199
-    assert np.isclose(report['cameras']['a']['median_px'], np.median(a))
-    assert np.isclose(report['cameras']['a']['p90_px'], np.percentile(a, 90))
+    # (bins 1/64 of an octave wide: 1.1 % of the value)
+    assert np.isclose(report['cameras']['a']['median_px'], np.median(a), rtol=0.011)
+    assert np.isclose(report['cameras']['a']['p90_px'], np.percentile(a, 90), rtol=0.011)
     assert report['outlier_cameras'] == [] and report['outlier_keypoints'] == []
 
 
@@ -101,3 +102,42 @@ def test_a_keypoint_off_in_every_view_is_named_beside_a_far_off_camera():
     e[:, 3] *= 100                            # camera d far off as well
     report = fit_quality(e, names, list('wxyz'))
     assert report['outlier_cameras'] == ['d'] and report['outlier_keypoints'] == ['z']
+
+
+def test_a_fit_gathered_batch_by_batch_reports_as_all_at_once():
+    """The merge adds a long fit's batches one at a time: the report is the same as of
+    the whole fit's errors, with failed samples numbered over all batches and a camera
+    seen only in failed samples listed without points."""
+    e = _errors([2.0, 2.0, 20.0, 2.0])
+    names = np.array([['a', 'b', 'c', 'd']] * 50, dtype=object)
+    names[30:, 3] = 'e'
+    failed = np.zeros(50, bool)
+    failed[[3, 31]] = True
+    names[31, 0] = 'only_failed'
+    whole = fit_quality(e, names, list('wxyz'), failed=failed)
+    table = PointErrorTable(list('wxyz'))
+    for lo, hi in [(0, 7), (7, 30), (30, 31), (31, 50)]:
+        table.add(e[lo:hi], names[lo:hi], failed[lo:hi])
+    assert table.report() == whole
+    assert whole['failed_samples'] == [3, 31] and whole['outlier_cameras'] == ['c']
+    assert whole['cameras']['only_failed']['points'] == 0
+    assert whole['cameras']['e']['points'] == 19 * 4     # (sample 31 failed)
+
+
+def test_the_table_s_memory_does_not_grow_with_the_recording():
+    rng = np.random.default_rng(1)
+    table = PointErrorTable(list('wxyz'))
+    table.add(np.abs(rng.normal(size=(10, 3, 4))), [['a', 'b', 'c']] * 10)
+    size = table._counts.nbytes + table._low.nbytes + table._high.nbytes
+    for _ in range(20):
+        table.add(np.abs(rng.normal(size=(1000, 3, 4))), [['c', 'a', 'b']] * 1000)
+    assert table._counts.nbytes + table._low.nbytes + table._high.nbytes == size
+    assert table.report()['overall']['points'] == 10 * 12 + 20 * 1000 * 12
+
+
+def test_negative_errors_are_refused():
+    import pytest
+    e = _errors([1.0, 1.0, 1.0])
+    e[2, 1, 1] = -1.0
+    with pytest.raises(ValueError, match='negative'):
+        fit_quality(e, [['a', 'b', 'c']] * 50, list('wxyz'))

@@ -67,7 +67,43 @@ def batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
     return out
 
 
-#: Keys of the chunks the quality table reads (kept in memory while the chunks stream).
+class QualityGather:
+    """What the quality table reads of a fit's batches, gathered as they stream past
+    (:func:`merge_chunks`): the point errors per camera and keypoint
+    (:class:`~smilfit.evaluation.fit_quality.PointErrorTable`, 4 bytes a point observed),
+    the failed samples, the views fitted with left and right exchanged and the network
+    starts; never the whole fit's arrays at once."""
+
+    def __init__(self, reader) -> None:
+        from smilfit.evaluation.fit_quality import PointErrorTable
+        self.reader = reader
+        self.table = PointErrorTable(list(reader.keypoint_names))
+        self.index: List[np.ndarray] = []
+        #: (sample index, camera name) of each view fitted with left and right exchanged
+        self.exchanged: Optional[List[Tuple[int, str]]] = None
+        #: (started from the network, samples), where the fit had network starts
+        self.network: Optional[List[int]] = None
+
+    def add(self, chunk: Mapping[str, np.ndarray]) -> None:
+        """One batch's arrays (``index``, ``session``, ``diverged``,
+        ``reprojection_point_px``, and ``exchanged_views``, ``network_start`` where
+        present)."""
+        errors = chunk['reprojection_point_px']
+        names = sample_camera_names(self.reader, chunk['session'], errors.shape[1])
+        self.table.add(errors, names, chunk['diverged'])
+        self.index.append(np.asarray(chunk['index'], np.int64))
+        if 'exchanged_views' in chunk:
+            self.exchanged = self.exchanged or []
+            rows, views = np.nonzero(np.asarray(chunk['exchanged_views'], bool))
+            self.exchanged += [(int(chunk['index'][r]), names[r][c])
+                               for r, c in zip(rows, views)]
+        if 'network_start' in chunk:
+            won = np.asarray(chunk['network_start'], bool)
+            self.network = [a + b for a, b in zip(self.network or [0, 0],
+                                                  [int(won.sum()), won.size])]
+
+
+#: Keys of the chunks the quality table reads (:class:`QualityGather`).
 QUALITY_KEYS = ('index', 'session', 'diverged', 'reprojection_point_px', 'exchanged_views',
                 'network_start')
 
@@ -112,7 +148,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
             if 'history' in z.files:
                 histories.append(json.loads(str(z['history'])))
     total = sum(rows)
-    quality: Dict[str, List[np.ndarray]] = {k: [] for k in QUALITY_KEYS if k in layout}
+    quality = QualityGather(reader) if 'reprojection_point_px' in layout else None
     model = registrant.body_model
     with atomic_path(results) as tmp:
         # (HDF5 1.10's format: its metadata carry checksums, so a changed byte in a
@@ -149,8 +185,8 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                                 f'first chunk\'s {dataset.shape[1:]}; fit again with '
                                 '--overwrite')
                         dataset[start:start + n] = value
-                        if key in quality:
-                            quality[key].append(value)
+                    if quality is not None:
+                        quality.add({k: z[k] for k in QUALITY_KEYS if k in layout})
                 start += n
             for key, value in (skeleton or {}).items():
                 # One row per animal (samples/animal indexes them).
@@ -164,10 +200,9 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                     f.create_dataset('animals/identity', data=value, dtype=strings)
                 else:
                     create_checked(f, f'animals/{key}', value)
-    if 'reprojection_point_px' in quality:
-        merged = {k: np.concatenate(v) for k, v in quality.items()}
-        write_fit_quality(results.parent, merged, reader,
-                          fitted_label_places(registrant, reader, skeleton))
+    if quality is not None:
+        write_quality_report(results.parent, quality,
+                             fitted_label_places(registrant, reader, skeleton))
 
 
 def fitted_label_places(registrant, reader, skeleton: Optional[Mapping[str, np.ndarray]]
@@ -223,33 +258,38 @@ def read_fitted_keypoints(results: Path, error: type, hint: str) -> Dict[str, An
 
 def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader,
                       places: Optional[Mapping[str, Any]] = None) -> str:
-    """Per-camera and per-keypoint reprojection table of a fit
-    (:func:`smilfit.evaluation.fit_quality.fit_quality`), with where each label sits on
-    the body (``places``, :func:`fitted_label_places`) where given, written to
-    ``work_dir`` as JSON and text; returns the text."""
+    """Per-camera and per-keypoint reprojection table of a fit's merged arrays
+    (:data:`QUALITY_KEYS`; :func:`smilfit.evaluation.fit_quality.fit_quality`), with where
+    each label sits on the body (``places``, :func:`fitted_label_places`) where given,
+    written to ``work_dir`` as JSON and text; returns the text."""
+    quality = QualityGather(reader)
+    quality.add(merged)
+    return write_quality_report(work_dir, quality, places)
+
+
+def write_quality_report(work_dir: Path, quality: QualityGather,
+                         places: Optional[Mapping[str, Any]] = None) -> str:
+    """The quality table of what ``quality`` gathered, written as :func:`write_fit_quality`
+    says; returns the text."""
     # Imported here: smilfit.evaluation registers every metric and loads
     # mmengine.evaluator, which a fit needs only once, for this table.
-    from smilfit.evaluation.fit_quality import fit_quality, format_fit_quality
-    errors = merged['reprojection_point_px']
-    camera_names = sample_camera_names(reader, merged['session'], errors.shape[1])
-    report = fit_quality(errors, camera_names, list(reader.keypoint_names),
-                         failed=merged['diverged'])
-    report['failed_samples'] = [int(merged['index'][i]) for i in report['failed_samples']]
+    from smilfit.evaluation.fit_quality import format_fit_quality
+    report = quality.table.report()
+    index = np.concatenate(quality.index)
+    report['failed_samples'] = [int(index[i]) for i in report['failed_samples']]
     text = format_fit_quality(report)
-    if 'exchanged_views' in merged:     # keypoint handler's exchange_left_right
-        rows, views = np.nonzero(np.asarray(merged['exchanged_views'], bool))
-        report['exchanged_views'] = [dict(sample=int(merged['index'][r]),
-                                          camera=camera_names[r][c])
-                                     for r, c in zip(rows, views)]
-        text += (f'\n{rows.size} instance views fitted with left and right labels '
+    if quality.exchanged is not None:     # keypoint handler's exchange_left_right
+        report['exchanged_views'] = [dict(sample=s, camera=c) for s, c in quality.exchanged]
+        n = len(quality.exchanged)
+        text += (f'\n{n} instance views fitted with left and right labels '
                  'exchanged (they fit the body better so)'
                  + (': ' + ', '.join(f'sample {e["sample"]} {e["camera"]}'
                                      for e in report['exchanged_views'][:20])
-                    + (' ...' if rows.size > 20 else '') if rows.size else ''))
-    if 'network_start' in merged:     # a fit from a network's predictions (data.init_from)
-        won = np.asarray(merged['network_start'], dtype=bool)
-        report['network_starts'] = int(won.sum())
-        text += (f'\n{int(won.sum())} of {won.size} samples started from the network '
+                    + (' ...' if n > 20 else '') if n else ''))
+    if quality.network is not None:     # a fit from a network's predictions (data.init_from)
+        won, total = quality.network
+        report['network_starts'] = won
+        text += (f'\n{won} of {total} samples started from the network '
                  '(data.init_from); the others from the default start')
     if places and places.get('keypoints'):
         from smilfit.evaluation.label_places import format_label_places
@@ -261,4 +301,5 @@ def write_fit_quality(work_dir: Path, merged: Mapping[str, np.ndarray], reader,
 
 
 __all__ = ['RESULTS_NAME', 'SKELETON_NAME', 'QUALITY_JSON', 'QUALITY_TEXT', 'batch_arrays',
-           'merge_chunks', 'write_fit_quality', 'fitted_label_places', 'read_fitted_keypoints']
+           'merge_chunks', 'write_fit_quality', 'write_quality_report', 'QualityGather',
+           'fitted_label_places', 'read_fitted_keypoints']
