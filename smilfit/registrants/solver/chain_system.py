@@ -162,7 +162,7 @@ class ChainSystem:
     """
 
     linearizes_trials = True
-    couples_frames = True
+    stops_on_progress = True
 
     def __init__(self, problem: LeastSquaresProblem, motion: MotionTerms, x0: Tensor,
                  damping: str, skip: Optional[Tensor] = None) -> None:

@@ -44,7 +44,11 @@ class GroupChainSystem(GroupSystem):
         damping: a name of :data:`~.trust_region.DAMPING`.
     """
 
-    couples_frames = True
+    # Never stopped by the progress test: the shared parameters must reach their minimum.
+    # A bone's length trades off against its neighbours' rotations in a flat valley, and
+    # stopping where the chains' steps stop mattering left an animal's skeleton 2.6 % of
+    # its body length off on labels without noise (0.08 % at the minimum).
+    stops_on_progress = False
 
     def __init__(self, problem: GroupLeastSquaresProblem, motion: MotionTerms,
                  damping: str) -> None:

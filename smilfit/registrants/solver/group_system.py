@@ -49,7 +49,7 @@ class GroupSystem:
     """
 
     linearizes_trials = False
-    couples_frames = False
+    stops_on_progress = False
 
     def __init__(self, problem: GroupLeastSquaresProblem, damping: str) -> None:
         self.problem = problem

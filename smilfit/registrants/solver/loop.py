@@ -56,9 +56,10 @@ class LMSystem(Protocol):
     device: torch.device
     #: Whether :meth:`evaluate` can linearise at the trial point in the same pass.
     linearizes_trials: bool
-    #: Whether a unit couples frames in time (then ``options.progress_tol`` stops it too,
-    #: :class:`~.trust_region.TrustRegion`).
-    couples_frames: bool
+    #: Whether ``options.progress_tol`` stops a unit too (:class:`~.trust_region.
+    #: TrustRegion`): chains of frames coupled in time with nothing shared, whose last
+    #: steps creep along directions the labels hardly see (a bone's twist).
+    stops_on_progress: bool
 
     def finished(self) -> Tensor:
         """(U,) bool: units with nothing to fit from the start."""
@@ -113,7 +114,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
     """
     U = system.num_units
     region = TrustRegion(U, options, ftol, system.dtype, system.device,
-                         progress_tol=options.progress_tol if system.couples_frames else 0.0)
+                         progress_tol=options.progress_tol if system.stops_on_progress else 0.0)
     done = system.finished().clone()
     diverged = torch.zeros(U, dtype=torch.bool, device=system.device)
     stale = torch.ones(U, dtype=torch.bool, device=system.device)   # needs a linearisation

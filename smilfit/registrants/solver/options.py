@@ -26,8 +26,9 @@ class LMOptions:
             parameters' dtype), ``'float32'`` or ``'float64'``. float32 halves the
             dominant cost; residuals, gradients and the acceptance test keep the
             parameters' precision, so a less exact step only costs an iteration.
-        progress_tol: a chain of frames coupled in time (a stage with a motion term)
-            stops when an accepted step lowers its cost by less than this share of
+        progress_tol: a chain of frames coupled in time (a stage with a motion term
+            and no parameters shared between frames: a skeleton or a shape is fitted to
+            its minimum) stops when an accepted step lowers its cost by less than this share of
             what the stage has lowered it so far (0: off). A chain's cost keeps the
             motion term's share however near the optimum, so the relative test of
             ``ftol`` alone lets it creep on along directions the labels hardly see (a

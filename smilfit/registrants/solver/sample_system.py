@@ -41,7 +41,7 @@ class SampleSystem:
     """
 
     linearizes_trials = True
-    couples_frames = False
+    stops_on_progress = False
 
     def __init__(self, problem: LeastSquaresProblem, x0: Tensor, damping: str,
                  skip: Optional[Tensor] = None) -> None:
