@@ -14,7 +14,7 @@ import torch
 
 from smilfit.body_models.point_edges import model_point_edges
 from smilfit.body_models.keypoint_naming import POINT_SOURCES
-from smilfit.datasets.hdf5.files import create_checked, read_h5
+from smilfit.datasets.hdf5.files import CHECKSUMMED_METADATA, create_checked, read_h5
 from smilfit.registrants.marker_placement import KEYPOINT_DEFINITIONS
 from smilfit.utils.atomic import atomic_path, write_text
 
@@ -151,9 +151,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
     quality = QualityGather(reader) if 'reprojection_point_px' in layout else None
     model = registrant.body_model
     with atomic_path(results) as tmp:
-        # (HDF5 1.10's format: its metadata carry checksums, so a changed byte in a
-        # dataset's header or chunk index is an error on reading, not numbers read wrong)
-        with h5py.File(tmp, 'w', libver=('v110', 'latest')) as f:
+        with h5py.File(tmp, 'w', libver=CHECKSUMMED_METADATA) as f:
             f.attrs['format'] = 'smilfit-fit-results'
             f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
             f.attrs['config'] = stamp
