@@ -70,15 +70,16 @@ def batch_arrays(result, observations: Mapping[str, torch.Tensor], registrant,
 class QualityGather:
     """What the quality table reads of a fit's batches, gathered as they stream past
     (:func:`merge_chunks`): the point errors per camera and keypoint
-    (:class:`~smilfit.evaluation.fit_quality.PointErrorTable`, 4 bytes a point observed),
-    the failed samples, the views fitted with left and right exchanged and the network
-    starts; never the whole fit's arrays at once."""
+    (:class:`~smilfit.evaluation.fit_quality.PointErrorTable`: histograms, as large for
+    a long recording as for a short one), the failed samples, the views fitted with left
+    and right exchanged and the network starts; never the whole fit's arrays."""
 
     def __init__(self, reader) -> None:
         from smilfit.evaluation.fit_quality import PointErrorTable
         self.reader = reader
         self.table = PointErrorTable(list(reader.keypoint_names))
-        self.index: List[np.ndarray] = []
+        #: the dataset's indices of the failed samples
+        self.failed: List[int] = []
         #: (sample index, camera name) of each view fitted with left and right exchanged
         self.exchanged: Optional[List[Tuple[int, str]]] = None
         #: (started from the network, samples), where the fit had network starts
@@ -91,7 +92,7 @@ class QualityGather:
         errors = chunk['reprojection_point_px']
         names = sample_camera_names(self.reader, chunk['session'], errors.shape[1])
         self.table.add(errors, names, chunk['diverged'])
-        self.index.append(np.asarray(chunk['index'], np.int64))
+        self.failed += np.asarray(chunk['index'])[np.asarray(chunk['diverged'], bool)].tolist()
         if 'exchanged_views' in chunk:
             self.exchanged = self.exchanged or []
             rows, views = np.nonzero(np.asarray(chunk['exchanged_views'], bool))
@@ -273,8 +274,7 @@ def write_quality_report(work_dir: Path, quality: QualityGather,
     # mmengine.evaluator, which a fit needs only once, for this table.
     from smilfit.evaluation.fit_quality import format_fit_quality
     report = quality.table.report()
-    index = np.concatenate(quality.index)
-    report['failed_samples'] = [int(index[i]) for i in report['failed_samples']]
+    report['failed_samples'] = [int(i) for i in quality.failed]
     text = format_fit_quality(report)
     if quality.exchanged is not None:     # keypoint handler's exchange_left_right
         report['exchanged_views'] = [dict(sample=s, camera=c) for s, c in quality.exchanged]
