@@ -2,6 +2,7 @@
 as the batches wrote them, streamed one batch at a time (a long recording's results never
 sit in memory whole), and a clear error for batch files that do not belong together."""
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
@@ -99,3 +100,49 @@ def test_batch_files_that_differ_are_named(fitted, tmp_path):
     with pytest.raises(ValueError, match='batch_00003.npz: joints'):
         fit_dataset(_config(fitted.session), work, progress=False, resume=True)
     assert (work / 'fit_results.h5').read_bytes() == before     # nothing half-written
+
+
+_MERGE_IN_A_PROCESS = '''
+import resource, sys
+from pathlib import Path
+from types import SimpleNamespace
+from smilfit.apis.fitting.results import merge_chunks
+def rss_mb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS'):
+            return int(line.split()[1]) / 1024
+model = SimpleNamespace(joint_names=['root'], keypoint_names=['nose'])
+registrant = SimpleNamespace(body_model=model, stages=[SimpleNamespace(name='fit')],
+                             keypoint_handler=lambda: None)
+reader = SimpleNamespace(keypoint_names=['nose'])
+tmp = Path(sys.argv[1])
+before = rss_mb()
+merge_chunks(tmp / 'chunks', tmp / 'fit_results.h5', int(sys.argv[2]), registrant, reader,
+             dict(path=str(tmp / 'data.h5')), 'stamp')
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+'''
+
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='reads /proc')
+def test_the_merge_process_does_not_keep_the_file_it_wrote_in_memory(tmp_path):
+    """HDF5's chunk cache left the memory of every chunk written with the process (freed,
+    but not given back: about the file's size). The merge writes through: its process
+    grows by far less than the 80 MB it writes."""
+    import subprocess
+    import sys
+    chunks = tmp_path / 'chunks'
+    chunks.mkdir()
+    rng = np.random.default_rng(0)
+    batches, rows = 80, 256
+    for i in range(batches):
+        # (a fit's arrays: a few joints or keypoints per sample, in chunks of tens of KB)
+        np.savez(chunks / f'batch_{i:05d}.npz', index=np.arange(rows * i, rows * (i + 1)),
+                 diverged=np.zeros(rows, bool),
+                 **{f'param_p{k}': rng.random((rows, 35, 3), dtype=np.float32)
+                    for k in range(10)})
+    out = subprocess.run([sys.executable, '-c', _MERGE_IN_A_PROCESS, str(tmp_path),
+                          str(batches)], capture_output=True, text=True, check=True)
+    before, peak = map(float, out.stdout.split())
+    written = batches * rows * 35 * 3 * 4 * 10 / 2 ** 20
+    assert written > 75
+    assert peak - before < 0.4 * written, (before, peak, written)

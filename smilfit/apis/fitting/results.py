@@ -152,7 +152,9 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
     quality = QualityGather(reader) if 'reprojection_point_px' in layout else None
     model = registrant.body_model
     with atomic_path(results) as tmp:
-        with h5py.File(tmp, 'w', libver=CHECKSUMMED_METADATA) as f:
+        # (no chunk cache: every batch is written through. With HDF5's default one,
+        # the memory its chunks took stayed with the process, about the file's size)
+        with h5py.File(tmp, 'w', libver=CHECKSUMMED_METADATA, rdcc_nbytes=0) as f:
             f.attrs['format'] = 'smilfit-fit-results'
             f.attrs['dataset'] = str(Path(data_cfg['path']).resolve())
             f.attrs['config'] = stamp
