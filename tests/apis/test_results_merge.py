@@ -103,23 +103,24 @@ def test_batch_files_that_differ_are_named(fitted, tmp_path):
 
 
 _MERGE_IN_A_PROCESS = '''
-import resource, sys
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from smilfit.apis.fitting.results import merge_chunks
-def rss_mb():
+def status_mb(key):
+    # (VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak at the fork)
     for line in open('/proc/self/status'):
-        if line.startswith('VmRSS'):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
 model = SimpleNamespace(joint_names=['root'], keypoint_names=['nose'])
 registrant = SimpleNamespace(body_model=model, stages=[SimpleNamespace(name='fit')],
                              keypoint_handler=lambda: None)
 reader = SimpleNamespace(keypoint_names=['nose'])
 tmp = Path(sys.argv[1])
-before = rss_mb()
+before = status_mb('VmRSS')
 merge_chunks(tmp / 'chunks', tmp / 'fit_results.h5', int(sys.argv[2]), registrant, reader,
              dict(path=str(tmp / 'data.h5')), 'stamp')
-print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(before, status_mb('VmHWM'))
 '''
 
 

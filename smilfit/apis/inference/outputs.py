@@ -13,7 +13,7 @@ import torch
 
 from ...body_models.parameters import MODEL_INPUTS
 from ...cameras.projection import project_points_numpy
-from ...datasets.hdf5.files import CHECKSUMMED_METADATA, checksum_options
+from ...datasets.hdf5.files import checksum_options
 from ...datasets.ingest_images import apply_affine
 from ...utils.atomic import atomic_path
 from .hdf5_source import HDF5Frames
@@ -102,7 +102,7 @@ def _merge_h5(chunk_paths: Sequence[Path], out_path: Path, attrs: Mapping[str, A
     import h5py
     skip = ('smooth_slots', 'smooth_K', 'smooth_t')
     with atomic_path(out_path) as tmp:
-        with h5py.File(tmp, 'w', libver=CHECKSUMMED_METADATA) as f:
+        with h5py.File(tmp, 'w') as f:
             for k, v in attrs.items():
                 f.attrs[k] = json.dumps(v) if not isinstance(v, (str, int, float)) else v
             for path in chunk_paths:

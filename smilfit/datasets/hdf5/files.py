@@ -10,12 +10,12 @@ never a traceback from inside h5py or numbers read silently wrong.
   instead of moving a keypoint by a fraction of a pixel. smilfit's writers use it for every
   numeric array they write (strings, image blobs and scalars cannot carry one); files
   written before have none and read as before.
-- :data:`CHECKSUMMED_METADATA` is the file format smilfit writes its own files in (HDF5
-  1.10's): its metadata (dataset headers, chunk indices) carry checksums too, so a changed
-  byte there is an error on reading, not numbers read back changed. In HDF5's original
-  format 6 of 500 draws of 1-10 random bytes changed in a prepared dataset read back
-  changed numbers without an error (0 of 500 in this one). Reading it needs HDF5 1.10 or
-  newer (h5py 2.8 and newer ship it).
+- :data:`CHECKSUMMED_METADATA` is the format fit results are written in (HDF5 1.10's):
+  its metadata (dataset headers, chunk indices) carry checksums too, so a changed byte
+  there is an error on reading, not numbers read back changed. Reading it needs HDF5 1.10
+  or newer (h5py 2.8 and newer ship it). Prepared datasets keep HDF5's original format:
+  their writer resumes a partial file left by a killed run, and HDF5 1.10's format refuses
+  to open such a file (it stays marked as open for writing).
 - :func:`missing_chunks` finds chunks a damaged index lost, which HDF5 would read as zeros
   with no checksum to fail; ``read_h5(..., written_whole=True)`` refuses such a file.
 """
@@ -42,7 +42,7 @@ class DamagedFileError(SmilfitUserError, ValueError):
     message names the file and h5py's reason, on one line."""
 
 
-#: ``h5py.File(..., 'w', libver=CHECKSUMMED_METADATA)``: the format of smilfit's own files.
+#: ``h5py.File(..., 'w', libver=CHECKSUMMED_METADATA)``: the format of fit results.
 CHECKSUMMED_METADATA = ('v110', 'latest')
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from smilfit.utils.atomic import atomic_path, publish
 
-from .files import CHECKSUMMED_METADATA, create_checked
+from .files import create_checked
 from .layout import (attr_value, blob_array, create_sample_dataset, write_header,
                      write_session_row)
 from .resume import check_resumable, recover_partial
@@ -167,7 +167,7 @@ class DatasetWriter:
                 warnings.warn(f'removing stale {self.partial_path} left by an earlier run')
                 self.partial_path.unlink()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.partial_path, 'w', libver=CHECKSUMMED_METADATA)
+            self._f = h5py.File(self.partial_path, 'w')
             self._create_layout()
             self._whole_samples = 0
         return self
