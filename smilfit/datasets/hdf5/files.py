@@ -178,5 +178,5 @@ def create_checked(group: h5py.Group, name: str, data: Any = None, **kwargs) -> 
     return group.create_dataset(name, data=data, **kwargs, **checksum_options(dtype, shape))
 
 
-__all__ = ['CHECKSUMMED_METADATA', 'DamagedFileError', 'read_h5', 'reading', 'raised_by_h5py', 'missing_chunks',
-           'checksum_options', 'create_checked']
+__all__ = ['CHECKSUMMED_METADATA', 'DamagedFileError', 'read_h5', 'reading', 'raised_by_h5py',
+           'missing_chunks', 'checksum_options', 'create_checked']
