@@ -125,3 +125,17 @@ def pytest_configure(config):
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     import torch
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _each_test_s_runner_loggers_go_with_it():
+    """mmengine names a runner's logger after its config and the second it was built, and
+    hands out the logger of that name if one exists: a runner of a later test in the same
+    second and worker got an earlier test's logger, whose handler writes to that test's
+    closed output capture (a 'Logging error' traceback in the later test's output). The
+    loggers a test's runners made are forgotten after it."""
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    yield
+    for name in set(MMLogger._instance_dict) - before:
+        MMLogger._instance_dict.pop(name, None)
