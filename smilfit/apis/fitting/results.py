@@ -178,8 +178,9 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
             start = 0
             for path, n in zip(paths, rows):
                 with np.load(path) as z:
+                    read = {}       # (each array is read from the batch file once)
                     for key, dataset in datasets.items():
-                        value = z[key]
+                        value = read[key] = z[key]
                         if value.shape != (n,) + dataset.shape[1:]:
                             raise ValueError(
                                 f'{path}: {key} is {value.shape}, not {n} samples of the '
@@ -187,7 +188,7 @@ def merge_chunks(chunks: Path, results: Path, num_chunks: int, registrant, reade
                                 '--overwrite')
                         dataset[start:start + n] = value
                     if quality is not None:
-                        quality.add({k: z[k] for k in QUALITY_KEYS if k in layout})
+                        quality.add({k: read[k] for k in QUALITY_KEYS if k in read})
                 start += n
             for key, value in (skeleton or {}).items():
                 # One row per animal (samples/animal indexes them).
