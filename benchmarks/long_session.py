@@ -15,10 +15,16 @@ memory is the process's); prints a table:
   its own);
 - the skeletons' worst bone-length error, in % of the body length.
 
+The labels are exact unless ``--noise SIGMA[,OUTLIERS[,SWAPS]]`` gives every view a pose
+estimator's kind of errors (:class:`smilfit.datasets.label_noise.LabelNoise`; the table is
+then ``long_session_noise``): without noise every frame alone fits its labels exactly and
+its Levenberg-Marquardt converges fast, which flatters the time without the motion prior.
+
 Usage::
 
     python benchmarks/long_session.py                       # 2,000 and 20,000 frames
     python benchmarks/long_session.py --frames 500 --animals 3
+    python benchmarks/long_session.py --noise 2 --frames 2000
     python benchmarks/long_session.py --tables docs/tables   # the docs' table
 """
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The session is a video: each animal's poses move about 0.05 rad a frame
@@ -59,7 +66,7 @@ def config(path: Path, batch_size: int, skeleton_frames: int, motion: bool = Fal
 
 
 def one(frames: int, animals: int, batch_size: int, skeleton_frames: int,
-        motion: bool = False) -> dict:
+        motion: bool = False, noise: Optional[str] = None) -> dict:
     """Make and fit one session in this process; the measurements."""
     import h5py
     import numpy as np
@@ -86,7 +93,8 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int,
         # (in a process of its own: the peak memory reported is the fit's, not the
         # making's, whose freed memory the allocator would keep)
         subprocess.run([sys.executable, __file__, '--make', str(tmp), '--frames', str(frames),
-                        '--animals', str(animals)], check=True)
+                        '--animals', str(animals)] + (['--noise', noise] if noise else []),
+                       check=True)
         made = time.perf_counter() - start
         with np.load(tmp / 'truth.npz') as z:
             truth = dict(bone_trans=torch.as_tensor(z['bone_trans']), length=float(z['length']))
@@ -110,14 +118,20 @@ def one(frames: int, animals: int, batch_size: int, skeleton_frames: int,
                 bone_error_pct=100 * err)
 
 
-def make(folder: Path, frames: int, animals: int) -> None:
-    """Write the session to ``folder/session.h5`` and its skeletons' truth to
-    ``folder/truth.npz``."""
+def make(folder: Path, frames: int, animals: int, noise: Optional[str] = None) -> None:
+    """Write the session to ``folder/session.h5`` (its labels with ``noise``, a
+    :meth:`~smilfit.datasets.label_noise.LabelNoise.parse` text) and its skeletons' truth
+    to ``folder/truth.npz``."""
     import numpy as np
 
+    from smilfit.datasets.label_noise import LabelNoise, write_noisy_dataset
     from smilfit.datasets.synthetic_animals import generate_animal_session
-    truth = generate_animal_session(folder / 'session.h5', num_animals=animals, frames=frames,
+    clean = folder / ('session_clean.h5' if noise else 'session.h5')
+    truth = generate_animal_session(clean, num_animals=animals, frames=frames,
                                     pose_correlation=VIDEO_CORRELATION)
+    if noise:
+        write_noisy_dataset(clean, folder / 'session.h5', LabelNoise.parse(noise))
+        clean.unlink()
     np.savez(folder / 'truth.npz', bone_trans=np.asarray(truth['bone_trans']),
              length=np.asarray(float(truth['length'])))
 
@@ -132,22 +146,33 @@ def main(argv=None) -> int:
     parser.add_argument('--motion', choices=['off', 'on', 'both'], default='both',
                         help='fit without the motion prior, with it, or both side by side '
                              '(default)')
+    parser.add_argument('--noise', metavar='SIGMA[,OUTLIERS[,SWAPS]]', default=None,
+                        help="label errors in every view, e.g. '2' (2 px) or '3,0.05,0.03' "
+                             '(default: exact labels)')
     parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--make', metavar='DIR', help=argparse.SUPPRESS)
     parser.add_argument('--tables', metavar='DIR', default=None,
                         help='also write the table to DIR/long_session.md (docs/tables for '
                              'the documentation)')
     args = parser.parse_args(argv)
+    if args.noise is not None:
+        from smilfit.datasets.label_noise import LabelNoise
+        try:
+            LabelNoise.parse(args.noise)
+        except ValueError as err:
+            parser.error(str(err))
     if args.make:
-        make(Path(args.make), args.frames[0], args.animals)
+        make(Path(args.make), args.frames[0], args.animals, args.noise)
         return 0
     if args.one:
         print(json.dumps(one(args.frames[0], args.animals, args.batch_size,
-                             args.skeleton_frames, args.motion == 'on')))
+                             args.skeleton_frames, args.motion == 'on', args.noise)))
         return 0
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    noise = ([] if args.noise is None else ['--noise', args.noise])
     print(f'\n{args.animals} animals, 4 cameras, batch {args.batch_size}, skeletons from up '
-          f'to {args.skeleton_frames} frames each, 1 thread\n')
+          f'to {args.skeleton_frames} frames each, 1 thread, labels '
+          + ('exact' if args.noise is None else f'with errors {args.noise}') + '\n')
     rows = []
     motions = {'off': ['off'], 'on': ['on'], 'both': ['off', 'on']}[args.motion]
     for frames in args.frames:
@@ -156,7 +181,8 @@ def main(argv=None) -> int:
             out = subprocess.run([sys.executable, __file__, '--one', '--frames', str(frames),
                                   '--animals', str(args.animals), '--batch-size',
                                   str(args.batch_size), '--skeleton-frames',
-                                  str(args.skeleton_frames), '--motion', motion], env=env,
+                                  str(args.skeleton_frames), '--motion', motion] + noise,
+                                 env=env,
                                  capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:], file=sys.stderr)
@@ -170,7 +196,7 @@ def main(argv=None) -> int:
                          f"{r['peak_mb']:,.0f}", f"{r['reprojection_px']:.3f}",
                          f"{r['bone_error_pct']:.2f}"])
             print(f'{frames:,} frames, motion prior {motion} done', flush=True)
-    emit('long_session', ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
+    emit('long_session' + ('' if args.noise is None else '_noise'), ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
                           'fit s (all)', 'fit time / without', 'ms per sample', 'peak MB',
                           'median reprojection px', 'worst bone error % of body'], rows,
          args.tables, command_line(argv, 'long_session.py'))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from smilfit.handlers.motion_prior import chain_order
-from .banded import banded_solve
+from .banded import FrameBlocks, banded_solve
 from .problem import LeastSquaresProblem
 from .scatter import sum_into
 from .trust_region import DAMPING
@@ -233,20 +233,23 @@ class ChainSystem:
         X = m.gather(self.x, table)
         grad_m, diag_m, below_m = (m.gather(t, table) for t in self.motion_normal)
         g = m.gather(self.g, table) + grad_m                               # (m, T, P)
-        A = m.gather(self.H, table)                                        # (m, T, P, P)
         valid = (table >= 0)[..., None]
-        diag = (A.diagonal(dim1=-2, dim2=-1).to(self.dtype) + diag_m) * valid
+        diag = (m.gather(self.H.diagonal(dim1=-2, dim2=-1), table).to(self.dtype)
+                + diag_m) * valid
         C, T, P = diag.shape
         mean = diag.sum((1, 2)) / (m.lengths[units].to(self.dtype) * P)
         D = self.damping(diag.reshape(C, -1), mean, diag.amax((1, 2))).reshape(C, T, P) * valid
-        A.diagonal(dim1=-2, dim2=-1).add_((diag_m + lam[:, None, None] * D).to(A.dtype))
-        step, info = banded_solve(A, below_m.to(A.dtype), g.to(A.dtype), m.lengths[units])
+        D = lam[:, None, None] * D
+        # the frames' J^T J read in place by the elimination, the damping and the motion
+        # terms' diagonal added row by row
+        ldt = self.H.dtype
+        blocks = FrameBlocks(self.H, table, (diag_m + D).to(ldt))
+        step, info = banded_solve(blocks, below_m.to(ldt), g.to(ldt), m.lengths[units])
         step = -step.to(self.dtype) * valid
         solved = (info == 0) & torch.isfinite(step).all(2).all(1)
         step = torch.where(solved[:, None, None], step, torch.zeros_like(step))
-        # s^T H s of the undamped system (data and motion) from (H + lam D) s = -g
-        curvature = (-(g * step).sum((1, 2))
-                     - (lam[:, None, None] * D * step * step).sum((1, 2)))
+        # s^T H s of the undamped system (data and motion) from (H + D) s = -g
+        curvature = -(g * step).sum((1, 2)) - (D * step * step).sum((1, 2))
         predicted = torch.where(solved, -(2.0 * (g * step).sum((1, 2)) + curvature),
                                 torch.full_like(lam, float('inf')))
         return ChainTrial(units, table, X + step, solved, predicted, step.abs().amax((1, 2)),

@@ -46,8 +46,8 @@ def test_banded_solve_is_the_dense_solve_for_chains_of_any_length(b, columns):
 
 
 @pytest.mark.parametrize('b', [1, 2])
-def test_diagonal_couplings_given_as_vectors_solve_the_same(b):
-    lengths = [7, 3, 1, 12]
+@pytest.mark.parametrize('lengths', [[7, 3, 1, 12], [1, 1], [2, 5, 4, 2]])
+def test_diagonal_couplings_given_as_vectors_solve_the_same(b, lengths):
     P = 4
     diag, below, _ = _chains(lengths, P, b, seed=2)
     vectors = torch.randn(len(lengths), max(lengths), b, P, dtype=torch.float64)
@@ -76,3 +76,36 @@ def test_an_indefinite_chain_is_flagged_and_leaves_the_others_exact():
                            torch.tensor(lengths))
     assert info.tolist()[1] != 0 and info[0] == 0 and info[2] == 0
     assert torch.isfinite(x).all()
+
+
+def test_blocks_read_by_reference_solve_as_the_dense_system():
+    """Frames' matrices in any order, referenced by each chain's rows, with a diagonal
+    added per row, wide enough for the blocked inverses: the dense solve's answer."""
+    from smilfit.ops.spd_inverse import BLOCK_MIN_SIZE
+    from smilfit.registrants.solver.banded import FrameBlocks
+    lengths = [6, 1, 3, 2, 9]
+    P = BLOCK_MIN_SIZE + 1
+    diag, _, _ = _chains(lengths, P, 1, seed=4)
+    coupling = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
+    extra = torch.rand(len(lengths), max(lengths), P, dtype=torch.float64)
+    # the frames' matrices stored shuffled, as a batch's frames are
+    valid = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    order = torch.randperm(int(valid.sum()), generator=torch.Generator().manual_seed(0))
+    store = torch.empty(int(valid.sum()), P, P, dtype=torch.float64)
+    index = torch.full(valid.shape, -1)
+    index[valid] = order
+    store[order] = diag[valid]
+    rhs = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
+    x, info = banded_solve(FrameBlocks(store, index, extra), coupling[:, :, None], rhs,
+                           torch.tensor(lengths))
+    assert (info == 0).all()
+    for c, n in enumerate(lengths):
+        A = diag[c, :n] + torch.diag_embed(extra[c, :n])
+        full = torch.block_diag(*A)
+        for t in range(1, n):
+            block = torch.diag(coupling[c, t])
+            full[t * P:(t + 1) * P, (t - 1) * P:t * P] = block
+            full[(t - 1) * P:t * P, t * P:(t + 1) * P] = block
+        expected = torch.linalg.solve(full, rhs[c, :n].reshape(-1))
+        torch.testing.assert_close(x[c, :n].reshape(-1), expected, rtol=1e-8, atol=1e-10)
+        assert (x[c, n:] == 0).all()

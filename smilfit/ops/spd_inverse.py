@@ -1,0 +1,68 @@
+"""Inverses of batches of small symmetric positive definite matrices, with most of the
+arithmetic in matrix products.
+
+LAPACK's Cholesky factorisation and inverse (``potrf``, ``potri``) of matrices a few dozen
+wide run far below the speed of a matrix product of the same size: on the 2-core CPU
+machine, one thread, float32 and 84 wide, about 7 GFlop/s against 60-85 for ``bmm``.
+:func:`spd_inverse` splits a matrix ``[[A, B], [B^T, C]]`` into halves and inverts it
+through the Schur complement ``S = C - B^T A^-1 B``::
+
+    [[A^-1 + X S^-1 X^T, -X S^-1], [-(X S^-1)^T, S^-1]]      with X = A^-1 B
+
+which leaves two inverses of half the width (an eighth of the work each) and four
+products. Below :data:`BLOCK_MIN_SIZE` the halves' products no longer pay for their
+extra calls and the matrix is inverted by LAPACK directly.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+#: Matrices at least this wide are inverted as 2 x 2 blocks, recursively (measured on the
+#: 2-core CPU machine, one thread, batches of 4 and 64, against ``cholesky_ex`` +
+#: ``cholesky_inverse``: 0.60-0.85x the time at 128 wide, 0.74-0.96x at 84, 0.85-1.25x
+#: at 64; float32 and float64).
+BLOCK_MIN_SIZE = 80
+
+
+def spd_inverse(A: Tensor) -> Tuple[Tensor, Tensor]:
+    """The inverses of symmetric positive definite matrices.
+
+    Args:
+        A: (..., n, n) symmetric matrices (both triangles are read).
+
+    Returns:
+        ``(inverse (..., n, n), info (...) int32)``: ``info`` is 0 where the matrix is
+        positive definite; elsewhere that matrix's inverse is meaningless (but finite:
+        the failed factor is replaced by the identity, so nothing non-finite reaches the
+        other matrices of a caller's computation).
+    """
+    n = A.shape[-1]
+    if n < BLOCK_MIN_SIZE:
+        L, info = torch.linalg.cholesky_ex(A)
+        failed = info != 0
+        if bool(failed.any()):
+            eye = torch.eye(n, dtype=A.dtype, device=A.device)
+            L = torch.where(failed[..., None, None], eye, L)
+        return torch.cholesky_inverse(L), info.to(torch.int32)
+    k = n // 2
+    top, corner, bottom = A[..., :k, :k], A[..., :k, k:], A[..., k:, k:]
+    top_inverse, top_info = spd_inverse(top)
+    X = top_inverse @ corner                                  # A^-1 B
+    schur_inverse, schur_info = spd_inverse(bottom - corner.mT @ X)
+    Y = X @ schur_inverse                                     # A^-1 B S^-1
+    out = torch.empty_like(A)
+    out[..., :k, :k] = torch.baddbmm(top_inverse.reshape(-1, k, k), Y.reshape(-1, k, n - k),
+                                     X.reshape(-1, k, n - k).mT).reshape(top.shape)
+    out[..., :k, k:] = -Y
+    out[..., k:, :k] = -Y.mT
+    out[..., k:, k:] = schur_inverse
+    # a matrix is positive definite exactly where its leading block and that block's
+    # Schur complement are
+    return out, top_info | schur_info
+
+
+__all__ = ['BLOCK_MIN_SIZE', 'spd_inverse']
