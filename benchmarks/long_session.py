@@ -196,7 +196,8 @@ def main(argv=None) -> int:
                          f"{r['peak_mb']:,.0f}", f"{r['reprojection_px']:.3f}",
                          f"{r['bone_error_pct']:.2f}"])
             print(f'{frames:,} frames, motion prior {motion} done', flush=True)
-    emit('long_session' + ('' if args.noise is None else '_noise'), ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
+    suffix = '' if args.noise is None else '_noise'
+    emit(f'long_session{suffix}', ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
                           'fit s (all)', 'fit time / without', 'ms per sample', 'peak MB',
                           'median reprojection px', 'worst bone error % of body'], rows,
          args.tables, command_line(argv, 'long_session.py'))
