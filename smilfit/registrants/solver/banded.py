@@ -142,7 +142,8 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     Each half is eliminated along its rows, ``S_t = A_tt - diag(e) S_{t-1}^-1 diag(e)``
     (``e`` the coupling to the row eliminated before), which a diagonal coupling makes an
     elementwise product (no solve with P right-hand sides): the fewest operations of all,
-    the cost per row one factorisation and one inverse of a P x P block. Both halves of
+    the cost per row one inverse of a P x P block (:func:`~smilfit.ops.spd_inverse.
+    spd_inverse`). Both halves of
     every chain run in the same batched step, so a chain of ``n`` rows takes ``n / 2``
     steps in Python, not ``n``. The middle row takes both halves' eliminations, is solved,
     and both halves are substituted back from it. A chain whose block was not positive
@@ -169,8 +170,8 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     e_next = coupling[chain[:, None], toward] * reach[..., None].to(coupling)
     r_half = rhs[chain[:, None], row]
     counts = (size.cpu()[None, :] > torch.arange(span)[:, None]).sum(1).tolist()
-    inverse = diagonal.blocks.new_empty(2 * C, span, P, P)                # S_s^-1
-    z = rhs.new_zeros(2 * C, span, P, k)                                  # S_s^-1 y_s
+    inverse = diagonal.blocks.new_empty(2 * C, span, P, P)             # S_s^-1
+    z = rhs.new_zeros(2 * C, span, P, k)                               # S_s^-1 y_s
     info = torch.zeros(2 * C, dtype=torch.int32, device=device)
     for s in range(span):
         m = counts[s]
