@@ -53,13 +53,9 @@ def spd_inverse(A: Tensor) -> Tuple[Tensor, Tensor]:
     top_inverse, top_info = spd_inverse(top)
     X = top_inverse @ corner                                  # A^-1 B
     schur_inverse, schur_info = spd_inverse(bottom - corner.mT @ X)
-    Y = X @ schur_inverse                                     # A^-1 B S^-1
-    out = torch.empty_like(A)
-    out[..., :k, :k] = torch.baddbmm(top_inverse.reshape(-1, k, k), Y.reshape(-1, k, n - k),
-                                     X.reshape(-1, k, n - k).mT).reshape(top.shape)
-    out[..., :k, k:] = -Y
-    out[..., k:, :k] = -Y.mT
-    out[..., k:, k:] = schur_inverse
+    Y = -(X @ schur_inverse)                                  # -A^-1 B S^-1
+    out = torch.cat([torch.cat([top_inverse - Y @ X.mT, Y], -1),
+                     torch.cat([Y.mT, schur_inverse], -1)], -2)
     # a matrix is positive definite exactly where its leading block and that block's
     # Schur complement are
     return out, top_info | schur_info

@@ -68,9 +68,15 @@ class FrameBlocks:
     def take(self, chains: Tensor, rows: Tensor) -> Tensor:
         """(m, P, P) a new tensor with the blocks of rows ``rows`` (m,) of ``chains``
         (m,)."""
-        out = self.blocks[self.index[chains, rows]]
-        if self.extra is not None:
-            out.diagonal(dim1=-2, dim2=-1).add_(self.extra[chains, rows])
+        return self.at(self.index[chains, rows],
+                       None if self.extra is None else self.extra[chains, rows])
+
+    def at(self, index: Tensor, extra: Optional[Tensor]) -> Tensor:
+        """(m, P, P) a new tensor with ``blocks[index]`` (m,) plus ``diag(extra)`` (m, P)
+        (rows already looked up, e.g. once for a whole elimination)."""
+        out = self.blocks.index_select(0, index)
+        if extra is not None:
+            out.diagonal(dim1=-2, dim2=-1).add_(extra)
         return out
 
     def dense(self) -> Tensor:
@@ -169,18 +175,21 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     row = torch.where(reach, row, torch.zeros_like(row))
     e_next = coupling[chain[:, None], toward] * reach[..., None].to(coupling)
     r_half = rhs[chain[:, None], row]
+    # each step's blocks looked up once for the whole elimination
+    block_at = diagonal.index[chain[:, None], row].clamp_min(0)
+    extra = None if diagonal.extra is None else diagonal.extra[chain[:, None], row]
     counts = (size.cpu()[None, :] > torch.arange(span)[:, None]).sum(1).tolist()
     inverse = diagonal.blocks.new_empty(2 * C, span, P, P)             # S_s^-1
     z = rhs.new_zeros(2 * C, span, P, k)                               # S_s^-1 y_s
     info = torch.zeros(2 * C, dtype=torch.int32, device=device)
     for s in range(span):
         m = counts[s]
-        S = diagonal.take(chain[:m], row[:m, s])
+        S = diagonal.at(block_at[:m, s], None if extra is None else extra[:m, s])
         y = r_half[:m, s]
         if s:
             e = e_next[:m, s - 1]
-            S = torch.addcmul(S, e[:, :, None] * inverse[:m, s - 1], e[:, None, :], value=-1)
-            y = y - e[..., None] * z[:m, s - 1]
+            S.addcmul_(e[:, :, None] * inverse[:m, s - 1], e[:, None, :], value=-1)
+            y = torch.addcmul(y, e[..., None], z[:m, s - 1], value=-1)
         inverse[:m, s], bad = spd_inverse(S)
         info[:m] |= bad
         z[:m, s] = inverse[:m, s] @ y
@@ -204,7 +213,8 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     xs[halves, size] = x_mid[chain]
     for s in range(span - 1, -1, -1):
         m = counts[s]
-        xs[:m, s] = z[:m, s] - inverse[:m, s] @ (e_next[:m, s, :, None] * xs[:m, s + 1])
+        xs[:m, s] = torch.baddbmm(z[:m, s], inverse[:m, s], e_next[:m, s, :, None]
+                                  * xs[:m, s + 1], alpha=-1)
     x = torch.zeros_like(rhs)
     x[torch.arange(C, device=device), middle] = x_mid
     x[chain[:, None].expand(-1, span)[reach], row[reach]] = xs[:, :span][reach]
