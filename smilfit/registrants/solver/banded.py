@@ -23,7 +23,7 @@ arithmetic of the reduction (its coupling updates are elementwise). It runs from
 ends of every chain towards its middle at once, so a chain of ``n`` frames takes ``n / 2``
 batched steps, and inverts each block with :func:`~smilfit.ops.spd_inverse.spd_inverse`
 (measured on the saved systems of ``long_session.py``'s chains, 84 columns, float32, one
-thread: 0.85x the time of one end at a time with LAPACK's inverses, the same answers to
+thread: 0.69-0.85x the time of one end at a time with LAPACK's inverses, the same answers to
 float32's rounding). The diagonal blocks may be given by reference
 (:class:`FrameBlocks`): each frame's ``J^T J`` is then read where it is kept, with the
 damping added as the elimination reaches it.
