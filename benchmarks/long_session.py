@@ -152,8 +152,9 @@ def main(argv=None) -> int:
     parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--make', metavar='DIR', help=argparse.SUPPRESS)
     parser.add_argument('--tables', metavar='DIR', default=None,
-                        help='also write the table to DIR/long_session.md (docs/tables for '
-                             'the documentation)')
+                        help='also write the table to DIR/long_session.md '
+                             '(long_session_noise.md with --noise; docs/tables for the '
+                             'documentation)')
     args = parser.parse_args(argv)
     if args.noise is not None:
         from smilfit.datasets.label_noise import LabelNoise

@@ -78,15 +78,17 @@ def test_an_indefinite_chain_is_flagged_and_leaves_the_others_exact():
     assert torch.isfinite(x).all()
 
 
-def test_blocks_read_by_reference_solve_as_the_dense_system():
+@pytest.mark.parametrize('b', [1, 2])
+def test_blocks_read_by_reference_solve_as_the_dense_system(b):
     """Frames' matrices in any order, referenced by each chain's rows, with a diagonal
-    added per row, wide enough for the blocked inverses: the dense solve's answer."""
+    added per row, wide enough for the blocked inverses: the dense solve's answer (a
+    velocity's couplings by elimination from both ends, an acceleration's by reduction)."""
     from smilfit.ops.spd_inverse import BLOCK_MIN_SIZE
     from smilfit.registrants.solver.banded import FrameBlocks
     lengths = [6, 1, 3, 2, 9]
     P = BLOCK_MIN_SIZE + 1
-    diag, _, _ = _chains(lengths, P, 1, seed=4)
-    coupling = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
+    diag, _, _ = _chains(lengths, P, b, seed=4)
+    coupling = torch.randn(len(lengths), max(lengths), b, P, dtype=torch.float64)
     extra = torch.rand(len(lengths), max(lengths), P, dtype=torch.float64)
     # the frames' matrices stored shuffled, as a batch's frames are
     valid = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
@@ -96,16 +98,17 @@ def test_blocks_read_by_reference_solve_as_the_dense_system():
     index[valid] = order
     store[order] = diag[valid]
     rhs = torch.randn(len(lengths), max(lengths), P, dtype=torch.float64)
-    x, info = banded_solve(FrameBlocks(store, index, extra), coupling[:, :, None], rhs,
+    x, info = banded_solve(FrameBlocks(store, index, extra), coupling, rhs,
                            torch.tensor(lengths))
     assert (info == 0).all()
     for c, n in enumerate(lengths):
         A = diag[c, :n] + torch.diag_embed(extra[c, :n])
         full = torch.block_diag(*A)
-        for t in range(1, n):
-            block = torch.diag(coupling[c, t])
-            full[t * P:(t + 1) * P, (t - 1) * P:t * P] = block
-            full[(t - 1) * P:t * P, t * P:(t + 1) * P] = block
+        for t in range(n):
+            for d in range(1, min(b, t) + 1):
+                block = torch.diag(coupling[c, t, d - 1])
+                full[t * P:(t + 1) * P, (t - d) * P:(t - d + 1) * P] = block
+                full[(t - d) * P:(t - d + 1) * P, t * P:(t + 1) * P] = block
         expected = torch.linalg.solve(full, rhs[c, :n].reshape(-1))
         torch.testing.assert_close(x[c, :n].reshape(-1), expected, rtol=1e-8, atol=1e-10)
         assert (x[c, n:] == 0).all()
