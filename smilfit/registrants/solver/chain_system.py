@@ -299,10 +299,11 @@ class ChainSystem:
 
 def _shift_back(values: Tensor, k: int) -> Tensor:
     """(m, T, ...) ``values`` moved ``k`` rows earlier along the chains: row ``t - k`` gets
-    what row ``t`` had."""
+    what row ``t`` had (all rows 0 where the chains are shorter than ``k``)."""
     if k == 0:
         return values
-    return F.pad(values[:, k:], (0, 0) * (values.dim() - 2) + (0, k))
+    T = values.shape[1]
+    return F.pad(values[:, k:], (0, 0) * (values.dim() - 2) + (0, min(k, T)))
 
 
 __all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'MotionTerms']

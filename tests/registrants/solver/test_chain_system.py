@@ -7,6 +7,7 @@ from smilfit.body_models import SMILModel, demo_model_data
 from smilfit.cameras import project_points
 from smilfit.datasets.synthetic import ring_cameras
 from smilfit.registrants import SMILRegistrant
+from smilfit.registrants.solver.chain_system import ChainMotion, MotionTerms
 
 POSE = ['global_orient', 'transl', 'body_pose']
 
@@ -138,6 +139,52 @@ def test_frames_far_apart_are_fitted_alone(model):
         obs, init_params=start, groups=groups)
     assert fit.history[-1]['per_sample'] is True
     assert float(fit.losses['motion'].abs().sum()) == 0.0
+
+
+def test_motion_terms_of_chains_shorter_than_their_stencil():
+    """Acceleration terms on chains of 1, 2 and 3 frames: shaped as the chains, zero where
+    no residual reaches back two frames, and the gradient ``J^T r`` of the cost."""
+    prev = torch.tensor([-1, -1, 1, -1, 3, 4])      # chains [0], [1, 2], [3, 4, 5]
+    P = 4
+    g = torch.Generator().manual_seed(0)
+    scale = torch.rand(6, P, generator=g, dtype=torch.float64) + 0.5
+    motion = ChainMotion(MotionTerms(prev, (1.0, -2.0, 1.0), scale, torch.zeros(6)),
+                         torch.zeros(6, dtype=torch.bool), 'cpu', torch.float64)
+    x = torch.randn(6, P, generator=g, dtype=torch.float64, requires_grad=True)
+    for chain in range(3):
+        table, _ = motion.frames(torch.tensor([chain]))
+        X = motion.gather(x, table)
+        cost, (grad, diag, below) = motion.terms(X, table)
+        T = table.shape[1]
+        assert cost.shape == (1, T) and grad.shape == diag.shape == (1, T, P)
+        assert below.shape == (1, T, 2, P)
+        (autograd,) = torch.autograd.grad(cost.sum(), X)
+        assert torch.allclose(grad, 0.5 * autograd)
+        cost = cost.detach()
+        if T < 3:
+            assert float(cost.abs().sum() + diag.abs().sum() + below.abs().sum()) == 0.0
+        else:
+            assert float(cost.sum()) > 0.0
+
+
+def test_acceleration_fits_a_video_with_lone_frames(model):
+    """Frames whose neighbours are missing stand alone in chains of one; the acceleration
+    prior's chain system takes them with the longer chains."""
+    obs, truth, start, groups = _video(model, 10, animals=2, noise=1.0, seed=13)
+    # animal 0 has every other frame only: each a chain of one, stepped alone while the
+    # other animal's chain is rejected or done
+    keep = ~((groups == 0) & (obs['frame_index'] % 2 == 1))
+    obs = {k: v[keep] if torch.is_tensor(v) and v.shape[0] == keep.numel() else v
+           for k, v in obs.items()}
+    start = {k: v[keep] for k, v in start.items()}
+    fit = _registrant(model, dict(type='LevenbergMarquardt'), order=2).fit(
+        obs, init_params=start, groups=groups[keep])
+    assert fit.history[-1]['per_sample'] is False
+    assert all(bool(torch.isfinite(fit.params[k]).all()) for k in POSE)
+    moved = model(return_vertices=False, **{k: fit.params[k] for k in POSE}).keypoints
+    actual = model(return_vertices=False, **{k: v[keep] for k, v in truth.items()}).keypoints
+    assert float((moved - actual).norm(dim=-1).median()) < 0.05 * float(
+        actual.std(1).norm(dim=-1).mean())
 
 
 def test_frames_drawn_anew_under_consecutive_indices_are_fitted_alone(model):
