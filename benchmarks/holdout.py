@@ -101,6 +101,11 @@ VARIANTS = {
                     'velocities (MotionPriorHandler order=2)',
     'no_markers': 'labels carried by the looked-up joints throughout (no stage places '
                   'markers on the body)',
+    'root_motion': "the motion prior on the root's turn and place and the global scale "
+                   'only, not on the body pose (MotionPriorHandler params)',
+    'final_unsmoothed': 'the last pose stage fitted frame by frame (its motion weight 0)',
+    'final_data_x2': "the last pose stage's keypoint term weighted twice (its noise "
+                     'scales divided by sqrt(2))',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (and so before the motion prior and the markers,
@@ -158,6 +163,19 @@ def apply_variant(cfg, variant: str):
                 handler.update(order=2)
     elif variant == 'no_markers':
         cfg.registrant.stages = [dict(s, place_markers=False) for s in cfg.registrant.stages]
+    elif variant == 'root_motion':
+        for handler in cfg.registrant.handlers:
+            if handler['type'] == 'MotionPriorHandler':
+                handler.update(params=['global_orient', 'transl', 'global_log_scale'])
+    elif variant in ('final_unsmoothed', 'final_data_x2'):
+        last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
+        stages = list(cfg.registrant.stages)
+        kind, weight = (('MotionPriorHandler', 0.0) if variant == 'final_unsmoothed'
+                        else ('Keypoint2DHandler', 2.0))
+        change = {h['name']: weight for h in cfg.registrant.handlers if h['type'] == kind}
+        stages[last] = dict(stages[last],
+                            loss_weights=dict(stages[last].get('loss_weights', {}), **change))
+        cfg.registrant.stages = stages
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
     return cfg

@@ -127,7 +127,10 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'before animal prior': 'fixed_pose_prior+no_exchange+no_motion+no_markers',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
-           'no_markers': 'no_markers', 'shipped': 'shipped'}
+           'no_markers': 'no_markers', 'shipped': 'shipped', 'root_motion': 'root_motion',
+           'final_unsmoothed': 'final_unsmoothed', 'final_data_x2': 'final_data_x2',
+           'posterior_spread+no_motion': 'posterior_spread+no_motion',
+           'final_data_x2+no_motion': 'final_data_x2+no_motion'}
 
 
 def _displacement(displaced):

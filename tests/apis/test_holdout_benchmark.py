@@ -36,6 +36,34 @@ def test_variants_join_and_revert_the_animal_prior_and_the_exchanges():
         bench.variant_name('joint+nonsense')
 
 
+def test_variants_of_the_motion_prior_and_the_last_stage_change_that_alone():
+    bench = benchmark_module('holdout')
+    shipped = mouse_session_config_on_demo_mouse('unused.h5')
+    last = max(i for i, s in enumerate(shipped.registrant.stages) if 'body_pose' in s['fit'])
+    names = {h['type']: h['name'] for h in shipped.registrant.handlers}
+    root = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'), 'root_motion')
+    motion = {h['type']: h for h in root.registrant.handlers}['MotionPriorHandler']
+    assert 'body_pose' not in motion['params'] and 'transl' in motion['params']
+    assert root.registrant.stages == shipped.registrant.stages
+    for variant, handler, weight in (('final_unsmoothed', 'MotionPriorHandler', 0.0),
+                                     ('final_data_x2', 'Keypoint2DHandler', 2.0)):
+        changed = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'), variant)
+        stages, before = changed.registrant.stages, shipped.registrant.stages
+        assert stages[last]['loss_weights'][names[handler]] == weight
+        # every other stage and the rest of the last one as shipped
+        assert [s for i, s in enumerate(stages) if i != last] == [
+            s for i, s in enumerate(before) if i != last]
+        assert {k: v for k, v in stages[last]['loss_weights'].items()
+                if k != names[handler]} == before[last].get('loss_weights', {})
+    both = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'),
+                               'final_data_x2+no_motion')
+    assert 'MotionPriorHandler' not in {h['type'] for h in both.registrant.handlers}
+    assert both.registrant.stages[last]['loss_weights'][names['Keypoint2DHandler']] == 2.0
+    synthetic = benchmark_module('holdout_synthetic')
+    assert all(bench.variant_name(v) == v for v in synthetic.CONFIGS.values()
+               if isinstance(v, str))
+
+
 def test_table_rows_compare_every_method_on_the_same_points():
     methods = benchmark_module('holdout_methods')
     block = dict(all=dict(fit_median_px=2.0, fit_p90_px=4.0, dlt_median_px=4.0,
