@@ -164,9 +164,11 @@ def apply_variant(cfg, variant: str):
     elif variant == 'no_markers':
         cfg.registrant.stages = [dict(s, place_markers=False) for s in cfg.registrant.stages]
     elif variant == 'root_motion':
+        from smilfit.handlers.motion_prior import DEFAULT_PARAMS
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'MotionPriorHandler':
-                handler.update(params=['global_orient', 'transl', 'global_log_scale'])
+                handler.update(params=[p for p in handler.get('params', DEFAULT_PARAMS)
+                                       if p != 'body_pose'])
     elif variant in ('final_unsmoothed', 'final_data_x2'):
         last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
         stages = list(cfg.registrant.stages)

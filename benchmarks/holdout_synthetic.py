@@ -21,13 +21,15 @@ held-out medians against DLT's); ``no_markers`` fits them without placing marker
 Configs: ``shipped`` is ``configs/fitting/mouse_multiview.py``'s registrant (errors in
 units of a noise scale from the residuals, skeleton prior in body lengths counted once
 per animal, skeleton-only and pose-only stages in turn, keypoint offsets started from
-the residuals); ``no_offset_start`` and ``joint`` are the alternatives of
-``benchmarks/holdout.py --variant`` (offsets started where the last stage left them;
-pose and skeleton in one stage); ``pixel constants`` is the registrant before errors
-were put in noise units (GMoF sigma 10/20 px, priors weighted per frame in squared pixels
-against squared model units). All on the demo mouse's body model, fitted on k of the 6
-cameras (a random sample of the subsets, seeded) and scored in the others, side by side
-with DLT from the same k.
+the residuals); ``pixel constants`` is the registrant before errors were put in noise
+units (GMoF sigma 10/20 px, priors weighted per frame in squared pixels against squared
+model units); the others are ``benchmarks/holdout.py --variant``s of the same names
+(``a+b``: both; ``before animal prior`` is
+``fixed_pose_prior+no_exchange+no_motion+no_markers``), e.g. ``no_offset_start`` and
+``joint`` (offsets started where the last stage left them; pose and skeleton in one
+stage), ``no_motion``, ``root_motion``, ``final_data_x2``. All on the demo mouse's body
+model, fitted on k of the 6 cameras (a random sample of the subsets, seeded) and scored in
+the others, side by side with DLT from the same k.
 
 ``--noise SIGMA,OUTLIERS,SWAPS`` adds a pose estimator's kind of errors to every view's
 labels (``3,0.05,0.03``: 3 px, 5 % of the points 20-60 px off, 3 % of the instances with
