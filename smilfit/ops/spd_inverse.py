@@ -43,11 +43,7 @@ def spd_inverse(A: Tensor) -> Tuple[Tensor, Tensor]:
     n = A.shape[-1]
     if n < BLOCK_MIN_SIZE:
         L, info = torch.linalg.cholesky_ex(A)
-        failed = info != 0
-        if bool(failed.any()):
-            eye = torch.eye(n, dtype=A.dtype, device=A.device)
-            L = torch.where(failed[..., None, None], eye, L)
-        return torch.cholesky_inverse(L), info.to(torch.int32)
+        return torch.cholesky_inverse(identity_where(L, info != 0)), info.to(torch.int32)
     k = n // 2
     top, corner, bottom = A[..., :k, :k], A[..., :k, k:], A[..., k:, k:]
     top_inverse, top_info = spd_inverse(top)
@@ -61,4 +57,14 @@ def spd_inverse(A: Tensor) -> Tuple[Tensor, Tensor]:
     return out, top_info | schur_info
 
 
-__all__ = ['BLOCK_MIN_SIZE', 'spd_inverse']
+def identity_where(L: Tensor, failed: Tensor) -> Tensor:
+    """Cholesky factors ``L`` (..., n, n) with the identity where the factorisation
+    ``failed`` (...) (so that no NaN spreads to the other matrices of a batched
+    computation; the failed ones' answers are to be discarded)."""
+    if not bool(failed.any()):
+        return L
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+    return torch.where(failed[..., None, None], eye, L)
+
+
+__all__ = ['BLOCK_MIN_SIZE', 'spd_inverse', 'identity_where']

@@ -35,7 +35,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-from smilfit.ops.spd_inverse import spd_inverse
+from smilfit.ops.spd_inverse import identity_where, spd_inverse
 
 Tensor = torch.Tensor
 
@@ -207,7 +207,7 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     y.index_add_(0, chain, -(e[..., None] * z_last))
     L, bad = torch.linalg.cholesky_ex(S)
     centre_bad = bad != 0
-    x_mid = torch.cholesky_solve(y, _safe(L, centre_bad))
+    x_mid = torch.cholesky_solve(y, identity_where(L, centre_bad))
     # back from the middle: x_s = z_s - S_s^-1 (e_s+1 * x_s+1)
     xs = rhs.new_zeros(2 * C, span + 1, P, k)
     xs[halves, size] = x_mid[chain]
@@ -280,7 +280,7 @@ def _cyclic_reduction(D: Tensor, E: Tensor, r: Tensor) -> Tuple[Tensor, Tensor]:
     if S == 1:
         L, info = torch.linalg.cholesky_ex(D[:, 0])
         failed = info != 0
-        L = _safe(L, failed)
+        L = identity_where(L, failed)
         return torch.cholesky_solve(r[:, 0], L)[:, None], failed
     if S % 2:                           # an identity block at the end, coupled to nothing
         eye = torch.eye(p, dtype=D.dtype, device=D.device)
@@ -290,7 +290,7 @@ def _cyclic_reduction(D: Tensor, E: Tensor, r: Tensor) -> Tuple[Tensor, Tensor]:
     H = D.shape[1] // 2
     L, info = torch.linalg.cholesky_ex(D[:, 1::2])          # the odd blocks, (C, H, p, p)
     failed = (info != 0).any(1)
-    L = _safe(L, info != 0)
+    L = identity_where(L, info != 0)
     to_left = E[:, 1::2]                                    # odd 2s+1 -> even 2s
     to_right = torch.cat([E[:, 2::2], E.new_zeros(C, 1, p, p)], 1)   # even 2s+2 -> odd 2s+1
     # D_odd^-1 [E_left, E_right^T, r_odd] in one solve
@@ -309,13 +309,6 @@ def _cyclic_reduction(D: Tensor, E: Tensor, r: Tensor) -> Tuple[Tensor, Tensor]:
     odd = ro - Zl @ even - Zr @ right
     x = torch.stack([even, odd], 2).reshape(C, 2 * H, p, -1)
     return x[:, :S], failed | failed_even
-
-
-def _safe(L: Tensor, failed: Tensor) -> Tensor:
-    """Factors with the identity where the factorisation failed (so that no NaN spreads to
-    other blocks of the chain's solve; its answer is discarded)."""
-    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
-    return torch.where(failed[..., None, None], eye, L)
 
 
 __all__ = ['FrameBlocks', 'banded_solve']
