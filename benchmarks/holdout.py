@@ -41,6 +41,7 @@ Usage::
     python benchmarks/holdout.py [--out-dir work_dirs/holdout_benchmark] [--device cuda]
         [--cases all_no_side] [--cfg-options registrant.stages.1.n_iter=40]
         [--variant joint] [--spread] [--noise 3,0.05,0.03] [--peers none] [--tables DIR]
+        [--keypoints Neck Trunk]
 """
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ CASES = {
 UNTUNED = ('eight_cameras',)
 
 
+#: The labels of the trunk and shoulders, whose joints a user is least sure of (the
+#: ``trunk_unmapped`` variant leaves their lookup rows out).
+TRUNK_LABELS = ('Neck', 'Trunk', 'Shoulder_left', 'Shoulder_right')
 #: Alternatives to the shipped config's choices, measured against it (the config's
 #: comments give the results): name -> what it changes.
 VARIANTS = {
@@ -106,6 +110,9 @@ VARIANTS = {
     'final_unsmoothed': 'the last pose stage fitted frame by frame (its motion weight 0)',
     'final_data_x2': "the last pose stage's keypoint term weighted twice (its noise "
                      'scales divided by sqrt(2))',
+    'trunk_unmapped': 'the joint lookup without the rows of the labels on the trunk and '
+                      f'shoulders ({", ".join(TRUNK_LABELS)}): the fit places them '
+                      '(place_unmapped)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (and so before the motion prior and the markers,
@@ -161,6 +168,11 @@ def apply_variant(cfg, variant: str):
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'MotionPriorHandler':
                 handler.update(order=2)
+    elif variant == 'trunk_unmapped':
+        from smilfit.body_models.joint_lookup import joint_lookup_dict
+        path = Path(cfg.data.joint_lookup)
+        lookup = joint_lookup_dict(path if path.is_absolute() else ROOT / path)
+        cfg.data.joint_lookup = {m: d for m, d in lookup.items() if d not in TRUNK_LABELS}
     elif variant == 'no_markers':
         cfg.registrant.stages = [dict(s, place_markers=False) for s in cfg.registrant.stages]
     elif variant == 'root_motion':
@@ -259,6 +271,30 @@ def write_summary(reports, args) -> str:
     return emit(f'holdout_session{suffix}', header, rows, args.tables)
 
 
+def write_keypoint_table(reports, args) -> str:
+    """The held-out medians of the keypoints ``args.keypoints``, fit and DLT, per case and
+    k (Markdown; written to ``--tables`` as ``holdout_session_keypoints[...].md``)."""
+    from tables import emit
+    rows = []
+    for name, report in reports:
+        for k, block in report['k'].items():
+            if not block['all']['points']:      # every view fitted: nothing held out
+                continue
+            for keypoint in args.keypoints:
+                row = block['keypoints'].get(keypoint) or {}
+                fit, dlt = row.get('fit_median_px'), row.get('dlt_median_px')
+                cells = [f'{v:.2f}' if v is not None else 'n/a' for v in (fit, dlt)]
+                ratio = f'{fit / dlt:.2f}' if fit is not None and dlt else 'n/a'
+                rows.append([name, 'no' if name in UNTUNED else 'yes', k, keypoint]
+                            + cells + [ratio])
+    print('\nHeld-out px medians of the keypoints named')
+    suffix = (args.table_suffix + holdout_methods.noise_suffix(args)
+              + holdout_methods.variant_suffix(args.variant))
+    return emit(f'holdout_session_keypoints{suffix}',
+                ['case', 'tuned on', 'k', 'keypoint', 'fit px', 'DLT px', 'fit / DLT'], rows,
+                args.tables)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,6 +315,9 @@ def main() -> int:
                         help='also fit every case with the initial dampings of '
                         f'SPREAD_DAMPINGS ({", ".join(map(str, SPREAD_DAMPINGS))}) and '
                         "print each case's range (about 3x the time)")
+    parser.add_argument('--keypoints', nargs='+', default=[], metavar='NAME',
+                        help='also tabulate these keypoints\' held-out medians, fit and DLT '
+                        '(holdout_session_keypoints[...].md)')
     holdout_methods.add_arguments(parser)
     args = parser.parse_args()
     if not SESSION.is_dir() or not MODEL.is_file():
@@ -336,6 +375,8 @@ def main() -> int:
               f'{dlt90:>9.2f}{fit90:>9.2f}{dlt_worst:>10.2f}{fit_worst:>10.2f}{wins:>10}'
               f'  {ok:<10}{seconds:>7.0f}')
     write_summary(reports, args)
+    if args.keypoints:
+        write_keypoint_table(reports, args)
     if spread:
         print('\nThe fit median against its range over the initial dampings '
               f'{", ".join(map(str, SPREAD_DAMPINGS))} (and the config\'s): a difference '

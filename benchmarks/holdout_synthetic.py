@@ -14,7 +14,7 @@ random walk, 10 % of the frames missing: gaps), where the motion prior couples t
 (``skin_labels``: the back above the spine, the flanks at the shoulders, hips, elbows and
 knees, no offsets besides; 1 px), the trunk label above ``spine_2`` mapped to ``spine_2``
 (``skin``), ``spine_1`` or ``spine_3`` (``skin_spine_1``, ``skin_spine_3``; neither
-labelled), written
+labelled) or left out of the lookup, for the fit to place (``skin_unmapped``), written
 besides as ``holdout_synthetic_skin.md`` (the trunk label's and the worst keypoint's
 held-out medians against DLT's); ``no_markers`` fits them without placing markers.
 
@@ -110,11 +110,13 @@ CASES = {'clean': (0.5, None, None), 'clean_f5': (0.5, 5, None), 'noisy': (3.0, 
          'noisy_f5': (3.0, 5, None), 'displaced': (0.5, 30, ('hind_paw_R', 0.2)),
          'displaced_knee': (0.5, 30, ('knee_L', 0.15)), 'video': (0.5, None, None),
          'skin': (1.0, None, None), 'skin_spine_1': (1.0, None, None),
-         'skin_spine_3': (1.0, None, None)}
+         'skin_spine_3': (1.0, None, None), 'skin_unmapped': (1.0, None, None)}
 #: cases whose labels are points on the skin (``skin_labels``: the back above the spine,
 #: the flanks at the shoulders, hips, elbows and knees) -> the model joint the trunk label
-#: (``spine_2``, on the back) is mapped to; its two neighbours are not labelled
-SKIN = {'skin': 'spine_2', 'skin_spine_1': 'spine_1', 'skin_spine_3': 'spine_3'}
+#: (``spine_2``, on the back) is mapped to (None: its lookup row is left out, and the fit
+#: places it); its two neighbours are not labelled
+SKIN = {'skin': 'spine_2', 'skin_spine_1': 'spine_1', 'skin_spine_3': 'spine_3',
+        'skin_unmapped': None}
 #: the trunk label of the skin cases and the joints left unlabelled beside it
 TRUNK_LABEL, TRUNK_NEIGHBOURS = 'spine_2', ('spine_1', 'spine_3')
 #: cases whose frames are a video: case -> the poses' frame-to-frame correlation
@@ -268,11 +270,13 @@ def main() -> int:
     return 0
 
 
-def _skin_lookup(names, trunk_joint: str):
-    """Data keypoint -> itself, but the trunk label carried by ``trunk_joint``."""
+def _skin_lookup(names, trunk_joint):
+    """Data keypoint -> itself, but the trunk label carried by ``trunk_joint`` (None: left
+    out of the lookup, for the fit to place)."""
     lookup = {n: n for n in names}
     lookup[TRUNK_LABEL] = None
-    lookup[trunk_joint] = TRUNK_LABEL
+    if trunk_joint is not None:
+        lookup[trunk_joint] = TRUNK_LABEL
     return lookup
 
 
@@ -290,7 +294,7 @@ def write_skin_summary(reports, args) -> str:
             worst = max(ratios, key=ratios.get)
             g = block['all']
             trunk = kp[TRUNK_LABEL]
-            rows.append([SKIN[case], label, report['samples'], k,
+            rows.append([SKIN[case] or 'left out (placed)', label, report['samples'], k,
                          f"{g['fit_median_px']:.2f}", f"{g['dlt_median_px']:.2f}",
                          f"{trunk['fit_median_px']:.2f}", f"{trunk['dlt_median_px']:.2f}",
                          f'{worst} {ratios[worst]:.2f}'])

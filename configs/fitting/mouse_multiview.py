@@ -44,8 +44,10 @@ registrant = dict(
         # network's start); the motion's scale is measured from it
         dict(name='pose', fit=pose_params, n_iter=30, optimizer=lm, ftol=1e-4, seed_ftol=1e-2,
              coarse=True, loss_weights=dict(motion=0.0)),
-        # the animal's bones and label offsets from all its frames, poses held
-        dict(name='skeleton', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6),
+        # the animal's bones and label offsets from all its frames, poses held; labels
+        # the joint lookup leaves out first placed at the nearest joint or skin point
+        dict(name='skeleton', fit=skeleton_params, n_iter=10, rounds=2, optimizer=lm, ftol=1e-6,
+             place_unmapped=True),
         dict(name='refine', fit=pose_params, n_iter=20, optimizer=lm, ftol=1e-4, seed_ftol=1e-2),
         # labels on the skin made markers moved by the skin there, where that follows
         # them better than their joints do

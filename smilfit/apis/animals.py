@@ -21,9 +21,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from smilfit.body_models.markers import definitions_from_text
 from smilfit.datasets.hdf5.files import read_h5
 from smilfit.registrants.marker_placement import (KEYPOINT_DEFINITIONS,
-                                                  keypoint_definitions_text)
+                                                  keypoint_definitions_text, placed_points)
 from smilfit.utils.atomic import load_npz_whole
 
 #: The most frames per animal its skeleton is estimated from (``data.skeleton_frames``).
@@ -176,6 +177,10 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
             raise KeyError(f'data.skeleton.animal {animal} out of range: {path} has '
                            f'{len(identities)} animals')
         out: Dict[str, Any] = {}
+        if KEYPOINT_DEFINITIONS in f.attrs:   # its offsets: one per keypoint it defines
+            out[KEYPOINT_DEFINITIONS] = str(f.attrs[KEYPOINT_DEFINITIONS])
+            shapes = dict(shapes, keypoint_offsets=(
+                len(definitions_from_text(out[KEYPOINT_DEFINITIONS])), 3))
         for name in names:
             key = f'animals/param_{name}'
             if key not in f:
@@ -186,8 +191,6 @@ def load_skeleton(spec: Mapping[str, Any], names: Sequence[str],
                 raise ValueError(f'{path}: {name} has shape {value.shape}, this fit needs '
                                  f'{tuple(shapes[name])}')
             out[name] = value
-        if KEYPOINT_DEFINITIONS in f.attrs:
-            out[KEYPOINT_DEFINITIONS] = str(f.attrs[KEYPOINT_DEFINITIONS])
     out['mode'] = mode
     return out
 
@@ -258,6 +261,10 @@ def estimate_skeletons(registrant, read, animals: Animals, frames: np.ndarray, s
                 continue
             fitted[a] = True
             for k, v in values.items():
+                stored = out[f'param_{k}']
+                if stored.shape[1:] != v.shape:   # keypoints placed in this call: more rows
+                    out[f'param_{k}'] = np.zeros(stored.shape[:1] + v.shape, stored.dtype)
+                    out[f'param_{k}'][:, :stored.shape[1]] = stored
                 out[f'param_{k}'][a] = v
     if not fitted.all():
         lost = [f'session {animals.session[a]} {animals.identity[a]}'
@@ -268,9 +275,9 @@ def estimate_skeletons(registrant, read, animals: Animals, frames: np.ndarray, s
     out.update(session=animals.session, identity=animals.identity.astype(str),
                frames_used=np.array([p.size for p in picks], np.int64), fitted=fitted,
                stamp=np.asarray(stamp))
-    if any(st.place_markers for st in registrant.stages) or calibrated is not None and \
-            calibrated.get(KEYPOINT_DEFINITIONS) is not None:
-        # the offsets are in the frames of the markers placed (or reused)
+    if placed_points(registrant.body_model) or \
+            calibrated is not None and calibrated.get(KEYPOINT_DEFINITIONS) is not None:
+        # the offsets are in the frames of the markers (or labels) placed (or reused)
         out[KEYPOINT_DEFINITIONS] = keypoint_definitions_text(registrant)
     return out
 

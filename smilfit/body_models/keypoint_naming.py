@@ -10,7 +10,7 @@ point (the frame of joint-local keypoint offsets).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -128,6 +128,16 @@ def match_keypoints(model_names: Sequence[str], data_names: Sequence[str],
         unmatched_data=[n for j, n in enumerate(data_names) if j not in matched_data])
 
 
+#: The name of the model keypoint a fit placed for a data keypoint its joint lookup left
+#: out (:mod:`smilfit.registrants.unmapped_placement`): this prefix and the label's name.
+PLACED_PREFIX = 'placed:'
+
+
+def placed_lookup(model_names: Sequence[str]) -> Dict[str, str]:
+    """``{model keypoint: data keypoint}`` of the placed keypoints among ``model_names``."""
+    return {n: n[len(PLACED_PREFIX):] for n in model_names if n.startswith(PLACED_PREFIX)}
+
+
 def lookup_model_names(body_model) -> List[str]:
     """Every model name a joint lookup may use: the joint names, then the keypoint names
     that are not joint names."""
@@ -206,4 +216,4 @@ def left_right_order(num_keypoints: int, pairs):
 
 __all__ = ['POINT_SOURCES', 'OFFSET_FRAMES', 'KeypointMatch', 'match_keypoints',
            'lookup_model_names', 'model_point_names', 'source_carriers', 'rotate_offsets',
-           'left_right_pairs', 'left_right_order']
+           'left_right_pairs', 'left_right_order', 'PLACED_PREFIX', 'placed_lookup']

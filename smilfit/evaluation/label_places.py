@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from smilfit.body_models.keypoint_naming import PLACED_PREFIX
 from smilfit.body_models.parameters import MODEL_INPUTS, REST_BODY_PARAMS
 from smilfit.losses.skeleton_priors import body_length
 from smilfit.ops.point_mesh import point_to_surface_sq
@@ -109,7 +110,15 @@ def format_label_places(places: Mapping[str, Any]) -> str:
     for name, row in rows.items():
         point, depth, moved_by, off = _cells(row)
         lines.append(f'  {name:<24}{point:<24}{depth:>9}  {moved_by:<24}{off:>14}')
-    return '\n'.join(lines)
+    return '\n'.join(lines + _placed_note(rows, '  '))
+
+
+def _placed_note(rows: Mapping[str, Any], indent: str = '') -> List[str]:
+    """A line saying what a ``placed:`` model point is, where the table has one."""
+    if not any(str(r['model_point']).startswith(PLACED_PREFIX) for r in rows.values()):
+        return []
+    return [f'{indent}{PLACED_PREFIX}<label>: a label the joint lookup left out, placed by '
+            'the fit at the joint or skin point nearest to where it was triangulated']
 
 
 def label_places_markdown(places: Mapping[str, Any]) -> str:
@@ -122,7 +131,8 @@ def label_places_markdown(places: Mapping[str, Any]) -> str:
              '|---|---|---|---|---|']
     for name, row in rows.items():
         lines.append('| ' + ' | '.join((name,) + _cells(row)) + ' |')
-    return '\n'.join(lines)
+    note = _placed_note(rows)
+    return '\n'.join(lines + ([''] + note if note else []))
 
 
 def _cells(row: Mapping[str, Any]) -> Tuple[str, str, str, str]:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from smilfit.body_models.keypoint_naming import source_carriers
+from smilfit.body_models.keypoint_naming import placed_lookup, source_carriers
 from smilfit.body_models.markers import (definitions_from_text, definitions_to_text,
                                          marker_definitions, marker_skinning, skin_around,
                                          surface_places)
@@ -33,7 +33,7 @@ Tensor = torch.Tensor
 
 __all__ = ['check_marker_stages', 'place_markers', 'label_errors', 'significantly_smaller',
            'anchor_joint', 'redefine', 'keypoint_definitions_text', 'apply_keypoint_definitions',
-           'KEYPOINT_DEFINITIONS']
+           'placed_points', 'KEYPOINT_DEFINITIONS']
 
 #: The key of the body model's keypoint definitions (JSON text) in skeleton files and
 #: the attribute in fit results.
@@ -41,14 +41,16 @@ KEYPOINT_DEFINITIONS = 'keypoint_definitions'
 
 
 def check_marker_stages(stages: Sequence[Any], shared: Sequence[str]) -> None:
-    """Every stage that places markers fits shared (per-animal) ``keypoint_offsets``."""
+    """Every stage that places markers or the labels the lookup leaves out
+    (``place_unmapped``) fits shared (per-animal) ``keypoint_offsets``."""
     for stage in stages:
-        if getattr(stage, 'place_markers', False) and not (
-                'keypoint_offsets' in stage.fit and 'keypoint_offsets' in shared):
-            raise ValueError(f"stage {stage.name!r}: place_markers needs a stage fitting "
-                             "'keypoint_offsets' shared per animal (registrant.shared="
-                             "dict(keypoint_offsets=True)): each animal's offsets carry "
-                             'its labels from the markers')
+        for flag in ('place_markers', 'place_unmapped'):
+            if getattr(stage, flag, False) and not (
+                    'keypoint_offsets' in stage.fit and 'keypoint_offsets' in shared):
+                raise ValueError(f"stage {stage.name!r}: {flag} needs a stage fitting "
+                                 "'keypoint_offsets' shared per animal (registrant.shared="
+                                 "dict(keypoint_offsets=True)): each animal's offsets carry "
+                                 'its labels from the points placed')
 
 
 def _rest_params(params: Mapping[str, Tensor], shared: Sequence[str], groups: Tensor,
@@ -265,6 +267,13 @@ def redefine(registrant, definitions: Mapping[str, Mapping[str, Any]]) -> None:
         h.setup(registrant.body_model, registrant.data_info)
 
 
+def placed_points(model) -> bool:
+    """Whether a fit placed points on ``model``: labels made markers, or labels its lookup
+    left out given keypoints (so the skeleton's offsets are in those points' frames)."""
+    return (any('marker' in d for d in model.keypoint_definitions.values())
+            or bool(placed_lookup(model.keypoint_names)))
+
+
 def keypoint_definitions_text(registrant) -> np.ndarray:
     """The registrant's body model's keypoint definitions as a 0-d string array (what a
     skeleton file stores beside the per-animal parameters)."""
@@ -273,15 +282,22 @@ def keypoint_definitions_text(registrant) -> np.ndarray:
 
 def apply_keypoint_definitions(registrant, text: Any) -> None:
     """Define the registrant's body model's keypoints from a skeleton file's
-    :func:`keypoint_definitions_text` and set its handlers up again.
+    :func:`keypoint_definitions_text` and set its handlers up again; keypoints the fit
+    placed for labels its lookup left out (:mod:`.unmapped_placement`) are matched to
+    their labels again.
 
     Raises:
-        ValueError: the definitions name other keypoints than the model's.
+        ValueError: the definitions name other keypoints than the model's (and the
+            placed ones).
     """
+    from .unmapped_placement import match_placed   # (it imports this module)
     definitions = definitions_from_text(str(np.asarray(text)))
     model = registrant.body_model
-    if list(definitions) != list(model.keypoint_names):
+    own = [n for n in model.keypoint_names if n not in placed_lookup(model.keypoint_names)]
+    placed = placed_lookup(definitions)
+    if [n for n in definitions if n not in placed] != own:
         raise ValueError(f'the stored keypoint definitions name {list(definitions)[:4]}..., '
                          f'the body model has {list(model.keypoint_names)[:4]}...')
     if definitions != model.keypoint_definitions:
+        match_placed(registrant, placed)
         redefine(registrant, definitions)

@@ -18,6 +18,7 @@ from smilfit.registry import BODY_MODELS, HANDLERS, REGISTRANTS
 from smilfit.registry.build import build_module
 from .hooks import FittingHook, build_hooks
 from .marker_placement import check_marker_stages, place_markers
+from .unmapped_placement import place_unmapped
 from .setup_checks import warn_if_shape_cannot_move
 from .initialization import (global_pose_from_points, place_on_points,
                              triangulate_observations)
@@ -43,10 +44,9 @@ class FitResult:
         total_loss: (B,) sum of ``losses``.
         diverged: (B,) samples whose loss or gradient became non-finite; they keep
             their last finite parameters.
-        history: per stage: name, iterations (``steps``: the batch's, i.e. its slowest
-            sample's; ``unit_steps``, Levenberg-Marquardt stages only: summed over the
-            samples, or the groups of a stage fitting shared parameters), mean loss
-            before and after.
+        history: per stage: name, iterations (``steps``: the slowest sample's;
+            ``unit_steps``, Levenberg-Marquardt only: summed over the samples or the
+            groups), mean loss before and after.
         exchanged: (B, C) bool, the instances fitted with their left and right labels
             exchanged (the keypoint handler's ``exchange_left_right``), or None.
     """
@@ -122,6 +122,7 @@ class SMILRegistrant(nn.Module):
                                              sorted(self.shared))
         check_marker_stages(self.stages, sorted(self.shared))
         self._markers_placed: set = set()   # stages whose markers are placed (once)
+        self._placed = False   # the labels the lookup leaves out are placed (once)
         self._data_info: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------ set-up
@@ -316,11 +317,14 @@ class SMILRegistrant(nn.Module):
                        handlers: Sequence[nn.Module]) -> Dict[str, Tensor]:
         """``params`` with the shared parameters ``stage`` fits moved to where the
         handlers estimate them in closed form (``estimates_shared``, e.g. keypoint
-        offsets from the residuals), before the stage measures its noise scales; then
-        the labels made markers on the surface where the stage places them."""
+        offsets from the residuals), before the stage measures its noise scales; labels
+        placed first (``place_unmapped``), made markers last (``place_markers``)."""
         fitting = {n for n in stage.fit if n in self.shared}
-        estimating = [h for h in handlers if fitting & set(h.estimates_shared)]
         params = dict(params)
+        if stage.place_unmapped and 'keypoint_offsets' in fitting and not self._placed:
+            self._placed = True
+            params = place_unmapped(self, params, obs, groups, stage.place_unmapped)
+        estimating = [h for h in handlers if fitting & set(h.estimates_shared)]
         with torch.no_grad():
             for h in estimating:
                 expanded = self._expand(params, self.shared, groups)
@@ -368,9 +372,8 @@ class SMILRegistrant(nn.Module):
             fixed: parameters held at their initial values (``init_params``) by every
                 stage, e.g. an animal's skeleton estimated beforehand; a stage left
                 with nothing to fit is skipped (its history record says so).
-            until_last_shared: stop after the last stage that fits a shared parameter:
-                what estimating the shared parameters (an animal's skeleton) needs, since
-                later stages only refine the per-frame ones.
+            until_last_shared: stop after the last stage that fits a shared parameter
+                (what estimating an animal's skeleton needs; later stages refine frames).
             near: (B,) bool, samples whose ``init_params`` are already near the answer
                 (a network's prediction): they skip the ``coarse`` stages, which keep
                 their per-sample parameters as they were (a stage every sample skips is
@@ -430,15 +433,12 @@ class SMILRegistrant(nn.Module):
                     obs: Mapping[str, Tensor], groups: Tensor, diverged: Tensor,
                     history: List[Dict[str, Any]], near: Optional[Tensor] = None):
         """Run ``stages`` in turn: ``(params, diverged, carried)``, ``carried`` the
-        posterior variances and per-frame fits the stages handed on (observations for
-        the handlers after them, and for the final losses)."""
+        posterior variances and per-frame fits handed on (for later handlers and losses)."""
         everyone_near = near is not None and bool(near.all())
 
         def runs(stage: Stage) -> bool:
             return bool(stage.fit) and not (stage.coarse and everyone_near)
-        # The posterior variances a stage measured, for the handlers of the stages after
-        # it (a pose prior estimated from the animal's frames)
-        carried: Dict[str, Tensor] = {}
+        carried: Dict[str, Tensor] = {}   # e.g. posterior variances, for later pose priors
         for i, stage in enumerate(stages):
             skip = near if stage.coarse and near is not None and bool(near.any()) else None
             if not runs(stage):

@@ -13,13 +13,14 @@ names it and lists what is allowed: mmhuman3d silently swallowed stage typos.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from smilfit.body_models.parameters import FITTABLE_PARAMS
 
 #: Keys a stage config may have.
 _STAGE_KEYS = ('name', 'fit', 'n_iter', 'optimizer', 'ftol', 'gtol', 'loss_weights',
-               'per_sample', 'rounds', 'coarse', 'seed_ftol', 'place_markers')
+               'per_sample', 'rounds', 'coarse', 'seed_ftol', 'place_markers',
+               'place_unmapped')
 
 
 class StageConfigError(ValueError):
@@ -71,6 +72,11 @@ class Stage:
             make every label a marker on the body's surface where it sits now, moved by
             the joints that move the skin there (:mod:`.marker_placement`); once per
             registrant.
+        place_unmapped: before the stage (which fits the per-animal
+            ``keypoint_offsets``), place the data keypoints the joint lookup leaves out
+            (``True``: all of them; or a tuple of their names) at the model point
+            nearest to where they are triangulated (:mod:`.unmapped_placement`); once per
+            registrant.
     """
 
     name: str
@@ -85,6 +91,7 @@ class Stage:
     coarse: bool = False
     seed_ftol: Optional[float] = None
     place_markers: bool = False
+    place_unmapped: Union[bool, Tuple[str, ...]] = False
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
@@ -148,12 +155,19 @@ def parse_stage(cfg: Mapping[str, Any], index: int, handler_names: Sequence[str]
     if not isinstance(place_markers, bool):
         raise StageConfigError(f"{where}: 'place_markers' must be True or False, got "
                                f'{place_markers!r}')
+    place_unmapped = cfg.get('place_unmapped', False)
+    if not isinstance(place_unmapped, bool):
+        if isinstance(place_unmapped, str) or not isinstance(place_unmapped, Sequence) \
+                or not all(isinstance(n, str) for n in place_unmapped):
+            raise StageConfigError(f"{where}: 'place_unmapped' must be True, False or a list "
+                                   f'of data keypoint names, got {place_unmapped!r}')
+        place_unmapped = tuple(place_unmapped)
     return Stage(name=str(cfg.get('name', f'stage{index}')), fit=tuple(fit), n_iter=n_iter,
                  optimizer=optimizer, ftol=float(cfg.get('ftol', 1e-9)),
                  gtol=float(cfg.get('gtol', 1e-7)), loss_weights=weights,
                  per_sample=bool(cfg.get('per_sample', True)), rounds=rounds,
                  coarse=coarse, seed_ftol=None if seed_ftol is None else float(seed_ftol),
-                 place_markers=place_markers)
+                 place_markers=place_markers, place_unmapped=place_unmapped)
 
 
 def parse_stages(cfgs: Sequence[Mapping[str, Any]], handler_names: Sequence[str],

@@ -64,6 +64,29 @@ def test_variants_of_the_motion_prior_and_the_last_stage_change_that_alone():
                if isinstance(v, str))
 
 
+def test_the_trunk_unmapped_variant_leaves_only_the_trunk_rows_out_of_the_lookup():
+    """The shipped lookup without its trunk and shoulder rows (the fit places those labels);
+    the synthetic skin case without a row for its trunk label, as a user unsure of it
+    would leave it."""
+    from mmengine.config import Config
+
+    from smilfit.body_models.joint_lookup import joint_lookup_dict
+    bench = benchmark_module('holdout')
+    cfg = Config.fromfile(str(bench.CONFIG))
+    shipped = joint_lookup_dict(str(bench.ROOT / cfg.data.joint_lookup))
+    bench.apply_variant(cfg, 'trunk_unmapped')
+    assert set(bench.TRUNK_LABELS) <= set(shipped.values())
+    assert cfg.data.joint_lookup == {m: d for m, d in shipped.items()
+                                     if d not in bench.TRUNK_LABELS}
+    assert any(s.get('place_unmapped') for s in cfg.registrant.stages)
+    synthetic = benchmark_module('holdout_synthetic')
+    names = ['spine_2', 'neck', 'pelvis']
+    lookup = synthetic._skin_lookup(names, synthetic.SKIN['skin_unmapped'])
+    assert 'spine_2' not in {d for d in lookup.values() if d}
+    assert lookup['neck'] == 'neck'
+    assert synthetic._skin_lookup(names, 'spine_1')['spine_1'] == 'spine_2'
+
+
 def test_table_rows_compare_every_method_on_the_same_points():
     methods = benchmark_module('holdout_methods')
     block = dict(all=dict(fit_median_px=2.0, fit_p90_px=4.0, dlt_median_px=4.0,

@@ -94,3 +94,15 @@ def test_the_fit_report_lists_where_each_label_sits(tmp_path):
     assert max(off, key=off.get) == 'knee_L'
     text = (tmp_path / 'work' / 'fit_quality.txt').read_text()
     assert 'Where each label sits' in text and 'knee_L' in text.split('Where each label')[1]
+
+
+def test_both_tables_say_what_a_placed_model_point_is_where_one_is_listed():
+    from smilfit.evaluation.label_places import label_places_markdown
+    row = dict(marker_depth=None, moved_by='spine_2', off_surface=0.01)
+    mapped = dict(body_length=1.0, keypoints={'Nose': dict(row, model_point='nose')})
+    placed = dict(body_length=1.0, keypoints={'Nose': dict(row, model_point='nose'),
+                                              'Back': dict(row, model_point='placed:Back')})
+    for table in (format_label_places, label_places_markdown):
+        assert 'joint lookup left out' not in table(mapped)
+        text = table(placed)
+        assert 'placed:Back' in text and 'joint lookup left out' in text
