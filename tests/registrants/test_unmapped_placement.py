@@ -137,3 +137,37 @@ def test_place_unmapped_is_true_false_or_a_list_of_labels():
         with pytest.raises(StageConfigError, match='place_unmapped'):
             parse_stages([dict(name='s', fit=['keypoint_offsets'], place_unmapped=bad)],
                          ['kp2d'])
+
+
+def test_stored_definitions_bring_the_placed_points_and_their_matches_to_a_new_registrant():
+    """What a reused skeleton does: a registrant given another's definitions (with a
+    placed point) defines and matches it; definitions naming points the model does not
+    have (other than placed ones) are refused."""
+    import json
+
+    from smilfit.registrants.marker_placement import (apply_keypoint_definitions,
+                                                      keypoint_definitions_text)
+    first = _registrant()
+    model = first.body_model
+    names = list(model.keypoint_names) + ['back']
+    first.setup(dict(keypoint_names=names, joint_lookup={n: n for n in model.keypoint_names}))
+    B = 3
+    params = first.initial_params({}, B, torch.zeros(B, dtype=torch.long))
+    with torch.no_grad():
+        posed = model(return_vertices=True)
+    points = torch.cat([posed.keypoints, posed.vertices[:, 421, None]], 1).expand(B, -1, -1)
+    place_unmapped(first, params, {'keypoints_3d': points}, torch.zeros(B, dtype=torch.long))
+    text = keypoint_definitions_text(first)
+
+    again = _registrant()
+    again.setup(dict(keypoint_names=names,
+                     joint_lookup={n: n for n in again.body_model.keypoint_names}))
+    assert 'back' in again.keypoint_handler().match.unmatched_data
+    apply_keypoint_definitions(again, text)
+    assert again.body_model.keypoint_definitions == model.keypoint_definitions
+    match = again.keypoint_handler().match
+    assert dict(zip(match.model_names, match.data_names))[PLACED_PREFIX + 'back'] == 'back'
+    other = json.loads(str(text))
+    other['elsewhere'] = {'vertex': 3}
+    with pytest.raises(ValueError, match='stored keypoint definitions name'):
+        apply_keypoint_definitions(_registrant(), json.dumps(other))
