@@ -7,14 +7,15 @@ label on the body (:func:`place_unmapped`): the label's position triangulated in
 frame, the model point nearest to it over the frames (a joint, for a label at a joint's
 centre, or a vertex of the surface, for a label on the skin; by the median distance, so
 that swapped or outlying frames do not decide) becomes a new model keypoint named
-``placed:<label>`` (:data:`PLACED_PREFIX`), matched to the label, and each animal's
-offset carries the rest. The poses at that point come from the stages before (at least
-the rigid alignment), so every frame's body sits where its mapped labels put it.
+``placed:<label>`` (:data:`~smilfit.body_models.keypoint_naming.PLACED_PREFIX`),
+matched to the label, and each animal's offset carries the rest. The poses at that
+point come from the stages before (at least the rigid alignment), so every frame's body
+sits where its mapped labels put it.
 
 Labels are placed once per registrant (the first animals it fits); the definitions travel
 with the skeleton (:func:`~.marker_placement.keypoint_definitions_text`), and a model
 given them back matches each ``placed:`` keypoint to its label again
-(:func:`placed_lookup`).
+(:func:`~smilfit.body_models.keypoint_naming.placed_lookup`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from smilfit.body_models.keypoint_naming import PLACED_PREFIX, lookup_model_names, placed_lookup
+from smilfit.body_models.keypoint_naming import PLACED_PREFIX, lookup_model_names
 from smilfit.body_models.parameters import MODEL_INPUTS
 from smilfit.cameras.triangulation import triangulate_observations
 
@@ -37,6 +38,7 @@ FAR = 0.25
 
 __all__ = ['labels_to_place', 'nearest_model_points',
            'place_unmapped', 'extend_lookup', 'match_placed']
+
 
 def labels_to_place(handler, data_names: Sequence[str],
                     lookup: Optional[Mapping[str, Optional[str]]],
