@@ -112,6 +112,29 @@ def test_table_rows_compare_every_method_on_the_same_points():
     assert row['fit px'] == '2.00 (4.00)' and row['fit 3D'] == 'n/a'
 
 
+def test_the_keypoint_table_has_a_row_per_named_keypoint_where_views_are_held_out(tmp_path):
+    """``holdout.py --keypoints``: fit and DLT medians of the keypoints named, per case
+    and k; a k that holds nothing out (every view fitted) has no rows; a keypoint the
+    report does not score is n/a."""
+    bench = benchmark_module('holdout')
+    scored = dict(all=dict(points=12), keypoints=dict(
+        Neck=dict(fit_median_px=3.0, dlt_median_px=4.0),
+        Trunk=dict(fit_median_px=None, dlt_median_px=None)))
+    reports = [('all_no_side', dict(k={'2': scored, '3': dict(all=dict(points=0),
+                                                             keypoints={})})),
+               ('eight_cameras', dict(k={'2': scored}))]
+    args = argparse.Namespace(keypoints=['Neck', 'Trunk', 'Tail'], table_suffix='',
+                              noise=None, variant='trunk_unmapped', tables=str(tmp_path))
+    text = bench.write_keypoint_table(reports, args)
+    rows = [line for line in text.splitlines() if line.startswith('| all_no_side')
+            or line.startswith('| eight_cameras')]
+    assert len(rows) == 6                      # 2 cases x k = 2 x 3 keypoints
+    assert '| all_no_side | yes | 2 | Neck | 3.00 | 4.00 | 0.75 |' in rows
+    assert '| eight_cameras | no | 2 | Trunk | n/a | n/a | n/a |' in rows
+    assert '| all_no_side | yes | 2 | Tail | n/a | n/a | n/a |' in rows
+    assert (tmp_path / 'holdout_session_keypoints_trunk_unmapped.md').is_file()
+
+
 def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path):
     bench = benchmark_module('holdout_synthetic')
     argv = ['--cases', 'clean_f5', '--configs', 'shipped', '--subsets', '1', '--ks', '3',
