@@ -39,6 +39,18 @@ def rigid_align(source: torch.Tensor, target: torch.Tensor,
     return (R, t, scale) if with_scale else (R, t)
 
 
+def observed_points(observations: Dict[str, torch.Tensor], triangulate: bool = True
+                    ) -> Optional[torch.Tensor]:
+    """(B, K, 3) the samples' 3D keypoints where the observations give any, else (with
+    ``triangulate``) their 2D keypoints triangulated through the views' cameras (``K``,
+    ``R``, ``t``), else None."""
+    if 'keypoints_3d' in observations and torch.isfinite(observations['keypoints_3d']).any():
+        return observations['keypoints_3d']
+    if triangulate and {'keypoints_2d', 'K', 'R', 't'} <= set(observations):
+        return triangulate_observations(dict(observations))
+    return None
+
+
 def global_pose_from_points(rest_points: torch.Tensor, rest_root: torch.Tensor,
                             observed: torch.Tensor, weights: Optional[torch.Tensor] = None,
                             with_scale: bool = False):
@@ -158,5 +170,5 @@ def heading_hypotheses(keypoints_2d: torch.Tensor, visible: torch.Tensor, K: tor
                 transl=transl.flatten(0, 1))
 
 
-__all__ = ['rigid_align', 'triangulate_observations', 'global_pose_from_points',
+__all__ = ['rigid_align', 'triangulate_observations', 'observed_points', 'global_pose_from_points',
            'place_on_points', 'heading_hypotheses']

@@ -20,8 +20,7 @@ from .hooks import FittingHook, build_hooks
 from .marker_placement import check_marker_stages, place_markers
 from .unmapped_placement import place_unmapped
 from .setup_checks import warn_if_shape_cannot_move
-from .initialization import (global_pose_from_points, place_on_points,
-                             triangulate_observations)
+from .initialization import global_pose_from_points, observed_points, place_on_points
 from .multi_start import best_start, check_multi_start
 from .stage_runners import StageContext, mean_trace, merge_rounds, runner_for
 from .stages import Stage, parse_stages, stage_weights
@@ -202,11 +201,8 @@ class SMILRegistrant(nn.Module):
         handler = self.keypoint_handler()
         if handler is None:
             return
-        if 'keypoints_3d' in observations and torch.isfinite(observations['keypoints_3d']).any():
-            points = observations['keypoints_3d']
-        elif self.init == 'triangulation' and 'keypoints_2d' in observations:
-            points = triangulate_observations(observations)
-        else:
+        points = observed_points(observations, triangulate=self.init == 'triangulation')
+        if points is None:
             return
         observed = points.index_select(1, handler.data_index.to(points.device))
         with torch.no_grad():

@@ -20,14 +20,14 @@ given them back matches each ``placed:`` keypoint to its label again
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from smilfit.body_models.keypoint_naming import PLACED_PREFIX, lookup_model_names
 from smilfit.body_models.parameters import MODEL_INPUTS
-from smilfit.cameras.triangulation import triangulate_observations
 
+from .initialization import observed_points
 from .marker_placement import redefine
 
 Tensor = torch.Tensor
@@ -67,7 +67,7 @@ def labels_to_place(handler, data_names: Sequence[str],
 
 
 def nearest_model_points(labels: Tensor, joints: Tensor, vertices: Optional[Tensor]
-                         ) -> tuple:
+                         ) -> Tuple[Tensor, Tensor, Tensor]:
     """For each label, the model point nearest to it over the frames.
 
     Args:
@@ -162,11 +162,8 @@ def place_unmapped(registrant, params: Dict[str, Tensor], observations: Mapping[
     names = labels_to_place(handler, data_names, lookup, requested)
     if not names:
         return params
-    if 'keypoints_3d' in observations and torch.isfinite(observations['keypoints_3d']).any():
-        points = observations['keypoints_3d']
-    elif {'keypoints_2d', 'K', 'R', 't'} <= set(observations):
-        points = triangulate_observations(dict(observations))
-    else:
+    points = observed_points(observations)
+    if points is None:
         raise ValueError('place_unmapped needs 3D keypoints or calibrated views (K, R, t) '
                          'to find where the labels the lookup leaves out sit')
     columns = torch.as_tensor([data_names.index(n) for n in names], device=points.device)
