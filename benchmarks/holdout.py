@@ -15,9 +15,10 @@ a ``--variant``, ``noise_<...>/`` with ``--noise``). Fits are resumed from
 ``<out-dir>/<case>/fits`` when rerun. A few minutes on one CPU thread (most of it the
 8-camera case); skips when ../shared is absent. The slow twin of
 ``tests/apis/test_holdout.py`` (synthetic, seconds).
-``--cases`` runs some of the cases, ``--cfg-options`` changes the config (e.g. to measure
-one constant's effect), ``--variant`` runs one of the alternatives the config was chosen
-over (:data:`VARIANTS`).
+``--cases`` runs some of the cases, ``--ks`` other numbers of fitting cameras than a
+case's own (e.g. every k on the 8 cameras), ``--cfg-options`` changes the config (e.g. to
+measure one constant's effect), ``--variant`` runs one of the alternatives the config was
+chosen over (:data:`VARIANTS`).
 
 ``--spread`` also fits every case with the Levenberg-Marquardt's initial damping changed
 (:data:`SPREAD_DAMPINGS`: a change of the path to the optimum, not of what is minimised)
@@ -41,7 +42,7 @@ Usage::
     python benchmarks/holdout.py [--out-dir work_dirs/holdout_benchmark] [--device cuda]
         [--cases all_no_side] [--cfg-options registrant.stages.1.n_iter=40]
         [--variant joint] [--spread] [--noise 3,0.05,0.03] [--peers none] [--tables DIR]
-        [--keypoints Neck Trunk]
+        [--keypoints Neck Trunk] [--ks 2 3 4 5 6 7]
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Sequence, Tuple
 
 from mmengine.config import DictAction
 
@@ -229,7 +231,7 @@ def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
     from smilfit.apis.fitting import prepare_data
     from smilfit.apis.holdout import evaluate_holdout_views, fitting_views
     from smilfit.datasets import DatasetReader
-    ks, frames, data, recording = CASES[name]
+    own_ks, frames, data, recording = CASES[name]
     cfg = Config.fromfile(str(CONFIG))
     cfg.merge_from_dict(args.cfg_options)
     apply_variant(cfg, args.variant)
@@ -241,14 +243,20 @@ def run_case(name: str, args, out_dir: Path, lambda_init=None) -> dict:
     cfg.data.update(data)
     prepare_data(cfg, progress=False)
     reader = DatasetReader(cfg.data.path)
-    if args.noise is None:          # k = every view holds nothing out: with noise only
-        views, _ = fitting_views(reader, cfg.data)
-        ks = tuple(k for k in ks if k < len(views))
+    views, _ = fitting_views(reader, cfg.data)
+    ks = case_ks(getattr(args, 'ks', None) or own_ks, len(views), args.noise is not None)
     peers = holdout_methods.make_peers(args, reader.skeleton_edges)
     return evaluate_holdout_views(cfg, out_dir / name, ks, frames=frames,
                                   overwrite=args.overwrite, device=args.device,
                                   config_name=str(CONFIG.relative_to(ROOT)),
                                   noise=holdout_methods.label_noise(args), peers=peers)
+
+
+def case_ks(ks: Sequence[int], views: int, noisy: bool) -> Tuple[int, ...]:
+    """The k values a case runs from ``ks`` (its own, or ``--ks``) with ``views``
+    fitting views to draw from: those below ``views``; ``views`` itself only with label
+    noise (every view fitted, nothing held out: scored in 3D against the clean labels)."""
+    return tuple(k for k in ks if k < views or (noisy and k == views))
 
 
 def write_summary(reports, args) -> str:
@@ -315,11 +323,17 @@ def main() -> int:
                         help='also fit every case with the initial dampings of '
                         f'SPREAD_DAMPINGS ({", ".join(map(str, SPREAD_DAMPINGS))}) and '
                         "print each case's range (about 3x the time)")
+    parser.add_argument('--ks', nargs='+', type=int, default=None, metavar='K',
+                        help="the numbers of fitting cameras, in place of each case's own "
+                        '(those below its views; all of them too with --noise, scored in '
+                        '3D only), e.g. --cases eight_cameras --ks 2 3 4 5 6 7')
     parser.add_argument('--keypoints', nargs='+', default=[], metavar='NAME',
                         help='also tabulate these keypoints\' held-out medians, fit and DLT '
                         '(holdout_session_keypoints[...].md)')
     holdout_methods.add_arguments(parser)
     args = parser.parse_args()
+    if args.ks is not None and min(args.ks) < 2:
+        parser.error(f'--ks: a held-out fit needs at least 2 fitting cameras, got {args.ks}')
     if not SESSION.is_dir() or not MODEL.is_file():
         print(f'skipped: {SESSION} or {MODEL} is not available')
         return 0

@@ -135,6 +135,24 @@ def test_the_keypoint_table_has_a_row_per_named_keypoint_where_views_are_held_ou
     assert (tmp_path / 'holdout_session_keypoints_trunk_unmapped.md').is_file()
 
 
+def test_ks_in_place_of_a_cases_own_leave_out_what_holds_nothing_out():
+    """``holdout.py --ks``: every k below the case's views runs; k equal to them (every
+    view fitted, nothing held out) only with label noise, scored in 3D; more never."""
+    case_ks = benchmark_module('holdout').case_ks
+    assert case_ks((2, 3, 4, 5, 6, 7, 8, 9), 8, noisy=False) == (2, 3, 4, 5, 6, 7)
+    assert case_ks((2, 3, 4, 5, 6, 7, 8, 9), 8, noisy=True) == (2, 3, 4, 5, 6, 7, 8)
+    assert case_ks((2, 3), 3, noisy=False) == (2,)
+    assert case_ks((2, 3), 3, noisy=True) == (2, 3)
+
+
+def test_ks_below_two_are_refused(monkeypatch, capsys):
+    holdout = benchmark_module('holdout')
+    monkeypatch.setattr('sys.argv', ['holdout.py', '--ks', '1', '2'])
+    with pytest.raises(SystemExit):
+        holdout.main()
+    assert 'at least 2 fitting cameras' in capsys.readouterr().err
+
+
 def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path):
     bench = benchmark_module('holdout_synthetic')
     argv = ['--cases', 'clean_f5', '--configs', 'shipped', '--subsets', '1', '--ks', '3',
