@@ -55,6 +55,7 @@ import copy
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -270,7 +271,7 @@ def main() -> int:
     return 0
 
 
-def _skin_lookup(names, trunk_joint):
+def _skin_lookup(names, trunk_joint: Optional[str]):
     """Data keypoint -> itself, but the trunk label carried by ``trunk_joint`` (None: left
     out of the lookup, for the fit to place)."""
     lookup = {n: n for n in names}

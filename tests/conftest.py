@@ -92,6 +92,22 @@ def mouse_session_config_on_demo_mouse(data_path, batch_size: int = 64):
     return cfg
 
 
+def refit_with_fixed_skeleton(cfg, first, work_dir: Path) -> Path:
+    """``cfg`` fitted again (in ``work_dir``) with animal 0's skeleton from the results
+    ``first`` held fixed (``data.skeleton``); its results, checked to store the same
+    keypoint definitions as ``first`` (the points the first fit placed)."""
+    import h5py
+
+    from smilfit.apis.fitting import fit_dataset
+    from smilfit.registrants.marker_placement import KEYPOINT_DEFINITIONS
+    cfg = cfg.copy()
+    cfg.data['skeleton'] = dict(path=str(first), animal=0, mode='fixed')
+    again = fit_dataset(cfg, work_dir, progress=False)
+    with h5py.File(first) as f, h5py.File(again) as g:
+        assert g.attrs[KEYPOINT_DEFINITIONS] == f.attrs[KEYPOINT_DEFINITIONS]
+    return again
+
+
 def demo_fit(tmp_path: Path, **data):
     """``(cfg, fit_results.h5)``: :func:`demo_fit_config`'s dataset prepared and fitted
     (``tmp_path/work``)."""

@@ -133,9 +133,9 @@ def match_placed(registrant, placed: Mapping[str, str]) -> None:
     for other in registrant.handlers.values():
         if other is not handler and getattr(other, 'joint_lookup', None) is not None:
             other.joint_lookup = {**other.joint_lookup, **placed}
-        subset = getattr(other, 'keypoint_subset', None)
-        if other is handler and subset is not None:
-            handler.keypoint_subset = subset + [n for n in placed if n not in subset]
+    subset = getattr(handler, 'keypoint_subset', None)
+    if subset is not None:
+        handler.keypoint_subset = subset + [n for n in placed if n not in subset]
 
 
 def place_unmapped(registrant, params: Dict[str, Tensor], observations: Mapping[str, Any],

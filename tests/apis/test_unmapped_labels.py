@@ -16,7 +16,7 @@ from smilfit.datasets.synthetic_animals import generate_animal_session, skin_lab
 from smilfit.losses.skeleton_priors import body_length
 from smilfit.registrants.marker_placement import KEYPOINT_DEFINITIONS
 
-from ..conftest import mouse_session_config_on_demo_mouse
+from ..conftest import mouse_session_config_on_demo_mouse, refit_with_fixed_skeleton
 
 #: The back label: on the skin above spine_2, its neighbours unlabelled.
 TRUNK, NEIGHBOURS = 'spine_2', ('spine_1', 'spine_3')
@@ -98,11 +98,7 @@ def test_a_reused_skeleton_brings_the_placed_labels(session, tmp_path):
     the same points, matches the label to its placed point again and fits it where the
     first fit did."""
     cfg, first = session['fits']['left_out']
-    cfg = cfg.copy()
-    cfg.data['skeleton'] = dict(path=str(first), animal=0, mode='fixed')
-    again = fit_dataset(cfg, tmp_path / 'again', progress=False)
-    with h5py.File(first) as f, h5py.File(again) as g:
-        assert g.attrs[KEYPOINT_DEFINITIONS] == f.attrs[KEYPOINT_DEFINITIONS]
+    again = refit_with_fixed_skeleton(cfg, first, tmp_path / 'again')
     a, _ = _fitted(first, session['column'])
     b, _ = _fitted(again, session['column'])
     scale = float(np.ptp(a, axis=0).max())

@@ -171,3 +171,26 @@ def test_stored_definitions_bring_the_placed_points_and_their_matches_to_a_new_r
     other['elsewhere'] = {'vertex': 3}
     with pytest.raises(ValueError, match='stored keypoint definitions name'):
         apply_keypoint_definitions(_registrant(), json.dumps(other))
+
+
+def test_a_keypoint_handler_restricted_to_some_keypoints_keeps_the_placed_ones():
+    """A keypoint handler given ``keypoints=[...]`` matches only those: the placed label
+    joins that list, so it is fitted like the ones named."""
+    registrant = _registrant()
+    model = registrant.body_model
+    handler = registrant.handlers['kp2d']
+    handler.keypoint_subset = list(model.keypoint_names[:4])
+    names = list(model.keypoint_names) + ['back']
+    registrant.setup(dict(keypoint_names=names))
+    assert registrant.keypoint_handler() is handler
+    B = 3
+    params = registrant.initial_params({}, B, torch.zeros(B, dtype=torch.long))
+    with torch.no_grad():
+        posed = model(return_vertices=True)
+    points = torch.cat([posed.keypoints, posed.vertices[:, 421, None]], 1).expand(B, -1, -1)
+    place_unmapped(registrant, params, {'keypoints_3d': points},
+                   torch.zeros(B, dtype=torch.long), requested=('back',))
+    assert handler.keypoint_subset == list(model.keypoint_names[:4]) + [PLACED_PREFIX + 'back']
+    match = handler.match
+    assert dict(zip(match.model_names, match.data_names))[PLACED_PREFIX + 'back'] == 'back'
+    assert len(match.model_names) == 5
