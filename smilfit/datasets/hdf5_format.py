@@ -22,6 +22,8 @@ Writing is atomic: :class:`DatasetWriter` writes ``<path>.partial`` and renames 
 ``<path>`` only in :meth:`DatasetWriter.commit`; a partial file is never a valid dataset
 (the reader refuses it). A resumable writer continues a partial file only when it was left
 consistent (:data:`CONSISTENT_ATTR`), else its last checkpoint, else it starts again.
+One writer per dataset: a second process writing the same path gets
+:class:`DatasetBusyError` (:mod:`smilfit.datasets.hdf5.partial_lock`).
 """
 from .hdf5.codecs import decode_image, decode_mask, encode_image, encode_mask
 from .hdf5.reader import DatasetReader, NonFiniteCameras
@@ -29,10 +31,11 @@ from .hdf5.schema import (FORMAT_NAME, SCHEMA_VERSION, PARTIAL_SUFFIX, DEFAULT_C
                           PARAM_NAMES, CONSISTENT_ATTR, RESERVED_ATTRS, PathLike, SAMPLE_FIELDS,
                           REQUIRED_KEYS, OPTIONAL_KEYS, DatasetFormatError, partial_path,
                           check_header)
+from .hdf5.partial_lock import DatasetBusyError, wait_for_writer
 from .hdf5.writer import DatasetWriter
 
 __all__ = ['FORMAT_NAME', 'SCHEMA_VERSION', 'PARTIAL_SUFFIX', 'DEFAULT_CHUNK_SAMPLES',
            'PARAM_NAMES', 'CONSISTENT_ATTR', 'RESERVED_ATTRS', 'PathLike', 'SAMPLE_FIELDS',
            'REQUIRED_KEYS', 'OPTIONAL_KEYS', 'DatasetFormatError', 'partial_path', 'check_header',
            'encode_image', 'decode_image', 'encode_mask', 'decode_mask', 'DatasetWriter',
-           'NonFiniteCameras', 'DatasetReader']
+           'NonFiniteCameras', 'DatasetReader', 'DatasetBusyError', 'wait_for_writer']

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -47,6 +47,7 @@ from ..cameras.projection import project_points_numpy
 from ..ops.normals import vertex_normals_np as vertex_normals
 from ..renderers.zbuffer import Rasterization, rasterize
 from .hdf5_format import DatasetWriter, encode_image, encode_mask
+from .provenance import SOURCE_ATTR
 from smilfit.body_models import SMILModel
 from smilfit.body_models.rotations import matrix_to_axis_angle
 from smilfit.registry import BODY_MODELS
@@ -262,6 +263,7 @@ def _rest_length(model) -> float:
 
 def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = None,
                                overwrite: bool = False, progress: bool = True,
+                               source_record: Optional[Mapping[str, Any]] = None,
                                **options: Any) -> Path:
     """Generate a synthetic multi-view dataset and write it as smilfit HDF5.
 
@@ -271,6 +273,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             None for the embedded demo mouse.
         overwrite: replace an existing file.
         progress: show a tqdm progress bar.
+        source_record: what the dataset is made from
+            (:func:`smilfit.datasets.provenance.expected_source`), stored with it.
         options: see :class:`SyntheticOptions` and the module docstring:
             ``num_sessions``, ``frames_per_session``, ``num_views``, ``image_size``
             (W, H) or int, ``focal`` (pixels) or ``fov_deg`` (horizontal), ``distance``
@@ -314,6 +318,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
                                     for k, v in opts.items()}),
              'body_model': getattr(data, 'name', '') or type(model).__name__,
              'up_axis': data.up_axis}
+    if source_record is not None:
+        attrs[SOURCE_ATTR] = json.dumps(dict(source_record), sort_keys=True)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=S * F, desc='synthetic', unit='frame', disable=not progress)

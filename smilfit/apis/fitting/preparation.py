@@ -1,7 +1,7 @@
 """Make the dataset a fitting config names, when it is missing: ingest ``data.sleap`` or
 generate ``data.synthetic`` into ``data.path``, once per run (:func:`prepare_data`,
-:func:`prepare_data_once`); a dataset prepared from other sources is refused, never
-overwritten."""
+:func:`prepare_data_once`) and once among processes that start together on one
+``data.path``; a dataset prepared from other sources is refused, never overwritten."""
 from __future__ import annotations
 
 import os
@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from smilfit.datasets import generate_synthetic_dataset
-from smilfit.datasets.hdf5_format import DatasetFormatError
+from smilfit.datasets.hdf5_format import (DatasetBusyError, DatasetFormatError, partial_path,
+                                          wait_for_writer)
 from smilfit.datasets.provenance import (expected_source, read_source, source_changes,
-                                         source_notes, write_source)
+                                         source_notes)
 
 from .config import StaleDataError
 
 
-def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
+def prepare_data(cfg: Mapping[str, Any], progress: bool = True,
+                 wait_s: float = 24 * 3600.0) -> None:
     """Make the config's dataset when it is missing or stale: ``data.sleap`` ingests a
     SLEAP session or labels file given directly; ``data.synthetic`` generates synthetic data.
 
@@ -28,19 +30,35 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
     their sizes, times and digests, options, body model) is recorded in the dataset
     (:mod:`smilfit.datasets.provenance`); an existing ``data.path`` is reused only when
     its record matches, also when the input folder moved with the same files (a note on
-    standard error says so).
+    standard error says so). Where another process is making the same ``data.path`` (jobs
+    of one array started together), this one waits for it, up to ``wait_s`` seconds, and
+    then uses its dataset.
 
     Raises:
         FileNotFoundError: ``data.sleap.input`` does not exist.
         StaleDataError: ``data.path`` exists but was not prepared from what the config
             asks for now (other input files or options, or no record); the message says
             what differs and what to do.
+        TimeoutError: another process was still making ``data.path`` after ``wait_s``.
     """
     data_cfg = cfg.get('data') or {}
     expected = expected_source(data_cfg, cfg.get('body_model'))
     if expected is None:
         return
     path = Path(data_cfg['path'])
+    while True:
+        try:
+            return _prepare(cfg, path, expected, progress)
+        except DatasetBusyError:
+            print(f'{path}: another process is writing it; waiting for it to finish',
+                  file=sys.stderr)
+            wait_for_writer(partial_path(path), wait_s)
+
+
+def _prepare(cfg: Mapping[str, Any], path: Path, expected: Mapping[str, Any],
+             progress: bool) -> None:
+    """:func:`prepare_data`'s one try: reuse ``path``, refuse it, or write it."""
+    data_cfg = cfg['data']
     if path.exists():
         stored = read_source(path)
         changes = source_changes(stored, expected)
@@ -66,9 +84,10 @@ def prepare_data(cfg: Mapping[str, Any], progress: bool = True) -> None:
         ingest_sleap(sleap.pop('input'), path, overwrite=True,
                      **dict(dict(images=False, progress=progress), **sleap))
     else:
+        # the record is written with the data, so the dataset never appears without it
         generate_synthetic_dataset(path, body_model=cfg.get('body_model'), overwrite=True,
-                                   progress=progress, **dict(data_cfg['synthetic']))
-        write_source(path, expected)
+                                   progress=progress, source_record=expected,
+                                   **dict(data_cfg['synthetic']))
 
 
 def prepare_data_once(cfg: Mapping[str, Any], progress: bool = True,

@@ -16,23 +16,25 @@ from .layout import attr_value
 from .schema import DatasetFormatError, _partial_problem, _str_list, check_header
 
 
-def recover_partial(partial: Path, checkpoint: Path) -> None:
-    """Make ``partial`` a file that can be continued: keep it when it is marked
-    consistent, else restore the last ``checkpoint``, else remove it (start again)."""
+def recover_partial(partial: Path, checkpoint: Path) -> bool:
+    """Make ``partial`` a file that can be continued, and say whether it is one: keep it
+    when it is marked consistent, else restore the last ``checkpoint`` into it; else
+    (``False``: start again) remove the checkpoint. The partial file itself stays, emptied
+    by its writer, which holds its lock."""
     problem = _partial_problem(partial)
     if problem is None:
-        return
+        return True
     if checkpoint.exists() and _partial_problem(checkpoint) is None:
         warnings.warn(f'{partial} is damaged ({problem}: the run was killed '
                       'mid-write); resuming from its last checkpoint '
                       f'{checkpoint}')
-        shutil.copyfile(checkpoint, partial)
-        return
+        shutil.copyfile(checkpoint, partial)   # into the held file, not a new one
+        return True
     warnings.warn(f'{partial} cannot be continued ({problem}: the run was '
                   'killed mid-write) and has no usable checkpoint; starting again')
-    partial.unlink()
     if checkpoint.exists():
         checkpoint.unlink()
+    return False
 
 
 def check_resumable(f: h5py.File, source: Path, keypoint_names: Sequence[str],

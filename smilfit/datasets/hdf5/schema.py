@@ -115,7 +115,8 @@ def _partial_problem(path: Path) -> Optional[str]:
     readable, not marked consistent (:data:`CONSISTENT_ATTR`), or fields of different
     lengths."""
     try:
-        with h5py.File(path, 'r') as f:
+        # unlocked: the writer asking holds the file's lock (.partial_lock)
+        with h5py.File(path, 'r', locking=False) as f:
             if not bool(f.attrs.get(CONSISTENT_ATTR, False)):
                 return 'not marked consistent'
             if 'samples/session' not in f or 'sessions/names' not in f:
@@ -136,9 +137,9 @@ def _str_list(ds: h5py.Dataset) -> List[str]:
     return [str(s) for s in ds.asstr()[()].ravel()] if ds.size else []
 
 
-def _open_h5(path: PathLike, mode: str, what: str) -> h5py.File:
+def _open_h5(path: PathLike, mode: str, what: str, **kwargs: Any) -> h5py.File:
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, **kwargs)
     except OSError as e:
         raise DatasetFormatError(f'{path}: cannot open {what} as HDF5 ({e})') from e
 

@@ -22,6 +22,7 @@ from smilfit.utils.atomic import atomic_path, publish
 from .files import create_checked
 from .layout import (attr_value, blob_array, create_sample_dataset, write_header,
                      write_session_row)
+from .partial_lock import PartialFileLock
 from .resume import check_resumable, recover_partial
 from .schema import (_STR, CONSISTENT_ATTR, DEFAULT_CHUNK_SAMPLES, OPTIONAL_KEYS,
                      RESERVED_ATTRS, SAMPLE_FIELDS, DatasetFormatError, PathLike, _open_h5,
@@ -54,6 +55,11 @@ class DatasetWriter:
     (``<path>.partial.ok``, see ``checkpoint_every_s``), or starts again without one. So
     the resumed output holds the same samples in the same order as an uninterrupted run.
 
+    One writer per dataset: from :meth:`open` to :meth:`commit` or :meth:`abort` the writer
+    holds a lock on its partial file (:mod:`.partial_lock`), so a second process writing
+    the same ``path`` gets :class:`~.partial_lock.DatasetBusyError` instead of taking the
+    live file for one a killed run left.
+
     Args:
         path: the dataset file to create.
         keypoint_names: the K keypoint names (order of the K axis).
@@ -80,6 +86,7 @@ class DatasetWriter:
 
     Raises:
         FileExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
+        DatasetBusyError: (on :meth:`open`) another process is writing ``path``.
     """
 
     def __init__(self, path: PathLike, *, keypoint_names: Sequence[str], num_views: int,
@@ -115,6 +122,7 @@ class DatasetWriter:
             raise FileExistsError(f'{self.path} already exists (use overwrite=True / '
                                   '--overwrite to replace it, or resume)')
         self._f: Optional[h5py.File] = None
+        self._lock = PartialFileLock(self.partial_path)
         self._keys: set = set()
         self._session_names: List[str] = []
         self._committed = False
@@ -142,17 +150,36 @@ class DatasetWriter:
         return list(self._session_names)
 
     def open(self) -> 'DatasetWriter':
-        """Create (or, resuming, reopen) the partial file. Called by ``__enter__``."""
+        """Create (or, resuming, reopen) the partial file, holding its lock until
+        :meth:`commit` or :meth:`abort`. Called by ``__enter__``.
+
+        Raises:
+            DatasetBusyError: another process is writing this dataset now.
+        """
         if self._f is not None:
             return self
-        if self.resume and self.partial_path.exists():
-            recover_partial(self.partial_path, self.checkpoint_path)
-        if self.resume and (self.partial_path.exists() or self.path.exists()):
-            copied = not self.partial_path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        left = self._lock.acquire()
+        try:
+            self._open_held(left)
+        except BaseException:
+            self.abort(keep_partial=self.resume and left)
+            raise
+        return self
+
+    def _open_held(self, left: bool) -> None:
+        """Open the held partial file: continue it (``left``: a killed or interrupted
+        run's, with ``resume``), or a copy of the finished file, or write it anew."""
+        if self.resume and left and not recover_partial(self.partial_path,
+                                                        self.checkpoint_path):
+            left = False                     # nothing to continue: start again in it
+        if self.resume and (left or self.path.exists()):
+            copied = not left
             if copied:  # resume a finished file: work on a copy, the original stays valid
                 shutil.copy2(self.path, self.partial_path)
             try:
-                self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume')
+                self._f = _open_h5(self.partial_path, 'r+', 'dataset to resume',
+                                   locking=False)
                 self._session_names, self._keys = check_resumable(
                     self._f, self.path if copied else self.partial_path,
                     self.keypoint_names, self.num_views, self.attrs)
@@ -162,15 +189,13 @@ class DatasetWriter:
             self._f.attrs['complete'] = False
             self._whole_samples = self.num_samples
             self._mark_consistent(False)
-        else:
-            if self.partial_path.exists():
-                warnings.warn(f'removing stale {self.partial_path} left by an earlier run')
-                self.partial_path.unlink()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.partial_path, 'w')
-            self._create_layout()
-            self._whole_samples = 0
-        return self
+            return
+        if left:
+            warnings.warn(f'writing over {self.partial_path}, left by an earlier run')
+        # HDF5's own lock would find the file held by this writer's lock
+        self._f = h5py.File(self.partial_path, 'w', locking=False)
+        self._create_layout()
+        self._whole_samples = 0
 
     def commit(self) -> Path:
         """Flush, close and atomically move the partial file onto ``path``; return ``path``."""
@@ -182,6 +207,7 @@ class DatasetWriter:
         self._f.close()
         self._f = None
         publish(self.partial_path, self.path)
+        self._lock.release()
         self._committed = True
         self._remove_checkpoint()
         return self.path
@@ -200,10 +226,13 @@ class DatasetWriter:
             except Exception:  # pragma: no cover - closing a broken file
                 pass
             self._f = None
-        if not keep_partial and self.partial_path.exists():
-            self.partial_path.unlink()
+        if not self._lock.held:
+            return                 # never opened, or aborted already: the file is not ours
         if not keep_partial:
+            if self.partial_path.exists():
+                self.partial_path.unlink()
             self._remove_checkpoint()
+        self._lock.release()
 
     def set_attr(self, name: str, value: str) -> None:
         """Set a root attribute of the open file, committed with it (e.g. the source record
