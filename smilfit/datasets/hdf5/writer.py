@@ -207,9 +207,9 @@ class DatasetWriter:
         self._f.close()
         self._f = None
         publish(self.partial_path, self.path)
-        self._lock.release()
         self._committed = True
         self._remove_checkpoint()
+        self._lock.release()
         return self.path
 
     def abort(self, keep_partial: bool = False) -> None:
