@@ -22,14 +22,15 @@ from typing import IO, Any, Dict, Iterator, Optional, Union
 
 PathLike = Union[str, 'os.PathLike[str]']
 
-__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'publish', 'save_npz', 'load_npz_whole',
-           'write_text']
+__all__ = ['atomic_path', 'atomic_open', 'atomic_dir', 'publish', 'temp_beside', 'save_npz',
+           'load_npz_whole', 'write_text']
 
 
-def _create_temp(final: str, suffix: str = '') -> str:
+def temp_beside(final: PathLike, suffix: str = '') -> str:
     """Create an empty, umask-honouring temporary file beside ``final`` (its name ending in
-    ``suffix``); return its path."""
-    directory, name = osp.split(osp.abspath(final))
+    ``suffix``), one of this process's own (two processes writing one file do not share
+    it); return its path. For a streaming writer to fill and :func:`publish`."""
+    directory, name = osp.split(osp.abspath(os.fspath(final)))
     for attempt in range(100):
         tmp = osp.join(directory, f'.{name}.{os.getpid()}.{attempt}.tmp{suffix}')
         try:
@@ -70,7 +71,7 @@ def atomic_path(path: PathLike, suffix: str = '') -> Iterator[str]:
     :func:`atomic_open` instead.
     """
     final = os.fspath(path)
-    tmp = _create_temp(final, suffix)
+    tmp = temp_beside(final, suffix)
     try:
         yield tmp
         publish(tmp, final)

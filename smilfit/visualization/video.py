@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, U
 
 import numpy as np
 
-from smilfit.utils.atomic import publish
+from smilfit.utils.atomic import publish, temp_beside
 from .overlay import draw_keypoints, grey_image, overlay_mesh, view_grid
 from .zbuffer import render_mesh
 
@@ -68,7 +68,8 @@ class VideoWriter:
         self.backend = backend
         self.fps = float(fps)
         self.quality = quality
-        self.tmp_path = self.path.with_name(f'.{self.path.stem}.partial.mp4')
+        # the file being encoded, beside the target (named when the first frame comes)
+        self.tmp_path: Optional[Path] = None
         self.num_frames = 0
         self._size = None          # (H, W) of the first frame, before padding
         self._writer = None
@@ -86,6 +87,8 @@ class VideoWriter:
 
     def _open(self, height: int, width: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # this process's own: two renders of one video do not write into one file
+        self.tmp_path = Path(temp_beside(self.path, '.mp4'))
         if self.backend == 'ffmpeg':
             import imageio_ffmpeg
             self._writer = imageio_ffmpeg.write_frames(
@@ -157,7 +160,7 @@ class VideoWriter:
             self._remove_tmp()
 
     def _remove_tmp(self) -> None:
-        if self.tmp_path.exists():
+        if self.tmp_path is not None and self.tmp_path.exists():
             self.tmp_path.unlink()
 
 

@@ -42,6 +42,23 @@ def test_video_writer_leaves_no_file_on_error(tmp_path):
         VideoWriter(tmp_path / 'clip.avi')
 
 
+def test_two_writers_of_one_video_encode_into_files_of_their_own(tmp_path):
+    """Two renders of one video at once (two jobs, one output folder): neither writes
+    into the other's file, and the target is one of them whole."""
+    path = tmp_path / 'clip.mp4'
+    first, second = VideoWriter(path, fps=10), VideoWriter(path, fps=10)
+    for _ in range(2):
+        first.write(np.full((16, 16, 3), 40, dtype=np.uint8))
+        second.write(np.full((16, 16, 3), 200, dtype=np.uint8))
+    assert first.tmp_path != second.tmp_path
+    first.close()
+    assert abs(float(np.median(read_video(path))) - 40) <= 3
+    second.close()
+    frames = read_video(path)
+    assert frames.shape[0] == 2 and abs(float(np.median(frames)) - 200) <= 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['clip.mp4']
+
+
 def test_video_writer_cv2_backend(tmp_path):
     path = tmp_path / 'clip.mp4'
     with VideoWriter(path, fps=5, backend='cv2') as video:
