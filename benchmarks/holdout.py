@@ -115,11 +115,14 @@ VARIANTS = {
     'trunk_unmapped': 'the joint lookup without the rows of the labels on the trunk and '
                       f'shoulders ({", ".join(TRUNK_LABELS)}): the fit places them '
                       '(place_unmapped)',
+    'raw_scales': 'noise scales measured on the raw residuals, not studentized by the '
+                  "labels' leverage on the fit (Keypoint2DHandler studentize=False)",
 }
 #: The config before its pose prior came from the animal's frames and instances were
-#: fitted with left and right exchanged (and so before the motion prior and the markers,
-#: which came later; ``--variant``: variants joined by ``+`` apply in turn).
-BEFORE_ANIMAL_PRIOR = 'fixed_pose_prior+no_exchange+no_motion+no_markers'
+#: fitted with left and right exchanged (and so before the motion prior, the markers and
+#: the studentized noise scales, which came later; ``--variant``: variants joined by ``+``
+#: apply in turn).
+BEFORE_ANIMAL_PRIOR = 'fixed_pose_prior+no_exchange+no_motion+no_markers+raw_scales'
 
 
 def apply_variant(cfg, variant: str):
@@ -147,10 +150,11 @@ def apply_variant(cfg, variant: str):
         cfg.registrant.handlers = list(cfg.registrant.handlers) + [
             dict(type='AnimalPosePriorHandler', name='scale_prior', param='global_log_scale',
                  prior_scale=None)]
-    elif variant == 'no_exchange':
+    elif variant in ('no_exchange', 'raw_scales'):
+        option = 'exchange_left_right' if variant == 'no_exchange' else 'studentize'
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':
-                handler['exchange_left_right'] = False
+                handler[option] = False
     elif variant == 'posterior_spread':
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'AnimalPosePriorHandler':

@@ -129,7 +129,8 @@ VIDEO = {'video': (0.98, 0.1)}
 #: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
 CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
            'joint': 'joint', 'animal_scale': 'animal_scale',
-           'before animal prior': 'fixed_pose_prior+no_exchange+no_motion+no_markers',
+           'before animal prior': 'fixed_pose_prior+no_exchange+no_motion+no_markers+raw_scales',
+           'raw_scales': 'raw_scales',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
            'no_markers': 'no_markers', 'shipped': 'shipped', 'root_motion': 'root_motion',

@@ -62,6 +62,10 @@ SCALE_POOLINGS = ('animal', 'frame')
 #: Noise scales beyond which a point's error counts no more in the choice of exchanging an
 #: instance's left and right labels (as the robust kernel's ``sigma=3`` of the configs).
 EXCHANGE_TRUNCATION = 3.0
+#: The largest leverage a residual is studentized by (``studentize``): a guard, a
+#: residual the fit follows wholly (leverage 1) is zero and says nothing of the noise; at
+#: this one it is scaled up 4.5 times at most.
+MAX_LEVERAGE = 0.95
 
 
 @HANDLERS.register_module()
@@ -130,6 +134,14 @@ class Keypoint2DHandler(KeypointHandlerBase):
             mirrored, not the labels). Pairs are the dataset's skeleton symmetries, else
             found by name (``_L``/``_R``, ``left``/``right``). The exchanged instances
             are ``observations[exchanged_key]`` (B, C) and the fit reports them.
+        studentize: with ``scale_from_residuals``, measure the noise scales on the
+            residuals divided by ``sqrt(1 - h)``, ``h`` each view's point's leverage on
+            the fit of the stage before (:mod:`smilfit.registrants.solver.leverage`,
+            ``observations[leverage_key]``, handed on by Levenberg-Marquardt stages of
+            frames): the share of a label's error its own fit follows. Without it the
+            residuals understate the noise where the fit follows its labels, and
+            unevenly: of two views of a point the heavier one's residual shrinks most,
+            so per-view scales run away from each other stage by stage.
     """
 
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
@@ -141,7 +153,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  check_finite: bool = False, scale_from_residuals: bool = False,
                  scale_pooling: str = 'animal', min_relative_scale: float = 0.01,
                  offsets_from_residuals: bool = True,
-                 exchange_left_right: bool = False) -> None:
+                 exchange_left_right: bool = False, studentize: bool = True) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -160,6 +172,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
         self.min_relative_scale = float(min_relative_scale)
         self.offsets_from_residuals = bool(offsets_from_residuals)
         self.exchange_left_right = bool(exchange_left_right)
+        self.studentize = bool(studentize)
         self.register_buffer('data_order', None, persistent=False)
         self.register_buffer('matched_mirror', None, persistent=False)
         self._observed = TensorMemo()   # see _pixel_terms
@@ -171,6 +184,13 @@ class Keypoint2DHandler(KeypointHandlerBase):
     def scale_key(self) -> str:
         """Observation key of the (B, C, M) noise scales (pixels) of this handler."""
         return f'{self.name}.residual_scale'
+
+    @property
+    def leverage_key(self) -> Optional[str]:
+        """Observation key of the (B, C, M) leverages of the points on the fit that its
+        noise scales are studentized by, or ``None`` where they are not."""
+        return (f'{self.name}.leverage' if self.studentize and self.scale_from_residuals
+                else None)
 
     @property
     def exchanged_key(self) -> str:
@@ -239,8 +259,13 @@ class Keypoint2DHandler(KeypointHandlerBase):
         pix, target, _, mask, in_front = self._pixel_terms(points, obs, params,
                                                            projected=projected)
         valid = mask & in_front & torch.isfinite(target).all(-1)
-        errors = torch.nan_to_num(pix - target).norm(dim=-1)
-        scale = residual_scales(errors.detach(), valid, groups)
+        errors = torch.nan_to_num(pix - target).norm(dim=-1).detach()
+        leverage = obs.get(self.leverage_key) if self.leverage_key else None
+        if leverage is not None and leverage.shape == errors.shape:
+            # a residual the fit follows almost wholly says little of the noise: its
+            # studentized value is not blown up past what MAX_LEVERAGE gives
+            errors = errors / (1.0 - leverage.to(errors).clamp(0.0, MAX_LEVERAGE)).sqrt()
+        scale = residual_scales(errors, valid, groups)
         if self.min_relative_scale > 0:
             scale = torch.maximum(scale, self.min_relative_scale
                                   * observed_extent(target, valid)[..., None])

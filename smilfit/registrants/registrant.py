@@ -447,9 +447,10 @@ class SMILRegistrant(nn.Module):
             for hook in self.hooks:
                 hook.before_stage(self, stage)
             before = params
-            params, stage_diverged, record, (variance, own) = self._run_stage(
+            params, stage_diverged, record, (variance, own, handed) = self._run_stage(
                 stage if seeded is None else replace(stage, ftol=stage.seed_ftol), params,
                 {**obs, **carried}, groups, skip)
+            carried.update(handed or {})   # e.g. the points' leverages, for noise scales
             if variance:
                 carried.update({variance_key(k): v for k, v in variance.items()})
             if own:
@@ -538,7 +539,8 @@ class SMILRegistrant(nn.Module):
                                             diverged if skip is None else diverged | skip))
         if outcome.unit_steps is not None:
             record['unit_steps'] = outcome.unit_steps
-        return outcome.params, diverged, record, (outcome.variance, outcome.per_frame_fit)
+        return outcome.params, diverged, record, (outcome.variance, outcome.per_frame_fit,
+                                                  outcome.carried)
 
     @contextlib.contextmanager
     def _handler_weights(self, weights: Mapping[str, float]):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquar
                      LMOptions, SampleSystem, levenberg_marquardt)
 from .solver.chain_system import ChainSystem, MotionTerms
 from .solver.group_chain_system import GroupChainSystem
+from .solver.leverage import point_leverage
 from .stages import Stage, optimizer_kwargs
 
 Tensor = torch.Tensor
@@ -126,6 +127,9 @@ class StageOutcome:
             terms put every fitted parameter, one Gauss-Newton step from where the stage
             left it (its optimum for a sample fitted alone, its labels' answer without the
             motion terms for a frame of a chain); NaN where ``variance`` is.
+        carried: observations handed to the later stages by their keys, the points'
+            leverages of the handlers whose noise scales are studentized
+            (:mod:`.solver.leverage`), from the same runners as ``variance``; else None.
     """
 
     params: Dict[str, Tensor]
@@ -138,6 +142,7 @@ class StageOutcome:
     unit_steps: Optional[int] = None
     variance: Optional[Dict[str, Tensor]] = None
     per_frame_fit: Optional[Dict[str, Tensor]] = None
+    carried: Optional[Dict[str, Tensor]] = None
 
 
 def _free(ctx: StageContext) -> Dict[str, Tensor]:
@@ -192,13 +197,12 @@ def run_lm_stage(ctx: StageContext) -> StageOutcome:
             gtol=stage.gtol, on_iteration=progress, on_start=starts.append)
         # (skipped samples have no cost of their own: the registrant evaluates both)
         start, end = (starts[0], system.cost) if ctx.skip is None else (None, None)
-        variance, own = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
-                         else (None, None))
+        variance, own, carried = _frame_statistics(ctx, problem, system)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged, n_steps, trace, per_sample=True,
                         start_loss=start, end_loss=end, unit_steps=int(unit_steps.sum()),
-                        variance=variance, per_frame_fit=own)
+                        variance=variance, per_frame_fit=own, carried=carried)
 
 
 def _links_fitted(ctx: StageContext, motion: List[nn.Module]) -> bool:
@@ -269,13 +273,12 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)
         # each frame from its labels alone: what the motion scale is measured on
-        variance, own = (_posterior_variance(problem, system, ctx.skip) if ctx.wants_variance
-                         else (None, None))
+        variance, own, carried = _frame_statistics(ctx, problem, system)
     params = {k: v.detach().clone() for k, v in ctx.params.items()}
     params.update(problem.unflatten(system.x))
     return StageOutcome(params, diverged[system.chain], n_steps, trace, per_sample=False,
                         unit_steps=int(unit_steps.sum()), variance=variance,
-                        per_frame_fit=own)
+                        per_frame_fit=own, carried=carried)
 
 
 def _frame_problem(ctx: StageContext, options: LMOptions, fixed: Dict[str, Tensor],
@@ -298,16 +301,20 @@ def _frame_problem(ctx: StageContext, options: LMOptions, fixed: Dict[str, Tenso
 COVARIANCE_CHUNK = 1024
 
 
-def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Tensor]
-                        ) -> Tuple[Optional[Dict[str, Tensor]], Optional[Dict[str, Tensor]]]:
+def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Tensor],
+                        studentizing: Sequence[nn.Module] = ()
+                        ) -> Tuple[Optional[Dict[str, Tensor]], Optional[Dict[str, Tensor]],
+                                   Dict[str, Tensor]]:
     """Every sample's posterior variance per fitted parameter and where its own terms put
     it (see :class:`StageOutcome`), from ``system.H`` and ``system.g``, its own normal
     equations at ``system.x_linearized`` (of a :class:`~.solver.SampleSystem`, or a
     :class:`~.solver.chain_system.ChainSystem`'s frames from their labels alone, without
-    the motion terms); ``(None, None)`` before any linearisation."""
+    the motion terms); ``(None, None, {})`` before any linearisation. Third, the handlers
+    ``studentizing``'s points' leverages (:mod:`.solver.leverage`) by their
+    ``leverage_key``: 0 where the samples were left out or ``H`` is singular."""
     if system.H is None or problem.solver is None:
-        return None, None
-    variances, fits = [], []
+        return None, None, {}
+    variances, fits, leverages = [], [], []
     for start in range(0, system.H.shape[0], COVARIANCE_CHUNK):
         rows = slice(start, start + COVARIANCE_CHUNK)
         # the solvers keep H's upper triangle only: the symmetric matrix from it
@@ -317,18 +324,43 @@ def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Ten
         factor = torch.where(failed[:, None, None],
                              torch.eye(factor.shape[-1], dtype=factor.dtype,
                                        device=factor.device), factor)
-        variance = torch.cholesky_inverse(factor).diagonal(dim1=-2, dim2=-1)
+        covariance = torch.cholesky_inverse(factor)
+        variance = covariance.diagonal(dim1=-2, dim2=-1)
         fit = system.x_linearized[rows] - torch.cholesky_solve(
             system.g[rows, :, None].to(factor.dtype), factor)[..., 0]
         fit = torch.where(failed[:, None], system.x_linearized[rows], fit)
         variances.append(variance.to(system.dtype).masked_fill(failed[:, None], float('nan')))
         fits.append(fit.to(system.dtype).masked_fill(failed[:, None], float('nan')))
+        if studentizing:
+            idx = torch.arange(start, start + covariance.shape[0], device=covariance.device)
+            lev = point_leverage(problem, system.x_linearized[rows], idx, covariance,
+                                 studentizing)
+            leverages.append({k: v.masked_fill(failed[:, None, None], 0.0)
+                              for k, v in lev.items()})
     variance, fit = torch.cat(variances), torch.cat(fits)
+    leverage = {h.leverage_key: torch.cat([chunk[h.name] for chunk in leverages])
+                for h in studentizing if leverages and h.name in leverages[0]}
     if skip is not None:
         left_out = skip.to(variance.device)[:, None]
         variance = variance.masked_fill(left_out, float('nan'))
         fit = fit.masked_fill(left_out, float('nan'))
-    return problem.unflatten(variance), problem.unflatten(fit)
+        leverage = {k: v.masked_fill(left_out[:, :, None], 0.0) for k, v in leverage.items()}
+    return problem.unflatten(variance), problem.unflatten(fit), leverage
+
+
+def _frame_statistics(ctx: StageContext, problem: LeastSquaresProblem, system
+                      ) -> Tuple[Optional[Dict[str, Tensor]], Optional[Dict[str, Tensor]],
+                                 Optional[Dict[str, Tensor]]]:
+    """What a stage of frames hands on: the posterior variances and per-frame fits where a
+    handler uses them (``ctx.wants_variance``), and the leverages of the points of the
+    handlers whose noise scales are studentized (``leverage_key``)."""
+    studentizing = [h for h in ctx.handlers if getattr(h, 'leverage_key', None)]
+    if not (ctx.wants_variance or studentizing):
+        return None, None, None
+    variance, own, leverage = _posterior_variance(problem, system, ctx.skip, studentizing)
+    if not ctx.wants_variance:
+        variance, own = None, None
+    return variance, own, leverage or None
 
 
 def run_group_lm_stage(ctx: StageContext, motion: Optional[nn.Module] = None

@@ -22,6 +22,9 @@ def test_variants_join_and_revert_the_animal_prior_and_the_exchanges():
     assert kinds['PosePriorHandler']['name'] == 'pose_prior'
     assert kinds['PosePriorHandler']['loss'] == dict(type='PoseL2Prior')
     assert kinds['Keypoint2DHandler']['exchange_left_right'] is False
+    assert kinds['Keypoint2DHandler']['studentize'] is False
+    assert 'studentize' not in {h['type']: h for h in shipped.registrant.handlers}[
+        'Keypoint2DHandler']                            # the handler's default: on
     assert 'MotionPriorHandler' not in kinds
     assert not any(s.get('place_markers') for s in before.registrant.stages)
     assert any(s.get('place_markers') for s in shipped.registrant.stages)

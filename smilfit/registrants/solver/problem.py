@@ -226,6 +226,29 @@ class LeastSquaresProblem:
             add_param_block(H, g, r, Jp, cols, reduce, None if layout is None else layout.slots)
         return cost, g, H
 
+    def point_terms_at(self, x: Tensor, idx: Tensor, handlers: Sequence[nn.Module]
+                       ) -> Dict[str, Tuple[Tensor, Tensor]]:
+        """Each point handler of ``handlers``' point derivatives at ``x`` (n, P) of samples
+        ``idx``: name -> ``(A, D)``, ``A`` (n, G, M, R, 3) its weighted residuals'
+        derivatives by its points (:func:`point_terms`), ``D`` (n, M, 3, P) the points'
+        by the parameters. Empty where no handler has points."""
+        point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
+        wanted = [h for h in handlers if h in point_handlers]
+        if not wanted:
+            return {}
+        params, obs = self.subset(idx, x)
+        rows, keep, attach, offsets, offset_rows = self._attached_points(
+            point_handlers, params, x.device)
+        jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
+                                   keep=keep)
+        dense = jac.to_dense()
+        out = {}
+        for h in wanted:
+            index = rows[h.name]
+            _, A = point_terms(h, jac.points.index_select(1, index), obs, params)
+            out[h.name] = (A, dense.index_select(1, index))
+        return out
+
     def column_coupling(self) -> Optional[Tensor]:
         """(P, P) bool on the CPU: the columns that can meet in ``J^T J`` (some point
         residual reads both, or a prior couples them), known after the first

@@ -61,7 +61,7 @@ def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monk
     skip = torch.zeros(problem.B, dtype=torch.bool)
     skip[1] = True
     monkeypatch.setattr(stage_runners, 'COVARIANCE_CHUNK', 2)      # chunks join up
-    variance, own = stage_runners._posterior_variance(problem, system, skip)
+    variance, own, _ = stage_runners._posterior_variance(problem, system, skip)
     planned = problem.solver
     problem.solver = linear_solver.DenseCholesky()                 # the full matrices
     _, _, full = problem.linearize(x, units)
@@ -89,7 +89,7 @@ def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatc
     x = problem.initial_x()
     system = types.SimpleNamespace(H=H, g=torch.zeros_like(x), x_linearized=x,
                                    num_units=problem.B, dtype=torch.float64)
-    variance, _ = stage_runners._posterior_variance(problem, system, None)
+    variance, _, _ = stage_runners._posterior_variance(problem, system, None)
     flat = torch.cat([v.reshape(problem.B, -1) for v in variance.values()], 1)
     assert torch.isnan(flat[0]).all() and (flat[1:] == 1).all()
 
