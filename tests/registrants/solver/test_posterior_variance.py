@@ -20,6 +20,20 @@ def model():
     return SMILModel(data=demo_model_data(), dtype=torch.float64)
 
 
+def last_problem(monkeypatch, registrant, obs):
+    """The last least-squares problem a fit of ``obs`` by ``registrant`` linearised."""
+    seen = {}
+    linearize = problem_module.LeastSquaresProblem.linearize
+
+    def recording(problem, *args, **kwargs):
+        seen['problem'] = problem
+        return linearize(problem, *args, **kwargs)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', recording)
+    registrant.fit(obs)
+    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', linearize)
+    return seen['problem']
+
+
 def _fitted_problem(model, monkeypatch, solver):
     """A pose stage's problem after a short fit, in the layout of ``solver``."""
     if solver == 'split':
@@ -32,16 +46,7 @@ def _fitted_problem(model, monkeypatch, solver):
                 dict(type='ShapePriorHandler', name='shape', weight=1e-2),
                 dict(type='AnimalPosePriorHandler', name='pose', weight=1.0,
                      posterior_spread=True)]
-    seen = {}
-    linearize = problem_module.LeastSquaresProblem.linearize
-
-    def recording(problem, *args, **kwargs):
-        seen['problem'] = problem
-        return linearize(problem, *args, **kwargs)
-    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', recording)
-    _registrant(model, n_iter=3, handlers=handlers).fit(obs)
-    monkeypatch.setattr(problem_module.LeastSquaresProblem, 'linearize', linearize)
-    return seen['problem']
+    return last_problem(monkeypatch, _registrant(model, n_iter=3, handlers=handlers), obs)
 
 
 @pytest.mark.parametrize('solver', ['sparse', 'split', 'dense'])
