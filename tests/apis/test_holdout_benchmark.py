@@ -90,6 +90,20 @@ def test_the_trunk_unmapped_variant_leaves_only_the_trunk_rows_out_of_the_lookup
     assert synthetic._skin_lookup(names, 'spine_1')['spine_1'] == 'spine_2'
 
 
+def test_a_run_of_the_skin_cases_leaves_the_other_cases_table_alone(monkeypatch):
+    synthetic = benchmark_module('holdout_synthetic')
+    written = []
+    monkeypatch.setattr(synthetic, 'write_summary', lambda r, a: written.append(('plain', r)))
+    monkeypatch.setattr(synthetic, 'write_skin_summary',
+                        lambda r, a: written.append(('skin', r)))
+    skin, plain = ('skin', 'shipped', {}), ('clean', 'shipped', {})
+    synthetic.write_tables([skin], None)
+    assert written == [('skin', [skin])]
+    written.clear()
+    synthetic.write_tables([plain, skin], None)
+    assert written == [('plain', [plain]), ('skin', [skin])]
+
+
 def test_table_rows_compare_every_method_on_the_same_points():
     methods = benchmark_module('holdout_methods')
     block = dict(all=dict(fit_median_px=2.0, fit_p90_px=4.0, dlt_median_px=4.0,
