@@ -63,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import holdout_methods  # noqa: E402  (benchmarks/holdout_methods.py)
+from holdout import BEFORE_ANIMAL_PRIOR, apply_variant  # noqa: E402  (benchmarks/holdout.py)
 
 #: The registrant of configs/fitting/mouse_multiview.py before its priors were put in
 #: body and noise units: the "pixel constants" baseline.
@@ -129,7 +130,7 @@ VIDEO = {'video': (0.98, 0.1)}
 #: label -> the registrant compared: a config dict, or a variant of benchmarks/holdout.py
 CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
            'joint': 'joint', 'animal_scale': 'animal_scale',
-           'before animal prior': 'fixed_pose_prior+no_exchange+no_motion+no_markers+raw_scales',
+           'before animal prior': BEFORE_ANIMAL_PRIOR,
            'raw_scales': 'raw_scales',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
@@ -186,7 +187,6 @@ def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0),
 def _config(registrant, data_path):
     from mmengine.config import Config
 
-    from holdout import apply_variant
     base = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py'))
     cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
     cfg.body_model = base.body_model
