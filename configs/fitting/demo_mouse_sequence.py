@@ -4,7 +4,10 @@
 # animal's chain of frames and its shape together (docs/fitting.md, "Video").
 _base_ = ['./demo_mouse.py']
 
-data = dict(batch_size=16)  # = frames_per_session: one batch per session
+# a video: each session's poses move a little every frame (the base demo's are drawn anew)
+data = dict(path='work_dirs/demo_mouse_sequence/synthetic_video.h5',
+            synthetic=dict(frames_per_session=64, pose_correlation=0.98),
+            batch_size=64)  # = frames_per_session: one batch per session
 registrant = dict(
     shared=dict(betas=True),
     handlers=[

@@ -15,7 +15,11 @@ Sampling (all in model units and the model's frame; ``up`` is the model's ``up_a
 - shape: ``betas ~ N(shape_mean, shape_std_scale^2 shape_cov)`` (``N(0, I)`` when the
   model has no prior); optional per-joint anisotropic ``log_scale ~ N(0, log_scale_std^2)``
   per session;
-- pose: every axis-angle component of every non-root joint ``~ N(0, pose_std^2)``;
+- pose: every axis-angle component of every non-root joint ``~ N(0, pose_std^2)``, drawn
+  anew every frame, or, with ``pose_correlation`` ``rho`` in (0, 1), a video: each
+  session's poses, tilts and offsets a first-order autoregression in time with the same
+  spreads (each frame ``rho`` times the last plus ``sqrt(1 - rho^2)`` times a new draw),
+  its heading a random walk of that step;
 - global orientation: a uniform heading about ``up`` (or, with ``heading_range_deg`` <
   360, within that range of the rig's first camera azimuth) times a small tilt
   (``tilt_std`` radians);
@@ -204,6 +208,19 @@ def keypoint_visibility(uv: np.ndarray, depth: np.ndarray, depth_buffer: np.ndar
     return vis
 
 
+def _in_time(draws: np.ndarray, rho: float) -> np.ndarray:
+    """(F, ...) independent draws of a stationary spread made a first-order
+    autoregression along frames with correlation ``rho`` and the same spread (``rho`` 0:
+    returned as they are)."""
+    if rho <= 0.0:
+        return draws
+    out = draws.copy()
+    step = math.sqrt(1.0 - rho * rho)
+    for f in range(1, len(out)):        # (a recursion in time: one step per frame)
+        out[f] = rho * out[f - 1] + step * draws[f]
+    return out
+
+
 def _sample_betas(rng: np.random.Generator, data: Any, num_betas: int,
                   scale: float) -> np.ndarray:
     if num_betas == 0:
@@ -240,7 +257,7 @@ class SyntheticOptions(dict):
         num_sessions=4, frames_per_session=8, num_views=4, image_size=(256, 256),
         focal=None, fov_deg=40.0, distance=None, fill=0.6, elevation_deg=(15.0, 45.0),
         azimuth_jitter_deg=10.0, heading_range_deg=360.0, pose_std=0.3, tilt_std=0.1,
-        transl_std=0.1,
+        transl_std=0.1, pose_correlation=0.0,
         shape_std_scale=1.0, log_scale_std=0.0, occlusion_tol=None, jpeg_quality=92,
         masks=True, seed=0)
 
@@ -253,6 +270,9 @@ class SyntheticOptions(dict):
         if not 0.0 <= float(self['heading_range_deg']) <= 360.0:
             raise ValueError(f"heading_range_deg must be in [0, 360], got "
                              f"{self['heading_range_deg']!r}")
+        if not 0.0 <= float(self['pose_correlation']) < 1.0:
+            raise ValueError(f"pose_correlation must be in [0, 1), got "
+                             f"{self['pose_correlation']!r}")
 
 
 def _rest_length(model) -> float:
@@ -283,6 +303,8 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             ``heading_range_deg`` (360: any heading; less: headings within that range
             about the rig's first camera azimuth, e.g. for a quick-start regressor),
             ``pose_std`` / ``tilt_std`` (radians), ``transl_std`` (body lengths),
+            ``pose_correlation`` (0: every frame drawn anew; ``rho`` in (0, 1): each
+            session a video whose frames are correlated by ``rho``),
             ``shape_std_scale``, ``log_scale_std``, ``occlusion_tol`` (model units),
             ``jpeg_quality``, ``masks``, ``seed``.
 
@@ -335,7 +357,9 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
             albedo = rng.uniform(0.35, 0.95) * np.array([1.0, rng.uniform(0.8, 1.0),
                                                          rng.uniform(0.65, 1.0)])
             # --- poses
-            body_pose = float(opts['pose_std']) * rng.standard_normal((F, J - 1, 3))
+            rho = float(opts['pose_correlation'])
+            body_pose = _in_time(
+                float(opts['pose_std']) * rng.standard_normal((F, J - 1, 3)), rho)
             heading_range = float(opts['heading_range_deg'])
             if heading_range >= 360.0:
                 heading = rng.uniform(-math.pi, math.pi, F)
@@ -343,11 +367,16 @@ def generate_synthetic_dataset(out_path: Union[str, Path], *, body_model: Any = 
                 az0 = rng.uniform(0.0, 360.0)
                 heading = math.radians(az0) + np.radians(
                     rng.uniform(-heading_range / 2, heading_range / 2, F))
-            tilt = float(opts['tilt_std']) * rng.standard_normal((F, 3))
+            if rho > 0.0:       # a video turns a little every frame, from its first heading
+                heading = heading[0] + np.concatenate([[0.0], np.cumsum(
+                    math.sqrt(1.0 - rho * rho) * float(opts['pose_std'])
+                    * rng.standard_normal(F - 1))])
+            tilt = _in_time(float(opts['tilt_std']) * rng.standard_normal((F, 3)), rho)
             rots = np.stack([_rotation_about(up, heading[f]) @ cv2.Rodrigues(tilt[f])[0]
                              for f in range(F)])
             global_orient = matrix_to_axis_angle(torch.as_tensor(rots)).numpy()
-            offsets = float(opts['transl_std']) * length * rng.standard_normal((F, 3))
+            offsets = _in_time(float(opts['transl_std']) * length
+                               * rng.standard_normal((F, 3)), rho)
             offsets -= np.outer(offsets @ up, up)               # stay on the ground plane
             params = dict(global_orient=global_orient, body_pose=body_pose,
                           betas=np.repeat(betas[None], F, 0),

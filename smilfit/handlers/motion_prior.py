@@ -38,7 +38,9 @@ drawn anew every frame): those vary as much between neighbours as between frames
 apart, where a video's spread grows with the lag. :func:`video_share` measures how much of
 a random walk they are from the spread 4 frames apart (:func:`far_partners`) against the
 neighbours', on the body's place, else its turn; frames that are none get no motion term
-(a warning says so), frames partly one get their links widened.
+(a warning says so), frames partly one get their links widened. Chains too short to tell
+(fewer than :data:`MIN_FAR_PAIRS` pairs far apart) are smoothed as a video, with a
+warning: frames drawn anew are fitted worse so.
 
 Levenberg-Marquardt stages solve a whole chain at once (:mod:`smilfit.registrants.solver.
 chain_system`: a block-banded system, linear in the chain's length); gradient optimizers
@@ -234,13 +236,21 @@ PLACING_PARAMS = ('transl', 'global_orient')
 def video_share(grams: Mapping[str, Variogram]) -> Tensor:
     """() how much of the frames' lag-1 spread beyond the fit's noise is a random walk's,
     0 (each frame drawn anew: images of a collection, a synthetic session) .. 1 (a random
-    walk), from the parameters' variograms ``grams`` (name -> :class:`Variogram`): what
-    the first parameter of :data:`PLACING_PARAMS` with anything to judge by shows
-    (:func:`walk_share`), else the largest share any other shows, else 1. The frames are a
-    video or not as a whole, and the body's place is what the labels see best: a fit
-    scatters more than its precision says where the labels leave a choice (the body's
-    turn against its spine's, a limb's twist), which looks like frames drawn anew in
-    those parameters."""
+    walk), from the parameters' variograms ``grams`` (name -> :class:`Variogram`):
+    :func:`judged_video_share`, or 1 where nothing tells (frames are smoothed as a video
+    unless they show they are not one)."""
+    share = judged_video_share(grams)
+    return torch.ones(()) if share is None else share
+
+
+def judged_video_share(grams: Mapping[str, Variogram]) -> Optional[Tensor]:
+    """() :func:`video_share` where the variograms tell, else ``None``: what the first
+    parameter of :data:`PLACING_PARAMS` with anything to judge by shows
+    (:func:`walk_share`), else the largest share any other shows. The frames are a video
+    or not as a whole, and the body's place is what the labels see best: a fit scatters
+    more than its precision says where the labels leave a choice (the body's turn against
+    its spine's, a limb's twist), which looks like frames drawn anew in those
+    parameters."""
     for name in PLACING_PARAMS:
         if name in grams:
             share = walk_share(grams[name])
@@ -248,7 +258,7 @@ def video_share(grams: Mapping[str, Variogram]) -> Tensor:
                 return share
     shares = [share for share in (walk_share(g) for name, g in grams.items()
                                   if name not in PLACING_PARAMS) if share is not None]
-    return torch.stack(shares).max() if shares else torch.ones(())
+    return torch.stack(shares).max() if shares else None
 
 
 def walk_share(gram: Variogram) -> Optional[Tensor]:
@@ -396,6 +406,7 @@ class MotionPriorHandler(BaseHandler):
         # the per-frame stages' posterior variances tell motion from the fit's own noise
         self.uses_posterior_variance = True
         self._said_not_a_video = False
+        self._said_too_short = False
 
     @property
     def prev_key(self) -> str:
@@ -439,8 +450,11 @@ class MotionPriorHandler(BaseHandler):
             if gram is not None:
                 grams[p] = (gram, tuple(get_param(params, p).shape[1:]))
         # the frames are a video or not as a whole: judged on the body's place first
-        share = (video_share({p: g for p, (g, _) in grams.items()}) if self.judge_video
-                 else torch.ones(()))
+        judged = (judged_video_share({p: g for p, (g, _) in grams.items()})
+                  if self.judge_video else torch.ones(()))
+        share = torch.ones(()) if judged is None else judged
+        if judged is None and grams:
+            self._say_too_short(max(g.pairs for g, _ in grams.values()))
         if grams and float(share) <= 0.0 and not self._said_not_a_video:
             self._said_not_a_video = True          # once, not every batch and stage
             warnings.warn(f'handler {self.name!r}: frames numbered one after the other vary '
@@ -454,6 +468,21 @@ class MotionPriorHandler(BaseHandler):
                 continue                   # no motion to smooth, or frames not a video
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
         return out
+
+    def _say_too_short(self, pairs: int) -> None:
+        """Warn (once) that chains too short to show whether their frames are a video
+        (fewer than :data:`MIN_FAR_PAIRS` pairs far apart) are smoothed as one: frames
+        drawn anew fit worse so."""
+        if pairs >= MIN_FAR_PAIRS or self._said_too_short:
+            return
+        self._said_too_short = True
+        warnings.warn(f'handler {self.name!r}: the chains of consecutive frames are too '
+                      f'short to tell a video from frames drawn anew ({pairs} pairs of '
+                      f'frames far apart, {MIN_FAR_PAIRS} needed): they are smoothed as a '
+                      'video. Separate images numbered one after the other fit worse so: '
+                      'leave the motion prior out for them (its weight 0). For a video, '
+                      'longer batches (data.batch_size) let it tell; judge_video=False '
+                      'says it is one', stacklevel=3)
 
     @staticmethod
     def is_rotation(param: str, value: Tensor) -> bool:

@@ -1,4 +1,4 @@
-"""Synthetic generator option: headings relative to the rig."""
+"""Synthetic generator options: headings relative to the rig; sessions that are videos."""
 import h5py
 import numpy as np
 import pytest
@@ -35,3 +35,30 @@ def test_heading_range_is_relative_to_the_rig(tmp_path):
 def test_heading_range_is_validated(tmp_path):
     with pytest.raises(ValueError, match='heading_range_deg'):
         generate_synthetic_dataset(tmp_path / 'x.h5', heading_range_deg=400.0, progress=False)
+
+
+def _params(path):
+    with h5py.File(path) as f:
+        return {k: f[f'params/{k}'][:] for k in ('body_pose', 'transl', 'global_orient')}
+
+
+def test_pose_correlation_makes_each_session_a_video(tmp_path):
+    common = dict(num_sessions=2, frames_per_session=40, num_views=1, image_size=32,
+                  masks=False, progress=False, seed=2)
+    video = _params(generate_synthetic_dataset(tmp_path / 'v.h5', pose_correlation=0.98,
+                                               **common))
+    anew = _params(generate_synthetic_dataset(tmp_path / 'a.h5', **common))
+    for name in ('body_pose', 'transl'):
+        step = lambda p, lag: np.abs(p[lag:40] - p[:40 - lag]).mean()  # noqa: E731
+        # a video moves a little every frame and drifts further over more frames ...
+        assert step(video[name], 1) < 0.4 * step(anew[name], 1)
+        assert step(video[name], 8) > 1.5 * step(video[name], 1)
+        # ... frames drawn anew are as far from their neighbours as from any frame
+        assert step(anew[name], 8) < 1.3 * step(anew[name], 1)
+    # the same spread of poses either way (the pose_std the options give)
+    assert 0.5 < video['body_pose'].std() / anew['body_pose'].std() < 2.0
+
+
+def test_pose_correlation_is_validated(tmp_path):
+    with pytest.raises(ValueError, match='pose_correlation'):
+        generate_synthetic_dataset(tmp_path / 'x.h5', pose_correlation=1.0, progress=False)

@@ -158,6 +158,33 @@ def test_the_handler_says_when_numbered_frames_are_not_a_video():
     assert h.inverse_scales(out, 'body_pose').shape == (T, 4, 3)
 
 
+def test_the_handler_says_when_chains_are_too_short_to_tell():
+    # two chains of 16 frames drawn anew: too few pairs far apart to tell them from a
+    # video, so they are smoothed as one, with a warning, once
+    g = torch.Generator().manual_seed(5)
+    T = 32
+    params = dict(transl=0.3 * torch.randn(T, 3, generator=g, dtype=torch.float64))
+    obs = {'frame_index': torch.cat([torch.arange(16), torch.arange(16)]),
+           variance_key('transl'): torch.full((T, 3), 1e-4)}
+    groups = torch.cat([torch.zeros(16), torch.ones(16)]).long()
+    h = _handler(params=['transl'])
+    with pytest.warns(UserWarning, match='too short to tell'):
+        out = h.stage_observations(None, obs, params, groups)
+    assert (h.inverse_scales(out, 'transl') > 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        h.stage_observations(None, obs, params, groups)          # said once
+        # told they are a video: nothing to say
+        _handler(params=['transl'], judge_video=False).stage_observations(
+            None, obs, params, groups)
+        # one chain of 80 frames is long enough to tell (here: not a video)
+        long = dict(transl=0.3 * torch.randn(80, 3, generator=g, dtype=torch.float64))
+        long_obs = {'frame_index': torch.arange(80),
+                    variance_key('transl'): torch.full((80, 3), 1e-4)}
+        warnings.filterwarnings('ignore', message='.*not smoothed as a video')
+        _handler(params=['transl']).stage_observations(None, long_obs, long)
+
+
 def test_the_bodys_turn_and_place_say_whether_frames_are_a_video():
     # a video whose joints the fit scatters beyond their precision (a twist the labels
     # leave free): the body's turn and place walk, so the frames are smoothed as a video
