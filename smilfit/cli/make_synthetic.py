@@ -26,6 +26,7 @@ examples:
   python tools/make_synthetic_dataset.py data/synthetic/synthetic_multiview.h5
   python tools/make_synthetic_dataset.py out.h5 --model my_animal.json --sessions 20 \\
       --frames 50 --views 6 --image-size 320 256 --elevation 10 60
+  python tools/make_synthetic_dataset.py video.h5 --frames 64 --pose-correlation 0.98
 """
 
 
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                    help='random azimuth jitter of each camera on the ring, degrees (10)')
     p.add_argument('--pose-std', type=float, default=0.3,
                    help='std of every joint axis-angle component, radians (0.3)')
+    p.add_argument('--pose-correlation', type=float, default=0.0, metavar='RHO',
+                   help='each session a video: consecutive poses correlated by RHO in '
+                        '[0, 1), e.g. 0.98 (0: every frame posed anew)')
     p.add_argument('--tilt-std', type=float, default=0.1,
                    help='std of the body tilt away from upright, radians (0.1)')
     p.add_argument('--transl-std', type=float, default=0.1,
@@ -90,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         image_size=tuple(size), focal=args.focal, fov_deg=args.fov, distance=args.distance,
         fill=args.fill, elevation_deg=tuple(args.elevation) if len(args.elevation) == 2
         else args.elevation[0], azimuth_jitter_deg=args.azimuth_jitter,
-        pose_std=args.pose_std, tilt_std=args.tilt_std, transl_std=args.transl_std,
+        pose_std=args.pose_std, pose_correlation=args.pose_correlation,
+        tilt_std=args.tilt_std, transl_std=args.transl_std,
         shape_std_scale=args.shape_std_scale, log_scale_std=args.log_scale_std,
         occlusion_tol=args.occlusion_tol, jpeg_quality=args.jpeg_quality,
         masks=not args.no_masks, seed=args.seed)

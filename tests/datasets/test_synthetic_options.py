@@ -62,3 +62,17 @@ def test_pose_correlation_makes_each_session_a_video(tmp_path):
 def test_pose_correlation_is_validated(tmp_path):
     with pytest.raises(ValueError, match='pose_correlation'):
         generate_synthetic_dataset(tmp_path / 'x.h5', pose_correlation=1.0, progress=False)
+
+
+def test_the_command_makes_videos_and_refuses_a_correlation_of_one(tmp_path, capsys):
+    from smilfit.cli.make_synthetic import main
+    common = ['--sessions', '1', '--frames', '24', '--views', '1', '--image-size', '32',
+              '--no-masks', '--quiet']
+    assert main([str(tmp_path / 'v.h5'), '--pose-correlation', '0.98'] + common) == 0
+    assert main([str(tmp_path / 'a.h5')] + common) == 0
+    video, anew = _params(tmp_path / 'v.h5'), _params(tmp_path / 'a.h5')
+    step = lambda p: np.abs(np.diff(p, axis=0)).mean()  # noqa: E731
+    assert step(video['body_pose']) < 0.4 * step(anew['body_pose'])
+    assert main([str(tmp_path / 'x.h5'), '--pose-correlation', '1'] + common) == 1
+    assert 'pose_correlation must be in [0, 1)' in capsys.readouterr().err
+    assert not (tmp_path / 'x.h5').exists()
