@@ -51,7 +51,9 @@ writes each report under ``--out-dir``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import sys
 import time
 from pathlib import Path
@@ -167,21 +169,37 @@ def _session(out: Path, frames: int, noise: float, displaced, video=(0.0, 0.0),
     if correlation:
         data = data.with_name(f'{data.stem}_video{correlation:g}_gaps{missing:g}_{frames}.h5')
     truth = data.with_suffix('.truth.npy')
-    if not (data.exists() and truth.exists()):
-        data.parent.mkdir(parents=True, exist_ok=True)
-        data.unlink(missing_ok=True)
-        # labels on the skin are off their joints already: no offsets of their own
-        made = generate_animal_session(data, num_animals=1, frames=frames, num_views=6,
-                                       bone_std=0.03, offset_std=0.0 if skin else 0.05,
-                                       pose_std=0.25,
-                                       noise_px=noise, seed=7,
-                                       keypoint_offsets=_displacement(displaced),
-                                       return_keypoints_3d=True,
-                                       pose_correlation=correlation,
-                                       missing_frames=missing,
-                                       keypoint_definitions=definitions)
-        np.save(truth, made['keypoints_3d'])
+    data.parent.mkdir(parents=True, exist_ok=True)
+    # one maker at a time: another run with this --out-dir waits for the session and its
+    # truth, and never removes a session whose truth is still being written
+    with _exclusive(data.with_suffix('.lock')):
+        if not (data.exists() and truth.exists()):
+            data.unlink(missing_ok=True)
+            # labels on the skin are off their joints already: no offsets of their own
+            made = generate_animal_session(data, num_animals=1, frames=frames, num_views=6,
+                                           bone_std=0.03,
+                                           offset_std=0.0 if skin else 0.05,
+                                           pose_std=0.25,
+                                           noise_px=noise, seed=7,
+                                           keypoint_offsets=_displacement(displaced),
+                                           return_keypoints_3d=True,
+                                           pose_correlation=correlation,
+                                           missing_frames=missing,
+                                           keypoint_definitions=definitions)
+            np.save(truth, made['keypoints_3d'])
     return data, np.load(truth)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive lock on the file ``lock`` (made if absent) while inside; other
+    processes asking for it wait."""
+    with open(lock, 'a') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _config(registrant, data_path):

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from smilfit.body_models.keypoint_naming import left_right_order, left_right_pairs
+from smilfit.utils.atomic import temp_beside
 
 PathLike = Union[str, os.PathLike]
 
@@ -131,8 +132,9 @@ def write_noisy_dataset(src: PathLike, dst: PathLike, noise: LabelNoise,
     2D labels (``views/keypoints_2d``; everything else as it was, the noise stated in the
     file's ``label_noise`` attribute, with ``attrs`` beside it, and which instances were
     swapped and which points moved far in ``label_noise/swapped`` (N, C) and
-    ``label_noise/outliers`` (N, C, K)). Written to a temporary file and moved into place,
-    so ``dst`` is never a partial file.
+    ``label_noise/outliers`` (N, C, K)). Written to a temporary file of this process's own
+    and moved into place, so ``dst`` is never a partial file, also where two processes
+    write it at once.
 
     Returns:
         :meth:`LabelNoise.apply`'s record (which instances were swapped, which points moved
@@ -145,7 +147,7 @@ def write_noisy_dataset(src: PathLike, dst: PathLike, noise: LabelNoise,
     pairs = left_right_pairs(reader.keypoint_names, reader.skeleton_symmetries)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    partial = dst.with_name(dst.name + '.partial')
+    partial = Path(temp_beside(dst, '.h5'))
     shutil.copyfile(src, partial)
     try:
         with h5py.File(partial, 'r+') as f:

@@ -190,3 +190,37 @@ def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path):
     row = [c.strip() for c in lines[4].strip('|').split('|')]
     assert row[:5] == ['clean_f5', '0.5', 'shipped', '5', '3']
     assert row[-1] != 'n/a'                    # the swaps made, counted against the fit's
+
+
+def test_a_synthetic_session_is_made_by_one_run_while_the_others_wait(tmp_path, monkeypatch):
+    import multiprocessing
+    import time
+
+    import smilfit.datasets.synthetic_animals as synthetic_animals
+    bench = benchmark_module('holdout_synthetic')
+    made = []
+    real = synthetic_animals.generate_animal_session
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(synthetic_animals, 'generate_animal_session', counted)
+    # another run holds the session's lock (it is making the session): this one waits
+    lock = tmp_path / 'session_0.5px.lock'
+    ready = multiprocessing.get_context('fork').Event()
+
+    def hold():
+        with bench._exclusive(lock):
+            ready.set()
+            time.sleep(1.0)
+    other = multiprocessing.get_context('fork').Process(target=hold)
+    other.start()
+    assert ready.wait(30)
+    start = time.monotonic()
+    data, truth = bench._session(tmp_path, 6, 0.5, None)
+    assert time.monotonic() - start > 0.5                  # it waited for the other
+    other.join()
+    assert data.exists() and truth.shape[0] == 6 and made == [1]
+    # the next run finds the session and its truth: nothing made again
+    again, truth_again = bench._session(tmp_path, 6, 0.5, None)
+    assert again == data and (truth_again == truth).all() and made == [1]

@@ -126,3 +126,35 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='left/right'):       # no pairs among a, b, c
         write_noisy_dataset(src, dst, LabelNoise(1.0, 0.0, 0.2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['clean.h5']
+
+
+def test_two_writers_of_one_noisy_copy_each_publish_a_whole_file(tmp_path, monkeypatch):
+    # a second process writes the same copy while the first is copying (two held-out
+    # runs with one output folder): each writes a temporary file of its own
+    import smilfit.datasets.hdf5.reader as reader_module
+    import smilfit.datasets.label_noise as label_noise
+
+    class Reader:                     # the file above is no full dataset: its names only
+        def __init__(self, path):
+            with h5py.File(path, 'r') as f:
+                self.keypoint_names = [n.decode() for n in f['keypoint_names'][()]]
+            self.skeleton_symmetries = []
+    monkeypatch.setattr(reader_module, 'DatasetReader', Reader)
+    src, dst = tmp_path / 'clean.h5', tmp_path / 'noisy.h5'
+    _dataset(src)
+    noise = LabelNoise(0.5, 0.0, 0.5, seed=3)
+    copy = label_noise.shutil.copyfile
+    inner, started = [], []
+
+    def copy_while_another_writes(a, b):
+        out = copy(a, b)
+        if not started:
+            started.append(True)
+            inner.append(write_noisy_dataset(src, dst, noise))
+        return out
+    monkeypatch.setattr(label_noise.shutil, 'copyfile', copy_while_another_writes)
+    outer = write_noisy_dataset(src, dst, noise)
+    np.testing.assert_array_equal(outer['swapped'], inner[0]['swapped'])
+    with h5py.File(dst, 'r') as f:
+        np.testing.assert_array_equal(f['label_noise/swapped'][()], outer['swapped'])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['clean.h5', 'noisy.h5']
