@@ -86,15 +86,21 @@ def _dataset(path, n=50):
         f['other'] = np.arange(5)
 
 
-def test_noisy_copy_swaps_visibility_with_labels_and_keeps_the_rest(tmp_path, monkeypatch):
+def _read_names_only(monkeypatch):
+    """The dataset reader replaced by one of the keypoint names alone: :func:`_dataset`
+    writes no full dataset."""
     import smilfit.datasets.hdf5.reader as reader_module
 
-    class Reader:                     # the file above is no full dataset: its names only
+    class Reader:
         def __init__(self, path):
             with h5py.File(path, 'r') as f:
                 self.keypoint_names = [n.decode() for n in f['keypoint_names'][()]]
             self.skeleton_symmetries = []
     monkeypatch.setattr(reader_module, 'DatasetReader', Reader)
+
+
+def test_noisy_copy_swaps_visibility_with_labels_and_keeps_the_rest(tmp_path, monkeypatch):
+    _read_names_only(monkeypatch)
     src, dst = tmp_path / 'clean.h5', tmp_path / 'out' / 'noisy.h5'
     _dataset(src)
     noise = LabelNoise(0.5, 0.0, 0.5, seed=3)
@@ -131,15 +137,8 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 def test_two_writers_of_one_noisy_copy_each_publish_a_whole_file(tmp_path, monkeypatch):
     # a second process writes the same copy while the first is copying (two held-out
     # runs with one output folder): each writes a temporary file of its own
-    import smilfit.datasets.hdf5.reader as reader_module
     import smilfit.datasets.label_noise as label_noise
-
-    class Reader:                     # the file above is no full dataset: its names only
-        def __init__(self, path):
-            with h5py.File(path, 'r') as f:
-                self.keypoint_names = [n.decode() for n in f['keypoint_names'][()]]
-            self.skeleton_symmetries = []
-    monkeypatch.setattr(reader_module, 'DatasetReader', Reader)
+    _read_names_only(monkeypatch)
     src, dst = tmp_path / 'clean.h5', tmp_path / 'noisy.h5'
     _dataset(src)
     noise = LabelNoise(0.5, 0.0, 0.5, seed=3)
