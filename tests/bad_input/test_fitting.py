@@ -131,6 +131,22 @@ def test_resume_with_changed_data_is_refused(tmp_path, cfg):
     _fit(cfg, work, overwrite=True)
 
 
+def test_resume_with_other_smilfit_code_is_refused(tmp_path, cfg, monkeypatch):
+    """A change of code (a handler's default) changes the answer, not the config: the
+    batches another version fitted are not mixed with new ones."""
+    import smilfit.apis.fitting.dataset_fit as dataset_fit
+    from smilfit.apis.fitting.config import code_identity
+    work = tmp_path / 'work'
+    _fit(cfg, work)
+    assert len(code_identity()) == 16 and code_identity() == code_identity()
+    monkeypatch.setattr(dataset_fit, 'code_identity', lambda: 'another version')
+    with pytest.raises(FileExistsError, match='written from another smilfit code; its '
+                       'batches cannot be resumed: use --overwrite'):
+        _fit(cfg, work, resume=True)
+    _fit(cfg, work, overwrite=True)
+    _fit(cfg, work, resume=True)     # the same code again: fine
+
+
 def test_resume_fits_a_damaged_batch_file_again(tmp_path, cfg):
     """A batch file cut short since it was written (a copied work dir, a failing disk) is
     not trusted on --resume: its batch is fitted again, with a warning naming it, and the

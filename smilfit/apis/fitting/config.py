@@ -2,10 +2,12 @@
 ``data`` dict of a fitting config (:data:`DATA_KEYS`, :func:`check_data_config`), the joint
 lookup, the registrant config a fit builds and records (:func:`registrant_config`), and
 the stamp that decides whether finished batches can be resumed (:func:`dataset_identity`,
-:func:`stamp_changes`)."""
+:func:`code_identity`, :func:`stamp_changes`)."""
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -80,6 +82,21 @@ def dataset_identity(path: PathLike) -> Dict[str, Any]:
                 source=read_source(path))
 
 
+@functools.lru_cache(maxsize=1)
+def code_identity() -> str:
+    """What identifies the smilfit code a fit runs with, for resuming: a SHA-256 (16 hex
+    digits) of every module's path and content in the package. A handler's default, an
+    optimiser's rule, changes a fit's answer without changing its config: batches fitted
+    by other code are stale, and a resume must not mix them with new ones (read once per
+    process)."""
+    root = Path(__file__).resolve().parents[2]           # the smilfit package
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob('*.py')):
+        digest.update(str(path.relative_to(root)).encode() + b'\0')
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def registrant_config(cfg: Mapping[str, Any], progress: bool,
                       error: type = FittingConfigError) -> Dict[str, Any]:
     """The registrant config a dataset fit (or a registration) builds, and a fit records
@@ -103,17 +120,18 @@ def registrant_config(cfg: Mapping[str, Any], progress: bool,
 
 
 def stamp_changes(old: str, new: str) -> List[str]:
-    """What differs between two stamps (JSON of ``data``, ``registrant`` and ``dataset``),
-    named for a message; ``['config']`` when the old one is not readable."""
+    """What differs between two stamps (JSON of ``data``, ``registrant``, ``dataset`` and
+    ``code``), named for a message; ``['config']`` when the old one is not readable."""
     try:
         before = json.loads(old)
     except json.JSONDecodeError:
         return ['config']
     after = json.loads(new)
-    names = dict(data='data config', registrant='registrant config', dataset='dataset file')
+    names = dict(data='data config', registrant='registrant config', dataset='dataset file',
+                 code='smilfit code')
     return [names[k] for k in names if before.get(k) != after.get(k)]
 
 
 __all__ = ['DATA_KEYS', 'FittingConfigError', 'StaleDataError', 'AllSamplesFailedError',
-           'load_joint_lookup', 'check_data_config', 'dataset_identity', 'registrant_config',
-           'stamp_changes']
+           'load_joint_lookup', 'check_data_config', 'dataset_identity', 'code_identity',
+           'registrant_config', 'stamp_changes']

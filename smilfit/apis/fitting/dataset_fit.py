@@ -35,7 +35,8 @@ from ..animals import (DEFAULT_SKELETON_FRAMES, calibrated_skeletons, estimate_s
                        identify_animals, load_skeleton, skeleton_matches)
 from ..distributed import barrier, setup_distributed
 from .config import (AllSamplesFailedError, FittingConfigError, check_data_config,
-                     dataset_identity, load_joint_lookup, registrant_config, stamp_changes)
+                     code_identity, dataset_identity, load_joint_lookup, registrant_config,
+                     stamp_changes)
 from .observations import (_OBSERVATION_KEYS, drop_non_finite_cameras,
                            observations_from_batch, warn_bad_cameras)
 from .network_starts import choose_starts, load_network_starts
@@ -179,7 +180,7 @@ def _prepare(cfg: Mapping[str, Any], work_dir: Path, progress: bool, device: str
     if data_cfg.get('max_samples') is not None:
         total = min(total, int(data_cfg['max_samples']))
     stamp = json.dumps(dict(data=data_cfg, registrant=reg_cfg,
-                            dataset=dataset_identity(data_cfg['path'])),
+                            dataset=dataset_identity(data_cfg['path']), code=code_identity()),
                        sort_keys=True, default=str)
     return FitRun(data_cfg=data_cfg, rank=rank, world=world,
                   progress=progress, registrant=registrant, reader=reader,
