@@ -12,7 +12,8 @@ and k (median, 90th percentile and worst subset's median, of the fit and of DLT)
 each case's full table (per held-out camera, per keypoint, per subset); the
 reports are ``<out-dir>/<case>/holdout_views.{txt,json}`` (under ``variant_<name>/`` for
 a ``--variant``, ``noise_<...>/`` with ``--noise``). Fits are resumed from
-``<out-dir>/<case>/fits`` when rerun. A few minutes on one CPU thread (most of it the
+``<out-dir>/<case>/fits`` when rerun with the same code, config and data; fits made by
+other smilfit code stop the run (``--overwrite`` fits again). A few minutes on one CPU thread (most of it the
 8-camera case); skips when ../shared is absent. The slow twin of
 ``tests/apis/test_holdout.py`` (synthetic, seconds).
 ``--cases`` runs some of the cases, ``--ks`` other numbers of fitting cameras than a
@@ -115,6 +116,9 @@ VARIANTS = {
     'trunk_unmapped': 'the joint lookup without the rows of the labels on the trunk and '
                       f'shoulders ({", ".join(TRUNK_LABELS)}): the fit places them '
                       '(place_unmapped)',
+    'one_floor': "the noise scales floored at 1 % of the animal's extent wherever three or "
+                 'more views see a point too, as where two do (Keypoint2DHandler '
+                 'resolved_min_relative_scale=min_relative_scale)',
     'raw_scales': 'noise scales measured on the raw residuals, not studentized by the '
                   "labels' leverage on the fit (Keypoint2DHandler studentize=False)",
 }
@@ -150,6 +154,15 @@ def apply_variant(cfg, variant: str):
         cfg.registrant.handlers = list(cfg.registrant.handlers) + [
             dict(type='AnimalPosePriorHandler', name='scale_prior', param='global_log_scale',
                  prior_scale=None)]
+    elif variant == 'one_floor':
+        import inspect
+
+        from smilfit.handlers.keypoint2d import Keypoint2DHandler
+        default = inspect.signature(Keypoint2DHandler).parameters['min_relative_scale'].default
+        for handler in cfg.registrant.handlers:
+            if handler['type'] == 'Keypoint2DHandler':
+                handler['resolved_min_relative_scale'] = handler.get('min_relative_scale',
+                                                                     default)
     elif variant in ('no_exchange', 'raw_scales'):
         option = 'exchange_left_right' if variant == 'no_exchange' else 'studentize'
         for handler in cfg.registrant.handlers:

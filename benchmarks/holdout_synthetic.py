@@ -46,7 +46,9 @@ Usage::
 Prints one row per case, config and k (held-out median, 90th percentile and worst
 subset's median, px, of the fit and of DLT), then every method's held-out and 3D errors
 (written to ``--tables`` as ``holdout_synthetic[<--table-suffix>][_noise].md``), and
-writes each report under ``--out-dir``.
+writes each report under ``--out-dir``. Fits there are resumed when rerun with the same
+code, config and data; fits made by other smilfit code stop the run (``--overwrite`` fits
+again).
 """
 from __future__ import annotations
 
@@ -133,7 +135,7 @@ VIDEO = {'video': (0.98, 0.1)}
 CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_start',
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': BEFORE_ANIMAL_PRIOR,
-           'raw_scales': 'raw_scales',
+           'raw_scales': 'raw_scales', 'one_floor': 'one_floor',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
            'no_markers': 'no_markers', 'shipped': 'shipped', 'root_motion': 'root_motion',
@@ -223,6 +225,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out-dir', default=str(ROOT / 'work_dirs' / 'holdout_synthetic'))
+    parser.add_argument('--overwrite', action='store_true',
+                        help='fit again where --out-dir holds earlier fits')
     parser.add_argument('--subsets', type=int, default=3, help='random subsets per k')
     parser.add_argument('--frames', type=int, default=60, help='frames per session')
     parser.add_argument('--ks', type=int, nargs='+', default=[2, 3])
@@ -258,6 +262,7 @@ def main() -> int:
             report = evaluate_holdout_views(
                 cfg, fits / case / label.replace(' ', '_'), args.ks,
                 max_subsets=args.subsets, frames=frames, progress=False,
+                overwrite=args.overwrite,
                 config_name=label, noise=holdout_methods.label_noise(args), peers=peers,
                 reference_3d=truth)
             seconds = time.perf_counter() - start

@@ -55,6 +55,34 @@ def observed_extent(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(extent), extent, torch.zeros_like(extent)).detach()
 
 
+#: Views that must see a point in its frame, weighing alike, for each view's share of its
+#: error to show in the residuals (with two, the fit follows one and the other takes the
+#: residual).
+RESOLVING_VIEWS = 3
+#: Views weigh alike where their noise scales are within this factor of the most precise
+#: view's (their weights within its square): a view far less precise than the others
+#: hardly pulls the fit, which then follows the precise ones as it follows two.
+ALIKE_SCALE_RATIO = 2.0
+
+
+def relative_scale_floor(valid: torch.Tensor, unresolved: float, resolved: float,
+                         previous: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, C, M) the smallest noise scale of each point, as a fraction of the animal's
+    extent: ``resolved`` where at least :data:`RESOLVING_VIEWS` views see the point in
+    its frame (``valid`` (B, C, M)) and, given the scales ``previous`` (B, C, M) a stage
+    measured before, that many of them weigh alike (:data:`ALIKE_SCALE_RATIO`);
+    ``unresolved`` elsewhere."""
+    seen = valid
+    if previous is not None:
+        scale = torch.where(valid & torch.isfinite(previous) & (previous > 0), previous,
+                            torch.full_like(previous, float('inf')))
+        best = scale.amin(1, keepdim=True)
+        seen = valid & (scale <= ALIKE_SCALE_RATIO * best)
+    views = seen.sum(1, keepdim=True).expand_as(valid)
+    return torch.where(views >= RESOLVING_VIEWS, torch.full(valid.shape, resolved),
+                       torch.full(valid.shape, unresolved)).to(valid.device)
+
+
 #: Pixel offset given to detected points that the model puts behind the camera.
 BEHIND_CAMERA_PX = 1.0e4
 #: How the noise scales of ``scale_from_residuals`` are pooled (see Keypoint2DHandler).
@@ -120,11 +148,22 @@ class Keypoint2DHandler(KeypointHandlerBase):
             offsets that best explain the residuals (:mod:`.offset_estimate`), so that a
             label consistently away from its joint is absorbed by its offset before the
             noise scales are measured, not taken for label noise.
-        min_relative_scale: the smallest noise scale, as a fraction of the animal's
-            extent in the view (the spread of its observed keypoints, pixels). A frame
-            fitted with about as many pose parameters as it has coordinates absorbs its
-            label noise, and its residuals understate it; labels are not believed more
-            precise than this fraction of the animal's size, on any image resolution.
+        min_relative_scale: the smallest noise scale of a point that one or two views
+            see in its frame, as a fraction of the animal's extent in the view (the
+            spread of its observed keypoints, pixels). A frame fitted with about as many
+            pose parameters as it has coordinates absorbs its label noise, and which of
+            two views carries a point's error cannot be told (the fit follows one, the
+            other takes its residual): there, labels are not believed more precise than
+            this fraction of the animal's size, on any image resolution, and the floor
+            sets the two views' balance.
+        resolved_min_relative_scale: the same where three or more views see the point
+            and weigh alike (their scales in the stage before within
+            :data:`ALIKE_SCALE_RATIO` of the most precise one's, where a stage handed
+            them on): each view's share of its error then shows in the residuals
+            (studentized, ``studentize``), and the floor is only a guard for labels the
+            model fits almost exactly (rendered ones). Held at ``min_relative_scale`` there too,
+            precise labels' noise is overstated and the priors (the motion prior most)
+            hold the fit away from them (docs/fitting.md, "Why these settings").
         exchange_left_right: at every stage's start, fit an instance (a sample in one
             view) with its left and right labels exchanged where the model at the current
             parameters fits them better so (by more than one squared noise scale per
@@ -152,6 +191,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  use_confidence: bool = True, min_depth: float = 0.0,
                  check_finite: bool = False, scale_from_residuals: bool = False,
                  scale_pooling: str = 'animal', min_relative_scale: float = 0.01,
+                 resolved_min_relative_scale: float = 0.001,
                  offsets_from_residuals: bool = True,
                  exchange_left_right: bool = False, studentize: bool = True) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
@@ -166,10 +206,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
             raise ValueError(f'handler {name!r}: scale_pooling must be one of '
                              f'{SCALE_POOLINGS}, got {scale_pooling!r}')
         self.scale_pooling = scale_pooling
-        if not min_relative_scale >= 0:
-            raise ValueError(f'handler {name!r}: min_relative_scale must be >= 0, got '
-                             f'{min_relative_scale!r}')
+        if not (min_relative_scale >= 0 and resolved_min_relative_scale >= 0):
+            raise ValueError(f'handler {name!r}: min_relative_scale and '
+                             f'resolved_min_relative_scale must be >= 0, got '
+                             f'{min_relative_scale!r} and {resolved_min_relative_scale!r}')
         self.min_relative_scale = float(min_relative_scale)
+        self.resolved_min_relative_scale = float(resolved_min_relative_scale)
         self.offsets_from_residuals = bool(offsets_from_residuals)
         self.exchange_left_right = bool(exchange_left_right)
         self.studentize = bool(studentize)
@@ -191,6 +233,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
         noise scales are studentized by, or ``None`` where they are not."""
         return (f'{self.name}.leverage' if self.studentize and self.scale_from_residuals
                 else None)
+
+    @property
+    def previous_scale_key(self) -> str:
+        """Observation key of the (B, C, M) noise scales of the stage that measured the
+        leverages (``leverage_key``), handed on with them."""
+        return f'{self.name}.previous_scale'
 
     @property
     def exchanged_key(self) -> str:
@@ -248,14 +296,16 @@ class Keypoint2DHandler(KeypointHandlerBase):
                         if obs.get(k) is not None})
             out[self.exchanged_key] = exchanged
         if self.scale_from_residuals:
-            out[self.scale_key] = self._noise_scales(points, obs, params, groups, projected)
+            out[self.scale_key] = self._noise_scales(points, obs, params, groups, projected,
+                                                     obs.get(self.previous_scale_key))
         return out
 
     def _noise_scales(self, points: torch.Tensor, obs: Mapping[str, Any],
                       params: Mapping[str, Any], groups: Optional[torch.Tensor],
-                      projected=None):
+                      projected=None, previous: Optional[torch.Tensor] = None):
         """(B, C, M) noise scales (pixels) of the errors of ``points`` (module docstring);
-        ``projected``: their :meth:`_project` where already computed."""
+        ``projected``: their :meth:`_project` where already computed; ``previous``: the
+        scales the stage before measured (which views weigh alike, for the floor)."""
         pix, target, _, mask, in_front = self._pixel_terms(points, obs, params,
                                                            projected=projected)
         valid = mask & in_front & torch.isfinite(target).all(-1)
@@ -266,10 +316,11 @@ class Keypoint2DHandler(KeypointHandlerBase):
             # studentized value is not blown up past what MAX_LEVERAGE gives
             errors = errors / (1.0 - leverage.to(errors).clamp(0.0, MAX_LEVERAGE)).sqrt()
         scale = residual_scales(errors, valid, groups)
-        if self.min_relative_scale > 0:
-            scale = torch.maximum(scale, self.min_relative_scale
-                                  * observed_extent(target, valid)[..., None])
-        return scale
+        if previous is not None and previous.shape != valid.shape:
+            previous = None
+        floor = relative_scale_floor(valid, self.min_relative_scale,
+                                     self.resolved_min_relative_scale, previous)
+        return torch.maximum(scale, floor * observed_extent(target, valid)[..., None])
 
     def exchanged_views(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any], groups: Optional[torch.Tensor] = None,
@@ -501,4 +552,5 @@ def _takes_chain(residual_jacobian) -> bool:
     return 'chain' in inspect.signature(residual_jacobian).parameters
 
 
-__all__ = ['Keypoint2DHandler', 'project_with_depth', 'observed_extent']
+__all__ = ['Keypoint2DHandler', 'project_with_depth', 'observed_extent', 'relative_scale_floor',
+           'RESOLVING_VIEWS', 'ALIKE_SCALE_RATIO']

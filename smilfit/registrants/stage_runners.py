@@ -353,13 +353,18 @@ def _frame_statistics(ctx: StageContext, problem: LeastSquaresProblem, system
                                  Optional[Dict[str, Tensor]]]:
     """What a stage of frames hands on: the posterior variances and per-frame fits where a
     handler uses them (``ctx.wants_variance``), and the leverages of the points of the
-    handlers whose noise scales are studentized (``leverage_key``)."""
+    handlers whose noise scales are studentized (``leverage_key``), with the scales they
+    were fitted with (``previous_scale_key``)."""
     studentizing = [h for h in ctx.handlers if getattr(h, 'leverage_key', None)]
     if not (ctx.wants_variance or studentizing):
         return None, None, None
     variance, own, leverage = _posterior_variance(problem, system, ctx.skip, studentizing)
     if not ctx.wants_variance:
         variance, own = None, None
+    # the noise scales the leverages go with: which views weighed alike in this stage
+    leverage.update({h.previous_scale_key: ctx.observations[h.scale_key]
+                     for h in studentizing if h.leverage_key in leverage
+                     and h.scale_key in ctx.observations})
     return variance, own, leverage or None
 
 

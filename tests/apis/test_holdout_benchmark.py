@@ -67,6 +67,18 @@ def test_variants_of_the_motion_prior_and_the_last_stage_change_that_alone():
                if isinstance(v, str))
 
 
+def test_the_one_floor_variant_floors_every_point_as_points_two_views_see():
+    from smilfit.registry import HANDLERS
+    bench = benchmark_module('holdout')
+    shipped = {h['type']: h for h in mouse_session_config_on_demo_mouse(
+        'unused.h5').registrant.handlers}['Keypoint2DHandler']
+    one = {h['type']: h for h in bench.apply_variant(mouse_session_config_on_demo_mouse(
+        'unused.h5'), 'one_floor').registrant.handlers}['Keypoint2DHandler']
+    built, default = HANDLERS.build(dict(one)), HANDLERS.build(dict(shipped))
+    assert built.resolved_min_relative_scale == built.min_relative_scale == 0.01
+    assert default.resolved_min_relative_scale < default.min_relative_scale
+
+
 def test_the_trunk_unmapped_variant_leaves_only_the_trunk_rows_out_of_the_lookup():
     """The shipped lookup without its trunk and shoulder rows (the fit places those labels);
     the synthetic skin case without a row for its trunk label, as a user unsure of it
@@ -170,21 +182,29 @@ def test_ks_below_two_are_refused(monkeypatch, capsys):
     assert 'at least 2 fitting cameras' in capsys.readouterr().err
 
 
-def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path):
+def test_the_synthetic_benchmark_writes_its_noise_table(tmp_path, monkeypatch):
     bench = benchmark_module('holdout_synthetic')
     argv = ['--cases', 'clean_f5', '--configs', 'shipped', '--subsets', '1', '--ks', '3',
             '--frames', '6', '--peers', 'none', '--noise', '2,0.05,0.2',
             '--out-dir', str(tmp_path / 'out'), '--tables', str(tmp_path / 'tables')]
-    import sys
-    old = sys.argv
-    sys.argv = ['holdout_synthetic.py'] + argv
-    try:
-        assert bench.main() == 0
-    finally:
-        sys.argv = old
-    lines = (tmp_path / 'tables' / 'holdout_synthetic_noise.md').read_text().splitlines()
+
+    def run(*extra):
+        monkeypatch.setattr('sys.argv', ['holdout_synthetic.py', *argv, *extra])
+        return bench.main()
+    assert run() == 0
+    table = tmp_path / 'tables' / 'holdout_synthetic_noise.md'
+    first = table.read_text()
+    assert run() == 0 and table.read_text() == first         # resumed: the same fits
+    # fits made by other smilfit code are stale: the rerun stops, --overwrite fits again
+    import smilfit.apis.fitting.dataset_fit as dataset_fit
+    monkeypatch.setattr(dataset_fit, 'code_identity', lambda: 'another version')
+    with pytest.raises(FileExistsError, match='another smilfit code'):
+        run()
+    assert run('--overwrite') == 0
+    lines = table.read_text().splitlines()
     assert lines[0].startswith('<!-- written by `python benchmarks/holdout_synthetic.py '
                                '--cases clean_f5')
+    assert lines[2:] == first.splitlines()[2:]                 # the same code's answer
     header = [c.strip() for c in lines[2].strip('|').split('|')]
     assert header[:7] == ['case', 'label noise px', 'config', 'frames', 'k', 'fit px', 'DLT px']
     row = [c.strip() for c in lines[4].strip('|').split('|')]

@@ -134,8 +134,9 @@ def test_handler_scores_errors_in_noise_units_with_matching_jacobian():
 
 def test_scales_are_floored_at_a_fraction_of_the_animals_extent():
     """A frame fitted with about as many parameters as coordinates absorbs its label
-    noise: its residuals must not make its labels look more precise than 1 % of the
-    animal's size in the image (whatever the resolution)."""
+    noise, and of two views the fit follows one: where two views see a point its
+    residuals must not make its labels look more precise than 1 % of the animal's size
+    in the image (whatever the resolution)."""
     from smilfit.handlers.keypoint2d import observed_extent
     h, obs, pts = _handler_and_data()
     out = SimpleNamespace(joints=pts)
@@ -149,6 +150,48 @@ def test_scales_are_floored_at_a_fraction_of_the_animals_extent():
     assert torch.allclose(observed_extent(big['keypoints_2d'], valid), 10 * extent)
     with pytest.raises(ValueError, match='min_relative_scale'):
         Keypoint2DHandler('kp', min_relative_scale=-1.0)
+    with pytest.raises(ValueError, match='resolved_min_relative_scale'):
+        Keypoint2DHandler('kp', resolved_min_relative_scale=-1.0)
+
+
+def test_points_three_views_see_are_floored_only_as_a_guard():
+    """Where three views see a point each view's share of its error shows in the
+    residuals: its floor is the resolved one (0.1 % of the animal's size by default),
+    so precise labels are not taken for noisier than they are; a point that only two of
+    the three views see keeps the two-view floor."""
+    from smilfit.handlers.keypoint2d import observed_extent, relative_scale_floor
+    h, obs, pts = _handler_and_data()
+    three = {k: torch.cat([v, v[:, :1]], 1) for k, v in obs.items()}
+    three['t'] = three['t'].clone()
+    three['t'][:, 2, 0] = 1.0                              # a third camera, moved aside
+    out = SimpleNamespace(joints=pts)
+    pix, _ = h.project(out, three, {})
+    visible = torch.ones(pix.shape[:-1], dtype=torch.bool)
+    visible[0, 2, 1] = False                               # point b of frame 0 in two views
+    exact = dict(three, keypoints_2d=pix.detach(), visible=visible)
+    scale = h.stage_observations(out, exact, {}, None)[h.scale_key]
+    extent = observed_extent(pix, visible)[..., None]
+    floor = torch.full_like(scale, 0.001)
+    floor[0, :, 1] = 0.01
+    assert torch.allclose(scale, floor * extent)
+    assert torch.equal(relative_scale_floor(visible, 0.5, 0.25)[0, :, 1],
+                       torch.tensor([0.5, 0.5, 0.5]))
+    # three views, but where the stage before found one of them far less precise than the
+    # others, the fit follows the other two as it follows two views: floored as two
+    previous = torch.ones(visible.shape, dtype=torch.float64)
+    assert torch.equal(relative_scale_floor(visible, 0.5, 0.25, previous)[1],
+                       torch.full((3, 2), 0.25))
+    previous[1, 2, 0] = 3.0
+    floor = relative_scale_floor(visible, 0.5, 0.25, previous)
+    assert torch.equal(floor[1, :, 0], torch.full((3,), 0.5))
+    assert torch.equal(floor[1, :, 1], torch.full((3,), 0.25))
+    # a handler asked for one floor everywhere has it
+    same = Keypoint2DHandler('kp', source='joints', scale_from_residuals=True,
+                             resolved_min_relative_scale=0.01)
+    same.setup(SimpleNamespace(joint_names=['a', 'b'], keypoint_names=[]),
+               dict(keypoint_names=['a', 'b']))
+    scale = same.stage_observations(out, exact, {}, None)[same.scale_key]
+    assert torch.allclose(scale, 0.01 * extent.expand_as(scale))
 
 
 def test_scale_pooling_is_checked_and_decides_per_animal_pooling():

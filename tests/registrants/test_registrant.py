@@ -449,7 +449,9 @@ def _seed_fits(model, stages, scales=True, **fit_kwargs):
     """History of an LM fit of ``stages`` from a start 0.1 rad and 1 unit off, with
     1 px label noise, the 2D labels' noise scales measured from the residuals or not."""
     obs, truth, _ = make_observations(model, batch=3, noise_px=1.0)
-    handlers = [dict(HANDLERS[0], scale_from_residuals=scales,
+    # (the scales held at one floor everywhere, below which 1 px labels fall: every run's
+    # later stages then minimise the same loss, whichever point its first stage left)
+    handlers = [dict(HANDLERS[0], scale_from_residuals=scales, resolved_min_relative_scale=0.01,
                      loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
                 HANDLERS[1]]
     start = dict(global_orient=truth['global_orient'] + 0.1,

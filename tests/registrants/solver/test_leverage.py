@@ -108,7 +108,9 @@ def test_a_stage_of_frames_hands_the_leverages_to_the_next_stages_noise_scales(
 
     def recording(self, points, observations, *args, **kwargs):
         seen.append(observations.get(self.leverage_key))
+        scales.append(observations.get(self.previous_scale_key))
         return original(self, points, observations, *args, **kwargs)
+    scales = []
     monkeypatch.setattr(Keypoint2DHandler, '_noise_scales', recording)
     handlers = [dict(type='Keypoint2DHandler', name='kp2d', source='joints',
                      scale_from_residuals=True, scale_pooling='frame'),
@@ -120,3 +122,7 @@ def test_a_stage_of_frames_hands_the_leverages_to_the_next_stages_noise_scales(
     assert seen[0] is None                          # the first stage has no fit before it
     assert seen[-1] is not None and seen[-1].shape == (3, 2, model.num_joints)
     assert bool(((seen[-1] > 0) & (seen[-1] < 1)).all())
+    # with the noise scales they were fitted with (which views weighed alike)
+    assert scales[0] is None
+    assert scales[-1] is not None and scales[-1].shape == seen[-1].shape
+    assert bool((scales[-1] > 0).all())
