@@ -137,6 +137,18 @@ def test_streamed_outputs_are_consistent_and_resume_exactly(single, video, tmp_p
     with pytest.raises(FileExistsError, match='other options'):
         run_inference(model, pipeline, VideoFrames(video), out, crop_mode='default',
                       chunk_size=2, video=None, resume=True, progress=False)
+    # another network's chunks are not resumed either (one weight changed)
+    weight = next(p for p in model.parameters() if p.numel() > 1)
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.view(-1)[0] += 1.0
+    try:
+        with pytest.raises(FileExistsError, match='model weights'):
+            run_inference(model, pipeline, VideoFrames(video), out, crop_mode='centred',
+                          chunk_size=2, video=None, resume=True, progress=False)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
     with pytest.raises(FileExistsError, match='resume'):
         run_inference(model, pipeline, VideoFrames(video), out, video=None, progress=False)
 

@@ -3,14 +3,17 @@ writes each chunk's outputs as soon as they are computed (resumable), then assem
 ``predictions.h5``, the ``.slp`` and the overlay video."""
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from ...datasets.hdf5.files import read_h5
+from ..fitting.config import code_identity
 from ...datasets.ingest_images import BBOX_MARGIN
 from ...utils.atomic import load_npz_whole, save_npz
 from ...visualization.mesh_export import export_meshes
@@ -26,6 +29,17 @@ from .sources import FrameSource, RigBoxes, SleapBoxes
 VIDEO_MODES = ('overlay', 'side_by_side')
 #: The options a chunk folder was written with (a resumed run must use the same).
 STAMP_NAME = 'options.json'
+
+
+def weights_identity(model) -> str:
+    """A SHA-256 (16 hex digits) of ``model``'s state (every tensor's name, dtype, shape
+    and bytes): what identifies the network that predicted a chunk, for resuming."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f'{name}:{t.dtype}:{tuple(t.shape)}'.encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: PathLike,
@@ -62,7 +76,8 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
         video_scale: output video scale (e.g. 0.5 for half size: faster).
         mesh_overlay: draw the mesh in the video (z-buffer render; slower).
         slp: write ``predictions.slp``.
-        resume: keep finished chunks of an earlier run with the same options.
+        resume: keep finished chunks of an earlier run with the same options, model
+            weights (:func:`weights_identity`) and smilfit code.
         overwrite: start again in an ``out_dir`` that holds results.
         body_model: the model's body model config (``cfg.model.body_model``), recorded in
             ``predictions.h5`` (``body_model`` attribute, JSON; a relative model file
@@ -92,8 +107,10 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
     chunk_dir = out_dir / 'chunks'
     # Boxes that follow the network need each frame's prediction before the next frame.
     follow = bool(getattr(bbox, 'follows_predictions', False))
+    # (the weights and the code too: chunks another model or version predicted are stale)
     stamp = json.dumps(dict(crop_mode=crop_mode, bbox=bbox is not None, margin=bbox_margin,
-                            follow=follow,
+                            follow=follow, weights=weights_identity(model),
+                            code=code_identity(),
                             target_size=target_size, smoothing=camera_smoothing,
                             chunk_size=chunk_size, frames=[int(x) for x in
                                                            source.frame_numbers[:1]] + [
@@ -109,8 +126,8 @@ def run_inference(model, pipeline: Sequence[Any], source: FrameSource, out_dir: 
                                   'overwrite=True (--overwrite)')
         elif (chunk_dir / STAMP_NAME).exists() and \
                 (chunk_dir / STAMP_NAME).read_text() != stamp:
-            raise FileExistsError(f'{chunk_dir} was written with other options; use '
-                                  '--overwrite')
+            raise FileExistsError(f'{chunk_dir} was written with other options, model '
+                                  'weights or smilfit code; use --overwrite')
     chunk_dir.mkdir(parents=True, exist_ok=True)
     (chunk_dir / STAMP_NAME).write_text(stamp)
     smoother = CameraSmoother(camera_smoothing) if camera_smoothing > 0 else None
