@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from ...datasets.hdf5.files import read_h5
-from ..fitting.config import code_identity
 from ...datasets.ingest_images import BBOX_MARGIN
 from ...utils.atomic import load_npz_whole, save_npz
 from ...visualization.mesh_export import export_meshes
+from ..fitting.config import code_identity
 from .common import InferenceError, PathLike
 from .following_boxes import FollowingBoxes
 from .outputs import (CHUNK_PREFIX, _chunk_arrays, _chunk_len, _chunk_paths, _merge_h5,
