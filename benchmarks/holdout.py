@@ -13,8 +13,8 @@ each case's full table (per held-out camera, per keypoint, per subset); the
 reports are ``<out-dir>/<case>/holdout_views.{txt,json}`` (under ``variant_<name>/`` for
 a ``--variant``, ``noise_<...>/`` with ``--noise``). Fits are resumed from
 ``<out-dir>/<case>/fits`` when rerun with the same code, config and data; fits made by
-other smilfit code stop the run (``--overwrite`` fits again). A few minutes on one CPU thread (most of it the
-8-camera case); skips when ../shared is absent. The slow twin of
+other smilfit code stop the run (``--overwrite`` fits again). A few minutes on one CPU
+thread (most of it the 8-camera case); skips when ../shared is absent. The slow twin of
 ``tests/apis/test_holdout.py`` (synthetic, seconds).
 ``--cases`` runs some of the cases, ``--ks`` other numbers of fitting cameras than a
 case's own (e.g. every k on the 8 cameras), ``--cfg-options`` changes the config (e.g. to

@@ -78,9 +78,8 @@ def relative_scale_floor(valid: torch.Tensor, unresolved: float, resolved: float
                             torch.full_like(previous, float('inf')))
         best = scale.amin(1, keepdim=True)
         seen = valid & (scale <= ALIKE_SCALE_RATIO * best)
-    views = seen.sum(1, keepdim=True).expand_as(valid)
-    return torch.where(views >= RESOLVING_VIEWS, torch.full(valid.shape, resolved),
-                       torch.full(valid.shape, unresolved)).to(valid.device)
+    resolving = (seen.sum(1, keepdim=True) >= RESOLVING_VIEWS).expand_as(valid)
+    return torch.where(resolving, resolved, unresolved)
 
 
 #: Pixel offset given to detected points that the model puts behind the camera.
@@ -161,9 +160,10 @@ class Keypoint2DHandler(KeypointHandlerBase):
             :data:`ALIKE_SCALE_RATIO` of the most precise one's, where a stage handed
             them on): each view's share of its error then shows in the residuals
             (studentized, ``studentize``), and the floor is only a guard for labels the
-            model fits almost exactly (rendered ones). Held at ``min_relative_scale`` there too,
-            precise labels' noise is overstated and the priors (the motion prior most)
-            hold the fit away from them (docs/fitting.md, "Why these settings").
+            model fits almost exactly (rendered ones). Held at ``min_relative_scale``
+            there too, precise labels' noise is overstated and the priors (the motion
+            prior most) hold the fit away from them (docs/fitting.md, "Why these
+            settings").
         exchange_left_right: at every stage's start, fit an instance (a sample in one
             view) with its left and right labels exchanged where the model at the current
             parameters fits them better so (by more than one squared noise scale per
