@@ -121,6 +121,9 @@ VARIANTS = {
                  'resolved_min_relative_scale=min_relative_scale)',
     'raw_scales': 'noise scales measured on the raw residuals, not studentized by the '
                   "labels' leverage on the fit (Keypoint2DHandler studentize=False)",
+    'floored_total': 'the floored noise scales as they are: labels more precise than the '
+                     'floor weigh against the priors as no more precise than it '
+                     '(Keypoint2DHandler keep_measured_total=False)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (and so before the motion prior, the markers and
@@ -163,8 +166,9 @@ def apply_variant(cfg, variant: str):
             if handler['type'] == 'Keypoint2DHandler':
                 handler['resolved_min_relative_scale'] = handler.get('min_relative_scale',
                                                                      default)
-    elif variant in ('no_exchange', 'raw_scales'):
-        option = 'exchange_left_right' if variant == 'no_exchange' else 'studentize'
+    elif variant in ('no_exchange', 'raw_scales', 'floored_total'):
+        option = {'no_exchange': 'exchange_left_right', 'raw_scales': 'studentize',
+                  'floored_total': 'keep_measured_total'}[variant]
         for handler in cfg.registrant.handlers:
             if handler['type'] == 'Keypoint2DHandler':
                 handler[option] = False

@@ -136,6 +136,8 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'joint': 'joint', 'animal_scale': 'animal_scale',
            'before animal prior': BEFORE_ANIMAL_PRIOR,
            'raw_scales': 'raw_scales', 'one_floor': 'one_floor',
+           'floored_total': 'floored_total',
+           'floored_total+no_motion': 'floored_total+no_motion',
            'animal_scale_prior': 'animal_scale_prior', 'posterior_spread': 'posterior_spread',
            'no_motion': 'no_motion', 'acceleration': 'acceleration',
            'no_markers': 'no_markers', 'shipped': 'shipped', 'root_motion': 'root_motion',

@@ -65,6 +65,24 @@ RESOLVING_VIEWS = 3
 ALIKE_SCALE_RATIO = 2.0
 
 
+def total_noise_ratio(measured: torch.Tensor, floored: torch.Tensor, valid: torch.Tensor
+                      ) -> torch.Tensor:
+    """(B,) ``sqrt(sum measured^2 / sum floored^2)`` of each sample's labels ``valid``
+    (B, C, M) (every view and point): multiplied into its floored scales (B, C, M), it
+    keeps their summed variance the measured one, so the floor sets how the sample's
+    labels weigh against each other (with two views, the split of a point's error
+    between them, which the residuals cannot tell) and not how its data weigh against
+    the priors (the total, which they measure). 1 where the floor does not bind or
+    nothing is seen. Pooled over the sample, not per point: a label the fit follows
+    wholly (a paw at the end of its limb, seen by two views) has a residual near 0
+    whatever its noise, and per point its scale collapsed stage by stage."""
+    m = valid.to(measured.dtype)
+    total = (m * measured * measured).sum((1, 2))
+    floored_total = (m * floored * floored).sum((1, 2))
+    ratio = (total / floored_total.clamp_min(torch.finfo(measured.dtype).tiny)).sqrt()
+    return torch.where(floored_total > 0, ratio.clamp(max=1.0), torch.ones_like(ratio))
+
+
 def relative_scale_floor(valid: torch.Tensor, unresolved: float, resolved: float,
                          previous: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B, C, M) the smallest noise scale of each point, as a fraction of the animal's
@@ -181,6 +199,14 @@ class Keypoint2DHandler(KeypointHandlerBase):
             residuals understate the noise where the fit follows its labels, and
             unevenly: of two views of a point the heavier one's residual shrinks most,
             so per-view scales run away from each other stage by stage.
+        keep_measured_total: the floors (``min_relative_scale``,
+            ``resolved_min_relative_scale``) set how a frame's labels weigh against each
+            other only: its floored scales are then scaled down together until their
+            summed variance is the measured one (:func:`total_noise_ratio`), never below
+            ``resolved_min_relative_scale``, so where labels are more precise than the
+            floor the data still weigh against the priors as the residuals say. False:
+            the floored scales as they are (such labels weighed as no more precise than
+            the floor).
     """
 
     def __init__(self, name: str, loss: Optional[LossSpec] = None, weight: float = 1.0,
@@ -193,7 +219,8 @@ class Keypoint2DHandler(KeypointHandlerBase):
                  scale_pooling: str = 'animal', min_relative_scale: float = 0.01,
                  resolved_min_relative_scale: float = 0.001,
                  offsets_from_residuals: bool = True,
-                 exchange_left_right: bool = False, studentize: bool = True) -> None:
+                 exchange_left_right: bool = False, studentize: bool = True,
+                 keep_measured_total: bool = True) -> None:
         super().__init__(name, dict(type='KeypointMSELoss') if loss is None else loss,
                          weight, source=source, keypoints=keypoints,
                          joint_lookup=joint_lookup, keypoint_weights=keypoint_weights,
@@ -215,6 +242,7 @@ class Keypoint2DHandler(KeypointHandlerBase):
         self.offsets_from_residuals = bool(offsets_from_residuals)
         self.exchange_left_right = bool(exchange_left_right)
         self.studentize = bool(studentize)
+        self.keep_measured_total = bool(keep_measured_total)
         self.register_buffer('data_order', None, persistent=False)
         self.register_buffer('matched_mirror', None, persistent=False)
         self._observed = TensorMemo()   # see _pixel_terms
@@ -320,7 +348,12 @@ class Keypoint2DHandler(KeypointHandlerBase):
             previous = None
         floor = relative_scale_floor(valid, self.min_relative_scale,
                                      self.resolved_min_relative_scale, previous)
-        return torch.maximum(scale, floor * observed_extent(target, valid)[..., None])
+        floored = torch.maximum(scale, floor * observed_extent(target, valid)[..., None])
+        if not self.keep_measured_total:
+            return floored
+        guard = self.resolved_min_relative_scale * observed_extent(target, valid)[..., None]
+        return torch.maximum(floored * total_noise_ratio(scale, floored, valid)[:, None, None],
+                             torch.minimum(guard, floored))
 
     def exchanged_views(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any], groups: Optional[torch.Tensor] = None,
@@ -553,4 +586,4 @@ def _takes_chain(residual_jacobian) -> bool:
 
 
 __all__ = ['Keypoint2DHandler', 'project_with_depth', 'observed_extent', 'relative_scale_floor',
-           'RESOLVING_VIEWS', 'ALIKE_SCALE_RATIO']
+           'total_noise_ratio', 'RESOLVING_VIEWS', 'ALIKE_SCALE_RATIO']

@@ -79,6 +79,17 @@ def test_the_one_floor_variant_floors_every_point_as_points_two_views_see():
     assert default.resolved_min_relative_scale < default.min_relative_scale
 
 
+def test_the_floored_total_variant_weighs_labels_as_no_more_precise_than_the_floor():
+    from smilfit.registry import HANDLERS
+    bench = benchmark_module('holdout')
+    variant = {h['type']: h for h in bench.apply_variant(mouse_session_config_on_demo_mouse(
+        'unused.h5'), 'floored_total').registrant.handlers}['Keypoint2DHandler']
+    shipped = {h['type']: h for h in mouse_session_config_on_demo_mouse(
+        'unused.h5').registrant.handlers}['Keypoint2DHandler']
+    assert not HANDLERS.build(dict(variant)).keep_measured_total
+    assert HANDLERS.build(dict(shipped)).keep_measured_total
+
+
 def test_the_trunk_unmapped_variant_leaves_only_the_trunk_rows_out_of_the_lookup():
     """The shipped lookup without its trunk and shoulder rows (the fit places those labels);
     the synthetic skin case without a row for its trunk label, as a user unsure of it

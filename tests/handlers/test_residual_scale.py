@@ -85,10 +85,11 @@ def test_group_scales_keep_a_systematic_miss_per_keypoint():
     assert float(s2[0, 0, 3]) < 0.25 * 30.0 / RAYLEIGH_MEDIAN
 
 
-def _handler_and_data():
+def _handler_and_data(**options):
     """A keypoint handler on a two-point 'model' seen by two cameras."""
     h = Keypoint2DHandler('kp', source='joints', scale_from_residuals=True,
-                          loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0))
+                          loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0),
+                          **options)
     model = SimpleNamespace(joint_names=['a', 'b'], keypoint_names=[])
     h.setup(model, dict(keypoint_names=['a', 'b']))
     B, C = 3, 2
@@ -138,7 +139,7 @@ def test_scales_are_floored_at_a_fraction_of_the_animals_extent():
     residuals must not make its labels look more precise than 1 % of the animal's size
     in the image (whatever the resolution)."""
     from smilfit.handlers.keypoint2d import observed_extent
-    h, obs, pts = _handler_and_data()
+    h, obs, pts = _handler_and_data(keep_measured_total=False)
     out = SimpleNamespace(joints=pts)
     pix, _ = h.project(out, obs, {})
     exact = dict(obs, keypoints_2d=pix.detach())         # a perfect fit
@@ -160,7 +161,7 @@ def test_points_three_views_see_are_floored_only_as_a_guard():
     so precise labels are not taken for noisier than they are; a point that only two of
     the three views see keeps the two-view floor."""
     from smilfit.handlers.keypoint2d import observed_extent, relative_scale_floor
-    h, obs, pts = _handler_and_data()
+    h, obs, pts = _handler_and_data(keep_measured_total=False)
     three = {k: torch.cat([v, v[:, :1]], 1) for k, v in obs.items()}
     three['t'] = three['t'].clone()
     three['t'][:, 2, 0] = 1.0                              # a third camera, moved aside
@@ -187,11 +188,49 @@ def test_points_three_views_see_are_floored_only_as_a_guard():
     assert torch.equal(floor[1, :, 1], torch.full((3,), 0.25))
     # a handler asked for one floor everywhere has it
     same = Keypoint2DHandler('kp', source='joints', scale_from_residuals=True,
-                             resolved_min_relative_scale=0.01)
+                             resolved_min_relative_scale=0.01, keep_measured_total=False)
     same.setup(SimpleNamespace(joint_names=['a', 'b'], keypoint_names=[]),
                dict(keypoint_names=['a', 'b']))
     scale = same.stage_observations(out, exact, {}, None)[same.scale_key]
     assert torch.allclose(scale, 0.01 * extent.expand_as(scale))
+
+
+def test_the_floor_weighs_labels_against_each_other_not_the_data_against_the_priors():
+    """Where the floor binds (labels more precise than it), a sample's floored scales are
+    scaled down together until their summed variance is the measured one: its labels
+    keep the floor's balance, the data their measured weight against the priors. Where
+    some labels' scales are far above the floor, the floor barely moves the total and
+    the scales stay the floored ones; they never go below the resolved floor."""
+    from smilfit.handlers.keypoint2d import observed_extent, total_noise_ratio
+    valid = torch.tensor([[[True, True], [True, True], [False, True]],
+                          [[True, True], [True, True], [True, True]]])
+    measured = torch.tensor([[[0.5, 0.2], [0.5, 0.4], [9.0, 0.5]],
+                             [[0.5, 0.2], [15.0, 0.5], [0.5, 0.5]]], dtype=torch.float64)
+    floored = torch.maximum(measured, torch.full_like(measured, 1.8))
+    ratio = total_noise_ratio(measured, floored, valid)
+    assert ratio.shape == (2,)
+    scaled = floored * ratio[:, None, None]
+    total = lambda s: (valid * s * s).sum((1, 2))                          # noqa: E731
+    assert torch.allclose(total(scaled), total(measured))
+    # the labels' balance is the floor's (sample 0: every label weighs alike)
+    assert torch.allclose(scaled[0][valid[0]], scaled[0, 0, 0].expand(5))
+    assert float(ratio[1]) > 0.9                  # one label far above the floor
+    assert float(total_noise_ratio(measured, floored, torch.zeros_like(valid))[0]) == 1.0
+    # the handler: labels 1e-3 px off an exact fit in two views weigh as the measured
+    # total says, down to the resolved floor; the option off keeps the floor as it is
+    h, obs, pts = _handler_and_data()
+    off, _, _ = _handler_and_data(keep_measured_total=False)
+    out = SimpleNamespace(joints=pts)
+    pix, _ = h.project(out, obs, {})
+    near = dict(obs, keypoints_2d=pix.detach() + 1e-3)
+    scale = h.stage_observations(out, near, {}, None)[h.scale_key]
+    floor = off.stage_observations(out, near, {}, None)[off.scale_key]
+    extent = observed_extent(pix, torch.ones(pix.shape[:-1], dtype=torch.bool))[..., None]
+    assert torch.allclose(floor, 0.01 * extent.expand_as(floor))
+    assert torch.allclose(scale, 0.001 * extent.expand_as(scale))
+    half = dict(obs, keypoints_2d=pix.detach() + 0.005 * extent[..., None])   # 0.7 % off
+    scale = h.stage_observations(out, half, {}, None)[h.scale_key]
+    assert bool((scale < 0.99 * floor).all()) and bool((scale > 0.0015 * extent).all())
 
 
 def test_scale_pooling_is_checked_and_decides_per_animal_pooling():

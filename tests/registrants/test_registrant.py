@@ -452,6 +452,7 @@ def _seed_fits(model, stages, scales=True, **fit_kwargs):
     # (the scales held at one floor everywhere, below which 1 px labels fall: every run's
     # later stages then minimise the same loss, whichever point its first stage left)
     handlers = [dict(HANDLERS[0], scale_from_residuals=scales, resolved_min_relative_scale=0.01,
+                     keep_measured_total=False,
                      loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
                 HANDLERS[1]]
     start = dict(global_orient=truth['global_orient'] + 0.1,
