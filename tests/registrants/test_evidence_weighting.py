@@ -145,3 +145,43 @@ def test_noise_scales_per_keypoint_over_the_animal_weigh_imprecise_labels_less(s
     assert float(animal[:, good].median()) < 0.7 * float(frame[:, good].median()), (
         float(animal[:, good].median()), float(frame[:, good].median()))
     assert float(animal.median()) < float(frame.median())
+
+
+def _precise_two_view_fit(session, keep_measured_total):
+    """Poses fitted from two views whose labels are 0.2 px off, well below the noise
+    scales' floor (1 % of the animal's extent in the image, about 2.4 px here), with the
+    pose prior on; the (FRAMES, M) keypoint errors to the truth (model units)."""
+    model = session['model']
+    bones = session['bones'][None].expand(FRAMES, *session['bones'].shape)
+    with torch.no_grad():
+        truth = model(**session['pose'], bone_trans=bones, return_vertices=False).keypoints
+    cam = {k: session['obs'][k][:, :2] for k in ('K', 'R', 't')}
+    uv = project_points(truth[:, None].expand(FRAMES, 2, *truth.shape[1:]), cam['K'],
+                        cam['R'], cam['t'], None)
+    rng = np.random.default_rng(2)
+    obs = dict(keypoints_2d=uv + 0.2 * torch.as_tensor(rng.standard_normal(tuple(uv.shape))),
+               **cam)
+    reg = SMILRegistrant(
+        model, init='zeros',
+        handlers=[dict(type='Keypoint2DHandler', name='kp2d', scale_from_residuals=True,
+                       keep_measured_total=keep_measured_total),
+                  # (the demo configs' fixed pose prior)
+                  dict(type='PosePriorHandler', name='pose_prior', weight=10.0)],
+        stages=[dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=30,
+                     rounds=2, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)])
+    reg.setup(dict(keypoint_names=list(model.keypoint_names)))
+    init = {k: v.clone() for k, v in session['pose'].items()}
+    init['bone_trans'] = bones
+    result = reg.fit(obs, init_params=init, fixed=['bone_trans'])
+    return (result.output.keypoints - truth).norm(dim=-1)
+
+
+def test_labels_more_precise_than_the_floor_weigh_against_the_prior_as_measured(session):
+    """With two views the noise scales are floored at 1 % of the animal (which view
+    carries a point's error cannot be told). The floor sets how the labels weigh against
+    each other; with ``keep_measured_total`` their total weight against the pose prior is
+    what the residuals measure, so precise labels hold the fit nearer the truth than
+    when they are weighted as no more precise than the floor."""
+    measured = float(_precise_two_view_fit(session, True).median())
+    floored = float(_precise_two_view_fit(session, False).median())
+    assert measured < 0.8 * floored, (measured, floored)
