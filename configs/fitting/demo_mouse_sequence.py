@@ -15,8 +15,8 @@ registrant = dict(
         dict(type='Keypoint2DHandler', name='kp2d', scale_from_residuals=True,
              loss=dict(type='KeypointMSELoss', robust='gmof', sigma=3.0)),
         dict(type='ShapePriorHandler', name='shape_prior', loss=dict(type='ShapePriorLoss')),
-        dict(type='PosePriorHandler', name='pose_prior', weight=10.0,
-             loss=dict(type='PoseL2Prior')),
+        # each animal's own poses: mean and spread of its frames, re-estimated every stage
+        dict(type='AnimalPosePriorHandler', name='pose_prior', weight=1.0),
         # velocities in the motion's own scale, measured from the per-frame fit
         dict(type='MotionPriorHandler', name='motion'),
     ],

@@ -165,7 +165,7 @@ def _precise_two_view_fit(session, keep_measured_total):
         model, init='zeros',
         handlers=[dict(type='Keypoint2DHandler', name='kp2d', scale_from_residuals=True,
                        keep_measured_total=keep_measured_total),
-                  # (the demo configs' fixed pose prior)
+                  # (the fixed pose prior of configs/_base_/fitting/keypoints_2d.py)
                   dict(type='PosePriorHandler', name='pose_prior', weight=10.0)],
         stages=[dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=30,
                      rounds=2, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)])
