@@ -102,22 +102,17 @@ def test_a_prior_counted_per_frame_would_swamp_many_frames(session):
     assert per_frame > 1.5 * once, (once, per_frame)
 
 
-def _pose_fit(session, pooling, noisy, views=(0, 1)):
-    """Poses of every frame fitted from ``views`` (skeleton known), with keypoints
-    ``noisy`` (M,) bool given 8x the label noise in every frame; the (FRAMES, M, 3)
-    keypoint errors to the truth (model units)."""
+def _fit_poses(session, obs, keypoint_options, prior_weight=1.0):
+    """Poses of every frame fitted to ``obs`` (skeleton known) by two rounds of
+    Levenberg-Marquardt, the keypoints in noise units (``keypoint_options`` for the
+    handler) against a fixed pose prior; the (FRAMES, M) keypoint errors to the truth
+    (model units)."""
     model = session['model']
-    rng = np.random.default_rng(1)
-    obs = {k: v[:, list(views)] for k, v in session['obs'].items()}
-    extra = torch.zeros_like(obs['keypoints_2d'])
-    extra[:, :, noisy] = torch.as_tensor(
-        7.0 * NOISE_PX * rng.standard_normal(tuple(extra[:, :, noisy].shape)))
-    obs['keypoints_2d'] = obs['keypoints_2d'] + extra
     reg = SMILRegistrant(
         model, init='zeros',
         handlers=[dict(type='Keypoint2DHandler', name='kp2d', scale_from_residuals=True,
-                       scale_pooling=pooling),
-                  dict(type='PosePriorHandler', name='pose_prior', weight=1.0)],
+                       **keypoint_options),
+                  dict(type='PosePriorHandler', name='pose_prior', weight=prior_weight)],
         stages=[dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=30,
                      rounds=2, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)])
     reg.setup(dict(keypoint_names=list(model.keypoint_names)))
@@ -128,6 +123,19 @@ def _pose_fit(session, pooling, noisy, views=(0, 1)):
         truth = model(**session['pose'], bone_trans=init['bone_trans'],
                       return_vertices=False).keypoints
     return (result.output.keypoints - truth).norm(dim=-1)
+
+
+def _pose_fit(session, pooling, noisy, views=(0, 1)):
+    """Poses of every frame fitted from ``views`` (skeleton known), with keypoints
+    ``noisy`` (M,) bool given 8x the label noise in every frame; the (FRAMES, M, 3)
+    keypoint errors to the truth (model units)."""
+    rng = np.random.default_rng(1)
+    obs = {k: v[:, list(views)] for k, v in session['obs'].items()}
+    extra = torch.zeros_like(obs['keypoints_2d'])
+    extra[:, :, noisy] = torch.as_tensor(
+        7.0 * NOISE_PX * rng.standard_normal(tuple(extra[:, :, noisy].shape)))
+    obs['keypoints_2d'] = obs['keypoints_2d'] + extra
+    return _fit_poses(session, obs, dict(scale_pooling=pooling))
 
 
 def test_noise_scales_per_keypoint_over_the_animal_weigh_imprecise_labels_less(session):
@@ -149,8 +157,9 @@ def test_noise_scales_per_keypoint_over_the_animal_weigh_imprecise_labels_less(s
 
 def _precise_two_view_fit(session, keep_measured_total):
     """Poses fitted from two views whose labels are 0.2 px off, well below the noise
-    scales' floor (1 % of the animal's extent in the image, about 2.4 px here), with the
-    pose prior on; the (FRAMES, M) keypoint errors to the truth (model units)."""
+    scales' floor (1 % of the animal's extent in the image, about 2.4 px here), against
+    the fixed pose prior of ``configs/_base_/fitting/keypoints_2d.py`` (weight 10); the
+    (FRAMES, M) keypoint errors to the truth (model units)."""
     model = session['model']
     bones = session['bones'][None].expand(FRAMES, *session['bones'].shape)
     with torch.no_grad():
@@ -161,19 +170,8 @@ def _precise_two_view_fit(session, keep_measured_total):
     rng = np.random.default_rng(2)
     obs = dict(keypoints_2d=uv + 0.2 * torch.as_tensor(rng.standard_normal(tuple(uv.shape))),
                **cam)
-    reg = SMILRegistrant(
-        model, init='zeros',
-        handlers=[dict(type='Keypoint2DHandler', name='kp2d', scale_from_residuals=True,
-                       keep_measured_total=keep_measured_total),
-                  # (the fixed pose prior of configs/_base_/fitting/keypoints_2d.py)
-                  dict(type='PosePriorHandler', name='pose_prior', weight=10.0)],
-        stages=[dict(name='pose', fit=['global_orient', 'transl', 'body_pose'], n_iter=30,
-                     rounds=2, optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)])
-    reg.setup(dict(keypoint_names=list(model.keypoint_names)))
-    init = {k: v.clone() for k, v in session['pose'].items()}
-    init['bone_trans'] = bones
-    result = reg.fit(obs, init_params=init, fixed=['bone_trans'])
-    return (result.output.keypoints - truth).norm(dim=-1)
+    return _fit_poses(session, obs, dict(keep_measured_total=keep_measured_total),
+                      prior_weight=10.0)
 
 
 def test_labels_more_precise_than_the_floor_weigh_against_the_prior_as_measured(session):
