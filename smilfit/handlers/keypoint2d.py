@@ -346,14 +346,15 @@ class Keypoint2DHandler(KeypointHandlerBase):
         scale = residual_scales(errors, valid, groups)
         if previous is not None and previous.shape != valid.shape:
             previous = None
+        extent = observed_extent(target, valid)[..., None]
         floor = relative_scale_floor(valid, self.min_relative_scale,
                                      self.resolved_min_relative_scale, previous)
-        floored = torch.maximum(scale, floor * observed_extent(target, valid)[..., None])
+        floored = torch.maximum(scale, floor * extent)
         if not self.keep_measured_total:
             return floored
-        guard = self.resolved_min_relative_scale * observed_extent(target, valid)[..., None]
+        guard = torch.minimum(self.resolved_min_relative_scale * extent, floored)
         return torch.maximum(floored * total_noise_ratio(scale, floored, valid)[:, None, None],
-                             torch.minimum(guard, floored))
+                             guard)
 
     def exchanged_views(self, points: torch.Tensor, observations: Mapping[str, Any],
                         params: Mapping[str, Any], groups: Optional[torch.Tensor] = None,
