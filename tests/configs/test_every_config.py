@@ -142,7 +142,8 @@ def test_sequence_config_couples_frames(monkeypatch):
 def test_sequence_config_fits_its_demo_end_to_end(tmp_path):
     """The shipped sequence config runs as the README says, every stage by
     Levenberg-Marquardt: the per-frame ones frame by frame, the last over each session's
-    chain of frames and its shared shape."""
+    chain of frames and its shared shape; from the demo's exact labels it recovers the
+    shape and every pose."""
     import subprocess
     import sys
     out = subprocess.run(
