@@ -124,6 +124,8 @@ VARIANTS = {
     'floored_total': 'the floored noise scales as they are: labels more precise than the '
                      'floor weigh against the priors as no more precise than it '
                      '(Keypoint2DHandler keep_measured_total=False)',
+    'final_rounds': "the last pose stage run in two rounds (the animal's pose prior "
+                    'centred afresh where the skeleton stages took the poses)',
 }
 #: The config before its pose prior came from the animal's frames and instances were
 #: fitted with left and right exchanged (and so before the motion prior, the markers and
@@ -204,6 +206,11 @@ def apply_variant(cfg, variant: str):
             if handler['type'] == 'MotionPriorHandler':
                 handler.update(params=[p for p in handler.get('params', DEFAULT_PARAMS)
                                        if p != 'body_pose'])
+    elif variant == 'final_rounds':
+        last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
+        stages = list(cfg.registrant.stages)
+        stages[last] = dict(stages[last], rounds=2)
+        cfg.registrant.stages = stages
     elif variant in ('final_unsmoothed', 'final_data_x2'):
         last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
         stages = list(cfg.registrant.stages)

@@ -143,7 +143,7 @@ CONFIGS = {'pixel constants': PIXEL_CONSTANTS, 'no_offset_start': 'no_offset_sta
            'no_markers': 'no_markers', 'shipped': 'shipped', 'root_motion': 'root_motion',
            'final_unsmoothed': 'final_unsmoothed', 'final_data_x2': 'final_data_x2',
            'posterior_spread+no_motion': 'posterior_spread+no_motion',
-           'final_data_x2+no_motion': 'final_data_x2+no_motion'}
+           'final_data_x2+no_motion': 'final_data_x2+no_motion', 'final_rounds': 'final_rounds'}
 
 
 def _displacement(displaced):

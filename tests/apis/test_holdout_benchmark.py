@@ -58,6 +58,12 @@ def test_variants_of_the_motion_prior_and_the_last_stage_change_that_alone():
             s for i, s in enumerate(before) if i != last]
         assert {k: v for k, v in stages[last]['loss_weights'].items()
                 if k != names[handler]} == before[last].get('loss_weights', {})
+    rounds = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'),
+                                 'final_rounds').registrant.stages
+    assert rounds[last] == dict(shipped.registrant.stages[last], rounds=2)
+    assert shipped.registrant.stages[last].get('rounds', 1) == 1
+    assert [s for i, s in enumerate(rounds) if i != last] == [
+        s for i, s in enumerate(shipped.registrant.stages) if i != last]
     both = bench.apply_variant(mouse_session_config_on_demo_mouse('unused.h5'),
                                'final_data_x2+no_motion')
     assert 'MotionPriorHandler' not in {h['type'] for h in both.registrant.handlers}
