@@ -206,19 +206,17 @@ def apply_variant(cfg, variant: str):
             if handler['type'] == 'MotionPriorHandler':
                 handler.update(params=[p for p in handler.get('params', DEFAULT_PARAMS)
                                        if p != 'body_pose'])
-    elif variant == 'final_rounds':
+    elif variant in ('final_rounds', 'final_unsmoothed', 'final_data_x2'):
         last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
         stages = list(cfg.registrant.stages)
-        stages[last] = dict(stages[last], rounds=2)
-        cfg.registrant.stages = stages
-    elif variant in ('final_unsmoothed', 'final_data_x2'):
-        last = max(i for i, s in enumerate(cfg.registrant.stages) if 'body_pose' in s['fit'])
-        stages = list(cfg.registrant.stages)
-        kind, weight = (('MotionPriorHandler', 0.0) if variant == 'final_unsmoothed'
-                        else ('Keypoint2DHandler', 2.0))
-        change = {h['name']: weight for h in cfg.registrant.handlers if h['type'] == kind}
-        stages[last] = dict(stages[last],
-                            loss_weights=dict(stages[last].get('loss_weights', {}), **change))
+        if variant == 'final_rounds':
+            stages[last] = dict(stages[last], rounds=2)
+        else:
+            kind, weight = (('MotionPriorHandler', 0.0) if variant == 'final_unsmoothed'
+                            else ('Keypoint2DHandler', 2.0))
+            change = {h['name']: weight for h in cfg.registrant.handlers if h['type'] == kind}
+            stages[last] = dict(stages[last], loss_weights=dict(
+                stages[last].get('loss_weights', {}), **change))
         cfg.registrant.stages = stages
     elif variant != 'shipped':
         raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')

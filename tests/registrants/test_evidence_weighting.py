@@ -127,7 +127,7 @@ def _fit_poses(session, obs, keypoint_options, prior_weight=1.0):
 
 def _pose_fit(session, pooling, noisy, views=(0, 1)):
     """Poses of every frame fitted from ``views`` (skeleton known), with keypoints
-    ``noisy`` (M,) bool given 8x the label noise in every frame; the (FRAMES, M, 3)
+    ``noisy`` (M,) bool given 8x the label noise in every frame; the (FRAMES, M)
     keypoint errors to the truth (model units)."""
     rng = np.random.default_rng(1)
     obs = {k: v[:, list(views)] for k, v in session['obs'].items()}
