@@ -8,7 +8,8 @@
 #       --cfg-options data.path=path/to/session.h5
 _base_ = ['../_base_/body_models/demo_mouse.py']
 
-data = dict(path='work_dirs/animal_skeletons/session.h5', batch_size=256, skeleton_frames=200)
+# batch_size: samples fitted together (why 1024: docs/fitting.md, "One skeleton per animal")
+data = dict(path='work_dirs/animal_skeletons/session.h5', batch_size=1024, skeleton_frames=200)
 _lm = dict(optimizer=dict(type='LevenbergMarquardt'), ftol=1e-10)
 # This stage only brings the poses near enough for the joint stage (which fits them
 # again), so it stops at a relative decrease of 1e-4.

@@ -95,6 +95,13 @@ def consecutive_frames(frames: Tensor, animals: Tensor) -> Tensor:
     return prev
 
 
+def cut_chains(prev: Tensor, length: int) -> Tensor:
+    """(B,) ``prev`` with every chain cut into pieces of ``length`` frames (the last piece
+    of a chain shorter): the link into each piece's first frame removed."""
+    _, position = chain_positions(prev)
+    return torch.where(position % length == 0, torch.full_like(prev, -1), prev)
+
+
 def ancestors(prev: Tensor, order: int) -> Tensor:
     """(order + 1, B) long: each sample itself, then the samples 1 .. ``order`` frames
     before it along its chain (-1 where the chain does not reach back)."""
@@ -377,6 +384,15 @@ class MotionPriorHandler(BaseHandler):
             (:func:`video_share`: frames drawn anew get no motion term, frames partly a
             video weaker links); ``False`` smooths every chain as a video, for a
             recording known to be one that the check gets wrong.
+        chain_frames: the longest chain the fit couples (:func:`cut_chains`; ``None``:
+            each animal's frames of the batch, however many). The motion scales and the
+            video check are measured on the batch's whole chains first. A
+            Levenberg-Marquardt step eliminates a chain frame by frame, every chain of
+            the batch in the same batched operations, and a chain steps until its last
+            frame has converged: with chains of a bounded length a larger batch adds
+            chains to each operation instead of frames to each chain. The frames at a cut
+            lose the link to one neighbour, as at a batch's edge (``benchmarks/
+            batch_overlap.py``: about 2 % more 3D error there).
     """
 
     residual_kind = 'temporal'
@@ -387,8 +403,14 @@ class MotionPriorHandler(BaseHandler):
     def __init__(self, name: str, weight: float = 1.0,
                  params: Sequence[str] = DEFAULT_PARAMS, order: int = 1,
                  frame_key: str = 'frame_index', check_finite: bool = False,
-                 judge_video: bool = True) -> None:
+                 judge_video: bool = True, chain_frames: Optional[int] = 128) -> None:
         super().__init__(name, None, weight, check_finite)
+        if chain_frames is not None and (isinstance(chain_frames, bool)
+                                         or not isinstance(chain_frames, int)
+                                         or chain_frames < 2):
+            raise ValueError(f'handler {name!r}: chain_frames must be an integer >= 2 or '
+                             f'None, got {chain_frames!r}')
+        self.chain_frames = chain_frames
         if not isinstance(judge_video, bool):
             raise ValueError(f'handler {name!r}: judge_video must be True or False, got '
                              f'{judge_video!r}')
@@ -467,6 +489,8 @@ class MotionPriorHandler(BaseHandler):
             if not bool((scale > 0).any()):
                 continue                   # no motion to smooth, or frames not a video
             out[self.scale_key(p)] = scale.reshape(shape).expand((B,) + shape)
+        if self.chain_frames is not None:
+            out[self.prev_key] = cut_chains(prev, self.chain_frames)
         return out
 
     def _say_too_short(self, pairs: int) -> None:
@@ -550,6 +574,7 @@ def chain_order(prev: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 __all__ = ['MotionPriorHandler', 'DEFAULT_PARAMS', 'STENCILS', 'consecutive_frames',
+           'cut_chains',
            'ancestors', 'finite_difference', 'motion_scale',
            'unwrap_rotations', 'chain_order', 'chain_positions', 'variogram',
            'video_share', 'walk_share', 'far_partners', 'Variogram', 'PLACING_PARAMS',

@@ -34,3 +34,39 @@ def test_bad_label_errors_are_refused_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--noise', 'two'])
     assert 'SIGMA, OUTLIERS and SWAPS are numbers' in capsys.readouterr().err
+
+
+def _run(frames, motion, repeat, fit_s):
+    return dict(frames=frames, animals=2, motion=motion, samples=2 * frames, make_s=1.0,
+                skeleton_s=2.0, fit_s=fit_s, samples_per_s=0.0, reprojection_px=0.1,
+                peak_mb=700.0, bone_error_pct=0.2, repeat=repeat)
+
+
+def test_repeated_runs_give_medians_and_the_ratio_of_runs_side_by_side():
+    bench = benchmark_module('long_session')
+    # the machine's speed drifts between the repeats: the ratio is taken pair by pair
+    # (3.0, 1.1, 1.2: median 1.2), not of the median times (30 / 20 = 1.5)
+    runs = [_run(100, False, 0, 10.0), _run(100, True, 0, 30.0),
+            _run(100, False, 1, 20.0), _run(100, True, 1, 22.0),
+            _run(100, False, 2, 40.0), _run(100, True, 2, 48.0)]
+    off, on = bench.summarize(runs)
+    assert off[2] == 'off' and on[2] == 'on'
+    assert off[5] == '20.0' and on[5] == '30.0'          # median times
+    assert off[6] == ''
+    assert on[6] == '1.20 (1.10-3.00)'                   # median ratio and its range
+    assert on[7] == f'{1000 * 30.0 / 200:.2f}'           # ms per sample of the median
+
+
+def test_one_run_gives_its_ratio_alone_and_sizes_are_rows_in_order():
+    bench = benchmark_module('long_session')
+    rows = bench.summarize([_run(200, False, 0, 8.0), _run(200, True, 0, 10.0),
+                            _run(100, False, 0, 4.0)])
+    assert [(r[0], r[2], r[6]) for r in rows] == [('100', 'off', ''), ('200', 'off', ''),
+                                                   ('200', 'on', '1.25')]
+
+
+def test_repeats_below_one_are_refused(capsys):
+    bench = benchmark_module('long_session')
+    with pytest.raises(SystemExit):
+        bench.main(['--repeats', '0'])
+    assert '--repeats must be at least 1' in capsys.readouterr().err

@@ -9,8 +9,9 @@ import torch
 from smilfit.handlers.base import variance_key
 from smilfit.handlers.motion_prior import (MotionPriorHandler, ancestors, chain_order,
                                            chain_positions, consecutive_frames,
-                                           far_partners, finite_difference, motion_scale,
-                                           unwrap_rotations, variogram, video_share)
+                                           cut_chains, far_partners, finite_difference,
+                                           motion_scale, unwrap_rotations, variogram,
+                                           video_share)
 
 
 def test_chains_follow_each_animal_and_break_at_gaps():
@@ -268,3 +269,47 @@ def test_bad_settings_are_refused():
         MotionPriorHandler('m', params='transl')
     with pytest.raises(ValueError, match='judge_video'):
         MotionPriorHandler('m', judge_video='yes')
+    for bad in (1, 0, 2.5, True, '64'):
+        with pytest.raises(ValueError, match='chain_frames'):
+            MotionPriorHandler('m', chain_frames=bad)
+
+
+def test_chains_are_cut_into_pieces_of_the_length_asked_for():
+    frames = torch.tensor([5, 3, 4, 10, 6, 3, 4, 11, 12, 4, 7])
+    animals = torch.tensor([0, 0, 0, 0, 0, 1, 1, 0, 0, 2, 0])
+    prev = consecutive_frames(frames, animals)
+    # animal 0: 3 4 5 6 7 cut into 3 4 | 5 6 | 7; 10 11 | 12; animal 1: 3 4; animal 2 alone
+    _, lengths = chain_order(cut_chains(prev, 2))
+    assert sorted(lengths.tolist()) == [1, 1, 1, 2, 2, 2, 2]
+    cut = cut_chains(prev, 2)
+    assert cut[0] == -1 and cut[4] == 0 and cut[2] == 1      # 5 starts a piece, 6 follows 5
+    assert torch.equal(cut_chains(prev, 100), prev)           # chains no longer: unchanged
+
+
+def test_cut_chains_keep_the_motion_scale_of_the_whole_batch():
+    T = 60
+    values = _walk(T, 0.1, 0.02, 3, seed=4)
+    params = dict(transl=values)
+    obs = dict(frame_index=torch.arange(T))
+    whole = _handler(params=['transl'], chain_frames=None).stage_observations(None, obs,
+                                                                               params)
+    _, lengths = chain_order(whole[_handler().prev_key])
+    assert lengths.tolist() == [T]
+    h = _handler(params=['transl'], chain_frames=16)
+    cut = h.stage_observations(None, obs, params)
+    torch.testing.assert_close(cut[h.scale_key('transl')], whole[h.scale_key('transl')])
+    _, lengths = chain_order(cut[h.prev_key])
+    assert lengths.tolist() == [16, 16, 16, 12]
+    # the loss links only frames inside a piece
+    obs.update(cut)
+    loss = h(SimpleNamespace(joints=torch.zeros(T, 1, 3)), obs, params)
+    assert (loss[[0, 16, 32, 48]] == 0).all() and (loss[[1, 17, 33, 49]] > 0).all()
+
+
+def test_a_long_batch_is_fitted_as_chains_of_128_frames_unless_asked_otherwise():
+    T = 300
+    params = dict(transl=_walk(T, 0.1, 0.02, 3, seed=5))
+    obs = dict(frame_index=torch.arange(T))
+    h = _handler(params=['transl'])
+    _, lengths = chain_order(h.stage_observations(None, obs, params)[h.prev_key])
+    assert lengths.tolist() == [128, 128, 44]
