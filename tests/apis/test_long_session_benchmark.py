@@ -70,3 +70,17 @@ def test_repeats_below_one_are_refused(capsys):
     with pytest.raises(SystemExit):
         bench.main(['--repeats', '0'])
     assert '--repeats must be at least 1' in capsys.readouterr().err
+
+
+def test_the_config_keeps_its_batch_unless_asked_and_passes_the_chain_length(tmp_path):
+    bench = benchmark_module('long_session')
+    shipped = bench.config(tmp_path / 's.h5', None, 50, motion=False)
+    assert shipped.data.batch_size == 1024 and shipped.data.skeleton_frames == 50
+    assert 'MotionPriorHandler' not in {h['type'] for h in shipped.registrant.handlers}
+    cut = bench.config(tmp_path / 's.h5', 256, 50, motion=True, chain_frames=64)
+    assert cut.data.batch_size == 256
+    motion = [h for h in cut.registrant.handlers if h['type'] == 'MotionPriorHandler']
+    assert len(motion) == 1 and motion[0]['chain_frames'] == 64
+    default = bench.config(tmp_path / 's.h5', None, 50, motion=True)
+    assert 'chain_frames' not in [h for h in default.registrant.handlers
+                                  if h['type'] == 'MotionPriorHandler'][0]
