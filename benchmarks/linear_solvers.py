@@ -11,12 +11,21 @@ stepping) is cheaper dense: :class:`SparseCholesky` factorises batches of fewer 
 :data:`SPARSE_MIN_SYSTEMS` systems densely. This prints both paths' time per solve and
 the one the solver takes (``chosen``), to re-measure that crossover on another machine.
 
+``--chains C ...`` times instead the motion prior's chain solve
+(:func:`~smilfit.registrants.solver.banded.banded_solve`, a velocity term: diagonal
+couplings between neighbouring frames) on ``C`` chains of each ``--chain-frames`` length
+per batch, ``--columns`` unknowns a frame: the time per frame falls with the chains solved
+side by side, which is why the fit cuts chains (``MotionPriorHandler(chain_frames=)``) and
+fits large batches. Written as ``linear_solvers_chains.md``.
+
 Usage::
 
     python benchmarks/linear_solvers.py                  # stick insect and mouse (../shared)
     python benchmarks/linear_solvers.py --models demo    # the built-in demo model
     python benchmarks/linear_solvers.py --device cuda --systems 1 4 16 64 256
     python benchmarks/linear_solvers.py --models stick mouse demo --tables docs/tables
+    python benchmarks/linear_solvers.py --chains 1 2 4 8 16 --chain-frames 128 512 \
+        --tables docs/tables
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ from tables import command_line, emit  # noqa: E402  (benchmarks/tables.py)
 from timing import time_call  # noqa: E402
 
 from smilfit.body_models import demo_model_data, load_model_data  # noqa: E402
+from smilfit.registrants.solver.banded import FrameBlocks, banded_solve  # noqa: E402
 from smilfit.registrants.solver.linear_solver import (  # noqa: E402
     SPARSE_MIN_SYSTEMS, DenseCholesky, SparseCholesky, plan_linear_solver)
 
@@ -107,6 +117,40 @@ def run(models, systems, device, tables=None, command=None) -> None:
                             'dense ms', 'chosen ms'], rows, tables, command)
 
 
+def chain_systems(chains: int, frames: int, columns: int, seed: int = 0):
+    """float32 block-tridiagonal systems of ``chains`` chains of ``frames`` frames,
+    ``columns`` unknowns a frame, as the motion prior builds them: each frame's
+    positive definite block (by reference, :class:`FrameBlocks`) and diagonal couplings
+    ``-w`` to the frame before (``w`` also added to both frames' diagonals, so the
+    systems stay positive definite). Returns ``(blocks, below, rhs, lengths)``."""
+    g = torch.Generator().manual_seed(seed)
+    n = chains * frames
+    A = torch.randn(n, columns, 2 * columns, generator=g, dtype=torch.float64)
+    H = (A @ A.transpose(1, 2) / columns + torch.eye(columns)).float()
+    w = torch.rand(chains, frames, 1, columns, generator=g)
+    w[:, 0] = 0.0                                   # a chain's first frame: no link back
+    extra = w[:, :, 0] + torch.cat([w[:, 1:, 0], torch.zeros_like(w[:, :1, 0])], 1)
+    blocks = FrameBlocks(H, torch.arange(n).reshape(chains, frames), extra)
+    rhs = torch.randn(chains, frames, columns, generator=g)
+    return blocks, -w, rhs, torch.full((chains,), frames)
+
+
+def run_chains(chains, lengths, columns, tables=None, command=None) -> None:
+    """Print (and with ``tables`` write, as ``linear_solvers_chains.md``) the time of one
+    chain solve and per frame by chains per batch and frames per chain (CPU)."""
+    print(f'threads {torch.get_num_threads()}, {columns} columns a frame')
+    rows = []
+    cpu = torch.device('cpu')
+    for frames in lengths:
+        for count in chains:
+            blocks, below, rhs, lens = chain_systems(count, frames, columns)
+            ms = time_call(lambda: banded_solve(blocks, below, rhs, lens), cpu, min_reps=3)
+            rows.append([frames, count, count * frames, f'{ms:.1f}',
+                         f'{1000 * ms / (count * frames):.0f}'])
+    emit('linear_solvers_chains', ['frames per chain', 'chains', 'frames', 'ms per solve',
+                                   'us per frame'], rows, tables, command)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,15 +158,30 @@ def main(argv=None) -> int:
                         default=['stick', 'mouse'])
     parser.add_argument('--systems', nargs='+', type=int, default=[1, 2, 4, 8, 16, 32, 64],
                         help='systems per batch')
+    parser.add_argument('--chains', nargs='+', type=int, default=None,
+                        help='time the chain solve of this many chains per batch instead')
+    parser.add_argument('--chain-frames', nargs='+', type=int, default=[128],
+                        help='frames per chain (with --chains; default 128)')
+    parser.add_argument('--columns', type=int, default=84,
+                        help="unknowns a frame (with --chains; default 84, long_session.py's "
+                             "last stage on the demo mouse)")
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
     parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     parser.add_argument('--tables', metavar='DIR', default=None,
-                        help='also write the table to DIR/linear_solvers.md (docs/tables for '
-                             'the documentation)')
+                        help='also write the table to DIR/linear_solvers.md '
+                             '(linear_solvers_chains.md with --chains; docs/tables for the '
+                             'documentation)')
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.systems):
         parser.error('--systems must be positive')
     torch.set_num_threads(args.threads)
+    if args.chains is not None:
+        if any(n < 1 for n in args.chains) or any(n < 2 for n in args.chain_frames) \
+                or args.columns < 1:
+            parser.error('--chains and --columns must be positive, --chain-frames at least 2')
+        run_chains(args.chains, args.chain_frames, args.columns, args.tables,
+                   command_line(argv, 'linear_solvers.py'))
+        return 0
     run(args.models, args.systems, torch.device(args.device), args.tables,
         command_line(argv, 'linear_solvers.py'))
     return 0

@@ -12,7 +12,9 @@ memory is the process's); prints a table:
   cost: the fit's time against the time without it, and per sample);
 - seconds to make the data, to estimate the skeletons and to fit in all;
 - peak resident memory (MB) of the fitting process (the session is made in a process of
-  its own);
+  its own), and the largest resident memory right after a batch was fitted: the peak
+  includes a batch's passing need, the other is what stays between batches (it would grow
+  batch after batch if something piled up);
 - the skeletons' worst bone-length error, in % of the body length.
 
 ``--repeats R`` runs each fit R times, without and with the prior in turn, and gives the
@@ -97,6 +99,7 @@ def one(frames: int, animals: int, batch_size: Optional[int], skeleton_frames: i
         finally:
             spent['skeleton'] += time.perf_counter() - start
     dataset_fit.estimate_skeletons = timed_skeletons
+    between_batches = watch_batches(dataset_fit)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
@@ -126,7 +129,32 @@ def one(frames: int, animals: int, batch_size: Optional[int], skeleton_frames: i
                 skeleton_s=spent['skeleton'], fit_s=fitted,
                 samples_per_s=frames * animals / fitted, reprojection_px=reproj,
                 peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                between_batches_mb=max(between_batches, default=float('nan')),
                 bone_error_pct=100 * err)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, MB (from Linux's ``/proc``; NaN elsewhere)."""
+    try:
+        with open('/proc/self/statm') as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float('nan')
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def watch_batches(dataset_fit) -> list:
+    """Wrap ``dataset_fit._fit_batch`` (the module given) so that the resident memory
+    (:func:`resident_mb`) is appended, after each batch is fitted, to the list returned."""
+    seen = []
+    fit_batch = dataset_fit._fit_batch
+
+    def watched(*args, **kwargs):
+        out = fit_batch(*args, **kwargs)
+        seen.append(resident_mb())
+        return out
+    dataset_fit._fit_batch = watched
+    return seen
 
 
 def make(folder: Path, frames: int, animals: int, noise: Optional[str] = None) -> None:
@@ -173,9 +201,14 @@ def summarize(runs: list) -> list:
                          f"{median('make_s'):.1f}", f"{median('skeleton_s'):.1f}",
                          f"{median('fit_s'):.1f}", ratio,
                          f"{1000 * median('fit_s') / mine[0]['samples']:.2f}",
-                         f"{median('peak_mb'):,.0f}", f"{median('reprojection_px'):.3f}",
+                         f"{median('peak_mb'):,.0f}", _mb(median('between_batches_mb')),
+                         f"{median('reprojection_px'):.3f}",
                          f"{median('bone_error_pct'):.2f}"])
     return rows
+
+
+def _mb(value: float) -> str:
+    return '' if value != value else f'{value:,.0f}'       # NaN: not measured here
 
 
 def main(argv=None) -> int:
@@ -251,10 +284,11 @@ def main(argv=None) -> int:
                       f'{args.repeats} done', flush=True)
     rows = summarize(runs)
     suffix = '' if args.noise is None else '_noise'
-    emit(f'long_session{suffix}', ['frames', 'samples', 'motion prior', 'make s', 'skeletons s',
-                          'fit s (all)', 'fit time / without', 'ms per sample', 'peak MB',
-                          'median reprojection px', 'worst bone error % of body'], rows,
-         args.tables, command_line(argv, 'long_session.py'))
+    emit(f'long_session{suffix}',
+         ['frames', 'samples', 'motion prior', 'make s', 'skeletons s', 'fit s (all)',
+          'fit time / without', 'ms per sample', 'peak MB', 'MB between batches',
+          'median reprojection px', 'worst bone error % of body'],
+         rows, args.tables, command_line(argv, 'long_session.py'))
     return 0
 
 

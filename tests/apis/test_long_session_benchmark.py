@@ -39,7 +39,8 @@ def test_bad_label_errors_are_refused_before_anything_runs(capsys):
 def _run(frames, motion, repeat, fit_s):
     return dict(frames=frames, animals=2, motion=motion, samples=2 * frames, make_s=1.0,
                 skeleton_s=2.0, fit_s=fit_s, samples_per_s=0.0, reprojection_px=0.1,
-                peak_mb=700.0, bone_error_pct=0.2, repeat=repeat)
+                peak_mb=700.0, between_batches_mb=600.0 + fit_s, bone_error_pct=0.2,
+                repeat=repeat)
 
 
 def test_repeated_runs_give_medians_and_the_ratio_of_runs_side_by_side():
@@ -55,6 +56,7 @@ def test_repeated_runs_give_medians_and_the_ratio_of_runs_side_by_side():
     assert off[6] == ''
     assert on[6] == '1.20 (1.10-3.00)'                   # median ratio and its range
     assert on[7] == f'{1000 * 30.0 / 200:.2f}'           # ms per sample of the median
+    assert (off[8], off[9]) == ('700', '620')           # peak, and between batches
 
 
 def test_one_run_gives_its_ratio_alone_and_sizes_are_rows_in_order():
@@ -63,6 +65,21 @@ def test_one_run_gives_its_ratio_alone_and_sizes_are_rows_in_order():
                             _run(100, False, 0, 4.0)])
     assert [(r[0], r[2], r[6]) for r in rows] == [('100', 'off', ''), ('200', 'off', ''),
                                                    ('200', 'on', '1.25')]
+
+
+def test_memory_between_batches_is_read_after_every_batch_and_left_blank_unmeasured():
+    from types import SimpleNamespace
+    bench = benchmark_module('long_session')
+    held = []
+    # (every byte written: memory only asked for may not be resident yet)
+    module = SimpleNamespace(_fit_batch=lambda size: held.append(b'x' * size) or size)
+    seen = bench.watch_batches(module)
+    assert [module._fit_batch(n << 20) for n in (8, 64)] == [8 << 20, 64 << 20]
+    if np.isnan(bench.resident_mb()):
+        pytest.skip('no /proc here to read the resident memory from')
+    assert len(seen) == 2 and seen[1] - seen[0] > 40    # the 64 MB still held
+    rows = bench.summarize([dict(_run(100, False, 0, 5.0), between_batches_mb=float('nan'))])
+    assert rows[0][9] == ''
 
 
 def test_repeats_below_one_are_refused(capsys):

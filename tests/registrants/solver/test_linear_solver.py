@@ -194,3 +194,35 @@ def _ancestors(parents, j):
         j = parents[j]
         out.append(j)
     return out
+
+
+def test_the_solver_benchmark_times_chain_solves_of_valid_chain_systems(tmp_path):
+    """``benchmarks/linear_solvers.py --chains`` builds positive definite block-tridiagonal
+    chain systems (``banded_solve`` answers them as a dense solve does) and writes a row
+    per chain length and chain count."""
+    from smilfit.registrants.solver.banded import banded_solve
+
+    from ...conftest import benchmark_module
+    bench = benchmark_module('linear_solvers')
+    blocks, below, rhs, lengths = bench.chain_systems(2, 5, 4)
+    x, info = banded_solve(blocks, below, rhs, lengths)
+    C, T, P = rhs.shape
+    dense = torch.zeros(C, T * P, T * P)
+    diagonal = blocks.dense()
+    for t in range(T):
+        dense[:, t * P:(t + 1) * P, t * P:(t + 1) * P] = diagonal[:, t]
+        if t:
+            link = torch.diag_embed(below[:, t, 0])
+            dense[:, t * P:(t + 1) * P, (t - 1) * P:t * P] = link
+            dense[:, (t - 1) * P:t * P, t * P:(t + 1) * P] = link
+    assert (torch.linalg.eigvalsh(dense.double())[:, 0] > 0).all()
+    assert not info.any()
+    torch.testing.assert_close(dense @ x.reshape(C, -1, 1), rhs.reshape(C, -1, 1),
+                               atol=1e-4, rtol=1e-4)
+    assert bench.main(['--chains', '1', '3', '--chain-frames', '4', '8', '--columns', '6',
+                       '--tables', str(tmp_path)]) == 0
+    lines = (tmp_path / 'linear_solvers_chains.md').read_text().splitlines()
+    rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in lines[4:]]
+    assert [(int(r[0]), int(r[1]), int(r[2])) for r in rows] == [
+        (4, 1, 4), (4, 3, 12), (8, 1, 8), (8, 3, 24)]
+    assert all(float(v) > 0 for r in rows for v in r[3:])
