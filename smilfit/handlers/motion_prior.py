@@ -24,14 +24,16 @@ floor is the difference's own sampling error over ``m_2`` lag-2 pairs,
 its own precision predicts where that is larger. A fit can vary far less than its precision:
 an entry the labels barely see, held by a prior, or frames fitted to exact labels; its
 stillness there says nothing finer than the labels could tell, and a scale far below it
-would make the chain's system as ill-conditioned as it is unjustified. Frames that are not
-a video at all (poses drawn anew every frame) also have ``gamma_2 = gamma_1``; they are
-told from a still animal by the fit's own precision, the frames' posterior variance ``v``
-from their labels alone in the stage before (``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread
-far above the fit's noise is motion, not noise. Where no stage before measured ``v`` (the
-first stage of frames started from a network), the scale is at least ``gamma_1``: no
-smoother than the frames' own steps. No constant in radians or pixels per frame: the scale
-comes from the recording.
+would make the chain's system as ill-conditioned as it is unjustified. Chains of two frames
+only (no lag-2 pair: every other frame of a short video, as a skeleton's frames are
+picked) cannot tell motion from noise at all: their scale is the lag-1 spread, or ``2 v``
+where that is larger. Frames that are not a video at all (poses drawn anew every frame)
+also have ``gamma_2 = gamma_1``; they are told from a still animal by the fit's own
+precision, the frames' posterior variance ``v`` from their labels alone in the stage before
+(``sigma^2 >= gamma_1 - 2 v``): a lag-1 spread far above the fit's noise is motion, not
+noise. Where no stage before measured ``v`` (the first stage of frames started from a
+network), the scale is at least ``gamma_1``: no smoother than the frames' own steps. No
+constant in radians or pixels per frame: the scale comes from the recording.
 
 Frames numbered one after the other need not be a video (images of a collection, poses
 drawn anew every frame): those vary as much between neighbours as between frames further
@@ -340,20 +342,25 @@ def scale_from_variogram(gram: Variogram, share: Optional[Tensor] = None) -> Ten
     to ``scale^2 (1 + c) / (2 c^2)``, the information one frame gives on its neighbour in
     a stationary sequence with that correlation, and dropped where they are none."""
     g1, g2, fit, known = gram.g1, gram.g2, gram.fit, gram.known
+    # values held still by a prior, or fitted to exact labels, vary less than the labels
+    # could tell: no scale below the fit's own precision (2 v) where a stage measured it,
+    # and where it is unknown, no smoother than the frames' own steps
     if gram.m2 == 0:
-        return g1.sqrt()                   # chains of two frames: the raw velocity
-    # the variogram's sampling error at the lag-1 spread the fit shows or its own
-    # precision predicts (2 v), whichever is larger: values held still by a prior, or
-    # fitted to exact labels, vary less than the labels could tell; where the precision
-    # is unknown, no smoother than the frames' own steps
-    error = torch.maximum(g1, 2.0 * fit) / math.sqrt(gram.m2)
-    floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
-    still = (g1 == 0) & (g2 == 0)       # not moved at all (not fitted): no motion term
+        # chains of two frames: the raw velocity (it cannot be told from the fit's noise)
+        motion = torch.where(known, torch.maximum(g1, 2.0 * fit), g1)
+        still = g1 == 0
+    else:
+        # the variogram's sampling error at the lag-1 spread the fit shows or its own
+        # precision predicts, whichever is larger
+        error = torch.maximum(g1, 2.0 * fit) / math.sqrt(gram.m2)
+        floor = torch.where(known, torch.maximum(g1 - 2.0 * fit, error), g1)
+        motion = torch.maximum(g2 - g1, floor)
+        still = (g1 == 0) & (g2 == 0)   # not moved at all (not fitted): no motion term
     share = video_share({'values': gram}) if share is None else share
     if float(share) <= 0.0:
         return torch.zeros_like(g1)
     widen = (1.0 + share) / (2.0 * share * share)
-    return (torch.maximum(g2 - g1, floor) * widen.to(g1)).sqrt().masked_fill(still, 0.0)
+    return (motion * widen.to(g1)).sqrt().masked_fill(still, 0.0)
 
 
 def unwrap_rotations(values: Tensor, prev: Tensor) -> Tensor:

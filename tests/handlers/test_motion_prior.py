@@ -89,6 +89,32 @@ def test_values_far_stiller_than_their_precision_are_not_taken_for_a_frozen_entr
                          variance=torch.full((400, 2), 0.01, dtype=torch.float64)) == 0).all()
 
 
+def test_chains_of_two_frames_are_not_smoothed_below_the_fits_precision():
+    # every other frame left out (the frames a short video's skeleton is estimated from):
+    # pairs of neighbours only, no lag-2 spread to tell motion from the fit's noise. An
+    # entry fitted to exact labels moves 1e-11 between neighbours while the labels tell it
+    # to 0.05: its scale is that precision, not the 1e-11 whose weight (1e22) froze the
+    # pairs and left an animal's skeleton 9 % of its body length off
+    T = 200
+    frames = torch.arange(T) + torch.arange(T) // 2     # 0 1, 3 4, 6 7, ...
+    prev = consecutive_frames(frames, torch.zeros(T, dtype=torch.long))
+    assert int((ancestors(prev, 2)[2] >= 0).sum()) == 0
+    values = _walk(T, 0.0, 1e-11, 3, seed=2)
+    values[:, 2] = _walk(T, 0.0, 0.3, 1, seed=3)[:, 0]     # one entry moves far more
+    variance = torch.full_like(values, 0.05 ** 2)
+    scale = motion_scale(values, prev, variance=variance)
+    torch.testing.assert_close(scale[:2], torch.full((2,), math.sqrt(2) * 0.05,
+                                                     dtype=torch.float64))
+    raw = 1.4826 * (values[1::2, 2] - values[0::2, 2]).abs().median()
+    torch.testing.assert_close(scale[2], raw)          # its own steps, where larger
+    # without the fit's precision: the frames' own steps
+    blind = motion_scale(values, prev)
+    assert (blind[:2] < 1e-9).all()
+    # an entry that never moved gets no motion term
+    assert (motion_scale(torch.ones(T, 2, dtype=torch.float64), prev,
+                         variance=torch.full((T, 2), 0.01, dtype=torch.float64)) == 0).all()
+
+
 @pytest.mark.parametrize('T', [60, 400])
 def test_frames_drawn_anew_get_no_motion_term(T):
     # poses drawn anew every frame (spread 0.3) under consecutive frame indices (images of
