@@ -1,5 +1,5 @@
 """The shipped multi-camera config on a long video of one animal: its batch size, and what
-the motion prior costs and gains there, beside DLT and anipose's triangulations.
+the motion prior costs and gains there, beside DLT's triangulation.
 
 A keypoint-only synthetic video of one animal (:mod:`smilfit.datasets.synthetic_animals`:
 the demo mouse, 4 cameras, poses moving about 0.05 rad a frame, its own bones and label
@@ -20,8 +20,9 @@ sees the same noisy labels from every camera; anipose beside the fit on a video 
 
 Usage::
 
-    python benchmarks/video_batches.py                     # 1,024 frames, batches of 256 and 1,024
-    python benchmarks/video_batches.py --frames 2048 --seeds 0 1 --tables docs/tables
+    python benchmarks/video_batches.py          # 1,024 frames, batches of 256 and 1,024
+    python benchmarks/video_batches.py --seeds 0 1 2 --batch-sizes 128 256 1024 \
+        --tables docs/tables                   # the docs' table
 """
 from __future__ import annotations
 

@@ -67,6 +67,20 @@ def benchmark_module(name: str):
     return module
 
 
+def record_dataset_fits(monkeypatch, describe) -> list:
+    """Run ``smilfit.apis.fitting.fit_dataset`` as usual, appending ``describe(cfg)`` of
+    every config it is called with to the list returned (what a benchmark asked for)."""
+    import smilfit.apis.fitting as fitting
+    fit, seen = fitting.fit_dataset, []
+
+    def recorded(cfg, *args, **kwargs):
+        seen.append(describe(cfg))
+        return fit(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(fitting, 'fit_dataset', recorded)
+    return seen
+
+
 def demo_fit_config(tmp_path: Path, **data):
     """The demo config on a small synthetic dataset in tmp_path (3 views, 8 frames)."""
     from mmengine.config import Config

@@ -3,7 +3,7 @@ the table of the 3D error there and the time, against uncut chains."""
 import numpy as np
 import pytest
 
-from ..conftest import benchmark_module
+from ..conftest import benchmark_module, record_dataset_fits
 
 
 def test_frames_at_cuts_are_those_near_a_cut_inside_a_batch():
@@ -24,21 +24,14 @@ def test_frames_at_cuts_are_those_near_a_cut_inside_a_batch():
 @pytest.mark.filterwarnings('ignore:handler .motion.. the chains of consecutive frames')
 def test_the_chain_cuts_benchmark_fits_each_length_and_writes_its_table(tmp_path,
                                                                        monkeypatch):
-    import smilfit.apis.fitting as fitting
     bench = benchmark_module('chain_cuts')
-    fit = fitting.fit_dataset
-    chains = []
-
-    def recorded(cfg, *args, **kwargs):
-        chains.extend(h.get('chain_frames', 'default') for h in cfg.registrant.handlers
-                      if h['type'] == 'MotionPriorHandler')
-        return fit(cfg, *args, **kwargs)
-
-    monkeypatch.setattr(fitting, 'fit_dataset', recorded)
+    seen = record_dataset_fits(monkeypatch, lambda cfg: [
+        h.get('chain_frames', 'default') for h in cfg.registrant.handlers
+        if h['type'] == 'MotionPriorHandler'])
     argv = ['--frames', '16', '--batch-size', '32', '--chain-frames', '6', '0', '--noise', '1',
             '--tables', str(tmp_path)]
     assert bench.main(argv) == 0
-    assert chains == [None, 6]                    # uncut first (the base), then as asked
+    assert seen == [[None], [6]]                  # uncut first (the base), then as asked
     lines = (tmp_path / 'chain_cuts.md').read_text().splitlines()
     assert lines[0].startswith('<!-- written by `python benchmarks/chain_cuts.py --frames 16')
     rows = [[cell.strip() for cell in line.strip('|').split('|')] for line in lines[4:]]

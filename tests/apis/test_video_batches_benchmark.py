@@ -3,7 +3,7 @@ and without the motion prior, beside DLT."""
 import numpy as np
 import pytest
 
-from ..conftest import benchmark_module
+from ..conftest import benchmark_module, record_dataset_fits
 
 
 def test_errors_are_in_percent_of_the_body_length_over_the_points_given():
@@ -20,17 +20,10 @@ def test_errors_are_in_percent_of_the_body_length_over_the_points_given():
 @pytest.mark.filterwarnings('ignore:handler .motion.. the chains of consecutive frames')
 def test_each_batch_size_is_fitted_with_and_without_the_prior_beside_dlt(tmp_path,
                                                                          monkeypatch):
-    import smilfit.apis.fitting as fitting
     bench = benchmark_module('video_batches')
-    fit = fitting.fit_dataset
-    seen = []
-
-    def recorded(cfg, *args, **kwargs):
-        seen.append((cfg.data['batch_size'], any(h['type'] == 'MotionPriorHandler'
-                                                 for h in cfg.registrant.handlers)))
-        return fit(cfg, *args, **kwargs)
-
-    monkeypatch.setattr(fitting, 'fit_dataset', recorded)
+    seen = record_dataset_fits(monkeypatch, lambda cfg: (
+        cfg.data['batch_size'], any(h['type'] == 'MotionPriorHandler'
+                                    for h in cfg.registrant.handlers)))
     argv = ['--frames', '24', '--batch-sizes', '12', '--noise', '1', '--peers', 'none',
             '--tables', str(tmp_path)]
     assert bench.main(argv) == 0
