@@ -35,36 +35,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from holdout_synthetic import VIDEO, _config  # noqa: E402  (benchmarks/holdout_synthetic.py)
 from tables import command_line, emit  # noqa: E402
-
-#: The poses' frame-to-frame correlation of the video (about 0.05 rad a frame), as
-#: ``holdout_synthetic.py``'s video case.
-VIDEO_CORRELATION = 0.98
 
 
 def make_video(path: Path, frames: int, noise: float, seed: int) -> dict:
-    """Write one animal's video to ``path``; its true 3D labels (``keypoints_3d``, (N, K,
-    3)) and body length (``length``)."""
+    """Write one animal's video to ``path`` (the poses moving as in ``holdout_synthetic.py``'s
+    video case, without its gaps); its true 3D labels (``keypoints_3d``, (N, K, 3)) and
+    body length (``length``)."""
     from smilfit.datasets.synthetic_animals import generate_animal_session
+    correlation, _ = VIDEO['video']
     made = generate_animal_session(path, num_animals=1, frames=frames, num_views=4,
                                    bone_std=0.03, offset_std=0.05, pose_std=0.25,
                                    noise_px=noise, seed=seed, return_keypoints_3d=True,
-                                   pose_correlation=VIDEO_CORRELATION)
+                                   pose_correlation=correlation)
     return dict(keypoints_3d=made['keypoints_3d'], length=float(made['length']))
 
 
 def config(path: Path, batch_size: int, motion: bool):
-    """``mouse_multiview.py`` with the demo mouse on the video at ``path``, in batches of
-    ``batch_size``; without the motion prior unless ``motion``."""
-    from mmengine.config import Config
-
-    import holdout
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'fitting' / 'mouse_multiview.py'))
-    cfg.body_model = Config.fromfile(
-        str(ROOT / 'configs' / '_base_' / 'body_models' / 'demo_mouse.py')).body_model
-    cfg.data = dict(path=str(path), batch_size=batch_size)
-    if not motion:
-        holdout.apply_variant(cfg, 'no_motion')
+    """``mouse_multiview.py`` with the demo mouse (as ``holdout_synthetic.py`` fits it) on
+    the video at ``path``, in batches of ``batch_size``; without the motion prior unless
+    ``motion``."""
+    cfg = _config('shipped' if motion else 'no_motion', path)
+    cfg.data['batch_size'] = batch_size
     return cfg
 
 
