@@ -68,11 +68,19 @@ def test_one_run_gives_its_ratio_alone_and_sizes_are_rows_in_order():
 
 
 def test_memory_between_batches_is_read_after_every_batch_and_left_blank_unmeasured():
+    import mmap
     from types import SimpleNamespace
     bench = benchmark_module('long_session')
     held = []
-    # (every byte written: memory only asked for may not be resident yet)
-    module = SimpleNamespace(_fit_batch=lambda size: held.append(b'x' * size) or size)
+
+    def fit_batch(size):
+        # Fresh anonymous pages, every one written: a malloc'd buffer may reuse pages
+        # this process already holds (freed by an earlier test), which adds nothing.
+        pages = mmap.mmap(-1, size)
+        pages.write(b'x' * size)
+        held.append(pages)
+        return size
+    module = SimpleNamespace(_fit_batch=fit_batch)
     seen = bench.watch_batches(module)
     assert [module._fit_batch(n << 20) for n in (8, 64)] == [8 << 20, 64 << 20]
     if np.isnan(bench.resident_mb()):

@@ -309,6 +309,10 @@ def test_a_start_that_never_reaches_the_error_is_named_under_the_table(capsys):
     assert 'never reaches' not in capsys.readouterr().out
 
 
+# Trains and fits twice (90 s): out of CI, with --run-slow. Its parts run in CI apart:
+# --starts-only (test_starts_only_fits_from_both_starts_on_each_device) and --split-seed
+# (test_another_split_holds_out_other_blocks_and_trains_without_them).
+@pytest.mark.slow
 def test_starts_only_fits_from_each_seed_s_network_of_another_split(tmp_path, capsys):
     # The networks of other held-out blocks train on those blocks' training frames, one
     # per training seed, each named as the seed comparison names it.

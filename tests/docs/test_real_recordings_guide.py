@@ -12,6 +12,8 @@ import json
 import re
 import subprocess
 
+import pytest
+
 from ..conftest import REPO_ROOT, SHARED, child_env, shared_path
 from .page_blocks import bash_blocks
 
@@ -56,6 +58,11 @@ def test_every_step_of_the_guide_has_a_command():
     assert 'fit_results=work_dirs/mouse_fit/fit_results.h5' in script
 
 
+# About six minutes on two cores, a third of the suite's time: out of CI, with --run-slow.
+# In CI each of its commands is parsed by its tool (tests/docs/test_page_commands.py) and
+# its steps run on the same session in tests of their own (fit, training on the fit's
+# labels, rendering the rig, inference, fit in the loop; the viewer on its own scenes).
+@pytest.mark.slow
 def test_the_guide_runs_as_written_on_the_shared_session(tmp_path):
     shared_path('data', 'sleap_anipose_minimal_session', 'minimal_session')
     shared_path('models', 'SMILy_Mouse_static_joints.pkl')
