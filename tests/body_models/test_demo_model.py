@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +60,9 @@ def test_demo_model_validates_with_modest_size(demo):
     assert 150 < np.ptp(demo.v_template[:, 0]) < 200
 
 
-def test_demo_model_is_deterministic_and_fast(demo):
-    start = time.perf_counter()
+def test_demo_model_is_deterministic(demo):
+    # (its build time, about 30 ms, is not asserted: timings belong in benchmarks)
     again = demo_model_data()
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
     for field in ('v_template', 'faces', 'weights', 'shapedirs', 'J_regressor'):
         np.testing.assert_array_equal(getattr(again, field), getattr(demo, field))
 

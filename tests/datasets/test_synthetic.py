@@ -1,5 +1,4 @@
 """The synthetic generator: GT consistency, visibility, masks, determinism, CLI, any model."""
-import time
 
 import h5py
 import numpy as np
@@ -18,9 +17,8 @@ TINY = dict(num_sessions=2, frames_per_session=3, num_views=3, image_size=128, s
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp('synthetic') / 'tiny.h5'
-    start = time.perf_counter()
     generate_synthetic_dataset(path, progress=False, **TINY)
-    return path, time.perf_counter() - start
+    return path
 
 
 def reproject(data):
@@ -30,9 +28,8 @@ def reproject(data):
     return project_points(P, K, R, t, dist).numpy(), camera_depth(P, R, t).numpy()
 
 
-def test_tiny_dataset_is_fast_and_reads_back(tiny):
-    path, seconds = tiny
-    assert seconds < 10.0
+def test_tiny_dataset_reads_back(tiny):
+    path = tiny
     ds = MultiViewHDF5Dataset(str(path))
     assert len(ds) == 6 and ds.metainfo['session_names'] == ['synthetic_0000',
                                                              'synthetic_0001']
@@ -48,7 +45,7 @@ def test_tiny_dataset_is_fast_and_reads_back(tiny):
 
 
 def test_keypoints_2d_are_the_projected_keypoints_3d(tiny):
-    reader = DatasetReader(tiny[0])
+    reader = DatasetReader(tiny)
     data = reader.read(np.arange(len(reader)))
     uv, depth = reproject(data)
     np.testing.assert_allclose(data['keypoints_2d'], uv, atol=1e-3)
@@ -62,7 +59,7 @@ def test_keypoints_2d_are_the_projected_keypoints_3d(tiny):
 
 
 def test_masks_images_and_visibility_agree(tiny):
-    reader = DatasetReader(tiny[0])
+    reader = DatasetReader(tiny)
     data = reader.read(np.arange(len(reader)))
     kp = data['keypoints_2d']
     total = hits = occluded = 0
@@ -88,7 +85,7 @@ def test_masks_images_and_visibility_agree(tiny):
 
 
 def test_gt_params_reproduce_the_3d_keypoints(tiny):
-    data = DatasetReader(tiny[0]).read(np.arange(6))
+    data = DatasetReader(tiny).read(np.arange(6))
     model = build_demo_smil_model(dtype=torch.float64)
     with torch.no_grad():
         out = model(**{k: torch.as_tensor(v, dtype=torch.float64)

@@ -3,7 +3,6 @@ independent ray caster: the pixel-centre convention, coverage of pixel centres o
 the nearest surface winning, perspective-correct depth and barycentrics, near-plane
 clipping, lens distortion, degenerate input, chunking and speed."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -308,8 +307,9 @@ def test_chunking_off_image_and_behind_the_camera():
     assert a.mask.numpy().sum() > 500
 
 
-def test_renders_the_demo_mouse_fast():
-    """The synthetic data's workload: the demo mouse (6560 faces) at 256 x 256."""
+def test_renders_the_demo_mouse_at_the_synthetic_datas_size():
+    """The synthetic data's workload: the demo mouse (6560 faces) at 256 x 256 (its speed is
+    measured by tests/visualization/test_zbuffer.py's speed test, under --run-slow)."""
     from smilfit.body_models import build_demo_smil_model
     from smilfit.datasets.synthetic import look_at
     model = build_demo_smil_model()
@@ -319,12 +319,7 @@ def test_renders_the_demo_mouse_fast():
     R, t = look_at(np.array([150.0, -250.0, 150.0]), np.array([0.0, 0.0, 15.0]),
                    np.array([0.0, 0.0, 1.0]))
     Km = np.array([[350.0, 0.0, 127.5], [0.0, 350.0, 127.5], [0.0, 0.0, 1.0]])
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        out = rasterize(verts, faces, Km, R, t, np.zeros(5), height=256, width=256)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.1, f'{len(faces)} faces at 256 x 256 took {best:.3f} s'
+    out = rasterize(verts, faces, Km, R, t, np.zeros(5), height=256, width=256)
     assert 500 < int(out.mask.sum()) < 256 * 256 / 2
     # All-zero distortion draws exactly what no distortion draws.
     plain = rasterize(verts, faces, Km, R, t, None, height=256, width=256)
