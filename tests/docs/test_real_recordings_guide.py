@@ -58,7 +58,7 @@ def test_every_step_of_the_guide_has_a_command():
     assert 'fit_results=work_dirs/mouse_fit/fit_results.h5' in script
 
 
-# About six minutes on two cores, a third of the suite's time: out of CI, with --run-slow.
+# About six minutes, a sixth of the suite's work on two cores: out of CI, with --run-slow.
 # In CI each of its commands is parsed by its tool (tests/docs/test_page_commands.py) and
 # its steps run on the same session in tests of their own (fit, training on the fit's
 # labels, rendering the rig, inference, fit in the loop; the viewer on its own scenes).
