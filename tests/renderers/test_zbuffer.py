@@ -1,7 +1,7 @@
 """The z-buffer rasteriser (smilfit.renderers.zbuffer) against analytic expectations and an
 independent ray caster: the pixel-centre convention, coverage of pixel centres on an edge,
 the nearest surface winning, perspective-correct depth and barycentrics, near-plane
-clipping, lens distortion, degenerate input, chunking and speed."""
+clipping, lens distortion, degenerate input and chunking."""
 import math
 
 import numpy as np
