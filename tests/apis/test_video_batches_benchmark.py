@@ -34,7 +34,10 @@ def test_each_batch_size_is_fitted_with_and_without_the_prior_beside_dlt(tmp_pat
     assert [row[1] for row in rows] == ['DLT', 'fit, frames alone', 'fit, motion prior']
     assert rows[0][2:6] == ['', '', '', '']
     assert rows[1][2] == rows[2][2] == '12' and rows[1][5] == ''
-    assert float(rows[2][5]) == pytest.approx(float(rows[2][3]) / float(rows[1][3]), abs=0.1)
+    # the ratio is of the unrounded times: within what the table's 0.1 s rounding allows
+    on, off = float(rows[2][3]), float(rows[1][3])
+    assert (on - 0.05) / (off + 0.05) - 0.005 <= float(rows[2][5]) <= \
+        (on + 0.05) / (off - 0.05) + 0.005
     for row in rows:
         # 1 px label errors: the 3D error is a small share of the body length
         assert 0.0 < float(row[6]) <= float(row[7]) < 10.0
