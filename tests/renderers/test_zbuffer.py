@@ -309,7 +309,7 @@ def test_chunking_off_image_and_behind_the_camera():
 
 def test_renders_the_demo_mouse_at_the_synthetic_datas_size():
     """The synthetic data's workload: the demo mouse (6560 faces) at 256 x 256 (its speed is
-    measured by tests/visualization/test_zbuffer.py's speed test, under --run-slow)."""
+    measured by benchmarks/zbuffer.py)."""
     from smilfit.body_models import build_demo_smil_model
     from smilfit.datasets.synthetic import look_at
     model = build_demo_smil_model()
