@@ -2,7 +2,8 @@
 
 The z-buffer (``smilfit.renderers.zbuffer``) draws every synthetic label's visibility and
 every mesh overlay of the figures and videos. For each image size the demo mouse (6,560
-faces, rest pose) is seen from above and behind, filling much of the image; the table
+faces, rest pose) is seen as ``benchmarks/render.py`` sees it (along its thinnest axis,
+spanning 80 % of the image); the table
 gives the covered pixels and the median milliseconds of a call of ``rasterize`` (face
 index, depth and barycentrics per pixel) and of ``render_mesh`` (the same, shaded), on
 the number of threads asked for (default one, as a figure or a video is drawn beside a
@@ -21,35 +22,22 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import timing  # noqa: E402  (benchmarks/timing.py, beside this script)
+from render import camera_for, load_mesh  # noqa: E402  (the soft renderer's scene)
 from tables import emit  # noqa: E402  (benchmarks/tables.py)
 
-#: Where the camera sits, from the mesh's centre, in units of its largest extent: above and
-#: behind the mouse, so the body and the tail cover much of the image.
-VIEW_OFFSET = (0.0, -0.9, 0.5)
-#: Focal length in units of the image size.
-FOCAL_PER_PX = 600.0 / 512.0
 
-
-def scene(size: int):
+def scene(size: int, mesh=None):
     """The demo mouse's rest-pose vertices (V, 3) float64, its faces (F, 3) and the
-    camera ``(K, R, t)`` of an image ``size`` pixels square."""
-    from smilfit.body_models import SMILModel, demo_model_data
-    from smilfit.datasets.synthetic import look_at
-    model = SMILModel(data=demo_model_data())
-    with torch.no_grad():
-        verts = model().vertices[0].double()
-    centre = verts.mean(0).numpy()
-    extent = float((verts.max(0).values - verts.min(0).values).max())
-    R, t = look_at(centre + np.array(VIEW_OFFSET) * extent, centre, np.array([0, 0, 1.0]))
-    f = FOCAL_PER_PX * size
-    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
-    return verts, model.faces, K, R, t
+    camera ``(K, R, t)`` of an image ``size`` pixels square (``mesh``: the ``(vertices,
+    faces)`` of an earlier call, to skip building the model again)."""
+    verts, faces = mesh if mesh is not None else load_mesh('demo')[1:]
+    cam = camera_for(verts, size, torch.device('cpu'))
+    return (verts.double(), faces) + tuple(cam[k][0, 0].double() for k in ('K', 'R', 't'))
 
 
 def rows(sizes: Sequence[int]) -> List[list]:
@@ -59,8 +47,9 @@ def rows(sizes: Sequence[int]) -> List[list]:
     from smilfit.visualization.zbuffer import render_mesh
     out = []
     device = torch.device('cpu')
+    mesh = load_mesh('demo')[1:]
     for size in sizes:
-        verts, faces, K, R, t = scene(size)
+        verts, faces, K, R, t = scene(size, mesh)
         covered = int(rasterize(verts, faces, K, R, t, height=size, width=size).mask.sum())
         ms = [timing.time_call(lambda fn=fn: fn(verts, faces, K, R, t, height=size, width=size),
                                device, min_time=0.5, min_reps=5, warmup=1)
