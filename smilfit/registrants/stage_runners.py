@@ -268,7 +268,8 @@ def run_chain_lm_stage(ctx: StageContext, handler: nn.Module) -> StageOutcome:
         trace.append(cost.detach().clone())
         ctx.after_step(i)
     with torch.no_grad():
-        system = ChainSystem(problem, terms, x0, options.damping, skip=ctx.skip)
+        system = ChainSystem(problem, terms, x0, options.damping, skip=ctx.skip,
+                             noise_tol=options.noise_tol)
         diverged, n_steps, unit_steps = levenberg_marquardt(
             system, stage.n_iter, options, ftol=stage.ftol, gtol=stage.gtol,
             on_iteration=progress)

@@ -11,7 +11,10 @@ blocks plus diagonal couplings between frames up to ``len(a) - 1`` apart: a bloc
 system, solved by :func:`~.banded.banded_solve` in time linear in the chain's length.
 A chain accepts or rejects its step as a whole; ``'levenberg'`` damping adds ``lambda``
 times the mean diagonal of the chain's system, ``'marquardt'`` ``lambda`` times each
-diagonal entry (floored at the chain's largest).
+diagonal entry (floored at the chain's largest). A chain waits for its slowest frame, so
+it stops once a step lowers no frame's cost by one label residual's squared error
+(``noise_tol``): with noisy labels Gauss-Newton's last steps converge linearly and move
+the frames by less than their estimates' standard errors.
 """
 from __future__ import annotations
 
@@ -62,6 +65,9 @@ class ChainTrial:
     frame_cost: Optional[Tensor] = None   # (m, T) data and constant costs at the trial
     motion_cost: Optional[Tensor] = None  # (m, T)
     cost: Optional[Tensor] = None         # (m,)
+    # (m,) bool: no frame's cost falls by ``noise_tol`` label residuals' squared error
+    # (None: no such test)
+    settled: Optional[Tensor] = None
     # the frames (n,), sorted, and their cost, g and H where linearised at the trial
     frames: Optional[Tensor] = None
     linearized: Optional[Tuple[Tensor, Tensor, Tensor]] = None
@@ -159,13 +165,18 @@ class ChainSystem:
         x0: (B, P) starting parameters.
         damping: a name of :data:`~.trust_region.DAMPING`.
         skip: (B,) bool, frames that keep ``x0`` (chains break around them), or None.
+        noise_tol: an accepted step that lowers no frame's cost (its data, priors and
+            motion terms) by ``noise_tol`` times the chain's cost per label residual row
+            (about one label residual's squared error once converged,
+            :meth:`~.problem.LeastSquaresProblem.data_rows`) is the chain's last (0: no
+            such test).
     """
 
     linearizes_trials = True
     stops_on_progress = True
 
     def __init__(self, problem: LeastSquaresProblem, motion: MotionTerms, x0: Tensor,
-                 damping: str, skip: Optional[Tensor] = None) -> None:
+                 damping: str, skip: Optional[Tensor] = None, noise_tol: float = 0.0) -> None:
         self.problem = problem
         self.x = x0.clone()
         B, P = x0.shape
@@ -186,6 +197,10 @@ class ChainSystem:
         #: (B, P) where every frame was last linearised (its g and H are there)
         self.x_linearized = self.x.clone()
         self.damping = DAMPING[damping]
+        self.noise_tol = float(noise_tol)
+        #: (B,) each frame's label residual rows (for ``noise_tol``)
+        self.rows = (problem.data_rows(x0, torch.arange(B, device=self.device))
+                     if self.noise_tol > 0 else None)
 
     def finished(self) -> Tensor:
         m = self.motion
@@ -275,7 +290,20 @@ class ChainSystem:
         trial.motion_cost = m.terms(trial.x, table, jacobian=False)[0]
         trial.frame_cost = frame_cost
         trial.cost = frame_cost.sum(1) + trial.motion_cost.sum(1)
+        if self.rows is not None:
+            trial.settled = self._settled(trial)
         return trial.cost
+
+    def _settled(self, trial: ChainTrial) -> Tensor:
+        """(m,) bool: the trial lowers no frame's cost by ``noise_tol`` times its chain's
+        cost per label residual row at the current point."""
+        m = self.motion
+        table = trial.table
+        own = self.frame_cost - m.constant                 # the frames' data and priors
+        noise = m.gather(own, table).sum(1) / m.gather(self.rows.to(self.dtype), table).sum(1)
+        now = m.gather(self.frame_cost + self.motion_cost, table)
+        gain = (now - trial.frame_cost - trial.motion_cost) * (table >= 0)
+        return torch.isfinite(noise) & (gain.amax(1) < self.noise_tol * noise)
 
     def take(self, trial: ChainTrial, accept: Tensor
              ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:

@@ -38,6 +38,8 @@ class Trial(Protocol):
             solved).
         step_max, size_max: (m,) the step's and the current parameters' largest
             magnitude.
+        settled: (m,) bool, optional (systems that have a test of their own): the step
+            changes nothing the data can tell, so an accepted one is the unit's last.
     """
 
     units: Tensor
@@ -148,7 +150,7 @@ def levenberg_marquardt(system: LMSystem, max_iter: int, options: LMOptions,
         new_cost = system.evaluate(trial, linearize_trials)
         accept, stop = region.judge(active, system.costs()[active], new_cost,
                                     trial.predicted, trial.solved, trial.step_max,
-                                    trial.size_max)
+                                    trial.size_max, getattr(trial, 'settled', None))
         taken = system.take(trial, accept)
         if taken is not None:
             absorb(*taken)

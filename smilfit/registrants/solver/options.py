@@ -33,6 +33,15 @@ class LMOptions:
             motion term's share however near the optimum, so the relative test of
             ``ftol`` alone lets it creep on along directions the labels hardly see (a
             bone's twist) for its whole budget; docs/fitting.md has the measurements.
+        noise_tol: a chain of frames coupled in time also stops when an accepted step
+            lowers no frame's cost by as much as this many times the squared error of
+            one label residual, estimated as the chain's cost per label residual row
+            where it stands (0: off). Such a step moves no frame by as much as a
+            standard error of its estimate: with noisy labels the last steps of
+            Gauss-Newton converge linearly (the residuals' own curvature, which it
+            leaves out, is as large as the labels' along directions they hardly see),
+            and every chain then steps until its slowest frame has converged. Exact
+            labels leave a noise near zero, so it does not stop them early.
     """
 
     lambda_init: float = 1e-3
@@ -41,11 +50,12 @@ class LMOptions:
     damping: str = 'levenberg'
     linear_dtype: str = 'auto'
     progress_tol: float = 3e-4
+    noise_tol: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: Mapping, where: str) -> 'LMOptions':
         allowed = ('lambda_init', 'lambda_max', 'xtol', 'damping', 'linear_dtype',
-                   'progress_tol')
+                   'progress_tol', 'noise_tol')
         unknown = sorted(set(cfg) - set(allowed))
         if unknown:
             raise ValueError(f'{where}: unknown Levenberg-Marquardt option(s) {unknown}; '
@@ -62,9 +72,9 @@ class LMOptions:
         opts = cls(damping=damping, linear_dtype=linear,
                    **{k: float(v) for k, v in cfg.items() if k not in ('damping', 'linear_dtype')})
         if not (opts.lambda_init > 0 and opts.lambda_max > opts.lambda_init and opts.xtol >= 0
-                and 0 <= opts.progress_tol < 1):
-            raise ValueError(f'{where}: need 0 < lambda_init < lambda_max, xtol >= 0 and '
-                             f'0 <= progress_tol < 1, got {opts}')
+                and 0 <= opts.progress_tol < 1 and opts.noise_tol >= 0):
+            raise ValueError(f'{where}: need 0 < lambda_init < lambda_max, xtol >= 0, '
+                             f'0 <= progress_tol < 1 and noise_tol >= 0, got {opts}')
         return opts
 
 

@@ -249,6 +249,25 @@ class LeastSquaresProblem:
             out[h.name] = (A, dense.index_select(1, index))
         return out
 
+    def data_rows(self, x: Tensor, idx: Tensor) -> Tensor:
+        """(n,) long: the point (data) residual rows of the samples ``idx`` (n,) at ``x``
+        (n, P) that some fitted parameter moves (a keypoint not seen, weighted 0, has
+        none). A sample's cost over them is about one label residual's squared error
+        where the fit has converged (priors' rows are left out: a weak prior's residuals
+        are not in the labels' units)."""
+        params, obs = self.subset(idx, x)
+        rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
+        if point_handlers:
+            index, keep, attach, offsets, offset_rows = self._attached_points(
+                point_handlers, params, x.device)
+            points = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
+                                          keep=keep).points
+            for h in point_handlers:
+                _, A = point_terms(h, points.index_select(1, index[h.name]), obs, params)
+                rows += (A != 0).any(-1).flatten(1).sum(1)
+        return rows
+
     def column_coupling(self) -> Optional[Tensor]:
         """(P, P) bool on the CPU: the columns that can meet in ``J^T J`` (some point
         residual reads both, or a prior couples them), known after the first

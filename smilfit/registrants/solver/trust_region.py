@@ -78,7 +78,8 @@ class TrustRegion:
         self.first_cost = torch.full((n,), float('nan'), dtype=dtype, device=device)
 
     def judge(self, units: Tensor, old_cost: Tensor, new_cost: Tensor, predicted: Tensor,
-              solved: Tensor, step_max: Tensor, size_max: Tensor) -> Tuple[Tensor, Tensor]:
+              solved: Tensor, step_max: Tensor, size_max: Tensor,
+              settled: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Accept or reject the trial steps of ``units`` (m,), update their damping, and
         say which have stopped.
 
@@ -90,6 +91,9 @@ class TrustRegion:
                 tries again).
             solved: (m,) bool, the damped system was solved.
             step_max, size_max: (m,) the step's and the parameters' largest magnitude.
+            settled: (m,) bool or None: the step changes nothing the data can tell
+                (its system's own test, e.g. :class:`~.chain_system.ChainSystem`'s
+                ``noise_tol``); a unit stops after such a step where it is accepted.
 
         Returns:
             ``accept (m,)`` and ``stop (m,)`` bool.
@@ -115,6 +119,8 @@ class TrustRegion:
         stop = small_gain | (accept & small_step) | stuck | unresolvable | (new_cost == 0)
         if self.progress_tol > 0:
             stop = stop | (accept & (actual <= self.progress_tol * (first - new_cost)))
+        if settled is not None:
+            stop = stop | (accept & settled)
         return accept, stop
 
 

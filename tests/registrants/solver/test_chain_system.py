@@ -65,8 +65,9 @@ def _registrant(model, optimizer, motion=True, n_iter=40, order=1, **stage):
 @pytest.mark.parametrize('order', [1, 2])
 def test_chains_reach_the_summed_losss_minimum(model, order):
     obs, _, start, groups = _video(model, 12, animals=2)
-    # (progress_tol=0: to the minimum, not to where the last steps stop mattering)
-    lm = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0),
+    # (progress_tol=0, noise_tol=0: to the minimum, not to where the last steps stop
+    # mattering)
+    lm = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0, noise_tol=0.0),
                      order=order).fit(obs, init_params=start, groups=groups)
     lbfgs = _registrant(model, dict(type='LBFGS', max_iter=300, line_search_fn='strong_wolfe',
                                     tolerance_grad=1e-12, tolerance_change=1e-16,
@@ -89,7 +90,9 @@ def test_chains_stop_when_their_steps_stop_mattering(model):
     by under that share of what the stage has lowered it: fewer steps, and the keypoints
     where the minimum has them."""
     obs, _, start, groups = _video(model, 30, animals=2, seed=7)
-    fits = {tol: _registrant(model, dict(type='LevenbergMarquardt', progress_tol=tol),
+    # (noise_tol=0: the progress test alone)
+    fits = {tol: _registrant(model, dict(type='LevenbergMarquardt', progress_tol=tol,
+                                         noise_tol=0.0),
                              n_iter=200).fit(obs, init_params=start, groups=groups)
             for tol in (0.0, 1e-3)}
     steps = {tol: f.history[-1]['unit_steps'] for tol, f in fits.items()}
@@ -100,6 +103,34 @@ def test_chains_stop_when_their_steps_stop_mattering(model):
     assert float((points[1e-3] - points[0.0]).norm(dim=-1).max()) < 1e-2 * spread
     losses = {tol: f.history[-1]['mean_loss_end'] for tol, f in fits.items()}
     assert losses[0.0] <= losses[1e-3] <= losses[0.0] * (1 + 1e-3)
+
+
+@pytest.mark.parametrize('noise', [2.0, 0.0])
+def test_chains_stop_once_no_frame_gains_a_label_residuals_error(model, noise):
+    """With noisy labels a chain's last Gauss-Newton steps converge linearly and move
+    frames by less than their standard errors: the noise test (``noise_tol``, a step
+    lowering no frame's cost by the chain's cost per label residual row) stops the chains
+    in a fraction of the steps, as near the truth as running them to ``n_iter``. Exact
+    labels leave a noise near zero: it stops them only where they are as accurate."""
+    obs, truth, start, groups = _video(model, 40, animals=2, noise=noise, seed=11)
+    actual = model(return_vertices=False, **truth).keypoints
+    fits, errors = {}, {}
+    for tol in (0.0, 1.0):
+        # (progress_tol=0: only the noise test stops a chain before n_iter)
+        fits[tol] = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0,
+                                            noise_tol=tol), n_iter=200).fit(
+            obs, init_params=start, groups=groups)
+        points = model(return_vertices=False,
+                       **{k: fits[tol].params[k] for k in POSE}).keypoints
+        errors[tol] = (points - actual).norm(dim=-1)
+    steps = {tol: f.history[-1]['unit_steps'] for tol, f in fits.items()}
+    assert steps[1.0] < steps[0.0] / 2
+    if noise:
+        assert steps[1.0] < steps[0.0] / 10
+    for stat in (torch.median, torch.max):
+        assert float(stat(errors[1.0])) < 1.02 * float(stat(errors[0.0]))
+    losses = {tol: f.history[-1]['mean_loss_end'] for tol, f in fits.items()}
+    assert losses[0.0] <= losses[1.0] * (1 + 1e-9) and losses[1.0] <= losses[0.0] * (1 + 1e-3)
 
 
 def test_each_chain_is_its_own_unit(model):

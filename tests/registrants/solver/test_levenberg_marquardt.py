@@ -171,6 +171,9 @@ def test_options_are_validated():
         LMOptions.from_config(dict(damping='none'), 'stage x')
     with pytest.raises(ValueError, match='progress_tol'):
         LMOptions.from_config(dict(progress_tol=1.5), 'stage x')
+    with pytest.raises(ValueError, match='noise_tol'):
+        LMOptions.from_config(dict(noise_tol=-1.0), 'stage x')
+    assert LMOptions.from_config(dict(noise_tol=0), 'stage x').noise_tol == 0.0
 
 
 @pytest.mark.parametrize('tol', [0.0, 1e-3])
@@ -193,6 +196,49 @@ def test_the_progress_test_stops_a_unit_whose_steps_stopped_mattering(tol):
     accept, stop = step([500.0, 500.0], [499.6, 499.4])
     assert accept.all()
     assert stop.tolist() == ([True, False] if tol else [False, False])
+
+
+def test_a_settled_step_stops_its_unit_where_it_is_accepted():
+    """A system's own test that a step changes nothing the data can tell (``settled``)
+    stops the unit after it, but only where the step is taken."""
+    from smilfit.registrants.solver.trust_region import TrustRegion
+    region = TrustRegion(3, LMOptions(), 1e-12, torch.float64, 'cpu')
+    old = torch.full((3,), 100.0, dtype=torch.float64)
+    new = torch.tensor([50.0, 50.0, 150.0], dtype=torch.float64)
+    one = torch.ones(3, dtype=torch.float64)
+    settled = torch.tensor([True, False, True])
+    predicted = torch.full((3,), 60.0, dtype=torch.float64)
+    accept, stop = region.judge(torch.arange(3), old, new, predicted, one.bool(), one * 0.1,
+                                one, settled)
+    assert accept.tolist() == [True, True, False]
+    assert stop.tolist() == [True, False, False]
+
+
+def test_data_rows_count_the_seen_label_residuals_not_the_priors(model):
+    """Each sample's point residual rows are two per keypoint seen in a valid view; an
+    unseen keypoint, a view left out and a prior's rows add none (the noise test of the
+    chains divides the cost by them)."""
+    obs, joints, _ = _problem(model, 3, noise=1.0, missing=0.3, seed=4)
+    obs['view_valid'][1, 2] = False
+    kp = HANDLERS.build(dict(type='Keypoint2DHandler', name='kp2d', source='joints'))
+    kp.setup(model, dict(keypoint_names=model.joint_names))
+    prior = HANDLERS.build(dict(type='PosePriorHandler', name='pose', weight=1e-4))
+    prior.setup(model)
+    B, J = 3, model.num_joints
+    params = dict(global_orient=torch.zeros(B, 3, dtype=torch.float64),
+                  transl=torch.zeros(B, 3, dtype=torch.float64),
+                  body_pose=0.1 * torch.ones(B, J - 1, 3, dtype=torch.float64),
+                  betas=torch.zeros(B, model.num_betas, dtype=torch.float64))
+
+    def cost_fn(p, o):
+        output = model(**p, return_vertices=False)
+        return kp(output, o, p) + prior(output, o, p)
+    problem = problem_module.LeastSquaresProblem(
+        model, [kp, prior], obs, params, ['global_orient', 'transl', 'body_pose'], cost_fn)
+    rows = problem.data_rows(problem.initial_x(), torch.arange(B))
+    seen = (obs['confidence'] > 0) & obs['view_valid'][..., None]
+    assert rows.tolist() == (2 * seen.sum((1, 2))).tolist()
+    assert int(rows[1]) < 2 * int((obs['confidence'][1] > 0).sum())
 
 
 def test_pose_l2_prior_residuals_and_lm_with_priors(model):
