@@ -47,4 +47,7 @@ def test_the_initial_damping_changes_the_path_not_the_fit(tmp_path):
     assert not np.array_equal(fits['config'], fits['damped'])      # another path ...
     px = {k: float(np.median(v)) for k, v in fits.items()}
     assert px['config'] < 1.5 * 0.5            # fitted to the labels' noise
-    assert abs(px['config'] - px['damped']) < 0.01, px            # ... to the same fit
+    # ... to the same fit, within a twentieth of the labels' 0.5 px: the chains stop
+    # where a step lowers no frame's cost by one label residual's squared error
+    # (noise_tol), so another path stops elsewhere within the labels' noise
+    assert abs(px['config'] - px['damped']) < 0.05 * 0.5, px
