@@ -40,8 +40,10 @@ class LMOptions:
             standard error of its estimate: with noisy labels the last steps of
             Gauss-Newton converge linearly (the residuals' own curvature, which it
             leaves out, is as large as the labels' along directions they hardly see),
-            and every chain then steps until its slowest frame has converged. Exact
-            labels leave a noise near zero, so it does not stop them early.
+            and every chain then steps until its slowest frame has converged. The
+            estimate follows the labels' errors: near zero on exact labels in a loss
+            in pixels; about one in noise units (``scale_from_residuals``), whose
+            scales are measured from those same errors.
     """
 
     lambda_init: float = 1e-3

@@ -111,7 +111,8 @@ def test_chains_stop_once_no_frame_gains_a_label_residuals_error(model, noise):
     frames by less than their standard errors: the noise test (``noise_tol``, a step
     lowering no frame's cost by the chain's cost per label residual row) stops the chains
     in a fraction of the steps, as near the truth as running them to ``n_iter``. Exact
-    labels leave a noise near zero: it stops them only where they are as accurate."""
+    labels in a loss in pixels leave a noise near zero: it stops them only where they
+    are as accurate."""
     obs, truth, start, groups = _video(model, 40, animals=2, noise=noise, seed=11)
     actual = model(return_vertices=False, **truth).keypoints
     fits, errors = {}, {}
