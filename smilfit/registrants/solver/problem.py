@@ -232,20 +232,9 @@ class LeastSquaresProblem:
         ``idx``: name -> ``(A, D)``, ``A`` (n, G, M, R, 3) its weighted residuals'
         derivatives by its points (:func:`point_terms`), ``D`` (n, M, 3, P) the points'
         by the parameters. Empty where no handler has points."""
-        point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
-        wanted = [h for h in handlers if h in point_handlers]
-        if not wanted:
-            return {}
-        params, obs = self.subset(idx, x)
-        rows, keep, attach, offsets, offset_rows = self._attached_points(
-            point_handlers, params, x.device)
-        jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
-                                   keep=keep)
-        dense = jac.to_dense()
-        out = {}
-        for h in wanted:
-            index = rows[h.name]
-            _, A = point_terms(h, jac.points.index_select(1, index), obs, params)
+        out, dense = {}, None
+        for h, index, jac, A in self._point_terms(x, idx, handlers):
+            dense = jac.to_dense() if dense is None else dense
             out[h.name] = (A, dense.index_select(1, index))
         return out
 
@@ -255,18 +244,29 @@ class LeastSquaresProblem:
         none). A sample's cost over them is about one label residual's squared error
         where the fit has converged (priors' rows are left out: a weak prior's residuals
         are not in the labels' units)."""
-        params, obs = self.subset(idx, x)
         rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
-        if point_handlers:
-            index, keep, attach, offsets, offset_rows = self._attached_points(
-                point_handlers, params, x.device)
-            points = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
-                                          keep=keep).points
-            for h in point_handlers:
-                _, A = point_terms(h, points.index_select(1, index[h.name]), obs, params)
-                rows += (A != 0).any(-1).flatten(1).sum(1)
+        for _, _, _, A in self._point_terms(x, idx, self.handlers):
+            rows += (A != 0).any(-1).flatten(1).sum(1)
         return rows
+
+    def _point_terms(self, x: Tensor, idx: Tensor, handlers: Sequence[nn.Module]):
+        """For each point handler among ``handlers``: ``(handler, its rows in the
+        Jacobian's points (M,), the sparse point Jacobian at x (n, P) of samples idx,
+        A (n, G, M, R, 3))`` (:func:`point_terms`); the Jacobian is built once, and only
+        where some handler has points."""
+        point_handlers = [h for h in self.handlers if h.residual_kind == 'points']
+        wanted = [h for h in handlers if h in point_handlers]
+        if not wanted:
+            return
+        params, obs = self.subset(idx, x)
+        rows, keep, attach, offsets, offset_rows = self._attached_points(
+            point_handlers, params, x.device)
+        jac = self.jacobian.sparse(params, self.fitted, attach, offsets, offset_rows,
+                                   keep=keep)
+        for h in wanted:
+            index = rows[h.name]
+            _, A = point_terms(h, jac.points.index_select(1, index), obs, params)
+            yield h, index, jac, A
 
     def column_coupling(self) -> Optional[Tensor]:
         """(P, P) bool on the CPU: the columns that can meet in ``J^T J`` (some point
