@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from smilfit.handlers.motion_prior import unwrap_rotations
+from smilfit.ops.psd_inverse import psd_inverse
 from smilfit.registry import OPTIMIZERS, STAGE_RUNNERS
 from .batched_lbfgs import BatchedLBFGS
 from .solver import (LM_NAMES, GroupLeastSquaresProblem, GroupSystem, LeastSquaresProblem,
@@ -312,7 +313,11 @@ def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Ten
     :class:`~.solver.chain_system.ChainSystem`'s frames from their labels alone, without
     the motion terms); ``(None, None, {})`` before any linearisation. Third, the handlers
     ``studentizing``'s points' leverages (:mod:`.solver.leverage`) by their
-    ``leverage_key``: 0 where the samples were left out or ``H`` is singular."""
+    ``leverage_key``: 0 where the samples were left out or ``H`` is not positive
+    semi-definite. ``H`` singular along what the labels leave free is inverted with the
+    ridge its precision allows (:func:`~smilfit.ops.psd_inverse.psd_inverse`); a parameter
+    with no effect and no prior has no variance (NaN), as a sample whose ``H`` is not
+    positive semi-definite."""
     if system.H is None or problem.solver is None:
         return None, None, {}
     variances, fits, leverages = [], [], []
@@ -320,18 +325,17 @@ def _posterior_variance(problem: LeastSquaresProblem, system, skip: Optional[Ten
         rows = slice(start, start + COVARIANCE_CHUNK)
         # the solvers keep H's upper triangle only: the symmetric matrix from it
         upper = problem.solver.dense(system.H[rows]).to(system.dtype).triu()
-        factor, info = torch.linalg.cholesky_ex(upper + upper.triu(1).mT)
-        failed = info != 0                  # (singular: inverted as the identity, then NaN)
-        factor = torch.where(failed[:, None, None],
-                             torch.eye(factor.shape[-1], dtype=factor.dtype,
-                                       device=factor.device), factor)
-        covariance = torch.cholesky_inverse(factor)
+        H = upper + upper.triu(1).mT
+        # (singular along what the labels leave free: there the variance is as large as
+        # H's precision allows, not undefined, whatever its rounding)
+        covariance, step, ridge = psd_inverse(H, system.g[rows].to(H.dtype))
+        failed = torch.isnan(ridge)         # not positive semi-definite: nothing known
+        unknown = failed[:, None] | (H.diagonal(dim1=-2, dim2=-1) == 0)
         variance = covariance.diagonal(dim1=-2, dim2=-1)
-        fit = system.x_linearized[rows] - torch.cholesky_solve(
-            system.g[rows, :, None].to(factor.dtype), factor)[..., 0]
-        fit = torch.where(failed[:, None], system.x_linearized[rows], fit)
-        variances.append(variance.to(system.dtype).masked_fill(failed[:, None], float('nan')))
-        fits.append(fit.to(system.dtype).masked_fill(failed[:, None], float('nan')))
+        fit = system.x_linearized[rows] - step
+        variances.append(variance.to(system.dtype).masked_fill(unknown, float('nan')))
+        fits.append(fit.to(system.dtype).masked_fill(unknown, float('nan')))
+        covariance = covariance.nan_to_num(0.0)
         if studentizing:
             idx = torch.arange(start, start + covariance.shape[0], device=covariance.device)
             lev = point_leverage(problem, system.x_linearized[rows], idx, covariance,

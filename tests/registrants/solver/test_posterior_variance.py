@@ -86,17 +86,34 @@ def test_the_variance_is_the_inverse_diagonal_in_every_solver_layout(model, monk
         assert (variance[name][keep] > 0).all()
 
 
-def test_a_singular_system_gives_nan_the_others_their_variance(model, monkeypatch):
+def test_a_free_direction_has_a_large_variance_a_parameter_nothing_fixes_none(
+        model, monkeypatch):
+    """Sample 0: a column nothing fixes has no variance (NaN), its other columns theirs.
+    Sample 1: singular along a combination of two columns (what labels leave free, e.g. a
+    twist): a large, finite variance there, whether or not its rounding let a plain
+    factorisation through (a stage's pairs of frames were once frozen by a NaN here).
+    Sample 2: not positive semi-definite, nothing known. The others: their variance."""
     problem = _fitted_problem(model, monkeypatch, 'dense')
     P = problem.initial_x().shape[1]
     H = torch.eye(P, dtype=torch.float64).repeat(problem.B, 1, 1)
     H[0, 0, 0] = 0.0                                               # a column nothing fixes
+    u = torch.zeros(P, dtype=torch.float64)
+    u[1], u[2] = 0.6, 0.8
+    H[1] -= torch.outer(u, u)                                      # free along u
+    H[2] = -H[2]
     x = problem.initial_x()
     system = types.SimpleNamespace(H=H, g=torch.zeros_like(x), x_linearized=x,
                                    num_units=problem.B, dtype=torch.float64)
-    variance, _, _ = stage_runners._posterior_variance(problem, system, None)
+    variance, own, _ = stage_runners._posterior_variance(problem, system, None)
     flat = torch.cat([v.reshape(problem.B, -1) for v in variance.values()], 1)
-    assert torch.isnan(flat[0]).all() and (flat[1:] == 1).all()
+    fits = torch.cat([v.reshape(problem.B, -1) for v in own.values()], 1)
+    assert torch.isnan(flat[0, 0]) and torch.allclose(flat[0, 1:], torch.ones(P - 1,
+                                                                              dtype=H.dtype))
+    assert torch.isfinite(flat[1]).all() and (flat[1, 1:3] > 1e6).all()
+    assert torch.allclose(flat[1, 3:], torch.ones(P - 3, dtype=H.dtype))
+    assert torch.isnan(flat[2]).all() and torch.isnan(fits[2]).all()
+    assert (flat[3:] == 1).all() and torch.isnan(fits[0, 0])
+    assert torch.isfinite(fits[0, 1:]).all() and torch.isfinite(fits[1]).all()
 
 
 def test_only_a_handler_that_asks_has_the_variance_computed(model, monkeypatch):
