@@ -14,7 +14,13 @@ times the mean diagonal of the chain's system, ``'marquardt'`` ``lambda`` times 
 diagonal entry (floored at the chain's largest). A chain waits for its slowest frame, so
 it stops once a step lowers no frame's cost by one label residual's squared error
 (``noise_tol``): with noisy labels Gauss-Newton's last steps converge linearly and move
-the frames by less than their estimates' standard errors.
+the frames by less than their estimates' standard errors. Before that, a frame whose
+cost :data:`FREEZE_AFTER` accepted steps in a row lowered by less is held still: not
+linearised, not solved, its moving neighbours solved against it as fixed, so that the
+chain's later steps cost what its few moving frames cost (a handful of frames whose
+rotations no label pins down, where a curved valley keeps the step's model poor, held a
+chain of 128 frames for 10-15 more steps). A held frame next to a moving one moves again
+where a step of its own would lower its cost by more.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from smilfit.handlers.motion_prior import chain_order
+from smilfit.ops.psd_inverse import psd_inverse
 from .banded import FrameBlocks, banded_solve
 from .problem import LeastSquaresProblem
 from .scatter import sum_into
@@ -68,6 +75,10 @@ class ChainTrial:
     # (m,) bool: no frame's cost falls by ``noise_tol`` label residuals' squared error
     # (None: no such test)
     settled: Optional[Tensor] = None
+    # (m, T) bool: the frames stepped (not held still)
+    moving: Optional[Tensor] = None
+    # (m, T) bool: the moving frames whose cost it lowers by less than that (None: no test)
+    quiet: Optional[Tensor] = None
     # the frames (n,), sorted, and their cost, g and H where linearised at the trial
     frames: Optional[Tensor] = None
     linearized: Optional[Tuple[Tensor, Tensor, Tensor]] = None
@@ -109,6 +120,34 @@ class ChainMotion:
         table = table[:, :T]
         frames, _ = torch.sort(table[table >= 0])
         return table, frames
+
+    def segments(self, table: Tensor, moving: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The runs of consecutive ``moving`` (m, T) frames of the chains ``table`` (m, T):
+        ``(runs (S, L) their frames (-1 past a run's end), row (S,) the chain (row of
+        table) of each run, lengths (S,), at (m, T) long: each moving frame's place
+        ``run * L + position``)``. A frame held still breaks its chain: its moving
+        neighbours see it as fixed."""
+        m, T = table.shape
+        before = F.pad(moving[:, :-1], (1, 0), value=False)
+        start = moving & ~before
+        run = (torch.cumsum(start.flatten().long(), 0) - 1).reshape(m, T)
+        S = int(start.sum())
+        if S == 0:                                  # nothing moves
+            empty = torch.zeros(0, dtype=torch.long, device=table.device)
+            return (empty.reshape(0, 0), empty, empty, torch.full_like(table, -1))
+        t = torch.arange(T, device=table.device).expand(m, T)
+        first = torch.zeros(S, dtype=torch.long, device=table.device)
+        first[run[start]] = t[start]
+        row = torch.zeros(S, dtype=torch.long, device=table.device)
+        row[run[start]] = torch.nonzero(start)[:, 0]
+        position = t - first[run.clamp_min(0)]
+        lengths = torch.zeros(S, dtype=torch.long, device=table.device).index_add_(
+            0, run[moving], torch.ones_like(run[moving]))
+        L = int(lengths.max())
+        runs = torch.full((S, L), -1, dtype=torch.long, device=table.device)
+        runs[run[moving], position[moving]] = table[moving]
+        at = torch.where(moving, run * L + position, torch.full_like(run, -1))
+        return runs, row, lengths, at
 
     def gather(self, values: Tensor, table: Tensor) -> Tensor:
         """(m, T, ...) ``values`` (B, ...) along the chains (0 past their ends)."""
@@ -153,6 +192,11 @@ class ChainMotion:
         r, c = self.residuals(X, table)
         cost = (r * r).sum(2)
         return (cost, self.normal(r, c)) if jacobian else (cost, None)
+
+
+#: Accepted steps in a row within the labels' errors after which a frame is held still
+#: (one such step can be a damped step's: after a rejected one every frame's is small).
+FREEZE_AFTER = 2
 
 
 class ChainSystem:
@@ -201,6 +245,10 @@ class ChainSystem:
         #: (B,) each frame's label residual rows (for ``noise_tol``)
         self.rows = (problem.data_rows(x0, torch.arange(B, device=self.device))
                      if self.noise_tol > 0 else None)
+        #: (B,) frames held where they are (``noise_tol``: their steps were within the
+        #: labels' errors :data:`FREEZE_AFTER` accepted steps in a row), and that count
+        self.frozen = torch.zeros(B, dtype=torch.bool, device=self.device)
+        self.quiet_steps = torch.zeros(B, dtype=torch.long, device=self.device)
 
     def finished(self) -> Tensor:
         m = self.motion
@@ -214,8 +262,18 @@ class ChainSystem:
 
     def linearize(self, units: Tensor) -> Tuple[Tensor, Tensor]:
         table, frames = self.motion.frames(units)
-        c, g, H = self.problem.linearize(self.x[frames], frames, upper_only=False)
+        # (a frozen frame has not moved since its last linearisation)
+        frames = frames[~self.frozen[frames]]
+        c, g, H = self._linearize_frames(self.x[frames], frames)
         return self._absorb(units, table, frames, c, g, H)
+
+    def _linearize_frames(self, x: Tensor, frames: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The frames' (sorted) cost, g and H at ``x`` (none for no frames)."""
+        if frames.numel() == 0:
+            P = self.x.shape[1]
+            return (self.x.new_zeros(0), self.x.new_zeros(0, P),
+                    self.H.new_zeros(0, P, P))
+        return self.problem.linearize(x, frames, upper_only=False)
 
     def _absorb(self, units: Tensor, table: Tensor, frames: Tensor, c: Tensor, g: Tensor,
                 H: Tensor) -> Tuple[Tensor, Tensor]:
@@ -248,62 +306,93 @@ class ChainSystem:
         X = m.gather(self.x, table)
         grad_m, diag_m, below_m = (m.gather(t, table) for t in self.motion_normal)
         g = m.gather(self.g, table) + grad_m                               # (m, T, P)
-        valid = (table >= 0)[..., None]
+        valid = table >= 0
+        moving = valid & ~self.frozen[table.clamp_min(0)]
+        if self.rows is not None and not bool(moving[valid].all()):
+            moving = self._thaw(table, moving)
         diag = (m.gather(self.H.diagonal(dim1=-2, dim2=-1), table).to(self.dtype)
-                + diag_m) * valid
+                + diag_m) * valid[..., None]
         C, T, P = diag.shape
         mean = diag.sum((1, 2)) / (m.lengths[units].to(self.dtype) * P)
-        D = self.damping(diag.reshape(C, -1), mean, diag.amax((1, 2))).reshape(C, T, P) * valid
-        D = lam[:, None, None] * D
-        # the frames' J^T J read in place by the elimination, the damping and the motion
-        # terms' diagonal added row by row
+        D = self.damping(diag.reshape(C, -1), mean, diag.amax((1, 2))).reshape(C, T, P)
+        D = lam[:, None, None] * D * valid[..., None]
+        # each run of moving frames is solved with its frozen neighbours held fixed (their
+        # motion terms stay on its diagonal and gradient, uncoupled); an acceleration
+        # couples frames two apart, so a single frozen frame between moving ones stays in
+        # its run as a row held at 0 (no gradient, no coupling). The frames' J^T J are read
+        # in place by the elimination, the damping and the motion terms' diagonal added
+        # row by row.
+        included = moving
+        if m.bandwidth > 1:
+            included = moving | (valid & F.pad(moving[:, :-1], (1, 0), value=False)
+                                 & F.pad(moving[:, 1:], (0, 1), value=False))
+        runs, row, lengths, at = m.segments(table, included)
+        S, L = runs.shape
         ldt = self.H.dtype
-        blocks = FrameBlocks(self.H, table, (diag_m + D).to(ldt))
-        step, info = banded_solve(blocks, below_m.to(ldt), g.to(ldt), m.lengths[units])
-        step = -step.to(self.dtype) * valid
-        solved = (info == 0) & torch.isfinite(step).all(2).all(1)
+        both = torch.stack([moving & F.pad(moving[:, :T - d], (d, 0), value=False)
+                            for d in range(1, below_m.shape[2] + 1)], 2)
+        below = below_m * both[..., None]
+
+        def to_runs(values: Tensor) -> Tensor:
+            out = values.new_zeros((S * L,) + values.shape[2:])
+            out[at[included]] = values[included]
+            return out.reshape((S, L) + values.shape[2:])
+        blocks = FrameBlocks(self.H, runs, to_runs((diag_m + D).to(ldt)))
+        if S:
+            run_step, info = banded_solve(blocks, to_runs(below.to(ldt)),
+                                          to_runs((g * moving[..., None]).to(ldt)), lengths)
+        else:                                       # every frame held
+            run_step, info = X.new_zeros(0, 0, P), lengths.new_zeros(0)
+        run_step = run_step.to(self.dtype)
+        failed = (info != 0) | ~torch.isfinite(run_step).all(2).all(1)
+        solved = torch.zeros(C, dtype=torch.long, device=self.device).index_add_(
+            0, row, failed.long()) == 0
+        step = torch.zeros_like(X)
+        step[moving] = -run_step.reshape(S * L, P)[at[moving]]
         step = torch.where(solved[:, None, None], step, torch.zeros_like(step))
         # s^T H s of the undamped system (data and motion) from (H + D) s = -g
         curvature = -(g * step).sum((1, 2)) - (D * step * step).sum((1, 2))
         predicted = torch.where(solved, -(2.0 * (g * step).sum((1, 2)) + curvature),
                                 torch.full_like(lam, float('inf')))
         return ChainTrial(units, table, X + step, solved, predicted, step.abs().amax((1, 2)),
-                          X.abs().amax((1, 2)))
+                          X.abs().amax((1, 2)), moving=moving)
 
     def evaluate(self, trial: ChainTrial, linearize: bool) -> Tensor:
         m = self.motion
         table = trial.table
-        valid = table >= 0
-        frames = table[valid]
+        moving = trial.moving
+        frames = table[moving]
         order = torch.argsort(frames)
         ordered = frames[order]
+        x = trial.x[moving][order]
         if linearize:
-            trial.linearized = self.problem.linearize(trial.x[valid][order], ordered,
-                                                      upper_only=False)
+            trial.linearized = self._linearize_frames(x, ordered)
             cost = trial.linearized[0]
         else:
-            cost = self.problem.cost(trial.x[valid][order], ordered)
+            cost = self.problem.cost(x, ordered) if ordered.numel() else x.new_zeros(0)
         trial.frames = ordered
         cost = cost + m.constant[ordered]
-        frame_cost = torch.zeros(table.shape, dtype=self.dtype, device=self.device)
-        frame_cost[valid] = torch.empty_like(cost).index_copy_(0, order, cost)
+        frame_cost = m.gather(self.frame_cost, table)          # a frozen frame's is as it was
+        frame_cost[moving] = torch.empty_like(cost).index_copy_(0, order, cost)
         trial.motion_cost = m.terms(trial.x, table, jacobian=False)[0]
         trial.frame_cost = frame_cost
         trial.cost = frame_cost.sum(1) + trial.motion_cost.sum(1)
         if self.rows is not None:
-            trial.settled = self._settled(trial)
+            trial.settled, trial.quiet = self._settled(trial)
         return trial.cost
 
-    def _settled(self, trial: ChainTrial) -> Tensor:
+    def _settled(self, trial: ChainTrial) -> Tuple[Tensor, Tensor]:
         """(m,) bool: the trial lowers no frame's cost by ``noise_tol`` times its chain's
-        cost per label residual row at the current point."""
+        cost per label residual row at the current point; (m, T) bool: the moving frames
+        whose cost it lowers by less."""
         m = self.motion
         table = trial.table
-        own = self.frame_cost - m.constant                 # the frames' data and priors
-        noise = m.gather(own, table).sum(1) / m.gather(self.rows.to(self.dtype), table).sum(1)
+        noise = self._noise(table)
         now = m.gather(self.frame_cost + self.motion_cost, table)
         gain = (now - trial.frame_cost - trial.motion_cost) * (table >= 0)
-        return torch.isfinite(noise) & (gain.amax(1) < self.noise_tol * noise)
+        small = gain < self.noise_tol * noise[:, None]
+        known = torch.isfinite(noise)
+        return known & small.all(1), known[:, None] & small & trial.moving
 
     def take(self, trial: ChainTrial, accept: Tensor
              ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
@@ -316,13 +405,72 @@ class ChainSystem:
         self.motion_cost[frames] = torch.where(take, trial.motion_cost[valid],
                                                self.motion_cost[frames])
         self.cost[trial.units] = torch.where(accept, trial.cost, self.cost[trial.units])
+        if trial.quiet is not None:
+            self._freeze(trial, accept)
         if trial.linearized is None or not bool(accept.any()):
             return None
         units = trial.units[accept]
-        table, frames = self.motion.frames(units)
-        at = torch.searchsorted(trial.frames, frames)
+        table, _ = self.motion.frames(units)
+        moved, _ = torch.sort(trial.table[accept][trial.moving[accept]])
+        at = torch.searchsorted(trial.frames, moved)
         c, g, H = (t[at] for t in trial.linearized)
-        return (units,) + self._absorb(units, table, frames, c, g, H)
+        return (units,) + self._absorb(units, table, moved, c, g, H)
+
+    def _noise(self, table: Tensor) -> Tensor:
+        """(m,) each chain's cost per label residual row where it stands."""
+        m = self.motion
+        own = self.frame_cost - m.constant                 # the frames' data and priors
+        return m.gather(own, table).sum(1) / m.gather(self.rows.to(self.dtype), table).sum(1)
+
+    def _own_gain(self, frames: Tensor) -> Tensor:
+        """(n,) what a Gauss-Newton step of each of ``frames`` alone, its neighbours held,
+        would lower its cost by where it stands (along what the labels leave free as
+        large as its system's precision allows; inf where its system is not positive
+        semi-definite)."""
+        grad, diag_m, _ = self.motion_normal
+        g = self.g[frames] + grad[frames]
+        A = self.H[frames].to(self.dtype) + torch.diag_embed(diag_m[frames].to(self.dtype))
+        _, solution, ridge = psd_inverse(A, g)
+        gain = (g * solution).sum(1)
+        return torch.where(torch.isnan(ridge), torch.full_like(gain, float('inf')), gain)
+
+    def _wake(self, frames: Tensor, limit: Tensor) -> Tensor:
+        """(n,) bool: which of the held ``frames`` a step of their own would lower by
+        ``limit`` (n,) or more; those are set moving again."""
+        wake = ~(self._own_gain(frames) < limit)
+        self.frozen[frames[wake]] = False
+        self.quiet_steps[frames[wake]] = 0
+        return wake
+
+    def _thaw(self, table: Tensor, moving: Tensor) -> Tensor:
+        """``moving`` (m, T) with the frozen frames next to a moving one set moving again
+        where a step of their own, their neighbours held, would lower their cost by
+        ``noise_tol`` times the chain's cost per label residual row: their neighbours
+        have moved since they were frozen."""
+        valid = table >= 0
+        beside = (F.pad(moving[:, :-1], (1, 0), value=False)
+                  | F.pad(moving[:, 1:], (0, 1), value=False))
+        edge = valid & ~moving & beside
+        if not bool(edge.any()):
+            return moving
+        row = torch.nonzero(edge)[:, 0]
+        out = moving.clone()
+        out[edge] = self._wake(table[edge], self.noise_tol * self._noise(table)[row])
+        return out
+
+    def _freeze(self, trial: ChainTrial, accept: Tensor) -> None:
+        """Count the accepted steps in a row that moved each frame within the labels'
+        errors (``trial.quiet``); hold still the frames with :data:`FREEZE_AFTER` of
+        them. A chain waits for its slowest frame: the frames that have settled are not
+        stepped, linearised or solved again, and the chain's steps cost what its moving
+        frames cost."""
+        stepped = accept[:, None] & trial.moving
+        frames = trial.table[stepped]
+        quiet = trial.quiet[stepped]
+        count = torch.where(quiet, self.quiet_steps[frames] + 1,
+                            torch.zeros_like(self.quiet_steps[frames]))
+        self.quiet_steps[frames] = count
+        self.frozen[frames] |= count >= FREEZE_AFTER
 
 
 def _shift_back(values: Tensor, k: int) -> Tensor:
@@ -334,4 +482,4 @@ def _shift_back(values: Tensor, k: int) -> Tensor:
     return F.pad(values[:, k:], (0, 0) * (values.dim() - 2) + (0, min(k, T)))
 
 
-__all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'MotionTerms']
+__all__ = ['ChainSystem', 'ChainTrial', 'ChainMotion', 'MotionTerms', 'FREEZE_AFTER']

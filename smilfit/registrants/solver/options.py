@@ -40,10 +40,14 @@ class LMOptions:
             standard error of its estimate: with noisy labels the last steps of
             Gauss-Newton converge linearly (the residuals' own curvature, which it
             leaves out, is as large as the labels' along directions they hardly see),
-            and every chain then steps until its slowest frame has converged. The
-            estimate follows the labels' errors: near zero on exact labels in a loss
-            in pixels; about one in noise units (``scale_from_residuals``), whose
-            scales are measured from those same errors.
+            and every chain then steps until its slowest frame has converged. A frame
+            whose cost two accepted steps in a row lowered by less is held still
+            until then (not linearised or solved; set moving again where a step of
+            its own would gain more), so a chain's last steps cost what its moving
+            frames cost. The estimate follows the labels' errors: near zero on exact
+            labels in a loss in pixels; about one in noise units
+            (``scale_from_residuals``), whose scales are measured from those same
+            errors.
     """
 
     lambda_init: float = 1e-3

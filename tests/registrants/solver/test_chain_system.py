@@ -131,7 +131,9 @@ def test_chains_stop_once_no_frame_gains_a_label_residuals_error(model, noise):
     for stat in (torch.median, torch.max):
         assert float(stat(errors[1.0])) < 1.02 * float(stat(errors[0.0]))
     losses = {tol: f.history[-1]['mean_loss_end'] for tol, f in fits.items()}
-    assert losses[0.0] <= losses[1.0] * (1 + 1e-9) and losses[1.0] <= losses[0.0] * (1 + 1e-3)
+    # (frames held still once settled are left a little off where their neighbours'
+    # later moves put their minimum: in the loss, by under 1 %, not in the keypoints)
+    assert losses[0.0] <= losses[1.0] * (1 + 1e-9) and losses[1.0] <= losses[0.0] * (1 + 1e-2)
 
 
 def test_each_chain_is_its_own_unit(model):
@@ -318,3 +320,124 @@ def test_the_reported_losses_are_the_last_stages(model):
     assert fit.history[-1]['per_sample'] is False
     end = fit.history[-1]['mean_loss_end']
     assert abs(float(fit.total_loss.mean()) - end) < 0.01 * end
+
+
+def test_runs_of_moving_frames_break_at_the_frozen_ones():
+    table = torch.tensor([[0, 1, 2, 3, 4, 5], [6, 7, 8, -1, -1, -1]])
+    moving = torch.tensor([[True, True, False, True, True, True],
+                           [False, True, True, False, False, False]])
+    motion = ChainMotion(MotionTerms(torch.full((9,), -1), (1.0, -1.0), torch.zeros(9, 2),
+                                     torch.zeros(9)), torch.zeros(9, dtype=torch.bool),
+                         'cpu', torch.float64)
+    runs, row, lengths, at = motion.segments(table, moving)
+    assert runs.tolist() == [[0, 1, -1], [3, 4, 5], [7, 8, -1]]
+    assert row.tolist() == [0, 0, 1] and lengths.tolist() == [2, 3, 2]
+    # each moving frame's place in the runs, -1 for the others
+    flat = runs.flatten()
+    assert (flat[at[moving]] == table[moving]).all() and (at[~moving] == -1).all()
+
+
+@pytest.mark.parametrize('order', [1, 2])
+def test_a_frozen_frame_is_held_and_its_neighbours_solved_against_it(model, monkeypatch,
+                                                                     order):
+    """A chain with every third frame held still: those frames' steps are 0 and the others'
+    are the damped system's solution with the held frames' steps fixed at 0 (their
+    motion terms on their neighbours' diagonal and gradient, not coupled): the dense
+    system, rows and columns of the held frames taken out."""
+    from smilfit.registrants.solver import chain_system
+    obs, _, start, groups = _video(model, 9, animals=2, seed=5)
+    seen = []
+    propose = chain_system.ChainSystem.propose
+
+    def checking(system, units, lam):
+        if seen:
+            return propose(system, units, lam)
+        m = system.motion
+        table, _ = m.frames(units)
+        system.frozen[table[:, ::3][table[:, ::3] >= 0]] = True
+        trial = propose(system, units, lam)
+        X = m.gather(system.x, table)
+        grad_m, diag_m, below_m = (m.gather(t, table) for t in system.motion_normal)
+        g = m.gather(system.g, table) + grad_m
+        H = system.H.to(system.dtype)
+        P = X.shape[2]
+        for c in range(table.shape[0]):
+            n = int(m.lengths[units[c]])
+            frames = table[c, :n]
+            diag = torch.stack([H[f].diagonal() for f in frames]) + diag_m[c, :n]
+            mean = diag.sum() / (n * P)
+            D = lam[c] * system.damping(diag.reshape(1, -1), mean[None],
+                                        diag.amax()[None]).reshape(n, P)
+            A = torch.zeros(n * P, n * P, dtype=system.dtype)
+            for t in range(n):
+                A[t * P:(t + 1) * P, t * P:(t + 1) * P] = H[frames[t]] + torch.diag(
+                    diag_m[c, t] + D[t])
+                for d in range(1, min(order, t) + 1):
+                    block = torch.diag(below_m[c, t, d - 1])
+                    A[t * P:(t + 1) * P, (t - d) * P:(t - d + 1) * P] = block
+                    A[(t - d) * P:(t - d + 1) * P, t * P:(t + 1) * P] = block
+            keep = (~system.frozen[frames]).repeat_interleave(P)
+            step = torch.zeros(n * P, dtype=system.dtype)
+            step[keep] = -torch.linalg.solve(A[keep][:, keep], g[c, :n].reshape(-1)[keep])
+            torch.testing.assert_close((trial.x[c, :n] - X[c, :n]).reshape(-1), step,
+                                       rtol=1e-6, atol=1e-9)
+            assert (trial.x[c, :n][system.frozen[frames]]
+                    == X[c, :n][system.frozen[frames]]).all()
+        seen.append(trial)
+        return trial
+    monkeypatch.setattr(chain_system.ChainSystem, 'propose', checking)
+    # (noise_tol=0: no frame is set moving again by the test of its own gain)
+    _registrant(model, dict(type='LevenbergMarquardt', noise_tol=0.0), n_iter=3,
+                order=order).fit(obs, init_params=start, groups=groups)
+    assert seen and bool(seen[0].moving.any()) and not bool(
+        seen[0].moving[seen[0].table >= 0].all())
+
+
+def test_settled_frames_are_held_as_near_the_truth_as_the_full_minimum(model, monkeypatch):
+    """Noisy labels: a frame whose steps lowered its cost by less than the labels' errors
+    twice in a row is held still, and no longer linearised or solved; the keypoints stay
+    as near the truth as the chains' full minimum's."""
+    from smilfit.registrants.solver import chain_system
+    obs, truth, start, groups = _video(model, 100, animals=2, noise=2.0, seed=4)
+    actual = model(return_vertices=False, **truth).keypoints
+    counts = {'frozen': 0}
+    freeze = chain_system.ChainSystem._freeze
+
+    def freezing(system, trial, accept):
+        before = int(system.frozen.sum())
+        freeze(system, trial, accept)
+        counts['frozen'] += int(system.frozen.sum()) - before
+    monkeypatch.setattr(chain_system.ChainSystem, '_freeze', freezing)
+    held = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0),
+                       n_iter=200).fit(obs, init_params=start, groups=groups)
+    monkeypatch.undo()
+    assert counts['frozen'] > 0
+    full = _registrant(model, dict(type='LevenbergMarquardt', progress_tol=0.0, noise_tol=0.0),
+                       n_iter=200).fit(obs, init_params=start, groups=groups)
+    errors = [(model(return_vertices=False, **{k: f.params[k] for k in POSE}).keypoints
+               - actual).norm(dim=-1) for f in (held, full)]
+    assert float(errors[0].median()) < 1.02 * float(errors[1].median())
+
+
+def test_a_frozen_frame_whose_own_step_would_gain_more_moves_again(model, monkeypatch):
+    """Frames held still far from their minimum (at the stage's start, every third one)
+    next to moving ones: a step of their own would lower their cost by far more than the
+    labels' errors, so they are set moving again in that very step."""
+    from smilfit.registrants.solver import chain_system
+    obs, _, start, groups = _video(model, 9, animals=2, seed=5)
+    seen = []
+    propose = chain_system.ChainSystem.propose
+
+    def freezing_first(system, units, lam):
+        if not seen:
+            table, _ = system.motion.frames(units)
+            system.frozen[table[:, ::3][table[:, ::3] >= 0]] = True
+        trial = propose(system, units, lam)
+        seen.append((trial, system.frozen.clone()))
+        return trial
+    monkeypatch.setattr(chain_system.ChainSystem, 'propose', freezing_first)
+    _registrant(model, dict(type='LevenbergMarquardt'), n_iter=2).fit(
+        obs, init_params=start, groups=groups)
+    trial, frozen = seen[0]
+    assert bool(trial.moving[trial.table >= 0].all()) and not bool(frozen.any())
+
