@@ -20,6 +20,8 @@ from typing import Tuple
 
 import torch
 
+from .spd_inverse import identity_where
+
 Tensor = torch.Tensor
 
 #: Rounding errors of the matrices' dtype in the first ridge tried (as the solver's
@@ -46,8 +48,7 @@ def psd_inverse(A: Tensor, rhs: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """
     factor, info = torch.linalg.cholesky_ex(A)
     failed = info != 0
-    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    factor = torch.where(failed[:, None, None], eye, factor)
+    factor = identity_where(factor, failed)
     inverse = torch.cholesky_inverse(factor)
     solution = torch.cholesky_solve(rhs[..., None], factor)[..., 0]
     ridge = A.new_zeros(A.shape[0])
