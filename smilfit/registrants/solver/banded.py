@@ -179,7 +179,10 @@ def _diagonal_coupling_solve(diagonal: FrameBlocks, coupling: Tensor, rhs: Tenso
     block_at = diagonal.index[chain[:, None], row].clamp_min(0)
     extra = None if diagonal.extra is None else diagonal.extra[chain[:, None], row]
     counts = (size.cpu()[None, :] > torch.arange(span)[:, None]).sum(1).tolist()
-    inverse = diagonal.blocks.new_empty(2 * C, span, P, P)             # S_s^-1
+    # S_s^-1; zeros, not empty: a half of no rows (a chain of one or two rows) reads its
+    # step 0 as its last, times a coupling of 0, and 0 times uninitialised memory can be
+    # NaN (always, under torch.use_deterministic_algorithms)
+    inverse = diagonal.blocks.new_zeros(2 * C, span, P, P)
     z = rhs.new_zeros(2 * C, span, P, k)                               # S_s^-1 y_s
     info = torch.zeros(2 * C, dtype=torch.int32, device=device)
     for s in range(span):
