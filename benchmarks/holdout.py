@@ -341,7 +341,7 @@ def main() -> int:
                         help='an alternative to the shipped config (several joined by +; '
                         f'{BEFORE_ANIMAL_PRIOR} is the config before the animal\'s own pose '
                         'prior and the left/right exchanges): '
-                        + '; '.join(f'{k}: {v}' for k, v in VARIANTS.items()))
+                        + '; '.join(f'{k}: {v}' for k, v in VARIANTS.items()).replace('%', '%%'))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE',
                         help='overrides of the fitting config, as in tools/fit.py')

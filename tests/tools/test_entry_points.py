@@ -72,3 +72,51 @@ def test_restated_constants_agree_with_their_sources():
     from smilfit.datasets.ingest_images import CROP_MODES
     assert preprocess_sleap.CROP_MODES == CROP_MODES
     assert convert_model.SUPPORTED_EXTENSIONS == SUPPORTED_EXTENSIONS
+
+
+BENCHMARKS = sorted(p for p in (REPO_ROOT / 'benchmarks').glob('*.py')
+                    if "__name__ == '__main__'" in p.read_text())
+
+
+def test_every_benchmark_answers_help():
+    """Each benchmark script prints its help and exits 0 (a help text with a bare ``%``
+    made argparse raise instead). One child process runs them in turn (most import torch
+    first: one import for all); a script that starts itself again (``os.exec*``, to set
+    its threads) gets a process of its own."""
+    import json
+    import subprocess
+    import sys
+    assert len(BENCHMARKS) >= 10
+    child = (
+        'import contextlib, io, json, runpy, sys\n'
+        'results = {}\n'
+        'for path in sys.argv[1:]:\n'
+        '    sys.argv = [path, "--help"]\n'
+        '    out = io.StringIO()\n'
+        '    try:\n'
+        '        with contextlib.redirect_stdout(out):\n'
+        '            runpy.run_path(path, run_name="__main__")\n'
+        '        code = "returned without exiting"\n'
+        '    except SystemExit as stop:\n'
+        '        code = stop.code or 0\n'
+        '    except Exception as error:\n'
+        '        code = repr(error)\n'
+        '    results[path] = [code, out.getvalue()[:80]]\n'
+        'print(json.dumps(results))\n')
+    alone = [p for p in BENCHMARKS if 'os.exec' in p.read_text()]
+    groups = [[p for p in BENCHMARKS if p not in alone]] + [[p] for p in alone]
+    runs = [subprocess.Popen([sys.executable, '-c', child, *map(str, group)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=str(REPO_ROOT)) for group in groups]
+    results = {}
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        if out.strip() and out.strip().splitlines()[-1].startswith('{'):
+            results.update(json.loads(out.strip().splitlines()[-1]))
+        else:   # a script that started itself again prints its own help
+            assert run.returncode == 0, err[-2000:]
+            assert out.startswith('usage: '), out[:80]
+            results[run.args[-1]] = [0, out[:80]]
+    assert sorted(results) == sorted(map(str, BENCHMARKS))
+    for path, (code, out) in results.items():
+        assert code == 0 and out.startswith('usage: '), (path, code, out)
